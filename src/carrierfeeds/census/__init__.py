@@ -1,0 +1,1 @@
+"""Census intake: sources, readers, normalisation and the synthetic generator."""

@@ -1,0 +1,50 @@
+"""The canonical census: one row per member per plan election, every column text.
+
+Employers' files are mapped onto these names by a census schema (``schemas/*.yaml``); everything after
+intake speaks only these names. Carrier allowlists (``mappings/*.yaml``) name them too.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Columns every canonical census has, in the order the generator writes them.
+CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
+    "member_id",          # employer's id for this person (subscriber: employee id; dependents: id-NN)
+    "subscriber_id",      # the employee's member_id; equals member_id on the subscriber's rows
+    "relationship",       # EE (employee), SP (spouse), CH (child)
+    "last_name",
+    "first_name",
+    "middle_initial",
+    "ssn",                # nine digits, text (keeps leading zeros)
+    "dob",                # YYYY-MM-DD
+    "gender",             # M, F, U
+    "address1",
+    "address2",
+    "city",
+    "state",              # USPS two-letter code
+    "zip",                # five or nine digits, text
+    "phone",              # ten digits
+    "hire_date",          # YYYY-MM-DD (subscriber rows)
+    "employment_status",  # FT, PT, TE (terminated), RT (retired)
+    "department",
+    "plan_code",          # employer's plan code, mapped to the carrier's HD03/HD04 by the mapping
+    "coverage_level",     # EMP, ESP, ECH, FAM (HD05)
+    "coverage_start",     # YYYY-MM-DD
+    "coverage_end",       # YYYY-MM-DD or empty
+)
+
+#: Columns without which no row can be placed in an 834 at all.
+REQUIRED_COLUMNS: Final[frozenset[str]] = frozenset({
+    "member_id", "subscriber_id", "relationship", "last_name", "first_name", "dob", "gender",
+    "plan_code", "coverage_level", "coverage_start",
+})
+
+#: Fields a carrier allowlist must contain: the 834 cannot identify a member or coverage without them.
+IDENTITY_FIELDS: Final[frozenset[str]] = frozenset({
+    "member_id", "subscriber_id", "relationship", "last_name", "first_name", "plan_code",
+    "coverage_level", "coverage_start",
+})
+
+#: Row number column added at read time: 1-based data row as the employer sees it (header is row 1).
+ROW_NUMBER: Final[str] = "row_number"

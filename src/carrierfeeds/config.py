@@ -1,0 +1,342 @@
+"""Typed, frozen configuration (feeds, carrier mappings, census schemas) checked when loaded.
+
+A wrong field is a :class:`~carrierfeeds.errors.ConfigError` naming the file, the line, the field path
+and what was expected, with a "did you mean" for misspelt keys, before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
+from carrierfeeds.errors import ConfigError
+
+_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_FPR = r"^[0-9A-F]{40}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------------------------- feeds
+class Authorization(_Model):
+    """The employer's authorisation for this carrier to receive its members' data."""
+
+    effective_from: date
+    effective_to: date | None = None
+    plans: tuple[str, ...] = Field(min_length=1, description="employer plan codes this carrier may see")
+
+    def covers(self, day: date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
+
+
+class Employer(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1, max_length=60)
+    tax_id: str = Field(pattern=r"^\d{9}$", description="FEIN, sent as the sponsor id (N104)")
+    contract_end: date | None = None
+    legal_hold: bool = False
+
+
+class Carrier(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1, max_length=60)
+    electronic: bool = Field(True, description="False: the carrier gets a printable fallback document")
+
+
+class LocalSource(_Model):
+    kind: Literal["local"] = "local"
+    path: str = Field(description="folder the employer's files land in, relative to the data directory")
+    pattern: str = "*.csv"
+
+
+CensusSource = Annotated[LocalSource, Field(discriminator="kind")]
+
+
+class CensusSpec(_Model):
+    source: CensusSource
+    schema_id: str = Field(pattern=_ID, description="name of a schemas/<schema_id>.yaml census schema")
+
+
+class OutputSpec(_Model):
+    format: Literal["x12-834", "pdf"] = "x12-834"
+    mode: Literal["full"] = Field("full", description="full file; change files arrive with change detection")
+
+
+class EncryptionSpec(_Model):
+    recipient_fingerprint: str = Field(pattern=_FPR, description="carrier's key, full 40-hex fingerprint")
+    signer_fingerprint: str = Field(pattern=_FPR, description="our signing key, full 40-hex fingerprint")
+    armor: bool = False
+    compress_level: int = Field(1, ge=0, le=9)
+    suffix: str = Field(".pgp", pattern=r"^\.[A-Za-z0-9.]{1,10}$")
+    expiry_warning_days: int = Field(30, ge=0)
+
+    @field_validator("recipient_fingerprint", "signer_fingerprint", mode="before")
+    @classmethod
+    def _normalise_fpr(cls, v: Any) -> Any:
+        return v.replace(" ", "").upper() if isinstance(v, str) else v
+
+
+class SftpDelivery(_Model):
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
+    remote_dir: str = "/inbox"
+
+
+class LocalDelivery(_Model):
+    kind: Literal["local"] = "local"
+    path: str = Field(description="a carrier inbox folder, relative to the data directory")
+
+
+Delivery = Annotated[SftpDelivery | LocalDelivery, Field(discriminator="kind")]
+
+
+class ValidationPolicy(_Model):
+    policy: Literal["reject", "quarantine", "threshold"] = "reject"
+    threshold_pct: float = Field(0.0, ge=0, le=100,
+                                 description="with policy threshold: reject when more families fail")
+
+
+class Feed(_Model):
+    """One employer's data to one carrier: what to read, how to map it, where it goes."""
+
+    feed_id: str = Field(pattern=_ID)
+    description: str = ""
+    employer: Employer
+    carrier: Carrier
+    authorization: Authorization
+    schedule: str | None = Field("0 2 * * *", description="cron expression, or null for manual runs")
+    timezone: str = "UTC"
+    census: CensusSpec
+    mapping_id: str = Field(pattern=_ID, description="name of a mappings/<mapping_id>.yaml")
+    output: OutputSpec = OutputSpec()
+    encryption: EncryptionSpec
+    delivery: Delivery
+    validation: ValidationPolicy = ValidationPolicy()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import available_timezones
+
+        if v not in available_timezones():
+            close = difflib.get_close_matches(v, sorted(available_timezones()), n=1)
+            raise ValueError(f"unknown timezone {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _electronic_matches_output(self) -> Feed:
+        if not self.carrier.electronic and self.output.format != "pdf":
+            raise ValueError("carrier.electronic is false, so output.format must be 'pdf'")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ mappings
+class EnvelopeIds(_Model):
+    """Interchange and group ids (ISA05-08, GS02/GS03) and the usage indicator (ISA15)."""
+
+    sender_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
+    sender_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
+    receiver_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
+    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
+    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
+    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
+    usage: Literal["T", "P"] = "T"
+
+
+class Party(_Model):
+    """An N1 party: the payer (1000B) named by the mapping."""
+
+    name: str = Field(min_length=1, max_length=60)
+    id_qualifier: Literal["FI", "XV", "94"] = "FI"
+    id: str = Field(min_length=2, max_length=80)
+
+
+class PlanCode(_Model):
+    insurance_line: Literal["HLT", "DEN", "VIS", "LIF", "ADD", "STD", "LTD", "EPO", "HMO", "PPO", "POS",
+                            "HSA", "FAC", "PDG", "MM", "AH", "AK", "AJ", "AG", "DCP", "PRA"]
+    description: str = Field(min_length=1, max_length=50, description="HD04 plan coverage description")
+
+
+class FullFileSpec(_Model):
+    maintenance_type: Literal["030"] = Field("030", description="INS03 on every member of a full file")
+    bgn08: Literal["4", "RX"] = Field("4", description="BGN08 action: 4 verify, RX replace")
+
+
+class CarrierMapping(_Model):
+    """A carrier's companion guide, as data."""
+
+    mapping_id: str = Field(pattern=_ID)
+    carrier_name: str
+    envelope: EnvelopeIds
+    payer: Party
+    group_number: str | None = Field(None, max_length=50, description="REF*1L when on the allowlist")
+    plans: dict[str, PlanCode] = Field(min_length=1)
+    coverage_levels: dict[str, Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SPC", "CHD",
+                                       "DEP", "IND", "TWO", "E5D", "E6D", "E7D", "E8D", "E9D", "ELF",
+                                       "EMP1", "ESP1"]] = Field(
+        default_factory=lambda: {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"})
+    allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
+    full_file: FullFileSpec = FullFileSpec()
+    name_max_length: int = Field(35, ge=10, le=60)
+    file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
+                           description="fields: sender, receiver, isa13, date, feed")
+
+    @field_validator("allowlist")
+    @classmethod
+    def _allowlist_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in v if f not in CANONICAL_COLUMNS]
+        if unknown:
+            hints = {f: difflib.get_close_matches(f, CANONICAL_COLUMNS, n=1) for f in unknown}
+            text = ", ".join(f"{f!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for f, h in hints.items())
+            raise ValueError(f"unknown census field(s) {text}")
+        missing = sorted(IDENTITY_FIELDS - set(v))
+        if missing:
+            raise ValueError(f"must include the identity fields {missing}")
+        return v
+
+    @field_validator("file_name")
+    @classmethod
+    def _safe_file_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError("must be a plain file name, no folders")
+        allowed = {"sender", "receiver", "isa13", "date", "feed"}
+        used = set(re.findall(r"{(\w+)}", v))
+        if not used <= allowed:
+            raise ValueError(f"unknown placeholder(s) {sorted(used - allowed)}; allowed: {sorted(allowed)}")
+        if "isa13" not in used:
+            raise ValueError("must contain {isa13} so every interchange gets its own file name")
+        return v
+
+
+# ------------------------------------------------------------------------------------- census schema
+class CensusSchema(_Model):
+    """How one employer's file maps onto the canonical census, and which GX suite checks it."""
+
+    schema_id: str = Field(pattern=_ID)
+    format: Literal["csv"] = "csv"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-8-sig", "cp1252", "utf-16"] = "utf-8-sig"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
+    relationship_codes: dict[str, Literal["EE", "SP", "CH"]] = Field(
+        default_factory=lambda: {"EE": "EE", "SP": "SP", "CH": "CH"})
+    gender_codes: dict[str, Literal["M", "F", "U"]] = Field(
+        default_factory=lambda: {"M": "M", "F": "F", "U": "U"})
+    date_format: str = "%Y-%m-%d"
+    suite: str = Field(description="Great Expectations suite file in schemas/")
+    dependent_age_limit: int = Field(26, ge=18, le=30)
+
+    @field_validator("columns")
+    @classmethod
+    def _canonical_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in v if k not in CANONICAL_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown canonical column(s) {unknown}")
+        return v
+
+    def header_for(self, canonical: str) -> str:
+        return self.columns.get(canonical, canonical)
+
+
+# ------------------------------------------------------------------------------------------- loading
+M = TypeVar("M", bound=BaseModel)
+
+
+def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
+    """1-based line of ``path`` in a composed YAML tree (the deepest node that exists)."""
+    line = None
+    for part in path:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if node is None:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    current: Any = model
+    for part in path[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def load_model(model: type[M], path: Path) -> M:
+    """Load YAML ``path`` into ``model``; every problem becomes one ConfigError listing them all."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of fields at the top level", file=str(path))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(model, loc), n=1)
+                msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+            problems.append((f"line {line}: " if line else "") + f"{field}: {msg}")
+        first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise ConfigError("; ".join(problems), file=str(path), field=None,
+                          details={"problems": problems, "first_field": first}) from None
+
+
+def load_feed(path: Path) -> Feed:
+    """Load and check ``feeds/<feed_id>.yaml``; the file name must match its feed_id."""
+    feed = load_model(Feed, path)
+    if path.stem != feed.feed_id:
+        raise ConfigError(f"feed_id {feed.feed_id!r} does not match the file name", file=str(path),
+                          field="feed_id")
+    return feed
+
+
+def load_mapping(path: Path) -> CarrierMapping:
+    mapping = load_model(CarrierMapping, path)
+    if path.stem != mapping.mapping_id:
+        raise ConfigError(f"mapping_id {mapping.mapping_id!r} does not match the file name",
+                          file=str(path), field="mapping_id")
+    return mapping
+
+
+def load_schema(path: Path) -> CensusSchema:
+    schema = load_model(CensusSchema, path)
+    if path.stem != schema.schema_id:
+        raise ConfigError(f"schema_id {schema.schema_id!r} does not match the file name",
+                          file=str(path), field="schema_id")
+    return schema

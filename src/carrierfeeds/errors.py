@@ -1,0 +1,120 @@
+"""Every error carrierfeeds raises, grouped by what the caller should do next.
+
+    CarrierFeedsError                 base; ``code`` is machine-readable, ``details`` is PHI-free
+    ├── ConfigError                   fix the configuration (file, field path, expected); never retry
+    ├── DataError                     fix the data: names file, row and column, never a cell value
+    │   └── CensusRejected            the census failed the feed's validation policy
+    ├── Refused                       fail closed: security or policy said no; never retry
+    │   ├── NotAuthorized             the employer has not authorised this carrier or plan
+    │   ├── FieldNotAllowed           a field is not on the carrier's allowlist
+    │   ├── KeyRefused                PGP key unpinned, missing, expired, revoked or mismatched
+    │   ├── HostKeyRefused            SFTP host key unknown or changed
+    │   ├── ConformanceFailed         the rendered file failed the conformance gate
+    │   └── AlreadyDelivered          a rerun would send a second copy
+    ├── TransientError                a retry with backoff may succeed (network, timeouts)
+    └── PermanentError                an outside system refused for good (auth, permission, exists)
+
+Messages and ``details`` carry ids, counts, row numbers, column names, rule names, hashes and
+fingerprints only. Callers may log them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class CarrierFeedsError(Exception):
+    """Base of every carrierfeeds error."""
+
+    code: str = "error"
+    retriable: bool = False
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        """A PHI-free, JSON-friendly form for ledgers, reports and ``--json`` output."""
+        return {"error": type(self).__name__, "code": self.code, "message": self.message, **self.details}
+
+
+class ConfigError(CarrierFeedsError):
+    """A configuration file or setting is wrong; names the file and the field path."""
+
+    code = "config"
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:
+        where = ": ".join(p for p in (file, field) if p)
+        super().__init__(f"{where}: {message}" if where else message,
+                         details={"file": file, "field": field, **(details or {})})
+        self.file = file
+        self.field = field
+
+
+class DataError(CarrierFeedsError):
+    """The input data cannot be used; names file, row and column, never a value."""
+
+    code = "data"
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
+                 column: str | None = None, rule: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:
+        parts = [p for p in (file, f"row {row}" if row is not None else None,
+                             f"column {column!r}" if column else None) if p]
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message,
+                         details={"file": file, "row": row, "column": column, "rule": rule,
+                                  **(details or {})})
+        self.file, self.row, self.column, self.rule = file, row, column, rule
+
+
+class CensusRejected(DataError):
+    """The census failed validation under the feed's policy; the report says what to fix."""
+
+    code = "census_rejected"
+
+
+class Refused(CarrierFeedsError):
+    """A fail-closed refusal: a security or policy check said no."""
+
+    code = "refused"
+
+
+class NotAuthorized(Refused):
+    code = "not_authorized"
+
+
+class FieldNotAllowed(Refused):
+    code = "field_not_allowed"
+
+
+class KeyRefused(Refused):
+    code = "key_refused"
+
+
+class HostKeyRefused(Refused):
+    code = "host_key_refused"
+
+
+class ConformanceFailed(Refused):
+    code = "conformance_failed"
+
+
+class AlreadyDelivered(Refused):
+    code = "already_delivered"
+
+
+class TransientError(CarrierFeedsError):
+    """Worth retrying with backoff: a dropped connection, a timeout, a busy server."""
+
+    code = "transient"
+    retriable = True
+
+
+class PermanentError(CarrierFeedsError):
+    """An outside system refused for good: authentication, permission, a file already there."""
+
+    code = "permanent"

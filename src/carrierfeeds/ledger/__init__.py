@@ -1,0 +1,1 @@
+"""The delivery ledger: SQLAlchemy models, hash chain, control numbers, Alembic migrations."""

@@ -1,0 +1,95 @@
+"""Where things live: config folders, data directory, keys, gpg home, ledger URL (env CARRIERFEEDS_*).
+
+Defaults are relative to the working directory, so a checkout runs as it is: ``feeds/``, ``mappings/``,
+``schemas/`` for config and ``var/`` for everything a run writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carrierfeeds.config import CarrierMapping, CensusSchema, Feed, load_feed, load_mapping, load_schema
+from carrierfeeds.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Deployment settings; every field can be set as ``CARRIERFEEDS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARRIERFEEDS_", frozen=True, extra="ignore")
+
+    feeds_dir: Path = Path("feeds")
+    mappings_dir: Path = Path("mappings")
+    schemas_dir: Path = Path("schemas")
+    data_dir: Path = Path("var")
+    keys_dir: Path | None = None
+    gnupg_home: Path | None = None
+    ledger_url: str | None = None
+    token_key_file: Path | None = None
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def resolved_gnupg_home(self) -> Path:
+        return self.gnupg_home or self.data_dir / "gnupg"
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.data_dir / 'ledger.sqlite').resolve()}"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def resolved_token_key_file(self) -> Path:
+        return self.token_key_file or self.resolved_keys_dir / "member-token.key"
+
+
+@dataclass(frozen=True)
+class FeedBundle:
+    """A feed with everything it names, loaded and cross-checked."""
+
+    feed: Feed
+    mapping: CarrierMapping
+    schema: CensusSchema
+    suite_path: Path
+
+
+def feed_paths(settings: Settings) -> list[Path]:
+    return sorted(settings.feeds_dir.glob("*.yaml"))
+
+
+def load_bundle(settings: Settings, feed_id: str) -> FeedBundle:
+    """Load a feed and the mapping, schema and suite it names; cross-references checked."""
+    path = settings.feeds_dir / f"{feed_id}.yaml"
+    if not path.exists():
+        known = [p.stem for p in feed_paths(settings)]
+        import difflib
+
+        close = difflib.get_close_matches(feed_id, known, n=1)
+        raise ConfigError(f"no feed {feed_id!r} in {settings.feeds_dir}"
+                          + (f"; did you mean {close[0]!r}?" if close else ""), file=str(path))
+    return bundle_from_feed(settings, load_feed(path), path)
+
+
+def bundle_from_feed(settings: Settings, feed: Feed, path: Path) -> FeedBundle:
+    mapping = load_mapping(settings.mappings_dir / f"{feed.mapping_id}.yaml")
+    schema = load_schema(settings.schemas_dir / f"{feed.census.schema_id}.yaml")
+    suite_path = settings.schemas_dir / schema.suite
+    if not suite_path.is_file():
+        raise ConfigError(f"suite file {schema.suite!r} not found in {settings.schemas_dir}",
+                          file=str(settings.schemas_dir / f"{schema.schema_id}.yaml"), field="suite")
+    unmapped = [p for p in feed.authorization.plans if p not in mapping.plans]
+    if unmapped:
+        raise ConfigError(f"authorised plan(s) {unmapped} have no entry in mapping {mapping.mapping_id!r}",
+                          file=str(path), field="authorization.plans")
+    return FeedBundle(feed=feed, mapping=mapping, schema=schema, suite_path=suite_path)

@@ -1,0 +1,1 @@
+"""Delivery transports behind one small interface: SFTP, local folder, manual hand-off."""
