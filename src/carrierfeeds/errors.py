@@ -9,8 +9,7 @@
     │   ├── FieldNotAllowed           a field is not on the carrier's allowlist
     │   ├── KeyRefused                PGP key unpinned, missing, expired, revoked or mismatched
     │   ├── HostKeyRefused            SFTP host key unknown or changed
-    │   ├── ConformanceFailed         the rendered file failed the conformance gate
-    │   └── AlreadyDelivered          a rerun would send a second copy
+    │   └── ConformanceFailed         the rendered file failed the conformance gate
     ├── TransientError                a retry with backoff may succeed (network, timeouts)
     └── PermanentError                an outside system refused for good (auth, permission, exists)
 
@@ -101,10 +100,6 @@ class HostKeyRefused(Refused):
 
 class ConformanceFailed(Refused):
     code = "conformance_failed"
-
-
-class AlreadyDelivered(Refused):
-    code = "already_delivered"
 
 
 class TransientError(CarrierFeedsError):

@@ -1,0 +1,186 @@
+"""The only module that imports Airflow: one DAG per feed file, one task per pipeline stage.
+
+Tasks pass references (feed id and interval) and counts through XCom, never data. Each task opens the
+run for its (feed, interval) and calls one stage function, so a retried or cleared task finds the work
+earlier tasks left in the staging folder and the ledger. Faults we know to be permanent (bad config,
+rejected census, refused key or host, failed conformance) fail the task without retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import DAG, BaseHook, get_parsing_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from carrierfeeds import pipeline
+from carrierfeeds.config import Feed, SftpDelivery, load_feed
+from carrierfeeds.errors import CarrierFeedsError, ConfigError
+from carrierfeeds.settings import Settings, feed_paths
+
+log = logging.getLogger(__name__)
+
+DAG_PREFIX = "feed__"
+STAGE_TIMEOUT = timedelta(minutes=60)
+RETRIES = 3
+
+
+def dag_id_for(feed_id: str) -> str:
+    return f"{DAG_PREFIX}{feed_id}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def interval_day(feed: Feed, context: Any) -> date:
+    """The feed day a DAG run covers: its logical date in the feed's time zone (never the clock)."""
+    moment = context.get("logical_date") or context["dag_run"].run_after
+    return moment.astimezone(ZoneInfo(feed.timezone)).date()  # type: ignore[no-any-return]
+
+
+def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
+    """Build an SftpEndpoint from an Airflow connection (SFTP provider conventions).
+
+    host, port, login; extras: ``key_file`` (path) or ``private_key`` (PEM text, written 0600 into the
+    run's private folder), and the pinned host key as ``host_key`` ("ssh-ed25519 AAAA...") or
+    ``known_hosts`` (known_hosts text). ``no_host_key_check`` is refused: we fail closed.
+    """
+    from carrierfeeds.credentials import SftpEndpoint
+
+    conn = BaseHook.get_connection(connection_id)
+    extra = conn.extra_dejson
+    if str(extra.get("no_host_key_check", "false")).lower() == "true":
+        raise ConfigError("no_host_key_check is not allowed: pin the carrier's host key",
+                          file=f"airflow connection {connection_id}", field="extra.no_host_key_check")
+    port = int(conn.port or 22)
+    if extra.get("known_hosts"):
+        known_hosts = str(extra["known_hosts"])
+    elif extra.get("host_key"):
+        host = conn.host if port == 22 else f"[{conn.host}]:{port}"
+        known_hosts = f"{host} {extra['host_key']}\n"
+    else:
+        raise ConfigError("no pinned host key (extra host_key or known_hosts)",
+                          file=f"airflow connection {connection_id}", field="extra.host_key")
+    if extra.get("key_file"):
+        key_path = Path(extra["key_file"])
+    elif extra.get("private_key"):
+        fd, name = tempfile.mkstemp(prefix=".sftp-key-", dir=scratch)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(extra["private_key"]))
+        key_path = Path(name)
+    else:
+        raise ConfigError("no client key (extra key_file or private_key)",
+                          file=f"airflow connection {connection_id}", field="extra.key_file")
+    return SftpEndpoint(host=conn.host, port=port, username=conn.login, private_key_path=key_path,
+                        known_hosts=known_hosts)
+
+
+def _transport_for(ctx: pipeline.RunContext) -> Any:
+    target = ctx.bundle.feed.delivery
+    if isinstance(target, SftpDelivery):
+        from carrierfeeds.transport.sftp import SftpTransport
+
+        return SftpTransport(sftp_endpoint_from_connection(target.connection_id, ctx.run_dir),
+                             target.remote_dir)
+    return pipeline.make_transport(ctx)
+
+
+def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
+    settings = Settings()
+    bundle = pipeline.load_bundle(settings, feed_id)
+    ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
+    ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle)
+    try:
+        try:
+            if stage == "stage_census":
+                return pipeline.stage_census(ctx)
+            if stage == "deliver":
+                return pipeline.deliver(ctx, transport=_transport_for(ctx))
+            if stage == "confirm":
+                return pipeline.confirm(ctx).as_dict()
+            result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
+            return result
+        except CarrierFeedsError as exc:
+            if exc.retriable and context["ti"].try_number <= RETRIES:
+                raise  # Airflow retries with backoff; the run stays open
+            pipeline.end_run(ctx, exc)
+            # Our messages are PHI-free by construction; they are what ops see in the task log.
+            raise AirflowFailException(f"{stage}: {exc.code}: {exc.message}") from None
+    finally:
+        ctx.ledger.close()
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
+    "validate": pipeline.validate,
+    "build": pipeline.build,
+    "conformance": pipeline.conformance,
+    "encrypt": pipeline.encrypt,
+}
+
+
+def build_feed_dag(feed: Feed) -> DAG:
+    """One DAG for one feed: schedule and time zone from the feed, one task per stage."""
+    import pendulum
+
+    with DAG(
+        dag_id=dag_id_for(feed.feed_id),
+        description=f"{feed.employer.name} to {feed.carrier.name}",
+        doc_md=feed.description or None,
+        schedule=feed.schedule,
+        start_date=pendulum.datetime(2024, 1, 1, tz=feed.timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=[f"employer:{feed.employer.id}", f"carrier:{feed.carrier.id}", "carrierfeeds"],
+        default_args={
+            "retries": RETRIES,
+            "retry_delay": timedelta(minutes=2),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=30),
+            "execution_timeout": STAGE_TIMEOUT,
+        },
+    ) as dag:
+        previous = None
+        for stage in pipeline.STAGES:
+            op = task(task_id=stage)(_bind(feed.feed_id, stage))()
+            if previous is not None:
+                previous >> op
+            previous = op
+    return dag
+
+
+def _bind(feed_id: str, stage: str) -> Callable[..., dict[str, Any]]:
+    def run_stage(**context: Any) -> dict[str, Any]:
+        return _run_stage(feed_id, stage, context)
+
+    run_stage.__name__ = stage
+    run_stage.__doc__ = f"Stage {stage!r} of feed {feed_id!r}."
+    return run_stage
+
+
+def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
+    """Every feed's DAG (or only the one a task run needs), keyed by dag id, for a dags/ module.
+
+    A feed file that does not load is logged by name and skipped, so one typo cannot hide every other
+    feed; ``carrierfeeds feeds check`` and the DagBag test report it in full.
+    """
+    settings = settings or Settings()
+    wanted = get_parsing_context().dag_id
+    dags: dict[str, DAG] = {}
+    for path in feed_paths(settings):
+        if wanted and wanted != dag_id_for(path.stem):
+            continue
+        try:
+            feed = load_feed(path)
+        except ConfigError as exc:
+            log.error("skipping feed file %s: %s", path.name, exc.message)
+            continue
+        dags[dag_id_for(feed.feed_id)] = build_feed_dag(feed)
+    return dags

@@ -1,0 +1,135 @@
+"""``carrierfeeds demo``: the demo feed end to end on this machine, with real gpg and a real sshd.
+
+It makes a private workspace (keys, a loopback OpenSSH server playing the carrier, a ledger), writes
+its own copy of ``feeds/acme-sunrise-medical.yaml`` pinning the keys it generated, generates a synthetic
+census, runs the feed, runs it again to show nothing is sent twice, then plays the carrier: decrypts
+what arrived, checks it against the ledger, and throws the plaintext away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from carrierfeeds.config import SftpDelivery, load_feed
+from carrierfeeds.errors import ConfigError
+from carrierfeeds.settings import Settings
+
+DEMO_FEED = "acme-sunrise-medical"
+CONNECTION_ID = "sunrise_sftp"
+MARKER = ".carrierfeeds-demo"
+
+
+def _fresh_workdir(workdir: Path) -> None:
+    """Start clean, but only ever wipe a folder an earlier demo made."""
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise ConfigError(f"{workdir} is not empty and was not made by the demo; choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, mode=0o700)
+    (workdir / MARKER).write_text("made by `carrierfeeds demo`; safe to delete\n")
+
+
+def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], datetime],
+             say: Callable[[str], Any] | None = None, config_root: Path | None = None) -> dict[str, Any]:
+    """Run the demo; returns a PHI-free account of what happened (and prints it through ``say``)."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.testing.gpg import make_keyring
+    from carrierfeeds.testing.sshd import running_sshd
+
+    echo = say or (lambda _line: None)
+    root = (config_root or Path.cwd()).resolve()
+    _fresh_workdir(workdir)
+    today = clock().date()
+
+    echo(f"demo workspace: {workdir}")
+    keys = make_keyring(workdir / "gnupg")
+    echo(f"generated keys: carrier {keys.carrier_fingerprint}, our signing key {keys.signer_fingerprint}")
+
+    with running_sshd(workdir / "sshd") as sshd:
+        keys_dir = workdir / "keys"
+        sshd.write_keys_dir(keys_dir, CONNECTION_ID)
+        echo(f"carrier SFTP server: OpenSSH sshd on {sshd.host}:{sshd.port}, host key pinned in "
+             f"{keys_dir / 'known_hosts'}")
+
+        template = load_feed(root / "feeds" / f"{DEMO_FEED}.yaml")
+        feed = template.model_copy(update={
+            "encryption": template.encryption.model_copy(update={
+                "recipient_fingerprint": keys.carrier_fingerprint,
+                "signer_fingerprint": keys.signer_fingerprint}),
+            "delivery": SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(sshd.root)),
+        })
+        feeds_dir = workdir / "feeds"
+        feeds_dir.mkdir()
+        (feeds_dir / f"{DEMO_FEED}.yaml").write_text(
+            "# written by `carrierfeeds demo` from feeds/acme-sunrise-medical.yaml, with the demo's keys\n"
+            + yaml.safe_dump(feed.model_dump(mode="json"), sort_keys=False))
+
+        inbound = workdir / feed.census.source.path
+        inbound.mkdir(parents=True, mode=0o700)
+        census_file = inbound / f"census_{today:%Y%m%d}.csv"
+        frame = generate_census(members, seed, as_of=today)
+        write_census_csv(frame, census_file)
+        echo(f"synthetic census: {frame['member_id'].nunique()} members in {len(frame)} rows -> "
+             f"{census_file.relative_to(workdir)}")
+
+        settings = Settings(feeds_dir=feeds_dir, mappings_dir=root / "mappings", schemas_dir=root / "schemas",
+                            data_dir=workdir, keys_dir=keys_dir, gnupg_home=keys.ours.home,
+                            ledger_url=None)
+        ref = RunRef.for_day(DEMO_FEED, today)
+        first = run_feed(settings, ref, clock=clock, actor="demo")
+        echo(f"run {first.run_id}: {first.status}; {first.members} members, ISA13 {first.isa13}, "
+             f"payload sha256 {first.payload_sha256}")
+        if first.status != "delivered":
+            echo(f"the demo run did not deliver: {(first.error or {}).get('message')}")
+            return {"ok": False, "first_run": first.as_dict()}
+
+        again = run_feed(settings, ref, clock=clock, actor="demo")
+        echo(f"rerun of the same day: {again.status} (nothing sent twice)")
+
+        arrived = sorted(p for p in sshd.root.iterdir() if p.is_file())
+        echo(f"carrier inbox holds: {', '.join(p.name for p in arrived)}")
+        carrier_check = _play_carrier(keys, arrived, first.payload_sha256 or "")
+        echo(f"carrier decrypted {carrier_check['file']}: sha256 matches the ledger: "
+             f"{carrier_check['sha256_matches']}, signature valid: {carrier_check['signature_valid']}, "
+             f"members in file: {carrier_check['members']}")
+
+    ledger = open_ledger(settings)
+    verdict = ledger.verify_chain()
+    delivery = ledger.find_delivery(feed_id=DEMO_FEED, interval_start=today)
+    ledger.close()
+    leftovers = sorted(p.name for p in (settings.staging_dir / DEMO_FEED).rglob("*")
+                       if p.is_file() and not p.name.endswith((".pgp", ".asc", "state.json")))
+    echo(f"ledger: {settings.resolved_ledger_url} (chain intact: {verdict.ok}, {verdict.rows_checked} rows); "
+         f"delivery status {delivery.status if delivery else None}")
+    echo(f"plaintext left in staging: {leftovers or 'none'}")
+    ok = (first.status == "delivered" and again.status == "already_delivered" and len(arrived) == 1
+          and carrier_check["sha256_matches"] and carrier_check["signature_valid"]
+          and carrier_check["members"] == first.members and verdict.ok and not leftovers)
+    echo("demo OK" if ok else "demo FAILED")
+    return {"ok": ok, "first_run": first.as_dict(), "rerun_status": again.status,
+            "carrier_inbox": [p.name for p in arrived], "carrier_check": carrier_check,
+            "ledger_url": settings.resolved_ledger_url, "chain_ok": verdict.ok,
+            "staging_plaintext_left": leftovers}
+
+
+def _play_carrier(keys: Any, arrived: list[Path], payload_sha256: str) -> dict[str, Any]:
+    """Decrypt with the carrier's own key in a throwaway folder; keep only the verdict."""
+    if len(arrived) != 1:
+        return {"file": None, "sha256_matches": False, "signature_valid": False, "members": 0}
+    with tempfile.TemporaryDirectory(prefix="carrier-") as tmp:
+        plain = Path(tmp) / "received.834"
+        result = keys.carrier.decrypt_file(arrived[0], plain)
+        data = plain.read_bytes()
+        members = sum(1 for segment in data.split(b"~") if segment.lstrip().startswith(b"INS*"))
+        return {"file": arrived[0].name, "sha256_matches": hashlib.sha256(data).hexdigest() == payload_sha256,
+                "signature_valid": bool(result.valid_signature) and
+                result.signer_fingerprint == keys.signer_fingerprint, "members": members}

@@ -1,0 +1,507 @@
+"""The stage functions of one feed run, and ``run_feed`` composing them; CLI and Airflow call these.
+
+A run is identified by (feed id, data interval). Every stage reads what earlier stages left in the run's
+private staging folder and in the ledger, so any stage can be retried on its own, in another process.
+Plaintext PHI lives only in that folder (mode 0700) and is removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from carrierfeeds.errors import (
+    CarrierFeedsError,
+    CensusRejected,
+    ConfigError,
+    ConformanceFailed,
+    DataError,
+    NotAuthorized,
+    PermanentError,
+    Refused,
+    TransientError,
+)
+from carrierfeeds.ledger import Ledger
+from carrierfeeds.settings import FeedBundle, Settings, load_bundle
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["stage_census", "validate", "build", "conformance", "encrypt", "deliver", "confirm"]
+STAGES: tuple[Stage, ...] = ("stage_census", "validate", "build", "conformance", "encrypt", "deliver",
+                             "confirm")
+
+#: pyx12 checks ~8,000 segments/s; above this many bytes the gate runs it on a sample (see x12.check).
+PYX12_FULL_FILE_LIMIT = 2_000_000
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """What identifies a run between processes: the only thing XCom carries besides counts."""
+
+    feed_id: str
+    interval_start: date
+    interval_end: date
+
+    @classmethod
+    def for_day(cls, feed_id: str, day: date) -> RunRef:
+        return cls(feed_id, day, day + timedelta(days=1))
+
+    def as_xcom(self) -> dict[str, str]:
+        return {"feed_id": self.feed_id, "interval_start": self.interval_start.isoformat(),
+                "interval_end": self.interval_end.isoformat()}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did, PHI-free: printed by ``run --json``, returned to Airflow, shown by the demo."""
+
+    run_id: str
+    feed_id: str
+    interval_start: str
+    status: str
+    members: int = 0
+    subscribers: int = 0
+    coverages: int = 0
+    file_name: str | None = None
+    payload_sha256: str | None = None
+    ciphertext_sha256: str | None = None
+    isa13: int | None = None
+    remote_path: str | None = None
+    validation: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs; built once per process by :func:`open_run`."""
+
+    settings: Settings
+    bundle: FeedBundle
+    ref: RunRef
+    ledger: Ledger
+    run_id: str
+    clock: Callable[[], datetime]
+    actor: str
+
+    @property
+    def feed_id(self) -> str:
+        return self.ref.feed_id
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_for(self.settings, self.ref)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def state(self) -> dict[str, Any]:
+        path = self.run_dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_state(self, **values: Any) -> dict[str, Any]:
+        state = {**self.state(), **values}
+        tmp = self.run_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, sort_keys=True, default=str))
+        tmp.replace(self.run_dir / "state.json")
+        return state
+
+
+def run_dir_for(settings: Settings, ref: RunRef) -> Path:
+    return settings.staging_dir / ref.feed_id / ref.interval_start.isoformat()
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    if settings.resolved_ledger_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger.open(settings.resolved_ledger_url)
+    ledger.upgrade()
+    return ledger
+
+
+def open_run(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
+             ledger: Ledger | None = None, bundle: FeedBundle | None = None) -> RunContext:
+    """Load the feed, open the ledger and find or start the run for (feed, interval)."""
+    bundle = bundle or load_bundle(settings, ref.feed_id)
+    ledger = ledger or open_ledger(settings)
+    _private_dir(settings.staging_dir)
+    _private_dir(run_dir_for(settings, ref))
+    record = ledger.start_run(feed_id=ref.feed_id, interval_start=ref.interval_start,
+                              interval_end=ref.interval_end, actor=actor, now=clock())
+    return RunContext(settings=settings, bundle=bundle, ref=ref, ledger=ledger, run_id=record.run_id,
+                      clock=clock, actor=actor)
+
+
+@contextmanager
+def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
+    """Record a stage's start and outcome in the ledger; the yielded dict becomes its PHI-free detail."""
+    detail: dict[str, Any] = {}
+    ctx.ledger.record_stage(ctx.run_id, stage, "started", now=ctx.now())
+    try:
+        yield detail
+    except CarrierFeedsError as exc:
+        ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), detail=_scalars(exc.details),
+                                error_code=exc.code, message=exc.message[:500])
+        log.warning("feed %s run %s stage %s failed: %s", ctx.feed_id, ctx.run_id, stage, exc.code)
+        raise
+    except Exception as exc:
+        # Unknown failures are recorded by type only: their text may hold anything.
+        ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), error_code="internal",
+                                message=type(exc).__name__)
+        raise
+    ctx.ledger.record_stage(ctx.run_id, stage, "succeeded", now=ctx.now(), detail=detail)
+    log.info("feed %s run %s stage %s succeeded %s", ctx.feed_id, ctx.run_id, stage, detail)
+
+
+def _scalars(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in details.items() if isinstance(v, int | float | bool) or
+            (isinstance(v, str) and len(v) <= 200) or v is None}
+
+
+# ------------------------------------------------------------------------------------------ stages
+def stage_census(ctx: RunContext, census_path: Path | None = None) -> dict[str, Any]:
+    """Copy the employer's census into the run's private folder; the original stays for reprocessing."""
+    from carrierfeeds.census.sources import pick_census
+
+    with _stage(ctx, "stage_census") as detail:
+        source = census_path or pick_census(ctx.bundle.feed.census.source, ctx.settings.data_dir)
+        if not source.is_file():
+            raise DataError("census file not found", file=source.name)
+        staged = ctx.run_dir / "census.csv"
+        tmp = staged.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o600)
+        tmp.replace(staged)
+        digest = sha256_file(staged)
+        ctx.save_state(census_name=source.name, census_sha256=digest)
+        detail.update(census_sha256=digest, bytes=staged.stat().st_size, source_name=source.name)
+    return {"run_id": ctx.run_id, "census_sha256": digest}
+
+
+def validate(ctx: RunContext) -> dict[str, Any]:
+    """Read and validate the staged census; write the PHI-free report; apply the feed's policy."""
+    from carrierfeeds.census.readers import read_census
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.validation import apply_policy, validate_census
+
+    with _stage(ctx, "validate") as detail:
+        state = ctx.state()
+        source_name = state.get("census_name", "census.csv")
+        census = read_census(ctx.run_dir / "census.csv", ctx.bundle.schema, display_name=source_name)
+        tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
+        report = validate_census(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
+                                 as_of=ctx.ref.interval_start, source_name=source_name)
+        report_dir = _private_dir(ctx.settings.reports_dir / ctx.feed_id / ctx.ref.interval_start.isoformat())
+        report.write_csv(report_dir / "validation.csv")
+        report.write_html(report_dir / "validation.html")
+        outcome = apply_policy(census, report, ctx.bundle.feed.validation)
+        counts = {"rows": report.rows, "members": report.members, "families": report.families,
+                  "failed_rows": report.failed_rows, "failed_families": report.failed_families,
+                  "findings": len(report.findings), "held_back_members": outcome.held_back_members}
+        detail.update(counts)
+        ctx.save_state(validation=counts, report_dir=str(report_dir))
+        if outcome.rejected:
+            raise CensusRejected(
+                f"census rejected under policy {ctx.bundle.feed.validation.policy!r}: "
+                f"{report.failed_rows} failing rows in {report.failed_families} families; "
+                f"see {report_dir / 'validation.html'}",
+                file=source_name, details=counts)
+        outcome.accepted.to_parquet(ctx.run_dir / "accepted.parquet", index=False)
+        os.chmod(ctx.run_dir / "accepted.parquet", 0o600)
+    return {"run_id": ctx.run_id, **counts}
+
+
+def build(ctx: RunContext) -> dict[str, Any]:
+    """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
+    import pandas as pd
+
+    from carrierfeeds.config import Party
+    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
+    from carrierfeeds.x12.render import render_834
+
+    feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
+    with _stage(ctx, "build") as detail:
+        if not feed.authorization.covers(ctx.ref.interval_start):
+            raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
+                                f"for {ctx.ref.interval_start.isoformat()}",
+                                details={"feed_id": feed.feed_id})
+        census = pd.read_parquet(ctx.run_dir / "accepted.parquet")
+        enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
+        interchange = ctx.ledger.allocate_control_numbers(
+            run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
+            receiver_id=mapping.envelope.receiver_id, now=ctx.now())
+        control = ControlNumbers(isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02)
+        header = TransactionHeader(
+            ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
+            sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+            payer=mapping.payer, action=mapping.full_file.bgn08, group_number=mapping.group_number)
+        file_name = mapping.file_name.format(
+            sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
+            isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"),
+            feed=feed.feed_id)
+        out = ctx.run_dir / file_name
+        digest = hashlib.sha256()
+        size = 0
+        tmp = out.with_name(out.name + ".tmp")
+        with tmp.open("wb") as fh:
+            os.chmod(tmp, 0o600)
+            for chunk in render_834(enrollment, header, control, Delimiters()):
+                fh.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        tmp.replace(out)
+        counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
+                  "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
+                                                             enrollment.excluded.items()}}
+        detail.update(counts, isa13=control.isa13, payload_sha256=digest.hexdigest(), bytes=size,
+                      file_name=file_name)
+        ctx.save_state(file_name=file_name, payload_sha256=digest.hexdigest(), payload_bytes=size,
+                       isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts)
+    return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
+
+
+def conformance(ctx: RunContext) -> dict[str, Any]:
+    """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample."""
+    from carrierfeeds.x12.check import check_834, validate_with_pyx12
+
+    with _stage(ctx, "conformance") as detail:
+        state = ctx.state()
+        path = ctx.run_dir / state["file_name"]
+        if sha256_file(path) != state["payload_sha256"]:
+            raise ConformanceFailed("the rendered file changed after it was built",
+                                    details={"file_name": state["file_name"]})
+        report = check_834(path.read_bytes())
+        detail.update(segments=report.segment_count, members=report.member_count,
+                      problems=len(report.problems))
+        if not report.ok:
+            first = report.problems[0]
+            raise ConformanceFailed(
+                f"{len(report.problems)} structural problem(s); first at segment {first.segment_position} "
+                f"{first.segment_id} {first.element}: {first.message}",
+                details={"problems": len(report.problems), "segment_position": first.segment_position,
+                         "element": first.element, "rule": first.code})
+        if report.member_count != state["counts"]["members"]:
+            raise ConformanceFailed(f"file holds {report.member_count} members, build counted "
+                                    f"{state['counts']['members']}")
+        if path.stat().st_size <= PYX12_FULL_FILE_LIMIT:
+            verdict = validate_with_pyx12(path)
+            detail.update(pyx12="full", pyx12_ok=verdict.ok)
+            if not verdict.ok:
+                first_error = verdict.errors[0] if verdict.errors else None
+                raise ConformanceFailed(
+                    f"pyx12 rejected the file ({len(verdict.errors)} error(s))"
+                    + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
+                       f"{first_error.element} code {first_error.code}" if first_error else ""),
+                    details={"errors": len(verdict.errors)})
+        else:
+            detail.update(pyx12="skipped_over_size_limit")
+        ctx.save_state(conformance="passed")
+    return {"run_id": ctx.run_id, "segments": report.segment_count}
+
+
+def encrypt(ctx: RunContext) -> dict[str, Any]:
+    """Encrypt the checked 834 to the pinned carrier key, signed with ours; refuse any unfit key."""
+    from carrierfeeds.crypto import Keyring
+
+    spec = ctx.bundle.feed.encryption
+    with _stage(ctx, "encrypt") as detail:
+        state = ctx.state()
+        if state.get("conformance") != "passed":
+            raise ConformanceFailed("the file has not passed the conformance gate")
+        plain = ctx.run_dir / state["file_name"]
+        if sha256_file(plain) != state["payload_sha256"]:
+            raise ConformanceFailed("the rendered file changed after the conformance gate")
+        keyring = Keyring(ctx.settings.resolved_gnupg_home)
+        now = ctx.now()
+        keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days)
+        encrypted = keyring.encrypt_file(plain, ctx.run_dir / (state["file_name"] + spec.suffix),
+                                         recipient=spec.recipient_fingerprint, signer=spec.signer_fingerprint,
+                                         armor=spec.armor, compress_level=spec.compress_level, now=now)
+        detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
+                      recipient_fingerprint=spec.recipient_fingerprint)
+        ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
+                       cipher_bytes=encrypted.size)
+    return {"run_id": ctx.run_id, "bytes": encrypted.size}
+
+
+def make_transport(ctx: RunContext) -> Any:
+    """The feed's delivery target; credentials from the keys directory (Airflow passes its own)."""
+    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.transport.local import LocalTransport
+    from carrierfeeds.transport.sftp import SftpTransport
+
+    target = ctx.bundle.feed.delivery
+    if target.kind == "sftp":
+        endpoint = load_sftp_endpoint(ctx.settings.resolved_keys_dir, target.connection_id)
+        return SftpTransport(endpoint, target.remote_dir)
+    return LocalTransport(ctx.settings.data_dir / target.path)
+
+
+def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str | None = None) -> dict[str, Any]:
+    """Send the ciphertext exactly once: intent row, upload (atomic on the far side), outcome row."""
+    feed = ctx.bundle.feed
+    with _stage(ctx, "deliver") as detail:
+        state = ctx.state()
+        existing = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
+                                            payload_sha256=state["payload_sha256"])
+        other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
+        if other is not None and other.payload_sha256 != state["payload_sha256"] and \
+                other.status in ("delivered", "reconciled", "forced_resend"):
+            raise Refused(
+                f"a different file (interchange {other.isa13}) was already delivered for "
+                f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
+                details={"delivery_id": other.delivery_id, "isa13": other.isa13})
+        if existing is not None and existing.status in ("delivered", "reconciled", "forced_resend") \
+                and not force_reason:
+            # A retry, a rerun or an Airflow clear of a delivered interval: nothing is sent twice.
+            detail.update(already_delivered=True, delivery_id=existing.delivery_id)
+            ctx.save_state(delivered=True, already_delivered=True, remote_path=existing.remote_path)
+            log.info("feed %s interval %s: interchange %s already delivered; not sending again",
+                     ctx.feed_id, ctx.ref.interval_start, existing.isa13)
+            return {"run_id": ctx.run_id, "already_delivered": True}
+        counts = state["counts"]
+        intent = existing or ctx.ledger.record_delivery_intent(
+            run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
+            payload_sha256=state["payload_sha256"], file_name=state["file_name"] + feed.encryption.suffix,
+            isa13=state["isa13"], gs06=state["gs06"], st02=state["st02"],
+            recipient_fingerprint=feed.encryption.recipient_fingerprint,
+            member_counts={"members": counts["members"], "audit_030": counts["members"]},
+            transport=feed.delivery.kind, now=ctx.now())
+        transport = transport or make_transport(ctx)
+        cipher = ctx.run_dir / state["cipher_name"]
+        remote_name = intent.file_name
+        size = cipher.stat().st_size
+        # A crash between the rename on the far side and our outcome row leaves the file there: find it.
+        found = None if force_reason else transport.stat(remote_name)
+        if found is not None:
+            if existing is None or existing.status != "pending":
+                raise PermanentError(f"{remote_name} already exists on the carrier's side and the ledger "
+                                     "has no pending delivery for it", details={"remote_name": remote_name})
+            ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(),
+                                               size=found.size, remote_path=remote_name,
+                                               message="found on the carrier's side after an interrupted run")
+            detail.update(reconciled=True, bytes=found.size)
+            ctx.save_state(remote_path=remote_name, delivered=True, already_delivered=False)
+            return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
+        if force_reason:
+            ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
+                             object_id=intent.delivery_id, reason=force_reason, now=ctx.now())
+        try:
+            receipt = transport.deliver(cipher, remote_name)
+        except CarrierFeedsError as exc:
+            ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
+                                               error_code=exc.code, message=exc.message[:500])
+            raise
+        ctx.ledger.record_delivery_outcome(
+            intent.delivery_id, status="forced_resend" if force_reason else "delivered", now=ctx.now(),
+            ciphertext_sha256=state["ciphertext_sha256"], size=receipt.size, remote_path=receipt.remote_path,
+            host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor, reason=force_reason)
+        detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
+                      host_key_fingerprint=receipt.host_key_fingerprint)
+        ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
+    return {"run_id": ctx.run_id, "bytes": receipt.size}
+
+
+def confirm(ctx: RunContext) -> RunSummary:
+    """Close the run: final status in the ledger, plaintext removed from the staging folder."""
+    with _stage(ctx, "confirm") as detail:
+        state = ctx.state()
+        if not state.get("delivered"):
+            raise PermanentError("nothing was delivered for this run")
+        status = "already_delivered" if state.get("already_delivered") else "delivered"
+        summary = _summary(ctx, status)
+        ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.get("counts", {}))
+        detail.update(removed=purge_plaintext(ctx))
+    return summary
+
+
+def purge_plaintext(ctx: RunContext) -> int:
+    """Remove every plaintext artifact of the run (census copy, parquet, 834); keep only ciphertext."""
+    removed = 0
+    cipher = ctx.state().get("cipher_name")
+    for path in ctx.run_dir.iterdir():
+        if path.name in ("state.json", cipher):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed += 1
+    return removed
+
+
+def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = None) -> RunSummary:
+    state = ctx.state()
+    counts = state.get("counts", {})
+    return RunSummary(
+        run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start.isoformat(),
+        status=status, members=counts.get("members", 0), subscribers=counts.get("subscribers", 0),
+        coverages=counts.get("coverages", 0), file_name=state.get("cipher_name"),
+        payload_sha256=state.get("payload_sha256"), ciphertext_sha256=state.get("ciphertext_sha256"),
+        isa13=state.get("isa13"), remote_path=state.get("remote_path"),
+        validation=state.get("validation", {}), error=error.as_dict() if error else None)
+
+
+def status_for(exc: CarrierFeedsError) -> str:
+    """The run status an error ends a run in (the ledger's vocabulary)."""
+    if isinstance(exc, DataError):
+        return "rejected"
+    if isinstance(exc, Refused | ConfigError):
+        return "refused"
+    return "failed"
+
+
+def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
+    """Record how a failed run ended and remove its plaintext; a retry re-stages from the source."""
+    status = status_for(exc)
+    ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), error_code=exc.code, message=exc.message[:500])
+    if not isinstance(exc, TransientError):
+        purge_plaintext(ctx)
+    return _summary(ctx, status, exc)
+
+
+def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
+             census_path: Path | None = None, transport: Any | None = None,
+             force_reason: str | None = None) -> RunSummary:
+    """Every stage in order, in one process; ends in a recorded state whatever happens."""
+    ctx = open_run(settings, ref, clock=clock, actor=actor)
+    try:
+        stage_census(ctx, census_path)
+        validate(ctx)
+        build(ctx)
+        conformance(ctx)
+        encrypt(ctx)
+        deliver(ctx, transport=transport, force_reason=force_reason)
+        return confirm(ctx)
+    except CarrierFeedsError as exc:
+        return end_run(ctx, exc)
+    except BaseException:
+        ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code="internal")
+        purge_plaintext(ctx)
+        raise
