@@ -272,6 +272,38 @@ def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def _model_of(annotation: Any, tag: object = None) -> Any:
+    """The model class inside an annotation (Optional, Annotated, tagged union by ``tag``)."""
+    args = [a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")]
+    for arg in args:
+        kind = arg.model_fields.get("kind")
+        if tag is None or (kind is not None and kind.default == tag):
+            return arg
+    return args[0] if args else annotation
+
+
+def _clean_loc(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's tagged-union markers from a location, so it reads as the YAML path."""
+    out: list[int | str] = []
+    current: Any = model
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        fields = getattr(current, "model_fields", None)
+        if fields is not None and part in fields:
+            out.append(part)
+            annotation = fields[part].annotation
+            tag = parts[0] if parts and isinstance(parts[0], str) and parts[0] not in (
+                getattr(_model_of(annotation), "model_fields", {})) else None
+            current = _model_of(annotation, tag)
+            if tag is not None and hasattr(current, "model_fields") and tag not in current.model_fields:
+                parts.pop(0)
+        else:
+            out.append(part)
+            current = None
+    return tuple(out)
+
+
 def _allowed_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
     current: Any = model
     for part in path[:-1]:
@@ -279,7 +311,7 @@ def _allowed_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[s
         if not fields or part not in fields:
             return []
         ann = fields[part].annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+        current = _model_of(ann)
     fields = getattr(current, "model_fields", None)
     return list(fields) if fields else []
 
@@ -304,7 +336,7 @@ def load_model(model: type[M], path: Path) -> M:
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
-            loc = tuple(err["loc"])
+            loc = _clean_loc(model, tuple(err["loc"]))
             line = _line_of(node, loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
             msg = err["msg"]
@@ -312,7 +344,7 @@ def load_model(model: type[M], path: Path) -> M:
                 close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(model, loc), n=1)
                 msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
             problems.append((f"line {line}: " if line else "") + f"{field}: {msg}")
-        first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        first = ".".join(str(p) for p in _clean_loc(model, tuple(exc.errors()[0]["loc"])))
         raise ConfigError("; ".join(problems), file=str(path), field=None,
                           details={"problems": problems, "first_field": first}) from None
 

@@ -1,0 +1,101 @@
+"""Config is checked when loaded: errors name the file, the line, the field and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carrierfeeds.config import load_feed, load_mapping
+from carrierfeeds.errors import ConfigError
+from carrierfeeds.settings import Settings, bundle_from_feed, feed_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+FEED = ROOT / "feeds" / "acme-sunrise-medical.yaml"
+
+
+def _variant(tmp_path: Path, old: str, new: str, name: str = "acme-sunrise-medical.yaml") -> Path:
+    text = FEED.read_text()
+    assert old in text, old
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_every_shipped_feed_loads_with_everything_it_names() -> None:
+    settings = Settings(feeds_dir=ROOT / "feeds", mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
+    paths = feed_paths(settings)
+    assert paths, "no feeds shipped"
+    for path in paths:
+        bundle = bundle_from_feed(settings, load_feed(path), path)
+        assert bundle.feed.feed_id == path.stem
+        assert set(bundle.feed.authorization.plans) <= set(bundle.mapping.plans)
+
+
+def test_misspelt_field_names_file_line_and_suggests(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "  remote_dir: /inbox", "  remote_dri: /inbox")
+    with pytest.raises(ConfigError) as info:
+        load_feed(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "delivery.remote_dri" in message
+    assert "did you mean 'remote_dir'" in message
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "remote_dri" in text)
+    assert f"line {line}" in message
+
+
+def test_out_of_range_value_names_field_and_expectation(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "compress_level: 1", "compress_level: 11")
+    with pytest.raises(ConfigError, match=r"encryption\.compress_level: Input should be less than or equal to 9"):
+        load_feed(path)
+
+
+def test_short_key_id_is_not_a_pin(tmp_path: Path) -> None:
+    path = _variant(tmp_path, '"0000000000000000000000000000000000000001"', '"DEADBEEF"')
+    with pytest.raises(ConfigError, match="recipient_fingerprint"):
+        load_feed(path)
+
+
+def test_feed_id_must_match_file_name(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "x", "x", name="other-name.yaml")
+    with pytest.raises(ConfigError, match="does not match the file name"):
+        load_feed(path)
+
+
+def test_broken_yaml_names_line(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "  armor: false", "  armor: [false")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_feed(path)
+
+
+def test_non_electronic_carrier_needs_printable_output(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "  electronic: true", "  electronic: false")
+    with pytest.raises(ConfigError, match="output.format must be 'pdf'"):
+        load_feed(path)
+
+
+def test_unknown_timezone_suggests(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "timezone: America/New_York", "timezone: America/New_Yrok")
+    with pytest.raises(ConfigError, match="did you mean 'America/New_York'"):
+        load_feed(path)
+
+
+def test_authorised_plan_missing_from_mapping_is_refused(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "plans: [MED-PPO, MED-HDHP, DEN-STD]", "plans: [MED-PPO, MED-GOLD]")
+    settings = Settings(feeds_dir=tmp_path, mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
+    with pytest.raises(ConfigError, match=r"authorised plan\(s\) \['MED-GOLD'\]"):
+        bundle_from_feed(settings, load_feed(path), path)
+
+
+def test_mapping_allowlist_must_name_known_fields_and_identity(tmp_path: Path) -> None:
+    text = (ROOT / "mappings" / "sunrise-health.yaml").read_text()
+    bad = tmp_path / "sunrise-health.yaml"
+    bad.write_text(text.replace("  - ssn\n", "  - snn\n"))
+    with pytest.raises(ConfigError, match="'snn' \\(did you mean 'ssn'\\?\\)"):
+        load_mapping(bad)
+    bad.write_text(text.replace("  - first_name\n", ""))
+    with pytest.raises(ConfigError, match="identity fields \\['first_name'\\]"):
+        load_mapping(bad)
+    bad.write_text(text.replace('file_name: "{sender}_{receiver}_{isa13}_{date}.834"', 'file_name: "../x_{isa13}"'))
+    with pytest.raises(ConfigError, match="plain file name"):
+        load_mapping(bad)
