@@ -12,13 +12,14 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from carrierfeeds.config import SftpDelivery, load_feed
+from carrierfeeds.config import Feed, LocalDelivery, SftpDelivery, load_feed
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.settings import Settings
 
@@ -35,6 +36,42 @@ def _fresh_workdir(workdir: Path) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, mode=0o700)
     (workdir / MARKER).write_text("made by `carrierfeeds demo`; safe to delete\n")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A self-contained deployment in one folder: settings, the feed copy, the carrier's server."""
+
+    settings: Settings
+    feed: Feed
+    inbound: Path
+
+
+def prepare_workspace(workdir: Path, *, keys: Any, delivery: SftpDelivery | LocalDelivery,
+                      keys_dir: Path, config_root: Path, ledger_url: str | None = None,
+                      feed_id: str = DEMO_FEED) -> Workspace:
+    """Copy a shipped feed into ``workdir`` pinning ``keys`` and ``delivery``; settings to match.
+
+    The demo, the end-to-end tests and the benchmarks all run feeds this way.
+    """
+    template = load_feed(config_root / "feeds" / f"{feed_id}.yaml")
+    feed = template.model_copy(update={
+        "encryption": template.encryption.model_copy(update={
+            "recipient_fingerprint": keys.carrier_fingerprint,
+            "signer_fingerprint": keys.signer_fingerprint}),
+        "delivery": delivery,
+    })
+    feeds_dir = workdir / "feeds"
+    feeds_dir.mkdir(parents=True, exist_ok=True)
+    (feeds_dir / f"{feed_id}.yaml").write_text(
+        f"# written by carrierfeeds from feeds/{feed_id}.yaml, pinning generated keys\n"
+        + yaml.safe_dump(feed.model_dump(mode="json"), sort_keys=False))
+    inbound = workdir / feed.census.source.path
+    inbound.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings = Settings(feeds_dir=feeds_dir, mappings_dir=config_root / "mappings",
+                        schemas_dir=config_root / "schemas", data_dir=workdir, keys_dir=keys_dir,
+                        gnupg_home=keys.ours.home, ledger_url=ledger_url)
+    return Workspace(settings=settings, feed=feed, inbound=inbound)
 
 
 def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], datetime],
@@ -57,33 +94,16 @@ def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], date
     with running_sshd(workdir / "sshd") as sshd:
         keys_dir = workdir / "keys"
         sshd.write_keys_dir(keys_dir, CONNECTION_ID)
-        echo(f"carrier SFTP server: OpenSSH sshd on {sshd.host}:{sshd.port}, host key pinned in "
-             f"{keys_dir / 'known_hosts'}")
-
-        template = load_feed(root / "feeds" / f"{DEMO_FEED}.yaml")
-        feed = template.model_copy(update={
-            "encryption": template.encryption.model_copy(update={
-                "recipient_fingerprint": keys.carrier_fingerprint,
-                "signer_fingerprint": keys.signer_fingerprint}),
-            "delivery": SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(sshd.root)),
-        })
-        feeds_dir = workdir / "feeds"
-        feeds_dir.mkdir()
-        (feeds_dir / f"{DEMO_FEED}.yaml").write_text(
-            "# written by `carrierfeeds demo` from feeds/acme-sunrise-medical.yaml, with the demo's keys\n"
-            + yaml.safe_dump(feed.model_dump(mode="json"), sort_keys=False))
-
-        inbound = workdir / feed.census.source.path
-        inbound.mkdir(parents=True, mode=0o700)
-        census_file = inbound / f"census_{today:%Y%m%d}.csv"
+        echo(f"carrier SFTP server: OpenSSH sshd on {sshd.host}:{sshd.port}, host key pinned in {keys_dir}")
+        ws = prepare_workspace(workdir, keys=keys, keys_dir=keys_dir, config_root=root,
+                               delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(sshd.root)))
+        settings = ws.settings
+        census_file = ws.inbound / f"census_{today:%Y%m%d}.csv"
         frame = generate_census(members, seed, as_of=today)
         write_census_csv(frame, census_file)
         echo(f"synthetic census: {frame['member_id'].nunique()} members in {len(frame)} rows -> "
              f"{census_file.relative_to(workdir)}")
 
-        settings = Settings(feeds_dir=feeds_dir, mappings_dir=root / "mappings", schemas_dir=root / "schemas",
-                            data_dir=workdir, keys_dir=keys_dir, gnupg_home=keys.ours.home,
-                            ledger_url=None)
         ref = RunRef.for_day(DEMO_FEED, today)
         first = run_feed(settings, ref, clock=clock, actor="demo")
         echo(f"run {first.run_id}: {first.status}; {first.members} members, ISA13 {first.isa13}, "

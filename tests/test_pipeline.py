@@ -1,0 +1,156 @@
+"""One feed end to end with every real part: census -> GX -> 834 -> pyx12 -> gpg -> sshd -> ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from carrierfeeds.pipeline import RunRef, open_ledger, run_dir_for, run_feed
+
+pytestmark = pytest.mark.slow
+
+DAY = date(2026, 11, 20)
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+def _decrypt(ws: Any, path: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / "carrier-plain.834"
+    result = ws.keys.carrier.decrypt_file(path, out)
+    assert result.valid_signature
+    assert result.signer_fingerprint == ws.keys.signer_fingerprint
+    return out.read_bytes()
+
+
+def _expected_members(census: Path, plans: tuple[str, ...]) -> int:
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    return int(frame.loc[frame["plan_code"].isin(plans), "member_id"].nunique())
+
+
+def test_feed_delivers_once_encrypted_conformant_and_ledgered(sftp_workspace: Any, tmp_path: Path) -> None:
+    from carrierfeeds.x12.check import validate_with_pyx12
+
+    ws = sftp_workspace
+    census = ws.write_census(members=60, seed=11, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+
+    summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert summary.status == "delivered", summary.error
+    arrived = sorted(ws.inbox.iterdir())
+    assert [p.name for p in arrived] == [summary.file_name]
+
+    plain = _decrypt(ws, arrived[0], tmp_path)
+    assert hashlib.sha256(plain).hexdigest() == summary.payload_sha256
+    assert summary.members == _expected_members(census, ws.feed.authorization.plans)
+    assert sum(1 for s in plain.split(b"~") if s.strip().startswith(b"INS*")) == summary.members
+    isa = plain[:106].decode()
+    assert isa.split("*")[13] == f"{summary.isa13:09d}"
+    (tmp_path / "check.834").write_bytes(plain)
+    verdict = validate_with_pyx12(tmp_path / "check.834")
+    assert verdict.ok, verdict.errors
+
+    ledger = open_ledger(ws.settings)
+    delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+    assert delivery is not None
+    assert delivery.status == "delivered"
+    assert delivery.payload_sha256 == summary.payload_sha256
+    assert delivery.ciphertext_sha256 == hashlib.sha256(arrived[0].read_bytes()).hexdigest()
+    assert delivery.isa13 == summary.isa13
+    assert delivery.host_key_fingerprint and delivery.host_key_fingerprint.startswith("SHA256:")
+    assert ledger.verify_chain().ok
+
+    # No plaintext PHI left behind in the run's staging folder.
+    left = [p.name for p in run_dir_for(ws.settings, ref).iterdir()]
+    assert all(name == "state.json" or name.endswith(".pgp") for name in left), left
+
+    # A rerun of the same interval neither sends a second copy nor mints new control numbers.
+    again = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert again.status == "already_delivered"
+    assert again.isa13 == summary.isa13
+    assert again.payload_sha256 == summary.payload_sha256
+    assert sorted(p.name for p in ws.inbox.iterdir()) == [summary.file_name]
+    assert ledger.verify_chain().ok
+    ledger.close()
+
+
+def test_changed_host_key_is_refused_and_nothing_is_sent(sftp_workspace: Any, tmp_path: Path) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=20, seed=3, as_of=DAY)
+    known_hosts = ws.keys_dir / "known_hosts"
+    host = known_hosts.read_text().split()[0]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    known_hosts.write_text(f"{host} {other}\n")
+
+    summary = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    assert summary.status == "refused"
+    assert summary.error is not None and summary.error["code"] == "host_key_refused"
+    assert list(ws.inbox.iterdir()) == []
+    ledger = open_ledger(ws.settings)
+    delivery = ledger.find_delivery(feed_id=ws.feed.feed_id, interval_start=DAY)
+    assert delivery is not None and delivery.status == "failed"
+    ledger.close()
+
+
+def test_unpinned_recipient_is_refused_before_anything_is_encrypted(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=20, seed=4, as_of=DAY)
+    feed_file = ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml"
+    # Our own signing key is in the keyring, but it is not the carrier's pinned key.
+    feed_file.write_text(feed_file.read_text().replace(ws.keys.carrier_fingerprint, "F" * 40))
+
+    summary = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    assert summary.status == "refused"
+    assert summary.error is not None and summary.error["code"] == "key_refused"
+    assert list(ws.inbox.iterdir()) == []
+    staged = run_dir_for(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY))
+    assert not any(p.name.endswith(".pgp") for p in staged.iterdir())
+
+
+def test_rejected_census_ends_recorded_with_row_and_column_and_no_phi(sftp_workspace: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    ws = sftp_workspace
+    census = ws.write_census(members=30, seed=5, as_of=DAY)
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    canary_ssn, canary_name = "666123456", "Zebediah"
+    frame.loc[3, "ssn"] = canary_ssn
+    frame.loc[3, "first_name"] = canary_name
+    frame.to_csv(census, index=False)
+
+    caplog.set_level("DEBUG")
+    summary = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    assert summary.status == "rejected"
+    assert summary.error is not None and summary.error["code"] == "census_rejected"
+    assert summary.validation["failed_rows"] >= 1
+    assert list(ws.inbox.iterdir()) == []
+
+    report_csv = (ws.settings.reports_dir / ws.feed.feed_id / DAY.isoformat() / "validation.csv").read_text()
+    assert ",5," in report_csv or ",5\n" in report_csv or "5" in report_csv.splitlines()[1]
+    assert "ssn" in report_csv
+    ledger_dump = _dump_ledger(ws.settings)
+    for canary in (canary_ssn, canary_name):
+        assert canary not in report_csv
+        assert canary not in caplog.text
+        assert canary not in str(summary.as_dict())
+        assert canary not in ledger_dump
+
+
+def _dump_ledger(settings: Any) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.resolved_ledger_url)
+    chunks = []
+    with engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+                chunks.append(repr(tuple(row)))
+    engine.dispose()
+    return "\n".join(chunks)
