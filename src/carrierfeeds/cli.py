@@ -270,9 +270,11 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     from carrierfeeds.pipeline import open_ledger
 
     verdict = open_ledger(Settings()).verify_chain()
-    data = {"ok": verdict.ok, "rows_checked": verdict.rows_checked,
-            "first_broken": verdict.first_broken if not verdict.ok else None}
-    _emit(data, as_json, [f"chain {'intact' if verdict.ok else 'BROKEN'}: {verdict.rows_checked} rows checked"]
+    broken = verdict.first_broken.as_dict() if verdict.first_broken is not None else None
+    data = {"ok": verdict.ok, "rows_checked": verdict.rows_checked, "first_broken": broken,
+            "head_seq": verdict.head_seq, "head_hash": verdict.head_hash}
+    _emit(data, as_json, [f"chain {'intact' if verdict.ok else 'BROKEN'}: {verdict.rows_checked} rows checked; "
+                          f"head {verdict.head_seq} {verdict.head_hash}"]
           + ([f"first broken link: {verdict.first_broken}"] if not verdict.ok else []))
     raise typer.Exit(EXIT_OK if verdict.ok else EXIT_FAILED)
 

@@ -30,7 +30,7 @@ from carrierfeeds.errors import (
     Refused,
     TransientError,
 )
-from carrierfeeds.ledger import Ledger
+from carrierfeeds.ledger import Ledger, scrub_detail
 from carrierfeeds.settings import FeedBundle, Settings, load_bundle
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
     try:
         yield detail
     except CarrierFeedsError as exc:
-        ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), detail=_scalars(exc.details),
+        ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), detail=scrub_detail(exc.details),
                                 error_code=exc.code, message=exc.message[:500])
         log.warning("feed %s run %s stage %s failed: %s", ctx.feed_id, ctx.run_id, stage, exc.code)
         raise
@@ -176,11 +176,6 @@ def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
         raise
     ctx.ledger.record_stage(ctx.run_id, stage, "succeeded", now=ctx.now(), detail=detail)
     log.info("feed %s run %s stage %s succeeded %s", ctx.feed_id, ctx.run_id, stage, detail)
-
-
-def _scalars(details: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in details.items() if isinstance(v, int | float | bool) or
-            (isinstance(v, str) and len(v) <= 200) or v is None}
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -199,7 +194,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None) -> dict[str, 
         tmp.replace(staged)
         digest = sha256_file(staged)
         ctx.save_state(census_name=source.name, census_sha256=digest)
-        detail.update(census_sha256=digest, bytes=staged.stat().st_size, source_name=source.name)
+        detail.update(census_sha256=digest, bytes=staged.stat().st_size)
     return {"run_id": ctx.run_id, "census_sha256": digest}
 
 

@@ -1,1 +1,39 @@
 """The delivery ledger: SQLAlchemy models, hash chain, control numbers, Alembic migrations."""
+
+from __future__ import annotations
+
+from carrierfeeds.ledger.chain import GENESIS, BrokenLink, ChainVerdict, canonical_json, sha256_hex
+from carrierfeeds.ledger.records import (
+    DeliveryRecord,
+    Interchange,
+    LedgerError,
+    RunEvent,
+    RunRecord,
+    UnknownRecord,
+    UnsafeLedgerValue,
+    scrub_detail,
+)
+from carrierfeeds.ledger.roles import DEFAULT_APP_ROLE, app_role_sql, app_role_statements, grant_app_role
+from carrierfeeds.ledger.store import MIGRATIONS, Ledger
+
+__all__ = [
+    "DEFAULT_APP_ROLE",
+    "GENESIS",
+    "MIGRATIONS",
+    "BrokenLink",
+    "ChainVerdict",
+    "DeliveryRecord",
+    "Interchange",
+    "Ledger",
+    "LedgerError",
+    "RunEvent",
+    "RunRecord",
+    "UnknownRecord",
+    "UnsafeLedgerValue",
+    "app_role_sql",
+    "app_role_statements",
+    "canonical_json",
+    "grant_app_role",
+    "scrub_detail",
+    "sha256_hex",
+]

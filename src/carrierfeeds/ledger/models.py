@@ -1,0 +1,185 @@
+"""The ledger's tables: append-only, hash-chained audit tables and two small mutable bookkeeping tables.
+
+Audit tables (``runs``, ``run_events``, ``interchanges``, ``deliveries``, ``delivery_outcomes``,
+``audit_events``) are only ever INSERTed into; an outcome is a new row, never an UPDATE of its intent,
+so a least-privilege role with INSERT and SELECT alone can run the pipeline. Each audit row carries
+``seq`` (its place in the one global chain), ``prev_hash`` and ``row_hash``. The bookkeeping tables
+(``control_counters``, ``chain_head``) are the only ones the application role may UPDATE.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+})
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC instant on every backend: refuses naive input, returns aware UTC values.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no zone, so the value is stored as UTC wall time and
+    the zone is put back on the way out. Either way the ledger reads back exactly what it hashed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("the ledger stores timezone-aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _chain_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("seq", sa.BigInteger(), nullable=False, unique=True),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("row_hash", sa.String(64), nullable=False),
+    ]
+
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("feed_id", sa.String(128), nullable=False),
+    sa.Column("interval_start", sa.Date(), nullable=False),
+    sa.Column("interval_end", sa.Date(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+    sa.UniqueConstraint("feed_id", "interval_start", "interval_end"),
+)
+
+run_events = sa.Table(
+    "run_events", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+interchanges = sa.Table(
+    "interchanges", metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("sender_id", sa.String(64), nullable=False),
+    sa.Column("receiver_id", sa.String(64), nullable=False),
+    sa.Column("isa13", sa.Integer(), nullable=False),
+    sa.Column("gs06", sa.Integer(), nullable=False),
+    sa.Column("st02", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("delivery_id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("feed_id", sa.String(128), nullable=False),
+    sa.Column("interval_start", sa.Date(), nullable=False),
+    sa.Column("payload_sha256", sa.String(64), nullable=False),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("isa13", sa.Integer(), nullable=False),
+    sa.Column("gs06", sa.Integer(), nullable=False),
+    sa.Column("st02", sa.Integer(), nullable=False),
+    sa.Column("recipient_fingerprint", sa.String(128), nullable=False),
+    sa.Column("member_counts", sa.Text(), nullable=False),
+    sa.Column("transport", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+    sa.UniqueConstraint("feed_id", "interval_start", "payload_sha256"),
+)
+
+delivery_outcomes = sa.Table(
+    "delivery_outcomes", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(32), sa.ForeignKey("deliveries.delivery_id"), nullable=False,
+              index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("ciphertext_sha256", sa.String(64), nullable=True),
+    sa.Column("size", sa.BigInteger(), nullable=True),
+    sa.Column("remote_path", sa.String(1024), nullable=True),
+    sa.Column("host_key_fingerprint", sa.String(128), nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(64), nullable=False),
+    sa.Column("object_id", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+control_counters = sa.Table(
+    "control_counters", metadata,
+    sa.Column("sender_id", sa.String(64), primary_key=True),
+    sa.Column("receiver_id", sa.String(64), primary_key=True),
+    sa.Column("last_control", sa.Integer(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+chain_head = sa.Table(
+    "chain_head", metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+)
+
+#: Every hash-chained table, and the column naming a row in a verdict.
+AUDIT_TABLES: dict[str, tuple[sa.Table, str]] = {
+    "runs": (runs, "run_id"),
+    "run_events": (run_events, "id"),
+    "interchanges": (interchanges, "run_id"),
+    "deliveries": (deliveries, "delivery_id"),
+    "delivery_outcomes": (delivery_outcomes, "id"),
+    "audit_events": (audit_events, "id"),
+}
+#: The tables the application role may UPDATE: counters and the chain head, nothing auditable.
+BOOKKEEPING_TABLES: tuple[sa.Table, ...] = (control_counters, chain_head)
+CHAIN_FIELDS = ("seq", "prev_hash", "row_hash")
+
+
+def hashed_columns(table: sa.Table) -> list[str]:
+    """The content a row's hash covers: every column but the chain fields (hashed on their own) and
+    the surrogate ``id`` the database assigns after the hash is made."""
+    return [c.name for c in table.columns
+            if c.name not in CHAIN_FIELDS and not (c.name == "id" and c.autoincrement is True)]
