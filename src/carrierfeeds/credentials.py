@@ -1,0 +1,137 @@
+"""SFTP endpoints from ``<keys_dir>/<connection_id>.json``: checked at load, secrets referenced by path only.
+
+The Airflow connection equivalent (built by ``carrierfeeds.airflow``) maps the same way:
+
+    =====================  ===============================================================
+    SftpEndpoint field     keys-dir JSON                  Airflow connection
+    =====================  ===============================================================
+    host                   "host"                         host
+    port                   "port" (default 22)            port (default 22)
+    username               "login"                        login
+    private_key_path       "key_file" (relative)          extra "key_file" (path), or extra
+                                                          "private_key" (PEM text, written 0600
+                                                          into the run's private folder)
+    known_hosts            "known_hosts_file" (relative)  extra "known_hosts" (text) or extra
+                                                          "host_key" ("ssh-ed25519 AAAA...")
+    *_timeout              "connect_timeout", ...          extra "connect_timeout", ...
+    =====================  ===============================================================
+
+``no_host_key_check`` or an empty known_hosts is refused on both paths: we fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paramiko.hostkeys import HostKeyEntry, HostKeys
+
+from carrierfeeds.errors import ConfigError
+
+_REQUIRED = ("host", "login", "key_file", "known_hosts_file")
+_TIMEOUTS = ("connect_timeout", "banner_timeout", "auth_timeout", "op_timeout")
+_ALLOWED = {*_REQUIRED, "port", *_TIMEOUTS, "comment"}
+
+
+@dataclass(frozen=True)
+class SftpEndpoint:
+    """Where and how to reach one carrier's SFTP server; ``known_hosts`` is the pinned host key text."""
+
+    host: str
+    port: int
+    username: str
+    private_key_path: Path
+    known_hosts: str
+    connect_timeout: float = 10.0
+    banner_timeout: float = 15.0
+    auth_timeout: float = 15.0
+    op_timeout: float = 60.0
+
+    @property
+    def host_key_name(self) -> str:
+        """The name the host is looked up by in known_hosts: ``host`` or ``[host]:port``."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def parse_known_hosts(text: str) -> HostKeys:
+    """known_hosts text as paramiko HostKeys (hashed names and ``[host]:port`` forms kept as written)."""
+    keys = HostKeys()
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = HostKeyEntry.from_line(line)
+        if entry is None or entry.key is None:
+            continue
+        for name in entry.hostnames:
+            keys.add(name, entry.key.get_name(), entry.key)
+    return keys
+
+
+def check_private_key_file(path: Path, *, source: str, field: str) -> None:
+    """The client key must be a regular file readable by its owner only (mode 0600 or 0400)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"private key file {path} does not exist", file=source, field=field) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"private key {path} is not a regular file", file=source, field=field)
+    if st.st_mode & 0o077:
+        raise ConfigError(f"private key {path} is readable by group or others "
+                          f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it", file=source, field=field)
+
+
+def _number(data: dict[str, Any], name: str, default: float, source: str, *, integer: bool = False) -> Any:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
+            or (integer and not isinstance(value, int)):
+        kind = "a positive integer" if integer else "a positive number of seconds"
+        raise ConfigError(f"expected {kind}", file=source, field=name)
+    return value
+
+
+def load_sftp_endpoint(keys_dir: Path, connection_id: str) -> SftpEndpoint:
+    """Read ``<keys_dir>/<connection_id>.json``; every problem is a ConfigError naming file and field."""
+    path = Path(keys_dir) / f"{connection_id}.json"
+    source = str(path)
+    if "/" in connection_id or connection_id.startswith("."):
+        raise ConfigError("connection id must be a plain name", file=source, field="connection_id")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no credentials for connection {connection_id!r} in {keys_dir}",
+                          file=source) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON (line {exc.lineno}, column {exc.colno})", file=source) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a JSON object", file=source)
+    unknown = sorted(set(data) - _ALLOWED)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown}; allowed: {sorted(_ALLOWED)}", file=source,
+                          field=unknown[0])
+    for name in _REQUIRED:
+        if not isinstance(data.get(name), str) or not data[name].strip():
+            raise ConfigError("required, a non-empty string", file=source, field=name)
+    port = _number(data, "port", 22, source, integer=True)
+    if port > 65535:
+        raise ConfigError("expected a TCP port 1..65535", file=source, field="port")
+    timeouts = {name: float(_number(data, name, getattr(SftpEndpoint, name), source)) for name in _TIMEOUTS}
+
+    key_path = (Path(keys_dir) / data["key_file"]).resolve()
+    check_private_key_file(key_path, source=source, field="key_file")
+    kh_path = Path(keys_dir) / data["known_hosts_file"]
+    try:
+        known_hosts = kh_path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"known_hosts file {kh_path} does not exist", file=source,
+                          field="known_hosts_file") from None
+    endpoint = SftpEndpoint(host=data["host"], port=port, username=data["login"], private_key_path=key_path,
+                            known_hosts=known_hosts, **timeouts)
+    if parse_known_hosts(known_hosts).lookup(endpoint.host_key_name) is None:
+        # Without a pinned key every connection would be refused; say so now, naming the fix.
+        raise ConfigError(f"{kh_path} has no host key for {endpoint.host_key_name}; pin it (see "
+                          "sftp_keys.example/README.md)", file=source, field="known_hosts_file")
+    return endpoint

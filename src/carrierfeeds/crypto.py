@@ -1,0 +1,361 @@
+"""One door to gpg: pinned-fingerprint encryption and signing, key checks; typed results or our errors."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import stat
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import gnupg
+
+from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError
+
+log = logging.getLogger(__name__)
+
+KeyStatus = Literal["ok", "expiring", "expired", "revoked", "missing"]
+
+FULL_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+PASSPHRASE_ENV = "CARRIERFEEDS_GPG_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+PASSPHRASE_FILE_ENV = "CARRIERFEEDS_GPG_PASSPHRASE_FILE"  # noqa: S105
+_CHUNK = 1024 * 1024
+# Expiry spellings gpg's quick-gen-key understands, kept narrow so a typo is an error here, not in gpg.
+_EXPIRE = re.compile(r"^(never|none|0|\d+[dwmy]?|\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What we know about one primary key at a given moment; user ids are a carrier's, never PHI."""
+
+    fingerprint: str
+    user_ids: tuple[str, ...]
+    created: datetime | None
+    expires: datetime | None
+    revoked: bool
+    can_encrypt: bool
+    status: KeyStatus
+    days_left: int | None = None  # whole days to expiry at inspection time; None: never expires or missing
+
+
+@dataclass(frozen=True)
+class EncryptedFile:
+    """Ciphertext on disk: where, its SHA-256 (hex) and its size in bytes."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DecryptedFile:
+    """Plaintext on disk and who signed it; ``valid_signature`` is gpg's GOODSIG+VALIDSIG verdict."""
+
+    path: Path
+    sha256: str
+    size: int
+    signer_fingerprint: str | None
+    valid_signature: bool
+
+
+def normalize_fingerprint(fingerprint: str) -> str:
+    """Upper-case, spaces removed; raises KeyRefused unless it is a full 40-hex fingerprint."""
+    fpr = fingerprint.replace(" ", "").upper()
+    if not FULL_FINGERPRINT.match(fpr):
+        # Short and long key ids collide by construction; only a full fingerprint pins a key.
+        raise KeyRefused("a key must be pinned by its full 40-hex fingerprint, not a key id",
+                         details={"given_length": len(fpr)})
+    return fpr
+
+
+def _ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _reserve(tmp: Path) -> None:
+    """Create ``tmp`` (0600) for gpg to write into (gpg keeps the mode: plaintext stays private)."""
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _check_home(home: Path) -> None:
+    try:
+        st = home.stat()
+    except FileNotFoundError:
+        raise ConfigError("GNUPGHOME does not exist (create it with mode 0700)", file=str(home)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError("GNUPGHOME is not a directory", file=str(home))
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o700:
+        raise ConfigError(f"GNUPGHOME must have mode 0700, has {mode:04o}", file=str(home))
+
+
+class Keyring:
+    """A private GNUPGHOME: inspect, pin, encrypt, sign, decrypt.
+
+    The signing passphrase, when our key has one, comes from ``passphrase_file`` (or the file named by
+    ``CARRIERFEEDS_GPG_PASSPHRASE_FILE``), else from ``CARRIERFEEDS_GPG_PASSPHRASE``; never from config.
+    """
+
+    def __init__(self, home: Path, *, passphrase_file: Path | None = None) -> None:
+        home = Path(home)
+        _check_home(home)
+        self.home = home
+        self._passphrase_file = passphrase_file
+        # utf-8 so user ids decode as written; gpg's own default is latin-1.
+        self._gpg = gnupg.GPG(gnupghome=str(home), encoding="utf-8")
+
+    @classmethod
+    def create(cls, home: Path, **kwargs: Any) -> Keyring:
+        """Make ``home`` (mode 0700) if it is missing, then open it."""
+        home = Path(home)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(home, **kwargs)
+
+    # ---- inspection -------------------------------------------------------------------------------
+
+    def _raw_key(self, fpr: str, *, secret: bool = False) -> dict[str, Any] | None:
+        keys = self._gpg.list_keys(secret=secret, keys=[fpr])
+        for key in keys:
+            if key.get("fingerprint") == fpr:
+                return dict(key)
+        return None
+
+    def inspect(self, fingerprint: str, *, now: datetime, warning_days: int = 30) -> KeyInfo:
+        """The key's state at ``now``; status "missing" when the primary fingerprint is not in the keyring."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        fpr = normalize_fingerprint(fingerprint)
+        raw = self._raw_key(fpr)
+        if raw is None:
+            return KeyInfo(fpr, (), None, None, revoked=False, can_encrypt=False, status="missing")
+        created = _ts(raw.get("date"))
+        expires = _ts(raw.get("expires"))
+        validity = raw.get("trust", "")
+        revoked = validity == "r"
+        # gpg judges expiry by the system clock; we judge by ``now`` as well and take the stricter.
+        expired = validity == "e" or (expires is not None and expires <= now)
+        can_encrypt = False
+        for sub in (raw.get("subkey_info") or {}).values():
+            sub_expires = _ts(sub.get("expires"))
+            alive = sub_expires is None or sub_expires > now
+            usable = alive and sub.get("trust") not in ("r", "e", "i", "d")
+            if usable and "e" in (sub.get("cap") or "").lower():
+                can_encrypt = True
+        if not can_encrypt and "e" in (raw.get("cap") or "") and not expired:
+            can_encrypt = True  # an encryption-capable primary key (RSA "sce") needs no subkey
+        days_left = None if expires is None else (expires - now).days
+        status: KeyStatus
+        if revoked:
+            status = "revoked"
+        elif expired:
+            status = "expired"
+        elif days_left is not None and days_left < warning_days:
+            status = "expiring"
+        else:
+            status = "ok"
+        return KeyInfo(fpr, tuple(raw.get("uids") or ()), created, expires, revoked, can_encrypt, status,
+                       days_left=days_left)
+
+    def require_recipient(self, fingerprint: str, *, now: datetime, warning_days: int = 30) -> KeyInfo:
+        """The pinned carrier key, fit to encrypt to at ``now``; KeyRefused otherwise (fail closed)."""
+        info = self.inspect(fingerprint, now=now, warning_days=warning_days)
+        details = {"fingerprint": info.fingerprint, "status": info.status}
+        if info.status == "missing":
+            raise KeyRefused(f"pinned key {info.fingerprint} is not in the keyring", details=details)
+        if info.status in ("expired", "revoked"):
+            raise KeyRefused(f"pinned key {info.fingerprint} is {info.status}", details=details)
+        if not info.can_encrypt:
+            raise KeyRefused(f"pinned key {info.fingerprint} has no usable encryption subkey",
+                             details=details)
+        if info.status == "expiring":
+            log.warning("pinned key %s expires in %s days (%s)", info.fingerprint, info.days_left,
+                        info.expires.isoformat() if info.expires else "?")
+        return info
+
+    def _require_signer(self, fingerprint: str, *, now: datetime) -> str:
+        fpr = normalize_fingerprint(fingerprint)
+        info = self.inspect(fpr, now=now)
+        if info.status in ("missing", "expired", "revoked") or self._raw_key(fpr, secret=True) is None:
+            raise KeyRefused(f"signing key {fpr} is not usable ({info.status}, or no secret key here)",
+                             details={"fingerprint": fpr, "status": info.status})
+        return fpr
+
+    def _passphrase(self) -> str | None:
+        path = self._passphrase_file or (Path(os.environ[PASSPHRASE_FILE_ENV])
+                                         if os.environ.get(PASSPHRASE_FILE_ENV) else None)
+        if path is not None:
+            try:
+                return path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"cannot read the signing passphrase file ({exc.strerror})",
+                                  file=str(path)) from None
+        return os.environ.get(PASSPHRASE_ENV) or None
+
+    # ---- encryption ------------------------------------------------------------------------------
+
+    def encrypt_file(self, src: Path, dst: Path, *, recipient: str, signer: str, armor: bool = False,
+                     compress_level: int = 1, now: datetime) -> EncryptedFile:
+        """Encrypt ``src`` to exactly the pinned ``recipient``, signed by ``signer``; all or nothing.
+
+        Streams through gpg; the output appears at ``dst`` only complete (temp name + rename).
+        """
+        recipient_fpr = self.require_recipient(recipient, now=now).fingerprint
+        signer_fpr = self._require_signer(signer, now=now)
+        if not 0 <= compress_level <= 9:
+            raise ConfigError("compress_level must be 0..9", field="encryption.compress_level")
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        extra = [
+            # Trust exactly the pinned key for this one call instead of --trust-model always, which
+            # would encrypt to any key matching the name.
+            "--trusted-key", recipient_fpr[-16:],
+            "--no-encrypt-to", "--no-default-recipient",
+            "--compress-level", str(compress_level),
+        ]
+        try:
+            _reserve(tmp)
+            with src.open("rb") as fh:
+                result = self._gpg.encrypt_file(fh, [recipient_fpr], sign=signer_fpr, armor=armor,
+                                                output=str(tmp), passphrase=self._passphrase(),
+                                                extra_args=extra)
+            if not result.ok or result.status != "encryption ok":
+                raise KeyRefused(f"gpg refused to encrypt to {recipient_fpr} signed by {signer_fpr}: "
+                                 f"{result.status or 'no status'}",
+                                 details={"recipient": recipient_fpr, "signer": signer_fpr,
+                                          "gpg_status": result.status})
+            if not tmp.is_file() or tmp.stat().st_size == 0:
+                raise PermanentError("gpg reported success but wrote no output",
+                                     details={"recipient": recipient_fpr})
+            with tmp.open("rb") as out:
+                os.fsync(out.fileno())
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        sha, size = _sha256_file(dst)
+        log.info("encrypted %s -> %s (%d bytes, sha256 %s) to %s signed by %s", src.name, dst.name, size,
+                 sha, recipient_fpr, signer_fpr)
+        return EncryptedFile(path=dst, sha256=sha, size=size)
+
+    def decrypt_file(self, src: Path, dst: Path, *, require_signer: str | None = None) -> DecryptedFile:
+        """Decrypt ``src`` with a secret key in this keyring; all or nothing at ``dst``.
+
+        With ``require_signer`` the file must carry a valid signature by that primary key (KeyRefused).
+        """
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        try:
+            _reserve(tmp)
+            with src.open("rb") as fh:
+                result = self._gpg.decrypt_file(fh, output=str(tmp), passphrase=self._passphrase())
+            if not result.ok:
+                raise KeyRefused(f"gpg could not decrypt {src.name}: {result.status or 'no status'}",
+                                 details={"gpg_status": result.status})
+            signer = result.pubkey_fingerprint or result.fingerprint
+            valid = bool(result.valid) and signer is not None
+            if require_signer is not None:
+                wanted = normalize_fingerprint(require_signer)
+                if not valid or signer != wanted:
+                    raise KeyRefused(f"{src.name} is not validly signed by {wanted}",
+                                     details={"expected_signer": wanted, "signer": signer})
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        sha, size = _sha256_file(dst)
+        return DecryptedFile(path=dst, sha256=sha, size=size, signer_fingerprint=signer,
+                             valid_signature=valid)
+
+    # ---- key management (demo, tests, onboarding) --------------------------------------------------
+
+    def generate_key(self, name: str, email: str, *, expire: str = "1y", usage: str = "encrypt,sign",
+                     created: datetime | None = None) -> str:
+        """A new ed25519 (+ cv25519 encryption subkey) key without passphrase; returns its fingerprint.
+
+        ``usage``: "encrypt,sign", "sign" or "encrypt". ``created`` back-dates the key with gpg's
+        ``--faked-system-time`` (tests make expired keys this way); ``expire`` counts from it.
+        """
+        wanted = {u.strip() for u in usage.split(",") if u.strip()}
+        if not wanted or wanted - {"encrypt", "sign"}:
+            raise ValueError(f"usage must be 'encrypt', 'sign' or 'encrypt,sign', not {usage!r}")
+        if not _EXPIRE.match(expire):
+            raise ValueError(f"expire {expire!r} is not a gpg expiry (e.g. 1y, 90d, 2030-01-01, never)")
+        base = ["--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+        if created is not None:
+            base += ["--faked-system-time", created.astimezone(UTC).strftime("%Y%m%dT%H%M%S!")]
+        primary_usage = "sign,cert" if "sign" in wanted else "cert"
+        out = self._run_gpg([*base, "--quick-gen-key", f"{name} <{email}>", "ed25519", primary_usage, expire])
+        match = re.search(r"KEY_CREATED [BP] ([0-9A-F]{40})", out)
+        if not match:
+            raise PermanentError("gpg did not report the new key's fingerprint")
+        fpr = match.group(1)
+        if "encrypt" in wanted:
+            self._run_gpg([*base, "--quick-add-key", fpr, "cv25519", "encr", expire])
+        log.info("generated key %s (%s)", fpr, ",".join(sorted(wanted)))
+        return fpr
+
+    def export_public(self, fingerprint: str) -> str:
+        """The armored public key; KeyRefused if it is not here."""
+        fpr = normalize_fingerprint(fingerprint)
+        text = self._gpg.export_keys([fpr], armor=True)
+        if not isinstance(text, str) or "BEGIN PGP PUBLIC KEY BLOCK" not in text:
+            raise KeyRefused(f"key {fpr} is not in the keyring", details={"fingerprint": fpr})
+        return text
+
+    def import_keys(self, text: str) -> tuple[str, ...]:
+        """Import armored keys; returns the fingerprints gpg imported or updated (KeyRefused if none)."""
+        result = self._gpg.import_keys(text)
+        fprs = tuple(dict.fromkeys(f for f in result.fingerprints if f))
+        if not fprs:
+            raise KeyRefused("no key could be imported", details={"results": len(result.results)})
+        return fprs
+
+    def revoke(self, fingerprint: str) -> None:
+        """Revoke a key generated in this home (gpg's own revocation certificate). For tests and drills."""
+        fpr = normalize_fingerprint(fingerprint)
+        cert = self.home / "openpgp-revocs.d" / f"{fpr}.rev"
+        try:
+            text = cert.read_text()
+        except FileNotFoundError:
+            raise KeyRefused(f"no revocation certificate for {fpr} in this keyring",
+                             details={"fingerprint": fpr}) from None
+        # gpg writes the certificate with a leading ':' so it cannot be imported by accident.
+        armored = text.replace(":-----BEGIN PGP PUBLIC", "-----BEGIN PGP PUBLIC")
+        self._gpg.import_keys(armored)
+        raw = self._raw_key(fpr)
+        if raw is None or raw.get("trust") != "r":
+            raise PermanentError(f"gpg did not accept the revocation of {fpr}", details={"fingerprint": fpr})
+        log.warning("revoked key %s", fpr)
+
+    def stop_agent(self) -> None:
+        """Stop this home's gpg-agent (tests and the demo call it when they are done with the home)."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                           capture_output=True, timeout=10, check=False)
+
+    def _run_gpg(self, args: list[str]) -> str:
+        proc = subprocess.run([self._gpg.gpgbinary, "--homedir", str(self.home), "--status-fd", "1",
+                               "--no-tty", *args], capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("gpg:")][-3:]
+            command = next((a for a in args if a.startswith("--quick-")), "gpg")
+            raise PermanentError(f"gpg {command} failed: {'; '.join(errors)}",
+                                 details={"returncode": proc.returncode})
+        return proc.stdout

@@ -1,0 +1,213 @@
+"""SftpTransport against a real OpenSSH sshd on 127.0.0.1: pinning, atomic hand-off, fault handling."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from carrierfeeds.errors import HostKeyRefused, PermanentError, Refused, TransientError
+from carrierfeeds.testing.sshd import Sshd, write_ed25519_key
+from carrierfeeds.transport.base import RemoteFile, RemoteFileExists, Transport
+from carrierfeeds.transport.sftp import SftpTransport
+
+NAME = "ACME_834_20260301_000000001.x12.pgp"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _host_fingerprint(server: Sshd) -> str:
+    blob = base64.b64decode(server.host_public_key_line.split()[1])
+    return paramiko.Ed25519Key(data=blob).fingerprint
+
+
+def _auth_attempts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Authentication (" in r.getMessage()]
+
+
+def test_upload_lands_complete_under_final_name(sshd_server: Sshd, inbox: Path,
+                                                 make_payload: Callable[..., Path]) -> None:
+    local = make_payload(3 * 1024 * 1024 + 17)
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox))
+    assert isinstance(transport, Transport)
+    assert transport.stat(NAME) is None
+
+    receipt = transport.deliver(local, NAME)
+
+    assert receipt.remote_path == f"{inbox}/{NAME}"
+    assert receipt.size == local.stat().st_size
+    assert receipt.attempts == 1
+    assert receipt.host_key_fingerprint == _host_fingerprint(sshd_server)
+    assert receipt.host_key_fingerprint.startswith("SHA256:")
+    assert [p.name for p in inbox.iterdir()] == [NAME]  # no temp file left
+    assert _digest(inbox / NAME) == _digest(local)
+    assert transport.stat(NAME) == RemoteFile(name=NAME, size=local.stat().st_size)
+
+
+@pytest.mark.parametrize("pin", ["empty known_hosts", "another host key"])
+def test_unpinned_or_changed_host_key_is_refused_before_auth(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, pin: str) -> None:
+    if pin == "empty known_hosts":
+        known_hosts = ""
+    else:
+        other = write_ed25519_key(tmp_path / "impostor_host_key")
+        known_hosts = f"[{sshd_server.host}]:{sshd_server.port} {other}\n"
+    transport = SftpTransport(sshd_server.endpoint(known_hosts=known_hosts), str(inbox), retries=3,
+                              sleep=lambda _s: pytest.fail("a host key refusal must not be retried"))
+    log_offset = len(sshd_server.log_text())
+    with caplog.at_level(logging.DEBUG, logger="paramiko"), pytest.raises(HostKeyRefused) as caught:
+        transport.deliver(make_payload(1000), NAME)
+    server_log = sshd_server.wait_for_log(r"Connection (closed|reset) by .*\[preauth\]", after=log_offset)
+    # The server finished key exchange (so it showed its host key) and never saw an auth request.
+    assert "KEX done" in server_log
+    assert "userauth-request" not in server_log
+
+    assert caught.value.details["attempts"] == 1
+    assert caught.value.details["offered_fingerprint"] == _host_fingerprint(sshd_server)
+    # paramiko logs every authentication attempt; none was made, and nothing reached the server.
+    assert _auth_attempts(caplog) == []
+    assert list(inbox.iterdir()) == []
+
+
+def test_auth_attempt_is_visible_in_the_log_we_check(sshd_server: Sshd, inbox: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # The control for the test above: a pinned connection does log its authentication.
+    with caplog.at_level(logging.DEBUG, logger="paramiko"):
+        log_offset = len(sshd_server.log_text())
+        SftpTransport(sshd_server.endpoint(), str(inbox)).stat(NAME)
+    assert _auth_attempts(caplog) != []
+    assert "userauth-request" in sshd_server.wait_for_log("Accepted publickey", after=log_offset)
+
+
+def test_existing_final_file_is_never_overwritten(sshd_server: Sshd, inbox: Path,
+                                                  make_payload: Callable[..., Path]) -> None:
+    (inbox / NAME).write_bytes(b"delivered yesterday")
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox),
+                              sleep=lambda _s: pytest.fail("not retriable"))
+    with pytest.raises(RemoteFileExists) as caught:
+        transport.deliver(make_payload(5000), NAME)
+    assert isinstance(caught.value, PermanentError)
+    assert (inbox / NAME).read_bytes() == b"delivered yesterday"
+    assert [p.name for p in inbox.iterdir()] == [NAME]
+
+
+def test_stale_temp_file_from_an_earlier_attempt_is_replaced(sshd_server: Sshd, inbox: Path,
+                                                             make_payload: Callable[..., Path]) -> None:
+    stale = inbox / f".{NAME}.part"
+    stale.write_bytes(b"half an upload" * 1000)
+    local = make_payload(70_000)
+    receipt = SftpTransport(sshd_server.endpoint(), str(inbox)).deliver(local, NAME)
+    assert receipt.size == 70_000
+    assert [p.name for p in inbox.iterdir()] == [NAME]
+    assert _digest(inbox / NAME) == _digest(local)
+
+
+def test_permission_denied_fails_at_once(read_only_sshd: Sshd, make_payload: Callable[..., Path]) -> None:
+    sleeps: list[float] = []
+    transport = SftpTransport(read_only_sshd.endpoint(), str(read_only_sshd.root), retries=3,
+                              sleep=sleeps.append)
+    with pytest.raises(PermanentError) as caught:
+        transport.deliver(make_payload(1000), NAME)
+    assert not isinstance(caught.value, RemoteFileExists)
+    assert caught.value.details["attempts"] == 1
+    assert sleeps == []
+    assert list(read_only_sshd.root.iterdir()) == []
+
+
+def test_unauthorised_client_key_is_permanent(sshd_server: Sshd, inbox: Path, stranger_key: Path,
+                                              make_payload: Callable[..., Path]) -> None:
+    sleeps: list[float] = []
+    transport = SftpTransport(sshd_server.endpoint(private_key_path=stranger_key), str(inbox),
+                              sleep=sleeps.append)
+    with pytest.raises(PermanentError, match="authentication failed") as caught:
+        transport.deliver(make_payload(1000), NAME)
+    assert caught.value.details["attempts"] == 1
+    assert sleeps == []
+    assert list(inbox.iterdir()) == []
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A TCP server that accepts connections and never says a word (no SSH banner)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        done.set()
+        # shutdown() wakes the blocked accept(); close() alone would not on Linux.
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        for conn in held:
+            conn.close()
+        thread.join(timeout=5)
+
+
+def test_server_without_banner_times_out_and_retries(sshd_server: Sshd, silent_listener: int,
+                                                     make_payload: Callable[..., Path]) -> None:
+    sleeps: list[float] = []
+    endpoint = sshd_server.endpoint(port=silent_listener, connect_timeout=2.0, banner_timeout=0.3)
+    transport = SftpTransport(endpoint, "/nowhere", retries=2, backoff=0.5, sleep=sleeps.append)
+    with pytest.raises(TransientError) as caught:
+        transport.deliver(make_payload(100), NAME)
+    assert caught.value.details["attempts"] == 2
+    assert sleeps == [0.5]  # exponential backoff: backoff * 2**(attempt-1) between attempts
+
+
+def test_connection_dropped_mid_upload_is_retried_to_one_complete_file(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path]) -> None:
+    local = make_payload(12 * 1024 * 1024)
+    killed: list[int] = []
+
+    def drop_once(sent: int, total: int) -> None:
+        # Kill the server side of the session a quarter of the way through the first attempt.
+        if not killed and sent >= total // 4:
+            killed.append(sshd_server.kill_connections())
+
+    sleeps: list[float] = []
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox), retries=3, backoff=0.25,
+                              progress=drop_once, sleep=sleeps.append)
+    receipt = transport.deliver(local, NAME)
+
+    assert killed and killed[0] >= 1
+    assert receipt.attempts == 2
+    assert sleeps == [0.25]
+    assert [p.name for p in inbox.iterdir()] == [NAME]
+    assert _digest(inbox / NAME) == _digest(local)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../up", "..", ".hidden", "x\x00y", "tab\tname"])
+def test_remote_name_must_be_a_plain_file_name(sshd_server: Sshd, inbox: Path, bad: str,
+                                               make_payload: Callable[..., Path]) -> None:
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox))
+    with pytest.raises(Refused):
+        transport.deliver(make_payload(10), bad)
+    with pytest.raises(Refused):
+        transport.stat(bad)
+    assert list(inbox.iterdir()) == []
