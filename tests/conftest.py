@@ -71,11 +71,13 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def demo_keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def demo_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Our keyring (carrier public key + our signing key) and the carrier's own keyring."""
     from carrierfeeds.testing.gpg import make_keyring
 
-    return make_keyring(tmp_path_factory.mktemp("gpg") / "home")
+    keys = make_keyring(tmp_path_factory.mktemp("gpg") / "home")
+    yield keys
+    keys.stop_agents()  # gpg-agents outlive the test session otherwise
 
 
 @pytest.fixture(scope="session")

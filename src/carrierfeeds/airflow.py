@@ -53,7 +53,7 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
     run's private folder), and the pinned host key as ``host_key`` ("ssh-ed25519 AAAA...") or
     ``known_hosts`` (known_hosts text). ``no_host_key_check`` is refused: we fail closed.
     """
-    from carrierfeeds.credentials import SftpEndpoint
+    from carrierfeeds.credentials import SftpEndpoint, check_private_key_file
 
     conn = BaseHook.get_connection(connection_id)
     extra = conn.extra_dejson
@@ -69,18 +69,22 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
     else:
         raise ConfigError("no pinned host key (extra host_key or known_hosts)",
                           file=f"airflow connection {connection_id}", field="extra.host_key")
+    source = f"airflow connection {connection_id}"
     if extra.get("key_file"):
         key_path = Path(extra["key_file"])
     elif extra.get("private_key"):
         fd, name = tempfile.mkstemp(prefix=".sftp-key-", dir=scratch)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(str(extra["private_key"]))
         key_path = Path(name)
     else:
-        raise ConfigError("no client key (extra key_file or private_key)",
-                          file=f"airflow connection {connection_id}", field="extra.key_file")
+        raise ConfigError("no client key (extra key_file or private_key)", file=source, field="extra.key_file")
+    check_private_key_file(key_path, source=source, field="extra.key_file")
+    timeouts = {name: float(extra[name]) for name in
+                ("connect_timeout", "banner_timeout", "auth_timeout", "op_timeout") if name in extra}
     return SftpEndpoint(host=conn.host, port=port, username=conn.login, private_key_path=key_path,
-                        known_hosts=known_hosts)
+                        known_hosts=known_hosts, **timeouts)
 
 
 def _transport_for(ctx: pipeline.RunContext) -> Any:

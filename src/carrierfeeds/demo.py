@@ -77,10 +77,7 @@ def prepare_workspace(workdir: Path, *, keys: Any, delivery: SftpDelivery | Loca
 def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], datetime],
              say: Callable[[str], Any] | None = None, config_root: Path | None = None) -> dict[str, Any]:
     """Run the demo; returns a PHI-free account of what happened (and prints it through ``say``)."""
-    from carrierfeeds.census.generate import generate_census, write_census_csv
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
     from carrierfeeds.testing.gpg import make_keyring
-    from carrierfeeds.testing.sshd import running_sshd
 
     echo = say or (lambda _line: None)
     root = (config_root or Path.cwd()).resolve()
@@ -90,6 +87,19 @@ def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], date
     echo(f"demo workspace: {workdir}")
     keys = make_keyring(workdir / "gnupg")
     echo(f"generated keys: carrier {keys.carrier_fingerprint}, our signing key {keys.signer_fingerprint}")
+
+    try:
+        return _demo_with_keys(workdir, keys, members=members, seed=seed, clock=clock, echo=echo, root=root,
+                               today=today)
+    finally:
+        keys.stop_agents()
+
+
+def _demo_with_keys(workdir: Path, keys: Any, *, members: int, seed: int, clock: Callable[[], datetime],
+                    echo: Callable[[str], Any], root: Path, today: Any) -> dict[str, Any]:
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.testing.sshd import running_sshd
 
     with running_sshd(workdir / "sshd") as sshd:
         keys_dir = workdir / "keys"
