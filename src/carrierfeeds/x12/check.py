@@ -1,0 +1,510 @@
+"""The conformance gate for a rendered 834: a fast structural check of every byte, and pyx12.
+
+:func:`check_834` scans the whole file with numpy (no Python object per element): envelope and
+control numbers, segment counts, the order of required segments, and code values. Every problem is
+reported by segment position, segment id, element reference and a rule code, never by value.
+
+:func:`validate_with_pyx12` runs pyx12 in-process over the 005010X220A1 map and returns our own
+verdict (errors stripped of data values) plus the 999 pyx12 generates. pyx12 checks about 8,000
+segments a second, so :func:`check_sample` gates a large file by re-rendering a deterministic sample of
+families (every k-th one) with the same envelope and validating that instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from carrierfeeds.x12.codes import (
+    BenefitStatus,
+    CoverageLevel,
+    IndividualRelationship,
+    InsuranceLine,
+    MaintenanceReason,
+    MaintenanceType,
+    SubscriberIndicator,
+    values,
+)
+from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, Delimiters
+
+log = logging.getLogger(__name__)
+
+
+class Problem(NamedTuple):
+    """One conformance problem: where (1-based segment position in the file), what, and a rule code."""
+
+    segment_position: int
+    segment_id: str
+    element: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ConformanceReport:
+    """The structural check's verdict; ``problems`` is empty exactly when ``ok``."""
+
+    ok: bool
+    segment_count: int
+    member_count: int
+    transaction_sets: int
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Pyx12Verdict:
+    """pyx12's verdict in our terms: ``segments`` it read, PHI-free ``errors``, its 999 (or None)."""
+
+    ok: bool
+    errors: tuple[Problem, ...]
+    segments: int
+    ack_999: bytes | None = None
+    sampled: bool = False
+
+
+# One character per segment kind; the order of required segments is then a regular expression.
+_TOKENS: dict[bytes, str] = {
+    b"ISA": "A", b"GS": "G", b"ST": "S", b"BGN": "B", b"REF38": "o", b"N1P5": "P", b"N1IN": "Y",
+    b"INS": "I", b"REF0F": "F", b"REF23": "f", b"REF17": "f", b"REF1L": "l", b"DTP336": "m",
+    b"DTP356": "m", b"DTP357": "m", b"DTP303": "m", b"NM1IL": "N", b"N3": "3", b"N4": "4", b"DMG": "D",
+    b"PER": "p", b"HD": "H", b"DTP348": "b", b"DTP349": "e", b"DTP303H": "e", b"SE": "s", b"GE": "g",
+    b"IEA": "z",
+}
+_QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1"}
+_NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
+          "F": "REF", "f": "REF", "l": "REF", "m": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG",
+          "p": "PER", "H": "HD", "b": "DTP", "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "",
+          "?": "?"}
+
+def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The header and the member (Loop 2000 + 2100A + 2300s) as regular expressions over tokens."""
+    member = r"IF[fl]*m*Np?(?:34)?" + ("D" if require_dmg else "D?") + r"(?:Hbe?)+"
+    return re.compile(r"SBo?PY"), re.compile(member)
+
+
+def _problem(pos: int, seg: str, element: str, code: str, message: str) -> Problem:
+    return Problem(pos, seg, element, code, message)
+
+
+def _isa(data: bytes, expected: Delimiters | None, problems: list[Problem]) -> Delimiters | None:
+    if len(data) < 106 or data[:3] != b"ISA":
+        problems.append(_problem(1, "ISA", "ISA", "isa_missing", "file does not start with a 106-char ISA"))
+        return None
+    head = data[:106]
+    sep = head[3:4]
+    parts = head[:105].split(sep)
+    if len(parts) != 17 or len(parts[16]) != 1 or any(ch in b"\r\n" for ch in head):
+        problems.append(_problem(1, "ISA", "ISA", "isa_length", "ISA is not 106 characters in 16 elements"))
+        return None
+    suffix = "\r\n" if data[106:108] == b"\r\n" else ("\n" if data[106:107] == b"\n" else "")
+    try:
+        found = Delimiters(element=sep.decode("ascii"), component=parts[16].decode("ascii"),
+                           repetition=parts[11].decode("ascii"), segment=head[105:106].decode("ascii"),
+                           suffix=suffix)
+    except Exception:  # any undecodable or clashing delimiter is the same problem for the gate
+        problems.append(_problem(1, "ISA", "ISA16", "isa_delimiters", "ISA declares unusable delimiters"))
+        return None
+    if expected is not None and (found.element, found.component, found.repetition, found.segment) != (
+            expected.element, expected.component, expected.repetition, expected.segment):
+        problems.append(_problem(1, "ISA", "ISA16", "isa_delimiters",
+                                 "ISA declares other delimiters than expected"))
+    return found
+
+
+def _keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int, width: int) -> np.ndarray:
+    """For each segment, its first ``width`` bytes (N x width uint8), zero at and after its end."""
+    mat = np.zeros((len(starts), width), dtype=np.uint8)
+    last = len(arr) - 1
+    # Column by column keeps memory at one byte per cell instead of an index matrix.
+    for k in range(width):
+        pos = starts + k
+        mat[:, k] = np.where(pos < ends, arr[np.minimum(pos, last)], 0)
+    return mat
+
+
+def _classify(mat: np.ndarray, sep: int) -> tuple[np.ndarray, dict[int, bytes], np.ndarray]:
+    """Token char per segment from its 8-byte key; distinct keys are few, so Python sees each once."""
+    keys = np.ascontiguousarray(mat[:, :8]).view(np.uint64).ravel()
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    sepb = bytes([sep])
+    table = np.empty(len(uniq), dtype="U1")
+    ids: dict[int, bytes] = {}
+    for i, key_int in enumerate(uniq.tolist()):
+        key = int(key_int).to_bytes(8, "little").rstrip(b"\x00")
+        parts = key.split(sepb)
+        seg_id = parts[0]
+        ids[i] = seg_id
+        name = seg_id + (parts[1] if seg_id in _QUALIFIED and len(parts) > 1 else b"")
+        if not seg_id:
+            table[i] = "!"
+        else:
+            table[i] = _TOKENS.get(name, "?")
+    return table[inverse], ids, inverse
+
+
+def _elements(segment: bytes, sep: bytes) -> list[str]:
+    return segment.decode("ascii", "replace").split(sep.decode("ascii"))
+
+
+def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg: bool = True,
+              max_problems: int = 100) -> ConformanceReport:
+    """Check the whole 834 structurally; ``require_dmg`` demands a DMG for every member."""
+    problems: list[Problem] = []
+    d = _isa(data, delimiters, problems)
+    if d is None:
+        return ConformanceReport(False, 0, 0, 0, tuple(problems))
+    arr = np.frombuffer(data, dtype=np.uint8)
+    term, sep = ord(d.segment), ord(d.element)
+    ends = np.flatnonzero(arr == term)
+    skip = len(d.suffix)
+    starts = np.concatenate(([0], ends[:-1] + 1 + skip)).astype(np.int64)
+    tail = data[int(ends[-1]) + 1:] if len(ends) else data
+    if tail.strip(b"\r\n") or (skip and len(ends) > 1 and not np.all(
+            arr[np.minimum(ends[:-1] + 1, len(arr) - 1)] == ord(d.suffix[0]))):
+        problems.append(_problem(len(ends), "", "", "segment_terminator",
+                                 "text after the last terminator, or a terminator without the suffix"))
+    if bool(np.any(arr > 126)):
+        first = int(np.flatnonzero(arr > 126)[0])
+        problems.append(_problem(int(np.searchsorted(ends, first)) + 1, "", "", "character_set",
+                                 "byte outside the ASCII character set"))
+    count = len(ends)
+    mat = _keys(arr, starts, ends, sep, 8)
+    tokens, ids, inverse = _classify(mat, sep)
+    seq = "".join(tokens.tolist())
+
+    def seg_name(pos0: int) -> str:
+        return ids[int(inverse[pos0])].decode("ascii", "replace")[:3]
+
+    for bad in re.finditer(r"!", seq):
+        problems.append(_problem(bad.start() + 1, "", "", "empty_segment", "empty segment"))
+        if len(problems) >= max_problems:
+            break
+    for bad in re.finditer(r"\?", seq):
+        if len(problems) >= max_problems:
+            break
+        problems.append(_problem(bad.start() + 1, seg_name(bad.start()), "", "unexpected_segment",
+                                 "segment id or qualifier not used in this 834"))
+
+    def segment(pos0: int) -> list[str]:
+        return _elements(data[int(starts[pos0]):int(ends[pos0])], d.element.encode())
+
+    # Code values: distinct fixed-width prefixes are few, so each is parsed once in Python.
+    _check_codes(data, seq, mat, starts, ends, d, problems, max_problems)
+
+    # Order of required segments.
+    header_re, member_re = _grammar(require_dmg)
+    if "!" not in seq and "?" not in seq:
+        pos = _walk(seq, header_re, member_re)
+        if pos is not None:
+            at = seq[pos] if pos < len(seq) else ""
+            message = ("the member loop starting here lacks a required segment (INS, REF*0F, NM1*IL, "
+                       "DMG, HD, DTP*348) or has one out of order" if at == "I" else
+                       "segment out of order, or a required segment missing before it")
+            problems.append(_problem(pos + 1, seg_name(min(pos, len(seq) - 1)), "", "segment_order",
+                                     message))
+
+    # Envelope control numbers and counts.
+    st_at = [m.start() for m in re.finditer("S", seq)]
+    se_at = [m.start() for m in re.finditer("s", seq)]
+    gs_at = [m.start() for m in re.finditer("G", seq)]
+    ge_at = [m.start() for m in re.finditer("g", seq)]
+    iea_at = [m.start() for m in re.finditer("z", seq)]
+    isa = segment(0)
+    for st, se in zip(st_at, se_at, strict=False):
+        st_el, se_el = segment(st), segment(se)
+        if len(se_el) < 3 or not se_el[1].isdigit() or int(se_el[1]) != se - st + 1:
+            problems.append(_problem(se + 1, "SE", "SE01", "se_count",
+                                     f"SE01 does not equal the {se - st + 1} segments from ST to SE"))
+        if len(st_el) < 3 or len(se_el) < 3 or st_el[2] != se_el[2]:
+            problems.append(_problem(se + 1, "SE", "SE02", "control_number", "SE02 does not equal ST02"))
+        if len(st_el) < 4 or st_el[1] != "834" or st_el[3] != "005010X220A1":
+            problems.append(_problem(st + 1, "ST", "ST01", "transaction_set",
+                                     "ST is not an 834 005010X220A1"))
+    if len(st_at) != len(se_at) or not st_at:
+        problems.append(_problem(count, "SE", "", "st_se_pairs", "every ST needs one SE"))
+    for gs, ge in zip(gs_at, ge_at, strict=False):
+        gs_el, ge_el = segment(gs), segment(ge)
+        sets = sum(1 for s in st_at if gs < s < ge)
+        if len(ge_el) < 3 or ge_el[1] != str(sets):
+            problems.append(_problem(ge + 1, "GE", "GE01", "ge_count",
+                                     f"GE01 does not equal the {sets} transaction set(s) in the group"))
+        if len(gs_el) < 7 or len(ge_el) < 3 or gs_el[6] != ge_el[2]:
+            problems.append(_problem(ge + 1, "GE", "GE02", "control_number", "GE02 does not equal GS06"))
+        if len(gs_el) < 2 or gs_el[1] != "BE":
+            problems.append(_problem(gs + 1, "GS", "GS01", "functional_group", "GS01 is not BE"))
+    if len(gs_at) != len(ge_at) or not gs_at:
+        problems.append(_problem(count, "GE", "", "gs_ge_pairs", "every GS needs one GE"))
+    if len(iea_at) != 1 or iea_at[0] != count - 1:
+        problems.append(_problem(count, "IEA", "", "iea_missing", "the file must end with one IEA"))
+    else:
+        iea = segment(iea_at[0])
+        if len(iea) < 3 or iea[1] != str(len(gs_at)):
+            problems.append(_problem(count, "IEA", "IEA01", "iea_count",
+                                     f"IEA01 does not equal the {len(gs_at)} group(s)"))
+        if len(iea) < 3 or iea[2] != isa[13]:
+            problems.append(_problem(count, "IEA", "IEA02", "control_number", "IEA02 does not equal ISA13"))
+
+    problems.sort(key=lambda p: p.segment_position)
+    members = seq.count("I")
+    report = ConformanceReport(ok=not problems, segment_count=count, member_count=members,
+                               transaction_sets=len(st_at), problems=tuple(problems[:max_problems]))
+    log.info("check_834: %d segments, %d members, %d problem(s)", count, members, len(problems))
+    return report
+
+
+_HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?P"))
+
+
+def _walk(seq: str, header_re: re.Pattern[str], member_re: re.Pattern[str]) -> int | None:
+    """Index of the first segment the grammar cannot place, or None when the whole file parses."""
+    if not seq.startswith("AG"):
+        return 0 if not seq.startswith("A") else 1
+    pos = 2
+    while True:
+        m = header_re.match(seq, pos)
+        if m is None:
+            # Point at the first header segment that is wrong, not at ST.
+            done = max((p.match(seq, pos) for p in _HEADER_STEPS), key=lambda x: x.end() if x else -1)
+            return done.end() if done else pos
+        pos = m.end()
+        while (m := member_re.match(seq, pos)) is not None:
+            pos = m.end()
+        if seq.startswith("s", pos):
+            pos += 1
+        else:
+            return pos
+        if seq.startswith("S", pos):
+            continue
+        if seq.startswith("g", pos):
+            pos += 1
+        else:
+            return pos
+        if seq.startswith("G", pos):
+            pos += 1
+            continue
+        return None if pos == len(seq) - 1 and seq[pos] == "z" else pos
+
+
+_CODE_RULES: dict[str, list[tuple[int, str, frozenset[str]]]] = {
+    "I": [(1, "INS01", values(SubscriberIndicator)), (2, "INS02", values(IndividualRelationship)),
+          (3, "INS03", values(MaintenanceType)), (4, "INS04", values(MaintenanceReason)),
+          (5, "INS05", values(BenefitStatus))],
+    "H": [(1, "HD01", values(MaintenanceType)), (3, "HD03", values(InsuranceLine)),
+          (5, "HD05", values(CoverageLevel))],
+}
+
+
+def _check_codes(data: bytes, seq: str, mat: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 d: Delimiters, problems: list[Problem], max_problems: int) -> None:
+    sep = d.element
+    token_arr = np.frombuffer(seq.encode("ascii"), dtype=np.uint8)
+    for kind, rules in _CODE_RULES.items():
+        rows = np.flatnonzero(token_arr == ord(kind))
+        if not len(rows):
+            continue
+        # INS01-05 fit in 18 bytes; HD04 is free text, so HD takes the whole (bounded) segment.
+        width = 96 if kind == "H" else 18
+        sub = _keys(np.frombuffer(data, dtype=np.uint8), starts[rows], ends[rows], 0, width)
+        keys = np.ascontiguousarray(sub).view(f"S{sub.shape[1]}").ravel()
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        for i, key in enumerate(uniq.tolist()):
+            parts = key.decode("ascii", "replace").split(sep)
+            for index, ref, allowed in rules:
+                value = parts[index] if index < len(parts) else ""
+                if value not in allowed:
+                    hits = rows[inverse == i][: max(1, max_problems - len(problems))]
+                    for row in hits.tolist():
+                        problems.append(_problem(row + 1, _NAMES[kind], ref, "invalid_code",
+                                                 f"{ref} is missing or not in its code list"))
+                    if len(problems) >= max_problems:
+                        return
+
+
+# ---------------------------------------------------------------------------------------- pyx12
+_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'|\(([^()]*)\)")
+
+
+@cache
+def _map_vocabulary() -> frozenset[str]:
+    """Every name and id in the 834 and control maps: the only quoted text a message may keep."""
+    import xml.etree.ElementTree as ET  # reading pyx12's own bundled maps
+    from importlib.resources import files
+
+    words: set[str] = set()
+    for name in ("834.5010.X220.A1.xml", "x12.control.00501.xml"):
+        root = ET.fromstring(files("pyx12").joinpath("map", name).read_bytes())  # noqa: S314
+        for node in root.iter():
+            if node.tag == "name" and node.text:
+                words.add(node.text.strip())
+            for attr in ("xid",):
+                if node.get(attr):
+                    words.add(str(node.get(attr)))
+    return frozenset(words)
+
+
+def _scrub(message: str, value: str | None) -> str:
+    """pyx12's message with every quoted or bracketed part that is not a map name or id removed."""
+    vocabulary = _map_vocabulary()
+
+    def keep(m: re.Match[str]) -> str:
+        inner = next(g for g in m.groups() if g is not None)
+        if inner in vocabulary or re.fullmatch(r"[PRCLE]\d{4,}|max_len|min_len", inner):
+            return m.group(0)
+        return m.group(0)[0] + "…" + m.group(0)[-1]
+
+    # "Segment N3*<first element> not found": the first element may be data (an address line).
+    text = re.sub(r"Segment ([A-Z][A-Z0-9]{1,2})\*.*? not found\.", r"Segment \1 not found.", message)
+    text = _QUOTED.sub(keep, text)
+    if value:
+        text = text.replace(value, "…")
+    # Unbracketed values pyx12 appends after a colon (e.g. "len(...) = 12 > 10") are counts, not data;
+    # anything else after "found" or "value of" is dropped.
+    return re.sub(r"(with a value of|Segment identifier|is empty).*$", r"\1 …", text)
+
+
+def _json_problems(doc: dict[str, Any]) -> list[Problem]:
+    """Flatten pyx12's JSON error tree into PHI-free problems (positions, ids, codes, scrubbed text)."""
+    out: list[Problem] = []
+
+    def add(pos: Any, seg: str, element: str, code: Any, message: Any, value: Any) -> None:
+        out.append(Problem(int(pos or 0), seg, element, str(code), _scrub(str(message or ""),
+                                                                          str(value) if value else None)))
+
+    for isa in doc.get("interchanges", []):
+        for err in isa.get("errors", []):
+            add(isa.get("cur_line"), "ISA", "", err["err_cde"], err["err_str"], None)
+        for gs in isa.get("groups", []):
+            for err in gs.get("errors", []):
+                add(gs.get("cur_line"), "GS", "", err["err_cde"], err["err_str"], None)
+            for st in gs.get("transactions", []):
+                for err in st.get("errors", []):
+                    add(st.get("cur_line"), "ST", "", err["err_cde"], err["err_str"], None)
+                for seg in st.get("segments", []):
+                    seg_id = str(seg.get("seg_id") or "")
+                    for err in seg.get("errors", []):
+                        add(seg.get("cur_line"), seg_id, "", err["err_cde"], err["err_str"],
+                            err.get("err_val"))
+                    for ele in seg.get("elements", []):
+                        ref = f"{seg_id}{int(ele['ele_pos']):02d}" if ele.get("ele_pos") else str(
+                            ele.get("ele_ref_num") or "")
+                        for err in ele.get("errors", []):
+                            add(seg.get("cur_line"), seg_id, ref, err["err_cde"], err["err_str"],
+                                err.get("err_val"))
+    return out
+
+
+def validate_with_pyx12(path: Path) -> Pyx12Verdict:
+    """Run pyx12 over ``path`` in-process; read its verdict from its error tree, never an exit code.
+
+    ``errors`` come from pyx12's JSON error report (positions are its 1-based file line, which is the
+    segment position in our one-segment-per-line files); ``ack_999`` is the 999 it generates.
+    """
+    import pyx12.params
+    import pyx12.x12n_document
+
+    param = pyx12.params.params()
+    ack = io.StringIO()
+    report = io.StringIO()
+    segments = 0
+
+    def count(*_: Any) -> None:
+        nonlocal segments
+        segments += 1
+
+    pyx12_logger = logging.getLogger("pyx12")
+    level = pyx12_logger.level
+    # pyx12 logs segment text when it fails; keep it out of our logs (PHI).
+    pyx12_logger.setLevel(logging.CRITICAL)
+    try:
+        ok = bool(pyx12.x12n_document.x12n_document(
+            param=param, src_file=str(path), fd_997=ack, fd_html=None, fd_xmldoc=None, fd_json=report,
+            callback=count))
+    finally:
+        pyx12_logger.setLevel(level)
+    text = report.getvalue()
+    errors = tuple(_json_problems(json.loads(text))) if text else ()
+    ack_text = ack.getvalue()
+    verdict = Pyx12Verdict(ok=ok and not errors, errors=errors, segments=segments,
+                           ack_999=ack_text.encode("ascii", "replace") if ack_text else None)
+    log.info("pyx12: ok=%s, %d segment(s), %d error(s)", verdict.ok, segments, len(errors))
+    return verdict
+
+
+def sample_families(every: int, count: int) -> Iterable[int]:
+    """Family indexes of a deterministic sample: every ``every``-th family, starting with the first."""
+    return range(0, count, max(1, every))
+
+
+def check_sample(enrollment: Any, header: Any, control: Any, delimiters: Delimiters = DEFAULT_DELIMITERS, *,
+                 max_members: int = 5_000) -> Pyx12Verdict:
+    """pyx12 over the whole enrollment when it has at most ``max_members`` members, else over a sub-file
+    of every k-th family (same envelope and control numbers) holding about ``max_members`` members.
+
+    The sample is deterministic (no randomness): a rerun of the gate checks the same families.
+    """
+    from carrierfeeds.enrollment import Enrollment
+    from carrierfeeds.x12.render import render_834_bytes
+
+    table = enrollment.table
+    sampled = enrollment.member_count > max_members
+    if sampled:
+        family_codes = table["subscriber_id"].ne(table["subscriber_id"].shift()).cumsum() - 1
+        families = int(family_codes.iloc[-1]) + 1 if len(table) else 0
+        every = max(1, -(-enrollment.member_count // max_members))
+        keep = family_codes.isin(set(sample_families(every, families)))
+        sub = table.loc[keep].reset_index(drop=True)
+        enrollment = Enrollment(table=sub, member_count=0, subscriber_count=0, coverage_count=len(sub),
+                                allowlist=enrollment.allowlist)
+    data = render_834_bytes(enrollment, header, control, delimiters)
+    with tempfile.TemporaryDirectory(prefix="cf-pyx12-") as tmp:
+        path = Path(tmp) / "sample.834"
+        path.write_bytes(data)
+        verdict = validate_with_pyx12(path)
+    if sampled:
+        verdict = Pyx12Verdict(ok=verdict.ok, errors=verdict.errors, segments=verdict.segments,
+                               ack_999=verdict.ack_999, sampled=True)
+    return verdict
+
+
+def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
+    """A conformant sub-file of ``data``: its envelope and header, every k-th family, a fresh SE.
+
+    Cut from the rendered bytes themselves (not re-rendered), so the gate samples exactly what is sent;
+    deterministic. GE and IEA are kept (still one transaction set, one group). Returns (bytes, sampled?);
+    a file with at most ``max_members`` members comes back whole.
+    """
+    if len(data) < 106:
+        return data, False
+    e, t = data[3:4], data[105:106]
+    sep, term = re.escape(e), re.escape(t)
+
+    def segment_starts(tag: bytes, within: bytes = data) -> list[int]:
+        return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
+
+    if len(segment_starts(b"INS" + sep)) <= max_members:
+        return data, False
+    families = segment_starts(b"INS" + sep + b"Y" + sep)
+    st_at = segment_starts(b"ST" + sep)
+    tail = segment_starts(b"SE" + sep, data[families[-1]:])
+    if not families or not st_at or not tail:
+        return data, False
+    se_at = families[-1] + tail[0]
+    members = len(segment_starts(b"INS" + sep))
+    every = max(1, -(-members // max_members))
+    bounds = [*families, se_at]
+    body = data[:families[0]] + b"".join(data[bounds[i]:bounds[i + 1]]
+                                         for i in sample_families(every, len(families)))
+    se_end = data.index(t, se_at)
+    st02 = data[se_at:se_end].split(e)[2]
+    seg_count = body[st_at[0]:].count(t) + 1  # ST through SE inclusive
+    return body + b"SE" + e + str(seg_count).encode() + e + st02 + data[se_end:], True

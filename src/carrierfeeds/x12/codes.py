@@ -1,0 +1,145 @@
+"""X12 834 005010X220A1 code lists used by carrierfeeds, as ``str`` enums named by meaning."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MaintenanceType(StrEnum):
+    """INS03 / HD01 Maintenance Type Code (element 875)."""
+
+    CHANGE = "001"
+    ADDITION = "021"
+    CANCELLATION = "024"
+    REINSTATEMENT = "025"
+    AUDIT_OR_COMPARE = "030"
+
+
+class IndividualRelationship(StrEnum):
+    """INS02 Individual Relationship Code (element 1069)."""
+
+    SPOUSE = "01"
+    SELF = "18"
+    CHILD = "19"
+
+
+class SubscriberIndicator(StrEnum):
+    """INS01 Yes/No Condition or Response Code: Y for the subscriber, N for a dependent."""
+
+    SUBSCRIBER = "Y"
+    DEPENDENT = "N"
+
+
+class MaintenanceReason(StrEnum):
+    """INS04 Maintenance Reason Code (element 1203)."""
+
+    NOT_SPECIFIED = "XN"
+
+
+class BenefitStatus(StrEnum):
+    """INS05 Benefit Status Code (element 1216)."""
+
+    ACTIVE = "A"
+    COBRA = "C"
+    SURVIVING_INSURED = "S"
+    TAX_EQUITY_RESPONSIBILITY = "T"
+
+
+class EmploymentStatus(StrEnum):
+    """INS08 Employment Status Code (element 584)."""
+
+    FULL_TIME = "FT"
+    PART_TIME = "PT"
+    TERMINATED = "TE"
+    RETIRED = "RT"
+
+
+class InsuranceLine(StrEnum):
+    """HD03 Insurance Line Code (element 1205)."""
+
+    HEALTH = "HLT"
+    DENTAL = "DEN"
+    VISION = "VIS"
+    LIFE = "LIF"
+    ACCIDENTAL_DEATH = "ADD"
+    SHORT_TERM_DISABILITY = "STD"
+    LONG_TERM_DISABILITY = "LTD"
+    EXCLUSIVE_PROVIDER_ORGANIZATION = "EPO"
+    HEALTH_MAINTENANCE_ORGANIZATION = "HMO"
+    PREFERRED_PROVIDER_ORGANIZATION = "PPO"
+    POINT_OF_SERVICE = "POS"
+    HEALTH_SAVINGS_ACCOUNT = "HSA"
+    FACILITY = "FAC"
+    PRESCRIPTION_DRUG = "PDG"
+    MAJOR_MEDICAL = "MM"
+    ANCILLARY_HEALTH = "AH"
+    LONG_TERM_CARE = "AK"
+    MEDICARE_RISK = "AJ"
+    MENTAL_HEALTH = "AG"
+    DENTAL_CAPITATION = "DCP"
+    PREVENTIVE_CARE = "PRA"
+
+
+class CoverageLevel(StrEnum):
+    """HD05 Coverage Level Code (element 1207)."""
+
+    CHILDREN_ONLY = "CHD"
+    DEPENDENTS_ONLY = "DEP"
+    EMPLOYEE_AND_ONE_DEPENDENT = "E1D"
+    EMPLOYEE_AND_TWO_DEPENDENTS = "E2D"
+    EMPLOYEE_AND_THREE_DEPENDENTS = "E3D"
+    EMPLOYEE_AND_FIVE_DEPENDENTS = "E5D"
+    EMPLOYEE_AND_SIX_DEPENDENTS = "E6D"
+    EMPLOYEE_AND_SEVEN_DEPENDENTS = "E7D"
+    EMPLOYEE_AND_EIGHT_DEPENDENTS = "E8D"
+    EMPLOYEE_AND_NINE_DEPENDENTS = "E9D"
+    EMPLOYEE_AND_CHILDREN = "ECH"
+    EMPLOYEE_AND_LIFE_PARTNER = "ELF"
+    EMPLOYEE_ONLY = "EMP"
+    EMPLOYEE_AND_SPOUSE = "ESP"
+    FAMILY = "FAM"
+    INDIVIDUAL = "IND"
+    SPOUSE_AND_CHILDREN = "SPC"
+    TWO_PARTY = "TWO"
+
+
+class DateQualifier(StrEnum):
+    """DTP01 Date Time Qualifier (element 374)."""
+
+    EFFECTIVE = "007"
+    MAINTENANCE_EFFECTIVE = "303"
+    EMPLOYMENT_BEGIN = "336"
+    BENEFIT_BEGIN = "348"
+    BENEFIT_END = "349"
+    ELIGIBILITY_BEGIN = "356"
+    ELIGIBILITY_END = "357"
+
+
+class BgnAction(StrEnum):
+    """BGN08 Action Code (element 306)."""
+
+    CHANGE_UPDATE = "2"
+    VERIFY = "4"
+    REPLACE = "RX"
+
+
+class ReferenceQualifier(StrEnum):
+    """REF01 Reference Identification Qualifier (element 128) for the REF segments we write."""
+
+    MASTER_POLICY = "38"
+    SUBSCRIBER_NUMBER = "0F"
+    GROUP_OR_POLICY = "1L"
+    CLIENT_NUMBER = "23"
+
+
+class EntityIdentifier(StrEnum):
+    """N101 / NM101 Entity Identifier Code (element 98)."""
+
+    SPONSOR = "P5"
+    PAYER = "IN"
+    INSURED = "IL"
+
+
+def values(enum: type[StrEnum]) -> frozenset[str]:
+    """The code values of ``enum``, for membership checks."""
+    return frozenset(m.value for m in enum)

@@ -1,0 +1,80 @@
+"""A small 834 reader for round-trip tests and previews: one dict per member coverage, text only.
+
+It trusts the file's ISA for delimiters and reads only the segments :mod:`carrierfeeds.x12.render`
+writes; it is not a general X12 parser (use pyx12 for that).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from carrierfeeds.errors import DataError
+
+#: Columns of :func:`read_834`'s frame, in order.
+READ_COLUMNS: tuple[str, ...] = (
+    "member_id", "subscriber_id", "ins01", "ins02", "ins03", "employment_status", "last_name",
+    "first_name", "middle_initial", "ssn", "dob", "gender", "address1", "address2", "city", "state",
+    "zip", "hire_date", "hd01", "hd03", "hd04", "hd05", "coverage_start", "coverage_end",
+)
+
+
+def split_segments(data: bytes) -> tuple[list[list[str]], str]:
+    """Every segment as its list of elements, and the element separator (from the ISA)."""
+    if len(data) < 106 or data[:3] != b"ISA":
+        raise DataError("not an X12 interchange (no 106-character ISA)", rule="isa")
+    text = data.decode("ascii", "replace")
+    element, terminator = text[3], text[105]
+    segments = [s.strip("\r\n") for s in text.split(terminator)]
+    return [s.split(element) for s in segments if s], element
+
+
+def read_834(data: bytes) -> pd.DataFrame:
+    """The members and coverages in ``data``: one row per Loop 2300 (HD), columns :data:`READ_COLUMNS`.
+
+    Dependents carry their own id from REF*23, subscribers from REF*0F; dates stay CCYYMMDD.
+    """
+    segments, _ = split_segments(data)
+    rows: list[dict[str, str]] = []
+    member: dict[str, str] = {}
+    coverage: dict[str, str] | None = None
+
+    def get(elements: list[str], index: int) -> str:
+        return elements[index] if index < len(elements) else ""
+
+    for el in segments:
+        seg = el[0]
+        if seg == "INS":
+            member = {c: "" for c in READ_COLUMNS}
+            member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3),
+                          employment_status=get(el, 8))
+            coverage = None
+        elif seg == "REF" and member:
+            if get(el, 1) == "0F":
+                member["subscriber_id"] = get(el, 2)
+                if member["ins01"] == "Y":
+                    member["member_id"] = get(el, 2)
+            elif get(el, 1) == "23":
+                member["member_id"] = get(el, 2)
+        elif seg == "DTP" and member and coverage is None and get(el, 1) == "336":
+            member["hire_date"] = get(el, 3)
+        elif seg == "NM1" and member and get(el, 1) == "IL":
+            member.update(last_name=get(el, 3), first_name=get(el, 4), middle_initial=get(el, 5),
+                          ssn=get(el, 9) if get(el, 8) == "34" else "")
+        elif seg == "N3" and member:
+            member.update(address1=get(el, 1), address2=get(el, 2))
+        elif seg == "N4" and member:
+            member.update(city=get(el, 1), state=get(el, 2), zip=get(el, 3))
+        elif seg == "DMG" and member:
+            member.update(dob=get(el, 2), gender=get(el, 3))
+        elif seg == "HD" and member:
+            coverage = dict(member)
+            coverage.update(hd01=get(el, 1), hd03=get(el, 3), hd04=get(el, 4), hd05=get(el, 5))
+            rows.append(coverage)
+        elif seg == "DTP" and coverage is not None:
+            if get(el, 1) == "348":
+                coverage["coverage_start"] = get(el, 3)
+            elif get(el, 1) == "349":
+                coverage["coverage_end"] = get(el, 3)
+        elif seg in ("SE", "GE", "IEA"):
+            member, coverage = {}, None
+    return pd.DataFrame(rows, columns=list(READ_COLUMNS)).astype(object)

@@ -1,0 +1,229 @@
+"""Write an Enrollment as an X12 834 005010X220A1 file: a pure generator of byte chunks (no clock, no I/O).
+
+Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Delimiters`)::
+
+    ISA GS*BE ST*834 BGN [REF*38] N1*P5 N1*IN
+      per member  (Loop 2000)  INS  REF*0F  [REF*23 dependents]  [DTP*336 hire date]
+                  (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
+                  per coverage (Loop 2300) HD  DTP*348  [DTP*349]
+    SE GE IEA
+
+Trailing empty elements are never written. :func:`render_834` builds each chunk of members with
+column-wise string operations; :func:`render_834_naive` is the per-row reference it must equal byte
+for byte (tests assert it; benchmarks use it as the baseline).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.enrollment import VIEW_SOURCES, Enrollment, assert_allowlisted
+from carrierfeeds.errors import ConformanceFailed
+from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
+from carrierfeeds.x12.sanitize import fold_text
+
+log = logging.getLogger(__name__)
+
+VERSION = "005010X220A1"
+_TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "employment_status",
+                 "last_name", "first_name", "middle_initial", "ssn", "dob", "gender", "address1",
+                 "address2", "city", "state", "zip", "hire_date", "hd03", "hd04", "hd05",
+                 "coverage_start", "coverage_end")
+
+
+def _seg(d: Delimiters, *elements: str) -> str:
+    """One segment, trailing empty elements dropped, terminated."""
+    parts = list(elements)
+    while parts and parts[-1] == "":
+        parts.pop()
+    return d.element.join(parts) + d.terminator
+
+
+def _check_value(value: str, d: Delimiters, what: str) -> str:
+    if any(ch in value for ch in d.reserved):
+        raise ConformanceFailed(f"{what} holds an X12 delimiter", details={"element": what})
+    return value
+
+
+def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters,
+                    *, group_number: bool = True) -> list[str]:
+    """ISA, GS, ST, BGN, REF*38 and the two N1 parties, terminated."""
+    ids = header.ids
+    created = header.created_utc
+    for value, what in ((ids.sender_id, "ISA06"), (ids.receiver_id, "ISA08"), (ids.gs_sender, "GS02"),
+                        (ids.gs_receiver, "GS03"), (header.reference, "BGN02"), (header.action, "BGN08")):
+        _check_value(value, d, what)
+    isa = d.element.join([
+        "ISA", "00", " " * 10, "00", " " * 10, ids.sender_qualifier, f"{ids.sender_id:<15}"[:15],
+        ids.receiver_qualifier, f"{ids.receiver_id:<15}"[:15], created.strftime("%y%m%d"),
+        created.strftime("%H%M"), d.repetition, "00501", control.isa13_text, "0", ids.usage,
+        d.component]) + d.terminator
+    segs = [
+        isa,
+        _seg(d, "GS", "BE", ids.gs_sender, ids.gs_receiver, created.strftime("%Y%m%d"),
+             created.strftime("%H%M"), control.gs06_text, "X", VERSION),
+        _seg(d, "ST", "834", control.st02_text, VERSION),
+        _seg(d, "BGN", "00", header.reference, created.strftime("%Y%m%d"), created.strftime("%H%M"), "UT",
+             "", "", header.action),
+    ]
+    if group_number and header.group_number and fold_text(header.group_number, 50):
+        segs.append(_seg(d, "REF", "38", fold_text(header.group_number, 50)))
+    for code, party in (("P5", header.sponsor), ("IN", header.payer)):
+        segs.append(_seg(d, "N1", code, fold_text(party.name, 60), party.id_qualifier,
+                         fold_text(party.id, 80)))
+    return segs
+
+
+def trailer_segments(control: ControlNumbers, d: Delimiters, st_segments: int) -> list[str]:
+    """SE (counting ST..SE inclusive), GE and IEA."""
+    return [_seg(d, "SE", str(st_segments), control.st02_text),
+            _seg(d, "GE", "1", control.gs06_text),
+            _seg(d, "IEA", "1", control.isa13_text)]
+
+
+def _prepare(enrollment: Enrollment, d: Delimiters) -> tuple[pd.DataFrame, np.ndarray]:
+    """The view with every optional column present ("" when dropped) and the member-start mask."""
+    table = enrollment.table
+    assert_allowlisted([VIEW_SOURCES.get(c, c) or ROW_NUMBER for c in table.columns], enrollment.allowlist)
+    missing = [c for c in _TEXT_COLUMNS if c not in table.columns]
+    if missing:
+        table = table.assign(**{c: "" for c in missing})
+        if "gender" in missing:
+            table["gender"] = "U"
+    table = table[list(_TEXT_COLUMNS)]
+    member = table["member_id"].to_numpy()
+    family = table["subscriber_id"].to_numpy()
+    start = np.ones(len(table), dtype=bool)
+    if len(table) > 1:
+        start[1:] = (member[1:] != member[:-1]) | (family[1:] != family[:-1])
+    return table, start
+
+
+def _assert_no_delimiters(chunk: pd.DataFrame, d: Delimiters) -> None:
+    # One join per column turns the check into a few memchr scans instead of a test per value.
+    for col in chunk.columns:
+        joined = "".join(chunk[col].tolist())
+        if any(ch in joined for ch in d.reserved):
+            raise ConformanceFailed(f"a value in column {col!r} holds an X12 delimiter",
+                                    details={"column": col})
+
+
+def _where(cond: np.ndarray, yes: Any, no: Any = "") -> np.ndarray:
+    out: np.ndarray = np.where(cond, yes, no).astype(object)
+    return out
+
+
+def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tuple[str, int]:
+    """One chunk of whole members as text, and its segment count (vectorised)."""
+    e, t = d.element, d.terminator
+    c = {col: chunk[col].to_numpy(dtype=object) for col in chunk.columns}
+    m = {col: v[start] for col, v in c.items()}
+    status = m["employment_status"]
+    has_status = status != ""
+    ins = ("INS" + e + m["ins01"] + e + m["ins02"] + e + m["ins03"] + e + "XN" + e + "A"
+           + _where(has_status, e + e + e + status) + t)
+    ref0f = "REF" + e + "0F" + e + m["subscriber_id"] + t
+    dependent = m["ins01"] != "Y"
+    ref23 = _where(dependent, "REF" + e + "23" + e + m["member_id"] + t)
+    has_hire = m["hire_date"] != ""
+    dtp336 = _where(has_hire, "DTP" + e + "336" + e + "D8" + e + m["hire_date"] + t)
+    mi, ssn = m["middle_initial"], m["ssn"]
+    has_ssn = ssn != ""
+    nm1_tail = _where(has_ssn, e + mi + e + e + e + "34" + e + ssn, _where(mi != "", e + mi))
+    nm1 = "NM1" + e + "IL" + e + "1" + e + m["last_name"] + e + m["first_name"] + nm1_tail + t
+    has_addr = (m["address1"] != "") & (m["city"] != "")
+    a2 = m["address2"]
+    n3 = _where(has_addr, "N3" + e + m["address1"] + _where(a2 != "", e + a2) + t)
+    state, zip_code = m["state"], m["zip"]
+    n4_tail = _where(zip_code != "", e + state + e + zip_code, _where(state != "", e + state))
+    n4 = _where(has_addr, "N4" + e + m["city"] + n4_tail + t)
+    has_dob = m["dob"] != ""
+    dmg = _where(has_dob, "DMG" + e + "D8" + e + m["dob"] + e + m["gender"] + t)
+    member_text = ins + ref0f + ref23 + dtp336 + nm1 + n3 + n4 + dmg
+
+    has_end = c["coverage_end"] != ""
+    coverage = ("HD" + e + c["ins03"] + e + e + c["hd03"] + e + c["hd04"] + e + c["hd05"] + t
+                + "DTP" + e + "348" + e + "D8" + e + c["coverage_start"] + t
+                + _where(has_end, "DTP" + e + "349" + e + "D8" + e + c["coverage_end"] + t))
+    rows = np.full(len(chunk), "", dtype=object)
+    rows[start] = member_text
+    rows = rows + coverage
+    segments = (int(start.sum()) * 3 + int(dependent.sum()) + int(has_hire.sum()) + 2 * int(has_addr.sum())
+                + int(has_dob.sum()) + 2 * len(chunk) + int(has_end.sum()))
+    return "".join(rows.tolist()), segments
+
+
+def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
+               delimiters: Delimiters = DEFAULT_DELIMITERS, *,
+               chunk_members: int = 50_000) -> Iterator[bytes]:
+    """Yield the 834 for ``enrollment`` in chunks of ``chunk_members`` members (ASCII bytes)."""
+    d = delimiters
+    table, start = _prepare(enrollment, d)
+    head = header_segments(header, control, d)
+    yield "".join(head).encode("ascii")
+    count = len(head) - 2  # ST..SE counts exclude ISA and GS
+    starts = np.flatnonzero(start)
+    bounds = [*starts[::max(1, chunk_members)].tolist(), len(table)]
+    for lo, hi in itertools.pairwise(bounds):
+        chunk = table.iloc[lo:hi]
+        _assert_no_delimiters(chunk, d)
+        text, segments = _render_chunk(chunk, start[lo:hi], d)
+        count += segments
+        yield text.encode("ascii")
+    yield "".join(trailer_segments(control, d, count + 1)).encode("ascii")
+    log.info("rendered 834 ISA13 %s: %d members, %d segments in ST..SE", control.isa13_text,
+             len(starts), count + 1)
+
+
+def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
+                     delimiters: Delimiters = DEFAULT_DELIMITERS) -> bytes:
+    """The whole 834 in memory, for small files and tests."""
+    return b"".join(render_834(enrollment, header, control, delimiters))
+
+
+def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
+                     delimiters: Delimiters = DEFAULT_DELIMITERS) -> bytes:
+    """The per-row reference writer: the same bytes as :func:`render_834`, one segment at a time."""
+    d = delimiters
+    table, start = _prepare(enrollment, d)
+    segs = header_segments(header, control, d)
+    count = len(segs) - 2
+    records = cast(list[dict[str, str]], table.to_dict("records"))
+    for is_start, row in zip(start.tolist(), records, strict=True):
+        for column, value in row.items():
+            _check_value(value, d, column)
+        body: list[str] = []
+        if is_start:
+            body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], "XN", "A", "", "",
+                             row["employment_status"]))
+            body.append(_seg(d, "REF", "0F", row["subscriber_id"]))
+            if row["ins01"] != "Y":
+                body.append(_seg(d, "REF", "23", row["member_id"]))
+            if row["hire_date"]:
+                body.append(_seg(d, "DTP", "336", "D8", row["hire_date"]))
+            if row["ssn"]:
+                body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
+                                 row["middle_initial"], "", "", "34", row["ssn"]))
+            else:
+                body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
+                                 row["middle_initial"]))
+            if row["address1"] and row["city"]:
+                body.append(_seg(d, "N3", row["address1"], row["address2"]))
+                body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
+            if row["dob"]:
+                body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
+        body.append(_seg(d, "HD", row["ins03"], "", row["hd03"], row["hd04"], row["hd05"]))
+        body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
+        if row["coverage_end"]:
+            body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
+        segs.extend(body)
+        count += len(body)
+    segs.extend(trailer_segments(control, d, count + 1))
+    return "".join(segs).encode("ascii")

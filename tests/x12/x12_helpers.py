@@ -1,0 +1,89 @@
+"""Synthetic census builders and fixed envelopes shared by the 834 tests (no real data)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS
+from carrierfeeds.config import CarrierMapping, Feed, Party, load_feed, load_mapping
+from carrierfeeds.enrollment import Enrollment, build_enrollment
+from carrierfeeds.x12.envelope import ControlNumbers, TransactionHeader
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "x12"
+AS_OF = date(2026, 11, 20)
+CREATED = datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+CONTROL = ControlNumbers(isa13=42, gs06=42, st02=1)
+
+
+def feed() -> Feed:
+    return load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
+
+
+def mapping(**update: Any) -> CarrierMapping:
+    base = load_mapping(ROOT / "mappings" / "sunrise-health.yaml")
+    return base.model_copy(update=update) if update else base
+
+
+def header(m: CarrierMapping | None = None, f: Feed | None = None) -> TransactionHeader:
+    m, f = m or mapping(), f or feed()
+    return TransactionHeader(
+        ids=m.envelope, created=CREATED, reference="CF000000042",
+        sponsor=Party(name=f.employer.name, id_qualifier="FI", id=f.employer.tax_id),
+        payer=m.payer, action=m.full_file.bgn08, group_number=m.group_number)
+
+
+def row(**values: str) -> dict[str, str]:
+    out = dict.fromkeys(CANONICAL_COLUMNS, "")
+    out.update(values)
+    return out
+
+
+_HOME = {"address1": "12 Elm Street", "address2": "Apt 3", "city": "Springfield", "state": "IL",
+         "zip": "62701", "phone": "2175550100"}
+
+
+def family_rows() -> list[dict[str, str]]:
+    """A family of four with medical and dental, a single employee on HDHP whose dental ended, and
+    an unauthorised vision plan on the family (which must never reach the carrier)."""
+    ee = dict(member_id="E1001", subscriber_id="E1001", last_name="Rivera", first_name="Ana",
+              middle_initial="L", ssn="900112222", dob="1984-03-09", gender="F", hire_date="2019-06-01",
+              employment_status="FT", department="Plant 2", **_HOME)
+    sp = dict(member_id="E1001-01", subscriber_id="E1001", last_name="Rivera", first_name="Mateo",
+              ssn="900113333", dob="1983-11-30", gender="M", **_HOME)
+    c1 = dict(member_id="E1001-02", subscriber_id="E1001", last_name="Rivera", first_name="Lucía",
+              dob="2012-07-15", gender="F", **_HOME)
+    c2 = dict(member_id="E1001-03", subscriber_id="E1001", last_name="Rivera", first_name="Teo",
+              dob="2016-01-02", gender="M", **_HOME)
+    solo = dict(member_id="E2002", subscriber_id="E2002", last_name="O'Neil", first_name="Sam",
+                ssn="900124444", dob="1990-12-01", gender="U", hire_date="2021-02-15",
+                employment_status="TE", address1="9 Oak Ave", city="Peoria", state="IL", zip="616021234")
+    rows: list[dict[str, str]] = []
+    for person, rel in ((ee, "EE"), (sp, "SP"), (c1, "CH"), (c2, "CH")):
+        for plan, level in (("MED-PPO", "FAM"), ("DEN-STD", "FAM"), ("VIS-STD", "FAM")):
+            rows.append(row(relationship=rel, plan_code=plan, coverage_level=level,
+                            coverage_start="2025-01-01", **person))
+    rows.append(row(relationship="EE", plan_code="MED-HDHP", coverage_level="EMP",
+                    coverage_start="2024-01-01", **solo))
+    rows.append(row(relationship="EE", plan_code="DEN-STD", coverage_level="EMP",
+                    coverage_start="2024-01-01", coverage_end="2026-10-31", **solo))
+    return rows
+
+
+def census(rows: list[dict[str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(CANONICAL_COLUMNS))
+    frame["row_number"] = range(2, len(frame) + 2)
+    return frame
+
+
+def family_census() -> pd.DataFrame:
+    return census(family_rows())
+
+
+def enrollment(frame: pd.DataFrame | None = None, m: CarrierMapping | None = None) -> Enrollment:
+    return build_enrollment(family_census() if frame is None else frame, feed(), m or mapping(),
+                            as_of=AS_OF)
