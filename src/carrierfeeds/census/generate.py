@@ -1,0 +1,260 @@
+"""Synthetic employer census: fake but well-formed families and elections, deterministic per seed.
+
+Every value is generated here from small built-in lists and a seeded numpy generator; nothing comes
+from real people. SSNs are *synthetic*: they are drawn from areas 773-899 (excluding 777 and 888),
+a block SSA did not issue under its pre-2011 geographic scheme, with group 01-99 and serial 0001-9999,
+so they pass our format rules (not 000/666/9xx, no zero group or serial, not all one digit) and are
+unique per person. Phone numbers use the 555-01xx range reserved for fiction.
+
+The output passes ``schemas/census-v1.suite.json`` and the cross-row rules of
+:func:`carrierfeeds.validation.validate_census` with zero findings at the ``as_of`` day it was made for.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS, ROW_NUMBER
+
+_MALE = ("James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas",
+         "Carlos", "José", "Luis", "Wei", "Hiroshi", "Ahmed", "Omar", "Kwame", "Liam", "Noah", "Ethan",
+         "Jean-Luc", "François", "Seán", "Björn", "Mateo", "Raj", "Dmitri", "Andrés", "Tomás", "D'Andre")
+_FEMALE = ("Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah",
+           "María", "Sofía", "Chloé", "Zoë", "Aisha", "Mei", "Yuki", "Priya", "Fatima", "Emma", "Olivia",
+           "Anne-Marie", "Renée", "Siobhán", "Ana-Lucía", "Noémie", "Amélie", "Ngozi", "Ingrid", "Lucía",
+           "Mary-Kate")
+_LAST = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+         "Martinez", "Hernández", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore",
+         "Jackson", "Martin", "Lee", "Pérez", "Thompson", "White", "Harris", "Sánchez", "Clark", "Ramírez",
+         "Lewis", "Robinson", "O'Brien", "O'Connor", "D'Angelo", "McDonald", "Smith-Jones", "García-López",
+         "Nguyen", "Kim", "Patel", "Müller", "Björklund", "Núñez", "Øberg", "St. John", "Van der Berg",
+         "Okafor", "Kowalski", "Dubois", "Rossi", "Cohen")
+_STREETS = ("Main", "Oak", "Pine", "Maple", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park",
+            "Sunset", "River", "Church", "Mill", "Spring", "Ridge", "Highland", "Walnut", "Chestnut", "Birch")
+_SUFFIXES = ("St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct", "Way", "Pl", "Ter")
+#: (city, USPS state, first three ZIP digits, phone area code); some ZIPs start with 0 on purpose.
+_PLACES = (
+    ("Boston", "MA", "021", "617"), ("Worcester", "MA", "016", "508"), ("Providence", "RI", "029", "401"),
+    ("Hartford", "CT", "061", "860"), ("Portland", "ME", "041", "207"), ("Burlington", "VT", "054", "802"),
+    ("Manchester", "NH", "031", "603"), ("Newark", "NJ", "071", "973"), ("Trenton", "NJ", "086", "609"),
+    ("New York", "NY", "100", "212"), ("Buffalo", "NY", "142", "716"), ("Philadelphia", "PA", "191", "215"),
+    ("Pittsburgh", "PA", "152", "412"), ("Baltimore", "MD", "212", "410"), ("Richmond", "VA", "232", "804"),
+    ("Charlotte", "NC", "282", "704"), ("Atlanta", "GA", "303", "404"), ("Miami", "FL", "331", "305"),
+    ("Nashville", "TN", "372", "615"), ("Columbus", "OH", "432", "614"), ("Detroit", "MI", "482", "313"),
+    ("Chicago", "IL", "606", "312"), ("Milwaukee", "WI", "532", "414"), ("Minneapolis", "MN", "554", "612"),
+    ("St. Louis", "MO", "631", "314"), ("Dallas", "TX", "752", "214"), ("Houston", "TX", "770", "713"),
+    ("Denver", "CO", "802", "303"), ("Phoenix", "AZ", "850", "602"), ("Salt Lake City", "UT", "841", "801"),
+    ("Seattle", "WA", "981", "206"), ("Portland", "OR", "972", "503"), ("San Francisco", "CA", "941", "415"),
+    ("Los Angeles", "CA", "900", "213"), ("Honolulu", "HI", "968", "808"), ("Anchorage", "AK", "995", "907"),
+    ("Coeur d'Alene", "ID", "838", "208"), ("Wilkes-Barre", "PA", "187", "570"),
+)
+_DEPARTMENTS = ("Engineering", "Sales", "Finance", "Operations", "Human Resources", "Warehouse",
+                "Customer Service", "Legal", "Marketing", "R&D")
+_LETTERS = tuple("ABCDEFGHIJKLMNOPRSTW")
+
+_MEDICAL = ("MED-PPO", "MED-HDHP")
+_DENTAL = "DEN-STD"
+_VISION = "VIS-STD"
+_PLANS = (*_MEDICAL, _DENTAL, _VISION)
+_LEVELS = ("EMP", "ESP", "ECH", "FAM")
+
+# SSN areas used: 773-899 without 777/888, so no SSN can be one digit repeated nine times.
+_SSN_AREAS = np.array([a for a in range(773, 900) if a not in (777, 888)], dtype=np.int64)
+_SSN_SPACE = len(_SSN_AREAS) * 99 * 9999
+_SSN_STRIDE = 7_919_993  # prime, does not divide _SSN_SPACE: i -> i*stride mod space is a bijection
+
+_DAY = np.timedelta64(1, "D")
+
+
+def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
+    """A canonical census of exactly ``members`` people (distinct member_id), one row per election.
+
+    Families: ~50% employee only, ~20% employee + spouse, ~30% with children (some with a spouse).
+    Every family elects a medical plan (MED-PPO or MED-HDHP), often dental (DEN-STD) and vision
+    (VIS-STD); each member carries the family's elections and its coverage level. A few percent of
+    employees are terminated (TE, coverage_end set); some were hired in the last few months.
+    """
+    if members < 1:
+        raise ValueError("members must be at least 1")
+    if members > _SSN_SPACE:
+        raise ValueError(f"members must be at most {_SSN_SPACE}")
+    rng = np.random.default_rng(seed)
+    today = np.datetime64(as_of, "D")
+
+    # ---- families: composition, truncated so the people add up to exactly ``members``
+    n_fam = members  # upper bound: every family has at least one person
+    kind = rng.choice(4, size=n_fam, p=[0.50, 0.20, 0.12, 0.18])  # EE, EE+SP, EE+CH, EE+SP+CH
+    has_spouse = (kind == 1) | (kind == 3)
+    n_children = np.where(kind >= 2, rng.choice([1, 2, 3, 4], size=n_fam, p=[0.45, 0.35, 0.15, 0.05]), 0)
+    size = 1 + has_spouse + n_children
+    ends = np.cumsum(size)
+    n_fam = int(np.searchsorted(ends, members) + 1)
+    has_spouse, n_children, size = has_spouse[:n_fam].copy(), n_children[:n_fam].copy(), size[:n_fam].copy()
+    excess = int(ends[n_fam - 1] - members)
+    if excess:  # the last family loses children first, then the spouse
+        drop_children = min(excess, int(n_children[-1]))
+        n_children[-1] -= drop_children
+        if excess - drop_children:
+            has_spouse[-1] = False
+        size[-1] = 1 + has_spouse[-1] + n_children[-1]
+    if int(size.sum()) != members:  # an internal invariant of the arithmetic above
+        raise RuntimeError("family sizes do not add up to the members asked for")
+
+
+    fam_has_child = n_children > 0
+    level = (has_spouse & fam_has_child) * 3 + (has_spouse & ~fam_has_child) * 1 + (
+        ~has_spouse & fam_has_child) * 2  # index into _LEVELS
+
+    # ---- family-level facts (subscriber's employment and the family's address and elections)
+    sub_age_days = rng.integers(22 * 365, 64 * 365, size=n_fam)
+    service_days = np.minimum(rng.integers(0, 30 * 365, size=n_fam), sub_age_days - 18 * 365)
+    recent = rng.random(n_fam) < 0.08
+    service_days = np.where(recent, rng.integers(1, 120, size=n_fam), service_days)
+    hire = today - service_days * _DAY
+    # coverage starts on the first of the month after hire, or on the plan's 2020-01-01 launch
+    first_after_hire = (hire.astype("datetime64[M]") + 1).astype("datetime64[D]")
+    cov_start = np.maximum(first_after_hire, np.datetime64("2020-01-01"))
+    status = rng.choice(3, size=n_fam, p=[0.90, 0.07, 0.03])  # FT, PT, RT
+    termed = (rng.random(n_fam) < 0.04) & (cov_start <= today - 300 * _DAY)
+    status = np.where(termed, 3, status)  # TE
+    term_day = today - rng.integers(0, 60, size=n_fam) * _DAY
+    month_end = (term_day.astype("datetime64[M]") + 1).astype("datetime64[D]") - _DAY
+    cov_end = np.where(termed, month_end, np.datetime64("NaT"))
+
+    medical = (rng.random(n_fam) < 0.35).astype(np.int64)  # 0 MED-PPO, 1 MED-HDHP
+    dental = rng.random(n_fam) < 0.75
+    vision = rng.random(n_fam) < 0.55
+    n_plans = 1 + dental + vision
+
+    place = rng.integers(0, len(_PLACES), size=n_fam)
+    zip5 = _cat(_pick([p[2] for p in _PLACES], place), _num(rng.integers(0, 100, size=n_fam), 2))
+    zips = _where(rng.random(n_fam) < 0.1, _cat(zip5, _num(rng.integers(1, 10000, size=n_fam), 4)), zip5)
+    address1 = _cat(_num(rng.integers(1, 9999, size=n_fam)), " ", _pick(_STREETS, rng.integers(
+        0, len(_STREETS), size=n_fam)), " ", _pick(_SUFFIXES, rng.integers(0, len(_SUFFIXES), size=n_fam)))
+    address2 = _where(rng.random(n_fam) < 0.2,
+                      _cat("Apt ", _num(rng.integers(1, 40, size=n_fam)),
+                           _pick(_LETTERS, rng.integers(0, 6, size=n_fam))), "")
+    phone = _cat(_pick([p[3] for p in _PLACES], place), "55501", _num(rng.integers(0, 100, size=n_fam), 2))
+    department = rng.integers(0, len(_DEPARTMENTS), size=n_fam)
+    family_last = rng.integers(0, len(_LAST), size=n_fam)
+    sub_gender = rng.choice(3, size=n_fam, p=[0.495, 0.495, 0.01])  # M, F, U
+
+    # ---- people: one per member, in family order (subscriber, spouse, children)
+    fam = np.repeat(np.arange(n_fam), size)
+    starts = np.concatenate(([0], np.cumsum(size)[:-1]))
+    pos = np.arange(members) - starts[fam]           # 0 subscriber, 1.. dependents
+    is_sub = pos == 0
+    is_sp = (pos == 1) & has_spouse[fam]
+    is_ch = ~is_sub & ~is_sp
+    rel = np.where(is_sub, 0, np.where(is_sp, 1, 2))  # EE, SP, CH
+
+    opposite = np.where(sub_gender[fam] == 1, 0, 1)
+    sp_gender = np.where(rng.random(members) < 0.9, opposite, sub_gender[fam])
+    gender = np.where(is_sub, sub_gender[fam], np.where(is_sp, sp_gender, rng.integers(0, 2, size=members)))
+    male_name = (gender == 0) | ((gender == 2) & (rng.random(members) < 0.5))
+    first = np.where(male_name, rng.integers(0, len(_MALE), size=members),
+                     len(_MALE) + rng.integers(0, len(_FEMALE), size=members))
+    own_last = is_sp & (rng.random(members) < 0.15)
+    last = np.where(own_last, rng.integers(0, len(_LAST), size=members), family_last[fam])
+    middle = np.where(rng.random(members) < 0.7, rng.integers(0, len(_LETTERS), size=members), len(_LETTERS))
+
+    # ages: spouse near the subscriber's age; children under the dependent age limit, born when a
+    # parent was an adult, and (in terminated families) born before coverage ended
+    sp_age = np.clip(sub_age_days[fam] + rng.integers(-8 * 365, 8 * 365, size=members), 19 * 365, 75 * 365)
+    child_max = np.minimum(25 * 365 + 300, sub_age_days[fam] - 18 * 365)
+    child_min = np.where(termed[fam], 90, 0)
+    child_age = child_min + (rng.random(members) * (child_max - child_min)).astype(np.int64)
+    age_days = np.where(is_sub, sub_age_days[fam], np.where(is_sp, sp_age, child_age))
+    dob = today - age_days * _DAY
+
+    person_index = (np.arange(members, dtype=np.int64) * _SSN_STRIDE
+                    + int(rng.integers(0, _SSN_SPACE))) % _SSN_SPACE
+    serial = person_index % 9999 + 1
+    group = (person_index // 9999) % 99 + 1
+    area = _SSN_AREAS[person_index // (9999 * 99)]
+    ssn = _where(is_ch & (age_days < 365) & (rng.random(members) < 0.5), "",  # some newborns have none yet
+                 _num(area * 1_000_000 + group * 10_000 + serial, 9))
+
+    sub_id = _cat("E", _num(fam + 1, 7))
+    member_id = _where(is_sub, sub_id, _cat(sub_id, "-", _num(pos, 2)))
+    fam_idx = pa.array(fam)
+
+    people: dict[str, pa.Array] = {
+        "member_id": member_id, "subscriber_id": sub_id, "relationship": _pick(("EE", "SP", "CH"), rel),
+        "last_name": _pick(_LAST, last), "first_name": _pick(_MALE + _FEMALE, first),
+        "middle_initial": _pick((*_LETTERS, ""), middle), "ssn": ssn, "dob": _iso(dob),
+        "gender": _pick(("M", "F", "U"), gender),
+        "address1": address1.take(fam_idx), "address2": address2.take(fam_idx),
+        "city": _pick([p[0] for p in _PLACES], place[fam]),
+        "state": _pick([p[1] for p in _PLACES], place[fam]),
+        "zip": zips.take(fam_idx),
+        "phone": _where(is_sub | (rng.random(members) < 0.3), phone.take(fam_idx), ""),
+        "hire_date": _where(is_sub, _iso(hire).take(fam_idx), ""),
+        "employment_status": _pick(("FT", "PT", "RT", "TE", ""), np.where(is_sub, status[fam], 4)),
+        "department": _pick((*_DEPARTMENTS, ""), np.where(is_sub, department[fam], len(_DEPARTMENTS))),
+        "coverage_level": _pick(_LEVELS, level[fam]),
+        "coverage_start": _iso(np.maximum(cov_start[fam], dob)),
+        "coverage_end": _iso(cov_end).take(fam_idx),
+    }
+
+    # ---- rows: each person once per family election, medical first, then dental, then vision
+    plan_table = np.full((n_fam, 3), -1, dtype=np.int64)  # indexes into _PLANS
+    plan_table[:, 0] = medical
+    plan_table[:, 1] = np.where(dental, 2, np.where(vision, 3, -1))
+    plan_table[:, 2] = np.where(dental & vision, 3, -1)
+    per_person = n_plans[fam]
+    person_of_row = np.repeat(np.arange(members), per_person)
+    row_starts = np.concatenate(([0], np.cumsum(per_person)[:-1]))
+    slot = np.arange(len(person_of_row)) - row_starts[person_of_row]
+    plan = _pick(_PLANS, plan_table[fam[person_of_row], slot])
+
+    take = pa.array(person_of_row)
+    columns = {name: plan if name == "plan_code" else people[name].take(take) for name in CANONICAL_COLUMNS}
+    frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
+    return frame
+
+
+def write_census_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write a census as UTF-8 CSV (quoted only where needed), owner-only, replacing ``path`` atomically."""
+    frame = df.drop(columns=[ROW_NUMBER], errors="ignore").astype("str").fillna("")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    pacsv.write_csv(table, str(tmp), write_options=pacsv.WriteOptions(quoting_style="needed"))
+    tmp.replace(path)
+
+
+def _as_str_dtype(_type: pa.DataType) -> pd.api.extensions.ExtensionDtype:
+    return pd.StringDtype(storage="pyarrow", na_value=np.nan)
+
+
+def _pick(options: tuple[str, ...] | list[str], index: np.ndarray) -> pa.Array:
+    return pa.array(options, type=pa.string()).take(pa.array(np.asarray(index, dtype=np.int64)))
+
+
+def _num(values: np.ndarray, width: int = 0) -> pa.Array:
+    text = pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
+    return pc.utf8_lpad(text, width=width, padding="0") if width else text
+
+
+def _cat(*parts: pa.Array | str) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _where(mask: np.ndarray, then: pa.Array | str, otherwise: pa.Array | str) -> pa.Array:
+    return pc.if_else(pa.array(mask), then, otherwise)
+
+
+def _iso(days: np.ndarray) -> pa.Array:
+    """ISO YYYY-MM-DD text; NaT becomes the empty string."""
+    dates = pa.array(np.asarray(days, dtype="datetime64[D]"), type=pa.date32())
+    return pc.fill_null(pc.cast(dates, pa.string()), "")
