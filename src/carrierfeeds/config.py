@@ -179,7 +179,7 @@ class CarrierMapping(_Model):
     carrier_name: str
     envelope: EnvelopeIds
     payer: Party
-    group_number: str | None = Field(None, max_length=50, description="REF*1L when on the allowlist")
+    group_number: str | None = Field(None, max_length=50, description="master policy number, sent as REF*38")
     plans: dict[str, PlanCode] = Field(min_length=1)
     coverage_levels: dict[str, Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SPC", "CHD",
                                        "DEP", "IND", "TWO", "E5D", "E6D", "E7D", "E8D", "E9D", "ELF",
