@@ -1,0 +1,424 @@
+"""Validate a canonical census (GX suite + cross-row rules) into a PHI-free report, and apply a policy.
+
+Findings name a row number (as the employer sees it), a member token, a column and a rule, with a plain
+English message; never a cell value. Great Expectations results carry cell values, so they are reduced
+to (row numbers, column, rule) inside :func:`_run_suite` and nothing else of them leaves it.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+import os
+import time
+import warnings as warnings_module
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.census.tokens import MemberTokenizer
+from carrierfeeds.config import CensusSchema, ValidationPolicy
+from carrierfeeds.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Row number used for findings about the file as a whole (a missing column): the header row.
+HEADER_ROW = 1
+_ISO_RE = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+_DATE_COLUMNS = ("dob", "hire_date", "coverage_start", "coverage_end")
+_IDENTITY = ("dob", "first_name", "last_name", "ssn")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule one row broke: where and which rule, never the value."""
+
+    row: int
+    member_token: str
+    column: str
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything validation found in one census file; safe to log, store and send to the employer."""
+
+    source_name: str
+    rows: int
+    members: int
+    families: int
+    failed_rows: int
+    failed_families: int
+    findings: tuple[Finding, ...]
+    rule_counts: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (``--json``)."""
+        return {
+            "source_name": self.source_name, "ok": self.ok, "rows": self.rows, "members": self.members,
+            "families": self.families, "failed_rows": self.failed_rows,
+            "failed_families": self.failed_families, "rule_counts": dict(self.rule_counts),
+            "warnings": list(self.warnings),
+            "findings": [{"row": f.row, "member_token": f.member_token, "column": f.column, "rule": f.rule,
+                          "message": f.message} for f in self.findings],
+        }
+
+    def write_csv(self, path: Path) -> None:
+        """One line per finding: row, member_token, column, rule, message."""
+        with _private_open(path) as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["row", "member_token", "column", "rule", "message"])
+            writer.writerows((f.row, f.member_token, f.column, f.rule, f.message) for f in self.findings)
+
+    def write_html(self, path: Path) -> None:
+        """A page for the employer: summary counts, counts by rule, and every finding by row."""
+        e = html.escape
+        summary = [("File", self.source_name), ("Rows", self.rows), ("Members", self.members),
+                   ("Families", self.families), ("Rows with findings", self.failed_rows),
+                   ("Families with findings", self.failed_families), ("Findings", len(self.findings)),
+                   ("Result", "passed" if self.ok else "failed")]
+        parts = [
+            "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>Census validation: {e(self.source_name)}</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+            "td,th{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{background:#eee}"
+            ".failed{color:#a00}.passed{color:#070}</style></head><body>",
+            f"<h1>Census validation: {e(self.source_name)}</h1>",
+            "<p>Rows are numbered as in a spreadsheet: the header is row 1, the first member row is row 2. "
+            "This report never shows the values themselves; open the file at the row and column named.</p>",
+            "<h2>Summary</h2><table>",
+            *(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary), "</table>",
+        ]
+        if self.warnings:
+            parts += ["<h2>Warnings</h2><ul>", *(f"<li>{e(w)}</li>" for w in self.warnings), "</ul>"]
+        if self.rule_counts:
+            parts += ["<h2>Findings by rule</h2><table><tr><th>Rule</th><th>Findings</th></tr>",
+                      *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.rule_counts.items()),
+                      "</table>"]
+        parts += ["<h2>Findings by row</h2>"]
+        if self.findings:
+            parts += ["<table><tr><th>Row</th><th>Member token</th><th>Column</th><th>Rule</th>"
+                      "<th>What to fix</th></tr>",
+                      *(f"<tr><td>{f.row}</td><td>{e(f.member_token)}</td><td>{e(f.column)}</td>"
+                        f"<td>{e(f.rule)}</td><td>{e(f.message)}</td></tr>" for f in self.findings),
+                      "</table>"]
+        else:
+            parts += ['<p class="passed">No findings.</p>']
+        parts += ["</body></html>"]
+        with _private_open(path) as fh:
+            fh.write("\n".join(parts) + "\n")
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What a feed's validation policy made of a report.
+
+    ``accepted`` holds the rows of the families that go on (empty when rejected); the held-back counts
+    are the families and members not in ``accepted``.
+    """
+
+    accepted: pd.DataFrame
+    held_back_families: int
+    held_back_members: int
+    rejected: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """Rows breaking one rule on one column, before tokens are attached."""
+
+    rows: np.ndarray
+    column: str
+    rule: str
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------- validate
+def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
+                    tokenizer: MemberTokenizer, *, as_of: date, source_name: str) -> ValidationReport:
+    """Run the suite at ``suite_path`` and the cross-row rules over ``census``; collect every finding."""
+    warnings: list[str] = []
+    if ROW_NUMBER not in census.columns:
+        census = census.assign(**{ROW_NUMBER: np.arange(2, len(census) + 2, dtype=np.int64)})
+        warnings.append("the census had no row numbers; rows are numbered from 2 in frame order")
+    started = time.perf_counter()
+    raws, suite_warnings = _run_suite(census, suite_path)
+    warnings += suite_warnings
+    gx_s = time.perf_counter() - started
+    started = time.perf_counter()
+    raws += _cross_row_rules(census, schema, as_of)
+    cross_s = time.perf_counter() - started
+
+    text = {c: _text(census[c]) for c in ("member_id", "subscriber_id") if c in census.columns}
+    empty = pd.Series("", index=census.index, dtype="str")
+    member_id = text.get("member_id", empty)
+    family = text.get("subscriber_id", empty)
+    row_numbers = census[ROW_NUMBER].to_numpy(dtype=np.int64)
+
+    findings = _to_findings(raws, row_numbers, member_id, tokenizer)
+    failed = np.unique(np.array([f.row for f in findings if f.row != HEADER_ROW], dtype=np.int64))
+    failed_mask = np.isin(row_numbers, failed)
+    rule_counts: dict[str, int] = {}
+    for f in findings:
+        rule_counts[f.rule] = rule_counts.get(f.rule, 0) + 1
+    report = ValidationReport(
+        source_name=source_name, rows=len(census), members=int(member_id[member_id != ""].nunique()),
+        families=int(family.nunique()), failed_rows=int(failed_mask.sum()),
+        failed_families=int(family[failed_mask].nunique()), findings=tuple(findings),
+        rule_counts=dict(sorted(rule_counts.items())), warnings=tuple(warnings))
+    log.info("%s: validated %d rows (suite %.2fs, cross-row %.2fs): %d findings in %d rows, %d families",
+             source_name, report.rows, gx_s, cross_s, len(findings), report.failed_rows,
+             report.failed_families)
+    return report
+
+
+def _text(series: pd.Series) -> pd.Series:
+    return series.astype("str").fillna("")
+
+
+def _blank_as_missing(series: pd.Series) -> pd.Series:
+    text = _text(series)
+    return text.where(text != "")
+
+
+def _run_suite(census: pd.DataFrame, suite_path: Path) -> tuple[list[_Raw], list[str]]:
+    """The GX adapter: run the suite file and reduce each failed expectation to rows, column, rule."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite_name = suite_path.name
+    try:
+        data = json.loads(suite_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("suite file not found", file=str(suite_path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON at line {exc.lineno}, column {exc.colno}",
+                          file=str(suite_path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected an ExpectationSuite object", file=str(suite_path))
+    data = {k: v for k, v in data.items() if k not in ("id", "notes")}
+    try:
+        suite = ExpectationSuite(**data)
+    except Exception as exc:  # GX raises many types for a malformed suite; all mean "fix the file"
+        raise ConfigError(f"not a valid Great Expectations suite ({type(exc).__name__})",
+                          file=str(suite_path)) from None
+
+    # GX sees empty cells as missing, so not-null catches blanks and value rules skip optional blanks
+    frame = pd.DataFrame({c: (s if c == ROW_NUMBER else _blank_as_missing(s)) for c, s in census.items()})
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    suite = context.suites.add(suite)
+    batch = (context.data_sources.add_pandas("census").add_dataframe_asset("census")
+             .add_batch_definition_whole_dataframe("census")
+             .get_batch(batch_parameters={"dataframe": frame}))
+    with warnings_module.catch_warnings():
+        # pandas warns when a regex has a capturing group (the SSN repeated-digit back-reference needs one)
+        warnings_module.filterwarnings("ignore", message="This pattern is interpreted as a regular")
+        result = batch.validate(suite, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": [ROW_NUMBER],
+            "return_unexpected_index_query": False, "partial_unexpected_count": 0})
+
+    raws: list[_Raw] = []
+    warnings: list[str] = []
+    for item in result.results:
+        config = item.expectation_config
+        if config is None:
+            raise ConfigError("a suite result carried no expectation", file=suite_name)
+        kwargs = dict(config.kwargs)
+        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)]
+        columns += [str(c) for c in kwargs.get("column_list") or []]
+        # a pair rule is reported on its first column (coverage_end for "end not before start")
+        column = columns[0] if columns and "column_list" not in kwargs else ",".join(columns)
+        meta = dict(config.meta or {})
+        rule = str(meta.get("rule") or config.type)
+        message = str(meta.get("message") or f"fails the rule {config.type}")
+        absent = [c for c in columns if c not in frame.columns]
+        if absent and config.type != "expect_column_to_exist":
+            # the column's absence is reported once, by expect_column_to_exist, not by every rule on it
+            warnings.append(f"{config.type} on {absent} skipped: column not in the census")
+            continue
+        exception = dict(item.exception_info or {}) if isinstance(item.exception_info, dict) else {}
+        if exception.get("raised_exception"):
+            raise ConfigError(f"expectation {config.type} on {columns} could not run", file=suite_name)
+        if item.success:
+            continue
+        res = item.result or {}
+        index_list = res.get("unexpected_index_list")
+        if index_list is None:
+            rows = np.array([HEADER_ROW], dtype=np.int64)  # a table- or column-level rule: the file
+        else:
+            rows = np.fromiter((int(d[ROW_NUMBER]) for d in index_list), dtype=np.int64,
+                               count=len(index_list))
+        raws.append(_Raw(rows=rows, column=column, rule=rule, message=message))
+    return raws, warnings
+
+
+def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) -> list[_Raw]:
+    """Rules across rows and families, vectorised in pandas."""
+    need = ("member_id", "subscriber_id", "relationship", "plan_code", "coverage_start", "coverage_end",
+            "dob", "first_name", "last_name", "ssn")
+    if any(c not in census.columns for c in need):
+        return []  # the suite's required-column findings already fail the file
+    rn = census[ROW_NUMBER].to_numpy(dtype=np.int64)
+    col = {c: _text(census[c]) for c in need}
+    mid, sid, rel, plan = col["member_id"], col["subscriber_id"], col["relationship"], col["plan_code"]
+    out: list[_Raw] = []
+
+    def add(mask: pd.Series | np.ndarray, column: str, rule: str, message: str) -> None:
+        m = np.asarray(mask, dtype=bool)
+        if m.any():
+            out.append(_Raw(rows=rn[m], column=column, rule=rule, message=message))
+
+    dates = {c: _parse_iso(col[c]) for c in ("dob", "coverage_start", "coverage_end")}
+    for c in ("dob", "coverage_start", "coverage_end"):
+        add(col[c].str.match(_ISO_RE) & dates[c].isna(), c, "real_date",
+            "date does not exist in the calendar")
+    if "hire_date" in census.columns:
+        hire = _text(census["hire_date"])
+        add(hire.str.match(_ISO_RE) & _parse_iso(hire).isna(), "hire_date", "real_date",
+            "date does not exist in the calendar")
+
+    is_ee = rel == "EE"
+    ee_ids = mid[is_ee & (mid != "")]
+    add(~is_ee & (sid != "") & ~sid.isin(ee_ids), "subscriber_id", "subscriber_present",
+        "subscriber_id names no employee (EE) row in this file")
+    add(is_ee & (mid != "") & (sid != "") & (mid != sid), "subscriber_id", "subscriber_id_self",
+        "on an employee's rows subscriber_id must equal member_id")
+    ee_pairs = pd.DataFrame({"sid": sid[is_ee], "mid": mid[is_ee]}).drop_duplicates()
+    multi = ee_pairs["sid"][ee_pairs["sid"].duplicated()]
+    add(is_ee & sid.isin(multi), "relationship", "one_subscriber_per_family",
+        "a family (subscriber_id) must have exactly one employee (EE)")
+    add(pd.DataFrame({"m": mid, "p": plan}).duplicated(keep=False) & (mid != "") & (plan != ""),
+        "plan_code", "unique_member_plan", "the same member_id appears twice for the same plan_code")
+    for c in _IDENTITY:
+        pairs = pd.DataFrame({"m": mid, "v": col[c]}).drop_duplicates()
+        varying = pairs["m"][pairs["m"].duplicated()]
+        add(mid.isin(varying) & (mid != ""), c, "same_person_fields",
+            f"the same member_id has different {c} values on different rows")
+
+    # a dependent's coverage must sit inside the subscriber's coverage in the same plan
+    subs = pd.DataFrame({"sid": mid, "plan": plan, "s_start": dates["coverage_start"],
+                         "s_end": dates["coverage_end"]})[is_ee & (mid == sid)]
+    subs = subs.drop_duplicates(["sid", "plan"])
+    deps = pd.DataFrame({"pos": np.arange(len(census)), "sid": sid, "plan": plan,
+                         "start": dates["coverage_start"], "end": dates["coverage_end"]})[
+        ~is_ee & sid.isin(ee_ids)]
+    joined = deps.merge(subs, how="left", on=["sid", "plan"], indicator=True)
+    in_plan = (joined["_merge"] == "both").to_numpy()
+    pos = joined["pos"].to_numpy()
+
+    def add_pos(mask: np.ndarray, column: str, rule: str, message: str) -> None:
+        full = np.zeros(len(census), dtype=bool)
+        full[pos[mask]] = True
+        add(full, column, rule, message)
+
+    add_pos(~in_plan, "plan_code", "dependent_plan_not_elected",
+            "a dependent is enrolled in a plan the subscriber has not elected")
+    add_pos(in_plan & (joined["start"] < joined["s_start"]).to_numpy(), "coverage_start",
+            "dependent_starts_before_subscriber", "a dependent's coverage starts before the subscriber's")
+    ends_after = joined["s_end"].notna() & (joined["end"].isna() | (joined["end"] > joined["s_end"]))
+    add_pos(in_plan & ends_after.to_numpy(), "coverage_end", "dependent_ends_after_subscriber",
+            "a dependent's coverage ends after the subscriber's (or is open while the subscriber's ended)")
+
+    day = pd.Timestamp(as_of)
+    limit = schema.dependent_age_limit
+    cutoff = pd.Timestamp(_years_before(as_of, limit))
+    open_cover = dates["coverage_end"].isna() | (dates["coverage_end"] >= day)
+    add((rel == "CH") & (dates["dob"] <= cutoff) & open_cover, "dob", "dependent_age_limit",
+        f"child has reached the dependent age limit ({limit}) on the reference date while still covered")
+    add(dates["dob"].notna() & ((dates["dob"] > day) | (dates["dob"] < pd.Timestamp("1900-01-01"))), "dob",
+        "dob_plausible", "date of birth is in the future or before 1900")
+
+    ssn = col["ssn"]
+    pairs = pd.DataFrame({"s": ssn, "m": mid})[ssn != ""].drop_duplicates()
+    shared = pairs["s"][pairs["s"].duplicated()]
+    add(ssn.isin(shared) & (ssn != ""), "ssn", "ssn_unique",
+        "the same SSN appears on more than one member_id")
+    return out
+
+
+def _parse_iso(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series.where(series != ""), format="%Y-%m-%d", errors="coerce")
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a year that has none
+        return day.replace(year=day.year - years, day=28)
+
+
+def _to_findings(raws: Iterable[_Raw], row_numbers: np.ndarray, member_id: pd.Series,
+                 tokenizer: MemberTokenizer) -> list[Finding]:
+    parts = [pd.DataFrame({"row": r.rows, "column": r.column, "rule": r.rule, "message": r.message})
+             for r in raws if len(r.rows)]
+    if not parts:
+        return []
+    table = pd.concat(parts, ignore_index=True).drop_duplicates(["row", "column", "rule"])
+    table = table.sort_values(["row", "column", "rule"], kind="stable").reset_index(drop=True)
+    by_row = pd.Series(member_id.to_numpy(), index=row_numbers)
+    by_row = by_row[~by_row.index.duplicated()]
+    ids = by_row.reindex(table["row"].to_numpy()).fillna("")
+    tokens = tokenizer.tokens(pd.Series(ids.to_numpy(), dtype="str"))
+    tokens = tokens.where(pd.Series(ids.to_numpy() != "", dtype=bool), "")
+    return [Finding(row=int(r), member_token=str(t), column=str(c), rule=str(u), message=str(m))
+            for r, t, c, u, m in zip(table["row"].to_numpy(), tokens.to_numpy(), table["column"].to_numpy(),
+                                     table["rule"].to_numpy(), table["message"].to_numpy(), strict=True)]
+
+
+# ------------------------------------------------------------------------------------------------ policy
+def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: ValidationPolicy) -> PolicyOutcome:
+    """Decide what goes on: everything, the passing families (quarantine), or nothing (rejected)."""
+    family = _text(census["subscriber_id"]) if "subscriber_id" in census.columns else pd.Series(
+        "", index=census.index, dtype="str")
+    member = _text(census["member_id"]) if "member_id" in census.columns else family
+    total_families, total_members = int(family.nunique()), int(member[member != ""].nunique())
+
+    def rejected(reason: str) -> PolicyOutcome:
+        return PolicyOutcome(accepted=census.iloc[0:0].copy(), held_back_families=total_families,
+                             held_back_members=total_members, rejected=True, reason=reason)
+
+    if report.ok:
+        return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
+                             reason=None)
+    rows = {f.row for f in report.findings}
+    if HEADER_ROW in rows:
+        return rejected("the file as a whole failed a rule (for example a missing column)")
+    if policy.policy == "reject":
+        return rejected(f"{len(report.findings)} finding(s) in {report.failed_rows} row(s); policy is reject")
+    if policy.policy == "threshold" and report.families:
+        pct = report.failed_families / report.families * 100
+        if pct > policy.threshold_pct:
+            return rejected(f"{pct:.2f}% of families failed, above the {policy.threshold_pct}% threshold")
+    failing = family[census[ROW_NUMBER].isin(rows).to_numpy()].unique()
+    bad = family.isin(failing).to_numpy()
+    accepted = census.loc[~bad]
+    if accepted.empty:
+        return rejected("every family failed validation; nothing left to send")
+    held_members = member[bad]
+    return PolicyOutcome(accepted=accepted, held_back_families=len(failing),
+                         held_back_members=int(held_members[held_members != ""].nunique()),
+                         rejected=False, reason=None)
+
+
+def _private_open(path: Path) -> Any:
+    """Open ``path`` for writing text, created owner-only (reports sit next to PHI in run folders)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return open(fd, "w", encoding="utf-8", newline="")  # the caller closes it
