@@ -83,6 +83,9 @@ def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Third parties log their own chatter at INFO (GX's temporary docs site, paramiko's transport).
+    for noisy in ("great_expectations", "paramiko"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _summary_lines(summary: Any) -> list[str]:
