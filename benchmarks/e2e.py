@@ -101,7 +101,6 @@ def run_primitives(census: Path, payload: Path, cipher: Path, keys: Any, sshd: A
             os.fsync(fh.fileno())
 
     out["write_834_bytes"], _ = _timed(write)
-    del data
     gpg_out = work / "cli.pgp"
     out["gpg_encrypt_cli"], _ = _timed(lambda: subprocess.run(
         ["gpg", "--homedir", str(keys.ours.home), "--batch", "--yes", "--trust-model", "always", "-z", "1",
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "payload_bytes": runs[0]["payload_bytes"], "cipher_bytes": runs[0]["cipher_bytes"],
         "peak_rss_mb": round(_peak_rss_mb(), 1), "generate_census_s": med([r["generate_s"] for r in runs]),
     }
-    print(json.dumps(result, indent=2))  # noqa: T201 - a benchmark reports on stdout
+    print(json.dumps(result, indent=2))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         name = f"{result['date']}-{platform.node() or 'machine'}-e2e-{args.members}.json"

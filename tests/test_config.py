@@ -70,7 +70,7 @@ def test_broken_yaml_names_line(tmp_path: Path) -> None:
 
 def test_non_electronic_carrier_needs_printable_output(tmp_path: Path) -> None:
     path = _variant(tmp_path, "  electronic: true", "  electronic: false")
-    with pytest.raises(ConfigError, match="output.format must be 'pdf'"):
+    with pytest.raises(ConfigError, match=r"output\.format must be 'pdf'"):
         load_feed(path)
 
 

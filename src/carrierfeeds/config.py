@@ -172,6 +172,16 @@ class FullFileSpec(_Model):
     bgn08: Literal["4", "RX"] = Field("4", description="BGN08 action: 4 verify, RX replace")
 
 
+CoverageLevelCode = Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SPC", "CHD", "DEP", "IND", "TWO",
+                           "E5D", "E6D", "E7D", "E8D", "E9D", "ELF", "EMP1", "ESP1"]
+Relationship = Literal["EE", "SP", "CH"]
+Gender = Literal["M", "F", "U"]
+
+
+def _default_coverage_levels() -> dict[str, CoverageLevelCode]:
+    return {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"}
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -181,10 +191,7 @@ class CarrierMapping(_Model):
     payer: Party
     group_number: str | None = Field(None, max_length=50, description="master policy number, sent as REF*38")
     plans: dict[str, PlanCode] = Field(min_length=1)
-    coverage_levels: dict[str, Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SPC", "CHD",
-                                       "DEP", "IND", "TWO", "E5D", "E6D", "E7D", "E8D", "E9D", "ELF",
-                                       "EMP1", "ESP1"]] = Field(
-        default_factory=lambda: {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"})
+    coverage_levels: dict[str, CoverageLevelCode] = Field(default_factory=_default_coverage_levels)
     allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
     full_file: FullFileSpec = FullFileSpec()
     name_max_length: int = Field(35, ge=10, le=60)
@@ -228,10 +235,10 @@ class CensusSchema(_Model):
     encoding: Literal["utf-8", "utf-8-sig", "cp1252", "utf-16"] = "utf-8-sig"
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
-    relationship_codes: dict[str, Literal["EE", "SP", "CH"]] = Field(
-        default_factory=lambda: {"EE": "EE", "SP": "SP", "CH": "CH"})
-    gender_codes: dict[str, Literal["M", "F", "U"]] = Field(
-        default_factory=lambda: {"M": "M", "F": "F", "U": "U"})
+    relationship_codes: dict[str, Relationship] = Field(
+        default_factory=lambda: dict[str, Relationship]({"EE": "EE", "SP": "SP", "CH": "CH"}))
+    gender_codes: dict[str, Gender] = Field(
+        default_factory=lambda: dict[str, Gender]({"M": "M", "F": "F", "U": "U"}))
     date_format: str = "%Y-%m-%d"
     suite: str = Field(description="Great Expectations suite file in schemas/")
     dependent_age_limit: int = Field(26, ge=18, le=30)

@@ -1,1 +1,1 @@
-"""Real test doubles for the edges: a loopback OpenSSH sshd, a temporary gpg home (used by tests, demo and benchmarks)."""
+"""Real parts for tests, demo and benchmarks: a loopback OpenSSH sshd, a temporary gpg home."""
