@@ -83,9 +83,10 @@ def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Third parties log their own chatter at INFO (GX's temporary docs site, paramiko's transport).
-    for noisy in ("great_expectations", "paramiko"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Third parties set their own loggers to INFO (GX's temporary docs site, paramiko's transport), so
+    # the console handler, not only the root logger, holds the line.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _summary_lines(summary: Any) -> list[str]:
@@ -282,26 +283,312 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     raise typer.Exit(EXIT_OK if verdict.ok else EXIT_FAILED)
 
 
+# ------------------------------------------------------- auditors' views, legal holds, purge (issue 7)
+hold_app = typer.Typer(help="Legal holds: block purging of an employer's or a feed's data.",
+                       no_args_is_help=True)
+app.add_typer(hold_app, name="hold")
+
+
+def _audit_parties(settings: Settings) -> list[Any]:
+    """Feed parties for labelling; an unreadable feed file is skipped here (the ledger still names it)."""
+    from carrierfeeds.config import load_feed
+    from carrierfeeds.retention import FeedParty
+
+    parties = []
+    for path in feed_paths(settings):
+        try:
+            parties.append(FeedParty.from_feed(load_feed(path)))
+        except ConfigError:
+            logging.getLogger(__name__).warning("feed file %s unreadable; labelled from the ledger", path.name)
+    return parties
+
+
+def _day_start(text: str | None) -> datetime | None:
+    return datetime.combine(_parse_day(text), datetime.min.time(), tzinfo=UTC) if text else None
+
+
 @audit_app.command("log")
 def audit_log(
     feed: Annotated[str | None, typer.Option(help="only this feed")] = None,
-    status: Annotated[str | None, typer.Option(help="only deliveries in this status")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    carrier: Annotated[str | None, typer.Option(help="only this carrier id")] = None,
+    employer: Annotated[str | None, typer.Option(help="only this employer id")] = None,
+    since: Annotated[str | None, typer.Option(help="first day YYYY-MM-DD (UTC), inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="last day YYYY-MM-DD (UTC), inclusive")] = None,
+    status: Annotated[str | None, typer.Option(help="only deliveries in this status "
+                                                     "(pending, delivered, failed, reconciled, forced_resend)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
 ) -> None:
-    """One line per delivery: when, what, to whom, outcome, hashes and fingerprints."""
-    from dataclasses import asdict
+    """One line per delivery: times, outcome, acknowledgment, counts, hashes, fingerprints, actor."""
+    from datetime import timedelta
 
+    from carrierfeeds.audit import delivery_lines, feed_parties, lines_to_csv, lines_to_json, lines_to_table
     from carrierfeeds.pipeline import open_ledger
 
-    rows = [asdict(d) for d in open_ledger(Settings()).deliveries(feed_id=feed, status=status)]
-    if fmt == "json":
-        typer.echo(json.dumps(rows, indent=2, default=str))
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("--format must be table, json or csv")
+    settings = Settings()
+    ledger = open_ledger(settings)
+    end = _day_start(until)
+    lines = delivery_lines(ledger, feed_id=feed, carrier_id=carrier, employer_id=employer,
+                           since=_day_start(since), until=end + timedelta(days=1) if end else None,
+                           status=status, parties=feed_parties(ledger, _audit_parties(settings)))
+    render = {"table": lines_to_table, "json": lines_to_json, "csv": lines_to_csv}[fmt]
+    typer.echo(render(lines), nl=False)
+
+
+@audit_app.command("report")
+def audit_report(
+    since: Annotated[str, typer.Option(help="first day YYYY-MM-DD (UTC), inclusive")],
+    until: Annotated[str, typer.Option(help="last day YYYY-MM-DD (UTC), inclusive")],
+    out: Annotated[Path, typer.Option(help="report.html or report.pdf")],
+) -> None:
+    """A readable report for a period: per carrier and employer, a chart per day, failures and resends."""
+    from carrierfeeds.audit import build_report, feed_parties, write_report
+    from carrierfeeds.pipeline import open_ledger
+
+    if out.suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise typer.BadParameter("--out must end in .html or .pdf")
+    first, last = _parse_day(since), _parse_day(until)
+    if last < first:
+        raise typer.BadParameter("--until is before --since")
+    settings = Settings()
+    ledger = open_ledger(settings)
+    report = build_report(ledger, since=first, until=last, generated_at=_utcnow(),
+                          parties=feed_parties(ledger, _audit_parties(settings)))
+    write_report(report, out)
+    t = report.totals
+    typer.echo(f"wrote {out}: {t['deliveries']} deliveries, {t['failures']} failed attempts, "
+               f"{t['forced_resends']} forced resends; chain {'intact' if report.chain_ok else 'BROKEN'}")
+    raise typer.Exit(EXIT_OK if report.chain_ok else EXIT_FAILED)
+
+
+@audit_app.command("show")
+def audit_show(
+    run_id: Annotated[str, typer.Argument(help="a run id (from `audit log` or `run --json`)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every stage, delivery outcome and audit event of one run, in order."""
+    from carrierfeeds.audit import run_history
+    from carrierfeeds.pipeline import open_ledger
+
+    history = run_history(open_ledger(Settings()), run_id)
+    if history is None:
+        typer.echo(f"error: no run {run_id!r} in the ledger", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    r = history.run
+    lines = [f"run {r.run_id}  feed {r.feed_id}  interval {r.interval_start}..{r.interval_end}",
+             f"status: {r.status}  attempts: {r.attempt}  started {r.started_at.isoformat()}",
+             *(f"  {at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {text}" for _, at, text in history.timeline())]
+    _emit(history.as_dict(), as_json, lines)
+
+
+def _hold(employer: str | None, feed: str | None, reason: str, actor: str, held: bool) -> None:
+    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.retention import set_hold
+
+    if (employer is None) == (feed is None):
+        raise typer.BadParameter("name exactly one of --employer or --feed")
+    try:
+        set_hold(open_ledger(Settings()), employer_id=employer, feed_id=feed, held=held, reason=reason,
+                 actor=actor, now=_utcnow())
+    except CarrierFeedsError as exc:
+        _fail(exc, False)
+    what = f"employer {employer}" if employer else f"feed {feed}"
+    typer.echo(f"legal hold {'set on' if held else 'cleared from'} {what} (audited)")
+
+
+@hold_app.command("set")
+def hold_set(
+    reason: Annotated[str, typer.Option(help="why (a ticket or matter number; recorded in the ledger)")],
+    employer: Annotated[str | None, typer.Option(help="employer id")] = None,
+    feed: Annotated[str | None, typer.Option(help="feed id")] = None,
+    actor: Annotated[str, typer.Option(help="who places the hold, for the ledger")] = "cli",
+) -> None:
+    """Place a legal hold: nothing of this employer or feed is purged until it is cleared."""
+    _hold(employer, feed, reason, actor, True)
+
+
+@hold_app.command("clear")
+def hold_clear(
+    reason: Annotated[str, typer.Option(help="why the hold is lifted (recorded in the ledger)")],
+    employer: Annotated[str | None, typer.Option(help="employer id")] = None,
+    feed: Annotated[str | None, typer.Option(help="feed id")] = None,
+    actor: Annotated[str, typer.Option(help="who lifts the hold, for the ledger")] = "cli",
+) -> None:
+    """Lift a legal hold recorded in the ledger (a hold in a feed file is lifted by editing the file)."""
+    _hold(employer, feed, reason, actor, False)
+
+
+@hold_app.command("list")
+def hold_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Holds in force, from the ledger and from feed files."""
+    from carrierfeeds.pipeline import open_ledger
+
+    settings = Settings()
+    held = [{"object_type": h.object_type, "object_id": h.object_id, "source": "ledger", "actor": h.actor,
+             "reason": h.reason, "since": h.since.isoformat()} for h in open_ledger(settings).legal_holds()]
+    held += [{"object_type": "employer", "object_id": p.employer_id, "source": f"feed {p.feed_id}",
+              "actor": None, "reason": None, "since": None} for p in _audit_parties(settings) if p.legal_hold]
+    _emit({"holds": held}, as_json, [f"{h['object_type']:<8} {h['object_id']:<24} {h['source']}"
+                                     + (f"  since {h['since']} by {h['actor']}: {h['reason']}" if h["since"] else "")
+                                     for h in held] or ["no legal holds"])
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; change nothing")] = False,
+    as_of: Annotated[str | None, typer.Option(help="purge as of this day YYYY-MM-DD; default today (UTC)")] = None,
+    retention_days: Annotated[int | None, typer.Option(
+        min=0, help="days employee-level data is kept after a contract ends (default 90)")] = None,
+    retention_years: Annotated[int | None, typer.Option(
+        min=1, help="years ledger metadata is kept (default 7)")] = None,
+    actor: Annotated[str, typer.Option(help="who runs the purge, for the ledger")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Purge employee-level files after contract end and ledger metadata after its retention period.
+
+    A legal hold on the employer or feed blocks both. Every purge is audited (kind, counts, feed and
+    employer; never the data). Run it with the ledger owner's database credentials.
+    """
+    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.retention import (
+        EMPLOYEE_DATA_RETENTION_DAYS,
+        LEDGER_RETENTION_YEARS,
+        parties_from_feeds_dir,
+        run_purge,
+    )
+
+    settings = Settings()
+    now = _utcnow()
+    try:
+        report = run_purge(open_ledger(settings), settings.data_dir, parties_from_feeds_dir(settings.feeds_dir),
+                           as_of=_parse_day(as_of) if as_of else now.date(), now=now, actor=actor,
+                           dry_run=dry_run,
+                           retention_days=EMPLOYEE_DATA_RETENTION_DAYS if retention_days is None else retention_days,
+                           retention_years=LEDGER_RETENTION_YEARS if retention_years is None else retention_years)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
         return
-    cols = ("created_at", "feed_id", "interval_start", "isa13", "status", "file_name", "payload_sha256")
-    typer.echo("  ".join(cols))
-    for r in rows:
-        typer.echo("  ".join(str(r[c])[:24] if c == "created_at" else str(r[c])[:16] if c.endswith("sha256")
-                             else str(r[c]) for c in cols))
+    verb = "would purge" if dry_run else "purged"
+    lines = [f"{'DRY RUN: ' if dry_run else ''}as of {report.as_of}"]
+    for item in report.employee_data.items:
+        label = {"purge": verb, "held": "kept (legal hold)", "unknown_feed": "kept (no feed file)"}[item.action]
+        lines.append(f"  {label:<20} {item.kind:<10} feed {item.feed_id:<28} employer {item.employer_id or '?':<16} "
+                     f"{item.files} files")
+    counts = ", ".join(f"{n} {t}" for t, n in report.ledger.counts.items()) or "nothing due"
+    lines.append(f"  ledger metadata before {report.ledger_cutoff.date()}: {verb} {report.ledger.rows} rows "
+                 f"({counts})")
+    _emit(report.as_dict(), as_json, lines)
+
+
+# ------------------------------------------------------- manual hand-offs and key checks (issue 5)
+handoff_app = typer.Typer(help="Manual hand-offs: files for carriers without electronic intake.",
+                          no_args_is_help=True)
+keys_app = typer.Typer(help="PGP keys the feeds pin.", no_args_is_help=True)
+app.add_typer(handoff_app, name="handoff")
+app.add_typer(keys_app, name="keys")
+
+
+@handoff_app.command("list")
+def handoff_list(
+    feed: Annotated[str | None, typer.Option(help="only this feed")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Files placed in the hand-off outbox that no person has confirmed handing over yet."""
+    from carrierfeeds.pipeline import open_ledger
+
+    pending = open_ledger(Settings()).pending_handoffs(feed_id=feed)
+    rows = [{"delivery_id": d.delivery_id, "feed_id": d.feed_id, "interval_start": d.interval_start.isoformat(),
+             "isa13": d.isa13, "file_name": d.file_name, "outbox_path": d.remote_path,
+             "members": d.member_counts.get("members"), "placed_at": d.updated_at.isoformat()}
+            for d in pending]
+    lines = [f"{'DELIVERY ID':<32}  {'FEED':<28} {'INTERVAL':<10}  {'PLACED (UTC)':<16}  FILE"]
+    lines += [f"{d.delivery_id:<32}  {d.feed_id:<28} {d.interval_start.isoformat():<10}  "
+              f"{d.updated_at.astimezone(UTC):%Y-%m-%d %H:%M}  {d.remote_path or d.file_name}" for d in pending]
+    _emit({"pending": rows}, as_json, lines if pending else ["no hand-offs pending"])
+
+
+@handoff_app.command("confirm")
+def handoff_confirm(
+    delivery_id: Annotated[str, typer.Argument(help="the delivery id from `handoff list`")],
+    by: Annotated[str, typer.Option(help="who handed the file over (recorded in the ledger)")],
+    method: Annotated[str, typer.Option(help="how, e.g. courier, in-person, secure-portal (recorded)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record that a person handed a pending file over; audited. Exit 2 for an unknown id, 5 when the
+    hand-off was already confirmed or the delivery is not a pending hand-off."""
+    from carrierfeeds.ledger import UnknownRecord
+    from carrierfeeds.pipeline import open_ledger
+
+    try:
+        record = open_ledger(Settings()).confirm_handoff(delivery_id, by=by, method=method, now=_utcnow())
+    except UnknownRecord as exc:
+        if as_json:
+            typer.echo(json.dumps(exc.as_dict(), indent=2, sort_keys=True, default=str))
+        else:
+            typer.echo(f"error: no delivery {delivery_id!r} in the ledger (see `carrierfeeds handoff list`)",
+                       err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    _emit({"delivery_id": record.delivery_id, "feed_id": record.feed_id, "status": record.status,
+           "by": by, "method": method, "at": record.updated_at.isoformat()}, as_json,
+          [f"delivery {record.delivery_id} ({record.feed_id}, {record.interval_start}) handed off by {by} "
+           f"via {method} (audited)"])
+
+
+@keys_app.command("check")
+def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
+
+    Exit 0 when every key is ok; 3 when any is missing, expired, revoked, a recipient key has no usable
+    encryption subkey, or any expires within its feed's ``encryption.expiry_warning_days`` (status
+    "expiring": runs still work, but renew now); 2 when a feed file is broken, there are no feeds, or
+    the gpg home is unusable.
+    """
+    from carrierfeeds.config import load_feed
+    from carrierfeeds.crypto import Keyring
+
+    settings = Settings()
+    now = _utcnow()
+    try:
+        keyring = Keyring(settings.resolved_gnupg_home)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    keys: list[dict[str, Any]] = []
+    broken: list[dict[str, Any]] = []
+    for path in feed_paths(settings):
+        try:
+            feed = load_feed(path)
+        except ConfigError as exc:
+            broken.append({"file": str(path), "error": exc.message})
+            continue
+        spec = feed.encryption
+        for role, fpr in (("recipient", spec.recipient_fingerprint), ("signer", spec.signer_fingerprint)):
+            info = keyring.inspect(fpr, now=now, warning_days=spec.expiry_warning_days)
+            problem = "no_encryption_subkey" if role == "recipient" and info.status in ("ok", "expiring") \
+                and not info.can_encrypt else None
+            keys.append({"feed_id": feed.feed_id, "role": role, "fingerprint": info.fingerprint,
+                         "user_ids": list(info.user_ids), "status": info.status, "problem": problem,
+                         "expires": info.expires.isoformat() if info.expires else None,
+                         "days_left": info.days_left, "warning_days": spec.expiry_warning_days,
+                         "ok": info.status == "ok" and problem is None})
+    failing = [k for k in keys if not k["ok"]]
+    code = EXIT_REFUSED if failing else EXIT_USAGE if broken or not keys else EXIT_OK
+    lines = [f"{'FEED':<28} {'ROLE':<9} {'FINGERPRINT':<40}  {'EXPIRES':<10} {'DAYS':>5}  STATUS"]
+    lines += [f"{k['feed_id']:<28} {k['role']:<9} {k['fingerprint']:<40}  "
+              f"{(k['expires'] or 'never')[:10]:<10} {'' if k['days_left'] is None else k['days_left']:>5}  "
+              f"{k['status']}" + (f" ({k['problem']})" if k["problem"] else "") for k in keys]
+    lines += [f"FAIL {b['file']}: {b['error']}" for b in broken]
+    if not keys and not broken:
+        lines = [f"no feeds in {settings.feeds_dir}"]
+    lines.append(f"{len(keys) - len(failing)} of {len(keys)} keys ok" + (
+        f"; {len(failing)} need attention" if failing else ""))
+    _emit({"ok": code == EXIT_OK, "keys": keys, "broken_feeds": broken, "checked_at": now.isoformat()},
+          as_json, lines)
+    raise typer.Exit(code)
 
 
 def main() -> None:
