@@ -106,6 +106,21 @@ class ValidationPolicy(_Model):
                                  description="with policy threshold: reject when more families fail")
 
 
+class NotifySpec(_Model):
+    """Where a failed run's PHI-free notice goes: a webhook, named by Airflow connection or URL."""
+
+    webhook_connection_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                              description="Airflow connection holding the webhook URL")
+    webhook_url: str | None = Field(None, pattern=r"^https?://[^\s]+$",
+                                    description="the URL itself, when it holds no secret")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotifySpec:
+        if (self.webhook_connection_id is None) == (self.webhook_url is None):
+            raise ValueError("give exactly one of webhook_connection_id and webhook_url")
+        return self
+
+
 class Feed(_Model):
     """One employer's data to one carrier: what to read, how to map it, where it goes."""
 
@@ -122,6 +137,7 @@ class Feed(_Model):
     encryption: EncryptionSpec
     delivery: Delivery
     validation: ValidationPolicy = ValidationPolicy()
+    notify: NotifySpec | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -194,6 +210,20 @@ class CarrierMapping(_Model):
     coverage_levels: dict[str, CoverageLevelCode] = Field(default_factory=_default_coverage_levels)
     allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
     full_file: FullFileSpec = FullFileSpec()
+    mode: Literal["full", "changes"] = Field(
+        "full", description="full: every run sends the full file (030); changes: only the changes "
+                            "against the last delivered snapshot (021/001/024/025), full file on schedule")
+    term_policy: Literal["explicit", "omission"] = Field(
+        "explicit", description="explicit: members gone from the census are sent as 024 with DTP*349; "
+                                "omission: the carrier terms them when they are missing from a full file")
+    term_end: Literal["end_of_month", "day_before"] = Field(
+        "end_of_month", description="DTP*349 for a member gone from the census: the last day of the run's "
+                                    "month, or the day before the run")
+    retro_window_days: int = Field(60, ge=0, le=366,
+                                   description="how far back an add, change or term may take effect")
+    full_file_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                               "sunday"] | None = Field(
+        None, description="in changes mode, send the full audit file (030) on this weekday instead")
     name_max_length: int = Field(35, ge=10, le=60)
     file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
                            description="fields: sender, receiver, isa13, date, feed")

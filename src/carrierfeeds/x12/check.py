@@ -88,7 +88,9 @@ _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The header and the member (Loop 2000 + 2100A + 2300s) as regular expressions over tokens."""
-    member = r"IF[fl]*m*Np?(?:34)?" + ("D" if require_dmg else "D?") + r"(?:Hbe?)+"
+    # Loop 2300 is situational: a change file may carry a member without coverage (a demographic
+    # change); _check_maintenance demands coverage where the maintenance type needs it.
+    member = r"IF[fl]*m*Np?(?:34)?" + ("D" if require_dmg else "D?") + r"(?:Hbe?)*"
     return re.compile(r"SBo?PY"), re.compile(member)
 
 
@@ -200,6 +202,8 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
 
     # Code values: distinct fixed-width prefixes are few, so each is parsed once in Python.
     _check_codes(data, seq, mat, starts, ends, d, problems, max_problems)
+
+    _check_maintenance(data, seq, starts, ends, d, problems, max_problems)
 
     # Order of required segments.
     header_re, member_re = _grammar(require_dmg)
@@ -328,6 +332,71 @@ def _check_codes(data: bytes, seq: str, mat: np.ndarray, starts: np.ndarray, end
                                                  f"{ref} is missing or not in its code list"))
                     if len(problems) >= max_problems:
                         return
+
+
+_ADD, _CHANGE, _TERM, _REINSTATE, _AUDIT = (m.value for m in (
+    MaintenanceType.ADDITION, MaintenanceType.CHANGE, MaintenanceType.CANCELLATION,
+    MaintenanceType.REINSTATEMENT, MaintenanceType.AUDIT_OR_COMPARE))
+#: For each INS03, the HD01 values its Loop 2300s may carry and whether it needs at least one.
+_HD_FOR_INS: dict[str, tuple[frozenset[str], bool]] = {
+    _ADD: (frozenset({_ADD}), True),
+    _CHANGE: (frozenset({_ADD, _CHANGE, _TERM, _REINSTATE}), False),
+    _TERM: (frozenset({_TERM}), True),
+    _REINSTATE: (frozenset({_REINSTATE, _ADD, _CHANGE}), True),
+    _AUDIT: (frozenset({_AUDIT}), True),
+}
+
+
+def _element_at(data: bytes, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, index: int,
+                sep: str, width: int) -> np.ndarray:
+    """Element ``index`` of each segment in ``rows`` (from its first ``width`` bytes), as str."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    sub = _keys(arr, starts[rows], ends[rows], 0, width)
+    keys = np.ascontiguousarray(sub).view(f"S{width}").ravel()
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    parsed = [(p[index] if index < len(p) else "")
+              for p in (k.decode("ascii", "replace").split(sep) for k in uniq.tolist())]
+    return np.asarray(parsed, dtype=object)[inverse] if len(rows) else np.asarray([], dtype=object)
+
+
+def _check_maintenance(data: bytes, seq: str, starts: np.ndarray, ends: np.ndarray, d: Delimiters,
+                       problems: list[Problem], max_problems: int) -> None:
+    """INS03 against its HD01s: which coverage maintenance each member type allows, coverage required
+    for adds, terms, reinstatements and audit members, and DTP*349 (benefit end) on every HD*024."""
+    tok = np.frombuffer(seq.encode("ascii"), dtype=np.uint8)
+    ins_rows = np.flatnonzero(tok == ord("I"))
+    hd_rows = np.flatnonzero(tok == ord("H"))
+    if not len(ins_rows):
+        return
+    ins03 = _element_at(data, starts, ends, ins_rows, 3, d.element, 18)
+    hd01 = _element_at(data, starts, ends, hd_rows, 1, d.element, 8)
+    owner = np.searchsorted(ins_rows, hd_rows, side="right") - 1  # member index of each HD
+    valid_hd = owner >= 0
+    # DTP*349 follows HD and DTP*348 (grammar Hbe?), so it sits two segments after its HD.
+    after = np.minimum(hd_rows + 2, len(tok) - 1)
+    has_end = (hd_rows + 2 < len(tok)) & (tok[after] == ord("e"))
+    for pos in hd_rows[(hd01 == _TERM) & ~has_end].tolist():
+        if len(problems) >= max_problems:
+            return
+        problems.append(_problem(pos + 1, "HD", "HD01", "term_without_end_date",
+                                 "HD01 024 (cancellation) needs a DTP*349 benefit end date"))
+    counts = np.bincount(owner[valid_hd], minlength=len(ins_rows))
+    for code, (allowed, needs_coverage) in _HD_FOR_INS.items():
+        members = ins03 == code
+        if not members.any():
+            continue
+        if needs_coverage:
+            for pos in ins_rows[members & (counts == 0)].tolist():
+                if len(problems) >= max_problems:
+                    return
+                problems.append(_problem(pos + 1, "INS", "INS03", "coverage_missing",
+                                         f"INS03 {code} needs at least one Loop 2300 (HD)"))
+        bad = valid_hd & members[np.maximum(owner, 0)] & ~np.isin(hd01, list(allowed))
+        for pos in hd_rows[bad].tolist():
+            if len(problems) >= max_problems:
+                return
+            problems.append(_problem(pos + 1, "HD", "HD01", "maintenance_mismatch",
+                                     f"HD01 does not fit the member's INS03 {code}"))
 
 
 # ---------------------------------------------------------------------------------------- pyx12

@@ -31,8 +31,15 @@ class SubscriberIndicator(StrEnum):
 
 
 class MaintenanceReason(StrEnum):
-    """INS04 Maintenance Reason Code (element 1203)."""
+    """INS04 Maintenance Reason Code (element 1203): the reasons carrierfeeds writes."""
 
+    TERMINATION_OF_BENEFITS = "07"
+    TERMINATION_OF_EMPLOYMENT = "08"
+    CHANGE_IN_IDENTIFYING_DATA = "25"
+    INITIAL_ENROLLMENT = "28"
+    REENROLLMENT = "41"
+    CHANGE_OF_LOCATION = "43"
+    NO_REASON_GIVEN = "AI"
     NOT_SPECIFIED = "XN"
 
 

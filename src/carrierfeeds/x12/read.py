@@ -12,7 +12,7 @@ from carrierfeeds.errors import DataError
 
 #: Columns of :func:`read_834`'s frame, in order.
 READ_COLUMNS: tuple[str, ...] = (
-    "member_id", "subscriber_id", "ins01", "ins02", "ins03", "employment_status", "last_name",
+    "member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04", "employment_status", "last_name",
     "first_name", "middle_initial", "ssn", "dob", "gender", "address1", "address2", "city", "state",
     "zip", "hire_date", "hd01", "hd03", "hd04", "hd05", "coverage_start", "coverage_end",
 )
@@ -31,12 +31,18 @@ def split_segments(data: bytes) -> tuple[list[list[str]], str]:
 def read_834(data: bytes) -> pd.DataFrame:
     """The members and coverages in ``data``: one row per Loop 2300 (HD), columns :data:`READ_COLUMNS`.
 
+    A member without any Loop 2300 (a demographic change) is one row with the coverage columns "".
     Dependents carry their own id from REF*23, subscribers from REF*0F; dates stay CCYYMMDD.
     """
     segments, _ = split_segments(data)
     rows: list[dict[str, str]] = []
     member: dict[str, str] = {}
     coverage: dict[str, str] | None = None
+    covered = False
+
+    def close_member() -> None:
+        if member and not covered:
+            rows.append(dict(member))
 
     def get(elements: list[str], index: int) -> str:
         return elements[index] if index < len(elements) else ""
@@ -44,10 +50,11 @@ def read_834(data: bytes) -> pd.DataFrame:
     for el in segments:
         seg = el[0]
         if seg == "INS":
+            close_member()
             member = {c: "" for c in READ_COLUMNS}
-            member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3),
+            member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3), ins04=get(el, 4),
                           employment_status=get(el, 8))
-            coverage = None
+            coverage, covered = None, False
         elif seg == "REF" and member:
             if get(el, 1) == "0F":
                 member["subscriber_id"] = get(el, 2)
@@ -70,11 +77,13 @@ def read_834(data: bytes) -> pd.DataFrame:
             coverage = dict(member)
             coverage.update(hd01=get(el, 1), hd03=get(el, 3), hd04=get(el, 4), hd05=get(el, 5))
             rows.append(coverage)
+            covered = True
         elif seg == "DTP" and coverage is not None:
             if get(el, 1) == "348":
                 coverage["coverage_start"] = get(el, 3)
             elif get(el, 1) == "349":
                 coverage["coverage_end"] = get(el, 3)
         elif seg in ("SE", "GE", "IEA"):
-            member, coverage = {}, None
+            close_member()
+            member, coverage, covered = {}, None, False
     return pd.DataFrame(rows, columns=list(READ_COLUMNS)).astype(object)

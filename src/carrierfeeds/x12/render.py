@@ -8,6 +8,9 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
                   per coverage (Loop 2300) HD  DTP*348  [DTP*349]
     SE GE IEA
 
+Change files (:mod:`carrierfeeds.changes`) add optional view columns: ``ins04`` (INS04, "XN" when
+absent) and ``hd01`` (HD01, INS03 when absent); a row whose ``hd03`` is "" is a member without a
+Loop 2300 (a demographic change). Without those columns the bytes are those of a full file.
 Trailing empty elements are never written. :func:`render_834` builds each chunk of members with
 column-wise string operations; :func:`render_834_naive` is the per-row reference it must equal byte
 for byte (tests assert it; benchmarks use it as the baseline).
@@ -32,10 +35,12 @@ from carrierfeeds.x12.sanitize import fold_text
 log = logging.getLogger(__name__)
 
 VERSION = "005010X220A1"
-_TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "employment_status",
+_TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04", "employment_status",
                  "last_name", "first_name", "middle_initial", "ssn", "dob", "gender", "address1",
-                 "address2", "city", "state", "zip", "hire_date", "hd03", "hd04", "hd05",
+                 "address2", "city", "state", "zip", "hire_date", "hd01", "hd03", "hd04", "hd05",
                  "coverage_start", "coverage_end")
+#: Maintenance columns a change set adds to the view: derived from config and the diff, not the census.
+MAINTENANCE_COLUMNS = ("ins04", "hd01")
 
 
 def _seg(d: Delimiters, *elements: str) -> str:
@@ -91,12 +96,17 @@ def trailer_segments(control: ControlNumbers, d: Delimiters, st_segments: int) -
 def _prepare(enrollment: Enrollment, d: Delimiters) -> tuple[pd.DataFrame, np.ndarray]:
     """The view with every optional column present ("" when dropped) and the member-start mask."""
     table = enrollment.table
-    assert_allowlisted([VIEW_SOURCES.get(c, c) or ROW_NUMBER for c in table.columns], enrollment.allowlist)
+    assert_allowlisted([ROW_NUMBER if c in MAINTENANCE_COLUMNS else VIEW_SOURCES.get(c, c) or ROW_NUMBER
+                        for c in table.columns], enrollment.allowlist)
     missing = [c for c in _TEXT_COLUMNS if c not in table.columns]
     if missing:
         table = table.assign(**{c: "" for c in missing})
         if "gender" in missing:
             table["gender"] = "U"
+        if "ins04" in missing:
+            table["ins04"] = "XN"
+        if "hd01" in missing:
+            table["hd01"] = table["ins03"]
     table = table[list(_TEXT_COLUMNS)]
     member = table["member_id"].to_numpy()
     family = table["subscriber_id"].to_numpy()
@@ -127,7 +137,7 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tupl
     m = {col: v[start] for col, v in c.items()}
     status = m["employment_status"]
     has_status = status != ""
-    ins = ("INS" + e + m["ins01"] + e + m["ins02"] + e + m["ins03"] + e + "XN" + e + "A"
+    ins = ("INS" + e + m["ins01"] + e + m["ins02"] + e + m["ins03"] + e + m["ins04"] + e + "A"
            + _where(has_status, e + e + e + status) + t)
     ref0f = "REF" + e + "0F" + e + m["subscriber_id"] + t
     dependent = m["ins01"] != "Y"
@@ -148,15 +158,16 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tupl
     dmg = _where(has_dob, "DMG" + e + "D8" + e + m["dob"] + e + m["gender"] + t)
     member_text = ins + ref0f + ref23 + dtp336 + nm1 + n3 + n4 + dmg
 
-    has_end = c["coverage_end"] != ""
-    coverage = ("HD" + e + c["ins03"] + e + e + c["hd03"] + e + c["hd04"] + e + c["hd05"] + t
-                + "DTP" + e + "348" + e + "D8" + e + c["coverage_start"] + t
-                + _where(has_end, "DTP" + e + "349" + e + "D8" + e + c["coverage_end"] + t))
+    has_hd = c["hd03"] != ""
+    has_end = has_hd & (c["coverage_end"] != "")
+    coverage = _where(has_hd, "HD" + e + c["hd01"] + e + e + c["hd03"] + e + c["hd04"] + e + c["hd05"] + t
+                      + "DTP" + e + "348" + e + "D8" + e + c["coverage_start"] + t
+                      + _where(has_end, "DTP" + e + "349" + e + "D8" + e + c["coverage_end"] + t))
     rows = np.full(len(chunk), "", dtype=object)
     rows[start] = member_text
     rows = rows + coverage
     segments = (int(start.sum()) * 3 + int(dependent.sum()) + int(has_hire.sum()) + 2 * int(has_addr.sum())
-                + int(has_dob.sum()) + 2 * len(chunk) + int(has_end.sum()))
+                + int(has_dob.sum()) + 2 * int(has_hd.sum()) + int(has_end.sum()))
     return "".join(rows.tolist()), segments
 
 
@@ -201,7 +212,7 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
             _check_value(value, d, column)
         body: list[str] = []
         if is_start:
-            body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], "XN", "A", "", "",
+            body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], row["ins04"], "A", "", "",
                              row["employment_status"]))
             body.append(_seg(d, "REF", "0F", row["subscriber_id"]))
             if row["ins01"] != "Y":
@@ -219,10 +230,11 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                 body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
             if row["dob"]:
                 body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
-        body.append(_seg(d, "HD", row["ins03"], "", row["hd03"], row["hd04"], row["hd05"]))
-        body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
-        if row["coverage_end"]:
-            body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
+        if row["hd03"]:
+            body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
+            body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
+            if row["coverage_end"]:
+                body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
         segs.extend(body)
         count += len(body)
     segs.extend(trailer_segments(control, d, count + 1))

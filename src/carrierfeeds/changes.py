@@ -1,0 +1,510 @@
+"""Change detection against the last snapshot the carrier confirmed (a pure diff), and the snapshot store
+that keeps that snapshot encrypted at rest and advances it only after a confirmed delivery (I/O edge).
+
+:func:`diff_against_snapshot` compares the 834 view of today's census with what the carrier holds and
+returns a :class:`ChangeSet`: the rows to send, each member with its INS03 (021 add, 001 change, 024
+term, 025 reinstate, or 030 in a full audit file) and INS04 reason, each coverage line (one per
+insurance line, HD03) with its HD01 and, for terms, its DTP*349 end date; and the snapshot the carrier
+will hold once this file is delivered. Members held back by validation are carried over untouched,
+never termed. Nothing here reads a clock, a file or a key.
+
+:class:`SnapshotStore` keeps one current snapshot per feed (Parquet, AES-256-GCM, key file 0600),
+``stage``-s the next one per run and ``advance``-s it only when the pipeline confirms the delivery, so
+a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+import pandas as pd
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.enrollment import Enrollment
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, Refused
+from carrierfeeds.x12.codes import MaintenanceReason, MaintenanceType
+
+log = logging.getLogger(__name__)
+
+TermPolicy = Literal["explicit", "omission"]
+TermEnd = Literal["end_of_month", "day_before"]
+
+ADD, CHANGE, TERM, REINSTATE, AUDIT = (m.value for m in (
+    MaintenanceType.ADDITION, MaintenanceType.CHANGE, MaintenanceType.CANCELLATION,
+    MaintenanceType.REINSTATEMENT, MaintenanceType.AUDIT_OR_COMPARE))
+
+MEMBER_KEY: Final[tuple[str, str]] = ("subscriber_id", "member_id")
+LINE_KEY: Final[tuple[str, str, str]] = ("subscriber_id", "member_id", "hd03")
+#: Columns the diff adds to the view; never stored in a snapshot.
+MAINTENANCE: Final[tuple[str, ...]] = ("ins03", "ins04", "hd01")
+_IDENTITY: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender",
+                                     "ins01", "ins02")
+_ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip")
+_MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date")
+_COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end")
+_RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2}
+
+
+class OutsideRetroWindow(DataError):
+    """A change would take effect before the carrier's retroactive window; fix the date or send it by hand."""
+
+    code = "outside_retro_window"
+
+
+class NoChanges(CarrierFeedsError):
+    """Nothing changed against the carrier's snapshot: there is no file to send for this interval."""
+
+    code = "no_changes"
+
+
+class SnapshotRefused(Refused):
+    """The snapshot store cannot be trusted: key missing or exposed, file tampered or of another feed."""
+
+    code = "snapshot_refused"
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What to send and what the carrier will hold afterwards.
+
+    ``enrollment`` is the 834 view to render (the view's columns plus ``ins04`` and ``hd01``; a row
+    with ``hd03 == ""`` is a member without coverage loop); ``snapshot`` the carrier's state once it
+    is delivered (stage it); ``members_by_type`` members sent per INS03, ``coverages_by_type`` Loop
+    2300s sent per HD01; ``carried_over`` held-back members kept as they were; ``full_file`` whether
+    this is the full audit file (030, BGN08 from the mapping) rather than changes (BGN08 "2").
+    """
+
+    enrollment: Enrollment
+    snapshot: pd.DataFrame
+    members_by_type: dict[str, int]
+    coverages_by_type: dict[str, int]
+    carried_over: int = 0
+    full_file: bool = False
+    dropped_terms: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to send (an 834 needs at least one member)."""
+        return self.enrollment.member_count == 0
+
+
+def term_date(as_of: date, rule: TermEnd) -> date:
+    """DTP*349 for a member gone from the census on ``as_of``."""
+    if rule == "day_before":
+        return as_of - timedelta(days=1)
+    return as_of.replace(day=calendar.monthrange(as_of.year, as_of.month)[1])
+
+
+def snapshot_columns(table: pd.DataFrame) -> list[str]:
+    """The view columns a snapshot keeps: what the carrier was sent, without run-local columns."""
+    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE)]
+
+
+def _text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    out = frame.reindex(columns=list(columns), fill_value="")
+    return out.fillna("").astype(str).astype(object)
+
+
+def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    """Families together (first appearance), subscriber, spouse, children, a member's lines adjacent."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    pos = frame["_pos"]
+    family = pos.groupby(frame["subscriber_id"]).transform("min").to_numpy()
+    member = pos.groupby([frame["subscriber_id"], frame["member_id"]]).transform("min").to_numpy()
+    rank = frame["ins02"].map(_RANK).fillna(3).to_numpy()
+    order = np.lexsort((pos.to_numpy(), member, rank, family))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def _enrollment(table: pd.DataFrame, like: Enrollment) -> Enrollment:
+    members = table.drop_duplicates(list(MEMBER_KEY))
+    covered = int((table["hd03"] != "").sum()) if len(table) else 0
+    return Enrollment(table=table, member_count=len(members),
+                      subscriber_count=int((members["ins01"] == "Y").sum()),
+                      coverage_count=covered, excluded=dict(like.excluded), sanitized=dict(like.sanitized),
+                      allowlist=like.allowlist)
+
+
+def _keys(frame: pd.DataFrame, cols: Iterable[str]) -> pd.Series:
+    return frame[list(cols)].astype(str).agg("\x1f".join, axis=1) if len(frame) else pd.Series(
+        [], dtype=object, index=frame.index)
+
+
+def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
+                          term_policy: TermPolicy = "explicit", term_end: TermEnd = "end_of_month",
+                          retro_window_days: int = 60, held_back_members: Iterable[str] = (),
+                          full_file: bool = False) -> ChangeSet:
+    """Today's view against the carrier's snapshot (None: nothing confirmed yet, so a full file).
+
+    ``held_back_members``: member ids validation held back; a snapshot member whose member id or
+    subscriber id is among them is carried over and never sent. Raises :class:`OutsideRetroWindow`
+    (by row number) when an add, change or term would take effect more than ``retro_window_days``
+    before ``as_of``; a full file is never refused for that.
+    """
+    cur_table = current.table
+    cols = snapshot_columns(cur_table)
+    for required in ("subscriber_id", "member_id", "ins01", "ins02", "hd03", "coverage_start"):
+        if required not in cols:
+            raise DataError(f"the 834 view lacks column {required!r}", column=required, rule="view_columns")
+    if "coverage_end" not in cols:
+        cols.append("coverage_end")
+    cur = _text(cur_table, cols)
+    cur[ROW_NUMBER] = (cur_table[ROW_NUMBER].astype(int).to_numpy() if ROW_NUMBER in cur_table.columns
+                       else np.zeros(len(cur), dtype=int))
+    line_keys = _keys(cur, LINE_KEY)
+    dup = line_keys.duplicated(keep="first").to_numpy()
+    if dup.any():
+        raise DataError(f"{int(dup.sum())} row(s) repeat a member's insurance line (one HD per line)",
+                        row=int(cur.loc[dup, ROW_NUMBER].iloc[0]), column="plan_code", rule="duplicate_line",
+                        details={"count": int(dup.sum())})
+    snap = _text(snapshot if snapshot is not None else pd.DataFrame(columns=cols), cols)
+    held = {str(m) for m in held_back_members if str(m)}
+    snap_held = (snap["member_id"].isin(held) | snap["subscriber_id"].isin(held)).to_numpy()
+    cur_held = (cur["member_id"].isin(held) | cur["subscriber_id"].isin(held)).to_numpy()
+    carried = snap.loc[snap_held]
+    snap, cur = snap.loc[~snap_held].reset_index(drop=True), cur.loc[~cur_held].reset_index(drop=True)
+    carried_members = len(carried[list(MEMBER_KEY)].drop_duplicates())
+
+    if snapshot is None or full_file:
+        send = pd.concat([cur, carried.assign(**{ROW_NUMBER: 0})], ignore_index=True)
+        send["_pos"] = np.arange(len(send))
+        send = _sort(send).drop(columns="_pos")
+        send["ins03"], send["ins04"], send["hd01"] = AUDIT, MaintenanceReason.NOT_SPECIFIED.value, AUDIT
+        table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]]
+        enrollment = _enrollment(table, current)
+        new_snapshot = table[cols].reset_index(drop=True)
+        return ChangeSet(enrollment=enrollment, snapshot=new_snapshot,
+                         members_by_type={AUDIT: enrollment.member_count},
+                         coverages_by_type={AUDIT: enrollment.coverage_count},
+                         carried_over=carried_members, full_file=True)
+
+    window = (as_of - timedelta(days=retro_window_days)).strftime("%Y%m%d")
+    ended = term_date(as_of, term_end).strftime("%Y%m%d")
+
+    cur["_pos"] = np.arange(len(cur))
+    snap["_pos"] = np.arange(len(snap)) + len(cur)
+    merged = cur.merge(snap, on=list(LINE_KEY), how="outer", suffixes=("", "_snap"), indicator=True)
+    merged = merged.sort_values("_pos").reset_index(drop=True) if len(merged) else merged
+    merged["_pos"] = merged["_pos"].fillna(merged["_pos_snap"])
+    side = merged["_merge"].astype(str).to_numpy()
+    new, both, gone = side == "left_only", side == "both", side == "right_only"
+    # Lines the carrier no longer has a use for: take the snapshot's own values for them.
+    for col in cols:
+        if col in LINE_KEY:
+            continue
+        snap_col = merged[f"{col}_snap"].fillna("").astype(str)
+        merged[col] = np.where(gone, snap_col, merged[col].fillna("").astype(str))
+        merged[f"{col}_snap"] = snap_col
+    merged[ROW_NUMBER] = merged[ROW_NUMBER].fillna(0).astype(int)
+
+    end, snap_end = merged["coverage_end"].to_numpy(dtype=object), merged["coverage_end_snap"].to_numpy(dtype=object)
+    coverage_changed = np.zeros(len(merged), dtype=bool)
+    for col in (c for c in _COVERAGE if c in cols and c != "coverage_end"):
+        coverage_changed |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    start_changed = merged["coverage_start"].to_numpy(dtype=object) != merged["coverage_start_snap"].to_numpy(
+        dtype=object)
+
+    hd01 = np.full(len(merged), "", dtype=object)
+    hd01[new] = ADD
+    term_now = both & (end != "") & (end != snap_end)
+    hd01[term_now] = TERM
+    hd01[both & (end == "") & (snap_end != "")] = REINSTATE
+    hd01[both & (hd01 == "") & coverage_changed] = CHANGE
+    gone_active = gone & (snap_end == "")
+    keep = np.ones(len(merged), dtype=bool)
+    if term_policy == "explicit":
+        hd01[gone_active] = TERM
+        starts = merged["coverage_start"].to_numpy(dtype=object)
+        merged.loc[gone_active, "coverage_end"] = np.where(starts > ended, starts, ended)[gone_active]
+    # Old terms stay in the snapshot only while a reinstatement could still be retroactive.
+    dropped = gone & (snap_end != "") & (snap_end < window)
+    keep &= ~dropped
+
+    retro = np.zeros(len(merged), dtype=bool)
+    starts = merged["coverage_start"].to_numpy(dtype=object)
+    retro |= new & (starts < window)
+    retro |= (hd01 == CHANGE) & start_changed & (starts < window)
+    retro |= term_now & (end < window)
+    if retro.any():
+        rows = sorted(int(r) for r in merged.loc[retro, ROW_NUMBER].tolist())
+        raise OutsideRetroWindow(
+            f"{len(rows)} coverage change(s) take effect more than {retro_window_days} days before "
+            f"{as_of.isoformat()} (the carrier's retroactive window)",
+            row=rows[0], column="coverage_start", rule="retro_window",
+            details={"count": len(rows), "rows": rows[:50], "window_days": retro_window_days})
+
+    member_key = _keys(merged, MEMBER_KEY)
+    merged["_member"] = member_key
+    identity = [c for c in _IDENTITY if c in cols]
+    address = [c for c in _ADDRESS if c in cols]
+    other = [c for c in _MEMBER_OTHER if c in cols]
+
+    def differs(columns: list[str]) -> pd.Series:
+        flags = np.zeros(len(merged), dtype=bool)
+        for col in columns:
+            flags |= (merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object))
+        return pd.Series(flags & both, index=merged.index).groupby(member_key).transform("any")
+
+    id_changed, addr_changed, other_changed = differs(identity), differs(address), differs(other)
+
+    def per_member(flags: np.ndarray, how: Literal["any", "all"] = "any") -> np.ndarray:
+        out: np.ndarray = pd.Series(flags, index=merged.index).groupby(member_key).transform(how).to_numpy(
+            dtype=bool)
+        return out
+
+    in_snap, in_cur = per_member(~new), per_member(~gone)
+    snap_active = per_member(~new & (snap_end == ""))
+    final_end = merged["coverage_end"].to_numpy(dtype=object)
+    all_ended = ~per_member(keep & (final_end == ""))
+    hd = pd.Series(hd01, index=merged.index)
+    any_hd = hd.ne("").groupby(member_key).transform("any").to_numpy()
+    any_term = hd.eq(TERM).groupby(member_key).transform("any").to_numpy()
+    only_terms = hd.isin(["", TERM]).groupby(member_key).transform("all").to_numpy()
+    any_reinstate = hd.eq(REINSTATE).groupby(member_key).transform("any").to_numpy()
+    no_terms = ~any_term
+    demo = (id_changed | addr_changed | other_changed).to_numpy()
+
+    ins03 = np.full(len(merged), "", dtype=object)
+    ins03[~in_snap] = ADD
+    ins03[in_snap & in_cur & any_reinstate & ~snap_active & no_terms] = REINSTATE
+    ins03[in_snap & (ins03 == "") & any_term & only_terms & all_ended] = TERM
+    ins03[in_snap & (ins03 == "") & (any_hd | demo)] = CHANGE
+    status = merged["employment_status"].to_numpy(dtype=object) if "employment_status" in cols else np.full(
+        len(merged), "", dtype=object)
+    ins04 = np.full(len(merged), "", dtype=object)
+    ins04[ins03 == ADD] = MaintenanceReason.INITIAL_ENROLLMENT.value
+    ins04[ins03 == REINSTATE] = MaintenanceReason.REENROLLMENT.value
+    ins04[ins03 == TERM] = np.where(status[ins03 == TERM] == "TE", MaintenanceReason.TERMINATION_OF_EMPLOYMENT.value,
+                                    MaintenanceReason.TERMINATION_OF_BENEFITS.value)
+    change = ins03 == CHANGE
+    ins04[change] = np.where(id_changed.to_numpy()[change], MaintenanceReason.CHANGE_IN_IDENTIFYING_DATA.value,
+                             np.where(addr_changed.to_numpy()[change], MaintenanceReason.CHANGE_OF_LOCATION.value,
+                                      MaintenanceReason.NO_REASON_GIVEN.value))
+    merged["ins03"], merged["ins04"], merged["hd01"] = ins03, ins04, hd01
+
+    # Rows to send: every line with an HD01; a member sent without any becomes one row with no Loop 2300.
+    sent_member = ins03 != ""
+    line_rows = merged.loc[sent_member & (hd01 != "")]
+    bare_members = sent_member & ~any_hd
+    bare = merged.loc[bare_members].drop_duplicates("_member").copy()
+    for col in ("hd03", *_COVERAGE):
+        if col in bare.columns:
+            bare[col] = ""
+    send = _sort(pd.concat([line_rows, bare]))
+    table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
+    for col in table.columns:
+        if col != ROW_NUMBER:
+            table[col] = table[col].astype(object)
+
+    after = merged.loc[keep, [*cols, "_pos"]]
+    after = pd.concat([after, carried.assign(_pos=np.arange(len(carried)) + len(merged) + len(cur))])
+    new_snapshot = _sort(after)[cols].reset_index(drop=True)
+
+    enrollment = _enrollment(table, current)
+    members = table.drop_duplicates(list(MEMBER_KEY))
+    change_set = ChangeSet(
+        enrollment=enrollment, snapshot=new_snapshot,
+        members_by_type={str(k): int(v) for k, v in members["ins03"].value_counts().sort_index().items()},
+        coverages_by_type={str(k): int(v) for k, v in table.loc[table["hd01"] != "", "hd01"]
+                           .value_counts().sort_index().items()},
+        carried_over=carried_members, full_file=False, dropped_terms=int(dropped.sum()))
+    log.info("diff: members by type %s, coverages by type %s, %d carried over, %d old term(s) dropped",
+             change_set.members_by_type, change_set.coverages_by_type, carried_members, int(dropped.sum()))
+    return change_set
+
+
+def is_full_file_day(day: date, weekday: str | None) -> bool:
+    """Whether ``day`` is the mapping's full-file weekday (changes mode sends the 030 audit file then)."""
+    return weekday is not None and calendar.day_name[day.weekday()].lower() == weekday
+
+
+# ------------------------------------------------------------------------------------ snapshot store
+_MAGIC: Final[bytes] = b"CFSNAP1\n"
+_KEY_BYTES: Final[int] = 32
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _load_key(path: Path, *, create: bool) -> bytes:
+    """The store's AES-256 key; created (0600, O_EXCL) only when ``create``; refused when exposed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        if not create:
+            raise SnapshotRefused("snapshot key file is missing but snapshots exist; restore it (a new key "
+                                  "would make every member look new)", details={"key_file": path.name}) from None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = os.urandom(_KEY_BYTES)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.info("created snapshot key file %s", path)
+        return key
+    except OSError as exc:
+        raise SnapshotRefused(f"cannot open the snapshot key file: {exc.strerror}",
+                              details={"key_file": path.name}) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            raise SnapshotRefused("snapshot key file must be a regular file with mode 0600",
+                                  details={"key_file": path.name, "mode": f"{stat.S_IMODE(info.st_mode):04o}"})
+        key = os.read(fd, _KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(key) != _KEY_BYTES:
+        raise SnapshotRefused("snapshot key file does not hold a 32-byte key", details={"key_file": path.name})
+    return key
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A stored snapshot's clear (authenticated) header: no member data."""
+
+    feed_id: str
+    run_id: str
+    rows: int
+    full_file: bool
+
+
+class SnapshotStore:
+    """Per feed: ``current.snap`` (what the carrier holds), ``previous.snap`` (the base of the run that
+    made current, so a rerun of that run diffs the same way) and ``pending/<run_id>.snap``.
+
+    Files are ``MAGIC | header length | header JSON | nonce | AES-256-GCM(parquet)`` with the header
+    (feed id, run id, row count) as associated data, so a file moved to another feed or run is refused.
+    Every write is a temp file, fsync, rename.
+    """
+
+    def __init__(self, root: Path, key_file: Path) -> None:
+        self.root = Path(root)
+        self.key_file = Path(key_file)
+        self._key: bytes | None = None
+
+    def _aead(self, *, create: bool) -> AESGCM:
+        if self._key is None:
+            self._key = _load_key(self.key_file, create=create)
+        return AESGCM(self._key)
+
+    def _dir(self, feed_id: str) -> Path:
+        if not _SAFE.match(feed_id):
+            raise ConfigError("feed id is not usable as a snapshot folder name", field="feed_id")
+        return self.root / feed_id
+
+    def _write(self, path: Path, info: SnapshotInfo, frame: pd.DataFrame) -> None:
+        has_any = self.root.exists() and any(self.root.glob("*/*.snap"))
+        aead = self._aead(create=not has_any)
+        buf = io.BytesIO()
+        frame.reset_index(drop=True).astype(str).to_parquet(buf, index=False)
+        header = json.dumps({"feed_id": info.feed_id, "run_id": info.run_id, "rows": info.rows,
+                             "full_file": info.full_file}, sort_keys=True).encode()
+        nonce = os.urandom(12)
+        blob = _MAGIC + len(header).to_bytes(4, "big") + header + nonce + aead.encrypt(
+            nonce, buf.getvalue(), _MAGIC + header)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, blob)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def _read(self, path: Path, feed_id: str) -> tuple[SnapshotInfo, pd.DataFrame] | None:
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 4:
+            raise SnapshotRefused("snapshot file is not a carrierfeeds snapshot", details={"feed_id": feed_id})
+        at = len(_MAGIC)
+        size = int.from_bytes(blob[at:at + 4], "big")
+        header = blob[at + 4:at + 4 + size]
+        nonce = blob[at + 4 + size:at + 16 + size]
+        aead = self._aead(create=False)
+        try:
+            plain = aead.decrypt(nonce, blob[at + 16 + size:], _MAGIC + header)
+            meta = json.loads(header)
+        except (InvalidTag, ValueError):
+            raise SnapshotRefused("snapshot file failed its integrity check", details={"feed_id": feed_id}) from None
+        if meta.get("feed_id") != feed_id:
+            raise SnapshotRefused("snapshot file belongs to another feed", details={"feed_id": feed_id})
+        frame = pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object)
+        return SnapshotInfo(feed_id, str(meta["run_id"]), int(meta["rows"]), bool(meta["full_file"])), frame
+
+    def info(self, feed_id: str) -> SnapshotInfo | None:
+        """The current snapshot's header, or None when nothing was ever confirmed."""
+        got = self._read(self._dir(feed_id) / "current.snap", feed_id)
+        return got[0] if got else None
+
+    def load(self, feed_id: str) -> pd.DataFrame | None:
+        """What the carrier holds for ``feed_id`` (the last confirmed snapshot), or None."""
+        got = self._read(self._dir(feed_id) / "current.snap", feed_id)
+        return got[1] if got else None
+
+    def load_base(self, feed_id: str, run_id: str) -> pd.DataFrame | None:
+        """The snapshot ``run_id`` diffs against: the current one, unless ``run_id`` itself made it
+        current (a rerun of a delivered run), then the one before, so the rerun renders the same file."""
+        folder = self._dir(feed_id)
+        got = self._read(folder / "current.snap", feed_id)
+        if got is not None and got[0].run_id == run_id:
+            previous = self._read(folder / "previous.snap", feed_id)
+            return previous[1] if previous else None
+        return got[1] if got else None
+
+    def stage(self, feed_id: str, run_id: str, frame: pd.DataFrame, *, full_file: bool = False) -> Path:
+        """Keep ``frame`` as ``run_id``'s pending snapshot (replacing an earlier attempt's)."""
+        if not _SAFE.match(run_id):
+            raise ConfigError("run id is not usable as a file name", field="run_id")
+        path = self._dir(feed_id) / "pending" / f"{run_id}.snap"
+        self._write(path, SnapshotInfo(feed_id, run_id, len(frame), full_file), frame)
+        log.info("feed %s run %s: snapshot staged (%d rows)", feed_id, run_id, len(frame))
+        return path
+
+    def advance(self, feed_id: str, run_id: str) -> bool:
+        """Make ``run_id``'s pending snapshot current (call only once its delivery is confirmed).
+
+        Idempotent: True when it advanced now or had already advanced to ``run_id``; raises
+        SnapshotRefused when there is nothing pending for ``run_id`` and it is not current.
+        """
+        folder = self._dir(feed_id)
+        pending = folder / "pending" / f"{run_id}.snap"
+        current = self._read(folder / "current.snap", feed_id)
+        if not pending.exists():
+            if current is not None and current[0].run_id == run_id:
+                return True
+            raise SnapshotRefused("no staged snapshot for this run", details={"feed_id": feed_id, "run_id": run_id})
+        staged = self._read(pending, feed_id)
+        if staged is None or staged[0].run_id != run_id:
+            raise SnapshotRefused("staged snapshot belongs to another run", details={"run_id": run_id})
+        if current is not None:
+            os.replace(folder / "current.snap", folder / "previous.snap")
+        os.replace(pending, folder / "current.snap")
+        _fsync_dir(folder)
+        log.info("feed %s: snapshot advanced to run %s (%d rows)", feed_id, run_id, staged[0].rows)
+        return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
