@@ -25,6 +25,8 @@ def _history(ledger: Ledger, clock: Clock) -> str:
     ledger.record_delivery_outcome(d.delivery_id, status="delivered", now=clock(), size=10)
     ledger.audit(actor="ops", action="legal_hold", object_type="run", object_id=run.run_id, now=clock(),
                  reason="ticket 42")
+    ledger.record_authorisation(feed_id="acme-medical", employer_id="acme", carrier_id="sunrise", plans=("MED",),
+                                effective_from=JAN[0], effective_to=None, recorded_by="ops", now=clock())
     ledger.record_stage(run.run_id, "confirm", "succeeded", now=clock(), detail={"removed": 3})
     ledger.finish_run(run.run_id, "delivered", now=clock(), counts={"members": 3})
     return run.run_id
@@ -41,9 +43,10 @@ def test_intact_chain_covers_every_audit_row_once(ledger: Ledger, raw: sa.Engine
     verdict = ledger.verify_chain()
     rows = _seq_rows(raw)
     assert verdict.ok and verdict.first_broken is None
-    assert verdict.rows_checked == len(rows) == 9
-    assert [seq for seq, _ in rows] == list(range(1, 10))
-    assert {name for _, name in rows} == set(AUDIT_TABLES)
+    assert verdict.rows_checked == len(rows) == 10
+    assert [seq for seq, _ in rows] == list(range(1, 11))
+    # Every audit table a delivery day writes; acknowledgments and purge checkpoints have their own tests.
+    assert {name for _, name in rows} == set(AUDIT_TABLES) - {"acknowledgments", "purge_checkpoints"}
     with raw.connect() as conn:
         assert conn.execute(sa.text("SELECT prev_hash FROM runs")).scalar_one() == GENESIS
         assert conn.execute(sa.text("SELECT row_hash FROM chain_head")).scalar_one() == verdict.head_hash
@@ -92,7 +95,7 @@ def test_a_deleted_last_row_is_found_through_the_head(ledger: Ledger, raw: sa.En
         conn.execute(sa.text("DELETE FROM run_events WHERE seq = (SELECT max(seq) FROM run_events)"))
     verdict = ledger.verify_chain()
     assert not verdict.ok and verdict.first_broken is not None
-    assert verdict.first_broken.table == "chain_head" and verdict.rows_checked == 8
+    assert verdict.first_broken.table == "chain_head" and verdict.rows_checked == 9
 
 
 def test_swapped_sequence_numbers_are_found(ledger: Ledger, raw: sa.Engine, clock: Clock) -> None:

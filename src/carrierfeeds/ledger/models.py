@@ -183,3 +183,73 @@ def hashed_columns(table: sa.Table) -> list[str]:
     the surrogate ``id`` the database assigns after the hash is made."""
     return [c.name for c in table.columns
             if c.name not in CHAIN_FIELDS and not (c.name == "id" and c.autoincrement is True)]
+
+
+# ------------------------------------------------------------ authorisations and retention (0002)
+authorisations = sa.Table(
+    "authorisations", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("feed_id", sa.String(128), nullable=False, index=True),
+    sa.Column("employer_id", sa.String(128), nullable=False),
+    sa.Column("carrier_id", sa.String(128), nullable=False),
+    sa.Column("plans", sa.Text(), nullable=False),
+    sa.Column("effective_from", sa.Date(), nullable=False),
+    sa.Column("effective_to", sa.Date(), nullable=True),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("recorded_by", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+# One row per ledger purge: the chain links it removed, as contiguous gaps, so the walk can step over
+# them (see carrierfeeds.retention). Never purged itself.
+purge_checkpoints = sa.Table(
+    "purge_checkpoints", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("cutoff", UTCDateTime(), nullable=False),
+    sa.Column("purged_rows", sa.BigInteger(), nullable=False),
+    sa.Column("gaps", sa.Text(), nullable=False),
+    sa.Column("counts", sa.Text(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+AUDIT_TABLES.update({
+    "authorisations": (authorisations, "id"),
+    "purge_checkpoints": (purge_checkpoints, "id"),
+})
+
+
+# ----------------------------------------------------------------- carriers' acknowledgments (0003)
+# One row per acknowledgment unit read from a carrier's file (a TA1, or one 999's AK1..AK9 group), or
+# one "unreadable" row for a file that held none, so every file is processed exactly once (by its
+# sha256 as received). ``delivery_id`` is null when the acknowledgment matched no delivery: kept and
+# reported, never dropped. ``codes`` is compact JSON of positions and codes only (never IK404 data).
+acknowledgments = sa.Table(
+    "acknowledgments", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("file_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("unit", sa.Integer(), nullable=False),
+    sa.Column("source_id", sa.String(128), nullable=False),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("sender_id", sa.String(64), nullable=True),
+    sa.Column("receiver_id", sa.String(64), nullable=True),
+    sa.Column("control_number", sa.Integer(), nullable=True),
+    sa.Column("isa13", sa.Integer(), nullable=True),
+    sa.Column("delivery_id", sa.String(32), sa.ForeignKey("deliveries.delivery_id"), nullable=True,
+              index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("sets_accepted", sa.Integer(), nullable=False),
+    sa.Column("sets_rejected", sa.Integer(), nullable=False),
+    sa.Column("segment_errors", sa.Integer(), nullable=False),
+    sa.Column("element_errors", sa.Integer(), nullable=False),
+    sa.Column("codes", sa.Text(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+    sa.UniqueConstraint("file_sha256", "unit"),
+)
+
+AUDIT_TABLES.update({"acknowledgments": (acknowledgments, "id")})

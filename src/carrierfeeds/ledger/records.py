@@ -19,11 +19,14 @@ from typing import Any
 
 from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 
-RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "failed", "already_delivered"})
+RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "failed", "already_delivered",
+                          "pending_handoff", "nothing_to_send"})
 STAGE_STATUSES = frozenset({"started", "succeeded", "failed", "skipped"})
-OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend"})
+#: ``pending_handoff``: placed in the manual outbox; ``handed_off``: a person confirmed handing it over.
+OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend", "pending_handoff",
+                              "handed_off"})
 #: Outcome statuses meaning the file is on the recipient's side.
-DELIVERED_STATUSES = frozenset({"delivered", "reconciled", "forced_resend"})
+DELIVERED_STATUSES = frozenset({"delivered", "reconciled", "forced_resend", "handed_off"})
 ISA13_MAX = 999_999_999
 
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")

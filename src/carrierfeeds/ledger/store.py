@@ -9,10 +9,11 @@ and processes, and the chain can never fork. Unique constraints back that up.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -24,7 +25,16 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from carrierfeeds.ledger import models as m
-from carrierfeeds.ledger.chain import ChainRow, ChainVerdict, canonical_json, row_hash, walk_chain
+from carrierfeeds.ledger.chain import (
+    GENESIS,
+    BrokenLink,
+    ChainRow,
+    ChainVerdict,
+    canonical_json,
+    row_hash,
+    sha256_hex,
+    walk_chain,
+)
 from carrierfeeds.ledger.records import (
     DELIVERED_STATUSES,
     ISA13_MAX,
@@ -368,6 +378,45 @@ class Ledger:
             found = _fold_deliveries(conn, sa.and_(sa.true(), *cond))
         return [d for d in found if status is None or d.status == status]
 
+    # ------------------------------------------------------------------------- manual hand-offs
+    def pending_handoffs(self, *, feed_id: str | None = None) -> list[DeliveryRecord]:
+        """Deliveries waiting for a person: latest outcome ``pending_handoff``, oldest first."""
+        return self.deliveries(feed_id=feed_id, status="pending_handoff")
+
+    def confirm_handoff(self, delivery_id: str, *, by: str, method: str, now: datetime) -> DeliveryRecord:
+        """A person handed a pending file over: append outcome ``handed_off`` (actor ``by``, reason
+        ``method``) and audit event ``handoff_confirmed``, in one transaction.
+
+        UnknownRecord for an unknown id; LedgerError when the delivery is not pending a hand-off
+        (already confirmed, or an electronic delivery).
+        """
+        check_token("delivery_id", delivery_id, limit=64)
+        check_token("by", by, limit=128)
+        check_token("method", method, limit=64)
+        _aware("now", now)
+        d = m.deliveries
+        with self._write() as tx:
+            found = _fold_deliveries(tx.conn, d.c.delivery_id == delivery_id)
+            if not found:
+                raise UnknownRecord("no such delivery", details={"delivery_id": delivery_id})
+            record = found[0]
+            if record.status != "pending_handoff":
+                already = record.status == "handed_off"
+                raise LedgerError("the hand-off was already confirmed" if already else
+                                  f"delivery is {record.status!r}, not pending a hand-off",
+                                  details={"delivery_id": delivery_id, "status": record.status})
+            tx.append(m.delivery_outcomes, {
+                "delivery_id": delivery_id, "status": "handed_off", "ciphertext_sha256": None, "size": None,
+                "remote_path": None, "host_key_fingerprint": None, "error_code": None, "message": None,
+                "actor": by, "reason": method, "at": now})
+            tx.append(m.audit_events, {
+                "actor": by, "action": "handoff_confirmed", "object_type": "delivery", "object_id": delivery_id,
+                "reason": method, "detail": canonical_json({"feed_id": record.feed_id, "isa13": record.isa13}),
+                "at": now})
+            confirmed = _fold_deliveries(tx.conn, d.c.delivery_id == delivery_id)[0]
+        log.info("delivery %s handed off (method %s)", delivery_id, method)
+        return confirmed
+
     # ----------------------------------------------------------------------------------- audit
     def audit(self, *, actor: str, action: str, object_type: str, object_id: str, now: datetime,
               reason: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
@@ -394,11 +443,256 @@ class Ledger:
                 raise LedgerError("the ledger has no chain head: run upgrade() first")
             streams = [_chain_rows(conn, name, table, id_col)
                        for name, (table, id_col) in m.AUDIT_TABLES.items()]
-            verdict = walk_chain(heapq.merge(*streams, key=lambda r: r.seq),
-                                 head_seq=int(head.seq), head_hash=str(head.row_hash))
+            # Purged rows leave gaps that only their checkpoints explain (see carrierfeeds.retention).
+            verdict = _walk_with_gaps(heapq.merge(*streams, key=lambda r: r.seq), _recorded_gaps(conn),
+                                      head_seq=int(head.seq), head_hash=str(head.row_hash))
         if not verdict.ok:
             log.error("ledger chain broken at %s", verdict.first_broken)
         return verdict
+
+
+    # -------------------------------------- authorisations, auditors' reads, retention (migration 0002)
+    def record_authorisation(self, *, feed_id: str, employer_id: str, carrier_id: str, plans: Sequence[str],
+                             effective_from: date, effective_to: date | None, recorded_by: str, now: datetime,
+                             reason: str | None = None) -> AuthorisationRecord:
+        """Record the employer's authorisation of a carrier for a feed; the feed's latest record is
+        returned instead of a new one when its content (parties, plans, dates) is the same."""
+        check_token("feed_id", feed_id, limit=128)
+        check_token("employer_id", employer_id, limit=128)
+        check_token("carrier_id", carrier_id, limit=128)
+        plan_list = sorted({str(check_token("plan", p, limit=64)) for p in plans})
+        if not plan_list:
+            raise LedgerError("an authorisation names at least one plan", details={"feed_id": feed_id})
+        _day("effective_from", effective_from)
+        if effective_to is not None and _day("effective_to", effective_to) < effective_from:
+            raise LedgerError("effective_to is before effective_from", details={"feed_id": feed_id})
+        check_token("recorded_by", recorded_by, limit=128)
+        check_text("reason", reason)
+        _aware("now", now)
+        content = {"feed_id": feed_id, "employer_id": employer_id, "carrier_id": carrier_id,
+                   "plans": plan_list, "effective_from": effective_from.isoformat(),
+                   "effective_to": effective_to.isoformat() if effective_to else None}
+        digest = sha256_hex(canonical_json(content))
+        t = m.authorisations
+        with self._write() as tx:
+            latest = tx.conn.execute(sa.select(t).where(t.c.feed_id == feed_id).order_by(t.c.seq.desc())
+                                     .limit(1)).one_or_none()
+            if latest is None or latest.content_sha256 != digest:
+                tx.append(t, {"feed_id": feed_id, "employer_id": employer_id, "carrier_id": carrier_id,
+                              "plans": canonical_json(plan_list), "effective_from": effective_from,
+                              "effective_to": effective_to, "content_sha256": digest,
+                              "recorded_by": recorded_by, "reason": reason, "at": now})
+                log.info("authorisation of carrier %s by employer %s for feed %s recorded", carrier_id,
+                         employer_id, feed_id)
+                latest = tx.conn.execute(sa.select(t).where(t.c.seq == tx.seq)).one()
+        return _authorisation(latest)
+
+    def authorisations(self, *, feed_id: str | None = None) -> list[AuthorisationRecord]:
+        """Every recorded authorisation (of one feed), oldest first."""
+        t = m.authorisations
+        query = sa.select(t).order_by(t.c.seq)
+        if feed_id is not None:
+            query = query.where(t.c.feed_id == feed_id)
+        with self._read() as conn:
+            return [_authorisation(r) for r in conn.execute(query)]
+
+    def list_runs(self, *, feed_id: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> list[RunRecord]:
+        """Runs first started in [since, until), oldest first."""
+        t = m.runs
+        query = sa.select(t.c.run_id).order_by(t.c.seq)
+        if feed_id is not None:
+            query = query.where(t.c.feed_id == feed_id)
+        if since is not None:
+            query = query.where(t.c.created_at >= _aware("since", since))
+        if until is not None:
+            query = query.where(t.c.created_at < _aware("until", until))
+        with self._read() as conn:
+            found = [_run_record(conn, run_id) for run_id in conn.execute(query).scalars()]
+        return [r for r in found if r is not None]
+
+    def delivery_outcomes(self, *, delivery_ids: Collection[str] | None = None,
+                          run_id: str | None = None) -> list[OutcomeEvent]:
+        """Every outcome row (of these deliveries, or of one run's deliveries) in chain order."""
+        o, d = m.delivery_outcomes, m.deliveries
+        query = sa.select(o).order_by(o.c.seq)
+        if delivery_ids is not None:
+            query = query.where(o.c.delivery_id.in_(list(delivery_ids)))
+        if run_id is not None:
+            query = query.where(o.c.delivery_id.in_(sa.select(d.c.delivery_id).where(d.c.run_id == run_id)))
+        with self._read() as conn:
+            return [OutcomeEvent(seq=r.seq, delivery_id=r.delivery_id, status=r.status,
+                                 ciphertext_sha256=r.ciphertext_sha256, size=r.size,
+                                 remote_path=r.remote_path, host_key_fingerprint=r.host_key_fingerprint,
+                                 error_code=r.error_code, message=r.message, actor=r.actor, reason=r.reason,
+                                 at=r.at)
+                    for r in conn.execute(query)]
+
+    def audit_events(self, *, since: datetime | None = None, until: datetime | None = None,
+                     action: str | None = None, object_type: str | None = None,
+                     object_ids: Collection[str] | None = None) -> list[AuditEvent]:
+        """Audit events at [since, until), optionally of one action or about some objects, in chain order."""
+        t = m.audit_events
+        query = sa.select(t).order_by(t.c.seq)
+        if since is not None:
+            query = query.where(t.c.at >= _aware("since", since))
+        if until is not None:
+            query = query.where(t.c.at < _aware("until", until))
+        if action is not None:
+            query = query.where(t.c.action == action)
+        if object_type is not None:
+            query = query.where(t.c.object_type == object_type)
+        if object_ids is not None:
+            query = query.where(t.c.object_id.in_(list(object_ids)))
+        with self._read() as conn:
+            return [_audit_event(r) for r in conn.execute(query)]
+
+    def set_legal_hold(self, *, object_type: str, object_id: str, held: bool, actor: str, reason: str,
+                       now: datetime) -> None:
+        """Place (``held``) or lift a legal hold on an employer or a feed: an audit event with its reason."""
+        check_choice("hold object_type", object_type, HOLD_OBJECT_TYPES)
+        if not reason or not reason.strip():
+            raise LedgerError("a legal hold needs a reason", details={"object_id": object_id})
+        self.audit(actor=actor, action=HOLD_SET if held else HOLD_CLEAR, object_type=object_type,
+                   object_id=object_id, reason=reason, now=now)
+
+    def legal_holds(self) -> list[LegalHold]:
+        """The holds in force: for each employer or feed, its latest hold event, when that one set it."""
+        with self._read() as conn:
+            return _active_holds(conn)
+
+    def purge_checkpoints(self) -> list[PurgeCheckpoint]:
+        """Every ledger purge, oldest first: cut-off, rows removed per table, the chain gaps left."""
+        t = m.purge_checkpoints
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.seq)).all()
+        return [PurgeCheckpoint(seq=r.seq, cutoff=r.cutoff, purged_rows=r.purged_rows,
+                                gaps=tuple(tuple(g) for g in json.loads(r.gaps)),
+                                counts=json.loads(r.counts), actor=r.actor, at=r.at) for r in rows]
+
+    def purge_metadata(self, *, cutoff: datetime, held_feeds: Collection[str] = (),
+                       held_employers: Collection[str] = (), actor: str, now: datetime,
+                       dry_run: bool = False) -> LedgerPurge:
+        """Delete audit rows older than ``cutoff`` that no hold protects, in one transaction that also
+        appends a checkpoint (the gaps left in the chain) and an audit event with the counts.
+
+        Rows go by whole run (a run, its events, control numbers, deliveries and outcomes, once the
+        newest of them is older than the cut-off); audit events and superseded authorisations by their
+        own time. Holds recorded in the ledger are added to ``held_*``. A table this code does not know
+        how to attribute to a run is never purged. Needs DELETE rights: run it as the ledger's owner.
+        """
+        _aware("cutoff", cutoff)
+        _aware("now", now)
+        check_token("actor", actor, limit=128)
+        if dry_run:
+            with self._read() as conn:
+                plan = _purge_plan(conn, cutoff, set(held_feeds), set(held_employers))
+            return LedgerPurge(counts=_plan_counts(plan), gaps=_plan_gaps(plan), checkpoint_seq=None,
+                               dry_run=True)
+        with self._write() as tx:
+            plan = _purge_plan(tx.conn, cutoff, set(held_feeds), set(held_employers))
+            counts, gaps = _plan_counts(plan), _plan_gaps(plan)
+            if not gaps:
+                return LedgerPurge(counts=counts, gaps=(), checkpoint_seq=None, dry_run=False)
+            try:
+                for table in reversed(m.metadata.sorted_tables):
+                    seqs = [row.seq for row in plan.get(table.name, [])]
+                    for i in range(0, len(seqs), 500):
+                        tx.conn.execute(sa.delete(table).where(table.c.seq.in_(seqs[i:i + 500])))
+            except sa.exc.ProgrammingError:
+                # PostgreSQL's "permission denied": the least-privilege role may not delete, by design.
+                raise LedgerError("this database role may not delete ledger rows; run the purge as the "
+                                  "ledger's owner") from None
+            total = sum(counts.values())
+            seq = tx.append(m.purge_checkpoints, {
+                "cutoff": cutoff, "purged_rows": total, "gaps": canonical_json([list(g) for g in gaps]),
+                "counts": canonical_json(counts), "actor": actor, "at": now})
+            tx.append(m.audit_events, {"actor": actor, "action": "purge_ledger_metadata",
+                                       "object_type": "ledger", "object_id": f"checkpoint-{seq}",
+                                       "reason": None, "detail": canonical_json({"rows": total, **counts}),
+                                       "at": now})
+        log.info("ledger purge before %s: %d rows in %d gap(s), checkpoint seq %d", cutoff.isoformat(), total,
+                 len(gaps), seq)
+        return LedgerPurge(counts=counts, gaps=gaps, checkpoint_seq=seq, dry_run=False)
+
+    # ------------------------------------------------------------ acknowledgments (migration 0003)
+    def record_acknowledgments(self, *, file_sha256: str, source_id: str, file_name: str,
+                               rows: Sequence[AckRow], now: datetime) -> bool:
+        """Record every acknowledgment read from one carrier file, all or nothing, once per file.
+
+        Returns False (and writes nothing) when a file with this sha256 was recorded before: the
+        check and the insert share the chain lock, so two pollers never record one file twice.
+        """
+        check_sha256("file_sha256", file_sha256)
+        check_token("source_id", source_id, limit=128)
+        check_token("file_name", file_name, limit=255)
+        _aware("now", now)
+        if not rows:
+            raise LedgerError("an acknowledgment file is recorded with at least one row",
+                              details={"file_sha256": file_sha256})
+        values = [_ack_values(row) for row in rows]
+        if len({v["unit"] for v in values}) != len(values):
+            raise LedgerError("acknowledgment units of one file must be distinct",
+                              details={"file_sha256": file_sha256})
+        t = m.acknowledgments
+        with self._write() as tx:
+            if tx.conn.execute(sa.select(t.c.id).where(t.c.file_sha256 == file_sha256).limit(1)).first():
+                return False
+            for v in values:
+                if v["delivery_id"] is not None and tx.conn.execute(sa.select(m.deliveries.c.delivery_id).where(
+                        m.deliveries.c.delivery_id == v["delivery_id"])).first() is None:
+                    raise UnknownRecord("no such delivery", details={"delivery_id": v["delivery_id"]})
+                tx.append(t, {**v, "file_sha256": file_sha256, "source_id": source_id,
+                              "file_name": file_name, "received_at": now})
+        log.info("acknowledgment file %s from %s: %d row(s) recorded", file_sha256[:12], source_id, len(rows))
+        return True
+
+    def ack_file_seen(self, file_sha256: str) -> bool:
+        """Whether a carrier file with this sha256 (as received) was recorded already."""
+        t = m.acknowledgments
+        with self._read() as conn:
+            return conn.execute(sa.select(t.c.id).where(t.c.file_sha256 == file_sha256).limit(1)).first() \
+                is not None
+
+    def acknowledgments(self, *, delivery_ids: Collection[str] | None = None, matched: bool | None = None,
+                        since: datetime | None = None, until: datetime | None = None) -> list[AckRecord]:
+        """Acknowledgment rows in chain order: of some deliveries, only (un)matched ones, received in
+        [since, until)."""
+        t = m.acknowledgments
+        query = sa.select(t).order_by(t.c.seq)
+        if delivery_ids is not None:
+            query = query.where(t.c.delivery_id.in_(list(delivery_ids)))
+        if matched is not None:
+            query = query.where(t.c.delivery_id.is_not(None) if matched else t.c.delivery_id.is_(None))
+        if since is not None:
+            query = query.where(t.c.received_at >= _aware("since", since))
+        if until is not None:
+            query = query.where(t.c.received_at < _aware("until", until))
+        with self._read() as conn:
+            return [_ack_record(r) for r in conn.execute(query)]
+
+    def find_delivery_by_control(self, *, sender_id: str, receiver_id: str, isa13: int | None = None,
+                                 gs06: int | None = None, st02: int | None = None) -> DeliveryRecord | None:
+        """The delivery of the interchange our ``sender_id`` sent ``receiver_id`` with these control
+        numbers (those given must all match); the newest one that reached the carrier, else the newest.
+
+        Control numbers are per (sender, receiver) pair and wrap after 999999999, hence the newest.
+        """
+        if isa13 is None and gs06 is None and st02 is None:
+            raise LedgerError("name at least one control number", details={"sender_id": sender_id})
+        d, ic = m.deliveries, m.interchanges
+        cond: list[sa.ColumnElement[bool]] = [
+            d.c.run_id.in_(sa.select(ic.c.run_id).where(ic.c.sender_id == sender_id,
+                                                        ic.c.receiver_id == receiver_id))]
+        for column, value in ((d.c.isa13, isa13), (d.c.gs06, gs06), (d.c.st02, st02)):
+            if value is not None:
+                cond.append(column == value)
+        with self._read() as conn:
+            found = _fold_deliveries(conn, sa.and_(*cond))
+        if not found:
+            return None
+        delivered = [x for x in found if x.status in DELIVERED_STATUSES]
+        return (delivered or found)[-1]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -485,3 +779,386 @@ def _chain_rows(conn: Connection, name: str, table: sa.Table, id_col: str) -> It
         yield ChainRow(table=name, row_id=str(data[id_col]), seq=int(data["seq"]),
                        prev_hash=str(data["prev_hash"]), row_hash=str(data["row_hash"]),
                        content={c: data[c] for c in cols})
+
+
+# ------------------------------------------------- authorisations, auditors' reads, retention (0002)
+HOLD_SET, HOLD_CLEAR = "legal_hold_set", "legal_hold_clear"
+HOLD_OBJECT_TYPES = frozenset({"employer", "feed"})
+#: Audit tables purged by their own rule rather than with the run they belong to.
+_STANDALONE = frozenset({"runs", "audit_events", "authorisations", "purge_checkpoints"})
+
+
+@dataclass(frozen=True)
+class AuthorisationRecord:
+    """An employer's authorisation of a carrier for a feed's plans, effective over [from, to]."""
+
+    seq: int
+    feed_id: str
+    employer_id: str
+    carrier_id: str
+    plans: tuple[str, ...]
+    effective_from: date
+    effective_to: date | None
+    recorded_by: str
+    reason: str | None
+    at: datetime
+
+    def covers(self, day: date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
+
+
+@dataclass(frozen=True)
+class OutcomeEvent:
+    """One outcome row of a delivery, as written (a delivery's history is its list of these)."""
+
+    seq: int
+    delivery_id: str
+    status: str
+    ciphertext_sha256: str | None
+    size: int | None
+    remote_path: str | None
+    host_key_fingerprint: str | None
+    error_code: str | None
+    message: str | None
+    actor: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """A recorded human or operational decision: who did what to which object, when and why."""
+
+    seq: int
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    reason: str | None
+    detail: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A hold in force on an employer or a feed, as set by its latest hold event."""
+
+    object_type: str
+    object_id: str
+    actor: str
+    reason: str | None
+    since: datetime
+
+
+@dataclass(frozen=True)
+class PurgeCheckpoint:
+    """A ledger purge; ``gaps`` are (first seq, last seq, prev_hash into it, row_hash of its last row)."""
+
+    seq: int
+    cutoff: datetime
+    purged_rows: int
+    gaps: tuple[tuple[Any, ...], ...]
+    counts: Mapping[str, int]
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerPurge:
+    """What a purge removed (or, dry, would remove): rows per table, the chain gaps, the checkpoint's seq."""
+
+    counts: Mapping[str, int]
+    gaps: tuple[tuple[int, int, str, str], ...]
+    checkpoint_seq: int | None
+    dry_run: bool
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class _Doomed:
+    seq: int
+    prev_hash: str
+    row_hash: str
+
+
+def _authorisation(r: Any) -> AuthorisationRecord:
+    return AuthorisationRecord(seq=r.seq, feed_id=r.feed_id, employer_id=r.employer_id,
+                               carrier_id=r.carrier_id, plans=tuple(json.loads(r.plans)),
+                               effective_from=r.effective_from, effective_to=r.effective_to,
+                               recorded_by=r.recorded_by, reason=r.reason, at=r.at)
+
+
+def _audit_event(r: Any) -> AuditEvent:
+    return AuditEvent(seq=r.seq, actor=r.actor, action=r.action, object_type=r.object_type,
+                      object_id=r.object_id, reason=r.reason, detail=json.loads(r.detail), at=r.at)
+
+
+def _active_holds(conn: Connection) -> list[LegalHold]:
+    t = m.audit_events
+    latest: dict[tuple[str, str], Any] = {}
+    for r in conn.execute(sa.select(t).where(t.c.action.in_((HOLD_SET, HOLD_CLEAR))).order_by(t.c.seq)):
+        latest[(r.object_type, r.object_id)] = r
+    return [LegalHold(object_type=r.object_type, object_id=r.object_id, actor=r.actor, reason=r.reason,
+                      since=r.at) for r in latest.values() if r.action == HOLD_SET]
+
+
+def _time_column(table: sa.Table) -> sa.Column[Any] | None:
+    return next((c for c in table.columns if isinstance(c.type, m.UTCDateTime)), None)
+
+
+def _purge_plan(conn: Connection, cutoff: datetime, held_feeds: set[str],
+                held_employers: set[str]) -> dict[str, list[_Doomed]]:
+    """The audit rows a purge before ``cutoff`` removes, by table; see ``Ledger.purge_metadata``."""
+    for hold in _active_holds(conn):
+        (held_feeds if hold.object_type == "feed" else held_employers).add(hold.object_id)
+    au = m.authorisations
+    held_feeds |= set(conn.execute(sa.select(au.c.feed_id)
+                                   .where(au.c.employer_id.in_(held_employers))).scalars())
+    runs, d = m.runs, m.deliveries
+    # A run goes only as a whole, once the newest row of any table attributed to it is old enough.
+    newest: dict[str, datetime] = {}
+    run_feed = {r.run_id: r.feed_id for r in conn.execute(sa.select(runs.c.run_id, runs.c.feed_id))}
+    by_run: dict[str, sa.Table] = {}
+    by_delivery: dict[str, sa.Table] = {}
+    for name, (table, _) in m.AUDIT_TABLES.items():
+        if name in _STANDALONE - {"runs"}:
+            continue
+        if "run_id" in table.c:
+            by_run[name] = table
+        elif "delivery_id" in table.c:
+            by_delivery[name] = table
+    never = datetime.max.replace(tzinfo=UTC)
+    for table in [*by_run.values(), *by_delivery.values()]:
+        when = _time_column(table)
+        if when is None:
+            owner = table.c.run_id if "run_id" in table.c else d.c.run_id
+            query = sa.select(owner, sa.literal(1)).distinct()
+        elif "run_id" in table.c:
+            query = sa.select(table.c.run_id, sa.func.max(when)).group_by(table.c.run_id)
+        else:
+            query = (sa.select(d.c.run_id, sa.func.max(when))
+                     .join(d, d.c.delivery_id == table.c.delivery_id).group_by(d.c.run_id))
+        for run_id, latest in conn.execute(query):
+            latest = latest if isinstance(latest, datetime) else never
+            latest = latest.replace(tzinfo=UTC) if latest.tzinfo is None else latest
+            newest[run_id] = max(newest.get(run_id, latest), latest)
+    gone_runs = {r for r, t in newest.items() if t < cutoff and run_feed.get(r) not in held_feeds}
+    gone_deliveries = {x for x in conn.execute(sa.select(d.c.delivery_id, d.c.run_id)).all()
+                       if x.run_id in gone_runs}
+    gone_delivery_ids = {x.delivery_id for x in gone_deliveries}
+
+    plan: dict[str, list[_Doomed]] = {}
+
+    def take(name: str, rows: Iterable[Any]) -> None:
+        doomed = [_Doomed(int(r.seq), str(r.prev_hash), str(r.row_hash)) for r in rows]
+        if doomed:
+            plan[name] = doomed
+
+    for name, table in by_run.items():
+        take(name, (r for r in conn.execute(sa.select(table.c.run_id, *_chain_cols(table)))
+                    if r.run_id in gone_runs))
+    for name, table in by_delivery.items():
+        # Rows tied to no delivery (an acknowledgment that matched nothing) go by their own time.
+        when = _time_column(table)
+        loose = (table.c.delivery_id.is_(None) & (when < cutoff)) if when is not None else sa.false()
+        take(name, (r for r in conn.execute(sa.select(table.c.delivery_id, loose.label("loose"),
+                                                      *_chain_cols(table)))
+                    if r.delivery_id in gone_delivery_ids or (r.delivery_id is None and r.loose)))
+
+    a = m.audit_events
+    kept_runs = set(run_feed) - gone_runs
+    kept_deliveries = {r.delivery_id for r in conn.execute(sa.select(d.c.delivery_id))} - gone_delivery_ids
+
+    def audit_kept(r: Any) -> bool:
+        return ((r.object_type == "feed" and r.object_id in held_feeds)
+                or (r.object_type == "employer" and r.object_id in held_employers)
+                or (r.object_type == "run" and r.object_id in kept_runs)
+                or (r.object_type == "delivery" and r.object_id in kept_deliveries))
+
+    take("audit_events", (r for r in conn.execute(sa.select(a).where(a.c.at < cutoff)) if not audit_kept(r)))
+
+    # An authorisation goes once a newer one for its feed had replaced it before the cut-off: until
+    # then it is the authority some retained delivery was sent under.
+    per_feed: dict[str, list[Any]] = {}
+    for r in conn.execute(sa.select(au).order_by(au.c.seq)):
+        per_feed.setdefault(r.feed_id, []).append(r)
+    take("authorisations", (
+        r for rows in per_feed.values() for r, nxt in itertools.pairwise(rows)
+        if nxt.at < cutoff and r.feed_id not in held_feeds and r.employer_id not in held_employers))
+    return plan
+
+
+def _chain_cols(table: sa.Table) -> list[sa.Column[Any]]:
+    return [table.c.seq, table.c.prev_hash, table.c.row_hash]
+
+
+def _plan_counts(plan: Mapping[str, list[_Doomed]]) -> dict[str, int]:
+    return {name: len(rows) for name, rows in sorted(plan.items())}
+
+
+def _plan_gaps(plan: Mapping[str, list[_Doomed]]) -> tuple[tuple[int, int, str, str], ...]:
+    """Maximal runs of consecutive seqs among the doomed rows: (first, last, prev_hash in, last row_hash)."""
+    rows = sorted((r for doomed in plan.values() for r in doomed), key=lambda r: r.seq)
+    gaps: list[tuple[int, int, str, str]] = []
+    for r in rows:
+        if gaps and gaps[-1][1] + 1 == r.seq:
+            first, _, prev_in, _ = gaps[-1]
+            gaps[-1] = (first, r.seq, prev_in, r.row_hash)
+        else:
+            gaps.append((r.seq, r.seq, r.prev_hash, r.row_hash))
+    return tuple(gaps)
+
+
+def _recorded_gaps(conn: Connection) -> dict[int, list[tuple[int, str, str]]]:
+    """Every gap any checkpoint recorded, by first seq: (last seq, prev_hash into it, its last row_hash)."""
+    gaps: dict[int, list[tuple[int, str, str]]] = {}
+    for text in conn.execute(sa.select(m.purge_checkpoints.c.gaps)).scalars():
+        for first, last, prev_in, last_hash in json.loads(text):
+            gaps.setdefault(int(first), []).append((int(last), str(prev_in), str(last_hash)))
+    return gaps
+
+
+def _walk_with_gaps(rows: Iterable[ChainRow], gaps: Mapping[int, list[tuple[int, str, str]]], *,
+                    head_seq: int, head_hash: str) -> ChainVerdict:
+    """``walk_chain``, stepping over purged seqs only where a checkpoint recorded that exact gap.
+
+    A recorded gap is taken only when it starts at the next expected seq and its recorded prev_hash is
+    the hash the walk holds, so the live rows on both sides of every purge still link; a row deleted
+    without a checkpoint is a gap no checkpoint explains.
+    """
+    if not gaps:
+        return walk_chain(rows, head_seq=head_seq, head_hash=head_hash)
+    expected, prev, checked = 1, GENESIS, 0
+
+    def step_over(until: int) -> bool:
+        nonlocal expected, prev
+        while expected < until:
+            hop = next(((last, h) for last, p, h in gaps.get(expected, []) if p == prev and last < until),
+                       None)
+            if hop is None:
+                return False
+            expected, prev = hop[0] + 1, hop[1]
+        return True
+
+    for row in rows:
+        broken = None
+        if row.seq > expected and not step_over(row.seq):
+            broken = (f"sequence gap: expected seq {expected}, found {row.seq} (row deleted or reordered; "
+                      "no purge checkpoint records this gap)")
+        elif row.seq != expected:
+            broken = f"duplicate seq {row.seq}" if row.seq < expected else f"sequence gap at seq {row.seq}"
+        elif row.prev_hash != prev:
+            broken = "prev_hash does not match the previous row's hash (row deleted, inserted or reordered)"
+        elif row_hash(row.table, row.seq, row.content, row.prev_hash) != row.row_hash:
+            broken = "row content does not match its hash (row edited)"
+        if broken is not None:
+            return ChainVerdict(False, checked, BrokenLink(row.table, row.row_id, row.seq, broken),
+                                head_seq, head_hash)
+        checked += 1
+        prev = row.row_hash
+        expected += 1
+    step_over(head_seq + 1)
+    if head_seq != expected - 1 or head_hash != prev:
+        reason = (f"chain head says {head_seq} rows but the chain ends at {expected - 1} "
+                  "(trailing rows deleted)" if head_seq != expected - 1
+                  else "chain head hash does not match the last row")
+        link = BrokenLink("chain_head", "1", head_seq, reason)
+        return ChainVerdict(False, checked, link, head_seq, head_hash)
+    return ChainVerdict(True, checked, None, head_seq, head_hash)
+
+
+# ---------------------------------------------------------------- acknowledgments (migration 0003)
+ACK_KINDS = frozenset({"TA1", "999", "unreadable"})
+#: ``partial``: a 999 group partly accepted (AK901 P); ``unreadable``: the file held no usable TA1/999.
+ACK_STATUSES = frozenset({"accepted", "accepted_with_errors", "rejected", "partial", "unreadable"})
+#: At most this many position/code entries are kept per row; the rest are counted in ``truncated``.
+ACK_CODES_MAX = 200
+
+
+@dataclass(frozen=True)
+class AckRow:
+    """One acknowledgment unit to record: a TA1, one 999 group (AK1..AK9), or an unreadable file.
+
+    ``control_number`` is what the acknowledgment refers to (TA101 or AK102); ``isa13`` and
+    ``delivery_id`` are the matched delivery's (None when nothing matched). ``sender_id`` and
+    ``receiver_id`` are the acknowledgment's own ISA06/ISA08. ``codes`` are flat mappings of positions
+    and codes only (the ledger's PHI guard checks each one).
+    """
+
+    unit: int
+    kind: str
+    status: str
+    sender_id: str | None = None
+    receiver_id: str | None = None
+    control_number: int | None = None
+    isa13: int | None = None
+    delivery_id: str | None = None
+    sets_accepted: int = 0
+    sets_rejected: int = 0
+    segment_errors: int = 0
+    element_errors: int = 0
+    codes: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class AckRecord:
+    """An acknowledgment row as recorded (see :class:`AckRow`), with its file, source and time."""
+
+    seq: int
+    file_sha256: str
+    unit: int
+    source_id: str
+    file_name: str
+    kind: str
+    sender_id: str | None
+    receiver_id: str | None
+    control_number: int | None
+    isa13: int | None
+    delivery_id: str | None
+    status: str
+    sets_accepted: int
+    sets_rejected: int
+    segment_errors: int
+    element_errors: int
+    codes: tuple[Mapping[str, Any], ...]
+    received_at: datetime
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise LedgerError(f"{name} must be a non-negative integer", details={"field": name})
+    return value
+
+
+def _ack_values(row: AckRow) -> dict[str, Any]:
+    check_choice("acknowledgment kind", row.kind, ACK_KINDS)
+    check_choice("acknowledgment status", row.status, ACK_STATUSES)
+    check_token("sender_id", row.sender_id, limit=64, required=False)
+    check_token("receiver_id", row.receiver_id, limit=64, required=False)
+    check_token("delivery_id", row.delivery_id, limit=32, required=False)
+    for name, number in (("control_number", row.control_number), ("isa13", row.isa13)):
+        if number is not None:
+            _control(name, number)
+    codes = [check_detail("codes", entry) for entry in row.codes[:ACK_CODES_MAX]]
+    if len(row.codes) > ACK_CODES_MAX:
+        codes.append({"truncated": len(row.codes) - ACK_CODES_MAX})
+    return {"unit": _count("unit", row.unit), "kind": row.kind, "status": row.status,
+            "sender_id": row.sender_id, "receiver_id": row.receiver_id,
+            "control_number": row.control_number, "isa13": row.isa13, "delivery_id": row.delivery_id,
+            "sets_accepted": _count("sets_accepted", row.sets_accepted),
+            "sets_rejected": _count("sets_rejected", row.sets_rejected),
+            "segment_errors": _count("segment_errors", row.segment_errors),
+            "element_errors": _count("element_errors", row.element_errors),
+            "codes": canonical_json(codes)}
+
+
+def _ack_record(r: Any) -> AckRecord:
+    return AckRecord(seq=r.seq, file_sha256=r.file_sha256, unit=r.unit, source_id=r.source_id,
+                     file_name=r.file_name, kind=r.kind, sender_id=r.sender_id, receiver_id=r.receiver_id,
+                     control_number=r.control_number, isa13=r.isa13, delivery_id=r.delivery_id,
+                     status=r.status, sets_accepted=r.sets_accepted, sets_rejected=r.sets_rejected,
+                     segment_errors=r.segment_errors, element_errors=r.element_errors,
+                     codes=tuple(json.loads(r.codes)), received_at=r.received_at)

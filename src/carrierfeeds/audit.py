@@ -1,0 +1,598 @@
+"""Auditors' views of the ledger: delivery lines, one run's history, and a period report (HTML or PDF).
+
+Queries read the ledger and return frozen values; formatting and rendering take those values and
+return text or bytes, with the clock passed in. Everything shown comes from the ledger, which holds
+ids, counts, hashes, fingerprints, actors and times only, so reports are PHI-free by construction.
+
+Acknowledgments (TA1/999) are passed in as :class:`AckInfo` by delivery id; with none passed, the
+acknowledgment columns read ``n/a`` ("not tracked") rather than pretending nothing was late.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
+from carrierfeeds.ledger.records import DELIVERED_STATUSES
+from carrierfeeds.ledger.store import AuditEvent, AuthorisationRecord, OutcomeEvent
+from carrierfeeds.retention import FeedParty
+
+log = logging.getLogger(__name__)
+
+#: How long after delivery a carrier's acknowledgment may take before it counts as late.
+DEFAULT_ACK_DUE = timedelta(hours=48)
+LOG_COLUMNS: tuple[str, ...] = (
+    "sent_at", "updated_at", "feed_id", "employer_id", "carrier_id", "interval_start", "status", "attempts",
+    "ack_status", "ack_at", "members", "isa13", "file_name", "transport", "payload_sha256",
+    "ciphertext_sha256", "recipient_fingerprint", "host_key_fingerprint", "authorisation_seq", "actor",
+    "forced_reason", "delivery_id", "run_id")
+
+
+@dataclass(frozen=True)
+class AckInfo:
+    """A carrier's acknowledgment of one delivery: ``accepted``, ``partial`` or ``rejected``."""
+
+    delivery_id: str
+    status: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryLine:
+    """One delivery as the auditor reads it.
+
+    ``sent_at`` is the intent's time, ``updated_at`` the latest outcome's; ``attempts`` counts outcome
+    rows and ``failures`` the failed ones; ``authorisation_seq`` is the ledger row of the employer's
+    authorisation in force for the interval when the file was sent (None: none was recorded);
+    ``actor`` is who recorded the latest outcome; ``forced_reason`` the reason of a forced resend.
+    """
+
+    delivery_id: str
+    run_id: str
+    feed_id: str
+    employer_id: str | None
+    carrier_id: str | None
+    interval_start: date
+    sent_at: datetime
+    updated_at: datetime
+    status: str
+    attempts: int
+    failures: int
+    members: int | None
+    isa13: int
+    file_name: str
+    transport: str
+    payload_sha256: str
+    ciphertext_sha256: str | None
+    recipient_fingerprint: str
+    host_key_fingerprint: str | None
+    remote_path: str | None
+    authorisation_seq: int | None
+    actor: str | None
+    forced_reason: str | None
+    ack_status: str | None
+    ack_at: datetime | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status in DELIVERED_STATUSES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(self).items()}
+
+
+# ----------------------------------------------------------------------------------------- queries
+def feed_parties(ledger: Ledger, parties: Iterable[FeedParty] = ()) -> dict[str, tuple[str, str]]:
+    """feed id -> (employer id, carrier id): the ledger's latest authorisations, then the feed files."""
+    out = {a.feed_id: (a.employer_id, a.carrier_id) for a in ledger.authorisations()}
+    out.update({p.feed_id: (p.employer_id, p.carrier_id) for p in parties})
+    return out
+
+
+def acks_from_ledger(ledger: Ledger, delivery_ids: Collection[str] | None = None) -> dict[str, AckInfo]:
+    """Each delivery's acknowledgment as recorded in the ledger: ``rejected`` when any unit rejected it,
+    else the latest unit's status; ``received_at`` is the first unit's (when the carrier first answered)."""
+    units: dict[str, list[Any]] = {}
+    for a in ledger.acknowledgments(delivery_ids=delivery_ids, matched=True):
+        units.setdefault(str(a.delivery_id), []).append(a)
+    return {d: AckInfo(d, "rejected" if any(u.status == "rejected" for u in us) else us[-1].status,
+                       min(u.received_at for u in us)) for d, us in units.items()}
+
+
+def _authority(auths: Sequence[AuthorisationRecord], d: DeliveryRecord) -> AuthorisationRecord | None:
+    """The newest authorisation recorded before the file was sent that covers its interval."""
+    found = [a for a in auths if a.feed_id == d.feed_id and a.at <= d.created_at and a.covers(d.interval_start)]
+    return found[-1] if found else None
+
+
+def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: str | None = None,
+                   employer_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                   status: str | None = None, parties: Mapping[str, tuple[str, str]] | None = None,
+                   acks: Mapping[str, AckInfo] | None = None) -> list[DeliveryLine]:
+    """Deliveries whose intent was recorded in [since, until), filtered, oldest first."""
+    parties = parties if parties is not None else feed_parties(ledger)
+    records = ledger.deliveries(feed_id=feed_id, since=since, until=until, status=status)
+    records = [d for d in records
+               if (carrier_id is None or parties.get(d.feed_id, (None, None))[1] == carrier_id)
+               and (employer_id is None or parties.get(d.feed_id, (None, None))[0] == employer_id)]
+    outcomes: dict[str, list[OutcomeEvent]] = {}
+    if records:
+        for o in ledger.delivery_outcomes(delivery_ids=[d.delivery_id for d in records]):
+            outcomes.setdefault(o.delivery_id, []).append(o)
+    auths = ledger.authorisations()
+    lines = []
+    for d in records:
+        seen = outcomes.get(d.delivery_id, [])
+        employer, carrier = parties.get(d.feed_id, (None, None))
+        authority = _authority(auths, d)
+        forced = [o.reason for o in seen if o.status == "forced_resend"]
+        ack = (acks or {}).get(d.delivery_id)
+        lines.append(DeliveryLine(
+            delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
+            carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
+            status=d.status, attempts=len(seen), failures=sum(o.status == "failed" for o in seen),
+            members=d.member_counts.get("members"), isa13=d.isa13, file_name=d.file_name,
+            transport=d.transport, payload_sha256=d.payload_sha256, ciphertext_sha256=d.ciphertext_sha256,
+            recipient_fingerprint=d.recipient_fingerprint, host_key_fingerprint=d.host_key_fingerprint,
+            remote_path=d.remote_path, authorisation_seq=authority.seq if authority else None,
+            actor=seen[-1].actor if seen else None, forced_reason=forced[-1] if forced else None,
+            ack_status=ack.status if ack else None, ack_at=ack.received_at if ack else None))
+    return lines
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """Everything the ledger holds about one run, each list in chain order."""
+
+    run: RunRecord
+    events: tuple[RunEvent, ...]
+    deliveries: tuple[DeliveryRecord, ...]
+    outcomes: tuple[OutcomeEvent, ...]
+    audit: tuple[AuditEvent, ...]
+
+    def timeline(self) -> list[tuple[int, datetime, str]]:
+        """(seq, time, one line) for every row, in chain order."""
+        rows: list[tuple[int, datetime, str]] = []
+        for e in self.events:
+            what = e.stage if e.kind == "stage" else e.kind
+            extra = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
+            err = f" error={e.error_code}" + (f" ({e.message})" if e.message else "") if e.error_code else ""
+            who = f" by {e.actor}" if e.actor else ""
+            rows.append((e.seq, e.at, f"attempt {e.attempt}  {what} {e.status}{who}{err}"
+                                      + (f"  [{extra}]" if extra else "")))
+        for d in self.deliveries:
+            rows.append((0, d.created_at, f"delivery {d.delivery_id} intent: {d.file_name} ISA13 {d.isa13:09d} "
+                                          f"payload {d.payload_sha256} to key {d.recipient_fingerprint} "
+                                          f"via {d.transport}"))
+        for o in self.outcomes:
+            facts = " ".join(f"{k}={v}" for k, v in (("size", o.size), ("remote", o.remote_path),
+                                                     ("cipher", o.ciphertext_sha256),
+                                                     ("host_key", o.host_key_fingerprint),
+                                                     ("error", o.error_code), ("reason", o.reason))
+                             if v is not None)
+            note = f" ({o.message})" if o.message else ""
+            rows.append((o.seq, o.at, f"delivery {o.delivery_id} {o.status} by {o.actor}  {facts}".rstrip() + note))
+        for a in self.audit:
+            rows.append((a.seq, a.at, f"audit {a.action} on {a.object_type} {a.object_id} by {a.actor}"
+                                      + (f": {a.reason}" if a.reason else "")))
+        return sorted(rows, key=lambda r: (r[1], r[0]))
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(json.dumps({
+            "run": asdict(self.run), "events": [asdict(e) for e in self.events],
+            "deliveries": [asdict(d) for d in self.deliveries], "outcomes": [asdict(o) for o in self.outcomes],
+            "audit": [asdict(a) for a in self.audit]}, default=_json_default))
+        return data
+
+
+def run_history(ledger: Ledger, run_id: str) -> RunHistory | None:
+    """Every stage, outcome and audit event of one run; None for an unknown run."""
+    run = ledger.get_run(run_id)
+    if run is None:
+        return None
+    deliveries = tuple(d for d in ledger.deliveries(feed_id=run.feed_id) if d.run_id == run_id)
+    ids = [run_id, *(d.delivery_id for d in deliveries)]
+    audit = tuple(a for a in ledger.audit_events(object_ids=ids) if a.object_type in ("run", "delivery"))
+    return RunHistory(run=run, events=tuple(ledger.run_events(run_id)), deliveries=deliveries,
+                      outcomes=tuple(ledger.delivery_outcomes(run_id=run_id)), audit=audit)
+
+
+# --------------------------------------------------------------------------------- log formatting
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LOG_COLUMNS)
+    for line in lines:
+        row = line.as_dict()
+        writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _cell(row[c])
+                         for c in LOG_COLUMNS])
+    return out.getvalue()
+
+
+def lines_to_json(lines: Sequence[DeliveryLine]) -> str:
+    return json.dumps([line.as_dict() for line in lines], indent=2, sort_keys=True)
+
+
+def lines_to_table(lines: Sequence[DeliveryLine]) -> str:
+    """A fixed-width table a person can read in a terminal; hashes shortened to 12 characters."""
+    cols = ("sent", "feed", "employer", "carrier", "interval", "status", "try", "ack", "members", "isa13",
+            "payload", "cipher", "recipient", "actor")
+    rows = [(_cell(ln.sent_at)[:16].replace("T", " "), ln.feed_id, ln.employer_id or "?", ln.carrier_id or "?",
+             ln.interval_start.isoformat(), ln.status, str(ln.attempts), ln.ack_status or "n/a",
+             "" if ln.members is None else str(ln.members), f"{ln.isa13:09d}", ln.payload_sha256[:12],
+             (ln.ciphertext_sha256 or "")[:12], ln.recipient_fingerprint[-16:], ln.actor or "")
+            for ln in lines]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*cols), *(fmt.format(*r) for r in rows),
+                      f"{len(lines)} deliveries"]) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ report
+@dataclass(frozen=True)
+class PartyStats:
+    """One carrier and employer over the period. ``late_acks``/``rejected_acks`` are None when
+    acknowledgments were not tracked; ``retries`` counts run attempts beyond each run's first."""
+
+    carrier_id: str
+    employer_id: str
+    feeds: tuple[str, ...]
+    deliveries: int
+    delivered: int
+    failures: int
+    retries: int
+    late_acks: int | None
+    rejected_acks: int | None
+    manual_handoffs: int
+    forced_resends: int
+
+
+@dataclass(frozen=True)
+class Notable:
+    """A line the auditor should read: a failure, a forced resend (with its reason), a hold, a purge."""
+
+    at: datetime
+    kind: str
+    feed_id: str
+    object_id: str
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """A period's deliveries, per party and per day, what went wrong, and the chain's verdict."""
+
+    since: date
+    until: date  # inclusive
+    generated_at: datetime
+    parties: tuple[PartyStats, ...]
+    per_day: tuple[tuple[date, int, int], ...]  # (day, delivered, not delivered)
+    notable: tuple[Notable, ...]
+    chain_ok: bool
+    chain_rows: int
+    chain_head_seq: int
+    chain_head_hash: str
+    chain_broken: str | None
+    acks_tracked: bool
+
+    @property
+    def totals(self) -> dict[str, int]:
+        keys = ("deliveries", "delivered", "failures", "retries", "manual_handoffs", "forced_resends")
+        return {k: sum(getattr(p, k) for p in self.parties) for k in keys}
+
+
+def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
+    """[midnight UTC of since, midnight UTC after until): an inclusive day range as instants."""
+    return (datetime.combine(since, time(0), tzinfo=UTC),
+            datetime.combine(until + timedelta(days=1), time(0), tzinfo=UTC))
+
+
+def build_report(ledger: Ledger, *, since: date, until: date, generated_at: datetime,
+                 parties: Mapping[str, tuple[str, str]] | None = None,
+                 acks: Mapping[str, AckInfo] | None = None, ack_due: timedelta = DEFAULT_ACK_DUE) -> AuditReport:
+    """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked)."""
+    if until < since:
+        raise ValueError("until is before since")
+    start, end = day_bounds(since, until)
+    parties = parties if parties is not None else feed_parties(ledger)
+    lines = delivery_lines(ledger, since=start, until=end, parties=parties, acks=acks)
+    runs = ledger.list_runs(since=start, until=end)
+    outcomes = ledger.delivery_outcomes(delivery_ids=[ln.delivery_id for ln in lines]) if lines else []
+    by_delivery = {ln.delivery_id: ln for ln in lines}
+
+    def party(feed_id: str) -> tuple[str, str]:
+        return parties.get(feed_id, ("unknown", "unknown"))
+
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def group(feed_id: str) -> dict[str, Any]:
+        employer, carrier = party(feed_id)
+        g = groups.setdefault((carrier, employer), {"feeds": set(), "deliveries": 0, "delivered": 0,
+                                                    "failures": 0, "retries": 0, "late": 0, "rejected": 0,
+                                                    "manual": 0, "forced": 0})
+        g["feeds"].add(feed_id)
+        return g
+
+    for ln in lines:
+        g = group(ln.feed_id)
+        g["deliveries"] += 1
+        g["delivered"] += ln.delivered
+        g["manual"] += ln.transport == "manual"
+        # A manual hand-off goes to a recipient without electronic intake: no TA1/999 will come.
+        if ln.delivered and acks is not None and ln.transport != "manual":
+            if ln.ack_status == "rejected":
+                g["rejected"] += 1
+            arrived = ln.ack_at if ln.ack_at is not None else generated_at
+            if arrived - ln.updated_at > ack_due:
+                g["late"] += 1
+    for o in outcomes:
+        g = group(by_delivery[o.delivery_id].feed_id)
+        g["failures"] += o.status == "failed"
+        g["forced"] += o.status == "forced_resend"
+    for r in runs:
+        g = group(r.feed_id)
+        g["retries"] += r.attempt - 1
+        g["manual"] += r.status == "handed_off" and not any(
+            ln.run_id == r.run_id and ln.transport == "manual" for ln in lines)
+    stats = tuple(PartyStats(
+        carrier_id=c, employer_id=e, feeds=tuple(sorted(g["feeds"])), deliveries=g["deliveries"],
+        delivered=g["delivered"], failures=g["failures"], retries=g["retries"],
+        late_acks=g["late"] if acks is not None else None, rejected_acks=g["rejected"] if acks is not None else None,
+        manual_handoffs=g["manual"], forced_resends=g["forced"]) for (c, e), g in sorted(groups.items()))
+
+    counts: dict[date, list[int]] = {}
+    day = since
+    while day <= until:
+        counts[day] = [0, 0]
+        day += timedelta(days=1)
+    for ln in lines:
+        counts[ln.sent_at.astimezone(UTC).date()][0 if ln.delivered else 1] += 1
+
+    notable: list[Notable] = []
+    for o in outcomes:
+        if o.status in ("failed", "forced_resend"):
+            ln = by_delivery[o.delivery_id]
+            why = o.reason or ": ".join(x for x in (o.error_code, o.message) if x)
+            notable.append(Notable(o.at, o.status, ln.feed_id, o.delivery_id, o.actor, why))
+    for a in ledger.audit_events(since=start, until=end):
+        if a.action == "forced_resend":
+            continue  # shown through its outcome, with the same reason
+        feed = a.object_id if a.object_type == "feed" else ""
+        notable.append(Notable(a.at, a.action, feed, f"{a.object_type}:{a.object_id}", a.actor,
+                               a.reason or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
+    for r in runs:
+        if r.status in ("rejected", "refused", "failed"):
+            notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", ""))
+    verdict = ledger.verify_chain()
+    return AuditReport(
+        since=since, until=until, generated_at=generated_at, parties=stats,
+        per_day=tuple((d, v[0], v[1]) for d, v in counts.items()),
+        notable=tuple(sorted(notable, key=lambda n: n.at)), chain_ok=verdict.ok, chain_rows=verdict.rows_checked,
+        chain_head_seq=verdict.head_seq, chain_head_hash=verdict.head_hash,
+        chain_broken=str(verdict.first_broken) if verdict.first_broken else None, acks_tracked=acks is not None)
+
+
+# ------------------------------------------------------------------------------------ HTML output
+_HTML_STYLE = """
+body{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:.9em} th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}
+th{background:#eee} td.n{text-align:right} .ok{color:#1a7f37;font-weight:bold} .bad{color:#b42318;font-weight:bold}
+.meta{color:#555;font-size:.9em} code{font-size:.85em}
+"""
+_GREEN, _RED = "#2e7d32", "#c62828"
+
+
+def _svg_chart(per_day: Sequence[tuple[date, int, int]], *, width: int = 900, height: int = 260) -> str:
+    """A stacked bar chart of deliveries per day (delivered, not delivered) as inline SVG."""
+    left, right, top, bottom = 44, 12, 24, 48
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max([d + f for _, d, f in per_day] + [1])
+    step = max(1, -(-peak // 5))
+    ticks = list(range(0, peak + step, step))
+    top_value = ticks[-1]
+    n = max(1, len(per_day))
+    slot = plot_w / n
+    bar = max(1.0, slot * 0.7)
+    label_every = max(1, -(-n // 15))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="deliveries per day">',
+             f'<text x="{left}" y="14" font-size="12">Deliveries per day (UTC)</text>']
+    for t in ticks:
+        y = top + plot_h - plot_h * t / top_value
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{t}</text>')
+    for i, (day, ok, bad) in enumerate(per_day):
+        x = left + i * slot + (slot - bar) / 2
+        h_ok, h_bad = plot_h * ok / top_value, plot_h * bad / top_value
+        base = top + plot_h
+        title = f"{day.isoformat()}: {ok} delivered, {bad} not delivered"
+        if ok:
+            parts.append(f'<rect x="{x:.1f}" y="{base - h_ok:.1f}" width="{bar:.1f}" height="{h_ok:.1f}" '
+                         f'fill="{_GREEN}"><title>{title}</title></rect>')
+        if bad:
+            parts.append(f'<rect x="{x:.1f}" y="{base - h_ok - h_bad:.1f}" width="{bar:.1f}" '
+                         f'height="{h_bad:.1f}" fill="{_RED}"><title>{title}</title></rect>')
+        if i % label_every == 0:
+            cx = x + bar / 2
+            parts.append(f'<text x="{cx:.1f}" y="{base + 14}" font-size="10" text-anchor="middle">'
+                         f'{day.strftime("%m-%d")}</text>')
+    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" stroke="#333"/>'
+                 f'<rect x="{left}" y="{height - 18}" width="10" height="10" fill="{_GREEN}"/>'
+                 f'<text x="{left + 14}" y="{height - 9}" font-size="11">delivered</text>'
+                 f'<rect x="{left + 90}" y="{height - 18}" width="10" height="10" fill="{_RED}"/>'
+                 f'<text x="{left + 104}" y="{height - 9}" font-size="11">failed or pending</text></svg>')
+    return "".join(parts)
+
+
+def _opt(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _party_rows(report: AuditReport) -> list[list[str]]:
+    return [[p.carrier_id, p.employer_id, ", ".join(p.feeds), str(p.deliveries), str(p.delivered),
+             str(p.failures), str(p.retries), _opt(p.late_acks), _opt(p.rejected_acks), str(p.manual_handoffs),
+             str(p.forced_resends)] for p in report.parties]
+
+
+_PARTY_HEAD = ["carrier", "employer", "feeds", "deliveries", "delivered", "failures", "retries", "late acks",
+               "rejected acks", "manual hand-offs", "forced resends"]
+
+
+def render_report_html(report: AuditReport) -> str:
+    """The report as one self-contained HTML page: inline CSS and SVG, no scripts, no external assets."""
+    esc = html.escape
+    t = report.totals
+    verdict = (f'<span class="ok">intact</span>: {report.chain_rows} rows verified' if report.chain_ok
+               else f'<span class="bad">BROKEN</span>: {esc(report.chain_broken or "")}')
+    party_rows = "".join("<tr>" + "".join(f'<td{" class=n" if i > 2 else ""}>{esc(c)}</td>'
+                                          for i, c in enumerate(row)) + "</tr>" for row in _party_rows(report))
+    notable_rows = "".join(
+        f"<tr><td>{esc(_cell(n.at))}</td><td>{esc(n.kind)}</td><td>{esc(n.feed_id)}</td>"
+        f"<td><code>{esc(n.object_id)}</code></td><td>{esc(n.actor)}</td><td>{esc(n.reason)}</td></tr>"
+        for n in report.notable) or '<tr><td colspan="6">nothing to report</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>carrierfeeds audit report {report.since} to {report.until}</title>
+<style>{_HTML_STYLE}</style></head><body>
+<h1>Delivery audit report</h1>
+<p class="meta">Period {report.since.isoformat()} to {report.until.isoformat()} (UTC, inclusive).
+Generated {esc(_cell(report.generated_at))}.</p>
+<p>Ledger chain {verdict}; head seq {report.chain_head_seq}, hash <code>{esc(report.chain_head_hash)}</code>.</p>
+<p><b>{t["deliveries"]}</b> deliveries, <b>{t["delivered"]}</b> delivered, <b>{t["failures"]}</b> failed attempts,
+<b>{t["retries"]}</b> run retries, <b>{t["forced_resends"]}</b> forced resends,
+<b>{t["manual_handoffs"]}</b> manual hand-offs.{"" if report.acks_tracked else
+ " Acknowledgments were not tracked for this report."}</p>
+{_svg_chart(report.per_day)}
+<h2>Per carrier and employer</h2>
+<table><tr>{"".join(f"<th>{h}</th>" for h in _PARTY_HEAD)}</tr>{party_rows or
+ '<tr><td colspan="11">no deliveries in this period</td></tr>'}</table>
+<h2>Failures, forced resends, holds and purges</h2>
+<table><tr><th>time (UTC)</th><th>what</th><th>feed</th><th>object</th><th>actor</th><th>reason</th></tr>
+{notable_rows}</table>
+</body></html>
+"""
+
+
+# ------------------------------------------------------------------------------------- PDF output
+def render_report_pdf(report: AuditReport) -> bytes:
+    """The report as a PDF (reportlab): summary, a bar chart per day, the party table, notable events."""
+    from reportlab.graphics.charts.barcharts import VerticalBarChart
+    from reportlab.graphics.charts.legends import Legend
+    from reportlab.graphics.shapes import Drawing, String
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    styles = getSampleStyleSheet()
+    esc = html.escape
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=landscape(A4), leftMargin=15 * mm, rightMargin=15 * mm,
+                            topMargin=15 * mm, bottomMargin=15 * mm,
+                            title=f"carrierfeeds audit report {report.since} to {report.until}",
+                            author="carrierfeeds", invariant=True)
+    t = report.totals
+    chain = (f"<font color='#1a7f37'><b>intact</b></font>: {report.chain_rows} rows verified" if report.chain_ok
+             else f"<font color='#b42318'><b>BROKEN</b></font>: {esc(report.chain_broken or '')}")
+    story: list[Any] = [
+        Paragraph("Delivery audit report", styles["Title"]),
+        Paragraph(f"Period {report.since.isoformat()} to {report.until.isoformat()} (UTC, inclusive). "
+                  f"Generated {esc(_cell(report.generated_at))}.", styles["Normal"]),
+        Paragraph(f"Ledger chain {chain}; head seq {report.chain_head_seq}, hash "
+                  f"<font face='Courier' size='8'>{report.chain_head_hash}</font>.", styles["Normal"]),
+        Paragraph(f"<b>{t['deliveries']}</b> deliveries, <b>{t['delivered']}</b> delivered, "
+                  f"<b>{t['failures']}</b> failed attempts, <b>{t['retries']}</b> run retries, "
+                  f"<b>{t['forced_resends']}</b> forced resends, <b>{t['manual_handoffs']}</b> manual hand-offs."
+                  + ("" if report.acks_tracked else " Acknowledgments were not tracked for this report."),
+                  styles["Normal"]),
+        Spacer(1, 4 * mm),
+    ]
+    width, height = 250 * mm, 70 * mm
+    drawing = Drawing(width, height)
+    chart = VerticalBarChart()
+    chart.x, chart.y, chart.width, chart.height = 12 * mm, 14 * mm, width - 20 * mm, height - 24 * mm
+    chart.data = [[d for _, d, _ in report.per_day] or [0], [f for _, _, f in report.per_day] or [0]]
+    chart.categoryAxis.style = "stacked"
+    n = max(1, len(report.per_day))
+    every = max(1, -(-n // 15))
+    chart.categoryAxis.categoryNames = [day.strftime("%m-%d") if i % every == 0 else ""
+                                        for i, (day, _, _) in enumerate(report.per_day)] or [""]
+    chart.categoryAxis.labels.fontSize = 7
+    chart.valueAxis.valueMin = 0
+    chart.valueAxis.labels.fontSize = 7
+    peak = max([d + f for _, d, f in report.per_day] + [1])
+    chart.valueAxis.valueMax = peak + max(1, peak // 5)
+    chart.valueAxis.valueStep = max(1, -(-chart.valueAxis.valueMax // 5))
+    chart.bars[0].fillColor = colors.HexColor(_GREEN)
+    chart.bars[1].fillColor = colors.HexColor(_RED)
+    chart.bars.strokeWidth = 0
+    drawing.add(chart)
+    drawing.add(String(12 * mm, height - 6 * mm, "Deliveries per day (UTC)", fontSize=10))
+    legend = Legend()
+    legend.x, legend.y = width - 60 * mm, height - 4 * mm
+    legend.fontSize = 8
+    legend.colorNamePairs = [(colors.HexColor(_GREEN), "delivered"),
+                             (colors.HexColor(_RED), "failed or pending")]
+    drawing.add(legend)
+    story += [drawing, Spacer(1, 4 * mm), Paragraph("Per carrier and employer", styles["Heading2"])]
+    grid = TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+                       ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+                       ("FONTSIZE", (0, 0), (-1, -1), 8), ("VALIGN", (0, 0), (-1, -1), "TOP")])
+    cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
+    party_rows = _party_rows(report) or [["no deliveries in this period"] + [""] * 10]
+    party_table = Table([_PARTY_HEAD, *party_rows], repeatRows=1, hAlign="LEFT")
+    party_table.setStyle(grid)
+    story += [party_table, Spacer(1, 4 * mm), Paragraph("Failures, forced resends, holds and purges",
+                                                         styles["Heading2"])]
+    notable = [[_cell(n.at), n.kind, n.feed_id, Paragraph(esc(n.object_id), cell), n.actor,
+                Paragraph(esc(n.reason), cell)] for n in report.notable] or [["nothing to report", "", "", "",
+                                                                              "", ""]]
+    notable_table = Table([["time (UTC)", "what", "feed", "object", "actor", "reason"], *notable],
+                          colWidths=[34 * mm, 32 * mm, 38 * mm, 62 * mm, 24 * mm, 77 * mm], repeatRows=1,
+                          hAlign="LEFT")
+    notable_table.setStyle(grid)
+    story.append(notable_table)
+    doc.build(story)
+    return buf.getvalue()
+
+
+def write_report(report: AuditReport, out: Path) -> Path:
+    """Write the report as HTML or PDF, chosen by ``out``'s suffix."""
+    suffix = out.suffix.lower()
+    if suffix in (".html", ".htm"):
+        out.write_text(render_report_html(report), encoding="utf-8")
+    elif suffix == ".pdf":
+        out.write_bytes(render_report_pdf(report))
+    else:
+        raise ValueError(f"report must end in .html or .pdf, not {suffix or 'nothing'}")
+    log.info("audit report %s..%s written to %s", report.since, report.until, out.name)
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)

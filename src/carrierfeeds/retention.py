@@ -1,0 +1,273 @@
+"""Retention: employee-level files go N days after an employer's contract ends, ledger metadata after
+N years; a legal hold on the employer or the feed blocks both; every purge is itself audited, by count.
+
+Employee-level data is whatever a run leaves under the data directory for one feed:
+``staging/<feed_id>/``, ``reports/<feed_id>/``, ``snapshots/<feed_id>/`` and ``fallback/<feed_id>/``.
+A feed's folders go once its employer's ``contract_end`` plus ``retention_days`` (default 90) is before
+``as_of``. Folders of a feed no feed file describes are kept and reported: nobody can say whose they
+are or whether a hold applies. Before any folder is removed an audit event records its kind, feed,
+employer and how many files and bytes it held (never a name or a byte of its content).
+
+Ledger metadata, and how the hash chain survives its purge
+---------------------------------------------------------
+The ledger is one hash chain across every audit table, so deleting a row breaks the link of the row
+after it. A purge therefore appends a *checkpoint* row (``purge_checkpoints``, itself chained) in the
+same transaction as the deletes. The checkpoint lists every gap the purge cut out of the chain as
+``(first seq, last seq, prev_hash into the gap, row_hash of the gap's last row)``. ``verify_chain``
+walks from genesis as before and steps over a missing stretch of seqs only where some checkpoint
+recorded exactly that gap, starting at the hash the walk holds; the live row after it must then link
+to the gap's recorded last hash. So every row still in the ledger is verified, and a row deleted
+outside a purge (or a checkpoint edited or removed) shows as a broken link, as before.
+
+Why gaps rather than the simpler "checkpoint = hash of the last purged row; verify from there": a
+prefix cut is blocked by the oldest row anyone must keep. A legal hold on one employer, or a run whose
+acknowledgment came late, would then keep every other employer's rows forever. Gaps let the purge take
+exactly the rows that are due. Checkpoints are never purged: they hold seqs, hashes and counts only.
+
+What a ledger purge removes (older than the cut-off, ``as_of`` minus ``retention_years``, default 7):
+whole runs (the run, its events, control numbers, deliveries, outcomes, and any later table keyed by
+run or delivery) once the newest of their rows is older than the cut-off; audit events by their own
+time, except those about a held employer or feed or about a run or delivery still kept; an employer's
+authorisation once a newer one had replaced it before the cut-off (until then it is the authority a
+retained delivery was sent under). A hold (``Employer.legal_hold`` in the feed file, or one recorded
+with ``carrierfeeds hold set``) keeps every row of the held employer's feeds.
+
+Purges are idempotent: a second run finds nothing due and writes nothing. Deleting ledger rows needs
+DELETE rights the pipeline's least-privilege role does not have: run ``carrierfeeds purge`` (or the
+housekeeping DAG) with the ledger owner's credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from carrierfeeds.config import Feed
+from carrierfeeds.errors import ConfigError, Refused
+from carrierfeeds.ledger import Ledger
+from carrierfeeds.ledger.store import LedgerPurge
+
+log = logging.getLogger(__name__)
+
+#: Days employee-level files are kept after an employer's contract ends (lead: a Settings field).
+EMPLOYEE_DATA_RETENTION_DAYS = 90
+#: Years ledger metadata is kept (lead: a Settings field).
+LEDGER_RETENTION_YEARS = 7
+#: Folders under the data directory that hold employee-level data, one sub-folder per feed.
+EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "fallback")
+
+
+class PurgeRefused(Refused):
+    """A purge would touch something it cannot vouch for (a symlinked folder, an unreadable feed file)."""
+
+    code = "purge_refused"
+
+
+@dataclass(frozen=True)
+class FeedParty:
+    """What retention needs to know about a feed: whose data it is and until when it may be kept."""
+
+    feed_id: str
+    employer_id: str
+    carrier_id: str
+    contract_end: date | None = None
+    legal_hold: bool = False
+
+    @classmethod
+    def from_feed(cls, feed: Feed) -> FeedParty:
+        return cls(feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
+                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold)
+
+
+@dataclass(frozen=True)
+class Holds:
+    """Holds in force: employers and feeds (a held employer's feeds are in ``feeds`` too)."""
+
+    employers: frozenset[str] = frozenset()
+    feeds: frozenset[str] = frozenset()
+
+    def blocks(self, feed_id: str, employer_id: str | None = None) -> bool:
+        return feed_id in self.feeds or (employer_id is not None and employer_id in self.employers)
+
+
+@dataclass(frozen=True)
+class PurgeItem:
+    """One folder of employee-level data: its kind, whose it is, how much it holds, and its fate."""
+
+    kind: str
+    feed_id: str
+    employer_id: str | None
+    files: int
+    bytes: int
+    action: str  # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file)
+    due: date | None = None
+
+
+@dataclass(frozen=True)
+class EmployeeDataPurge:
+    """The employee-data side of a purge: what went (or, dry, would go) and what was kept and why."""
+
+    items: tuple[PurgeItem, ...]
+    dry_run: bool
+
+    @property
+    def purged(self) -> tuple[PurgeItem, ...]:
+        return tuple(i for i in self.items if i.action == "purge")
+
+    @property
+    def kept(self) -> tuple[PurgeItem, ...]:
+        return tuple(i for i in self.items if i.action != "purge")
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """Both sides of one purge, PHI-free: printed by ``carrierfeeds purge``, returned to Airflow."""
+
+    as_of: date
+    dry_run: bool
+    employee_data: EmployeeDataPurge
+    ledger: LedgerPurge
+    ledger_cutoff: datetime
+    holds: Holds = field(default_factory=Holds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(), "dry_run": self.dry_run,
+            "employee_data": [asdict(i) for i in self.employee_data.items],
+            "ledger": {"cutoff": self.ledger_cutoff.isoformat(), "rows": self.ledger.rows,
+                       "counts": dict(self.ledger.counts), "gaps": len(self.ledger.gaps),
+                       "checkpoint_seq": self.ledger.checkpoint_seq},
+            "holds": {"employers": sorted(self.holds.employers), "feeds": sorted(self.holds.feeds)},
+        }
+
+
+# ------------------------------------------------------------------------------------------ holds
+def resolve_holds(ledger: Ledger, parties: Iterable[FeedParty]) -> Holds:
+    """Holds from feed files (``employer.legal_hold``) and the ledger, with each held employer's feeds
+    (known from feed files and from the authorisations the ledger recorded)."""
+    parties = list(parties)
+    employers = {p.employer_id for p in parties if p.legal_hold}
+    feeds: set[str] = set()
+    for hold in ledger.legal_holds():
+        (employers if hold.object_type == "employer" else feeds).add(hold.object_id)
+    feeds |= {p.feed_id for p in parties if p.employer_id in employers}
+    feeds |= {a.feed_id for a in ledger.authorisations() if a.employer_id in employers}
+    return Holds(employers=frozenset(employers), feeds=frozenset(feeds))
+
+
+def set_hold(ledger: Ledger, *, employer_id: str | None = None, feed_id: str | None = None, held: bool,
+             reason: str, actor: str, now: datetime) -> None:
+    """Place or lift a legal hold on exactly one employer or feed; audited with its reason."""
+    if (employer_id is None) == (feed_id is None):
+        raise ConfigError("name exactly one of an employer or a feed")
+    object_type, object_id = ("employer", employer_id) if employer_id is not None else ("feed", feed_id)
+    ledger.set_legal_hold(object_type=object_type, object_id=str(object_id), held=held, actor=actor,
+                          reason=reason, now=now)
+
+
+# --------------------------------------------------------------------------------- employee data
+def _folder_size(path: Path) -> tuple[int, int]:
+    files = size = 0
+    for p in path.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            files += 1
+            size += p.stat().st_size
+    return files, size
+
+
+def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds: Holds, *, as_of: date,
+                             retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS) -> EmployeeDataPurge:
+    """Every feed folder under the employee-data kinds, with what a purge on ``as_of`` does to it."""
+    if retention_days < 0:
+        raise ConfigError("retention days must not be negative", field="employee_data_retention_days")
+    by_feed = {p.feed_id: p for p in parties}
+    items: list[PurgeItem] = []
+    for kind in EMPLOYEE_DATA_KINDS:
+        root = data_dir / kind
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            if folder.is_symlink():
+                raise PurgeRefused(f"{kind}/{folder.name} is a symbolic link; refusing to purge through it",
+                                   details={"kind": kind, "feed_id": folder.name})
+            files, size = _folder_size(folder)
+            party = by_feed.get(folder.name)
+            if party is None:
+                items.append(PurgeItem(kind, folder.name, None, files, size, "unknown_feed"))
+                continue
+            if party.contract_end is None:
+                continue
+            due = party.contract_end + timedelta(days=retention_days)
+            if due >= as_of:
+                continue
+            action = "held" if holds.blocks(party.feed_id, party.employer_id) else "purge"
+            items.append(PurgeItem(kind, party.feed_id, party.employer_id, files, size, action, due))
+    return EmployeeDataPurge(items=tuple(items), dry_run=True)
+
+
+def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], holds: Holds, *,
+                        as_of: date, now: datetime, actor: str,
+                        retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS,
+                        dry_run: bool = False) -> EmployeeDataPurge:
+    """Remove the folders that are due; each is audited (kind, feed, employer, counts) before it goes."""
+    plan = plan_employee_data_purge(data_dir, parties, holds, as_of=as_of, retention_days=retention_days)
+    if dry_run:
+        return plan
+    for item in plan.purged:
+        # Audit first: a crash after it leaves a record and a folder the next purge finishes.
+        ledger.audit(actor=actor, action="purge_employee_data", object_type="feed", object_id=item.feed_id,
+                     now=now, detail={"kind": item.kind, "employer_id": item.employer_id, "files": item.files,
+                                      "bytes": item.bytes, "due": item.due.isoformat() if item.due else None,
+                                      "retention_days": retention_days})
+        shutil.rmtree(data_dir / item.kind / item.feed_id)
+        log.info("purged %s of feed %s (employer %s): %d files", item.kind, item.feed_id, item.employer_id,
+                 item.files)
+    return EmployeeDataPurge(items=plan.items, dry_run=False)
+
+
+# ------------------------------------------------------------------------------------------ ledger
+def ledger_cutoff(as_of: date, years: int = LEDGER_RETENTION_YEARS) -> datetime:
+    """Midnight UTC ``years`` before ``as_of`` (29 February falls back to the 28th)."""
+    if years < 1:
+        raise ConfigError("ledger retention must be at least one year", field="ledger_retention_years")
+    try:
+        day = as_of.replace(year=as_of.year - years)
+    except ValueError:
+        day = as_of.replace(year=as_of.year - years, day=28)
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def run_purge(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], *, as_of: date, now: datetime,
+              actor: str, dry_run: bool = False, retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS,
+              retention_years: int = LEDGER_RETENTION_YEARS) -> PurgeReport:
+    """The whole purge (employee data, then ledger metadata), as ``carrierfeeds purge`` and the
+    housekeeping DAG run it."""
+    holds = resolve_holds(ledger, parties)
+    cutoff = ledger_cutoff(as_of, retention_years)
+    employee = purge_employee_data(ledger, data_dir, parties, holds, as_of=as_of, now=now, actor=actor,
+                                   retention_days=retention_days, dry_run=dry_run)
+    meta = ledger.purge_metadata(cutoff=cutoff, held_feeds=holds.feeds, held_employers=holds.employers,
+                                 actor=actor, now=now, dry_run=dry_run)
+    return PurgeReport(as_of=as_of, dry_run=dry_run, employee_data=employee, ledger=meta,
+                       ledger_cutoff=cutoff, holds=holds)
+
+
+def parties_from_feeds_dir(feeds_dir: Path) -> list[FeedParty]:
+    """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown)."""
+    from carrierfeeds.config import load_feed
+
+    parties = []
+    for path in sorted(feeds_dir.glob("*.yaml")):
+        try:
+            parties.append(FeedParty.from_feed(load_feed(path)))
+        except ConfigError as exc:
+            raise ConfigError("cannot purge while a feed file is unreadable (its legal hold is unknown): "
+                              + exc.message, details={"file": str(path)}) from None
+    return parties

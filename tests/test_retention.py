@@ -1,0 +1,325 @@
+"""Retention: employee data purged after contract end unless held; ledger metadata purged after N years
+with the chain still verifiable; authorisations recorded once; every purge audited and idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from carrierfeeds.errors import ConfigError
+from carrierfeeds.ledger import Ledger, LedgerError, sha256_hex
+from carrierfeeds.retention import (
+    EMPLOYEE_DATA_KINDS,
+    FeedParty,
+    Holds,
+    ledger_cutoff,
+    plan_employee_data_purge,
+    resolve_holds,
+    run_purge,
+    set_hold,
+)
+
+AS_OF = date(2026, 6, 1)
+NOW = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
+ENDED = FeedParty("acme-sunrise", "acme", "sunrise", contract_end=date(2026, 1, 31))  # due 2026-05-01
+RECENT = FeedParty("globex-sunrise", "globex", "sunrise", contract_end=date(2026, 4, 1))  # due 2026-06-30
+OPEN = FeedParty("initech-sunrise", "initech", "sunrise", contract_end=None)
+HELD = FeedParty("umbrella-sunrise", "umbrella", "sunrise", contract_end=date(2025, 1, 1), legal_hold=True)
+PARTIES = [ENDED, RECENT, OPEN, HELD]
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    opened = Ledger.open(ledger_url)
+    opened.upgrade()
+    yield opened
+    opened.close()
+
+
+def _employee_files(data_dir: Path, feeds: list[str]) -> None:
+    """Synthetic employee-level files (placeholder bytes, never real data) in every kind of folder."""
+    for kind in EMPLOYEE_DATA_KINDS:
+        for feed in feeds:
+            folder = data_dir / kind / feed / "2026-01-15"
+            folder.mkdir(parents=True)
+            (folder / "file-a.bin").write_bytes(b"synthetic" * 10)
+            (folder / "file-b.bin").write_bytes(b"x")
+
+
+def _cells(ledger: Ledger) -> str:
+    from carrierfeeds.ledger.models import metadata
+
+    with ledger.engine.connect() as conn:
+        return "\n".join(str(v) for t in metadata.sorted_tables for row in conn.execute(sa.select(t)) for v in row)
+
+
+def test_employee_data_is_purged_90_days_after_contract_end_unless_held(ledger: Ledger, tmp_path: Path) -> None:
+    feeds = [p.feed_id for p in PARTIES] + ["orphan-feed"]
+    _employee_files(tmp_path, feeds)
+
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+
+    for kind in EMPLOYEE_DATA_KINDS:
+        assert not (tmp_path / kind / ENDED.feed_id).exists()
+        for kept in (RECENT, OPEN, HELD):
+            assert (tmp_path / kind / kept.feed_id / "2026-01-15" / "file-a.bin").is_file()
+        assert (tmp_path / kind / "orphan-feed").is_dir()
+    actions = {(i.kind, i.feed_id): i.action for i in report.employee_data.items}
+    assert {k for k, a in actions.items() if a == "purge"} == {(k, ENDED.feed_id) for k in EMPLOYEE_DATA_KINDS}
+    assert {k for k, a in actions.items() if a == "held"} == {(k, HELD.feed_id) for k in EMPLOYEE_DATA_KINDS}
+    assert {k for k, a in actions.items() if a == "unknown_feed"} == {(k, "orphan-feed")
+                                                                      for k in EMPLOYEE_DATA_KINDS}
+    assert report.holds == Holds(employers=frozenset({"umbrella"}), feeds=frozenset({HELD.feed_id}))
+
+    events = ledger.audit_events(action="purge_employee_data")
+    assert sorted(e.detail["kind"] for e in events) == sorted(EMPLOYEE_DATA_KINDS)
+    assert {(e.object_type, e.object_id, e.actor) for e in events} == {("feed", ENDED.feed_id, "housekeeping")}
+    assert all(e.detail["files"] == 2 and e.detail["bytes"] == 91 and e.detail["employer_id"] == "acme"
+               and e.detail["due"] == "2026-05-01" for e in events)
+    assert "file-a" not in _cells(ledger) and "2026-01-15" not in _cells(ledger)
+    assert ledger.verify_chain().ok
+
+    # Idempotent: nothing left to purge, nothing more written.
+    again = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    assert again.employee_data.purged == () and again.ledger.rows == 0
+    assert len(ledger.audit_events(action="purge_employee_data")) == len(EMPLOYEE_DATA_KINDS)
+
+
+def test_dry_run_lists_and_changes_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    _employee_files(tmp_path, [ENDED.feed_id])
+    head = ledger.verify_chain().head_seq
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="ops", dry_run=True)
+    assert [(i.kind, i.feed_id, i.files, i.action) for i in report.employee_data.items] == [
+        (k, ENDED.feed_id, 2, "purge") for k in EMPLOYEE_DATA_KINDS]
+    assert all((tmp_path / k / ENDED.feed_id).is_dir() for k in EMPLOYEE_DATA_KINDS)
+    assert ledger.verify_chain().head_seq == head == 0
+
+
+def test_a_hold_recorded_in_the_ledger_blocks_until_cleared(ledger: Ledger, tmp_path: Path) -> None:
+    _employee_files(tmp_path, [ENDED.feed_id])
+    set_hold(ledger, feed_id=ENDED.feed_id, held=True, reason="matter 2026-17", actor="counsel", now=NOW)
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="ops")
+    assert {i.action for i in report.employee_data.items if i.feed_id == ENDED.feed_id} == {"held"}
+    assert (tmp_path / "staging" / ENDED.feed_id).is_dir()
+
+    # A hold on the employer covers every one of its feeds.
+    set_hold(ledger, feed_id=ENDED.feed_id, held=False, reason="matter closed", actor="counsel", now=NOW)
+    set_hold(ledger, employer_id="acme", held=True, reason="matter 2026-18", actor="counsel", now=NOW)
+    assert resolve_holds(ledger, PARTIES).blocks(ENDED.feed_id)
+    assert run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="ops").employee_data.purged == ()
+
+    set_hold(ledger, employer_id="acme", held=False, reason="matter closed", actor="counsel", now=NOW)
+    assert [h.object_id for h in ledger.legal_holds()] == []
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="ops")
+    assert {i.feed_id for i in report.employee_data.purged} == {ENDED.feed_id}
+    assert not (tmp_path / "staging" / ENDED.feed_id).exists()
+    holds = [(e.action, e.object_type, e.object_id, e.reason) for e in ledger.audit_events()
+             if e.action.startswith("legal_hold")]
+    assert holds[0] == ("legal_hold_set", "feed", ENDED.feed_id, "matter 2026-17")
+    assert len(holds) == 4
+
+
+def test_hold_arguments_are_checked(ledger: Ledger) -> None:
+    with pytest.raises(ConfigError):
+        set_hold(ledger, held=True, reason="x", actor="a", now=NOW)
+    with pytest.raises(ConfigError):
+        set_hold(ledger, employer_id="acme", feed_id="f", held=True, reason="x", actor="a", now=NOW)
+    with pytest.raises(LedgerError):
+        set_hold(ledger, employer_id="acme", held=True, reason="  ", actor="a", now=NOW)
+
+
+def test_symlinked_feed_folder_is_refused(tmp_path: Path) -> None:
+    from carrierfeeds.retention import PurgeRefused
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / ENDED.feed_id).symlink_to(elsewhere)
+    with pytest.raises(PurgeRefused):
+        plan_employee_data_purge(tmp_path, PARTIES, Holds(), as_of=AS_OF)
+
+
+def test_ledger_cutoff() -> None:
+    assert ledger_cutoff(date(2026, 6, 1)) == datetime(2019, 6, 1, tzinfo=UTC)
+    assert ledger_cutoff(date(2028, 2, 29), 1) == datetime(2027, 2, 28, tzinfo=UTC)
+    with pytest.raises(ConfigError):
+        ledger_cutoff(AS_OF, 0)
+
+
+# ----------------------------------------------------------------------------------- ledger metadata
+OLD = datetime(2018, 3, 1, 9, 0, tzinfo=UTC)
+NEW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _run(ledger: Ledger, feed_id: str, day: date, at: datetime, *, outcome_at: datetime | None = None) -> str:
+    """A delivered run written at ``at`` (its outcome at ``outcome_at``, default the same day)."""
+    run = ledger.start_run(feed_id=feed_id, interval_start=day, interval_end=day + timedelta(days=1),
+                           actor="airflow", now=at)
+    ledger.record_stage(run.run_id, "build", "succeeded", now=at, detail={"members": 4})
+    ic = ledger.allocate_control_numbers(run_id=run.run_id, sender_id="S", receiver_id=feed_id.upper()[:15],
+                                         now=at)
+    d = ledger.record_delivery_intent(
+        run_id=run.run_id, feed_id=feed_id, interval_start=day, payload_sha256=sha256_hex(f"{feed_id}{day}"),
+        file_name=f"{feed_id}_{ic.isa13:09d}.834.pgp", isa13=ic.isa13, gs06=ic.gs06, st02=ic.st02,
+        recipient_fingerprint="A" * 40, member_counts={"members": 4}, transport="sftp", now=at)
+    ledger.record_delivery_outcome(d.delivery_id, status="delivered", now=outcome_at or at, size=100)
+    ledger.finish_run(run.run_id, "delivered", now=outcome_at or at, counts={"members": 4})
+    return run.run_id
+
+
+def _auth(ledger: Ledger, party: FeedParty, at: datetime, plans: tuple[str, ...] = ("MED",)) -> None:
+    ledger.record_authorisation(feed_id=party.feed_id, employer_id=party.employer_id,
+                                carrier_id=party.carrier_id, plans=plans, effective_from=date(2017, 1, 1),
+                                effective_to=None, recorded_by="airflow", now=at)
+
+
+def _count(ledger: Ledger, table: str) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+
+
+def test_authorisations_are_recorded_once_per_content(ledger: Ledger) -> None:
+    _auth(ledger, ENDED, OLD)
+    _auth(ledger, ENDED, OLD + timedelta(days=1))
+    first = ledger.authorisations(feed_id=ENDED.feed_id)
+    assert len(first) == 1 and first[0].plans == ("MED",) and first[0].covers(date(2018, 1, 1))
+    _auth(ledger, ENDED, NEW, plans=("DEN", "MED"))
+    later = ledger.authorisations(feed_id=ENDED.feed_id)
+    assert [a.plans for a in later] == [("MED",), ("DEN", "MED")]
+    with pytest.raises(LedgerError):
+        ledger.record_authorisation(feed_id="f", employer_id="e", carrier_id="c", plans=[],
+                                    effective_from=date(2026, 1, 1), effective_to=None, recorded_by="t", now=NOW)
+    with pytest.raises(LedgerError):
+        ledger.record_authorisation(feed_id="f", employer_id="e", carrier_id="c", plans=["P"],
+                                    effective_from=date(2026, 1, 1), effective_to=date(2025, 1, 1),
+                                    recorded_by="t", now=NOW)
+    assert ledger.verify_chain().ok
+
+
+def test_ledger_metadata_is_purged_after_seven_years_and_the_chain_still_verifies(ledger: Ledger,
+                                                                                 tmp_path: Path) -> None:
+    _auth(ledger, ENDED, OLD)
+    old_a = _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
+    old_held = _run(ledger, HELD.feed_id, date(2018, 2, 28), OLD)
+    # Sent in 2018, its outcome only recorded in 2025: the run stays whole.
+    straddling = _run(ledger, OPEN.feed_id, date(2018, 2, 27), OLD, outcome_at=NEW)
+    ledger.audit(actor="ops", action="note", object_type="run", object_id=old_a, now=OLD, reason="old note")
+    ledger.audit(actor="ops", action="note", object_type="run", object_id=straddling, now=OLD,
+                 reason="note on a kept run")
+    _auth(ledger, ENDED, OLD + timedelta(days=30), plans=("DEN", "MED"))  # supersedes the first, pre cut-off
+    new_a = _run(ledger, ENDED.feed_id, date(2025, 2, 28), NEW)
+    before = ledger.verify_chain()
+    assert before.ok
+
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    counts = dict(report.ledger.counts)
+    assert counts == {"audit_events": 1, "authorisations": 1, "delivery_outcomes": 1, "deliveries": 1,
+                      "interchanges": 1, "run_events": 3, "runs": 1}
+    assert report.ledger_cutoff == datetime(2019, 6, 1, tzinfo=UTC)
+    assert ledger.get_run(old_a) is None
+    for kept in (old_held, straddling, new_a):
+        assert ledger.get_run(kept) is not None
+    assert [a.plans for a in ledger.authorisations(feed_id=ENDED.feed_id)] == [("DEN", "MED")]
+    assert [e.reason for e in ledger.audit_events(action="note")] == ["note on a kept run"]
+
+    after = ledger.verify_chain()
+    assert after.ok, after.first_broken
+    assert after.rows_checked == before.rows_checked - 9 + 2  # plus the checkpoint and its audit event
+    (checkpoint,) = ledger.purge_checkpoints()
+    assert checkpoint.purged_rows == 9 and checkpoint.actor == "housekeeping"
+    assert sum(g[1] - g[0] + 1 for g in checkpoint.gaps) == 9
+    purge_event = ledger.audit_events(action="purge_ledger_metadata")[0]
+    assert purge_event.detail["rows"] == 9 and purge_event.detail["runs"] == 1
+
+    # Idempotent, and a later purge adds its own gaps next to the first ones.
+    assert run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping").ledger.rows == 0
+    later = run_purge(ledger, tmp_path, PARTIES, as_of=date(2033, 6, 1), now=NOW, actor="housekeeping")
+    assert later.ledger.counts["runs"] == 2  # the 2025 run and the straddling one; the held run stays
+    assert ledger.get_run(old_held) is not None and ledger.get_run(new_a) is None
+    verdict = ledger.verify_chain()
+    assert verdict.ok, verdict.first_broken
+    assert len(ledger.purge_checkpoints()) == 2
+
+
+def test_deletion_outside_a_purge_is_still_found(ledger: Ledger, tmp_path: Path) -> None:
+    _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
+    kept = _run(ledger, HELD.feed_id, date(2025, 2, 28), NEW)
+    run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    assert ledger.verify_chain().ok
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM run_events WHERE run_id = :r AND kind = 'stage'"), {"r": kept})
+    verdict = ledger.verify_chain()
+    assert not verdict.ok and verdict.first_broken is not None and "gap" in verdict.first_broken.reason
+
+
+def test_an_edited_checkpoint_is_found(ledger: Ledger, tmp_path: Path) -> None:
+    """Widening a recorded gap to hide a deleted row breaks the checkpoint's own hash."""
+    _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
+    _run(ledger, HELD.feed_id, date(2025, 2, 28), NEW)
+    run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    with ledger.engine.begin() as conn:
+        gaps = conn.execute(sa.text("SELECT gaps FROM purge_checkpoints")).scalar_one()
+        conn.execute(sa.text("UPDATE purge_checkpoints SET gaps = :g"), {"g": gaps.replace("[1,", "[2,")})
+    verdict = ledger.verify_chain()
+    assert not verdict.ok and verdict.first_broken is not None
+    assert verdict.first_broken.table in ("runs", "purge_checkpoints")
+
+
+def test_held_feed_keeps_its_ledger_rows_and_audit_events(ledger: Ledger, tmp_path: Path) -> None:
+    run_id = _run(ledger, HELD.feed_id, date(2018, 2, 28), OLD)
+    ledger.audit(actor="ops", action="note", object_type="employer", object_id="umbrella", now=OLD)
+    set_hold(ledger, feed_id=OPEN.feed_id, held=True, reason="matter 9", actor="counsel", now=OLD)
+    _run(ledger, OPEN.feed_id, date(2018, 2, 28), OLD)
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    assert report.ledger.rows == 0
+    assert ledger.get_run(run_id) is not None
+    assert [h.object_id for h in ledger.legal_holds()] == [OPEN.feed_id]
+
+
+@pytest.mark.postgres
+def test_least_privilege_role_cannot_purge(pg_database: str, tmp_path: Path) -> None:
+    import uuid
+
+    from carrierfeeds.ledger import grant_app_role
+
+    owner = Ledger.open(pg_database)
+    owner.upgrade()
+    role = f"cf_app_{uuid.uuid4().hex[:10]}"
+    grant_app_role(owner.engine, role)
+    app = Ledger(sa.create_engine(pg_database, connect_args={"options": f"-c role={role}"}))
+    try:
+        _run(app, ENDED.feed_id, date(2018, 2, 28), OLD)
+        assert run_purge(app, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="x", dry_run=True).ledger.rows == 7
+        with pytest.raises(LedgerError, match="owner"):
+            run_purge(app, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="x")
+        assert app.verify_chain().ok
+        assert run_purge(owner, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="x").ledger.rows == 7
+        assert app.verify_chain().ok
+    finally:
+        app.close()
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        owner.close()
+
+
+def test_acknowledgments_go_with_their_run_and_unmatched_ones_by_age(ledger: Ledger, tmp_path: Path) -> None:
+    from carrierfeeds.ledger.store import AckRow
+
+    old_run = _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
+    (old_delivery,) = [d for d in ledger.deliveries() if d.run_id == old_run]
+    ledger.record_acknowledgments(file_sha256=sha256_hex("ack-1"), source_id="sunrise", file_name="a1.999",
+                                  rows=[AckRow(unit=1, kind="999", status="accepted",
+                                               delivery_id=old_delivery.delivery_id)], now=OLD)
+    ledger.record_acknowledgments(file_sha256=sha256_hex("ack-2"), source_id="sunrise", file_name="a2.999",
+                                  rows=[AckRow(unit=1, kind="999", status="rejected")], now=OLD)
+    ledger.record_acknowledgments(file_sha256=sha256_hex("ack-3"), source_id="sunrise", file_name="a3.999",
+                                  rows=[AckRow(unit=1, kind="TA1", status="accepted")], now=NEW)
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
+    assert report.ledger.counts["acknowledgments"] == 2 and report.ledger.counts["runs"] == 1
+    assert [a.file_name for a in ledger.acknowledgments()] == ["a3.999"]
+    assert ledger.verify_chain().ok
