@@ -6,17 +6,22 @@ its own AIRFLOW_HOME (SQLite metadata database) and our settings in the environm
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -69,13 +74,17 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     """, env, ROOT)
     assert result["errors"] == {}
     feeds = sorted(p.stem for p in (ROOT / "feeds").glob("*.yaml"))
-    assert sorted(result["dags"]) == [f"feed__{f}" for f in feeds]
+    assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in feeds)]
+    housekeeping = result["dags"].pop("carrierfeeds_housekeeping")
+    assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain"]
+    for info in [housekeeping, *result["dags"].values()]:
+        assert all(r >= 1 for r in info["retries"])
+        assert all(t is not None and t > 0 for t in info["timeouts"])
     for info in result["dags"].values():
         assert info["tasks"] == ["stage_census", "validate", "build", "conformance", "encrypt", "deliver",
                                  "confirm"]
-        assert all(r >= 1 for r in info["retries"])
-        assert all(t is not None and t > 0 for t in info["timeouts"])
         assert any(tag.startswith("employer:") for tag in info["tags"])
+        assert any(tag.startswith("carrier:") for tag in info["tags"])
 
 
 def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path, demo_keys: Any,
@@ -113,16 +122,22 @@ def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path
         import json, runpy, pendulum
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
         dag = module["feed__{DEMO_FEED}"]
-        run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
-        print("RESULT " + json.dumps({{"state": str(run.state)}}))
+        when = pendulum.datetime(2026, 11, 20, 12, tz="UTC")
+        run = dag.test(logical_date=when)
+        first = str(run.state)
+        # A second run of the same interval (what a clear or a manual re-trigger does) must not resend.
+        again = dag.test(logical_date=when)
+        print("RESULT " + json.dumps({{"state": first, "again": str(again.state)}}))
     """, env, tmp_path)
     assert result["state"] in ("success", "DagRunState.SUCCESS")
+    assert result["again"] in ("success", "DagRunState.SUCCESS")
     arrived = sorted(inbox.iterdir())
     assert len(arrived) == 1 and arrived[0].name.endswith(".834.pgp")
+    assert "already delivered; not sending again" in result["_output"]
 
     home = Path(env["AIRFLOW_HOME"])
     db = sqlite3.connect(home / "airflow.db")
-    dump = []
+    dump: list[str] = []
     for (table,) in db.execute("select name from sqlite_master where type='table'"):
         query = f'select * from "{table}"'  # noqa: S608 - table names from the schema
         dump.extend(repr(row) for row in db.execute(query))
@@ -132,3 +147,195 @@ def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path
     assert "deliver" in haystack and "validate" in result["_output"]  # there is something to search
     for value in canaries.values():
         assert value not in haystack
+
+
+# ------------------------------------------------------------------------------ failure notifications
+class _Receiver(ThreadingHTTPServer):
+    """A webhook on 127.0.0.1 that records every POST (path, headers, JSON body)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.received: list[dict[str, Any]] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append({"path": self.path, "headers": dict(self.headers),
+                                     "body": json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def webhook() -> Iterator[_Receiver]:
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook: _Receiver) -> None:
+    port = webhook.server_address[1]
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "login": "ops",
+            "password": "s3cret", "extra": {"endpoint": "hooks/carrierfeeds"}}
+    env = _airflow_env(tmp_path, {"AIRFLOW_CONN_CF_WEBHOOK": json.dumps(conn)})
+    result = _run_python("""
+        import json
+        from types import SimpleNamespace
+        from carrierfeeds.airflow import FeedStageFailed
+        from carrierfeeds.errors import TransientError
+        from carrierfeeds.notify import WebhookNotifier
+
+        ti = SimpleNamespace(dag_id="feed__f1", task_id="validate", try_number=4)
+        notifier = WebhookNotifier(feed_id="f1", connection_id="cf_webhook")
+        notifier({"ti": ti, "run_id": "scheduled__2026-11-20", "exception":
+                  FeedStageFailed("validate", "census_rejected", "3 rows failed rule ssn_format")})
+        # Anything not ours is named by type only: its text could hold a member's data.
+        notifier({"ti": ti, "run_id": "manual__1", "exception": KeyError("123-45-6789 Quillonius")})
+        refused = None
+        try:
+            WebhookNotifier(feed_id="f1", url="http://127.0.0.1:9/closed").notify({"ti": ti})
+        except TransientError as exc:
+            refused = exc.code
+        print("RESULT " + json.dumps({"refused": refused}))
+    """, env, ROOT)
+    assert result["refused"] == "transient"
+    assert [r["path"] for r in webhook.received] == ["/hooks/carrierfeeds", "/hooks/carrierfeeds"]
+    first, second = (r["body"] for r in webhook.received)
+    assert first == {"event": "failure", "feed_id": "f1", "dag_id": "feed__f1", "run_id": "scheduled__2026-11-20",
+                     "task_id": "validate", "try_number": 4, "stage": "validate", "error_code": "census_rejected",
+                     "message": "3 rows failed rule ssn_format", "logical_date": None}
+    assert second["error_code"] == "internal" and second["message"] == "KeyError"
+    assert "123-45-6789" not in json.dumps(webhook.received) and "Quillonius" not in json.dumps(webhook.received)
+    auth = webhook.received[0]["headers"]["Authorization"]
+    assert auth == "Basic " + base64.b64encode(b"ops:s3cret").decode()
+
+
+def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, webhook: _Receiver) -> None:
+    """A real dag.test() whose first stage fails for good (no census) posts one notice, no retries."""
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import DEMO_FEED, prepare_workspace
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                           delivery=LocalDelivery(path="outbox"))
+    feed_file = ws.settings.feeds_dir / f"{DEMO_FEED}.yaml"
+    data = yaml.safe_load(feed_file.read_text())
+    data["notify"] = {"webhook_connection_id": "cf_webhook"}
+    feed_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    conn = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook.server_address[1]}",
+            "extra": {"endpoint": "feed-failures"}}
+    s = ws.settings
+    env = _airflow_env(tmp_path, {
+        "CARRIERFEEDS_FEEDS_DIR": str(s.feeds_dir), "CARRIERFEEDS_MAPPINGS_DIR": str(s.mappings_dir),
+        "CARRIERFEEDS_SCHEMAS_DIR": str(s.schemas_dir), "CARRIERFEEDS_DATA_DIR": str(s.data_dir),
+        "CARRIERFEEDS_GNUPG_HOME": str(s.gnupg_home), "CARRIERFEEDS_KEYS_DIR": str(tmp_path / "keys"),
+        "AIRFLOW_CONN_CF_WEBHOOK": json.dumps(conn),
+    })
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    result = _run_python(f"""
+        import json, runpy, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        run = module["feed__{DEMO_FEED}"].test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
+        states = {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states}}))
+    """, env, tmp_path)
+    assert result["state"] in ("failed", "DagRunState.FAILED")
+    assert result["tasks"]["stage_census"] in ("failed", "TaskInstanceState.FAILED")
+    assert len(webhook.received) == 1
+    notice = webhook.received[0]
+    assert notice["path"] == "/feed-failures"
+    assert notice["body"]["feed_id"] == DEMO_FEED and notice["body"]["dag_id"] == f"feed__{DEMO_FEED}"
+    assert notice["body"]["stage"] == "stage_census" and notice["body"]["error_code"] == "data"
+    assert notice["body"]["try_number"] == 1  # permanent: failed on the first try, no retries
+
+
+def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path) -> None:
+    """The chain check passes on an intact ledger and fails the run once a row is edited behind its back."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger import Ledger
+
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    url = f"sqlite:///{data_dir / 'ledger.sqlite'}"
+    ledger = Ledger.open(url)
+    ledger.upgrade()
+    for n in range(3):
+        ledger.audit(actor="test", action="seed", object_type="feed", object_id=f"f{n}",
+                     now=datetime(2026, 11, 1, tzinfo=UTC))
+    ledger.close()
+    env = _airflow_env(tmp_path, {
+        "CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
+        "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas"), "CARRIERFEEDS_DATA_DIR": str(data_dir),
+    })
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    code = f"""
+        import json, runpy, sys, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        day = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+        run = module["carrierfeeds_housekeeping"].test(logical_date=pendulum.datetime(2026, 11, DAY, 4, tz="UTC"))
+        tis = {{ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in run.get_task_instances()}}
+        print("RESULT " + json.dumps({{"state": str(run.state).rsplit(".", 1)[-1].lower(), "tasks": tis}}))
+    """
+    intact = _run_python(code.replace("DAY", "20"), env, tmp_path)
+    assert intact["state"] == "success", intact["tasks"]
+    assert intact["tasks"] == {"poll_acknowledgments": "success", "retention_purge": "success",
+                               "verify_ledger_chain": "success"}
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update audit_events set object_id = 'forged' where object_id = 'f1'"))
+    engine.dispose()
+    tampered = _run_python(code.replace("DAY", "21"), env, tmp_path)
+    assert tampered["state"] == "failed"
+    assert tampered["tasks"]["verify_ledger_chain"] == "failed"
+    assert "ledger_chain_broken" in tampered["_output"]
+
+
+def test_staging_store_key_comes_from_an_airflow_variable(tmp_path: Path) -> None:
+    """Workers sharing a store by URL share the Variable's key; without it a shared store is refused."""
+    from carrierfeeds.staging import StagingKey
+
+    key = StagingKey.generate()
+    base = {"CARRIERFEEDS_DATA_DIR": str(tmp_path / "var"), "CARRIERFEEDS_KEYS_DIR": str(tmp_path / "keys")}
+    code = """
+        import json, uuid
+        from datetime import date
+        from carrierfeeds.airflow import staging_store
+        from carrierfeeds.errors import ConfigError
+        from carrierfeeds.settings import Settings
+
+        out = {}
+        try:
+            store = staging_store(Settings(), "memory://cf-" + uuid.uuid4().hex + "/staging")
+            store.put_bytes("f1", date(2026, 11, 20), "census.csv", b"ssn,name")
+            out["shared"] = store.get_bytes("f1", date(2026, 11, 20), "census.csv").decode()
+            out["key_id"] = store.key.key_id
+        except ConfigError as exc:
+            out["refused"] = exc.code
+        local = staging_store(Settings())
+        out["local_key_id"] = local.key.key_id
+        print("RESULT " + json.dumps(out))
+    """
+    shared_key = {"AIRFLOW_VAR_CARRIERFEEDS_STAGING_KEY": key.as_text()}
+    with_var = _run_python(code, _airflow_env(tmp_path, {**base, **shared_key}), ROOT)
+    assert with_var["shared"] == "ssn,name" and with_var["key_id"] == key.key_id
+    assert with_var["local_key_id"] == key.key_id
+    without = _run_python(code, _airflow_env(tmp_path, base), ROOT)
+    assert without["refused"] == "config" and "shared" not in without
+    # The local folder falls back to the keys directory's file, made 0600 on first use.
+    assert without["local_key_id"] == StagingKey.from_file(tmp_path / "keys" / "staging.key").key_id

@@ -3,11 +3,14 @@
 Tasks pass references (feed id and interval) and counts through XCom, never data. Each task opens the
 run for its (feed, interval) and calls one stage function, so a retried or cleared task finds the work
 earlier tasks left in the staging folder and the ledger. Faults we know to be permanent (bad config,
-rejected census, refused key or host, failed conformance) fail the task without retries.
+rejected census, refused key or host, failed conformance) fail the task without retries. A feed with a
+``notify`` block gets a PHI-free webhook notice when a task fails for good. One housekeeping DAG polls
+carriers' acknowledgments, runs the retention purge and verifies the ledger's hash chain.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -18,18 +21,33 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, BaseHook, get_parsing_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from carrierfeeds import pipeline
 from carrierfeeds.config import Feed, SftpDelivery, load_feed
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
-from carrierfeeds.settings import Settings, feed_paths
+from carrierfeeds.settings import Settings, feed_paths, load_bundle
 
 log = logging.getLogger(__name__)
 
 DAG_PREFIX = "feed__"
+HOUSEKEEPING_DAG_ID = "carrierfeeds_housekeeping"
+HOUSEKEEPING_SCHEDULE = "30 3 * * *"
 STAGE_TIMEOUT = timedelta(minutes=60)
+HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
+#: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
+STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
+
+
+class FeedStageFailed(AirflowFailException):
+    """A stage failed for good: no retries; carries our PHI-free code and message for notifiers."""
+
+    def __init__(self, stage: str, code: str, message: str) -> None:
+        super().__init__(f"{stage}: {code}: {message}")
+        self.carrierfeeds_stage = stage
+        self.carrierfeeds_code = code
+        self.carrierfeeds_message = message
 
 
 def dag_id_for(feed_id: str) -> str:
@@ -60,6 +78,9 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
     if str(extra.get("no_host_key_check", "false")).lower() == "true":
         raise ConfigError("no_host_key_check is not allowed: pin the carrier's host key",
                           file=f"airflow connection {connection_id}", field="extra.no_host_key_check")
+    if not conn.host or not conn.login:
+        raise ConfigError("the connection needs a host and a login", file=f"airflow connection {connection_id}",
+                          field="host" if not conn.host else "login")
     port = int(conn.port or 22)
     if extra.get("known_hosts"):
         known_hosts = str(extra["known_hosts"])
@@ -87,6 +108,31 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
                         known_hosts=known_hosts, **timeouts)
 
 
+def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
+    """The staging store a task uses: ``url`` (default the local staging folder), key from the Airflow
+    Variable ``carrierfeeds_staging_key``, else ``<keys_dir>/staging.key`` (made on first use).
+
+    A store workers share by URL needs the Variable: a key file made on one machine would not be on the
+    others, so a remote URL without it is refused rather than given a key only this worker knows.
+    """
+    from airflow.sdk import Variable
+
+    from carrierfeeds.staging import KEY_FILE_NAME, StagingKey, StagingStore
+
+    text = Variable.get(STAGING_KEY_VARIABLE, default=None)
+    target = url if url is not None else settings.staging_dir
+    if text:
+        return StagingStore(target, StagingKey.from_text(str(text), source=f"airflow variable {STAGING_KEY_VARIABLE}"))
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(str(target))
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols and "local" not in protocols:
+        raise ConfigError(f"a shared staging store needs the Airflow Variable {STAGING_KEY_VARIABLE}",
+                          field=STAGING_KEY_VARIABLE)
+    return StagingStore(target, StagingKey.load_or_create(settings.resolved_keys_dir / KEY_FILE_NAME))
+
+
 def _transport_for(ctx: pipeline.RunContext) -> Any:
     target = ctx.bundle.feed.delivery
     if isinstance(target, SftpDelivery):
@@ -99,7 +145,7 @@ def _transport_for(ctx: pipeline.RunContext) -> Any:
 
 def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     settings = Settings()
-    bundle = pipeline.load_bundle(settings, feed_id)
+    bundle = load_bundle(settings, feed_id)
     ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
     ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle)
     try:
@@ -116,8 +162,11 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
             if exc.retriable and context["ti"].try_number <= RETRIES:
                 raise  # Airflow retries with backoff; the run stays open
             pipeline.end_run(ctx, exc)
+            if pipeline.status_for(exc) == "nothing_to_send":
+                # A changes feed with no changes: the later stages are skipped, not failed.
+                raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
             # Our messages are PHI-free by construction; they are what ops see in the task log.
-            raise AirflowFailException(f"{stage}: {exc.code}: {exc.message}") from None
+            raise FeedStageFailed(stage, exc.code, exc.message) from None
     finally:
         ctx.ledger.close()
 
@@ -130,9 +179,21 @@ STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
 }
 
 
+def notifiers_for(feed: Feed) -> list[Any]:
+    """The feed's failure notifiers (empty without a ``notify`` block)."""
+    if feed.notify is None:
+        return []
+    from carrierfeeds.notify import WebhookNotifier
+
+    return [WebhookNotifier(feed_id=feed.feed_id, url=feed.notify.webhook_url,
+                            connection_id=feed.notify.webhook_connection_id)]
+
+
 def build_feed_dag(feed: Feed) -> DAG:
     """One DAG for one feed: schedule and time zone from the feed, one task per stage."""
     import pendulum
+
+    on_failure = notifiers_for(feed)
 
     with DAG(
         dag_id=dag_id_for(feed.feed_id),
@@ -149,6 +210,7 @@ def build_feed_dag(feed: Feed) -> DAG:
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=30),
             "execution_timeout": STAGE_TIMEOUT,
+            **({"on_failure_callback": on_failure} if on_failure else {}),
         },
     ) as dag:
         previous = None
@@ -178,6 +240,8 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
     settings = settings or Settings()
     wanted = get_parsing_context().dag_id
     dags: dict[str, DAG] = {}
+    if wanted is None or wanted == HOUSEKEEPING_DAG_ID:
+        dags[HOUSEKEEPING_DAG_ID] = build_housekeeping_dag()
     for path in feed_paths(settings):
         if wanted and wanted != dag_id_for(path.stem):
             continue
@@ -188,3 +252,91 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
             continue
         dags[dag_id_for(feed.feed_id)] = build_feed_dag(feed)
     return dags
+
+
+# ------------------------------------------------------------------------------------ housekeeping
+def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
+    from carrierfeeds.acks import poll_all
+
+    settings = Settings()
+    ledger = pipeline.open_ledger(settings)
+    try:
+        # SFTP credentials for the carriers' outboxes come from Airflow connections, like deliveries.
+        with tempfile.TemporaryDirectory(prefix="cf-acks-") as scratch:
+            counts: dict[str, Any] = poll_all(
+                settings, ledger, now=_utcnow(),
+                endpoint_for=lambda connection_id: sftp_endpoint_from_connection(connection_id, Path(scratch)))
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed("poll_acknowledgments", exc.code, exc.message) from None
+    finally:
+        ledger.close()
+    return counts
+
+
+def _retention_purge(**context: Any) -> dict[str, Any]:
+    from carrierfeeds.retention import parties_from_feeds_dir, run_purge
+
+    settings = Settings()
+    as_of = context["dag_run"].run_after.astimezone(UTC).date()
+    ledger = pipeline.open_ledger(settings)
+    try:
+        report = run_purge(ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of,
+                           now=_utcnow(), actor=f"airflow:{context['run_id']}")
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed("retention_purge", exc.code, exc.message) from None
+    finally:
+        ledger.close()
+    summary = report.as_dict()
+    # XCom gets counts only; the per-folder list stays in the ledger's audit events.
+    result: dict[str, Any] = json.loads(json.dumps({
+        "as_of": summary["as_of"], "ledger": summary["ledger"],
+        "folders_purged": sum(1 for i in summary["employee_data"] if i["action"] == "purge"),
+        "folders_kept": sum(1 for i in summary["employee_data"] if i["action"] != "purge"),
+    }, default=str))
+    return result
+
+
+def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
+    ledger = pipeline.open_ledger(Settings())
+    try:
+        verdict = ledger.verify_chain()
+    finally:
+        ledger.close()
+    if not verdict.ok:
+        broken = verdict.first_broken.as_dict() if verdict.first_broken else {}
+        raise FeedStageFailed("verify_ledger_chain", "ledger_chain_broken",
+                              f"ledger chain broken at {json.dumps(broken, sort_keys=True)}")
+    return {"rows_checked": verdict.rows_checked, "head_seq": verdict.head_seq}
+
+
+def build_housekeeping_dag() -> DAG:
+    """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain."""
+    import pendulum
+
+    with DAG(
+        dag_id=HOUSEKEEPING_DAG_ID,
+        description="carrierfeeds housekeeping: acknowledgments, retention purge, ledger chain check",
+        doc_md=build_housekeeping_dag.__doc__,
+        schedule=HOUSEKEEPING_SCHEDULE,
+        start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["carrierfeeds", "housekeeping"],
+        default_args={
+            "retries": RETRIES,
+            "retry_delay": timedelta(minutes=5),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=30),
+            "execution_timeout": HOUSEKEEPING_TIMEOUT,
+        },
+    ) as dag:
+        acks = task(task_id="poll_acknowledgments")(_poll_acknowledgments)()
+        # The purge and the chain check run even when the carriers' servers are down.
+        purge = task(task_id="retention_purge", trigger_rule="all_done")(_retention_purge)()
+        verify = task(task_id="verify_ledger_chain", trigger_rule="all_done")(_verify_ledger_chain)()
+        acks >> purge >> verify
+    return dag

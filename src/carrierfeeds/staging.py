@@ -1,0 +1,373 @@
+"""The staging store: a run's artifacts between tasks, in a local folder or at any fsspec URL, PHI encrypted.
+
+Artifacts live under ``<root>/<feed_id>/<interval_start>/<name>``; names are plain, PHI-free file names.
+An artifact put with ``phi=True`` (the default: fail closed) is stored as ``<name>.enc``, encrypted with
+AES-256-GCM in 1 MiB chunks (the STREAM construction: a per-object key from HKDF-SHA256 over a random
+salt, a chunk counter and a last-chunk flag in every nonce, the object's path as associated data), so a
+truncated, reordered, edited or moved object fails to decrypt instead of yielding wrong data; memory
+stays bounded by one chunk whatever the file size. PHI-free artifacts (the run's state, ciphertext that
+gpg already encrypted) are stored as they are.
+
+A local root is the default (folders 0700, files 0600, writes atomic by rename). Workers on different
+machines share an object store or network filesystem by URL (``s3://bucket/staging``, ``gs://...``,
+``file:///mnt/shared/staging``): the same paths, written through fsspec, as Airflow's
+``ObjectStoragePath`` does. The key is 32 random bytes: a 0600 file under the keys directory for the
+CLI, or (base64) an Airflow Variable or secrets-backend entry shared by every worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from carrierfeeds.errors import ConfigError, DataError, Refused
+
+log = logging.getLogger(__name__)
+
+KEY_FILE_NAME = "staging.key"
+KEY_BYTES = 32
+CHUNK = 1 << 20
+ENCRYPTED_SUFFIX = ".enc"
+_MAGIC = b"CFSTG\x00\x01\x00"  # format version 1
+_SALT_BYTES = 16
+_TAG_BYTES = 16
+_HKDF_INFO = b"carrierfeeds staging v1"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
+_FEED = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class StagingTampered(Refused):
+    """A staged object does not decrypt: wrong key, or truncated, edited or moved since it was written."""
+
+    code = "staging_tampered"
+
+
+@dataclass(frozen=True, repr=False)
+class StagingKey:
+    """The store's 32-byte master key; ``repr`` never shows it."""
+
+    secret: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != KEY_BYTES:
+            raise ConfigError(f"a staging key is {KEY_BYTES} bytes", field="staging key")
+
+    def __repr__(self) -> str:
+        return f"StagingKey(id={self.key_id})"
+
+    @property
+    def key_id(self) -> str:
+        """A PHI-free, secret-free name for the key (to tell keys apart in logs)."""
+        return hashlib.sha256(b"carrierfeeds staging key id" + self.secret).hexdigest()[:16]
+
+    @classmethod
+    def generate(cls) -> StagingKey:
+        return cls(secrets.token_bytes(KEY_BYTES))
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "staging key") -> StagingKey:
+        """From base64 text (an Airflow Variable, a secrets-backend entry, an environment variable)."""
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("not base64", field=source) from None
+        if len(raw) != KEY_BYTES:
+            raise ConfigError(f"decodes to {len(raw)} bytes, expected {KEY_BYTES}", field=source)
+        return cls(raw)
+
+    def as_text(self) -> str:
+        return base64.b64encode(self.secret).decode("ascii")
+
+    @classmethod
+    def from_file(cls, path: Path) -> StagingKey:
+        """Read a key file; refused unless only its owner can read it."""
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError("staging key file not found", file=str(path)) from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"staging key file is mode {stat.S_IMODE(mode):o}; it must be 600", file=str(path))
+        return cls.from_text(path.read_text(encoding="ascii"), source=str(path))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> StagingKey:
+        """The key at ``path``, made (0600, never overwriting) the first time."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = cls.generate()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return cls.from_file(path)  # another process made it first: use theirs
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(key.as_text() + "\n")
+            log.info("created staging key %s in %s", key.key_id, path.parent)
+            return key
+        return cls.from_file(path)
+
+
+@dataclass(frozen=True)
+class StagedArtifact:
+    """One stored artifact: its plain ``name``, its location, whether encrypted, and sizes and hash.
+
+    ``sha256`` and ``plain_bytes`` are of the plaintext; ``stored_bytes`` is what the store holds.
+    """
+
+    name: str
+    location: str
+    encrypted: bool
+    plain_bytes: int
+    stored_bytes: int
+    sha256: str
+
+
+class StagingStore:
+    """Artifacts of runs keyed by (feed id, interval start) under one root folder or URL."""
+
+    def __init__(self, root: str | Path, key: StagingKey, *,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.url = str(root)
+        self.key = key
+        fs, path = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
+        self.fs: Any = fs
+        self.root: str = str(path).rstrip("/")
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        self.local = "file" in protocols or "local" in protocols
+        if self.local:
+            _private_dir(Path(self.root))
+
+    def __repr__(self) -> str:
+        return f"StagingStore({self.url!r}, key={self.key.key_id})"
+
+    # ------------------------------------------------------------------------------ paths
+    def run_location(self, feed_id: str, interval_start: date) -> str:
+        if not _FEED.match(feed_id):
+            raise ConfigError(f"not a feed id: {feed_id!r}", field="feed_id")
+        return f"{self.root}/{feed_id}/{interval_start.isoformat()}"
+
+    def _location(self, feed_id: str, interval_start: date, name: str) -> str:
+        if not _NAME.match(name) or name.endswith(ENCRYPTED_SUFFIX):
+            raise ConfigError(f"not a plain artifact name: {name!r}", field="name")
+        return f"{self.run_location(feed_id, interval_start)}/{name}"
+
+    def _run_dir(self, feed_id: str, interval_start: date) -> str:
+        where = self.run_location(feed_id, interval_start)
+        if self.local:
+            _private_dir(Path(self.root) / feed_id)
+            _private_dir(Path(where))
+        else:
+            self.fs.makedirs(where, exist_ok=True)
+        return where
+
+    # ------------------------------------------------------------------------------ writes
+    def put_file(self, feed_id: str, interval_start: date, name: str, source: Path, *,
+                 phi: bool = True) -> StagedArtifact:
+        """Store ``source`` as ``name`` for the run; encrypted unless ``phi`` is False."""
+        with source.open("rb") as fh:
+            return self._put(feed_id, interval_start, name, fh, phi=phi)
+
+    def put_bytes(self, feed_id: str, interval_start: date, name: str, data: bytes, *,
+                  phi: bool = True) -> StagedArtifact:
+        import io
+
+        return self._put(feed_id, interval_start, name, io.BytesIO(data), phi=phi)
+
+    def _put(self, feed_id: str, interval_start: date, name: str, source: IO[bytes], *,
+             phi: bool) -> StagedArtifact:
+        location = self._location(feed_id, interval_start, name)
+        self._run_dir(feed_id, interval_start)
+        target = location + ENCRYPTED_SUFFIX if phi else location
+        other = location if phi else location + ENCRYPTED_SUFFIX
+        digest = hashlib.sha256()
+        plain = 0
+        tmp = f"{target}.tmp-{secrets.token_hex(4)}" if self.local else target
+        try:
+            with self.fs.open(tmp, "wb") as out:
+                if self.local:
+                    os.chmod(tmp, 0o600)
+                if phi:
+                    plain = _encrypt_stream(self.key, _aad(feed_id, interval_start, name), source, out, digest)
+                else:
+                    for block in iter(lambda: source.read(CHUNK), b""):
+                        digest.update(block)
+                        plain += len(block)
+                        out.write(block)
+            if self.local:
+                os.replace(tmp, target)
+        except BaseException:
+            if self.local and os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        if self.fs.exists(other):
+            self.fs.rm(other)  # one artifact, one form: never a stale plaintext beside its ciphertext
+        stored = int(self.fs.size(target))
+        return StagedArtifact(name=name, location=target, encrypted=phi, plain_bytes=plain, stored_bytes=stored,
+                              sha256=digest.hexdigest())
+
+    # ------------------------------------------------------------------------------- reads
+    def exists(self, feed_id: str, interval_start: date, name: str) -> bool:
+        location = self._location(feed_id, interval_start, name)
+        return bool(self.fs.exists(location + ENCRYPTED_SUFFIX) or self.fs.exists(location))
+
+    def get_file(self, feed_id: str, interval_start: date, name: str, dest: Path) -> StagedArtifact:
+        """Write the artifact's plaintext to ``dest`` (0600, atomic); a tampered object is refused."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                artifact = self._get(feed_id, interval_start, name, out)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return artifact
+
+    def get_bytes(self, feed_id: str, interval_start: date, name: str) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self._get(feed_id, interval_start, name, buffer)
+        return buffer.getvalue()
+
+    def _get(self, feed_id: str, interval_start: date, name: str, out: IO[bytes]) -> StagedArtifact:
+        location = self._location(feed_id, interval_start, name)
+        digest = hashlib.sha256()
+        if self.fs.exists(location + ENCRYPTED_SUFFIX):
+            target, encrypted = location + ENCRYPTED_SUFFIX, True
+            with self.fs.open(target, "rb") as fh:
+                plain = _decrypt_stream(self.key, _aad(feed_id, interval_start, name), fh, out, digest)
+        elif self.fs.exists(location):
+            target, encrypted, plain = location, False, 0
+            with self.fs.open(target, "rb") as fh:
+                for block in iter(lambda: fh.read(CHUNK), b""):
+                    digest.update(block)
+                    plain += len(block)
+                    out.write(block)
+        else:
+            raise DataError("artifact not in the staging store", file=name,
+                            details={"feed_id": feed_id, "interval_start": interval_start.isoformat()})
+        return StagedArtifact(name=name, location=target, encrypted=encrypted, plain_bytes=plain,
+                              stored_bytes=int(self.fs.size(target)), sha256=digest.hexdigest())
+
+    def names(self, feed_id: str, interval_start: date) -> list[str]:
+        """The plain names of the run's artifacts (encrypted ones without their suffix)."""
+        where = self.run_location(feed_id, interval_start)
+        if not self.fs.exists(where):
+            return []
+        out = set()
+        for entry in self.fs.ls(where, detail=False):
+            base = str(entry).rstrip("/").rsplit("/", 1)[-1]
+            if ".tmp-" in base:
+                continue
+            out.add(base[: -len(ENCRYPTED_SUFFIX)] if base.endswith(ENCRYPTED_SUFFIX) else base)
+        return sorted(out)
+
+    # ------------------------------------------------------------------------------ removal
+    def remove_run(self, feed_id: str, interval_start: date, *, keep: tuple[str, ...] = ()) -> int:
+        """Remove the run's artifacts except ``keep``; the folder goes too when nothing is kept.
+
+        Returns how many artifacts were removed.
+        """
+        where = self.run_location(feed_id, interval_start)
+        if not self.fs.exists(where):
+            return 0
+        removed = 0
+        for entry in self.fs.ls(where, detail=False):
+            base = str(entry).rstrip("/").rsplit("/", 1)[-1]
+            plain = base[: -len(ENCRYPTED_SUFFIX)] if base.endswith(ENCRYPTED_SUFFIX) else base
+            if plain in keep:
+                continue
+            self.fs.rm(str(entry), recursive=True)
+            removed += 1
+        if not keep:
+            with contextlib.suppress(FileNotFoundError):  # object stores have no folders once empty
+                self.fs.rm(where, recursive=True)
+        log.info("staging: removed %d artifact(s) of feed %s interval %s", removed, feed_id, interval_start)
+        return removed
+
+
+def open_store(url: str | Path, key: StagingKey, **storage_options: Any) -> StagingStore:
+    """A store at a local path or fsspec URL (``s3://...`` needs that filesystem's package, e.g. s3fs)."""
+    return StagingStore(url, key, storage_options=storage_options)
+
+
+# ----------------------------------------------------------------------------------- encryption
+def _aad(feed_id: str, interval_start: date, name: str) -> bytes:
+    # The logical path, not the URL: a store can move (copied bucket), an object cannot change runs.
+    return f"{feed_id}/{interval_start.isoformat()}/{name}".encode()
+
+
+def _object_key(key: StagingKey, salt: bytes) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=_HKDF_INFO).derive(key.secret)
+    return AESGCM(derived)
+
+
+def _nonce(counter: int, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def _chunks(source: IO[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
+    """Blocks of ``size`` bytes with a flag on the last one (an empty source yields one empty block)."""
+    current = source.read(size)
+    while True:
+        following = source.read(size)
+        yield current, not following
+        if not following:
+            return
+        current = following
+
+
+def _encrypt_stream(key: StagingKey, aad: bytes, source: IO[bytes], out: IO[bytes], digest: Any) -> int:
+    salt = secrets.token_bytes(_SALT_BYTES)
+    header = _MAGIC + salt
+    aead = _object_key(key, salt)
+    out.write(header)
+    total = 0
+    for counter, (block, last) in enumerate(_chunks(source, CHUNK)):
+        digest.update(block)
+        total += len(block)
+        out.write(aead.encrypt(_nonce(counter, last), block, header + aad))
+    return total
+
+
+def _decrypt_stream(key: StagingKey, aad: bytes, source: IO[bytes], out: IO[bytes], digest: Any) -> int:
+    header = source.read(len(_MAGIC) + _SALT_BYTES)
+    if len(header) != len(_MAGIC) + _SALT_BYTES or not header.startswith(_MAGIC):
+        raise StagingTampered("staged object has no valid header")
+    aead = _object_key(key, header[len(_MAGIC):])
+    total = 0
+    for counter, (block, last) in enumerate(_chunks(source, CHUNK + _TAG_BYTES)):
+        try:
+            plain = aead.decrypt(_nonce(counter, last), block, header + aad)
+        except InvalidTag:
+            raise StagingTampered("staged object does not decrypt (wrong key, or truncated, edited or moved)",
+                                  details={"chunk": counter}) from None
+        digest.update(plain)
+        total += len(plain)
+        out.write(plain)
+    return total
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
