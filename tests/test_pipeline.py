@@ -154,3 +154,46 @@ def _dump_ledger(settings: Any) -> str:
                 chunks.append(repr(tuple(row)))
     engine.dispose()
     return "\n".join(chunks)
+
+
+def test_carrier_without_electronic_intake_gets_a_tracked_printable_handoff(
+        tmp_path: Path, demo_keys: Any, ledger_url: str) -> None:
+    from carrierfeeds.config import ManualDelivery
+    from carrierfeeds.demo import prepare_workspace
+
+    feed_id = "acme-northwind-dental"
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", ledger_url=ledger_url,
+                           config_root=Path(__file__).resolve().parents[1], feed_id=feed_id,
+                           delivery=ManualDelivery(outbox="outbox/northwind"))
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+
+    census = generate_census(40, 9, as_of=DAY)
+    write_census_csv(census, ws.inbound / "census_20261120.csv")
+    ref = RunRef.for_day(feed_id, DAY)
+
+    summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert summary.status == "pending_handoff", summary.error
+    outbox = ws.settings.data_dir / "outbox" / "northwind"
+    placed = sorted(outbox.iterdir())
+    assert [p.name for p in placed] == [summary.file_name] and summary.file_name.endswith(".pdf.pgp")
+    plain = tmp_path / "handoff.pdf"
+    result = demo_keys.carrier.decrypt_file(placed[0], plain)
+    assert result.valid_signature and hashlib.sha256(plain.read_bytes()).hexdigest() == summary.payload_sha256
+    text = subprocess.run(["pdftotext", "-layout", str(plain), "-"], check=True, capture_output=True,
+                          text=True).stdout
+    dental = census[census["plan_code"] == "DEN-STD"]
+    assert summary.members == dental["member_id"].nunique()
+    assert str(dental.iloc[0]["last_name"]).upper() in text.upper()
+    for ssn in census["ssn"]:  # not on this carrier's allowlist
+        if ssn:
+            assert ssn not in text
+
+    ledger = open_ledger(ws.settings)
+    pending = ledger.pending_handoffs(feed_id=feed_id)
+    assert [d.payload_sha256 for d in pending] == [summary.payload_sha256]
+    ledger.confirm_handoff(pending[0].delivery_id, by="ops.jane", method="courier", now=_clock())
+    assert ledger.find_delivery(feed_id=feed_id, interval_start=DAY).status == "handed_off"
+    ledger.close()
+    again = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert again.status == "already_delivered"
+    assert sorted(p.name for p in outbox.iterdir()) == [summary.file_name]

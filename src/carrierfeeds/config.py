@@ -72,6 +72,8 @@ class OutputSpec(_Model):
 
 
 class EncryptionSpec(_Model):
+    """Who can read the file: the carrier's key, or for a manual hand-off the hand-off team's key."""
+
     recipient_fingerprint: str = Field(pattern=_FPR, description="carrier's key, full 40-hex fingerprint")
     signer_fingerprint: str = Field(pattern=_FPR, description="our signing key, full 40-hex fingerprint")
     armor: bool = False
@@ -97,7 +99,14 @@ class LocalDelivery(_Model):
     path: str = Field(description="a carrier inbox folder, relative to the data directory")
 
 
-Delivery = Annotated[SftpDelivery | LocalDelivery, Field(discriminator="kind")]
+class ManualDelivery(_Model):
+    """A person hands the (encrypted) printable document over; the ledger tracks it until confirmed."""
+
+    kind: Literal["manual"] = "manual"
+    outbox: str = Field(description="private outbox folder, relative to the data directory")
+
+
+Delivery = Annotated[SftpDelivery | LocalDelivery | ManualDelivery, Field(discriminator="kind")]
 
 
 class ValidationPolicy(_Model):
@@ -153,6 +162,8 @@ class Feed(_Model):
     def _electronic_matches_output(self) -> Feed:
         if not self.carrier.electronic and self.output.format != "pdf":
             raise ValueError("carrier.electronic is false, so output.format must be 'pdf'")
+        if not self.carrier.electronic and self.delivery.kind != "manual":
+            raise ValueError("carrier.electronic is false, so delivery.kind must be 'manual'")
         return self
 
 
@@ -198,6 +209,35 @@ def _default_coverage_levels() -> dict[str, CoverageLevelCode]:
     return {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"}
 
 
+class SftpAckSource(_Model):
+    """The carrier's SFTP response folder, reached with the same pinned-host-key endpoint files."""
+
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    remote_dir: str = "/outbox"
+    pattern: str = "*"
+
+
+class LocalAckSource(_Model):
+    """A folder on this machine the carrier's acknowledgments land in (relative to the data directory)."""
+
+    kind: Literal["local"] = "local"
+    path: str
+    pattern: str = "*"
+
+
+class AckSpec(_Model):
+    """Where a carrier puts its TA1/999 acknowledgments and how they are protected.
+
+    ``signer_fingerprint``: the carrier's signing key; when set, every encrypted acknowledgment must
+    carry its valid signature.
+    """
+
+    source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
+    encrypted: bool = False
+    signer_fingerprint: str | None = Field(None, pattern=_FPR)
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -224,6 +264,8 @@ class CarrierMapping(_Model):
     full_file_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                                "sunday"] | None = Field(
         None, description="in changes mode, send the full audit file (030) on this weekday instead")
+    acks: AckSpec | None = Field(None, description="where the carrier returns TA1/999 acknowledgments")
+    ack_window_hours: int = Field(24, ge=1, description="an acknowledgment later than this is overdue")
     name_max_length: int = Field(35, ge=10, le=60)
     file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
                            description="fields: sender, receiver, isa13, date, feed")

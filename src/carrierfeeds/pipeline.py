@@ -43,6 +43,9 @@ STAGES: tuple[Stage, ...] = ("stage_census", "validate", "build", "conformance",
 #: of families cut from the file (x12.check.sample_834), after the structural check of the whole file.
 PYX12_MAX_MEMBERS = 2_000
 
+#: Delivery outcomes after which the file is with the recipient (or in the hand-off outbox): never resend.
+ON_RECIPIENTS_SIDE = ("delivered", "reconciled", "forced_resend", "pending_handoff", "handed_off")
+
 
 @dataclass(frozen=True)
 class RunRef:
@@ -238,17 +241,27 @@ def build(ctx: RunContext) -> dict[str, Any]:
 
     from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
     from carrierfeeds.x12.render import render_834
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
     with _stage(ctx, "build") as detail:
+        # The authority every file is sent under; a no-op unless the feed's authorisation changed.
+        ctx.ledger.record_authorisation(
+            feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
+            plans=feed.authorization.plans, effective_from=feed.authorization.effective_from,
+            effective_to=feed.authorization.effective_to, recorded_by=ctx.actor, now=ctx.now())
         if not feed.authorization.covers(ctx.ref.interval_start):
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
                                 details={"feed_id": feed.feed_id})
         census = pd.read_parquet(ctx.run_dir / "accepted.parquet")
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
+        action: str = mapping.full_file.bgn08
+        change_counts: dict[str, Any] = {}
+        if mapping.mode == "changes":
+            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment)
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -256,30 +269,80 @@ def build(ctx: RunContext) -> dict[str, Any]:
         header = TransactionHeader(
             ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
             sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
-            payer=mapping.payer, action=mapping.full_file.bgn08, group_number=mapping.group_number)
-        file_name = mapping.file_name.format(
-            sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
-            isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"),
-            feed=feed.feed_id)
-        out = ctx.run_dir / file_name
-        digest = hashlib.sha256()
-        size = 0
-        tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("wb") as fh:
-            os.chmod(tmp, 0o600)
-            for chunk in render_834(enrollment, header, control, Delimiters()):
-                fh.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-        tmp.replace(out)
+            payer=mapping.payer, action=action, group_number=mapping.group_number)
+        if feed.output.format == "pdf":
+            # The same members and changes, printable, for a carrier that takes no electronic files.
+            control_id = f"{interchange.isa13:09d}"
+            file_name = fallback_file_name(feed, ctx.ref.interval_start, control_id)
+            doc = write_fallback_pdf(enrollment, ctx.run_dir / file_name, feed=feed,
+                                     interval_start=ctx.ref.interval_start, control_id=control_id,
+                                     created=interchange.created_at)
+            payload_sha256, size = doc.sha256, doc.size
+        else:
+            file_name = mapping.file_name.format(
+                sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
+                isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"),
+                feed=feed.feed_id)
+            payload_sha256, size = _write_chunks(ctx.run_dir / file_name,
+                                                 render_834(enrollment, header, control, Delimiters()))
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
-                                                             enrollment.excluded.items()}}
-        detail.update(counts, isa13=control.isa13, payload_sha256=digest.hexdigest(), bytes=size,
+                                                             enrollment.excluded.items()}, **change_counts}
+        detail.update(counts, isa13=control.isa13, payload_sha256=payload_sha256, bytes=size,
                       file_name=file_name)
-        ctx.save_state(file_name=file_name, payload_sha256=digest.hexdigest(), payload_bytes=size,
+        ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
                        isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts)
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
+
+
+def _write_chunks(out: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
+    """Stream ``chunks`` to ``out`` (0600, atomic); its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("wb") as fh:
+        os.chmod(tmp, 0o600)
+        for chunk in chunks:
+            fh.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    tmp.replace(out)
+    return digest.hexdigest(), size
+
+
+def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any) -> tuple[Any, str, dict[str, Any]]:
+    """Changes mode: diff against the last confirmed snapshot, stage the next one (advanced by confirm)."""
+    from carrierfeeds.census.readers import read_census
+    from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
+
+    mapping = ctx.bundle.mapping
+    store = snapshot_store(ctx)
+    base = store.load_base(ctx.feed_id, ctx.run_id)
+    # Families validation held back are in the staged census but not in the accepted rows.
+    raw = read_census(ctx.run_dir / "census.csv", ctx.bundle.schema)
+    held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
+    full = base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
+    change_set = diff_against_snapshot(
+        enrollment, base, as_of=ctx.ref.interval_start, term_policy=mapping.term_policy,
+        term_end=mapping.term_end, retro_window_days=mapping.retro_window_days, held_back_members=held,
+        full_file=full)
+    if change_set.empty:
+        raise NoChanges("no changes against the last delivered snapshot; nothing to send",
+                        details={"feed_id": ctx.feed_id})
+    store.stage(ctx.feed_id, ctx.run_id, change_set.snapshot, full_file=change_set.full_file)
+    ctx.save_state(snapshot_staged=True)
+    counts = {f"ins03_{k}": v for k, v in change_set.members_by_type.items()}
+    counts.update({f"hd01_{k}": v for k, v in change_set.coverages_by_type.items()},
+                  carried_over=change_set.carried_over, full_file=int(change_set.full_file))
+    action = mapping.full_file.bgn08 if change_set.full_file else "2"
+    return change_set.enrollment, action, counts
+
+
+def snapshot_store(ctx: RunContext) -> Any:
+    """The feed snapshots (encrypted at rest) under the data directory, keyed from the keys directory."""
+    from carrierfeeds.changes import SnapshotStore
+
+    return SnapshotStore(ctx.settings.data_dir / "snapshots", ctx.settings.resolved_keys_dir / "snapshot.key")
 
 
 def conformance(ctx: RunContext) -> dict[str, Any]:
@@ -293,6 +356,11 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
         if hashlib.sha256(data).hexdigest() != state["payload_sha256"]:
             raise ConformanceFailed("the rendered file changed after it was built",
                                     details={"file_name": state["file_name"]})
+        if ctx.bundle.feed.output.format == "pdf":
+            # A printable document has no X12 structure to check; its integrity is its hash.
+            detail.update(format="pdf", bytes=len(data))
+            ctx.save_state(conformance="passed")
+            return {"run_id": ctx.run_id, "format": "pdf"}
         report = check_834(data, require_dmg="dob" in ctx.bundle.mapping.allowlist)
         detail.update(segments=report.segment_count, members=report.member_count,
                       problems=len(report.problems))
@@ -363,12 +431,15 @@ def make_transport(ctx: RunContext) -> Any:
     """The feed's delivery target; credentials from the keys directory (Airflow passes its own)."""
     from carrierfeeds.credentials import load_sftp_endpoint
     from carrierfeeds.transport.local import LocalTransport
+    from carrierfeeds.transport.manual import ManualTransport
     from carrierfeeds.transport.sftp import SftpTransport
 
     target = ctx.bundle.feed.delivery
     if target.kind == "sftp":
         endpoint = load_sftp_endpoint(ctx.settings.resolved_keys_dir, target.connection_id)
         return SftpTransport(endpoint, target.remote_dir)
+    if target.kind == "manual":
+        return ManualTransport(ctx.settings.data_dir / target.outbox)
     return LocalTransport(ctx.settings.data_dir / target.path)
 
 
@@ -381,12 +452,12 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                                             payload_sha256=state["payload_sha256"])
         other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
         if other is not None and other.payload_sha256 != state["payload_sha256"] and \
-                other.status in ("delivered", "reconciled", "forced_resend"):
+                other.status in ON_RECIPIENTS_SIDE:
             raise Refused(
                 f"a different file (interchange {other.isa13}) was already delivered for "
                 f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
                 details={"delivery_id": other.delivery_id, "isa13": other.isa13})
-        if existing is not None and existing.status in ("delivered", "reconciled", "forced_resend") \
+        if existing is not None and existing.status in ON_RECIPIENTS_SIDE \
                 and not force_reason:
             # A retry, a rerun or an Airflow clear of a delivered interval: nothing is sent twice.
             detail.update(already_delivered=True, delivery_id=existing.delivery_id)
@@ -400,7 +471,9 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             payload_sha256=state["payload_sha256"], file_name=state["file_name"] + feed.encryption.suffix,
             isa13=state["isa13"], gs06=state["gs06"], st02=state["st02"],
             recipient_fingerprint=feed.encryption.recipient_fingerprint,
-            member_counts={"members": counts["members"], "audit_030": counts["members"]},
+            member_counts={"members": counts["members"],
+                           **({k: v for k, v in counts.items() if k.startswith("ins03_")}
+                              or {"ins03_030": counts["members"]})},
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
         cipher = ctx.run_dir / state["cipher_name"]
@@ -418,8 +491,9 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
                                                error_code=exc.code, message=exc.message[:500])
             raise
+        outcome = "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
         ctx.ledger.record_delivery_outcome(
-            intent.delivery_id, status="forced_resend" if force_reason else "delivered", now=ctx.now(),
+            intent.delivery_id, status="forced_resend" if force_reason else outcome, now=ctx.now(),
             ciphertext_sha256=state["ciphertext_sha256"], size=receipt.size, remote_path=receipt.remote_path,
             host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor, reason=force_reason)
         detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
@@ -451,8 +525,13 @@ def confirm(ctx: RunContext) -> RunSummary:
         state = ctx.state()
         if not state.get("delivered"):
             raise PermanentError("nothing was delivered for this run")
-        status = "already_delivered" if state.get("already_delivered") else "delivered"
+        status = ("already_delivered" if state.get("already_delivered") else
+                  "pending_handoff" if ctx.bundle.feed.delivery.kind == "manual" else "delivered")
         summary = _summary(ctx, status)
+        if state.get("snapshot_staged"):
+            # Only now does the carrier hold what this run sent; a failed delivery never gets here.
+            snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id)
+            detail.update(snapshot_advanced=True)
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.get("counts", {}))
         detail.update(removed=purge_plaintext(ctx))
     return summary
@@ -487,6 +566,8 @@ def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = Non
 
 def status_for(exc: CarrierFeedsError) -> str:
     """The run status an error ends a run in (the ledger's vocabulary)."""
+    if exc.code == "no_changes":
+        return "nothing_to_send"
     if isinstance(exc, DataError):
         return "rejected"
     if isinstance(exc, Refused | ConfigError):

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     gnupg_home: Path | None = None
     ledger_url: str | None = None
     token_key_file: Path | None = None
+    staging_url: str | None = None
+    employee_data_retention_days: int = 90
+    ledger_retention_years: int = 7
 
     @property
     def resolved_keys_dir(self) -> Path:

@@ -1,0 +1,79 @@
+"""A changes-mode feed end to end: day 1 the full file, day 2 only the changes; a failed delivery leaves the
+snapshot where it was and the rerun sends the same changes (real gpg, sshd, ledger)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from carrierfeeds.pipeline import RunRef, run_feed
+
+pytestmark = pytest.mark.slow
+
+DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+def _plain(ws: Any, name: str, tmp_path: Path) -> bytes:
+    out = tmp_path / f"{name}.plain"
+    assert ws.keys.carrier.decrypt_file(ws.inbox / name, out).valid_signature
+    return out.read_bytes()
+
+
+def test_changes_mode_sends_full_then_only_changes_and_resends_after_a_failure(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    from carrierfeeds.changes import SnapshotStore
+
+    ws = sftp_workspace
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    m = mappings / "sunrise-health.yaml"
+    m.write_text(m.read_text().replace("# mode: full", "mode: changes"))
+    settings = ws.settings.model_copy(update={"mappings_dir": mappings})
+    store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
+
+    census1 = ws.write_census(members=20, seed=5, as_of=DAY1)
+    first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+    day1 = _plain(ws, first.file_name, tmp_path)
+    assert b"***4~" in day1 and b"*030*" in day1
+    base = store.info(ws.feed.feed_id)
+    assert base is not None and base.run_id == first.run_id
+
+    frame = pd.read_csv(census1, dtype=str, keep_default_na=False)
+    mover = frame.loc[frame["plan_code"].isin(ws.feed.authorization.plans), "member_id"].iloc[0]
+    frame.loc[frame["member_id"] == mover, "address1"] = "1 Changed Street"
+    census1.unlink()
+    frame.to_csv(ws.inbound / f"census_{DAY2:%Y%m%d}.csv", index=False)
+
+    known_hosts = ws.keys_dir / "known_hosts"
+    good = known_hosts.read_text()
+    host = good.split()[0]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    known_hosts.write_text(f"{host} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n")
+    failed = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY2), clock=_clock, actor="test")
+    assert failed.status in ("refused", "failed")
+    after_failure = store.info(ws.feed.feed_id)
+    assert after_failure is not None and after_failure.run_id == first.run_id
+
+    known_hosts.write_text(good)
+    second = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY2), clock=_clock, actor="test")
+    assert second.status == "delivered", second.error
+    assert second.payload_sha256 == failed.payload_sha256  # the very same changes, resent
+    day2 = _plain(ws, second.file_name, tmp_path)
+    assert b"***2~" in day2
+    ins = [s for s in day2.split(b"~\n") if s.startswith(b"INS*")]
+    assert ins and all(s.split(b"*")[3] == b"001" and s.split(b"*")[4] == b"43" for s in ins)
+    assert b"HD*" not in day2  # an address change carries no coverage loop
+    now = store.info(ws.feed.feed_id)
+    assert now is not None and now.run_id == second.run_id
