@@ -197,3 +197,27 @@ def test_carrier_without_electronic_intake_gets_a_tracked_printable_handoff(
     again = run_feed(ws.settings, ref, clock=_clock, actor="test")
     assert again.status == "already_delivered"
     assert sorted(p.name for p in outbox.iterdir()) == [summary.file_name]
+
+
+def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_workspace: Any) -> None:
+    """Airflow-style: each stage alone, scratch wiped after each; the store holds PHI only encrypted."""
+    from carrierfeeds import pipeline
+
+    ws = sftp_workspace
+    census = ws.write_census(members=25, seed=12, as_of=DAY)
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    canaries = [frame.loc[0, "ssn"], frame.loc[0, "last_name"], frame.loc[0, "address1"]]
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    stages = [lambda c: pipeline.stage_census(c, census), pipeline.validate, pipeline.build,
+              pipeline.conformance, pipeline.encrypt, pipeline.deliver, pipeline.confirm]
+    for stage in stages:
+        ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
+        stage(ctx)
+        ctx.ledger.close()
+        assert not pipeline.scratch_dir_for(ws.settings, ref).exists()
+        for path in run_dir_for(ws.settings, ref).iterdir():
+            assert path.name == "state.json" or path.name.endswith((".enc", ".pgp")), path.name
+            data = path.read_bytes()
+            for canary in canaries:
+                assert canary.encode() not in data, (path.name, "plaintext PHI at rest")
+    assert [p.name for p in ws.inbox.iterdir()] == [ctx.state()["cipher_name"]]

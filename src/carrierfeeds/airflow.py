@@ -147,7 +147,8 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     settings = Settings()
     bundle = load_bundle(settings, feed_id)
     ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
-    ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle)
+    ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle,
+                            store=staging_store(settings, settings.staging_url), ephemeral=True)
     try:
         try:
             if stage == "stage_census":

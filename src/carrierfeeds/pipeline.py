@@ -32,6 +32,7 @@ from carrierfeeds.errors import (
 )
 from carrierfeeds.ledger import Ledger, scrub_detail
 from carrierfeeds.settings import FeedBundle, Settings, load_bundle
+from carrierfeeds.staging import StagingStore
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ class RunContext:
     run_id: str
     clock: Callable[[], datetime]
     actor: str
+    store: StagingStore
+    #: True where each stage may run in a different process (Airflow): plaintext scratch is wiped after
+    #: every stage, and the next stage decrypts what it needs from the staging store.
+    ephemeral: bool = False
 
     @property
     def feed_id(self) -> str:
@@ -105,25 +110,54 @@ class RunContext:
 
     @property
     def run_dir(self) -> Path:
-        return run_dir_for(self.settings, self.ref)
+        """This process's private scratch folder for the run (plaintext lives only here, only briefly)."""
+        return _private_dir(scratch_dir_for(self.settings, self.ref))
 
     def now(self) -> datetime:
         return self.clock()
 
     def state(self) -> dict[str, Any]:
-        path = self.run_dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not self.store.exists(self.feed_id, self.ref.interval_start, STATE):
+            return {}
+        state: dict[str, Any] = json.loads(self.store.get_bytes(self.feed_id, self.ref.interval_start, STATE))
+        return state
 
     def save_state(self, **values: Any) -> dict[str, Any]:
         state = {**self.state(), **values}
-        tmp = self.run_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state, sort_keys=True, default=str))
-        tmp.replace(self.run_dir / "state.json")
+        self.store.put_bytes(self.feed_id, self.ref.interval_start, STATE,
+                             json.dumps(state, sort_keys=True, default=str).encode(), phi=False)
         return state
+
+    def keep(self, path: Path, *, phi: bool = True) -> None:
+        """Put an artifact in the staging store (encrypted at rest when it holds PHI)."""
+        self.store.put_file(self.feed_id, self.ref.interval_start, path.name, path, phi=phi)
+
+    def fetch(self, name: str) -> Path:
+        """An artifact an earlier stage kept, in this process's scratch folder (decrypted if needed)."""
+        path = self.run_dir / name
+        if not path.exists():
+            self.store.get_file(self.feed_id, self.ref.interval_start, name, path)
+        return path
+
+
+STATE = "state.json"
 
 
 def run_dir_for(settings: Settings, ref: RunRef) -> Path:
+    """Where the local staging store keeps a run's artifacts (PHI encrypted, names without PHI)."""
     return settings.staging_dir / ref.feed_id / ref.interval_start.isoformat()
+
+
+def scratch_dir_for(settings: Settings, ref: RunRef) -> Path:
+    return settings.data_dir / "scratch" / ref.feed_id / ref.interval_start.isoformat()
+
+
+def open_store(settings: Settings) -> StagingStore:
+    """The CLI's staging store: ``staging_url`` or the local staging folder; key file in the keys folder."""
+    from carrierfeeds.staging import KEY_FILE_NAME, StagingKey
+
+    key = StagingKey.load_or_create(_private_dir(settings.resolved_keys_dir) / KEY_FILE_NAME)
+    return StagingStore(settings.staging_url or settings.staging_dir, key)
 
 
 def _private_dir(path: Path) -> Path:
@@ -149,16 +183,16 @@ def open_ledger(settings: Settings) -> Ledger:
 
 
 def open_run(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
-             ledger: Ledger | None = None, bundle: FeedBundle | None = None) -> RunContext:
-    """Load the feed, open the ledger and find or start the run for (feed, interval)."""
+             ledger: Ledger | None = None, bundle: FeedBundle | None = None, store: StagingStore | None = None,
+             ephemeral: bool = False) -> RunContext:
+    """Load the feed, open the ledger and staging store, and find or start the run for (feed, interval)."""
     bundle = bundle or load_bundle(settings, ref.feed_id)
     ledger = ledger or open_ledger(settings)
-    _private_dir(settings.staging_dir)
-    _private_dir(run_dir_for(settings, ref))
+    store = store or open_store(settings)
     record = ledger.start_run(feed_id=ref.feed_id, interval_start=ref.interval_start,
                               interval_end=ref.interval_end, actor=actor, now=clock())
     return RunContext(settings=settings, bundle=bundle, ref=ref, ledger=ledger, run_id=record.run_id,
-                      clock=clock, actor=actor)
+                      clock=clock, actor=actor, store=store, ephemeral=ephemeral)
 
 
 @contextmanager
@@ -169,17 +203,35 @@ def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
     try:
         yield detail
     except CarrierFeedsError as exc:
+        _end_of_stage(ctx)
         ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), detail=scrub_detail(exc.details),
                                 error_code=exc.code, message=exc.message[:500])
         log.warning("feed %s run %s stage %s failed: %s", ctx.feed_id, ctx.run_id, stage, exc.code)
         raise
     except Exception as exc:
+        _end_of_stage(ctx)
         # Unknown failures are recorded by type only: their text may hold anything.
         ctx.ledger.record_stage(ctx.run_id, stage, "failed", now=ctx.now(), error_code="internal",
                                 message=type(exc).__name__)
         raise
+    _end_of_stage(ctx)
     ctx.ledger.record_stage(ctx.run_id, stage, "succeeded", now=ctx.now(), detail=detail)
     log.info("feed %s run %s stage %s succeeded %s", ctx.feed_id, ctx.run_id, stage, detail)
+
+
+def _end_of_stage(ctx: RunContext) -> None:
+    if ctx.ephemeral:
+        wipe_scratch(ctx)
+
+
+def wipe_scratch(ctx: RunContext) -> int:
+    """Remove this process's plaintext scratch for the run; returns how many entries went."""
+    folder = scratch_dir_for(ctx.settings, ctx.ref)
+    if not folder.exists():
+        return 0
+    count = sum(1 for _ in folder.iterdir())
+    shutil.rmtree(folder)
+    return count
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -197,6 +249,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None) -> dict[str, 
         os.chmod(tmp, 0o600)
         tmp.replace(staged)
         digest = sha256_file(staged)
+        ctx.keep(staged)
         ctx.save_state(census_name=source.name, census_sha256=digest)
         detail.update(census_sha256=digest, bytes=staged.stat().st_size)
     return {"run_id": ctx.run_id, "census_sha256": digest}
@@ -211,7 +264,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     with _stage(ctx, "validate") as detail:
         state = ctx.state()
         source_name = state.get("census_name", "census.csv")
-        census = read_census(ctx.run_dir / "census.csv", ctx.bundle.schema, display_name=source_name)
+        census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         report = validate_census(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                  as_of=ctx.ref.interval_start, source_name=source_name)
@@ -232,6 +285,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
                 file=source_name, details=counts)
         outcome.accepted.to_parquet(ctx.run_dir / "accepted.parquet", index=False)
         os.chmod(ctx.run_dir / "accepted.parquet", 0o600)
+        ctx.keep(ctx.run_dir / "accepted.parquet")
     return {"run_id": ctx.run_id, **counts}
 
 
@@ -256,7 +310,7 @@ def build(ctx: RunContext) -> dict[str, Any]:
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
                                 details={"feed_id": feed.feed_id})
-        census = pd.read_parquet(ctx.run_dir / "accepted.parquet")
+        census = pd.read_parquet(ctx.fetch("accepted.parquet"))
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
@@ -288,6 +342,7 @@ def build(ctx: RunContext) -> dict[str, Any]:
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
                                                              enrollment.excluded.items()}, **change_counts}
+        ctx.keep(ctx.run_dir / file_name)
         detail.update(counts, isa13=control.isa13, payload_sha256=payload_sha256, bytes=size,
                       file_name=file_name)
         ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
@@ -319,7 +374,7 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any) -> tuple[Any, s
     store = snapshot_store(ctx)
     base = store.load_base(ctx.feed_id, ctx.run_id)
     # Families validation held back are in the staged census but not in the accepted rows.
-    raw = read_census(ctx.run_dir / "census.csv", ctx.bundle.schema)
+    raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema)
     held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
     full = base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
     change_set = diff_against_snapshot(
@@ -351,7 +406,7 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
 
     with _stage(ctx, "conformance") as detail:
         state = ctx.state()
-        path = ctx.run_dir / state["file_name"]
+        path = ctx.fetch(state["file_name"])
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != state["payload_sha256"]:
             raise ConformanceFailed("the rendered file changed after it was built",
@@ -405,23 +460,26 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
         state = ctx.state()
         if state.get("conformance") != "passed":
             raise ConformanceFailed("the file has not passed the conformance gate")
-        plain = ctx.run_dir / state["file_name"]
+        plain = ctx.fetch(state["file_name"])
         if sha256_file(plain) != state["payload_sha256"]:
             raise ConformanceFailed("the rendered file changed after the conformance gate")
         keyring = Keyring(ctx.settings.resolved_gnupg_home)
         now = ctx.now()
         keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days)
-        earlier = ctx.run_dir / (state["file_name"] + spec.suffix)
-        if state.get("cipher_name") == earlier.name and state.get("encrypted_payload") == state["payload_sha256"] \
-                and earlier.exists() and sha256_file(earlier) == state.get("ciphertext_sha256"):
+        cipher_name = state["file_name"] + spec.suffix
+        earlier = (ctx.fetch(cipher_name) if state.get("cipher_name") == cipher_name and
+                   ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, cipher_name) else None)
+        if earlier is not None and state.get("encrypted_payload") == state["payload_sha256"] \
+                and sha256_file(earlier) == state.get("ciphertext_sha256"):
             # A retry sends the very bytes an interrupted attempt may already have put on the far side.
             detail.update(reused=True, ciphertext_sha256=state["ciphertext_sha256"])
             return {"run_id": ctx.run_id, "bytes": earlier.stat().st_size, "reused": True}
-        encrypted = keyring.encrypt_file(plain, ctx.run_dir / (state["file_name"] + spec.suffix),
+        encrypted = keyring.encrypt_file(plain, ctx.run_dir / cipher_name,
                                          recipient=spec.recipient_fingerprint, signer=spec.signer_fingerprint,
                                          armor=spec.armor, compress_level=spec.compress_level, now=now)
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
+        ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
         ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
                        cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"])
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
@@ -476,7 +534,7 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                               or {"ins03_030": counts["members"]})},
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
-        cipher = ctx.run_dir / state["cipher_name"]
+        cipher = ctx.fetch(state["cipher_name"])
         remote_name = intent.file_name
         try:
             # A crash between the rename on the far side and our outcome row leaves the file there: find it.
@@ -538,18 +596,13 @@ def confirm(ctx: RunContext) -> RunSummary:
 
 
 def purge_plaintext(ctx: RunContext) -> int:
-    """Remove every plaintext artifact of the run (census copy, parquet, 834); keep only ciphertext."""
-    removed = 0
+    """End of a run: scratch wiped, and the staging store keeps only the state and the ciphertext.
+
+    The employer's own file stays in its source folder for reprocessing; a retry re-stages from there.
+    """
     cipher = ctx.state().get("cipher_name")
-    for path in ctx.run_dir.iterdir():
-        if path.name in ("state.json", cipher):
-            continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        removed += 1
-    return removed
+    keep = tuple(n for n in (STATE, cipher) if n)
+    return wipe_scratch(ctx) + ctx.store.remove_run(ctx.feed_id, ctx.ref.interval_start, keep=keep)
 
 
 def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = None) -> RunSummary:
@@ -579,7 +632,9 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
     """Record how a failed run ended and remove its plaintext; a retry re-stages from the source."""
     status = status_for(exc)
     ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), error_code=exc.code, message=exc.message[:500])
-    if not isinstance(exc, TransientError):
+    if isinstance(exc, TransientError):
+        wipe_scratch(ctx)  # what a retry needs stays in the staging store, encrypted
+    else:
         purge_plaintext(ctx)
     return _summary(ctx, status, exc)
 
