@@ -89,20 +89,39 @@ class ChainVerdict:
     head_hash: str
 
 
-def walk_chain(rows: Iterable[ChainRow], *, head_seq: int, head_hash: str) -> ChainVerdict:
+def walk_chain(rows: Iterable[ChainRow], *, head_seq: int, head_hash: str,
+               gaps: Mapping[int, list[tuple[int, str, str]]] | None = None) -> ChainVerdict:
     """Check rows given in ``seq`` order: contiguous seqs from 1, each hash recomputed, each link, the head.
 
     A deleted row shows as a gap (or a head that runs past the last row), an edited row as a hash that
     no longer matches, swapped seqs as hashes that no longer match, a forged row as a broken link.
+    Purged seqs are stepped over only where a checkpoint recorded that exact gap (``gaps``: first seq ->
+    [(last seq, prev_hash into the gap, row_hash of its last row)]).
+
+    A recorded gap is taken only when it starts at the next expected seq and its recorded prev_hash is
+    the hash the walk holds, so the live rows on both sides of every purge still link; a row deleted
+    without a checkpoint is a gap no checkpoint explains.
     """
-    expected_seq = 1
-    prev = GENESIS
-    checked = 0
+    gaps = gaps or {}
+    expected, prev, checked = 1, GENESIS, 0
+
+    def step_over(until: int) -> bool:
+        nonlocal expected, prev
+        while expected < until:
+            hop = next(((last, h) for last, p, h in gaps.get(expected, []) if p == prev and last < until),
+                       None)
+            if hop is None:
+                return False
+            expected, prev = hop[0] + 1, hop[1]
+        return True
+
     for row in rows:
         broken = None
-        if row.seq != expected_seq:
-            broken = (f"sequence gap: expected seq {expected_seq}, found {row.seq} (row deleted or reordered)"
-                      if row.seq > expected_seq else f"duplicate seq {row.seq}")
+        if row.seq > expected and not step_over(row.seq):
+            broken = (f"sequence gap: expected seq {expected}, found {row.seq} (row deleted or reordered; "
+                      "no purge checkpoint records this gap)")
+        elif row.seq != expected:
+            broken = f"duplicate seq {row.seq}" if row.seq < expected else f"sequence gap at seq {row.seq}"
         elif row.prev_hash != prev:
             broken = "prev_hash does not match the previous row's hash (row deleted, inserted or reordered)"
         elif row_hash(row.table, row.seq, row.content, row.prev_hash) != row.row_hash:
@@ -112,10 +131,12 @@ def walk_chain(rows: Iterable[ChainRow], *, head_seq: int, head_hash: str) -> Ch
                                 head_seq, head_hash)
         checked += 1
         prev = row.row_hash
-        expected_seq += 1
-    if head_seq != checked or head_hash != prev:
-        reason = (f"chain head says {head_seq} rows but {checked} were found (trailing rows deleted)"
-                  if head_seq != checked else "chain head hash does not match the last row")
+        expected += 1
+    step_over(head_seq + 1)
+    if head_seq != expected - 1 or head_hash != prev:
+        reason = (f"chain head says {head_seq} rows but the chain ends at {expected - 1} "
+                  "(trailing rows deleted)" if head_seq != expected - 1
+                  else "chain head hash does not match the last row")
         link = BrokenLink("chain_head", "1", head_seq, reason)
         return ChainVerdict(False, checked, link, head_seq, head_hash)
     return ChainVerdict(True, checked, None, head_seq, head_hash)

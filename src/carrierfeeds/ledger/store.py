@@ -26,8 +26,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from carrierfeeds.ledger import models as m
 from carrierfeeds.ledger.chain import (
-    GENESIS,
-    BrokenLink,
     ChainRow,
     ChainVerdict,
     canonical_json,
@@ -444,7 +442,7 @@ class Ledger:
             streams = [_chain_rows(conn, name, table, id_col)
                        for name, (table, id_col) in m.AUDIT_TABLES.items()]
             # Purged rows leave gaps that only their checkpoints explain (see carrierfeeds.retention).
-            verdict = _walk_with_gaps(heapq.merge(*streams, key=lambda r: r.seq), _recorded_gaps(conn),
+            verdict = walk_chain(heapq.merge(*streams, key=lambda r: r.seq), gaps=_recorded_gaps(conn),
                                       head_seq=int(head.seq), head_hash=str(head.row_hash))
         if not verdict.ok:
             log.error("ledger chain broken at %s", verdict.first_broken)
@@ -1019,55 +1017,6 @@ def _recorded_gaps(conn: Connection) -> dict[int, list[tuple[int, str, str]]]:
         for first, last, prev_in, last_hash in json.loads(text):
             gaps.setdefault(int(first), []).append((int(last), str(prev_in), str(last_hash)))
     return gaps
-
-
-def _walk_with_gaps(rows: Iterable[ChainRow], gaps: Mapping[int, list[tuple[int, str, str]]], *,
-                    head_seq: int, head_hash: str) -> ChainVerdict:
-    """``walk_chain``, stepping over purged seqs only where a checkpoint recorded that exact gap.
-
-    A recorded gap is taken only when it starts at the next expected seq and its recorded prev_hash is
-    the hash the walk holds, so the live rows on both sides of every purge still link; a row deleted
-    without a checkpoint is a gap no checkpoint explains.
-    """
-    if not gaps:
-        return walk_chain(rows, head_seq=head_seq, head_hash=head_hash)
-    expected, prev, checked = 1, GENESIS, 0
-
-    def step_over(until: int) -> bool:
-        nonlocal expected, prev
-        while expected < until:
-            hop = next(((last, h) for last, p, h in gaps.get(expected, []) if p == prev and last < until),
-                       None)
-            if hop is None:
-                return False
-            expected, prev = hop[0] + 1, hop[1]
-        return True
-
-    for row in rows:
-        broken = None
-        if row.seq > expected and not step_over(row.seq):
-            broken = (f"sequence gap: expected seq {expected}, found {row.seq} (row deleted or reordered; "
-                      "no purge checkpoint records this gap)")
-        elif row.seq != expected:
-            broken = f"duplicate seq {row.seq}" if row.seq < expected else f"sequence gap at seq {row.seq}"
-        elif row.prev_hash != prev:
-            broken = "prev_hash does not match the previous row's hash (row deleted, inserted or reordered)"
-        elif row_hash(row.table, row.seq, row.content, row.prev_hash) != row.row_hash:
-            broken = "row content does not match its hash (row edited)"
-        if broken is not None:
-            return ChainVerdict(False, checked, BrokenLink(row.table, row.row_id, row.seq, broken),
-                                head_seq, head_hash)
-        checked += 1
-        prev = row.row_hash
-        expected += 1
-    step_over(head_seq + 1)
-    if head_seq != expected - 1 or head_hash != prev:
-        reason = (f"chain head says {head_seq} rows but the chain ends at {expected - 1} "
-                  "(trailing rows deleted)" if head_seq != expected - 1
-                  else "chain head hash does not match the last row")
-        link = BrokenLink("chain_head", "1", head_seq, reason)
-        return ChainVerdict(False, checked, link, head_seq, head_hash)
-    return ChainVerdict(True, checked, None, head_seq, head_hash)
 
 
 # ---------------------------------------------------------------- acknowledgments (migration 0003)
