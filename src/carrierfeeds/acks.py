@@ -4,6 +4,7 @@
     match_acks(ledger, ack_file)       AckFile -> ledger rows (delivery matched by control numbers)
     ack_status(ledger, now=...)        every delivered file: accepted / rejected / awaiting / overdue
     poll_acks(settings, now=...)       every configured carrier, then the overdue check (CLI, Airflow)
+    revert_rejected_snapshots(...)     a rejected change file's snapshot goes back to the one before it
 
 A file is processed once, by the sha256 of its bytes as received: the ledger records all its rows in
 one transaction or none. A file that cannot be decrypted is not recorded (an alert is raised and the
@@ -11,6 +12,11 @@ next poll tries again, after ops fix the key); a file that decrypts but holds no
 recorded as ``unreadable`` (its bytes will not change). An acknowledgment that matches no delivery is
 recorded with no delivery id and alerted, never dropped. Alerts and log lines hold ids, control
 numbers, positions and codes only; kept copies of plaintext acknowledgments have IK404/CTX01 emptied.
+
+A rejecting TA1 or a rejected / partially accepted 999 for a changes-mode delivery whose run advanced
+the feed's snapshot puts back the snapshot from before that run (audit event ``snapshot_reverted``), so
+the next run diffs against what the carrier holds and sends those changes again. With one transaction
+set per interchange a partial acceptance rejects the whole set, so it reverts the whole run too.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from carrierfeeds.x12.acks import (
 )
 
 if TYPE_CHECKING:
+    from carrierfeeds.changes import SnapshotStore
     from carrierfeeds.credentials import SftpEndpoint
     from carrierfeeds.crypto import Keyring
     from carrierfeeds.ledger import DeliveryRecord, Ledger
@@ -78,6 +85,12 @@ _GROUP_STATUS: dict[GroupAckCode, AckStatus] = {
 }
 #: Acknowledgment statuses after which the delivered file's content must not become the baseline.
 BLOCKING_STATUSES = frozenset({"rejected", "partial"})
+#: How far back a poll looks for rejections whose snapshot revert is still to do (a crash mid-revert,
+#: a store that could not be read): beyond it a later run has long advanced past the rejected one.
+REVERT_LOOKBACK = timedelta(days=30)
+#: Audit actions recording that a rejection's snapshot was dealt with (each delivery once).
+SNAPSHOT_REVERTED, SNAPSHOT_REVERT_REFUSED = "snapshot_reverted", "snapshot_revert_refused"
+ACK_ACTOR = "carrierfeeds-acks"
 
 
 # ------------------------------------------------------------------------------------------- inboxes
@@ -156,8 +169,11 @@ class SftpAckInbox(SftpTransport):
 @dataclass(frozen=True)
 class Alert:
     """Something ops must look at, PHI-free: ``kind`` is rejected, partial, accepted_with_errors,
-    unmatched, unreadable, undecryptable, fetch_failed, record_failed or overdue; ``errors`` are positions and codes
-    (each with its meaning in words)."""
+    unmatched, unreadable, undecryptable, fetch_failed, record_failed, overdue, snapshot_reverted
+    (warning: the next run resends the rejected changes), snapshot_superseded (error: a later run
+    already advanced past the rejected one; send a full file) or snapshot_revert_failed (error: the
+    store could not be read; retried next poll); ``errors`` are positions and codes (each with its
+    meaning in words)."""
 
     kind: str
     severity: Literal["error", "warning"]
@@ -357,13 +373,15 @@ def _archive(archive_dir: Path | None, source_id: str, sha: str, data: bytes, su
 
 def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: datetime,
                  encrypted: bool = False, keyring: Keyring | None = None, require_signer: str | None = None,
-                 archive_dir: Path | None = None) -> CollectReport:
+                 archive_dir: Path | None = None, snapshots: SnapshotStore | None = None) -> CollectReport:
     """Read every new acknowledgment file in ``inbox`` once: record its rows, raise its alerts.
 
     ``encrypted``: every file must decrypt with ``keyring`` (and carry ``require_signer``'s valid
     signature when given); a plaintext file is then refused like any undecryptable one. Kept copies go
     to ``archive_dir/<source_id>/<sha256>``: ciphertext as received, or plaintext with IK404/CTX01
-    emptied. Raises only when the inbox itself cannot be listed.
+    emptied. ``snapshots``: the feeds' snapshot store; when given, rejections received in the last
+    :data:`REVERT_LOOKBACK` are passed to :func:`revert_rejected_snapshots` and its alerts added.
+    Raises only when the inbox itself cannot be listed.
     """
     if encrypted and keyring is None:
         raise ConfigError("acknowledgments are encrypted but no keyring was given", field="acks.encrypted")
@@ -384,6 +402,8 @@ def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: dateti
                                     message=f"{name} could not be recorded ({exc.code}); it will be retried")]
             files.append(outcome)
             alerts.extend(emit_alert(a) for a in new_alerts)
+    if snapshots is not None:
+        alerts.extend(revert_rejected_snapshots(ledger, snapshots, now=now, since=now - REVERT_LOOKBACK))
     report = CollectReport(source_id=source_id, files=tuple(files), alerts=tuple(alerts))
     log.info("acks from %s: %d file(s): %d recorded, %d duplicate, %d failed; %d alert(s)", source_id,
              len(files), report.count("recorded"), report.count("duplicate"), report.count("failed"),
@@ -540,6 +560,82 @@ def snapshot_blocked(ledger: Ledger, delivery_id: str) -> bool:
     return bool(ta1) and ta1[-1].status == "rejected"
 
 
+def revert_rejected_snapshots(ledger: Ledger, snapshots: SnapshotStore, *, now: datetime,
+                              since: datetime | None = None, actor: str = ACK_ACTOR) -> list[Alert]:
+    """For every delivery whose acknowledgments (received since ``since``) leave it rejected and whose
+    run advanced its feed's snapshot: put back the snapshot from before that run.
+
+    Each delivery is dealt with once, recorded as an audit event on the delivery: ``snapshot_reverted``
+    (detail: feed, run, ISA13, the run now current) with a warning alert, or ``snapshot_revert_refused``
+    with an error alert when a later run already advanced past it (:class:`SnapshotSuperseded`). A
+    store that cannot be read raises an error alert and no event, so the next poll tries again; a
+    crash between the revert and its event is finished by the next poll too (revert is idempotent).
+    Returns the alerts, already emitted.
+    """
+    rows = [r for r in ledger.acknowledgments(matched=True, since=since) if r.status in BLOCKING_STATUSES]
+    candidates = list(dict.fromkeys(str(r.delivery_id) for r in rows))
+    if not candidates:
+        return []
+    done = {e.object_id for action in (SNAPSHOT_REVERTED, SNAPSHOT_REVERT_REFUSED)
+            for e in ledger.audit_events(action=action, object_type="delivery", object_ids=candidates)}
+    alerts: list[Alert] = []
+    for delivery_id in candidates:
+        if delivery_id in done or not snapshot_blocked(ledger, delivery_id):
+            continue  # handled already, or a later acknowledgment accepted it after all
+        row = next(r for r in rows if r.delivery_id == delivery_id)
+        found = ledger.find_delivery_by_control(sender_id=str(row.receiver_id), receiver_id=str(row.sender_id),
+                                                isa13=row.isa13) if row.isa13 is not None else None
+        if found is None or found.delivery_id != delivery_id:
+            continue  # matched before; this only happens once control numbers wrapped: nothing to revert
+        alert = _revert_one(ledger, snapshots, found, now=now, actor=actor)
+        if alert is not None:
+            alerts.append(emit_alert(alert))
+    return alerts
+
+
+def _run_advanced(ledger: Ledger, snapshots: SnapshotStore, delivery: DeliveryRecord) -> bool:
+    """Whether the delivery's run made its snapshot current (its confirm stage said so, or it still is)."""
+    if any(e.kind == "stage" and e.stage == "confirm" and e.status == "succeeded"
+           and e.detail.get("snapshot_advanced") for e in ledger.run_events(delivery.run_id)):
+        return True
+    info = snapshots.info(delivery.feed_id)
+    return info is not None and info.run_id == delivery.run_id
+
+
+def _revert_one(ledger: Ledger, snapshots: SnapshotStore, delivery: DeliveryRecord, *, now: datetime,
+                actor: str) -> Alert | None:
+    from carrierfeeds.changes import SnapshotSuperseded  # pandas-heavy; only needed after a rejection
+
+    where: dict[str, Any] = dict(delivery_id=delivery.delivery_id, feed_id=delivery.feed_id, isa13=delivery.isa13,
+                                 file_name=delivery.file_name)
+    detail: dict[str, Any] = {"feed_id": delivery.feed_id, "run_id": delivery.run_id, "isa13": delivery.isa13}
+    try:
+        if not _run_advanced(ledger, snapshots, delivery):
+            return None  # a full-file feed, or a run that sent nothing new: no snapshot to take back
+        snapshots.revert(delivery.feed_id, delivery.run_id)
+        info = snapshots.info(delivery.feed_id)
+    except SnapshotSuperseded as exc:
+        current = exc.details.get("current_run_id")
+        ledger.audit(actor=actor, action=SNAPSHOT_REVERT_REFUSED, object_type="delivery",
+                     object_id=delivery.delivery_id, now=now, reason="a later run already advanced the snapshot",
+                     detail={**detail, "current_run_id": current})
+        return Alert(kind="snapshot_superseded", severity="error",
+                     message=f"feed {delivery.feed_id} ISA13 {delivery.isa13} was rejected but a later run "
+                             f"({current}) already advanced the snapshot past it; the rejected changes will "
+                             "not be resent on their own: send a full file", **where)
+    except CarrierFeedsError as exc:
+        return Alert(kind="snapshot_revert_failed", severity="error",
+                     message=f"feed {delivery.feed_id} ISA13 {delivery.isa13} was rejected but its snapshot "
+                             f"could not be reverted ({exc.code}); the next poll tries again", **where)
+    restored = info.run_id if info is not None else None
+    ledger.audit(actor=actor, action=SNAPSHOT_REVERTED, object_type="delivery", object_id=delivery.delivery_id,
+                 now=now, reason="carrier rejected the file", detail={**detail, "restored_run_id": restored})
+    return Alert(kind="snapshot_reverted", severity="warning",
+                 message=f"feed {delivery.feed_id} ISA13 {delivery.isa13} was rejected: snapshot put back to "
+                         f"{'run ' + restored if restored else 'none (the next run sends a full file)'}; "
+                         "the next run resends those changes", **where)
+
+
 def ack_infos(ledger: Ledger, delivery_ids: Collection[str] | None = None) -> dict[str, Any]:
     """delivery id -> :class:`carrierfeeds.audit.AckInfo` (latest 999, else latest TA1) for auditors."""
     from carrierfeeds.audit import AckInfo
@@ -628,6 +724,9 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
     alerts: list[Alert] = []
     skipped: list[str] = []
     keyring: Keyring | None = None
+    from carrierfeeds.changes import SnapshotStore
+
+    snapshots = SnapshotStore.for_settings(settings)
     for carrier in carriers:
         if carrier.spec is None:
             skipped.append(carrier.source_id)
@@ -640,7 +739,7 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
             report = collect_acks(ledger, open_inbox(settings, carrier.spec, endpoint_for),
                                   source_id=carrier.source_id, now=now, encrypted=carrier.spec.encrypted,
                                   keyring=keyring, require_signer=carrier.spec.signer_fingerprint,
-                                  archive_dir=settings.data_dir / "acks")
+                                  archive_dir=settings.data_dir / "acks", snapshots=snapshots)
         except CarrierFeedsError as exc:
             alerts.append(emit_alert(Alert(kind="fetch_failed", severity="error", source_id=carrier.source_id,
                                            message=f"acknowledgment source {carrier.source_id} could not be "

@@ -11,22 +11,26 @@ never termed. Nothing here reads a clock, a file or a key.
 :class:`SnapshotStore` keeps one current snapshot per feed (Parquet, AES-256-GCM, key file 0600),
 ``stage``-s the next one per run and ``advance``-s it only when the pipeline confirms the delivery, so
 a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
+When the carrier then rejects that file (TA1/999), ``revert`` puts back the snapshot from before the
+run, so the next run diffs against what the carrier really holds and sends those changes again.
 """
 
 from __future__ import annotations
 
 import calendar
+import fcntl
 import io
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -75,6 +79,13 @@ class SnapshotRefused(Refused):
     """The snapshot store cannot be trusted: key missing or exposed, file tampered or of another feed."""
 
     code = "snapshot_refused"
+
+
+class SnapshotSuperseded(SnapshotRefused):
+    """A revert came too late: a later run already advanced the snapshot past the rejected run, so
+    putting the older one back would also forget what that later run sent. Ops decide (a full file)."""
+
+    code = "snapshot_superseded"
 
 
 @dataclass(frozen=True)
@@ -385,12 +396,20 @@ class SnapshotInfo:
 
 class SnapshotStore:
     """Per feed: ``current.snap`` (what the carrier holds), ``previous.snap`` (the base of the run that
-    made current, so a rerun of that run diffs the same way) and ``pending/<run_id>.snap``.
+    made current, so a rerun of that run diffs the same way), ``pending/<run_id>.snap`` and
+    ``reverted/<run_id>`` (empty markers: runs whose file the carrier rejected; never advanced again).
 
     Files are ``MAGIC | header length | header JSON | nonce | AES-256-GCM(parquet)`` with the header
     (feed id, run id, row count) as associated data, so a file moved to another feed or run is refused.
-    Every write is a temp file, fsync, rename.
+    Every write is a temp file, fsync, rename; advance and revert hold the feed's lock file, so a
+    pipeline confirming and an acknowledgment poller reverting never interleave.
     """
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> SnapshotStore:
+        """The store the pipeline and the acknowledgment poller share: under the data directory, keyed
+        from the keys directory (``settings`` is a :class:`carrierfeeds.settings.Settings`)."""
+        return cls(Path(settings.data_dir) / "snapshots", Path(settings.resolved_keys_dir) / "snapshot.key")
 
     def __init__(self, root: Path, key_file: Path) -> None:
         self.root = Path(root)
@@ -478,27 +497,89 @@ class SnapshotStore:
         log.info("feed %s run %s: snapshot staged (%d rows)", feed_id, run_id, len(frame))
         return path
 
+    @contextmanager
+    def _locked(self, feed_id: str) -> Iterator[Path]:
+        folder = self._dir(feed_id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield folder
+        finally:
+            os.close(fd)  # releases the lock
+
+    def is_reverted(self, feed_id: str, run_id: str) -> bool:
+        """Whether ``run_id``'s snapshot was reverted after the carrier rejected its file."""
+        return (self._dir(feed_id) / "reverted" / run_id).exists()
+
     def advance(self, feed_id: str, run_id: str) -> bool:
         """Make ``run_id``'s pending snapshot current (call only once its delivery is confirmed).
 
-        Idempotent: True when it advanced now or had already advanced to ``run_id``; raises
-        SnapshotRefused when there is nothing pending for ``run_id`` and it is not current.
+        Idempotent: True when it advanced now or had already advanced to ``run_id``; False (and the
+        pending snapshot dropped) when ``run_id`` was reverted, since the carrier rejected what it sent
+        and a rerun that only finds the file already delivered must not make it the baseline again.
+        Raises SnapshotRefused when there is nothing pending for ``run_id`` and it is not current.
         """
-        folder = self._dir(feed_id)
-        pending = folder / "pending" / f"{run_id}.snap"
-        current = self._read(folder / "current.snap", feed_id)
-        if not pending.exists():
-            if current is not None and current[0].run_id == run_id:
-                return True
-            raise SnapshotRefused("no staged snapshot for this run", details={"feed_id": feed_id, "run_id": run_id})
-        staged = self._read(pending, feed_id)
-        if staged is None or staged[0].run_id != run_id:
-            raise SnapshotRefused("staged snapshot belongs to another run", details={"run_id": run_id})
-        if current is not None:
-            os.replace(folder / "current.snap", folder / "previous.snap")
-        os.replace(pending, folder / "current.snap")
-        _fsync_dir(folder)
+        with self._locked(feed_id) as folder:
+            pending = folder / "pending" / f"{run_id}.snap"
+            if self.is_reverted(feed_id, run_id):
+                pending.unlink(missing_ok=True)
+                log.warning("feed %s: run %s was reverted after a rejection; snapshot not advanced",
+                            feed_id, run_id)
+                return False
+            current = self._read(folder / "current.snap", feed_id)
+            if not pending.exists():
+                if current is not None and current[0].run_id == run_id:
+                    return True
+                raise SnapshotRefused("no staged snapshot for this run",
+                                      details={"feed_id": feed_id, "run_id": run_id})
+            staged = self._read(pending, feed_id)
+            if staged is None or staged[0].run_id != run_id:
+                raise SnapshotRefused("staged snapshot belongs to another run", details={"run_id": run_id})
+            if current is not None and current[0].run_id != run_id:
+                os.replace(folder / "current.snap", folder / "previous.snap")
+            # A rerun of the run that made current (current is already its own) keeps previous: that is
+            # still the base the run diffed against, and what a revert of the run must put back.
+            os.replace(pending, folder / "current.snap")
+            _fsync_dir(folder)
         log.info("feed %s: snapshot advanced to run %s (%d rows)", feed_id, run_id, staged[0].rows)
+        return True
+
+    def revert(self, feed_id: str, run_id: str) -> bool:
+        """The carrier rejected ``run_id``'s file: put back the snapshot from before that run.
+
+        The snapshot ``run_id`` made current is dropped and ``previous.snap`` (its base) becomes current
+        again, or none is current when the run was the first (the next run then sends a full file).
+        Idempotent: True when it reverted now, False when ``run_id`` was reverted before. Raises
+        :class:`SnapshotSuperseded` when ``run_id`` is not the current snapshot (a later run advanced past
+        it, or it never advanced): nothing is changed then.
+        """
+        if not _SAFE.match(run_id):
+            raise ConfigError("run id is not usable as a file name", field="run_id")
+        with self._locked(feed_id) as folder:
+            marker = folder / "reverted" / run_id
+            current = self._read(folder / "current.snap", feed_id)
+            if current is None or current[0].run_id != run_id:
+                if marker.exists():
+                    return False
+                raise SnapshotSuperseded(
+                    "the rejected run's snapshot is no longer current; a later run advanced past it",
+                    details={"feed_id": feed_id, "run_id": run_id,
+                             "current_run_id": current[0].run_id if current else None})
+            previous = self._read(folder / "previous.snap", feed_id)
+            marker.parent.mkdir(exist_ok=True, mode=0o700)
+            # Marker first: after a crash between it and the swap, the run cannot advance again and a
+            # retry still finds the run current, so it completes the swap.
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+            _fsync_dir(marker.parent)
+            if previous is not None:
+                os.replace(folder / "previous.snap", folder / "current.snap")
+            else:
+                (folder / "current.snap").unlink()
+            (folder / "pending" / f"{run_id}.snap").unlink(missing_ok=True)
+            _fsync_dir(folder)
+        log.warning("feed %s: snapshot of run %s reverted to %s", feed_id, run_id,
+                    previous[0].run_id if previous else "none (next run sends a full file)")
         return True
 
 

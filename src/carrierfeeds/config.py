@@ -7,6 +7,7 @@ and what was expected, with a "did you mean" for misspelt keys, before anything 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
 from carrierfeeds.errors import ConfigError
+from carrierfeeds.flatfile import CsvFlatLayout, FixedWidthFlatLayout
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _FPR = r"^[0-9A-F]{40}$"
@@ -58,7 +60,43 @@ class LocalSource(_Model):
     pattern: str = "*.csv"
 
 
-CensusSource = Annotated[LocalSource, Field(discriminator="kind")]
+class SftpSource(_Model):
+    """The employer's SFTP drop, reached through pinned-host-key endpoint files (``<keys_dir>/<id>.json``)."""
+
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
+    remote_dir: str = Field("/", description="the drop folder (absolute, or relative to the login folder)")
+    pattern: str = "*.csv"
+    processed_dir: str | None = Field(
+        None, description="server folder an accepted census is moved to; null: leave it where it is")
+
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        if "/" in v or "\\" in v:
+            raise ValueError("must match file names only, no folders")
+        return v
+
+
+class SqlSource(_Model):
+    """A query against the employer's HR database; the URL (with its secret) comes from a connection."""
+
+    kind: Literal["sql"] = "sql"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json holding the URL")
+    query: str = Field(min_length=1, description="one read-only SELECT (or WITH ... SELECT) statement")
+
+    @field_validator("query")
+    @classmethod
+    def _select_only(cls, v: str) -> str:
+        body = v.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^(select|with)\b", body) or ";" in body:
+            raise ValueError("must be a single SELECT (or WITH ... SELECT) statement")
+        return body
+
+
+CensusSource = Annotated[LocalSource | SftpSource | SqlSource, Field(discriminator="kind")]
 
 
 class CensusSpec(_Model):
@@ -67,7 +105,8 @@ class CensusSpec(_Model):
 
 
 class OutputSpec(_Model):
-    format: Literal["x12-834", "pdf"] = "x12-834"
+    format: Literal["x12-834", "pdf", "flatfile"] = Field(
+        "x12-834", description="flatfile: the carrier mapping's flatfile layout (CSV or fixed width)")
     mode: Literal["full"] = Field("full", description="full file; change files arrive with change detection")
 
 
@@ -269,6 +308,19 @@ class CarrierMapping(_Model):
     name_max_length: int = Field(35, ge=10, le=60)
     file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
                            description="fields: sender, receiver, isa13, date, feed")
+    flatfile: CsvFlatLayout | FixedWidthFlatLayout | None = Field(
+        None, discriminator="kind",
+        description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "
+                    "it may name only fields whose census source is on the allowlist")
+
+    @model_validator(mode="after")
+    def _flatfile_allowlisted(self) -> CarrierMapping:
+        if self.flatfile is not None:
+            bad = self.flatfile.not_allowed(self.allowlist)
+            if bad:
+                where = ", ".join(f"flatfile.columns.{i} (field {f!r})" for i, f in bad)
+                raise ValueError(f"{where}: not on the carrier's allowlist (minimum necessary)")
+        return self
 
     @field_validator("allowlist")
     @classmethod
@@ -298,13 +350,55 @@ class CarrierMapping(_Model):
 
 
 # ------------------------------------------------------------------------------------- census schema
+class FixedWidthField(_Model):
+    """One field of a fixed-width census record: 1-based ``start`` and ``width`` in characters."""
+
+    column: str = Field(description="canonical census column")
+    start: int = Field(ge=1)
+    width: int = Field(ge=1)
+
+    @field_validator("column")
+    @classmethod
+    def _canonical(cls, v: str) -> str:
+        if v not in CANONICAL_COLUMNS:
+            close = difflib.get_close_matches(v, CANONICAL_COLUMNS, n=1)
+            raise ValueError(f"unknown canonical column {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+
+class FixedWidthLayout(_Model):
+    """A fixed-width census layout: fields by position; ``header_lines`` leading lines are skipped."""
+
+    fields: tuple[FixedWidthField, ...] = Field(min_length=1)
+    header_lines: int = Field(0, ge=0, le=10)
+    record_length: int | None = Field(None, ge=1, description="when set, every record is exactly this long")
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> FixedWidthLayout:
+        spans = sorted((f.start, f.start + f.width, f.column) for f in self.fields)
+        for (_, end, a), (start, _, b) in itertools.pairwise(spans):
+            if start < end:
+                raise ValueError(f"fields {a!r} and {b!r} overlap")
+        names = [f.column for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError("a column appears twice")
+        if self.record_length is not None and spans[-1][1] - 1 > self.record_length:
+            raise ValueError("a field ends after record_length")
+        return self
+
+
 class CensusSchema(_Model):
     """How one employer's file maps onto the canonical census, and which GX suite checks it."""
 
     schema_id: str = Field(pattern=_ID)
-    format: Literal["csv"] = "csv"
+    format: Literal["csv", "xlsx", "fixed_width"] = "csv"
     delimiter: str = Field(",", min_length=1, max_length=1)
-    encoding: Literal["utf-8", "utf-8-sig", "cp1252", "utf-16"] = "utf-8-sig"
+    encoding: Literal["utf-8", "utf-8-sig", "cp1252", "utf-16", "auto"] = Field(
+        "utf-8-sig", description="auto: by byte order mark (UTF-8, UTF-16), else strict UTF-8")
+    sheet: str | None = Field(None, description="xlsx: the sheet to read; null: the first visible sheet")
+    fixed_width: FixedWidthLayout | None = Field(None, description="fixed_width: the record layout")
+    max_bytes: int = Field(1 << 30, ge=1, description="a census file (or zip member) larger than this is refused")
+    allow_zip: bool = Field(False, description="accept a zip holding exactly one census file")
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
     relationship_codes: dict[str, Relationship] = Field(
@@ -322,6 +416,14 @@ class CensusSchema(_Model):
         if unknown:
             raise ValueError(f"unknown canonical column(s) {unknown}")
         return v
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> CensusSchema:
+        if (self.format == "fixed_width") != (self.fixed_width is not None):
+            raise ValueError("fixed_width (the layout) is required with format fixed_width, and only then")
+        if self.sheet is not None and self.format != "xlsx":
+            raise ValueError("sheet applies to format xlsx only")
+        return self
 
     def header_for(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)

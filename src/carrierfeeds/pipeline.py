@@ -324,6 +324,7 @@ def build(ctx: RunContext) -> dict[str, Any]:
             ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
             sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
             payer=mapping.payer, action=action, group_number=mapping.group_number)
+        flat_state: dict[str, Any] = {}
         if feed.output.format == "pdf":
             # The same members and changes, printable, for a carrier that takes no electronic files.
             control_id = f"{interchange.isa13:09d}"
@@ -332,6 +333,16 @@ def build(ctx: RunContext) -> dict[str, Any]:
                                      interval_start=ctx.ref.interval_start, control_id=control_id,
                                      created=interchange.created_at)
             payload_sha256, size = doc.sha256, doc.size
+        elif feed.output.format == "flatfile":
+            # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
+            from carrierfeeds.flatfile import flatfile_name, layout_for, render_flatfile
+
+            layout = layout_for(mapping)
+            file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
+                                      day=ctx.ref.interval_start, sender=mapping.envelope.sender_id,
+                                      receiver=mapping.envelope.receiver_id)
+            payload_sha256, size = _write_chunks(ctx.run_dir / file_name, render_flatfile(enrollment, layout))
+            flat_state["flatfile_records"] = len(enrollment.table)
         else:
             file_name = mapping.file_name.format(
                 sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
@@ -346,7 +357,7 @@ def build(ctx: RunContext) -> dict[str, Any]:
         detail.update(counts, isa13=control.isa13, payload_sha256=payload_sha256, bytes=size,
                       file_name=file_name)
         ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
-                       isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts)
+                       isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts, **flat_state)
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
 
 
@@ -397,7 +408,7 @@ def snapshot_store(ctx: RunContext) -> Any:
     """The feed snapshots (encrypted at rest) under the data directory, keyed from the keys directory."""
     from carrierfeeds.changes import SnapshotStore
 
-    return SnapshotStore(ctx.settings.data_dir / "snapshots", ctx.settings.resolved_keys_dir / "snapshot.key")
+    return SnapshotStore.for_settings(ctx.settings)
 
 
 def conformance(ctx: RunContext) -> dict[str, Any]:
@@ -416,6 +427,22 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
             detail.update(format="pdf", bytes=len(data))
             ctx.save_state(conformance="passed")
             return {"run_id": ctx.run_id, "format": "pdf"}
+        if ctx.bundle.feed.output.format == "flatfile":
+            from carrierfeeds.flatfile import check_flatfile, layout_for
+
+            # Fail closed: a state without the build's record count can never match (-1).
+            flat = check_flatfile(data, layout_for(ctx.bundle.mapping),
+                                  expected_records=int(state.get("flatfile_records", -1)))
+            detail.update(format="flatfile", records=flat.records, problems=flat.problem_count)
+            if not flat.ok:
+                flaw = flat.problems[0]
+                raise ConformanceFailed(
+                    f"{flat.problem_count} structural problem(s) in the flat file; first at record "
+                    f"{flaw.record} column {flaw.column}: {flaw.message}",
+                    details={"problems": flat.problem_count, "record": flaw.record, "column": flaw.column,
+                             "rule": flaw.code})
+            ctx.save_state(conformance="passed")
+            return {"run_id": ctx.run_id, "format": "flatfile", "records": flat.records}
         report = check_834(data, require_dmg="dob" in ctx.bundle.mapping.allowlist)
         detail.update(segments=report.segment_count, members=report.member_count,
                       problems=len(report.problems))
@@ -535,15 +562,14 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
         cipher = ctx.fetch(state["cipher_name"])
+        if force_reason and existing is not None and existing.status in ON_RECIPIENTS_SIDE:
+            return _force_resend(ctx, intent, transport, cipher, force_reason, detail)
         remote_name = intent.file_name
         try:
             # A crash between the rename on the far side and our outcome row leaves the file there: find it.
-            found = None if force_reason else transport.stat(remote_name)
+            found = transport.stat(remote_name)
             if found is not None:
                 return _reconcile(ctx, intent, existing, found, detail)
-            if force_reason:
-                ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
-                                 object_id=intent.delivery_id, reason=force_reason, now=ctx.now())
             receipt = transport.deliver(cipher, remote_name)
         except CarrierFeedsError as exc:
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
@@ -551,13 +577,65 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             raise
         outcome = "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
         ctx.ledger.record_delivery_outcome(
-            intent.delivery_id, status="forced_resend" if force_reason else outcome, now=ctx.now(),
+            intent.delivery_id, status=outcome, now=ctx.now(),
             ciphertext_sha256=state["ciphertext_sha256"], size=receipt.size, remote_path=receipt.remote_path,
-            host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor, reason=force_reason)
+            host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor)
         detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
                       host_key_fingerprint=receipt.host_key_fingerprint)
         ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": receipt.size}
+
+
+def resend_name(file_name: str, number: int) -> str:
+    """The name of the ``number``-th forced resend: ``_resend<n>`` before the extensions, so the ISA13 in
+    the name and the carrier's pickup pattern (``*.834.pgp``) still hold."""
+    stem, dot, extensions = file_name.partition(".")
+    return f"{stem}_resend{number}{dot}{extensions}"
+
+
+def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, reason: str,
+                  detail: dict[str, Any]) -> dict[str, Any]:
+    """Send a delivered file again because a person said why: the same ciphertext (same ISA13) under the
+    next ``_resend<n>`` name. The carrier may have moved, renamed or deleted the first copy, and a final
+    name is never overwritten, so the resend never depends on what is left under the first name.
+
+    Only this code writes ``_resend<n>`` names, so one already there is this resend, interrupted after
+    its rename: recorded, not sent twice. A failure leaves the delivery's recorded status alone (the
+    first copy is still with the carrier) and is audited as ``forced_resend_failed``.
+    """
+    state = ctx.state()
+    done = sum(o.status == "forced_resend" for o in ctx.ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]))
+    remote_name = resend_name(intent.file_name, done + 1)
+    audit = {"isa13": intent.isa13, "remote_name": remote_name}
+    try:
+        found = transport.stat(remote_name)
+        if found is not None:
+            if found.size != state.get("cipher_bytes"):
+                raise PermanentError(f"{remote_name} exists on the carrier's side with a different size",
+                                     details={"delivery_id": intent.delivery_id, "bytes": found.size})
+            ctx.ledger.record_delivery_outcome(
+                intent.delivery_id, status="forced_resend", now=ctx.now(), size=found.size,
+                remote_path=found.name, actor=ctx.actor, reason=reason,
+                message="found on the carrier's side after an interrupted forced resend")
+            detail.update(reconciled=True, forced=True, bytes=found.size)
+            ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
+            return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
+        ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
+                         object_id=intent.delivery_id, reason=reason, now=ctx.now(), detail=audit)
+        receipt = transport.deliver(cipher, remote_name)
+    except CarrierFeedsError as exc:
+        ctx.ledger.audit(actor=ctx.actor, action="forced_resend_failed", object_type="delivery",
+                         object_id=intent.delivery_id, reason=reason, now=ctx.now(),
+                         detail={**audit, "error_code": exc.code})
+        raise
+    ctx.ledger.record_delivery_outcome(
+        intent.delivery_id, status="forced_resend", now=ctx.now(), ciphertext_sha256=state["ciphertext_sha256"],
+        size=receipt.size, remote_path=receipt.remote_path, host_key_fingerprint=receipt.host_key_fingerprint,
+        actor=ctx.actor, reason=reason)
+    detail.update(forced=True, bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
+                  host_key_fingerprint=receipt.host_key_fingerprint)
+    ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
+    return {"run_id": ctx.run_id, "bytes": receipt.size, "forced": True}
 
 
 def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any]) -> dict[str, Any]:
@@ -588,8 +666,8 @@ def confirm(ctx: RunContext) -> RunSummary:
         summary = _summary(ctx, status)
         if state.get("snapshot_staged"):
             # Only now does the carrier hold what this run sent; a failed delivery never gets here.
-            snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id)
-            detail.update(snapshot_advanced=True)
+            # False: an acknowledgment already rejected this run and put the snapshot back.
+            detail.update(snapshot_advanced=snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id))
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.get("counts", {}))
         detail.update(removed=purge_plaintext(ctx))
     return summary
