@@ -99,3 +99,10 @@ def test_mapping_allowlist_must_name_known_fields_and_identity(tmp_path: Path) -
     bad.write_text(text.replace('file_name: "{sender}_{receiver}_{isa13}_{date}.834"', 'file_name: "../x_{isa13}"'))
     with pytest.raises(ConfigError, match="plain file name"):
         load_mapping(bad)
+
+
+def test_flatfile_feed_needs_a_layout_in_its_mapping(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "output: {format: x12-834, mode: full}", "output: {format: flatfile, mode: full}")
+    settings = Settings(feeds_dir=tmp_path, mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
+    with pytest.raises(ConfigError, match="has no flatfile layout"):
+        bundle_from_feed(settings, load_feed(path), path)

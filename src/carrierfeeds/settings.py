@@ -91,6 +91,9 @@ def bundle_from_feed(settings: Settings, feed: Feed, path: Path) -> FeedBundle:
     if not suite_path.is_file():
         raise ConfigError(f"suite file {schema.suite!r} not found in {settings.schemas_dir}",
                           file=str(settings.schemas_dir / f"{schema.schema_id}.yaml"), field="suite")
+    if feed.output.format == "flatfile" and mapping.flatfile is None:
+        raise ConfigError(f"output.format is flatfile but mapping {mapping.mapping_id!r} has no flatfile layout",
+                          file=str(path), field="output.format")
     unmapped = [p for p in feed.authorization.plans if p not in mapping.plans]
     if unmapped:
         raise ConfigError(f"authorised plan(s) {unmapped} have no entry in mapping {mapping.mapping_id!r}",
