@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from carrierfeeds.config import Feed, LocalDelivery, SftpDelivery, load_feed
+from carrierfeeds.config import Feed, LocalDelivery, LocalSource, SftpDelivery, load_feed
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.settings import Settings
 
@@ -66,7 +66,11 @@ def prepare_workspace(workdir: Path, *, keys: Any, delivery: SftpDelivery | Loca
     (feeds_dir / f"{feed_id}.yaml").write_text(
         f"# written by carrierfeeds from feeds/{feed_id}.yaml, pinning generated keys\n"
         + yaml.safe_dump(feed.model_dump(mode="json"), sort_keys=False))
-    inbound = workdir / feed.census.source.path
+    source = feed.census.source
+    if not isinstance(source, LocalSource):
+        raise ConfigError(f"the demo workspace reads a local census folder, not a {source.kind} source",
+                          field="census.source.kind")
+    inbound = workdir / source.path
     inbound.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings = Settings(feeds_dir=feeds_dir, mappings_dir=config_root / "mappings",
                         schemas_dir=config_root / "schemas", data_dir=workdir, keys_dir=keys_dir,

@@ -1,24 +1,42 @@
-"""Read an employer census file into the canonical census: text only, mapped, with employer row numbers.
+"""Read an employer census file (CSV, XLSX or fixed width) into the canonical census: text only, mapped.
 
 Structural problems (empty file, missing or duplicated columns, wrong field counts, NUL bytes, bytes the
-declared encoding cannot decode) raise :class:`~carrierfeeds.errors.DataError` naming the file by its
-name, the row and the column, never a cell value. Value problems are left for validation to report.
+declared encoding cannot decode, a formula-looking cell, a file over the size cap, an archive where a
+census was expected) raise :class:`~carrierfeeds.errors.DataError` naming the file by its name, the row
+and the column, never a cell value. Value problems are left for validation to report.
+
+Encodings: the schema declares one, or ``auto``: a byte order mark decides (UTF-8, UTF-16 LE/BE), a
+UTF-16 file without one is recognised by its NUL pattern, and anything else must be strict UTF-8. Bytes
+are never decoded by guesswork, so nothing is silently mangled.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
+from datetime import date, datetime, time
 from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import numpy as np
 import pandas as pd
 
+from carrierfeeds.census.archive import (
+    MAGIC,
+    check_size,
+    check_zip_container,
+    extract_single,
+    sniff_format,
+)
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, REQUIRED_COLUMNS, ROW_NUMBER
-from carrierfeeds.config import CensusSchema
+from carrierfeeds.config import CensusSchema, FixedWidthLayout
 from carrierfeeds.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -27,50 +45,116 @@ log = logging.getLogger(__name__)
 DATE_COLUMNS: tuple[str, ...] = ("dob", "hire_date", "coverage_start", "coverage_end")
 _ISO = "%Y-%m-%d"
 _NON_BLANK = re.compile(r"[^\s\ufeff]")
+#: A spreadsheet runs a cell starting with these as a formula (CSV/formula injection).
+_FORMULA_START = ("=", "+", "-", "@")
+#: ...unless it is plainly a signed number or a phone number: digits with spaces, dots, dashes, brackets.
+_NUMBERISH = r"^[+-]?[\d\s().\-/]*\d[\d\s().\-/]*$"
 
 
 def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = None) -> pd.DataFrame:
     """The census at ``path`` as canonical text columns plus ``row_number`` (header is row 1).
 
-    ``display_name`` is the name errors use for the file (default: ``path.name``), for a file that was
-    staged under another name. Unknown extra columns are dropped with a warning naming them; optional
-    canonical columns the file lacks are added empty.
+    The schema's ``format`` decides how the file is read (never its name: a staged file is always called
+    ``census.csv``). ``display_name`` is the name errors use for the file (default: ``path.name``), for a
+    file that was staged under another name. Unknown extra columns are dropped with a warning naming
+    them; optional canonical columns the file lacks are added empty. Row numbers are the employer's:
+    CSV records (header is 1), sheet rows, or lines of a fixed-width file.
     """
     name = display_name or path.name
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
     except FileNotFoundError:
         raise DataError("census file not found", file=name) from None
-    text = _decode(raw, schema.encoding, name)
-    bom = text.startswith("\ufeff")  # a BOM the declared encoding did not strip (utf-8, cp1252)
+    check_size(size, schema.max_bytes, name=name)
+    if schema.format == "xlsx":
+        header, frame, rows = _read_xlsx(path, schema, name)
+    else:
+        text, utf8 = _text_of(path, schema, name)
+        if schema.format == "fixed_width" and schema.fixed_width is not None:  # the schema requires both
+            header, frame, rows = _read_fixed_width(text, schema.fixed_width, schema, name)
+        else:
+            # Already valid UTF-8: hand the parser the bytes as they are rather than a re-encoded copy.
+            data = utf8 if utf8 is not None else text.encode("utf-8")
+            del text
+            header, frame, rows = _read_csv(data, schema, name)
+            return _normalise(header, frame, rows, schema, name,
+                              check_formulas=_may_hold_formulas(data, schema.delimiter))
+    return _normalise(header, frame, rows, schema, name)
+
+
+def _text_of(path: Path, schema: CensusSchema, name: str) -> tuple[str, bytes | None]:
+    """The file's text (unzipped when the schema allows a zip, decoded as declared or detected), and
+    its UTF-8 bytes without a BOM when the file already was UTF-8."""
+    raw = path.read_bytes()
+    kind = sniff_format(raw[:512])
+    if kind == "zip" and schema.allow_zip:
+        _, raw = extract_single(raw, name=name, max_bytes=schema.max_bytes)
+    elif kind is not None:
+        hint = ("an encrypted workbook or a legacy .xls" if kind == "ole" else
+                "a zip archive, and the census schema does not allow zips" if kind == "zip" else
+                f"a {kind} archive")
+        raise DataError(f"file is {hint}, not a {schema.format} census", file=name, rule="archive",
+                        details={"format": kind})
+    encoding = _encoding_for(raw, schema.encoding, name)
+    text = _decode(raw, encoding, name)
+    utf8 = None
+    if encoding in ("utf-8", "utf-8-sig"):
+        utf8 = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
+    del raw
     if "\x00" in text:
         raise DataError("file contains a NUL byte; is it a spreadsheet or UTF-16 file saved as CSV?",
                         file=name, row=text.count("\n", 0, text.index("\x00")) + 1, rule="nul_byte")
     if _NON_BLANK.search(text) is None:
         raise DataError("file is empty", file=name, rule="empty_file")
-    if schema.encoding in ("utf-8", "utf-8-sig"):
-        # already valid UTF-8: hand pyarrow the bytes as they are rather than a re-encoded copy
-        data = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
-    else:
-        data = (text[1:] if bom else text).encode("utf-8")
-    del text
+    return (text[1:] if text.startswith("\ufeff") else text), utf8  # a BOM the codec did not strip
 
+
+def _encoding_for(raw: bytes, declared: str, name: str) -> str:
+    """The codec to decode with: the declared one (checked against a BOM), or detected for ``auto``."""
+    utf16_bom = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if declared == "auto":
+        if raw.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if utf16_bom:
+            return "utf-16"
+        head = raw[:4096]
+        # ASCII text in UTF-16 without a BOM: every other byte is NUL.
+        if len(head) >= 4 and head[1::2].count(0) > 0.9 * len(head[1::2]):
+            return "utf-16-le"
+        if len(head) >= 4 and head[0::2].count(0) > 0.9 * len(head[0::2]):
+            return "utf-16-be"
+        return "utf-8"
+    if utf16_bom and declared != "utf-16":
+        raise DataError(f"file starts with a UTF-16 byte order mark but the census schema declares "
+                        f"{declared}; declare utf-16 (or auto)", file=name, row=1, rule="encoding")
+    return declared
+
+
+def _read_csv(data: bytes, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     header = _header(data, schema.delimiter)
     _check_header(header, name)
-    wanted = {schema.header_for(c): c for c in CANONICAL_COLUMNS}
+    _check_required(header, schema, name)
+    frame = _parse(data, schema.delimiter, header, name)
+    if frame.empty:
+        raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
+    return header, frame, np.arange(2, len(frame) + 2, dtype=np.int64)
+
+
+def _check_required(header: list[str], schema: CensusSchema, name: str) -> None:
     missing = sorted(c for c in REQUIRED_COLUMNS if schema.header_for(c) not in header)
     if missing:
         raise DataError(f"missing required column(s) {missing} (expected headers "
                         f"{[schema.header_for(c) for c in missing]})", file=name, column=missing[0],
                         rule="required_columns", details={"missing": missing})
+
+
+def _normalise(header: list[str], frame: pd.DataFrame, rows: np.ndarray, schema: CensusSchema,
+               name: str, *, check_formulas: bool = True) -> pd.DataFrame:
+    """Map a parsed table (employer headers, text cells) onto the canonical census."""
+    wanted = {schema.header_for(c): c for c in CANONICAL_COLUMNS}
     extra = [h for h in header if h not in wanted]
     if extra:
         log.warning("%s: dropping %d unknown column(s): %s", name, len(extra), extra)
-
-    frame = _parse(data, schema.delimiter, header, name)
-    if frame.empty:
-        raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
-
     frame = frame.drop(columns=extra).rename(columns=wanted)
     out: dict[str, pd.Series] = {}
     for column in CANONICAL_COLUMNS:
@@ -81,6 +165,8 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     absent = [c for c in CANONICAL_COLUMNS if c not in frame.columns]
     if absent:
         log.info("%s: optional column(s) absent, left empty: %s", name, absent)
+    if check_formulas:
+        _check_formulas(out, rows, schema, name)
 
     out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes)
     out["gender"] = _apply_codes(out["gender"], schema.gender_codes)
@@ -88,9 +174,213 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
         for column in DATE_COLUMNS:
             out[column] = _to_iso(out[column], schema.date_format)
     census = pd.DataFrame(out)
-    census[ROW_NUMBER] = np.arange(2, len(census) + 2, dtype=np.int64)
+    census[ROW_NUMBER] = rows
     log.info("%s: read %d rows", name, len(census))
     return census
+
+
+def _may_hold_formulas(data: bytes, delimiter: str) -> bool:
+    """False when no CSV cell can start with a formula character, which skips the per-cell check.
+
+    Conservative: a formula character after a delimiter, line break, quote or any whitespace counts.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(_any_of(arr, b"=+-@"))
+    if at.size == 0:
+        return False
+    if at[0] == 0:
+        return True
+    return bool(_any_of(arr[at - 1], b'\n\r"\t \xa0' + delimiter.encode("utf-8")[-1:]).any())
+
+
+def _any_of(arr: np.ndarray, values: bytes) -> np.ndarray:
+    # Plain comparisons: several times faster than np.isin for a handful of byte values.
+    mask: np.ndarray = np.equal(arr, values[0])
+    for value in values[1:]:
+        mask |= np.equal(arr, value)
+    return mask
+
+
+def _check_formulas(out: Mapping[str, pd.Series], rows: np.ndarray, schema: CensusSchema, name: str) -> None:
+    """A text cell a spreadsheet would run as a formula is refused, naming its row and column."""
+    first: tuple[int, str] | None = None
+    count = 0
+    for column, series in out.items():
+        starts = series.str.startswith(_FORMULA_START)
+        if not starts.any():
+            continue
+        suspects = series[starts]
+        bad = suspects.str.startswith(("=", "@")) | ~suspects.str.match(_NUMBERISH)
+        if not bad.any():
+            continue
+        positions = np.flatnonzero(series.index.isin(suspects.index[bad.to_numpy()]))
+        count += len(positions)
+        row = int(rows[positions[0]])
+        if first is None or row < first[0]:
+            first = (row, schema.header_for(column))
+    if first is not None:
+        raise DataError(f"cell starts like a spreadsheet formula (=, +, -, @) and is not a number "
+                        f"({count} such cell(s) in the file); remove the formula or the leading sign",
+                        file=name, row=first[0], column=first[1], rule="formula_like_cell",
+                        details={"cells": count})
+
+
+# ---------------------------------------------------------------------------------------------- XLSX
+def _read_xlsx(path: Path, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """The chosen sheet's cached values as text; formulas are never evaluated."""
+    import openpyxl  # type: ignore[import-untyped]
+    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
+
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(MAGIC["ole"]):
+        raise DataError("password-protected (encrypted) workbook or a legacy .xls; save it as an "
+                        "unprotected .xlsx", file=name, rule="encrypted_workbook")
+    if not head.startswith(MAGIC["zip"]):
+        raise DataError("not an XLSX workbook", file=name, rule="not_xlsx")
+    unreadable = (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error, ParseError,
+                  InvalidFileException)
+    # File objects, not the path: openpyxl refuses a path by its extension, and a staged census is
+    # always called census.csv.
+    with path.open("rb") as values_fh, path.open("rb") as formulas_fh:
+        try:
+            with zipfile.ZipFile(values_fh) as zf:
+                check_zip_container(zf, name=name, max_bytes=schema.max_bytes)
+            values_wb = openpyxl.load_workbook(values_fh, read_only=True, data_only=True)
+            formulas_wb = openpyxl.load_workbook(formulas_fh, read_only=True, data_only=False)
+        except unreadable as exc:
+            raise DataError(f"not a readable XLSX workbook (truncated or damaged: {type(exc).__name__})",
+                            file=name, rule="bad_xlsx") from None
+        table = _sheet_table(values_wb, formulas_wb, schema, name, unreadable)
+    return _table_frame(table, schema, name)
+
+
+def _sheet_table(values_wb: Any, formulas_wb: Any, schema: CensusSchema, name: str,
+                 unreadable: tuple[type[BaseException], ...]) -> list[list[str]]:
+    try:
+        sheet = _pick_sheet(values_wb, schema.sheet, name)
+        values, formulas = values_wb[sheet], formulas_wb[sheet]
+        values.reset_dimensions()  # the stored dimension can be wrong; read every row there is
+        formulas.reset_dimensions()
+        table: list[list[str]] = []
+        for row_no, (vrow, frow) in enumerate(zip(values.iter_rows(), formulas.iter_rows(), strict=True),
+                                              start=1):
+            cells: list[str] = []
+            for col_no, (vcell, fcell) in enumerate(zip(vrow, frow, strict=True), start=1):
+                cells.append(_cell_text(vcell, fcell, schema, name, row_no, col_no, table))
+            table.append(cells)
+    except unreadable as exc:
+        raise DataError(f"not a readable XLSX workbook (truncated or damaged: {type(exc).__name__})",
+                        file=name, rule="bad_xlsx") from None
+    finally:
+        values_wb.close()
+        formulas_wb.close()
+    return table
+
+
+def _pick_sheet(wb: Any, wanted: str | None, name: str) -> str:
+    visible = [ws.title for ws in wb.worksheets if ws.sheet_state == "visible"]
+    if wanted is None:
+        if not visible:
+            raise DataError("the workbook has no visible sheet", file=name, rule="no_sheet")
+        return str(visible[0])
+    if wanted not in wb.sheetnames:
+        raise DataError(f"no sheet named {wanted!r} (visible sheets: {visible})", file=name, rule="no_sheet")
+    if wanted not in visible:
+        raise DataError(f"sheet {wanted!r} is hidden; hidden sheets are never read", file=name,
+                        rule="hidden_sheet")
+    return wanted
+
+
+def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int, col: int,
+               table: list[list[str]]) -> str:
+    value = vcell.value
+    column = _column_name(table, col)
+    if fcell.data_type == "f" and value is None:
+        raise DataError("cell holds a formula with no saved value (formulas are never evaluated); "
+                        "paste the values instead", file=name, row=row, column=column, rule="formula_cell")
+    if vcell.data_type == "e":
+        raise DataError("cell holds a spreadsheet error value", file=name, row=row, column=column,
+                        rule="error_cell")
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, datetime):
+        return value.date().strftime(schema.date_format) if value.time() == time(0) else value.isoformat()
+    if isinstance(value, date):
+        return value.strftime(schema.date_format)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _column_name(table: list[list[str]], col: int) -> str:
+    """The header of 1-based column ``col`` once the header row is read, else its position."""
+    if table and col <= len(table[0]) and table[0][col - 1]:
+        return table[0][col - 1]
+    return f"#{col}"
+
+
+def _table_frame(table: list[list[str]], schema: CensusSchema, name: str
+                 ) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """A sheet's rows as a frame: header on row 1, trailing blank rows and columns dropped."""
+    while table and not any(table[-1]):
+        table.pop()
+    if not table:
+        raise DataError("sheet is empty", file=name, rule="empty_file")
+    header = [h.strip() for h in table[0]]
+    while header and not header[-1]:
+        header.pop()
+    _check_header(header, name)
+    _check_required(header, schema, name)
+    width = len(header)
+    body = table[1:]
+    if not body:
+        raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
+    for row, cells in enumerate(body, start=2):
+        if not any(cells):
+            raise DataError("blank row", file=name, row=row, rule="blank_line")
+        if any(cells[width:]):
+            raise DataError(f"cells beyond the {width} headed columns", file=name, row=row,
+                            rule="field_count")
+    rows = [(cells + [""] * width)[:width] for cells in body]
+    frame = pd.DataFrame(rows, columns=header, dtype="str")
+    return header, frame, np.arange(2, len(rows) + 2, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------- fixed width
+def _read_fixed_width(text: str, layout: FixedWidthLayout, schema: CensusSchema, name: str
+                      ) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """Slice each record by the layout; a short, long (with record_length) or blank record is an error."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    first = layout.header_lines + 1
+    body = lines[layout.header_lines:]
+    while body and not body[-1].strip():
+        body.pop()
+    if not body:
+        raise DataError("no data rows", file=name, row=first, rule="no_data_rows")
+    end = max(f.start + f.width - 1 for f in layout.fields)
+    header = [schema.header_for(f.column) for f in layout.fields]
+    _check_required(header, schema, name)
+    columns: dict[str, list[str]] = {h: [] for h in header}
+    for row, line in enumerate(body, start=first):
+        if not line.strip():
+            raise DataError("blank line", file=name, row=row, rule="blank_line")
+        if layout.record_length is not None and len(line) != layout.record_length:
+            raise DataError(f"record is {len(line)} characters; the layout's record_length is "
+                            f"{layout.record_length}", file=name, row=row, rule="record_length")
+        elif len(line.rstrip()) > end:
+            # Short records are fine (writers trim trailing blanks); text past the layout means the
+            # layout is not this file's.
+            raise DataError(f"characters beyond the layout's {end}", file=name, row=row, rule="record_length")
+        for h, f in zip(header, layout.fields, strict=True):
+            columns[h].append(line[f.start - 1:f.start - 1 + f.width])
+    frame = pd.DataFrame(columns, dtype="str")
+    return header, frame, np.arange(first, first + len(body), dtype=np.int64)
 
 
 def _decode(raw: bytes, encoding: str, name: str) -> str:
