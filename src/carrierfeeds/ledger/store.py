@@ -12,6 +12,8 @@ import heapq
 import itertools
 import json
 import logging
+import sqlite3
+import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -698,7 +700,18 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # WAL is a property of the database file. Switching to it needs a moment of exclusive access,
+    # which SQLite does not wait for (the busy timeout does not apply), so two processes opening a
+    # brand-new ledger at once can see "database is locked" here: retry briefly.
+    for attempt in range(50):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.05 * (1 + attempt % 5))
     cur.close()
 
 
