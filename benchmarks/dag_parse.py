@@ -126,11 +126,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio_fill_to_loading_feeds": round(fill / raw["load_feed_files_s"], 2) if raw["load_feed_files_s"] else None,
         "import_errors": raw["import_errors"],
     }
-    print(json.dumps(result, indent=2))
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        name = f"{result['date']}-{platform.node() or 'machine'}-dag-parse-{args.feeds}.json"
-        (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
+        from benchmarks.e2e import machine, save_result
+
+        save_result(args.out, f"dag_parse-{args.feeds}", {**result, "benchmark": "dag_parse",
+                                                          "machine": machine()})
     return result
 
 

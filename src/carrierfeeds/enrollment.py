@@ -109,6 +109,15 @@ def assert_allowlisted(columns: Iterable[str], mapping: CarrierMapping | Iterabl
                               details={"fields": extra})
 
 
+class _Columns(dict[str, pd.Series]):
+    """The view's columns as they are made, each kept as Arrow-backed text at once, so the Python str
+    objects of the vectorised steps (fold_series, map) die column by column instead of piling up."""
+
+    def __setitem__(self, key: str, value: pd.Series) -> None:
+        keep = value if key == ROW_NUMBER or value.dtype != object else value.astype("str")
+        super().__setitem__(key, keep)
+
+
 def _ccyymmdd(values: pd.Series, column: str, rows: pd.Series, *, required: bool) -> pd.Series:
     """ISO dates to CCYYMMDD; a malformed (or, when required, empty) value is a DataError by row."""
     text = values.astype(str).str.strip()
@@ -171,7 +180,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         return frame[col].astype(str).str.strip() if col in frame.columns else pd.Series(
             [""] * len(frame), index=frame.index, dtype=object)
 
-    out: dict[str, pd.Series] = {}
+    out = _Columns()
     sanitized: dict[str, int] = {}
     member_id, subscriber_id = text("member_id"), text("subscriber_id")
     for col, series in (("member_id", member_id), ("subscriber_id", subscriber_id)):
@@ -244,10 +253,9 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         out["coverage_end"] = _ccyymmdd(text("coverage_end"), "coverage_end", rows, required=False)
     out[ROW_NUMBER] = rows
 
-    table = pd.DataFrame(out)
-    for col in table.columns:
-        if col != ROW_NUMBER:
-            table[col] = table[col].astype(object)
+    # Arrow-backed text, not Python objects: at 1M members (2.3M rows x 24 columns) an object table
+    # held 2.4 GB of str objects; the renderer turns one chunk at a time into objects instead.
+    table = pd.DataFrame({col: (s if col == ROW_NUMBER else s.astype("str")) for col, s in out.items()})
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order (all keys are stable positions).
     order = frame["_order"]

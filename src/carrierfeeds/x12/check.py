@@ -318,6 +318,9 @@ def _check_codes(data: bytes, seq: str, mat: np.ndarray, starts: np.ndarray, end
             continue
         # INS01-05 fit in 18 bytes; HD04 is free text, so HD takes the whole (bounded) segment.
         width = 96 if kind == "H" else 18
+        # Only as wide as the longest such segment: the N x width key matrix and its sort are the
+        # gate's biggest allocation (2.3M HD segments x 96 bytes at 1M members).
+        width = max(1, min(width, int((ends[rows] - starts[rows]).max())))
         sub = _keys(np.frombuffer(data, dtype=np.uint8), starts[rows], ends[rows], 0, width)
         keys = np.ascontiguousarray(sub).view(f"S{sub.shape[1]}").ravel()
         uniq, inverse = np.unique(keys, return_inverse=True)
