@@ -114,6 +114,8 @@ def run(
                                                              "in the feed's time zone")] = None,
     force_resend: Annotated[str | None, typer.Option(help="send again although already delivered; "
                                                          "the reason is audited")] = None,
+    full_file: Annotated[bool, typer.Option("--full-file", help="changes-mode feeds: send the full audit "
+                                                                 "file (INS03 030) this time")] = False,
     actor: Annotated[str, typer.Option(help="who runs this, for the ledger")] = "cli",
     as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
 ) -> None:
@@ -126,7 +128,7 @@ def run(
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
-                           census_path=census, force_reason=force_resend)
+                           census_path=census, force_reason=force_resend, full_file=full_file)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return

@@ -289,7 +289,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     return {"run_id": ctx.run_id, **counts}
 
 
-def build(ctx: RunContext) -> dict[str, Any]:
+def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
     import pandas as pd
 
@@ -315,7 +315,7 @@ def build(ctx: RunContext) -> dict[str, Any]:
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
         if mapping.mode == "changes":
-            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment)
+            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment, full_file=full_file)
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -376,7 +376,8 @@ def _write_chunks(out: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any) -> tuple[Any, str, dict[str, Any]]:
+def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,
+                  full_file: bool = False) -> tuple[Any, str, dict[str, Any]]:
     """Changes mode: diff against the last confirmed snapshot, stage the next one (advanced by confirm)."""
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
@@ -387,7 +388,8 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any) -> tuple[Any, s
     # Families validation held back are in the staged census but not in the accepted rows.
     raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema)
     held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
-    full = base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
+    # The full audit file (030): on demand, on the mapping's weekday, or when there is no snapshot yet.
+    full = full_file or base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
     change_set = diff_against_snapshot(
         enrollment, base, as_of=ctx.ref.interval_start, term_policy=mapping.term_policy,
         term_end=mapping.term_end, retro_window_days=mapping.retro_window_days, held_back_members=held,
@@ -719,13 +721,13 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
 
 def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
              census_path: Path | None = None, transport: Any | None = None,
-             force_reason: str | None = None) -> RunSummary:
+             force_reason: str | None = None, full_file: bool = False) -> RunSummary:
     """Every stage in order, in one process; ends in a recorded state whatever happens."""
     ctx = open_run(settings, ref, clock=clock, actor=actor)
     try:
         stage_census(ctx, census_path)
         validate(ctx)
-        build(ctx)
+        build(ctx, full_file=full_file)
         conformance(ctx)
         encrypt(ctx)
         deliver(ctx, transport=transport, force_reason=force_reason)
