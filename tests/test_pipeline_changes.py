@@ -77,3 +77,38 @@ def test_changes_mode_sends_full_then_only_changes_and_resends_after_a_failure(
     assert b"HD*" not in day2  # an address change carries no coverage loop
     now = store.info(ws.feed.feed_id)
     assert now is not None and now.run_id == second.run_id
+
+
+def test_full_file_on_demand_sends_every_member_as_030_and_advances_the_snapshot(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    from carrierfeeds.changes import SnapshotStore
+
+    ws = sftp_workspace
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    m = mappings / "sunrise-health.yaml"
+    m.write_text(m.read_text().replace("# mode: full", "mode: changes"))
+    settings = ws.settings.model_copy(update={"mappings_dir": mappings})
+    store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
+
+    census1 = ws.write_census(members=12, seed=9, as_of=DAY1)
+    first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+    day1_ins = [s for s in _plain(ws, first.file_name, tmp_path).split(b"~\n") if s.startswith(b"INS*")]
+
+    frame = pd.read_csv(census1, dtype=str, keep_default_na=False)
+    mover = frame.loc[frame["plan_code"].isin(ws.feed.authorization.plans), "member_id"].iloc[0]
+    frame.loc[frame["member_id"] == mover, "address1"] = "2 Changed Street"
+    census1.unlink()
+    frame.to_csv(ws.inbound / f"census_{DAY2:%Y%m%d}.csv", index=False)
+
+    full = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY2), clock=_clock, actor="test", full_file=True)
+    assert full.status == "delivered", full.error
+    day2 = _plain(ws, full.file_name, tmp_path)
+    assert b"***4~" in day2  # BGN08: the full audit file, not a change file (2)
+    ins = [s for s in day2.split(b"~\n") if s.startswith(b"INS*")]
+    # every member again, each as 030, although only one address changed
+    assert len(ins) == len(day1_ins) and all(s.split(b"*")[3] == b"030" for s in ins)
+    assert b"2 CHANGED STREET" in day2.upper()
+    now = store.info(ws.feed.feed_id)
+    assert now is not None and now.run_id == full.run_id
