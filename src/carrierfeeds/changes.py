@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, Refused
+from carrierfeeds.keyfiles import create_key_file, read_key_file
 from carrierfeeds.x12.codes import MaintenanceReason, MaintenanceType
 
 log = logging.getLogger(__name__)
@@ -352,34 +352,14 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def _load_key(path: Path, *, create: bool) -> bytes:
     """The store's AES-256 key; created (0600, O_EXCL) only when ``create``; refused when exposed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+    key = read_key_file(path, what="snapshot key", error=SnapshotRefused)
+    if key is None:
         if not create:
             raise SnapshotRefused("snapshot key file is missing but snapshots exist; restore it (a new key "
-                                  "would make every member look new)", details={"key_file": path.name}) from None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = os.urandom(_KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.info("created snapshot key file %s", path)
-        return key
-    except OSError as exc:
-        raise SnapshotRefused(f"cannot open the snapshot key file: {exc.strerror}",
-                              details={"key_file": path.name}) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
-            raise SnapshotRefused("snapshot key file must be a regular file with mode 0600",
-                                  details={"key_file": path.name, "mode": f"{stat.S_IMODE(info.st_mode):04o}"})
-        key = os.read(fd, _KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(key) != _KEY_BYTES:
+                                  "would make every member look new)", details={"key_file": path.name})
+        create_key_file(path, os.urandom(_KEY_BYTES), what="snapshot key")
+        key = read_key_file(path, what="snapshot key", error=SnapshotRefused)  # ours, or a racer's
+    if key is None or len(key) != _KEY_BYTES:
         raise SnapshotRefused("snapshot key file does not hold a 32-byte key", details={"key_file": path.name})
     return key
 

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from carrierfeeds.errors import ConfigError, DataError, Refused
+from carrierfeeds.keyfiles import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +99,24 @@ class StagingKey:
     @classmethod
     def from_file(cls, path: Path) -> StagingKey:
         """Read a key file; refused unless only its owner can read it."""
+        raw = read_key_file(path, what="staging key", error=ConfigError)
+        if raw is None:
+            raise ConfigError("staging key file not found", file=str(path))
         try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise ConfigError("staging key file not found", file=str(path)) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"staging key file is mode {stat.S_IMODE(mode):o}; it must be 600", file=str(path))
-        return cls.from_text(path.read_text(encoding="ascii"), source=str(path))
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError("not base64", file=str(path)) from None
+        return cls.from_text(text, source=str(path))
 
     @classmethod
     def load_or_create(cls, path: Path) -> StagingKey:
         """The key at ``path``, made (0600, never overwriting) the first time."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             key = cls.generate()
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return cls.from_file(path)  # another process made it first: use theirs
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(key.as_text() + "\n")
-            log.info("created staging key %s in %s", key.key_id, path.parent)
-            return key
-        return cls.from_file(path)
+            if create_key_file(path, (key.as_text() + "\n").encode("ascii"), what="staging key"):
+                log.info("staging key %s created in %s", key.key_id, path.parent)
+                return key
+        return cls.from_file(path)  # an existing key, or the one another process made first
 
 
 @dataclass(frozen=True)

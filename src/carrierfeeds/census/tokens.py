@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
-import stat
 from pathlib import Path
 
 import pandas as pd
 
 from carrierfeeds.errors import ConfigError, Refused
+from carrierfeeds.keyfiles import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +53,12 @@ class MemberTokenizer:
 
         Refuses a key file that group or others can read or write, or that is not a regular file.
         """
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            return cls(_create_key(path))
-        except OSError as exc:
-            raise TokenKeyRefused(f"cannot open member-token key file {path}: {exc.strerror}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise TokenKeyRefused(f"member-token key file {path} is not a regular file")
-            if info.st_mode & 0o077:
-                raise TokenKeyRefused(
-                    f"member-token key file {path} is readable or writable by group/others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}")
-            key = _read_all(fd)
-        finally:
-            os.close(fd)
+        key = read_key_file(path, what="member-token key", error=TokenKeyRefused)
+        if key is None:
+            create_key_file(path, secrets.token_bytes(KEY_BYTES), what="member-token key")
+            key = read_key_file(path, what="member-token key", error=TokenKeyRefused)  # ours, or a racer's
+            if key is None:
+                raise TokenKeyRefused(f"member-token key file {path} vanished while being created")
         if len(key) < KEY_BYTES:
             raise TokenKeyRefused(f"member-token key file {path} holds {len(key)} bytes; "
                                   f"expected at least {KEY_BYTES}")
@@ -94,25 +82,3 @@ class MemberTokenizer:
         return pd.Series(out.to_numpy(), index=series.index, dtype="str", name=series.name)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _create_key(path: Path) -> bytes:
-    """Write a fresh random key with O_EXCL (mode 0600); if another process won the race, read theirs."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = secrets.token_bytes(KEY_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        return MemberTokenizer.from_key_file(path)._key
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    log.info("created member-token key file %s", path)
-    return key
