@@ -30,17 +30,22 @@ def _plain(ws: Any, name: str, tmp_path: Path) -> bytes:
     return out.read_bytes()
 
 
-def test_changes_mode_sends_full_then_only_changes_and_resends_after_a_failure(
-        sftp_workspace: Any, tmp_path: Path) -> None:
+def _changes_mode(ws: Any, tmp_path: Path) -> tuple[Any, Any]:
+    """The workspace's settings with the demo carrier's mapping switched to changes mode, and its snapshot store."""
     from carrierfeeds.changes import SnapshotStore
 
-    ws = sftp_workspace
     mappings = tmp_path / "mappings"
     shutil.copytree(ROOT / "mappings", mappings)
     m = mappings / "sunrise-health.yaml"
     m.write_text(m.read_text().replace("# mode: full", "mode: changes"))
     settings = ws.settings.model_copy(update={"mappings_dir": mappings})
-    store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
+    return settings, SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
+
+
+def test_changes_mode_sends_full_then_only_changes_and_resends_after_a_failure(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    ws = sftp_workspace
+    settings, store = _changes_mode(ws, tmp_path)
 
     census1 = ws.write_census(members=20, seed=5, as_of=DAY1)
     first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
@@ -81,15 +86,8 @@ def test_changes_mode_sends_full_then_only_changes_and_resends_after_a_failure(
 
 def test_full_file_on_demand_sends_every_member_as_030_and_advances_the_snapshot(
         sftp_workspace: Any, tmp_path: Path) -> None:
-    from carrierfeeds.changes import SnapshotStore
-
     ws = sftp_workspace
-    mappings = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", mappings)
-    m = mappings / "sunrise-health.yaml"
-    m.write_text(m.read_text().replace("# mode: full", "mode: changes"))
-    settings = ws.settings.model_copy(update={"mappings_dir": mappings})
-    store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
+    settings, store = _changes_mode(ws, tmp_path)
 
     census1 = ws.write_census(members=12, seed=9, as_of=DAY1)
     first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
