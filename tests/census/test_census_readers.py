@@ -164,3 +164,18 @@ def test_mapped_headers_codes_dates_and_whitespace(tmp_path: Path, sample: pd.Da
     assert got.loc[0, "dob"] == "31/31/1990"
     assert got["gender"].tolist() == sample["gender"].tolist()
     assert got.loc[2, "zip"] == sample.loc[2, "zip"]
+
+
+def test_a_file_without_its_header_row_never_echoes_row_1(tmp_path: Path, sample: pd.DataFrame) -> None:
+    """Row 1 then holds a member's data: duplicated 'headers' (member_id == subscriber_id on an employee's
+    row) are reported by position, and no cell of that row appears in the error."""
+    path, lines = _lines(tmp_path, sample)
+    # an employee's row with no empty cell, as row 1
+    cells = [c if c.strip('"') else f"blank{i}" for i, c in enumerate(lines[1].split(","))]
+    assert cells[0] == cells[1]
+    path.write_text("\n".join([",".join(cells), *lines[2:]]) + "\n", encoding="utf-8")
+    err = _error(path)
+    assert (err.row, err.rule, err.details["positions"], err.details["duplicated"]) == (
+        1, "duplicate_columns", [1, 2], [])
+    text = str(err) + repr(err.as_dict())
+    assert not [c for c in cells if len(c) > 2 and c.strip('"') in text]

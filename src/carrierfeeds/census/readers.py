@@ -132,7 +132,7 @@ def _encoding_for(raw: bytes, declared: str, name: str) -> str:
 
 def _read_csv(data: bytes, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     header = _header(data, schema.delimiter)
-    _check_header(header, name)
+    _check_header(header, schema, name)
     _check_required(header, schema, name)
     frame = _parse(data, schema.delimiter, header, name)
     if frame.empty:
@@ -332,7 +332,7 @@ def _table_frame(table: list[list[str]], schema: CensusSchema, name: str
     header = [h.strip() for h in table[0]]
     while header and not header[-1]:
         header.pop()
-    _check_header(header, name)
+    _check_header(header, schema, name)
     _check_required(header, schema, name)
     width = len(header)
     body = table[1:]
@@ -399,16 +399,26 @@ def _header(data: bytes, delimiter: str) -> list[str]:
     return [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
 
 
-def _check_header(header: list[str], name: str) -> None:
+def _check_header(header: list[str], schema: CensusSchema, name: str) -> None:
+    """Blank or duplicated headers, named by position. Header text is named only when it is one of the
+    schema's column names: in a file sent without its header row, row 1 holds a member's data."""
     blanks = [i + 1 for i, h in enumerate(header) if not h]
     if blanks:
         raise DataError(f"column(s) at position(s) {blanks} have no header", file=name, row=1,
                         rule="blank_header")
     seen: set[str] = set()
     dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
-    if dupes:
-        raise DataError(f"duplicated column(s) {dupes}", file=name, row=1, column=dupes[0],
-                        rule="duplicate_columns", details={"duplicated": dupes})
+    if not dupes:
+        return
+    known = {schema.header_for(c) for c in CANONICAL_COLUMNS}
+    named = [h for h in dupes if h in known]
+    positions = [i + 1 for i, h in enumerate(header) if h in dupes and h not in known]
+    parts = [f"duplicated column(s) {named}"] if named else []
+    if positions:
+        parts.append(f"the same header text at positions {positions} (not a column name of census schema "
+                     f"{schema.schema_id!r}; is the header row missing?)")
+    raise DataError("; ".join(parts), file=name, row=1, column=named[0] if named else None,
+                    rule="duplicate_columns", details={"duplicated": named, "positions": positions})
 
 
 def _parse(data: bytes, delimiter: str, header: list[str], name: str) -> pd.DataFrame:
