@@ -374,7 +374,8 @@ def test_rejected_change_file_reverts_the_snapshot_and_the_next_run_resends_the_
         # The next interval diffs against what the carrier holds: the same changes go again.
         shutil.copyfile(day2_census, ws.inbound / f"census_{DAY3:%Y%m%d}.csv")
         day2_census.unlink()
-        resent = run_feed(settings, RunRef.for_day(feed_id, DAY3), clock=_clock, actor="test")
+        # The same bytes as day 2's census: processed once already, so forced.
+        resent = run_feed(settings, RunRef.for_day(feed_id, DAY3), clock=_clock, actor="test", force_census=True)
         assert resent.status == "delivered", resent.error
         assert resent.isa13 != changes.isa13
         assert _members_sent(_plain(ws, str(resent.file_name), tmp_path)) == sent_day2

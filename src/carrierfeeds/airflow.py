@@ -108,6 +108,38 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
                         known_hosts=known_hosts, **timeouts)
 
 
+def sql_url_from_connection(connection_id: str) -> str:
+    """The SQLAlchemy URL of an Airflow connection for a SQL census source.
+
+    Built from the connection's fields (conn_type, host, port, login, password, schema = the database),
+    with the SQLAlchemy driver for its type (``postgres`` -> ``postgresql+psycopg``); the extra
+    ``sqlalchemy_scheme`` overrides the driver. For SQLite, host (or schema) is the database file.
+    """
+    import sqlalchemy as sa
+
+    conn = BaseHook.get_connection(connection_id)
+    source = f"airflow connection {connection_id}"
+    conn_type = str(conn.conn_type or "").lower()
+    scheme = str(conn.extra_dejson.get("sqlalchemy_scheme") or SQL_DRIVERS.get(conn_type, conn_type))
+    if not scheme:
+        raise ConfigError("the connection has no type", file=source, field="conn_type")
+    if scheme.startswith("sqlite"):
+        database = conn.host or conn.schema
+        if not database:
+            raise ConfigError("a SQLite connection needs the database file as host", file=source, field="host")
+        return sa.URL.create(scheme, database=database).render_as_string(hide_password=False)
+    if not conn.host:
+        raise ConfigError("the connection needs a host", file=source, field="host")
+    url = sa.URL.create(scheme, username=conn.login or None, password=conn.password or None, host=conn.host,
+                        port=int(conn.port) if conn.port else None, database=conn.schema or None)
+    return url.render_as_string(hide_password=False)
+
+
+#: Airflow connection types and the SQLAlchemy driver a SQL census source uses for them.
+#: Others: the extra ``sqlalchemy_scheme``, or the connection type used as the scheme as it is.
+SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
+
+
 def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
     """The staging store a task uses: ``url`` (default the local staging folder), key from the Airflow
     Variable ``carrierfeeds_staging_key``, else ``<keys_dir>/staging.key`` (made on first use).
@@ -152,7 +184,13 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     try:
         try:
             if stage == "stage_census":
-                return pipeline.stage_census(ctx)
+                # Census connections come from Airflow connections, like deliveries.
+                return pipeline.stage_census(
+                    ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
+                    sql_url_for=sql_url_from_connection)
+            if stage == "validate":
+                return pipeline.validate(
+                    ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
             if stage == "deliver":
                 return pipeline.deliver(ctx, transport=_transport_for(ctx))
             if stage == "confirm":
@@ -163,8 +201,8 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
             if exc.retriable and context["ti"].try_number <= RETRIES:
                 raise  # Airflow retries with backoff; the run stays open
             pipeline.end_run(ctx, exc)
-            if pipeline.status_for(exc) == "nothing_to_send":
-                # A changes feed with no changes: the later stages are skipped, not failed.
+            if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
+                # No changes, or no new census: the later stages are skipped, not failed.
                 raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
             # Our messages are PHI-free by construction; they are what ops see in the task log.
             raise FeedStageFailed(stage, exc.code, exc.message) from None
@@ -173,7 +211,6 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
-    "validate": pipeline.validate,
     "build": pipeline.build,
     "conformance": pipeline.conformance,
     "encrypt": pipeline.encrypt,

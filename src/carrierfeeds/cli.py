@@ -1,6 +1,6 @@
 """The ops and auditor command line: ``carrierfeeds --help``. Exit codes mean the same everywhere.
 
-    0  done (delivered, or already delivered earlier: nothing sent twice)
+    0  done (delivered, or already delivered earlier: nothing sent twice; or no new census to send)
     1  the census was rejected: the employer must fix the data (see the validation report)
     2  usage or configuration error: fix the command or the config files
     3  refused: a security or policy check said no (key, host key, authorisation, conformance)
@@ -42,7 +42,7 @@ app.add_typer(audit_app, name="audit")
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_TRANSIENT, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
 STATUS_EXIT = {"delivered": EXIT_OK, "already_delivered": EXIT_OK, "handed_off": EXIT_OK, "pending_handoff": EXIT_OK,
-               "nothing_to_send": EXIT_OK,
+               "nothing_to_send": EXIT_OK, "no_new_census": EXIT_OK,
                "rejected": EXIT_REJECTED, "refused": EXIT_REFUSED, "failed": EXIT_FAILED}
 
 
@@ -109,7 +109,10 @@ def _summary_lines(summary: Any) -> list[str]:
 @app.command()
 def run(
     feed_id: Annotated[str, typer.Argument(help="a feed in the feeds folder (file name without .yaml)")],
-    census: Annotated[Path | None, typer.Option(help="census file; default: newest in the feed's source")] = None,
+    census: Annotated[Path | None, typer.Option(help="census file, always processed; default: the newest new "
+                                                     "file (or query result) from the feed's source")] = None,
+    force_census: Annotated[bool, typer.Option("--force-census", help="process the source's newest census "
+                                                                      "although it was processed before")] = False,
     day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today "
                                                              "in the feed's time zone")] = None,
     force_resend: Annotated[str | None, typer.Option(help="send again although already delivered; "
@@ -128,7 +131,8 @@ def run(
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
-                           census_path=census, force_reason=force_resend, full_file=full_file)
+                           census_path=census, force_reason=force_resend, full_file=full_file,
+                           force_census=force_census)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return

@@ -235,28 +235,80 @@ def wipe_scratch(ctx: RunContext) -> int:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def stage_census(ctx: RunContext, census_path: Path | None = None) -> dict[str, Any]:
-    """Copy the employer's census into the run's private folder; the original stays for reprocessing."""
-    from carrierfeeds.census.sources import pick_census
+def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: bool = False,
+                 endpoint_for: Callable[[str], Any] | None = None,
+                 sql_url_for: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Fetch the feed's census (local folder, SFTP drop or SQL query; see ``census.sources``) into the
+    run's private folder, under the size cap and archive rules. The employer's own file is never moved or
+    changed here; an SFTP file moves to the processed folder only once validation accepts it.
+
+    ``census_path`` is an explicit file: always processed. Otherwise a file already accepted by another
+    run raises :class:`~carrierfeeds.census.sources.NoNewCensus` (the run ends ``no_new_census``) unless
+    ``force``. A rerun of a run whose census was accepted re-uses the staged copy while the staging store
+    still holds it (an SFTP original may have left the drop). ``endpoint_for`` / ``sql_url_for`` resolve
+    connection ids (Airflow connections); by default the keys directory.
+    """
+    from carrierfeeds.census.sources import census_from_file, fetch_census
 
     with _stage(ctx, "stage_census") as detail:
-        source = census_path or pick_census(ctx.bundle.feed.census.source, ctx.settings.data_dir)
-        if not source.is_file():
-            raise DataError("census file not found", file=source.name)
+        state = ctx.state()
+        if census_path is None and not force and state.get("census_accepted") and \
+                ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
+            detail.update(census_sha256=state["census_sha256"], reused=True)
+            return {"run_id": ctx.run_id, "census_sha256": state["census_sha256"], "reused": True}
+        if census_path is not None:
+            pick = census_from_file(Path(census_path), feed_id=ctx.feed_id, schema=ctx.bundle.schema,
+                                    data_dir=ctx.settings.data_dir)
+        else:
+            pick = fetch_census(ctx.bundle.feed.census.source, feed_id=ctx.feed_id, schema=ctx.bundle.schema,
+                                data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
+                                work_dir=ctx.run_dir, force=force, endpoint_for=endpoint_for,
+                                sql_url_for=sql_url_for, run_id=ctx.run_id)
         staged = ctx.run_dir / "census.csv"
         tmp = staged.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
+        if pick.kind == "local":
+            shutil.copyfile(pick.path, tmp)  # the employer's file stays as it is, for reprocessing
+        else:
+            os.replace(pick.path, tmp)  # our own download or query result, already in the run folder
         os.chmod(tmp, 0o600)
+        digest = sha256_file(tmp)
+        if digest != pick.sha256:
+            tmp.unlink()
+            raise TransientError(f"{pick.name}: the census changed while it was staged (still being written?)",
+                                 details={"sha256": pick.sha256})
         tmp.replace(staged)
-        digest = sha256_file(staged)
         ctx.keep(staged)
-        ctx.save_state(census_name=source.name, census_sha256=digest)
-        detail.update(census_sha256=digest, bytes=staged.stat().st_size)
+        ctx.save_state(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state(),
+                       census_accepted=False)
+        detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)
     return {"run_id": ctx.run_id, "census_sha256": digest}
 
 
-def validate(ctx: RunContext) -> dict[str, Any]:
-    """Read and validate the staged census; write the PHI-free report; apply the feed's policy."""
+def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -> bool:
+    """Validation accepted the staged census: record it as processed, move an SFTP original aside.
+
+    Returns whether a file was moved on the server. A rejected census never gets here, so the employer's
+    fixed file (or the same file, forced) can be processed again.
+    """
+    from carrierfeeds.census.sources import CensusPick, accept_census
+
+    state = ctx.state()
+    if "census_pick" not in state:
+        return False  # staged before sources were tracked: nothing to record
+    pick = CensusPick.from_state(state["census_pick"])
+    moved = accept_census(ctx.bundle.feed.census.source, pick, feed_id=ctx.feed_id,
+                          data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
+                          run_id=ctx.run_id, at=ctx.now(), endpoint_for=endpoint_for)
+    ctx.save_state(census_accepted=True)
+    return moved is not None
+
+
+def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Read and validate the staged census; write the PHI-free report; apply the feed's policy.
+
+    An accepted census is then recorded as processed (and an SFTP original moved to the processed folder;
+    ``endpoint_for`` resolves its connection under Airflow); a rejected one is not.
+    """
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.validation import apply_policy, validate_census
@@ -286,6 +338,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         outcome.accepted.to_parquet(ctx.run_dir / "accepted.parquet", index=False)
         os.chmod(ctx.run_dir / "accepted.parquet", 0o600)
         ctx.keep(ctx.run_dir / "accepted.parquet")
+        detail.update(census_moved=_accept_census(ctx, endpoint_for))
     return {"run_id": ctx.run_id, **counts}
 
 
@@ -701,6 +754,8 @@ def status_for(exc: CarrierFeedsError) -> str:
     """The run status an error ends a run in (the ledger's vocabulary)."""
     if exc.code == "no_changes":
         return "nothing_to_send"
+    if exc.code == "no_new_census":
+        return "no_new_census"
     if isinstance(exc, DataError):
         return "rejected"
     if isinstance(exc, Refused | ConfigError):
@@ -721,11 +776,11 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
 
 def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
              census_path: Path | None = None, transport: Any | None = None,
-             force_reason: str | None = None, full_file: bool = False) -> RunSummary:
+             force_reason: str | None = None, full_file: bool = False, force_census: bool = False) -> RunSummary:
     """Every stage in order, in one process; ends in a recorded state whatever happens."""
     ctx = open_run(settings, ref, clock=clock, actor=actor)
     try:
-        stage_census(ctx, census_path)
+        stage_census(ctx, census_path, force=force_census)
         validate(ctx)
         build(ctx, full_file=full_file)
         conformance(ctx)

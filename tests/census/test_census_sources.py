@@ -95,10 +95,12 @@ def test_local_picks_the_newest_and_processes_it_once(tmp_path: Path, sample: pd
                   run_id="run-1", at=AT)
     index = json.loads((tmp_path / "data" / "census-index" / "acme-test.json").read_text())
     assert index["processed"][pick.sha256] == {"name": newest.name, "kind": "local", "run_id": "run-1",
-                                               "recorded_at": AT.isoformat()}
+                                               "recorded_at": AT.isoformat(), "mtime": 1_700_000_100}
 
+    # The run that accepted it reads it again on a retry; any other run finds nothing new.
+    assert _fetch(source, tmp_path, run_id="run-1").reprocessed is False
     with pytest.raises(NoNewCensus) as info:
-        _fetch(source, tmp_path)
+        _fetch(source, tmp_path, run_id="run-2")
     assert info.value.rule == "already_processed" and info.value.file == newest.name
     forced = _fetch(source, tmp_path, force=True)
     assert forced.reprocessed and forced.sha256 == pick.sha256

@@ -41,6 +41,18 @@ def _plain(name: str) -> bool:
     return not name.endswith(".part")
 
 
+def _exists(sftp: Any, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+        return False
+    return True
+
+
 class SftpCensusDrop(SftpTransport):
     """``remote_dir`` on the employer's server; files matching ``pattern`` are census candidates."""
 
@@ -117,7 +129,8 @@ class SftpCensusDrop(SftpTransport):
 
     def move(self, name: str, folder: str, *, sha256: str) -> str:
         """Move ``name`` into ``folder`` (absolute, or relative to the drop; created if missing), never over
-        another file: a name already taken there gets the sha256 prefix appended. Returns the new path."""
+        another file: a name already taken there gets the sha256 prefix appended. Returns the new path.
+        Idempotent: when ``name`` has left the drop and is found in ``folder``, that path is returned."""
         check_remote_name(name)
         target_dir = folder.rstrip("/") if folder.startswith("/") else f"{self.remote_dir}/{folder.strip('/')}"
 
@@ -129,7 +142,16 @@ class SftpCensusDrop(SftpTransport):
                     raise PermanentError("the processed folder on the server is not a folder")
             except FileNotFoundError:
                 sftp.mkdir(target_dir, mode=0o700)
-            for candidate in (name, f"{name}.{sha256[:12]}"):
+            candidates = (name, f"{name}.{sha256[:12]}")
+            if not _exists(sftp, self._path(name)):
+                # A retry after a move whose reply was lost: the file is already in the processed folder.
+                for candidate in reversed(candidates):
+                    if _exists(sftp, f"{target_dir}/{candidate}"):
+                        log.info("accepted census %s was already moved to the processed folder", name)
+                        return f"{target_dir}/{candidate}"
+                raise PermanentError(f"{name} is no longer in the SFTP drop; it cannot be moved",
+                                     details={"remote_name": name})
+            for candidate in candidates:
                 final = f"{target_dir}/{candidate}"
                 try:
                     sftp.lstat(final)

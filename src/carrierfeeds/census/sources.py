@@ -2,13 +2,16 @@
 SQL query, fetched under the size and archive rules and remembered by sha256 once accepted.
 
     fetch_census(source, ...) -> CensusPick     a local file for the run to stage (the original is kept)
+    census_from_file(path, ...) -> CensusPick   an explicit file (``--census PATH``): always processed
     accept_census(source, pick, ...)            after validation accepted it: record its sha256 in the
                                                 feed's census index; move an SFTP file to processed_dir
 
 A file is processed once: the newest matching file is picked, and when its sha256 is already in the
 feed's index (``<data_dir>/census-index/<feed_id>.json``) there is nothing new (:class:`NoNewCensus`)
 unless ``force``. Older files than the newest are never picked: a newer census supersedes them, and
-sending an older one after a newer was accepted would roll members back.
+sending an older one after a newer was accepted would roll members back; for the same reason, once an
+SFTP census was accepted (and moved to the processed folder), a file in the drop older than it is not
+new either. A file the same run already accepted is new to that run (a retry of the run re-reads it).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class CensusPick:
     download or query result in ``work_dir`` otherwise); ``name``: the employer's file name, for messages
     and the ledger (for SQL: ``<connection_id>.sql.csv``); ``sha256`` and ``size`` of ``path``;
     ``kind``: the source kind; ``remote_name``: the name on the SFTP server; ``reprocessed``: True when
-    ``force`` picked a file the index already holds.
+    ``force`` picked a file the index already holds; ``mtime``: the file's modification time (seconds)
+    where the source has one.
     """
 
     path: Path
@@ -63,6 +67,7 @@ class CensusPick:
     kind: CensusKind
     remote_name: str | None = None
     reprocessed: bool = False
+    mtime: int | None = None
 
     def as_state(self) -> dict[str, Any]:
         """JSON-friendly, PHI-free: what a later stage (maybe in another process) needs to accept it."""
@@ -101,7 +106,18 @@ class CensusIndex:
     def seen(self, sha256: str) -> bool:
         return sha256 in self.entries()
 
-    def record(self, sha256: str, *, name: str, kind: str, run_id: str | None, at: datetime) -> None:
+    def accepted_by(self, sha256: str) -> str | None:
+        """The run that accepted ``sha256`` (None when not recorded, or recorded without a run)."""
+        run_id = self.entries().get(sha256, {}).get("run_id")
+        return str(run_id) if run_id else None
+
+    def newest_mtime(self, kind: str) -> int | None:
+        """The latest modification time among accepted files of ``kind`` (None when none recorded one)."""
+        times = [int(e["mtime"]) for e in self.entries().values() if e.get("kind") == kind and "mtime" in e]
+        return max(times, default=None)
+
+    def record(self, sha256: str, *, name: str, kind: str, run_id: str | None, at: datetime,
+               mtime: int | None = None) -> None:
         """Remember ``sha256`` as processed (idempotent: the first record of a hash is kept)."""
         if at.tzinfo is None:
             raise ValueError("at must be timezone-aware")
@@ -110,6 +126,8 @@ class CensusIndex:
             if sha256 in entries:
                 return
             entries[sha256] = {"name": name, "kind": kind, "run_id": run_id, "recorded_at": at.isoformat()}
+            if mtime is not None:
+                entries[sha256]["mtime"] = int(mtime)
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_text(json.dumps({"feed_id": self.feed_id, "processed": entries}, indent=1,
                                       sort_keys=True) + "\n")
@@ -142,25 +160,28 @@ def pick_census(source: LocalSource | SftpSource | SqlSource, data_dir: Path) ->
 
 def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, schema: CensusSchema,
                  data_dir: Path, keys_dir: Path, work_dir: Path, force: bool = False,
-                 endpoint_for: EndpointFor | None = None, sql_url_for: SqlUrlFor | None = None) -> CensusPick:
+                 endpoint_for: EndpointFor | None = None, sql_url_for: SqlUrlFor | None = None,
+                 run_id: str | None = None) -> CensusPick:
     """The census a run of ``feed_id`` should read, checked against the size cap and archive rules.
 
     ``work_dir`` is the run's private folder (downloads and query results land there, mode 0600).
     ``endpoint_for`` / ``sql_url_for`` resolve a connection id (Airflow connections); by default the
     keys directory's ``<id>.json`` files. Raises :class:`NoNewCensus` when the newest file was already
-    accepted and ``force`` is false; DataError for a file over the cap or breaking an archive rule.
+    accepted (by a run other than ``run_id``) and ``force`` is false; DataError for a file over the cap or
+    breaking an archive rule.
     """
     index = CensusIndex(data_dir, feed_id)
     if isinstance(source, LocalSource):
         path = _newest_local(source, data_dir)
-        check_size(path.stat().st_size, schema.max_bytes, name=path.name)
+        st = path.stat()
+        check_size(st.st_size, schema.max_bytes, name=path.name)
         digest = sha256_file(path)
-        reprocessed = _check_new(index, digest, path.name, force)
+        reprocessed = _check_new(index, digest, path.name, force, run_id)
         _check_archive(path, schema, path.name)
-        pick = CensusPick(path=path, name=path.name, sha256=digest, size=path.stat().st_size, kind="local",
-                          reprocessed=reprocessed)
+        pick = CensusPick(path=path, name=path.name, sha256=digest, size=st.st_size, kind="local",
+                          reprocessed=reprocessed, mtime=int(st.st_mtime))
     elif isinstance(source, SftpSource):
-        pick = _fetch_sftp(source, schema, index, keys_dir, work_dir, force, endpoint_for)
+        pick = _fetch_sftp(source, schema, index, keys_dir, work_dir, force, endpoint_for, run_id)
     else:
         from carrierfeeds.census.sql_source import query_to_csv
 
@@ -175,6 +196,23 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
     return pick
 
 
+def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir: Path) -> CensusPick:
+    """An explicitly named census file (``--census PATH``): always processed, even when already accepted
+    (``reprocessed`` then says so), but still under the size cap and the archive rules."""
+    name = path.name
+    if path.is_symlink() or not path.is_file():
+        raise DataError("census file not found (or not a regular file)", file=name, rule="no_census")
+    st = path.stat()
+    check_size(st.st_size, schema.max_bytes, name=name)
+    digest = sha256_file(path)
+    _check_archive(path, schema, name)
+    reprocessed = CensusIndex(data_dir, feed_id).seen(digest)
+    if reprocessed:
+        log.warning("%s: an explicitly named census that was already processed (sha256 %s)", name, digest[:12])
+    return CensusPick(path=path, name=name, sha256=digest, size=st.st_size, kind="local", reprocessed=reprocessed,
+                      mtime=int(st.st_mtime))
+
+
 def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick, *, feed_id: str,
                   data_dir: Path, keys_dir: Path, run_id: str | None, at: datetime,
                   endpoint_for: EndpointFor | None = None) -> str | None:
@@ -182,7 +220,7 @@ def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick
     move the file there on the server. Returns the file's new remote path, or None."""
     if pick.kind != "sql":
         CensusIndex(data_dir, feed_id).record(pick.sha256, name=pick.name, kind=pick.kind, run_id=run_id,
-                                              at=at)
+                                              at=at, mtime=pick.mtime)
     if isinstance(source, SftpSource) and source.processed_dir and pick.remote_name:
         from carrierfeeds.census.sftp_source import SftpCensusDrop
 
@@ -236,8 +274,12 @@ def _newest_local(source: LocalSource, data_dir: Path) -> Path:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
-def _check_new(index: CensusIndex, digest: str, name: str, force: bool) -> bool:
+def _check_new(index: CensusIndex, digest: str, name: str, force: bool, run_id: str | None = None) -> bool:
     if not index.seen(digest):
+        return False
+    if run_id is not None and index.accepted_by(digest) == run_id:
+        # This very run accepted it before (a retry or rerun of the same interval): still its census.
+        log.info("%s: accepted earlier by this run (sha256 %s); reading it again", name, digest[:12])
         return False
     if not force:
         raise NoNewCensus("the newest census was already processed (same sha256); nothing new to send. "
@@ -260,7 +302,7 @@ def _check_archive(path: Path, schema: CensusSchema, name: str) -> None:
 
 
 def _fetch_sftp(source: SftpSource, schema: CensusSchema, index: CensusIndex, keys_dir: Path, work_dir: Path,
-                force: bool, endpoint_for: EndpointFor | None) -> CensusPick:
+                force: bool, endpoint_for: EndpointFor | None, run_id: str | None = None) -> CensusPick:
     from carrierfeeds.census.sftp_source import SftpCensusDrop
 
     endpoint = (endpoint_for or (lambda cid: load_sftp_endpoint(keys_dir, cid)))(source.connection_id)
@@ -270,19 +312,25 @@ def _fetch_sftp(source: SftpSource, schema: CensusSchema, index: CensusIndex, ke
         raise DataError(f"no file matching {source.pattern!r} in the SFTP drop", file=source.remote_dir,
                         rule="no_census")
     newest = files[0]
+    accepted_mtime = index.newest_mtime("sftp")
+    if accepted_mtime is not None and newest.mtime < accepted_mtime and not force:
+        # The accepted census was moved out of the drop; what is left is older and superseded by it.
+        raise NoNewCensus("the newest file in the SFTP drop is older than the census last accepted; nothing "
+                          "new to send. Use force to process it anyway", file=newest.name,
+                          rule="older_than_accepted")
     check_size(newest.size, schema.max_bytes, name=newest.name)
     # The local name never comes from the server: a remote name is not trusted as a path.
     dst = _private_dir(work_dir) / "sftp-census.download"
     try:
         drop.fetch(newest, dst, max_bytes=schema.max_bytes)
         digest = sha256_file(dst)
-        reprocessed = _check_new(index, digest, newest.name, force)
+        reprocessed = _check_new(index, digest, newest.name, force, run_id)
         _check_archive(dst, schema, newest.name)
     except CarrierFeedsError:
         dst.unlink(missing_ok=True)
         raise
     return CensusPick(path=dst, name=newest.name, sha256=digest, size=dst.stat().st_size, kind="sftp",
-                      remote_name=newest.name, reprocessed=reprocessed)
+                      remote_name=newest.name, reprocessed=reprocessed, mtime=newest.mtime)
 
 
 def _private_dir(path: Path) -> Path:
@@ -291,5 +339,5 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "accept_census", "fetch_census",
+__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "accept_census", "census_from_file", "fetch_census",
            "load_sql_url", "pick_census", "sha256_file"]

@@ -20,7 +20,7 @@ from typing import Any
 from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 
 RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "failed", "already_delivered",
-                          "pending_handoff", "nothing_to_send"})
+                          "pending_handoff", "nothing_to_send", "no_new_census"})
 STAGE_STATUSES = frozenset({"started", "succeeded", "failed", "skipped"})
 #: ``pending_handoff``: placed in the manual outbox; ``handed_off``: a person confirmed handing it over.
 OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend", "pending_handoff",
