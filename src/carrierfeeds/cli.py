@@ -28,6 +28,7 @@ from carrierfeeds.errors import (
     Refused,
     TransientError,
 )
+from carrierfeeds.files import write_private
 from carrierfeeds.settings import Settings, feed_paths
 
 app = typer.Typer(help="carrierfeeds: employer census in, validated encrypted 834 out, every delivery "
@@ -259,24 +260,6 @@ def _private_out(out: Path) -> Path:
     return out
 
 
-def _write_private(path: Path, chunks: Any) -> tuple[str, int]:
-    """Write ``chunks`` to ``path`` (0600, temp name then rename); its sha256 and size."""
-    import hashlib
-    import os
-
-    digest, size = hashlib.sha256(), 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        for chunk in chunks:
-            fh.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    tmp.replace(path)
-    return digest.hexdigest(), size
-
-
 def _peek_control_number(settings: Settings, sender_id: str, receiver_id: str) -> tuple[int, str]:
     """The ISA13 the ledger would allocate next for this pair, read without writing (nothing is created)."""
     import sqlalchemy as sa
@@ -388,7 +371,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
         layout = layout_for(mapping)
         name = flatfile_name(layout, feed_id=feed.feed_id, control=number, day=as_of,
                              sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
-        sha, size = _write_private(folder / name, render_flatfile(enrollment, layout))
+        sha, size = write_private(folder / name, render_flatfile(enrollment, layout))
         flat = check_flatfile((folder / name).read_bytes(), layout, expected_records=len(enrollment.table))
         if not flat.ok:
             p = flat.problems[0]
@@ -409,7 +392,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
     name = mapping.file_name.format(sender=mapping.envelope.sender_id.strip(),
                                     receiver=mapping.envelope.receiver_id.strip(), isa13=f"{number:09d}",
                                     date=as_of.strftime("%Y%m%d"), feed=feed.feed_id)
-    sha, size = _write_private(folder / name, render_834(enrollment, header, control, Delimiters()))
+    sha, size = write_private(folder / name, render_834(enrollment, header, control, Delimiters()))
     data = (folder / name).read_bytes()
     report = check_834(data, require_dmg="dob" in mapping.allowlist)
     if not report.ok:
@@ -422,7 +405,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
         target = folder / name
         if sampled:
             target = folder / f".{name}.pyx12-sample"
-            _write_private(target, [sample])
+            write_private(target, [sample])
         try:
             pyx12 = validate_with_pyx12(target)
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import gnupg
 
 from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError
+from carrierfeeds.files import sha256_and_size
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,7 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC)
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+
 
 
 def _reserve(tmp: Path) -> None:
@@ -250,7 +243,7 @@ class Keyring:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        sha, size = _sha256_file(dst)
+        sha, size = sha256_and_size(dst)
         log.info("encrypted %s -> %s (%d bytes, sha256 %s) to %s signed by %s", src.name, dst.name, size,
                  sha, recipient_fpr, signer_fpr)
         return EncryptedFile(path=dst, sha256=sha, size=size)
@@ -279,7 +272,7 @@ class Keyring:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        sha, size = _sha256_file(dst)
+        sha, size = sha256_and_size(dst)
         return DecryptedFile(path=dst, sha256=sha, size=size, signer_fingerprint=signer,
                              valid_signature=valid)
 

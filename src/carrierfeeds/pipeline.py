@@ -30,6 +30,7 @@ from carrierfeeds.errors import (
     Refused,
     TransientError,
 )
+from carrierfeeds.files import sha256_file, write_private
 from carrierfeeds.ledger import Ledger, scrub_detail
 from carrierfeeds.settings import FeedBundle, Settings, load_bundle
 from carrierfeeds.staging import StagingStore
@@ -166,12 +167,6 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -394,14 +389,14 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
             file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
                                       day=ctx.ref.interval_start, sender=mapping.envelope.sender_id,
                                       receiver=mapping.envelope.receiver_id)
-            payload_sha256, size = _write_chunks(ctx.run_dir / file_name, render_flatfile(enrollment, layout))
+            payload_sha256, size = write_private(ctx.run_dir / file_name, render_flatfile(enrollment, layout))
             flat_state["flatfile_records"] = len(enrollment.table)
         else:
             file_name = mapping.file_name.format(
                 sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
                 isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"),
                 feed=feed.feed_id)
-            payload_sha256, size = _write_chunks(ctx.run_dir / file_name,
+            payload_sha256, size = write_private(ctx.run_dir / file_name,
                                                  render_834(enrollment, header, control, Delimiters()))
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
@@ -412,21 +407,6 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
         ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
                        isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts, **flat_state)
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
-
-
-def _write_chunks(out: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
-    """Stream ``chunks`` to ``out`` (0600, atomic); its sha256 and size."""
-    digest = hashlib.sha256()
-    size = 0
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as fh:
-        os.chmod(tmp, 0o600)
-        for chunk in chunks:
-            fh.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    tmp.replace(out)
-    return digest.hexdigest(), size
 
 
 def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from carrierfeeds.census.archive import check_size, inspect_zip, sniff_file
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
 from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError
+from carrierfeeds.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,7 @@ def load_sql_url(keys_dir: Path, connection_id: str) -> str:
     return str(data["url"]).strip()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+
 
 
 def _newest_local(source: LocalSource, data_dir: Path) -> Path:
