@@ -93,28 +93,44 @@ def _number(data: dict[str, Any], name: str, default: float, source: str, *, int
     return value
 
 
-def load_sftp_endpoint(keys_dir: Path, connection_id: str) -> SftpEndpoint:
-    """Read ``<keys_dir>/<connection_id>.json``; every problem is a ConfigError naming file and field."""
+def read_connection_file(keys_dir: Path, connection_id: str, *, required: tuple[str, ...],
+                         allowed: set[str], owner_only: bool = False) -> tuple[dict[str, Any], str]:
+    """``<keys_dir>/<connection_id>.json`` as a dict, and its path for messages.
+
+    Every problem is a ConfigError naming the file and the field: an id that is not a plain name, a
+    missing or malformed file, unknown fields, a required field that is not a non-empty string, and with
+    ``owner_only`` a file that group or others can read (it holds a password).
+    """
     path = Path(keys_dir) / f"{connection_id}.json"
     source = str(path)
     if "/" in connection_id or connection_id.startswith("."):
         raise ConfigError("connection id must be a plain name", file=source, field="connection_id")
     try:
+        mode = path.stat().st_mode
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no credentials for connection {connection_id!r} in {keys_dir}",
                           file=source) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON (line {exc.lineno}, column {exc.colno})", file=source) from None
+    if owner_only and mode & 0o077:
+        raise ConfigError(f"readable by group or others (mode {stat.S_IMODE(mode):04o}); it holds a password: "
+                          "chmod 600 it", file=source)
     if not isinstance(data, dict):
         raise ConfigError("expected a JSON object", file=source)
-    unknown = sorted(set(data) - _ALLOWED)
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"unknown field(s) {unknown}; allowed: {sorted(_ALLOWED)}", file=source,
+        raise ConfigError(f"unknown field(s) {unknown}; allowed: {sorted(allowed)}", file=source,
                           field=unknown[0])
-    for name in _REQUIRED:
+    for name in required:
         if not isinstance(data.get(name), str) or not data[name].strip():
             raise ConfigError("required, a non-empty string", file=source, field=name)
+    return data, source
+
+
+def load_sftp_endpoint(keys_dir: Path, connection_id: str) -> SftpEndpoint:
+    """Read ``<keys_dir>/<connection_id>.json``; every problem is a ConfigError naming file and field."""
+    data, source = read_connection_file(keys_dir, connection_id, required=_REQUIRED, allowed=_ALLOWED)
     port = _number(data, "port", 22, source, integer=True)
     if port > 65535:
         raise ConfigError("expected a TCP port 1..65535", file=source, field="port")

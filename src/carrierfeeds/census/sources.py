@@ -21,7 +21,6 @@ import fcntl
 import json
 import logging
 import os
-import stat as stat_mod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -30,7 +29,7 @@ from typing import Any, Literal
 
 from carrierfeeds.census.archive import check_size, inspect_zip, sniff_file
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
-from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint
+from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint, read_connection_file
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError
 from carrierfeeds.files import sha256_file
 
@@ -232,30 +231,9 @@ def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick
 
 def load_sql_url(keys_dir: Path, connection_id: str) -> str:
     """The SQLAlchemy URL in ``<keys_dir>/<connection_id>.json`` (``{"url": ...}``, owner-only file)."""
-    path = Path(keys_dir) / f"{connection_id}.json"
-    source = str(path)
-    if "/" in connection_id or connection_id.startswith("."):
-        raise ConfigError("connection id must be a plain name", file=source, field="connection_id")
-    try:
-        st = path.stat()
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no credentials for connection {connection_id!r} in {keys_dir}", file=source) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON (line {exc.lineno}, column {exc.colno})", file=source) from None
-    if st.st_mode & 0o077:
-        raise ConfigError(f"readable by group or others (mode {stat_mod.S_IMODE(st.st_mode):04o}); it holds a "
-                          "database password: chmod 600 it", file=source)
-    if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not data["url"].strip():
-        raise ConfigError("expected a JSON object with a non-empty string \"url\"", file=source, field="url")
-    unknown = sorted(set(data) - {"url", "comment"})
-    if unknown:
-        raise ConfigError(f"unknown field(s) {unknown}; allowed: ['comment', 'url']", file=source,
-                          field=unknown[0])
+    data, _ = read_connection_file(keys_dir, connection_id, required=("url",), allowed={"url", "comment"},
+                                   owner_only=True)
     return str(data["url"]).strip()
-
-
-
 
 
 def _newest_local(source: LocalSource, data_dir: Path) -> Path:
