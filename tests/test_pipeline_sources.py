@@ -291,8 +291,9 @@ def test_airflow_skips_the_rest_of_the_dag_when_there_is_no_new_census(tmp_path:
         f"module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})\n"
         f"dag = module['feed__{DEMO_FEED}']\n"
         "out = {}\n"
-        "for day in (20, 21):\n"
-        "    run = dag.test(logical_date=pendulum.datetime(2026, 11, day, 12, tz='UTC'))\n"
+        "for day in (20, 21, 22):\n"
+        "    conf = {'force_census': True} if day == 22 else None\n"
+        "    run = dag.test(logical_date=pendulum.datetime(2026, 11, day, 12, tz='UTC'), run_conf=conf)\n"
         "    out[day] = {'state': str(run.state),"
         " 'tasks': {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}\n"
         "print('RESULT ' + json.dumps(out))\n", env, tmp_path)
@@ -300,10 +301,12 @@ def test_airflow_skips_the_rest_of_the_dag_when_there_is_no_new_census(tmp_path:
     second = result["21"]
     assert second["state"] in ("success", "DagRunState.SUCCESS"), second
     assert set(second["tasks"].values()) <= {"skipped", "TaskInstanceState.SKIPPED"}, second
-    assert len(list((s.data_dir / "outbox").iterdir())) == 1
+    # ops trigger with the DAG param force_census: the same census is processed again and delivered
+    assert result["22"]["state"] in ("success", "DagRunState.SUCCESS"), result["22"]
+    assert len(list((s.data_dir / "outbox").iterdir())) == 2
     ledger = open_ledger(s)
     try:
         statuses = {r.interval_start: r.status for r in ledger.list_runs(feed_id=DEMO_FEED)}
     finally:
         ledger.close()
-    assert statuses == {DAY1: "delivered", DAY2: "no_new_census"}
+    assert statuses == {DAY1: "delivered", DAY2: "no_new_census", date(2026, 11, 22): "delivered"}

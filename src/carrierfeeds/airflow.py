@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from airflow.sdk import DAG, BaseHook, get_parsing_context, task
+from airflow.sdk import DAG, BaseHook, Param, get_parsing_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from carrierfeeds import pipeline
@@ -181,13 +181,18 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
     ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle,
                             store=staging_store(settings, settings.staging_url), ephemeral=True)
+    # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
+    params = context.get("params") or {}
     try:
         try:
             if stage == "stage_census":
                 # Census connections come from Airflow connections, like deliveries.
                 return pipeline.stage_census(
-                    ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
+                    ctx, force=bool(params.get("force_census", False)),
+                    endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
                     sql_url_for=sql_url_from_connection)
+            if stage == "build":
+                return pipeline.build(ctx, full_file=bool(params.get("full_file", False)))
             if stage == "validate":
                 return pipeline.validate(
                     ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
@@ -211,7 +216,6 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
-    "build": pipeline.build,
     "conformance": pipeline.conformance,
     "encrypt": pipeline.encrypt,
 }
@@ -242,6 +246,12 @@ def build_feed_dag(feed: Feed) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=[f"employer:{feed.employer.id}", f"carrier:{feed.carrier.id}", "carrierfeeds"],
+        params={
+            "force_census": Param(False, type="boolean",
+                                  description="process the newest census although it was already processed"),
+            "full_file": Param(False, type="boolean",
+                               description="changes-mode feeds: send the full audit file (030) this time"),
+        },
         default_args={
             "retries": RETRIES,
             "retry_delay": timedelta(minutes=2),
