@@ -2,7 +2,13 @@
 
 Findings name a row number (as the employer sees it), a member token, a column and a rule, with a plain
 English message; never a cell value. Great Expectations results carry cell values, so they are reduced
-to (row numbers, column, rule) inside :func:`_run_suite` and nothing else of them leaves it.
+to (row numbers, column, rule) inside :func:`_run_gx` and nothing else of them leaves it.
+
+The GX suite file is what users edit and stays the source of truth. Its common expectation types (column
+exists, not null, matches / does not match a regex, in a set, pair A >= B) are evaluated as vectorised
+masks with GX's own pandas semantics, without importing GX (2-3 s a process) or letting it copy and hash
+the whole frame; any other type or option in the suite runs through GX itself. A test runs both ways on
+dirty censuses and requires the same findings (tests/test_validation_vectorised.py).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import os
 import time
 import warnings as warnings_module
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -188,6 +194,8 @@ def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema
 
 
 def _text(series: pd.Series) -> pd.Series:
+    if series.dtype == "str" and not series.hasnans:
+        return series  # already text without gaps (what the readers produce): no copy
     return series.astype("str").fillna("")
 
 
@@ -196,14 +204,27 @@ def _blank_as_missing(series: pd.Series) -> pd.Series:
     return text.where(text != "")
 
 
-def _run_suite(census: pd.DataFrame, suite_path: Path) -> tuple[list[_Raw], list[str]]:
-    """The GX adapter: run the suite file and reduce each failed expectation to rows, column, rule."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
-    import great_expectations as gx
-    from great_expectations.core import ExpectationSuite
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+#: Expectation types evaluated as vectorised masks over the census, with Great Expectations' own pandas
+#: semantics (the same pandas calls on the same blank-as-missing columns), and the kwargs each may carry.
+#: Anything else in a suite (another type, ``mostly``, ``row_condition``, suite parameters...) runs
+#: through GX itself. GX costs ~2-3 s to import, copies and hashes the whole frame, and evaluates each
+#: expectation through its metric graph: 6-20x the masks' time on the same checks.
+_VECTORISED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "expect_column_to_exist": (frozenset({"column"}), frozenset()),
+    "expect_column_values_to_not_be_null": (frozenset({"column"}), frozenset()),
+    "expect_column_values_to_match_regex": (frozenset({"column", "regex"}), frozenset()),
+    "expect_column_values_to_not_match_regex": (frozenset({"column", "regex"}), frozenset()),
+    "expect_column_values_to_be_in_set": (frozenset({"column", "value_set"}), frozenset()),
+    "expect_column_pair_values_a_to_be_greater_than_b": (frozenset({"column_A", "column_B"}),
+                                                         frozenset({"or_equal", "ignore_row_if"})),
+}
+#: Keys an expectation object may hold for the vectorised path (``meta`` names the rule and message).
+_EXPECTATION_KEYS = frozenset({"type", "kwargs", "meta", "id", "notes", "description"})
+_SUITE_KEYS = frozenset({"name", "expectations", "meta", "suite_parameters"})
+_PAIR_IGNORE = ("both_values_are_missing", "either_value_is_missing", "neither")
 
-    suite_name = suite_path.name
+
+def _load_suite(suite_path: Path) -> dict[str, Any]:
     try:
         data = json.loads(suite_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -213,12 +234,172 @@ def _run_suite(census: pd.DataFrame, suite_path: Path) -> tuple[list[_Raw], list
                           file=str(suite_path)) from None
     if not isinstance(data, dict):
         raise ConfigError("expected an ExpectationSuite object", file=str(suite_path))
-    data = {k: v for k, v in data.items() if k not in ("id", "notes")}
+    return {k: v for k, v in data.items() if k not in ("id", "notes")}
+
+
+def _vectorisable(expectation: Any) -> bool:
+    """True when ``expectation`` is one the masks evaluate exactly as GX would (types checked strictly;
+    anything unusual goes to GX, which also reports a malformed expectation as GX does)."""
+    if not isinstance(expectation, dict) or not set(expectation) <= _EXPECTATION_KEYS:
+        return False
+    kind, kwargs, meta = expectation.get("type"), expectation.get("kwargs"), expectation.get("meta")
+    if not isinstance(kind, str) or kind not in _VECTORISED or not isinstance(kwargs, dict):
+        return False
+    if meta is not None and not isinstance(meta, dict):
+        return False
+    if not all(isinstance(expectation.get(k), (str, type(None))) for k in ("id", "description")):
+        return False
+    notes = expectation.get("notes")
+    if not (notes is None or isinstance(notes, str) or (isinstance(notes, list)
+                                                          and all(isinstance(n, str) for n in notes))):
+        return False
+    required, optional = _VECTORISED[kind]
+    if not required <= set(kwargs) <= required | optional:
+        return False
+    if not all(isinstance(kwargs[k], str) for k in ("column", "column_A", "column_B", "regex") if k in kwargs):
+        return False
+    if "value_set" in kwargs and not (isinstance(kwargs["value_set"], list) and all(
+            isinstance(v, str) for v in kwargs["value_set"])):
+        return False
+    if kwargs.get("or_equal") not in (None, True, False):
+        return False
+    return kwargs.get("ignore_row_if", _PAIR_IGNORE[0]) in _PAIR_IGNORE
+
+
+def _describe(kind: str, kwargs: dict[str, Any], meta: dict[str, Any] | None) -> tuple[list[str], str, str, str]:
+    """(columns the expectation reads, the column findings name, rule, message)."""
+    columns = [kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)]
+    columns += [str(c) for c in kwargs.get("column_list") or []]
+    # a pair rule is reported on its first column (coverage_end for "end not before start")
+    column = columns[0] if columns and "column_list" not in kwargs else ",".join(columns)
+    meta = dict(meta or {})
+    rule = str(meta.get("rule") or kind)
+    message = str(meta.get("message") or f"fails the rule {kind}")
+    return columns, column, rule, message
+
+
+def _run_suite(census: pd.DataFrame, suite_path: Path, *, engine: str = "auto") -> tuple[list[_Raw], list[str]]:
+    """Run the suite file and reduce each failed expectation to rows, column, rule.
+
+    The suite file is the source of truth and stays a GX suite. ``engine="auto"`` evaluates the
+    expectation types in :data:`_VECTORISED` as masks (GX's pandas semantics: blanks are missing, value
+    rules skip missing cells) and hands the rest, if any, to GX; ``engine="gx"`` runs all of it through
+    GX (the reference the masks are tested against). Either way only rows, column and rule come out.
+    """
+    data = _load_suite(suite_path)
+    expectations = data.get("expectations")
+    suite_fast = (engine == "auto" and set(data) <= _SUITE_KEYS and isinstance(data.get("name"), str)
+                  and isinstance(expectations, list) and not data.get("suite_parameters")
+                  and isinstance(data.get("meta", {}), dict))
+    if not suite_fast or not isinstance(expectations, list):
+        return _run_gx(census, data, suite_path)
+    fast = [e for e in expectations if _vectorisable(e)]
+    slow = [e for e in expectations if not _vectorisable(e)]
+    raws: list[_Raw] = []
+    warnings: list[str] = []
+    if slow:
+        raws, warnings = _run_gx(census, {**data, "expectations": slow}, suite_path)
+    columns: dict[str, pd.Series] = {}
+
+    def column_of(name: str) -> pd.Series:
+        if name not in columns:
+            columns[name] = _blank_as_missing(census[name])
+        return columns[name]
+
+    rn = census[ROW_NUMBER].to_numpy(dtype=np.int64)
+    with warnings_module.catch_warnings():
+        # pandas warns when a regex has a capturing group (the SSN repeated-digit back-reference needs one)
+        warnings_module.filterwarnings("ignore", message="This pattern is interpreted as a regular")
+        for expectation in fast:
+            kind, kwargs = expectation["type"], expectation["kwargs"]
+            cols, column, rule, message = _describe(kind, kwargs, expectation.get("meta"))
+            absent = [c for c in cols if c not in census.columns]
+            if kind == "expect_column_to_exist":
+                if absent:
+                    raws.append(_Raw(rows=np.array([HEADER_ROW], dtype=np.int64), column=column, rule=rule,
+                                     message=message))
+                continue
+            if absent:
+                # the column's absence is reported once, by expect_column_to_exist, not by every rule on it
+                warnings.append(f"{kind} on {absent} skipped: column not in the census")
+                continue
+            try:
+                rows = _unexpected_rows(kind, kwargs, column_of, rn)
+            except Exception:  # a bad regex or value: GX reports it as an expectation that could not run
+                raise ConfigError(f"expectation {kind} on {cols} could not run", file=suite_path.name) from None
+            if len(rows):
+                raws.append(_Raw(rows=rows, column=column, rule=rule, message=message))
+    return raws, warnings
+
+
+def _unexpected_rows(kind: str, kwargs: dict[str, Any], column_of: Callable[[str], pd.Series],
+                     rn: np.ndarray) -> np.ndarray:
+    """Row numbers an expectation of :data:`_VECTORISED` finds unexpected: GX's pandas metric, as masks.
+
+    Column-map rules look at non-missing cells only (GX filters missing ones out first, except for the
+    not-null rule); the pair rule drops rows per ``ignore_row_if`` and compares the text as GX does.
+    """
+    if kind == "expect_column_pair_values_a_to_be_greater_than_b":
+        a, b = column_of(kwargs["column_A"]), column_of(kwargs["column_B"])
+        ignore = kwargs.get("ignore_row_if", _PAIR_IGNORE[0])
+        if ignore == "either_value_is_missing":
+            keep = (a.notna() & b.notna()).to_numpy()
+        elif ignore == "both_values_are_missing":
+            keep = ~(a.isna() & b.isna()).to_numpy()
+        else:
+            keep = np.ones(len(a), dtype=bool)
+        a, b = a[keep], b[keep]
+        ordered = (a >= b) if kwargs.get("or_equal") else (a > b)
+        bad: np.ndarray = rn[keep][~np.asarray(ordered, dtype=bool)]
+        return bad
+    series = column_of(kwargs["column"])
+    missing = series.isna().to_numpy()
+    if kind == "expect_column_values_to_not_be_null":
+        return rn[missing]
+    values = series[~missing]
+    ok: pd.Series | np.ndarray
+    if kind == "expect_column_values_to_be_in_set":
+        ok = values.isin(kwargs["value_set"])
+    else:
+        text, regex = values.astype(str), kwargs["regex"]
+        python_re = getattr(text.array, "_needs_python_regex", None)
+        if python_re is not None and python_re(regex):
+            # pandas runs Python's re cell by cell for a pattern pyarrow's RE2 cannot (look-arounds,
+            # back-references: the SSN rules): run the same call once per distinct value instead.
+            codes, uniques = pd.factorize(text, use_na_sentinel=False)
+            matched = pd.Series(uniques, dtype=text.dtype).str.contains(regex)
+            ok = np.asarray(matched, dtype=bool)[codes]
+        else:
+            ok = text.str.contains(regex)
+        if kind == "expect_column_values_to_not_match_regex":
+            ok = ~ok
+    unexpected: np.ndarray = rn[~missing][~np.asarray(ok, dtype=bool)]
+    return unexpected
+
+
+def _run_gx(census: pd.DataFrame, data: dict[str, Any], suite_path: Path) -> tuple[list[_Raw], list[str]]:
+    """The GX adapter: run the suite ``data`` (read from ``suite_path``) through Great Expectations."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite_name = suite_path.name
     try:
         suite = ExpectationSuite(**data)
     except Exception as exc:  # GX raises many types for a malformed suite; all mean "fix the file"
         raise ConfigError(f"not a valid Great Expectations suite ({type(exc).__name__})",
                           file=str(suite_path)) from None
+    given = data.get("expectations") or []
+    if len(suite.expectations) != len(given):
+        # GX logs an expectation it cannot build (an unknown type, say) and drops it: a rule silently
+        # off. Fail closed instead, naming the type of the first one it dropped.
+        built = [getattr(e, "expectation_type", None) for e in suite.expectations]
+        first = next((i for i, g in enumerate(given) if i >= len(built) or not isinstance(g, dict)
+                      or g.get("type") != built[i]), len(built))
+        kind = given[first].get("type") if first < len(given) and isinstance(given[first], dict) else None
+        raise ConfigError(f"Great Expectations could not build {len(given) - len(built)} expectation(s); "
+                          f"the first has type {kind!r}", file=str(suite_path))
 
     # GX sees empty cells as missing, so not-null catches blanks and value rules skip optional blanks
     frame = pd.DataFrame({c: (s if c == ROW_NUMBER else _blank_as_missing(s)) for c, s in census.items()})
@@ -242,20 +423,13 @@ def _run_suite(census: pd.DataFrame, suite_path: Path) -> tuple[list[_Raw], list
         if config is None:
             raise ConfigError("a suite result carried no expectation", file=suite_name)
         kwargs = dict(config.kwargs)
-        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)]
-        columns += [str(c) for c in kwargs.get("column_list") or []]
-        # a pair rule is reported on its first column (coverage_end for "end not before start")
-        column = columns[0] if columns and "column_list" not in kwargs else ",".join(columns)
-        meta = dict(config.meta or {})
-        rule = str(meta.get("rule") or config.type)
-        message = str(meta.get("message") or f"fails the rule {config.type}")
+        columns, column, rule, message = _describe(config.type, kwargs, config.meta)
         absent = [c for c in columns if c not in frame.columns]
         if absent and config.type != "expect_column_to_exist":
             # the column's absence is reported once, by expect_column_to_exist, not by every rule on it
             warnings.append(f"{config.type} on {absent} skipped: column not in the census")
             continue
-        exception = dict(item.exception_info or {}) if isinstance(item.exception_info, dict) else {}
-        if exception.get("raised_exception"):
+        if _raised(item.exception_info):
             raise ConfigError(f"expectation {config.type} on {columns} could not run", file=suite_name)
         if item.success:
             continue
@@ -268,6 +442,16 @@ def _run_suite(census: pd.DataFrame, suite_path: Path) -> tuple[list[_Raw], list
                                count=len(index_list))
         raws.append(_Raw(rows=rows, column=column, rule=rule, message=message))
     return raws, warnings
+
+
+def _raised(info: Any) -> bool:
+    """Whether a GX result's ``exception_info`` records an exception: GX 1.x keys it by metric, one dict
+    per metric that failed to compute (a bad regex, say), or gives one dict for the expectation."""
+    if not isinstance(info, dict):
+        return False
+    if info.get("raised_exception"):
+        return True
+    return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())
 
 
 def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) -> list[_Raw]:
@@ -301,16 +485,18 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) ->
         "subscriber_id names no employee (EE) row in this file")
     add(is_ee & (mid != "") & (sid != "") & (mid != sid), "subscriber_id", "subscriber_id_self",
         "on an employee's rows subscriber_id must equal member_id")
-    ee_pairs = pd.DataFrame({"sid": sid[is_ee], "mid": mid[is_ee]}).drop_duplicates()
-    multi = ee_pairs["sid"][ee_pairs["sid"].duplicated()]
-    add(is_ee & _isin(sid, multi), "relationship", "one_subscriber_per_family",
+    # Pair rules work on integer codes of the text (equal text, equal code): each column is hashed once,
+    # not once per pandas duplicated()/drop_duplicates() over a pair of string columns.
+    code = {c: _codes(col[c]) for c in ("member_id", "subscriber_id", "plan_code", *_IDENTITY)}
+    mc = code["member_id"]
+    ee = is_ee.to_numpy(dtype=bool)
+    has_mid = (mid != "").to_numpy(dtype=bool)
+    add(_within(ee, _varies(code["subscriber_id"][ee], mc[ee])), "relationship", "one_subscriber_per_family",
         "a family (subscriber_id) must have exactly one employee (EE)")
-    add(pd.DataFrame({"m": mid, "p": plan}).duplicated(keep=False) & (mid != "") & (plan != ""),
+    add(_repeated(mc, code["plan_code"]) & has_mid & (plan != "").to_numpy(dtype=bool),
         "plan_code", "unique_member_plan", "the same member_id appears twice for the same plan_code")
     for c in _IDENTITY:
-        pairs = pd.DataFrame({"m": mid, "v": col[c]}).drop_duplicates()
-        varying = pairs["m"][pairs["m"].duplicated()]
-        add(_isin(mid, varying) & (mid != ""), c, "same_person_fields",
+        add(_varies(mc, code[c]) & has_mid, c, "same_person_fields",
             f"the same member_id has different {c} values on different rows")
 
     # a dependent's coverage must sit inside the subscriber's coverage in the same plan
@@ -346,12 +532,51 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) ->
     add(dates["dob"].notna() & ((dates["dob"] > day) | (dates["dob"] < pd.Timestamp("1900-01-01"))), "dob",
         "dob_plausible", "date of birth is in the future or before 1900")
 
-    ssn = col["ssn"]
-    pairs = pd.DataFrame({"s": ssn, "m": mid})[ssn != ""].drop_duplicates()
-    shared = pairs["s"][pairs["s"].duplicated()]
-    add(_isin(ssn, shared) & (ssn != ""), "ssn", "ssn_unique",
+    has_ssn = (col["ssn"] != "").to_numpy(dtype=bool)
+    add(_within(has_ssn, _varies(code["ssn"][has_ssn], mc[has_ssn])), "ssn", "ssn_unique",
         "the same SSN appears on more than one member_id")
     return out
+
+
+def _codes(series: pd.Series) -> np.ndarray:
+    """Integer codes of a text column: equal text, equal code (pyarrow's hash, one pass)."""
+    codes, _ = pd.factorize(series, use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64)
+
+
+def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 per (a, b) code pair, equal exactly when both codes are."""
+    width = int(b.max()) + 1 if len(b) else 1
+    keys: np.ndarray = a * width + b
+    return keys
+
+
+def _varies(key: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Per row: does its ``key`` code occur with more than one distinct ``value`` code?"""
+    if not len(key):
+        return np.zeros(0, dtype=bool)
+    width = int(value.max()) + 1
+    # pandas' hash table, not np.unique (numpy 2's hash unique took 0.6 s on 2.3M int64 keys, measured)
+    distinct = pd.unique(_pair_keys(key, value)) // width  # the key of each distinct (key, value) pair
+    counts = np.bincount(distinct, minlength=int(key.max()) + 1)
+    varies: np.ndarray = counts[key] > 1
+    return varies
+
+
+def _repeated(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row: does its (a, b) pair occur on more than one row (pandas' duplicated(keep=False))?"""
+    if not len(a):
+        return np.zeros(0, dtype=bool)
+    codes, _ = pd.factorize(_pair_keys(a, b))
+    repeated: np.ndarray = np.bincount(codes)[codes] > 1
+    return repeated
+
+
+def _within(where: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """``flags`` computed on the rows ``where`` selects, spread back over every row (False elsewhere)."""
+    full = np.zeros(len(where), dtype=bool)
+    full[where] = flags
+    return full
 
 
 def _isin(series: pd.Series, values: pd.Series) -> np.ndarray:
@@ -367,7 +592,11 @@ def _isin(series: pd.Series, values: pd.Series) -> np.ndarray:
 
 
 def _parse_iso(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series.where(series != ""), format="%Y-%m-%d", errors="coerce")
+    """ISO dates (NaT for blanks and non-dates), each distinct text parsed once (a census repeats its dates)."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=False)
+    distinct = pd.Series(uniques)
+    parsed = pd.to_datetime(distinct.where(distinct != ""), format="%Y-%m-%d", errors="coerce")
+    return pd.Series(parsed.to_numpy()[codes], index=series.index, dtype=parsed.dtype)
 
 
 def _years_before(day: date, years: int) -> date:
