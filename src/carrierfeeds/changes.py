@@ -148,7 +148,7 @@ def _enrollment(table: pd.DataFrame, like: Enrollment) -> Enrollment:
     return Enrollment(table=table, member_count=len(members),
                       subscriber_count=int((members["ins01"] == "Y").sum()),
                       coverage_count=covered, excluded=dict(like.excluded), sanitized=dict(like.sanitized),
-                      allowlist=like.allowlist)
+                      allowlist=like.allowlist, normalised=dict(like.normalised), options=like.options)
 
 
 def _keys(frame: pd.DataFrame, cols: Iterable[str]) -> pd.Series:

@@ -231,6 +231,49 @@ class PlanCode(_Model):
     insurance_line: Literal["HLT", "DEN", "VIS", "LIF", "ADD", "STD", "LTD", "EPO", "HMO", "PPO", "POS",
                             "HSA", "FAC", "PDG", "MM", "AH", "AK", "AJ", "AG", "DCP", "PRA"]
     description: str = Field(min_length=1, max_length=50, description="HD04 plan coverage description")
+    policy_number: str | None = Field(
+        None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+        description="the carrier's group or policy number for this plan, sent as REF*1L in each of its "
+                    "Loop 2300s (basic characters, upper case)")
+
+
+class ClientReporting(_Model):
+    """REF*17 client reporting category: a fixed ``value``, or a census ``field`` on the allowlist."""
+
+    value: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$")
+    field: str | None = None
+
+    @field_validator("field")
+    @classmethod
+    def _canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in CANONICAL_COLUMNS:
+            close = difflib.get_close_matches(v, CANONICAL_COLUMNS, n=1)
+            raise ValueError(f"unknown census field {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClientReporting:
+        if (self.value is None) == (self.field is None):
+            raise ValueError("give exactly one of value and field")
+        return self
+
+
+class MemberReferences(_Model):
+    """Loop 2000 REF segments beyond REF*0F (every member) and REF*23 (every dependent's own id),
+    written in the guide's order: REF*0F, REF*1L, REF*17, REF*23, REF*DX."""
+
+    group_policy_number: bool = Field(False, description="REF*1L: the mapping's group_number on every member")
+    client_reporting_category: ClientReporting | None = Field(None, description="REF*17")
+    department: bool = Field(False, description="REF*DX: the census department (must be on the allowlist)")
+
+
+#: Loop 2000 DTP dates a mapping may ask for, and the census field each comes from.
+MEMBER_DATE_SOURCES: dict[str, str] = {
+    "hire": "hire_date",                  # DTP*336 employment begin, subscribers only
+    "eligibility_begin": "coverage_start",  # DTP*356: the member's earliest coverage start
+    "eligibility_end": "coverage_end",    # DTP*357: the member's latest coverage end, once every coverage ends
+}
+MemberDate = Literal["hire", "eligibility_begin", "eligibility_end"]
 
 
 class FullFileSpec(_Model):
@@ -306,6 +349,20 @@ class CarrierMapping(_Model):
     acks: AckSpec | None = Field(None, description="where the carrier returns TA1/999 acknowledgments")
     ack_window_hours: int = Field(24, ge=1, description="an acknowledgment later than this is overdue")
     name_max_length: int = Field(35, ge=10, le=60)
+    last_name_max_length: int | None = Field(None, ge=1, le=60, description="NM103; default name_max_length")
+    first_name_max_length: int | None = Field(None, ge=1, le=35, description="NM104; default name_max_length")
+    name_case: Literal["upper", "as_is"] = Field(
+        "upper", description="member names upper-cased, or as the census has them (needs charset extended)")
+    charset: Literal["basic", "extended"] = Field(
+        "basic", description="X12 character set of every free-text value; characters outside it are "
+                             "transliterated, then replaced (see carrierfeeds.x12.sanitize), counted by rule")
+    member_references: MemberReferences = MemberReferences()
+    member_dates: tuple[MemberDate, ...] | None = Field(
+        None, description="Loop 2000 DTP dates: hire (336), eligibility_begin (356), eligibility_end (357); "
+                          "each needs its census field on the allowlist; null: hire when hire_date is on it")
+    max_members_per_transaction: int | None = Field(
+        None, ge=1, description="split the interchange into several ST/SE transaction sets of at most this "
+                                "many members each (whole families only); null: one set")
     file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
                            description="fields: sender, receiver, isa13, date, feed")
     flatfile: CsvFlatLayout | FixedWidthFlatLayout | None = Field(
@@ -321,6 +378,37 @@ class CarrierMapping(_Model):
                 where = ", ".join(f"flatfile.columns.{i} (field {f!r})" for i, f in bad)
                 raise ValueError(f"{where}: not on the carrier's allowlist (minimum necessary)")
         return self
+
+    @model_validator(mode="after")
+    def _x12_options_consistent(self) -> CarrierMapping:
+        allow = set(self.allowlist)
+        refs = self.member_references
+        if refs.group_policy_number and not self.group_number:
+            raise ValueError("member_references.group_policy_number needs group_number (the REF*1L value)")
+        if refs.department and "department" not in allow:
+            raise ValueError("member_references.department (REF*DX) needs 'department' on the allowlist "
+                             "(minimum necessary)")
+        reporting = refs.client_reporting_category
+        if reporting is not None and reporting.field is not None and reporting.field not in allow:
+            raise ValueError(f"member_references.client_reporting_category.field {reporting.field!r} is not "
+                             "on the allowlist (minimum necessary)")
+        dates = self.member_dates or ()
+        off = [d for d in dates if MEMBER_DATE_SOURCES[d] not in allow]
+        if off:
+            raise ValueError(f"member_dates {off} need their census fields "
+                             f"{[MEMBER_DATE_SOURCES[d] for d in off]} on the allowlist")
+        if len(set(dates)) != len(dates):
+            raise ValueError("member_dates names a date twice")
+        if self.name_case == "as_is" and self.charset != "extended":
+            raise ValueError("name_case as_is needs charset extended (the basic set has no lower case)")
+        return self
+
+    @property
+    def dates_sent(self) -> tuple[str, ...]:
+        """The Loop 2000 dates this carrier gets: member_dates, or hire when hire_date is allowlisted."""
+        if self.member_dates is not None:
+            return self.member_dates
+        return ("hire",) if "hire_date" in self.allowlist else ()
 
     @field_validator("allowlist")
     @classmethod

@@ -19,15 +19,27 @@ ssn                 nine digits or ""                                           
 dob                 CCYYMMDD or ""                                               dob
 gender              M/F/U ("U" when unknown)                                     gender
 address1 ... zip    N3/N4, folded                                                address1, ...
-hire_date           CCYYMMDD or "" (DTP*336 on subscribers)                      hire_date
+hire_date           CCYYMMDD or "" (DTP*336 on subscribers), when member_dates       hire_date
+                    has ``hire``
+eligibility_begin   CCYYMMDD, the member's earliest coverage start (DTP*356)     coverage_start
+eligibility_end     CCYYMMDD once every coverage of the member ends, else ""     coverage_end
+                    (DTP*357); each only when member_dates asks for it
+group_policy_number the mapping's group_number (REF*1L in Loop 2000)              (mapping)
+reporting_category  client reporting category (REF*17): fixed or a census field   (mapping) or field
+department          department (REF*DX), folded                                   department
+coverage_policy_    the plan's policy_number (REF*1L in Loop 2300), "" if none    plan_code
+number
 hd03, hd04          insurance line and plan description                          plan_code
 hd05                coverage level                                               coverage_level
 coverage_start/end  CCYYMMDD (DTP*348/349), end may be ""                        coverage_start/end
 row_number          census row, for error reports (never rendered)               (row_number)
 ==================  ===========================================================  ==================
 
-A column whose census field is not on the carrier's allowlist is absent, not blank. Every text value
-in the view is free of X12 delimiters (see :mod:`carrierfeeds.x12.sanitize`).
+A column whose census field is not on the carrier's allowlist is absent, not blank; so is a column
+the mapping does not ask for (REF and DTP options). Every text value in the view is folded to the
+carrier's character set (``charset``) and is free of X12 delimiters (see
+:mod:`carrierfeeds.x12.sanitize`); how many values each step of that rule changed is
+``Enrollment.normalised``, by rule name.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from carrierfeeds.x12.codes import (
     IndividualRelationship,
     SubscriberIndicator,
 )
-from carrierfeeds.x12.sanitize import fold_series
+from carrierfeeds.x12.sanitize import BASIC_UPPER, Charset, TextRule, fold_column, fold_series, fold_text
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,13 @@ VIEW_SOURCES: Final[dict[str, str | None]] = {
     "coverage_start": "coverage_start", "coverage_end": "coverage_end",
     ROW_NUMBER: None,
 }
+#: 834-only view columns (Loop 2000 REF/DTP options, Loop 2300 REF*1L) and the census field each
+#: carries; ``reporting_category`` carries the field the mapping names (see RenderOptions.sources).
+X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
+    "group_policy_number": None, "reporting_category": None, "department": "department",
+    "eligibility_begin": "coverage_start", "eligibility_end": "coverage_end",
+    "coverage_policy_number": "plan_code",
+}
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
     "EE": (SubscriberIndicator.SUBSCRIBER.value, IndividualRelationship.SELF.value, 0),
@@ -78,13 +97,46 @@ _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 @dataclass(frozen=True)
+class RenderOptions:
+    """What the mapping tells the 834 writer beyond the view's columns.
+
+    ``charset`` every value must fall in (the writer refuses a file holding anything else);
+    ``max_members_per_transaction`` splits the interchange into ST/SE sets of whole families;
+    ``sources`` census fields of config-dependent columns (``reporting_category``), for the writer's
+    own allowlist check.
+    """
+
+    charset: Charset = "basic"
+    max_members_per_transaction: int | None = None
+    sources: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def for_mapping(cls, mapping: CarrierMapping) -> RenderOptions:
+        reporting = mapping.member_references.client_reporting_category
+        sources = (("reporting_category", reporting.field),) if reporting and reporting.field else ()
+        return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
+                   sources=sources)
+
+    def source_of(self, column: str) -> str | None:
+        """The census field view ``column`` carries (None: config or diff alone)."""
+        own = dict(self.sources)
+        if column in own:
+            return own[column]
+        if column in X12_VIEW_SOURCES:
+            return X12_VIEW_SOURCES[column]
+        return VIEW_SOURCES.get(column, column)
+
+
+@dataclass(frozen=True)
 class Enrollment:
     """The 834 view of one feed's census (see the module docstring for ``table``'s columns).
 
     ``member_count`` distinct members, ``subscriber_count`` distinct subscribers among them,
     ``coverage_count`` rows (member x plan), ``excluded`` census rows left out by reason
     (``plan_not_authorized``, ``plan_not_mapped``), ``sanitized`` per column how many values the
-    delimiter rule changed, ``allowlist`` the carrier's allowlist the view was cut to.
+    delimiter rule changed, ``normalised`` how many values each step of the character rule changed
+    (by rule name, never by value), ``allowlist`` the carrier's allowlist the view was cut to,
+    ``options`` what the mapping tells the 834 writer.
     """
 
     table: pd.DataFrame
@@ -94,10 +146,12 @@ class Enrollment:
     excluded: dict[str, int] = field(default_factory=dict)
     sanitized: dict[str, int] = field(default_factory=dict)
     allowlist: tuple[str, ...] = ()
+    normalised: dict[str, int] = field(default_factory=dict)
+    options: RenderOptions = RenderOptions()
 
     def source_fields(self) -> list[str]:
         """The census fields the view's columns carry."""
-        return sorted({src for col in self.table.columns if (src := VIEW_SOURCES.get(col, col))})
+        return sorted({src for col in self.table.columns if (src := self.options.source_of(col))})
 
 
 def assert_allowlisted(columns: Iterable[str], mapping: CarrierMapping | Iterable[str]) -> None:
@@ -137,6 +191,20 @@ def _require(frame: pd.DataFrame, column: str, bad: pd.Series, rule: str, what: 
     if bool(bad.any()):
         raise DataError(f"{int(bad.sum())} row(s) {what}", row=int(frame.loc[bad, ROW_NUMBER].iloc[0]),
                         column=column, rule=rule, details={"count": int(bad.sum())})
+
+
+def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
+    """DTP*356/357 per member from its coverages: the earliest start; the latest end once all end."""
+    wanted = [d for d in ("eligibility_begin", "eligibility_end") if d in mapping.dates_sent]
+    if not wanted:
+        return
+    member = out["subscriber_id"].astype(str) + "\x1f" + out["member_id"].astype(str)
+    if "eligibility_begin" in wanted:
+        out["eligibility_begin"] = out["coverage_start"].astype(object).groupby(member).transform("min")
+    if "eligibility_end" in wanted and "coverage_end" in out:
+        end = out["coverage_end"].astype(object)
+        open_ended = (end == "").groupby(member).transform("any")
+        out["eligibility_end"] = end.groupby(member).transform("max").where(~open_ended, "").astype(object)
 
 
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,
@@ -182,12 +250,20 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
 
     out = _Columns()
     sanitized: dict[str, int] = {}
+    normalised: dict[str, int] = {}
+
+    def fold(col: str, values: pd.Series, max_len: int, rule: TextRule = BASIC_UPPER) -> pd.Series:
+        result = fold_column(values, max_len, rule)
+        if result.changed:
+            sanitized[col] = result.changed
+        for name, n in result.by_rule.items():
+            normalised[name] = normalised.get(name, 0) + n
+        return result.values
+
     member_id, subscriber_id = text("member_id"), text("subscriber_id")
     for col, series in (("member_id", member_id), ("subscriber_id", subscriber_id)):
-        folded, changed = fold_series(series, 50)
+        folded = fold(col, series, 50)
         _require(frame, col, folded == "", "empty_identifier", "have no usable identifier")
-        if changed:
-            sanitized[col] = changed
         out[col] = folded
 
     rel = text("relationship").str.upper()
@@ -204,13 +280,14 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         out["employment_status"] = status
 
     limit = mapping.name_max_length
-    for col, max_len in (("last_name", min(limit, 60)), ("first_name", min(limit, 35)),
+    names = TextRule(mapping.charset, mapping.name_case)
+    text_rule = TextRule(mapping.charset, "upper")
+    for col, max_len in (("last_name", mapping.last_name_max_length or min(limit, 60)),
+                         ("first_name", mapping.first_name_max_length or min(limit, 35)),
                          ("middle_initial", 1)):
         if col not in frame.columns:
             continue
-        folded, changed = fold_series(text(col), max_len)
-        if changed:
-            sanitized[col] = changed
+        folded = fold(col, text(col), max_len, names)
         if col in ("last_name", "first_name"):
             _require(frame, col, folded == "", "empty_after_sanitize",
                      "have a name with no letters or digits left after the delimiter rule")
@@ -226,19 +303,29 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         out["gender"] = gender.where(gender.isin({"M", "F", "U"}), "U")
     for col in ("address1", "address2", "city"):
         if col in frame.columns:
-            folded, changed = fold_series(text(col), _TEXT_LIMITS[col])
-            if changed:
-                sanitized[col] = changed
-            out[col] = folded
+            out[col] = fold(col, text(col), _TEXT_LIMITS[col], text_rule)
     if "state" in frame.columns:
         state = text("state").str.upper()
         out["state"] = state.where(state.str.fullmatch(r"[A-Z]{2}"), "")
     if "zip" in frame.columns:
         zip_code = text("zip").str.replace("-", "", regex=False)
         out["zip"] = zip_code.where(zip_code.str.fullmatch(r"\d{5}(\d{4})?"), "")
-    if "hire_date" in frame.columns:
+    if "hire_date" in frame.columns and "hire" in mapping.dates_sent:
         hire = _ccyymmdd(text("hire_date"), "hire_date", rows, required=False)
         out["hire_date"] = hire.where(out["ins01"] == "Y", "")
+    refs = mapping.member_references
+    if refs.group_policy_number and mapping.group_number:
+        out["group_policy_number"] = pd.Series(fold_text(mapping.group_number, 50), index=frame.index,
+                                               dtype=object)
+    reporting = refs.client_reporting_category
+    if reporting is not None:
+        if reporting.value is not None:
+            out["reporting_category"] = pd.Series(fold_text(reporting.value, 50), index=frame.index,
+                                                  dtype=object)
+        elif reporting.field is not None and reporting.field in frame.columns:
+            out["reporting_category"] = fold("reporting_category", text(reporting.field), 50, text_rule)
+    if refs.department and "department" in frame.columns:
+        out["department"] = fold("department", text("department"), 50, text_rule)
 
     plan = text("plan_code")
     out["hd03"] = plan.map({k: v.insurance_line for k, v in mapping.plans.items()})
@@ -251,6 +338,10 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     out["coverage_start"] = _ccyymmdd(text("coverage_start"), "coverage_start", rows, required=True)
     if "coverage_end" in frame.columns:
         out["coverage_end"] = _ccyymmdd(text("coverage_end"), "coverage_end", rows, required=False)
+    policies = {k: v.policy_number for k, v in mapping.plans.items() if v.policy_number}
+    if policies:
+        out["coverage_policy_number"] = plan.map(policies).fillna("").astype(object)
+    _eligibility(out, mapping)
     out[ROW_NUMBER] = rows
 
     # Arrow-backed text, not Python objects: at 1M members (2.3M rows x 24 columns) an object table
@@ -269,7 +360,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
                             sort_keys["rank"].to_numpy(), sort_keys["family"].to_numpy()))
     table = table.iloc[positions].reset_index(drop=True)
 
-    assert_allowlisted([VIEW_SOURCES[c] or ROW_NUMBER for c in table.columns], mapping)
+    options = RenderOptions.for_mapping(mapping)
+    assert_allowlisted([options.source_of(c) or ROW_NUMBER for c in table.columns], mapping)
     member, family = table["member_id"].to_numpy(), table["subscriber_id"].to_numpy()
     # A member is a run of rows with one (member, subscriber) pair: exactly what becomes one Loop 2000.
     starts = int(len(table) > 0) + int(((member[1:] != member[:-1]) | (family[1:] != family[:-1])).sum())
@@ -281,6 +373,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         excluded=excluded,
         sanitized=sanitized,
         allowlist=tuple(mapping.allowlist),
+        normalised=normalised,
+        options=options,
     )
     log.info("feed %s: %d members, %d subscribers, %d coverages, excluded %s", feed.feed_id,
              enrollment.member_count, enrollment.subscriber_count, enrollment.coverage_count, excluded)

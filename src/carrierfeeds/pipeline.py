@@ -400,7 +400,9 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
                                                  render_834(enrollment, header, control, Delimiters()))
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
-                                                             enrollment.excluded.items()}, **change_counts}
+                                                             enrollment.excluded.items()}, **change_counts,
+                  # The character rule's normalisations, by rule (never by value).
+                  **{f"normalised_{k}": v for k, v in enrollment.normalised.items()}}
         ctx.keep(ctx.run_dir / file_name)
         detail.update(counts, isa13=control.isa13, payload_sha256=payload_sha256, bytes=size,
                       file_name=file_name)

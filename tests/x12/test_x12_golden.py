@@ -5,22 +5,26 @@ Regenerate after an intended change to the writer (then review the diff like cod
     CARRIERFEEDS_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/x12/test_x12_golden.py
 
 The files are synthetic and use a fixed creation time and fixed control numbers (x12_helpers).
+Each passes the structural check and pyx12, both writers produce it, and reading it back recovers the
+members (and every optional REF/DTP value the mapping asked for).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import x12_helpers as h
 
+from carrierfeeds.config import ClientReporting, MemberReferences, PlanCode
 from carrierfeeds.enrollment import Enrollment
-from carrierfeeds.x12.check import check_834
+from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.envelope import TransactionHeader
 from carrierfeeds.x12.read import read_834
-from carrierfeeds.x12.render import render_834_bytes
+from carrierfeeds.x12.render import render_834_bytes, render_834_naive
 
 _NARROW = ("member_id", "subscriber_id", "relationship", "last_name", "first_name", "dob", "gender",
            "plan_code", "coverage_level", "coverage_start", "coverage_end")
@@ -41,17 +45,68 @@ def _terminate_subscriber() -> tuple[Enrollment, TransactionHeader]:
     return h.enrollment(frame), h.header()
 
 
+def _member_references() -> tuple[Enrollment, TransactionHeader]:
+    """REF*1L (group number), REF*17 (fixed category), REF*DX (department) and a plan's 2300 REF*1L."""
+    base = h.mapping()
+    plans = dict(base.plans)
+    plans["MED-PPO"] = PlanCode(insurance_line="HLT", description="PPO GOLD", policy_number="PPO-77-A")
+    m = h.validated(allowlist=(*base.allowlist, "department"), plans=plans, member_references=MemberReferences(
+        group_policy_number=True, client_reporting_category=ClientReporting(value="EAST"), department=True))
+    return h.enrollment(m=m), h.header(m)
+
+
+def _member_dates() -> tuple[Enrollment, TransactionHeader]:
+    """DTP*336 (subscribers' hire date), DTP*356 (eligibility begin), DTP*357 once all coverage ends."""
+    m = h.validated(allowlist=(*h.mapping().allowlist, "hire_date"),
+                    member_dates=("hire", "eligibility_begin", "eligibility_end"))
+    frame = h.family_census()
+    # The single employee's medical ends too, so every coverage of that member has ended: DTP*357.
+    frame.loc[(frame["member_id"] == "E2002") & (frame["plan_code"] == "MED-HDHP"), "coverage_end"] = "2026-11-30"
+    return h.enrollment(frame, m), h.header(m)
+
+
+def _extended_charset() -> tuple[Enrollment, TransactionHeader]:
+    """Names as the census spells them (extended set), accents transliterated, others replaced, cut."""
+    m = h.validated(charset="extended", name_case="as_is", last_name_max_length=12, first_name_max_length=10,
+                    member_references=MemberReferences(department=True),
+                    allowlist=(*h.mapping().allowlist, "department"))
+    rows = h.family_rows()
+    for r in rows:
+        if r["member_id"] == "E1001-03":
+            r.update(first_name="Teo_[2]", last_name="Rivera-Sánchez~Mäkinen", address1="5 Oak #4 @rear|x")
+        if r["member_id"] == "E1001":
+            r.update(department="R&D (east) 50%")
+    return h.enrollment(h.census(rows), m), h.header(m)
+
+
+def _split_transaction_sets() -> tuple[Enrollment, TransactionHeader]:
+    """At most 4 members per ST/SE: the family of four alone, then the two single employees."""
+    m = h.validated(max_members_per_transaction=4)
+    rows = h.family_rows()
+    rows += [{**r, "member_id": "E3003", "subscriber_id": "E3003", "first_name": "Kim", "ssn": "900135555"}
+             for r in rows if r["member_id"] == "E2002"]
+    return h.enrollment(h.census(rows), m), h.header(m)
+
+
 SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-family.834": _full_family,
     "full-file-minimum-necessary.834": _minimum_necessary,
     "full-file-terminated-coverage.834": _terminate_subscriber,
+    "full-file-member-references.834": _member_references,
+    "full-file-member-dates.834": _member_dates,
+    "full-file-extended-charset.834": _extended_charset,
+    "full-file-split-transaction-sets.834": _split_transaction_sets,
 }
+#: Optional columns each scenario must carry through the file and back.
+_OPTIONAL = ("group_policy_number", "reporting_category", "department", "hire_date", "eligibility_begin",
+             "eligibility_end", "coverage_policy_number")
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_golden_file(name: str) -> None:
+def test_golden_file(name: str, tmp_path: Path) -> None:
     enrollment, header = SCENARIOS[name]()
     data = render_834_bytes(enrollment, header, h.CONTROL)
+    assert data == render_834_naive(enrollment, header, h.CONTROL)
     path = h.FIXTURES / name
     if os.environ.get("CARRIERFEEDS_REGENERATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,10 +116,15 @@ def test_golden_file(name: str) -> None:
 
     report = check_834(data)
     assert report.ok, report.problems
+    out = tmp_path / name
+    out.write_bytes(data)
+    verdict = validate_with_pyx12(out)
+    assert verdict.ok, verdict.errors
+    assert verdict.segments == report.segment_count
     back = read_834(data)
     table = enrollment.table
     assert back["member_id"].nunique() == enrollment.member_count == report.member_count
     expected = table.reindex(columns=["member_id", "last_name", "first_name", "dob", "gender", "hd03",
-                                      "coverage_start", "coverage_end"], fill_value="")
+                                      "coverage_start", "coverage_end", *_OPTIONAL], fill_value="")
     pd.testing.assert_frame_equal(back[expected.columns].reset_index(drop=True),
                                   expected.reset_index(drop=True).astype(object), check_dtype=False)

@@ -29,6 +29,11 @@ def mapping(**update: Any) -> CarrierMapping:
     return base.model_copy(update=update) if update else base
 
 
+def validated(**update: Any) -> CarrierMapping:
+    """The demo mapping with ``update``, validated as if loaded from YAML (model_copy skips that)."""
+    return CarrierMapping.model_validate({**mapping().model_dump(), **update})
+
+
 def header(m: CarrierMapping | None = None, f: Feed | None = None) -> TransactionHeader:
     m, f = m or mapping(), f or feed()
     return TransactionHeader(

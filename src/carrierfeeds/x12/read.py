@@ -15,7 +15,11 @@ READ_COLUMNS: tuple[str, ...] = (
     "member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04", "employment_status", "last_name",
     "first_name", "middle_initial", "ssn", "dob", "gender", "address1", "address2", "city", "state",
     "zip", "hire_date", "hd01", "hd03", "hd04", "hd05", "coverage_start", "coverage_end",
+    "group_policy_number", "reporting_category", "department", "eligibility_begin", "eligibility_end",
+    "coverage_policy_number", "st02",
 )
+_MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
+_MEMBER_DATES = {"336": "hire_date", "356": "eligibility_begin", "357": "eligibility_end"}
 
 
 def split_segments(data: bytes) -> tuple[list[list[str]], str]:
@@ -32,13 +36,15 @@ def read_834(data: bytes) -> pd.DataFrame:
     """The members and coverages in ``data``: one row per Loop 2300 (HD), columns :data:`READ_COLUMNS`.
 
     A member without any Loop 2300 (a demographic change) is one row with the coverage columns "".
-    Dependents carry their own id from REF*23, subscribers from REF*0F; dates stay CCYYMMDD.
+    Dependents carry their own id from REF*23, subscribers from REF*0F; dates stay CCYYMMDD; ``st02``
+    is the transaction set the member was sent in.
     """
     segments, _ = split_segments(data)
     rows: list[dict[str, str]] = []
     member: dict[str, str] = {}
     coverage: dict[str, str] | None = None
     covered = False
+    st02 = ""
 
     def close_member() -> None:
         if member and not covered:
@@ -49,21 +55,29 @@ def read_834(data: bytes) -> pd.DataFrame:
 
     for el in segments:
         seg = el[0]
-        if seg == "INS":
+        if seg == "ST":
+            st02 = get(el, 2)
+        elif seg == "INS":
             close_member()
             member = {c: "" for c in READ_COLUMNS}
+            member["st02"] = st02
             member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3), ins04=get(el, 4),
                           employment_status=get(el, 8))
             coverage, covered = None, False
+        elif seg == "REF" and coverage is not None:
+            if get(el, 1) == "1L":
+                coverage["coverage_policy_number"] = get(el, 2)
         elif seg == "REF" and member:
-            if get(el, 1) == "0F":
+            if get(el, 1) in _MEMBER_REFS:
+                member[_MEMBER_REFS[get(el, 1)]] = get(el, 2)
+            elif get(el, 1) == "0F":
                 member["subscriber_id"] = get(el, 2)
                 if member["ins01"] == "Y":
                     member["member_id"] = get(el, 2)
             elif get(el, 1) == "23":
                 member["member_id"] = get(el, 2)
-        elif seg == "DTP" and member and coverage is None and get(el, 1) == "336":
-            member["hire_date"] = get(el, 3)
+        elif seg == "DTP" and member and coverage is None and get(el, 1) in _MEMBER_DATES:
+            member[_MEMBER_DATES[get(el, 1)]] = get(el, 3)
         elif seg == "NM1" and member and get(el, 1) == "IL":
             member.update(last_name=get(el, 3), first_name=get(el, 4), middle_initial=get(el, 5),
                           ssn=get(el, 9) if get(el, 8) == "34" else "")

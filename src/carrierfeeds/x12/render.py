@@ -2,11 +2,25 @@
 
 Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Delimiters`)::
 
-    ISA GS*BE ST*834 BGN [REF*38] N1*P5 N1*IN
-      per member  (Loop 2000)  INS  REF*0F  [REF*23 dependents]  [DTP*336 hire date]
-                  (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
-                  per coverage (Loop 2300) HD  DTP*348  [DTP*349]
-    SE GE IEA
+    ISA GS*BE
+      per transaction set  ST*834 BGN [REF*38] N1*P5 N1*IN
+        per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
+                                 [DTP*336 hire date]  [DTP*356]  [DTP*357]
+                    (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
+                    per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [REF*1L]
+      SE
+    GE IEA
+
+The optional segments come from optional view columns (:mod:`carrierfeeds.enrollment`): REF*1L
+``group_policy_number``, REF*17 ``reporting_category``, REF*DX ``department``, DTP*356/357
+``eligibility_begin``/``eligibility_end``, the 2300 REF*1L ``coverage_policy_number``; a segment is
+written only for a non-empty value, so a view without those columns renders as it always has.
+
+One transaction set unless ``Enrollment.options.max_members_per_transaction`` caps it: then families
+are packed, whole and in order, into sets of at most that many members (a family larger than the cap
+is refused: never split, never over the cap). A single set carries the ledger's ST02; split sets are
+numbered 0001, 0002, ... (unique in the group, and the same on every retry, being derived from the
+view alone), their BGN02 is the file's reference plus "-1", "-2", ..., and GE01 counts them.
 
 Change files (:mod:`carrierfeeds.changes`) add optional view columns: ``ins04`` (INS04, "XN" when
 absent) and ``hd01`` (HD01, INS03 when absent); a row whose ``hd03`` is "" is a member without a
@@ -31,10 +45,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carrierfeeds.census.columns import ROW_NUMBER
-from carrierfeeds.enrollment import VIEW_SOURCES, Enrollment, assert_allowlisted
+from carrierfeeds.enrollment import Enrollment, assert_allowlisted
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
-from carrierfeeds.x12.sanitize import fold_text
+from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, fold_text, set_class
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,10 @@ _TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04
                  "coverage_start", "coverage_end")
 #: Maintenance columns a change set adds to the view: derived from config and the diff, not the census.
 MAINTENANCE_COLUMNS = ("ins04", "hd01")
+#: View columns behind the situational REF/DTP options: only those the view has are carried (at 1M
+#: members every extra empty column costs a conversion, a filter and a delimiter scan per chunk).
+OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "eligibility_begin",
+                  "eligibility_end", "coverage_policy_number")
 
 
 def _seg(d: Delimiters, *elements: str) -> str:
@@ -61,25 +79,32 @@ def _check_value(value: str, d: Delimiters, what: str) -> str:
     return value
 
 
-def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters,
-                    *, group_number: bool = True) -> list[str]:
-    """ISA, GS, ST, BGN, REF*38 and the two N1 parties, terminated."""
+def envelope_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters) -> list[str]:
+    """ISA and GS, terminated."""
     ids = header.ids
     created = header.created_utc
     for value, what in ((ids.sender_id, "ISA06"), (ids.receiver_id, "ISA08"), (ids.gs_sender, "GS02"),
-                        (ids.gs_receiver, "GS03"), (header.reference, "BGN02"), (header.action, "BGN08")):
+                        (ids.gs_receiver, "GS03")):
         _check_value(value, d, what)
     isa = d.element.join([
         "ISA", "00", " " * 10, "00", " " * 10, ids.sender_qualifier, f"{ids.sender_id:<15}"[:15],
         ids.receiver_qualifier, f"{ids.receiver_id:<15}"[:15], created.strftime("%y%m%d"),
         created.strftime("%H%M"), d.repetition, "00501", control.isa13_text, "0", ids.usage,
         d.component]) + d.terminator
+    return [isa, _seg(d, "GS", "BE", ids.gs_sender, ids.gs_receiver, created.strftime("%Y%m%d"),
+                      created.strftime("%H%M"), control.gs06_text, "X", VERSION)]
+
+
+def set_header_segments(header: TransactionHeader, st02: str, d: Delimiters, *, reference: str | None = None,
+                        group_number: bool = True) -> list[str]:
+    """ST, BGN, REF*38 and the two N1 parties of one transaction set, terminated."""
+    created = header.created_utc
+    bgn02 = header.reference if reference is None else reference
+    for value, what in ((bgn02, "BGN02"), (header.action, "BGN08"), (st02, "ST02")):
+        _check_value(value, d, what)
     segs = [
-        isa,
-        _seg(d, "GS", "BE", ids.gs_sender, ids.gs_receiver, created.strftime("%Y%m%d"),
-             created.strftime("%H%M"), control.gs06_text, "X", VERSION),
-        _seg(d, "ST", "834", control.st02_text, VERSION),
-        _seg(d, "BGN", "00", header.reference, created.strftime("%Y%m%d"), created.strftime("%H%M"), "UT",
+        _seg(d, "ST", "834", st02, VERSION),
+        _seg(d, "BGN", "00", bgn02, created.strftime("%Y%m%d"), created.strftime("%H%M"), "UT",
              "", "", header.action),
     ]
     if group_number and header.group_number and fold_text(header.group_number, 50):
@@ -90,17 +115,69 @@ def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delim
     return segs
 
 
-def trailer_segments(control: ControlNumbers, d: Delimiters, st_segments: int) -> list[str]:
-    """SE (counting ST..SE inclusive), GE and IEA."""
-    return [_seg(d, "SE", str(st_segments), control.st02_text),
-            _seg(d, "GE", "1", control.gs06_text),
+def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters,
+                    *, group_number: bool = True) -> list[str]:
+    """ISA, GS, ST, BGN, REF*38 and the two N1 parties of a one-set file, terminated."""
+    return [*envelope_segments(header, control, d),
+            *set_header_segments(header, control.st02_text, d, group_number=group_number)]
+
+
+def trailer_segments(control: ControlNumbers, d: Delimiters, st_segments: int, *, st02: str | None = None,
+                     sets: int = 1) -> list[str]:
+    """SE (counting ST..SE inclusive, of the last set), GE (counting ``sets``) and IEA."""
+    return [_seg(d, "SE", str(st_segments), control.st02_text if st02 is None else st02),
+            _seg(d, "GE", str(sets), control.gs06_text),
             _seg(d, "IEA", "1", control.isa13_text)]
 
 
+def split_transaction_sets(table: pd.DataFrame, start: np.ndarray, cap: int | None) -> list[tuple[int, int]]:
+    """Row bounds [lo, hi) of each transaction set: whole families, in order, at most ``cap`` members.
+
+    A family is a run of rows with one subscriber id. One set when ``cap`` is None; a family with more
+    members than ``cap`` is refused (never split across sets, never over the carrier's cap).
+    """
+    n = len(table)
+    if cap is None or n == 0:
+        return [(0, n)]
+    family = table["subscriber_id"].to_numpy()
+    first = np.ones(n, dtype=bool)
+    first[1:] = family[1:] != family[:-1]
+    fam_starts = np.flatnonzero(first)
+    members = np.add.reduceat(start.astype(np.int64), fam_starts)
+    if int(members.max()) > cap:
+        raise ConformanceFailed(
+            f"a family of {int(members.max())} members exceeds max_members_per_transaction {cap}; "
+            "families are never split across transaction sets",
+            details={"rule": "family_exceeds_transaction_cap", "family_members": int(members.max()), "cap": cap})
+    bounds: list[tuple[int, int]] = []
+    lo, count = 0, 0
+    for fam_start, size in zip(fam_starts.tolist(), members.tolist(), strict=True):
+        if count and count + size > cap:
+            bounds.append((lo, fam_start))
+            lo, count = fam_start, 0
+        count += size
+    bounds.append((lo, n))
+    return bounds
+
+
+def set_numbers(control: ControlNumbers, sets: int) -> list[str]:
+    """ST02 of each set: the ledger's own for a single set; 0001, 0002, ... when split."""
+    return [control.st02_text] if sets == 1 else [f"{k:04d}" for k in range(1, sets + 1)]
+
+
+def _set_reference(header: TransactionHeader, k: int, sets: int) -> str:
+    if sets == 1:
+        return header.reference
+    suffix = f"-{k}"
+    return header.reference[:50 - len(suffix)] + suffix
+
+
 def _prepare(enrollment: Enrollment, d: Delimiters) -> tuple[pd.DataFrame, np.ndarray]:
-    """The view with every optional column present ("" when dropped) and the member-start mask."""
+    """The view with every optional column present ("" when dropped; option columns only when the view
+    has them) and the member-start mask."""
     table = enrollment.table
-    assert_allowlisted([ROW_NUMBER if c in MAINTENANCE_COLUMNS else VIEW_SOURCES.get(c, c) or ROW_NUMBER
+    source = enrollment.options.source_of
+    assert_allowlisted([ROW_NUMBER if c in MAINTENANCE_COLUMNS else source(c) or ROW_NUMBER
                         for c in table.columns], enrollment.allowlist)
     missing = [c for c in _TEXT_COLUMNS if c not in table.columns]
     if missing:
@@ -111,7 +188,7 @@ def _prepare(enrollment: Enrollment, d: Delimiters) -> tuple[pd.DataFrame, np.nd
             table["ins04"] = "XN"
         if "hd01" in missing:
             table["hd01"] = table["ins03"]
-    table = table[list(_TEXT_COLUMNS)]
+    table = table[[*_TEXT_COLUMNS, *(c for c in OPTION_COLUMNS if c in table.columns)]]
     member = table["member_id"].to_numpy()
     family = table["subscriber_id"].to_numpy()
     start = np.ones(len(table), dtype=bool)
@@ -168,13 +245,29 @@ def _text_bytes(arr: pa.Array) -> bytes:
     return b"" if data is None or hi == lo else data[lo:hi].to_pybytes()
 
 
-def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tuple[bytes, int]:
+@functools.cache
+def _outside_pattern(charset: Charset, structural: str) -> str:
+    """A character neither in ``charset`` nor one of the rendered rows' own separators."""
+    escaped = {"\r": "\\r", "\n": "\\n"}
+    return "[^" + set_class(charset) + "".join(escaped.get(c, "\\" + c) for c in structural) + "]"
+
+
+def _assert_charset(rows: pa.Array, d: Delimiters, charset: Charset) -> None:
+    pattern = _outside_pattern(charset, d.element + d.segment + d.suffix)
+    if len(rows) and pc.any(pc.match_substring_regex(rows, pattern)).as_py():
+        raise ConformanceFailed(f"a value holds a character outside the {charset} character set",
+                                details={"rule": "character_set", "charset": charset})
+
+
+def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset: Charset = "basic",
+                  options: frozenset[str] | None = None) -> tuple[bytes, int]:
     """One chunk of whole members as ASCII bytes, and its segment count.
 
     Column-wise in Arrow compute kernels: no Python object per value (at 1M members the object
     version spent most of its time and memory making and joining str objects).
     """
     e, t = d.element, d.terminator
+    options = frozenset(OPTION_COLUMNS).intersection(chunk.columns) if options is None else options
     c = {col: _arrow(chunk[col]) for col in chunk.columns}
     _assert_no_delimiters(c, d)
     mask = pa.array(start)
@@ -186,8 +279,22 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tupl
     ref0f = _cat("REF", e, "0F", e, m["subscriber_id"], t)
     dependent = pc.not_equal(m["ins01"], _large("Y"))
     ref23 = _when(dependent, _cat("REF", e, "23", e, m["member_id"], t))
+    optional: list[pa.Array] = []
+
+    def situational(segment: str, qualifier: str, column: str, *lead: str) -> pa.Array | str:
+        if column not in options:
+            return ""
+        present = _non_empty(m[column])
+        optional.append(present)
+        return _when(present, _cat(segment, e, qualifier, e, *(x for p in lead for x in (p, e)), m[column], t))
+
+    ref1l = situational("REF", "1L", "group_policy_number")
+    ref17 = situational("REF", "17", "reporting_category")
+    refdx = situational("REF", "DX", "department")
     has_hire = _non_empty(m["hire_date"])
     dtp336 = _when(has_hire, _cat("DTP", e, "336", e, "D8", e, m["hire_date"], t))
+    dtp356 = situational("DTP", "356", "eligibility_begin", "D8")
+    dtp357 = situational("DTP", "357", "eligibility_end", "D8")
     mi, ssn = m["middle_initial"], m["ssn"]
     has_ssn = _non_empty(ssn)
     nm1_tail = _when(has_ssn, _cat(e, mi, e, e, e, "34", e, ssn), _when(_non_empty(mi), _cat(e, mi)))
@@ -201,27 +308,31 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters) -> tupl
     n4 = _when(has_addr, _cat("N4", e, m["city"], n4_tail, t))
     has_dob = _non_empty(m["dob"])
     dmg = _when(has_dob, _cat("DMG", e, "D8", e, m["dob"], e, m["gender"], t))
-    member_text = _cat(ins, ref0f, ref23, dtp336, nm1, n3, n4, dmg)
+    member_text = _cat(ins, ref0f, ref1l, ref17, ref23, refdx, dtp336, dtp356, dtp357, nm1, n3, n4, dmg)
 
     has_hd = _non_empty(c["hd03"])
     has_end = pc.and_(has_hd, _non_empty(c["coverage_end"]))
+    policy = "coverage_policy_number" in options
+    has_policy = pc.and_(has_hd, _non_empty(c["coverage_policy_number"])) if policy else None
     coverage = _when(has_hd, _cat("HD", e, c["hd01"], e, e, c["hd03"], e, c["hd04"], e, c["hd05"], t,
                                   "DTP", e, "348", e, "D8", e, c["coverage_start"], t,
-                                  _when(has_end, _cat("DTP", e, "349", e, "D8", e, c["coverage_end"], t))))
+                                  _when(has_end, _cat("DTP", e, "349", e, "D8", e, c["coverage_end"], t)),
+                                  _when(has_policy, _cat("REF", e, "1L", e, c["coverage_policy_number"], t))
+                                  if has_policy is not None else ""))
     # Each row: its member's text when it starts a member, then its coverage.
     members = int(start.sum())
     index = np.where(start, np.cumsum(start) - 1, members)
     lead = pc.take(pa.concat_arrays([member_text.cast(pa.large_string()), pa.array([""], pa.large_string())]),
                    pa.array(index))
     rows = _cat(lead, coverage)
-    if not pc.all(pc.string_is_ascii(rows)).as_py():
-        raise ConformanceFailed("a value holds a character outside ASCII", details={"rule": "character_set"})
+    _assert_charset(rows, d, charset)
 
     def count(mask_: pa.Array) -> int:
         return int(pc.sum(pc.cast(mask_, pa.int64())).as_py() or 0)
 
     segments = (members * 3 + count(dependent) + count(has_hire) + 2 * count(has_addr) + count(has_dob)
-                + 2 * count(has_hd) + count(has_end))
+                + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
+                + (count(has_policy) if has_policy is not None else 0))
     return _text_bytes(rows.cast(pa.large_string())), segments
 
 
@@ -230,19 +341,34 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
                chunk_members: int = 20_000) -> Iterator[bytes]:
     """Yield the 834 for ``enrollment`` in chunks of ``chunk_members`` members (ASCII bytes)."""
     d = delimiters
+    options = enrollment.options
+    present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
     table, start = _prepare(enrollment, d)
-    head = header_segments(header, control, d)
-    yield "".join(head).encode("ascii")
-    count = len(head) - 2  # ST..SE counts exclude ISA and GS
-    starts = np.flatnonzero(start)
-    bounds = [*starts[::max(1, chunk_members)].tolist(), len(table)]
-    for lo, hi in itertools.pairwise(bounds):
-        data, segments = _render_chunk(table.iloc[lo:hi], start[lo:hi], d)
-        count += segments
-        yield data
-    yield "".join(trailer_segments(control, d, count + 1)).encode("ascii")
-    log.info("rendered 834 ISA13 %s: %d members, %d segments in ST..SE", control.isa13_text,
-             len(starts), count + 1)
+    sets = split_transaction_sets(table, start, options.max_members_per_transaction)
+    numbers = set_numbers(control, len(sets))
+    head = envelope_segments(header, control, d)
+    total = 0
+    for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        yield "".join([*head, *set_head]).encode("ascii")
+        count = len(set_head)
+        starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
+        bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
+        for lo, hi in itertools.pairwise(bounds):
+            data, segments = _render_chunk(table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
+            count += segments
+            yield data
+        total += len(starts)
+        se = _seg(d, "SE", str(count + 1), st02)
+        if k < len(sets):
+            head = [se]
+            log.info("rendered 834 ISA13 %s set %s: %d members, %d segments in ST..SE", control.isa13_text,
+                     st02, len(starts), count + 1)
+        else:
+            yield "".join([se, *trailer_segments(control, d, count + 1, st02=st02, sets=len(sets))[1:]]).encode(
+                "ascii")
+    log.info("rendered 834 ISA13 %s: %d members in %d transaction set(s)", control.isa13_text, total,
+             len(sets))
 
 
 def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
@@ -255,39 +381,61 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                      delimiters: Delimiters = DEFAULT_DELIMITERS) -> bytes:
     """The per-row reference writer: the same bytes as :func:`render_834`, one segment at a time."""
     d = delimiters
+    options = enrollment.options
     table, start = _prepare(enrollment, d)
-    segs = header_segments(header, control, d)
-    count = len(segs) - 2
+    sets = split_transaction_sets(table, start, options.max_members_per_transaction)
+    numbers = set_numbers(control, len(sets))
     records = cast(list[dict[str, str]], table.to_dict("records"))
-    for is_start, row in zip(start.tolist(), records, strict=True):
-        for column, value in row.items():
-            _check_value(value, d, column)
-        body: list[str] = []
-        if is_start:
-            body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], row["ins04"], "A", "", "",
-                             row["employment_status"]))
-            body.append(_seg(d, "REF", "0F", row["subscriber_id"]))
-            if row["ins01"] != "Y":
-                body.append(_seg(d, "REF", "23", row["member_id"]))
-            if row["hire_date"]:
-                body.append(_seg(d, "DTP", "336", "D8", row["hire_date"]))
-            if row["ssn"]:
-                body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
-                                 row["middle_initial"], "", "", "34", row["ssn"]))
-            else:
-                body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
-                                 row["middle_initial"]))
-            if row["address1"] and row["city"]:
-                body.append(_seg(d, "N3", row["address1"], row["address2"]))
-                body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
-            if row["dob"]:
-                body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
-        if row["hd03"]:
-            body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
-            body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
-            if row["coverage_end"]:
-                body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
-        segs.extend(body)
-        count += len(body)
-    segs.extend(trailer_segments(control, d, count + 1))
+    allowed = CHARACTER_SETS[options.charset] | set(d.element + d.segment + d.suffix)
+    segs = envelope_segments(header, control, d)
+    for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        segs.extend(set_head)
+        count = len(set_head)
+        for is_start, row in zip(start[set_lo:set_hi].tolist(), records[set_lo:set_hi], strict=True):
+            for column, value in row.items():
+                _check_value(value, d, column)
+            body: list[str] = []
+            if is_start:
+                body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], row["ins04"], "A", "", "",
+                                 row["employment_status"]))
+                body.append(_seg(d, "REF", "0F", row["subscriber_id"]))
+                if row.get("group_policy_number"):
+                    body.append(_seg(d, "REF", "1L", row["group_policy_number"]))
+                if row.get("reporting_category"):
+                    body.append(_seg(d, "REF", "17", row["reporting_category"]))
+                if row["ins01"] != "Y":
+                    body.append(_seg(d, "REF", "23", row["member_id"]))
+                if row.get("department"):
+                    body.append(_seg(d, "REF", "DX", row["department"]))
+                for qualifier, column in (("336", "hire_date"), ("356", "eligibility_begin"),
+                                          ("357", "eligibility_end")):
+                    if row.get(column):
+                        body.append(_seg(d, "DTP", qualifier, "D8", row[column]))
+                if row["ssn"]:
+                    body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
+                                     row["middle_initial"], "", "", "34", row["ssn"]))
+                else:
+                    body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
+                                     row["middle_initial"]))
+                if row["address1"] and row["city"]:
+                    body.append(_seg(d, "N3", row["address1"], row["address2"]))
+                    body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
+                if row["dob"]:
+                    body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
+            if row["hd03"]:
+                body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
+                body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
+                if row["coverage_end"]:
+                    body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
+                if row.get("coverage_policy_number"):
+                    body.append(_seg(d, "REF", "1L", row["coverage_policy_number"]))
+            if not set("".join(body)) <= allowed:
+                raise ConformanceFailed(f"a value holds a character outside the {options.charset} character set",
+                                        details={"rule": "character_set", "charset": options.charset})
+            segs.extend(body)
+            count += len(body)
+        se = _seg(d, "SE", str(count + 1), st02)
+        segs.append(se)
+    segs.extend(trailer_segments(control, d, 0, sets=len(sets))[1:])
     return "".join(segs).encode("ascii")
