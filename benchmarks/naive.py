@@ -8,7 +8,9 @@ whole file, not a sample; python-gnupg encrypts with gpg's default options; para
 ``SFTPClient.put`` uploads. Reading the census (pandas' default C engine), the mapping and the cross-row
 rules are the ordinary pandas code a user would write too; they are timed but not made slower on
 purpose. The output check compares the naive 834 with the pipeline's byte for byte (same envelope,
-same control numbers), and counts the members (INS segments) in each.
+same control numbers) and, apart from the bytes, member by member: the same members (subscriber id
+REF*0F, member id REF*23, relationship INS02) with the same maintenance codes (INS03), so that a
+difference is named by what differs, not only by a digest.
 
     python -m benchmarks.naive --members 10000     # standalone: pipeline once, naive once, speed-up
 """
@@ -23,6 +25,7 @@ import os
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -44,8 +47,10 @@ class NaiveResult:
     """One naive run: seconds per step, the 834's size and digest, and how it compares to the pipeline's.
 
     ``identical`` is True when the naive 834 equals the pipeline's byte for byte; ``members`` and
-    ``pipeline_members`` are the INS segments in each file; ``pyx12_ok`` is pyx12's verdict on the
-    whole naive file; ``gx_success`` whether GX (default result format) found the suite satisfied.
+    ``pipeline_members`` are the INS segments in each file; ``same_members`` whether both files hold the
+    same members (:func:`member_codes` without INS03) and ``same_maintenance_codes`` whether each has
+    the same INS03 in both; ``pyx12_ok`` is pyx12's verdict on the whole naive file; ``gx_success``
+    whether GX (default result format) found the suite satisfied.
     """
 
     steps_s: dict[str, float]
@@ -55,6 +60,8 @@ class NaiveResult:
     members: int
     pipeline_members: int
     identical: bool
+    same_members: bool
+    same_maintenance_codes: bool
     pyx12_ok: bool
     pyx12_segments: int
     gx_success: bool
@@ -64,7 +71,9 @@ class NaiveResult:
         return {"steps_s": {k: round(v, 3) for k, v in self.steps_s.items()}, "total_s": round(self.total_s, 3),
                 "payload_bytes": self.payload_bytes, "payload_sha256": self.payload_sha256,
                 "members": self.members, "pipeline_members": self.pipeline_members,
-                "identical": self.identical, "pyx12_ok": self.pyx12_ok, "pyx12_segments": self.pyx12_segments,
+                "identical": self.identical, "same_members": self.same_members,
+                "same_maintenance_codes": self.same_maintenance_codes, "pyx12_ok": self.pyx12_ok,
+                "pyx12_segments": self.pyx12_segments,
                 "gx_success": self.gx_success, "cipher_bytes": self.cipher_bytes}
 
 
@@ -74,6 +83,51 @@ def count_members(data: bytes) -> int:
         return 0
     e, t = re.escape(data[3:4]), re.escape(data[105:106])
     return len(re.findall(t + rb"\s*INS" + e, data))
+
+
+def member_codes(data: bytes) -> Counter[tuple[bytes, bytes, bytes, bytes]]:
+    """Every member loop of an 834 as (subscriber id REF*0F, member id REF*23 or empty, INS02, INS03), counted.
+
+    The member loop runs from one INS to the next; the identifiers are the loop's first REF*0F and
+    REF*23. Returns a multiset, so a member sent twice counts twice. Nothing here is logged.
+    """
+    if len(data) < 106:
+        return Counter()
+    e, t = data[3:4], data[105:106]
+    out: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
+    current: list[bytes] | None = None
+    for raw in data.split(t):
+        fields = raw.strip().split(e)
+        tag = fields[0]
+        if tag == b"INS":
+            if current is not None:
+                out[(current[0], current[1], current[2], current[3])] += 1
+            current = [b"", b"", fields[2] if len(fields) > 2 else b"", fields[3] if len(fields) > 3 else b""]
+        elif current is not None and tag == b"REF" and len(fields) > 2:
+            if fields[1] == b"0F" and not current[0]:
+                current[0] = fields[2]
+            elif fields[1] == b"23" and not current[1]:
+                current[1] = fields[2]
+        elif tag in (b"SE", b"GE", b"IEA") and current is not None:
+            out[(current[0], current[1], current[2], current[3])] += 1
+            current = None
+    if current is not None:
+        out[(current[0], current[1], current[2], current[3])] += 1
+    return out
+
+
+def compare_members(naive: bytes, pipeline: bytes) -> tuple[bool, bool]:
+    """(same members, same maintenance code for each member) between two 834s."""
+    a, b = member_codes(naive), member_codes(pipeline)
+
+    def who(c: Counter[tuple[bytes, bytes, bytes, bytes]]) -> Counter[tuple[bytes, bytes, bytes]]:
+        people: Counter[tuple[bytes, bytes, bytes]] = Counter()
+        for (sub, mem, rel, _code), n in c.items():
+            people[(sub, mem, rel)] += n
+        return people
+
+    same_members = who(a) == who(b)
+    return same_members, same_members and a == b
 
 
 def _read_naive(census: Path, schema: Any) -> pd.DataFrame:
@@ -183,10 +237,12 @@ def run_naive(*, census: Path, bundle: Any, pipeline_payload: Path, state: dict[
 
     _timed(steps, "paramiko_put", upload)
     pipeline_bytes = pipeline_payload.read_bytes()
+    same_members, same_codes = compare_members(data, pipeline_bytes)
     return NaiveResult(
         steps_s=steps, total_s=sum(steps.values()), payload_bytes=len(data),
         payload_sha256=hashlib.sha256(data).hexdigest(), members=count_members(data),
         pipeline_members=count_members(pipeline_bytes), identical=data == pipeline_bytes,
+        same_members=same_members, same_maintenance_codes=same_codes,
         pyx12_ok=verdict.ok, pyx12_segments=verdict.segments, gx_success=gx_ok,
         cipher_bytes=cipher.stat().st_size)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_e2e_benchmark_runs_and_reports_every_stage_and_primitive(tmp_path: Path) -> None:
     from benchmarks.e2e import main
 
@@ -31,6 +31,7 @@ def test_e2e_benchmark_runs_and_reports_every_stage_and_primitive(tmp_path: Path
     assert doc["runs"]["e2e-300"]["members"] == result["members"]
 
 
+@pytest.mark.slow
 def test_naive_baseline_produces_the_same_834_as_the_pipeline() -> None:
     from benchmarks.e2e import main
     from benchmarks.naive import NAIVE_STEPS
@@ -38,6 +39,7 @@ def test_naive_baseline_produces_the_same_834_as_the_pipeline() -> None:
     result = main(["--members", "1000", "--repeat", "1", "--naive", "always"])
     naive = result["naive"]
     assert naive["identical"] is True
+    assert naive["same_members"] is True and naive["same_maintenance_codes"] is True
     assert naive["members"] == naive["pipeline_members"] == result["members"]
     assert naive["payload_bytes"] == result["payload_bytes"]
     assert naive["pyx12_ok"] is True and naive["gx_success"] is True
@@ -57,6 +59,40 @@ def test_count_members_counts_ins_segments_only() -> None:
     assert count_members(b"not an 834") == 0
 
 
+def _834(*loops: bytes) -> bytes:
+    isa = (b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *261121*0700*^*00501*"
+           b"000000001*0*T*:~")
+    return isa + b"\nGS*BE~\nST*834*0001~" + b"".join(loops) + b"\nSE*9*0001~\nGE*1*1~\nIEA*1*1~"
+
+
+SUB = b"\nINS*Y*18*021*XN*A~\nREF*0F*S1~\nNM1*IL*1*ANY~"
+DEP = b"\nINS*N*19*021*XN*A~\nREF*0F*S1~\nREF*23*D1~\nDMG*D8*20100101*F~"
+OTHER = b"\nINS*Y*18*021*XN*A~\nREF*0F*S2~"
+
+
+def test_member_codes_names_each_member_loop_by_its_ids_relationship_and_maintenance_code() -> None:
+    from benchmarks.naive import member_codes
+
+    codes = member_codes(_834(SUB, DEP, OTHER))
+    assert codes == Counter({(b"S1", b"", b"18", b"021"): 1, (b"S1", b"D1", b"19", b"021"): 1,
+                             (b"S2", b"", b"18", b"021"): 1})
+
+
+def test_compare_members_tells_a_changed_code_from_a_missing_or_doubled_member() -> None:
+    from benchmarks.naive import compare_members
+
+    pipeline = _834(SUB, DEP, OTHER)
+    assert compare_members(_834(SUB, DEP, OTHER), pipeline) == (True, True)
+    # Same members in another order: still the same.
+    assert compare_members(_834(OTHER, SUB, DEP), pipeline) == (True, True)
+    # One member's maintenance code differs: same members, not the same codes.
+    assert compare_members(_834(SUB, DEP.replace(b"*021*", b"*024*"), OTHER), pipeline) == (True, False)
+    # A member missing, or sent twice: not the same members.
+    assert compare_members(_834(SUB, OTHER), pipeline) == (False, False)
+    assert compare_members(_834(SUB, DEP, DEP, OTHER), pipeline) == (False, False)
+
+
+@pytest.mark.slow
 def test_many_feeds_benchmark_runs_feeds_back_to_back_and_in_parallel(tmp_path: Path) -> None:
     from benchmarks.many_feeds import main
 
