@@ -44,6 +44,17 @@ def test_feeds_check_fails_with_usage_exit_code_and_names_the_problem(tmp_path: 
     assert "FAIL" in result.output and "nowhere.yaml" in result.output and "file not found" in result.output
 
 
+def test_feeds_check_refuses_a_bad_cron_schedule(tmp_path: Path) -> None:
+    bad = tmp_path / "acme-sunrise-medical.yaml"
+    bad.write_text((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text().replace('schedule: "0 2 * * *"',
+                                                                                   'schedule: "61 2 * * *"'))
+    result = runner.invoke(app, ["feeds", "check"], env={
+        "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
+        "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
+    assert result.exit_code == 2, result.output
+    assert "FAIL" in result.output and "schedule" in result.output and "five-field cron" in result.output
+
+
 def test_unknown_feed_is_a_usage_error_with_a_suggestion() -> None:
     result = runner.invoke(app, ["run", "acme-sunrise-medicl", "--json"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds")})

@@ -106,3 +106,39 @@ def test_flatfile_feed_needs_a_layout_in_its_mapping(tmp_path: Path) -> None:
     settings = Settings(feeds_dir=tmp_path, mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
     with pytest.raises(ConfigError, match="has no flatfile layout"):
         bundle_from_feed(settings, load_feed(path), path)
+
+
+@pytest.mark.parametrize("schedule", ["61 2 * * *", "0 24 * * *", "0 2 * *", "0 2 * * * *", "0 2 30 2 *",
+                                      "@fortnightly", "@continuous", "nightly"])
+def test_bad_schedule_names_file_field_and_expectation(tmp_path: Path, schedule: str) -> None:
+    path = _variant(tmp_path, 'schedule: "0 2 * * *"', f'schedule: "{schedule}"')
+    with pytest.raises(ConfigError) as info:
+        load_feed(path)
+    message = str(info.value)
+    assert str(path) in message and "schedule" in message
+    assert "five-field cron expression" in message or "unknown schedule preset" in message
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("schedule:"))
+    assert f"line {line}" in message
+
+
+@pytest.mark.parametrize("schedule", ["@daily", "@hourly", "@once", "*/15 6-18 * * mon-fri", "30 3 1 */3 *"])
+def test_cron_expressions_and_airflow_presets_load(tmp_path: Path, schedule: str) -> None:
+    path = _variant(tmp_path, 'schedule: "0 2 * * *"', f'schedule: "{schedule}"')
+    assert load_feed(path).schedule == schedule
+
+
+def test_null_schedule_means_manual_runs(tmp_path: Path) -> None:
+    path = _variant(tmp_path, 'schedule: "0 2 * * *"', "schedule: null")
+    assert load_feed(path).schedule is None
+
+
+def test_timezone_database_is_scanned_once_per_process(tmp_path: Path) -> None:
+    """available_timezones() walks the tz database; a DAG folder of 500 feeds must not walk it 500 times."""
+    from carrierfeeds.config import _timezone_names
+
+    load_feed(FEED)
+    before = _timezone_names.cache_info()
+    for _ in range(3):
+        load_feed(FEED)
+    after = _timezone_names.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 3

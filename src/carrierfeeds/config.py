@@ -7,6 +7,7 @@ and what was expected, with a "did you mean" for misspelt keys, before anything 
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import re
 from datetime import date
@@ -119,8 +120,13 @@ class EncryptionSpec(_Model):
     compress_level: int = Field(1, ge=0, le=9)
     suffix: str = Field(".pgp", pattern=r"^\.[A-Za-z0-9.]{1,10}$")
     expiry_warning_days: int = Field(30, ge=0)
+    recipient_user_id: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="optional pin: one of the carrier key's user ids, exactly (e.g. 'EDI <edi@carrier.example>')")
+    recipient_encryption_subkey: str | None = Field(
+        None, pattern=_FPR, description="optional pin: full fingerprint of the subkey gpg must encrypt to")
 
-    @field_validator("recipient_fingerprint", "signer_fingerprint", mode="before")
+    @field_validator("recipient_fingerprint", "signer_fingerprint", "recipient_encryption_subkey", mode="before")
     @classmethod
     def _normalise_fpr(cls, v: Any) -> Any:
         return v.replace(" ", "").upper() if isinstance(v, str) else v
@@ -169,6 +175,19 @@ class NotifySpec(_Model):
         return self
 
 
+#: Airflow's cron presets (``airflow.utils.dates.cron_presets``) and ``@once``; ``@continuous`` is not
+#: offered: a feed run back to back all day would resend nothing but load the carrier's server.
+SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+@functools.cache
+def _timezone_names() -> frozenset[str]:
+    # available_timezones() walks the tz database on every call: once per process is enough.
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
 class Feed(_Model):
     """One employer's data to one carrier: what to read, how to map it, where it goes."""
 
@@ -177,7 +196,8 @@ class Feed(_Model):
     employer: Employer
     carrier: Carrier
     authorization: Authorization
-    schedule: str | None = Field("0 2 * * *", description="cron expression, or null for manual runs")
+    schedule: str | None = Field("0 2 * * *", description="five-field cron expression, an Airflow preset "
+                                 "(@daily, @hourly, ...), or null for manual runs")
     timezone: str = "UTC"
     census: CensusSpec
     mapping_id: str = Field(pattern=_ID, description="name of a mappings/<mapping_id>.yaml")
@@ -187,13 +207,29 @@ class Feed(_Model):
     validation: ValidationPolicy = ValidationPolicy()
     notify: NotifySpec | None = None
 
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, v: str | None) -> str | None:
+        # Checked here, not left to Airflow: a bad cron raises while the one DAG file builds every
+        # feed's DAG, so one typo would hide all of them, and the CLI would never notice.
+        if v is None or v in SCHEDULE_PRESETS:
+            return v
+        from croniter import croniter  # Airflow's own cron parser, so what passes here Airflow accepts
+
+        if v.startswith("@"):
+            raise ValueError(f"unknown schedule preset {v!r}; expected one of {', '.join(SCHEDULE_PRESETS)}")
+        if len(v.split()) != 5 or not croniter.is_valid(v, strict=True):
+            raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day-of-month month "
+                             "day-of-week, e.g. '0 2 * * *') with values in range, nor an Airflow preset "
+                             "such as @daily")
+        return v
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, v: str) -> str:
-        from zoneinfo import available_timezones
-
-        if v not in available_timezones():
-            close = difflib.get_close_matches(v, sorted(available_timezones()), n=1)
+        zones = _timezone_names()
+        if v not in zones:
+            close = difflib.get_close_matches(v, sorted(zones), n=1)
             raise ValueError(f"unknown timezone {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         return v
 
