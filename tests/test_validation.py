@@ -223,3 +223,20 @@ def test_clean_report_accepts_everything() -> None:
     frame = _base(10)
     outcome = apply_policy(frame, _validate(frame), ValidationPolicy(policy="reject"))
     assert not outcome.rejected and outcome.accepted is frame and outcome.held_back_members == 0
+
+
+@pytest.mark.parametrize(("column", "value", "rule"), [
+    ("ssn", "\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19", "ssn_format"),  # full-width 123456789
+    ("ssn", "12345\u0666789", "ssn_format"),                     # one Arabic-Indic digit among ASCII
+    ("zip", "\u0661\u0662\u0663\u0664\u0665", "zip_format"),     # Arabic-Indic 12345
+    ("zip", "1234\u0e55", "zip_format"),                         # a Thai five
+    ("phone", "555\u0967\u0968\u0969\u096a\u096b\u096c\u096d", "phone_format"),  # Devanagari digits
+    ("dob", "\uff11\uff19\uff19\uff10-01-01", "date_format"),   # full-width year
+])
+def test_non_ascii_digits_are_not_digits(column: str, value: str, rule: str) -> None:
+    # Python's re (which runs the look-around SSN rule) takes \d as any Unicode digit; an 834 takes ASCII.
+    frame = _base(10)
+    i = int(frame.index[frame["relationship"] == "EE"][0])
+    frame.loc[i, column] = value
+    report = _validate(frame)
+    assert (i + 2, column, rule) in {(f.row, f.column, f.rule) for f in report.findings}

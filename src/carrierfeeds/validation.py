@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Row number used for findings about the file as a whole (a missing column): the header row.
 HEADER_ROW = 1
-_ISO_RE = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+_ISO_RE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 _DATE_COLUMNS = ("dob", "hire_date", "coverage_start", "coverage_end")
 _IDENTITY = ("dob", "first_name", "last_name", "ssn")
 

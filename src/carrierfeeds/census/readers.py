@@ -48,7 +48,7 @@ _NON_BLANK = re.compile(r"[^\s\ufeff]")
 #: A spreadsheet runs a cell starting with these as a formula (CSV/formula injection).
 _FORMULA_START = ("=", "+", "-", "@")
 #: ...unless it is plainly a signed number or a phone number: digits with spaces, dots, dashes, brackets.
-_NUMBERISH = r"^[+-]?[\d\s().\-/]*\d[\d\s().\-/]*$"
+_NUMBERISH = r"^[+-]?[0-9\s().\-/]*[0-9][0-9\s().\-/]*$"  # ASCII digits: re takes \d as any digit
 
 
 def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = None) -> pd.DataFrame:
