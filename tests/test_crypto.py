@@ -217,3 +217,112 @@ def test_signing_key_with_passphrase_from_env(tmp_path: Path, monkeypatch: pytes
     finally:
         home.stop_agent()
     assert os.environ["CARRIERFEEDS_GPG_PASSPHRASE"] == "wrong"  # the file took precedence
+
+
+# ------------------------------------------------------------- user id and subkey pins (issue 5)
+@pytest.fixture(scope="module")
+def rotated(keys: Keys) -> Iterator[tuple[str, str, str]]:
+    """A carrier key (in our keyring) with two encryption subkeys: an older one and a newer one that gpg
+    picks. Returns (primary, older subkey, newer subkey) fingerprints."""
+    ours = keys.demo.ours
+    primary = ours.generate_key("Rotated Carrier", "edi@rotated.example", expire="2y",
+                                created=datetime.now(UTC) - timedelta(days=2))
+    subprocess.run(["gpg", "--homedir", str(ours.home), "--batch", "--passphrase", "", "--pinentry-mode",
+                    "loopback", "--quick-add-key", primary, "cv25519", "encr", "1y"],
+                   capture_output=True, check=True)
+    listing = subprocess.run(["gpg", "--homedir", str(ours.home), "--batch", "--with-colons", "--list-keys",
+                              primary], capture_output=True, text=True, check=True).stdout
+    fprs = re.findall(r"^fpr:+([0-9A-F]{40}):", listing, re.M)
+    assert len(fprs) == 3 and fprs[0] == primary
+    yield primary, fprs[1], fprs[2]
+
+
+def _pkesk_keyids(keys: Keys, path: Path) -> list[str]:
+    packets = subprocess.run(["gpg", "--homedir", str(keys.demo.ours.home), "--batch", "--list-packets",
+                              str(path)], capture_output=True, text=True, check=False).stdout
+    return re.findall(r"pubkey enc packet: .*keyid ([0-9A-F]{16})", packets)
+
+
+def test_inspect_names_the_subkey_gpg_encrypts_to(keys: Keys, rotated: tuple[str, str, str],
+                                                  tmp_path: Path) -> None:
+    primary, _older, newer = rotated
+    info = keys.demo.ours.inspect(primary, now=_now())
+    assert info.encryption_subkey == newer
+    # The claim is gpg's own choice, not ours: an unpinned encryption goes to exactly that subkey.
+    enc = _encrypt(keys, _plain(tmp_path, 2_000), tmp_path / "p.pgp", primary)
+    assert _pkesk_keyids(keys, enc.path) == [newer[-16:]]  # type: ignore[attr-defined]
+    carrier = keys.demo.ours.inspect(keys.demo.carrier_fingerprint, now=_now())
+    assert carrier.encryption_subkey == keys.carrier_subkey_fingerprint
+
+
+def test_pinned_subkey_matches_or_is_refused(keys: Keys, rotated: tuple[str, str, str], tmp_path: Path) -> None:
+    primary, older, newer = rotated
+    src = _plain(tmp_path, 2_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    enc = keys.demo.ours.encrypt_file(src, out / "ok.pgp", recipient=primary, signer=keys.demo.signer_fingerprint,
+                                      now=_now(), recipient_encryption_subkey=newer.lower())
+    assert _pkesk_keyids(keys, enc.path) == [newer[-16:]]
+    enc.path.unlink()
+    # The carrier gave us the older subkey; gpg would now encrypt to another one: refused, no output.
+    with pytest.raises(KeyRefused, match="not the pinned subkey") as caught:
+        keys.demo.ours.encrypt_file(src, out / "x.pgp", recipient=primary, signer=keys.demo.signer_fingerprint,
+                                    now=_now(), recipient_encryption_subkey=older)
+    assert caught.value.details["chosen_subkey"] == newer
+    # A subkey of another key entirely.
+    with pytest.raises(KeyRefused, match="not the pinned subkey"):
+        keys.demo.ours.encrypt_file(src, out / "x.pgp", recipient=primary, signer=keys.demo.signer_fingerprint,
+                                    now=_now(), recipient_encryption_subkey=keys.carrier_subkey_fingerprint)
+    assert list(out.iterdir()) == []
+
+
+def test_pinned_user_id_must_match_exactly(keys: Keys, tmp_path: Path) -> None:
+    src = _plain(tmp_path, 2_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    uid = "Demo Carrier Eligibility <eligibility@carrier.example>"
+    enc = keys.demo.ours.encrypt_file(src, out / "ok.pgp", recipient=keys.demo.carrier_fingerprint,
+                                      signer=keys.demo.signer_fingerprint, now=_now(), recipient_user_id=uid)
+    assert enc.size > 0
+    enc.path.unlink()
+    for wrong in ("eligibility@carrier.example", "Demo Carrier Eligibility", uid.upper(), uid + " "):
+        with pytest.raises(KeyRefused, match="no valid user id") as caught:
+            keys.demo.ours.encrypt_file(src, out / "x.pgp", recipient=keys.demo.carrier_fingerprint,
+                                        signer=keys.demo.signer_fingerprint, now=_now(), recipient_user_id=wrong)
+        assert caught.value.details["pin"] == "user_id"
+    assert list(out.iterdir()) == []
+
+
+def test_a_revoked_user_id_no_longer_matches_its_pin(tmp_path: Path) -> None:
+    home = Keyring.create(tmp_path / "home")
+    try:
+        fpr = home.generate_key("Carrier Old", "old@carrier.example", usage="encrypt,sign")
+        gpg = ["gpg", "--homedir", str(home.home), "--batch", "--passphrase", "", "--pinentry-mode", "loopback"]
+        subprocess.run([*gpg, "--quick-add-uid", fpr, "Carrier New <new@carrier.example>"], capture_output=True,
+                       check=True)
+        subprocess.run([*gpg, "--quick-revoke-uid", fpr, "Carrier Old <old@carrier.example>"],
+                       capture_output=True, check=True)
+        info = home.inspect(fpr, now=_now())
+        assert "Carrier Old <old@carrier.example>" in info.user_ids  # still listed by gpg...
+        assert info.valid_user_ids == ("Carrier New <new@carrier.example>",)  # ...but revoked
+        with pytest.raises(KeyRefused, match="no valid user id"):
+            home.require_recipient(fpr, now=_now(), user_id="Carrier Old <old@carrier.example>")
+        assert home.require_recipient(fpr, now=_now(), user_id="Carrier New <new@carrier.example>").fingerprint == fpr
+    finally:
+        home.stop_agent()
+
+
+def test_encrypt_file_warns_by_the_window_it_is_given(keys: Keys, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # The demo carrier key expires in about a year: inside a 400-day window, outside a 30-day one.
+    src = _plain(tmp_path, 2_000)
+
+    def warnings(window: int, name: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="carrierfeeds.crypto"):
+            keys.demo.ours.encrypt_file(src, tmp_path / name, recipient=keys.demo.carrier_fingerprint,
+                                        signer=keys.demo.signer_fingerprint, now=_now(), warning_days=window)
+        return [r.getMessage() for r in caplog.records if "expires in" in r.getMessage()]
+
+    assert len(warnings(400, "a.pgp")) == 1
+    assert warnings(0, "b.pgp") == []

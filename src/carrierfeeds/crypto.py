@@ -42,6 +42,11 @@ class KeyInfo:
     can_encrypt: bool
     status: KeyStatus
     days_left: int | None = None  # whole days to expiry at inspection time; None: never expires or missing
+    #: The (sub)key gpg will encrypt to at inspection time: the newest usable encryption subkey, else an
+    #: encryption-capable primary key (gpg's own choice); None when there is none.
+    encryption_subkey: str | None = None
+    #: User ids gpg does not consider revoked (``user_ids`` lists them all).
+    valid_user_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,12 @@ class Keyring:
         keys = self._gpg.list_keys(secret=secret, keys=[fpr])
         for key in keys:
             if key.get("fingerprint") == fpr:
-                return dict(key)
+                raw = dict(key)
+                # Per-uid validity ("r": revoked) lives in the listing's uid_map, not on the key.
+                uid_map = getattr(keys, "uid_map", {}) or {}
+                raw["uid_validity"] = {uid: (uid_map.get(uid) or {}).get("trust", "")
+                                       for uid in raw.get("uids") or ()}
+                return raw
         return None
 
     def inspect(self, fingerprint: str, *, now: datetime, warning_days: int = 30) -> KeyInfo:
@@ -147,14 +157,21 @@ class Keyring:
         # gpg judges expiry by the system clock; we judge by ``now`` as well and take the stricter.
         expired = validity == "e" or (expires is not None and expires <= now)
         can_encrypt = False
+        chosen: str | None = None
+        chosen_date = -1
         for sub in (raw.get("subkey_info") or {}).values():
             sub_expires = _ts(sub.get("expires"))
             alive = sub_expires is None or sub_expires > now
             usable = alive and sub.get("trust") not in ("r", "e", "i", "d")
             if usable and "e" in (sub.get("cap") or "").lower():
                 can_encrypt = True
+                # gpg encrypts to the most recently created usable encryption subkey (first on a tie).
+                created_at = int(sub.get("date") or 0)
+                if created_at > chosen_date and sub.get("fingerprint"):
+                    chosen, chosen_date = str(sub["fingerprint"]), created_at
         if not can_encrypt and "e" in (raw.get("cap") or "") and not expired:
             can_encrypt = True  # an encryption-capable primary key (RSA "sce") needs no subkey
+            chosen = fpr
         days_left = None if expires is None else (expires - now).days
         status: KeyStatus
         if revoked:
@@ -165,13 +182,22 @@ class Keyring:
             status = "expiring"
         else:
             status = "ok"
-        return KeyInfo(fpr, tuple(raw.get("uids") or ()), created, expires, revoked, can_encrypt, status,
-                       days_left=days_left)
+        uid_validity: dict[str, str] = raw.get("uid_validity") or {}
+        user_ids = tuple(raw.get("uids") or ())
+        return KeyInfo(fpr, user_ids, created, expires, revoked, can_encrypt, status,
+                       days_left=days_left, encryption_subkey=chosen if can_encrypt else None,
+                       valid_user_ids=tuple(u for u in user_ids if uid_validity.get(u) != "r"))
 
-    def require_recipient(self, fingerprint: str, *, now: datetime, warning_days: int = 30) -> KeyInfo:
-        """The pinned carrier key, fit to encrypt to at ``now``; KeyRefused otherwise (fail closed)."""
+    def require_recipient(self, fingerprint: str, *, now: datetime, warning_days: int = 30,
+                          user_id: str | None = None, encryption_subkey: str | None = None) -> KeyInfo:
+        """The pinned carrier key, fit to encrypt to at ``now``; KeyRefused otherwise (fail closed).
+
+        Optional further pins: ``user_id`` must be one of the key's user ids, exactly (not revoked);
+        ``encryption_subkey`` (full fingerprint) must be the subkey gpg would encrypt to, so a carrier
+        key that gained a new encryption subkey is refused until the pin is updated on purpose.
+        """
         info = self.inspect(fingerprint, now=now, warning_days=warning_days)
-        details = {"fingerprint": info.fingerprint, "status": info.status}
+        details: dict[str, Any] = {"fingerprint": info.fingerprint, "status": info.status}
         if info.status == "missing":
             raise KeyRefused(f"pinned key {info.fingerprint} is not in the keyring", details=details)
         if info.status in ("expired", "revoked"):
@@ -179,6 +205,17 @@ class Keyring:
         if not info.can_encrypt:
             raise KeyRefused(f"pinned key {info.fingerprint} has no usable encryption subkey",
                              details=details)
+        if user_id is not None and user_id not in info.valid_user_ids:
+            # The user id is the carrier's (a mailbox), not PHI; naming the pin helps whoever fixes it.
+            raise KeyRefused(f"pinned key {info.fingerprint} has no valid user id {user_id!r}",
+                             details={**details, "pin": "user_id"})
+        if encryption_subkey is not None:
+            wanted = normalize_fingerprint(encryption_subkey)
+            if info.encryption_subkey != wanted:
+                raise KeyRefused(f"pinned key {info.fingerprint} would be encrypted to subkey "
+                                 f"{info.encryption_subkey}, not the pinned subkey {wanted}",
+                                 details={**details, "pin": "encryption_subkey",
+                                          "pinned_subkey": wanted, "chosen_subkey": info.encryption_subkey})
         if info.status == "expiring":
             log.warning("pinned key %s expires in %s days (%s)", info.fingerprint, info.days_left,
                         info.expires.isoformat() if info.expires else "?")
@@ -206,12 +243,17 @@ class Keyring:
     # ---- encryption ------------------------------------------------------------------------------
 
     def encrypt_file(self, src: Path, dst: Path, *, recipient: str, signer: str, armor: bool = False,
-                     compress_level: int = 1, now: datetime) -> EncryptedFile:
+                     compress_level: int = 1, now: datetime, warning_days: int = 30,
+                     recipient_user_id: str | None = None,
+                     recipient_encryption_subkey: str | None = None) -> EncryptedFile:
         """Encrypt ``src`` to exactly the pinned ``recipient``, signed by ``signer``; all or nothing.
 
+        ``warning_days`` is the feed's expiry warning window; the optional pins are require_recipient's.
         Streams through gpg; the output appears at ``dst`` only complete (temp name + rename).
         """
-        recipient_fpr = self.require_recipient(recipient, now=now).fingerprint
+        info = self.require_recipient(recipient, now=now, warning_days=warning_days, user_id=recipient_user_id,
+                                      encryption_subkey=recipient_encryption_subkey)
+        recipient_fpr = info.fingerprint
         signer_fpr = self._require_signer(signer, now=now)
         if not 0 <= compress_level <= 9:
             raise ConfigError("compress_level must be 0..9", field="encryption.compress_level")
@@ -226,7 +268,10 @@ class Keyring:
         try:
             _reserve(tmp)
             with src.open("rb") as fh:
-                result = self._gpg.encrypt_file(fh, [recipient_fpr], sign=signer_fpr, armor=armor,
+                # With a pinned subkey, "FPR!" makes gpg use exactly that subkey (checked above to be
+                # the one it would pick anyway), so the ciphertext matches the pin by construction.
+                target = f"{info.encryption_subkey}!" if recipient_encryption_subkey else recipient_fpr
+                result = self._gpg.encrypt_file(fh, [target], sign=signer_fpr, armor=armor,
                                                 output=str(tmp), passphrase=self._passphrase(),
                                                 extra_args=extra)
             if not result.ok or result.status != "encryption ok":
