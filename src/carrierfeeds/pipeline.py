@@ -529,7 +529,8 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
             raise ConformanceFailed("the rendered file changed after the conformance gate")
         keyring = Keyring(ctx.settings.resolved_gnupg_home)
         now = ctx.now()
-        keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days)
+        keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days,
+                                  user_id=spec.recipient_user_id, encryption_subkey=spec.recipient_encryption_subkey)
         cipher_name = state["file_name"] + spec.suffix
         earlier = (ctx.fetch(cipher_name) if state.get("cipher_name") == cipher_name and
                    ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, cipher_name) else None)
@@ -540,7 +541,10 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
             return {"run_id": ctx.run_id, "bytes": earlier.stat().st_size, "reused": True}
         encrypted = keyring.encrypt_file(plain, ctx.run_dir / cipher_name,
                                          recipient=spec.recipient_fingerprint, signer=spec.signer_fingerprint,
-                                         armor=spec.armor, compress_level=spec.compress_level, now=now)
+                                         armor=spec.armor, compress_level=spec.compress_level, now=now,
+                                         warning_days=spec.expiry_warning_days,
+                                         recipient_user_id=spec.recipient_user_id,
+                                         recipient_encryption_subkey=spec.recipient_encryption_subkey)
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
         ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
