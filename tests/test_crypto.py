@@ -326,3 +326,78 @@ def test_encrypt_file_warns_by_the_window_it_is_given(keys: Keys, tmp_path: Path
 
     assert len(warnings(400, "a.pgp")) == 1
     assert warnings(0, "b.pgp") == []
+
+
+# ------------------------------------------------- a feed's encryption options through the pipeline
+DAY = datetime(2026, 11, 20, tzinfo=UTC).date()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pipeline_clock() -> datetime:
+    return datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+
+
+def _run_with_encryption(demo_keys: object, base: Path, **encryption: object) -> tuple[object, Path]:
+    """The demo feed, delivering to a local inbox, with ``encryption`` overriding the feed's options."""
+    import yaml
+
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import prepare_workspace
+    from carrierfeeds.pipeline import RunRef, run_feed
+
+    ws = prepare_workspace(base, keys=demo_keys, keys_dir=base / "keys", config_root=ROOT,
+                           ledger_url=f"sqlite:///{base / 'ledger.sqlite'}", delivery=LocalDelivery(path="inbox"))
+    feed = ws.feed.model_copy(update={"encryption": ws.feed.encryption.model_copy(update=encryption)})
+    (ws.settings.feeds_dir / f"{feed.feed_id}.yaml").write_text(yaml.safe_dump(feed.model_dump(mode="json"),
+                                                                               sort_keys=False))
+    write_census_csv(generate_census(60, 31, as_of=DAY), ws.inbound / "census_20261120.csv")
+    summary = run_feed(ws.settings, RunRef.for_day(feed.feed_id, DAY), clock=_pipeline_clock, actor="test")
+    return summary, base / "inbox"
+
+
+def test_feed_armor_suffix_and_compress_level_reach_the_ciphertext(demo_keys: DemoKeys, tmp_path: Path) -> None:
+    armored, inbox_a = _run_with_encryption(demo_keys, tmp_path / "a", armor=True, suffix=".asc",
+                                            compress_level=9)
+    raw, inbox_b = _run_with_encryption(demo_keys, tmp_path / "b", armor=False, suffix=".gpg", compress_level=0)
+    packed, inbox_c = _run_with_encryption(demo_keys, tmp_path / "c", armor=False, suffix=".gpg",
+                                           compress_level=9)
+    for summary in (armored, raw, packed):
+        assert summary.status == "delivered", summary.error  # type: ignore[attr-defined]
+    (a,) = inbox_a.iterdir()
+    (b,) = inbox_b.iterdir()
+    (c,) = inbox_c.iterdir()
+    assert a.name == armored.file_name and a.name.endswith(".834.asc")  # type: ignore[attr-defined]
+    assert b.name.endswith(".834.gpg") and c.name.endswith(".834.gpg")
+    assert a.read_bytes().startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert not b.read_bytes().startswith(b"-----BEGIN") and not c.read_bytes().startswith(b"-----BEGIN")
+    # The same census rendered alike (only control numbers and dates may differ by a few bytes):
+    # zlib level 9 on 834 text must be far smaller than no compression at all.
+    plain = {}
+    for name, path in (("a", a), ("b", b), ("c", c)):
+        out = tmp_path / f"{name}.x12"
+        result = demo_keys.carrier.decrypt_file(path, out, require_signer=demo_keys.signer_fingerprint)
+        assert result.valid_signature
+        plain[name] = out.stat().st_size
+    assert abs(plain["b"] - plain["c"]) < 64
+    assert c.stat().st_size * 3 < b.stat().st_size < plain["b"] + 1024
+    assert b.stat().st_size > plain["b"]  # level 0 stores the text: ciphertext no smaller than plaintext
+    packets = subprocess.run(["gpg", "--homedir", str(demo_keys.carrier.home), "--batch", "--list-packets",
+                              str(c)], capture_output=True, text=True, check=False).stdout
+    assert "compressed packet: algo=" in packets
+
+
+def test_feed_pins_reach_the_encrypt_stage(demo_keys: DemoKeys, tmp_path: Path) -> None:
+    listing = subprocess.run(["gpg", "--homedir", str(demo_keys.ours.home), "--batch", "--with-colons",
+                              "--list-keys", demo_keys.carrier_fingerprint], capture_output=True, text=True,
+                             check=True).stdout
+    subkey = re.findall(r"^fpr:+([0-9A-F]{40}):", listing, re.M)[1]
+    refused, inbox = _run_with_encryption(demo_keys, tmp_path / "uid", recipient_user_id="someone@else.example")
+    assert refused.status == "refused" and refused.error["code"] == "key_refused"  # type: ignore[attr-defined]
+    assert not inbox.exists() or list(inbox.iterdir()) == []
+    wrong_sub, _ = _run_with_encryption(demo_keys, tmp_path / "sub", recipient_encryption_subkey="AB" * 20)
+    assert wrong_sub.status == "refused"  # type: ignore[attr-defined]
+    ok, inbox_ok = _run_with_encryption(demo_keys, tmp_path / "ok", recipient_encryption_subkey=subkey,
+                                        recipient_user_id="Demo Carrier Eligibility <eligibility@carrier.example>")
+    assert ok.status == "delivered", ok.error  # type: ignore[attr-defined]
+    assert len(list(inbox_ok.iterdir())) == 1
