@@ -131,12 +131,15 @@ class BgnAction(StrEnum):
 
 
 class ReferenceQualifier(StrEnum):
-    """REF01 Reference Identification Qualifier (element 128) for the REF segments we write."""
+    """REF01 Reference Identification Qualifier (element 128) for the REF segments we write: REF*38 in the
+    header; REF*0F, REF*1L, REF*17, REF*23 and REF*DX in Loop 2000 (in that order); REF*1L in Loop 2300."""
 
     MASTER_POLICY = "38"
     SUBSCRIBER_NUMBER = "0F"
     GROUP_OR_POLICY = "1L"
+    CLIENT_REPORTING_CATEGORY = "17"
     CLIENT_NUMBER = "23"
+    DEPARTMENT = "DX"
 
 
 class EntityIdentifier(StrEnum):
