@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import x12_helpers as h
 
-from carrierfeeds.x12.check import Problem, check_834, check_sample, validate_with_pyx12
+from carrierfeeds.x12.check import Problem, check_834, validate_with_pyx12
 from carrierfeeds.x12.render import render_834_bytes
 
 #: Values planted in the broken files; none may appear in any problem.
@@ -109,15 +109,6 @@ def test_control_number_mismatches_and_empty_segments() -> None:
     assert ("", "", "empty_segment") in codes
 
 
-def test_sample_gate_checks_every_kth_family() -> None:
-    enrollment = h.enrollment()
-    whole = check_sample(enrollment, h.header(), h.CONTROL, max_members=100)
-    assert whole.ok and not whole.sampled
-    sampled = check_sample(enrollment, h.header(), h.CONTROL, max_members=2)
-    assert sampled.ok and sampled.sampled
-    assert sampled.segments < whole.segments
-
-
 def test_pyx12_unexpected_segment_message_holds_no_data(tmp_path: Path) -> None:
     data = _good().replace(b"N1*IN*", b"N3*" + PLANTED_NAME.encode() + b" STREET~\nN1*IN*", 1)
     data = data.replace(b"SE*60*", b"SE*61*")
@@ -130,3 +121,62 @@ def test_pyx12_unexpected_segment_message_holds_no_data(tmp_path: Path) -> None:
     report = check_834(data)
     assert not report.ok and PLANTED_NAME not in _texts(report.problems)
     assert (7, "N3", "segment_order") in {(p.segment_position, p.segment_id, p.code) for p in report.problems}
+
+
+def _golden(name: str) -> bytes:
+    data = (h.FIXTURES / name).read_bytes()
+    assert check_834(data).ok  # each mutation below breaks a file the gate accepts
+    return data
+
+
+def _problems(data: bytes) -> set[tuple[int, str, str, str]]:
+    return {(p.segment_position, p.segment_id, p.element, p.code) for p in check_834(data).problems}
+
+
+def test_a_repeated_st02_within_the_group_is_refused() -> None:
+    data = _golden("full-file-split-transaction-sets.834")
+    dup = data.replace(b"ST*834*0002*", b"ST*834*0001*").replace(b"SE*28*0002~", b"SE*28*0001~")
+    assert (52, "ST", "ST02", "duplicate_control_number") in _problems(dup)
+
+
+@pytest.mark.parametrize(("old", "new", "position"), [
+    (b"REF*1L*SHP-0042~\nREF*17*EAST~\n", b"REF*17*EAST~\nREF*1L*SHP-0042~\n", 8),  # REF*17 before REF*1L
+    (b"REF*1L*SHP-0042~\nREF*17*EAST~\nREF*DX*PLANT 2~\n", b"REF*DX*PLANT 2~\nREF*1L*SHP-0042~\nREF*17*EAST~\n",
+     8),  # REF*DX before REF*1L
+    (b"REF*17*EAST~\nREF*DX*PLANT 2~\n", b"REF*DX*PLANT 2~\nREF*17*EAST~\n", 8),  # REF*DX before REF*17
+    (b"REF*17*EAST~\n", b"REF*17*EAST~\nREF*17*EAST~\n", 8),  # a situational REF twice
+])
+def test_loop_2000_references_must_follow_the_guide_order(old: bytes, new: bytes, position: int) -> None:
+    data = _golden("full-file-member-references.834")
+    assert old in data
+    broken = data.replace(old, new, 1)
+    if len(new) > len(old):
+        broken = broken.replace(b"SE*75*", b"SE*76*")
+    assert _problems(broken) == {(position, "INS", "", "segment_order")}
+
+
+def test_loop_2000_dates_must_follow_the_guide_order() -> None:
+    data = _golden("full-file-member-dates.834")
+    old = b"DTP*356*D8*20240101~\nDTP*357*D8*20261130~\n"
+    assert old in data
+    broken = data.replace(old, b"DTP*357*D8*20261130~\nDTP*356*D8*20240101~\n")
+    assert {p.code for p in check_834(broken).problems} == {"segment_order"}
+
+
+@pytest.mark.parametrize(("old", "new", "element"), [
+    (b"NM1*IL*1*RIVERA*ANA*", b"NM1*IL*1*RIV:ERA*ANA*", "NM103"),  # component separator (ISA16)
+    (b"N3*12 ELM STREET*APT 3~", b"N3*12 ELM^STREET*APT 3~", "N301"),  # repetition separator (ISA11)
+    (b"N3*12 ELM STREET*APT 3~", b"N3*12 ELM STREET*APT:3~", "N302"),
+])
+def test_a_component_or_repetition_separator_in_data_is_refused(old: bytes, new: bytes, element: str) -> None:
+    data = _golden("full-file-family.834")
+    broken = data.replace(old, new, 1)
+    segment = 10 if element == "NM103" else 11
+    assert _problems(broken) == {(segment, element[:-2], element, "delimiter_in_data")}
+    assert b"RIV" not in " ".join(p.message for p in check_834(broken).problems).encode()
+
+
+def test_broken_group_and_interchange_counts_are_refused() -> None:
+    data = _golden("full-file-split-transaction-sets.834")
+    assert (80, "GE", "GE01", "ge_count") in _problems(data.replace(b"GE*2*42~", b"GE*1*42~"))
+    assert (81, "IEA", "IEA01", "iea_count") in _problems(data.replace(b"IEA*1*", b"IEA*2*"))

@@ -1,13 +1,15 @@
 """The conformance gate for a rendered 834: a fast structural check of every byte, and pyx12.
 
 :func:`check_834` scans the whole file with numpy (no Python object per element): envelope and
-control numbers, segment counts, the order of required segments, and code values. Every problem is
-reported by segment position, segment id, element reference and a rule code, never by value.
+control numbers (ST02 unique within its group), segment counts, loop order (the guide's order of the
+segments we write, each situational one at most once), code values, and no component (ISA16) or
+repetition (ISA11) separator inside data, which X12 cannot escape. Every problem is reported by segment
+position, segment id, element reference and a rule code, never by value.
 
 :func:`validate_with_pyx12` runs pyx12 in-process over the 005010X220A1 map and returns our own
 verdict (errors stripped of data values) plus the 999 pyx12 generates. pyx12 checks about 8,000
-segments a second, so :func:`check_sample` gates a large file by re-rendering a deterministic sample of
-families (every k-th one) with the same envelope and validating that instead.
+segments a second, so :func:`sample_834` cuts a deterministic sample of families (every k-th one) out
+of a large rendered file, with its own envelope, for pyx12 to validate instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import io
 import json
 import logging
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -32,10 +33,11 @@ from carrierfeeds.x12.codes import (
     InsuranceLine,
     MaintenanceReason,
     MaintenanceType,
+    ReferenceQualifier,
     SubscriberIndicator,
     values,
 )
-from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, Delimiters
+from carrierfeeds.x12.envelope import Delimiters
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +74,35 @@ class Pyx12Verdict:
     sampled: bool = False
 
 
+def _ref(qualifier: ReferenceQualifier) -> bytes:
+    return b"REF" + qualifier.value.encode("ascii")
+
+
 # One character per segment kind; the order of required segments is then a regular expression.
 _TOKENS: dict[bytes, str] = {
-    b"ISA": "A", b"GS": "G", b"ST": "S", b"BGN": "B", b"REF38": "o", b"N1P5": "P", b"N1IN": "Y",
-    b"INS": "I", b"REF0F": "F", b"REF23": "f", b"REF17": "f", b"REFDX": "f", b"REF1L": "l", b"DTP336": "m",
-    b"DTP356": "m", b"DTP357": "m", b"DTP303": "m", b"NM1IL": "N", b"N3": "3", b"N4": "4", b"DMG": "D",
-    b"PER": "p", b"HD": "H", b"DTP348": "b", b"DTP349": "e", b"DTP303H": "e", b"SE": "s", b"GE": "g",
+    b"ISA": "A", b"GS": "G", b"ST": "S", b"BGN": "B", _ref(ReferenceQualifier.MASTER_POLICY): "o",
+    b"N1P5": "P", b"N1IN": "Y", b"INS": "I", _ref(ReferenceQualifier.SUBSCRIBER_NUMBER): "F",
+    _ref(ReferenceQualifier.GROUP_OR_POLICY): "l", _ref(ReferenceQualifier.CLIENT_REPORTING_CATEGORY): "c",
+    _ref(ReferenceQualifier.CLIENT_NUMBER): "f", _ref(ReferenceQualifier.DEPARTMENT): "x",
+    b"DTP303": "m", b"DTP336": "h", b"DTP356": "j", b"DTP357": "k", b"NM1IL": "N", b"N3": "3", b"N4": "4",
+    b"DMG": "D", b"PER": "p", b"HD": "H", b"DTP348": "b", b"DTP349": "e", b"SE": "s", b"GE": "g",
     b"IEA": "z",
 }
 _QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
-          "F": "REF", "f": "REF", "l": "REF", "m": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG",
-          "p": "PER", "H": "HD", "b": "DTP", "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "",
-          "?": "?"}
+          "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
+          "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
+          "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
+
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The header and the member (Loop 2000 + 2100A + 2300s) as regular expressions over tokens."""
-    # Loop 2300 is situational: a change file may carry a member without coverage (a demographic
-    # change); _check_maintenance demands coverage where the maintenance type needs it.
-    member = r"IF[fl]*m*Np?(?:34)?" + ("D" if require_dmg else "D?") + r"(?:Hbe?l?)*"  # l: 2300 REF*1L
+    # Loop 2000 in the guide's order, each situational segment at most once: INS, REF*0F, REF*1L,
+    # REF*17, REF*23, REF*DX, DTP*303/336/356/357. Loop 2300 is situational: a change file may carry a
+    # member without coverage (a demographic change); _check_maintenance demands coverage where the
+    # maintenance type needs it.
+    member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
+              + r"(?:Hbe?l?)*")  # the l after HD: the 2300 REF*1L
     return re.compile(r"SBo?PY"), re.compile(member)
 
 
@@ -256,6 +268,7 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
     _check_codes(data, seq, mat, starts, ends, d, problems, max_problems)
 
     _check_maintenance(data, seq, starts, ends, d, problems, max_problems)
+    _check_separators_in_data(arr, starts, ends, d, seg_name, problems, max_problems)
 
     # Order of required segments.
     header_re, member_re = _grammar(require_dmg)
@@ -264,7 +277,7 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
         if pos is not None:
             at = seq[pos] if pos < len(seq) else ""
             message = ("the member loop starting here lacks a required segment (INS, REF*0F, NM1*IL, "
-                       "DMG, HD, DTP*348) or has one out of order" if at == "I" else
+                       "DMG, HD, DTP*348), repeats one, or has one out of order" if at == "I" else
                        "segment out of order, or a required segment missing before it")
             problems.append(_problem(pos + 1, seg_name(min(pos, len(seq) - 1)), "", "segment_order",
                                      message))
@@ -291,6 +304,14 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
     for gs, ge in zip(gs_at, ge_at, strict=False):
         gs_el, ge_el = segment(gs), segment(ge)
         sets = sum(1 for s in st_at if gs < s < ge)
+        seen: set[str] = set()
+        for st in (s for s in st_at if gs < s < ge):
+            st_el = segment(st)
+            number = st_el[2] if len(st_el) > 2 else ""
+            if number in seen:
+                problems.append(_problem(st + 1, "ST", "ST02", "duplicate_control_number",
+                                         "ST02 repeats an earlier transaction set's in this group"))
+            seen.add(number)
         if len(ge_el) < 3 or ge_el[1] != str(sets):
             problems.append(_problem(ge + 1, "GE", "GE01", "ge_count",
                                      f"GE01 does not equal the {sets} transaction set(s) in the group"))
@@ -386,6 +407,28 @@ def _check_codes(data: bytes, seq: str, mat: np.ndarray, starts: np.ndarray, end
                                                  f"{ref} is missing or not in its code list"))
                     if len(problems) >= max_problems:
                         return
+
+
+def _check_separators_in_data(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, d: Delimiters,
+                              seg_name: Any, problems: list[Problem], max_problems: int) -> None:
+    """No component (ISA16) or repetition (ISA11) separator after the ISA: the 834 segments we write
+    have no composite or repeating element, and X12 has no escape, so either one in a name or an
+    address would be read as structure. Reported by segment position and element, never by value."""
+    hits = np.flatnonzero((arr == ord(d.component)) | (arr == ord(d.repetition)))
+    hits = hits[hits >= 106]  # the ISA declares both separators itself
+    if not len(hits):
+        return
+    seps = np.flatnonzero(arr == ord(d.element))
+    for hit in hits[: max(0, max_problems - len(problems))].tolist():
+        pos0 = int(np.searchsorted(ends, hit))
+        if pos0 >= len(starts):
+            break
+        start = int(starts[pos0])
+        element = int(np.searchsorted(seps, hit) - np.searchsorted(seps, start))
+        seg = seg_name(pos0)
+        which = "component (ISA16)" if arr[hit] == ord(d.component) else "repetition (ISA11)"
+        problems.append(_problem(pos0 + 1, seg, f"{seg}{element:02d}", "delimiter_in_data",
+                                 f"a {which} separator inside a data element"))
 
 
 _ADD, _CHANGE, _TERM, _REINSTATE, _AUDIT = (m.value for m in (
@@ -565,37 +608,6 @@ def validate_with_pyx12(path: Path) -> Pyx12Verdict:
 def sample_families(every: int, count: int) -> Iterable[int]:
     """Family indexes of a deterministic sample: every ``every``-th family, starting with the first."""
     return range(0, count, max(1, every))
-
-
-def check_sample(enrollment: Any, header: Any, control: Any, delimiters: Delimiters = DEFAULT_DELIMITERS, *,
-                 max_members: int = 5_000) -> Pyx12Verdict:
-    """pyx12 over the whole enrollment when it has at most ``max_members`` members, else over a sub-file
-    of every k-th family (same envelope and control numbers) holding about ``max_members`` members.
-
-    The sample is deterministic (no randomness): a rerun of the gate checks the same families.
-    """
-    from carrierfeeds.enrollment import Enrollment
-    from carrierfeeds.x12.render import render_834_bytes
-
-    table = enrollment.table
-    sampled = enrollment.member_count > max_members
-    if sampled:
-        family_codes = table["subscriber_id"].ne(table["subscriber_id"].shift()).cumsum() - 1
-        families = int(family_codes.iloc[-1]) + 1 if len(table) else 0
-        every = max(1, -(-enrollment.member_count // max_members))
-        keep = family_codes.isin(set(sample_families(every, families)))
-        sub = table.loc[keep].reset_index(drop=True)
-        enrollment = Enrollment(table=sub, member_count=0, subscriber_count=0, coverage_count=len(sub),
-                                allowlist=enrollment.allowlist)
-    data = render_834_bytes(enrollment, header, control, delimiters)
-    with tempfile.TemporaryDirectory(prefix="cf-pyx12-") as tmp:
-        path = Path(tmp) / "sample.834"
-        path.write_bytes(data)
-        verdict = validate_with_pyx12(path)
-    if sampled:
-        verdict = Pyx12Verdict(ok=verdict.ok, errors=verdict.errors, segments=verdict.segments,
-                               ack_999=verdict.ack_999, sampled=True)
-    return verdict
 
 
 def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
