@@ -214,7 +214,7 @@ class Feed(_Model):
         # feed's DAG, so one typo would hide all of them, and the CLI would never notice.
         if v is None or v in SCHEDULE_PRESETS:
             return v
-        from croniter import croniter  # Airflow's own cron parser, so what passes here Airflow accepts
+        from croniter import croniter  # type: ignore[import-untyped]  # Airflow's own cron parser
 
         if v.startswith("@"):
             raise ValueError(f"unknown schedule preset {v!r}; expected one of {', '.join(SCHEDULE_PRESETS)}")
@@ -529,6 +529,9 @@ class CensusSchema(_Model):
         default_factory=lambda: dict[str, Relationship]({"EE": "EE", "SP": "SP", "CH": "CH"}))
     gender_codes: dict[str, Gender] = Field(
         default_factory=lambda: dict[str, Gender]({"M": "M", "F": "F", "U": "U"}))
+    plan_codes: dict[str, str] = Field(
+        default_factory=dict, description="the employer's plan name -> canonical plan code (the code the "
+                                          "feed's mapping names); a name not listed is kept as it is")
     date_format: str = "%Y-%m-%d"
     suite: str = Field(description="Great Expectations suite file in schemas/")
     dependent_age_limit: int = Field(26, ge=18, le=30)
@@ -539,6 +542,15 @@ class CensusSchema(_Model):
         unknown = [k for k in v if k not in CANONICAL_COLUMNS]
         if unknown:
             raise ValueError(f"unknown canonical column(s) {unknown}")
+        return v
+
+    @field_validator("plan_codes")
+    @classmethod
+    def _plan_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        # entries are stripped like the cells they match; a blank one is a typo (a blank cell is missing)
+        bad = [k for k, code in v.items() if not k or not code]
+        if bad:
+            raise ValueError(f"plan names and codes must not be blank: {bad}")
         return v
 
     @model_validator(mode="after")

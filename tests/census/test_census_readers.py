@@ -179,3 +179,31 @@ def test_a_file_without_its_header_row_never_echoes_row_1(tmp_path: Path, sample
         1, "duplicate_columns", [1, 2], [])
     text = str(err) + repr(err.as_dict())
     assert not [c for c in cells if len(c) > 2 and c.strip('"') in text]
+
+
+def test_plan_names_become_plan_codes_by_the_schema_table(tmp_path: Path, sample: pd.DataFrame) -> None:
+    codes = sorted(sample["plan_code"].unique())
+    names = {code: f"{code.title()} Plan {i}" for i, code in enumerate(codes)}  # the employer's names
+    schema = SCHEMA.model_copy(update={"plan_codes": {n: c for c, n in names.items() if c != codes[-1]}})
+    frame = sample.copy()
+    frame["plan_code"] = frame["plan_code"].map(names)
+    path = tmp_path / "plans.csv"
+    write_census_csv(frame, path)
+    got = read_census(path, schema)
+    mapped = sample["plan_code"] != codes[-1]
+    assert got.loc[mapped, "plan_code"].tolist() == sample.loc[mapped, "plan_code"].tolist()
+    # a name the table does not list is kept as it is, for validation or the mapping to report
+    assert (got.loc[~mapped, "plan_code"] == names[codes[-1]]).all() and (~mapped).any()
+    # the default (no table) keeps names as they are
+    assert read_census(path, SCHEMA)["plan_code"].tolist() == frame["plan_code"].tolist()
+
+
+@pytest.mark.parametrize("table", [{"": "MED-PPO"}, {"  ": "MED-PPO"}, {"Gold": " "}])
+def test_a_plan_code_table_with_a_blank_entry_is_refused(table: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="plan names and codes must not be blank"):
+        CensusSchema(schema_id="acme-hr", suite="census-v1.suite.json", plan_codes=table)
+
+
+def test_plan_code_table_entries_are_stripped_like_the_cells() -> None:
+    schema = CensusSchema(schema_id="acme-hr", suite="census-v1.suite.json", plan_codes={" Gold ": " MED-PPO"})
+    assert schema.plan_codes == {"Gold": "MED-PPO"}

@@ -28,7 +28,8 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "hire_date",          # YYYY-MM-DD (subscriber rows)
     "employment_status",  # FT, PT, TE (terminated), RT (retired)
     "department",
-    "plan_code",          # employer's plan code, mapped to the carrier's HD03/HD04 by the mapping
+    "plan_code",          # canonical plan code (the schema's plan_codes map employer names onto it);
+                          # mapped to the carrier's HD03/HD04 by the mapping
     "coverage_level",     # EMP, ESP, ECH, FAM (HD05)
     "coverage_start",     # YYYY-MM-DD
     "coverage_end",       # YYYY-MM-DD or empty

@@ -171,6 +171,7 @@ def _normalise(header: list[str], frame: pd.DataFrame, rows: np.ndarray, schema:
 
     out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes)
     out["gender"] = _apply_codes(out["gender"], schema.gender_codes)
+    out["plan_code"] = _apply_codes(out["plan_code"], schema.plan_codes)
     if schema.date_format != _ISO:
         for column in DATE_COLUMNS:
             out[column] = _to_iso(out[column], schema.date_format)
