@@ -1,4 +1,4 @@
-"""validate_census + apply_policy with real Great Expectations: every rule, no PHI anywhere, policies."""
+"""validate_census + apply_policy on the shipped suite (evaluated as masks, not by GX): rules, no PHI, policies."""
 
 from __future__ import annotations
 
@@ -240,3 +240,46 @@ def test_non_ascii_digits_are_not_digits(column: str, value: str, rule: str) -> 
     frame.loc[i, column] = value
     report = _validate(frame)
     assert (i + 2, column, rule) in {(f.row, f.column, f.rule) for f in report.findings}
+
+
+def _family_with_dependents(frame: pd.DataFrame, at_least: int = 2) -> tuple[str, str, list[int]]:
+    """(subscriber id, a plan, the dependents' row indexes in that plan) of a family with enough dependents."""
+    deps = frame[frame["relationship"] != "EE"]
+    for (sid, plan), rows in deps.groupby(["subscriber_id", "plan_code"]).groups.items():
+        sub = frame[(frame["member_id"] == sid) & (frame["plan_code"] == plan)]
+        if len(rows) >= at_least and len(sub) == 1:
+            return str(sid), str(plan), [int(i) for i in rows]
+    raise AssertionError("the generated census has no such family")
+
+
+def _rule(report: ValidationReport, rule: str) -> set[tuple[int, str]]:
+    return {(f.row, f.column) for f in report.findings if f.rule == rule}
+
+
+@pytest.mark.parametrize("how", ["another_employee_filed_under_the_family", "a_dependent_marked_employee"])
+def test_one_subscriber_per_family_names_each_employee_row_of_the_family(how: str) -> None:
+    frame = _base(60)
+    sid, _, dep_rows = _family_with_dependents(frame, at_least=1)
+    if how == "another_employee_filed_under_the_family":
+        other = frame.loc[(frame["relationship"] == "EE") & (frame["member_id"] != sid), "member_id"].iloc[-1]
+        frame.loc[frame["member_id"] == other, "subscriber_id"] = sid
+    else:
+        moved = frame.loc[dep_rows[0], "member_id"]
+        frame.loc[frame["member_id"] == moved, "relationship"] = "EE"
+    employees = frame.index[(frame["subscriber_id"] == sid) & (frame["relationship"] == "EE")]
+    assert frame.loc[employees, "member_id"].nunique() == 2
+    report = _validate(frame)
+    assert _rule(report, "one_subscriber_per_family") == {(int(i) + 2, "relationship") for i in employees}
+
+
+def test_dependent_ends_after_subscriber_names_the_dependent_row_and_coverage_end() -> None:
+    frame = _base(60)
+    sid, plan, deps = _family_with_dependents(frame, at_least=2)
+    sub = frame.index[(frame["member_id"] == sid) & (frame["plan_code"] == plan)][0]
+    frame.loc[sub, "coverage_end"] = "2030-06-30"
+    frame.loc[deps, "coverage_end"] = "2030-06-30"   # ending with the subscriber: fine
+    frame.loc[deps[0], "coverage_end"] = "2030-07-01"  # a day after
+    frame.loc[deps[1], "coverage_end"] = ""            # open while the subscriber's ends
+    report = _validate(frame)
+    assert _rule(report, "dependent_ends_after_subscriber") == {(deps[0] + 2, "coverage_end"),
+                                                                 (deps[1] + 2, "coverage_end")}
