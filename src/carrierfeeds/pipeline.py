@@ -583,6 +583,10 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                 f"a different file (interchange {other.isa13}) was already delivered for "
                 f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
                 details={"delivery_id": other.delivery_id, "isa13": other.isa13})
+        if existing is not None and existing.status == "forced_resend" and feed.delivery.kind == "manual":
+            # A manual resend always ends pending a person; this one was cut off between its two rows.
+            _record_pending_handoff(ctx, existing.delivery_id, existing.size, existing.remote_path,
+                                    "forced resend placed in the outbox; the hand-off row was interrupted")
         if existing is not None and existing.status in ON_RECIPIENTS_SIDE \
                 and not force_reason:
             # A retry, a rerun or an Airflow clear of a delivered interval: nothing is sent twice.
@@ -658,6 +662,9 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
                 intent.delivery_id, status="forced_resend", now=ctx.now(), size=found.size,
                 remote_path=found.name, actor=ctx.actor, reason=reason,
                 message="found on the carrier's side after an interrupted forced resend")
+            if ctx.bundle.feed.delivery.kind == "manual":
+                _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
+                                        "forced resend found in the outbox; waiting for a person")
             detail.update(reconciled=True, forced=True, bytes=found.size)
             ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
             return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
@@ -673,6 +680,10 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
         intent.delivery_id, status="forced_resend", now=ctx.now(), ciphertext_sha256=state["ciphertext_sha256"],
         size=receipt.size, remote_path=receipt.remote_path, host_key_fingerprint=receipt.host_key_fingerprint,
         actor=ctx.actor, reason=reason)
+    if ctx.bundle.feed.delivery.kind == "manual":
+        # In the outbox is not with the recipient: the resend waits for a person, like the first copy.
+        _record_pending_handoff(ctx, intent.delivery_id, receipt.size, receipt.remote_path,
+                                "forced resend placed in the outbox; waiting for a person")
     detail.update(forced=True, bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
                   host_key_fingerprint=receipt.host_key_fingerprint)
     ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
@@ -688,12 +699,24 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     if expected is not None and found.size != expected:
         raise PermanentError(f"{intent.file_name} exists on the carrier's side with a different size",
                              details={"delivery_id": intent.delivery_id, "bytes": found.size})
-    ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(), size=found.size,
-                                       remote_path=found.name,
-                                       message="found on the carrier's side after an interrupted run")
+    if ctx.bundle.feed.delivery.kind == "manual":
+        # Found in our own outbox means placed, not handed over: it stays on the hand-off list.
+        _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
+                                "found in the outbox after an interrupted run; waiting for a person")
+    else:
+        ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(),
+                                           size=found.size, remote_path=found.name,
+                                           message="found on the carrier's side after an interrupted run")
     detail.update(reconciled=True, bytes=found.size)
     ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
+
+
+def _record_pending_handoff(ctx: RunContext, delivery_id: str, size: int | None, remote_path: str | None,
+                            message: str) -> None:
+    """A manual delivery's file is in the outbox: outcome ``pending_handoff`` puts it on the hand-off list."""
+    ctx.ledger.record_delivery_outcome(delivery_id, status="pending_handoff", now=ctx.now(), size=size,
+                                       remote_path=remote_path, actor=ctx.actor, message=message)
 
 
 def confirm(ctx: RunContext) -> RunSummary:
