@@ -181,3 +181,136 @@ def test_cli_lists_and_confirms_a_handoff(ledger: Ledger, ledger_url: str, tmp_p
     assert unknown.exit_code == 2 and "no delivery 'nope'" in unknown.output
     empty = runner.invoke(app, ["handoff", "list"], env=env)
     assert empty.exit_code == 0 and "no hand-offs pending" in empty.output
+
+
+# ------------------------------------------------- the pipeline keeps manual deliveries on the list
+class _ProcessKilled(BaseException):
+    """The worker dies after the file is in the outbox and before the ledger's outcome row."""
+
+
+class _KilledAfterPlacing:
+    name = "manual"
+
+    def __init__(self, inner: ManualTransport) -> None:
+        self.inner = inner
+
+    def stat(self, remote_name: str) -> object:
+        return self.inner.stat(remote_name)
+
+    def deliver(self, local: Path, remote_name: str) -> object:
+        self.inner.deliver(local, remote_name)
+        raise _ProcessKilled
+
+
+class _Counting:
+    name = "manual"
+
+    def __init__(self, inner: ManualTransport) -> None:
+        self.inner = inner
+        self.placed = 0
+
+    def stat(self, remote_name: str) -> object:
+        return self.inner.stat(remote_name)
+
+    def deliver(self, local: Path, remote_name: str) -> object:
+        self.placed += 1
+        return self.inner.deliver(local, remote_name)
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def manual_ws(tmp_path: Path, demo_keys: object, ledger_url: str) -> object:
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import ManualDelivery
+    from carrierfeeds.demo import prepare_workspace
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", ledger_url=ledger_url,
+                           config_root=Path(__file__).resolve().parents[1], feed_id="acme-northwind-dental",
+                           delivery=ManualDelivery(outbox="outbox/northwind"))
+    write_census_csv(generate_census(20, 9, as_of=DAY), ws.inbound / "census_20261120.csv")
+    return ws
+
+
+def _outbox(ws: object) -> Path:
+    return ws.settings.data_dir / "outbox" / "northwind"  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_crash_after_placing_the_file_still_leaves_a_pending_handoff(manual_ws: object) -> None:
+    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+
+    ws = manual_ws
+    ref = RunRef.for_day("acme-northwind-dental", DAY)
+    with pytest.raises(_ProcessKilled):
+        run_feed(ws.settings, ref, clock=_clock, actor="test",  # type: ignore[attr-defined]
+                 transport=_KilledAfterPlacing(ManualTransport(_outbox(ws))))
+    (placed,) = _outbox(ws).iterdir()
+    counting = _Counting(ManualTransport(_outbox(ws)))
+    rerun = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting)  # type: ignore[attr-defined]
+    assert rerun.status == "pending_handoff", rerun.error
+    assert counting.placed == 0 and [p.name for p in _outbox(ws).iterdir()] == [placed.name]
+
+    ledger = open_ledger(ws.settings)  # type: ignore[attr-defined]
+    try:
+        (pending,) = ledger.pending_handoffs(feed_id=ref.feed_id)
+        assert pending.size == placed.stat().st_size
+        outcomes = ledger.delivery_outcomes(delivery_ids=[pending.delivery_id])
+        assert [o.status for o in outcomes] == [PENDING_HANDOFF]
+        env = {"CARRIERFEEDS_LEDGER_URL": ws.settings.ledger_url,  # type: ignore[attr-defined]
+               "CARRIERFEEDS_DATA_DIR": str(ws.settings.data_dir)}  # type: ignore[attr-defined]
+        listed = runner.invoke(app, ["handoff", "list", "--json"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert [r["delivery_id"] for r in json.loads(listed.output)["pending"]] == [pending.delivery_id]
+        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", now=_clock())
+        assert run_feed(ws.settings, ref, clock=_clock, actor="test",  # type: ignore[attr-defined]
+                        transport=counting).status == "already_delivered"
+        assert counting.placed == 0
+        assert ledger.verify_chain().ok
+    finally:
+        ledger.close()
+
+
+@pytest.mark.slow
+def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: object) -> None:
+    from carrierfeeds.pipeline import RunRef, open_ledger, resend_name, run_feed
+
+    ws = manual_ws
+    ref = RunRef.for_day("acme-northwind-dental", DAY)
+    first = run_feed(ws.settings, ref, clock=_clock, actor="test")  # type: ignore[attr-defined]
+    assert first.status == "pending_handoff", first.error
+    ledger = open_ledger(ws.settings)  # type: ignore[attr-defined]
+    try:
+        (pending,) = ledger.pending_handoffs(feed_id=ref.feed_id)
+        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", now=_clock())
+        assert ledger.pending_handoffs(feed_id=ref.feed_id) == []
+
+        resent = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane",  # type: ignore[attr-defined]
+                          force_reason="the courier lost the envelope")
+        assert resent.status == "pending_handoff", resent.error
+        name1 = resend_name(str(first.file_name), 1)
+        assert sorted(p.name for p in _outbox(ws).iterdir()) == sorted([str(first.file_name), name1])
+        (again,) = ledger.pending_handoffs(feed_id=ref.feed_id)
+        assert again.delivery_id == pending.delivery_id and str(again.remote_path).endswith(name1)
+        ledger.confirm_handoff(again.delivery_id, by="ops.jane", method="registered mail", now=_clock())
+
+        # A resend cut off after placing its file: the rerun finds it and it is pending again, not lost.
+        with pytest.raises(_ProcessKilled):
+            run_feed(ws.settings, ref, clock=_clock, actor="ops.jane",  # type: ignore[attr-defined]
+                     force_reason="second envelope", transport=_KilledAfterPlacing(ManualTransport(_outbox(ws))))
+        counting = _Counting(ManualTransport(_outbox(ws)))
+        found = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane",  # type: ignore[attr-defined]
+                         force_reason="second envelope", transport=counting)
+        assert found.status == "pending_handoff", found.error
+        assert counting.placed == 0 and len(list(_outbox(ws).iterdir())) == 3
+        (third,) = ledger.pending_handoffs(feed_id=ref.feed_id)
+        assert str(third.remote_path).endswith(resend_name(str(first.file_name), 2))
+        statuses = [o.status for o in ledger.delivery_outcomes(delivery_ids=[pending.delivery_id])]
+        assert statuses == [PENDING_HANDOFF, HANDED_OFF, "forced_resend", PENDING_HANDOFF, HANDED_OFF,
+                            "forced_resend", PENDING_HANDOFF]
+        assert len(ledger.audit_events(action="forced_resend")) == 2
+        assert ledger.verify_chain().ok
+    finally:
+        ledger.close()
