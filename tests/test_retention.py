@@ -3,6 +3,7 @@ with the chain still verifiable; authorisations recorded once; every purge audit
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -323,3 +324,160 @@ def test_acknowledgments_go_with_their_run_and_unmatched_ones_by_age(ledger: Led
     assert report.ledger.counts["acknowledgments"] == 2 and report.ledger.counts["runs"] == 1
     assert [a.file_name for a in ledger.acknowledgments()] == ["a3.999"]
     assert ledger.verify_chain().ok
+
+
+# ------------------------------------------------- outboxes, scratch, the staging store (auditor's findings)
+MANUAL = FeedParty("acme-northwind", "acme", "northwind", contract_end=date(2026, 1, 31),
+                   outbox="outbox/shared")  # due 2026-05-01
+MANUAL_OPEN = FeedParty("initech-northwind", "initech", "northwind", contract_end=None, outbox="outbox/shared")
+
+
+def _manual_delivery(ledger: Ledger, party: FeedParty, day: date, outbox: Path, *, confirm: bool) -> str:
+    """A manual run whose (synthetic, encrypted-stand-in) file was placed in ``outbox``; its name."""
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=6)
+    run = ledger.start_run(feed_id=party.feed_id, interval_start=day, interval_end=day + timedelta(days=7),
+                           actor="airflow", now=at)
+    ic = ledger.allocate_control_numbers(run_id=run.run_id, sender_id="S", receiver_id="NORTHWIND", now=at)
+    name = f"{party.feed_id}_{ic.isa13:09d}_{day:%Y%m%d}.pdf.gpg"
+    d = ledger.record_delivery_intent(
+        run_id=run.run_id, feed_id=party.feed_id, interval_start=day, payload_sha256=sha256_hex(name),
+        file_name=name, isa13=ic.isa13, gs06=ic.gs06, st02=ic.st02, recipient_fingerprint="B" * 40,
+        member_counts={"members": 3}, transport="manual", now=at)
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / name).write_bytes(b"-----BEGIN PGP MESSAGE----- synthetic")
+    ledger.record_delivery_outcome(d.delivery_id, status="pending_handoff", now=at, size=37,
+                                   remote_path=str(outbox / name))
+    if confirm:
+        ledger.confirm_handoff(d.delivery_id, by="ops-bob", method="courier", now=at + timedelta(hours=2))
+    return name
+
+
+def test_purge_takes_outbox_files_scratch_and_the_remote_staging_store(ledger: Ledger, tmp_path: Path) -> None:
+    import fsspec
+
+    outbox = tmp_path / "outbox" / "shared"
+    pending = _manual_delivery(ledger, MANUAL, date(2026, 1, 5), outbox, confirm=False)
+    handed = _manual_delivery(ledger, MANUAL, date(2026, 1, 12), outbox, confirm=True)
+    resend = handed.replace(".pdf.gpg", "_resend1.pdf.gpg")
+    (outbox / resend).write_bytes(b"synthetic resend")
+    theirs = _manual_delivery(ledger, MANUAL_OPEN, date(2026, 1, 12), outbox, confirm=False)
+    (outbox / "README.txt").write_bytes(b"not a feed's file")
+    scratch = tmp_path / "scratch" / MANUAL.feed_id / "2026-01-12"
+    scratch.mkdir(parents=True)
+    (scratch / "accepted.parquet").write_bytes(b"plaintext stand-in")
+    url = f"memory://cf-staging-{uuid.uuid4().hex[:8]}"
+    fs, root = fsspec.core.url_to_fs(url)
+    for feed_id in (MANUAL.feed_id, MANUAL_OPEN.feed_id):
+        fs.pipe(f"{root}/{feed_id}/2026-01-12/census.csv.enc", b"0123456789")
+    parties = [MANUAL, MANUAL_OPEN]
+
+    dry = run_purge(ledger, tmp_path, parties, as_of=AS_OF, now=NOW, actor="ops", staging_url=url, dry_run=True)
+    planned = {(i.kind, i.feed_id): (i.files, i.bytes, i.action, i.pending_handoffs) for i in dry.employee_data.items}
+    assert planned == {("scratch", MANUAL.feed_id): (1, 18, "purge", 0),
+                       ("staging_store", MANUAL.feed_id): (1, 10, "purge", 0),
+                       ("outbox", MANUAL.feed_id): (3, 37 + 37 + 16, "purge", 1)}
+    assert (outbox / pending).is_file() and fs.exists(f"{root}/{MANUAL.feed_id}")
+
+    run_purge(ledger, tmp_path, parties, as_of=AS_OF, now=NOW, actor="housekeeping", staging_url=url)
+    assert sorted(p.name for p in outbox.iterdir()) == ["README.txt", theirs]
+    assert not (tmp_path / "scratch" / MANUAL.feed_id).exists()
+    assert not fs.exists(f"{root}/{MANUAL.feed_id}") and fs.exists(f"{root}/{MANUAL_OPEN.feed_id}")
+    events = {e.detail["kind"]: e.detail for e in ledger.audit_events(action="purge_employee_data")}
+    assert set(events) == {"scratch", "staging_store", "outbox"}
+    assert (events["outbox"]["files"], events["outbox"]["pending_handoffs"]) == (3, 1)
+    # The purge's own records count; they never name a file.
+    assert not any(n in str(e.detail) for e in ledger.audit_events(action="purge_employee_data")
+                   for n in (pending, handed, resend, "census", "accepted"))
+    assert ledger.verify_chain().ok
+    again = run_purge(ledger, tmp_path, parties, as_of=AS_OF, now=NOW, actor="housekeeping", staging_url=url)
+    assert again.employee_data.purged == ()
+
+
+def test_a_hold_keeps_the_outbox_and_the_staging_store(ledger: Ledger, tmp_path: Path) -> None:
+    import fsspec
+
+    outbox = tmp_path / "outbox" / "shared"
+    name = _manual_delivery(ledger, MANUAL, date(2026, 1, 5), outbox, confirm=False)
+    url = f"memory://cf-staging-{uuid.uuid4().hex[:8]}"
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.pipe(f"{root}/{MANUAL.feed_id}/2026-01-05/state.json", b"{}")
+    set_hold(ledger, employer_id="acme", held=True, reason="matter 2026-40", actor="counsel", now=NOW)
+    report = run_purge(ledger, tmp_path, [MANUAL], as_of=AS_OF, now=NOW, actor="ops", staging_url=url)
+    assert {(i.kind, i.action) for i in report.employee_data.items} == {("outbox", "held"),
+                                                                         ("staging_store", "held")}
+    assert (outbox / name).is_file() and fs.exists(f"{root}/{MANUAL.feed_id}")
+
+
+def test_a_staging_url_naming_the_local_staging_folder_is_counted_once(ledger: Ledger, tmp_path: Path) -> None:
+    _employee_files(tmp_path, [ENDED.feed_id])
+    url = (tmp_path / "staging").as_uri()
+    report = run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="ops", staging_url=url, dry_run=True)
+    assert sorted(i.kind for i in report.employee_data.items) == sorted(EMPLOYEE_DATA_KINDS)
+
+
+def test_a_symlinked_outbox_is_refused(ledger: Ledger, tmp_path: Path) -> None:
+    from carrierfeeds.retention import PurgeRefused
+
+    real = tmp_path / "elsewhere"
+    _manual_delivery(ledger, MANUAL, date(2026, 1, 5), real, confirm=False)
+    (tmp_path / "outbox").mkdir()
+    (tmp_path / "outbox" / "shared").symlink_to(real)
+    with pytest.raises(PurgeRefused):
+        run_purge(ledger, tmp_path, [MANUAL], as_of=AS_OF, now=NOW, actor="ops")
+    assert len(list(real.iterdir())) == 1
+
+
+# ------------------------------------------------------------- retention periods from the settings
+def _feed_file(feeds_dir: Path, *, feed_id: str, employer: str, contract_end: date | None,
+               legal_hold: bool = False) -> None:
+    """A copy of the demo feed with another id, employer, contract end and hold."""
+    text = (Path(__file__).parents[1] / "feeds" / "acme-sunrise-medical.yaml").read_text()
+    text = text.replace("feed_id: acme-sunrise-medical", f"feed_id: {feed_id}")
+    text = text.replace("  id: acme\n", f"  id: {employer}\n", 1)
+    end = contract_end.isoformat() if contract_end else "null"
+    text = text.replace("contract_end: null", f"contract_end: {end}\n  legal_hold: {str(legal_hold).lower()}")
+    feeds_dir.mkdir(parents=True, exist_ok=True)
+    (feeds_dir / f"{feed_id}.yaml").write_text(text)
+
+
+def test_purge_reads_its_retention_periods_from_the_settings(ledger: Ledger, ledger_url: str,
+                                                             tmp_path: Path) -> None:
+    from carrierfeeds.retention import parties_from_feeds_dir, purge_with_settings
+    from carrierfeeds.settings import Settings
+
+    feeds = tmp_path / "feeds"
+    _feed_file(feeds, feed_id="acme-forty", employer="acme", contract_end=AS_OF - timedelta(days=40))
+    assert [(p.feed_id, p.contract_end) for p in parties_from_feeds_dir(feeds)] == [
+        ("acme-forty", date(2026, 4, 22))]
+    _employee_files(tmp_path, ["acme-forty"])
+    old = _run(ledger, "acme-forty", date(2024, 2, 28), datetime(2024, 3, 1, tzinfo=UTC))
+
+    default = Settings(data_dir=tmp_path, feeds_dir=feeds, ledger_url=ledger_url)
+    report = purge_with_settings(default, ledger, as_of=AS_OF, now=NOW, actor="ops", dry_run=True)
+    assert report.employee_data.items == () and report.ledger.rows == 0  # 90 days and 7 years
+
+    short = Settings(data_dir=tmp_path, feeds_dir=feeds, ledger_url=ledger_url, employee_data_retention_days=30,
+                     ledger_retention_years=2)
+    report = purge_with_settings(short, ledger, as_of=AS_OF, now=NOW, actor="ops", dry_run=True)
+    assert {i.kind for i in report.employee_data.purged} == set(EMPLOYEE_DATA_KINDS)
+    assert report.ledger_cutoff == datetime(2024, 6, 1, tzinfo=UTC) and report.ledger.counts["runs"] == 1
+    # A value passed in (the CLI's --retention-days / --retention-years) overrides the setting.
+    report = purge_with_settings(short, ledger, as_of=AS_OF, now=NOW, actor="ops", dry_run=True,
+                                 retention_days=60, retention_years=3)
+    assert report.employee_data.items == () and report.ledger.rows == 0
+    purge_with_settings(short, ledger, as_of=AS_OF, now=NOW, actor="ops")
+    assert ledger.get_run(old) is None
+    assert {e.detail["retention_days"] for e in ledger.audit_events(action="purge_employee_data")} == {30}
+
+
+def test_retention_settings_are_checked_when_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydantic
+
+    from carrierfeeds.settings import Settings
+
+    monkeypatch.setenv("CARRIERFEEDS_EMPLOYEE_DATA_RETENTION_DAYS", "120")
+    monkeypatch.setenv("CARRIERFEEDS_LEDGER_RETENTION_YEARS", "10")
+    assert (Settings().employee_data_retention_days, Settings().ledger_retention_years) == (120, 10)
+    monkeypatch.setenv("CARRIERFEEDS_LEDGER_RETENTION_YEARS", "0")
+    with pytest.raises(pydantic.ValidationError):
+        Settings()

@@ -324,14 +324,15 @@ def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
 
 
 def _retention_purge(**context: Any) -> dict[str, Any]:
-    from carrierfeeds.retention import parties_from_feeds_dir, run_purge
+    from carrierfeeds.retention import purge_with_settings
 
     settings = Settings()
     as_of = context["dag_run"].run_after.astimezone(UTC).date()
     ledger = pipeline.open_ledger(settings)
     try:
-        report = run_purge(ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of,
-                           now=_utcnow(), actor=f"airflow:{context['run_id']}")
+        # Retention periods and the staging store come from the settings, as for `carrierfeeds purge`.
+        report = purge_with_settings(settings, ledger, as_of=as_of, now=_utcnow(),
+                                     actor=f"airflow:{context['run_id']}")
     except CarrierFeedsError as exc:
         if exc.retriable:
             raise

@@ -684,9 +684,10 @@ def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go; change nothing")] = False,
     as_of: Annotated[str | None, typer.Option(help="purge as of this day YYYY-MM-DD; default today (UTC)")] = None,
     retention_days: Annotated[int | None, typer.Option(
-        min=0, help="days employee-level data is kept after a contract ends (default 90)")] = None,
+        min=0, help="days employee-level data is kept after a contract ends "
+                    "(default: setting employee_data_retention_days, 90)")] = None,
     retention_years: Annotated[int | None, typer.Option(
-        min=1, help="years ledger metadata is kept (default 7)")] = None,
+        min=1, help="years ledger metadata is kept (default: setting ledger_retention_years, 7)")] = None,
     actor: Annotated[str, typer.Option(help="who runs the purge, for the ledger")] = "cli",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -696,21 +697,15 @@ def purge(
     employer; never the data). Run it with the ledger owner's database credentials.
     """
     from carrierfeeds.pipeline import open_ledger
-    from carrierfeeds.retention import (
-        EMPLOYEE_DATA_RETENTION_DAYS,
-        LEDGER_RETENTION_YEARS,
-        parties_from_feeds_dir,
-        run_purge,
-    )
+    from carrierfeeds.retention import purge_with_settings
 
     settings = Settings()
     now = _utcnow()
     try:
-        report = run_purge(open_ledger(settings), settings.data_dir, parties_from_feeds_dir(settings.feeds_dir),
-                           as_of=_parse_day(as_of) if as_of else now.date(), now=now, actor=actor,
-                           dry_run=dry_run,
-                           retention_days=EMPLOYEE_DATA_RETENTION_DAYS if retention_days is None else retention_days,
-                           retention_years=LEDGER_RETENTION_YEARS if retention_years is None else retention_years)
+        report = purge_with_settings(settings, open_ledger(settings),
+                                     as_of=_parse_day(as_of) if as_of else now.date(), now=now, actor=actor,
+                                     dry_run=dry_run, retention_days=retention_days,
+                                     retention_years=retention_years)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return

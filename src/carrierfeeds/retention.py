@@ -1,11 +1,25 @@
 """Retention: employee-level files go N days after an employer's contract ends, ledger metadata after
 N years; a legal hold on the employer or the feed blocks both; every purge is itself audited, by count.
 
-Employee-level data is whatever a run leaves under the data directory for one feed:
-``staging/<feed_id>/``, ``reports/<feed_id>/``, ``snapshots/<feed_id>/`` and ``fallback/<feed_id>/``.
-A feed's folders go once its employer's ``contract_end`` plus ``retention_days`` (default 90) is before
-``as_of``. Folders of a feed no feed file describes are kept and reported: nobody can say whose they
-are or whether a hold applies. Before any folder is removed an audit event records its kind, feed,
+Employee-level data is whatever a run leaves behind for one feed:
+
+- under the data directory, one folder per feed: ``staging/<feed_id>/`` (the local staging store),
+  ``reports/<feed_id>/`` (validation reports), ``snapshots/<feed_id>/`` (change-mode snapshots) and
+  ``scratch/<feed_id>/`` (plaintext a crashed process did not get to wipe);
+- ``staging_store``: the feed's folder in a staging store at ``Settings.staging_url`` (an fsspec URL:
+  ``s3://...``, ``file:///mnt/shared/...``) when that is not the local ``staging/`` folder;
+- ``outbox``: the files a manual feed placed in its hand-off outbox (``delivery.outbox``, relative to
+  the data directory): encrypted 834s, flat files or fallback PDFs. An outbox may be shared, so only the
+  names the ledger recorded for the feed's manual deliveries go (and their ``_resend<n>`` copies), never
+  the folder or anyone else's file. A hand-off still pending (never confirmed) is purged too: after the
+  contract ended plus the retention period nobody may hand it over any more; the audit event counts
+  those files as ``pending_handoffs`` so the auditor sees the hand-off never happened.
+
+Fallback PDFs are written in the run's scratch folder, kept (gpg-encrypted) in the staging store and
+placed in the outbox; there is no separate fallback folder. A feed's data goes once its employer's
+``contract_end`` plus ``retention_days`` (``Settings.employee_data_retention_days``, default 90) is
+before ``as_of``. Folders of a feed no feed file describes are kept and reported: nobody can say whose
+they are or whether a hold applies. Before anything is removed an audit event records its kind, feed,
 employer and how many files and bytes it held (never a name or a byte of its content).
 
 Ledger metadata, and how the hash chain survives its purge
@@ -24,7 +38,8 @@ prefix cut is blocked by the oldest row anyone must keep. A legal hold on one em
 acknowledgment came late, would then keep every other employer's rows forever. Gaps let the purge take
 exactly the rows that are due. Checkpoints are never purged: they hold seqs, hashes and counts only.
 
-What a ledger purge removes (older than the cut-off, ``as_of`` minus ``retention_years``, default 7):
+What a ledger purge removes (older than the cut-off, ``as_of`` minus ``retention_years``,
+``Settings.ledger_retention_years``, default 7):
 whole runs (the run, its events, control numbers, deliveries, outcomes, and any later table keyed by
 run or delivery) once the newest of their rows is older than the cut-off; audit events by their own
 time, except those about a held employer or feed or about a run or delivery still kept; an employer's
@@ -40,8 +55,10 @@ housekeeping DAG) with the ledger owner's credentials.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -51,15 +68,16 @@ from carrierfeeds.config import Feed
 from carrierfeeds.errors import ConfigError, Refused
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.store import LedgerPurge
+from carrierfeeds.settings import DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, DEFAULT_LEDGER_RETENTION_YEARS, Settings
 
 log = logging.getLogger(__name__)
 
-#: Days employee-level files are kept after an employer's contract ends (lead: a Settings field).
-EMPLOYEE_DATA_RETENTION_DAYS = 90
-#: Years ledger metadata is kept (lead: a Settings field).
-LEDGER_RETENTION_YEARS = 7
 #: Folders under the data directory that hold employee-level data, one sub-folder per feed.
-EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "fallback")
+EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "scratch")
+#: A feed's files in its manual hand-off outbox.
+OUTBOX = "outbox"
+#: A feed's folder in a staging store at ``staging_url`` (not the local ``staging/`` folder).
+STAGING_STORE = "staging_store"
 
 
 class PurgeRefused(Refused):
@@ -77,11 +95,14 @@ class FeedParty:
     carrier_id: str
     contract_end: date | None = None
     legal_hold: bool = False
+    #: A manual feed's hand-off outbox, relative to the data directory.
+    outbox: str | None = None
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedParty:
+        outbox = feed.delivery.outbox if feed.delivery.kind == "manual" else None
         return cls(feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
-                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold)
+                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,7 @@ class PurgeItem:
     bytes: int
     action: str  # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file)
     due: date | None = None
+    pending_handoffs: int = 0  # outbox files of hand-offs nobody confirmed
 
 
 @dataclass(frozen=True)
@@ -180,60 +202,161 @@ def _folder_size(path: Path) -> tuple[int, int]:
     return files, size
 
 
+def _due(party: FeedParty, as_of: date, retention_days: int) -> date | None:
+    """The day the party's data fell due, or None while it may still be kept."""
+    if party.contract_end is None:
+        return None
+    due = party.contract_end + timedelta(days=retention_days)
+    return due if due < as_of else None
+
+
+def _resend_of(name: str, original: str) -> bool:
+    """``name`` is a ``_resend<n>`` copy of ``original`` (see ``pipeline.resend_name``)."""
+    stem, dot, extensions = original.partition(".")
+    head, sep, tail = name.partition("_resend")
+    number, _, rest = tail.partition(".") if dot else (tail, "", "")
+    return head == stem and bool(sep) and number.isdigit() and rest == extensions
+
+
+def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty) -> tuple[list[Path], int]:
+    """The feed's files in its hand-off outbox, by the names the ledger recorded for its manual
+    deliveries, and how many of those deliveries are still pending a person's hand-off."""
+    if party.outbox is None:
+        return [], 0
+    outbox = data_dir / party.outbox
+    try:
+        st = os.lstat(outbox)
+    except FileNotFoundError:
+        return [], 0
+    if not stat.S_ISDIR(st.st_mode):
+        raise PurgeRefused(f"the hand-off outbox of feed {party.feed_id} is not a plain directory",
+                           details={"kind": OUTBOX, "feed_id": party.feed_id})
+    names: dict[str, str] = {}  # file name -> delivery status
+    for d in ledger.deliveries(feed_id=party.feed_id):
+        if d.transport != "manual":
+            continue
+        names[d.file_name] = d.status
+        if d.remote_path:
+            names[Path(d.remote_path).name] = d.status
+    found, pending = [], 0
+    for entry in sorted(outbox.iterdir()):
+        owner = next((n for n in names if entry.name == n or _resend_of(entry.name, n)), None)
+        if owner is None:
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            raise PurgeRefused(f"an outbox entry of feed {party.feed_id} is not a regular file",
+                               details={"kind": OUTBOX, "feed_id": party.feed_id})
+        found.append(entry)
+        pending += names[owner] == "pending_handoff"
+    return found, pending
+
+
+def _store_location(staging_url: str | None, data_dir: Path) -> tuple[Any, str] | None:
+    """(fsspec filesystem, root) of a staging store other than the local ``staging/`` folder."""
+    if not staging_url:
+        return None
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(staging_url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if ("file" in protocols or "local" in protocols) and \
+            Path(root).resolve() == (data_dir / "staging").resolve():
+        return None  # the same folder the "staging" kind covers
+    return fs, str(root).rstrip("/")
+
+
+def _store_size(fs: Any, where: str) -> tuple[int, int]:
+    sizes = [int(info.get("size") or 0) for info in fs.find(where, detail=True).values()
+             if info.get("type") != "directory"]
+    return len(sizes), sum(sizes)
+
+
 def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds: Holds, *, as_of: date,
-                             retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS) -> EmployeeDataPurge:
-    """Every feed folder under the employee-data kinds, with what a purge on ``as_of`` does to it."""
+                             retention_days: int = DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS,
+                             ledger: Ledger | None = None,
+                             staging_url: str | None = None) -> EmployeeDataPurge:
+    """Everything of the employee-data kinds, with what a purge on ``as_of`` does to it. Outbox files
+    are known from the ledger's deliveries, so without ``ledger`` no outbox is looked at."""
     if retention_days < 0:
         raise ConfigError("retention days must not be negative", field="employee_data_retention_days")
     by_feed = {p.feed_id: p for p in parties}
     items: list[PurgeItem] = []
+
+    def decide(kind: str, feed_id: str, files: int, size: int, pending: int = 0) -> None:
+        party = by_feed.get(feed_id)
+        if party is None:
+            items.append(PurgeItem(kind, feed_id, None, files, size, "unknown_feed"))
+            return
+        due = _due(party, as_of, retention_days)
+        if due is None:
+            return
+        action = "held" if holds.blocks(party.feed_id, party.employer_id) else "purge"
+        items.append(PurgeItem(kind, party.feed_id, party.employer_id, files, size, action, due, pending))
+
     for kind in EMPLOYEE_DATA_KINDS:
         root = data_dir / kind
         if not root.is_dir():
             continue
         for folder in sorted(root.iterdir()):
-            if not folder.is_dir() or folder.name.startswith("."):
-                continue
             if folder.is_symlink():
                 raise PurgeRefused(f"{kind}/{folder.name} is a symbolic link; refusing to purge through it",
                                    details={"kind": kind, "feed_id": folder.name})
-            files, size = _folder_size(folder)
-            party = by_feed.get(folder.name)
-            if party is None:
-                items.append(PurgeItem(kind, folder.name, None, files, size, "unknown_feed"))
+            if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            if party.contract_end is None:
+            decide(kind, folder.name, *_folder_size(folder))
+    store = _store_location(staging_url, data_dir)
+    if store is not None:
+        fs, store_root = store
+        # Only feeds a feed file describes: an object store has no symlinks, but may hold other things.
+        for party in parties:
+            where = f"{store_root}/{party.feed_id}"
+            if _due(party, as_of, retention_days) is not None and fs.exists(where):
+                decide(STAGING_STORE, party.feed_id, *_store_size(fs, where))
+    if ledger is not None:
+        for party in parties:
+            if _due(party, as_of, retention_days) is None:
                 continue
-            due = party.contract_end + timedelta(days=retention_days)
-            if due >= as_of:
-                continue
-            action = "held" if holds.blocks(party.feed_id, party.employer_id) else "purge"
-            items.append(PurgeItem(kind, party.feed_id, party.employer_id, files, size, action, due))
+            found, pending = outbox_files(ledger, data_dir, party)
+            if found:
+                decide(OUTBOX, party.feed_id, len(found), sum(f.stat().st_size for f in found), pending)
     return EmployeeDataPurge(items=tuple(items), dry_run=True)
 
 
 def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], holds: Holds, *,
                         as_of: date, now: datetime, actor: str,
-                        retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS,
-                        dry_run: bool = False) -> EmployeeDataPurge:
-    """Remove the folders that are due; each is audited (kind, feed, employer, counts) before it goes."""
-    plan = plan_employee_data_purge(data_dir, parties, holds, as_of=as_of, retention_days=retention_days)
+                        retention_days: int = DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS,
+                        staging_url: str | None = None, dry_run: bool = False) -> EmployeeDataPurge:
+    """Remove what is due; each item is audited (kind, feed, employer, counts) before it goes."""
+    plan = plan_employee_data_purge(data_dir, parties, holds, as_of=as_of, retention_days=retention_days,
+                                    ledger=ledger, staging_url=staging_url)
     if dry_run:
         return plan
+    by_feed: Mapping[str, FeedParty] = {p.feed_id: p for p in parties}
     for item in plan.purged:
-        # Audit first: a crash after it leaves a record and a folder the next purge finishes.
+        # Audit first: a crash after it leaves a record and data the next purge finishes.
+        detail: dict[str, Any] = {"kind": item.kind, "employer_id": item.employer_id, "files": item.files,
+                                  "bytes": item.bytes, "due": item.due.isoformat() if item.due else None,
+                                  "retention_days": retention_days}
+        if item.kind == OUTBOX:
+            detail["pending_handoffs"] = item.pending_handoffs
         ledger.audit(actor=actor, action="purge_employee_data", object_type="feed", object_id=item.feed_id,
-                     now=now, detail={"kind": item.kind, "employer_id": item.employer_id, "files": item.files,
-                                      "bytes": item.bytes, "due": item.due.isoformat() if item.due else None,
-                                      "retention_days": retention_days})
-        shutil.rmtree(data_dir / item.kind / item.feed_id)
+                     now=now, detail=detail)
+        if item.kind == OUTBOX:
+            for path in outbox_files(ledger, data_dir, by_feed[item.feed_id])[0]:
+                path.unlink(missing_ok=True)
+        elif item.kind == STAGING_STORE:
+            store = _store_location(staging_url, data_dir)
+            if store is not None:  # always: planned from the same URL
+                store[0].rm(f"{store[1]}/{item.feed_id}", recursive=True)
+        else:
+            shutil.rmtree(data_dir / item.kind / item.feed_id)
         log.info("purged %s of feed %s (employer %s): %d files", item.kind, item.feed_id, item.employer_id,
                  item.files)
     return EmployeeDataPurge(items=plan.items, dry_run=False)
 
 
 # ------------------------------------------------------------------------------------------ ledger
-def ledger_cutoff(as_of: date, years: int = LEDGER_RETENTION_YEARS) -> datetime:
+def ledger_cutoff(as_of: date, years: int = DEFAULT_LEDGER_RETENTION_YEARS) -> datetime:
     """Midnight UTC ``years`` before ``as_of`` (29 February falls back to the 28th)."""
     if years < 1:
         raise ConfigError("ledger retention must be at least one year", field="ledger_retention_years")
@@ -245,18 +368,30 @@ def ledger_cutoff(as_of: date, years: int = LEDGER_RETENTION_YEARS) -> datetime:
 
 
 def run_purge(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], *, as_of: date, now: datetime,
-              actor: str, dry_run: bool = False, retention_days: int = EMPLOYEE_DATA_RETENTION_DAYS,
-              retention_years: int = LEDGER_RETENTION_YEARS) -> PurgeReport:
-    """The whole purge (employee data, then ledger metadata), as ``carrierfeeds purge`` and the
-    housekeeping DAG run it."""
+              actor: str, dry_run: bool = False, retention_days: int = DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS,
+              retention_years: int = DEFAULT_LEDGER_RETENTION_YEARS,
+              staging_url: str | None = None) -> PurgeReport:
+    """The whole purge (employee data, then ledger metadata)."""
     holds = resolve_holds(ledger, parties)
     cutoff = ledger_cutoff(as_of, retention_years)
     employee = purge_employee_data(ledger, data_dir, parties, holds, as_of=as_of, now=now, actor=actor,
-                                   retention_days=retention_days, dry_run=dry_run)
+                                   retention_days=retention_days, staging_url=staging_url, dry_run=dry_run)
     meta = ledger.purge_metadata(cutoff=cutoff, held_feeds=holds.feeds, held_employers=holds.employers,
                                  actor=actor, now=now, dry_run=dry_run)
     return PurgeReport(as_of=as_of, dry_run=dry_run, employee_data=employee, ledger=meta,
                        ledger_cutoff=cutoff, holds=holds)
+
+
+def purge_with_settings(settings: Settings, ledger: Ledger, *, as_of: date, now: datetime, actor: str,
+                        dry_run: bool = False, retention_days: int | None = None,
+                        retention_years: int | None = None) -> PurgeReport:
+    """The purge ``carrierfeeds purge`` and the housekeeping DAG run: the settings' data directory,
+    feeds, staging store and retention periods; a period passed here (a CLI flag) overrides its setting."""
+    return run_purge(
+        ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of, now=now,
+        actor=actor, dry_run=dry_run, staging_url=settings.staging_url,
+        retention_days=settings.employee_data_retention_days if retention_days is None else retention_days,
+        retention_years=settings.ledger_retention_years if retention_years is None else retention_years)
 
 
 def parties_from_feeds_dir(feeds_dir: Path) -> list[FeedParty]:

@@ -9,10 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carrierfeeds.config import CarrierMapping, CensusSchema, Feed, load_feed, load_mapping, load_schema
 from carrierfeeds.errors import ConfigError
+
+#: Days employee-level data is kept after an employer's contract ends, unless set otherwise.
+DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
+#: Years ledger metadata is kept, unless set otherwise.
+DEFAULT_LEDGER_RETENTION_YEARS = 7
 
 
 class Settings(BaseSettings):
@@ -29,8 +35,10 @@ class Settings(BaseSettings):
     ledger_url: str | None = None
     token_key_file: Path | None = None
     staging_url: str | None = None
-    employee_data_retention_days: int = 90
-    ledger_retention_years: int = 7
+    #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-days`` overrides it.
+    employee_data_retention_days: int = Field(DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, ge=0)
+    #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-years`` overrides it.
+    ledger_retention_years: int = Field(DEFAULT_LEDGER_RETENTION_YEARS, ge=1)
 
     @property
     def resolved_keys_dir(self) -> Path:
