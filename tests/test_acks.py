@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from carrierfeeds.cli import app
 from carrierfeeds.crypto import Keyring
 from carrierfeeds.errors import HostKeyRefused
 from carrierfeeds.ledger import DeliveryRecord, Ledger
-from carrierfeeds.x12.check import validate_with_pyx12
+from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.envelope import ControlNumbers
 from carrierfeeds.x12.render import render_834_bytes
 
@@ -49,22 +50,34 @@ class Sent:
     x12: bytes
 
 
-def deliver(ledger: Ledger, day: int, *, broken: bool = False, at: datetime = T0) -> Sent:
-    """A delivered 834 recorded the way the pipeline records it (intent, then outcome)."""
+def deliver(ledger: Ledger, day: int, *, broken: bool = False, at: datetime = T0, cap: int | None = None,
+            transport: str = "local", feed_id: str = FEED) -> Sent:
+    """A delivered 834 recorded the way the pipeline records it (intent, then outcome).
+
+    ``cap``: the mapping's max_members_per_transaction (the family of four and the single split into
+    two sets); ``broken`` then breaks the second set (the single's INS03), else the first dependent's.
+    ``transport`` manual: placed for a hand-off (pending_handoff), not delivered.
+    """
     start = date(2026, 11, day)
-    run = ledger.start_run(feed_id=FEED, interval_start=start, interval_end=start + timedelta(days=1),
+    run = ledger.start_run(feed_id=feed_id, interval_start=start, interval_end=start + timedelta(days=1),
                            actor="test", now=at)
     ic = ledger.allocate_control_numbers(run_id=run.run_id, sender_id=SENDER, receiver_id=RECEIVER, now=at)
-    data = render_834_bytes(h.enrollment(), h.header(), ControlNumbers(ic.isa13, ic.gs06, ic.st02))
-    if broken:
+    m = h.validated(max_members_per_transaction=cap) if cap is not None else h.mapping()
+    data = render_834_bytes(h.enrollment(m=m), h.header(m), ControlNumbers(ic.isa13, ic.gs06, ic.st02))
+    if broken and cap is not None:
+        i = data.rindex(b"INS*Y*18*030")
+        data = data[:i] + data[i:].replace(b"INS*Y*18*030", b"INS*Y*18*" + PLANTED.encode(), 1)
+    elif broken:
         data = data.replace(b"INS*N*01*030", b"INS*N*01*" + PLANTED.encode(), 1)
+    # As the deliver stage records it: the ST count the conformance gate read from the file.
+    counts = {"members": 5, "transaction_sets": check_834(data).transaction_sets}
     intent = ledger.record_delivery_intent(
-        run_id=run.run_id, feed_id=FEED, interval_start=start, payload_sha256=hashlib.sha256(data).hexdigest(),
+        run_id=run.run_id, feed_id=feed_id, interval_start=start, payload_sha256=hashlib.sha256(data).hexdigest(),
         file_name=f"CF_{ic.isa13:09d}.834.pgp", isa13=ic.isa13, gs06=ic.gs06, st02=ic.st02,
-        recipient_fingerprint="A" * 40, member_counts={"members": 5}, transport="local", now=at)
-    ledger.record_delivery_outcome(intent.delivery_id, status="delivered", now=at + timedelta(minutes=1),
-                                   size=len(data))
-    found = ledger.find_delivery(feed_id=FEED, interval_start=start)
+        recipient_fingerprint="A" * 40, member_counts=counts, transport=transport, now=at)
+    ledger.record_delivery_outcome(intent.delivery_id, status="pending_handoff" if transport == "manual"
+                                   else "delivered", now=at + timedelta(minutes=1), size=len(data))
+    found = ledger.find_delivery(feed_id=feed_id, interval_start=start)
     assert found is not None
     return Sent(found, data)
 
@@ -87,8 +100,9 @@ def ta1(control: int, code: str, note: str, *, sender: str = RECEIVER, receiver:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    """The ledger on SQLite and on PostgreSQL (conftest's ``ledger_url``): matching and status are SQL."""
+    opened = Ledger.open(ledger_url)
     opened.upgrade()
     yield opened
     opened.close()
@@ -99,6 +113,20 @@ def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "carrier-outbox"
     folder.mkdir()
     return folder
+
+
+def config_root(tmp_path: Path, sunrise_extra: str) -> Path:
+    """The shipped feeds, mappings and schemas, with ``sunrise_extra`` (YAML) added to sunrise-health."""
+    root = tmp_path / "config"
+    for part in ("feeds", "mappings", "schemas"):
+        shutil.copytree(ROOT / part, root / part)
+    mapping = root / "mappings" / "sunrise-health.yaml"
+    mapping.write_text(mapping.read_text() + sunrise_extra)
+    return root
+
+
+#: The sunrise-health carrier with a local acknowledgment folder (under the data directory).
+WITH_ACK_SOURCE = "acks:\n  source:\n    kind: local\n    path: carrier-outbox\nack_window_hours: 6\n"
 
 
 def collect(ledger: Ledger, inbox: Path, archive: Path, **kwargs: Any) -> Any:
@@ -307,8 +335,9 @@ def test_cli_collect_from_a_folder_and_status(tmp_path: Path, inbox: Path) -> No
     accepted, late = deliver(led, 1, at=past), deliver(led, 2, at=past)
     (inbox / "999.x12").write_bytes(pyx12_999(tmp_path, accepted.x12))
     led.close()
-    env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
-           "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas"), "CARRIERFEEDS_DATA_DIR": str(tmp_path / "var"),
+    root = config_root(tmp_path, WITH_ACK_SOURCE)
+    env = {"CARRIERFEEDS_FEEDS_DIR": str(root / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(root / "mappings"),
+           "CARRIERFEEDS_SCHEMAS_DIR": str(root / "schemas"), "CARRIERFEEDS_DATA_DIR": str(tmp_path / "var"),
            "CARRIERFEEDS_LEDGER_URL": ledger_url}
     runner = CliRunner()
     result = runner.invoke(app, ["acks", "collect", "--from-dir", str(inbox), "--source-id", "sunrise-health",
@@ -321,6 +350,12 @@ def test_cli_collect_from_a_folder_and_status(tmp_path: Path, inbox: Path) -> No
     assert [r["delivery_id"] for r in json.loads(result.output)] == [late.delivery.delivery_id]
     result = runner.invoke(app, ["acks", "status", "--window-hours", "1"], env=env)
     assert "accepted" in result.output and "overdue" in result.output
+    # The shipped mapping names no acknowledgment source: nothing is awaited, so nothing is overdue.
+    shipped = {**env, "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings")}
+    result = runner.invoke(app, ["acks", "status", "--window-hours", "1", "--format", "json"], env=shipped)
+    assert result.exit_code == 0, result.output
+    assert {(r["delivery_id"], r["status"]) for r in json.loads(result.output)} == {
+        (accepted.delivery.delivery_id, "accepted"), (late.delivery.delivery_id, "not_expected")}
 
 
 def test_housekeeping_poll_collects_configured_sources_and_fails_on_overdue(ledger: Ledger, tmp_path: Path,
@@ -340,16 +375,25 @@ def test_housekeeping_poll_collects_configured_sources_and_fails_on_overdue(ledg
     assert [s.delivery_id for s in result.overdue] == [silent.delivery.delivery_id]
     assert [a.kind for a in result.alerts] == ["overdue"]
     assert (tmp_path / "acks" / "sunrise-health").is_dir()
-    # The DAG's entry point: the shipped mapping names no source yet (skipped), the overdue check still runs.
+    # The DAG's entry point. The shipped mappings name no source (all skipped): nothing can be
+    # collected for them, so no delivery of theirs is ever overdue, however late.
     from carrierfeeds.config import load_feed
 
     mappings = len({load_feed(p).mapping_id for p in (ROOT / "feeds").glob("*.yaml")})
+    for now in (T0 + timedelta(hours=1), T0 + timedelta(days=3)):
+        assert poll_all(settings, ledger, now=now) == {
+            "sources": 0, "skipped": mappings, "files_recorded": 0, "files_duplicate": 0, "files_failed": 0,
+            "overdue": 0}
+    # The same carrier with a source configured: its silent delivery is overdue and fails the task.
+    root = config_root(tmp_path, WITH_ACK_SOURCE)
+    configured = Settings(feeds_dir=root / "feeds", mappings_dir=root / "mappings", schemas_dir=root / "schemas",
+                          data_dir=tmp_path)
     with pytest.raises(AcksNeedAttention) as err:
-        poll_all(settings, ledger, now=T0 + timedelta(days=3))
-    assert err.value.details["alerts_overdue"] == 1 and err.value.details["skipped"] == mappings
-    assert poll_all(settings, ledger, now=T0 + timedelta(hours=1)) == {
-        "sources": 0, "skipped": mappings, "files_recorded": 0, "files_duplicate": 0, "files_failed": 0,
-        "overdue": 0}
+        poll_all(configured, ledger, now=T0 + timedelta(days=3))
+    assert err.value.details["alerts_overdue"] == 1 and err.value.details["overdue"] == 1
+    assert (err.value.details["sources"], err.value.details["skipped"]) == (1, mappings - 1)
+    assert err.value.details["files_duplicate"] == 1  # the 999 the first poll recorded
+    assert poll_all(configured, ledger, now=T0 + timedelta(hours=5))["overdue"] == 0  # 6 h window
 
 
 def test_ledger_guards_acknowledgment_rows(ledger: Ledger) -> None:
@@ -377,3 +421,103 @@ def test_ledger_guards_acknowledgment_rows(ledger: Ledger) -> None:
     assert not ledger.record_acknowledgments(file_sha256=sha, source_id="s", file_name="g", rows=[ok], now=T0)
     assert ledger.ack_file_seen(sha) and len(ledger.acknowledgments()) == 1
     assert ledger.verify_chain().ok
+
+
+# ------------------------------------------------------------------ split files, partial, with errors
+def test_999_for_an_834_split_into_several_sets_matches_its_delivery(ledger: Ledger, tmp_path: Path,
+                                                                      inbox: Path) -> None:
+    earlier = [deliver(ledger, day) for day in (1, 2)]  # so the split file's own ST02 is neither 1 nor 2
+    sent = deliver(ledger, 3, cap=4)
+    assert sent.delivery.member_counts["transaction_sets"] == 2
+    assert [e.delivery.member_counts["transaction_sets"] for e in earlier] == [1, 1]
+    raw = pyx12_999(tmp_path, sent.x12)
+    # pyx12 acknowledges each set by its own ST02, 0001 and 0002, none of them the ledger's ST02.
+    assert b"AK2*834*0001*" in raw and b"AK2*834*0002*" in raw and sent.delivery.st02 not in (1, 2)
+    (inbox / "999_split.x12").write_bytes(raw)
+    report = collect(ledger, inbox, tmp_path / "archive")
+    assert report.alerts == ()
+    (row,) = ledger.acknowledgments()
+    assert (row.kind, row.status, row.delivery_id, row.sets_accepted) == ("999", "accepted",
+                                                                        sent.delivery.delivery_id, 2)
+    statuses = {s.delivery_id: s.status for s in ack_status(ledger, now=T0 + timedelta(days=5))}
+    assert statuses == {sent.delivery.delivery_id: "accepted", **{e.delivery.delivery_id: "overdue" for e in earlier}}
+    # A set number the file never held is not this delivery's acknowledgment.
+    (inbox / "999_three.x12").write_bytes(raw.replace(b"AK2*834*0002*", b"AK2*834*0003*"))
+    assert [a.kind for a in collect(ledger, inbox, tmp_path / "archive").alerts] == ["unmatched"]
+
+
+def test_partially_accepted_999_for_a_split_834_marks_alerts_and_blocks_the_snapshot(
+        ledger: Ledger, tmp_path: Path, inbox: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sent = deliver(ledger, 1, cap=4, broken=True)
+    raw = pyx12_999(tmp_path, sent.x12)
+    # pyx12 reports one of two sets rejected as AK901 R; carriers following X231A1 send P for that.
+    assert b"AK9*R*2*2*1~" in raw and PLANTED.encode() in raw
+    (inbox / "999_partial.x12").write_bytes(raw.replace(b"AK9*R*2*2*1~", b"AK9*P*2*2*1~"))
+    with caplog.at_level(logging.DEBUG):
+        report = collect(ledger, inbox, tmp_path / "archive")
+    (row,) = ledger.acknowledgments()
+    assert (row.status, row.delivery_id) == ("partial", sent.delivery.delivery_id)
+    assert (row.sets_accepted, row.sets_rejected, row.segment_errors, row.element_errors) == (1, 1, 1, 1)
+    assert {(c["st02"], c["ik501"]) for c in row.codes if "ik501" in c} == {(1, "A"), (2, "R")}
+    (alert,) = report.alerts
+    assert (alert.kind, alert.severity, alert.delivery_id) == ("partial", "error", sent.delivery.delivery_id)
+    assert "1 set(s) rejected (ST02 0002)" in alert.message
+    group = next(e for e in alert.errors if "ak901" in e)
+    assert (group["ak901"], group["ak901_meaning"]) == ("P", "partially accepted")
+    element = next(e for e in alert.errors if "ik403" in e)
+    assert (element["st02"], element["segment"], element["element"], element["ik403"]) == (2, "INS", 3, "7")
+    (status,) = ack_status(ledger, now=T0 + timedelta(days=5))
+    assert (status.status, status.sets_rejected) == ("partial", 1)
+    assert snapshot_blocked(ledger, sent.delivery.delivery_id)
+    assert PLANTED not in caplog.text and PLANTED not in json.dumps(alert.as_dict(), default=str)
+    assert PLANTED not in repr(ledger.acknowledgments())
+
+
+def test_accepted_with_errors_999_is_recorded_and_warned_not_blocking(ledger: Ledger, tmp_path: Path,
+                                                                      inbox: Path) -> None:
+    sent = deliver(ledger, 1)
+    raw = pyx12_999(tmp_path, sent.x12)
+    assert raw.count(b"IK5*A~") == 1 and b"AK9*A*1*1*1~" in raw
+    # A carrier's own implementation note on the subscriber's DMG (position 12, loop 2100A).
+    (inbox / "999_e.x12").write_bytes(raw.replace(b"IK5*A~", b"IK3*DMG*12*2100*I9~IK4*3*1068*I6~IK5*E*I5~")
+                                      .replace(b"AK9*A*1*1*1~", b"AK9*E*1*1*1~"))
+    report = collect(ledger, inbox, tmp_path / "archive")
+    (row,) = ledger.acknowledgments()
+    assert (row.status, row.delivery_id, row.sets_rejected, row.segment_errors) == (
+        "accepted_with_errors", sent.delivery.delivery_id, 0, 1)
+    (alert,) = report.alerts
+    assert (alert.kind, alert.severity, alert.delivery_id) == ("accepted_with_errors", "warning",
+                                                               sent.delivery.delivery_id)
+    element = next(e for e in alert.errors if "ik403" in e)
+    assert (element["segment"], element["position"], element["loop"], element["ik304"], element["ik403"]) == (
+        "DMG", 12, "2100", "I9", "I6")
+    assert element["ik403_meaning"] == "implementation code value not used"
+    (status,) = ack_status(ledger, now=T0 + timedelta(days=5))
+    assert status.status == "accepted_with_errors"
+    assert not snapshot_blocked(ledger, sent.delivery.delivery_id)
+
+
+# ------------------------------------------------------------------------- not expected: no overdue
+def test_manual_handoffs_are_never_overdue(ledger: Ledger) -> None:
+    pending, handed, sent = (deliver(ledger, 1, transport="manual"), deliver(ledger, 2, transport="manual"),
+                             deliver(ledger, 3))
+    ledger.confirm_handoff(handed.delivery.delivery_id, by="ops", method="courier", now=T0 + timedelta(hours=1))
+    late = T0 + timedelta(days=3)
+    states = {s.delivery_id: s.status for s in ack_status(ledger, now=late)}
+    # pending_handoff has not reached the carrier at all; handed_off reached a person, not a system.
+    assert states == {handed.delivery.delivery_id: "not_expected", sent.delivery.delivery_id: "overdue"}
+    assert pending.delivery.delivery_id not in states
+    assert [a.delivery_id for a in overdue_alerts(ack_status(ledger, now=late), now=late)] == [
+        sent.delivery.delivery_id]
+
+
+def test_no_source_feeds_are_not_expected_unless_an_ack_arrives(ledger: Ledger, tmp_path: Path,
+                                                                inbox: Path) -> None:
+    quiet, answered = deliver(ledger, 1), deliver(ledger, 2)
+    (inbox / "ta1_r.x12").write_bytes(ta1(answered.delivery.isa13, "R", "006"))
+    collect(ledger, inbox, tmp_path / "archive")
+    late = T0 + timedelta(days=3)
+    states = {s.delivery_id: s.status for s in ack_status(ledger, now=late, no_source={FEED})}
+    # An acknowledgment someone collected by hand still counts; silence is not a failure.
+    assert states == {quiet.delivery.delivery_id: "not_expected", answered.delivery.delivery_id: "rejected"}
+    assert {s.delivery_id: s.status for s in ack_status(ledger, now=late)}[quiet.delivery.delivery_id] == "overdue"

@@ -17,6 +17,16 @@ A rejecting TA1 or a rejected / partially accepted 999 for a changes-mode delive
 the feed's snapshot puts back the snapshot from before that run (audit event ``snapshot_reverted``), so
 the next run diffs against what the carrier holds and sends those changes again. With one transaction
 set per interchange a partial acceptance rejects the whole set, so it reverts the whole run too.
+
+A file split into several transaction sets (``max_members_per_transaction``) is matched by GS06 and
+its sets' ST02s 0001..N (the deliver stage records how many). The snapshot is one per feed run, not
+per set, so a partial acceptance (some sets rejected) still reverts the whole run: the next run resends
+the changes of the accepted sets as well as the rejected ones. The alert names the rejected sets'
+ST02s so ops can tell the carrier which sets to expect again.
+
+Only files a carrier can acknowledge are awaited: a manual hand-off (delivery kind ``manual``) and a
+feed whose mapping names no ``acks`` source are ``not_expected``, never ``overdue`` (ops cannot
+collect what is never configured). An acknowledgment that does arrive for them still counts.
 """
 
 from __future__ import annotations
@@ -272,12 +282,30 @@ def _group_row(unit: int, ack: Ack999, sender: str, receiver: str, found: Delive
                   codes=codes)
 
 
+def delivery_set_numbers(delivery: DeliveryRecord) -> frozenset[int]:
+    """The ST02 of every transaction set in the delivered file.
+
+    The deliver stage records the file's ST count as ``member_counts["transaction_sets"]``; a file
+    split into several sets numbers them as :func:`carrierfeeds.x12.render.set_numbers` does
+    (0001..N), one set carries the ledger's ST02. A delivery recorded without the count (before it was
+    kept, or not an 834) is taken as one set.
+    """
+    sets = int(delivery.member_counts.get("transaction_sets", 1))
+    if sets <= 1:
+        return frozenset({delivery.st02})
+    from carrierfeeds.x12.envelope import ControlNumbers
+    from carrierfeeds.x12.render import set_numbers  # numpy/pandas-heavy: only for split files
+
+    control = ControlNumbers(isa13=delivery.isa13, gs06=delivery.gs06, st02=delivery.st02)
+    return frozenset(int(n) for n in set_numbers(control, sets))
+
+
 def match_acks(ledger: Ledger, acks: AckFile) -> list[tuple[AckRow, DeliveryRecord | None]]:
     """One ledger row per TA1 and per 999 group, each with the delivery it acknowledges (or None).
 
     The acknowledgment's ISA06 (the carrier) is our receiver id and its ISA08 our sender id. A TA1
-    matches by TA101 = our ISA13; a 999 group by AK102 = our GS06, and every AK202 in it must equal
-    that delivery's ST02.
+    matches by TA101 = our ISA13; a 999 group by AK102 = our GS06, and every AK202 in it must be the
+    ST02 of one of that file's transaction sets (:func:`delivery_set_numbers`).
     """
     out: list[tuple[AckRow, DeliveryRecord | None]] = []
     unit = 0
@@ -290,10 +318,10 @@ def match_acks(ledger: Ledger, acks: AckFile) -> list[tuple[AckRow, DeliveryReco
             unit += 1
         for ack in ic.acks:
             numbers = {ts.control_number for ts in ack.transaction_sets}
-            found = ledger.find_delivery_by_control(
-                sender_id=ours, receiver_id=theirs, gs06=ack.group_control_number,
-                st02=next(iter(numbers)) if len(numbers) == 1 else None)
-            if found is not None and any(n != found.st02 for n in numbers):
+            # By GS06 alone: a split file's sets are 0001..N, so no one AK202 names the delivery.
+            found = ledger.find_delivery_by_control(sender_id=ours, receiver_id=theirs,
+                                                    gs06=ack.group_control_number)
+            if found is not None and not numbers <= delivery_set_numbers(found):
                 found = None
             out.append((_group_row(unit, ack, theirs, ours, found), found))
             unit += 1
@@ -310,10 +338,13 @@ def _alert_for(row: AckRow, found: DeliveryRecord | None, *, source_id: str, fil
         return Alert(kind="unmatched", severity="error",
                      message=f"{what} from {row.sender_id} to {row.receiver_id} matches no delivery", **where)
     if row.status in BLOCKING_STATUSES:
+        rejected = sorted({int(c["st02"]) for c in row.codes if "ik501" in c and c["ik501"] not in ("A", "E")})
         return Alert(kind=row.status, severity="error",
                      message=f"{what} (feed {found.feed_id}, ISA13 {found.isa13}): {row.status}; "
-                             f"{row.sets_rejected} set(s) rejected, {row.segment_errors} segment error(s), "
-                             f"{row.element_errors} element error(s)", **where)
+                             f"{row.sets_rejected} set(s) rejected"
+                             + (f" (ST02 {', '.join(f'{n:04d}' for n in rejected)})" if rejected else "")
+                             + f", {row.segment_errors} segment error(s), {row.element_errors} element error(s)",
+                     **where)
     if row.status == "accepted_with_errors":
         return Alert(kind=row.status, severity="warning",
                      message=f"{what} (feed {found.feed_id}, ISA13 {found.isa13}): accepted with "
@@ -479,7 +510,9 @@ class DeliveryAckStatus:
     """A delivered file and what its carrier said about it.
 
     ``status``: the latest 999's status (accepted, accepted_with_errors, partial, rejected), else
-    ``rejected`` after a rejecting TA1, else ``overdue`` once ``due_at`` has passed, else ``awaiting``.
+    ``rejected`` after a rejecting TA1, else ``not_expected`` when no acknowledgment will come (a
+    manual hand-off, a carrier with no acknowledgment source), else ``overdue`` once ``due_at`` has
+    passed, else ``awaiting``.
     ``interchange`` is the latest TA1's status (None: no TA1). ``delivered_at`` is the latest outcome's
     time; ``due_at`` = delivered_at + the carrier's window.
     """
@@ -502,9 +535,26 @@ class DeliveryAckStatus:
         return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(self).items()}
 
 
+#: Delivery statuses of a file a person hands over: no carrier system acknowledges it.
+HANDOFF_STATUSES = frozenset({"pending_handoff", "handed_off"})
+
+
+def ack_expected(delivery: DeliveryRecord, no_source: Collection[str] = ()) -> bool:
+    """Whether a TA1/999 can come for this delivery: not a manual hand-off, and its feed's carrier
+    has an acknowledgment source (``no_source``: feed ids whose mapping has ``acks`` None)."""
+    return (delivery.transport != "manual" and delivery.status not in HANDOFF_STATUSES
+            and delivery.feed_id not in no_source)
+
+
+def feeds_without_source(carriers: Iterable[CarrierAcks]) -> frozenset[str]:
+    """Feed ids whose carrier mapping names no acknowledgment source."""
+    return frozenset(f for c in carriers if c.spec is None for f in c.feed_ids)
+
+
 def fold_ack_status(delivery: DeliveryRecord, records: Sequence[AckRecord], *, now: datetime,
-                    window: timedelta = DEFAULT_WINDOW) -> DeliveryAckStatus:
-    """The acknowledgment state of one delivery from its ack rows (in chain order) at ``now``."""
+                    window: timedelta = DEFAULT_WINDOW, expected: bool = True) -> DeliveryAckStatus:
+    """The acknowledgment state of one delivery from its ack rows (in chain order) at ``now``;
+    ``expected`` False: none will come, so it is ``not_expected`` rather than awaiting or overdue."""
     ta1 = [r for r in records if r.kind == "TA1"]
     group = [r for r in records if r.kind == "999"]
     due = delivery.updated_at + window
@@ -513,6 +563,8 @@ def fold_ack_status(delivery: DeliveryRecord, records: Sequence[AckRecord], *, n
         status = latest.status
     elif ta1 and ta1[-1].status == "rejected":
         status = "rejected"
+    elif not expected:
+        status = "not_expected"
     else:
         status = "overdue" if now > due else "awaiting"
     basis = latest or (ta1[-1] if ta1 else None)
@@ -528,16 +580,18 @@ def fold_ack_status(delivery: DeliveryRecord, records: Sequence[AckRecord], *, n
 
 def ack_status(ledger: Ledger, *, now: datetime, windows: Mapping[str, timedelta] | None = None,
                default_window: timedelta = DEFAULT_WINDOW, feed_id: str | None = None,
-               since: datetime | None = None) -> list[DeliveryAckStatus]:
+               since: datetime | None = None, no_source: Collection[str] = ()) -> list[DeliveryAckStatus]:
     """Every delivered file (of one feed, sent since ``since``) with its acknowledgment state;
-    ``windows`` maps feed id to its carrier's window (``default_window`` for the rest)."""
+    ``windows`` maps feed id to its carrier's window (``default_window`` for the rest). Manual
+    hand-offs and the feeds in ``no_source`` (see :func:`feeds_without_source`) are never overdue."""
     deliveries = [d for d in ledger.deliveries(feed_id=feed_id, since=since) if d.status in DELIVERED_STATUSES]
     by_delivery: dict[str, list[AckRecord]] = {}
     if deliveries:
         for r in ledger.acknowledgments(delivery_ids=[d.delivery_id for d in deliveries]):
             by_delivery.setdefault(str(r.delivery_id), []).append(r)
     return [fold_ack_status(d, by_delivery.get(d.delivery_id, []), now=now,
-                            window=(windows or {}).get(d.feed_id, default_window)) for d in deliveries]
+                            window=(windows or {}).get(d.feed_id, default_window),
+                            expected=ack_expected(d, no_source)) for d in deliveries]
 
 
 def overdue_alerts(statuses: Iterable[DeliveryAckStatus], *, now: datetime) -> list[Alert]:
@@ -711,7 +765,8 @@ def open_inbox(settings: Settings, spec: AckSpec,
 def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None,
               carriers: Sequence[CarrierAcks] | None = None, feed_ids: Collection[str] | None = None,
               endpoint_for: Callable[[str], SftpEndpoint] | None = None) -> PollResult:
-    """Collect from every carrier with an ``acks`` source, then raise an alert per overdue delivery.
+    """Collect from every carrier with an ``acks`` source, then raise an alert per overdue delivery
+    (of those carriers only: a carrier with no source, or a manual hand-off, is never overdue).
 
     A source that cannot be listed (network, host key, config) is reported as an alert and the others
     still run; the housekeeping DAG calls this and fails its task when any alert is an error.
@@ -749,7 +804,8 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
         alerts.extend(report.alerts)
     windows = {f: c.window for c in carriers for f in c.feed_ids}
     scope = {f for c in carriers for f in c.feed_ids}
-    statuses = [s for s in ack_status(ledger, now=now, windows=windows) if not scope or s.feed_id in scope]
+    statuses = [s for s in ack_status(ledger, now=now, windows=windows, no_source=feeds_without_source(carriers))
+                if not scope or s.feed_id in scope]
     overdue = [s for s in statuses if s.status == "overdue"]
     alerts.extend(emit_alert(a) for a in overdue_alerts(overdue, now=now))
     return PollResult(reports=tuple(reports), overdue=tuple(overdue), alerts=tuple(alerts),

@@ -913,7 +913,7 @@ def acks_status(
     """
     from datetime import timedelta
 
-    from carrierfeeds.acks import DEFAULT_WINDOW, ack_status, carrier_ack_settings
+    from carrierfeeds.acks import DEFAULT_WINDOW, ack_status, carrier_ack_settings, feeds_without_source
     from carrierfeeds.pipeline import open_ledger
 
     if fmt not in ("table", "json"):
@@ -921,13 +921,14 @@ def acks_status(
     settings = Settings()
     now = _utcnow()
     try:
-        windows = {f: c.window for c in carrier_ack_settings(settings) for f in c.feed_ids}
+        carriers = carrier_ack_settings(settings)
+        windows = {f: c.window for c in carriers for f in c.feed_ids}
         if window_hours is not None:
             windows = {f: timedelta(hours=window_hours) for f in windows}
         default = timedelta(hours=window_hours) if window_hours is not None else DEFAULT_WINDOW
         start = datetime.combine(_parse_day(since), datetime.min.time(), tzinfo=UTC) if since else None
         rows = ack_status(open_ledger(settings), now=now, windows=windows, default_window=default,
-                          feed_id=feed, since=start)
+                          feed_id=feed, since=start, no_source=feeds_without_source(carriers))
     except CarrierFeedsError as exc:
         _fail(exc, fmt == "json")
         return
