@@ -153,8 +153,10 @@ def test_the_shipped_suite_runs_without_importing_great_expectations() -> None:
 def test_a_suite_with_an_unknown_expectation_still_goes_through_gx_and_fails_as_a_config_error(
         tmp_path: Path) -> None:
     path = _suite_with(tmp_path, [{"type": "expect_column_values_to_be_purple", "kwargs": {"column": "ssn"}}])
-    with pytest.raises(ConfigError, match=r"custom\.suite\.json"):
+    with pytest.raises(ConfigError, match=r"could not build 1 expectation\(s\); the first has type "
+                                          r"'expect_column_values_to_be_purple'") as caught:
         _run_suite(_dirty(20, 1), path)
+    assert caught.value.file is not None and caught.value.file.endswith("custom.suite.json")
 
 
 def test_a_bad_regex_is_a_config_error_both_ways(tmp_path: Path) -> None:
