@@ -11,13 +11,18 @@ import pytest
 from tests.x12 import x12_helpers as h
 
 from carrierfeeds.changes import (
+    MEMBER_OPTIONS,
     OutsideRetroWindow,
     SnapshotRefused,
     SnapshotStore,
+    TermEnd,
     diff_against_snapshot,
     is_full_file_day,
     term_date,
 )
+from carrierfeeds.config import CarrierMapping, ClientReporting, MemberReferences, PlanCode
+from carrierfeeds.x12.check import check_834
+from carrierfeeds.x12.render import render_834_bytes
 
 AS_OF = h.AS_OF
 
@@ -100,6 +105,88 @@ def test_retro_window_accepts_inside_and_refuses_outside_by_row() -> None:
         diff_against_snapshot(h.enrollment(h.census(inside)), _snap(_without(rows, "E1001-03")), as_of=AS_OF,
                               retro_window_days=30)
     assert err.value.details["count"] == 2 and "E1001" not in str(err.value)
+
+
+def _options(*, department: bool = True, **update: object) -> CarrierMapping:
+    """The demo mapping with every 834 option on: REF*1L/17/DX, DTP*356/357, a plan's 2300 REF*1L."""
+    base = h.mapping()
+    plans = dict(base.plans)
+    plans["MED-PPO"] = PlanCode(insurance_line="HLT", description="PPO GOLD", policy_number="PPO-77-A")
+    return h.validated(**{
+        "allowlist": (*base.allowlist, "department"), "plans": plans,
+        "member_dates": ("eligibility_begin", "eligibility_end"),
+        "member_references": MemberReferences(group_policy_number=True, department=department,
+                                              client_reporting_category=ClientReporting(value="EAST")),
+        **update})
+
+
+def _snap_with(rows: list[dict[str, str]], m: CarrierMapping) -> pd.DataFrame:
+    return diff_against_snapshot(h.enrollment(h.census(rows), m), None, as_of=AS_OF).snapshot
+
+
+@pytest.mark.parametrize("column", [*MEMBER_OPTIONS, "coverage_policy_number"])
+def test_a_change_to_an_option_column_is_sent(column: str) -> None:
+    """The carrier holds an older value of an option column for one member: that member is sent (001)."""
+    m = _options()
+    rows = h.family_rows()
+    current = h.enrollment(h.census(rows), m)
+    assert column in current.table.columns
+    held = _snap_with(rows, m)
+    who = held["member_id"] == "E1001"
+    if column == "coverage_policy_number":
+        who &= held["hd03"] == "HLT"
+    old = "20200101" if column.startswith("eligibility") else "OLD VALUE"
+    held.loc[who, column] = old
+    cs = diff_against_snapshot(current, held, as_of=AS_OF)
+    sent = cs.enrollment.table
+    assert cs.members_by_type == {"001": 1} and set(sent["member_id"]) == {"E1001"}
+    assert set(sent["ins04"]) == {"AI"}
+    if column == "coverage_policy_number":
+        assert cs.coverages_by_type == {"001": 1} and list(sent["coverage_policy_number"]) == ["PPO-77-A"]
+    else:
+        assert cs.coverages_by_type == {} and old not in set(sent[column])
+    pd.testing.assert_frame_equal(cs.snapshot, _snap_with(rows, m))
+
+
+def test_a_department_change_in_the_census_sends_ref_dx() -> None:
+    m = _options()
+    rows = h.family_rows()
+    moved = [{**r, "department": "Plant 3"} if r["member_id"] == "E1001" else r for r in rows]
+    cs = diff_against_snapshot(h.enrollment(h.census(moved), m), _snap_with(rows, m), as_of=AS_OF)
+    assert cs.members_by_type == {"001": 1}
+    data = render_834_bytes(cs.enrollment, h.header(m), h.CONTROL)
+    assert b"REF*DX*PLANT 3~" in data and check_834(data).ok
+    assert set(cs.snapshot.loc[cs.snapshot["member_id"] == "E1001", "department"]) == {"PLANT 3"}
+
+
+def test_an_option_turned_on_sends_its_values_as_changes() -> None:
+    """A snapshot made before the mapping asked for REF*DX holds no department: the carrier has none, so
+    every member with one is sent (001) and only then does the snapshot hold it."""
+    rows = h.family_rows()
+    before = _snap_with(rows, _options(department=False))
+    assert "department" not in before.columns
+    cs = diff_against_snapshot(h.enrollment(h.census(rows), _options()), before, as_of=AS_OF)
+    assert cs.members_by_type == {"001": 1} and set(cs.enrollment.table["member_id"]) == {"E1001"}
+    assert set(cs.snapshot.loc[cs.snapshot["member_id"] == "E1001", "department"]) == {"PLANT 2"}
+
+
+@pytest.mark.parametrize(("gone", "term_end"), [("E2002", "end_of_month"), ("E1001-03", "day_before")])
+def test_a_member_gone_from_the_census_is_termed_with_eligibility_end(gone: str, term_end: TermEnd) -> None:
+    m = _options()
+    rows = h.family_rows()
+    cs = diff_against_snapshot(h.enrollment(h.census(_without(rows, gone)), m), _snap_with(rows, m),
+                               as_of=AS_OF, term_end=term_end)
+    sent = cs.enrollment.table
+    ended = "20261130" if term_end == "end_of_month" else "20261119"
+    assert cs.members_by_type == {"024": 1} and set(sent["member_id"]) == {gone}
+    assert set(sent["eligibility_end"]) == {ended}
+    data = render_834_bytes(cs.enrollment, h.header(m), h.CONTROL)
+    assert data.count(f"DTP*357*D8*{ended}~".encode()) == 1 and check_834(data).ok
+    held = cs.snapshot.loc[cs.snapshot["member_id"] == gone]
+    assert set(held["eligibility_end"]) == {ended}
+    again = diff_against_snapshot(h.enrollment(h.census(_without(rows, gone)), m), cs.snapshot, as_of=AS_OF,
+                                  term_end=term_end)
+    assert again.empty
 
 
 def test_term_date_and_full_file_day() -> None:

@@ -8,6 +8,16 @@ insurance line, HD03) with its HD01 and, for terms, its DTP*349 end date; and th
 will hold once this file is delivered. Members held back by validation are carried over untouched,
 never termed. Nothing here reads a clock, a file or a key.
 
+Every column the carrier is sent is compared, the mapping's options included (REF*1L/17/DX and
+DTP*356/357 per member, the Loop 2300 REF*1L per line), so the snapshot never moves to a value the
+carrier was not sent. A column the view has but the snapshot lacks (the mapping turned an option on
+since the last confirmed file) counts as empty in the snapshot, because that is what the carrier
+holds: every member with a value for it is sent as a change (001), and only then does the snapshot
+hold it. Treating the missing column as "unchanged" would instead record values the carrier never
+received, and it would learn them only from the next full file. Ops who would rather send one full
+audit file that day can (``run --full-file``). A column the snapshot has but the view no longer has
+(an option turned off) is dropped from the next snapshot, and nothing is sent for it.
+
 :class:`SnapshotStore` keeps one current snapshot per feed (Parquet, AES-256-GCM, key file 0600),
 ``stage``-s the next one per run and ``advance``-s it only when the pipeline confirms the delivery, so
 a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
@@ -58,8 +68,12 @@ MAINTENANCE: Final[tuple[str, ...]] = ("ins03", "ins04", "hd01")
 _IDENTITY: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender",
                                      "ins01", "ins02")
 _ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip")
-_MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date")
-_COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end")
+#: The mapping's Loop 2000 options (REF*1L, REF*17, REF*DX, DTP*356, DTP*357): compared when the view has them.
+MEMBER_OPTIONS: Final[tuple[str, ...]] = ("group_policy_number", "reporting_category", "department",
+                                          "eligibility_begin", "eligibility_end")
+_MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS)
+#: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
+_COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number")
 _RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2}
 
 
@@ -156,6 +170,17 @@ def _keys(frame: pd.DataFrame, cols: Iterable[str]) -> pd.Series:
         [], dtype=object, index=frame.index)
 
 
+def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
+    """DTP*357 again for members the diff termed: the census no longer has them, so the view could not
+    say when their eligibility ends. As in the view: the latest coverage end once every line ends."""
+    member = _keys(merged, MEMBER_KEY)
+    touched = pd.Series(termed, index=merged.index).groupby(member).transform("any").to_numpy(dtype=bool)
+    end = merged["coverage_end"].fillna("").astype(str)
+    open_ended = (end == "").groupby(member).transform("any").to_numpy(dtype=bool)
+    latest = end.groupby(member).transform("max").to_numpy(dtype=object)
+    merged.loc[touched, "eligibility_end"] = np.where(open_ended, "", latest)[touched]
+
+
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
                           term_policy: TermPolicy = "explicit", term_end: TermEnd = "end_of_month",
                           retro_window_days: int = 60, held_back_members: Iterable[str] = (),
@@ -242,6 +267,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         hd01[gone_active] = TERM
         starts = merged["coverage_start"].to_numpy(dtype=object)
         merged.loc[gone_active, "coverage_end"] = np.where(starts > ended, starts, ended)[gone_active]
+        if "eligibility_end" in cols and gone_active.any():
+            _end_eligibility(merged, gone_active)
     # Old terms stay in the snapshot only while a reinstatement could still be retroactive.
     dropped = gone & (snap_end != "") & (snap_end < window)
     keep &= ~dropped
