@@ -521,3 +521,45 @@ def test_no_source_feeds_are_not_expected_unless_an_ack_arrives(ledger: Ledger, 
     # An acknowledgment someone collected by hand still counts; silence is not a failure.
     assert states == {quiet.delivery.delivery_id: "not_expected", answered.delivery.delivery_id: "rejected"}
     assert {s.delivery_id: s.status for s in ack_status(ledger, now=late)}[quiet.delivery.delivery_id] == "overdue"
+
+
+@pytest.mark.slow
+def test_pipeline_split_834_is_acknowledged_by_pyx12_and_matched_accepted(tmp_path: Path, demo_keys: Any,
+                                                                         ledger_url: str) -> None:
+    """The whole path: the pipeline renders a split 834 (max_members_per_transaction), the deliver
+    stage records its set count, the carrier's 999 (pyx12's own) for the file it received matches."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import prepare_workspace
+    from carrierfeeds.pipeline import RunRef, run_feed
+
+    day = date(2026, 11, 20)
+    root = config_root(tmp_path, "max_members_per_transaction: 10\n")
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=root,
+                           ledger_url=ledger_url, delivery=LocalDelivery(path="carrier-inbox"))
+    write_census_csv(generate_census(60, 23, as_of=day), ws.inbound / "census_20261120.csv")
+    summary = run_feed(ws.settings, RunRef.for_day(FEED, day), clock=lambda: T0, actor="test")
+    assert summary.status == "delivered", summary.error
+    (arrived,) = (ws.settings.data_dir / "carrier-inbox").iterdir()
+    plain = tmp_path / "carrier-plain.834"
+    assert demo_keys.carrier.decrypt_file(arrived, plain).valid_signature
+    data = plain.read_bytes()
+    sets = check_834(data).transaction_sets
+    assert sets > 2  # 60 members at most 10 a set
+
+    led = Ledger.open(ledger_url)
+    try:
+        delivery = led.find_delivery(feed_id=FEED, interval_start=day)
+        assert delivery is not None and delivery.member_counts["transaction_sets"] == sets
+        raw = pyx12_999(tmp_path, data)
+        assert raw.count(b"AK2*834*") == sets
+        inbox = tmp_path / "carrier-outbox"
+        inbox.mkdir()
+        (inbox / "999.x12").write_bytes(raw)
+        report = collect(led, inbox, tmp_path / "archive")
+        assert report.alerts == ()
+        (row,) = led.acknowledgments()
+        assert (row.status, row.delivery_id, row.sets_accepted) == ("accepted", delivery.delivery_id, sets)
+        assert ack_status(led, now=T0 + timedelta(days=3))[0].status == "accepted"
+    finally:
+        led.close()

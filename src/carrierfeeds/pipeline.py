@@ -511,7 +511,8 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
                 + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
                    f"{first_error.element} code {first_error.code}" if first_error else ""),
                 details={"errors": len(verdict.errors), "sampled": sampled})
-        ctx.save_state(conformance="passed")
+        # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
+        ctx.save_state(conformance="passed", transaction_sets=report.transaction_sets)
     return {"run_id": ctx.run_id, "segments": report.segment_count}
 
 
@@ -603,7 +604,9 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             recipient_fingerprint=feed.encryption.recipient_fingerprint,
             member_counts={"members": counts["members"],
                            **({k: v for k, v in counts.items() if k.startswith("ins03_")}
-                              or {"ins03_030": counts["members"]})},
+                              or {"ins03_030": counts["members"]}),
+                           **({"transaction_sets": state["transaction_sets"]}
+                              if "transaction_sets" in state else {})},
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
         cipher = ctx.fetch(state["cipher_name"])
