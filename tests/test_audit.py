@@ -60,7 +60,7 @@ def _at(day: int, hour: int, minute: int = 0) -> datetime:
 
 def _deliver(ledger: Ledger, feed_id: str, day: int, *, outcomes: list[tuple[str, dict[str, Any]]],
              attempts: int = 1, transport: str = "sftp", run_status: str = "delivered",
-             members: int = 10) -> tuple[str, str]:
+             members: int = 10, by_type: dict[str, int] | None = None) -> tuple[str, str]:
     """One run of ``feed_id`` on DAY0+day with a delivery and the given outcomes; (run id, delivery id)."""
     interval = DAY0 + timedelta(days=day)
     run = None
@@ -76,7 +76,7 @@ def _deliver(ledger: Ledger, feed_id: str, day: int, *, outcomes: list[tuple[str
         run_id=run.run_id, feed_id=feed_id, interval_start=interval,
         payload_sha256=sha256_hex(f"{feed_id}-{day}"), file_name=f"{feed_id}_{ic.isa13:09d}.834.pgp",
         isa13=ic.isa13, gs06=ic.gs06, st02=ic.st02, recipient_fingerprint="C0FFEE" * 6 + "ABCD",
-        member_counts={"members": members}, transport=transport, now=_at(day, 2, 32))
+        member_counts={"members": members, **(by_type or {})}, transport=transport, now=_at(day, 2, 32))
     for i, (status, extra) in enumerate(outcomes):
         ledger.record_delivery_outcome(d.delivery_id, status=status, now=_at(day, 2, 40 + i), **extra)
     ledger.finish_run(run.run_id, run_status, now=_at(day, 3), counts={"members": members})
@@ -173,6 +173,36 @@ def test_log_formats_carry_every_column(ledger: Ledger) -> None:
     table = lines_to_table(lines).splitlines()
     assert table[0].split()[:4] == ["sent", "feed", "employer", "carrier"] and table[-1] == "8 deliveries"
     assert "forced_resend" in lines_to_table(lines)
+
+
+def test_log_counts_members_by_maintenance_type(ledger: Ledger, cli_env: Path) -> None:
+    """As the pipeline records them (``ins03_<code>`` in the delivery's member counts), in every format."""
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import app
+
+    _, changes = _deliver(ledger, "acme-sunrise", 0, outcomes=[_ok()], members=6,
+                          by_type={"ins03_021": 3, "ins03_024": 2, "ins03_001": 1})
+    _, full = _deliver(ledger, "acme-sunrise", 1, outcomes=[_ok()], members=4, by_type={"ins03_030": 4})
+    _, bare = _deliver(ledger, "acme-sunrise", 2, outcomes=[_ok()], members=9)  # recorded without a breakdown
+    lines = {ln.delivery_id: ln for ln in delivery_lines(ledger)}
+    assert lines[changes].maintenance == {"001": 1, "021": 3, "024": 2}
+    assert (lines[full].maintenance, lines[bare].maintenance) == ({"030": 4}, {})
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["audit", "log", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = {r["delivery_id"]: r for r in csv.DictReader(io.StringIO(out.output))}
+    types = ("ins03_001", "ins03_021", "ins03_024", "ins03_025", "ins03_030")
+    assert [rows[changes][t] for t in types] == ["1", "3", "2", "0", "0"]
+    assert [rows[full][t] for t in types] == ["0", "0", "0", "0", "4"]
+    assert [rows[bare][t] for t in types] == ["", "", "", "", ""] and rows[bare]["members"] == "9"
+    data = {d["delivery_id"]: d for d in json.loads(runner.invoke(app, ["audit", "log", "--format", "json"]).output)}
+    assert data[changes]["maintenance"] == {"001": 1, "021": 3, "024": 2} and data[bare]["maintenance"] == {}
+    table = runner.invoke(app, ["audit", "log"]).output.splitlines()
+    header = table[0].split()
+    by_type = header.index("by_type") + 1  # the "sent" cell holds a space: date and time
+    assert [row.split()[by_type] for row in table[1:4]] == ["001:1,021:3,024:2", "030:4", "-"]
 
 
 def test_run_history_shows_every_stage_outcome_and_audit_event(ledger: Ledger) -> None:

@@ -25,14 +25,19 @@ from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.records import DELIVERED_STATUSES
 from carrierfeeds.ledger.store import AuditEvent, AuthorisationRecord, OutcomeEvent
 from carrierfeeds.retention import FeedParty
+from carrierfeeds.x12.codes import MaintenanceType
 
 log = logging.getLogger(__name__)
 
 #: How long after delivery a carrier's acknowledgment may take before it counts as late.
 DEFAULT_ACK_DUE = timedelta(hours=48)
+#: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
+#: termination, 025 reinstatement, 030 audit or compare (a full file).
+MAINTENANCE_TYPES: tuple[str, ...] = tuple(t.value for t in MaintenanceType)
 LOG_COLUMNS: tuple[str, ...] = (
     "sent_at", "updated_at", "feed_id", "employer_id", "carrier_id", "interval_start", "status", "attempts",
-    "ack_status", "ack_at", "members", "isa13", "file_name", "transport", "payload_sha256",
+    "ack_status", "ack_at", "members", *(f"ins03_{t}" for t in MAINTENANCE_TYPES), "isa13",
+    "file_name", "transport", "payload_sha256",
     "ciphertext_sha256", "recipient_fingerprint", "host_key_fingerprint", "authorisation_seq", "actor",
     "forced_reason", "delivery_id", "run_id")
 
@@ -53,7 +58,9 @@ class DeliveryLine:
     ``sent_at`` is the intent's time, ``updated_at`` the latest outcome's; ``attempts`` counts outcome
     rows and ``failures`` the failed ones; ``authorisation_seq`` is the ledger row of the employer's
     authorisation in force for the interval when the file was sent (None: none was recorded);
-    ``actor`` is who recorded the latest outcome; ``forced_reason`` the reason of a forced resend.
+    ``actor`` is who recorded the latest outcome; ``forced_reason`` the reason of a forced resend;
+    ``maintenance`` counts the members by maintenance type (INS03 code -> members), as the delivery
+    recorded them; empty for a delivery recorded without them.
     """
 
     delivery_id: str
@@ -68,6 +75,7 @@ class DeliveryLine:
     attempts: int
     failures: int
     members: int | None
+    maintenance: dict[str, int]
     isa13: int
     file_name: str
     transport: str
@@ -86,8 +94,16 @@ class DeliveryLine:
     def delivered(self) -> bool:
         return self.status in DELIVERED_STATUSES
 
+    def maintenance_count(self, code: str) -> int | None:
+        """Members of one maintenance type; None when the delivery recorded no breakdown."""
+        return self.maintenance.get(code, 0) if self.maintenance else None
+
     def as_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(self).items()}
+
+
+def _maintenance(member_counts: Mapping[str, Any]) -> dict[str, int]:
+    return {k.removeprefix("ins03_"): int(v) for k, v in sorted(member_counts.items()) if k.startswith("ins03_")}
 
 
 # ----------------------------------------------------------------------------------------- queries
@@ -140,7 +156,8 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
             delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
             carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
             status=d.status, attempts=len(seen), failures=sum(o.status == "failed" for o in seen),
-            members=d.member_counts.get("members"), isa13=d.isa13, file_name=d.file_name,
+            members=d.member_counts.get("members"), maintenance=_maintenance(d.member_counts), isa13=d.isa13,
+            file_name=d.file_name,
             transport=d.transport, payload_sha256=d.payload_sha256, ciphertext_sha256=d.ciphertext_sha256,
             recipient_fingerprint=d.recipient_fingerprint, host_key_fingerprint=d.host_key_fingerprint,
             remote_path=d.remote_path, authorisation_seq=authority.seq if authority else None,
@@ -223,6 +240,7 @@ def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
     writer.writerow(LOG_COLUMNS)
     for line in lines:
         row = line.as_dict()
+        row.update({f"ins03_{t}": line.maintenance_count(t) for t in MAINTENANCE_TYPES})
         writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _cell(row[c])
                          for c in LOG_COLUMNS])
     return out.getvalue()
@@ -233,12 +251,15 @@ def lines_to_json(lines: Sequence[DeliveryLine]) -> str:
 
 
 def lines_to_table(lines: Sequence[DeliveryLine]) -> str:
-    """A fixed-width table a person can read in a terminal; hashes shortened to 12 characters."""
-    cols = ("sent", "feed", "employer", "carrier", "interval", "status", "try", "ack", "members", "isa13",
-            "payload", "cipher", "recipient", "actor")
+    """A fixed-width table a person can read in a terminal; hashes shortened to 12 characters; ``by_type``
+    lists members by maintenance type (``021:3,024:1``: three additions, one termination)."""
+    cols = ("sent", "feed", "employer", "carrier", "interval", "status", "try", "ack", "members", "by_type",
+            "isa13", "payload", "cipher", "recipient", "actor")
     rows = [(_cell(ln.sent_at)[:16].replace("T", " "), ln.feed_id, ln.employer_id or "?", ln.carrier_id or "?",
              ln.interval_start.isoformat(), ln.status, str(ln.attempts), ln.ack_status or "n/a",
-             "" if ln.members is None else str(ln.members), f"{ln.isa13:09d}", ln.payload_sha256[:12],
+             "" if ln.members is None else str(ln.members),
+             ",".join(f"{t}:{n}" for t, n in ln.maintenance.items() if n) or "-", f"{ln.isa13:09d}",
+             ln.payload_sha256[:12],
              (ln.ciphertext_sha256 or "")[:12], ln.recipient_fingerprint[-16:], ln.actor or "")
             for ln in lines]
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
