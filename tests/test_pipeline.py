@@ -123,6 +123,35 @@ def test_unpinned_recipient_is_refused_before_anything_is_encrypted(sftp_workspa
     assert not any(p.name.endswith(".pgp") for p in staged.iterdir())
 
 
+def test_ended_authorisation_is_refused_recorded_and_nothing_is_sent(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=20, seed=6, as_of=DAY)
+    feed_file = ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml"
+    text = feed_file.read_text()
+    assert "  effective_to: null\n" in text
+    # The employer withdrew this carrier's authorisation before the run's interval.
+    feed_file.write_text(text.replace("  effective_to: null\n", "  effective_to: 2026-10-31\n"))
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+
+    summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert summary.status == "refused"
+    assert summary.error is not None and summary.error["code"] == "not_authorized"
+    assert list(ws.inbox.iterdir()) == []
+    assert not any(p.name.endswith(".pgp") for p in run_dir_for(ws.settings, ref).iterdir())
+    ledger = open_ledger(ws.settings)
+    run = ledger.get_run(summary.run_id)
+    assert run is not None and run.status == "refused"
+    events = [(e.kind, e.stage, e.status, e.error_code) for e in ledger.run_events(summary.run_id)]
+    assert ("stage", "build", "failed", "not_authorized") in events
+    assert events[-1][:3] == ("run_finished", None, "refused")
+    assert not any(stage in ("conformance", "encrypt", "deliver") and status != "skipped"
+                   for _, stage, status, _ in events), events
+    assert ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY) is None
+    assert [a.effective_to for a in ledger.authorisations(feed_id=ref.feed_id)] == [date(2026, 10, 31)]
+    assert ledger.verify_chain().ok
+    ledger.close()
+
+
 def test_rejected_census_ends_recorded_with_row_and_column_and_no_phi(sftp_workspace: Any,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     ws = sftp_workspace
