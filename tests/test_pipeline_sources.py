@@ -189,6 +189,61 @@ def _dump_ledger(url: str) -> str:
     return "\n".join(chunks)
 
 
+# ------------------------------------------------------------------------------- structurally bad files
+def _poison(path: Path, kind: str) -> None:
+    """Make the census at ``path`` structurally bad: a NUL byte, a formula cell, or (see the test) too big."""
+    if kind == "nul_byte":
+        lines = path.read_bytes().split(b"\n")
+        lines[4] = lines[4].replace(b",", b",\x00", 1)
+        path.write_bytes(b"\n".join(lines))
+    elif kind == "formula_like_cell":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame.loc[6, "department"] = "=HYPERLINK(\"http://example.invalid\",\"x\")"
+        write_census_csv(frame, path)
+
+
+@pytest.mark.parametrize("kind", ["nul_byte", "formula_like_cell", "too_large"])
+def test_a_structurally_bad_census_ends_the_run_rejected_and_keeps_the_employers_file(
+        tmp_path: Path, demo_keys: Any, kind: str) -> None:
+    from carrierfeeds.demo import prepare_workspace
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                           delivery=LocalDelivery(path="outbox"))
+    settings = ws.settings
+    path = ws.inbound / "census_20261120.csv"
+    write_census_csv(generate_census(30, 18, as_of=DAY1), path)
+    _poison(path, kind)
+    if kind == "too_large":
+        # a copy of the shipped schemas whose census schema caps files below this one's size
+        schemas = tmp_path / "schemas"
+        schemas.mkdir()
+        for shipped in (ROOT / "schemas").iterdir():
+            (schemas / shipped.name).write_bytes(shipped.read_bytes())
+        schema_file = schemas / "census-v1.yaml"
+        schema_file.write_text(schema_file.read_text() + f"max_bytes: {path.stat().st_size - 1}\n")
+        settings = settings.model_copy(update={"schemas_dir": schemas})
+    kept = path.read_bytes()
+
+    summary = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
+    assert summary.status == "rejected", summary.error
+    assert summary.error is not None and summary.error["rule"] == kind
+    assert summary.error["file"] == path.name
+    # the error names where: line 5 holds the NUL, frame row 6 is the employer's row 8
+    where = {"nul_byte": (5, None), "formula_like_cell": (8, "department"), "too_large": (None, None)}[kind]
+    assert (summary.error["row"], summary.error["column"]) == where
+    ledger = open_ledger(settings)
+    try:
+        finished = [e.status for e in ledger.run_events(summary.run_id) if e.kind == "run_finished"]
+        (run,) = ledger.list_runs(feed_id=ws.feed.feed_id)
+    finally:
+        ledger.close()
+    assert finished == ["rejected"] and run.status == "rejected"
+    assert path.read_bytes() == kept, "the employer's file is kept as it came, for reprocessing"
+    index = CensusIndex(settings.data_dir, ws.feed.feed_id)
+    assert not index.path.exists() and index.entries() == {}
+    assert not (settings.data_dir / "outbox").exists() or not list((settings.data_dir / "outbox").iterdir())
+
+
 # ------------------------------------------------------------------------------------------- SQL
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def hr_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
