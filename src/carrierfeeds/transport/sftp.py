@@ -1,8 +1,15 @@
-"""SFTP delivery (paramiko): pinned host key checked before auth; temp upload, size check, rename; retries."""
+"""SFTP delivery (paramiko): pinned host key checked before auth; temp upload, size check, rename; retries.
+
+Verification before the rename: the remote size, and the remote SHA-256 where the server offers the
+``check-file`` extension (OpenSSH does not: there the size is the check, logged at debug). A connection
+lost after the rename request went out is settled on the next attempt by the final file's size (and
+checksum where offered): ours, delivered once, not a conflict.
+"""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import socket
 import stat as stat_mod
@@ -194,20 +201,34 @@ class SftpTransport:
         final = self._path(remote_name)
         tmp = self._path(temp_name(remote_name))
 
+        # Set once an attempt has sent the rename: from then on a final file may be our own upload.
+        renamed: dict[str, str] = {}
+
         def op(session: _Session) -> Receipt:
             sftp = session.sftp
-            if _stat_or_none(session, final) is not None:
+            existing = _stat_or_none(session, final)
+            if existing is not None:
+                if "sha256" in renamed:
+                    found = int(existing.st_size or 0)
+                    if found == size and _remote_matches(session, final, renamed["sha256"], remote_name):
+                        # The connection dropped after our rename and before its reply reached us.
+                        log.info("%s: found under its final name after a lost connection (%d bytes); "
+                                 "delivered, not sent again", remote_name, found)
+                        return Receipt(remote_path=final, size=found,
+                                       host_key_fingerprint=session.host_key_fingerprint, attempts=0)
                 raise RemoteFileExists(f"{remote_name} already exists in {self.remote_dir}; not overwriting",
                                        details={"remote_name": remote_name})
             if _stat_or_none(session, tmp) is not None:
                 # Left by an interrupted earlier attempt: ours to replace.
                 sftp.remove(tmp)
             started = time.monotonic()
+            digest = hashlib.sha256()
             with local.open("rb") as src, sftp.open(tmp, "wb") as dst:
                 dst.set_pipelined(True)
                 sent = 0
                 while chunk := src.read(READ_CHUNK):
                     dst.write(chunk)
+                    digest.update(chunk)
                     sent += len(chunk)
                     if self.progress is not None:
                         self.progress(sent, size)
@@ -215,6 +236,10 @@ class SftpTransport:
             if remote_size != size:
                 raise TransientError(f"size mismatch after upload: {remote_size} of {size} bytes",
                                      details={"remote_name": remote_name})
+            if not _remote_matches(session, tmp, digest.hexdigest(), remote_name):
+                raise TransientError("remote checksum differs from the local file after upload",
+                                     details={"remote_name": remote_name})
+            renamed["sha256"] = digest.hexdigest()
             _rename_no_overwrite(session, tmp, final, remote_name, self.remote_dir)
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info("delivered %s to %s:%d (%d bytes, %.1f MB/s, host key %s)", remote_name,
@@ -240,6 +265,32 @@ def _stat_or_none(session: _Session, path: str) -> paramiko.SFTPAttributes | Non
     if attrs.st_mode is not None and not stat_mod.S_ISREG(attrs.st_mode):
         raise PermanentError(f"{path.rsplit('/', 1)[-1]} on the server is not a regular file")
     return attrs
+
+
+def _is_unsupported(exc: OSError) -> bool:
+    """SSH_FX_OP_UNSUPPORTED (paramiko raises it as a bare IOError with the server's text)."""
+    return exc.errno is None and "unsupported" in str(exc).lower()
+
+
+def _remote_sha256(session: _Session, path: str) -> str | None:
+    """The server's SHA-256 of ``path`` through the ``check-file`` extension; None when not offered."""
+    try:
+        with session.sftp.open(path, "rb") as fh:
+            return fh.check("sha256").hex()
+    except OSError as exc:
+        if _is_unsupported(exc):
+            return None
+        raise
+
+
+def _remote_matches(session: _Session, path: str, sha256: str, remote_name: str) -> bool:
+    """True when the server's checksum equals ``sha256``, or the server offers none (size was checked)."""
+    remote = _remote_sha256(session, path)
+    if remote is None:
+        log.debug("%s: size check only (the server does not offer check-file)", remote_name)
+        return True
+    log.debug("%s: size and sha256 checked (check-file)", remote_name)
+    return remote == sha256
 
 
 def _rename_no_overwrite(session: _Session, tmp: str, final: str, remote_name: str, remote_dir: str) -> None:
