@@ -6,8 +6,11 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from carrierfeeds.errors import HostKeyRefused, PermanentError, Refused, TransientError
 from carrierfeeds.testing.sshd import Sshd, write_ed25519_key
 from carrierfeeds.transport.base import RemoteFile, RemoteFileExists, Transport
-from carrierfeeds.transport.sftp import SftpTransport
+from carrierfeeds.transport.sftp import SftpTransport, _remote_sha256, _Session
 
 NAME = "ACME_834_20260301_000000001.x12.pgp"
 
@@ -172,12 +175,17 @@ def silent_listener() -> Iterator[int]:
 def test_server_without_banner_times_out_and_retries(sshd_server: Sshd, silent_listener: int,
                                                      make_payload: Callable[..., Path]) -> None:
     sleeps: list[float] = []
-    endpoint = sshd_server.endpoint(port=silent_listener, connect_timeout=2.0, banner_timeout=0.3)
+    endpoint = sshd_server.endpoint(port=silent_listener, connect_timeout=2.0, banner_timeout=1.0)
     transport = SftpTransport(endpoint, "/nowhere", retries=2, backoff=0.5, sleep=sleeps.append)
+    started = time.monotonic()
     with pytest.raises(TransientError) as caught:
         transport.deliver(make_payload(100), NAME)
+    elapsed = time.monotonic() - started
     assert caught.value.details["attempts"] == 2
     assert sleeps == [0.5]  # exponential backoff: backoff * 2**(attempt-1) between attempts
+    # A correctness bound, not a speed measure: two attempts honouring a 1 s banner timeout end long
+    # before even one attempt at paramiko's 15 s default would.
+    assert elapsed < 10, f"two attempts took {elapsed:.1f}s: the banner timeout was not honoured"
 
 
 def test_connection_dropped_mid_upload_is_retried_to_one_complete_file(
@@ -211,3 +219,151 @@ def test_remote_name_must_be_a_plain_file_name(sshd_server: Sshd, inbox: Path, b
     with pytest.raises(Refused):
         transport.stat(bad)
     assert list(inbox.iterdir()) == []
+
+
+# ------------------------------------------------------------------ remote checksum (check-file)
+def test_openssh_offers_no_check_file_and_delivery_falls_back_to_the_size(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    local = make_payload(200_000)
+    (inbox / "probe").write_bytes(b"x" * 1000)
+    session = _Session(sshd_server.endpoint(), paramiko.PKey.from_path(sshd_server.client_key_path))
+    try:
+        # What the server itself answers: SSH_FX_OP_UNSUPPORTED, which paramiko raises as a bare IOError.
+        with session.sftp.open(f"{inbox}/probe", "rb") as fh, pytest.raises(OSError, match=r"(?i)unsupported"):
+            fh.check("sha256")
+        assert _remote_sha256(session, f"{inbox}/probe") is None  # "not offered", not a failure
+        with pytest.raises(FileNotFoundError):  # a real error is still an error
+            _remote_sha256(session, f"{inbox}/absent")
+    finally:
+        session.close()
+
+    with caplog.at_level(logging.DEBUG, logger="carrierfeeds.transport.sftp"):
+        receipt = SftpTransport(sshd_server.endpoint(), str(inbox)).deliver(local, NAME)
+    assert receipt.attempts == 1 and _digest(inbox / NAME) == _digest(local)
+    assert any(r.levelno == logging.DEBUG and NAME in r.getMessage() and "size check only" in r.getMessage()
+               for r in caplog.records)
+
+
+# --------------------------------------------------- connection lost just after the server's rename
+class _DropAfterRename:
+    """A TCP relay to the sshd that cuts the first connection as soon as the final file exists.
+
+    The server answers a rename only after performing it, so any server-to-client bytes seen once the
+    final name exists come no earlier than the rename: the client never learns the rename succeeded.
+    """
+
+    def __init__(self, target: tuple[str, int], final: Path) -> None:
+        self.target = target
+        self.final = final
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.connections = 0
+        self.dropped = 0
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            cut = self.connections == 1
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, cut), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, cut: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if cut and self.final.exists():
+                    self.dropped += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_connection_lost_after_the_rename_is_taken_as_delivered_on_the_retry(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path]) -> None:
+    local = make_payload(300_000)
+    relay = _DropAfterRename((sshd_server.host, sshd_server.port), inbox / NAME)
+    try:
+        endpoint = sshd_server.endpoint(port=relay.port,
+                                        known_hosts=f"[127.0.0.1]:{relay.port} {sshd_server.host_public_key_line}\n")
+        sleeps: list[float] = []
+        receipt = SftpTransport(endpoint, str(inbox), retries=3, backoff=0.1, sleep=sleeps.append).deliver(
+            local, NAME)
+    finally:
+        relay.close()
+    assert relay.dropped == 1 and relay.connections == 2  # cut after the rename, one retry
+    assert receipt.attempts == 2 and sleeps == [0.1]
+    assert receipt.remote_path == f"{inbox}/{NAME}" and receipt.size == local.stat().st_size
+    assert [p.name for p in inbox.iterdir()] == [NAME] and _digest(inbox / NAME) == _digest(local)
+
+
+def test_a_final_file_of_another_size_after_a_lost_rename_is_still_refused(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path]) -> None:
+    local = make_payload(300_000)
+    relay = _DropAfterRename((sshd_server.host, sshd_server.port), inbox / NAME)
+    original_pump = relay._pump
+
+    def pump_then_tamper(src: socket.socket, dst: socket.socket, cut: bool) -> None:
+        original_pump(src, dst, cut)
+        if cut and relay.dropped:
+            # Between the lost reply and the retry, the final file is no longer what we uploaded.
+            (inbox / NAME).write_bytes(b"someone else's file")
+
+    relay._pump = pump_then_tamper  # type: ignore[method-assign]
+    try:
+        endpoint = sshd_server.endpoint(port=relay.port,
+                                        known_hosts=f"[127.0.0.1]:{relay.port} {sshd_server.host_public_key_line}\n")
+        with pytest.raises(RemoteFileExists):
+            SftpTransport(endpoint, str(inbox), retries=3, backoff=0.2, sleep=time.sleep).deliver(local, NAME)
+    finally:
+        relay.close()
+    assert (inbox / NAME).read_bytes() == b"someone else's file"
+
+
+# --------------------------------------------------------------- a server stalling after auth
+def test_server_stalling_mid_upload_hits_the_operation_timeout_as_transient(
+        sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path]) -> None:
+    local = make_payload(64 * 1024 * 1024)  # far more than the SSH window: the upload must wait on the server
+    stopped: list[int] = []
+
+    def stall_once(sent: int, total: int) -> None:
+        if not stopped and sent >= total // 8:
+            for pid in sshd_server.connection_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+
+    transport = SftpTransport(sshd_server.endpoint(op_timeout=1.0), str(inbox), retries=1, progress=stall_once)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError) as caught:
+            transport.deliver(local, NAME)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    elapsed = time.monotonic() - started
+    assert stopped, "the server was never stalled"
+    assert caught.value.details["attempts"] == 1
+    assert caught.value.details["cause"] == "TimeoutError"
+    # A correctness bound: a 1 s per-operation timeout, not the 60 s default, ended the stalled upload.
+    assert elapsed < 30, f"the stalled upload took {elapsed:.1f}s to fail"
+    assert NAME not in {p.name for p in inbox.iterdir()}
