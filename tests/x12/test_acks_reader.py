@@ -193,3 +193,36 @@ def test_hand_written_999_is_valid_for_pyx12(tmp_path: Path) -> None:
     path.write_bytes(_ack_999("*", ":", "~", "\n"))
     verdict = validate_with_pyx12(path)
     assert verdict.ok, verdict.errors
+
+
+def _split_broken_in_second_set() -> bytes:
+    """The family of four and the single in two sets (cap 4); the single's INS03 replaced."""
+    m = h.validated(max_members_per_transaction=4)
+    data = render_834_bytes(h.enrollment(m=m), h.header(m), h.CONTROL)
+    i = data.rindex(b"INS*Y*18*030")
+    return data[:i] + data[i:].replace(b"INS*Y*18*030", b"INS*Y*18*" + PLANTED.encode(), 1)
+
+
+def test_partially_accepted_999_for_a_split_834_reads_each_set(tmp_path: Path) -> None:
+    data = _split_broken_in_second_set()
+    raw = _pyx12_999(tmp_path, data)
+    # pyx12 writes AK901 R when one of two sets is rejected; X231A1 carriers write P: both are read as sent.
+    (as_sent,) = read_acks(raw).acks
+    assert (as_sent.status, as_sent.sets_accepted) == (GroupAckCode.REJECTED, 1)
+    assert b"AK9*R*2*2*1~" in raw
+    result = read_acks(raw.replace(b"AK9*R*2*2*1~", b"AK9*P*2*2*1~"))
+    (ack,) = result.acks
+    assert ack.status is GroupAckCode.PARTIALLY_ACCEPTED and ack.status.meaning == "partially accepted"
+    assert (ack.group_control_number, ack.sets_included, ack.sets_received, ack.sets_accepted) == (
+        h.CONTROL.gs06, 2, 2, 1)
+    first, second = ack.transaction_sets
+    assert (first.control_number, first.status, first.accepted, first.segment_errors) == (
+        1, TransactionSetAckCode.ACCEPTED, True, ())
+    assert (second.control_number, second.status, second.accepted) == (2, TransactionSetAckCode.REJECTED, False)
+    (seg,) = second.segment_errors
+    # Counted from the second set's own ST (= 1), not from the file's start.
+    lines = data.split(b"~\n")
+    st = max(i for i, s in enumerate(lines) if s.startswith(b"ST*"))
+    bad = next(i for i, s in enumerate(lines) if PLANTED.encode() in s)
+    assert (seg.segment_id, seg.position, seg.elements[0].position) == ("INS", bad - st + 1, 3)
+    assert PLANTED not in repr(result)
