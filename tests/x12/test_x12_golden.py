@@ -11,7 +11,6 @@ members (and every optional REF/DTP value the mapping asked for).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,9 +107,7 @@ def test_golden_file(name: str, tmp_path: Path) -> None:
     data = render_834_bytes(enrollment, header, h.CONTROL)
     assert data == render_834_naive(enrollment, header, h.CONTROL)
     path = h.FIXTURES / name
-    if os.environ.get("CARRIERFEEDS_REGENERATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    h.write_golden_if_asked(path, data)
     assert path.exists(), f"missing golden file {name}; see this module's docstring to create it"
     assert data == path.read_bytes()
 
@@ -128,3 +125,17 @@ def test_golden_file(name: str, tmp_path: Path) -> None:
                                       "coverage_start", "coverage_end", *_OPTIONAL], fill_value="")
     pd.testing.assert_frame_equal(back[expected.columns].reset_index(drop=True),
                                   expected.reset_index(drop=True).astype(object), check_dtype=False)
+
+
+def test_golden_files_are_never_regenerated_in_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the flag set under CI the golden tests fail rather than rewrite (and so trivially match) the files."""
+    path = tmp_path / "golden.834"
+    path.write_bytes(b"before")
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv(h.REGENERATE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception):
+        h.write_golden_if_asked(path, b"after")
+    assert path.read_bytes() == b"before"
+    monkeypatch.delenv(h.REGENERATE_ENV)
+    h.write_golden_if_asked(path, b"after")  # CI without the flag: compare only
+    assert path.read_bytes() == b"before"

@@ -9,7 +9,6 @@ Regenerate after an intended change (then review the diff like code):
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,8 +137,7 @@ def test_scenario_golden_file(name: str, tmp_path: Path) -> None:
     data = render_834_bytes(enrollment, header, h.CONTROL)
     assert data == render_834_naive(enrollment, header, h.CONTROL)
     path = h.FIXTURES / name
-    if os.environ.get("CARRIERFEEDS_REGENERATE_GOLDEN") == "1":
-        path.write_bytes(data)
+    h.write_golden_if_asked(path, data)
     assert path.exists(), f"missing golden file {name}; see this module's docstring to create it"
     assert data == path.read_bytes()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.config import CarrierMapping, Feed, Party, load_feed, load_mapping
@@ -18,6 +20,22 @@ FIXTURES = ROOT / "tests" / "fixtures" / "x12"
 AS_OF = date(2026, 11, 20)
 CREATED = datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
 CONTROL = ControlNumbers(isa13=42, gs06=42, st02=1)
+
+
+REGENERATE_ENV = "CARRIERFEEDS_REGENERATE_GOLDEN"
+
+
+def write_golden_if_asked(path: Path, data: bytes) -> None:
+    """Rewrite golden file ``path`` only when a developer asks (REGENERATE_ENV=1), never in CI: there the
+    golden files are compared byte for byte, so a CI run with the flag set fails instead of passing."""
+    flag = os.environ.get(REGENERATE_ENV)
+    if not flag:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{REGENERATE_ENV} is set in CI; golden files are compared there, never regenerated")
+    if flag == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def feed() -> Feed:
