@@ -258,6 +258,7 @@ def test_report_counts_per_carrier_and_employer(ledger: Ledger) -> None:
 
 
 def test_acknowledgments_come_from_the_ledger(ledger: Ledger) -> None:
+    from carrierfeeds.acks import ack_infos
     from carrierfeeds.audit import acks_from_ledger
     from carrierfeeds.ledger.store import AckRow
 
@@ -270,14 +271,42 @@ def test_acknowledgments_come_from_the_ledger(ledger: Ledger) -> None:
         file_sha256=sha256_hex("ack-file-2"), source_id="sunrise", file_name="ack2.999", now=_at(0, 7),
         rows=[AckRow(unit=1, kind="999", status="rejected", delivery_id=s.deliveries["g1"]),
               AckRow(unit=2, kind="999", status="rejected")])  # matches nothing: not anyone's ack
+    # The carrier sent a rejecting 999 for a5, then a corrected accepting one: the latest 999 decides.
+    ledger.record_acknowledgments(
+        file_sha256=sha256_hex("ack-file-3"), source_id="sunrise", file_name="ack3.999", now=_at(4, 5),
+        rows=[AckRow(unit=1, kind="999", status="rejected", delivery_id=s.deliveries["a5"])])
+    ledger.record_acknowledgments(
+        file_sha256=sha256_hex("ack-file-4"), source_id="sunrise", file_name="ack4.999", now=_at(4, 9),
+        rows=[AckRow(unit=1, kind="999", status="accepted", delivery_id=s.deliveries["a5"]),
+              AckRow(unit=2, kind="TA1", status="rejected", delivery_id=s.deliveries["g1"])])  # a 999 outranks
     acks = acks_from_ledger(ledger)
-    assert set(acks) == {s.deliveries["a1"], s.deliveries["g1"]}
-    assert (acks[s.deliveries["a1"]].status, acks[s.deliveries["g1"]].status) == ("accepted", "rejected")
-    assert acks[s.deliveries["g1"]].received_at == _at(0, 5)
+    assert acks == ack_infos(ledger)  # the same fold as `carrierfeeds acks status`
+    assert set(acks) == {s.deliveries["a1"], s.deliveries["g1"], s.deliveries["a5"]}
+    assert [(acks[s.deliveries[k]].status, acks[s.deliveries[k]].received_at) for k in ("a1", "g1", "a5")] == [
+        ("accepted", _at(0, 5)), ("rejected", _at(0, 7)), ("accepted", _at(4, 9))]
     stats = {(p.carrier_id, p.employer_id): p for p in _report(ledger, s, acks).parties}
     assert stats[("sunrise", "globex")].rejected_acks == 1
-    # a5 was never acknowledged (late by the report's time); a1 was, in time; a2 was never delivered.
-    assert stats[("sunrise", "acme")].late_acks == 1
+    # a1 and a5 were acknowledged in time (a5's answer came 6 h 20 m after it); a2 was never delivered.
+    assert (stats[("sunrise", "acme")].late_acks, stats[("sunrise", "acme")].rejected_acks) == (0, 0)
+
+
+def test_report_uses_each_carriers_ack_window_and_counts_partial_acceptance_as_rejected(ledger: Ledger) -> None:
+    s = seed(ledger)
+    # a1 answered 33 h 20 m after delivery; a5 never (53 h 20 m by the report's time); g1 partially accepted.
+    acks = {s.deliveries["a1"]: AckInfo(s.deliveries["a1"], "accepted", _at(1, 12)),
+            s.deliveries["g1"]: AckInfo(s.deliveries["g1"], "partial", _at(0, 6)),
+            s.deliveries["g2"]: AckInfo(s.deliveries["g2"], "accepted_with_errors", _at(1, 6))}
+
+    def acme_and_globex(windows: dict[str, timedelta] | None) -> tuple[Any, ...]:
+        report = build_report(ledger, since=DAY0, until=DAY0 + timedelta(days=4), generated_at=_at(6, 8),
+                              parties=PARTIES, acks=acks, ack_windows=windows)
+        stats = {(p.carrier_id, p.employer_id): p for p in report.parties}
+        acme, globex = stats[("sunrise", "acme")], stats[("sunrise", "globex")]
+        return acme.late_acks, acme.rejected_acks, globex.rejected_acks
+
+    assert acme_and_globex(None) == (2, 0, 1)  # the mapping default: 24 h
+    assert acme_and_globex({"acme-sunrise": timedelta(hours=36)}) == (1, 0, 1)
+    assert acme_and_globex({"acme-sunrise": timedelta(hours=72)}) == (0, 0, 1)
 
 
 def test_report_html_is_self_contained_with_a_chart(ledger: Ledger) -> None:

@@ -6,6 +6,12 @@ ids, counts, hashes, fingerprints, actors and times only, so reports are PHI-fre
 
 Acknowledgments (TA1/999) are passed in as :class:`AckInfo` by delivery id; with none passed, the
 acknowledgment columns read ``n/a`` ("not tracked") rather than pretending nothing was late.
+:func:`acks_from_ledger` folds the ledger's acknowledgments exactly as ``carrierfeeds acks status``
+does (:func:`carrierfeeds.acks.ack_infos`: the latest 999, else the latest TA1). An acknowledgment is
+late when it came (or, still missing, the report was made) more than the carrier mapping's
+``ack_window_hours`` after the delivery, passed in per feed; a feed without one gets the mapping
+default (24 h). A rejection counts rejected and partially accepted files alike: either way some of it
+was not taken.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from carrierfeeds.x12.codes import MaintenanceType
 
 log = logging.getLogger(__name__)
 
-#: How long after delivery a carrier's acknowledgment may take before it counts as late.
-DEFAULT_ACK_DUE = timedelta(hours=48)
+#: How long after delivery an acknowledgment may take for a feed no ack window is passed for (the
+#: carrier mapping's ``ack_window_hours`` default).
+DEFAULT_ACK_WINDOW = timedelta(hours=24)
+#: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acks``).
+REJECTED_ACK_STATUSES = frozenset({"rejected", "partial"})
 #: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
 #: termination, 025 reinstatement, 030 audit or compare (a full file).
 MAINTENANCE_TYPES: tuple[str, ...] = tuple(t.value for t in MaintenanceType)
@@ -115,13 +124,12 @@ def feed_parties(ledger: Ledger, parties: Iterable[FeedParty] = ()) -> dict[str,
 
 
 def acks_from_ledger(ledger: Ledger, delivery_ids: Collection[str] | None = None) -> dict[str, AckInfo]:
-    """Each delivery's acknowledgment as recorded in the ledger: ``rejected`` when any unit rejected it,
-    else the latest unit's status; ``received_at`` is the first unit's (when the carrier first answered)."""
-    units: dict[str, list[Any]] = {}
-    for a in ledger.acknowledgments(delivery_ids=delivery_ids, matched=True):
-        units.setdefault(str(a.delivery_id), []).append(a)
-    return {d: AckInfo(d, "rejected" if any(u.status == "rejected" for u in us) else us[-1].status,
-                       min(u.received_at for u in us)) for d, us in units.items()}
+    """Each delivery's acknowledgment as ``carrierfeeds acks`` folds them: the latest 999, else the
+    latest TA1, with that acknowledgment's time."""
+    from carrierfeeds.acks import ack_infos
+
+    infos: dict[str, AckInfo] = ack_infos(ledger, delivery_ids)
+    return infos
 
 
 def _authority(auths: Sequence[AuthorisationRecord], d: DeliveryRecord) -> AuthorisationRecord | None:
@@ -272,7 +280,8 @@ def lines_to_table(lines: Sequence[DeliveryLine]) -> str:
 @dataclass(frozen=True)
 class PartyStats:
     """One carrier and employer over the period. ``late_acks``/``rejected_acks`` are None when
-    acknowledgments were not tracked; ``retries`` counts run attempts beyond each run's first."""
+    acknowledgments were not tracked; ``rejected_acks`` counts rejected and partially accepted files;
+    ``retries`` counts run attempts beyond each run's first."""
 
     carrier_id: str
     employer_id: str
@@ -330,8 +339,12 @@ def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
 
 def build_report(ledger: Ledger, *, since: date, until: date, generated_at: datetime,
                  parties: Mapping[str, tuple[str, str]] | None = None,
-                 acks: Mapping[str, AckInfo] | None = None, ack_due: timedelta = DEFAULT_ACK_DUE) -> AuditReport:
-    """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked)."""
+                 acks: Mapping[str, AckInfo] | None = None, ack_windows: Mapping[str, timedelta] | None = None,
+                 default_ack_window: timedelta = DEFAULT_ACK_WINDOW) -> AuditReport:
+    """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked).
+
+    ``ack_windows``: feed id -> the carrier mapping's acknowledgment window; other feeds get
+    ``default_ack_window``."""
     if until < since:
         raise ValueError("until is before since")
     start, end = day_bounds(since, until)
@@ -361,10 +374,10 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         g["manual"] += ln.transport == "manual"
         # A manual hand-off goes to a recipient without electronic intake: no TA1/999 will come.
         if ln.delivered and acks is not None and ln.transport != "manual":
-            if ln.ack_status == "rejected":
+            if ln.ack_status in REJECTED_ACK_STATUSES:
                 g["rejected"] += 1
             arrived = ln.ack_at if ln.ack_at is not None else generated_at
-            if arrived - ln.updated_at > ack_due:
+            if arrived - ln.updated_at > (ack_windows or {}).get(ln.feed_id, default_ack_window):
                 g["late"] += 1
     for o in outcomes:
         g = group(by_delivery[o.delivery_id].feed_id)

@@ -598,8 +598,17 @@ def audit_report(
         raise typer.BadParameter("--until is before --since")
     settings = Settings()
     ledger = open_ledger(settings)
+    from carrierfeeds.acks import carrier_ack_settings
+
+    try:
+        # "Late" is each carrier mapping's ack_window_hours, as for `carrierfeeds acks status`.
+        windows = {f: c.window for c in carrier_ack_settings(settings) for f in c.feed_ids}
+    except CarrierFeedsError as exc:
+        _fail(exc, False)
+        return
     report = build_report(ledger, since=first, until=last, generated_at=_utcnow(),
-                          parties=feed_parties(ledger, _audit_parties(settings)), acks=acks_from_ledger(ledger))
+                          parties=feed_parties(ledger, _audit_parties(settings)), acks=acks_from_ledger(ledger),
+                          ack_windows=windows)
     write_report(report, out)
     t = report.totals
     typer.echo(f"wrote {out}: {t['deliveries']} deliveries, {t['failures']} failed attempts, "
