@@ -275,3 +275,61 @@ def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_work
             for canary in canaries:
                 assert canary.encode() not in data, (path.name, "plaintext PHI at rest")
     assert [p.name for p in ws.inbox.iterdir()] == [ctx.state()["cipher_name"]]
+
+
+def test_quarantined_family_is_carried_over_in_the_change_file_not_termed(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    """Changes mode under the quarantine policy: a family that fails validation on day 2 is held back;
+    the day-2 change file has no 024 for it (it was not dropped), and once fixed it is simply unchanged."""
+    import yaml
+    from tests.test_pipeline_changes import _changes_mode
+
+    from carrierfeeds.x12.read import read_834
+
+    ws = sftp_workspace
+    settings, store = _changes_mode(ws, tmp_path)
+    feed_file = settings.feeds_dir / f"{ws.feed.feed_id}.yaml"
+    feed = yaml.safe_load(feed_file.read_text())
+    feed["validation"] = {"policy": "quarantine"}
+    feed_file.write_text(yaml.safe_dump(feed, sort_keys=False))
+    day1, day2, day3 = DAY, date(2026, 11, 21), date(2026, 11, 22)
+
+    census = ws.write_census(members=30, seed=21, as_of=day1)
+    first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, day1), clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    sent1 = read_834(_decrypt(ws, ws.inbox / first.file_name, tmp_path))
+    assert set(sent1["ins03"]) == {"030"}
+
+    # Day 2: one family with dependents fails a rule (the subscriber's gender); another member moves house.
+    covered = frame[frame["plan_code"].isin(ws.feed.authorization.plans)]
+    families = covered.groupby("subscriber_id")["member_id"].nunique()
+    held_family = str(families[families > 1].index[0])
+    held = set(frame.loc[frame["subscriber_id"] == held_family, "member_id"])
+    assert held <= set(sent1["member_id"]) and len(held) > 1
+    mover = str(covered.loc[covered["subscriber_id"] != held_family, "member_id"].iloc[0])
+    bad = frame.copy()
+    bad.loc[bad["member_id"] == held_family, "gender"] = "X"
+    bad.loc[bad["member_id"] == mover, "address1"] = "1 Changed Street"
+    census.unlink()
+    day2_file = ws.inbound / f"census_{day2:%Y%m%d}.csv"
+    bad.to_csv(day2_file, index=False)
+
+    second = run_feed(settings, RunRef.for_day(ws.feed.feed_id, day2), clock=_clock, actor="test")
+    assert second.status == "delivered", second.error
+    assert second.validation["held_back_members"] == len(held)
+    assert second.validation["failed_families"] == 1
+    sent2 = read_834(_decrypt(ws, ws.inbox / second.file_name, tmp_path))
+    assert not set(sent2["member_id"]) & held, "a held-back family is carried over, not sent"
+    assert "024" not in set(sent2["ins03"]), sent2[["ins03"]].value_counts()
+    assert set(sent2["member_id"]) == {mover} and set(sent2["ins03"]) == {"001"}
+    snapshot = store.info(ws.feed.feed_id)
+    assert snapshot is not None and snapshot.run_id == second.run_id
+
+    # Day 3: the employer fixes the family and nothing else changed: still no term, and no change for it.
+    day2_file.unlink()
+    fixed = bad.copy()
+    fixed["gender"] = frame["gender"]
+    fixed.to_csv(ws.inbound / f"census_{day3:%Y%m%d}.csv", index=False)
+    third = run_feed(settings, RunRef.for_day(ws.feed.feed_id, day3), clock=_clock, actor="test")
+    assert third.status == "nothing_to_send", (third.status, third.error)
