@@ -259,15 +259,19 @@ def test_deletion_outside_a_purge_is_still_found(ledger: Ledger, tmp_path: Path)
 
 def test_an_edited_checkpoint_is_found(ledger: Ledger, tmp_path: Path) -> None:
     """Widening a recorded gap to hide a deleted row breaks the checkpoint's own hash."""
-    _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
-    _run(ledger, HELD.feed_id, date(2025, 2, 28), NEW)
+    _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)  # seqs 1-7, purged
+    kept = _run(ledger, HELD.feed_id, date(2025, 2, 28), NEW)  # its run row is seq 8
     run_purge(ledger, tmp_path, PARTIES, as_of=AS_OF, now=NOW, actor="housekeeping")
     with ledger.engine.begin() as conn:
         gaps = conn.execute(sa.text("SELECT gaps FROM purge_checkpoints")).scalar_one()
         conn.execute(sa.text("UPDATE purge_checkpoints SET gaps = :g"), {"g": gaps.replace("[1,", "[2,")})
     verdict = ledger.verify_chain()
+    # No checkpoint now explains seq 1, so the walk stops at the first live row, before it ever reaches
+    # the edited checkpoint (whose own hash no longer matches either).
     assert not verdict.ok and verdict.first_broken is not None
-    assert verdict.first_broken.table in ("runs", "purge_checkpoints")
+    assert (verdict.first_broken.table, verdict.first_broken.row_id, verdict.first_broken.seq) == ("runs", kept, 8)
+    assert verdict.first_broken.reason.startswith("sequence gap: expected seq 1, found 8")
+    assert verdict.rows_checked == 0
 
 
 def test_held_feed_keeps_its_ledger_rows_and_audit_events(ledger: Ledger, tmp_path: Path) -> None:
