@@ -496,3 +496,42 @@ def test_ledger_and_audit_views_hold_no_census_values_after_real_runs(sftp_works
     for view in views:
         leaked = [v for v in values if v in view]
         assert leaked == [], f"{len(leaked)} census values found in an audit view"
+
+
+def test_cli_db_upgrade_from_empty_and_audit_verify(cli_env: Path, ledger_url: str) -> None:
+    """`db upgrade` makes the schema in an empty database; `audit verify` exits 0 on an intact chain and
+    5 naming the first broken link on an edited one."""
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import EXIT_FAILED, app
+
+    engine = sa.create_engine(ledger_url)
+    assert sa.inspect(engine).get_table_names() == []
+    runner = CliRunner()
+    for _ in range(2):  # and again: nothing left to migrate
+        up = runner.invoke(app, ["db", "upgrade"])
+        assert up.exit_code == 0 and "is up to date" in up.output, up.output
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"runs", "run_events", "deliveries", "delivery_outcomes", "audit_events", "authorisations",
+            "acknowledgments", "purge_checkpoints", "chain_head"} <= tables
+
+    ledger = Ledger.open(ledger_url)
+    s = seed(ledger)
+    ledger.close()
+    intact = runner.invoke(app, ["audit", "verify", "--json"])
+    assert intact.exit_code == 0, intact.output
+    verdict = json.loads(intact.output)
+    assert (verdict["ok"], verdict["rows_checked"], verdict["head_seq"], verdict["first_broken"]) == (True, 71, 71,
+                                                                                                        None)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE deliveries SET file_name = 'renamed.pgp' WHERE delivery_id = :d"),
+                     {"d": s.deliveries["g1"]})
+    broken = runner.invoke(app, ["audit", "verify", "--json"])
+    assert broken.exit_code == EXIT_FAILED == 5
+    link = json.loads(broken.output)["first_broken"]
+    assert (link["table"], link["row_id"], link["reason"]) == ("deliveries", s.deliveries["g1"],
+                                                               "row content does not match its hash (row edited)")
+    text = runner.invoke(app, ["audit", "verify"])
+    assert text.exit_code == 5 and "chain BROKEN" in text.output
+    assert f"first broken link: deliveries row {s.deliveries['g1']}" in text.output
+    engine.dispose()

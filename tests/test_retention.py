@@ -485,3 +485,61 @@ def test_retention_settings_are_checked_when_loaded(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CARRIERFEEDS_LEDGER_RETENTION_YEARS", "0")
     with pytest.raises(pydantic.ValidationError):
         Settings()
+
+
+def test_cli_purge_by_contract_end_with_holds_and_the_retention_setting(ledger: Ledger, ledger_url: str,
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`carrierfeeds purge` for real (no --dry-run): contracts ended 120 and 40 days ago go (the setting is
+    30 days), a hold in a feed file and one placed with `hold set` keep theirs until lifted."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import app
+
+    data, feeds = tmp_path / "var", tmp_path / "feeds"
+    monkeypatch.setenv("CARRIERFEEDS_DATA_DIR", str(data))
+    monkeypatch.setenv("CARRIERFEEDS_FEEDS_DIR", str(feeds))
+    monkeypatch.setenv("CARRIERFEEDS_LEDGER_URL", ledger_url)
+    monkeypatch.setenv("CARRIERFEEDS_EMPLOYEE_DATA_RETENTION_DAYS", "30")
+    ended = {"acme-ended": ("acme", 120, False), "hooli-ended": ("hooli", 40, False),
+             "globex-held": ("globex", 200, True), "initech-held": ("initech", 150, False)}
+    for feed_id, (employer, days, held) in ended.items():
+        _feed_file(feeds, feed_id=feed_id, employer=employer, contract_end=AS_OF - timedelta(days=days),
+                   legal_hold=held)
+    _employee_files(data, list(ended))
+    runner = CliRunner()
+    assert runner.invoke(app, ["hold", "set", "--employer", "initech", "--reason", "matter 2026-51",
+                               "--actor", "counsel"]).exit_code == 0
+
+    def purge(*extra: str) -> dict[str, set[str]]:
+        out = runner.invoke(app, ["purge", "--as-of", AS_OF.isoformat(), "--actor", "ops", "--json", *extra])
+        assert out.exit_code == 0, out.output
+        report = json.loads(out.output)
+        assert report["dry_run"] is False
+        actions: dict[str, set[str]] = {}
+        for item in report["employee_data"]:
+            actions.setdefault(item["action"], set()).add(item["feed_id"])
+        return actions
+
+    def left() -> set[str]:
+        return {f for f in ended if all((data / k / f).is_dir() for k in EMPLOYEE_DATA_KINDS)}
+
+    # The flag overrides the setting: 130 days keeps both ended contracts.
+    assert purge("--retention-days", "130") == {"held": {"globex-held", "initech-held"}}
+    assert left() == set(ended)
+    assert purge() == {"purge": {"acme-ended", "hooli-ended"}, "held": {"globex-held", "initech-held"}}
+    assert left() == {"globex-held", "initech-held"}
+    assert not any((data / k / f).exists() for k in EMPLOYEE_DATA_KINDS for f in ("acme-ended", "hooli-ended"))
+    assert purge() == {"held": {"globex-held", "initech-held"}}  # idempotent
+
+    assert runner.invoke(app, ["hold", "clear", "--employer", "initech", "--reason", "matter closed",
+                               "--actor", "counsel"]).exit_code == 0
+    assert purge() == {"purge": {"initech-held"}, "held": {"globex-held"}}
+    assert left() == {"globex-held"}
+    events = ledger.audit_events(action="purge_employee_data")
+    assert sorted((e.object_id, e.detail["kind"]) for e in events) == sorted(
+        (f, k) for f in ("acme-ended", "hooli-ended", "initech-held") for k in EMPLOYEE_DATA_KINDS)
+    assert {(e.actor, e.detail["retention_days"]) for e in events} == {("ops", 30)}
+    assert ledger.verify_chain().ok
