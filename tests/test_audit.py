@@ -333,6 +333,96 @@ def test_report_html_is_self_contained_with_a_chart(ledger: Ledger) -> None:
     assert "intact" in page
 
 
+def _svg_to_png(svg: str, out: Path) -> Path:
+    """Render SVG to a PNG on white with librsvg and cairo (the C libraries, through ctypes: no Python
+    binding for either is in the lock; cairo comes with poppler-utils, librsvg2-2 with the base image)."""
+    import ctypes
+    import ctypes.util
+
+    names = {lib: ctypes.util.find_library(lib) for lib in ("rsvg-2", "cairo")}
+    if None in names.values():
+        pytest.fail(f"rendering the report's chart needs librsvg and cairo (Debian librsvg2-2, libcairo2): {names}")
+    rsvg, cairo = ctypes.CDLL(names["rsvg-2"]), ctypes.CDLL(names["cairo"])
+
+    class Viewport(ctypes.Structure):
+        _fields_ = [("x", ctypes.c_double), ("y", ctypes.c_double), ("width", ctypes.c_double),
+                    ("height", ctypes.c_double)]
+
+    ptr = ctypes.c_void_p
+    rsvg.rsvg_handle_new_from_data.restype = ptr
+    rsvg.rsvg_handle_new_from_data.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ptr]
+    rsvg.rsvg_handle_render_document.argtypes = [ptr, ptr, ctypes.POINTER(Viewport), ptr]
+    rsvg.g_object_unref.argtypes = [ptr]
+    cairo.cairo_image_surface_create.restype = ptr
+    cairo.cairo_image_surface_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    cairo.cairo_create.restype = ptr
+    cairo.cairo_create.argtypes = [ptr]
+    cairo.cairo_set_source_rgb.argtypes = [ptr, ctypes.c_double, ctypes.c_double, ctypes.c_double]
+    cairo.cairo_paint.argtypes = [ptr]
+    cairo.cairo_surface_write_to_png.argtypes = [ptr, ctypes.c_char_p]
+    cairo.cairo_destroy.argtypes = [ptr]
+    cairo.cairo_surface_destroy.argtypes = [ptr]
+
+    width, height = (int(v) for v in re.search(r'<svg[^>]* width="(\d+)" height="(\d+)"', svg).groups())  # type: ignore[union-attr]
+    data = svg.encode()
+    error = ptr()
+    handle = rsvg.rsvg_handle_new_from_data(data, len(data), ctypes.byref(error))
+    assert handle and not error.value, "librsvg could not parse the chart"
+    surface = cairo.cairo_image_surface_create(0, width, height)  # CAIRO_FORMAT_ARGB32
+    cr = cairo.cairo_create(surface)
+    try:
+        cairo.cairo_set_source_rgb(cr, 1.0, 1.0, 1.0)
+        cairo.cairo_paint(cr)
+        assert rsvg.rsvg_handle_render_document(handle, cr, ctypes.byref(Viewport(0, 0, width, height)),
+                                                ctypes.byref(error)) == 1
+        assert cairo.cairo_surface_write_to_png(surface, str(out).encode()) == 0  # CAIRO_STATUS_SUCCESS
+    finally:
+        cairo.cairo_destroy(cr)
+        cairo.cairo_surface_destroy(surface)
+        rsvg.g_object_unref(handle)
+    return out
+
+
+def test_report_html_chart_renders_to_a_png_a_person_can_read(ledger: Ledger, tmp_path: Path) -> None:
+    """The HTML report's inline SVG chart, rendered (librsvg) and read back pixel by pixel: one bar per
+    day, as tall as that day's deliveries, green for delivered and red for not delivered, with text."""
+    from PIL import Image
+
+    s = seed(ledger)
+    page = render_report_html(_report(ledger, s))
+    svg = re.search(r"<svg.*?</svg>", page, re.S)
+    assert svg is not None
+    png = _svg_to_png(svg.group(0), tmp_path / "chart.png")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    image = Image.open(png).convert("RGB")
+    assert image.size == (900, 260)
+    green, red = (46, 125, 50), (198, 40, 40)
+    # The chart's layout: 44 px left of the plot, 12 right, 24 above, 48 below; five days, five slots.
+    left, right, top, bottom, days = 44, 12, 24, 48, 5
+    slot = (image.width - left - right) / days
+
+    def bar(day: int, colour: tuple[int, int, int]) -> int:
+        x = round(left + (day + 0.5) * slot)
+        return sum(image.getpixel((x, y)) == colour for y in range(top, image.height - bottom))
+
+    heights = [(bar(d, green), bar(d, red)) for d in range(days)]
+    unit = heights[0][0] / 3  # day one: three delivered, none failed
+    assert unit > 40
+    expected = [(ln_ok, ln_bad) for _, ln_ok, ln_bad in _report(ledger, s).per_day]
+    assert expected == [(3, 0), (1, 1), (1, 0), (0, 0), (1, 1)]
+    for (g, r), (ok, bad) in zip(heights, expected, strict=True):
+        assert abs(g - ok * unit) <= 2 and abs(r - bad * unit) <= 2, heights
+
+    # The title, the axis labels and the legend are drawn as text: dark pixels above the plot and below it.
+    def dark(box: tuple[int, int, int, int]) -> int:
+        raw = image.crop(box).tobytes()
+        return sum(raw[i] + raw[i + 1] + raw[i + 2] < 200 for i in range(0, len(raw), 3))
+
+    assert dark((left, 0, left + 200, top - 6)) > 100  # "Deliveries per day (UTC)"
+    assert dark((left, image.height - 20, left + 250, image.height)) > 100  # the legend's words
+    assert dark((0, top, left - 2, image.height - bottom)) > 20  # the value axis ticks
+
+
 def test_report_marks_a_broken_chain(ledger: Ledger) -> None:
     s = seed(ledger)
     with ledger.engine.begin() as conn:
