@@ -23,7 +23,16 @@ from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import CensusSchema, load_schema
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.validation import _IDENTITY, _ISO_RE, _cross_row_rules, _isin, _Raw, _run_suite, _years_before
+from carrierfeeds.validation import (
+    _IDENTITY,
+    _ISO_RE,
+    _cross_row_rules,
+    _isin,
+    _Raw,
+    _run_suite,
+    _years_before,
+    check_suite,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "schemas" / "census-v1.yaml")
@@ -293,3 +302,75 @@ def test_cross_row_rules_on_a_clean_and_an_empty_census() -> None:
     assert _key(_cross_row_rules(frame, SCHEMA, DAY)) == _key(_reference_cross_row_rules(frame, SCHEMA, DAY))
     empty = frame.iloc[0:0]
     assert _cross_row_rules(empty, SCHEMA, DAY) == _reference_cross_row_rules(empty, SCHEMA, DAY) == []
+
+
+# --------------------------------------------------------------------- feeds check builds the suite in GX
+#: Suite edits Great Expectations refuses, with what the refusal must say.
+REFUSED = {
+    "mostly_above_1": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ssn", "mostly": 2}},
+                       r"expectation 1 \(expect_column_values_to_not_be_null\), field\(s\) \['mostly'\]"),
+    "unknown_kwarg": ({"type": "expect_column_values_to_match_regex",
+                       "kwargs": {"column": "zip", "regex": "^[0-9]{5}$", "colour": "red"}},
+                      r"expectation 1 \(expect_column_values_to_match_regex\), field\(s\) \['colour'\]"),
+    "meta_not_an_object": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ssn"},
+                            "meta": ["rule"]}, r"field\(s\) \['meta'\]"),
+    "blank_column": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ""}},
+                     r"expectation 1 \(expect_column_values_to_not_be_null\), field\(s\) \['column'\]"),
+    "unknown_type": ({"type": "expect_column_values_to_be_purple", "kwargs": {"column": "ssn"}},
+                     r"could not build 1 expectation\(s\); the first has type 'expect_column_values_to_be_purple'"),
+    "bad_regex": ({"type": "expect_column_values_to_match_regex", "kwargs": {"column": "zip", "regex": "([0-9]"}},
+                  r"expectation 1 \(expect_column_values_to_match_regex\) has a regex that does not compile"),
+}
+
+
+def _only(tmp_path: Path, expectation: dict[str, Any]) -> Path:
+    path = tmp_path / "custom.suite.json"
+    path.write_text(json.dumps({"name": "custom", "expectations": [expectation]}))
+    return path
+
+
+def test_check_suite_builds_the_shipped_suite_in_gx() -> None:
+    assert check_suite(SUITE) == len(json.loads(SUITE.read_text())["expectations"])
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_check_suite_refuses_what_gx_refuses_naming_the_expectation(tmp_path: Path, case: str) -> None:
+    expectation, message = REFUSED[case]
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_suite(_only(tmp_path, expectation))
+    assert caught.value.file is not None and caught.value.file.endswith("custom.suite.json")
+
+
+def test_feeds_check_catches_a_suite_edit_gx_would_refuse_before_any_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import app
+
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    for shipped in (ROOT / "schemas").iterdir():
+        (schemas / shipped.name).write_bytes(shipped.read_bytes())
+    suite = json.loads(SUITE.read_text())
+    # not null on member_id, now on a blank column name: the masks would skip it as a column not in the
+    # census (a rule silently off); GX refuses it
+    (number,) = [i for i, e in enumerate(suite["expectations"], start=1)
+                 if e["type"] == "expect_column_values_to_not_be_null" and e["kwargs"]["column"] == "member_id"]
+    suite["expectations"][number - 1]["kwargs"]["column"] = ""
+    (schemas / SUITE.name).write_text(json.dumps(suite))
+    env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings")}
+    runner = CliRunner()
+    broken = runner.invoke(app, ["feeds", "check", "--json"], env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)})
+    assert broken.exit_code == 2, broken.output
+    data = json.loads(broken.output)
+    using = [f for f in data["feeds"] if not f["ok"]]
+    assert using and all(SUITE.name in f["error"] and f"expectation {number} " in f["error"]
+                         and "['column']" in f["error"] for f in using)
+    shipped = runner.invoke(app, ["feeds", "check", "--json"],
+                            env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
+    assert shipped.exit_code == 0, shipped.output
+
+
+def test_a_blank_column_name_fails_the_run_too_rather_than_skipping_the_rule(tmp_path: Path) -> None:
+    path = _suite_with(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ""}}])
+    with pytest.raises(ConfigError, match=r"field\(s\) \['column'\]"):
+        _run_suite(_dirty(20, 1), path)

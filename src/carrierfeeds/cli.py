@@ -476,15 +476,29 @@ def preview(
 
 @feeds_app.command("check")
 def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Load every feed and the mapping, schema and suite each names; report every problem."""
+    """Load every feed and the mapping, schema and suite each names; report every problem.
+
+    Each suite is built by Great Expectations itself (a run evaluates common expectation types as masks
+    and may never hand the suite to GX), so an edit GX would refuse is caught here, before any run.
+    """
     from carrierfeeds.config import load_feed
     from carrierfeeds.settings import bundle_from_feed
+    from carrierfeeds.validation import check_suite
 
     settings = Settings()
     results: list[dict[str, Any]] = []
+    suites: dict[Path, ConfigError | None] = {}  # feeds sharing a suite build it once
     for path in feed_paths(settings):
         try:
-            bundle_from_feed(settings, load_feed(path), path)
+            bundle = bundle_from_feed(settings, load_feed(path), path)
+            if bundle.suite_path not in suites:
+                try:
+                    check_suite(bundle.suite_path)
+                    suites[bundle.suite_path] = None
+                except ConfigError as exc:
+                    suites[bundle.suite_path] = exc
+            if (refused := suites[bundle.suite_path]) is not None:
+                raise refused
             results.append({"file": str(path), "ok": True})
         except ConfigError as exc:
             results.append({"file": str(path), "ok": False, "error": exc.message})

@@ -18,6 +18,7 @@ import html
 import json
 import logging
 import os
+import re
 import time
 import warnings as warnings_module
 from collections.abc import Callable, Iterable
@@ -258,6 +259,8 @@ def _vectorisable(expectation: Any) -> bool:
         return False
     if not all(isinstance(kwargs[k], str) for k in ("column", "column_A", "column_B", "regex") if k in kwargs):
         return False
+    if not all(kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs):
+        return False  # GX refuses a blank column name; the masks would skip the rule as "not in the census"
     if "value_set" in kwargs and not (isinstance(kwargs["value_set"], list) and all(
             isinstance(v, str) for v in kwargs["value_set"])):
         return False
@@ -377,19 +380,39 @@ def _unexpected_rows(kind: str, kwargs: dict[str, Any], column_of: Callable[[str
     return unexpected
 
 
-def _run_gx(census: pd.DataFrame, data: dict[str, Any], suite_path: Path) -> tuple[list[_Raw], list[str]]:
-    """The GX adapter: run the suite ``data`` (read from ``suite_path``) through Great Expectations."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
-    import great_expectations as gx
-    from great_expectations.core import ExpectationSuite
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def check_suite(suite_path: Path) -> int:
+    """Build the suite file with Great Expectations itself and compile its regexes; the expectation count.
 
-    suite_name = suite_path.name
+    A run evaluates the common expectation types as masks and may never hand the suite to GX, so an edit
+    GX would refuse (an unknown type, a kwarg the type does not take, ``mostly`` above 1, ``meta`` that is
+    not an object) would otherwise pass unnoticed until the suite or GX changes. ``feeds check`` calls
+    this to catch it before any run. Raises :class:`ConfigError` naming the file.
+    """
+    data = _load_suite(suite_path)
+    suite = _build_gx_suite(data, suite_path)
+    for number, expectation in enumerate(data.get("expectations") or [], start=1):
+        kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
+        regex = kwargs.get("regex") if isinstance(kwargs, dict) else None
+        if isinstance(regex, str):
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ConfigError(f"expectation {number} ({expectation.get('type')}) has a regex that does "
+                                  f"not compile: {exc.msg} at position {exc.pos}", file=str(suite_path)) from None
+    return len(suite.expectations)
+
+
+def _build_gx_suite(data: dict[str, Any], suite_path: Path) -> Any:
+    """The suite ``data`` as GX's ExpectationSuite, or a ConfigError: GX's refusal, or an expectation
+    GX dropped instead of refusing."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
+    from great_expectations.core import ExpectationSuite
+
     try:
         suite = ExpectationSuite(**data)
     except Exception as exc:  # GX raises many types for a malformed suite; all mean "fix the file"
-        raise ConfigError(f"not a valid Great Expectations suite ({type(exc).__name__})",
-                          file=str(suite_path)) from None
+        raise ConfigError(f"not a valid Great Expectations suite ({type(exc).__name__}"
+                          f"{_first_refused(ExpectationSuite, data)})", file=str(suite_path)) from None
     given = data.get("expectations") or []
     if len(suite.expectations) != len(given):
         # GX logs an expectation it cannot build (an unknown type, say) and drops it: a rule silently
@@ -400,6 +423,31 @@ def _run_gx(census: pd.DataFrame, data: dict[str, Any], suite_path: Path) -> tup
         kind = given[first].get("type") if first < len(given) and isinstance(given[first], dict) else None
         raise ConfigError(f"Great Expectations could not build {len(given) - len(built)} expectation(s); "
                           f"the first has type {kind!r}", file=str(suite_path))
+    return suite
+
+
+def _first_refused(suite_class: Any, data: dict[str, Any]) -> str:
+    """Which expectation GX refuses, built one by one (the suite's own error does not say): its number,
+    type and the fields GX names; empty when none is refused alone."""
+    expectations = data.get("expectations")
+    for number, expectation in enumerate(expectations if isinstance(expectations, list) else [], start=1):
+        try:
+            suite_class(name="check", expectations=[expectation])
+        except Exception as exc:  # the same refusal as the whole suite's, now pinned to one expectation
+            errors = getattr(exc, "errors", None)
+            fields = sorted({str(e["loc"][0]) for e in errors() if e.get("loc")}) if callable(errors) else []
+            kind = expectation.get("type") if isinstance(expectation, dict) else None
+            return f"; expectation {number} ({kind})" + (f", field(s) {fields}" if fields else "")
+    return ""
+
+
+def _run_gx(census: pd.DataFrame, data: dict[str, Any], suite_path: Path) -> tuple[list[_Raw], list[str]]:
+    """The GX adapter: run the suite ``data`` (read from ``suite_path``) through Great Expectations."""
+    suite = _build_gx_suite(data, suite_path)  # sets GX_ANALYTICS_ENABLED before GX is imported
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite_name = suite_path.name
 
     # GX sees empty cells as missing, so not-null catches blanks and value rules skip optional blanks
     frame = pd.DataFrame({c: (s if c == ROW_NUMBER else _blank_as_missing(s)) for c, s in census.items()})
