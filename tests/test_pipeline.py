@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -333,3 +334,50 @@ def test_quarantined_family_is_carried_over_in_the_change_file_not_termed(
     fixed.to_csv(ws.inbound / f"census_{day3:%Y%m%d}.csv", index=False)
     third = run_feed(settings, RunRef.for_day(ws.feed.feed_id, day3), clock=_clock, actor="test")
     assert third.status == "nothing_to_send", (third.status, third.error)
+
+
+def test_validate_judges_a_census_on_the_day_a_run_of_that_interval_does(sftp_workspace: Any) -> None:
+    """`carrierfeeds validate --date D` finds what the run of interval D finds (age rules included);
+    without --date it takes the interval `run` would: today in the feed's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import app
+
+    ws = sftp_workspace
+    census = ws.write_census(members=40, seed=6, as_of=DAY)
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    child = frame.loc[frame["relationship"] == "CH", "member_id"].iloc[0]
+    frame.loc[frame["member_id"] == child, "dob"] = DAY.replace(year=DAY.year - 26).isoformat()  # 26 on DAY
+    frame.to_csv(census, index=False)
+
+    summary = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    assert summary.status == "rejected", summary.error
+    report = ws.settings.reports_dir / ws.feed.feed_id / DAY.isoformat() / "validation.csv"
+    ran = {tuple(r) for r in list(csv.reader(io.StringIO(report.read_text())))[1:]}
+    assert {r[3] for r in ran} == {"dependent_age_limit"}
+
+    s = ws.settings
+    env = {"CARRIERFEEDS_FEEDS_DIR": str(s.feeds_dir), "CARRIERFEEDS_MAPPINGS_DIR": str(s.mappings_dir),
+           "CARRIERFEEDS_SCHEMAS_DIR": str(s.schemas_dir), "CARRIERFEEDS_DATA_DIR": str(s.data_dir),
+           "CARRIERFEEDS_KEYS_DIR": str(s.keys_dir), "CARRIERFEEDS_GNUPG_HOME": str(s.gnupg_home),
+           "CARRIERFEEDS_LEDGER_URL": s.resolved_ledger_url}
+
+    def validate(*date: str) -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["validate", ws.feed.feed_id, "--census", str(census), "--json", *date],
+                                    env=env)
+        assert result.exit_code in (0, 1), result.output
+        data: dict[str, Any] = json.loads(result.output)
+        return data
+
+    same_day = validate("--date", DAY.isoformat())
+    assert same_day["interval_start"] == DAY.isoformat() and same_day["rejected"]
+    assert {(str(f["row"]), f["member_token"], f["column"], f["rule"], f["message"])
+            for f in same_day["findings"]} == ran
+    day_before = validate("--date", date.fromordinal(DAY.toordinal() - 1).isoformat())
+    assert day_before["findings"] == [] and not day_before["rejected"]
+    zone = ZoneInfo(ws.feed.timezone)
+    before = datetime.now(zone).date()
+    default = validate()
+    assert default["interval_start"] in {before.isoformat(), datetime.now(zone).date().isoformat()}

@@ -203,23 +203,30 @@ def validate(
     feed_id: Annotated[str, typer.Argument(help="the feed whose schema, suite and policy apply")],
     census: Annotated[Path, typer.Option(help="census file to validate", exists=True, dir_okay=False)],
     report: Annotated[Path | None, typer.Option(help="folder for validation.csv and validation.html")] = None,
-    day: Annotated[str | None, typer.Option("--date", help="reference day for age rules; default today")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD, as for `run --date` (age "
+                                                             "rules are judged on it); default: today in the "
+                                                             "feed's time zone, as `run`")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="counts and failing rows as JSON")] = False,
 ) -> None:
     """Validate a census exactly as a run would, without building or sending anything.
 
-    Exit 0 when the census passes the feed's policy, 1 when it would be rejected, 2 on a usage or
-    configuration error. The report names rows, member tokens, columns and rules, never values.
+    The reference day for date rules is the run's: the start of the interval ``--date`` names (default
+    today in the feed's time zone, the interval ``run`` would take). Exit 0 when the census passes the
+    feed's policy, 1 when it would be rejected, 2 on a usage or configuration error. The report names
+    rows, member tokens, columns and rules, never values.
     """
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.pipeline import RunRef
     from carrierfeeds.settings import load_bundle
     from carrierfeeds.validation import apply_policy, validate_census
 
     settings = Settings()
     try:
         bundle = load_bundle(settings, feed_id)
-        as_of = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
+        interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
+        # the day a run of this interval validates against (pipeline.validate: as_of=ref.interval_start)
+        as_of = RunRef.for_day(feed_id, interval).interval_start
         frame = read_census(census, bundle.schema)
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
         result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
@@ -232,9 +239,10 @@ def validate(
         report.mkdir(parents=True, exist_ok=True, mode=0o700)
         result.write_csv(report / "validation.csv")
         result.write_html(report / "validation.html")
-    data = {**result.to_dict(), "policy": bundle.feed.validation.policy, "rejected": outcome.rejected,
-            "held_back_members": outcome.held_back_members}
-    lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families",
+    data = {**result.to_dict(), "interval_start": as_of.isoformat(), "policy": bundle.feed.validation.policy,
+            "rejected": outcome.rejected, "held_back_members": outcome.held_back_members}
+    lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families "
+             f"(rules as of {as_of.isoformat()})",
              f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
              *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
                for f in result.findings[:50]],
