@@ -135,21 +135,35 @@ def _isa(data: bytes, expected: Delimiters | None, problems: list[Problem]) -> D
     return found
 
 
+#: For k = 0..8, a little-endian mask of a 64-bit word's first k bytes.
+_BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype="<u8")
+
+
 def _keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int, width: int) -> np.ndarray:
-    """For each segment, its first ``width`` bytes (N x width uint8), zero at and after its end."""
-    mat = np.zeros((len(starts), width), dtype=np.uint8)
-    last = len(arr) - 1
-    length = ends - starts
-    pos = np.empty(len(starts), dtype=np.int64)
-    # Column by column keeps memory at one byte per cell instead of an index matrix; one reused index
-    # buffer and a masked store instead of np.where (a third faster at 10M segments, measured).
-    for k in range(width):
-        np.add(starts, k, out=pos)
-        np.minimum(pos, last, out=pos)
-        column = arr[pos]
-        column[length <= k] = 0
-        mat[:, k] = column
-    return mat
+    """For each segment, its first ``width`` bytes (N x width uint8), zero at and after its end.
+
+    Gathered eight bytes at a time through an unaligned 64-bit view of the file (one gather per word
+    instead of one per byte: 10M segments x 8 bytes was the gate's largest cost, measured), each word
+    masked to the bytes the segment holds.
+    """
+    words = -(-width // 8)
+    out = np.zeros((len(starts), words), dtype="<u8")
+    if len(starts) and len(arr):
+        if len(arr) < 8:
+            arr = np.concatenate([arr, np.zeros(8 - len(arr), dtype=np.uint8)])
+        n = len(arr)
+        sliding = np.ndarray(shape=(n - 7,), dtype="<u8", buffer=arr, strides=(1,))
+        length = np.minimum(ends - starts, width)
+        for j in range(words):
+            pos = starts + 8 * j
+            at = np.minimum(pos, n - 8)
+            word = sliding[at]
+            # Within 8 bytes of the end of the file the word was read earlier; shift it into place.
+            shift = np.minimum(pos - at, 7).astype("<u8")
+            if shift.any():
+                word >>= shift * np.uint64(8)
+            out[:, j] = word & _BYTE_MASKS[np.clip(length - 8 * j, 0, 8)]
+    return out.view(np.uint8)[:, :width]
 
 
 def _unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -610,6 +624,27 @@ def sample_families(every: int, count: int) -> Iterable[int]:
     return range(0, count, max(1, every))
 
 
+def _segment_starts(data: bytes, term: int) -> np.ndarray:
+    """Offsets of every segment after the first: after a terminator and the suffix ("", LF or CRLF)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    starts = np.flatnonzero(arr == term) + 1
+    for _ in range(2):
+        starts = starts[starts < len(arr)]
+        byte = arr[starts]
+        starts = starts + ((byte == 0x0A) | (byte == 0x0D))
+    return starts[starts < len(arr)]
+
+
+def _starting_with(data: bytes, starts: np.ndarray, tag: bytes) -> np.ndarray:
+    """The segment offsets among ``starts`` whose bytes begin with ``tag``."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    starts = starts[starts + len(tag) <= len(arr)]
+    hit = np.ones(len(starts), dtype=bool)
+    for k, byte in enumerate(tag):
+        hit &= arr[starts + k] == byte
+    return starts[hit]
+
+
 def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
     """A conformant sub-file of ``data``: its envelope and header, every k-th family, a fresh SE.
 
@@ -626,13 +661,14 @@ def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
     def segment_starts(tag: bytes, within: bytes = data) -> list[int]:
         return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
 
-    ins = segment_starts(b"INS" + sep)  # one scan for members and families (each scan ~0.6 s at 1M)
-    members = len(ins)
+    # Members, families and sets by array over the segment starts (regex scans and a loop over the
+    # members took ~1.8 s at 1M).
+    starts = _segment_starts(data, t[0])
+    members = len(_starting_with(data, starts, b"INS" + e))
     if members <= max_members:
         return data, False
-    subscriber = b"Y" + e
-    families = [p for p in ins if data[p + 4:p + 6] == subscriber]
-    st_at = segment_starts(b"ST" + sep)
+    families: list[int] = _starting_with(data, starts, b"INS" + e + b"Y" + e).tolist()
+    st_at: list[int] = _starting_with(data, starts, b"ST" + e).tolist()
     tail = segment_starts(b"SE" + sep, data[families[-1]:]) if families else []
     if not families or not st_at or not tail:
         return data, False
