@@ -230,16 +230,15 @@ def release_memory() -> None:
     the census's high-water mark into every later stage (1.7 GB floor at 1M members, measured).
     """
     import ctypes
-    import ctypes.util
     import sys
 
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is not None:
         pyarrow.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None  # glibc only
-    if trim is not None:
-        trim(0)
+    if sys.platform.startswith("linux"):
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own libc; glibc only
+        if trim is not None:
+            trim(0)
 
 
 def wipe_scratch(ctx: RunContext) -> int:
