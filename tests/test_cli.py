@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,21 @@ def test_run_json_summary_then_rerun_sends_nothing(sftp_workspace: Any) -> None:
     assert summary["status"] == "delivered"
     assert summary["members"] > 0 and summary["isa13"] >= 1 and len(summary["payload_sha256"]) == 64
     assert summary["file_name"].endswith(".834.pgp")
+    # What it prints is what the ledger recorded, and the ciphertext hash is the file the carrier holds.
+    from carrierfeeds.files import sha256_file
+    from carrierfeeds.ledger import Ledger
+
+    ledger = Ledger.open(ws.settings.resolved_ledger_url)
+    try:
+        delivery = ledger.find_delivery(feed_id=ws.feed.feed_id, interval_start=date(2026, 11, 20))
+        run = ledger.get_run(summary["run_id"])
+    finally:
+        ledger.close()
+    assert delivery is not None and run is not None
+    assert summary["run_id"] == delivery.run_id == run.run_id and run.status == "delivered"
+    assert summary["payload_sha256"] == delivery.payload_sha256
+    assert summary["isa13"] == delivery.isa13 and summary["file_name"] == delivery.file_name
+    assert summary["ciphertext_sha256"] == delivery.ciphertext_sha256 == sha256_file(ws.inbox / summary["file_name"])
     second = runner.invoke(app, args, env=_env(ws.settings))
     assert second.exit_code == 0, second.output
     assert json.loads(second.output)["status"] == "already_delivered"
@@ -90,12 +105,19 @@ def test_run_json_summary_then_rerun_sends_nothing(sftp_workspace: Any) -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    from carrierfeeds.demo import run_demo
+def test_demo_command_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `carrierfeeds demo` on a fresh checkout: gpg keys, an sshd, the feed, the carrier's round trip."""
+    monkeypatch.chdir(ROOT)  # the demo reads the checkout's feeds/, mappings/ and schemas/
+    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--members", "40", "--seed", "2",
+                                 "--json"], env=dict.fromkeys(_env_names()))
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["ok"] and out["rerun_status"] == "already_delivered" and out["chain_ok"]
+    assert out["carrier_check"]["sha256_matches"] and out["carrier_check"]["signature_valid"]
+    assert out["carrier_check"]["members"] == out["first_run"]["members"] == 40
+    assert out["carrier_inbox"] == [out["first_run"]["file_name"]] and out["staging_plaintext_left"] == []
 
-    lines: list[str] = []
-    result = run_demo(tmp_path / "demo", members=40, seed=2, clock=lambda: datetime.now(UTC),
-                      say=lines.append, config_root=ROOT)
-    assert result["ok"], "\n".join(lines)
-    assert result["rerun_status"] == "already_delivered"
-    assert result["carrier_check"]["sha256_matches"] and result["staging_plaintext_left"] == []
+
+def _env_names() -> list[str]:
+    return ["CARRIERFEEDS_FEEDS_DIR", "CARRIERFEEDS_MAPPINGS_DIR", "CARRIERFEEDS_SCHEMAS_DIR",
+            "CARRIERFEEDS_DATA_DIR", "CARRIERFEEDS_KEYS_DIR", "CARRIERFEEDS_GNUPG_HOME", "CARRIERFEEDS_LEDGER_URL"]
