@@ -55,8 +55,44 @@ def _run_python(code: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
     return result
 
 
+def _workspace_env(tmp_path: Path, settings: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Airflow's environment for a prepared workspace, its metadata database migrated."""
+    s = settings
+    env = _airflow_env(tmp_path, {
+        "CARRIERFEEDS_FEEDS_DIR": str(s.feeds_dir), "CARRIERFEEDS_MAPPINGS_DIR": str(s.mappings_dir),
+        "CARRIERFEEDS_SCHEMAS_DIR": str(s.schemas_dir), "CARRIERFEEDS_DATA_DIR": str(s.data_dir),
+        "CARRIERFEEDS_GNUPG_HOME": str(s.gnupg_home), "CARRIERFEEDS_KEYS_DIR": str(tmp_path / "keys"),
+        **(extra or {}),
+    })
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return env
+
+
+def _with_notify(settings: Any, connection_id: str) -> None:
+    feed_file = settings.feeds_dir / "acme-sunrise-medical.yaml"
+    data = yaml.safe_load(feed_file.read_text())
+    data["notify"] = {"webhook_connection_id": connection_id}
+    feed_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _state(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1].lower()
+
+
 def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -> None:
-    env = _airflow_env(tmp_path, {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds")})
+    """Every shipped feed, plus one with a preset schedule, another time zone and its own docs."""
+    from carrierfeeds.config import load_feed
+
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    for path in (ROOT / "feeds").glob("*.yaml"):
+        (feeds / path.name).write_text(path.read_text())
+    variant = yaml.safe_load((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text())
+    variant.update(feed_id="zz-berlin-variant", schedule="@daily", timezone="Europe/Berlin",
+                   description="Variant feed: **Berlin** time, preset schedule.")
+    (feeds / "zz-berlin-variant.yaml").write_text(yaml.safe_dump(variant, sort_keys=False))
+    env = _airflow_env(tmp_path, {"CARRIERFEEDS_FEEDS_DIR": str(feeds)})
     result = _run_python("""
         import json
         from airflow.dag_processing.dagbag import DagBag
@@ -68,23 +104,36 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
                 "retries": [t.retries for t in dag.tasks],
                 "timeouts": [t.execution_timeout.total_seconds() if t.execution_timeout else None
                              for t in dag.tasks],
-                "tags": sorted(dag.tags), "schedule": str(getattr(dag.timetable, "description", "")),
+                "tags": sorted(dag.tags), "schedule": dag.schedule, "timezone": dag.timezone.name,
+                "timetable_tz": str(getattr(dag.timetable, "timezone", "")), "doc_md": dag.doc_md,
+                "description": dag.description, "max_active_runs": dag.max_active_runs,
             }
         print("RESULT " + json.dumps(out))
     """, env, ROOT)
     assert result["errors"] == {}
-    feeds = sorted(p.stem for p in (ROOT / "feeds").glob("*.yaml"))
-    assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in feeds)]
+    stems = sorted(p.stem for p in feeds.glob("*.yaml"))
+    assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in stems)]
     housekeeping = result["dags"].pop("carrierfeeds_housekeeping")
     assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain"]
+    assert housekeeping["schedule"] == "30 3 * * *" and housekeeping["timezone"] == "UTC"
     for info in [housekeeping, *result["dags"].values()]:
         assert all(r >= 1 for r in info["retries"])
         assert all(t is not None and t > 0 for t in info["timeouts"])
-    for info in result["dags"].values():
+    for stem in stems:
+        feed = load_feed(feeds / f"{stem}.yaml")
+        info = result["dags"][f"feed__{stem}"]
         assert info["tasks"] == ["stage_census", "validate", "build", "conformance", "encrypt", "deliver",
                                  "confirm"]
-        assert any(tag.startswith("employer:") for tag in info["tags"])
-        assert any(tag.startswith("carrier:") for tag in info["tags"])
+        assert f"employer:{feed.employer.id}" in info["tags"] and f"carrier:{feed.carrier.id}" in info["tags"]
+        assert info["schedule"] == feed.schedule
+        # The DAG's time zone is what its cron is read in (the timetable's), not only its start date's.
+        assert info["timezone"] == feed.timezone and feed.timezone in info["timetable_tz"]
+        assert info["doc_md"] == feed.description and feed.description
+        assert info["description"] == f"{feed.employer.name} to {feed.carrier.name}"
+        assert info["max_active_runs"] == 1
+    variant_dag = result["dags"]["feed__zz-berlin-variant"]
+    assert (variant_dag["schedule"], variant_dag["timezone"]) == ("@daily", "Europe/Berlin")
+    assert variant_dag["doc_md"] == "Variant feed: **Berlin** time, preset schedule."
 
 
 def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path, demo_keys: Any,
@@ -135,18 +184,31 @@ def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path
     assert len(arrived) == 1 and arrived[0].name.endswith(".834.pgp")
     assert "already delivered; not sending again" in result["_output"]
 
+    from carrierfeeds.ledger import Ledger
+
+    ledger = Ledger.open(s.resolved_ledger_url)
+    try:
+        (ledger_run,) = ledger.list_runs(feed_id=DEMO_FEED)
+    finally:
+        ledger.close()
+
     home = Path(env["AIRFLOW_HOME"])
     db = sqlite3.connect(home / "airflow.db")
-    dump: list[str] = []
+    tables: dict[str, str] = {}
     for (table,) in db.execute("select name from sqlite_master where type='table'"):
         query = f'select * from "{table}"'  # noqa: S608 - table names from the schema
-        dump.extend(repr(row) for row in db.execute(query))
+        tables[table] = "\n".join(repr(row) for row in db.execute(query))
     db.close()
-    logs = "".join(p.read_text(errors="replace") for p in home.rglob("*.log"))
-    haystack = "\n".join(dump) + logs + result["_output"]
-    assert "deliver" in haystack and "validate" in result["_output"]  # there is something to search
-    for value in canaries.values():
-        assert value not in haystack
+    log_files = sorted(home.rglob("*.log"))
+    logs = "".join(p.read_text(errors="replace") for p in log_files)
+    # The search reaches what it must: the ledger's run id (not PHI) is in XCom and in the task logs.
+    assert ledger_run.run_id in tables["xcom"], "XCom holds no stage result: the search would prove nothing"
+    assert ledger_run.run_id in logs + result["_output"] and "stage validate succeeded" in logs + result["_output"]
+    haystack = ("\n".join(tables.values()) + logs + result["_output"]).casefold()
+    x12_forms = [canaries["first_name"].upper(), canaries["address1"].upper(),
+                 canaries["dob"].replace("-", ""), canaries["ssn"], "123-45-6780"]
+    for value in [*canaries.values(), *x12_forms]:
+        assert value.casefold() not in haystack, value
 
 
 # ------------------------------------------------------------------------------ failure notifications
@@ -202,6 +264,8 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
                   FeedStageFailed("validate", "census_rejected", "3 rows failed rule ssn_format")})
         # Anything not ours is named by type only: its text could hold a member's data.
         notifier({"ti": ti, "run_id": "manual__1", "exception": KeyError("123-45-6789 Quillonius")})
+        # A Variable naming no connection (housekeeping without a webhook): nothing sent, nothing raised.
+        WebhookNotifier(feed_id=None, connection_variable="cf_no_such_variable").notify({"ti": ti})
         refused = None
         try:
             WebhookNotifier(feed_id="f1", url="http://127.0.0.1:9/closed").notify({"ti": ti})
@@ -210,6 +274,7 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
         print("RESULT " + json.dumps({"refused": refused}))
     """, env, ROOT)
     assert result["refused"] == "transient"
+    assert "names no webhook connection" in result["_output"]
     assert [r["path"] for r in webhook.received] == ["/hooks/carrierfeeds", "/hooks/carrierfeeds"]
     first, second = (r["body"] for r in webhook.received)
     assert first == {"event": "failure", "feed_id": "f1", "dag_id": "feed__f1", "run_id": "scheduled__2026-11-20",
@@ -260,8 +325,9 @@ def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, w
     assert notice["body"]["try_number"] == 1  # permanent: failed on the first try, no retries
 
 
-def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path) -> None:
-    """The chain check passes on an intact ledger and fails the run once a row is edited behind its back."""
+def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook: _Receiver) -> None:
+    """The chain check passes on an intact ledger and fails the run once a row is edited behind its back;
+    the failure reaches the webhook connection the Variable names, like a feed's notice."""
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
@@ -280,6 +346,10 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path) -> None
     env = _airflow_env(tmp_path, {
         "CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas"), "CARRIERFEEDS_DATA_DIR": str(data_dir),
+        "AIRFLOW_VAR_CARRIERFEEDS_HOUSEKEEPING_WEBHOOK": "ops_webhook",
+        "AIRFLOW_CONN_OPS_WEBHOOK": json.dumps({"conn_type": "http", "host": "127.0.0.1", "schema": "http",
+                                                "port": webhook.server_address[1],
+                                                "extra": {"endpoint": "housekeeping"}}),
     })
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
                    capture_output=True, timeout=300)
@@ -295,6 +365,7 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path) -> None
     assert intact["state"] == "success", intact["tasks"]
     assert intact["tasks"] == {"poll_acknowledgments": "success", "retention_purge": "success",
                                "verify_ledger_chain": "success"}
+    assert webhook.received == []
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -304,6 +375,12 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path) -> None
     assert tampered["state"] == "failed"
     assert tampered["tasks"]["verify_ledger_chain"] == "failed"
     assert "ledger_chain_broken" in tampered["_output"]
+    assert [r["path"] for r in webhook.received] == ["/housekeeping"]
+    notice = webhook.received[0]["body"]
+    assert notice["dag_id"] == "carrierfeeds_housekeeping" and notice["feed_id"] is None
+    assert (notice["task_id"], notice["error_code"], notice["try_number"]) == (
+        "verify_ledger_chain", "ledger_chain_broken", 1)
+    assert notice["message"].startswith("ledger chain broken at")
 
 
 def test_staging_store_key_comes_from_an_airflow_variable(tmp_path: Path) -> None:
@@ -339,3 +416,188 @@ def test_staging_store_key_comes_from_an_airflow_variable(tmp_path: Path) -> Non
     assert without["refused"] == "config" and "shared" not in without
     # The local folder falls back to the keys directory's file, made 0600 on first use.
     assert without["local_key_id"] == StagingKey.from_file(tmp_path / "keys" / "staging.key").key_id
+
+
+# ------------------------------------------------------------------------------ connections
+def test_sftp_connection_branches_pin_the_host_and_refuse_what_fails_open(tmp_path: Path, sshd_server: Any) -> None:
+    """SFTP provider conventions: PEM in the extras, host_key or known_hosts pins; every refusal names its field."""
+    import paramiko
+
+    endpoint = sshd_server.endpoint()
+    host = f"[{endpoint.host}]:{endpoint.port}"
+    key_type, key_b64 = sshd_server.host_public_key_line.split()[:2]
+    pem = Path(endpoint.private_key_path).read_text()
+    base = {"conn_type": "sftp", "host": endpoint.host, "port": endpoint.port, "login": endpoint.username}
+    conns = {
+        "cf_pem": {**base, "extra": {"private_key": pem, "host_key": f"{key_type} {key_b64}"}},
+        "cf_hashed": {**base, "extra": {"key_file": str(endpoint.private_key_path),
+                                        "known_hosts": f"# pinned\n{paramiko.HostKeys.hash_host(host)} "
+                                                       f"{key_type} {key_b64}\n"}},
+        "cf_port22": {**base, "host": "sftp.carrier.example", "port": None,
+                      "extra": {"key_file": str(endpoint.private_key_path), "host_key": f"{key_type} {key_b64}"}},
+        "cf_no_check": {**base, "extra": {"key_file": str(endpoint.private_key_path), "no_host_key_check": "true",
+                                          "host_key": f"{key_type} {key_b64}"}},
+        "cf_no_pin": {**base, "extra": {"key_file": str(endpoint.private_key_path)}},
+        "cf_other_host": {**base, "extra": {"key_file": str(endpoint.private_key_path),
+                                            "known_hosts": f"[{endpoint.host}]:{endpoint.port + 1} {key_type} "
+                                                           f"{key_b64}\nsftp.other.example {key_type} {key_b64}\n"}},
+        "cf_only_revoked": {**base, "extra": {"key_file": str(endpoint.private_key_path),
+                                              "known_hosts": f"@revoked {host} {key_type} {key_b64}\n"}},
+    }
+    env = _airflow_env(tmp_path, {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in conns.items()})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)
+    inbox = sshd_server.root / "conn-test"
+    inbox.mkdir(exist_ok=True)
+    result = _run_python(f"""
+        import json, stat
+        from pathlib import Path
+        from carrierfeeds.airflow import sftp_endpoint_from_connection
+        from carrierfeeds.errors import ConfigError
+        from carrierfeeds.transport.sftp import SftpTransport
+
+        scratch = Path({str(scratch)!r})
+        out = {{}}
+        pem = sftp_endpoint_from_connection("cf_pem", scratch)
+        key = Path(pem.private_key_path)
+        out["pem"] = {{"in_scratch": key.parent == scratch, "mode": stat.S_IMODE(key.stat().st_mode),
+                       "key": key.read_text(), "known_hosts": pem.known_hosts}}
+        probe = scratch / "probe.txt"
+        probe.write_text("not member data")
+        SftpTransport(pem, {str(inbox)!r}).deliver(probe, "probe.txt")
+        hashed = sftp_endpoint_from_connection("cf_hashed", scratch)
+        SftpTransport(hashed, {str(inbox)!r}).deliver(probe, "probe-hashed.txt")
+        out["port22"] = sftp_endpoint_from_connection("cf_port22", scratch).known_hosts
+        for cid in ("cf_no_check", "cf_no_pin", "cf_other_host", "cf_only_revoked"):
+            try:
+                sftp_endpoint_from_connection(cid, scratch)
+                out[cid] = "accepted"
+            except ConfigError as exc:
+                out[cid] = {{"field": exc.field, "message": exc.message}}
+        print("RESULT " + json.dumps(out))
+    """, env, ROOT)
+    pem_info = result["pem"]
+    assert pem_info["in_scratch"] and pem_info["mode"] == 0o600 and pem_info["key"] == pem
+    assert pem_info["known_hosts"] == f"{host} {key_type} {key_b64}\n"
+    assert sorted(p.name for p in inbox.iterdir()) == ["probe-hashed.txt", "probe.txt"]
+    assert result["port22"] == f"sftp.carrier.example {key_type} {key_b64}\n"
+    assert result["cf_no_check"]["field"] == "extra.no_host_key_check"
+    assert result["cf_no_pin"]["field"] == "extra.host_key"
+    assert result["cf_other_host"]["field"] == "extra.known_hosts"
+    assert f"pins no key for {host}" in result["cf_other_host"]["message"]
+    assert result["cf_only_revoked"]["field"] == "extra.known_hosts"
+    assert pem not in result["_output"]  # the key itself is never logged
+
+
+# ------------------------------------------------------------------------------ failing for good
+def test_broken_mapping_fails_at_once_and_the_notice_names_it(tmp_path: Path, demo_keys: Any,
+                                                              webhook: _Receiver) -> None:
+    """A mapping that does not load is a ConfigError: no retries, and the notice carries its code and file."""
+    import shutil
+
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import DEMO_FEED, prepare_workspace
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                           delivery=LocalDelivery(path="outbox"))
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    broken = mappings / f"{ws.feed.mapping_id}.yaml"
+    broken.write_text(broken.read_text().replace("  - ssn\n", "  - snn\n"))
+    _with_notify(ws.settings, "cf_webhook")
+    conn = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook.server_address[1]}"}
+    env = _workspace_env(tmp_path, ws.settings, {"CARRIERFEEDS_MAPPINGS_DIR": str(mappings),
+                                                 "AIRFLOW_CONN_CF_WEBHOOK": json.dumps(conn)})
+    result = _run_python(f"""
+        import datetime, json, runpy, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        dag = module["feed__{DEMO_FEED}"]
+        for t in dag.tasks:  # the same retries, without minutes of back-off between them
+            t.retry_delay, t.retry_exponential_backoff = datetime.timedelta(0), False
+        run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
+        tis = {{ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}}
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis}}))
+    """, env, tmp_path)
+    assert _state(result["state"]) == "failed"
+    state, tries = result["tasks"]["stage_census"]
+    assert _state(state) == "failed" and tries == 1
+    assert [r["body"]["error_code"] for r in webhook.received] == ["config"]
+    notice = webhook.received[0]["body"]
+    assert notice["stage"] == "stage_census" and notice["try_number"] == 1
+    assert broken.name in notice["message"] and "snn" in notice["message"]
+
+
+@pytest.fixture
+def silent_sftp_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word (no SSH banner)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
+        tmp_path: Path, demo_keys: Any, sshd_server: Any, webhook: _Receiver, silent_sftp_port: int) -> None:
+    """deliver hangs on a carrier that never answers until its execution timeout, twice: after the last
+    try the ledger run is closed as failed and the staging store keeps only the state and the ciphertext."""
+    from carrierfeeds.config import SftpDelivery
+    from carrierfeeds.demo import DEMO_FEED, prepare_workspace
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.staging import StagingKey, StagingStore
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "unused-keys", config_root=ROOT,
+                           delivery=SftpDelivery(connection_id="cf_silent", remote_dir="/inbox"))
+    day = pd.Timestamp("2026-11-20").date()
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+
+    write_census_csv(generate_census(30, 5, as_of=day), ws.inbound / "census_20261120.csv")
+    _with_notify(ws.settings, "cf_webhook")
+    endpoint = sshd_server.endpoint()
+    silent = {"conn_type": "sftp", "host": "127.0.0.1", "port": silent_sftp_port, "login": endpoint.username,
+              "extra": {"key_file": str(endpoint.private_key_path), "banner_timeout": 300, "connect_timeout": 5,
+                        "host_key": " ".join(sshd_server.host_public_key_line.split()[:2])}}
+    hook = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook.server_address[1]}"}
+    env = _workspace_env(tmp_path, ws.settings, {"AIRFLOW_CONN_CF_SILENT": json.dumps(silent),
+                                                 "AIRFLOW_CONN_CF_WEBHOOK": json.dumps(hook)})
+    result = _run_python(f"""
+        import datetime, json, runpy, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        dag = module["feed__{DEMO_FEED}"]
+        deliver = dag.get_task("deliver")
+        deliver.execution_timeout = datetime.timedelta(seconds=4)
+        deliver.retries, deliver.retry_delay, deliver.retry_exponential_backoff = 1, datetime.timedelta(0), False
+        run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
+        tis = {{ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}}
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis}}))
+    """, env, tmp_path)
+    assert _state(result["state"]) == "failed"
+    state, tries = result["tasks"]["deliver"]
+    assert _state(state) == "failed" and tries == 2, result["tasks"]
+    assert _state(result["tasks"]["encrypt"][0]) == "success"
+    assert "AirflowTaskTimeout" in result["_output"]
+
+    ledger = Ledger.open(ws.settings.resolved_ledger_url)
+    try:
+        (run,) = ledger.list_runs(feed_id=DEMO_FEED)
+        events = ledger.run_events(run.run_id)
+    finally:
+        ledger.close()
+    assert run.status == "failed"
+    final = events[-1]
+    assert (final.kind, final.status, final.error_code) == ("run_finished", "failed", "timeout")
+    assert final.message == "deliver: AirflowTaskTimeout"
+
+    store = StagingStore(ws.settings.staging_dir, StagingKey.from_file(tmp_path / "keys" / "staging.key"))
+    staged = json.loads(store.get_bytes(DEMO_FEED, day, "state.json"))
+    assert staged["cipher_name"].endswith(".834.pgp")
+    assert store.names(DEMO_FEED, day) == sorted(["state.json", staged["cipher_name"]])
+    scratch = ws.settings.data_dir / "scratch"
+    assert not scratch.exists() or not any(p.is_file() for p in scratch.rglob("*"))
+
+    assert [r["body"]["error_code"] for r in webhook.received] == ["timeout"]
+    assert webhook.received[0]["body"]["stage"] == "deliver" and webhook.received[0]["body"]["try_number"] == 2

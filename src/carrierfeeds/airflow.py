@@ -5,7 +5,8 @@ run for its (feed, interval) and calls one stage function, so a retried or clear
 earlier tasks left in the staging folder and the ledger. Faults we know to be permanent (bad config,
 rejected census, refused key or host, failed conformance) fail the task without retries. A feed with a
 ``notify`` block gets a PHI-free webhook notice when a task fails for good. One housekeeping DAG polls
-carriers' acknowledgments, runs the retention purge and verifies the ledger's hash chain.
+carriers' acknowledgments, runs the retention purge and verifies the ledger's hash chain; its failures
+go to the webhook connection the Airflow Variable ``carrierfeeds_housekeeping_webhook`` names.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
 STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
+#: The id of the HTTP connection the housekeeping DAG's failure notices go to (unset: none are sent).
+HOUSEKEEPING_WEBHOOK_VARIABLE = "carrierfeeds_housekeeping_webhook"
 
 
 class FeedStageFailed(AirflowFailException):
@@ -82,10 +85,14 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
         raise ConfigError("the connection needs a host and a login", file=f"airflow connection {connection_id}",
                           field="host" if not conn.host else "login")
     port = int(conn.port or 22)
+    host = conn.host if port == 22 else f"[{conn.host}]:{port}"
     if extra.get("known_hosts"):
         known_hosts = str(extra["known_hosts"])
+        if not known_hosts_names(known_hosts, host):
+            # RejectPolicy would refuse it at connect time anyway; say so now, naming the field.
+            raise ConfigError(f"known_hosts pins no key for {host}", file=f"airflow connection {connection_id}",
+                              field="extra.known_hosts")
     elif extra.get("host_key"):
-        host = conn.host if port == 22 else f"[{conn.host}]:{port}"
         known_hosts = f"{host} {extra['host_key']}\n"
     else:
         raise ConfigError("no pinned host key (extra host_key or known_hosts)",
@@ -106,6 +113,26 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
                 ("connect_timeout", "banner_timeout", "auth_timeout", "op_timeout") if name in extra}
     return SftpEndpoint(host=conn.host, port=port, username=conn.login, private_key_path=key_path,
                         known_hosts=known_hosts, **timeouts)
+
+
+def known_hosts_names(text: str, host: str) -> bool:
+    """Whether known_hosts ``text`` pins a key for ``host`` (``name`` or ``[name]:port``; hashed entries
+    too), the way paramiko looks a host up. Marker lines (``@cert-authority``, ``@revoked``) and lines
+    that do not parse pin nothing: paramiko would not use them either."""
+    import paramiko
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(("#", "@")):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except (paramiko.SSHException, ValueError):
+            continue
+        for name in entry.hostnames if entry is not None else []:
+            if name == host or (name.startswith("|1|")
+                                and paramiko.HostKeys.hash_host(host, name.split("|")[2]) == name):
+                return True
+    return False
 
 
 def sql_url_from_connection(connection_id: str) -> str:
@@ -175,44 +202,86 @@ def _transport_for(ctx: pipeline.RunContext) -> Any:
     return pipeline.make_transport(ctx)
 
 
+def retries_left(context: Any) -> bool:
+    """Whether Airflow will run this task again if it fails now (its own rule: retries and max_tries)."""
+    ti = context["ti"]
+    max_tries = getattr(ti, "max_tries", None)
+    if max_tries is None:
+        max_tries = getattr(getattr(ti, "task", None), "retries", RETRIES)
+    return bool(max_tries) and int(ti.try_number) <= int(max_tries or 0)
+
+
 def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     settings = Settings()
-    bundle = load_bundle(settings, feed_id)
-    ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
-    ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}", bundle=bundle,
-                            store=staging_store(settings, settings.staging_url), ephemeral=True)
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
+    ctx: pipeline.RunContext | None = None
     try:
-        try:
-            if stage == "stage_census":
-                # Census connections come from Airflow connections, like deliveries.
-                return pipeline.stage_census(
-                    ctx, force=bool(params.get("force_census", False)),
-                    endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
-                    sql_url_for=sql_url_from_connection)
-            if stage == "build":
-                return pipeline.build(ctx, full_file=bool(params.get("full_file", False)))
-            if stage == "validate":
-                return pipeline.validate(
-                    ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
-            if stage == "deliver":
-                return pipeline.deliver(ctx, transport=_transport_for(ctx))
-            if stage == "confirm":
-                return pipeline.confirm(ctx).as_dict()
-            result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
-            return result
-        except CarrierFeedsError as exc:
-            if exc.retriable and context["ti"].try_number <= RETRIES:
-                raise  # Airflow retries with backoff; the run stays open
+        # Inside the try: a broken mapping, schema or suite, or a missing staging key, is a ConfigError
+        # like any other and fails at once, named by its code, not retried.
+        bundle = load_bundle(settings, feed_id)
+        ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
+        store = staging_store(settings, settings.staging_url)
+        ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+                                bundle=bundle, store=store, ephemeral=True)
+        return _call_stage(ctx, stage, params)
+    except CarrierFeedsError as exc:
+        if exc.retriable and retries_left(context):
+            raise  # Airflow retries with backoff; the run stays open
+        if ctx is not None:
             pipeline.end_run(ctx, exc)
-            if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
-                # No changes, or no new census: the later stages are skipped, not failed.
-                raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
-            # Our messages are PHI-free by construction; they are what ops see in the task log.
-            raise FeedStageFailed(stage, exc.code, exc.message) from None
+        if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
+            # No changes, or no new census: the later stages are skipped, not failed.
+            raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
+        # Our messages are PHI-free by construction; they are what ops see in the task log.
+        raise FeedStageFailed(stage, exc.code, exc.message) from None
+    except BaseException as exc:
+        # Not ours (a bug, a library's own exception) or AirflowTaskTimeout: Airflow retries it, but
+        # after the last try nothing else would close the run or clear its staged member data.
+        if ctx is not None:
+            if retries_left(context):
+                pipeline.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
+            else:
+                _abandon_run(ctx, stage, exc)
+        raise
     finally:
-        ctx.ledger.close()
+        if ctx is not None:
+            ctx.ledger.close()
+
+
+def _call_stage(ctx: pipeline.RunContext, stage: str, params: Any) -> dict[str, Any]:
+    if stage == "stage_census":
+        # Census connections come from Airflow connections, like deliveries.
+        return pipeline.stage_census(
+            ctx, force=bool(params.get("force_census", False)),
+            endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
+            sql_url_for=sql_url_from_connection)
+    if stage == "build":
+        return pipeline.build(ctx, full_file=bool(params.get("full_file", False)))
+    if stage == "validate":
+        return pipeline.validate(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
+    if stage == "deliver":
+        return pipeline.deliver(ctx, transport=_transport_for(ctx))
+    if stage == "confirm":
+        return pipeline.confirm(ctx).as_dict()
+    result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
+    return result
+
+
+def _abandon_run(ctx: pipeline.RunContext, stage: str, exc: BaseException) -> None:
+    """The last try failed with something not ours: record the run as failed and clear its plaintext.
+
+    Like :func:`pipeline.end_run` for a permanent error: the staging store keeps only the PHI-free state
+    and the gpg ciphertext. The exception is named by type only: its text may hold anything.
+    """
+    from carrierfeeds.notify import TIMEOUT_CODE
+
+    name = type(exc).__name__
+    code = TIMEOUT_CODE if "Timeout" in name else "internal"
+    ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code=code, message=f"{stage}: {name}")
+    removed = pipeline.purge_plaintext(ctx)
+    log.error("feed %s run %s: %s failed on its last try (%s); run closed, %d staged artifact(s) removed",
+              ctx.feed_id, ctx.run_id, stage, code, removed)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
@@ -366,6 +435,11 @@ def build_housekeeping_dag() -> DAG:
     """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain."""
     import pendulum
 
+    from carrierfeeds.notify import WebhookNotifier
+
+    # No feed file to name a webhook: the connection id comes from a Variable, read only when a task fails.
+    on_failure = WebhookNotifier(feed_id=None, connection_variable=HOUSEKEEPING_WEBHOOK_VARIABLE)
+
     with DAG(
         dag_id=HOUSEKEEPING_DAG_ID,
         description="carrierfeeds housekeeping: acknowledgments, retention purge, ledger chain check",
@@ -381,6 +455,7 @@ def build_housekeeping_dag() -> DAG:
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=30),
             "execution_timeout": HOUSEKEEPING_TIMEOUT,
+            "on_failure_callback": [on_failure],
         },
     ) as dag:
         acks = task(task_id="poll_acknowledgments")(_poll_acknowledgments)()

@@ -5,7 +5,8 @@ by construction, see :mod:`carrierfeeds.errors`). Any other exception is reporte
 its text may hold anything. The URL comes from the feed's ``notify`` block, directly or through an
 Airflow connection (HTTP provider conventions: ``schema`` is the scheme, ``host``, ``port``, extra
 ``endpoint`` for the path; ``login``/``password`` become basic auth), so a secret token never sits in
-YAML.
+YAML. The housekeeping DAG, which has no feed file, names its connection in an Airflow Variable read
+when a notice is sent; with the Variable unset it logs that no notice went out.
 """
 
 from __future__ import annotations
@@ -71,21 +72,23 @@ def _url_from_connection(connection_id: str) -> tuple[str, dict[str, str]]:
 class WebhookNotifier(BaseNotifier):
     """POST a PHI-free JSON failure notice for one feed; usable as any ``on_*_callback``.
 
-    Exactly one of ``url`` and ``connection_id`` is given. The URL is resolved when a notice is sent,
-    in the process that sends it, so DAG parsing never reads a connection.
+    Exactly one of ``url``, ``connection_id`` and ``connection_variable`` (an Airflow Variable holding
+    a connection id) is given. The URL is resolved when a notice is sent, in the process that sends it,
+    so DAG parsing never reads a connection or a Variable. ``feed_id`` is None for the housekeeping DAG.
     """
 
     template_fields = ()
 
-    def __init__(self, *, feed_id: str, url: str | None = None, connection_id: str | None = None,
-                 event: str = "failure", timeout: float = 10.0) -> None:
+    def __init__(self, *, feed_id: str | None, url: str | None = None, connection_id: str | None = None,
+                 connection_variable: str | None = None, event: str = "failure", timeout: float = 10.0) -> None:
         super().__init__()
-        if (url is None) == (connection_id is None):
-            raise ConfigError("a webhook notifier needs exactly one of url and connection_id",
-                              field="notify")
+        if sum(v is not None for v in (url, connection_id, connection_variable)) != 1:
+            raise ConfigError("a webhook notifier needs exactly one of url, connection_id and "
+                              "connection_variable", field="notify")
         self.feed_id = feed_id
         self.url = url
         self.connection_id = connection_id
+        self.connection_variable = connection_variable
         self.event = event
         self.timeout = timeout
 
@@ -109,14 +112,25 @@ class WebhookNotifier(BaseNotifier):
             "logical_date": logical.isoformat() if logical is not None else None,
         }
 
-    def resolve(self) -> tuple[str, dict[str, str]]:
+    def resolve(self) -> tuple[str, dict[str, str]] | None:
+        """URL and headers to POST to; None when the Variable naming the connection is unset."""
+        if self.connection_variable is not None:
+            from airflow.sdk import Variable
+
+            connection_id = Variable.get(self.connection_variable, default=None)
+            return _url_from_connection(str(connection_id).strip()) if connection_id else None
         if self.connection_id is not None:
             return _url_from_connection(self.connection_id)
         return str(self.url), {}
 
     def notify(self, context: Mapping[str, Any]) -> None:
         body = json.dumps(self.payload(context), sort_keys=True).encode("utf-8")
-        url, headers = self.resolve()
+        target = self.resolve()
+        if target is None:
+            log.warning("%s notice not sent: Airflow Variable %s names no webhook connection", self.event,
+                        self.connection_variable)
+            return
+        url, headers = target
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https"):
             raise ConfigError(f"webhook URL scheme {parsed.scheme!r} is not http or https", field="notify")
@@ -129,4 +143,5 @@ class WebhookNotifier(BaseNotifier):
             # The host only: a URL may carry a token in its path or query.
             raise TransientError(f"webhook at {parsed.hostname} did not accept the notice: "
                                  f"{type(exc).__name__}") from None
-        log.info("feed %s: %s notice sent to %s (HTTP %s)", self.feed_id, self.event, parsed.hostname, status)
+        log.info("%s: %s notice sent to %s (HTTP %s)", self.feed_id or "housekeeping", self.event, parsed.hostname,
+                 status)
