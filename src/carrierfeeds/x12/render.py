@@ -35,8 +35,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Iterator
-from typing import Any, cast
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -50,6 +53,7 @@ from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimi
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, fold_text
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 VERSION = "005010X220A1"
 _TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04", "employment_status",
@@ -340,11 +344,42 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     return text, segments
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], workers: int) -> Iterator[_T]:
+    """``fn(*args)`` for each of ``calls``, on ``workers`` threads, results in call order; a bounded window
+    of ``workers + 1`` calls in flight, so memory stays a few chunks whatever the file's size."""
+    if workers <= 1:
+        for args in calls:
+            yield fn(*args)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render834") as pool:
+        window: deque[Future[_T]] = deque()
+        for args in calls:
+            window.append(pool.submit(fn, *args))
+            if len(window) > workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
 def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
                delimiters: Delimiters = DEFAULT_DELIMITERS, *,
-               chunk_members: int = 20_000) -> Iterator[bytes]:
-    """Yield the 834 for ``enrollment`` in chunks of ``chunk_members`` members (ASCII bytes)."""
+               chunk_members: int = 20_000, workers: int | None = None) -> Iterator[bytes]:
+    """Yield the 834 for ``enrollment`` in chunks of ``chunk_members`` members (ASCII bytes).
+
+    Chunks are rendered by ``workers`` threads (default: the CPUs this process may use, at most 4) and
+    yielded in order; Arrow's string kernels release the GIL, so they run side by side. At most
+    ``workers + 1`` chunks are in memory at once. The bytes do not depend on ``workers``.
+    """
     d = delimiters
+    if workers is None:
+        workers = min(4, _usable_cpus())
     options = enrollment.options
     present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
     table, start = _prepare(enrollment, d)
@@ -358,8 +393,9 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
         count = len(set_head)
         starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
         bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
-        for lo, hi in itertools.pairwise(bounds):
-            data, segments = _render_chunk(table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
+        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
+                  for lo, hi in itertools.pairwise(bounds))
+        for data, segments in _in_order(_render_chunk, chunks, workers):
             count += segments
             yield data
         total += len(starts)
