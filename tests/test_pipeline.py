@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import subprocess
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +381,46 @@ def test_validate_judges_a_census_on_the_day_a_run_of_that_interval_does(sftp_wo
     before = datetime.now(zone).date()
     default = validate()
     assert default["interval_start"] in {before.isoformat(), datetime.now(zone).date().isoformat()}
+
+
+def _conformance_detail(ledger: Any, run_id: str) -> dict[str, Any]:
+    events = [e for e in ledger.run_events(run_id) if e.kind == "stage" and e.stage == "conformance"
+              and e.status == "succeeded"]
+    assert len(events) == 1, [(e.stage, e.status) for e in ledger.run_events(run_id)]
+    return dict(events[0].detail)
+
+
+def test_the_pyx12_size_is_a_setting_whole_file_at_or_under_it_a_sample_above(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=40, seed=12, as_of=DAY)
+    whole = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    assert whole.status == "delivered", whole.error
+    # The same feed, the next day, with the gate's pyx12 size set below the file's member count.
+    sampled_settings = ws.settings.model_copy(update={"pyx12_max_members": 5})
+    next_day = DAY + timedelta(days=1)
+    ws.write_census(members=40, seed=13, as_of=next_day)
+    sampled = run_feed(sampled_settings, RunRef.for_day(ws.feed.feed_id, next_day), clock=_clock,
+                       actor="test", force_census=True)
+    assert sampled.status == "delivered", sampled.error
+    ledger = open_ledger(ws.settings)
+    try:
+        full_detail = _conformance_detail(ledger, whole.run_id)
+        sample_detail = _conformance_detail(ledger, sampled.run_id)
+    finally:
+        ledger.close()
+    assert full_detail["pyx12"] == "full" and full_detail["pyx12_ok"] is True
+    assert sample_detail["pyx12"] == "sample" and sample_detail["pyx12_ok"] is True
+    # The sample is whole families cut from the file: fewer segments than the whole file, never none.
+    assert 0 < sample_detail["pyx12_segments"] < sample_detail["segments"]
+    assert full_detail["pyx12_segments"] == full_detail["segments"]  # pyx12 read every segment
+
+
+def test_the_pyx12_size_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carrierfeeds.settings import DEFAULT_PYX12_MAX_MEMBERS, Settings
+
+    assert Settings().pyx12_max_members == DEFAULT_PYX12_MAX_MEMBERS
+    monkeypatch.setenv("CARRIERFEEDS_PYX12_MAX_MEMBERS", "750")
+    assert Settings().pyx12_max_members == 750
+    monkeypatch.setenv("CARRIERFEEDS_PYX12_MAX_MEMBERS", "0")
+    with pytest.raises(ValueError):
+        Settings()

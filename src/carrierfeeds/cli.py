@@ -352,7 +352,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
                "note": f"preview placeholder ({source}); the real run allocates its own"}
     entry = _render_preview(feed, mapping, enrollment, folder, as_of=as_of, number=number, action=action,
-                            now=now)
+                            now=now, pyx12_max_members=settings.pyx12_max_members)
     entry.update(members=enrollment.member_count, members_by_type=members_by_type, control_numbers=control)
     result["files"] = [entry]
     result["status"] = "ok" if entry["conformance"]["verdict"] == "passed" else "conformance_failed"
@@ -360,7 +360,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
 
 
 def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, as_of: date, number: int,
-                    action: str, now: datetime) -> dict[str, Any]:
+                    action: str, now: datetime, pyx12_max_members: int) -> dict[str, Any]:
     """Render the feed's file into ``folder`` and run the same gate as a run; PHI-free account of it."""
     from carrierfeeds.config import Party
 
@@ -387,7 +387,6 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
                        "first": {"record": p.record, "column": p.column, "rule": p.code, "message": p.message}}
         return {"name": name, "format": f"flatfile-{layout.kind}", "bytes": size, "sha256": sha,
                 "segments": None, "records": flat.records, "conformance": {**verdict, "check": "structure"}}
-    from carrierfeeds.pipeline import PYX12_MAX_MEMBERS
     from carrierfeeds.x12.check import check_834, sample_834, validate_with_pyx12
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
     from carrierfeeds.x12.render import render_834
@@ -409,7 +408,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
                    "first": {"segment_position": p834.segment_position, "segment": p834.segment_id,
                              "element": p834.element, "rule": p834.code}}
     else:
-        sample, sampled = sample_834(data, max_members=PYX12_MAX_MEMBERS)
+        sample, sampled = sample_834(data, max_members=pyx12_max_members)
         target = folder / name
         if sampled:
             target = folder / f".{name}.pyx12-sample"

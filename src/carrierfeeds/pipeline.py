@@ -41,9 +41,6 @@ Stage = Literal["stage_census", "validate", "build", "conformance", "encrypt", "
 STAGES: tuple[Stage, ...] = ("stage_census", "validate", "build", "conformance", "encrypt", "deliver",
                              "confirm")
 
-#: pyx12 checks ~8,000 segments/s; above this many members the gate runs it on a deterministic sample
-#: of families cut from the file (x12.check.sample_834), after the structural check of the whole file.
-PYX12_MAX_MEMBERS = 2_000
 
 #: Delivery outcomes after which the file is with the recipient (or in the hand-off outbox): never resend.
 ON_RECIPIENTS_SIDE = ("delivered", "reconciled", "forced_resend", "pending_handoff", "handed_off")
@@ -518,7 +515,9 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
         if report.member_count != state["counts"]["members"]:
             raise ConformanceFailed(f"file holds {report.member_count} members, build counted "
                                     f"{state['counts']['members']}")
-        sample, sampled = sample_834(data, max_members=PYX12_MAX_MEMBERS)
+        # pyx12 on the whole file up to the configured size, else on a deterministic sample of families
+        # cut from it (x12.check.sample_834), after the structural check of the whole file.
+        sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members)
         del data
         sample_path = ctx.run_dir / "pyx12-sample.834"
         if sampled:

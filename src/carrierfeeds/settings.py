@@ -19,6 +19,8 @@ from carrierfeeds.errors import ConfigError
 DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
 #: Years ledger metadata is kept, unless set otherwise.
 DEFAULT_LEDGER_RETENTION_YEARS = 7
+#: pyx12 checks ~8,000 segments/s: above this many members the gate runs it on a deterministic sample.
+DEFAULT_PYX12_MAX_MEMBERS = 2_000
 
 
 class Settings(BaseSettings):
@@ -39,6 +41,10 @@ class Settings(BaseSettings):
     employee_data_retention_days: int = Field(DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, ge=0)
     #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-years`` overrides it.
     ledger_retention_years: int = Field(DEFAULT_LEDGER_RETENTION_YEARS, ge=1)
+    #: The conformance gate runs pyx12 over a whole 834 of at most this many members, and over a
+    #: deterministic sample of whole families (this many members) cut from a larger one; the structural
+    #: check always reads the whole file.
+    pyx12_max_members: int = Field(DEFAULT_PYX12_MAX_MEMBERS, ge=1)
 
     @property
     def resolved_keys_dir(self) -> Path:
