@@ -143,3 +143,27 @@ def test_broken_feed_files_and_a_missing_gpg_home_are_usage_errors(keys: Keys, t
     env = {"CARRIERFEEDS_FEEDS_DIR": str(feeds), "CARRIERFEEDS_GNUPG_HOME": str(tmp_path / "no-such-home")}
     result = runner.invoke(app, ["keys", "check"], env=env)
     assert result.exit_code == 2 and "GNUPGHOME does not exist" in result.output
+
+
+def _pin(folder: Path, feed_id: str, **pins: str) -> None:
+    path = folder / f"{feed_id}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["encryption"].update(pins)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_the_feeds_user_id_and_subkey_pins_are_checked_as_encrypt_would(keys: Keys, tmp_path: Path) -> None:
+    carrier = keys.demo.carrier_fingerprint
+    info = keys.demo.ours.inspect(carrier, now=datetime.now(UTC))
+    assert info.valid_user_ids and info.encryption_subkey
+    feeds = _feeds(tmp_path / "feeds", keys, {"pinned-ok": carrier, "wrong-uid": carrier, "wrong-subkey": carrier})
+    _pin(feeds, "pinned-ok", recipient_user_id=info.valid_user_ids[0],
+         recipient_encryption_subkey=info.encryption_subkey)
+    _pin(feeds, "wrong-uid", recipient_user_id="someone-else@carrier.example")
+    _pin(feeds, "wrong-subkey", recipient_encryption_subkey=carrier)  # the primary key, not the subkey
+    code, data, table = _check(feeds, keys.home)
+    assert code == 3, table
+    problems = {k["feed_id"]: k["problem"] for k in data["keys"] if k["role"] == "recipient"}  # type: ignore[attr-defined]
+    assert problems == {"pinned-ok": None, "wrong-uid": "user_id_pin_mismatch",
+                        "wrong-subkey": "subkey_pin_mismatch"}
+    assert "user_id_pin_mismatch" in table and "subkey_pin_mismatch" in table

@@ -808,6 +808,26 @@ def handoff_confirm(
            f"via {method} (audited)"])
 
 
+def _recipient_problem(info: Any, spec: Any) -> str | None:
+    """Why a usable-looking recipient key would still be refused at encrypt time, or None.
+
+    The same tests as ``Keyring.require_recipient``: an encryption subkey, and the feed's optional
+    user id and subkey pins.
+    """
+    from carrierfeeds.crypto import normalize_fingerprint
+
+    if info.status not in ("ok", "expiring"):
+        return None
+    if not info.can_encrypt:
+        return "no_encryption_subkey"
+    if spec.recipient_user_id is not None and spec.recipient_user_id not in info.valid_user_ids:
+        return "user_id_pin_mismatch"
+    if spec.recipient_encryption_subkey is not None and \
+            info.encryption_subkey != normalize_fingerprint(spec.recipient_encryption_subkey):
+        return "subkey_pin_mismatch"
+    return None
+
+
 @keys_app.command("check")
 def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
@@ -838,8 +858,7 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         spec = feed.encryption
         for role, fpr in (("recipient", spec.recipient_fingerprint), ("signer", spec.signer_fingerprint)):
             info = keyring.inspect(fpr, now=now, warning_days=spec.expiry_warning_days)
-            problem = "no_encryption_subkey" if role == "recipient" and info.status in ("ok", "expiring") \
-                and not info.can_encrypt else None
+            problem = _recipient_problem(info, spec) if role == "recipient" else None
             keys.append({"feed_id": feed.feed_id, "role": role, "fingerprint": info.fingerprint,
                          "user_ids": list(info.user_ids), "status": info.status, "problem": problem,
                          "expires": info.expires.isoformat() if info.expires else None,
