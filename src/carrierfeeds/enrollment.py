@@ -44,6 +44,7 @@ carrier's character set (``charset``) and is free of X12 delimiters (see
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -213,16 +214,18 @@ class _Distinct:
 
     def __init__(self, values: pd.Series, order: np.ndarray | None = None) -> None:
         codes, uniques = pd.factorize(values.astype("str").fillna(""), use_na_sentinel=False)
-        self.codes = codes if order is None else codes[order]
-        self.index = pd.RangeIndex(len(self.codes))
+        self.codes: np.ndarray = codes if order is None else codes[order]
         # Trimmed after factorising: "A" and "A " may both appear, and both give the same answer.
-        self.values = pd.Series(uniques, dtype="str").str.strip()
+        self.values: pd.Series = pd.Series(uniques, dtype="str").str.strip()
+
+    @property
+    def index(self) -> pd.RangeIndex:
+        return pd.RangeIndex(len(self.codes))
 
     def reordered(self, order: np.ndarray) -> _Distinct:
         """The same distinct values, rows taken through ``order``."""
-        other = object.__new__(_Distinct)
-        other.codes, other.values = self.codes[order], self.values
-        other.index = pd.RangeIndex(len(other.codes))
+        other = copy.copy(self)
+        other.codes = self.codes[order]
         return other
 
     def spread(self, per_value: pd.Series) -> pd.Series:

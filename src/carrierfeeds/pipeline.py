@@ -193,7 +193,8 @@ def open_run(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
 def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
     """Record a stage's start and outcome in the ledger; the yielded dict becomes its PHI-free detail."""
     detail: dict[str, Any] = {}
-    release_memory()  # what the previous stage freed once its frames were gone
+    # What the previous stage freed, now that its frames are gone (at its own end they were still alive).
+    release_memory()
     ctx.ledger.record_stage(ctx.run_id, stage, "started", now=ctx.now())
     try:
         yield detail
@@ -217,7 +218,6 @@ def _stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
 def _end_of_stage(ctx: RunContext) -> None:
     if ctx.ephemeral:
         wipe_scratch(ctx)
-    release_memory()
 
 
 def release_memory() -> None:

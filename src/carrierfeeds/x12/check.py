@@ -282,7 +282,7 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
     _check_codes(data, seq, mat, starts, ends, d, problems, max_problems)
 
     _check_maintenance(data, seq, starts, ends, d, problems, max_problems)
-    _check_separators_in_data(arr, starts, ends, d, seg_name, problems, max_problems)
+    _check_separators_in_data(data, arr, starts, ends, d, seg_name, problems, max_problems)
 
     # Order of required segments.
     header_re, member_re = _grammar(require_dmg)
@@ -423,21 +423,21 @@ def _check_codes(data: bytes, seq: str, mat: np.ndarray, starts: np.ndarray, end
                         return
 
 
-def _check_separators_in_data(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, d: Delimiters,
-                              seg_name: Any, problems: list[Problem], max_problems: int) -> None:
+def _check_separators_in_data(data: bytes, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                              d: Delimiters, seg_name: Any, problems: list[Problem], max_problems: int) -> None:
     """No component (ISA16) or repetition (ISA11) separator after the ISA: the 834 segments we write
     have no composite or repeating element, and X12 has no escape, so either one in a name or an
     address would be read as structure. Reported by segment position and element, never by value."""
     # bytes.find, not a mask per separator: a clean file (the usual case) costs two memchr scans and no
     # allocation (two boolean masks of a 240 MB file were the gate's memory peak at 1M members).
-    data = arr.tobytes() if not isinstance(arr.base, bytes) else arr.base
     found: list[int] = []
     room = max(0, max_problems - len(problems))
-    for char in {d.component, d.repetition}:
-        at = data.find(char.encode("ascii"), 106)  # the ISA declares both separators itself
+    for char in dict.fromkeys((d.component, d.repetition)):
+        needle = char.encode("ascii")
+        at = data.find(needle, 106)  # the ISA declares both separators itself
         while at >= 0 and len(found) < 2 * room:
             found.append(at)
-            at = data.find(char.encode("ascii"), at + 1)
+            at = data.find(needle, at + 1)
     if not found:
         return
     hits = np.array(sorted(found), dtype=np.int64)
