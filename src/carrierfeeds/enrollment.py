@@ -201,6 +201,40 @@ class _Columns(dict[str, pd.Series]):
         super().__setitem__(key, keep)
 
 
+def _codes(values: pd.Series) -> pa.DictionaryArray:
+    """``values`` ("" for a missing value) dictionary-encoded as one array: codes by first appearance."""
+    arr = pa.array(values.astype("str").fillna(""), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    encoded: pa.DictionaryArray = pc.dictionary_encode(pc.fill_null(arr, "") if arr.null_count else arr)
+    return encoded
+
+
+def _first_appearance(values: pd.Series) -> np.ndarray:
+    """Each row's value numbered by its first appearance (pd.factorize's codes, by Arrow's hash)."""
+    codes: np.ndarray = _codes(values).indices.to_numpy(zero_copy_only=False)
+    return codes
+
+
+def _rows_text(values: pd.Series, order: np.ndarray) -> pa.Array:
+    """The rows ``order`` picks of a text column ("" when missing), trimmed, as one large_string array."""
+    arr = pc.take(pa.array(values.astype("str").fillna(""), from_pandas=True), pa.array(order))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    return pc.utf8_trim_whitespace(pc.fill_null(arr, "") if arr.null_count else arr)
+
+
+def _digits(values: pd.Series, order: np.ndarray, lengths: tuple[int, ...]) -> pd.Series:
+    """A digit code per row: the trimmed value less its hyphens when that is ``lengths`` ASCII digits,
+    else "" (``[0-9]{n}`` by row, without a hash: SSNs and zips are nearly all distinct)."""
+    digits = pc.replace_substring(_rows_text(values, order), "-", "")
+    size = pc.binary_length(digits)
+    fits = pc.is_in(size, pa.array(lengths, size.type))
+    ok = pc.and_(fits, pc.ascii_is_decimal(digits))
+    return pd.Series(pc.if_else(ok, digits, ""), dtype="str")
+
+
 class _Distinct:
     """A text column factorised once: its distinct values and each row's code.
 
@@ -213,10 +247,13 @@ class _Distinct:
     """
 
     def __init__(self, values: pd.Series, order: np.ndarray | None = None) -> None:
-        codes, uniques = pd.factorize(values.astype("str").fillna(""), use_na_sentinel=False)
+        # Arrow's own hash (pd.factorize over the same array adds its conversions: 0.57 s -> 0.34 s at
+        # 2.3M rows); codes are numbered by first appearance, as factorize numbers them.
+        encoded = _codes(values)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
         self.codes: np.ndarray = codes if order is None else codes[order]
         # Trimmed after factorising: "A" and "A " may both appear, and both give the same answer.
-        self.values: pd.Series = pd.Series(uniques, dtype="str").str.strip()
+        self.values: pd.Series = pd.Series(encoded.dictionary, dtype="str").str.strip()
 
     @property
     def index(self) -> pd.RangeIndex:
@@ -353,8 +390,11 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order. Rows are in census order here, so a
     # factorisation's codes (numbered by first appearance) are exactly those first-appearance ranks.
-    positions = np.lexsort((np.arange(len(kept)), pd.factorize(ids["member_id"])[0], rel_rank,
-                            pd.factorize(ids["subscriber_id"])[0]))
+    member_codes = _first_appearance(ids["member_id"])
+    positions = np.lexsort((np.arange(len(kept)), member_codes, rel_rank,
+                            _first_appearance(ids["subscriber_id"])))
+    # Subscribers (INS01 "Y": relationship EE) by their member codes, without hashing the ids again.
+    subscriber_count = int(np.count_nonzero(np.bincount(member_codes[rel_rank == 0])))
     order = kept[positions]
     rows = pd.Series(census_rows[order])
     for col, folded in ids.items():
@@ -386,9 +426,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         out[col] = folded
 
     if "ssn" in frame.columns:
-        ssn = distinct("ssn")
-        digits = ssn.values.str.replace("-", "", regex=False)
-        out["ssn"] = ssn.spread(digits.where(digits.str.fullmatch(r"[0-9]{9}"), ""))
+        out["ssn"] = _digits(raw("ssn"), order, (9,))
     if "dob" in frame.columns:
         out["dob"] = _ccyymmdd(raw("dob"), "dob", rows, required=False, order=order)
     if "gender" in frame.columns:
@@ -403,9 +441,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         upper = state.values.str.upper()
         out["state"] = state.spread(upper.where(upper.str.fullmatch(r"[A-Z]{2}"), ""))
     if "zip" in frame.columns:
-        zip_code = distinct("zip")
-        digits = zip_code.values.str.replace("-", "", regex=False)
-        out["zip"] = zip_code.spread(digits.where(digits.str.fullmatch(r"[0-9]{5}(?:[0-9]{4})?"), ""))
+        out["zip"] = _digits(raw("zip"), order, (5, 9))
     if "hire_date" in frame.columns and "hire" in mapping.dates_sent:
         hire = _ccyymmdd(raw("hire_date"), "hire_date", rows, required=False, order=order)
         out["hire_date"] = hire.where(out["ins01"] == "Y", "")
@@ -421,7 +457,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     if refs.department and "department" in frame.columns:
         out["department"] = fold("department", raw("department"), 50, text_rule)
 
-    plan = distinct("plan_code")
+    # Factorised once, when the plans were checked (unless the carrier may not see plan codes at all).
+    plan = census_plans.reordered(order) if "plan_code" in frame.columns else distinct("plan_code")
     out["hd03"] = plan.map({k: v.insurance_line for k, v in mapping.plans.items()})
     out["hd04"] = plan.map({k: fold_text(v.description, 50) for k, v in mapping.plans.items()})
     level = distinct("coverage_level")
@@ -448,7 +485,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     enrollment = Enrollment(
         table=table,
         member_count=starts,
-        subscriber_count=int(table.loc[table["ins01"] == "Y", "member_id"].nunique()),
+        subscriber_count=subscriber_count,
         coverage_count=len(table),
         excluded=excluded,
         sanitized=sanitized,

@@ -131,50 +131,110 @@ class Folded:
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
+def _text_array(values: pd.Series) -> pa.Array:
+    """``values`` as one large_string array ("" for a missing value)."""
+    arr = pa.array(values.astype("str").fillna(""), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    return pc.fill_null(arr, "") if arr.null_count else arr
+
+
+def _cleanliness(text: pa.Array, charset: Charset) -> Literal["clean", "padded", "dirty"]:
+    """Whether every value of ``text`` (large_string) matches the clean pattern (only characters of the
+    set, single inner spaces, no space at either end): ``clean``; ``padded`` when some value's only fault
+    may be a space at an end; else ``dirty``. By passes over the column's bytes (a C translate, a space
+    mask, one gather per end), not by value: no regex, no trim.
+
+    Once every byte is in the set, a space is the only whitespace left, so a value with no space at
+    either end is already trimmed; and then two values back to back never make a double space."""
+    if not len(text) or text.buffers()[2] is None:
+        return "clean"
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
+    allowed = "".join(sorted(CHARACTER_SETS[charset])).encode("ascii")
+    if data.tobytes().translate(None, allowed):
+        return "dirty"
+    starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+    filled = ends > starts
+    # A space mask: 2-5x faster than ``b"  " in data`` on text full of single spaces (measured).
+    space = data == ord(" ")
+    if bool(space[starts[filled]].any()) or bool(space[ends[filled] - 1].any()):
+        return "padded"
+    return "dirty" if bool((space[1:] & space[:-1]).any()) else "clean"
+
+
+def _fold_distinct(distinct: pa.Array, weights: np.ndarray, rule: TextRule) -> tuple[pa.Array, int, dict[str, int]]:
+    """The rule over distinct raw values (``weights`` rows each): the folded values, the rows changed and
+    the rows each step changed. A value already clean once cased (Arrow's Unicode upper case) and trimmed
+    is kept as that; the rest go through :func:`fold_steps` in Python."""
+    cased = pc.utf8_upper(distinct) if rule.case == "upper" else distinct
+    cased = pc.utf8_trim_whitespace(cased)
+    compiled = _compiled(rule.charset)
+    clean = pc.fill_null(pc.match_substring_regex(cased, f"^{compiled.clean_pattern}$"), False)
+    clean_np = clean.to_numpy(zero_copy_only=False)
+    dirty = np.flatnonzero(~clean_np)
+    changed = 0
+    by_rule: dict[str, int] = {}
+    if not len(dirty):
+        return cased, changed, by_rule
+    dirty_weights = weights[dirty]
+    originals = [str(v) for v in pc.take(distinct, pa.array(dirty)).to_pylist()]
+    steps = [fold_steps(v, rule) for v in originals]
+    full = [step[0] for step in steps]
+    flags = np.fromiter((f != _cased(v, rule).strip() for f, v in zip(full, originals, strict=True)),
+                        dtype=bool, count=len(originals))
+    changed = int(dirty_weights[flags].sum())
+    for name, index in ((RULE_TRANSLITERATE, 1), (RULE_OUTSIDE_SET, 2)):
+        hit = np.fromiter((bool(step[index]) for step in steps), dtype=bool, count=len(steps))
+        if hit.any():
+            by_rule[name] = int(dirty_weights[hit].sum())
+    folded = pc.replace_with_mask(cased, pc.invert(clean), pa.array(full, pa.large_string()))
+    return folded, changed, by_rule
+
+
+def _cut(folded: pa.Array, max_length: int | None) -> pa.Array:
+    # Folded values are ASCII and hold no whitespace but single inner spaces, so a cut is trimmed by
+    # rstrip(); when no value is longer than the limit there is nothing to cut (the common case).
+    if max_length is None or not len(folded) or int(pc.max(pc.binary_length(folded)).as_py()) <= max_length:
+        return folded
+    return pc.utf8_rtrim(pc.utf8_slice_codeunits(folded, 0, max_length), characters=" ")
+
+
 def fold_column(values: pd.Series, max_length: int | None = None, rule: TextRule = BASIC_UPPER, *,
                 order: np.ndarray | None = None) -> Folded:
     """The rule over a column (Arrow-backed ``str`` result; a missing value folds as ""), with counts by rule.
 
-    Each distinct value is folded once and spread back by its code (names, cities, plan names and
-    dates repeat: at 1M members 2.3M rows hold a few hundred thousand distinct addresses and a few
-    thousand names). Among the distinct values, those already clean once cased and trimmed are found by
-    one vectorised regex; only the rest go through :func:`fold_steps` in Python. No Python object is
-    made per row. Casing, trimming and cutting to length are formatting, not normalisation: a value
-    counts as changed only when the character rule itself altered it. ``order`` (positions) picks and
-    orders the rows of the result, and only those rows count.
+    Most census columns are clean already: ASCII, in the set, single inner spaces. So the column is
+    ASCII-upper-cased and trimmed in Arrow (whole buffers, no hashing) and one pass over its bytes tells
+    whether every value is clean; if so, that is the result (at 1M members: 0.6 s -> 0.1 s for the
+    member ids). Otherwise each distinct value is folded once by :func:`_fold_distinct` and spread back
+    by its code (names repeat: at 1M members 2.3M rows hold a few thousand). No Python object is made
+    per row. Casing, trimming and cutting to length are formatting, not normalisation: a value counts
+    as changed only when the character rule itself altered it. ``order`` (positions) picks and orders
+    the rows of the result, and only those rows count (a rule whose values are all among the rows left
+    out is reported with 0).
     """
-    codes, uniques = pd.factorize(values.astype("str").fillna(""), use_na_sentinel=False)
-    if order is not None:
-        codes = codes[order]
-    distinct = pd.Series(uniques, dtype="str")
-    cased = (distinct.str.upper() if rule.case == "upper" else distinct).str.strip()
-    compiled = _compiled(rule.charset)
-    clean = cased.str.fullmatch(compiled.clean_pattern).fillna(False).to_numpy(dtype=bool)
-    folded = pa.array(cased, from_pandas=True).cast(pa.large_string())
+    arr = _text_array(values)
+    # On ASCII text the ASCII upper case is the Unicode one; a non-ASCII value is never clean here.
+    cased = pc.ascii_upper(arr) if rule.case == "upper" else arr
     changed = 0
     by_rule: dict[str, int] = {}
-    dirty = np.flatnonzero(~clean)
-    if len(dirty):
-        weights = np.bincount(codes, minlength=len(distinct))[dirty]
-        originals = [str(v) for v in distinct.iloc[dirty].tolist()]
-        steps = [fold_steps(v, rule) for v in originals]
-        full = [step[0] for step in steps]
-        flags = np.fromiter((f != _cased(v, rule).strip() for f, v in zip(full, originals, strict=True)),
-                            dtype=bool, count=len(originals))
-        changed = int(weights[flags].sum())
-        for name, index in ((RULE_TRANSLITERATE, 1), (RULE_OUTSIDE_SET, 2)):
-            hit = np.fromiter((bool(step[index]) for step in steps), dtype=bool, count=len(steps))
-            if hit.any():
-                by_rule[name] = int(weights[hit].sum())
-        mask = np.zeros(len(distinct), dtype=bool)
-        mask[dirty] = True
-        folded = pc.replace_with_mask(folded, pa.array(mask), pa.array(full, pa.large_string()))
-    if max_length is not None:
-        # Folded values hold no whitespace but single inner spaces, so trimming the cut is rstrip().
-        folded = pc.utf8_rtrim(pc.utf8_slice_codeunits(folded, 0, max_length), characters=" ")
-    result = pc.take(folded, pa.array(codes))
-    rows: pd.Index = values.index if order is None else pd.RangeIndex(len(codes))
-    return Folded(pd.Series(result, index=rows, dtype="str"), changed, by_rule)
+    state = _cleanliness(cased, rule.charset)
+    if state == "padded":
+        # Spaces at the ends (a padded census) are formatting: trimmed, the values may be clean.
+        cased = pc.utf8_trim_whitespace(cased)
+        state = _cleanliness(cased, rule.charset)
+    if state == "clean":
+        folded = _cut(cased if order is None else pc.take(cased, pa.array(order)), max_length)
+    else:
+        encoded = pc.dictionary_encode(arr)
+        codes = encoded.indices if order is None else pc.take(encoded.indices, pa.array(order))
+        weights = np.bincount(codes.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary))
+        fixed, changed, by_rule = _fold_distinct(encoded.dictionary, weights, rule)
+        folded = pc.take(_cut(fixed, max_length), codes)
+    index: pd.Index = values.index if order is None else pd.RangeIndex(len(folded))
+    return Folded(pd.Series(folded, index=index, dtype="str"), changed, by_rule)
 
 
 def fold_series(values: pd.Series, max_length: int | None = None,
