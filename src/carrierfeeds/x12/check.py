@@ -6,23 +6,20 @@ segments we write, each situational one at most once), code values, and no compo
 repetition (ISA11) separator inside data, which X12 cannot escape. Every problem is reported by segment
 position, segment id, element reference and a rule code, never by value.
 
-:func:`validate_with_pyx12` runs pyx12 in-process over the 005010X220A1 map and returns our own
-verdict (errors stripped of data values) plus the 999 pyx12 generates. pyx12 checks about 8,000
-segments a second, so :func:`sample_834` cuts a deterministic sample of families (every k-th one) out
-of a large rendered file, with its own envelope, for pyx12 to validate instead.
+:func:`validate_with_pyx12` (from :mod:`carrierfeeds.x12.pyx12_adapter`, where it can also run in a
+child process) runs pyx12 over the 005010X220A1 map and returns our own verdict (errors stripped of
+data values) plus the 999 pyx12 generates. pyx12 checks about 8,000 segments a second, so
+:func:`sample_834` cuts a deterministic sample of families (every k-th one) out of a large rendered
+file, with its own envelope, for pyx12 to validate instead.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -38,18 +35,10 @@ from carrierfeeds.x12.codes import (
     values,
 )
 from carrierfeeds.x12.envelope import Delimiters
+from carrierfeeds.x12.pyx12_adapter import validate_with_pyx12
+from carrierfeeds.x12.verdicts import Problem, Pyx12Verdict
 
 log = logging.getLogger(__name__)
-
-
-class Problem(NamedTuple):
-    """One conformance problem: where (1-based segment position in the file), what, and a rule code."""
-
-    segment_position: int
-    segment_id: str
-    element: str
-    code: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -61,17 +50,6 @@ class ConformanceReport:
     member_count: int
     transaction_sets: int
     problems: tuple[Problem, ...]
-
-
-@dataclass(frozen=True)
-class Pyx12Verdict:
-    """pyx12's verdict in our terms: ``segments`` it read, PHI-free ``errors``, its 999 (or None)."""
-
-    ok: bool
-    errors: tuple[Problem, ...]
-    segments: int
-    ack_999: bytes | None = None
-    sampled: bool = False
 
 
 def _ref(qualifier: ReferenceQualifier) -> bytes:
@@ -518,116 +496,6 @@ def _check_maintenance(data: bytes, seq: str, starts: np.ndarray, ends: np.ndarr
                                      f"HD01 does not fit the member's INS03 {code}"))
 
 
-# ---------------------------------------------------------------------------------------- pyx12
-_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'|\(([^()]*)\)")
-
-
-@cache
-def _map_vocabulary() -> frozenset[str]:
-    """Every name and id in the 834 and control maps: the only quoted text a message may keep."""
-    import xml.etree.ElementTree as ET  # reading pyx12's own bundled maps
-    from importlib.resources import files
-
-    words: set[str] = set()
-    for name in ("834.5010.X220.A1.xml", "x12.control.00501.xml"):
-        root = ET.fromstring(files("pyx12").joinpath("map", name).read_bytes())  # noqa: S314
-        for node in root.iter():
-            if node.tag == "name" and node.text:
-                words.add(node.text.strip())
-            for attr in ("xid",):
-                if node.get(attr):
-                    words.add(str(node.get(attr)))
-    return frozenset(words)
-
-
-def _scrub(message: str, value: str | None) -> str:
-    """pyx12's message with every quoted or bracketed part that is not a map name or id removed."""
-    vocabulary = _map_vocabulary()
-
-    def keep(m: re.Match[str]) -> str:
-        inner = next(g for g in m.groups() if g is not None)
-        if inner in vocabulary or re.fullmatch(r"[PRCLE]\d{4,}|max_len|min_len", inner):
-            return m.group(0)
-        return m.group(0)[0] + "…" + m.group(0)[-1]
-
-    # "Segment N3*<first element> not found": the first element may be data (an address line).
-    text = re.sub(r"Segment ([A-Z][A-Z0-9]{1,2})\*.*? not found\.", r"Segment \1 not found.", message)
-    text = _QUOTED.sub(keep, text)
-    if value:
-        text = text.replace(value, "…")
-    # Unbracketed values pyx12 appends after a colon (e.g. "len(...) = 12 > 10") are counts, not data;
-    # anything else after "found" or "value of" is dropped.
-    return re.sub(r"(with a value of|Segment identifier|is empty).*$", r"\1 …", text)
-
-
-def _json_problems(doc: dict[str, Any]) -> list[Problem]:
-    """Flatten pyx12's JSON error tree into PHI-free problems (positions, ids, codes, scrubbed text)."""
-    out: list[Problem] = []
-
-    def add(pos: Any, seg: str, element: str, code: Any, message: Any, value: Any) -> None:
-        out.append(Problem(int(pos or 0), seg, element, str(code), _scrub(str(message or ""),
-                                                                          str(value) if value else None)))
-
-    for isa in doc.get("interchanges", []):
-        for err in isa.get("errors", []):
-            add(isa.get("cur_line"), "ISA", "", err["err_cde"], err["err_str"], None)
-        for gs in isa.get("groups", []):
-            for err in gs.get("errors", []):
-                add(gs.get("cur_line"), "GS", "", err["err_cde"], err["err_str"], None)
-            for st in gs.get("transactions", []):
-                for err in st.get("errors", []):
-                    add(st.get("cur_line"), "ST", "", err["err_cde"], err["err_str"], None)
-                for seg in st.get("segments", []):
-                    seg_id = str(seg.get("seg_id") or "")
-                    for err in seg.get("errors", []):
-                        add(seg.get("cur_line"), seg_id, "", err["err_cde"], err["err_str"],
-                            err.get("err_val"))
-                    for ele in seg.get("elements", []):
-                        ref = f"{seg_id}{int(ele['ele_pos']):02d}" if ele.get("ele_pos") else str(
-                            ele.get("ele_ref_num") or "")
-                        for err in ele.get("errors", []):
-                            add(seg.get("cur_line"), seg_id, ref, err["err_cde"], err["err_str"],
-                                err.get("err_val"))
-    return out
-
-
-def validate_with_pyx12(path: Path) -> Pyx12Verdict:
-    """Run pyx12 over ``path`` in-process; read its verdict from its error tree, never an exit code.
-
-    ``errors`` come from pyx12's JSON error report (positions are its 1-based file line, which is the
-    segment position in our one-segment-per-line files); ``ack_999`` is the 999 it generates.
-    """
-    import pyx12.params
-    import pyx12.x12n_document
-
-    param = pyx12.params.params()
-    ack = io.StringIO()
-    report = io.StringIO()
-    segments = 0
-
-    def count(*_: Any) -> None:
-        nonlocal segments
-        segments += 1
-
-    pyx12_logger = logging.getLogger("pyx12")
-    level = pyx12_logger.level
-    # pyx12 logs segment text when it fails; keep it out of our logs (PHI).
-    pyx12_logger.setLevel(logging.CRITICAL)
-    try:
-        ok = bool(pyx12.x12n_document.x12n_document(
-            param=param, src_file=str(path), fd_997=ack, fd_html=None, fd_xmldoc=None, fd_json=report,
-            callback=count))
-    finally:
-        pyx12_logger.setLevel(level)
-    text = report.getvalue()
-    errors = tuple(_json_problems(json.loads(text))) if text else ()
-    ack_text = ack.getvalue()
-    verdict = Pyx12Verdict(ok=ok and not errors, errors=errors, segments=segments,
-                           ack_999=ack_text.encode("ascii", "replace") if ack_text else None)
-    log.info("pyx12: ok=%s, %d segment(s), %d error(s)", verdict.ok, segments, len(errors))
-    return verdict
-
-
 def sample_families(every: int, count: int) -> Iterable[int]:
     """Family indexes of a deterministic sample: every ``every``-th family, starting with the first."""
     return range(0, count, max(1, every))
@@ -700,3 +568,7 @@ def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
     if len(st_at) > 1:
         rest = re.sub(rb"(GE" + sep + rb")\d+", rb"\g<1>1", rest, count=1)
     return body + b"SE" + e + str(seg_count).encode() + e + st02 + rest, True
+
+
+__all__ = ["ConformanceReport", "Problem", "Pyx12Verdict", "check_834", "sample_834", "sample_families",
+           "validate_with_pyx12"]

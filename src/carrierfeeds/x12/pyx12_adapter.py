@@ -1,0 +1,296 @@
+"""pyx12, the reference 834 validator, behind our own types: in this process or in a child process.
+
+:func:`validate_with_pyx12` runs pyx12 in-process over the 005010X220A1 map and returns our own
+verdict (errors stripped of data values) plus the 999 pyx12 generates.
+
+:class:`Pyx12Child` runs the same adapter in a child process (``python -m
+carrierfeeds.x12.pyx12_adapter <file>``), so the gate checks the whole file's structure while pyx12,
+pure Python at ~8,000 segments a second, reads its sample on another core. The child prints its verdict
+as one JSON object on stdout holding only positions, segment ids, element ids, rule codes and counts
+(never a message or the 999, which can quote data); its stderr is discarded. Any doubt fails closed: a
+crash, a non-zero exit, a timeout or output that is not exactly that object raises ConformanceFailed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from carrierfeeds.errors import ConformanceFailed
+from carrierfeeds.x12.verdicts import Problem, Pyx12Verdict
+
+log = logging.getLogger(__name__)
+
+_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'|\(([^()]*)\)")
+
+
+@cache
+def _map_vocabulary() -> frozenset[str]:
+    """Every name and id in the 834 and control maps: the only quoted text a message may keep."""
+    import xml.etree.ElementTree as ET  # reading pyx12's own bundled maps
+    from importlib.resources import files
+
+    words: set[str] = set()
+    for name in ("834.5010.X220.A1.xml", "x12.control.00501.xml"):
+        root = ET.fromstring(files("pyx12").joinpath("map", name).read_bytes())  # noqa: S314
+        for node in root.iter():
+            if node.tag == "name" and node.text:
+                words.add(node.text.strip())
+            for attr in ("xid",):
+                if node.get(attr):
+                    words.add(str(node.get(attr)))
+    return frozenset(words)
+
+
+def _scrub(message: str, value: str | None) -> str:
+    """pyx12's message with every quoted or bracketed part that is not a map name or id removed."""
+    vocabulary = _map_vocabulary()
+
+    def keep(m: re.Match[str]) -> str:
+        inner = next(g for g in m.groups() if g is not None)
+        if inner in vocabulary or re.fullmatch(r"[PRCLE]\d{4,}|max_len|min_len", inner):
+            return m.group(0)
+        return m.group(0)[0] + "…" + m.group(0)[-1]
+
+    # "Segment N3*<first element> not found": the first element may be data (an address line).
+    text = re.sub(r"Segment ([A-Z][A-Z0-9]{1,2})\*.*? not found\.", r"Segment \1 not found.", message)
+    text = _QUOTED.sub(keep, text)
+    if value:
+        text = text.replace(value, "…")
+    # Unbracketed values pyx12 appends after a colon (e.g. "len(...) = 12 > 10") are counts, not data;
+    # anything else after "found" or "value of" is dropped.
+    return re.sub(r"(with a value of|Segment identifier|is empty).*$", r"\1 …", text)
+
+
+def _json_problems(doc: dict[str, Any]) -> list[Problem]:
+    """Flatten pyx12's JSON error tree into PHI-free problems (positions, ids, codes, scrubbed text)."""
+    out: list[Problem] = []
+
+    def add(pos: Any, seg: str, element: str, code: Any, message: Any, value: Any) -> None:
+        out.append(Problem(int(pos or 0), seg, element, str(code), _scrub(str(message or ""),
+                                                                          str(value) if value else None)))
+
+    for isa in doc.get("interchanges", []):
+        for err in isa.get("errors", []):
+            add(isa.get("cur_line"), "ISA", "", err["err_cde"], err["err_str"], None)
+        for gs in isa.get("groups", []):
+            for err in gs.get("errors", []):
+                add(gs.get("cur_line"), "GS", "", err["err_cde"], err["err_str"], None)
+            for st in gs.get("transactions", []):
+                for err in st.get("errors", []):
+                    add(st.get("cur_line"), "ST", "", err["err_cde"], err["err_str"], None)
+                for seg in st.get("segments", []):
+                    seg_id = str(seg.get("seg_id") or "")
+                    for err in seg.get("errors", []):
+                        add(seg.get("cur_line"), seg_id, "", err["err_cde"], err["err_str"],
+                            err.get("err_val"))
+                    for ele in seg.get("elements", []):
+                        ref = f"{seg_id}{int(ele['ele_pos']):02d}" if ele.get("ele_pos") else str(
+                            ele.get("ele_ref_num") or "")
+                        for err in ele.get("errors", []):
+                            add(seg.get("cur_line"), seg_id, ref, err["err_cde"], err["err_str"],
+                                err.get("err_val"))
+    return out
+
+
+def validate_with_pyx12(path: Path, *, with_999: bool = True) -> Pyx12Verdict:
+    """Run pyx12 over ``path`` in-process; read its verdict from its error tree, never an exit code.
+
+    ``errors`` come from pyx12's JSON error report (positions are its 1-based file line, which is the
+    segment position in our one-segment-per-line files); ``ack_999`` is the 999 it generates (None
+    without ``with_999``).
+    """
+    import pyx12.params
+    import pyx12.x12n_document
+
+    param = pyx12.params.params()
+    ack = io.StringIO()
+    report = io.StringIO()
+    segments = 0
+
+    def count(*_: Any) -> None:
+        nonlocal segments
+        segments += 1
+
+    pyx12_logger = logging.getLogger("pyx12")
+    level = pyx12_logger.level
+    # pyx12 logs segment text when it fails; keep it out of our logs (PHI).
+    pyx12_logger.setLevel(logging.CRITICAL)
+    try:
+        ok = bool(pyx12.x12n_document.x12n_document(
+            param=param, src_file=str(path), fd_997=ack if with_999 else None, fd_html=None, fd_xmldoc=None,
+            fd_json=report, callback=count))
+    finally:
+        pyx12_logger.setLevel(level)
+    text = report.getvalue()
+    errors = tuple(_json_problems(json.loads(text))) if text else ()
+    ack_text = ack.getvalue()
+    verdict = Pyx12Verdict(ok=ok and not errors, errors=errors, segments=segments,
+                           ack_999=ack_text.encode("ascii", "replace") if ack_text else None)
+    log.info("pyx12: ok=%s, %d segment(s), %d error(s)", verdict.ok, segments, len(errors))
+    return verdict
+
+
+
+
+# ------------------------------------------------------------------------------------ child process
+_MODULE = "carrierfeeds.x12.pyx12_adapter"
+#: The child's time limit, independent of settings: a floor 100x pyx12's cost on a 2,000-member sample
+#: (~3 s, measured), plus a second per 10 kB of file (pyx12 reads ~500 kB/s, measured), so only a hung
+#: child ever reaches it.
+_TIMEOUT_FLOOR_S = 300.0
+_TIMEOUT_BYTES_PER_S = 10_000
+# What may cross the pipe: a segment id, an element reference, a rule code, or "?" in their place.
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}|\?")
+_ELEMENT = re.compile(r"[A-Z0-9]{0,8}|\?")
+_CODE = re.compile(r"[A-Za-z0-9_]{1,16}|\?")
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _wire(verdict: Pyx12Verdict) -> dict[str, Any]:
+    """The verdict as the child prints it: positions, ids, codes and counts, nothing that quotes data."""
+
+    def only(pattern: re.Pattern[str], text: str) -> str:
+        return text if pattern.fullmatch(text) else "?"
+
+    return {"ok": verdict.ok, "segments": verdict.segments,
+            "errors": [[p.segment_position, only(_SEGMENT_ID, p.segment_id), only(_ELEMENT, p.element),
+                        only(_CODE, p.code)] for p in verdict.errors]}
+
+
+def _unwire(text: bytes) -> Pyx12Verdict:
+    """The child's verdict back from its stdout; anything but exactly :func:`_wire`'s shape is refused."""
+    try:
+        doc = json.loads(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    if not (isinstance(doc, dict) and set(doc) == {"ok", "segments", "errors"}
+            and isinstance(doc["ok"], bool) and type(doc["segments"]) is int and doc["segments"] >= 0
+            and isinstance(doc["errors"], list)):
+        raise ConformanceFailed("pyx12 (child process) gave no readable verdict",
+                                details={"pyx12_worker": "output"})
+    errors: list[Problem] = []
+    for row in doc["errors"]:
+        if not (isinstance(row, list) and len(row) == 4 and type(row[0]) is int and row[0] >= 0
+                and all(isinstance(v, str) for v in row[1:]) and _SEGMENT_ID.fullmatch(row[1])
+                and _ELEMENT.fullmatch(row[2]) and _CODE.fullmatch(row[3])):
+            raise ConformanceFailed("pyx12 (child process) gave no readable verdict",
+                                    details={"pyx12_worker": "output"})
+        errors.append(Problem(row[0], row[1], row[2], row[3], ""))
+    return Pyx12Verdict(ok=doc["ok"] and not errors, errors=tuple(errors), segments=doc["segments"])
+
+
+def timeout_for(path: Path) -> float:
+    """Seconds the child may take over ``path``: generous, from the file's size alone."""
+    try:
+        size = path.stat().st_size
+    except OSError:  # the child reports a missing file itself
+        size = 0
+    return _TIMEOUT_FLOOR_S + size / _TIMEOUT_BYTES_PER_S
+
+
+class Pyx12Child:
+    """pyx12 over one file in a child process, started at once; :meth:`verdict` waits for its answer.
+
+    Use it as a context manager: leaving the block kills and reaps the child whatever happened, so a
+    caller may unlink the file after it. The child imports the same carrierfeeds as this process.
+    """
+
+    def __init__(self, path: Path, *, timeout: float | None = None) -> None:
+        self.timeout = timeout_for(path) if timeout is None else timeout
+        self._deadline = time.monotonic() + self.timeout
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+        # -P: no working directory on the child's path, so nothing there can shadow a module.
+        # A fixed argv: this interpreter, this module, one path.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", _MODULE, os.fspath(path.absolute())], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once reaped (negative: killed by that signal), else None."""
+        return self._proc.returncode
+
+    def verdict(self) -> Pyx12Verdict:
+        """Wait for the child; its verdict, or ConformanceFailed if it crashed, failed or overran."""
+        try:
+            out, _ = self._proc.communicate(timeout=max(0.0, self._deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise ConformanceFailed(f"pyx12 (child process) did not finish within {self.timeout:.0f} s",
+                                    details={"pyx12_worker": "timeout",
+                                             "timeout_s": round(self.timeout)}) from None
+        code = self._proc.returncode
+        if code != 0:
+            # A failing child prints only its exception's type name (never its text: it may hold data).
+            found = re.fullmatch(rb'\{"failed": "([A-Za-z_][A-Za-z0-9_]{0,63})"\}', out.strip())
+            failure = found.group(1).decode("ascii") if found else None
+            raise ConformanceFailed(
+                f"pyx12 (child process) failed with exit code {code}" + (f" ({failure})" if failure else ""),
+                details={"pyx12_worker": "exit", "exit_code": code, "exception": failure})
+        verdict = _unwire(out)
+        log.info("pyx12 (child process): ok=%s, %d segment(s), %d error(s)", verdict.ok, verdict.segments,
+                 len(verdict.errors))
+        return verdict
+
+    def close(self) -> None:
+        """Kill the child if it still runs and reap it; safe to call more than once."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> Pyx12Child:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def validate_in_child(path: Path, *, timeout: float | None = None) -> Pyx12Verdict:
+    """:func:`validate_with_pyx12` in a child process (no 999); fails closed as :class:`Pyx12Child`."""
+    with Pyx12Child(path, timeout=timeout) as child:
+        return child.verdict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child: validate one file, print the verdict's :func:`_wire` form as JSON; exit 0, else 1 or 2."""
+    args = sys.argv[1:] if argv is None else argv
+    # Our JSON goes to a copy of stdout; fd 1 itself is pointed at /dev/null, so anything pyx12 prints
+    # (its debug output quotes segments) cannot reach the parent or corrupt the verdict.
+    out = os.fdopen(os.dup(1), "w", encoding="ascii")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    with out:
+        if len(args) != 1:
+            return 2
+        try:
+            verdict = validate_with_pyx12(Path(args[0]), with_999=False)
+        except Exception as exc:  # reported by type only, and the parent fails closed on it
+            name = type(exc).__name__
+            out.write(json.dumps({"failed": name if _TYPE_NAME.fullmatch(name) else "Exception"}))
+            return 1
+        out.write(json.dumps(_wire(verdict)))
+    return 0
+
+
+__all__ = ["Pyx12Child", "timeout_for", "validate_in_child", "validate_with_pyx12"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

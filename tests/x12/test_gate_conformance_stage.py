@@ -1,0 +1,139 @@
+"""The conformance stage with pyx12 in a child process: same verdicts, same order, no sample left behind."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carrierfeeds import pipeline
+from carrierfeeds.errors import ConformanceFailed
+from carrierfeeds.pipeline import RunContext, RunRef
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = date(2026, 11, 20)
+SAMPLE = "pyx12-sample.834"
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def built(tmp_path: Path, demo_keys: Any) -> Callable[[int], RunContext]:
+    """A run of the demo feed taken through build (12 members), pyx12 sampled above ``max_members``."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import prepare_workspace
+
+    def make(max_members: int) -> RunContext:
+        ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                               ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+                               delivery=LocalDelivery(path="outbox"))
+        settings = ws.settings.model_copy(update={"pyx12_max_members": max_members})
+        census = ws.inbound / f"census_{DAY:%Y%m%d}.csv"
+        write_census_csv(generate_census(12, 7, as_of=DAY), census)
+        ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+        pipeline.stage_census(ctx, census)
+        pipeline.validate(ctx)
+        pipeline.build(ctx)
+        return ctx
+
+    return make
+
+
+def _rewrite(ctx: RunContext, change: Callable[[bytes], bytes]) -> None:
+    """Replace the built file as if build had rendered ``change(file)``: the state's hash to match."""
+    path = ctx.fetch(ctx.state()["file_name"])
+    data = change(path.read_bytes())
+    path.write_bytes(data)
+    ctx.save_state(payload_sha256=hashlib.sha256(data).hexdigest())
+
+
+def _long_name(data: bytes) -> bytes:
+    """The first member's NM1*IL with an NM105 pyx12 refuses as too long; the structure is untouched."""
+    at = data.index(b"NM1*IL*")
+    end = data.index(b"~", at)
+    fields = data[at:end].split(b"*")
+    fields[5] = b"Q" * 40
+    broken = data[:at] + b"*".join(fields) + data[end:]
+    return broken
+
+
+def _bad_se_count(data: bytes) -> bytes:
+    at = data.rindex(b"SE*")
+    count = data[at + 3:data.index(b"*", at + 3)]
+    return data[:at + 3] + str(int(count) + 1).encode() + data[at + 3 + len(count):]
+
+
+def _stage_detail(ctx: RunContext, status: str) -> dict[str, Any]:
+    events = [e for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage" and e.stage == "conformance"
+              and e.status == status]
+    assert len(events) == 1
+    return dict(events[0].detail or {})
+
+
+def _leftovers(ctx: RunContext) -> list[str]:
+    return [p.name for p in ctx.run_dir.iterdir() if "pyx12" in p.name]
+
+
+@pytest.mark.parametrize(("max_members", "mode"), [(5, "sample"), (2000, "full")])
+def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunContext], max_members: int,
+                                                   mode: str) -> None:
+    ctx = built(max_members)
+    try:
+        pipeline.conformance(ctx)
+        assert ctx.state()["conformance"] == "passed"
+        detail = _stage_detail(ctx, "succeeded")
+        assert detail["pyx12"] == mode and detail["pyx12_ok"] is True
+        assert 0 < detail["pyx12_segments"] <= detail["segments"]
+        assert (detail["pyx12_segments"] < detail["segments"]) == (mode == "sample")
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
+
+
+@pytest.mark.parametrize("max_members", [5, 2000])
+def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Callable[[int], RunContext],
+                                                                     max_members: int) -> None:
+    ctx = built(max_members)
+    try:
+        _rewrite(ctx, _long_name)
+        with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105"):
+            pipeline.conformance(ctx)
+        assert ctx.state().get("conformance") != "passed"
+        assert _leftovers(ctx) == []
+        assert _stage_detail(ctx, "failed")["sampled"] is (max_members == 5)
+    finally:
+        ctx.ledger.close()
+
+
+def test_structural_problems_are_still_reported_before_pyx12s(built: Callable[[int], RunContext]) -> None:
+    ctx = built(5)
+    try:
+        _rewrite(ctx, lambda data: _bad_se_count(_long_name(data)))
+        with pytest.raises(ConformanceFailed, match=r"structural problem\(s\); first at segment \d+ SE SE01"):
+            pipeline.conformance(ctx)
+        assert _stage_detail(ctx, "failed")["rule"] == "se_count"
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
+
+
+def test_the_member_count_is_checked_before_pyx12(built: Callable[[int], RunContext]) -> None:
+    ctx = built(5)
+    try:
+        _rewrite(ctx, _long_name)
+        state = ctx.state()
+        ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+        with pytest.raises(ConformanceFailed, match="members, build counted"):
+            pipeline.conformance(ctx)
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
