@@ -159,7 +159,7 @@ class _Raw:
 class _Coded:
     """A text column as one code per row into its distinct values: equal text, equal code."""
 
-    codes: np.ndarray  # int32 per row
+    codes: np.ndarray  # one int per row
     uniques: pd.Series  # the distinct texts (str), in order of first appearance
     blank: int  # the code of "" (a blank or missing cell); -1 when the column has none
 
@@ -189,13 +189,30 @@ class _Columns:
 
     def coded(self, name: str) -> _Coded:
         if name not in self._coded:
-            codes, uniques = pd.factorize(self.text(name), use_na_sentinel=False)
-            distinct = pd.Series(uniques)
+            codes, distinct = _factorize(self.text(name))
             blank = np.flatnonzero(np.asarray(distinct == "", dtype=bool))
-            width = np.int32 if len(distinct) < 2**31 else np.int64
-            self._coded[name] = _Coded(codes=np.asarray(codes, dtype=width), uniques=distinct,
-                                       blank=int(blank[0]) if len(blank) else -1)
+            self._coded[name] = _Coded(codes=codes, uniques=distinct, blank=int(blank[0]) if len(blank) else -1)
         return self._coded[name]
+
+
+def _factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(codes, distinct values) of a text column without gaps, in order of first appearance.
+
+    Arrow-backed text is encoded by pyarrow over its chunks joined into one array: the int32 indices
+    come out as they are, where pandas' factorize unifies one dictionary per chunk (a 433 MB CSV reads
+    as ~400 chunks) and widens the indices to int64 (0.46 s against 0.70 s for the SSNs at 1M members).
+    """
+    if isinstance(text.array, pd.arrays.ArrowStringArray):
+        import pyarrow as pa
+
+        values = pa.array(text)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        encoded = values.dictionary_encode()
+        distinct = pd.Series(encoded.dictionary.to_pandas(types_mapper={encoded.dictionary.type: text.dtype}.get))
+        return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32), distinct
+    codes, uniques = pd.factorize(text, use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64), pd.Series(uniques)
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -762,11 +779,12 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
     family = _text(census["subscriber_id"]) if "subscriber_id" in census.columns else pd.Series(
         "", index=census.index, dtype="str")
     member = _text(census["member_id"]) if "member_id" in census.columns else family
-    total_families, total_members = int(family.nunique()), int(member[member != ""].nunique())
 
     def rejected(reason: str) -> PolicyOutcome:
-        return PolicyOutcome(accepted=census.iloc[0:0].copy(), held_back_families=total_families,
-                             held_back_members=total_members, rejected=True, reason=reason)
+        # the totals only when everything is held back (0.4 s of hashing at 1M members otherwise)
+        return PolicyOutcome(accepted=census.iloc[0:0].copy(), held_back_families=int(family.nunique()),
+                             held_back_members=int(member[member != ""].nunique()), rejected=True,
+                             reason=reason)
 
     if report.ok:
         return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
@@ -781,7 +799,7 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
         if pct > policy.threshold_pct:
             return rejected(f"{pct:.2f}% of families failed, above the {policy.threshold_pct}% threshold")
     failing = family[census[ROW_NUMBER].isin(rows).to_numpy()].unique()
-    bad = family.isin(failing).to_numpy()
+    bad = _isin(family, pd.Series(failing, dtype="str"))
     accepted = census.loc[~bad]
     if accepted.empty:
         return rejected("every family failed validation; nothing left to send")
