@@ -45,11 +45,14 @@ carrier's character set (``charset``) and is free of X12 delimiters (see
 from __future__ import annotations
 
 import copy
+import functools
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Final
+from typing import Final, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -64,9 +67,10 @@ from carrierfeeds.x12.codes import (
     IndividualRelationship,
     SubscriberIndicator,
 )
-from carrierfeeds.x12.sanitize import BASIC_UPPER, Charset, TextRule, fold_column, fold_text
+from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, fold_column, fold_text
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Which census field each 834-view column carries; None for columns derived from config alone.
 VIEW_SOURCES: Final[dict[str, str | None]] = {
@@ -320,9 +324,30 @@ def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
         out["eligibility_end"] = end.groupby(member).transform("max").where(~open_ended, "").astype(object)
 
 
+def _workers(workers: int | None) -> int:
+    """Threads for the view's columns: ``workers``, or the CPUs this process may use (at most 4)."""
+    if workers is not None:
+        return max(1, workers)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, usable)
+
+
+def _in_order(calls: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
+    """Each of ``calls``' results, in order, made on up to ``workers`` threads; an error is the one the
+    first failing call (in order) raised, as when they run one after another."""
+    if workers <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls)), thread_name_prefix="enrollment") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,
-                     as_of: date) -> Enrollment:
-    """The 834 view of ``census`` for ``feed``'s carrier on ``as_of``; refuses when not authorised."""
+                     as_of: date, workers: int | None = None) -> Enrollment:
+    """The 834 view of ``census`` for ``feed``'s carrier on ``as_of``; refuses when not authorised.
+
+    The view's columns are made on ``workers`` threads (default: the CPUs this process may use, at
+    most 4); the view, its counts and any error do not depend on ``workers``."""
     auth = feed.authorization
     if not auth.covers(as_of):
         raise NotAuthorized(
@@ -360,29 +385,32 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     out = _Columns()
     sanitized: dict[str, int] = {}
     normalised: dict[str, int] = {}
+    threads = _workers(workers)
 
-    def fold(col: str, values: pd.Series, max_len: int, rule: TextRule = BASIC_UPPER) -> pd.Series:
-        result = fold_column(values, max_len, rule, order=order)
-        if result.changed:
-            sanitized[col] = result.changed
-        for name, n in result.by_rule.items():
-            normalised[name] = normalised.get(name, 0) + n
-        return result.values
+    def keep(parts: list[tuple[str, pd.Series | Folded]]) -> None:
+        """View columns in order; a folded one's counts recorded as the rule reports them."""
+        for col, part in parts:
+            if isinstance(part, Folded):
+                if part.changed:
+                    sanitized[col] = part.changed
+                for name, n in part.by_rule.items():
+                    normalised[name] = normalised.get(name, 0) + n
+                part = part.values
+            out[col] = part
 
     def raw(col: str) -> pd.Series:
         """The census column as it is (fold_column and _Distinct trim each distinct value themselves)."""
         return frame[col] if col in frame.columns else pd.Series("", index=frame.index, dtype="str")
 
-    def distinct(col: str) -> _Distinct:
-        return _Distinct(raw(col), order)
-
     # First the family keys, in census order: they decide the view's order.
-    order = kept
-    rows = pd.Series(census_rows[order])
-    ids = {col: fold(col, raw(col), 50) for col in ("member_id", "subscriber_id")}
+    rows = pd.Series(census_rows[kept])
+    keys: list[Callable[[], object]] = [functools.partial(fold_column, raw("member_id"), 50, order=kept),
+                                        functools.partial(fold_column, raw("subscriber_id"), 50, order=kept),
+                                        functools.partial(_Distinct, raw("relationship"), kept)]
+    member_fold, subscriber_fold, rel = cast(tuple[Folded, Folded, _Distinct], tuple(_in_order(keys, threads)))
+    ids = {"member_id": member_fold.values, "subscriber_id": subscriber_fold.values}
     for col, folded in ids.items():
         _require(rows, col, folded == "", "empty_identifier", "have no usable identifier")
-    rel = distinct("relationship")
     rel.values = rel.values.str.upper()
     _require(rows, "relationship", rel.rows_where(~rel.values.isin(set(_RELATIONSHIP))), "relationship_code",
              "have a relationship other than EE/SP/CH")
@@ -390,88 +418,128 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order. Rows are in census order here, so a
     # factorisation's codes (numbered by first appearance) are exactly those first-appearance ranks.
-    member_codes = _first_appearance(ids["member_id"])
-    positions = np.lexsort((np.arange(len(kept)), member_codes, rel_rank,
-                            _first_appearance(ids["subscriber_id"])))
+    member_codes, subscriber_codes = _in_order([functools.partial(_first_appearance, ids["member_id"]),
+                                                functools.partial(_first_appearance, ids["subscriber_id"])],
+                                               threads)
+    positions = np.lexsort((np.arange(len(kept)), member_codes, rel_rank, subscriber_codes))
     # Subscribers (INS01 "Y": relationship EE) by their member codes, without hashing the ids again.
     subscriber_count = int(np.count_nonzero(np.bincount(member_codes[rel_rank == 0])))
     order = kept[positions]
     rows = pd.Series(census_rows[order])
-    for col, folded in ids.items():
-        out[col] = folded.take(positions).reset_index(drop=True)
+    keep([(col, replace(folded, values=folded.values.take(positions).reset_index(drop=True)))
+          for col, folded in (("member_id", member_fold), ("subscriber_id", subscriber_fold))])
     rel = rel.reordered(positions)
     out["ins01"] = rel.map({k: v[0] for k, v in _RELATIONSHIP.items()})
     out["ins02"] = rel.map({k: v[1] for k, v in _RELATIONSHIP.items()})
     index = pd.RangeIndex(len(order))
     out["ins03"] = pd.Series(mapping.full_file.maintenance_type, index=index, dtype="str")
+    subscriber = out["ins01"] == "Y"
+
+    # Every other column from the census column(s) it carries and the view's order alone: each a task,
+    # run on a few threads (Arrow's kernels release the GIL) and kept in this order, so the view's
+    # columns, the counts and the first error raised are those of one thread.
+    tasks: list[Callable[[], list[tuple[str, pd.Series | Folded]]]] = []
+
+    def task(fn: Callable[..., list[tuple[str, pd.Series | Folded]]], *args: object) -> None:
+        tasks.append(functools.partial(fn, *args))
+
+    def fold(col: str, values: pd.Series, max_len: int, rule: TextRule) -> list[tuple[str, pd.Series | Folded]]:
+        return [(col, fold_column(values, max_len, rule, order=order))]
+
+    def name(col: str, values: pd.Series, max_len: int, rule: TextRule) -> list[tuple[str, pd.Series | Folded]]:
+        folded = fold_column(values, max_len, rule, order=order)
+        _require(rows, col, folded.values == "", "empty_after_sanitize",
+                 "have a name with no letters or digits left after the delimiter rule")
+        return [(col, folded)]
+
+    def employment(values: pd.Series) -> list[tuple[str, pd.Series | Folded]]:
+        status = _Distinct(values, order)
+        upper = status.values.str.upper()
+        return [("employment_status", status.spread(upper.where(upper.isin(_EMPLOYMENT), "")).where(subscriber, ""))]
+
+    def digits(col: str, values: pd.Series, lengths: tuple[int, ...]) -> list[tuple[str, pd.Series | Folded]]:
+        return [(col, _digits(values, order, lengths))]
+
+    def dates(col: str, values: pd.Series, required: bool, subscribers_only: bool = False,
+              ) -> list[tuple[str, pd.Series | Folded]]:
+        text = _ccyymmdd(values, col, rows, required=required, order=order)
+        return [(col, text.where(subscriber, "") if subscribers_only else text)]
+
+    def gender(values: pd.Series) -> list[tuple[str, pd.Series | Folded]]:
+        codes = _Distinct(values, order)
+        upper = codes.values.str.upper()
+        return [("gender", codes.spread(upper.where(upper.isin({"M", "F", "U"}), "U")))]
+
+    def state(values: pd.Series) -> list[tuple[str, pd.Series | Folded]]:
+        codes = _Distinct(values, order)
+        upper = codes.values.str.upper()
+        return [("state", codes.spread(upper.where(upper.str.fullmatch(r"[A-Z]{2}"), "")))]
+
+    def plans(plan: _Distinct) -> list[tuple[str, pd.Series | Folded]]:
+        return [("hd03", plan.map({k: v.insurance_line for k, v in mapping.plans.items()})),
+                ("hd04", plan.map({k: fold_text(v.description, 50) for k, v in mapping.plans.items()}))]
+
+    def levels(values: pd.Series) -> list[tuple[str, pd.Series | Folded]]:
+        level = _Distinct(values, order)
+        level.values = level.values.str.upper()
+        _require(rows, "coverage_level", level.rows_where(~level.values.isin(set(mapping.coverage_levels))),
+                 "coverage_level", "have a coverage level the mapping does not know")
+        return [("hd05", level.map(dict(mapping.coverage_levels)))]
+
+    def policy_numbers(plan: _Distinct, policies: dict[str, str]) -> list[tuple[str, pd.Series | Folded]]:
+        return [("coverage_policy_number", plan.map(policies).fillna(""))]
+
+    def fixed(col: str, value: str) -> list[tuple[str, pd.Series | Folded]]:
+        return [(col, pd.Series(fold_text(value, 50), index=index, dtype="str"))]
 
     if "employment_status" in frame.columns:
-        status = distinct("employment_status")
-        upper = status.values.str.upper()
-        out["employment_status"] = status.spread(upper.where(upper.isin(_EMPLOYMENT), "")).where(
-            out["ins01"] == "Y", "")
-
+        task(employment, raw("employment_status"))
     limit = mapping.name_max_length
     names = TextRule(mapping.charset, mapping.name_case)
     text_rule = TextRule(mapping.charset, "upper")
     for col, max_len in (("last_name", mapping.last_name_max_length or min(limit, 60)),
                          ("first_name", mapping.first_name_max_length or min(limit, 35)),
                          ("middle_initial", 1)):
-        if col not in frame.columns:
-            continue
-        folded = fold(col, raw(col), max_len, names)
-        if col in ("last_name", "first_name"):
-            _require(rows, col, folded == "", "empty_after_sanitize",
-                     "have a name with no letters or digits left after the delimiter rule")
-        out[col] = folded
-
+        if col in frame.columns:
+            task(name if col in ("last_name", "first_name") else fold, col, raw(col), max_len, names)
     if "ssn" in frame.columns:
-        out["ssn"] = _digits(raw("ssn"), order, (9,))
+        task(digits, "ssn", raw("ssn"), (9,))
     if "dob" in frame.columns:
-        out["dob"] = _ccyymmdd(raw("dob"), "dob", rows, required=False, order=order)
+        task(dates, "dob", raw("dob"), False)
     if "gender" in frame.columns:
-        gender = distinct("gender")
-        upper = gender.values.str.upper()
-        out["gender"] = gender.spread(upper.where(upper.isin({"M", "F", "U"}), "U"))
+        task(gender, raw("gender"))
     for col in ("address1", "address2", "city"):
         if col in frame.columns:
-            out[col] = fold(col, raw(col), _TEXT_LIMITS[col], text_rule)
+            task(fold, col, raw(col), _TEXT_LIMITS[col], text_rule)
     if "state" in frame.columns:
-        state = distinct("state")
-        upper = state.values.str.upper()
-        out["state"] = state.spread(upper.where(upper.str.fullmatch(r"[A-Z]{2}"), ""))
+        task(state, raw("state"))
     if "zip" in frame.columns:
-        out["zip"] = _digits(raw("zip"), order, (5, 9))
+        task(digits, "zip", raw("zip"), (5, 9))
     if "hire_date" in frame.columns and "hire" in mapping.dates_sent:
-        hire = _ccyymmdd(raw("hire_date"), "hire_date", rows, required=False, order=order)
-        out["hire_date"] = hire.where(out["ins01"] == "Y", "")
+        task(dates, "hire_date", raw("hire_date"), False, True)
     refs = mapping.member_references
     if refs.group_policy_number and mapping.group_number:
-        out["group_policy_number"] = pd.Series(fold_text(mapping.group_number, 50), index=index, dtype="str")
+        task(fixed, "group_policy_number", mapping.group_number)
     reporting = refs.client_reporting_category
     if reporting is not None:
         if reporting.value is not None:
-            out["reporting_category"] = pd.Series(fold_text(reporting.value, 50), index=index, dtype="str")
+            task(fixed, "reporting_category", reporting.value)
         elif reporting.field is not None and reporting.field in frame.columns:
-            out["reporting_category"] = fold("reporting_category", raw(reporting.field), 50, text_rule)
+            task(fold, "reporting_category", raw(reporting.field), 50, text_rule)
     if refs.department and "department" in frame.columns:
-        out["department"] = fold("department", raw("department"), 50, text_rule)
-
+        task(fold, "department", raw("department"), 50, text_rule)
     # Factorised once, when the plans were checked (unless the carrier may not see plan codes at all).
-    plan = census_plans.reordered(order) if "plan_code" in frame.columns else distinct("plan_code")
-    out["hd03"] = plan.map({k: v.insurance_line for k, v in mapping.plans.items()})
-    out["hd04"] = plan.map({k: fold_text(v.description, 50) for k, v in mapping.plans.items()})
-    level = distinct("coverage_level")
-    level.values = level.values.str.upper()
-    _require(rows, "coverage_level", level.rows_where(~level.values.isin(set(mapping.coverage_levels))),
-             "coverage_level", "have a coverage level the mapping does not know")
-    out["hd05"] = level.map(dict(mapping.coverage_levels))
-    out["coverage_start"] = _ccyymmdd(raw("coverage_start"), "coverage_start", rows, required=True, order=order)
+    plan = census_plans.reordered(order) if "plan_code" in frame.columns else _Distinct(raw("plan_code"), order)
+    task(plans, plan)
+    task(levels, raw("coverage_level"))
+    task(dates, "coverage_start", raw("coverage_start"), True)
     if "coverage_end" in frame.columns:
-        out["coverage_end"] = _ccyymmdd(raw("coverage_end"), "coverage_end", rows, required=False, order=order)
+        task(dates, "coverage_end", raw("coverage_end"), False)
     policies = {k: v.policy_number for k, v in mapping.plans.items() if v.policy_number}
     if policies:
-        out["coverage_policy_number"] = plan.map(policies).fillna("")
+        task(policy_numbers, plan, policies)
+    for parts in _in_order(tasks, threads):
+        keep(parts)
     _eligibility(out, mapping)
     out[ROW_NUMBER] = rows
 
