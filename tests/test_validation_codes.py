@@ -49,6 +49,12 @@ TEXT = st.text(alphabet=st.sampled_from(["a", "B", "0", "9", " ", "\n", "\u00fc"
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _arrow_text(chunks: list[list[str]]) -> pd.Series:
+    """Text as the readers make it (pandas' ``str``, Arrow-backed), in the chunks given."""
+    values = pa.chunked_array(chunks, type=pa.large_string())
+    return pd.Series(pd.arrays.ArrowStringArray(values, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
+
+
 @settings(max_examples=200, deadline=None)
 @given(keys=st.lists(st.integers(0, 6), max_size=40), data=st.data())
 def test_varies_is_more_than_one_distinct_value_per_key(keys: list[int], data: st.DataObject) -> None:
@@ -76,7 +82,7 @@ def test_repeated_is_pandas_duplicated_keep_false(width: int) -> None:
 @given(values=st.lists(TEXT, max_size=30), chunk=st.integers(1, 7))
 def test_factorize_matches_pandas_on_chunked_arrow_text_and_python_text(values: list[str], chunk: int) -> None:
     chunks = [values[i:i + chunk] for i in range(0, len(values), chunk)] or [[]]
-    arrow = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=pa.large_string())))
+    arrow = _arrow_text(chunks)
     python = pd.Series(values, dtype=pd.StringDtype("python", na_value=np.nan))
     for series in (arrow, python):
         codes, distinct = _factorize(series)
@@ -91,6 +97,35 @@ def test_factorize_matches_pandas_on_chunked_arrow_text_and_python_text(values: 
 def test_index_in_is_the_position_or_minus_one(values: list[str], of: list[str]) -> None:
     found = _index_in(pd.Series(values, dtype="str"), pd.Series(of, dtype="str"))
     assert found.tolist() == [of.index(v) if v in of else -1 for v in values]
+
+
+@settings(max_examples=100, deadline=None)
+@given(members=st.lists(TEXT, max_size=20), chunk=st.integers(1, 5),
+       path=st.sampled_from(["joint", "cached", "python"]), data=st.data())
+def test_codes_in_is_the_code_of_the_same_text_and_leaves_both_columns_factorised(
+        members: list[str], chunk: int, path: str, data: st.DataObject) -> None:
+    # subscriber ids: mostly member ids, some not
+    subscriber = st.one_of(TEXT, st.sampled_from(members)) if members else TEXT
+    subscribers = data.draw(st.lists(subscriber, min_size=len(members), max_size=len(members)))
+
+    def text(values: list[str]) -> pd.Series:
+        if path == "python":
+            return pd.Series(values, dtype=pd.StringDtype("python", na_value=np.nan))
+        chunks = [values[i:i + chunk] for i in range(0, len(values), chunk)] or [[]]
+        return _arrow_text(chunks)
+
+    frame = pd.DataFrame({"m": text(members), "s": text(subscribers)})
+    columns = _Columns(frame)
+    if path == "cached":
+        columns.coded("s")  # factorised already: the look-up, not the joint encoding
+    found = columns.codes_in("s", of="m")
+    m, s = columns.coded("m"), columns.coded("s")
+    assert found.tolist() == [m.uniques.tolist().index(v) if v in members else -1 for v in subscribers]
+    for coded, values, series in ((m, members, frame["m"]), (s, subscribers, frame["s"])):
+        ref_codes, ref_uniques = pd.factorize(series, use_na_sentinel=False)
+        assert coded.codes.tolist() == ref_codes.tolist() and coded.uniques.tolist() == list(ref_uniques)
+        assert coded.uniques.dtype == series.dtype
+        assert coded.blank == (list(ref_uniques).index("") if "" in values else -1)
 
 
 def test_a_blank_code_is_found_only_when_the_column_has_blanks() -> None:

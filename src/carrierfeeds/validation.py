@@ -189,10 +189,47 @@ class _Columns:
 
     def coded(self, name: str) -> _Coded:
         if name not in self._coded:
-            codes, distinct = _factorize(self.text(name))
-            blank = np.flatnonzero(np.asarray(distinct == "", dtype=bool))
-            self._coded[name] = _Coded(codes=codes, uniques=distinct, blank=int(blank[0]) if len(blank) else -1)
+            self._coded[name] = _coded(*_factorize(self.text(name)))
         return self._coded[name]
+
+    def codes_in(self, name: str, of: str) -> np.ndarray:
+        """Per row, the code in column ``of`` of the text of ``name`` (-1 where ``of`` has no such text).
+
+        Both columns get factorised on the way. Arrow text is encoded in one dictionary, ``of`` first:
+        its codes are then its own, and ``name``'s texts already in it need no second hash table
+        (subscriber ids are member ids: 0.7 s against 1.0 s for two encodings and a look-up, 1M members).
+        """
+        first, second = self.text(of), self.text(name)
+        if (name in self._coded or of in self._coded or name == of
+                or not isinstance(first.array, pd.arrays.ArrowStringArray)
+                or not isinstance(second.array, pd.arrays.ArrowStringArray) or first.dtype != second.dtype):
+            return self.coded(name).spread(_index_in(self.coded(name).uniques, self.coded(of).uniques))
+        import pyarrow as pa
+
+        values = [pa.array(first), pa.array(second)]
+        if values[0].type != values[1].type:
+            return self.coded(name).spread(_index_in(self.coded(name).uniques, self.coded(of).uniques))
+        chunks = [c for v in values for c in (v.chunks if isinstance(v, pa.ChunkedArray) else [v])]
+        encoded = pa.chunked_array(chunks, type=values[0].type).combine_chunks().dictionary_encode()
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
+        head, tail = codes[: len(first)], codes[len(first):]
+        width = int(head.max()) + 1 if len(head) else 0  # ``of`` comes first: its codes are 0 .. width-1
+
+        def distinct(positions: Any) -> pd.Series:
+            values = encoded.dictionary.take(positions) if positions is not None else encoded.dictionary[:width]
+            return pd.Series(values.to_pandas(types_mapper={values.type: first.dtype}.get))
+
+        self._coded[of] = _coded(head, distinct(None))
+        own, joint = pd.factorize(tail)  # ``name``'s own codes, in order of first appearance
+        joint = np.asarray(joint, dtype=np.int64)
+        self._coded[name] = _coded(np.asarray(own, dtype=np.int32), distinct(pa.array(joint)))
+        in_of: np.ndarray = np.where(joint < width, joint, -1)[own]
+        return in_of
+
+
+def _coded(codes: np.ndarray, distinct: pd.Series) -> _Coded:
+    blank = np.flatnonzero(np.asarray(distinct == "", dtype=bool))
+    return _Coded(codes=codes, uniques=distinct, blank=int(blank[0]) if len(blank) else -1)
 
 
 def _factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -598,14 +635,14 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
         not_real = np.asarray(coded.uniques.str.match(_ISO_RE) & dates[c].isna(), dtype=bool)
         add(coded.spread(not_real), c, "real_date", "date does not exist in the calendar")
 
+    # subscriber_id as a member_id code (-1: the text is no member_id), so "names an employee's member_id"
+    # and "equals member_id" are comparisons of codes
+    sid_as_mid = columns.codes_in("subscriber_id", of="member_id")
     member, family, plan = columns.coded("member_id"), columns.coded("subscriber_id"), columns.coded("plan_code")
     relationship = columns.coded("relationship")
     mc = member.codes
     has_mid, has_sid, has_plan = mc != member.blank, family.codes != family.blank, plan.codes != plan.blank
     is_ee = relationship.spread(np.asarray(relationship.uniques == "EE", dtype=bool))
-    # subscriber_id as a member_id code (-1: the text is no member_id), so "names an employee's member_id"
-    # and "equals member_id" are comparisons of codes
-    sid_as_mid = family.spread(_index_in(family.uniques, member.uniques))
     is_ee_id = np.zeros(len(member.uniques) + 1, dtype=bool)  # [-1] (no member_id) stays False
     is_ee_id[mc[is_ee & has_mid]] = True
     names_ee = is_ee_id[sid_as_mid]
