@@ -4,6 +4,7 @@ the decoded-text and per-cell checks they stand in for, errors included (file, r
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -223,3 +224,30 @@ def test_reading_leaves_the_text_columns_as_str(tmp_path: Path, big: tuple[pd.Da
     got = read_census(_write(tmp_path, big[1]), SCHEMA)
     assert (got.drop(columns="row_number").dtypes == "str").all()
     assert got["row_number"].to_numpy().tolist() == np.arange(2, len(big[0]) + 2).tolist()
+
+
+@pytest.mark.parametrize("change", ["extra", "short"])
+def test_a_row_pyarrow_refuses_deep_in_a_file_is_named(tmp_path: Path, big: tuple[pd.DataFrame, bytes],
+                                                       change: str) -> None:
+    lines = big[1].split(b"\n")
+    row = 6001
+    lines[row - 1] = lines[row - 1] + b',"x"' if change == "extra" else lines[row - 1].rsplit(b",", 1)[0]
+    err = _error(_write(tmp_path, b"\n".join(lines)))
+    assert (err.rule, err.row) == ("field_count", row)
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+def test_quoted_line_breaks_read_whatever_the_blocks(tmp_path: Path, big: tuple[pd.DataFrame, bytes], copies: int,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # pyarrow reads a quoted line break inside a block (one block: 2 MiB) and refuses one on a block
+    # boundary (three 4 MiB blocks here), and the C parser reads the file: either way the same cells
+    frame = pd.concat([big[0]] * copies, ignore_index=True)
+    frame["address2"] = [f"Apt {i}\nBldg {i % 7}" if i % 3 else "" for i in range(len(frame))]
+    path = tmp_path / "census.csv"
+    write_census_csv(frame, path)
+    caplog.set_level(logging.INFO)
+    got = read_census(path, SCHEMA)
+    assert ("checking it row by row" in caplog.text) is (copies > 1)
+    assert got["address2"].tolist() == frame["address2"].tolist()
+    assert got["member_id"].tolist() == frame["member_id"].tolist()
+    assert got["row_number"].tolist() == list(range(2, len(frame) + 2))

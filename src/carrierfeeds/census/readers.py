@@ -28,6 +28,7 @@ from xml.etree.ElementTree import ParseError
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from carrierfeeds.census.archive import (
     MAGIC,
@@ -529,7 +530,7 @@ def _parse(data: bytes, delimiter: str, header: list[str], name: str) -> pd.Data
         end -= 1
     if not _has_blank_line(data, end):
         try:
-            return _read(data, delimiter, header, engine="pyarrow")
+            return _read_arrow(data, delimiter, header)
         except (pd.errors.ParserError, ValueError, TypeError) as exc:
             # the engine's message can quote the offending line; keep only the exception's type
             log.info("%s: pyarrow engine could not parse the file (%s); checking it row by row",
@@ -553,6 +554,27 @@ def _has_blank_line(data: bytes, end: int, *, step: int = 1 << 22) -> bool:
         if (gaps == 1).any() or (chunk[breaks[:-1][gaps == 2] + 1] == 0x0D).any():
             return True
     return False
+
+
+def _read_arrow(data: bytes, delimiter: str, header: list[str]) -> pd.DataFrame:
+    """The frame ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` gives (the options
+    it hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and
+    in 4 MiB blocks rather than 1 MiB: the columns come in 104 chunks instead of 413 at 1M members,
+    which every pass over a column's chunks pays for. The values do not depend on the block size; only
+    whether a quoted line break falls on a block boundary (pyarrow then refuses the file and the
+    caller checks it row by row, as before). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
+    table = pa_csv.read_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=4 << 20),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+        convert_options=pa_csv.ConvertOptions(default_column_type=pa.large_string(), null_values=[],
+                                              strings_can_be_null=False))
+    if table.num_columns != len(header):
+        raise ValueError(f"{table.num_columns} columns parsed for {len(header)} headers")
+    frame = table.to_pandas()
+    del table
+    frame.columns = pd.Index(header)
+    return frame  # type: ignore[no-any-return]
 
 
 def _read(data: bytes, delimiter: str, header: list[str], *, engine: str) -> pd.DataFrame:
