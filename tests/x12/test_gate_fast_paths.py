@@ -1,0 +1,105 @@
+"""The gate's fast paths give exactly what their plain forms give: one-regex walk, word-wise tags, keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carrierfeeds.x12.check import _first_misplaced, _grammar, _keys, _starting_with, _walk
+
+_MEMBER_PARTS = "IFlcfxmhjkNp34DHbe"
+_ALPHABET = "AGSBoPY" + _MEMBER_PARTS + "sgz"
+
+
+@st.composite
+def _member(draw: st.DrawFn) -> str:
+    optional = "".join(c for c in "lcfxmhjk" if draw(st.booleans()))
+    address = "34" if draw(st.booleans()) else ""
+    coverages = "".join("Hb" + ("e" if draw(st.booleans()) else "") + ("l" if draw(st.booleans()) else "")
+                        for _ in range(draw(st.integers(0, 3))))
+    return ("IF" + optional + "N" + ("p" if draw(st.booleans()) else "") + address
+            + ("D" if draw(st.booleans()) else "") + coverages)
+
+
+@st.composite
+def _file(draw: st.DrawFn) -> str:
+    groups = []
+    for _ in range(draw(st.integers(1, 2))):
+        sets = ["SB" + ("o" if draw(st.booleans()) else "") + "PY"
+                + "".join(draw(st.lists(_member(), max_size=4))) + "s"
+                for _ in range(draw(st.integers(1, 3)))]
+        groups.append("G" + "".join(sets) + "g")
+    return "A" + "".join(groups) + "z"
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> str:
+    seq = draw(_file())
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(seq)))
+        kind = draw(st.sampled_from(["insert", "delete", "replace", "swap"]))
+        char = draw(st.sampled_from(_ALPHABET))
+        if kind == "insert":
+            seq = seq[:at] + char + seq[at:]
+        elif kind == "delete":
+            seq = seq[:at] + seq[at + 1:]
+        elif kind == "replace":
+            seq = seq[:at] + char + seq[at + 1:]
+        elif at + 1 < len(seq):
+            seq = seq[:at] + seq[at + 1] + seq[at] + seq[at + 2:]
+    return seq
+
+
+@pytest.mark.parametrize("require_dmg", [True, False])
+@settings(max_examples=400, deadline=None)
+@given(seq=st.one_of(_file(), _mutated(), st.text(alphabet=_ALPHABET, max_size=40)))
+def test_the_one_regex_walk_equals_the_member_by_member_walk(seq: str, require_dmg: bool) -> None:
+    header_re, member_re = _grammar(require_dmg)
+    assert _walk(seq, header_re, member_re) == _first_misplaced(seq, header_re, member_re)
+
+
+def test_the_walk_accepts_a_well_formed_file_and_finds_a_misplaced_segment() -> None:
+    header_re, member_re = _grammar(True)
+    good = "AGSBPY" + "IFNDHb" * 3 + "sgz"
+    assert _walk(good, header_re, member_re) is None
+    assert _walk(good.replace("IFNDHb", "IFNHb", 1), header_re, member_re) == 6
+
+
+def _plain_starting_with(data: bytes, starts: list[int], tag: bytes) -> list[int]:
+    return [s for s in starts if s + len(tag) <= len(data) and data[s:s + len(tag)] == tag]
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=60), picks=st.lists(st.integers(0, 70), max_size=20),
+       tag=st.binary(min_size=0, max_size=10))
+def test_word_wise_tags_equal_bytewise_comparison(data: bytes, picks: list[int], tag: bytes) -> None:
+    starts = sorted({p for p in picks if p <= len(data)})
+    if tag and data and len(data) > 2 and len(starts) > 1:
+        data = data[:starts[1]] + tag + data[starts[1]:]  # make a hit likely
+    starts = sorted({p for p in picks if p <= len(data)})
+    got = _starting_with(data, np.array(starts, dtype=np.int64), tag)
+    assert got.tolist() == _plain_starting_with(data, starts, tag)
+
+
+@pytest.mark.parametrize("tag", [b"INS*", b"INS*Y*", b"ST*", b"\x00\x00", b"~\n"])
+def test_word_wise_tags_at_the_end_of_a_file(tag: bytes) -> None:
+    data = b"ISA*00~\nINS*Y*18~\nST*834~\n\x00\x00INS*"
+    starts = list(range(len(data) + 1))
+    got = _starting_with(data, np.array(starts, dtype=np.int64), tag)
+    assert got.tolist() == _plain_starting_with(data, starts, tag)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=0, max_size=300), cuts=st.lists(st.integers(0, 300), max_size=30),
+       width=st.integers(1, 100))
+def test_keys_of_wide_segments_are_their_first_bytes_zero_padded(data: bytes, cuts: list[int],
+                                                                 width: int) -> None:
+    bounds = sorted({c for c in cuts if c <= len(data)} | {0, len(data)})
+    starts = np.array(bounds[:-1], dtype=np.int64)
+    ends = np.array(bounds[1:], dtype=np.int64)
+    got = _keys(np.frombuffer(data, dtype=np.uint8), starts, ends, 0, width)
+    assert got.shape == (len(starts), width)
+    for row, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        assert got[row].tobytes() == data[lo:min(hi, lo + width)].ljust(width, b"\0")
