@@ -559,12 +559,13 @@ def _starting_with(data: bytes, starts: np.ndarray, tag: bytes) -> np.ndarray:
     n = len(arr)
     sliding = np.ndarray(shape=(n - 7,), dtype="<u8", buffer=arr, strides=(1,))
     mask = np.uint64((1 << (8 * len(tag))) - 1)
-    hit = (sliding[np.minimum(starts, n - 8)] & mask) == np.uint64(int.from_bytes(tag, "little"))
+    found: np.ndarray = (sliding[np.minimum(starts, n - 8)] & mask) == np.uint64(int.from_bytes(tag, "little"))
     # The last few offsets (within 8 bytes of the end) were read from earlier: compare them bytewise.
     for row in np.flatnonzero(starts > n - 8).tolist():
         at = int(starts[row])
-        hit[row] = data[at:at + len(tag)] == tag
-    return starts[hit]
+        found[row] = data[at:at + len(tag)] == tag
+    hits: np.ndarray = starts[found]
+    return hits
 
 
 def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
