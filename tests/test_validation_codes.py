@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from tests.test_validation_vectorised import (
     SCHEMA,
     SUITE,
+    _both,
     _dirty,
     _family_mess,
     _key,
     _reference_cross_row_rules,
+    _suite_with,
 )
 
 from carrierfeeds.census.columns import ROW_NUMBER
@@ -37,6 +39,7 @@ from carrierfeeds.validation import (
     _index_in,
     _repeated,
     _run_suite,
+    _unordered_rows,
     _varies,
     apply_policy,
     validate_census,
@@ -126,6 +129,51 @@ def test_codes_in_is_the_code_of_the_same_text_and_leaves_both_columns_factorise
         assert coded.codes.tolist() == ref_codes.tolist() and coded.uniques.tolist() == list(ref_uniques)
         assert coded.uniques.dtype == series.dtype
         assert coded.blank == (list(ref_uniques).index("") if "" in values else -1)
+
+
+def _reference_unordered(a: pd.Series, b: pd.Series, ignore: str, or_equal: bool, rn: np.ndarray) -> np.ndarray:
+    """The pair rule as the masks first ran it: pandas comparing the blank-as-missing columns."""
+    a, b = a.where(a != ""), b.where(b != "")
+    if ignore == "either_value_is_missing":
+        keep = (a.notna() & b.notna()).to_numpy()
+    elif ignore == "both_values_are_missing":
+        keep = ~(a.isna() & b.isna()).to_numpy()
+    else:
+        keep = np.ones(len(a), dtype=bool)
+    ordered = (a[keep] >= b[keep]) if or_equal else (a[keep] > b[keep])
+    bad: np.ndarray = rn[keep][~np.asarray(ordered, dtype=bool)]
+    return bad
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(TEXT, TEXT), max_size=40), repeat=st.integers(1, 30),
+       ignore=st.sampled_from(["either_value_is_missing", "both_values_are_missing", "neither"]),
+       or_equal=st.booleans())
+def test_the_pair_rule_by_distinct_pairs_is_the_pandas_comparison(rows: list[tuple[str, str]], repeat: int,
+                                                                  ignore: str, or_equal: bool) -> None:
+    # repeated rows make few distinct pairs among many rows (a table of pairs); few rows, a sorted list
+    rows = rows * repeat
+    frame = pd.DataFrame({"a": pd.Series([r[0] for r in rows], dtype="str"),
+                          "b": pd.Series([r[1] for r in rows], dtype="str")})
+    rn = np.arange(2, len(frame) + 2, dtype=np.int64)
+    columns = _Columns(frame)
+    found = _unordered_rows(columns.coded("a"), columns.coded("b"), ignore, or_equal, rn)
+    assert found.tolist() == _reference_unordered(frame["a"], frame["b"], ignore, or_equal, rn).tolist()
+
+
+def test_pair_rules_on_few_and_on_many_distinct_pairs_find_what_gx_finds(tmp_path: Path) -> None:
+    frame = _dirty(200, 11)
+    frame["coverage_end"] = np.where(np.arange(len(frame)) % 3 == 0, "", frame["coverage_end"].to_numpy())
+    frame["gender_b"] = frame["gender"]  # 3 x 3 texts: a table of pairs
+    extra = [{"type": "expect_column_pair_values_a_to_be_greater_than_b",
+              "kwargs": {"column_A": a, "column_B": b, "ignore_row_if": ignore, "or_equal": or_equal},
+              "meta": {"rule": f"{a}_{b}_{ignore}_{or_equal}"}}
+             for a, b in (("ssn", "zip"), ("gender", "gender_b"), ("coverage_end", "coverage_start"))
+             for ignore in ("either_value_is_missing", "both_values_are_missing", "neither")
+             for or_equal in (True, False)]
+    fast, ref = _both(frame, _suite_with(tmp_path, extra))
+    assert fast == ref
+    assert {"ssn_zip_neither_True", "gender_gender_b_neither_False"} <= {rule for _, rule, _, _ in fast[0]}
 
 
 def test_a_blank_code_is_found_only_when_the_column_has_blanks() -> None:
