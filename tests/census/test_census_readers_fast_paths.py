@@ -168,6 +168,9 @@ def _series(cells: list[str], cuts: list[int]) -> pd.Series:
 @example(["", "=x"], [1])  # an empty cell's neighbour starts with a sign
 @example(["=x", ""], [])
 @example([" ", "", "-1"], [2])
+@example(["ab", "cd", "José", "-1", "ef", "gh", "ij", "kl"], [3])  # a few non-ASCII edges, none stripped
+@example(["ab", "cd", "x\u2003", "=1", "ef", "gh", "ij", "kl"], [])  # a few, one of them stripped
+@example(["ab", "cd", "\u2003=1", "ef", "gh", "ij", "kl", "mn"], [5])  # a sign only after the strip
 def test_stripped_agrees_with_str_strip(cells: list[str], cuts: list[int]) -> None:
     got, signed = _stripped(_series(cells, cuts))
     assert got.tolist() == [c.strip() for c in cells]
