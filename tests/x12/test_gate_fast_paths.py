@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carrierfeeds.x12.check import _first_misplaced, _grammar, _keys, _starting_with, _walk
+from carrierfeeds.x12.check import _first_misplaced, _grammar, _keys, _segment_starts, _starting_with, _walk
 
 _MEMBER_PARTS = "IFlcfxmhjkNp34DHbe"
 _ALPHABET = "AGSBoPY" + _MEMBER_PARTS + "sgz"
@@ -103,3 +103,26 @@ def test_keys_of_wide_segments_are_their_first_bytes_zero_padded(data: bytes, cu
     assert got.shape == (len(starts), width)
     for row, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         assert got[row].tobytes() == data[lo:min(hi, lo + width)].ljust(width, b"\0")
+
+
+def _plain_segment_starts(data: bytes, term: int) -> list[int]:
+    """The definition: after each terminator, skip up to two LF/CR bytes; keep offsets inside the file."""
+    out = []
+    for at, byte in enumerate(data):
+        if byte != term:
+            continue
+        start = at + 1
+        for _ in range(2):
+            if start < len(data) and data[start] in b"\n\r":
+                start += 1
+        if start < len(data):
+            out.append(start)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.lists(st.sampled_from([b"~", b"\n", b"\r", b"\r\n", b"A", b"INS*", b"\x00"]), max_size=40),
+       term=st.sampled_from([ord("~"), ord("\n"), ord("\r"), ord("A")]))
+def test_segment_starts_equal_their_definition_on_any_bytes(data: list[bytes], term: int) -> None:
+    joined = b"".join(data)
+    assert _segment_starts(joined, term).tolist() == _plain_segment_starts(joined, term)
