@@ -87,10 +87,12 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
         data = _plain_utf8(raw, encoding)
         if data is None:
             text, utf8 = _text_of(raw, encoding, name)
+            del raw  # a cp1252 or UTF-16 file's bytes are not held while its text is encoded again
             # Already valid UTF-8: hand the parser the bytes as they are rather than a re-encoded copy.
             data = utf8 if utf8 is not None else text.encode("utf-8")
             del text, utf8
-        del raw
+        else:
+            del raw
         parsed.append(_read_csv(data, schema, name))
         del data
     # Every cell is checked for a formula after it is stripped, in every format. (A byte scan that let CSVs
