@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -270,10 +270,13 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
     def segment(pos0: int) -> list[str]:
         return _elements(data[int(starts[pos0]):int(ends[pos0])], d.element.encode())
 
-    # Code values: distinct fixed-width prefixes are few, so each is parsed once in Python.
-    _check_codes(data, tok, mat, starts, ends, d, problems, max_problems)
+    # Code values: distinct fixed-width prefixes are few, so each is parsed once in Python. INS01-05 fit
+    # in 18 bytes; HD04 is free text, so HD takes the whole (bounded) segment.
+    kinds = {"I": _kind(data, tok, "I", starts, ends, d.element, 18),
+             "H": _kind(data, tok, "H", starts, ends, d.element, 96)}
+    _check_codes(kinds, problems, max_problems)
 
-    _check_maintenance(data, tok, starts, ends, d, problems, max_problems)
+    _check_maintenance(tok, kinds, d.element, problems, max_problems)
     _check_separators_in_data(data, arr, starts, ends, d, seg_name, problems, max_problems)
 
     # Order of required segments.
@@ -406,22 +409,33 @@ _CODE_RULES: dict[str, list[tuple[int, str, frozenset[str]]]] = {
 }
 
 
-def _check_codes(data: bytes, token_arr: np.ndarray, mat: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                 d: Delimiters, problems: list[Problem], max_problems: int) -> None:
-    sep = d.element
+class _Kind(NamedTuple):
+    """The segments of one token kind with their leading bytes, each distinct key parsed once."""
+
+    rows: np.ndarray  # segment indexes (0-based positions)
+    keys: np.ndarray  # rows x width, as _keys gives them
+    parts: list[list[str]]  # each distinct key split into elements
+    inverse: np.ndarray  # for each row, the index of its key in parts
+
+
+def _kind(data: bytes, tok: np.ndarray, kind: str, starts: np.ndarray, ends: np.ndarray, sep: str,
+          width: int) -> _Kind:
+    """The ``kind`` segments' first ``width`` bytes, cut to the longest such segment: the N x width key
+    matrix is the gate's biggest allocation (2.3M HD segments x 96 bytes at 1M members). Read once for
+    the code check and the maintenance check (each read its own before: the INS twice)."""
+    rows = np.flatnonzero(tok == ord(kind))
+    if not len(rows):
+        return _Kind(rows, np.zeros((0, width), dtype=np.uint8), [], np.zeros(0, dtype=np.int64))
+    width = max(1, min(width, int((ends[rows] - starts[rows]).max())))
+    keys = _keys(np.frombuffer(data, dtype=np.uint8), starts[rows], ends[rows], 0, width)
+    uniq, inverse = _unique_rows(keys)
+    return _Kind(rows, keys, [k.decode("ascii", "replace").split(sep) for k in uniq.tolist()], inverse)
+
+
+def _check_codes(kinds: dict[str, _Kind], problems: list[Problem], max_problems: int) -> None:
     for kind, rules in _CODE_RULES.items():
-        rows = np.flatnonzero(token_arr == ord(kind))
-        if not len(rows):
-            continue
-        # INS01-05 fit in 18 bytes; HD04 is free text, so HD takes the whole (bounded) segment.
-        width = 96 if kind == "H" else 18
-        # Only as wide as the longest such segment: the N x width key matrix and its sort are the
-        # gate's biggest allocation (2.3M HD segments x 96 bytes at 1M members).
-        width = max(1, min(width, int((ends[rows] - starts[rows]).max())))
-        sub = _keys(np.frombuffer(data, dtype=np.uint8), starts[rows], ends[rows], 0, width)
-        uniq, inverse = _unique_rows(sub)
-        for i, key in enumerate(uniq.tolist()):
-            parts = key.decode("ascii", "replace").split(sep)
+        rows, _, uniq_parts, inverse = kinds[kind]
+        for i, parts in enumerate(uniq_parts):
             for index, ref, allowed in rules:
                 value = parts[index] if index < len(parts) else ""
                 if value not in allowed:
@@ -477,27 +491,25 @@ _HD_FOR_INS: dict[str, tuple[frozenset[str], bool]] = {
 }
 
 
-def _element_at(data: bytes, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, index: int,
-                sep: str, width: int) -> np.ndarray:
-    """Element ``index`` of each segment in ``rows`` (from its first ``width`` bytes), as str."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    sub = _keys(arr, starts[rows], ends[rows], 0, width)
-    uniq, inverse = _unique_rows(sub)
-    parsed = [(p[index] if index < len(p) else "")
-              for p in (k.decode("ascii", "replace").split(sep) for k in uniq.tolist())]
-    return np.asarray(parsed, dtype=object)[inverse] if len(rows) else np.asarray([], dtype=object)
+def _element(parts: list[list[str]], inverse: np.ndarray, index: int) -> np.ndarray:
+    """Element ``index`` of each row's key (parsed once per distinct key), as str."""
+    parsed = [(p[index] if index < len(p) else "") for p in parts]
+    return np.asarray(parsed, dtype=object)[inverse] if len(inverse) else np.asarray([], dtype=object)
 
 
-def _check_maintenance(data: bytes, tok: np.ndarray, starts: np.ndarray, ends: np.ndarray, d: Delimiters,
-                       problems: list[Problem], max_problems: int) -> None:
+def _check_maintenance(tok: np.ndarray, kinds: dict[str, _Kind], sep: str, problems: list[Problem],
+                       max_problems: int) -> None:
     """INS03 against its HD01s: which coverage maintenance each member type allows, coverage required
     for adds, terms, reinstatements and audit members, and DTP*349 (benefit end) on every HD*024."""
-    ins_rows = np.flatnonzero(tok == ord("I"))
-    hd_rows = np.flatnonzero(tok == ord("H"))
+    ins, hd = kinds["I"], kinds["H"]
+    ins_rows, hd_rows = ins.rows, hd.rows
     if not len(ins_rows):
         return
-    ins03 = _element_at(data, starts, ends, ins_rows, 3, d.element, 18)
-    hd01 = _element_at(data, starts, ends, hd_rows, 1, d.element, 8)
+    # INS03 from the INS keys (18 bytes or the longest INS: the same keys once NUL-padded); HD01 from
+    # the HD keys' first 8 bytes, exactly as before (the wider key would read past an HD01 of 6+ bytes).
+    ins03 = _element(ins.parts, ins.inverse, 3)
+    hd8, hd8_inverse = _unique_rows(hd.keys[:, :8])
+    hd01 = _element([k.decode("ascii", "replace").split(sep) for k in hd8.tolist()], hd8_inverse, 1)
     owner = np.searchsorted(ins_rows, hd_rows, side="right") - 1  # member index of each HD
     valid_hd = owner >= 0
     # DTP*349 follows HD and DTP*348 (grammar Hbe?), so it sits two segments after its HD.
