@@ -93,8 +93,9 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
             del text, utf8
         else:
             del raw
-        parsed.append(_read_csv(data, schema, name))
+        held = [data]
         del data
+        parsed.append(_read_csv(held, schema, name))
     # Every cell is checked for a formula after it is stripped, in every format. (A byte scan that let CSVs
     # skip the check took longer at 1M members than the check itself, 1.45 s against 0.9 s measured, and
     # missed a formula behind Unicode whitespace the strip removes, such as an em space.)
@@ -183,11 +184,12 @@ def _encoding_for(raw: bytes, declared: str, name: str) -> str:
     return declared
 
 
-def _read_csv(data: bytes, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-    header = _header(data, schema.delimiter)
+def _read_csv(held: list[bytes], schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """The CSV whose bytes are taken out of ``held``: :func:`_parse` releases them once they are parsed."""
+    header = _header(held[0], schema.delimiter)
     _check_header(header, schema, name)
     _check_required(header, schema, name)
-    frame = _parse(data, schema.delimiter, header, name)
+    frame = _parse(held, schema.delimiter, header, name)
     if frame.empty:
         raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
     return header, frame, np.arange(2, len(frame) + 2, dtype=np.int64)
@@ -533,8 +535,14 @@ def _check_header(header: list[str], schema: CensusSchema, name: str) -> None:
                     rule="duplicate_columns", details={"duplicated": named, "positions": positions})
 
 
-def _parse(data: bytes, delimiter: str, header: list[str], name: str) -> pd.DataFrame:
-    """Parse with pyarrow (fast); when it refuses, find the structural fault ourselves, else use C."""
+def _parse(held: list[bytes], delimiter: str, header: list[str], name: str) -> pd.DataFrame:
+    """Parse with pyarrow (fast); when it refuses, find the structural fault ourselves, else use C.
+
+    The bytes are taken out of ``held`` and released as soon as they are parsed, rather than when the
+    caller returns: the frame is made, and the row-by-row check runs on its copy of the records,
+    without the whole file beside them.
+    """
+    data = held.pop()
     # pyarrow skips blank lines, which would shift the row numbers after them: check those files
     # record by record instead.
     # (searched in place up to the trailing line breaks: no copy of the file, 0.4 GB at 1M members)
@@ -543,12 +551,19 @@ def _parse(data: bytes, delimiter: str, header: list[str], name: str) -> pd.Data
         end -= 1
     if not _has_blank_line(data, end):
         try:
-            return _read_arrow(data, delimiter, header)
+            table = _read_arrow(data, delimiter, len(header))
         except (pd.errors.ParserError, ValueError, TypeError) as exc:
             # the engine's message can quote the offending line; keep only the exception's type
             log.info("%s: pyarrow engine could not parse the file (%s); checking it row by row",
                      name, type(exc).__name__)
+        else:
+            del data
+            frame = table.to_pandas()
+            del table
+            frame.columns = pd.Index(header)
+            return frame  # type: ignore[no-any-return]
     body = data[:end]
+    del data
     _check_records(body.decode("utf-8"), delimiter, len(header), name)
     return _read(body, delimiter, header, engine="c")
 
@@ -569,8 +584,8 @@ def _has_blank_line(data: bytes, end: int, *, step: int = 1 << 22) -> bool:
     return False
 
 
-def _read_arrow(data: bytes, delimiter: str, header: list[str]) -> pd.DataFrame:
-    """The frame ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` gives (the options
+def _read_arrow(data: bytes, delimiter: str, width: int) -> pa.Table:
+    """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options
     it hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and
     in 4 MiB blocks rather than 1 MiB (the columns come in 104 chunks instead of 413 at 1M members,
     which every pass over a column's chunks pays for), without checking the UTF-8 a second time. The
@@ -585,12 +600,9 @@ def _read_arrow(data: bytes, delimiter: str, header: list[str]) -> pd.DataFrame:
         # text encoded again, never anything else; cells split at ASCII delimiters stay UTF-8 (0.2 s)
         convert_options=pa_csv.ConvertOptions(default_column_type=pa.large_string(), null_values=[],
                                               strings_can_be_null=False, check_utf8=False))
-    if table.num_columns != len(header):
-        raise ValueError(f"{table.num_columns} columns parsed for {len(header)} headers")
-    frame = table.to_pandas()
-    del table
-    frame.columns = pd.Index(header)
-    return frame  # type: ignore[no-any-return]
+    if table.num_columns != width:
+        raise ValueError(f"{table.num_columns} columns parsed for {width} headers")
+    return table
 
 
 def _read(data: bytes, delimiter: str, header: list[str], *, engine: str) -> pd.DataFrame:
