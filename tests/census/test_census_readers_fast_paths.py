@@ -28,7 +28,7 @@ BOTH = pytest.mark.parametrize("schema", [SCHEMA, UTF8], ids=["utf-8-sig", "utf-
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, bytes]:
-    """Over 1 MiB of CSV, so that pyarrow reads it in several blocks (a column in several chunks)."""
+    """Over 2 MiB of CSV: invalid bytes, NUL bytes and blank lines deep in a file."""
     frame = generate_census(5000, 7, as_of=date(2026, 11, 20))
     path = tmp_path_factory.mktemp("big") / "census.csv"
     write_census_csv(frame, path)
@@ -254,3 +254,19 @@ def test_quoted_line_breaks_read_whatever_the_blocks(tmp_path: Path, big: tuple[
     assert got["address2"].tolist() == frame["address2"].tolist()
     assert got["member_id"].tolist() == frame["member_id"].tolist()
     assert got["row_number"].tolist() == list(range(2, len(frame) + 2))
+
+
+def test_formulas_and_strips_in_later_chunks_name_their_rows(tmp_path: Path, big: tuple[pd.DataFrame, bytes]) -> None:
+    # three copies: 6.6 MiB, read in two 4 MiB blocks, so every column comes in two chunks
+    frame = pd.concat([big[0]] * 3, ignore_index=True)
+    last = len(frame) - 1
+    frame.loc[[5, last - 1], "city"] = [" Trenton\u2003", "\u00a0Camden"]
+    path = tmp_path / "census.csv"
+    write_census_csv(frame, path)
+    got = read_census(path, SCHEMA)
+    assert got["city"].tolist() == [c.strip() for c in frame["city"]]
+    frame.loc[last, "zip"] = "\u2003@1"
+    frame.loc[last - 2, "department"] = "=1"
+    write_census_csv(frame, path)
+    err = _error(path)
+    assert (err.row, err.column, err.details["cells"]) == (last, SCHEMA.header_for("department"), 2)
