@@ -123,7 +123,8 @@ class StagingKey:
 class StagedArtifact:
     """One stored artifact: its plain ``name``, its location, whether encrypted, and sizes and hash.
 
-    ``sha256`` and ``plain_bytes`` are of the plaintext; ``stored_bytes`` is what the store holds.
+    ``sha256`` and ``plain_bytes`` are of the plaintext (``sha256`` None where the writer was told not to
+    hash: AES-GCM already refuses a changed object); ``stored_bytes`` is what the store holds.
     """
 
     name: str
@@ -131,7 +132,7 @@ class StagedArtifact:
     encrypted: bool
     plain_bytes: int
     stored_bytes: int
-    sha256: str
+    sha256: str | None
 
 
 class StagingStore:
@@ -174,10 +175,11 @@ class StagingStore:
 
     # ------------------------------------------------------------------------------ writes
     def put_file(self, feed_id: str, interval_start: date, name: str, source: Path, *,
-                 phi: bool = True) -> StagedArtifact:
-        """Store ``source`` as ``name`` for the run; encrypted unless ``phi`` is False."""
+                 phi: bool = True, sha256: bool = True) -> StagedArtifact:
+        """Store ``source`` as ``name`` for the run; encrypted unless ``phi`` is False (``sha256``: as for
+        :meth:`open_writer`)."""
         with source.open("rb") as fh:
-            return self._put(feed_id, interval_start, name, fh, phi=phi)
+            return self._put(feed_id, interval_start, name, fh, phi=phi, sha256=sha256)
 
     def put_bytes(self, feed_id: str, interval_start: date, name: str, data: bytes, *,
                   phi: bool = True) -> StagedArtifact:
@@ -186,25 +188,42 @@ class StagingStore:
         return self._put(feed_id, interval_start, name, io.BytesIO(data), phi=phi)
 
     def _put(self, feed_id: str, interval_start: date, name: str, source: IO[bytes], *,
-             phi: bool) -> StagedArtifact:
+             phi: bool, sha256: bool = True) -> StagedArtifact:
+        with self.open_writer(feed_id, interval_start, name, phi=phi, sha256=sha256) as writer:
+            for block in iter(lambda: source.read(CHUNK), b""):
+                writer.write(block)
+        return writer.artifact
+
+    @contextlib.contextmanager
+    def open_writer(self, feed_id: str, interval_start: date, name: str, *, phi: bool = True,
+                    sha256: bool = True) -> Iterator[ArtifactWriter]:
+        """Put an artifact from blocks as they are made: ``write`` them to the yielded writer.
+
+        The object appears complete when the block ends without an exception, or not at all; the stored
+        form is the one ``put_file`` gives the same bytes. ``writer.sha256`` and ``writer.plain_bytes``
+        (of the plaintext so far) can be checked inside the block, which raises to abandon the object;
+        ``writer.artifact`` is the stored artifact afterwards. One pass over the data: a caller that
+        also writes the blocks elsewhere (a tee) reads them from memory once and hashes them once here.
+        ``sha256=False`` skips the hash (it costs twice the encryption) for a caller that needs none.
+        """
         location = self._location(feed_id, interval_start, name)
         self._run_dir(feed_id, interval_start)
         target = location + ENCRYPTED_SUFFIX if phi else location
         other = location if phi else location + ENCRYPTED_SUFFIX
-        digest = hashlib.sha256()
-        plain = 0
         tmp = f"{target}.tmp-{secrets.token_hex(4)}" if self.local else target
         try:
             with self.fs.open(tmp, "wb") as out:
                 if self.local:
                     os.chmod(tmp, 0o600)
-                if phi:
-                    plain = _encrypt_stream(self.key, _aad(feed_id, interval_start, name), source, out, digest)
-                else:
-                    for block in iter(lambda: source.read(CHUNK), b""):
-                        digest.update(block)
-                        plain += len(block)
-                        out.write(block)
+                writer = ArtifactWriter(out, _Encryptor(self.key, _aad(feed_id, interval_start, name), out)
+                                        if phi else None, hashed=sha256)
+                try:
+                    yield writer
+                    writer.close()
+                except BaseException:
+                    if not self.local and hasattr(out, "discard"):
+                        out.discard()  # a buffered remote object is never committed part-written
+                    raise
             if self.local:
                 os.replace(tmp, target)
         except BaseException:
@@ -213,23 +232,27 @@ class StagingStore:
             raise
         if self.fs.exists(other):
             self.fs.rm(other)  # one artifact, one form: never a stale plaintext beside its ciphertext
-        stored = int(self.fs.size(target))
-        return StagedArtifact(name=name, location=target, encrypted=phi, plain_bytes=plain, stored_bytes=stored,
-                              sha256=digest.hexdigest())
+        writer._artifact = StagedArtifact(name=name, location=target, encrypted=phi, plain_bytes=writer.plain_bytes,
+                                         stored_bytes=int(self.fs.size(target)),
+                                         sha256=writer.sha256 if sha256 else None)
 
     # ------------------------------------------------------------------------------- reads
     def exists(self, feed_id: str, interval_start: date, name: str) -> bool:
         location = self._location(feed_id, interval_start, name)
         return bool(self.fs.exists(location + ENCRYPTED_SUFFIX) or self.fs.exists(location))
 
-    def get_file(self, feed_id: str, interval_start: date, name: str, dest: Path) -> StagedArtifact:
-        """Write the artifact's plaintext to ``dest`` (0600, atomic); a tampered object is refused."""
+    def get_file(self, feed_id: str, interval_start: date, name: str, dest: Path, *,
+                 sha256: bool = True) -> StagedArtifact:
+        """Write the artifact's plaintext to ``dest`` (0600, atomic); a tampered object is refused.
+
+        ``sha256=False``: the artifact's ``sha256`` is None, not computed (decryption checks every chunk).
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
-                artifact = self._get(feed_id, interval_start, name, out)
+                artifact = self._get(feed_id, interval_start, name, out, sha256=sha256)
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -243,9 +266,10 @@ class StagingStore:
         self._get(feed_id, interval_start, name, buffer)
         return buffer.getvalue()
 
-    def _get(self, feed_id: str, interval_start: date, name: str, out: IO[bytes]) -> StagedArtifact:
+    def _get(self, feed_id: str, interval_start: date, name: str, out: IO[bytes], *,
+             sha256: bool = True) -> StagedArtifact:
         location = self._location(feed_id, interval_start, name)
-        digest = hashlib.sha256()
+        digest: Any = hashlib.sha256() if sha256 else _NoDigest()
         if self.fs.exists(location + ENCRYPTED_SUFFIX):
             target, encrypted = location + ENCRYPTED_SUFFIX, True
             with self.fs.open(target, "rb") as fh:
@@ -261,7 +285,7 @@ class StagingStore:
             raise DataError("artifact not in the staging store", file=name,
                             details={"feed_id": feed_id, "interval_start": interval_start.isoformat()})
         return StagedArtifact(name=name, location=target, encrypted=encrypted, plain_bytes=plain,
-                              stored_bytes=int(self.fs.size(target)), sha256=digest.hexdigest())
+                              stored_bytes=int(self.fs.size(target)), sha256=digest.hexdigest() if sha256 else None)
 
     def names(self, feed_id: str, interval_start: date) -> list[str]:
         """The plain names of the run's artifacts (encrypted ones without their suffix)."""
@@ -331,17 +355,93 @@ def _chunks(source: IO[bytes], size: int) -> Iterator[tuple[bytes, bool]]:
         current = following
 
 
-def _encrypt_stream(key: StagingKey, aad: bytes, source: IO[bytes], out: IO[bytes], digest: Any) -> int:
-    salt = secrets.token_bytes(_SALT_BYTES)
-    header = _MAGIC + salt
-    aead = _object_key(key, salt)
-    out.write(header)
-    total = 0
-    for counter, (block, last) in enumerate(_chunks(source, CHUNK)):
-        digest.update(block)
-        total += len(block)
-        out.write(aead.encrypt(_nonce(counter, last), block, header + aad))
-    return total
+class _NoDigest:
+    """Stands in for a hash nobody asked for."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+
+class ArtifactWriter:
+    """The plaintext side of an artifact being put (see :meth:`StagingStore.open_writer`)."""
+
+    def __init__(self, out: IO[bytes], encryptor: _Encryptor | None, *, hashed: bool = True) -> None:
+        self._out = out
+        self._encryptor = encryptor
+        self._digest = hashlib.sha256() if hashed else None
+        self.plain_bytes = 0
+        self._artifact: StagedArtifact | None = None
+        self._closed = False
+
+    @property
+    def artifact(self) -> StagedArtifact:
+        """The stored artifact, once the writer's block has ended."""
+        if self._artifact is None:
+            raise ValueError("the artifact is not stored yet")
+        return self._artifact
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 (hex) of the plaintext written so far."""
+        if self._digest is None:
+            raise ValueError("this writer was opened without a hash")
+        return self._digest.hexdigest()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ValueError("the artifact is already stored")
+        if self._digest is not None:
+            self._digest.update(data)
+        self.plain_bytes += len(data)
+        if self._encryptor is not None:
+            self._encryptor.write(data)
+        else:
+            self._out.write(data)
+
+    def close(self) -> None:
+        if not self._closed and self._encryptor is not None:
+            self._encryptor.close()
+        self._closed = True
+
+
+class _Encryptor:
+    """The STREAM construction over blocks of any size: re-cut into ``CHUNK``-byte chunks, the last one
+    flagged, exactly as ``_chunks`` cuts a file (so the stored form does not depend on how it was fed)."""
+
+    def __init__(self, key: StagingKey, aad: bytes, out: IO[bytes]) -> None:
+        salt = secrets.token_bytes(_SALT_BYTES)
+        self._header = _MAGIC + salt
+        self._associated = self._header + aad
+        self._aead = _object_key(key, salt)
+        self._out = out
+        self._counter = 0
+        self._pending = bytearray()
+        out.write(self._header)
+
+    def _seal(self, block: bytes | bytearray | memoryview, last: bool) -> None:
+        self._out.write(self._aead.encrypt(_nonce(self._counter, last), block, self._associated))
+        self._counter += 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        pending = self._pending
+        if pending:
+            room = CHUNK - len(pending)
+            if len(view) <= room:
+                pending += view  # a full chunk waits: it is the last one if nothing follows
+                return
+            pending += view[:room]
+            view = view[room:]
+            self._seal(pending, last=False)
+            pending.clear()
+        while len(view) > CHUNK:
+            self._seal(view[:CHUNK], last=False)
+            view = view[CHUNK:]
+        pending += view
+
+    def close(self) -> None:
+        self._seal(self._pending, last=True)  # an empty object is one empty, flagged chunk
+        self._pending = bytearray()
 
 
 def _decrypt_stream(key: StagingKey, aad: bytes, source: IO[bytes], out: IO[bytes], digest: Any) -> int:
