@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 
@@ -26,24 +28,32 @@ def sha256_file(path: Path) -> str:
     return sha256_and_size(path)[0]
 
 
-def write_private(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Stream ``chunks`` to ``path``: created 0600 under a hidden temporary name, renamed into place when
-    complete (a reader never sees part of it; a failure leaves no temporary behind). Its sha256 and size."""
-    digest, size = hashlib.sha256(), 0
+@contextmanager
+def open_private(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through: created 0600 under a hidden temporary name, renamed into place
+    when the block ends without an exception (a reader never sees part of it; a failure leaves no
+    temporary behind)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+            yield fh
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_private(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Stream ``chunks`` to ``path`` privately and atomically (:func:`open_private`). Its sha256 and size."""
+    digest, size = hashlib.sha256(), 0
+    with open_private(path) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
     return digest.hexdigest(), size
 
 
-__all__ = ["sha256_and_size", "sha256_file", "write_private"]
+__all__ = ["open_private", "sha256_and_size", "sha256_file", "write_private"]
