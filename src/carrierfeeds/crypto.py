@@ -120,6 +120,10 @@ class Keyring:
         self._passphrase_file = passphrase_file
         # utf-8 so user ids decode as written; gpg's own default is latin-1.
         self._gpg = gnupg.GPG(gnupghome=str(home), encoding="utf-8")
+        # python-gnupg feeds gpg's stdin from a thread in 16 KiB writes by default; 1 MiB ones cost gpg
+        # less reading (240 MB 834, encrypt + sign, CPU median of 3: gpg 2.67 -> 2.34 s, this process
+        # 0.33 -> 0.25 s; gpg --encrypt --sign on the file itself: 2.53 s).
+        self._gpg.buffer_size = _CHUNK
 
     @classmethod
     def create(cls, home: Path, **kwargs: Any) -> Keyring:
