@@ -579,7 +579,7 @@ def _unexpected_rows(kind: str, kwargs: dict[str, Any], columns: _Columns, rn: n
     if kind == "expect_column_values_to_be_in_set":
         ok = distinct.isin(kwargs["value_set"])
     else:
-        ok = distinct.str.contains(kwargs["regex"])
+        ok = _contains(distinct, kwargs["regex"])
         if kind == "expect_column_values_to_not_match_regex":
             ok = ~ok
     failing = ~np.asarray(ok, dtype=bool)
@@ -589,6 +589,69 @@ def _unexpected_rows(kind: str, kwargs: dict[str, Any], columns: _Columns, rn: n
         return np.zeros(0, dtype=np.int64)  # every distinct value passes: no row to look at
     unexpected: np.ndarray = rn[coded.spread(failing)]
     return unexpected
+
+
+def _contains(distinct: pd.Series, regex: str) -> np.ndarray:
+    """``distinct.str.contains(regex)``: per text, does ``regex`` match in it (as GX asks pandas).
+
+    pandas runs Python's re over every value once one of them holds a newline and the pattern has
+    ``$`` (Python's ``$`` also matches before a trailing newline, RE2's does not): 5.4 s for the 2M
+    distinct SSNs and dates of a dirtied 1M census against ~0.4 s by RE2. Where both engines read the
+    pattern alike on text without a newline (:func:`_same_without_newlines`), only the texts holding a
+    newline go to Python's re, as pandas' own fallback calls it (``search``), and the rest to pandas.
+    """
+    if isinstance(distinct.array, pd.arrays.ArrowStringArray) and _same_without_newlines(regex):
+        newline = np.asarray(distinct.str.contains("\n", regex=False), dtype=bool)
+        if newline.any():
+            found = np.empty(len(distinct), dtype=bool)
+            found[~newline] = np.asarray(distinct[~newline].str.contains(regex), dtype=bool)
+            search = re.compile(regex).search
+            found[newline] = [search(text) is not None for text in distinct[newline].tolist()]
+            return found
+    return np.asarray(distinct.str.contains(regex), dtype=bool)
+
+
+def _same_without_newlines(regex: str) -> bool:
+    """Whether Python's re and RE2 match ``regex`` alike on any text without a newline: it is made only
+    of literals, ``.``, classes of literals and ranges, groups without flags, alternation, repeats RE2
+    takes (at most 1000) and the anchors ``^``, ``$``, ``\\A``, ``\\Z``. No look-arounds, back-references,
+    escapes of letters or digits (``\\d``, ``\\b``: Unicode-aware in Python only; ``\\u``: Python only),
+    inline flags or ``[:`` (a POSIX class to RE2, plain characters to Python)."""
+    from re import _parser  # type: ignore[attr-defined]  # the parser re itself uses; pandas reads it too
+
+    try:
+        parsed = _parser.parse(regex)
+    except re.error:
+        return False
+    if "[:" in regex or parsed.state.flags & ~re.UNICODE:
+        return False
+    if any(c.isalnum() and c not in "AZ" for c in re.findall(r"\\(.)", regex, flags=re.DOTALL)):
+        return False  # an escape of a letter or digit (\d, \u00fc, \0): the engines may read it apart
+    anchors = {_parser.AT_BEGINNING, _parser.AT_END, _parser.AT_BEGINNING_STRING, _parser.AT_END_STRING}
+
+    def plain(nodes: Any) -> bool:
+        for op, arg in nodes:
+            if op in (_parser.LITERAL, _parser.NOT_LITERAL, _parser.ANY):
+                continue
+            if op == _parser.IN:
+                if not all(o in (_parser.LITERAL, _parser.RANGE, _parser.NEGATE) for o, _ in arg):
+                    return False
+            elif op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT):
+                low, high, inner = arg
+                if low > 1000 or (high != _parser.MAXREPEAT and high > 1000) or not plain(inner):
+                    return False
+            elif op == _parser.SUBPATTERN:
+                _, add_flags, del_flags, inner = arg
+                if add_flags or del_flags or not plain(inner):
+                    return False
+            elif op == _parser.BRANCH:
+                if not all(plain(branch) for branch in arg[1]):
+                    return False
+            elif not (op == _parser.AT and arg in anchors):
+                return False
+        return True
+
+    return plain(parsed)
 
 
 def _unordered_rows(a: _Coded, b: _Coded, ignore: str, or_equal: bool, rn: np.ndarray) -> np.ndarray:
