@@ -227,16 +227,52 @@ def _elements(segment: bytes, sep: bytes) -> list[str]:
     return segment.decode("ascii", "replace").split(sep.decode("ascii"))
 
 
+@dataclass(frozen=True)
+class SegmentEnds:
+    """Where every byte equal to ``terminator`` is in a file of ``size`` bytes: the one scan of the file that
+    :func:`check_834` and :func:`sample_834` share (each took ~0.25 s for its own at 1M members)."""
+
+    terminator: int
+    size: int
+    offsets: np.ndarray
+
+    def of(self, data: bytes, terminator: int) -> np.ndarray:
+        """The offsets, if taken from ``data`` (by its size) for ``terminator``; else a scan of ``data``."""
+        if self.terminator == terminator and self.size == len(data):
+            return self.offsets
+        return _terminators(data, terminator)
+
+
+def _terminators(data: bytes, terminator: int) -> np.ndarray:
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == terminator)
+
+
+def find_segment_ends(data: bytes) -> SegmentEnds | None:
+    """The offsets of the segment terminator ISA declares (its byte 106), for :func:`check_834` and
+    :func:`sample_834` to share; None for a file too short to hold an ISA (neither would use them)."""
+    if len(data) < 106:
+        return None
+    return SegmentEnds(data[105], len(data), _terminators(data, data[105]))
+
+
+def _ends_of(data: bytes, terminator: int, ends: SegmentEnds | None) -> np.ndarray:
+    return _terminators(data, terminator) if ends is None else ends.of(data, terminator)
+
+
 def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg: bool = True,
-              max_problems: int = 100) -> ConformanceReport:
-    """Check the whole 834 structurally; ``require_dmg`` demands a DMG for every member."""
+              max_problems: int = 100, segment_ends: SegmentEnds | None = None) -> ConformanceReport:
+    """Check the whole 834 structurally; ``require_dmg`` demands a DMG for every member.
+
+    ``segment_ends`` (from :func:`find_segment_ends` on the same bytes) saves the scan for terminators;
+    it is used only when it holds the terminator this check reads (ISA's, or ``delimiters``').
+    """
     problems: list[Problem] = []
     d = _isa(data, delimiters, problems)
     if d is None:
         return ConformanceReport(False, 0, 0, 0, tuple(problems))
     arr = np.frombuffer(data, dtype=np.uint8)
     term, sep = ord(d.segment), ord(d.element)
-    ends = np.flatnonzero(arr == term)
+    ends = _ends_of(data, term, segment_ends)
     skip = len(d.suffix)
     starts = np.concatenate(([0], ends[:-1] + 1 + skip)).astype(np.int64)
     tail = data[int(ends[-1]) + 1:] if len(ends) else data
@@ -544,10 +580,10 @@ def sample_families(every: int, count: int) -> Iterable[int]:
     return range(0, count, max(1, every))
 
 
-def _segment_starts(data: bytes, term: int) -> np.ndarray:
+def _segment_starts(data: bytes, term: int, segment_ends: SegmentEnds | None = None) -> np.ndarray:
     """Offsets of every segment after the first: after a terminator and the suffix ("", LF or CRLF)."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    starts = np.flatnonzero(arr == term) + 1
+    starts = _ends_of(data, term, segment_ends) + 1
     for _ in range(2):
         starts = starts[starts < len(arr)]
         byte = arr[starts]
@@ -592,13 +628,14 @@ def _starting_with_each(data: bytes, starts: np.ndarray, tags: tuple[bytes, ...]
     return out
 
 
-def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
+def sample_834(data: bytes, *, max_members: int = 5_000,
+               segment_ends: SegmentEnds | None = None) -> tuple[bytes, bool]:
     """A conformant sub-file of ``data``: its envelope and header, every k-th family, a fresh SE.
 
     Cut from the rendered bytes themselves (not re-rendered), so the gate samples exactly what is sent;
     deterministic. GE and IEA are kept (one transaction set, one group: the sample of a file split into
     several sets is cut into the first set's envelope, GE01 1). Returns (bytes, sampled?); a file with
-    at most ``max_members`` members comes back whole.
+    at most ``max_members`` members comes back whole. ``segment_ends``: as for :func:`check_834`.
     """
     if len(data) < 106:
         return data, False
@@ -610,7 +647,7 @@ def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
 
     # Members, families and sets by array over the segment starts (regex scans and a loop over the
     # members took ~1.8 s at 1M).
-    starts = _segment_starts(data, t[0])
+    starts = _segment_starts(data, t[0], segment_ends)
     ins, st = _starting_with_each(data, starts, (b"INS" + e, b"ST" + e))
     members = len(ins)
     if members <= max_members:
@@ -641,5 +678,5 @@ def sample_834(data: bytes, *, max_members: int = 5_000) -> tuple[bytes, bool]:
     return body + b"SE" + e + str(seg_count).encode() + e + st02 + rest, True
 
 
-__all__ = ["ConformanceReport", "Problem", "Pyx12Verdict", "check_834", "sample_834", "sample_families",
-           "validate_with_pyx12"]
+__all__ = ["ConformanceReport", "Problem", "Pyx12Verdict", "SegmentEnds", "check_834", "find_segment_ends",
+           "sample_834", "sample_families", "validate_with_pyx12"]
