@@ -314,8 +314,6 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                                 work_dir=ctx.run_dir, force=force, endpoint_for=endpoint_for,
                                 sql_url_for=sql_url_for, run_id=ctx.run_id)
         staged = ctx.run_dir / "census.csv"
-        changed = TransientError(f"{pick.name}: the census changed while it was staged (still being written?)",
-                                 details={"sha256": pick.sha256})
         if pick.kind == "local":
             # The employer's file stays as it is, for reprocessing: copied, hashed and put in the staging
             # store in one read; the hash is of the very bytes copied, so a file still being written is
@@ -325,7 +323,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                     copy.write(block)
                 digest = copy.sha256
                 if digest != pick.sha256:
-                    raise changed
+                    raise _census_changed(pick)
         else:
             tmp = staged.with_suffix(".tmp")
             os.replace(pick.path, tmp)  # our own download or query result, already in the run folder
@@ -337,12 +335,17 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                 digest = stored.sha256
                 if digest != pick.sha256:
                     tmp.unlink()
-                    raise changed
+                    raise _census_changed(pick)
             tmp.replace(staged)
         ctx.save_state(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state(),
                        census_accepted=False)
         detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)
     return {"run_id": ctx.run_id, "census_sha256": digest}
+
+
+def _census_changed(pick: Any) -> TransientError:
+    return TransientError(f"{pick.name}: the census changed while it was staged (still being written?)",
+                          details={"sha256": pick.sha256})
 
 
 def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -> bool:
@@ -411,7 +414,6 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
 
 def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
-
     from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
     from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
