@@ -2,13 +2,15 @@
 it) refuse and accept what the definitions say: a delimiter in any cell of a chunk names that chunk's
 first such column, written or not; otherwise the file is the per-row reference writer's, or refused
 under ``character_set`` exactly when the reference writer refuses it; delimiters inside the character
-set, non-ASCII and control characters, in written and in unwritten cells."""
+set, non-ASCII and control characters, in written and in unwritten cells; and the look-up itself
+(:func:`~carrierfeeds.x12.sanitize.bytes_outside`) equals a translate over the values."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 
+import pyarrow as pa
 import pytest
 import x12_helpers as h
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,7 @@ from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.x12.envelope import Delimiters
 from carrierfeeds.x12.render import _TEXT_COLUMNS, render_834, render_834_naive
+from carrierfeeds.x12.sanitize import bytes_outside
 
 #: Cells that do not decide the file's structure (member starts, families, Loop 2300).
 CELLS = ("employment_status", "last_name", "first_name", "middle_initial", "ssn", "dob", "gender", "address1",
@@ -107,3 +110,16 @@ def test_custom_delimiter_inside_the_character_set_is_refused_by_column() -> Non
     enrollment.table.loc[3, "city"] = "WHAT?"
     assert _outcome(enrollment, _DELIMITERS[2], 50_000, 1) == ("delimiter", "city")
     assert _outcome(enrollment, Delimiters(), 50_000, 1)[0] == "bytes"
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.text(ALPHABET, max_size=5), max_size=12), cut=st.tuples(st.integers(0, 12),
+                                                                                   st.integers(0, 12)),
+       allowed=st.sets(st.sampled_from(ALPHABET[:40])))
+def test_bytes_outside_equals_a_translate_over_the_values(values: list[str], cut: tuple[int, int],
+                                                          allowed: set[str]) -> None:
+    lo, hi = sorted(cut)
+    arr = pa.array(values, pa.large_string()).slice(lo, hi - lo)
+    table = "".join(sorted(allowed)).encode("ascii")
+    want = bool("".join(values[lo:hi]).encode("utf-8").translate(None, table))
+    assert bytes_outside(arr, table) == want

@@ -50,7 +50,7 @@ from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
-from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, fold_text
+from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -267,29 +267,6 @@ def _data_outside(text: bytes, allowed: bytes) -> bool:
     return bool(text.translate(None, allowed))
 
 
-@functools.cache
-def _outside_table(allowed: bytes) -> pa.Array:
-    """A 256-entry uint8 look-up: 1 at each byte not in ``allowed``."""
-    table = np.ones(256, dtype=np.uint8)
-    table[np.frombuffer(allowed, dtype=np.uint8)] = 0
-    return pa.array(table)
-
-
-def _column_bytes_outside(arr: pa.Array, allowed: bytes) -> bool:
-    """Whether the data of a large_string array holds a byte not in ``allowed``: one Arrow take through
-    :func:`_outside_table` over the data buffer viewed as uint8, which releases the GIL (``bytes.translate``
-    holds it: at 1M members 0.5 s of the render's checks ran one thread at a time)."""
-    data = arr.buffers()[2]
-    if not len(arr) or data is None:
-        return False
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-    lo, hi = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-    if hi == lo:
-        return False
-    as_bytes = pa.Array.from_buffers(pa.uint8(), hi - lo, [None, data], offset=lo)
-    return bool(pc.max(pc.take(_outside_table(allowed), as_bytes)).as_py())
-
-
 def _columns_clean(columns: dict[str, pa.Array], d: Delimiters, charset: Charset) -> bool:
     """Whether every byte of every column is in ``charset`` and none is reserved by ``d``.
 
@@ -298,7 +275,7 @@ def _columns_clean(columns: dict[str, pa.Array], d: Delimiters, charset: Charset
     False do :func:`_assert_no_delimiters` and :func:`_assert_charset` run, and they decide.
     """
     allowed = "".join(sorted(CHARACTER_SETS[charset] - set(d.reserved))).encode("ascii")
-    return not any(_column_bytes_outside(arr, allowed) for arr in columns.values())
+    return not any(bytes_outside(arr, allowed) for arr in columns.values())
 
 
 class _Pieces:

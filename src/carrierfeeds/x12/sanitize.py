@@ -21,6 +21,7 @@ value) go into the run's report.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -140,10 +141,33 @@ def _text_array(values: pd.Series) -> pa.Array:
     return pc.fill_null(arr, "") if arr.null_count else arr
 
 
+@functools.cache
+def _outside_table(allowed: bytes) -> pa.Array:
+    """A 256-entry uint8 look-up: 1 at each byte not in ``allowed``."""
+    table = np.ones(256, dtype=np.uint8)
+    table[np.frombuffer(allowed, dtype=np.uint8)] = 0
+    return pa.array(table)
+
+
+def bytes_outside(arr: pa.Array, allowed: bytes) -> bool:
+    """Whether the data of a large_string array holds a byte not in ``allowed``: one Arrow take through
+    :func:`_outside_table` over the data buffer viewed as uint8, which releases the GIL (``bytes.translate``
+    holds it: at 1M members 0.5 s of the 834 writer's checks ran one thread at a time)."""
+    data = arr.buffers()[2]
+    if not len(arr) or data is None:
+        return False
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)
+    lo, hi = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
+    if hi == lo:
+        return False
+    as_bytes = pa.Array.from_buffers(pa.uint8(), hi - lo, [None, data], offset=lo)
+    return bool(pc.max(pc.take(_outside_table(allowed), as_bytes)).as_py())
+
+
 def _cleanliness(text: pa.Array, charset: Charset) -> Literal["clean", "padded", "dirty"]:
     """Whether every value of ``text`` (large_string) matches the clean pattern (only characters of the
     set, single inner spaces, no space at either end): ``clean``; ``padded`` when some value's only fault
-    may be a space at an end; else ``dirty``. By passes over the column's bytes (a C translate, a space
+    may be a space at an end; else ``dirty``. By passes over the column's bytes (an Arrow look-up, a space
     mask, one gather per end), not by value: no regex, no trim.
 
     Once every byte is in the set, a space is the only whitespace left, so a value with no space at
@@ -152,8 +176,7 @@ def _cleanliness(text: pa.Array, charset: Charset) -> Literal["clean", "padded",
         return "clean"
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + len(text) + 1]
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
-    allowed = "".join(sorted(CHARACTER_SETS[charset])).encode("ascii")
-    if data.tobytes().translate(None, allowed):
+    if bytes_outside(text, "".join(sorted(CHARACTER_SETS[charset])).encode("ascii")):
         return "dirty"
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     filled = ends > starts
