@@ -542,7 +542,7 @@ def snapshot_store(ctx: RunContext) -> Any:
 
 def conformance(ctx: RunContext) -> dict[str, Any]:
     """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample."""
-    from carrierfeeds.x12.check import check_834, sample_834
+    from carrierfeeds.x12.check import check_834, find_segment_ends, sample_834
     from carrierfeeds.x12.pyx12_adapter import Pyx12Child
 
     with _stage(ctx, "conformance") as detail:
@@ -578,11 +578,13 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
         # cut from it (x12.check.sample_834). pyx12 is pure Python (~3 s on a 2,000-member sample), so it
         # runs in a child process while this one checks the whole file's structure (~4 s at 1M members);
         # the verdicts are still reported in their old order: structure, member count, pyx12.
+        # One scan for segment terminators serves both the sample and the structural check.
+        ends = find_segment_ends(data)
         try:
-            sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members)
+            sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members, segment_ends=ends)
         except (ValueError, IndexError):
             # A file too broken to cut: the structural check names its problem first, as before.
-            _require_sound_834(check_834(data, require_dmg=require_dmg), state, detail)
+            _require_sound_834(check_834(data, require_dmg=require_dmg, segment_ends=ends), state, detail)
             raise
         sample_path = ctx.run_dir / "pyx12-sample.834"
         try:
@@ -590,8 +592,8 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
                 write_private(sample_path, [sample])
             del sample
             with Pyx12Child(sample_path if sampled else path) as pyx12:
-                report = check_834(data, require_dmg=require_dmg)
-                del data
+                report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
+                del data, ends
                 _require_sound_834(report, state, detail)
                 verdict = pyx12.verdict()
         finally:
