@@ -1,4 +1,5 @@
-"""The conformance stage with pyx12 in a child process: same verdicts, same order, no sample left behind."""
+"""The conformance stage with pyx12 in a child process (large files) or in this one (small files): same
+verdicts, same order, no sample left behind, either way."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ SAMPLE = "pyx12-sample.834"
 
 def _clock() -> datetime:
     return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True, params=["child", "this"])
+def pyx12_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with pyx12 in a child process (any size qualifies) and in this process (none does)."""
+    monkeypatch.setattr(pipeline, "PYX12_CHILD_MIN_BYTES", 0 if request.param == "child" else 1 << 62)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -85,13 +93,14 @@ def _leftovers(ctx: RunContext) -> list[str]:
 
 @pytest.mark.parametrize(("max_members", "mode"), [(5, "sample"), (2000, "full")])
 def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunContext], max_members: int,
-                                                   mode: str) -> None:
+                                                   mode: str, pyx12_process: str) -> None:
     ctx = built(max_members)
     try:
         pipeline.conformance(ctx)
         assert ctx.state()["conformance"] == "passed"
         detail = _stage_detail(ctx, "succeeded")
         assert detail["pyx12"] == mode and detail["pyx12_ok"] is True
+        assert detail["pyx12_process"] == pyx12_process
         assert 0 < detail["pyx12_segments"] <= detail["segments"]
         assert (detail["pyx12_segments"] < detail["segments"]) == (mode == "sample")
         assert _leftovers(ctx) == []
@@ -101,7 +110,7 @@ def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunCont
 
 @pytest.mark.parametrize("max_members", [5, 2000])
 def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Callable[[int], RunContext],
-                                                                     max_members: int) -> None:
+                                                                     max_members: int, pyx12_process: str) -> None:
     ctx = built(max_members)
     try:
         _rewrite(ctx, _long_name)
@@ -110,6 +119,7 @@ def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Calla
         assert ctx.state().get("conformance") != "passed"
         assert _leftovers(ctx) == []
         assert _stage_detail(ctx, "failed")["sampled"] is (max_members == 5)
+        assert _stage_detail(ctx, "failed")["pyx12_process"] == pyx12_process
     finally:
         ctx.ledger.close()
 
