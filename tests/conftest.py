@@ -1,4 +1,5 @@
-"""Shared real parts: gpg homes, a loopback OpenSSH sshd, PostgreSQL databases, feed workspaces."""
+"""Shared real parts: gpg homes, a loopback OpenSSH sshd, PostgreSQL databases, feed workspaces, and the
+shipped demo feed and mapping."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ENV = "CARRIERFEEDS_TEST_PG_URL"
@@ -122,3 +125,15 @@ def sftp_workspace(tmp_path: Path, demo_keys: Any, sshd_server: Any, ledger_url:
                            delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
     return FeedWorkspace(settings=ws.settings, feed=ws.feed, inbound=ws.inbound, inbox=inbox,
                          keys=demo_keys, keys_dir=keys_dir)
+
+
+@pytest.fixture(scope="module")
+def feed() -> Feed:
+    """The shipped demo feed (a test module may define its own ``feed``)."""
+    return load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
+
+
+@pytest.fixture(scope="module")
+def mapping() -> CarrierMapping:
+    """The shipped demo carrier mapping."""
+    return load_mapping(ROOT / "mappings" / "sunrise-health.yaml")

@@ -9,22 +9,12 @@ import pandas as pd
 import pytest
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
-from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
+from carrierfeeds.config import CarrierMapping, Feed
 from carrierfeeds.enrollment import assert_allowlisted, build_enrollment
 from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 11, 20)
-
-
-@pytest.fixture(scope="module")
-def feed() -> Feed:
-    return load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
-
-
-@pytest.fixture(scope="module")
-def mapping() -> CarrierMapping:
-    return load_mapping(ROOT / "mappings" / "sunrise-health.yaml")
 
 
 def _row(**values: str) -> dict[str, str]:

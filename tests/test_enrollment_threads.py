@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from tests.test_enrollment import AS_OF, ROOT
+from tests.test_enrollment import AS_OF
 
 from carrierfeeds.census.generate import generate_census
-from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
+from carrierfeeds.config import CarrierMapping, Feed
 from carrierfeeds.enrollment import Enrollment, build_enrollment
 from carrierfeeds.errors import DataError
-
-
-@pytest.fixture(scope="module")
-def feed() -> Feed:
-    return load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
-
-
-@pytest.fixture(scope="module")
-def mapping() -> CarrierMapping:
-    return load_mapping(ROOT / "mappings" / "sunrise-health.yaml")
 
 
 def _summary(e: Enrollment) -> tuple[object, ...]:
