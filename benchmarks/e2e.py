@@ -108,7 +108,10 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any)
     stage_rss: dict[str, float | None] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
-        # Each stage's own peak RSS: reset the high-water mark before it, read it after.
+        # Each stage's own peak RSS: reset the high-water mark before it, read it after. Memory freed
+        # but still pooled (the previous run's primitives read a whole census with pyarrow) is handed
+        # back first, as the stage itself does at its start, so that it does not count as the stage's.
+        pipeline.release_memory()
         _reset_peak_rss()
         stages[name], value = _timed(fn)
         stage_rss[name] = _hwm_mb()
