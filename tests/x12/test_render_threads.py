@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tests.x12 import x12_helpers as h
 
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.x12.render import render_834, render_834_naive
-from tests.x12 import x12_helpers as h
 
 
 @pytest.mark.parametrize("cap", [None, 40])
