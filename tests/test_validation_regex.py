@@ -50,6 +50,8 @@ def test_contains_is_pandas_on_the_whole_column_and_pythons_re_where_a_newline_i
     "a(?=0)", "(?<!a)0", "(a)\\1", "\\d", "\\w+", "\\s", "\\bx", "(?i)a", "(?i:a)b", "(?m)^a$", "[[:digit:]]",
     "a{1001}", "a{2,1001}", "\\u00fc", "\\x41", "\\0", "\\t", "(?P<x>a)(?P=x)", "(",
 ])
+# Python's re warns that "[[:digit:]]" may one day read as a nested set: that ambiguity is why it goes whole.
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
 def test_patterns_the_engines_may_read_apart_go_to_pandas_whole(pattern: str) -> None:
     assert not _same_without_newlines(pattern)
 
