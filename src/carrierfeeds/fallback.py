@@ -148,7 +148,7 @@ COLUMNS: Final[tuple[_Column, ...]] = (
     _Column("Role", ("ins02",), True, lambda r: RELATIONSHIP_LABELS.get(r.get("ins02", ""), ""),
             sample="Subscriber"),
     _Column("Name", ("last_name", "first_name", "middle_initial"), True, _name, weight=1.4),
-    _Column("SSN", ("ssn",), True, lambda r: _ssn(r.get("ssn", "")), sample="000-00-0000"),
+    _Column("SSN", ("ssn",), True, lambda r: _ssn(r.get("ssn", "")), sample=_ssn("0" * 9)),
     _Column("Birth date", ("dob",), True, lambda r: _day(r.get("dob", "")), sample=_DATE),
     _Column("Sex", ("gender",), True, lambda r: r.get("gender", ""), sample="M"),
     _Column("Address", ("address1", "address2", "city", "state", "zip"), True, _address, weight=1.9),
