@@ -597,9 +597,9 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
                 write_private(sample_path, [sample])
             del sample
             target = sample_path if sampled else path
-            in_child = len(data) >= PYX12_CHILD_MIN_BYTES
-            detail.update(pyx12_process="child" if in_child else "this")
-            if in_child:
+            process = "child" if len(data) >= PYX12_CHILD_MIN_BYTES else "this"
+            detail.update(pyx12_process=process)
+            if process == "child":
                 with Pyx12Child(target) as pyx12:
                     report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
                     del data, ends
@@ -620,7 +620,7 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
                 + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
                    f"{first_error.element} code {first_error.code}" if first_error else ""),
                 details={"errors": len(verdict.errors), "sampled": sampled,
-                         "pyx12_process": "child" if in_child else "this"})
+                         "pyx12_process": process})
         # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
         ctx.save_state(conformance="passed", transaction_sets=report.transaction_sets)
     return {"run_id": ctx.run_id, "segments": report.segment_count}
