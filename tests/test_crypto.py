@@ -92,6 +92,25 @@ def test_round_trip_to_pinned_carrier_signed_by_us(keys: Keys, tmp_path: Path) -
     assert stat.S_IMODE(dec.path.stat().st_mode) == 0o600  # plaintext is private from its first byte
 
 
+def test_plaintext_not_matching_the_expected_hash_is_refused_and_nothing_is_written(
+        keys: Keys, tmp_path: Path) -> None:
+    import hashlib
+
+    from carrierfeeds.crypto import PlaintextChanged
+
+    src = _plain(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    kw = {"recipient": keys.demo.carrier_fingerprint, "signer": keys.demo.signer_fingerprint, "now": _now()}
+    with pytest.raises(PlaintextChanged):
+        keys.demo.ours.encrypt_file(src, out / "bad.pgp", expect_sha256="0" * 64, **kw)  # type: ignore[arg-type]
+    assert list(out.iterdir()) == []  # neither the output nor its temp file
+    good = keys.demo.ours.encrypt_file(src, out / "good.pgp", expect_sha256=digest, **kw)  # type: ignore[arg-type]
+    dec = keys.demo.carrier.decrypt_file(good.path, tmp_path / "back.x12")
+    assert dec.sha256 == digest
+
+
 def test_ciphertext_is_addressed_to_the_pinned_key_only(keys: Keys, tmp_path: Path) -> None:
     src = _plain(tmp_path, 5_000)
     enc = keys.demo.ours.encrypt_file(src, tmp_path / "p.pgp", recipient=keys.demo.carrier_fingerprint,

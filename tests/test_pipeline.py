@@ -278,6 +278,36 @@ def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_work
     assert [p.name for p in ws.inbox.iterdir()] == [ctx.state()["cipher_name"]]
 
 
+def test_a_payload_changed_after_the_gate_is_refused_by_encrypt(sftp_workspace: Any) -> None:
+    """The bytes gpg encrypts are hashed as it reads them: a rendered file edited after the conformance
+    gate is refused, nothing is encrypted or kept, and the ledger says why."""
+    from carrierfeeds import pipeline
+    from carrierfeeds.errors import Refused
+
+    ws = sftp_workspace
+    census = ws.write_census(members=15, seed=13, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test")
+    pipeline.stage_census(ctx, census)
+    pipeline.validate(ctx)
+    pipeline.build(ctx)
+    pipeline.conformance(ctx)
+    plain = ctx.run_dir / ctx.state()["file_name"]
+    data = bytearray(plain.read_bytes())
+    data[-3] = ord("X") if data[-3] != ord("X") else ord("Y")  # same size, one byte differs
+    plain.write_bytes(bytes(data))
+    with pytest.raises(Refused) as raised:
+        pipeline.encrypt(ctx)
+    assert raised.value.code == "plaintext_changed"
+    assert "cipher_name" not in ctx.state()
+    assert not any(p.name.endswith(".pgp") for p in ctx.run_dir.iterdir())
+    assert not any(p.name.endswith(".pgp") for p in run_dir_for(ws.settings, ref).iterdir())
+    events = [(e.stage, e.status, e.error_code) for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage"]
+    assert events[-1] == ("encrypt", "failed", "plaintext_changed")
+    assert pipeline.status_for(raised.value) == "refused"
+    ctx.ledger.close()
+
+
 def test_quarantined_family_is_carried_over_in_the_change_file_not_termed(
         sftp_workspace: Any, tmp_path: Path) -> None:
     """Changes mode under the quarantine policy: a family that fails validation on day 2 is held back;

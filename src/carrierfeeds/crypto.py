@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 import gnupg
 
-from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError
+from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError, Refused
 from carrierfeeds.files import sha256_and_size
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,28 @@ def _ts(value: str | None) -> datetime | None:
 
 
 
+
+
+class PlaintextChanged(Refused):
+    """The plaintext handed to gpg is not the one whose hash the caller expected."""
+
+    code = "plaintext_changed"
+
+
+class _HashingReader:
+    """A binary file read through, every block hashed (SHA-256) on its way to gpg's stdin."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._raw.read(size)
+        self._digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def _reserve(tmp: Path) -> None:
@@ -249,11 +272,16 @@ class Keyring:
     def encrypt_file(self, src: Path, dst: Path, *, recipient: str, signer: str, armor: bool = False,
                      compress_level: int = 1, now: datetime, warning_days: int = 30,
                      recipient_user_id: str | None = None,
-                     recipient_encryption_subkey: str | None = None) -> EncryptedFile:
+                     recipient_encryption_subkey: str | None = None,
+                     expect_sha256: str | None = None) -> EncryptedFile:
         """Encrypt ``src`` to exactly the pinned ``recipient``, signed by ``signer``; all or nothing.
 
         ``warning_days`` is the feed's expiry warning window; the optional pins are require_recipient's.
         Streams through gpg; the output appears at ``dst`` only complete (temp name + rename).
+        ``expect_sha256``: the sha256 (hex) the plaintext must have. The bytes are hashed as they are fed
+        to gpg, so what was encrypted is exactly what was checked (no window between a separate hash and
+        gpg's read, and no second read of the file); on a mismatch nothing appears at ``dst`` and
+        :class:`PlaintextChanged` is raised.
         """
         info = self.require_recipient(recipient, now=now, warning_days=warning_days, user_id=recipient_user_id,
                                       encryption_subkey=recipient_encryption_subkey)
@@ -271,7 +299,8 @@ class Keyring:
         ]
         try:
             _reserve(tmp)
-            with src.open("rb") as fh:
+            with src.open("rb") as raw:
+                fh = _HashingReader(raw)
                 # With a pinned subkey, "FPR!" makes gpg use exactly that subkey (checked above to be
                 # the one it would pick anyway), so the ciphertext matches the pin by construction.
                 target = f"{info.encryption_subkey}!" if recipient_encryption_subkey else recipient_fpr
@@ -286,6 +315,9 @@ class Keyring:
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise PermanentError("gpg reported success but wrote no output",
                                      details={"recipient": recipient_fpr})
+            if expect_sha256 is not None and fh.hexdigest() != expect_sha256:
+                raise PlaintextChanged(f"{src.name} is not the file that was checked (its sha256 changed)",
+                                       details={"file_name": src.name})
             with tmp.open("rb") as out:
                 os.fsync(out.fileno())
             os.replace(tmp, dst)

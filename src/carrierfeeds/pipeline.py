@@ -651,8 +651,6 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
         if state.get("conformance") != "passed":
             raise ConformanceFailed("the file has not passed the conformance gate")
         plain = ctx.fetch(state["file_name"])
-        if sha256_file(plain) != state["payload_sha256"]:
-            raise ConformanceFailed("the rendered file changed after the conformance gate")
         keyring = Keyring(ctx.settings.resolved_gnupg_home)
         now = ctx.now()
         keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days,
@@ -670,7 +668,9 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
                                          armor=spec.armor, compress_level=spec.compress_level, now=now,
                                          warning_days=spec.expiry_warning_days,
                                          recipient_user_id=spec.recipient_user_id,
-                                         recipient_encryption_subkey=spec.recipient_encryption_subkey)
+                                         recipient_encryption_subkey=spec.recipient_encryption_subkey,
+                                         # Hashed as gpg reads it: what is encrypted is what was gated.
+                                         expect_sha256=state["payload_sha256"])
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
         ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
