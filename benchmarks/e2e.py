@@ -63,6 +63,15 @@ def _hwm_mb() -> float | None:
     return None
 
 
+def _cpu() -> dict[str, float]:
+    """CPU seconds so far: this process in user and kernel mode, and its reaped children (gpg, the pyx12
+    child, sftp) together. Kernel time is what page faults and page-cache writes cost; on a VM that
+    hands freed memory back to its host it can exceed user time (see the README)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"user": me.ru_utime, "sys": me.ru_stime, "children": kids.ru_utime + kids.ru_stime}
+
+
 _GENERATE = """
 import sys
 from datetime import date
@@ -106,6 +115,7 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any)
                             actor="benchmark")
     stages: dict[str, float] = {}
     stage_rss: dict[str, float | None] = {}
+    stage_cpu: dict[str, dict[str, float]] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
         # Each stage's own peak RSS: reset the high-water mark before it, read it after. Memory freed
@@ -113,8 +123,10 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any)
         # back first, as the stage itself does at its start, so that it does not count as the stage's.
         pipeline.release_memory()
         _reset_peak_rss()
+        before = _cpu()
         stages[name], value = _timed(fn)
         stage_rss[name] = _hwm_mb()
+        stage_cpu[name] = {k: round(v - before[k], 3) for k, v in _cpu().items()}
         return value
 
     stage("stage_census", lambda: pipeline.stage_census(ctx, census))
@@ -132,7 +144,8 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any)
     stage("deliver", lambda: pipeline.deliver(ctx))
     stage("confirm", lambda: pipeline.confirm(ctx))
     ctx.ledger.close()
-    return {"stages": stages, "stage_peak_rss_mb": stage_rss, "generate_s": gen_s, "rows": rows,
+    return {"stages": stages, "stage_peak_rss_mb": stage_rss, "stage_cpu_s": stage_cpu, "generate_s": gen_s,
+            "rows": rows,
             "members": built["members"], "census": census, "payload": keep, "cipher": keep_cipher,
             "payload_bytes": keep.stat().st_size, "cipher_bytes": keep_cipher.stat().st_size, "keys": keys,
             "state": state, "clock": clock(), "bundle": ctx.bundle}
@@ -242,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stage_names = list(runs[0]["stages"])
     stages = {name: med([r["stages"][name] for r in runs]) for name in stage_names}
     stage_rss = {name: max((r["stage_peak_rss_mb"][name] or 0.0) for r in runs) for name in stage_names}
+    stage_cpu = {name: {k: med([r["stage_cpu_s"][name][k] for r in runs]) for k in runs[0]["stage_cpu_s"][name]}
+                 for name in stage_names}
     prims = {name: med([r["primitives"][name] for r in runs]) for name in runs[0]["primitives"]}
     total = round(sum(stages.values()), 3)
     floor = round(sum(prims.values()), 3)
@@ -259,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # The pipeline's peak: the largest stage high-water mark (census generation excluded).
         "peak_rss_mb": max(stage_rss.values()) if any(stage_rss.values()) else round(_peak_rss_mb(), 1),
         "stage_peak_rss_mb": stage_rss,
+        # Medians per stage of CPU seconds: user, kernel (sys) and children (gpg, pyx12's child, sftp).
+        "stage_cpu_s": stage_cpu,
         # ru_maxrss follows the per-stage resets of the high-water mark, so it alone would be the last
         # stage's peak: the process's peak is the larger of it and every stage's.
         "process_peak_rss_mb": round(max(_peak_rss_mb(), *(v or 0.0 for v in stage_rss.values())), 1),

@@ -20,6 +20,12 @@ def test_e2e_benchmark_runs_and_reports_every_stage_and_primitive(tmp_path: Path
     assert set(result["primitives_s"]) == {"read_census_pyarrow", "write_834_bytes", "gpg_encrypt_cli",
                                            "openssh_sftp_upload"}
     assert set(result["stage_peak_rss_mb"]) == set(result["stages_s"])
+    assert set(result["stage_cpu_s"]) == set(result["stages_s"])
+    assert all(set(cpu) == {"user", "sys", "children"} and min(cpu.values()) >= 0
+               for cpu in result["stage_cpu_s"].values())
+    # gpg runs as a child of the encrypt stage, so its CPU shows there and not as this process's.
+    assert result["stage_cpu_s"]["encrypt"]["children"] > 0
+    assert result["stage_cpu_s"]["validate"]["user"] > 0
     assert result["peak_rss_mb"] > 0
     assert result["ratio_pipeline_to_primitives"] > 0
     assert result["payload_bytes"] > 0 and result["cipher_bytes"] > 0
