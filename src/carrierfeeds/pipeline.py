@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -739,11 +739,13 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             return _force_resend(ctx, intent, transport, cipher, force_reason, detail)
         remote_name = intent.file_name
         try:
-            # A crash between the rename on the far side and our outcome row leaves the file there: find it.
-            found = transport.stat(remote_name)
-            if found is not None:
-                return _reconcile(ctx, intent, existing, found, detail)
-            receipt = transport.deliver(cipher, remote_name)
+            # One connection for the look and the upload where the transport can keep one open.
+            with getattr(transport, "connected", nullcontext)():
+                # A crash between the rename on the far side and our outcome row leaves the file there.
+                found = transport.stat(remote_name)
+                if found is not None:
+                    return _reconcile(ctx, intent, existing, found, detail)
+                receipt = transport.deliver(cipher, remote_name)
         except CarrierFeedsError as exc:
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
                                                error_code=exc.code, message=exc.message[:500])

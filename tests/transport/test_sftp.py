@@ -93,6 +93,45 @@ def test_auth_attempt_is_visible_in_the_log_we_check(sshd_server: Sshd, inbox: P
     assert "userauth-request" in sshd_server.wait_for_log("Accepted publickey", after=log_offset)
 
 
+def _logins(server: Sshd, after: int) -> int:
+    return server.log_text(after=after).count("Accepted publickey")
+
+
+def test_operations_in_a_connected_block_share_one_login(sshd_server: Sshd, inbox: Path,
+                                                        make_payload: Callable[..., Path]) -> None:
+    local = make_payload(1024 * 1024 + 5)
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox))
+    offset = len(sshd_server.log_text())
+    with transport.connected():
+        assert transport.stat(NAME) is None
+        receipt = transport.deliver(local, NAME)
+    assert receipt.attempts == 1 and _digest(inbox / NAME) == _digest(local)
+    sshd_server.wait_for_log("Accepted publickey", after=offset)
+    time.sleep(0.2)  # the log is written by the server; give a second login (there must be none) time
+    assert _logins(sshd_server, offset) == 1
+    assert transport._kept is None  # closed at the end of the block
+    # Outside a block every operation logs in afresh, as before.
+    offset = len(sshd_server.log_text())
+    assert transport.stat(NAME) == RemoteFile(name=NAME, size=local.stat().st_size)
+    assert transport.stat("other.pgp") is None
+    sshd_server.wait_for_log("Accepted publickey(.|\n)*Accepted publickey", after=offset)
+    assert _logins(sshd_server, offset) == 2
+
+
+def test_a_kept_session_that_dropped_is_replaced_by_a_fresh_one(sshd_server: Sshd, inbox: Path,
+                                                                make_payload: Callable[..., Path]) -> None:
+    local = make_payload(256 * 1024)
+    sleeps: list[float] = []
+    transport = SftpTransport(sshd_server.endpoint(), str(inbox), retries=3, backoff=0.25, sleep=sleeps.append)
+    with transport.connected():
+        assert transport.stat(NAME) is None
+        assert sshd_server.kill_connections() >= 1  # the kept session's server side is gone
+        receipt = transport.deliver(local, NAME)
+    assert receipt.attempts == 2 and sleeps == [0.25]
+    assert [p.name for p in inbox.iterdir()] == [NAME]
+    assert _digest(inbox / NAME) == _digest(local)
+
+
 def test_existing_final_file_is_never_overwritten(sshd_server: Sshd, inbox: Path,
                                                   make_payload: Callable[..., Path]) -> None:
     (inbox / NAME).write_bytes(b"delivered yesterday")

@@ -8,13 +8,14 @@ checksum where offered): ours, delivered once, not a conflict.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
 import socket
 import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -137,6 +138,24 @@ class SftpTransport:
         self.backoff = backoff
         self.progress = progress
         self._sleep = sleep
+        #: The session kept open inside a ``connected()`` block, for the next operation to reuse.
+        self._kept: _Session | None = None
+        self._keeping = False
+
+    @contextlib.contextmanager
+    def connected(self) -> Iterator[SftpTransport]:
+        """Within the block, operations share one session (one key exchange and login instead of one per
+        operation: the reconciling ``stat`` before ``deliver`` cost a second handshake, ~0.14 s on loopback).
+        A failed operation's session is closed and its retry opens a fresh one, as outside the block; the
+        kept session is closed when the block ends, whatever happened."""
+        self._keeping = True
+        try:
+            yield self
+        finally:
+            self._keeping = False
+            kept, self._kept = self._kept, None
+            if kept is not None:
+                kept.close()
 
     def _path(self, name: str) -> str:
         return f"{self.remote_dir}/{name}" if self.remote_dir != "/" else f"/{name}"
@@ -154,12 +173,18 @@ class SftpTransport:
 
     def _with_retries(self, what: str, op: Callable[[_Session], T]) -> tuple[T, int]:
         """Run ``op`` in a fresh session, retrying transient faults with exponential backoff."""
+        kept, self._kept = self._kept, None
         pkey = self._load_key()
         for attempt in range(1, self.retries + 1):
             session: _Session | None = None
             try:
-                session = _Session(self.endpoint, pkey)
-                return op(session), attempt
+                session, kept = kept, None
+                if session is None:
+                    session = _Session(self.endpoint, pkey)
+                result = op(session)
+                if self._keeping:
+                    self._kept, session = session, None  # for the block's next operation
+                return result, attempt
             except Exception as exc:  # classified at once: permanent ones re-raise, unknown ones propagate
                 error = _classify(exc, what)
                 error.details.update(attempts=attempt)
