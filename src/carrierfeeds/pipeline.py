@@ -421,7 +421,6 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
     from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
-    from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
     from carrierfeeds.x12.render import render_834
 
@@ -452,6 +451,9 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
             payer=mapping.payer, action=action, group_number=mapping.group_number)
         flat_state: dict[str, Any] = {}
         if feed.output.format == "pdf":
+            # Imported here: reportlab costs ~0.3 s to import, which an X12 or flat-file build never needs.
+            from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
+
             # The same members and changes, printable, for a carrier that takes no electronic files.
             control_id = f"{interchange.isa13:09d}"
             file_name = fallback_file_name(feed, ctx.ref.interval_start, control_id)
