@@ -1,11 +1,13 @@
-"""Small file primitives every stage shares: hashing a file, and writing one privately and atomically."""
+"""Small file primitives every stage shares: hashing a file, reading one through a memory map, and writing
+one privately and atomically."""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +28,35 @@ def sha256_and_size(path: Path) -> tuple[str, int]:
 def sha256_file(path: Path) -> str:
     """The sha256 (hex) of the file at ``path``."""
     return sha256_and_size(path)[0]
+
+
+@contextmanager
+def read_mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The bytes of ``path`` through a read-only memory map, closed when the block ends.
+
+    For a large file a stage reads whole (the conformance gate's 834): its pages are mapped from the page
+    cache instead of copied into fresh anonymous memory, which this VM pays for in kernel time. Slices of
+    a map are bytes; numpy, hashlib and ``re`` read it as a buffer. An empty file, which cannot be mapped,
+    is ``b""``. The file must not shrink while mapped (reading a page past its new end kills the process),
+    so map only a run's own copy.
+
+    A numpy array over the map keeps it exported and the map cannot close then: leaving the block
+    normally with one still alive is a bug and raises BufferError; leaving it by an exception, whose
+    traceback may still hold such arrays, leaves the map to be unmapped with the last of them instead of
+    hiding that exception.
+    """
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            yield b""
+            return
+        view = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield view
+    except BaseException:
+        with suppress(BufferError):
+            view.close()
+        raise
+    view.close()
 
 
 @contextmanager
@@ -56,4 +87,4 @@ def write_private(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-__all__ = ["open_private", "sha256_and_size", "sha256_file", "write_private"]
+__all__ = ["open_private", "read_mapped", "sha256_and_size", "sha256_file", "write_private"]

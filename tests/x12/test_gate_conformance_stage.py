@@ -3,15 +3,17 @@ verdicts, same order, no sample left behind, either way."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable
+import mmap
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from carrierfeeds import pipeline
+from carrierfeeds import files, pipeline
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.pipeline import RunContext, RunRef
 
@@ -144,6 +146,89 @@ def test_the_member_count_is_checked_before_pyx12(built: Callable[[int], RunCont
         ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
         with pytest.raises(ConformanceFailed, match="members, build counted"):
             pipeline.conformance(ctx)
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
+
+
+@pytest.fixture
+def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """What the stage opened, in order: ("child", the Pyx12Child) and ("mapped", the file's map)."""
+    from carrierfeeds.x12 import pyx12_adapter
+
+    opened: list[tuple[str, Any]] = []
+
+    class SpiedChild(pyx12_adapter.Pyx12Child):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(("child", self))
+
+    real = files.read_mapped
+
+    @contextlib.contextmanager
+    def spied_map(path: Path) -> Iterator[Any]:
+        with real(path) as view:
+            opened.append(("mapped", view))
+            yield view
+
+    monkeypatch.setattr(pyx12_adapter, "Pyx12Child", SpiedChild)
+    monkeypatch.setattr(pipeline, "read_mapped", spied_map)
+    return opened
+
+
+def _all_closed(opened: list[tuple[str, Any]], pyx12_process: str) -> None:
+    """The child, if any, started before the file was mapped (the stage is unwound in full), reaped; the
+    map closed."""
+    kinds = [kind for kind, _ in opened]
+    assert kinds == (["child", "mapped"] if pyx12_process == "child" else ["mapped"])
+    for kind, thing in opened:
+        if kind == "child":
+            assert thing.returncode is not None
+        else:
+            assert isinstance(thing, mmap.mmap) and thing.closed
+
+
+def test_the_child_starts_before_the_file_is_mapped_and_all_is_closed(built: Callable[[int], RunContext],
+                                                                        spied: list[tuple[str, Any]],
+                                                                        pyx12_process: str) -> None:
+    ctx = built(5)
+    try:
+        pipeline.conformance(ctx)
+        assert ctx.state()["conformance"] == "passed"
+        _all_closed(spied, pyx12_process)
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
+
+
+@pytest.mark.parametrize("case", ["changed", "structure", "members", "pyx12", "uncuttable"])
+def test_every_refusal_reaps_the_child_and_closes_the_map(built: Callable[[int], RunContext],
+                                                         spied: list[tuple[str, Any]], pyx12_process: str,
+                                                         case: str) -> None:
+    ctx = built(5)
+    try:
+        if case == "changed":
+            path = ctx.fetch(ctx.state()["file_name"])
+            path.write_bytes(_long_name(path.read_bytes()))  # the state's hash no longer matches
+            expected = "changed after it was built"
+        elif case == "structure":
+            _rewrite(ctx, _bad_se_count)
+            expected = r"structural problem\(s\)"
+        elif case == "members":
+            state = ctx.state()
+            ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+            expected = "members, build counted"
+        elif case == "pyx12":
+            _rewrite(ctx, _long_name)
+            expected = "pyx12 rejected the file"
+        else:
+            # No SE terminator after the last family: the sample cannot be cut; the structure says why.
+            _rewrite(ctx, lambda data: data[:data.rindex(b"SE*")] + data[data.rindex(b"SE*"):].replace(b"~", b""))
+            expected = r"structural problem\(s\)"
+        with pytest.raises(ConformanceFailed, match=expected):
+            pipeline.conformance(ctx)
+        assert ctx.state().get("conformance") != "passed"
+        _all_closed(spied, pyx12_process)
         assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()

@@ -142,3 +142,128 @@ def test_the_wire_form_round_trips_and_hides_odd_ids() -> None:
     assert _core(back) == (False, 9, [(3, "NM1", "NM105", "6"), (4, "?", "?", "?")])
     # A verdict that claims ok while listing errors is not ok.
     assert not _unwire(b'{"ok": true, "segments": 1, "errors": [[1, "NM1", "NM105", "6"]]}').ok
+
+
+# ------------------------------------------------------------- a child started before its file exists
+def test_a_waiting_child_gives_the_in_process_verdict(tmp_path: Path) -> None:
+    good, broken = tmp_path / "good.834", tmp_path / "long-name.834"
+    good.write_bytes(_good())
+    broken.write_bytes(_name_too_long(_good()))
+    for path in (good, broken):
+        with Pyx12Child() as child:
+            assert child.returncode is None
+            child.check(path)
+            verdict = child.verdict()
+        assert _core(verdict) == _core(validate_with_pyx12(path)) == _core(validate_in_child(path))
+        assert verdict.ack_999 is None and PLANTED_NAME not in repr(verdict)
+    assert not verdict.ok and "NM105" in {p.element for p in verdict.errors}
+
+
+def _ack_body(ack: bytes) -> bytes:
+    return ack.partition(b"ST*999")[2].partition(b"\nGE*")[0]
+
+
+def test_maps_loaded_ahead_are_the_ones_pyx12_uses_and_give_the_same_verdict(tmp_path: Path) -> None:
+    import pyx12.map_if
+    import pyx12.params
+
+    from carrierfeeds.x12.pyx12_adapter import _maps_loaded_ahead
+
+    loader = pyx12.map_if.load_map_file
+    for data in (_good(), _name_too_long(_good())):
+        path = tmp_path / "file.834"
+        path.write_bytes(data)
+        param = pyx12.params.params()
+        with _maps_loaded_ahead(param) as ready:
+            assert sorted(ready) == ["834.5010.X220.A1.xml", "x12.control.00501.xml"]
+            ahead = validate_with_pyx12(path, param=param)
+            assert ready == {}  # both taken: pyx12 loaded none of its own
+            again = validate_with_pyx12(path)  # maps once taken, or another run's: loaded as usual
+        assert pyx12.map_if.load_map_file is loader
+        assert _core(ahead) == _core(again) == _core(validate_with_pyx12(path))
+        # The 999's envelope carries the time and a random GS06 (in GE02 too); ST..SE is the verdict.
+        assert ahead.ack_999 and again.ack_999
+        assert _ack_body(ahead.ack_999) == _ack_body(again.ack_999) != b""
+
+
+def test_a_waiting_child_never_given_a_file_is_killed_and_reaped() -> None:
+    with pytest.raises(RuntimeError), Pyx12Child() as child:
+        raise RuntimeError("the file changed after it was built")
+    assert child.returncode is not None
+    with Pyx12Child() as idle:
+        pass
+    assert idle.returncode is not None
+
+
+def test_a_waiting_child_wants_its_file_once_and_before_its_verdict(tmp_path: Path) -> None:
+    path = tmp_path / "good.834"
+    path.write_bytes(_good())
+    with Pyx12Child() as child:
+        with pytest.raises(RuntimeError):
+            child.verdict()
+        child.check(path)
+        with pytest.raises(RuntimeError):
+            child.check(path)
+        assert child.verdict().ok
+    with Pyx12Child(path) as given, pytest.raises(RuntimeError):
+        given.check(path)
+
+
+def test_a_waiting_childs_missing_file_fails_closed(tmp_path: Path) -> None:
+    with Pyx12Child() as child, pytest.raises(ConformanceFailed) as caught:
+        child.check(tmp_path / "absent.834")
+        child.verdict()
+    assert caught.value.details == {"pyx12_worker": "exit", "exit_code": 1, "exception": "FileNotFoundError"}
+
+
+def test_a_waiting_child_that_died_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "good.834"
+    path.write_bytes(_good())
+    with Pyx12Child() as child:
+        child._proc.kill()
+        child._proc.wait()
+        child.check(path)  # a broken pipe is not raised here
+        with pytest.raises(ConformanceFailed) as caught:
+            child.verdict()
+    assert caught.value.details["pyx12_worker"] == "exit" and caught.value.details["exit_code"] < 0
+
+
+def test_a_waiting_childs_time_limit_runs_from_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "good.834"
+    path.write_bytes(_good())
+    with Pyx12Child() as child:
+        assert child.timeout == 0.0
+        child.check(path)
+        assert child.timeout == timeout_for(path)
+    with Pyx12Child(timeout=0.0) as late, pytest.raises(ConformanceFailed) as caught:
+        late.check(path)
+        late.verdict()
+    assert caught.value.details["pyx12_worker"] == "timeout"
+    assert late.returncode is not None
+
+
+def test_a_path_with_a_line_break_is_refused_before_it_reaches_the_child(tmp_path: Path) -> None:
+    with Pyx12Child() as child, pytest.raises(ConformanceFailed) as caught:
+        child.check(tmp_path / "two\nlines.834")
+    assert caught.value.details == {"pyx12_worker": "path"}
+    assert child.returncode is not None
+
+
+@pytest.mark.parametrize("stdin", [b"", b"\n", b"{path}", b"{path}\n\n", b"{path}\nextra", b"{path}\x00\n",
+                                   b"/" * 70_000 + b"\n"])
+def test_a_waiting_child_refuses_anything_but_one_line_and_prints_nothing(tmp_path: Path, stdin: bytes) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "good.834"
+    path.write_bytes(_good())
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, "-P", "-m", "carrierfeeds.x12.pyx12_adapter", "--stdin"],
+                          input=stdin.replace(b"{path}", os.fsencode(path)), capture_output=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 2 and done.stdout == b""
+    ok = subprocess.run([sys.executable, "-P", "-m", "carrierfeeds.x12.pyx12_adapter", "--stdin"],
+                        input=os.fsencode(path) + b"\n", capture_output=True, env=env, timeout=120, check=False)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True

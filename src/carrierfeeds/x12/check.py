@@ -11,15 +11,19 @@ child process) runs pyx12 over the 005010X220A1 map and returns our own verdict 
 data values) plus the 999 pyx12 generates. pyx12 checks about 8,000 segments a second, so
 :func:`sample_834` cuts a deterministic sample of families (every k-th one) out of a large rendered
 file, with its own envelope, for pyx12 to validate instead.
+
+Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
+the gate maps a large file instead of copying 240 MB into anonymous memory.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -39,6 +43,10 @@ from carrierfeeds.x12.pyx12_adapter import validate_with_pyx12
 from carrierfeeds.x12.verdicts import Problem, Pyx12Verdict
 
 log = logging.getLogger(__name__)
+
+#: An 834's bytes, in memory or mapped read-only (``files.read_mapped``). Everything here reads it by
+#: slices (bytes either way), ``find``, ``np.frombuffer`` and ``re``, which a map supports like bytes.
+Payload = bytes | mmap.mmap
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ def _problem(pos: int, seg: str, element: str, code: str, message: str) -> Probl
     return Problem(pos, seg, element, code, message)
 
 
-def _isa(data: bytes, expected: Delimiters | None, problems: list[Problem]) -> Delimiters | None:
+def _isa(data: Payload, expected: Delimiters | None, problems: list[Problem]) -> Delimiters | None:
     if len(data) < 106 or data[:3] != b"ISA":
         problems.append(_problem(1, "ISA", "ISA", "isa_missing", "file does not start with a 106-char ISA"))
         return None
@@ -236,18 +244,18 @@ class SegmentEnds:
     size: int
     offsets: np.ndarray
 
-    def of(self, data: bytes, terminator: int) -> np.ndarray:
+    def of(self, data: Payload, terminator: int) -> np.ndarray:
         """The offsets, if taken from ``data`` (by its size) for ``terminator``; else a scan of ``data``."""
         if self.terminator == terminator and self.size == len(data):
             return self.offsets
         return _terminators(data, terminator)
 
 
-def _terminators(data: bytes, terminator: int) -> np.ndarray:
+def _terminators(data: Payload, terminator: int) -> np.ndarray:
     return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == terminator)
 
 
-def find_segment_ends(data: bytes) -> SegmentEnds | None:
+def find_segment_ends(data: Payload) -> SegmentEnds | None:
     """The offsets of the segment terminator ISA declares (its byte 106), for :func:`check_834` and
     :func:`sample_834` to share; None for a file too short to hold an ISA (neither would use them)."""
     if len(data) < 106:
@@ -255,11 +263,11 @@ def find_segment_ends(data: bytes) -> SegmentEnds | None:
     return SegmentEnds(data[105], len(data), _terminators(data, data[105]))
 
 
-def _ends_of(data: bytes, terminator: int, ends: SegmentEnds | None) -> np.ndarray:
+def _ends_of(data: Payload, terminator: int, ends: SegmentEnds | None) -> np.ndarray:
     return _terminators(data, terminator) if ends is None else ends.of(data, terminator)
 
 
-def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg: bool = True,
+def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dmg: bool = True,
               max_problems: int = 100, segment_ends: SegmentEnds | None = None) -> ConformanceReport:
     """Check the whole 834 structurally; ``require_dmg`` demands a DMG for every member.
 
@@ -275,7 +283,7 @@ def check_834(data: bytes, *, delimiters: Delimiters | None = None, require_dmg:
     ends = _ends_of(data, term, segment_ends)
     skip = len(d.suffix)
     starts = np.concatenate(([0], ends[:-1] + 1 + skip)).astype(np.int64)
-    tail = data[int(ends[-1]) + 1:] if len(ends) else data
+    tail = data[int(ends[-1]) + 1:] if len(ends) else data[:]  # bytes: a map has no strip
     if tail.strip(b"\r\n") or (skip and len(ends) > 1 and not np.all(
             arr[np.minimum(ends[:-1] + 1, len(arr) - 1)] == ord(d.suffix[0]))):
         problems.append(_problem(len(ends), "", "", "segment_terminator",
@@ -454,7 +462,7 @@ class _Kind(NamedTuple):
     inverse: np.ndarray  # for each row, the index of its key in parts
 
 
-def _kind(data: bytes, tok: np.ndarray, kind: str, starts: np.ndarray, ends: np.ndarray, sep: str,
+def _kind(data: Payload, tok: np.ndarray, kind: str, starts: np.ndarray, ends: np.ndarray, sep: str,
           width: int) -> _Kind:
     """The ``kind`` segments' first ``width`` bytes, cut to the longest such segment: the N x width key
     matrix is the gate's biggest allocation (2.3M HD segments x 96 bytes at 1M members). Read once for
@@ -483,7 +491,7 @@ def _check_codes(kinds: dict[str, _Kind], problems: list[Problem], max_problems:
                         return
 
 
-def _check_separators_in_data(data: bytes, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+def _check_separators_in_data(data: Payload, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                               d: Delimiters, seg_name: Any, problems: list[Problem], max_problems: int) -> None:
     """No component (ISA16) or repetition (ISA11) separator after the ISA: the 834 segments we write
     have no composite or repeating element, and X12 has no escape, so either one in a name or an
@@ -580,7 +588,7 @@ def sample_families(every: int, count: int) -> Iterable[int]:
     return range(0, count, max(1, every))
 
 
-def _segment_starts(data: bytes, term: int, segment_ends: SegmentEnds | None = None) -> np.ndarray:
+def _segment_starts(data: Payload, term: int, segment_ends: SegmentEnds | None = None) -> np.ndarray:
     """Offsets of every segment after the first: after a terminator and the suffix ("", LF or CRLF)."""
     arr = np.frombuffer(data, dtype=np.uint8)
     starts = _ends_of(data, term, segment_ends) + 1
@@ -591,12 +599,12 @@ def _segment_starts(data: bytes, term: int, segment_ends: SegmentEnds | None = N
     return starts[starts < len(arr)]
 
 
-def _starting_with(data: bytes, starts: np.ndarray, tag: bytes) -> np.ndarray:
+def _starting_with(data: Payload, starts: np.ndarray, tag: bytes) -> np.ndarray:
     """The segment offsets among ``starts`` whose bytes begin with ``tag``."""
     return _starting_with_each(data, starts, (tag,))[0]
 
 
-def _starting_with_each(data: bytes, starts: np.ndarray, tags: tuple[bytes, ...]) -> list[np.ndarray]:
+def _starting_with_each(data: Payload, starts: np.ndarray, tags: tuple[bytes, ...]) -> list[np.ndarray]:
     """For each tag, :func:`_starting_with`: the offsets among ``starts`` whose bytes begin with it.
 
     Tags of up to 8 bytes are compared as masked 64-bit words, all against one word read at each offset
@@ -628,21 +636,40 @@ def _starting_with_each(data: bytes, starts: np.ndarray, tags: tuple[bytes, ...]
     return out
 
 
-def sample_834(data: bytes, *, max_members: int = 5_000,
-               segment_ends: SegmentEnds | None = None) -> tuple[bytes, bool]:
+def _index(data: Payload, sub: bytes, start: int) -> int:
+    """``bytes.index`` for bytes or a map (a map has ``find``, not ``index``), with its ValueError."""
+    at = data.find(sub, start)
+    if at < 0:
+        raise ValueError("subsection not found")
+    return at
+
+
+@overload
+def sample_834(data: bytes, *, max_members: int = ...,
+               segment_ends: SegmentEnds | None = ...) -> tuple[bytes, bool]: ...
+
+
+@overload
+def sample_834(data: Payload, *, max_members: int = ...,
+               segment_ends: SegmentEnds | None = ...) -> tuple[Payload, bool]: ...
+
+
+def sample_834(data: Payload, *, max_members: int = 5_000,
+               segment_ends: SegmentEnds | None = None) -> tuple[Payload, bool]:
     """A conformant sub-file of ``data``: its envelope and header, every k-th family, a fresh SE.
 
     Cut from the rendered bytes themselves (not re-rendered), so the gate samples exactly what is sent;
     deterministic. GE and IEA are kept (one transaction set, one group: the sample of a file split into
     several sets is cut into the first set's envelope, GE01 1). Returns (bytes, sampled?); a file with
-    at most ``max_members`` members comes back whole. ``segment_ends``: as for :func:`check_834`.
+    at most ``max_members`` members comes back whole (``data`` itself, a map if given one; a sample is
+    always bytes). ``segment_ends``: as for :func:`check_834`.
     """
     if len(data) < 106:
         return data, False
     e, t = data[3:4], data[105:106]
     sep, term = re.escape(e), re.escape(t)
 
-    def segment_starts(tag: bytes, within: bytes = data) -> list[int]:
+    def segment_starts(tag: bytes, within: bytes) -> list[int]:
         return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
 
     # Members, families and sets by array over the segment starts (regex scans and a loop over the
@@ -669,8 +696,8 @@ def sample_834(data: bytes, *, max_members: int = 5_000,
 
     body = whole_set(data[:families[0]]) + b"".join(whole_set(data[bounds[i]:bounds[i + 1]])
                                                     for i in sample_families(every, len(families)))
-    se_end = data.index(t, se_at)
-    st02 = data[st_at[0]:data.index(t, st_at[0])].split(e)[2]
+    se_end = _index(data, t, se_at)
+    st02 = data[st_at[0]:_index(data, t, st_at[0])].split(e)[2]
     seg_count = body[st_at[0]:].count(t) + 1  # ST through SE inclusive
     rest = data[se_end:]
     if len(st_at) > 1:
@@ -678,5 +705,5 @@ def sample_834(data: bytes, *, max_members: int = 5_000,
     return body + b"SE" + e + str(seg_count).encode() + e + st02 + rest, True
 
 
-__all__ = ["ConformanceReport", "Problem", "Pyx12Verdict", "SegmentEnds", "check_834", "find_segment_ends",
-           "sample_834", "sample_families", "validate_with_pyx12"]
+__all__ = ["ConformanceReport", "Payload", "Problem", "Pyx12Verdict", "SegmentEnds", "check_834",
+           "find_segment_ends", "sample_834", "sample_families", "validate_with_pyx12"]
