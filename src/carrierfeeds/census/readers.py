@@ -141,9 +141,10 @@ def _map(path: Path) -> bytes | mmap.mmap:
     of 12 and 15 fresh processes: user+sys 4.0 s (2.9-6.8) copied, 3.3 s (2.5-4.5) mapped, sys 1.8 s
     against 1.25 s, peak anonymous memory 1.28 GB against 0.94 GB (the RSS still counts the 0.43 GB of
     mapped page cache). Only for the run's own copy: a mapped file truncated while it is read kills
-    the process (SIGBUS). The staged census is 0600 in the run's private folder, and whatever writes
-    it there (``open_private``, ``StagingStore.get_file``) writes a temporary file and renames it over
-    the old one, which leaves a mapped inode as it was; nothing truncates it in place.
+    the process (SIGBUS). The staged census is 0600 in the run's private folder, and whatever puts it
+    there (stage_census through ``open_private`` or by moving its download aside, ``StagingStore.get_file``)
+    writes another file and renames it over the old one, which leaves a mapped inode as it was; nothing
+    truncates it in place.
     """
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
