@@ -454,3 +454,30 @@ def test_the_pyx12_size_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CARRIERFEEDS_PYX12_MAX_MEMBERS", "0")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_the_census_is_read_mapped_only_as_the_runs_own_staged_copy(sftp_workspace: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate reads the census through a memory map (read_census's ``private``), which only the run's
+    own copy may be: 0600 in the run's scratch folder, never the employer's file."""
+    import stat
+
+    from carrierfeeds import pipeline
+    from carrierfeeds.census import readers
+
+    ws = sftp_workspace
+    ws.write_census(members=25, seed=13, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    mapped: list[tuple[Path, int]] = []
+    real = readers.read_census
+
+    def reading(path: Path, schema: Any, **kwargs: Any) -> pd.DataFrame:
+        if kwargs.get("private"):
+            mapped.append((path.resolve(), stat.S_IMODE(path.stat().st_mode)))
+        return real(path, schema, **kwargs)
+
+    monkeypatch.setattr(readers, "read_census", reading)
+    summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert summary.status == "delivered", summary.error
+    scratch = pipeline.scratch_dir_for(ws.settings, ref).resolve()
+    assert mapped and all(path == scratch / "census.csv" and mode == 0o600 for path, mode in mapped), mapped

@@ -385,7 +385,8 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
     with _stage(ctx, "validate") as detail:
         state = ctx.state()
         source_name = state.get("census_name", "census.csv")
-        census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name)
+        # the run's own staged copy (0600, replaced by rename, never truncated): read mapped, not copied
+        census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         report = validate_census(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                  as_of=ctx.ref.interval_start, source_name=source_name)
@@ -520,7 +521,7 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,
     store = snapshot_store(ctx)
     base = store.load_base(ctx.feed_id, ctx.run_id)
     # Families validation held back are in the staged census but not in the accepted rows.
-    raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema)
+    raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, private=True)
     held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
     # The full audit file (030): on demand, on the mapping's weekday, or when there is no snapshot yet.
     full = full_file or base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
