@@ -207,3 +207,15 @@ def test_a_plan_code_table_with_a_blank_entry_is_refused(table: dict[str, str]) 
 def test_plan_code_table_entries_are_stripped_like_the_cells() -> None:
     schema = CensusSchema(schema_id="acme-hr", suite="census-v1.suite.json", plan_codes={" Gold ": " MED-PPO"})
     assert schema.plan_codes == {"Gold": "MED-PPO"}
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_carriage_return_inside_a_header_field_is_a_csv_syntax_error_on_row_1(
+        tmp_path: Path, sample: pd.DataFrame, private: bool) -> None:
+    path, lines = _lines(tmp_path, sample)
+    header = lines[0].replace('"subscriber_id"', "sub\rscriber_id")
+    assert header != lines[0]
+    path.write_bytes(("\n".join([header, *lines[1:]]) + "\n").encode("utf-8"))
+    with pytest.raises(DataError) as info:
+        read_census(path, SCHEMA, private=private)
+    assert info.value.rule == "csv_syntax" and info.value.row == 1 and info.value.file == path.name

@@ -229,7 +229,7 @@ def _encoding_for(head: bytes, declared: str, name: str) -> str:
 
 def _read_csv(held: list[memoryview], schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     """The CSV whose bytes are taken out of ``held``: :func:`_parse` releases them once they are parsed."""
-    header = _header(held[0], schema.delimiter)
+    header = _header(held[0], schema.delimiter, name)
     _check_header(header, schema, name)
     _check_required(header, schema, name)
     frame = _parse(held, schema.delimiter, header, name)
@@ -551,9 +551,14 @@ def _decode(raw: bytes | mmap.mmap, encoding: str, name: str) -> str:
                         file=name, row=row, rule="encoding") from None
 
 
-def _header(data: bytes | memoryview, delimiter: str) -> list[str]:
+def _header(data: bytes | memoryview, delimiter: str, name: str) -> list[str]:
     first_line = bytes(_FIRST_LINE.match(data).group()).decode("utf-8")  # type: ignore[union-attr]
-    return [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
+    try:
+        return [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
+    except csv.Error:
+        # A lone carriage return inside an unquoted header field (found by the mapped-read property test).
+        raise DataError("malformed CSV header (a line break or stray quote inside a header field)",
+                        file=name, row=1, rule="csv_syntax") from None
 
 
 def _check_header(header: list[str], schema: CensusSchema, name: str) -> None:
