@@ -5,7 +5,7 @@ cities, zips, even subscriber ids and street addresses at 1M members) are writte
 integer codes into the distinct texts, taken from the codes validation already made
 (:func:`carrierfeeds.validation.validate_census_coded`) through the accepted rows, so neither stage
 hashes them again. The build reads them back as pandas ``Categorical`` columns and works on the
-distinct texts; the other columns stay plain text.
+distinct texts (:func:`carrierfeeds.x12.sanitize.dictionary_of`); the other columns stay plain text.
 
 A dictionary may hold texts no accepted row uses (a family held back by validation): nothing downstream
 counts a dictionary's entries, only its rows' codes. A file staged before this (plain ``large_string``
