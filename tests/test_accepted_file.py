@@ -103,3 +103,13 @@ def test_missing_cells_of_a_column_validation_did_not_encode_stay_missing(tmp_pa
 
 def test_worth_a_dictionary_at_a_quarter_of_the_rows() -> None:
     assert worth_a_dictionary(25, 100) and not worth_a_dictionary(26, 100) and not worth_a_dictionary(0, 0)
+
+
+def test_dictionary_columns_in_many_record_batches_read_as_pandas_reads_them(tmp_path: Path) -> None:
+    """pandas' own to_feather writes 64k-row batches: each batch's codes, one dictionary, nulls kept."""
+    cells = pd.Series(np.array(["A", "B", None, "C"], dtype=object)[np.arange(70_000) % 4], dtype="str")
+    frame = pd.DataFrame({"plan_code": cells.astype("category"), "row_number": np.arange(70_000)})
+    path = tmp_path / "batches.arrow"
+    frame.to_feather(path)
+    assert pa.ipc.open_file(pa.memory_map(str(path))).num_record_batches > 1
+    pd.testing.assert_frame_equal(read_accepted(path), pd.read_feather(path), check_exact=True)

@@ -410,7 +410,9 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
         # Arrow IPC, uncompressed, read memory-mapped by build. At 1M members (CPU, median of 3) write +
         # keep + read: LZ4 1.78 + 0.54 + 1.89 = 4.4 s, zstd-1 5.5 s, uncompressed 0.58 + 1.34 + 0.07 =
         # 2.1 s (705 MB instead of 261: AES is cheap, LZ4 both ways is not); Parquet was slower still.
-        # Low-cardinality columns as dictionaries from validation's codes (carrierfeeds.census.accepted).
+        # Low-cardinality columns as dictionaries from validation's codes (carrierfeeds.census.accepted):
+        # 196 MB instead of 705 at 1M members; write + keep + read + build, user + sys, median of 3:
+        # 4.04 s -> 3.19 s (keep 1.01 -> 0.18 s, build 2.62 -> 1.83 s; the write builds the table: 1.10 s).
         accepted = ctx.run_dir / ACCEPTED
         written = accepted.with_name(f".{ACCEPTED}.tmp")
         table = accepted_table(outcome.accepted, codes, outcome.rows)

@@ -77,7 +77,8 @@ def _dictionary(series: pd.Series, coded: ColumnCodes | None, rows: np.ndarray |
     if known or series.dtype != "str":
         return None
     # Not read by any rule (address1, city, department...): hashed once here, where the build would
-    # otherwise fold every row. At 1M members 0.45 s for five columns, for 140 MB less written twice.
+    # otherwise fold every row. At 1M members 0.45 s for five columns, and it pays: 196 MB written
+    # instead of 324, write + keep + read + build 3.19 s user + sys against 3.63 s (median of 3).
     chunks = _text_chunks(series)
     encoded = pc.dictionary_encode(chunks.combine_chunks() if chunks.num_chunks != 1 else chunks.chunk(0))
     if not worth_a_dictionary(len(encoded.dictionary), len(series)):
