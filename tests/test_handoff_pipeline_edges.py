@@ -54,8 +54,10 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     ctx.ledger.close()
 
 
-def test_build_reads_accepted_rows_staged_as_lz4_before(sftp_workspace: Any) -> None:
-    """A run validated by the version that wrote LZ4 feather is built the same after the upgrade."""
+@pytest.mark.parametrize("compression", ["lz4", "uncompressed"])
+def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: Any, compression: str) -> None:
+    """A run validated by a version that wrote plain text columns (LZ4 feather, then uncompressed) is built
+    the same after the upgrade (validate now writes low-cardinality columns as dictionaries)."""
     ws = sftp_workspace
     census = ws.write_census(members=30, seed=32, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
@@ -67,9 +69,11 @@ def test_build_reads_accepted_rows_staged_as_lz4_before(sftp_workspace: Any) -> 
     sha_uncompressed = first.state()["payload_sha256"]
 
     rows = pd.read_feather(first.fetch(ACCEPTED))
-    lz4 = first.run_dir / ACCEPTED
-    rows.to_feather(lz4, compression="lz4")
-    first.keep(lz4)
+    assert any(isinstance(dtype, pd.CategoricalDtype) for dtype in rows.dtypes)
+    rows = rows.astype({c: "str" for c, dtype in rows.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)})
+    before = first.run_dir / ACCEPTED
+    rows.to_feather(before, compression=compression)
+    first.keep(before)
     pipeline.wipe_scratch(first)
     frame = pipeline._read_accepted(first.fetch(ACCEPTED))
     pd.testing.assert_frame_equal(frame, rows, check_exact=True)

@@ -67,7 +67,7 @@ from carrierfeeds.x12.codes import (
     IndividualRelationship,
     SubscriberIndicator,
 )
-from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, fold_column, fold_text
+from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, dictionary_of, fold_column, fold_text
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -231,12 +231,25 @@ def _rows_text(values: pd.Series, order: np.ndarray) -> pa.Array:
 
 def _digits(values: pd.Series, order: np.ndarray, lengths: tuple[int, ...]) -> pd.Series:
     """A digit code per row: the trimmed value less its hyphens when that is ``lengths`` ASCII digits,
-    else "" (``[0-9]{n}`` by row, without a hash: SSNs and zips are nearly all distinct)."""
-    digits = pc.replace_substring(_rows_text(values, order), "-", "")
+    else "" (``[0-9]{n}`` by row, without a hash: SSNs and zips are nearly all distinct). A column given
+    as distinct texts and codes (zips at 1M members: 56k texts, 2.3M rows) is worked out per text and
+    taken through the codes."""
+    coded = dictionary_of(values)
+    if coded is not None:
+        dictionary, codes = coded
+        per_text = _digit_codes(pc.utf8_trim_whitespace(dictionary), lengths)
+        return pd.Series(pc.take(per_text, pa.array(codes[order])), dtype="str")
+    return pd.Series(_digit_codes(_rows_text(values, order), lengths), dtype="str")
+
+
+def _digit_codes(text: pa.Array, lengths: tuple[int, ...]) -> pa.Array:
+    """Per trimmed text: less its hyphens when that is ``lengths`` ASCII digits, else ""."""
+    digits = pc.replace_substring(text, "-", "")
     size = pc.binary_length(digits)
     fits = pc.is_in(size, pa.array(lengths, size.type))
     ok = pc.and_(fits, pc.ascii_is_decimal(digits))
-    return pd.Series(pc.if_else(ok, digits, ""), dtype="str")
+    result: pa.Array = pc.if_else(ok, digits, "")
+    return result
 
 
 class _Distinct:
@@ -251,13 +264,21 @@ class _Distinct:
     """
 
     def __init__(self, values: pd.Series, order: np.ndarray | None = None) -> None:
+        coded = dictionary_of(values)
+        if coded is not None:
+            # Factorised already (a Categorical column of the accepted census): its distinct texts and
+            # codes as they are, with no hash; texts no row uses are harmless (only codes are counted).
+            dictionary, codes = coded
+            self.codes: np.ndarray = codes if order is None else codes[order]
+            self.values: pd.Series = pd.Series(dictionary, dtype="str").str.strip()
+            return
         # Arrow's own hash (pd.factorize over the same array adds its conversions: 0.57 s -> 0.34 s at
         # 2.3M rows); codes are numbered by first appearance, as factorize numbers them.
         encoded = _codes(values)
         codes = encoded.indices.to_numpy(zero_copy_only=False)
-        self.codes: np.ndarray = codes if order is None else codes[order]
+        self.codes = codes if order is None else codes[order]
         # Trimmed after factorising: "A" and "A " may both appear, and both give the same answer.
-        self.values: pd.Series = pd.Series(encoded.dictionary, dtype="str").str.strip()
+        self.values = pd.Series(encoded.dictionary, dtype="str").str.strip()
 
     @property
     def index(self) -> pd.RangeIndex:

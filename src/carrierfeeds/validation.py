@@ -149,6 +149,20 @@ class PolicyOutcome:
     held_back_members: int
     rejected: bool
     reason: str | None
+    #: Positions in the census of the ``accepted`` rows, in order; None when every row is accepted.
+    rows: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ColumnCodes:
+    """A census column as validation factorised it: per census row a code into ``distinct``, the
+    column's distinct texts in order of first appearance (equal text, equal code). Kept so that a
+    later stage need not hash the column again; a subset of the rows may use only some of ``distinct``.
+
+    Holds PHI (the distinct texts): never logged or stored beside the report."""
+
+    codes: np.ndarray
+    distinct: pd.Series
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,14 @@ class _Columns:
         for column, result in zip(wanted, results, strict=True):
             if not isinstance(result, Exception):
                 self._text[column], self._coded[column] = result
+
+    def shared(self) -> dict[str, ColumnCodes]:
+        """The columns encoded so far whose codes are those of the census's own text: ``str`` columns
+        without a missing value (``_text`` fills a missing one with "", so its codes would be of
+        another text than the cell's)."""
+        census = self._census
+        return {name: ColumnCodes(codes=coded.codes, distinct=coded.uniques) for name, coded in self._coded.items()
+                if census[name].dtype == "str" and not census[name].hasnans}
 
     def blank(self, name: str) -> np.ndarray:
         """Per row: is the cell blank or missing? By code when the column is encoded already."""
@@ -357,6 +379,17 @@ def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema
 
     The columns the rules read are encoded on ``workers`` threads first (default: the CPUs this process
     may use, at most 4); the report and any error do not depend on ``workers``."""
+    report, _ = validate_census_coded(census, suite_path, schema, tokenizer, as_of=as_of,
+                                      source_name=source_name, workers=workers)
+    return report
+
+
+def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
+                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
+                          workers: int | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
+    """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
+    name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
+    instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
     warnings: list[str] = []
     if ROW_NUMBER not in census.columns:
         census = census.assign(**{ROW_NUMBER: np.arange(2, len(census) + 2, dtype=np.int64)})
@@ -400,7 +433,7 @@ def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema
     log.info("%s: validated %d rows (suite %.2fs, cross-row %.2fs): %d findings in %d rows, %d families",
              source_name, report.rows, gx_s, cross_s, len(findings), report.failed_rows,
              report.failed_families)
-    return report
+    return report, columns.shared()
 
 
 def _text(series: pd.Series) -> pd.Series:
@@ -1061,7 +1094,7 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
         # the totals only when everything is held back (0.4 s of hashing at 1M members otherwise)
         return PolicyOutcome(accepted=census.iloc[0:0].copy(), held_back_families=int(family.nunique()),
                              held_back_members=int(member[member != ""].nunique()), rejected=True,
-                             reason=reason)
+                             reason=reason, rows=np.zeros(0, dtype=np.int64))
 
     if report.ok:
         return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
@@ -1083,7 +1116,7 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
     held_members = member[bad]
     return PolicyOutcome(accepted=accepted, held_back_families=len(failing),
                          held_back_members=int(held_members[held_members != ""].nunique()),
-                         rejected=False, reason=None)
+                         rejected=False, reason=None, rows=np.flatnonzero(~bad))
 
 
 def _private_open(path: Path) -> Any:

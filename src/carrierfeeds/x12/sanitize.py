@@ -141,6 +141,36 @@ def _text_array(values: pd.Series) -> pa.Array:
     return pc.fill_null(arr, "") if arr.null_count else arr
 
 
+def dictionary_of(values: pd.Series) -> tuple[pa.Array, np.ndarray] | None:
+    """A ``Categorical`` column as (its distinct texts as one large_string array, an int32 code per row
+    into them), a missing value as the text "" (as :func:`_text_array` has it); None for other columns.
+
+    No hashing: the accepted census's low-cardinality columns come from validation already factorised
+    (:mod:`carrierfeeds.census.accepted`), so a rule of a value's text runs over the distinct texts and is
+    taken back through the codes. Categories no row carries (a family validation held back) are left
+    out, so every text here is one of the column's, as when the column is factorised from its rows: a
+    rule only they break is not reported, not even with 0.
+    """
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    dictionary = pa.array(values.cat.categories, from_pandas=True)
+    if isinstance(dictionary, pa.ChunkedArray):
+        dictionary = dictionary.combine_chunks()
+    if not pa.types.is_large_string(dictionary.type):
+        dictionary = dictionary.cast(pa.large_string())
+    codes = np.asarray(values.cat.codes.to_numpy(), dtype=np.int32)
+    missing = codes < 0
+    if missing.any():
+        codes = np.where(missing, len(dictionary), codes).astype(np.int32)
+        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.large_string())])
+    used = np.bincount(codes, minlength=len(dictionary)) > 0
+    if not used.all():
+        renumber = np.cumsum(used, dtype=np.int32) - 1
+        codes = renumber[codes]
+        dictionary = dictionary.filter(pa.array(used))
+    return dictionary, codes
+
+
 @functools.cache
 def _outside_table(allowed: bytes) -> pa.Array:
     """A 256-entry uint8 look-up: 1 at each byte not in ``allowed``."""
@@ -238,6 +268,10 @@ def fold_column(values: pd.Series, max_length: int | None = None, rule: TextRule
     the rows of the result, and only those rows count (a rule whose values are all among the rows left
     out is reported with 0).
     """
+    index: pd.Index = values.index if order is None else pd.RangeIndex(len(order))
+    coded = dictionary_of(values)
+    if coded is not None:
+        return _fold_coded(*coded, max_length, rule, order, index)
     arr = _text_array(values)
     # On ASCII text the ASCII upper case is the Unicode one; a non-ASCII value is never clean here.
     cased = pc.ascii_upper(arr) if rule.case == "upper" else arr
@@ -256,7 +290,29 @@ def fold_column(values: pd.Series, max_length: int | None = None, rule: TextRule
         weights = np.bincount(codes.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary))
         fixed, changed, by_rule = _fold_distinct(encoded.dictionary, weights, rule)
         folded = pc.take(_cut(fixed, max_length), codes)
-    index: pd.Index = values.index if order is None else pd.RangeIndex(len(folded))
+    return Folded(pd.Series(folded, index=index, dtype="str"), changed, by_rule)
+
+
+def _fold_coded(dictionary: pa.Array, codes: np.ndarray, max_length: int | None, rule: TextRule,
+                order: np.ndarray | None, index: pd.Index) -> Folded:
+    """:func:`fold_column` of a column given as distinct texts and codes (:func:`dictionary_of`): the rule
+    runs over the distinct texts alone, counted by how many of the rows ``order`` picks carry each, and
+    is taken back through the codes. The same values and counts as over the rows: each text folds alike
+    wherever it is, and a text no picked row carries weighs nothing."""
+    rows = codes if order is None else codes[order]
+    cased = pc.ascii_upper(dictionary) if rule.case == "upper" else dictionary
+    state = _cleanliness(cased, rule.charset)
+    if state == "padded":
+        cased = pc.utf8_trim_whitespace(cased)
+        state = _cleanliness(cased, rule.charset)
+    changed = 0
+    by_rule: dict[str, int] = {}
+    if state == "clean":
+        fixed = cased
+    else:
+        weights = np.bincount(rows, minlength=len(dictionary))
+        fixed, changed, by_rule = _fold_distinct(dictionary, weights, rule)
+    folded = pc.take(_cut(fixed, max_length), pa.array(rows))
     return Folded(pd.Series(folded, index=index, dtype="str"), changed, by_rule)
 
 
