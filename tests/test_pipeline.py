@@ -280,14 +280,16 @@ def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_work
 
 def test_a_payload_changed_after_the_gate_is_refused_by_encrypt(sftp_workspace: Any) -> None:
     """The bytes gpg encrypts are hashed as it reads them: a rendered file edited after the conformance
-    gate is refused, nothing is encrypted or kept, and the ledger says why."""
+    gate is refused, nothing is encrypted or kept, and the ledger says why. (With encrypt_ahead, the
+    default, the ciphertext is made during the gate from the bytes it checked: tests/test_pipeline_encrypt_ahead.py.)"""
     from carrierfeeds import pipeline
     from carrierfeeds.errors import Refused
 
     ws = sftp_workspace
     census = ws.write_census(members=15, seed=13, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test")
+    ctx = pipeline.open_run(ws.settings.model_copy(update={"encrypt_ahead": False}), ref, clock=_clock,
+                            actor="test")
     pipeline.stage_census(ctx, census)
     pipeline.validate(ctx)
     pipeline.build(ctx)

@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,14 +96,26 @@ class PlaintextChanged(Refused):
     code = "plaintext_changed"
 
 
-class _HashingReader:
-    """A binary file read through, every block hashed (SHA-256) on its way to gpg's stdin."""
+class EncryptionStopped(PermanentError):
+    """``encrypt_file`` was told to stop: nothing was written."""
 
-    def __init__(self, raw: Any) -> None:
+    code = "encryption_stopped"
+
+
+class _HashingReader:
+    """A binary file read through, every block hashed (SHA-256) on its way to gpg's stdin; it reads as
+    ended once ``stop`` is set (gpg then finishes at once, and the caller discards what it made)."""
+
+    def __init__(self, raw: Any, stop: threading.Event | None = None) -> None:
         self._raw = raw
         self._digest = hashlib.sha256()
+        self._stop = stop
+        self.stopped = False
 
     def read(self, size: int = -1) -> bytes:
+        if self._stop is not None and self._stop.is_set():
+            self.stopped = True
+            return b""
         data: bytes = self._raw.read(size)
         self._digest.update(data)
         return data
@@ -273,7 +286,8 @@ class Keyring:
                      compress_level: int = 1, now: datetime, warning_days: int = 30,
                      recipient_user_id: str | None = None,
                      recipient_encryption_subkey: str | None = None,
-                     expect_sha256: str | None = None) -> EncryptedFile:
+                     expect_sha256: str | None = None,
+                     stop: threading.Event | None = None) -> EncryptedFile:
         """Encrypt ``src`` to exactly the pinned ``recipient``, signed by ``signer``; all or nothing.
 
         ``warning_days`` is the feed's expiry warning window; the optional pins are require_recipient's.
@@ -281,7 +295,8 @@ class Keyring:
         ``expect_sha256``: the sha256 (hex) the plaintext must have. The bytes are hashed as they are fed
         to gpg, so what was encrypted is exactly what was checked (no window between a separate hash and
         gpg's read, and no second read of the file); on a mismatch nothing appears at ``dst`` and
-        :class:`PlaintextChanged` is raised.
+        :class:`PlaintextChanged` is raised. ``stop``: once set, gpg is fed no more and whatever it made
+        is discarded (:class:`EncryptionStopped`); for work done ahead that turned out not to be wanted.
         """
         info = self.require_recipient(recipient, now=now, warning_days=warning_days, user_id=recipient_user_id,
                                       encryption_subkey=recipient_encryption_subkey)
@@ -300,13 +315,15 @@ class Keyring:
         try:
             _reserve(tmp)
             with src.open("rb") as raw:
-                fh = _HashingReader(raw)
+                fh = _HashingReader(raw, stop)
                 # With a pinned subkey, "FPR!" makes gpg use exactly that subkey (checked above to be
                 # the one it would pick anyway), so the ciphertext matches the pin by construction.
                 target = f"{info.encryption_subkey}!" if recipient_encryption_subkey else recipient_fpr
                 result = self._gpg.encrypt_file(fh, [target], sign=signer_fpr, armor=armor,
                                                 output=str(tmp), passphrase=self._passphrase(),
                                                 extra_args=extra)
+            if fh.stopped:
+                raise EncryptionStopped("encryption stopped before the end of the file; output discarded")
             if not result.ok or result.status != "encryption ok":
                 raise KeyRefused(f"gpg refused to encrypt to {recipient_fpr} signed by {signer_fpr}: "
                                  f"{result.status or 'no status'}",

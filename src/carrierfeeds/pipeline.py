@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -557,88 +558,95 @@ def snapshot_store(ctx: RunContext) -> Any:
 
 
 def conformance(ctx: RunContext) -> dict[str, Any]:
-    """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample."""
+    """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample; gpg
+    encrypts the file beside it, kept only if the gate passes (see _EncryptionAhead)."""
+    with _stage(ctx, "conformance") as detail, _encryption_ahead(ctx) as ahead:
+        result = _gate(ctx, detail)
+        ahead.commit(detail)
+    return result
+
+
+def _gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
     from carrierfeeds.x12.check import check_834, find_segment_ends, sample_834
     from carrierfeeds.x12.pyx12_adapter import Pyx12Child, validate_with_pyx12
 
-    with _stage(ctx, "conformance") as detail:
-        state = ctx.state()
-        path = ctx.fetch(state["file_name"])
-        output = ctx.bundle.feed.output.format
-        # pyx12 on the whole file up to the configured size, else on a deterministic sample of families
-        # cut from it (x12.check.sample_834). pyx12 is pure Python (~3 s on a 2,000-member sample), so for a
-        # large 834 it runs in a child process while this one checks the whole file's structure (~4 s at
-        # 1M members); the verdicts are still reported in their old order: structure, member count, pyx12.
-        # The child is started before the file is read (its size known from stat): it starts Python,
-        # imports pyx12 and loads the maps (~0.25 s, measured) while this process maps, hashes and samples
-        # the file (~1-2 s at 1M members), then waits for the sample's path.
-        process = "child" if output == "x12-834" and path.stat().st_size >= PYX12_CHILD_MIN_BYTES else "this"
-        sample_path = ctx.run_dir / "pyx12-sample.834"
-        with ExitStack() as leaving:
-            # Unwound in reverse: the child (if any) is killed and reaped, then the sample unlinked, on every
-            # way out of the stage.
-            leaving.callback(sample_path.unlink, missing_ok=True)
-            child = leaving.enter_context(Pyx12Child()) if process == "child" else None
-            # The run's own copy of the file, mapped read-only rather than read: no 240 MB anonymous copy
-            # at 1M members; closed before the wait for pyx12.
-            with read_mapped(path) as data:
-                if hashlib.sha256(data).hexdigest() != state["payload_sha256"]:
-                    raise ConformanceFailed("the rendered file changed after it was built",
-                                            details={"file_name": state["file_name"]})
-                if output == "pdf":
-                    # A printable document has no X12 structure to check; its integrity is its hash.
-                    detail.update(format="pdf", bytes=len(data))
-                    ctx.save_state(conformance="passed")
-                    return {"run_id": ctx.run_id, "format": "pdf"}
-                if output == "flatfile":
-                    from carrierfeeds.flatfile import check_flatfile, layout_for
+    state = ctx.state()
+    path = ctx.fetch(state["file_name"])
+    output = ctx.bundle.feed.output.format
+    # pyx12 on the whole file up to the configured size, else on a deterministic sample of families
+    # cut from it (x12.check.sample_834). pyx12 is pure Python (~3 s on a 2,000-member sample), so for a
+    # large 834 it runs in a child process while this one checks the whole file's structure (~4 s at
+    # 1M members); the verdicts are still reported in their old order: structure, member count, pyx12.
+    # The child is started before the file is read (its size known from stat): it starts Python,
+    # imports pyx12 and loads the maps (~0.25 s, measured) while this process maps, hashes and samples
+    # the file (~1-2 s at 1M members), then waits for the sample's path.
+    process = "child" if output == "x12-834" and path.stat().st_size >= PYX12_CHILD_MIN_BYTES else "this"
+    sample_path = ctx.run_dir / "pyx12-sample.834"
+    with ExitStack() as leaving:
+        # Unwound in reverse: the child (if any) is killed and reaped, then the sample unlinked, on every
+        # way out of the stage.
+        leaving.callback(sample_path.unlink, missing_ok=True)
+        child = leaving.enter_context(Pyx12Child()) if process == "child" else None
+        # The run's own copy of the file, mapped read-only rather than read: no 240 MB anonymous copy
+        # at 1M members; closed before the wait for pyx12.
+        with read_mapped(path) as data:
+            if hashlib.sha256(data).hexdigest() != state["payload_sha256"]:
+                raise ConformanceFailed("the rendered file changed after it was built",
+                                        details={"file_name": state["file_name"]})
+            if output == "pdf":
+                # A printable document has no X12 structure to check; its integrity is its hash.
+                detail.update(format="pdf", bytes=len(data))
+                ctx.save_state(conformance="passed")
+                return {"run_id": ctx.run_id, "format": "pdf"}
+            if output == "flatfile":
+                from carrierfeeds.flatfile import check_flatfile, layout_for
 
-                    # Fail closed: a state without the build's record count can never match (-1).
-                    flat = check_flatfile(data[:], layout_for(ctx.bundle.mapping),
-                                          expected_records=int(state.get("flatfile_records", -1)))
-                    detail.update(format="flatfile", records=flat.records, problems=flat.problem_count)
-                    if not flat.ok:
-                        flaw = flat.problems[0]
-                        raise ConformanceFailed(
-                            f"{flat.problem_count} structural problem(s) in the flat file; first at record "
-                            f"{flaw.record} column {flaw.column}: {flaw.message}",
-                            details={"problems": flat.problem_count, "record": flaw.record,
-                                     "column": flaw.column, "rule": flaw.code})
-                    ctx.save_state(conformance="passed")
-                    return {"run_id": ctx.run_id, "format": "flatfile", "records": flat.records}
-                require_dmg = "dob" in ctx.bundle.mapping.allowlist
-                # One scan for segment terminators serves both the sample and the structural check.
-                ends = find_segment_ends(data)
-                try:
-                    sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members,
-                                                 segment_ends=ends)
-                except (ValueError, IndexError):
-                    # A file too broken to cut: the structural check names its problem first, as before.
-                    _require_sound_834(check_834(data, require_dmg=require_dmg, segment_ends=ends), state,
-                                       detail)
-                    raise
-                if sampled:
-                    write_private(sample_path, [cast(bytes, sample)])  # a cut sample is always bytes
-                del sample
-                target = sample_path if sampled else path
-                detail.update(pyx12_process=process)
-                if child is not None:
-                    child.check(target)
-                report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
-                del ends
-            _require_sound_834(report, state, detail)
-            verdict = child.verdict() if child is not None else validate_with_pyx12(target, with_999=False)
-        detail.update(pyx12="sample" if sampled else "full", pyx12_ok=verdict.ok, pyx12_segments=verdict.segments)
-        if not verdict.ok:
-            first_error = verdict.errors[0] if verdict.errors else None
-            raise ConformanceFailed(
-                f"pyx12 rejected the file ({len(verdict.errors)} error(s))"
-                + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
-                   f"{first_error.element} code {first_error.code}" if first_error else ""),
-                details={"errors": len(verdict.errors), "sampled": sampled,
-                         "pyx12_process": process})
-        # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
-        ctx.save_state(conformance="passed", transaction_sets=report.transaction_sets)
+                # Fail closed: a state without the build's record count can never match (-1).
+                flat = check_flatfile(data[:], layout_for(ctx.bundle.mapping),
+                                      expected_records=int(state.get("flatfile_records", -1)))
+                detail.update(format="flatfile", records=flat.records, problems=flat.problem_count)
+                if not flat.ok:
+                    flaw = flat.problems[0]
+                    raise ConformanceFailed(
+                        f"{flat.problem_count} structural problem(s) in the flat file; first at record "
+                        f"{flaw.record} column {flaw.column}: {flaw.message}",
+                        details={"problems": flat.problem_count, "record": flaw.record,
+                                 "column": flaw.column, "rule": flaw.code})
+                ctx.save_state(conformance="passed")
+                return {"run_id": ctx.run_id, "format": "flatfile", "records": flat.records}
+            require_dmg = "dob" in ctx.bundle.mapping.allowlist
+            # One scan for segment terminators serves both the sample and the structural check.
+            ends = find_segment_ends(data)
+            try:
+                sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members,
+                                             segment_ends=ends)
+            except (ValueError, IndexError):
+                # A file too broken to cut: the structural check names its problem first, as before.
+                _require_sound_834(check_834(data, require_dmg=require_dmg, segment_ends=ends), state,
+                                   detail)
+                raise
+            if sampled:
+                write_private(sample_path, [cast(bytes, sample)])  # a cut sample is always bytes
+            del sample
+            target = sample_path if sampled else path
+            detail.update(pyx12_process=process)
+            if child is not None:
+                child.check(target)
+            report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
+            del ends
+        _require_sound_834(report, state, detail)
+        verdict = child.verdict() if child is not None else validate_with_pyx12(target, with_999=False)
+    detail.update(pyx12="sample" if sampled else "full", pyx12_ok=verdict.ok, pyx12_segments=verdict.segments)
+    if not verdict.ok:
+        first_error = verdict.errors[0] if verdict.errors else None
+        raise ConformanceFailed(
+            f"pyx12 rejected the file ({len(verdict.errors)} error(s))"
+            + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
+               f"{first_error.element} code {first_error.code}" if first_error else ""),
+            details={"errors": len(verdict.errors), "sampled": sampled,
+                     "pyx12_process": process})
+    # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
+    ctx.save_state(conformance="passed", transaction_sets=report.transaction_sets)
     return {"run_id": ctx.run_id, "segments": report.segment_count}
 
 
@@ -657,8 +665,32 @@ def _require_sound_834(report: ConformanceReport, state: dict[str, Any], detail:
                                 f"{state['counts']['members']}")
 
 
+def _pins(spec: Any) -> str:
+    """The recipient pins a ciphertext was made under (a ciphertext is reused only under the same ones)."""
+    return "|".join(str(v or "") for v in (spec.recipient_fingerprint, spec.recipient_encryption_subkey,
+                                            spec.recipient_user_id, spec.signer_fingerprint))
+
+
+def _encrypt_to_pins(ctx: RunContext, plain: Path, out: Path, payload_sha256: str, *,
+                     stop: threading.Event | None = None) -> Any:
+    """gpg over ``plain`` to the feed's pinned recipient, signed by ours; the bytes hashed as gpg reads
+    them, so what is encrypted is what was gated (crypto.Keyring.encrypt_file)."""
+    from carrierfeeds.crypto import Keyring
+
+    spec = ctx.bundle.feed.encryption
+    return Keyring(ctx.settings.resolved_gnupg_home).encrypt_file(
+        plain, out, recipient=spec.recipient_fingerprint, signer=spec.signer_fingerprint, armor=spec.armor,
+        compress_level=spec.compress_level, now=ctx.now(), warning_days=spec.expiry_warning_days,
+        recipient_user_id=spec.recipient_user_id, recipient_encryption_subkey=spec.recipient_encryption_subkey,
+        expect_sha256=payload_sha256, stop=stop)
+
+
 def encrypt(ctx: RunContext) -> dict[str, Any]:
-    """Encrypt the checked 834 to the pinned carrier key, signed with ours; refuse any unfit key."""
+    """Encrypt the checked 834 to the pinned carrier key, signed with ours; refuse any unfit key.
+
+    A ciphertext already made for this payload under the same pins (by the conformance stage, which
+    encrypts ahead while it checks, or by an interrupted attempt of this one) is checked and used instead.
+    """
     from carrierfeeds.crypto import Keyring
 
     spec = ctx.bundle.feed.encryption
@@ -666,33 +698,104 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
         state = ctx.state()
         if state.get("conformance") != "passed":
             raise ConformanceFailed("the file has not passed the conformance gate")
-        plain = ctx.fetch(state["file_name"])
         keyring = Keyring(ctx.settings.resolved_gnupg_home)
-        now = ctx.now()
-        keyring.require_recipient(spec.recipient_fingerprint, now=now, warning_days=spec.expiry_warning_days,
+        keyring.require_recipient(spec.recipient_fingerprint, now=ctx.now(), warning_days=spec.expiry_warning_days,
                                   user_id=spec.recipient_user_id, encryption_subkey=spec.recipient_encryption_subkey)
         cipher_name = state["file_name"] + spec.suffix
         earlier = (ctx.fetch(cipher_name) if state.get("cipher_name") == cipher_name and
+                   state.get("encrypted_payload") == state["payload_sha256"] and
+                   state.get("encrypted_to", _pins(spec)) == _pins(spec) and
                    ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, cipher_name) else None)
-        if earlier is not None and state.get("encrypted_payload") == state["payload_sha256"] \
-                and sha256_file(earlier) == state.get("ciphertext_sha256"):
-            # A retry sends the very bytes an interrupted attempt may already have put on the far side.
-            detail.update(reused=True, ciphertext_sha256=state["ciphertext_sha256"])
+        if earlier is not None and sha256_file(earlier) == state.get("ciphertext_sha256"):
+            # A retry sends the very bytes an interrupted attempt may already have put on the far side;
+            # the first attempt finds what the conformance stage made beside its checks.
+            detail.update(reused=True, ciphertext_sha256=state["ciphertext_sha256"], bytes=earlier.stat().st_size,
+                          recipient_fingerprint=spec.recipient_fingerprint,
+                          **({"encrypted_in": "conformance"} if state.get("encrypted_ahead") else {}))
             return {"run_id": ctx.run_id, "bytes": earlier.stat().st_size, "reused": True}
-        encrypted = keyring.encrypt_file(plain, ctx.run_dir / cipher_name,
-                                         recipient=spec.recipient_fingerprint, signer=spec.signer_fingerprint,
-                                         armor=spec.armor, compress_level=spec.compress_level, now=now,
-                                         warning_days=spec.expiry_warning_days,
-                                         recipient_user_id=spec.recipient_user_id,
-                                         recipient_encryption_subkey=spec.recipient_encryption_subkey,
-                                         # Hashed as gpg reads it: what is encrypted is what was gated.
-                                         expect_sha256=state["payload_sha256"])
+        encrypted = _encrypt_to_pins(ctx, ctx.fetch(state["file_name"]), ctx.run_dir / cipher_name,
+                                     state["payload_sha256"])
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
         ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
         ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
-                       cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"])
+                       cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"],
+                       encrypted_to=_pins(spec), encrypted_ahead=False)
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
+
+
+class _EncryptionAhead:
+    """gpg encrypting the rendered file (in its own process, fed by a thread) while the gate checks it.
+
+    At 1M members gpg takes ~2.5 s of CPU and the gate ~4-5 s (pyx12's child beside this process's
+    structural check); one after the other they add up, side by side they share the cores. Fail closed:
+    the ciphertext is kept (staging store, state) only by :meth:`commit`, once the gate has passed; on any
+    other way out gpg is fed no more and its output removed, so a file the gate refuses is never
+    encrypted as far as the run is concerned. The encrypt stage still checks the pinned key and the
+    ciphertext's hash before it uses it. A failure here is never the stage's: the encrypt stage then
+    encrypts itself and reports whatever stops it.
+    """
+
+    def __init__(self, ctx: RunContext, state: dict[str, Any]) -> None:
+        self._ctx = ctx
+        self._payload = state["payload_sha256"]
+        self.cipher_name = state["file_name"] + ctx.bundle.feed.encryption.suffix
+        self._out = ctx.run_dir / f".ahead.{self.cipher_name}"
+        self._stop = threading.Event()
+        self._made: Any = None
+        self._failure: str | None = None
+        plain = ctx.fetch(state["file_name"])  # here, not in the thread: the gate fetches the same file
+        self._thread = threading.Thread(target=self._run, args=(plain,), name="encrypt-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, plain: Path) -> None:
+        try:
+            self._made = _encrypt_to_pins(self._ctx, plain, self._out, self._payload, stop=self._stop)
+        except Exception as exc:  # reported by code or type only: never the stage's failure
+            self._failure = getattr(exc, "code", None) or type(exc).__name__
+
+    def commit(self, detail: dict[str, Any]) -> None:
+        """The gate passed: wait for gpg and keep what it made as the run's ciphertext."""
+        self._thread.join()
+        if self._made is None:
+            log.warning("feed %s run %s: encrypting ahead did not succeed (%s); the encrypt stage encrypts",
+                        self._ctx.feed_id, self._ctx.run_id, self._failure)
+            detail.update(encrypted_ahead=False)
+            return
+        final = self._ctx.run_dir / self.cipher_name
+        os.replace(self._out, final)
+        self._ctx.keep(final, phi=False)
+        self._ctx.save_state(cipher_name=final.name, ciphertext_sha256=self._made.sha256,
+                             cipher_bytes=self._made.size, encrypted_payload=self._payload,
+                             encrypted_to=_pins(self._ctx.bundle.feed.encryption), encrypted_ahead=True)
+        detail.update(encrypted_ahead=True)
+        self._made = None
+
+    def discard(self) -> None:
+        """Stop feeding gpg, wait for it, remove anything it wrote (a no-op after commit)."""
+        self._stop.set()
+        self._thread.join()
+        self._out.unlink(missing_ok=True)
+
+
+class _NoEncryptionAhead:
+    def commit(self, detail: dict[str, Any]) -> None:
+        return None
+
+
+@contextmanager
+def _encryption_ahead(ctx: RunContext) -> Iterator[_EncryptionAhead | _NoEncryptionAhead]:
+    """Encrypt ahead where it can pay: enabled, and no ciphertext of this payload made already."""
+    state = ctx.state()
+    if not ctx.settings.encrypt_ahead or "file_name" not in state or \
+            state.get("encrypted_payload") == state.get("payload_sha256"):
+        yield _NoEncryptionAhead()
+        return
+    ahead = _EncryptionAhead(ctx, state)
+    try:
+        yield ahead
+    finally:
+        ahead.discard()
 
 
 def make_transport(ctx: RunContext) -> Any:

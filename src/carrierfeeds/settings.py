@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     #: deterministic sample of whole families (this many members) cut from a larger one; the structural
     #: check always reads the whole file.
     pyx12_max_members: int = Field(DEFAULT_PYX12_MAX_MEMBERS, ge=1)
+    #: The conformance stage starts gpg on the rendered file beside its checks (another core), and the
+    #: ciphertext is kept only if the gate passes; the encrypt stage then checks the key and that
+    #: ciphertext instead of encrypting. False: gpg runs only in the encrypt stage.
+    encrypt_ahead: bool = True
 
     @property
     def resolved_keys_dir(self) -> Path:
