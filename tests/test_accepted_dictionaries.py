@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.test_accepted_file import FEED, MAPPING
 from tests.test_accepted_file import assert_same_enrollment as _assert_same_enrollment
-from tests.test_enrollment import AS_OF, _family
+from tests.test_enrollment import AS_OF, BAD_VALUES, _family
 from tests.test_enrollment_fastpaths import CELLS, DIGITY, RULES, _assert_same
 
 from carrierfeeds.census.generate import generate_census
@@ -73,14 +73,7 @@ def test_categorical_family_with_odd_values_builds_the_same() -> None:
                             build_enrollment(frame, FEED, MAPPING, as_of=AS_OF))
 
 
-@pytest.mark.parametrize(("column", "value", "rule"), [
-    ("dob", "03/09/1984", "iso_date"),
-    ("coverage_start", "", "iso_date"),
-    ("relationship", "XX", "relationship_code"),
-    ("coverage_level", "ZZZ", "coverage_level"),
-    ("last_name", "~*^:", "empty_after_sanitize"),
-    ("member_id", "*", "empty_identifier"),
-])
+@pytest.mark.parametrize(("column", "value", "rule"), [*BAD_VALUES, ("member_id", "*", "empty_identifier")])
 def test_categorical_census_raises_the_same_errors(column: str, value: str, rule: str) -> None:
     frame = _family()
     frame.loc[3, column] = value

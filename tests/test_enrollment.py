@@ -101,13 +101,17 @@ def test_assert_allowlisted(mapping: CarrierMapping) -> None:
     assert info.value.details["fields"] == ["department", "phone"]
 
 
-@pytest.mark.parametrize(("column", "value", "rule"), [
+#: (column, a bad value, the rule that must name it): shared with the Categorical-census tests.
+BAD_VALUES = [
     ("dob", "03/09/1984", "iso_date"),
     ("coverage_start", "", "iso_date"),
     ("relationship", "XX", "relationship_code"),
     ("coverage_level", "ZZZ", "coverage_level"),
     ("last_name", "~*^:", "empty_after_sanitize"),
-])
+]
+
+
+@pytest.mark.parametrize(("column", "value", "rule"), BAD_VALUES)
 def test_bad_values_are_data_errors_by_row_never_by_value(feed: Feed, mapping: CarrierMapping, column: str,
                                                           value: str, rule: str) -> None:
     frame = _family()

@@ -85,15 +85,7 @@ def test_a_map_gives_the_reports_bytes_give(tmp_path: Path, delimiters: Delimite
        crlf=st.booleans(), cut=st.one_of(st.none(), st.integers(0, 3_000)))
 def test_a_map_gives_the_reports_bytes_give_on_damaged_files(tmp_path: Path, edits: list[tuple[int, str, bytes]],
                                                              crlf: bool, cut: int | None) -> None:
-    data = _file(_CRLF if crlf else Delimiters())
-    for at, kind, chunk in edits:
-        at %= len(data) + 1
-        if kind == "insert":
-            data = data[:at] + chunk + data[at:]
-        elif kind == "delete":
-            data = data[:at] + data[at + 1:]
-        else:
-            data = data[:at] + chunk + data[at + 1:]
+    data = h.damaged(_file(_CRLF if crlf else Delimiters()), edits)
     if cut is not None:
         data = data[:cut]  # a truncated file: no IEA, perhaps no whole ISA
     with _mapped(tmp_path, data) as view:

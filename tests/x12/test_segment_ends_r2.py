@@ -58,15 +58,7 @@ def test_shared_scan_gives_each_own_scans_result(delimiters: Delimiters, cap: in
        crlf=st.booleans())
 def test_shared_scan_gives_each_own_scans_result_on_damaged_files(edits: list[tuple[int, str, bytes]],
                                                                   crlf: bool) -> None:
-    data = _file(_CRLF if crlf else Delimiters())
-    for at, kind, byte in edits:
-        at %= len(data) + 1
-        if kind == "insert":
-            data = data[:at] + byte + data[at:]
-        elif kind == "delete":
-            data = data[:at] + data[at + 1:]
-        else:
-            data = data[:at] + byte + data[at + 1:]
+    data = h.damaged(_file(_CRLF if crlf else Delimiters()), edits)
     ends = find_segment_ends(data)
     assert _outcomes(data, ends) == _outcomes(data, None)
     assert _outcomes(data, ends, Delimiters()) == _outcomes(data, None, Delimiters())

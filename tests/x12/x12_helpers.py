@@ -110,3 +110,17 @@ def family_census() -> pd.DataFrame:
 def enrollment(frame: pd.DataFrame | None = None, m: CarrierMapping | None = None) -> Enrollment:
     return build_enrollment(family_census() if frame is None else frame, feed(), m or mapping(),
                             as_of=AS_OF)
+
+
+def damaged(data: bytes, edits: list[tuple[int, str, bytes]]) -> bytes:
+    """``data`` with each (position, "insert" | "delete" | "replace", bytes) edit applied in turn (a
+    position wraps around the current length): the damage the gate's property tests throw at a file."""
+    for at, kind, chunk in edits:
+        at %= len(data) + 1
+        if kind == "insert":
+            data = data[:at] + chunk + data[at:]
+        elif kind == "delete":
+            data = data[:at] + data[at + 1:]
+        else:
+            data = data[:at] + chunk + data[at + 1:]
+    return data
