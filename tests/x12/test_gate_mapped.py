@@ -4,7 +4,6 @@ byte-level damage; and the map is closed when the block ends, without hiding an 
 
 from __future__ import annotations
 
-import functools
 import mmap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,17 +17,10 @@ from hypothesis import strategies as st
 
 from carrierfeeds.files import read_mapped
 from carrierfeeds.x12.check import ConformanceReport, Payload, check_834, find_segment_ends, sample_834
-from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, Delimiters
-from carrierfeeds.x12.render import render_834_bytes
+from carrierfeeds.x12.envelope import Delimiters
 
-_CRLF = Delimiters(element="|", component=">", repetition="{", segment="~", suffix="\r\n")
-
-
-@functools.cache
-def _file(delimiters: Delimiters = DEFAULT_DELIMITERS, cap: int | None = None) -> bytes:
-    m = h.validated(max_members_per_transaction=cap) if cap else h.mapping()
-    enrollment = h.enrollment(h.census(h.family_rows()), m)
-    return render_834_bytes(enrollment, h.header(m), h.CONTROL, delimiters)
+_CRLF = h.CRLF
+_file = h.family_file
 
 
 def _plain(value: object) -> object:

@@ -5,7 +5,6 @@ counts, samples and errors alike), and a scan of other bytes or of another termi
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 import pytest
@@ -14,17 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carrierfeeds.x12.check import SegmentEnds, check_834, find_segment_ends, sample_834
-from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, Delimiters
-from carrierfeeds.x12.render import render_834_bytes
+from carrierfeeds.x12.envelope import Delimiters
 
-_CRLF = Delimiters(element="|", component=">", repetition="{", segment="~", suffix="\r\n")
-
-
-@functools.cache
-def _file(delimiters: Delimiters = DEFAULT_DELIMITERS, cap: int | None = None) -> bytes:
-    m = h.validated(max_members_per_transaction=cap) if cap else h.mapping()
-    enrollment = h.enrollment(h.census(h.family_rows()), m)
-    return render_834_bytes(enrollment, h.header(m), h.CONTROL, delimiters)
+_CRLF = h.CRLF
+_file = h.family_file
 
 
 def _outcomes(data: bytes, ends: SegmentEnds | None, delimiters: Delimiters | None = None) -> list[object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.config import CarrierMapping, Feed, Party, load_feed, load_mapping
 from carrierfeeds.enrollment import Enrollment, build_enrollment
-from carrierfeeds.x12.envelope import ControlNumbers, TransactionHeader
+from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "x12"
@@ -124,3 +125,16 @@ def damaged(data: bytes, edits: list[tuple[int, str, bytes]]) -> bytes:
         else:
             data = data[:at] + chunk + data[at + 1:]
     return data
+
+
+#: CRLF after every segment and other delimiters than the default: a file the scans must not assume.
+CRLF = Delimiters(element="|", component=">", repetition="{", segment="~", suffix="\r\n")
+
+
+@functools.cache
+def family_file(delimiters: Delimiters = DEFAULT_DELIMITERS, cap: int | None = None) -> bytes:
+    """The family census rendered as an 834 (``cap`` members per transaction set: a split file)."""
+    from carrierfeeds.x12.render import render_834_bytes
+
+    m = validated(max_members_per_transaction=cap) if cap else mapping()
+    return render_834_bytes(enrollment(census(family_rows()), m), header(m), CONTROL, delimiters)
