@@ -211,3 +211,21 @@ def test_one_piece_is_todays_sample_on_damaged_files(edits: list[tuple[int, str,
         assert pieces == before
     else:
         assert isinstance(pieces, list) and 1 <= len(pieces) <= 3
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (4, 4), (64, 4)])
+def test_one_pyx12_process_per_cpu_this_process_may_use_at_most_four(monkeypatch: pytest.MonkeyPatch,
+                                                                    cpus: int, workers: int) -> None:
+    import os
+
+    from carrierfeeds import pipeline
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)), raising=False)
+    assert pipeline.pyx12_workers() == workers
+
+
+def test_tiny_files_stay_in_this_process() -> None:
+    """The demo's and the tests' files (here 89 members) are far below the size that pays for children."""
+    from carrierfeeds import pipeline
+
+    assert pyx12_target(_file(), max_members=10_000).size * 4 < pipeline.PYX12_PIECES_MIN_BYTES

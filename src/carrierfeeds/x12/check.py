@@ -8,9 +8,10 @@ position, segment id, element reference and a rule code, never by value.
 
 :func:`validate_with_pyx12` (from :mod:`carrierfeeds.x12.pyx12_adapter`, where it can also run in a
 child process) runs pyx12 over the 005010X220A1 map and returns our own verdict (errors stripped of
-data values) plus the 999 pyx12 generates. pyx12 checks about 8,000 segments a second, so
-:func:`sample_834` cuts a deterministic sample of families (every k-th one) out of a large rendered
-file, with its own envelope, for pyx12 to validate instead.
+data values) plus the 999 pyx12 generates. pyx12 checks about 5,000-8,000 segments a second, so
+:func:`pyx12_target` cuts a deterministic sample of families (every k-th one) out of a large rendered
+file, with its own envelope, for pyx12 to validate instead (:func:`sample_834`), and can cut what pyx12
+checks into disjoint pieces, each its own conformant 834, for pyx12 to read on several cores.
 
 Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
 the gate maps a large file instead of copying 240 MB into anonymous memory.
