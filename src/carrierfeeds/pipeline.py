@@ -177,11 +177,24 @@ class KeptFile:
 STATE = "state.json"
 #: The validated census rows a run goes on with (Arrow IPC), as the validate stage leaves them.
 ACCEPTED = "accepted.arrow"
-#: From this size of 834 up the gate runs pyx12 in a child process beside the structural check. Below it,
-#: in this process: the child pays its own start and pyx12's map load on every file (4.5-4.7 s against
-#: 3.6 s warm in-process for a 2,000-member sample, measured), which only a structural check of a large
-#: file hides (~2.2 s at 240 MB, 1M members); a worker running many small feeds keeps the map loaded.
+#: From this size of 834 up the gate starts pyx12's children before it reads the file (its size from
+#: stat), so that their start is hidden behind the mapping, hashing and cutting of a large file (~1-2 s at
+#: 1M members), and runs pyx12 in children whatever the target's size; with one CPU, in one child, beside
+#: the structural check (~2.2 s at 240 MB, 1M members), as before pieces.
 PYX12_CHILD_MIN_BYTES = 64 << 20
+#: The most pyx12 pieces (and child processes) the gate runs at once.
+PYX12_MAX_PIECES = 4
+#: From this size of pyx12 target (the file, or its sample: ~240 bytes and ~10 segments a member) up, with
+#: more than one CPU, the gate cuts the target into one piece per CPU and runs pyx12 on each in a child
+#: process: each child's ~0.35 s start is then won back. The conformance stage on 2 shared CPUs, pyx12 in
+#: this process against two pieces in children, wall (user+sys of both processes), median of 3, measured:
+#: a 12-200-member target (3-48 kB) 0.18-0.47 s (0.2-0.5) against 0.30-0.62 s (0.5-0.8); 400 members
+#: (96 kB) 0.63-0.73 s (0.6-0.7) against 0.74-1.03 s (0.9-1.3); 800 (190 kB) 1.36-1.58 s (1.3-1.5)
+#: against 1.28-1.32 s (1.6-1.7); the 2,000-member file or sample (470-480 kB, 20,000 segments) 3.2-4.1 s
+#: (3.2-4.0) against 2.5-3.3 s (3.9-4.8). So from ~1,000 members: the demo's and the tests' files (20-90 members)
+#: stay in this process. A worker pool that already fills every CPU (many feeds at once) pins each worker
+#: to one CPU (os.sched_setaffinity, taskset) to keep pyx12 in-process: the children cost CPU.
+PYX12_PIECES_MIN_BYTES = 256 << 10
 
 
 def run_dir_for(settings: Settings, ref: RunRef) -> Path:
@@ -557,6 +570,16 @@ def snapshot_store(ctx: RunContext) -> Any:
     return SnapshotStore.for_settings(ctx.settings)
 
 
+def pyx12_workers() -> int:
+    """How many pyx12 processes the gate runs at once: the CPUs this process may use, at most
+    :data:`PYX12_MAX_PIECES`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(PYX12_MAX_PIECES, cpus))
+
+
 def conformance(ctx: RunContext) -> dict[str, Any]:
     """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample; gpg
     encrypts the file beside it, kept only if the gate passes (see _EncryptionAhead)."""
@@ -567,26 +590,38 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
 
 
 def _gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
-    from carrierfeeds.x12.check import check_834, find_segment_ends, sample_834
+    from carrierfeeds.x12.check import check_834, find_segment_ends, pyx12_target
     from carrierfeeds.x12.pyx12_adapter import Pyx12Child, validate_with_pyx12
 
     state = ctx.state()
     path = ctx.fetch(state["file_name"])
     output = ctx.bundle.feed.output.format
     # pyx12 on the whole file up to the configured size, else on a deterministic sample of families
-    # cut from it (x12.check.sample_834). pyx12 is pure Python (~3 s on a 2,000-member sample), so for a
-    # large 834 it runs in a child process while this one checks the whole file's structure (~4 s at
-    # 1M members); the verdicts are still reported in their old order: structure, member count, pyx12.
-    # The child is started before the file is read (its size known from stat): it starts Python,
-    # imports pyx12 and loads the maps (~0.25 s, measured) while this process maps, hashes and samples
-    # the file (~1-2 s at 1M members), then waits for the sample's path.
-    process = "child" if output == "x12-834" and path.stat().st_size >= PYX12_CHILD_MIN_BYTES else "this"
-    sample_path = ctx.run_dir / "pyx12-sample.834"
+    # cut from it (x12.check.pyx12_target). pyx12 is pure Python (~5,000 segments a second), so from
+    # PYX12_PIECES_MIN_BYTES of target up, with more than one CPU, its families are cut into one piece
+    # per CPU, each its own 834, and each piece is read by a child process, beside this one's
+    # structural check of the whole file; the verdicts are still reported in their old order:
+    # structure, member count, pyx12 (piece by piece). For a large file (PYX12_CHILD_MIN_BYTES, from
+    # stat) the children are started before the file is read: they start Python, import pyx12 and
+    # load the maps (~0.25 s, measured) while this process maps, hashes and samples the file (~1-2 s
+    # at 1M members), then wait for their piece's path.
+    workers = pyx12_workers()
+    early = output == "x12-834" and path.stat().st_size >= PYX12_CHILD_MIN_BYTES
+    # Beside a large file's structural check (~4 s CPU at 1M members, as long as pyx12 on the sample)
+    # this process keeps a CPU busy: its pieces go to the others. At 1M members on 2 CPUs, two pieces
+    # measured no faster than one child (stage 5.3-6.1 s against 5.3 s wall, median of 3 each).
+    count = max(1, workers - 1) if early else workers
     with ExitStack() as leaving:
-        # Unwound in reverse: the child (if any) is killed and reaped, then the sample unlinked, on every
-        # way out of the stage.
-        leaving.callback(sample_path.unlink, missing_ok=True)
-        child = leaving.enter_context(Pyx12Child()) if process == "child" else None
+        # Unwound in reverse: the children (if any) are killed and reaped, then the pieces unlinked, on
+        # every way out of the stage.
+        piece_paths: list[Path] = []
+
+        def unlink_pieces() -> None:
+            for piece_path in piece_paths:
+                piece_path.unlink(missing_ok=True)
+
+        leaving.callback(unlink_pieces)
+        children = [leaving.enter_context(Pyx12Child()) for _ in range(count)] if early else []
         # The run's own copy of the file, mapped read-only rather than read: no 240 MB anonymous copy
         # at 1M members; closed before the wait for pyx12.
         with read_mapped(path) as data:
@@ -618,33 +653,52 @@ def _gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
             # One scan for segment terminators serves both the sample and the structural check.
             ends = find_segment_ends(data)
             try:
-                sample, sampled = sample_834(data, max_members=ctx.settings.pyx12_max_members,
-                                             segment_ends=ends)
+                target = pyx12_target(data, max_members=ctx.settings.pyx12_max_members, segment_ends=ends)
+                several = early or (count > 1 and target.size >= PYX12_PIECES_MIN_BYTES)
+                pieces = target.pieces(count if several else 1)
             except (ValueError, IndexError):
                 # A file too broken to cut: the structural check names its problem first, as before.
                 _require_sound_834(check_834(data, require_dmg=require_dmg, segment_ends=ends), state,
                                    detail)
                 raise
-            if sampled:
-                write_private(sample_path, [cast(bytes, sample)])  # a cut sample is always bytes
-            del sample
-            target = sample_path if sampled else path
-            detail.update(pyx12_process=process)
-            if child is not None:
-                child.check(target)
+            sampled = target.sampled
+            process = "child" if several else "this"
+            if pieces[0] is not data:  # else the file itself, whole
+                names = (["pyx12-sample.834"] if len(pieces) == 1
+                         else [f"pyx12-piece-{k}.834" for k in range(1, len(pieces) + 1)])
+                for name, cut in zip(names, pieces, strict=True):
+                    piece_paths.append(ctx.run_dir / name)
+                    write_private(piece_paths[-1], [cast(bytes, cut)])  # a cut piece is always bytes
+            targets = piece_paths or [path]
+            del pieces, target
+            detail.update(pyx12_process=process, pyx12_pieces=len(targets))
+            if several:
+                for child in children[len(targets):]:
+                    child.close()  # fewer families than CPUs
+                for child, piece_path in zip(children, targets, strict=False):
+                    child.check(piece_path)
+                children = children[:len(targets)] + [leaving.enter_context(Pyx12Child(piece_path))
+                                                       for piece_path in targets[len(children):]]
             report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
             del ends
         _require_sound_834(report, state, detail)
-        verdict = child.verdict() if child is not None else validate_with_pyx12(target, with_999=False)
-    detail.update(pyx12="sample" if sampled else "full", pyx12_ok=verdict.ok, pyx12_segments=verdict.segments)
-    if not verdict.ok:
-        first_error = verdict.errors[0] if verdict.errors else None
+        verdicts = ([child.verdict() for child in children] if several
+                    else [validate_with_pyx12(targets[0], with_999=False)])
+    ok = all(v.ok for v in verdicts)
+    detail.update(pyx12="sample" if sampled else "full", pyx12_ok=ok,
+                  pyx12_segments=sum(v.segments for v in verdicts))
+    if not ok:
+        # Errors from every piece, in piece order; a piece's segment positions are within that piece.
+        errors = [(k, e) for k, v in enumerate(verdicts, 1) for e in v.errors]
+        piece, first_error = errors[0] if errors else (next(k for k, v in enumerate(verdicts, 1) if not v.ok),
+                                                       None)
+        where = f"piece {piece} of {len(verdicts)}, " if len(verdicts) > 1 else ""
         raise ConformanceFailed(
-            f"pyx12 rejected the file ({len(verdict.errors)} error(s))"
-            + (f"; first: segment {first_error.segment_position} {first_error.segment_id} "
+            f"pyx12 rejected the file ({len(errors)} error(s))"
+            + (f"; first: {where}segment {first_error.segment_position} {first_error.segment_id} "
                f"{first_error.element} code {first_error.code}" if first_error else ""),
-            details={"errors": len(verdict.errors), "sampled": sampled,
-                     "pyx12_process": process})
+            details={"errors": len(errors), "sampled": sampled, "pyx12_process": process,
+                     "pyx12_pieces": len(verdicts), "pyx12_piece": piece})
     # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
     ctx.save_state(conformance="passed", transaction_sets=report.transaction_sets)
     return {"run_id": ctx.run_id, "segments": report.segment_count}

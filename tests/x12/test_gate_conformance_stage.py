@@ -28,11 +28,23 @@ def _clock() -> datetime:
     return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True, params=["child", "this"])
-def pyx12_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with pyx12 in a child process (any size qualifies) and in this process (none does)."""
-    monkeypatch.setattr(pipeline, "PYX12_CHILD_MIN_BYTES", 0 if request.param == "child" else 1 << 62)
-    return str(request.param)
+#: How the stage runs pyx12 in each variant, as (pyx12_process, pieces, children started before the map?),
+#: and the CPUs it is given: in this process; a large file on 1 CPU: one child started before the file is
+#: read (as before pieces); on 3 CPUs: two pieces in children started before it is read (the structural
+#: check keeps the third); a target of PYX12_PIECES_MIN_BYTES or more on 2 CPUs: two pieces in children
+#: started once the pieces are cut.
+_VARIANTS = {"this": (("this", 1, False), 2), "child": (("child", 1, True), 1),
+             "early-2": (("child", 2, True), 3), "pieces-2": (("child", 2, False), 2)}
+
+
+@pytest.fixture(autouse=True, params=list(_VARIANTS))
+def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, bool]:
+    """Every test runs in each variant: (pyx12_process, pieces, children started before the map?)."""
+    (process, pieces, early), workers = _VARIANTS[str(request.param)]
+    monkeypatch.setattr(pipeline, "pyx12_workers", lambda: workers)
+    monkeypatch.setattr(pipeline, "PYX12_CHILD_MIN_BYTES", 0 if early else 1 << 62)
+    monkeypatch.setattr(pipeline, "PYX12_PIECES_MIN_BYTES", 0 if process == "child" else 1 << 62)
+    return process, pieces, early
 
 
 @pytest.fixture
@@ -95,16 +107,22 @@ def _leftovers(ctx: RunContext) -> list[str]:
 
 @pytest.mark.parametrize(("max_members", "mode"), [(5, "sample"), (2000, "full")])
 def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunContext], max_members: int,
-                                                   mode: str, pyx12_process: str) -> None:
+                                                   mode: str, variant: tuple[str, int, bool]) -> None:
     ctx = built(max_members)
     try:
+        data = ctx.fetch(ctx.state()["file_name"]).read_bytes()
         pipeline.conformance(ctx)
         assert ctx.state()["conformance"] == "passed"
         detail = _stage_detail(ctx, "succeeded")
         assert detail["pyx12"] == mode and detail["pyx12_ok"] is True
-        assert detail["pyx12_process"] == pyx12_process
-        assert 0 < detail["pyx12_segments"] <= detail["segments"]
-        assert (detail["pyx12_segments"] < detail["segments"]) == (mode == "sample")
+        assert detail["pyx12_process"] == variant[0]
+        assert detail["pyx12_pieces"] == variant[1]  # the sample of 5 holds 3 families
+        if mode == "full":
+            # Each piece carries the envelope and header (ISA..N1, SE, GE, IEA) of its own.
+            envelope = data.count(b"~", 0, data.index(b"INS*")) + 3
+            assert detail["pyx12_segments"] == detail["segments"] + (variant[1] - 1) * envelope
+        else:
+            assert 0 < detail["pyx12_segments"] < detail["segments"]
         assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()
@@ -112,16 +130,57 @@ def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunCont
 
 @pytest.mark.parametrize("max_members", [5, 2000])
 def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Callable[[int], RunContext],
-                                                                     max_members: int, pyx12_process: str) -> None:
+                                                                     max_members: int,
+                                                                     variant: tuple[str, int, bool]) -> None:
     ctx = built(max_members)
     try:
         _rewrite(ctx, _long_name)
-        with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105"):
+        with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105") as refused:
             pipeline.conformance(ctx)
         assert ctx.state().get("conformance") != "passed"
         assert _leftovers(ctx) == []
-        assert _stage_detail(ctx, "failed")["sampled"] is (max_members == 5)
-        assert _stage_detail(ctx, "failed")["pyx12_process"] == pyx12_process
+        detail = _stage_detail(ctx, "failed")
+        assert detail["sampled"] is (max_members == 5)
+        assert detail["pyx12_process"] == variant[0]
+        # The first member's family is in the first piece.
+        assert (detail["pyx12_pieces"], detail["pyx12_piece"]) == (variant[1], 1)
+        assert ("piece 1 of 2, segment" in str(refused.value)) is (variant[1] == 2)
+    finally:
+        ctx.ledger.close()
+
+
+def _long_name_last(data: bytes) -> bytes:
+    """The last member's NM1*IL with an NM105 pyx12 refuses: in the last family, so in the last piece."""
+    at = data.rindex(b"NM1*IL*")
+    return data[:at] + _long_name(data[at:])
+
+
+def _long_name_sampled_last(data: bytes) -> bytes:
+    """As :func:`_long_name_last` for the last member of the sample of 5 (of its last piece)."""
+    from carrierfeeds.x12.check import sample_834
+
+    sample, sampled = sample_834(data, max_members=5)
+    assert sampled
+    at = sample.rindex(b"NM1*IL*")
+    segment = sample[at:sample.index(b"~", at) + 1]
+    assert data.count(segment) == 1
+    at = data.index(segment)
+    return data[:at] + _long_name(data[at:])
+
+
+@pytest.mark.parametrize("max_members", [5, 2000])
+def test_a_bad_family_in_the_last_piece_is_refused_and_the_piece_named(built: Callable[[int], RunContext],
+                                                                       max_members: int,
+                                                                       variant: tuple[str, int, bool]) -> None:
+    ctx = built(max_members)
+    try:
+        _rewrite(ctx, _long_name_last if max_members == 2000 else _long_name_sampled_last)
+        with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105") as refused:
+            pipeline.conformance(ctx)
+        detail = _stage_detail(ctx, "failed")
+        assert (detail["pyx12_pieces"], detail["pyx12_piece"]) == (variant[1], variant[1])
+        assert ("piece 2 of 2, segment" in str(refused.value)) is (variant[1] == 2)
+        assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()
 
@@ -176,11 +235,17 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     return opened
 
 
-def _all_closed(opened: list[tuple[str, Any]], pyx12_process: str) -> None:
-    """The child, if any, started before the file was mapped (the stage is unwound in full), reaped; the
-    map closed."""
+def _all_closed(opened: list[tuple[str, Any]], variant: tuple[str, int, bool], *, cut: bool = True) -> None:
+    """The children, if any, started before the file was mapped (a large file) or once its pieces were cut
+    (``cut``: the stage got that far), each reaped; the map closed."""
+    process, pieces, early = variant
     kinds = [kind for kind, _ in opened]
-    assert kinds == (["child", "mapped"] if pyx12_process == "child" else ["mapped"])
+    if process == "this":
+        assert kinds == ["mapped"]
+    elif early:
+        assert kinds == ["child"] * pieces + ["mapped"]
+    else:
+        assert kinds == ["mapped"] + ["child"] * (pieces if cut else 0)
     for kind, thing in opened:
         if kind == "child":
             assert thing.returncode is not None
@@ -188,23 +253,22 @@ def _all_closed(opened: list[tuple[str, Any]], pyx12_process: str) -> None:
             assert isinstance(thing, mmap.mmap) and thing.closed
 
 
-def test_the_child_starts_before_the_file_is_mapped_and_all_is_closed(built: Callable[[int], RunContext],
-                                                                        spied: list[tuple[str, Any]],
-                                                                        pyx12_process: str) -> None:
+def test_the_children_start_before_the_file_is_mapped_or_once_cut_and_all_is_closed(
+        built: Callable[[int], RunContext], spied: list[tuple[str, Any]], variant: tuple[str, int, bool]) -> None:
     ctx = built(5)
     try:
         pipeline.conformance(ctx)
         assert ctx.state()["conformance"] == "passed"
-        _all_closed(spied, pyx12_process)
+        _all_closed(spied, variant)
         assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()
 
 
 @pytest.mark.parametrize("case", ["changed", "structure", "members", "pyx12", "uncuttable"])
-def test_every_refusal_reaps_the_child_and_closes_the_map(built: Callable[[int], RunContext],
-                                                         spied: list[tuple[str, Any]], pyx12_process: str,
-                                                         case: str) -> None:
+def test_every_refusal_reaps_the_children_and_closes_the_map(built: Callable[[int], RunContext],
+                                                            spied: list[tuple[str, Any]],
+                                                            variant: tuple[str, int, bool], case: str) -> None:
     ctx = built(5)
     try:
         if case == "changed":
@@ -228,7 +292,45 @@ def test_every_refusal_reaps_the_child_and_closes_the_map(built: Callable[[int],
         with pytest.raises(ConformanceFailed, match=expected):
             pipeline.conformance(ctx)
         assert ctx.state().get("conformance") != "passed"
-        _all_closed(spied, pyx12_process)
+        _all_closed(spied, variant, cut=case not in ("changed", "uncuttable"))
+        assert _leftovers(ctx) == []
+    finally:
+        ctx.ledger.close()
+
+
+@pytest.mark.parametrize("failing", [1, 2])
+def test_a_child_failing_on_any_piece_fails_closed_and_all_are_reaped(built: Callable[[int], RunContext],
+                                                                      spied: list[tuple[str, Any]],
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      variant: tuple[str, int, bool],
+                                                                      failing: int) -> None:
+    """The ``failing``-th child is sent a path that does not exist: it exits 1, and the stage refuses."""
+    from carrierfeeds.x12 import pyx12_adapter
+
+    if variant[0] == "this" or failing > variant[1]:
+        pytest.skip("no such child in this variant")
+    given: list[Path] = []
+    spied_child = pyx12_adapter.Pyx12Child
+
+    def missing(path: Path) -> Path:
+        given.append(path)
+        return path.with_name("missing.834") if len(given) == failing else path
+
+    class FailingChild(spied_child):  # type: ignore[misc, valid-type]
+        def __init__(self, path: Path | None = None, **kwargs: Any) -> None:
+            super().__init__(None if path is None else missing(path), **kwargs)
+
+        def check(self, path: Path) -> None:
+            super().check(missing(path))
+
+    monkeypatch.setattr(pyx12_adapter, "Pyx12Child", FailingChild)
+    ctx = built(5)
+    try:
+        with pytest.raises(ConformanceFailed, match=r"pyx12 \(child process\) failed with exit code 1"):
+            pipeline.conformance(ctx)
+        assert ctx.state().get("conformance") != "passed"
+        assert len(given) == variant[1]
+        _all_closed(spied, variant)
         assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()

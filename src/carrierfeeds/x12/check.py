@@ -8,9 +8,10 @@ position, segment id, element reference and a rule code, never by value.
 
 :func:`validate_with_pyx12` (from :mod:`carrierfeeds.x12.pyx12_adapter`, where it can also run in a
 child process) runs pyx12 over the 005010X220A1 map and returns our own verdict (errors stripped of
-data values) plus the 999 pyx12 generates. pyx12 checks about 8,000 segments a second, so
-:func:`sample_834` cuts a deterministic sample of families (every k-th one) out of a large rendered
-file, with its own envelope, for pyx12 to validate instead.
+data values) plus the 999 pyx12 generates. pyx12 checks about 5,000-8,000 segments a second, so
+:func:`pyx12_target` cuts a deterministic sample of families (every k-th one) out of a large rendered
+file, with its own envelope, for pyx12 to validate instead (:func:`sample_834`), and can cut what pyx12
+checks into disjoint pieces, each its own conformant 834, for pyx12 to read on several cores.
 
 Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
 the gate maps a large file instead of copying 240 MB into anonymous memory.
@@ -644,6 +645,116 @@ def _index(data: Payload, sub: bytes, start: int) -> int:
     return at
 
 
+@dataclass(frozen=True)
+class _Cut:
+    """Where :func:`pyx12_target` cuts an 834: the header, each checked family's slice, SE's parts, the trailer."""
+
+    head: bytes  # ISA through the last header segment (of the first set, in a split file)
+    spans: tuple[tuple[int, int], ...]  # each checked family's [start, end) in the file, in file order
+    element: bytes
+    terminator: bytes
+    st_at: int  # the first ST's offset, where SE01's count starts
+    st02: bytes
+    rest: bytes  # SE's terminator through IEA (GE01 1 in a split file)
+    se_inside: re.Pattern[bytes] | None  # a split file: where a family's slice runs over into the next set
+
+
+@dataclass(frozen=True)
+class Pyx12Target:
+    """What pyx12 checks of an 834: the whole file, or a deterministic sample of its families.
+
+    :meth:`pieces` gives it as one conformant 834 (``pieces(1)``: what :func:`sample_834` returns) or as
+    up to ``count`` disjoint ones that hold the same families between them, for pyx12 to read on several
+    cores. ``size`` is about the target's bytes as one piece, for choosing how to run it.
+    """
+
+    data: Payload
+    sampled: bool
+    size: int
+    cut: _Cut | None  # None: the file is checked only whole (too short or too odd to cut, or a split file)
+
+    def pieces(self, count: int = 1) -> list[Payload]:
+        """The target as ``count`` 834s (fewer if it holds fewer families): each its envelope and header,
+        a run of consecutive checked families (the k-th of ``count`` equal shares, in file order) and a
+        fresh SE. ``count`` 1 of a file checked whole is ``data`` itself (a map if given one); a cut is
+        always bytes."""
+        cut = self.cut
+        if cut is None or (count <= 1 and not self.sampled):
+            return [self.data]
+        data, e, t = self.data, cut.element, cut.terminator
+
+        def whole_set(chunk: bytes) -> bytes:
+            # A split file: a family's slice may run over SE into the next set's ST..N1; drop that part.
+            found = cut.se_inside.search(chunk) if cut.se_inside is not None else None
+            return chunk if found is None else chunk[:found.start(1)]
+
+        spans = cut.spans
+        share = max(1, min(count, len(spans)))
+        out: list[Payload] = []
+        for k in range(share):
+            part = spans[k * len(spans) // share:(k + 1) * len(spans) // share]
+            body = cut.head + b"".join(whole_set(data[start:end]) for start, end in part)
+            seg_count = body[cut.st_at:].count(t) + 1  # ST through SE inclusive
+            out.append(body + b"SE" + e + str(seg_count).encode() + e + cut.st02 + cut.rest)
+        return out
+
+
+def pyx12_target(data: Payload, *, max_members: int = 5_000,
+                 segment_ends: SegmentEnds | None = None) -> Pyx12Target:
+    """What pyx12 is to check of ``data``: all of it up to ``max_members`` members, else every k-th family.
+
+    Cut from the rendered bytes themselves (not re-rendered), so the gate samples exactly what is sent;
+    deterministic. GE and IEA are kept (one transaction set, one group: the sample of a file split into
+    several sets is cut into the first set's envelope, GE01 1). A split file that is checked whole is
+    never cut: its every set's own envelope is pyx12's to read. Raises ValueError or IndexError for a
+    sampled file too broken to cut, as :func:`sample_834` always has. ``segment_ends``: as for
+    :func:`check_834`.
+    """
+    if len(data) < 106:
+        return Pyx12Target(data, False, len(data), None)
+    e, t = data[3:4], data[105:106]
+    sep, term = re.escape(e), re.escape(t)
+
+    def segment_starts(tag: bytes, within: bytes) -> list[int]:
+        return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
+
+    # Members, families and sets by array over the segment starts (regex scans and a loop over the
+    # members took ~1.8 s at 1M).
+    starts = _segment_starts(data, t[0], segment_ends)
+    ins, st = _starting_with_each(data, starts, (b"INS" + e, b"ST" + e))
+    members = len(ins)
+    sampled = members > max_members
+    whole = Pyx12Target(data, False, len(data), None)
+    families: list[int] = _starting_with(data, ins, b"INS" + e + b"Y" + e).tolist()  # among the INS
+    st_at: list[int] = st.tolist()
+    if not sampled and len(st_at) != 1:
+        return whole
+    tail = segment_starts(b"SE" + sep, data[families[-1]:]) if families else []
+    if not families or not st_at or not tail:
+        return whole
+    try:
+        se_at = families[-1] + tail[0]
+        every = max(1, -(-members // max_members))
+        bounds = [*families, se_at]
+        spans = tuple((bounds[i], bounds[i + 1]) for i in sample_families(every, len(families)))
+        se_end = _index(data, t, se_at)
+        st02 = data[st_at[0]:_index(data, t, st_at[0])].split(e)[2]
+    except (ValueError, IndexError):
+        if sampled:
+            raise
+        return whole  # checked whole, as it always was: pyx12 and the structural check say what is wrong
+    rest = data[se_end:]
+    se_inside = None
+    if len(st_at) > 1:
+        rest = re.sub(rb"(GE" + sep + rb")\d+", rb"\g<1>1", rest, count=1)
+        se_inside = re.compile(rb"(?:" + term + rb")\s*(SE" + sep + rb")")
+    head = data[:families[0]]
+    if se_inside is not None and (found := se_inside.search(head)) is not None:
+        head = head[:found.start(1)]
+    size = len(head) + sum(end - start for start, end in spans) + len(rest) + 16
+    return Pyx12Target(data, sampled, size, _Cut(head, spans, e, t, st_at[0], st02, rest, se_inside))
+
+
 @overload
 def sample_834(data: bytes, *, max_members: int = ...,
                segment_ends: SegmentEnds | None = ...) -> tuple[bytes, bool]: ...
@@ -656,54 +767,14 @@ def sample_834(data: Payload, *, max_members: int = ...,
 
 def sample_834(data: Payload, *, max_members: int = 5_000,
                segment_ends: SegmentEnds | None = None) -> tuple[Payload, bool]:
-    """A conformant sub-file of ``data``: its envelope and header, every k-th family, a fresh SE.
+    """:func:`pyx12_target` as one conformant 834: its envelope and header, every k-th family, a fresh SE.
 
-    Cut from the rendered bytes themselves (not re-rendered), so the gate samples exactly what is sent;
-    deterministic. GE and IEA are kept (one transaction set, one group: the sample of a file split into
-    several sets is cut into the first set's envelope, GE01 1). Returns (bytes, sampled?); a file with
-    at most ``max_members`` members comes back whole (``data`` itself, a map if given one; a sample is
-    always bytes). ``segment_ends``: as for :func:`check_834`.
+    Returns (bytes, sampled?); a file with at most ``max_members`` members comes back whole (``data``
+    itself, a map if given one; a sample is always bytes).
     """
-    if len(data) < 106:
-        return data, False
-    e, t = data[3:4], data[105:106]
-    sep, term = re.escape(e), re.escape(t)
-
-    def segment_starts(tag: bytes, within: bytes) -> list[int]:
-        return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
-
-    # Members, families and sets by array over the segment starts (regex scans and a loop over the
-    # members took ~1.8 s at 1M).
-    starts = _segment_starts(data, t[0], segment_ends)
-    ins, st = _starting_with_each(data, starts, (b"INS" + e, b"ST" + e))
-    members = len(ins)
-    if members <= max_members:
-        return data, False
-    families: list[int] = _starting_with(data, ins, b"INS" + e + b"Y" + e).tolist()  # among the INS
-    st_at: list[int] = st.tolist()
-    tail = segment_starts(b"SE" + sep, data[families[-1]:]) if families else []
-    if not families or not st_at or not tail:
-        return data, False
-    se_at = families[-1] + tail[0]
-    every = max(1, -(-members // max_members))
-    bounds = [*families, se_at]
-    se_inside = re.compile(rb"(?:" + term + rb")\s*(SE" + sep + rb")")
-
-    def whole_set(chunk: bytes) -> bytes:
-        # A split file: a family's slice may run over SE into the next set's ST..N1; drop that part.
-        found = se_inside.search(chunk) if len(st_at) > 1 else None
-        return chunk if found is None else chunk[:found.start(1)]
-
-    body = whole_set(data[:families[0]]) + b"".join(whole_set(data[bounds[i]:bounds[i + 1]])
-                                                    for i in sample_families(every, len(families)))
-    se_end = _index(data, t, se_at)
-    st02 = data[st_at[0]:_index(data, t, st_at[0])].split(e)[2]
-    seg_count = body[st_at[0]:].count(t) + 1  # ST through SE inclusive
-    rest = data[se_end:]
-    if len(st_at) > 1:
-        rest = re.sub(rb"(GE" + sep + rb")\d+", rb"\g<1>1", rest, count=1)
-    return body + b"SE" + e + str(seg_count).encode() + e + st02 + rest, True
+    target = pyx12_target(data, max_members=max_members, segment_ends=segment_ends)
+    return target.pieces(1)[0], target.sampled
 
 
-__all__ = ["ConformanceReport", "Payload", "Problem", "Pyx12Verdict", "SegmentEnds", "check_834",
-           "find_segment_ends", "sample_834", "sample_families", "validate_with_pyx12"]
+__all__ = ["ConformanceReport", "Payload", "Problem", "Pyx12Target", "Pyx12Verdict", "SegmentEnds", "check_834",
+           "find_segment_ends", "pyx12_target", "sample_834", "sample_families", "validate_with_pyx12"]
