@@ -71,6 +71,10 @@ def prepare_batch(work: Path, feed_ids: list[str], *, members: int, keys: Any, s
 def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Run every feed of ``batch`` back to back in this process; seconds per feed and their statuses."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    if batch.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
+        # A pool that fills every CPU pins each worker to one (pipeline.PYX12_PIECES_MIN_BYTES): the
+        # gate then keeps pyx12 in the worker instead of starting children that compete for the CPUs.
+        os.sched_setaffinity(0, {batch["cpu"]})
     from carrierfeeds import pipeline
     from carrierfeeds.settings import Settings
 
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ids = [f"bench-{mode[:3]}-{n:04d}" for n in range(args.feeds)]
                     batches = [prepare_batch(base / f"{mode}-{w}", ids[w::workers], members=args.members,
                                              keys=keys, sshd=sshd) for w in range(workers)]
+                    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+                    if workers > 1 and len(cpus) >= workers:
+                        for w, batch in enumerate(batches):
+                            batch["cpu"] = cpus[w]
                     started = time.perf_counter()
                     # Fresh processes in both modes: the sequential run pays its imports once too.
                     with spawn.Pool(workers) as pool:
