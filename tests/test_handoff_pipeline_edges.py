@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from carrierfeeds import pipeline
+from carrierfeeds.census.accepted import read_accepted
 from carrierfeeds.errors import TransientError
 from carrierfeeds.pipeline import ACCEPTED, RunRef, run_dir_for
 
@@ -40,7 +41,7 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     accepted = ctx.run_dir / ACCEPTED
     assert ctx.store.get_bytes(ctx.feed_id, DAY, ACCEPTED) == accepted.read_bytes()
     assert (accepted.stat().st_mode & 0o777) == 0o600
-    frame = pipeline._read_accepted(accepted)
+    frame = read_accepted(accepted)
     pd.testing.assert_frame_equal(frame, pd.read_feather(accepted), check_exact=True)
     assert len(frame) == len(pd.read_csv(census, dtype=str))
 
@@ -75,7 +76,7 @@ def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: A
     rows.to_feather(before, compression=compression)
     first.keep(before)
     pipeline.wipe_scratch(first)
-    frame = pipeline._read_accepted(first.fetch(ACCEPTED))
+    frame = read_accepted(first.fetch(ACCEPTED))
     pd.testing.assert_frame_equal(frame, rows, check_exact=True)
     pipeline.build(first)  # a retry of build: the same control numbers, so the same bytes
     assert first.state()["payload_sha256"] == sha_uncompressed

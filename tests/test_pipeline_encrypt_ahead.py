@@ -108,6 +108,22 @@ def test_a_changed_recipient_pin_is_encrypted_again_not_reused(sftp_workspace: A
     again.ledger.close()
 
 
+def test_armor_turned_on_after_the_gate_is_encrypted_again_not_reused(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ctx = _through_build(ws, seed=8)
+    pipeline.conformance(ctx)
+    feed_file = ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml"
+    doc = yaml.safe_load(feed_file.read_text())
+    doc["encryption"]["armor"] = True
+    feed_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    again = pipeline.open_run(ws.settings, ctx.ref, clock=_clock, actor="test")
+    pipeline.encrypt(again)
+    assert "reused" not in _stage_detail(again, "encrypt")
+    assert (again.run_dir / again.state()["cipher_name"]).read_bytes().startswith(b"-----BEGIN PGP MESSAGE-----")
+    ctx.ledger.close()
+    again.ledger.close()
+
+
 def test_encrypt_ahead_off_leaves_gpg_to_the_encrypt_stage(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _through_build(ws, seed=9, settings=ws.settings.model_copy(update={"encrypt_ahead": False}))

@@ -47,9 +47,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Final, TypeVar, cast
@@ -62,6 +60,7 @@ import pyarrow.compute as pc
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.config import CarrierMapping, Feed
 from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
+from carrierfeeds.threads import in_order, thread_count
 from carrierfeeds.x12.codes import (
     EmploymentStatus,
     IndividualRelationship,
@@ -347,20 +346,11 @@ def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
 
 def _workers(workers: int | None) -> int:
     """Threads for the view's columns: ``workers``, or the CPUs this process may use (at most 4)."""
-    if workers is not None:
-        return max(1, workers)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, usable)
+    return thread_count(workers)
 
 
 def _in_order(calls: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
-    """Each of ``calls``' results, in order, made on up to ``workers`` threads; an error is the one the
-    first failing call (in order) raised, as when they run one after another."""
-    if workers <= 1 or len(calls) <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=min(workers, len(calls)), thread_name_prefix="enrollment") as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
+    return in_order(calls, workers, name="enrollment")
 
 
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,

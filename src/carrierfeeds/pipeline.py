@@ -444,6 +444,7 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
 
 def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
+    from carrierfeeds.census.accepted import read_accepted
     from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
@@ -460,7 +461,7 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
                                 details={"feed_id": feed.feed_id})
-        census = _read_accepted(ctx.fetch(ACCEPTED))
+        census = read_accepted(ctx.fetch(ACCEPTED))
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
@@ -517,13 +518,6 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
 
 
-def _read_accepted(path: Path) -> Any:
-    """The accepted rows, memory-mapped (see :func:`carrierfeeds.census.accepted.read_accepted`)."""
-    from carrierfeeds.census.accepted import read_accepted
-
-    return read_accepted(path)
-
-
 def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
     """The rendered file written privately and atomically and kept in the staging store in one pass (its
     chunks encrypted from memory, hashed once); its sha256 and size."""
@@ -573,11 +567,9 @@ def snapshot_store(ctx: RunContext) -> Any:
 def pyx12_workers() -> int:
     """How many pyx12 processes the gate runs at once: the CPUs this process may use, at most
     :data:`PYX12_MAX_PIECES`."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity outside Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(PYX12_MAX_PIECES, cpus))
+    from carrierfeeds.threads import thread_count
+
+    return thread_count(None, most=PYX12_MAX_PIECES)
 
 
 def conformance(ctx: RunContext) -> dict[str, Any]:
@@ -719,10 +711,12 @@ def _require_sound_834(report: ConformanceReport, state: dict[str, Any], detail:
                                 f"{state['counts']['members']}")
 
 
-def _pins(spec: Any) -> str:
-    """The recipient pins a ciphertext was made under (a ciphertext is reused only under the same ones)."""
+def _made_under(spec: Any) -> str:
+    """The pins and options a ciphertext is made under; one made under others (a changed pin, armor or
+    compression level) is not reused, it is made again."""
     return "|".join(str(v or "") for v in (spec.recipient_fingerprint, spec.recipient_encryption_subkey,
-                                            spec.recipient_user_id, spec.signer_fingerprint))
+                                            spec.recipient_user_id, spec.signer_fingerprint, spec.armor,
+                                            spec.compress_level))
 
 
 def _encrypt_to_pins(ctx: RunContext, plain: Path, out: Path, payload_sha256: str, *,
@@ -742,7 +736,7 @@ def _encrypt_to_pins(ctx: RunContext, plain: Path, out: Path, payload_sha256: st
 def encrypt(ctx: RunContext) -> dict[str, Any]:
     """Encrypt the checked 834 to the pinned carrier key, signed with ours; refuse any unfit key.
 
-    A ciphertext already made for this payload under the same pins (by the conformance stage, which
+    A ciphertext already made for this payload under the same pins and options (by the conformance stage, which
     encrypts ahead while it checks, or by an interrupted attempt of this one) is checked and used instead.
     """
     from carrierfeeds.crypto import Keyring
@@ -758,7 +752,7 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
         cipher_name = state["file_name"] + spec.suffix
         earlier = (ctx.fetch(cipher_name) if state.get("cipher_name") == cipher_name and
                    state.get("encrypted_payload") == state["payload_sha256"] and
-                   state.get("encrypted_to", _pins(spec)) == _pins(spec) and
+                   state.get("encrypted_under", _made_under(spec)) == _made_under(spec) and
                    ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, cipher_name) else None)
         if earlier is not None and sha256_file(earlier) == state.get("ciphertext_sha256"):
             # A retry sends the very bytes an interrupted attempt may already have put on the far side;
@@ -774,7 +768,7 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
         ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
         ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
                        cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"],
-                       encrypted_to=_pins(spec), encrypted_ahead=False)
+                       encrypted_under=_made_under(spec), encrypted_ahead=False)
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
 
 
@@ -821,7 +815,7 @@ class _EncryptionAhead:
         self._ctx.keep(final, phi=False)
         self._ctx.save_state(cipher_name=final.name, ciphertext_sha256=self._made.sha256,
                              cipher_bytes=self._made.size, encrypted_payload=self._payload,
-                             encrypted_to=_pins(self._ctx.bundle.feed.encryption), encrypted_ahead=True)
+                             encrypted_under=_made_under(self._ctx.bundle.feed.encryption), encrypted_ahead=True)
         detail.update(encrypted_ahead=True)
         self._made = None
 

@@ -23,7 +23,6 @@ import re
 import time
 import warnings as warnings_module
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,6 +37,7 @@ from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import CensusSchema, ValidationPolicy
 from carrierfeeds.errors import ConfigError
+from carrierfeeds.threads import in_order, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -323,20 +323,13 @@ def _encode_joint(first: pd.Series, second: pd.Series) -> tuple[_Coded, _Coded, 
 
 def _workers(workers: int | None) -> int:
     """Threads for encoding columns: ``workers``, or the CPUs this process may use (at most 4)."""
-    if workers is not None:
-        return max(1, workers)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, usable)
+    return thread_count(workers)
 
 
 def _in_order(calls: list[Callable[[], _T]], workers: int) -> list[_T | Exception]:
     """Each of ``calls``' results (or the exception it raised), in the order of ``calls``, made on up to
     ``workers`` threads."""
-    if workers <= 1 or len(calls) <= 1:
-        return [_outcome(call) for call in calls]
-    with ThreadPoolExecutor(max_workers=min(workers, len(calls)), thread_name_prefix="validation") as pool:
-        futures = [pool.submit(_outcome, call) for call in calls]
-        return [future.result() for future in futures]
+    return in_order([partial(_outcome, call) for call in calls], workers, name="validation")
 
 
 def _outcome(call: Callable[[], _T]) -> _T | Exception:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +48,7 @@ import pyarrow.compute as pc
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
+from carrierfeeds.threads import thread_count
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
@@ -444,13 +444,6 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     return text, segments
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], workers: int) -> Iterator[_T]:
     """``fn(*args)`` for each of ``calls``, on ``workers`` threads, results in call order; a bounded window
     of ``workers + 1`` calls in flight, so memory stays a few chunks whatever the file's size."""
@@ -479,7 +472,7 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
     """
     d = delimiters
     if workers is None:
-        workers = min(4, _usable_cpus())
+        workers = thread_count(None)
     options = enrollment.options
     present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
     table, start = _prepare(enrollment, d)
