@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
 from carrierfeeds.errors import ConfigError
@@ -108,7 +116,8 @@ class CensusSpec(_Model):
 class OutputSpec(_Model):
     format: Literal["x12-834", "pdf", "flatfile"] = Field(
         "x12-834", description="flatfile: the carrier mapping's flatfile layout (CSV or fixed width)")
-    mode: Literal["full"] = Field("full", description="full file; change files arrive with change detection")
+    mode: Literal["full"] = Field(
+        "full", description="always full: change detection (change files) is the mapping's mode, not the feed's")
 
 
 class EncryptionSpec(_Model):
@@ -222,6 +231,19 @@ class Feed(_Model):
             raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day-of-month month "
                              "day-of-week, e.g. '0 2 * * *') with values in range, nor an Airflow preset "
                              "such as @daily")
+        return v
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _mode_is_the_mappings(cls, v: Any, info: ValidationInfo) -> Any:
+        # Change detection lives in one place, the carrier mapping: a feed saying "changes" here would
+        # otherwise read as if it were on while the mapping still sends full files (or the reverse).
+        mode = v.get("mode", "full") if isinstance(v, dict) else "full"
+        if mode != "full":
+            mapping_id = info.data.get("mapping_id") or "<mapping_id>"
+            raise ValueError(f"output.mode {mode!r} is not a feed setting: change detection is set in the "
+                             f"mapping (mappings/{mapping_id}.yaml: mode: changes); output.mode takes only "
+                             "'full' (or leave it out)")
         return v
 
     @field_validator("timezone")
