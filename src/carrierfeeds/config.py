@@ -275,6 +275,8 @@ class EnvelopeIds(_Model):
     gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
     gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
     usage: Literal["T", "P"] = "T"
+    ta1_requested: bool = Field(
+        False, description="ISA14: true asks the carrier for a TA1 interchange acknowledgment on every file")
 
 
 class Party(_Model):
