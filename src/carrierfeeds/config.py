@@ -559,6 +559,9 @@ class CensusSchema(_Model):
     date_format: str = "%Y-%m-%d"
     suite: str = Field(description="Great Expectations suite file in schemas/")
     dependent_age_limit: int = Field(26, ge=18, le=30)
+    dependent_coverage_ends: Literal["birthday", "end_of_month", "end_of_year"] = Field(
+        "end_of_month", description="the latest day a child's coverage may end at the age limit: the birthday "
+                                    "itself, the last day of its month, or the last day of its year")
 
     @field_validator("columns")
     @classmethod

@@ -911,12 +911,13 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
 
     day = pd.Timestamp(as_of)
     limit = schema.dependent_age_limit
-    cutoff = pd.Timestamp(_years_before(as_of, limit))
     dob, dob_u, end_d = columns.coded("dob"), dates["dob"], dates["coverage_end"]
     is_ch = relationship.spread(np.asarray(relationship.uniques == "CH", dtype=bool))
-    open_cover = end.spread(np.asarray(end_d.isna() | (end_d >= day), dtype=bool))
-    add(is_ch & dob.spread(np.asarray(dob_u <= cutoff, dtype=bool)) & open_cover, "dob", "dependent_age_limit",
-        f"child has reached the dependent age limit ({limit}) on the reference date while still covered")
+    add(is_ch & _past_age_limit(dob, dob_u, end, end_d, limit, schema.dependent_coverage_ends, day),
+        "coverage_end", "dependent_age_limit",
+        f"child's coverage runs past the dependent age limit ({limit}): it must end by "
+        f"{_AGE_LIMIT_ENDS[schema.dependent_coverage_ends]} (schema setting dependent_coverage_ends), "
+        "and have an end date once that birthday is reached")
     implausible = dob_u.notna() & ((dob_u > day) | (dob_u < pd.Timestamp("1900-01-01")))
     add(dob.spread(np.asarray(implausible, dtype=bool)), "dob",
         "dob_plausible", "date of birth is in the future or before 1900")
@@ -926,6 +927,37 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
     add(_within(has_ssn, _varies(ssn.codes[has_ssn], mc[has_ssn])), "ssn", "ssn_unique",
         "the same SSN appears on more than one member_id")
     return out
+
+
+#: How the age-limit message names the last day a child's coverage may run, per dependent_coverage_ends.
+_AGE_LIMIT_ENDS = {"birthday": "the birthday that reaches the limit",
+                   "end_of_month": "the last day of the month of the birthday that reaches the limit",
+                   "end_of_year": "the last day of the year of the birthday that reaches the limit"}
+
+
+def _past_age_limit(dob: _Coded, dob_u: pd.Series, end: _Coded, end_u: pd.Series, limit: int, ends: str,
+                    day: pd.Timestamp) -> np.ndarray:
+    """Per row: coverage that runs past the last day it may at the dependent age limit.
+
+    Judged on the coverage's own dates, not the run's: coverage ending by the allowed day (the birthday,
+    or the end of its month or year, per ``ends``) passes on every day before it ends. Coverage ending
+    after that day is refused whenever it is stated; open coverage once the birthday is reached (the
+    employer must send the end). Worked out per distinct date of birth, then per row of codes.
+    """
+    born = dob_u.where(dob_u <= day)  # a date of birth in the future is dob_plausible's business
+    birthday = born + pd.DateOffset(years=limit)  # 29 February: 28 February in a common year
+    if ends == "end_of_month":
+        allowed = birthday + pd.offsets.MonthEnd(0)
+    elif ends == "end_of_year":
+        allowed = birthday + pd.offsets.YearEnd(0)
+    else:
+        allowed = birthday
+    birthday_row, allowed_row = birthday.to_numpy()[dob.codes], allowed.to_numpy()[dob.codes]
+    end_row = end_u.to_numpy()[end.codes]
+    is_open = np.isnat(end_row)
+    limited = ~np.isnat(birthday_row)
+    late: np.ndarray = limited & np.where(is_open, birthday_row <= day.to_datetime64(), end_row > allowed_row)
+    return late
 
 
 def _at(n: int, positions: np.ndarray) -> np.ndarray:
@@ -1007,13 +1039,6 @@ def _parse_iso(distinct: pd.Series) -> pd.Series:
     """Distinct texts as ISO dates (NaT for blanks and non-dates)."""
     parsed: pd.Series = pd.to_datetime(distinct.where(distinct != ""), format="%Y-%m-%d", errors="coerce")
     return parsed
-
-
-def _years_before(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year - years)
-    except ValueError:  # 29 February in a year that has none
-        return day.replace(year=day.year - years, day=28)
 
 
 @contextmanager
