@@ -10,6 +10,8 @@ import difflib
 import functools
 import itertools
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -562,6 +564,9 @@ class CensusSchema(_Model):
     dependent_coverage_ends: Literal["birthday", "end_of_month", "end_of_year"] = Field(
         "end_of_month", description="the latest day a child's coverage may end at the age limit: the birthday "
                                     "itself, the last day of its month, or the last day of its year")
+    plans_not_sent: tuple[str, ...] = Field(
+        (), description="canonical plan codes the census may hold that no carrier mapping here lists (a plan "
+                        "the employer runs elsewhere): known, so their rows are left out, not findings")
 
     @field_validator("columns")
     @classmethod
@@ -590,6 +595,28 @@ class CensusSchema(_Model):
 
     def header_for(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
+
+
+@dataclass(frozen=True)
+class PlanCatalogue:
+    """The canonical plan codes a feed's census may hold, as validation judges them.
+
+    ``authorised``: the feed's authorised plans (sent to its carrier). ``known``: every code some carrier
+    mapping lists, the feed's authorised plans and the schema's ``plans_not_sent``; a known code that is
+    not authorised is an expected exclusion (counted by reason), any other code is a finding
+    (``unknown_plan``): its rows would otherwise reach no carrier, silently.
+    """
+
+    authorised: frozenset[str]
+    known: frozenset[str]
+
+    @classmethod
+    def for_feed(cls, feed: Feed, schema: CensusSchema, mappings: Iterable[CarrierMapping]) -> PlanCatalogue:
+        authorised = frozenset(feed.authorization.plans)
+        known = set(authorised) | set(schema.plans_not_sent)
+        for mapping in mappings:
+            known.update(mapping.plans)
+        return cls(authorised=authorised, known=frozenset(known))
 
 
 # ------------------------------------------------------------------------------------------- loading

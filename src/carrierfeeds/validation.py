@@ -35,7 +35,7 @@ import pandas as pd
 
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
-from carrierfeeds.config import CensusSchema, ValidationPolicy
+from carrierfeeds.config import CensusSchema, PlanCatalogue, ValidationPolicy
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.threads import in_order, thread_count
 
@@ -74,6 +74,9 @@ class ValidationReport:
     findings: tuple[Finding, ...]
     rule_counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: Rows left out on purpose, by reason (``plan_not_authorized``: a plan some carrier mapping knows
+    #: that this feed is not authorised to send); not findings, and never a reason to hold a row back.
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +88,7 @@ class ValidationReport:
             "source_name": self.source_name, "ok": self.ok, "rows": self.rows, "members": self.members,
             "families": self.families, "failed_rows": self.failed_rows,
             "failed_families": self.failed_families, "rule_counts": dict(self.rule_counts),
-            "warnings": list(self.warnings),
+            "excluded": dict(self.excluded), "warnings": list(self.warnings),
             "findings": [{"row": f.row, "member_token": f.member_token, "column": f.column, "rule": f.rule,
                           "message": f.message} for f in self.findings],
         }
@@ -118,6 +121,10 @@ class ValidationReport:
         ]
         if self.warnings:
             parts += ["<h2>Warnings</h2><ul>", *(f"<li>{e(w)}</li>" for w in self.warnings), "</ul>"]
+        if self.excluded:
+            parts += ["<h2>Rows left out (expected, not findings)</h2><table><tr><th>Reason</th><th>Rows</th></tr>",
+                      *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.excluded.items()),
+                      "</table>"]
         if self.rule_counts:
             parts += ["<h2>Findings by rule</h2><table><tr><th>Rule</th><th>Findings</th></tr>",
                       *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.rule_counts.items()),
@@ -367,19 +374,24 @@ def _factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
 # ---------------------------------------------------------------------------------------------- validate
 def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
                     tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
-                    workers: int | None = None) -> ValidationReport:
+                    workers: int | None = None, plans: PlanCatalogue | None = None) -> ValidationReport:
     """Run the suite at ``suite_path`` and the cross-row rules over ``census``; collect every finding.
+
+    ``plans`` (the feed's :class:`~carrierfeeds.config.PlanCatalogue`; every feed run, ``validate`` and
+    ``preview`` pass it) adds the plan rule: a plan code no carrier mapping knows and the feed does not
+    authorise is a finding (``unknown_plan``), a known one the feed does not authorise is counted in
+    ``excluded``. Without it plan codes are not judged.
 
     The columns the rules read are encoded on ``workers`` threads first (default: the CPUs this process
     may use, at most 4); the report and any error do not depend on ``workers``."""
     report, _ = validate_census_coded(census, suite_path, schema, tokenizer, as_of=as_of,
-                                      source_name=source_name, workers=workers)
+                                      source_name=source_name, workers=workers, plans=plans)
     return report
 
 
 def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
-                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
-                          workers: int | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
+                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str, workers: int | None = None,
+                          plans: PlanCatalogue | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
     """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
     name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
     instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
@@ -398,6 +410,11 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     gx_s = time.perf_counter() - started
     started = time.perf_counter()
     raws += _cross_row_rules(census, schema, as_of, columns=columns)
+    excluded: dict[str, int] = {}
+    if plans is not None and "plan_code" in census.columns:
+        plan_raws, excluded = _plan_rule(columns.coded("plan_code"), plans,
+                                         census[ROW_NUMBER].to_numpy(dtype=np.int64))
+        raws += plan_raws
     cross_s = time.perf_counter() - started
 
     empty = pd.Series("", index=census.index, dtype="str")
@@ -422,7 +439,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     report = ValidationReport(
         source_name=source_name, rows=len(census), members=members, families=families,
         failed_rows=int(failed_mask.sum()), failed_families=failed_families, findings=tuple(findings),
-        rule_counts=rule_counts, warnings=tuple(warnings))
+        rule_counts=rule_counts, warnings=tuple(warnings), excluded=excluded)
     log.info("%s: validated %d rows (suite %.2fs, cross-row %.2fs): %d findings in %d rows, %d families",
              source_name, report.rows, gx_s, cross_s, len(findings), report.failed_rows,
              report.failed_families)
@@ -958,6 +975,21 @@ def _past_age_limit(dob: _Coded, dob_u: pd.Series, end: _Coded, end_u: pd.Series
     limited = ~np.isnat(birthday_row)
     late: np.ndarray = limited & np.where(is_open, birthday_row <= day.to_datetime64(), end_row > allowed_row)
     return late
+
+
+def _plan_rule(plan: _Coded, plans: PlanCatalogue, rn: np.ndarray) -> tuple[list[_Raw], dict[str, int]]:
+    """Plan codes judged per distinct code: unknown ones are findings, known but unauthorised ones are
+    counted as expected exclusions. A blank code is the not-null rule's business."""
+    codes = plan.uniques.str.strip()  # as build_enrollment reads them
+    blank = np.asarray(codes == "", dtype=bool)
+    known = np.asarray(codes.isin(sorted(plans.known)), dtype=bool) & ~blank
+    authorised = np.asarray(codes.isin(sorted(plans.authorised)), dtype=bool)
+    unknown = plan.spread(~known & ~blank)
+    raws = [_Raw(rows=rn[unknown], column="plan_code", rule="unknown_plan",
+                 message="plan code is listed by no carrier mapping and not authorised for this feed (a typo, "
+                         "or an employer plan name the schema's plan_codes does not map)")] if unknown.any() else []
+    left_out = int(np.count_nonzero(plan.spread(known & ~authorised)))
+    return raws, ({"plan_not_authorized": left_out} if left_out else {})
 
 
 def _at(n: int, positions: np.ndarray) -> np.ndarray:
