@@ -250,3 +250,24 @@ def test_the_shipped_config_passes_feeds_check_with_no_shared_problem() -> None:
            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
     data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
     assert data["ok"] and data["shared"] == []
+
+
+def test_a_mapping_that_does_not_load_fails_feeds_check_and_validate_closed(tmp_path: Path) -> None:
+    """The catalogue reads every mapping: one that does not load could hide a plan, so plans are not
+    judged without it (validate exits 2 naming it) and feeds check names it."""
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    broken = mappings / "other-carrier.yaml"
+    broken.write_text("mapping_id: other-carrier\ncarrier_name: Other\n")
+    env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(mappings),
+           "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    assert not data["ok"] and [s["file"] for s in data["shared"]] == [str(broken)]
+    census = tmp_path / "census.csv"
+    write_census_csv(_census().drop(columns="row_number"), census)
+    (tmp_path / "keys").mkdir(mode=0o700)
+    result = runner.invoke(app, ["validate", MEDICAL, "--census", str(census), "--date", DAY.isoformat()],
+                           env={**env, "CARRIERFEEDS_DATA_DIR": str(tmp_path / "var"),
+                                "CARRIERFEEDS_KEYS_DIR": str(tmp_path / "keys")})
+    assert result.exit_code == 2, result.output
+    assert str(broken) in result.output
