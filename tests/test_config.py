@@ -142,3 +142,18 @@ def test_timezone_database_is_scanned_once_per_process(tmp_path: Path) -> None:
         load_feed(FEED)
     after = _timezone_names.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 3
+
+
+def test_change_mode_in_the_feed_says_it_is_set_in_the_mapping(tmp_path: Path) -> None:
+    """Change detection has one home, the carrier mapping (issue 16, finding 8): a feed asking for it
+    is told where it lives, not merely that only 'full' is allowed."""
+    path = _variant(tmp_path, "output: {format: x12-834, mode: full}", "output: {format: x12-834, mode: changes}")
+    with pytest.raises(ConfigError) as info:
+        load_feed(path)
+    message = str(info.value)
+    assert str(path) in message and "output" in message
+    assert "change detection is set in the mapping (mappings/sunrise-health.yaml: mode: changes)" in message
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("output:"))
+    assert f"line {line}" in message
+    # full (or no mode at all) still loads
+    assert load_feed(_variant(tmp_path, "output: {format: x12-834, mode: full}", "output: {format: x12-834}"))

@@ -70,11 +70,13 @@ def test_feed_delivers_once_encrypted_conformant_and_ledgered(sftp_workspace: An
     assert delivery.isa13 == summary.isa13
     assert delivery.host_key_fingerprint and delivery.host_key_fingerprint.startswith("SHA256:")
     assert ledger.verify_chain().ok
-    # the validation counts reach the ledger as the validate stage's detail
+    # the validation counts reach the ledger as the validate stage's detail, expected exclusions by reason
+    unauthorised = int((~rows["plan_code"].isin(ws.feed.authorization.plans)).sum())
+    assert unauthorised and summary.validation["excluded"] == {"plan_not_authorized": unauthorised}
     assert _validate_detail(ledger, summary.run_id, "succeeded") == {
         "rows": len(rows), "members": rows["member_id"].nunique(), "families": rows["subscriber_id"].nunique(),
         "failed_rows": 0, "failed_families": 0, "findings": 0, "held_back_members": 0,
-        "census_moved": False}
+        "excluded_plan_not_authorized": unauthorised, "census_moved": False}
 
     # No plaintext PHI left behind in the run's staging folder.
     left = [p.name for p in run_dir_for(ws.settings, ref).iterdir()]

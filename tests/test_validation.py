@@ -77,7 +77,7 @@ def planted() -> Planted:
     plant(deps[1], "subscriber_id", "E9999999", "subscriber_present")
     plant(deps[2], "coverage_start", "2019-06-01", "dependent_starts_before_subscriber")
     plant(deps[3], "plan_code", "VIS-GOLD", "dependent_plan_not_elected")
-    plant(kids[0], "dob", "1990-01-01", "dependent_age_limit")
+    plant(kids[0], "dob", "1990-01-01", "dependent_age_limit", "coverage_end")
     # the same SSN on two members: both members' rows are flagged
     other = ee[15]
     frame.loc[frame["member_id"] == frame.loc[other, "member_id"], "ssn"] = frame.loc[ee[16], "ssn"]

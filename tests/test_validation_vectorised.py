@@ -8,6 +8,7 @@ Unicode digits, newlines and whitespace inside cells, impossible and reversed da
 
 from __future__ import annotations
 
+import calendar
 import json
 import subprocess
 import sys
@@ -24,13 +25,13 @@ from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import CensusSchema, load_schema
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.validation import (
+    _AGE_LIMIT_ENDS,
     _IDENTITY,
     _ISO_RE,
     _cross_row_rules,
     _isin,
     _Raw,
     _run_suite,
-    _years_before,
     check_suite,
 )
 
@@ -260,10 +261,12 @@ def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of
 
     day = pd.Timestamp(as_of)
     limit = schema.dependent_age_limit
-    cutoff = pd.Timestamp(_years_before(as_of, limit))
-    open_cover = dates["coverage_end"].isna() | (dates["coverage_end"] >= day)
-    add((rel == "CH") & (dates["dob"] <= cutoff) & open_cover, "dob", "dependent_age_limit",
-        f"child has reached the dependent age limit ({limit}) on the reference date while still covered")
+    add((rel == "CH") & _reference_past_age_limit(dates["dob"], dates["coverage_end"], limit,
+                                                  schema.dependent_coverage_ends, as_of),
+        "coverage_end", "dependent_age_limit",
+        f"child's coverage runs past the dependent age limit ({limit}): it must end by "
+        f"{_AGE_LIMIT_ENDS[schema.dependent_coverage_ends]} (schema setting dependent_coverage_ends), "
+        "and have an end date once that birthday is reached")
     add(dates["dob"].notna() & ((dates["dob"] > day) | (dates["dob"] < pd.Timestamp("1900-01-01"))), "dob",
         "dob_plausible", "date of birth is in the future or before 1900")
 
@@ -272,6 +275,22 @@ def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of
     shared = pairs["s"][pairs["s"].duplicated()]
     add(_isin(ssn, shared) & (ssn != ""), "ssn", "ssn_unique",
         "the same SSN appears on more than one member_id")
+    return out
+
+
+def _reference_past_age_limit(dob: pd.Series, end: pd.Series, limit: int, ends: str, as_of: date) -> np.ndarray:
+    """The age-limit rule row by row in plain dates: the birthday reaching ``limit``, the last day coverage
+    may run then (``ends``), and whether the row's coverage runs past it."""
+    out = np.zeros(len(dob), dtype=bool)
+    for i, (born, stop) in enumerate(zip(dob, end, strict=True)):
+        if pd.isna(born) or born.date() > as_of:
+            continue
+        b = born.date()
+        birthday = date(b.year + limit, b.month, min(b.day, calendar.monthrange(b.year + limit, b.month)[1]))
+        allowed = {"birthday": birthday,
+                   "end_of_month": birthday.replace(day=calendar.monthrange(birthday.year, birthday.month)[1]),
+                   "end_of_year": date(birthday.year, 12, 31)}[ends]
+        out[i] = birthday <= as_of if pd.isna(stop) else stop.date() > allowed
     return out
 
 

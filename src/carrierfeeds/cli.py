@@ -102,6 +102,8 @@ def _summary_lines(summary: Any) -> list[str]:
         lines.append(f"payload sha256: {summary.payload_sha256}")
     if summary.remote_path:
         lines.append(f"delivered to: {summary.remote_path}")
+    if (summary.validation or {}).get("excluded"):
+        lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:
         lines.append(f"why: {summary.error['message']}")
     return lines
@@ -218,7 +220,7 @@ def validate(
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.pipeline import RunRef
-    from carrierfeeds.settings import load_bundle
+    from carrierfeeds.settings import load_bundle, plan_catalogue
     from carrierfeeds.validation import apply_policy, validate_census
 
     settings = Settings()
@@ -230,7 +232,7 @@ def validate(
         frame = read_census(census, bundle.schema)
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
         result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                                 source_name=census.name)
+                                 source_name=census.name, plans=plan_catalogue(settings, bundle))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -244,6 +246,7 @@ def validate(
     lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families "
              f"(rules as of {as_of.isoformat()})",
              f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
+             *([f"left out as expected: {_by_reason(result.excluded)}"] if result.excluded else []),
              *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
                for f in result.findings[:50]],
              *([f"  ... and {len(result.findings) - 50} more (see --report)"] if len(result.findings) > 50 else []),
@@ -251,6 +254,11 @@ def validate(
              + (f" ({outcome.held_back_members} members held back)" if outcome.held_back_members else "")]
     _emit(data, as_json, lines)
     raise typer.Exit(EXIT_REJECTED if outcome.rejected else EXIT_OK)
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """Row counts by reason, for a person: ``plan_not_authorized 12``."""
+    return ", ".join(f"{reason} {n} row(s)" for reason, n in sorted(counts.items()))
 
 
 # ----------------------------------------------------------------------------- preview (issue 4)
@@ -310,6 +318,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     from carrierfeeds.changes import SnapshotStore, diff_against_snapshot, is_full_file_day
     from carrierfeeds.enrollment import build_enrollment
     from carrierfeeds.errors import CensusRejected
+    from carrierfeeds.settings import plan_catalogue
     from carrierfeeds.validation import apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
@@ -319,10 +328,11 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     tokenizer = (MemberTokenizer.from_key_file(key_file) if key_file.is_file()
                  else MemberTokenizer(os.urandom(KEY_BYTES)))
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                             source_name=census.name)
+                             source_name=census.name, plans=plan_catalogue(settings, bundle))
     outcome = apply_policy(frame, report, feed.validation)
     validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
-                  "findings": len(report.findings), "held_back_members": outcome.held_back_members}
+                  "findings": len(report.findings), "held_back_members": outcome.held_back_members,
+                  "excluded": dict(report.excluded)}
     if outcome.rejected:
         raise CensusRejected(f"census would be rejected under policy {feed.validation.policy!r}: "
                              f"{report.failed_rows} failing rows (run `carrierfeeds validate` for the report)",
@@ -463,7 +473,9 @@ def preview(
     lines = [f"PREVIEW feed {result['feed_id']}  interval {result['interval_start']}: nothing sent, "
              "nothing recorded, snapshot unchanged",
              f"census: {result['validation']['rows']} rows, {result['validation']['held_back_members']} "
-             "members held back by validation"]
+             "members held back by validation"
+             + (f"; left out as expected: {_by_reason(result['validation']['excluded'])}"
+                if result["validation"]["excluded"] else "")]
     if not result["files"]:
         lines.append("no changes against the carrier's snapshot: tonight's run would send nothing")
     for f in result["files"]:
@@ -487,17 +499,29 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
     Each suite is built by Great Expectations itself (a run evaluates common expectation types as masks
     and may never hand the suite to GX), so an edit GX would refuse is caught here, before any run.
+    Every mapping in the mappings folder must load (a run judges plan codes by all of them), and a
+    schema's ``plan_codes`` may map only onto plans some mapping lists (or its ``plans_not_sent``):
+    a target no mapping knows would make every row of that plan an ``unknown_plan`` finding.
     """
-    from carrierfeeds.config import load_feed
+    from carrierfeeds.config import CensusSchema, load_feed, load_mapping
     from carrierfeeds.settings import bundle_from_feed
     from carrierfeeds.validation import check_suite
 
     settings = Settings()
     results: list[dict[str, Any]] = []
+    shared: list[dict[str, Any]] = []  # problems of files feeds share: mappings, schemas
+    known: set[str] = set()
+    for mapping_path in sorted(settings.mappings_dir.glob("*.yaml")):
+        try:
+            known.update(load_mapping(mapping_path).plans)
+        except ConfigError as exc:
+            shared.append({"file": str(mapping_path), "ok": False, "error": exc.message})
+    schemas: dict[str, CensusSchema] = {}
     suites: dict[Path, ConfigError | None] = {}  # feeds sharing a suite build it once
     for path in feed_paths(settings):
         try:
             bundle = bundle_from_feed(settings, load_feed(path), path)
+            schemas.setdefault(bundle.schema.schema_id, bundle.schema)
             if bundle.suite_path not in suites:
                 try:
                     check_suite(bundle.suite_path)
@@ -509,10 +533,17 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             results.append({"file": str(path), "ok": True})
         except ConfigError as exc:
             results.append({"file": str(path), "ok": False, "error": exc.message})
-    ok = all(r["ok"] for r in results) and bool(results)
+    for schema_id, schema in sorted(schemas.items()):
+        unknown = [(name, code) for name, code in schema.plan_codes.items()
+                   if code not in known and code not in schema.plans_not_sent]
+        if unknown:
+            shared.append({"file": str(settings.schemas_dir / f"{schema_id}.yaml"), "ok": False, "error": "; ".join(
+                f"plan_codes[{name!r}] maps to {code!r}, which no mapping in {settings.mappings_dir} lists "
+                "(a typo? a plan the employer runs elsewhere goes in plans_not_sent)" for name, code in unknown)})
+    ok = all(r["ok"] for r in results) and bool(results) and not shared
     lines = [f"{'ok  ' if r['ok'] else 'FAIL'} {r['file']}" + ("" if r["ok"] else f"\n     {r['error']}")
-             for r in results] or [f"no feeds in {settings.feeds_dir}"]
-    _emit({"ok": ok, "feeds": results}, as_json, lines)
+             for r in [*results, *shared]] or [f"no feeds in {settings.feeds_dir}"]
+    _emit({"ok": ok, "feeds": results, "shared": shared}, as_json, lines)
     raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
 
 

@@ -10,12 +10,22 @@ import difflib
 import functools
 import itertools
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
 from carrierfeeds.errors import ConfigError
@@ -108,7 +118,8 @@ class CensusSpec(_Model):
 class OutputSpec(_Model):
     format: Literal["x12-834", "pdf", "flatfile"] = Field(
         "x12-834", description="flatfile: the carrier mapping's flatfile layout (CSV or fixed width)")
-    mode: Literal["full"] = Field("full", description="full file; change files arrive with change detection")
+    mode: Literal["full"] = Field(
+        "full", description="always full: change detection (change files) is the mapping's mode, not the feed's")
 
 
 class EncryptionSpec(_Model):
@@ -224,6 +235,19 @@ class Feed(_Model):
                              "such as @daily")
         return v
 
+    @field_validator("output", mode="before")
+    @classmethod
+    def _mode_is_the_mappings(cls, v: Any, info: ValidationInfo) -> Any:
+        # Change detection lives in one place, the carrier mapping: a feed saying "changes" here would
+        # otherwise read as if it were on while the mapping still sends full files (or the reverse).
+        mode = v.get("mode", "full") if isinstance(v, dict) else "full"
+        if mode != "full":
+            mapping_id = info.data.get("mapping_id") or "<mapping_id>"
+            raise ValueError(f"output.mode {mode!r} is not a feed setting: change detection is set in the "
+                             f"mapping (mappings/{mapping_id}.yaml: mode: changes); output.mode takes only "
+                             "'full' (or leave it out)")
+        return v
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, v: str) -> str:
@@ -253,6 +277,8 @@ class EnvelopeIds(_Model):
     gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
     gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
     usage: Literal["T", "P"] = "T"
+    ta1_requested: bool = Field(
+        False, description="ISA14: true asks the carrier for a TA1 interchange acknowledgment on every file")
 
 
 class Party(_Model):
@@ -535,6 +561,12 @@ class CensusSchema(_Model):
     date_format: str = "%Y-%m-%d"
     suite: str = Field(description="Great Expectations suite file in schemas/")
     dependent_age_limit: int = Field(26, ge=18, le=30)
+    dependent_coverage_ends: Literal["birthday", "end_of_month", "end_of_year"] = Field(
+        "end_of_month", description="the latest day a child's coverage may end at the age limit: the birthday "
+                                    "itself, the last day of its month, or the last day of its year")
+    plans_not_sent: tuple[str, ...] = Field(
+        (), description="canonical plan codes the census may hold that no carrier mapping here lists (a plan "
+                        "the employer runs elsewhere): known, so their rows are left out, not findings")
 
     @field_validator("columns")
     @classmethod
@@ -563,6 +595,28 @@ class CensusSchema(_Model):
 
     def header_for(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
+
+
+@dataclass(frozen=True)
+class PlanCatalogue:
+    """The canonical plan codes a feed's census may hold, as validation judges them.
+
+    ``authorised``: the feed's authorised plans (sent to its carrier). ``known``: every code some carrier
+    mapping lists, the feed's authorised plans and the schema's ``plans_not_sent``; a known code that is
+    not authorised is an expected exclusion (counted by reason), any other code is a finding
+    (``unknown_plan``): its rows would otherwise reach no carrier, silently.
+    """
+
+    authorised: frozenset[str]
+    known: frozenset[str]
+
+    @classmethod
+    def for_feed(cls, feed: Feed, schema: CensusSchema, mappings: Iterable[CarrierMapping]) -> PlanCatalogue:
+        authorised = frozenset(feed.authorization.plans)
+        known = set(authorised) | set(schema.plans_not_sent)
+        for mapping in mappings:
+            known.update(mapping.plans)
+        return cls(authorised=authorised, known=frozenset(known))
 
 
 # ------------------------------------------------------------------------------------------- loading

@@ -33,7 +33,7 @@ from carrierfeeds.errors import (
 )
 from carrierfeeds.files import open_private, read_mapped, sha256_file, write_private
 from carrierfeeds.ledger import Ledger, scrub_detail
-from carrierfeeds.settings import FeedBundle, Settings, load_bundle
+from carrierfeeds.settings import FeedBundle, Settings, load_bundle, plan_catalogue
 from carrierfeeds.staging import CHUNK, ArtifactWriter, StagingStore
 
 if TYPE_CHECKING:
@@ -404,7 +404,8 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
-                                                  as_of=ctx.ref.interval_start, source_name=source_name)
+                                                  as_of=ctx.ref.interval_start, source_name=source_name,
+                                                  plans=plan_catalogue(ctx.settings, ctx.bundle))
         codes = low_cardinality(all_codes, len(census))  # the member ids' and SSNs' codes go at once
         del all_codes
         report_dir = _private_dir(ctx.settings.reports_dir / ctx.feed_id / ctx.ref.interval_start.isoformat())
@@ -414,8 +415,10 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
         counts = {"rows": report.rows, "members": report.members, "families": report.families,
                   "failed_rows": report.failed_rows, "failed_families": report.failed_families,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members}
-        detail.update(counts)
-        ctx.save_state(validation=counts, report_dir=str(report_dir))
+        # Expected exclusions by reason (a plan this carrier is not authorised for): flat in the ledger,
+        # by reason in the run's summary (run --json).
+        detail.update(counts, **{f"excluded_{k}": v for k, v in report.excluded.items()})
+        ctx.save_state(validation={**counts, "excluded": dict(report.excluded)}, report_dir=str(report_dir))
         if outcome.rejected:
             raise CensusRejected(
                 f"census rejected under policy {ctx.bundle.feed.validation.policy!r}: "

@@ -12,7 +12,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from carrierfeeds.config import CarrierMapping, CensusSchema, Feed, load_feed, load_mapping, load_schema
+from carrierfeeds.config import (
+    CarrierMapping,
+    CensusSchema,
+    Feed,
+    PlanCatalogue,
+    load_feed,
+    load_mapping,
+    load_schema,
+)
 from carrierfeeds.errors import ConfigError
 
 #: Days employee-level data is kept after an employer's contract ends, unless set otherwise.
@@ -117,3 +125,18 @@ def bundle_from_feed(settings: Settings, feed: Feed, path: Path) -> FeedBundle:
         raise ConfigError(f"authorised plan(s) {unmapped} have no entry in mapping {mapping.mapping_id!r}",
                           file=str(path), field="authorization.plans")
     return FeedBundle(feed=feed, mapping=mapping, schema=schema, suite_path=suite_path)
+
+
+def plan_catalogue(settings: Settings, bundle: FeedBundle) -> PlanCatalogue:
+    """The plan codes ``bundle``'s census may hold: its authorised plans, and every plan any mapping in
+    the mappings folder lists (one employer's census commonly feeds several carriers, so another
+    carrier's plan is known, merely not this carrier's); validation, preview and a run all judge plans
+    by this one catalogue.
+
+    Every mapping is loaded: one that does not load is a ConfigError naming it (fail closed: without it
+    a plan it lists could not be told from a typo)."""
+    mappings = [bundle.mapping]
+    for path in sorted(settings.mappings_dir.glob("*.yaml")):
+        if path.stem != bundle.mapping.mapping_id:
+            mappings.append(load_mapping(path))
+    return PlanCatalogue.for_feed(bundle.feed, bundle.schema, mappings)

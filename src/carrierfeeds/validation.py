@@ -35,7 +35,7 @@ import pandas as pd
 
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
-from carrierfeeds.config import CensusSchema, ValidationPolicy
+from carrierfeeds.config import CensusSchema, PlanCatalogue, ValidationPolicy
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.threads import in_order, thread_count
 
@@ -74,6 +74,9 @@ class ValidationReport:
     findings: tuple[Finding, ...]
     rule_counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: Rows left out on purpose, by reason (``plan_not_authorized``: a plan some carrier mapping knows
+    #: that this feed is not authorised to send); not findings, and never a reason to hold a row back.
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +88,7 @@ class ValidationReport:
             "source_name": self.source_name, "ok": self.ok, "rows": self.rows, "members": self.members,
             "families": self.families, "failed_rows": self.failed_rows,
             "failed_families": self.failed_families, "rule_counts": dict(self.rule_counts),
-            "warnings": list(self.warnings),
+            "excluded": dict(self.excluded), "warnings": list(self.warnings),
             "findings": [{"row": f.row, "member_token": f.member_token, "column": f.column, "rule": f.rule,
                           "message": f.message} for f in self.findings],
         }
@@ -118,6 +121,10 @@ class ValidationReport:
         ]
         if self.warnings:
             parts += ["<h2>Warnings</h2><ul>", *(f"<li>{e(w)}</li>" for w in self.warnings), "</ul>"]
+        if self.excluded:
+            parts += ["<h2>Rows left out (expected, not findings)</h2><table><tr><th>Reason</th><th>Rows</th></tr>",
+                      *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.excluded.items()),
+                      "</table>"]
         if self.rule_counts:
             parts += ["<h2>Findings by rule</h2><table><tr><th>Rule</th><th>Findings</th></tr>",
                       *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.rule_counts.items()),
@@ -367,19 +374,24 @@ def _factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
 # ---------------------------------------------------------------------------------------------- validate
 def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
                     tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
-                    workers: int | None = None) -> ValidationReport:
+                    workers: int | None = None, plans: PlanCatalogue | None = None) -> ValidationReport:
     """Run the suite at ``suite_path`` and the cross-row rules over ``census``; collect every finding.
+
+    ``plans`` (the feed's :class:`~carrierfeeds.config.PlanCatalogue`; every feed run, ``validate`` and
+    ``preview`` pass it) adds the plan rule: a plan code no carrier mapping knows and the feed does not
+    authorise is a finding (``unknown_plan``), a known one the feed does not authorise is counted in
+    ``excluded``. Without it plan codes are not judged.
 
     The columns the rules read are encoded on ``workers`` threads first (default: the CPUs this process
     may use, at most 4); the report and any error do not depend on ``workers``."""
     report, _ = validate_census_coded(census, suite_path, schema, tokenizer, as_of=as_of,
-                                      source_name=source_name, workers=workers)
+                                      source_name=source_name, workers=workers, plans=plans)
     return report
 
 
 def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
-                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
-                          workers: int | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
+                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str, workers: int | None = None,
+                          plans: PlanCatalogue | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
     """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
     name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
     instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
@@ -398,6 +410,11 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     gx_s = time.perf_counter() - started
     started = time.perf_counter()
     raws += _cross_row_rules(census, schema, as_of, columns=columns)
+    excluded: dict[str, int] = {}
+    if plans is not None and "plan_code" in census.columns:
+        plan_raws, excluded = _plan_rule(columns.coded("plan_code"), plans,
+                                         census[ROW_NUMBER].to_numpy(dtype=np.int64))
+        raws += plan_raws
     cross_s = time.perf_counter() - started
 
     empty = pd.Series("", index=census.index, dtype="str")
@@ -422,7 +439,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     report = ValidationReport(
         source_name=source_name, rows=len(census), members=members, families=families,
         failed_rows=int(failed_mask.sum()), failed_families=failed_families, findings=tuple(findings),
-        rule_counts=rule_counts, warnings=tuple(warnings))
+        rule_counts=rule_counts, warnings=tuple(warnings), excluded=excluded)
     log.info("%s: validated %d rows (suite %.2fs, cross-row %.2fs): %d findings in %d rows, %d families",
              source_name, report.rows, gx_s, cross_s, len(findings), report.failed_rows,
              report.failed_families)
@@ -911,12 +928,13 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
 
     day = pd.Timestamp(as_of)
     limit = schema.dependent_age_limit
-    cutoff = pd.Timestamp(_years_before(as_of, limit))
     dob, dob_u, end_d = columns.coded("dob"), dates["dob"], dates["coverage_end"]
     is_ch = relationship.spread(np.asarray(relationship.uniques == "CH", dtype=bool))
-    open_cover = end.spread(np.asarray(end_d.isna() | (end_d >= day), dtype=bool))
-    add(is_ch & dob.spread(np.asarray(dob_u <= cutoff, dtype=bool)) & open_cover, "dob", "dependent_age_limit",
-        f"child has reached the dependent age limit ({limit}) on the reference date while still covered")
+    add(is_ch & _past_age_limit(dob, dob_u, end, end_d, limit, schema.dependent_coverage_ends, day),
+        "coverage_end", "dependent_age_limit",
+        f"child's coverage runs past the dependent age limit ({limit}): it must end by "
+        f"{_AGE_LIMIT_ENDS[schema.dependent_coverage_ends]} (schema setting dependent_coverage_ends), "
+        "and have an end date once that birthday is reached")
     implausible = dob_u.notna() & ((dob_u > day) | (dob_u < pd.Timestamp("1900-01-01")))
     add(dob.spread(np.asarray(implausible, dtype=bool)), "dob",
         "dob_plausible", "date of birth is in the future or before 1900")
@@ -926,6 +944,52 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
     add(_within(has_ssn, _varies(ssn.codes[has_ssn], mc[has_ssn])), "ssn", "ssn_unique",
         "the same SSN appears on more than one member_id")
     return out
+
+
+#: How the age-limit message names the last day a child's coverage may run, per dependent_coverage_ends.
+_AGE_LIMIT_ENDS = {"birthday": "the birthday that reaches the limit",
+                   "end_of_month": "the last day of the month of the birthday that reaches the limit",
+                   "end_of_year": "the last day of the year of the birthday that reaches the limit"}
+
+
+def _past_age_limit(dob: _Coded, dob_u: pd.Series, end: _Coded, end_u: pd.Series, limit: int, ends: str,
+                    day: pd.Timestamp) -> np.ndarray:
+    """Per row: coverage that runs past the last day it may at the dependent age limit.
+
+    Judged on the coverage's own dates, not the run's: coverage ending by the allowed day (the birthday,
+    or the end of its month or year, per ``ends``) passes on every day before it ends. Coverage ending
+    after that day is refused whenever it is stated; open coverage once the birthday is reached (the
+    employer must send the end). Worked out per distinct date of birth, then per row of codes.
+    """
+    born = dob_u.where(dob_u <= day)  # a date of birth in the future is dob_plausible's business
+    birthday = born + pd.DateOffset(years=limit)  # 29 February: 28 February in a common year
+    if ends == "end_of_month":
+        allowed = birthday + pd.offsets.MonthEnd(0)
+    elif ends == "end_of_year":
+        allowed = birthday + pd.offsets.YearEnd(0)
+    else:
+        allowed = birthday
+    birthday_row, allowed_row = birthday.to_numpy()[dob.codes], allowed.to_numpy()[dob.codes]
+    end_row = end_u.to_numpy()[end.codes]
+    is_open = np.isnat(end_row)
+    limited = ~np.isnat(birthday_row)
+    late: np.ndarray = limited & np.where(is_open, birthday_row <= day.to_datetime64(), end_row > allowed_row)
+    return late
+
+
+def _plan_rule(plan: _Coded, plans: PlanCatalogue, rn: np.ndarray) -> tuple[list[_Raw], dict[str, int]]:
+    """Plan codes judged per distinct code: unknown ones are findings, known but unauthorised ones are
+    counted as expected exclusions. A blank code is the not-null rule's business."""
+    codes = plan.uniques.str.strip()  # as build_enrollment reads them
+    blank = np.asarray(codes == "", dtype=bool)
+    known = np.asarray(codes.isin(sorted(plans.known)), dtype=bool) & ~blank
+    authorised = np.asarray(codes.isin(sorted(plans.authorised)), dtype=bool)
+    unknown = plan.spread(~known & ~blank)
+    raws = [_Raw(rows=rn[unknown], column="plan_code", rule="unknown_plan",
+                 message="plan code is listed by no carrier mapping and not authorised for this feed (a typo, "
+                         "or an employer plan name the schema's plan_codes does not map)")] if unknown.any() else []
+    left_out = int(np.count_nonzero(plan.spread(known & ~authorised)))
+    return raws, ({"plan_not_authorized": left_out} if left_out else {})
 
 
 def _at(n: int, positions: np.ndarray) -> np.ndarray:
@@ -1007,13 +1071,6 @@ def _parse_iso(distinct: pd.Series) -> pd.Series:
     """Distinct texts as ISO dates (NaT for blanks and non-dates)."""
     parsed: pd.Series = pd.to_datetime(distinct.where(distinct != ""), format="%Y-%m-%d", errors="coerce")
     return parsed
-
-
-def _years_before(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year - years)
-    except ValueError:  # 29 February in a year that has none
-        return day.replace(year=day.year - years, day=28)
 
 
 @contextmanager

@@ -215,3 +215,27 @@ def test_a_change_file_keeps_the_mappings_options() -> None:
     report = check_834(data)
     assert report.ok, report.problems
     assert report.transaction_sets == 2 and b"REF*DX*PLANT 2~" in data
+
+
+# ------------------------------------------------------------------------------- ISA14 (issue 16, 7)
+def test_ta1_requested_is_rendered_in_isa14_and_pyx12_accepts_it(tmp_path: Path) -> None:
+    """``envelope.ta1_requested: true`` asks the carrier for a TA1 (ISA14 1); the default stays 0, so
+    every golden file is unchanged."""
+    path = _yaml_variant(tmp_path, "", "  usage: T ", "  ta1_requested: true\n  usage: T ")
+    m = load_mapping(path)
+    assert m.envelope.ta1_requested and not h.mapping().envelope.ta1_requested
+    enrollment = h.enrollment(m=m)
+    asked = render_834_bytes(enrollment, h.header(m), h.CONTROL)
+    plain = render_834_bytes(enrollment, h.header(), h.CONTROL)
+    isa, _ = split_segments(asked)
+    assert isa[0][0] == "ISA" and isa[0][14] == "1"
+    assert split_segments(plain)[0][0][14] == "0"
+    assert b"".join(render_834(enrollment, h.header(m), h.CONTROL)) == asked == render_834_naive(
+        enrollment, h.header(m), h.CONTROL)
+    # Only ISA14 differs from the default file.
+    assert asked.replace(b"*1*T*:~", b"*0*T*:~", 1) == plain
+    assert check_834(asked).ok
+    out = tmp_path / "ta1.834"
+    out.write_bytes(asked)
+    verdict = validate_with_pyx12(out)
+    assert verdict.ok, verdict.errors

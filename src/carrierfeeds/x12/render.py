@@ -92,8 +92,8 @@ def envelope_segments(header: TransactionHeader, control: ControlNumbers, d: Del
     isa = d.element.join([
         "ISA", "00", " " * 10, "00", " " * 10, ids.sender_qualifier, f"{ids.sender_id:<15}"[:15],
         ids.receiver_qualifier, f"{ids.receiver_id:<15}"[:15], created.strftime("%y%m%d"),
-        created.strftime("%H%M"), d.repetition, "00501", control.isa13_text, "0", ids.usage,
-        d.component]) + d.terminator
+        created.strftime("%H%M"), d.repetition, "00501", control.isa13_text, "1" if ids.ta1_requested else "0",
+        ids.usage, d.component]) + d.terminator
     return [isa, _seg(d, "GS", "BE", ids.gs_sender, ids.gs_receiver, created.strftime("%Y%m%d"),
                       created.strftime("%H%M"), control.gs06_text, "X", VERSION)]
 
