@@ -224,12 +224,16 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         store = staging_store(settings, settings.staging_url)
         ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
                                 bundle=bundle, store=store, ephemeral=True)
-        return _call_stage(ctx, stage, params)
+        result = _call_stage(ctx, stage, params)
+        if stage == "confirm":
+            pipeline.anchor_run(ctx)
+        return result
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
         if ctx is not None:
             pipeline.end_run(ctx, exc)
+            pipeline.anchor_run(ctx)
         if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
             # No changes, or no new census: the later stages are skipped, not failed.
             raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
@@ -419,16 +423,27 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
 
 def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
-    ledger = pipeline.open_ledger(Settings())
+    from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
+
+    settings = Settings()
+    ledger = pipeline.open_ledger(settings)
     try:
-        verdict = ledger.verify_chain()
+        # Checks the chain against every anchor, then anchors the head as it is now.
+        result = verify_ledger(ledger, AnchorLog.for_settings(settings), now=_utcnow(),
+                               reason=f"airflow:{context['run_id']}")
+    except CarrierFeedsError as exc:
+        raise FeedStageFailed("verify_ledger_chain", exc.code, exc.message) from None
     finally:
         ledger.close()
+    verdict = result.chain
     if not verdict.ok:
         broken = verdict.first_broken.as_dict() if verdict.first_broken else {}
         raise FeedStageFailed("verify_ledger_chain", "ledger_chain_broken",
                               f"ledger chain broken at {json.dumps(broken, sort_keys=True)}")
-    return {"rows_checked": verdict.rows_checked, "head_seq": verdict.head_seq}
+    if not result.anchors.ok:
+        raise FeedStageFailed("verify_ledger_chain", "ledger_anchor_mismatch", str(result.anchors))
+    return {"rows_checked": verdict.rows_checked, "head_seq": verdict.head_seq,
+            "anchors": result.anchors.anchors}
 
 
 def build_housekeeping_dag() -> DAG:

@@ -1083,7 +1083,8 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
 def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
              census_path: Path | None = None, transport: Any | None = None,
              force_reason: str | None = None, full_file: bool = False, force_census: bool = False) -> RunSummary:
-    """Every stage in order, in one process; ends in a recorded state whatever happens."""
+    """Every stage in order, in one process; ends in a recorded state whatever happens, and the ledger's
+    head is then anchored outside the database (``ledger.anchor``)."""
     ctx = open_run(settings, ref, clock=clock, actor=actor)
     try:
         stage_census(ctx, census_path, force=force_census)
@@ -1099,3 +1100,12 @@ def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
         ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code="internal")
         purge_plaintext(ctx)
         raise
+    finally:
+        anchor_run(ctx)
+
+
+def anchor_run(ctx: RunContext) -> None:
+    """Anchor the ledger head once a run has ended (logged, never raised: the run's outcome stands)."""
+    from carrierfeeds.ledger.anchor import AnchorLog, anchor_quietly
+
+    anchor_quietly(ctx.ledger, AnchorLog.for_settings(ctx.settings), reason=f"run:{ctx.run_id}", now=ctx.now())

@@ -67,6 +67,7 @@ from typing import Any
 from carrierfeeds.config import Feed
 from carrierfeeds.errors import ConfigError, Refused
 from carrierfeeds.ledger import Ledger
+from carrierfeeds.ledger.anchor import AnchorLog
 from carrierfeeds.ledger.store import LedgerPurge
 from carrierfeeds.settings import DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, DEFAULT_LEDGER_RETENTION_YEARS, Settings
 
@@ -370,14 +371,18 @@ def ledger_cutoff(as_of: date, years: int = DEFAULT_LEDGER_RETENTION_YEARS) -> d
 def run_purge(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], *, as_of: date, now: datetime,
               actor: str, dry_run: bool = False, retention_days: int = DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS,
               retention_years: int = DEFAULT_LEDGER_RETENTION_YEARS,
-              staging_url: str | None = None) -> PurgeReport:
-    """The whole purge (employee data, then ledger metadata)."""
+              staging_url: str | None = None, anchors: AnchorLog | None = None) -> PurgeReport:
+    """The whole purge (employee data, then ledger metadata). With ``anchors``, the ledger purge's gaps
+    are signed into the anchor log before it commits and the head is anchored after it."""
     holds = resolve_holds(ledger, parties)
     cutoff = ledger_cutoff(as_of, retention_years)
     employee = purge_employee_data(ledger, data_dir, parties, holds, as_of=as_of, now=now, actor=actor,
                                    retention_days=retention_days, staging_url=staging_url, dry_run=dry_run)
+    sign = None if anchors is None else (lambda purge: anchors.sign_purge(purge, now=now))
     meta = ledger.purge_metadata(cutoff=cutoff, held_feeds=holds.feeds, held_employers=holds.employers,
-                                 actor=actor, now=now, dry_run=dry_run)
+                                 actor=actor, now=now, dry_run=dry_run, before_commit=sign)
+    if anchors is not None and not dry_run:
+        anchors.anchor_head(ledger, reason="purge", now=now)
     return PurgeReport(as_of=as_of, dry_run=dry_run, employee_data=employee, ledger=meta,
                        ledger_cutoff=cutoff, holds=holds)
 
@@ -389,7 +394,7 @@ def purge_with_settings(settings: Settings, ledger: Ledger, *, as_of: date, now:
     feeds, staging store and retention periods; a period passed here (a CLI flag) overrides its setting."""
     return run_purge(
         ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of, now=now,
-        actor=actor, dry_run=dry_run, staging_url=settings.staging_url,
+        actor=actor, dry_run=dry_run, staging_url=settings.staging_url, anchors=AnchorLog.for_settings(settings),
         retention_days=settings.employee_data_retention_days if retention_days is None else retention_days,
         retention_years=settings.ledger_retention_years if retention_years is None else retention_years)
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     ledger_url: str | None = None
     token_key_file: Path | None = None
     staging_url: str | None = None
+    #: Where signed anchors of the ledger's chain head are appended (``ledger-anchors.jsonl``); keep it
+    #: off the database host. Default ``<data_dir>/anchors``.
+    ledger_anchor_dir: Path | None = None
     #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-days`` overrides it.
     employee_data_retention_days: int = Field(DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, ge=0)
     #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-years`` overrides it.
@@ -61,6 +64,10 @@ class Settings(BaseSettings):
     @property
     def resolved_ledger_url(self) -> str:
         return self.ledger_url or f"sqlite:///{(self.data_dir / 'ledger.sqlite').resolve()}"
+
+    @property
+    def resolved_ledger_anchor_dir(self) -> Path:
+        return self.ledger_anchor_dir or self.data_dir / "anchors"
 
     @property
     def staging_dir(self) -> Path:

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -450,6 +450,27 @@ class Ledger:
             log.error("ledger chain broken at %s", verdict.first_broken)
         return verdict
 
+    def chain_head(self) -> tuple[int, str]:
+        """The chain head (seq of the newest row, its hash) as the database holds it now."""
+        with self._read() as conn:
+            head = conn.execute(sa.select(m.chain_head.c.seq, m.chain_head.c.row_hash)
+                                .where(m.chain_head.c.id == 1)).one_or_none()
+        if head is None:
+            raise LedgerError("the ledger has no chain head: run upgrade() first")
+        return int(head.seq), str(head.row_hash)
+
+    def chain_hashes(self, seqs: Collection[int]) -> dict[int, str]:
+        """``row_hash`` of the audit rows at these seqs, whichever table holds them; absent seqs are left out."""
+        wanted = sorted({int(s) for s in seqs})
+        found: dict[int, str] = {}
+        with self._read(snapshot=True) as conn:
+            for table, _ in m.AUDIT_TABLES.values():
+                for i in range(0, len(wanted), 500):
+                    for row in conn.execute(sa.select(table.c.seq, table.c.row_hash)
+                                            .where(table.c.seq.in_(wanted[i:i + 500]))):
+                        found[int(row.seq)] = str(row.row_hash)
+        return found
+
 
     # -------------------------------------- authorisations, auditors' reads, retention (migration 0002)
     def record_authorisation(self, *, feed_id: str, employer_id: str, carrier_id: str, plans: Sequence[str],
@@ -572,7 +593,8 @@ class Ledger:
 
     def purge_metadata(self, *, cutoff: datetime, held_feeds: Collection[str] = (),
                        held_employers: Collection[str] = (), actor: str, now: datetime,
-                       dry_run: bool = False) -> LedgerPurge:
+                       dry_run: bool = False,
+                       before_commit: Callable[[LedgerPurge], None] | None = None) -> LedgerPurge:
         """Delete audit rows older than ``cutoff`` that no hold protects, in one transaction that also
         appends a checkpoint (the gaps left in the chain) and an audit event with the counts.
 
@@ -580,6 +602,8 @@ class Ledger:
         newest of them is older than the cut-off); audit events and superseded authorisations by their
         own time. Holds recorded in the ledger are added to ``held_*``. A table this code does not know
         how to attribute to a run is never purged. Needs DELETE rights: run it as the ledger's owner.
+        ``before_commit`` sees the purge (gaps, checkpoint seq) while its transaction is still open (the
+        anchor log signs the gaps there); if it raises, nothing is deleted.
         """
         _aware("cutoff", cutoff)
         _aware("now", now)
@@ -611,6 +635,8 @@ class Ledger:
                                        "object_type": "ledger", "object_id": f"checkpoint-{seq}",
                                        "reason": None, "detail": canonical_json({"rows": total, **counts}),
                                        "at": now})
+            if before_commit is not None:
+                before_commit(LedgerPurge(counts=counts, gaps=gaps, checkpoint_seq=seq, dry_run=False))
         log.info("ledger purge before %s: %d rows in %d gap(s), checkpoint seq %d", cutoff.isoformat(), total,
                  len(gaps), seq)
         return LedgerPurge(counts=counts, gaps=gaps, checkpoint_seq=seq, dry_run=False)
