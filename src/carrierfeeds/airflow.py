@@ -376,11 +376,22 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
 
 
 # ------------------------------------------------------------------------------------ housekeeping
+def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
+    """The ledger for a housekeeping task: an unreachable server is raised for Airflow to retry, a bad
+    URL or data dir fails the task at once, named by its setting."""
+    try:
+        return pipeline.open_ledger(settings)
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed(task_id, exc.code, exc.message) from None
+
+
 def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
     from carrierfeeds.acks import poll_all
 
     settings = Settings()
-    ledger = pipeline.open_ledger(settings)
+    ledger = _housekeeping_ledger("poll_acknowledgments", settings)
     try:
         # SFTP credentials for the carriers' outboxes come from Airflow connections, like deliveries.
         with tempfile.TemporaryDirectory(prefix="cf-acks-") as scratch:
@@ -401,7 +412,7 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
     settings = Settings()
     as_of = context["dag_run"].run_after.astimezone(UTC).date()
-    ledger = pipeline.open_ledger(settings)
+    ledger = _housekeeping_ledger("retention_purge", settings)
     try:
         # Retention periods and the staging store come from the settings, as for `carrierfeeds purge`.
         report = purge_with_settings(settings, ledger, as_of=as_of, now=_utcnow(),
@@ -426,7 +437,7 @@ def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
     from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
 
     settings = Settings()
-    ledger = pipeline.open_ledger(settings)
+    ledger = _housekeeping_ledger("verify_ledger_chain", settings)
     try:
         # Checks the chain against every anchor, then anchors the head as it is now.
         result = verify_ledger(ledger, AnchorLog.for_settings(settings), now=_utcnow(),

@@ -1026,8 +1026,19 @@ def acks_status(
 
 def main() -> None:
     """Console-script entry point."""
+    import sqlalchemy as sa
+
     try:
         app()
     except CarrierFeedsError as exc:  # a stage error outside a command's own handling
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exit_code_for(exc))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        # The ledger answered when opened and went away later: one line, and a retry may fix it.
+        settings = Settings()
+        setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
+        from carrierfeeds.ledger.store import connect_failure
+
+        failure = connect_failure(settings.resolved_ledger_url, exc, setting=setting)
+        typer.echo(f"error: {failure.message}", err=True)
+        sys.exit(exit_code_for(failure))

@@ -33,7 +33,7 @@ from carrierfeeds.errors import (
 )
 from carrierfeeds.files import open_private, read_mapped, sha256_file, write_private
 from carrierfeeds.ledger import Ledger, scrub_detail
-from carrierfeeds.settings import FeedBundle, Settings, load_bundle
+from carrierfeeds.settings import FeedBundle, Settings, load_bundle, require_data_dir
 from carrierfeeds.staging import CHUNK, ArtifactWriter, StagingStore
 
 if TYPE_CHECKING:
@@ -223,10 +223,20 @@ def _private_dir(path: Path) -> Path:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    if settings.resolved_ledger_url.startswith("sqlite:///"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open(settings.resolved_ledger_url)
-    ledger.upgrade()
+    """The ledger, upgraded; an unusable data dir, a bad URL or an unreachable server is one error
+    naming its setting (ConfigError: fix it; TransientError: retry later), never a driver traceback."""
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger.store import connect_failure
+
+    require_data_dir(settings)
+    setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
+    ledger = Ledger.open(settings.resolved_ledger_url, setting=setting)
+    try:
+        ledger.upgrade()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        ledger.close()
+        raise connect_failure(settings.resolved_ledger_url, exc, setting=setting) from None
     return ledger
 
 

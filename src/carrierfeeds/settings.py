@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carrierfeeds.config import CarrierMapping, CensusSchema, Feed, load_feed, load_mapping, load_schema
-from carrierfeeds.errors import ConfigError
+from carrierfeeds.errors import ConfigError, TransientError
 
 #: Days employee-level data is kept after an employer's contract ends, unless set otherwise.
 DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
@@ -80,6 +80,28 @@ class Settings(BaseSettings):
     @property
     def resolved_token_key_file(self) -> Path:
         return self.token_key_file or self.resolved_keys_dir / "member-token.key"
+
+
+def require_data_dir(settings: Settings) -> Path:
+    """The data directory, created if missing and proven writable; else one error naming the setting:
+    ConfigError when it cannot be used at all (a file, no permission, read-only), TransientError when
+    it is full (freeing space fixes it)."""
+    import errno
+    import tempfile
+
+    where = settings.data_dir
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TransientError(f"CARRIERFEEDS_DATA_DIR: {where} is full ({reason}); retry once space is freed",
+                                 details={"setting": "CARRIERFEEDS_DATA_DIR"}) from None
+        raise ConfigError(f"{where} is not a usable data directory ({reason})", field="CARRIERFEEDS_DATA_DIR",
+                          details={"setting": "CARRIERFEEDS_DATA_DIR"}) from None
+    return where
 
 
 @dataclass(frozen=True)
