@@ -768,8 +768,9 @@ def purge(
     verb = "would purge" if dry_run else "purged"
     lines = [f"{'DRY RUN: ' if dry_run else ''}as of {report.as_of}"]
     for item in report.employee_data.items:
-        label = {"purge": verb, "held": "kept (legal hold)", "unknown_feed": "kept (no feed file)"}[item.action]
-        lines.append(f"  {label:<20} {item.kind:<10} feed {item.feed_id:<28} employer {item.employer_id or '?':<16} "
+        label = {"purge": verb, "held": "kept (legal hold)", "unknown_feed": "kept (no feed file)",
+                 "shared": "kept (another feed reads it)"}[item.action]
+        lines.append(f"  {label:<20} {item.kind:<14} feed {item.feed_id:<28} employer {item.employer_id or '?':<16} "
                      f"{item.files} files")
     counts = ", ".join(f"{n} {t}" for t, n in report.ledger.counts.items()) or "nothing due"
     lines.append(f"  ledger metadata before {report.ledger_cutoff.date()}: {verb} {report.ledger.rows} rows "

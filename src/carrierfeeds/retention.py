@@ -13,7 +13,20 @@ Employee-level data is whatever a run leaves behind for one feed:
   names the ledger recorded for the feed's manual deliveries go (and their ``_resend<n>`` copies), never
   the folder or anyone else's file. A hand-off still pending (never confirmed) is purged too: after the
   contract ended plus the retention period nobody may hand it over any more; the audit event counts
-  those files as ``pending_handoffs`` so the auditor sees the hand-off never happened.
+  those files as ``pending_handoffs`` so the auditor sees the hand-off never happened;
+- ``carrier_inbox``: the same, by name, for a ``delivery: {kind: local}`` carrier inbox under the data
+  directory;
+- ``census_drop``: every file in a local census source's drop folder (``census.source.path``), the ones
+  a run read and the ones it never picked, once every feed reading that folder is due (until then the
+  folder is reported as ``shared`` and kept). The folder must be a folder of its own under the data
+  directory, never the data directory itself or one of the project's folders;
+- ``census_index``: ``census-index/<feed_id>.json`` (hashes and names of the files it accepted);
+- ``ack_archive``: the carrier's acknowledgment files kept under ``acks/<source_id>/`` (decrypted and
+  redacted) whose every matched row answers a delivery of a feed being purged.
+
+Census copies, accepted census files, SFTP and SQL source downloads and decrypted files all live in a
+run's staging or scratch folder, so they go with those. ``tests/test_retention_places.py`` derives the
+places from real runs (it walks the data directory) rather than from this list.
 
 Fallback PDFs are written in the run's scratch folder, kept (gpg-encrypted) in the staging store and
 placed in the outbox; there is no separate fallback folder. A feed's data goes once its employer's
@@ -77,8 +90,18 @@ log = logging.getLogger(__name__)
 EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "scratch")
 #: A feed's files in its manual hand-off outbox.
 OUTBOX = "outbox"
+#: A feed's files in a ``delivery: {kind: local}`` carrier inbox under the data directory.
+CARRIER_INBOX = "carrier_inbox"
 #: A feed's folder in a staging store at ``staging_url`` (not the local ``staging/`` folder).
 STAGING_STORE = "staging_store"
+#: Every file in a local census source's drop folder (picked or not), once every feed reading it is due.
+CENSUS_DROP = "census_drop"
+#: A feed's census index (``census-index/<feed_id>.json``: hashes and names of the files it accepted).
+CENSUS_INDEX = "census_index"
+#: Acknowledgment files archived under ``acks/<source_id>/`` that answer only this feed's deliveries.
+ACK_ARCHIVE = "ack_archive"
+#: Top-level names under the data directory that are the project's own, never an employer's drop folder.
+_OWN_FOLDERS = frozenset({*EMPLOYEE_DATA_KINDS, "census-index", "acks", "anchors", "keys", "gnupg"})
 
 
 class PurgeRefused(Refused):
@@ -98,12 +121,19 @@ class FeedParty:
     legal_hold: bool = False
     #: A manual feed's hand-off outbox, relative to the data directory.
     outbox: str | None = None
+    #: A local census source's drop folder, relative to the data directory.
+    census_drop: str | None = None
+    #: A ``delivery: {kind: local}`` carrier inbox, relative to the data directory.
+    inbox: str | None = None
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedParty:
         outbox = feed.delivery.outbox if feed.delivery.kind == "manual" else None
+        inbox = feed.delivery.path if feed.delivery.kind == "local" else None
+        drop = feed.census.source.path if feed.census.source.kind == "local" else None
         return cls(feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
-                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox)
+                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox,
+                   census_drop=drop, inbox=inbox)
 
 
 @dataclass(frozen=True)
@@ -126,7 +156,9 @@ class PurgeItem:
     employer_id: str | None
     files: int
     bytes: int
-    action: str  # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file)
+    # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file), "shared" (a census
+    # drop folder another feed still reads, that is not due yet)
+    action: str
     due: date | None = None
     pending_handoffs: int = 0  # outbox files of hand-offs nobody confirmed
 
@@ -219,22 +251,25 @@ def _resend_of(name: str, original: str) -> bool:
     return head == stem and bool(sep) and number.isdigit() and rest == extensions
 
 
-def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty) -> tuple[list[Path], int]:
-    """The feed's files in its hand-off outbox, by the names the ledger recorded for its manual
-    deliveries, and how many of those deliveries are still pending a person's hand-off."""
-    if party.outbox is None:
+def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty, *,
+                 kind: str = OUTBOX) -> tuple[list[Path], int]:
+    """The feed's files in its hand-off outbox (``kind`` OUTBOX) or local carrier inbox (CARRIER_INBOX),
+    by the names the ledger recorded for its deliveries through it, and how many of those deliveries are
+    still pending a person's hand-off. The folder may be shared: nobody else's file is ever listed."""
+    folder, transport = (party.outbox, "manual") if kind == OUTBOX else (party.inbox, "local")
+    if folder is None:
         return [], 0
-    outbox = data_dir / party.outbox
+    outbox = data_dir / folder
     try:
         st = os.lstat(outbox)
     except FileNotFoundError:
         return [], 0
     if not stat.S_ISDIR(st.st_mode):
-        raise PurgeRefused(f"the hand-off outbox of feed {party.feed_id} is not a plain directory",
-                           details={"kind": OUTBOX, "feed_id": party.feed_id})
+        raise PurgeRefused(f"the {kind} of feed {party.feed_id} is not a plain directory",
+                           details={"kind": kind, "feed_id": party.feed_id})
     names: dict[str, str] = {}  # file name -> delivery status
     for d in ledger.deliveries(feed_id=party.feed_id):
-        if d.transport != "manual":
+        if d.transport != transport:
             continue
         names[d.file_name] = d.status
         if d.remote_path:
@@ -245,11 +280,59 @@ def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty) -> tuple[list
         if owner is None:
             continue
         if entry.is_symlink() or not entry.is_file():
-            raise PurgeRefused(f"an outbox entry of feed {party.feed_id} is not a regular file",
-                               details={"kind": OUTBOX, "feed_id": party.feed_id})
+            raise PurgeRefused(f"an entry of the {kind} of feed {party.feed_id} is not a regular file",
+                               details={"kind": kind, "feed_id": party.feed_id})
         found.append(entry)
         pending += names[owner] == "pending_handoff"
     return found, pending
+
+
+def _purged_feeds(due: Iterable[FeedParty], holds: Holds) -> set[str]:
+    return {p.feed_id for p in due if not holds.blocks(p.feed_id, p.employer_id)}
+
+
+def _drop_folder(data_dir: Path, relative: str, feed_id: str) -> Path:
+    """A census drop folder, refused when it is not strictly inside the data directory or would take
+    the project's own folders (staging, keys, anchors...) with it."""
+    root = data_dir.resolve()
+    folder = (data_dir / relative).resolve()
+    if folder == root or root not in folder.parents or folder.relative_to(root).parts[0] in _OWN_FOLDERS:
+        raise PurgeRefused(f"the census drop folder of feed {feed_id} is not a folder of its own under the "
+                           "data directory; refusing to purge it", details={"kind": CENSUS_DROP, "feed_id": feed_id})
+    return folder
+
+
+def drop_files(folder: Path) -> list[Path]:
+    """Every file in a census drop folder and below it (symbolic links as links: removed, never followed)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_symlink() or p.is_file())
+
+
+def census_index_files(data_dir: Path, feed_id: str) -> list[Path]:
+    """The feed's census index, its lock and any half-written copy."""
+    from carrierfeeds.census.sources import INDEX_DIR
+
+    folder = data_dir / INDEX_DIR
+    names = (f"{feed_id}.json", f".{feed_id}.lock", f".{feed_id}.json.tmp")
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def ack_archive_files(ledger: Ledger, data_dir: Path, feed_ids: set[str], purged_feeds: set[str]) -> list[Path]:
+    """Archived acknowledgment files (``acks/<source_id>/<sha256>...``) whose every matched row is about a
+    delivery of ``feed_ids``, and of no feed outside ``purged_feeds`` (a file answering a kept feed stays)."""
+    owner = {d.delivery_id: d.feed_id for d in ledger.deliveries()}
+    files: dict[tuple[str, str], set[str]] = {}
+    for row in ledger.acknowledgments(matched=True):
+        files.setdefault((row.source_id, row.file_sha256), set()).add(owner.get(row.delivery_id or "", ""))
+    found: list[Path] = []
+    for (source_id, sha), feeds in sorted(files.items()):
+        if not feeds & feed_ids or not feeds <= purged_feeds:
+            continue
+        folder = data_dir / "acks" / source_id
+        if folder.is_dir() and not folder.is_symlink():
+            found += sorted(p for p in folder.glob(f"{sha}*") if p.is_file() and not p.is_symlink())
+    return found
 
 
 def _store_location(staging_url: str | None, data_dir: Path) -> tuple[Any, str] | None:
@@ -313,13 +396,46 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
             where = f"{store_root}/{party.feed_id}"
             if _due(party, as_of, retention_days) is not None and fs.exists(where):
                 decide(STAGING_STORE, party.feed_id, *_store_size(fs, where))
+    def size(paths: Sequence[Path]) -> int:
+        return sum(p.lstat().st_size for p in paths)
+
+    due = [p for p in parties if _due(p, as_of, retention_days) is not None]
+    index_dir = data_dir / "census-index"
+    if index_dir.is_dir():
+        for entry in sorted(index_dir.glob("*.json")):
+            if (found := census_index_files(data_dir, entry.stem)):
+                decide(CENSUS_INDEX, entry.stem, len(found), size(found))
+    # A drop folder goes once every feed reading it is due; until then it is reported as shared.
+    drops: dict[Path, list[FeedParty]] = {}
+    for party in parties:
+        if party.census_drop is not None:
+            drops.setdefault(_drop_folder(data_dir, party.census_drop, party.feed_id), []).append(party)
+    for folder, readers in sorted(drops.items()):
+        mine = sorted((p for p in readers if p in due), key=lambda p: p.feed_id)
+        found = drop_files(folder)
+        if not mine or not found:
+            continue
+        first = mine[0]
+        if len(mine) < len(readers):
+            items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
+                                   "shared", _due(first, as_of, retention_days)))
+            continue
+        if any(holds.blocks(p.feed_id, p.employer_id) for p in readers):
+            items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
+                                   "held", _due(first, as_of, retention_days)))
+            continue
+        decide(CENSUS_DROP, first.feed_id, len(found), size(found))
     if ledger is not None:
-        for party in parties:
-            if _due(party, as_of, retention_days) is None:
-                continue
-            found, pending = outbox_files(ledger, data_dir, party)
-            if found:
-                decide(OUTBOX, party.feed_id, len(found), sum(f.stat().st_size for f in found), pending)
+        purged_feeds = _purged_feeds(due, holds)
+        for party in due:
+            for kind in (OUTBOX, CARRIER_INBOX):
+                found, pending = outbox_files(ledger, data_dir, party, kind=kind)
+                if found:
+                    decide(kind, party.feed_id, len(found), size(found), pending)
+            acks = ack_archive_files(ledger, data_dir, {party.feed_id},
+                                     purged_feeds if party.feed_id in purged_feeds else set())
+            if acks:
+                decide(ACK_ARCHIVE, party.feed_id, len(acks), size(acks))
     return EmployeeDataPurge(items=tuple(items), dry_run=True)
 
 
@@ -342,8 +458,23 @@ def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedPa
             detail["pending_handoffs"] = item.pending_handoffs
         ledger.audit(actor=actor, action="purge_employee_data", object_type="feed", object_id=item.feed_id,
                      now=now, detail=detail)
-        if item.kind == OUTBOX:
-            for path in outbox_files(ledger, data_dir, by_feed[item.feed_id])[0]:
+        party = by_feed[item.feed_id]
+        if item.kind in (OUTBOX, CARRIER_INBOX):
+            for path in outbox_files(ledger, data_dir, party, kind=item.kind)[0]:
+                path.unlink(missing_ok=True)
+        elif item.kind == CENSUS_DROP and party.census_drop is not None:
+            folder = _drop_folder(data_dir, party.census_drop, party.feed_id)
+            for path in drop_files(folder):
+                path.unlink(missing_ok=True)
+            for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                              key=lambda p: len(p.parts), reverse=True):
+                sub.rmdir()
+        elif item.kind == CENSUS_INDEX:
+            for path in census_index_files(data_dir, item.feed_id):
+                path.unlink(missing_ok=True)
+        elif item.kind == ACK_ARCHIVE:
+            due = [p for p in parties if _due(p, as_of, retention_days) is not None]
+            for path in ack_archive_files(ledger, data_dir, {item.feed_id}, _purged_feeds(due, holds)):
                 path.unlink(missing_ok=True)
         elif item.kind == STAGING_STORE:
             store = _store_location(staging_url, data_dir)
