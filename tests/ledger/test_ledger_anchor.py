@@ -212,3 +212,28 @@ def test_a_lost_anchor_key_is_a_configuration_error_not_a_fresh_key(env: dict[st
     assert "key file is missing but anchors exist" in result.output
     assert not anchors.key_file.exists()
     assert (env["data"] / "anchors" / ANCHOR_FILE_NAME).is_file()
+
+
+def test_the_audit_report_prints_the_anchors_and_fails_on_a_rewrite(env: dict[str, Any], superuser: Ledger,
+                                                                   tmp_path: Path) -> None:
+    clock = Clock()
+    _day(superuser, clock, 1)
+    out = tmp_path / "report.html"
+    args = ["audit", "report", "--since", "2026-01-01", "--until", "2026-12-31", "--out", str(out)]
+    ok = runner.invoke(app, args)
+    assert ok.exit_code == EXIT_OK, ok.output
+    seq, head = superuser.chain_head()
+    assert "Anchors outside the database" in out.read_text() and "no anchors yet" in out.read_text()
+    again = runner.invoke(app, args)
+    assert again.exit_code == EXIT_OK
+    assert f"latest seq {seq} {head}" in out.read_text()
+    with superuser.engine.begin() as conn:
+        ev = AUDIT_TABLES["run_events"][0]
+        conn.execute(sa.delete(ev).where(ev.c.seq == seq))
+    (prev,) = superuser.chain_hashes([seq - 1]).values()
+    with superuser.engine.begin() as conn:
+        conn.execute(sa.update(chain_head).values(seq=seq - 1, row_hash=prev))
+    assert superuser.verify_chain().ok
+    broken = runner.invoke(app, args)
+    assert broken.exit_code == EXIT_FAILED
+    assert "intact" in out.read_text() and "anchor check FAILED: row seq" in out.read_text()
