@@ -11,6 +11,7 @@ every one. A new place the pipeline starts writing fails this test until the pur
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _place(path: str) -> str:
 
 @pytest.fixture
 def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from carrierfeeds.acks import LocalAckInbox, collect_acks
+    from carrierfeeds.acks import poll_acks
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace
@@ -56,7 +57,13 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
 
     data = tmp_path / "var"
     keys_dir = tmp_path / "keys"
-    spaces = [prepare_workspace(data, keys=demo_keys, keys_dir=keys_dir, config_root=ROOT, feed_id=f,
+    # The shipped configuration, the 834 carrier answering in a folder under the data directory.
+    config = tmp_path / "config"
+    for part in ("feeds", "mappings", "schemas"):
+        shutil.copytree(ROOT / part, config / part)
+    mapping = config / "mappings" / "sunrise-health.yaml"
+    mapping.write_text(mapping.read_text() + "acks:\n  source:\n    kind: local\n    path: carrier-acks\n")
+    spaces = [prepare_workspace(data, keys=demo_keys, keys_dir=keys_dir, config_root=config, feed_id=f,
                                 delivery=LocalDelivery(path="carrier-inbox")) for f in FEEDS]
     settings = spaces[0].settings
     inbound = spaces[0].inbound
@@ -68,17 +75,17 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
         summary = run_feed(settings, RunRef.for_day(feed_id, DAY), clock=lambda: datetime.now(UTC), actor="test")
         assert summary.status == "delivered", summary.error
         sent[feed_id] = summary
-    # The carrier answers the 834 with a TA1, collected (and archived) as the housekeeping DAG would.
-    answers = tmp_path / "carrier-answers"
+    # The carrier answers the 834 with a TA1 in its folder, collected (and archived) as the housekeeping
+    # DAG collects it.
+    answers = data / "carrier-acks"
     answers.mkdir()
     isa13 = int(sent[FEEDS[0]].isa13)
     (answers / "ta1.x12").write_bytes(
         (f"ISA*00*          *00*          *ZZ*{'SUNRISEHP':<15}*ZZ*{'CARRIERFEEDS':<15}*261121*0900*^*00501*"
          f"000000900*0*T*:~\nTA1*{isa13:09d}*261121*0800*A*000~\nIEA*0*000000900~\n").encode())
     ledger = open_ledger(settings)
-    report = collect_acks(ledger, LocalAckInbox(answers), source_id="sunrise-health", now=datetime.now(UTC),
-                          archive_dir=data / "acks")
-    assert report.count("recorded") == 1
+    result = poll_acks(settings, now=datetime.now(UTC), ledger=ledger)
+    assert [r.count("recorded") for r in result.reports] == [1]
     ledger.close()
     for name, value in {"FEEDS_DIR": settings.feeds_dir, "MAPPINGS_DIR": settings.mappings_dir,
                         "SCHEMAS_DIR": settings.schemas_dir, "DATA_DIR": data, "KEYS_DIR": keys_dir,
@@ -98,7 +105,7 @@ def test_purge_takes_every_place_a_run_wrote_member_data_and_a_hold_keeps_them(w
     before = _member_data(_files(data))
     places = {_place(p) for p in before}
     # What the runs really wrote (a floor, not the list the check below relies on).
-    assert {"inbound/acme", "census-index", "carrier-inbox", "acks/sunrise-health",
+    assert {"inbound/acme", "census-index", "carrier-inbox", "carrier-acks", "acks/sunrise-health",
             *(f"{kind}/{f}" for kind in ("staging", "reports") for f in FEEDS),
             "snapshots/acme-clearview-vision"} <= places, places
 

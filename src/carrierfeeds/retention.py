@@ -22,7 +22,10 @@ Employee-level data is whatever a run leaves behind for one feed:
   directory, never the data directory itself or one of the project's folders;
 - ``census_index``: ``census-index/<feed_id>.json`` (hashes and names of the files it accepted);
 - ``ack_archive``: the carrier's acknowledgment files kept under ``acks/<source_id>/`` (decrypted and
-  redacted) whose every matched row answers a delivery of a feed being purged.
+  redacted) whose every matched row answers a delivery of a feed being purged;
+- ``ack_inbox``: the same acknowledgment files as the carrier left them in its mapping's local
+  acknowledgment folder under the data directory, by the name the ledger recorded and only while the
+  content still has the recorded sha256 (the folder is the carrier's, shared by all its feeds).
 
 Census copies, accepted census files, SFTP and SQL source downloads and decrypted files all live in a
 run's staging or scratch folder, so they go with those. ``tests/test_retention_places.py`` derives the
@@ -72,7 +75,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,8 @@ CENSUS_DROP = "census_drop"
 CENSUS_INDEX = "census_index"
 #: Acknowledgment files archived under ``acks/<source_id>/`` that answer only this feed's deliveries.
 ACK_ARCHIVE = "ack_archive"
+#: The same files as the carrier left them in a local acknowledgment folder under the data directory.
+ACK_INBOX = "ack_inbox"
 #: Top-level names under the data directory that are the project's own, never an employer's drop folder.
 _OWN_FOLDERS = frozenset({*EMPLOYEE_DATA_KINDS, "census-index", "acks", "anchors", "keys", "gnupg"})
 
@@ -125,6 +130,10 @@ class FeedParty:
     census_drop: str | None = None
     #: A ``delivery: {kind: local}`` carrier inbox, relative to the data directory.
     inbox: str | None = None
+    #: The carrier mapping's id (the source id its acknowledgments are recorded under) and its local
+    #: acknowledgment folder, relative to the data directory (None when acknowledgments come by SFTP).
+    mapping_id: str | None = None
+    ack_inbox: str | None = None
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedParty:
@@ -318,21 +327,42 @@ def census_index_files(data_dir: Path, feed_id: str) -> list[Path]:
     return [folder / n for n in names if (folder / n).is_file()]
 
 
-def ack_archive_files(ledger: Ledger, data_dir: Path, feed_ids: set[str], purged_feeds: set[str]) -> list[Path]:
-    """Archived acknowledgment files (``acks/<source_id>/<sha256>...``) whose every matched row is about a
-    delivery of ``feed_ids``, and of no feed outside ``purged_feeds`` (a file answering a kept feed stays)."""
+def ack_files(ledger: Ledger, data_dir: Path, party: FeedParty, purged_feeds: set[str], *,
+              kind: str = ACK_ARCHIVE) -> list[Path]:
+    """Acknowledgment files whose every matched row is about a delivery of ``party``'s feed and of no
+    feed outside ``purged_feeds`` (a file that also answers a kept feed stays): ACK_ARCHIVE, our archived
+    copies (``acks/<source_id>/<sha256>...``); ACK_INBOX, the carrier's own file in the mapping's local
+    acknowledgment folder, by the name recorded and only while its content still has the recorded hash."""
     owner = {d.delivery_id: d.feed_id for d in ledger.deliveries()}
-    files: dict[tuple[str, str], set[str]] = {}
+    files: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
     for row in ledger.acknowledgments(matched=True):
-        files.setdefault((row.source_id, row.file_sha256), set()).add(owner.get(row.delivery_id or "", ""))
+        feeds, names = files.setdefault((row.source_id, row.file_sha256), (set(), set()))
+        feeds.add(owner.get(row.delivery_id or "", ""))
+        names.add(row.file_name)
     found: list[Path] = []
-    for (source_id, sha), feeds in sorted(files.items()):
-        if not feeds & feed_ids or not feeds <= purged_feeds:
+    for (source_id, sha), (feeds, names) in sorted(files.items()):
+        if party.feed_id not in feeds or not feeds <= purged_feeds:
             continue
-        folder = data_dir / "acks" / source_id
-        if folder.is_dir() and not folder.is_symlink():
-            found += sorted(p for p in folder.glob(f"{sha}*") if p.is_file() and not p.is_symlink())
+        if kind == ACK_ARCHIVE:
+            folder = data_dir / "acks" / source_id
+            if folder.is_dir() and not folder.is_symlink():
+                found += sorted(p for p in folder.glob(f"{sha}*") if p.is_file() and not p.is_symlink())
+        elif party.ack_inbox is not None and source_id == party.mapping_id:
+            for name in sorted(names):
+                path = data_dir / party.ack_inbox / name
+                if path.is_file() and not path.is_symlink() and _sha256(path) == sha:
+                    found.append(path)
     return found
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _store_location(staging_url: str | None, data_dir: Path) -> tuple[Any, str] | None:
@@ -432,10 +462,11 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
                 found, pending = outbox_files(ledger, data_dir, party, kind=kind)
                 if found:
                     decide(kind, party.feed_id, len(found), size(found), pending)
-            acks = ack_archive_files(ledger, data_dir, {party.feed_id},
-                                     purged_feeds if party.feed_id in purged_feeds else set())
-            if acks:
-                decide(ACK_ARCHIVE, party.feed_id, len(acks), size(acks))
+            for kind in (ACK_ARCHIVE, ACK_INBOX):
+                # A held feed's files are listed (and kept) as long as no kept feed shares them.
+                acks = ack_files(ledger, data_dir, party, purged_feeds | {party.feed_id}, kind=kind)
+                if acks:
+                    decide(kind, party.feed_id, len(acks), size(acks))
     return EmployeeDataPurge(items=tuple(items), dry_run=True)
 
 
@@ -472,9 +503,9 @@ def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedPa
         elif item.kind == CENSUS_INDEX:
             for path in census_index_files(data_dir, item.feed_id):
                 path.unlink(missing_ok=True)
-        elif item.kind == ACK_ARCHIVE:
+        elif item.kind in (ACK_ARCHIVE, ACK_INBOX):
             due = [p for p in parties if _due(p, as_of, retention_days) is not None]
-            for path in ack_archive_files(ledger, data_dir, {item.feed_id}, _purged_feeds(due, holds)):
+            for path in ack_files(ledger, data_dir, party, _purged_feeds(due, holds), kind=item.kind):
                 path.unlink(missing_ok=True)
         elif item.kind == STAGING_STORE:
             store = _store_location(staging_url, data_dir)
@@ -524,21 +555,31 @@ def purge_with_settings(settings: Settings, ledger: Ledger, *, as_of: date, now:
     """The purge ``carrierfeeds purge`` and the housekeeping DAG run: the settings' data directory,
     feeds, staging store and retention periods; a period passed here (a CLI flag) overrides its setting."""
     return run_purge(
-        ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of, now=now,
-        actor=actor, dry_run=dry_run, staging_url=settings.staging_url, anchors=AnchorLog.for_settings(settings),
+        ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir, settings.mappings_dir),
+        as_of=as_of, now=now, actor=actor, dry_run=dry_run, staging_url=settings.staging_url,
+        anchors=AnchorLog.for_settings(settings),
         retention_days=settings.employee_data_retention_days if retention_days is None else retention_days,
         retention_years=settings.ledger_retention_years if retention_years is None else retention_years)
 
 
-def parties_from_feeds_dir(feeds_dir: Path) -> list[FeedParty]:
-    """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown)."""
-    from carrierfeeds.config import load_feed
+def parties_from_feeds_dir(feeds_dir: Path, mappings_dir: Path | None = None) -> list[FeedParty]:
+    """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown). With
+    ``mappings_dir``, each carrier mapping's local acknowledgment folder too (an unreadable mapping stops
+    the purge as well: its acknowledgment files could not be told apart)."""
+    from carrierfeeds.config import LocalAckSource, load_feed, load_mapping
 
     parties = []
     for path in sorted(feeds_dir.glob("*.yaml")):
         try:
-            parties.append(FeedParty.from_feed(load_feed(path)))
+            feed = load_feed(path)
         except ConfigError as exc:
             raise ConfigError("cannot purge while a feed file is unreadable (its legal hold is unknown): "
                               + exc.message, details={"file": str(path)}) from None
+        party = FeedParty.from_feed(feed)
+        if mappings_dir is not None:
+            mapping = load_mapping(mappings_dir / f"{feed.mapping_id}.yaml")
+            source = mapping.acks.source if mapping.acks is not None else None
+            party = replace(party, mapping_id=mapping.mapping_id,
+                            ack_inbox=source.path if isinstance(source, LocalAckSource) else None)
+        parties.append(party)
     return parties
