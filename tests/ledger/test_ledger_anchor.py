@@ -237,3 +237,16 @@ def test_the_audit_report_prints_the_anchors_and_fails_on_a_rewrite(env: dict[st
     broken = runner.invoke(app, args)
     assert broken.exit_code == EXIT_FAILED
     assert "intact" in out.read_text() and "anchor check FAILED: row seq" in out.read_text()
+
+
+def test_a_line_torn_by_a_crash_is_skipped_and_the_next_one_stays_whole(env: dict[str, Any],
+                                                                       superuser: Ledger) -> None:
+    _day(superuser, Clock(), 1)
+    assert _verify().exit_code == EXIT_OK
+    anchors: AnchorLog = env["anchors"]
+    whole = anchors.path.read_text()
+    anchors.path.write_text(whole + whole[: len(whole) // 2])  # a second line cut short
+    assert _verify().exit_code == EXIT_OK
+    lines = anchors.path.read_text().splitlines()
+    assert len(lines) == 3 and lines[2].endswith("}")
+    assert _verify().exit_code == EXIT_OK

@@ -155,9 +155,13 @@ class AnchorLog:
             raise ConfigError("the ledger anchor key could not be created", file=str(self.key_file))
         line = canonical_json({**body, "mac": self._mac(key, body)}) + "\n"
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            # A line torn by a crash stays a line of its own (read() skips it) instead of spoiling this one.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line
             os.write(fd, line.encode("ascii"))
             os.fsync(fd)
         finally:
@@ -195,6 +199,11 @@ class AnchorLog:
         purges: list[PurgeAnchor] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
+                continue
+            if not raw.rstrip().endswith("}"):
+                # A write a crash cut short. Skipping it grants nothing: whoever could write the file
+                # could as well delete a line, and a deleted anchor only narrows what is checked.
+                log.warning("anchor file line %d is incomplete (a write cut short); skipped", number)
                 continue
             try:
                 data = json.loads(raw)
