@@ -11,6 +11,7 @@ every one. A new place the pipeline starts writing fails this test until the pur
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -102,6 +103,9 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
 
 def test_purge_takes_every_place_a_run_wrote_member_data_and_a_hold_keeps_them(workspace: dict[str, Any]) -> None:
     data: Path = workspace["data"]
+    # Every run anchored the ledger's head outside the database when it ended.
+    anchors = [json.loads(line) for line in (data / "anchors" / "ledger-anchors.jsonl").read_text().splitlines()]
+    assert [a["reason"].split(":")[0] for a in anchors] == ["run", "run"]
     before = _member_data(_files(data))
     places = {_place(p) for p in before}
     # What the runs really wrote (a floor, not the list the check below relies on).

@@ -310,9 +310,11 @@ def verify_ledger(ledger: Ledger, anchors: AnchorLog, *, now: datetime | None = 
 def anchor_quietly(ledger: Ledger, anchors: AnchorLog, *, reason: str, now: datetime) -> HeadAnchor | None:
     """Anchor the head after a run; a failure is logged, never raised: the run's outcome stands, and the
     next run or ``audit verify`` anchors again."""
+    import sqlalchemy as sa
+
     try:
         return anchors.anchor_head(ledger, reason=reason, now=now)
-    except (OSError, ConfigError, LedgerError) as exc:
+    except (OSError, ConfigError, LedgerError, sa.exc.SQLAlchemyError) as exc:
         log.error("could not anchor the ledger head (%s): %s", type(exc).__name__,
                   getattr(exc, "message", exc.strerror if isinstance(exc, OSError) else ""))
         return None
