@@ -33,7 +33,7 @@ from carrierfeeds.errors import (
 )
 from carrierfeeds.files import open_private, read_mapped, sha256_file, write_private
 from carrierfeeds.ledger import Ledger, scrub_detail
-from carrierfeeds.settings import FeedBundle, Settings, load_bundle, require_data_dir
+from carrierfeeds.settings import FeedBundle, Settings, load_bundle
 from carrierfeeds.staging import CHUNK, ArtifactWriter, StagingStore
 
 if TYPE_CHECKING:
@@ -228,6 +228,7 @@ def open_ledger(settings: Settings) -> Ledger:
     import sqlalchemy as sa
 
     from carrierfeeds.ledger.store import connect_failure
+    from carrierfeeds.settings import require_data_dir
 
     require_data_dir(settings)
     setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"

@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carrierfeeds.config import CarrierMapping, CensusSchema, Feed, load_feed, load_mapping, load_schema
-from carrierfeeds.errors import ConfigError, TransientError
+from carrierfeeds.errors import ConfigError
 
 #: Days employee-level data is kept after an employer's contract ends, unless set otherwise.
 DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
@@ -88,6 +88,8 @@ def require_data_dir(settings: Settings) -> Path:
     it is full (freeing space fixes it)."""
     import errno
     import tempfile
+
+    from carrierfeeds.errors import TransientError
 
     where = settings.data_dir
     try:
