@@ -224,12 +224,16 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         store = staging_store(settings, settings.staging_url)
         ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
                                 bundle=bundle, store=store, ephemeral=True)
-        return _call_stage(ctx, stage, params)
+        result = _call_stage(ctx, stage, params)
+        if stage == "confirm":
+            pipeline.anchor_run(ctx)
+        return result
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
         if ctx is not None:
             pipeline.end_run(ctx, exc)
+            pipeline.anchor_run(ctx)
         if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
             # No changes, or no new census: the later stages are skipped, not failed.
             raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
@@ -372,11 +376,22 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
 
 
 # ------------------------------------------------------------------------------------ housekeeping
+def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
+    """The ledger for a housekeeping task: an unreachable server is raised for Airflow to retry, a bad
+    URL or data dir fails the task at once, named by its setting."""
+    try:
+        return pipeline.open_ledger(settings)
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed(task_id, exc.code, exc.message) from None
+
+
 def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
     from carrierfeeds.acks import poll_all
 
     settings = Settings()
-    ledger = pipeline.open_ledger(settings)
+    ledger = _housekeeping_ledger("poll_acknowledgments", settings)
     try:
         # SFTP credentials for the carriers' outboxes come from Airflow connections, like deliveries.
         with tempfile.TemporaryDirectory(prefix="cf-acks-") as scratch:
@@ -397,7 +412,7 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
     settings = Settings()
     as_of = context["dag_run"].run_after.astimezone(UTC).date()
-    ledger = pipeline.open_ledger(settings)
+    ledger = _housekeeping_ledger("retention_purge", settings)
     try:
         # Retention periods and the staging store come from the settings, as for `carrierfeeds purge`.
         report = purge_with_settings(settings, ledger, as_of=as_of, now=_utcnow(),
@@ -419,16 +434,27 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
 
 def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
-    ledger = pipeline.open_ledger(Settings())
+    from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
+
+    settings = Settings()
+    ledger = _housekeeping_ledger("verify_ledger_chain", settings)
     try:
-        verdict = ledger.verify_chain()
+        # Checks the chain against every anchor, then anchors the head as it is now.
+        result = verify_ledger(ledger, AnchorLog.for_settings(settings), now=_utcnow(),
+                               reason=f"airflow:{context['run_id']}")
+    except CarrierFeedsError as exc:
+        raise FeedStageFailed("verify_ledger_chain", exc.code, exc.message) from None
     finally:
         ledger.close()
+    verdict = result.chain
     if not verdict.ok:
         broken = verdict.first_broken.as_dict() if verdict.first_broken else {}
         raise FeedStageFailed("verify_ledger_chain", "ledger_chain_broken",
                               f"ledger chain broken at {json.dumps(broken, sort_keys=True)}")
-    return {"rows_checked": verdict.rows_checked, "head_seq": verdict.head_seq}
+    if not result.anchors.ok:
+        raise FeedStageFailed("verify_ledger_chain", "ledger_anchor_mismatch", str(result.anchors))
+    return {"rows_checked": verdict.rows_checked, "head_seq": verdict.head_seq,
+            "anchors": result.anchors.anchors}
 
 
 def build_housekeeping_dag() -> DAG:

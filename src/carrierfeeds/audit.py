@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
+from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
 from carrierfeeds.ledger.records import DELIVERED_STATUSES
 from carrierfeeds.ledger.store import AuditEvent, AuthorisationRecord, OutcomeEvent
 from carrierfeeds.retention import FeedParty
@@ -324,6 +325,9 @@ class AuditReport:
     chain_head_hash: str
     chain_broken: str | None
     acks_tracked: bool
+    #: The anchors' verdict in words (``ledger.anchor``), None when the report was built without them.
+    anchor_status: str | None = None
+    anchors_ok: bool = True
 
     @property
     def totals(self) -> dict[str, int]:
@@ -340,11 +344,13 @@ def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
 def build_report(ledger: Ledger, *, since: date, until: date, generated_at: datetime,
                  parties: Mapping[str, tuple[str, str]] | None = None,
                  acks: Mapping[str, AckInfo] | None = None, ack_windows: Mapping[str, timedelta] | None = None,
-                 default_ack_window: timedelta = DEFAULT_ACK_WINDOW) -> AuditReport:
+                 default_ack_window: timedelta = DEFAULT_ACK_WINDOW,
+                 anchors: AnchorLog | None = None) -> AuditReport:
     """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked).
 
     ``ack_windows``: feed id -> the carrier mapping's acknowledgment window; other feeds get
-    ``default_ack_window``."""
+    ``default_ack_window``. With ``anchors`` the chain is also checked against its signed anchors and
+    the head is anchored as of ``generated_at``."""
     if until < since:
         raise ValueError("until is before since")
     start, end = day_bounds(since, until)
@@ -417,13 +423,21 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
     for r in runs:
         if r.status in ("rejected", "refused", "failed"):
             notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", ""))
-    verdict = ledger.verify_chain()
+    anchor_status, anchors_ok = None, True
+    if anchors is None:
+        verdict = ledger.verify_chain()
+    else:
+        checked = verify_ledger(ledger, anchors, now=generated_at, reason="audit-report")
+        verdict, anchors_ok = checked.chain, checked.anchors.ok
+        anchor_status = str(checked.anchors) + (
+            f"; head anchored now at seq {checked.anchored.seq}" if checked.anchored else "")
     return AuditReport(
         since=since, until=until, generated_at=generated_at, parties=stats,
         per_day=tuple((d, v[0], v[1]) for d, v in counts.items()),
         notable=tuple(sorted(notable, key=lambda n: n.at)), chain_ok=verdict.ok, chain_rows=verdict.rows_checked,
         chain_head_seq=verdict.head_seq, chain_head_hash=verdict.head_hash,
-        chain_broken=str(verdict.first_broken) if verdict.first_broken else None, acks_tracked=acks is not None)
+        chain_broken=str(verdict.first_broken) if verdict.first_broken else None, acks_tracked=acks is not None,
+        anchor_status=anchor_status, anchors_ok=anchors_ok)
 
 
 # ------------------------------------------------------------------------------------ HTML output
@@ -512,6 +526,9 @@ def render_report_html(report: AuditReport) -> str:
 <p class="meta">Period {report.since.isoformat()} to {report.until.isoformat()} (UTC, inclusive).
 Generated {esc(_cell(report.generated_at))}.</p>
 <p>Ledger chain {verdict}; head seq {report.chain_head_seq}, hash <code>{esc(report.chain_head_hash)}</code>.</p>
+{"" if report.anchor_status is None else
+ f'<p>Anchors outside the database: <span class="{"ok" if report.anchors_ok else "bad"}">'
+ f'{esc(report.anchor_status)}</span>.</p>'}
 <p><b>{t["deliveries"]}</b> deliveries, <b>{t["delivered"]}</b> delivered, <b>{t["failures"]}</b> failed attempts,
 <b>{t["retries"]}</b> run retries, <b>{t["forced_resends"]}</b> forced resends,
 <b>{t["manual_handoffs"]}</b> manual hand-offs.{"" if report.acks_tracked else
@@ -555,6 +572,8 @@ def render_report_pdf(report: AuditReport) -> bytes:
                   f"Generated {esc(_cell(report.generated_at))}.", styles["Normal"]),
         Paragraph(f"Ledger chain {chain}; head seq {report.chain_head_seq}, hash "
                   f"<font face='Courier' size='8'>{report.chain_head_hash}</font>.", styles["Normal"]),
+        *([] if report.anchor_status is None else
+          [Paragraph(f"Anchors outside the database: {esc(report.anchor_status)}.", styles["Normal"])]),
         Paragraph(f"<b>{t['deliveries']}</b> deliveries, <b>{t['delivered']}</b> delivered, "
                   f"<b>{t['failures']}</b> failed attempts, <b>{t['retries']}</b> run retries, "
                   f"<b>{t['forced_resends']}</b> forced resends, <b>{t['manual_handoffs']}</b> manual hand-offs."

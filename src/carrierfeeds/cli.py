@@ -559,17 +559,35 @@ def db_upgrade() -> None:
 
 @audit_app.command("verify")
 def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Walk the ledger's hash chain and name the first broken link, if any."""
+    """Walk the ledger's hash chain, check that it still holds every signed anchor of its head (kept
+    outside the database), then anchor the head as it is now. Exit 5 on a broken link or a missing or
+    rewritten anchored row."""
+    from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
     from carrierfeeds.pipeline import open_ledger
 
-    verdict = open_ledger(Settings()).verify_chain()
+    settings = Settings()
+    try:
+        result = verify_ledger(open_ledger(settings), AnchorLog.for_settings(settings), now=_utcnow(),
+                               reason="audit-verify")
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    verdict, anchors = result.chain, result.anchors
     broken = verdict.first_broken.as_dict() if verdict.first_broken is not None else None
-    data = {"ok": verdict.ok, "rows_checked": verdict.rows_checked, "first_broken": broken,
-            "head_seq": verdict.head_seq, "head_hash": verdict.head_hash}
-    _emit(data, as_json, [f"chain {'intact' if verdict.ok else 'BROKEN'}: {verdict.rows_checked} rows checked; "
-                          f"head {verdict.head_seq} {verdict.head_hash}"]
-          + ([f"first broken link: {verdict.first_broken}"] if not verdict.ok else []))
-    raise typer.Exit(EXIT_OK if verdict.ok else EXIT_FAILED)
+    data = {"ok": result.ok, "chain_ok": verdict.ok, "rows_checked": verdict.rows_checked,
+            "first_broken": broken, "head_seq": verdict.head_seq, "head_hash": verdict.head_hash,
+            "anchors": anchors.as_dict(),
+            "anchored_now": None if result.anchored is None else
+            {"seq": result.anchored.seq, "head": result.anchored.head, "at": result.anchored.at}}
+    lines = [f"chain {'intact' if verdict.ok else 'BROKEN'}: {verdict.rows_checked} rows checked; "
+             f"head {verdict.head_seq} {verdict.head_hash}"]
+    if not verdict.ok:
+        lines.append(f"first broken link: {verdict.first_broken}")
+    lines.append(f"anchors: {anchors}")
+    if result.anchored is not None:
+        lines.append(f"anchored seq {result.anchored.seq} in {AnchorLog.for_settings(settings).path}")
+    _emit(data, as_json, lines)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 # ------------------------------------------------------- auditors' views, legal holds, purge (issue 7)
@@ -658,14 +676,22 @@ def audit_report(
     except CarrierFeedsError as exc:
         _fail(exc, False)
         return
-    report = build_report(ledger, since=first, until=last, generated_at=_utcnow(),
-                          parties=feed_parties(ledger, _audit_parties(settings)), acks=acks_from_ledger(ledger),
-                          ack_windows=windows)
+    from carrierfeeds.ledger.anchor import AnchorLog
+
+    try:
+        report = build_report(ledger, since=first, until=last, generated_at=_utcnow(),
+                              parties=feed_parties(ledger, _audit_parties(settings)),
+                              acks=acks_from_ledger(ledger), ack_windows=windows,
+                              anchors=AnchorLog.for_settings(settings))
+    except CarrierFeedsError as exc:
+        _fail(exc, False)
+        return
     write_report(report, out)
     t = report.totals
     typer.echo(f"wrote {out}: {t['deliveries']} deliveries, {t['failures']} failed attempts, "
-               f"{t['forced_resends']} forced resends; chain {'intact' if report.chain_ok else 'BROKEN'}")
-    raise typer.Exit(EXIT_OK if report.chain_ok else EXIT_FAILED)
+               f"{t['forced_resends']} forced resends; chain {'intact' if report.chain_ok else 'BROKEN'}; "
+               f"anchors: {report.anchor_status}")
+    raise typer.Exit(EXIT_OK if report.chain_ok and report.anchors_ok else EXIT_FAILED)
 
 
 @audit_app.command("show")
@@ -773,8 +799,9 @@ def purge(
     verb = "would purge" if dry_run else "purged"
     lines = [f"{'DRY RUN: ' if dry_run else ''}as of {report.as_of}"]
     for item in report.employee_data.items:
-        label = {"purge": verb, "held": "kept (legal hold)", "unknown_feed": "kept (no feed file)"}[item.action]
-        lines.append(f"  {label:<20} {item.kind:<10} feed {item.feed_id:<28} employer {item.employer_id or '?':<16} "
+        label = {"purge": verb, "held": "kept (legal hold)", "unknown_feed": "kept (no feed file)",
+                 "shared": "kept (another feed reads it)"}[item.action]
+        lines.append(f"  {label:<20} {item.kind:<14} feed {item.feed_id:<28} employer {item.employer_id or '?':<16} "
                      f"{item.files} files")
     counts = ", ".join(f"{n} {t}" for t, n in report.ledger.counts.items()) or "nothing due"
     lines.append(f"  ledger metadata before {report.ledger_cutoff.date()}: {verb} {report.ledger.rows} rows "
@@ -1031,8 +1058,19 @@ def acks_status(
 
 def main() -> None:
     """Console-script entry point."""
+    import sqlalchemy as sa
+
     try:
         app()
     except CarrierFeedsError as exc:  # a stage error outside a command's own handling
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exit_code_for(exc))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        # The ledger answered when opened and went away later: one line, and a retry may fix it.
+        settings = Settings()
+        setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
+        from carrierfeeds.ledger.store import connect_failure
+
+        failure = connect_failure(settings.resolved_ledger_url, exc, setting=setting)
+        typer.echo(f"error: {failure.message}", err=True)
+        sys.exit(exit_code_for(failure))

@@ -223,10 +223,21 @@ def _private_dir(path: Path) -> Path:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    if settings.resolved_ledger_url.startswith("sqlite:///"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open(settings.resolved_ledger_url)
-    ledger.upgrade()
+    """The ledger, upgraded; an unusable data dir, a bad URL or an unreachable server is one error
+    naming its setting (ConfigError: fix it; TransientError: retry later), never a driver traceback."""
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger.store import connect_failure
+    from carrierfeeds.settings import require_data_dir
+
+    require_data_dir(settings)
+    setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
+    ledger = Ledger.open(settings.resolved_ledger_url, setting=setting)
+    try:
+        ledger.upgrade()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        ledger.close()
+        raise connect_failure(settings.resolved_ledger_url, exc, setting=setting) from None
     return ledger
 
 
@@ -1086,7 +1097,8 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
 def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
              census_path: Path | None = None, transport: Any | None = None,
              force_reason: str | None = None, full_file: bool = False, force_census: bool = False) -> RunSummary:
-    """Every stage in order, in one process; ends in a recorded state whatever happens."""
+    """Every stage in order, in one process; ends in a recorded state whatever happens, and the ledger's
+    head is then anchored outside the database (``ledger.anchor``)."""
     ctx = open_run(settings, ref, clock=clock, actor=actor)
     try:
         stage_census(ctx, census_path, force=force_census)
@@ -1102,3 +1114,12 @@ def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
         ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code="internal")
         purge_plaintext(ctx)
         raise
+    finally:
+        anchor_run(ctx)
+
+
+def anchor_run(ctx: RunContext) -> None:
+    """Anchor the ledger head once a run has ended (logged, never raised: the run's outcome stands)."""
+    from carrierfeeds.ledger.anchor import AnchorLog, anchor_quietly
+
+    anchor_quietly(ctx.ledger, AnchorLog.for_settings(ctx.settings), reason=f"run:{ctx.run_id}", now=ctx.now())

@@ -13,7 +13,23 @@ Employee-level data is whatever a run leaves behind for one feed:
   names the ledger recorded for the feed's manual deliveries go (and their ``_resend<n>`` copies), never
   the folder or anyone else's file. A hand-off still pending (never confirmed) is purged too: after the
   contract ended plus the retention period nobody may hand it over any more; the audit event counts
-  those files as ``pending_handoffs`` so the auditor sees the hand-off never happened.
+  those files as ``pending_handoffs`` so the auditor sees the hand-off never happened;
+- ``carrier_inbox``: the same, by name, for a ``delivery: {kind: local}`` carrier inbox under the data
+  directory;
+- ``census_drop``: every file in a local census source's drop folder (``census.source.path``), the ones
+  a run read and the ones it never picked, once every feed reading that folder is due (until then the
+  folder is reported as ``shared`` and kept). The folder must be a folder of its own under the data
+  directory, never the data directory itself or one of the project's folders;
+- ``census_index``: ``census-index/<feed_id>.json`` (hashes and names of the files it accepted);
+- ``ack_archive``: the carrier's acknowledgment files kept under ``acks/<source_id>/`` (decrypted and
+  redacted) whose every matched row answers a delivery of a feed being purged;
+- ``ack_inbox``: the same acknowledgment files as the carrier left them in its mapping's local
+  acknowledgment folder under the data directory, by the name the ledger recorded and only while the
+  content still has the recorded sha256 (the folder is the carrier's, shared by all its feeds).
+
+Census copies, accepted census files, SFTP and SQL source downloads and decrypted files all live in a
+run's staging or scratch folder, so they go with those. ``tests/test_retention_places.py`` derives the
+places from real runs (it walks the data directory) rather than from this list.
 
 Fallback PDFs are written in the run's scratch folder, kept (gpg-encrypted) in the staging store and
 placed in the outbox; there is no separate fallback folder. A feed's data goes once its employer's
@@ -59,7 +75,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +83,7 @@ from typing import Any
 from carrierfeeds.config import Feed
 from carrierfeeds.errors import ConfigError, Refused
 from carrierfeeds.ledger import Ledger
+from carrierfeeds.ledger.anchor import AnchorLog
 from carrierfeeds.ledger.store import LedgerPurge
 from carrierfeeds.settings import DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, DEFAULT_LEDGER_RETENTION_YEARS, Settings
 
@@ -76,8 +93,20 @@ log = logging.getLogger(__name__)
 EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "scratch")
 #: A feed's files in its manual hand-off outbox.
 OUTBOX = "outbox"
+#: A feed's files in a ``delivery: {kind: local}`` carrier inbox under the data directory.
+CARRIER_INBOX = "carrier_inbox"
 #: A feed's folder in a staging store at ``staging_url`` (not the local ``staging/`` folder).
 STAGING_STORE = "staging_store"
+#: Every file in a local census source's drop folder (picked or not), once every feed reading it is due.
+CENSUS_DROP = "census_drop"
+#: A feed's census index (``census-index/<feed_id>.json``: hashes and names of the files it accepted).
+CENSUS_INDEX = "census_index"
+#: Acknowledgment files archived under ``acks/<source_id>/`` that answer only this feed's deliveries.
+ACK_ARCHIVE = "ack_archive"
+#: The same files as the carrier left them in a local acknowledgment folder under the data directory.
+ACK_INBOX = "ack_inbox"
+#: Top-level names under the data directory that are the project's own, never an employer's drop folder.
+_OWN_FOLDERS = frozenset({*EMPLOYEE_DATA_KINDS, "census-index", "acks", "anchors", "keys", "gnupg"})
 
 
 class PurgeRefused(Refused):
@@ -97,12 +126,23 @@ class FeedParty:
     legal_hold: bool = False
     #: A manual feed's hand-off outbox, relative to the data directory.
     outbox: str | None = None
+    #: A local census source's drop folder, relative to the data directory.
+    census_drop: str | None = None
+    #: A ``delivery: {kind: local}`` carrier inbox, relative to the data directory.
+    inbox: str | None = None
+    #: The carrier mapping's id (the source id its acknowledgments are recorded under) and its local
+    #: acknowledgment folder, relative to the data directory (None when acknowledgments come by SFTP).
+    mapping_id: str | None = None
+    ack_inbox: str | None = None
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedParty:
         outbox = feed.delivery.outbox if feed.delivery.kind == "manual" else None
+        inbox = feed.delivery.path if feed.delivery.kind == "local" else None
+        drop = feed.census.source.path if feed.census.source.kind == "local" else None
         return cls(feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
-                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox)
+                   contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox,
+                   census_drop=drop, inbox=inbox)
 
 
 @dataclass(frozen=True)
@@ -125,7 +165,9 @@ class PurgeItem:
     employer_id: str | None
     files: int
     bytes: int
-    action: str  # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file)
+    # "purge", "held" (due but a hold blocks it), "unknown_feed" (kept: no feed file), "shared" (a census
+    # drop folder another feed still reads, that is not due yet)
+    action: str
     due: date | None = None
     pending_handoffs: int = 0  # outbox files of hand-offs nobody confirmed
 
@@ -218,22 +260,25 @@ def _resend_of(name: str, original: str) -> bool:
     return head == stem and bool(sep) and number.isdigit() and rest == extensions
 
 
-def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty) -> tuple[list[Path], int]:
-    """The feed's files in its hand-off outbox, by the names the ledger recorded for its manual
-    deliveries, and how many of those deliveries are still pending a person's hand-off."""
-    if party.outbox is None:
+def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty, *,
+                 kind: str = OUTBOX) -> tuple[list[Path], int]:
+    """The feed's files in its hand-off outbox (``kind`` OUTBOX) or local carrier inbox (CARRIER_INBOX),
+    by the names the ledger recorded for its deliveries through it, and how many of those deliveries are
+    still pending a person's hand-off. The folder may be shared: nobody else's file is ever listed."""
+    folder, transport = (party.outbox, "manual") if kind == OUTBOX else (party.inbox, "local")
+    if folder is None:
         return [], 0
-    outbox = data_dir / party.outbox
+    outbox = data_dir / folder
     try:
         st = os.lstat(outbox)
     except FileNotFoundError:
         return [], 0
     if not stat.S_ISDIR(st.st_mode):
-        raise PurgeRefused(f"the hand-off outbox of feed {party.feed_id} is not a plain directory",
-                           details={"kind": OUTBOX, "feed_id": party.feed_id})
+        raise PurgeRefused(f"the {kind} of feed {party.feed_id} is not a plain directory",
+                           details={"kind": kind, "feed_id": party.feed_id})
     names: dict[str, str] = {}  # file name -> delivery status
     for d in ledger.deliveries(feed_id=party.feed_id):
-        if d.transport != "manual":
+        if d.transport != transport:
             continue
         names[d.file_name] = d.status
         if d.remote_path:
@@ -244,11 +289,80 @@ def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty) -> tuple[list
         if owner is None:
             continue
         if entry.is_symlink() or not entry.is_file():
-            raise PurgeRefused(f"an outbox entry of feed {party.feed_id} is not a regular file",
-                               details={"kind": OUTBOX, "feed_id": party.feed_id})
+            raise PurgeRefused(f"an entry of the {kind} of feed {party.feed_id} is not a regular file",
+                               details={"kind": kind, "feed_id": party.feed_id})
         found.append(entry)
         pending += names[owner] == "pending_handoff"
     return found, pending
+
+
+def _purged_feeds(due: Iterable[FeedParty], holds: Holds) -> set[str]:
+    return {p.feed_id for p in due if not holds.blocks(p.feed_id, p.employer_id)}
+
+
+def _drop_folder(data_dir: Path, relative: str, feed_id: str) -> Path:
+    """A census drop folder, refused when it is not strictly inside the data directory or would take
+    the project's own folders (staging, keys, anchors...) with it."""
+    root = data_dir.resolve()
+    folder = (data_dir / relative).resolve()
+    if folder == root or root not in folder.parents or folder.relative_to(root).parts[0] in _OWN_FOLDERS:
+        raise PurgeRefused(f"the census drop folder of feed {feed_id} is not a folder of its own under the "
+                           "data directory; refusing to purge it", details={"kind": CENSUS_DROP, "feed_id": feed_id})
+    return folder
+
+
+def drop_files(folder: Path) -> list[Path]:
+    """Every file in a census drop folder and below it (symbolic links as links: removed, never followed)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_symlink() or p.is_file())
+
+
+def census_index_files(data_dir: Path, feed_id: str) -> list[Path]:
+    """The feed's census index, its lock and any half-written copy."""
+    from carrierfeeds.census.sources import INDEX_DIR
+
+    folder = data_dir / INDEX_DIR
+    names = (f"{feed_id}.json", f".{feed_id}.lock", f".{feed_id}.json.tmp")
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def ack_files(ledger: Ledger, data_dir: Path, party: FeedParty, purged_feeds: set[str], *,
+              kind: str = ACK_ARCHIVE) -> list[Path]:
+    """Acknowledgment files whose every matched row is about a delivery of ``party``'s feed and of no
+    feed outside ``purged_feeds`` (a file that also answers a kept feed stays): ACK_ARCHIVE, our archived
+    copies (``acks/<source_id>/<sha256>...``); ACK_INBOX, the carrier's own file in the mapping's local
+    acknowledgment folder, by the name recorded and only while its content still has the recorded hash."""
+    owner = {d.delivery_id: d.feed_id for d in ledger.deliveries()}
+    files: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+    for row in ledger.acknowledgments(matched=True):
+        feeds, names = files.setdefault((row.source_id, row.file_sha256), (set(), set()))
+        feeds.add(owner.get(row.delivery_id or "", ""))
+        names.add(row.file_name)
+    found: list[Path] = []
+    for (source_id, sha), (feeds, names) in sorted(files.items()):
+        if party.feed_id not in feeds or not feeds <= purged_feeds:
+            continue
+        if kind == ACK_ARCHIVE:
+            folder = data_dir / "acks" / source_id
+            if folder.is_dir() and not folder.is_symlink():
+                found += sorted(p for p in folder.glob(f"{sha}*") if p.is_file() and not p.is_symlink())
+        elif party.ack_inbox is not None and source_id == party.mapping_id:
+            for name in sorted(names):
+                path = data_dir / party.ack_inbox / name
+                if path.is_file() and not path.is_symlink() and _sha256(path) == sha:
+                    found.append(path)
+    return found
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _store_location(staging_url: str | None, data_dir: Path) -> tuple[Any, str] | None:
@@ -312,13 +426,47 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
             where = f"{store_root}/{party.feed_id}"
             if _due(party, as_of, retention_days) is not None and fs.exists(where):
                 decide(STAGING_STORE, party.feed_id, *_store_size(fs, where))
+    def size(paths: Sequence[Path]) -> int:
+        return sum(p.lstat().st_size for p in paths)
+
+    due = [p for p in parties if _due(p, as_of, retention_days) is not None]
+    index_dir = data_dir / "census-index"
+    if index_dir.is_dir():
+        for entry in sorted(index_dir.glob("*.json")):
+            if (found := census_index_files(data_dir, entry.stem)):
+                decide(CENSUS_INDEX, entry.stem, len(found), size(found))
+    # A drop folder goes once every feed reading it is due; until then it is reported as shared.
+    drops: dict[Path, list[FeedParty]] = {}
+    for party in parties:
+        if party.census_drop is not None:
+            drops.setdefault(_drop_folder(data_dir, party.census_drop, party.feed_id), []).append(party)
+    for folder, readers in sorted(drops.items()):
+        mine = sorted((p for p in readers if p in due), key=lambda p: p.feed_id)
+        found = drop_files(folder)
+        if not mine or not found:
+            continue
+        first = mine[0]
+        if len(mine) < len(readers):
+            items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
+                                   "shared", _due(first, as_of, retention_days)))
+            continue
+        if any(holds.blocks(p.feed_id, p.employer_id) for p in readers):
+            items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
+                                   "held", _due(first, as_of, retention_days)))
+            continue
+        decide(CENSUS_DROP, first.feed_id, len(found), size(found))
     if ledger is not None:
-        for party in parties:
-            if _due(party, as_of, retention_days) is None:
-                continue
-            found, pending = outbox_files(ledger, data_dir, party)
-            if found:
-                decide(OUTBOX, party.feed_id, len(found), sum(f.stat().st_size for f in found), pending)
+        purged_feeds = _purged_feeds(due, holds)
+        for party in due:
+            for kind in (OUTBOX, CARRIER_INBOX):
+                found, pending = outbox_files(ledger, data_dir, party, kind=kind)
+                if found:
+                    decide(kind, party.feed_id, len(found), size(found), pending)
+            for kind in (ACK_ARCHIVE, ACK_INBOX):
+                # A held feed's files are listed (and kept) as long as no kept feed shares them.
+                acks = ack_files(ledger, data_dir, party, purged_feeds | {party.feed_id}, kind=kind)
+                if acks:
+                    decide(kind, party.feed_id, len(acks), size(acks))
     return EmployeeDataPurge(items=tuple(items), dry_run=True)
 
 
@@ -341,8 +489,23 @@ def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedPa
             detail["pending_handoffs"] = item.pending_handoffs
         ledger.audit(actor=actor, action="purge_employee_data", object_type="feed", object_id=item.feed_id,
                      now=now, detail=detail)
-        if item.kind == OUTBOX:
-            for path in outbox_files(ledger, data_dir, by_feed[item.feed_id])[0]:
+        party = by_feed[item.feed_id]
+        if item.kind in (OUTBOX, CARRIER_INBOX):
+            for path in outbox_files(ledger, data_dir, party, kind=item.kind)[0]:
+                path.unlink(missing_ok=True)
+        elif item.kind == CENSUS_DROP and party.census_drop is not None:
+            folder = _drop_folder(data_dir, party.census_drop, party.feed_id)
+            for path in drop_files(folder):
+                path.unlink(missing_ok=True)
+            for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                              key=lambda p: len(p.parts), reverse=True):
+                sub.rmdir()
+        elif item.kind == CENSUS_INDEX:
+            for path in census_index_files(data_dir, item.feed_id):
+                path.unlink(missing_ok=True)
+        elif item.kind in (ACK_ARCHIVE, ACK_INBOX):
+            due = [p for p in parties if _due(p, as_of, retention_days) is not None]
+            for path in ack_files(ledger, data_dir, party, _purged_feeds(due, holds), kind=item.kind):
                 path.unlink(missing_ok=True)
         elif item.kind == STAGING_STORE:
             store = _store_location(staging_url, data_dir)
@@ -370,14 +533,18 @@ def ledger_cutoff(as_of: date, years: int = DEFAULT_LEDGER_RETENTION_YEARS) -> d
 def run_purge(ledger: Ledger, data_dir: Path, parties: Sequence[FeedParty], *, as_of: date, now: datetime,
               actor: str, dry_run: bool = False, retention_days: int = DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS,
               retention_years: int = DEFAULT_LEDGER_RETENTION_YEARS,
-              staging_url: str | None = None) -> PurgeReport:
-    """The whole purge (employee data, then ledger metadata)."""
+              staging_url: str | None = None, anchors: AnchorLog | None = None) -> PurgeReport:
+    """The whole purge (employee data, then ledger metadata). With ``anchors``, the ledger purge's gaps
+    are signed into the anchor log before it commits and the head is anchored after it."""
     holds = resolve_holds(ledger, parties)
     cutoff = ledger_cutoff(as_of, retention_years)
     employee = purge_employee_data(ledger, data_dir, parties, holds, as_of=as_of, now=now, actor=actor,
                                    retention_days=retention_days, staging_url=staging_url, dry_run=dry_run)
+    sign = None if anchors is None else (lambda purge: anchors.sign_purge(purge, now=now))
     meta = ledger.purge_metadata(cutoff=cutoff, held_feeds=holds.feeds, held_employers=holds.employers,
-                                 actor=actor, now=now, dry_run=dry_run)
+                                 actor=actor, now=now, dry_run=dry_run, before_commit=sign)
+    if anchors is not None and not dry_run:
+        anchors.anchor_head(ledger, reason="purge", now=now)
     return PurgeReport(as_of=as_of, dry_run=dry_run, employee_data=employee, ledger=meta,
                        ledger_cutoff=cutoff, holds=holds)
 
@@ -388,21 +555,31 @@ def purge_with_settings(settings: Settings, ledger: Ledger, *, as_of: date, now:
     """The purge ``carrierfeeds purge`` and the housekeeping DAG run: the settings' data directory,
     feeds, staging store and retention periods; a period passed here (a CLI flag) overrides its setting."""
     return run_purge(
-        ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir), as_of=as_of, now=now,
-        actor=actor, dry_run=dry_run, staging_url=settings.staging_url,
+        ledger, settings.data_dir, parties_from_feeds_dir(settings.feeds_dir, settings.mappings_dir),
+        as_of=as_of, now=now, actor=actor, dry_run=dry_run, staging_url=settings.staging_url,
+        anchors=AnchorLog.for_settings(settings),
         retention_days=settings.employee_data_retention_days if retention_days is None else retention_days,
         retention_years=settings.ledger_retention_years if retention_years is None else retention_years)
 
 
-def parties_from_feeds_dir(feeds_dir: Path) -> list[FeedParty]:
-    """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown)."""
-    from carrierfeeds.config import load_feed
+def parties_from_feeds_dir(feeds_dir: Path, mappings_dir: Path | None = None) -> list[FeedParty]:
+    """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown). With
+    ``mappings_dir``, each carrier mapping's local acknowledgment folder too (an unreadable mapping stops
+    the purge as well: its acknowledgment files could not be told apart)."""
+    from carrierfeeds.config import LocalAckSource, load_feed, load_mapping
 
     parties = []
     for path in sorted(feeds_dir.glob("*.yaml")):
         try:
-            parties.append(FeedParty.from_feed(load_feed(path)))
+            feed = load_feed(path)
         except ConfigError as exc:
             raise ConfigError("cannot purge while a feed file is unreadable (its legal hold is unknown): "
                               + exc.message, details={"file": str(path)}) from None
+        party = FeedParty.from_feed(feed)
+        if mappings_dir is not None:
+            mapping = load_mapping(mappings_dir / f"{feed.mapping_id}.yaml")
+            source = mapping.acks.source if mapping.acks is not None else None
+            party = replace(party, mapping_id=mapping.mapping_id,
+                            ack_inbox=source.path if isinstance(source, LocalAckSource) else None)
+        parties.append(party)
     return parties

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     ledger_url: str | None = None
     token_key_file: Path | None = None
     staging_url: str | None = None
+    #: Where signed anchors of the ledger's chain head are appended (``ledger-anchors.jsonl``); keep it
+    #: off the database host. Default ``<data_dir>/anchors``.
+    ledger_anchor_dir: Path | None = None
     #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-days`` overrides it.
     employee_data_retention_days: int = Field(DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, ge=0)
     #: Read by ``carrierfeeds purge`` and the housekeeping DAG; ``purge --retention-years`` overrides it.
@@ -71,6 +74,10 @@ class Settings(BaseSettings):
         return self.ledger_url or f"sqlite:///{(self.data_dir / 'ledger.sqlite').resolve()}"
 
     @property
+    def resolved_ledger_anchor_dir(self) -> Path:
+        return self.ledger_anchor_dir or self.data_dir / "anchors"
+
+    @property
     def staging_dir(self) -> Path:
         return self.data_dir / "staging"
 
@@ -81,6 +88,30 @@ class Settings(BaseSettings):
     @property
     def resolved_token_key_file(self) -> Path:
         return self.token_key_file or self.resolved_keys_dir / "member-token.key"
+
+
+def require_data_dir(settings: Settings) -> Path:
+    """The data directory, created if missing and proven writable; else one error naming the setting:
+    ConfigError when it cannot be used at all (a file, no permission, read-only), TransientError when
+    it is full (freeing space fixes it)."""
+    import errno
+    import tempfile
+
+    from carrierfeeds.errors import TransientError
+
+    where = settings.data_dir
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TransientError(f"CARRIERFEEDS_DATA_DIR: {where} is full ({reason}); retry once space is freed",
+                                 details={"setting": "CARRIERFEEDS_DATA_DIR"}) from None
+        raise ConfigError(f"{where} is not a usable data directory ({reason})", field="CARRIERFEEDS_DATA_DIR",
+                          details={"setting": "CARRIERFEEDS_DATA_DIR"}) from None
+    return where
 
 
 @dataclass(frozen=True)

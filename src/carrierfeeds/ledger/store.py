@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
 from carrierfeeds.ledger import models as m
 from carrierfeeds.ledger.chain import (
     ChainRow,
@@ -106,17 +107,35 @@ class Ledger:
 
     # ------------------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, url: str) -> Ledger:
-        """``sqlite:///path`` or ``postgresql+psycopg://...``; nothing is created until ``upgrade()``."""
-        parsed = sa.make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            # The driver's own transaction handling is switched off so every transaction can start
-            # with BEGIN IMMEDIATE (writers) and wait on the lock rather than fail on upgrade.
-            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
-            event.listen(engine, "connect", _sqlite_connect)
-            event.listen(engine, "begin", _sqlite_begin)
-        else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
+    def open(cls, url: str, *, setting: str = "ledger URL") -> Ledger:
+        """``sqlite:///path`` or ``postgresql+psycopg://...``; nothing is created until ``upgrade()``.
+
+        A URL of another scheme, or naming a driver that is not installed, is a ConfigError naming
+        ``setting`` (never the URL: it may hold a password).
+        """
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ConfigError("not a database URL; expected sqlite:///path or "
+                              "postgresql+psycopg://user@host:port/database", field=setting) from None
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ConfigError(f"scheme {parsed.drivername.split('+')[0]!r} is not supported; expected sqlite:///path "
+                              "or postgresql+psycopg://user@host:port/database", field=setting)
+        try:
+            if backend == "sqlite":
+                # The driver's own transaction handling is switched off so every transaction can start
+                # with BEGIN IMMEDIATE (writers) and wait on the lock rather than fail on upgrade.
+                engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+                event.listen(engine, "connect", _sqlite_connect)
+                event.listen(engine, "begin", _sqlite_begin)
+            else:
+                # Without a connect timeout a firewalled host hangs a run for the kernel's TCP timeout.
+                args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
+                engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=args)
+        except (sa.exc.NoSuchModuleError, ImportError):
+            raise ConfigError(f"driver {parsed.drivername!r} is not installed; use postgresql+psycopg://...",
+                              field=setting) from None
         return cls(engine)
 
     @property
@@ -450,6 +469,27 @@ class Ledger:
             log.error("ledger chain broken at %s", verdict.first_broken)
         return verdict
 
+    def chain_head(self) -> tuple[int, str]:
+        """The chain head (seq of the newest row, its hash) as the database holds it now."""
+        with self._read() as conn:
+            head = conn.execute(sa.select(m.chain_head.c.seq, m.chain_head.c.row_hash)
+                                .where(m.chain_head.c.id == 1)).one_or_none()
+        if head is None:
+            raise LedgerError("the ledger has no chain head: run upgrade() first")
+        return int(head.seq), str(head.row_hash)
+
+    def chain_hashes(self, seqs: Collection[int]) -> dict[int, str]:
+        """``row_hash`` of the audit rows at these seqs, whichever table holds them; absent seqs are left out."""
+        wanted = sorted({int(s) for s in seqs})
+        found: dict[int, str] = {}
+        with self._read(snapshot=True) as conn:
+            for table, _ in m.AUDIT_TABLES.values():
+                for i in range(0, len(wanted), 500):
+                    for row in conn.execute(sa.select(table.c.seq, table.c.row_hash)
+                                            .where(table.c.seq.in_(wanted[i:i + 500]))):
+                        found[int(row.seq)] = str(row.row_hash)
+        return found
+
 
     # -------------------------------------- authorisations, auditors' reads, retention (migration 0002)
     def record_authorisation(self, *, feed_id: str, employer_id: str, carrier_id: str, plans: Sequence[str],
@@ -572,7 +612,8 @@ class Ledger:
 
     def purge_metadata(self, *, cutoff: datetime, held_feeds: Collection[str] = (),
                        held_employers: Collection[str] = (), actor: str, now: datetime,
-                       dry_run: bool = False) -> LedgerPurge:
+                       dry_run: bool = False,
+                       before_commit: Callable[[LedgerPurge], None] | None = None) -> LedgerPurge:
         """Delete audit rows older than ``cutoff`` that no hold protects, in one transaction that also
         appends a checkpoint (the gaps left in the chain) and an audit event with the counts.
 
@@ -580,6 +621,8 @@ class Ledger:
         newest of them is older than the cut-off); audit events and superseded authorisations by their
         own time. Holds recorded in the ledger are added to ``held_*``. A table this code does not know
         how to attribute to a run is never purged. Needs DELETE rights: run it as the ledger's owner.
+        ``before_commit`` sees the purge (gaps, checkpoint seq) while its transaction is still open (the
+        anchor log signs the gaps there); if it raises, nothing is deleted.
         """
         _aware("cutoff", cutoff)
         _aware("now", now)
@@ -611,6 +654,8 @@ class Ledger:
                                        "object_type": "ledger", "object_id": f"checkpoint-{seq}",
                                        "reason": None, "detail": canonical_json({"rows": total, **counts}),
                                        "at": now})
+            if before_commit is not None:
+                before_commit(LedgerPurge(counts=counts, gaps=gaps, checkpoint_seq=seq, dry_run=False))
         log.info("ledger purge before %s: %d rows in %d gap(s), checkpoint seq %d", cutoff.isoformat(), total,
                  len(gaps), seq)
         return LedgerPurge(counts=counts, gaps=gaps, checkpoint_seq=seq, dry_run=False)
@@ -696,6 +741,49 @@ class Ledger:
 
 
 # ---------------------------------------------------------------------------------- helpers
+#: Seconds PostgreSQL gets to accept a connection (unless the URL sets ``connect_timeout``).
+PG_CONNECT_TIMEOUT = 10
+
+#: What a PostgreSQL driver says, lowercased, and whether a retry may fix it: (needle, reason, retry).
+_PG_FAILURES = (
+    ("connection refused", "connection refused", True),
+    ("timeout expired", "timed out", True),
+    ("timed out", "timed out", True),
+    ("could not translate host name", "host name not found", True),
+    ("name or service not known", "host name not found", True),
+    ("no route to host", "no route to host", True),
+    ("network is unreachable", "network unreachable", True),
+    ("the database system is starting up", "server starting up", True),
+    ("the database system is shutting down", "server shutting down", True),
+    ("too many connections", "too many connections", True),
+    ("server closed the connection", "server closed the connection", True),
+    ("password authentication failed", "login refused: password authentication failed", False),
+    ("no pg_hba.conf entry", "login refused by pg_hba.conf", False),
+    ("does not exist", "the role or database does not exist", False),
+)
+
+
+def connect_failure(url: str, exc: BaseException, *, setting: str) -> CarrierFeedsError:
+    """Our error for a ledger the driver could not reach or use: TransientError when a retry may fix it
+    (server down, refused, timed out), ConfigError when only a settings change can (wrong login, no such
+    database, an SQLite file that cannot be opened). One line naming ``setting``, host and port, never
+    the password or the driver's own text (which may quote the URL)."""
+    parsed = sa.make_url(url)
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if parsed.get_backend_name() == "sqlite":
+        return ConfigError(f"SQLite ledger file cannot be opened ({type(getattr(exc, 'orig', exc)).__name__})",
+                           field=setting, details={"setting": setting})
+    where = f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}"
+    for needle, reason, retry in _PG_FAILURES:
+        if needle in text:
+            if retry:
+                return TransientError(f"{setting}: {where} is unreachable ({reason}); retry later",
+                                      details={"setting": setting, "reason": reason})
+            return ConfigError(f"{where}: {reason}", field=setting, details={"setting": setting})
+    return TransientError(f"{setting}: {where} is unreachable ({type(exc).__name__}); retry later",
+                          details={"setting": setting})
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
