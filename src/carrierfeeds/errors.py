@@ -11,6 +11,8 @@
     │   ├── HostKeyRefused            SFTP host key unknown or changed
     │   └── ConformanceFailed         the rendered file failed the conformance gate
     ├── TransientError                a retry with backoff may succeed (network, timeouts)
+    │   ├── crypto.EncryptionIncomplete   gpg wrote no whole ciphertext (full disk, I/O error); none kept
+    │   └── staging.StagingFull       the staging store (or its disk) is full; nothing was stored
     └── PermanentError                an outside system refused for good (auth, permission, exists)
 
 Messages and ``details`` carry ids, counts, row numbers, column names, rule names, hashes and

@@ -15,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
@@ -765,11 +765,27 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
                                      state["payload_sha256"])
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
-        ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
-        ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
-                       cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"],
-                       encrypted_under=_made_under(spec), encrypted_ahead=False)
+        _keep_ciphertext(ctx, encrypted, payload_sha256=state["payload_sha256"], ahead=False)
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
+
+
+def _keep_ciphertext(ctx: RunContext, made: Any, *, payload_sha256: str, ahead: bool) -> None:
+    """Put a whole, checked ciphertext in the staging store and name it in the state; on any failure
+    (a full store is a TransientError) neither happens and the local copy goes too, so a retry starts
+    from nothing rather than from a ciphertext the state does not vouch for."""
+    try:
+        ctx.keep(made.path, phi=False)  # already encrypted to the recipient
+        ctx.save_state(cipher_name=made.path.name, ciphertext_sha256=made.sha256, cipher_bytes=made.size,
+                       encrypted_payload=payload_sha256, encrypted_under=_made_under(ctx.bundle.feed.encryption),
+                       encrypted_ahead=ahead)
+    except BaseException:
+        made.path.unlink(missing_ok=True)
+        try:
+            ctx.store.remove(ctx.feed_id, ctx.ref.interval_start, made.path.name)
+        except Exception as exc:  # the state does not name it, and the next encryption replaces it
+            log.warning("feed %s run %s: an unkept ciphertext stays in the staging store (%s)", ctx.feed_id,
+                        ctx.run_id, type(exc).__name__)
+        raise
 
 
 class _EncryptionAhead:
@@ -808,16 +824,19 @@ class _EncryptionAhead:
         if self._made is None:
             log.warning("feed %s run %s: encrypting ahead did not succeed (%s); the encrypt stage encrypts",
                         self._ctx.feed_id, self._ctx.run_id, self._failure)
-            detail.update(encrypted_ahead=False)
+            detail.update(encrypted_ahead=False, encrypt_ahead_error=self._failure)
             return
         final = self._ctx.run_dir / self.cipher_name
         os.replace(self._out, final)
-        self._ctx.keep(final, phi=False)
-        self._ctx.save_state(cipher_name=final.name, ciphertext_sha256=self._made.sha256,
-                             cipher_bytes=self._made.size, encrypted_payload=self._payload,
-                             encrypted_under=_made_under(self._ctx.bundle.feed.encryption), encrypted_ahead=True)
+        made, self._made = self._made, None
+        try:
+            _keep_ciphertext(self._ctx, replace(made, path=final), payload_sha256=self._payload, ahead=True)
+        except TransientError as exc:  # e.g. a full staging store: the encrypt stage tries again itself
+            log.warning("feed %s run %s: keeping the ciphertext made ahead failed (%s); the encrypt stage "
+                        "encrypts", self._ctx.feed_id, self._ctx.run_id, exc.code)
+            detail.update(encrypted_ahead=False, encrypt_ahead_error=exc.code)
+            return
         detail.update(encrypted_ahead=True)
-        self._made = None
 
     def discard(self) -> None:
         """Stop feeding gpg, wait for it, remove anything it wrote (a no-op after commit)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from carrierfeeds.errors import ConfigError, DataError, Refused
+from carrierfeeds.errors import ConfigError, DataError, Refused, TransientError
 from carrierfeeds.keyfiles import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ _TAG_BYTES = 16
 _HKDF_INFO = b"carrierfeeds staging v1"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _FEED = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class StagingFull(TransientError):
+    """The store (or the disk under it) is full: the object was not stored; a retry may succeed."""
+
+    code = "staging_full"
 
 
 class StagingTampered(Refused):
@@ -226,9 +233,12 @@ class StagingStore:
                     raise
             if self.local:
                 os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             if self.local and os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StagingFull(f"no space left to stage {name}; nothing was stored",
+                                  details={"errno": exc.errno, "name": name}) from exc
             raise
         if self.fs.exists(other):
             self.fs.rm(other)  # one artifact, one form: never a stale plaintext beside its ciphertext
@@ -301,6 +311,16 @@ class StagingStore:
         return sorted(out)
 
     # ------------------------------------------------------------------------------ removal
+    def remove(self, feed_id: str, interval_start: date, name: str) -> bool:
+        """Remove one artifact (either stored form); whether there was one."""
+        location = self._location(feed_id, interval_start, name)
+        found = False
+        for target in (location + ENCRYPTED_SUFFIX, location):
+            if self.fs.exists(target):
+                self.fs.rm(target)
+                found = True
+        return found
+
     def remove_run(self, feed_id: str, interval_start: date, *, keep: tuple[str, ...] = ()) -> int:
         """Remove the run's artifacts except ``keep``; the folder goes too when nothing is kept.
 
