@@ -632,12 +632,16 @@ class Keyring:
                                                     output=str(tmp), passphrase=self._passphrase(),
                                                     extra_args=extra)
                 except OSError as exc:
-                    # python-gnupg's feeding thread raises when gpg exits before reading all of its
-                    # input (a broken pipe); the result it made says how gpg ended.
+                    # python-gnupg's feeding thread raised: gpg exited before reading all of its input
+                    # (a broken pipe), or the plaintext could not be read. Either way gpg was not fed the
+                    # whole file, and may even have ended well on part of it: never a ciphertext to keep.
                     result = _last_result.value
-                    if result is None:
-                        raise EncryptionIncomplete(f"feeding gpg failed ({type(exc).__name__})",
-                                                   details={"recipient": recipient_fpr}) from exc
+                    if result is None or getattr(result, "returncode", None) is None:
+                        raise  # gpg never ran to an end: not something this adapter can name
+                    _require_complete_run(result, recipient_fpr, signer_fpr)
+                    raise EncryptionIncomplete(f"gpg was not fed the whole file ({type(exc).__name__}); "
+                                               "nothing kept", details={"recipient": recipient_fpr,
+                                                                       "gpg_exit": result.returncode}) from exc
             if fh.stopped:
                 raise EncryptionStopped("encryption stopped before the end of the file; output discarded")
             _require_complete_run(result, recipient_fpr, signer_fpr)
