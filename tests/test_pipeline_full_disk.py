@@ -25,16 +25,31 @@ def _clock() -> datetime:
     return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def small_data_dir(tmp_path: Path) -> Iterator[Path]:
+def _small_disk(where: Path, size: int) -> Iterator[Path]:
     reason = tmpfs_unavailable()
     if reason:
         pytest.skip(f"no size-limited filesystem for a full disk: {reason}")
     try:
-        with mounted_tmpfs(tmp_path / "data", size=64 << 20) as where:
-            yield where
+        mount = mounted_tmpfs(where, size=size)
+        mounted = mount.__enter__()
     except OSError as exc:
         pytest.skip(f"no size-limited filesystem for a full disk: {exc}")
+    try:
+        yield mounted
+    finally:
+        mount.__exit__(None, None, None)
+
+
+@pytest.fixture
+def small_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs as the run's data directory: scratch and the local staging store."""
+    yield from _small_disk(tmp_path / "data", 64 << 20)
+
+
+@pytest.fixture
+def small_staging(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs as the staging store only (its own filesystem, as a shared mount would be)."""
+    yield from _small_disk(tmp_path / "staging", 16 << 20)
 
 
 def _last(ctx: pipeline.RunContext, stage: str) -> Any:
@@ -89,4 +104,43 @@ def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing
     assert back.valid_signature and back.sha256 == state["payload_sha256"]
     delivery = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY)
     assert delivery is not None and delivery.status == "delivered"
+    ctx.ledger.close()
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["encrypt-ahead", "encrypt-stage"])
+def test_a_full_staging_store_fails_as_transient_and_keeps_no_ciphertext(sftp_workspace: Any, small_staging: Path,
+                                                                        tmp_path: Path, ahead: bool) -> None:
+    """gpg's output fits on the scratch disk, the staging store has no room for it: nothing kept on either
+    side, then the retry keeps and delivers."""
+    ws = sftp_workspace
+    settings = ws.settings.model_copy(update={"staging_url": str(small_staging), "encrypt_ahead": ahead})
+    census = ws.write_census(members=1000, seed=12, as_of=DAY)
+    ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    pipeline.stage_census(ctx, census)
+    pipeline.validate(ctx)
+    pipeline.build(ctx)
+    state = ctx.state()
+    measured = pipeline._encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], tmp_path / "m.pgp",
+                                         state["payload_sha256"])
+    room = 16 << 10  # the state's own writes fit; the sealed ciphertext does not
+    assert measured.size > 2 * room
+    filler = fill(small_staging, leave=room)
+
+    pipeline.conformance(ctx)
+    if ahead:
+        assert _last(ctx, "conformance").detail["encrypt_ahead_error"] == "staging_full"
+    with pytest.raises(TransientError) as caught:
+        pipeline.encrypt(ctx)
+    assert caught.value.code == "staging_full"
+    assert _last(ctx, "encrypt").error_code == "staging_full"
+    assert "cipher_name" not in ctx.state() and _ciphertexts(ctx) == []
+    assert not [p for p in small_staging.rglob("*") if ".tmp-" in p.name]
+
+    filler.unlink()
+    pipeline.encrypt(ctx)
+    pipeline.deliver(ctx)
+    assert pipeline.confirm(ctx).status == "delivered"
+    (sent,) = ws.inbox.iterdir()
+    back = ws.keys.carrier.decrypt_file(sent, tmp_path / "received.834")
+    assert back.sha256 == state["payload_sha256"]
     ctx.ledger.close()

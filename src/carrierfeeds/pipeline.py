@@ -785,7 +785,11 @@ def _keep_ciphertext(ctx: RunContext, made: Any, *, payload_sha256: str, ahead: 
     (a full store is a TransientError) neither happens and the local copy goes too, so a retry starts
     from nothing rather than from a ciphertext the state does not vouch for."""
     try:
-        ctx.keep(made.path, phi=False)  # already encrypted to the recipient
+        ctx.keep(made.path, phi=False)  # already encrypted to the recipient; a failed put stores nothing
+    except BaseException:
+        made.path.unlink(missing_ok=True)
+        raise
+    try:
         ctx.save_state(cipher_name=made.path.name, ciphertext_sha256=made.sha256, cipher_bytes=made.size,
                        encrypted_payload=payload_sha256, encrypted_under=_made_under(ctx.bundle.feed.encryption),
                        encrypted_ahead=ahead)
