@@ -12,12 +12,9 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds.crypto import (
-    CiphertextMalformed,
-    EncryptionIncomplete,
-    check_openpgp_message,
-)
+from carrierfeeds.crypto import EncryptionIncomplete
 from carrierfeeds.errors import TransientError
+from carrierfeeds.openpgp import CiphertextMalformed, check_openpgp_message
 from carrierfeeds.testing.tmpfs import fill, mounted_tmpfs, tmpfs_unavailable
 
 
