@@ -132,7 +132,7 @@ class RunContext:
         return state
 
     def keep(self, path: Path, *, phi: bool = True) -> None:
-        """Put an artifact in the staging store (encrypted at rest when it holds PHI)."""
+        """Put an artifact in the staging store (sealed to the run and name, PHI or not)."""
         # Not hashed: nothing here uses the hash, and AES-GCM refuses a changed object when it is fetched.
         self.store.put_file(self.feed_id, self.ref.interval_start, path.name, path, phi=phi, sha256=False)
 

@@ -209,7 +209,7 @@ class StagingStore:
     # ------------------------------------------------------------------------------ writes
     def put_file(self, feed_id: str, interval_start: date, name: str, source: Path, *,
                  phi: bool = True, sha256: bool = True) -> StagedArtifact:
-        """Store ``source`` as ``name`` for the run; encrypted unless ``phi`` is False (``sha256``: as for
+        """Store ``source`` as ``name`` for the run, sealed (``phi`` and ``sha256``: as for
         :meth:`open_writer`)."""
         with source.open("rb") as fh:
             return self._put(feed_id, interval_start, name, fh, phi=phi, sha256=sha256)
