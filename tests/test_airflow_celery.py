@@ -229,13 +229,20 @@ def test_demo_feed_runs_on_celery_with_postgres(tmp_path: Path, pg_database: str
 
     arrived = sorted(inbox.iterdir())
     assert len(arrived) == 1 and arrived[0].name.endswith(".834.pgp")
-    run_dir = s.staging_dir / DEMO_FEED / "2026-11-20"
-    left = sorted(p.name for p in run_dir.iterdir())
+    import hashlib
+    from datetime import date
+
+    from carrierfeeds.staging import StagingKey, StagingStore
+
+    store = StagingStore(s.staging_dir, StagingKey.from_file(tmp_path / "keys" / "staging.key"))
+    day = date(2026, 11, 20)
+    left = store.names(DEMO_FEED, day)
     assert "state.json" in left and any(name.endswith(".834.pgp") for name in left)
     assert "census.csv" not in left and not any(name.endswith(".834") for name in left)
-    state_json = json.loads((run_dir / "state.json").read_text())
+    state_json = json.loads(store.get_bytes(DEMO_FEED, day, "state.json"))
     assert state_json["delivered"] is True
-    assert sha_of(run_dir / state_json["cipher_name"]) == sha_of(arrived[0])
+    staged_cipher = store.get_bytes(DEMO_FEED, day, state_json["cipher_name"])
+    assert hashlib.sha256(staged_cipher).hexdigest() == sha_of(arrived[0])
 
 
 def _forget_celery_keys(redis_url: str, queue: str, celery_ids: list[str]) -> None:

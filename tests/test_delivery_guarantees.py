@@ -58,8 +58,8 @@ class KilledAfterRename:
         found: RemoteFile | None = self.inner.stat(remote_name)
         return found
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
-        self.inner.deliver(local, remote_name)
+    def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> Receipt:
+        self.inner.deliver(local, remote_name, **kwargs)
         self.delivered += 1
         raise ProcessKilled
 
@@ -77,9 +77,9 @@ class Counting:
         found: RemoteFile | None = self.inner.stat(remote_name)
         return found
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
+    def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> Receipt:
         self.delivered += 1
-        receipt: Receipt = self.inner.deliver(local, remote_name)
+        receipt: Receipt = self.inner.deliver(local, remote_name, **kwargs)
         return receipt
 
 

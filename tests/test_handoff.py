@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -197,8 +198,8 @@ class _KilledAfterPlacing:
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
 
-    def deliver(self, local: Path, remote_name: str) -> object:
-        self.inner.deliver(local, remote_name)
+    def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> object:
+        self.inner.deliver(local, remote_name, **kwargs)
         raise _ProcessKilled
 
 
@@ -212,9 +213,9 @@ class _Counting:
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
 
-    def deliver(self, local: Path, remote_name: str) -> object:
+    def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> object:
         self.placed += 1
-        return self.inner.deliver(local, remote_name)
+        return self.inner.deliver(local, remote_name, **kwargs)
 
 
 def _clock() -> datetime:

@@ -113,14 +113,15 @@ def test_any_feeding_stores_what_put_file_stores(tmp_path: Path, size: int, patt
     assert store.get_bytes(FEED, DAY, "census.csv") == data
 
 
-def test_plain_artifacts_stream_too_and_replace_the_other_form(tmp_path: Path) -> None:
+def test_phi_free_artifacts_stream_too_and_are_sealed(tmp_path: Path) -> None:
     store = StagingStore(tmp_path / "staging", StagingKey.generate())
     store.put_bytes(FEED, DAY, "x.834.pgp", b"old", phi=True)
     with store.open_writer(FEED, DAY, "x.834.pgp", phi=False) as writer:
         writer.write(b"cipher")
         writer.write(memoryview(b"text"))
-    assert not writer.artifact.encrypted and Path(writer.artifact.location).read_bytes() == b"ciphertext"
-    assert sorted(p.name for p in Path(store.run_location(FEED, DAY)).iterdir()) == ["x.834.pgp"]
+    assert writer.artifact.encrypted and b"ciphertext" not in Path(writer.artifact.location).read_bytes()
+    assert store.get_bytes(FEED, DAY, "x.834.pgp") == b"ciphertext"
+    assert sorted(p.name for p in Path(store.run_location(FEED, DAY)).iterdir()) == ["x.834.pgp.enc"]
 
 
 def test_an_abandoned_write_leaves_the_earlier_object_and_no_temporary(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_feed_delivers_once_encrypted_conformant_and_ledgered(sftp_workspace: An
 
     # No plaintext PHI left behind in the run's staging folder.
     left = [p.name for p in run_dir_for(ws.settings, ref).iterdir()]
-    assert all(name == "state.json" or name.endswith(".pgp") for name in left), left
+    assert all(name in ("state.json.enc", f"{summary.file_name}.enc") for name in left), left
 
     # A rerun of the same interval neither sends a second copy nor mints new control numbers.
     again = run_feed(ws.settings, ref, clock=_clock, actor="test")
@@ -273,7 +273,7 @@ def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_work
         ctx.ledger.close()
         assert not pipeline.scratch_dir_for(ws.settings, ref).exists()
         for path in run_dir_for(ws.settings, ref).iterdir():
-            assert path.name == "state.json" or path.name.endswith((".enc", ".pgp")), path.name
+            assert path.name.endswith(".enc"), path.name  # every object sealed
             data = path.read_bytes()
             for canary in canaries:
                 assert canary.encode() not in data, (path.name, "plaintext PHI at rest")

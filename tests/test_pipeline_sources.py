@@ -20,7 +20,7 @@ import yaml
 from carrierfeeds.census.generate import generate_census, write_census_csv
 from carrierfeeds.census.sources import CensusIndex
 from carrierfeeds.config import LocalDelivery, SftpSource, SqlSource
-from carrierfeeds.pipeline import RunRef, open_ledger, run_dir_for, run_feed, scratch_dir_for
+from carrierfeeds.pipeline import RunRef, open_ledger, open_store, run_feed, scratch_dir_for
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_rejected_sftp_census_stays_in_the_drop_and_leaks_no_phi(
     assert {"ssn", "dob"} <= set(found["column"])  # the report names the failures, by column
     ledger_dump = _dump_ledger(ws.settings.resolved_ledger_url)
     assert "census_rejected" in ledger_dump and "validate" in caplog.text  # there is something to search
-    state = (run_dir_for(ws.settings, ref) / "state.json").read_text()
+    state = open_store(ws.settings).get_bytes(ws.feed_id, DAY1, "state.json").decode()
     for value in canaries.values():
         for where, text in (("report csv", report_csv), ("report html", report_html), ("logs", caplog.text),
                             ("ledger", ledger_dump), ("summary", json.dumps(rejected.as_dict())),

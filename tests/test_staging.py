@@ -58,13 +58,15 @@ def test_local_store_is_private_and_files_round_trip(tmp_path: Path, key: Stagin
     source.write_bytes(_census(50))
     put = store.put_file(FEED, DAY, "census.csv", source)
     state = store.put_bytes(FEED, DAY, "state.json", b'{"counts": {"members": 50}}', phi=False)
-    assert not state.encrypted and Path(state.location).read_bytes() == b'{"counts": {"members": 50}}'
+    # PHI-free artifacts are sealed too: a forged or swapped one must not steer a worker.
+    assert state.encrypted and b"members" not in Path(state.location).read_bytes()
+    assert store.get_bytes(FEED, DAY, "state.json") == b'{"counts": {"members": 50}}'
     run_dir = Path(store.run_location(FEED, DAY))
     for path in [tmp_path / "staging", run_dir.parent, run_dir]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
     for path in run_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in run_dir.iterdir()) == ["census.csv.enc", "state.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["census.csv.enc", "state.json.enc"]
     assert store.names(FEED, DAY) == ["census.csv", "state.json"]
 
     dest = tmp_path / "work" / "census.csv"
@@ -135,11 +137,12 @@ def test_remove_run_keeps_only_what_a_retry_needs(tmp_path: Path, key: StagingKe
         store.get_bytes(FEED, DAY, "census.csv")
 
 
-def test_switching_an_artifact_between_forms_leaves_one_copy(tmp_path: Path, key: StagingKey) -> None:
+def test_a_sealed_write_replaces_an_unsealed_object_of_the_same_name(tmp_path: Path, key: StagingKey) -> None:
     store = StagingStore(tmp_path / "staging", key)
-    store.put_bytes(FEED, DAY, "report.csv", b"plain", phi=False)
-    store.put_bytes(FEED, DAY, "report.csv", b"secret")
     run_dir = Path(store.run_location(FEED, DAY))
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.csv").write_bytes(b"plain, from an older version")
+    store.put_bytes(FEED, DAY, "report.csv", b"secret")
     assert [p.name for p in run_dir.iterdir()] == ["report.csv.enc"]
     assert store.get_bytes(FEED, DAY, "report.csv") == b"secret"
 

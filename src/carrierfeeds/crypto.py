@@ -1,4 +1,10 @@
-"""One door to gpg: pinned-fingerprint encryption and signing, key checks; typed results or our errors."""
+"""One door to gpg: pinned-fingerprint encryption and signing, key checks; typed results or our errors.
+
+A ciphertext is complete or it does not exist: ``encrypt_file`` requires gpg's zero exit status and its
+END_ENCRYPTION status line, fsyncs the output and walks its OpenPGP packets
+(``openpgp.check_openpgp_message``) before the output appears under its name; a short write (full disk,
+I/O error) is an :class:`EncryptionIncomplete`, which a retry may fix, and leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ from typing import Any, Literal
 
 import gnupg
 
-from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError, Refused
+from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError, Refused, TransientError
 from carrierfeeds.files import sha256_and_size
+from carrierfeeds.openpgp import CiphertextMalformed, HashingFile, check_openpgp_message
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +94,6 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC)
 
 
-
-
-
 class PlaintextChanged(Refused):
     """The plaintext handed to gpg is not the one whose hash the caller expected."""
 
@@ -100,6 +104,41 @@ class EncryptionStopped(PermanentError):
     """``encrypt_file`` was told to stop: nothing was written."""
 
     code = "encryption_stopped"
+
+
+class EncryptionIncomplete(TransientError):
+    """gpg did not write a whole ciphertext (non-zero exit, no END_ENCRYPTION, a short or broken file:
+    a full disk, an I/O error, gpg killed); nothing was kept, and a retry may succeed."""
+
+    code = "encryption_incomplete"
+
+
+# libgpg-error marks a code mapped from errno (ENOSPC, EIO...) with this bit: the system failed, not a key.
+_GPG_SYSTEM_ERROR = 1 << 15
+# gpg status lines that say a key or passphrase was refused: KeyRefused, as before, not a retry.
+_KEY_PROBLEMS = frozenset({"INV_RECP", "INV_SGNR", "NO_RECP", "NO_SGNR", "KEYEXPIRED", "SIGEXPIRED",
+                           "KEYREVOKED", "BAD_PASSPHRASE", "MISSING_PASSPHRASE", "EXPKEYSIG", "REVKEYSIG"})
+# The result of the gpg call this thread made last; python-gnupg drops it when its feeding thread raises
+# (gpg exited before reading all of its input), and its exit status is what says why.
+_last_result = threading.local()
+
+
+class _Crypt(gnupg.Crypt):  # type: ignore[misc]  # python-gnupg ships no type hints
+    """python-gnupg's encryption result, remembering every status keyword gpg sent."""
+
+    def __init__(self, gpg: Any) -> None:
+        super().__init__(gpg)
+        self.status_keys: set[str] = set()
+        #: gpg's own error codes from FAILURE lines (libgpg-error: the code in the low 16 bits).
+        self.failures: list[int] = []
+        _last_result.value = self
+
+    def handle_status(self, key: str, value: str) -> None:
+        self.status_keys.add(key)
+        if key == "FAILURE":
+            code = value.rsplit(" ", 1)[-1]
+            self.failures.append(int(code) & 0xFFFF if code.isdigit() else 0)
+        super().handle_status(key, value)
 
 
 class _HashingReader:
@@ -122,6 +161,61 @@ class _HashingReader:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+def _require_complete_run(result: Any, recipient_fpr: str, signer_fpr: str) -> None:
+    """gpg said it encrypted, and exited 0; else a key or passphrase problem (a status line naming one,
+    a FAILURE with gpg's own error code, or no encryption begun) is KeyRefused, and anything else
+    EncryptionIncomplete: gpg reports END_ENCRYPTION even when it could not write its output."""
+    keys: set[str] = getattr(result, "status_keys", set())
+    failures: list[int] = getattr(result, "failures", [])
+    returncode = getattr(result, "returncode", None)
+    if returncode == 0 and "END_ENCRYPTION" in keys and result.ok and result.status == "encryption ok":
+        return
+    if keys & _KEY_PROBLEMS or "BEGIN_ENCRYPTION" not in keys or \
+            any(not code & _GPG_SYSTEM_ERROR for code in failures):
+        raise KeyRefused(f"gpg refused to encrypt to {recipient_fpr} signed by {signer_fpr}: "
+                         f"{result.status or 'no status'}",
+                         details={"recipient": recipient_fpr, "signer": signer_fpr, "gpg_status": result.status,
+                                  "gpg_exit": returncode})
+    raise EncryptionIncomplete(
+        f"gpg did not finish writing the ciphertext (exit status {returncode}; a full disk or an I/O "
+        "error?); nothing kept", details={"recipient": recipient_fpr, "gpg_exit": returncode,
+                                          "end_encryption": "END_ENCRYPTION" in keys})
+
+
+def _key_id(fingerprint: str) -> str:
+    """The key id a v4 key is named by in a session-key packet: the fingerprint's last 16 hex digits."""
+    return fingerprint[-16:].upper()
+
+
+def _settle_ciphertext(tmp: Path, *, armor: bool, recipient_fpr: str, key_id: str) -> tuple[str, int]:
+    """fsync gpg's output, then read it once: check its packets and hash it. Its sha256 and size."""
+    try:
+        with tmp.open("rb") as raw:
+            os.fsync(raw.fileno())
+            hashed = HashingFile(raw)
+            try:
+                key_ids = check_openpgp_message(hashed, armor=armor)
+            except CiphertextMalformed as exc:
+                raise EncryptionIncomplete(f"the ciphertext gpg wrote is not whole: {exc.args[0]}; "
+                                           "nothing kept", details={"recipient": recipient_fpr}) from None
+            hashed.drain()
+    except OSError as exc:
+        raise EncryptionIncomplete(f"the ciphertext could not be made durable ({exc.strerror})",
+                                   details={"recipient": recipient_fpr, "errno": exc.errno}) from exc
+    if key_ids != (key_id,):
+        raise KeyRefused(f"the ciphertext is not encrypted to exactly the pinned key {recipient_fpr}",
+                         details={"recipient": recipient_fpr, "key_ids": len(key_ids)})
+    return hashed.digest.hexdigest(), hashed.size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _reserve(tmp: Path) -> None:
@@ -160,6 +254,8 @@ class Keyring:
         # less reading (240 MB 834, encrypt + sign, CPU median of 3: gpg 2.67 -> 2.34 s, this process
         # 0.33 -> 0.25 s; gpg --encrypt --sign on the file itself: 2.53 s).
         self._gpg.buffer_size = _CHUNK
+        # Our result type for encryption: it keeps gpg's status keywords and is findable after a failure.
+        self._gpg.result_map = {**self._gpg.result_map, "crypt": _Crypt}
 
     @classmethod
     def create(cls, home: Path, **kwargs: Any) -> Keyring:
@@ -319,29 +415,35 @@ class Keyring:
                 # With a pinned subkey, "FPR!" makes gpg use exactly that subkey (checked above to be
                 # the one it would pick anyway), so the ciphertext matches the pin by construction.
                 target = f"{info.encryption_subkey}!" if recipient_encryption_subkey else recipient_fpr
-                result = self._gpg.encrypt_file(fh, [target], sign=signer_fpr, armor=armor,
-                                                output=str(tmp), passphrase=self._passphrase(),
-                                                extra_args=extra)
+                _last_result.value = None
+                try:
+                    result = self._gpg.encrypt_file(fh, [target], sign=signer_fpr, armor=armor,
+                                                    output=str(tmp), passphrase=self._passphrase(),
+                                                    extra_args=extra)
+                except OSError as exc:
+                    # python-gnupg's feeding thread raised: gpg exited before reading all of its input
+                    # (a broken pipe), or the plaintext could not be read. Either way gpg was not fed the
+                    # whole file, and may even have ended well on part of it: never a ciphertext to keep.
+                    result = _last_result.value
+                    if result is None or getattr(result, "returncode", None) is None:
+                        raise  # gpg never ran to an end: not something this adapter can name
+                    _require_complete_run(result, recipient_fpr, signer_fpr)
+                    raise EncryptionIncomplete(f"gpg was not fed the whole file ({type(exc).__name__}); "
+                                               "nothing kept", details={"recipient": recipient_fpr,
+                                                                       "gpg_exit": result.returncode}) from exc
             if fh.stopped:
                 raise EncryptionStopped("encryption stopped before the end of the file; output discarded")
-            if not result.ok or result.status != "encryption ok":
-                raise KeyRefused(f"gpg refused to encrypt to {recipient_fpr} signed by {signer_fpr}: "
-                                 f"{result.status or 'no status'}",
-                                 details={"recipient": recipient_fpr, "signer": signer_fpr,
-                                          "gpg_status": result.status})
-            if not tmp.is_file() or tmp.stat().st_size == 0:
-                raise PermanentError("gpg reported success but wrote no output",
-                                     details={"recipient": recipient_fpr})
+            _require_complete_run(result, recipient_fpr, signer_fpr)
             if expect_sha256 is not None and fh.hexdigest() != expect_sha256:
                 raise PlaintextChanged(f"{src.name} is not the file that was checked (its sha256 changed)",
                                        details={"file_name": src.name})
-            with tmp.open("rb") as out:
-                os.fsync(out.fileno())
+            sha, size = _settle_ciphertext(tmp, armor=armor, recipient_fpr=recipient_fpr,
+                                           key_id=_key_id(info.encryption_subkey or recipient_fpr))
             os.replace(tmp, dst)
+            _fsync_dir(dst.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        sha, size = sha256_and_size(dst)
         log.info("encrypted %s -> %s (%d bytes, sha256 %s) to %s signed by %s", src.name, dst.name, size,
                  sha, recipient_fpr, signer_fpr)
         return EncryptedFile(path=dst, sha256=sha, size=size)

@@ -142,7 +142,8 @@ def _demo_with_keys(workdir: Path, keys: Any, *, members: int, seed: int, clock:
     ledger.close()
     leftovers = sorted(p.name for folder in (settings.staging_dir, settings.data_dir / "scratch")
                        for p in folder.rglob("*")
-                       if p.is_file() and not p.name.endswith((".pgp", ".asc", "state.json", ".key")))
+                       if p.is_file() and not p.name.removesuffix(".enc").endswith((".pgp", ".asc", "state.json",
+                                                                                     ".key")))
     echo(f"ledger: {settings.resolved_ledger_url} (chain intact: {verdict.ok}, {verdict.rows_checked} rows); "
          f"delivery status {delivery.status if delivery else None}")
     echo(f"plaintext left in staging: {leftovers or 'none'}")

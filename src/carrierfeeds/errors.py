@@ -9,8 +9,14 @@
     │   ├── FieldNotAllowed           a field is not on the carrier's allowlist
     │   ├── KeyRefused                PGP key unpinned, missing, expired, revoked or mismatched
     │   ├── HostKeyRefused            SFTP host key unknown or changed
-    │   └── ConformanceFailed         the rendered file failed the conformance gate
+    │   ├── ConformanceFailed         the rendered file failed the conformance gate
+    │   ├── staging.StagingTampered   a staged object does not open (wrong key, edited, truncated, moved)
+    │   ├── staging.StagingUnsealed   a staged object in the clear (an older version's, or forged)
+    │   ├── staging.ArtifactNameRefused  a name leaving the run's folder, or a symlink in scratch
+    │   └── transport.base.CiphertextMismatch  bytes uploaded are not the ciphertext the ledger recorded
     ├── TransientError                a retry with backoff may succeed (network, timeouts)
+    │   ├── crypto.EncryptionIncomplete   gpg wrote no whole ciphertext (full disk, I/O error); none kept
+    │   └── staging.StagingFull       the staging store (or its disk) is full; nothing was stored
     └── PermanentError                an outside system refused for good (auth, permission, exists)
 
 Messages and ``details`` carry ids, counts, row numbers, column names, rule names, hashes and

@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
@@ -131,7 +132,7 @@ class RunContext:
         return state
 
     def keep(self, path: Path, *, phi: bool = True) -> None:
-        """Put an artifact in the staging store (encrypted at rest when it holds PHI)."""
+        """Put an artifact in the staging store (sealed to the run and name, PHI or not)."""
         # Not hashed: nothing here uses the hash, and AES-GCM refuses a changed object when it is fetched.
         self.store.put_file(self.feed_id, self.ref.interval_start, path.name, path, phi=phi, sha256=False)
 
@@ -145,10 +146,20 @@ class RunContext:
             yield KeptFile(local, staged)
 
     def fetch(self, name: str) -> Path:
-        """An artifact an earlier stage kept, in this process's scratch folder (decrypted if needed)."""
-        path = self.run_dir / name
-        if not path.exists():
+        """An artifact an earlier stage kept, in this process's scratch folder (opened from the store if
+        needed). The name is checked before anything is looked up: a plain name of the run's own folder,
+        and a local copy only as a regular file there (never a symlink); else ArtifactNameRefused."""
+        from carrierfeeds.staging import ArtifactNameRefused, check_artifact_name
+
+        path = self.run_dir / check_artifact_name(name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
             self.store.get_file(self.feed_id, self.ref.interval_start, name, path, sha256=False)
+            return path
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactNameRefused(f"{name} in the run's scratch folder is not a regular file (a symlink?)",
+                                      details={"name": name})
         return path
 
 
@@ -779,11 +790,31 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
                                      state["payload_sha256"])
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
-        ctx.keep(encrypted.path, phi=False)  # already encrypted to the recipient
-        ctx.save_state(cipher_name=encrypted.path.name, ciphertext_sha256=encrypted.sha256,
-                       cipher_bytes=encrypted.size, encrypted_payload=state["payload_sha256"],
-                       encrypted_under=_made_under(spec), encrypted_ahead=False)
+        _keep_ciphertext(ctx, encrypted, payload_sha256=state["payload_sha256"], ahead=False)
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
+
+
+def _keep_ciphertext(ctx: RunContext, made: Any, *, payload_sha256: str, ahead: bool) -> None:
+    """Put a whole, checked ciphertext in the staging store and name it in the state; on any failure
+    (a full store is a TransientError) neither happens and the local copy goes too, so a retry starts
+    from nothing rather than from a ciphertext the state does not vouch for."""
+    try:
+        ctx.keep(made.path, phi=False)  # already encrypted to the recipient; a failed put stores nothing
+    except BaseException:
+        made.path.unlink(missing_ok=True)
+        raise
+    try:
+        ctx.save_state(cipher_name=made.path.name, ciphertext_sha256=made.sha256, cipher_bytes=made.size,
+                       encrypted_payload=payload_sha256, encrypted_under=_made_under(ctx.bundle.feed.encryption),
+                       encrypted_ahead=ahead)
+    except BaseException:
+        made.path.unlink(missing_ok=True)
+        try:
+            ctx.store.remove(ctx.feed_id, ctx.ref.interval_start, made.path.name)
+        except Exception as exc:  # the state does not name it, and the next encryption replaces it
+            log.warning("feed %s run %s: an unkept ciphertext stays in the staging store (%s)", ctx.feed_id,
+                        ctx.run_id, type(exc).__name__)
+        raise
 
 
 class _EncryptionAhead:
@@ -822,16 +853,19 @@ class _EncryptionAhead:
         if self._made is None:
             log.warning("feed %s run %s: encrypting ahead did not succeed (%s); the encrypt stage encrypts",
                         self._ctx.feed_id, self._ctx.run_id, self._failure)
-            detail.update(encrypted_ahead=False)
+            detail.update(encrypted_ahead=False, encrypt_ahead_error=self._failure)
             return
         final = self._ctx.run_dir / self.cipher_name
         os.replace(self._out, final)
-        self._ctx.keep(final, phi=False)
-        self._ctx.save_state(cipher_name=final.name, ciphertext_sha256=self._made.sha256,
-                             cipher_bytes=self._made.size, encrypted_payload=self._payload,
-                             encrypted_under=_made_under(self._ctx.bundle.feed.encryption), encrypted_ahead=True)
+        made, self._made = self._made, None
+        try:
+            _keep_ciphertext(self._ctx, replace(made, path=final), payload_sha256=self._payload, ahead=True)
+        except TransientError as exc:  # e.g. a full staging store: the encrypt stage tries again itself
+            log.warning("feed %s run %s: keeping the ciphertext made ahead failed (%s); the encrypt stage "
+                        "encrypts", self._ctx.feed_id, self._ctx.run_id, exc.code)
+            detail.update(encrypted_ahead=False, encrypt_ahead_error=exc.code)
+            return
         detail.update(encrypted_ahead=True)
-        self._made = None
 
     def discard(self) -> None:
         """Stop feeding gpg, wait for it, remove anything it wrote (a no-op after commit)."""
@@ -902,6 +936,8 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
             log.info("feed %s interval %s: interchange %s already delivered; not sending again",
                      ctx.feed_id, ctx.ref.interval_start, existing.isa13)
             return {"run_id": ctx.run_id, "already_delivered": True}
+        expected = recorded_ciphertext(ctx, state)
+        cipher = ctx.fetch(state["cipher_name"])  # its name checked before any row is written
         counts = state["counts"]
         intent = existing or ctx.ledger.record_delivery_intent(
             run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
@@ -915,7 +951,6 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                               if "transaction_sets" in state else {})},
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
-        cipher = ctx.fetch(state["cipher_name"])
         if force_reason and existing is not None and existing.status in ON_RECIPIENTS_SIDE:
             return _force_resend(ctx, intent, transport, cipher, force_reason, detail)
         remote_name = intent.file_name
@@ -926,7 +961,7 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                 found = transport.stat(remote_name)
                 if found is not None:
                     return _reconcile(ctx, intent, existing, found, detail)
-                receipt = transport.deliver(cipher, remote_name)
+                receipt = transport.deliver(cipher, remote_name, expect_sha256=expected)
         except CarrierFeedsError as exc:
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
                                                error_code=exc.code, message=exc.message[:500])
@@ -934,12 +969,30 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
         outcome = "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
         ctx.ledger.record_delivery_outcome(
             intent.delivery_id, status=outcome, now=ctx.now(),
-            ciphertext_sha256=state["ciphertext_sha256"], size=receipt.size, remote_path=receipt.remote_path,
+            ciphertext_sha256=expected, size=receipt.size, remote_path=receipt.remote_path,
             host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor)
         detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
                       host_key_fingerprint=receipt.host_key_fingerprint)
         ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": receipt.size}
+
+
+def recorded_ciphertext(ctx: RunContext, state: dict[str, Any]) -> str:
+    """The sha256 of the ciphertext the encrypt stage last recorded in the ledger for this run: what the
+    bytes uploaded must hash to (the staging store can be written by others; the ledger is the record).
+    Refused when there is none, or when the state names another one."""
+    from carrierfeeds.transport.base import CiphertextMismatch
+
+    made = [e for e in ctx.ledger.run_events(ctx.run_id)
+            if e.kind == "stage" and e.stage == "encrypt" and e.status == "succeeded"]
+    recorded = made[-1].detail.get("ciphertext_sha256") if made else None
+    if not isinstance(recorded, str):
+        raise CiphertextMismatch("the ledger records no ciphertext for this run; run the encrypt stage",
+                                 details={"run_id": ctx.run_id})
+    if state.get("ciphertext_sha256") != recorded:
+        raise CiphertextMismatch("the staged state names a ciphertext the ledger does not record; run the "
+                                 "encrypt stage again", details={"run_id": ctx.run_id, "expected_sha256": recorded})
+    return recorded
 
 
 def resend_name(file_name: str, number: int) -> str:
@@ -981,7 +1034,7 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
             return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
         ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
                          object_id=intent.delivery_id, reason=reason, now=ctx.now(), detail=audit)
-        receipt = transport.deliver(cipher, remote_name)
+        receipt = transport.deliver(cipher, remote_name, expect_sha256=recorded_ciphertext(ctx, state))
     except CarrierFeedsError as exc:
         ctx.ledger.audit(actor=ctx.actor, action="forced_resend_failed", object_type="delivery",
                          object_id=intent.delivery_id, reason=reason, now=ctx.now(),
@@ -1053,13 +1106,27 @@ def purge_plaintext(ctx: RunContext) -> int:
 
     The employer's own file stays in its source folder for reprocessing; a retry re-stages from there.
     """
-    cipher = ctx.state().get("cipher_name")
+    from carrierfeeds.staging import StagingTampered, StagingUnsealed
+
+    try:
+        cipher = ctx.state().get("cipher_name")
+    except (StagingTampered, StagingUnsealed):
+        # A state that does not open names nothing to keep or to remove: the store is left for people to
+        # look at (its member data stays sealed; retention removes it in time).
+        log.warning("feed %s run %s: the staged state does not open; the staging store is left as it is",
+                    ctx.feed_id, ctx.run_id)
+        return wipe_scratch(ctx)
     keep = tuple(n for n in (STATE, cipher) if n)
     return wipe_scratch(ctx) + ctx.store.remove_run(ctx.feed_id, ctx.ref.interval_start, keep=keep)
 
 
 def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = None) -> RunSummary:
-    state = ctx.state()
+    from carrierfeeds.staging import StagingTampered, StagingUnsealed
+
+    try:
+        state = ctx.state()
+    except (StagingTampered, StagingUnsealed):
+        state = {}  # the error already says why; a summary never repeats what the state would claim
     counts = state.get("counts", {})
     return RunSummary(
         run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start.isoformat(),

@@ -1,12 +1,16 @@
-"""The staging store: a run's artifacts between tasks, in a local folder or at any fsspec URL, PHI encrypted.
+"""The staging store: a run's artifacts between tasks, in a local folder or at any fsspec URL, every one
+sealed to its run.
 
-Artifacts live under ``<root>/<feed_id>/<interval_start>/<name>``; names are plain, PHI-free file names.
-An artifact put with ``phi=True`` (the default: fail closed) is stored as ``<name>.enc``, encrypted with
-AES-256-GCM in 1 MiB chunks (the STREAM construction: a per-object key from HKDF-SHA256 over a random
-salt, a chunk counter and a last-chunk flag in every nonce, the object's path as associated data), so a
-truncated, reordered, edited or moved object fails to decrypt instead of yielding wrong data; memory
-stays bounded by one chunk whatever the file size. PHI-free artifacts (the run's state, ciphertext that
-gpg already encrypted) are stored as they are.
+Artifacts live under ``<root>/<feed_id>/<interval_start>/<name>.enc``; names are plain, PHI-free file
+names. Every artifact, PHI or not, is sealed with AES-256-GCM in 1 MiB chunks (the STREAM construction: a
+per-object key from HKDF-SHA256 over a random salt, a chunk counter and a last-chunk flag in every nonce,
+the run and the name (``<feed_id>/<interval_start>/<name>``) as associated data), so a truncated,
+reordered, edited, swapped or moved object fails to open instead of yielding wrong data; memory stays
+bounded by one chunk whatever the file size. That covers the PHI-free ones too (the run's state, the gpg
+ciphertext): whoever can write a shared store but does not hold the key can neither read member data nor
+steer a worker with a forged state or a swapped ciphertext. An object in the clear (``<name>`` without
+``.enc``: written by a version before sealing, or by someone else) is refused with
+:class:`StagingUnsealed`, never read.
 
 A local root is the default (folders 0700, files 0600, writes atomic by rename). Workers on different
 machines share an object store or network filesystem by URL (``s3://bucket/staging``, ``gs://...``,
@@ -20,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -37,7 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from carrierfeeds.errors import ConfigError, DataError, Refused
+from carrierfeeds.errors import ConfigError, DataError, Refused, TransientError
 from carrierfeeds.keyfiles import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,38 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _FEED = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+class StagingFull(TransientError):
+    """The store (or the disk under it) is full: the object was not stored; a retry may succeed."""
+
+    code = "staging_full"
+
+
 class StagingTampered(Refused):
     """A staged object does not decrypt: wrong key, or truncated, edited or moved since it was written."""
 
     code = "staging_tampered"
+
+
+class StagingUnsealed(Refused):
+    """A staged object is in the clear: written before objects were sealed, or by someone without the key."""
+
+    code = "staging_unsealed"
+
+
+class ArtifactNameRefused(Refused):
+    """A name that would leave the run's folder (a path, ``..``, a hidden name) or a local copy that is
+    not a regular file of its own (a symlink)."""
+
+    code = "artifact_name_refused"
+
+
+def check_artifact_name(name: str) -> str:
+    """``name`` if it is a plain artifact name (no separator, no leading dot, no ``.enc``); else refused."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith(ENCRYPTED_SUFFIX):
+        raise ArtifactNameRefused("an artifact name must be a plain file name of the run's own folder "
+                                  "(no path, no '..', no leading '.')",
+                                  details={"length": len(name) if isinstance(name, str) else None})
+    return name
 
 
 @dataclass(frozen=True, repr=False)
@@ -176,7 +209,7 @@ class StagingStore:
     # ------------------------------------------------------------------------------ writes
     def put_file(self, feed_id: str, interval_start: date, name: str, source: Path, *,
                  phi: bool = True, sha256: bool = True) -> StagedArtifact:
-        """Store ``source`` as ``name`` for the run; encrypted unless ``phi`` is False (``sha256``: as for
+        """Store ``source`` as ``name`` for the run, sealed (``phi`` and ``sha256``: as for
         :meth:`open_writer`)."""
         with source.open("rb") as fh:
             return self._put(feed_id, interval_start, name, fh, phi=phi, sha256=sha256)
@@ -199,6 +232,9 @@ class StagingStore:
                     sha256: bool = True) -> Iterator[ArtifactWriter]:
         """Put an artifact from blocks as they are made: ``write`` them to the yielded writer.
 
+        ``phi`` says whether the artifact holds member data; every artifact is sealed either way (see the
+        module docstring), so it no longer changes how the object is stored.
+
         The object appears complete when the block ends without an exception, or not at all; the stored
         form is the one ``put_file`` gives the same bytes. ``writer.sha256`` and ``writer.plain_bytes``
         (of the plaintext so far) can be checked inside the block, which raises to abandon the object;
@@ -208,15 +244,14 @@ class StagingStore:
         """
         location = self._location(feed_id, interval_start, name)
         self._run_dir(feed_id, interval_start)
-        target = location + ENCRYPTED_SUFFIX if phi else location
-        other = location if phi else location + ENCRYPTED_SUFFIX
+        target, other = location + ENCRYPTED_SUFFIX, location
         tmp = f"{target}.tmp-{secrets.token_hex(4)}" if self.local else target
         try:
             with self.fs.open(tmp, "wb") as out:
                 if self.local:
                     os.chmod(tmp, 0o600)
-                writer = ArtifactWriter(out, _Encryptor(self.key, _aad(feed_id, interval_start, name), out)
-                                        if phi else None, hashed=sha256)
+                writer = ArtifactWriter(out, _Encryptor(self.key, _aad(feed_id, interval_start, name), out),
+                                        hashed=sha256)
                 try:
                     yield writer
                     writer.close()
@@ -226,13 +261,16 @@ class StagingStore:
                     raise
             if self.local:
                 os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             if self.local and os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StagingFull(f"no space left to stage {name}; nothing was stored",
+                                  details={"errno": exc.errno, "name": name}) from exc
             raise
         if self.fs.exists(other):
-            self.fs.rm(other)  # one artifact, one form: never a stale plaintext beside its ciphertext
-        writer._artifact = StagedArtifact(name=name, location=target, encrypted=phi, plain_bytes=writer.plain_bytes,
+            self.fs.rm(other)  # one artifact, one form: an unsealed object beside it is never left to refuse
+        writer._artifact = StagedArtifact(name=name, location=target, encrypted=True, plain_bytes=writer.plain_bytes,
                                          stored_bytes=int(self.fs.size(target)),
                                          sha256=writer.sha256 if sha256 else None)
 
@@ -275,12 +313,14 @@ class StagingStore:
             with self.fs.open(target, "rb") as fh:
                 plain = _decrypt_stream(self.key, _aad(feed_id, interval_start, name), fh, out, digest)
         elif self.fs.exists(location):
-            target, encrypted, plain = location, False, 0
-            with self.fs.open(target, "rb") as fh:
-                for block in iter(lambda: fh.read(CHUNK), b""):
-                    digest.update(block)
-                    plain += len(block)
-                    out.write(block)
+            raise StagingUnsealed(
+                f"{name} of {feed_id} {interval_start.isoformat()} is in the staging store unsealed (written "
+                "by a carrierfeeds before staged objects were sealed, or by someone without the key); "
+                "refused. If an older version started this run, remove the run's staging folder "
+                f"({feed_id}/{interval_start.isoformat()}) and run it again (--force-census if its census "
+                "was already accepted): the ledger keeps its control numbers and deliveries, so nothing "
+                "is sent twice", details={"name": name, "feed_id": feed_id,
+                                          "interval_start": interval_start.isoformat()})
         else:
             raise DataError("artifact not in the staging store", file=name,
                             details={"feed_id": feed_id, "interval_start": interval_start.isoformat()})
@@ -301,6 +341,16 @@ class StagingStore:
         return sorted(out)
 
     # ------------------------------------------------------------------------------ removal
+    def remove(self, feed_id: str, interval_start: date, name: str) -> bool:
+        """Remove one artifact (either stored form); whether there was one."""
+        location = self._location(feed_id, interval_start, name)
+        found = False
+        for target in (location + ENCRYPTED_SUFFIX, location):
+            if self.fs.exists(target):
+                self.fs.rm(target)
+                found = True
+        return found
+
     def remove_run(self, feed_id: str, interval_start: date, *, keep: tuple[str, ...] = ()) -> int:
         """Remove the run's artifacts except ``keep``; the folder goes too when nothing is kept.
 

@@ -1,4 +1,5 @@
-"""The delivery interface: ``deliver`` a file under a plain remote name, atomically, never over another."""
+"""The delivery interface: ``deliver`` a file under a plain remote name, atomically, never over another;
+given ``expect_sha256``, only if the bytes sent hash to it (checked while they stream, before the rename)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ class RemoteFileExists(PermanentError):
     """The final name is already taken on the far side; we never overwrite a delivered file."""
 
     code = "remote_file_exists"
+
+
+class CiphertextMismatch(Refused):
+    """The bytes read for upload are not the ciphertext the ledger recorded: refused before the rename,
+    the temporary upload removed (fail closed; a retry would read the same bytes)."""
+
+    code = "ciphertext_mismatch"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Transport(Protocol):
 
     name: str
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt: ...
+    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt: ...
 
     def stat(self, remote_name: str) -> RemoteFile | None: ...
 
@@ -57,6 +65,14 @@ def check_remote_name(remote_name: str) -> str:
         raise Refused("remote name must be a plain file name: no '/', no '..', no leading '.', "
                       "no control characters, at most 255 characters", details={"length": len(remote_name)})
     return remote_name
+
+
+def mismatch(remote_name: str, expect_sha256: str, sent_sha256: str) -> CiphertextMismatch:
+    """The refusal for bytes that are not the expected ciphertext (hashes only: never content)."""
+    return CiphertextMismatch(f"{remote_name}: the bytes read for upload are not the recorded ciphertext "
+                              "(sha256 differs); not renamed into place, temporary upload removed",
+                              details={"remote_name": remote_name, "expected_sha256": expect_sha256,
+                                       "sent_sha256": sent_sha256})
 
 
 def temp_name(remote_name: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from carrierfeeds.errors import PermanentError, TransientError
@@ -14,6 +14,7 @@ from carrierfeeds.transport.base import (
     RemoteFile,
     RemoteFileExists,
     check_remote_name,
+    mismatch,
     temp_name,
 )
 
@@ -46,7 +47,9 @@ class LocalTransport:
             return None
         return RemoteFile(name=remote_name, size=st.st_size)
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
+    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
+        """Copy under a temp name, fsync, link into place; with ``expect_sha256`` only bytes that hash to
+        it (hashed as they are copied; else the temp file goes and CiphertextMismatch is raised)."""
         check_remote_name(remote_name)
         self.inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         final = self.inbox / remote_name
@@ -59,10 +62,15 @@ class LocalTransport:
         tmp.unlink(missing_ok=True)
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, local.open("rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
+                while block := src.read(_CHUNK):
+                    out.write(block)
+                    digest.update(block)
                 out.flush()
                 os.fsync(out.fileno())
+            if expect_sha256 is not None and digest.hexdigest() != expect_sha256:
+                raise mismatch(remote_name, expect_sha256, digest.hexdigest())
             written = tmp.stat().st_size
             if written != size:
                 raise TransientError(f"short write: {written} of {size} bytes",

@@ -51,13 +51,14 @@ class ManualTransport:
             return None
         return RemoteFile(name=remote_name, size=st.st_size)
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
+    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
         """Place ``local`` (already encrypted) in the outbox as ``remote_name``: complete or not at all,
-        mode 0600, never over an existing file (RemoteFileExists)."""
+        mode 0600, never over an existing file (RemoteFileExists); with ``expect_sha256`` only bytes that
+        hash to it."""
         check_remote_name(remote_name)
         outbox = self._private_outbox()
         # LocalTransport writes a 0600 temp file, fsyncs it and links it into place without overwriting.
-        receipt = LocalTransport(outbox).deliver(local, remote_name)
+        receipt = LocalTransport(outbox).deliver(local, remote_name, expect_sha256=expect_sha256)
         placed = outbox / remote_name
         if stat.S_IMODE(placed.stat().st_mode) != 0o600:
             os.chmod(placed, 0o600)

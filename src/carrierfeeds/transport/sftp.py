@@ -28,6 +28,7 @@ from carrierfeeds.transport.base import (
     RemoteFile,
     RemoteFileExists,
     check_remote_name,
+    mismatch,
     temp_name,
 )
 
@@ -219,8 +220,12 @@ class SftpTransport:
         found, _ = self._with_retries(f"stat {remote_name}", op)
         return found
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
-        """Upload under a temp name, confirm the size, rename into place; never overwrite the final name."""
+    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
+        """Upload under a temp name, confirm the size, rename into place; never overwrite the final name.
+
+        ``expect_sha256``: the bytes uploaded are hashed as they stream; unless they hash to it, the
+        temp file is removed and :class:`CiphertextMismatch` raised before any rename.
+        """
         check_remote_name(remote_name)
         size = local.stat().st_size
         final = self._path(remote_name)
@@ -257,6 +262,10 @@ class SftpTransport:
                     sent += len(chunk)
                     if self.progress is not None:
                         self.progress(sent, size)
+            if expect_sha256 is not None and digest.hexdigest() != expect_sha256:
+                # What was read is not what the ledger vouches for (a swapped local file): never renamed.
+                sftp.remove(tmp)
+                raise mismatch(remote_name, expect_sha256, digest.hexdigest())
             remote_size = int(sftp.stat(tmp).st_size or 0)
             if remote_size != size:
                 raise TransientError(f"size mismatch after upload: {remote_size} of {size} bytes",
