@@ -60,6 +60,14 @@ class LocalSource(_Model):
     path: str = Field(description="folder the employer's files land in, relative to the data directory")
     pattern: str = "*.csv"
 
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        # The folder is opened once and files are opened relative to it: a pattern never walks folders.
+        if "/" in v or "\\" in v:
+            raise ValueError("must match file names only, no folders")
+        return v
+
 
 class SftpSource(_Model):
     """The employer's SFTP drop, reached through pinned-host-key endpoint files (``<keys_dir>/<id>.json``)."""

@@ -85,7 +85,10 @@ def test_local_picks_the_newest_and_processes_it_once(tmp_path: Path, sample: pd
     _touch(inbound / ".census_partial.csv", b"half", 1_700_000_500)
 
     pick = _fetch(source, tmp_path)
-    assert (pick.path, pick.name, pick.kind, pick.reprocessed) == (newest, newest.name, "local", False)
+    assert (pick.name, pick.kind, pick.reprocessed, pick.origin) == (newest.name, "local", False, str(newest))
+    # A private copy in the run's folder, read through the one descriptor the name was opened with.
+    assert pick.path.parent == tmp_path / "work" and pick.path.stat().st_mode & 0o077 == 0
+    assert pick.path.read_bytes() == newest.read_bytes()
     assert pick.sha256 == sha256_file(newest) and pick.size == newest.stat().st_size
     assert CensusPick.from_state(json.loads(json.dumps(pick.as_state()))) == pick
 
