@@ -531,6 +531,10 @@ class CensusSchema(_Model):
     fixed_width: FixedWidthLayout | None = Field(None, description="fixed_width: the record layout")
     max_bytes: int = Field(1 << 30, ge=1, description="a census file (or zip member) larger than this is refused")
     allow_zip: bool = Field(False, description="accept a zip holding exactly one census file")
+    max_cell_length: int = Field(
+        1024, ge=1, le=1 << 20,
+        description="a cell (after its surrounding blanks are stripped) longer than this many characters "
+                    "makes the file a DataError (rule cell_too_long), before any per-cell check runs")
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
     relationship_codes: dict[str, Relationship] = Field(

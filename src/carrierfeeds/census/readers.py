@@ -1,9 +1,10 @@
 """Read an employer census file (CSV, XLSX or fixed width) into the canonical census: text only, mapped.
 
 Structural problems (empty file, missing or duplicated columns, wrong field counts, NUL bytes, bytes the
-declared encoding cannot decode, a formula-looking cell, a file over the size cap, an archive where a
-census was expected) raise :class:`~carrierfeeds.errors.DataError` naming the file by its name, the row
-and the column, never a cell value. Value problems are left for validation to report.
+declared encoding cannot decode, a formula-looking cell, a cell over the schema's ``max_cell_length``, a
+file over the size cap, an archive where a census was expected) raise
+:class:`~carrierfeeds.errors.DataError` naming the file by its name, the row and the column, never a cell
+value. Value problems are left for validation to report.
 
 Encodings: the schema declares one, or ``auto``: a byte order mark decides (UTF-8, UTF-16 LE/BE), a
 UTF-16 file without one is recognised by its NUL pattern, and anything else must be strict UTF-8. Bytes
@@ -54,7 +55,10 @@ _FIRST_LINE = re.compile(rb"[^\n]*")  # matches from the start, even an empty li
 #: A spreadsheet runs a cell starting with these as a formula (CSV/formula injection).
 _FORMULA_START = ("=", "+", "-", "@")
 #: ...unless it is plainly a signed number or a phone number: digits with spaces, dots, dashes, brackets.
-_NUMBERISH = r"^[+-]?[0-9\s().\-/]*[0-9][0-9\s().\-/]*$"  # ASCII digits: re takes \d as any digit
+#: Linear by construction: what comes before the first digit cannot be a digit, so the two repeats never
+#: compete for the same characters (``[..0-9..]*[0-9][..0-9..]*`` backtracked quadratically on a long
+#: run of digits ending in a letter; see benchmarks/README.md). ASCII digits: re takes \d as any digit.
+_NUMBERISH = r"^[+-]?[\s().\-/]*[0-9][0-9\s().\-/]*$"
 #: First bytes of a cell that starts like a formula.
 _SIGN_BYTES = tuple(np.uint8(ord(c)) for c in _FORMULA_START)
 
@@ -272,6 +276,7 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     absent = [c for c in CANONICAL_COLUMNS if c not in present]
     if absent:
         log.info("%s: optional column(s) absent, left empty: %s", name, absent)
+    _check_cell_lengths(out, rows, schema, name)
     _check_formulas(out, signed, rows, schema, name)
 
     out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes)
@@ -351,6 +356,28 @@ def _maybe_space(edge: np.ndarray) -> np.ndarray:
     byte but printable ASCII other than the space (0x21-0x7E). Byte arithmetic wraps below 0x21, and
     takes a tenth of the time of a 256-entry look-up table."""
     return (edge - np.uint8(0x21)) > np.uint8(0x7E - 0x21)
+
+
+def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: CensusSchema,
+                        name: str) -> None:
+    """A cell longer than the schema's ``max_cell_length`` is refused, naming its row and column (never
+    its text), before any check that reads cells: no census field is that long, and every later
+    per-cell check then works on bounded cells."""
+    limit = schema.max_cell_length
+    first: tuple[int, str] | None = None
+    count = 0
+    for column, series in out.items():
+        long = np.flatnonzero(series.str.len().to_numpy(dtype=np.int64, na_value=0) > limit)
+        if not len(long):
+            continue
+        count += len(long)
+        row = int(rows[long[0]])
+        if first is None or row < first[0]:
+            first = (row, schema.header_for(column))
+    if first is not None:
+        raise DataError(f"cell is longer than the census schema's max_cell_length of {limit} characters "
+                        f"({count} such cell(s) in the file)", file=name, row=first[0], column=first[1],
+                        rule="cell_too_long", details={"cells": count, "max_cell_length": limit})
 
 
 def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarray], rows: np.ndarray,
