@@ -479,13 +479,13 @@ def _pick_sheet(wb: Any, wanted: str | None, name: str) -> str:
 def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int, col: int,
                table: list[list[str]]) -> str:
     value = vcell.value
-    column = _column_name(table, col)
     if fcell.data_type == "f" and value is None:
         raise DataError("cell holds a formula with no saved value (formulas are never evaluated); "
-                        "paste the values instead", file=name, row=row, column=column, rule="formula_cell")
+                        "paste the values instead", file=name, row=row, column=_column_name(table, col, schema),
+                        rule="formula_cell")
     if vcell.data_type == "e":
-        raise DataError("cell holds a spreadsheet error value", file=name, row=row, column=column,
-                        rule="error_cell")
+        raise DataError("cell holds a spreadsheet error value", file=name, row=row,
+                        column=_column_name(table, col, schema), rule="error_cell")
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -499,10 +499,14 @@ def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int
     return str(value)
 
 
-def _column_name(table: list[list[str]], col: int) -> str:
-    """The header of 1-based column ``col`` once the header row is read, else its position."""
-    if table and col <= len(table[0]) and table[0][col - 1]:
-        return table[0][col - 1]
+def _column_name(table: list[list[str]], col: int, schema: CensusSchema) -> str:
+    """The header of 1-based column ``col`` when row 1 holds one of the schema's column names there,
+    else its position (``#3``). Row 1 is not trusted to be a header: in a sheet sent without its header
+    row it holds a member's data, which must never reach a message."""
+    if table and col <= len(table[0]):
+        header = table[0][col - 1].strip()
+        if header and header in {schema.header_for(c) for c in CANONICAL_COLUMNS}:
+            return header
     return f"#{col}"
 
 
