@@ -362,6 +362,12 @@ class AckSpec(_Model):
     source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
     encrypted: bool = False
     signer_fingerprint: str | None = Field(None, pattern=_FPR)
+    max_file_bytes: int = Field(64 << 20, ge=1, description="a file larger than this (as received) is set "
+                                "aside unread, recorded and alerted")
+    max_decompressed_bytes: int = Field(64 << 20, ge=1, description="an encrypted file whose plaintext "
+                                        "would be larger than this is set aside, recorded and alerted")
+    max_files_per_poll: int = Field(500, ge=1, description="new files read in one poll; the rest wait "
+                                    "for the next (a warning says how many)")
 
 
 class CarrierMapping(_Model):
