@@ -506,14 +506,30 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                     suites[bundle.suite_path] = exc
             if (refused := suites[bundle.suite_path]) is not None:
                 raise refused
+            _check_sql_login(settings, bundle.feed.census.source)
             results.append({"file": str(path), "ok": True})
-        except ConfigError as exc:
+        except (ConfigError, TransientError) as exc:
             results.append({"file": str(path), "ok": False, "error": exc.message})
     ok = all(r["ok"] for r in results) and bool(results)
     lines = [f"{'ok  ' if r['ok'] else 'FAIL'} {r['file']}" + ("" if r["ok"] else f"\n     {r['error']}")
              for r in results] or [f"no feeds in {settings.feeds_dir}"]
     _emit({"ok": ok, "feeds": results}, as_json, lines)
     raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
+
+
+def _check_sql_login(settings: Settings, source: Any) -> None:
+    """A SQL census source's login must be read-only (census.sql_source); checked where its connection
+    file is in the keys directory (an Airflow connection is checked by the run itself, before its query)."""
+    from carrierfeeds.census.sources import load_sql_url
+    from carrierfeeds.census.sql_source import read_only_login_problems
+    from carrierfeeds.config import SqlSource
+
+    if not isinstance(source, SqlSource) or not (settings.resolved_keys_dir / f"{source.connection_id}.json").exists():
+        return
+    problems = read_only_login_problems(load_sql_url(settings.resolved_keys_dir, source.connection_id))
+    if problems:
+        raise ConfigError("the login is not read-only: " + "; ".join(problems),
+                          field=f"census.source (connection {source.connection_id})")
 
 
 @db_app.command("upgrade")
