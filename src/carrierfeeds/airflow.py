@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,11 @@ STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
-STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
+#: Its name holds "secret", so Airflow's secrets masker hides the value in task logs, the UI and the API.
+STAGING_KEY_VARIABLE = "carrierfeeds_staging_secret_key"
+#: The Variable's earlier name, which Airflow does not treat as sensitive: still read (the value then
+#: masked by hand), with a DeprecationWarning, when the new name is not set.
+LEGACY_STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
 #: The id of the HTTP connection the housekeeping DAG's failure notices go to (unset: none are sent).
 HOUSEKEEPING_WEBHOOK_VARIABLE = "carrierfeeds_housekeeping_webhook"
 
@@ -169,7 +174,8 @@ SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psyco
 
 def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
     """The staging store a task uses: ``url`` (default the local staging folder), key from the Airflow
-    Variable ``carrierfeeds_staging_key``, else ``<keys_dir>/staging.key`` (made on first use).
+    Variable ``carrierfeeds_staging_secret_key`` (or, deprecated, ``carrierfeeds_staging_key``), else
+    ``<keys_dir>/staging.key`` (made on first use).
 
     A store workers share by URL needs the Variable: a key file made on one machine would not be on the
     others, so a remote URL without it is refused rather than given a key only this worker knows.
@@ -178,10 +184,22 @@ def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
 
     from carrierfeeds.staging import KEY_FILE_NAME, StagingKey, StagingStore
 
-    text = Variable.get(STAGING_KEY_VARIABLE, default=None)
+    name = STAGING_KEY_VARIABLE
+    text = Variable.get(name, default=None)
+    if not text:
+        text = Variable.get(LEGACY_STAGING_KEY_VARIABLE, default=None)
+        if text:
+            from airflow.sdk.log import mask_secret
+
+            name = LEGACY_STAGING_KEY_VARIABLE
+            mask_secret(str(text))  # Airflow masks a Variable by its name; this one's name is not sensitive
+            warnings.warn(f"the Airflow Variable {LEGACY_STAGING_KEY_VARIABLE} is deprecated: rename it "
+                          f"{STAGING_KEY_VARIABLE}, a name Airflow masks", DeprecationWarning, stacklevel=2)
+            log.warning("staging key read from the deprecated Variable %s; rename it %s",
+                        LEGACY_STAGING_KEY_VARIABLE, STAGING_KEY_VARIABLE)
     target = url if url is not None else settings.staging_dir
     if text:
-        return StagingStore(target, StagingKey.from_text(str(text), source=f"airflow variable {STAGING_KEY_VARIABLE}"))
+        return StagingStore(target, StagingKey.from_text(str(text), source=f"airflow variable {name}"))
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(str(target))
