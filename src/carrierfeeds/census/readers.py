@@ -42,7 +42,7 @@ from carrierfeeds.census.archive import (
 )
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, REQUIRED_COLUMNS, ROW_NUMBER
 from carrierfeeds.config import CensusSchema, FixedWidthLayout
-from carrierfeeds.errors import DataError
+from carrierfeeds.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarra
 # ---------------------------------------------------------------------------------------------- XLSX
 def _read_xlsx(path: Path, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     """The chosen sheet's cached values as text; formulas are never evaluated."""
-    import openpyxl  # type: ignore[import-untyped]
+    openpyxl = _safe_openpyxl()
     from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
 
     with path.open("rb") as fh:
@@ -437,6 +437,23 @@ def _read_xlsx(path: Path, schema: CensusSchema, name: str) -> tuple[list[str], 
                             file=name, rule="bad_xlsx") from None
         table = _sheet_table(values_wb, formulas_wb, schema, name, unreadable)
     return _table_frame(table, schema, name)
+
+
+def _safe_openpyxl() -> Any:
+    """openpyxl, parsing a workbook's XML only through defusedxml (no entity expansion, no external
+    entities: a workbook is a zip of XML files the employer wrote). openpyxl picks its parsers once, when
+    first imported, from what is installed and its environment (``OPENPYXL_DEFUSEDXML``,
+    ``OPENPYXL_LXML``); if they are not defusedxml's, an XLSX census is refused rather than read."""
+    os.environ.setdefault("OPENPYXL_LXML", "False")  # lxml's fromstring would bypass defusedxml
+    import openpyxl  # type: ignore[import-untyped]
+    from openpyxl.xml import functions  # type: ignore[import-untyped]
+
+    parsers = (functions.fromstring, functions.iterparse)
+    if not all(getattr(f, "__module__", "").startswith("defusedxml") for f in parsers):
+        raise ConfigError("XLSX censuses are read only through defusedxml, and openpyxl is not using it "
+                          "(is defusedxml installed, OPENPYXL_DEFUSEDXML unset, and OPENPYXL_LXML False?)",
+                          field="census.format")
+    return openpyxl
 
 
 def _sheet_table(values_wb: Any, formulas_wb: Any, schema: CensusSchema, name: str,
