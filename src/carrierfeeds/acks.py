@@ -60,6 +60,7 @@ from carrierfeeds.errors import (
     PermanentError,
     TransientError,
 )
+from carrierfeeds.hardening import loggable
 from carrierfeeds.ledger.records import DELIVERED_STATUSES, scrub_detail
 from carrierfeeds.ledger.store import AckRecord, AckRow
 from carrierfeeds.transport.base import check_remote_name
@@ -486,6 +487,14 @@ def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: dateti
     with tempfile.TemporaryDirectory(prefix="cf-acks-") as tmp:
         work = Path(tmp)
         for name in names:
+            if loggable(name) != name:
+                # A name with control characters is never fetched, and only ever shown escaped.
+                shown = loggable(name)
+                files.append(FileOutcome(shown, None, "failed", error_code="unsafe_name"))
+                alerts.append(emit_alert(Alert(kind="fetch_failed", severity="error", source_id=source_id,
+                                               file_name=shown, message=f"{shown}: a file name with control "
+                                               "characters is not read; rename it")))
+                continue
             if read >= limits.max_files_per_poll:
                 files.append(FileOutcome(name, None, "deferred"))
                 continue

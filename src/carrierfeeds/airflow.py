@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from carrierfeeds import pipeline
 from carrierfeeds.config import Feed, SftpDelivery, load_feed
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
+from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.settings import Settings, feed_paths, load_bundle
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def retries_left(context: Any) -> bool:
 
 
 def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
+    disable_core_dumps()  # a task process holds the census, the staging key and gpg's passphrase
     settings = Settings()
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
@@ -391,6 +393,7 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
 
 # ------------------------------------------------------------------------------------ housekeeping
 def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     from carrierfeeds.acks import poll_all
 
     settings = Settings()
@@ -411,6 +414,7 @@ def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
 
 
 def _retention_purge(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     from carrierfeeds.retention import purge_with_settings
 
     settings = Settings()
@@ -437,6 +441,7 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
 
 def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     ledger = pipeline.open_ledger(Settings())
     try:
         verdict = ledger.verify_chain()

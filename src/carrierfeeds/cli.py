@@ -1016,6 +1016,9 @@ def acks_status(
 
 def main() -> None:
     """Console-script entry point."""
+    from carrierfeeds.hardening import disable_core_dumps
+
+    disable_core_dumps()  # this process reads censuses, decrypts acknowledgments and holds keys
     try:
         app()
     except CarrierFeedsError as exc:  # a stage error outside a command's own handling

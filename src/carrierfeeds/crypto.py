@@ -140,6 +140,11 @@ def _check_home(home: Path) -> None:
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o700:
         raise ConfigError(f"GNUPGHOME must have mode 0700, has {mode:04o}", file=str(home))
+    # 0700 protects only against others if the owner is us: a home someone else owns is theirs to read
+    # (our secret keys) and to change (a planted key, a gpg.conf).
+    if st.st_uid != os.geteuid():
+        raise ConfigError(f"GNUPGHOME must be owned by this process's user (uid {os.geteuid()}), is owned by "
+                          f"uid {st.st_uid}", file=str(home))
 
 
 class Keyring:

@@ -43,6 +43,7 @@ from carrierfeeds.census.archive import (
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, REQUIRED_COLUMNS, ROW_NUMBER
 from carrierfeeds.config import CensusSchema, FixedWidthLayout
 from carrierfeeds.errors import ConfigError, DataError
+from carrierfeeds.hardening import loggable
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     is read through a read-only memory map of it instead of a copy of its bytes. Leave it False for a
     file someone else may change while it is read (the CLI's ``validate`` and ``preview``).
     """
-    name = display_name or path.name
+    name = loggable(display_name or path.name)
     try:
         size = path.stat().st_size
     except FileNotFoundError:

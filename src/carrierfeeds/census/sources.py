@@ -41,6 +41,7 @@ from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
 from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint, read_connection_file
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, TransientError
 from carrierfeeds.files import open_private, sha256_file
+from carrierfeeds.hardening import loggable
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +227,13 @@ def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir
     (``reprocessed`` then says so), but still under the size cap and the archive rules. Read once, like a
     local source's file, into a private copy in ``work_dir`` (the named file itself is never a link)."""
     path = Path(path)
-    name = path.name
+    name = loggable(path.name)
     try:
         folder_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         raise DataError("census file not found (or not a regular file)", file=name, rule="no_census") from None
     try:
-        pick = _copy_local(folder_fd, name, origin=path.absolute(), work_dir=work_dir, schema=schema,
+        pick = _copy_local(folder_fd, path.name, origin=path.absolute(), work_dir=work_dir, schema=schema,
                            missing=DataError("census file not found (or not a regular file)", file=name,
                                              rule="no_census"))
     finally:
@@ -330,9 +331,11 @@ def _newest_local(folder_fd: int, folder: Path, pattern: str) -> str:
 def _copy_local(folder_fd: int, name: str, *, origin: Path, work_dir: Path, schema: CensusSchema,
                 missing: CarrierFeedsError | None = None) -> CensusPick:
     """Open ``name`` once (relative to ``folder_fd``, never through a link), check the descriptor is a
-    regular file under the cap, and hash and copy it from that descriptor into ``work_dir``."""
+    regular file under the cap, and hash and copy it from that descriptor into ``work_dir``. The pick's
+    ``name`` (for messages, logs and the ledger) has control characters escaped."""
+    raw, name = name, loggable(name)
     try:
-        fd = os.open(name, _OPEN_FILE, dir_fd=folder_fd)
+        fd = os.open(raw, _OPEN_FILE, dir_fd=folder_fd)
     except FileNotFoundError:
         raise missing or TransientError(f"{name}: the census disappeared while it was picked; try again",
                                         details={"file": name}) from None
