@@ -226,6 +226,8 @@ class SftpAckInbox(SftpTransport):
                 raise _too_large(name, max_bytes, size)
             try:
                 with os.fdopen(_private_file(dst), "wb") as out, session.sftp.open(path, "rb") as fh:
+                    if size:
+                        fh.prefetch(size)  # pipelined reads up to the listed size; anything past it is counted too
                     _copy_capped(fh.read, out, name=name, max_bytes=max_bytes)
             except DataError:
                 dst.unlink(missing_ok=True)
