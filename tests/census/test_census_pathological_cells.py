@@ -103,3 +103,17 @@ def test_the_default_cap_is_a_schema_setting_with_a_clear_error(tmp_path: Path, 
     assert info.value.details == {"file": "acme.csv", "row": 6, "column": "first_name", "rule": "cell_too_long",
                                   "cells": 1, "max_cell_length": 1024}
     assert "QQQQ" not in str(info.value)
+
+
+def test_a_huge_cell_in_a_file_read_row_by_row_is_cell_too_long(tmp_path: Path, base: pd.DataFrame) -> None:
+    """A blank line sends the file through the csv module, whose own field cap comes first: still named
+    cell_too_long at its row, not a syntax error."""
+    frame = base.copy()
+    frame.loc[2, "first_name"] = "Q" * 200_000
+    lines = frame.to_csv(index=False).splitlines(keepends=True)
+    path = tmp_path / "census.csv"
+    path.write_text("".join([*lines[:6], "\n", *lines[6:]]))
+    with pytest.raises(DataError) as info:
+        read_census(path, SCHEMA)
+    assert (info.value.rule, info.value.row) == ("cell_too_long", 4)
+    assert "QQQQ" not in str(info.value)

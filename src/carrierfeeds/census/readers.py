@@ -721,7 +721,10 @@ def _check_records(text: str, delimiter: str, width: int, name: str) -> None:
             if len(record) != width:
                 raise DataError(f"expected {width} fields, found {len(record)}", file=name, row=row,
                                 rule="field_count")
-    except csv.Error:
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # the csv module's own cap on a field, far past max_cell_length
+            raise DataError(f"a cell is longer than {csv.field_size_limit()} characters", file=name,
+                            row=row + 1, rule="cell_too_long") from None
         raise DataError("malformed CSV (unbalanced quotes or a stray quote)", file=name, row=row + 1,
                         rule="csv_syntax") from None
 
