@@ -15,8 +15,9 @@ new either. A file the same run already accepted is new to that run (a retry of 
 
 A local file is opened once: the folder as a directory descriptor, the file by name relative to it with
 ``O_NOFOLLOW`` (a symbolic link, a FIFO, a device or a folder put in its place after the listing is
-refused), and its size check, hash and private copy all come from that one descriptor, so what is hashed
-is what is staged, and never a file the name was pointed at in between.
+refused), and its size check, hash and private copy all come from that one descriptor (hashed first, and
+copied only when new, the copy hashing as the first read did), so what is hashed is what is staged, and
+never a file the name was pointed at in between.
 """
 
 from __future__ import annotations
@@ -198,10 +199,12 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
         folder = _local_folder(source, data_dir)
         with _open_folder(folder) as folder_fd:
             name = _newest_local(folder_fd, folder, source.pattern)
-            pick = _copy_local(folder_fd, name, origin=folder / name, work_dir=work_dir, schema=schema)
+            with _open_local(folder_fd, name, origin=folder / name, schema=schema) as opened:
+                # Hashed first: a file already processed is never copied (the usual night, no new file).
+                reprocessed = _check_new(index, opened.sha256, opened.name, force, run_id)
+                pick = replace(_copy_opened(opened, work_dir, schema.max_bytes), reprocessed=reprocessed)
         try:
             _check_archive(pick.path, schema, pick.name)
-            pick = replace(pick, reprocessed=_check_new(index, pick.sha256, pick.name, force, run_id))
         except CarrierFeedsError:
             pick.path.unlink(missing_ok=True)
             raise
@@ -233,9 +236,10 @@ def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir
     except OSError:
         raise DataError("census file not found (or not a regular file)", file=name, rule="no_census") from None
     try:
-        pick = _copy_local(folder_fd, path.name, origin=path.absolute(), work_dir=work_dir, schema=schema,
-                           missing=DataError("census file not found (or not a regular file)", file=name,
-                                             rule="no_census"))
+        with _open_local(folder_fd, path.name, origin=path.absolute(), schema=schema,
+                         missing=DataError("census file not found (or not a regular file)", file=name,
+                                           rule="no_census")) as opened:
+            pick = _copy_opened(opened, work_dir, schema.max_bytes)
     finally:
         os.close(folder_fd)
     try:
@@ -328,14 +332,30 @@ def _newest_local(folder_fd: int, folder: Path, pattern: str) -> str:
     return max(candidates)[1]
 
 
-def _copy_local(folder_fd: int, name: str, *, origin: Path, work_dir: Path, schema: CensusSchema,
-                missing: CarrierFeedsError | None = None) -> CensusPick:
-    """Open ``name`` once (relative to ``folder_fd``, never through a link), check the descriptor is a
-    regular file under the cap, and hash and copy it from that descriptor into ``work_dir``. The pick's
-    ``name`` (for messages, logs and the ledger) has control characters escaped."""
-    raw, name = name, loggable(name)
+@dataclass(frozen=True)
+class _Opened:
+    """A local census opened once: its descriptor, escaped name, origin, stat as opened and sha256."""
+
+    fd: int
+    name: str
+    origin: Path
+    stat: os.stat_result
+    sha256: str
+
+    @property
+    def ident(self) -> tuple[int, int, int, int]:
+        return (self.stat.st_dev, self.stat.st_ino, self.stat.st_size, self.stat.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def _open_local(folder_fd: int, raw_name: str, *, origin: Path, schema: CensusSchema,
+                missing: CarrierFeedsError | None = None) -> Iterator[_Opened]:
+    """Open ``raw_name`` once (relative to ``folder_fd``, never through a link), check the descriptor is
+    a regular file under the cap and hash it; closed when the block ends. The name it carries (for
+    messages, logs and the ledger) has control characters escaped."""
+    name = loggable(raw_name)
     try:
-        fd = os.open(raw, _OPEN_FILE, dir_fd=folder_fd)
+        fd = os.open(raw_name, _OPEN_FILE, dir_fd=folder_fd)
     except FileNotFoundError:
         raise missing or TransientError(f"{name}: the census disappeared while it was picked; try again",
                                         details={"file": name}) from None
@@ -345,7 +365,6 @@ def _copy_local(folder_fd: int, name: str, *, origin: Path, work_dir: Path, sche
                             file=name, rule="not_regular_file") from None
         raise DataError(f"the census cannot be opened ({errno.errorcode.get(exc.errno or 0, 'error')})",
                         file=name, rule="unreadable") from None
-    dst = _private_dir(work_dir) / "local-census.copy"
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
@@ -353,24 +372,42 @@ def _copy_local(folder_fd: int, name: str, *, origin: Path, work_dir: Path, sche
                             rule="not_regular_file")
         check_size(before.st_size, schema.max_bytes, name=name)
         os.set_blocking(fd, True)
-        digest, size = hashlib.sha256(), 0
-        with open_private(dst) as out:
-            while chunk := os.read(fd, _CHUNK):
-                size += len(chunk)
-                check_size(size, schema.max_bytes, name=name)
-                digest.update(chunk)
-                out.write(chunk)
-        after = os.fstat(fd)
+        digest = _read_fd(fd, name, schema.max_bytes, before)
+        yield _Opened(fd=fd, name=name, origin=origin, stat=before, sha256=digest)
     finally:
         os.close(fd)
-    ident = (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
-    if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != ident or size != before.st_size:
-        dst.unlink(missing_ok=True)
+
+
+def _read_fd(fd: int, name: str, max_bytes: int, before: os.stat_result, out: Any = None) -> str:
+    """The sha256 of the file at ``fd`` read from its start (each block also written to ``out``);
+    TransientError when it is not the file ``before`` describes by the end (still being written)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    digest, size = hashlib.sha256(), 0
+    while chunk := os.read(fd, _CHUNK):
+        size += len(chunk)
+        check_size(size, max_bytes, name=name)
+        digest.update(chunk)
+        if out is not None:
+            out.write(chunk)
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != \
+            (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or size != before.st_size:
         raise TransientError(f"{name}: the census changed while it was read (still being written?)",
                              details={"file": name})
-    os.chmod(dst, 0o600)
-    return CensusPick(path=dst, name=name, sha256=digest.hexdigest(), size=size, kind="local",
-                      mtime=int(before.st_mtime), origin=str(origin), origin_stat=ident)
+    return digest.hexdigest()
+
+
+def _copy_opened(opened: _Opened, work_dir: Path, max_bytes: int) -> CensusPick:
+    """The run's private copy of an opened census, read again through the same descriptor: a census is
+    only copied once it is known to be wanted, and the copy must hash as the first read did."""
+    dst = _private_dir(work_dir) / "local-census.copy"
+    with open_private(dst) as out:
+        digest = _read_fd(opened.fd, opened.name, max_bytes, opened.stat, out)
+        if digest != opened.sha256:
+            raise TransientError(f"{opened.name}: the census changed while it was read (still being written?)",
+                                 details={"file": opened.name})
+    return CensusPick(path=dst, name=opened.name, sha256=digest, size=opened.stat.st_size, kind="local",
+                      mtime=int(opened.stat.st_mtime), origin=str(opened.origin), origin_stat=opened.ident)
 
 
 def _check_new(index: CensusIndex, digest: str, name: str, force: bool, run_id: str | None = None) -> bool:
