@@ -164,3 +164,31 @@ def test_the_caps_come_from_the_mappings_acks_spec(ledger: Ledger, tmp_path: Pat
         poll_all(settings, ledger, now=T0 + timedelta(hours=1))
     assert err.value.details["files_set_aside"] == 1 and err.value.details["alerts_set_aside"] == 1
     assert ledger.acknowledgments() == []
+
+
+def test_the_cli_reports_a_set_aside_file_and_exits_1(tmp_path: Path, inbox: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from carrierfeeds.acks import MAX_ACK_BYTES
+    from carrierfeeds.cli import app
+
+    ledger_url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    led = Ledger.open(ledger_url)
+    led.upgrade()
+    sent = deliver(led, 1)
+    led.close()
+    (inbox / "a.x12").write_bytes(ta1(sent.delivery.isa13, "A", "000"))
+    with (inbox / "b.x12").open("wb") as fh:  # sparse: the size is what counts, checked before a byte is read
+        fh.truncate(MAX_ACK_BYTES + 1)
+    env = {"CARRIERFEEDS_DATA_DIR": str(tmp_path / "var"), "CARRIERFEEDS_LEDGER_URL": ledger_url}
+    runner = CliRunner()
+    result = runner.invoke(app, ["acks", "collect", "--from-dir", str(inbox), "--source-id", "sunrise-health"],
+                           env=env)
+    assert result.exit_code == 1, result.output
+    assert "1 new" in result.output and "1 set aside (over a cap)" in result.output and "set_aside" in result.output
+    result = runner.invoke(app, ["acks", "collect", "--from-dir", str(inbox), "--source-id", "sunrise-health",
+                                 "--json"], env=env)
+    data = json.loads(result.output)
+    assert (data["sources"][0]["set_aside"], data["sources"][0]["duplicate"]) == (1, 1)

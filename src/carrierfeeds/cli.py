@@ -925,8 +925,9 @@ def acks_collect(
     """Collect new acknowledgment files, match each to its delivery, record them, and alert.
 
     Each file is processed once (by its sha256). Exit 0 when nothing needs attention, 1 when a file
-    was rejected or partly accepted, an acknowledgment matched nothing, was unreadable or is overdue,
-    4 when a source could not be read (retry), 2 on a configuration error.
+    was rejected or partly accepted, an acknowledgment matched nothing, was unreadable, was set aside
+    over a cap (``acks`` spec: max_file_bytes, max_decompressed_bytes) or is overdue, 4 when a source
+    could not be read (retry), 2 on a configuration error.
     """
     from carrierfeeds.acks import LocalAckInbox, PollResult, collect_acks, poll_acks
     from carrierfeeds.pipeline import open_ledger
@@ -953,7 +954,9 @@ def acks_collect(
     lines: list[str] = []
     for r in result.reports:
         lines.append(f"{r.source_id}: {len(r.files)} file(s): {r.count('recorded')} new, "
-                     f"{r.count('duplicate')} already seen, {r.count('failed')} failed")
+                     f"{r.count('duplicate')} already seen, {r.count('failed')} failed"
+                     + (f", {r.count('set_aside')} set aside (over a cap)" if r.count("set_aside") else "")
+                     + (f", {r.count('deferred')} left for the next poll" if r.count("deferred") else ""))
         for f in r.files:
             for row in f.rows:
                 lines.append(f"  {f.file_name}  {row.kind:<10} control {row.control_number}  {row.status:<20} "
