@@ -383,7 +383,7 @@ def test_housekeeping_poll_collects_configured_sources_and_fails_on_overdue(ledg
     for now in (T0 + timedelta(hours=1), T0 + timedelta(days=3)):
         assert poll_all(settings, ledger, now=now) == {
             "sources": 0, "skipped": mappings, "files_recorded": 0, "files_duplicate": 0, "files_failed": 0,
-            "overdue": 0}
+            "files_set_aside": 0, "files_deferred": 0, "overdue": 0}
     # The same carrier with a source configured: its silent delivery is overdue and fails the task.
     root = config_root(tmp_path, WITH_ACK_SOURCE)
     configured = Settings(feeds_dir=root / "feeds", mappings_dir=root / "mappings", schemas_dir=root / "schemas",

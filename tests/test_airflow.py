@@ -408,7 +408,7 @@ def test_staging_store_key_comes_from_an_airflow_variable(tmp_path: Path) -> Non
         out["local_key_id"] = local.key.key_id
         print("RESULT " + json.dumps(out))
     """
-    shared_key = {"AIRFLOW_VAR_CARRIERFEEDS_STAGING_KEY": key.as_text()}
+    shared_key = {"AIRFLOW_VAR_CARRIERFEEDS_STAGING_SECRET_KEY": key.as_text()}
     with_var = _run_python(code, _airflow_env(tmp_path, {**base, **shared_key}), ROOT)
     assert with_var["shared"] == "ssn,name" and with_var["key_id"] == key.key_id
     assert with_var["local_key_id"] == key.key_id

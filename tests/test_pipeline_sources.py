@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -246,19 +247,27 @@ def test_a_structurally_bad_census_ends_the_run_rejected_and_keeps_the_employers
 
 # ------------------------------------------------------------------------------------------- SQL
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def hr_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def hr_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(the HR admin's URL, which makes the table; the read-only login the feed is given)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hr.sqlite'}"
-    return str(request.getfixturevalue("pg_database"))
+        yield f"sqlite:///{tmp_path / 'hr.sqlite'}", f"sqlite:///{tmp_path / 'hr.sqlite'}"
+        return
+    from carrierfeeds.testing.postgres import read_only_login
+
+    admin = str(request.getfixturevalue("pg_database"))
+    with read_only_login(admin) as url:
+        yield admin, url
 
 
-def test_sql_source_run_reads_the_hr_database_every_interval(tmp_path: Path, demo_keys: Any, hr_url: str) -> None:
+def test_sql_source_run_reads_the_hr_database_every_interval(tmp_path: Path, demo_keys: Any,
+                                                             hr_urls: tuple[str, str]) -> None:
     import sqlalchemy as sa
 
+    admin_url, hr_url = hr_urls
     census = generate_census(25, 16, as_of=DAY1).drop(columns=["row_number"], errors="ignore")
     table = census.copy()
     table.insert(0, "line", range(len(table)))
-    engine = sa.create_engine(hr_url)
+    engine = sa.create_engine(admin_url)
     table.to_sql("hr_census", engine, index=False)
     engine.dispose()
     columns = ", ".join(census.columns)

@@ -24,6 +24,12 @@ per set, so a partial acceptance (some sets rejected) still reverts the whole ru
 the changes of the accepted sets as well as the rejected ones. The alert names the rejected sets'
 ST02s so ops can tell the carrier which sets to expect again.
 
+Intake is capped per source (the mapping's ``acks`` spec, :class:`AckLimits`): bytes per file as
+received, bytes of an encrypted file's plaintext (OpenPGP compresses), and new files per poll. A file over
+a byte cap is set aside: never parsed, so nothing of it is applied; recorded once as an audit event
+(``ack_file_set_aside``) and alerted on every poll until ops remove it or raise the cap. Files past the
+per-poll cap wait for the next poll (``deferred``, one warning). The rest of the poll goes on either way.
+
 Only files a carrier can acknowledge are awaited: a manual hand-off (delivery kind ``manual``) and a
 feed whose mapping names no ``acks`` source are ``not_expected``, never ``overdue`` (ops cannot
 collect what is never configured). An acknowledgment that does arrive for them still counts.
@@ -54,7 +60,8 @@ from carrierfeeds.errors import (
     PermanentError,
     TransientError,
 )
-from carrierfeeds.ledger.records import DELIVERED_STATUSES
+from carrierfeeds.hardening import loggable
+from carrierfeeds.ledger.records import DELIVERED_STATUSES, scrub_detail
 from carrierfeeds.ledger.store import AckRecord, AckRow
 from carrierfeeds.transport.base import check_remote_name
 from carrierfeeds.transport.sftp import SftpTransport
@@ -81,6 +88,26 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = timedelta(hours=24)
 #: Bigger than any real acknowledgment; a file past it is not read into memory.
 MAX_ACK_BYTES = 64 * 1024 * 1024
+#: New files read from one source in one poll, by default; the rest wait for the next poll.
+MAX_ACK_FILES = 500
+SET_ASIDE = "ack_file_set_aside"
+#: DataError rules that set a file aside (over a byte cap) rather than record it as unreadable.
+_OVER_CAP = {"too_large": "max_file_bytes", "decompressed_too_large": "max_decompressed_bytes"}
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class AckLimits:
+    """Caps on one poll of one source (from the mapping's ``acks`` spec; see the module docstring)."""
+
+    max_file_bytes: int = MAX_ACK_BYTES
+    max_decompressed_bytes: int = MAX_ACK_BYTES
+    max_files_per_poll: int = MAX_ACK_FILES
+
+    @classmethod
+    def of(cls, spec: AckSpec) -> AckLimits:
+        return cls(max_file_bytes=spec.max_file_bytes, max_decompressed_bytes=spec.max_decompressed_bytes,
+                   max_files_per_poll=spec.max_files_per_poll)
 
 AckStatus = Literal["accepted", "accepted_with_errors", "rejected", "partial", "unreadable"]
 _TA1_STATUS: dict[InterchangeAckCode, AckStatus] = {
@@ -109,7 +136,24 @@ class AckInbox(Protocol):
 
     def list_names(self) -> list[str]: ...
 
-    def fetch(self, name: str, dst: Path) -> None: ...
+    def fetch(self, name: str, dst: Path, *, max_bytes: int = MAX_ACK_BYTES) -> None:
+        """Copy ``name`` to ``dst``; DataError (rule ``too_large``) past ``max_bytes``, counted as read."""
+        ...
+
+
+def _too_large(name: str, max_bytes: int, size: int | None = None) -> DataError:
+    return DataError(f"acknowledgment file is larger than the {max_bytes}-byte cap", file=name, rule="too_large",
+                     details={"max_bytes": max_bytes, "bytes": size})
+
+
+def _copy_capped(read: Callable[[int], bytes], out: Any, *, name: str, max_bytes: int) -> None:
+    """Copy through ``read`` until it returns b""; a size or length header can lie, so bytes are counted."""
+    total = 0
+    while chunk := read(_CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(name, max_bytes)
+        out.write(chunk)
 
 
 def _wanted(name: str, pattern: str) -> bool:
@@ -134,16 +178,26 @@ class LocalAckInbox:
             raise ConfigError("acknowledgment folder does not exist", file=str(self.folder))
         return sorted(p.name for p in self.folder.iterdir() if p.is_file() and _wanted(p.name, self.pattern))
 
-    def fetch(self, name: str, dst: Path) -> None:
+    def fetch(self, name: str, dst: Path, *, max_bytes: int = MAX_ACK_BYTES) -> None:
         check_remote_name(name)
-        src = self.folder / name
         try:
-            if src.stat().st_size > MAX_ACK_BYTES:
-                raise DataError("acknowledgment file is too large", file=name, rule="too_large")
-            with os.fdopen(_private_file(dst), "wb") as out, src.open("rb") as fh:
-                out.write(fh.read())
+            # Opened once, never through a link, and checked on the descriptor that is read.
+            fd = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat_mod.S_ISREG(st.st_mode):
+                    raise PermanentError(f"cannot read {name}: not a regular file")
+                if st.st_size > max_bytes:
+                    raise _too_large(name, max_bytes, st.st_size)
+                os.set_blocking(fh.fileno(), True)
+                with os.fdopen(_private_file(dst), "wb") as out:
+                    _copy_capped(fh.read, out, name=name, max_bytes=max_bytes)
         except OSError as exc:
+            dst.unlink(missing_ok=True)
             raise PermanentError(f"cannot read {name}: {exc.strerror}", details={"errno": exc.errno}) from None
+        except CarrierFeedsError:
+            dst.unlink(missing_ok=True)
+            raise
 
 
 class SftpAckInbox(SftpTransport):
@@ -162,15 +216,22 @@ class SftpAckInbox(SftpTransport):
         names, _ = self._with_retries(f"list {self.remote_dir}", op)
         return names
 
-    def fetch(self, name: str, dst: Path) -> None:
+    def fetch(self, name: str, dst: Path, *, max_bytes: int = MAX_ACK_BYTES) -> None:
         check_remote_name(name)
 
         def op(session: Any) -> None:
             path = self._path(name)
-            if int(session.sftp.stat(path).st_size or 0) > MAX_ACK_BYTES:
-                raise DataError("acknowledgment file is too large", file=name, rule="too_large")
-            with os.fdopen(_private_file(dst), "wb") as out:
-                session.sftp.getfo(path, out)
+            size = int(session.sftp.stat(path).st_size or 0)
+            if size > max_bytes:
+                raise _too_large(name, max_bytes, size)
+            try:
+                with os.fdopen(_private_file(dst), "wb") as out, session.sftp.open(path, "rb") as fh:
+                    if size:
+                        fh.prefetch(size)  # pipelined reads up to the listed size; anything past it is counted too
+                    _copy_capped(fh.read, out, name=name, max_bytes=max_bytes)
+            except DataError:
+                dst.unlink(missing_ok=True)
+                raise
 
         self._with_retries(f"fetch {name}", op)
 
@@ -179,7 +240,8 @@ class SftpAckInbox(SftpTransport):
 @dataclass(frozen=True)
 class Alert:
     """Something ops must look at, PHI-free: ``kind`` is rejected, partial, accepted_with_errors,
-    unmatched, unreadable, undecryptable, fetch_failed, record_failed, overdue, snapshot_reverted
+    unmatched, unreadable, undecryptable, fetch_failed, record_failed, overdue, set_aside (a file over a
+    byte cap, not read), deferred (warning: files past the per-poll cap wait), snapshot_reverted
     (warning: the next run resends the rejected changes), snapshot_superseded (error: a later run
     already advanced past the rejected one; send a full file) or snapshot_revert_failed (error: the
     store could not be read; retried next poll); ``errors`` are positions and codes (each with its
@@ -355,12 +417,14 @@ def _alert_for(row: AckRow, found: DeliveryRecord | None, *, source_id: str, fil
 # ------------------------------------------------------------------------------------------ collecting
 @dataclass(frozen=True)
 class FileOutcome:
-    """What became of one file: ``recorded`` (rows written), ``duplicate`` (seen before) or ``failed``
-    (not recorded; retried next time); the ledger rows written and why it failed (an error code)."""
+    """What became of one file: ``recorded`` (rows written), ``duplicate`` (seen before), ``failed``
+    (not recorded; retried next time), ``set_aside`` (over a byte cap: not read; alerted until removed)
+    or ``deferred`` (past the per-poll cap: read next poll); the ledger rows written and why it failed
+    or was set aside (an error code or rule)."""
 
     file_name: str
     file_sha256: str | None
-    outcome: Literal["recorded", "duplicate", "failed"]
+    outcome: Literal["recorded", "duplicate", "failed", "set_aside", "deferred"]
     rows: tuple[AckRow, ...] = ()
     error_code: str | None = None
 
@@ -379,6 +443,7 @@ class CollectReport:
     def as_dict(self) -> dict[str, Any]:
         return {"source_id": self.source_id, "recorded": self.count("recorded"),
                 "duplicate": self.count("duplicate"), "failed": self.count("failed"),
+                "set_aside": self.count("set_aside"), "deferred": self.count("deferred"),
                 "files": [{"file_name": f.file_name, "file_sha256": f.file_sha256, "outcome": f.outcome,
                            "error_code": f.error_code,
                            "acknowledgments": [{"kind": r.kind, "status": r.status,
@@ -404,7 +469,8 @@ def _archive(archive_dir: Path | None, source_id: str, sha: str, data: bytes, su
 
 def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: datetime,
                  encrypted: bool = False, keyring: Keyring | None = None, require_signer: str | None = None,
-                 archive_dir: Path | None = None, snapshots: SnapshotStore | None = None) -> CollectReport:
+                 archive_dir: Path | None = None, snapshots: SnapshotStore | None = None,
+                 limits: AckLimits = AckLimits()) -> CollectReport:
     """Read every new acknowledgment file in ``inbox`` once: record its rows, raise its alerts.
 
     ``encrypted``: every file must decrypt with ``keyring`` (and carry ``require_signer``'s valid
@@ -412,20 +478,33 @@ def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: dateti
     to ``archive_dir/<source_id>/<sha256>``: ciphertext as received, or plaintext with IK404/CTX01
     emptied. ``snapshots``: the feeds' snapshot store; when given, rejections received in the last
     :data:`REVERT_LOOKBACK` are passed to :func:`revert_rejected_snapshots` and its alerts added.
-    Raises only when the inbox itself cannot be listed.
+    ``limits``: the intake caps (module docstring). Raises only when the inbox itself cannot be listed.
     """
     if encrypted and keyring is None:
         raise ConfigError("acknowledgments are encrypted but no keyring was given", field="acks.encrypted")
     files: list[FileOutcome] = []
     alerts: list[Alert] = []
     names = inbox.list_names()
+    read = 0
     with tempfile.TemporaryDirectory(prefix="cf-acks-") as tmp:
         work = Path(tmp)
         for name in names:
+            if loggable(name) != name:
+                # A name with control characters is never fetched, and only ever shown escaped.
+                shown = loggable(name)
+                files.append(FileOutcome(shown, None, "failed", error_code="unsafe_name"))
+                alerts.append(emit_alert(Alert(kind="fetch_failed", severity="error", source_id=source_id,
+                                               file_name=shown, message=f"{shown}: a file name with control "
+                                               "characters is not read; rename it")))
+                continue
+            if read >= limits.max_files_per_poll:
+                files.append(FileOutcome(name, None, "deferred"))
+                continue
             try:
                 outcome, new_alerts = _collect_one(ledger, inbox, name, work, source_id=source_id, now=now,
                                                    encrypted=encrypted, keyring=keyring,
-                                                   require_signer=require_signer, archive_dir=archive_dir)
+                                                   require_signer=require_signer, archive_dir=archive_dir,
+                                                   limits=limits)
             except CarrierFeedsError as exc:
                 # One bad file (a ledger refusal, a vanished file) must not hide the others.
                 outcome = FileOutcome(name, None, "failed", error_code=exc.code)
@@ -433,6 +512,14 @@ def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: dateti
                                     message=f"{name} could not be recorded ({exc.code}); it will be retried")]
             files.append(outcome)
             alerts.extend(emit_alert(a) for a in new_alerts)
+            # Files seen before do not count: a folder that keeps old files must not starve new ones.
+            read += outcome.outcome != "duplicate"
+    deferred = sum(f.outcome == "deferred" for f in files)
+    if deferred:
+        alerts.append(emit_alert(Alert(
+            kind="deferred", severity="warning", source_id=source_id,
+            message=f"{deferred} file(s) left for the next poll: {limits.max_files_per_poll} new file(s) "
+                    "is this source's per-poll cap (acks.max_files_per_poll)")))
     if snapshots is not None:
         alerts.extend(revert_rejected_snapshots(ledger, snapshots, now=now, since=now - REVERT_LOOKBACK))
     report = CollectReport(source_id=source_id, files=tuple(files), alerts=tuple(alerts))
@@ -444,12 +531,16 @@ def collect_acks(ledger: Ledger, inbox: AckInbox, *, source_id: str, now: dateti
 
 def _collect_one(ledger: Ledger, inbox: AckInbox, name: str, work: Path, *, source_id: str, now: datetime,
                  encrypted: bool, keyring: Keyring | None, require_signer: str | None,
-                 archive_dir: Path | None) -> tuple[FileOutcome, list[Alert]]:
+                 archive_dir: Path | None, limits: AckLimits) -> tuple[FileOutcome, list[Alert]]:
     raw_path = work / "received"
     plain_path = work / "plain"
     try:
         try:
-            inbox.fetch(name, raw_path)
+            inbox.fetch(name, raw_path, max_bytes=limits.max_file_bytes)
+        except DataError as exc:
+            if exc.rule not in _OVER_CAP:
+                raise
+            return _set_aside(ledger, source_id, name, None, exc, now=now)
         except CarrierFeedsError as exc:
             return (FileOutcome(name, None, "failed", error_code=exc.code),
                     [Alert(kind="fetch_failed", severity="error", source_id=source_id, file_name=name,
@@ -462,7 +553,12 @@ def _collect_one(ledger: Ledger, inbox: AckInbox, name: str, work: Path, *, sour
             if keyring is None:  # collect_acks checks this; kept for the type checker
                 raise ConfigError("acknowledgments are encrypted but no keyring was given")
             try:
-                keyring.decrypt_file(raw_path, plain_path, require_signer=require_signer)
+                keyring.decrypt_file(raw_path, plain_path, require_signer=require_signer,
+                                     max_output=limits.max_decompressed_bytes)
+            except DataError as exc:
+                if exc.rule not in _OVER_CAP:
+                    raise
+                return _set_aside(ledger, source_id, name, sha, exc, now=now)
             except KeyRefused as exc:
                 return (FileOutcome(name, sha, "failed", error_code=exc.code),
                         [Alert(kind="undecryptable", severity="error", source_id=source_id, file_name=name,
@@ -502,6 +598,25 @@ def _collect_one(ledger: Ledger, inbox: AckInbox, name: str, work: Path, *, sour
         if alert is not None:
             alerts.append(alert)
     return FileOutcome(name, sha, "recorded", rows=tuple(rows)), alerts
+
+
+def _set_aside(ledger: Ledger, source_id: str, name: str, sha: str | None, exc: DataError, *,
+               now: datetime) -> tuple[FileOutcome, list[Alert]]:
+    """A file over a byte cap: not parsed, recorded once (an audit event), alerted on every poll."""
+    rule = str(exc.rule)
+    limit = exc.details.get("max_bytes")
+    object_id = sha or hashlib.sha256(f"{source_id}/{name}".encode()).hexdigest()
+    if not ledger.audit_events(action=SET_ASIDE, object_type="ack_file", object_ids=[object_id]):
+        ledger.audit(actor=ACK_ACTOR, action=SET_ASIDE, object_type="ack_file", object_id=object_id, now=now,
+                     reason=f"over the acknowledgment cap ({rule}); not read",
+                     # a carrier's file name may not be a ledger token (spaces): then it is left out
+                     detail=scrub_detail({"source_id": source_id, "file_name": name, "rule": rule,
+                                          "max_bytes": limit, "bytes": exc.details.get("bytes")}))
+    return (FileOutcome(name, sha, "set_aside", error_code=rule),
+            [Alert(kind="set_aside", severity="error", source_id=source_id, file_name=name, file_sha256=sha,
+                   errors=({"rule": rule, "max_bytes": limit},),
+                   message=f"{name} is over this source's cap of {limit} bytes (acks.{_OVER_CAP[rule]}); set "
+                           "aside unread: remove it or raise the cap")])
 
 
 # ------------------------------------------------------------------------------------ status, overdue
@@ -794,7 +909,8 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
             report = collect_acks(ledger, open_inbox(settings, carrier.spec, endpoint_for),
                                   source_id=carrier.source_id, now=now, encrypted=carrier.spec.encrypted,
                                   keyring=keyring, require_signer=carrier.spec.signer_fingerprint,
-                                  archive_dir=settings.data_dir / "acks", snapshots=snapshots)
+                                  archive_dir=settings.data_dir / "acks", snapshots=snapshots,
+                                  limits=AckLimits.of(carrier.spec))
         except CarrierFeedsError as exc:
             alerts.append(emit_alert(Alert(kind="fetch_failed", severity="error", source_id=carrier.source_id,
                                            message=f"acknowledgment source {carrier.source_id} could not be "
@@ -832,7 +948,9 @@ def poll_all(settings: Settings, ledger: Ledger, *, now: datetime,
         "sources": len(result.reports), "skipped": len(result.skipped),
         "files_recorded": sum(r.count("recorded") for r in result.reports),
         "files_duplicate": sum(r.count("duplicate") for r in result.reports),
-        "files_failed": sum(r.count("failed") for r in result.reports), "overdue": len(result.overdue)}
+        "files_failed": sum(r.count("failed") for r in result.reports),
+        "files_set_aside": sum(r.count("set_aside") for r in result.reports),
+        "files_deferred": sum(r.count("deferred") for r in result.reports), "overdue": len(result.overdue)}
     errors = [a for a in result.alerts if a.severity == "error"]
     by_kind: dict[str, int] = {}
     for a in errors:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from carrierfeeds import pipeline
 from carrierfeeds.config import Feed, SftpDelivery, load_feed
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
+from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.settings import Settings, feed_paths, load_bundle
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,11 @@ STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
-STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
+#: Its name holds "secret", so Airflow's secrets masker hides the value in task logs, the UI and the API.
+STAGING_KEY_VARIABLE = "carrierfeeds_staging_secret_key"
+#: The Variable's earlier name, which Airflow does not treat as sensitive: still read (the value then
+#: masked by hand), with a DeprecationWarning, when the new name is not set.
+LEGACY_STAGING_KEY_VARIABLE = "carrierfeeds_staging_key"
 #: The id of the HTTP connection the housekeeping DAG's failure notices go to (unset: none are sent).
 HOUSEKEEPING_WEBHOOK_VARIABLE = "carrierfeeds_housekeeping_webhook"
 
@@ -169,7 +175,8 @@ SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psyco
 
 def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
     """The staging store a task uses: ``url`` (default the local staging folder), key from the Airflow
-    Variable ``carrierfeeds_staging_key``, else ``<keys_dir>/staging.key`` (made on first use).
+    Variable ``carrierfeeds_staging_secret_key`` (or, deprecated, ``carrierfeeds_staging_key``), else
+    ``<keys_dir>/staging.key`` (made on first use).
 
     A store workers share by URL needs the Variable: a key file made on one machine would not be on the
     others, so a remote URL without it is refused rather than given a key only this worker knows.
@@ -178,10 +185,22 @@ def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
 
     from carrierfeeds.staging import KEY_FILE_NAME, StagingKey, StagingStore
 
-    text = Variable.get(STAGING_KEY_VARIABLE, default=None)
+    name = STAGING_KEY_VARIABLE
+    text = Variable.get(name, default=None)
+    if not text:
+        text = Variable.get(LEGACY_STAGING_KEY_VARIABLE, default=None)
+        if text:
+            from airflow.sdk.log import mask_secret
+
+            name = LEGACY_STAGING_KEY_VARIABLE
+            mask_secret(str(text))  # Airflow masks a Variable by its name; this one's name is not sensitive
+            warnings.warn(f"the Airflow Variable {LEGACY_STAGING_KEY_VARIABLE} is deprecated: rename it "
+                          f"{STAGING_KEY_VARIABLE}, a name Airflow masks", DeprecationWarning, stacklevel=2)
+            log.warning("staging key read from the deprecated Variable %s; rename it %s",
+                        LEGACY_STAGING_KEY_VARIABLE, STAGING_KEY_VARIABLE)
     target = url if url is not None else settings.staging_dir
     if text:
-        return StagingStore(target, StagingKey.from_text(str(text), source=f"airflow variable {STAGING_KEY_VARIABLE}"))
+        return StagingStore(target, StagingKey.from_text(str(text), source=f"airflow variable {name}"))
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(str(target))
@@ -212,6 +231,7 @@ def retries_left(context: Any) -> bool:
 
 
 def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
+    disable_core_dumps()  # a task process holds the census, the staging key and gpg's passphrase
     settings = Settings()
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
@@ -388,6 +408,7 @@ def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
 
 
 def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     from carrierfeeds.acks import poll_all
 
     settings = Settings()
@@ -408,6 +429,7 @@ def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
 
 
 def _retention_purge(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     from carrierfeeds.retention import purge_with_settings
 
     settings = Settings()
@@ -434,6 +456,7 @@ def _retention_purge(**context: Any) -> dict[str, Any]:
 
 
 def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
+    disable_core_dumps()
     from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
 
     settings = Settings()

@@ -243,6 +243,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: free text (an actor, a reason) starting like a formula gets
+    a leading ``'``, the usual neutraliser. Numbers and times are written as they are."""
+    text = _cell(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
 def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -250,7 +263,7 @@ def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
     for line in lines:
         row = line.as_dict()
         row.update({f"ins03_{t}": line.maintenance_count(t) for t in MAINTENANCE_TYPES})
-        writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _cell(row[c])
+        writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _inert(row[c])
                          for c in LOG_COLUMNS])
     return out.getvalue()
 

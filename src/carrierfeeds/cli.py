@@ -530,8 +530,9 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                     suites[bundle.suite_path] = exc
             if (refused := suites[bundle.suite_path]) is not None:
                 raise refused
+            _check_sql_login(settings, bundle.feed.census.source)
             results.append({"file": str(path), "ok": True})
-        except ConfigError as exc:
+        except (ConfigError, TransientError) as exc:
             results.append({"file": str(path), "ok": False, "error": exc.message})
     for schema_id, schema in sorted(schemas.items()):
         unknown = [(name, code) for name, code in schema.plan_codes.items()
@@ -545,6 +546,21 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
              for r in [*results, *shared]] or [f"no feeds in {settings.feeds_dir}"]
     _emit({"ok": ok, "feeds": results, "shared": shared}, as_json, lines)
     raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
+
+
+def _check_sql_login(settings: Settings, source: Any) -> None:
+    """A SQL census source's login must be read-only (census.sql_source); checked where its connection
+    file is in the keys directory (an Airflow connection is checked by the run itself, before its query)."""
+    from carrierfeeds.census.sources import load_sql_url
+    from carrierfeeds.census.sql_source import read_only_login_problems
+    from carrierfeeds.config import SqlSource
+
+    if not isinstance(source, SqlSource) or not (settings.resolved_keys_dir / f"{source.connection_id}.json").exists():
+        return
+    problems = read_only_login_problems(load_sql_url(settings.resolved_keys_dir, source.connection_id))
+    if problems:
+        raise ConfigError("the login is not read-only: " + "; ".join(problems),
+                          field=f"census.source (connection {source.connection_id})")
 
 
 @db_app.command("upgrade")
@@ -967,8 +983,9 @@ def acks_collect(
     """Collect new acknowledgment files, match each to its delivery, record them, and alert.
 
     Each file is processed once (by its sha256). Exit 0 when nothing needs attention, 1 when a file
-    was rejected or partly accepted, an acknowledgment matched nothing, was unreadable or is overdue,
-    4 when a source could not be read (retry), 2 on a configuration error.
+    was rejected or partly accepted, an acknowledgment matched nothing, was unreadable, was set aside
+    over a cap (``acks`` spec: max_file_bytes, max_decompressed_bytes) or is overdue, 4 when a source
+    could not be read (retry), 2 on a configuration error.
     """
     from carrierfeeds.acks import LocalAckInbox, PollResult, collect_acks, poll_acks
     from carrierfeeds.pipeline import open_ledger
@@ -995,7 +1012,9 @@ def acks_collect(
     lines: list[str] = []
     for r in result.reports:
         lines.append(f"{r.source_id}: {len(r.files)} file(s): {r.count('recorded')} new, "
-                     f"{r.count('duplicate')} already seen, {r.count('failed')} failed")
+                     f"{r.count('duplicate')} already seen, {r.count('failed')} failed"
+                     + (f", {r.count('set_aside')} set aside (over a cap)" if r.count("set_aside") else "")
+                     + (f", {r.count('deferred')} left for the next poll" if r.count("deferred") else ""))
         for f in r.files:
             for row in f.rows:
                 lines.append(f"  {f.file_name}  {row.kind:<10} control {row.control_number}  {row.status:<20} "
@@ -1060,6 +1079,9 @@ def main() -> None:
     """Console-script entry point."""
     import sqlalchemy as sa
 
+    from carrierfeeds.hardening import disable_core_dumps
+
+    disable_core_dumps()  # this process reads censuses, decrypts acknowledgments and holds keys
     try:
         app()
     except CarrierFeedsError as exc:  # a stage error outside a command's own handling

@@ -70,6 +70,14 @@ class LocalSource(_Model):
     path: str = Field(description="folder the employer's files land in, relative to the data directory")
     pattern: str = "*.csv"
 
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        # The folder is opened once and files are opened relative to it: a pattern never walks folders.
+        if "/" in v or "\\" in v:
+            raise ValueError("must match file names only, no folders")
+        return v
+
 
 class SftpSource(_Model):
     """The employer's SFTP drop, reached through pinned-host-key endpoint files (``<keys_dir>/<id>.json``)."""
@@ -380,6 +388,12 @@ class AckSpec(_Model):
     source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
     encrypted: bool = False
     signer_fingerprint: str | None = Field(None, pattern=_FPR)
+    max_file_bytes: int = Field(64 << 20, ge=1, description="a file larger than this (as received) is set "
+                                "aside unread, recorded and alerted")
+    max_decompressed_bytes: int = Field(64 << 20, ge=1, description="an encrypted file whose plaintext "
+                                        "would be larger than this is set aside, recorded and alerted")
+    max_files_per_poll: int = Field(500, ge=1, description="new files read in one poll; the rest wait "
+                                    "for the next (a warning says how many)")
 
 
 class CarrierMapping(_Model):
@@ -549,6 +563,10 @@ class CensusSchema(_Model):
     fixed_width: FixedWidthLayout | None = Field(None, description="fixed_width: the record layout")
     max_bytes: int = Field(1 << 30, ge=1, description="a census file (or zip member) larger than this is refused")
     allow_zip: bool = Field(False, description="accept a zip holding exactly one census file")
+    max_cell_length: int = Field(
+        1024, ge=1, le=1 << 20,
+        description="a cell (after its surrounding blanks are stripped) longer than this many characters "
+                    "makes the file a DataError (rule cell_too_long), before any per-cell check runs")
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
     relationship_codes: dict[str, Relationship] = Field(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import gnupg
 
-from carrierfeeds.errors import ConfigError, KeyRefused, PermanentError, Refused, TransientError
+from carrierfeeds.errors import ConfigError, DataError, KeyRefused, PermanentError, Refused, TransientError
 from carrierfeeds.files import sha256_and_size
 from carrierfeeds.openpgp import CiphertextMalformed, HashingFile, check_openpgp_message
 
@@ -234,6 +234,11 @@ def _check_home(home: Path) -> None:
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o700:
         raise ConfigError(f"GNUPGHOME must have mode 0700, has {mode:04o}", file=str(home))
+    # 0700 protects only against others if the owner is us: a home someone else owns is theirs to read
+    # (our secret keys) and to change (a planted key, a gpg.conf).
+    if st.st_uid != os.geteuid():
+        raise ConfigError(f"GNUPGHOME must be owned by this process's user (uid {os.geteuid()}), is owned by "
+                          f"uid {st.st_uid}", file=str(home))
 
 
 class Keyring:
@@ -448,16 +453,25 @@ class Keyring:
                  sha, recipient_fpr, signer_fpr)
         return EncryptedFile(path=dst, sha256=sha, size=size)
 
-    def decrypt_file(self, src: Path, dst: Path, *, require_signer: str | None = None) -> DecryptedFile:
+    def decrypt_file(self, src: Path, dst: Path, *, require_signer: str | None = None,
+                     max_output: int | None = None) -> DecryptedFile:
         """Decrypt ``src`` with a secret key in this keyring; all or nothing at ``dst``.
 
         With ``require_signer`` the file must carry a valid signature by that primary key (KeyRefused).
+        ``max_output``: gpg stops writing past this many bytes (``--max-output``: OpenPGP compresses, so
+        a small message can expand without bound), and a plaintext cut short there is a DataError (rule
+        ``decompressed_too_large``), never a success: gpg still reports DECRYPTION_OKAY then.
         """
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
         try:
             _reserve(tmp)
+            extra = ["--max-output", str(max_output)] if max_output is not None else None
             with src.open("rb") as fh:
-                result = self._gpg.decrypt_file(fh, output=str(tmp), passphrase=self._passphrase())
+                result = self._gpg.decrypt_file(fh, output=str(tmp), passphrase=self._passphrase(),
+                                                extra_args=extra)
+            if max_output is not None and "--max-output" in (result.stderr or ""):  # names the option in any locale
+                raise DataError(f"decrypts to more than {max_output} bytes; refused", file=src.name,
+                                rule="decompressed_too_large", details={"max_bytes": max_output})
             if not result.ok:
                 raise KeyRefused(f"gpg could not decrypt {src.name}: {result.status or 'no status'}",
                                  details={"gpg_status": result.status})

@@ -338,7 +338,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
     still holds it (an SFTP original may have left the drop). ``endpoint_for`` / ``sql_url_for`` resolve
     connection ids (Airflow connections); by default the keys directory.
     """
-    from carrierfeeds.census.sources import census_from_file, fetch_census
+    from carrierfeeds.census.sources import census_from_file, confirm_unchanged, fetch_census
 
     with _stage(ctx, "stage_census") as detail:
         state = ctx.state()
@@ -348,36 +348,33 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
             return {"run_id": ctx.run_id, "census_sha256": state["census_sha256"], "reused": True}
         if census_path is not None:
             pick = census_from_file(Path(census_path), feed_id=ctx.feed_id, schema=ctx.bundle.schema,
-                                    data_dir=ctx.settings.data_dir)
+                                    data_dir=ctx.settings.data_dir, work_dir=ctx.run_dir)
         else:
             pick = fetch_census(ctx.bundle.feed.census.source, feed_id=ctx.feed_id, schema=ctx.bundle.schema,
                                 data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
                                 work_dir=ctx.run_dir, force=force, endpoint_for=endpoint_for,
                                 sql_url_for=sql_url_for, run_id=ctx.run_id)
         staged = ctx.run_dir / "census.csv"
-        if pick.kind == "local":
-            # The employer's file stays as it is, for reprocessing: copied, hashed and put in the staging
-            # store in one read; the hash is of the very bytes copied, so a file still being written is
-            # caught exactly as when the copy was hashed again (neither copy nor object appears then).
-            with pick.path.open("rb") as source, ctx.keeping(staged) as copy:
-                for block in iter(lambda: source.read(CHUNK), b""):
-                    copy.write(block)
-                digest = copy.sha256
-                if digest != pick.sha256:
-                    raise _census_changed(pick)
-        else:
-            tmp = staged.with_suffix(".tmp")
-            os.replace(pick.path, tmp)  # our own download or query result, already in the run folder
-            os.chmod(tmp, 0o600)
-            with tmp.open("rb") as source, ctx.store.open_writer(ctx.feed_id, ctx.ref.interval_start,
-                                                                 staged.name) as stored:
-                for block in iter(lambda: source.read(CHUNK), b""):
-                    stored.write(block)
-                digest = stored.sha256
-                if digest != pick.sha256:
-                    tmp.unlink()
-                    raise _census_changed(pick)
-            tmp.replace(staged)
+        # Every pick is the run's own private file (a local file is copied and hashed through the one
+        # descriptor it was opened with). The employer's file stays as it is, for reprocessing; one that
+        # moved on since it was read (still being written) is caught before anything is kept.
+        try:
+            confirm_unchanged(pick)
+        except TransientError:
+            pick.path.unlink(missing_ok=True)
+            raise
+        tmp = staged.with_suffix(".tmp")
+        os.replace(pick.path, tmp)
+        os.chmod(tmp, 0o600)
+        with tmp.open("rb") as source, ctx.store.open_writer(ctx.feed_id, ctx.ref.interval_start,
+                                                             staged.name) as stored:
+            for block in iter(lambda: source.read(CHUNK), b""):
+                stored.write(block)
+            digest = stored.sha256
+            if digest != pick.sha256:
+                tmp.unlink()
+                raise _census_changed(pick)
+        tmp.replace(staged)
         ctx.save_state(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state(),
                        census_accepted=False)
         detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)

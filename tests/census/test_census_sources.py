@@ -8,6 +8,8 @@ import json
 import os
 import uuid
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from carrierfeeds.census.sources import (
 )
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource, load_schema
 from carrierfeeds.errors import ConfigError, DataError, HostKeyRefused, Refused, TransientError
+from carrierfeeds.testing.postgres import read_only_login
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "schemas" / "census-v1.yaml")
@@ -85,7 +88,10 @@ def test_local_picks_the_newest_and_processes_it_once(tmp_path: Path, sample: pd
     _touch(inbound / ".census_partial.csv", b"half", 1_700_000_500)
 
     pick = _fetch(source, tmp_path)
-    assert (pick.path, pick.name, pick.kind, pick.reprocessed) == (newest, newest.name, "local", False)
+    assert (pick.name, pick.kind, pick.reprocessed, pick.origin) == (newest.name, "local", False, str(newest))
+    # A private copy in the run's folder, read through the one descriptor the name was opened with.
+    assert pick.path.parent == tmp_path / "work" and pick.path.stat().st_mode & 0o077 == 0
+    assert pick.path.read_bytes() == newest.read_bytes()
     assert pick.sha256 == sha256_file(newest) and pick.size == newest.stat().st_size
     assert CensusPick.from_state(json.loads(json.dumps(pick.as_state()))) == pick
 
@@ -440,16 +446,27 @@ def _sql_key(keys: Path, url: str) -> None:
         json.dump({"url": url}, fh)
 
 
+@dataclass(frozen=True)
+class Hr:
+    """The employer's HR database: ``admin`` makes its table, ``url`` is the read-only login we are given."""
+
+    admin: str
+    url: str
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def hr_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def hr(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hr]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hr.sqlite'}"
-    return str(request.getfixturevalue("pg_database"))
+        yield Hr(f"sqlite:///{tmp_path / 'hr.sqlite'}", f"sqlite:///{tmp_path / 'hr.sqlite'}")
+        return
+    admin = str(request.getfixturevalue("pg_database"))
+    with read_only_login(admin) as url:
+        yield Hr(admin, url)
 
 
-def test_sql_source_reads_the_query_as_a_census(tmp_path: Path, hr_url: str, sample: pd.DataFrame) -> None:
-    _hr_table(hr_url, sample)
-    _sql_key(tmp_path / "keys", hr_url)
+def test_sql_source_reads_the_query_as_a_census(tmp_path: Path, hr: Hr, sample: pd.DataFrame) -> None:
+    _hr_table(hr.admin, sample)
+    _sql_key(tmp_path / "keys", hr.url)
     source = SqlSource(connection_id="acme-hr", query=QUERY)
     pick = _fetch(source, tmp_path)
     assert (pick.kind, pick.name) == ("sql", "acme-hr.sql.csv")
@@ -465,9 +482,9 @@ def test_sql_source_reads_the_query_as_a_census(tmp_path: Path, hr_url: str, sam
     assert _fetch(source, tmp_path).sha256 == pick.sha256
 
 
-def test_sql_source_errors(tmp_path: Path, hr_url: str, sample: pd.DataFrame) -> None:
-    _hr_table(hr_url, sample.iloc[:2])
-    _sql_key(tmp_path / "keys", hr_url)
+def test_sql_source_errors(tmp_path: Path, hr: Hr, sample: pd.DataFrame) -> None:
+    _hr_table(hr.admin, sample.iloc[:2])
+    _sql_key(tmp_path / "keys", hr.url)
     with pytest.raises(ConfigError) as info:
         _fetch(SqlSource(connection_id="acme-hr", query="SELECT * FROM no_such_table"), tmp_path)
     assert "query" in str(info.value)
@@ -489,10 +506,11 @@ def test_sql_source_runs_read_only_on_postgresql(tmp_path: Path, pg_database: st
     from carrierfeeds.errors import PermanentError
 
     _hr_table(pg_database, sample)
-    _sql_key(tmp_path / "keys", pg_database)
     sneaky = "WITH gone AS (DELETE FROM hr_census RETURNING *) SELECT * FROM gone"
-    with pytest.raises(PermanentError):
-        _fetch(SqlSource(connection_id="acme-hr", query=sneaky), tmp_path)
+    with read_only_login(pg_database) as url:
+        _sql_key(tmp_path / "keys", url)
+        with pytest.raises(PermanentError):
+            _fetch(SqlSource(connection_id="acme-hr", query=sneaky), tmp_path)
     engine = sa.create_engine(pg_database)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM hr_census")).scalar_one() == len(sample)

@@ -1,9 +1,10 @@
 """Read an employer census file (CSV, XLSX or fixed width) into the canonical census: text only, mapped.
 
 Structural problems (empty file, missing or duplicated columns, wrong field counts, NUL bytes, bytes the
-declared encoding cannot decode, a formula-looking cell, a file over the size cap, an archive where a
-census was expected) raise :class:`~carrierfeeds.errors.DataError` naming the file by its name, the row
-and the column, never a cell value. Value problems are left for validation to report.
+declared encoding cannot decode, a formula-looking cell, a cell over the schema's ``max_cell_length``, a
+file over the size cap, an archive where a census was expected) raise
+:class:`~carrierfeeds.errors.DataError` naming the file by its name, the row and the column, never a cell
+value. Value problems are left for validation to report.
 
 Encodings: the schema declares one, or ``auto``: a byte order mark decides (UTF-8, UTF-16 LE/BE), a
 UTF-16 file without one is recognised by its NUL pattern, and anything else must be strict UTF-8. Bytes
@@ -41,7 +42,8 @@ from carrierfeeds.census.archive import (
 )
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, REQUIRED_COLUMNS, ROW_NUMBER
 from carrierfeeds.config import CensusSchema, FixedWidthLayout
-from carrierfeeds.errors import DataError
+from carrierfeeds.errors import ConfigError, DataError
+from carrierfeeds.hardening import loggable
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,10 @@ _FIRST_LINE = re.compile(rb"[^\n]*")  # matches from the start, even an empty li
 #: A spreadsheet runs a cell starting with these as a formula (CSV/formula injection).
 _FORMULA_START = ("=", "+", "-", "@")
 #: ...unless it is plainly a signed number or a phone number: digits with spaces, dots, dashes, brackets.
-_NUMBERISH = r"^[+-]?[0-9\s().\-/]*[0-9][0-9\s().\-/]*$"  # ASCII digits: re takes \d as any digit
+#: Linear by construction: what comes before the first digit cannot be a digit, so the two repeats never
+#: compete for the same characters (``[..0-9..]*[0-9][..0-9..]*`` backtracked quadratically on a long
+#: run of digits ending in a letter; see benchmarks/README.md). ASCII digits: re takes \d as any digit.
+_NUMBERISH = r"^[+-]?[\s().\-/]*[0-9][0-9\s().\-/]*$"
 #: First bytes of a cell that starts like a formula.
 _SIGN_BYTES = tuple(np.uint8(ord(c)) for c in _FORMULA_START)
 
@@ -73,7 +78,7 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     is read through a read-only memory map of it instead of a copy of its bytes. Leave it False for a
     file someone else may change while it is read (the CLI's ``validate`` and ``preview``).
     """
-    name = display_name or path.name
+    name = loggable(display_name or path.name)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -272,6 +277,7 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     absent = [c for c in CANONICAL_COLUMNS if c not in present]
     if absent:
         log.info("%s: optional column(s) absent, left empty: %s", name, absent)
+    _check_cell_lengths(out, rows, schema, name)
     _check_formulas(out, signed, rows, schema, name)
 
     out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes)
@@ -353,6 +359,28 @@ def _maybe_space(edge: np.ndarray) -> np.ndarray:
     return (edge - np.uint8(0x21)) > np.uint8(0x7E - 0x21)
 
 
+def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: CensusSchema,
+                        name: str) -> None:
+    """A cell longer than the schema's ``max_cell_length`` is refused, naming its row and column (never
+    its text), before any check that reads cells: no census field is that long, and every later
+    per-cell check then works on bounded cells."""
+    limit = schema.max_cell_length
+    first: tuple[int, str] | None = None
+    count = 0
+    for column, series in out.items():
+        long = np.flatnonzero(series.str.len().to_numpy(dtype=np.int64, na_value=0) > limit)
+        if not len(long):
+            continue
+        count += len(long)
+        row = int(rows[long[0]])
+        if first is None or row < first[0]:
+            first = (row, schema.header_for(column))
+    if first is not None:
+        raise DataError(f"cell is longer than the census schema's max_cell_length of {limit} characters "
+                        f"({count} such cell(s) in the file)", file=name, row=first[0], column=first[1],
+                        rule="cell_too_long", details={"cells": count, "max_cell_length": limit})
+
+
 def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarray], rows: np.ndarray,
                     schema: CensusSchema, name: str) -> None:
     """A text cell a spreadsheet would run as a formula is refused, naming its row and column.
@@ -385,7 +413,7 @@ def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarra
 # ---------------------------------------------------------------------------------------------- XLSX
 def _read_xlsx(path: Path, schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     """The chosen sheet's cached values as text; formulas are never evaluated."""
-    import openpyxl  # type: ignore[import-untyped]
+    openpyxl = _safe_openpyxl()
     from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
 
     with path.open("rb") as fh:
@@ -410,6 +438,23 @@ def _read_xlsx(path: Path, schema: CensusSchema, name: str) -> tuple[list[str], 
                             file=name, rule="bad_xlsx") from None
         table = _sheet_table(values_wb, formulas_wb, schema, name, unreadable)
     return _table_frame(table, schema, name)
+
+
+def _safe_openpyxl() -> Any:
+    """openpyxl, parsing a workbook's XML only through defusedxml (no entity expansion, no external
+    entities: a workbook is a zip of XML files the employer wrote). openpyxl picks its parsers once, when
+    first imported, from what is installed and its environment (``OPENPYXL_DEFUSEDXML``,
+    ``OPENPYXL_LXML``); if they are not defusedxml's, an XLSX census is refused rather than read."""
+    os.environ.setdefault("OPENPYXL_LXML", "False")  # lxml's fromstring would bypass defusedxml
+    import openpyxl  # type: ignore[import-untyped]
+    from openpyxl.xml import functions  # type: ignore[import-untyped]
+
+    parsers = (functions.fromstring, functions.iterparse)
+    if not all(getattr(f, "__module__", "").startswith("defusedxml") for f in parsers):
+        raise ConfigError("XLSX censuses are read only through defusedxml, and openpyxl is not using it "
+                          "(is defusedxml installed, OPENPYXL_DEFUSEDXML unset, and OPENPYXL_LXML False?)",
+                          field="census.format")
+    return openpyxl
 
 
 def _sheet_table(values_wb: Any, formulas_wb: Any, schema: CensusSchema, name: str,
@@ -452,13 +497,13 @@ def _pick_sheet(wb: Any, wanted: str | None, name: str) -> str:
 def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int, col: int,
                table: list[list[str]]) -> str:
     value = vcell.value
-    column = _column_name(table, col)
     if fcell.data_type == "f" and value is None:
         raise DataError("cell holds a formula with no saved value (formulas are never evaluated); "
-                        "paste the values instead", file=name, row=row, column=column, rule="formula_cell")
+                        "paste the values instead", file=name, row=row, column=_column_name(table, col, schema),
+                        rule="formula_cell")
     if vcell.data_type == "e":
-        raise DataError("cell holds a spreadsheet error value", file=name, row=row, column=column,
-                        rule="error_cell")
+        raise DataError("cell holds a spreadsheet error value", file=name, row=row,
+                        column=_column_name(table, col, schema), rule="error_cell")
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -472,10 +517,14 @@ def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int
     return str(value)
 
 
-def _column_name(table: list[list[str]], col: int) -> str:
-    """The header of 1-based column ``col`` once the header row is read, else its position."""
-    if table and col <= len(table[0]) and table[0][col - 1]:
-        return table[0][col - 1]
+def _column_name(table: list[list[str]], col: int, schema: CensusSchema) -> str:
+    """The header of 1-based column ``col`` when row 1 holds one of the schema's column names there,
+    else its position (``#3``). Row 1 is not trusted to be a header: in a sheet sent without its header
+    row it holds a member's data, which must never reach a message."""
+    if table and col <= len(table[0]):
+        header = table[0][col - 1].strip()
+        if header and header in {schema.header_for(c) for c in CANONICAL_COLUMNS}:
+            return header
     return f"#{col}"
 
 
@@ -672,7 +721,10 @@ def _check_records(text: str, delimiter: str, width: int, name: str) -> None:
             if len(record) != width:
                 raise DataError(f"expected {width} fields, found {len(record)}", file=name, row=row,
                                 rule="field_count")
-    except csv.Error:
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # the csv module's own cap on a field, far past max_cell_length
+            raise DataError(f"a cell is longer than {csv.field_size_limit()} characters", file=name,
+                            row=row + 1, rule="cell_too_long") from None
         raise DataError("malformed CSV (unbalanced quotes or a stray quote)", file=name, row=row + 1,
                         rule="csv_syntax") from None
 

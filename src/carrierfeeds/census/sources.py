@@ -1,7 +1,7 @@
 """Where a feed's census comes from: the newest new file in a local folder or an employer's SFTP drop, or a
 SQL query, fetched under the size and archive rules and remembered by sha256 once accepted.
 
-    fetch_census(source, ...) -> CensusPick     a local file for the run to stage (the original is kept)
+    fetch_census(source, ...) -> CensusPick     a private copy for the run to stage (the original is kept)
     census_from_file(path, ...) -> CensusPick   an explicit file (``--census PATH``): always processed
     accept_census(source, pick, ...)            after validation accepted it: record its sha256 in the
                                                 feed's census index; move an SFTP file to processed_dir
@@ -12,17 +12,27 @@ unless ``force``. Older files than the newest are never picked: a newer census s
 sending an older one after a newer was accepted would roll members back; for the same reason, once an
 SFTP census was accepted (and moved to the processed folder), a file in the drop older than it is not
 new either. A file the same run already accepted is new to that run (a retry of the run re-reads it).
+
+A local file is opened once: the folder as a directory descriptor, the file by name relative to it with
+``O_NOFOLLOW`` (a symbolic link, a FIFO, a device or a folder put in its place after the listing is
+refused), and its size check, hash and private copy all come from that one descriptor (hashed first, and
+copied only when new, the copy hashing as the first read did), so what is hashed is what is staged, and
+never a file the name was pointed at in between.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import fnmatch
+import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +40,9 @@ from typing import Any, Literal
 from carrierfeeds.census.archive import check_size, inspect_zip, sniff_file
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
 from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint, read_connection_file
-from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError
-from carrierfeeds.files import sha256_file
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, TransientError
+from carrierfeeds.files import open_private, sha256_file
+from carrierfeeds.hardening import loggable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,11 @@ CensusKind = Literal["local", "sftp", "sql"]
 EndpointFor = Callable[[str], SftpEndpoint]
 SqlUrlFor = Callable[[str], str]
 INDEX_DIR = "census-index"
+_CHUNK = 1 << 20
+#: A census name is opened for reading only, never through a symbolic link, and without blocking on a
+#: FIFO (whose open would otherwise wait for a writer); the descriptor is then checked to be a regular file.
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class NoNewCensus(DataError):
@@ -51,12 +67,15 @@ class NoNewCensus(DataError):
 class CensusPick:
     """The census a run should stage.
 
-    ``path``: a local file to copy into the run (the employer's own file for a local source, a private
-    download or query result in ``work_dir`` otherwise); ``name``: the employer's file name, for messages
+    ``path``: the run's private file in ``work_dir`` (a copy of a local file, a download or a query
+    result), for the stage to move into place; ``name``: the employer's file name, for messages
     and the ledger (for SQL: ``<connection_id>.sql.csv``); ``sha256`` and ``size`` of ``path``;
     ``kind``: the source kind; ``remote_name``: the name on the SFTP server; ``reprocessed``: True when
     ``force`` picked a file the index already holds; ``mtime``: the file's modification time (seconds)
-    where the source has one.
+    where the source has one. For a local file ``path`` is the run's private copy read through one
+    descriptor, ``origin`` the employer's file it was read from and ``origin_stat`` that file's (device,
+    inode, size, mtime in ns) as read, so staging can tell a file still being written
+    (:func:`confirm_unchanged`).
     """
 
     path: Path
@@ -67,6 +86,8 @@ class CensusPick:
     remote_name: str | None = None
     reprocessed: bool = False
     mtime: int | None = None
+    origin: str | None = None
+    origin_stat: tuple[int, int, int, int] | None = None
 
     def as_state(self) -> dict[str, Any]:
         """JSON-friendly, PHI-free: what a later stage (maybe in another process) needs to accept it."""
@@ -76,7 +97,9 @@ class CensusPick:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> CensusPick:
-        return cls(**{**state, "path": Path(state["path"])})
+        origin_stat = state.get("origin_stat")
+        return cls(**{**state, "path": Path(state["path"]),
+                      "origin_stat": tuple(origin_stat) if origin_stat is not None else None})
 
 
 # ------------------------------------------------------------------------------------------- index
@@ -154,7 +177,9 @@ def pick_census(source: LocalSource | SftpSource | SqlSource, data_dir: Path) ->
     if not isinstance(source, LocalSource):
         raise ConfigError(f"a {source.kind} census source is fetched with fetch_census, not pick_census",
                           field="census.source.kind")
-    return _newest_local(source, data_dir)
+    folder = _local_folder(source, data_dir)
+    with _open_folder(folder) as folder_fd:
+        return folder / _newest_local(folder_fd, folder, source.pattern)
 
 
 def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, schema: CensusSchema,
@@ -171,14 +196,18 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
     """
     index = CensusIndex(data_dir, feed_id)
     if isinstance(source, LocalSource):
-        path = _newest_local(source, data_dir)
-        st = path.stat()
-        check_size(st.st_size, schema.max_bytes, name=path.name)
-        digest = sha256_file(path)
-        reprocessed = _check_new(index, digest, path.name, force, run_id)
-        _check_archive(path, schema, path.name)
-        pick = CensusPick(path=path, name=path.name, sha256=digest, size=st.st_size, kind="local",
-                          reprocessed=reprocessed, mtime=int(st.st_mtime))
+        folder = _local_folder(source, data_dir)
+        with _open_folder(folder) as folder_fd:
+            name = _newest_local(folder_fd, folder, source.pattern)
+            with _open_local(folder_fd, name, origin=folder / name, schema=schema) as opened:
+                # Hashed first: a file already processed is never copied (the usual night, no new file).
+                reprocessed = _check_new(index, opened.sha256, opened.name, force, run_id)
+                pick = replace(_copy_opened(opened, work_dir, schema.max_bytes), reprocessed=reprocessed)
+        try:
+            _check_archive(pick.path, schema, pick.name)
+        except CarrierFeedsError:
+            pick.path.unlink(missing_ok=True)
+            raise
     elif isinstance(source, SftpSource):
         pick = _fetch_sftp(source, schema, index, keys_dir, work_dir, force, endpoint_for, run_id)
     else:
@@ -195,21 +224,49 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
     return pick
 
 
-def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir: Path) -> CensusPick:
+def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir: Path,
+                     work_dir: Path) -> CensusPick:
     """An explicitly named census file (``--census PATH``): always processed, even when already accepted
-    (``reprocessed`` then says so), but still under the size cap and the archive rules."""
-    name = path.name
-    if path.is_symlink() or not path.is_file():
-        raise DataError("census file not found (or not a regular file)", file=name, rule="no_census")
-    st = path.stat()
-    check_size(st.st_size, schema.max_bytes, name=name)
-    digest = sha256_file(path)
-    _check_archive(path, schema, name)
-    reprocessed = CensusIndex(data_dir, feed_id).seen(digest)
+    (``reprocessed`` then says so), but still under the size cap and the archive rules. Read once, like a
+    local source's file, into a private copy in ``work_dir`` (the named file itself is never a link)."""
+    path = Path(path)
+    name = loggable(path.name)
+    try:
+        folder_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise DataError("census file not found (or not a regular file)", file=name, rule="no_census") from None
+    try:
+        with _open_local(folder_fd, path.name, origin=path.absolute(), schema=schema,
+                         missing=DataError("census file not found (or not a regular file)", file=name,
+                                           rule="no_census")) as opened:
+            pick = _copy_opened(opened, work_dir, schema.max_bytes)
+    finally:
+        os.close(folder_fd)
+    try:
+        _check_archive(pick.path, schema, name)
+    except CarrierFeedsError:
+        pick.path.unlink(missing_ok=True)
+        raise
+    reprocessed = CensusIndex(data_dir, feed_id).seen(pick.sha256)
     if reprocessed:
-        log.warning("%s: an explicitly named census that was already processed (sha256 %s)", name, digest[:12])
-    return CensusPick(path=path, name=name, sha256=digest, size=st.st_size, kind="local", reprocessed=reprocessed,
-                      mtime=int(st.st_mtime))
+        log.warning("%s: an explicitly named census that was already processed (sha256 %s)", name,
+                    pick.sha256[:12])
+    return replace(pick, reprocessed=reprocessed)
+
+
+def confirm_unchanged(pick: CensusPick) -> None:
+    """TransientError when the employer's file a local pick was read from is no longer the file read (its
+    identity, size or modification time moved on: still being written). Only looks, never reads."""
+    if pick.origin is None or pick.origin_stat is None:
+        return
+    try:
+        st = os.stat(pick.origin, follow_symlinks=False)
+        now: tuple[int, int, int, int] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        now = None
+    if now != pick.origin_stat:
+        raise TransientError(f"{pick.name}: the census changed while it was staged (still being written?)",
+                             details={"sha256": pick.sha256})
 
 
 def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick, *, feed_id: str,
@@ -236,15 +293,121 @@ def load_sql_url(keys_dir: Path, connection_id: str) -> str:
     return str(data["url"]).strip()
 
 
-def _newest_local(source: LocalSource, data_dir: Path) -> Path:
+def _local_folder(source: LocalSource, data_dir: Path) -> Path:
     folder = (data_dir / source.path).resolve()
     if not folder.is_dir():
         raise ConfigError(f"census folder {folder} does not exist", field="census.source.path")
-    candidates = [p for p in folder.glob(source.pattern)
-                  if p.is_file() and not p.is_symlink() and not p.name.startswith(".")]
+    return folder
+
+
+@contextlib.contextmanager
+def _open_folder(folder: Path) -> Iterator[int]:
+    """The census folder as a directory descriptor every file is listed and opened relative to."""
+    try:
+        fd = os.open(folder, _OPEN_FOLDER)
+    except OSError as exc:
+        reason = errno.errorcode.get(exc.errno or 0, "error")
+        raise ConfigError(f"census folder {folder} cannot be opened as a folder ({reason})",
+                          field="census.source.path") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _newest_local(folder_fd: int, folder: Path, pattern: str) -> str:
+    """The name of the newest regular file in the folder matching ``pattern`` (by modification time)."""
+    candidates: list[tuple[int, str]] = []
+    for name in os.listdir(folder_fd):
+        if name.startswith(".") or not fnmatch.fnmatchcase(name, pattern):
+            continue
+        try:
+            st = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # gone since the listing
+        if stat.S_ISREG(st.st_mode):
+            candidates.append((st.st_mtime_ns, name))
     if not candidates:
-        raise DataError(f"no file matching {source.pattern!r} in {folder}", file=str(folder), rule="no_census")
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        raise DataError(f"no file matching {pattern!r} in {folder}", file=str(folder), rule="no_census")
+    return max(candidates)[1]
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A local census opened once: its descriptor, escaped name, origin, stat as opened and sha256."""
+
+    fd: int
+    name: str
+    origin: Path
+    stat: os.stat_result
+    sha256: str
+
+    @property
+    def ident(self) -> tuple[int, int, int, int]:
+        return (self.stat.st_dev, self.stat.st_ino, self.stat.st_size, self.stat.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def _open_local(folder_fd: int, raw_name: str, *, origin: Path, schema: CensusSchema,
+                missing: CarrierFeedsError | None = None) -> Iterator[_Opened]:
+    """Open ``raw_name`` once (relative to ``folder_fd``, never through a link), check the descriptor is
+    a regular file under the cap and hash it; closed when the block ends. The name it carries (for
+    messages, logs and the ledger) has control characters escaped."""
+    name = loggable(raw_name)
+    try:
+        fd = os.open(raw_name, _OPEN_FILE, dir_fd=folder_fd)
+    except FileNotFoundError:
+        raise missing or TransientError(f"{name}: the census disappeared while it was picked; try again",
+                                        details={"file": name}) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError("the census name is a symbolic link; refused (only regular files are read)",
+                            file=name, rule="not_regular_file") from None
+        raise DataError(f"the census cannot be opened ({errno.errorcode.get(exc.errno or 0, 'error')})",
+                        file=name, rule="unreadable") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise DataError("the census is not a regular file (a folder, FIFO or device); refused", file=name,
+                            rule="not_regular_file")
+        check_size(before.st_size, schema.max_bytes, name=name)
+        os.set_blocking(fd, True)
+        digest = _read_fd(fd, name, schema.max_bytes, before)
+        yield _Opened(fd=fd, name=name, origin=origin, stat=before, sha256=digest)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, name: str, max_bytes: int, before: os.stat_result, out: Any = None) -> str:
+    """The sha256 of the file at ``fd`` read from its start (each block also written to ``out``);
+    TransientError when it is not the file ``before`` describes by the end (still being written)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    digest, size = hashlib.sha256(), 0
+    while chunk := os.read(fd, _CHUNK):
+        size += len(chunk)
+        check_size(size, max_bytes, name=name)
+        digest.update(chunk)
+        if out is not None:
+            out.write(chunk)
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != \
+            (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) or size != before.st_size:
+        raise TransientError(f"{name}: the census changed while it was read (still being written?)",
+                             details={"file": name})
+    return digest.hexdigest()
+
+
+def _copy_opened(opened: _Opened, work_dir: Path, max_bytes: int) -> CensusPick:
+    """The run's private copy of an opened census, read again through the same descriptor: a census is
+    only copied once it is known to be wanted, and the copy must hash as the first read did."""
+    dst = _private_dir(work_dir) / "local-census.copy"
+    with open_private(dst) as out:
+        digest = _read_fd(opened.fd, opened.name, max_bytes, opened.stat, out)
+        if digest != opened.sha256:
+            raise TransientError(f"{opened.name}: the census changed while it was read (still being written?)",
+                                 details={"file": opened.name})
+    return CensusPick(path=dst, name=opened.name, sha256=digest, size=opened.stat.st_size, kind="local",
+                      mtime=int(opened.stat.st_mtime), origin=str(opened.origin), origin_stat=opened.ident)
 
 
 def _check_new(index: CensusIndex, digest: str, name: str, force: bool, run_id: str | None = None) -> bool:
@@ -312,5 +475,5 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "accept_census", "census_from_file", "fetch_census",
-           "load_sql_url", "pick_census", "sha256_file"]
+__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "accept_census", "census_from_file", "confirm_unchanged",
+           "fetch_census", "load_sql_url", "pick_census", "sha256_file"]

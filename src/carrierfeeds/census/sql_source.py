@@ -3,6 +3,11 @@
 The URL (with its password) comes from a connection, never from YAML, and never appears in a message.
 The query runs in a read-only transaction (PostgreSQL ``SET TRANSACTION READ ONLY``, SQLite
 ``query_only``) that is rolled back, so even a data-modifying CTE cannot change the employer's data.
+A transaction only guards its own connection: ``dblink_exec`` (or a foreign table) opens another. So on
+PostgreSQL the login itself must be read-only, checked before every query and by ``feeds check``
+(:func:`read_only_login_problems`): not a superuser, ``default_transaction_read_only`` on, no table it
+may write or owns, no function that opens another connection (dblink) it may execute, no server-file
+or server-program role. A login that fails any of these is refused (fail closed).
 The CSV is written with the census schema's delimiter and encoding, so :func:`read_census` reads it
 exactly as it would an employer's file: row 1 is the query's column names, row n+1 its n-th result row.
 """
@@ -19,12 +24,32 @@ from pathlib import Path
 from typing import Any
 
 from carrierfeeds.config import CensusSchema
-from carrierfeeds.errors import ConfigError, DataError, PermanentError, TransientError
+from carrierfeeds.errors import ConfigError, DataError, PermanentError, Refused, TransientError
 
 log = logging.getLogger(__name__)
 
 _BATCH = 5_000
 _ENCODINGS = {"utf-8-sig": "utf-8", "auto": "utf-8"}
+#: Functions that open a connection of their own, outside the read-only transaction.
+_OTHER_CONNECTIONS = ("dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query",
+                      "dblink_open")
+#: Checks of a PostgreSQL login, each a query returning a count (0: fine) and what a non-zero count means.
+_LOGIN_CHECKS: tuple[tuple[str, str], ...] = (
+    ("SELECT count(*) FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls)",
+     "the login is a superuser (or bypasses row security)"),
+    ("SELECT CASE WHEN current_setting('default_transaction_read_only') = 'on' THEN 0 ELSE 1 END",
+     "the login's default_transaction_read_only is off (ALTER ROLE ... SET default_transaction_read_only = on)"),
+    ("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+     "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname <> 'information_schema' "
+     "AND left(n.nspname, 3) <> 'pg_' "
+     "AND (pg_has_role(c.relowner, 'USAGE') OR has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))",
+     "the login owns or may write {n} table(s)"),
+    ("SELECT count(*) FROM pg_proc WHERE proname IN ({names}) AND has_function_privilege(oid, 'EXECUTE')",
+     "the login may run {n} function(s) that open another connection (dblink): REVOKE EXECUTE"),
+    ("SELECT count(*) FROM pg_roles r WHERE r.rolname IN ('pg_write_server_files', 'pg_execute_server_program') "
+     "AND pg_has_role(r.oid, 'USAGE')",
+     "the login may write server files or run server programs"),
+)
 
 
 def query_to_csv(url: str, query: str, dst: Path, schema: CensusSchema, *, name: str,
@@ -100,8 +125,50 @@ def query_to_csv(url: str, query: str, dst: Path, schema: CensusSchema, *, name:
     return rows
 
 
+def read_only_login_problems(url: str) -> list[str]:
+    """What keeps the login at ``url`` from being read-only (empty: it is). PostgreSQL is checked in its
+    catalog; SQLite is read-only per connection (``query_only``); another database cannot be checked and
+    says so. ConfigError for an unusable URL, TransientError when the database cannot be reached."""
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sa.create_engine(url, poolclass=NullPool)
+    except (sa_exc.ArgumentError, ValueError, ImportError) as exc:
+        raise ConfigError(f"the connection's database URL cannot be used ({type(exc).__name__})",
+                          field="url") from None
+    try:
+        if engine.dialect.name == "sqlite":
+            return []
+        if engine.dialect.name != "postgresql":
+            return [f"read-only cannot be checked on {engine.dialect.name}; only its grants make it so"]
+        with engine.connect() as conn:
+            return _login_problems(conn)
+    except sa_exc.DBAPIError as exc:
+        raise TransientError(f"cannot reach the HR database ({type(exc.orig).__name__})",
+                             details={"cause": type(exc.orig).__name__}) from None
+    finally:
+        engine.dispose()
+
+
+def _login_problems(conn: Any) -> list[str]:
+    names = ", ".join(f"'{n}'" for n in _OTHER_CONNECTIONS)
+    problems = []
+    for query, meaning in _LOGIN_CHECKS:
+        n = int(conn.exec_driver_sql(query.replace("{names}", names)).scalar_one())
+        if n:
+            problems.append(meaning.replace("{n}", str(n)))
+    conn.rollback()
+    return problems
+
+
 def _read_only(conn: Any, dialect: str, timeout_s: float) -> None:
     if dialect == "postgresql":
+        problems = _login_problems(conn)
+        if problems:
+            raise Refused("the HR database login is not read-only: " + "; ".join(problems),
+                          details={"problems": len(problems)})
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
     elif dialect == "sqlite":
