@@ -99,53 +99,103 @@ def _plain(ws: Any, name: str, tmp_path: Path) -> bytes:
 
 
 # --------------------------------------------------------------------------------- forced resend
-def test_forced_resend_needs_a_reason_is_audited_and_keeps_the_interchange(sftp_workspace: Any,
-                                                                         tmp_path: Path) -> None:
+def _envelope(plain: bytes) -> tuple[int, int, int]:
+    """ISA13, GS06 and ST02 of a single-set 834 (the demo mapping's delimiters: ``*`` and ``~``)."""
+    segments = {s.strip().split(b"*")[0]: s.strip().split(b"*") for s in plain.split(b"~") if s.strip()}
+    return int(segments[b"ISA"][13]), int(segments[b"GS"][6]), int(segments[b"ST"][2])
+
+
+def test_forced_resend_is_a_new_transmission_with_new_control_numbers_linked_to_the_one_it_replaces(
+        sftp_workspace: Any, tmp_path: Path) -> None:
     ws = sftp_workspace
     ws.write_census(members=15, seed=21, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
     first = run_feed(ws.settings, ref, clock=_clock, actor="test")
     assert first.status == "delivered", first.error
-    assert first.file_name is not None
+    assert first.file_name is not None and first.isa13 is not None
     original = ws.inbox / first.file_name
     original_sha = _sha(original)
+    first_plain = _plain(ws, first.file_name, tmp_path)
+    assert _envelope(first_plain) == (first.isa13,) * 3
 
     # Without a reason a rerun is a no-op: nothing is sent twice.
     again = run_feed(ws.settings, ref, clock=_clock, actor="test")
     assert again.status == "already_delivered" and _files(ws) == [first.file_name]
 
-    # The carrier may have moved or deleted the first copy: the resend never depends on (or overwrites) it.
     forced = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane", force_reason=REASON)
     assert forced.status == "delivered", forced.error
-    stem, dot, ext = first.file_name.partition(".")
-    resend_name = f"{stem}_resend1{dot}{ext}"
-    assert _files(ws) == sorted([first.file_name, resend_name])
+    assert forced.isa13 is not None and forced.isa13 != first.isa13
+    assert forced.file_name is not None and f"{forced.isa13:09d}" in forced.file_name
+    assert _files(ws) == sorted([first.file_name, forced.file_name])
     assert _sha(original) == original_sha  # the first copy untouched
-    assert _sha(ws.inbox / resend_name) == original_sha == first.ciphertext_sha256  # the very same bytes
-    assert forced.isa13 == first.isa13 and forced.payload_sha256 == first.payload_sha256
-    assert f"{first.isa13:09d}" in resend_name
-    assert _plain(ws, resend_name, tmp_path)[:106].decode().split("*")[13] == f"{first.isa13:09d}"
+    resent_plain = _plain(ws, forced.file_name, tmp_path)
+    # A new interchange, group and transaction set control number, so a new payload: the same members.
+    assert _envelope(resent_plain) == (forced.isa13,) * 3
+    assert forced.payload_sha256 == hashlib.sha256(resent_plain).hexdigest() != first.payload_sha256
+    assert _members_sent(resent_plain) == _members_sent(first_plain)
 
     ledger = open_ledger(ws.settings)
     try:
-        delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
-        assert delivery is not None and delivery.status == "forced_resend"
-        assert delivery.remote_path is not None and delivery.remote_path.endswith("/" + resend_name)
-        assert len(ledger.deliveries(feed_id=ref.feed_id)) == 1  # one delivery, two outcomes
-        outcomes = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
-        assert [o.status for o in outcomes] == ["delivered", "forced_resend"]
-        assert (outcomes[-1].actor, outcomes[-1].reason) == ("ops.jane", REASON)
+        old, new = ledger.deliveries(feed_id=ref.feed_id)
+        assert (old.isa13, old.status, old.replaces_delivery_id) == (first.isa13, "delivered", None)
+        assert (new.isa13, new.gs06, new.st02) == (forced.isa13,) * 3
+        assert new.status == "forced_resend" and new.replaces_delivery_id == old.delivery_id
+        assert new.run_id == old.run_id and new.payload_sha256 == forced.payload_sha256
+        assert new.remote_path is not None and new.remote_path.endswith("/" + forced.file_name)
+        (outcome,) = ledger.delivery_outcomes(delivery_ids=[new.delivery_id])
+        assert (outcome.status, outcome.actor, outcome.reason) == ("forced_resend", "ops.jane", REASON)
+        assert [o.status for o in ledger.delivery_outcomes(delivery_ids=[old.delivery_id])] == ["delivered"]
+        assert [(x.isa13, x.resend, x.replaces_delivery_id) for x in ledger.transmissions(new.run_id)] == [
+            (first.isa13, 0, None), (forced.isa13, 1, old.delivery_id)]
         (event,) = ledger.audit_events(action="forced_resend")
-        assert (event.actor, event.reason, event.object_type, event.object_id) == (
-            "ops.jane", REASON, "delivery", delivery.delivery_id)
+        assert (event.actor, event.reason, event.object_id) == ("ops.jane", REASON, new.delivery_id)
+        assert event.detail["replaces_delivery_id"] == old.delivery_id
 
-        # A second forced resend gets the next name; a plain rerun afterwards sends nothing.
+        # A plain rerun afterwards sends nothing; a second forced resend replaces the first resend.
+        assert run_feed(ws.settings, ref, clock=_clock, actor="test").status == "already_delivered"
+        assert len(_files(ws)) == 2
         second = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane", force_reason="ticket 8")
         assert second.status == "delivered", second.error
-        assert _files(ws) == sorted([first.file_name, resend_name, f"{stem}_resend2{dot}{ext}"])
-        assert len(ledger.audit_events(action="forced_resend")) == 2
+        assert second.isa13 not in (first.isa13, forced.isa13) and len(_files(ws)) == 3
+        third = ledger.deliveries(feed_id=ref.feed_id)[-1]
+        assert third.isa13 == second.isa13 and third.replaces_delivery_id == new.delivery_id
         assert run_feed(ws.settings, ref, clock=_clock, actor="test").status == "already_delivered"
         assert len(_files(ws)) == 3
+        assert ledger.verify_chain().ok
+    finally:
+        ledger.close()
+
+
+def test_a_retried_forced_resend_is_byte_identical_and_mints_no_new_numbers(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=28, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    first = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+
+    unreachable = _sftp(ws, port=_dead_port())
+    failed = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane", force_reason=REASON, transport=unreachable)
+    assert failed.status == "failed" and failed.error is not None and failed.error["code"] == "transient"
+    assert failed.isa13 is not None and failed.isa13 != first.isa13
+    assert _files(ws) == [first.file_name]
+
+    # A plain rerun in between sends nothing and leaves the resend open.
+    assert run_feed(ws.settings, ref, clock=_clock, actor="test").status == "already_delivered"
+
+    retried = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane", force_reason=REASON)
+    assert retried.status == "delivered", retried.error
+    assert (retried.isa13, retried.payload_sha256, retried.file_name) == (
+        failed.isa13, failed.payload_sha256, failed.file_name)  # the same numbers, the same payload
+    assert _files(ws) == sorted([str(first.file_name), str(retried.file_name)])
+    ledger = open_ledger(ws.settings)
+    try:
+        old, new = ledger.deliveries(feed_id=ref.feed_id)
+        assert new.replaces_delivery_id == old.delivery_id and new.isa13 == failed.isa13
+        assert [(o.status, o.error_code) for o in ledger.delivery_outcomes(delivery_ids=[new.delivery_id])] == [
+            ("failed", "transient"), ("forced_resend", None)]
+        assert [x.isa13 for x in ledger.transmissions(new.run_id)] == [first.isa13, failed.isa13]  # minted once
+        assert [e.action for e in ledger.audit_events(object_ids=[new.delivery_id])] == [
+            "forced_resend", "forced_resend_failed", "forced_resend"]
         assert ledger.verify_chain().ok
     finally:
         ledger.close()
@@ -273,6 +323,29 @@ def test_a_changed_census_for_a_delivered_interval_is_refused_and_nothing_is_sen
     try:
         (only,) = ledger.deliveries(feed_id=ref.feed_id)  # no intent recorded for the changed file
         assert only.payload_sha256 == first.payload_sha256 and only.status == "delivered"
+    finally:
+        ledger.close()
+
+
+def test_a_forced_resend_of_a_changed_census_is_refused_and_mints_nothing(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    census = ws.write_census(members=15, seed=29, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    first = run_feed(ws.settings, ref, clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    mover = frame.loc[frame["plan_code"].isin(ws.feed.authorization.plans), "member_id"].iloc[0]
+    frame.loc[frame["member_id"] == mover, "address1"] = "4 Resent Road"
+    frame.to_csv(census, index=False)
+
+    counting = Counting(_sftp(ws))
+    forced = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane", force_reason=REASON, transport=counting)
+    assert forced.status == "refused" and forced.error is not None and forced.error["code"] == "refused"
+    assert counting.delivered == 0 and _files(ws) == [first.file_name]
+    ledger = open_ledger(ws.settings)
+    try:
+        (only,) = ledger.deliveries(feed_id=ref.feed_id)
+        assert [x.isa13 for x in ledger.transmissions(only.run_id)] == [first.isa13]  # nothing minted
     finally:
         ledger.close()
 
