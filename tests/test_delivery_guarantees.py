@@ -4,10 +4,13 @@ the change snapshot back (real sshd, gpg, pyx12 and ledger on SQLite and Postgre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import shutil
 import socket
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,10 @@ class KilledAfterRename:
         found: RemoteFile | None = self.inner.stat(remote_name)
         return found
 
+    def sha256(self, remote_name: str) -> str | None:
+        digest: str | None = self.inner.sha256(remote_name)
+        return digest
+
     def deliver(self, local: Path, remote_name: str) -> Receipt:
         self.inner.deliver(local, remote_name)
         self.delivered += 1
@@ -76,6 +83,10 @@ class Counting:
     def stat(self, remote_name: str) -> RemoteFile | None:
         found: RemoteFile | None = self.inner.stat(remote_name)
         return found
+
+    def sha256(self, remote_name: str) -> str | None:
+        digest: str | None = self.inner.sha256(remote_name)
+        return digest
 
     def deliver(self, local: Path, remote_name: str) -> Receipt:
         self.delivered += 1
@@ -255,6 +266,142 @@ def test_a_different_file_under_our_final_name_is_not_taken_for_ours(sftp_worksp
     try:
         delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
         assert delivery is not None and delivery.status not in ("delivered", "reconciled")
+    finally:
+        ledger.close()
+
+
+def test_a_same_size_foreign_file_under_our_final_name_is_refused_recorded_and_left_alone(
+        sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=30, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    with pytest.raises(ProcessKilled):
+        run_feed(ws.settings, ref, clock=_clock, actor="test", transport=KilledAfterRename(_sftp(ws)))
+    (arrived,) = ws.inbox.iterdir()
+    foreign = bytes(b ^ 0x5A for b in arrived.read_bytes())  # someone else's file, exactly as long as ours
+    arrived.write_bytes(foreign)
+
+    counting = Counting(_sftp(ws))
+    rerun = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting)
+    assert rerun.status == "failed" and rerun.error is not None and rerun.error["code"] == "remote_file_exists"
+    assert counting.delivered == 0 and arrived.read_bytes() == foreign  # not sent again, never overwritten
+    ledger = open_ledger(ws.settings)
+    try:
+        delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+        assert delivery is not None and delivery.status == "failed"
+        (outcome,) = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
+        assert (outcome.status, outcome.error_code) == ("failed", "remote_file_exists")
+    finally:
+        ledger.close()
+
+
+# ------------------------------------------------- the carrier collects the file right after the rename
+class _CutAfterRename:
+    """A TCP relay to the sshd that cuts its first connection once our file was renamed into place (the
+    final name exists, or the carrier already took it): the client never hears that the rename worked."""
+
+    def __init__(self, target: tuple[str, int], renamed: Any) -> None:
+        self.target, self.renamed = target, renamed
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.connections = self.cut = 0
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            first = self.connections == 1
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, first), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, cut: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if cut and self.renamed():
+                    self.cut += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+class _CarrierPickup:
+    """The carrier's collector: moves every complete file out of the inbox as soon as it appears."""
+
+    def __init__(self, inbox: Path, collected: Path) -> None:
+        self.inbox, self.collected = inbox, collected
+        collected.mkdir()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in self.inbox.iterdir():
+                if not path.name.startswith("."):  # a temp name is not for the carrier yet
+                    with contextlib.suppress(FileNotFoundError):
+                        path.rename(self.collected / f"{len(list(self.collected.iterdir()))}-{path.name}")
+            time.sleep(0.001)
+
+    def taken(self) -> list[str]:
+        return sorted(p.name for p in self.collected.iterdir())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_file_the_carrier_collects_right_after_the_rename_is_delivered_once_not_sent_again(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.demo import CONNECTION_ID
+    from carrierfeeds.transport.sftp import SftpTransport
+
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=31, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    pickup = _CarrierPickup(ws.inbox, tmp_path / "collected")
+    relay = _CutAfterRename(("127.0.0.1", load_sftp_endpoint(ws.keys_dir, CONNECTION_ID).port),
+                            lambda: bool(pickup.taken()) or any(not p.name.startswith(".")
+                                                                for p in ws.inbox.iterdir()))
+    try:
+        endpoint = load_sftp_endpoint(ws.keys_dir, CONNECTION_ID)
+        line = endpoint.known_hosts.strip().split(" ", 1)[1]
+        endpoint = dataclasses.replace(endpoint, port=relay.port, known_hosts=f"[127.0.0.1]:{relay.port} {line}\n")
+        transport = SftpTransport(endpoint, str(ws.inbox), retries=3, backoff=0.1, sleep=lambda _s: None)
+        summary = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=transport)
+        assert summary.status == "delivered", summary.error
+        assert relay.cut == 1 and relay.connections == 2  # the reply to the rename was lost; one retry
+        rerun = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=Counting(_sftp(ws)))
+        assert rerun.status == "already_delivered"
+    finally:
+        relay.close()
+        pickup.stop()
+    (taken,) = pickup.taken()  # exactly one copy reached the carrier
+    assert _sha(tmp_path / "collected" / taken) == summary.ciphertext_sha256
+    assert _files(ws) == []
+    ledger = open_ledger(ws.settings)
+    try:
+        delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+        assert delivery is not None and delivery.status == "delivered"
+        (outcome,) = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
+        assert outcome.status == "delivered" and "not re-verified" in str(outcome.message)
     finally:
         ledger.close()
 

@@ -197,6 +197,9 @@ class _KilledAfterPlacing:
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
 
+    def sha256(self, remote_name: str) -> str | None:
+        return self.inner.sha256(remote_name)
+
     def deliver(self, local: Path, remote_name: str) -> object:
         self.inner.deliver(local, remote_name)
         raise _ProcessKilled
@@ -211,6 +214,9 @@ class _Counting:
 
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
+
+    def sha256(self, remote_name: str) -> str | None:
+        return self.inner.sha256(remote_name)
 
     def deliver(self, local: Path, remote_name: str) -> object:
         self.placed += 1

@@ -992,10 +992,13 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                 # A crash between the rename on the far side and our outcome row leaves the file there.
                 found = transport.stat(remote_name)
                 if found is not None:
-                    return _reconcile(ctx, intent, existing, found, detail)
+                    return _reconcile(ctx, intent, existing, found, detail, transport)
                 receipt = transport.deliver(cipher, remote_name)
         except CarrierFeedsError as exc:
+            # The ciphertext this attempt sent (or meant to): a later attempt that finds it renamed into
+            # place recognises it by this hash (see _require_ours).
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
+                                               ciphertext_sha256=state["ciphertext_sha256"],
                                                error_code=exc.code, message=exc.message[:500])
             if resend:
                 ctx.ledger.audit(actor=ctx.actor, action="forced_resend_failed", object_type="delivery",
@@ -1003,18 +1006,22 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                                  detail={**audit, "error_code": exc.code})
             raise
         outcome = "forced_resend" if resend else "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
+        # Renamed into place, then gone before a lost connection let us look again: the carrier's now.
+        unverified = None if getattr(receipt, "verified", True) else \
+            "renamed into place and collected by the carrier at once; delivered, not re-verified"
         ctx.ledger.record_delivery_outcome(
             intent.delivery_id, status=outcome, now=ctx.now(),
             ciphertext_sha256=state["ciphertext_sha256"], size=receipt.size, remote_path=receipt.remote_path,
             host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor,
-            reason=reason if resend else None)
+            reason=reason if resend else None, message=unverified)
         if resend and feed.delivery.kind == "manual":
             # In the outbox is not with the recipient: the resend waits for a person, like the first copy.
             _record_pending_handoff(ctx, intent.delivery_id, receipt.size, receipt.remote_path,
                                     "forced resend placed in the outbox; waiting for a person")
         detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
                       host_key_fingerprint=receipt.host_key_fingerprint,
-                      **({"forced": True, "resend": resend} if resend else {}))
+                      **({"forced": True, "resend": resend} if resend else {}),
+                      **({"verified": False} if unverified else {}))
         ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": receipt.size, **({"forced": True} if resend else {})}
 
@@ -1045,9 +1052,7 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
     try:
         found = transport.stat(remote_name)
         if found is not None:
-            if found.size != state.get("cipher_bytes"):
-                raise PermanentError(f"{remote_name} exists on the carrier's side with a different size",
-                                     details={"delivery_id": intent.delivery_id, "bytes": found.size})
+            _require_ours(ctx, transport, intent, found)
             ctx.ledger.record_delivery_outcome(
                 intent.delivery_id, status="forced_resend", now=ctx.now(), size=found.size,
                 remote_path=found.name, actor=ctx.actor, reason=reason,
@@ -1080,15 +1085,13 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
     return {"run_id": ctx.run_id, "bytes": receipt.size, "forced": True}
 
 
-def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any]) -> dict[str, Any]:
+def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any],
+               transport: Any) -> dict[str, Any]:
     """The final name is already on the carrier's side: ours from an interrupted run, or a conflict."""
     if existing is None or existing.status not in ("pending", "failed"):
         raise PermanentError(f"{intent.file_name} already exists on the carrier's side and the ledger has no "
                              "unfinished delivery for it", details={"delivery_id": intent.delivery_id})
-    expected = ctx.state().get("cipher_bytes")
-    if expected is not None and found.size != expected:
-        raise PermanentError(f"{intent.file_name} exists on the carrier's side with a different size",
-                             details={"delivery_id": intent.delivery_id, "bytes": found.size})
+    _require_ours(ctx, transport, intent, found)
     if ctx.bundle.feed.delivery.kind == "manual":
         # Found in our own outbox means placed, not handed over: it stays on the hand-off list.
         _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
@@ -1096,10 +1099,36 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     else:
         ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(),
                                            size=found.size, remote_path=found.name,
-                                           message="found on the carrier's side after an interrupted run")
+                                           ciphertext_sha256=ctx.state().get("ciphertext_sha256"),
+                                           message="found on the carrier's side after an interrupted run "
+                                                   "(size and sha256 checked)")
     detail.update(reconciled=True, bytes=found.size)
     ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
+
+
+def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> None:
+    """A file found under our name is taken as ours only when its size and its SHA-256 are those of the
+    ciphertext this run sent (or an earlier attempt recorded for this delivery); a foreign file of the same
+    size is refused (RemoteFileExists: recorded as a failed attempt, alerted, never overwritten)."""
+    state = ctx.state()
+    ours = {state.get("ciphertext_sha256")} | {o.ciphertext_sha256 for o in ctx.ledger.delivery_outcomes(
+        delivery_ids=[intent.delivery_id])}
+    ours.discard(None)
+    expected = state.get("cipher_bytes")
+    if expected is not None and found.size != expected:
+        raise PermanentError(f"{found.name} exists on the carrier's side with a different size",
+                             details={"delivery_id": intent.delivery_id, "bytes": found.size})
+    hashing = getattr(transport, "sha256", None)
+    remote = hashing(found.name) if hashing is not None else None
+    if remote is None or remote not in ours:
+        from carrierfeeds.transport.base import RemoteFileExists
+
+        raise RemoteFileExists(
+            f"{found.name} exists on the carrier's side but is not the file this run sent "
+            f"({'its sha256 differs' if remote is not None else 'its content could not be checked'}); "
+            "not taken as delivered, not overwritten",
+            details={"delivery_id": intent.delivery_id, "bytes": found.size, "remote_sha256": remote})
 
 
 def _record_pending_handoff(ctx: RunContext, delivery_id: str, size: int | None, remote_path: str | None,
