@@ -250,6 +250,82 @@ def test_crash_after_the_rename_is_reconciled_by_name_and_size_and_nothing_is_re
         ledger.close()
 
 
+class DatabaseDownAfterUpload:
+    """A real SFTP transport, after whose upload the ledger database drops our session: the next ledger
+    write (the outcome row) waits on the chain head, locked from an admin session, and that waiting
+    backend is terminated (pg_terminate_backend), as when the server restarts under us."""
+
+    name = "sftp"
+
+    def __init__(self, inner: Any, admin_url: str, database: str) -> None:
+        self.inner, self.admin_url, self.database = inner, admin_url, database
+        self.terminated: list[int] = []
+
+    def stat(self, remote_name: str) -> RemoteFile | None:
+        found: RemoteFile | None = self.inner.stat(remote_name)
+        return found
+
+    def deliver(self, local: Path, remote_name: str) -> Receipt:
+        import sqlalchemy as sa
+
+        receipt: Receipt = self.inner.deliver(local, remote_name)
+        engine = sa.create_engine(sa.make_url(self.admin_url).set(database=self.database))
+        locked = threading.Event()
+
+        def hold_and_terminate() -> None:
+            with engine.connect() as admin:
+                admin.execute(sa.text("LOCK TABLE chain_head IN ACCESS EXCLUSIVE MODE"))
+                locked.set()
+                with engine.connect() as watcher:
+                    while not self.terminated:
+                        pids = watcher.execute(sa.text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query ILIKE '%chain_head%' "
+                            "AND pid <> pg_backend_pid()")).scalars().all()
+                        for pid in pids:
+                            watcher.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                            self.terminated.append(pid)
+                        watcher.commit()
+                        time.sleep(0.01)
+                admin.rollback()  # the database is back
+            engine.dispose()
+
+        threading.Thread(target=hold_and_terminate, daemon=True).start()
+        locked.wait(timeout=30)
+        return receipt
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_database_lost_between_upload_and_outcome_row_is_reconciled_by_hash_without_a_resend(
+        sftp_workspace: Any, pg_admin_url: str) -> None:
+    import sqlalchemy as sa
+
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=32, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    down = DatabaseDownAfterUpload(_sftp(ws), pg_admin_url, str(sa.make_url(ws.settings.ledger_url).database))
+    with pytest.raises(sa.exc.OperationalError):
+        run_feed(ws.settings, ref, clock=_clock, actor="test", transport=down)
+    assert len(down.terminated) == 1
+    (arrived,) = ws.inbox.iterdir()
+
+    ledger = open_ledger(ws.settings)
+    try:
+        intent = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+        assert intent is not None and intent.status == "pending"  # the intent row, no outcome
+        counting = Counting(_sftp(ws))
+        retry = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting)
+        assert retry.status == "delivered", retry.error
+        assert counting.delivered == 0 and _files(ws) == [arrived.name]  # recovered, not sent again
+        done = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+        assert done is not None and done.delivery_id == intent.delivery_id and done.status == "reconciled"
+        # Recognised by content, and the ledger says which bytes the carrier holds.
+        assert done.ciphertext_sha256 == _sha(arrived) == retry.ciphertext_sha256
+        assert ledger.verify_chain().ok
+    finally:
+        ledger.close()
+
+
 def test_a_different_file_under_our_final_name_is_not_taken_for_ours(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ws.write_census(members=15, seed=23, as_of=DAY)
