@@ -153,9 +153,11 @@ def test_forced_resend_is_a_new_transmission_with_new_control_numbers_linked_to_
         assert new.status == "forced_resend" and new.replaces_delivery_id == old.delivery_id
         assert new.run_id == old.run_id and new.payload_sha256 == forced.payload_sha256
         assert new.remote_path is not None and new.remote_path.endswith("/" + forced.file_name)
-        (outcome,) = ledger.delivery_outcomes(delivery_ids=[new.delivery_id])
+        marker, outcome = ledger.delivery_outcomes(delivery_ids=[new.delivery_id])
+        assert marker.status == "rename_sent"  # written just before the rename request
         assert (outcome.status, outcome.actor, outcome.reason) == ("forced_resend", "ops.jane", REASON)
-        assert [o.status for o in ledger.delivery_outcomes(delivery_ids=[old.delivery_id])] == ["delivered"]
+        assert [o.status for o in ledger.delivery_outcomes(delivery_ids=[old.delivery_id])] == [
+            "rename_sent", "delivered"]
         assert [(x.isa13, x.resend, x.replaces_delivery_id) for x in ledger.transmissions(new.run_id)] == [
             (first.isa13, 0, None), (forced.isa13, 1, old.delivery_id)]
         (event,) = ledger.audit_events(action="forced_resend")
@@ -203,7 +205,7 @@ def test_a_retried_forced_resend_is_byte_identical_and_mints_no_new_numbers(sftp
         old, new = ledger.deliveries(feed_id=ref.feed_id)
         assert new.replaces_delivery_id == old.delivery_id and new.isa13 == failed.isa13
         assert [(o.status, o.error_code) for o in ledger.delivery_outcomes(delivery_ids=[new.delivery_id])] == [
-            ("failed", "transient"), ("forced_resend", None)]
+            ("failed", "transient"), ("rename_sent", None), ("forced_resend", None)]
         assert [x.isa13 for x in ledger.transmissions(new.run_id)] == [first.isa13, failed.isa13]  # minted once
         assert [e.action for e in ledger.audit_events(object_ids=[new.delivery_id])] == [
             "forced_resend", "forced_resend_failed", "forced_resend"]
@@ -476,10 +478,91 @@ def test_a_file_the_carrier_collects_right_after_the_rename_is_delivered_once_no
     try:
         delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
         assert delivery is not None and delivery.status == "delivered"
-        (outcome,) = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
+        marker, outcome = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
+        assert marker.status == "rename_sent"  # one rename request: the retry renamed nothing
         assert outcome.status == "delivered" and "not re-verified" in str(outcome.message)
     finally:
         ledger.close()
+
+
+class KilledAfterRenameThenCollected:
+    """A real SFTP transport whose process dies right after the rename, before our outcome row; the
+    carrier collects the file before anything of ours looks again."""
+
+    name = "sftp"
+
+    def __init__(self, inner: Any, inbox: Path, collected: Path) -> None:
+        self.inner, self.inbox, self.collected = inner, inbox, collected
+
+    def stat(self, remote_name: str) -> RemoteFile | None:
+        found: RemoteFile | None = self.inner.stat(remote_name)
+        return found
+
+    def deliver(self, local: Path, remote_name: str, before_rename: Any = None) -> Receipt:
+        import inspect
+
+        # The rename marker goes to the transport where this version of it takes one.
+        takes = "before_rename" in inspect.signature(self.inner.deliver).parameters
+        self.inner.deliver(local, remote_name, **({"before_rename": before_rename} if takes else {}))
+        self.collected.mkdir()
+        (self.inbox / remote_name).rename(self.collected / remote_name)
+        raise ProcessKilled
+
+
+class CountingWithTemp(Counting):
+    def temp_exists(self, remote_name: str) -> bool:
+        found: bool = self.inner.temp_exists(remote_name)
+        return found
+
+
+def test_a_file_collected_after_a_crash_that_followed_the_rename_is_not_sent_again(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=33, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    collected = tmp_path / "collected"
+    with pytest.raises(ProcessKilled):
+        run_feed(ws.settings, ref, clock=_clock, actor="test",
+                 transport=KilledAfterRenameThenCollected(_sftp(ws), ws.inbox, collected))
+    assert _files(ws) == [] and len(list(collected.iterdir())) == 1
+
+    counting = CountingWithTemp(_sftp(ws))
+    rerun = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting)
+    assert rerun.status == "delivered", rerun.error
+    assert counting.delivered == 0 and _files(ws) == []  # the carrier has it: nothing sent again
+    ledger = open_ledger(ws.settings)
+    try:
+        delivery = ledger.find_delivery(feed_id=ref.feed_id, interval_start=DAY)
+        assert delivery is not None and delivery.status == "delivered"
+        marker, outcome = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
+        assert marker.status == "rename_sent" and "not re-verified" in str(outcome.message)
+        assert outcome.ciphertext_sha256 == _sha(next(collected.iterdir()))
+        assert run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting).status == \
+            "already_delivered"
+        assert counting.delivered == 0
+    finally:
+        ledger.close()
+
+
+def test_an_upload_whose_rename_never_happened_is_sent_on_the_retry(sftp_workspace: Any, tmp_path: Path) -> None:
+    """The control for the test above: the rename was asked for but did not happen (the temp file is still
+    there), so the file never reached the carrier and the retry sends it."""
+    from carrierfeeds.transport.base import temp_name
+
+    ws = sftp_workspace
+    ws.write_census(members=15, seed=34, as_of=DAY)
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    aside = tmp_path / "aside"
+    with pytest.raises(ProcessKilled):
+        run_feed(ws.settings, ref, clock=_clock, actor="test",
+                 transport=KilledAfterRenameThenCollected(_sftp(ws), ws.inbox, aside))
+    (name,) = [p.name for p in aside.iterdir()]
+    # Undo the rename: the upload sits under its temp name, as if the rename request never went out.
+    (aside / name).rename(ws.inbox / temp_name(name))
+    counting = CountingWithTemp(_sftp(ws))
+    rerun = run_feed(ws.settings, ref, clock=_clock, actor="test", transport=counting)
+    assert rerun.status == "delivered", rerun.error
+    assert counting.delivered == 1 and _files(ws) == [name]
 
 
 # ------------------------------------------------------------------ retry after a transient failure
@@ -516,7 +599,8 @@ def test_retry_after_a_transient_failure_sends_the_same_bytes_once_and_leaves_no
         assert delivery is not None and delivery.status == "delivered"
         assert delivery.ciphertext_sha256 == failed.ciphertext_sha256
         outcomes = ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])
-        assert [(o.status, o.error_code) for o in outcomes] == [("failed", "transient"), ("delivered", None)]
+        assert [(o.status, o.error_code) for o in outcomes] == [("failed", "transient"), ("rename_sent", None),
+                                                                ("delivered", None)]
         assert len(ledger.deliveries(feed_id=ref.feed_id)) == 1
     finally:
         ledger.close()

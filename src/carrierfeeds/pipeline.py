@@ -993,7 +993,9 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                 found = transport.stat(remote_name)
                 if found is not None:
                     return _reconcile(ctx, intent, existing, found, detail, transport)
-                receipt = transport.deliver(cipher, remote_name)
+                if existing is not None and _renamed_and_collected(ctx, transport, intent):
+                    return _record_collected(ctx, intent, detail, reason if resend else None)
+                receipt = transport.deliver(cipher, remote_name, **_rename_marker(ctx, transport, intent))
         except CarrierFeedsError as exc:
             # The ciphertext this attempt sent (or meant to): a later attempt that finds it renamed into
             # place recognises it by this hash (see _require_ours).
@@ -1085,10 +1087,53 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
     return {"run_id": ctx.run_id, "bytes": receipt.size, "forced": True}
 
 
+def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, Any]:
+    """``before_rename`` for a transport that takes it: the ledger row ``rename_sent``, written just
+    before each rename request, so that a later attempt finding neither name knows where the file went."""
+    import inspect
+
+    if "before_rename" not in inspect.signature(transport.deliver).parameters:
+        return {}
+    cipher_sha256 = ctx.state()["ciphertext_sha256"]
+
+    def marker() -> None:
+        ctx.ledger.record_delivery_outcome(intent.delivery_id, status="rename_sent", now=ctx.now(),
+                                           ciphertext_sha256=cipher_sha256, actor=ctx.actor)
+
+    return {"before_rename": marker}
+
+
+def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> bool:
+    """An earlier attempt asked for the rename (``rename_sent``) and neither the final nor the temp name is
+    on the server: the rename happened and the carrier took the file. A temp file still there means the
+    rename did not happen: the upload is simply done again."""
+    temp_exists = getattr(transport, "temp_exists", None)
+    if temp_exists is None:
+        return False
+    asked = any(o.status == "rename_sent" for o in ctx.ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]))
+    return asked and not temp_exists(intent.file_name)
+
+
+def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """The file an earlier attempt renamed into place is with the carrier: delivered, not re-verified."""
+    outcome = "forced_resend" if reason else "delivered"
+    ctx.ledger.record_delivery_outcome(
+        intent.delivery_id, status=outcome, now=ctx.now(), ciphertext_sha256=ctx.state()["ciphertext_sha256"],
+        actor=ctx.actor, reason=reason,
+        message="renamed into place by an earlier attempt and collected by the carrier before it could be "
+                "looked at again; delivered, not re-verified")
+    log.warning("feed %s interval %s: %s was renamed into place by an earlier attempt and is gone (collected); "
+                "recorded as delivered, not re-verified, not sent again", ctx.feed_id, ctx.ref.interval_start,
+                intent.file_name)
+    detail.update(verified=False, collected=True)
+    ctx.save_state(remote_path=intent.file_name, delivered=True, already_delivered=False)
+    return {"run_id": ctx.run_id, "collected": True}
+
+
 def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any],
                transport: Any) -> dict[str, Any]:
     """The final name is already on the carrier's side: ours from an interrupted run, or a conflict."""
-    if existing is None or existing.status not in ("pending", "failed"):
+    if existing is None or existing.status not in ("pending", "failed", "rename_sent"):
         raise PermanentError(f"{intent.file_name} already exists on the carrier's side and the ledger has no "
                              "unfinished delivery for it", details={"delivery_id": intent.delivery_id})
     _require_ours(ctx, transport, intent, found)

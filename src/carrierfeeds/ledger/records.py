@@ -23,8 +23,10 @@ RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "fai
                           "pending_handoff", "nothing_to_send", "no_new_census"})
 STAGE_STATUSES = frozenset({"started", "succeeded", "failed", "skipped"})
 #: ``pending_handoff``: placed in the manual outbox; ``handed_off``: a person confirmed handing it over.
+#: ``rename_sent``: the upload is complete under its temp name and the rename into place is being asked
+#: for (written just before it): a later attempt that finds neither name knows the carrier took the file.
 OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend", "pending_handoff",
-                              "handed_off"})
+                              "handed_off", "rename_sent"})
 #: Outcome statuses meaning the file is on the recipient's side.
 DELIVERED_STATUSES = frozenset({"delivered", "reconciled", "forced_resend", "handed_off"})
 #: Outcome statuses after which the file is with the recipient or in the hand-off outbox: never sent again

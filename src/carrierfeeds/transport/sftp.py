@@ -221,8 +221,22 @@ class SftpTransport:
         found, _ = self._with_retries(f"stat {remote_name}", op)
         return found
 
-    def deliver(self, local: Path, remote_name: str) -> Receipt:
-        """Upload under a temp name, confirm the size, rename into place; never overwrite the final name."""
+    def temp_exists(self, remote_name: str) -> bool:
+        """Whether ``remote_name``'s temp file is on the server (an upload not renamed into place)."""
+        check_remote_name(remote_name)
+
+        def op(session: _Session) -> bool:
+            return _stat_or_none(session, self._path(temp_name(remote_name))) is not None
+
+        found, _ = self._with_retries(f"stat temp of {remote_name}", op)
+        return found
+
+    def deliver(self, local: Path, remote_name: str, *,
+                before_rename: Callable[[], None] | None = None) -> Receipt:
+        """Upload under a temp name, confirm the size, rename into place; never overwrite the final name.
+
+        ``before_rename`` is called just before each rename request goes out (the pipeline records it in
+        the ledger, so a later attempt that finds neither name knows the rename may have happened)."""
         check_remote_name(remote_name)
         size = local.stat().st_size
         final = self._path(remote_name)
@@ -275,6 +289,8 @@ class SftpTransport:
                 raise TransientError("remote checksum differs from the local file after upload",
                                      details={"remote_name": remote_name})
             renamed["sha256"] = digest.hexdigest()
+            if before_rename is not None:
+                before_rename()
             _rename_no_overwrite(session, tmp, final, remote_name, self.remote_dir)
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info("delivered %s to %s:%d (%d bytes, %.1f MB/s, host key %s)", remote_name,
