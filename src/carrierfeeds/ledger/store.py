@@ -67,8 +67,10 @@ _UPGRADE_LOCK_KEY = 0x63666C6564676572  # "cfledger"
 #: Byte-range locks taken in one SQLite ledger's delivery lock file: a run's key modulo this (two runs
 #: sharing a byte only wait for each other).
 _SQLITE_LOCK_RANGE = 1 << 40
-#: In-process locks of the SQLite delivery lock (POSIX record locks do not exclude threads of one process).
-_THREAD_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+#: In-process locks of the SQLite delivery lock (POSIX record locks do not exclude threads of one process),
+#: striped so that their number stays bounded however many runs a process delivers.
+_THREAD_LOCK_STRIPES = 256
+_THREAD_LOCKS: dict[tuple[str, int], threading.RLock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
 
@@ -366,7 +368,7 @@ class Ledger:
         database = self._engine.url.database
         offset = key % _SQLITE_LOCK_RANGE
         with _THREAD_LOCKS_GUARD:
-            local = _THREAD_LOCKS.setdefault((str(database), offset), threading.Lock())
+            local = _THREAD_LOCKS.setdefault((str(database), offset % _THREAD_LOCK_STRIPES), threading.RLock())
         with local:
             if not database or database == ":memory:":
                 yield
