@@ -766,6 +766,34 @@ def test_rejected_change_file_reverts_the_snapshot_and_the_next_run_resends_the_
         ledger.close()
 
 
+def test_a_forced_resend_of_a_change_file_sends_the_same_changes_under_new_numbers(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    from carrierfeeds.changes import SnapshotStore
+
+    ws = sftp_workspace
+    settings = _changes_settings(ws, tmp_path)
+    feed_id = ws.feed.feed_id
+    census = ws.write_census(members=20, seed=35, as_of=DAY)
+    assert run_feed(settings, RunRef.for_day(feed_id, DAY), clock=_clock, actor="test").status == "delivered"
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    mover = frame.loc[frame["plan_code"].isin(ws.feed.authorization.plans), "member_id"].iloc[0]
+    frame.loc[frame["member_id"] == mover, "address1"] = "5 Moved Mews"
+    census.unlink()
+    frame.to_csv(ws.inbound / f"census_{DAY2:%Y%m%d}.csv", index=False)
+    changes = run_feed(settings, RunRef.for_day(feed_id, DAY2), clock=_clock, actor="test")
+    assert changes.status == "delivered", changes.error
+
+    resent = run_feed(settings, RunRef.for_day(feed_id, DAY2), clock=_clock, actor="ops.jane", force_reason=REASON)
+    assert resent.status == "delivered", resent.error
+    assert resent.isa13 != changes.isa13
+    sent = _plain(ws, str(changes.file_name), tmp_path)
+    again = _plain(ws, str(resent.file_name), tmp_path)
+    assert _envelope(again) == (resent.isa13,) * 3
+    assert _members_sent(again) == _members_sent(sent)  # the same changes, not a diff against themselves
+    info = SnapshotStore.for_settings(settings).info(feed_id)
+    assert info is not None and info.run_id == changes.run_id
+
+
 def test_rejection_after_a_later_run_advanced_is_refused_and_alerted(sftp_workspace: Any, tmp_path: Path) -> None:
     from carrierfeeds.acks import LocalAckInbox, collect_acks
     from carrierfeeds.changes import SnapshotStore

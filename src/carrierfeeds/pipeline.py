@@ -573,9 +573,9 @@ def _require_same_members(ctx: RunContext, enrollment: Any, action: str, replace
     _, payload_sha256, _, _ = _render(ctx, enrollment, action, earlier, keep=False)
     if payload_sha256 != replaced.payload_sha256:
         raise Refused(
-            f"a forced resend sends the delivered members again under new control numbers, but the census "
-            f"(or mapping) of {ctx.ref.interval_start} no longer renders the delivered file (interchange "
-            f"{replaced.isa13}); a changed census belongs to the next interval",
+            f"a forced resend sends the delivered members again under new control numbers, but the census, "
+            f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
+            f"(interchange {replaced.isa13}); a changed census belongs to the next interval",
             details={"delivery_id": replaced.delivery_id, "isa13": replaced.isa13})
 
 
