@@ -993,8 +993,9 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                 found = transport.stat(remote_name)
                 if found is not None:
                     return _reconcile(ctx, intent, existing, found, detail, transport)
-                if existing is not None and _renamed_and_collected(ctx, transport, intent):
-                    return _record_collected(ctx, intent, detail, reason if resend else None)
+                collected = _renamed_and_collected(ctx, transport, intent) if existing is not None else None
+                if collected is not None:
+                    return _record_collected(ctx, intent, detail, reason if resend else None, collected)
                 receipt = transport.deliver(cipher, remote_name, **_rename_marker(ctx, transport, intent))
         except CarrierFeedsError as exc:
             # The ciphertext this attempt sent (or meant to): a later attempt that finds it renamed into
@@ -1103,22 +1104,26 @@ def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, An
     return {"before_rename": marker}
 
 
-def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> bool:
+def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> str | None:
     """An earlier attempt asked for the rename (``rename_sent``) and neither the final nor the temp name is
-    on the server: the rename happened and the carrier took the file. A temp file still there means the
-    rename did not happen: the upload is simply done again."""
+    on the server: the rename happened and the carrier took the file; the ciphertext hash that attempt
+    recorded. None otherwise: a temp file still there means the rename did not happen, and the upload is
+    simply done again."""
     temp_exists = getattr(transport, "temp_exists", None)
     if temp_exists is None:
-        return False
-    asked = any(o.status == "rename_sent" for o in ctx.ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]))
-    return asked and not temp_exists(intent.file_name)
+        return None
+    asked = [o for o in ctx.ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]) if o.status == "rename_sent"]
+    if not asked or temp_exists(intent.file_name):
+        return None
+    return str(asked[-1].ciphertext_sha256)
 
 
-def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reason: str | None) -> dict[str, Any]:
+def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reason: str | None,
+                      ciphertext_sha256: str) -> dict[str, Any]:
     """The file an earlier attempt renamed into place is with the carrier: delivered, not re-verified."""
     outcome = "forced_resend" if reason else "delivered"
     ctx.ledger.record_delivery_outcome(
-        intent.delivery_id, status=outcome, now=ctx.now(), ciphertext_sha256=ctx.state()["ciphertext_sha256"],
+        intent.delivery_id, status=outcome, now=ctx.now(), ciphertext_sha256=ciphertext_sha256,
         actor=ctx.actor, reason=reason,
         message="renamed into place by an earlier attempt and collected by the carrier before it could be "
                 "looked at again; delivered, not re-verified")
@@ -1136,7 +1141,7 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     if existing is None or existing.status not in ("pending", "failed", "rename_sent"):
         raise PermanentError(f"{intent.file_name} already exists on the carrier's side and the ledger has no "
                              "unfinished delivery for it", details={"delivery_id": intent.delivery_id})
-    _require_ours(ctx, transport, intent, found)
+    remote_sha256 = _require_ours(ctx, transport, intent, found)
     if ctx.bundle.feed.delivery.kind == "manual":
         # Found in our own outbox means placed, not handed over: it stays on the hand-off list.
         _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
@@ -1144,7 +1149,7 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     else:
         ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(),
                                            size=found.size, remote_path=found.name,
-                                           ciphertext_sha256=ctx.state().get("ciphertext_sha256"),
+                                           ciphertext_sha256=remote_sha256,
                                            message="found on the carrier's side after an interrupted run "
                                                    "(size and sha256 checked)")
     detail.update(reconciled=True, bytes=found.size)
@@ -1152,7 +1157,7 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
 
 
-def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> None:
+def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> str:
     """A file found under our name is taken as ours only when its size and its SHA-256 are those of the
     ciphertext this run sent (or an earlier attempt recorded for this delivery); a foreign file of the same
     size is refused (RemoteFileExists: recorded as a failed attempt, alerted, never overwritten)."""
@@ -1160,20 +1165,20 @@ def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> N
     ours = {state.get("ciphertext_sha256")} | {o.ciphertext_sha256 for o in ctx.ledger.delivery_outcomes(
         delivery_ids=[intent.delivery_id])}
     ours.discard(None)
-    expected = state.get("cipher_bytes")
-    if expected is not None and found.size != expected:
+    hashing = getattr(transport, "sha256", None)
+    remote: str | None = hashing(found.name) if hashing is not None else None
+    if remote is not None and remote in ours:
+        return remote
+    if state.get("cipher_bytes") not in (None, found.size):
         raise PermanentError(f"{found.name} exists on the carrier's side with a different size",
                              details={"delivery_id": intent.delivery_id, "bytes": found.size})
-    hashing = getattr(transport, "sha256", None)
-    remote = hashing(found.name) if hashing is not None else None
-    if remote is None or remote not in ours:
-        from carrierfeeds.transport.base import RemoteFileExists
+    from carrierfeeds.transport.base import RemoteFileExists
 
-        raise RemoteFileExists(
-            f"{found.name} exists on the carrier's side but is not the file this run sent "
-            f"({'its sha256 differs' if remote is not None else 'its content could not be checked'}); "
-            "not taken as delivered, not overwritten",
-            details={"delivery_id": intent.delivery_id, "bytes": found.size, "remote_sha256": remote})
+    raise RemoteFileExists(
+        f"{found.name} exists on the carrier's side but is not the file this run sent "
+        f"({'its sha256 differs' if remote is not None else 'its content could not be checked'}); "
+        "not taken as delivered, not overwritten",
+        details={"delivery_id": intent.delivery_id, "bytes": found.size, "remote_sha256": remote})
 
 
 def _record_pending_handoff(ctx: RunContext, delivery_id: str, size: int | None, remote_path: str | None,
