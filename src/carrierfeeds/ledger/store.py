@@ -3,7 +3,8 @@
 Each write runs in one transaction that first locks the chain head (``SELECT ... FOR UPDATE`` on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so chain appends, control-number allocation and the
 check-then-insert idempotency of ``start_run``/``record_delivery_intent`` are serialised across threads
-and processes, and the chain can never fork. Unique constraints back that up.
+and processes, and the chain can never fork. Unique constraints back that up. A run's delivery, which
+spans an upload, is serialised by a lock of its own (``delivery_lock``) that never holds the chain lock.
 """
 
 from __future__ import annotations
