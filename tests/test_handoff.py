@@ -198,6 +198,9 @@ class _KilledAfterPlacing:
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
 
+    def sha256(self, remote_name: str) -> str | None:
+        return self.inner.sha256(remote_name)
+
     def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> object:
         self.inner.deliver(local, remote_name, **kwargs)
         raise _ProcessKilled
@@ -212,6 +215,9 @@ class _Counting:
 
     def stat(self, remote_name: str) -> object:
         return self.inner.stat(remote_name)
+
+    def sha256(self, remote_name: str) -> str | None:
+        return self.inner.sha256(remote_name)
 
     def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> object:
         self.placed += 1
@@ -276,7 +282,7 @@ def test_a_crash_after_placing_the_file_still_leaves_a_pending_handoff(manual_ws
 
 @pytest.mark.slow
 def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: object) -> None:
-    from carrierfeeds.pipeline import RunRef, open_ledger, resend_name, run_feed
+    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
 
     ws = manual_ws
     ref = RunRef.for_day("acme-northwind-dental", DAY)
@@ -288,13 +294,15 @@ def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: ob
         ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", now=_clock())
         assert ledger.pending_handoffs(feed_id=ref.feed_id) == []
 
+        # A resend is a new document under a new control id, pending a person, linked to the first.
         resent = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane",  # type: ignore[attr-defined]
                           force_reason="the courier lost the envelope")
         assert resent.status == "pending_handoff", resent.error
-        name1 = resend_name(str(first.file_name), 1)
-        assert sorted(p.name for p in _outbox(ws).iterdir()) == sorted([str(first.file_name), name1])
+        assert resent.isa13 != first.isa13 and f"{resent.isa13:09d}" in str(resent.file_name)
+        assert sorted(p.name for p in _outbox(ws).iterdir()) == sorted([str(first.file_name), str(resent.file_name)])
         (again,) = ledger.pending_handoffs(feed_id=ref.feed_id)
-        assert again.delivery_id == pending.delivery_id and str(again.remote_path).endswith(name1)
+        assert again.replaces_delivery_id == pending.delivery_id and str(again.remote_path).endswith(
+            str(resent.file_name))
         ledger.confirm_handoff(again.delivery_id, by="ops.jane", method="registered mail", now=_clock())
 
         # A resend cut off after placing its file: the rerun finds it and it is pending again, not lost.
@@ -305,13 +313,18 @@ def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: ob
         found = run_feed(ws.settings, ref, clock=_clock, actor="ops.jane",  # type: ignore[attr-defined]
                          force_reason="second envelope", transport=counting)
         assert found.status == "pending_handoff", found.error
+        assert found.isa13 not in (first.isa13, resent.isa13)
         assert counting.placed == 0 and len(list(_outbox(ws).iterdir())) == 3
         (third,) = ledger.pending_handoffs(feed_id=ref.feed_id)
-        assert str(third.remote_path).endswith(resend_name(str(first.file_name), 2))
-        statuses = [o.status for o in ledger.delivery_outcomes(delivery_ids=[pending.delivery_id])]
-        assert statuses == [PENDING_HANDOFF, HANDED_OFF, "forced_resend", PENDING_HANDOFF, HANDED_OFF,
-                            "forced_resend", PENDING_HANDOFF]
-        assert len(ledger.audit_events(action="forced_resend")) == 2
+        assert third.replaces_delivery_id == again.delivery_id
+        assert str(third.remote_path).endswith(str(found.file_name))
+        statuses = {d.delivery_id: [o.status for o in ledger.delivery_outcomes(delivery_ids=[d.delivery_id])]
+                    for d in ledger.deliveries(feed_id=ref.feed_id)}
+        assert statuses == {pending.delivery_id: [PENDING_HANDOFF, HANDED_OFF],
+                            again.delivery_id: ["forced_resend", PENDING_HANDOFF, HANDED_OFF],
+                            third.delivery_id: [PENDING_HANDOFF]}
+        # Every attempt a person forced is audited: the first resend, the cut-off one and its rerun.
+        assert len(ledger.audit_events(action="forced_resend")) == 3
         assert ledger.verify_chain().ok
     finally:
         ledger.close()

@@ -164,7 +164,9 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
         lines.append(DeliveryLine(
             delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
             carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
-            status=d.status, attempts=len(seen), failures=sum(o.status == "failed" for o in seen),
+            # A rename_sent row marks the rename request inside an attempt; it is not an attempt itself.
+            status=d.status, attempts=sum(o.status != "rename_sent" for o in seen),
+            failures=sum(o.status == "failed" for o in seen),
             members=d.member_counts.get("members"), maintenance=_maintenance(d.member_counts), isa13=d.isa13,
             file_name=d.file_name,
             transport=d.transport, payload_sha256=d.payload_sha256, ciphertext_sha256=d.ciphertext_sha256,

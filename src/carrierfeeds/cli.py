@@ -118,8 +118,10 @@ def run(
                                                                       "although it was processed before")] = False,
     day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today "
                                                              "in the feed's time zone")] = None,
-    force_resend: Annotated[str | None, typer.Option(help="send again although already delivered; "
-                                                         "the reason is audited")] = None,
+    force_resend: Annotated[str | None, typer.Option(help="send again although already delivered, as a new "
+                                                         "transmission under new control numbers (a failed "
+                                                         "resend, retried, keeps its own); the reason is "
+                                                         "audited")] = None,
     full_file: Annotated[bool, typer.Option("--full-file", help="changes-mode feeds: send the full audit "
                                                                  "file (INS03 030) this time")] = False,
     actor: Annotated[str, typer.Option(help="who runs this, for the ledger")] = "cli",

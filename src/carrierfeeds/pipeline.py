@@ -464,13 +464,18 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
     return {"run_id": ctx.run_id, **counts}
 
 
-def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
-    """Map the accepted census through the carrier mapping and render the 834 into the run folder."""
+def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None) -> dict[str, Any]:
+    """Map the accepted census through the carrier mapping and render the 834 into the run folder.
+
+    With ``resend_reason`` (a person's forced resend) and the run's newest file already with the
+    recipient, the file is rendered under new control numbers from the ledger (``Ledger.allocate_resend``),
+    after checking that the census still renders, under the replaced file's numbers, exactly the file
+    that was delivered: a resend sends the same members again, never a changed census. A resend that has
+    not reached the recipient keeps its numbers, so its retry renders the same bytes. A flat file carries
+    no control number in its content; its resend stays the delivered bytes under a ``_resend<n>`` name.
+    """
     from carrierfeeds.census.accepted import read_accepted
-    from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
-    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
-    from carrierfeeds.x12.render import render_834
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
     with _stage(ctx, "build") as detail:
@@ -492,52 +497,108 @@ def build(ctx: RunContext, *, full_file: bool = False) -> dict[str, Any]:
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
-        control = ControlNumbers(isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02)
-        header = TransactionHeader(
-            ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
-            sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
-            payer=mapping.payer, action=action, group_number=mapping.group_number)
-        flat_state: dict[str, Any] = {}
-        if feed.output.format == "pdf":
-            # Imported here: reportlab costs ~0.3 s to import, which an X12 or flat-file build never needs.
-            from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
-
-            # The same members and changes, printable, for a carrier that takes no electronic files.
-            control_id = f"{interchange.isa13:09d}"
-            file_name = fallback_file_name(feed, ctx.ref.interval_start, control_id)
-            doc = write_fallback_pdf(enrollment, ctx.run_dir / file_name, feed=feed,
-                                     interval_start=ctx.ref.interval_start, control_id=control_id,
-                                     created=interchange.created_at)
-            payload_sha256, size = doc.sha256, doc.size
-        elif feed.output.format == "flatfile":
-            # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
-            from carrierfeeds.flatfile import flatfile_name, layout_for, render_flatfile
-
-            layout = layout_for(mapping)
-            file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
-                                      day=ctx.ref.interval_start, sender=mapping.envelope.sender_id,
-                                      receiver=mapping.envelope.receiver_id)
-            payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name, render_flatfile(enrollment, layout))
-            flat_state["flatfile_records"] = len(enrollment.table)
-        else:
-            file_name = mapping.file_name.format(
-                sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
-                isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"),
-                feed=feed.feed_id)
-            payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name,
-                                               render_834(enrollment, header, control, Delimiters()))
+        if resend_reason and feed.output.format != "flatfile":
+            # Checked before numbers are minted, so a refused resend uses none.
+            sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
+            checked = sent.delivery_id if sent is not None and sent.status in ON_RECIPIENTS_SIDE else None
+            if checked is not None:
+                _require_same_members(ctx, enrollment, action, checked)
+            resend = ctx.ledger.allocate_resend(
+                run_id=ctx.run_id, sender_id=mapping.envelope.sender_id, receiver_id=mapping.envelope.receiver_id,
+                actor=ctx.actor, reason=resend_reason, now=ctx.now())
+            if resend is not None:
+                if resend.replaces_delivery_id != checked:
+                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id)
+                interchange = resend
+        file_name, payload_sha256, size, flat_state = _render(ctx, enrollment, action, interchange)
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
                                                              enrollment.excluded.items()}, **change_counts,
                   # The character rule's normalisations, by rule (never by value).
                   **{f"normalised_{k}": v for k, v in enrollment.normalised.items()}}
-        if feed.output.format == "pdf":
-            ctx.keep(ctx.run_dir / file_name)  # the 834 and the flat file were kept as they were written
-        detail.update(counts, isa13=control.isa13, payload_sha256=payload_sha256, bytes=size,
-                      file_name=file_name)
+        detail.update(counts, isa13=interchange.isa13, payload_sha256=payload_sha256, bytes=size,
+                      file_name=file_name,
+                      **({"resend": interchange.resend, "replaces_delivery_id": interchange.replaces_delivery_id}
+                         if interchange.resend else {}))
         ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
-                       isa13=control.isa13, gs06=control.gs06, st02=control.st02, counts=counts, **flat_state)
-    return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": control.isa13}
+                       isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02, counts=counts,
+                       resend=interchange.resend, replaces_delivery_id=interchange.replaces_delivery_id,
+                       resend_reason=resend_reason if interchange.resend else None, **flat_state)
+    return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
+
+
+def _render(ctx: RunContext, enrollment: Any, action: str, interchange: Any, *,
+            keep: bool = True) -> tuple[str, str, int, dict[str, Any]]:
+    """Render the feed's file under ``interchange``'s control numbers and allocation time: its name,
+    sha256, size and any state it adds. Kept (run folder and staging store) unless ``keep`` is False,
+    when only its hash is wanted (a flat file is always kept: its content carries no control number)."""
+    from carrierfeeds.config import Party
+    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
+    from carrierfeeds.x12.render import render_834
+
+    feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
+    flat_state: dict[str, Any] = {}
+    if feed.output.format == "pdf":
+        # Imported here: reportlab costs ~0.3 s to import, which an X12 or flat-file build never needs.
+        from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
+
+        # The same members and changes, printable, for a carrier that takes no electronic files.
+        control_id = f"{interchange.isa13:09d}"
+        file_name = fallback_file_name(feed, ctx.ref.interval_start, control_id)
+        out = ctx.run_dir / (file_name if keep else f".check.{file_name}")
+        doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=ctx.ref.interval_start,
+                                 control_id=control_id, created=interchange.created_at)
+        if keep:
+            ctx.keep(out)  # the 834 and the flat file are kept as they are written
+        else:
+            out.unlink()
+        return file_name, doc.sha256, doc.size, flat_state
+    if feed.output.format == "flatfile":
+        # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
+        from carrierfeeds.flatfile import flatfile_name, layout_for, render_flatfile
+
+        layout = layout_for(mapping)
+        file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
+                                  day=ctx.ref.interval_start, sender=mapping.envelope.sender_id,
+                                  receiver=mapping.envelope.receiver_id)
+        payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name, render_flatfile(enrollment, layout))
+        flat_state["flatfile_records"] = len(enrollment.table)
+        return file_name, payload_sha256, size, flat_state
+    control = ControlNumbers(isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02)
+    header = TransactionHeader(
+        ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
+        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+        payer=mapping.payer, action=action, group_number=mapping.group_number)
+    file_name = mapping.file_name.format(
+        sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
+        isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"), feed=feed.feed_id)
+    chunks = render_834(enrollment, header, control, Delimiters())
+    if keep:
+        payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name, chunks)
+        return file_name, payload_sha256, size, flat_state
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return file_name, digest.hexdigest(), size, flat_state
+
+
+def _require_same_members(ctx: RunContext, enrollment: Any, action: str, replaces: str | None) -> None:
+    """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
+    it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
+    replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
+    earlier = next((x for x in ctx.ledger.transmissions(ctx.run_id) if replaced is not None
+                    and x.isa13 == replaced.isa13), None)
+    if replaced is None or earlier is None:
+        raise Refused("the delivery a forced resend replaces is not in the ledger",
+                      details={"delivery_id": replaces})
+    _, payload_sha256, _, _ = _render(ctx, enrollment, action, earlier, keep=False)
+    if payload_sha256 != replaced.payload_sha256:
+        raise Refused(
+            f"a forced resend sends the delivered members again under new control numbers, but the census, "
+            f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
+            f"(interchange {replaced.isa13}); a changed census belongs to the next interval",
+            details={"delivery_id": replaced.delivery_id, "isa13": replaced.isa13})
 
 
 def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
@@ -908,31 +969,45 @@ def make_transport(ctx: RunContext) -> Any:
 
 
 def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str | None = None) -> dict[str, Any]:
-    """Send the ciphertext exactly once: intent row, upload (atomic on the far side), outcome row."""
+    """Send the ciphertext exactly once: intent row, upload (atomic on the far side), outcome row.
+
+    One delivery of a run at a time: the stage holds the run's delivery lock (``Ledger.delivery_lock``)
+    from its first look at the ledger to its outcome row, so a second worker (or a CLI rerun beside
+    Airflow) waits, then finds the file delivered and sends nothing. A forced resend built by
+    ``build(resend_reason=...)`` is a delivery of its own: its own control numbers and name, outcome
+    ``forced_resend`` with the person's reason, linked in the ledger to the delivery it replaces.
+    """
     feed = ctx.bundle.feed
-    with _stage(ctx, "deliver") as detail:
+    with _stage(ctx, "deliver") as detail, ctx.ledger.delivery_lock(ctx.feed_id, ctx.ref.interval_start):
         state = ctx.state()
+        resend = int(state.get("resend") or 0)
         existing = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
                                             payload_sha256=state["payload_sha256"])
-        other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
-        if other is not None and other.payload_sha256 != state["payload_sha256"] and \
-                other.status in ON_RECIPIENTS_SIDE:
-            raise Refused(
-                f"a different file (interchange {other.isa13}) was already delivered for "
-                f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
-                details={"delivery_id": other.delivery_id, "isa13": other.isa13})
         if existing is not None and existing.status == "forced_resend" and feed.delivery.kind == "manual":
             # A manual resend always ends pending a person; this one was cut off between its two rows.
             _record_pending_handoff(ctx, existing.delivery_id, existing.size, existing.remote_path,
                                     "forced resend placed in the outbox; the hand-off row was interrupted")
-        if existing is not None and existing.status in ON_RECIPIENTS_SIDE \
-                and not force_reason:
-            # A retry, a rerun or an Airflow clear of a delivered interval: nothing is sent twice.
+        same_bytes_again = bool(force_reason) and not resend and existing is not None and \
+            existing.status in ON_RECIPIENTS_SIDE
+        if existing is not None and same_bytes_again and feed.output.format != "flatfile":
+            # Fail closed: new control numbers come from the build stage, never from here.
+            raise PermanentError("a forced resend goes out under new control numbers: build it with the "
+                                 "resend reason first", details={"delivery_id": existing.delivery_id})
+        if existing is not None and existing.status in ON_RECIPIENTS_SIDE and not same_bytes_again:
+            # A retry, a rerun, a second worker or an Airflow clear of a delivered file: nothing is sent twice.
             detail.update(already_delivered=True, delivery_id=existing.delivery_id)
             ctx.save_state(delivered=True, already_delivered=True, remote_path=existing.remote_path)
             log.info("feed %s interval %s: interchange %s already delivered; not sending again",
                      ctx.feed_id, ctx.ref.interval_start, existing.isa13)
             return {"run_id": ctx.run_id, "already_delivered": True}
+        other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
+        # A resend's payload differs from the file it replaces by its envelope only (checked by build).
+        if not resend and other is not None and other.payload_sha256 != state["payload_sha256"] and \
+                other.status in ON_RECIPIENTS_SIDE:
+            raise Refused(
+                f"a different file (interchange {other.isa13}) was already delivered for "
+                f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
+                details={"delivery_id": other.delivery_id, "isa13": other.isa13})
         expected = recorded_ciphertext(ctx, state)
         cipher = ctx.fetch(state["cipher_name"])  # its name checked before any row is written
         counts = state["counts"]
@@ -948,30 +1023,57 @@ def deliver(ctx: RunContext, *, transport: Any | None = None, force_reason: str 
                               if "transaction_sets" in state else {})},
             transport=feed.delivery.kind, now=ctx.now())
         transport = transport or make_transport(ctx)
-        if force_reason and existing is not None and existing.status in ON_RECIPIENTS_SIDE:
-            return _force_resend(ctx, intent, transport, cipher, force_reason, detail)
+        if same_bytes_again:
+            return _force_resend(ctx, intent, transport, cipher, str(force_reason), detail)
         remote_name = intent.file_name
+        reason = state.get("resend_reason") or force_reason
+        audit = {"isa13": intent.isa13, "remote_name": remote_name,
+                 "replaces_delivery_id": state.get("replaces_delivery_id")}
+        if resend:
+            ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
+                             object_id=intent.delivery_id, reason=reason, now=ctx.now(), detail=audit)
         try:
             # One connection for the look and the upload where the transport can keep one open.
             with getattr(transport, "connected", nullcontext)():
                 # A crash between the rename on the far side and our outcome row leaves the file there.
                 found = transport.stat(remote_name)
                 if found is not None:
-                    return _reconcile(ctx, intent, existing, found, detail)
-                receipt = transport.deliver(cipher, remote_name, expect_sha256=expected)
+                    return _reconcile(ctx, intent, existing, found, detail, transport)
+                collected = _renamed_and_collected(ctx, transport, intent) if existing is not None else None
+                if collected is not None:
+                    return _record_collected(ctx, intent, detail, reason if resend else None, collected)
+                receipt = transport.deliver(cipher, remote_name, expect_sha256=expected,
+                                             **_rename_marker(ctx, transport, intent))
         except CarrierFeedsError as exc:
+            # The ciphertext this attempt sent (or meant to): a later attempt that finds it renamed into
+            # place recognises it by this hash (see _require_ours).
             ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
+                                               ciphertext_sha256=state["ciphertext_sha256"],
                                                error_code=exc.code, message=exc.message[:500])
+            if resend:
+                ctx.ledger.audit(actor=ctx.actor, action="forced_resend_failed", object_type="delivery",
+                                 object_id=intent.delivery_id, reason=reason, now=ctx.now(),
+                                 detail={**audit, "error_code": exc.code})
             raise
-        outcome = "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
+        outcome = "forced_resend" if resend else "pending_handoff" if feed.delivery.kind == "manual" else "delivered"
+        # Renamed into place, then gone before a lost connection let us look again: the carrier's now.
+        unverified = None if getattr(receipt, "verified", True) else \
+            "renamed into place and collected by the carrier at once; delivered, not re-verified"
         ctx.ledger.record_delivery_outcome(
             intent.delivery_id, status=outcome, now=ctx.now(),
             ciphertext_sha256=expected, size=receipt.size, remote_path=receipt.remote_path,
-            host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor)
+            host_key_fingerprint=receipt.host_key_fingerprint, actor=ctx.actor,
+            reason=reason if resend else None, message=unverified)
+        if resend and feed.delivery.kind == "manual":
+            # In the outbox is not with the recipient: the resend waits for a person, like the first copy.
+            _record_pending_handoff(ctx, intent.delivery_id, receipt.size, receipt.remote_path,
+                                    "forced resend placed in the outbox; waiting for a person")
         detail.update(bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
-                      host_key_fingerprint=receipt.host_key_fingerprint)
+                      host_key_fingerprint=receipt.host_key_fingerprint,
+                      **({"forced": True, "resend": resend} if resend else {}),
+                      **({"verified": False} if unverified else {}))
         ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
-    return {"run_id": ctx.run_id, "bytes": receipt.size}
+    return {"run_id": ctx.run_id, "bytes": receipt.size, **({"forced": True} if resend else {})}
 
 
 def recorded_ciphertext(ctx: RunContext, state: dict[str, Any]) -> str:
@@ -1001,9 +1103,11 @@ def resend_name(file_name: str, number: int) -> str:
 
 def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, reason: str,
                   detail: dict[str, Any]) -> dict[str, Any]:
-    """Send a delivered file again because a person said why: the same ciphertext (same ISA13) under the
-    next ``_resend<n>`` name. The carrier may have moved, renamed or deleted the first copy, and a final
-    name is never overwritten, so the resend never depends on what is left under the first name.
+    """Send a delivered flat file again because a person said why: the same ciphertext under the next
+    ``_resend<n>`` name (a flat file carries no control number in its content, so new numbers would not
+    make it a new file; an 834 or PDF resend is built under new control numbers instead, see ``build``).
+    The carrier may have moved, renamed or deleted the first copy, and a final name is never overwritten,
+    so the resend never depends on what is left under the first name.
 
     Only this code writes ``_resend<n>`` names, so one already there is this resend, interrupted after
     its rename: recorded, not sent twice. A failure leaves the delivery's recorded status alone (the
@@ -1016,9 +1120,7 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
     try:
         found = transport.stat(remote_name)
         if found is not None:
-            if found.size != state.get("cipher_bytes"):
-                raise PermanentError(f"{remote_name} exists on the carrier's side with a different size",
-                                     details={"delivery_id": intent.delivery_id, "bytes": found.size})
+            _require_ours(ctx, transport, intent, found)
             ctx.ledger.record_delivery_outcome(
                 intent.delivery_id, status="forced_resend", now=ctx.now(), size=found.size,
                 remote_path=found.name, actor=ctx.actor, reason=reason,
@@ -1051,15 +1153,60 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
     return {"run_id": ctx.run_id, "bytes": receipt.size, "forced": True}
 
 
-def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any]) -> dict[str, Any]:
+def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, Any]:
+    """``before_rename`` for a transport that takes it: the ledger row ``rename_sent``, written just
+    before each rename request, so that a later attempt finding neither name knows where the file went."""
+    import inspect
+
+    if "before_rename" not in inspect.signature(transport.deliver).parameters:
+        return {}
+    cipher_sha256 = ctx.state()["ciphertext_sha256"]
+
+    def marker() -> None:
+        ctx.ledger.record_delivery_outcome(intent.delivery_id, status="rename_sent", now=ctx.now(),
+                                           ciphertext_sha256=cipher_sha256, actor=ctx.actor)
+
+    return {"before_rename": marker}
+
+
+def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> str | None:
+    """An earlier attempt asked for the rename (``rename_sent``) and neither the final nor the temp name is
+    on the server: the rename happened and the carrier took the file; the ciphertext hash that attempt
+    recorded. None otherwise: a temp file still there means the rename did not happen, and the upload is
+    simply done again."""
+    temp_exists = getattr(transport, "temp_exists", None)
+    if temp_exists is None:
+        return None
+    asked = [o for o in ctx.ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]) if o.status == "rename_sent"]
+    if not asked or temp_exists(intent.file_name):
+        return None
+    return str(asked[-1].ciphertext_sha256)
+
+
+def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reason: str | None,
+                      ciphertext_sha256: str) -> dict[str, Any]:
+    """The file an earlier attempt renamed into place is with the carrier: delivered, not re-verified."""
+    outcome = "forced_resend" if reason else "delivered"
+    ctx.ledger.record_delivery_outcome(
+        intent.delivery_id, status=outcome, now=ctx.now(), ciphertext_sha256=ciphertext_sha256,
+        actor=ctx.actor, reason=reason,
+        message="renamed into place by an earlier attempt and collected by the carrier before it could be "
+                "looked at again; delivered, not re-verified")
+    log.warning("feed %s interval %s: %s was renamed into place by an earlier attempt and is gone (collected); "
+                "recorded as delivered, not re-verified, not sent again", ctx.feed_id, ctx.ref.interval_start,
+                intent.file_name)
+    detail.update(verified=False, collected=True)
+    ctx.save_state(remote_path=intent.file_name, delivered=True, already_delivered=False)
+    return {"run_id": ctx.run_id, "collected": True}
+
+
+def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any],
+               transport: Any) -> dict[str, Any]:
     """The final name is already on the carrier's side: ours from an interrupted run, or a conflict."""
-    if existing is None or existing.status not in ("pending", "failed"):
+    if existing is None or existing.status not in ("pending", "failed", "rename_sent"):
         raise PermanentError(f"{intent.file_name} already exists on the carrier's side and the ledger has no "
                              "unfinished delivery for it", details={"delivery_id": intent.delivery_id})
-    expected = ctx.state().get("cipher_bytes")
-    if expected is not None and found.size != expected:
-        raise PermanentError(f"{intent.file_name} exists on the carrier's side with a different size",
-                             details={"delivery_id": intent.delivery_id, "bytes": found.size})
+    remote_sha256 = _require_ours(ctx, transport, intent, found)
     if ctx.bundle.feed.delivery.kind == "manual":
         # Found in our own outbox means placed, not handed over: it stays on the hand-off list.
         _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
@@ -1067,10 +1214,36 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
     else:
         ctx.ledger.record_delivery_outcome(intent.delivery_id, status="reconciled", now=ctx.now(),
                                            size=found.size, remote_path=found.name,
-                                           message="found on the carrier's side after an interrupted run")
+                                           ciphertext_sha256=remote_sha256,
+                                           message="found on the carrier's side after an interrupted run "
+                                                   "(size and sha256 checked)")
     detail.update(reconciled=True, bytes=found.size)
     ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
     return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
+
+
+def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> str:
+    """A file found under our name is taken as ours only when its size and its SHA-256 are those of the
+    ciphertext this run sent (or an earlier attempt recorded for this delivery); a foreign file of the same
+    size is refused (RemoteFileExists: recorded as a failed attempt, alerted, never overwritten)."""
+    state = ctx.state()
+    ours = {state.get("ciphertext_sha256")} | {o.ciphertext_sha256 for o in ctx.ledger.delivery_outcomes(
+        delivery_ids=[intent.delivery_id])}
+    ours.discard(None)
+    hashing = getattr(transport, "sha256", None)
+    remote: str | None = hashing(found.name) if hashing is not None else None
+    if remote is not None and remote in ours:
+        return remote
+    if state.get("cipher_bytes") not in (None, found.size):
+        raise PermanentError(f"{found.name} exists on the carrier's side with a different size",
+                             details={"delivery_id": intent.delivery_id, "bytes": found.size})
+    from carrierfeeds.transport.base import RemoteFileExists
+
+    raise RemoteFileExists(
+        f"{found.name} exists on the carrier's side but is not the file this run sent "
+        f"({'its sha256 differs' if remote is not None else 'its content could not be checked'}); "
+        "not taken as delivered, not overwritten",
+        details={"delivery_id": intent.delivery_id, "bytes": found.size, "remote_sha256": remote})
 
 
 def _record_pending_handoff(ctx: RunContext, delivery_id: str, size: int | None, remote_path: str | None,
@@ -1167,7 +1340,7 @@ def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
     try:
         stage_census(ctx, census_path, force=force_census)
         validate(ctx)
-        build(ctx, full_file=full_file)
+        build(ctx, full_file=full_file, resend_reason=force_reason)
         conformance(ctx)
         encrypt(ctx)
         deliver(ctx, transport=transport, force_reason=force_reason)

@@ -253,3 +253,28 @@ acknowledgments = sa.Table(
 )
 
 AUDIT_TABLES.update({"acknowledgments": (acknowledgments, "id")})
+
+
+# ------------------------------------------------------------------------------ forced resends (0004)
+# A forced resend is a new transmission: its own ISA13/GS06/ST02 (from the pair's counter, like a run's
+# first numbers in ``interchanges``), numbered 1, 2, ... within the run, naming the delivery it replaces.
+# Its delivery row is the one of the same run carrying these control numbers.
+resends = sa.Table(
+    "resends", metadata,
+    sa.Column("resend_id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False, index=True),
+    sa.Column("number", sa.Integer(), nullable=False),
+    sa.Column("replaces_delivery_id", sa.String(32), sa.ForeignKey("deliveries.delivery_id"), nullable=False),
+    sa.Column("sender_id", sa.String(64), nullable=False),
+    sa.Column("receiver_id", sa.String(64), nullable=False),
+    sa.Column("isa13", sa.Integer(), nullable=False),
+    sa.Column("gs06", sa.Integer(), nullable=False),
+    sa.Column("st02", sa.Integer(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+    sa.UniqueConstraint("run_id", "number"),
+)
+
+AUDIT_TABLES.update({"resends": (resends, "resend_id")})

@@ -23,10 +23,15 @@ RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "fai
                           "pending_handoff", "nothing_to_send", "no_new_census"})
 STAGE_STATUSES = frozenset({"started", "succeeded", "failed", "skipped"})
 #: ``pending_handoff``: placed in the manual outbox; ``handed_off``: a person confirmed handing it over.
+#: ``rename_sent``: the upload is complete under its temp name and the rename into place is being asked
+#: for (written just before it): a later attempt that finds neither name knows the carrier took the file.
 OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend", "pending_handoff",
-                              "handed_off"})
+                              "handed_off", "rename_sent"})
 #: Outcome statuses meaning the file is on the recipient's side.
 DELIVERED_STATUSES = frozenset({"delivered", "reconciled", "forced_resend", "handed_off"})
+#: Outcome statuses after which the file is with the recipient or in the hand-off outbox: never sent again
+#: unless a person forces a resend.
+SENT_STATUSES = DELIVERED_STATUSES | {"pending_handoff"}
 ISA13_MAX = 999_999_999
 
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
@@ -160,12 +165,18 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Interchange:
-    """The control numbers of a run's one file: ISA13, GS06 and ST02, and when they were allocated."""
+    """The control numbers of one file of a run: ISA13, GS06 and ST02, and when they were allocated.
+
+    ``resend`` is 0 for the run's first file, n for its n-th forced resend, which names the delivery it
+    replaces (``replaces_delivery_id``).
+    """
 
     isa13: int
     gs06: int
     st02: int
     created_at: datetime
+    resend: int = 0
+    replaces_delivery_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,8 @@ class DeliveryRecord:
     host_key_fingerprint: str | None
     created_at: datetime
     updated_at: datetime
+    #: A forced resend's delivery names the delivery it replaces (ledger table ``resends``).
+    replaces_delivery_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,21 @@
 Each write runs in one transaction that first locks the chain head (``SELECT ... FOR UPDATE`` on
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so chain appends, control-number allocation and the
 check-then-insert idempotency of ``start_run``/``record_delivery_intent`` are serialised across threads
-and processes, and the chain can never fork. Unique constraints back that up.
+and processes, and the chain can never fork. Unique constraints back that up. A run's delivery, which
+spans an upload, is serialised by a lock of its own (``delivery_lock``) that never holds the chain lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import heapq
 import itertools
 import json
 import logging
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +46,7 @@ from carrierfeeds.ledger.records import (
     ISA13_MAX,
     OUTCOME_STATUSES,
     RUN_STATUSES,
+    SENT_STATUSES,
     STAGE_STATUSES,
     DeliveryRecord,
     Interchange,
@@ -60,6 +66,14 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it only has to be the same for every process upgrading the same database.
 _UPGRADE_LOCK_KEY = 0x63666C6564676572  # "cfledger"
+#: Byte-range locks taken in one SQLite ledger's delivery lock file: a run's key modulo this (two runs
+#: sharing a byte only wait for each other).
+_SQLITE_LOCK_RANGE = 1 << 40
+#: In-process locks of the SQLite delivery lock (POSIX record locks do not exclude threads of one process),
+#: striped so that their number stays bounded however many runs a process delivers.
+_THREAD_LOCK_STRIPES = 256
+_THREAD_LOCKS: dict[tuple[str, int], threading.RLock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 def _aware(name: str, value: datetime) -> datetime:
@@ -277,7 +291,7 @@ class Ledger:
         check_token("sender_id", sender_id, limit=64)
         check_token("receiver_id", receiver_id, limit=64)
         _aware("now", now)
-        t, c = m.interchanges, m.control_counters
+        t = m.interchanges
         with self._write() as tx:
             _require_run(tx.conn, run_id)
             found = tx.conn.execute(sa.select(t).where(t.c.run_id == run_id)).one_or_none()
@@ -286,18 +300,108 @@ class Ledger:
                     raise LedgerError("run already has control numbers for another sender/receiver pair",
                                       details={"run_id": run_id, "isa13": found.isa13})
                 return Interchange(found.isa13, found.gs06, found.st02, found.created_at)
-            pair = (c.c.sender_id == sender_id, c.c.receiver_id == receiver_id)
-            if tx.conn.execute(sa.select(c.c.last_control).where(*pair)).scalar_one_or_none() is None:
-                tx.conn.execute(sa.insert(c).values(sender_id=sender_id, receiver_id=receiver_id,
-                                                    last_control=0, updated_at=now))
-            tx.conn.execute(sa.update(c).where(*pair).values(
-                last_control=sa.case((c.c.last_control >= ISA13_MAX, 1), else_=c.c.last_control + 1),
-                updated_at=now))
-            number = int(tx.conn.execute(sa.select(c.c.last_control).where(*pair)).scalar_one())
+            number = _next_control(tx.conn, sender_id, receiver_id, now)
             tx.append(t, {"run_id": run_id, "sender_id": sender_id, "receiver_id": receiver_id,
                           "isa13": number, "gs06": number, "st02": number, "created_at": now})
         log.info("run %s: control number %09d allocated", run_id, number)
         return Interchange(number, number, number, _utc(now))
+
+    def allocate_resend(self, *, run_id: str, sender_id: str, receiver_id: str, actor: str, reason: str,
+                        now: datetime) -> Interchange | None:
+        """The control numbers a forced resend of the run goes out under, decided by the run's newest
+        file (its first, or its newest resend), in one transaction with the chain lock:
+
+        - that file reached the recipient (a delivery of the run with its ISA13 whose latest outcome
+          is delivered, reconciled, forced_resend, pending_handoff or handed_off): new numbers from
+          the pair's counter, recorded with the delivery they replace, the actor and the reason;
+        - it is a resend that has not: its own numbers again (a retry of that resend mints nothing);
+        - it is the run's first file, not delivered yet: None (nothing to resend; deliver it).
+
+        ``created_at`` is when the numbers were allocated: the resend's envelope date and time.
+        """
+        check_token("sender_id", sender_id, limit=64)
+        check_token("receiver_id", receiver_id, limit=64)
+        check_token("actor", actor, limit=128)
+        if not reason or not reason.strip():
+            raise LedgerError("a forced resend needs a reason", details={"run_id": run_id})
+        check_text("reason", reason)
+        _aware("now", now)
+        r = m.resends
+        with self._write() as tx:
+            _require_run(tx.conn, run_id)
+            sent = _transmissions(tx.conn, run_id)
+            if not sent:
+                raise LedgerError("the run has no control numbers to resend", details={"run_id": run_id})
+            newest = sent[-1]
+            if (newest.sender_id, newest.receiver_id) != (sender_id, receiver_id):
+                raise LedgerError("run has control numbers for another sender/receiver pair",
+                                  details={"run_id": run_id, "isa13": newest.interchange.isa13})
+            d = m.deliveries
+            found = _fold_deliveries(tx.conn, sa.and_(d.c.run_id == run_id, d.c.isa13 == newest.interchange.isa13))
+            reached = [x for x in found if x.status in SENT_STATUSES]
+            if not reached:
+                return newest.interchange if newest.interchange.resend else None
+            number = _next_control(tx.conn, sender_id, receiver_id, now)
+            resend = newest.interchange.resend + 1
+            tx.append(r, {"resend_id": uuid.uuid4().hex, "run_id": run_id, "number": resend,
+                          "replaces_delivery_id": reached[-1].delivery_id, "sender_id": sender_id,
+                          "receiver_id": receiver_id, "isa13": number, "gs06": number, "st02": number,
+                          "actor": actor, "reason": reason, "created_at": now})
+        log.info("run %s: forced resend %d gets control number %09d (replaces delivery %s)", run_id, resend,
+                 number, reached[-1].delivery_id)
+        return Interchange(number, number, number, _utc(now), resend=resend,
+                           replaces_delivery_id=reached[-1].delivery_id)
+
+    def transmissions(self, run_id: str) -> list[Interchange]:
+        """The control numbers of every file of the run: its first, then each forced resend in order."""
+        with self._read() as conn:
+            return [x.interchange for x in _transmissions(conn, run_id)]
+
+    @contextmanager
+    def delivery_lock(self, feed_id: str, interval_start: date) -> Iterator[None]:
+        """Hold the delivery lock of the run of (feed, interval): one delivery of it at a time, across
+        threads and processes (and machines, on PostgreSQL). Blocks until it is free.
+
+        PostgreSQL: a session advisory lock on a connection of its own, so the delivery's own ledger
+        writes (other connections, short transactions) go on while it is held, and the server frees it
+        if this process dies. SQLite: a POSIX record lock on a file beside the database (freed by the
+        kernel if the process dies) plus an in-process lock; SQLite's own write lock cannot be held
+        across an upload without stopping every other ledger writer.
+        """
+        check_token("feed_id", feed_id, limit=128)
+        _day("interval_start", interval_start)
+        digest = hashlib.sha256(f"carrierfeeds-delivery|{feed_id}|{interval_start.isoformat()}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    try:
+                        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    except sa.exc.DBAPIError:
+                        # The session is gone, and its lock with it; never reuse the connection.
+                        conn.invalidate()
+            return
+        database = self._engine.url.database
+        offset = key % _SQLITE_LOCK_RANGE
+        with _THREAD_LOCKS_GUARD:
+            local = _THREAD_LOCKS.setdefault((str(database), offset % _THREAD_LOCK_STRIPES), threading.RLock())
+        with local:
+            if not database or database == ":memory:":
+                yield
+                return
+            fd = os.open(f"{database}.delivery-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+                try:
+                    yield
+                finally:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            finally:
+                os.close(fd)
 
     # ------------------------------------------------------------------------------ deliveries
     def record_delivery_intent(self, *, run_id: str, feed_id: str, interval_start: date,
@@ -323,11 +427,11 @@ class Ledger:
                 t.c.payload_sha256 == payload_sha256)).scalar_one_or_none()
             if existing is None:
                 _require_run(tx.conn, run_id)
-                ic = tx.conn.execute(sa.select(m.interchanges).where(m.interchanges.c.run_id == run_id)
-                                     ).one_or_none()
-                if ic is not None and (ic.isa13, ic.gs06, ic.st02) != (isa13, gs06, st02):
+                allocated = [(x.interchange.isa13, x.interchange.gs06, x.interchange.st02)
+                             for x in _transmissions(tx.conn, run_id)]
+                if allocated and (isa13, gs06, st02) not in allocated:
                     raise LedgerError("control numbers differ from those allocated to the run",
-                                      details={"run_id": run_id, "isa13": ic.isa13})
+                                      details={"run_id": run_id, "isa13": allocated[0][0]})
                 existing = uuid.uuid4().hex
                 tx.append(t, {"delivery_id": existing, "run_id": run_id, "feed_id": feed_id,
                               "interval_start": interval_start, "payload_sha256": payload_sha256,
@@ -826,6 +930,39 @@ def _require_run(conn: Connection, run_id: str) -> int:
     return attempt
 
 
+def _next_control(conn: Connection, sender_id: str, receiver_id: str, now: datetime) -> int:
+    """The pair's next control number (1..999999999, then 1 again); call under the chain lock."""
+    c = m.control_counters
+    pair = (c.c.sender_id == sender_id, c.c.receiver_id == receiver_id)
+    if conn.execute(sa.select(c.c.last_control).where(*pair)).scalar_one_or_none() is None:
+        conn.execute(sa.insert(c).values(sender_id=sender_id, receiver_id=receiver_id, last_control=0,
+                                         updated_at=now))
+    conn.execute(sa.update(c).where(*pair).values(
+        last_control=sa.case((c.c.last_control >= ISA13_MAX, 1), else_=c.c.last_control + 1), updated_at=now))
+    return int(conn.execute(sa.select(c.c.last_control).where(*pair)).scalar_one())
+
+
+@dataclass(frozen=True)
+class _Sent:
+    interchange: Interchange
+    sender_id: str
+    receiver_id: str
+
+
+def _transmissions(conn: Connection, run_id: str) -> list[_Sent]:
+    """The run's first control numbers, then each resend's, oldest first."""
+    t, r = m.interchanges, m.resends
+    first = conn.execute(sa.select(t).where(t.c.run_id == run_id)).one_or_none()
+    if first is None:
+        return []
+    out = [_Sent(Interchange(first.isa13, first.gs06, first.st02, first.created_at), first.sender_id,
+                 first.receiver_id)]
+    for x in conn.execute(sa.select(r).where(r.c.run_id == run_id).order_by(r.c.number)):
+        out.append(_Sent(Interchange(x.isa13, x.gs06, x.st02, x.created_at, resend=x.number,
+                                     replaces_delivery_id=x.replaces_delivery_id), x.sender_id, x.receiver_id))
+    return out
+
+
 def _run_record(conn: Connection, run_id: str) -> RunRecord | None:
     run = conn.execute(sa.select(m.runs).where(m.runs.c.run_id == run_id)).one_or_none()
     if run is None:
@@ -850,6 +987,10 @@ def _fold_deliveries(conn: Connection, where: sa.ColumnElement[bool]) -> list[De
     for row in conn.execute(sa.select(o).where(o.c.delivery_id.in_(sa.select(d.c.delivery_id).where(where)))
                             .order_by(o.c.seq)):
         outcomes.setdefault(row.delivery_id, []).append(row)
+    r = m.resends
+    replaced = {(x.run_id, x.isa13): x.replaces_delivery_id for x in conn.execute(
+        sa.select(r.c.run_id, r.c.isa13, r.c.replaces_delivery_id)
+        .where(r.c.run_id.in_(sa.select(d.c.run_id).where(where))))}
     out = []
     for i in intents:
         seen = outcomes.get(i.delivery_id, [])
@@ -865,7 +1006,8 @@ def _fold_deliveries(conn: Connection, where: sa.ColumnElement[bool]) -> list[De
             transport=i.transport, status=seen[-1].status if seen else "pending",
             ciphertext_sha256=latest.get("ciphertext_sha256"), size=latest.get("size"),
             remote_path=latest.get("remote_path"), host_key_fingerprint=latest.get("host_key_fingerprint"),
-            created_at=i.created_at, updated_at=seen[-1].at if seen else i.created_at))
+            created_at=i.created_at, updated_at=seen[-1].at if seen else i.created_at,
+            replaces_delivery_id=replaced.get((i.run_id, i.isa13))))
     return out
 
 

@@ -31,12 +31,16 @@ class CiphertextMismatch(Refused):
 @dataclass(frozen=True)
 class Receipt:
     """A completed hand-off: the final path on the far side, its size as the far side reports it, the host
-    key we verified (``SHA256:...``; None for a local folder) and how many attempts it took."""
+    key we verified (``SHA256:...``; None for a local folder) and how many attempts it took.
+
+    ``verified`` is False when the file was renamed into place but gone again before we could look at
+    it (a carrier collecting at once after a lost reply): delivered, not re-verified."""
 
     remote_path: str
     size: int
     host_key_fingerprint: str | None
     attempts: int
+    verified: bool = True
 
 
 @dataclass(frozen=True)

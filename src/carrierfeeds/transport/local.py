@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from carrierfeeds.errors import PermanentError, TransientError
+from carrierfeeds.files import sha256_file
 from carrierfeeds.transport.base import (
     Receipt,
     RemoteFile,
@@ -46,6 +47,14 @@ class LocalTransport:
         except FileNotFoundError:
             return None
         return RemoteFile(name=remote_name, size=st.st_size)
+
+    def sha256(self, remote_name: str) -> str | None:
+        """The SHA-256 of the file under its final name, or None when there is none (reconciliation)."""
+        check_remote_name(remote_name)
+        try:
+            return sha256_file(self.inbox / remote_name)
+        except FileNotFoundError:
+            return None
 
     def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
         """Copy under a temp name, fsync, link into place; with ``expect_sha256`` only bytes that hash to

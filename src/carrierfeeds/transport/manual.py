@@ -51,6 +51,10 @@ class ManualTransport:
             return None
         return RemoteFile(name=remote_name, size=st.st_size)
 
+    def sha256(self, remote_name: str) -> str | None:
+        """The SHA-256 of a placed file, or None when there is none (reconciliation)."""
+        return LocalTransport(self.outbox).sha256(remote_name)
+
     def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
         """Place ``local`` (already encrypted) in the outbox as ``remote_name``: complete or not at all,
         mode 0600, never over an existing file (RemoteFileExists); with ``expect_sha256`` only bytes that

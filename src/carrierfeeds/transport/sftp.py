@@ -2,8 +2,10 @@
 
 Verification before the rename: the remote size, and the remote SHA-256 where the server offers the
 ``check-file`` extension (OpenSSH does not: there the size is the check, logged at debug). A connection
-lost after the rename request went out is settled on the next attempt by the final file's size (and
-checksum where offered): ours, delivered once, not a conflict.
+lost after the rename request went out is settled on the next attempt by the final file's SHA-256 (the
+server's check-file, else its bytes read back): ours, delivered once; a file of the same size with
+other bytes is never taken for ours. If neither the final nor the temp name is there any more, the
+rename happened and the carrier collected the file: delivered, not re-verified, never sent again.
 """
 
 from __future__ import annotations
@@ -220,12 +222,24 @@ class SftpTransport:
         found, _ = self._with_retries(f"stat {remote_name}", op)
         return found
 
-    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None) -> Receipt:
+    def temp_exists(self, remote_name: str) -> bool:
+        """Whether ``remote_name``'s temp file is on the server (an upload not renamed into place)."""
+        check_remote_name(remote_name)
+
+        def op(session: _Session) -> bool:
+            return _stat_or_none(session, self._path(temp_name(remote_name))) is not None
+
+        found, _ = self._with_retries(f"stat temp of {remote_name}", op)
+        return found
+
+    def deliver(self, local: Path, remote_name: str, *, expect_sha256: str | None = None,
+                before_rename: Callable[[], None] | None = None) -> Receipt:
         """Upload under a temp name, confirm the size, rename into place; never overwrite the final name.
 
         ``expect_sha256``: the bytes uploaded are hashed as they stream; unless they hash to it, the
         temp file is removed and :class:`CiphertextMismatch` raised before any rename.
-        """
+        ``before_rename`` is called just before each rename request goes out (the pipeline records it in
+        the ledger, so a later attempt that finds neither name knows the rename may have happened)."""
         check_remote_name(remote_name)
         size = local.stat().st_size
         final = self._path(remote_name)
@@ -240,14 +254,22 @@ class SftpTransport:
             if existing is not None:
                 if "sha256" in renamed:
                     found = int(existing.st_size or 0)
-                    if found == size and _remote_matches(session, final, renamed["sha256"], remote_name):
+                    if found == size and _remote_digest(session, final, remote_name) == renamed["sha256"]:
                         # The connection dropped after our rename and before its reply reached us.
-                        log.info("%s: found under its final name after a lost connection (%d bytes); "
-                                 "delivered, not sent again", remote_name, found)
+                        log.info("%s: found under its final name after a lost connection (%d bytes, sha256 "
+                                 "checked); delivered, not sent again", remote_name, found)
                         return Receipt(remote_path=final, size=found,
                                        host_key_fingerprint=session.host_key_fingerprint, attempts=0)
                 raise RemoteFileExists(f"{remote_name} already exists in {self.remote_dir}; not overwriting",
                                        details={"remote_name": remote_name})
+            if "sha256" in renamed and _stat_or_none(session, tmp) is None:
+                # Our rename went out and neither name is there: the server renamed it and the carrier
+                # collected it at once (nothing else writes our temp name: one delivery of a run at a time,
+                # see Ledger.delivery_lock). The file is the carrier's; sending it again would be a copy.
+                log.warning("%s: renamed into place and collected before it could be looked at again after a "
+                            "lost connection; delivered, not re-verified, not sent again", remote_name)
+                return Receipt(remote_path=final, size=size, host_key_fingerprint=session.host_key_fingerprint,
+                               attempts=0, verified=False)
             if _stat_or_none(session, tmp) is not None:
                 # Left by an interrupted earlier attempt: ours to replace.
                 sftp.remove(tmp)
@@ -274,6 +296,8 @@ class SftpTransport:
                 raise TransientError("remote checksum differs from the local file after upload",
                                      details={"remote_name": remote_name})
             renamed["sha256"] = digest.hexdigest()
+            if before_rename is not None:
+                before_rename()
             _rename_no_overwrite(session, tmp, final, remote_name, self.remote_dir)
             elapsed = max(time.monotonic() - started, 1e-9)
             log.info("delivered %s to %s:%d (%d bytes, %.1f MB/s, host key %s)", remote_name,
@@ -284,7 +308,23 @@ class SftpTransport:
 
         receipt, attempts = self._with_retries(f"deliver {remote_name}", op)
         return Receipt(remote_path=receipt.remote_path, size=receipt.size,
-                       host_key_fingerprint=receipt.host_key_fingerprint, attempts=attempts)
+                       host_key_fingerprint=receipt.host_key_fingerprint, attempts=attempts,
+                       verified=receipt.verified)
+
+    def sha256(self, remote_name: str) -> str | None:
+        """The SHA-256 of the final file by name (the server's ``check-file`` where offered, else its bytes
+        read back over our own login), or None when there is no such file; to reconcile an interrupted run
+        by content, never by size alone."""
+        check_remote_name(remote_name)
+
+        def op(session: _Session) -> str | None:
+            path = self._path(remote_name)
+            if _stat_or_none(session, path) is None:
+                return None
+            return _remote_digest(session, path, remote_name)
+
+        digest, _ = self._with_retries(f"sha256 {remote_name}", op)
+        return digest
 
 
 def _stat_or_none(session: _Session, path: str) -> paramiko.SFTPAttributes | None:
@@ -315,6 +355,21 @@ def _remote_sha256(session: _Session, path: str) -> str | None:
         if _is_unsupported(exc):
             return None
         raise
+
+
+def _remote_digest(session: _Session, path: str, remote_name: str) -> str:
+    """The SHA-256 of a remote file: the server's ``check-file`` where offered, else its bytes read back
+    (OpenSSH offers no check-file; our login may read what it wrote)."""
+    offered = _remote_sha256(session, path)
+    if offered is not None:
+        return offered
+    digest = hashlib.sha256()
+    with session.sftp.open(path, "rb") as fh:
+        fh.prefetch()
+        while chunk := fh.read(READ_CHUNK):
+            digest.update(chunk)
+    log.debug("%s: sha256 of the remote file read back", remote_name)
+    return digest.hexdigest()
 
 
 def _remote_matches(session: _Session, path: str, sha256: str, remote_name: str) -> bool:
