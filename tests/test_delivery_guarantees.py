@@ -498,6 +498,10 @@ class KilledAfterRenameThenCollected:
         found: RemoteFile | None = self.inner.stat(remote_name)
         return found
 
+    def temp_exists(self, remote_name: str) -> bool:
+        found: bool = self.inner.temp_exists(remote_name)
+        return found
+
     def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> Receipt:
         self.inner.deliver(local, remote_name, **kwargs)
         self.collected.mkdir()

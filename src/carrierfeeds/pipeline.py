@@ -1154,11 +1154,10 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
 
 
 def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, Any]:
-    """``before_rename`` for a transport that takes it: the ledger row ``rename_sent``, written just
-    before each rename request, so that a later attempt finding neither name knows where the file went."""
-    import inspect
-
-    if "before_rename" not in inspect.signature(transport.deliver).parameters:
+    """``before_rename`` for a transport that can tell whether its temp file is still there (``temp_exists``,
+    see :func:`_renamed_and_collected`): the ledger row ``rename_sent``, written just before each rename
+    request, so that a later attempt finding neither name knows where the file went."""
+    if not hasattr(transport, "temp_exists"):
         return {}
     cipher_sha256 = ctx.state()["ciphertext_sha256"]
 
