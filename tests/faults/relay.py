@@ -8,7 +8,14 @@ Faults are decided per accepted connection (numbered from 1): ``reset_at(n)`` re
 connection ``n`` alone, or how many bytes (both directions together) may pass before it is reset: both
 sockets are closed with ``SO_LINGER`` 0, so each side sees a TCP RST, as when a firewall or a NAT drops
 a session. A reset at byte 0 drops the connection before the SSH banner; a reset deep into the session
-lands in the upload, or after the rename went out and before its reply came back.
+lands in the upload, or after the rename went out and before its reply came back. ``trip(n)`` may
+instead return a predicate, asked before each server-to-client chunk of connection ``n``: when it
+turns true the connection is reset before that chunk passes (e.g. "a final file appeared on the
+server": the server's reply to a rename is then never seen by the client).
+
+``fault`` says what a planned fault is: ``reset`` (RST both ways), ``close`` (FIN both ways: the
+server, or a proxy, hanging up) or ``stall`` (nothing passes any more and nobody is told: a black hole,
+until the client's own timeout).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 CHUNK = 64 * 1024
+#: What a planned fault does to a connection: RST both ways, FIN both ways, or nothing ever again.
+FAULTS = ("reset", "close", "stall")
 
 
 class _Throttle:
@@ -48,7 +57,7 @@ class _Throttle:
 
 @dataclass
 class RelayStats:
-    """What the relay saw: connections accepted, connections it reset (and at which byte), bytes
+    """What the relay saw: connections accepted, connections it faulted (and at which byte), bytes
     forwarded each way, and how often the throttle held a sender back."""
 
     connections: int = 0
@@ -57,16 +66,24 @@ class RelayStats:
     bytes_down: int = 0
     throttle_waits: int = 0
     reset_offsets: list[int] = field(default_factory=list)
+    #: Bytes (both ways) of each connection that ended on its own, in the order they ended.
+    session_bytes: list[int] = field(default_factory=list)
+    #: With ``record``: each connection's chunks in the order they passed, as ("up"|"down", bytes).
+    chunks: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class _Link:
     """One client connection and its upstream twin; either pump may reset both."""
 
-    def __init__(self, relay: Relay, client: socket.socket, upstream: socket.socket, budget: int | None) -> None:
+    def __init__(self, relay: Relay, number: int, client: socket.socket, upstream: socket.socket,
+                 budget: int | None, tripped: Callable[[], bool] | None) -> None:
         self.relay = relay
+        self.number = number
         self.client = client
         self.upstream = upstream
         self.budget = budget
+        self.tripped = tripped
+        self.stalled = False
         self.passed = 0
         self.lock = threading.Lock()
         self.done = False
@@ -84,6 +101,16 @@ class _Link:
             self.passed += take
             return take
 
+    def stall(self) -> None:
+        """Black-hole the link: nothing more passes either way and nobody is told (a NAT that dropped
+        the session silently); the sockets stay open until the relay closes."""
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            self.stalled = True
+        self.relay._count_reset(self.passed)
+
     def reset(self, *, injected: bool) -> None:
         """Drop both sockets with a TCP RST; ``injected`` when it is the relay's planned fault (counted),
         not a reset passed on from one side."""
@@ -94,18 +121,27 @@ class _Link:
         if injected:
             self.relay._count_reset(self.passed)
         for s in (self.client, self.upstream):
-            # SO_LINGER on, timeout 0: close() sends RST instead of FIN.
+            # SO_LINGER on, timeout 0: the last close sends RST instead of FIN. SHUT_RD first wakes the
+            # other pump if it is blocked in recv() on this socket (sending nothing to the peer): a
+            # close() alone would wait for that recv() to return, and the peer would see nothing at all.
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RD)
+            with contextlib.suppress(OSError):
                 s.close()
 
-    def finish(self) -> None:
-        """One direction ended cleanly (EOF): pass the half-close on, and close both when both are done."""
+    def finish(self, *, injected: bool = False) -> None:
+        """Close both sockets cleanly (FIN): one side ended (EOF), or the relay's planned fault."""
         with self.lock:
             if self.done:
                 return
             self.done = True
+        if injected:
+            self.relay._count_reset(self.passed)
+        else:
+            with self.relay._lock:
+                self.relay.stats.session_bytes.append(self.passed)
         for s in (self.client, self.upstream):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -117,10 +153,17 @@ class Relay:
     """Forward 127.0.0.1:<port> to ``target``; ``rate`` limits each direction of each connection (bytes/s)."""
 
     def __init__(self, target: tuple[str, int], *, rate: float | None = None,
-                 reset_at: Callable[[int], int | None] | None = None) -> None:
+                 reset_at: Callable[[int], int | None] | None = None,
+                 trip: Callable[[int], Callable[[], bool] | None] | None = None, fault: str = "reset",
+                 record: bool = False) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}")
         self.target = target
+        self.fault = fault
+        self.record = record
         self.rate = rate
         self.reset_at = reset_at or (lambda _n: None)
+        self.trip = trip or (lambda _n: None)
         self.stats = RelayStats()
         self._lock = threading.Lock()
         self._links: list[_Link] = []
@@ -161,6 +204,25 @@ class Relay:
         return Relay.every(k, at=at)
 
     @staticmethod
+    def at_reply(connection: int, reply: int) -> Callable[[int], Callable[[], bool] | None]:
+        """A ``trip`` policy: fault connection ``connection`` instead of passing the server's
+        ``reply``-th chunk (SSH is lockstep until authentication: on OpenSSH with paramiko the 5th is
+        the answer to the authentication request; see test_auth_faults for the check)."""
+
+        def policy(n: int) -> Callable[[], bool] | None:
+            if n != connection:
+                return None
+            seen = [0]
+
+            def tripped() -> bool:
+                seen[0] += 1
+                return seen[0] >= reply
+
+            return tripped
+
+        return policy
+
+    @staticmethod
     def first_after(nbytes: int) -> Callable[[int], int | None]:
         """Cut only the first connection, after ``nbytes`` bytes."""
         return lambda n: nbytes if n == 1 else None
@@ -171,6 +233,14 @@ class Relay:
         return f"[127.0.0.1]:{self.port} {host_public_key_line}\n"
 
     # ------------------------------------------------------------------------------- workings
+    def _fault(self, link: _Link) -> None:
+        if self.fault == "stall":
+            link.stall()
+        elif self.fault == "close":
+            link.finish(injected=True)
+        else:
+            link.reset(injected=True)
+
     def _count_reset(self, offset: int) -> None:
         with self._lock:
             self.stats.resets += 1
@@ -189,17 +259,18 @@ class Relay:
                 self.stats.connections += 1
                 number = self.stats.connections
             budget = self.reset_at(number)
+            tripped = self.trip(number)
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
                 upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue
-            link = _Link(self, client, upstream, budget)
+            link = _Link(self, number, client, upstream, budget, tripped)
             with self._lock:
                 self._links.append(link)
             if budget == 0:
-                link.reset(injected=True)
+                self._fault(link)
                 continue
             for src, dst, up in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pump, args=(link, src, dst, up), daemon=True,
@@ -213,18 +284,23 @@ class Relay:
                 if not data:
                     link.finish()
                     return
+                if not up and link.tripped is not None and link.tripped():
+                    self._fault(link)
+                    return
                 allowed = link.allow(len(data))
                 if throttle is not None and allowed:
                     throttle.take(allowed)
                 if allowed:
                     dst.sendall(data[:allowed])
                     with self._lock:
+                        if self.record:
+                            self.stats.chunks.setdefault(link.number, []).append(("up" if up else "down", allowed))
                         if up:
                             self.stats.bytes_up += allowed
                         else:
                             self.stats.bytes_down += allowed
                 if allowed < len(data):
-                    link.reset(injected=True)
+                    self._fault(link)
                     return
         except OSError:
             # The other side reset, or the other pump closed the link: pass the reset on.
@@ -235,7 +311,7 @@ class Relay:
                     self.stats.throttle_waits += throttle.waits
 
     def close(self) -> None:
-        """Stop accepting and drop every open link."""
+        """Stop accepting and drop every open link (stalled ones too)."""
         with self._lock:
             self._closed = True
             links = list(self._links)
@@ -243,13 +319,19 @@ class Relay:
             self.listener.close()
         for link in links:
             link.finish()
+            if link.stalled:
+                for s in (link.client, link.upstream):
+                    with contextlib.suppress(OSError):
+                        s.close()
 
 
 @contextlib.contextmanager
 def running_relay(target: tuple[str, int], *, rate: float | None = None,
-                  reset_at: Callable[[int], int | None] | None = None) -> Iterator[Relay]:
+                  reset_at: Callable[[int], int | None] | None = None,
+                  trip: Callable[[int], Callable[[], bool] | None] | None = None,
+                  fault: str = "reset", record: bool = False) -> Iterator[Relay]:
     """A relay for the length of the block."""
-    relay = Relay(target, rate=rate, reset_at=reset_at)
+    relay = Relay(target, rate=rate, reset_at=reset_at, trip=trip, fault=fault, record=record)
     try:
         yield relay
     finally:
