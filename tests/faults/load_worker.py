@@ -169,6 +169,7 @@ def main(spec_path: str, worker: str) -> None:
                 account = (run_whole(spec, settings, feed_id, worker) if spec.mode == "run_feed" else
                            run_stages(spec, settings, ledger, store, feed_id, worker))
                 account["seconds"] = round(time.monotonic() - started, 3)
+                account["hwm_kb"] = vm_hwm_kb()
                 done += 1
                 if after_first is None:
                     after_first = vm_hwm_kb()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from faultkit import HERE, child_env
-from relay import running_relay
+from relay import Relay, running_relay
 
 from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.base import temp_name
@@ -51,15 +51,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _upload_through_relay(sshd: Sshd, inbox: Path, tmp_path: Path, size: int, rate: float) -> dict[str, Any]:
+def _upload_through_relay(sshd: Sshd, inbox: Path, tmp_path: Path, size: int, rate: float,
+                          cut_after: int | None = None) -> dict[str, Any]:
     local = tmp_path / "payload.pgp"
     sent_sha = _random_file(local, size)
     try:
-        with running_relay((sshd.host, sshd.port), rate=rate) as relay:
+        reset_at = Relay.first_after(cut_after) if cut_after is not None else None
+        with running_relay((sshd.host, sshd.port), rate=rate, reset_at=reset_at) as relay:
             spec = {"host": "127.0.0.1", "port": relay.port, "username": sshd.username,
                     "private_key_path": str(sshd.client_key_path),
                     "known_hosts": relay.known_hosts(sshd.host_public_key_line),
-                    "remote_dir": str(inbox), "local": str(local), "remote_name": NAME}
+                    "remote_dir": str(inbox), "local": str(local), "remote_name": NAME,
+                    "retries": 1 if cut_after is None else 2}
             spec_path = tmp_path / "spec.json"
             spec_path.write_text(json.dumps(spec))
             done = subprocess.run([sys.executable, str(HERE / "upload_probe.py"), str(spec_path)],
@@ -80,10 +83,10 @@ def _upload_through_relay(sshd: Sshd, inbox: Path, tmp_path: Path, size: int, ra
             p.unlink()
 
 
-def _check_bounded(result: dict[str, Any], size: int) -> None:
+def _check_bounded(result: dict[str, Any], size: int, *, connections: int = 1) -> None:
     growth_mb = (result["hwm_after_kb"] - result["hwm_before_kb"]) / 1024
-    assert result["size"] == size and result["attempts"] == 1
-    assert result["relay"].connections == 1 and result["relay"].resets == 0
+    assert result["size"] == size and result["attempts"] == connections
+    assert result["relay"].connections == connections and result["relay"].resets == connections - 1
     assert result["relay"].bytes_up >= size  # every byte went through the throttled relay
     assert growth_mb < GROWTH_CAP_MB, (
         f"uploading {size // MB} MB raised the peak RSS by {growth_mb:.1f} MB "
@@ -95,6 +98,14 @@ def test_50mb_through_a_throttling_relay_keeps_the_uploader_memory_bounded(
     size = 50 * MB
     result = _upload_through_relay(sshd_server, inbox, tmp_path, size, rate=12 * MB)
     _check_bounded(result, size)
+
+
+def test_a_transfer_cut_half_way_is_sent_again_whole_once_and_in_bounded_memory(
+        sshd_server: Sshd, inbox: Path, tmp_path: Path) -> None:
+    size = 50 * MB
+    result = _upload_through_relay(sshd_server, inbox, tmp_path, size, rate=12 * MB, cut_after=size // 2)
+    assert result["relay"].reset_offsets == [size // 2]
+    _check_bounded(result, size, connections=2)  # and one whole file, no temp file (checked on upload)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     endpoint = SftpEndpoint(host=spec["host"], port=spec["port"], username=spec["username"],
                             private_key_path=Path(spec["private_key_path"]), known_hosts=spec["known_hosts"])
-    transport = SftpTransport(endpoint, spec["remote_dir"], retries=1)
+    transport = SftpTransport(endpoint, spec["remote_dir"], retries=spec.get("retries", 1), backoff=0.1)
     before = vm_hwm_kb()
     receipt = transport.deliver(Path(spec["local"]), spec["remote_name"])
     after = vm_hwm_kb()
