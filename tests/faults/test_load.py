@@ -2,6 +2,10 @@
 sshd, directly or through a relay that resets every k-th connection. Afterwards every feed is on the
 carrier's side exactly once (ledger, server, gpg, audit chain), and no worker's memory grew with the
 number of feeds it ran.
+
+Without faults the workers call ``run_feed`` (the brief's "subprocesses running run_feed"); through
+the resetting relay they run stage by stage with Airflow's retry rule, so a lost connection fails the
+deliver stage and its retry must find what the lost attempt left (a temp file, or the renamed file).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def test_200_feeds_on_4_workers_sharing_a_postgres_ledger_deliver_each_exactly_o
 
 
 def _finals(inbox: Path) -> int:
+    """Final (not temporary) files on the server."""
     return sum(1 for p in inbox.iterdir() if not p.name.startswith("."))
 
 
