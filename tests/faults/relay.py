@@ -9,9 +9,10 @@ connection ``n`` alone, or how many bytes (both directions together) may pass be
 sockets are closed with ``SO_LINGER`` 0, so each side sees a TCP RST, as when a firewall or a NAT drops
 a session. A reset at byte 0 drops the connection before the SSH banner; a reset deep into the session
 lands in the upload, or after the rename went out and before its reply came back. ``trip(n)`` may
-instead return a predicate, asked before each server-to-client chunk of connection ``n``: when it
-turns true the connection is reset before that chunk passes (e.g. "a final file appeared on the
-server": the server's reply to a rename is then never seen by the client).
+instead return a predicate, asked before each server-to-client chunk of connection ``n`` with the
+chunks that connection has passed so far (("up"|"down", bytes), in order): when it turns true the
+connection is faulted before that chunk passes (e.g. "a final file appeared on the server": the
+server's reply to a rename is then never seen by the client).
 
 ``fault`` says what a planned fault is: ``reset`` (RST both ways), ``close`` (FIN both ways: the
 server, or a proxy, hanging up) or ``stall`` (nothing passes any more and nobody is told: a black hole,
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 CHUNK = 64 * 1024
 #: What a planned fault does to a connection: RST both ways, FIN both ways, or nothing ever again.
 FAULTS = ("reset", "close", "stall")
+#: A ``trip`` predicate: given a connection's chunks so far, fault it before the next server chunk?
+Tripped = Callable[[list[tuple[str, int]]], bool]
 
 
 class _Throttle:
@@ -76,13 +79,14 @@ class _Link:
     """One client connection and its upstream twin; either pump may reset both."""
 
     def __init__(self, relay: Relay, number: int, client: socket.socket, upstream: socket.socket,
-                 budget: int | None, tripped: Callable[[], bool] | None) -> None:
+                 budget: int | None, tripped: Tripped | None) -> None:
         self.relay = relay
         self.number = number
         self.client = client
         self.upstream = upstream
         self.budget = budget
         self.tripped = tripped
+        self.chunks: list[tuple[str, int]] = []
         self.stalled = False
         self.passed = 0
         self.lock = threading.Lock()
@@ -154,7 +158,7 @@ class Relay:
 
     def __init__(self, target: tuple[str, int], *, rate: float | None = None,
                  reset_at: Callable[[int], int | None] | None = None,
-                 trip: Callable[[int], Callable[[], bool] | None] | None = None, fault: str = "reset",
+                 trip: Callable[[int], Tripped | None] | None = None, fault: str = "reset",
                  record: bool = False) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
@@ -204,19 +208,19 @@ class Relay:
         return Relay.every(k, at=at)
 
     @staticmethod
-    def at_reply(connection: int, reply: int) -> Callable[[int], Callable[[], bool] | None]:
-        """A ``trip`` policy: fault connection ``connection`` instead of passing the server's
-        ``reply``-th chunk (SSH is lockstep until authentication: on OpenSSH with paramiko the 5th is
-        the answer to the authentication request; see test_auth_faults for the check)."""
+    def after_auth_request(connection: int) -> Callable[[int], Tripped | None]:
+        """A ``trip`` policy: fault connection ``connection`` instead of passing the server's answer
+        to the SSH authentication request. SSH is lockstep until then: after the banner and KEXINIT the
+        client sends only small messages (ECDH init, NEWKEYS, SERVICE_REQUEST: under 100 bytes each)
+        until the signed publickey request (over 150), and nothing more before its answer."""
 
-        def policy(n: int) -> Callable[[], bool] | None:
+        def policy(n: int) -> Tripped | None:
             if n != connection:
                 return None
-            seen = [0]
 
-            def tripped() -> bool:
-                seen[0] += 1
-                return seen[0] >= reply
+            def tripped(chunks: list[tuple[str, int]]) -> bool:
+                ups = [size for way, size in chunks if way == "up"]
+                return any(size > 150 for size in ups[2:])
 
             return tripped
 
@@ -284,13 +288,15 @@ class Relay:
                 if not data:
                     link.finish()
                     return
-                if not up and link.tripped is not None and link.tripped():
+                if not up and link.tripped is not None and link.tripped(link.chunks):
                     self._fault(link)
                     return
                 allowed = link.allow(len(data))
                 if throttle is not None and allowed:
                     throttle.take(allowed)
                 if allowed:
+                    # Noted before it is sent: the answer may come back before sendall() returns.
+                    link.chunks.append(("up" if up else "down", allowed))
                     dst.sendall(data[:allowed])
                     with self._lock:
                         if self.record:
@@ -328,7 +334,7 @@ class Relay:
 @contextlib.contextmanager
 def running_relay(target: tuple[str, int], *, rate: float | None = None,
                   reset_at: Callable[[int], int | None] | None = None,
-                  trip: Callable[[int], Callable[[], bool] | None] | None = None,
+                  trip: Callable[[int], Tripped | None] | None = None,
                   fault: str = "reset", record: bool = False) -> Iterator[Relay]:
     """A relay for the length of the block."""
     relay = Relay(target, rate=rate, reset_at=reset_at, trip=trip, fault=fault, record=record)

@@ -21,10 +21,10 @@ from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.sftp import SftpTransport
 
 NAME = "CARRIERFEEDS_SUNRISEHP_000000042_20261119.834.pgp"
-#: SSH is lockstep up to authentication: server banner, KEXINIT, ECDH reply with NEWKEYS, SERVICE_ACCEPT,
-#: then the answer to the (publickey, signed) authentication request.
-AUTH_REPLY = 5
-_ACCEPTED = re.compile(r"Accepted publickey for ")
+_ACCEPTED = re.compile(r"Accepted publickey for \S+ from 127\.0\.0\.1 port (\d+)")
+_CHANNEL = re.compile(r"server_input_channel_open: ctype session")
+_GONE = re.compile(r"(?:Connection (?:closed|reset) by|Disconnected from|Read error from remote host)"
+                   r"(?: (?:authenticating )?user \S+)? 127\.0\.0\.1 port (\d+)")
 
 BUG = ("SftpTransport classifies every paramiko AuthenticationException as permanent, but paramiko raises "
        "it for a lost connection too: 'Authentication failed: transport shut down or saw EOF' (server or "
@@ -34,31 +34,34 @@ BUG = ("SftpTransport classifies every paramiko AuthenticationException as perma
 
 
 def _require_fault_in_auth(sshd: Sshd, log_offset: int, relay: Relay) -> None:
-    """The fault must have landed between the server accepting our key and the client hearing so: the
-    server accepted as many logins as the relay saw connections (each connection got as far as auth)."""
-    if relay.stats.resets < 1:
-        pytest.fail("the relay never faulted the connection")
+    """The fault must have landed between the server accepting our key and the client hearing so: once
+    every connection is over, sshd accepted a login on each, and opened a session on all but one."""
+    if relay.stats.resets != 1:
+        pytest.fail(f"the relay faulted {relay.stats.resets} connection(s), not one")
+    connections = relay.stats.connections
     deadline = time.monotonic() + 10
     while True:
-        accepted = len(_ACCEPTED.findall(sshd.log_text(after=log_offset)))
-        if accepted >= relay.stats.connections or time.monotonic() > deadline:
+        text = sshd.log_text(after=log_offset)
+        if len(set(_GONE.findall(text))) >= connections or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    if accepted != relay.stats.connections:
-        pytest.fail(f"the fault did not land in authentication: sshd accepted {accepted} login(s) over "
-                    f"{relay.stats.connections} connection(s)")
+    accepted, sessions = len(_ACCEPTED.findall(text)), len(_CHANNEL.findall(text))
+    if accepted != connections or sessions != connections - 1:
+        pytest.fail(f"the fault did not land in authentication: over {connections} connection(s) sshd "
+                    f"accepted {accepted} login(s) and opened {sessions} session(s)")
 
 
 def _stat_through_fault(sshd: Sshd, inbox: Path, fault: str) -> tuple[object, Relay]:
-    with running_relay((sshd.host, sshd.port), trip=Relay.at_reply(1, AUTH_REPLY), fault=fault) as relay:
-        endpoint = sshd.endpoint(port=relay.port, known_hosts=relay.known_hosts(sshd.host_public_key_line),
-                                 auth_timeout=2.0)
-        transport = SftpTransport(endpoint, str(inbox), retries=2, sleep=lambda _s: None)
-        log_offset = len(sshd.log_text())
-        try:
+    log_offset = len(sshd.log_text())
+    try:
+        with running_relay((sshd.host, sshd.port), trip=Relay.after_auth_request(1), fault=fault) as relay:
+            endpoint = sshd.endpoint(port=relay.port, known_hosts=relay.known_hosts(sshd.host_public_key_line),
+                                     auth_timeout=2.0)
+            transport = SftpTransport(endpoint, str(inbox), retries=2, sleep=lambda _s: None)
             found = transport.stat(NAME)
-        finally:
-            _require_fault_in_auth(sshd, log_offset, relay)
+    finally:
+        # After the relay closed every link (a stalled one too), so that sshd has logged each end.
+        _require_fault_in_auth(sshd, log_offset, relay)
     return found, relay
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from loadkit import (
     rss_growth_mb,
     run_workers,
 )
-from relay import Relay, running_relay
+from relay import Relay, Tripped, running_relay
 
 from carrierfeeds.testing.gpg import DemoKeys
 from carrierfeeds.testing.sshd import Sshd
@@ -90,11 +89,11 @@ def _load_through_resets(tmp_path: Path, demo_keys: DemoKeys, sshd_server: Sshd,
     def reset_at(n: int) -> int | None:
         return offsets(n) if n % (2 * k) else None
 
-    def trip(n: int) -> Callable[[], bool] | None:
+    def trip(n: int) -> Tripped | None:
         if n % (2 * k):
             return None
         before = _finals(lw.inbox)
-        return lambda: _finals(lw.inbox) > before
+        return lambda _chunks: _finals(lw.inbox) > before
 
     with running_relay((sshd_server.host, sshd_server.port), reset_at=reset_at, trip=trip) as relay:
         point_connection_at(lw.keys_dir, relay.port, sshd_server.host_public_key_line)
