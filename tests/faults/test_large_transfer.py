@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from relay import Relay, running_relay
 
 from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.base import temp_name
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 NAME = "CARRIERFEEDS_SUNRISEHP_000000042_20261119.834.pgp"
@@ -85,6 +88,9 @@ def _upload_through_relay(sshd: Sshd, inbox: Path, tmp_path: Path, size: int, ra
 
 def _check_bounded(result: dict[str, Any], size: int, *, connections: int = 1) -> None:
     growth_mb = (result["hwm_after_kb"] - result["hwm_before_kb"]) / 1024
+    log.info("%d MB through the relay: peak RSS %.1f MB before, %.1f MB after (+%.1f MB); %d throttle waits",
+             size // MB, result["hwm_before_kb"] / 1024, result["hwm_after_kb"] / 1024, growth_mb,
+             result["relay"].throttle_waits)
     assert result["size"] == size and result["attempts"] == connections
     assert result["relay"].connections == connections and result["relay"].resets == connections - 1
     assert result["relay"].bytes_up >= size  # every byte went through the throttled relay
