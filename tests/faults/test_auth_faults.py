@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from relay import Relay, running_relay
 
-from carrierfeeds.errors import PermanentError
 from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.sftp import SftpTransport
 
@@ -25,12 +24,6 @@ _ACCEPTED = re.compile(r"Accepted publickey for \S+ from 127\.0\.0\.1 port (\d+)
 _CHANNEL = re.compile(r"server_input_channel_open: ctype session")
 _GONE = re.compile(r"(?:Connection (?:closed|reset) by|Disconnected from|Read error from remote host)"
                    r"(?: (?:authenticating )?user \S+)? 127\.0\.0\.1 port (\d+)")
-
-BUG = ("SftpTransport classifies every paramiko AuthenticationException as permanent, but paramiko raises "
-       "it for a lost connection too: 'Authentication failed: transport shut down or saw EOF' (server or "
-       "proxy hung up during auth) and 'Authentication timeout.' (no answer within auth_timeout). "
-       "carrierfeeds.transport.sftp._classify returns PermanentError for both, so the transport does not "
-       "retry and the deliver stage fails at once (Airflow does not retry a permanent error)")
 
 
 def _require_fault_in_auth(sshd: Sshd, log_offset: int, relay: Relay) -> None:
@@ -71,7 +64,6 @@ def test_a_reset_while_authenticating_is_retried(sshd_server: Sshd, inbox: Path)
     assert relay.stats.connections == 2 and relay.stats.resets == 1  # lost once, then through
 
 
-@pytest.mark.xfail(strict=True, raises=PermanentError, reason=BUG)
 @pytest.mark.parametrize("fault", ["close", "stall"])
 def test_a_hang_up_or_silence_while_authenticating_is_retried(sshd_server: Sshd, inbox: Path, fault: str) -> None:
     found, relay = _stat_through_fault(sshd_server, inbox, fault)

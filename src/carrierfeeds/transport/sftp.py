@@ -19,7 +19,7 @@ import stat as stat_mod
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import paramiko
 
@@ -60,6 +60,11 @@ class _RefuseUnknownHost(paramiko.RejectPolicy):
                              details={"host": hostname, "offered_fingerprint": key.fingerprint})
 
 
+#: paramiko's AuthenticationException messages when the connection, not the server, ended authentication.
+_AUTH_LOST: Final[tuple[str, ...]] = ("Authentication failed: transport shut down or saw EOF",
+                                      "Authentication timeout.")
+
+
 def _classify(exc: BaseException, what: str) -> CarrierFeedsError:
     """Our error for a paramiko/socket failure: TransientError is worth a retry, PermanentError is not."""
     if isinstance(exc, CarrierFeedsError):
@@ -70,6 +75,10 @@ def _classify(exc: BaseException, what: str) -> CarrierFeedsError:
                               f"{exc.expected_key.fingerprint}; refusing before authentication",
                               details={"host": exc.hostname, "offered_fingerprint": exc.key.fingerprint,
                                        "pinned_fingerprint": exc.expected_key.fingerprint})
+    if isinstance(exc, paramiko.AuthenticationException) and str(exc).startswith(_AUTH_LOST):
+        # paramiko's words for a connection lost while authenticating (a hang-up, or no answer in time):
+        # the server never said no, so another try may get through.
+        return TransientError(f"{what}: connection lost while authenticating ({name})", details={"cause": name})
     if isinstance(exc, paramiko.AuthenticationException):
         return PermanentError(f"{what}: authentication failed ({name})", details={"cause": name})
     if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS and not isinstance(exc, ConnectionError):
