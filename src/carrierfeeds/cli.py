@@ -338,7 +338,8 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
         full_file = full or base is None or is_full_file_day(as_of, mapping.full_file_weekday)
         change_set = diff_against_snapshot(
             enrollment, base, as_of=as_of, term_policy=mapping.term_policy, term_end=mapping.term_end,
-            retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file)
+            retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file,
+            plan_change=mapping.plan_change)
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
         action = mapping.full_file.bgn08 if change_set.full_file else "2"
     result: dict[str, Any] = {

@@ -544,7 +544,7 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,
     change_set = diff_against_snapshot(
         enrollment, base, as_of=ctx.ref.interval_start, term_policy=mapping.term_policy,
         term_end=mapping.term_end, retro_window_days=mapping.retro_window_days, held_back_members=held,
-        full_file=full)
+        full_file=full, plan_change=mapping.plan_change)
     if change_set.empty:
         raise NoChanges("no changes against the last delivered snapshot; nothing to send",
                         details={"feed_id": ctx.feed_id})
