@@ -125,8 +125,8 @@ def full_audit_file() -> tuple[ChangeSet, TransactionHeader]:
 SCENARIOS: dict[str, Callable[[], tuple[ChangeSet, TransactionHeader]]] = {
     f"{fn.__name__.replace('_', '-')}.834": fn for fn in (
         add_employee_with_spouse_and_children, add_dependent, change_address, change_plan,
-        change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents, terminate_one_dependent, reinstate,
-        full_audit_file)
+        change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents,
+        terminate_one_dependent, reinstate, full_audit_file)
 }
 
 #: What each scenario must send: members per INS03 and Loop 2300s per HD01 (the diff's own counts).
