@@ -883,10 +883,12 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
         "a family (subscriber_id) must have exactly one employee (EE)")
     # The same period of a plan twice; several periods of one plan (history, a rehire) are a supported
     # shape, and periods that overlap on an insurance line are overlapping_coverage (_build_rules).
-    start_codes = columns.coded("coverage_start").codes
-    add(_repeated(_pair_keys(mc, plan.codes), start_codes) & has_mid & has_plan,
-        "plan_code", "unique_member_plan", "the same member_id appears twice for the same plan_code and "
-        "coverage_start")
+    repeats = _repeated(mc, plan.codes) & has_mid & has_plan  # nearly always none: only those are looked at
+    if repeats.any():
+        again = np.flatnonzero(repeats)
+        twice = _repeated(_pair_keys(mc[again], plan.codes[again]), columns.coded("coverage_start").codes[again])
+        add(_at(len(census), again[twice]), "plan_code", "unique_member_plan",
+            "the same member_id appears twice for the same plan_code and coverage_start")
     by_member = np.argsort(mc, kind="stable")  # one sort, shared by the four identity columns
     for c in _IDENTITY:
         add(_varies(mc, columns.coded(c).codes, by_member) & has_mid, c, "same_person_fields",
@@ -1028,6 +1030,8 @@ def _build_rules(census: pd.DataFrame, columns: _Columns, carrier: CarrierRules 
     out: list[_Raw] = []
 
     def add(per_value: np.ndarray, coded: _Coded, column: str, rule: str, message: str) -> None:
+        if not per_value.any():
+            return  # no distinct value breaks the rule: no row to look at
         rows = rn[coded.spread(per_value) & mapped]
         already = flagged.get(column)
         if already:
@@ -1072,6 +1076,11 @@ def _build_rules(census: pd.DataFrame, columns: _Columns, carrier: CarrierRules 
 def _overlapping(census: pd.DataFrame, columns: _Columns, plan: _Coded, plan_line: pd.Series, mapped: np.ndarray,
                  rn: np.ndarray) -> list[_Raw]:
     """Rows of one member (subscriber_id, member_id) on one insurance line whose periods overlap."""
+    line_codes = pd.factorize(plan_line.fillna(""), use_na_sentinel=False)[0][plan.codes]
+    # Only rows whose member id holds the line more than once can overlap (nearly always none).
+    several = mapped & _repeated(columns.coded("member_id").codes, line_codes)
+    if not several.any():
+        return []
     start = columns.coded("coverage_start")
     start_day = _day_numbers(_parse_iso(start.uniques.str.strip()).to_numpy())[start.codes]
     if "coverage_end" in census.columns:
@@ -1081,10 +1090,9 @@ def _overlapping(census: pd.DataFrame, columns: _Columns, plan: _Coded, plan_lin
                            _day_numbers(_parse_iso(end_text).to_numpy()))[end.codes]
     else:
         end_day = np.full(len(rn), _DAY_SPAN - 1, dtype=np.int64)
-    rows = np.flatnonzero(mapped & (start_day >= 0) & (end_day >= 0))
+    rows = np.flatnonzero(several & (start_day >= 0) & (end_day >= 0))
     if len(rows) < 2:
         return []
-    line_codes = pd.factorize(plan_line.fillna(""), use_na_sentinel=False)[0][plan.codes]
     member = _pair_keys(columns.coded("subscriber_id").codes, columns.coded("member_id").codes)
     keys = pd.factorize(_pair_keys(member, line_codes)[rows])[0].astype(np.int64)
     order = np.lexsort((start_day[rows], keys))
