@@ -260,11 +260,12 @@ def _call_stage(ctx: pipeline.RunContext, stage: str, params: Any) -> dict[str, 
         return pipeline.build(ctx, full_file=bool(params.get("full_file", False)),
                               endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
     if stage == "validate":
-        return pipeline.validate(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
+        return pipeline.validate(ctx)
     if stage == "deliver":
         return pipeline.deliver(ctx, transport=_transport_for(ctx))
     if stage == "confirm":
-        return pipeline.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)).as_dict()
+        return pipeline.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)
+                                ).as_dict()
     result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
     return result
 

@@ -390,11 +390,11 @@ def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -
     return moved is not None
 
 
-def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def validate(ctx: RunContext) -> dict[str, Any]:
     """Read and validate the staged census; write the PHI-free report; apply the feed's policy.
 
     An accepted census is recorded as processed only when the run has an outcome (:func:`_accept_census`,
-    from confirm or a build with nothing to send); ``endpoint_for`` is kept for callers of old.
+    from confirm or a build with nothing to send), not here.
     """
     from carrierfeeds.census.accepted import accepted_table, low_cardinality, write_accepted
     from carrierfeeds.census.readers import read_census
