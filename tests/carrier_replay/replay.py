@@ -62,6 +62,14 @@ def expected_for(cfg: Config, feed: Feed, mapping: CarrierMapping) -> ExpectedRo
     return ExpectedRoster(cfg, plans, set(feed.authorization.plans), set(mapping.allowlist))
 
 
+def header_for(feed: Feed, mapping: CarrierMapping, isa13: int, action: str) -> TransactionHeader:
+    """The transaction header the pipeline's build writes (BGN08 ``action``)."""
+    return TransactionHeader(
+        ids=mapping.envelope, created=CREATED, reference=f"CF{isa13:09d}",
+        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+        payer=mapping.payer, action=action, group_number=mapping.group_number)
+
+
 @dataclass
 class PureFeed:
     """The pipeline's pure core for one feed, day after day."""
@@ -109,11 +117,8 @@ class PureFeed:
         except DataError:
             return "refused", None
         self.isa13 += 1
-        header = TransactionHeader(
-            ids=mapping.envelope, created=CREATED, reference=f"CF{self.isa13:09d}",
-            sponsor=Party(name=self.feed.employer.name, id_qualifier="FI", id=self.feed.employer.tax_id),
-            payer=mapping.payer, action=action, group_number=mapping.group_number)
-        data = render_834_bytes(enrollment, header, ControlNumbers(self.isa13, self.isa13, self.isa13))
+        data = render_834_bytes(enrollment, header_for(self.feed, mapping, self.isa13, action),
+                                ControlNumbers(self.isa13, self.isa13, self.isa13))
         if snapshot is not None:
             self.snapshot = snapshot  # delivered: the pipeline advances the snapshot only now
         return "delivered", data
