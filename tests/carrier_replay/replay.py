@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from tests.carrier_replay.carrier import Carrier
+from tests.carrier_replay.expected import Config, ExpectedRoster, compare
+from tests.carrier_replay.history import Day
+from tests.carrier_replay.reader import read_834
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.census.readers import read_census
@@ -28,10 +32,6 @@ from carrierfeeds.errors import DataError
 from carrierfeeds.validation import apply_policy, validate_census
 from carrierfeeds.x12.envelope import ControlNumbers, TransactionHeader
 from carrierfeeds.x12.render import render_834_bytes
-from tests.carrier_replay.carrier import Carrier
-from tests.carrier_replay.expected import Config, ExpectedRoster, compare
-from tests.carrier_replay.history import Day
-from tests.carrier_replay.reader import read_834
 
 ROOT = Path(__file__).resolve().parents[2]
 Run = Literal["delivered", "rejected", "refused", "no_changes"]
@@ -58,7 +58,7 @@ def configured(cfg: Config) -> tuple[Feed, CarrierMapping]:
 
 
 def expected_for(cfg: Config, feed: Feed, mapping: CarrierMapping) -> ExpectedRoster:
-    plans = {code: (p.insurance_line, p.description) for code, p in mapping.plans.items()}
+    plans = {code: (str(p.insurance_line), p.description) for code, p in mapping.plans.items()}
     return ExpectedRoster(cfg, plans, set(feed.authorization.plans), set(mapping.allowlist))
 
 
@@ -101,7 +101,7 @@ class PureFeed:
         mapping = self.mapping
         try:
             enrollment = build_enrollment(accepted, self.feed, mapping, as_of=day.on, workers=1)
-            action = mapping.full_file.bgn08
+            action: str = mapping.full_file.bgn08
             snapshot = None
             if mapping.mode == "changes":
                 held = set(census["member_id"].astype(str)) - set(accepted["member_id"].astype(str))

@@ -13,7 +13,6 @@ from datetime import date
 
 import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
-
 from tests.carrier_replay.expected import Config
 from tests.carrier_replay.history import Event, play
 from tests.carrier_replay.replay import first_failure, has_setting, replay

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from carrierfeeds.census.columns import CANONICAL_COLUMNS
-from carrierfeeds.enrollment import build_enrollment
-from carrierfeeds.x12.envelope import ControlNumbers, Delimiters
-from carrierfeeds.x12.render import render_834_bytes
 from tests.carrier_replay.carrier import Carrier, CarrierRefused, Held
 from tests.carrier_replay.expected import Config
 from tests.carrier_replay.history import play
 from tests.carrier_replay.reader import ReadError, read_834
 from tests.carrier_replay.replay import configured, header_for
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS
+from carrierfeeds.enrollment import build_enrollment
+from carrierfeeds.x12.envelope import ControlNumbers, Delimiters
+from carrierfeeds.x12.render import render_834_bytes
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "x12"
 

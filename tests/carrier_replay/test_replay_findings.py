@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
 from tests.carrier_replay.expected import Config
 from tests.carrier_replay.history import Event, play
 from tests.carrier_replay.reader import read_834

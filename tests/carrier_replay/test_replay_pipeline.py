@@ -6,6 +6,7 @@ inbox and applies it; after every day its roster equals the census's (tests/carr
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,16 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
-from carrierfeeds.census.columns import CANONICAL_COLUMNS
-from carrierfeeds.config import LocalDelivery
-from carrierfeeds.demo import prepare_workspace
-from carrierfeeds.pipeline import RunRef, run_feed
 from tests.carrier_replay.carrier import Carrier
 from tests.carrier_replay.expected import Config, compare
 from tests.carrier_replay.history import Event, play
 from tests.carrier_replay.reader import read_834
 from tests.carrier_replay.replay import ROOT, configured, expected_for, has_setting
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS
+from carrierfeeds.config import LocalDelivery
+from carrierfeeds.demo import prepare_workspace
+from carrierfeeds.pipeline import RunRef, run_feed
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +61,8 @@ def _replay_pipeline(tmp_path: Path, keys: Any, cfg: Config, events: list[list[E
         pd.DataFrame(day.rows, columns=list(CANONICAL_COLUMNS)).to_csv(
             inbound / f"census_{day.on:%Y%m%d}.csv", index=False)
         want = expected.step(day)
-        summary = run_feed(settings, RunRef.for_day(feed_id, day.on), actor="replay",
-                           clock=lambda on=day.on: datetime(on.year, on.month, on.day, 7, 30, tzinfo=UTC))
+        clock = functools.partial(datetime, day.on.year, day.on.month, day.on.day, 7, 30, tzinfo=UTC)
+        summary = run_feed(settings, RunRef.for_day(feed_id, day.on), actor="replay", clock=clock)
         got = _STATUS.get(summary.status, summary.status)
         arrived = sorted(p for p in inbox.iterdir() if p.name not in seen and not p.name.startswith("."))
         seen.update(p.name for p in arrived)
