@@ -93,7 +93,7 @@ class PureFeed:
         except DataError:
             return "rejected", None  # an empty census is refused as it is read
         report = validate_census(census, ROOT / "schemas" / self.schema.suite, self.schema, self.tokenizer,
-                                 as_of=day.on, source_name=path.name)
+                                 as_of=day.on, source_name=path.name, workers=1)
         outcome = apply_policy(census, report, self.feed.validation)
         if outcome.rejected:
             return "rejected", None
