@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pandas as pd
 from tests.carrier_replay.carrier import Carrier
 from tests.carrier_replay.expected import Config, ExpectedRoster, compare
-from tests.carrier_replay.history import Day
+from tests.carrier_replay.history import Day, Event, play
 from tests.carrier_replay.reader import read_834
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
@@ -179,3 +179,13 @@ def first_failure(log: list[DayLog]) -> str | None:
         if entry.problems:
             return f"{entry.on} ({entry.got}): " + "; ".join(entry.problems)
     return None
+
+
+History = tuple[date, list[list[Event]], int, bool]
+
+
+def check_history(cfg: Config, history: History, pyx12: str = "first") -> str | None:
+    """Replay one generated history (start, events per day, families, age-out child); the first
+    failure, or None. Module-level so that a process pool can run it."""
+    start, days, families, age_out = history
+    return first_failure(replay(cfg, play(start, days, families=families, age_out=age_out), pyx12=pyx12))
