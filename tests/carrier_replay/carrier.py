@@ -126,10 +126,12 @@ class Carrier:
         else:
             raise CarrierRefused(f"file {isa13}: HD01 {cover.hd01!r} unknown")
 
-    def per_line(self, on: date) -> tuple[dict[tuple[str, str, str], Held], list[str]]:
+    def per_line(self, on: date, plans: dict[tuple[str, str, str], str] | None = None,
+                 ) -> tuple[dict[tuple[str, str, str], Held], list[str]]:
         """What the carrier holds per member and insurance line on ``on``, and overlap problems.
 
-        Line-keyed: the one coverage of the line. Plan-keyed: the coverage that counts on ``on`` (see
+        Line-keyed: the one coverage of the line. Plan-keyed: the coverage of the plan ``plans`` names
+        for the line (the plan the census says), else the one that counts on ``on`` (see
         :func:`counting`); every other plan on the same line must have ended before it starts, or the
         carrier pays for two plans of one line at once (reported as a problem)."""
         lines: dict[tuple[str, str, str], list[Held]] = {}
@@ -138,7 +140,8 @@ class Carrier:
         out: dict[tuple[str, str, str], Held] = {}
         problems: list[str] = []
         for line, helds in sorted(lines.items()):
-            chosen = counting(helds, on)
+            named = [h for h in helds if plans is not None and h.plan == plans.get(line)]
+            chosen = named[0] if named else counting(helds, on)
             out[line] = chosen
             for other in helds:
                 if other is chosen:

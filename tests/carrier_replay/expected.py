@@ -15,6 +15,9 @@ Lines the census no longer has:
   the day before; never before the line's start), unless the census had already given an end, which
   stands; term policy ``omission``: kept as last sent, until the next full file.
 
+A period that resumes the day after the held one ended (same plan) is one continuous coverage: the
+carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021).
+
 Families validation holds back (quarantine) keep exactly what the carrier had. A day is not delivered
 (the carrier keeps yesterday's roster) when the validation policy rejects it, or in a change file when a
 line would be added, moved or ended before the retroactive window (the run refuses it).
@@ -24,9 +27,10 @@ leaving out lines that ended before D minus ``retro_window_days``. Both sides ma
 project drops such terms from its snapshot (a reinstatement can no longer be retroactive), and a carrier
 keeps them as history only, so neither an old ended line still held nor one dropped is a coverage error.
 Everything that ends on or after that horizon, or is open, must agree exactly. For a plan-keyed carrier
-the plan that counts on D is compared, and every other plan of the same line must have ended before it
-starts (else the carrier pays two plans of one line). Demographics are compared for members both sides
-hold a compared line for.
+the plan the census names for the line is compared, and every other plan of the same line must have
+ended before it starts (else the carrier pays two plans of one line): the carrier may rightly hold the
+old plan up to the day before a plan change it was told of in advance, which a census written in one row
+no longer shows. Demographics are compared for members both sides hold a compared line for.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class ExpectedRoster:
         self.lines: dict[LineKey, Held] = {}
         self.demographics: dict[tuple[str, str], dict[str, object]] = {}
         self.delivered_any = False
+        #: Lines whose census period resumed the day after the held one ended: its census start.
+        self.merged: dict[LineKey, date] = {}
 
     def full_day(self, on: date) -> bool:
         return (self.cfg.mode == "full" or not self.delivered_any
@@ -124,6 +130,20 @@ class ExpectedRoster:
             demographics[key[:2]] = self._demographics(row)
         today = {key: counting(helds, on) for key, helds in periods.items()}
         full = self.full_day(on)
+        merged = {} if full else {k: v for k, v in self.merged.items() if k in today}
+        for key, held in today.items():
+            old = self.lines.get(key)
+            if full or old is None or held.start is None:
+                continue
+            resumes = (old.end is not None and held.start == old.end + timedelta(days=1)
+                       and held.plan == old.plan)
+            if resumes or (merged.get(key) == held.start and old.end is None):
+                # Coverage resumes the day after it ended: one continuous coverage (025 restores it),
+                # so the carrier rightly keeps the original start, for as long as the census says so.
+                merged[key] = held.start
+                today[key] = Held(held.plan, held.level, old.start, held.end)
+            else:
+                merged.pop(key, None)
         new: dict[LineKey, Held] = {}
         new_demo: dict[tuple[str, str], dict[str, object]] = {}
         for key, held in self.lines.items():
@@ -140,7 +160,7 @@ class ExpectedRoster:
         new_demo.update(demographics)
         if not full and self._reaches_back(today, on):
             return "refused"
-        self.lines, self.demographics, self.delivered_any = new, new_demo, True
+        self.lines, self.demographics, self.delivered_any, self.merged = new, new_demo, True, merged
         return "delivered"
 
     def _reaches_back(self, today: dict[LineKey, Held], on: date) -> bool:
@@ -167,7 +187,7 @@ def compare(carrier: Carrier, expected: ExpectedRoster, on: date) -> list[str]:
     def live(h: Held) -> bool:
         return h.end is None or h.end >= horizon
 
-    got_all, overlaps = carrier.per_line(on)
+    got_all, overlaps = carrier.per_line(on, {k: v.plan for k, v in expected.lines.items()})
     got = {k: v for k, v in got_all.items() if live(v)}
     want = {k: v for k, v in expected.lines.items() if live(v)}
     out: list[str] = []

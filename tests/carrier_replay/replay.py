@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from tests.carrier_replay.carrier import Carrier
+from tests.carrier_replay.expected import Config, ExpectedRoster, compare
+from tests.carrier_replay.history import Day, Event, play
+from tests.carrier_replay.reader import read_834
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.census.readers import read_census
@@ -28,10 +32,6 @@ from carrierfeeds.errors import DataError
 from carrierfeeds.validation import apply_policy, validate_census
 from carrierfeeds.x12.envelope import ControlNumbers, TransactionHeader
 from carrierfeeds.x12.render import render_834_bytes
-from tests.carrier_replay.carrier import Carrier
-from tests.carrier_replay.expected import Config, ExpectedRoster, compare
-from tests.carrier_replay.history import Day
-from tests.carrier_replay.reader import read_834
 
 ROOT = Path(__file__).resolve().parents[2]
 Run = Literal["delivered", "rejected", "refused", "no_changes"]
@@ -58,8 +58,16 @@ def configured(cfg: Config) -> tuple[Feed, CarrierMapping]:
 
 
 def expected_for(cfg: Config, feed: Feed, mapping: CarrierMapping) -> ExpectedRoster:
-    plans = {code: (p.insurance_line, p.description) for code, p in mapping.plans.items()}
+    plans = {code: (str(p.insurance_line), p.description) for code, p in mapping.plans.items()}
     return ExpectedRoster(cfg, plans, set(feed.authorization.plans), set(mapping.allowlist))
+
+
+def header_for(feed: Feed, mapping: CarrierMapping, isa13: int, action: str) -> TransactionHeader:
+    """The transaction header the pipeline's build writes (BGN08 ``action``)."""
+    return TransactionHeader(
+        ids=mapping.envelope, created=CREATED, reference=f"CF{isa13:09d}",
+        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+        payer=mapping.payer, action=action, group_number=mapping.group_number)
 
 
 @dataclass
@@ -85,7 +93,7 @@ class PureFeed:
         except DataError:
             return "rejected", None  # an empty census is refused as it is read
         report = validate_census(census, ROOT / "schemas" / self.schema.suite, self.schema, self.tokenizer,
-                                 as_of=day.on, source_name=path.name)
+                                 as_of=day.on, source_name=path.name, workers=1)
         outcome = apply_policy(census, report, self.feed.validation)
         if outcome.rejected:
             return "rejected", None
@@ -93,7 +101,7 @@ class PureFeed:
         mapping = self.mapping
         try:
             enrollment = build_enrollment(accepted, self.feed, mapping, as_of=day.on, workers=1)
-            action = mapping.full_file.bgn08
+            action: str = mapping.full_file.bgn08
             snapshot = None
             if mapping.mode == "changes":
                 held = set(census["member_id"].astype(str)) - set(accepted["member_id"].astype(str))
@@ -101,7 +109,8 @@ class PureFeed:
                 change_set = diff_against_snapshot(
                     enrollment, self.snapshot, as_of=day.on, term_policy=mapping.term_policy,
                     term_end=mapping.term_end, retro_window_days=mapping.retro_window_days,
-                    held_back_members=held, full_file=full)
+                    held_back_members=held, full_file=full,
+                    **({"plan_change": mapping.plan_change} if has_setting("plan_change") else {}))
                 if change_set.empty:
                     return "no_changes", None
                 enrollment, snapshot = change_set.enrollment, change_set.snapshot
@@ -109,11 +118,8 @@ class PureFeed:
         except DataError:
             return "refused", None
         self.isa13 += 1
-        header = TransactionHeader(
-            ids=mapping.envelope, created=CREATED, reference=f"CF{self.isa13:09d}",
-            sponsor=Party(name=self.feed.employer.name, id_qualifier="FI", id=self.feed.employer.tax_id),
-            payer=mapping.payer, action=action, group_number=mapping.group_number)
-        data = render_834_bytes(enrollment, header, ControlNumbers(self.isa13, self.isa13, self.isa13))
+        data = render_834_bytes(enrollment, header_for(self.feed, mapping, self.isa13, action),
+                                ControlNumbers(self.isa13, self.isa13, self.isa13))
         if snapshot is not None:
             self.snapshot = snapshot  # delivered: the pipeline advances the snapshot only now
         return "delivered", data
@@ -173,3 +179,13 @@ def first_failure(log: list[DayLog]) -> str | None:
         if entry.problems:
             return f"{entry.on} ({entry.got}): " + "; ".join(entry.problems)
     return None
+
+
+History = tuple[date, list[list[Event]], int, bool]
+
+
+def check_history(cfg: Config, history: History, pyx12: str = "first") -> str | None:
+    """Replay one generated history (start, events per day, families, age-out child); the first
+    failure, or None. Module-level so that a process pool can run it."""
+    start, days, families, age_out = history
+    return first_failure(replay(cfg, play(start, days, families=families, age_out=age_out), pyx12=pyx12))

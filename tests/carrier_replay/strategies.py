@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import strategies as st
-
-from carrierfeeds.config import CarrierMapping, CensusSchema
+from tests.carrier_replay.carrier import Flavour
 from tests.carrier_replay.expected import Config
 from tests.carrier_replay.history import EVENT_KINDS, Event
 from tests.carrier_replay.replay import has_setting
+
+from carrierfeeds.config import CarrierMapping, CensusSchema
+
+Mode = Literal["changes", "full"]
+PlanChange = Literal["term_and_add", "change"]
 
 #: A Monday: histories cross a month end, so end-of-month terms and next-month plan changes take effect.
 START = date(2026, 3, 23)
@@ -27,29 +31,29 @@ def age_limit_setting() -> bool:
     return False
 
 
-def plan_changes() -> list[str]:
+def plan_changes() -> list[PlanChange]:
     """``plan_change: change`` only once the mapping has the setting (issue 16 finding 5)."""
     return ["term_and_add", "change"] if has_setting("plan_change") else ["term_and_add"]
 
 
 @st.composite
-def configs(draw: Any, mode: str | None = None) -> Config:
-    flavour = draw(st.sampled_from(["line", "plan"]))
+def configs(draw: Any, mode: Mode | None = None) -> Config:
+    flavour: Flavour = draw(st.sampled_from(["line", "plan"]))
     # A carrier that keys coverage by plan cannot take a plan change as HD*001 (the old plan would
     # stay open): a mapping says plan_change: change only for line-keyed carriers.
-    plan_change = "term_and_add" if flavour == "plan" else draw(st.sampled_from(plan_changes()))
-    mode = mode or draw(st.sampled_from(["changes", "full"]))
+    plan_change: PlanChange = "term_and_add" if flavour == "plan" else draw(st.sampled_from(plan_changes()))
+    drawn_mode: Mode = mode or draw(st.sampled_from(["changes", "full"]))
     # Mode full leaves a quarantined family out of the full file, so a carrier that replaces its roster
     # on a full file terms that family (test_replay_findings::test_full_mode_keeps_a_held_back_family):
     # quarantine is drawn in changes mode only until that is fixed.
-    policies = ["reject", "quarantine"] if mode == "changes" else ["reject"]
+    policies = ["reject", "quarantine"] if drawn_mode == "changes" else ["reject"]
     return Config(
-        mode=mode,  # type: ignore[arg-type]
-        plan_change=plan_change,  # type: ignore[arg-type]
+        mode=drawn_mode,
+        plan_change=plan_change,
         term_policy=draw(st.sampled_from(["explicit", "omission"])),
         term_end=draw(st.sampled_from(["end_of_month", "day_before"])),
-        flavour=flavour,  # type: ignore[arg-type]
-        policy=draw(st.sampled_from(policies)),  # type: ignore[arg-type]
+        flavour=flavour,
+        policy=draw(st.sampled_from(policies)),
         full_file_weekday=draw(st.sampled_from([None, None, "thursday"])),
     )
 
