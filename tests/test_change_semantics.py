@@ -205,3 +205,20 @@ def test_validate_refuses_first_what_the_build_would_refuse() -> None:
     report = _validate(rows)
     assert ("first_name", "empty_after_sanitize") in {(f.column, f.rule) for f in report.findings}
     assert at + 2 in {f.row for f in report.findings if f.rule == "empty_after_sanitize"}
+
+
+def test_a_member_who_drops_a_line_and_moves_the_same_day_is_sent_the_new_address() -> None:
+    """The dropped line's term may open the member loop: it must carry the member's current address, not
+    the one the carrier held (found by the carrier replay)."""
+    rows = h.family_rows()
+    moved = [dict(r, address1="77 Birch Road", zip="62704") if r["member_id"] == SOLO else r for r in rows
+             if not (r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP")]
+    change_set = _diff(rows, moved)
+    segments = _segments(change_set)
+    at = next(i for i, s in enumerate(segments) if s[0] == "REF" and s[1:3] == ["0F", SOLO])
+    address = next(s for s in segments[at:] if s[0] == "N3")
+    assert address == ["N3", "77 BIRCH ROAD"]
+    ins03, loop = _coverage(segments)
+    assert ins03 == "024" and loop[0][:4] == ["HD", "024", "", "HLT"]  # its dental had ended already
+    held = change_set.snapshot[change_set.snapshot["member_id"] == SOLO]
+    assert set(held["address1"]) == {"77 BIRCH ROAD"}

@@ -174,6 +174,25 @@ def _keys(frame: pd.DataFrame, cols: Iterable[str]) -> pd.Series:
         [], dtype=object, index=frame.index)
 
 
+def _current_member_values(merged: pd.DataFrame, gone: np.ndarray, columns: list[str]) -> None:
+    """A line gone from the census carries the snapshot's values; when its member is still in the census
+    its member-level columns take the member's current values, so a member loop written from that line
+    (its term may come first) never sends the carrier old names, SSN or address."""
+    if not gone.any() or gone.all():
+        return
+    member = _keys(merged, MEMBER_KEY)
+    flags = pd.Series(gone, index=merged.index).groupby(member)
+    mixed = (flags.transform("any") & ~flags.transform("all")).to_numpy(dtype=bool)
+    if not mixed.any():
+        return
+    rows = merged.index[mixed]
+    for col in columns:
+        current = merged.loc[rows, col].where(~gone[mixed])
+        latest = current.groupby(member[rows]).transform("first")
+        fill = gone[mixed] & latest.notna().to_numpy(dtype=bool)
+        merged.loc[rows[fill], col] = latest[fill].to_numpy()
+
+
 def _shift_days(days: np.ndarray, by: int) -> np.ndarray:
     """CCYYMMDD texts moved by ``by`` days."""
     moved = pd.to_datetime(pd.Series(days, dtype=object), format="%Y%m%d") + pd.Timedelta(days=by)
@@ -269,6 +288,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         merged[col] = np.where(gone, snap_col, merged[col].fillna("").astype(str))
         merged[f"{col}_snap"] = snap_col
     merged[ROW_NUMBER] = merged[ROW_NUMBER].fillna(0).astype(int)
+    _current_member_values(merged, gone, [c for c in cols if c not in LINE_KEY and c not in _COVERAGE])
 
     end, snap_end = merged["coverage_end"].to_numpy(dtype=object), merged["coverage_end_snap"].to_numpy(dtype=object)
     coverage_changed = np.zeros(len(merged), dtype=bool)
