@@ -222,3 +222,28 @@ def test_a_member_who_drops_a_line_and_moves_the_same_day_is_sent_the_new_addres
     assert ins03 == "024" and loop[0][:4] == ["HD", "024", "", "HLT"]  # its dental had ended already
     held = change_set.snapshot[change_set.snapshot["member_id"] == SOLO]
     assert set(held["address1"]) == {"77 BIRCH ROAD"}
+
+
+@pytest.mark.parametrize("setting", ["term_and_add", "change"])
+def test_a_two_row_plan_change_seen_before_and_on_the_switch_day(setting: str) -> None:
+    """Before the switch the old period counts: its end goes out as a term. On the switch day the new
+    plan follows as a plan change, never as a reinstatement (025 would restore the old plan)."""
+    rows = h.family_rows()
+    old = _medical(rows)
+    two = [dict(r, coverage_end="2026-11-30") if r is old else r for r in rows] + [
+        dict(old, plan_code="MED-PPO", coverage_start="2026-12-01")]
+    before = diff_against_snapshot(h.enrollment(h.census(two)), _snapshot(rows), as_of=AS_OF,
+                                   plan_change=setting)  # type: ignore[arg-type]
+    _, loop = _coverage(_segments(before))
+    assert loop == [["HD", "024", "", "HLT", "HDHP SILVER", "EMP"], ["DTP", "348", "D8", "20240101"],
+                    ["DTP", "349", "D8", "20261130"]]
+    switch_day = date(2026, 12, 1)
+    on = diff_against_snapshot(build_enrollment(h.census(two), h.feed(), h.mapping(), as_of=switch_day),
+                               before.snapshot, as_of=switch_day, plan_change=setting)  # type: ignore[arg-type]
+    ins03, loop = _coverage(_segments(on))
+    assert ins03 == "001"
+    if setting == "change":
+        assert loop == [["HD", "001", "", "HLT", "PPO GOLD", "EMP"], ["DTP", "348", "D8", "20261201"]]
+    else:
+        assert [s[:5] for s in loop if s[0] == "HD"] == [["HD", "024", "", "HLT", "HDHP SILVER"],
+                                                         ["HD", "021", "", "HLT", "PPO GOLD"]]

@@ -309,12 +309,16 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     if snap_ended.any():
         resumes_on[snap_ended] = _shift_days(snap_end[snap_ended], 1)
     returns = snap_ended & (starts > resumes_on)
-    # A plan change sent as the old plan's term and the new plan's add: two Loop 2300s on one line.
-    switch = plan_changed & ~returns if plan_change == "term_and_add" else np.zeros(len(merged), dtype=bool)
-    by_rules = both & ~returns & ~switch
+    # Another plan on the line (not after a gap): under term_and_add the old plan's term and the new
+    # plan's add, two Loop 2300s on one line; under change one HD*001 with the new plan and its dates,
+    # whether or not the old plan had an end (a reinstatement would restore the old plan).
+    moved = plan_changed & ~returns
+    switch = moved if plan_change == "term_and_add" else np.zeros(len(merged), dtype=bool)
+    by_rules = both & ~returns & ~moved
 
     hd01 = np.full(len(merged), "", dtype=object)
     hd01[new | returns | switch] = ADD
+    hd01[moved & ~switch] = CHANGE
     term_now = by_rules & (end != "") & (end != snap_end)
     hd01[term_now] = TERM
     hd01[by_rules & (end == "") & (snap_end != "")] = REINSTATE
@@ -333,6 +337,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     retro = np.zeros(len(merged), dtype=bool)
     retro |= (new | returns | switch) & (starts < window)
     retro |= (hd01 == CHANGE) & start_changed & (starts < window)
+    retro |= moved & ~switch & (end != snap_end) & (end != "") & (end < window)
     retro |= term_now & (end < window)
     if retro.any():
         rows = sorted(int(r) for r in merged.loc[retro, ROW_NUMBER].tolist())
