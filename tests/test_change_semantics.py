@@ -247,3 +247,14 @@ def test_a_two_row_plan_change_seen_before_and_on_the_switch_day(setting: str) -
     else:
         assert [s[:5] for s in loop if s[0] == "HD"] == [["HD", "024", "", "HLT", "HDHP SILVER"],
                                                          ["HD", "021", "", "HLT", "PPO GOLD"]]
+
+
+def test_coverage_resuming_with_another_level_is_hd001_not_a_reinstatement() -> None:
+    """025 restores the coverage as the carrier held it, so a resumption that also changes the level
+    goes out as HD*001 with the new level and no end (found by the carrier replay)."""
+    rows = h.family_rows()
+    medical = next(r for r in rows if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP")
+    gone = [dict(r, coverage_end="2026-10-31") if r is medical else r for r in rows]
+    back = [dict(r, coverage_level="ESP") if r is medical else r for r in rows]
+    ins03, loop = _coverage(_segments(_diff(gone, back)))
+    assert ins03 == "001" and loop == [["HD", "001", "", "HLT", "HDHP SILVER", "ESP"], ["DTP", "348", "D8", "20240101"]]

@@ -321,7 +321,12 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     hd01[moved & ~switch] = CHANGE
     term_now = by_rules & (end != "") & (end != snap_end)
     hd01[term_now] = TERM
-    hd01[by_rules & (end == "") & (snap_end != "")] = REINSTATE
+    # 025 restores the ended coverage as the carrier held it: coverage that resumes with another level
+    # (or plan policy number) is sent as HD*001 with its new values instead.
+    restyled = np.zeros(len(merged), dtype=bool)
+    for col in (c for c in ("hd05", "coverage_policy_number") if c in cols):
+        restyled |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled] = REINSTATE
     hd01[by_rules & (hd01 == "") & coverage_changed] = CHANGE
     gone_active = gone & (snap_end == "")
     keep = np.ones(len(merged), dtype=bool)
