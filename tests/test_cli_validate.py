@@ -6,6 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -99,3 +100,31 @@ def test_usage_and_configuration_errors_exit_2(tmp_path: Path, env: dict[str, st
     broken = dict(env, CARRIERFEEDS_SCHEMAS_DIR=str(tmp_path / "no-schemas"))
     code, out = _validate(broken, FEED, "--census", str(census), "--json")
     assert code == 2 and "census-v1.yaml" in json.loads(out)["message"]
+
+
+def test_overlapping_periods_on_a_line_exit_1_naming_rows_column_and_rule(tmp_path: Path, env: dict[str, str]) -> None:
+    """Two periods of one member on one insurance line that overlap (the old plan still open when the new
+    one starts) are refused by ``validate`` exactly as a run would refuse them; a plan change written as
+    two periods that meet (old ends the day before the new starts) passes."""
+    frame = generate_census(40, 3, as_of=DAY)
+    authorised = frame["plan_code"].isin(["MED-PPO", "MED-HDHP"]) & (frame["coverage_end"] == "")
+    at = frame.index[authorised & (frame["relationship"] == "EE")
+                     & ~frame["subscriber_id"].isin(frame.loc[frame["relationship"] != "EE", "subscriber_id"])][0]
+    old = frame.loc[at].copy()
+    new = old.copy()
+    new["plan_code"] = "MED-HDHP" if old["plan_code"] == "MED-PPO" else "MED-PPO"
+    new["coverage_start"] = "2026-11-01"
+    frame.loc[at, "coverage_end"] = "2026-10-31"
+    path = tmp_path / "census_20261120.csv"
+    (tmp_path / "keys").mkdir(exist_ok=True, mode=0o700)
+    write_census_csv(pd.concat([frame, new.to_frame().T], ignore_index=True), path)
+    code, out = _validate(env, FEED, "--census", str(path), "--date", DAY.isoformat(), "--json")
+    assert code == 0, out
+
+    frame.loc[at, "coverage_end"] = "2026-11-15"  # the old plan still runs when the new one starts
+    write_census_csv(pd.concat([frame, new.to_frame().T], ignore_index=True), path)
+    code, out = _validate(env, FEED, "--census", str(path), "--date", DAY.isoformat(), "--json")
+    assert code == 1, out
+    found = {(f["row"], f["column"], f["rule"]) for f in json.loads(out)["findings"]}
+    assert found == {(int(at) + 2, "coverage_start", "overlapping_coverage"),
+                     (len(frame) + 2, "coverage_start", "overlapping_coverage")}

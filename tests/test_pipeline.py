@@ -76,7 +76,7 @@ def test_feed_delivers_once_encrypted_conformant_and_ledgered(sftp_workspace: An
     assert _validate_detail(ledger, summary.run_id, "succeeded") == {
         "rows": len(rows), "members": rows["member_id"].nunique(), "families": rows["subscriber_id"].nunique(),
         "failed_rows": 0, "failed_families": 0, "findings": 0, "held_back_members": 0,
-        "excluded_plan_not_authorized": unauthorised, "census_moved": False}
+        "excluded_plan_not_authorized": unauthorised}
 
     # No plaintext PHI left behind in the run's staging folder.
     left = [p.name for p in run_dir_for(ws.settings, ref).iterdir()]

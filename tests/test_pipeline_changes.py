@@ -16,7 +16,7 @@ from carrierfeeds.pipeline import RunRef, run_feed
 
 pytestmark = pytest.mark.slow
 
-DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)
+DAY1, DAY2, DAY3 = date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,3 +110,50 @@ def test_full_file_on_demand_sends_every_member_as_030_and_advances_the_snapshot
     assert b"2 CHANGED STREET" in day2.upper()
     now = store.info(ws.feed.feed_id)
     assert now is not None and now.run_id == full.run_id
+
+
+def test_a_change_outside_the_retro_window_ends_rejected_by_row_and_the_census_is_tried_again(
+        sftp_workspace: Any, tmp_path: Path) -> None:
+    """The retroactive window depends on the carrier's snapshot, so the build judges it: the run ends in a
+    recorded state (rejected, outside_retro_window, by row) and the census is not recorded as processed,
+    so the next run tries that same census again; once ops widen the window it is delivered."""
+    from carrierfeeds.census.sources import CensusIndex
+    from carrierfeeds.pipeline import open_ledger
+
+    ws = sftp_workspace
+    settings, store = _changes_mode(ws, tmp_path)
+    census1 = ws.write_census(members=12, seed=11, as_of=DAY1)
+    first = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY1), clock=_clock, actor="test")
+    assert first.status == "delivered", first.error
+
+    frame = pd.read_csv(census1, dtype=str, keep_default_na=False)
+    mover = frame.loc[frame["plan_code"].isin(ws.feed.authorization.plans), "member_id"].iloc[0]
+    moved = (frame["member_id"] == mover) & frame["plan_code"].isin(ws.feed.authorization.plans)
+    frame.loc[moved, "coverage_start"] = "2026-06-01"  # before the 60-day window, inside 366 days
+    census1.unlink()
+    frame.to_csv(ws.inbound / f"census_{DAY2:%Y%m%d}.csv", index=False)
+    rows = sorted(int(i) + 2 for i in frame.index[moved])
+
+    refused = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY2), clock=_clock, actor="test")
+    assert refused.status == "rejected" and refused.error is not None
+    assert refused.error["code"] == "outside_retro_window" and refused.error["row"] == rows[0]
+    assert refused.error["column"] == "coverage_start" and refused.error["rule"] == "retro_window"
+    ledger = open_ledger(settings)
+    try:
+        finished = [(e.status, e.error_code) for e in ledger.run_events(refused.run_id) if e.kind == "run_finished"]
+    finally:
+        ledger.close()
+    assert finished == [("rejected", "outside_retro_window")]
+    assert len(CensusIndex(settings.data_dir, ws.feed.feed_id).entries()) == 1  # day 1's census only
+    base = store.info(ws.feed.feed_id)
+    assert base is not None and base.run_id == first.run_id
+
+    again = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY3), clock=_clock, actor="test")
+    assert again.status == "rejected" and again.error is not None  # the same census, not "no new census"
+    assert again.error["code"] == "outside_retro_window"
+
+    m = settings.mappings_dir / "sunrise-health.yaml"
+    m.write_text(m.read_text().replace("# retro_window_days: 60", "retro_window_days: 366"))
+    sent = run_feed(settings, RunRef.for_day(ws.feed.feed_id, DAY3), clock=_clock, actor="test")
+    assert sent.status == "delivered", sent.error
+    assert len(CensusIndex(settings.data_dir, ws.feed.feed_id).entries()) == 2

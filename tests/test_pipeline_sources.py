@@ -130,6 +130,42 @@ def test_sftp_drop_run_moves_the_accepted_file_once_and_a_second_run_sends_nothi
     ledger.close()
 
 
+def _authorise_from(ws: SourceWorkspace, day: date) -> None:
+    feed_file = ws.settings.feeds_dir / f"{ws.feed_id}.yaml"
+    data = yaml.safe_load(feed_file.read_text())
+    data["authorization"]["effective_from"] = day.isoformat()
+    feed_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_census_whose_build_failed_is_not_processed_and_the_next_run_sends_it(
+        drop: tuple[SourceWorkspace, Path]) -> None:
+    """Validation accepts the census, then the build refuses the run (the carrier is not authorised yet
+    that day). The census is not recorded as processed and stays in the drop: the next run processes
+    that same census and delivers it, and only then is it recorded and moved aside."""
+    ws, folder = drop
+    census = generate_census(25, 21, as_of=DAY1)
+    original = _put(folder, "census_20261120.csv", census, T0)
+    _authorise_from(ws, DAY2)
+
+    failed = run_feed(ws.settings, RunRef.for_day(ws.feed_id, DAY1), clock=_clock, actor="test")
+    assert failed.status == "refused" and failed.error is not None
+    assert failed.error["code"] == "not_authorized"
+    assert failed.validation["rows"] == len(census)  # validation had accepted it
+    assert _finished(ws, failed.run_id) == [("refused", "not_authorized")]
+    assert original.exists(), "a census whose run has no outcome stays in the drop"
+    assert CensusIndex(ws.data_dir, ws.feed_id).entries() == {}
+    assert _sent(ws) == []
+
+    retried = run_feed(ws.settings, RunRef.for_day(ws.feed_id, DAY2), clock=_clock, actor="test")
+    assert retried.status == "delivered", retried.error
+    assert retried.validation["rows"] == len(census)
+    assert _sent(ws) == [retried.file_name]
+    assert not original.exists() and (folder / "processed" / original.name).exists()
+    index = CensusIndex(ws.data_dir, ws.feed_id)
+    (digest,) = index.entries()
+    assert index.accepted_by(digest) == retried.run_id
+
+
 def test_rejected_sftp_census_stays_in_the_drop_and_leaks_no_phi(
         drop: tuple[SourceWorkspace, Path], caplog: pytest.LogCaptureFixture) -> None:
     ws, folder = drop

@@ -227,24 +227,39 @@ def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of
     multi = ee_pairs["sid"][ee_pairs["sid"].duplicated()]
     add(is_ee & _isin(sid, multi), "relationship", "one_subscriber_per_family",
         "a family (subscriber_id) must have exactly one employee (EE)")
-    add(pd.DataFrame({"m": mid, "p": plan}).duplicated(keep=False) & (mid != "") & (plan != ""),
-        "plan_code", "unique_member_plan", "the same member_id appears twice for the same plan_code")
+    add(pd.DataFrame({"m": mid, "p": plan, "s": col["coverage_start"]}).duplicated(keep=False) & (mid != "")
+        & (plan != ""), "plan_code", "unique_member_plan",
+        "the same member_id appears twice for the same plan_code and coverage_start")
     for c in _IDENTITY:
         pairs = pd.DataFrame({"m": mid, "v": col[c]}).drop_duplicates()
         varying = pairs["m"][pairs["m"].duplicated()]
         add(_isin(mid, varying) & (mid != ""), c, "same_person_fields",
             f"the same member_id has different {c} values on different rows")
 
-    # a dependent's coverage must sit inside the subscriber's coverage in the same plan
+    # a dependent's coverage must sit inside the subscriber's coverage in the same plan: against the
+    # subscriber's period of that plan that started last on or before the dependent's (else the first)
     subs = pd.DataFrame({"sid": mid, "plan": plan, "s_start": dates["coverage_start"],
-                         "s_end": dates["coverage_end"]})[is_ee & (mid == sid)]
-    subs = subs.drop_duplicates(["sid", "plan"])
+                         "s_end": dates["coverage_end"], "s_pos": np.arange(len(census))})[is_ee & (mid == sid)]
     deps = pd.DataFrame({"pos": np.arange(len(census)), "sid": sid, "plan": plan,
                          "start": dates["coverage_start"], "end": dates["coverage_end"]})[
         ~is_ee & _isin(sid, ee_ids)]
-    joined = deps.merge(subs, how="left", on=["sid", "plan"], indicator=True)
-    in_plan = (joined["_merge"] == "both").to_numpy()
-    pos = joined["pos"].to_numpy()
+    periods: dict[tuple[str, str], list[tuple[float, int, pd.Timestamp, pd.Timestamp]]] = {}
+    for r in subs.itertuples():
+        day = -1.0 if pd.isna(r.s_start) else r.s_start.value
+        periods.setdefault((r.sid, r.plan), []).append((day, r.s_pos, r.s_start, r.s_end))
+    picked: list[dict[str, object]] = []
+    for r in deps.itertuples():
+        choices = sorted(periods.get((r.sid, r.plan), []))
+        day = -1.0 if pd.isna(r.start) else r.start.value
+        fit = [c for c in choices if c[0] <= day]
+        chosen = fit[-1] if fit else (choices[0] if choices else None)
+        picked.append({"pos": r.pos, "start": r.start, "end": r.end, "in_plan": chosen is not None,
+                       "s_start": chosen[2] if chosen else pd.NaT, "s_end": chosen[3] if chosen else pd.NaT})
+    joined = pd.DataFrame(picked, columns=["pos", "start", "end", "in_plan", "s_start", "s_end"])
+    for c in ("start", "end", "s_start", "s_end"):
+        joined[c] = pd.to_datetime(joined[c])
+    in_plan = joined["in_plan"].to_numpy(dtype=bool)
+    pos = joined["pos"].to_numpy(dtype=np.int64)
 
     def add_pos(mask: np.ndarray, column: str, rule: str, message: str) -> None:
         full = np.zeros(len(census), dtype=bool)

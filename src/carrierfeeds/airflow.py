@@ -281,13 +281,15 @@ def _call_stage(ctx: pipeline.RunContext, stage: str, params: Any) -> dict[str, 
             endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
             sql_url_for=sql_url_from_connection)
     if stage == "build":
-        return pipeline.build(ctx, full_file=bool(params.get("full_file", False)))
+        return pipeline.build(ctx, full_file=bool(params.get("full_file", False)),
+                              endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
     if stage == "validate":
-        return pipeline.validate(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
+        return pipeline.validate(ctx)
     if stage == "deliver":
         return pipeline.deliver(ctx, transport=_transport_for(ctx))
     if stage == "confirm":
-        return pipeline.confirm(ctx).as_dict()
+        return pipeline.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)
+                                ).as_dict()
     result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
     return result
 

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TermPolicy = Literal["explicit", "omission"]
 TermEnd = Literal["end_of_month", "day_before"]
+PlanChange = Literal["term_and_add", "change"]
 
 ADD, CHANGE, TERM, REINSTATE, AUDIT = (m.value for m in (
     MaintenanceType.ADDITION, MaintenanceType.CHANGE, MaintenanceType.CANCELLATION,
@@ -74,6 +75,9 @@ MEMBER_OPTIONS: Final[tuple[str, ...]] = ("group_policy_number", "reporting_cate
 _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS)
 #: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number")
+#: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
+#: REF*1L alone changing is the same plan under a new policy number (HD*001).
+_PLAN: Final[tuple[str, ...]] = ("hd04",)
 _RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2}
 
 
@@ -170,6 +174,32 @@ def _keys(frame: pd.DataFrame, cols: Iterable[str]) -> pd.Series:
         [], dtype=object, index=frame.index)
 
 
+def _current_member_values(merged: pd.DataFrame, gone: np.ndarray, columns: list[str]) -> None:
+    """A line gone from the census carries the snapshot's values; when its member is still in the census
+    its member-level columns take the member's current values, so a member loop written from that line
+    (its term may come first) never sends the carrier old names, SSN or address."""
+    if not gone.any() or gone.all():
+        return
+    member = _keys(merged, MEMBER_KEY)
+    flags = pd.Series(gone, index=merged.index).groupby(member)
+    mixed = (flags.transform("any") & ~flags.transform("all")).to_numpy(dtype=bool)
+    if not mixed.any():
+        return
+    rows = merged.index[mixed]
+    for col in columns:
+        current = merged.loc[rows, col].where(~gone[mixed])
+        latest = current.groupby(member[rows]).transform("first")
+        fill = gone[mixed] & latest.notna().to_numpy(dtype=bool)
+        merged.loc[rows[fill], col] = latest[fill].to_numpy()
+
+
+def _shift_days(days: np.ndarray, by: int) -> np.ndarray:
+    """CCYYMMDD texts moved by ``by`` days."""
+    moved = pd.to_datetime(pd.Series(days, dtype=object), format="%Y%m%d") + pd.Timedelta(days=by)
+    out: np.ndarray = moved.dt.strftime("%Y%m%d").to_numpy(dtype=object)
+    return out
+
+
 def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
     """DTP*357 again for members the diff termed: the census no longer has them, so the view could not
     say when their eligibility ends. As in the view: the latest coverage end once every line ends."""
@@ -184,13 +214,24 @@ def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
                           term_policy: TermPolicy = "explicit", term_end: TermEnd = "end_of_month",
                           retro_window_days: int = 60, held_back_members: Iterable[str] = (),
-                          full_file: bool = False) -> ChangeSet:
+                          full_file: bool = False, plan_change: PlanChange = "term_and_add") -> ChangeSet:
     """Today's view against the carrier's snapshot (None: nothing confirmed yet, so a full file).
 
     ``held_back_members``: member ids validation held back; a snapshot member whose member id or
     subscriber id is among them is carried over and never sent. Raises :class:`OutsideRetroWindow`
     (by row number) when an add, change or term would take effect more than ``retro_window_days``
     before ``as_of``; a full file is never refused for that.
+
+    Per insurance line (HD03), against what the carrier holds:
+
+    - another plan (HD04) is a plan change. ``plan_change="term_and_add"`` sends
+      the old plan as HD*024 ending the day before the new start (DTP*349) and the new plan as HD*021
+      (DTP*348), in two Loop 2300s of the member, the old first; ``"change"`` sends HD*001 with the new
+      plan. Either way the snapshot then holds the new plan only.
+    - coverage that had ended and starts again after a gap (start later than the day after the end)
+      is a new enrollment: HD*021 with the new start, under INS03 021 when every line of the member had
+      ended at the carrier. It is never a reinstatement (025), which would restore the ended coverage
+      and so cover the gap; 025 is only for coverage that resumes with no gap.
     """
     cur_table = current.table
     cols = snapshot_columns(cur_table)
@@ -247,6 +288,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         merged[col] = np.where(gone, snap_col, merged[col].fillna("").astype(str))
         merged[f"{col}_snap"] = snap_col
     merged[ROW_NUMBER] = merged[ROW_NUMBER].fillna(0).astype(int)
+    _current_member_values(merged, gone, [c for c in cols if c not in LINE_KEY and c not in _COVERAGE])
 
     end, snap_end = merged["coverage_end"].to_numpy(dtype=object), merged["coverage_end_snap"].to_numpy(dtype=object)
     coverage_changed = np.zeros(len(merged), dtype=bool)
@@ -255,17 +297,41 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     start_changed = merged["coverage_start"].to_numpy(dtype=object) != merged["coverage_start_snap"].to_numpy(
         dtype=object)
 
+    starts = merged["coverage_start"].to_numpy(dtype=object)
+    plan_changed = np.zeros(len(merged), dtype=bool)
+    for col in (c for c in _PLAN if c in cols):
+        plan_changed |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    plan_changed &= both
+    # Coverage the carrier holds as ended that starts again later than the day after its end: a new
+    # enrollment of the line (a rehire after a gap), never a reinstatement that would cover the gap.
+    snap_ended = both & (snap_end != "")
+    resumes_on = np.full(len(merged), "", dtype=object)
+    if snap_ended.any():
+        resumes_on[snap_ended] = _shift_days(snap_end[snap_ended], 1)
+    returns = snap_ended & (starts > resumes_on)
+    # Another plan on the line (not after a gap): under term_and_add the old plan's term and the new
+    # plan's add, two Loop 2300s on one line; under change one HD*001 with the new plan and its dates,
+    # whether or not the old plan had an end (a reinstatement would restore the old plan).
+    moved = plan_changed & ~returns
+    switch = moved if plan_change == "term_and_add" else np.zeros(len(merged), dtype=bool)
+    by_rules = both & ~returns & ~moved
+
     hd01 = np.full(len(merged), "", dtype=object)
-    hd01[new] = ADD
-    term_now = both & (end != "") & (end != snap_end)
+    hd01[new | returns | switch] = ADD
+    hd01[moved & ~switch] = CHANGE
+    term_now = by_rules & (end != "") & (end != snap_end)
     hd01[term_now] = TERM
-    hd01[both & (end == "") & (snap_end != "")] = REINSTATE
-    hd01[both & (hd01 == "") & coverage_changed] = CHANGE
+    # 025 restores the ended coverage as the carrier held it: coverage that resumes with another level
+    # (or plan policy number) is sent as HD*001 with its new values instead.
+    restyled = np.zeros(len(merged), dtype=bool)
+    for col in (c for c in ("hd05", "coverage_policy_number") if c in cols):
+        restyled |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled] = REINSTATE
+    hd01[by_rules & (hd01 == "") & coverage_changed] = CHANGE
     gone_active = gone & (snap_end == "")
     keep = np.ones(len(merged), dtype=bool)
     if term_policy == "explicit":
         hd01[gone_active] = TERM
-        starts = merged["coverage_start"].to_numpy(dtype=object)
         merged.loc[gone_active, "coverage_end"] = np.where(starts > ended, starts, ended)[gone_active]
         if "eligibility_end" in cols and gone_active.any():
             _end_eligibility(merged, gone_active)
@@ -274,9 +340,9 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     keep &= ~dropped
 
     retro = np.zeros(len(merged), dtype=bool)
-    starts = merged["coverage_start"].to_numpy(dtype=object)
-    retro |= new & (starts < window)
+    retro |= (new | returns | switch) & (starts < window)
     retro |= (hd01 == CHANGE) & start_changed & (starts < window)
+    retro |= moved & ~switch & (end != snap_end) & (end != "") & (end < window)
     retro |= term_now & (end < window)
     if retro.any():
         rows = sorted(int(r) for r in merged.loc[retro, ROW_NUMBER].tolist())
@@ -310,15 +376,18 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     final_end = merged["coverage_end"].to_numpy(dtype=object)
     all_ended = ~per_member(keep & (final_end == ""))
     hd = pd.Series(hd01, index=merged.index)
+    switched = per_member(switch)  # the old plan's HD*024 is sent too
     any_hd = hd.ne("").groupby(member_key).transform("any").to_numpy()
-    any_term = hd.eq(TERM).groupby(member_key).transform("any").to_numpy()
-    only_terms = hd.isin(["", TERM]).groupby(member_key).transform("all").to_numpy()
+    any_term = hd.eq(TERM).groupby(member_key).transform("any").to_numpy() | switched
+    only_terms = hd.isin(["", TERM]).groupby(member_key).transform("all").to_numpy() & ~switched
+    only_adds = any_hd & hd.isin(["", ADD]).groupby(member_key).transform("all").to_numpy() & ~switched
     any_reinstate = hd.eq(REINSTATE).groupby(member_key).transform("any").to_numpy()
     no_terms = ~any_term
     demo = (id_changed | addr_changed | other_changed).to_numpy()
 
     ins03 = np.full(len(merged), "", dtype=object)
-    ins03[~in_snap] = ADD
+    # A member new to the carrier, or back after every line of theirs had ended there.
+    ins03[~in_snap | (~snap_active & only_adds)] = ADD
     ins03[in_snap & in_cur & any_reinstate & ~snap_active & no_terms] = REINSTATE
     ins03[in_snap & (ins03 == "") & any_term & only_terms & all_ended] = TERM
     ins03[in_snap & (ins03 == "") & (any_hd | demo)] = CHANGE
@@ -343,7 +412,17 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     for col in ("hd03", *_COVERAGE):
         if col in bare.columns:
             bare[col] = ""
-    send = _sort(pd.concat([line_rows, bare]))
+    # The old plan of each term_and_add plan change: the member's own row with the carrier's coverage
+    # values, ending the day before the new plan starts, just before the new plan's Loop 2300.
+    old_plans = merged.loc[sent_member & switch].copy()
+    for col in (c for c in _COVERAGE if c in cols):
+        old_plans[col] = old_plans[f"{col}_snap"]
+    if len(old_plans):
+        old_plans["coverage_end"] = _shift_days(merged.loc[sent_member & switch, "coverage_start"].to_numpy(
+            dtype=object), -1)
+    old_plans["hd01"] = TERM
+    old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
+    send = _sort(pd.concat([line_rows, old_plans, bare]))
     table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:

@@ -223,7 +223,7 @@ def validate(
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.pipeline import RunRef
     from carrierfeeds.settings import load_bundle, plan_catalogue
-    from carrierfeeds.validation import apply_policy, validate_census
+    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     settings = Settings()
     try:
@@ -234,7 +234,8 @@ def validate(
         frame = read_census(census, bundle.schema)
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
         result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                                 source_name=census.name, plans=plan_catalogue(settings, bundle))
+                                 source_name=census.name, plans=plan_catalogue(settings, bundle),
+                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -321,7 +322,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     from carrierfeeds.enrollment import build_enrollment
     from carrierfeeds.errors import CensusRejected
     from carrierfeeds.settings import plan_catalogue
-    from carrierfeeds.validation import apply_policy, validate_census
+    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
     frame = read_census(census, bundle.schema)
@@ -330,7 +331,8 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     tokenizer = (MemberTokenizer.from_key_file(key_file) if key_file.is_file()
                  else MemberTokenizer(os.urandom(KEY_BYTES)))
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                             source_name=census.name, plans=plan_catalogue(settings, bundle))
+                             source_name=census.name, plans=plan_catalogue(settings, bundle),
+                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
     outcome = apply_policy(frame, report, feed.validation)
     validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members,
@@ -350,7 +352,8 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
         full_file = full or base is None or is_full_file_day(as_of, mapping.full_file_weekday)
         change_set = diff_against_snapshot(
             enrollment, base, as_of=as_of, term_policy=mapping.term_policy, term_end=mapping.term_end,
-            retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file)
+            retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file,
+            plan_change=mapping.plan_change)
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
         action = mapping.full_file.bgn08 if change_set.full_file else "2"
     result: dict[str, Any] = {

@@ -419,6 +419,10 @@ class CarrierMapping(_Model):
                                     "month, or the day before the run")
     retro_window_days: int = Field(60, ge=0, le=366,
                                    description="how far back an add, change or term may take effect")
+    plan_change: Literal["term_and_add", "change"] = Field(
+        "term_and_add", description="another plan on the same insurance line (HD03): term_and_add sends the "
+                                    "old plan as HD*024 (DTP*349 the day before the new start) and the new "
+                                    "plan as HD*021 (DTP*348); change sends HD*001 with the new plan")
     full_file_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                                "sunday"] | None = Field(
         None, description="in changes mode, send the full audit file (030) on this weekday instead")

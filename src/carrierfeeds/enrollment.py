@@ -344,6 +344,43 @@ def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
         out["eligibility_end"] = end.groupby(member).transform("max").where(~open_ended, "").astype(object)
 
 
+def _periods_that_count(subscribers: np.ndarray, members: np.ndarray, lines: np.ndarray, start: pd.Series,
+                        end: pd.Series | None, as_of: date) -> np.ndarray | None:
+    """Which view row is each member's coverage on each insurance line, when the census gives a line
+    several periods (history, a future election); None when every line has one row (nothing to drop).
+
+    Per (subscriber, member, HD03): the period in effect on ``as_of`` (start <= as_of, no end or end >=
+    as_of); else the earliest one starting after ``as_of`` (a future election); else the one that ended
+    last. Validation refuses overlapping periods on a line (``overlapping_coverage``), so at most one is
+    in effect. Rows are in view order: a member's rows are adjacent.
+    """
+    if len(lines) < 2:
+        return None
+    width = int(lines.max()) + 1
+    new_member = np.ones(len(lines), dtype=bool)
+    new_member[1:] = (subscribers[1:] != subscribers[:-1]) | (members[1:] != members[:-1])
+    keys = (np.cumsum(new_member) - 1).astype(np.int64) * width + lines
+    repeated: np.ndarray = np.bincount(keys)[keys] > 1
+    if not repeated.any():
+        return None
+    at = np.flatnonzero(repeated)
+    day = int(as_of.strftime("%Y%m%d"))
+    begins = pd.to_numeric(start.iloc[at], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    ends = (pd.to_numeric(end.iloc[at].where(end.iloc[at] != ""), errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+            if end is not None else np.zeros(len(at), dtype=np.int64))
+    in_effect = (begins <= day) & ((ends == 0) | (ends >= day))
+    future = ~in_effect & (begins > day)
+    kind = np.where(in_effect, 0, np.where(future, 1, 2))
+    # Within a kind, the first wins: in effect, the latest start; future, the earliest; ended, the latest end.
+    rank = np.where(in_effect, -begins, np.where(future, begins, -ends))
+    order = at[np.lexsort((rank, kind, keys[at]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    counting: np.ndarray = ~repeated
+    counting[order[first]] = True
+    return counting
+
+
 def _workers(workers: int | None) -> int:
     """Threads for the view's columns: ``workers``, or the CPUs this process may use (at most 4)."""
     return thread_count(workers)
@@ -551,8 +588,15 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         task(policy_numbers, plan, policies)
     for parts in _in_order(tasks, threads):
         keep(parts)
-    _eligibility(out, mapping)
     out[ROW_NUMBER] = rows
+    line_of = plan.values.map({k: v.insurance_line for k, v in mapping.plans.items()})
+    line_codes = pd.factorize(line_of, use_na_sentinel=False)[0][plan.codes]
+    counting = _periods_that_count(subscriber_codes[positions], member_codes[positions], line_codes,
+                                   out["coverage_start"], out.get("coverage_end"), as_of)
+    if counting is not None:
+        for col in list(out):
+            out[col] = out[col][counting].reset_index(drop=True)
+    _eligibility(out, mapping)
 
     # Arrow-backed text, not Python objects: at 1M members (2.3M rows x 24 columns) an object table
     # held 2.4 GB of str objects; the renderer turns one chunk at a time into objects instead.

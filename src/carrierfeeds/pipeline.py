@@ -332,18 +332,19 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
     run's private folder, under the size cap and archive rules. The employer's own file is never moved or
     changed here; an SFTP file moves to the processed folder only once validation accepts it.
 
-    ``census_path`` is an explicit file: always processed. Otherwise a file already accepted by another
-    run raises :class:`~carrierfeeds.census.sources.NoNewCensus` (the run ends ``no_new_census``) unless
-    ``force``. A rerun of a run whose census was accepted re-uses the staged copy while the staging store
-    still holds it (an SFTP original may have left the drop). ``endpoint_for`` / ``sql_url_for`` resolve
-    connection ids (Airflow connections); by default the keys directory.
+    ``census_path`` is an explicit file: always processed. Otherwise a file another run already processed
+    (recorded once that run had an outcome: see :func:`_accept_census`) raises
+    :class:`~carrierfeeds.census.sources.NoNewCensus` (the run ends ``no_new_census``) unless ``force``.
+    A rerun of a run whose census passed validation re-uses the staged copy while the staging store
+    still holds it. ``endpoint_for`` / ``sql_url_for`` resolve connection ids (Airflow connections); by
+    default the keys directory.
     """
     from carrierfeeds.census.sources import census_from_file, confirm_unchanged, fetch_census
 
     with _stage(ctx, "stage_census") as detail:
         state = ctx.state()
-        if census_path is None and not force and state.get("census_accepted") and \
-                ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
+        if census_path is None and not force and (state.get("census_validated") or state.get("census_accepted")) \
+                and ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
             detail.update(census_sha256=state["census_sha256"], reused=True)
             return {"run_id": ctx.run_id, "census_sha256": state["census_sha256"], "reused": True}
         if census_path is not None:
@@ -376,7 +377,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                 raise _census_changed(pick)
         tmp.replace(staged)
         ctx.save_state(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state(),
-                       census_accepted=False)
+                       census_accepted=False, census_validated=False)
         detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)
     return {"run_id": ctx.run_id, "census_sha256": digest}
 
@@ -387,10 +388,13 @@ def _census_changed(pick: Any) -> TransientError:
 
 
 def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -> bool:
-    """Validation accepted the staged census: record it as processed, move an SFTP original aside.
+    """The run has its outcome (its file delivered or handed over, or nothing to send): record the staged
+    census as processed and move an SFTP original to the processed folder. Idempotent.
 
-    Returns whether a file was moved on the server. A rejected census never gets here, so the employer's
-    fixed file (or the same file, forced) can be processed again.
+    Returns whether a file was moved on the server. Only an outcome gets here: a census that validation
+    rejected, or whose build, gate, encryption or delivery failed, stays unrecorded (and in the drop), so
+    the rerun, or the next run, processes that same census again instead of finding "no new census" while
+    the carrier never received it.
     """
     from carrierfeeds.census.sources import CensusPick, accept_census
 
@@ -405,16 +409,16 @@ def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -
     return moved is not None
 
 
-def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def validate(ctx: RunContext) -> dict[str, Any]:
     """Read and validate the staged census; write the PHI-free report; apply the feed's policy.
 
-    An accepted census is then recorded as processed (and an SFTP original moved to the processed folder;
-    ``endpoint_for`` resolves its connection under Airflow); a rejected one is not.
+    An accepted census is recorded as processed only when the run has an outcome (:func:`_accept_census`,
+    from confirm or a build with nothing to send), not here.
     """
     from carrierfeeds.census.accepted import accepted_table, low_cardinality, write_accepted
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.validation import apply_policy, validate_census_coded
+    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census_coded
 
     with _stage(ctx, "validate") as detail:
         state = ctx.state()
@@ -422,9 +426,11 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
         # the run's own staged copy (0600, replaced by rename, never truncated): read mapped, not copied
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
+        # With the carrier's rules: whatever the build could not take is refused here, by row and rule.
+        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans)
         report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                                   as_of=ctx.ref.interval_start, source_name=source_name,
-                                                  plans=plan_catalogue(ctx.settings, ctx.bundle))
+                                                  plans=plan_catalogue(ctx.settings, ctx.bundle), carrier=carrier)
         codes = low_cardinality(all_codes, len(census))  # the member ids' and SSNs' codes go at once
         del all_codes
         report_dir = _private_dir(ctx.settings.reports_dir / ctx.feed_id / ctx.ref.interval_start.isoformat())
@@ -460,12 +466,16 @@ def validate(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = Non
         os.chmod(written, 0o600)
         written.replace(accepted)
         ctx.keep(accepted)
-        detail.update(census_moved=_accept_census(ctx, endpoint_for))
+        ctx.save_state(census_validated=True)
     return {"run_id": ctx.run_id, **counts}
 
 
-def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None) -> dict[str, Any]:
+def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None,
+          endpoint_for: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder.
+
+    In changes mode with nothing to send, that is the run's outcome: the census is recorded as processed
+    (an SFTP original moved with ``endpoint_for``'s connection) before :class:`NoChanges` ends the run.
 
     With ``resend_reason`` (a person's forced resend) and the run's newest file already with the
     recipient, the file is rendered under new control numbers from the ledger (``Ledger.allocate_resend``),
@@ -493,7 +503,8 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
         if mapping.mode == "changes":
-            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment, full_file=full_file)
+            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment, full_file=full_file,
+                                                              endpoint_for=endpoint_for)
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -610,8 +621,8 @@ def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[s
     return out.sha256, out.size
 
 
-def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,
-                  full_file: bool = False) -> tuple[Any, str, dict[str, Any]]:
+def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *, full_file: bool = False,
+                  endpoint_for: Callable[[str], Any] | None = None) -> tuple[Any, str, dict[str, Any]]:
     """Changes mode: diff against the last confirmed snapshot, stage the next one (advanced by confirm)."""
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
@@ -627,8 +638,9 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *,
     change_set = diff_against_snapshot(
         enrollment, base, as_of=ctx.ref.interval_start, term_policy=mapping.term_policy,
         term_end=mapping.term_end, retro_window_days=mapping.retro_window_days, held_back_members=held,
-        full_file=full)
+        full_file=full, plan_change=mapping.plan_change)
     if change_set.empty:
+        _accept_census(ctx, endpoint_for)  # the carrier holds all of it already: this census is done
         raise NoChanges("no changes against the last delivered snapshot; nothing to send",
                         details={"feed_id": ctx.feed_id})
     store.stage(ctx.feed_id, ctx.run_id, change_set.snapshot, full_file=change_set.full_file)
@@ -1252,8 +1264,9 @@ def _record_pending_handoff(ctx: RunContext, delivery_id: str, size: int | None,
                                        remote_path=remote_path, actor=ctx.actor, message=message)
 
 
-def confirm(ctx: RunContext) -> RunSummary:
-    """Close the run: final status in the ledger, plaintext removed from the staging folder."""
+def confirm(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = None) -> RunSummary:
+    """Close the run: census recorded as processed (an SFTP original moved with ``endpoint_for``'s
+    connection), final status in the ledger, plaintext removed from the staging folder."""
     with _stage(ctx, "confirm") as detail:
         state = ctx.state()
         if not state.get("delivered"):
@@ -1265,6 +1278,8 @@ def confirm(ctx: RunContext) -> RunSummary:
             # Only now does the carrier hold what this run sent; a failed delivery never gets here.
             # False: an acknowledgment already rejected this run and put the snapshot back.
             detail.update(snapshot_advanced=snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id))
+        # Only now has the census an outcome; a move that fails is retried by running confirm again.
+        detail.update(census_moved=_accept_census(ctx, endpoint_for))
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.get("counts", {}))
         detail.update(removed=purge_plaintext(ctx))
     return summary

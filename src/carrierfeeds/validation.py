@@ -35,9 +35,10 @@ import pandas as pd
 
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
-from carrierfeeds.config import CensusSchema, PlanCatalogue, ValidationPolicy
+from carrierfeeds.config import CarrierMapping, CensusSchema, PlanCatalogue, ValidationPolicy
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.threads import in_order, thread_count
+from carrierfeeds.x12.sanitize import TextRule, fold_column
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +375,8 @@ def _factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
 # ---------------------------------------------------------------------------------------------- validate
 def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
                     tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
-                    workers: int | None = None, plans: PlanCatalogue | None = None) -> ValidationReport:
+                    workers: int | None = None, plans: PlanCatalogue | None = None,
+                    carrier: CarrierRules | None = None) -> ValidationReport:
     """Run the suite at ``suite_path`` and the cross-row rules over ``census``; collect every finding.
 
     ``plans`` (the feed's :class:`~carrierfeeds.config.PlanCatalogue`; every feed run, ``validate`` and
@@ -382,16 +384,20 @@ def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema
     authorise is a finding (``unknown_plan``), a known one the feed does not authorise is counted in
     ``excluded``. Without it plan codes are not judged.
 
-    The columns the rules read are encoded on ``workers`` threads first (default: the CPUs this process
-    may use, at most 4); the report and any error do not depend on ``workers``."""
+    ``carrier``: what the feed's carrier mapping makes of the rows (:class:`CarrierRules`); with it the
+    report also holds every row the build would refuse, so a census validation accepts is never refused
+    by the build. The columns the rules read are encoded on ``workers`` threads first (default: the CPUs
+    this process may use, at most 4); the report and any error do not depend on ``workers``."""
     report, _ = validate_census_coded(census, suite_path, schema, tokenizer, as_of=as_of,
-                                      source_name=source_name, workers=workers, plans=plans)
+                                      source_name=source_name, workers=workers, plans=plans, carrier=carrier)
     return report
 
 
 def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
-                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str, workers: int | None = None,
-                          plans: PlanCatalogue | None = None) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
+                          tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
+                          workers: int | None = None, plans: PlanCatalogue | None = None,
+                          carrier: CarrierRules | None = None,
+                          ) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
     """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
     name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
     instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
@@ -415,6 +421,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
         plan_raws, excluded = _plan_rule(columns.coded("plan_code"), plans,
                                          census[ROW_NUMBER].to_numpy(dtype=np.int64))
         raws += plan_raws
+    raws += _build_rules(census, columns, carrier, raws)
     cross_s = time.perf_counter() - started
 
     empty = pd.Series("", index=census.index, dtype="str")
@@ -893,25 +900,40 @@ def _cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date, *,
         "on an employee's rows subscriber_id must equal member_id")
     add(_within(is_ee, _varies(family.codes[is_ee], mc[is_ee])), "relationship", "one_subscriber_per_family",
         "a family (subscriber_id) must have exactly one employee (EE)")
-    add(_repeated(mc, plan.codes) & has_mid & has_plan,
-        "plan_code", "unique_member_plan", "the same member_id appears twice for the same plan_code")
+    # The same period of a plan twice; several periods of one plan (history, a rehire) are a supported
+    # shape, and periods that overlap on an insurance line are overlapping_coverage (_build_rules).
+    repeats = _repeated(mc, plan.codes) & has_mid & has_plan  # nearly always none: only those are looked at
+    if repeats.any():
+        again = np.flatnonzero(repeats)
+        twice = _repeated(_pair_keys(mc[again], plan.codes[again]), columns.coded("coverage_start").codes[again])
+        add(_at(len(census), again[twice]), "plan_code", "unique_member_plan",
+            "the same member_id appears twice for the same plan_code and coverage_start")
     by_member = np.argsort(mc, kind="stable")  # one sort, shared by the four identity columns
     for c in _IDENTITY:
         add(_varies(mc, columns.coded(c).codes, by_member) & has_mid, c, "same_person_fields",
             f"the same member_id has different {c} values on different rows")
 
     # a dependent's coverage must sit inside the subscriber's coverage in the same plan: each dependent
-    # row against the first employee row (member_id == subscriber_id) with its subscriber and plan
+    # row against the employee row (member_id == subscriber_id) with its subscriber and plan whose
+    # period started last on or before the dependent's start (the first such row when none did), so
+    # a subscriber with several periods of a plan (history, a rehire) is judged period by period
     width = len(plan.uniques)
-    subs = np.flatnonzero(is_ee & (mc == sid_as_mid))
-    sub_keys, first = np.unique(mc[subs].astype(np.int64) * width + plan.codes[subs], return_index=True)
-    subs = subs[first]
-    deps = np.flatnonzero(~is_ee & names_ee)
-    dep_keys = sid_as_mid[deps].astype(np.int64) * width + plan.codes[deps]
-    at = np.minimum(np.searchsorted(sub_keys, dep_keys), max(len(sub_keys) - 1, 0))
-    in_plan = sub_keys[at] == dep_keys if len(sub_keys) else np.zeros(len(deps), dtype=bool)
     start, end = columns.coded("coverage_start"), columns.coded("coverage_end")
     start_u, end_u = dates["coverage_start"].to_numpy(), dates["coverage_end"].to_numpy()
+    start_day = _day_numbers(start_u)[start.codes]  # -1 where not a date
+    subs = np.flatnonzero(is_ee & (mc == sid_as_mid))
+    sub_keys = mc[subs].astype(np.int64) * width + plan.codes[subs]
+    by_key = np.lexsort((np.arange(len(subs)), start_day[subs], sub_keys))
+    subs, sub_keys = subs[by_key], sub_keys[by_key]
+    span = _DAY_SPAN
+    deps = np.flatnonzero(~is_ee & names_ee)
+    dep_keys = sid_as_mid[deps].astype(np.int64) * width + plan.codes[deps]
+    latest = np.searchsorted(sub_keys * span + start_day[subs], dep_keys * span + start_day[deps], side="right") - 1
+    first_of_key = np.searchsorted(sub_keys, dep_keys)
+    fits = (latest >= 0) & (sub_keys[np.maximum(latest, 0)] == dep_keys) if len(subs) else np.zeros(
+        len(deps), dtype=bool)
+    at = np.where(fits, latest, np.minimum(first_of_key, max(len(subs) - 1, 0)))
+    in_plan = sub_keys[at] == dep_keys if len(subs) else np.zeros(len(deps), dtype=bool)
     dep_start, dep_end = start_u[start.codes[deps[in_plan]]], end_u[end.codes[deps[in_plan]]]
     sub_start, sub_end = start_u[start.codes[subs[at[in_plan]]]], end_u[end.codes[subs[at[in_plan]]]]
 
@@ -990,6 +1012,165 @@ def _plan_rule(plan: _Coded, plans: PlanCatalogue, rn: np.ndarray) -> tuple[list
                          "or an employer plan name the schema's plan_codes does not map)")] if unknown.any() else []
     left_out = int(np.count_nonzero(plan.spread(known & ~authorised)))
     return raws, ({"plan_not_authorized": left_out} if left_out else {})
+#: Day numbers (days since 1970) of any census date fit below this, so key * span + day orders by key, then day.
+_DAY_SPAN = 1 << 20
+
+
+def _day_numbers(parsed: np.ndarray) -> np.ndarray:
+    """Parsed dates (datetime64, NaT for blanks and non-dates) as days since 1970; -1 for NaT."""
+    days = np.asarray(parsed, dtype="datetime64[D]").astype(np.int64)
+    out: np.ndarray = np.where(np.isnat(parsed), -1, np.clip(days, 0, _DAY_SPAN - 2))
+    return out
+
+
+@dataclass(frozen=True)
+class CarrierRules:
+    """What the build will make of a census for one feed's carrier, so validation can refuse first
+    whatever the build could not take (:func:`_build_rules`).
+
+    ``lines``: each plan code the build maps (authorised for the feed and in the mapping) to its
+    insurance line (HD03); ``coverage_levels``: the levels the mapping knows; ``names``: the text rule
+    and lengths names are folded to; ``columns``: the census fields the carrier may see (the build drops
+    the others before it reads them); ``hire_date``: whether the build reads hire dates.
+    """
+
+    lines: dict[str, str]
+    coverage_levels: frozenset[str]
+    names: TextRule
+    last_name_max: int
+    first_name_max: int
+    columns: frozenset[str]
+    hire_date: bool
+
+    @classmethod
+    def for_feed(cls, mapping: CarrierMapping, authorised_plans: Iterable[str]) -> CarrierRules:
+        authorised = set(authorised_plans)
+        limit = mapping.name_max_length
+        return cls(lines={code: plan.insurance_line for code, plan in mapping.plans.items() if code in authorised},
+                   coverage_levels=frozenset(mapping.coverage_levels),
+                   names=TextRule(mapping.charset, mapping.name_case),
+                   last_name_max=mapping.last_name_max_length or min(limit, 60),
+                   first_name_max=mapping.first_name_max_length or min(limit, 35),
+                   columns=frozenset(mapping.allowlist), hire_date="hire" in mapping.dates_sent)
+
+
+#: Census fields the build cannot do without (enrollment.build_enrollment).
+_BUILD_COLUMNS = ("member_id", "subscriber_id", "relationship", "last_name", "first_name", "plan_code",
+                  "coverage_level", "coverage_start")
+_BUILD_ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _build_rules(census: pd.DataFrame, columns: _Columns, carrier: CarrierRules | None,
+                 found: list[_Raw]) -> list[_Raw]:
+    """The rows the build would refuse, as findings: a census validation accepts is never refused later.
+
+    The build (enrollment.build_enrollment, then the diff) maps only the rows whose plan the carrier
+    gets (``carrier.lines``; every row without ``carrier``) and refuses: a missing column it needs, an
+    identifier that folds to nothing, a relationship other than EE/SP/CH, a name with nothing left
+    after the carrier's text rule, a coverage level the mapping does not know, a date that is not
+    YYYY-MM-DD, and two periods of one member on one insurance line that overlap (which period
+    counts on the run day would be ambiguous). A cell the suite already flagged in the same column is
+    not reported again.
+    """
+    rn = census[ROW_NUMBER].to_numpy(dtype=np.int64)
+    missing = [c for c in _BUILD_COLUMNS if c not in census.columns]
+    if missing:
+        return [_Raw(rows=np.array([HEADER_ROW], dtype=np.int64), column=c, rule="required_column",
+                     message="the build needs this column") for c in missing]
+
+    def visible(column: str) -> bool:  # the build drops a column off the allowlist before reading it
+        return column in census.columns and (carrier is None or column in carrier.columns)
+
+    plan = columns.coded("plan_code")
+    if carrier is not None:
+        plan_line = plan.uniques.str.strip().map(carrier.lines)
+        mapped = plan.spread(np.asarray(plan_line.notna(), dtype=bool))
+    else:
+        plan_line = plan.uniques.str.strip()
+        mapped = np.ones(len(rn), dtype=bool)
+    flagged: dict[str, set[int]] = {}
+    for raw in found:
+        flagged.setdefault(raw.column, set()).update(raw.rows.tolist())
+    out: list[_Raw] = []
+
+    def add(per_value: np.ndarray, coded: _Coded, column: str, rule: str, message: str) -> None:
+        if not per_value.any():
+            return  # no distinct value breaks the rule: no row to look at
+        rows = rn[coded.spread(per_value) & mapped]
+        already = flagged.get(column)
+        if already:
+            rows = rows[~np.isin(rows, np.fromiter(already, dtype=np.int64, count=len(already)))]
+        if len(rows):
+            out.append(_Raw(rows=rows, column=column, rule=rule, message=message))
+
+    for c in ("member_id", "subscriber_id"):
+        coded = columns.coded(c)
+        empty = fold_column(coded.uniques, 50).values == ""
+        add(np.asarray(empty, dtype=bool), coded, c, "empty_identifier", "has no usable identifier")
+    relationship = columns.coded("relationship")
+    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(["EE", "SP", "CH"]), dtype=bool),
+        relationship, "relationship", "relationship_code", "relationship must be EE, SP or CH")
+    if carrier is not None:
+        for c, most in (("last_name", carrier.last_name_max), ("first_name", carrier.first_name_max)):
+            if visible(c):
+                coded = columns.coded(c)
+                empty = fold_column(coded.uniques, most, carrier.names).values == ""
+                add(np.asarray(empty, dtype=bool), coded, c, "empty_after_sanitize",
+                    "nothing is left of the name after the carrier's character rule")
+        if visible("coverage_level"):
+            level = columns.coded("coverage_level")
+            add(~np.asarray(level.uniques.str.strip().str.upper().isin(carrier.coverage_levels), dtype=bool),
+                level, "coverage_level", "coverage_level", "coverage level the carrier's mapping does not know")
+    dates = ["coverage_start", "coverage_end", "dob"]
+    if carrier is None or carrier.hire_date:
+        dates.append("hire_date")
+    for c in dates:
+        if not visible(c):
+            continue
+        coded = columns.coded(c)
+        text = coded.uniques.str.strip()
+        parsed = pd.to_datetime(text.where(text.str.match(_BUILD_ISO) & (text != "")), format="%Y-%m-%d",
+                                errors="coerce")
+        bad = np.asarray(parsed.isna() & ((text != "") | (c == "coverage_start")), dtype=bool)
+        add(bad, coded, c, "iso_date", "not a date as YYYY-MM-DD" + (" (required)" if c == "coverage_start" else ""))
+    out += _overlapping(census, columns, plan, plan_line, mapped, rn)
+    return out
+
+
+def _overlapping(census: pd.DataFrame, columns: _Columns, plan: _Coded, plan_line: pd.Series, mapped: np.ndarray,
+                 rn: np.ndarray) -> list[_Raw]:
+    """Rows of one member (subscriber_id, member_id) on one insurance line whose periods overlap."""
+    line_codes = pd.factorize(plan_line.fillna(""), use_na_sentinel=False)[0][plan.codes]
+    # Only rows whose member id holds the line more than once can overlap (nearly always none).
+    several = mapped & _repeated(columns.coded("member_id").codes, line_codes)
+    if not several.any():
+        return []
+    start = columns.coded("coverage_start")
+    start_day = _day_numbers(_parse_iso(start.uniques.str.strip()).to_numpy())[start.codes]
+    if "coverage_end" in census.columns:
+        end = columns.coded("coverage_end")
+        end_text = end.uniques.str.strip()
+        end_day = np.where(np.asarray(end_text == "", dtype=bool), _DAY_SPAN - 1,
+                           _day_numbers(_parse_iso(end_text).to_numpy()))[end.codes]
+    else:
+        end_day = np.full(len(rn), _DAY_SPAN - 1, dtype=np.int64)
+    rows = np.flatnonzero(several & (start_day >= 0) & (end_day >= 0))
+    if len(rows) < 2:
+        return []
+    member = _pair_keys(columns.coded("subscriber_id").codes, columns.coded("member_id").codes)
+    keys = pd.factorize(_pair_keys(member, line_codes)[rows])[0].astype(np.int64)
+    order = np.lexsort((start_day[rows], keys))
+    keys, begins, ends = keys[order], start_day[rows][order], end_day[rows][order]
+    # Sorted by key then start: a period overlaps an earlier one of its key when it starts on or before
+    # the latest end so far within the key (key * span + end makes that running maximum reset per key).
+    reach = np.maximum.accumulate(keys * _DAY_SPAN + ends)
+    hits = np.zeros(len(keys), dtype=bool)
+    hits[1:] = (keys[1:] == keys[:-1]) & (keys[1:] * _DAY_SPAN + begins[1:] <= reach[:-1])
+    if not hits.any():
+        return []
+    overlapping = np.isin(keys, keys[hits])  # every period of a line with an overlap
+    return [_Raw(rows=rn[rows[order][overlapping]], column="coverage_start", rule="overlapping_coverage",
+                 message="two coverage periods of the member on the same insurance line overlap")]
 
 
 def _at(n: int, positions: np.ndarray) -> np.ndarray:

@@ -69,11 +69,25 @@ def change_address() -> tuple[ChangeSet, TransactionHeader]:
     return _diff(rows, moved), _changes_header()
 
 
+def _switch_plan(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return _edit(rows, lambda r: r["member_id"] == "E2002" and r["plan_code"] == "MED-HDHP",
+                 plan_code="MED-PPO", coverage_start="2026-12-01")
+
+
 def change_plan() -> tuple[ChangeSet, TransactionHeader]:
+    """A carrier that takes a plan change as HD*001 with the new plan (``plan_change: change``)."""
     rows = h.family_rows()
-    switched = _edit(rows, lambda r: r["member_id"] == "E2002" and r["plan_code"] == "MED-HDHP",
-                     plan_code="MED-PPO", coverage_start="2026-12-01")
-    return _diff(rows, switched), _changes_header()
+    m = h.mapping(plan_change="change")
+    return _diff(rows, _switch_plan(rows), plan_change=m.plan_change), _changes_header()
+
+
+def change_plan_term_and_add() -> tuple[ChangeSet, TransactionHeader]:
+    """The default: the old plan ends the day before the new one starts (HD*024), the new one is added
+    (HD*021), two Loop 2300s on one line, old first."""
+    rows = h.family_rows()
+    m = h.mapping()
+    assert m.plan_change == "term_and_add"
+    return _diff(rows, _switch_plan(rows), plan_change=m.plan_change), _changes_header()
 
 
 def coverage_level_change() -> tuple[ChangeSet, TransactionHeader]:
@@ -111,8 +125,8 @@ def full_audit_file() -> tuple[ChangeSet, TransactionHeader]:
 SCENARIOS: dict[str, Callable[[], tuple[ChangeSet, TransactionHeader]]] = {
     f"{fn.__name__.replace('_', '-')}.834": fn for fn in (
         add_employee_with_spouse_and_children, add_dependent, change_address, change_plan,
-        coverage_level_change, terminate_subscriber_and_dependents, terminate_one_dependent, reinstate,
-        full_audit_file)
+        change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents,
+        terminate_one_dependent, reinstate, full_audit_file)
 }
 
 #: What each scenario must send: members per INS03 and Loop 2300s per HD01 (the diff's own counts).
@@ -121,6 +135,7 @@ EXPECTED: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "add-dependent.834": ({"021": 1}, {"021": 2}),
     "change-address.834": ({"001": 4}, {}),
     "change-plan.834": ({"001": 1}, {"001": 1}),
+    "change-plan-term-and-add.834": ({"001": 1}, {"021": 1, "024": 1}),
     "coverage-level-change.834": ({"001": 4}, {"001": 4}),
     "terminate-subscriber-and-dependents.834": ({"024": 4}, {"024": 8}),
     "terminate-one-dependent.834": ({"024": 1}, {"024": 2}),

@@ -3,7 +3,7 @@ SQL query, fetched under the size and archive rules and remembered by sha256 onc
 
     fetch_census(source, ...) -> CensusPick     a private copy for the run to stage (the original is kept)
     census_from_file(path, ...) -> CensusPick   an explicit file (``--census PATH``): always processed
-    accept_census(source, pick, ...)            after validation accepted it: record its sha256 in the
+    accept_census(source, pick, ...)            once its run has an outcome: record its sha256 in the
                                                 feed's census index; move an SFTP file to processed_dir
 
 A file is processed once: the newest matching file is picked, and when its sha256 is already in the
@@ -272,8 +272,9 @@ def confirm_unchanged(pick: CensusPick) -> None:
 def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick, *, feed_id: str,
                   data_dir: Path, keys_dir: Path, run_id: str | None, at: datetime,
                   endpoint_for: EndpointFor | None = None) -> str | None:
-    """Once validation accepted ``pick``: remember its sha256; for an SFTP drop with ``processed_dir``,
-    move the file there on the server. Returns the file's new remote path, or None."""
+    """Once ``pick``'s run has an outcome (delivered, handed over, or nothing to send): remember its
+    sha256; for an SFTP drop with ``processed_dir``, move the file there on the server. Returns the
+    file's new remote path, or None."""
     if pick.kind != "sql":
         CensusIndex(data_dir, feed_id).record(pick.sha256, name=pick.name, kind=pick.kind, run_id=run_id,
                                               at=at, mtime=pick.mtime)

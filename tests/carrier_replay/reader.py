@@ -1,0 +1,180 @@
+"""A small, independent 834 reader for the carrier-replay test: bytes in, members and coverage loops out.
+
+Written for the test alone: it imports nothing from :mod:`carrierfeeds.x12` (neither the renderer nor
+the project's parser), so a renderer bug cannot hide behind a reader that shares its code. It reads the
+delimiters from the ISA segment itself (element separator at byte 3, ISA16 the component separator,
+the segment terminator right after ISA16), then walks the 834 005010X220A1 member loops:
+
+    INS (Loop 2000)  REF*0F subscriber id  REF*23 member id (dependents)  REF*17/1L/DX  DTP*336/356/357
+    NM1*IL (Loop 2100A, NM109 the SSN when NM108 is 34)  N3  N4  DMG
+    HD (Loop 2300)  DTP*348 start  DTP*349 end  REF under 2300
+
+Anything it does not understand inside a member loop is an error (:class:`ReadError`), not a skip: the
+replay must never silently drop a segment the carrier would act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+
+class ReadError(ValueError):
+    """The bytes are not an 834 this reader can follow (names the segment position)."""
+
+
+@dataclass
+class Coverage:
+    """One Loop 2300: HD01 maintenance type, HD03 insurance line, HD04 plan, HD05 level, its dates."""
+
+    hd01: str
+    hd03: str
+    hd04: str
+    hd05: str
+    start: date | None = None
+    end: date | None = None
+    refs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Member:
+    """One Loop 2000 and its 2100A demographics, with the coverage loops that follow it."""
+
+    ins01: str
+    ins02: str
+    ins03: str
+    ins04: str
+    ins08: str
+    subscriber_id: str = ""
+    member_id: str = ""
+    refs: dict[str, str] = field(default_factory=dict)
+    dates: dict[str, date] = field(default_factory=dict)
+    last_name: str = ""
+    first_name: str = ""
+    middle_initial: str = ""
+    ssn: str = ""
+    address1: str = ""
+    address2: str = ""
+    city: str = ""
+    state: str = ""
+    zip: str = ""
+    dob: date | None = None
+    gender: str = ""
+    coverages: list[Coverage] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(subscriber id, member id): a subscriber's own member id is its subscriber id (no REF*23)."""
+        return self.subscriber_id, self.member_id or self.subscriber_id
+
+
+@dataclass
+class Transmission:
+    """One interchange: its control number, each transaction set's BGN08 action, the members in order."""
+
+    isa13: str
+    actions: list[str]
+    members: list[Member]
+
+    @property
+    def full_file(self) -> bool:
+        """Every member is INS03 030 (the full audit file)."""
+        return bool(self.members) and all(m.ins03 == "030" for m in self.members)
+
+
+def _d8(qualifier: str, value: str, where: int) -> date:
+    if qualifier != "D8" or len(value) != 8 or not value.isdigit():
+        raise ReadError(f"segment {where}: date is not D8 CCYYMMDD")
+    return date(int(value[:4]), int(value[4:6]), int(value[6:]))
+
+
+def split_segments(data: bytes) -> list[list[str]]:
+    """The interchange's segments, each a list of elements, delimiters taken from ISA."""
+    text = data.decode("ascii")
+    if not text.startswith("ISA") or len(text) < 106:
+        raise ReadError("segment 1: no ISA header")
+    element = text[3]
+    isa = text[:106].split(element)
+    if len(isa) != 17:
+        raise ReadError("segment 1: ISA does not have 16 elements at fixed width")
+    terminator = text[105]
+    if len(isa[16]) != 2 or isa[16][1] != terminator:
+        raise ReadError("segment 1: ISA16 is not one character followed by the terminator")
+    out: list[list[str]] = []
+    for raw in text.split(terminator):
+        seg = raw.strip("\r\n")
+        if seg:
+            out.append(seg.split(element))
+    return out
+
+
+def read_834(data: bytes) -> Transmission:
+    """Parse one 834 interchange."""
+    segments = split_segments(data)
+    isa13 = segments[0][13]
+    actions: list[str] = []
+    members: list[Member] = []
+    member: Member | None = None
+    cover: Coverage | None = None
+    in_2100 = False
+    for pos, seg in enumerate(segments, start=1):
+        tag = seg[0]
+        el = seg + [""] * (12 - len(seg))
+        if tag in ("ISA", "GS", "ST", "GE", "IEA"):
+            continue
+        if tag == "BGN":
+            actions.append(el[8])
+            continue
+        if tag == "SE":
+            member = cover = None
+            continue
+        if member is None and tag in ("REF", "N1", "DTP", "QTY"):
+            continue  # Loop 1000 / header segments before the first INS
+        if tag == "INS":
+            member = Member(ins01=el[1], ins02=el[2], ins03=el[3], ins04=el[4], ins08=el[8])
+            members.append(member)
+            cover, in_2100 = None, False
+            continue
+        if member is None:
+            raise ReadError(f"segment {pos}: {tag} outside a member loop")
+        if tag == "HD":
+            cover = Coverage(hd01=el[1], hd03=el[3], hd04=el[4], hd05=el[5])
+            member.coverages.append(cover)
+            in_2100 = False
+            continue
+        if cover is not None:
+            if tag == "DTP" and el[1] == "348":
+                cover.start = _d8(el[2], el[3], pos)
+            elif tag == "DTP" and el[1] == "349":
+                cover.end = _d8(el[2], el[3], pos)
+            elif tag == "REF":
+                cover.refs[el[1]] = el[2]
+            else:
+                raise ReadError(f"segment {pos}: {tag} not expected in Loop 2300")
+            continue
+        if tag == "REF" and not in_2100:
+            if el[1] == "0F":
+                member.subscriber_id = el[2]
+            elif el[1] == "23":
+                member.member_id = el[2]
+            else:
+                member.refs[el[1]] = el[2]
+        elif tag == "DTP" and not in_2100:
+            member.dates[el[1]] = _d8(el[2], el[3], pos)
+        elif tag == "NM1" and el[1] == "IL":
+            in_2100 = True
+            member.last_name, member.first_name, member.middle_initial = el[3], el[4], el[5]
+            if el[8] == "34":
+                member.ssn = el[9]
+        elif tag == "N3" and in_2100:
+            member.address1, member.address2 = el[1], el[2]
+        elif tag == "N4" and in_2100:
+            member.city, member.state, member.zip = el[1], el[2], el[3]
+        elif tag == "DMG" and in_2100:
+            member.dob = _d8(el[1], el[2], pos)
+            member.gender = el[3]
+        else:
+            raise ReadError(f"segment {pos}: {tag} not expected in a member loop")
+    if not members and not actions:
+        raise ReadError("no transaction set")
+    return Transmission(isa13=isa13, actions=actions, members=members)

@@ -1,0 +1,136 @@
+"""Minimal carrier-replay histories, one per finding (issue 16 and what the replay found besides).
+
+Each plays a short history through the project's pure stages, hands every delivered 834 to the carrier
+model and asserts the carrier's roster equals the census after every day. Where the project lacks the
+fix, the test is a strict xfail tied to the setting the fix introduces, so it must fail today and must
+pass once the fix lands (then the mark lifts itself).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from tests.carrier_replay.expected import Config
+from tests.carrier_replay.history import Event, play
+from tests.carrier_replay.reader import read_834
+from tests.carrier_replay.replay import first_failure, has_setting, replay
+from tests.carrier_replay.strategies import age_limit_setting
+
+#: The diff-semantics work (issue 16 findings 3, 4 and 5) brings the mapping setting plan_change.
+DIFF_SEMANTICS = has_setting("plan_change")
+needs_diff_semantics = pytest.mark.xfail(
+    not DIFF_SEMANTICS, strict=True,
+    reason="issue 16 findings 3-5: the diff sends a plan change as HD*001, a rehire as 025 and refuses a "
+           "two-row plan change; fixed with the mapping setting plan_change (branch diff-semantics)")
+
+FRIDAY = date(2026, 3, 27)
+
+
+def _hd(data: bytes) -> list[tuple[str, str, str, str]]:
+    """(HD01, HD03, HD04, DTP*348 or DTP*349 dates) of every coverage loop of a file, via the test reader."""
+    return [(c.hd01, c.hd03, c.hd04, f"{c.start}..{c.end or ''}")
+            for m in read_834(data).members for c in m.coverages]
+
+
+@needs_diff_semantics
+def test_plan_change_in_one_row_ends_the_old_plan_at_a_plan_keyed_carrier() -> None:
+    """Finding 5: the census moves the family from PPO to HDHP next month in the same row."""
+    days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
+    log = replay(Config(flavour="plan"), days, pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+
+
+@needs_diff_semantics
+def test_plan_change_goes_out_as_a_term_of_the_old_plan_and_an_add_of_the_new() -> None:
+    """Finding 5, in the file: HD*024 for the old plan ending the day before, HD*021 for the new plan."""
+    days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
+    log = replay(Config(flavour="line"), days)
+    assert first_failure(log) is None, first_failure(log)
+    change = log[1].file
+    assert change is not None
+    loops = _hd(change)
+    assert ("024", "HLT", "PPO GOLD", "2025-01-01..2026-03-31") in loops, loops
+    assert ("021", "HLT", "HDHP SILVER", "2026-04-01..") in loops, loops
+    assert not any(h[0] == "001" for h in loops), loops
+
+
+@pytest.mark.skipif(not has_setting("plan_change"), reason="the mapping has no plan_change setting yet")
+def test_plan_change_as_change_sends_hd001_with_the_new_plan_to_a_line_keyed_carrier() -> None:
+    days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
+    log = replay(Config(flavour="line", plan_change="change"), days)
+    assert first_failure(log) is None, first_failure(log)
+    change = log[1].file
+    assert change is not None
+    assert ("001", "HLT", "HDHP SILVER", "2026-04-01..") in _hd(change)
+
+
+@needs_diff_semantics
+@pytest.mark.parametrize("flavour", ["line", "plan"])
+def test_plan_change_in_two_rows_reaches_the_carrier(flavour: str) -> None:
+    """Finding 3: PPO ending 03-31 and HDHP from 04-01 as two rows of one insurance line; followed over
+    the day the new plan starts."""
+    events = [[], [Event("plan_change_two_rows")], [], [], [], [], []]
+    days = play(FRIDAY, events, families=2)
+    log = replay(Config(flavour=flavour), days, pyx12="all")  # type: ignore[arg-type]
+    assert first_failure(log) is None, first_failure(log)
+    assert [entry.got for entry in log][1] == "delivered"
+
+
+@needs_diff_semantics
+@pytest.mark.parametrize("how", ["coverage_end", "removal"])
+def test_rehire_after_a_gap_is_an_addition_with_the_new_start(how: str) -> None:
+    """Finding 4: coverage ended (a past end date, or the family left the census), then the employee
+    comes back next month; a 025 would restore the old coverage and cover the gap."""
+    gone = Event("end_family", 0, 2) if how == "coverage_end" else Event("remove_family", 0)
+    days = play(FRIDAY, [[], [gone], [], [Event("rehire")], []], families=2)
+    log = replay(Config(term_end="day_before"), days)
+    assert first_failure(log) is None, first_failure(log)
+    back = log[3].file
+    assert back is not None
+    assert {h[0] for h in _hd(back)} == {"021"}, _hd(back)
+
+
+def test_reinstatement_without_a_gap_is_025_and_keeps_the_start() -> None:
+    days = play(FRIDAY, [[], [Event("end_family", 0, 0)], [Event("reinstate")], []], families=2)
+    log = replay(Config(), days)
+    assert first_failure(log) is None, first_failure(log)
+    back = log[2].file
+    assert back is not None
+    assert {h[0] for h in _hd(back)} == {"025"}
+
+
+@pytest.mark.xfail(not age_limit_setting(), strict=True,
+                   reason="issue 16 finding 2: the age rule compares coverage end with the run date")
+@pytest.mark.parametrize("policy", ["reject", "quarantine"])
+def test_child_aging_out_at_the_end_of_the_birthday_month_is_accepted(policy: str) -> None:
+    """Finding 2: a child's 26th birthday falls in the history; its coverage ends on the last day of
+    that month, as the employer set it from the start."""
+    events: list[list[Event]] = [[] for _ in range(9)]
+    events[7] = [Event("address_change", 0)]  # the family moves after the birthday
+    days = play(date(2026, 3, 23), events, families=2, age_out=True)
+    log = replay(Config(policy=policy), days)  # type: ignore[arg-type]
+    assert first_failure(log) is None, first_failure(log)
+
+
+@pytest.mark.xfail(strict=True, reason="found by the replay: mode full leaves a family held back by "
+                                       "validation out of the full file, so the carrier terms it")
+def test_full_mode_keeps_a_held_back_family() -> None:
+    """Mode full, policy quarantine: one family's row is bad for a day. A full file (030) is the
+    carrier's whole roster; the changes-mode full file carries held-back families over, mode full drops
+    them, and a carrier that replaces its roster on a full file ends their coverage."""
+    days = play(FRIDAY, [[], [Event("bad_data", 0)], []], families=2)
+    log = replay(Config(mode="full", policy="quarantine"), days)
+    assert first_failure(log) is None, first_failure(log)
+
+
+@pytest.mark.xfail(strict=True, reason="found by the replay: a member with a line gone from the census "
+                                       "is sent the gone line's old demographics")
+@pytest.mark.parametrize("change", ["address_change", "name_change", "ssn_change"])
+def test_demographic_change_on_the_day_a_line_is_dropped_reaches_the_carrier(change: str) -> None:
+    """Changes mode: the employee drops dental and moves (or is renamed, or has the SSN corrected) the
+    same day. The change file carries INS*001 with the 024 for dental, but its member loop is written
+    from the dropped line's snapshot values, so the carrier keeps the old address (name, SSN)."""
+    days = play(FRIDAY, [[], [Event(change, 0, 0), Event("drop_dental", 0)], []], families=2)  # type: ignore[arg-type]
+    log = replay(Config(), days)
+    assert first_failure(log) is None, first_failure(log)
