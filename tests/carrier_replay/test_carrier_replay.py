@@ -5,7 +5,7 @@ carrier's roster, rebuilt from nothing out of the delivered 834s alone, equals t
 says it should hold (tests/carrier_replay/expected.py), and the run's outcome (delivered, rejected,
 refused) is the one the census calls for. pyx12 reads the first change file and the first full file of
 every history here, and every file under the slow marker. 2 x 50 examples of two histories each: 200
-histories of 8 or 9 days, on a pool of two processes.
+histories of 8 days, on a pool of two processes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _stale_demographics(days: list[list[Event]]) -> bool:
                for day in days)
 
 
-def _pairs(mode: Mode | None, min_days: int = 8, max_days: int = 9) -> st.SearchStrategy[list[Case]]:
+def _pairs(mode: Mode | None, min_days: int = 8, max_days: int = 8) -> st.SearchStrategy[list[Case]]:
     """Two histories per example, each under its own configuration: one per CPU of the pool."""
     return st.lists(st.tuples(configs(mode), histories(min_days, max_days)), min_size=2, max_size=2)
 
