@@ -132,8 +132,8 @@ class Carrier:
 
         Line-keyed: the one coverage of the line. Plan-keyed: the coverage of the plan ``plans`` names
         for the line (the plan the census says), else the one that counts on ``on`` (see
-        :func:`counting`); every other plan on the same line must have ended before it starts, or the
-        carrier pays for two plans of one line at once (reported as a problem)."""
+        :func:`counting`); no other plan on the same line may share a day with it, or the carrier pays
+        for two plans of one line at once (reported as a problem)."""
         lines: dict[tuple[str, str, str], list[Held]] = {}
         for key, held in self.coverage.items():
             lines.setdefault((key[0], key[1], key[2]), []).append(held)
@@ -146,10 +146,17 @@ class Carrier:
             for other in helds:
                 if other is chosen:
                     continue
-                if other.end is None or (chosen.start is not None and other.end >= chosen.start):
+                if _overlap(other, chosen):
                     problems.append(f"member {line[1]} line {line[2]}: plan {other.plan!r} "
                                     f"({other.start}..{other.end}) overlaps {chosen.plan!r} from {chosen.start}")
         return out, problems
+
+
+def _overlap(a: Held, b: Held) -> bool:
+    """Whether two periods share a day (an open end runs on for ever)."""
+    a_start, b_start = a.start or date.min, b.start or date.min
+    a_end, b_end = a.end or date.max, b.end or date.max
+    return a_start <= b_end and b_start <= a_end
 
 
 def counting(helds: list[Held], on: date) -> Held:

@@ -27,8 +27,8 @@ leaving out lines that ended before D minus ``retro_window_days``. Both sides ma
 project drops such terms from its snapshot (a reinstatement can no longer be retroactive), and a carrier
 keeps them as history only, so neither an old ended line still held nor one dropped is a coverage error.
 Everything that ends on or after that horizon, or is open, must agree exactly. For a plan-keyed carrier
-the plan the census names for the line is compared, and every other plan of the same line must have
-ended before it starts (else the carrier pays two plans of one line): the carrier may rightly hold the
+the plan the census names for the line is compared, and no other plan of the same line may share a
+day with it (else the carrier pays two plans of one line): the carrier may rightly hold the
 old plan up to the day before a plan change it was told of in advance, which a census written in one row
 no longer shows. Demographics are compared for members both sides hold a compared line for.
 """

@@ -65,6 +65,21 @@ def test_plan_change_as_change_sends_hd001_with_the_new_plan_to_a_line_keyed_car
     assert ("001", "HLT", "HDHP SILVER", "2026-04-01..") in _hd(change)
 
 
+@pytest.mark.skipif(not has_setting("plan_change"), reason="the mapping has no plan_change setting yet")
+@pytest.mark.xfail(strict=True, reason="disagreement with diff-semantics: on the day the new plan of a two-row "
+                                       "plan change starts, plan_change: change sends HD*025 with the new plan")
+def test_two_row_plan_change_under_plan_change_change_is_hd001_on_the_day_the_new_plan_starts() -> None:
+    """The old period (PPO) ended 03-31 at the carrier (sent as a term on 03-31); on 04-01 the HDHP
+    period counts. That is a plan change, so HD*001 with HDHP from 04-01. A 025 restores the ended
+    coverage (the PPO from 2025-01-01), which a line-keyed carrier does, and the member never moves."""
+    days = play(date(2026, 3, 30), [[], [Event("plan_change_two_rows")], [], []], families=2)
+    log = replay(Config(plan_change="change"), days, pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    start_day = log[2].file
+    assert start_day is not None
+    assert ("001", "HLT", "HDHP SILVER", "2026-04-01..") in _hd(start_day), _hd(start_day)
+
+
 @needs_diff_semantics
 @pytest.mark.parametrize("flavour", ["line", "plan"])
 def test_plan_change_in_two_rows_reaches_the_carrier(flavour: str) -> None:
