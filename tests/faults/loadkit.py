@@ -204,7 +204,9 @@ def check_exactly_once(lw: LoadWorkspace, outcome: LoadOutcome, scratch: Path) -
         [sys.executable, "-c", "import sys; from carrierfeeds.cli import main; "
          "sys.argv = ['carrierfeeds', 'audit', 'verify', '--json']; main()"],
         env={**child_env(), "CARRIERFEEDS_LEDGER_URL": str(lw.settings.ledger_url),
-             "CARRIERFEEDS_DATA_DIR": str(lw.settings.data_dir)},
+             "CARRIERFEEDS_DATA_DIR": str(lw.settings.data_dir),
+             # The ledger's anchors are signed with a key in the keys folder the workers used.
+             "CARRIERFEEDS_KEYS_DIR": str(lw.settings.resolved_keys_dir)},
         capture_output=True, text=True, timeout=300, check=False)
     assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
     verified = json.loads(audit.stdout)
