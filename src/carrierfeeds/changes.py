@@ -429,6 +429,11 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
             table[col] = table[col].astype(object)
 
     after = merged.loc[keep, [*cols, "_pos"]]
+    # A 025 restores the coverage the carrier held, start included: the snapshot keeps that start (not the
+    # census's day-after-the-end one), so a later term is dated against the coverage the carrier holds.
+    restored = (hd01 == REINSTATE)[keep]
+    if restored.any():
+        after.loc[restored, "coverage_start"] = merged.loc[keep, "coverage_start_snap"].to_numpy(dtype=object)[restored]
     after = pd.concat([after, carried.assign(_pos=np.arange(len(carried)) + len(merged) + len(cur))])
     new_snapshot = _sort(after)[cols].reset_index(drop=True)
 
@@ -443,6 +448,14 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     log.info("diff: members by type %s, coverages by type %s, %d carried over, %d old term(s) dropped",
              change_set.members_by_type, change_set.coverages_by_type, carried_members, int(dropped.sum()))
     return change_set
+
+
+def keeps_snapshot(mode: str, policy: str) -> bool:
+    """Whether a feed keeps the snapshot of what its carrier holds: always in changes ``mode``, and in full
+    mode when the validation ``policy`` may hold families back (``quarantine``). A full file (030) is the
+    carrier's whole roster, so a family left out of it loses its coverage; with the snapshot it is carried
+    over from the last file the carrier confirmed instead (``held_back_members``)."""
+    return mode == "changes" or policy == "quarantine"
 
 
 def is_full_file_day(day: date, weekday: str | None) -> bool:

@@ -318,7 +318,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
 
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import KEY_BYTES, MemberTokenizer
-    from carrierfeeds.changes import SnapshotStore, diff_against_snapshot, is_full_file_day
+    from carrierfeeds.changes import SnapshotStore, diff_against_snapshot, is_full_file_day, keeps_snapshot
     from carrierfeeds.enrollment import build_enrollment
     from carrierfeeds.errors import CensusRejected
     from carrierfeeds.settings import plan_catalogue
@@ -344,12 +344,13 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
     enrollment = build_enrollment(outcome.accepted, feed, mapping, as_of=as_of)
     members_by_type = {mapping.full_file.maintenance_type: enrollment.member_count}
     action, full_file, base_rows = mapping.full_file.bgn08, True, None
-    if mapping.mode == "changes":
+    if keeps_snapshot(mapping.mode, feed.validation.policy):
         store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
         base = store.load(feed.feed_id)  # read only: the current snapshot, never staged or advanced
         base_rows = None if base is None else len(base)
         held = set(frame["member_id"].astype(str)) - set(outcome.accepted["member_id"].astype(str))
-        full_file = full or base is None or is_full_file_day(as_of, mapping.full_file_weekday)
+        full_file = full or base is None or mapping.mode == "full" or is_full_file_day(
+            as_of, mapping.full_file_weekday)
         change_set = diff_against_snapshot(
             enrollment, base, as_of=as_of, term_policy=mapping.term_policy, term_end=mapping.term_end,
             retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file,

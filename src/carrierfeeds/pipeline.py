@@ -485,6 +485,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     no control number in its content; its resend stays the delivered bytes under a ``_resend<n>`` name.
     """
     from carrierfeeds.census.accepted import read_accepted
+    from carrierfeeds.changes import keeps_snapshot
     from carrierfeeds.enrollment import build_enrollment
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
@@ -502,9 +503,9 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
-        if mapping.mode == "changes":
-            enrollment, action, change_counts = _diff_for_run(ctx, census, enrollment, full_file=full_file,
-                                                              endpoint_for=endpoint_for)
+        if keeps_snapshot(mapping.mode, feed.validation.policy):
+            enrollment, action, change_counts = _diff_for_run(
+                ctx, census, enrollment, full_file=full_file or mapping.mode == "full", endpoint_for=endpoint_for)
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -623,7 +624,8 @@ def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[s
 
 def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *, full_file: bool = False,
                   endpoint_for: Callable[[str], Any] | None = None) -> tuple[Any, str, dict[str, Any]]:
-    """Changes mode: diff against the last confirmed snapshot, stage the next one (advanced by confirm)."""
+    """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
+    mode's change file, or a full file that carries over the families validation held back."""
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
 

@@ -25,7 +25,7 @@ from tests.carrier_replay.reader import read_834
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.census.readers import read_census
 from carrierfeeds.census.tokens import MemberTokenizer
-from carrierfeeds.changes import diff_against_snapshot, is_full_file_day
+from carrierfeeds.changes import diff_against_snapshot, is_full_file_day, keeps_snapshot
 from carrierfeeds.config import CarrierMapping, Feed, Party, ValidationPolicy, load_feed, load_mapping, load_schema
 from carrierfeeds.enrollment import build_enrollment
 from carrierfeeds.errors import DataError
@@ -38,22 +38,14 @@ Run = Literal["delivered", "rejected", "refused", "no_changes"]
 CREATED = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
 
 
-def has_setting(name: str) -> bool:
-    """Whether the mapping model has ``name`` (settings the issue adds that main may lack)."""
-    return name in CarrierMapping.model_fields
-
-
 def configured(cfg: Config) -> tuple[Feed, CarrierMapping]:
     """The demo feed and mapping under ``cfg`` (validated as if loaded from YAML)."""
     feed = load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
     feed = feed.model_copy(update={"validation": ValidationPolicy(policy=cfg.policy)})
     base = load_mapping(ROOT / "mappings" / "sunrise-health.yaml").model_dump()
     base.update(mode=cfg.mode, term_policy=cfg.term_policy, term_end=cfg.term_end,
-                retro_window_days=cfg.retro_window_days, full_file_weekday=cfg.full_file_weekday)
-    if has_setting("plan_change"):
-        base["plan_change"] = cfg.plan_change
-    elif cfg.plan_change != "term_and_add":
-        raise AssertionError("plan_change: change needs the mapping setting plan_change")
+                retro_window_days=cfg.retro_window_days, full_file_weekday=cfg.full_file_weekday,
+                plan_change=cfg.plan_change)
     return feed, CarrierMapping.model_validate(base)
 
 
@@ -103,14 +95,14 @@ class PureFeed:
             enrollment = build_enrollment(accepted, self.feed, mapping, as_of=day.on, workers=1)
             action: str = mapping.full_file.bgn08
             snapshot = None
-            if mapping.mode == "changes":
+            if keeps_snapshot(mapping.mode, self.feed.validation.policy):
                 held = set(census["member_id"].astype(str)) - set(accepted["member_id"].astype(str))
-                full = self.snapshot is None or is_full_file_day(day.on, mapping.full_file_weekday)
+                full = self.snapshot is None or mapping.mode == "full" or is_full_file_day(
+                    day.on, mapping.full_file_weekday)
                 change_set = diff_against_snapshot(
                     enrollment, self.snapshot, as_of=day.on, term_policy=mapping.term_policy,
                     term_end=mapping.term_end, retro_window_days=mapping.retro_window_days,
-                    held_back_members=held, full_file=full,
-                    **({"plan_change": mapping.plan_change} if has_setting("plan_change") else {}))
+                    held_back_members=held, full_file=full, plan_change=mapping.plan_change)
                 if change_set.empty:
                     return "no_changes", None
                 enrollment, snapshot = change_set.enrollment, change_set.snapshot

@@ -1,9 +1,7 @@
 """Minimal carrier-replay histories, one per finding (issue 16 and what the replay found besides).
 
 Each plays a short history through the project's pure stages, hands every delivered 834 to the carrier
-model and asserts the carrier's roster equals the census after every day. Where the project lacks the
-fix, the test is a strict xfail tied to the setting the fix introduces, so it must fail today and must
-pass once the fix lands (then the mark lifts itself).
+model and asserts the carrier's roster equals the census after every day. Each failed before its fix.
 """
 
 from __future__ import annotations
@@ -14,15 +12,7 @@ import pytest
 from tests.carrier_replay.expected import Config
 from tests.carrier_replay.history import Event, play
 from tests.carrier_replay.reader import read_834
-from tests.carrier_replay.replay import first_failure, has_setting, replay
-from tests.carrier_replay.strategies import age_limit_setting
-
-#: The diff-semantics work (issue 16 findings 3, 4 and 5) brings the mapping setting plan_change.
-DIFF_SEMANTICS = has_setting("plan_change")
-needs_diff_semantics = pytest.mark.xfail(
-    not DIFF_SEMANTICS, strict=True,
-    reason="issue 16 findings 3-5: the diff sends a plan change as HD*001, a rehire as 025 and refuses a "
-           "two-row plan change; fixed with the mapping setting plan_change (branch diff-semantics)")
+from tests.carrier_replay.replay import first_failure, replay
 
 FRIDAY = date(2026, 3, 27)
 
@@ -33,7 +23,6 @@ def _hd(data: bytes) -> list[tuple[str, str, str, str]]:
             for m in read_834(data).members for c in m.coverages]
 
 
-@needs_diff_semantics
 def test_plan_change_in_one_row_ends_the_old_plan_at_a_plan_keyed_carrier() -> None:
     """Finding 5: the census moves the family from PPO to HDHP next month in the same row."""
     days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
@@ -41,7 +30,6 @@ def test_plan_change_in_one_row_ends_the_old_plan_at_a_plan_keyed_carrier() -> N
     assert first_failure(log) is None, first_failure(log)
 
 
-@needs_diff_semantics
 def test_plan_change_goes_out_as_a_term_of_the_old_plan_and_an_add_of_the_new() -> None:
     """Finding 5, in the file: HD*024 for the old plan ending the day before, HD*021 for the new plan."""
     days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
@@ -55,7 +43,6 @@ def test_plan_change_goes_out_as_a_term_of_the_old_plan_and_an_add_of_the_new() 
     assert not any(h[0] == "001" for h in loops), loops
 
 
-@pytest.mark.skipif(not has_setting("plan_change"), reason="the mapping has no plan_change setting yet")
 def test_plan_change_as_change_sends_hd001_with_the_new_plan_to_a_line_keyed_carrier() -> None:
     days = play(FRIDAY, [[], [Event("plan_change_one_row")]], families=2)
     log = replay(Config(flavour="line", plan_change="change"), days)
@@ -65,9 +52,6 @@ def test_plan_change_as_change_sends_hd001_with_the_new_plan_to_a_line_keyed_car
     assert ("001", "HLT", "HDHP SILVER", "2026-04-01..") in _hd(change)
 
 
-@pytest.mark.skipif(not has_setting("plan_change"), reason="the mapping has no plan_change setting yet")
-@pytest.mark.xfail(strict=True, reason="disagreement with diff-semantics: on the day the new plan of a two-row "
-                                       "plan change starts, plan_change: change sends HD*025 with the new plan")
 def test_two_row_plan_change_under_plan_change_change_is_hd001_on_the_day_the_new_plan_starts() -> None:
     """The old period (PPO) ended 03-31 at the carrier (sent as a term on 03-31); on 04-01 the HDHP
     period counts. That is a plan change, so HD*001 with HDHP from 04-01. A 025 restores the ended
@@ -80,7 +64,6 @@ def test_two_row_plan_change_under_plan_change_change_is_hd001_on_the_day_the_ne
     assert ("001", "HLT", "HDHP SILVER", "2026-04-01..") in _hd(start_day), _hd(start_day)
 
 
-@needs_diff_semantics
 @pytest.mark.parametrize("flavour", ["line", "plan"])
 def test_plan_change_in_two_rows_reaches_the_carrier(flavour: str) -> None:
     """Finding 3: PPO ending 03-31 and HDHP from 04-01 as two rows of one insurance line; followed over
@@ -92,7 +75,6 @@ def test_plan_change_in_two_rows_reaches_the_carrier(flavour: str) -> None:
     assert [entry.got for entry in log][1] == "delivered"
 
 
-@needs_diff_semantics
 @pytest.mark.parametrize("how", ["coverage_end", "removal"])
 def test_rehire_after_a_gap_is_an_addition_with_the_new_start(how: str) -> None:
     """Finding 4: coverage ended (a past end date, or the family left the census), then the employee
@@ -115,8 +97,6 @@ def test_reinstatement_without_a_gap_is_025_and_keeps_the_start() -> None:
     assert {h[0] for h in _hd(back)} == {"025"}
 
 
-@pytest.mark.xfail(not age_limit_setting(), strict=True,
-                   reason="issue 16 finding 2: the age rule compares coverage end with the run date")
 @pytest.mark.parametrize("policy", ["reject", "quarantine"])
 def test_child_aging_out_at_the_end_of_the_birthday_month_is_accepted(policy: str) -> None:
     """Finding 2: a child's 26th birthday falls in the history; its coverage ends on the last day of
@@ -128,19 +108,15 @@ def test_child_aging_out_at_the_end_of_the_birthday_month_is_accepted(policy: st
     assert first_failure(log) is None, first_failure(log)
 
 
-@pytest.mark.xfail(strict=True, reason="found by the replay: mode full leaves a family held back by "
-                                       "validation out of the full file, so the carrier terms it")
 def test_full_mode_keeps_a_held_back_family() -> None:
     """Mode full, policy quarantine: one family's row is bad for a day. A full file (030) is the
-    carrier's whole roster; the changes-mode full file carries held-back families over, mode full drops
-    them, and a carrier that replaces its roster on a full file ends their coverage."""
+    carrier's whole roster, so the family held back is carried over from the last file the carrier
+    confirmed (a carrier that replaces its roster on a full file would otherwise end their coverage)."""
     days = play(FRIDAY, [[], [Event("bad_data", 0)], []], families=2)
     log = replay(Config(mode="full", policy="quarantine"), days)
     assert first_failure(log) is None, first_failure(log)
 
 
-@pytest.mark.xfail(strict=True, reason="found by the replay: a member with a line gone from the census "
-                                       "is sent the gone line's old demographics")
 @pytest.mark.parametrize("change", ["address_change", "name_change", "ssn_change"])
 def test_demographic_change_on_the_day_a_line_is_dropped_reaches_the_carrier(change: str) -> None:
     """Changes mode: the employee drops dental and moves (or is renamed, or has the SSN corrected) the
@@ -148,4 +124,13 @@ def test_demographic_change_on_the_day_a_line_is_dropped_reaches_the_carrier(cha
     from the dropped line's snapshot values, so the carrier keeps the old address (name, SSN)."""
     days = play(FRIDAY, [[], [Event(change, 0, 0), Event("drop_dental", 0)], []], families=2)  # type: ignore[arg-type]
     log = replay(Config(), days)
+    assert first_failure(log) is None, first_failure(log)
+
+
+def test_a_term_after_a_reinstatement_is_dated_against_the_coverage_the_carrier_holds() -> None:
+    """Removed (a term ending 03-31 goes out), back the next day from 04-01 (025: the carrier restores its
+    coverage from 2025-01-01), removed again: the term ends 03-31 for that coverage, not 04-01."""
+    events = [[], [Event("remove_family", 0)], [Event("rehire", 0)], [Event("remove_family", 0)]]
+    days = play(date(2026, 3, 24), events, families=2)
+    log = replay(Config(flavour="plan"), days)
     assert first_failure(log) is None, first_failure(log)

@@ -18,7 +18,7 @@ from tests.carrier_replay.carrier import Carrier
 from tests.carrier_replay.expected import Config, compare
 from tests.carrier_replay.history import Event, play
 from tests.carrier_replay.reader import read_834
-from tests.carrier_replay.replay import ROOT, configured, expected_for, has_setting
+from tests.carrier_replay.replay import ROOT, configured, expected_for
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.config import LocalDelivery
@@ -96,8 +96,6 @@ def test_run_feed_day_after_day_leaves_the_carrier_holding_the_census(
     _replay_pipeline(tmp_path, demo_keys, cfg, _EVERYDAY)
 
 
-@pytest.mark.xfail(not has_setting("plan_change"), strict=True,
-                   reason="issue 16 findings 3-5 (plan changes, rehire): branch diff-semantics")
 def test_run_feed_carries_plan_changes_and_a_rehire_to_a_plan_keyed_carrier(tmp_path: Path, demo_keys: Any) -> None:
     events = [[], [Event("plan_change_one_row", 0)], [Event("plan_change_two_rows", 1)],
               [Event("end_family", 2, 2)], [], [Event("rehire", 0)], [], [], []]
