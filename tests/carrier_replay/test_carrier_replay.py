@@ -49,7 +49,7 @@ def _check(pool: ProcessPoolExecutor, cases: list[Case], pyx12: str) -> None:
 # project's stages took over five minutes); the minimal cases live as named tests in test_replay_findings.
 _FAST = settings(max_examples=50, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-_SLOW = settings(_FAST, max_examples=200)
+_SLOW = settings(_FAST, max_examples=50)
 
 
 @_FAST
