@@ -62,19 +62,26 @@ def _ciphertexts(ctx: pipeline.RunContext) -> list[str]:
     return staged + local
 
 
-@pytest.mark.parametrize("ahead", [True, False], ids=["encrypt-ahead", "encrypt-stage"])
-def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing_then_delivers(
-        sftp_workspace: Any, small_data_dir: Path, tmp_path: Path, ahead: bool) -> None:
-    ws = sftp_workspace
-    settings = ws.settings.model_copy(update={"data_dir": small_data_dir, "encrypt_ahead": ahead})
-    census = ws.write_census(members=400, seed=11, as_of=DAY)
+def _built_and_measured(settings: Any, ws: Any, members: int, seed: int,
+                        measure_to: Path) -> tuple[Any, dict[str, Any], Any]:
+    """A run staged, validated and built under ``settings``, and the size its ciphertext will have
+    (encrypted once to ``measure_to``, outside the small filesystem)."""
+    census = ws.write_census(members=members, seed=seed, as_of=DAY)
     ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
     pipeline.stage_census(ctx, census)
     pipeline.validate(ctx)
     pipeline.build(ctx)
     state = ctx.state()
-    measured = pipeline._encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], tmp_path / "measure.pgp",
-                                         state["payload_sha256"])
+    measured = pipeline._encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], measure_to, state["payload_sha256"])
+    return ctx, state, measured
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["encrypt-ahead", "encrypt-stage"])
+def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing_then_delivers(
+        sftp_workspace: Any, small_data_dir: Path, tmp_path: Path, ahead: bool) -> None:
+    ws = sftp_workspace
+    settings = ws.settings.model_copy(update={"data_dir": small_data_dir, "encrypt_ahead": ahead})
+    ctx, state, measured = _built_and_measured(settings, ws, 400, 11, tmp_path / "measure.pgp")
     # Room for everything but the ciphertext's last blocks: gpg writes most of it, says END_ENCRYPTION
     # and exits 2, which python-gnupg reports as ok.
     filler = fill(small_data_dir, leave=(measured.size - 8192) // 4096 * 4096)
@@ -114,14 +121,7 @@ def test_a_full_staging_store_fails_as_transient_and_keeps_no_ciphertext(sftp_wo
     side, then the retry keeps and delivers."""
     ws = sftp_workspace
     settings = ws.settings.model_copy(update={"staging_url": str(small_staging), "encrypt_ahead": ahead})
-    census = ws.write_census(members=1000, seed=12, as_of=DAY)
-    ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
-    pipeline.stage_census(ctx, census)
-    pipeline.validate(ctx)
-    pipeline.build(ctx)
-    state = ctx.state()
-    measured = pipeline._encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], tmp_path / "m.pgp",
-                                         state["payload_sha256"])
+    ctx, state, measured = _built_and_measured(settings, ws, 1000, 12, tmp_path / "m.pgp")
     room = 16 << 10  # the state's own writes fit; the sealed ciphertext does not
     assert measured.size > 2 * room
     filler = fill(small_staging, leave=room)
