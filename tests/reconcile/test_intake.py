@@ -334,3 +334,27 @@ def test_a_collection_that_fails_part_way_leaves_no_plaintext_behind(
     with pytest.raises(ConnectionError):
         _collect(keys, sshd_server, outbox, into, seen=seen)
     assert len(asked) == 3 and not list(into.iterdir()), "the first file's plaintext went with the failure"
+
+
+def test_a_file_gone_or_swapped_after_listing_is_deferred_or_refused_and_the_rest_go_on(
+        keys: ReturnKeys, sshd_server: Sshd, outbox: Path, tmp_path: Path) -> None:
+    for i, name in enumerate(("a_removed.pgp", "b_swapped.pgp", "c_good.pgp")):
+        _put(keys, outbox, name, _roster(2, name[0]), work=tmp_path, mtime=1_800_000_001 + i)
+
+    def carrier_acts(name: str, _size: int, _mtime: int) -> bool:
+        # Between the listing and the download: the carrier removes one file, swaps another for a link.
+        if name == "a_removed.pgp":
+            (outbox / name).unlink()
+        elif name == "b_swapped.pgp":
+            (outbox / name).unlink()
+            (outbox / name).symlink_to(outbox / "c_good.pgp")
+        return False
+
+    into = tmp_path / "run" / "returns"
+    found = _collect(keys, sshd_server, outbox, into, listed_before=carrier_acts)
+    assert [(f.remote_name, f.outcome, f.reason) for f in found] == [
+        ("a_removed.pgp", "deferred", Reason.FETCH_FAILED),
+        ("b_swapped.pgp", "refused", Reason.NOT_REGULAR_FILE),
+        ("c_good.pgp", "collected", None)]
+    assert found[1].path is None and found[1].reason_path is not None and found[1].reason_path.exists()
+    assert [p.name for p in into.iterdir()] == [f"{found[2].plaintext_sha256}.plain"]
