@@ -124,17 +124,21 @@ _last_result = threading.local()
 
 
 class _Crypt(gnupg.Crypt):  # type: ignore[misc]  # python-gnupg ships no type hints
-    """python-gnupg's encryption result, remembering every status keyword gpg sent."""
+    """python-gnupg's encryption and decryption result, remembering every status keyword gpg sent."""
 
     def __init__(self, gpg: Any) -> None:
         super().__init__(gpg)
         self.status_keys: set[str] = set()
         #: gpg's own error codes from FAILURE lines (libgpg-error: the code in the low 16 bits).
         self.failures: list[int] = []
+        #: Signatures gpg checked (one NEWSIG each, good or not): python-gnupg keeps only the last verdict.
+        self.signatures = 0
         _last_result.value = self
 
     def handle_status(self, key: str, value: str) -> None:
         self.status_keys.add(key)
+        if key == "NEWSIG":
+            self.signatures += 1
         if key == "FAILURE":
             code = value.rsplit(" ", 1)[-1]
             self.failures.append(int(code) & 0xFFFF if code.isdigit() else 0)
@@ -457,7 +461,8 @@ class Keyring:
                      max_output: int | None = None) -> DecryptedFile:
         """Decrypt ``src`` with a secret key in this keyring; all or nothing at ``dst``.
 
-        With ``require_signer`` the file must carry a valid signature by that primary key (KeyRefused).
+        With ``require_signer`` the file must carry a valid signature by that primary key and no other
+        signature (KeyRefused): a second signer's verdict would be lost behind the good one.
         ``max_output``: gpg stops writing past this many bytes (``--max-output``: OpenPGP compresses, so
         a small message can expand without bound), and a plaintext cut short there is a DataError (rule
         ``decompressed_too_large``), never a success: gpg still reports DECRYPTION_OKAY then.
@@ -479,9 +484,11 @@ class Keyring:
             valid = bool(result.valid) and signer is not None
             if require_signer is not None:
                 wanted = normalize_fingerprint(require_signer)
-                if not valid or signer != wanted:
-                    raise KeyRefused(f"{src.name} is not validly signed by {wanted}",
-                                     details={"expected_signer": wanted, "signer": signer})
+                signatures = int(getattr(result, "signatures", 0))
+                if not valid or signer != wanted or signatures != 1:
+                    raise KeyRefused(f"{src.name} is not validly signed by {wanted} alone",
+                                     details={"expected_signer": wanted, "signer": signer,
+                                              "signatures": signatures})
             os.replace(tmp, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
