@@ -349,7 +349,7 @@ def test_encrypt_file_warns_by_the_window_it_is_given(keys: Keys, tmp_path: Path
 
 # ------------------------------------------------- a feed's encryption options through the pipeline
 DAY = datetime(2026, 11, 20, tzinfo=UTC).date()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pipeline_clock() -> datetime:
