@@ -126,9 +126,9 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
     categories = pd.Index(dictionary.to_pandas(types_mapper={dictionary.type: pd.StringDtype(na_value=np.nan)}.get))
     # pandas checks that categories are distinct by a Python str per text (benchmarks/README.md). Every
-    # dictionary here is distinct texts by construction (validation's or Arrow's
-    # own encoding, see accepted_table), and a staged file cannot change unnoticed (AES-GCM): the
-    # dtype is made without that check where pandas offers it.
+    # dictionary here is distinct texts by construction (validation's or Arrow's own encoding, see
+    # accepted_table), and a staged file cannot change unnoticed (AES-GCM): the dtype is made without
+    # that check where pandas offers it.
     from_fastpath = getattr(pd.CategoricalDtype, "_from_fastpath", None)
     if from_fastpath is None:
         return pd.Categorical.from_codes(codes, categories=categories)

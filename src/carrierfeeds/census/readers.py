@@ -679,13 +679,12 @@ def _has_blank_line(data: bytes | memoryview, end: int, *, step: int = 1 << 22) 
 
 
 def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Table:
-    """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options
-    it hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and
-    in 4 MiB blocks rather than 1 MiB (a quarter as many chunks per column, which every pass over a
-    column's chunks pays for), without checking the UTF-8 a second time. The
-    values do not depend on the block size; only whether a quoted line break falls on a block boundary
-    does (pyarrow then refuses the file and the caller checks it row by row). Raises
-    ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
+    """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options it
+    hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and in 4 MiB
+    blocks rather than 1 MiB (a quarter as many chunks per column, which every pass over a column's chunks
+    pays for), without checking the UTF-8 a second time. The values do not depend on the block size; only
+    whether a quoted line break falls on a block boundary does (pyarrow then refuses the file and the caller
+    checks it row by row). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
     table = pa_csv.read_csv(
         pa.BufferReader(pa.py_buffer(data)),
         read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=4 << 20),

@@ -130,7 +130,7 @@ def _keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int, width
     """For each segment, its first ``width`` bytes (N x width uint8), zero at and after its end.
 
     Gathered eight bytes at a time through an unaligned 64-bit view of the file (one gather per word
-    instead of one per byte: a gather per byte was the gate's largest cost). Only the segments that
+    instead of one per byte: a gather per byte would be the gate's largest cost). Only the segments that
     reach a word are read for it, only those that end inside it are masked, and only those within 8
     bytes of the end of the file are shifted (each of these would be a pass over every row; figures in
     benchmarks/README.md).
