@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.enrollment.test_enrollment_build import AS_OF, BAD_VALUES, _family
+from tests.enrollment.test_enrollment_rules_match_definitions import CELLS, DIGITY, RULES, _assert_same
 from tests.test_accepted_file import FEED, MAPPING
 from tests.test_accepted_file import assert_same_enrollment as _assert_same_enrollment
-from tests.test_enrollment import AS_OF, BAD_VALUES, _family
-from tests.test_enrollment_fastpaths import CELLS, DIGITY, RULES, _assert_same
 
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.enrollment import _digits, _Distinct, build_enrollment

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from tests.test_enrollment import AS_OF, ROOT
+from tests.enrollment.test_enrollment_build import AS_OF, ROOT
 
 from carrierfeeds.census.accepted import (
     accepted_table,

@@ -1,4 +1,4 @@
-"""Process hardening (issue 17, low): the CLI and Airflow task processes cannot dump core, file names from
+"""Process hardening: the CLI and Airflow task processes cannot dump core, file names from
 outside reach logs and messages with control characters escaped, and a GNUPGHOME owned by another user
 is refused even at mode 0700. Real processes, the real filesystem, the real gpg home check."""
 

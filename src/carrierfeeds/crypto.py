@@ -115,7 +115,7 @@ class EncryptionIncomplete(TransientError):
 
 # libgpg-error marks a code mapped from errno (ENOSPC, EIO...) with this bit: the system failed, not a key.
 _GPG_SYSTEM_ERROR = 1 << 15
-# gpg status lines that say a key or passphrase was refused: KeyRefused, as before, not a retry.
+# gpg status lines that say a key or passphrase was refused: KeyRefused, not a retry.
 _KEY_PROBLEMS = frozenset({"INV_RECP", "INV_SGNR", "NO_RECP", "NO_SGNR", "KEYEXPIRED", "SIGEXPIRED",
                            "KEYREVOKED", "BAD_PASSPHRASE", "MISSING_PASSPHRASE", "EXPKEYSIG", "REVKEYSIG"})
 # The result of the gpg call this thread made last; python-gnupg drops it when its feeding thread raises
@@ -260,8 +260,7 @@ class Keyring:
         # utf-8 so user ids decode as written; gpg's own default is latin-1.
         self._gpg = gnupg.GPG(gnupghome=str(home), encoding="utf-8")
         # python-gnupg feeds gpg's stdin from a thread in 16 KiB writes by default; 1 MiB ones cost gpg
-        # less reading (240 MB 834, encrypt + sign, CPU median of 3: gpg 2.67 -> 2.34 s, this process
-        # 0.33 -> 0.25 s; gpg --encrypt --sign on the file itself: 2.53 s).
+        # less reading (figures in benchmarks/README.md).
         self._gpg.buffer_size = _CHUNK
         # Our result type for encryption: it keeps gpg's status keywords and is findable after a failure.
         self._gpg.result_map = {**self._gpg.result_map, "crypt": _Crypt}

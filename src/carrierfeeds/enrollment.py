@@ -231,8 +231,8 @@ def _rows_text(values: pd.Series, order: np.ndarray) -> pa.Array:
 def _digits(values: pd.Series, order: np.ndarray, lengths: tuple[int, ...]) -> pd.Series:
     """A digit code per row: the trimmed value less its hyphens when that is ``lengths`` ASCII digits,
     else "" (``[0-9]{n}`` by row, without a hash: SSNs and zips are nearly all distinct). A column given
-    as distinct texts and codes (zips at 1M members: 56k texts, 2.3M rows) is worked out per text and
-    taken through the codes."""
+    as distinct texts and codes (zips: far fewer texts than rows) is worked out per text and taken
+    through the codes."""
     coded = dictionary_of(values)
     if coded is not None:
         dictionary, codes = coded
@@ -256,7 +256,7 @@ class _Distinct:
 
     Census columns repeat heavily (a member's name, address and birth date on every coverage row; a few
     plans, levels and dates for everyone), so each rule runs over the distinct values and is spread back
-    by code: no regex, dictionary lookup or date parse runs per row (at 1M members: 2.3M rows).
+    by code: no regex, dictionary lookup or date parse runs per row.
 
     ``order`` picks and orders the rows (the view's kept rows in the view's order): codes are
     taken through it, so a spread column is born in view order and no census column is ever copied.
@@ -271,8 +271,8 @@ class _Distinct:
             self.codes: np.ndarray = codes if order is None else codes[order]
             self.values: pd.Series = pd.Series(dictionary, dtype="str").str.strip()
             return
-        # Arrow's own hash (pd.factorize over the same array adds its conversions: 0.57 s -> 0.34 s at
-        # 2.3M rows); codes are numbered by first appearance, as factorize numbers them.
+        # Arrow's own hash (pd.factorize over the same array adds its conversions; benchmarks/README.md);
+        # codes are numbered by first appearance, as factorize numbers them.
         encoded = _codes(values)
         codes = encoded.indices.to_numpy(zero_copy_only=False)
         self.codes = codes if order is None else codes[order]
@@ -598,8 +598,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
             out[col] = out[col][counting].reset_index(drop=True)
     _eligibility(out, mapping)
 
-    # Arrow-backed text, not Python objects: at 1M members (2.3M rows x 24 columns) an object table
-    # held 2.4 GB of str objects; the renderer turns one chunk at a time into objects instead.
+    # Arrow-backed text, not Python objects: an object table of the whole view would hold gigabytes of
+    # str objects (benchmarks/README.md); the renderer turns one chunk at a time into objects instead.
     table = pd.DataFrame({col: (s if col == ROW_NUMBER else s.astype("str")) for col, s in out.items()})
 
     options = RenderOptions.for_mapping(mapping)

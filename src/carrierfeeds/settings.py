@@ -27,7 +27,7 @@ from carrierfeeds.errors import ConfigError
 DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
 #: Years ledger metadata is kept, unless set otherwise.
 DEFAULT_LEDGER_RETENTION_YEARS = 7
-#: pyx12 checks ~8,000 segments/s: above this many members the gate runs it on a deterministic sample.
+#: pyx12 is slow (benchmarks/README.md): above this many members the gate runs it on a deterministic sample.
 DEFAULT_PYX12_MAX_MEMBERS = 2_000
 
 

@@ -233,7 +233,7 @@ class StagingStore:
         """Put an artifact from blocks as they are made: ``write`` them to the yielded writer.
 
         ``phi`` says whether the artifact holds member data; every artifact is sealed either way (see the
-        module docstring), so it no longer changes how the object is stored.
+        module docstring), so it does not change how the object is stored.
 
         The object appears complete when the block ends without an exception, or not at all; the stored
         form is the one ``put_file`` gives the same bytes. ``writer.sha256`` and ``writer.plain_bytes``

@@ -1,4 +1,4 @@
-"""A SQL census source's login must be read-only (issue 17): a read-only transaction guards only its own
+"""A SQL census source's login must be read-only: a read-only transaction guards only its own
 connection, and ``dblink_exec`` opens another. Real PostgreSQL: a login that could write is refused before
 its query runs (and by ``feeds check``); a read-only login cannot write through dblink or a function."""
 

@@ -1,4 +1,4 @@
-"""XLSX safety rests on defusedxml (issue 17): it is a declared dependency, openpyxl parses through it, a
+"""XLSX safety rests on defusedxml: it is a declared dependency, openpyxl parses through it, a
 workbook whose XML declares entities (a billion-laughs bomb) is refused, and an openpyxl that is not using
 defusedxml makes an XLSX census a ConfigError rather than a file parsed by the plain parser."""
 

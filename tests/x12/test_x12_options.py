@@ -217,7 +217,7 @@ def test_a_change_file_keeps_the_mappings_options() -> None:
     assert report.transaction_sets == 2 and b"REF*DX*PLANT 2~" in data
 
 
-# ------------------------------------------------------------------------------- ISA14 (issue 16, 7)
+# --------------------------------------------------------------------------------------------- ISA14
 def test_ta1_requested_is_rendered_in_isa14_and_pyx12_accepts_it(tmp_path: Path) -> None:
     """``envelope.ta1_requested: true`` asks the carrier for a TA1 (ISA14 1); the default stays 0, so
     every golden file is unchanged."""

@@ -1,15 +1,15 @@
 """The accepted census between the validate and build stages: one Arrow IPC file, read memory-mapped.
 
 Low-cardinality text columns (distinct texts at most a quarter of the rows: plans, levels, dates, names,
-cities, zips, even subscriber ids and street addresses at 1M members) are written as Arrow dictionaries:
+cities, zips, even subscriber ids and street addresses on a large census) are written as Arrow dictionaries:
 integer codes into the distinct texts, taken from the codes validation already made
 (:func:`carrierfeeds.validation.validate_census_coded`) through the accepted rows, so neither stage
 hashes them again. The build reads them back as pandas ``Categorical`` columns and works on the
 distinct texts (:func:`carrierfeeds.x12.sanitize.dictionary_of`); the other columns stay plain text.
 
 A dictionary may hold texts no accepted row uses (a family held back by validation): nothing downstream
-counts a dictionary's entries, only its rows' codes. A file staged before this (plain ``large_string``
-columns, or LZ4-compressed) reads as it always did.
+counts a dictionary's entries, only its rows' codes. A file staged by an older version (plain
+``large_string`` columns, or LZ4-compressed) still reads.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from carrierfeeds.validation import ColumnCodes
 
 #: A text column is written as a dictionary when it has at most rows / DICTIONARY_SHARE distinct texts.
-#: At 1M members (2.3M rows) that takes 20 of 22 columns, up to subscriber_id (520k) and address1
-#: (458k); member_id (1M) and ssn (991k) stay plain: their codes would save little against the
-#: dictionary's own offsets, and the build reads them per row anyway.
+#: On a large census that takes most text columns, up to subscriber_id and address1; member_id and ssn
+#: (about one text per member) stay plain: their codes would save little against the dictionary's own
+#: offsets, and the build reads them per row anyway (column counts in benchmarks/README.md).
 DICTIONARY_SHARE = 4
 
 
@@ -42,15 +42,15 @@ def worth_a_dictionary(distinct: int, rows: int) -> bool:
 def low_cardinality(codes: Mapping[str, ColumnCodes], rows: int) -> dict[str, ColumnCodes | None]:
     """``codes`` for a census of ``rows`` rows, with None for the columns not worth a dictionary: those
     stay plain without being hashed again, and their codes can be let go at once (member ids and SSNs
-    are 1M distinct texts each at 1M members)."""
+    are about one distinct text per member)."""
     return {name: coded if worth_a_dictionary(len(coded.distinct), rows) else None
             for name, coded in codes.items()}
 
 
 def _index_type(distinct: int) -> pa.DataType:
     """The narrowest signed integers that hold ``distinct`` codes: int8 for a plan or a state, int16
-    for a date of coverage, int32 for addresses (12 of the 20 dictionary columns at 1M members take
-    int8: 7 MB less each than int32; pandas keeps its codes that narrow anyway)."""
+    for a date of coverage, int32 for addresses (most dictionary columns fit int8, a quarter of int32's
+    bytes; pandas keeps its codes that narrow anyway)."""
     return pa.int8() if distinct <= 127 else pa.int16() if distinct <= 32767 else pa.int32()
 
 
@@ -77,8 +77,8 @@ def _dictionary(series: pd.Series, coded: ColumnCodes | None, rows: np.ndarray |
     if known or series.dtype != "str":
         return None
     # Not read by any rule (address1, city, department...): hashed once here, where the build would
-    # otherwise fold every row. At 1M members 0.45 s for five columns, and it pays: 196 MB written
-    # instead of 324, write + keep + read + build 3.19 s user + sys against 3.63 s (median of 3).
+    # otherwise fold every row. The hashing costs less than it saves in bytes written and in the build
+    # (figures in benchmarks/README.md).
     chunks = _text_chunks(series)
     encoded = pc.dictionary_encode(chunks.combine_chunks() if chunks.num_chunks != 1 else chunks.chunk(0))
     if not worth_a_dictionary(len(encoded.dictionary), len(series)):
@@ -98,7 +98,7 @@ def accepted_table(accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes | Non
     coded = {name: arr for name in accepted.columns
              if (arr := _dictionary(accepted[name], codes.get(name), rows, known=name in codes)) is not None}
     # One chunk per plain column, so the file is one record batch (see write_accepted): the census's
-    # columns come in the CSV reader's blocks (104 at 1M members).
+    # columns come in the CSV reader's blocks (about a hundred on a large census).
     plain = pa.Table.from_pandas(accepted[[c for c in accepted.columns if c not in coded]],
                                  preserve_index=False).combine_chunks()
     columns = {name: coded[name] if name in coded else plain.column(name) for name in accepted.columns}
@@ -107,16 +107,16 @@ def accepted_table(accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes | Non
 
 
 def write_accepted(path: Path, table: pa.Table) -> None:
-    """Write ``table`` uncompressed (build maps it; see pipeline.validate for the measurements).
+    """Write ``table`` uncompressed (build maps it; figures in benchmarks/README.md).
 
     One record batch: a dictionary column read in many batches is unified batch by batch when pandas
-    reads it (2.0 s against 0.1 s for one 520k-text column of 2.3M rows in 36 batches, measured)."""
+    reads it, many times slower than one batch (benchmarks/README.md)."""
     feather.write_feather(table, str(path), compression="uncompressed", chunksize=max(len(table), 1))
 
 
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """A dictionary column as a pandas Categorical over the same distinct texts, without hashing them
-    (pyarrow's own conversion makes a Python str per distinct text: 0.48 s against 0.08 s for 520k)."""
+    (pyarrow's own conversion makes a Python str per distinct text, several times slower)."""
     if column.num_chunks > 1 and any(not c.dictionary.equals(column.chunk(0).dictionary) for c in column.chunks):
         column = pa.table({"c": column}).unify_dictionaries().column(0)
     chunks = column.chunks or [pa.array([], column.type)]
@@ -125,10 +125,10 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
              for c in chunks]
     codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
     categories = pd.Index(dictionary.to_pandas(types_mapper={dictionary.type: pd.StringDtype(na_value=np.nan)}.get))
-    # pandas checks that categories are distinct by a Python str per text (0.35 s for 520k subscriber
-    # ids, measured). Every dictionary here is distinct texts by construction (validation's or Arrow's
-    # own encoding, see accepted_table), and a staged file cannot change unnoticed (AES-GCM): the
-    # dtype is made without that check where pandas offers it.
+    # pandas checks that categories are distinct by a Python str per text (benchmarks/README.md). Every
+    # dictionary here is distinct texts by construction (validation's or Arrow's own encoding, see
+    # accepted_table), and a staged file cannot change unnoticed (AES-GCM): the dtype is made without
+    # that check where pandas offers it.
     from_fastpath = getattr(pd.CategoricalDtype, "_from_fastpath", None)
     if from_fastpath is None:
         return pd.Categorical.from_codes(codes, categories=categories)
@@ -138,7 +138,7 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
 def read_accepted(path: Path) -> pd.DataFrame:
     """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
     by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
-    before) is decompressed."""
+    by an older version) is decompressed."""
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     coded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
     if not coded:

@@ -95,7 +95,7 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     else:
         raw, encoding = _bytes_of(path, schema, name, mapped=private)
         # A CSV that is plainly valid UTF-8 is parsed from its bytes with no decoded copy of the file
-        # (decoding 433 MB to str only to check it took 0.35-0.9 s at 1M members); anything the byte
+        # (decoding it to str only to check it costs more; benchmarks/README.md); anything the byte
         # checks cannot settle goes through the decoded text, which gives the error as it always did.
         data = _plain_utf8(raw, encoding)
         if data is None:
@@ -113,8 +113,8 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
         # tests/census/test_census_readers_mapped.py closes the map and then reads the frame).
         parsed.append(_read_csv(held, schema, name))
     # Every cell is checked for a formula after it is stripped, in every format. (A byte scan that let CSVs
-    # skip the check took longer at 1M members than the check itself, 1.45 s against 0.9 s measured, and
-    # missed a formula behind Unicode whitespace the strip removes, such as an em space.)
+    # skip the check took longer than the check itself, see benchmarks/README.md, and missed a formula
+    # behind Unicode whitespace the strip removes, such as an em space.)
     # The parsed table is handed over, not held here: _normalise frees each raw column once it is done.
     return _normalise(parsed, schema, name)
 
@@ -126,7 +126,7 @@ def _bytes_of(path: Path, schema: CensusSchema, name: str, *, mapped: bool = Fal
     raw = _map(path) if mapped else path.read_bytes()
     kind = sniff_format(raw[:512])
     if kind == "zip" and schema.allow_zip:
-        # the archive's bytes, as before (a slice of the map is a copy of it); the member is extracted
+        # the archive's bytes (a slice of the map is a copy of it); the member is extracted
         _, raw = extract_single(raw if isinstance(raw, bytes) else raw[:], name=name, max_bytes=schema.max_bytes)
     elif kind is not None:
         hint = ("an encrypted workbook or a legacy .xls" if kind == "ole" else
@@ -140,16 +140,13 @@ def _bytes_of(path: Path, schema: CensusSchema, name: str, *, mapped: bool = Fal
 def _map(path: Path) -> bytes | mmap.mmap:
     """A read-only memory map of the file at ``path`` (b"" for an empty file, which cannot be mapped).
 
-    The staged census was just written, so its pages are in the page cache: the map reads them where
-    they are, where ``read_bytes`` copied them into fresh anonymous memory (433 MB at 1M members, which
-    a VM with free-page reporting pays for in kernel time). Measured, read_census at 1M members, median
-    of 12 and 15 fresh processes: user+sys 4.0 s (2.9-6.8) copied, 3.3 s (2.5-4.5) mapped, sys 1.8 s
-    against 1.25 s, peak anonymous memory 1.28 GB against 0.94 GB (the RSS still counts the 0.43 GB of
-    mapped page cache). Only for the run's own copy: a mapped file truncated while it is read kills
-    the process (SIGBUS). The staged census is 0600 in the run's private folder, and whatever puts it
-    there (stage_census through ``open_private`` or by moving its download aside, ``StagingStore.get_file``)
-    writes another file and renames it over the old one, which leaves a mapped inode as it was; nothing
-    truncates it in place.
+    The staged census was just written, so its pages are in the page cache: the map reads them where they
+    are, where ``read_bytes`` would copy them into fresh anonymous memory (which a VM with free-page
+    reporting pays for in kernel time; figures in benchmarks/README.md). Only for the run's own copy: a
+    mapped file truncated while it is read kills the process (SIGBUS). The staged census is 0600 in the
+    run's private folder, and whatever puts it there (stage_census through ``open_private`` or by moving its
+    download aside, ``StagingStore.get_file``) writes another file and renames it over the old one, which
+    leaves a mapped inode as it was; nothing truncates it in place.
     """
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
@@ -256,7 +253,7 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     """Map a parsed table (employer headers, text cells), taken out of ``parsed``, onto the canonical census.
 
     Each raw column is released as soon as its canonical one is made, so reading holds about one copy
-    of the census instead of two (0.7 GB at 1M members).
+    of the census instead of two.
     """
     header, frame, rows = parsed.pop()
     wanted = {schema.header_for(c): c for c in CANONICAL_COLUMNS}
@@ -295,8 +292,8 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
 def _stripped(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """``series.str.strip()``, and the positions of its cells that start with a formula sign.
 
-    A column is returned as it is when strip() would copy it unchanged (0.03-0.05 s a column at 1M
-    members): when every cell starts and ends with printable ASCII, or the few that do not (a name
+    A column is returned as it is when strip() would copy it unchanged (a copy of every column for
+    nothing): when every cell starts and ends with printable ASCII, or the few that do not (a name
     ending in é) are their own strip. Either way the signs are read off the column's Arrow buffers,
     one byte a cell, instead of four ``startswith`` passes over it.
     """
@@ -642,7 +639,7 @@ def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str)
     data = held.pop()
     # pyarrow skips blank lines, which would shift the row numbers after them: check those files
     # record by record instead.
-    # (searched in place up to the trailing line breaks: no copy of the file, 0.4 GB at 1M members)
+    # (searched in place up to the trailing line breaks: no copy of the file)
     end = len(data)
     while end and data[end - 1] in b"\r\n":
         end -= 1
@@ -668,7 +665,7 @@ def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str)
 def _has_blank_line(data: bytes | memoryview, end: int, *, step: int = 1 << 22) -> bool:
     """Whether ``data[:end]`` holds b"\\n\\n" or b"\\n\\r\\n", as ``bytes.find`` would say.
 
-    ``bytes.find`` compares every byte for a two-byte pattern (0.45 s a pattern at 1M members); this
+    ``bytes.find`` compares every byte for a two-byte pattern (benchmarks/README.md); this
     finds the line breaks with numpy, 4 MiB at a time, and looks at the gaps between them.
     """
     view = np.frombuffer(data, dtype=np.uint8, count=end)
@@ -682,19 +679,18 @@ def _has_blank_line(data: bytes | memoryview, end: int, *, step: int = 1 << 22) 
 
 
 def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Table:
-    """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options
-    it hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and
-    in 4 MiB blocks rather than 1 MiB (the columns come in 104 chunks instead of 413 at 1M members,
-    which every pass over a column's chunks pays for), without checking the UTF-8 a second time. The
-    values do not depend on the block size; only whether a quoted line break falls on a block boundary
-    does (pyarrow then refuses the file and the caller checks it row by row, as before). Raises
-    ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
+    """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options it
+    hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and in 4 MiB
+    blocks rather than 1 MiB (a quarter as many chunks per column, which every pass over a column's chunks
+    pays for), without checking the UTF-8 a second time. The values do not depend on the block size; only
+    whether a quoted line break falls on a block boundary does (pyarrow then refuses the file and the caller
+    checks it row by row). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
     table = pa_csv.read_csv(
         pa.BufferReader(pa.py_buffer(data)),
         read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=4 << 20),
         parse_options=pa_csv.ParseOptions(delimiter=delimiter),
         # check_utf8 off: the bytes are the file's own once they were found to be UTF-8, or the decoded
-        # text encoded again, never anything else; cells split at ASCII delimiters stay UTF-8 (0.2 s)
+        # text encoded again, never anything else; cells split at ASCII delimiters stay UTF-8
         convert_options=pa_csv.ConvertOptions(default_column_type=pa.large_string(), null_values=[],
                                               strings_can_be_null=False, check_utf8=False))
     if table.num_columns != width:

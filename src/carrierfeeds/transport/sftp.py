@@ -157,7 +157,8 @@ class SftpTransport:
     @contextlib.contextmanager
     def connected(self) -> Iterator[SftpTransport]:
         """Within the block, operations share one session (one key exchange and login instead of one per
-        operation: the reconciling ``stat`` before ``deliver`` cost a second handshake, ~0.14 s on loopback).
+        operation: the reconciling ``stat`` before ``deliver`` would cost a second handshake; see
+        benchmarks/README.md).
         A failed operation's session is closed and its retry opens a fresh one, as outside the block; the
         kept session is closed when the block ends, whatever happened."""
         self._keeping = True

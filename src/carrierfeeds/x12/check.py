@@ -8,13 +8,13 @@ position, segment id, element reference and a rule code, never by value.
 
 :func:`validate_with_pyx12` (from :mod:`carrierfeeds.x12.pyx12_adapter`, where it can also run in a
 child process) runs pyx12 over the 005010X220A1 map and returns our own verdict (errors stripped of
-data values) plus the 999 pyx12 generates. pyx12 checks about 5,000-8,000 segments a second, so
+data values) plus the 999 pyx12 generates. pyx12 is slow on a large file (benchmarks/README.md), so
 :func:`pyx12_target` cuts a deterministic sample of families (every k-th one) out of a large rendered
 file, with its own envelope, for pyx12 to validate instead (:func:`sample_834`), and can cut what pyx12
 checks into disjoint pieces, each its own conformant 834, for pyx12 to read on several cores.
 
 Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
-the gate maps a large file instead of copying 240 MB into anonymous memory.
+the gate maps a large file instead of copying it into anonymous memory.
 """
 
 from __future__ import annotations
@@ -130,10 +130,10 @@ def _keys(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int, width
     """For each segment, its first ``width`` bytes (N x width uint8), zero at and after its end.
 
     Gathered eight bytes at a time through an unaligned 64-bit view of the file (one gather per word
-    instead of one per byte: 10M segments x 8 bytes was the gate's largest cost, measured). Only the
-    segments that reach a word are read for it, only those that end inside it are masked, and only
-    those within 8 bytes of the end of the file are shifted (each of these was a pass over every row:
-    the five calls at 1M members 2.2 s -> 1.0 s, measured).
+    instead of one per byte: a gather per byte would be the gate's largest cost). Only the segments that
+    reach a word are read for it, only those that end inside it are masked, and only those within 8
+    bytes of the end of the file are shifted (each of these would be a pass over every row; figures in
+    benchmarks/README.md).
     """
     words = -(-width // 8)
     out = np.zeros((len(starts), words), dtype="<u8")
@@ -173,7 +173,7 @@ def _unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (the distinct rows in ascending byte order, as bytes keys ``S<width>``; for each row the index
     of its key), exactly what ``np.unique(keys, return_inverse=True)`` returns. The sort np.unique does
-    over millions of keys was most of the gate's time at 1M members (1.96 s of 5.9 s, measured); the
+    over millions of keys was most of the gate's time on a large file (benchmarks/README.md); the
     distinct keys are few, so only they are sorted. Exact: codes are combined word by word, no hash
     of the key is trusted.
     """
@@ -239,7 +239,7 @@ def _elements(segment: bytes, sep: bytes) -> list[str]:
 @dataclass(frozen=True)
 class SegmentEnds:
     """Where every byte equal to ``terminator`` is in a file of ``size`` bytes: the one scan of the file that
-    :func:`check_834` and :func:`sample_834` share (each took ~0.25 s for its own at 1M members)."""
+    :func:`check_834` and :func:`sample_834` share, instead of a scan each."""
 
     terminator: int
     size: int
@@ -289,14 +289,14 @@ def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dm
             arr[np.minimum(ends[:-1] + 1, len(arr) - 1)] == ord(d.suffix[0]))):
         problems.append(_problem(len(ends), "", "", "segment_terminator",
                                  "text after the last terminator, or a terminator without the suffix"))
-    if len(arr) and int(arr.max()) > 126:  # a reduction: no 240 MB mask
+    if len(arr) and int(arr.max()) > 126:  # a reduction: no mask the size of the file
         first = int(np.flatnonzero(arr > 126)[0])
         problems.append(_problem(int(np.searchsorted(ends, first)) + 1, "", "", "character_set",
                                  "byte outside the ASCII character set"))
     count = len(ends)
     mat = _keys(arr, starts, ends, sep, 8)
     tok, ids, inverse = _classify(mat, sep)
-    # One str over the token bytes (a join of 10M one-char strs took 0.35 s at 1M members, measured).
+    # One str over the token bytes, not a join of one one-char str per segment.
     seq = tok.tobytes().decode("ascii")
 
     def seg_name(pos0: int) -> str:
@@ -406,9 +406,9 @@ def _whole_file(header_re: re.Pattern[str], member_re: re.Pattern[str]) -> re.Pa
 def _walk(seq: str, header_re: re.Pattern[str], member_re: re.Pattern[str]) -> int | None:
     """Index of the first segment the grammar cannot place, or None when the whole file parses.
 
-    A file that parses (the usual case) is matched by one regular expression in C (0.3-0.5 s at 1M
-    members instead of 0.7-0.9 s for a Python loop over the members, measured); only a file that does
-    not is walked member by member to find where.
+    A file that parses (the usual case) is matched by one regular expression in C, faster than a Python
+    loop over the members (benchmarks/README.md); only a file that does not is walked member by member
+    to find where.
     """
     if _whole_file(header_re, member_re).fullmatch(seq):
         return None
@@ -466,8 +466,8 @@ class _Kind(NamedTuple):
 def _kind(data: Payload, tok: np.ndarray, kind: str, starts: np.ndarray, ends: np.ndarray, sep: str,
           width: int) -> _Kind:
     """The ``kind`` segments' first ``width`` bytes, cut to the longest such segment: the N x width key
-    matrix is the gate's biggest allocation (2.3M HD segments x 96 bytes at 1M members). Read once for
-    the code check and the maintenance check (each read its own before: the INS twice)."""
+    matrix is the gate's biggest allocation (one row per HD segment). Read once for the code check and
+    the maintenance check, which share it."""
     rows = np.flatnonzero(tok == ord(kind))
     if not len(rows):
         return _Kind(rows, np.zeros((0, width), dtype=np.uint8), [], np.zeros(0, dtype=np.int64))
@@ -498,7 +498,7 @@ def _check_separators_in_data(data: Payload, arr: np.ndarray, starts: np.ndarray
     have no composite or repeating element, and X12 has no escape, so either one in a name or an
     address would be read as structure. Reported by segment position and element, never by value."""
     # bytes.find, not a mask per separator: a clean file (the usual case) costs two memchr scans and no
-    # allocation (two boolean masks of a 240 MB file were the gate's memory peak at 1M members).
+    # allocation (two boolean masks the size of the file would be the gate's memory peak).
     found: list[int] = []
     room = max(0, max_problems - len(problems))
     for char in dict.fromkeys((d.component, d.repetition)):
@@ -551,7 +551,7 @@ def _check_maintenance(tok: np.ndarray, kinds: dict[str, _Kind], sep: str, probl
     if not len(ins_rows):
         return
     # INS03 from the INS keys (18 bytes or the longest INS: the same keys once NUL-padded); HD01 from
-    # the HD keys' first 8 bytes, exactly as before (the wider key would read past an HD01 of 6+ bytes).
+    # the HD keys' first 8 bytes (the wider key would read past an HD01 of 6+ bytes).
     ins03 = _element(ins.parts, ins.inverse, 3)
     hd8, hd8_inverse = _unique_rows(hd.keys[:, :8])
     hd01 = _element([k.decode("ascii", "replace").split(sep) for k in hd8.tolist()], hd8_inverse, 1)
@@ -609,8 +609,7 @@ def _starting_with_each(data: Payload, starts: np.ndarray, tags: tuple[bytes, ..
     """For each tag, :func:`_starting_with`: the offsets among ``starts`` whose bytes begin with it.
 
     Tags of up to 8 bytes are compared as masked 64-bit words, all against one word read at each offset
-    (one gather per segment instead of one per tag byte: the sample's three tags at 1M members 1.7 s
-    -> 0.3 s, measured).
+    (one gather per segment instead of one per tag byte; figures in benchmarks/README.md).
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     n = len(arr)
@@ -718,8 +717,8 @@ def pyx12_target(data: Payload, *, max_members: int = 5_000,
     def segment_starts(tag: bytes, within: bytes) -> list[int]:
         return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
 
-    # Members, families and sets by array over the segment starts (regex scans and a loop over the
-    # members took ~1.8 s at 1M).
+    # Members, families and sets by array over the segment starts, not regex scans and a loop over the
+    # members (benchmarks/README.md).
     starts = _segment_starts(data, t[0], segment_ends)
     ins, st = _starting_with_each(data, starts, (b"INS" + e, b"ST" + e))
     members = len(ins)

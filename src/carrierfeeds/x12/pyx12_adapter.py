@@ -5,7 +5,7 @@ verdict (errors stripped of data values) plus the 999 pyx12 generates.
 
 :class:`Pyx12Child` runs the same adapter in a child process (``python -m
 carrierfeeds.x12.pyx12_adapter <file>``), so the gate checks the whole file's structure while pyx12,
-pure Python at ~8,000 segments a second, reads its sample on another core. The child prints its verdict
+pure Python and slow (benchmarks/README.md), reads its sample on another core. The child prints its verdict
 as one JSON object on stdout holding only positions, segment ids, element ids, rule codes and counts
 (never a message or the 999, which can quote data); its stderr is discarded. Any doubt fails closed: a
 crash, a non-zero exit, a timeout or output that is not exactly that object raises ConformanceFailed.
@@ -158,7 +158,7 @@ _MAPS_AHEAD = ("x12.control.00501.xml", "834.5010.X220.A1.xml")
 @contextmanager
 def _maps_loaded_ahead(param: Any) -> Iterator[dict[str, Any]]:
     """pyx12's maps for an 834 loaded now, before the file is known; inside the block, pyx12 takes each
-    of them once instead of parsing its own (~0.1 s for both, measured).
+    of them once instead of parsing its own (benchmarks/README.md).
 
     x12n_document loads its maps by calling ``pyx12.map_if.load_map_file`` when it meets ISA and GS, so
     within the block that name hands out a map made here, if the call asks for one of these, with
@@ -186,9 +186,9 @@ def _maps_loaded_ahead(param: Any) -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------ child process
 _MODULE = "carrierfeeds.x12.pyx12_adapter"
-#: The child's time limit, independent of settings: a floor 100x pyx12's cost on a 2,000-member sample
-#: (~3 s, measured), plus a second per 10 kB of file (pyx12 reads ~500 kB/s, measured), so only a hung
-#: child ever reaches it.
+#: The child's time limit, independent of settings: a floor about 100x pyx12's cost on a 2,000-member
+#: sample, plus a second per 10 kB of file (about 50x pyx12's reading time; figures in
+#: benchmarks/README.md), so only a hung child ever reaches it.
 _TIMEOUT_FLOOR_S = 300.0
 _TIMEOUT_BYTES_PER_S = 10_000
 # What may cross the pipe: a segment id, an element reference, a rule code, or "?" in their place.
@@ -244,7 +244,7 @@ class Pyx12Child:
     """pyx12 over one file in a child process, started at once; :meth:`verdict` waits for its answer.
 
     Given ``path``, the child checks that file. Without one it starts in ``--stdin`` mode and gets ready
-    (Python, imports, pyx12's maps: ~0.25 s of its ~0.35 s fixed cost, measured) while the caller is still
+    (Python, imports, pyx12's maps: most of its fixed cost; benchmarks/README.md) while the caller is still
     making the file; :meth:`check` then names it. Use it as a context manager: leaving the block kills and
     reaps the child whatever happened, so a caller may unlink the file after it. The child imports the
     same carrierfeeds as this process.

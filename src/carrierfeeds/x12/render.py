@@ -62,8 +62,8 @@ _TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04
                  "coverage_start", "coverage_end")
 #: Maintenance columns a change set adds to the view: derived from config and the diff, not the census.
 MAINTENANCE_COLUMNS = ("ins04", "hd01")
-#: View columns behind the situational REF/DTP options: only those the view has are carried (at 1M
-#: members every extra empty column costs a conversion, a filter and a delimiter scan per chunk).
+#: View columns behind the situational REF/DTP options: only those the view has are carried (every
+#: extra empty column costs a conversion, a filter and a delimiter scan per chunk).
 OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "eligibility_begin",
                   "eligibility_end", "coverage_policy_number")
 
@@ -215,8 +215,8 @@ def _data_bytes(arr: pa.Array) -> np.ndarray:
 
 
 def _holds_any(data: bytes, characters: bytes) -> bool:
-    """Whether ``data`` holds any of ``characters``: one C pass (bytes.translate deleting them), about 7x
-    faster than a numpy byte lookup and 40x faster than a regex per column (measured)."""
+    """Whether ``data`` holds any of ``characters``: one C pass (bytes.translate deleting them), faster
+    than a numpy byte lookup or a regex per column (figures in benchmarks/README.md)."""
     return len(data.translate(None, characters)) != len(data)
 
 
@@ -284,9 +284,8 @@ class _Pieces:
 
     Rendered by one Arrow ``take`` over all the pieces' strings in row-major order: the strings of the
     result, back to back, are the chunk's text. One gather of whole strings instead of a nested
-    element-wise join per segment (which copied every byte once per level and cost ~75 ns per row and
-    argument): at 1M members, on one thread under cProfile, 6.5 s of joins -> 3.3 s (1.6 s building the
-    positions, 1.8 s gathering).
+    element-wise join per segment, which copies every byte once per level (figures in
+    benchmarks/README.md).
     """
 
     def __init__(self, columns: dict[str, pa.Array], rows: int) -> None:
@@ -338,8 +337,8 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
                   options: frozenset[str] | None = None) -> tuple[bytes, int]:
     """One chunk of whole members as ASCII bytes, and its segment count.
 
-    Column-wise: no Python object per value (at 1M members the object version spent most of its time
-    and memory making and joining str objects); see :class:`_Pieces`.
+    Column-wise: no Python object per value (making and joining str objects would take most of the time
+    and memory); see :class:`_Pieces`.
     """
     e, t = d.element, d.terminator
     options = frozenset(OPTION_COLUMNS).intersection(chunk.columns) if options is None else options

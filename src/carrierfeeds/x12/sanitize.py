@@ -182,7 +182,7 @@ def _outside_table(allowed: bytes) -> pa.Array:
 def bytes_outside(arr: pa.Array, allowed: bytes) -> bool:
     """Whether the data of a large_string array holds a byte not in ``allowed``: one Arrow take through
     :func:`_outside_table` over the data buffer viewed as uint8, which releases the GIL (``bytes.translate``
-    holds it: at 1M members 0.5 s of the 834 writer's checks ran one thread at a time)."""
+    holds it, so the 834 writer's checks would run one thread at a time)."""
     data = arr.buffers()[2]
     if not len(arr) or data is None:
         return False
@@ -210,7 +210,7 @@ def _cleanliness(text: pa.Array, charset: Charset) -> Literal["clean", "padded",
         return "dirty"
     starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
     filled = ends > starts
-    # A space mask: 2-5x faster than ``b"  " in data`` on text full of single spaces (measured).
+    # A space mask, not ``b"  " in data``: faster on text full of single spaces (benchmarks/README.md).
     space = data == ord(" ")
     if bool(space[starts[filled]].any()) or bool(space[ends[filled] - 1].any()):
         return "padded"
@@ -260,9 +260,9 @@ def fold_column(values: pd.Series, max_length: int | None = None, rule: TextRule
 
     Most census columns are clean already: ASCII, in the set, single inner spaces. So the column is
     ASCII-upper-cased and trimmed in Arrow (whole buffers, no hashing) and one pass over its bytes tells
-    whether every value is clean; if so, that is the result (at 1M members: 0.6 s -> 0.1 s for the
-    member ids). Otherwise each distinct value is folded once by :func:`_fold_distinct` and spread back
-    by its code (names repeat: at 1M members 2.3M rows hold a few thousand). No Python object is made
+    whether every value is clean; if so, that is the result, with no hashing (benchmarks/README.md).
+    Otherwise each distinct value is folded once by :func:`_fold_distinct` and spread back by its code
+    (names repeat: a census holds far fewer distinct names than rows). No Python object is made
     per row. Casing, trimming and cutting to length are formatting, not normalisation: a value counts
     as changed only when the character rule itself altered it. ``order`` (positions) picks and orders
     the rows of the result, and only those rows count (a rule whose values are all among the rows left

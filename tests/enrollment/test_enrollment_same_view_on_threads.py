@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from tests.test_enrollment import AS_OF
+from tests.enrollment.test_enrollment_build import AS_OF
 
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import CarrierMapping, Feed

@@ -13,7 +13,7 @@ from carrierfeeds.config import CarrierMapping, Feed
 from carrierfeeds.enrollment import assert_allowlisted, build_enrollment
 from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 11, 20)
 
 

@@ -238,7 +238,7 @@ def test_signing_key_with_passphrase_from_env(tmp_path: Path, monkeypatch: pytes
     assert os.environ["CARRIERFEEDS_GPG_PASSPHRASE"] == "wrong"  # the file took precedence
 
 
-# ------------------------------------------------------------- user id and subkey pins (issue 5)
+# ----------------------------------------------------------------------- user id and subkey pins
 @pytest.fixture(scope="module")
 def rotated(keys: Keys) -> Iterator[tuple[str, str, str]]:
     """A carrier key (in our keyring) with two encryption subkeys: an older one and a newer one that gpg
@@ -349,7 +349,7 @@ def test_encrypt_file_warns_by_the_window_it_is_given(keys: Keys, tmp_path: Path
 
 # ------------------------------------------------- a feed's encryption options through the pipeline
 DAY = datetime(2026, 11, 20, tzinfo=UTC).date()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pipeline_clock() -> datetime:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.test_enrollment import AS_OF, ROOT
+from tests.enrollment.test_enrollment_build import AS_OF, ROOT
 
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import load_feed, load_mapping
