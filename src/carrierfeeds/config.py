@@ -29,7 +29,7 @@ from pydantic import (
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.flatfile import CsvFlatLayout, FixedWidthFlatLayout
+from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _FPR = r"^[0-9A-F]{40}$"
