@@ -134,7 +134,7 @@ def test_null_schedule_means_manual_runs(tmp_path: Path) -> None:
 
 def test_timezone_database_is_scanned_once_per_process(tmp_path: Path) -> None:
     """available_timezones() walks the tz database; a DAG folder of 500 feeds must not walk it 500 times."""
-    from carrierfeeds.config import _timezone_names
+    from carrierfeeds.config.feed import _timezone_names
 
     load_feed(FEED)
     before = _timezone_names.cache_info()
