@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-#: Threads a step uses at most by default: beyond 4, the steps measured gained nothing.
+#: Threads a step uses at most by default: past 4 the measured steps gained nothing (benchmarks/README.md).
 MAX_THREADS = 4
 
 
