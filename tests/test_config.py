@@ -134,7 +134,7 @@ def test_null_schedule_means_manual_runs(tmp_path: Path) -> None:
 
 def test_timezone_database_is_scanned_once_per_process(tmp_path: Path) -> None:
     """available_timezones() walks the tz database; a DAG folder of 500 feeds must not walk it 500 times."""
-    from carrierfeeds.config import _timezone_names
+    from carrierfeeds.config.feed import _timezone_names
 
     load_feed(FEED)
     before = _timezone_names.cache_info()
@@ -145,7 +145,7 @@ def test_timezone_database_is_scanned_once_per_process(tmp_path: Path) -> None:
 
 
 def test_change_mode_in_the_feed_says_it_is_set_in_the_mapping(tmp_path: Path) -> None:
-    """Change detection has one home, the carrier mapping (issue 16, finding 8): a feed asking for it
+    """Change detection has one home, the carrier mapping: a feed asking for it
     is told where it lives, not merely that only 'full' is allowed."""
     path = _variant(tmp_path, "output: {format: x12-834, mode: full}", "output: {format: x12-834, mode: changes}")
     with pytest.raises(ConfigError) as info:

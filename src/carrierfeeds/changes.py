@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, Refused
-from carrierfeeds.keyfiles import create_key_file, read_key_file
+from carrierfeeds.files import create_key_file, read_key_file
 from carrierfeeds.x12.codes import MaintenanceReason, MaintenanceType
 
 log = logging.getLogger(__name__)

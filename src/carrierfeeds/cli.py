@@ -382,7 +382,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
 
     verdict: dict[str, Any] = {"verdict": "passed", "problems": 0, "first": None}
     if feed.output.format == "pdf":
-        from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
+        from carrierfeeds.outputs.pdf import fallback_file_name, write_fallback_pdf
 
         name = fallback_file_name(feed, as_of, f"{number:09d}")
         doc = write_fallback_pdf(enrollment, folder / name, feed=feed, interval_start=as_of,
@@ -390,7 +390,7 @@ def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, a
         return {"name": name, "format": "pdf", "bytes": doc.size, "sha256": doc.sha256, "pages": doc.pages,
                 "segments": None, "records": None, "conformance": {**verdict, "check": "hash only"}}
     if feed.output.format == "flatfile":
-        from carrierfeeds.flatfile import check_flatfile, flatfile_name, layout_for, render_flatfile
+        from carrierfeeds.outputs.flatfile import check_flatfile, flatfile_name, layout_for, render_flatfile
 
         layout = layout_for(mapping)
         name = flatfile_name(layout, feed_id=feed.feed_id, control=number, day=as_of,

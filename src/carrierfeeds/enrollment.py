@@ -47,10 +47,10 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Final, TypeVar, cast
+from typing import Final, cast
 
 import numpy as np
 import pandas as pd
@@ -69,7 +69,6 @@ from carrierfeeds.x12.codes import (
 from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, dictionary_of, fold_column, fold_text
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 #: Which census field each 834-view column carries; None for columns derived from config alone.
 VIEW_SOURCES: Final[dict[str, str | None]] = {
@@ -381,15 +380,6 @@ def _periods_that_count(subscribers: np.ndarray, members: np.ndarray, lines: np.
     return counting
 
 
-def _workers(workers: int | None) -> int:
-    """Threads for the view's columns: ``workers``, or the CPUs this process may use (at most 4)."""
-    return thread_count(workers)
-
-
-def _in_order(calls: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
-    return in_order(calls, workers, name="enrollment")
-
-
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,
                      as_of: date, workers: int | None = None) -> Enrollment:
     """The 834 view of ``census`` for ``feed``'s carrier on ``as_of``; refuses when not authorised.
@@ -433,7 +423,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     out = _Columns()
     sanitized: dict[str, int] = {}
     normalised: dict[str, int] = {}
-    threads = _workers(workers)
+    threads = thread_count(workers)
 
     def keep(parts: list[tuple[str, pd.Series | Folded]]) -> None:
         """View columns in order; a folded one's counts recorded as the rule reports them."""
@@ -455,7 +445,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     keys: list[Callable[[], object]] = [functools.partial(fold_column, raw("member_id"), 50, order=kept),
                                         functools.partial(fold_column, raw("subscriber_id"), 50, order=kept),
                                         functools.partial(_Distinct, raw("relationship"), kept)]
-    member_fold, subscriber_fold, rel = cast(tuple[Folded, Folded, _Distinct], tuple(_in_order(keys, threads)))
+    member_fold, subscriber_fold, rel = cast(tuple[Folded, Folded, _Distinct],
+                                             tuple(in_order(keys, threads, name="enrollment")))
     ids = {"member_id": member_fold.values, "subscriber_id": subscriber_fold.values}
     for col, folded in ids.items():
         _require(rows, col, folded == "", "empty_identifier", "have no usable identifier")
@@ -466,9 +457,9 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order. Rows are in census order here, so a
     # factorisation's codes (numbered by first appearance) are exactly those first-appearance ranks.
-    member_codes, subscriber_codes = _in_order([functools.partial(_first_appearance, ids["member_id"]),
-                                                functools.partial(_first_appearance, ids["subscriber_id"])],
-                                               threads)
+    member_codes, subscriber_codes = in_order([functools.partial(_first_appearance, ids["member_id"]),
+                                               functools.partial(_first_appearance, ids["subscriber_id"])],
+                                              threads, name="enrollment")
     positions = np.lexsort((np.arange(len(kept)), member_codes, rel_rank, subscriber_codes))
     # Subscribers (INS01 "Y": relationship EE) by their member codes, without hashing the ids again.
     subscriber_count = int(np.count_nonzero(np.bincount(member_codes[rel_rank == 0])))
@@ -586,7 +577,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     policies = {k: v.policy_number for k, v in mapping.plans.items() if v.policy_number}
     if policies:
         task(policy_numbers, plan, policies)
-    for parts in _in_order(tasks, threads):
+    for parts in in_order(tasks, threads, name="enrollment"):
         keep(parts)
     out[ROW_NUMBER] = rows
     line_of = plan.values.map({k: v.insurance_line for k, v in mapping.plans.items()})

@@ -552,7 +552,7 @@ def _render(ctx: RunContext, enrollment: Any, action: str, interchange: Any, *,
     flat_state: dict[str, Any] = {}
     if feed.output.format == "pdf":
         # Imported here: reportlab costs ~0.3 s to import, which an X12 or flat-file build never needs.
-        from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
+        from carrierfeeds.outputs.pdf import fallback_file_name, write_fallback_pdf
 
         # The same members and changes, printable, for a carrier that takes no electronic files.
         control_id = f"{interchange.isa13:09d}"
@@ -567,7 +567,7 @@ def _render(ctx: RunContext, enrollment: Any, action: str, interchange: Any, *,
         return file_name, doc.sha256, doc.size, flat_state
     if feed.output.format == "flatfile":
         # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
-        from carrierfeeds.flatfile import flatfile_name, layout_for, render_flatfile
+        from carrierfeeds.outputs.flatfile import flatfile_name, layout_for, render_flatfile
 
         layout = layout_for(mapping)
         file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
@@ -723,7 +723,7 @@ def _gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
                 ctx.save_state(conformance="passed")
                 return {"run_id": ctx.run_id, "format": "pdf"}
             if output == "flatfile":
-                from carrierfeeds.flatfile import check_flatfile, layout_for
+                from carrierfeeds.outputs.flatfile import check_flatfile, layout_for
 
                 # Fail closed: a state without the build's record count can never match (-1).
                 flat = check_flatfile(data[:], layout_for(ctx.bundle.mapping),

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from carrierfeeds.errors import ConfigError, DataError, Refused, TransientError
-from carrierfeeds.keyfiles import create_key_file, read_key_file
+from carrierfeeds.files import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
 

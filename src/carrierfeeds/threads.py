@@ -1,4 +1,5 @@
-"""How many threads or processes a stage may use, and running independent calls on threads in order.
+"""How many threads or processes a stage may use, and running independent calls on threads in order: the
+one implementation every stage uses.
 
 The CPU-heavy steps (encoding census columns, making the 834 view's columns, rendering chunks, pyx12's
 pieces) run on the CPUs this process may use: its affinity mask where the OS has one, so a worker pinned
@@ -8,13 +9,14 @@ to one CPU (a pool that fills the machine) runs them one at a time.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-#: Threads a step uses at most by default: beyond 4, the steps measured gained nothing.
+#: Threads a step uses at most by default: past 4 the measured steps gained nothing (benchmarks/README.md).
 MAX_THREADS = 4
 
 
@@ -43,4 +45,25 @@ def in_order(calls: Sequence[Callable[[], _T]], workers: int, *, name: str) -> l
         return [future.result() for future in futures]
 
 
-__all__ = ["MAX_THREADS", "in_order", "thread_count", "usable_cpus"]
+def iter_in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], workers: int, *,
+                  name: str) -> Iterator[_T]:
+    """``fn(*args)`` for each of ``calls``, on ``workers`` threads (named ``name``), yielded in call order.
+
+    ``calls`` is read lazily and at most ``workers + 1`` calls are in flight, so memory stays a few
+    results whatever the input's length (the 834 renderer streams its chunks through this).
+    """
+    if workers <= 1:
+        for args in calls:
+            yield fn(*args)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+        window: deque[Future[_T]] = deque()
+        for args in calls:
+            window.append(pool.submit(fn, *args))
+            if len(window) > workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+__all__ = ["MAX_THREADS", "in_order", "iter_in_order", "thread_count", "usable_cpus"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from carrierfeeds.errors import ConfigError, Refused
-from carrierfeeds.keyfiles import create_key_file, read_key_file
+from carrierfeeds.files import create_key_file, read_key_file
 
 log = logging.getLogger(__name__)
 

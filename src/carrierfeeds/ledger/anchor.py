@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.keyfiles import create_key_file, read_key_file
+from carrierfeeds.files import create_key_file, read_key_file
 from carrierfeeds.ledger.chain import GENESIS, ChainVerdict, canonical_json
 from carrierfeeds.ledger.records import LedgerError
 

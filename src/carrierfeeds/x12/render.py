@@ -35,10 +35,8 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -48,12 +46,11 @@ import pyarrow.compute as pc
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
-from carrierfeeds.threads import thread_count
+from carrierfeeds.threads import iter_in_order, thread_count
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 VERSION = "005010X220A1"
 _TEXT_COLUMNS = ("member_id", "subscriber_id", "ins01", "ins02", "ins03", "ins04", "employment_status",
@@ -443,23 +440,6 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     return text, segments
 
 
-def _in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], workers: int) -> Iterator[_T]:
-    """``fn(*args)`` for each of ``calls``, on ``workers`` threads, results in call order; a bounded window
-    of ``workers + 1`` calls in flight, so memory stays a few chunks whatever the file's size."""
-    if workers <= 1:
-        for args in calls:
-            yield fn(*args)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render834") as pool:
-        window: deque[Future[_T]] = deque()
-        for args in calls:
-            window.append(pool.submit(fn, *args))
-            if len(window) > workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
-
-
 def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
                delimiters: Delimiters = DEFAULT_DELIMITERS, *,
                chunk_members: int = 20_000, workers: int | None = None) -> Iterator[bytes]:
@@ -487,7 +467,7 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
         bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
         chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
                   for lo, hi in itertools.pairwise(bounds))
-        for data, segments in _in_order(_render_chunk, chunks, workers):
+        for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
             count += segments
             yield data
         total += len(starts)

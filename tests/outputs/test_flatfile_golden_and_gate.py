@@ -4,7 +4,7 @@ off the allowlist; a planted value never appears).
 
 Regenerate the golden files after an intended change (then review the diff like code):
 
-    CARRIERFEEDS_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/test_flatfile.py
+    CARRIERFEEDS_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/outputs/test_flatfile_golden_and_gate.py
 """
 
 from __future__ import annotations
@@ -27,18 +27,16 @@ from carrierfeeds.changes import diff_against_snapshot, snapshot_columns
 from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
 from carrierfeeds.enrollment import VIEW_SOURCES, Enrollment, build_enrollment
 from carrierfeeds.errors import ConfigError, ConformanceFailed, DataError, FieldNotAllowed
-from carrierfeeds.flatfile import (
-    FIELD_SOURCES,
+from carrierfeeds.outputs.flatfile import (
     FORMULA_CHARS,
-    CsvFlatLayout,
-    FixedWidthFlatLayout,
     check_flatfile,
     flatfile_name,
     render_flatfile,
     render_flatfile_bytes,
 )
+from carrierfeeds.outputs.layouts import FIELD_SOURCES, CsvFlatLayout, FixedWidthFlatLayout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "fixtures" / "flatfile"
 AS_OF = date(2026, 11, 20)
 CANARY_SSN = "900445566"

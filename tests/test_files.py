@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.keyfiles import create_key_file, read_key_file
+from carrierfeeds.files import create_key_file, read_key_file
 
 
 def test_created_owner_only_and_never_overwritten(tmp_path: Path) -> None:

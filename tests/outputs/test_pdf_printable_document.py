@@ -16,14 +16,14 @@ import pytest
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
 from carrierfeeds.enrollment import Enrollment, build_enrollment
-from carrierfeeds.fallback import (
+from carrierfeeds.outputs.pdf import (
     ROSTER_TITLE,
     fallback_file_name,
     render_fallback_pdf,
     write_fallback_pdf,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 20)
 CREATED = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 CONTROL = "000000042"

@@ -33,6 +33,7 @@ from reportlab.platypus import Table, TableStyle
 
 from carrierfeeds.config import Feed
 from carrierfeeds.enrollment import Enrollment
+from carrierfeeds.files import open_private
 from carrierfeeds.x12.codes import IndividualRelationship, MaintenanceType
 
 log = logging.getLogger(__name__)
@@ -488,16 +489,8 @@ def write_fallback_pdf(enrollment: Enrollment, out: Path, *, feed: Feed, interva
         title = ROSTER_TITLE if codes <= {MaintenanceType.AUDIT_OR_COMPARE.value} else DEFAULT_TITLE
     data, pages = _render(enrollment, feed=feed, interval_start=interval_start, control_id=control_id,
                                created=created, title=title)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with open_private(out) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return FallbackDocument(path=out, sha256=hashlib.sha256(data).hexdigest(), size=len(data), pages=pages)

@@ -1,0 +1,247 @@
+"""A feed (``feeds/<feed_id>.yaml``): one employer's data to one carrier, what to read, where it goes."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from carrierfeeds.config.base import _FPR, _ID, _Model
+
+
+class Authorization(_Model):
+    """The employer's authorisation for this carrier to receive its members' data."""
+
+    effective_from: date
+    effective_to: date | None = None
+    plans: tuple[str, ...] = Field(min_length=1, description="employer plan codes this carrier may see")
+
+    def covers(self, day: date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
+
+
+class Employer(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1, max_length=60)
+    tax_id: str = Field(pattern=r"^\d{9}$", description="FEIN, sent as the sponsor id (N104)")
+    contract_end: date | None = None
+    legal_hold: bool = False
+
+
+class Carrier(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1, max_length=60)
+    electronic: bool = Field(True, description="False: the carrier gets a printable fallback document")
+
+
+class LocalSource(_Model):
+    kind: Literal["local"] = "local"
+    path: str = Field(description="folder the employer's files land in, relative to the data directory")
+    pattern: str = "*.csv"
+
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        # The folder is opened once and files are opened relative to it: a pattern never walks folders.
+        if "/" in v or "\\" in v:
+            raise ValueError("must match file names only, no folders")
+        return v
+
+
+class SftpSource(_Model):
+    """The employer's SFTP drop, reached through pinned-host-key endpoint files (``<keys_dir>/<id>.json``)."""
+
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
+    remote_dir: str = Field("/", description="the drop folder (absolute, or relative to the login folder)")
+    pattern: str = "*.csv"
+    processed_dir: str | None = Field(
+        None, description="server folder an accepted census is moved to; null: leave it where it is")
+
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        if "/" in v or "\\" in v:
+            raise ValueError("must match file names only, no folders")
+        return v
+
+
+class SqlSource(_Model):
+    """A query against the employer's HR database; the URL (with its secret) comes from a connection."""
+
+    kind: Literal["sql"] = "sql"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json holding the URL")
+    query: str = Field(min_length=1, description="one read-only SELECT (or WITH ... SELECT) statement")
+
+    @field_validator("query")
+    @classmethod
+    def _select_only(cls, v: str) -> str:
+        body = v.strip().rstrip(";").strip()
+        if not re.match(r"(?is)^(select|with)\b", body) or ";" in body:
+            raise ValueError("must be a single SELECT (or WITH ... SELECT) statement")
+        return body
+
+
+CensusSource = Annotated[LocalSource | SftpSource | SqlSource, Field(discriminator="kind")]
+
+
+class CensusSpec(_Model):
+    source: CensusSource
+    schema_id: str = Field(pattern=_ID, description="name of a schemas/<schema_id>.yaml census schema")
+
+
+class OutputSpec(_Model):
+    format: Literal["x12-834", "pdf", "flatfile"] = Field(
+        "x12-834", description="flatfile: the carrier mapping's flatfile layout (CSV or fixed width)")
+    mode: Literal["full"] = Field(
+        "full", description="always full: change detection (change files) is the mapping's mode, not the feed's")
+
+
+class EncryptionSpec(_Model):
+    """Who can read the file: the carrier's key, or for a manual hand-off the hand-off team's key."""
+
+    recipient_fingerprint: str = Field(pattern=_FPR, description="carrier's key, full 40-hex fingerprint")
+    signer_fingerprint: str = Field(pattern=_FPR, description="our signing key, full 40-hex fingerprint")
+    armor: bool = False
+    compress_level: int = Field(1, ge=0, le=9)
+    suffix: str = Field(".pgp", pattern=r"^\.[A-Za-z0-9.]{1,10}$")
+    expiry_warning_days: int = Field(30, ge=0)
+    recipient_user_id: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="optional pin: one of the carrier key's user ids, exactly (e.g. 'EDI <edi@carrier.example>')")
+    recipient_encryption_subkey: str | None = Field(
+        None, pattern=_FPR, description="optional pin: full fingerprint of the subkey gpg must encrypt to")
+
+    @field_validator("recipient_fingerprint", "signer_fingerprint", "recipient_encryption_subkey", mode="before")
+    @classmethod
+    def _normalise_fpr(cls, v: Any) -> Any:
+        return v.replace(" ", "").upper() if isinstance(v, str) else v
+
+
+class SftpDelivery(_Model):
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
+    remote_dir: str = "/inbox"
+
+
+class LocalDelivery(_Model):
+    kind: Literal["local"] = "local"
+    path: str = Field(description="a carrier inbox folder, relative to the data directory")
+
+
+class ManualDelivery(_Model):
+    """A person hands the (encrypted) printable document over; the ledger tracks it until confirmed."""
+
+    kind: Literal["manual"] = "manual"
+    outbox: str = Field(description="private outbox folder, relative to the data directory")
+
+
+Delivery = Annotated[SftpDelivery | LocalDelivery | ManualDelivery, Field(discriminator="kind")]
+
+
+class ValidationPolicy(_Model):
+    policy: Literal["reject", "quarantine", "threshold"] = "reject"
+    threshold_pct: float = Field(0.0, ge=0, le=100,
+                                 description="with policy threshold: reject when more families fail")
+
+
+class NotifySpec(_Model):
+    """Where a failed run's PHI-free notice goes: a webhook, named by Airflow connection or URL."""
+
+    webhook_connection_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                              description="Airflow connection holding the webhook URL")
+    webhook_url: str | None = Field(None, pattern=r"^https?://[^\s]+$",
+                                    description="the URL itself, when it holds no secret")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotifySpec:
+        if (self.webhook_connection_id is None) == (self.webhook_url is None):
+            raise ValueError("give exactly one of webhook_connection_id and webhook_url")
+        return self
+
+
+#: Airflow's cron presets (``airflow.utils.dates.cron_presets``) and ``@once``; ``@continuous`` is not
+#: offered: a feed run back to back all day would resend nothing but load the carrier's server.
+SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+@functools.cache
+def _timezone_names() -> frozenset[str]:
+    # available_timezones() walks the tz database on every call: once per process is enough.
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
+class Feed(_Model):
+    """One employer's data to one carrier: what to read, how to map it, where it goes."""
+
+    feed_id: str = Field(pattern=_ID)
+    description: str = ""
+    employer: Employer
+    carrier: Carrier
+    authorization: Authorization
+    schedule: str | None = Field("0 2 * * *", description="five-field cron expression, an Airflow preset "
+                                 "(@daily, @hourly, ...), or null for manual runs")
+    timezone: str = "UTC"
+    census: CensusSpec
+    mapping_id: str = Field(pattern=_ID, description="name of a mappings/<mapping_id>.yaml")
+    output: OutputSpec = OutputSpec()
+    encryption: EncryptionSpec
+    delivery: Delivery
+    validation: ValidationPolicy = ValidationPolicy()
+    notify: NotifySpec | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, v: str | None) -> str | None:
+        # Checked here, not left to Airflow: a bad cron raises while the one DAG file builds every
+        # feed's DAG, so one typo would hide all of them, and the CLI would never notice.
+        if v is None or v in SCHEDULE_PRESETS:
+            return v
+        from croniter import croniter  # type: ignore[import-untyped]  # Airflow's own cron parser
+
+        if v.startswith("@"):
+            raise ValueError(f"unknown schedule preset {v!r}; expected one of {', '.join(SCHEDULE_PRESETS)}")
+        if len(v.split()) != 5 or not croniter.is_valid(v, strict=True):
+            raise ValueError(f"{v!r} is not a five-field cron expression (minute hour day-of-month month "
+                             "day-of-week, e.g. '0 2 * * *') with values in range, nor an Airflow preset "
+                             "such as @daily")
+        return v
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _mode_is_the_mappings(cls, v: Any, info: ValidationInfo) -> Any:
+        # Change detection lives in one place, the carrier mapping: a feed saying "changes" here would
+        # otherwise read as if it were on while the mapping still sends full files (or the reverse).
+        mode = v.get("mode", "full") if isinstance(v, dict) else "full"
+        if mode != "full":
+            mapping_id = info.data.get("mapping_id") or "<mapping_id>"
+            raise ValueError(f"output.mode {mode!r} is not a feed setting: change detection is set in the "
+                             f"mapping (mappings/{mapping_id}.yaml: mode: changes); output.mode takes only "
+                             "'full' (or leave it out)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        zones = _timezone_names()
+        if v not in zones:
+            close = difflib.get_close_matches(v, sorted(zones), n=1)
+            raise ValueError(f"unknown timezone {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _electronic_matches_output(self) -> Feed:
+        if not self.carrier.electronic and self.output.format != "pdf":
+            raise ValueError("carrier.electronic is false, so output.format must be 'pdf'")
+        if not self.carrier.electronic and self.delivery.kind != "manual":
+            raise ValueError("carrier.electronic is false, so delivery.kind must be 'manual'")
+        return self

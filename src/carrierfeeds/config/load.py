@@ -1,0 +1,140 @@
+"""Loading a YAML file into a configuration model: every problem named by file, line and field path, with a
+"did you mean" for misspelt keys."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from carrierfeeds.config.feed import Feed
+from carrierfeeds.config.mapping import CarrierMapping
+from carrierfeeds.config.schema import CensusSchema
+from carrierfeeds.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
+    """1-based line of ``path`` in a composed YAML tree (the deepest node that exists)."""
+    line = None
+    for part in path:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if node is None:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _model_of(annotation: Any, tag: object = None) -> Any:
+    """The model class inside an annotation (Optional, Annotated, tagged union by ``tag``)."""
+    args = [a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")]
+    for arg in args:
+        kind = arg.model_fields.get("kind")
+        if tag is None or (kind is not None and kind.default == tag):
+            return arg
+    return args[0] if args else annotation
+
+
+def _clean_loc(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's tagged-union markers from a location, so it reads as the YAML path."""
+    out: list[int | str] = []
+    current: Any = model
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        fields = getattr(current, "model_fields", None)
+        if fields is not None and part in fields:
+            out.append(part)
+            annotation = fields[part].annotation
+            tag = parts[0] if parts and isinstance(parts[0], str) and parts[0] not in (
+                getattr(_model_of(annotation), "model_fields", {})) else None
+            current = _model_of(annotation, tag)
+            if tag is not None and hasattr(current, "model_fields") and tag not in current.model_fields:
+                parts.pop(0)
+        else:
+            out.append(part)
+            current = None
+    return tuple(out)
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    current: Any = model
+    for part in path[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = _model_of(ann)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def load_model(model: type[M], path: Path) -> M:
+    """Load YAML ``path`` into ``model``; every problem becomes one ConfigError listing them all."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of fields at the top level", file=str(path))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = _clean_loc(model, tuple(err["loc"]))
+            line = _line_of(node, loc)
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(model, loc), n=1)
+                msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+            problems.append((f"line {line}: " if line else "") + f"{field}: {msg}")
+        first = ".".join(str(p) for p in _clean_loc(model, tuple(exc.errors()[0]["loc"])))
+        raise ConfigError("; ".join(problems), file=str(path), field=None,
+                          details={"problems": problems, "first_field": first}) from None
+
+
+def load_feed(path: Path) -> Feed:
+    """Load and check ``feeds/<feed_id>.yaml``; the file name must match its feed_id."""
+    feed = load_model(Feed, path)
+    if path.stem != feed.feed_id:
+        raise ConfigError(f"feed_id {feed.feed_id!r} does not match the file name", file=str(path),
+                          field="feed_id")
+    return feed
+
+
+def load_mapping(path: Path) -> CarrierMapping:
+    mapping = load_model(CarrierMapping, path)
+    if path.stem != mapping.mapping_id:
+        raise ConfigError(f"mapping_id {mapping.mapping_id!r} does not match the file name",
+                          file=str(path), field="mapping_id")
+    return mapping
+
+
+def load_schema(path: Path) -> CensusSchema:
+    schema = load_model(CensusSchema, path)
+    if path.stem != schema.schema_id:
+        raise ConfigError(f"schema_id {schema.schema_id!r} does not match the file name",
+                          file=str(path), field="schema_id")
+    return schema

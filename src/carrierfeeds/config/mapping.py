@@ -1,0 +1,253 @@
+"""A carrier mapping (``mappings/<mapping_id>.yaml``): the carrier's companion guide, as data."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
+from carrierfeeds.config.base import _FPR, _ID, _Model
+from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
+
+
+class EnvelopeIds(_Model):
+    """Interchange and group ids (ISA05-08, GS02/GS03) and the usage indicator (ISA15)."""
+
+    sender_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
+    sender_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
+    receiver_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
+    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
+    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
+    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
+    usage: Literal["T", "P"] = "T"
+    ta1_requested: bool = Field(
+        False, description="ISA14: true asks the carrier for a TA1 interchange acknowledgment on every file")
+
+
+class Party(_Model):
+    """An N1 party: the payer (1000B) named by the mapping."""
+
+    name: str = Field(min_length=1, max_length=60)
+    id_qualifier: Literal["FI", "XV", "94"] = "FI"
+    id: str = Field(min_length=2, max_length=80)
+
+
+class PlanCode(_Model):
+    insurance_line: Literal["HLT", "DEN", "VIS", "LIF", "ADD", "STD", "LTD", "EPO", "HMO", "PPO", "POS",
+                            "HSA", "FAC", "PDG", "MM", "AH", "AK", "AJ", "AG", "DCP", "PRA"]
+    description: str = Field(min_length=1, max_length=50, description="HD04 plan coverage description")
+    policy_number: str | None = Field(
+        None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+        description="the carrier's group or policy number for this plan, sent as REF*1L in each of its "
+                    "Loop 2300s (basic characters, upper case)")
+
+
+class ClientReporting(_Model):
+    """REF*17 client reporting category: a fixed ``value``, or a census ``field`` on the allowlist."""
+
+    value: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$")
+    field: str | None = None
+
+    @field_validator("field")
+    @classmethod
+    def _canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in CANONICAL_COLUMNS:
+            close = difflib.get_close_matches(v, CANONICAL_COLUMNS, n=1)
+            raise ValueError(f"unknown census field {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClientReporting:
+        if (self.value is None) == (self.field is None):
+            raise ValueError("give exactly one of value and field")
+        return self
+
+
+class MemberReferences(_Model):
+    """Loop 2000 REF segments beyond REF*0F (every member) and REF*23 (every dependent's own id),
+    written in the guide's order: REF*0F, REF*1L, REF*17, REF*23, REF*DX."""
+
+    group_policy_number: bool = Field(False, description="REF*1L: the mapping's group_number on every member")
+    client_reporting_category: ClientReporting | None = Field(None, description="REF*17")
+    department: bool = Field(False, description="REF*DX: the census department (must be on the allowlist)")
+
+
+#: Loop 2000 DTP dates a mapping may ask for, and the census field each comes from.
+MEMBER_DATE_SOURCES: dict[str, str] = {
+    "hire": "hire_date",                  # DTP*336 employment begin, subscribers only
+    "eligibility_begin": "coverage_start",  # DTP*356: the member's earliest coverage start
+    "eligibility_end": "coverage_end",    # DTP*357: the member's latest coverage end, once every coverage ends
+}
+MemberDate = Literal["hire", "eligibility_begin", "eligibility_end"]
+
+
+class FullFileSpec(_Model):
+    maintenance_type: Literal["030"] = Field("030", description="INS03 on every member of a full file")
+    bgn08: Literal["4", "RX"] = Field("4", description="BGN08 action: 4 verify, RX replace")
+
+
+CoverageLevelCode = Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SPC", "CHD", "DEP", "IND", "TWO",
+                           "E5D", "E6D", "E7D", "E8D", "E9D", "ELF", "EMP1", "ESP1"]
+
+
+def _default_coverage_levels() -> dict[str, CoverageLevelCode]:
+    return {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"}
+
+
+class SftpAckSource(_Model):
+    """The carrier's SFTP response folder, reached with the same pinned-host-key endpoint files."""
+
+    kind: Literal["sftp"] = "sftp"
+    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    remote_dir: str = "/outbox"
+    pattern: str = "*"
+
+
+class LocalAckSource(_Model):
+    """A folder on this machine the carrier's acknowledgments land in (relative to the data directory)."""
+
+    kind: Literal["local"] = "local"
+    path: str
+    pattern: str = "*"
+
+
+class AckSpec(_Model):
+    """Where a carrier puts its TA1/999 acknowledgments and how they are protected.
+
+    ``signer_fingerprint``: the carrier's signing key; when set, every encrypted acknowledgment must
+    carry its valid signature.
+    """
+
+    source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
+    encrypted: bool = False
+    signer_fingerprint: str | None = Field(None, pattern=_FPR)
+    max_file_bytes: int = Field(64 << 20, ge=1, description="a file larger than this (as received) is set "
+                                "aside unread, recorded and alerted")
+    max_decompressed_bytes: int = Field(64 << 20, ge=1, description="an encrypted file whose plaintext "
+                                        "would be larger than this is set aside, recorded and alerted")
+    max_files_per_poll: int = Field(500, ge=1, description="new files read in one poll; the rest wait "
+                                    "for the next (a warning says how many)")
+
+
+class CarrierMapping(_Model):
+    """A carrier's companion guide, as data."""
+
+    mapping_id: str = Field(pattern=_ID)
+    carrier_name: str
+    envelope: EnvelopeIds
+    payer: Party
+    group_number: str | None = Field(None, max_length=50, description="master policy number, sent as REF*38")
+    plans: dict[str, PlanCode] = Field(min_length=1)
+    coverage_levels: dict[str, CoverageLevelCode] = Field(default_factory=_default_coverage_levels)
+    allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
+    full_file: FullFileSpec = FullFileSpec()
+    mode: Literal["full", "changes"] = Field(
+        "full", description="full: every run sends the full file (030); changes: only the changes "
+                            "against the last delivered snapshot (021/001/024/025), full file on schedule")
+    term_policy: Literal["explicit", "omission"] = Field(
+        "explicit", description="explicit: members gone from the census are sent as 024 with DTP*349; "
+                                "omission: the carrier terms them when they are missing from a full file")
+    term_end: Literal["end_of_month", "day_before"] = Field(
+        "end_of_month", description="DTP*349 for a member gone from the census: the last day of the run's "
+                                    "month, or the day before the run")
+    retro_window_days: int = Field(60, ge=0, le=366,
+                                   description="how far back an add, change or term may take effect")
+    plan_change: Literal["term_and_add", "change"] = Field(
+        "term_and_add", description="another plan on the same insurance line (HD03): term_and_add sends the "
+                                    "old plan as HD*024 (DTP*349 the day before the new start) and the new "
+                                    "plan as HD*021 (DTP*348); change sends HD*001 with the new plan")
+    full_file_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                               "sunday"] | None = Field(
+        None, description="in changes mode, send the full audit file (030) on this weekday instead")
+    acks: AckSpec | None = Field(None, description="where the carrier returns TA1/999 acknowledgments")
+    ack_window_hours: int = Field(24, ge=1, description="an acknowledgment later than this is overdue")
+    name_max_length: int = Field(35, ge=10, le=60)
+    last_name_max_length: int | None = Field(None, ge=1, le=60, description="NM103; default name_max_length")
+    first_name_max_length: int | None = Field(None, ge=1, le=35, description="NM104; default name_max_length")
+    name_case: Literal["upper", "as_is"] = Field(
+        "upper", description="member names upper-cased, or as the census has them (needs charset extended)")
+    charset: Literal["basic", "extended"] = Field(
+        "basic", description="X12 character set of every free-text value; characters outside it are "
+                             "transliterated, then replaced (see carrierfeeds.x12.sanitize), counted by rule")
+    member_references: MemberReferences = MemberReferences()
+    member_dates: tuple[MemberDate, ...] | None = Field(
+        None, description="Loop 2000 DTP dates: hire (336), eligibility_begin (356), eligibility_end (357); "
+                          "each needs its census field on the allowlist; null: hire when hire_date is on it")
+    max_members_per_transaction: int | None = Field(
+        None, ge=1, description="split the interchange into several ST/SE transaction sets of at most this "
+                                "many members each (whole families only); null: one set")
+    file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
+                           description="fields: sender, receiver, isa13, date, feed")
+    flatfile: CsvFlatLayout | FixedWidthFlatLayout | None = Field(
+        None, discriminator="kind",
+        description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "
+                    "it may name only fields whose census source is on the allowlist")
+
+    @model_validator(mode="after")
+    def _flatfile_allowlisted(self) -> CarrierMapping:
+        if self.flatfile is not None:
+            bad = self.flatfile.not_allowed(self.allowlist)
+            if bad:
+                where = ", ".join(f"flatfile.columns.{i} (field {f!r})" for i, f in bad)
+                raise ValueError(f"{where}: not on the carrier's allowlist (minimum necessary)")
+        return self
+
+    @model_validator(mode="after")
+    def _x12_options_consistent(self) -> CarrierMapping:
+        allow = set(self.allowlist)
+        refs = self.member_references
+        if refs.group_policy_number and not self.group_number:
+            raise ValueError("member_references.group_policy_number needs group_number (the REF*1L value)")
+        if refs.department and "department" not in allow:
+            raise ValueError("member_references.department (REF*DX) needs 'department' on the allowlist "
+                             "(minimum necessary)")
+        reporting = refs.client_reporting_category
+        if reporting is not None and reporting.field is not None and reporting.field not in allow:
+            raise ValueError(f"member_references.client_reporting_category.field {reporting.field!r} is not "
+                             "on the allowlist (minimum necessary)")
+        dates = self.member_dates or ()
+        off = [d for d in dates if MEMBER_DATE_SOURCES[d] not in allow]
+        if off:
+            raise ValueError(f"member_dates {off} need their census fields "
+                             f"{[MEMBER_DATE_SOURCES[d] for d in off]} on the allowlist")
+        if len(set(dates)) != len(dates):
+            raise ValueError("member_dates names a date twice")
+        if self.name_case == "as_is" and self.charset != "extended":
+            raise ValueError("name_case as_is needs charset extended (the basic set has no lower case)")
+        return self
+
+    @property
+    def dates_sent(self) -> tuple[str, ...]:
+        """The Loop 2000 dates this carrier gets: member_dates, or hire when hire_date is allowlisted."""
+        if self.member_dates is not None:
+            return self.member_dates
+        return ("hire",) if "hire_date" in self.allowlist else ()
+
+    @field_validator("allowlist")
+    @classmethod
+    def _allowlist_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in v if f not in CANONICAL_COLUMNS]
+        if unknown:
+            hints = {f: difflib.get_close_matches(f, CANONICAL_COLUMNS, n=1) for f in unknown}
+            text = ", ".join(f"{f!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for f, h in hints.items())
+            raise ValueError(f"unknown census field(s) {text}")
+        missing = sorted(IDENTITY_FIELDS - set(v))
+        if missing:
+            raise ValueError(f"must include the identity fields {missing}")
+        return v
+
+    @field_validator("file_name")
+    @classmethod
+    def _safe_file_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError("must be a plain file name, no folders")
+        allowed = {"sender", "receiver", "isa13", "date", "feed"}
+        used = set(re.findall(r"{(\w+)}", v))
+        if not used <= allowed:
+            raise ValueError(f"unknown placeholder(s) {sorted(used - allowed)}; allowed: {sorted(allowed)}")
+        if "isa13" not in used:
+            raise ValueError("must contain {isa13} so every interchange gets its own file name")
+        return v
