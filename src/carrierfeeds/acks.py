@@ -65,7 +65,7 @@ from carrierfeeds.ledger.records import DELIVERED_STATUSES, scrub_detail
 from carrierfeeds.ledger.store import AckRecord, AckRow
 from carrierfeeds.transport.base import check_remote_name
 from carrierfeeds.transport.sftp import SftpTransport
-from carrierfeeds.x12.acks import (
+from carrierfeeds.x12.ack_reader import (
     Ack999,
     AckFile,
     GroupAckCode,
@@ -298,7 +298,7 @@ def _set_codes(ts: TransactionSetAck) -> list[dict[str, Any]]:
 
 def describe_codes(codes: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
     """Ledger code entries with the meaning of each code added (``*_meaning`` keys), for people."""
-    from carrierfeeds.x12 import acks as x
+    from carrierfeeds.x12 import ack_reader as x
 
     enums: dict[str, Any] = {"ta104": x.InterchangeAckCode, "ta105": x.InterchangeNoteCode,
                              "ak901": x.GroupAckCode, "ik501": x.TransactionSetAckCode,
