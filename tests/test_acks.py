@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent / "x12"))  # the shared synthetic 834 builders
 import x12_helpers as h
 
-from carrierfeeds.acks import (
+from carrierfeeds.acknowledgments import (
     LocalAckInbox,
     SftpAckInbox,
     ack_infos,
@@ -360,7 +360,7 @@ def test_cli_collect_from_a_folder_and_status(tmp_path: Path, inbox: Path) -> No
 
 def test_housekeeping_poll_collects_configured_sources_and_fails_on_overdue(ledger: Ledger, tmp_path: Path,
                                                                              inbox: Path) -> None:
-    from carrierfeeds.acks import AcksNeedAttention, CarrierAcks, poll_acks, poll_all
+    from carrierfeeds.acknowledgments import AcksNeedAttention, CarrierAcks, poll_acks, poll_all
     from carrierfeeds.config import AckSpec
     from carrierfeeds.settings import Settings
 

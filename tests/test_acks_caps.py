@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds.acks import (
+from carrierfeeds.acknowledgments import (
     SET_ASIDE,
     AckLimits,
     AcksNeedAttention,
@@ -171,7 +171,7 @@ def test_the_cli_reports_a_set_aside_file_and_exits_1(tmp_path: Path, inbox: Pat
 
     from typer.testing import CliRunner
 
-    from carrierfeeds.acks import MAX_ACK_BYTES
+    from carrierfeeds.acknowledgments import MAX_ACK_BYTES
     from carrierfeeds.cli import app
 
     ledger_url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
