@@ -268,7 +268,7 @@ def _chained_rows(ledger: Ledger) -> int:
 
 
 def test_acknowledgments_come_from_the_ledger(ledger: Ledger) -> None:
-    from carrierfeeds.acks import ack_infos
+    from carrierfeeds.acknowledgments import ack_infos
     from carrierfeeds.audit import acks_from_ledger
     from carrierfeeds.ledger.store import AckRow
 

@@ -692,7 +692,7 @@ def _rejecting_999(ws: Any, name: str, tmp_path: Path) -> bytes:
 
 def test_rejected_change_file_reverts_the_snapshot_and_the_next_run_resends_the_changes(
         sftp_workspace: Any, tmp_path: Path) -> None:
-    from carrierfeeds.acks import LocalAckInbox, collect_acks, snapshot_blocked
+    from carrierfeeds.acknowledgments import LocalAckInbox, collect_acks, snapshot_blocked
     from carrierfeeds.changes import SnapshotStore
 
     ws = sftp_workspace
@@ -795,7 +795,7 @@ def test_a_forced_resend_of_a_change_file_sends_the_same_changes_under_new_numbe
 
 
 def test_rejection_after_a_later_run_advanced_is_refused_and_alerted(sftp_workspace: Any, tmp_path: Path) -> None:
-    from carrierfeeds.acks import LocalAckInbox, collect_acks
+    from carrierfeeds.acknowledgments import LocalAckInbox, collect_acks
     from carrierfeeds.changes import SnapshotStore
 
     ws = sftp_workspace

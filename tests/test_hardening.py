@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from carrierfeeds.acks import LocalAckInbox, collect_acks
+from carrierfeeds.acknowledgments import LocalAckInbox, collect_acks
 from carrierfeeds.census.sources import fetch_census
 from carrierfeeds.config import LocalSource, load_schema
 from carrierfeeds.crypto import Keyring

@@ -50,7 +50,7 @@ def _place(path: str) -> str:
 
 @pytest.fixture
 def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from carrierfeeds.acks import poll_acks
+    from carrierfeeds.acknowledgments import poll_acks
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace

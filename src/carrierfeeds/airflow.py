@@ -411,7 +411,7 @@ def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
 
 def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
     disable_core_dumps()
-    from carrierfeeds.acks import poll_all
+    from carrierfeeds.acknowledgments import poll_all
 
     settings = Settings()
     ledger = _housekeeping_ledger("poll_acknowledgments", settings)

@@ -7,7 +7,7 @@ ids, counts, hashes, fingerprints, actors and times only, so reports are PHI-fre
 Acknowledgments (TA1/999) are passed in as :class:`AckInfo` by delivery id; with none passed, the
 acknowledgment columns read ``n/a`` ("not tracked") rather than pretending nothing was late.
 :func:`acks_from_ledger` folds the ledger's acknowledgments exactly as ``carrierfeeds acks status``
-does (:func:`carrierfeeds.acks.ack_infos`: the latest 999, else the latest TA1). An acknowledgment is
+does (:func:`carrierfeeds.acknowledgments.ack_infos`: the latest 999, else the latest TA1). An acknowledgment is
 late when it came (or, still missing, the report was made) more than the carrier mapping's
 ``ack_window_hours`` after the delivery, passed in per feed; a feed without one gets the mapping
 default (24 h). A rejection counts rejected and partially accepted files alike: either way some of it
@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from carrierfeeds.acknowledgments.status import AckInfo, ack_infos
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
 from carrierfeeds.ledger.records import DELIVERED_STATUSES
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: How long after delivery an acknowledgment may take for a feed no ack window is passed for (the
 #: carrier mapping's ``ack_window_hours`` default).
 DEFAULT_ACK_WINDOW = timedelta(hours=24)
-#: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acks``).
+#: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acknowledgments``).
 REJECTED_ACK_STATUSES = frozenset({"rejected", "partial"})
 #: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
 #: termination, 025 reinstatement, 030 audit or compare (a full file).
@@ -50,15 +51,6 @@ LOG_COLUMNS: tuple[str, ...] = (
     "file_name", "transport", "payload_sha256",
     "ciphertext_sha256", "recipient_fingerprint", "host_key_fingerprint", "authorisation_seq", "actor",
     "forced_reason", "delivery_id", "run_id")
-
-
-@dataclass(frozen=True)
-class AckInfo:
-    """A carrier's acknowledgment of one delivery: ``accepted``, ``partial`` or ``rejected``."""
-
-    delivery_id: str
-    status: str
-    received_at: datetime
 
 
 @dataclass(frozen=True)
@@ -127,10 +119,7 @@ def feed_parties(ledger: Ledger, parties: Iterable[FeedParty] = ()) -> dict[str,
 def acks_from_ledger(ledger: Ledger, delivery_ids: Collection[str] | None = None) -> dict[str, AckInfo]:
     """Each delivery's acknowledgment as ``carrierfeeds acks`` folds them: the latest 999, else the
     latest TA1, with that acknowledgment's time."""
-    from carrierfeeds.acks import ack_infos
-
-    infos: dict[str, AckInfo] = ack_infos(ledger, delivery_ids)
-    return infos
+    return ack_infos(ledger, delivery_ids)
 
 
 def _authority(auths: Sequence[AuthorisationRecord], d: DeliveryRecord) -> AuthorisationRecord | None:

@@ -690,7 +690,7 @@ def audit_report(
         raise typer.BadParameter("--until is before --since")
     settings = Settings()
     ledger = open_ledger(settings)
-    from carrierfeeds.acks import carrier_ack_settings
+    from carrierfeeds.acknowledgments import carrier_ack_settings
 
     try:
         # "Late" is each carrier mapping's ack_window_hours, as for `carrierfeeds acks status`.
@@ -993,7 +993,7 @@ def acks_collect(
     over a cap (``acks`` spec: max_file_bytes, max_decompressed_bytes) or is overdue, 4 when a source
     could not be read (retry), 2 on a configuration error.
     """
-    from carrierfeeds.acks import LocalAckInbox, PollResult, collect_acks, poll_acks
+    from carrierfeeds.acknowledgments import LocalAckInbox, PollResult, collect_acks, poll_acks
     from carrierfeeds.pipeline import open_ledger
 
     settings = Settings()
@@ -1045,7 +1045,7 @@ def acks_status(
     """
     from datetime import timedelta
 
-    from carrierfeeds.acks import DEFAULT_WINDOW, ack_status, carrier_ack_settings, feeds_without_source
+    from carrierfeeds.acknowledgments import DEFAULT_WINDOW, ack_status, carrier_ack_settings, feeds_without_source
     from carrierfeeds.pipeline import open_ledger
 
     if fmt not in ("table", "json"):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carrierfeeds.errors import DataError
-from carrierfeeds.x12.acks import (
+from carrierfeeds.x12.ack_reader import (
     ElementErrorCode,
     GroupAckCode,
     InterchangeAckCode,

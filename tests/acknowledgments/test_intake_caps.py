@@ -1,52 +1,22 @@
-"""Acknowledgment intake caps (issue 17): bytes per file as received, bytes of an encrypted file's plaintext,
-new files per poll. Over a byte cap a file is set aside (never parsed, nothing applied), recorded once as an
+"""Acknowledgment intake caps: bytes per file as received, bytes of an encrypted file's plaintext, new
+files per poll. Over a byte cap a file is set aside (never parsed, nothing applied), recorded once as an
 audit event and alerted; past the per-poll cap files wait for the next poll; the rest of the poll goes on.
 Real folders, a real OpenSSH sshd and the real gpg."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ack_helpers import T0, WITH_ACK_SOURCE, collect, config_root, deliver, ta1
 
-from carrierfeeds.acks import (
-    SET_ASIDE,
-    AckLimits,
-    AcksNeedAttention,
-    LocalAckInbox,
-    SftpAckInbox,
-    collect_acks,
-    poll_all,
-)
+from carrierfeeds.acknowledgments import SET_ASIDE, AckLimits, AcksNeedAttention, SftpAckInbox, poll_all
 from carrierfeeds.crypto import Keyring
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.settings import Settings
-from test_acks import T0, WITH_ACK_SOURCE, config_root, deliver, ta1
-
-
-@pytest.fixture
-def ledger(ledger_url: str) -> Iterator[Ledger]:
-    opened = Ledger.open(ledger_url)
-    opened.upgrade()
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "carrier-outbox"
-    folder.mkdir()
-    return folder
-
-
-def _collect(ledger: Ledger, inbox: Any, tmp_path: Path, limits: AckLimits, **kwargs: Any) -> Any:
-    source = LocalAckInbox(inbox) if isinstance(inbox, Path) else inbox
-    return collect_acks(ledger, source, source_id="sunrise-health", now=T0 + timedelta(hours=2),
-                        archive_dir=tmp_path / "archive", limits=limits, **kwargs)
 
 
 def _set_aside_events(ledger: Ledger) -> list[Any]:
@@ -63,7 +33,7 @@ def test_a_file_over_the_byte_cap_is_set_aside_recorded_once_and_alerted(ledger:
     limits = AckLimits(max_file_bytes=len(good) + 100)
 
     for poll in (1, 2):
-        report = _collect(ledger, inbox, tmp_path, limits)
+        report = collect(ledger, inbox, tmp_path / "archive", limits=limits)
         outcomes = {f.file_name: (f.outcome, f.error_code) for f in report.files}
         assert outcomes["b_huge.x12"] == ("set_aside", "too_large")
         assert outcomes["a_good.x12"] == (("recorded", None) if poll == 1 else ("duplicate", None))
@@ -77,7 +47,7 @@ def test_a_file_over_the_byte_cap_is_set_aside_recorded_once_and_alerted(ledger:
     assert (event.detail["file_name"], event.detail["rule"], event.detail["max_bytes"]) == \
         ("b_huge.x12", "too_large", len(good) + 100)
     # Raising the cap lets the next poll read it.
-    report = _collect(ledger, inbox, tmp_path, AckLimits())
+    report = collect(ledger, inbox, tmp_path / "archive", limits=AckLimits())
     assert {f.file_name: f.outcome for f in report.files}["b_huge.x12"] == "recorded"
 
 
@@ -88,7 +58,7 @@ def test_the_byte_cap_holds_on_the_carriers_sftp_server(ledger: Ledger, tmp_path
     (outbox / "TA1_1.x12").write_bytes(ta1(sent.delivery.isa13, "A", "000"))
     (outbox / "TA1_2.x12").write_bytes(ta1(sent.delivery.isa13, "R", "005") + b" " * 50_000)
     inbox = SftpAckInbox(sshd_server.endpoint(), str(outbox), "*.x12")
-    report = _collect(ledger, inbox, tmp_path, AckLimits(max_file_bytes=4096))
+    report = collect(ledger, inbox, tmp_path / "archive", limits=AckLimits(max_file_bytes=4096))
     assert {f.file_name: f.outcome for f in report.files} == {"TA1_1.x12": "recorded", "TA1_2.x12": "set_aside"}
     assert [r.status for r in ledger.acknowledgments()] == ["accepted"]
     assert [a.kind for a in report.alerts] == ["set_aside"]
@@ -115,7 +85,7 @@ def test_an_encrypted_file_whose_plaintext_is_over_the_cap_is_set_aside(ledger: 
         limits = AckLimits(max_file_bytes=1 << 20, max_decompressed_bytes=200_000)
         assert (inbox / "b.x12.pgp").stat().st_size < limits.max_file_bytes  # only its plaintext is over
 
-        report = _collect(ledger, inbox, tmp_path, limits, encrypted=True, keyring=ours,
+        report = collect(ledger, inbox, tmp_path / "archive", limits=limits, encrypted=True, keyring=ours,
                           require_signer=carrier_fpr)
         outcomes = {f.file_name: (f.outcome, f.error_code) for f in report.files}
         assert outcomes == {"a.x12.pgp": ("recorded", None), "b.x12.pgp": ("set_aside", "decompressed_too_large")}
@@ -137,7 +107,7 @@ def test_files_past_the_per_poll_cap_wait_for_the_next_poll(ledger: Ledger, tmp_
     limits = AckLimits(max_files_per_poll=2)
     seen: list[dict[str, str]] = []
     for _ in range(3):
-        report = _collect(ledger, inbox, tmp_path, limits)
+        report = collect(ledger, inbox, tmp_path / "archive", limits=limits)
         seen.append({f.file_name: f.outcome for f in report.files})
         deferred = [a for a in report.alerts if a.kind == "deferred"]
         if report.count("deferred"):
@@ -171,7 +141,7 @@ def test_the_cli_reports_a_set_aside_file_and_exits_1(tmp_path: Path, inbox: Pat
 
     from typer.testing import CliRunner
 
-    from carrierfeeds.acks import MAX_ACK_BYTES
+    from carrierfeeds.acknowledgments import MAX_ACK_BYTES
     from carrierfeeds.cli import app
 
     ledger_url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
