@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -19,9 +21,11 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
 
     def rejected(reason: str) -> PolicyOutcome:
         # the totals only when everything is held back (hashing every member id costs otherwise)
+        members = member[member != ""].unique()
         return PolicyOutcome(accepted=census.iloc[0:0].copy(), held_back_families=int(family.nunique()),
-                             held_back_members=int(member[member != ""].nunique()), rejected=True,
-                             reason=reason, rows=np.zeros(0, dtype=np.int64))
+                             held_back_members=len(members), rejected=True,
+                             reason=reason, rows=np.zeros(0, dtype=np.int64),
+                             held_back_member_ids=_member_ids(census, members))
 
     if report.ok:
         return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
@@ -41,9 +45,18 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
     if accepted.empty:
         return rejected("every family failed validation; nothing left to send")
     held_members = member[bad]
+    held = pd.Series(held_members[held_members != ""].unique(), dtype="str")
+    # a member id on an accepted row too (one person in two families) goes on: it is not held back
+    only_held = held[~_isin(held, member[~bad])] if len(held) else held
     return PolicyOutcome(accepted=accepted, held_back_families=len(failing),
-                         held_back_members=int(held_members[held_members != ""].nunique()),
-                         rejected=False, reason=None, rows=np.flatnonzero(~bad))
+                         held_back_members=len(held), rejected=False, reason=None, rows=np.flatnonzero(~bad),
+                         held_back_member_ids=_member_ids(census, only_held))
+
+
+def _member_ids(census: pd.DataFrame, ids: Iterable[str]) -> frozenset[str]:
+    """``ids`` as held-back member ids: none when the census has no member_id column (the counts then
+    fall back to families, which are no member ids)."""
+    return frozenset(ids) if "member_id" in census.columns else frozenset()
 
 
 

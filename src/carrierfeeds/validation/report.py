@@ -114,7 +114,10 @@ class PolicyOutcome:
     """What a feed's validation policy made of a report.
 
     ``accepted`` holds the rows of the families that go on (empty when rejected); the held-back counts
-    are the families and members not in ``accepted``.
+    are the families and members not in ``accepted``. ``held_back_member_ids`` names the member ids
+    (never blank) on held-back rows that no accepted row carries: the members a change file must carry
+    over untouched (:func:`carrierfeeds.changes.diff_against_snapshot`). PHI: never logged or stored
+    in plaintext.
     """
 
     accepted: pd.DataFrame
@@ -124,6 +127,7 @@ class PolicyOutcome:
     reason: str | None
     #: Positions in the census of the ``accepted`` rows, in order; None when every row is accepted.
     rows: np.ndarray | None = None
+    held_back_member_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
