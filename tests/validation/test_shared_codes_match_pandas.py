@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.test_validation_vectorised import (
+from tests.validation.test_masks_match_great_expectations import (
     SCHEMA,
     SUITE,
     _both,

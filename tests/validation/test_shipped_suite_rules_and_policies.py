@@ -18,7 +18,7 @@ from carrierfeeds.config import ValidationPolicy, load_schema
 from carrierfeeds.errors import CensusRejected, ConfigError
 from carrierfeeds.validation import ValidationReport, apply_policy, validate_census
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "schemas" / "census-v1.yaml")
 SUITE = ROOT / "schemas" / SCHEMA.suite
 DAY = date(2026, 11, 20)

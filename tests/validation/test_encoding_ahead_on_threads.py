@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.test_validation_codes import DAY, TEXT, TOKENIZER, _arrow_text, _chunked, _with_gaps
-from tests.test_validation_vectorised import SCHEMA, SUITE, _dirty, _family_mess
+from tests.validation.test_masks_match_great_expectations import SCHEMA, SUITE, _dirty, _family_mess
+from tests.validation.test_shared_codes_match_pandas import DAY, TEXT, TOKENIZER, _arrow_text, _chunked, _with_gaps
 
 from carrierfeeds.errors import ConfigError
 from carrierfeeds.validation import validate_census
