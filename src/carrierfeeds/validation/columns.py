@@ -206,7 +206,6 @@ def factorize(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
     return np.asarray(codes, dtype=np.int64), pd.Series(uniques)
 
 
-
 def as_text(series: pd.Series) -> pd.Series:
     if series.dtype == "str" and not series.hasnans:
         return series  # already text without gaps (what the readers produce): no copy

@@ -25,7 +25,6 @@ class RuleRows:
     message: str
 
 
-
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off for the block (as it was after): for building many objects that

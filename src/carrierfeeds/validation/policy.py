@@ -59,7 +59,6 @@ def _member_ids(census: pd.DataFrame, ids: Iterable[str]) -> frozenset[str]:
     return frozenset(ids) if "member_id" in census.columns else frozenset()
 
 
-
 def _isin(series: pd.Series, values: pd.Series) -> np.ndarray:
     """``series.isin(values)`` by pyarrow's hash kernel; pandas' arrow-string ``isin`` boxes every value
     of ``values`` as a Python scalar first."""

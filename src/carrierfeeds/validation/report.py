@@ -142,7 +142,6 @@ class ColumnCodes:
     distinct: pd.Series
 
 
-
 def _private_open(path: Path) -> Any:
     """Open ``path`` for writing text, created owner-only (reports sit next to PHI in run folders)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
