@@ -348,13 +348,12 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
         store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
         base = store.load(feed.feed_id)  # read only: the current snapshot, never staged or advanced
         base_rows = None if base is None else len(base)
-        held = set(frame["member_id"].astype(str)) - set(outcome.accepted["member_id"].astype(str))
         full_file = full or base is None or mapping.mode == "full" or is_full_file_day(
             as_of, mapping.full_file_weekday)
         change_set = diff_against_snapshot(
             enrollment, base, as_of=as_of, term_policy=mapping.term_policy, term_end=mapping.term_end,
-            retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full_file,
-            plan_change=mapping.plan_change)
+            retro_window_days=mapping.retro_window_days, held_back_members=outcome.held_back_member_ids,
+            full_file=full_file, plan_change=mapping.plan_change)
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
         action = mapping.full_file.bgn08 if change_set.full_file else "2"
     result: dict[str, Any] = {

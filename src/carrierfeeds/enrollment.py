@@ -194,7 +194,7 @@ def assert_allowlisted(columns: Iterable[str], mapping: CarrierMapping | Iterabl
                               details={"fields": extra})
 
 
-class _Columns(dict[str, pd.Series]):
+class _ArrowTextColumns(dict[str, pd.Series]):
     """The view's columns as they are made, each kept as Arrow-backed text at once, so the Python str
     objects of the vectorised steps (fold_series, map) die column by column instead of piling up."""
 
@@ -329,7 +329,7 @@ def _require(rows: pd.Series, column: str, bad: pd.Series, rule: str, what: str)
                         column=column, rule=rule, details={"count": int(bad.sum())})
 
 
-def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
+def _eligibility(out: _ArrowTextColumns, mapping: CarrierMapping) -> None:
     """DTP*356/357 per member from its coverages: the earliest start; the latest end once all end."""
     wanted = [d for d in ("eligibility_begin", "eligibility_end") if d in mapping.dates_sent]
     if not wanted:
@@ -420,7 +420,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     frame = frame[[c for c in frame.columns if c in allow or c == ROW_NUMBER]]
     census_rows = frame[ROW_NUMBER].to_numpy()
 
-    out = _Columns()
+    out = _ArrowTextColumns()
     sanitized: dict[str, int] = {}
     normalised: dict[str, int] = {}
     threads = thread_count(workers)

@@ -188,6 +188,8 @@ class KeptFile:
 STATE = "state.json"
 #: The validated census rows a run goes on with (Arrow IPC), as the validate stage leaves them.
 ACCEPTED = "accepted.arrow"
+#: The member ids validation held back (JSON list, sealed as PHI), read by the diff in build.
+HELD_BACK = "held_back_members.json"
 #: From this size of 834 up the gate starts pyx12's children before it reads the file (its size from
 #: stat), so that their start is hidden behind the mapping, hashing and cutting of a large file (~1-2 s at
 #: 1M members), and runs pyx12 in children whatever the target's size; with one CPU, in one child, beside
@@ -450,6 +452,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
                 f"{report.failed_rows} failing rows in {report.failed_families} families; "
                 f"see {report_dir / 'validation.html'}",
                 file=source_name, details=counts)
+        ctx.store.put_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK,
+                            json.dumps(sorted(outcome.held_back_member_ids)).encode(), phi=True)
         # Arrow IPC, uncompressed, read memory-mapped by build. At 1M members (CPU, median of 3) write +
         # keep + read: LZ4 1.78 + 0.54 + 1.89 = 4.4 s, zstd-1 5.5 s, uncompressed 0.58 + 1.34 + 0.07 =
         # 2.1 s (705 MB instead of 261: AES is cheap, LZ4 both ways is not); Parquet was slower still.
@@ -626,15 +630,13 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *, full_file: b
                   endpoint_for: Callable[[str], Any] | None = None) -> tuple[Any, str, dict[str, Any]]:
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
     mode's change file, or a full file that carries over the families validation held back."""
-    from carrierfeeds.census.readers import read_census
     from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
 
     mapping = ctx.bundle.mapping
     store = snapshot_store(ctx)
     base = store.load_base(ctx.feed_id, ctx.run_id)
-    # Families validation held back are in the staged census but not in the accepted rows.
-    raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, private=True)
-    held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
+    # The members of families validation held back, as its policy named them: carried over untouched.
+    held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
     # The full audit file (030): on demand, on the mapping's weekday, or when there is no snapshot yet.
     full = full_file or base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
     change_set = diff_against_snapshot(

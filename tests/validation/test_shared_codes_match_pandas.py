@@ -1,7 +1,7 @@
 """Validation on shared codes finds what the pandas formulation found, on gaps, chunks and odd text.
 
 The rules run once per distinct value of a column, factorised once and shared by the suite and the
-cross-row rules (:class:`carrierfeeds.validation._Columns`). These tests hold each piece to a plain
+cross-row rules (:class:`carrierfeeds.validation.columns.EncodedColumns`). These tests hold each piece to a plain
 pandas reference: the code helpers on open-ended input (hypothesis), the cross-row rules and the suite
 on censuses with real gaps (NaN, not only blanks), object columns and Arrow text split into many chunks
 (as a large CSV reads), and the report's counts and the policy's outcome against ``nunique``/``isin``.
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.test_validation_vectorised import (
+from tests.validation.test_masks_match_great_expectations import (
     SCHEMA,
     SUITE,
     _both,
@@ -32,18 +32,10 @@ from tests.test_validation_vectorised import (
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import ValidationPolicy
-from carrierfeeds.validation import (
-    _Columns,
-    _cross_row_rules,
-    _factorize,
-    _index_in,
-    _repeated,
-    _run_suite,
-    _unordered_rows,
-    _varies,
-    apply_policy,
-    validate_census,
-)
+from carrierfeeds.validation import apply_policy, validate_census
+from carrierfeeds.validation.columns import EncodedColumns, factorize, index_in
+from carrierfeeds.validation.masks import run_suite, unordered_rows
+from carrierfeeds.validation.rules import _repeated, _varies, cross_row_rules
 
 DAY = date(2026, 11, 20)
 TOKENIZER = MemberTokenizer(b"c" * 32)
@@ -88,7 +80,7 @@ def test_factorize_matches_pandas_on_chunked_arrow_text_and_python_text(values: 
     arrow = _arrow_text(chunks)
     python = pd.Series(values, dtype=pd.StringDtype("python", na_value=np.nan))
     for series in (arrow, python):
-        codes, distinct = _factorize(series)
+        codes, distinct = factorize(series)
         ref_codes, ref_uniques = pd.factorize(series, use_na_sentinel=False)
         assert codes.tolist() == ref_codes.tolist()
         assert distinct.tolist() == list(ref_uniques) and distinct.dtype == series.dtype
@@ -98,7 +90,7 @@ def test_factorize_matches_pandas_on_chunked_arrow_text_and_python_text(values: 
 @settings(max_examples=150, deadline=None)
 @given(values=st.lists(TEXT, max_size=20), of=st.lists(TEXT, max_size=20, unique=True))
 def test_index_in_is_the_position_or_minus_one(values: list[str], of: list[str]) -> None:
-    found = _index_in(pd.Series(values, dtype="str"), pd.Series(of, dtype="str"))
+    found = index_in(pd.Series(values, dtype="str"), pd.Series(of, dtype="str"))
     assert found.tolist() == [of.index(v) if v in of else -1 for v in values]
 
 
@@ -118,7 +110,7 @@ def test_codes_in_is_the_code_of_the_same_text_and_leaves_both_columns_factorise
         return _arrow_text(chunks)
 
     frame = pd.DataFrame({"m": text(members), "s": text(subscribers)})
-    columns = _Columns(frame)
+    columns = EncodedColumns(frame)
     if path == "cached":
         columns.coded("s")  # factorised already: the look-up, not the joint encoding
     found = columns.codes_in("s", of="m")
@@ -156,8 +148,8 @@ def test_the_pair_rule_by_distinct_pairs_is_the_pandas_comparison(rows: list[tup
     frame = pd.DataFrame({"a": pd.Series([r[0] for r in rows], dtype="str"),
                           "b": pd.Series([r[1] for r in rows], dtype="str")})
     rn = np.arange(2, len(frame) + 2, dtype=np.int64)
-    columns = _Columns(frame)
-    found = _unordered_rows(columns.coded("a"), columns.coded("b"), ignore, or_equal, rn)
+    columns = EncodedColumns(frame)
+    found = unordered_rows(columns.coded("a"), columns.coded("b"), ignore, or_equal, rn)
     assert found.tolist() == _reference_unordered(frame["a"], frame["b"], ignore, or_equal, rn).tolist()
 
 
@@ -180,7 +172,7 @@ def test_a_blank_code_is_found_only_when_the_column_has_blanks() -> None:
     frame = pd.DataFrame({"a": pd.Series(["x", "", "y", ""], dtype="str"),
                           "b": pd.Series(["x", "y", "x", "z"], dtype="str"),
                           "c": pd.Series(["x", None, "", 3], dtype=object)})
-    columns = _Columns(frame)
+    columns = EncodedColumns(frame)
     assert columns.coded("a").blank == 1 and columns.coded("b").blank == -1
     c = columns.coded("c")  # a gap and a blank are the same missing text
     assert c.codes[1] == c.codes[2] == c.blank and c.uniques.tolist() == ["x", "", "3"]
@@ -210,7 +202,7 @@ def _chunked(frame: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_cross_row_rules_on_gaps_and_on_chunks_find_what_the_pandas_pairs_found(seed: int, tmp_path: Path) -> None:
     for frame in (_with_gaps(_family_mess(300, seed), seed), _chunked(_family_mess(300, seed), tmp_path)):
-        found = _key(_cross_row_rules(frame, SCHEMA, DAY))
+        found = _key(cross_row_rules(frame, SCHEMA, DAY))
         assert found == _key(_reference_cross_row_rules(frame, SCHEMA, DAY))
         assert {"same_person_fields", "unique_member_plan", "ssn_unique", "subscriber_present",
                 "dependent_plan_not_elected", "real_date"} <= {rule for _, rule, _, _ in found}
@@ -221,7 +213,7 @@ def test_cross_row_rules_when_no_row_is_an_employee_or_every_cell_is_blank() -> 
     no_ee = frame.assign(relationship="CH")
     blank = frame.assign(**{c: "" for c in frame.columns if c != ROW_NUMBER})
     for census in (no_ee, blank):
-        assert _key(_cross_row_rules(census, SCHEMA, DAY)) == _key(_reference_cross_row_rules(census, SCHEMA, DAY))
+        assert _key(cross_row_rules(census, SCHEMA, DAY)) == _key(_reference_cross_row_rules(census, SCHEMA, DAY))
 
 
 def test_the_suite_on_gaps_and_on_chunks_finds_what_gx_finds(tmp_path: Path) -> None:
@@ -229,8 +221,8 @@ def test_the_suite_on_gaps_and_on_chunks_finds_what_gx_finds(tmp_path: Path) -> 
     frame.loc[frame.index[::5], "phone"] = ""  # a column with blanks next to one (hire_date) with none below
     frame["hire_date"] = frame["hire_date"].where(frame["hire_date"] != "", "2020-01-01")
     for census in (_with_gaps(frame, 7), _chunked(frame, tmp_path)):
-        fast, _ = _run_suite(census, SUITE)
-        ref, _ = _run_suite(census, SUITE, engine="gx")
+        fast, _ = run_suite(census, SUITE)
+        ref, _ = run_suite(census, SUITE, engine="gx")
         assert _key(fast) == _key(ref)
 
 
@@ -238,7 +230,7 @@ def test_a_column_whose_distinct_values_all_pass_finds_nothing_and_all_blank_is_
     frame = _dirty(60, 8)
     frame["zip"] = "12345"
     frame["phone"] = ""
-    rules = {(r.column, r.rule) for r in _run_suite(frame, SUITE)[0]}
+    rules = {(r.column, r.rule) for r in run_suite(frame, SUITE)[0]}
     assert ("zip", "zip_format") not in rules and ("phone", "phone_format") not in rules
 
 

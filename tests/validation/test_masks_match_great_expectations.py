@@ -24,18 +24,13 @@ from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.generate import generate_census
 from carrierfeeds.config import CensusSchema, load_schema
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.validation import (
-    _AGE_LIMIT_ENDS,
-    _IDENTITY,
-    _ISO_RE,
-    _cross_row_rules,
-    _isin,
-    _Raw,
-    _run_suite,
-    check_suite,
-)
+from carrierfeeds.validation import check_suite
+from carrierfeeds.validation.findings import RuleRows
+from carrierfeeds.validation.masks import run_suite
+from carrierfeeds.validation.policy import _isin
+from carrierfeeds.validation.rules import _AGE_LIMIT_ENDS, _IDENTITY, _ISO_RE, cross_row_rules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "schemas" / "census-v1.yaml")
 SUITE = ROOT / "schemas" / SCHEMA.suite
 DAY = date(2026, 11, 20)
@@ -64,13 +59,13 @@ def _dirty(members: int, seed: int, share: float = 0.08) -> pd.DataFrame:
     return frame
 
 
-def _key(raws: list[_Raw]) -> set[tuple[str, str, str, tuple[int, ...]]]:
+def _key(raws: list[RuleRows]) -> set[tuple[str, str, str, tuple[int, ...]]]:
     return {(r.column, r.rule, r.message, tuple(sorted(int(x) for x in r.rows))) for r in raws}
 
 
 def _both(frame: pd.DataFrame, suite: Path) -> tuple[Any, Any]:
-    fast, fast_warnings = _run_suite(frame, suite)
-    ref, ref_warnings = _run_suite(frame, suite, engine="gx")
+    fast, fast_warnings = run_suite(frame, suite)
+    ref, ref_warnings = run_suite(frame, suite, engine="gx")
     return (_key(fast), sorted(fast_warnings)), (_key(ref), sorted(ref_warnings))
 
 
@@ -150,16 +145,16 @@ def test_user_added_expectations_mix_masks_and_gx(tmp_path: Path) -> None:
 
 
 def test_the_shipped_suite_runs_without_importing_great_expectations() -> None:
-    """The import alone costs GX 2-3 s per process (every Airflow task is a fresh one); the masks need none."""
+    """GX is slow to import in every process (every Airflow task is a fresh one); the masks need none."""
     code = (
         "import sys\n"
         "from datetime import date\n"
         "from pathlib import Path\n"
         "from carrierfeeds.census.generate import generate_census\n"
-        "from carrierfeeds.validation import _run_suite\n"
+        "from carrierfeeds.validation.masks import run_suite\n"
         "frame = generate_census(50, 1, as_of=date(2026, 11, 20))\n"
         "frame['row_number'] = range(2, len(frame) + 2)\n"
-        f"raws, _ = _run_suite(frame, Path({str(SUITE)!r}))\n"
+        f"raws, _ = run_suite(frame, Path({str(SUITE)!r}))\n"
         "print(len(raws), 'great_expectations' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
@@ -171,7 +166,7 @@ def test_a_suite_with_an_unknown_expectation_still_goes_through_gx_and_fails_as_
     path = _suite_with(tmp_path, [{"type": "expect_column_values_to_be_purple", "kwargs": {"column": "ssn"}}])
     with pytest.raises(ConfigError, match=r"could not build 1 expectation\(s\); the first has type "
                                           r"'expect_column_values_to_be_purple'") as caught:
-        _run_suite(_dirty(20, 1), path)
+        run_suite(_dirty(20, 1), path)
     assert caught.value.file is not None and caught.value.file.endswith("custom.suite.json")
 
 
@@ -180,7 +175,7 @@ def test_a_bad_regex_is_a_config_error_both_ways(tmp_path: Path) -> None:
                                    "kwargs": {"column": "zip", "regex": "([0-9]"}}])
     for engine in ("auto", "gx"):
         with pytest.raises(ConfigError, match=r"could not run"):
-            _run_suite(_dirty(20, 1), path, engine=engine)
+            run_suite(_dirty(20, 1), path, engine=engine)
 
 
 # ------------------------------------------------------------------------------------ cross-row rules
@@ -192,7 +187,7 @@ def _reference_parse_iso(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series.where(series != ""), format="%Y-%m-%d", errors="coerce")
 
 
-def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) -> list[_Raw]:
+def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of: date) -> list[RuleRows]:
     """The cross-row rules as first written (pandas duplicated/drop_duplicates over string pairs)."""
     need = ("member_id", "subscriber_id", "relationship", "plan_code", "coverage_start", "coverage_end",
             "dob", "first_name", "last_name", "ssn")
@@ -201,12 +196,12 @@ def _reference_cross_row_rules(census: pd.DataFrame, schema: CensusSchema, as_of
     rn = census[ROW_NUMBER].to_numpy(dtype=np.int64)
     col = {c: _reference_text(census[c]) for c in need}
     mid, sid, rel, plan = col["member_id"], col["subscriber_id"], col["relationship"], col["plan_code"]
-    out: list[_Raw] = []
+    out: list[RuleRows] = []
 
     def add(mask: pd.Series | np.ndarray, column: str, rule: str, message: str) -> None:
         m = np.asarray(mask, dtype=bool)
         if m.any():
-            out.append(_Raw(rows=rn[m], column=column, rule=rule, message=message))
+            out.append(RuleRows(rows=rn[m], column=column, rule=rule, message=message))
 
     dates = {c: _reference_parse_iso(col[c]) for c in ("dob", "coverage_start", "coverage_end")}
     for c in ("dob", "coverage_start", "coverage_end"):
@@ -329,7 +324,7 @@ def _family_mess(members: int, seed: int) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_cross_row_rules_by_codes_find_exactly_what_the_pandas_pairs_found(seed: int) -> None:
     frame = _family_mess(400, seed)
-    new = _key(_cross_row_rules(frame, SCHEMA, DAY))
+    new = _key(cross_row_rules(frame, SCHEMA, DAY))
     assert new == _key(_reference_cross_row_rules(frame, SCHEMA, DAY))
     rules = {rule for _, rule, _, _ in new}
     assert {"same_person_fields", "unique_member_plan", "one_subscriber_per_family", "ssn_unique",
@@ -339,9 +334,9 @@ def test_cross_row_rules_by_codes_find_exactly_what_the_pandas_pairs_found(seed:
 def test_cross_row_rules_on_a_clean_and_an_empty_census() -> None:
     frame = generate_census(150, 9, as_of=DAY)
     frame[ROW_NUMBER] = np.arange(2, len(frame) + 2, dtype=np.int64)
-    assert _key(_cross_row_rules(frame, SCHEMA, DAY)) == _key(_reference_cross_row_rules(frame, SCHEMA, DAY))
+    assert _key(cross_row_rules(frame, SCHEMA, DAY)) == _key(_reference_cross_row_rules(frame, SCHEMA, DAY))
     empty = frame.iloc[0:0]
-    assert _cross_row_rules(empty, SCHEMA, DAY) == _reference_cross_row_rules(empty, SCHEMA, DAY) == []
+    assert cross_row_rules(empty, SCHEMA, DAY) == _reference_cross_row_rules(empty, SCHEMA, DAY) == []
 
 
 # --------------------------------------------------------------------- feeds check builds the suite in GX
@@ -413,4 +408,4 @@ def test_feeds_check_catches_a_suite_edit_gx_would_refuse_before_any_run(tmp_pat
 def test_a_blank_column_name_fails_the_run_too_rather_than_skipping_the_rule(tmp_path: Path) -> None:
     path = _suite_with(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ""}}])
     with pytest.raises(ConfigError, match=r"field\(s\) \['column'\]"):
-        _run_suite(_dirty(20, 1), path)
+        run_suite(_dirty(20, 1), path)

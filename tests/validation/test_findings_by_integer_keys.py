@@ -1,6 +1,6 @@
 """Findings built on integer keys are the ones the frame of findings gave: same order, tokens and counts.
 
-:func:`carrierfeeds.validation._to_findings` sorts and de-duplicates the rules' rows by an integer key
+:func:`carrierfeeds.validation.findings.to_findings` sorts and de-duplicates the rules' rows by an integer key
 and tokenises each distinct member id once. The reference here is the pandas formulation it replaced
 (a frame of every finding, ``drop_duplicates`` and a stable sort on row, column and rule, member ids
 looked up by row number), run on open-ended input (hypothesis): rows repeated within and across rules,
@@ -18,13 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carrierfeeds.census.tokens import MemberTokenizer
-from carrierfeeds.validation import HEADER_ROW, Finding, _Columns, _gc_paused, _Raw, _to_findings
+from carrierfeeds.validation import HEADER_ROW, Finding
+from carrierfeeds.validation.columns import EncodedColumns
+from carrierfeeds.validation.findings import RuleRows, _gc_paused, to_findings
 
 TOKENIZER = MemberTokenizer(b"f" * 32)
 NAMES = st.sampled_from(["ssn", "dob", "Dob", "dob_", "\u00fcber", "a,b", "z"])
 
 
-def _reference(raws: list[_Raw], row_numbers: np.ndarray, member_id: pd.Series) -> list[Finding]:
+def _reference(raws: list[RuleRows], row_numbers: np.ndarray, member_id: pd.Series) -> list[Finding]:
     """The findings as validation built them before: one frame, de-duplicated and sorted by pandas."""
     parts = [pd.DataFrame({"row": r.rows, "column": r.column, "rule": r.rule, "message": r.message})
              for r in raws if len(r.rows)]
@@ -55,17 +57,17 @@ def test_findings_by_integer_keys_are_the_frame_of_findings(
     census = pd.DataFrame({"member_id": pd.Series(member, dtype=object)})
     if kind == "str":
         census["member_id"] = census["member_id"].fillna("").astype("str")
-    columns = _Columns(census)
+    columns = EncodedColumns(census)
     row_numbers = np.array(numbers, dtype=np.int64)
-    given_raws = [_Raw(rows=np.array([HEADER_ROW if r == 0 else r for r in rows], dtype=np.int64), column=c,
+    given_raws = [RuleRows(rows=np.array([HEADER_ROW if r == 0 else r for r in rows], dtype=np.int64), column=c,
                        rule=u, message=m) for rows, c, u, m in raws]
-    findings, rows, counts = _to_findings(given_raws, row_numbers, columns.coded("member_id"), TOKENIZER)
+    findings, rows, counts = to_findings(given_raws, row_numbers, columns.coded("member_id"), TOKENIZER)
     expected = _reference(given_raws, row_numbers, columns.text("member_id"))
     assert findings == expected
     assert rows.tolist() == [f.row for f in expected]
     assert counts == dict(sorted(pd.Series([f.rule for f in expected], dtype=object).value_counts().items()))
     # without a member_id column every token is blank
-    blank, _, _ = _to_findings(given_raws, row_numbers, None, TOKENIZER)
+    blank, _, _ = to_findings(given_raws, row_numbers, None, TOKENIZER)
     assert blank == [Finding(f.row, "", f.column, f.rule, f.message) for f in expected]
 
 

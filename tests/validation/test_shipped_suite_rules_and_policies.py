@@ -18,7 +18,7 @@ from carrierfeeds.config import ValidationPolicy, load_schema
 from carrierfeeds.errors import CensusRejected, ConfigError
 from carrierfeeds.validation import ValidationReport, apply_policy, validate_census
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "schemas" / "census-v1.yaml")
 SUITE = ROOT / "schemas" / SCHEMA.suite
 DAY = date(2026, 11, 20)
@@ -202,6 +202,24 @@ def test_policy_quarantine_keeps_passing_families_only(planted: Planted) -> None
     pd.testing.assert_frame_equal(outcome.accepted, kept)
     assert outcome.held_back_members == frame.loc[frame["subscriber_id"].isin(failing), "member_id"].nunique()
 
+
+
+def test_policy_names_the_member_ids_it_held_back(planted: Planted) -> None:
+    """The ids a change file carries over: on held-back rows, on no accepted row, never blank."""
+    frame, report = planted.frame.copy(), planted.report
+    failing = set(frame.loc[frame["row_number"].isin({f.row for f in report.findings}), "subscriber_id"])
+    held_rows, kept_rows = frame.index[frame["subscriber_id"].isin(failing)], frame.index[
+        ~frame["subscriber_id"].isin(failing)]
+    shared = frame.loc[held_rows[0], "member_id"]
+    frame.loc[kept_rows[-1], "member_id"] = shared  # one id in a held-back and in an accepted family
+    frame.loc[held_rows[-1], "member_id"] = ""
+    outcome = apply_policy(frame, report, ValidationPolicy(policy="quarantine"))
+    expected = set(frame["member_id"]) - set(outcome.accepted["member_id"]) - {""}
+    assert outcome.held_back_member_ids == expected and shared not in expected and expected
+    rejected = apply_policy(frame, report, ValidationPolicy(policy="reject"))
+    assert rejected.held_back_member_ids == set(frame["member_id"]) - {""}
+    clean = _base(10)
+    assert apply_policy(clean, _validate(clean), ValidationPolicy(policy="reject")).held_back_member_ids == set()
 
 def test_policy_threshold(planted: Planted) -> None:
     report = planted.report

@@ -1,7 +1,7 @@
 """Regex rules on text holding newlines match what pandas matches over the whole column.
 
 pandas runs Python's re over every value of a column once one holds a newline and the pattern has
-``$``; :func:`carrierfeeds.validation._contains` sends only the texts holding a newline to Python's re
+``$``; :func:`carrierfeeds.validation.masks.contains` sends only the texts holding a newline to Python's re
 when the pattern is one RE2 and re read alike without newlines. These tests hold it to pandas' own
 call on the same distinct values (what GX asks), on open-ended patterns and texts (hypothesis).
 """
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carrierfeeds.validation import _contains, _same_without_newlines
+from carrierfeeds.validation.masks import contains, same_without_newlines
 
 ATOM = st.sampled_from(["a", "0", "9", "\u00fc", ".", " ", "[0-9]", "[^a]", "[a-c\u00fc]", "[^0-9\n]", "\\.",
                         "(?:a|0)", "(0|[1-9])", "(?:)"])
@@ -36,9 +36,9 @@ def _arrow(values: list[str]) -> pd.Series:
 @given(pattern=PATTERN, values=st.lists(TEXT, max_size=25, unique=True))
 def test_contains_is_pandas_on_the_whole_column_and_pythons_re_where_a_newline_is(
         pattern: str, values: list[str]) -> None:
-    assert _same_without_newlines(pattern)
+    assert same_without_newlines(pattern)
     distinct = _arrow(values)
-    found = _contains(distinct, pattern)
+    found = contains(distinct, pattern)
     assert found.dtype == bool
     assert found.tolist() == np.asarray(distinct.str.contains(pattern), dtype=bool).tolist()
     # both engines read these patterns alike, so it is also Python's re on every text
@@ -53,7 +53,7 @@ def test_contains_is_pandas_on_the_whole_column_and_pythons_re_where_a_newline_i
 # Python's re warns that "[[:digit:]]" may one day read as a nested set: that ambiguity is why it goes whole.
 @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
 def test_patterns_the_engines_may_read_apart_go_to_pandas_whole(pattern: str) -> None:
-    assert not _same_without_newlines(pattern)
+    assert not same_without_newlines(pattern)
 
 
 @pytest.mark.parametrize("pattern", ["\\d$", "(?i)^a$", "[[:digit:]]$"])
@@ -62,13 +62,13 @@ def test_a_pattern_left_to_pandas_still_matches_as_pandas_does(pattern: str) -> 
     with pytest.warns(FutureWarning) if "[[" in pattern else _nothing():
         expected = np.asarray(distinct.str.contains(pattern), dtype=bool).tolist()
     with pytest.warns(FutureWarning) if "[[" in pattern else _nothing():
-        assert _contains(distinct, pattern).tolist() == expected
+        assert contains(distinct, pattern).tolist() == expected
 
 
 def test_python_text_and_text_without_newlines_go_to_pandas_whole() -> None:
     for distinct in (pd.Series(["1", "1\n", ""], dtype=pd.StringDtype("python", na_value=np.nan)),
                      _arrow(["1", "12", ""])):
-        assert _contains(distinct, "^[0-9]$").tolist() == [True, distinct[1] == "1\n", False]
+        assert contains(distinct, "^[0-9]$").tolist() == [True, distinct[1] == "1\n", False]
 
 
 class _nothing:

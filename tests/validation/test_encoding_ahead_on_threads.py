@@ -1,6 +1,6 @@
 """Columns encoded ahead of the rules, on one thread or several, give the report the rules alone give.
 
-:meth:`carrierfeeds.validation._Columns.encode` factorises the columns the suite and the cross-row rules
+:meth:`carrierfeeds.validation.columns.EncodedColumns.encode` factorises the columns the suite and the cross-row rules
 read on a small thread pool before they run. These tests hold it to the lazy encoding each rule does
 on first use: the same text, codes, distinct values and joint codes per column (hypothesis, on Arrow
 text in chunks, Python text and object columns with gaps), the same report from ``validate_census``
@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.test_validation_codes import DAY, TEXT, TOKENIZER, _arrow_text, _chunked, _with_gaps
-from tests.test_validation_vectorised import SCHEMA, SUITE, _dirty, _family_mess
+from tests.validation.test_masks_match_great_expectations import SCHEMA, SUITE, _dirty, _family_mess
+from tests.validation.test_shared_codes_match_pandas import DAY, TEXT, TOKENIZER, _arrow_text, _chunked, _with_gaps
 
 from carrierfeeds.errors import ConfigError
-from carrierfeeds.validation import _Columns, _in_order, _workers, validate_census
+from carrierfeeds.validation import validate_census
+from carrierfeeds.validation.columns import EncodedColumns, _in_order, _workers
 
 
 def _column(values: list[str | None], kind: str, chunk: int) -> pd.Series:
@@ -32,7 +33,7 @@ def _column(values: list[str | None], kind: str, chunk: int) -> pd.Series:
     return pd.Series(values, dtype=object)  # gaps (None) as a caller's own frame may have them
 
 
-def _same(ahead: _Columns, lazy: _Columns, name: str) -> None:
+def _same(ahead: EncodedColumns, lazy: EncodedColumns, name: str) -> None:
     a, b = ahead.coded(name), lazy.coded(name)
     assert a.codes.tolist() == b.codes.tolist() and a.codes.dtype == b.codes.dtype
     assert a.uniques.tolist() == b.uniques.tolist() and a.uniques.dtype == b.uniques.dtype
@@ -53,7 +54,7 @@ def test_columns_encoded_ahead_are_the_ones_each_rule_would_have_made(
     subscribers = [members[i // 2] if i % 3 else s for i, (_, s, _) in enumerate(rows)]
     frame = pd.DataFrame({"m": _column(members, kinds[0], chunk), "s": _column(subscribers, kinds[1], chunk),
                           "x": _column([x for _, _, x in rows], kinds[2], chunk)})
-    ahead, lazy = _Columns(frame), _Columns(frame)
+    ahead, lazy = EncodedColumns(frame), EncodedColumns(frame)
     ahead.encode(["x", "m", "absent", "x"], workers=workers, joint=("s", "m") if joint else None)
     assert ahead.codes_in("s", of="m").tolist() == lazy.codes_in("s", of="m").tolist()
     for name in ("m", "s", "x"):
@@ -62,7 +63,7 @@ def test_columns_encoded_ahead_are_the_ones_each_rule_would_have_made(
 
 def test_encoding_skips_columns_already_encoded_or_absent_and_a_joint_pair_of_one_column() -> None:
     frame = pd.DataFrame({"a": pd.Series(["x", "", "x"], dtype="str"), "b": pd.Series(["y", "x", ""], dtype="str")})
-    columns = _Columns(frame)
+    columns = EncodedColumns(frame)
     first = columns.coded("a")
     columns.encode(["a", "b", "c"], workers=2, joint=("a", "a"))
     assert columns.coded("a") is first  # not encoded a second time

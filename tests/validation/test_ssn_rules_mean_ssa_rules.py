@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-SUITE = Path(__file__).resolve().parents[1] / "schemas" / "census-v1.suite.json"
+SUITE = Path(__file__).resolve().parents[2] / "schemas" / "census-v1.suite.json"
 #: The rules as the SSA states them, in Python's re (look-arounds and a back-reference).
 FORMAT = re.compile(r"^(?!000|666|9[0-9][0-9])[0-9]{3}(?!00)[0-9]{2}(?!0000)[0-9]{4}$")
 REPEATED = re.compile(r"^([0-9])\1{8}$")
