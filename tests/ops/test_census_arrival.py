@@ -226,3 +226,42 @@ def test_a_notice_that_fails_is_retried_by_the_next_check_and_a_late_census_is_f
     assert check_census_arrival(settings, up, ny(2026, 12, 9, 2, 0), ledger=ledger).verdict.state == "on_time"
     assert [n["event"] for n in webhook.received] == ["census_late", "census_arrived_late"]
     ledger.close()
+
+
+def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path, webhook: _Receiver) -> None:
+    """The census already processed, the window passed: the run still ends no_new_census (exit 0), and
+    the ledger and the webhook say the census is late, once however often the run is retried."""
+    import os
+    import shutil
+
+    from carrierfeeds.census.sources import CensusIndex
+    from carrierfeeds.files import sha256_file
+    from carrierfeeds.pipeline import RunRef, run_feed
+
+    for name in ("feeds", "mappings", "schemas"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    feed_file = tmp_path / "feeds" / "acme-sunrise-medical.yaml"
+    feed_file.write_text(feed_file.read_text().replace(
+        "  schema_id: census-v1\n", "  schema_id: census-v1\n  expected: {by: '01:30'}\n")
+        + f"notify: {{webhook_url: 'http://127.0.0.1:{webhook.server_address[1]}/hook'}}\n")
+    settings = Settings(feeds_dir=tmp_path / "feeds", mappings_dir=tmp_path / "mappings",
+                        schemas_dir=tmp_path / "schemas", data_dir=tmp_path / "var")
+    inbound = settings.data_dir / "inbound" / "acme"
+    inbound.mkdir(parents=True)
+    census = inbound / "census_20261207.csv"
+    census.write_text("member_id\n")
+    monday = ny(2026, 12, 7, 1, 0)
+    os.utime(census, (monday.timestamp(), monday.timestamp()))
+    CensusIndex(settings.data_dir, "acme-sunrise-medical").record(
+        sha256_file(census), name=census.name, kind="local", run_id=None, at=monday, mtime=int(monday.timestamp()))
+
+    tuesday = ny(2026, 12, 8, 9, 0)
+    ref = RunRef.for_day("acme-sunrise-medical", tuesday.date())
+    for _ in range(2):
+        summary = run_feed(settings, ref, clock=lambda: tuesday, actor="test")
+        assert summary.status == "no_new_census"
+    assert [n["event"] for n in webhook.received] == ["census_late"]
+    ledger = Ledger.open(settings.resolved_ledger_url)
+    actions = [e.action for e in ledger.audit_events(object_type="feed", object_ids=["acme-sunrise-medical"])]
+    ledger.close()
+    assert actions == ["census_late", "census_alert_sent"]
