@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -15,6 +15,9 @@ from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.ops.status import Board, FeedRow
 from carrierfeeds.settings import Settings
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 #: Exit code when something needs a person (late or missing census, overdue acknowledgment, a last run
 #: rejected, refused or failed, a feed file that does not load, an anchor file that does not read).
 EXIT_ATTENTION = 1
@@ -22,7 +25,7 @@ HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "ack
 
 
 def _when(value: datetime | None, timezone: str) -> str:
-    return "-" if value is None else value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+    return "-" if value is None else value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def row_cells(row: FeedRow) -> tuple[str, ...]:
@@ -63,8 +66,10 @@ def plain_lines(board: Board) -> list[str]:
             *footer_lines(board)]
 
 
-def _print_rich(board: Board) -> None:
+def print_rich(board: Board, console: Console | None = None) -> None:
+    """The board as a rich table in colour (a terminal's view): attention in red, ``ok`` in green."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"carrierfeeds status at {board.generated_at.isoformat(timespec='seconds')}")
@@ -72,10 +77,11 @@ def _print_rich(board: Board) -> None:
         table.add_column(header)
     for row in board.rows:
         style = "red" if row.attention else None
-        cells = list(row_cells(row))
+        # Names come from config files: escaped, so a bracket in one is text, not rich markup.
+        cells = [escape(c) for c in row_cells(row)]
         cells[-1] = f"[bold red]{cells[-1]}[/]" if row.attention else f"[green]{cells[-1]}[/]"
         table.add_row(*cells, style=style if row.census.state in ("late", "missing") else None)
-    console = Console()
+    console = console or Console()
     console.print(table)
     for line in footer_lines(board):
         console.print(line, style="red" if "does not load" in line or "unreadable" in line else None,
@@ -113,7 +119,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print the board
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
     elif sys.stdout.isatty():
-        _print_rich(board)
+        print_rich(board)
     else:
         for line in plain_lines(board):
             typer.echo(line)

@@ -175,3 +175,25 @@ def test_status_on_an_unusable_ledger_is_one_line_and_exit_2(tmp_path: Path, bad
     result = CliRunner().invoke(app, ["status"], env=_env(settings))
     assert result.exit_code in (2, 4), result.output
     assert "Traceback" not in result.output
+
+
+def test_terminal_table_is_coloured_and_names_are_text_not_markup() -> None:
+    from rich.console import Console
+
+    from carrierfeeds.cli_status import print_rich
+    from carrierfeeds.config import Feed, load_feed
+    from carrierfeeds.ops.status import ChainStatus, FeedFacts, build_board
+
+    data = load_feed(ROOT / "feeds" / f"{SUNRISE}.yaml").model_dump(mode="json")
+    data["employer"]["name"] = "ACME [bold]WIDGETS"
+    data["census"]["expected"] = {"by": "01:30"}
+    feed = Feed.model_validate(data)
+    now = datetime(2026, 12, 8, 9, 0, tzinfo=NY)
+    board = build_board([FeedFacts(feed=feed)], now=now, chain=ChainStatus())
+    console = Console(record=True, force_terminal=True, width=200, color_system="standard")
+    print_rich(board, console)
+    text = console.export_text(styles=False, clear=False)
+    styled = console.export_text(styles=True)
+    assert "ACME [bold]WIDGETS" in text
+    assert "census_missing" in text and "\x1b[" in styled  # a feed that never sent a census, in red
+    assert "never verified" in text
