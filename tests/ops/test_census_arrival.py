@@ -265,3 +265,25 @@ def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path
     actions = [e.action for e in ledger.audit_events(object_type="feed", object_ids=["acme-sunrise-medical"])]
     ledger.close()
     assert actions == ["census_late", "census_alert_sent"]
+
+
+def test_housekeeping_checks_every_feed_with_a_window_and_skips_a_broken_file(tmp_path: Path) -> None:
+    import shutil
+
+    from carrierfeeds.ops.arrival import check_all_arrivals
+
+    for name in ("feeds", "mappings", "schemas"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    feed_file = tmp_path / "feeds" / "acme-sunrise-medical.yaml"
+    feed_file.write_text(feed_file.read_text().replace(
+        "  schema_id: census-v1\n", "  schema_id: census-v1\n  expected: {by: '01:30', days: [mon]}\n"))
+    (tmp_path / "feeds" / "broken.yaml").write_text("feed_id: [\n")
+    settings = Settings(feeds_dir=tmp_path / "feeds", mappings_dir=tmp_path / "mappings",
+                        schemas_dir=tmp_path / "schemas", data_dir=tmp_path / "var")
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.upgrade()
+    checks = check_all_arrivals(settings, ledger, now=ny(2026, 12, 8, 9, 0))
+    assert [(c.verdict.feed_id, c.verdict.state, c.recorded) for c in checks] == [
+        ("acme-sunrise-medical", "missing", True)]  # no notify block: recorded, nothing to send
+    assert [e.action for e in ledger.audit_events(object_type="feed")] == ["census_missing"]
+    ledger.close()

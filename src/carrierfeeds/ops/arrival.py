@@ -190,6 +190,8 @@ def check_census_arrival(settings: Settings, bundle: FeedBundle, now: datetime, 
     and send the webhook notice, each once per (window, state). Called when a run ends
     ``no_new_census`` and by housekeeping; a notice that fails is logged and retried next time."""
     feed = bundle.feed
+    if feed.census.expected is None:  # nothing to judge: no folder or index is read
+        return ArrivalCheck(ArrivalVerdict(feed.feed_id, "not_expected", now))
     verdict = arrival_for(settings, feed, now=now)
     if verdict.state not in ALERT_STATES or verdict.window is None:
         return ArrivalCheck(verdict)
