@@ -287,3 +287,20 @@ def test_housekeeping_checks_every_feed_with_a_window_and_skips_a_broken_file(tm
         ("acme-sunrise-medical", "missing", True)]  # no notify block: recorded, nothing to send
     assert [e.action for e in ledger.audit_events(object_type="feed")] == ["census_missing"]
     ledger.close()
+
+
+def test_an_undefined_webhook_connection_is_logged_and_the_event_still_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the CLI a connection id resolves only through AIRFLOW_CONN_<ID>: without it the check says
+    so in the log and keeps the event; nothing escapes into the run that called it."""
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_WEBHOOK", raising=False)
+    settings = Settings(data_dir=tmp_path / "var")
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.upgrade()
+    data = _feed_data(expected={"by": "01:30"})
+    data["notify"] = {"webhook_connection_id": "no_such_webhook"}
+    bundle = FeedBundle(feed=Feed.model_validate(data), mapping=None, schema=None,  # type: ignore[arg-type]
+                        suite_path=Path("unused"))
+    check = check_census_arrival(settings, bundle, ny(2026, 12, 8, 9, 0), ledger=ledger)
+    assert (check.verdict.state, check.recorded, check.alert_sent) == ("missing", True, False)
+    ledger.close()

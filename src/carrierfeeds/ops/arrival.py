@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from carrierfeeds.config import WEEKDAYS, ArrivalWindow, Feed, LocalSource
-from carrierfeeds.errors import CarrierFeedsError, TransientError
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
 
 if TYPE_CHECKING:
     from carrierfeeds.ledger.store import Ledger
@@ -273,8 +273,14 @@ def send_arrival_notice(feed: Feed, verdict: ArrivalVerdict) -> None:
 
     notifier = _ArrivalNotifier(feed_id=feed.feed_id, url=feed.notify.webhook_url,
                                 connection_id=feed.notify.webhook_connection_id, event=ACTIONS[verdict.state])
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
     try:
         notifier.notify({})
+    except AirflowNotFoundException:
+        # Under the CLI a connection id resolves only through AIRFLOW_CONN_<ID>; say which one is missing.
+        raise ConfigError(f"webhook connection {feed.notify.webhook_connection_id!r} is not defined",
+                          field="notify.webhook_connection_id") from None
     except OSError as exc:  # a connection lookup's own I/O
         raise TransientError(f"census notice for {feed.feed_id} not sent: {type(exc).__name__}") from None
 
@@ -282,7 +288,6 @@ def send_arrival_notice(feed: Feed, verdict: ArrivalVerdict) -> None:
 def check_all_arrivals(settings: Settings, ledger: Ledger, *, now: datetime) -> list[ArrivalCheck]:
     """Housekeeping: check every feed that declares a window; a feed that does not load is skipped
     (``feeds check`` reports it), and one feed's failure does not stop the others."""
-    from carrierfeeds.errors import ConfigError
     from carrierfeeds.settings import feed_paths, load_bundle
 
     checks = []
