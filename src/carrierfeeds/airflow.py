@@ -492,8 +492,9 @@ def _check_census_arrivals(**context: Any) -> dict[str, Any]:
         checks = check_all_arrivals(settings, ledger, now=_utcnow())
     finally:
         ledger.close()
-    return {"checked": len(checks), "late": sum(c.verdict.state in ("late", "missing", "arrived_late")
-                                                for c in checks)}
+    # Counts only; each flagged feed is in the ledger (census_late, census_missing, census_arrived_late).
+    return {"checked": len(checks), "flagged": sum(c.verdict.state in ("late", "missing", "arrived_late")
+                                                   for c in checks)}
 
 
 def build_housekeeping_dag() -> DAG:
