@@ -482,8 +482,24 @@ def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
             "anchors": result.anchors.anchors}
 
 
+def _check_census_arrivals(**context: Any) -> dict[str, Any]:
+    from carrierfeeds.ops.arrival import check_all_arrivals
+
+    settings = Settings()
+    ledger = _housekeeping_ledger("check_census_arrivals", settings)
+    try:
+        # Catches the feed whose run never came to say no_new_census (paused, failed before the census).
+        checks = check_all_arrivals(settings, ledger, now=_utcnow())
+    finally:
+        ledger.close()
+    # Counts only; each flagged feed is in the ledger (census_late, census_missing, census_arrived_late).
+    return {"checked": len(checks), "flagged": sum(c.verdict.state in ("late", "missing", "arrived_late")
+                                                   for c in checks)}
+
+
 def build_housekeeping_dag() -> DAG:
-    """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain."""
+    """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain; beside
+    them, check every feed's census against its expected window."""
     import pendulum
 
     from carrierfeeds.notify import WebhookNotifier
@@ -514,4 +530,5 @@ def build_housekeeping_dag() -> DAG:
         purge = task(task_id="retention_purge", trigger_rule="all_done")(_retention_purge)()
         verify = task(task_id="verify_ledger_chain", trigger_rule="all_done")(_verify_ledger_chain)()
         acks >> purge >> verify
+        task(task_id="check_census_arrivals", trigger_rule="all_done")(_check_census_arrivals)()
     return dag

@@ -1080,6 +1080,9 @@ def acks_status(
     raise typer.Exit(EXIT_REJECTED if bad else EXIT_OK)
 
 
+import carrierfeeds.cli_status  # noqa: E402, F401  registers `carrierfeeds status` on app
+
+
 def main() -> None:
     """Console-script entry point."""
     import sqlalchemy as sa

@@ -1342,6 +1342,10 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
     """Record how a failed run ended and remove its plaintext; a retry re-stages from the source."""
     status = status_for(exc)
     ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), error_code=exc.code, message=exc.message[:500])
+    if status == "no_new_census":  # past the feed's window this is late or missing, never silent
+        from carrierfeeds.ops.arrival import check_quietly
+
+        check_quietly(ctx.settings, ctx.bundle, ctx.now(), ledger=ctx.ledger)
     if isinstance(exc, TransientError):
         wipe_scratch(ctx)  # what a retry needs stays in the staging store, encrypted
     else:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from carrierfeeds.config.feed import (
     SCHEDULE_PRESETS,
+    WEEKDAYS,
+    ArrivalWindow,
     Authorization,
     Carrier,
     CensusSource,
@@ -30,6 +32,7 @@ from carrierfeeds.config.feed import (
     SftpSource,
     SqlSource,
     ValidationPolicy,
+    Weekday,
 )
 from carrierfeeds.config.load import load_feed, load_mapping, load_model, load_schema
 from carrierfeeds.config.mapping import (
@@ -59,7 +62,9 @@ from carrierfeeds.config.schema import (
 __all__ = [
     "MEMBER_DATE_SOURCES",
     "SCHEDULE_PRESETS",
+    "WEEKDAYS",
     "AckSpec",
+    "ArrivalWindow",
     "Authorization",
     "Carrier",
     "CarrierMapping",
@@ -94,6 +99,7 @@ __all__ = [
     "SftpSource",
     "SqlSource",
     "ValidationPolicy",
+    "Weekday",
     "load_feed",
     "load_mapping",
     "load_model",

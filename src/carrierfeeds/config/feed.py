@@ -91,9 +91,38 @@ class SqlSource(_Model):
 CensusSource = Annotated[LocalSource | SftpSource | SqlSource, Field(discriminator="kind")]
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ArrivalWindow(_Model):
+    """When a new census is due: by ``by`` (HH:MM in the feed's time zone) on each of ``days``."""
+
+    by: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, the feed's time zone")
+    days: tuple[Weekday, ...] = Field(WEEKDAYS, min_length=1, description="mon ... sun")
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _sexagesimal(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted 01:30 as the base-60 integer 90: take it back as the time it was.
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            return f"{v // 60:02d}:{v % 60:02d}"
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _once_each(cls, v: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("names a day twice")
+        return v
+
+
 class CensusSpec(_Model):
     source: CensusSource
     schema_id: str = Field(pattern=_ID, description="name of a schemas/<schema_id>.yaml census schema")
+    expected: ArrivalWindow | None = Field(
+        None, description="when a new census is due; past it without one the feed is late (alert, ledger "
+                          "event); null: never checked")
 
 
 class OutputSpec(_Model):
