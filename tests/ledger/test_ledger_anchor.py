@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 from carrierfeeds.cli import app
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.anchor import ANCHOR_FILE_NAME, KEY_FILE_NAME, AnchorLog, verify_ledger
+from carrierfeeds.ledger.base import Tx
 from carrierfeeds.ledger.chain import canonical_json, row_hash
 from carrierfeeds.ledger.models import AUDIT_TABLES, chain_head, hashed_columns, purge_checkpoints
-from carrierfeeds.ledger.store import _Tx
 from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.retention import FeedParty, run_purge
 
@@ -191,7 +191,7 @@ def test_a_forged_checkpoint_hiding_deleted_rows_is_found(env: dict[str, Any], s
     # The attacker appends a checkpoint row through our own chain code.
     with superuser.engine.begin() as conn:
         head = conn.execute(sa.select(chain_head)).one()
-        tx = _Tx(conn, int(head.seq), str(head.row_hash))
+        tx = Tx(conn, int(head.seq), str(head.row_hash))
         gap = [victim.seq, victim.seq, victim.prev_hash, victim.row_hash]
         tx.append(purge_checkpoints, {"cutoff": NOW, "purged_rows": 1, "gaps": canonical_json([gap]),
                                       "counts": canonical_json({"run_events": 1}), "actor": "x", "at": NOW})
