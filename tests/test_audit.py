@@ -593,7 +593,8 @@ def test_cli_db_upgrade_from_empty_and_audit_verify(cli_env: Path, ledger_url: s
     5 naming the first broken link on an edited one."""
     from typer.testing import CliRunner
 
-    from carrierfeeds.cli import EXIT_FAILED, app
+    from carrierfeeds.cli import app
+    from carrierfeeds.outcomes import ExitCode
 
     engine = sa.create_engine(ledger_url)
     assert sa.inspect(engine).get_table_names() == []
@@ -617,7 +618,7 @@ def test_cli_db_upgrade_from_empty_and_audit_verify(cli_env: Path, ledger_url: s
         conn.execute(sa.text("UPDATE deliveries SET file_name = 'renamed.pgp' WHERE delivery_id = :d"),
                      {"d": s.deliveries["g1"]})
     broken = runner.invoke(app, ["audit", "verify", "--json"])
-    assert broken.exit_code == EXIT_FAILED == 5
+    assert broken.exit_code == ExitCode.FAILED == 5
     link = json.loads(broken.output)["first_broken"]
     assert (link["table"], link["row_id"], link["reason"]) == ("deliveries", s.deliveries["g1"],
                                                                "row content does not match its hash (row edited)")

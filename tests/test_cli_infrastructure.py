@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import carrierfeeds
-from carrierfeeds.cli import EXIT_TRANSIENT, EXIT_USAGE
+from carrierfeeds.outcomes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The package under test, wherever this interpreter imports it from.
@@ -52,7 +52,7 @@ def test_an_unreachable_ledger_is_one_line_and_exit_4(tmp_path: Path, command: l
     port = _closed_port()
     proc = _cli(tmp_path, *command, ledger_url=f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{port}/test")
     line = _one_line(proc)
-    assert proc.returncode == EXIT_TRANSIENT
+    assert proc.returncode == ExitCode.TRANSIENT
     assert line == (f"error: CARRIERFEEDS_LEDGER_URL: PostgreSQL at 127.0.0.1:{port} is unreachable "
                     "(connection refused); retry later")
     assert "s3cret" not in proc.stderr + proc.stdout
@@ -62,7 +62,7 @@ def test_an_unreachable_ledger_is_one_line_and_exit_4(tmp_path: Path, command: l
 def test_a_postgres_scheme_url_is_a_configuration_error(tmp_path: Path, command: list[str]) -> None:
     proc = _cli(tmp_path, *command, ledger_url="postgres://postgres:s3cret@127.0.0.1:5432/test")
     line = _one_line(proc)
-    assert proc.returncode == EXIT_USAGE
+    assert proc.returncode == ExitCode.USAGE
     assert line.startswith("error: CARRIERFEEDS_LEDGER_URL: scheme 'postgres' is not supported")
     assert "postgresql+psycopg://" in line and "s3cret" not in proc.stderr + proc.stdout
 
@@ -74,5 +74,5 @@ def test_an_unusable_data_dir_is_a_configuration_error(tmp_path: Path, command: 
     blocker.write_text("not a folder\n")
     proc = _cli(tmp_path, *command, data_dir=str(blocker / "var"))
     line = _one_line(proc)
-    assert proc.returncode == EXIT_USAGE
+    assert proc.returncode == ExitCode.USAGE
     assert line == f"error: CARRIERFEEDS_DATA_DIR: {blocker / 'var'} is not a usable data directory (not a directory)"

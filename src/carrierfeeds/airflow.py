@@ -29,6 +29,7 @@ from carrierfeeds import pipeline
 from carrierfeeds.config import Feed, SftpDelivery, load_feed
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
+from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
 from carrierfeeds.settings import Settings, feed_paths, load_bundle
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         if ctx is not None:
             pipeline.end_run(ctx, exc)
             pipeline.anchor_run(ctx)
-        if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
+        if status_for(exc) in NOTHING_NEW:
             # No changes, or no new census: the later stages are skipped, not failed.
             raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
         # Our messages are PHI-free by construction; they are what ops see in the task log.
@@ -304,7 +305,7 @@ def _abandon_run(ctx: pipeline.RunContext, stage: str, exc: BaseException) -> No
 
     name = type(exc).__name__
     code = TIMEOUT_CODE if "Timeout" in name else "internal"
-    ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code=code, message=f"{stage}: {name}")
+    ctx.ledger.finish_run(ctx.run_id, RunStatus.FAILED, now=ctx.now(), error_code=code, message=f"{stage}: {name}")
     removed = pipeline.purge_plaintext(ctx)
     log.error("feed %s run %s: %s failed on its last try (%s); run closed, %d staged artifact(s) removed",
               ctx.feed_id, ctx.run_id, stage, code, removed)

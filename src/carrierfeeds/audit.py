@@ -30,8 +30,15 @@ from typing import Any
 from carrierfeeds.acknowledgments.status import AckInfo, ack_infos
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
-from carrierfeeds.ledger.records import DELIVERED_STATUSES
-from carrierfeeds.ledger.store import AuditEvent, AuthorisationRecord, OutcomeEvent
+from carrierfeeds.ledger.records import (
+    DELIVERED_STATUSES,
+    AckStatus,
+    AuditEvent,
+    AuthorisationRecord,
+    DeliveryStatus,
+    OutcomeEvent,
+)
+from carrierfeeds.outcomes import UNSUCCESSFUL, RunStatus
 from carrierfeeds.retention import FeedParty
 from carrierfeeds.x12.codes import MaintenanceType
 
@@ -41,7 +48,7 @@ log = logging.getLogger(__name__)
 #: carrier mapping's ``ack_window_hours`` default).
 DEFAULT_ACK_WINDOW = timedelta(hours=24)
 #: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acknowledgments``).
-REJECTED_ACK_STATUSES = frozenset({"rejected", "partial"})
+REJECTED_ACK_STATUSES = frozenset({AckStatus.REJECTED, AckStatus.PARTIAL})
 #: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
 #: termination, 025 reinstatement, 030 audit or compare (a full file).
 MAINTENANCE_TYPES: tuple[str, ...] = tuple(t.value for t in MaintenanceType)
@@ -148,14 +155,14 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
         seen = outcomes.get(d.delivery_id, [])
         employer, carrier = parties.get(d.feed_id, (None, None))
         authority = _authority(auths, d)
-        forced = [o.reason for o in seen if o.status == "forced_resend"]
+        forced = [o.reason for o in seen if o.status == DeliveryStatus.FORCED_RESEND]
         ack = (acks or {}).get(d.delivery_id)
         lines.append(DeliveryLine(
             delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
             carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
             # A rename_sent row marks the rename request inside an attempt; it is not an attempt itself.
-            status=d.status, attempts=sum(o.status != "rename_sent" for o in seen),
-            failures=sum(o.status == "failed" for o in seen),
+            status=d.status, attempts=sum(o.status != DeliveryStatus.RENAME_SENT for o in seen),
+            failures=sum(o.status == DeliveryStatus.FAILED for o in seen),
             members=d.member_counts.get("members"), maintenance=_maintenance(d.member_counts), isa13=d.isa13,
             file_name=d.file_name,
             transport=d.transport, payload_sha256=d.payload_sha256, ciphertext_sha256=d.ciphertext_sha256,
@@ -391,12 +398,12 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
                 g["late"] += 1
     for o in outcomes:
         g = group(by_delivery[o.delivery_id].feed_id)
-        g["failures"] += o.status == "failed"
-        g["forced"] += o.status == "forced_resend"
+        g["failures"] += o.status == DeliveryStatus.FAILED
+        g["forced"] += o.status == DeliveryStatus.FORCED_RESEND
     for r in runs:
         g = group(r.feed_id)
         g["retries"] += r.attempt - 1
-        g["manual"] += r.status == "handed_off" and not any(
+        g["manual"] += r.status == RunStatus.HANDED_OFF and not any(
             ln.run_id == r.run_id and ln.transport == "manual" for ln in lines)
     stats = tuple(PartyStats(
         carrier_id=c, employer_id=e, feeds=tuple(sorted(g["feeds"])), deliveries=g["deliveries"],
@@ -414,7 +421,7 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
 
     notable: list[Notable] = []
     for o in outcomes:
-        if o.status in ("failed", "forced_resend"):
+        if o.status in (DeliveryStatus.FAILED, DeliveryStatus.FORCED_RESEND):
             ln = by_delivery[o.delivery_id]
             why = o.reason or ": ".join(x for x in (o.error_code, o.message) if x)
             notable.append(Notable(o.at, o.status, ln.feed_id, o.delivery_id, o.actor, why))
@@ -425,7 +432,7 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         notable.append(Notable(a.at, a.action, feed, f"{a.object_type}:{a.object_id}", a.actor,
                                a.reason or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
     for r in runs:
-        if r.status in ("rejected", "refused", "failed"):
+        if r.status in UNSUCCESSFUL:
             notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", ""))
     anchor_status, anchors_ok = None, True
     if anchors is None:

@@ -1,4 +1,5 @@
-"""The ops and auditor command line: ``carrierfeeds --help``. Exit codes mean the same everywhere.
+"""The ops and auditor command line: ``carrierfeeds --help``. Exit codes (``outcomes.ExitCode``) mean
+the same everywhere:
 
     0  done (delivered, or already delivered earlier: nothing sent twice; or no new census to send)
     1  the census was rejected: the employer must fix the data (see the validation report)
@@ -20,15 +21,9 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.errors import (
-    CarrierFeedsError,
-    ConfigError,
-    DataError,
-    PermanentError,
-    Refused,
-    TransientError,
-)
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
 from carrierfeeds.files import write_private
+from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for, exit_code_for_run
 from carrierfeeds.settings import Settings, feed_paths
 
 app = typer.Typer(help="carrierfeeds: employer census in, validated encrypted 834 out, every delivery "
@@ -39,27 +34,6 @@ audit_app = typer.Typer(help="Auditors' views of the ledger.", no_args_is_help=T
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
-
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_REFUSED, EXIT_TRANSIENT, EXIT_FAILED = 0, 1, 2, 3, 4, 5
-
-STATUS_EXIT = {"delivered": EXIT_OK, "already_delivered": EXIT_OK, "handed_off": EXIT_OK, "pending_handoff": EXIT_OK,
-               "nothing_to_send": EXIT_OK, "no_new_census": EXIT_OK,
-               "rejected": EXIT_REJECTED, "refused": EXIT_REFUSED, "failed": EXIT_FAILED}
-
-
-def exit_code_for(exc: CarrierFeedsError) -> int:
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE
-    if isinstance(exc, DataError):
-        return EXIT_REJECTED
-    if isinstance(exc, Refused):
-        return EXIT_REFUSED
-    if isinstance(exc, TransientError):
-        return EXIT_TRANSIENT
-    if isinstance(exc, PermanentError):
-        return EXIT_FAILED
-    return EXIT_FAILED
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -142,20 +116,7 @@ def run(
         _fail(exc, as_json)
         return
     _emit(summary.as_dict(), as_json, _summary_lines(summary))
-    raise typer.Exit(exit_code_for_summary(summary))
-
-
-def exit_code_for_summary(summary: Any) -> int:
-    code = (summary.error or {}).get("code", "")
-    if summary.error is None or summary.status == "already_delivered":
-        return STATUS_EXIT.get(summary.status, EXIT_FAILED)
-    if code == "config":
-        return EXIT_USAGE
-    if code == "transient":
-        return EXIT_TRANSIENT
-    if code == "permanent":
-        return EXIT_FAILED
-    return STATUS_EXIT.get(summary.status, EXIT_FAILED)
+    raise typer.Exit(exit_code_for_run(summary.status, summary.error))
 
 
 def _parse_day(text: str) -> date:
@@ -183,7 +144,7 @@ def demo(
         return
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
-    raise typer.Exit(EXIT_OK if result["ok"] else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if result["ok"] else ExitCode.FAILED)
 
 
 @app.command("generate-census")
@@ -256,7 +217,7 @@ def validate(
              f"policy {bundle.feed.validation.policy}: {'REJECTED' if outcome.rejected else 'accepted'}"
              + (f" ({outcome.held_back_members} members held back)" if outcome.held_back_members else "")]
     _emit(data, as_json, lines)
-    raise typer.Exit(EXIT_REJECTED if outcome.rejected else EXIT_OK)
+    raise typer.Exit(ExitCode.REJECTED if outcome.rejected else ExitCode.OK)
 
 
 def _by_reason(counts: dict[str, int]) -> str:
@@ -361,7 +322,7 @@ def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, 
         "snapshot_advanced": False, "ledger_written": False, "out": str(folder), "full_file": full_file,
         "snapshot_rows": base_rows, "validation": validation, "files": []}
     if enrollment.member_count == 0:
-        result["status"] = "nothing_to_send"
+        result["status"] = RunStatus.NOTHING_TO_SEND
         return result
     number, source = _peek_control_number(settings, mapping.envelope.sender_id, mapping.envelope.receiver_id)
     control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
@@ -495,7 +456,7 @@ def preview(
                      if f["conformance"]["verdict"] != "passed" else "")]
     lines.append("the files above hold member data unencrypted: delete them when done")
     _emit(result, as_json, lines)
-    raise typer.Exit(EXIT_OK if result["status"] in ("ok", "nothing_to_send") else EXIT_REFUSED)
+    raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)
 
 
 @feeds_app.command("check")
@@ -550,7 +511,7 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     lines = [f"{'ok  ' if r['ok'] else 'FAIL'} {r['file']}" + ("" if r["ok"] else f"\n     {r['error']}")
              for r in [*results, *shared]] or [f"no feeds in {settings.feeds_dir}"]
     _emit({"ok": ok, "feeds": results, "shared": shared}, as_json, lines)
-    raise typer.Exit(EXIT_OK if ok else EXIT_USAGE)
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.USAGE)
 
 
 def _check_sql_login(settings: Settings, source: Any) -> None:
@@ -608,7 +569,7 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     if result.anchored is not None:
         lines.append(f"anchored seq {result.anchored.seq} in {AnchorLog.for_settings(settings).path}")
     _emit(data, as_json, lines)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILED)
 
 
 # ------------------------------------------------------- auditors' views, legal holds, purge (issue 7)
@@ -712,7 +673,7 @@ def audit_report(
     typer.echo(f"wrote {out}: {t['deliveries']} deliveries, {t['failures']} failed attempts, "
                f"{t['forced_resends']} forced resends; chain {'intact' if report.chain_ok else 'BROKEN'}; "
                f"anchors: {report.anchor_status}")
-    raise typer.Exit(EXIT_OK if report.chain_ok and report.anchors_ok else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if report.chain_ok and report.anchors_ok else ExitCode.FAILED)
 
 
 @audit_app.command("show")
@@ -727,7 +688,7 @@ def audit_show(
     history = run_history(open_ledger(Settings()), run_id)
     if history is None:
         typer.echo(f"error: no run {run_id!r} in the ledger", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     r = history.run
     lines = [f"run {r.run_id}  feed {r.feed_id}  interval {r.interval_start}..{r.interval_end}",
              f"status: {r.status}  attempts: {r.attempt}  started {r.started_at.isoformat()}",
@@ -877,7 +838,7 @@ def handoff_confirm(
         else:
             typer.echo(f"error: no delivery {delivery_id!r} in the ledger (see `carrierfeeds handoff list`)",
                        err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -944,7 +905,7 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
                          "days_left": info.days_left, "warning_days": spec.expiry_warning_days,
                          "ok": info.status == "ok" and problem is None})
     failing = [k for k in keys if not k["ok"]]
-    code = EXIT_REFUSED if failing else EXIT_USAGE if broken or not keys else EXIT_OK
+    code = ExitCode.REFUSED if failing else ExitCode.USAGE if broken or not keys else ExitCode.OK
     lines = [f"{'FEED':<28} {'ROLE':<9} {'FINGERPRINT':<40}  {'EXPIRES':<10} {'DAYS':>5}  STATUS"]
     lines += [f"{k['feed_id']:<28} {k['role']:<9} {k['fingerprint']:<40}  "
               f"{(k['expires'] or 'never')[:10]:<10} {'' if k['days_left'] is None else k['days_left']:>5}  "
@@ -954,7 +915,7 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         lines = [f"no feeds in {settings.feeds_dir}"]
     lines.append(f"{len(keys) - len(failing)} of {len(keys)} keys ok" + (
         f"; {len(failing)} need attention" if failing else ""))
-    _emit({"ok": code == EXIT_OK, "keys": keys, "broken_feeds": broken, "checked_at": now.isoformat()},
+    _emit({"ok": code == ExitCode.OK, "keys": keys, "broken_feeds": broken, "checked_at": now.isoformat()},
           as_json, lines)
     raise typer.Exit(code)
 
@@ -968,10 +929,10 @@ def _ack_exit(alerts: Any) -> int:
     """0 nothing needs attention; 4 a source could not be read (retry); 1 anything else to act on."""
     errors = [a for a in alerts if a.severity == "error"]
     if not errors:
-        return EXIT_OK
+        return ExitCode.OK
     if all(a.kind == "fetch_failed" for a in errors):
-        return EXIT_TRANSIENT
-    return EXIT_REJECTED
+        return ExitCode.TRANSIENT
+    return ExitCode.REJECTED
 
 
 @acks_app.command("collect")
@@ -1077,7 +1038,7 @@ def acks_status(
         if not rows:
             typer.echo("no deliveries" + (" overdue" if overdue else ""))
     bad = any(r.status in ("rejected", "partial", "overdue") for r in rows)
-    raise typer.Exit(EXIT_REJECTED if bad else EXIT_OK)
+    raise typer.Exit(ExitCode.REJECTED if bad else ExitCode.OK)
 
 
 import carrierfeeds.cli_status  # noqa: E402, F401  registers `carrierfeeds status` on app

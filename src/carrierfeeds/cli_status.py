@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.cli import EXIT_OK, _fail, _utcnow, app
+from carrierfeeds.cli import _fail, _utcnow, app
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.ops.status import Board, FeedRow
+from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 #: Exit code when something needs a person (late or missing census, overdue acknowledgment, a last run
 #: rejected, refused or failed, a feed file that does not load, an anchor file that does not read).
-EXIT_ATTENTION = 1
+EXIT_ATTENTION = ExitCode.REJECTED
 HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "acks", "hand-offs", "attention")
 
 
@@ -123,4 +124,4 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print the board
     else:
         for line in plain_lines(board):
             typer.echo(line)
-    raise typer.Exit(EXIT_ATTENTION if board.needs_attention else EXIT_OK)
+    raise typer.Exit(EXIT_ATTENTION if board.needs_attention else ExitCode.OK)

@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 from carrierfeeds.errors import (
     CarrierFeedsError,
     CensusRejected,
-    ConfigError,
     ConformanceFailed,
-    DataError,
     NotAuthorized,
     PermanentError,
     Refused,
@@ -34,6 +32,7 @@ from carrierfeeds.errors import (
 )
 from carrierfeeds.files import open_private, read_mapped, sha256_file, write_private
 from carrierfeeds.ledger import Ledger, scrub_detail
+from carrierfeeds.outcomes import status_for
 from carrierfeeds.settings import FeedBundle, Settings, load_bundle, plan_catalogue
 from carrierfeeds.staging import CHUNK, ArtifactWriter, StagingStore
 
@@ -1323,19 +1322,6 @@ def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = Non
         payload_sha256=state.get("payload_sha256"), ciphertext_sha256=state.get("ciphertext_sha256"),
         isa13=state.get("isa13"), remote_path=state.get("remote_path"),
         validation=state.get("validation", {}), error=error.as_dict() if error else None)
-
-
-def status_for(exc: CarrierFeedsError) -> str:
-    """The run status an error ends a run in (the ledger's vocabulary)."""
-    if exc.code == "no_changes":
-        return "nothing_to_send"
-    if exc.code == "no_new_census":
-        return "no_new_census"
-    if isinstance(exc, DataError):
-        return "rejected"
-    if isinstance(exc, Refused | ConfigError):
-        return "refused"
-    return "failed"
 
 
 def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
