@@ -38,6 +38,42 @@ def test_e2e_benchmark_runs_and_reports_every_stage_and_primitive(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("warmup", [1, 0])
+def test_e2e_benchmark_interleaves_primitives_and_pipeline_and_keeps_every_pair(tmp_path: Path,
+                                                                                 warmup: int) -> None:
+    from benchmarks.e2e import main
+
+    result = main(["--members", "60", "--repeat", "2", "--warmup", str(warmup), "--naive", "never",
+                   "--out", str(tmp_path)])
+    runs = result["runs"]
+    assert len(runs) == 2 and result["interleaved"] is True
+    # Primitives first in every pair, except the first pair without a warm-up (no 834 to write yet).
+    first_order = ["primitives", "pipeline"] if warmup else ["pipeline", "primitives"]
+    assert [r["order"] for r in runs] == [first_order, ["primitives", "pipeline"]]
+    assert (result["warmup"] is not None) == bool(warmup)
+    for run in runs:
+        assert set(run["stages_s"]) == set(result["stages_s"])
+        assert set(run["primitives_s"]) == set(result["primitives_s"])
+        assert run["ratio"] == pytest.approx(run["pipeline_s"] / run["primitives_total_s"], rel=1e-2)
+        assert run["peak_rss_mb"]["pipeline"] > 0 and run["peak_rss_mb"]["primitives"] > 0
+        for side in ("primitives", "pipeline"):
+            for when in ("before", "after"):
+                assert len(run["load_avg"][side][when]) == 3
+                assert set(run["memory_mb"][side][when]) == {"memavailable_mb", "cached_mb"}
+                assert run["memory_mb"][side][when]["memavailable_mb"] > 0
+    assert result["ratio_per_run"] == [round(r["ratio"], 2) for r in runs]
+    assert set(result["ratio_spread"]) == {"median", "min", "max", "stdev"}
+    assert result["ratio_spread"]["min"] <= result["ratio_median"] <= result["ratio_spread"]["max"]
+    # The same census gives the same 834 in every run.
+    assert result["payload_identical_across_runs"] is True
+    assert {r["payload_sha256"] for r in runs} == {result["payload_sha256"]}
+    assert len(result["machine_state"]["start"]["load_avg"]) == 3
+    (saved,) = tmp_path.glob("*.json")
+    kept = json.loads(saved.read_text())["runs"]["e2e-60"]
+    assert [r["ratio"] for r in kept["runs"]] == [r["ratio"] for r in runs]
+
+
+@pytest.mark.slow
 def test_naive_baseline_produces_the_same_834_as_the_pipeline() -> None:
     from benchmarks.e2e import main
     from benchmarks.naive import NAIVE_STEPS
