@@ -146,3 +146,54 @@ def test_many_feeds_benchmark_runs_feeds_back_to_back_and_in_parallel(tmp_path: 
     assert result["parallel_speedup"] > 0
     (saved,) = tmp_path.glob("*.json")
     assert "many_feeds-2x50" in json.loads(saved.read_text())["runs"]
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.postgres
+def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered_once(
+        tmp_path: Path, pg_admin_url: str) -> None:
+    from benchmarks.window import main
+
+    result = main(["--feeds", "2", "--members", "50", "--executor", "local", "--parallelism", "2",
+                   "--pg-url", pg_admin_url, "--out", str(tmp_path)])
+    (saved,) = tmp_path.glob("window-local-2x50-*.json")
+    assert json.loads(saved.read_text())["benchmark"] == "window"
+    assert result["benchmark"] == "window" and result["ok"] is True and result["problems"] == []
+    assert (result["feeds"], result["members_per_feed"], result["parallelism"]) == (2, 50, 2)
+    # Exactly once, each side: one delivery per feed in its ledger, one file per feed on the SFTP target.
+    for side in ("airflow", "inprocess"):
+        check = result["exactly_once"][side]
+        assert check == {"ok": True, "feeds": 2, "files": 2, "delivered": 2, "problems": []}
+    air, inproc = result["airflow"], result["inprocess"]
+    assert air["runs"] == {"success": 2} and air["failed_runs"] == []
+    assert inproc["statuses"] == {"delivered": 2} and len(inproc["feed_s"]) == 2
+    # Seven tasks per feed, each with its queue-to-start and run time from Airflow's metadata.
+    assert len(air["tasks"]) == 14
+    assert {t["task_id"] for t in air["tasks"]} == {"stage_census", "validate", "build", "conformance", "encrypt",
+                                                     "deliver", "confirm"} == set(air["task_summary"])
+    assert all(t["state"] == "success" and t["queued_to_start_s"] is not None and t["run_s"] is not None
+               for t in air["tasks"])
+    assert all(summary["run_s"]["n"] == 2 for summary in air["task_summary"].values())
+    for side in (air, inproc):
+        assert side["feeds_per_hour"] > 0 and side["wall_s"] > 0
+        assert side["cpu_s"] > 0 and side["peak_rss_mb"] > 0 and side["peak_pss_mb"] > 0
+        for when in ("before", "after"):
+            assert len(side["machine_state"][when]["load_avg"]) == 3
+            assert set(side["machine_state"][when]["memory"]) == {"memavailable_mb", "cached_mb"}
+    assert result["airflow_over_inprocess"] == pytest.approx(air["feeds_per_hour"] / inproc["feeds_per_hour"],
+                                                             rel=1e-2)
+    assert isinstance(result["loaded_machine"], bool)
+    # Nothing it started outlives it: no process left with its temporary folder in its command line or
+    # environment (Airflow's components have it as AIRFLOW_HOME).
+    workdir = result["workdir"].encode()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if workdir in (proc / "cmdline").read_bytes() or workdir in (proc / "environ").read_bytes():
+                    left.append(proc.name)
+            except OSError:
+                continue
+    assert not left, f"processes left running: {left}"
+    assert not Path(result["workdir"]).exists()
