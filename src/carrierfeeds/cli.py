@@ -128,7 +128,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
 ) -> None:
     """Run every stage of one feed for one day: read, validate, build, check, encrypt, deliver."""
-    from carrierfeeds.pipeline import RunRef, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
     from carrierfeeds.settings import load_bundle
 
     settings = Settings()
@@ -221,7 +222,7 @@ def validate(
     """
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.pipeline import RunRef
+    from carrierfeeds.run.context import RunRef
     from carrierfeeds.settings import load_bundle, plan_catalogue
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
@@ -229,7 +230,7 @@ def validate(
     try:
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
-        # the day a run of this interval validates against (pipeline.validate: as_of=ref.interval_start)
+        # the day a run of this interval validates against (run.stages.validate: as_of=ref.interval_start)
         as_of = RunRef.for_day(feed_id, interval).interval_start
         frame = read_census(census, bundle.schema)
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
@@ -572,7 +573,7 @@ def _check_sql_login(settings: Settings, source: Any) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the ledger database to the current schema."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     open_ledger(settings).close()
@@ -585,7 +586,7 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     outside the database), then anchor the head as it is now. Exit 5 on a broken link or a missing or
     rewritten anchored row."""
     from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     try:
@@ -658,7 +659,7 @@ def audit_log(
         lines_to_json,
         lines_to_table,
     )
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -681,7 +682,7 @@ def audit_report(
 ) -> None:
     """A readable report for a period: per carrier and employer, a chart per day, failures and resends."""
     from carrierfeeds.audit import acks_from_ledger, build_report, feed_parties, write_report
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if out.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise typer.BadParameter("--out must end in .html or .pdf")
@@ -723,7 +724,7 @@ def audit_show(
 ) -> None:
     """Every stage, delivery outcome and audit event of one run, in order."""
     from carrierfeeds.audit import run_history
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     history = run_history(open_ledger(Settings()), run_id)
     if history is None:
@@ -737,8 +738,8 @@ def audit_show(
 
 
 def _hold(employer: str | None, feed: str | None, reason: str, actor: str, held: bool) -> None:
-    from carrierfeeds.pipeline import open_ledger
     from carrierfeeds.retention import set_hold
+    from carrierfeeds.settings import open_ledger
 
     if (employer is None) == (feed is None):
         raise typer.BadParameter("name exactly one of --employer or --feed")
@@ -776,7 +777,7 @@ def hold_clear(
 @hold_app.command("list")
 def hold_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Holds in force, from the ledger and from feed files."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     held = [{"object_type": h.object_type, "object_id": h.object_id, "source": "ledger", "actor": h.actor,
@@ -805,8 +806,8 @@ def purge(
     A legal hold on the employer or feed blocks both. Every purge is audited (kind, counts, feed and
     employer; never the data). Run it with the ledger owner's database credentials.
     """
-    from carrierfeeds.pipeline import open_ledger
     from carrierfeeds.retention import purge_with_settings
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     now = _utcnow()
@@ -845,7 +846,7 @@ def handoff_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Files placed in the hand-off outbox that no person has confirmed handing over yet."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     pending = open_ledger(Settings()).pending_handoffs(feed_id=feed)
     rows = [{"delivery_id": d.delivery_id, "feed_id": d.feed_id, "interval_start": d.interval_start.isoformat(),
@@ -868,7 +869,7 @@ def handoff_confirm(
     """Record that a person handed a pending file over; audited. Exit 2 for an unknown id, 5 when the
     hand-off was already confirmed or the delivery is not a pending hand-off."""
     from carrierfeeds.ledger import UnknownRecord
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     try:
         record = open_ledger(Settings()).confirm_handoff(delivery_id, by=by, method=method, now=_utcnow())
@@ -994,7 +995,7 @@ def acks_collect(
     could not be read (retry), 2 on a configuration error.
     """
     from carrierfeeds.acks import LocalAckInbox, PollResult, collect_acks, poll_acks
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     now = _utcnow()
@@ -1046,7 +1047,7 @@ def acks_status(
     from datetime import timedelta
 
     from carrierfeeds.acks import DEFAULT_WINDOW, ack_status, carrier_ack_settings, feeds_without_source
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if fmt not in ("table", "json"):
         raise typer.BadParameter("--format must be table or json")

@@ -107,7 +107,7 @@ def accepted_table(accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes | Non
 
 
 def write_accepted(path: Path, table: pa.Table) -> None:
-    """Write ``table`` uncompressed (build maps it; see pipeline.validate for the measurements).
+    """Write ``table`` uncompressed (build maps it; see benchmarks/README.md for the measurements).
 
     One record batch: a dictionary column read in many batches is unified batch by batch when pandas
     reads it (2.0 s against 0.1 s for one 520k-text column of 2.3M rows in 36 batches, measured)."""
