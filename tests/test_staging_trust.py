@@ -65,7 +65,7 @@ def test_a_forged_state_naming_the_staging_key_is_refused_and_nothing_is_sent(sf
     ctx = _encrypted(ws)
     key_file = ws.keys_dir / KEY_FILE_NAME
     assert key_file.is_file()
-    forged = {**ctx.state(), "cipher_name": str(key_file)}
+    forged = {**ctx.state().as_flat(), "cipher_name": str(key_file)}
     _write_unsealed(ctx, "state.json", json.dumps(forged).encode())
     with pytest.raises(Refused) as caught:
         run.deliver(ctx)
@@ -98,9 +98,9 @@ def test_a_cipher_name_outside_the_run_folder_is_refused(sftp_workspace: Any, wh
     key_file = ws.keys_dir / KEY_FILE_NAME
     name = {"absolute": str(key_file),
             "dotdot": os.path.relpath(key_file, ctx.run_dir),
-            "separator": f"sub/{ctx.state()['cipher_name']}"}[where]
+            "separator": f"sub/{ctx.state().encryption.cipher_name}"}[where]
     # Even a state sealed with the key (a bug, or a key holder) cannot name a file outside the run.
-    ctx.save_state(cipher_name=name)
+    ctx.save_state(encrypted=ctx.state().encryption.model_copy(update={"cipher_name": name}))
     with pytest.raises(Refused) as caught:
         run.deliver(ctx)
     assert caught.value.code == "artifact_name_refused"
@@ -113,7 +113,7 @@ def test_a_cipher_name_outside_the_run_folder_is_refused(sftp_workspace: Any, wh
 def test_a_symlink_in_the_scratch_folder_is_not_followed(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=6)
-    local = ctx.run_dir / ctx.state()["cipher_name"]
+    local = ctx.run_dir / ctx.state().encryption.cipher_name
     local.unlink()
     local.symlink_to(ws.keys_dir / KEY_FILE_NAME)
     with pytest.raises(Refused) as caught:
@@ -126,7 +126,7 @@ def test_a_symlink_in_the_scratch_folder_is_not_followed(sftp_workspace: Any) ->
 def test_a_ciphertext_swapped_in_the_store_is_refused_and_nothing_reaches_the_carrier(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=7, ephemeral=True)  # each stage its own worker: deliver reads the store
-    name = ctx.state()["cipher_name"]
+    name = ctx.state().encryption.cipher_name
     other = ws.keys.ours.encrypt_file(ws.write_census(members=5, seed=8, as_of=DAY, name="other.csv"),
                                       Path(ws.inbound) / "other.pgp", recipient=ws.keys.carrier_fingerprint,
                                       signer=ws.keys.signer_fingerprint, now=datetime.now(UTC))
@@ -141,17 +141,17 @@ def test_a_ciphertext_swapped_after_it_was_fetched_is_refused_before_the_rename(
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=9)
     state = ctx.state()
-    local = ctx.run_dir / state["cipher_name"]
+    local = ctx.run_dir / state.encryption.cipher_name
     # Another whole ciphertext of the very same payload: the same size, other bytes; only its hash tells.
-    again = ws.keys.ours.encrypt_file(ctx.run_dir / state["file_name"], ctx.run_dir / "again.pgp",
+    again = ws.keys.ours.encrypt_file(ctx.run_dir / state.build.file_name, ctx.run_dir / "again.pgp",
                                       recipient=ws.keys.carrier_fingerprint, signer=ws.keys.signer_fingerprint,
                                       now=datetime.now(UTC))
     os.replace(again.path, local)
-    assert again.sha256 != state["ciphertext_sha256"]
+    assert again.sha256 != state.encryption.ciphertext_sha256
     with pytest.raises(Refused) as caught:
         run.deliver(ctx)
     assert caught.value.code == "ciphertext_mismatch"
-    assert caught.value.details["expected_sha256"] == state["ciphertext_sha256"]
+    assert caught.value.details["expected_sha256"] == state.encryption.ciphertext_sha256
     assert _failed_deliver(ctx).error_code == "ciphertext_mismatch"
     delivery = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY)
     assert delivery is not None and delivery.status == "failed"

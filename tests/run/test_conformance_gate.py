@@ -73,10 +73,10 @@ def built(tmp_path: Path, demo_keys: Any) -> Callable[[int], RunContext]:
 
 def _rewrite(ctx: RunContext, change: Callable[[bytes], bytes]) -> None:
     """Replace the built file as if build had rendered ``change(file)``: the state's hash to match."""
-    path = ctx.fetch(ctx.state()["file_name"])
+    path = ctx.fetch(ctx.state().build.file_name)
     data = change(path.read_bytes())
     path.write_bytes(data)
-    ctx.save_state(payload_sha256=hashlib.sha256(data).hexdigest())
+    ctx.save_state(built=ctx.state().build.model_copy(update={"payload_sha256": hashlib.sha256(data).hexdigest()}))
 
 
 def _long_name(data: bytes) -> bytes:
@@ -111,9 +111,9 @@ def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunCont
                                                    mode: str, variant: tuple[str, int, bool]) -> None:
     ctx = built(max_members)
     try:
-        data = ctx.fetch(ctx.state()["file_name"]).read_bytes()
+        data = ctx.fetch(ctx.state().build.file_name).read_bytes()
         run.conformance(ctx)
-        assert ctx.state()["conformance"] == "passed"
+        assert ctx.state().gate is not None
         detail = _stage_detail(ctx, "succeeded")
         assert detail["pyx12"] == mode and detail["pyx12_ok"] is True
         assert detail["pyx12_process"] == variant[0]
@@ -138,7 +138,7 @@ def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Calla
         _rewrite(ctx, _long_name)
         with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105") as refused:
             run.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+        assert ctx.state().gate is None
         assert _leftovers(ctx) == []
         detail = _stage_detail(ctx, "failed")
         assert detail["sampled"] is (max_members == 5)
@@ -202,8 +202,8 @@ def test_the_member_count_is_checked_before_pyx12(built: Callable[[int], RunCont
     ctx = built(5)
     try:
         _rewrite(ctx, _long_name)
-        state = ctx.state()
-        ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+        built = ctx.state().build
+        ctx.save_state(built=built.model_copy(update={"counts": {**built.counts, "members": built.members + 1}}))
         with pytest.raises(ConformanceFailed, match="members, build counted"):
             run.conformance(ctx)
         assert _leftovers(ctx) == []
@@ -259,7 +259,7 @@ def test_the_children_start_before_the_file_is_mapped_or_once_cut_and_all_is_clo
     ctx = built(5)
     try:
         run.conformance(ctx)
-        assert ctx.state()["conformance"] == "passed"
+        assert ctx.state().gate is not None
         _all_closed(spied, variant)
         assert _leftovers(ctx) == []
     finally:
@@ -273,15 +273,16 @@ def test_every_refusal_reaps_the_children_and_closes_the_map(built: Callable[[in
     ctx = built(5)
     try:
         if case == "changed":
-            path = ctx.fetch(ctx.state()["file_name"])
+            path = ctx.fetch(ctx.state().build.file_name)
             path.write_bytes(_long_name(path.read_bytes()))  # the state's hash no longer matches
             expected = "changed after it was built"
         elif case == "structure":
             _rewrite(ctx, _bad_se_count)
             expected = r"structural problem\(s\)"
         elif case == "members":
-            state = ctx.state()
-            ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+            built = ctx.state().build
+            ctx.save_state(built=built.model_copy(update={"counts": {**built.counts,
+                                                                      "members": built.members + 1}}))
             expected = "members, build counted"
         elif case == "pyx12":
             _rewrite(ctx, _long_name)
@@ -292,7 +293,7 @@ def test_every_refusal_reaps_the_children_and_closes_the_map(built: Callable[[in
             expected = r"structural problem\(s\)"
         with pytest.raises(ConformanceFailed, match=expected):
             run.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+        assert ctx.state().gate is None
         _all_closed(spied, variant, cut=case not in ("changed", "uncuttable"))
         assert _leftovers(ctx) == []
     finally:
@@ -329,7 +330,7 @@ def test_a_child_failing_on_any_piece_fails_closed_and_all_are_reaped(built: Cal
     try:
         with pytest.raises(ConformanceFailed, match=r"pyx12 \(child process\) failed with exit code 1"):
             run.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+        assert ctx.state().gate is None
         assert len(given) == variant[1]
         _all_closed(spied, variant)
         assert _leftovers(ctx) == []

@@ -52,7 +52,7 @@ def test_the_gate_encrypts_ahead_and_the_encrypt_stage_uses_that_ciphertext(sftp
     ws = sftp_workspace
     ctx = _through_build(ws)
     run.conformance(ctx)
-    state = ctx.state()
+    state = ctx.state().as_flat()
     assert state["encrypted_ahead"] is True and state["encrypted_payload"] == state["payload_sha256"]
     assert _stage_detail(ctx, "conformance")["encrypted_ahead"] is True
     cipher = ctx.run_dir / state["cipher_name"]
@@ -76,13 +76,13 @@ def test_the_gate_encrypts_ahead_and_the_encrypt_stage_uses_that_ciphertext(sftp
 def test_a_file_the_gate_refuses_leaves_no_ciphertext(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _through_build(ws, seed=5)
-    plain = ctx.run_dir / ctx.state()["file_name"]
+    plain = ctx.run_dir / ctx.state().build.file_name
     data = bytearray(plain.read_bytes())
     data[-3] = ord("X") if data[-3] != ord("X") else ord("Y")
     plain.write_bytes(bytes(data))
     with pytest.raises(ConformanceFailed):
         run.conformance(ctx)
-    state = ctx.state()
+    state = ctx.state().as_flat()
     assert "cipher_name" not in state and "encrypted_payload" not in state
     assert _ciphers(ctx) == []  # neither the ahead file nor a kept one
     ctx.ledger.close()
@@ -92,7 +92,7 @@ def test_a_changed_recipient_pin_is_encrypted_again_not_reused(sftp_workspace: A
     ws = sftp_workspace
     ctx = _through_build(ws, seed=7)
     run.conformance(ctx)
-    ahead = ctx.state()["ciphertext_sha256"]
+    ahead = ctx.state().encryption.ciphertext_sha256
     # The carrier's subkey is pinned after the gate ran: what was made ahead was not made under that pin.
     listing = ws.keys.ours.inspect(ws.keys.carrier_fingerprint, now=_clock())
     feed_file = ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml"
@@ -103,7 +103,7 @@ def test_a_changed_recipient_pin_is_encrypted_again_not_reused(sftp_workspace: A
     run.encrypt(again)
     detail = _stage_detail(again, "encrypt")
     assert "reused" not in detail
-    assert again.state()["ciphertext_sha256"] != ahead and again.state()["encrypted_ahead"] is False
+    assert again.state().encryption.ciphertext_sha256 != ahead and again.state().encryption.encrypted_ahead is False
     ctx.ledger.close()
     again.ledger.close()
 
@@ -119,7 +119,8 @@ def test_armor_turned_on_after_the_gate_is_encrypted_again_not_reused(sftp_works
     again = run.open_run(ws.settings, ctx.ref, clock=_clock, actor="test")
     run.encrypt(again)
     assert "reused" not in _stage_detail(again, "encrypt")
-    assert (again.run_dir / again.state()["cipher_name"]).read_bytes().startswith(b"-----BEGIN PGP MESSAGE-----")
+    armored = again.run_dir / again.state().encryption.cipher_name
+    assert armored.read_bytes().startswith(b"-----BEGIN PGP MESSAGE-----")
     ctx.ledger.close()
     again.ledger.close()
 
@@ -129,10 +130,10 @@ def test_encrypt_ahead_off_leaves_gpg_to_the_encrypt_stage(sftp_workspace: Any) 
     ctx = _through_build(ws, seed=9, settings=ws.settings.model_copy(update={"encrypt_ahead": False}))
     run.conformance(ctx)
     assert "encrypted_ahead" not in _stage_detail(ctx, "conformance")
-    assert "cipher_name" not in ctx.state() and _ciphers(ctx) == []
+    assert ctx.state().encrypted is None and _ciphers(ctx) == []
     run.encrypt(ctx)
     assert "reused" not in _stage_detail(ctx, "encrypt")
-    assert ctx.state()["encrypted_ahead"] is False
+    assert ctx.state().encryption.encrypted_ahead is False
     ctx.ledger.close()
 
 

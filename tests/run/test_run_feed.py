@@ -279,7 +279,7 @@ def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_work
             data = path.read_bytes()
             for canary in canaries:
                 assert canary.encode() not in data, (path.name, "plaintext PHI at rest")
-    assert [p.name for p in ws.inbox.iterdir()] == [ctx.state()["cipher_name"]]
+    assert [p.name for p in ws.inbox.iterdir()] == [ctx.state().encryption.cipher_name]
 
 
 def test_a_payload_changed_after_the_gate_is_refused_by_encrypt(sftp_workspace: Any) -> None:
@@ -298,14 +298,14 @@ def test_a_payload_changed_after_the_gate_is_refused_by_encrypt(sftp_workspace: 
     run.validate(ctx)
     run.build(ctx)
     run.conformance(ctx)
-    plain = ctx.run_dir / ctx.state()["file_name"]
+    plain = ctx.run_dir / ctx.state().build.file_name
     data = bytearray(plain.read_bytes())
     data[-3] = ord("X") if data[-3] != ord("X") else ord("Y")  # same size, one byte differs
     plain.write_bytes(bytes(data))
     with pytest.raises(Refused) as raised:
         run.encrypt(ctx)
     assert raised.value.code == "plaintext_changed"
-    assert "cipher_name" not in ctx.state()
+    assert ctx.state().encrypted is None
     assert not any(p.name.endswith(".pgp") for p in ctx.run_dir.iterdir())
     assert not any(p.name.endswith(".pgp") for p in run_dir_for(ws.settings, ref).iterdir())
     events = [(e.stage, e.status, e.error_code) for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage"]

@@ -64,7 +64,7 @@ def _ciphertexts(ctx: run.RunContext) -> list[str]:
 
 
 def _built_and_measured(settings: Any, ws: Any, members: int, seed: int,
-                        measure_to: Path) -> tuple[Any, dict[str, Any], Any]:
+                        measure_to: Path) -> tuple[Any, Any, Any]:
     """A run staged, validated and built under ``settings``, and the size its ciphertext will have
     (encrypted once to ``measure_to``, outside the small filesystem)."""
     census = ws.write_census(members=members, seed=seed, as_of=DAY)
@@ -72,8 +72,8 @@ def _built_and_measured(settings: Any, ws: Any, members: int, seed: int,
     run.stage_census(ctx, census)
     run.validate(ctx)
     run.build(ctx)
-    state = ctx.state()
-    measured = encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], measure_to, state["payload_sha256"])
+    state = ctx.state().build
+    measured = encrypt_to_pins(ctx, ctx.run_dir / state.file_name, measure_to, state.payload_sha256)
     return ctx, state, measured
 
 
@@ -98,7 +98,7 @@ def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing
     assert caught.value.code == "encryption_incomplete"
     failed = _last(ctx, "encrypt")
     assert failed.status == "failed" and failed.error_code == "encryption_incomplete"
-    assert "cipher_name" not in ctx.state() and _ciphertexts(ctx) == []  # nothing kept, no partial file
+    assert ctx.state().encrypted is None and _ciphertexts(ctx) == []  # nothing kept, no partial file
     assert ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY) is None  # nothing sent
     assert list(ws.inbox.iterdir()) == []
 
@@ -109,7 +109,7 @@ def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing
     assert summary.status == "delivered"
     (sent,) = ws.inbox.iterdir()
     back = ws.keys.carrier.decrypt_file(sent, tmp_path / "received.834", require_signer=ws.keys.signer_fingerprint)
-    assert back.valid_signature and back.sha256 == state["payload_sha256"]
+    assert back.valid_signature and back.sha256 == state.payload_sha256
     delivery = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY)
     assert delivery is not None and delivery.status == "delivered"
     ctx.ledger.close()
@@ -134,7 +134,7 @@ def test_a_full_staging_store_fails_as_transient_and_keeps_no_ciphertext(sftp_wo
         run.encrypt(ctx)
     assert caught.value.code == "staging_full"
     assert _last(ctx, "encrypt").error_code == "staging_full"
-    assert "cipher_name" not in ctx.state() and _ciphertexts(ctx) == []
+    assert ctx.state().encrypted is None and _ciphertexts(ctx) == []
     assert not [p for p in small_staging.rglob("*") if ".tmp-" in p.name]
 
     filler.unlink()
@@ -143,5 +143,5 @@ def test_a_full_staging_store_fails_as_transient_and_keeps_no_ciphertext(sftp_wo
     assert run.confirm(ctx).status == "delivered"
     (sent,) = ws.inbox.iterdir()
     back = ws.keys.carrier.decrypt_file(sent, tmp_path / "received.834")
-    assert back.sha256 == state["payload_sha256"]
+    assert back.sha256 == state.payload_sha256
     ctx.ledger.close()

@@ -33,7 +33,7 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     run.stage_census(ctx, census)
     staged = ctx.run_dir / "census.csv"
     assert staged.read_bytes() == census.read_bytes()
-    assert ctx.state()["census_sha256"] == hashlib.sha256(census.read_bytes()).hexdigest()
+    assert ctx.state().census.census_sha256 == hashlib.sha256(census.read_bytes()).hexdigest()
     assert ctx.store.get_bytes(ctx.feed_id, DAY, "census.csv") == census.read_bytes()
     assert (staged.stat().st_mode & 0o777) == 0o600
 
@@ -46,10 +46,10 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     assert len(frame) == len(pd.read_csv(census, dtype=str))
 
     run.build(ctx)
-    state = ctx.state()
-    payload = (ctx.run_dir / state["file_name"]).read_bytes()
-    assert hashlib.sha256(payload).hexdigest() == state["payload_sha256"] and len(payload) == state["payload_bytes"]
-    assert ctx.store.get_bytes(ctx.feed_id, DAY, state["file_name"]) == payload
+    state = ctx.state().build
+    payload = (ctx.run_dir / state.file_name).read_bytes()
+    assert hashlib.sha256(payload).hexdigest() == state.payload_sha256 and len(payload) == state.payload_bytes
+    assert ctx.store.get_bytes(ctx.feed_id, DAY, state.file_name) == payload
     assert not [p.name for p in ctx.run_dir.iterdir() if ".tmp" in p.name]
     assert not [p.name for p in run_dir_for(ws.settings, ref).iterdir() if ".tmp-" in p.name]
     ctx.ledger.close()
@@ -67,7 +67,7 @@ def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: A
     run.validate(ctx)
     first = run.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
     run.build(first)
-    sha_uncompressed = first.state()["payload_sha256"]
+    sha_uncompressed = first.state().build.payload_sha256
 
     rows = pd.read_feather(first.fetch(ACCEPTED))
     assert any(isinstance(dtype, pd.CategoricalDtype) for dtype in rows.dtypes)
@@ -79,7 +79,7 @@ def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: A
     frame = read_accepted(first.fetch(ACCEPTED))
     pd.testing.assert_frame_equal(frame, rows, check_exact=True)
     run.build(first)  # a retry of build: the same control numbers, so the same bytes
-    assert first.state()["payload_sha256"] == sha_uncompressed
+    assert first.state().build.payload_sha256 == sha_uncompressed
     first.ledger.close()
     ctx.ledger.close()
 

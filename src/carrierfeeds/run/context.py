@@ -1,5 +1,4 @@
-"""One run's identity and working context: RunRef, RunContext, the ledger-recording stage wrapper, and
-where a run's scratch and staged artifacts live.
+"""One run's identity and working context: RunRef, RunContext, the stage recorder, scratch folders.
 
 A run is identified by (feed id, data interval). Every stage reads what earlier stages left in the run's
 private staging folder and in the ledger, so any stage can be retried on its own, in another process.
@@ -20,9 +19,21 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from pydantic import JsonValue
+
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.files import open_private
 from carrierfeeds.ledger import Ledger, scrub_detail
+from carrierfeeds.run.state import (
+    BuildState,
+    CensusState,
+    DeliveryState,
+    EncryptState,
+    GateState,
+    RunState,
+    ValidationState,
+    merge_flat,
+)
 from carrierfeeds.settings import FeedBundle, Settings, load_bundle, open_ledger, open_store, private_dir
 from carrierfeeds.staging import ArtifactWriter, StagingStore
 
@@ -79,17 +90,28 @@ class RunContext:
     def now(self) -> datetime:
         return self.clock()
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> RunState:
+        """What the run's stages have recorded so far (state.json in the staging store)."""
+        return RunState.from_flat(self._flat_state())
+
+    def _flat_state(self) -> dict[str, JsonValue]:
         if not self.store.exists(self.feed_id, self.ref.interval_start, STATE):
             return {}
-        state: dict[str, Any] = json.loads(self.store.get_bytes(self.feed_id, self.ref.interval_start, STATE))
-        return state
+        flat: dict[str, JsonValue] = json.loads(self.store.get_bytes(self.feed_id, self.ref.interval_start, STATE))
+        return flat
 
-    def save_state(self, **values: Any) -> dict[str, Any]:
-        state = {**self.state(), **values}
+    def save_state(self, *, census: CensusState | None = None, validated: ValidationState | None = None,
+                   built: BuildState | None = None, gate: GateState | None = None,
+                   encrypted: EncryptState | None = None, delivery: DeliveryState | None = None,
+                   census_validated: bool | None = None, census_accepted: bool | None = None,
+                   snapshot_staged: bool | None = None) -> RunState:
+        """Write the given sections and flags over the recorded state (the rest stays as it was)."""
+        flat = merge_flat(self._flat_state(), census, validated, built, gate, encrypted, delivery,
+                          census_validated=census_validated, census_accepted=census_accepted,
+                          snapshot_staged=snapshot_staged)
         self.store.put_bytes(self.feed_id, self.ref.interval_start, STATE,
-                             json.dumps(state, sort_keys=True, default=str).encode(), phi=False)
-        return state
+                             json.dumps(flat, sort_keys=True, default=str).encode(), phi=False)
+        return RunState.from_flat(flat)
 
     def keep(self, path: Path, *, phi: bool = True) -> None:
         """Put an artifact in the staging store (sealed to the run and name, PHI or not)."""

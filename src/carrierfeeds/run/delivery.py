@@ -1,5 +1,7 @@
-"""Exactly-once delivery of a run's ciphertext: intent and outcome rows around the upload, reconciling a
-file an interrupted attempt left on the far side, forced resends, the rename marker, hand-off rows."""
+"""Exactly-once delivery of a run's ciphertext: intent row, upload, outcome row.
+
+Also reconciling a file an interrupted attempt left on the far side, forced resends, the rename marker
+and the manual hand-off rows."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
+from carrierfeeds.ledger import DeliveryRecord
 from carrierfeeds.run.context import RunContext
+from carrierfeeds.run.state import DeliveryState, RunState
+from carrierfeeds.transport.base import RemoteFile, Transport
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +22,7 @@ log = logging.getLogger(__name__)
 ON_RECIPIENTS_SIDE = ("delivered", "reconciled", "forced_resend", "pending_handoff", "handed_off")
 
 
-def make_transport(ctx: RunContext) -> Any:
+def make_transport(ctx: RunContext) -> Transport:
     """The feed's delivery target; credentials from the keys directory (Airflow passes its own)."""
     from carrierfeeds.credentials import load_sftp_endpoint
     from carrierfeeds.transport.local import LocalTransport
@@ -33,16 +38,17 @@ def make_transport(ctx: RunContext) -> Any:
     return LocalTransport(ctx.settings.data_dir / target.path)
 
 
-def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Any | None = None,
+def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transport | None = None,
                  force_reason: str | None = None) -> dict[str, Any]:
     """The deliver stage's work, inside its ledger record and the run's delivery lock (see
     ``stages.deliver``): intent row, upload (atomic on the far side), outcome row; ``detail`` is the
     stage's PHI-free detail."""
     feed = ctx.bundle.feed
     state = ctx.state()
-    resend = int(state.get("resend") or 0)
+    built = state.build
+    resend = built.resend or 0
     existing = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
-                                        payload_sha256=state["payload_sha256"])
+                                        payload_sha256=built.payload_sha256)
     if existing is not None and existing.status == "forced_resend" and feed.delivery.kind == "manual":
         # A manual resend always ends pending a person; this one was cut off between its two rows.
         _record_pending_handoff(ctx, existing.delivery_id, existing.size, existing.remote_path,
@@ -56,39 +62,40 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Any | No
     if existing is not None and existing.status in ON_RECIPIENTS_SIDE and not same_bytes_again:
         # A retry, a rerun, a second worker or an Airflow clear of a delivered file: nothing is sent twice.
         detail.update(already_delivered=True, delivery_id=existing.delivery_id)
-        ctx.save_state(delivered=True, already_delivered=True, remote_path=existing.remote_path)
+        ctx.save_state(delivery=DeliveryState(delivered=True, already_delivered=True, remote_path=existing.remote_path))
         log.info("feed %s interval %s: interchange %s already delivered; not sending again",
                  ctx.feed_id, ctx.ref.interval_start, existing.isa13)
         return {"run_id": ctx.run_id, "already_delivered": True}
     other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
     # A resend's payload differs from the file it replaces by its envelope only (checked by build).
-    if not resend and other is not None and other.payload_sha256 != state["payload_sha256"] and \
+    if not resend and other is not None and other.payload_sha256 != built.payload_sha256 and \
             other.status in ON_RECIPIENTS_SIDE:
         raise Refused(
             f"a different file (interchange {other.isa13}) was already delivered for "
             f"{ctx.ref.interval_start}; a changed census belongs to the next interval",
             details={"delivery_id": other.delivery_id, "isa13": other.isa13})
     expected = recorded_ciphertext(ctx, state)
-    cipher = ctx.fetch(state["cipher_name"])  # its name checked before any row is written
-    counts = state["counts"]
+    made = state.encryption
+    cipher = ctx.fetch(made.cipher_name)  # its name checked before any row is written
+    counts = built.counts
+    transaction_sets = state.gate.transaction_sets if state.gate is not None else None
     intent = existing or ctx.ledger.record_delivery_intent(
         run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
-        payload_sha256=state["payload_sha256"], file_name=state["file_name"] + feed.encryption.suffix,
-        isa13=state["isa13"], gs06=state["gs06"], st02=state["st02"],
+        payload_sha256=built.payload_sha256, file_name=built.file_name + feed.encryption.suffix,
+        isa13=built.isa13, gs06=built.gs06, st02=built.st02,
         recipient_fingerprint=feed.encryption.recipient_fingerprint,
         member_counts={"members": counts["members"],
                        **({k: v for k, v in counts.items() if k.startswith("ins03_")}
                           or {"ins03_030": counts["members"]}),
-                       **({"transaction_sets": state["transaction_sets"]}
-                          if "transaction_sets" in state else {})},
+                       **({"transaction_sets": transaction_sets} if transaction_sets is not None else {})},
         transport=feed.delivery.kind, now=ctx.now())
     transport = transport or make_transport(ctx)
     if same_bytes_again:
         return _force_resend(ctx, intent, transport, cipher, str(force_reason), detail)
     remote_name = intent.file_name
-    reason = state.get("resend_reason") or force_reason
+    reason = built.resend_reason or force_reason
     audit = {"isa13": intent.isa13, "remote_name": remote_name,
-             "replaces_delivery_id": state.get("replaces_delivery_id")}
+             "replaces_delivery_id": built.replaces_delivery_id}
     if resend:
         ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
                          object_id=intent.delivery_id, reason=reason, now=ctx.now(), detail=audit)
@@ -108,7 +115,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Any | No
         # The ciphertext this attempt sent (or meant to): a later attempt that finds it renamed into
         # place recognises it by this hash (see _require_ours).
         ctx.ledger.record_delivery_outcome(intent.delivery_id, status="failed", now=ctx.now(),
-                                           ciphertext_sha256=state["ciphertext_sha256"],
+                                           ciphertext_sha256=made.ciphertext_sha256,
                                            error_code=exc.code, message=exc.message[:500])
         if resend:
             ctx.ledger.audit(actor=ctx.actor, action="forced_resend_failed", object_type="delivery",
@@ -132,11 +139,11 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Any | No
                   host_key_fingerprint=receipt.host_key_fingerprint,
                   **({"forced": True, "resend": resend} if resend else {}),
                   **({"verified": False} if unverified else {}))
-    ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
+    ctx.save_state(delivery=DeliveryState(delivered=True, remote_path=receipt.remote_path))
     return {"run_id": ctx.run_id, "bytes": receipt.size, **({"forced": True} if resend else {})}
 
 
-def recorded_ciphertext(ctx: RunContext, state: dict[str, Any]) -> str:
+def recorded_ciphertext(ctx: RunContext, state: RunState) -> str:
     """The sha256 of the ciphertext the encrypt stage last recorded in the ledger for this run: what the
     bytes uploaded must hash to (the staging store can be written by others; the ledger is the record).
     Refused when there is none, or when the state names another one."""
@@ -148,7 +155,7 @@ def recorded_ciphertext(ctx: RunContext, state: dict[str, Any]) -> str:
     if not isinstance(recorded, str):
         raise CiphertextMismatch("the ledger records no ciphertext for this run; run the encrypt stage",
                                  details={"run_id": ctx.run_id})
-    if state.get("ciphertext_sha256") != recorded:
+    if (state.encrypted.ciphertext_sha256 if state.encrypted else None) != recorded:
         raise CiphertextMismatch("the staged state names a ciphertext the ledger does not record; run the "
                                  "encrypt stage again", details={"run_id": ctx.run_id, "expected_sha256": recorded})
     return recorded
@@ -161,7 +168,7 @@ def resend_name(file_name: str, number: int) -> str:
     return f"{stem}_resend{number}{dot}{extensions}"
 
 
-def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, reason: str,
+def _force_resend(ctx: RunContext, intent: DeliveryRecord, transport: Transport, cipher: Path, reason: str,
                   detail: dict[str, Any]) -> dict[str, Any]:
     """Send a delivered flat file again because a person said why: the same ciphertext under the next
     ``_resend<n>`` name (a flat file carries no control number in its content, so new numbers would not
@@ -189,7 +196,7 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
                 _record_pending_handoff(ctx, intent.delivery_id, found.size, found.name,
                                         "forced resend found in the outbox; waiting for a person")
             detail.update(reconciled=True, forced=True, bytes=found.size)
-            ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
+            ctx.save_state(delivery=DeliveryState(delivered=True, remote_path=found.name))
             return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
         ctx.ledger.audit(actor=ctx.actor, action="forced_resend", object_type="delivery",
                          object_id=intent.delivery_id, reason=reason, now=ctx.now(), detail=audit)
@@ -200,7 +207,7 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
                          detail={**audit, "error_code": exc.code})
         raise
     ctx.ledger.record_delivery_outcome(
-        intent.delivery_id, status="forced_resend", now=ctx.now(), ciphertext_sha256=state["ciphertext_sha256"],
+        intent.delivery_id, status="forced_resend", now=ctx.now(), ciphertext_sha256=state.encryption.ciphertext_sha256,
         size=receipt.size, remote_path=receipt.remote_path, host_key_fingerprint=receipt.host_key_fingerprint,
         actor=ctx.actor, reason=reason)
     if ctx.bundle.feed.delivery.kind == "manual":
@@ -209,17 +216,17 @@ def _force_resend(ctx: RunContext, intent: Any, transport: Any, cipher: Path, re
                                 "forced resend placed in the outbox; waiting for a person")
     detail.update(forced=True, bytes=receipt.size, attempts=receipt.attempts, remote_path=receipt.remote_path,
                   host_key_fingerprint=receipt.host_key_fingerprint)
-    ctx.save_state(remote_path=receipt.remote_path, delivered=True, already_delivered=False)
+    ctx.save_state(delivery=DeliveryState(delivered=True, remote_path=receipt.remote_path))
     return {"run_id": ctx.run_id, "bytes": receipt.size, "forced": True}
 
 
-def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, Any]:
+def _rename_marker(ctx: RunContext, transport: Transport, intent: DeliveryRecord) -> dict[str, Any]:
     """``before_rename`` for a transport that can tell whether its temp file is still there (``temp_exists``,
     see :func:`_renamed_and_collected`): the ledger row ``rename_sent``, written just before each rename
     request, so that a later attempt finding neither name knows where the file went."""
     if not hasattr(transport, "temp_exists"):
         return {}
-    cipher_sha256 = ctx.state()["ciphertext_sha256"]
+    cipher_sha256 = ctx.state().encryption.ciphertext_sha256
 
     def marker() -> None:
         ctx.ledger.record_delivery_outcome(intent.delivery_id, status="rename_sent", now=ctx.now(),
@@ -228,7 +235,7 @@ def _rename_marker(ctx: RunContext, transport: Any, intent: Any) -> dict[str, An
     return {"before_rename": marker}
 
 
-def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> str | None:
+def _renamed_and_collected(ctx: RunContext, transport: Transport, intent: DeliveryRecord) -> str | None:
     """An earlier attempt asked for the rename (``rename_sent``) and neither the final nor the temp name is
     on the server: the rename happened and the carrier took the file; the ciphertext hash that attempt
     recorded. None otherwise: a temp file still there means the rename did not happen, and the upload is
@@ -242,7 +249,7 @@ def _renamed_and_collected(ctx: RunContext, transport: Any, intent: Any) -> str 
     return str(asked[-1].ciphertext_sha256)
 
 
-def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reason: str | None,
+def _record_collected(ctx: RunContext, intent: DeliveryRecord, detail: dict[str, Any], reason: str | None,
                       ciphertext_sha256: str) -> dict[str, Any]:
     """The file an earlier attempt renamed into place is with the carrier: delivered, not re-verified."""
     outcome = "forced_resend" if reason else "delivered"
@@ -255,12 +262,13 @@ def _record_collected(ctx: RunContext, intent: Any, detail: dict[str, Any], reas
                 "recorded as delivered, not re-verified, not sent again", ctx.feed_id, ctx.ref.interval_start,
                 intent.file_name)
     detail.update(verified=False, collected=True)
-    ctx.save_state(remote_path=intent.file_name, delivered=True, already_delivered=False)
+    ctx.save_state(delivery=DeliveryState(delivered=True, remote_path=intent.file_name))
     return {"run_id": ctx.run_id, "collected": True}
 
 
-def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: dict[str, Any],
-               transport: Any) -> dict[str, Any]:
+def _reconcile(ctx: RunContext, intent: DeliveryRecord, existing: DeliveryRecord | None, found: RemoteFile,
+               detail: dict[str, Any],
+               transport: Transport) -> dict[str, Any]:
     """The final name is already on the carrier's side: ours from an interrupted run, or a conflict."""
     if existing is None or existing.status not in ("pending", "failed", "rename_sent"):
         raise PermanentError(f"{intent.file_name} already exists on the carrier's side and the ledger has no "
@@ -277,23 +285,24 @@ def _reconcile(ctx: RunContext, intent: Any, existing: Any, found: Any, detail: 
                                            message="found on the carrier's side after an interrupted run "
                                                    "(size and sha256 checked)")
     detail.update(reconciled=True, bytes=found.size)
-    ctx.save_state(remote_path=found.name, delivered=True, already_delivered=False)
+    ctx.save_state(delivery=DeliveryState(delivered=True, remote_path=found.name))
     return {"run_id": ctx.run_id, "bytes": found.size, "reconciled": True}
 
 
-def _require_ours(ctx: RunContext, transport: Any, intent: Any, found: Any) -> str:
+def _require_ours(ctx: RunContext, transport: Transport, intent: DeliveryRecord, found: RemoteFile) -> str:
     """A file found under our name is taken as ours only when its size and its SHA-256 are those of the
     ciphertext this run sent (or an earlier attempt recorded for this delivery); a foreign file of the same
     size is refused (RemoteFileExists: recorded as a failed attempt, alerted, never overwritten)."""
     state = ctx.state()
-    ours = {state.get("ciphertext_sha256")} | {o.ciphertext_sha256 for o in ctx.ledger.delivery_outcomes(
+    sent = state.encrypted.ciphertext_sha256 if state.encrypted else None
+    ours = {sent} | {o.ciphertext_sha256 for o in ctx.ledger.delivery_outcomes(
         delivery_ids=[intent.delivery_id])}
     ours.discard(None)
     hashing = getattr(transport, "sha256", None)
     remote: str | None = hashing(found.name) if hashing is not None else None
     if remote is not None and remote in ours:
         return remote
-    if state.get("cipher_bytes") not in (None, found.size):
+    if state.encrypted is not None and state.encrypted.cipher_bytes != found.size:
         raise PermanentError(f"{found.name} exists on the carrier's side with a different size",
                              details={"delivery_id": intent.delivery_id, "bytes": found.size})
     from carrierfeeds.transport.base import RemoteFileExists

@@ -1,5 +1,6 @@
-"""Encryption ahead: gpg encrypts the rendered file beside the conformance gate, and the ciphertext is
-kept (staging store, run state) only once the gate passes; also the one way any ciphertext is made and kept."""
+"""gpg beside the gate: the rendered file encrypted while it is checked, kept only on a pass.
+
+Also the one way any ciphertext of a run is made (to the feed's pins) and kept (staging store, state)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from carrierfeeds.config import EncryptionSpec
 from carrierfeeds.errors import TransientError
 from carrierfeeds.run.context import RunContext
+from carrierfeeds.run.state import BuildState, EncryptState
+
+if TYPE_CHECKING:
+    from carrierfeeds.crypto import EncryptedFile
 
 log = logging.getLogger(__name__)
 
 
-def made_under(spec: Any) -> str:
+def made_under(spec: EncryptionSpec) -> str:
     """The pins and options a ciphertext is made under; one made under others (a changed pin, armor or
     compression level) is not reused, it is made again."""
     return "|".join(str(v or "") for v in (spec.recipient_fingerprint, spec.recipient_encryption_subkey,
@@ -27,7 +33,7 @@ def made_under(spec: Any) -> str:
 
 
 def encrypt_to_pins(ctx: RunContext, plain: Path, out: Path, payload_sha256: str, *,
-                     stop: threading.Event | None = None) -> Any:
+                     stop: threading.Event | None = None) -> EncryptedFile:
     """gpg over ``plain`` to the feed's pinned recipient, signed by ours; the bytes hashed as gpg reads
     them, so what is encrypted is what was gated (crypto.Keyring.encrypt_file)."""
     from carrierfeeds.crypto import Keyring
@@ -40,7 +46,7 @@ def encrypt_to_pins(ctx: RunContext, plain: Path, out: Path, payload_sha256: str
         expect_sha256=payload_sha256, stop=stop)
 
 
-def keep_ciphertext(ctx: RunContext, made: Any, *, payload_sha256: str, ahead: bool) -> None:
+def keep_ciphertext(ctx: RunContext, made: EncryptedFile, *, payload_sha256: str, ahead: bool) -> None:
     """Put a whole, checked ciphertext in the staging store and name it in the state; on any failure
     (a full store is a TransientError) neither happens and the local copy goes too, so a retry starts
     from nothing rather than from a ciphertext the state does not vouch for."""
@@ -50,9 +56,10 @@ def keep_ciphertext(ctx: RunContext, made: Any, *, payload_sha256: str, ahead: b
         made.path.unlink(missing_ok=True)
         raise
     try:
-        ctx.save_state(cipher_name=made.path.name, ciphertext_sha256=made.sha256, cipher_bytes=made.size,
-                       encrypted_payload=payload_sha256, encrypted_under=made_under(ctx.bundle.feed.encryption),
-                       encrypted_ahead=ahead)
+        ctx.save_state(encrypted=EncryptState(
+            cipher_name=made.path.name, ciphertext_sha256=made.sha256, cipher_bytes=made.size,
+            encrypted_payload=payload_sha256, encrypted_under=made_under(ctx.bundle.feed.encryption),
+            encrypted_ahead=ahead))
     except BaseException:
         made.path.unlink(missing_ok=True)
         try:
@@ -75,15 +82,15 @@ class EncryptionAhead:
     encrypts itself and reports whatever stops it.
     """
 
-    def __init__(self, ctx: RunContext, state: dict[str, Any]) -> None:
+    def __init__(self, ctx: RunContext, built: BuildState) -> None:
         self._ctx = ctx
-        self._payload = state["payload_sha256"]
-        self.cipher_name = state["file_name"] + ctx.bundle.feed.encryption.suffix
+        self._payload = built.payload_sha256
+        self.cipher_name = built.file_name + ctx.bundle.feed.encryption.suffix
         self._out = ctx.run_dir / f".ahead.{self.cipher_name}"
         self._stop = threading.Event()
-        self._made: Any = None
+        self._made: EncryptedFile | None = None
         self._failure: str | None = None
-        plain = ctx.fetch(state["file_name"])  # here, not in the thread: the gate fetches the same file
+        plain = ctx.fetch(built.file_name)  # here, not in the thread: the gate fetches the same file
         self._thread = threading.Thread(target=self._run, args=(plain,), name="encrypt-ahead", daemon=True)
         self._thread.start()
 
@@ -129,11 +136,12 @@ class NoEncryptionAhead:
 def encryption_ahead(ctx: RunContext) -> Iterator[EncryptionAhead | NoEncryptionAhead]:
     """Encrypt ahead where it can pay: enabled, and no ciphertext of this payload made already."""
     state = ctx.state()
-    if not ctx.settings.encrypt_ahead or "file_name" not in state or \
-            state.get("encrypted_payload") == state.get("payload_sha256"):
+    built, made = state.built, state.encrypted
+    if not ctx.settings.encrypt_ahead or built is None or \
+            (made is not None and made.encrypted_payload == built.payload_sha256):
         yield NoEncryptionAhead()
         return
-    ahead = EncryptionAhead(ctx, state)
+    ahead = EncryptionAhead(ctx, built)
     try:
         yield ahead
     finally:

@@ -6,14 +6,14 @@ so any stage can be retried on its own, in another process.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrierfeeds.errors import (
     CarrierFeedsError,
@@ -39,9 +39,19 @@ from carrierfeeds.run.context import (
 from carrierfeeds.run.delivery import ON_RECIPIENTS_SIDE, deliver_once
 from carrierfeeds.run.encrypt_ahead import encrypt_to_pins, encryption_ahead, keep_ciphertext, made_under
 from carrierfeeds.run.gate import run_gate
-from carrierfeeds.settings import Settings, plan_catalogue, private_dir
+from carrierfeeds.run.render import RenderedFile, hash_only, render_file
+from carrierfeeds.run.state import BuildState, CensusState, RunState, ValidationState
+from carrierfeeds.settings import FeedBundle, Settings, plan_catalogue, private_dir
 from carrierfeeds.staging import CHUNK
 from carrierfeeds.transport.base import Transport
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from carrierfeeds.census.sources import CensusPick, EndpointFor, SqlUrlFor
+    from carrierfeeds.changes import ChangeSet, SnapshotStore
+    from carrierfeeds.enrollment import Enrollment
+    from carrierfeeds.ledger import Interchange
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +81,8 @@ class RunSummary:
 
 # ------------------------------------------------------------------------------------------ stages
 def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: bool = False,
-                 endpoint_for: Callable[[str], Any] | None = None,
-                 sql_url_for: Callable[[str], str] | None = None) -> dict[str, Any]:
+                 endpoint_for: EndpointFor | None = None,
+                 sql_url_for: SqlUrlFor | None = None) -> dict[str, Any]:
     """Fetch the feed's census (local folder, SFTP drop or SQL query; see ``census.sources``) into the
     run's private folder, under the size cap and archive rules. The employer's own file is never moved or
     changed here; an SFTP file moves to the processed folder only once validation accepts it.
@@ -88,10 +98,11 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
 
     with recorded_stage(ctx, "stage_census") as detail:
         state = ctx.state()
-        if census_path is None and not force and (state.get("census_validated") or state.get("census_accepted")) \
-                and ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
-            detail.update(census_sha256=state["census_sha256"], reused=True)
-            return {"run_id": ctx.run_id, "census_sha256": state["census_sha256"], "reused": True}
+        if census_path is None and not force and state.census is not None and \
+                (state.census_validated or state.census_accepted) and \
+                ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
+            detail.update(census_sha256=state.census.census_sha256, reused=True)
+            return {"run_id": ctx.run_id, "census_sha256": state.census.census_sha256, "reused": True}
         if census_path is not None:
             pick = census_from_file(Path(census_path), feed_id=ctx.feed_id, schema=ctx.bundle.schema,
                                     data_dir=ctx.settings.data_dir, work_dir=ctx.run_dir)
@@ -121,18 +132,18 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                 tmp.unlink()
                 raise _census_changed(pick)
         tmp.replace(staged)
-        ctx.save_state(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state(),
+        ctx.save_state(census=CensusState(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state()),
                        census_accepted=False, census_validated=False)
         detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)
     return {"run_id": ctx.run_id, "census_sha256": digest}
 
 
-def _census_changed(pick: Any) -> TransientError:
+def _census_changed(pick: CensusPick) -> TransientError:
     return TransientError(f"{pick.name}: the census changed while it was staged (still being written?)",
                           details={"sha256": pick.sha256})
 
 
-def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -> bool:
+def _accept_census(ctx: RunContext, endpoint_for: EndpointFor | None) -> bool:
     """The run has its outcome (its file delivered or handed over, or nothing to send): record the staged
     census as processed and move an SFTP original to the processed folder. Idempotent.
 
@@ -143,10 +154,10 @@ def _accept_census(ctx: RunContext, endpoint_for: Callable[[str], Any] | None) -
     """
     from carrierfeeds.census.sources import CensusPick, accept_census
 
-    state = ctx.state()
-    if "census_pick" not in state:
+    census = ctx.state().census
+    if census is None or census.census_pick is None:
         return False  # staged before sources were tracked: nothing to record
-    pick = CensusPick.from_state(state["census_pick"])
+    pick = CensusPick.from_state(census.census_pick)
     moved = accept_census(ctx.bundle.feed.census.source, pick, feed_id=ctx.feed_id,
                           data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
                           run_id=ctx.run_id, at=ctx.now(), endpoint_for=endpoint_for)
@@ -166,8 +177,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census_coded
 
     with recorded_stage(ctx, "validate") as detail:
-        state = ctx.state()
-        source_name = state.get("census_name", "census.csv")
+        staged = ctx.state().census
+        source_name = staged.census_name if staged is not None else "census.csv"
         # the run's own staged copy (0600, replaced by rename, never truncated): read mapped, not copied
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
@@ -188,7 +199,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         # Expected exclusions by reason (a plan this carrier is not authorised for): flat in the ledger,
         # by reason in the run's summary (run --json).
         detail.update(counts, **{f"excluded_{k}": v for k, v in report.excluded.items()})
-        ctx.save_state(validation={**counts, "excluded": dict(report.excluded)}, report_dir=str(report_dir))
+        ctx.save_state(validated=ValidationState(validation={**counts, "excluded": dict(report.excluded)},
+                                                 report_dir=str(report_dir)))
         if outcome.rejected:
             raise CensusRejected(
                 f"census rejected under policy {ctx.bundle.feed.validation.policy!r}: "
@@ -212,7 +224,7 @@ def validate(ctx: RunContext) -> dict[str, Any]:
 
 
 def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None,
-          endpoint_for: Callable[[str], Any] | None = None) -> dict[str, Any]:
+          endpoint_for: EndpointFor | None = None) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder.
 
     In changes mode with nothing to send, that is the run's outcome: the census is recorded as processed
@@ -263,7 +275,8 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                 if resend.replaces_delivery_id != checked:
                     _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id)
                 interchange = resend
-        file_name, payload_sha256, size, flat_state = _render(ctx, enrollment, action, interchange)
+        rendered = _render(ctx, enrollment, action, interchange)
+        file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
                                                              enrollment.excluded.items()}, **change_counts,
@@ -273,70 +286,32 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                       file_name=file_name,
                       **({"resend": interchange.resend, "replaces_delivery_id": interchange.replaces_delivery_id}
                          if interchange.resend else {}))
-        ctx.save_state(file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size,
-                       isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02, counts=counts,
-                       resend=interchange.resend, replaces_delivery_id=interchange.replaces_delivery_id,
-                       resend_reason=resend_reason if interchange.resend else None, **flat_state)
+        ctx.save_state(built=BuildState(
+            file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size, isa13=interchange.isa13,
+            gs06=interchange.gs06, st02=interchange.st02, counts=counts, resend=interchange.resend,
+            replaces_delivery_id=interchange.replaces_delivery_id,
+            resend_reason=resend_reason if interchange.resend else None, flatfile_records=rendered.records))
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
 
 
-def _render(ctx: RunContext, enrollment: Any, action: str, interchange: Any, *,
-            keep: bool = True) -> tuple[str, str, int, dict[str, Any]]:
-    """Render the feed's file under ``interchange``'s control numbers and allocation time: its name,
-    sha256, size and any state it adds. Kept (run folder and staging store) unless ``keep`` is False,
-    when only its hash is wanted (a flat file is always kept: its content carries no control number)."""
-    from carrierfeeds.config import Party
-    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
-    from carrierfeeds.x12.render import render_834
-
-    feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
-    flat_state: dict[str, Any] = {}
-    if feed.output.format == "pdf":
-        # Imported here: reportlab is slow to import, and an X12 or flat-file build never needs it.
-        from carrierfeeds.fallback import fallback_file_name, write_fallback_pdf
-
-        # The same members and changes, printable, for a carrier that takes no electronic files.
-        control_id = f"{interchange.isa13:09d}"
-        file_name = fallback_file_name(feed, ctx.ref.interval_start, control_id)
-        out = ctx.run_dir / (file_name if keep else f".check.{file_name}")
-        doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=ctx.ref.interval_start,
-                                 control_id=control_id, created=interchange.created_at)
-        if keep:
-            ctx.keep(out)  # the 834 and the flat file are kept as they are written
-        else:
-            out.unlink()
-        return file_name, doc.sha256, doc.size, flat_state
-    if feed.output.format == "flatfile":
-        # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
-        from carrierfeeds.flatfile import flatfile_name, layout_for, render_flatfile
-
-        layout = layout_for(mapping)
-        file_name = flatfile_name(layout, feed_id=feed.feed_id, control=interchange.isa13,
-                                  day=ctx.ref.interval_start, sender=mapping.envelope.sender_id,
-                                  receiver=mapping.envelope.receiver_id)
-        payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name, render_flatfile(enrollment, layout))
-        flat_state["flatfile_records"] = len(enrollment.table)
-        return file_name, payload_sha256, size, flat_state
-    control = ControlNumbers(isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02)
-    header = TransactionHeader(
-        ids=mapping.envelope, created=interchange.created_at, reference=f"CF{interchange.isa13:09d}",
-        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
-        payer=mapping.payer, action=action, group_number=mapping.group_number)
-    file_name = mapping.file_name.format(
-        sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
-        isa13=f"{interchange.isa13:09d}", date=ctx.ref.interval_start.strftime("%Y%m%d"), feed=feed.feed_id)
-    chunks = render_834(enrollment, header, control, Delimiters())
-    if keep:
-        payload_sha256, size = _write_kept(ctx, ctx.run_dir / file_name, chunks)
-        return file_name, payload_sha256, size, flat_state
-    digest, size = hashlib.sha256(), 0
-    for chunk in chunks:
-        digest.update(chunk)
-        size += len(chunk)
-    return file_name, digest.hexdigest(), size, flat_state
+def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange, *,
+            keep: bool = True) -> RenderedFile:
+    """Render the feed's file under ``interchange``'s control numbers and allocation time. Kept (run
+    folder and staging store) unless ``keep`` is False, when only its hash is wanted (an 834 or PDF
+    resend's same-members check; a flat file's resend is its delivered bytes, never rendered again)."""
+    pdf = ctx.bundle.feed.output.format == "pdf"
+    rendered = render_file(ctx.bundle, enrollment, action=action, isa13=interchange.isa13, gs06=interchange.gs06,
+                           st02=interchange.st02, created=interchange.created_at, day=ctx.ref.interval_start,
+                           folder=ctx.run_dir, write=partial(_write_kept, ctx) if keep else hash_only,
+                           pdf_prefix="" if keep else ".check.")
+    if pdf and keep:
+        ctx.keep(rendered.path)  # the 834 and the flat file are kept as they are written
+    elif pdf:
+        rendered.path.unlink()
+    return rendered
 
 
-def _require_same_members(ctx: RunContext, enrollment: Any, action: str, replaces: str | None) -> None:
+def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None) -> None:
     """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
     it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
     replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
@@ -345,8 +320,7 @@ def _require_same_members(ctx: RunContext, enrollment: Any, action: str, replace
     if replaced is None or earlier is None:
         raise Refused("the delivery a forced resend replaces is not in the ledger",
                       details={"delivery_id": replaces})
-    _, payload_sha256, _, _ = _render(ctx, enrollment, action, earlier, keep=False)
-    if payload_sha256 != replaced.payload_sha256:
+    if _render(ctx, enrollment, action, earlier, keep=False).sha256 != replaced.payload_sha256:
         raise Refused(
             f"a forced resend sends the delivered members again under new control numbers, but the census, "
             f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
@@ -354,7 +328,7 @@ def _require_same_members(ctx: RunContext, enrollment: Any, action: str, replace
             details={"delivery_id": replaced.delivery_id, "isa13": replaced.isa13})
 
 
-def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[str, int]:
+def _write_kept(ctx: RunContext, path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
     """The rendered file written privately and atomically and kept in the staging store in one pass (its
     chunks encrypted from memory, hashed once); its sha256 and size."""
     with ctx.keeping(path) as out:
@@ -363,25 +337,36 @@ def _write_kept(ctx: RunContext, path: Path, chunks: Iterator[bytes]) -> tuple[s
     return out.sha256, out.size
 
 
-def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *, full_file: bool = False,
-                  endpoint_for: Callable[[str], Any] | None = None) -> tuple[Any, str, dict[str, Any]]:
+def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame | None, *, staged: pd.DataFrame,
+                 accepted: pd.DataFrame, day: date, full_file: bool = False) -> ChangeSet:
+    """The changes mode's diff of ``enrollment`` against ``base`` (the carrier's snapshot): a change file,
+    or the full audit file (030) on demand, on the mapping's weekday, or when there is no snapshot yet,
+    carrying over the families validation held back (in the ``staged`` census, not in the ``accepted``
+    rows). Pure: the run stages its result, the preview only shows it."""
+    from carrierfeeds.changes import diff_against_snapshot, is_full_file_day
+
+    mapping = bundle.mapping
+    held = set(staged["member_id"].astype(str)) - set(accepted["member_id"].astype(str))
+    full = full_file or base is None or is_full_file_day(day, mapping.full_file_weekday)
+    return diff_against_snapshot(
+        enrollment, base, as_of=day, term_policy=mapping.term_policy, term_end=mapping.term_end,
+        retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full,
+        plan_change=mapping.plan_change)
+
+
+def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *, full_file: bool = False,
+                  endpoint_for: EndpointFor | None = None) -> tuple[Enrollment, str, dict[str, int]]:
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
     mode's change file, or a full file that carries over the families validation held back."""
     from carrierfeeds.census.readers import read_census
-    from carrierfeeds.changes import NoChanges, diff_against_snapshot, is_full_file_day
+    from carrierfeeds.changes import NoChanges
 
     mapping = ctx.bundle.mapping
     store = snapshot_store(ctx)
     base = store.load_base(ctx.feed_id, ctx.run_id)
-    # Families validation held back are in the staged census but not in the accepted rows.
     raw = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, private=True)
-    held = set(raw["member_id"].astype(str)) - set(census["member_id"].astype(str))
-    # The full audit file (030): on demand, on the mapping's weekday, or when there is no snapshot yet.
-    full = full_file or base is None or is_full_file_day(ctx.ref.interval_start, mapping.full_file_weekday)
-    change_set = diff_against_snapshot(
-        enrollment, base, as_of=ctx.ref.interval_start, term_policy=mapping.term_policy,
-        term_end=mapping.term_end, retro_window_days=mapping.retro_window_days, held_back_members=held,
-        full_file=full, plan_change=mapping.plan_change)
+    change_set = diff_for_day(ctx.bundle, enrollment, base, staged=raw, accepted=census, day=ctx.ref.interval_start,
+                              full_file=full_file)
     if change_set.empty:
         _accept_census(ctx, endpoint_for)  # the carrier holds all of it already: this census is done
         raise NoChanges("no changes against the last delivered snapshot; nothing to send",
@@ -395,7 +380,7 @@ def _diff_for_run(ctx: RunContext, census: Any, enrollment: Any, *, full_file: b
     return change_set.enrollment, action, counts
 
 
-def snapshot_store(ctx: RunContext) -> Any:
+def snapshot_store(ctx: RunContext) -> SnapshotStore:
     """The feed snapshots (encrypted at rest) under the data directory, keyed from the keys directory."""
     from carrierfeeds.changes import SnapshotStore
 
@@ -422,28 +407,29 @@ def encrypt(ctx: RunContext) -> dict[str, Any]:
     spec = ctx.bundle.feed.encryption
     with recorded_stage(ctx, "encrypt") as detail:
         state = ctx.state()
-        if state.get("conformance") != "passed":
+        if state.gate is None or state.gate.conformance != "passed":
             raise ConformanceFailed("the file has not passed the conformance gate")
         keyring = Keyring(ctx.settings.resolved_gnupg_home)
         keyring.require_recipient(spec.recipient_fingerprint, now=ctx.now(), warning_days=spec.expiry_warning_days,
                                   user_id=spec.recipient_user_id, encryption_subkey=spec.recipient_encryption_subkey)
-        cipher_name = state["file_name"] + spec.suffix
-        earlier = (ctx.fetch(cipher_name) if state.get("cipher_name") == cipher_name and
-                   state.get("encrypted_payload") == state["payload_sha256"] and
-                   state.get("encrypted_under", made_under(spec)) == made_under(spec) and
+        built, made = state.build, state.encrypted
+        cipher_name = built.file_name + spec.suffix
+        earlier = (ctx.fetch(cipher_name) if made is not None and made.cipher_name == cipher_name and
+                   made.encrypted_payload == built.payload_sha256 and
+                   (made.encrypted_under or made_under(spec)) == made_under(spec) and
                    ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, cipher_name) else None)
-        if earlier is not None and sha256_file(earlier) == state.get("ciphertext_sha256"):
+        if earlier is not None and made is not None and sha256_file(earlier) == made.ciphertext_sha256:
             # A retry sends the very bytes an interrupted attempt may already have put on the far side;
             # the first attempt finds what the conformance stage made beside its checks.
-            detail.update(reused=True, ciphertext_sha256=state["ciphertext_sha256"], bytes=earlier.stat().st_size,
+            detail.update(reused=True, ciphertext_sha256=made.ciphertext_sha256, bytes=earlier.stat().st_size,
                           recipient_fingerprint=spec.recipient_fingerprint,
-                          **({"encrypted_in": "conformance"} if state.get("encrypted_ahead") else {}))
+                          **({"encrypted_in": "conformance"} if made.encrypted_ahead else {}))
             return {"run_id": ctx.run_id, "bytes": earlier.stat().st_size, "reused": True}
-        encrypted = encrypt_to_pins(ctx, ctx.fetch(state["file_name"]), ctx.run_dir / cipher_name,
-                                     state["payload_sha256"])
+        encrypted = encrypt_to_pins(ctx, ctx.fetch(built.file_name), ctx.run_dir / cipher_name,
+                                    built.payload_sha256)
         detail.update(ciphertext_sha256=encrypted.sha256, bytes=encrypted.size,
                       recipient_fingerprint=spec.recipient_fingerprint)
-        keep_ciphertext(ctx, encrypted, payload_sha256=state["payload_sha256"], ahead=False)
+        keep_ciphertext(ctx, encrypted, payload_sha256=built.payload_sha256, ahead=False)
     return {"run_id": ctx.run_id, "bytes": encrypted.size}
 
 
@@ -461,23 +447,23 @@ def deliver(ctx: RunContext, *, transport: Transport | None = None,
         return deliver_once(ctx, detail, transport=transport, force_reason=force_reason)
 
 
-def confirm(ctx: RunContext, *, endpoint_for: Callable[[str], Any] | None = None) -> RunSummary:
+def confirm(ctx: RunContext, *, endpoint_for: EndpointFor | None = None) -> RunSummary:
     """Close the run: census recorded as processed (an SFTP original moved with ``endpoint_for``'s
     connection), final status in the ledger, plaintext removed from the staging folder."""
     with recorded_stage(ctx, "confirm") as detail:
         state = ctx.state()
-        if not state.get("delivered"):
+        if state.delivery is None or not state.delivery.delivered:
             raise PermanentError("nothing was delivered for this run")
-        status = ("already_delivered" if state.get("already_delivered") else
+        status = ("already_delivered" if state.delivery.already_delivered else
                   "pending_handoff" if ctx.bundle.feed.delivery.kind == "manual" else "delivered")
         summary = _summary(ctx, status)
-        if state.get("snapshot_staged"):
+        if state.snapshot_staged:
             # Only now does the carrier hold what this run sent; a failed delivery never gets here.
             # False: an acknowledgment already rejected this run and put the snapshot back.
             detail.update(snapshot_advanced=snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id))
         # Only now has the census an outcome; a move that fails is retried by running confirm again.
         detail.update(census_moved=_accept_census(ctx, endpoint_for))
-        ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.get("counts", {}))
+        ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(removed=purge_plaintext(ctx))
     return summary
 
@@ -490,7 +476,8 @@ def purge_plaintext(ctx: RunContext) -> int:
     from carrierfeeds.staging import StagingTampered, StagingUnsealed
 
     try:
-        cipher = ctx.state().get("cipher_name")
+        made = ctx.state().encrypted
+        cipher = made.cipher_name if made is not None else None
     except (StagingTampered, StagingUnsealed):
         # A state that does not open names nothing to keep or to remove: the store is left for people to
         # look at (its member data stays sealed; retention removes it in time).
@@ -507,15 +494,16 @@ def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = Non
     try:
         state = ctx.state()
     except (StagingTampered, StagingUnsealed):
-        state = {}  # the error already says why; a summary never repeats what the state would claim
-    counts = state.get("counts", {})
+        state = RunState()  # the error already says why; a summary never repeats what the state would claim
+    counts, built, made = state.counts, state.built, state.encrypted
     return RunSummary(
         run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start.isoformat(),
         status=status, members=counts.get("members", 0), subscribers=counts.get("subscribers", 0),
-        coverages=counts.get("coverages", 0), file_name=state.get("cipher_name"),
-        payload_sha256=state.get("payload_sha256"), ciphertext_sha256=state.get("ciphertext_sha256"),
-        isa13=state.get("isa13"), remote_path=state.get("remote_path"),
-        validation=state.get("validation", {}), error=error.as_dict() if error else None)
+        coverages=counts.get("coverages", 0), file_name=made.cipher_name if made else None,
+        payload_sha256=built.payload_sha256 if built else None,
+        ciphertext_sha256=made.ciphertext_sha256 if made else None, isa13=built.isa13 if built else None,
+        remote_path=state.delivery.remote_path if state.delivery else None,
+        validation=state.validated.validation if state.validated else {}, error=error.as_dict() if error else None)
 
 
 def status_for(exc: CarrierFeedsError) -> str:
@@ -543,7 +531,7 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
 
 
 def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
-             census_path: Path | None = None, transport: Any | None = None,
+             census_path: Path | None = None, transport: Transport | None = None,
              force_reason: str | None = None, full_file: bool = False, force_census: bool = False) -> RunSummary:
     """Every stage in order, in one process; ends in a recorded state whatever happens, and the ledger's
     head is then anchored outside the database (``ledger.anchor``)."""
