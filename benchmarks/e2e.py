@@ -105,9 +105,10 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
 
     ``source``: a census generated earlier for (members, seed), copied in instead of generated again.
     """
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.config import SftpDelivery
     from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
+    from carrierfeeds.run.context import release_memory
 
     inbox = sshd.root / work.name
     inbox.mkdir()
@@ -125,7 +126,7 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
     def clock() -> datetime:
         return datetime(2026, 11, 21, 7, 0, tzinfo=UTC)
 
-    ctx = pipeline.open_run(ws.settings, pipeline.RunRef.for_day(ws.feed.feed_id, DAY), clock=clock,
+    ctx = run.open_run(ws.settings, run.RunRef.for_day(ws.feed.feed_id, DAY), clock=clock,
                             actor="benchmark")
     stages: dict[str, float] = {}
     stage_rss: dict[str, float | None] = {}
@@ -135,7 +136,7 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
         # Each stage's own peak RSS: reset the high-water mark before it, read it after. Memory freed
         # but still pooled (the previous run's primitives read a whole census with pyarrow) is handed
         # back first, as the stage itself does at its start, so that it does not count as the stage's.
-        pipeline.release_memory()
+        release_memory()
         _reset_peak_rss()
         before = _cpu()
         stages[name], value = _timed(fn)
@@ -143,20 +144,20 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
         stage_cpu[name] = {k: round(v - before[k], 3) for k, v in _cpu().items()}
         return value
 
-    stage("stage_census", lambda: pipeline.stage_census(ctx, census))
-    stage("validate", lambda: pipeline.validate(ctx))
-    built = stage("build", lambda: pipeline.build(ctx))
+    stage("stage_census", lambda: run.stage_census(ctx, census))
+    stage("validate", lambda: run.validate(ctx))
+    built = stage("build", lambda: run.build(ctx))
     state = ctx.state()
     plain = ctx.run_dir / state["file_name"]
     keep = work / "payload.834"
     os.link(plain, keep)  # for the primitives: the same bytes the pipeline rendered
-    stage("conformance", lambda: pipeline.conformance(ctx))
-    stage("encrypt", lambda: pipeline.encrypt(ctx))
+    stage("conformance", lambda: run.conformance(ctx))
+    stage("encrypt", lambda: run.encrypt(ctx))
     cipher = ctx.run_dir / ctx.state()["cipher_name"]
     keep_cipher = work / "payload.834.pgp"
     os.link(cipher, keep_cipher)
-    stage("deliver", lambda: pipeline.deliver(ctx))
-    stage("confirm", lambda: pipeline.confirm(ctx))
+    stage("deliver", lambda: run.deliver(ctx))
+    stage("confirm", lambda: run.confirm(ctx))
     ctx.ledger.close()
     return {"stages": stages, "stage_peak_rss_mb": stage_rss, "stage_cpu_s": stage_cpu, "generate_s": gen_s,
             "rows": rows,

@@ -323,7 +323,7 @@ def make_side(name: str, root: Path, *, censuses: list[Path], keys: Any, sshd: A
     import yaml
 
     from carrierfeeds.config import SftpDelivery, load_feed
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     inbox = sshd.root / f"{name}-{uuid.uuid4().hex[:8]}"
     inbox.mkdir()
@@ -357,7 +357,8 @@ def make_side(name: str, root: Path, *, censuses: list[Path], keys: Any, sshd: A
 # ---------------------------------------------------------------------------------- exactly once
 def check_exactly_once(side: Side) -> dict[str, Any]:
     """Every feed delivered exactly once: ledger rows, and the carrier's inbox holding exactly those files."""
-    from carrierfeeds.pipeline import ON_RECIPIENTS_SIDE, open_ledger
+    from carrierfeeds.run.delivery import ON_RECIPIENTS_SIDE
+    from carrierfeeds.settings import open_ledger
     from carrierfeeds.transport.base import TEMP_PREFIX, TEMP_SUFFIX
 
     problems: list[str] = []
@@ -668,7 +669,7 @@ json.dump(inprocess_batch(json.loads(sys.argv[1])), sys.stdout)
 def inprocess_batch(spec: dict[str, Any]) -> dict[str, Any]:
     """Run every feed of ``spec`` back to back with ``run_feed`` in this process (the child's entry point)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.settings import Settings
 
     settings = Settings(**{k: Path(v) for k, v in spec["paths"].items()}, ledger_url=spec["ledger_url"])
@@ -677,8 +678,8 @@ def inprocess_batch(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     for feed_id in spec["feed_ids"]:
         t0 = time.perf_counter()
-        summary = pipeline.run_feed(settings, pipeline.RunRef.for_day(feed_id, DAY), clock=lambda: datetime.now(UTC),
-                                    actor="benchmark")
+        summary = run.run_feed(settings, run.RunRef.for_day(feed_id, DAY), clock=lambda: datetime.now(UTC),
+                               actor="benchmark")
         seconds.append(round(time.perf_counter() - t0, 3))
         statuses[summary.status] = statuses.get(summary.status, 0) + 1
     return {"feed_s": seconds, "statuses": statuses, "wall_s": round(time.perf_counter() - started, 3)}

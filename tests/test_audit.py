@@ -547,7 +547,9 @@ def test_ledger_and_audit_views_hold_no_census_values_after_real_runs(sftp_works
     import pandas as pd
 
     from carrierfeeds.ledger.models import metadata
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
 
     ws = sftp_workspace
     day1, day2 = date(2026, 11, 19), date(2026, 11, 20)

@@ -55,7 +55,9 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
 
     data = tmp_path / "var"
     keys_dir = tmp_path / "keys"

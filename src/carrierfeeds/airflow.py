@@ -25,12 +25,13 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import DAG, BaseHook, Param, get_parsing_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from carrierfeeds import pipeline
+from carrierfeeds import run
 from carrierfeeds.config import Feed, SftpDelivery, load_feed
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
-from carrierfeeds.settings import Settings, feed_paths, load_bundle
+from carrierfeeds.run.delivery import make_transport
+from carrierfeeds.settings import Settings, feed_paths, load_bundle, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,14 @@ def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
     return StagingStore(target, StagingKey.load_or_create(settings.resolved_keys_dir / KEY_FILE_NAME))
 
 
-def _transport_for(ctx: pipeline.RunContext) -> Any:
+def _transport_for(ctx: run.RunContext) -> Any:
     target = ctx.bundle.feed.delivery
     if isinstance(target, SftpDelivery):
         from carrierfeeds.transport.sftp import SftpTransport
 
         return SftpTransport(sftp_endpoint_from_connection(target.connection_id, ctx.run_dir),
                              target.remote_dir)
-    return pipeline.make_transport(ctx)
+    return make_transport(ctx)
 
 
 def retries_left(context: Any) -> bool:
@@ -236,25 +237,25 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     settings = Settings()
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
-    ctx: pipeline.RunContext | None = None
+    ctx: run.RunContext | None = None
     try:
         # Inside the try: a broken mapping, schema or suite, or a missing staging key, is a ConfigError
         # like any other and fails at once, named by its code, not retried.
         bundle = load_bundle(settings, feed_id)
-        ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
+        ref = run.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
         store = staging_store(settings, settings.staging_url)
-        ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+        ctx = run.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
                                 bundle=bundle, store=store, ephemeral=True)
         result = _call_stage(ctx, stage, params)
         if stage == "confirm":
-            pipeline.anchor_run(ctx)
+            run.anchor_run(ctx)
         return result
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
         if ctx is not None:
-            pipeline.end_run(ctx, exc)
-            pipeline.anchor_run(ctx)
+            run.end_run(ctx, exc)
+            run.anchor_run(ctx)
         if status_for(exc) in NOTHING_NEW:
             # No changes, or no new census: the later stages are skipped, not failed.
             raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
@@ -265,7 +266,7 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         # after the last try nothing else would close the run or clear its staged member data.
         if ctx is not None:
             if retries_left(context):
-                pipeline.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
+                run.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
             else:
                 _abandon_run(ctx, stage, exc)
         raise
@@ -274,31 +275,31 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
             ctx.ledger.close()
 
 
-def _call_stage(ctx: pipeline.RunContext, stage: str, params: Any) -> dict[str, Any]:
+def _call_stage(ctx: run.RunContext, stage: str, params: Any) -> dict[str, Any]:
     if stage == "stage_census":
         # Census connections come from Airflow connections, like deliveries.
-        return pipeline.stage_census(
+        return run.stage_census(
             ctx, force=bool(params.get("force_census", False)),
             endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
             sql_url_for=sql_url_from_connection)
     if stage == "build":
-        return pipeline.build(ctx, full_file=bool(params.get("full_file", False)),
+        return run.build(ctx, full_file=bool(params.get("full_file", False)),
                               endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
     if stage == "validate":
-        return pipeline.validate(ctx)
+        return run.validate(ctx)
     if stage == "deliver":
-        return pipeline.deliver(ctx, transport=_transport_for(ctx))
+        return run.deliver(ctx, transport=_transport_for(ctx))
     if stage == "confirm":
-        return pipeline.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)
+        return run.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)
                                 ).as_dict()
     result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
     return result
 
 
-def _abandon_run(ctx: pipeline.RunContext, stage: str, exc: BaseException) -> None:
+def _abandon_run(ctx: run.RunContext, stage: str, exc: BaseException) -> None:
     """The last try failed with something not ours: record the run as failed and clear its plaintext.
 
-    Like :func:`pipeline.end_run` for a permanent error: the staging store keeps only the PHI-free state
+    Like :func:`run.end_run` for a permanent error: the staging store keeps only the PHI-free state
     and the gpg ciphertext. The exception is named by type only: its text may hold anything.
     """
     from carrierfeeds.notify import TIMEOUT_CODE
@@ -306,14 +307,14 @@ def _abandon_run(ctx: pipeline.RunContext, stage: str, exc: BaseException) -> No
     name = type(exc).__name__
     code = TIMEOUT_CODE if "Timeout" in name else "internal"
     ctx.ledger.finish_run(ctx.run_id, RunStatus.FAILED, now=ctx.now(), error_code=code, message=f"{stage}: {name}")
-    removed = pipeline.purge_plaintext(ctx)
+    removed = run.purge_plaintext(ctx)
     log.error("feed %s run %s: %s failed on its last try (%s); run closed, %d staged artifact(s) removed",
               ctx.feed_id, ctx.run_id, stage, code, removed)
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
-    "conformance": pipeline.conformance,
-    "encrypt": pipeline.encrypt,
+STAGE_FUNCTIONS: dict[str, Callable[[run.RunContext], dict[str, Any]]] = {
+    "conformance": run.conformance,
+    "encrypt": run.encrypt,
 }
 
 
@@ -358,7 +359,7 @@ def build_feed_dag(feed: Feed) -> DAG:
         },
     ) as dag:
         previous = None
-        for stage in pipeline.STAGES:
+        for stage in run.STAGES:
             op = task(task_id=stage)(_bind(feed.feed_id, stage))()
             if previous is not None:
                 previous >> op
@@ -403,7 +404,7 @@ def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
     """The ledger for a housekeeping task: an unreachable server is raised for Airflow to retry, a bad
     URL or data dir fails the task at once, named by its setting."""
     try:
-        return pipeline.open_ledger(settings)
+        return open_ledger(settings)
     except CarrierFeedsError as exc:
         if exc.retriable:
             raise

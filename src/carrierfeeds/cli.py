@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 import typer
 
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
-from carrierfeeds.files import write_private
 from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for, exit_code_for_run
 from carrierfeeds.settings import Settings, feed_paths
 
@@ -102,7 +101,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
 ) -> None:
     """Run every stage of one feed for one day: read, validate, build, check, encrypt, deliver."""
-    from carrierfeeds.pipeline import RunRef, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
     from carrierfeeds.settings import load_bundle
 
     settings = Settings()
@@ -182,7 +182,7 @@ def validate(
     """
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.pipeline import RunRef
+    from carrierfeeds.run.context import RunRef
     from carrierfeeds.settings import load_bundle, plan_catalogue
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
@@ -190,7 +190,7 @@ def validate(
     try:
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
-        # the day a run of this interval validates against (pipeline.validate: as_of=ref.interval_start)
+        # the day a run of this interval validates against (run.stages.validate: as_of=ref.interval_start)
         as_of = RunRef.for_day(feed_id, interval).interval_start
         frame = read_census(census, bundle.schema)
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
@@ -225,7 +225,7 @@ def _by_reason(counts: dict[str, int]) -> str:
     return ", ".join(f"{reason} {n} row(s)" for reason, n in sorted(counts.items()))
 
 
-# ----------------------------------------------------------------------------- preview (issue 4)
+# ----------------------------------------------------------------------------------- preview
 def _private_out(out: Path) -> Path:
     """``out`` as a private folder: created 0700, or an existing folder nobody else can read."""
     if out.exists():
@@ -238,171 +238,6 @@ def _private_out(out: Path) -> Path:
         out.mkdir(parents=True, mode=0o700)
     out.chmod(0o700)
     return out
-
-
-def _peek_control_number(settings: Settings, sender_id: str, receiver_id: str) -> tuple[int, str]:
-    """The ISA13 the ledger would allocate next for this pair, read without writing (nothing is created)."""
-    import sqlalchemy as sa
-
-    from carrierfeeds.ledger import models
-    from carrierfeeds.ledger.records import ISA13_MAX
-
-    url = sa.make_url(settings.resolved_ledger_url)
-    if url.get_backend_name() == "sqlite":
-        if not url.database or not Path(url.database).is_file():
-            return 1, "no ledger yet, so the first number"
-        engine = sa.create_engine(f"sqlite:///file:{Path(url.database).resolve()}?mode=ro&uri=true")
-    else:
-        engine = sa.create_engine(url)
-    counters = models.control_counters
-    try:
-        with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
-            if not sa.inspect(conn).has_table(counters.name):
-                return 1, "ledger not initialised, so the first number"
-            last = conn.execute(sa.select(counters.c.last_control).where(
-                counters.c.sender_id == sender_id, counters.c.receiver_id == receiver_id)).scalar_one_or_none()
-    except sa.exc.SQLAlchemyError as exc:
-        raise TransientError(f"cannot read the ledger ({type(exc).__name__})") from None
-    finally:
-        engine.dispose()
-    number = 1 if last is None or int(last) >= ISA13_MAX else int(last) + 1
-    return number, "the ledger's next number, read without writing"
-
-
-def _preview_files(settings: Settings, bundle: Any, census: Path, folder: Path, *, as_of: date, full: bool,
-                   now: datetime) -> dict[str, Any]:
-    """Every stage up to the conformance gate, on pure functions only: no ledger row, no control number
-    allocated, no snapshot staged or advanced, nothing encrypted or sent. Returns the PHI-free account."""
-    import os
-
-    from carrierfeeds.census.readers import read_census
-    from carrierfeeds.census.tokens import KEY_BYTES, MemberTokenizer
-    from carrierfeeds.changes import SnapshotStore, diff_against_snapshot, is_full_file_day, keeps_snapshot
-    from carrierfeeds.enrollment import build_enrollment
-    from carrierfeeds.errors import CensusRejected
-    from carrierfeeds.settings import plan_catalogue
-    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
-
-    feed, mapping = bundle.feed, bundle.mapping
-    frame = read_census(census, bundle.schema)
-    key_file = settings.resolved_token_key_file
-    # Tokens only label findings; without the deployment's key a throwaway one is used, never written.
-    tokenizer = (MemberTokenizer.from_key_file(key_file) if key_file.is_file()
-                 else MemberTokenizer(os.urandom(KEY_BYTES)))
-    report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                             source_name=census.name, plans=plan_catalogue(settings, bundle),
-                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
-    outcome = apply_policy(frame, report, feed.validation)
-    validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
-                  "findings": len(report.findings), "held_back_members": outcome.held_back_members,
-                  "excluded": dict(report.excluded)}
-    if outcome.rejected:
-        raise CensusRejected(f"census would be rejected under policy {feed.validation.policy!r}: "
-                             f"{report.failed_rows} failing rows (run `carrierfeeds validate` for the report)",
-                             file=census.name, details=validation)
-    enrollment = build_enrollment(outcome.accepted, feed, mapping, as_of=as_of)
-    members_by_type = {mapping.full_file.maintenance_type: enrollment.member_count}
-    action, full_file, base_rows = mapping.full_file.bgn08, True, None
-    if keeps_snapshot(mapping.mode, feed.validation.policy):
-        store = SnapshotStore(settings.data_dir / "snapshots", settings.resolved_keys_dir / "snapshot.key")
-        base = store.load(feed.feed_id)  # read only: the current snapshot, never staged or advanced
-        base_rows = None if base is None else len(base)
-        full_file = full or base is None or mapping.mode == "full" or is_full_file_day(
-            as_of, mapping.full_file_weekday)
-        change_set = diff_against_snapshot(
-            enrollment, base, as_of=as_of, term_policy=mapping.term_policy, term_end=mapping.term_end,
-            retro_window_days=mapping.retro_window_days, held_back_members=outcome.held_back_member_ids,
-            full_file=full_file, plan_change=mapping.plan_change)
-        enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
-        action = mapping.full_file.bgn08 if change_set.full_file else "2"
-    result: dict[str, Any] = {
-        "feed_id": feed.feed_id, "interval_start": as_of.isoformat(), "preview": True, "sent": False,
-        "snapshot_advanced": False, "ledger_written": False, "out": str(folder), "full_file": full_file,
-        "snapshot_rows": base_rows, "validation": validation, "files": []}
-    if enrollment.member_count == 0:
-        result["status"] = RunStatus.NOTHING_TO_SEND
-        return result
-    number, source = _peek_control_number(settings, mapping.envelope.sender_id, mapping.envelope.receiver_id)
-    control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
-               "note": f"preview placeholder ({source}); the real run allocates its own"}
-    entry = _render_preview(feed, mapping, enrollment, folder, as_of=as_of, number=number, action=action,
-                            now=now, pyx12_max_members=settings.pyx12_max_members)
-    entry.update(members=enrollment.member_count, members_by_type=members_by_type, control_numbers=control)
-    result["files"] = [entry]
-    result["status"] = "ok" if entry["conformance"]["verdict"] == "passed" else "conformance_failed"
-    return result
-
-
-def _render_preview(feed: Any, mapping: Any, enrollment: Any, folder: Path, *, as_of: date, number: int,
-                    action: str, now: datetime, pyx12_max_members: int) -> dict[str, Any]:
-    """Render the feed's file into ``folder`` and run the same gate as a run; PHI-free account of it."""
-    from carrierfeeds.config import Party
-
-    verdict: dict[str, Any] = {"verdict": "passed", "problems": 0, "first": None}
-    if feed.output.format == "pdf":
-        from carrierfeeds.outputs.pdf import fallback_file_name, write_fallback_pdf
-
-        name = fallback_file_name(feed, as_of, f"{number:09d}")
-        doc = write_fallback_pdf(enrollment, folder / name, feed=feed, interval_start=as_of,
-                                 control_id=f"{number:09d}", created=now)
-        return {"name": name, "format": "pdf", "bytes": doc.size, "sha256": doc.sha256, "pages": doc.pages,
-                "segments": None, "records": None, "conformance": {**verdict, "check": "hash only"}}
-    if feed.output.format == "flatfile":
-        from carrierfeeds.outputs.flatfile import check_flatfile, flatfile_name, layout_for, render_flatfile
-
-        layout = layout_for(mapping)
-        name = flatfile_name(layout, feed_id=feed.feed_id, control=number, day=as_of,
-                             sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
-        sha, size = write_private(folder / name, render_flatfile(enrollment, layout))
-        flat = check_flatfile((folder / name).read_bytes(), layout, expected_records=len(enrollment.table))
-        if not flat.ok:
-            p = flat.problems[0]
-            verdict = {"verdict": "failed", "problems": flat.problem_count,
-                       "first": {"record": p.record, "column": p.column, "rule": p.code, "message": p.message}}
-        return {"name": name, "format": f"flatfile-{layout.kind}", "bytes": size, "sha256": sha,
-                "segments": None, "records": flat.records, "conformance": {**verdict, "check": "structure"}}
-    from carrierfeeds.x12.check import check_834, sample_834, validate_with_pyx12
-    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
-    from carrierfeeds.x12.render import render_834
-
-    control = ControlNumbers(isa13=number, gs06=number, st02=number)
-    header = TransactionHeader(
-        ids=mapping.envelope, created=now, reference=f"CF{number:09d}",
-        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
-        payer=mapping.payer, action=action, group_number=mapping.group_number)
-    name = mapping.file_name.format(sender=mapping.envelope.sender_id.strip(),
-                                    receiver=mapping.envelope.receiver_id.strip(), isa13=f"{number:09d}",
-                                    date=as_of.strftime("%Y%m%d"), feed=feed.feed_id)
-    sha, size = write_private(folder / name, render_834(enrollment, header, control, Delimiters()))
-    data = (folder / name).read_bytes()
-    report = check_834(data, require_dmg="dob" in mapping.allowlist)
-    if not report.ok:
-        p834 = report.problems[0]
-        verdict = {"verdict": "failed", "problems": len(report.problems),
-                   "first": {"segment_position": p834.segment_position, "segment": p834.segment_id,
-                             "element": p834.element, "rule": p834.code}}
-    else:
-        sample, sampled = sample_834(data, max_members=pyx12_max_members)
-        target = folder / name
-        if sampled:
-            target = folder / f".{name}.pyx12-sample"
-            write_private(target, [sample])
-        try:
-            pyx12 = validate_with_pyx12(target)
-        finally:
-            if sampled:
-                target.unlink(missing_ok=True)
-        if not pyx12.ok:
-            first = pyx12.errors[0] if pyx12.errors else None
-            verdict = {"verdict": "failed", "problems": len(pyx12.errors),
-                       "first": None if first is None else {"segment_position": first.segment_position,
-                                                            "segment": first.segment_id,
-                                                            "element": first.element, "rule": first.code}}
-        verdict["pyx12"] = "sample" if sampled else "full"
-    return {"name": name, "format": "x12-834", "bytes": size, "sha256": sha, "segments": report.segment_count,
-            "records": None, "conformance": {**verdict, "check": "structure+pyx12"}}
 
 
 @app.command()
@@ -425,6 +260,7 @@ def preview(
     passes (or there is nothing to send), 1 when the census would be rejected, 2 on a usage or
     configuration error, 3 when the gate fails.
     """
+    from carrierfeeds.run.preview import preview_files
     from carrierfeeds.settings import load_bundle
 
     settings = Settings()
@@ -432,7 +268,7 @@ def preview(
         bundle = load_bundle(settings, feed_id)
         as_of = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         folder = _private_out(out)
-        result = _preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
+        result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -532,7 +368,7 @@ def _check_sql_login(settings: Settings, source: Any) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the ledger database to the current schema."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     open_ledger(settings).close()
@@ -545,7 +381,7 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     outside the database), then anchor the head as it is now. Exit 5 on a broken link or a missing or
     rewritten anchored row."""
     from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     try:
@@ -618,7 +454,7 @@ def audit_log(
         lines_to_json,
         lines_to_table,
     )
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -641,7 +477,7 @@ def audit_report(
 ) -> None:
     """A readable report for a period: per carrier and employer, a chart per day, failures and resends."""
     from carrierfeeds.audit import acks_from_ledger, build_report, feed_parties, write_report
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if out.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise typer.BadParameter("--out must end in .html or .pdf")
@@ -683,7 +519,7 @@ def audit_show(
 ) -> None:
     """Every stage, delivery outcome and audit event of one run, in order."""
     from carrierfeeds.audit import run_history
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     history = run_history(open_ledger(Settings()), run_id)
     if history is None:
@@ -697,8 +533,8 @@ def audit_show(
 
 
 def _hold(employer: str | None, feed: str | None, reason: str, actor: str, held: bool) -> None:
-    from carrierfeeds.pipeline import open_ledger
     from carrierfeeds.retention import set_hold
+    from carrierfeeds.settings import open_ledger
 
     if (employer is None) == (feed is None):
         raise typer.BadParameter("name exactly one of --employer or --feed")
@@ -736,7 +572,7 @@ def hold_clear(
 @hold_app.command("list")
 def hold_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Holds in force, from the ledger and from feed files."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     held = [{"object_type": h.object_type, "object_id": h.object_id, "source": "ledger", "actor": h.actor,
@@ -765,8 +601,8 @@ def purge(
     A legal hold on the employer or feed blocks both. Every purge is audited (kind, counts, feed and
     employer; never the data). Run it with the ledger owner's database credentials.
     """
-    from carrierfeeds.pipeline import open_ledger
     from carrierfeeds.retention import purge_with_settings
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     now = _utcnow()
@@ -805,7 +641,7 @@ def handoff_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Files placed in the hand-off outbox that no person has confirmed handing over yet."""
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     pending = open_ledger(Settings()).pending_handoffs(feed_id=feed)
     rows = [{"delivery_id": d.delivery_id, "feed_id": d.feed_id, "interval_start": d.interval_start.isoformat(),
@@ -828,7 +664,7 @@ def handoff_confirm(
     """Record that a person handed a pending file over; audited. Exit 2 for an unknown id, 5 when the
     hand-off was already confirmed or the delivery is not a pending hand-off."""
     from carrierfeeds.ledger import UnknownRecord
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     try:
         record = open_ledger(Settings()).confirm_handoff(delivery_id, by=by, method=method, now=_utcnow())
@@ -954,7 +790,7 @@ def acks_collect(
     could not be read (retry), 2 on a configuration error.
     """
     from carrierfeeds.acknowledgments import LocalAckInbox, PollResult, collect_acks, poll_acks
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     now = _utcnow()
@@ -1006,7 +842,7 @@ def acks_status(
     from datetime import timedelta
 
     from carrierfeeds.acknowledgments import DEFAULT_WINDOW, ack_status, carrier_ack_settings, feeds_without_source
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     if fmt not in ("table", "json"):
         raise typer.BadParameter("--format must be table or json")

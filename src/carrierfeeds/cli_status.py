@@ -104,7 +104,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print the board
     2 configuration error (the ledger URL, the data directory); 4 the ledger is unreachable, retry later.
     """
     from carrierfeeds.ops.status import load_board
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     settings = Settings()
     try:

@@ -253,7 +253,7 @@ def _due(party: FeedParty, as_of: date, retention_days: int) -> date | None:
 
 
 def _resend_of(name: str, original: str) -> bool:
-    """``name`` is a ``_resend<n>`` copy of ``original`` (see ``pipeline.resend_name``)."""
+    """``name`` is a ``_resend<n>`` copy of ``original`` (see ``run.delivery.resend_name``)."""
     stem, dot, extensions = original.partition(".")
     head, sep, tail = name.partition("_resend")
     number, _, rest = tail.partition(".") if dot else (tail, "", "")

@@ -109,7 +109,7 @@ def test_pipeline_split_834_is_acknowledged_by_pyx12_and_matched_accepted(tmp_pa
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace
-    from carrierfeeds.pipeline import RunRef, run_feed
+    from carrierfeeds.run import RunRef, run_feed
 
     day = date(2026, 11, 20)
     root = config_root(tmp_path, "max_members_per_transaction: 10\n")

@@ -25,8 +25,8 @@ from faultkit import HERE, ROOT, child_env
 
 from carrierfeeds.config import SftpDelivery
 from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
-from carrierfeeds.pipeline import ON_RECIPIENTS_SIDE, open_ledger
-from carrierfeeds.settings import Settings
+from carrierfeeds.run.delivery import ON_RECIPIENTS_SIDE
+from carrierfeeds.settings import Settings, open_ledger
 from carrierfeeds.testing.gpg import DemoKeys
 from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.base import TEMP_PREFIX, TEMP_SUFFIX

@@ -236,7 +236,7 @@ def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path
 
     from carrierfeeds.census.sources import CensusIndex
     from carrierfeeds.files import sha256_file
-    from carrierfeeds.pipeline import RunRef, run_feed
+    from carrierfeeds.run import RunRef, run_feed
 
     for name in ("feeds", "mappings", "schemas"):
         shutil.copytree(ROOT / name, tmp_path / name)

@@ -295,7 +295,7 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
     A source that cannot be listed (network, host key, config) is reported as an alert and the others
     still run; the housekeeping DAG calls this and fails its task when any alert is an error.
     """
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     ledger = ledger or open_ledger(settings)
     carriers = list(carriers) if carriers is not None else carrier_ack_settings(settings, feed_ids)

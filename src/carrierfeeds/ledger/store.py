@@ -49,6 +49,7 @@ from carrierfeeds.ledger.governance import Governance
 from carrierfeeds.ledger.purge import recorded_gaps
 from carrierfeeds.ledger.records import (
     DELIVERED_STATUSES,
+    ISA13_MAX,
     OUTCOME_STATUSES,
     RUN_STATUSES,
     SENT_STATUSES,
@@ -236,6 +237,17 @@ class Ledger(Governance, Acknowledgments):
                           "isa13": number, "gs06": number, "st02": number, "created_at": now})
         log.info("run %s: control number %09d allocated", run_id, number)
         return Interchange(number, number, number, utc(now))
+
+    def next_control_number(self, *, sender_id: str, receiver_id: str) -> int:
+        """The number :meth:`allocate_control_numbers` would give the pair's next run, read without
+        writing anything (the preview's placeholder; a run may take it first)."""
+        c = m.control_counters
+        with self._read() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            last = conn.execute(sa.select(c.c.last_control).where(
+                c.c.sender_id == sender_id, c.c.receiver_id == receiver_id)).scalar_one_or_none()
+        return 1 if last is None or int(last) >= ISA13_MAX else int(last) + 1
 
     def allocate_resend(self, *, run_id: str, sender_id: str, receiver_id: str, actor: str, reason: str,
                         now: datetime) -> Interchange | None:

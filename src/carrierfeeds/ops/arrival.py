@@ -197,7 +197,7 @@ def check_census_arrival(settings: Settings, bundle: FeedBundle, now: datetime, 
         return ArrivalCheck(verdict)
     own = ledger is None
     if ledger is None:
-        from carrierfeeds.pipeline import open_ledger
+        from carrierfeeds.settings import open_ledger
 
         ledger = open_ledger(settings)
     try:

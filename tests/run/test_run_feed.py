@@ -14,7 +14,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from carrierfeeds.pipeline import RunRef, open_ledger, run_dir_for, run_feed
+from carrierfeeds.run.context import RunRef, run_dir_for
+from carrierfeeds.run.stages import run_feed
+from carrierfeeds.settings import open_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +222,7 @@ def test_carrier_without_electronic_intake_gets_a_tracked_printable_handoff(
 
     feed_id = "acme-northwind-dental"
     ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", ledger_url=ledger_url,
-                           config_root=Path(__file__).resolve().parents[1], feed_id=feed_id,
+                           config_root=Path(__file__).resolve().parents[2], feed_id=feed_id,
                            delivery=ManualDelivery(outbox="outbox/northwind"))
     from carrierfeeds.census.generate import generate_census, write_census_csv
 
@@ -258,57 +260,57 @@ def test_carrier_without_electronic_intake_gets_a_tracked_printable_handoff(
 
 def test_stages_in_separate_processes_leave_phi_only_encrypted_at_rest(sftp_workspace: Any) -> None:
     """Airflow-style: each stage alone, scratch wiped after each; the store holds PHI only encrypted."""
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
 
     ws = sftp_workspace
     census = ws.write_census(members=25, seed=12, as_of=DAY)
     frame = pd.read_csv(census, dtype=str, keep_default_na=False)
     canaries = [frame.loc[0, "ssn"], frame.loc[0, "last_name"], frame.loc[0, "address1"]]
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    stages = [lambda c: pipeline.stage_census(c, census), pipeline.validate, pipeline.build,
-              pipeline.conformance, pipeline.encrypt, pipeline.deliver, pipeline.confirm]
+    stages = [lambda c: run.stage_census(c, census), run.validate, run.build,
+              run.conformance, run.encrypt, run.deliver, run.confirm]
     for stage in stages:
-        ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
+        ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
         stage(ctx)
         ctx.ledger.close()
-        assert not pipeline.scratch_dir_for(ws.settings, ref).exists()
+        assert not run.scratch_dir_for(ws.settings, ref).exists()
         for path in run_dir_for(ws.settings, ref).iterdir():
             assert path.name.endswith(".enc"), path.name  # every object sealed
             data = path.read_bytes()
             for canary in canaries:
                 assert canary.encode() not in data, (path.name, "plaintext PHI at rest")
-    assert [p.name for p in ws.inbox.iterdir()] == [ctx.state()["cipher_name"]]
+    assert [p.name for p in ws.inbox.iterdir()] == [ctx.state().encryption.cipher_name]
 
 
 def test_a_payload_changed_after_the_gate_is_refused_by_encrypt(sftp_workspace: Any) -> None:
     """The bytes gpg encrypts are hashed as it reads them: a rendered file edited after the conformance
     gate is refused, nothing is encrypted or kept, and the ledger says why. (With encrypt_ahead, the
-    default, the ciphertext is made during the gate from the bytes it checked: tests/test_pipeline_encrypt_ahead.py.)"""
-    from carrierfeeds import pipeline
+    default, the ciphertext is made during the gate from the bytes it checked: tests/run/test_encrypt_ahead.py.)"""
+    from carrierfeeds import run
     from carrierfeeds.errors import Refused
 
     ws = sftp_workspace
     census = ws.write_census(members=15, seed=13, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    ctx = pipeline.open_run(ws.settings.model_copy(update={"encrypt_ahead": False}), ref, clock=_clock,
+    ctx = run.open_run(ws.settings.model_copy(update={"encrypt_ahead": False}), ref, clock=_clock,
                             actor="test")
-    pipeline.stage_census(ctx, census)
-    pipeline.validate(ctx)
-    pipeline.build(ctx)
-    pipeline.conformance(ctx)
-    plain = ctx.run_dir / ctx.state()["file_name"]
+    run.stage_census(ctx, census)
+    run.validate(ctx)
+    run.build(ctx)
+    run.conformance(ctx)
+    plain = ctx.run_dir / ctx.state().build.file_name
     data = bytearray(plain.read_bytes())
     data[-3] = ord("X") if data[-3] != ord("X") else ord("Y")  # same size, one byte differs
     plain.write_bytes(bytes(data))
     with pytest.raises(Refused) as raised:
-        pipeline.encrypt(ctx)
+        run.encrypt(ctx)
     assert raised.value.code == "plaintext_changed"
-    assert "cipher_name" not in ctx.state()
+    assert ctx.state().encrypted is None
     assert not any(p.name.endswith(".pgp") for p in ctx.run_dir.iterdir())
     assert not any(p.name.endswith(".pgp") for p in run_dir_for(ws.settings, ref).iterdir())
     events = [(e.stage, e.status, e.error_code) for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage"]
     assert events[-1] == ("encrypt", "failed", "plaintext_changed")
-    assert pipeline.status_for(raised.value) == "refused"
+    assert run.status_for(raised.value) == "refused"
     ctx.ledger.close()
 
 
@@ -317,7 +319,7 @@ def test_quarantined_family_is_carried_over_in_the_change_file_not_termed(
     """Changes mode under the quarantine policy: a family that fails validation on day 2 is held back;
     the day-2 change file has no 024 for it (it was not dropped), and once fixed it is simply unchanged."""
     import yaml
-    from tests.test_pipeline_changes import _changes_mode
+    from tests.run.test_run_changes_mode import _changes_mode
 
     from carrierfeeds.x12.read import read_834
 
@@ -466,7 +468,7 @@ def test_the_census_is_read_mapped_only_as_the_runs_own_staged_copy(sftp_workspa
     own copy may be: 0600 in the run's scratch folder, never the employer's file."""
     import stat
 
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.census import readers
 
     ws = sftp_workspace
@@ -483,5 +485,5 @@ def test_the_census_is_read_mapped_only_as_the_runs_own_staged_copy(sftp_workspa
     monkeypatch.setattr(readers, "read_census", reading)
     summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
     assert summary.status == "delivered", summary.error
-    scratch = pipeline.scratch_dir_for(ws.settings, ref).resolve()
+    scratch = run.scratch_dir_for(ws.settings, ref).resolve()
     assert mapped and all(path == scratch / "census.csv" and mode == 0o600 for path, mode in mapped), mapped

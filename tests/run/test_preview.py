@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from carrierfeeds.cli import app
 from carrierfeeds.config import SftpDelivery
-from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+from carrierfeeds.run.context import RunRef
+from carrierfeeds.run.stages import run_feed
+from carrierfeeds.settings import open_ledger
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FEED = "acme-clearview-vision"
 CONNECTION = "clearview_sftp"
 DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)  # a Thursday and a Friday: not the full-file Sunday

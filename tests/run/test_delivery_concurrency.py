@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds.pipeline import RunRef, build, conformance, encrypt, open_ledger, open_run, stage_census, validate
+from carrierfeeds.run.context import RunRef, open_run
+from carrierfeeds.run.stages import build, conformance, encrypt, stage_census, validate
+from carrierfeeds.settings import open_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,7 @@ def _clock() -> datetime:
 def _deliverer(settings: Any, feed_id: str, jobs: Any, barrier: Any, results: Any) -> None:
     """A worker process: for each day it is given, open the run, wait for the other worker, deliver."""
     from carrierfeeds.errors import CarrierFeedsError
-    from carrierfeeds.pipeline import deliver
+    from carrierfeeds.run.stages import deliver
 
     while (day := jobs.get()) is not None:
         ctx = open_run(settings, RunRef.for_day(feed_id, day), clock=_clock, actor="worker")

@@ -12,12 +12,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from carrierfeeds.pipeline import RunRef, run_feed
+from carrierfeeds.run.context import RunRef
+from carrierfeeds.run.stages import run_feed
 
 pytestmark = pytest.mark.slow
 
 DAY1, DAY2, DAY3 = date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _clock() -> datetime:
@@ -118,7 +119,7 @@ def test_a_change_outside_the_retro_window_ends_rejected_by_row_and_the_census_i
     recorded state (rejected, outside_retro_window, by row) and the census is not recorded as processed,
     so the next run tries that same census again; once ops widen the window it is delivered."""
     from carrierfeeds.census.sources import CensusIndex
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     ws = sftp_workspace
     settings, store = _changes_mode(ws, tmp_path)

@@ -21,11 +21,13 @@ import yaml
 from carrierfeeds.census.generate import generate_census, write_census_csv
 from carrierfeeds.census.sources import CensusIndex
 from carrierfeeds.config import LocalDelivery, SftpSource, SqlSource
-from carrierfeeds.pipeline import RunRef, open_ledger, open_store, run_feed, scratch_dir_for
+from carrierfeeds.run.context import RunRef, scratch_dir_for
+from carrierfeeds.run.stages import run_feed
+from carrierfeeds.settings import open_ledger, open_store
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAY1, DAY2, DAY3 = date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)
 T0 = 1_790_000_000  # remote file times, seconds
 

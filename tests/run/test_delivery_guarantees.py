@@ -18,13 +18,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+from carrierfeeds.run.context import RunRef
+from carrierfeeds.run.stages import run_feed
+from carrierfeeds.settings import open_ledger
 from carrierfeeds.transport.base import Receipt, RemoteFile
 
 pytestmark = pytest.mark.slow
 
 DAY, DAY2, DAY3 = date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REASON = "carrier lost the file, ticket 7"
 
 

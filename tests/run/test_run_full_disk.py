@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds import pipeline
+from carrierfeeds import run
 from carrierfeeds.errors import TransientError
-from carrierfeeds.pipeline import RunRef
+from carrierfeeds.run.context import RunRef
+from carrierfeeds.run.encrypt_ahead import encrypt_to_pins
 from carrierfeeds.testing.tmpfs import fill, mounted_tmpfs, tmpfs_unavailable
 
 pytestmark = pytest.mark.slow
@@ -52,27 +53,27 @@ def small_staging(tmp_path: Path) -> Iterator[Path]:
     yield from _small_disk(tmp_path / "staging", 16 << 20)
 
 
-def _last(ctx: pipeline.RunContext, stage: str) -> Any:
+def _last(ctx: run.RunContext, stage: str) -> Any:
     return [e for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage" and e.stage == stage][-1]
 
 
-def _ciphertexts(ctx: pipeline.RunContext) -> list[str]:
+def _ciphertexts(ctx: run.RunContext) -> list[str]:
     staged = [n for n in ctx.store.names(ctx.feed_id, ctx.ref.interval_start) if ".pgp" in n]
     local = [p.name for p in ctx.run_dir.iterdir() if ".pgp" in p.name or ".tmp" in p.name]
     return staged + local
 
 
 def _built_and_measured(settings: Any, ws: Any, members: int, seed: int,
-                        measure_to: Path) -> tuple[Any, dict[str, Any], Any]:
+                        measure_to: Path) -> tuple[Any, Any, Any]:
     """A run staged, validated and built under ``settings``, and the size its ciphertext will have
     (encrypted once to ``measure_to``, outside the small filesystem)."""
     census = ws.write_census(members=members, seed=seed, as_of=DAY)
-    ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
-    pipeline.stage_census(ctx, census)
-    pipeline.validate(ctx)
-    pipeline.build(ctx)
-    state = ctx.state()
-    measured = pipeline._encrypt_to_pins(ctx, ctx.run_dir / state["file_name"], measure_to, state["payload_sha256"])
+    ctx = run.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    run.stage_census(ctx, census)
+    run.validate(ctx)
+    run.build(ctx)
+    state = ctx.state().build
+    measured = encrypt_to_pins(ctx, ctx.run_dir / state.file_name, measure_to, state.payload_sha256)
     return ctx, state, measured
 
 
@@ -86,29 +87,29 @@ def test_a_full_disk_while_encrypting_fails_as_transient_keeps_and_sends_nothing
     # and exits 2, which python-gnupg reports as ok.
     filler = fill(small_data_dir, leave=(measured.size - 8192) // 4096 * 4096)
 
-    pipeline.conformance(ctx)  # gpg failing ahead never fails the gate; it says why
+    run.conformance(ctx)  # gpg failing ahead never fails the gate; it says why
     gate = _last(ctx, "conformance")
     assert gate.status == "succeeded"
     if ahead:
         assert gate.detail["encrypted_ahead"] is False
         assert gate.detail["encrypt_ahead_error"] == "encryption_incomplete"
     with pytest.raises(TransientError) as caught:
-        pipeline.encrypt(ctx)
+        run.encrypt(ctx)
     assert caught.value.code == "encryption_incomplete"
     failed = _last(ctx, "encrypt")
     assert failed.status == "failed" and failed.error_code == "encryption_incomplete"
-    assert "cipher_name" not in ctx.state() and _ciphertexts(ctx) == []  # nothing kept, no partial file
+    assert ctx.state().encrypted is None and _ciphertexts(ctx) == []  # nothing kept, no partial file
     assert ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY) is None  # nothing sent
     assert list(ws.inbox.iterdir()) == []
 
     filler.unlink()  # space is back: the retry encrypts whole, delivers, and the carrier reads it
-    pipeline.encrypt(ctx)
-    pipeline.deliver(ctx)
-    summary = pipeline.confirm(ctx)
+    run.encrypt(ctx)
+    run.deliver(ctx)
+    summary = run.confirm(ctx)
     assert summary.status == "delivered"
     (sent,) = ws.inbox.iterdir()
     back = ws.keys.carrier.decrypt_file(sent, tmp_path / "received.834", require_signer=ws.keys.signer_fingerprint)
-    assert back.valid_signature and back.sha256 == state["payload_sha256"]
+    assert back.valid_signature and back.sha256 == state.payload_sha256
     delivery = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY)
     assert delivery is not None and delivery.status == "delivered"
     ctx.ledger.close()
@@ -126,21 +127,21 @@ def test_a_full_staging_store_fails_as_transient_and_keeps_no_ciphertext(sftp_wo
     assert measured.size > 2 * room
     filler = fill(small_staging, leave=room)
 
-    pipeline.conformance(ctx)
+    run.conformance(ctx)
     if ahead:
         assert _last(ctx, "conformance").detail["encrypt_ahead_error"] == "staging_full"
     with pytest.raises(TransientError) as caught:
-        pipeline.encrypt(ctx)
+        run.encrypt(ctx)
     assert caught.value.code == "staging_full"
     assert _last(ctx, "encrypt").error_code == "staging_full"
-    assert "cipher_name" not in ctx.state() and _ciphertexts(ctx) == []
+    assert ctx.state().encrypted is None and _ciphertexts(ctx) == []
     assert not [p for p in small_staging.rglob("*") if ".tmp-" in p.name]
 
     filler.unlink()
-    pipeline.encrypt(ctx)
-    pipeline.deliver(ctx)
-    assert pipeline.confirm(ctx).status == "delivered"
+    run.encrypt(ctx)
+    run.deliver(ctx)
+    assert run.confirm(ctx).status == "delivered"
     (sent,) = ws.inbox.iterdir()
     back = ws.keys.carrier.decrypt_file(sent, tmp_path / "received.834")
-    assert back.sha256 == state["payload_sha256"]
+    assert back.sha256 == state.payload_sha256
     ctx.ledger.close()

@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from carrierfeeds import pipeline
+from carrierfeeds import run
 from carrierfeeds.census.accepted import read_accepted
 from carrierfeeds.errors import TransientError
-from carrierfeeds.pipeline import ACCEPTED, RunRef, run_dir_for
+from carrierfeeds.run.context import ACCEPTED, RunRef, run_dir_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +29,15 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     ws = sftp_workspace
     census = ws.write_census(members=40, seed=31, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test")
-    pipeline.stage_census(ctx, census)
+    ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test")
+    run.stage_census(ctx, census)
     staged = ctx.run_dir / "census.csv"
     assert staged.read_bytes() == census.read_bytes()
-    assert ctx.state()["census_sha256"] == hashlib.sha256(census.read_bytes()).hexdigest()
+    assert ctx.state().census.census_sha256 == hashlib.sha256(census.read_bytes()).hexdigest()
     assert ctx.store.get_bytes(ctx.feed_id, DAY, "census.csv") == census.read_bytes()
     assert (staged.stat().st_mode & 0o777) == 0o600
 
-    pipeline.validate(ctx)
+    run.validate(ctx)
     accepted = ctx.run_dir / ACCEPTED
     assert ctx.store.get_bytes(ctx.feed_id, DAY, ACCEPTED) == accepted.read_bytes()
     assert (accepted.stat().st_mode & 0o777) == 0o600
@@ -45,11 +45,11 @@ def test_staged_census_accepted_rows_and_834_are_what_the_run_folder_holds(sftp_
     pd.testing.assert_frame_equal(frame, pd.read_feather(accepted), check_exact=True)
     assert len(frame) == len(pd.read_csv(census, dtype=str))
 
-    pipeline.build(ctx)
-    state = ctx.state()
-    payload = (ctx.run_dir / state["file_name"]).read_bytes()
-    assert hashlib.sha256(payload).hexdigest() == state["payload_sha256"] and len(payload) == state["payload_bytes"]
-    assert ctx.store.get_bytes(ctx.feed_id, DAY, state["file_name"]) == payload
+    run.build(ctx)
+    state = ctx.state().build
+    payload = (ctx.run_dir / state.file_name).read_bytes()
+    assert hashlib.sha256(payload).hexdigest() == state.payload_sha256 and len(payload) == state.payload_bytes
+    assert ctx.store.get_bytes(ctx.feed_id, DAY, state.file_name) == payload
     assert not [p.name for p in ctx.run_dir.iterdir() if ".tmp" in p.name]
     assert not [p.name for p in run_dir_for(ws.settings, ref).iterdir() if ".tmp-" in p.name]
     ctx.ledger.close()
@@ -62,12 +62,12 @@ def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: A
     ws = sftp_workspace
     census = ws.write_census(members=30, seed=32, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
-    pipeline.stage_census(ctx, census)
-    pipeline.validate(ctx)
-    first = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
-    pipeline.build(first)
-    sha_uncompressed = first.state()["payload_sha256"]
+    ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
+    run.stage_census(ctx, census)
+    run.validate(ctx)
+    first = run.open_run(ws.settings, ref, clock=_clock, actor="test", ephemeral=True)
+    run.build(first)
+    sha_uncompressed = first.state().build.payload_sha256
 
     rows = pd.read_feather(first.fetch(ACCEPTED))
     assert any(isinstance(dtype, pd.CategoricalDtype) for dtype in rows.dtypes)
@@ -75,11 +75,11 @@ def test_build_reads_accepted_rows_staged_as_plain_text_before(sftp_workspace: A
     before = first.run_dir / ACCEPTED
     rows.to_feather(before, compression=compression)
     first.keep(before)
-    pipeline.wipe_scratch(first)
+    run.wipe_scratch(first)
     frame = read_accepted(first.fetch(ACCEPTED))
     pd.testing.assert_frame_equal(frame, rows, check_exact=True)
-    pipeline.build(first)  # a retry of build: the same control numbers, so the same bytes
-    assert first.state()["payload_sha256"] == sha_uncompressed
+    run.build(first)  # a retry of build: the same control numbers, so the same bytes
+    assert first.state().build.payload_sha256 == sha_uncompressed
     first.ledger.close()
     ctx.ledger.close()
 
@@ -95,9 +95,9 @@ def test_census_changing_while_staged_leaves_no_copy_and_no_object(
     census = ws.write_census(members=20, seed=33, as_of=DAY)
     original = census.read_bytes()
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
-    ctx = pipeline.open_run(ws.settings, ref, clock=_clock, actor="test")
+    ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test")
     if earlier:
-        pipeline.stage_census(ctx, census)
+        run.stage_census(ctx, census)
         (ctx.run_dir / "census.csv").unlink()
     real = sources.census_from_file
 
@@ -109,7 +109,7 @@ def test_census_changing_while_staged_leaves_no_copy_and_no_object(
 
     monkeypatch.setattr(sources, "census_from_file", pick_then_grow)
     with pytest.raises(TransientError, match="changed while it was staged"):
-        pipeline.stage_census(ctx, census)
+        run.stage_census(ctx, census)
     assert not (ctx.run_dir / "census.csv").exists()
     assert not [p.name for p in ctx.run_dir.iterdir() if "census" in p.name]
     store_dir = run_dir_for(ws.settings, ref)  # caught before the store is touched: maybe not even made

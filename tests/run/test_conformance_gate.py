@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds import files, pipeline
+from carrierfeeds import files, run
 from carrierfeeds.errors import ConformanceFailed
-from carrierfeeds.pipeline import RunContext, RunRef
+from carrierfeeds.run import gate
+from carrierfeeds.run.context import RunContext, RunRef
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +42,9 @@ _VARIANTS = {"this": (("this", 1, False), 2), "child": (("child", 1, True), 1),
 def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, bool]:
     """Every test runs in each variant: (pyx12_process, pieces, children started before the map?)."""
     (process, pieces, early), workers = _VARIANTS[str(request.param)]
-    monkeypatch.setattr(pipeline, "pyx12_workers", lambda: workers)
-    monkeypatch.setattr(pipeline, "PYX12_CHILD_MIN_BYTES", 0 if early else 1 << 62)
-    monkeypatch.setattr(pipeline, "PYX12_PIECES_MIN_BYTES", 0 if process == "child" else 1 << 62)
+    monkeypatch.setattr(gate, "pyx12_workers", lambda: workers)
+    monkeypatch.setattr(gate, "PYX12_CHILD_MIN_BYTES", 0 if early else 1 << 62)
+    monkeypatch.setattr(gate, "PYX12_PIECES_MIN_BYTES", 0 if process == "child" else 1 << 62)
     return process, pieces, early
 
 
@@ -61,10 +62,10 @@ def built(tmp_path: Path, demo_keys: Any) -> Callable[[int], RunContext]:
         settings = ws.settings.model_copy(update={"pyx12_max_members": max_members})
         census = ws.inbound / f"census_{DAY:%Y%m%d}.csv"
         write_census_csv(generate_census(12, 7, as_of=DAY), census)
-        ctx = pipeline.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
-        pipeline.stage_census(ctx, census)
-        pipeline.validate(ctx)
-        pipeline.build(ctx)
+        ctx = run.open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+        run.stage_census(ctx, census)
+        run.validate(ctx)
+        run.build(ctx)
         return ctx
 
     return make
@@ -72,10 +73,10 @@ def built(tmp_path: Path, demo_keys: Any) -> Callable[[int], RunContext]:
 
 def _rewrite(ctx: RunContext, change: Callable[[bytes], bytes]) -> None:
     """Replace the built file as if build had rendered ``change(file)``: the state's hash to match."""
-    path = ctx.fetch(ctx.state()["file_name"])
+    path = ctx.fetch(ctx.state().build.file_name)
     data = change(path.read_bytes())
     path.write_bytes(data)
-    ctx.save_state(payload_sha256=hashlib.sha256(data).hexdigest())
+    ctx.save_state(built=ctx.state().build.model_copy(update={"payload_sha256": hashlib.sha256(data).hexdigest()}))
 
 
 def _long_name(data: bytes) -> bytes:
@@ -110,9 +111,9 @@ def test_a_good_file_passes_and_no_sample_is_left(built: Callable[[int], RunCont
                                                    mode: str, variant: tuple[str, int, bool]) -> None:
     ctx = built(max_members)
     try:
-        data = ctx.fetch(ctx.state()["file_name"]).read_bytes()
-        pipeline.conformance(ctx)
-        assert ctx.state()["conformance"] == "passed"
+        data = ctx.fetch(ctx.state().build.file_name).read_bytes()
+        run.conformance(ctx)
+        assert ctx.state().gate is not None
         detail = _stage_detail(ctx, "succeeded")
         assert detail["pyx12"] == mode and detail["pyx12_ok"] is True
         assert detail["pyx12_process"] == variant[0]
@@ -136,8 +137,8 @@ def test_a_file_only_pyx12_rejects_is_refused_and_no_sample_is_left(built: Calla
     try:
         _rewrite(ctx, _long_name)
         with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105") as refused:
-            pipeline.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+            run.conformance(ctx)
+        assert ctx.state().gate is None
         assert _leftovers(ctx) == []
         detail = _stage_detail(ctx, "failed")
         assert detail["sampled"] is (max_members == 5)
@@ -176,7 +177,7 @@ def test_a_bad_family_in_the_last_piece_is_refused_and_the_piece_named(built: Ca
     try:
         _rewrite(ctx, _long_name_last if max_members == 2000 else _long_name_sampled_last)
         with pytest.raises(ConformanceFailed, match=r"pyx12 rejected the file .*NM105") as refused:
-            pipeline.conformance(ctx)
+            run.conformance(ctx)
         detail = _stage_detail(ctx, "failed")
         assert (detail["pyx12_pieces"], detail["pyx12_piece"]) == (variant[1], variant[1])
         assert ("piece 2 of 2, segment" in str(refused.value)) is (variant[1] == 2)
@@ -190,7 +191,7 @@ def test_structural_problems_are_still_reported_before_pyx12s(built: Callable[[i
     try:
         _rewrite(ctx, lambda data: _bad_se_count(_long_name(data)))
         with pytest.raises(ConformanceFailed, match=r"structural problem\(s\); first at segment \d+ SE SE01"):
-            pipeline.conformance(ctx)
+            run.conformance(ctx)
         assert _stage_detail(ctx, "failed")["rule"] == "se_count"
         assert _leftovers(ctx) == []
     finally:
@@ -201,10 +202,10 @@ def test_the_member_count_is_checked_before_pyx12(built: Callable[[int], RunCont
     ctx = built(5)
     try:
         _rewrite(ctx, _long_name)
-        state = ctx.state()
-        ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+        built = ctx.state().build
+        ctx.save_state(built=built.model_copy(update={"counts": {**built.counts, "members": built.members + 1}}))
         with pytest.raises(ConformanceFailed, match="members, build counted"):
-            pipeline.conformance(ctx)
+            run.conformance(ctx)
         assert _leftovers(ctx) == []
     finally:
         ctx.ledger.close()
@@ -231,7 +232,7 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
             yield view
 
     monkeypatch.setattr(pyx12_adapter, "Pyx12Child", SpiedChild)
-    monkeypatch.setattr(pipeline, "read_mapped", spied_map)
+    monkeypatch.setattr(gate, "read_mapped", spied_map)
     return opened
 
 
@@ -257,8 +258,8 @@ def test_the_children_start_before_the_file_is_mapped_or_once_cut_and_all_is_clo
         built: Callable[[int], RunContext], spied: list[tuple[str, Any]], variant: tuple[str, int, bool]) -> None:
     ctx = built(5)
     try:
-        pipeline.conformance(ctx)
-        assert ctx.state()["conformance"] == "passed"
+        run.conformance(ctx)
+        assert ctx.state().gate is not None
         _all_closed(spied, variant)
         assert _leftovers(ctx) == []
     finally:
@@ -272,15 +273,16 @@ def test_every_refusal_reaps_the_children_and_closes_the_map(built: Callable[[in
     ctx = built(5)
     try:
         if case == "changed":
-            path = ctx.fetch(ctx.state()["file_name"])
+            path = ctx.fetch(ctx.state().build.file_name)
             path.write_bytes(_long_name(path.read_bytes()))  # the state's hash no longer matches
             expected = "changed after it was built"
         elif case == "structure":
             _rewrite(ctx, _bad_se_count)
             expected = r"structural problem\(s\)"
         elif case == "members":
-            state = ctx.state()
-            ctx.save_state(counts={**state["counts"], "members": state["counts"]["members"] + 1})
+            built = ctx.state().build
+            ctx.save_state(built=built.model_copy(update={"counts": {**built.counts,
+                                                                      "members": built.members + 1}}))
             expected = "members, build counted"
         elif case == "pyx12":
             _rewrite(ctx, _long_name)
@@ -290,8 +292,8 @@ def test_every_refusal_reaps_the_children_and_closes_the_map(built: Callable[[in
             _rewrite(ctx, lambda data: data[:data.rindex(b"SE*")] + data[data.rindex(b"SE*"):].replace(b"~", b""))
             expected = r"structural problem\(s\)"
         with pytest.raises(ConformanceFailed, match=expected):
-            pipeline.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+            run.conformance(ctx)
+        assert ctx.state().gate is None
         _all_closed(spied, variant, cut=case not in ("changed", "uncuttable"))
         assert _leftovers(ctx) == []
     finally:
@@ -327,8 +329,8 @@ def test_a_child_failing_on_any_piece_fails_closed_and_all_are_reaped(built: Cal
     ctx = built(5)
     try:
         with pytest.raises(ConformanceFailed, match=r"pyx12 \(child process\) failed with exit code 1"):
-            pipeline.conformance(ctx)
-        assert ctx.state().get("conformance") != "passed"
+            run.conformance(ctx)
+        assert ctx.state().gate is None
         assert len(given) == variant[1]
         _all_closed(spied, variant)
         assert _leftovers(ctx) == []
