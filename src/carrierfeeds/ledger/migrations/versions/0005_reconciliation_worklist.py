@@ -11,6 +11,7 @@ Create Date: 2026-12-06
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _chain(table: str) -> list[sa.SchemaItem]:
+def _chain(table: str) -> list[Any]:
     return [
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
