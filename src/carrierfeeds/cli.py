@@ -1080,6 +1080,8 @@ def acks_status(
     bad = any(r.status in ("rejected", "partial", "overdue") for r in rows)
     raise typer.Exit(EXIT_REJECTED if bad else EXIT_OK)
 
+app.add_typer(__import__("carrierfeeds.cli_reconcile").cli_reconcile.reconcile_app, name="reconcile")
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -110,10 +110,14 @@ m.AUDIT_TABLES.update({
 class Finding(Protocol):
     """What the worklist needs of a discrepancy (``carrierfeeds.reconcile.compare.Discrepancy``)."""
 
-    kind: str
-    member_token: str
-    field: str
-    coverage_line: str
+    @property
+    def kind(self) -> str: ...
+    @property
+    def member_token(self) -> str: ...
+    @property
+    def field(self) -> str: ...
+    @property
+    def coverage_line(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal
 
@@ -46,7 +47,7 @@ _CCYYMMDD = re.compile(r"^(\d{8})?$")
 
 def read_return_file(path: Path, *, fmt: ReturnFormat, tokenizer: MemberTokenizer,
                      layout: CsvFlatLayout | FixedWidthFlatLayout | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES, plan_lines: dict[str, str] | None = None) -> Roster:
+                     max_bytes: int = DEFAULT_MAX_BYTES, plan_lines: Mapping[str, str] | None = None) -> Roster:
     """The roster in the carrier's file at ``path``; refuses a file over ``max_bytes`` before reading it.
 
     ``plan_lines`` maps a plan description (HD04) to its insurance line (HD03) for flat exports that
@@ -64,7 +65,7 @@ def read_return_file(path: Path, *, fmt: ReturnFormat, tokenizer: MemberTokenize
 
 def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokenizer, file_name: str,
                       layout: CsvFlatLayout | FixedWidthFlatLayout | None = None,
-                      plan_lines: dict[str, str] | None = None) -> Roster:
+                      plan_lines: Mapping[str, str] | None = None) -> Roster:
     """The roster in ``data`` (see :func:`read_return_file`)."""
     if fmt == "834":
         view = read_834_view(data, file_name=file_name)
@@ -77,7 +78,7 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
             raise DataError("a fixed-width return file needs a fixed-width layout", file=file_name, rule="layout")
         view = read_fixed_view(data, layout, file_name=file_name)
     if plan_lines and (view.get("hd03") is None or bool((view["hd03"] == "").all())) and "hd04" in view:
-        view["hd03"] = view["hd04"].map(plan_lines).fillna("").astype(object)
+        view["hd03"] = view["hd04"].map(dict(plan_lines)).fillna("").astype(object)
     roster = roster_from_view(view, tokenizer, source=file_name)
     log.info("return file read: %d coverage rows, %d members, format %s", len(roster), roster.members, fmt)
     return roster
