@@ -124,3 +124,43 @@ def test_a_bad_file_records_nothing(tmp_path: Path) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM reconciliations")).scalar_one() == 0
     assert ledger.chain_head()[0] == 0
     ledger.close()
+
+
+def test_csv_export_through_the_mapping_layout_matches_then_differs(tmp_path: Path) -> None:
+    from carrierfeeds.enrollment import Enrollment
+    from carrierfeeds.flatfile import render_flatfile_bytes
+    from carrierfeeds.x12.read import read_834
+
+    mapping = load_mapping(ROOT / "mappings" / "clearview-csv.yaml")
+    snapshot = read_834((ROOT / "tests" / "fixtures" / "x12" / "full-file-family.834").read_bytes())
+    vision = next(p for p in mapping.plans.values())
+    snapshot["hd03"], snapshot["hd04"] = vision.insurance_line, vision.description
+    snapshot = snapshot.drop_duplicates(["member_id", "hd03"]).reset_index(drop=True)
+    store = SnapshotStore(tmp_path / "snap", tmp_path / "snap.key")
+    keep = snapshot.drop(columns=["ins03", "ins04", "hd01"], errors="ignore")
+    store.stage("f", "run1", keep)
+    store.advance("f", "run1")
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    ledger.upgrade()
+    spec = ReconciliationSpec(format="csv", layout="mapping")
+    tokens = MemberTokenizer(b"k" * 32)
+
+    def export(table: Any, name: str) -> Path:
+        view = table.copy()
+        view["ins03"] = "030"
+        path = tmp_path / name
+        path.write_bytes(render_flatfile_bytes(Enrollment(table=view, member_count=1, subscriber_count=1,
+                                                          coverage_count=len(view), allowlist=mapping.allowlist),
+                                               mapping.flatfile))  # type: ignore[arg-type]
+        return path
+
+    same = reconcile_file(export(snapshot, "same.csv"), feed_id="f", spec=spec, mapping=mapping, ledger=ledger,
+                          store=store, tokenizer=tokens, now=T0)
+    assert same.matched and same.carrier_members == same.expected_members > 1
+    changed = snapshot.copy()
+    changed.loc[1, "hd05"] = "ESP" if changed.loc[1, "hd05"] != "ESP" else "FAM"
+    diff = reconcile_file(export(changed, "diff.csv"), feed_id="f", spec=spec, mapping=mapping, ledger=ledger,
+                          store=store, tokenizer=tokens, now=T0)
+    assert [(d.kind, d.member_token, d.coverage_line) for d in diff.discrepancies] == [
+        ("coverage_level", tokens.token(snapshot.loc[1, "member_id"]), vision.insurance_line)]
+    ledger.close()

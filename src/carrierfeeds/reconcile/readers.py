@@ -68,15 +68,15 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
                       plan_lines: Mapping[str, str] | None = None) -> Roster:
     """The roster in ``data`` (see :func:`read_return_file`)."""
     if fmt == "834":
-        view = read_834_view(data, file_name=file_name)
+        view = _read_834_view(data, file_name=file_name)
     elif fmt == "csv":
         if not isinstance(layout, CsvFlatLayout):
             raise DataError("a CSV return file needs a CSV layout", file=file_name, rule="layout")
-        view = read_csv_view(data, layout, file_name=file_name)
+        view = _read_csv_view(data, layout, file_name=file_name)
     else:
         if not isinstance(layout, FixedWidthFlatLayout):
             raise DataError("a fixed-width return file needs a fixed-width layout", file=file_name, rule="layout")
-        view = read_fixed_view(data, layout, file_name=file_name)
+        view = _read_fixed_view(data, layout, file_name=file_name)
     if plan_lines and (view.get("hd03") is None or bool((view["hd03"] == "").all())) and "hd04" in view:
         view["hd03"] = view["hd04"].map(dict(plan_lines)).fillna("").astype(object)
     roster = roster_from_view(view, tokenizer, source=file_name)
@@ -85,7 +85,7 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
 
 
 # ------------------------------------------------------------------------------------------------ 834
-def read_834_view(data: bytes, *, file_name: str) -> pd.DataFrame:
+def _read_834_view(data: bytes, *, file_name: str) -> pd.DataFrame:
     """The 834's members and coverages as view columns; every member needs an id, every date CCYYMMDD."""
     try:
         view = read_834(data)
@@ -169,7 +169,7 @@ def _view_from_columns(columns: dict[str, pd.Series], index: pd.Index) -> pd.Dat
     return view.reset_index(drop=True).astype(object)
 
 
-def read_csv_view(data: bytes, layout: CsvFlatLayout, *, file_name: str) -> pd.DataFrame:
+def _read_csv_view(data: bytes, layout: CsvFlatLayout, *, file_name: str) -> pd.DataFrame:
     """A CSV export as view columns: header checked, field count checked per line, codes and dates undone."""
     _check_ascii(data, file_name)
     width = len(layout.columns)
@@ -207,7 +207,7 @@ def read_csv_view(data: bytes, layout: CsvFlatLayout, *, file_name: str) -> pd.D
     return _view_from_columns(columns, frame.index)
 
 
-def read_fixed_view(data: bytes, layout: FixedWidthFlatLayout, *, file_name: str) -> pd.DataFrame:
+def _read_fixed_view(data: bytes, layout: FixedWidthFlatLayout, *, file_name: str) -> pd.DataFrame:
     """A fixed-width export as view columns: every record exactly the layout's width, pads stripped."""
     _check_ascii(data, file_name)
     records = data.decode("ascii").splitlines()
