@@ -81,36 +81,63 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_once(work: Path) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
+def _measure(work: Path, what: str) -> dict[str, Any]:
+    """One side in this (fresh) process: ``primitives`` or ``reconcile``; times and this process's peak RSS."""
     from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.reconcile.compare import compare_rosters
-    from carrierfeeds.reconcile.readers import read_return_file
-    from carrierfeeds.reconcile.roster import roster_from_view
-    from carrierfeeds.x12.read import read_834
 
-    tokenizer = MemberTokenizer(b"b" * 32)
-    t0 = time.perf_counter()
-    data = (work / "carrier.834").read_bytes()
-    read_834(data)
-    t1 = time.perf_counter()
-    pq.read_table(work / "snapshot.parquet")
-    t2 = time.perf_counter()
-    carrier = read_return_file(work / "carrier.834", fmt="834", tokenizer=tokenizer, max_bytes=1 << 34)
-    t3 = time.perf_counter()
-    snapshot = pd.read_parquet(work / "snapshot.parquet").astype(str).astype(object)
-    expected = roster_from_view(snapshot, tokenizer, source="snapshot")
-    t4 = time.perf_counter()
-    found = compare_rosters(expected, carrier, as_of=AS_OF)
-    t5 = time.perf_counter()
-    primitives = (t1 - t0) + (t2 - t1)
-    reconcile = t5 - t2
-    return {"primitives_s": round(primitives, 3), "read_834_s": round(t1 - t0, 3),
-            "pyarrow_s": round(t2 - t1, 3), "reconcile_s": round(reconcile, 3),
-            "read_carrier_roster_s": round(t3 - t2, 3), "expected_roster_s": round(t4 - t3, 3),
-            "compare_s": round(t5 - t4, 3), "ratio": round(reconcile / primitives, 2),
-            "discrepancies": len(found)}
+    out: dict[str, Any] = {}
+    if what == "primitives":
+        import pyarrow.parquet as pq
+
+        from carrierfeeds.x12.read import read_834
+
+        t0 = time.perf_counter()
+        read_834((work / "carrier.834").read_bytes())
+        t1 = time.perf_counter()
+        pq.read_table(work / "snapshot.parquet")
+        t2 = time.perf_counter()
+        out = {"read_834_s": t1 - t0, "pyarrow_s": t2 - t1, "total_s": t2 - t0}
+    else:
+        from carrierfeeds.reconcile.compare import compare_rosters
+        from carrierfeeds.reconcile.readers import read_return_file
+        from carrierfeeds.reconcile.roster import roster_from_view
+
+        tokenizer = MemberTokenizer(b"b" * 32)
+        t0 = time.perf_counter()
+        carrier = read_return_file(work / "carrier.834", fmt="834", tokenizer=tokenizer, max_bytes=1 << 34)
+        t1 = time.perf_counter()
+        snapshot = pd.read_parquet(work / "snapshot.parquet").astype(str).astype(object)
+        expected = roster_from_view(snapshot, tokenizer, source="snapshot")
+        del snapshot
+        t2 = time.perf_counter()
+        found = compare_rosters(expected, carrier, as_of=AS_OF)
+        t3 = time.perf_counter()
+        out = {"read_carrier_roster_s": t1 - t0, "expected_roster_s": t2 - t1, "compare_s": t3 - t2,
+               "total_s": t3 - t0, "discrepancies": len(found)}
+    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+    return rounded | {"peak_rss_mb": round(_rss_mb(), 1)}
+
+
+def run_once(work: Path) -> dict[str, Any]:
+    """Each side in its own fresh process, so each peak RSS is that side's alone."""
+    import os
+    import subprocess
+    import sys
+
+    import carrierfeeds
+
+    # The children import the same carrierfeeds and benchmarks as this process, whatever is installed.
+    src = str(Path(carrierfeeds.__file__).resolve().parents[1])
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(root), os.environ.get("PYTHONPATH", "")])}
+    sides = {}
+    for what in ("primitives", "reconcile"):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.reconcile", "--measure", str(work), what],
+                              check=True, capture_output=True, text=True, env=env, cwd=root)
+        sides[what] = json.loads(done.stdout)
+    p, r = sides["primitives"], sides["reconcile"]
+    return {"primitives": p, "reconcile": r, "ratio": round(r["total_s"] / p["total_s"], 2),
+            "discrepancies": r["discrepancies"], "reconcile_peak_rss_mb": r["peak_rss_mb"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -119,7 +146,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated files (default: temp)")
     parser.add_argument("--out", type=Path, default=None, help="folder to write a JSON result into")
+    parser.add_argument("--measure", nargs=2, metavar=("WORK", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.measure:
+        measured = _measure(Path(args.measure[0]), args.measure[1])
+        print(json.dumps(measured))
+        return measured
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
@@ -130,10 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (work / "snapshot.parquet").write_bytes(buf.getvalue())
         (work / "carrier.834").write_bytes(carrier_834(snapshot))
         del snapshot, buf
-        setup_rss = _rss_mb()
         runs = [run_once(work) for _ in range(max(1, args.repeat))]
     result = {"members": args.members, "runs": runs, "ratio_median": statistics.median(r["ratio"] for r in runs),
-              "peak_rss_mb": round(_rss_mb(), 1), "setup_peak_rss_mb": round(setup_rss, 1)}
+              "reconcile_peak_rss_mb": max(r["reconcile_peak_rss_mb"] for r in runs)}
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

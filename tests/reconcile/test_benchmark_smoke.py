@@ -9,4 +9,4 @@ def test_reconcile_benchmark_runs_small() -> None:
     result = main(["--members", "300"])
     run = result["runs"][0]
     # 0.1% of 300 rounds up to one member of each kind of difference.
-    assert run["discrepancies"] == 3 and result["peak_rss_mb"] > 0
+    assert run["discrepancies"] == 3 and result["reconcile_peak_rss_mb"] > 0
