@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from carrierfeeds.reconcile.expected import expected_roster
 from carrierfeeds.reconcile.readers import read_return_file
 
 log = logging.getLogger(__name__)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,4 @@ def reconcile_file(path: Path, *, feed_id: str, spec: ReconciliationSpec, mappin
 
 def _safe_name(name: str) -> str:
     # A carrier names its own files; the ledger keeps the name only when it is a plain token.
-    import re
-
-    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", name) else "return-file"
+    return name if _PLAIN_NAME.fullmatch(name) else "return-file"
