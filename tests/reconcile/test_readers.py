@@ -113,3 +113,13 @@ def test_size_cap_refuses_before_reading(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_return_file(path, fmt="834", tokenizer=TOKENS, max_bytes=100)
     assert info.value.rule == "size_cap" and info.value.file == "big.834"
+
+
+def test_834_read_in_pieces_equals_read_whole() -> None:
+    from carrierfeeds.reconcile.readers import _read_834_roster
+
+    for name in ("full-file-family.834", "full-file-split-transaction-sets.834", "full-file-terminated-coverage.834"):
+        data = (FIXTURES / "x12" / name).read_bytes()
+        whole = roster_from_view(read_834(data), TOKENS, source="x").table
+        for size in (1, 2, 3, 1000):
+            assert _read_834_roster(data, tokenizer=TOKENS, file_name=name, chunk_members=size).table.equals(whole)

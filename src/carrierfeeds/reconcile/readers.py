@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import re
 from collections.abc import Mapping
@@ -43,6 +44,10 @@ _DATE_GROUPS: Final[dict[str, str]] = {"%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{2
                                        "%y": r"(?P<y>\d{2})"}
 _DIRECTIVE = re.compile(r"%.")
 _CCYYMMDD = re.compile(r"^(\d{8})?$")
+#: Members read per piece of an 834: the project's reader holds a dict per coverage row, so a whole
+#: million-member file at once needs gigabytes; in pieces the peak is one piece plus the hashed roster
+#: (figures in benchmarks/README.md).
+CHUNK_MEMBERS: Final[int] = 50_000
 
 
 def read_return_file(path: Path, *, fmt: ReturnFormat, tokenizer: MemberTokenizer,
@@ -68,8 +73,10 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
                       plan_lines: Mapping[str, str] | None = None) -> Roster:
     """The roster in ``data`` (see :func:`read_return_file`)."""
     if fmt == "834":
-        view = _read_834_view(data, file_name=file_name)
-    elif fmt == "csv":
+        roster = _read_834_roster(data, tokenizer=tokenizer, file_name=file_name)
+        log.info("return file read: %d coverage rows, %d members, format 834", len(roster), roster.members)
+        return roster
+    if fmt == "csv":
         if not isinstance(layout, CsvFlatLayout):
             raise DataError("a CSV return file needs a CSV layout", file=file_name, rule="layout")
         view = _read_csv_view(data, layout, file_name=file_name)
@@ -85,26 +92,47 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
 
 
 # ------------------------------------------------------------------------------------------------ 834
-def _read_834_view(data: bytes, *, file_name: str) -> pd.DataFrame:
-    """The 834's members and coverages as view columns; every member needs an id, every date CCYYMMDD."""
-    try:
-        view = read_834(data)
-    except DataError as exc:
-        raise DataError(exc.message, file=file_name, rule=exc.details.get("rule") or "x12") from None
-    if view.empty:
-        raise DataError("no members (INS segments) in the file", file=file_name, rule="x12_empty")
+def _read_834_roster(data: bytes, *, tokenizer: MemberTokenizer, file_name: str,
+                     chunk_members: int = CHUNK_MEMBERS) -> Roster:
+    """The 834's roster, read in pieces of ``chunk_members`` members by the project's reader.
+
+    Each piece is the file's ISA (for the delimiters), whole members from one INS to the next, and a
+    closing SE, so the reader closes the piece's last member as it would at a transaction's end.
+    """
+    if len(data) < 106 or data[:3] != b"ISA":
+        raise DataError("not an X12 interchange (no 106-character ISA)", file=file_name, rule="isa")
     _check_ascii(data, file_name)
+    element, terminator = data[3:4], data[105:106]
+    starts = [m.end() for m in re.finditer(re.escape(terminator) + rb"[\r\n]*(?=INS" + re.escape(element) + rb")",
+                                           data)]
+    if not starts:
+        raise DataError("no members (INS segments) in the file", file=file_name, rule="x12_empty")
+    bounds = [*starts[::max(1, chunk_members)], len(data)]
+    closing = b"SE" + element + b"0" + element + b"0" + terminator
+    pieces: list[pd.DataFrame] = []
+    rows = 0
+    for lo, hi in itertools.pairwise(bounds):
+        view = read_834(data[:106] + data[lo:hi] + closing)
+        _check_834_view(view, file_name=file_name, row_offset=rows)
+        rows += len(view)
+        pieces.append(roster_from_view(view, tokenizer, source=file_name).table)
+        del view
+    table = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
+    return Roster(table=table, source=file_name)
+
+
+def _check_834_view(view: pd.DataFrame, *, file_name: str, row_offset: int) -> None:
+    """Every member needs an id, every date CCYYMMDD; ``row`` counts coverage rows from the file's start."""
     missing = view["member_id"].fillna("") == ""
     if bool(missing.any()):
         raise DataError("member without an id (REF*0F on a subscriber, REF*23 on a dependent)",
-                        file=file_name, row=int(missing.to_numpy().argmax()) + 1, column="REF",
+                        file=file_name, row=row_offset + int(missing.to_numpy().argmax()) + 1, column="REF",
                         rule="x12_member_id")
     for column in ("coverage_start", "coverage_end", "dob"):
         bad = ~view[column].fillna("").astype(str).str.match(_CCYYMMDD)
         if bool(bad.any()):
-            raise DataError("date is not CCYYMMDD", file=file_name, row=int(bad.to_numpy().argmax()) + 1,
+            raise DataError("date is not CCYYMMDD", file=file_name, row=row_offset + int(bad.to_numpy().argmax()) + 1,
                             column=column, rule="x12_date")
-    return view
 
 
 # ------------------------------------------------------------------------------------------- flat files
