@@ -11,7 +11,7 @@ import pandas as pd
 
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.changes import SnapshotStore
-from carrierfeeds.reconcile.roster import Roster, empty_roster, roster_from_view
+from carrierfeeds.reconcile.roster import ROSTER_VIEW_COLUMNS, Roster, empty_roster, roster_from_view
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def expected_roster(store: SnapshotStore, ledger: Any, *, feed_id: str, tokenize
     diffed from) as awaiting.
     """
     info = store.info(feed_id)
-    frame = store.load(feed_id)
+    frame = store.load(feed_id, columns=ROSTER_VIEW_COLUMNS)
     if info is None or frame is None:
         log.info("feed %s: no confirmed snapshot; the carrier should hold nobody", feed_id)
         return ExpectedRoster(empty_roster("snapshot"), None, frozenset())

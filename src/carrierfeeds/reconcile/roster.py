@@ -32,6 +32,10 @@ VIEW_SOURCES: Final[dict[str, str]] = {
     "coverage_start": "coverage_start", "coverage_end": "coverage_end",
 }
 
+#: Every 834 view column a roster reads.
+ROSTER_VIEW_COLUMNS: Final[tuple[str, ...]] = (
+    "member_id", "subscriber_id", *VIEW_SOURCES.values(), *(c for cols in IDENTITY_SOURCES.values() for c in cols))
+
 
 @dataclass(frozen=True)
 class Roster:
