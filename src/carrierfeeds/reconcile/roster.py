@@ -32,6 +32,9 @@ VIEW_SOURCES: Final[dict[str, str]] = {
     "coverage_start": "coverage_start", "coverage_end": "coverage_end",
 }
 
+#: Arrow strings: a token as a Python object costs about 70 bytes, in an Arrow buffer about 20, and a
+#: million-member comparison holds two rosters and their merge.
+ROSTER_DTYPE: Final = pd.StringDtype("pyarrow")
 #: Every 834 view column a roster reads.
 ROSTER_VIEW_COLUMNS: Final[tuple[str, ...]] = (
     "member_id", "subscriber_id", *VIEW_SOURCES.values(), *(c for cols in IDENTITY_SOURCES.values() for c in cols))
@@ -82,10 +85,10 @@ def roster_from_view(view: pd.DataFrame, tokenizer: MemberTokenizer, *, source: 
         # A name with every part missing is not given (rather than the hash of the separators).
         given = pd.concat([p != "" for p in parts], axis=1).any(axis=1)
         out[column] = _identity_hash(tokenizer, column, joined.where(given, ""))
-    table = out.reset_index(drop=True).reindex(columns=list(ROSTER_COLUMNS)).astype(object)
+    table = out.reset_index(drop=True).reindex(columns=list(ROSTER_COLUMNS)).astype(ROSTER_DTYPE)
     return Roster(table=table, source=source)
 
 
 def empty_roster(source: str) -> Roster:
     """A roster holding nobody (a carrier that holds no one, or no snapshot yet)."""
-    return Roster(table=pd.DataFrame({c: pd.Series([], dtype=object) for c in ROSTER_COLUMNS}), source=source)
+    return Roster(table=pd.DataFrame({c: pd.Series([], dtype=ROSTER_DTYPE) for c in ROSTER_COLUMNS}), source=source)
