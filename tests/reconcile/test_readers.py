@@ -123,3 +123,10 @@ def test_834_read_in_pieces_equals_read_whole() -> None:
         whole = roster_from_view(read_834(data), TOKENS, source="x").table
         for size in (1, 2, 3, 1000):
             assert _read_834_roster(data, tokenizer=TOKENS, file_name=name, chunk_members=size).table.equals(whole)
+
+
+def test_roster_built_in_slices_equals_built_whole() -> None:
+    view = read_834((FIXTURES / "x12" / "full-file-family.834").read_bytes())
+    whole = roster_from_view(view, TOKENS, source="x").table
+    for rows in (1, 2, 5):
+        assert roster_from_view(view, TOKENS, source="x", chunk_rows=rows).table.equals(whole)

@@ -35,6 +35,8 @@ VIEW_SOURCES: Final[dict[str, str]] = {
 #: Arrow strings: a token as a Python object costs about 70 bytes, in an Arrow buffer about 20, and a
 #: million-member comparison holds two rosters and their merge.
 ROSTER_DTYPE: Final = pd.StringDtype("pyarrow")
+#: Rows hashed at a time (see roster_from_view).
+CHUNK_ROWS: Final[int] = 100_000
 #: Every 834 view column a roster reads.
 ROSTER_VIEW_COLUMNS: Final[tuple[str, ...]] = (
     "member_id", "subscriber_id", *VIEW_SOURCES.values(), *(c for cols in IDENTITY_SOURCES.values() for c in cols))
@@ -67,9 +69,22 @@ def _identity_hash(tokenizer: MemberTokenizer, field: str, values: pd.Series) ->
     return hashed.where(values != "", "").astype(object)
 
 
-def roster_from_view(view: pd.DataFrame, tokenizer: MemberTokenizer, *, source: str) -> Roster:
+def roster_from_view(view: pd.DataFrame, tokenizer: MemberTokenizer, *, source: str,
+                     chunk_rows: int = CHUNK_ROWS) -> Roster:
     """The roster of an 834-view-shaped frame (a snapshot, or what a reader parsed): ids tokenised,
-    identity values upper-cased, trimmed and hashed under the member-token key; nothing else kept."""
+    identity values upper-cased, trimmed and hashed under the member-token key; nothing else kept.
+
+    Built ``chunk_rows`` rows at a time: the text and hashing steps make several temporary columns of
+    Python strings, and only the Arrow-backed result needs to outlive a slice.
+    """
+    if len(view) > chunk_rows:
+        pieces = [_roster_table(view.iloc[lo:lo + chunk_rows], tokenizer)
+                  for lo in range(0, len(view), chunk_rows)]
+        return Roster(table=pd.concat(pieces, ignore_index=True), source=source)
+    return Roster(table=_roster_table(view, tokenizer), source=source)
+
+
+def _roster_table(view: pd.DataFrame, tokenizer: MemberTokenizer) -> pd.DataFrame:
     out = pd.DataFrame(index=view.index)
     member = _text(view, "member_id")
     out["member_token"] = tokenizer.tokens(member)
@@ -85,8 +100,7 @@ def roster_from_view(view: pd.DataFrame, tokenizer: MemberTokenizer, *, source: 
         # A name with every part missing is not given (rather than the hash of the separators).
         given = pd.concat([p != "" for p in parts], axis=1).any(axis=1)
         out[column] = _identity_hash(tokenizer, column, joined.where(given, ""))
-    table = out.reset_index(drop=True).reindex(columns=list(ROSTER_COLUMNS)).astype(ROSTER_DTYPE)
-    return Roster(table=table, source=source)
+    return out.reset_index(drop=True).reindex(columns=list(ROSTER_COLUMNS)).astype(ROSTER_DTYPE)
 
 
 def empty_roster(source: str) -> Roster:
