@@ -545,7 +545,8 @@ class SnapshotStore:
             os.close(fd)
         os.replace(tmp, path)
 
-    def _read(self, path: Path, feed_id: str) -> tuple[SnapshotInfo, pd.DataFrame] | None:
+    def _read(self, path: Path, feed_id: str,
+              columns: Iterable[str] | None = None) -> tuple[SnapshotInfo, pd.DataFrame] | None:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -564,7 +565,12 @@ class SnapshotStore:
             raise SnapshotRefused("snapshot file failed its integrity check", details={"feed_id": feed_id}) from None
         if meta.get("feed_id") != feed_id:
             raise SnapshotRefused("snapshot file belongs to another feed", details={"feed_id": feed_id})
-        frame = pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object)
+        if columns is not None:  # only what the caller reads: a whole million-row snapshot is gigabytes
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns = [c for c in columns if c in pq.read_schema(pa.BufferReader(plain)).names]
+        frame = pd.read_parquet(io.BytesIO(plain), columns=columns).astype(str).astype(object)
         return SnapshotInfo(feed_id, str(meta["run_id"]), int(meta["rows"]), bool(meta["full_file"])), frame
 
     def info(self, feed_id: str) -> SnapshotInfo | None:
@@ -572,9 +578,10 @@ class SnapshotStore:
         got = self._read(self._dir(feed_id) / "current.snap", feed_id)
         return got[0] if got else None
 
-    def load(self, feed_id: str) -> pd.DataFrame | None:
-        """What the carrier holds for ``feed_id`` (the last confirmed snapshot), or None."""
-        got = self._read(self._dir(feed_id) / "current.snap", feed_id)
+    def load(self, feed_id: str, *, columns: Iterable[str] | None = None) -> pd.DataFrame | None:
+        """What the carrier holds for ``feed_id`` (the last confirmed snapshot), or None; with ``columns``,
+        only those of them the snapshot has."""
+        got = self._read(self._dir(feed_id) / "current.snap", feed_id, columns)
         return got[1] if got else None
 
     def load_base(self, feed_id: str, run_id: str) -> pd.DataFrame | None:

@@ -879,6 +879,8 @@ def acks_status(
 
 import carrierfeeds.cli_status  # noqa: E402, F401  registers `carrierfeeds status` on app
 
+app.add_typer(__import__("carrierfeeds.cli_reconcile").cli_reconcile.reconcile_app, name="reconcile")
+
 
 def main() -> None:
     """Console-script entry point."""
