@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.cli import _fail, _utcnow, app
+from carrierfeeds.cli.common import _fail, _utcnow, app
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.ops.status import Board, FeedRow
 from carrierfeeds.outcomes import ExitCode
