@@ -18,7 +18,9 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="the chain verdict and anchors as JSON")] = False,
+) -> None:
     """Walk the ledger's hash chain, check that it still holds every signed anchor of its head (kept
     outside the database), then anchor the head as it is now. Exit 5 on a broken link or a missing or
     rewritten anchored row."""
@@ -133,7 +135,7 @@ def audit_report(
 @audit_app.command("show")
 def audit_show(
     run_id: Annotated[str, typer.Argument(help="a run id (from `audit log` or `run --json`)")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the run's history as JSON")] = False,
 ) -> None:
     """Every stage, delivery outcome and audit event of one run, in order."""
     from carrierfeeds.audit import run_history

@@ -2,19 +2,58 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import typer
+from typer._click import Command
+from typer.core import TyperGroup, TyperOption
 
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.outcomes import exit_code_for
 from carrierfeeds.settings import Settings, feed_paths
 
+
+class _RootGroup(TyperGroup):
+    """The root command: flags show no ``<bool>`` type in help, and ``-v`` also works after a subcommand."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        verbose = next(p for p in self.params if p.name == "verbose")
+        for command in _leaves(self):
+            # A copy of the root's own option that sets logging when parsed instead of reaching the command.
+            late = copy.copy(verbose)
+            late.expose_value, late.callback = False, _verbose_callback
+            command.params.append(late)
+        for command in [self, *_all_commands(self)]:
+            for param in [*command.params, command.get_help_option(typer.Context(command))]:
+                if isinstance(param, TyperOption) and param.is_flag:
+                    param.metavar = ""
+
+
+def _all_commands(group: TyperGroup) -> list[Command]:
+    found: list[Command] = []
+    for command in group.commands.values():
+        found.append(command)
+        if isinstance(command, TyperGroup):
+            found += _all_commands(command)
+    return found
+
+
+def _leaves(group: TyperGroup) -> list[Command]:
+    return [c for c in _all_commands(group) if not isinstance(c, TyperGroup)]
+
+
+def _verbose_callback(ctx: Any, param: Any, value: Any) -> None:
+    if value:
+        _configure_logging(verbose=True)
+
+
 app = typer.Typer(help="carrierfeeds: employer census in, validated encrypted 834 out, every delivery "
-                       "on a verifiable ledger.", no_args_is_help=True, add_completion=False)
+                       "on a verifiable ledger.", no_args_is_help=True, add_completion=False, cls=_RootGroup)
 
 
 def _utcnow() -> datetime:
@@ -39,12 +78,18 @@ def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
+    _configure_logging(verbose=verbose)
+
+
+def _configure_logging(*, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Third parties set their own loggers to INFO (GX's temporary docs site, paramiko's transport), so
     # the console handler, not only the root logger, holds the line.
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:  # basicConfig does nothing the second time, when -v comes after the subcommand
+        logging.getLogger().setLevel(logging.INFO)
 
 
 def _parse_day(text: str) -> date:

@@ -34,7 +34,7 @@ def purge(
     retention_years: Annotated[int | None, typer.Option(
         min=1, help="years ledger metadata is kept (default: setting ledger_retention_years, 7)")] = None,
     actor: Annotated[str, typer.Option(help="who runs the purge, for the ledger")] = "cli",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="what was (or would be) purged, as JSON")] = False,
 ) -> None:
     """Purge employee-level files after contract end and ledger metadata after its retention period.
 

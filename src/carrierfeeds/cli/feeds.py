@@ -17,7 +17,7 @@ app.add_typer(feeds_app, name="feeds")
 
 
 @feeds_app.command("check")
-def feeds_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def feeds_check(as_json: Annotated[bool, typer.Option("--json", help="each file's verdict as JSON")] = False) -> None:
     """Load every feed and the mapping, schema and suite each names; report every problem.
 
     Each suite is built by Great Expectations itself (a run evaluates common expectation types as masks

@@ -21,7 +21,7 @@ app.add_typer(handoff_app, name="handoff")
 @handoff_app.command("list")
 def handoff_list(
     feed: Annotated[str | None, typer.Option(help="only this feed")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the pending hand-offs as JSON")] = False,
 ) -> None:
     """Files placed in the hand-off outbox that no person has confirmed handing over yet."""
     from carrierfeeds.settings import open_ledger
@@ -42,7 +42,7 @@ def handoff_confirm(
     delivery_id: Annotated[str, typer.Argument(help="the delivery id from `handoff list`")],
     by: Annotated[str, typer.Option(help="who handed the file over (recorded in the ledger)")],
     method: Annotated[str, typer.Option(help="how, e.g. courier, in-person, secure-portal (recorded)")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the recorded hand-off (or the error) as JSON")] = False,
 ) -> None:
     """Record that a person handed a pending file over; audited. Exit 2 for an unknown id, 5 when the
     hand-off was already confirmed or the delivery is not a pending hand-off."""

@@ -53,7 +53,7 @@ def hold_clear(
 
 
 @hold_app.command("list")
-def hold_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def hold_list(as_json: Annotated[bool, typer.Option("--json", help="the holds as JSON")] = False) -> None:
     """Holds in force, from the ledger and from feed files."""
     from carrierfeeds.settings import open_ledger
 

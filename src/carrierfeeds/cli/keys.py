@@ -36,7 +36,7 @@ def _recipient_problem(info: Any, spec: Any) -> str | None:
 
 
 @keys_app.command("check")
-def keys_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key as JSON")] = False) -> None:
     """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
 
     Exit 0 when every key is ok; 3 when any is missing, expired, revoked, a recipient key has no usable

@@ -93,7 +93,7 @@ def reconcile_import(
 def reconcile_list(
     feed: Annotated[str, typer.Argument(help="feed id")],
     status: Annotated[str | None, typer.Option(help="open, acknowledged, resolved or auto_closed")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the discrepancies as JSON")] = False,
 ) -> None:
     """The feed's discrepancies, oldest first."""
     from carrierfeeds.ledger.worklist import work_items
@@ -110,7 +110,7 @@ def reconcile_list(
 @reconcile_app.command("show")
 def reconcile_show(
     discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the discrepancy and its events as JSON")] = False,
 ) -> None:
     """One discrepancy and every event of it."""
     from carrierfeeds.ledger.worklist import work_items
@@ -142,7 +142,7 @@ def _decide(discrepancy_id: str, action: str, by: str, reason: str | None) -> No
 
 @reconcile_app.command("acknowledge")
 def reconcile_acknowledge(
-    discrepancy_id: Annotated[str, typer.Argument(metavar="ID")],
+    discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
     by: Annotated[str, typer.Option(help="who takes it on")],
 ) -> None:
     """Mark an open discrepancy as being worked on."""
@@ -151,7 +151,7 @@ def reconcile_acknowledge(
 
 @reconcile_app.command("resolve")
 def reconcile_resolve(
-    discrepancy_id: Annotated[str, typer.Argument(metavar="ID")],
+    discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
     by: Annotated[str, typer.Option(help="who resolved it")],
     reason: Annotated[str, typer.Option(help="why it is resolved (no member data)")],
 ) -> None:

@@ -76,7 +76,7 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its keys, sshd, ledger")] = Path("var/demo"),
     members: Annotated[int, typer.Option(min=1, help="people in the synthetic census")] = 250,
     seed: Annotated[int, typer.Option(help="census generator seed")] = 7,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the result as JSON, no progress lines")] = False,
 ) -> None:
     """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip."""
     from carrierfeeds.demo import run_demo
