@@ -52,7 +52,13 @@ def run(
     actor: Annotated[str, typer.Option(help="who runs this, for the ledger")] = "cli",
     as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
 ) -> None:
-    """Run every stage of one feed for one day: read, validate, build, check, encrypt, deliver."""
+    """Run every stage of one feed for one day: read, validate, build, check, encrypt, deliver.
+
+    Exit 0 when delivered, already delivered earlier (nothing is sent twice) or there is no new census;
+    1 when the census is rejected (the employer must fix the data); 2 on a usage or configuration error;
+    3 when a security or policy check refuses (key, host key, authorisation, conformance); 4 on a
+    transient failure (retry later); 5 on a permanent failure of an outside system.
+    """
     from carrierfeeds.run.context import RunRef
     from carrierfeeds.run.stages import run_feed
     from carrierfeeds.settings import load_bundle
