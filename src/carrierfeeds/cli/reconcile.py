@@ -8,42 +8,19 @@ Output names members by token only.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from carrierfeeds.cli.common import _emit, _fail, _utcnow, app
 from carrierfeeds.errors import CarrierFeedsError
+from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.settings import Settings
 
 reconcile_app = typer.Typer(help="Reconciliation: the carrier's roster against what we sent; the worklist.",
                             no_args_is_help=True)
-
-EXIT_OK, EXIT_DISCREPANCIES, EXIT_USAGE = 0, 1, 2
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
-    from carrierfeeds.outcomes import exit_code_for
-
-    if as_json:
-        typer.echo(json.dumps(exc.as_dict(), indent=2, sort_keys=True, default=str))
-    else:
-        typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(exit_code_for(exc))
-
-
-def _echo(data: Any, as_json: bool, lines: list[str]) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        for line in lines:
-            typer.echo(line)
-
+app.add_typer(reconcile_app, name="reconcile")
 
 def _ledger(settings: Settings) -> Any:
     from carrierfeeds.settings import open_ledger
@@ -85,7 +62,7 @@ def reconcile_import(
         result = reconcile_file(file, feed_id=feed, spec=spec, mapping=bundle.mapping, ledger=ledger,
                                 store=SnapshotStore.for_settings(settings),
                                 tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
-                                now=_now(), actor=by)
+                                now=_utcnow(), actor=by)
         alerted = False
         record = result.worklist
         if needs_alert(bundle.feed, record.open_after):
@@ -108,15 +85,15 @@ def reconcile_import(
                      "acknowledgment")
     if alerted:
         lines.append("alert sent: open discrepancies passed the feed's threshold")
-    _echo(data, as_json, lines)
-    raise typer.Exit(EXIT_OK if record.open_after == 0 else EXIT_DISCREPANCIES)
+    _emit(data, as_json, lines)
+    raise typer.Exit(ExitCode.OK if record.open_after == 0 else ExitCode.REJECTED)
 
 
 @reconcile_app.command("list")
 def reconcile_list(
     feed: Annotated[str, typer.Argument(help="feed id")],
     status: Annotated[str | None, typer.Option(help="open, acknowledged, resolved or auto_closed")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the discrepancies as JSON")] = False,
 ) -> None:
     """The feed's discrepancies, oldest first."""
     from carrierfeeds.ledger.worklist import work_items
@@ -126,14 +103,14 @@ def reconcile_list(
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
-    _echo([i.as_dict() for i in items], as_json,
+    _emit([i.as_dict() for i in items], as_json,
           [_item_line(i) for i in items] or [f"no discrepancies{f' {status}' if status else ''} for {feed}"])
 
 
 @reconcile_app.command("show")
 def reconcile_show(
     discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the discrepancy and its events as JSON")] = False,
 ) -> None:
     """One discrepancy and every event of it."""
     from carrierfeeds.ledger.worklist import work_items
@@ -145,18 +122,18 @@ def reconcile_show(
         return
     if not items:
         typer.echo(f"error: no discrepancy {discrepancy_id!r}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(ExitCode.USAGE)
     i = items[0]
     lines = [_item_line(i), *(f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.action:<12}  {e.actor}"
                               + (f"  {e.reason}" if e.reason else "") for e in i.events)]
-    _echo(i.as_dict(events=True), as_json, lines)
+    _emit(i.as_dict(events=True), as_json, lines)
 
 
 def _decide(discrepancy_id: str, action: str, by: str, reason: str | None) -> None:
     from carrierfeeds.ledger.worklist import set_status
 
     try:
-        item = set_status(_ledger(Settings()), discrepancy_id, action=action, actor=by, reason=reason, now=_now())
+        item = set_status(_ledger(Settings()), discrepancy_id, action=action, actor=by, reason=reason, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, False)
         return
@@ -165,7 +142,7 @@ def _decide(discrepancy_id: str, action: str, by: str, reason: str | None) -> No
 
 @reconcile_app.command("acknowledge")
 def reconcile_acknowledge(
-    discrepancy_id: Annotated[str, typer.Argument(metavar="ID")],
+    discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
     by: Annotated[str, typer.Option(help="who takes it on")],
 ) -> None:
     """Mark an open discrepancy as being worked on."""
@@ -174,7 +151,7 @@ def reconcile_acknowledge(
 
 @reconcile_app.command("resolve")
 def reconcile_resolve(
-    discrepancy_id: Annotated[str, typer.Argument(metavar="ID")],
+    discrepancy_id: Annotated[str, typer.Argument(metavar="ID", help="a discrepancy id (from `reconcile list`)")],
     by: Annotated[str, typer.Option(help="who resolved it")],
     reason: Annotated[str, typer.Option(help="why it is resolved (no member data)")],
 ) -> None:
@@ -204,7 +181,7 @@ def reconcile_report(
     except CarrierFeedsError as exc:
         _fail(exc, fmt == "json")
         return
-    report = build_reconcile_report(items, generated_at=_now(), carriers={feed: bundle.feed.carrier.name})
+    report = build_reconcile_report(items, generated_at=_utcnow(), carriers={feed: bundle.feed.carrier.name})
     if out is None:
         typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
         return
