@@ -78,7 +78,11 @@ _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
-_RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2}
+_RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2,
+                                # as the view orders them: a life partner with spouses, other dependents
+                                # with children (carrierfeeds.enrollment.relationships)
+                                "53": 1, **dict.fromkeys(("05", "09", "10", "15", "17", "23", "25", "38",
+                                                          "G9"), 2)}
 
 
 class OutsideRetroWindow(DataError):

@@ -96,7 +96,19 @@ _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
     "SP": (SubscriberIndicator.DEPENDENT.value, IndividualRelationship.SPOUSE.value, 1),
     "CH": (SubscriberIndicator.DEPENDENT.value, IndividualRelationship.CHILD.value, 2),
 }
-_EMPLOYMENT: Final[frozenset[str]] = frozenset(e.value for e in EmploymentStatus)
+_EMPLOYMENT: Final[frozenset[str]] = frozenset(e.value for e in (
+    EmploymentStatus.FULL_TIME, EmploymentStatus.PART_TIME, EmploymentStatus.TERMINATED, EmploymentStatus.RETIRED))
+#: Family order beyond self (0): a spouse or life partner (1) before children and other dependents (2).
+_RELATIONSHIP_RANK: Final[dict[str, int]] = {IndividualRelationship.SELF.value: 0,
+                                             IndividualRelationship.SPOUSE.value: 1,
+                                             IndividualRelationship.LIFE_PARTNER.value: 1}
+
+
+def relationships(mapping: CarrierMapping) -> dict[str, tuple[str, str, int]]:
+    """Census relationship -> (INS01, INS02, family rank) for ``mapping``'s relationship_codes."""
+    return {rel: (SubscriberIndicator.SUBSCRIBER.value if code == IndividualRelationship.SELF.value
+                  else SubscriberIndicator.DEPENDENT.value, code, _RELATIONSHIP_RANK.get(code, 2))
+            for rel, code in mapping.relationship_codes.items()}
 _TEXT_LIMITS: Final[dict[str, int]] = {"address1": 55, "address2": 55, "city": 30}
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
@@ -451,9 +463,10 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     for col, folded in ids.items():
         _require(rows, col, folded == "", "empty_identifier", "have no usable identifier")
     rel.values = rel.values.str.upper()
-    _require(rows, "relationship", rel.rows_where(~rel.values.isin(set(_RELATIONSHIP))), "relationship_code",
-             "have a relationship other than EE/SP/CH")
-    rel_rank = rel.map({k: v[2] for k, v in _RELATIONSHIP.items()}).to_numpy(dtype=np.int64)
+    related = relationships(mapping)
+    _require(rows, "relationship", rel.rows_where(~rel.values.isin(set(related))), "relationship_code",
+             f"have a relationship other than {'/'.join(related)}")
+    rel_rank = rel.map({k: v[2] for k, v in related.items()}).to_numpy(dtype=np.int64)
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order. Rows are in census order here, so a
     # factorisation's codes (numbered by first appearance) are exactly those first-appearance ranks.
@@ -468,8 +481,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     keep([(col, replace(folded, values=folded.values.take(positions).reset_index(drop=True)))
           for col, folded in (("member_id", member_fold), ("subscriber_id", subscriber_fold))])
     rel = rel.reordered(positions)
-    out["ins01"] = rel.map({k: v[0] for k, v in _RELATIONSHIP.items()})
-    out["ins02"] = rel.map({k: v[1] for k, v in _RELATIONSHIP.items()})
+    out["ins01"] = rel.map({k: v[0] for k, v in related.items()})
+    out["ins02"] = rel.map({k: v[1] for k, v in related.items()})
     index = pd.RangeIndex(len(order))
     out["ins03"] = pd.Series(mapping.full_file.maintenance_type, index=index, dtype="str")
     subscriber = out["ins01"] == "Y"

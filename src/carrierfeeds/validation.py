@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.census.columns import RELATIONSHIP_CODES, ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import CarrierMapping, CensusSchema, PlanCatalogue, ValidationPolicy
 from carrierfeeds.errors import ConfigError
@@ -1108,8 +1108,8 @@ def _build_rules(census: pd.DataFrame, columns: _Columns, carrier: CarrierRules 
         empty = fold_column(coded.uniques, 50).values == ""
         add(np.asarray(empty, dtype=bool), coded, c, "empty_identifier", "has no usable identifier")
     relationship = columns.coded("relationship")
-    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(["EE", "SP", "CH"]), dtype=bool),
-        relationship, "relationship", "relationship_code", "relationship must be EE, SP or CH")
+    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
+        relationship, "relationship", "relationship_code", "relationship must be a canonical code (EE, SP, CH, ...)")
     if carrier is not None:
         for c, most in (("last_name", carrier.last_name_max), ("first_name", carrier.first_name_max)):
             if visible(c):

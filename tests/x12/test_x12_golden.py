@@ -87,6 +87,32 @@ def _split_transaction_sets() -> tuple[Enrollment, TransactionHeader]:
     return h.enrollment(h.census(rows), m), h.header(m)
 
 
+#: A carrier that takes every relationship the census knows, with the TR3's INS02 codes.
+EXTENDED_RELATIONSHIPS = {"EE": "18", "SP": "01", "CH": "19", "DP": "53", "SC": "17", "FC": "10", "AC": "09",
+                          "WD": "15", "SD": "23", "HD": "19", "XS": "25", "GC": "05", "CD": "38", "OR": "G9"}
+
+
+def extended_family_rows() -> list[dict[str, str]]:
+    """The single employee's household: a domestic partner, a stepchild, a foster child, a ward, a
+    sponsored dependent and a handicapped adult dependent, each on the employee's medical plan."""
+    rows = h.family_rows()
+    solo = next(r for r in rows if r["member_id"] == "E2002" and r["plan_code"] == "MED-HDHP")
+    for k, (rel, first, dob, gender) in enumerate((
+            ("DP", "Jordan", "1989-05-05", "U"), ("SC", "Riley", "2011-02-03", "F"),
+            ("FC", "Casey", "2015-08-19", "M"), ("WD", "Avery", "2009-12-24", "F"),
+            ("SD", "Morgan", "2003-04-30", "M"), ("HD", "Quinn", "1996-10-10", "F")), start=1):
+        rows.append({**solo, "member_id": f"E2002-{k:02d}", "relationship": rel, "first_name": first,
+                     "dob": dob, "gender": gender, "ssn": "", "hire_date": "", "employment_status": "",
+                     "coverage_level": "FAM"})
+    return rows
+
+
+def _extended_relationships() -> tuple[Enrollment, TransactionHeader]:
+    """INS02 53 (life partner), 17, 10, 15, 23 and 19 (a handicapped dependent is a child to the TR3)."""
+    m = h.validated(relationship_codes=EXTENDED_RELATIONSHIPS)
+    return h.enrollment(h.census(extended_family_rows()), m), h.header(m)
+
+
 SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-family.834": _full_family,
     "full-file-minimum-necessary.834": _minimum_necessary,
@@ -95,6 +121,7 @@ SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-member-dates.834": _member_dates,
     "full-file-extended-charset.834": _extended_charset,
     "full-file-split-transaction-sets.834": _split_transaction_sets,
+    "full-file-extended-relationships.834": _extended_relationships,
 }
 #: Optional columns each scenario must carry through the file and back.
 _OPTIONAL = ("group_policy_number", "reporting_category", "department", "hire_date", "eligibility_begin",

@@ -122,11 +122,20 @@ def full_audit_file() -> tuple[ChangeSet, TransactionHeader]:
     return change_set, h.header(m)
 
 
+def change_relationship() -> tuple[ChangeSet, TransactionHeader]:
+    """A child the employer now records as a stepchild: INS02 19 -> 17, a change in identifying data (25)."""
+    m = h.validated(relationship_codes={"EE": "18", "SP": "01", "CH": "19", "SC": "17"})
+    rows = h.family_rows()
+    step = _edit(rows, lambda r: r["member_id"] == "E1001-03", relationship="SC")
+    before = diff_against_snapshot(h.enrollment(_frame(rows), m), None, as_of=h.AS_OF).snapshot
+    return diff_against_snapshot(h.enrollment(_frame(step), m), before, as_of=h.AS_OF), _changes_header()
+
+
 SCENARIOS: dict[str, Callable[[], tuple[ChangeSet, TransactionHeader]]] = {
     f"{fn.__name__.replace('_', '-')}.834": fn for fn in (
         add_employee_with_spouse_and_children, add_dependent, change_address, change_plan,
         change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents,
-        terminate_one_dependent, reinstate, full_audit_file)
+        terminate_one_dependent, reinstate, full_audit_file, change_relationship)
 }
 
 #: What each scenario must send: members per INS03 and Loop 2300s per HD01 (the diff's own counts).
@@ -141,6 +150,7 @@ EXPECTED: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "terminate-one-dependent.834": ({"024": 1}, {"024": 2}),
     "reinstate.834": ({"025": 1}, {"025": 2}),
     "full-audit-file.834": ({"030": 5}, {"030": 10}),
+    "change-relationship.834": ({"001": 1}, {}),
 }
 
 

@@ -34,6 +34,7 @@ from carrierfeeds.config.feed import (
 from carrierfeeds.config.load import load_feed, load_mapping, load_model, load_schema
 from carrierfeeds.config.mapping import (
     MEMBER_DATE_SOURCES,
+    MEMBER_STATUS_SOURCES,
     AckSpec,
     CarrierMapping,
     ClientReporting,
@@ -43,6 +44,7 @@ from carrierfeeds.config.mapping import (
     LocalAckSource,
     MemberDate,
     MemberReferences,
+    MemberStatus,
     Party,
     PlanCode,
     SftpAckSource,
@@ -58,6 +60,7 @@ from carrierfeeds.config.schema import (
 
 __all__ = [
     "MEMBER_DATE_SOURCES",
+    "MEMBER_STATUS_SOURCES",
     "SCHEDULE_PRESETS",
     "AckSpec",
     "Authorization",
@@ -83,6 +86,7 @@ __all__ = [
     "ManualDelivery",
     "MemberDate",
     "MemberReferences",
+    "MemberStatus",
     "NotifySpec",
     "OutputSpec",
     "Party",
