@@ -78,6 +78,13 @@ _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
+#: Member status (mapping member_status): compared like the other member columns, so a change in any
+#: is a 001; ``event_reason``/``event_date`` only say why and when the change is made (INS04, DTP*303)
+#: and ``maintenance_effective`` is the diff's DTP*303: run-local, never stored in a snapshot.
+STATUS: Final[tuple[str, ...]] = ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event",
+                                  "student_status", "handicap", "death_date", "employment_end_date",
+                                  "cobra_begin", "cobra_end")
+EVENTS: Final[tuple[str, ...]] = ("event_reason", "event_date", "maintenance_effective")
 _RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2,
                                 # as the view orders them: a life partner with spouses, other dependents
                                 # with children (carrierfeeds.enrollment.relationships)
@@ -144,7 +151,7 @@ def term_date(as_of: date, rule: TermEnd) -> date:
 
 def snapshot_columns(table: pd.DataFrame) -> list[str]:
     """The view columns a snapshot keeps: what the carrier was sent, without run-local columns."""
-    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE)]
+    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE, *EVENTS)]
 
 
 def _text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -213,6 +220,31 @@ def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
     open_ended = (end == "").groupby(member).transform("any").to_numpy(dtype=bool)
     latest = end.groupby(member).transform("max").to_numpy(dtype=object)
     merged.loc[touched, "eligibility_end"] = np.where(open_ended, "", latest)[touched]
+
+
+def _events(merged: pd.DataFrame, view: pd.DataFrame, current: Enrollment, ins03: np.ndarray,
+            ins04: np.ndarray, as_of: date) -> None:
+    """The census's own reason and date for each member sent: its event_reason (already an INS04 code)
+    replaces the reason the diff inferred, and with ``maintenance_effective`` every member sent gets a
+    DTP*303, its event_date or else ``as_of`` (a member gone from the census has no event: ``as_of``)."""
+    given = [c for c in ("event_reason", "event_date") if c in view.columns]
+    if not given and not current.options.maintenance_effective:
+        return
+    member = _keys(merged, MEMBER_KEY)
+    per_member = pd.DataFrame({c: view[c].astype(object).fillna("").astype(str) for c in given})
+    per_member.index = _keys(view, MEMBER_KEY).to_numpy() if len(view) else per_member.index
+    # a member's rows all carry its own event (a member-level column): the first non-empty one counts
+    firsts = {c: per_member[c][per_member[c] != ""].groupby(level=0).first() for c in given}
+    sent = ins03 != ""
+    if "event_reason" in firsts:
+        reason = member.map(firsts["event_reason"]).astype(object).fillna("").to_numpy(dtype=object)
+        use = sent & (reason != "")
+        ins04[use] = reason[use]
+    if current.options.maintenance_effective:
+        day = (member.map(firsts["event_date"]).astype(object).fillna("").to_numpy(dtype=object)
+               if "event_date" in firsts
+               else np.full(len(merged), "", dtype=object))
+        merged["maintenance_effective"] = np.where(sent, np.where(day != "", day, as_of.strftime("%Y%m%d")), "")
 
 
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
@@ -360,7 +392,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     merged["_member"] = member_key
     identity = [c for c in _IDENTITY if c in cols]
     address = [c for c in _ADDRESS if c in cols]
-    other = [c for c in _MEMBER_OTHER if c in cols]
+    other = [c for c in (*_MEMBER_OTHER, *STATUS) if c in cols]
 
     def differs(columns: list[str]) -> pd.Series:
         flags = np.zeros(len(merged), dtype=bool)
@@ -406,6 +438,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     ins04[change] = np.where(id_changed.to_numpy()[change], MaintenanceReason.CHANGE_IN_IDENTIFYING_DATA.value,
                              np.where(addr_changed.to_numpy()[change], MaintenanceReason.CHANGE_OF_LOCATION.value,
                                       MaintenanceReason.NO_REASON_GIVEN.value))
+    _events(merged, cur_table, current, ins03, ins04, as_of)
     merged["ins03"], merged["ins04"], merged["hd01"] = ins03, ins04, hd01
 
     # Rows to send: every line with an HD01; a member sent without any becomes one row with no Loop 2300.
@@ -427,7 +460,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     old_plans["hd01"] = TERM
     old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
     send = _sort(pd.concat([line_rows, old_plans, bare]))
-    table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
+    dated = ["maintenance_effective"] if "maintenance_effective" in send.columns else []
+    table = send[[*cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:
             table[col] = table[col].astype(object)
