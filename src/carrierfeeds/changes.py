@@ -85,6 +85,9 @@ STATUS: Final[tuple[str, ...]] = ("benefit_status", "medicare_plan", "medicare_r
                                   "student_status", "handicap", "death_date", "employment_end_date",
                                   "cobra_begin", "cobra_end")
 EVENTS: Final[tuple[str, ...]] = ("event_reason", "event_date", "maintenance_effective")
+#: Loop 2100B of an identity correction: the identity the carrier holds (the snapshot's), run-local.
+CORRECTED: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")
+PRIOR: Final[tuple[str, ...]] = tuple(f"prior_{c}" for c in CORRECTED)
 _RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2,
                                 # as the view orders them: a life partner with spouses, other dependents
                                 # with children (carrierfeeds.enrollment.relationships)
@@ -151,7 +154,7 @@ def term_date(as_of: date, rule: TermEnd) -> date:
 
 def snapshot_columns(table: pd.DataFrame) -> list[str]:
     """The view columns a snapshot keeps: what the carrier was sent, without run-local columns."""
-    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE, *EVENTS)]
+    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE, *EVENTS, *PRIOR)]
 
 
 def _text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -245,6 +248,44 @@ def _events(merged: pd.DataFrame, view: pd.DataFrame, current: Enrollment, ins03
                if "event_date" in firsts
                else np.full(len(merged), "", dtype=object))
         merged["maintenance_effective"] = np.where(sent, np.where(day != "", day, as_of.strftime("%Y%m%d")), "")
+
+
+def _prior_identity(merged: pd.DataFrame, cols: list[str], both: np.ndarray, member_key: pd.Series,
+                    changing: np.ndarray) -> None:
+    """Loop 2100B for each member sent as a change whose name, SSN, birth date or gender differs from
+    what the carrier holds: the carrier's values, from the snapshot (the encrypted data path: the prior
+    identity is never written anywhere else, and never stored again once the correction is sent).
+
+    The prior name and SSN (NM1*70) go with every correction; the prior birth date and gender (DMG)
+    only when one of them changed. A member is the same member by its ids (subscriber and member id),
+    so a new id is a new member (021), never a correction."""
+    fields = [c for c in CORRECTED if c in cols]
+    if "last_name" not in fields:
+        return
+
+    def held(col: str) -> pd.Series:
+        # the carrier's value, from any line it holds for the member (a newly added line has none)
+        snap = merged[f"{col}_snap"].astype(object).where(pd.Series(both, index=merged.index))
+        return snap.groupby(member_key).transform("first").fillna("").astype(object)
+
+    def changed(columns: list[str]) -> np.ndarray:
+        flags = np.zeros(len(merged), dtype=bool)
+        for col in columns:
+            flags |= both & (merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object))
+        out: np.ndarray = pd.Series(flags, index=merged.index).groupby(member_key).transform("any").to_numpy(
+            dtype=bool)
+        return out
+
+    corrected = changing & changed(fields)
+    demographic = corrected & changed([c for c in ("dob", "gender") if c in fields])
+    for col in CORRECTED:
+        value = held(col).to_numpy(dtype=object) if col in fields else np.full(len(merged), "", dtype=object)
+        keep = demographic if col in ("dob", "gender") else corrected
+        if col == "gender":
+            value = np.where(value == "", "U", value)
+        merged[f"prior_{col}"] = np.where(keep, value, "")
+    # DMG needs the birth date (DMG02): without one the carrier's gender cannot be sent either
+    merged["prior_gender"] = np.where(merged["prior_dob"] != "", merged["prior_gender"], "")
 
 
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
@@ -439,6 +480,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
                              np.where(addr_changed.to_numpy()[change], MaintenanceReason.CHANGE_OF_LOCATION.value,
                                       MaintenanceReason.NO_REASON_GIVEN.value))
     _events(merged, cur_table, current, ins03, ins04, as_of)
+    if current.options.identity_corrections:
+        _prior_identity(merged, cols, both, member_key, ins03 == CHANGE)
     merged["ins03"], merged["ins04"], merged["hd01"] = ins03, ins04, hd01
 
     # Rows to send: every line with an HD01; a member sent without any becomes one row with no Loop 2300.
@@ -460,7 +503,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     old_plans["hd01"] = TERM
     old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
     send = _sort(pd.concat([line_rows, old_plans, bare]))
-    dated = ["maintenance_effective"] if "maintenance_effective" in send.columns else []
+    dated = [c for c in ("maintenance_effective", *PRIOR) if c in send.columns]
     table = send[[*cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:

@@ -113,6 +113,8 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
                             "student_status", "handicap", "death_date", "employment_end_date", "cobra_begin",
                             "cobra_end", "event_reason", "event_date")},
     "maintenance_effective": None,
+    # Loop 2100B (identity corrections): what the carrier holds, from the snapshot (carrierfeeds.changes)
+    **{f"prior_{col}": col for col in ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")},
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -144,20 +146,23 @@ class RenderOptions:
     ``charset`` every value must fall in (the writer refuses a file holding anything else);
     ``max_members_per_transaction`` splits the interchange into ST/SE sets of whole families;
     ``sources`` census fields of config-dependent columns (``reporting_category``), for the writer's
-    own allowlist check; ``maintenance_effective`` the diff dates every change with DTP*303.
+    own allowlist check; ``maintenance_effective`` the diff dates every change with DTP*303;
+    ``identity_corrections`` it sends what the carrier holds (Loop 2100B) with an identity correction.
     """
 
     charset: Charset = "basic"
     max_members_per_transaction: int | None = None
     sources: tuple[tuple[str, str], ...] = ()
     maintenance_effective: bool = False
+    identity_corrections: bool = False
 
     @classmethod
     def for_mapping(cls, mapping: CarrierMapping) -> RenderOptions:
         reporting = mapping.member_references.client_reporting_category
         sources = (("reporting_category", reporting.field),) if reporting and reporting.field else ()
         return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
-                   sources=sources, maintenance_effective=mapping.member_status.maintenance_effective)
+                   sources=sources, maintenance_effective=mapping.member_status.maintenance_effective,
+                   identity_corrections=mapping.member_status.identity_corrections)
 
     def source_of(self, column: str) -> str | None:
         """The census field view ``column`` carries (None: config or diff alone)."""

@@ -164,12 +164,29 @@ def cobra_continuation() -> tuple[ChangeSet, TransactionHeader]:
     return _diff_with(m, rows, cobra), _changes_header()
 
 
+def correct_ssn() -> tuple[ChangeSet, TransactionHeader]:
+    """The employee's SSN was keyed wrong: 2100A with the right one, 2100B NM1*70 with the one the carrier
+    holds (INS04 25), no DMG (birth date and gender unchanged)."""
+    m = h.status_mapping(identity_corrections=True)
+    rows = h.family_rows()
+    return _diff_with(m, rows, _edit(rows, lambda r: r["member_id"] == "E1001", ssn="900112223")), _changes_header()
+
+
+def correct_name_and_birth_date() -> tuple[ChangeSet, TransactionHeader]:
+    """A child's name and birth date corrected: 2100B with the carrier's name (no SSN: it has none) and
+    its DMG with the carrier's birth date and gender."""
+    m = h.status_mapping(identity_corrections=True)
+    rows = h.family_rows()
+    fixed = _edit(rows, lambda r: r["member_id"] == "E1001-02", first_name="Luciana", dob="2012-07-16")
+    return _diff_with(m, rows, fixed), _changes_header()
+
+
 SCENARIOS: dict[str, Callable[[], tuple[ChangeSet, TransactionHeader]]] = {
     f"{fn.__name__.replace('_', '-')}.834": fn for fn in (
         add_employee_with_spouse_and_children, add_dependent, change_address, change_plan,
         change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents,
         terminate_one_dependent, reinstate, full_audit_file, change_relationship, add_newborn_with_birth_event,
-        change_student_status, cobra_continuation)
+        change_student_status, cobra_continuation, correct_ssn, correct_name_and_birth_date)
 }
 
 #: What each scenario must send: members per INS03 and Loop 2300s per HD01 (the diff's own counts).
@@ -188,6 +205,8 @@ EXPECTED: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "add-newborn-with-birth-event.834": ({"021": 1}, {"021": 2}),
     "change-student-status.834": ({"001": 1}, {}),
     "cobra-continuation.834": ({"001": 1}, {}),
+    "correct-ssn.834": ({"001": 1}, {}),
+    "correct-name-and-birth-date.834": ({"001": 1}, {}),
 }
 
 

@@ -119,6 +119,7 @@ MEMBER_STATUS_SOURCES: dict[str, tuple[str, ...]] = {
     "maintenance_effective": (),                      # DTP*303: event_date when allowlisted, else the run's day
     "medicare": ("medicare_plan", "medicare_reason"),  # INS06
     "cobra": ("cobra_event", "cobra_begin", "cobra_end"),  # INS07, DTP*340/341
+    "identity_corrections": (),                       # Loop 2100B: the identity fields already sent
 }
 
 
@@ -146,6 +147,10 @@ class MemberStatus(_Model):
                                               "and medicare_reason")
     cobra: bool = Field(False, description="INS07 COBRA qualifying event from cobra_event; DTP*340/341 COBRA "
                                            "begin and end from cobra_begin and cobra_end")
+    identity_corrections: bool = Field(
+        False, description="an SSN, name, birth date or gender correction (same member, identity changed) also "
+                           "sends Loop 2100B: NM1*70 with the name and SSN the carrier holds, DMG with its "
+                           "birth date and gender when those changed, so a carrier keyed on them finds the member")
 
     def needs(self) -> dict[str, tuple[str, ...]]:
         """The census fields each setting that is on needs."""

@@ -76,13 +76,15 @@ _TOKENS: dict[bytes, str] = {
     b"IEA": "z",
     # member status dates: employment end, COBRA begin and end
     b"DTP337": "t", b"DTP340": "u", b"DTP341": "v",
+    # Loop 2100B (an identity correction: the member's name as the carrier holds it)
+    b"NM170": "7",
 }
 _QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?",
-          "t": "DTP", "u": "DTP", "v": "DTP"}
+          "t": "DTP", "u": "DTP", "v": "DTP", "7": "NM1"}
 
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -92,6 +94,7 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?t?u?v?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
+              + r"(?:7D?)?"  # Loop 2100B: NM1*70 and its DMG
               + r"(?:Hbe?l?)*")  # the l after HD: the 2300 REF*1L
     return re.compile(r"SBo?PY"), re.compile(member)
 

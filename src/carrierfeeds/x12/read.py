@@ -20,6 +20,8 @@ READ_COLUMNS: tuple[str, ...] = (
     # member status: INS05-INS12 and the status dates
     "benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status", "handicap",
     "death_date", "maintenance_effective", "employment_end_date", "cobra_begin", "cobra_end",
+    # Loop 2100B: the identity the carrier held before a correction
+    "prior_last_name", "prior_first_name", "prior_middle_initial", "prior_ssn", "prior_dob", "prior_gender",
 )
 _MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
 _MEMBER_DATES = {"336": "hire_date", "356": "eligibility_begin", "357": "eligibility_end",
@@ -95,6 +97,11 @@ def read_834(data: bytes) -> pd.DataFrame:
             member.update(address1=get(el, 1), address2=get(el, 2))
         elif seg == "N4" and member:
             member.update(city=get(el, 1), state=get(el, 2), zip=get(el, 3))
+        elif seg == "NM1" and member and get(el, 1) == "70":
+            member.update(prior_last_name=get(el, 3), prior_first_name=get(el, 4), prior_middle_initial=get(el, 5),
+                          prior_ssn=get(el, 9) if get(el, 8) == "34" else "")
+        elif seg == "DMG" and member and member.get("prior_last_name"):
+            member.update(prior_dob=get(el, 2), prior_gender=get(el, 3))
         elif seg == "DMG" and member:
             member.update(dob=get(el, 2), gender=get(el, 3))
         elif seg == "HD" and member:

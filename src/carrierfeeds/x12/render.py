@@ -69,7 +69,10 @@ OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "el
                   # member status (INS05-INS12, DTP*303/337/340/341)
                   "benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
                   "handicap", "death_date", "maintenance_effective", "employment_end_date", "cobra_begin",
-                  "cobra_end")
+                  "cobra_end",
+                  # Loop 2100B (identity corrections): NM1*70 and DMG with what the carrier holds
+                  "prior_last_name", "prior_first_name", "prior_middle_initial", "prior_ssn", "prior_dob",
+                  "prior_gender")
 #: Option columns written inside INS (INS05-INS12), in element order; the rest are Loop 2000 DTPs.
 INS_STATUS_COLUMNS = ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
                       "handicap", "death_date")
@@ -443,6 +446,8 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     out.lit(e, has_dob)
     out.col("gender", has_dob)
     out.lit(t, has_dob)
+    if "prior_last_name" in options:
+        optional.extend(_loop_2100b(out, filled, members, d, options))
 
     has_hd = filled["hd03"]
     out.lit(f"HD{e}", has_hd)
@@ -504,6 +509,44 @@ def _ins_status(out: _Pieces, c: dict[str, pa.Array], filled: dict[str, np.ndarr
             with_reason = mask & has("medicare_reason")
             out.lit(d.component, with_reason)
             out.col("medicare_reason", with_reason)
+
+
+def _loop_2100b(out: _Pieces, filled: dict[str, np.ndarray], members: np.ndarray, d: Delimiters,
+                options: frozenset[str]) -> list[np.ndarray]:
+    """Loop 2100B of each corrected member (``prior_last_name`` filled): NM1*70 with the name and SSN the
+    carrier holds, and DMG with its birth date and gender where ``prior_dob`` is filled; the masks of the
+    segments written, for the segment count."""
+    e, t = d.element, d.terminator
+    none = np.zeros(len(members), dtype=bool)
+
+    def has(col: str) -> np.ndarray:
+        return members & filled[col] if col in options else none
+
+    def col(column: str, mask: np.ndarray) -> None:
+        if column in options:
+            out.col(column, mask)
+
+    prior = has("prior_last_name")
+    out.lit(f"NM1{e}70{e}1{e}", prior)
+    out.col("prior_last_name", prior)
+    with_first = prior & (has("prior_first_name") | has("prior_middle_initial") | has("prior_ssn"))
+    out.lit(e, with_first)
+    col("prior_first_name", with_first)
+    with_ssn = prior & has("prior_ssn")
+    with_middle = prior & has("prior_middle_initial") & ~with_ssn
+    out.lit(e, with_ssn | with_middle)
+    col("prior_middle_initial", with_ssn | with_middle)
+    out.lit(f"{e}{e}{e}34{e}", with_ssn)
+    col("prior_ssn", with_ssn)
+    out.lit(t, prior)
+    dmg = prior & has("prior_dob")
+    out.lit(f"DMG{e}D8{e}", dmg)
+    col("prior_dob", dmg)
+    with_gender = dmg & has("prior_gender")
+    out.lit(e, with_gender)
+    col("prior_gender", with_gender)
+    out.lit(t, dmg)
+    return [prior, dmg]
 
 
 def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
@@ -602,6 +645,12 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
                 if row["dob"]:
                     body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
+                if row.get("prior_last_name"):
+                    body.append(_seg(d, "NM1", "70", "1", row["prior_last_name"], row.get("prior_first_name", ""),
+                                     row.get("prior_middle_initial", ""), "", "",
+                                     "34" if row.get("prior_ssn") else "", row.get("prior_ssn", "")))
+                    if row.get("prior_dob"):
+                        body.append(_seg(d, "DMG", "D8", row["prior_dob"], row.get("prior_gender", "")))
             if row["hd03"]:
                 body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
                 body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
