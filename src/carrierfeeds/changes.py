@@ -18,6 +18,13 @@ received, and it would learn them only from the next full file. Ops who would ra
 audit file that day can (``run --full-file``). A column the snapshot has but the view no longer has
 (an option turned off) is dropped from the next snapshot, and nothing is sent for it.
 
+Member status columns (the mapping's ``member_status``: INS05-INS12, DTP*337/340/341) are compared like
+the other member columns. The census's ``event_reason`` gives INS04 of the change it accompanies and
+``maintenance_effective`` dates every change with DTP*303 (``event_date``, else ``as_of``); with
+``identity_corrections`` a change whose name, SSN, birth date or gender differs from the snapshot also
+carries ``prior_*`` columns, the identity the carrier holds (Loop 2100B). Those, like INS04, are
+run-local and never stored.
+
 :class:`SnapshotStore` keeps one current snapshot per feed (Parquet, AES-256-GCM, key file 0600),
 ``stage``-s the next one per run and ``advance``-s it only when the pipeline confirms the delivery, so
 a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
