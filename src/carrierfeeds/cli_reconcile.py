@@ -211,3 +211,56 @@ def reconcile_report(
     write_reconcile_report(report, out, fmt)
     s = report.sections[0]
     typer.echo(f"wrote {out}: {s.open} open, {s.acknowledged} acknowledged, {s.resolved} resolved")
+
+
+@reconcile_app.command("collect")
+def reconcile_collect(
+    feed: Annotated[str, typer.Argument(help="feed id")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
+    by: Annotated[str, typer.Option(help="who ran the collection (recorded in the ledger)")] = "carrierfeeds",
+) -> None:
+    """Collect FEED's new return files from the carrier's outbox and compare each.
+
+    Exit 0 when every new file was compared and the carrier holds what it should (or there was nothing
+    new), 1 when discrepancies are open or a file was refused.
+    """
+    result = run_collect(feed, actor=by, as_json=as_json)
+    lines = [f"feed {feed}: {len(result.compared)} return files compared, {len(result.refused)} refused"]
+    for f in result.files:
+        name = f.file.plaintext_sha256 or f.file.ciphertext_sha256 or "-"
+        if f.result is not None:
+            w = f.result.worklist
+            lines.append(f"  compared {name[:12]}: {len(f.result.discrepancies)} discrepancies "
+                         f"({w.opened} new, {w.auto_closed} auto-closed); {w.open_after} open")
+        elif f.refused_reason is not None:
+            lines.append(f"  refused  {(f.file.ciphertext_sha256 or '-')[:12]}: {f.refused_reason}")
+        else:
+            lines.append(f"  {f.file.outcome}")
+    _echo(result.as_dict(), as_json, lines)
+    bad = result.refused or (result.open_after or 0) > 0
+    raise typer.Exit(EXIT_DISCREPANCIES if bad else EXIT_OK)
+
+
+def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
+    """``reconcile collect`` without the output: settings, keys directory, GNUPGHOME, ledger, then
+    :func:`carrierfeeds.reconcile.collect.collect_and_reconcile`; an error exits as everywhere."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.changes import SnapshotStore
+    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.crypto import Keyring
+    from carrierfeeds.reconcile.collect import collect_and_reconcile
+    from carrierfeeds.settings import load_bundle
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(settings, feed)
+        return collect_and_reconcile(
+            bundle.feed, mapping=bundle.mapping, ledger=_ledger(settings),
+            store=SnapshotStore.for_settings(settings),
+            tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
+            keyring=Keyring(settings.resolved_gnupg_home),
+            endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
+            work_dir=settings.data_dir / "reconcile" / feed, clock=_now, actor=actor)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        raise  # _fail always exits
