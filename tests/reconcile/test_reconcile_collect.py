@@ -150,3 +150,35 @@ def test_collect_compares_the_carriers_file_once_and_records_refusals(
     assert not list(work.glob("collect-*/*.plain"))
     assert ledger.verify_chain().ok
     ledger.close()
+
+
+def test_draft_renders_a_gated_correction_without_writing_and_approve_records_it(
+        sftp_workspace: Any, sshd_server: Any, tmp_path: Path) -> None:
+    d = deliver_with_outbox(sftp_workspace, tmp_path, sshd_server)
+    feed_id = d.ws.feed.feed_id
+    carrier, _ = carrier_with_six_discrepancies(d)
+    d.put("ELIG_20261201.pgp", _return_834(carrier, d.mappings, d.ws.feed))
+    assert runner.invoke(app, ["reconcile", "collect", feed_id], env=d.env).exit_code == 1
+    ledger = open_ledger(d.ws.settings)
+    head = ledger.chain_head()
+
+    drafts = tmp_path / "drafts"
+    drafted = runner.invoke(app, ["reconcile", "draft", feed_id, "--out", str(drafts), "--json"], env=d.env)
+    assert drafted.exit_code == 0, drafted.output
+    got = json.loads(drafted.output)
+    assert (got["status"], len(got["discrepancy_ids"]), got["manual"]) == ("ok", 6, {})
+    (entry,) = got["files"]
+    assert entry["conformance"]["verdict"] == "passed" and entry["control_numbers"]["placeholder"]
+    # 3 members added, the wrong plan and date changed, the termed member termed.
+    assert entry["members_by_type"] == {"001": 2, "021": 3, "024": 1}
+    text = (drafts / entry["name"]).read_text()
+    assert "BGN*00*" in text and text.count("INS*") == 6
+    assert ledger.chain_head() == head  # nothing written
+
+    approved = runner.invoke(app, ["reconcile", "approve", feed_id, "--by", "ops.anna", "--reason",
+                                   "carrier confirmed the fix", "--json"], env=d.env)
+    assert approved.exit_code == 0, approved.output
+    assert sorted(json.loads(approved.output)["discrepancy_ids"]) == sorted(got["discrepancy_ids"])
+    events = ledger.audit_events(action="correction_approved")
+    assert len(events) == 1 and events[0].actor == "ops.anna"
+    ledger.close()
