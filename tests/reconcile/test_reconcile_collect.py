@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from carrierfeeds.changes import SnapshotStore
 from carrierfeeds.cli import app
 from carrierfeeds.demo import CONNECTION_ID
+from carrierfeeds.ledger.worklist import work_items
 from carrierfeeds.settings import open_ledger
 
 pytestmark = pytest.mark.slow
@@ -181,4 +182,55 @@ def test_draft_renders_a_gated_correction_without_writing_and_approve_records_it
     assert sorted(json.loads(approved.output)["discrepancy_ids"]) == sorted(got["discrepancy_ids"])
     events = ledger.audit_events(action="correction_approved")
     assert len(events) == 1 and events[0].actor == "ops.anna"
+    ledger.close()
+
+
+def test_an_approved_correction_rides_on_the_next_run_and_its_items_auto_close(
+        sftp_workspace: Any, sshd_server: Any, tmp_path: Path) -> None:
+    d = deliver_with_outbox(sftp_workspace, tmp_path, sshd_server)
+    feed_id = d.ws.feed.feed_id
+    carrier, _ = carrier_with_six_discrepancies(d)
+    d.put("ELIG_20261201.pgp", _return_834(carrier, d.mappings, d.ws.feed))
+    assert runner.invoke(app, ["reconcile", "collect", feed_id], env=d.env).exit_code == 1
+    approved = runner.invoke(app, ["reconcile", "approve", feed_id, "--by", "ops.anna", "--json"], env=d.env)
+    assert approved.exit_code == 0, approved.output
+    approval = json.loads(approved.output)
+
+    # The census has not changed: without the correction the next run would have nothing to send.
+    before = {p.name for p in d.ws.inbox.iterdir()}
+    nxt = AS_OF.replace(day=AS_OF.day + 1)
+    census = d.ws.write_census(members=60, seed=20, as_of=AS_OF, name=f"census_{nxt:%Y%m%d}.csv")
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    codes = frame["member_id"].factorize()[0]
+    frame["first_name"] = [f"QZCANARY{chr(65 + i // 26 % 26)}{chr(65 + i % 26)}" for i in codes]
+    frame.to_csv(census, index=False)
+    sent = runner.invoke(app, ["run", feed_id, "--census", str(census), "--date", nxt.isoformat(), "--json"],
+                         env=d.env)
+    assert sent.exit_code == 0, sent.output
+    assert json.loads(sent.output)["status"] == "delivered"
+    (new_file,) = {p.name for p in d.ws.inbox.iterdir()} - before
+    plain = tmp_path / "correction.834"
+    d.ws.keys.carrier.decrypt_file(d.ws.inbox / new_file, plain)
+    text = plain.read_text()
+    assert text.count("INS*") == 6 and "BGN*00*" in text
+
+    ledger = open_ledger(d.ws.settings)
+    items = {i.discrepancy_id: i for i in work_items(ledger, feed_id=feed_id)}
+    assert set(approval["discrepancy_ids"]) <= set(items)
+    for ident in approval["discrepancy_ids"]:
+        assert [e.action for e in items[ident].events][-2:] == ["correction_approved", "corrected"]
+        assert items[ident].status == "open"
+    runs = ledger.list_runs(feed_id=feed_id)
+    confirm_detail = [e.detail for r in runs for e in ledger.run_events(r.run_id)
+                      if e.stage == "confirm" and e.detail.get("correction_of")]
+    assert confirm_detail and confirm_detail[0]["correction_of"] == approval["approval_id"]
+
+    # The carrier applied it: its next return file matches and every corrected item auto-closes.
+    d.put("ELIG_20261205.pgp", _return_834(d.snapshot, d.mappings, d.ws.feed), mtime=1_800_000_500)
+    matched = runner.invoke(app, ["reconcile", "collect", feed_id, "--json"], env=d.env)
+    assert matched.exit_code == 0, matched.output
+    assert json.loads(matched.output)["files"][0]["comparison"]["worklist"]["auto_closed"] == 6
+    # Nothing is left to correct.
+    redraft = runner.invoke(app, ["reconcile", "draft", feed_id, "--json", "--out", str(tmp_path / "d")], env=d.env)
+    assert json.loads(redraft.output)["status"] == "nothing_to_correct"
     ledger.close()

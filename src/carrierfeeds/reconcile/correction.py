@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -179,5 +179,64 @@ def approved_items(items: Sequence[WorkItem]) -> list[WorkItem]:
     return out
 
 
-__all__ = ["APPROVED", "DRAFTED", "CorrectionView", "approve_correction", "approved_items", "correction_view",
-           "draft_correction"]
+
+
+@dataclass(frozen=True)
+class RunCorrection:
+    """An approved correction a run sends: the rows, the approval and the discrepancy ids it answers."""
+
+    table: pd.DataFrame
+    approval_id: str
+    discrepancy_ids: tuple[str, ...]
+
+
+def correction_for_run(ledger: Any, feed_id: str, base: pd.DataFrame | None,
+                       tokenizer_for: Callable[[], MemberTokenizer]) -> RunCorrection | None:
+    """The approved, unsent correction of ``feed_id`` drawn against ``base`` (the snapshot the run diffs
+    from), or None. Only items approved and still open are sent; the newest approval names the batch."""
+    from carrierfeeds.ledger.worklist import work_items
+
+    approved = approved_items(work_items(ledger, feed_id=feed_id))
+    if not approved or base is None:
+        return None
+    view = correction_view(base, approved, tokenizer_for())
+    if not view.discrepancy_ids:
+        return None
+    approval_id = "unknown"
+    newest = max((e for i in approved for e in i.events if e.action == "correction_approved"),
+                 key=lambda e: e.at, default=None)
+    if newest is not None and newest.reason:
+        approval_id = newest.reason.removeprefix("approval ")
+    return RunCorrection(view.table, approval_id, view.discrepancy_ids)
+
+
+def with_correction(enrollment: Enrollment, correction: RunCorrection) -> Enrollment:
+    """``enrollment`` (the run's change file) plus the correction's rows for members it does not send
+    already: for a member in both, the run's own change (newer than the snapshot) is what goes out."""
+    from carrierfeeds.census.columns import ROW_NUMBER
+
+    table = enrollment.table
+    sent = set(table["member_id"].astype(str)) if len(table) else set()
+    extra = correction.table[~correction.table["member_id"].astype(str).isin(sent)]
+    extra = extra.reindex(columns=list(table.columns) if len(table.columns) else list(extra.columns), fill_value="")
+    if ROW_NUMBER in extra.columns:
+        extra[ROW_NUMBER] = 0  # not a census row: findings never point at it
+    merged = pd.concat([table, extra], ignore_index=True) if len(table) else extra.reset_index(drop=True)
+    members = merged.drop_duplicates(["subscriber_id", "member_id"])
+    return Enrollment(table=merged, member_count=len(members), subscriber_count=int((members["ins01"] == "Y").sum()),
+                      coverage_count=int((merged["hd03"] != "").sum()), excluded=dict(enrollment.excluded),
+                      sanitized=dict(enrollment.sanitized), allowlist=enrollment.allowlist,
+                      normalised=dict(enrollment.normalised), options=enrollment.options)
+
+
+def mark_corrected(ledger: Any, *, approval_id: str, discrepancy_ids: Sequence[str], run_id: str, now: datetime,
+                   actor: str = "carrierfeeds") -> None:
+    """The run that carried ``approval_id``'s correction delivered it: a ``corrected`` event on each item."""
+    from carrierfeeds.ledger.worklist import record_correction
+
+    record_correction(ledger, discrepancy_ids, action="corrected", actor=actor,
+                      reason=f"sent by run {run_id} (approval {approval_id})", now=now)
+
+
+__all__ = ["APPROVED", "DRAFTED", "CorrectionView", "RunCorrection", "approve_correction", "approved_items",
+           "correction_for_run", "correction_view", "draft_correction", "mark_corrected", "with_correction"]
