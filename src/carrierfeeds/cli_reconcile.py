@@ -242,28 +242,20 @@ def reconcile_collect(
 
 
 def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
-    """``reconcile collect`` without the output: settings, keys directory, GNUPGHOME, ledger, then
-    :func:`carrierfeeds.reconcile.collect.collect_and_reconcile`; an error exits as everywhere."""
-    from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.changes import SnapshotStore
+    """``reconcile collect`` without the output: :func:`carrierfeeds.reconcile.collect.collect_feed` with
+    connections from the keys directory; an error exits as everywhere."""
     from carrierfeeds.credentials import load_sftp_endpoint
-    from carrierfeeds.crypto import Keyring
-    from carrierfeeds.reconcile.collect import collect_and_reconcile
-    from carrierfeeds.settings import load_bundle
+    from carrierfeeds.reconcile.collect import collect_feed
 
     settings = Settings()
     try:
-        bundle = load_bundle(settings, feed)
-        return collect_and_reconcile(
-            bundle.feed, mapping=bundle.mapping, ledger=_ledger(settings),
-            store=SnapshotStore.for_settings(settings),
-            tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
-            keyring=Keyring(settings.resolved_gnupg_home),
-            endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
-            work_dir=settings.data_dir / "reconcile" / feed, clock=_now, actor=actor)
+        return collect_feed(settings, feed, _ledger(settings),
+                            endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
+                            clock=_now, actor=actor)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         raise  # _fail always exits
+
 
 
 @reconcile_app.command("draft")

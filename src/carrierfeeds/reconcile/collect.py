@@ -2,6 +2,8 @@
 ``reconcile collect`` and the Airflow reconcile task call.
 
     collect_and_reconcile(feed, ...)   intake.collect_returns, then service.reconcile_file per new file
+    collect_feed(settings, feed_id, ...)   the same with the deployment's settings (CLI and Airflow)
+    collect_all(settings, ...)         every feed with a reconciliation.source (the housekeeping task)
 
 "Imported before" is the ledger's answer, so a second machine (or a rerun) skips what the first took:
 a ciphertext sha256 with a ``return_collected`` audit event, or a plaintext sha256 a comparison
@@ -32,6 +34,7 @@ from carrierfeeds.errors import ConfigError, DataError
 from carrierfeeds.ledger.worklist import reconciliations
 from carrierfeeds.reconcile.intake import ReturnFile, ReturnSource, collect_returns
 from carrierfeeds.reconcile.service import ReconcileResult, reconcile_file
+from carrierfeeds.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -184,4 +187,53 @@ def _audit_refusal(ledger: Any, feed_id: str, item: ReturnFile, reason: str, *, 
                          "plaintext_sha256": item.plaintext_sha256})
 
 
-__all__ = ["CollectResult", "CollectedReturn", "collect_and_reconcile", "imported_before", "return_source"]
+def collect_feed(settings: Settings, feed_id: str, ledger: Any, *, endpoint_for: Callable[[str], SftpEndpoint],
+                 clock: Callable[[], datetime], actor: str = "carrierfeeds") -> CollectResult:
+    """:func:`collect_and_reconcile` for ``feed_id`` with the deployment's snapshots, token key, GNUPGHOME
+    and ``<data_dir>/reconcile/<feed>`` as the collection folder: ``reconcile collect`` and the Airflow
+    task both call this, each with its own ``endpoint_for`` (keys directory, Airflow connections)."""
+    from carrierfeeds.settings import load_bundle
+
+    bundle = load_bundle(settings, feed_id)
+    return collect_and_reconcile(
+        bundle.feed, mapping=bundle.mapping, ledger=ledger, store=SnapshotStore.for_settings(settings),
+        tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
+        keyring=Keyring(settings.resolved_gnupg_home), endpoint_for=endpoint_for,
+        work_dir=settings.data_dir / "reconcile" / feed_id, clock=clock, actor=actor)
+
+
+def collect_all(settings: Settings, ledger: Any, *, endpoint_for: Callable[[str], SftpEndpoint],
+                clock: Callable[[], datetime], actor: str = "carrierfeeds") -> dict[str, Any]:
+    """Every feed with a ``reconciliation.source``, one after the other; PHI-free counts (for XCom).
+
+    A feed that fails does not stop the others; the first error is raised at the end (Airflow retries a
+    retriable one), once every feed had its turn."""
+    from carrierfeeds.config import load_feed
+    from carrierfeeds.errors import CarrierFeedsError
+    from carrierfeeds.settings import feed_paths
+
+    counts: dict[str, Any] = {"feeds": 0, "compared": 0, "refused": 0, "open": 0, "failed": 0}
+    first: CarrierFeedsError | None = None
+    for path in feed_paths(settings):
+        feed = load_feed(path)
+        if feed.reconciliation is None or feed.reconciliation.source is None:
+            continue
+        counts["feeds"] += 1
+        try:
+            result = collect_feed(settings, feed.feed_id, ledger, endpoint_for=endpoint_for, clock=clock,
+                                  actor=actor)
+        except CarrierFeedsError as exc:
+            log.warning("feed %s: return files not collected (%s)", feed.feed_id, exc.code)
+            counts["failed"] += 1
+            first = first or exc
+            continue
+        counts["compared"] += len(result.compared)
+        counts["refused"] += len(result.refused)
+        counts["open"] += result.open_after or 0
+    if first is not None:
+        raise first
+    return counts
+
+
+__all__ = ["CollectResult", "CollectedReturn", "collect_all", "collect_and_reconcile", "collect_feed",
+           "imported_before", "return_source"]
