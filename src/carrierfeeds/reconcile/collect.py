@@ -65,6 +65,7 @@ class CollectResult:
 
     feed_id: str
     files: tuple[CollectedReturn, ...]
+    alerted: bool = False
 
     @property
     def compared(self) -> list[ReconcileResult]:
@@ -83,7 +84,8 @@ class CollectResult:
     def as_dict(self) -> dict[str, Any]:
         return {"feed_id": self.feed_id, "compared": len(self.compared), "refused": len(self.refused),
                 "deferred": sum(f.file.outcome == "deferred" for f in self.files),
-                "open_after": self.open_after, "files": [f.as_dict() for f in self.files]}
+                "open_after": self.open_after, "alerted": self.alerted,
+                "files": [f.as_dict() for f in self.files]}
 
 
 def return_source(feed: Feed) -> ReturnSource:
@@ -148,10 +150,25 @@ def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, s
                 item.path.unlink(missing_ok=True)
         if into.exists() and not any(into.iterdir()):
             into.rmdir()
-    result = CollectResult(feed.feed_id, tuple(out))
+    result = CollectResult(feed.feed_id, tuple(out), alerted=_alert(feed, out))
     log.info("feed %s: %d return files compared, %d refused", feed.feed_id, len(result.compared),
              len(result.refused))
     return result
+
+
+def _alert(feed: Feed, out: list[CollectedReturn]) -> bool:
+    """The feed's threshold alert (as ``reconcile import`` sends it), judged on the last comparison."""
+    from carrierfeeds.reconcile.alert import alert_payload, needs_alert, send_alert
+
+    last = next((f.result for f in reversed(out) if f.result is not None), None)
+    spec = feed.reconciliation
+    if last is None or spec is None or spec.alert_threshold is None:
+        return False
+    record = last.worklist
+    if not needs_alert(feed, record.open_after):
+        return False
+    return send_alert(feed, alert_payload(feed.feed_id, open_count=record.open_after, threshold=spec.alert_threshold,
+                                          comparison_id=record.comparison_id, by_kind=record.by_kind))
 
 
 def _compare_one(item: ReturnFile, *, feed: Feed, mapping: CarrierMapping, ledger: Any, store: SnapshotStore,
