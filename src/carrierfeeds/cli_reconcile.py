@@ -298,7 +298,7 @@ def reconcile_approve(
     feed: Annotated[str, typer.Argument(help="feed id")],
     by: Annotated[str, typer.Option(help="who approves sending the correction")],
     reason: Annotated[str | None, typer.Option(help="why (no member data)")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
 ) -> None:
     """Approve FEED's correction (as `reconcile draft` shows it): the feed's next run sends it."""
     from carrierfeeds.census.tokens import MemberTokenizer
