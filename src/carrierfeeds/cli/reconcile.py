@@ -188,3 +188,119 @@ def reconcile_report(
     write_reconcile_report(report, out, fmt)
     s = report.sections[0]
     typer.echo(f"wrote {out}: {s.open} open, {s.acknowledged} acknowledged, {s.resolved} resolved")
+
+
+@reconcile_app.command("collect")
+def reconcile_collect(
+    feed: Annotated[str, typer.Argument(help="feed id")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
+    by: Annotated[str, typer.Option(help="who ran the collection (recorded in the ledger)")] = "carrierfeeds",
+) -> None:
+    """Collect FEED's new return files from the carrier's outbox and compare each.
+
+    Exit 0 when every new file was compared and the carrier holds what it should (or there was nothing
+    new), 1 when discrepancies are open or a file was refused.
+    """
+    result = run_collect(feed, actor=by, as_json=as_json)
+    lines = [f"feed {feed}: {len(result.compared)} return files compared, {len(result.refused)} refused"]
+    for f in result.files:
+        name = f.file.plaintext_sha256 or f.file.ciphertext_sha256 or "-"
+        if f.result is not None:
+            w = f.result.worklist
+            lines.append(f"  compared {name[:12]}: {len(f.result.discrepancies)} discrepancies "
+                         f"({w.opened} new, {w.auto_closed} auto-closed); {w.open_after} open")
+        elif f.refused_reason is not None:
+            lines.append(f"  refused  {(f.file.ciphertext_sha256 or '-')[:12]}: {f.refused_reason}")
+        else:
+            lines.append(f"  {f.file.outcome}")
+    _echo(result.as_dict(), as_json, lines)
+    bad = result.refused or (result.open_after or 0) > 0
+    raise typer.Exit(EXIT_DISCREPANCIES if bad else EXIT_OK)
+
+
+def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
+    """``reconcile collect`` without the output: :func:`carrierfeeds.reconcile.collect.collect_feed` with
+    connections from the keys directory; an error exits as everywhere."""
+    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.reconcile.collect import collect_feed
+
+    settings = Settings()
+    try:
+        return collect_feed(settings, feed, _ledger(settings),
+                            endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
+                            clock=_now, actor=actor)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        raise  # _fail always exits
+
+
+
+@reconcile_app.command("draft")
+def reconcile_draft(
+    feed: Annotated[str, typer.Argument(help="feed id")],
+    out: Annotated[Path | None, typer.Option(help="folder for the draft 834 (default: the data dir's drafts)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
+) -> None:
+    """Render the change 834 that would bring FEED's carrier in line with its open discrepancies.
+
+    Nothing is sent and nothing is written to the ledger; the file is gated like a run's. Exit 0 when
+    the draft passes the gate (or there is nothing to correct), 1 when it fails it.
+    """
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.ledger.worklist import work_items
+    from carrierfeeds.reconcile.correction import draft_correction
+    from carrierfeeds.settings import load_bundle
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(settings, feed)
+        items = work_items(_ledger(settings), feed_id=feed)
+        folder = out or settings.data_dir / "reconcile" / feed / "drafts"
+        result = draft_correction(settings, bundle, items, folder=folder, now=_now(),
+                                  tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file))
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    lines = [f"feed {feed}: correction answers {len(result['discrepancy_ids'])} discrepancies; "
+             f"{len(result['manual'])} left to people; nothing sent"]
+    for f in result["files"]:
+        lines.append(f"  {f['name']}: {f['members']} members {f['members_by_type']}, "
+                     f"gate {f['conformance']['verdict']}")
+    _echo(result, as_json, lines)
+    raise typer.Exit(EXIT_DISCREPANCIES if result["status"] == "conformance_failed" else EXIT_OK)
+
+
+@reconcile_app.command("approve")
+def reconcile_approve(
+    feed: Annotated[str, typer.Argument(help="feed id")],
+    by: Annotated[str, typer.Option(help="who approves sending the correction")],
+    reason: Annotated[str | None, typer.Option(help="why (no member data)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
+) -> None:
+    """Approve FEED's correction (as `reconcile draft` shows it): the feed's next run sends it."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.changes import SnapshotStore
+    from carrierfeeds.ledger.worklist import work_items
+    from carrierfeeds.reconcile.correction import approve_correction, correction_view
+
+    settings = Settings()
+    try:
+        ledger = _ledger(settings)
+        snapshot = SnapshotStore.for_settings(settings).load(feed)
+        items = work_items(ledger, feed_id=feed)
+        if snapshot is None or not items:
+            typer.echo(f"error: nothing to correct for {feed}", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        view = correction_view(snapshot, items,
+                               MemberTokenizer.from_key_file(settings.resolved_token_key_file))
+        if not view.discrepancy_ids:
+            typer.echo(f"error: no open discrepancy of {feed} is corrected by a file", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        approval = approve_correction(ledger, feed_id=feed, discrepancy_ids=view.discrepancy_ids, by=by,
+                                      reason=reason, now=_now())
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    _echo({"feed_id": feed, "approval_id": approval, "discrepancy_ids": list(view.discrepancy_ids)}, as_json,
+          [f"correction {approval} approved for {len(view.discrepancy_ids)} discrepancies; "
+           f"the next run of {feed} sends it"])
