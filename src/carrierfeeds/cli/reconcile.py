@@ -213,9 +213,9 @@ def reconcile_collect(
             lines.append(f"  refused  {(f.file.ciphertext_sha256 or '-')[:12]}: {f.refused_reason}")
         else:
             lines.append(f"  {f.file.outcome}")
-    _echo(result.as_dict(), as_json, lines)
+    _emit(result.as_dict(), as_json, lines)
     bad = result.refused or (result.open_after or 0) > 0
-    raise typer.Exit(EXIT_DISCREPANCIES if bad else EXIT_OK)
+    raise typer.Exit(ExitCode.REJECTED if bad else ExitCode.OK)
 
 
 def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
@@ -228,7 +228,7 @@ def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
     try:
         return collect_feed(settings, feed, _ledger(settings),
                             endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
-                            clock=_now, actor=actor)
+                            clock=_utcnow, actor=actor)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         raise  # _fail always exits
@@ -256,7 +256,7 @@ def reconcile_draft(
         bundle = load_bundle(settings, feed)
         items = work_items(_ledger(settings), feed_id=feed)
         folder = out or settings.data_dir / "reconcile" / feed / "drafts"
-        result = draft_correction(settings, bundle, items, folder=folder, now=_now(),
+        result = draft_correction(settings, bundle, items, folder=folder, now=_utcnow(),
                                   tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
@@ -266,8 +266,8 @@ def reconcile_draft(
     for f in result["files"]:
         lines.append(f"  {f['name']}: {f['members']} members {f['members_by_type']}, "
                      f"gate {f['conformance']['verdict']}")
-    _echo(result, as_json, lines)
-    raise typer.Exit(EXIT_DISCREPANCIES if result["status"] == "conformance_failed" else EXIT_OK)
+    _emit(result, as_json, lines)
+    raise typer.Exit(ExitCode.REJECTED if result["status"] == "conformance_failed" else ExitCode.OK)
 
 
 @reconcile_app.command("approve")
@@ -290,17 +290,17 @@ def reconcile_approve(
         items = work_items(ledger, feed_id=feed)
         if snapshot is None or not items:
             typer.echo(f"error: nothing to correct for {feed}", err=True)
-            raise typer.Exit(EXIT_USAGE)
+            raise typer.Exit(ExitCode.USAGE)
         view = correction_view(snapshot, items,
                                MemberTokenizer.from_key_file(settings.resolved_token_key_file))
         if not view.discrepancy_ids:
             typer.echo(f"error: no open discrepancy of {feed} is corrected by a file", err=True)
-            raise typer.Exit(EXIT_USAGE)
+            raise typer.Exit(ExitCode.USAGE)
         approval = approve_correction(ledger, feed_id=feed, discrepancy_ids=view.discrepancy_ids, by=by,
-                                      reason=reason, now=_now())
+                                      reason=reason, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
-    _echo({"feed_id": feed, "approval_id": approval, "discrepancy_ids": list(view.discrepancy_ids)}, as_json,
+    _emit({"feed_id": feed, "approval_id": approval, "discrepancy_ids": list(view.discrepancy_ids)}, as_json,
           [f"correction {approval} approved for {len(view.discrepancy_ids)} discrepancies; "
            f"the next run of {feed} sends it"])
