@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from carrierfeeds.acknowledgments.alerts import Alert
 from carrierfeeds.acknowledgments.status import BLOCKING_STATUSES
-from carrierfeeds.ledger.store import AckRow
+from carrierfeeds.ledger.records import AckRow
 from carrierfeeds.x12 import ack_reader as x
 from carrierfeeds.x12.ack_reader import (
     Ack999,

@@ -17,7 +17,7 @@ from carrierfeeds.ledger.records import DELIVERED_STATUSES
 
 if TYPE_CHECKING:
     from carrierfeeds.ledger import DeliveryRecord, Ledger
-    from carrierfeeds.ledger.store import AckRecord
+    from carrierfeeds.ledger.records import AckRecord
 
 DEFAULT_WINDOW = timedelta(hours=24)
 #: Acknowledgment statuses after which the delivered file's content must not become the baseline.
