@@ -12,6 +12,10 @@ late when it came (or, still missing, the report was made) more than the carrier
 ``ack_window_hours`` after the delivery, passed in per feed; a feed without one gets the mapping
 default (24 h). A rejection counts rejected and partially accepted files alike: either way some of it
 was not taken.
+
+Why one module: every view here is a fold of the same ledger reads (delivery lines) rendered for one
+reader, an auditor; the queries are short and the renderers (CSV, JSON, table, HTML, PDF) share the
+value types, so a split would mostly add imports. reportlab is imported only inside the PDF renderer.
 """
 
 from __future__ import annotations
