@@ -357,7 +357,7 @@ def make_side(name: str, root: Path, *, censuses: list[Path], keys: Any, sshd: A
 # ---------------------------------------------------------------------------------- exactly once
 def check_exactly_once(side: Side) -> dict[str, Any]:
     """Every feed delivered exactly once: ledger rows, and the carrier's inbox holding exactly those files."""
-    from carrierfeeds.run.delivery import ON_RECIPIENTS_SIDE
+    from carrierfeeds.ledger.records import SENT_STATUSES
     from carrierfeeds.settings import open_ledger
     from carrierfeeds.transport.base import TEMP_PREFIX, TEMP_SUFFIX
 
@@ -374,7 +374,7 @@ def check_exactly_once(side: Side) -> dict[str, Any]:
             if delivery.status not in ("delivered", "reconciled"):
                 problems.append(f"{feed_id}: delivery {delivery.status}")
             outcomes = [o.status for o in ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])]
-            if sum(s in ON_RECIPIENTS_SIDE for s in outcomes) != 1:
+            if sum(s in SENT_STATUSES for s in outcomes) != 1:
                 problems.append(f"{feed_id}: outcomes {outcomes}")
             runs = [r.status for r in ledger.list_runs(feed_id=feed_id)]
             if runs.count("delivered") != 1:

@@ -270,7 +270,7 @@ def _chained_rows(ledger: Ledger) -> int:
 def test_acknowledgments_come_from_the_ledger(ledger: Ledger) -> None:
     from carrierfeeds.acknowledgments import ack_infos
     from carrierfeeds.audit import acks_from_ledger
-    from carrierfeeds.ledger.store import AckRow
+    from carrierfeeds.ledger.records import AckRow
 
     s = seed(ledger)
     ledger.record_acknowledgments(

@@ -12,6 +12,10 @@ late when it came (or, still missing, the report was made) more than the carrier
 ``ack_window_hours`` after the delivery, passed in per feed; a feed without one gets the mapping
 default (24 h). A rejection counts rejected and partially accepted files alike: either way some of it
 was not taken.
+
+Why one module: every view here is a fold of the same ledger reads (delivery lines) rendered for one
+reader, an auditor; the queries are short and the renderers (CSV, JSON, table, HTML, PDF) share the
+value types, so a split would mostly add imports. reportlab is imported only inside the PDF renderer.
 """
 
 from __future__ import annotations
@@ -27,12 +31,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from carrierfeeds.acknowledgments.status import AckInfo, ack_infos
+from carrierfeeds.acknowledgments.status import BLOCKING_STATUSES, DEFAULT_WINDOW, AckInfo, ack_infos
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
 from carrierfeeds.ledger.records import (
     DELIVERED_STATUSES,
-    AckStatus,
     AuditEvent,
     AuthorisationRecord,
     DeliveryStatus,
@@ -44,11 +47,6 @@ from carrierfeeds.x12.codes import MaintenanceType
 
 log = logging.getLogger(__name__)
 
-#: How long after delivery an acknowledgment may take for a feed no ack window is passed for (the
-#: carrier mapping's ``ack_window_hours`` default).
-DEFAULT_ACK_WINDOW = timedelta(hours=24)
-#: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acknowledgments``).
-REJECTED_ACK_STATUSES = frozenset({AckStatus.REJECTED, AckStatus.PARTIAL})
 #: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
 #: termination, 025 reinstatement, 030 audit or compare (a full file).
 MAINTENANCE_TYPES: tuple[str, ...] = tuple(t.value for t in MaintenanceType)
@@ -355,7 +353,7 @@ def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
 def build_report(ledger: Ledger, *, since: date, until: date, generated_at: datetime,
                  parties: Mapping[str, tuple[str, str]] | None = None,
                  acks: Mapping[str, AckInfo] | None = None, ack_windows: Mapping[str, timedelta] | None = None,
-                 default_ack_window: timedelta = DEFAULT_ACK_WINDOW,
+                 default_ack_window: timedelta = DEFAULT_WINDOW,
                  anchors: AnchorLog | None = None) -> AuditReport:
     """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked).
 
@@ -391,7 +389,7 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         g["manual"] += ln.transport == "manual"
         # A manual hand-off goes to a recipient without electronic intake: no TA1/999 will come.
         if ln.delivered and acks is not None and ln.transport != "manual":
-            if ln.ack_status in REJECTED_ACK_STATUSES:
+            if ln.ack_status in BLOCKING_STATUSES:
                 g["rejected"] += 1
             arrived = ln.ack_at if ln.ack_at is not None else generated_at
             if arrived - ln.updated_at > (ack_windows or {}).get(ln.feed_id, default_ack_window):

@@ -30,6 +30,10 @@ run-local and never stored.
 a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
 When the carrier then rejects that file (TA1/999), ``revert`` puts back the snapshot from before the
 run, so the next run diffs against what the carrier really holds and sends those changes again.
+
+Why one module: the diff decides what the snapshot will hold and the store decides when it holds it;
+the rule that the snapshot never moves to a value the carrier was not sent spans both, so they are read
+together. The store is the only I/O here and sits below the pure diff.
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ the mapping does not ask for (REF and DTP options). Every text value in the view
 carrier's character set (``charset``) and is free of X12 delimiters (see
 :mod:`carrierfeeds.x12.sanitize`); how many values each step of that rule changed is
 ``Enrollment.normalised``, by rule name.
+
+Why one module: the view's columns are one table, documented above, and each column's mapping is a
+few lines reading the same encoded census; splitting them by column would scatter that table's
+definition. The function is pure; its length is the column-by-column rules.
 """
 
 from __future__ import annotations

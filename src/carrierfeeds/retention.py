@@ -84,7 +84,7 @@ from carrierfeeds.config import Feed
 from carrierfeeds.errors import ConfigError, Refused
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.anchor import AnchorLog
-from carrierfeeds.ledger.store import LedgerPurge
+from carrierfeeds.ledger.records import LedgerPurge
 from carrierfeeds.settings import DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, DEFAULT_LEDGER_RETENTION_YEARS, Settings
 
 log = logging.getLogger(__name__)

@@ -193,7 +193,7 @@ def open_ledger(settings: Settings) -> Ledger:
     import sqlalchemy as sa
 
     from carrierfeeds.ledger import Ledger
-    from carrierfeeds.ledger.store import connect_failure
+    from carrierfeeds.ledger.connect import connect_failure
 
     require_data_dir(settings)
     setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"

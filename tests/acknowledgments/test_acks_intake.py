@@ -91,7 +91,7 @@ def test_sftp_response_folder_over_the_pinned_host_key(ledger: Ledger, tmp_path:
 
 def test_ledger_guards_acknowledgment_rows(ledger: Ledger) -> None:
     from carrierfeeds.ledger import LedgerError, UnknownRecord, UnsafeLedgerValue
-    from carrierfeeds.ledger.store import AckRow
+    from carrierfeeds.ledger.records import AckRow
 
     sha = hashlib.sha256(b"ack file").hexdigest()
     ok = AckRow(unit=0, kind="TA1", status="accepted", control_number=42, codes=({"ta104": "A"},))

@@ -1,6 +1,6 @@
 """Two deliveries of the same run at once (two workers, or a CLI rerun beside Airflow), in two processes
 against a real sshd and the ledger on SQLite and PostgreSQL: exactly one uploads, the other finds the
-file delivered; no failed attempt, no temp file left (issue 17)."""
+file delivered; no failed attempt, no temp file left."""
 
 from __future__ import annotations
 

@@ -659,7 +659,7 @@ def test_a_forced_resend_of_a_changed_census_is_refused_and_mints_nothing(sftp_w
         ledger.close()
 
 
-# -------------------------------------------------- a rejection takes the change snapshot back (issue 8)
+# -------------------------------------------------- a rejection takes the change snapshot back
 def _changes_settings(ws: Any, tmp_path: Path) -> Any:
     mappings = tmp_path / "mappings"
     shutil.copytree(ROOT / "mappings", mappings)

@@ -20,8 +20,9 @@ from tests.validation.test_masks_match_great_expectations import SCHEMA, SUITE, 
 from tests.validation.test_shared_codes_match_pandas import DAY, TEXT, TOKENIZER, _arrow_text, _chunked, _with_gaps
 
 from carrierfeeds.errors import ConfigError
+from carrierfeeds.threads import in_order_outcomes, thread_count
 from carrierfeeds.validation import validate_census
-from carrierfeeds.validation.columns import EncodedColumns, _in_order, _workers
+from carrierfeeds.validation.columns import EncodedColumns
 
 
 def _column(values: list[str | None], kind: str, chunk: int) -> pd.Series:
@@ -78,10 +79,10 @@ def test_results_come_in_call_order_with_each_error_in_its_place() -> None:
 
     calls = [lambda: 1, lambda: 2, boom, lambda: 4]
     for workers in (1, 2, 4):
-        results = _in_order(calls, workers)
+        results = in_order_outcomes(calls, workers, name="test")
         assert results[:2] == [1, 2] and results[3] == 4
         assert isinstance(results[2], ValueError) and str(results[2]) == "column 3"
-    assert _workers(3) == 3 and _workers(0) == 1 and 1 <= _workers(None) <= 4
+    assert thread_count(3) == 3 and thread_count(0) == 1 and 1 <= thread_count(None) <= 4
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -48,8 +48,7 @@ from carrierfeeds.errors import (
     TransientError,
 )
 from carrierfeeds.hardening import loggable
-from carrierfeeds.ledger.records import scrub_detail
-from carrierfeeds.ledger.store import AckRow
+from carrierfeeds.ledger.records import AckRow, scrub_detail
 from carrierfeeds.x12.ack_reader import read_acks, redact_acks
 
 if TYPE_CHECKING:

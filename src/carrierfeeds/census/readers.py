@@ -9,6 +9,11 @@ value. Value problems are left for validation to report.
 Encodings: the schema declares one, or ``auto``: a byte order mark decides (UTF-8, UTF-16 LE/BE), a
 UTF-16 file without one is recognised by its NUL pattern, and anything else must be strict UTF-8. Bytes
 are never decoded by guesswork, so nothing is silently mangled.
+
+Why one module: the three formats share one contract (text only, mapped columns, the same structural
+errors raised the same way, the same byte and encoding rules), and most of the code is that shared
+checking; a module per format would split each rule across three files. Its length is the edge cases
+an employer's file really has, each handled once.
 """
 
 from __future__ import annotations

@@ -54,16 +54,10 @@ from carrierfeeds.ledger.records import (
     RUN_STATUSES,
     SENT_STATUSES,
     STAGE_STATUSES,
-    AckRecord,
-    AckRow,
-    AuditEvent,
-    AuthorisationRecord,
     DeliveryRecord,
     DeliveryStatus,
     Interchange,
     LedgerError,
-    LedgerPurge,
-    OutcomeEvent,
     RunEvent,
     RunEventKind,
     RunRecord,
@@ -521,7 +515,6 @@ class Ledger(Governance, Acknowledgments):
         return found
 
 
-#: Also importable from here: modules outside ledger/ import these from ``ledger.store``; their homes
-#: are ``ledger.records`` and ``ledger.connect``.
-__all__ = ["MIGRATIONS", "AckRecord", "AckRow", "AuditEvent", "AuthorisationRecord", "Ledger", "LedgerPurge",
-           "OutcomeEvent", "connect_failure"]
+#: ``connect_failure`` lives in ``ledger.connect``; it stays importable from here only while cli.py
+#: imports it from this module.
+__all__ = ["MIGRATIONS", "Ledger", "connect_failure"]

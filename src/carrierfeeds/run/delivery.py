@@ -12,14 +12,13 @@ from typing import Any
 
 from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 from carrierfeeds.ledger import DeliveryRecord
+from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.run.context import RunContext
 from carrierfeeds.run.state import DeliveryState, RunState
 from carrierfeeds.transport.base import RemoteFile, Transport
 
 log = logging.getLogger(__name__)
 
-#: Delivery outcomes after which the file is with the recipient (or in the hand-off outbox): never resend.
-ON_RECIPIENTS_SIDE = ("delivered", "reconciled", "forced_resend", "pending_handoff", "handed_off")
 
 
 def make_transport(ctx: RunContext) -> Transport:
@@ -54,12 +53,12 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
         _record_pending_handoff(ctx, existing.delivery_id, existing.size, existing.remote_path,
                                 "forced resend placed in the outbox; the hand-off row was interrupted")
     same_bytes_again = bool(force_reason) and not resend and existing is not None and \
-        existing.status in ON_RECIPIENTS_SIDE
+        existing.status in SENT_STATUSES
     if existing is not None and same_bytes_again and feed.output.format != "flatfile":
         # Fail closed: new control numbers come from the build stage, never from here.
         raise PermanentError("a forced resend goes out under new control numbers: build it with the "
                              "resend reason first", details={"delivery_id": existing.delivery_id})
-    if existing is not None and existing.status in ON_RECIPIENTS_SIDE and not same_bytes_again:
+    if existing is not None and existing.status in SENT_STATUSES and not same_bytes_again:
         # A retry, a rerun, a second worker or an Airflow clear of a delivered file: nothing is sent twice.
         detail.update(already_delivered=True, delivery_id=existing.delivery_id)
         ctx.save_state(delivery=DeliveryState(delivered=True, already_delivered=True, remote_path=existing.remote_path))
@@ -69,7 +68,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
     other = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
     # A resend's payload differs from the file it replaces by its envelope only (checked by build).
     if not resend and other is not None and other.payload_sha256 != built.payload_sha256 and \
-            other.status in ON_RECIPIENTS_SIDE:
+            other.status in SENT_STATUSES:
         raise Refused(
             f"a different file (interchange {other.isa13}) was already delivered for "
             f"{ctx.ref.interval_start}; a changed census belongs to the next interval",

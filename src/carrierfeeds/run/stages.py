@@ -26,6 +26,7 @@ from carrierfeeds.errors import (
     TransientError,
 )
 from carrierfeeds.files import sha256_file
+from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.outcomes import status_for
 from carrierfeeds.run.context import (
     ACCEPTED,
@@ -37,7 +38,7 @@ from carrierfeeds.run.context import (
     recorded_stage,
     wipe_scratch,
 )
-from carrierfeeds.run.delivery import ON_RECIPIENTS_SIDE, deliver_once
+from carrierfeeds.run.delivery import deliver_once
 from carrierfeeds.run.encrypt_ahead import encrypt_to_pins, encryption_ahead, keep_ciphertext, made_under
 from carrierfeeds.run.gate import run_gate
 from carrierfeeds.run.render import RenderedFile, hash_only, render_file
@@ -269,7 +270,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         if resend_reason and feed.output.format != "flatfile":
             # Checked before numbers are minted, so a refused resend uses none.
             sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
-            checked = sent.delivery_id if sent is not None and sent.status in ON_RECIPIENTS_SIDE else None
+            checked = sent.delivery_id if sent is not None and sent.status in SENT_STATUSES else None
             if checked is not None:
                 _require_same_members(ctx, enrollment, action, checked)
             resend = ctx.ledger.allocate_resend(

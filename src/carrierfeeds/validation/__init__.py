@@ -28,7 +28,8 @@ import pandas as pd
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import CensusSchema, PlanCatalogue
-from carrierfeeds.validation.columns import EncodedColumns, _workers
+from carrierfeeds.threads import thread_count
+from carrierfeeds.validation.columns import EncodedColumns
 from carrierfeeds.validation.findings import to_findings
 from carrierfeeds.validation.gx import check_suite
 from carrierfeeds.validation.masks import run_suite
@@ -80,7 +81,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     cross_row = all(c in census.columns for c in CROSS_ROW_COLUMNS)
     columns.encode([*encoded_by_suite(load_suite(suite_path)),
                     *((*CROSS_ROW_COLUMNS, "hire_date") if cross_row else ())],
-                   workers=_workers(workers), joint=("subscriber_id", "member_id") if cross_row else None)
+                   workers=thread_count(workers), joint=("subscriber_id", "member_id") if cross_row else None)
     raws, suite_warnings = run_suite(census, suite_path, columns=columns)
     warnings += suite_warnings
     gx_s = time.perf_counter() - started

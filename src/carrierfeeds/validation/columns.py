@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from carrierfeeds.threads import in_order, thread_count
+from carrierfeeds.threads import in_order_outcomes
 from carrierfeeds.validation.report import ColumnCodes
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class EncodedColumns:
         if joint is not None:  # the longest encoding first: the others fill the threads around it
             calls.append(partial(_encode_pair, census[joint[1]], census[joint[0]]))
         calls += [partial(_encode_one, census[c]) for c in wanted]
-        results = _in_order(calls, workers)
+        results = in_order_outcomes(calls, workers, name="validation")
         if joint is not None:
             pair = results.pop(0)
             if not isinstance(pair, Exception):
@@ -161,24 +159,6 @@ def _encode_joint(first: pd.Series, second: pd.Series) -> tuple[CodedColumn, Cod
     in_first: np.ndarray = np.where(joint < width, joint, -1)[own]
     return (coded_column(head, distinct(None)),
             coded_column(np.asarray(own, dtype=np.int32), distinct(pa.array(joint))), in_first)
-
-
-def _workers(workers: int | None) -> int:
-    """Threads for encoding columns: ``workers``, or the CPUs this process may use (at most 4)."""
-    return thread_count(workers)
-
-
-def _in_order(calls: list[Callable[[], _T]], workers: int) -> list[_T | Exception]:
-    """Each of ``calls``' results (or the exception it raised), in the order of ``calls``, made on up to
-    ``workers`` threads."""
-    return in_order([partial(_outcome, call) for call in calls], workers, name="validation")
-
-
-def _outcome(call: Callable[[], _T]) -> _T | Exception:
-    try:
-        return call()
-    except Exception as exc:  # kept, not handled: the rule that reads the column raises it again
-        return exc
 
 
 def coded_column(codes: np.ndarray, distinct: pd.Series) -> CodedColumn:

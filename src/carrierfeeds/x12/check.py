@@ -15,6 +15,11 @@ checks into disjoint pieces, each its own conformant 834, for pyx12 to read on s
 
 Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
 the gate maps a large file instead of copying it into anonymous memory.
+
+Why one module: the structural check and the pyx12 sampling read the same segment index
+(:class:`SegmentEnds`, the family starts) and must agree byte for byte on where a family begins; kept
+together, a change to how segments are found cannot leave one of them behind. pyx12 itself stays in
+:mod:`carrierfeeds.x12.pyx12_adapter`.
 """
 
 from __future__ import annotations
