@@ -44,7 +44,7 @@ def main() -> None:
         # The ledger answered when opened and went away later: one line, and a retry may fix it.
         settings = Settings()
         setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
-        from carrierfeeds.ledger.store import connect_failure
+        from carrierfeeds.ledger.connect import connect_failure
 
         failure = connect_failure(settings.resolved_ledger_url, exc, setting=setting)
         typer.echo(f"error: {failure.message}", err=True)

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from carrierfeeds.ledger import models as m
 from carrierfeeds.ledger.acknowledgments import Acknowledgments
 from carrierfeeds.ledger.chain import ChainVerdict, canonical_json, walk_chain
-from carrierfeeds.ledger.connect import connect_failure, engine_for
+from carrierfeeds.ledger.connect import engine_for
 from carrierfeeds.ledger.folds import (
     chain_rows,
     count_attempts,
@@ -515,6 +515,4 @@ class Ledger(Governance, Acknowledgments):
         return found
 
 
-#: ``connect_failure`` lives in ``ledger.connect``; it stays importable from here only while cli.py
-#: imports it from this module.
-__all__ = ["MIGRATIONS", "Ledger", "connect_failure"]
+__all__ = ["MIGRATIONS", "Ledger"]
