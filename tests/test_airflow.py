@@ -256,7 +256,7 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
         from types import SimpleNamespace
         from carrierfeeds.airflow import FeedStageFailed
         from carrierfeeds.errors import TransientError
-        from carrierfeeds.notify import WebhookNotifier
+        from carrierfeeds.airflow import WebhookNotifier
 
         ti = SimpleNamespace(dag_id="feed__f1", task_id="validate", try_number=4)
         notifier = WebhookNotifier(feed_id="f1", connection_id="cf_webhook")

@@ -70,6 +70,7 @@ def reconcile_import(
     """
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.changes import SnapshotStore
+    from carrierfeeds.credentials import KeysDirConnections
     from carrierfeeds.errors import ConfigError
     from carrierfeeds.reconcile.alert import alert_payload, needs_alert, send_alert
     from carrierfeeds.reconcile.service import reconcile_file
@@ -93,7 +94,8 @@ def reconcile_import(
             alerted = send_alert(bundle.feed, alert_payload(feed, open_count=record.open_after,
                                                             threshold=spec.alert_threshold,
                                                             comparison_id=record.comparison_id,
-                                                            by_kind=record.by_kind))
+                                                            by_kind=record.by_kind),
+                                 connections=KeysDirConnections(settings.resolved_keys_dir))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
