@@ -32,7 +32,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from carrierfeeds import run
 from carrierfeeds.config import Feed, load_feed
-from carrierfeeds.credentials import SftpEndpoint, WebhookTarget, webhook_from_fields, webhook_not_defined
+from carrierfeeds.credentials import (
+    SftpEndpoint,
+    WebhookTarget,
+    known_hosts_names,
+    webhook_from_fields,
+    webhook_not_defined,
+)
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
@@ -127,26 +133,6 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> SftpEndp
                 ("connect_timeout", "banner_timeout", "auth_timeout", "op_timeout") if name in extra}
     return SftpEndpoint(host=conn.host, port=port, username=conn.login, private_key_path=key_path,
                         known_hosts=known_hosts, **timeouts)
-
-
-def known_hosts_names(text: str, host: str) -> bool:
-    """Whether known_hosts ``text`` pins a key for ``host`` (``name`` or ``[name]:port``; hashed entries
-    too), the way paramiko looks a host up. Marker lines (``@cert-authority``, ``@revoked``) and lines
-    that do not parse pin nothing: paramiko would not use them either."""
-    import paramiko
-
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith(("#", "@")):
-            continue
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-        except (paramiko.SSHException, ValueError):
-            continue
-        for name in entry.hostnames if entry is not None else []:
-            if name == host or (name.startswith("|1|")
-                                and paramiko.HostKeys.hash_host(host, name.split("|")[2]) == name):
-                return True
-    return False
 
 
 def sql_url_from_connection(connection_id: str) -> str:

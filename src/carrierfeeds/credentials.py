@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from paramiko.hostkeys import HostKeyEntry, HostKeys
+from paramiko.ssh_exception import SSHException
 
 from carrierfeeds.errors import ConfigError
 
@@ -78,6 +79,24 @@ def parse_known_hosts(text: str) -> HostKeys:
         for name in entry.hostnames:
             keys.add(name, entry.key.get_name(), entry.key)
     return keys
+
+
+def known_hosts_names(text: str, host: str) -> bool:
+    """Whether known_hosts ``text`` pins a key for ``host`` (``name`` or ``[name]:port``; hashed entries
+    too), the way paramiko looks a host up. Marker lines (``@cert-authority``, ``@revoked``) and lines
+    that do not parse pin nothing: paramiko would not use them either."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(("#", "@")):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line, number)
+        except (SSHException, ValueError):
+            continue
+        for name in entry.hostnames if entry is not None else []:
+            if name == host or (name.startswith("|1|")
+                                and HostKeys.hash_host(host, name.split("|")[2]) == name):
+                return True
+    return False
 
 
 def check_private_key_file(path: Path, *, source: str, field: str) -> None:
