@@ -114,7 +114,8 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     stems = sorted(p.stem for p in feeds.glob("*.yaml"))
     assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in stems)]
     housekeeping = result["dags"].pop("carrierfeeds_housekeeping")
-    assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain"]
+    assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain",
+                                     "check_census_arrivals"]
     assert housekeeping["schedule"] == "30 3 * * *" and housekeeping["timezone"] == "UTC"
     for info in [housekeeping, *result["dags"].values()]:
         assert all(r >= 1 for r in info["retries"])
@@ -256,7 +257,7 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
         from types import SimpleNamespace
         from carrierfeeds.airflow import FeedStageFailed
         from carrierfeeds.errors import TransientError
-        from carrierfeeds.notify import WebhookNotifier
+        from carrierfeeds.airflow import WebhookNotifier
 
         ti = SimpleNamespace(dag_id="feed__f1", task_id="validate", try_number=4)
         notifier = WebhookNotifier(feed_id="f1", connection_id="cf_webhook")

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.changes import SnapshotStore
 from carrierfeeds.config import ReconciliationSpec, load_feed, load_mapping
+from carrierfeeds.credentials import KeysDirConnections
 from carrierfeeds.errors import DataError
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.worklist import record_comparison, work_items
@@ -79,13 +80,14 @@ def webhook() -> Iterator[_Receiver]:
         server.server_close()
 
 
-def test_threshold_alert_posts_counts_only(webhook: _Receiver) -> None:
+def test_threshold_alert_posts_counts_only(webhook: _Receiver, tmp_path: Path) -> None:
     base = load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
     feed = base.model_validate({**base.model_dump(), "reconciliation": {"alert_threshold": 2},
                                 "notify": {"webhook_url": f"http://127.0.0.1:{webhook.server_address[1]}/hook"}})
     assert not needs_alert(feed, 2) and needs_alert(feed, 3)
     assert send_alert(feed, alert_payload(feed.feed_id, open_count=3, threshold=2, comparison_id="c" * 32,
-                                          by_kind={"plan": 2, "missing_at_carrier": 1}))
+                                          by_kind={"plan": 2, "missing_at_carrier": 1}),
+                      connections=KeysDirConnections(tmp_path))
     assert webhook.received == [{"event": "reconciliation_threshold", "feed_id": feed.feed_id, "open": 3,
                                  "threshold": 2, "comparison_id": "c" * 32,
                                  "by_kind": {"missing_at_carrier": 1, "plan": 2}}]

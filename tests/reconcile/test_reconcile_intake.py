@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from carrierfeeds.credentials import StaticConnections
 from carrierfeeds.crypto import Keyring
 from carrierfeeds.errors import ConfigError, HostKeyRefused, KeyRefused
 from carrierfeeds.reconcile.intake import Reason, ReturnFile, ReturnSource, collect_returns
@@ -112,12 +113,8 @@ def _collect(keys: ReturnKeys, sshd: Sshd, outbox: Path, into: Path, *, signed_b
              listed_before: Callable[[str, int, int], bool] | None = None) -> list[ReturnFile]:
     source = ReturnSource(connection=CONNECTION, remote_dir=str(outbox), pattern="*.pgp",
                           signed_by=keys.carrier_fpr if signed_by == "carrier" else signed_by, max_bytes=max_bytes)
-
-    def endpoint_for(connection: str) -> Any:
-        assert connection == CONNECTION
-        return endpoint or sshd.endpoint()
-
-    return collect_returns(source, endpoint_for=endpoint_for, keyring=keys.ours, into=into, seen=seen,
+    connections = StaticConnections(sftp={CONNECTION: endpoint or sshd.endpoint()})
+    return collect_returns(source, connections=connections, keyring=keys.ours, into=into, seen=seen,
                            clock=clock, listed_before=listed_before, retries=1)
 
 
@@ -314,8 +311,8 @@ def test_the_collection_folder_must_be_private(keys: ReturnKeys, sshd_server: Ss
         _collect(keys, sshd_server, outbox, shared)
     with pytest.raises(ConfigError):
         collect_returns(replace(ReturnSource(CONNECTION, str(outbox), "*", None, 1), max_bytes=0),
-                        endpoint_for=lambda _c: sshd_server.endpoint(), keyring=keys.ours, into=tmp_path / "x",
-                        seen=lambda _s: False, clock=_now)
+                        connections=StaticConnections(sftp={CONNECTION: sshd_server.endpoint()}),
+                        keyring=keys.ours, into=tmp_path / "x", seen=lambda _s: False, clock=_now)
 
 
 def test_a_collection_that_fails_part_way_leaves_no_plaintext_behind(

@@ -47,6 +47,7 @@ def reconcile_import(
     """
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.changes import SnapshotStore
+    from carrierfeeds.credentials import KeysDirConnections
     from carrierfeeds.errors import ConfigError
     from carrierfeeds.reconcile.alert import alert_payload, needs_alert, send_alert
     from carrierfeeds.reconcile.service import reconcile_file
@@ -70,7 +71,8 @@ def reconcile_import(
             alerted = send_alert(bundle.feed, alert_payload(feed, open_count=record.open_after,
                                                             threshold=spec.alert_threshold,
                                                             comparison_id=record.comparison_id,
-                                                            by_kind=record.by_kind))
+                                                            by_kind=record.by_kind),
+                                 connections=KeysDirConnections(settings.resolved_keys_dir))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -221,13 +223,13 @@ def reconcile_collect(
 def run_collect(feed: str, *, actor: str, as_json: bool) -> Any:
     """``reconcile collect`` without the output: :func:`carrierfeeds.reconcile.collect.collect_feed` with
     connections from the keys directory; an error exits as everywhere."""
-    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.credentials import KeysDirConnections
     from carrierfeeds.reconcile.collect import collect_feed
 
     settings = Settings()
     try:
         return collect_feed(settings, feed, _ledger(settings),
-                            endpoint_for=lambda cid: load_sftp_endpoint(settings.resolved_keys_dir, cid),
+                            connections=KeysDirConnections(settings.resolved_keys_dir),
                             clock=_utcnow, actor=actor)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from carrierfeeds.config import WEEKDAYS, ArrivalWindow, Feed, LocalSource
+from carrierfeeds.credentials import Connections, KeysDirConnections
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
 
 if TYPE_CHECKING:
@@ -185,10 +186,11 @@ def _events_for(ledger: Ledger, feed_id: str, action: str, window: date) -> list
 
 
 def check_census_arrival(settings: Settings, bundle: FeedBundle, now: datetime, *,
-                         ledger: Ledger | None = None) -> ArrivalCheck:
+                         ledger: Ledger | None = None, connections: Connections | None = None) -> ArrivalCheck:
     """Judge the feed's census at ``now``; when late, missing or late-arriving, write the ledger event
     and send the webhook notice, each once per (window, state). Called when a run ends
-    ``no_new_census`` and by housekeeping; a notice that fails is logged and retried next time."""
+    ``no_new_census`` and by housekeeping; a notice that fails is logged and retried next time.
+    ``connections`` resolves a webhook connection id (default: the CLI's, see ``KeysDirConnections``)."""
     feed = bundle.feed
     if feed.census.expected is None:  # nothing to judge: no folder or index is read
         return ArrivalCheck(ArrivalVerdict(feed.feed_id, "not_expected", now))
@@ -201,23 +203,26 @@ def check_census_arrival(settings: Settings, bundle: FeedBundle, now: datetime, 
 
         ledger = open_ledger(settings)
     try:
-        return _record_and_alert(ledger, feed, verdict, now)
+        return _record_and_alert(ledger, feed, verdict, now,
+                                 connections or KeysDirConnections(settings.resolved_keys_dir))
     finally:
         if own:
             ledger.close()
 
 
-def check_quietly(settings: Settings, bundle: FeedBundle, now: datetime, *, ledger: Ledger) -> ArrivalCheck | None:
+def check_quietly(settings: Settings, bundle: FeedBundle, now: datetime, *, ledger: Ledger,
+                  connections: Connections | None = None) -> ArrivalCheck | None:
     """:func:`check_census_arrival` for a run that ended ``no_new_census``: a failure of the check is
     logged, never raised, so the run's recorded outcome stands."""
     try:
-        return check_census_arrival(settings, bundle, now, ledger=ledger)
+        return check_census_arrival(settings, bundle, now, ledger=ledger, connections=connections)
     except CarrierFeedsError as exc:
         log.error("feed %s: census arrival not checked (%s): %s", bundle.feed.feed_id, exc.code, exc.message)
         return None
 
 
-def _record_and_alert(ledger: Ledger, feed: Feed, verdict: ArrivalVerdict, now: datetime) -> ArrivalCheck:
+def _record_and_alert(ledger: Ledger, feed: Feed, verdict: ArrivalVerdict, now: datetime,
+                      connections: Connections) -> ArrivalCheck:
     window, deadline = verdict.window, verdict.deadline
     if window is None or deadline is None:
         return ArrivalCheck(verdict)
@@ -238,7 +243,7 @@ def _record_and_alert(ledger: Ledger, feed: Feed, verdict: ArrivalVerdict, now: 
     if sent:
         return ArrivalCheck(verdict, recorded=recorded)
     try:
-        send_arrival_notice(feed, verdict)
+        send_arrival_notice(feed, verdict, connections)
     except CarrierFeedsError as exc:
         # The event stands; the next check (a run, housekeeping) tries the notice again.
         log.error("feed %s: census %s notice not sent: %s", feed.feed_id, verdict.state, exc.message)
@@ -261,31 +266,22 @@ def arrival_notice(feed: Feed, verdict: ArrivalVerdict) -> dict[str, Any]:
             "timezone": feed.timezone, "message": f"feed {feed.feed_id}: {words[verdict.state]}"}
 
 
-def send_arrival_notice(feed: Feed, verdict: ArrivalVerdict) -> None:
+def send_arrival_notice(feed: Feed, verdict: ArrivalVerdict, connections: Connections) -> None:
     """POST the notice to the feed's webhook through :mod:`carrierfeeds.notify` (URL or connection)."""
     if feed.notify is None:
         return
-    from carrierfeeds.notify import WebhookNotifier
-
-    class _ArrivalNotifier(WebhookNotifier):
-        def payload(self, context: Any) -> dict[str, Any]:
-            return arrival_notice(feed, verdict)
-
-    notifier = _ArrivalNotifier(feed_id=feed.feed_id, url=feed.notify.webhook_url,
-                                connection_id=feed.notify.webhook_connection_id, event=ACTIONS[verdict.state])
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from carrierfeeds.notify import send_webhook, webhook_target
 
     try:
-        notifier.notify({})
-    except AirflowNotFoundException:
-        # Under the CLI a connection id resolves only through AIRFLOW_CONN_<ID>; say which one is missing.
-        raise ConfigError(f"webhook connection {feed.notify.webhook_connection_id!r} is not defined",
-                          field="notify.webhook_connection_id") from None
+        target = webhook_target(connections, url=feed.notify.webhook_url,
+                                connection_id=feed.notify.webhook_connection_id)
+        send_webhook(target, arrival_notice(feed, verdict), sender=feed.feed_id, event=ACTIONS[verdict.state])
     except OSError as exc:  # a connection lookup's own I/O
         raise TransientError(f"census notice for {feed.feed_id} not sent: {type(exc).__name__}") from None
 
 
-def check_all_arrivals(settings: Settings, ledger: Ledger, *, now: datetime) -> list[ArrivalCheck]:
+def check_all_arrivals(settings: Settings, ledger: Ledger, *, now: datetime,
+                       connections: Connections | None = None) -> list[ArrivalCheck]:
     """Housekeeping: check every feed that declares a window; a feed that does not load is skipped
     (``feeds check`` reports it), and one feed's failure does not stop the others."""
     from carrierfeeds.settings import feed_paths, load_bundle
@@ -300,7 +296,7 @@ def check_all_arrivals(settings: Settings, ledger: Ledger, *, now: datetime) -> 
         if bundle.feed.census.expected is None:
             continue
         try:
-            checks.append(check_census_arrival(settings, bundle, now, ledger=ledger))
+            checks.append(check_census_arrival(settings, bundle, now, ledger=ledger, connections=connections))
         except CarrierFeedsError as exc:
             if exc.retriable:
                 raise

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from carrierfeeds.config import Feed
+from carrierfeeds.credentials import Connections
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +24,15 @@ def needs_alert(feed: Feed, open_count: int) -> bool:
     return spec is not None and spec.alert_threshold is not None and open_count > spec.alert_threshold
 
 
-def send_alert(feed: Feed, payload: Mapping[str, Any]) -> bool:
-    """POST ``payload`` to the feed's notify webhook (through notify.WebhookNotifier); False when the feed
-    names no webhook (the CLI still reports the threshold)."""
+def send_alert(feed: Feed, payload: Mapping[str, Any], *, connections: Connections) -> bool:
+    """POST ``payload`` to the feed's notify webhook (a URL, or a connection ``connections`` resolves);
+    False when the feed names no webhook (the CLI still reports the threshold)."""
     if feed.notify is None:
         log.warning("feed %s: open discrepancies past the threshold, but the feed has no notify webhook",
                     feed.feed_id)
         return False
-    from carrierfeeds.notify import WebhookNotifier
+    from carrierfeeds.notify import send_webhook, webhook_target
 
-    class _ReconcileNotifier(WebhookNotifier):
-        def payload(self, context: Mapping[str, Any]) -> dict[str, Any]:
-            return dict(payload)
-
-    notifier = _ReconcileNotifier(feed_id=feed.feed_id, url=feed.notify.webhook_url,
-                                  connection_id=feed.notify.webhook_connection_id, event="reconciliation")
-    notifier.notify({})
+    target = webhook_target(connections, url=feed.notify.webhook_url, connection_id=feed.notify.webhook_connection_id)
+    send_webhook(target, payload, sender=feed.feed_id, event="reconciliation")
     return True

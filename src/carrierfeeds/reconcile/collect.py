@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.changes import SnapshotStore
 from carrierfeeds.config import CarrierMapping, Feed
-from carrierfeeds.credentials import SftpEndpoint
+from carrierfeeds.credentials import Connections
 from carrierfeeds.crypto import Keyring
 from carrierfeeds.errors import ConfigError, DataError
 from carrierfeeds.ledger.worklist import reconciliations
@@ -118,18 +118,18 @@ def _refused_before(ledger: Any, feed_id: str) -> set[str]:
 
 def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, store: SnapshotStore,
                           tokenizer: MemberTokenizer, keyring: Keyring,
-                          endpoint_for: Callable[[str], SftpEndpoint], work_dir: Path,
+                          connections: Connections, work_dir: Path,
                           clock: Callable[[], datetime], actor: str = "carrierfeeds") -> CollectResult:
     """Collect ``feed``'s new return files into ``work_dir`` (refused ones aside next to it) and compare
-    each, oldest first. ``endpoint_for`` resolves the source's connection id as for
-    :func:`~carrierfeeds.reconcile.intake.collect_returns`."""
+    each, oldest first. ``connections`` resolves the source's connection id (and the alert's webhook) as
+    for :func:`~carrierfeeds.reconcile.intake.collect_returns`."""
     source = return_source(feed)
     spec = feed.reconciliation
     assert spec is not None  # noqa: S101 - return_source checked it
     known = imported_before(ledger, feed.feed_id)
     refused_known = _refused_before(ledger, feed.feed_id)
     into = Path(work_dir) / f"collect-{uuid.uuid4().hex}"
-    found = collect_returns(source, endpoint_for=endpoint_for, keyring=keyring, into=into,
+    found = collect_returns(source, connections=connections, keyring=keyring, into=into,
                             seen=known.__contains__, clock=clock)
     out: list[CollectedReturn] = []
     try:
@@ -150,13 +150,13 @@ def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, s
                 item.path.unlink(missing_ok=True)
         if into.exists() and not any(into.iterdir()):
             into.rmdir()
-    result = CollectResult(feed.feed_id, tuple(out), alerted=_alert(feed, out))
+    result = CollectResult(feed.feed_id, tuple(out), alerted=_alert(feed, out, connections))
     log.info("feed %s: %d return files compared, %d refused", feed.feed_id, len(result.compared),
              len(result.refused))
     return result
 
 
-def _alert(feed: Feed, out: list[CollectedReturn]) -> bool:
+def _alert(feed: Feed, out: list[CollectedReturn], connections: Connections) -> bool:
     """The feed's threshold alert (as ``reconcile import`` sends it), judged on the last comparison."""
     from carrierfeeds.reconcile.alert import alert_payload, needs_alert, send_alert
 
@@ -168,7 +168,8 @@ def _alert(feed: Feed, out: list[CollectedReturn]) -> bool:
     if not needs_alert(feed, record.open_after):
         return False
     return send_alert(feed, alert_payload(feed.feed_id, open_count=record.open_after, threshold=spec.alert_threshold,
-                                          comparison_id=record.comparison_id, by_kind=record.by_kind))
+                                          comparison_id=record.comparison_id, by_kind=record.by_kind),
+                      connections=connections)
 
 
 def _compare_one(item: ReturnFile, *, feed: Feed, mapping: CarrierMapping, ledger: Any, store: SnapshotStore,
@@ -204,22 +205,22 @@ def _audit_refusal(ledger: Any, feed_id: str, item: ReturnFile, reason: str, *, 
                          "plaintext_sha256": item.plaintext_sha256})
 
 
-def collect_feed(settings: Settings, feed_id: str, ledger: Any, *, endpoint_for: Callable[[str], SftpEndpoint],
+def collect_feed(settings: Settings, feed_id: str, ledger: Any, *, connections: Connections,
                  clock: Callable[[], datetime], actor: str = "carrierfeeds") -> CollectResult:
     """:func:`collect_and_reconcile` for ``feed_id`` with the deployment's snapshots, token key, GNUPGHOME
     and ``<data_dir>/reconcile/<feed>`` as the collection folder: ``reconcile collect`` and the Airflow
-    task both call this, each with its own ``endpoint_for`` (keys directory, Airflow connections)."""
+    task both call this, each with its own ``connections`` (keys directory, Airflow connections)."""
     from carrierfeeds.settings import load_bundle
 
     bundle = load_bundle(settings, feed_id)
     return collect_and_reconcile(
         bundle.feed, mapping=bundle.mapping, ledger=ledger, store=SnapshotStore.for_settings(settings),
         tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
-        keyring=Keyring(settings.resolved_gnupg_home), endpoint_for=endpoint_for,
+        keyring=Keyring(settings.resolved_gnupg_home), connections=connections,
         work_dir=settings.data_dir / "reconcile" / feed_id, clock=clock, actor=actor)
 
 
-def collect_all(settings: Settings, ledger: Any, *, endpoint_for: Callable[[str], SftpEndpoint],
+def collect_all(settings: Settings, ledger: Any, *, connections: Connections,
                 clock: Callable[[], datetime], actor: str = "carrierfeeds") -> dict[str, Any]:
     """Every feed with a ``reconciliation.source``, one after the other; PHI-free counts (for XCom).
 
@@ -237,7 +238,7 @@ def collect_all(settings: Settings, ledger: Any, *, endpoint_for: Callable[[str]
             continue
         counts["feeds"] += 1
         try:
-            result = collect_feed(settings, feed.feed_id, ledger, endpoint_for=endpoint_for, clock=clock,
+            result = collect_feed(settings, feed.feed_id, ledger, connections=connections, clock=clock,
                                   actor=actor)
         except CarrierFeedsError as exc:
             log.warning("feed %s: return files not collected (%s)", feed.feed_id, exc.code)

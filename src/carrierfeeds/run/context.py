@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import JsonValue
 
+from carrierfeeds.credentials import Connections, KeysDirConnections
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.files import open_private
 from carrierfeeds.ledger import Ledger, scrub_detail
@@ -74,6 +75,8 @@ class RunContext:
     clock: Callable[[], datetime]
     actor: str
     store: StagingStore
+    #: Credentials for the census source, the delivery target and the carrier's servers.
+    connections: Connections
     #: True where each stage may run in a different process (Airflow): plaintext scratch is wiped after
     #: every stage, and the next stage decrypts what it needs from the staging store.
     ephemeral: bool = False
@@ -184,15 +187,18 @@ def scratch_dir_for(settings: Settings, ref: RunRef) -> Path:
 
 def open_run(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], actor: str,
              ledger: Ledger | None = None, bundle: FeedBundle | None = None, store: StagingStore | None = None,
-             ephemeral: bool = False) -> RunContext:
-    """Load the feed, open the ledger and staging store, and find or start the run for (feed, interval)."""
+             ephemeral: bool = False, connections: Connections | None = None) -> RunContext:
+    """Load the feed, open the ledger and staging store, and find or start the run for (feed, interval).
+
+    ``connections`` resolves connection ids (Airflow's under Airflow); by default the keys directory."""
     bundle = bundle or load_bundle(settings, ref.feed_id)
     ledger = ledger or open_ledger(settings)
     store = store or open_store(settings)
     record = ledger.start_run(feed_id=ref.feed_id, interval_start=ref.interval_start,
                               interval_end=ref.interval_end, actor=actor, now=clock())
     return RunContext(settings=settings, bundle=bundle, ref=ref, ledger=ledger, run_id=record.run_id,
-                      clock=clock, actor=actor, store=store, ephemeral=ephemeral)
+                      clock=clock, actor=actor, store=store,
+                      connections=connections or KeysDirConnections(settings.resolved_keys_dir), ephemeral=ephemeral)
 
 
 @contextmanager

@@ -22,16 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def make_transport(ctx: RunContext) -> Transport:
-    """The feed's delivery target; credentials from the keys directory (Airflow passes its own)."""
-    from carrierfeeds.credentials import load_sftp_endpoint
+    """The feed's delivery target; credentials through ``ctx.connections``."""
     from carrierfeeds.transport.local import LocalTransport
     from carrierfeeds.transport.manual import ManualTransport
     from carrierfeeds.transport.sftp import SftpTransport
 
     target = ctx.bundle.feed.delivery
     if target.kind == "sftp":
-        endpoint = load_sftp_endpoint(ctx.settings.resolved_keys_dir, target.connection_id)
-        return SftpTransport(endpoint, target.remote_dir)
+        return SftpTransport(ctx.connections.sftp_endpoint(target.connection_id), target.remote_dir)
     if target.kind == "manual":
         return ManualTransport(ctx.settings.data_dir / target.outbox)
     return LocalTransport(ctx.settings.data_dir / target.path)

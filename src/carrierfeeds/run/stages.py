@@ -50,7 +50,7 @@ from carrierfeeds.transport.base import Transport
 if TYPE_CHECKING:
     import pandas as pd
 
-    from carrierfeeds.census.sources import CensusPick, EndpointFor, SqlUrlFor
+    from carrierfeeds.census.sources import CensusPick
     from carrierfeeds.changes import ChangeSet, SnapshotStore
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
@@ -83,9 +83,7 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: bool = False,
-                 endpoint_for: EndpointFor | None = None,
-                 sql_url_for: SqlUrlFor | None = None) -> dict[str, Any]:
+def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: bool = False) -> dict[str, Any]:
     """Fetch the feed's census (local folder, SFTP drop or SQL query; see ``census.sources``) into the
     run's private folder, under the size cap and archive rules. The employer's own file is never moved or
     changed here; an SFTP file moves to the processed folder only once validation accepts it.
@@ -94,8 +92,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
     (recorded once that run had an outcome: see :func:`_accept_census`) raises
     :class:`~carrierfeeds.census.sources.NoNewCensus` (the run ends ``no_new_census``) unless ``force``.
     A rerun of a run whose census passed validation re-uses the staged copy while the staging store
-    still holds it. ``endpoint_for`` / ``sql_url_for`` resolve connection ids (Airflow connections); by
-    default the keys directory.
+    still holds it. Connection ids resolve through ``ctx.connections``.
     """
     from carrierfeeds.census.sources import census_from_file, confirm_unchanged, fetch_census
 
@@ -112,8 +109,8 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
         else:
             pick = fetch_census(ctx.bundle.feed.census.source, feed_id=ctx.feed_id, schema=ctx.bundle.schema,
                                 data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
-                                work_dir=ctx.run_dir, force=force, endpoint_for=endpoint_for,
-                                sql_url_for=sql_url_for, run_id=ctx.run_id)
+                                work_dir=ctx.run_dir, force=force, connections=ctx.connections,
+                                run_id=ctx.run_id)
         staged = ctx.run_dir / "census.csv"
         # Every pick is the run's own private file (a local file is copied and hashed through the one
         # descriptor it was opened with). The employer's file stays as it is, for reprocessing; one that
@@ -146,7 +143,7 @@ def _census_changed(pick: CensusPick) -> TransientError:
                           details={"sha256": pick.sha256})
 
 
-def _accept_census(ctx: RunContext, endpoint_for: EndpointFor | None) -> bool:
+def _accept_census(ctx: RunContext) -> bool:
     """The run has its outcome (its file delivered or handed over, or nothing to send): record the staged
     census as processed and move an SFTP original to the processed folder. Idempotent.
 
@@ -163,7 +160,7 @@ def _accept_census(ctx: RunContext, endpoint_for: EndpointFor | None) -> bool:
     pick = CensusPick.from_state(census.census_pick)
     moved = accept_census(ctx.bundle.feed.census.source, pick, feed_id=ctx.feed_id,
                           data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
-                          run_id=ctx.run_id, at=ctx.now(), endpoint_for=endpoint_for)
+                          run_id=ctx.run_id, at=ctx.now(), connections=ctx.connections)
     ctx.save_state(census_accepted=True)
     return moved is not None
 
@@ -228,12 +225,11 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     return {"run_id": ctx.run_id, **counts}
 
 
-def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None,
-          endpoint_for: EndpointFor | None = None) -> dict[str, Any]:
+def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None = None) -> dict[str, Any]:
     """Map the accepted census through the carrier mapping and render the 834 into the run folder.
 
     In changes mode with nothing to send, that is the run's outcome: the census is recorded as processed
-    (an SFTP original moved with ``endpoint_for``'s connection) before :class:`NoChanges` ends the run.
+    (an SFTP original moved through ``ctx.connections``) before :class:`NoChanges` ends the run.
 
     With ``resend_reason`` (a person's forced resend) and the run's newest file already with the
     recipient, the file is rendered under new control numbers from the ledger (``Ledger.allocate_resend``),
@@ -263,7 +259,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         change_counts: dict[str, Any] = {}
         if keeps_snapshot(mapping.mode, feed.validation.policy):
             enrollment, action, change_counts = _diff_for_run(
-                ctx, census, enrollment, full_file=full_file or mapping.mode == "full", endpoint_for=endpoint_for)
+                ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -359,8 +355,8 @@ def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame 
         plan_change=mapping.plan_change)
 
 
-def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *, full_file: bool = False,
-                  endpoint_for: EndpointFor | None = None) -> tuple[Enrollment, str, dict[str, int]]:
+def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *,
+                  full_file: bool = False) -> tuple[Enrollment, str, dict[str, int]]:
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
     mode's change file, or a full file that carries over the families validation held back."""
     from carrierfeeds.changes import NoChanges
@@ -375,7 +371,7 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
                               full_file=full_file)
     correction = _approved_correction(ctx, base, full_file=change_set.full_file)
     if change_set.empty and correction is None:
-        _accept_census(ctx, endpoint_for)  # the carrier holds all of it already: this census is done
+        _accept_census(ctx)  # the carrier holds all of it already: this census is done
         raise NoChanges("no changes against the last delivered snapshot; nothing to send",
                         details={"feed_id": ctx.feed_id})
     store.stage(ctx.feed_id, ctx.run_id, change_set.snapshot, full_file=change_set.full_file)
@@ -489,9 +485,9 @@ def deliver(ctx: RunContext, *, transport: Transport | None = None,
         return deliver_once(ctx, detail, transport=transport, force_reason=force_reason)
 
 
-def confirm(ctx: RunContext, *, endpoint_for: EndpointFor | None = None) -> RunSummary:
-    """Close the run: census recorded as processed (an SFTP original moved with ``endpoint_for``'s
-    connection), final status in the ledger, plaintext removed from the staging folder."""
+def confirm(ctx: RunContext) -> RunSummary:
+    """Close the run: census recorded as processed (an SFTP original moved through ``ctx.connections``),
+    final status in the ledger, plaintext removed from the staging folder."""
     with recorded_stage(ctx, "confirm") as detail:
         state = ctx.state()
         if state.delivery is None or not state.delivery.delivered:
@@ -504,7 +500,7 @@ def confirm(ctx: RunContext, *, endpoint_for: EndpointFor | None = None) -> RunS
             # False: an acknowledgment already rejected this run and put the snapshot back.
             detail.update(snapshot_advanced=snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id))
         # Only now has the census an outcome; a move that fails is retried by running confirm again.
-        detail.update(census_moved=_accept_census(ctx, endpoint_for))
+        detail.update(census_moved=_accept_census(ctx))
         detail.update(_sent_correction(ctx))
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(removed=purge_plaintext(ctx))
@@ -556,7 +552,7 @@ def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
     if status == "no_new_census":  # past the feed's window this is late or missing, never silent
         from carrierfeeds.ops.arrival import check_quietly
 
-        check_quietly(ctx.settings, ctx.bundle, ctx.now(), ledger=ctx.ledger)
+        check_quietly(ctx.settings, ctx.bundle, ctx.now(), ledger=ctx.ledger, connections=ctx.connections)
     if isinstance(exc, TransientError):
         wipe_scratch(ctx)  # what a retry needs stays in the staging store, encrypted
     else:
