@@ -364,7 +364,8 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook
     intact = _run_python(code.replace("DAY", "20"), env, tmp_path)
     assert intact["state"] == "success", intact["tasks"]
     assert intact["tasks"] == {"poll_acknowledgments": "success", "retention_purge": "success",
-                               "verify_ledger_chain": "success", "check_census_arrivals": "success"}
+                               "verify_ledger_chain": "success", "check_census_arrivals": "success",
+                               "reconcile_returns": "success"}
     assert webhook.received == []
 
     engine = sa.create_engine(url)

@@ -499,6 +499,26 @@ def _check_census_arrivals(**context: Any) -> dict[str, Any]:
                                                    for c in checks)}
 
 
+# ------------------------------------------------------------------------------ reconcile returns
+def _reconcile_returns(**context: Any) -> dict[str, Any]:
+    """Collect and compare every feed's new return files: the function `carrierfeeds reconcile collect` calls."""
+    disable_core_dumps()
+    from carrierfeeds.reconcile.collect import collect_all
+
+    settings = Settings()
+    ledger = _housekeeping_ledger("reconcile_returns", settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cf-returns-") as scratch:
+            return collect_all(settings, ledger, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+                               endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, Path(scratch)))
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed("reconcile_returns", exc.code, exc.message) from None
+    finally:
+        ledger.close()
+
+
 def build_housekeeping_dag() -> DAG:
     """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain; beside
     them, check every feed's census against its expected window."""
@@ -533,4 +553,5 @@ def build_housekeeping_dag() -> DAG:
         verify = task(task_id="verify_ledger_chain", trigger_rule="all_done")(_verify_ledger_chain)()
         acks >> purge >> verify
         task(task_id="check_census_arrivals", trigger_rule="all_done")(_check_census_arrivals)()
+        task(task_id="reconcile_returns", trigger_rule="all_done")(_reconcile_returns)()
     return dag

@@ -244,7 +244,9 @@ def test_quoted_line_breaks_read_whatever_the_blocks(tmp_path: Path, big: tuple[
                                                       caplog: pytest.LogCaptureFixture) -> None:
     # pyarrow reads a quoted line break inside a block (one block: 2 MiB) and refuses one on a block
     # boundary (three 4 MiB blocks here), and the C parser reads the file: either way the same cells
-    frame = pd.concat([big[0]] * copies, ignore_index=True)
+    # The census-v1 columns only: with their row sizes a block boundary falls inside a quoted line break
+    # (later optional columns are read back empty).
+    frame = pd.concat([big[0]] * copies, ignore_index=True).loc[:, "member_id":"coverage_end"]
     frame["address2"] = [f"Apt {i}\nBldg {i % 7}" if i % 3 else "" for i in range(len(frame))]
     path = tmp_path / "census.csv"
     write_census_csv(frame, path)

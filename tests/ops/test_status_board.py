@@ -180,7 +180,7 @@ def test_status_on_an_unusable_ledger_is_one_line_and_exit_2(tmp_path: Path, bad
 def test_terminal_table_is_coloured_and_names_are_text_not_markup() -> None:
     from rich.console import Console
 
-    from carrierfeeds.cli_status import print_rich
+    from carrierfeeds.cli.status import print_rich
     from carrierfeeds.config import Feed, load_feed
     from carrierfeeds.ops.status import ChainStatus, FeedFacts, build_board
 

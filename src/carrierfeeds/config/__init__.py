@@ -39,6 +39,7 @@ from carrierfeeds.config.feed import (
 from carrierfeeds.config.load import load_feed, load_mapping, load_model, load_schema
 from carrierfeeds.config.mapping import (
     MEMBER_DATE_SOURCES,
+    MEMBER_STATUS_SOURCES,
     AckSpec,
     CarrierMapping,
     ClientReporting,
@@ -48,6 +49,7 @@ from carrierfeeds.config.mapping import (
     LocalAckSource,
     MemberDate,
     MemberReferences,
+    MemberStatus,
     Party,
     PlanCode,
     SftpAckSource,
@@ -63,6 +65,7 @@ from carrierfeeds.config.schema import (
 
 __all__ = [
     "MEMBER_DATE_SOURCES",
+    "MEMBER_STATUS_SOURCES",
     "SCHEDULE_PRESETS",
     "WEEKDAYS",
     "AckSpec",
@@ -90,6 +93,7 @@ __all__ = [
     "ManualDelivery",
     "MemberDate",
     "MemberReferences",
+    "MemberStatus",
     "NotifySpec",
     "OutputSpec",
     "Party",

@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 STATUSES: Final[frozenset[str]] = frozenset({"open", "acknowledged", "resolved", "auto_closed"})
 OPEN_STATUSES: Final[frozenset[str]] = frozenset({"open", "acknowledged"})
 ACTIONS: Final[frozenset[str]] = frozenset({"opened", "seen", "acknowledged", "resolved", "auto_closed",
-                                            "reopened"})
+                                            "reopened", "correction_approved", "corrected"})
+#: Events about the corrective file: they leave the status as it is (the next comparison closes the item).
+CORRECTION_ACTIONS: Final[frozenset[str]] = frozenset({"correction_approved", "corrected"})
 _STATUS_AFTER: Final[dict[str, str]] = {"opened": "open", "reopened": "open", "acknowledged": "acknowledged",
                                         "resolved": "resolved", "auto_closed": "auto_closed"}
 _SIGHTINGS: Final[frozenset[str]] = frozenset({"opened", "seen", "reopened"})
@@ -296,6 +298,22 @@ def set_status(ledger: Any, discrepancy_id: str, *, action: str, actor: str, now
     return updated
 
 
+def record_correction(ledger: Any, discrepancy_ids: Sequence[str], *, action: str, actor: str, reason: str,
+                      now: datetime) -> None:
+    """Mark open discrepancies as answered by an approved (``correction_approved``) or a sent
+    (``corrected``) corrective file; their status stays open until a comparison no longer finds them."""
+    check_choice("action", action, CORRECTION_ACTIONS)
+    check_token("actor", actor, limit=128)
+    check_text("reason", reason)
+    _aware("now", now)
+    with ledger._write() as tx:
+        for discrepancy_id in discrepancy_ids:
+            check_token("discrepancy_id", discrepancy_id, limit=32)
+            tx.append(discrepancy_events, {"discrepancy_id": discrepancy_id, "action": action, "actor": actor,
+                                           "reason": reason, "comparison_id": None, "at": now})
+    log.info("%d discrepancies %s by %s", len(discrepancy_ids), action, actor)
+
+
 def work_items(ledger: Any, *, feed_id: str | None = None, status: str | None = None,
                discrepancy_id: str | None = None) -> list[WorkItem]:
     """The worklist (of a feed, of a status, or one item) in first-seen order, events folded."""
@@ -333,7 +351,7 @@ def _item(r: Any, events: Iterable[WorkEvent]) -> WorkItem:
     for ev in history:
         if ev.action in _SIGHTINGS:
             last_seen = max(last_seen, ev.at)
-        if ev.action == "seen":
+        if ev.action == "seen" or ev.action in CORRECTION_ACTIONS:
             continue
         status = _STATUS_AFTER[ev.action]
         if ev.action == "acknowledged":

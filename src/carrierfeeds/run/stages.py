@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from carrierfeeds.changes import ChangeSet, SnapshotStore
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
+    from carrierfeeds.reconcile.correction import RunCorrection
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,7 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
     mode's change file, or a full file that carries over the families validation held back."""
     from carrierfeeds.changes import NoChanges
+    from carrierfeeds.reconcile.correction import with_correction
 
     mapping = ctx.bundle.mapping
     store = snapshot_store(ctx)
@@ -370,7 +372,8 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
     held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
     change_set = diff_for_day(ctx.bundle, enrollment, base, held_back=held, day=ctx.ref.interval_start,
                               full_file=full_file)
-    if change_set.empty:
+    correction = _approved_correction(ctx, base, full_file=change_set.full_file)
+    if change_set.empty and correction is None:
         _accept_census(ctx, endpoint_for)  # the carrier holds all of it already: this census is done
         raise NoChanges("no changes against the last delivered snapshot; nothing to send",
                         details={"feed_id": ctx.feed_id})
@@ -380,7 +383,42 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
     counts.update({f"hd01_{k}": v for k, v in change_set.coverages_by_type.items()},
                   carried_over=change_set.carried_over, full_file=int(change_set.full_file))
     action = mapping.full_file.bgn08 if change_set.full_file else "2"
+    if correction is not None:
+        counts.update(corrected_discrepancies=len(correction.discrepancy_ids))
+        ctx.store.put_bytes(ctx.feed_id, ctx.ref.interval_start, CORRECTION, json.dumps(
+            {"approval_id": correction.approval_id, "discrepancy_ids": correction.discrepancy_ids}).encode(),
+            phi=False)
+        return with_correction(change_set.enrollment, correction), action, counts
     return change_set.enrollment, action, counts
+
+
+# --- reconciliation hook: an approved corrective file rides on the feed's next change file ---------------
+#: What a run's change file corrects (approval id, discrepancy ids; no PHI), read by confirm.
+CORRECTION = "correction.json"
+
+
+def _sent_correction(ctx: RunContext) -> dict[str, Any]:
+    """Confirm's half of the hook: the delivered file carried a correction, so its items are ``corrected``."""
+    from carrierfeeds.reconcile.correction import mark_corrected
+
+    if not ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, CORRECTION):
+        return {}
+    sent = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, CORRECTION))
+    mark_corrected(ctx.ledger, approval_id=sent["approval_id"], discrepancy_ids=sent["discrepancy_ids"],
+                   run_id=ctx.run_id, now=ctx.now())
+    return {"correction_of": sent["approval_id"], "corrected": len(sent["discrepancy_ids"])}
+
+
+def _approved_correction(ctx: RunContext, base: pd.DataFrame | None, *, full_file: bool) -> RunCorrection | None:
+    """The feed's approved, unsent correction (``carrierfeeds reconcile approve``), drawn against ``base``;
+    None on a full file (it carries every member as the snapshot holds them: the correction is in it)."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.reconcile.correction import correction_for_run
+
+    if full_file:
+        return None
+    return correction_for_run(ctx.ledger, ctx.feed_id, base,
+                              lambda: MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file))
 
 
 def snapshot_store(ctx: RunContext) -> SnapshotStore:
@@ -466,6 +504,7 @@ def confirm(ctx: RunContext, *, endpoint_for: EndpointFor | None = None) -> RunS
             detail.update(snapshot_advanced=snapshot_store(ctx).advance(ctx.feed_id, ctx.run_id))
         # Only now has the census an outcome; a move that fails is retried by running confirm again.
         detail.update(census_moved=_accept_census(ctx, endpoint_for))
+        detail.update(_sent_correction(ctx))
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(removed=purge_plaintext(ctx))
     return summary

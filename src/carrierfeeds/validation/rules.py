@@ -9,7 +9,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.census.columns import RELATIONSHIP_CODES, ROW_NUMBER
 from carrierfeeds.config import CarrierMapping, CensusSchema, PlanCatalogue
 from carrierfeeds.validation.columns import CodedColumn, EncodedColumns
 from carrierfeeds.validation.findings import RuleRows
@@ -277,8 +277,8 @@ def build_rules(census: pd.DataFrame, columns: EncodedColumns, carrier: CarrierR
         empty = fold_column(coded.uniques, 50).values == ""
         add(np.asarray(empty, dtype=bool), coded, c, "empty_identifier", "has no usable identifier")
     relationship = columns.coded("relationship")
-    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(["EE", "SP", "CH"]), dtype=bool),
-        relationship, "relationship", "relationship_code", "relationship must be EE, SP or CH")
+    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
+        relationship, "relationship", "relationship_code", "relationship must be a canonical code (EE, SP, CH, ...)")
     if carrier is not None:
         for c, most in (("last_name", carrier.last_name_max), ("first_name", carrier.first_name_max)):
             if visible(c):

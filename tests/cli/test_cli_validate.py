@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from carrierfeeds.census.generate import generate_census, write_census_csv
 from carrierfeeds.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FEED = "acme-sunrise-medical"
 DAY = date(2026, 11, 20)
 CANARY = "Quillonius"

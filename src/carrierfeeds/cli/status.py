@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.cli import _fail, _utcnow, app
+from carrierfeeds.cli.common import _fail, _utcnow, app
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.ops.status import Board, FeedRow
 from carrierfeeds.outcomes import ExitCode
@@ -92,10 +92,11 @@ def print_rich(board: Board, console: Console | None = None) -> None:
 @app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json", help="print the board as JSON for machines")] = False,
            ) -> None:
-    """The morning board: every feed with its last run and outcome, next scheduled run, census freshness
-    against its expected window (late, missing), acknowledgments pending or overdue, hand-offs pending,
-    and the ledger chain's last verification and newest anchor. A table in colour on a terminal, plain
-    text when piped. Reads only.
+    """The morning board: every feed, what happened last night and what needs a person.
+
+    Per feed: its last run and outcome, next scheduled run, census freshness against its expected window
+    (late, missing), acknowledgments pending or overdue, hand-offs pending; then the ledger chain's last
+    verification and newest anchor. A table in colour on a terminal, plain text when piped. Reads only.
 
     Exit codes:
     0 nothing needs attention;

@@ -18,7 +18,7 @@ import pytest
 import carrierfeeds
 from carrierfeeds.outcomes import ExitCode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The package under test, wherever this interpreter imports it from.
 SRC = Path(carrierfeeds.__file__).resolve().parents[1]
 

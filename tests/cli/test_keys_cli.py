@@ -16,7 +16,7 @@ from carrierfeeds.cli import app
 from carrierfeeds.config import load_feed
 from carrierfeeds.testing.gpg import DemoKeys, make_keyring
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
