@@ -1080,6 +1080,7 @@ def acks_status(
     raise typer.Exit(EXIT_REJECTED if bad else EXIT_OK)
 
 
+import carrierfeeds.cli_console  # noqa: E402  registers `carrierfeeds console` and `console-user`
 import carrierfeeds.cli_status  # noqa: E402, F401  registers `carrierfeeds status` on app
 
 
