@@ -59,7 +59,7 @@ class AirflowAuth:
     def login_url(self, request: Request) -> str | None:
         from airflow.api_fastapi.app import get_auth_manager
 
-        return str(get_auth_manager().get_url_login())
+        return str(get_auth_manager().get_url_login(next_url=str(request.url)))
 
     def can_confirm_feed(self, principal: Principal, feed_id: str) -> bool:
         from airflow.api_fastapi.app import get_auth_manager

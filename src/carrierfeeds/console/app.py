@@ -55,7 +55,7 @@ async def _principal(request: Request) -> Principal:
     if who is None:
         login = auth.login_url(request)
         if login is not None and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-            raise _LoginRequired(f"{login}{'&' if '?' in login else '?'}next={quote(request.url.path)}")
+            raise _LoginRequired(login)
         raise HTTPException(status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Session"})
     if not who.can_read:
         raise HTTPException(status_code=403, detail="no read access to the carrierfeeds console")
@@ -221,12 +221,12 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
                 received_by: Annotated[str, Form()], csrf: Annotated[str | None, Form()] = None) -> Response:
         from carrierfeeds.ledger import UnknownRecord
 
-        if not csrf_ok(key(), who.session, csrf):
-            raise HTTPException(status_code=403, detail="missing or stale form token; reload the page")
         the_ledger = ledger()
         found = [d for d in the_ledger.pending_handoffs() if d.delivery_id == delivery_id]
         if not who.can_confirm or (found and not auth.can_confirm_feed(who, found[0].feed_id)):
             raise HTTPException(status_code=403, detail="confirming a hand-off needs the edit permission")
+        if not csrf_ok(key(), who.session, csrf):
+            raise HTTPException(status_code=403, detail="missing or stale form token; reload the page")
         now = clock()
         try:
             record = the_ledger.confirm_handoff(delivery_id, by=who.name, method=method.strip(), now=now)

@@ -58,7 +58,7 @@ class Principal:
 @runtime_checkable
 class Authorizer(Protocol):
     """How the console learns who is asking. ``identify`` returns None for an unauthenticated caller;
-    ``login_url`` is where a browser is sent then (None: answer 401)."""
+    ``login_url`` is where a browser is sent then, coming back to the page asked for (None: answer 401)."""
 
     async def identify(self, request: Request) -> Principal | None: ...
 
@@ -202,7 +202,9 @@ class StandaloneAuth:
         return Principal(name=data["user"], can_read=True, can_confirm=role == "ops", session=data["sid"])
 
     def login_url(self, request: Request) -> str | None:
-        return str(request.url_for("login_form"))
+        from urllib.parse import quote
+
+        return f"{request.url_for('login_form')}?next={quote(request.url.path)}"
 
     def can_confirm_feed(self, principal: Principal, feed_id: str) -> bool:
         return principal.can_confirm
