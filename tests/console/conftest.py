@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_helpers import PASSWORDS, Workspace, make_workspace
+from console_helpers import Workspace, make_workspace
 from fastapi.testclient import TestClient
 
 from carrierfeeds.console.app import create_app
@@ -24,8 +24,3 @@ def client(workspace: Workspace) -> Iterator[TestClient]:
     app = create_app(workspace.settings, auth=auth, secret=auth.secret)
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client
-
-
-def login(client: TestClient, user: str) -> None:
-    response = client.post("/login", data={"user": user, "password": PASSWORDS[user], "next": "/"})
-    assert response.status_code == 303, response.text

@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from carrierfeeds.console.auth import UsersFile
 from carrierfeeds.ledger import Ledger
@@ -106,3 +107,9 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
     assert found, "no CSRF token on the page"
     return found.group(1)
+
+
+def login(client: Any, user: str) -> None:
+    """Log ``user`` in through the standalone console's form (``client``: a TestClient)."""
+    response = client.post("/login", data={"user": user, "password": PASSWORDS[user], "next": "/"})
+    assert response.status_code == 303, response.text

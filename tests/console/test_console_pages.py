@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from console_helpers import CLEARVIEW, NORTHWIND, SUNRISE, TOKEN, Workspace, csrf_of
+from console_helpers import CLEARVIEW, NORTHWIND, SUNRISE, TOKEN, Workspace, csrf_of, login
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from carrierfeeds.ledger import Ledger
-from conftest import login
 
 HTML = {"accept": "text/html"}
 
