@@ -6,7 +6,6 @@ README's images; by default they go to the test's temporary folder)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -20,7 +19,6 @@ from console_helpers import NORTHWIND, PASSWORDS, ROOT, SUNRISE, TOKEN, Workspac
 from carrierfeeds.ledger import Ledger
 
 pytestmark = [pytest.mark.slow]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _free_port() -> int:
@@ -51,24 +49,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Workspace]]:
     yield f"http://127.0.0.1:{port}", ws
     server.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1440,900", "--force-device-scale-factor=1"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def test_a_browser_logs_in_visits_every_page_and_confirms(served: tuple[str, Workspace], browser: Any,
