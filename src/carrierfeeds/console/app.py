@@ -31,14 +31,18 @@ from carrierfeeds.console.auth import (
     csrf_ok,
     csrf_token,
 )
+from carrierfeeds.console.board_cache import BoardCache
 from carrierfeeds.errors import CarrierFeedsError
 
 if TYPE_CHECKING:
     from carrierfeeds.ledger.store import Ledger
+    from carrierfeeds.ops.status import Board
     from carrierfeeds.settings import Settings
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+#: How old the board may get before a request starts rebuilding it (see board_cache).
+BOARD_MAX_AGE = timedelta(seconds=30)
 #: The longest period the report page builds at once (the CLI has no limit; a browser waits on this one).
 MAX_REPORT_DAYS = 366
 
@@ -78,10 +82,12 @@ def _default_ledger(settings: Settings) -> Ledger:
 def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable[[], bytes],
                dag_url: Callable[[Request, str], str | None] | None = None,
                ledger_factory: Callable[[Settings], Ledger] = _default_ledger,
-               clock: Callable[[], datetime] = _utcnow, title: str = "carrierfeeds console") -> FastAPI:
+               clock: Callable[[], datetime] = _utcnow, board_max_age: timedelta = BOARD_MAX_AGE,
+               title: str = "carrierfeeds console") -> FastAPI:
     """The console app over ``settings``' feeds and ledger; ``secret`` keys the CSRF tokens (a callable is
     asked on first use, so importing a plugin creates no key file); ``dag_url``
-    maps a feed id to its DAG's page in Airflow (None: no link)."""
+    maps a feed id to its DAG's page in Airflow (None: no link); the board is rebuilt in the background
+    once older than ``board_max_age`` (zero: on every request)."""
     opened: list[Ledger] = []
 
     @asynccontextmanager
@@ -124,12 +130,18 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
         return dag_url(request, feed_id) if dag_url else None
 
     # ------------------------------------------------------------------------------------ board
+    def build_board() -> Board:
+        from carrierfeeds.ops.status import load_board
+
+        return load_board(settings, ledger(), now=clock())
+
+    boards = BoardCache(build_board, max_age=board_max_age, clock=clock)
+
     @app.get("/", response_class=HTMLResponse, name="board")
     def board(request: Request, who: Who, employer: str | None = None, carrier: str | None = None) -> HTMLResponse:
         from carrierfeeds.cli_status import row_cells
-        from carrierfeeds.ops.status import load_board
 
-        data = load_board(settings, ledger(), now=clock())
+        data = boards.get()
         employers = sorted({(r.employer_id, r.employer_name) for r in data.rows})
         carriers = sorted({(r.carrier_id, r.carrier_name) for r in data.rows})
         rows = [r for r in data.rows if (not employer or r.employer_id == employer)
