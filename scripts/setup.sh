@@ -13,6 +13,8 @@ command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 # The audit report test renders the report's SVG chart with librsvg and cairo through ctypes.
 ldconfig -p 2>/dev/null | grep -q 'librsvg-2\.so' || need_apt+=(librsvg2-2)
 ldconfig -p 2>/dev/null | grep -q 'libcairo\.so' || need_apt+=(libcairo2)
+# The console's browser test drives Debian's chromium through its chromedriver (tests/console).
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need_apt[*]} from Debian packages"

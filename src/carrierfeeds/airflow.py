@@ -43,11 +43,10 @@ from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
 from carrierfeeds.run.delivery import make_transport
-from carrierfeeds.settings import Settings, feed_paths, load_bundle, open_ledger, private_dir
+from carrierfeeds.settings import Settings, dag_id_for, feed_paths, load_bundle, open_ledger, private_dir
 
 log = logging.getLogger(__name__)
 
-DAG_PREFIX = "feed__"
 HOUSEKEEPING_DAG_ID = "carrierfeeds_housekeeping"
 HOUSEKEEPING_SCHEDULE = "30 3 * * *"
 STAGE_TIMEOUT = timedelta(minutes=60)
@@ -71,10 +70,6 @@ class FeedStageFailed(AirflowFailException):
         self.carrierfeeds_stage = stage
         self.carrierfeeds_code = code
         self.carrierfeeds_message = message
-
-
-def dag_id_for(feed_id: str) -> str:
-    return f"{DAG_PREFIX}{feed_id}"
 
 
 def _utcnow() -> datetime:

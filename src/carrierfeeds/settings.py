@@ -211,3 +211,12 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+#: Every feed's Airflow DAG id is this prefix and the feed id (the console links to it, the DAG file builds it).
+DAG_PREFIX = "feed__"
+
+
+def dag_id_for(feed_id: str) -> str:
+    """The Airflow DAG id of ``feed_id``'s feed."""
+    return f"{DAG_PREFIX}{feed_id}"
