@@ -10,6 +10,10 @@ go to the webhook connection the Airflow Variable ``carrierfeeds_housekeeping_we
 
 Credentials reach the library through one :class:`AirflowConnections` (connections and Variables), the
 Airflow counterpart of the CLI's :class:`~carrierfeeds.credentials.KeysDirConnections`.
+
+Why one module: it is the project's single Airflow boundary (the layer contract in pyproject.toml keeps
+every other module free of Airflow imports), so the feed DAGs, the housekeeping DAG, the connections
+adapter and the failure notifier stay together where that boundary is visible at a glance.
 """
 
 from __future__ import annotations
