@@ -407,7 +407,9 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     hd01 = np.full(len(merged), "", dtype=object)
     hd01[new | returns | switch] = ADD
     hd01[moved & ~switch] = CHANGE
-    term_now = by_rules & (end != "") & (end != snap_end)
+    # A term only ends coverage (the carrier keeps the start it holds): an end that comes with a moved
+    # start is sent as HD*001 carrying both dates.
+    term_now = by_rules & (end != "") & (end != snap_end) & ~start_changed
     hd01[term_now] = TERM
     # 025 restores the ended coverage as the carrier held it: coverage that resumes with another level
     # (or plan policy number) is sent as HD*001 with its new values instead.
@@ -430,7 +432,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     retro = np.zeros(len(merged), dtype=bool)
     retro |= (new | returns | switch) & (starts < window)
     retro |= (hd01 == CHANGE) & start_changed & (starts < window)
-    retro |= moved & ~switch & (end != snap_end) & (end != "") & (end < window)
+    retro |= (hd01 == CHANGE) & (end != snap_end) & (end != "") & (end < window)
     retro |= term_now & (end < window)
     if retro.any():
         rows = sorted(int(r) for r in merged.loc[retro, ROW_NUMBER].tolist())

@@ -134,3 +134,17 @@ def test_a_term_after_a_reinstatement_is_dated_against_the_coverage_the_carrier_
     days = play(date(2026, 3, 24), events, families=2)
     log = replay(Config(flavour="plan"), days)
     assert first_failure(log) is None, first_failure(log)
+
+
+@pytest.mark.parametrize("ending", ["end_family", "plan_change_two_rows"])
+def test_an_end_given_with_a_moved_start_redates_the_coverage_at_the_carrier(ending: str) -> None:
+    """A family first sent in a full file with a start 90 days back; the next day the employer moves the
+    start to 10 days back and ends the coverage (or its plan, a plan change in two rows) on 03-31. A term
+    (HD*024) only ends coverage: the carrier keeps its start, so the line goes out as HD*001 carrying the
+    new start (DTP*348) and the end (DTP*349)."""
+    days = play(FRIDAY, [[Event("retro_add_outside", 1)], [Event(ending, 2, 0)], []], families=2)  # type: ignore[arg-type]
+    log = replay(Config(), days)
+    assert first_failure(log) is None, first_failure(log)
+    change = log[1].file
+    assert change is not None
+    assert ("001", "HLT", "HDHP SILVER", "2026-03-18..2026-03-31") in _hd(change), _hd(change)
