@@ -114,13 +114,22 @@ class RenderOptions:
     charset: Charset = "basic"
     max_members_per_transaction: int | None = None
     sources: tuple[tuple[str, str], ...] = ()
+    # File header (``file_header``): DTP*007 date (CCYYMMDD, "" for none), QTY qualifiers in order, and
+    # the Loop 1000C parties as (N101, N102, N103, N104), text already folded.
+    file_effective_date: str = ""
+    control_totals: tuple[str, ...] = ()
+    header_parties: tuple[tuple[str, str, str, str], ...] = ()
 
     @classmethod
-    def for_mapping(cls, mapping: CarrierMapping) -> RenderOptions:
+    def for_mapping(cls, mapping: CarrierMapping, as_of: date | None = None) -> RenderOptions:
         reporting = mapping.member_references.client_reporting_category
         sources = (("reporting_category", reporting.field),) if reporting and reporting.field else ()
+        head = mapping.file_header
+        effective = as_of.strftime("%Y%m%d") if head.file_effective_date and as_of is not None else ""
+        parties = tuple((p.role, fold_text(p.name, 60), p.id_qualifier, fold_text(p.id, 80)) for p in head.parties)
         return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
-                   sources=sources)
+                   sources=sources, file_effective_date=effective, control_totals=tuple(head.control_totals),
+                   header_parties=parties)
 
     def source_of(self, column: str) -> str | None:
         """The census field view ``column`` carries (None: config or diff alone)."""
@@ -593,7 +602,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     # str objects (benchmarks/README.md); the renderer turns one chunk at a time into objects instead.
     table = pd.DataFrame({col: (s if col == ROW_NUMBER else s.astype("str")) for col, s in out.items()})
 
-    options = RenderOptions.for_mapping(mapping)
+    options = RenderOptions.for_mapping(mapping, as_of)
     assert_allowlisted([options.source_of(c) or ROW_NUMBER for c in table.columns], mapping)
     starts = int(member_starts(table).sum())
     enrollment = Enrollment(

@@ -132,6 +132,39 @@ class AckSpec(_Model):
                                     "for the next (a warning says how many)")
 
 
+# ---- Companion-guide depth: file header (DTP*007, QTY, Loop 1000C) ------------------------------------
+
+
+class BrokerParty(_Model):
+    """A Loop 1000C party (N1*TV third-party administrator or N1*BO broker): config, never member data."""
+
+    role: Literal["TV", "BO"] = Field(description="N101: TV third-party administrator, BO broker or sales office")
+    name: str = Field(min_length=1, max_length=60, description="N102")
+    id_qualifier: Literal["94", "FI", "XV"] = Field("FI", description="N103: 94 code assigned by the "
+                                                    "receiver, FI federal tax id, XV CMS plan id")
+    id: str = Field(min_length=1, max_length=80, description="N104")
+
+
+class FileHeader(_Model):
+    """Header segments a companion guide may ask for beyond BGN, REF*38 and the two N1 parties; every one
+    off by default, so a mapping without ``file_header`` writes the header it always has."""
+
+    file_effective_date: bool = Field(False, description="DTP*007: the run's day as the file's effective date")
+    control_totals: tuple[Literal["TO", "DT", "ET"], ...] = Field(
+        (), max_length=3, description="QTY per transaction set, in this order: TO every member (INS), DT "
+                                      "dependents, ET employees (subscribers)")
+    parties: tuple[BrokerParty, ...] = Field((), max_length=2, description="Loop 1000C: at most a TPA and a broker")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FileHeader:
+        if len(set(self.control_totals)) != len(self.control_totals):
+            raise ValueError("control_totals names a total twice")
+        roles = [p.role for p in self.parties]
+        if len(set(roles)) != len(roles):
+            raise ValueError("parties names a role (TV or BO) twice")
+        return self
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -185,6 +218,7 @@ class CarrierMapping(_Model):
         None, discriminator="kind",
         description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "
                     "it may name only fields whose census source is on the allowlist")
+    file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
 
     @model_validator(mode="after")
     def _flatfile_allowlisted(self) -> CarrierMapping:

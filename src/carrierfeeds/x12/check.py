@@ -75,11 +75,14 @@ _TOKENS: dict[bytes, str] = {
     b"DMG": "D", b"PER": "p", b"HD": "H", b"DTP348": "b", b"DTP349": "e", b"SE": "s", b"GE": "g",
     b"IEA": "z",
 }
-_QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1"}
+# Companion-guide depth, file header: DTP*007, QTY*TO/DT/ET, Loop 1000C N1*TV/N1*BO.
+_TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N1TV": "t", b"N1BO": "t"})
+_QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1", b"QTY"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
+_NAMES.update({"a": "DTP", "q": "QTY", "t": "N1"})
 
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -90,7 +93,8 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
               + r"(?:Hbe?l?)*")  # the l after HD: the 2300 REF*1L
-    return re.compile(r"SBo?PY"), re.compile(member)
+    # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
+    return re.compile(r"SBo?a?q{0,3}PYt{0,2}"), re.compile(member)
 
 
 def _problem(pos: int, seg: str, element: str, code: str, message: str) -> Problem:
@@ -393,7 +397,7 @@ def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dm
     return report
 
 
-_HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?P"))
+_HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?a?", "SBo?a?q{0,3}", "SBo?a?q{0,3}P"))
 
 
 def _whole_file(header_re: re.Pattern[str], member_re: re.Pattern[str]) -> re.Pattern[str]:

@@ -150,6 +150,24 @@ class EntityIdentifier(StrEnum):
     INSURED = "IL"
 
 
+# ---- Companion-guide depth: file header -------------------------------------------------------------
+
+
+class ControlTotal(StrEnum):
+    """QTY01 Quantity Qualifier (element 673) of the header's transaction set control totals."""
+
+    DEPENDENT_TOTAL = "DT"
+    EMPLOYEE_TOTAL = "ET"
+    TOTAL = "TO"
+
+
+class HeaderPartyIdentifier(StrEnum):
+    """N101 Entity Identifier Code (element 98) of Loop 1000C TPA/Broker Name."""
+
+    BROKER_OR_SALES_OFFICE = "BO"
+    THIRD_PARTY_ADMINISTRATOR = "TV"
+
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

@@ -3,7 +3,7 @@
 Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Delimiters`)::
 
     ISA GS*BE
-      per transaction set  ST*834 BGN [REF*38] N1*P5 N1*IN
+      per transaction set  ST*834 BGN [REF*38] [DTP*007] [QTY...] N1*P5 N1*IN [N1*TV] [N1*BO]
         per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
                                  [DTP*336 hire date]  [DTP*356]  [DTP*357]
                     (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
@@ -44,9 +44,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carrierfeeds.census.columns import ROW_NUMBER
-from carrierfeeds.enrollment import Enrollment, assert_allowlisted, family_starts, member_starts
+from carrierfeeds.enrollment import Enrollment, RenderOptions, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.threads import iter_in_order, thread_count
+from carrierfeeds.x12.codes import ControlTotal, DateQualifier
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
@@ -96,8 +97,10 @@ def envelope_segments(header: TransactionHeader, control: ControlNumbers, d: Del
 
 
 def set_header_segments(header: TransactionHeader, st02: str, d: Delimiters, *, reference: str | None = None,
-                        group_number: bool = True) -> list[str]:
-    """ST, BGN, REF*38 and the two N1 parties of one transaction set, terminated."""
+                        group_number: bool = True, options: RenderOptions | None = None,
+                        totals: dict[str, int] | None = None) -> list[str]:
+    """ST, BGN, REF*38 and the two N1 parties of one transaction set, terminated; with ``options`` also
+    the mapping's file header segments (DTP*007, QTY from ``totals``, Loop 1000C)."""
     created = header.created_utc
     bgn02 = header.reference if reference is None else reference
     for value, what in ((bgn02, "BGN02"), (header.action, "BGN08"), (st02, "ST02")):
@@ -109,10 +112,40 @@ def set_header_segments(header: TransactionHeader, st02: str, d: Delimiters, *, 
     ]
     if group_number and header.group_number and fold_text(header.group_number, 50):
         segs.append(_seg(d, "REF", "38", fold_text(header.group_number, 50)))
+    if options is not None:
+        segs.extend(_file_dates_and_totals(options, totals or {}, d))
     for code, party in (("P5", header.sponsor), ("IN", header.payer)):
         segs.append(_seg(d, "N1", code, fold_text(party.name, 60), party.id_qualifier,
                          fold_text(party.id, 80)))
+    if options is not None:
+        segs.extend(_header_parties(options, d))
     return segs
+
+
+def _file_dates_and_totals(options: RenderOptions, totals: dict[str, int], d: Delimiters) -> list[str]:
+    """DTP*007 and the QTY totals the mapping asks for (between REF*38 and Loop 1000A, as the TR3 orders)."""
+    segs = []
+    if options.file_effective_date:
+        segs.append(_seg(d, "DTP", DateQualifier.EFFECTIVE.value, "D8", options.file_effective_date))
+    segs.extend(_seg(d, "QTY", q, str(totals.get(q, 0))) for q in options.control_totals)
+    return segs
+
+
+def _header_parties(options: RenderOptions, d: Delimiters) -> list[str]:
+    """Loop 1000C: one N1 per TPA or broker the mapping names, after the payer."""
+    for party in options.header_parties:
+        _check_value(party[1], d, "N102")
+        _check_value(party[3], d, "N104")
+    return [_seg(d, "N1", *party) for party in options.header_parties]
+
+
+def set_totals(table: pd.DataFrame, start: np.ndarray, lo: int, hi: int) -> dict[str, int]:
+    """QTY counts of one transaction set (rows [lo, hi)): TO members, ET subscribers, DT dependents."""
+    members = np.asarray(start[lo:hi], dtype=bool)
+    employees = members & (table["ins01"].iloc[lo:hi].to_numpy(dtype=object) == "Y")
+    total, ets = int(members.sum()), int(employees.sum())
+    return {ControlTotal.TOTAL.value: total, ControlTotal.EMPLOYEE_TOTAL.value: ets,
+            ControlTotal.DEPENDENT_TOTAL.value: total - ets}
 
 
 def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters,
@@ -460,7 +493,8 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
     head = envelope_segments(header, control, d)
     total = 0
     for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
-        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                       options=options, totals=set_totals(table, start, set_lo, set_hi))
         yield "".join([*head, *set_head]).encode("ascii")
         count = len(set_head)
         starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
@@ -501,7 +535,8 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
     allowed = CHARACTER_SETS[options.charset] | set(d.element + d.segment + d.suffix)
     segs = envelope_segments(header, control, d)
     for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
-        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                       options=options, totals=set_totals(table, start, set_lo, set_hi))
         segs.extend(set_head)
         count = len(set_head)
         for is_start, row in zip(start[set_lo:set_hi].tolist(), records[set_lo:set_hi], strict=True):
