@@ -63,6 +63,7 @@ from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
 from carrierfeeds.threads import in_order, thread_count
 from carrierfeeds.x12.codes import (
     EmploymentStatus,
+    IncomeFrequency,
     IndividualRelationship,
     SubscriberIndicator,
 )
@@ -89,6 +90,9 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "group_policy_number": None, "reporting_category": None, "department": "department",
     "eligibility_begin": "coverage_start", "eligibility_end": "coverage_end",
     "coverage_policy_number": "plan_code",
+    # volumes (mapping ``volumes``): 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
+    "icm01": "salary_frequency", "salary": "salary", "coverage_amount": "coverage_amount",
+    "premium_amount": "premium_amount",
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -98,6 +102,11 @@ _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
 }
 _EMPLOYMENT: Final[frozenset[str]] = frozenset(e.value for e in EmploymentStatus)
 _TEXT_LIMITS: Final[dict[str, int]] = {"address1": 55, "address2": 55, "city": 30}
+#: Canonical salary frequencies (IncomeFrequency's names, any case) and their ICM01 codes.
+_FREQUENCIES: Final[dict[str, str]] = {m.name: m.value for m in IncomeFrequency}
+#: An amount as X12 writes it (type R, no sign): digits, at most two decimals, after "$" and "," go.
+_AMOUNT = r"[0-9]{1,15}(?:\.[0-9]{1,2})?"
+_YES: Final[frozenset[str]] = frozenset({"Y", "YES", "TRUE", "1"})
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
@@ -150,7 +159,7 @@ class Enrollment:
     (``plan_not_authorized``, ``plan_not_mapped``), ``sanitized`` per column how many values the
     delimiter rule changed, ``normalised`` how many values each step of the character rule changed
     (by rule name, never by value), ``allowlist`` the carrier's allowlist the view was cut to,
-    ``options`` what the mapping tells the 834 writer.
+    ``options`` what the mapping tells the 834 writer, ``held_lines`` the lines the EOI hold kept back.
     """
 
     table: pd.DataFrame
@@ -162,6 +171,9 @@ class Enrollment:
     allowlist: tuple[str, ...] = ()
     normalised: dict[str, int] = field(default_factory=dict)
     options: RenderOptions = RenderOptions()
+    #: Lines held back (evidence of insurability pending) as (subscriber_id, member_id, HD03), in view
+    #: form: a change file carries what the carrier holds for them over, untouched.
+    held_lines: tuple[tuple[str, str, str], ...] = ()
 
     def source_fields(self) -> list[str]:
         """The census fields the view's columns carry."""
@@ -389,6 +401,48 @@ def _periods_that_count(subscribers: np.ndarray, members: np.ndarray, lines: np.
     return counting
 
 
+# ---- Companion-guide depth: volumes and the evidence-of-insurability hold ---------------------------
+
+
+def _amounts(values: pd.Series, column: str, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """Amounts as X12 writes them ("$" and "," dropped); anything else is a DataError by row."""
+    distinct = _Distinct(values, order)
+    text = distinct.values.str.replace(r"[$,]", "", regex=True)
+    ok = (text == "") | text.str.fullmatch(_AMOUNT).fillna(False).astype(bool)
+    _require(rows, column, distinct.rows_where(~ok), "amount_format",
+             "have an amount that is not a plain number with at most two decimals")
+    return distinct.spread(text)
+
+
+def _salaries(salary: pd.Series, frequency: pd.Series, rows: pd.Series, order: np.ndarray,
+              ) -> list[tuple[str, pd.Series | Folded]]:
+    """ICM02 (salary) and ICM01 (its frequency code); a salary needs a known frequency."""
+    amount = _amounts(salary, "salary", rows, order)
+    freq = _Distinct(frequency, order)
+    icm01 = freq.spread(freq.values.str.upper().map(_FREQUENCIES).fillna("").astype("str"))
+    _require(rows, "salary_frequency", (amount != "") & (icm01 == ""), "salary_frequency",
+             "have a salary without a known frequency (ANNUALLY, MONTHLY, WEEKLY, HOURLY, ...)")
+    return [("icm01", icm01.where(amount != "", "")), ("salary", amount)]
+
+
+def _eoi_held(frame: pd.DataFrame, mapping: CarrierMapping) -> pd.Series:
+    """Census rows the EOI hold keeps back: eoi_pending Y (yes, true, 1) when the mapping holds them."""
+    if not mapping.volumes.eoi_hold or "eoi_pending" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    pending = _Distinct(frame["eoi_pending"])
+    return pending.rows_where(pending.values.str.upper().isin(_YES))
+
+
+def _held_lines(frame: pd.DataFrame, mapping: CarrierMapping, held: pd.Series
+                ) -> tuple[tuple[str, str, str], ...]:
+    """The held rows' (subscriber_id, member_id, HD03), folded as the view folds them (few rows)."""
+    if not held.any():
+        return ()
+    rows = frame.loc[held.to_numpy(), ["subscriber_id", "member_id", "plan_code"]].astype("str")
+    return tuple(sorted({(fold_text(sub, 50), fold_text(mem, 50), mapping.plans[plan.strip()].insurance_line)
+                         for sub, mem, plan in rows.itertuples(index=False, name=None)}))
+
+
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,
                      as_of: date, workers: int | None = None) -> Enrollment:
     """The 834 view of ``census`` for ``feed``'s carrier on ``as_of``; refuses when not authorised.
@@ -422,7 +476,11 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
                     excluded["plan_not_mapped"], mapping.mapping_id)
     # The rows the view keeps, as positions: the census is never filtered or copied; every view column
     # is made from the kept rows only, straight in view order (see _Distinct).
-    kept = np.flatnonzero((authorised & mapped).to_numpy())
+    held = _eoi_held(frame, mapping) & authorised & mapped
+    if held.any():
+        excluded["eoi_pending"] = int(held.sum())
+    held_lines = _held_lines(frame, mapping, held)
+    kept = np.flatnonzero((authorised & mapped & ~held).to_numpy())
 
     # Minimum necessary: drop every field the carrier may not see before anything else reads it.
     allow = set(mapping.allowlist)
@@ -586,6 +644,17 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     policies = {k: v.policy_number for k, v in mapping.plans.items() if v.policy_number}
     if policies:
         task(policy_numbers, plan, policies)
+    # Volumes (2100A ICM, 2300 AMT*FK / AMT*P3), each only when the mapping asks for it.
+    volumes = mapping.volumes
+
+    def amount(col: str) -> list[tuple[str, pd.Series | Folded]]:
+        return [(col, _amounts(raw(col), col, rows, order))]
+
+    if volumes.salary and "salary" in frame.columns:
+        task(_salaries, raw("salary"), raw("salary_frequency"), rows, order)
+    for on, col in ((volumes.coverage_amount, "coverage_amount"), (volumes.premium, "premium_amount")):
+        if on and col in frame.columns:
+            task(amount, col)
     for parts in in_order(tasks, threads, name="enrollment"):
         keep(parts)
     out[ROW_NUMBER] = rows
@@ -615,6 +684,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         allowlist=tuple(mapping.allowlist),
         normalised=normalised,
         options=options,
+        held_lines=held_lines,
     )
     log.info("feed %s: %d members, %d subscribers, %d coverages, excluded %s", feed.feed_id,
              enrollment.member_count, enrollment.subscriber_count, enrollment.coverage_count, excluded)

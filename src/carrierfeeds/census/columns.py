@@ -33,6 +33,13 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "coverage_level",     # EMP, ESP, ECH, FAM (HD05)
     "coverage_start",     # YYYY-MM-DD
     "coverage_end",       # YYYY-MM-DD or empty
+    # ---- companion-guide depth: volumes (life, AD&D, STD, LTD); each sent only when the mapping asks
+    "salary",             # the employee's wage, a plain amount (52000, 52000.00, "$52,000"): 2100A ICM02
+    "salary_frequency",   # how often that wage is paid, by meaning (ANNUALLY, MONTHLY, HOURLY, ...: the
+                          # names of x12.codes.IncomeFrequency, any case); the schema maps employer codes
+    "coverage_amount",    # the plan line's benefit amount (volume): 2300 AMT*FK
+    "premium_amount",     # the plan line's premium: 2300 AMT*P3
+    "eoi_pending",        # Y when the line waits on evidence of insurability: held back, never sent
 )
 
 #: Columns without which no row can be placed in an 834 at all.

@@ -217,9 +217,49 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
     plan = _pick(_PLANS, plan_table[fam[person_of_row], slot])
 
     take = pa.array(person_of_row)
-    columns = {name: plan if name == "plan_code" else people[name].take(take) for name in CANONICAL_COLUMNS}
+    people.update(_volume_people(seed, is_sub))
+    by_row = _volume_rows(plan, level[fam[person_of_row]], is_sub[person_of_row])
+    columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
+               for name in CANONICAL_COLUMNS}
     frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
     return frame
+
+
+# ---- Companion-guide depth: volumes. Drawn from their own stream (seeded from ``seed``), so every
+# column above is the same as without them.
+_FREQUENCY_CHOICES = ("ANNUALLY", "BIWEEKLY", "HOURLY")
+#: Monthly premium per plan for the employee alone; a level multiplies it (EMP, ESP, ECH, FAM).
+_PREMIUMS = {"MED-PPO": 310.0, "MED-HDHP": 190.0, "DEN-STD": 32.0, "VIS-STD": 9.5}
+_LEVEL_FACTORS = np.array([1.0, 2.0, 1.8, 2.9])
+
+
+def _volume_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 19])
+
+
+def _volume_people(seed: int, is_sub: np.ndarray) -> dict[str, pa.Array]:
+    """Salary and its frequency for each subscriber (annual, biweekly or hourly pay); dependents none."""
+    rng = _volume_rng(seed)
+    n = len(is_sub)
+    annual = rng.integers(280, 1800, size=n) * 100
+    frequency = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    hourly_cents = rng.integers(1500, 8000, size=n)
+    amount = np.where(frequency == 0, annual * 100, np.where(frequency == 1, annual * 100 // 26, hourly_cents))
+    text = _cat(_num(amount // 100), ".", _num(amount % 100, 2))
+    return {"salary": _where(is_sub, text, ""),
+            "salary_frequency": _where(is_sub, _pick(_FREQUENCY_CHOICES, frequency), "")}
+
+
+def _volume_rows(plan: pa.Array, level: np.ndarray, subscriber_row: np.ndarray) -> dict[str, pa.Array]:
+    """Per election row: the family's monthly premium on the subscriber's row; no volume lines (the
+    generated plans are medical, dental and vision), so no benefit amount and nothing waiting on EOI."""
+    which = pc.fill_null(pc.index_in(plan, value_set=pa.array(list(_PREMIUMS))), -1).to_numpy(zero_copy_only=False)
+    base = np.where(which >= 0, np.array([*_PREMIUMS.values(), 0.0])[which], 0.0)
+    cents = np.rint(base * _LEVEL_FACTORS[level] * 100).astype(np.int64)
+    premium = _cat(_num(cents // 100), ".", _num(cents % 100, 2))
+    empty = pa.array(np.full(len(plan), ""), type=pa.string())
+    return {"premium_amount": _where(subscriber_row & (base > 0), premium, ""),
+            "coverage_amount": empty, "eoi_pending": empty}
 
 
 def write_census_csv(df: pd.DataFrame, path: Path) -> None:

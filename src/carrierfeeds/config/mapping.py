@@ -165,6 +165,26 @@ class FileHeader(_Model):
         return self
 
 
+# ---- Companion-guide depth: volumes (life, AD&D, STD, LTD) ---------------------------------------------
+
+
+class Volumes(_Model):
+    """Volume content a life/disability carrier's guide asks for; each needs its census fields on the
+    allowlist (minimum necessary), and every one is off by default."""
+
+    salary: bool = Field(False, description="2100A ICM: salary with its frequency (salary, salary_frequency)")
+    coverage_amount: bool = Field(False, description="2300 AMT*FK: each line's benefit amount (coverage_amount)")
+    premium: bool = Field(False, description="2300 AMT*P3: each line's premium (premium_amount)")
+    eoi_hold: bool = Field(False, description="a line whose eoi_pending is Y is held back (not sent, counted as "
+                                              "excluded eoi_pending) until evidence of insurability is approved")
+
+    def census_fields(self) -> dict[str, tuple[str, ...]]:
+        """Each setting that is on, and the census fields it reads."""
+        wanted = {"salary": ("salary", "salary_frequency"), "coverage_amount": ("coverage_amount",),
+                  "premium": ("premium_amount",), "eoi_hold": ("eoi_pending",)}
+        return {k: v for k, v in wanted.items() if getattr(self, k)}
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -219,6 +239,7 @@ class CarrierMapping(_Model):
         description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "
                     "it may name only fields whose census source is on the allowlist")
     file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
+    volumes: Volumes = Field(Volumes(), description="life/disability volumes: ICM, AMT*FK/P3, the EOI hold")
 
     @model_validator(mode="after")
     def _flatfile_allowlisted(self) -> CarrierMapping:
@@ -251,6 +272,16 @@ class CarrierMapping(_Model):
             raise ValueError("member_dates names a date twice")
         if self.name_case == "as_is" and self.charset != "extended":
             raise ValueError("name_case as_is needs charset extended (the basic set has no lower case)")
+        return self
+
+    @model_validator(mode="after")
+    def _volumes_allowlisted(self) -> CarrierMapping:
+        allow = set(self.allowlist)
+        off = {k: [f for f in fields if f not in allow] for k, fields in self.volumes.census_fields().items()}
+        off = {k: v for k, v in off.items() if v}
+        if off:
+            where = "; ".join(f"volumes.{k} needs {v}" for k, v in off.items())
+            raise ValueError(f"{where} on the allowlist (minimum necessary)")
         return self
 
     @property

@@ -168,6 +168,35 @@ class HeaderPartyIdentifier(StrEnum):
     THIRD_PARTY_ADMINISTRATOR = "TV"
 
 
+# ---- Companion-guide depth: volumes (life, AD&D, STD, LTD) ---------------------------------------------
+
+
+class IncomeFrequency(StrEnum):
+    """ICM01 Frequency Code (element 594): how often the Loop 2100A wage amount (ICM02) is paid."""
+
+    WEEKLY = "1"
+    BIWEEKLY = "2"
+    SEMIMONTHLY = "3"
+    MONTHLY = "4"
+    DAILY = "6"
+    ANNUALLY = "7"
+    TWO_CALENDAR_MONTHS = "8"
+    LUMP_SUM_SEPARATION_ALLOWANCE = "9"
+    YEAR_TO_DATE = "B"
+    SINGLE = "C"
+    HOURLY = "H"
+    QUARTERLY = "Q"
+    SEMIANNUALLY = "S"
+    UNKNOWN = "U"
+
+
+class AmountQualifier(StrEnum):
+    """AMT01 Amount Qualifier Code (element 522) of Loop 2300 Health Coverage Policy: the two we write."""
+
+    COVERAGE_AMOUNT = "FK"  # "Other Unlisted Amount": the benefit amount (volume) of a life/disability line
+    PREMIUM_AMOUNT = "P3"
+
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

@@ -17,7 +17,10 @@ READ_COLUMNS: tuple[str, ...] = (
     "zip", "hire_date", "hd01", "hd03", "hd04", "hd05", "coverage_start", "coverage_end",
     "group_policy_number", "reporting_category", "department", "eligibility_begin", "eligibility_end",
     "coverage_policy_number", "st02",
+    # volumes: ICM01, ICM02 (2100A), AMT*FK and AMT*P3 (2300)
+    "icm01", "salary", "coverage_amount", "premium_amount",
 )
+_AMOUNTS = {"FK": "coverage_amount", "P3": "premium_amount"}
 _MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
 _MEMBER_DATES = {"336": "hire_date", "356": "eligibility_begin", "357": "eligibility_end"}
 
@@ -87,6 +90,10 @@ def read_834(data: bytes) -> pd.DataFrame:
             member.update(city=get(el, 1), state=get(el, 2), zip=get(el, 3))
         elif seg == "DMG" and member:
             member.update(dob=get(el, 2), gender=get(el, 3))
+        elif seg == "ICM" and member:
+            member.update(icm01=get(el, 1), salary=get(el, 2))
+        elif seg == "AMT" and coverage is not None and get(el, 1) in _AMOUNTS:
+            coverage[_AMOUNTS[get(el, 1)]] = get(el, 2)
         elif seg == "HD" and member:
             coverage = dict(member)
             coverage.update(hd01=get(el, 1), hd03=get(el, 3), hd04=get(el, 4), hd05=get(el, 5))

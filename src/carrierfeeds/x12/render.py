@@ -6,8 +6,8 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
       per transaction set  ST*834 BGN [REF*38] [DTP*007] [QTY...] N1*P5 N1*IN [N1*TV] [N1*BO]
         per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
                                  [DTP*336 hire date]  [DTP*356]  [DTP*357]
-                    (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
-                    per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [REF*1L]
+                    (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]  [ICM]
+                    per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
       SE
     GE IEA
 
@@ -47,7 +47,7 @@ from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.enrollment import Enrollment, RenderOptions, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.threads import iter_in_order, thread_count
-from carrierfeeds.x12.codes import ControlTotal, DateQualifier
+from carrierfeeds.x12.codes import AmountQualifier, ControlTotal, DateQualifier
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
@@ -63,7 +63,12 @@ MAINTENANCE_COLUMNS = ("ins04", "hd01")
 #: View columns behind the situational REF/DTP options: only those the view has are carried (every
 #: extra empty column costs a conversion, a filter and a delimiter scan per chunk).
 OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "eligibility_begin",
-                  "eligibility_end", "coverage_policy_number")
+                  "eligibility_end", "coverage_policy_number",
+                  # volumes: 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
+                  "icm01", "salary", "coverage_amount", "premium_amount")
+#: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
+_AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
+            (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
 
 
 def _seg(d: Delimiters, *elements: str) -> str:
@@ -448,6 +453,13 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     out.lit(e, has_dob)
     out.col("gender", has_dob)
     out.lit(t, has_dob)
+    has_icm = members & filled["icm01"] & filled["salary"] if "icm01" in options and "salary" in options else None
+    if has_icm is not None:
+        out.lit(f"ICM{e}", has_icm)
+        out.col("icm01", has_icm)
+        out.lit(e, has_icm)
+        out.col("salary", has_icm)
+        out.lit(t, has_icm)
 
     has_hd = filled["hd03"]
     out.lit(f"HD{e}", has_hd)
@@ -457,6 +469,11 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         out.lit(sep, has_hd)
     has_end = has_hd & filled["coverage_end"]
     segment(f"DTP{e}349{e}D8{e}", "coverage_end", has_end)
+    amounts: list[np.ndarray] = []
+    for qualifier, column in _AMOUNTS:
+        if column in options:
+            amounts.append(has_hd & filled[column])
+            segment(f"AMT{e}{qualifier}{e}", column, amounts[-1])
     has_policy = has_hd & filled["coverage_policy_number"] if "coverage_policy_number" in options else None
     if has_policy is not None:
         segment(f"REF{e}1L{e}", "coverage_policy_number", has_policy)
@@ -469,7 +486,8 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
 
     segments = (count(members) * 3 + count(dependent) + count(has_hire) + 2 * count(has_addr) + count(has_dob)
                 + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
-                + (count(has_policy) if has_policy is not None else 0))
+                + (count(has_policy) if has_policy is not None else 0)
+                + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts))
     return text, segments
 
 
@@ -570,11 +588,16 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
                 if row["dob"]:
                     body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
+                if row.get("icm01") and row.get("salary"):
+                    body.append(_seg(d, "ICM", row["icm01"], row["salary"]))
             if row["hd03"]:
                 body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
                 body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
                 if row["coverage_end"]:
                     body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
+                for qualifier, column in _AMOUNTS:
+                    if row.get(column):
+                        body.append(_seg(d, "AMT", qualifier, row[column]))
                 if row.get("coverage_policy_number"):
                     body.append(_seg(d, "REF", "1L", row["coverage_policy_number"]))
             if not set("".join(body)) <= allowed:
