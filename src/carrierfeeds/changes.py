@@ -68,12 +68,15 @@ LINE_KEY: Final[tuple[str, str, str]] = ("subscriber_id", "member_id", "hd03")
 MAINTENANCE: Final[tuple[str, ...]] = ("ins03", "ins04", "hd01")
 _IDENTITY: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender",
                                      "ins01", "ins02")
-_ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip")
+_ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip",
+                                    *("mailing_address1", "mailing_address2", "mailing_city", "mailing_state",
+                                      "mailing_zip"))  # contact: 2100C
 #: The mapping's Loop 2000 options (REF*1L, REF*17, REF*DX, DTP*356, DTP*357): compared when the view has them.
 MEMBER_OPTIONS: Final[tuple[str, ...]] = ("group_policy_number", "reporting_category", "department",
                                           "eligibility_begin", "eligibility_end")
 _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS,
-                                         *("icm01", "salary"))  # volumes: 2100A ICM
+                                         *("icm01", "salary"),  # volumes: 2100A ICM
+                                         *("phone", "email", "hlh01", "language"))  # contact: PER, HLH, LUI
 #: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
                                      *("coverage_amount", "premium_amount"))  # volumes: 2300 AMT*FK/P3

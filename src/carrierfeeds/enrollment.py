@@ -63,6 +63,7 @@ from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
 from carrierfeeds.threads import in_order, thread_count
 from carrierfeeds.x12.codes import (
     EmploymentStatus,
+    HealthRelated,
     IncomeFrequency,
     IndividualRelationship,
     SubscriberIndicator,
@@ -93,6 +94,10 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     # volumes (mapping ``volumes``): 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
     "icm01": "salary_frequency", "salary": "salary", "coverage_amount": "coverage_amount",
     "premium_amount": "premium_amount",
+    # contact (mapping ``contact``): 2100A PER, LUI, HLH; 2100C N3/N4
+    "phone": "phone", "email": "email", "language": "language", "hlh01": "tobacco_use",
+    "mailing_address1": "mailing_address1", "mailing_address2": "mailing_address2",
+    "mailing_city": "mailing_city", "mailing_state": "mailing_state", "mailing_zip": "mailing_zip",
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -107,6 +112,9 @@ _FREQUENCIES: Final[dict[str, str]] = {m.name: m.value for m in IncomeFrequency}
 #: An amount as X12 writes it (type R, no sign): digits, at most two decimals, after "$" and "," go.
 _AMOUNT = r"[0-9]{1,15}(?:\.[0-9]{1,2})?"
 _YES: Final[frozenset[str]] = frozenset({"Y", "YES", "TRUE", "1"})
+#: Census tobacco_use (any case) -> HLH01.
+_TOBACCO: Final[dict[str, str]] = {"Y": HealthRelated.TOBACCO_USE.value, "N": HealthRelated.NONE.value,
+                                   "U": HealthRelated.UNKNOWN.value}
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
@@ -425,6 +433,36 @@ def _salaries(salary: pd.Series, frequency: pd.Series, rows: pd.Series, order: n
     return [("icm01", icm01.where(amount != "", "")), ("salary", amount)]
 
 
+def _emails(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """E-mail addresses as given (extended character set); one that is not plainly an address is a
+    DataError by row."""
+    distinct = _Distinct(values, order)
+    text = distinct.values
+    ok = (text == "") | text.str.fullmatch(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,190}\.[A-Za-z]{2,24}").fillna(
+        False).astype(bool)
+    _require(rows, "email", distinct.rows_where(~ok), "email_format", "have an e-mail address that is not one")
+    return distinct.spread(text)
+
+
+def _languages(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """ISO 639 codes (two or three letters), upper-cased for the basic character set."""
+    distinct = _Distinct(values, order)
+    text = distinct.values.str.upper()
+    ok = (text == "") | text.str.fullmatch(r"[A-Z]{2,3}").fillna(False).astype(bool)
+    _require(rows, "language", distinct.rows_where(~ok), "language_code",
+             "have a language that is not an ISO 639 code")
+    return distinct.spread(text)
+
+
+def _tobacco(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """HLH01 from Y / N / U (any case); anything else is a DataError by row."""
+    distinct = _Distinct(values, order)
+    code = distinct.values.str.upper().map(_TOBACCO)
+    _require(rows, "tobacco_use", distinct.rows_where(code.isna() & (distinct.values != "")), "tobacco_use",
+             "have a tobacco use other than Y, N or U")
+    return distinct.spread(code.fillna("").astype("str"))
+
+
 def _eoi_held(frame: pd.DataFrame, mapping: CarrierMapping) -> pd.Series:
     """Census rows the EOI hold keeps back: eoi_pending Y (yes, true, 1) when the mapping holds them."""
     if not mapping.volumes.eoi_hold or "eoi_pending" not in frame.columns:
@@ -650,6 +688,21 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     def amount(col: str) -> list[tuple[str, pd.Series | Folded]]:
         return [(col, _amounts(raw(col), col, rows, order))]
 
+    contact = mapping.contact
+    if contact.phone and "phone" in frame.columns:
+        task(digits, "phone", raw("phone"), (10,))
+    if contact.email and "email" in frame.columns:
+        task(lambda: [("email", _emails(raw("email"), rows, order))])
+    if contact.language and "language" in frame.columns:
+        task(lambda: [("language", _languages(raw("language"), rows, order))])
+    if contact.tobacco_use and "tobacco_use" in frame.columns:
+        task(lambda: [("hlh01", _tobacco(raw("tobacco_use"), rows, order))])
+    if contact.mailing_address and "mailing_address1" in frame.columns:
+        for col, src, max_len in (("mailing_address1", "mailing_address1", 55),
+                                  ("mailing_address2", "mailing_address2", 55), ("mailing_city", "mailing_city", 30)):
+            task(fold, col, raw(src), max_len, text_rule)
+        task(lambda: [("mailing_state", state(raw("mailing_state"))[0][1])])
+        task(digits, "mailing_zip", raw("mailing_zip"), (5, 9))
     if volumes.salary and "salary" in frame.columns:
         task(_salaries, raw("salary"), raw("salary_frequency"), rows, order)
     for on, col in ((volumes.coverage_amount, "coverage_amount"), (volumes.premium, "premium_amount")):

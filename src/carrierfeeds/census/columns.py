@@ -40,6 +40,15 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "coverage_amount",    # the plan line's benefit amount (volume): 2300 AMT*FK
     "premium_amount",     # the plan line's premium: 2300 AMT*P3
     "eoi_pending",        # Y when the line waits on evidence of insurability: held back, never sent
+    # ---- companion-guide depth: contact (``phone`` above is the member's telephone)
+    "email",              # the member's e-mail address: 2100A PER*EM (needs the extended character set)
+    "mailing_address1",   # a mailing address other than the residence: 2100C N3/N4
+    "mailing_address2",
+    "mailing_city",
+    "mailing_state",      # USPS two-letter code
+    "mailing_zip",        # five or nine digits
+    "language",           # ISO 639 code of the member's language (spa, eng, ...): 2100A LUI*LE
+    "tobacco_use",        # Y, N or U (any case): 2100A HLH01 T (tobacco use), N (none), U (unknown)
 )
 
 #: Columns without which no row can be placed in an 834 at all.

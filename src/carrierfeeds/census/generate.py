@@ -218,6 +218,7 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
 
     take = pa.array(person_of_row)
     people.update(_volume_people(seed, is_sub))
+    people.update(_contact_people(seed, fam, is_ch, people))
     by_row = _volume_rows(plan, level[fam[person_of_row]], is_sub[person_of_row])
     columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
                for name in CANONICAL_COLUMNS}
@@ -260,6 +261,35 @@ def _volume_rows(plan: pa.Array, level: np.ndarray, subscriber_row: np.ndarray) 
     empty = pa.array(np.full(len(plan), ""), type=pa.string())
     return {"premium_amount": _where(subscriber_row & (base > 0), premium, ""),
             "coverage_amount": empty, "eoi_pending": empty}
+
+
+# ---- Companion-guide depth: contact. Its own stream too.
+_LANGUAGES = ("SPA", "ENG", "VIE", "ZHO", "KOR", "TGL")
+
+
+def _contact_people(seed: int, fam: np.ndarray, is_child: np.ndarray, people: dict[str, pa.Array]
+                    ) -> dict[str, pa.Array]:
+    """E-mail (at example.com, reserved for examples) for most adults, a PO box mailing address in the
+    family's own city for a few families, a language for some, tobacco use for adults."""
+    rng = np.random.default_rng([seed, 19, 2])
+    n, families = len(fam), int(fam.max()) + 1 if len(fam) else 0
+    adult = ~is_child
+    email = _where(adult & (rng.random(n) < 0.8), _cat("member", _num(np.arange(n) + 1, 7), "@example.com"), "")
+    box = rng.random(families) < 0.1
+    po_box = _where(box, _cat("PO Box ", _num(rng.integers(1, 9999, size=families))), "")
+    fam_idx = pa.array(fam)
+    has_box = box[fam]
+    language = _where(rng.random(families) < 0.15, _pick(_LANGUAGES, rng.integers(0, len(_LANGUAGES), size=families)),
+                      "")
+    tobacco = _pick(("Y", "N", "U"), rng.choice(3, size=n, p=[0.12, 0.83, 0.05]))
+    return {"email": email,
+            "mailing_address1": po_box.take(fam_idx),
+            "mailing_address2": pa.array(np.full(n, ""), type=pa.string()),
+            "mailing_city": _where(has_box, people["city"], ""),
+            "mailing_state": _where(has_box, people["state"], ""),
+            "mailing_zip": _where(has_box, people["zip"], ""),
+            "language": language.take(fam_idx),
+            "tobacco_use": _where(adult, tobacco, "")}
 
 
 def write_census_csv(df: pd.DataFrame, path: Path) -> None:

@@ -185,6 +185,27 @@ class Volumes(_Model):
         return {k: v for k, v in wanted.items() if getattr(self, k)}
 
 
+# ---- Companion-guide depth: contact and address ------------------------------------------------------
+
+
+class Contact(_Model):
+    """2100A PER/HLH/LUI and the 2100C mailing address; each needs its census fields on the allowlist."""
+
+    phone: bool = Field(False, description="2100A PER*IP**TE: the member's phone (phone)")
+    email: bool = Field(False, description="2100A PER*IP**EM: the member's e-mail (email; charset extended)")
+    mailing_address: bool = Field(False, description="2100C NM1*31 N3 N4: the mailing address (mailing_*)")
+    language: bool = Field(False, description="2100A LUI*LE: the member's language, an ISO 639 code (language)")
+    tobacco_use: bool = Field(False, description="2100A HLH: tobacco use T, none N, unknown U (tobacco_use)")
+
+    def census_fields(self) -> dict[str, tuple[str, ...]]:
+        """Each setting that is on, and the census fields it reads."""
+        wanted = {"phone": ("phone",), "email": ("email",), "language": ("language",),
+                  "tobacco_use": ("tobacco_use",),
+                  "mailing_address": ("mailing_address1", "mailing_address2", "mailing_city", "mailing_state",
+                                      "mailing_zip")}
+        return {k: v for k, v in wanted.items() if getattr(self, k)}
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -240,6 +261,7 @@ class CarrierMapping(_Model):
                     "it may name only fields whose census source is on the allowlist")
     file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
     volumes: Volumes = Field(Volumes(), description="life/disability volumes: ICM, AMT*FK/P3, the EOI hold")
+    contact: Contact = Field(Contact(), description="PER phone/e-mail, 2100C mailing address, LUI, HLH")
 
     @model_validator(mode="after")
     def _flatfile_allowlisted(self) -> CarrierMapping:
@@ -277,11 +299,16 @@ class CarrierMapping(_Model):
     @model_validator(mode="after")
     def _volumes_allowlisted(self) -> CarrierMapping:
         allow = set(self.allowlist)
-        off = {k: [f for f in fields if f not in allow] for k, fields in self.volumes.census_fields().items()}
+        off = {f"volumes.{k}": [f for f in fields if f not in allow]
+               for k, fields in self.volumes.census_fields().items()}
+        off.update({f"contact.{k}": [f for f in fields if f not in allow]
+                    for k, fields in self.contact.census_fields().items()})
         off = {k: v for k, v in off.items() if v}
         if off:
-            where = "; ".join(f"volumes.{k} needs {v}" for k, v in off.items())
+            where = "; ".join(f"{k} needs {v}" for k, v in off.items())
             raise ValueError(f"{where} on the allowlist (minimum necessary)")
+        if self.contact.email and self.charset != "extended":
+            raise ValueError("contact.email needs charset extended (the basic set has no @ or lower case)")
         return self
 
     @property

@@ -197,6 +197,27 @@ class AmountQualifier(StrEnum):
     PREMIUM_AMOUNT = "P3"
 
 
+# ---- Companion-guide depth: contact and address -----------------------------------------------------
+
+
+class CommunicationQualifier(StrEnum):
+    """PER03/PER05 Communication Number Qualifier (element 365) of 2100A Member Communications Numbers:
+    the two we write (after PER01 IP, insured party)."""
+
+    TELEPHONE = "TE"
+    ELECTRONIC_MAIL = "EM"
+
+
+class HealthRelated(StrEnum):
+    """HLH01 Health-Related Code (element 1212) of 2100A Member Health Information."""
+
+    NONE = "N"
+    SUBSTANCE_ABUSE = "S"
+    TOBACCO_USE = "T"
+    UNKNOWN = "U"
+    TOBACCO_USE_AND_SUBSTANCE_ABUSE = "X"
+
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

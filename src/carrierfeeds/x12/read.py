@@ -19,6 +19,9 @@ READ_COLUMNS: tuple[str, ...] = (
     "coverage_policy_number", "st02",
     # volumes: ICM01, ICM02 (2100A), AMT*FK and AMT*P3 (2300)
     "icm01", "salary", "coverage_amount", "premium_amount",
+    # contact: PER, HLH, LUI (2100A), N3/N4 (2100C)
+    "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2", "mailing_city",
+    "mailing_state", "mailing_zip",
 )
 _AMOUNTS = {"FK": "coverage_amount", "P3": "premium_amount"}
 _MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
@@ -47,6 +50,7 @@ def read_834(data: bytes) -> pd.DataFrame:
     member: dict[str, str] = {}
     coverage: dict[str, str] | None = None
     covered = False
+    mailing = False  # inside Loop 2100C: its N3/N4 are the mailing address
     st02 = ""
 
     def close_member() -> None:
@@ -66,7 +70,7 @@ def read_834(data: bytes) -> pd.DataFrame:
             member["st02"] = st02
             member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3), ins04=get(el, 4),
                           employment_status=get(el, 8))
-            coverage, covered = None, False
+            coverage, covered, mailing = None, False, False
         elif seg == "REF" and coverage is not None:
             if get(el, 1) == "1L":
                 coverage["coverage_policy_number"] = get(el, 2)
@@ -81,6 +85,19 @@ def read_834(data: bytes) -> pd.DataFrame:
                 member["member_id"] = get(el, 2)
         elif seg == "DTP" and member and coverage is None and get(el, 1) in _MEMBER_DATES:
             member[_MEMBER_DATES[get(el, 1)]] = get(el, 3)
+        elif seg == "NM1" and member and get(el, 1) == "31":
+            mailing = True
+        elif seg == "PER" and member:
+            pairs = dict(zip(el[3::2], el[4::2], strict=False))
+            member.update(phone=pairs.get("TE", ""), email=pairs.get("EM", ""))
+        elif seg == "HLH" and member:
+            member["hlh01"] = get(el, 1)
+        elif seg == "LUI" and member:
+            member["language"] = get(el, 2)
+        elif seg == "N3" and member and mailing:
+            member.update(mailing_address1=get(el, 1), mailing_address2=get(el, 2))
+        elif seg == "N4" and member and mailing:
+            member.update(mailing_city=get(el, 1), mailing_state=get(el, 2), mailing_zip=get(el, 3))
         elif seg == "NM1" and member and get(el, 1) == "IL":
             member.update(last_name=get(el, 3), first_name=get(el, 4), middle_initial=get(el, 5),
                           ssn=get(el, 9) if get(el, 8) == "34" else "")

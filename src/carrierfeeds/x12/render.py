@@ -6,7 +6,8 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
       per transaction set  ST*834 BGN [REF*38] [DTP*007] [QTY...] N1*P5 N1*IN [N1*TV] [N1*BO]
         per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
                                  [DTP*336 hire date]  [DTP*356]  [DTP*357]
-                    (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]  [ICM]
+                    (Loop 2100A) NM1*IL [...*34*ssn]  [PER*IP]  [N3 N4]  [DMG*D8]  [ICM]  [HLH]  [LUI]
+                    (Loop 2100C) [NM1*31 N3 N4]
                     per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
       SE
     GE IEA
@@ -65,7 +66,10 @@ MAINTENANCE_COLUMNS = ("ins04", "hd01")
 OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "eligibility_begin",
                   "eligibility_end", "coverage_policy_number",
                   # volumes: 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
-                  "icm01", "salary", "coverage_amount", "premium_amount")
+                  "icm01", "salary", "coverage_amount", "premium_amount",
+                  # contact: 2100A PER, HLH, LUI; 2100C N3/N4
+                  "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2",
+                  "mailing_city", "mailing_state", "mailing_zip")
 #: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
 _AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
             (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
@@ -430,6 +434,18 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     out.lit(e, middle_only)
     out.col("middle_initial", middle_only)
     out.lit(t, members)
+    contact: list[np.ndarray] = []
+    has_phone = members & filled["phone"] if "phone" in options else np.zeros(len(chunk), dtype=bool)
+    has_email = members & filled["email"] if "email" in options else np.zeros(len(chunk), dtype=bool)
+    if has_phone.any() or has_email.any():
+        has_per = has_phone | has_email
+        contact.append(has_per)
+        out.lit(f"PER{e}IP{e}", has_per)
+        for qualifier, column, has in (("TE", "phone", has_phone), ("EM", "email", has_email)):
+            if column in options:
+                out.lit(f"{e}{qualifier}{e}", has)
+                out.col(column, has)
+        out.lit(t, has_per)
     has_addr = members & filled["address1"] & filled["city"]
     out.lit(f"N3{e}", has_addr)
     out.col("address1", has_addr)
@@ -460,6 +476,29 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         out.lit(e, has_icm)
         out.col("salary", has_icm)
         out.lit(t, has_icm)
+    for head, column in ((f"HLH{e}", "hlh01"), (f"LUI{e}LE{e}", "language")):
+        if column in options:
+            contact.append(members & filled[column])
+            segment(head, column, contact[-1])
+    if "mailing_address1" in options:
+        has_mail = members & filled["mailing_address1"] & filled["mailing_city"]
+        contact.extend((has_mail, has_mail, has_mail))
+        out.lit(f"NM1{e}31{e}1{t}N3{e}", has_mail)
+        out.col("mailing_address1", has_mail)
+        mail2 = has_mail & filled["mailing_address2"]
+        out.lit(e, mail2)
+        out.col("mailing_address2", mail2)
+        out.lit(f"{t}N4{e}", has_mail)
+        out.col("mailing_city", has_mail)
+        mail_zip = has_mail & filled["mailing_zip"]
+        out.lit(e, mail_zip)
+        out.col("mailing_state", mail_zip)
+        out.lit(e, mail_zip)
+        out.col("mailing_zip", mail_zip)
+        mail_state = has_mail & ~filled["mailing_zip"] & filled["mailing_state"]
+        out.lit(e, mail_state)
+        out.col("mailing_state", mail_state)
+        out.lit(t, has_mail)
 
     has_hd = filled["hd03"]
     out.lit(f"HD{e}", has_hd)
@@ -487,7 +526,8 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     segments = (count(members) * 3 + count(dependent) + count(has_hire) + 2 * count(has_addr) + count(has_dob)
                 + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
                 + (count(has_policy) if has_policy is not None else 0)
-                + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts))
+                + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts)
+                + sum(count(x) for x in contact))
     return text, segments
 
 
@@ -583,6 +623,10 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                 else:
                     body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
                                      row["middle_initial"]))
+                numbers = [*(("TE", row["phone"]) if row.get("phone") else ()),
+                           *(("EM", row["email"]) if row.get("email") else ())]
+                if numbers:
+                    body.append(_seg(d, "PER", "IP", "", *numbers))
                 if row["address1"] and row["city"]:
                     body.append(_seg(d, "N3", row["address1"], row["address2"]))
                     body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
@@ -590,6 +634,14 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
                 if row.get("icm01") and row.get("salary"):
                     body.append(_seg(d, "ICM", row["icm01"], row["salary"]))
+                if row.get("hlh01"):
+                    body.append(_seg(d, "HLH", row["hlh01"]))
+                if row.get("language"):
+                    body.append(_seg(d, "LUI", "LE", row["language"]))
+                if row.get("mailing_address1") and row.get("mailing_city"):
+                    body.append(_seg(d, "NM1", "31", "1"))
+                    body.append(_seg(d, "N3", row["mailing_address1"], row["mailing_address2"]))
+                    body.append(_seg(d, "N4", row["mailing_city"], row["mailing_state"], row["mailing_zip"]))
             if row["hd03"]:
                 body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
                 body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
