@@ -79,7 +79,8 @@ _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMB
                                          *("phone", "email", "hlh01", "language"))  # contact: PER, HLH, LUI
 #: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
-                                     *("coverage_amount", "premium_amount"))  # volumes: 2300 AMT*FK/P3
+                                     *("coverage_amount", "premium_amount"),  # volumes: 2300 AMT*FK/P3
+                                     *("pcp_npi", "pcp_relationship"))  # primary care provider: 2310
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)

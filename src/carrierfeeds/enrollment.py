@@ -66,6 +66,7 @@ from carrierfeeds.x12.codes import (
     HealthRelated,
     IncomeFrequency,
     IndividualRelationship,
+    ProviderRelationship,
     SubscriberIndicator,
 )
 from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, dictionary_of, fold_column, fold_text
@@ -98,6 +99,8 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "phone": "phone", "email": "email", "language": "language", "hlh01": "tobacco_use",
     "mailing_address1": "mailing_address1", "mailing_address2": "mailing_address2",
     "mailing_city": "mailing_city", "mailing_state": "mailing_state", "mailing_zip": "mailing_zip",
+    # primary care provider (mapping ``primary_care_provider``): 2310 NM109 and NM110
+    "pcp_npi": "pcp_npi", "pcp_relationship": "pcp_existing_patient",
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -112,6 +115,10 @@ _FREQUENCIES: Final[dict[str, str]] = {m.name: m.value for m in IncomeFrequency}
 #: An amount as X12 writes it (type R, no sign): digits, at most two decimals, after "$" and "," go.
 _AMOUNT = r"[0-9]{1,15}(?:\.[0-9]{1,2})?"
 _YES: Final[frozenset[str]] = frozenset({"Y", "YES", "TRUE", "1"})
+#: Census pcp_existing_patient (any case) -> NM110; empty is unknown.
+_EXISTING_PATIENT: Final[dict[str, str]] = {"Y": ProviderRelationship.ESTABLISHED_PATIENT.value,
+                                            "N": ProviderRelationship.NOT_ESTABLISHED_PATIENT.value,
+                                            "": ProviderRelationship.UNKNOWN.value}
 #: Census tobacco_use (any case) -> HLH01.
 _TOBACCO: Final[dict[str, str]] = {"Y": HealthRelated.TOBACCO_USE.value, "N": HealthRelated.NONE.value,
                                    "U": HealthRelated.UNKNOWN.value}
@@ -463,6 +470,33 @@ def _tobacco(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series
     return distinct.spread(code.fillna("").astype("str"))
 
 
+def _npi_ok(npi: str) -> bool:
+    """Ten digits whose last is the Luhn check digit over "80840" and the first nine (the NPI standard)."""
+    if len(npi) != 10 or not npi.isdigit():
+        return False
+    digits = [int(c) for c in "80840" + npi[:9]]
+    total = sum(d if i % 2 else (2 * d if d < 5 else 2 * d - 9) for i, d in enumerate(reversed(digits)))
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+def _primary_care(npi: pd.Series, existing: pd.Series, plan: _Distinct, plans: set[str], rows: pd.Series,
+                  order: np.ndarray) -> list[tuple[str, pd.Series | Folded]]:
+    """NM109 (the NPI) and NM110 on the rows of the plans that carry a PCP; a malformed NPI or flag is a
+    DataError by row; a row of such a plan without an NPI carries none."""
+    on_plan = plan.rows_where(plan.values.isin(plans))
+    ids = _Distinct(npi, order)
+    text = ids.values.str.replace(r"[\s-]", "", regex=True)
+    good = text.map(lambda v: v == "" or _npi_ok(v)).astype(bool)
+    _require(rows, "pcp_npi", ids.rows_where(~good) & on_plan, "npi", "have a PCP NPI that is not a valid NPI")
+    flag = _Distinct(existing, order)
+    code = flag.values.str.upper().map(_EXISTING_PATIENT)
+    _require(rows, "pcp_existing_patient", flag.rows_where(code.isna()) & on_plan, "pcp_existing_patient",
+             "have an existing-patient flag other than Y, N or empty")
+    npi_rows = ids.spread(text).where(on_plan, "")
+    return [("pcp_npi", npi_rows), ("pcp_relationship", flag.spread(code.fillna("").astype("str")).where(
+        npi_rows != "", ""))]
+
+
 def _eoi_held(frame: pd.DataFrame, mapping: CarrierMapping) -> pd.Series:
     """Census rows the EOI hold keeps back: eoi_pending Y (yes, true, 1) when the mapping holds them."""
     if not mapping.volumes.eoi_hold or "eoi_pending" not in frame.columns:
@@ -703,6 +737,9 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
             task(fold, col, raw(src), max_len, text_rule)
         task(lambda: [("mailing_state", state(raw("mailing_state"))[0][1])])
         task(digits, "mailing_zip", raw("mailing_zip"), (5, 9))
+    pcp = mapping.primary_care_provider
+    if pcp is not None and "pcp_npi" in frame.columns:
+        task(lambda: _primary_care(raw("pcp_npi"), raw("pcp_existing_patient"), plan, set(pcp.plans), rows, order))
     if volumes.salary and "salary" in frame.columns:
         task(_salaries, raw("salary"), raw("salary_frequency"), rows, order)
     for on, col in ((volumes.coverage_amount, "coverage_amount"), (volumes.premium, "premium_amount")):

@@ -49,6 +49,9 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "mailing_zip",        # five or nine digits
     "language",           # ISO 639 code of the member's language (spa, eng, ...): 2100A LUI*LE
     "tobacco_use",        # Y, N or U (any case): 2100A HLH01 T (tobacco use), N (none), U (unknown)
+    # ---- companion-guide depth: primary care provider (HMO/DHMO plans the mapping names)
+    "pcp_npi",            # the member's primary care provider's NPI, ten digits: 2310 NM1*P3 NM109
+    "pcp_existing_patient",  # Y already the provider's patient, N not, empty unknown: NM110 25/26/72
 )
 
 #: Columns without which no row can be placed in an 834 at all.

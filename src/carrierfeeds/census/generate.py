@@ -219,6 +219,7 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
     take = pa.array(person_of_row)
     people.update(_volume_people(seed, is_sub))
     people.update(_contact_people(seed, fam, is_ch, people))
+    people.update(_primary_care_people(seed, members))
     by_row = _volume_rows(plan, level[fam[person_of_row]], is_sub[person_of_row])
     columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
                for name in CANONICAL_COLUMNS}
@@ -290,6 +291,30 @@ def _contact_people(seed: int, fam: np.ndarray, is_child: np.ndarray, people: di
             "mailing_zip": _where(has_box, people["zip"], ""),
             "language": language.take(fam_idx),
             "tobacco_use": _where(adult, tobacco, "")}
+
+
+# ---- Companion-guide depth: primary care provider. Its own stream too.
+
+
+def _npi_check_digits(body: np.ndarray) -> np.ndarray:
+    """The NPI check digit (Luhn over the prefix 80840 and the nine digits) of each nine-digit ``body``."""
+    digits = np.stack([(body // 10 ** (8 - k)) % 10 for k in range(9)], axis=1)
+    doubled = digits[:, ::-2] * 2  # from the right, every other digit starting with the last is doubled
+    doubled = np.where(doubled > 9, doubled - 9, doubled)
+    total = 24 + doubled.sum(axis=1) + digits[:, -2::-2].sum(axis=1)  # 24: what "80840" adds
+    out: np.ndarray = (10 - total % 10) % 10
+    return out
+
+
+def _primary_care_people(seed: int, members: int) -> dict[str, pa.Array]:
+    """A PCP NPI (synthetic, with a valid check digit) for about half the members, and whether the member
+    is already the provider's patient."""
+    rng = np.random.default_rng([seed, 19, 3])
+    body = 100_000_000 + rng.integers(0, 100_000_000, size=members)
+    npi = body * 10 + _npi_check_digits(body)
+    has = rng.random(members) < 0.5
+    return {"pcp_npi": _where(has, _num(npi, 10), ""),
+            "pcp_existing_patient": _where(has, _pick(("Y", "N"), rng.integers(0, 2, size=members)), "")}
 
 
 def write_census_csv(df: pd.DataFrame, path: Path) -> None:

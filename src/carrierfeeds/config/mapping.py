@@ -206,6 +206,16 @@ class Contact(_Model):
         return {k: v for k, v in wanted.items() if getattr(self, k)}
 
 
+# ---- Companion-guide depth: primary care provider ----------------------------------------------------
+
+
+class PrimaryCareProvider(_Model):
+    """Loop 2310 (LX, NM1*P3 with the NPI and whether the member is an existing patient) in the Loop 2300
+    of each plan named here (HMO, DHMO): the census's pcp_npi and pcp_existing_patient."""
+
+    plans: tuple[str, ...] = Field(min_length=1, description="canonical plan codes whose coverage carries the PCP")
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -262,6 +272,8 @@ class CarrierMapping(_Model):
     file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
     volumes: Volumes = Field(Volumes(), description="life/disability volumes: ICM, AMT*FK/P3, the EOI hold")
     contact: Contact = Field(Contact(), description="PER phone/e-mail, 2100C mailing address, LUI, HLH")
+    primary_care_provider: PrimaryCareProvider | None = Field(
+        None, description="Loop 2310 PCP on the plans named (needs pcp_npi and pcp_existing_patient allowlisted)")
 
     @model_validator(mode="after")
     def _flatfile_allowlisted(self) -> CarrierMapping:
@@ -307,6 +319,14 @@ class CarrierMapping(_Model):
         if off:
             where = "; ".join(f"{k} needs {v}" for k, v in off.items())
             raise ValueError(f"{where} on the allowlist (minimum necessary)")
+        pcp = self.primary_care_provider
+        if pcp is not None:
+            missing = [f for f in ("pcp_npi", "pcp_existing_patient") if f not in allow]
+            if missing:
+                raise ValueError(f"primary_care_provider needs {missing} on the allowlist (minimum necessary)")
+            unknown = [p for p in pcp.plans if p not in self.plans]
+            if unknown:
+                raise ValueError(f"primary_care_provider.plans {unknown} are not among the mapping's plans")
         if self.contact.email and self.charset != "extended":
             raise ValueError("contact.email needs charset extended (the basic set has no @ or lower case)")
         return self

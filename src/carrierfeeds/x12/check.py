@@ -81,12 +81,15 @@ _TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N
 _TOKENS.update({b"ICM": "v", b"AMTFK": "u", b"AMTP3": "u"})
 # Contact: 2100A HLH and LUI, 2100C NM1*31 (its N3/N4 are the same tokens as 2100A's).
 _TOKENS.update({b"HLH": "w", b"LUI": "L", b"NM131": "M"})
+# Primary care provider: Loop 2310 LX and NM1*P3.
+_TOKENS.update({b"LX": "X", b"NM1P3": "R"})
 _QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1", b"QTY", b"AMT"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
-_NAMES.update({"a": "DTP", "q": "QTY", "t": "N1", "v": "ICM", "u": "AMT", "w": "HLH", "L": "LUI", "M": "NM1"})
+_NAMES.update({"a": "DTP", "q": "QTY", "t": "N1", "v": "ICM", "u": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
+               "X": "LX", "R": "NM1"})
 
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -96,7 +99,7 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?") + "v?w?L?(?:M34)?"  # ICM HLH LUI, 2100C
-              + r"(?:Hbe?u{0,9}l?)*")  # the u after HD: 2300 AMT; the l: the 2300 REF*1L
+              + r"(?:Hbe?u{0,9}l?(?:XR)?)*")  # the u after HD: 2300 AMT; the l: the 2300 REF*1L
     # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
     return re.compile(r"SBo?a?q{0,3}PYt{0,2}"), re.compile(member)
 

@@ -218,6 +218,18 @@ class HealthRelated(StrEnum):
     TOBACCO_USE_AND_SUBSTANCE_ABUSE = "X"
 
 
+# ---- Companion-guide depth: primary care provider ----------------------------------------------------
+
+
+class ProviderRelationship(StrEnum):
+    """NM110 Entity Relationship Code (element 706) of Loop 2310 Provider Name: is the member already
+    the provider's patient."""
+
+    ESTABLISHED_PATIENT = "25"
+    NOT_ESTABLISHED_PATIENT = "26"
+    UNKNOWN = "72"
+
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

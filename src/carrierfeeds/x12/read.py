@@ -22,6 +22,8 @@ READ_COLUMNS: tuple[str, ...] = (
     # contact: PER, HLH, LUI (2100A), N3/N4 (2100C)
     "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2", "mailing_city",
     "mailing_state", "mailing_zip",
+    # primary care provider: Loop 2310 NM1*P3 NM109, NM110
+    "pcp_npi", "pcp_relationship",
 )
 _AMOUNTS = {"FK": "coverage_amount", "P3": "premium_amount"}
 _MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
@@ -85,6 +87,8 @@ def read_834(data: bytes) -> pd.DataFrame:
                 member["member_id"] = get(el, 2)
         elif seg == "DTP" and member and coverage is None and get(el, 1) in _MEMBER_DATES:
             member[_MEMBER_DATES[get(el, 1)]] = get(el, 3)
+        elif seg == "NM1" and coverage is not None and get(el, 1) == "P3":
+            coverage.update(pcp_npi=get(el, 9), pcp_relationship=get(el, 10))
         elif seg == "NM1" and member and get(el, 1) == "31":
             mailing = True
         elif seg == "PER" and member:

@@ -9,6 +9,7 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
                     (Loop 2100A) NM1*IL [...*34*ssn]  [PER*IP]  [N3 N4]  [DMG*D8]  [ICM]  [HLH]  [LUI]
                     (Loop 2100C) [NM1*31 N3 N4]
                     per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
+                                 [Loop 2310: LX NM1*P3 (primary care provider)]
       SE
     GE IEA
 
@@ -69,7 +70,9 @@ OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "el
                   "icm01", "salary", "coverage_amount", "premium_amount",
                   # contact: 2100A PER, HLH, LUI; 2100C N3/N4
                   "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2",
-                  "mailing_city", "mailing_state", "mailing_zip")
+                  "mailing_city", "mailing_state", "mailing_zip",
+                  # primary care provider: Loop 2310 LX, NM1*P3
+                  "pcp_npi", "pcp_relationship")
 #: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
 _AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
             (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
@@ -516,6 +519,13 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     has_policy = has_hd & filled["coverage_policy_number"] if "coverage_policy_number" in options else None
     if has_policy is not None:
         segment(f"REF{e}1L{e}", "coverage_policy_number", has_policy)
+    has_pcp = has_hd & filled["pcp_npi"] if "pcp_npi" in options else None
+    if has_pcp is not None:
+        out.lit(f"LX{e}1{t}NM1{e}P3{e}1{e * 6}XX{e}", has_pcp)  # NM103-NM107 empty
+        out.col("pcp_npi", has_pcp)
+        out.lit(e, has_pcp)
+        out.col("pcp_relationship", has_pcp)
+        out.lit(t, has_pcp)
     text = _text_bytes(out.text())
     if not (clean and out.literals_in(charset, d)):
         _assert_charset(text, d, charset)
@@ -527,7 +537,7 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
                 + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
                 + (count(has_policy) if has_policy is not None else 0)
                 + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts)
-                + sum(count(x) for x in contact))
+                + sum(count(x) for x in contact) + (2 * count(has_pcp) if has_pcp is not None else 0))
     return text, segments
 
 
@@ -652,6 +662,10 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                         body.append(_seg(d, "AMT", qualifier, row[column]))
                 if row.get("coverage_policy_number"):
                     body.append(_seg(d, "REF", "1L", row["coverage_policy_number"]))
+                if row.get("pcp_npi"):
+                    body.append(_seg(d, "LX", "1"))
+                    body.append(_seg(d, "NM1", "P3", "1", "", "", "", "", "", "XX", row["pcp_npi"],
+                                     row["pcp_relationship"]))
             if not set("".join(body)) <= allowed:
                 raise ConformanceFailed(f"a value holds a character outside the {options.charset} character set",
                                         details={"rule": "character_set", "charset": options.charset})
