@@ -76,7 +76,9 @@ MEMBER_OPTIONS: Final[tuple[str, ...]] = ("group_policy_number", "reporting_cate
                                           "eligibility_begin", "eligibility_end")
 _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS,
                                          *("icm01", "salary"),  # volumes: 2100A ICM
-                                         *("phone", "email", "hlh01", "language"))  # contact: PER, HLH, LUI
+                                         *("phone", "email", "hlh01", "language"),  # contact: PER, HLH, LUI
+                                         # reporting categories: Loop 2700/2750 values and dates
+                                         *(f"reporting_2750_{k}{s}" for k in range(1, 11) for s in ("", "_date")))
 #: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
                                      *("coverage_amount", "premium_amount"),  # volumes: 2300 AMT*FK/P3

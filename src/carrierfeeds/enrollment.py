@@ -144,16 +144,27 @@ class RenderOptions:
     control_totals: tuple[str, ...] = ()
     header_parties: tuple[tuple[str, str, str, str], ...] = ()
 
+    # Loop 2700/2750: (N102 name, REF01 qualifier) of each category, in order; their values are the view
+    # columns reporting_2750_1 ... (DTP*007: reporting_2750_1_date ...).
+    reporting_categories: tuple[tuple[str, str], ...] = ()
+
     @classmethod
     def for_mapping(cls, mapping: CarrierMapping, as_of: date | None = None) -> RenderOptions:
         reporting = mapping.member_references.client_reporting_category
-        sources = (("reporting_category", reporting.field),) if reporting and reporting.field else ()
+        sources: tuple[tuple[str, str], ...] = (
+            (("reporting_category", reporting.field),) if reporting and reporting.field else ())
+        categories = mapping.reporting_categories
+        for k, category in enumerate(categories, start=1):
+            sources += ((f"reporting_2750_{k}", category.field),)
+            if category.date_field is not None:
+                sources += ((f"reporting_2750_{k}_date", category.date_field),)
         head = mapping.file_header
         effective = as_of.strftime("%Y%m%d") if head.file_effective_date and as_of is not None else ""
         parties = tuple((p.role, fold_text(p.name, 60), p.id_qualifier, fold_text(p.id, 80)) for p in head.parties)
         return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
                    sources=sources, file_effective_date=effective, control_totals=tuple(head.control_totals),
-                   header_parties=parties)
+                   header_parties=parties,
+                   reporting_categories=tuple((fold_text(c.name, 60), c.qualifier) for c in categories))
 
     def source_of(self, column: str) -> str | None:
         """The census field view ``column`` carries (None: config or diff alone)."""
@@ -737,6 +748,11 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
             task(fold, col, raw(src), max_len, text_rule)
         task(lambda: [("mailing_state", state(raw("mailing_state"))[0][1])])
         task(digits, "mailing_zip", raw("mailing_zip"), (5, 9))
+    for k, category in enumerate(mapping.reporting_categories, start=1):
+        if category.field in frame.columns:
+            task(fold, f"reporting_2750_{k}", raw(category.field), 50, text_rule)
+        if category.date_field is not None and category.date_field in frame.columns:
+            task(dates, f"reporting_2750_{k}_date", raw(category.date_field), False)
     pcp = mapping.primary_care_provider
     if pcp is not None and "pcp_npi" in frame.columns:
         task(lambda: _primary_care(raw("pcp_npi"), raw("pcp_existing_patient"), plan, set(pcp.plans), rows, order))

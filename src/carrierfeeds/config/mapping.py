@@ -216,6 +216,32 @@ class PrimaryCareProvider(_Model):
     plans: tuple[str, ...] = Field(min_length=1, description="canonical plan codes whose coverage carries the PCP")
 
 
+# ---- Companion-guide depth: member reporting categories (Loop 2700/2750) ----------------------------
+
+#: At most this many Loop 2700 categories per member (view columns reporting_2750_1 ...).
+MAX_REPORTING_CATEGORIES = 10
+
+
+class ReportingCategory(_Model):
+    """One Loop 2700/2750 category: N1*75 ``name``, REF ``qualifier`` with the census ``field``'s value,
+    and optionally DTP*007 from the census date ``date_field``; a member without a value gets none."""
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+                      description="N102: the category's name as the carrier's guide spells it")
+    field: str = Field(description="the census field whose value is REF02")
+    qualifier: Literal["00", "17", "18", "19", "26", "3L", "6M", "9V", "9X", "GE", "LU", "PID", "XX1", "XX2",
+                       "YY", "ZZ"] = Field("ZZ", description="REF01")
+    date_field: str | None = Field(None, description="a census date field for DTP*007 (effective date)")
+
+    @field_validator("field", "date_field")
+    @classmethod
+    def _canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in CANONICAL_COLUMNS:
+            close = difflib.get_close_matches(v, CANONICAL_COLUMNS, n=1)
+            raise ValueError(f"unknown census field {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -272,6 +298,8 @@ class CarrierMapping(_Model):
     file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
     volumes: Volumes = Field(Volumes(), description="life/disability volumes: ICM, AMT*FK/P3, the EOI hold")
     contact: Contact = Field(Contact(), description="PER phone/e-mail, 2100C mailing address, LUI, HLH")
+    reporting_categories: tuple[ReportingCategory, ...] = Field(
+        (), max_length=MAX_REPORTING_CATEGORIES, description="Loop 2700/2750 member reporting categories")
     primary_care_provider: PrimaryCareProvider | None = Field(
         None, description="Loop 2310 PCP on the plans named (needs pcp_npi and pcp_existing_patient allowlisted)")
 
@@ -327,6 +355,10 @@ class CarrierMapping(_Model):
             unknown = [p for p in pcp.plans if p not in self.plans]
             if unknown:
                 raise ValueError(f"primary_care_provider.plans {unknown} are not among the mapping's plans")
+        for k, category in enumerate(self.reporting_categories):
+            off_fields = [f for f in (category.field, category.date_field) if f is not None and f not in allow]
+            if off_fields:
+                raise ValueError(f"reporting_categories.{k} needs {off_fields} on the allowlist (minimum necessary)")
         if self.contact.email and self.charset != "extended":
             raise ValueError("contact.email needs charset extended (the basic set has no @ or lower case)")
         return self

@@ -36,6 +36,7 @@ from carrierfeeds.x12.codes import (
     MaintenanceReason,
     MaintenanceType,
     ReferenceQualifier,
+    ReportingCategoryQualifier,
     SubscriberIndicator,
     values,
 )
@@ -83,13 +84,17 @@ _TOKENS.update({b"ICM": "v", b"AMTFK": "u", b"AMTP3": "u"})
 _TOKENS.update({b"HLH": "w", b"LUI": "L", b"NM131": "M"})
 # Primary care provider: Loop 2310 LX and NM1*P3.
 _TOKENS.update({b"LX": "X", b"NM1P3": "R"})
+# Member reporting categories: LS, LE, Loop 2750 N1*75 and its REF (REF*17 is "c" already; DTP*007 "a").
+_TOKENS.update({b"LS": "J", b"LE": "E", b"N175": "K"})
+_TOKENS.update({b"REF" + q.value.encode("ascii"): "Z" for q in ReportingCategoryQualifier
+                if q is not ReportingCategoryQualifier.CLIENT_REPORTING_CATEGORY})
 _QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1", b"QTY", b"AMT"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
 _NAMES.update({"a": "DTP", "q": "QTY", "t": "N1", "v": "ICM", "u": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
-               "X": "LX", "R": "NM1"})
+               "X": "LX", "R": "NM1", "J": "LS", "E": "LE", "K": "N1", "Z": "REF"})
 
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -99,7 +104,7 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?") + "v?w?L?(?:M34)?"  # ICM HLH LUI, 2100C
-              + r"(?:Hbe?u{0,9}l?(?:XR)?)*")  # the u after HD: 2300 AMT; the l: the 2300 REF*1L
+              + r"(?:Hbe?u{0,9}l?(?:XR)?)*(?:J(?:XK[cZ]a?)+E)?")  # the u after HD: 2300 AMT; the l: the 2300 REF*1L
     # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
     return re.compile(r"SBo?a?q{0,3}PYt{0,2}"), re.compile(member)
 

@@ -230,6 +230,29 @@ class ProviderRelationship(StrEnum):
     UNKNOWN = "72"
 
 
+# ---- Companion-guide depth: member reporting categories (Loop 2700/2750) ----------------------------
+
+
+class ReportingCategoryQualifier(StrEnum):
+    """REF01 Reference Identification Qualifier (element 128) of Loop 2750 Reporting Category Reference."""
+
+    CONTRACTING_DISTRICT_NUMBER = "00"
+    CLIENT_REPORTING_CATEGORY = "17"
+    PLAN_NUMBER = "18"
+    DIVISION_IDENTIFIER = "19"
+    UNION_NUMBER = "26"
+    BRANCH_NUMBER = "3L"
+    APPLICATION_NUMBER = "6M"
+    PAYMENT_CATEGORY = "9V"
+    ACCOUNT_CATEGORY = "9X"
+    GEOGRAPHIC_NUMBER = "GE"
+    LOCATION_NUMBER = "LU"
+    PROGRAM_IDENTIFICATION_NUMBER = "PID"
+    SPECIAL_PROGRAM_CODE = "XX1"
+    SERVICE_AREA_CODE = "XX2"
+    GEOGRAPHIC_DESTINATION_ZONE_NUMBER = "YY"
+    MUTUALLY_DEFINED = "ZZ"
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

@@ -62,9 +62,14 @@ def read_834(data: bytes) -> pd.DataFrame:
     def get(elements: list[str], index: int) -> str:
         return elements[index] if index < len(elements) else ""
 
+    categories = False  # inside Loop 2700 (LS..LE): its REF and DTP are not the member's
     for el in segments:
         seg = el[0]
-        if seg == "ST":
+        if seg in ("LS", "LE"):
+            categories = seg == "LS"
+        elif categories:
+            continue
+        elif seg == "ST":
             st02 = get(el, 2)
         elif seg == "INS":
             close_member()

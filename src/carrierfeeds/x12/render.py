@@ -8,6 +8,7 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
                                  [DTP*336 hire date]  [DTP*356]  [DTP*357]
                     (Loop 2100A) NM1*IL [...*34*ssn]  [PER*IP]  [N3 N4]  [DMG*D8]  [ICM]  [HLH]  [LUI]
                     (Loop 2100C) [NM1*31 N3 N4]
+                    after its Loop 2300s [LS*2700 (LX N1*75 REF [DTP*007])... LE*2700]
                     per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
                                  [Loop 2310: LX NM1*P3 (primary care provider)]
       SE
@@ -72,7 +73,9 @@ OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "el
                   "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2",
                   "mailing_city", "mailing_state", "mailing_zip",
                   # primary care provider: Loop 2310 LX, NM1*P3
-                  "pcp_npi", "pcp_relationship")
+                  "pcp_npi", "pcp_relationship",
+                  # member reporting categories: Loop 2700/2750 values and DTP*007 dates
+                  *(f"reporting_2750_{k}{suffix}" for k in range(1, 11) for suffix in ("", "_date")))
 #: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
 _AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
             (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
@@ -376,7 +379,8 @@ def _filled(arr: pa.Array) -> np.ndarray:
 
 
 def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset: Charset = "basic",
-                  options: frozenset[str] | None = None) -> tuple[bytes, int]:
+                  options: frozenset[str] | None = None, names: tuple[tuple[str, str], ...] = ()
+                  ) -> tuple[bytes, int]:
     """One chunk of whole members as ASCII bytes, and its segment count.
 
     Column-wise: no Python object per value (making and joining str objects would take most of the time
@@ -526,6 +530,7 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         out.lit(e, has_pcp)
         out.col("pcp_relationship", has_pcp)
         out.lit(t, has_pcp)
+    categories = _reporting_categories(out, chunk, start, filled, options, e, t, names)
     text = _text_bytes(out.text())
     if not (clean and out.literals_in(charset, d)):
         _assert_charset(text, d, charset)
@@ -537,8 +542,50 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
                 + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
                 + (count(has_policy) if has_policy is not None else 0)
                 + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts)
-                + sum(count(x) for x in contact) + (2 * count(has_pcp) if has_pcp is not None else 0))
+                + sum(count(x) for x in contact) + (2 * count(has_pcp) if has_pcp is not None else 0)
+                + categories)
     return text, segments
+
+
+def member_ends(start: np.ndarray) -> np.ndarray:
+    """For each row of a chunk of whole members, whether it is its member's last row."""
+    ends = np.ones(len(start), dtype=bool)
+    if len(start) > 1:
+        ends[:-1] = np.asarray(start[1:], dtype=bool)
+    return ends
+
+
+def _reporting_categories(out: _Pieces, chunk: pd.DataFrame, start: np.ndarray, filled: dict[str, np.ndarray],
+                          options: frozenset[str], e: str, t: str, names: tuple[tuple[str, str], ...]) -> int:
+    """Loop 2700 after a member's last Loop 2300: LS, per category with a value LX (numbered per member),
+    N1*75 ``names``' N102, REF with its REF01 and the value, the optional DTP*007, then LE. Returns the
+    segments written."""
+    present = [(k, name, qualifier) for k, (name, qualifier) in enumerate(names, start=1)
+               if f"reporting_2750_{k}" in options]
+    if not present:
+        return 0
+    last = member_ends(start)
+    has = [last & filled[f"reporting_2750_{k}"] for k, _, _ in present]
+    any_category = np.logical_or.reduce(has)
+    out.lit(f"LS{e}2700{t}", any_category)
+    number = np.zeros(len(chunk), dtype=np.int64)
+    segments = 2 * int(np.count_nonzero(any_category))
+    for (k, name, qualifier), mask in zip(present, has, strict=True):
+        number = number + mask
+        for n in np.unique(number[mask]).tolist():
+            out.lit(f"LX{e}{n}{t}", mask & (number == n))
+        out.lit(f"N1{e}75{e}{name}{t}REF{e}{qualifier}{e}", mask)
+        out.col(f"reporting_2750_{k}", mask)
+        out.lit(t, mask)
+        segments += 3 * int(np.count_nonzero(mask))
+        if f"reporting_2750_{k}_date" in options:
+            dated = mask & filled[f"reporting_2750_{k}_date"]
+            out.lit(f"DTP{e}007{e}D8{e}", dated)
+            out.col(f"reporting_2750_{k}_date", dated)
+            out.lit(t, dated)
+            segments += int(np.count_nonzero(dated))
+    out.lit(f"LE{e}2700{t}", any_category)
+    return segments
 
 
 def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
@@ -556,6 +603,8 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
     options = enrollment.options
     present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
     table, start = _prepare(enrollment, d)
+    for name, _ in options.reporting_categories:
+        _check_value(name, d, "N102")
     sets = split_transaction_sets(table, start, options.max_members_per_transaction)
     numbers = set_numbers(control, len(sets))
     head = envelope_segments(header, control, d)
@@ -567,7 +616,7 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
         count = len(set_head)
         starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
         bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
-        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
+        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
                   for lo, hi in itertools.pairwise(bounds))
         for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
             count += segments
@@ -591,6 +640,20 @@ def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control:
     return b"".join(render_834(enrollment, header, control, delimiters))
 
 
+def _naive_categories(row: dict[str, str], categories: tuple[tuple[str, str], ...], d: Delimiters) -> list[str]:
+    """Loop 2700 of one member, from its last row (the reference for :func:`_reporting_categories`)."""
+    body: list[str] = []
+    for k, (name, qualifier) in enumerate(categories, start=1):
+        if row.get(f"reporting_2750_{k}"):
+            body.append(_seg(d, "LX", str(sum(s.startswith("LX") for s in body) + 1)))
+            body.append(_seg(d, "N1", "75", name))
+            body.append(_seg(d, "REF", qualifier, row[f"reporting_2750_{k}"]))
+            if row.get(f"reporting_2750_{k}_date"):
+                body.append(_seg(d, "DTP", "007", "D8", row[f"reporting_2750_{k}_date"]))
+    return [_seg(d, "LS", "2700"), *body, _seg(d, "LE", "2700")] if body else []
+
+
+
 def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
                      delimiters: Delimiters = DEFAULT_DELIMITERS) -> bytes:
     """The per-row reference writer: the same bytes as :func:`render_834`, one segment at a time."""
@@ -607,7 +670,9 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                                        options=options, totals=set_totals(table, start, set_lo, set_hi))
         segs.extend(set_head)
         count = len(set_head)
-        for is_start, row in zip(start[set_lo:set_hi].tolist(), records[set_lo:set_hi], strict=True):
+        lasts = member_ends(start[set_lo:set_hi]).tolist()
+        for is_start, is_last, row in zip(start[set_lo:set_hi].tolist(), lasts, records[set_lo:set_hi],
+                                          strict=True):
             for column, value in row.items():
                 _check_value(value, d, column)
             body: list[str] = []
@@ -666,6 +731,8 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "LX", "1"))
                     body.append(_seg(d, "NM1", "P3", "1", "", "", "", "", "", "XX", row["pcp_npi"],
                                      row["pcp_relationship"]))
+            if is_last:
+                body.extend(_naive_categories(row, options.reporting_categories, d))
             if not set("".join(body)) <= allowed:
                 raise ConformanceFailed(f"a value holds a character outside the {options.charset} character set",
                                         details={"rule": "character_set", "charset": options.charset})
