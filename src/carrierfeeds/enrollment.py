@@ -33,11 +33,24 @@ hd03, hd04          insurance line and plan description                         
 hd05                coverage level                                               coverage_level
 coverage_start/end  CCYYMMDD (DTP*348/349), end may be ""                        coverage_start/end
 row_number          census row, for error reports (never rendered)               (row_number)
+icm01, salary       ICM01 frequency code, ICM02 amount (volumes.salary)          salary_frequency,
+                                                                                 salary
+coverage_amount     2300 AMT*FK, premium_amount 2300 AMT*P3 (volumes)            coverage_amount,
+                                                                                 premium_amount
+phone, email        PER*IP TE / EM (contact.phone, contact.email)                phone, email
+hlh01, language     HLH01 T/N/U, LUI02 ISO 639 upper case (contact)              tobacco_use,
+                                                                                 language
+mailing_address1..  2100C N3/N4 (contact.mailing_address)                        mailing_*
+pcp_npi,            2310 NM109 / NM110 25/26/72 on the plans                     pcp_npi,
+pcp_relationship    primary_care_provider names                                  pcp_existing_patient
+reporting_2750_k    2750 REF02 (and _date: DTP*007) of reporting category k      (mapping) field
 ==================  ===========================================================  ==================
 
 A column whose census field is not on the carrier's allowlist is absent, not blank; so is a column
-the mapping does not ask for (REF and DTP options). Every text value in the view is folded to the
-carrier's character set (``charset``) and is free of X12 delimiters (see
+the mapping does not ask for (REF and DTP options, and the companion-guide settings: volumes, contact,
+primary_care_provider, reporting_categories). A line whose eoi_pending is Y under volumes.eoi_hold is not
+in the view at all (``excluded["eoi_pending"]``, ``Enrollment.held_lines``). Every text value in the
+view is folded to the carrier's character set (``charset``) and is free of X12 delimiters (see
 :mod:`carrierfeeds.x12.sanitize`); how many values each step of that rule changed is
 ``Enrollment.normalised``, by rule name.
 """
