@@ -77,9 +77,9 @@ _TOKENS: dict[bytes, str] = {
     b"IEA": "z",
 }
 # Companion-guide depth, file header: DTP*007, QTY*TO/DT/ET, Loop 1000C N1*TV/N1*BO.
-_TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N1TV": "t", b"N1BO": "t"})
+_TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N1TV": "T", b"N1BO": "T"})
 # Volumes: 2100A ICM, 2300 AMT*FK/AMT*P3.
-_TOKENS.update({b"ICM": "v", b"AMTFK": "u", b"AMTP3": "u"})
+_TOKENS.update({b"ICM": "V", b"AMTFK": "U", b"AMTP3": "U"})
 # Contact: 2100A HLH and LUI, 2100C NM1*31 (its N3/N4 are the same tokens as 2100A's).
 _TOKENS.update({b"HLH": "w", b"LUI": "L", b"NM131": "M"})
 # Primary care provider: Loop 2310 LX and NM1*P3.
@@ -93,7 +93,7 @@ _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
-_NAMES.update({"a": "DTP", "q": "QTY", "t": "N1", "v": "ICM", "u": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
+_NAMES.update({"a": "DTP", "q": "QTY", "T": "N1", "V": "ICM", "U": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
                "X": "LX", "R": "NM1", "J": "LS", "E": "LE", "K": "N1", "Z": "REF"})
 
 
@@ -103,10 +103,10 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # REF*17, REF*23, REF*DX, DTP*303/336/356/357. Loop 2300 is situational: a change file may carry a
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
-    member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?") + "v?w?L?(?:M34)?"  # ICM HLH LUI, 2100C
-              + r"(?:Hbe?u{0,9}l?(?:XR)?)*(?:J(?:XK[cZ]a?)+E)?")  # the u after HD: 2300 AMT; the l: the 2300 REF*1L
+    member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?") + "V?w?L?(?:M34)?"  # ICM HLH LUI, 2100C
+              + r"(?:Hbe?U{0,9}l?(?:XR)?)*(?:J(?:XK[cZ]a?)+E)?")  # the U after HD: 2300 AMT; the l: the 2300 REF*1L
     # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
-    return re.compile(r"SBo?a?q{0,3}PYt{0,2}"), re.compile(member)
+    return re.compile(r"SBo?a?q{0,3}PYT{0,2}"), re.compile(member)
 
 
 def _problem(pos: int, seg: str, element: str, code: str, message: str) -> Problem:
