@@ -72,10 +72,10 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Run every feed of ``batch`` back to back in this process; seconds per feed and their statuses."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     if batch.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
-        # A pool that fills every CPU pins each worker to one (pipeline.PYX12_PIECES_MIN_BYTES): the
+        # A pool that fills every CPU pins each worker to one (gate.PYX12_PIECES_MIN_BYTES): the
         # gate then keeps pyx12 in the worker instead of starting children that compete for the CPUs.
         os.sched_setaffinity(0, {batch["cpu"]})
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.settings import Settings
 
     work = Path(batch["work"])
@@ -88,7 +88,7 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     for feed_id, census in batch["censuses"].items():
         t0 = time.perf_counter()
-        summary = pipeline.run_feed(settings, pipeline.RunRef.for_day(feed_id, DAY), clock=_clock,
+        summary = run.run_feed(settings, run.RunRef.for_day(feed_id, DAY), clock=_clock,
                                     actor="benchmark", census_path=Path(census))
         seconds.append(time.perf_counter() - t0)
         statuses[summary.status] = statuses.get(summary.status, 0) + 1

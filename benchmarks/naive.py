@@ -181,7 +181,7 @@ def run_naive(*, census: Path, bundle: Any, pipeline_payload: Path, state: dict[
 
     from carrierfeeds.config import Party
     from carrierfeeds.enrollment import build_enrollment
-    from carrierfeeds.validation import _cross_row_rules
+    from carrierfeeds.validation.rules import cross_row_rules
     from carrierfeeds.x12.check import validate_with_pyx12
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
     from carrierfeeds.x12.render import render_834_naive
@@ -190,7 +190,7 @@ def run_naive(*, census: Path, bundle: Any, pipeline_payload: Path, state: dict[
     steps: dict[str, float] = {}
     frame = _timed(steps, "read", lambda: _read_naive(census, schema))
     gx_ok = _timed(steps, "validate_gx_default", lambda: _gx_default(frame, bundle.suite_path))
-    raws = _timed(steps, "cross_row_rules", lambda: _cross_row_rules(frame, schema, as_of))
+    raws = _timed(steps, "cross_row_rules", lambda: cross_row_rules(frame, schema, as_of))
     if raws:
         log.warning("naive baseline: cross-row rules found %d rule(s) broken", len(raws))
     enrollment = _timed(steps, "build", lambda: build_enrollment(frame, feed, mapping, as_of=as_of))

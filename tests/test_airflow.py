@@ -114,7 +114,8 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     stems = sorted(p.stem for p in feeds.glob("*.yaml"))
     assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in stems)]
     housekeeping = result["dags"].pop("carrierfeeds_housekeeping")
-    assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain"]
+    assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain",
+                                     "check_census_arrivals"]
     assert housekeeping["schedule"] == "30 3 * * *" and housekeeping["timezone"] == "UTC"
     for info in [housekeeping, *result["dags"].values()]:
         assert all(r >= 1 for r in info["retries"])
@@ -256,7 +257,7 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
         from types import SimpleNamespace
         from carrierfeeds.airflow import FeedStageFailed
         from carrierfeeds.errors import TransientError
-        from carrierfeeds.notify import WebhookNotifier
+        from carrierfeeds.airflow import WebhookNotifier
 
         ti = SimpleNamespace(dag_id="feed__f1", task_id="validate", try_number=4)
         notifier = WebhookNotifier(feed_id="f1", connection_id="cf_webhook")
@@ -364,7 +365,8 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook
     intact = _run_python(code.replace("DAY", "20"), env, tmp_path)
     assert intact["state"] == "success", intact["tasks"]
     assert intact["tasks"] == {"poll_acknowledgments": "success", "retention_purge": "success",
-                               "verify_ledger_chain": "success"}
+                               "verify_ledger_chain": "success", "check_census_arrivals": "success",
+                               "reconcile_returns": "success"}
     assert webhook.received == []
 
     engine = sa.create_engine(url)

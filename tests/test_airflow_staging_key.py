@@ -1,4 +1,4 @@
-"""The staging key's Airflow Variable has a name Airflow's secrets masker treats as sensitive (issue 17); the
+"""The staging key's Airflow Variable has a name Airflow's secrets masker treats as sensitive; the
 old name still works, with a DeprecationWarning and its value masked by hand. Real Airflow, a fresh
 interpreter per case (Airflow reads its configuration once per process)."""
 

@@ -1,4 +1,4 @@
-"""The audit log's CSV never hands a spreadsheet a formula (issue 17): free text an operator typed (an
+"""The audit log's CSV never hands a spreadsheet a formula: free text an operator typed (an
 actor, a forced resend's reason) that starts like one (=, +, -, @, tab, CR) is written with a leading
 ``'``; ids, hashes, counts and times are written as they are."""
 

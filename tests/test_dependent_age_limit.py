@@ -1,4 +1,4 @@
-"""The dependent age limit is judged on coverage dates (issue 16, finding 2): a child whose coverage ends by
+"""The dependent age limit is judged on coverage dates: a child whose coverage ends by
 the day the schema's ``dependent_coverage_ends`` allows passes on every day before it ends; coverage that
 runs past that day is a finding on the child's rows (column coverage_end, rule dependent_age_limit)."""
 

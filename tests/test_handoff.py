@@ -247,7 +247,9 @@ def _outbox(ws: object) -> Path:
 
 @pytest.mark.slow
 def test_a_crash_after_placing_the_file_still_leaves_a_pending_handoff(manual_ws: object) -> None:
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
 
     ws = manual_ws
     ref = RunRef.for_day("acme-northwind-dental", DAY)
@@ -282,7 +284,9 @@ def test_a_crash_after_placing_the_file_still_leaves_a_pending_handoff(manual_ws
 
 @pytest.mark.slow
 def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: object) -> None:
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
 
     ws = manual_ws
     ref = RunRef.for_day("acme-northwind-dental", DAY)

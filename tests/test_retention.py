@@ -313,7 +313,7 @@ def test_least_privilege_role_cannot_purge(pg_database: str, tmp_path: Path) -> 
 
 
 def test_acknowledgments_go_with_their_run_and_unmatched_ones_by_age(ledger: Ledger, tmp_path: Path) -> None:
-    from carrierfeeds.ledger.store import AckRow
+    from carrierfeeds.ledger.records import AckRow
 
     old_run = _run(ledger, ENDED.feed_id, date(2018, 2, 28), OLD)
     (old_delivery,) = [d for d in ledger.deliveries() if d.run_id == old_run]

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from carrierfeeds.cli import EXIT_OK, app
+from carrierfeeds.cli import app
+from carrierfeeds.outcomes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 FEEDS = ("acme-sunrise-medical", "acme-clearview-vision")
@@ -54,7 +55,9 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
 
     data = tmp_path / "var"
     keys_dir = tmp_path / "keys"
@@ -113,23 +116,23 @@ def test_purge_takes_every_place_a_run_wrote_member_data_and_a_hold_keeps_them(w
             *(f"{kind}/{f}" for kind in ("staging", "reports") for f in FEEDS),
             "snapshots/acme-clearview-vision"} <= places, places
 
-    assert runner.invoke(app, ["hold", "set", "--employer", "acme", "--reason", "matter 7"]).exit_code == EXIT_OK
+    assert runner.invoke(app, ["hold", "set", "--employer", "acme", "--reason", "matter 7"]).exit_code == ExitCode.OK
     held = runner.invoke(app, ["purge", "--as-of", "2027-03-15", "--json"])
-    assert held.exit_code == EXIT_OK, held.output
+    assert held.exit_code == ExitCode.OK, held.output
     assert _member_data(_files(data)) == before  # every file, byte for byte
 
     assert runner.invoke(app, ["hold", "clear", "--employer", "acme", "--reason", "matter 7 closed"]).exit_code == 0
     too_early = runner.invoke(app, ["purge", "--as-of", "2027-02-28"])  # due on 2027-03-01
-    assert too_early.exit_code == EXIT_OK
+    assert too_early.exit_code == ExitCode.OK
     assert _member_data(_files(data)) == before
 
     purged = runner.invoke(app, ["purge", "--as-of", "2027-03-15"])
-    assert purged.exit_code == EXIT_OK, purged.output
+    assert purged.exit_code == ExitCode.OK, purged.output
     left = _member_data(_files(data))
     assert left == {}, sorted({_place(p) for p in left})
     # The purge's own records still verify, anchors included.
     verify = runner.invoke(app, ["audit", "verify"])
-    assert verify.exit_code == EXIT_OK, verify.output
+    assert verify.exit_code == ExitCode.OK, verify.output
 
 
 def test_a_drop_folder_another_feed_still_reads_is_kept(workspace: dict[str, Any]) -> None:
@@ -141,7 +144,7 @@ def test_a_drop_folder_another_feed_still_reads_is_kept(workspace: dict[str, Any
     path.write_text(yaml.safe_dump(feed, sort_keys=False))
     drop = sorted((data / "inbound" / "acme").iterdir())
     result = runner.invoke(app, ["purge", "--as-of", "2027-03-15", "--json"])
-    assert result.exit_code == EXIT_OK, result.output
+    assert result.exit_code == ExitCode.OK, result.output
     assert sorted((data / "inbound" / "acme").iterdir()) == drop
     assert not (data / "staging" / FEEDS[0]).exists() and (data / "staging" / FEEDS[1]).exists()
     assert "kept (another feed reads it)" in runner.invoke(app, ["purge", "--as-of", "2027-03-15",

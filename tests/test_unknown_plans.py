@@ -1,4 +1,4 @@
-"""A plan no carrier knows is a finding, not a silent loss of coverage (issue 16, finding 1).
+"""A plan no carrier knows is a finding, not a silent loss of coverage.
 
 A census plan code that no mapping in the mappings folder lists and the feed does not authorise (a typo
 such as DEN-BASIC for DEN-STD, or a plan the employer renamed that the schema's ``plan_codes`` does not

@@ -7,6 +7,9 @@ rejected census, refused key or host, failed conformance) fail the task without 
 ``notify`` block gets a PHI-free webhook notice when a task fails for good. One housekeeping DAG polls
 carriers' acknowledgments, runs the retention purge and verifies the ledger's hash chain; its failures
 go to the webhook connection the Airflow Variable ``carrierfeeds_housekeeping_webhook`` names.
+
+Credentials reach the library through one :class:`AirflowConnections` (connections and Variables), the
+Airflow counterpart of the CLI's :class:`~carrierfeeds.credentials.KeysDirConnections`.
 """
 
 from __future__ import annotations
@@ -16,20 +19,31 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import DAG, BaseHook, Param, get_parsing_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.bases.notifier import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
-from carrierfeeds import pipeline
-from carrierfeeds.config import Feed, SftpDelivery, load_feed
+from carrierfeeds import run
+from carrierfeeds.config import Feed, load_feed
+from carrierfeeds.credentials import (
+    SftpEndpoint,
+    WebhookTarget,
+    known_hosts_names,
+    webhook_from_fields,
+    webhook_not_defined,
+)
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
-from carrierfeeds.settings import Settings, feed_paths, load_bundle
+from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
+from carrierfeeds.run.delivery import make_transport
+from carrierfeeds.settings import Settings, feed_paths, load_bundle, open_ledger, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +87,14 @@ def interval_day(feed: Feed, context: Any) -> date:
     return moment.astimezone(ZoneInfo(feed.timezone)).date()  # type: ignore[no-any-return]
 
 
-def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
+def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> SftpEndpoint:
     """Build an SftpEndpoint from an Airflow connection (SFTP provider conventions).
 
     host, port, login; extras: ``key_file`` (path) or ``private_key`` (PEM text, written 0600 into the
     run's private folder), and the pinned host key as ``host_key`` ("ssh-ed25519 AAAA...") or
     ``known_hosts`` (known_hosts text). ``no_host_key_check`` is refused: we fail closed.
     """
-    from carrierfeeds.credentials import SftpEndpoint, check_private_key_file
+    from carrierfeeds.credentials import check_private_key_file
 
     conn = BaseHook.get_connection(connection_id)
     extra = conn.extra_dejson
@@ -121,26 +135,6 @@ def sftp_endpoint_from_connection(connection_id: str, scratch: Path) -> Any:
                         known_hosts=known_hosts, **timeouts)
 
 
-def known_hosts_names(text: str, host: str) -> bool:
-    """Whether known_hosts ``text`` pins a key for ``host`` (``name`` or ``[name]:port``; hashed entries
-    too), the way paramiko looks a host up. Marker lines (``@cert-authority``, ``@revoked``) and lines
-    that do not parse pin nothing: paramiko would not use them either."""
-    import paramiko
-
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith(("#", "@")):
-            continue
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-        except (paramiko.SSHException, ValueError):
-            continue
-        for name in entry.hostnames if entry is not None else []:
-            if name == host or (name.startswith("|1|")
-                                and paramiko.HostKeys.hash_host(host, name.split("|")[2]) == name):
-                return True
-    return False
-
-
 def sql_url_from_connection(connection_id: str) -> str:
     """The SQLAlchemy URL of an Airflow connection for a SQL census source.
 
@@ -171,6 +165,41 @@ def sql_url_from_connection(connection_id: str) -> str:
 #: Airflow connection types and the SQLAlchemy driver a SQL census source uses for them.
 #: Others: the extra ``sqlalchemy_scheme``, or the connection type used as the scheme as it is.
 SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
+
+
+@dataclass(frozen=True)
+class AirflowConnections:
+    """:class:`~carrierfeeds.credentials.Connections` from Airflow connections and Variables, looked up
+    when asked (never at DAG parse). ``scratch`` gives the private folder a PEM key from a connection's
+    extra is written to (0600); without it such a connection is refused."""
+
+    scratch: Callable[[], Path] | None = None
+
+    def sftp_endpoint(self, connection_id: str) -> SftpEndpoint:
+        if self.scratch is None:
+            raise ConfigError("no private folder for the connection's key", file=f"airflow connection "
+                              f"{connection_id}", field="extra.private_key")
+        return sftp_endpoint_from_connection(connection_id, self.scratch())
+
+    def sql_url(self, connection_id: str) -> str:
+        return sql_url_from_connection(connection_id)
+
+    def webhook(self, connection_id: str) -> WebhookTarget:
+        """HTTP provider conventions: ``schema`` is the scheme, ``host``, ``port``, extra ``endpoint`` for
+        the path; ``login``/``password`` become basic auth."""
+        try:
+            conn = BaseHook.get_connection(connection_id)
+        except AirflowNotFoundException:
+            raise webhook_not_defined(connection_id) from None
+        extra = conn.extra_dejson or {}
+        return webhook_from_fields(connection_id, host=conn.host, schema=conn.schema, port=conn.port,
+                                   login=conn.login, password=conn.password, endpoint=extra.get("endpoint"))
+
+    def secret(self, name: str) -> str | None:
+        from airflow.sdk import Variable
+
+        value = Variable.get(name, default=None)
+        return None if value is None else str(value)
 
 
 def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
@@ -211,16 +240,6 @@ def staging_store(settings: Settings, url: str | Path | None = None) -> Any:
     return StagingStore(target, StagingKey.load_or_create(settings.resolved_keys_dir / KEY_FILE_NAME))
 
 
-def _transport_for(ctx: pipeline.RunContext) -> Any:
-    target = ctx.bundle.feed.delivery
-    if isinstance(target, SftpDelivery):
-        from carrierfeeds.transport.sftp import SftpTransport
-
-        return SftpTransport(sftp_endpoint_from_connection(target.connection_id, ctx.run_dir),
-                             target.remote_dir)
-    return pipeline.make_transport(ctx)
-
-
 def retries_left(context: Any) -> bool:
     """Whether Airflow will run this task again if it fails now (its own rule: retries and max_tries)."""
     ti = context["ti"]
@@ -235,26 +254,25 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     settings = Settings()
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
-    ctx: pipeline.RunContext | None = None
+    ctx: run.RunContext | None = None
     try:
         # Inside the try: a broken mapping, schema or suite, or a missing staging key, is a ConfigError
         # like any other and fails at once, named by its code, not retried.
         bundle = load_bundle(settings, feed_id)
-        ref = pipeline.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
+        ref = run.RunRef.for_day(feed_id, interval_day(bundle.feed, context))
         store = staging_store(settings, settings.staging_url)
-        ctx = pipeline.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
-                                bundle=bundle, store=store, ephemeral=True)
-        result = _call_stage(ctx, stage, params)
-        if stage == "confirm":
-            pipeline.anchor_run(ctx)
-        return result
+        # Connections from Airflow; a PEM key from a connection's extra goes into the run's private folder.
+        connections = AirflowConnections(scratch=lambda: private_dir(run.scratch_dir_for(settings, ref)))
+        ctx = run.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+                           bundle=bundle, store=store, ephemeral=True, connections=connections)
+        return STAGE_CALLS[stage](ctx, params)
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
         if ctx is not None:
-            pipeline.end_run(ctx, exc)
-            pipeline.anchor_run(ctx)
-        if pipeline.status_for(exc) in ("nothing_to_send", "no_new_census"):
+            run.end_run(ctx, exc)
+            run.anchor_run(ctx)
+        if status_for(exc) in NOTHING_NEW:
             # No changes, or no new census: the later stages are skipped, not failed.
             raise AirflowSkipException(f"{stage}: {exc.code}: {exc.message}") from None
         # Our messages are PHI-free by construction; they are what ops see in the task log.
@@ -264,7 +282,7 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         # after the last try nothing else would close the run or clear its staged member data.
         if ctx is not None:
             if retries_left(context):
-                pipeline.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
+                run.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
             else:
                 _abandon_run(ctx, stage, exc)
         raise
@@ -273,55 +291,97 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
             ctx.ledger.close()
 
 
-def _call_stage(ctx: pipeline.RunContext, stage: str, params: Any) -> dict[str, Any]:
-    if stage == "stage_census":
-        # Census connections come from Airflow connections, like deliveries.
-        return pipeline.stage_census(
-            ctx, force=bool(params.get("force_census", False)),
-            endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir),
-            sql_url_for=sql_url_from_connection)
-    if stage == "build":
-        return pipeline.build(ctx, full_file=bool(params.get("full_file", False)),
-                              endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir))
-    if stage == "validate":
-        return pipeline.validate(ctx)
-    if stage == "deliver":
-        return pipeline.deliver(ctx, transport=_transport_for(ctx))
-    if stage == "confirm":
-        return pipeline.confirm(ctx, endpoint_for=lambda cid: sftp_endpoint_from_connection(cid, ctx.run_dir)
-                                ).as_dict()
-    result: dict[str, Any] = STAGE_FUNCTIONS[stage](ctx)
-    return result
-
-
-def _abandon_run(ctx: pipeline.RunContext, stage: str, exc: BaseException) -> None:
+def _abandon_run(ctx: run.RunContext, stage: str, exc: BaseException) -> None:
     """The last try failed with something not ours: record the run as failed and clear its plaintext.
 
-    Like :func:`pipeline.end_run` for a permanent error: the staging store keeps only the PHI-free state
+    Like :func:`run.end_run` for a permanent error: the staging store keeps only the PHI-free state
     and the gpg ciphertext. The exception is named by type only: its text may hold anything.
     """
     from carrierfeeds.notify import TIMEOUT_CODE
 
     name = type(exc).__name__
     code = TIMEOUT_CODE if "Timeout" in name else "internal"
-    ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code=code, message=f"{stage}: {name}")
-    removed = pipeline.purge_plaintext(ctx)
+    ctx.ledger.finish_run(ctx.run_id, RunStatus.FAILED, now=ctx.now(), error_code=code, message=f"{stage}: {name}")
+    removed = run.purge_plaintext(ctx)
     log.error("feed %s run %s: %s failed on its last try (%s); run closed, %d staged artifact(s) removed",
               ctx.feed_id, ctx.run_id, stage, code, removed)
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[pipeline.RunContext], dict[str, Any]]] = {
-    "conformance": pipeline.conformance,
-    "encrypt": pipeline.encrypt,
+def _confirm(ctx: run.RunContext, params: Mapping[str, Any]) -> dict[str, Any]:
+    result = run.confirm(ctx).as_dict()
+    run.anchor_run(ctx)  # the run's last stage: its ledger head is anchored outside the database
+    return result
+
+
+#: What each task calls, with ops' switches from the DAG run's params (booleans only).
+STAGE_CALLS: dict[str, Callable[[run.RunContext, Mapping[str, Any]], dict[str, Any]]] = {
+    "stage_census": lambda ctx, params: run.stage_census(ctx, force=bool(params.get("force_census", False))),
+    "validate": lambda ctx, params: run.validate(ctx),
+    "build": lambda ctx, params: run.build(ctx, full_file=bool(params.get("full_file", False))),
+    "conformance": lambda ctx, params: run.conformance(ctx),
+    "encrypt": lambda ctx, params: run.encrypt(ctx),
+    # The transport is made first, so a bad connection fails the task before its intent row is written.
+    "deliver": lambda ctx, params: run.deliver(ctx, transport=make_transport(ctx)),
+    "confirm": _confirm,
 }
+
+
+class WebhookNotifier(BaseNotifier):
+    """POST a PHI-free JSON failure notice (:func:`carrierfeeds.notify.failure_payload`); usable as any
+    ``on_*_callback``.
+
+    Exactly one of ``url``, ``connection_id`` and ``connection_variable`` (an Airflow Variable holding
+    a connection id) is given. The URL is resolved when a notice is sent, in the process that sends it,
+    so DAG parsing never reads a connection or a Variable. ``feed_id`` is None for the housekeeping DAG.
+    """
+
+    template_fields = ()
+
+    def __init__(self, *, feed_id: str | None, url: str | None = None, connection_id: str | None = None,
+                 connection_variable: str | None = None, event: str = "failure", timeout: float = 10.0) -> None:
+        super().__init__()
+        if sum(v is not None for v in (url, connection_id, connection_variable)) != 1:
+            raise ConfigError("a webhook notifier needs exactly one of url, connection_id and "
+                              "connection_variable", field="notify")
+        self.feed_id = feed_id
+        self.url = url
+        self.connection_id = connection_id
+        self.connection_variable = connection_variable
+        self.event = event
+        self.timeout = timeout
+
+    def payload(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """What is sent: ids, stage, code and our message; never a value from the data."""
+        from carrierfeeds.notify import failure_payload
+
+        return failure_payload(context, feed_id=self.feed_id, event=self.event)
+
+    def resolve(self) -> WebhookTarget | None:
+        """Where to POST; None when the Variable naming the connection is unset."""
+        from carrierfeeds.notify import webhook_target
+
+        connections = AirflowConnections()
+        if self.connection_variable is not None:
+            connection_id = connections.secret(self.connection_variable)
+            return connections.webhook(connection_id.strip()) if connection_id else None
+        return webhook_target(connections, url=self.url, connection_id=self.connection_id)
+
+    def notify(self, context: Mapping[str, Any]) -> None:
+        from carrierfeeds.notify import send_webhook
+
+        payload = self.payload(context)
+        target = self.resolve()
+        if target is None:
+            log.warning("%s notice not sent: Airflow Variable %s names no webhook connection", self.event,
+                        self.connection_variable)
+            return
+        send_webhook(target, payload, sender=self.feed_id or "housekeeping", event=self.event, timeout=self.timeout)
 
 
 def notifiers_for(feed: Feed) -> list[Any]:
     """The feed's failure notifiers (empty without a ``notify`` block)."""
     if feed.notify is None:
         return []
-    from carrierfeeds.notify import WebhookNotifier
-
     return [WebhookNotifier(feed_id=feed.feed_id, url=feed.notify.webhook_url,
                             connection_id=feed.notify.webhook_connection_id)]
 
@@ -357,7 +417,7 @@ def build_feed_dag(feed: Feed) -> DAG:
         },
     ) as dag:
         previous = None
-        for stage in pipeline.STAGES:
+        for stage in run.STAGES:
             op = task(task_id=stage)(_bind(feed.feed_id, stage))()
             if previous is not None:
                 previous >> op
@@ -402,7 +462,7 @@ def _housekeeping_ledger(task_id: str, settings: Settings) -> Any:
     """The ledger for a housekeeping task: an unreachable server is raised for Airflow to retry, a bad
     URL or data dir fails the task at once, named by its setting."""
     try:
-        return pipeline.open_ledger(settings)
+        return open_ledger(settings)
     except CarrierFeedsError as exc:
         if exc.retriable:
             raise
@@ -420,7 +480,7 @@ def _poll_acknowledgments(**context: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="cf-acks-") as scratch:
             counts: dict[str, Any] = poll_all(
                 settings, ledger, now=_utcnow(),
-                endpoint_for=lambda connection_id: sftp_endpoint_from_connection(connection_id, Path(scratch)))
+                connections=AirflowConnections(scratch=lambda: Path(scratch)))
     except CarrierFeedsError as exc:
         if exc.retriable:
             raise
@@ -482,11 +542,45 @@ def _verify_ledger_chain(**context: Any) -> dict[str, Any]:
             "anchors": result.anchors.anchors}
 
 
-def build_housekeeping_dag() -> DAG:
-    """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain."""
-    import pendulum
+def _check_census_arrivals(**context: Any) -> dict[str, Any]:
+    from carrierfeeds.ops.arrival import check_all_arrivals
 
-    from carrierfeeds.notify import WebhookNotifier
+    settings = Settings()
+    ledger = _housekeeping_ledger("check_census_arrivals", settings)
+    try:
+        # Catches the feed whose run never came to say no_new_census (paused, failed before the census).
+        checks = check_all_arrivals(settings, ledger, now=_utcnow(), connections=AirflowConnections())
+    finally:
+        ledger.close()
+    # Counts only; each flagged feed is in the ledger (census_late, census_missing, census_arrived_late).
+    return {"checked": len(checks), "flagged": sum(c.verdict.state in ("late", "missing", "arrived_late")
+                                                   for c in checks)}
+
+
+# ------------------------------------------------------------------------------ reconcile returns
+def _reconcile_returns(**context: Any) -> dict[str, Any]:
+    """Collect and compare every feed's new return files: the function `carrierfeeds reconcile collect` calls."""
+    disable_core_dumps()
+    from carrierfeeds.reconcile.collect import collect_all
+
+    settings = Settings()
+    ledger = _housekeeping_ledger("reconcile_returns", settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cf-returns-") as scratch:
+            return collect_all(settings, ledger, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+                               connections=AirflowConnections(scratch=lambda: Path(scratch)))
+    except CarrierFeedsError as exc:
+        if exc.retriable:
+            raise
+        raise FeedStageFailed("reconcile_returns", exc.code, exc.message) from None
+    finally:
+        ledger.close()
+
+
+def build_housekeeping_dag() -> DAG:
+    """Daily: poll acknowledgments, purge what retention says is due, then verify the ledger chain; beside
+    them, check every feed's census against its expected window."""
+    import pendulum
 
     # No feed file to name a webhook: the connection id comes from a Variable, read only when a task fails.
     on_failure = WebhookNotifier(feed_id=None, connection_variable=HOUSEKEEPING_WEBHOOK_VARIABLE)
@@ -514,4 +608,6 @@ def build_housekeeping_dag() -> DAG:
         purge = task(task_id="retention_purge", trigger_rule="all_done")(_retention_purge)()
         verify = task(task_id="verify_ledger_chain", trigger_rule="all_done")(_verify_ledger_chain)()
         acks >> purge >> verify
+        task(task_id="check_census_arrivals", trigger_rule="all_done")(_check_census_arrivals)()
+        task(task_id="reconcile_returns", trigger_rule="all_done")(_reconcile_returns)()
     return dag

@@ -12,6 +12,10 @@ late when it came (or, still missing, the report was made) more than the carrier
 ``ack_window_hours`` after the delivery, passed in per feed; a feed without one gets the mapping
 default (24 h). A rejection counts rejected and partially accepted files alike: either way some of it
 was not taken.
+
+Why one module: every view here is a fold of the same ledger reads (delivery lines) rendered for one
+reader, an auditor; the queries are short and the renderers (CSV, JSON, table, HTML, PDF) share the
+value types, so a split would mostly add imports. reportlab is imported only inside the PDF renderer.
 """
 
 from __future__ import annotations
@@ -27,21 +31,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from carrierfeeds.acknowledgments.status import AckInfo, ack_infos
+from carrierfeeds.acknowledgments.status import BLOCKING_STATUSES, DEFAULT_WINDOW, AckInfo, ack_infos
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
-from carrierfeeds.ledger.records import DELIVERED_STATUSES
-from carrierfeeds.ledger.store import AuditEvent, AuthorisationRecord, OutcomeEvent
+from carrierfeeds.ledger.records import (
+    DELIVERED_STATUSES,
+    AuditEvent,
+    AuthorisationRecord,
+    DeliveryStatus,
+    OutcomeEvent,
+)
+from carrierfeeds.outcomes import UNSUCCESSFUL, RunStatus
 from carrierfeeds.retention import FeedParty
 from carrierfeeds.x12.codes import MaintenanceType
 
 log = logging.getLogger(__name__)
 
-#: How long after delivery an acknowledgment may take for a feed no ack window is passed for (the
-#: carrier mapping's ``ack_window_hours`` default).
-DEFAULT_ACK_WINDOW = timedelta(hours=24)
-#: Acknowledgment statuses that count as a rejection in the report (as in ``carrierfeeds.acknowledgments``).
-REJECTED_ACK_STATUSES = frozenset({"rejected", "partial"})
 #: Maintenance types (INS03) members are counted by: 001 change, 021 addition, 024 cancellation or
 #: termination, 025 reinstatement, 030 audit or compare (a full file).
 MAINTENANCE_TYPES: tuple[str, ...] = tuple(t.value for t in MaintenanceType)
@@ -148,14 +153,14 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
         seen = outcomes.get(d.delivery_id, [])
         employer, carrier = parties.get(d.feed_id, (None, None))
         authority = _authority(auths, d)
-        forced = [o.reason for o in seen if o.status == "forced_resend"]
+        forced = [o.reason for o in seen if o.status == DeliveryStatus.FORCED_RESEND]
         ack = (acks or {}).get(d.delivery_id)
         lines.append(DeliveryLine(
             delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
             carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
             # A rename_sent row marks the rename request inside an attempt; it is not an attempt itself.
-            status=d.status, attempts=sum(o.status != "rename_sent" for o in seen),
-            failures=sum(o.status == "failed" for o in seen),
+            status=d.status, attempts=sum(o.status != DeliveryStatus.RENAME_SENT for o in seen),
+            failures=sum(o.status == DeliveryStatus.FAILED for o in seen),
             members=d.member_counts.get("members"), maintenance=_maintenance(d.member_counts), isa13=d.isa13,
             file_name=d.file_name,
             transport=d.transport, payload_sha256=d.payload_sha256, ciphertext_sha256=d.ciphertext_sha256,
@@ -348,7 +353,7 @@ def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
 def build_report(ledger: Ledger, *, since: date, until: date, generated_at: datetime,
                  parties: Mapping[str, tuple[str, str]] | None = None,
                  acks: Mapping[str, AckInfo] | None = None, ack_windows: Mapping[str, timedelta] | None = None,
-                 default_ack_window: timedelta = DEFAULT_ACK_WINDOW,
+                 default_ack_window: timedelta = DEFAULT_WINDOW,
                  anchors: AnchorLog | None = None) -> AuditReport:
     """Everything the period report shows, from the ledger alone (plus acknowledgments, if tracked).
 
@@ -384,19 +389,19 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         g["manual"] += ln.transport == "manual"
         # A manual hand-off goes to a recipient without electronic intake: no TA1/999 will come.
         if ln.delivered and acks is not None and ln.transport != "manual":
-            if ln.ack_status in REJECTED_ACK_STATUSES:
+            if ln.ack_status in BLOCKING_STATUSES:
                 g["rejected"] += 1
             arrived = ln.ack_at if ln.ack_at is not None else generated_at
             if arrived - ln.updated_at > (ack_windows or {}).get(ln.feed_id, default_ack_window):
                 g["late"] += 1
     for o in outcomes:
         g = group(by_delivery[o.delivery_id].feed_id)
-        g["failures"] += o.status == "failed"
-        g["forced"] += o.status == "forced_resend"
+        g["failures"] += o.status == DeliveryStatus.FAILED
+        g["forced"] += o.status == DeliveryStatus.FORCED_RESEND
     for r in runs:
         g = group(r.feed_id)
         g["retries"] += r.attempt - 1
-        g["manual"] += r.status == "handed_off" and not any(
+        g["manual"] += r.status == RunStatus.HANDED_OFF and not any(
             ln.run_id == r.run_id and ln.transport == "manual" for ln in lines)
     stats = tuple(PartyStats(
         carrier_id=c, employer_id=e, feeds=tuple(sorted(g["feeds"])), deliveries=g["deliveries"],
@@ -414,7 +419,7 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
 
     notable: list[Notable] = []
     for o in outcomes:
-        if o.status in ("failed", "forced_resend"):
+        if o.status in (DeliveryStatus.FAILED, DeliveryStatus.FORCED_RESEND):
             ln = by_delivery[o.delivery_id]
             why = o.reason or ": ".join(x for x in (o.error_code, o.message) if x)
             notable.append(Notable(o.at, o.status, ln.feed_id, o.delivery_id, o.actor, why))
@@ -425,7 +430,7 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         notable.append(Notable(a.at, a.action, feed, f"{a.object_type}:{a.object_id}", a.actor,
                                a.reason or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
     for r in runs:
-        if r.status in ("rejected", "refused", "failed"):
+        if r.status in UNSUCCESSFUL:
             notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", ""))
     anchor_status, anchors_ok = None, True
     if anchors is None:

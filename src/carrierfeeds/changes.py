@@ -18,11 +18,22 @@ received, and it would learn them only from the next full file. Ops who would ra
 audit file that day can (``run --full-file``). A column the snapshot has but the view no longer has
 (an option turned off) is dropped from the next snapshot, and nothing is sent for it.
 
+Member status columns (the mapping's ``member_status``: INS05-INS12, DTP*337/340/341) are compared like
+the other member columns. The census's ``event_reason`` gives INS04 of the change it accompanies and
+``maintenance_effective`` dates every change with DTP*303 (``event_date``, else ``as_of``); with
+``identity_corrections`` a change whose name, SSN, birth date or gender differs from the snapshot also
+carries ``prior_*`` columns, the identity the carrier holds (Loop 2100B). Those, like INS04, are
+run-local and never stored.
+
 :class:`SnapshotStore` keeps one current snapshot per feed (Parquet, AES-256-GCM, key file 0600),
 ``stage``-s the next one per run and ``advance``-s it only when the pipeline confirms the delivery, so
 a failed delivery leaves the base where it was and the rerun computes, and sends, the same changes.
 When the carrier then rejects that file (TA1/999), ``revert`` puts back the snapshot from before the
 run, so the next run diffs against what the carrier really holds and sends those changes again.
+
+Why one module: the diff decides what the snapshot will hold and the store decides when it holds it;
+the rule that the snapshot never moves to a value the carrier was not sent spans both, so they are read
+together. The store is the only I/O here and sits below the pure diff.
 """
 
 from __future__ import annotations
@@ -86,7 +97,21 @@ _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
-_RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2}
+#: Member status (mapping member_status): compared like the other member columns, so a change in any
+#: is a 001; ``event_reason``/``event_date`` only say why and when the change is made (INS04, DTP*303)
+#: and ``maintenance_effective`` is the diff's DTP*303: run-local, never stored in a snapshot.
+STATUS: Final[tuple[str, ...]] = ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event",
+                                  "student_status", "handicap", "death_date", "employment_end_date",
+                                  "cobra_begin", "cobra_end")
+EVENTS: Final[tuple[str, ...]] = ("event_reason", "event_date", "maintenance_effective")
+#: Loop 2100B of an identity correction: the identity the carrier holds (the snapshot's), run-local.
+CORRECTED: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")
+PRIOR: Final[tuple[str, ...]] = tuple(f"prior_{c}" for c in CORRECTED)
+_RANK: Final[dict[str, int]] = {"18": 0, "01": 1, "19": 2,
+                                # as the view orders them: a life partner with spouses, other dependents
+                                # with children (carrierfeeds.enrollment.relationships)
+                                "53": 1, **dict.fromkeys(("05", "09", "10", "15", "17", "23", "25", "38",
+                                                          "G9"), 2)}
 
 
 class OutsideRetroWindow(DataError):
@@ -148,7 +173,7 @@ def term_date(as_of: date, rule: TermEnd) -> date:
 
 def snapshot_columns(table: pd.DataFrame) -> list[str]:
     """The view columns a snapshot keeps: what the carrier was sent, without run-local columns."""
-    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE)]
+    return [c for c in table.columns if c not in (ROW_NUMBER, *MAINTENANCE, *EVENTS, *PRIOR)]
 
 
 def _text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -217,6 +242,69 @@ def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
     open_ended = (end == "").groupby(member).transform("any").to_numpy(dtype=bool)
     latest = end.groupby(member).transform("max").to_numpy(dtype=object)
     merged.loc[touched, "eligibility_end"] = np.where(open_ended, "", latest)[touched]
+
+
+def _events(merged: pd.DataFrame, view: pd.DataFrame, current: Enrollment, ins03: np.ndarray,
+            ins04: np.ndarray, as_of: date) -> None:
+    """The census's own reason and date for each member sent: its event_reason (already an INS04 code)
+    replaces the reason the diff inferred, and with ``maintenance_effective`` every member sent gets a
+    DTP*303, its event_date or else ``as_of`` (a member gone from the census has no event: ``as_of``)."""
+    given = [c for c in ("event_reason", "event_date") if c in view.columns]
+    if not given and not current.options.maintenance_effective:
+        return
+    member = _keys(merged, MEMBER_KEY)
+    per_member = pd.DataFrame({c: view[c].astype(object).fillna("").astype(str) for c in given})
+    per_member.index = _keys(view, MEMBER_KEY).to_numpy() if len(view) else per_member.index
+    # a member's rows all carry its own event (a member-level column): the first non-empty one counts
+    firsts = {c: per_member[c][per_member[c] != ""].groupby(level=0).first() for c in given}
+    sent = ins03 != ""
+    if "event_reason" in firsts:
+        reason = member.map(firsts["event_reason"]).astype(object).fillna("").to_numpy(dtype=object)
+        use = sent & (reason != "")
+        ins04[use] = reason[use]
+    if current.options.maintenance_effective:
+        day = (member.map(firsts["event_date"]).astype(object).fillna("").to_numpy(dtype=object)
+               if "event_date" in firsts
+               else np.full(len(merged), "", dtype=object))
+        merged["maintenance_effective"] = np.where(sent, np.where(day != "", day, as_of.strftime("%Y%m%d")), "")
+
+
+def _prior_identity(merged: pd.DataFrame, cols: list[str], both: np.ndarray, member_key: pd.Series,
+                    changing: np.ndarray) -> None:
+    """Loop 2100B for each member sent as a change whose name, SSN, birth date or gender differs from
+    what the carrier holds: the carrier's values, from the snapshot (the encrypted data path: the prior
+    identity is never written anywhere else, and never stored again once the correction is sent).
+
+    The prior name and SSN (NM1*70) go with every correction; the prior birth date and gender (DMG)
+    only when one of them changed. A member is the same member by its ids (subscriber and member id),
+    so a new id is a new member (021), never a correction."""
+    fields = [c for c in CORRECTED if c in cols]
+    if "last_name" not in fields:
+        return
+
+    def held(col: str) -> pd.Series:
+        # the carrier's value, from any line it holds for the member (a newly added line has none)
+        snap = merged[f"{col}_snap"].astype(object).where(pd.Series(both, index=merged.index))
+        return snap.groupby(member_key).transform("first").fillna("").astype(object)
+
+    def changed(columns: list[str]) -> np.ndarray:
+        flags = np.zeros(len(merged), dtype=bool)
+        for col in columns:
+            flags |= both & (merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object))
+        out: np.ndarray = pd.Series(flags, index=merged.index).groupby(member_key).transform("any").to_numpy(
+            dtype=bool)
+        return out
+
+    corrected = changing & changed(fields)
+    demographic = corrected & changed([c for c in ("dob", "gender") if c in fields])
+    for col in CORRECTED:
+        value = held(col).to_numpy(dtype=object) if col in fields else np.full(len(merged), "", dtype=object)
+        keep = demographic if col in ("dob", "gender") else corrected
+        if col == "gender":
+            value = np.where(value == "", "U", value)
+        merged[f"prior_{col}"] = np.where(keep, value, "")
+    # DMG needs the birth date (DMG02): without one the carrier's gender cannot be sent either
+    merged["prior_gender"] = np.where(merged["prior_dob"] != "", merged["prior_gender"], "")
 
 
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
@@ -370,7 +458,7 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     merged["_member"] = member_key
     identity = [c for c in _IDENTITY if c in cols]
     address = [c for c in _ADDRESS if c in cols]
-    other = [c for c in _MEMBER_OTHER if c in cols]
+    other = [c for c in (*_MEMBER_OTHER, *STATUS) if c in cols]
 
     def differs(columns: list[str]) -> pd.Series:
         flags = np.zeros(len(merged), dtype=bool)
@@ -416,6 +504,9 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     ins04[change] = np.where(id_changed.to_numpy()[change], MaintenanceReason.CHANGE_IN_IDENTIFYING_DATA.value,
                              np.where(addr_changed.to_numpy()[change], MaintenanceReason.CHANGE_OF_LOCATION.value,
                                       MaintenanceReason.NO_REASON_GIVEN.value))
+    _events(merged, cur_table, current, ins03, ins04, as_of)
+    if current.options.identity_corrections:
+        _prior_identity(merged, cols, both, member_key, ins03 == CHANGE)
     merged["ins03"], merged["ins04"], merged["hd01"] = ins03, ins04, hd01
 
     # Rows to send: every line with an HD01; a member sent without any becomes one row with no Loop 2300.
@@ -437,7 +528,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     old_plans["hd01"] = TERM
     old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
     send = _sort(pd.concat([line_rows, old_plans, bare]))
-    table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
+    dated = [c for c in ("maintenance_effective", *PRIOR) if c in send.columns]
+    table = send[[*cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:
             table[col] = table[col].astype(object)
@@ -559,7 +651,8 @@ class SnapshotStore:
             os.close(fd)
         os.replace(tmp, path)
 
-    def _read(self, path: Path, feed_id: str) -> tuple[SnapshotInfo, pd.DataFrame] | None:
+    def _read(self, path: Path, feed_id: str,
+              columns: Iterable[str] | None = None) -> tuple[SnapshotInfo, pd.DataFrame] | None:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -578,7 +671,12 @@ class SnapshotStore:
             raise SnapshotRefused("snapshot file failed its integrity check", details={"feed_id": feed_id}) from None
         if meta.get("feed_id") != feed_id:
             raise SnapshotRefused("snapshot file belongs to another feed", details={"feed_id": feed_id})
-        frame = pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object)
+        if columns is not None:  # only what the caller reads: a whole million-row snapshot is gigabytes
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns = [c for c in columns if c in pq.read_schema(pa.BufferReader(plain)).names]
+        frame = pd.read_parquet(io.BytesIO(plain), columns=columns).astype(str).astype(object)
         return SnapshotInfo(feed_id, str(meta["run_id"]), int(meta["rows"]), bool(meta["full_file"])), frame
 
     def info(self, feed_id: str) -> SnapshotInfo | None:
@@ -586,9 +684,10 @@ class SnapshotStore:
         got = self._read(self._dir(feed_id) / "current.snap", feed_id)
         return got[0] if got else None
 
-    def load(self, feed_id: str) -> pd.DataFrame | None:
-        """What the carrier holds for ``feed_id`` (the last confirmed snapshot), or None."""
-        got = self._read(self._dir(feed_id) / "current.snap", feed_id)
+    def load(self, feed_id: str, *, columns: Iterable[str] | None = None) -> pd.DataFrame | None:
+        """What the carrier holds for ``feed_id`` (the last confirmed snapshot), or None; with ``columns``,
+        only those of them the snapshot has."""
+        got = self._read(self._dir(feed_id) / "current.snap", feed_id, columns)
         return got[1] if got else None
 
     def load_base(self, feed_id: str, run_id: str) -> pd.DataFrame | None:

@@ -1,4 +1,8 @@
-"""SFTP endpoints from ``<keys_dir>/<connection_id>.json``: checked at load, secrets referenced by path only.
+"""Connections by id (SFTP, SQL, webhook): a Protocol, and the keys directory's files checked at load.
+
+Code that reaches a server takes one :class:`Connections` object: :class:`KeysDirConnections` under the
+CLI (``<keys_dir>/<connection_id>.json``, secrets referenced by path only), ``AirflowConnections`` (in
+``carrierfeeds.airflow``) under Airflow, :class:`StaticConnections` for endpoints already in hand.
 
 The Airflow connection equivalent (built by ``carrierfeeds.airflow``) maps the same way:
 
@@ -21,19 +25,25 @@ The Airflow connection equivalent (built by ``carrierfeeds.airflow``) maps the s
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import stat
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from paramiko.hostkeys import HostKeyEntry, HostKeys
+from paramiko.ssh_exception import SSHException
 
 from carrierfeeds.errors import ConfigError
 
 _REQUIRED = ("host", "login", "key_file", "known_hosts_file")
 _TIMEOUTS = ("connect_timeout", "banner_timeout", "auth_timeout", "op_timeout")
 _ALLOWED = {*_REQUIRED, "port", *_TIMEOUTS, "comment"}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,24 @@ def parse_known_hosts(text: str) -> HostKeys:
         for name in entry.hostnames:
             keys.add(name, entry.key.get_name(), entry.key)
     return keys
+
+
+def known_hosts_names(text: str, host: str) -> bool:
+    """Whether known_hosts ``text`` pins a key for ``host`` (``name`` or ``[name]:port``; hashed entries
+    too), the way paramiko looks a host up. Marker lines (``@cert-authority``, ``@revoked``) and lines
+    that do not parse pin nothing: paramiko would not use them either."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(("#", "@")):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line, number)
+        except (SSHException, ValueError):
+            continue
+        for name in entry.hostnames if entry is not None else []:
+            if name == host or (name.startswith("|1|")
+                                and HostKeys.hash_host(host, name.split("|")[2]) == name):
+                return True
+    return False
 
 
 def check_private_key_file(path: Path, *, source: str, field: str) -> None:
@@ -151,3 +179,145 @@ def load_sftp_endpoint(keys_dir: Path, connection_id: str) -> SftpEndpoint:
         raise ConfigError(f"{kh_path} has no host key for {endpoint.host_key_name}; pin it (see "
                           "sftp_keys.example/README.md)", file=source, field="known_hosts_file")
     return endpoint
+
+
+def load_sql_url(keys_dir: Path, connection_id: str) -> str:
+    """The SQLAlchemy URL in ``<keys_dir>/<connection_id>.json`` (``{"url": ...}``, owner-only file)."""
+    data, _ = read_connection_file(keys_dir, connection_id, required=("url",), allowed={"url", "comment"},
+                                   owner_only=True)
+    return str(data["url"]).strip()
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where a notice is POSTed: the URL and any headers (basic auth from the connection's login)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def webhook_from_fields(connection_id: str, *, host: str | None, schema: str | None, port: int | None,
+                        login: str | None, password: str | None, endpoint: str | None) -> WebhookTarget:
+    """A webhook from HTTP connection fields (HTTP provider conventions: ``schema`` is the scheme, ``host``,
+    ``port``, extra ``endpoint`` for the path; ``login``/``password`` become basic auth)."""
+    host = str(host or "")
+    if not host:
+        raise ConfigError("webhook connection has no host", file=f"airflow connection {connection_id}",
+                          field="host")
+    if "://" in host:
+        base = host.rstrip("/")
+    else:
+        scheme = schema or "https"
+        base = f"{scheme}://{host}" + (f":{port}" if port else "")
+    path = str(endpoint or "").lstrip("/")
+    headers: dict[str, str] = {}
+    if login:
+        token = base64.b64encode(f"{login}:{password or ''}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    return WebhookTarget(f"{base}/{path}" if path else base, headers)
+
+
+def webhook_not_defined(connection_id: str) -> ConfigError:
+    """The error for a webhook connection id that resolves to nothing."""
+    return ConfigError(f"webhook connection {connection_id!r} is not defined", field="notify.webhook_connection_id")
+
+
+def webhook_from_airflow_env(connection_id: str, text: str) -> WebhookTarget:
+    """A webhook from an ``AIRFLOW_CONN_<ID>`` value: JSON (``{"host": ..., "extra": {...}}``) or a URI
+    (``http://login:password@host:port/schema?endpoint=...``)."""
+    if text.startswith("{"):
+        try:
+            conn = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError("not valid JSON", file=f"airflow connection {connection_id}") from None
+        extra = conn.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra or "{}")
+        return webhook_from_fields(connection_id, host=conn.get("host"), schema=conn.get("schema"),
+                                   port=conn.get("port"), login=conn.get("login"), password=conn.get("password"),
+                                   endpoint=extra.get("endpoint"))
+    parts = urllib.parse.urlsplit(text)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    unquote = urllib.parse.unquote
+    return webhook_from_fields(connection_id, host=unquote(parts.hostname or ""),
+                               schema=unquote(parts.path.lstrip("/")) or None, port=parts.port,
+                               login=unquote(parts.username) if parts.username else None,
+                               password=unquote(parts.password) if parts.password else None,
+                               endpoint=query.get("endpoint"))
+
+
+class Connections(Protocol):
+    """Credentials by connection id; every problem is a ConfigError naming where the connection lives."""
+
+    def sftp_endpoint(self, connection_id: str) -> SftpEndpoint:
+        """The SFTP server a census source, delivery or carrier outbox names."""
+        ...
+
+    def sql_url(self, connection_id: str) -> str:
+        """The SQLAlchemy URL of a SQL census source."""
+        ...
+
+    def webhook(self, connection_id: str) -> WebhookTarget:
+        """Where a feed's notices go."""
+        ...
+
+    def secret(self, name: str) -> str | None:
+        """A named value set by the deployment (an Airflow Variable); None when unset."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeysDirConnections:
+    """The CLI's connections: ``<keys_dir>/<connection_id>.json`` files for SFTP and SQL.
+
+    A webhook id resolves through an ``AIRFLOW_CONN_<ID>`` environment variable (Airflow's JSON or URI
+    form), read here without importing Airflow. Named secrets are an Airflow deployment's: here there
+    are none.
+    """
+
+    keys_dir: Path
+
+    def sftp_endpoint(self, connection_id: str) -> SftpEndpoint:
+        return load_sftp_endpoint(self.keys_dir, connection_id)
+
+    def sql_url(self, connection_id: str) -> str:
+        return load_sql_url(self.keys_dir, connection_id)
+
+    def webhook(self, connection_id: str) -> WebhookTarget:
+        text = os.environ.get(f"AIRFLOW_CONN_{connection_id.upper()}", "").strip()
+        if not text:
+            raise webhook_not_defined(connection_id)
+        return webhook_from_airflow_env(connection_id, text)
+
+    def secret(self, name: str) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class StaticConnections:
+    """Connections already in hand, by id (an embedding application, a test with a live server)."""
+
+    sftp: Mapping[str, SftpEndpoint] = field(default_factory=dict)
+    sql: Mapping[str, str] = field(default_factory=dict)
+    webhooks: Mapping[str, WebhookTarget] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    def sftp_endpoint(self, connection_id: str) -> SftpEndpoint:
+        return _lookup(self.sftp, connection_id)
+
+    def sql_url(self, connection_id: str) -> str:
+        return _lookup(self.sql, connection_id)
+
+    def webhook(self, connection_id: str) -> WebhookTarget:
+        if connection_id not in self.webhooks:
+            raise webhook_not_defined(connection_id)
+        return self.webhooks[connection_id]
+
+    def secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+
+def _lookup(table: Mapping[str, _T], connection_id: str) -> _T:
+    if connection_id not in table:
+        raise ConfigError(f"no credentials for connection {connection_id!r}", field="connection_id")
+    return table[connection_id]

@@ -102,7 +102,9 @@ def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], date
 def _demo_with_keys(workdir: Path, keys: Any, *, members: int, seed: int, clock: Callable[[], datetime],
                     echo: Callable[[str], Any], root: Path, today: Any) -> dict[str, Any]:
     from carrierfeeds.census.generate import generate_census, write_census_csv
-    from carrierfeeds.pipeline import RunRef, open_ledger, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
     from carrierfeeds.testing.sshd import running_sshd
 
     with running_sshd(workdir / "sshd") as sshd:

@@ -32,6 +32,16 @@ number
 hd03, hd04          insurance line and plan description                          plan_code
 hd05                coverage level                                               coverage_level
 coverage_start/end  CCYYMMDD (DTP*348/349), end may be ""                        coverage_start/end
+benefit_status      INS05 A/C/S/T ("A" when empty), under member_status           benefit_status
+medicare_plan,      INS06-1 A-E and INS06-2 0-2 (the reason only with a plan)     medicare_plan,
+medicare_reason                                                                  medicare_reason
+cobra_event         INS07 1-10/ZZ; cobra_begin/end DTP*340/341 CCYYMMDD           cobra_event, ...
+student_status      INS09 F/P/N                                                  student_status
+handicap            INS10 Y/N; Y for a handicapped dependent (relationship HD)    handicap
+death_date          INS12 CCYYMMDD (INS11 D8 with it)                            death_date
+employment_end_date DTP*337 CCYYMMDD on subscribers                              employment_end_date
+event_reason        INS04 of the change (carrierfeeds.changes), not stored        event_reason
+event_date          DTP*303 of the change, CCYYMMDD, not stored                   event_date
 row_number          census row, for error reports (never rendered)               (row_number)
 icm01, salary       ICM01 frequency code, ICM02 amount (volumes.salary)          salary_frequency,
                                                                                  salary
@@ -53,6 +63,10 @@ in the view at all (``excluded["eoi_pending"]``, ``Enrollment.held_lines``). Eve
 view is folded to the carrier's character set (``charset``) and is free of X12 delimiters (see
 :mod:`carrierfeeds.x12.sanitize`); how many values each step of that rule changed is
 ``Enrollment.normalised``, by rule name.
+
+Why one module: the view's columns are one table, documented above, and each column's mapping is a
+few lines reading the same encoded census; splitting them by column would scatter that table's
+definition. The function is pure; its length is the column-by-column rules.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
+from enum import StrEnum
 from typing import Final, cast
 
 import numpy as np
@@ -75,12 +90,20 @@ from carrierfeeds.config import CarrierMapping, Feed
 from carrierfeeds.errors import DataError, FieldNotAllowed, NotAuthorized
 from carrierfeeds.threads import in_order, thread_count
 from carrierfeeds.x12.codes import (
+    BenefitStatus,
+    CobraQualifyingEvent,
     EmploymentStatus,
     HealthRelated,
     IncomeFrequency,
     IndividualRelationship,
+    MaintenanceReason,
+    MedicareEligibilityReason,
+    MedicarePlan,
     ProviderRelationship,
+    StudentStatus,
     SubscriberIndicator,
+    YesNo,
+    values,
 )
 from carrierfeeds.x12.sanitize import Charset, Folded, TextRule, dictionary_of, fold_column, fold_text
 
@@ -114,6 +137,13 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "mailing_city": "mailing_city", "mailing_state": "mailing_state", "mailing_zip": "mailing_zip",
     # primary care provider (mapping ``primary_care_provider``): 2310 NM109 and NM110
     "pcp_npi": "pcp_npi", "pcp_relationship": "pcp_existing_patient",
+    # member status (mapping member_status): INS04-INS12 and DTP*303/337/340/341
+    **{col: col for col in ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event",
+                            "student_status", "handicap", "death_date", "employment_end_date", "cobra_begin",
+                            "cobra_end", "event_reason", "event_date")},
+    "maintenance_effective": None,
+    # Loop 2100B (identity corrections): what the carrier holds, from the snapshot (carrierfeeds.changes)
+    **{f"prior_{col}": col for col in ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")},
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -121,7 +151,19 @@ _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
     "SP": (SubscriberIndicator.DEPENDENT.value, IndividualRelationship.SPOUSE.value, 1),
     "CH": (SubscriberIndicator.DEPENDENT.value, IndividualRelationship.CHILD.value, 2),
 }
-_EMPLOYMENT: Final[frozenset[str]] = frozenset(e.value for e in EmploymentStatus)
+_EMPLOYMENT: Final[frozenset[str]] = frozenset(e.value for e in (
+    EmploymentStatus.FULL_TIME, EmploymentStatus.PART_TIME, EmploymentStatus.TERMINATED, EmploymentStatus.RETIRED))
+#: Family order beyond self (0): a spouse or life partner (1) before children and other dependents (2).
+_RELATIONSHIP_RANK: Final[dict[str, int]] = {IndividualRelationship.SELF.value: 0,
+                                             IndividualRelationship.SPOUSE.value: 1,
+                                             IndividualRelationship.LIFE_PARTNER.value: 1}
+
+
+def relationships(mapping: CarrierMapping) -> dict[str, tuple[str, str, int]]:
+    """Census relationship -> (INS01, INS02, family rank) for ``mapping``'s relationship_codes."""
+    return {rel: (SubscriberIndicator.SUBSCRIBER.value if code == IndividualRelationship.SELF.value
+                  else SubscriberIndicator.DEPENDENT.value, code, _RELATIONSHIP_RANK.get(code, 2))
+            for rel, code in mapping.relationship_codes.items()}
 _TEXT_LIMITS: Final[dict[str, int]] = {"address1": 55, "address2": 55, "city": 30}
 #: Canonical salary frequencies (IncomeFrequency's names, any case) and their ICM01 codes.
 _FREQUENCIES: Final[dict[str, str]] = {m.name: m.value for m in IncomeFrequency}
@@ -145,7 +187,8 @@ class RenderOptions:
     ``charset`` every value must fall in (the writer refuses a file holding anything else);
     ``max_members_per_transaction`` splits the interchange into ST/SE sets of whole families;
     ``sources`` census fields of config-dependent columns (``reporting_category``), for the writer's
-    own allowlist check.
+    own allowlist check; ``maintenance_effective`` the diff dates every change with DTP*303;
+    ``identity_corrections`` it sends what the carrier holds (Loop 2100B) with an identity correction.
     """
 
     charset: Charset = "basic"
@@ -160,6 +203,9 @@ class RenderOptions:
     # Loop 2700/2750: (N102 name, REF01 qualifier) of each category, in order; their values are the view
     # columns reporting_2750_1 ... (DTP*007: reporting_2750_1_date ...).
     reporting_categories: tuple[tuple[str, str], ...] = ()
+
+    maintenance_effective: bool = False
+    identity_corrections: bool = False
 
     @classmethod
     def for_mapping(cls, mapping: CarrierMapping, as_of: date | None = None) -> RenderOptions:
@@ -177,7 +223,9 @@ class RenderOptions:
         return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
                    sources=sources, file_effective_date=effective, control_totals=tuple(head.control_totals),
                    header_parties=parties,
-                   reporting_categories=tuple((fold_text(c.name, 60), c.qualifier) for c in categories))
+                   reporting_categories=tuple((fold_text(c.name, 60), c.qualifier) for c in categories),
+                   maintenance_effective=mapping.member_status.maintenance_effective,
+                   identity_corrections=mapping.member_status.identity_corrections)
 
     def source_of(self, column: str) -> str | None:
         """The census field view ``column`` carries (None: config or diff alone)."""
@@ -254,7 +302,7 @@ def assert_allowlisted(columns: Iterable[str], mapping: CarrierMapping | Iterabl
                               details={"fields": extra})
 
 
-class _Columns(dict[str, pd.Series]):
+class _ArrowTextColumns(dict[str, pd.Series]):
     """The view's columns as they are made, each kept as Arrow-backed text at once, so the Python str
     objects of the vectorised steps (fold_series, map) die column by column instead of piling up."""
 
@@ -389,7 +437,7 @@ def _require(rows: pd.Series, column: str, bad: pd.Series, rule: str, what: str)
                         column=column, rule=rule, details={"count": int(bad.sum())})
 
 
-def _eligibility(out: _Columns, mapping: CarrierMapping) -> None:
+def _eligibility(out: _ArrowTextColumns, mapping: CarrierMapping) -> None:
     """DTP*356/357 per member from its coverages: the earliest start; the latest end once all end."""
     wanted = [d for d in ("eligibility_begin", "eligibility_end") if d in mapping.dates_sent]
     if not wanted:
@@ -539,6 +587,74 @@ def _held_lines(frame: pd.DataFrame, mapping: CarrierMapping, held: pd.Series
                          for sub, mem, plan in rows.itertuples(index=False, name=None)}))
 
 
+# ---- member status: INS04 (census events), INS05-INS12, DTP*337/340/341 (mapping member_status)
+_EMPLOYMENT_ALL: Final[frozenset[str]] = values(EmploymentStatus)
+#: Canonical event_reason (the schema's EventReason names) -> INS04.
+EVENT_REASONS: Final[dict[str, str]] = {
+    m.name.lower(): m.value for m in MaintenanceReason if m.name.lower() in {
+        "birth", "marriage", "divorce", "death", "adoption", "retirement", "legal_separation", "disability",
+        "cobra", "surviving_spouse", "voluntary_withdrawal", "plan_change", "leave_of_absence_with_benefits",
+        "leave_of_absence_without_benefits", "lay_off_with_benefits", "lay_off_without_benefits",
+        "member_benefit_selection"}}
+
+
+def _coded(column: str, values: pd.Series, order: np.ndarray, rows: pd.Series, codes: Mapping[str, str],
+           default: str = "") -> pd.Series:
+    """A coded census column as its X12 codes (``codes``: canonical value in upper case -> code); an
+    empty cell is ``default``, any other value without a code is refused by row."""
+    distinct = _Distinct(values, order)
+    upper = distinct.values.str.upper()
+    _require(rows, column, distinct.rows_where(~upper.isin(set(codes)) & (upper != "")), f"{column}_code",
+             f"have a {column.replace('_', ' ')} the 834 has no code for")
+    return distinct.spread(upper.map(dict(codes)).fillna(default).astype("str"))
+
+
+def _member_status(task: Callable[..., None], mapping: CarrierMapping, raw: Callable[[str], pd.Series],
+                   present: Iterable[str], rows: pd.Series, order: np.ndarray, rel: _Distinct,
+                   dates: Callable[..., list[tuple[str, pd.Series | Folded]]]) -> None:
+    """Queue the view columns of the member_status settings that are on (each needs its census fields on
+    the allowlist, which the mapping checked at load; a field the census lacks is empty)."""
+    status = mapping.member_status
+    have = set(present)
+
+    def same(enum: type[StrEnum]) -> dict[str, str]:
+        return {v: v for v in values(enum)}
+
+    def coded(column: str, codes: Mapping[str, str], default: str = "") -> list[tuple[str, pd.Series | Folded]]:
+        return [(column, _coded(column, raw(column), order, rows, codes, default))]
+
+    def handicap() -> list[tuple[str, pd.Series | Folded]]:
+        flag = _coded("handicap", raw("handicap"), order, rows, same(YesNo))
+        return [("handicap", flag.where(~rel.rows_where(rel.values == "HD"), YesNo.YES.value))]
+
+    def medicare() -> list[tuple[str, pd.Series | Folded]]:
+        plan = _coded("medicare_plan", raw("medicare_plan"), order, rows, same(MedicarePlan))
+        reason = _coded("medicare_reason", raw("medicare_reason"), order, rows, same(MedicareEligibilityReason))
+        return [("medicare_plan", plan), ("medicare_reason", reason.where(plan != "", ""))]
+
+    if status.benefit_status:
+        task(coded, "benefit_status", same(BenefitStatus), BenefitStatus.ACTIVE.value)
+    if status.medicare:
+        task(medicare)
+    if status.cobra:
+        task(coded, "cobra_event", same(CobraQualifyingEvent))
+    if status.student:
+        task(coded, "student_status", same(StudentStatus))
+    if status.handicap:
+        task(handicap)
+    if status.death:
+        task(dates, "death_date", raw("death_date"), False)
+    if status.employment_end:
+        task(dates, "employment_end_date", raw("employment_end_date"), False, True)
+    if status.cobra:
+        for column in ("cobra_begin", "cobra_end"):
+            task(dates, column, raw(column), False)
+    if status.event_reasons:
+        task(coded, "event_reason", {k.upper(): v for k, v in EVENT_REASONS.items()})
+    if status.maintenance_effective and "event_date" in have:
+        task(dates, "event_date", raw("event_date"), False)
+
+
 def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, *,
                      as_of: date, workers: int | None = None) -> Enrollment:
     """The 834 view of ``census`` for ``feed``'s carrier on ``as_of``; refuses when not authorised.
@@ -583,7 +699,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     frame = frame[[c for c in frame.columns if c in allow or c == ROW_NUMBER]]
     census_rows = frame[ROW_NUMBER].to_numpy()
 
-    out = _Columns()
+    out = _ArrowTextColumns()
     sanitized: dict[str, int] = {}
     normalised: dict[str, int] = {}
     threads = thread_count(workers)
@@ -614,9 +730,10 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     for col, folded in ids.items():
         _require(rows, col, folded == "", "empty_identifier", "have no usable identifier")
     rel.values = rel.values.str.upper()
-    _require(rows, "relationship", rel.rows_where(~rel.values.isin(set(_RELATIONSHIP))), "relationship_code",
-             "have a relationship other than EE/SP/CH")
-    rel_rank = rel.map({k: v[2] for k, v in _RELATIONSHIP.items()}).to_numpy(dtype=np.int64)
+    related = relationships(mapping)
+    _require(rows, "relationship", rel.rows_where(~rel.values.isin(set(related))), "relationship_code",
+             f"have a relationship other than {'/'.join(related)}")
+    rel_rank = rel.map({k: v[2] for k, v in related.items()}).to_numpy(dtype=np.int64)
     # Families together in order of first appearance, subscriber first, then spouse, then children;
     # a member's coverages adjacent; otherwise census order. Rows are in census order here, so a
     # factorisation's codes (numbered by first appearance) are exactly those first-appearance ranks.
@@ -631,8 +748,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     keep([(col, replace(folded, values=folded.values.take(positions).reset_index(drop=True)))
           for col, folded in (("member_id", member_fold), ("subscriber_id", subscriber_fold))])
     rel = rel.reordered(positions)
-    out["ins01"] = rel.map({k: v[0] for k, v in _RELATIONSHIP.items()})
-    out["ins02"] = rel.map({k: v[1] for k, v in _RELATIONSHIP.items()})
+    out["ins01"] = rel.map({k: v[0] for k, v in related.items()})
+    out["ins02"] = rel.map({k: v[1] for k, v in related.items()})
     index = pd.RangeIndex(len(order))
     out["ins03"] = pd.Series(mapping.full_file.maintenance_type, index=index, dtype="str")
     subscriber = out["ins01"] == "Y"
@@ -657,7 +774,8 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     def employment(values: pd.Series) -> list[tuple[str, pd.Series | Folded]]:
         status = _Distinct(values, order)
         upper = status.values.str.upper()
-        return [("employment_status", status.spread(upper.where(upper.isin(_EMPLOYMENT), "")).where(subscriber, ""))]
+        sent = _EMPLOYMENT if mapping.member_status.employment_codes == "basic" else _EMPLOYMENT_ALL
+        return [("employment_status", status.spread(upper.where(upper.isin(sent), "")).where(subscriber, ""))]
 
     def digits(col: str, values: pd.Series, lengths: tuple[int, ...]) -> list[tuple[str, pd.Series | Folded]]:
         return [(col, _digits(values, order, lengths))]
@@ -730,6 +848,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
             task(fold, "reporting_category", raw(reporting.field), 50, text_rule)
     if refs.department and "department" in frame.columns:
         task(fold, "department", raw("department"), 50, text_rule)
+    _member_status(task, mapping, raw, frame.columns, rows, order, rel, dates)
     # Factorised once, when the plans were checked (unless the carrier may not see plan codes at all).
     plan = census_plans.reordered(order) if "plan_code" in frame.columns else _Distinct(raw("plan_code"), order)
     task(plans, plan)

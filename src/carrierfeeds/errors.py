@@ -3,13 +3,21 @@
     CarrierFeedsError                 base; ``code`` is machine-readable, ``details`` is PHI-free
     ├── ConfigError                   fix the configuration (file, field path, expected); never retry
     ├── DataError                     fix the data: names file, row and column, never a cell value
-    │   └── CensusRejected            the census failed the feed's validation policy
+    │   ├── CensusRejected            the census failed the feed's validation policy
+    │   ├── census.sources.NoNewCensus  the newest census was already processed (an outcome; see outcomes.py)
+    │   └── changes.OutsideRetroWindow  a change dates before the carrier's retroactive window
     ├── Refused                       fail closed: security or policy said no; never retry
     │   ├── NotAuthorized             the employer has not authorised this carrier or plan
     │   ├── FieldNotAllowed           a field is not on the carrier's allowlist
     │   ├── KeyRefused                PGP key unpinned, missing, expired, revoked or mismatched
     │   ├── HostKeyRefused            SFTP host key unknown or changed
     │   ├── ConformanceFailed         the rendered file failed the conformance gate
+    │   ├── crypto.PlaintextChanged   the plaintext handed to gpg is not the one the caller hashed
+    │   ├── census.tokens.TokenKeyRefused  the member-token key file is exposed or malformed
+    │   ├── changes.SnapshotRefused   the snapshot store cannot be trusted (key, tampering, other feed)
+    │   │   └── changes.SnapshotSuperseded  a revert came after a later run advanced the snapshot
+    │   ├── ledger.records.UnsafeLedgerValue  a value headed for the ledger looks like member data
+    │   ├── retention.PurgeRefused    a purge would touch something it cannot vouch for
     │   ├── staging.StagingTampered   a staged object does not open (wrong key, edited, truncated, moved)
     │   ├── staging.StagingUnsealed   a staged object in the clear (an older version's, or forged)
     │   ├── staging.ArtifactNameRefused  a name leaving the run's folder, or a symlink in scratch
@@ -17,7 +25,16 @@
     ├── TransientError                a retry with backoff may succeed (network, timeouts)
     │   ├── crypto.EncryptionIncomplete   gpg wrote no whole ciphertext (full disk, I/O error); none kept
     │   └── staging.StagingFull       the staging store (or its disk) is full; nothing was stored
-    └── PermanentError                an outside system refused for good (auth, permission, exists)
+    ├── PermanentError                an outside system refused for good (auth, permission, exists)
+    │   ├── acknowledgments.collect.AcksNeedAttention  a poll found alerts ops must act on
+    │   ├── crypto.EncryptionStopped  ``encrypt_file`` was told to stop; nothing was written
+    │   ├── ledger.records.LedgerError  the ledger refused a call (unknown id, status outside its vocabulary)
+    │   │   └── ledger.records.UnknownRecord  no such run, delivery or discrepancy
+    │   └── transport.base.RemoteFileExists  the final name is taken on the far side; never overwritten
+    └── changes.NoChanges             nothing to send for this interval (an outcome; see outcomes.py)
+
+Names without a module live here; the others where they are raised (``changes.NoChanges`` is
+``carrierfeeds.changes.NoChanges``). ``tests/test_errors.py`` fails when a subclass is missing here.
 
 Messages and ``details`` carry ids, counts, row numbers, column names, rule names, hashes and
 fingerprints only. Callers may log them as they are.

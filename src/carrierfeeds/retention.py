@@ -84,7 +84,7 @@ from carrierfeeds.config import Feed
 from carrierfeeds.errors import ConfigError, Refused
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.anchor import AnchorLog
-from carrierfeeds.ledger.store import LedgerPurge
+from carrierfeeds.ledger.records import LedgerPurge
 from carrierfeeds.settings import DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS, DEFAULT_LEDGER_RETENTION_YEARS, Settings
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def _due(party: FeedParty, as_of: date, retention_days: int) -> date | None:
 
 
 def _resend_of(name: str, original: str) -> bool:
-    """``name`` is a ``_resend<n>`` copy of ``original`` (see ``pipeline.resend_name``)."""
+    """``name`` is a ``_resend<n>`` copy of ``original`` (see ``run.delivery.resend_name``)."""
     stem, dot, extensions = original.partition(".")
     head, sep, tail = name.partition("_resend")
     number, _, rest = tail.partition(".") if dot else (tail, "", "")

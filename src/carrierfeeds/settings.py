@@ -6,8 +6,10 @@ Defaults are relative to the working directory, so a checkout runs as it is: ``f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +24,10 @@ from carrierfeeds.config import (
     load_schema,
 )
 from carrierfeeds.errors import ConfigError
+
+if TYPE_CHECKING:
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.staging import StagingStore
 
 #: Days employee-level data is kept after an employer's contract ends, unless set otherwise.
 DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
@@ -171,3 +177,37 @@ def plan_catalogue(settings: Settings, bundle: FeedBundle) -> PlanCatalogue:
         if path.stem != bundle.mapping.mapping_id:
             mappings.append(load_mapping(path))
     return PlanCatalogue.for_feed(bundle.feed, bundle.schema, mappings)
+
+
+def open_store(settings: Settings) -> StagingStore:
+    """The CLI's staging store: ``staging_url`` or the local staging folder; key file in the keys folder."""
+    from carrierfeeds.staging import KEY_FILE_NAME, StagingKey, StagingStore
+
+    key = StagingKey.load_or_create(private_dir(settings.resolved_keys_dir) / KEY_FILE_NAME)
+    return StagingStore(settings.staging_url or settings.staging_dir, key)
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The ledger, upgraded; an unusable data dir, a bad URL or an unreachable server is one error
+    naming its setting (ConfigError: fix it; TransientError: retry later), never a driver traceback."""
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.ledger.connect import connect_failure
+
+    require_data_dir(settings)
+    setting = "CARRIERFEEDS_LEDGER_URL" if settings.ledger_url else "CARRIERFEEDS_DATA_DIR"
+    ledger = Ledger.open(settings.resolved_ledger_url, setting=setting)
+    try:
+        ledger.upgrade()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        ledger.close()
+        raise connect_failure(settings.resolved_ledger_url, exc, setting=setting) from None
+    return ledger
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (created 0700, or tightened to it)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path

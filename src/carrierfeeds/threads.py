@@ -12,6 +12,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -45,6 +46,19 @@ def in_order(calls: Sequence[Callable[[], _T]], workers: int, *, name: str) -> l
         return [future.result() for future in futures]
 
 
+def in_order_outcomes(calls: Sequence[Callable[[], _T]], workers: int, *, name: str) -> list[_T | Exception]:
+    """Like :func:`in_order`, but each call's exception is kept in its place instead of raised, for callers
+    that raise it later, where its result would have been used."""
+    return in_order([partial(_outcome, call) for call in calls], workers, name=name)
+
+
+def _outcome(call: Callable[[], _T]) -> _T | Exception:
+    try:
+        return call()
+    except Exception as exc:  # kept, not handled: the caller raises it where the result is used
+        return exc
+
+
 def iter_in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], workers: int, *,
                   name: str) -> Iterator[_T]:
     """``fn(*args)`` for each of ``calls``, on ``workers`` threads (named ``name``), yielded in call order.
@@ -66,4 +80,4 @@ def iter_in_order(fn: Callable[..., _T], calls: Iterable[tuple[Any, ...]], worke
             yield window.popleft().result()
 
 
-__all__ = ["MAX_THREADS", "in_order", "iter_in_order", "thread_count", "usable_cpus"]
+__all__ = ["MAX_THREADS", "in_order", "in_order_outcomes", "iter_in_order", "thread_count", "usable_cpus"]

@@ -38,6 +38,42 @@ def test_e2e_benchmark_runs_and_reports_every_stage_and_primitive(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("warmup", [1, 0])
+def test_e2e_benchmark_interleaves_primitives_and_pipeline_and_keeps_every_pair(tmp_path: Path,
+                                                                                 warmup: int) -> None:
+    from benchmarks.e2e import main
+
+    result = main(["--members", "60", "--repeat", "2", "--warmup", str(warmup), "--naive", "never",
+                   "--out", str(tmp_path)])
+    runs = result["runs"]
+    assert len(runs) == 2 and result["interleaved"] is True
+    # Primitives first in every pair, except the first pair without a warm-up (no 834 to write yet).
+    first_order = ["primitives", "pipeline"] if warmup else ["pipeline", "primitives"]
+    assert [r["order"] for r in runs] == [first_order, ["primitives", "pipeline"]]
+    assert (result["warmup"] is not None) == bool(warmup)
+    for run in runs:
+        assert set(run["stages_s"]) == set(result["stages_s"])
+        assert set(run["primitives_s"]) == set(result["primitives_s"])
+        assert run["ratio"] == pytest.approx(run["pipeline_s"] / run["primitives_total_s"], rel=1e-2)
+        assert run["peak_rss_mb"]["pipeline"] > 0 and run["peak_rss_mb"]["primitives"] > 0
+        for side in ("primitives", "pipeline"):
+            for when in ("before", "after"):
+                assert len(run["load_avg"][side][when]) == 3
+                assert set(run["memory_mb"][side][when]) == {"memavailable_mb", "cached_mb"}
+                assert run["memory_mb"][side][when]["memavailable_mb"] > 0
+    assert result["ratio_per_run"] == [round(r["ratio"], 2) for r in runs]
+    assert set(result["ratio_spread"]) == {"median", "min", "max", "stdev"}
+    assert result["ratio_spread"]["min"] <= result["ratio_median"] <= result["ratio_spread"]["max"]
+    # The same census gives the same 834 in every run.
+    assert result["payload_identical_across_runs"] is True
+    assert {r["payload_sha256"] for r in runs} == {result["payload_sha256"]}
+    assert len(result["machine_state"]["start"]["load_avg"]) == 3
+    (saved,) = tmp_path.glob("*.json")
+    kept = json.loads(saved.read_text())["runs"]["e2e-60"]
+    assert [r["ratio"] for r in kept["runs"]] == [r["ratio"] for r in runs]
+
+
+@pytest.mark.slow
 def test_naive_baseline_produces_the_same_834_as_the_pipeline() -> None:
     from benchmarks.e2e import main
     from benchmarks.naive import NAIVE_STEPS
@@ -110,3 +146,54 @@ def test_many_feeds_benchmark_runs_feeds_back_to_back_and_in_parallel(tmp_path: 
     assert result["parallel_speedup"] > 0
     (saved,) = tmp_path.glob("*.json")
     assert "many_feeds-2x50" in json.loads(saved.read_text())["runs"]
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.postgres
+def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered_once(
+        tmp_path: Path, pg_admin_url: str) -> None:
+    from benchmarks.window import main
+
+    result = main(["--feeds", "2", "--members", "50", "--executor", "local", "--parallelism", "2",
+                   "--pg-url", pg_admin_url, "--out", str(tmp_path)])
+    (saved,) = tmp_path.glob("window-local-2x50-*.json")
+    assert json.loads(saved.read_text())["benchmark"] == "window"
+    assert result["benchmark"] == "window" and result["ok"] is True and result["problems"] == []
+    assert (result["feeds"], result["members_per_feed"], result["parallelism"]) == (2, 50, 2)
+    # Exactly once, each side: one delivery per feed in its ledger, one file per feed on the SFTP target.
+    for side in ("airflow", "inprocess"):
+        check = result["exactly_once"][side]
+        assert check == {"ok": True, "feeds": 2, "files": 2, "delivered": 2, "problems": []}
+    air, inproc = result["airflow"], result["inprocess"]
+    assert air["runs"] == {"success": 2} and air["failed_runs"] == []
+    assert inproc["statuses"] == {"delivered": 2} and len(inproc["feed_s"]) == 2
+    # Seven tasks per feed, each with its queue-to-start and run time from Airflow's metadata.
+    assert len(air["tasks"]) == 14
+    assert {t["task_id"] for t in air["tasks"]} == {"stage_census", "validate", "build", "conformance", "encrypt",
+                                                     "deliver", "confirm"} == set(air["task_summary"])
+    assert all(t["state"] == "success" and t["queued_to_start_s"] is not None and t["run_s"] is not None
+               for t in air["tasks"])
+    assert all(summary["run_s"]["n"] == 2 for summary in air["task_summary"].values())
+    for side in (air, inproc):
+        assert side["feeds_per_hour"] > 0 and side["wall_s"] > 0
+        assert side["cpu_s"] > 0 and side["peak_rss_mb"] > 0 and side["peak_pss_mb"] > 0
+        for when in ("before", "after"):
+            assert len(side["machine_state"][when]["load_avg"]) == 3
+            assert set(side["machine_state"][when]["memory"]) == {"memavailable_mb", "cached_mb"}
+    assert result["airflow_over_inprocess"] == pytest.approx(air["feeds_per_hour"] / inproc["feeds_per_hour"],
+                                                             rel=1e-2)
+    assert isinstance(result["loaded_machine"], bool)
+    # Nothing it started outlives it: no process left with its temporary folder in its command line or
+    # environment (Airflow's components have it as AIRFLOW_HOME).
+    workdir = result["workdir"].encode()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if workdir in (proc / "cmdline").read_bytes() or workdir in (proc / "environ").read_bytes():
+                    left.append(proc.name)
+            except OSError:
+                continue
+    assert not left, f"processes left running: {left}"
+    assert not Path(result["workdir"]).exists()

@@ -7,6 +7,7 @@ the segment terminator right after ISA16), then walks the 834 005010X220A1 membe
 
     INS (Loop 2000)  REF*0F subscriber id  REF*23 member id (dependents)  REF*17/1L/DX  DTP*336/356/357
     NM1*IL (Loop 2100A, NM109 the SSN when NM108 is 34)  PER  N3  N4  DMG  ICM  HLH  LUI
+    NM1*70 (Loop 2100B: the identity the carrier held before a correction)  DMG
     NM1*31 (Loop 2100C mailing address)  N3  N4
     HD (Loop 2300)  DTP*348 start  DTP*349 end  AMT  REF under 2300  LX NM1*P3 (Loop 2310 PCP)
     LS*2700  LX N1*75 REF DTP*007 (Loop 2700/2750 reporting categories)  LE*2700
@@ -71,6 +72,10 @@ class Member:
     language: str = ""  # LUI02
     mailing: tuple[str, str, str, str, str] | None = None  # Loop 2100C N301 N302 N401 N402 N403
     categories: list[dict[str, str]] = field(default_factory=list)  # Loop 2750: name, REF01, REF02, date
+    ins05: str = "A"
+    ins07: str = ""
+    #: Loop 2100B: last_name, first_name, ssn (and dob, gender with its DMG) as the carrier held them
+    prior: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -161,7 +166,8 @@ def read_834(data: bytes) -> Transmission:
         if member is None and tag in ("REF", "N1", "DTP", "QTY"):
             continue  # Loop 1000 / header segments before the first INS
         if tag == "INS":
-            member = Member(ins01=el[1], ins02=el[2], ins03=el[3], ins04=el[4], ins08=el[8])
+            member = Member(ins01=el[1], ins02=el[2], ins03=el[3], ins04=el[4], ins08=el[8], ins05=el[5],
+                            ins07=el[7])
             members.append(member)
             cover, in_2100, mailing, provider, categories = None, False, None, False, False
             continue
@@ -226,6 +232,8 @@ def read_834(data: bytes) -> Transmission:
             member.address1, member.address2 = el[1], el[2]
         elif tag == "N4" and in_2100:
             member.city, member.state, member.zip = el[1], el[2], el[3]
+        elif tag == "DMG" and in_2100 and member.prior:
+            member.prior.update(dob=_d8(el[1], el[2], pos).isoformat(), gender=el[3])
         elif tag == "DMG" and in_2100:
             member.dob = _d8(el[1], el[2], pos)
             member.gender = el[3]
@@ -240,6 +248,8 @@ def read_834(data: bytes) -> Transmission:
             member.language = el[2]
         elif tag == "NM1" and el[1] == "31" and in_2100:
             in_2100, mailing = False, []
+        elif tag == "NM1" and el[1] == "70" and in_2100:
+            member.prior = {"last_name": el[3], "first_name": el[4], "ssn": el[9] if el[8] == "34" else ""}
         else:
             raise ReadError(f"segment {pos}: {tag} not expected in a member loop")
     if categories:

@@ -96,13 +96,12 @@ class PureFeed:
             action: str = mapping.full_file.bgn08
             snapshot = None
             if keeps_snapshot(mapping.mode, self.feed.validation.policy):
-                held = set(census["member_id"].astype(str)) - set(accepted["member_id"].astype(str))
                 full = self.snapshot is None or mapping.mode == "full" or is_full_file_day(
                     day.on, mapping.full_file_weekday)
                 change_set = diff_against_snapshot(
                     enrollment, self.snapshot, as_of=day.on, term_policy=mapping.term_policy,
                     term_end=mapping.term_end, retro_window_days=mapping.retro_window_days,
-                    held_back_members=held, full_file=full, plan_change=mapping.plan_change)
+                    held_back_members=outcome.held_back_member_ids, full_file=full, plan_change=mapping.plan_change)
                 if change_set.empty:
                     return "no_changes", None
                 enrollment, snapshot = change_set.enrollment, change_set.snapshot

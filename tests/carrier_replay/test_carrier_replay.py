@@ -1,4 +1,4 @@
-"""The carrier-replay property (issue 16): generated multi-day histories of a small employer, each under
+"""The carrier-replay property: generated multi-day histories of a small employer, each under
 one drawn configuration (mode changes or full, plan_change, term policy and end, validation policy
 reject or quarantine, a full-file weekday, a line-keyed or plan-keyed carrier). After every day the
 carrier's roster, rebuilt from nothing out of the delivered 834s alone, equals the roster the census

@@ -1,4 +1,4 @@
-"""Minimal carrier-replay histories, one per finding (issue 16 and what the replay found besides).
+"""Minimal carrier-replay histories, one per thing the replay found.
 
 Each plays a short history through the project's pure stages, hands every delivered 834 to the carrier
 model and asserts the carrier's roster equals the census after every day. Each failed before its fix.

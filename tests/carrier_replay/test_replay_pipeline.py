@@ -23,7 +23,8 @@ from tests.carrier_replay.replay import ROOT, configured, expected_for
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.config import LocalDelivery
 from carrierfeeds.demo import prepare_workspace
-from carrierfeeds.pipeline import RunRef, run_feed
+from carrierfeeds.run.context import RunRef
+from carrierfeeds.run.stages import run_feed
 
 pytestmark = pytest.mark.slow
 

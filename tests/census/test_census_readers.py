@@ -173,6 +173,8 @@ def test_a_file_without_its_header_row_never_echoes_row_1(tmp_path: Path, sample
     # an employee's row with no empty cell, as row 1
     cells = [c if c.strip('"') else f"blank{i}" for i, c in enumerate(lines[1].split(","))]
     assert cells[0] == cells[1]
+    # Short codes (a middle initial, a status) may repeat by chance: only the ids are the duplicate here.
+    cells = [c if i < 2 or c not in cells[:i] else f"{c}{i}" for i, c in enumerate(cells)]
     path.write_text("\n".join([",".join(cells), *lines[2:]]) + "\n", encoding="utf-8")
     err = _error(path)
     assert (err.row, err.rule, err.details["positions"], err.details["duplicated"]) == (

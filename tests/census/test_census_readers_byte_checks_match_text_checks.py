@@ -261,7 +261,8 @@ def test_quoted_line_breaks_read_whatever_the_blocks(tmp_path: Path, big: tuple[
                                                       caplog: pytest.LogCaptureFixture) -> None:
     # pyarrow reads a quoted line break inside a block (one block: 2 MiB) and refuses one on a block
     # boundary (three 4 MiB blocks here), and the C parser reads the file: either way the same cells
-    frame = pd.concat([big[0]] * copies, ignore_index=True)
+    # The census-v1 columns only (later optional columns are read back empty).
+    frame = pd.concat([big[0]] * copies, ignore_index=True).loc[:, "member_id":"coverage_end"]
     path = tmp_path / "census.csv"
     # Where the block boundaries fall depends on the census's width: pad the line breaks' cells until a
     # boundary falls inside quotes for three copies (as pyarrow itself finds it), so the test keeps

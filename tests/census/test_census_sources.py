@@ -31,6 +31,7 @@ from carrierfeeds.census.sources import (
     sha256_file,
 )
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource, load_schema
+from carrierfeeds.credentials import StaticConnections
 from carrierfeeds.errors import ConfigError, DataError, HostKeyRefused, Refused, TransientError
 from carrierfeeds.testing.postgres import read_only_login
 
@@ -387,7 +388,8 @@ def test_sftp_drop_refuses_an_unpinned_host_before_anything_is_read(
     wrong = f"[{sshd_server.host}]:{sshd_server.port} {other}\n"
     source = SftpSource(connection_id="acme-drop", remote_dir=str(drop["folder"]))
     with pytest.raises(HostKeyRefused):
-        _fetch(source, tmp_path, endpoint_for=lambda _cid: sshd_server.endpoint(known_hosts=wrong))
+        _fetch(source, tmp_path,
+               connections=StaticConnections(sftp={source.connection_id: sshd_server.endpoint(known_hosts=wrong)}))
     assert not (tmp_path / "work" / "sftp-census.download").exists()
 
 

@@ -363,7 +363,8 @@ def _run_with_encryption(demo_keys: object, base: Path, **encryption: object) ->
     from carrierfeeds.census.generate import generate_census, write_census_csv
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import prepare_workspace
-    from carrierfeeds.pipeline import RunRef, run_feed
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
 
     ws = prepare_workspace(base, keys=demo_keys, keys_dir=base / "keys", config_root=ROOT,
                            ledger_url=f"sqlite:///{base / 'ledger.sqlite'}", delivery=LocalDelivery(path="inbox"))

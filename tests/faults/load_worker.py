@@ -5,7 +5,7 @@ Run as ``python load_worker.py SPEC.json WORKER_ID``. The queue is a folder of t
 feed; a worker claims a ticket by renaming it into ``claimed/`` (atomic: exactly one worker wins it).
 Two ways to run a feed (``mode`` in the spec):
 
-- ``run_feed``: ``pipeline.run_feed`` as the CLI does; a run that ends ``failed`` on a retriable error
+- ``run_feed``: ``run.run_feed`` as the CLI does; a run that ends ``failed`` on a retriable error
   is run again (a CLI rerun), up to ``stage_tries`` times.
 - ``stages``: each stage in a fresh ``open_run`` (``ephemeral``, like an Airflow task); a retriable
   error retries that stage, up to ``stage_tries`` tries; anything else, or the last try, ends the run
@@ -88,16 +88,16 @@ def _transport(spec: Spec, settings: Any, bundle: Any) -> Any:
 
 def run_whole(spec: Spec, settings: Any, feed_id: str, worker: str) -> dict[str, Any]:
     """One feed through ``run_feed``, run again while it ends failed on a retriable error."""
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.settings import load_bundle
 
     bundle = load_bundle(settings, feed_id)
-    ref = pipeline.RunRef.for_day(feed_id, spec.day)
+    ref = run.RunRef.for_day(feed_id, spec.day)
     errors: list[str] = []
     tries = 0
     while True:
         tries += 1
-        summary = pipeline.run_feed(settings, ref, clock=lambda: spec.clock, actor=f"load:{worker}",
+        summary = run.run_feed(settings, ref, clock=lambda: spec.clock, actor=f"load:{worker}",
                                     transport=_transport(spec, settings, bundle))
         error = summary.error or {}
         if error:
@@ -109,56 +109,55 @@ def run_whole(spec: Spec, settings: Any, feed_id: str, worker: str) -> dict[str,
 
 def run_stages(spec: Spec, settings: Any, ledger: Any, store: Any, feed_id: str, worker: str) -> dict[str, Any]:
     """Every stage of one feed's run, each retried on a retriable error; the worker's account of it."""
-    from carrierfeeds import pipeline
+    from carrierfeeds import run
     from carrierfeeds.errors import CarrierFeedsError
     from carrierfeeds.settings import load_bundle
 
     bundle = load_bundle(settings, feed_id)
-    ref = pipeline.RunRef.for_day(feed_id, spec.day)
+    ref = run.RunRef.for_day(feed_id, spec.day)
     tries: dict[str, int] = {}
     errors: list[str] = []
     for stage in STAGES:
         for attempt in range(1, spec.stage_tries + 1):
             tries[stage] = attempt
-            ctx = pipeline.open_run(settings, ref, clock=lambda: spec.clock, actor=f"load:{worker}",
+            ctx = run.open_run(settings, ref, clock=lambda: spec.clock, actor=f"load:{worker}",
                                     ledger=ledger, bundle=bundle, store=store, ephemeral=True)
             try:
                 if stage == "stage_census":
-                    pipeline.stage_census(ctx)
+                    run.stage_census(ctx)
                 elif stage == "validate":
-                    pipeline.validate(ctx)
+                    run.validate(ctx)
                 elif stage == "build":
-                    pipeline.build(ctx)
+                    run.build(ctx)
                 elif stage == "conformance":
-                    pipeline.conformance(ctx)
+                    run.conformance(ctx)
                 elif stage == "encrypt":
-                    pipeline.encrypt(ctx)
+                    run.encrypt(ctx)
                 elif stage == "deliver":
-                    pipeline.deliver(ctx, transport=_transport(spec, settings, bundle))
+                    run.deliver(ctx, transport=_transport(spec, settings, bundle))
                 else:
-                    summary = pipeline.confirm(ctx)
+                    summary = run.confirm(ctx)
                     return {"feed_id": feed_id, "status": summary.status, "tries": tries, "errors": errors,
                             "file_name": summary.file_name}
                 break
             except CarrierFeedsError as exc:
                 errors.append(f"{stage}:{exc.code}:{exc.message[:300]}")
                 if exc.retriable and attempt < spec.stage_tries:
-                    pipeline.wipe_scratch(ctx)  # the retry re-reads the staging store
+                    run.wipe_scratch(ctx)  # the retry re-reads the staging store
                     continue
-                summary = pipeline.end_run(ctx, exc)
+                summary = run.end_run(ctx, exc)
                 return {"feed_id": feed_id, "status": summary.status, "tries": tries, "errors": errors,
                         "file_name": summary.file_name}
     raise AssertionError("unreachable: confirm returns")
 
 
 def main(spec_path: str, worker: str) -> None:
-    from carrierfeeds import pipeline
-    from carrierfeeds.settings import Settings
+    from carrierfeeds.settings import Settings, open_ledger, open_store
 
     spec = Spec.read(Path(spec_path))
     settings = Settings(**spec.settings)
-    ledger = pipeline.open_ledger(settings)
-    store = pipeline.open_store(settings)
+    ledger = open_ledger(settings)
+    store = open_store(settings)
     out = spec.results / f"{worker}.jsonl"
     after_first: int | None = None
     done = 0

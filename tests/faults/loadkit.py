@@ -25,8 +25,8 @@ from faultkit import HERE, ROOT, child_env
 
 from carrierfeeds.config import SftpDelivery
 from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
-from carrierfeeds.pipeline import ON_RECIPIENTS_SIDE, open_ledger
-from carrierfeeds.settings import Settings
+from carrierfeeds.ledger.records import SENT_STATUSES
+from carrierfeeds.settings import Settings, open_ledger
 from carrierfeeds.testing.gpg import DemoKeys
 from carrierfeeds.testing.sshd import Sshd
 from carrierfeeds.transport.base import TEMP_PREFIX, TEMP_SUFFIX
@@ -175,7 +175,7 @@ def check_exactly_once(lw: LoadWorkspace, outcome: LoadOutcome, scratch: Path) -
             (delivery,) = deliveries
             assert delivery.status in ("delivered", "reconciled"), f"{feed_id}: {delivery.status}"
             outcomes = [o.status for o in ledger.delivery_outcomes(delivery_ids=[delivery.delivery_id])]
-            on_their_side = [s for s in outcomes if s in ON_RECIPIENTS_SIDE]
+            on_their_side = [s for s in outcomes if s in SENT_STATUSES]
             assert len(on_their_side) == 1, f"{feed_id}: outcomes {outcomes}"
             (run,) = ledger.list_runs(feed_id=feed_id)
             assert run.status == "delivered", f"{feed_id}: run {run.status}"

@@ -20,12 +20,13 @@ import sqlalchemy as sa
 from ledger_helpers import Clock, payload, start
 from typer.testing import CliRunner
 
-from carrierfeeds.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app
+from carrierfeeds.cli import app
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.anchor import ANCHOR_FILE_NAME, KEY_FILE_NAME, AnchorLog, verify_ledger
+from carrierfeeds.ledger.base import Tx
 from carrierfeeds.ledger.chain import canonical_json, row_hash
 from carrierfeeds.ledger.models import AUDIT_TABLES, chain_head, hashed_columns, purge_checkpoints
-from carrierfeeds.ledger.store import _Tx
+from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.retention import FeedParty, run_purge
 
 runner = CliRunner()
@@ -97,10 +98,10 @@ def test_deleting_the_newest_rows_is_found(env: dict[str, Any], superuser: Ledge
     clock = Clock()
     _day(superuser, clock, 1)
     first = _verify()
-    assert first.exit_code == EXIT_OK, first.output
+    assert first.exit_code == ExitCode.OK, first.output
     anchored = json.loads(first.output)["anchored_now"]
     _day(superuser, clock, 2)
-    assert _verify().exit_code == EXIT_OK  # anchors the second day too
+    assert _verify().exit_code == ExitCode.OK  # anchors the second day too
     # The superuser deletes the second day and sets the head back to where the first anchor saw it.
     with superuser.engine.begin() as conn:
         for _, (table, _) in reversed(AUDIT_TABLES.items()):
@@ -109,7 +110,7 @@ def test_deleting_the_newest_rows_is_found(env: dict[str, Any], superuser: Ledge
                      .values(seq=anchored["seq"], row_hash=anchored["head"]))
     assert superuser.verify_chain().ok  # the chain alone cannot tell
     result = _verify()
-    assert result.exit_code == EXIT_FAILED, result.output
+    assert result.exit_code == ExitCode.FAILED, result.output
     data = json.loads(result.output)
     assert data["chain_ok"] and not data["ok"] and data["anchored_now"] is None
     assert "is gone and no purge removed it" in data["anchors"]["problem"]
@@ -119,7 +120,7 @@ def test_a_full_rehash_after_editing_a_row_is_found(env: dict[str, Any], superus
     clock = Clock()
     run_id = _day(superuser, clock, 1)
     _day(superuser, clock, 2)
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     # Edit the first run's delivery (a different payload hash), then rehash everything after it.
     with superuser.engine.begin() as conn:
         d = AUDIT_TABLES["deliveries"][0]
@@ -128,7 +129,7 @@ def test_a_full_rehash_after_editing_a_row_is_found(env: dict[str, Any], superus
         _rehash_from(conn, seq)
     assert superuser.verify_chain().ok  # the rewritten chain is internally consistent
     result = _verify()
-    assert result.exit_code == EXIT_FAILED, result.output
+    assert result.exit_code == ExitCode.FAILED, result.output
     assert "no longer has the hash anchored" in json.loads(result.output)["anchors"]["problem"]
 
 
@@ -136,7 +137,7 @@ def test_runs_and_verify_append_signed_lines_and_an_edited_line_is_refused(env: 
                                                                         superuser: Ledger) -> None:
     clock = Clock()
     _day(superuser, clock, 1)
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     anchors: AnchorLog = env["anchors"]
     assert (anchors.key_file.stat().st_mode & 0o777) == 0o600
     lines = anchors.path.read_text().splitlines()
@@ -145,7 +146,7 @@ def test_runs_and_verify_append_signed_lines_and_an_edited_line_is_refused(env: 
     forged = json.loads(lines[0]) | {"seq": 1}
     anchors.path.write_text(json.dumps(forged) + "\n")
     result = _verify()
-    assert result.exit_code == EXIT_FAILED
+    assert result.exit_code == ExitCode.FAILED
     assert "line 1 is not a line this deployment signed" in json.loads(result.output)["anchors"]["problem"]
 
 
@@ -172,7 +173,7 @@ def test_purges_keep_verifying_and_retire_the_anchors_they_remove(env: dict[str,
     kinds = [json.loads(x)["kind"] for x in anchors.path.read_text().splitlines()]
     assert kinds == ["head", "purge", "head"]
     result = _verify()
-    assert result.exit_code == EXIT_OK, result.output
+    assert result.exit_code == ExitCode.OK, result.output
     assert json.loads(result.output)["anchors"]["retired_by_purge"] == 1
 
 
@@ -182,7 +183,7 @@ def test_a_forged_checkpoint_hiding_deleted_rows_is_found(env: dict[str, Any], s
     clock = Clock()
     run_id = _day(superuser, clock, 1)
     _day(superuser, clock, 2)
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     with superuser.engine.begin() as conn:
         ev = AUDIT_TABLES["run_events"][0]
         victim = conn.execute(sa.select(ev).where(ev.c.run_id == run_id, ev.c.kind == "stage")).one()
@@ -190,25 +191,25 @@ def test_a_forged_checkpoint_hiding_deleted_rows_is_found(env: dict[str, Any], s
     # The attacker appends a checkpoint row through our own chain code.
     with superuser.engine.begin() as conn:
         head = conn.execute(sa.select(chain_head)).one()
-        tx = _Tx(conn, int(head.seq), str(head.row_hash))
+        tx = Tx(conn, int(head.seq), str(head.row_hash))
         gap = [victim.seq, victim.seq, victim.prev_hash, victim.row_hash]
         tx.append(purge_checkpoints, {"cutoff": NOW, "purged_rows": 1, "gaps": canonical_json([gap]),
                                       "counts": canonical_json({"run_events": 1}), "actor": "x", "at": NOW})
         conn.execute(sa.update(chain_head).values(seq=tx.seq, row_hash=tx.head))
     assert superuser.verify_chain().ok
     result = _verify()
-    assert result.exit_code == EXIT_FAILED, result.output
+    assert result.exit_code == ExitCode.FAILED, result.output
     assert "no signed purge line lists" in json.loads(result.output)["anchors"]["problem"]
 
 
 def test_a_lost_anchor_key_is_a_configuration_error_not_a_fresh_key(env: dict[str, Any],
                                                                    superuser: Ledger) -> None:
     _day(superuser, Clock(), 1)
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     anchors: AnchorLog = env["anchors"]
     anchors.key_file.unlink()
     result = runner.invoke(app, ["audit", "verify"])
-    assert result.exit_code == EXIT_USAGE
+    assert result.exit_code == ExitCode.USAGE
     assert "key file is missing but anchors exist" in result.output
     assert not anchors.key_file.exists()
     assert (env["data"] / "anchors" / ANCHOR_FILE_NAME).is_file()
@@ -221,11 +222,11 @@ def test_the_audit_report_prints_the_anchors_and_fails_on_a_rewrite(env: dict[st
     out = tmp_path / "report.html"
     args = ["audit", "report", "--since", "2026-01-01", "--until", "2026-12-31", "--out", str(out)]
     ok = runner.invoke(app, args)
-    assert ok.exit_code == EXIT_OK, ok.output
+    assert ok.exit_code == ExitCode.OK, ok.output
     seq, head = superuser.chain_head()
     assert "Anchors outside the database" in out.read_text() and "no anchors yet" in out.read_text()
     again = runner.invoke(app, args)
-    assert again.exit_code == EXIT_OK
+    assert again.exit_code == ExitCode.OK
     assert f"latest seq {seq} {head}" in out.read_text()
     with superuser.engine.begin() as conn:
         ev = AUDIT_TABLES["run_events"][0]
@@ -235,18 +236,18 @@ def test_the_audit_report_prints_the_anchors_and_fails_on_a_rewrite(env: dict[st
         conn.execute(sa.update(chain_head).values(seq=seq - 1, row_hash=prev))
     assert superuser.verify_chain().ok
     broken = runner.invoke(app, args)
-    assert broken.exit_code == EXIT_FAILED
+    assert broken.exit_code == ExitCode.FAILED
     assert "intact" in out.read_text() and "anchor check FAILED: row seq" in out.read_text()
 
 
 def test_a_line_torn_by_a_crash_is_skipped_and_the_next_one_stays_whole(env: dict[str, Any],
                                                                        superuser: Ledger) -> None:
     _day(superuser, Clock(), 1)
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     anchors: AnchorLog = env["anchors"]
     whole = anchors.path.read_text()
     anchors.path.write_text(whole + whole[: len(whole) // 2])  # a second line cut short
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK
     lines = anchors.path.read_text().splitlines()
     assert len(lines) == 3 and lines[2].endswith("}")
-    assert _verify().exit_code == EXIT_OK
+    assert _verify().exit_code == ExitCode.OK

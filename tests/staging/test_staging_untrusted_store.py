@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from carrierfeeds import pipeline
+from carrierfeeds import run
 from carrierfeeds.errors import Refused
-from carrierfeeds.pipeline import RunRef, run_dir_for, run_feed
+from carrierfeeds.run.context import RunRef, run_dir_for
+from carrierfeeds.run.stages import run_feed
+from carrierfeeds.settings import open_store
 from carrierfeeds.staging import KEY_FILE_NAME
 
 pytestmark = pytest.mark.slow
@@ -28,15 +30,15 @@ def _clock() -> datetime:
     return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
 
 
-def _encrypted(ws: Any, *, seed: int = 3, ephemeral: bool = False) -> pipeline.RunContext:
+def _encrypted(ws: Any, *, seed: int = 3, ephemeral: bool = False) -> run.RunContext:
     census = ws.write_census(members=15, seed=seed, as_of=DAY)
-    ctx = pipeline.open_run(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test",
+    ctx = run.open_run(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test",
                             ephemeral=ephemeral)
-    pipeline.stage_census(ctx, census)
-    pipeline.validate(ctx)
-    pipeline.build(ctx)
-    pipeline.conformance(ctx)
-    pipeline.encrypt(ctx)
+    run.stage_census(ctx, census)
+    run.validate(ctx)
+    run.build(ctx)
+    run.conformance(ctx)
+    run.encrypt(ctx)
     return ctx
 
 
@@ -45,13 +47,13 @@ def _carrier_side(ws: Any) -> list[str]:
     return sorted(p.name for p in ws.inbox.iterdir())
 
 
-def _failed_deliver(ctx: pipeline.RunContext) -> Any:
+def _failed_deliver(ctx: run.RunContext) -> Any:
     events = [e for e in ctx.ledger.run_events(ctx.run_id) if e.kind == "stage" and e.stage == "deliver"]
     assert events and events[-1].status == "failed", events
     return events[-1]
 
 
-def _write_unsealed(ctx: pipeline.RunContext, name: str, data: bytes) -> None:
+def _write_unsealed(ctx: run.RunContext, name: str, data: bytes) -> None:
     """What someone who can write the store but holds no key can do: put an object there in the clear."""
     folder = run_dir_for(ctx.settings, ctx.ref)
     (folder / f"{name}.enc").unlink(missing_ok=True)
@@ -63,10 +65,10 @@ def test_a_forged_state_naming_the_staging_key_is_refused_and_nothing_is_sent(sf
     ctx = _encrypted(ws)
     key_file = ws.keys_dir / KEY_FILE_NAME
     assert key_file.is_file()
-    forged = {**ctx.state(), "cipher_name": str(key_file)}
+    forged = {**ctx.state().as_flat(), "cipher_name": str(key_file)}
     _write_unsealed(ctx, "state.json", json.dumps(forged).encode())
     with pytest.raises(Refused) as caught:
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert caught.value.code == "staging_unsealed"
     assert _failed_deliver(ctx).error_code == "staging_unsealed"  # recorded
     assert _carrier_side(ws) == []
@@ -82,7 +84,7 @@ def test_a_tampered_sealed_state_is_refused_fail_closed_and_recorded(sftp_worksp
     data[len(data) // 2] ^= 0x01
     sealed.write_bytes(bytes(data))
     with pytest.raises(Refused) as caught:
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert caught.value.code == "staging_tampered"
     assert _failed_deliver(ctx).error_code == "staging_tampered"
     assert _carrier_side(ws) == []
@@ -96,11 +98,11 @@ def test_a_cipher_name_outside_the_run_folder_is_refused(sftp_workspace: Any, wh
     key_file = ws.keys_dir / KEY_FILE_NAME
     name = {"absolute": str(key_file),
             "dotdot": os.path.relpath(key_file, ctx.run_dir),
-            "separator": f"sub/{ctx.state()['cipher_name']}"}[where]
+            "separator": f"sub/{ctx.state().encryption.cipher_name}"}[where]
     # Even a state sealed with the key (a bug, or a key holder) cannot name a file outside the run.
-    ctx.save_state(cipher_name=name)
+    ctx.save_state(encrypted=ctx.state().encryption.model_copy(update={"cipher_name": name}))
     with pytest.raises(Refused) as caught:
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert caught.value.code == "artifact_name_refused"
     assert _failed_deliver(ctx).error_code == "artifact_name_refused"
     assert _carrier_side(ws) == []
@@ -111,11 +113,11 @@ def test_a_cipher_name_outside_the_run_folder_is_refused(sftp_workspace: Any, wh
 def test_a_symlink_in_the_scratch_folder_is_not_followed(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=6)
-    local = ctx.run_dir / ctx.state()["cipher_name"]
+    local = ctx.run_dir / ctx.state().encryption.cipher_name
     local.unlink()
     local.symlink_to(ws.keys_dir / KEY_FILE_NAME)
     with pytest.raises(Refused) as caught:
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert caught.value.code == "artifact_name_refused"
     assert _carrier_side(ws) == []
     ctx.ledger.close()
@@ -124,13 +126,13 @@ def test_a_symlink_in_the_scratch_folder_is_not_followed(sftp_workspace: Any) ->
 def test_a_ciphertext_swapped_in_the_store_is_refused_and_nothing_reaches_the_carrier(sftp_workspace: Any) -> None:
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=7, ephemeral=True)  # each stage its own worker: deliver reads the store
-    name = ctx.state()["cipher_name"]
+    name = ctx.state().encryption.cipher_name
     other = ws.keys.ours.encrypt_file(ws.write_census(members=5, seed=8, as_of=DAY, name="other.csv"),
                                       Path(ws.inbound) / "other.pgp", recipient=ws.keys.carrier_fingerprint,
                                       signer=ws.keys.signer_fingerprint, now=datetime.now(UTC))
     _write_unsealed(ctx, name, other.path.read_bytes())  # same name, other bytes
     with pytest.raises(Refused):
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert _carrier_side(ws) == []
     ctx.ledger.close()
 
@@ -139,17 +141,17 @@ def test_a_ciphertext_swapped_after_it_was_fetched_is_refused_before_the_rename(
     ws = sftp_workspace
     ctx = _encrypted(ws, seed=9)
     state = ctx.state()
-    local = ctx.run_dir / state["cipher_name"]
+    local = ctx.run_dir / state.encryption.cipher_name
     # Another whole ciphertext of the very same payload: the same size, other bytes; only its hash tells.
-    again = ws.keys.ours.encrypt_file(ctx.run_dir / state["file_name"], ctx.run_dir / "again.pgp",
+    again = ws.keys.ours.encrypt_file(ctx.run_dir / state.build.file_name, ctx.run_dir / "again.pgp",
                                       recipient=ws.keys.carrier_fingerprint, signer=ws.keys.signer_fingerprint,
                                       now=datetime.now(UTC))
     os.replace(again.path, local)
-    assert again.sha256 != state["ciphertext_sha256"]
+    assert again.sha256 != state.encryption.ciphertext_sha256
     with pytest.raises(Refused) as caught:
-        pipeline.deliver(ctx)
+        run.deliver(ctx)
     assert caught.value.code == "ciphertext_mismatch"
-    assert caught.value.details["expected_sha256"] == state["ciphertext_sha256"]
+    assert caught.value.details["expected_sha256"] == state.encryption.ciphertext_sha256
     assert _failed_deliver(ctx).error_code == "ciphertext_mismatch"
     delivery = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=DAY)
     assert delivery is not None and delivery.status == "failed"
@@ -186,7 +188,7 @@ def test_a_state_written_by_an_older_version_is_refused_with_the_way_out(sftp_wo
     first = run_feed(ws.settings, ref, clock=_clock, actor="test", census_path=census)
     assert first.status == "delivered", first.error
     # As an older carrierfeeds left it: state and ciphertext in the clear.
-    store = pipeline.open_store(ws.settings)
+    store = open_store(ws.settings)
     state = store.get_bytes(ws.feed.feed_id, DAY, "state.json")
     cipher = store.get_bytes(ws.feed.feed_id, DAY, first.file_name or "")
     folder = run_dir_for(ws.settings, ref)

@@ -218,14 +218,14 @@ def test_one_pyx12_process_per_cpu_this_process_may_use_at_most_four(monkeypatch
                                                                     cpus: int, workers: int) -> None:
     import os
 
-    from carrierfeeds import pipeline
+    from carrierfeeds.run import gate
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)), raising=False)
-    assert pipeline.pyx12_workers() == workers
+    assert gate.pyx12_workers() == workers
 
 
 def test_tiny_files_stay_in_this_process() -> None:
     """The demo's and the tests' files (here 89 members) are far below the size that pays for children."""
-    from carrierfeeds import pipeline
+    from carrierfeeds.run import gate
 
-    assert pyx12_target(_file(), max_members=10_000).size * 4 < pipeline.PYX12_PIECES_MIN_BYTES
+    assert pyx12_target(_file(), max_members=10_000).size * 4 < gate.PYX12_PIECES_MIN_BYTES

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import x12_helpers as h
 
-from carrierfeeds.config import ClientReporting, MemberReferences, PlanCode
+from carrierfeeds.config import MEMBER_STATUS_SOURCES, ClientReporting, MemberReferences, PlanCode
 from carrierfeeds.config.mapping import BrokerParty, FileHeader
 from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.x12.check import check_834, validate_with_pyx12
@@ -88,6 +88,66 @@ def _split_transaction_sets() -> tuple[Enrollment, TransactionHeader]:
     return h.enrollment(h.census(rows), m), h.header(m)
 
 
+#: A carrier that takes every relationship the census knows, with the TR3's INS02 codes.
+EXTENDED_RELATIONSHIPS = {"EE": "18", "SP": "01", "CH": "19", "DP": "53", "SC": "17", "FC": "10", "AC": "09",
+                          "WD": "15", "SD": "23", "HD": "19", "XS": "25", "GC": "05", "CD": "38", "OR": "G9"}
+
+
+def extended_family_rows() -> list[dict[str, str]]:
+    """The single employee's household: a domestic partner, a stepchild, a foster child, a ward, a
+    sponsored dependent and a handicapped adult dependent, each on the employee's medical plan."""
+    rows = h.family_rows()
+    solo = next(r for r in rows if r["member_id"] == "E2002" and r["plan_code"] == "MED-HDHP")
+    for k, (rel, first, dob, gender) in enumerate((
+            ("DP", "Jordan", "1989-05-05", "U"), ("SC", "Riley", "2011-02-03", "F"),
+            ("FC", "Casey", "2015-08-19", "M"), ("WD", "Avery", "2009-12-24", "F"),
+            ("SD", "Morgan", "2003-04-30", "M"), ("HD", "Quinn", "1996-10-10", "F")), start=1):
+        rows.append({**solo, "member_id": f"E2002-{k:02d}", "relationship": rel, "first_name": first,
+                     "dob": dob, "gender": gender, "ssn": "", "hire_date": "", "employment_status": "",
+                     "coverage_level": "FAM"})
+    return rows
+
+
+def _extended_relationships() -> tuple[Enrollment, TransactionHeader]:
+    """INS02 53 (life partner), 17, 10, 15, 23 and 19 (a handicapped dependent is a child to the TR3)."""
+    m = h.validated(relationship_codes=EXTENDED_RELATIONSHIPS)
+    return h.enrollment(h.census(extended_family_rows()), m), h.header(m)
+
+
+def _member_status() -> tuple[Enrollment, TransactionHeader]:
+    """INS05, INS08 (every TR3 code), INS09, INS10, INS11/12 and DTP*337: the terminated employee's
+    employment end, an adult child at school, a handicapped child, a spouse's date of death."""
+    m = h.status_mapping(benefit_status=True, employment_codes="all", student=True, handicap=True, death=True,
+                       employment_end=True)
+    rows = h.family_rows()
+    for r in rows:
+        if r["member_id"] == "E1001":
+            r.update(employment_status="L1", benefit_status="A")
+        if r["member_id"] == "E1001-01":
+            r.update(death_date="2026-11-02", benefit_status="S")
+        if r["member_id"] == "E1001-02":
+            r.update(student_status="F", handicap="N")
+        if r["member_id"] == "E1001-03":
+            r.update(student_status="n", handicap="Y")
+        if r["member_id"] == "E2002":
+            r.update(employment_end_date="2026-10-31", benefit_status="t")
+    return h.enrollment(h.census(rows), m), h.header(m)
+
+
+def _retiree_with_medicare() -> tuple[Enrollment, TransactionHeader]:
+    """A retiree (INS08 RT) on Medicare parts A and B by age (INS06 C:0) and a spouse on part A by
+    disability (A:1); the other family without Medicare sends no INS06."""
+    m = h.status_mapping(medicare=True, employment_end=True)
+    rows = h.family_rows()
+    for r in rows:
+        if r["member_id"] == "E2002":
+            r.update(employment_status="RT", medicare_plan="C", medicare_reason="0",
+                     employment_end_date="2025-12-31", dob="1958-02-11")
+        if r["member_id"] == "E1001-01":
+            r.update(medicare_plan="a", medicare_reason="1")
+    return h.enrollment(h.census(rows), m), h.header(m)
+
+
 def _file_header() -> tuple[Enrollment, TransactionHeader]:
     """DTP*007 (the run's day), QTY*TO/DT/ET per transaction set, Loop 1000C TPA and broker; split into
     sets of at most 4 members so each set carries its own totals."""
@@ -109,11 +169,16 @@ SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-member-dates.834": _member_dates,
     "full-file-extended-charset.834": _extended_charset,
     "full-file-split-transaction-sets.834": _split_transaction_sets,
+    "full-file-extended-relationships.834": _extended_relationships,
+    "full-file-member-status.834": _member_status,
+    "full-file-retiree-with-medicare.834": _retiree_with_medicare,
     "full-file-header-totals-and-parties.834": _file_header,
 }
 #: Optional columns each scenario must carry through the file and back.
 _OPTIONAL = ("group_policy_number", "reporting_category", "department", "hire_date", "eligibility_begin",
-             "eligibility_end", "coverage_policy_number")
+             "eligibility_end", "coverage_policy_number", *(c for c in dict.fromkeys(
+                 f for need in MEMBER_STATUS_SOURCES.values() for f in need)
+                 if c not in ("employment_status", "event_reason")))
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -138,6 +203,8 @@ def test_golden_file(name: str, tmp_path: Path) -> None:
     assert back["member_id"].nunique() == enrollment.member_count == report.member_count
     expected = table.reindex(columns=["member_id", "last_name", "first_name", "dob", "gender", "hd03",
                                       "coverage_start", "coverage_end", *_OPTIONAL], fill_value="")
+    if "benefit_status" not in table.columns:
+        expected["benefit_status"] = "A"  # INS05 is required: active unless the view says otherwise
     pd.testing.assert_frame_equal(back[expected.columns].reset_index(drop=True),
                                   expected.reset_index(drop=True).astype(object), check_dtype=False)
 

@@ -17,7 +17,7 @@ import pytest
 import x12_helpers as h
 
 from carrierfeeds.changes import ChangeSet, diff_against_snapshot
-from carrierfeeds.config import FullFileSpec
+from carrierfeeds.config import CarrierMapping, FullFileSpec
 from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.envelope import TransactionHeader
 from carrierfeeds.x12.read import read_834
@@ -122,11 +122,71 @@ def full_audit_file() -> tuple[ChangeSet, TransactionHeader]:
     return change_set, h.header(m)
 
 
+def change_relationship() -> tuple[ChangeSet, TransactionHeader]:
+    """A child the employer now records as a stepchild: INS02 19 -> 17, a change in identifying data (25)."""
+    m = h.validated(relationship_codes={"EE": "18", "SP": "01", "CH": "19", "SC": "17"})
+    rows = h.family_rows()
+    step = _edit(rows, lambda r: r["member_id"] == "E1001-03", relationship="SC")
+    before = diff_against_snapshot(h.enrollment(_frame(rows), m), None, as_of=h.AS_OF).snapshot
+    return diff_against_snapshot(h.enrollment(_frame(step), m), before, as_of=h.AS_OF), _changes_header()
+
+
+def _diff_with(m: CarrierMapping, before: list[dict[str, str]], after: list[dict[str, str]]) -> ChangeSet:
+    base = diff_against_snapshot(h.enrollment(_frame(before), m), None, as_of=h.AS_OF).snapshot
+    return diff_against_snapshot(h.enrollment(_frame(after), m), base, as_of=h.AS_OF)
+
+
+def add_newborn_with_birth_event() -> tuple[ChangeSet, TransactionHeader]:
+    """A newborn added with the census's event: INS04 02 (birth), DTP*303 the birth date."""
+    m = h.status_mapping(event_reasons=True, maintenance_effective=True)
+    rows = _edit(h.family_rows(), lambda r: r["member_id"] == "E1001-03", coverage_start="2026-11-01",
+                 dob="2026-11-01", event_reason="Birth", event_date="2026-11-01")
+    return _diff_with(m, _without(rows, "E1001-03"), rows), _changes_header()
+
+
+def change_student_status() -> tuple[ChangeSet, TransactionHeader]:
+    """A child leaves school (INS09 F -> N): a 001 with no reason given, dated the run's day (DTP*303)."""
+    m = h.status_mapping(student=True, maintenance_effective=True)
+    rows = _edit(h.family_rows(), lambda r: r["member_id"] == "E1001-02", student_status="F")
+    left = _edit(rows, lambda r: r["member_id"] == "E1001-02", student_status="N")
+    return _diff_with(m, rows, left), _changes_header()
+
+
+def cobra_continuation() -> tuple[ChangeSet, TransactionHeader]:
+    """The terminated employee elects COBRA after a termination of employment: INS05 C, INS07 1, INS04
+    09 (COBRA), DTP*303 the day COBRA begins, DTP*337 employment end, DTP*340/341 COBRA begin and end."""
+    m = h.status_mapping(benefit_status=True, cobra=True, employment_end=True, event_reasons=True,
+                        maintenance_effective=True)
+    rows = _edit(h.family_rows(), lambda r: r["member_id"] == "E2002", employment_end_date="2026-10-31")
+    cobra = _edit(rows, lambda r: r["member_id"] == "E2002", benefit_status="C", cobra_event="1",
+                  cobra_begin="2026-11-01", cobra_end="2028-04-30", event_reason="cobra",
+                  event_date="2026-11-01")
+    return _diff_with(m, rows, cobra), _changes_header()
+
+
+def correct_ssn() -> tuple[ChangeSet, TransactionHeader]:
+    """The employee's SSN was keyed wrong: 2100A with the right one, 2100B NM1*70 with the one the carrier
+    holds (INS04 25), no DMG (birth date and gender unchanged)."""
+    m = h.status_mapping(identity_corrections=True)
+    rows = h.family_rows()
+    return _diff_with(m, rows, _edit(rows, lambda r: r["member_id"] == "E1001", ssn="900112223")), _changes_header()
+
+
+def correct_name_and_birth_date() -> tuple[ChangeSet, TransactionHeader]:
+    """A child's name and birth date corrected: 2100B with the carrier's name (no SSN: it has none) and
+    its DMG with the carrier's birth date and gender."""
+    m = h.status_mapping(identity_corrections=True)
+    rows = h.family_rows()
+    fixed = _edit(rows, lambda r: r["member_id"] == "E1001-02", first_name="Luciana", dob="2012-07-16")
+    return _diff_with(m, rows, fixed), _changes_header()
+
+
 SCENARIOS: dict[str, Callable[[], tuple[ChangeSet, TransactionHeader]]] = {
     f"{fn.__name__.replace('_', '-')}.834": fn for fn in (
         add_employee_with_spouse_and_children, add_dependent, change_address, change_plan,
         change_plan_term_and_add, coverage_level_change, terminate_subscriber_and_dependents,
-        terminate_one_dependent, reinstate, full_audit_file)
+        terminate_one_dependent, reinstate, full_audit_file, change_relationship, add_newborn_with_birth_event,
+        change_student_status, cobra_continuation, correct_ssn, correct_name_and_birth_date)
 }
 
 #: What each scenario must send: members per INS03 and Loop 2300s per HD01 (the diff's own counts).
@@ -141,6 +201,12 @@ EXPECTED: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "terminate-one-dependent.834": ({"024": 1}, {"024": 2}),
     "reinstate.834": ({"025": 1}, {"025": 2}),
     "full-audit-file.834": ({"030": 5}, {"030": 10}),
+    "change-relationship.834": ({"001": 1}, {}),
+    "add-newborn-with-birth-event.834": ({"021": 1}, {"021": 2}),
+    "change-student-status.834": ({"001": 1}, {}),
+    "cobra-continuation.834": ({"001": 1}, {}),
+    "correct-ssn.834": ({"001": 1}, {}),
+    "correct-name-and-birth-date.834": ({"001": 1}, {}),
 }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
-from carrierfeeds.config import CarrierMapping, Feed, Party, load_feed, load_mapping
+from carrierfeeds.config import CarrierMapping, Feed, MemberStatus, Party, load_feed, load_mapping
 from carrierfeeds.enrollment import Enrollment, build_enrollment
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 
@@ -51,6 +51,22 @@ def mapping(**update: Any) -> CarrierMapping:
 def validated(**update: Any) -> CarrierMapping:
     """The demo mapping with ``update``, validated as if loaded from YAML (model_copy skips that)."""
     return CarrierMapping.model_validate({**mapping().model_dump(), **update})
+
+
+#: Every member_status setting on.
+ALL_STATUS: dict[str, object] = dict(benefit_status=True, employment_codes="all", student=True, handicap=True,
+                                     death=True, employment_end=True, event_reasons=True,
+                                     maintenance_effective=True, medicare=True, cobra=True)
+
+
+def status_mapping(**settings: object) -> CarrierMapping:
+    """The demo mapping with ``member_status`` settings on and their census fields (and event_date) on
+    the allowlist."""
+    status = MemberStatus.model_validate(settings)
+    fields = [f for need in status.needs().values() for f in need] + ["event_date"]
+    base = mapping().allowlist
+    return validated(allowlist=(*base, *dict.fromkeys(f for f in fields if f not in base)),
+                     member_status=status.model_dump())
 
 
 def header(m: CarrierMapping | None = None, f: Feed | None = None) -> TransactionHeader:

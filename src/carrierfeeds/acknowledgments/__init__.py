@@ -36,7 +36,7 @@ from carrierfeeds.acknowledgments.inbox import (
     feeds_without_source,
     open_inbox,
 )
-from carrierfeeds.acknowledgments.match import AckStatus, delivery_set_numbers, describe_codes, match_acks
+from carrierfeeds.acknowledgments.match import delivery_set_numbers, describe_codes, match_acks
 from carrierfeeds.acknowledgments.snapshots import (
     ACK_ACTOR,
     REVERT_LOOKBACK,
@@ -57,6 +57,7 @@ from carrierfeeds.acknowledgments.status import (
     overdue_alerts,
     snapshot_blocked,
 )
+from carrierfeeds.ledger.records import AckStatus
 
 __all__ = [
     "ACK_ACTOR",

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,13 +48,12 @@ from carrierfeeds.errors import (
     TransientError,
 )
 from carrierfeeds.hardening import loggable
-from carrierfeeds.ledger.records import scrub_detail
-from carrierfeeds.ledger.store import AckRow
+from carrierfeeds.ledger.records import AckRow, scrub_detail
 from carrierfeeds.x12.ack_reader import read_acks, redact_acks
 
 if TYPE_CHECKING:
     from carrierfeeds.changes import SnapshotStore
-    from carrierfeeds.credentials import SftpEndpoint
+    from carrierfeeds.credentials import Connections
     from carrierfeeds.crypto import Keyring
     from carrierfeeds.ledger import DeliveryRecord, Ledger
     from carrierfeeds.settings import Settings
@@ -288,14 +287,14 @@ class PollResult:
 
 def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None,
               carriers: Sequence[CarrierAcks] | None = None, feed_ids: Collection[str] | None = None,
-              endpoint_for: Callable[[str], SftpEndpoint] | None = None) -> PollResult:
+              connections: Connections | None = None) -> PollResult:
     """Collect from every carrier with an ``acks`` source, then raise an alert per overdue delivery
     (of those carriers only: a carrier with no source, or a manual hand-off, is never overdue).
 
     A source that cannot be listed (network, host key, config) is reported as an alert and the others
     still run; the housekeeping DAG calls this and fails its task when any alert is an error.
     """
-    from carrierfeeds.pipeline import open_ledger
+    from carrierfeeds.settings import open_ledger
 
     ledger = ledger or open_ledger(settings)
     carriers = list(carriers) if carriers is not None else carrier_ack_settings(settings, feed_ids)
@@ -315,7 +314,7 @@ def poll_acks(settings: Settings, *, now: datetime, ledger: Ledger | None = None
                 from carrierfeeds.crypto import Keyring
 
                 keyring = Keyring(settings.resolved_gnupg_home)
-            report = collect_acks(ledger, open_inbox(settings, carrier.spec, endpoint_for),
+            report = collect_acks(ledger, open_inbox(settings, carrier.spec, connections),
                                   source_id=carrier.source_id, now=now, encrypted=carrier.spec.encrypted,
                                   keyring=keyring, require_signer=carrier.spec.signer_fingerprint,
                                   archive_dir=settings.data_dir / "acks", snapshots=snapshots,
@@ -346,13 +345,13 @@ class AcksNeedAttention(PermanentError):
 
 
 def poll_all(settings: Settings, ledger: Ledger, *, now: datetime,
-             endpoint_for: Callable[[str], SftpEndpoint] | None = None) -> dict[str, Any]:
+             connections: Connections | None = None) -> dict[str, Any]:
     """The housekeeping DAG's task: :func:`poll_acks`, returning counts only (XCom carries no more).
 
     Raises TransientError when every problem was a source that could not be read (Airflow retries),
     AcksNeedAttention when any other error alert was raised.
     """
-    result = poll_acks(settings, now=now, ledger=ledger, endpoint_for=endpoint_for)
+    result = poll_acks(settings, now=now, ledger=ledger, connections=connections)
     counts: dict[str, Any] = {
         "sources": len(result.reports), "skipped": len(result.skipped),
         "files_recorded": sum(r.count("recorded") for r in result.reports),

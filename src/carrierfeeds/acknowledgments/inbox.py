@@ -22,7 +22,7 @@ from carrierfeeds.transport.base import check_remote_name
 from carrierfeeds.transport.sftp import SftpTransport
 
 if TYPE_CHECKING:
-    from carrierfeeds.credentials import SftpEndpoint
+    from carrierfeeds.credentials import Connections, SftpEndpoint
     from carrierfeeds.settings import Settings
 
 #: Bigger than any real acknowledgment; a file past it is not read into memory.
@@ -189,14 +189,12 @@ def feeds_without_source(carriers: Iterable[CarrierAcks]) -> frozenset[str]:
     return frozenset(f for c in carriers if c.spec is None for f in c.feed_ids)
 
 
-def open_inbox(settings: Settings, spec: AckSpec,
-               endpoint_for: Callable[[str], SftpEndpoint] | None = None) -> AckInbox:
-    """The inbox a spec names; SFTP credentials from ``endpoint_for`` (Airflow) or the keys directory."""
+def open_inbox(settings: Settings, spec: AckSpec, connections: Connections | None = None) -> AckInbox:
+    """The inbox a spec names; SFTP credentials from ``connections`` (Airflow's) or the keys directory."""
     source = spec.source
     if isinstance(source, LocalAckSource):
         return LocalAckInbox(settings.data_dir / source.path, source.pattern)
-    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.credentials import KeysDirConnections
 
-    endpoint = (endpoint_for(source.connection_id) if endpoint_for is not None
-                else load_sftp_endpoint(settings.resolved_keys_dir, source.connection_id))
+    endpoint = (connections or KeysDirConnections(settings.resolved_keys_dir)).sftp_endpoint(source.connection_id)
     return SftpAckInbox(endpoint, source.remote_dir, source.pattern)

@@ -10,11 +10,11 @@ numbers, positions and codes only.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from carrierfeeds.acknowledgments.alerts import Alert
 from carrierfeeds.acknowledgments.status import BLOCKING_STATUSES
-from carrierfeeds.ledger.store import AckRow
+from carrierfeeds.ledger.records import AckRow, AckStatus
 from carrierfeeds.x12 import ack_reader as x
 from carrierfeeds.x12.ack_reader import (
     Ack999,
@@ -29,16 +29,15 @@ if TYPE_CHECKING:
     from carrierfeeds.ledger import DeliveryRecord, Ledger
 
 
-AckStatus = Literal["accepted", "accepted_with_errors", "rejected", "partial", "unreadable"]
 _TA1_STATUS: dict[InterchangeAckCode, AckStatus] = {
-    InterchangeAckCode.ACCEPTED: "accepted",
-    InterchangeAckCode.ACCEPTED_WITH_ERRORS: "accepted_with_errors",
-    InterchangeAckCode.REJECTED: "rejected",
+    InterchangeAckCode.ACCEPTED: AckStatus.ACCEPTED,
+    InterchangeAckCode.ACCEPTED_WITH_ERRORS: AckStatus.ACCEPTED_WITH_ERRORS,
+    InterchangeAckCode.REJECTED: AckStatus.REJECTED,
 }
 _GROUP_STATUS: dict[GroupAckCode, AckStatus] = {
-    GroupAckCode.ACCEPTED: "accepted",
-    GroupAckCode.ACCEPTED_WITH_ERRORS: "accepted_with_errors",
-    GroupAckCode.PARTIALLY_ACCEPTED: "partial",
+    GroupAckCode.ACCEPTED: AckStatus.ACCEPTED,
+    GroupAckCode.ACCEPTED_WITH_ERRORS: AckStatus.ACCEPTED_WITH_ERRORS,
+    GroupAckCode.PARTIALLY_ACCEPTED: AckStatus.PARTIAL,
 }
 
 
@@ -100,7 +99,7 @@ def _group_row(unit: int, ack: Ack999, sender: str, receiver: str, found: Delive
              **{f"ak9{i + 5:02d}": _code(c.value) for i, c in enumerate(ack.group_errors)}}
     codes = [group, *(entry for ts in sets for entry in _set_codes(ts))]
     rejected_sets = sum(not ts.accepted for ts in sets)
-    status = _GROUP_STATUS.get(ack.status, "rejected")
+    status = _GROUP_STATUS.get(ack.status, AckStatus.REJECTED)
     return AckRow(unit=unit, kind="999", status=status, sender_id=sender, receiver_id=receiver,
                   control_number=ack.group_control_number, isa13=found.isa13 if found else None,
                   delivery_id=found.delivery_id if found else None,

@@ -17,10 +17,13 @@ from carrierfeeds.ledger.records import DELIVERED_STATUSES
 
 if TYPE_CHECKING:
     from carrierfeeds.ledger import DeliveryRecord, Ledger
-    from carrierfeeds.ledger.store import AckRecord
+    from carrierfeeds.ledger.records import AckRecord
 
+#: How long after delivery an acknowledgment may take for a feed no window is passed for (the carrier
+#: mapping's ``ack_window_hours`` default); the audit report uses it too.
 DEFAULT_WINDOW = timedelta(hours=24)
-#: Acknowledgment statuses after which the delivered file's content must not become the baseline.
+#: Acknowledgment statuses after which the delivered file's content must not become the baseline; the
+#: audit report counts the same ones as rejections (either way some of the file was not taken).
 BLOCKING_STATUSES = frozenset({"rejected", "partial"})
 
 

@@ -33,6 +33,19 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "coverage_level",     # EMP, ESP, ECH, FAM (HD05)
     "coverage_start",     # YYYY-MM-DD
     "coverage_end",       # YYYY-MM-DD or empty
+    # ---- member status, COBRA and Medicare (each sent only under its mapping setting)
+    "benefit_status",     # INS05: A active, C COBRA, S surviving insured, T tax equity (TEFRA)
+    "student_status",     # INS09: F full-time, P part-time, N not a student
+    "handicap",           # INS10: Y, N
+    "death_date",         # INS11/INS12: YYYY-MM-DD or empty
+    "employment_end_date",  # DTP*337: YYYY-MM-DD (subscriber rows) or empty
+    "event_reason",       # INS04 of this change when the employer gives one: EVENT_REASONS' names
+    "event_date",         # DTP*303 of this change; empty: the run's day
+    "medicare_plan",      # INS06-1: A part A, B part B, C parts A and B, D Medicare, E no Medicare
+    "medicare_reason",    # INS06-2: 0 age, 1 disability, 2 end-stage renal disease
+    "cobra_event",        # INS07: 1-10, ZZ (the COBRA qualifying event)
+    "cobra_begin",        # DTP*340: YYYY-MM-DD or empty
+    "cobra_end",          # DTP*341: YYYY-MM-DD or empty
     # ---- companion-guide depth: volumes (life, AD&D, STD, LTD); each sent only when the mapping asks
     "salary",             # the employee's wage, a plain amount (52000, 52000.00, "$52,000"): 2100A ICM02
     "salary_frequency",   # how often that wage is paid, by meaning (ANNUALLY, MONTHLY, HOURLY, ...: the
@@ -68,3 +81,12 @@ IDENTITY_FIELDS: Final[frozenset[str]] = frozenset({
 
 #: Row number column added at read time: 1-based data row as the employer sees it (header is row 1).
 ROW_NUMBER: Final[str] = "row_number"
+
+
+#: Canonical relationship codes (after the schema's relationship_codes): EE the employee, SP spouse,
+#: CH child, DP domestic partner, SC stepchild, FC foster child, AC adopted child, WD ward, SD sponsored
+#: dependent, HD handicapped dependent (a disabled adult child), XS former spouse, GC grandchild,
+#: CD collateral dependent, OR other relative. Which of them a carrier takes, and as which INS02, is
+#: its mapping's ``relationship_codes``.
+RELATIONSHIP_CODES: Final[tuple[str, ...]] = ("EE", "SP", "CH", "DP", "SC", "FC", "AC", "WD", "SD", "HD",
+                                              "XS", "GC", "CD", "OR")

@@ -205,6 +205,10 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
         "coverage_end": _iso(cov_end).take(fam_idx),
     }
 
+    people.update(_status_columns(np.random.default_rng([seed, 834]), today, fam=fam, is_sub=is_sub,
+                                  is_sp=is_sp, is_ch=is_ch, age_days=age_days, dob=dob, status=status,
+                                  term_day=term_day, cov_end=cov_end))
+
     # ---- rows: each person once per family election, medical first, then dental, then vision
     plan_table = np.full((n_fam, 3), -1, dtype=np.int64)  # indexes into _PLANS
     plan_table[:, 0] = medical
@@ -315,6 +319,43 @@ def _primary_care_people(seed: int, members: int) -> dict[str, pa.Array]:
     has = rng.random(members) < 0.5
     return {"pcp_npi": _where(has, _num(npi, 10), ""),
             "pcp_existing_patient": _where(has, _pick(("Y", "N"), rng.integers(0, 2, size=members)), "")}
+
+
+def _status_columns(rng: np.random.Generator, today: np.datetime64, *, fam: np.ndarray, is_sub: np.ndarray,
+                    is_sp: np.ndarray, is_ch: np.ndarray, age_days: np.ndarray, dob: np.ndarray,
+                    status: np.ndarray, term_day: np.ndarray, cov_end: np.ndarray) -> dict[str, pa.Array]:
+    """Status, COBRA and Medicare columns, from their own generator so every older column stays as a seed
+    made it: retirees and spouses of 65 or more on Medicare parts A and B by age; half the terminated
+    families on COBRA from the day after their coverage ended, for 18 months; adult children students
+    or not; newborns' birth as the event of their add. Nobody has a date of death."""
+    members = len(fam)
+    n_fam = len(status)
+    termed = status == 3
+    cobra = termed & (rng.random(n_fam) < 0.5)
+    cobra_begin = np.where(cobra, cov_end + _DAY, np.datetime64("NaT"))
+    cobra_end = np.where(cobra, (cobra_begin.astype("datetime64[M]") + 18).astype("datetime64[D]")
+                         + (cobra_begin - cobra_begin.astype("datetime64[M]").astype("datetime64[D]")) - _DAY,
+                         np.datetime64("NaT"))
+    senior = (is_sub | is_sp) & (age_days >= 65 * 365)
+    adult_child = is_ch & (age_days >= 19 * 365)
+    student = np.where(adult_child, rng.choice(2, size=members, p=[0.6, 0.4]), 2)  # F, N, ""
+    handicap = np.where(is_ch, (rng.random(members) < 0.01).astype(np.int64), 2)  # N, Y, ""
+    newborn = is_ch & (age_days < 365)
+    ended_work = is_sub & (termed | (status == 2))[fam]
+    return {
+        "benefit_status": _pick(("A", "C"), cobra[fam].astype(np.int64)),
+        "student_status": _pick(("F", "N", ""), student),
+        "handicap": _pick(("N", "Y", ""), handicap),
+        "death_date": _pick(("",), np.zeros(members, dtype=np.int64)),
+        "employment_end_date": _where(ended_work, _iso(term_day).take(pa.array(fam)), ""),
+        "event_reason": _where(newborn, "birth", ""),
+        "event_date": _where(newborn, _iso(dob), ""),
+        "medicare_plan": _where(senior, "C", ""),
+        "medicare_reason": _where(senior, "0", ""),
+        "cobra_event": _where(cobra[fam], "1", ""),
+        "cobra_begin": _iso(cobra_begin).take(pa.array(fam)),
+        "cobra_end": _iso(cobra_end).take(pa.array(fam)),
+    }
 
 
 def write_census_csv(df: pd.DataFrame, path: Path) -> None:

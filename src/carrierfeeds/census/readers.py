@@ -9,6 +9,11 @@ value. Value problems are left for validation to report.
 Encodings: the schema declares one, or ``auto``: a byte order mark decides (UTF-8, UTF-16 LE/BE), a
 UTF-16 file without one is recognised by its NUL pattern, and anything else must be strict UTF-8. Bytes
 are never decoded by guesswork, so nothing is silently mangled.
+
+Why one module: the three formats share one contract (text only, mapped columns, the same structural
+errors raised the same way, the same byte and encoding rules), and most of the code is that shared
+checking; a module per format would split each rule across three files. Its length is the edge cases
+an employer's file really has, each handled once.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from carrierfeeds.hardening import loggable
 log = logging.getLogger(__name__)
 
 #: Canonical columns holding dates, converted from the schema's date format to ISO YYYY-MM-DD.
-DATE_COLUMNS: tuple[str, ...] = ("dob", "hire_date", "coverage_start", "coverage_end")
+DATE_COLUMNS: tuple[str, ...] = ("dob", "hire_date", "coverage_start", "coverage_end",
+                                 "death_date", "employment_end_date", "event_date", "cobra_begin", "cobra_end")
 _ISO = "%Y-%m-%d"
 _NON_BLANK = re.compile(r"[^\s\ufeff]")
 _ASCII_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c]+")
@@ -277,8 +283,13 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     _check_cell_lengths(out, rows, schema, name)
     _check_formulas(out, signed, rows, schema, name)
 
-    out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes)
-    out["gender"] = _apply_codes(out["gender"], schema.gender_codes)
+    out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes, any_case=True)
+    out["gender"] = _apply_codes(out["gender"], schema.gender_codes, any_case=True)
+    for column, table in (("coverage_level", schema.coverage_level_codes),
+                          ("employment_status", schema.employment_status_codes),
+                          ("benefit_status", schema.benefit_status_codes),
+                          ("event_reason", schema.event_reason_codes)):
+        out[column] = _apply_codes(out[column], table, any_case=True)
     out["plan_code"] = _apply_codes(out["plan_code"], schema.plan_codes)
     if schema.salary_frequency_codes:  # keys are upper case: employer codes match in any case
         upper = out["salary_frequency"].str.upper()
@@ -729,10 +740,17 @@ def _check_records(text: str, delimiter: str, width: int, name: str) -> None:
                         rule="csv_syntax") from None
 
 
-def _apply_codes(series: pd.Series, codes: Mapping[str, str]) -> pd.Series:
-    """Map employer codes to canonical ones; unmapped codes stay as they are, for validation to report."""
+def _apply_codes(series: pd.Series, codes: Mapping[str, str], *, any_case: bool = False) -> pd.Series:
+    """Map employer codes to canonical ones; unmapped codes stay as they are, for validation to report.
+
+    ``any_case``: a code table's keys match cells in any case (an employer's "Spouse", "SPOUSE" and
+    "spouse" are one code); plan names match exactly."""
     if all(k == v for k, v in codes.items()):
         return series
+    if any_case:
+        upper = {k.strip().upper(): v for k, v in codes.items()}
+        mapped = series.astype("str").str.upper().map(upper)
+        return mapped.where(mapped.notna(), series).astype("str")
     mapped = series.map(codes)
     return mapped.where(mapped.notna(), series).astype("str")
 

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from carrierfeeds.census.archive import check_size, inspect_zip, sniff_file
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
-from carrierfeeds.credentials import SftpEndpoint, load_sftp_endpoint, read_connection_file
+from carrierfeeds.credentials import Connections, KeysDirConnections, load_sql_url
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, TransientError
 from carrierfeeds.files import open_private, sha256_file
 from carrierfeeds.hardening import loggable
@@ -47,8 +47,6 @@ from carrierfeeds.hardening import loggable
 log = logging.getLogger(__name__)
 
 CensusKind = Literal["local", "sftp", "sql"]
-EndpointFor = Callable[[str], SftpEndpoint]
-SqlUrlFor = Callable[[str], str]
 INDEX_DIR = "census-index"
 _CHUNK = 1 << 20
 #: A census name is opened for reading only, never through a symbolic link, and without blocking on a
@@ -184,13 +182,12 @@ def pick_census(source: LocalSource | SftpSource | SqlSource, data_dir: Path) ->
 
 def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, schema: CensusSchema,
                  data_dir: Path, keys_dir: Path, work_dir: Path, force: bool = False,
-                 endpoint_for: EndpointFor | None = None, sql_url_for: SqlUrlFor | None = None,
-                 run_id: str | None = None) -> CensusPick:
+                 connections: Connections | None = None, run_id: str | None = None) -> CensusPick:
     """The census a run of ``feed_id`` should read, checked against the size cap and archive rules.
 
     ``work_dir`` is the run's private folder (downloads and query results land there, mode 0600).
-    ``endpoint_for`` / ``sql_url_for`` resolve a connection id (Airflow connections); by default the
-    keys directory's ``<id>.json`` files. Raises :class:`NoNewCensus` when the newest file was already
+    ``connections`` resolves the source's connection id (Airflow connections); by default the keys
+    directory's ``<id>.json`` files. Raises :class:`NoNewCensus` when the newest file was already
     accepted (by a run other than ``run_id``) and ``force`` is false; DataError for a file over the cap or
     breaking an archive rule.
     """
@@ -209,11 +206,12 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
             pick.path.unlink(missing_ok=True)
             raise
     elif isinstance(source, SftpSource):
-        pick = _fetch_sftp(source, schema, index, keys_dir, work_dir, force, endpoint_for, run_id)
+        pick = _fetch_sftp(source, schema, index, work_dir, force,
+                           connections or KeysDirConnections(keys_dir), run_id)
     else:
         from carrierfeeds.census.sql_source import query_to_csv
 
-        url = (sql_url_for or (lambda cid: load_sql_url(keys_dir, cid)))(source.connection_id)
+        url = (connections or KeysDirConnections(keys_dir)).sql_url(source.connection_id)
         dst = _private_dir(work_dir) / "sql-census.csv"
         query_to_csv(url, source.query, dst, schema, name=f"{source.connection_id}.sql.csv")
         # A query's result is this interval's census by definition: no processed-once check.
@@ -271,7 +269,7 @@ def confirm_unchanged(pick: CensusPick) -> None:
 
 def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick, *, feed_id: str,
                   data_dir: Path, keys_dir: Path, run_id: str | None, at: datetime,
-                  endpoint_for: EndpointFor | None = None) -> str | None:
+                  connections: Connections | None = None) -> str | None:
     """Once ``pick``'s run has an outcome (delivered, handed over, or nothing to send): remember its
     sha256; for an SFTP drop with ``processed_dir``, move the file there on the server. Returns the
     file's new remote path, or None."""
@@ -281,17 +279,10 @@ def accept_census(source: LocalSource | SftpSource | SqlSource, pick: CensusPick
     if isinstance(source, SftpSource) and source.processed_dir and pick.remote_name:
         from carrierfeeds.census.sftp_source import SftpCensusDrop
 
-        endpoint = (endpoint_for or (lambda cid: load_sftp_endpoint(keys_dir, cid)))(source.connection_id)
+        endpoint = (connections or KeysDirConnections(keys_dir)).sftp_endpoint(source.connection_id)
         drop = SftpCensusDrop(endpoint, source.remote_dir, source.pattern)
         return drop.move(pick.remote_name, source.processed_dir, sha256=pick.sha256)
     return None
-
-
-def load_sql_url(keys_dir: Path, connection_id: str) -> str:
-    """The SQLAlchemy URL in ``<keys_dir>/<connection_id>.json`` (``{"url": ...}``, owner-only file)."""
-    data, _ = read_connection_file(keys_dir, connection_id, required=("url",), allowed={"url", "comment"},
-                                   owner_only=True)
-    return str(data["url"]).strip()
 
 
 def _local_folder(source: LocalSource, data_dir: Path) -> Path:
@@ -438,11 +429,11 @@ def _check_archive(path: Path, schema: CensusSchema, name: str) -> None:
                     rule="archive", details={"format": kind})
 
 
-def _fetch_sftp(source: SftpSource, schema: CensusSchema, index: CensusIndex, keys_dir: Path, work_dir: Path,
-                force: bool, endpoint_for: EndpointFor | None, run_id: str | None = None) -> CensusPick:
+def _fetch_sftp(source: SftpSource, schema: CensusSchema, index: CensusIndex, work_dir: Path, force: bool,
+                connections: Connections, run_id: str | None = None) -> CensusPick:
     from carrierfeeds.census.sftp_source import SftpCensusDrop
 
-    endpoint = (endpoint_for or (lambda cid: load_sftp_endpoint(keys_dir, cid)))(source.connection_id)
+    endpoint = connections.sftp_endpoint(source.connection_id)
     drop = SftpCensusDrop(endpoint, source.remote_dir, source.pattern)
     files = drop.list_files()
     if not files:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from carrierfeeds.config.base import _FPR, _ID, _Model
+from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 
 
 class Authorization(_Model):
@@ -91,9 +92,38 @@ class SqlSource(_Model):
 CensusSource = Annotated[LocalSource | SftpSource | SqlSource, Field(discriminator="kind")]
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ArrivalWindow(_Model):
+    """When a new census is due: by ``by`` (HH:MM in the feed's time zone) on each of ``days``."""
+
+    by: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, the feed's time zone")
+    days: tuple[Weekday, ...] = Field(WEEKDAYS, min_length=1, description="mon ... sun")
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _sexagesimal(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted 01:30 as the base-60 integer 90: take it back as the time it was.
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            return f"{v // 60:02d}:{v % 60:02d}"
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _once_each(cls, v: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("names a day twice")
+        return v
+
+
 class CensusSpec(_Model):
     source: CensusSource
     schema_id: str = Field(pattern=_ID, description="name of a schemas/<schema_id>.yaml census schema")
+    expected: ArrivalWindow | None = Field(
+        None, description="when a new census is due; past it without one the feed is late (alert, ledger "
+                          "event); null: never checked")
 
 
 class OutputSpec(_Model):
@@ -167,6 +197,39 @@ class NotifySpec(_Model):
         return self
 
 
+class ReturnSourceSpec(_Model):
+    """Where the carrier leaves its return file (read by the reconciliation intake): its SFTP outbox."""
+
+    connection: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="connection id of the carrier's SFTP")
+    remote_dir: str = Field("/outbox", description="the carrier's outbox folder")
+    pattern: str = Field("*", description="file names to collect (glob)")
+    signed_by: str | None = Field(None, pattern=_FPR, description="the carrier's signing key (40-hex "
+                                  "fingerprint); when set, an unsigned or otherwise signed file is refused")
+
+
+class ReconciliationSpec(_Model):
+    """Comparing what the carrier holds (its return file) with what we sent; off unless present."""
+
+    format: Literal["834", "csv", "fixed_width"] = "834"
+    layout: Literal["mapping"] | CsvFlatLayout | FixedWidthFlatLayout | None = Field(
+        None, description="flat exports: 'mapping' (the carrier mapping's flatfile layout) or a layout inline")
+    max_bytes: int = Field(512 << 20, ge=1, description="a return file larger than this is refused unread")
+    alert_threshold: int | None = Field(None, ge=0, description="webhook alert when more discrepancies than "
+                                        "this are open after a comparison (needs notify); null: no alert")
+    source: ReturnSourceSpec | None = None
+
+    @model_validator(mode="after")
+    def _layout_fits_format(self) -> ReconciliationSpec:
+        if self.format == "834" and self.layout is not None:
+            raise ValueError("layout is for csv or fixed_width return files, not 834")
+        if self.format != "834" and self.layout is None:
+            raise ValueError(f"format {self.format} needs a layout ('mapping' or an inline layout)")
+        kind = {"csv": "csv", "fixed_width": "fixed-width"}.get(self.format)
+        if isinstance(self.layout, CsvFlatLayout | FixedWidthFlatLayout) and self.layout.kind != kind:
+            raise ValueError(f"layout kind {self.layout.kind!r} does not match format {self.format!r}")
+        return self
+
+
 #: Airflow's cron presets (``airflow.utils.dates.cron_presets``) and ``@once``; ``@continuous`` is not
 #: offered: a feed run back to back all day would resend nothing but load the carrier's server.
 SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -198,6 +261,7 @@ class Feed(_Model):
     delivery: Delivery
     validation: ValidationPolicy = ValidationPolicy()
     notify: NotifySpec | None = None
+    reconciliation: ReconciliationSpec | None = None
 
     @field_validator("schedule")
     @classmethod

@@ -59,8 +59,11 @@ def _clean_loc(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[int 
         if fields is not None and part in fields:
             out.append(part)
             annotation = fields[part].annotation
-            tag = parts[0] if parts and isinstance(parts[0], str) and parts[0] not in (
-                getattr(_model_of(annotation), "model_fields", {})) else None
+            # Only a tagged union (models with ``kind``) puts a tag in the location; a plain optional
+            # model's next part is a field name, perhaps a misspelt one.
+            fields_of = getattr(_model_of(annotation), "model_fields", {})
+            tag = parts[0] if parts and isinstance(parts[0], str) and "kind" in fields_of \
+                and parts[0] not in fields_of else None
             current = _model_of(annotation, tag)
             if tag is not None and hasattr(current, "model_fields") and tag not in current.model_fields:
                 parts.pop(0)

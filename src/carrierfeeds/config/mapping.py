@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS
+from carrierfeeds.census.columns import CANONICAL_COLUMNS, IDENTITY_FIELDS, RELATIONSHIP_CODES
 from carrierfeeds.config.base import _FPR, _ID, _Model
 from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 
@@ -95,6 +95,67 @@ CoverageLevelCode = Literal["EMP", "ESP", "ECH", "FAM", "E1D", "E2D", "E3D", "SP
 
 def _default_coverage_levels() -> dict[str, CoverageLevelCode]:
     return {"EMP": "EMP", "ESP": "ESP", "ECH": "ECH", "FAM": "FAM"}
+
+
+# ---- relationships and member status (INS02, INS04-INS12, Loop 2000 status dates)
+#: INS02 Individual Relationship Code (element 1069): the TR3's list.
+Ins02Code = Literal["01", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15", "16",
+                    "17", "18", "19", "23", "24", "25", "26", "31", "38", "53", "60", "D2", "G8", "G9"]
+
+
+def _default_relationship_codes() -> dict[str, Ins02Code]:
+    return {"EE": "18", "SP": "01", "CH": "19"}
+
+
+#: Each member_status setting and the census fields it needs on the allowlist (minimum necessary).
+MEMBER_STATUS_SOURCES: dict[str, tuple[str, ...]] = {
+    "benefit_status": ("benefit_status",),            # INS05
+    "employment_codes": ("employment_status",),       # INS08 beyond FT/PT/TE/RT ("all")
+    "student": ("student_status",),                   # INS09
+    "handicap": ("handicap",),                        # INS10
+    "death": ("death_date",),                         # INS11/INS12
+    "employment_end": ("employment_end_date",),       # DTP*337, subscribers
+    "event_reasons": ("event_reason",),               # INS04 when the census gives the event
+    "maintenance_effective": (),                      # DTP*303: event_date when allowlisted, else the run's day
+    "medicare": ("medicare_plan", "medicare_reason"),  # INS06
+    "cobra": ("cobra_event", "cobra_begin", "cobra_end"),  # INS07, DTP*340/341
+    "identity_corrections": (),                       # Loop 2100B: the identity fields already sent
+}
+
+
+class MemberStatus(_Model):
+    """The member status a carrier's guide asks for (INS04-INS12, DTP*303/337/340/341); each is off unless
+    the guide asks, and each needs its census fields on the allowlist (see MEMBER_STATUS_SOURCES)."""
+
+    benefit_status: bool = Field(False, description="INS05 from the census benefit_status (A, C, S, T); "
+                                 "off: A on every member")
+    employment_codes: Literal["basic", "all"] = Field(
+        "basic", description="INS08: basic sends FT, PT, TE, RT (others left out); all sends every TR3 code "
+                             "(AC, AO, AU, FT, L1, PT, RT, TE)")
+    student: bool = Field(False, description="INS09 student status (F, P, N) from student_status")
+    handicap: bool = Field(False, description="INS10 handicap indicator (Y, N) from handicap; a handicapped "
+                                              "dependent (relationship HD) is Y")
+    death: bool = Field(False, description="INS11 D8 and INS12 date of death from death_date")
+    employment_end: bool = Field(False, description="DTP*337 employment end from employment_end_date "
+                                                    "(subscribers)")
+    event_reasons: bool = Field(False, description="INS04 from the census event_reason (birth, marriage, "
+                                                   "divorce, death, ...) on the changes it accompanies")
+    maintenance_effective: bool = Field(
+        False, description="DTP*303 maintenance effective date on every change (001, 021, 024, 025): the "
+                           "census event_date when it is on the allowlist and given, else the run's day")
+    medicare: bool = Field(False, description="INS06 Medicare plan and eligibility reason from medicare_plan "
+                                              "and medicare_reason")
+    cobra: bool = Field(False, description="INS07 COBRA qualifying event from cobra_event; DTP*340/341 COBRA "
+                                           "begin and end from cobra_begin and cobra_end")
+    identity_corrections: bool = Field(
+        False, description="an SSN, name, birth date or gender correction (same member, identity changed) also "
+                           "sends Loop 2100B: NM1*70 with the name and SSN the carrier holds, DMG with its "
+                           "birth date and gender when those changed, so a carrier keyed on them finds the member")
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        """The census fields each setting that is on needs."""
+        on = {k for k, v in self.model_dump().items() if v not in (False, "basic")}
+        return {k: MEMBER_STATUS_SOURCES[k] for k in sorted(on)}
 
 
 class SftpAckSource(_Model):
@@ -302,6 +363,35 @@ class CarrierMapping(_Model):
         (), max_length=MAX_REPORTING_CATEGORIES, description="Loop 2700/2750 member reporting categories")
     primary_care_provider: PrimaryCareProvider | None = Field(
         None, description="Loop 2310 PCP on the plans named (needs pcp_npi and pcp_existing_patient allowlisted)")
+    relationship_codes: dict[str, Ins02Code] = Field(
+        default_factory=_default_relationship_codes,
+        description="canonical census relationship -> the INS02 this carrier takes for it (EE must be 18); a "
+                    "relationship not listed is refused by row")
+    member_status: MemberStatus = Field(MemberStatus(), description="INS04-INS12 and status dates (all off)")
+
+    @field_validator("relationship_codes", mode="before")
+    @classmethod
+    def _relationship_keys_upper(cls, v: object) -> object:
+        return {str(k).strip().upper(): c for k, c in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _relationships_and_status(self) -> CarrierMapping:
+        codes = self.relationship_codes
+        unknown = sorted(set(codes) - set(RELATIONSHIP_CODES))
+        if unknown:
+            raise ValueError(f"relationship_codes: unknown census relationship(s) {unknown}; known: "
+                             f"{list(RELATIONSHIP_CODES)}")
+        if codes.get("EE") != "18":
+            raise ValueError("relationship_codes must map EE (the subscriber) to INS02 18")
+        selves = sorted(k for k, c in codes.items() if c == "18" and k != "EE")
+        if selves:
+            raise ValueError(f"relationship_codes: only EE is the subscriber (18), not {selves}")
+        allow = set(self.allowlist)
+        for setting, fields in self.member_status.needs().items():
+            off = [f for f in fields if f not in allow]
+            if off:
+                raise ValueError(f"member_status.{setting} needs {off} on the allowlist (minimum necessary)")
+        return self
 
     @model_validator(mode="after")
     def _flatfile_allowlisted(self) -> CarrierMapping:

@@ -19,8 +19,15 @@ if TYPE_CHECKING:
     from carrierfeeds.config.mapping import CarrierMapping
 
 #: Census relationship and gender codes a schema maps the employer's own codes onto.
-Relationship = Literal["EE", "SP", "CH"]
+Relationship = Literal["EE", "SP", "CH", "DP", "SC", "FC", "AC", "WD", "SD", "HD", "XS", "GC", "CD", "OR"]
 Gender = Literal["M", "F", "U"]
+EmploymentStatusCode = Literal["FT", "PT", "TE", "RT", "AC", "AO", "AU", "L1"]
+BenefitStatusCode = Literal["A", "C", "S", "T"]
+#: Canonical census event_reason values (INS04 by meaning, see carrierfeeds.x12.codes.MaintenanceReason).
+EventReason = Literal["birth", "marriage", "divorce", "death", "adoption", "retirement", "legal_separation",
+                      "disability", "cobra", "surviving_spouse", "voluntary_withdrawal", "plan_change",
+                      "leave_of_absence_with_benefits", "leave_of_absence_without_benefits",
+                      "lay_off_with_benefits", "lay_off_without_benefits", "member_benefit_selection"]
 
 
 class FixedWidthField(_Model):
@@ -85,6 +92,16 @@ class CensusSchema(_Model):
     plan_codes: dict[str, str] = Field(
         default_factory=dict, description="the employer's plan name -> canonical plan code (the code the "
                                           "feed's mapping names); a name not listed is kept as it is")
+    # ---- employer code tables for coded fields beyond relationship and gender (keys match any case)
+    coverage_level_codes: dict[str, str] = Field(
+        default_factory=dict, description="the employer's coverage tier -> the canonical tier the mapping's "
+                                          "coverage_levels name (EMP, ESP, ECH, FAM, ...)")
+    employment_status_codes: dict[str, EmploymentStatusCode] = Field(
+        default_factory=dict, description="the employer's employment status -> FT, PT, TE, RT, AC, AO, AU, L1")
+    benefit_status_codes: dict[str, BenefitStatusCode] = Field(
+        default_factory=dict, description="the employer's benefit status -> A, C, S, T (INS05)")
+    event_reason_codes: dict[str, EventReason] = Field(
+        default_factory=dict, description="the employer's event -> birth, marriage, divorce, ... (INS04)")
     date_format: str = "%Y-%m-%d"
     suite: str = Field(description="Great Expectations suite file in schemas/")
     dependent_age_limit: int = Field(26, ge=18, le=30)
@@ -128,6 +145,20 @@ class CensusSchema(_Model):
         if len(folded) != len(v):
             raise ValueError("two employer codes differ only in case")
         return folded
+
+    @field_validator("relationship_codes", "gender_codes", "coverage_level_codes", "employment_status_codes",
+                     "benefit_status_codes", "event_reason_codes")
+    @classmethod
+    def _one_code_per_key(cls, v: dict[str, str]) -> dict[str, str]:
+        # Keys match census cells in any case, so two keys that differ only in case must agree.
+        seen: dict[str, str] = {}
+        for key, code in v.items():
+            folded = key.strip().upper()
+            if not folded or not code:
+                raise ValueError("codes must not be blank")
+            if seen.setdefault(folded, code) != code:
+                raise ValueError(f"keys {folded!r} (in any case) map to two codes")
+        return v
 
     @model_validator(mode="after")
     def _format_needs(self) -> CensusSchema:

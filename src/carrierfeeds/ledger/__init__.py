@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from carrierfeeds.ledger import worklist as worklist  # its tables join AUDIT_TABLES and the chain
 from carrierfeeds.ledger.chain import GENESIS, BrokenLink, ChainVerdict, canonical_json, sha256_hex
 from carrierfeeds.ledger.records import (
+    AckKind,
+    AckStatus,
     DeliveryRecord,
+    DeliveryStatus,
     Interchange,
     LedgerError,
     RunEvent,
     RunRecord,
+    RunStatus,
+    StageStatus,
     UnknownRecord,
     UnsafeLedgerValue,
     scrub_detail,
@@ -20,14 +26,19 @@ __all__ = [
     "DEFAULT_APP_ROLE",
     "GENESIS",
     "MIGRATIONS",
+    "AckKind",
+    "AckStatus",
     "BrokenLink",
     "ChainVerdict",
     "DeliveryRecord",
+    "DeliveryStatus",
     "Interchange",
     "Ledger",
     "LedgerError",
     "RunEvent",
     "RunRecord",
+    "RunStatus",
+    "StageStatus",
     "UnknownRecord",
     "UnsafeLedgerValue",
     "app_role_sql",

@@ -44,7 +44,8 @@ from carrierfeeds.ledger.chain import GENESIS, ChainVerdict, canonical_json
 from carrierfeeds.ledger.records import LedgerError
 
 if TYPE_CHECKING:
-    from carrierfeeds.ledger.store import Ledger, LedgerPurge
+    from carrierfeeds.ledger.records import LedgerPurge
+    from carrierfeeds.ledger.store import Ledger
     from carrierfeeds.settings import Settings
 
 log = logging.getLogger(__name__)

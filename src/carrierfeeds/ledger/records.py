@@ -1,4 +1,8 @@
-"""The ledger's values and its PHI guard: frozen records returned to callers, and what rows may hold.
+"""The ledger's values, vocabulary and PHI guard: frozen records, status StrEnums, what rows may hold.
+
+Every status word a ledger row holds is a member of a StrEnum here (run statuses come from
+:mod:`carrierfeeds.outcomes`, shared with the CLI and Airflow); the members compare and serialise as
+their plain strings, so rows and JSON output read the same words.
 
 The ledger cannot know what a caller means, but it can refuse shapes that are never ids or codes.
 ``detail`` is a flat mapping of identifier-like keys to numbers, booleans, ``None`` or short tokens
@@ -12,26 +16,106 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
-from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
+from carrierfeeds.errors import PermanentError, Refused
+from carrierfeeds.outcomes import FINAL_STATUSES, RunStatus
 
-RUN_STATUSES = frozenset({"delivered", "handed_off", "rejected", "refused", "failed", "already_delivered",
-                          "pending_handoff", "nothing_to_send", "no_new_census"})
-STAGE_STATUSES = frozenset({"started", "succeeded", "failed", "skipped"})
-#: ``pending_handoff``: placed in the manual outbox; ``handed_off``: a person confirmed handing it over.
-#: ``rename_sent``: the upload is complete under its temp name and the rename into place is being asked
-#: for (written just before it): a later attempt that finds neither name knows the carrier took the file.
-OUTCOME_STATUSES = frozenset({"delivered", "failed", "reconciled", "forced_resend", "pending_handoff",
-                              "handed_off", "rename_sent"})
+
+class StageStatus(StrEnum):
+    """A stage event's status (``run_events.status`` where ``kind`` is ``stage``)."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RunEventKind(StrEnum):
+    """What a ``run_events`` row records: an attempt starting, a stage event, or the run's finish."""
+
+    RUN_ATTEMPT = "run_attempt"
+    STAGE = "stage"
+    RUN_FINISHED = "run_finished"
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery outcome's status; a delivery's status is its latest outcome's (``pending`` if none)."""
+
+    #: Only the intent exists: never written as an outcome.
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    #: A retry found the file already on the carrier's side (the earlier attempt's upload went through).
+    RECONCILED = "reconciled"
+    FORCED_RESEND = "forced_resend"
+    #: Placed in the manual outbox; ``handed_off`` once a person confirms handing it over.
+    PENDING_HANDOFF = "pending_handoff"
+    HANDED_OFF = "handed_off"
+    #: The upload is complete under its temp name and the rename into place is being asked for (written
+    #: just before it): a later attempt that finds neither name knows the carrier took the file.
+    RENAME_SENT = "rename_sent"
+
+
+class AckKind(StrEnum):
+    """What an acknowledgment row records: a TA1, one 999 group, or a file with no usable TA1/999."""
+
+    TA1 = "TA1"
+    ACK_999 = "999"
+    UNREADABLE = "unreadable"
+
+
+class AckStatus(StrEnum):
+    """An acknowledgment row's verdict."""
+
+    ACCEPTED = "accepted"
+    ACCEPTED_WITH_ERRORS = "accepted_with_errors"
+    REJECTED = "rejected"
+    #: A 999 group partly accepted (AK901 P).
+    PARTIAL = "partial"
+    #: The file held no usable TA1/999.
+    UNREADABLE = "unreadable"
+
+
+class HoldAction(StrEnum):
+    """The audit actions that place and lift a legal hold."""
+
+    SET = "legal_hold_set"
+    CLEAR = "legal_hold_clear"
+
+
+class HoldObject(StrEnum):
+    """What a legal hold can be placed on."""
+
+    EMPLOYER = "employer"
+    FEED = "feed"
+
+
+def _values(kind: Iterable[StrEnum]) -> frozenset[str]:
+    return frozenset(str(member) for member in kind)
+
+
+#: The statuses ``finish_run`` accepts (``running`` is what a run is until then).
+RUN_STATUSES = frozenset(str(s) for s in FINAL_STATUSES)
+STAGE_STATUSES = _values(StageStatus)
+#: The statuses ``record_delivery_outcome`` accepts.
+OUTCOME_STATUSES = _values(DeliveryStatus) - {DeliveryStatus.PENDING}
 #: Outcome statuses meaning the file is on the recipient's side.
-DELIVERED_STATUSES = frozenset({"delivered", "reconciled", "forced_resend", "handed_off"})
+DELIVERED_STATUSES = _values((DeliveryStatus.DELIVERED, DeliveryStatus.RECONCILED, DeliveryStatus.FORCED_RESEND,
+                              DeliveryStatus.HANDED_OFF))
 #: Outcome statuses after which the file is with the recipient or in the hand-off outbox: never sent again
 #: unless a person forces a resend.
-SENT_STATUSES = DELIVERED_STATUSES | {"pending_handoff"}
+SENT_STATUSES = DELIVERED_STATUSES | {DeliveryStatus.PENDING_HANDOFF.value}
+ACK_KINDS = _values(AckKind)
+ACK_STATUSES = _values(AckStatus)
+HOLD_OBJECT_TYPES = _values(HoldObject)
+#: At most this many position/code entries are kept per acknowledgment row; the rest are counted in
+#: ``truncated``.
+ACK_CODES_MAX = 200
 ISA13_MAX = 999_999_999
 
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
@@ -125,6 +209,30 @@ def check_detail(field: str, detail: Mapping[str, Any] | None, *, ints_only: boo
     return out
 
 
+def check_aware(name: str, value: datetime) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise LedgerError(f"{name} must be a timezone-aware datetime", details={"field": name})
+    return value
+
+
+def check_day(name: str, value: date) -> date:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise LedgerError(f"{name} must be a date (not a datetime)", details={"field": name})
+    return value
+
+
+def check_control(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ISA13_MAX:
+        raise LedgerError(f"{name} must be an integer in 1..{ISA13_MAX}", details={"field": name})
+    return value
+
+
+def check_count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise LedgerError(f"{name} must be a non-negative integer", details={"field": name})
+    return value
+
+
 def scrub_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
     """The entries of ``detail`` the guard accepts, plus ``redacted`` (how many were dropped) if any.
 
@@ -144,9 +252,10 @@ def scrub_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def check_choice(field: str, value: str, allowed: frozenset[str]) -> str:
+    """``value`` as a plain string if it is in the vocabulary ``allowed`` (a StrEnum member passes)."""
     if value not in allowed:
-        raise LedgerError(f"{field} {value!r} is not one of {sorted(allowed)}", details={"field": field})
-    return value
+        raise LedgerError(f"{field} {str(value)!r} is not one of {sorted(allowed)}", details={"field": field})
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -233,14 +342,187 @@ class RunEvent:
     at: datetime
 
 
+@dataclass(frozen=True)
+class AuthorisationRecord:
+    """An employer's authorisation of a carrier for a feed's plans, effective over [from, to]."""
+
+    seq: int
+    feed_id: str
+    employer_id: str
+    carrier_id: str
+    plans: tuple[str, ...]
+    effective_from: date
+    effective_to: date | None
+    recorded_by: str
+    reason: str | None
+    at: datetime
+
+    def covers(self, day: date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
+
+
+@dataclass(frozen=True)
+class OutcomeEvent:
+    """One outcome row of a delivery, as written (a delivery's history is its list of these)."""
+
+    seq: int
+    delivery_id: str
+    status: str
+    ciphertext_sha256: str | None
+    size: int | None
+    remote_path: str | None
+    host_key_fingerprint: str | None
+    error_code: str | None
+    message: str | None
+    actor: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """A recorded human or operational decision: who did what to which object, when and why."""
+
+    seq: int
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    reason: str | None
+    detail: Mapping[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A hold in force on an employer or a feed, as set by its latest hold event."""
+
+    object_type: str
+    object_id: str
+    actor: str
+    reason: str | None
+    since: datetime
+
+
+@dataclass(frozen=True)
+class PurgeCheckpoint:
+    """A ledger purge; ``gaps`` are (first seq, last seq, prev_hash into it, row_hash of its last row)."""
+
+    seq: int
+    cutoff: datetime
+    purged_rows: int
+    gaps: tuple[tuple[Any, ...], ...]
+    counts: Mapping[str, int]
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerPurge:
+    """What a purge removed (or, dry, would remove): rows per table, the chain gaps, the checkpoint's seq."""
+
+    counts: Mapping[str, int]
+    gaps: tuple[tuple[int, int, str, str], ...]
+    checkpoint_seq: int | None
+    dry_run: bool
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+
+
+@dataclass(frozen=True)
+class AckRow:
+    """One acknowledgment unit to record: a TA1, one 999 group (AK1..AK9), or an unreadable file.
+
+    ``control_number`` is what the acknowledgment refers to (TA101 or AK102); ``isa13`` and
+    ``delivery_id`` are the matched delivery's (None when nothing matched). ``sender_id`` and
+    ``receiver_id`` are the acknowledgment's own ISA06/ISA08. ``codes`` are flat mappings of positions
+    and codes only (the ledger's PHI guard checks each one).
+    """
+
+    unit: int
+    kind: str
+    status: str
+    sender_id: str | None = None
+    receiver_id: str | None = None
+    control_number: int | None = None
+    isa13: int | None = None
+    delivery_id: str | None = None
+    sets_accepted: int = 0
+    sets_rejected: int = 0
+    segment_errors: int = 0
+    element_errors: int = 0
+    codes: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class AckRecord:
+    """An acknowledgment row as recorded (see :class:`AckRow`), with its file, source and time."""
+
+    seq: int
+    file_sha256: str
+    unit: int
+    source_id: str
+    file_name: str
+    kind: str
+    sender_id: str | None
+    receiver_id: str | None
+    control_number: int | None
+    isa13: int | None
+    delivery_id: str | None
+    status: str
+    sets_accepted: int
+    sets_rejected: int
+    segment_errors: int
+    element_errors: int
+    codes: tuple[Mapping[str, Any], ...]
+    received_at: datetime
+
+
 __all__ = [
+    "ACK_CODES_MAX",
+    "ACK_KINDS",
+    "ACK_STATUSES",
     "DELIVERED_STATUSES",
-    "CarrierFeedsError",
+    "HOLD_OBJECT_TYPES",
+    "ISA13_MAX",
+    "OUTCOME_STATUSES",
+    "RUN_STATUSES",
+    "SENT_STATUSES",
+    "STAGE_STATUSES",
+    "AckKind",
+    "AckRecord",
+    "AckRow",
+    "AckStatus",
+    "AuditEvent",
+    "AuthorisationRecord",
     "DeliveryRecord",
+    "DeliveryStatus",
+    "HoldAction",
+    "HoldObject",
     "Interchange",
     "LedgerError",
+    "LedgerPurge",
+    "LegalHold",
+    "OutcomeEvent",
+    "PurgeCheckpoint",
     "RunEvent",
+    "RunEventKind",
     "RunRecord",
+    "RunStatus",
+    "StageStatus",
     "UnknownRecord",
     "UnsafeLedgerValue",
+    "check_aware",
+    "check_choice",
+    "check_control",
+    "check_count",
+    "check_day",
+    "check_detail",
+    "check_sha256",
+    "check_text",
+    "check_token",
+    "scrub_detail",
 ]

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carrierfeeds.census.sftp_source import RemoteCensus, SftpCensusDrop
-from carrierfeeds.credentials import SftpEndpoint
+from carrierfeeds.credentials import Connections
 from carrierfeeds.crypto import Keyring, normalize_fingerprint
 from carrierfeeds.errors import (
     ConfigError,
@@ -144,13 +144,13 @@ class ReturnFile:
                 "reason_path": str(self.reason_path) if self.reason_path else None}
 
 
-def collect_returns(source: ReturnSource, *, endpoint_for: Callable[[str], SftpEndpoint], keyring: Keyring,
+def collect_returns(source: ReturnSource, *, connections: Connections, keyring: Keyring,
                     into: Path, seen: Callable[[str], bool], clock: Callable[[], datetime],
                     listed_before: Callable[[str, int, int], bool] | None = None,
                     retries: int = 3) -> list[ReturnFile]:
     """Every new file in the carrier's outbox, oldest first, collected into ``into`` or refused aside.
 
-    ``endpoint_for`` resolves ``source.connection`` (keys directory under the CLI, Airflow connection
+    ``connections`` resolves ``source.connection`` (keys directory under the CLI, Airflow connection
     under Airflow); ``keyring`` is the project's GNUPGHOME holding our secret key and the carrier's
     public key; ``into`` is a private folder (created 0700; refused if others may read it); ``seen``
     answers whether a sha256 was imported before; ``clock`` gives timezone-aware times;
@@ -162,7 +162,8 @@ def collect_returns(source: ReturnSource, *, endpoint_for: Callable[[str], SftpE
     signed_by = _usable_signer(keyring, source.signed_by, now=now)
     into = _private_dir(Path(into))
     aside = _private_dir(into.parent / ASIDE)
-    outbox = SftpCensusDrop(endpoint_for(source.connection), source.remote_dir, source.pattern, retries=retries)
+    outbox = SftpCensusDrop(connections.sftp_endpoint(source.connection), source.remote_dir, source.pattern,
+                            retries=retries)
     results: list[ReturnFile] = []
     taken: set[str] = set()
     try:

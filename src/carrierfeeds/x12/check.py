@@ -15,6 +15,11 @@ checks into disjoint pieces, each its own conformant 834, for pyx12 to read on s
 
 Both read the 834 as bytes or as a read-only memory map of it (:data:`Payload`), with identical reports:
 the gate maps a large file instead of copying it into anonymous memory.
+
+Why one module: the structural check and the pyx12 sampling read the same segment index
+(:class:`SegmentEnds`, the family starts) and must agree byte for byte on where a family begins; kept
+together, a change to how segments are found cannot leave one of them behind. pyx12 itself stays in
+:mod:`carrierfeeds.x12.pyx12_adapter`.
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ _TOKENS: dict[bytes, str] = {
     b"DTP303": "m", b"DTP336": "h", b"DTP356": "j", b"DTP357": "k", b"NM1IL": "N", b"N3": "3", b"N4": "4",
     b"DMG": "D", b"PER": "p", b"HD": "H", b"DTP348": "b", b"DTP349": "e", b"SE": "s", b"GE": "g",
     b"IEA": "z",
+    # member status dates: employment end, COBRA begin and end
+    b"DTP337": "t", b"DTP340": "u", b"DTP341": "v",
+    # Loop 2100B (an identity correction: the member's name as the carrier holds it)
+    b"NM170": "7",
 }
 # Companion-guide depth, file header: DTP*007, QTY*TO/DT/ET, Loop 1000C N1*TV/N1*BO.
 _TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N1TV": "T", b"N1BO": "T"})
@@ -92,7 +101,8 @@ _QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1", b"QTY", b"AMT"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
-          "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?"}
+          "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?",
+          "t": "DTP", "u": "DTP", "v": "DTP", "7": "NM1"}
 _NAMES.update({"a": "DTP", "q": "QTY", "T": "N1", "V": "ICM", "U": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
                "X": "LX", "R": "NM1", "J": "LS", "E": "LE", "K": "N1", "Z": "REF"})
 
@@ -100,10 +110,13 @@ _NAMES.update({"a": "DTP", "q": "QTY", "T": "N1", "V": "ICM", "U": "AMT", "w": "
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The header and the member (Loop 2000 + 2100A + 2300s) as regular expressions over tokens."""
     # Loop 2000 in the guide's order, each situational segment at most once: INS, REF*0F, REF*1L,
-    # REF*17, REF*23, REF*DX, DTP*303/336/356/357. Loop 2300 is situational: a change file may carry a
+    # REF*17, REF*23, REF*DX, DTP*303/336/337/340/341/356/357. Loop 2300 is situational: a change file may carry a
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
-    member = (r"IFl?c?f?x?m?h?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?") + "V?w?L?(?:M34)?"  # ICM HLH LUI, 2100C
+    member = (r"IFl?c?f?x?m?h?t?u?v?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
+              + "V?w?L?"  # 2100A ICM, HLH, LUI
+              + r"(?:7D?)?"  # Loop 2100B: NM1*70 and its DMG
+              + "(?:M34)?"  # Loop 2100C: NM1*31, N3, N4
               + r"(?:Hbe?U{0,9}l?(?:XR)?)*(?:J(?:XK[cZ]a?)+E)?")  # the U after HD: 2300 AMT; the l: the 2300 REF*1L
     # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
     return re.compile(r"SBo?a?q{0,3}PYT{0,2}"), re.compile(member)
@@ -508,11 +521,25 @@ def _check_codes(kinds: dict[str, _Kind], problems: list[Problem], max_problems:
                         return
 
 
+def _medicare_composite(data: Payload, at: int, d: Delimiters) -> bool:
+    """Whether the component separator at ``at`` is INS06's own (the Medicare status composite: a plan
+    code, the separator, a one-digit eligibility reason), the one composite the 834 we write has."""
+    e = ord(d.element)
+    if at < 2 or data[at - 2] != e or chr(data[at - 1]) not in "ABCDE" or chr(data[at + 1]) not in "012":
+        return False
+    if at + 2 < len(data) and data[at + 2] not in (e, ord(d.segment)):
+        return False
+    start = data.rfind(d.segment.encode("ascii"), 0, at) + 1
+    segment = bytes(data[start:at]).lstrip(b"\r\n")
+    return segment.startswith(b"INS" + bytes([e])) and segment.count(bytes([e])) == 6
+
+
 def _check_separators_in_data(data: Payload, arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                               d: Delimiters, seg_name: Any, problems: list[Problem], max_problems: int) -> None:
-    """No component (ISA16) or repetition (ISA11) separator after the ISA: the 834 segments we write
-    have no composite or repeating element, and X12 has no escape, so either one in a name or an
-    address would be read as structure. Reported by segment position and element, never by value."""
+    """No component (ISA16) or repetition (ISA11) separator after the ISA except INS06's (the Medicare
+    composite): the 834 segments we write have no other composite or repeating element, and X12 has no
+    escape, so either one in a name or an address would be read as structure. Reported by segment
+    position and element, never by value."""
     # bytes.find, not a mask per separator: a clean file (the usual case) costs two memchr scans and no
     # allocation (two boolean masks the size of the file would be the gate's memory peak).
     found: list[int] = []
@@ -521,7 +548,8 @@ def _check_separators_in_data(data: Payload, arr: np.ndarray, starts: np.ndarray
         needle = char.encode("ascii")
         at = data.find(needle, 106)  # the ISA declares both separators itself
         while at >= 0 and len(found) < 2 * room:
-            found.append(at)
+            if not (char == d.component and _medicare_composite(data, at, d)):
+                found.append(at)
             at = data.find(needle, at + 1)
     if not found:
         return

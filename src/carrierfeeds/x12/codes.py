@@ -21,6 +21,16 @@ class IndividualRelationship(StrEnum):
     SPOUSE = "01"
     SELF = "18"
     CHILD = "19"
+    GRANDSON_OR_GRANDDAUGHTER = "05"
+    ADOPTED_CHILD = "09"
+    FOSTER_CHILD = "10"
+    WARD = "15"
+    STEPSON_OR_STEPDAUGHTER = "17"
+    SPONSORED_DEPENDENT = "23"
+    EX_SPOUSE = "25"
+    COLLATERAL_DEPENDENT = "38"
+    LIFE_PARTNER = "53"
+    OTHER_RELATIVE = "G9"
 
 
 class SubscriberIndicator(StrEnum):
@@ -41,6 +51,23 @@ class MaintenanceReason(StrEnum):
     CHANGE_OF_LOCATION = "43"
     NO_REASON_GIVEN = "AI"
     NOT_SPECIFIED = "XN"
+    DIVORCE = "01"
+    BIRTH = "02"
+    DEATH = "03"
+    RETIREMENT = "04"
+    ADOPTION = "05"
+    COBRA = "09"
+    SURVIVING_SPOUSE = "11"
+    VOLUNTARY_WITHDRAWAL = "14"
+    DISABILITY = "21"
+    PLAN_CHANGE = "22"
+    LEGAL_SEPARATION = "31"
+    MARRIAGE = "32"
+    LEAVE_OF_ABSENCE_WITH_BENEFITS = "37"
+    LEAVE_OF_ABSENCE_WITHOUT_BENEFITS = "38"
+    LAY_OFF_WITH_BENEFITS = "39"
+    LAY_OFF_WITHOUT_BENEFITS = "40"
+    MEMBER_BENEFIT_SELECTION = "EC"
 
 
 class BenefitStatus(StrEnum):
@@ -59,6 +86,59 @@ class EmploymentStatus(StrEnum):
     PART_TIME = "PT"
     TERMINATED = "TE"
     RETIRED = "RT"
+    ACTIVE = "AC"
+    ACTIVE_MILITARY_OVERSEAS = "AO"
+    ACTIVE_MILITARY_USA = "AU"
+    LEAVE_OF_ABSENCE = "L1"
+
+
+class StudentStatus(StrEnum):
+    """INS09 Student Status Code (element 1220)."""
+
+    FULL_TIME = "F"
+    NOT_A_STUDENT = "N"
+    PART_TIME = "P"
+
+
+class YesNo(StrEnum):
+    """INS10 Handicap Indicator (element 1073, Yes/No Condition or Response Code)."""
+
+    YES = "Y"
+    NO = "N"
+
+
+class MedicarePlan(StrEnum):
+    """INS06-1 Medicare Plan Code (element 1218)."""
+
+    PART_A = "A"
+    PART_B = "B"
+    PARTS_A_AND_B = "C"
+    MEDICARE = "D"
+    NO_MEDICARE = "E"
+
+
+class MedicareEligibilityReason(StrEnum):
+    """INS06-2 Eligibility Reason Code (element 1701)."""
+
+    AGE = "0"
+    DISABILITY = "1"
+    END_STAGE_RENAL_DISEASE = "2"
+
+
+class CobraQualifyingEvent(StrEnum):
+    """INS07 COBRA Qualifying Event Code (element 1219)."""
+
+    TERMINATION_OF_EMPLOYMENT = "1"
+    REDUCTION_OF_WORK_HOURS = "2"
+    MEDICARE = "3"
+    DEATH = "4"
+    DIVORCE = "5"
+    SEPARATION = "6"
+    INELIGIBLE_CHILD = "7"
+    BANKRUPTCY_OF_RETIREES_FORMER_EMPLOYER = "8"
+    LAYOFF = "9"
+    LEAVE_OF_ABSENCE = "10"
+    MUTUALLY_DEFINED = "ZZ"
 
 
 class InsuranceLine(StrEnum):
@@ -120,6 +200,9 @@ class DateQualifier(StrEnum):
     BENEFIT_END = "349"
     ELIGIBILITY_BEGIN = "356"
     ELIGIBILITY_END = "357"
+    EMPLOYMENT_END = "337"
+    COBRA_BEGIN = "340"
+    COBRA_END = "341"
 
 
 class BgnAction(StrEnum):

@@ -24,10 +24,17 @@ READ_COLUMNS: tuple[str, ...] = (
     "mailing_state", "mailing_zip",
     # primary care provider: Loop 2310 NM1*P3 NM109, NM110
     "pcp_npi", "pcp_relationship",
+    # member status: INS05-INS12 and the status dates
+    "benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status", "handicap",
+    "death_date", "maintenance_effective", "employment_end_date", "cobra_begin", "cobra_end",
+    # Loop 2100B: the identity the carrier held before a correction
+    "prior_last_name", "prior_first_name", "prior_middle_initial", "prior_ssn", "prior_dob", "prior_gender",
 )
 _AMOUNTS = {"FK": "coverage_amount", "P3": "premium_amount"}
 _MEMBER_REFS = {"1L": "group_policy_number", "17": "reporting_category", "DX": "department"}
-_MEMBER_DATES = {"336": "hire_date", "356": "eligibility_begin", "357": "eligibility_end"}
+_MEMBER_DATES = {"336": "hire_date", "356": "eligibility_begin", "357": "eligibility_end",
+                 "303": "maintenance_effective", "337": "employment_end_date", "340": "cobra_begin",
+                 "341": "cobra_end"}
 
 
 def split_segments(data: bytes) -> tuple[list[list[str]], str]:
@@ -48,6 +55,7 @@ def read_834(data: bytes) -> pd.DataFrame:
     is the transaction set the member was sent in.
     """
     segments, _ = split_segments(data)
+    component = chr(data[104]) if len(data) > 104 else ":"
     rows: list[dict[str, str]] = []
     member: dict[str, str] = {}
     coverage: dict[str, str] | None = None
@@ -77,6 +85,10 @@ def read_834(data: bytes) -> pd.DataFrame:
             member["st02"] = st02
             member.update(ins01=get(el, 1), ins02=get(el, 2), ins03=get(el, 3), ins04=get(el, 4),
                           employment_status=get(el, 8))
+            medicare_plan, _, medicare_reason = get(el, 6).partition(component)
+            member.update(benefit_status=get(el, 5), medicare_plan=medicare_plan, medicare_reason=medicare_reason,
+                          cobra_event=get(el, 7), student_status=get(el, 9), handicap=get(el, 10),
+                          death_date=get(el, 12))
             coverage, covered, mailing = None, False, False
         elif seg == "REF" and coverage is not None:
             if get(el, 1) == "1L":
@@ -114,6 +126,11 @@ def read_834(data: bytes) -> pd.DataFrame:
             member.update(address1=get(el, 1), address2=get(el, 2))
         elif seg == "N4" and member:
             member.update(city=get(el, 1), state=get(el, 2), zip=get(el, 3))
+        elif seg == "NM1" and member and get(el, 1) == "70":
+            member.update(prior_last_name=get(el, 3), prior_first_name=get(el, 4), prior_middle_initial=get(el, 5),
+                          prior_ssn=get(el, 9) if get(el, 8) == "34" else "")
+        elif seg == "DMG" and member and member.get("prior_last_name"):
+            member.update(prior_dob=get(el, 2), prior_gender=get(el, 3))
         elif seg == "DMG" and member:
             member.update(dob=get(el, 2), gender=get(el, 3))
         elif seg == "ICM" and member:

@@ -5,8 +5,10 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
     ISA GS*BE
       per transaction set  ST*834 BGN [REF*38] [DTP*007] [QTY...] N1*P5 N1*IN [N1*TV] [N1*BO]
         per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
-                                 [DTP*336 hire date]  [DTP*356]  [DTP*357]
+                                 [DTP*303]  [DTP*336 hire date]  [DTP*337]  [DTP*340]  [DTP*341]
+                                 [DTP*356]  [DTP*357]
                     (Loop 2100A) NM1*IL [...*34*ssn]  [PER*IP]  [N3 N4]  [DMG*D8]  [ICM]  [HLH]  [LUI]
+                    (Loop 2100B) [NM1*70 [DMG*D8]]
                     (Loop 2100C) [NM1*31 N3 N4]
                     after its Loop 2300s [LS*2700 (LX N1*75 REF [DTP*007])... LE*2700]
                     per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
@@ -17,7 +19,9 @@ Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Del
 The optional segments come from optional view columns (:mod:`carrierfeeds.enrollment`): REF*1L
 ``group_policy_number``, REF*17 ``reporting_category``, REF*DX ``department``, DTP*356/357
 ``eligibility_begin``/``eligibility_end``, the 2300 REF*1L ``coverage_policy_number``; a segment is
-written only for a non-empty value, so a view without those columns renders as it always has.
+written only for a non-empty value, so a view without those columns renders as it always has. The
+member status columns (``benefit_status`` ... ``death_date``) fill INS05-INS12 (:func:`ins_elements`),
+``maintenance_effective``, ``employment_end_date``, ``cobra_begin``/``cobra_end`` DTP*303/337/340/341.
 
 One transaction set unless ``Enrollment.options.max_members_per_transaction`` caps it: then families
 are packed, whole and in order, into sets of at most that many members (a family larger than the cap
@@ -75,10 +79,31 @@ OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "el
                   # primary care provider: Loop 2310 LX, NM1*P3
                   "pcp_npi", "pcp_relationship",
                   # member reporting categories: Loop 2700/2750 values and DTP*007 dates
-                  *(f"reporting_2750_{k}{suffix}" for k in range(1, 11) for suffix in ("", "_date")))
+                  *(f"reporting_2750_{k}{suffix}" for k in range(1, 11) for suffix in ("", "_date")),
+                  # member status (INS05-INS12, DTP*303/337/340/341)
+                  "benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
+                  "handicap", "death_date", "maintenance_effective", "employment_end_date", "cobra_begin",
+                  "cobra_end",
+                  # Loop 2100B (identity corrections): NM1*70 and DMG with what the carrier holds
+                  "prior_last_name", "prior_first_name", "prior_middle_initial", "prior_ssn", "prior_dob",
+                  "prior_gender")
 #: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
 _AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
             (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
+#: Option columns written inside INS (INS05-INS12), in element order; the rest are Loop 2000 DTPs.
+INS_STATUS_COLUMNS = ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
+                      "handicap", "death_date")
+
+
+def ins_elements(row: dict[str, str], d: Delimiters) -> list[str]:
+    """INS01-INS12 of a member's view row (INS05 "A" unless the view has a benefit status)."""
+    medicare = row.get("medicare_plan", "")
+    if medicare and row.get("medicare_reason"):
+        medicare += d.component + row["medicare_reason"]
+    death = row.get("death_date", "")
+    return [row["ins01"], row["ins02"], row["ins03"], row["ins04"], row.get("benefit_status") or "A", medicare,
+            row.get("cobra_event", ""), row["employment_status"], row.get("student_status", ""),
+            row.get("handicap", ""), "D8" if death else "", death]
 
 
 def _seg(d: Delimiters, *elements: str) -> str:
@@ -301,7 +326,8 @@ def _text_bytes(arr: pa.Array) -> bytes:
 def _assert_charset(text: bytes, d: Delimiters, charset: Charset) -> None:
     # Every byte must be in the character set or be one of the rows' own separators; a non-ASCII byte
     # is never in either (both sets are ASCII), so deleting those leaves nothing in a good chunk.
-    allowed = ("".join(sorted(CHARACTER_SETS[charset])) + d.element + d.segment + d.suffix).encode("ascii")
+    allowed = ("".join(sorted(CHARACTER_SETS[charset])) + d.element + d.component + d.segment
+               + d.suffix).encode("ascii")
     if _data_outside(text, allowed):
         raise ConformanceFailed(f"a value holds a character outside the {charset} character set",
                                 details={"rule": "character_set", "charset": charset})
@@ -351,7 +377,7 @@ class _Pieces:
 
     def literals_in(self, charset: Charset, d: Delimiters) -> bool:
         """Whether every literal is in ``charset`` or is one of the rows' own separators."""
-        allowed = CHARACTER_SETS[charset] | set(d.element + d.segment + d.suffix)
+        allowed = CHARACTER_SETS[charset] | set(d.element + d.component + d.segment + d.suffix)
         return set("".join(t for c, t, _ in self.pieces if c is None)) <= allowed
 
     def text(self) -> pa.Array:
@@ -403,12 +429,15 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         out.lit(t, mask)
 
     out.lit(f"INS{e}", members)
-    for col, sep in (("ins01", e), ("ins02", e), ("ins03", e), ("ins04", f"{e}A")):
-        out.col(col, members)
-        out.lit(sep, members)
-    has_status = members & filled["employment_status"]
-    out.lit(e * 3, has_status)
-    out.col("employment_status", has_status)
+    if options.isdisjoint(INS_STATUS_COLUMNS):
+        for col, sep in (("ins01", e), ("ins02", e), ("ins03", e), ("ins04", f"{e}A")):
+            out.col(col, members)
+            out.lit(sep, members)
+        has_status = members & filled["employment_status"]
+        out.lit(e * 3, has_status)
+        out.col("employment_status", has_status)
+    else:
+        _ins_status(out, c, filled, members, d, options)
     out.lit(t, members)
     segment(f"REF{e}0F{e}", "subscriber_id", members)
     optional: list[np.ndarray] = []
@@ -424,8 +453,11 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     dependent = members & pc.not_equal(c["ins01"], _large("Y")).to_numpy(zero_copy_only=False)
     segment(f"REF{e}23{e}", "member_id", dependent)
     situational(f"REF{e}DX{e}", "department")
+    situational(f"DTP{e}303{e}D8{e}", "maintenance_effective")
     has_hire = members & filled["hire_date"]
     segment(f"DTP{e}336{e}D8{e}", "hire_date", has_hire)
+    for qualifier, column in (("337", "employment_end_date"), ("340", "cobra_begin"), ("341", "cobra_end")):
+        situational(f"DTP{e}{qualifier}{e}D8{e}", column)
     situational(f"DTP{e}356{e}D8{e}", "eligibility_begin")
     situational(f"DTP{e}357{e}D8{e}", "eligibility_end")
     out.lit(f"NM1{e}IL{e}1{e}", members)
@@ -487,6 +519,8 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         if column in options:
             contact.append(members & filled[column])
             segment(head, column, contact[-1])
+    if "prior_last_name" in options:
+        optional.extend(_loop_2100b(out, filled, members, d, options))
     if "mailing_address1" in options:
         has_mail = members & filled["mailing_address1"] & filled["mailing_city"]
         contact.extend((has_mail, has_mail, has_mail))
@@ -588,6 +622,82 @@ def _reporting_categories(out: _Pieces, chunk: pd.DataFrame, start: np.ndarray, 
     return segments
 
 
+def _ins_status(out: _Pieces, c: dict[str, pa.Array], filled: dict[str, np.ndarray], members: np.ndarray,
+                d: Delimiters, options: frozenset[str]) -> None:
+    """INS01-INS12 after "INS*", as :func:`ins_elements` gives them: each element's separator is written
+    only where a later element is filled, so trailing empty elements are never written."""
+    e = d.element
+    for col in ("ins01", "ins02", "ins03", "ins04"):
+        out.col(col, members)
+        out.lit(e, members)
+    if "benefit_status" in options:
+        out.col("benefit_status", members & filled["benefit_status"])
+        out.lit("A", members & ~filled["benefit_status"])
+    else:
+        out.lit("A", members)
+    none = np.zeros(len(members), dtype=bool)
+
+    def has(col: str) -> np.ndarray:
+        return members & filled[col] if col in options else none
+
+    # INS06 (its reason after the component separator), INS07 ... INS12 (INS11 "D8" with a death date)
+    elements = [has("medicare_plan"), has("cobra_event"), members & filled["employment_status"],
+                has("student_status"), has("handicap"), has("death_date"), has("death_date")]
+    last = np.zeros(len(members), dtype=np.int64)
+    for k, mask in enumerate(elements, start=1):
+        last[mask] = k
+    columns = {1: "medicare_plan", 2: "cobra_event", 3: "employment_status", 4: "student_status", 5: "handicap",
+               7: "death_date"}
+    for k, mask in enumerate(elements, start=1):
+        out.lit(e, members & (last >= k))
+        if k == 6:
+            out.lit("D8", mask)
+        elif columns[k] in options or columns[k] == "employment_status":
+            out.col(columns[k], mask)
+        if k == 1 and "medicare_reason" in options:
+            with_reason = mask & has("medicare_reason")
+            out.lit(d.component, with_reason)
+            out.col("medicare_reason", with_reason)
+
+
+def _loop_2100b(out: _Pieces, filled: dict[str, np.ndarray], members: np.ndarray, d: Delimiters,
+                options: frozenset[str]) -> list[np.ndarray]:
+    """Loop 2100B of each corrected member (``prior_last_name`` filled): NM1*70 with the name and SSN the
+    carrier holds, and DMG with its birth date and gender where ``prior_dob`` is filled; the masks of the
+    segments written, for the segment count."""
+    e, t = d.element, d.terminator
+    none = np.zeros(len(members), dtype=bool)
+
+    def has(col: str) -> np.ndarray:
+        return members & filled[col] if col in options else none
+
+    def col(column: str, mask: np.ndarray) -> None:
+        if column in options:
+            out.col(column, mask)
+
+    prior = has("prior_last_name")
+    out.lit(f"NM1{e}70{e}1{e}", prior)
+    out.col("prior_last_name", prior)
+    with_first = prior & (has("prior_first_name") | has("prior_middle_initial") | has("prior_ssn"))
+    out.lit(e, with_first)
+    col("prior_first_name", with_first)
+    with_ssn = prior & has("prior_ssn")
+    with_middle = prior & has("prior_middle_initial") & ~with_ssn
+    out.lit(e, with_ssn | with_middle)
+    col("prior_middle_initial", with_ssn | with_middle)
+    out.lit(f"{e}{e}{e}34{e}", with_ssn)
+    col("prior_ssn", with_ssn)
+    out.lit(t, prior)
+    dmg = prior & has("prior_dob")
+    out.lit(f"DMG{e}D8{e}", dmg)
+    col("prior_dob", dmg)
+    with_gender = dmg & has("prior_gender")
+    out.lit(e, with_gender)
+    col("prior_gender", with_gender)
+    out.lit(t, dmg)
+    return [prior, dmg]
+
+
 def render_834(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
                delimiters: Delimiters = DEFAULT_DELIMITERS, *,
                chunk_members: int = 20_000, workers: int | None = None) -> Iterator[bytes]:
@@ -663,7 +773,7 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
     sets = split_transaction_sets(table, start, options.max_members_per_transaction)
     numbers = set_numbers(control, len(sets))
     records = cast(list[dict[str, str]], table.to_dict("records"))
-    allowed = CHARACTER_SETS[options.charset] | set(d.element + d.segment + d.suffix)
+    allowed = CHARACTER_SETS[options.charset] | set(d.element + d.component + d.segment + d.suffix)
     segs = envelope_segments(header, control, d)
     for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
         set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
@@ -677,8 +787,7 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                 _check_value(value, d, column)
             body: list[str] = []
             if is_start:
-                body.append(_seg(d, "INS", row["ins01"], row["ins02"], row["ins03"], row["ins04"], "A", "", "",
-                                 row["employment_status"]))
+                body.append(_seg(d, "INS", *ins_elements(row, d)))
                 body.append(_seg(d, "REF", "0F", row["subscriber_id"]))
                 if row.get("group_policy_number"):
                     body.append(_seg(d, "REF", "1L", row["group_policy_number"]))
@@ -688,7 +797,9 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "REF", "23", row["member_id"]))
                 if row.get("department"):
                     body.append(_seg(d, "REF", "DX", row["department"]))
-                for qualifier, column in (("336", "hire_date"), ("356", "eligibility_begin"),
+                for qualifier, column in (("303", "maintenance_effective"), ("336", "hire_date"),
+                                          ("337", "employment_end_date"), ("340", "cobra_begin"),
+                                          ("341", "cobra_end"), ("356", "eligibility_begin"),
                                           ("357", "eligibility_end")):
                     if row.get(column):
                         body.append(_seg(d, "DTP", qualifier, "D8", row[column]))
@@ -713,6 +824,12 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                     body.append(_seg(d, "HLH", row["hlh01"]))
                 if row.get("language"):
                     body.append(_seg(d, "LUI", "LE", row["language"]))
+                if row.get("prior_last_name"):
+                    body.append(_seg(d, "NM1", "70", "1", row["prior_last_name"], row.get("prior_first_name", ""),
+                                     row.get("prior_middle_initial", ""), "", "",
+                                     "34" if row.get("prior_ssn") else "", row.get("prior_ssn", "")))
+                    if row.get("prior_dob"):
+                        body.append(_seg(d, "DMG", "D8", row["prior_dob"], row.get("prior_gender", "")))
                 if row.get("mailing_address1") and row.get("mailing_city"):
                     body.append(_seg(d, "NM1", "31", "1"))
                     body.append(_seg(d, "N3", row["mailing_address1"], row["mailing_address2"]))

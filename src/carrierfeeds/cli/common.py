@@ -1,0 +1,124 @@
+"""What every command shares: the `app`, the --verbose callback, JSON-or-lines output, errors to exit codes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import typer
+from typer._click import Command
+from typer.core import TyperGroup, TyperOption
+
+from carrierfeeds.errors import CarrierFeedsError, ConfigError
+from carrierfeeds.outcomes import exit_code_for
+from carrierfeeds.settings import Settings, feed_paths
+
+
+class _RootGroup(TyperGroup):
+    """The root command: flags show no ``<bool>`` type in help, and ``-v`` also works after a subcommand."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        verbose = next(p for p in self.params if p.name == "verbose")
+        for command in _leaves(self):
+            # A copy of the root's own option that sets logging when parsed instead of reaching the command.
+            late = copy.copy(verbose)
+            late.expose_value, late.callback = False, _verbose_callback
+            command.params.append(late)
+        for command in [self, *_all_commands(self)]:
+            for param in [*command.params, command.get_help_option(typer.Context(command))]:
+                if isinstance(param, TyperOption) and param.is_flag:
+                    param.metavar = ""
+
+
+def _all_commands(group: TyperGroup) -> list[Command]:
+    found: list[Command] = []
+    for command in group.commands.values():
+        found.append(command)
+        if isinstance(command, TyperGroup):
+            found += _all_commands(command)
+    return found
+
+
+def _leaves(group: TyperGroup) -> list[Command]:
+    return [c for c in _all_commands(group) if not isinstance(c, TyperGroup)]
+
+
+def _verbose_callback(ctx: Any, param: Any, value: Any) -> None:
+    if value:
+        _configure_logging(verbose=True)
+
+
+app = typer.Typer(help="carrierfeeds: employer census in, validated encrypted 834 out, every delivery "
+                       "on a verifiable ledger.", no_args_is_help=True, add_completion=False, cls=_RootGroup)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _emit(data: Any, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(exc.as_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(exit_code_for(exc))
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
+    _configure_logging(verbose=verbose)
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Third parties set their own loggers to INFO (GX's temporary docs site, paramiko's transport), so
+    # the console handler, not only the root logger, holds the line.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:  # basicConfig does nothing the second time, when -v comes after the subcommand
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """Row counts by reason, for a person: ``plan_not_authorized 12``."""
+    return ", ".join(f"{reason} {n} row(s)" for reason, n in sorted(counts.items()))
+
+
+def _audit_parties(settings: Settings) -> list[Any]:
+    """Feed parties for labelling; an unreadable feed file is skipped here (the ledger still names it)."""
+    from carrierfeeds.config import load_feed
+    from carrierfeeds.retention import FeedParty
+
+    parties = []
+    for path in feed_paths(settings):
+        try:
+            parties.append(FeedParty.from_feed(load_feed(path)))
+        except ConfigError:
+            logging.getLogger(__name__).warning("feed file %s unreadable; labelled from the ledger", path.name)
+    return parties
+
+
+def _day_start(text: str | None) -> datetime | None:
+    return datetime.combine(_parse_day(text), datetime.min.time(), tzinfo=UTC) if text else None
+
+

@@ -1,0 +1,242 @@
+"""`run`, `demo`, `generate-census`, `validate` and `preview`: one feed's census, end to end or up to a stage."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+
+from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app
+from carrierfeeds.errors import CarrierFeedsError, ConfigError
+from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.settings import Settings
+
+
+def _summary_lines(summary: Any) -> list[str]:
+    lines = [f"run {summary.run_id}  feed {summary.feed_id}  interval {summary.interval_start}",
+             f"status: {summary.status}"]
+    if summary.members:
+        lines.append(f"members: {summary.members} ({summary.subscribers} subscribers, "
+                     f"{summary.coverages} coverage lines)")
+    if summary.file_name:
+        lines.append(f"file: {summary.file_name}  ISA13 {summary.isa13}")
+        lines.append(f"payload sha256: {summary.payload_sha256}")
+    if summary.remote_path:
+        lines.append(f"delivered to: {summary.remote_path}")
+    if (summary.validation or {}).get("excluded"):
+        lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
+    if summary.error:
+        lines.append(f"why: {summary.error['message']}")
+    return lines
+
+
+@app.command()
+def run(
+    feed_id: Annotated[str, typer.Argument(help="a feed in the feeds folder (file name without .yaml)")],
+    census: Annotated[Path | None, typer.Option(help="census file, always processed; default: the newest new "
+                                                     "file (or query result) from the feed's source")] = None,
+    force_census: Annotated[bool, typer.Option("--force-census", help="process the source's newest census "
+                                                                      "although it was processed before")] = False,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today "
+                                                             "in the feed's time zone")] = None,
+    force_resend: Annotated[str | None, typer.Option(help="send again although already delivered, as a new "
+                                                         "transmission under new control numbers (a failed "
+                                                         "resend, retried, keeps its own); the reason is "
+                                                         "audited")] = None,
+    full_file: Annotated[bool, typer.Option("--full-file", help="changes-mode feeds: send the full audit "
+                                                                 "file (INS03 030) this time")] = False,
+    actor: Annotated[str, typer.Option(help="who runs this, for the ledger")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
+) -> None:
+    """Run every stage of one feed for one day: read, validate, build, check, encrypt, deliver.
+
+    Exit 0 when delivered, already delivered earlier (nothing is sent twice) or there is no new census;
+    1 when the census is rejected (the employer must fix the data); 2 on a usage or configuration error;
+    3 when a security or policy check refuses (key, host key, authorisation, conformance); 4 on a
+    transient failure (retry later); 5 on a permanent failure of an outside system.
+    """
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import load_bundle
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(settings, feed_id)
+        interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
+        summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
+                           census_path=census, force_reason=force_resend, full_file=full_file,
+                           force_census=force_census)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    _emit(summary.as_dict(), as_json, _summary_lines(summary))
+    raise typer.Exit(exit_code_for_run(summary.status, summary.error))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its keys, sshd, ledger")] = Path("var/demo"),
+    members: Annotated[int, typer.Option(min=1, help="people in the synthetic census")] = 250,
+    seed: Annotated[int, typer.Option(help="census generator seed")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="the result as JSON, no progress lines")] = False,
+) -> None:
+    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip."""
+    from carrierfeeds.demo import run_demo
+
+    try:
+        result = run_demo(workdir.resolve(), members=members, seed=seed, clock=_utcnow,
+                          say=None if as_json else typer.echo)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    raise typer.Exit(ExitCode.OK if result["ok"] else ExitCode.FAILED)
+
+
+@app.command("generate-census")
+def generate_census_cmd(
+    members: Annotated[int, typer.Option(min=1, help="number of people (subscribers and dependents)")],
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same census")] = 1,
+    out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("census.csv"),
+    as_of: Annotated[str | None, typer.Option(help="reference day YYYY-MM-DD; default today (UTC)")] = None,
+) -> None:
+    """Write a synthetic employer census (fake but well-formed values; never real people)."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+
+    day = _parse_day(as_of) if as_of else _utcnow().date()
+    frame = generate_census(members, seed, as_of=day)
+    write_census_csv(frame, out)
+    typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
+
+
+@app.command()
+def validate(
+    feed_id: Annotated[str, typer.Argument(help="the feed whose schema, suite and policy apply")],
+    census: Annotated[Path, typer.Option(help="census file to validate", exists=True, dir_okay=False)],
+    report: Annotated[Path | None, typer.Option(help="folder for validation.csv and validation.html")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD, as for `run --date` (age "
+                                                             "rules are judged on it); default: today in the "
+                                                             "feed's time zone, as `run`")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="counts and failing rows as JSON")] = False,
+) -> None:
+    """Validate a census exactly as a run would, without building or sending anything.
+
+    The reference day for date rules is the run's: the start of the interval ``--date`` names (default
+    today in the feed's time zone, the interval ``run`` would take). Exit 0 when the census passes the
+    feed's policy, 1 when it would be rejected, 2 on a usage or configuration error. The report names
+    rows, member tokens, columns and rules, never values.
+    """
+    from carrierfeeds.census.readers import read_census
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.settings import load_bundle, plan_catalogue
+    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(settings, feed_id)
+        interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
+        # the day a run of this interval validates against (run.stages.validate: as_of=ref.interval_start)
+        as_of = RunRef.for_day(feed_id, interval).interval_start
+        frame = read_census(census, bundle.schema)
+        tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
+        result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
+                                 source_name=census.name, plans=plan_catalogue(settings, bundle),
+                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    outcome = apply_policy(frame, result, bundle.feed.validation)
+    if report:
+        report.mkdir(parents=True, exist_ok=True, mode=0o700)
+        result.write_csv(report / "validation.csv")
+        result.write_html(report / "validation.html")
+    data = {**result.to_dict(), "interval_start": as_of.isoformat(), "policy": bundle.feed.validation.policy,
+            "rejected": outcome.rejected, "held_back_members": outcome.held_back_members}
+    lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families "
+             f"(rules as of {as_of.isoformat()})",
+             f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
+             *([f"left out as expected: {_by_reason(result.excluded)}"] if result.excluded else []),
+             *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
+               for f in result.findings[:50]],
+             *([f"  ... and {len(result.findings) - 50} more (see --report)"] if len(result.findings) > 50 else []),
+             f"policy {bundle.feed.validation.policy}: {'REJECTED' if outcome.rejected else 'accepted'}"
+             + (f" ({outcome.held_back_members} members held back)" if outcome.held_back_members else "")]
+    _emit(data, as_json, lines)
+    raise typer.Exit(ExitCode.REJECTED if outcome.rejected else ExitCode.OK)
+
+
+def _private_out(out: Path) -> Path:
+    """``out`` as a private folder: created 0700, or an existing folder nobody else can read."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError("--out must be a folder", field="--out")
+        if out.stat().st_mode & 0o077:
+            raise ConfigError("--out is readable by others; the preview holds member data, so give a new "
+                              "folder (it is created 0700) or a private one", field="--out")
+    else:
+        out.mkdir(parents=True, mode=0o700)
+    out.chmod(0o700)
+    return out
+
+
+@app.command()
+def preview(
+    feed_id: Annotated[str, typer.Argument(help="a feed in the feeds folder (file name without .yaml)")],
+    census: Annotated[Path, typer.Option(help="census file to preview", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="folder for the files (created 0700; files 0600, unencrypted)")],
+    full: Annotated[bool, typer.Option("--full", help="changes-mode feeds: the full file (030) instead of "
+                                                      "the changes against the current snapshot")] = False,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today in the "
+                                                             "feed's time zone")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="per file: name, members by maintenance type, "
+                                                         "segments, control numbers, conformance verdict")] = False,
+) -> None:
+    """See what tonight's run will send: every stage up to the conformance gate, files written to --out.
+
+    Nothing is sent, encrypted or recorded: no ledger row, no control number allocated (the number shown
+    is the ledger's next one, read only, marked as a placeholder), the snapshot is read, never staged or
+    advanced. The files hold member data unencrypted: delete them when done. Exit 0 when the gate
+    passes (or there is nothing to send), 1 when the census would be rejected, 2 on a usage or
+    configuration error, 3 when the gate fails.
+    """
+    from carrierfeeds.run.preview import preview_files
+    from carrierfeeds.settings import load_bundle
+
+    settings = Settings()
+    try:
+        bundle = load_bundle(settings, feed_id)
+        as_of = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
+        folder = _private_out(out)
+        result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    lines = [f"PREVIEW feed {result['feed_id']}  interval {result['interval_start']}: nothing sent, "
+             "nothing recorded, snapshot unchanged",
+             f"census: {result['validation']['rows']} rows, {result['validation']['held_back_members']} "
+             "members held back by validation"
+             + (f"; left out as expected: {_by_reason(result['validation']['excluded'])}"
+                if result["validation"]["excluded"] else "")]
+    if not result["files"]:
+        lines.append("no changes against the carrier's snapshot: tonight's run would send nothing")
+    for f in result["files"]:
+        by_type = ", ".join(f"{k}: {v}" for k, v in sorted(f["members_by_type"].items()))
+        size = (f"{f['segments']} segments" if f["segments"] is not None else
+                f"{f['records']} records" if f["records"] is not None else f"{f.get('pages')} pages")
+        lines += [f"file: {folder / f['name']}  ({f['format']}, {f['bytes']} bytes, {size})",
+                  f"members: {f['members']} ({by_type})",
+                  f"control number {f['control_numbers']['isa13']:09d}: {f['control_numbers']['note']}",
+                  f"conformance: {f['conformance']['verdict']}"
+                  + (f" ({f['conformance']['problems']} problem(s), first {f['conformance']['first']})"
+                     if f["conformance"]["verdict"] != "passed" else "")]
+    lines.append("the files above hold member data unencrypted: delete them when done")
+    _emit(result, as_json, lines)
+    raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)
+
+

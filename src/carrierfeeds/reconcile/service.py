@@ -1,0 +1,89 @@
+"""One reconciliation: read the carrier's return file, compare it with the expected roster, fold the
+result into the ledger's worklist. The CLI and (later) the Airflow task call :func:`reconcile_file`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from carrierfeeds.census.tokens import MemberTokenizer
+from carrierfeeds.changes import SnapshotStore
+from carrierfeeds.config import CarrierMapping, ReconciliationSpec
+from carrierfeeds.errors import ConfigError
+from carrierfeeds.ledger.worklist import ComparisonRecord, record_comparison
+from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
+from carrierfeeds.reconcile.compare import Discrepancy, compare_rosters
+from carrierfeeds.reconcile.expected import expected_roster
+from carrierfeeds.reconcile.readers import read_return_file
+
+log = logging.getLogger(__name__)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one comparison found (PHI-free: tokens, kinds, field names and counts)."""
+
+    feed_id: str
+    file_name: str
+    file_sha256: str
+    carrier_members: int
+    expected_members: int
+    discrepancies: tuple[Discrepancy, ...]
+    awaiting_ack: int
+    worklist: ComparisonRecord
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def matched(self) -> bool:
+        return not self.discrepancies
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"feed_id": self.feed_id, "file_name": self.file_name, "file_sha256": self.file_sha256,
+                "carrier_members": self.carrier_members, "expected_members": self.expected_members,
+                "matched": self.matched, "by_kind": dict(sorted(self.by_kind.items())),
+                "awaiting_ack": self.awaiting_ack, "worklist": self.worklist.as_dict(),
+                "discrepancies": [d.as_dict() for d in self.discrepancies]}
+
+
+def return_layout(spec: ReconciliationSpec, mapping: CarrierMapping) -> CsvFlatLayout | FixedWidthFlatLayout | None:
+    """The layout a flat return file is read with: inline, or the carrier mapping's own flatfile."""
+    if spec.layout != "mapping":
+        return spec.layout
+    if mapping.flatfile is None:
+        raise ConfigError(f"reconciliation.layout is 'mapping' but mapping {mapping.mapping_id!r} has no "
+                          "flatfile layout", field="reconciliation.layout")
+    return mapping.flatfile
+
+
+def reconcile_file(path: Path, *, feed_id: str, spec: ReconciliationSpec, mapping: CarrierMapping, ledger: Any,
+                   store: SnapshotStore, tokenizer: MemberTokenizer, now: datetime,
+                   actor: str = "carrierfeeds") -> ReconcileResult:
+    """Read ``path`` (refused whole if bad: nothing is recorded), compare on ``now``'s date, record."""
+    plan_lines = {p.description: p.insurance_line for p in mapping.plans.values()}
+    carrier = read_return_file(path, fmt=spec.format, tokenizer=tokenizer, layout=return_layout(spec, mapping),
+                               max_bytes=spec.max_bytes, plan_lines=plan_lines)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = expected_roster(store, ledger, feed_id=feed_id, tokenizer=tokenizer)
+    found = compare_rosters(expected.roster, carrier, as_of=now.date())
+    awaiting = sum(1 for d in found if d.member_token in expected.awaiting_ack)
+    by_kind = dict(Counter(d.kind for d in found))
+    record = record_comparison(ledger, feed_id=feed_id, findings=found, file_sha256=digest,
+                               file_name=_safe_name(path.name), fmt=spec.format, now=now, actor=actor,
+                               counts={"carrier_members": carrier.members,
+                                       "expected_members": expected.roster.members, "awaiting_ack": awaiting})
+    log.info("feed %s: return file %s compared: %d discrepancies (%d on members awaiting acknowledgment)",
+             feed_id, digest[:12], len(found), awaiting)
+    return ReconcileResult(feed_id, _safe_name(path.name), digest, carrier.members, expected.roster.members,
+                           tuple(found), awaiting, record, by_kind)
+
+
+def _safe_name(name: str) -> str:
+    # A carrier names its own files; the ledger keeps the name only when it is a plain token.
+    return name if _PLAIN_NAME.fullmatch(name) else "return-file"

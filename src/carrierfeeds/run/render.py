@@ -1,0 +1,87 @@
+"""Render a feed's file (834, flat file or PDF) from the enrollment view under given control numbers.
+
+The run's build stage and the preview both call it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from carrierfeeds.enrollment import Enrollment
+    from carrierfeeds.settings import FeedBundle
+
+#: Writes a rendered file's chunks to a path; returns their sha256 (hex) and size.
+Writer = Callable[[Path, Iterable[bytes]], tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A rendered file: where it is (a PDF is always written there; the others as ``write`` chose), its
+    name, what it is, and for a flat file its record count (the gate checks it), for a PDF its pages."""
+
+    path: Path
+    file_name: str
+    format: str
+    sha256: str
+    size: int
+    records: int | None = None
+    pages: int | None = None
+
+
+def hash_only(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """A writer that writes nothing: the chunks' sha256 and size (a resend's same-members check)."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa13: int, gs06: int, st02: int,
+                created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "") -> RenderedFile:
+    """Render ``enrollment`` as the feed's output format into ``folder`` through ``write``.
+
+    ``action`` is BGN08 (the full file's code, or ``2`` for changes); ``created`` the numbers' allocation
+    time (the run) or now (the preview). A PDF is written by its renderer under ``pdf_prefix`` + its name.
+    """
+    from carrierfeeds.config import Party
+    from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
+    from carrierfeeds.x12.render import render_834
+
+    feed, mapping = bundle.feed, bundle.mapping
+    if feed.output.format == "pdf":
+        # Imported here: reportlab is slow to import, and an X12 or flat-file build never needs it.
+        from carrierfeeds.outputs.pdf import fallback_file_name, write_fallback_pdf
+
+        # The same members and changes, printable, for a carrier that takes no electronic files.
+        control_id = f"{isa13:09d}"
+        file_name = fallback_file_name(feed, day, control_id)
+        out = folder / f"{pdf_prefix}{file_name}"
+        doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=day, control_id=control_id,
+                                 created=created)
+        return RenderedFile(out, file_name, "pdf", doc.sha256, doc.size, pages=doc.pages)
+    if feed.output.format == "flatfile":
+        # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
+        from carrierfeeds.outputs.flatfile import flatfile_name, layout_for, render_flatfile
+
+        layout = layout_for(mapping)
+        file_name = flatfile_name(layout, feed_id=feed.feed_id, control=isa13, day=day,
+                                  sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
+        sha256, size = write(folder / file_name, render_flatfile(enrollment, layout))
+        return RenderedFile(folder / file_name, file_name, f"flatfile-{layout.kind}", sha256, size,
+                            records=len(enrollment.table))
+    control = ControlNumbers(isa13=isa13, gs06=gs06, st02=st02)
+    header = TransactionHeader(
+        ids=mapping.envelope, created=created, reference=f"CF{isa13:09d}",
+        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+        payer=mapping.payer, action=action, group_number=mapping.group_number)
+    file_name = mapping.file_name.format(
+        sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
+        isa13=f"{isa13:09d}", date=day.strftime("%Y%m%d"), feed=feed.feed_id)
+    sha256, size = write(folder / file_name, render_834(enrollment, header, control, Delimiters()))
+    return RenderedFile(folder / file_name, file_name, "x12-834", sha256, size)
