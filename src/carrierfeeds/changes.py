@@ -79,13 +79,21 @@ LINE_KEY: Final[tuple[str, str, str]] = ("subscriber_id", "member_id", "hd03")
 MAINTENANCE: Final[tuple[str, ...]] = ("ins03", "ins04", "hd01")
 _IDENTITY: Final[tuple[str, ...]] = ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender",
                                      "ins01", "ins02")
-_ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip")
+_ADDRESS: Final[tuple[str, ...]] = ("address1", "address2", "city", "state", "zip",
+                                    *("mailing_address1", "mailing_address2", "mailing_city", "mailing_state",
+                                      "mailing_zip"))  # contact: 2100C
 #: The mapping's Loop 2000 options (REF*1L, REF*17, REF*DX, DTP*356, DTP*357): compared when the view has them.
 MEMBER_OPTIONS: Final[tuple[str, ...]] = ("group_policy_number", "reporting_category", "department",
                                           "eligibility_begin", "eligibility_end")
-_MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS)
+_MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMBER_OPTIONS,
+                                         *("icm01", "salary"),  # volumes: 2100A ICM
+                                         *("phone", "email", "hlh01", "language"),  # contact: PER, HLH, LUI
+                                         # reporting categories: Loop 2700/2750 values and dates
+                                         *(f"reporting_2750_{k}{s}" for k in range(1, 11) for s in ("", "_date")))
 #: Per line; ``coverage_policy_number`` is the plan's Loop 2300 REF*1L (when the mapping has one).
-_COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number")
+_COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
+                                     *("coverage_amount", "premium_amount"),  # volumes: 2300 AMT*FK/P3
+                                     *("pcp_npi", "pcp_relationship"))  # primary care provider: 2310
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
@@ -306,9 +314,11 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     """Today's view against the carrier's snapshot (None: nothing confirmed yet, so a full file).
 
     ``held_back_members``: member ids validation held back; a snapshot member whose member id or
-    subscriber id is among them is carried over and never sent. Raises :class:`OutsideRetroWindow`
-    (by row number) when an add, change or term would take effect more than ``retro_window_days``
-    before ``as_of``; a full file is never refused for that.
+    subscriber id is among them is carried over and never sent. So is a snapshot line the view held
+    back (``current.held_lines``: evidence of insurability pending), alone: the member's other lines
+    are compared as usual, and the line is neither changed nor termed until it comes back.
+    Raises :class:`OutsideRetroWindow` (by row number) when an add, change or term would take effect
+    more than ``retro_window_days`` before ``as_of``; a full file is never refused for that.
 
     Per insurance line (HD03), against what the carrier holds:
 
@@ -341,9 +351,13 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     held = {str(m) for m in held_back_members if str(m)}
     snap_held = (snap["member_id"].isin(held) | snap["subscriber_id"].isin(held)).to_numpy()
     cur_held = (cur["member_id"].isin(held) | cur["subscriber_id"].isin(held)).to_numpy()
+    # Lines the view held back (evidence of insurability pending): the carrier keeps what it holds.
+    carried_members = len(snap.loc[snap_held, list(MEMBER_KEY)].drop_duplicates())
+    if current.held_lines:
+        held_lines = {"\x1f".join(k) for k in current.held_lines}
+        snap_held = snap_held | _keys(snap, LINE_KEY).isin(held_lines).to_numpy(dtype=bool)
     carried = snap.loc[snap_held]
     snap, cur = snap.loc[~snap_held].reset_index(drop=True), cur.loc[~cur_held].reset_index(drop=True)
-    carried_members = len(carried[list(MEMBER_KEY)].drop_duplicates())
 
     if snapshot is None or full_file:
         send = pd.concat([cur, carried.assign(**{ROW_NUMBER: 0})], ignore_index=True)

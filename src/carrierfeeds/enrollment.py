@@ -43,11 +43,24 @@ employment_end_date DTP*337 CCYYMMDD on subscribers                             
 event_reason        INS04 of the change (carrierfeeds.changes), not stored        event_reason
 event_date          DTP*303 of the change, CCYYMMDD, not stored                   event_date
 row_number          census row, for error reports (never rendered)               (row_number)
+icm01, salary       ICM01 frequency code, ICM02 amount (volumes.salary)          salary_frequency,
+                                                                                 salary
+coverage_amount     2300 AMT*FK, premium_amount 2300 AMT*P3 (volumes)            coverage_amount,
+                                                                                 premium_amount
+phone, email        PER*IP TE / EM (contact.phone, contact.email)                phone, email
+hlh01, language     HLH01 T/N/U, LUI02 ISO 639 upper case (contact)              tobacco_use,
+                                                                                 language
+mailing_address1..  2100C N3/N4 (contact.mailing_address)                        mailing_*
+pcp_npi,            2310 NM109 / NM110 25/26/72 on the plans                     pcp_npi,
+pcp_relationship    primary_care_provider names                                  pcp_existing_patient
+reporting_2750_k    2750 REF02 (and _date: DTP*007) of reporting category k      (mapping) field
 ==================  ===========================================================  ==================
 
 A column whose census field is not on the carrier's allowlist is absent, not blank; so is a column
-the mapping does not ask for (REF and DTP options). Every text value in the view is folded to the
-carrier's character set (``charset``) and is free of X12 delimiters (see
+the mapping does not ask for (REF and DTP options, and the companion-guide settings: volumes, contact,
+primary_care_provider, reporting_categories). A line whose eoi_pending is Y under volumes.eoi_hold is not
+in the view at all (``excluded["eoi_pending"]``, ``Enrollment.held_lines``). Every text value in the
+view is folded to the carrier's character set (``charset``) and is free of X12 delimiters (see
 :mod:`carrierfeeds.x12.sanitize`); how many values each step of that rule changed is
 ``Enrollment.normalised``, by rule name.
 
@@ -80,10 +93,13 @@ from carrierfeeds.x12.codes import (
     BenefitStatus,
     CobraQualifyingEvent,
     EmploymentStatus,
+    HealthRelated,
+    IncomeFrequency,
     IndividualRelationship,
     MaintenanceReason,
     MedicareEligibilityReason,
     MedicarePlan,
+    ProviderRelationship,
     StudentStatus,
     SubscriberIndicator,
     YesNo,
@@ -112,6 +128,15 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "group_policy_number": None, "reporting_category": None, "department": "department",
     "eligibility_begin": "coverage_start", "eligibility_end": "coverage_end",
     "coverage_policy_number": "plan_code",
+    # volumes (mapping ``volumes``): 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
+    "icm01": "salary_frequency", "salary": "salary", "coverage_amount": "coverage_amount",
+    "premium_amount": "premium_amount",
+    # contact (mapping ``contact``): 2100A PER, LUI, HLH; 2100C N3/N4
+    "phone": "phone", "email": "email", "language": "language", "hlh01": "tobacco_use",
+    "mailing_address1": "mailing_address1", "mailing_address2": "mailing_address2",
+    "mailing_city": "mailing_city", "mailing_state": "mailing_state", "mailing_zip": "mailing_zip",
+    # primary care provider (mapping ``primary_care_provider``): 2310 NM109 and NM110
+    "pcp_npi": "pcp_npi", "pcp_relationship": "pcp_existing_patient",
     # member status (mapping member_status): INS04-INS12 and DTP*303/337/340/341
     **{col: col for col in ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event",
                             "student_status", "handicap", "death_date", "employment_end_date", "cobra_begin",
@@ -140,6 +165,18 @@ def relationships(mapping: CarrierMapping) -> dict[str, tuple[str, str, int]]:
                   else SubscriberIndicator.DEPENDENT.value, code, _RELATIONSHIP_RANK.get(code, 2))
             for rel, code in mapping.relationship_codes.items()}
 _TEXT_LIMITS: Final[dict[str, int]] = {"address1": 55, "address2": 55, "city": 30}
+#: Canonical salary frequencies (IncomeFrequency's names, any case) and their ICM01 codes.
+_FREQUENCIES: Final[dict[str, str]] = {m.name: m.value for m in IncomeFrequency}
+#: An amount as X12 writes it (type R, no sign): digits, at most two decimals, after "$" and "," go.
+_AMOUNT = r"[0-9]{1,15}(?:\.[0-9]{1,2})?"
+_YES: Final[frozenset[str]] = frozenset({"Y", "YES", "TRUE", "1"})
+#: Census pcp_existing_patient (any case) -> NM110; empty is unknown.
+_EXISTING_PATIENT: Final[dict[str, str]] = {"Y": ProviderRelationship.ESTABLISHED_PATIENT.value,
+                                            "N": ProviderRelationship.NOT_ESTABLISHED_PATIENT.value,
+                                            "": ProviderRelationship.UNKNOWN.value}
+#: Census tobacco_use (any case) -> HLH01.
+_TOBACCO: Final[dict[str, str]] = {"Y": HealthRelated.TOBACCO_USE.value, "N": HealthRelated.NONE.value,
+                                   "U": HealthRelated.UNKNOWN.value}
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
@@ -157,15 +194,37 @@ class RenderOptions:
     charset: Charset = "basic"
     max_members_per_transaction: int | None = None
     sources: tuple[tuple[str, str], ...] = ()
+    # File header (``file_header``): DTP*007 date (CCYYMMDD, "" for none), QTY qualifiers in order, and
+    # the Loop 1000C parties as (N101, N102, N103, N104), text already folded.
+    file_effective_date: str = ""
+    control_totals: tuple[str, ...] = ()
+    header_parties: tuple[tuple[str, str, str, str], ...] = ()
+
+    # Loop 2700/2750: (N102 name, REF01 qualifier) of each category, in order; their values are the view
+    # columns reporting_2750_1 ... (DTP*007: reporting_2750_1_date ...).
+    reporting_categories: tuple[tuple[str, str], ...] = ()
+
     maintenance_effective: bool = False
     identity_corrections: bool = False
 
     @classmethod
-    def for_mapping(cls, mapping: CarrierMapping) -> RenderOptions:
+    def for_mapping(cls, mapping: CarrierMapping, as_of: date | None = None) -> RenderOptions:
         reporting = mapping.member_references.client_reporting_category
-        sources = (("reporting_category", reporting.field),) if reporting and reporting.field else ()
+        sources: tuple[tuple[str, str], ...] = (
+            (("reporting_category", reporting.field),) if reporting and reporting.field else ())
+        categories = mapping.reporting_categories
+        for k, category in enumerate(categories, start=1):
+            sources += ((f"reporting_2750_{k}", category.field),)
+            if category.date_field is not None:
+                sources += ((f"reporting_2750_{k}_date", category.date_field),)
+        head = mapping.file_header
+        effective = as_of.strftime("%Y%m%d") if head.file_effective_date and as_of is not None else ""
+        parties = tuple((p.role, fold_text(p.name, 60), p.id_qualifier, fold_text(p.id, 80)) for p in head.parties)
         return cls(charset=mapping.charset, max_members_per_transaction=mapping.max_members_per_transaction,
-                   sources=sources, maintenance_effective=mapping.member_status.maintenance_effective,
+                   sources=sources, file_effective_date=effective, control_totals=tuple(head.control_totals),
+                   header_parties=parties,
+                   reporting_categories=tuple((fold_text(c.name, 60), c.qualifier) for c in categories),
+                   maintenance_effective=mapping.member_status.maintenance_effective,
                    identity_corrections=mapping.member_status.identity_corrections)
 
     def source_of(self, column: str) -> str | None:
@@ -187,7 +246,7 @@ class Enrollment:
     (``plan_not_authorized``, ``plan_not_mapped``), ``sanitized`` per column how many values the
     delimiter rule changed, ``normalised`` how many values each step of the character rule changed
     (by rule name, never by value), ``allowlist`` the carrier's allowlist the view was cut to,
-    ``options`` what the mapping tells the 834 writer.
+    ``options`` what the mapping tells the 834 writer, ``held_lines`` the lines the EOI hold kept back.
     """
 
     table: pd.DataFrame
@@ -199,6 +258,9 @@ class Enrollment:
     allowlist: tuple[str, ...] = ()
     normalised: dict[str, int] = field(default_factory=dict)
     options: RenderOptions = RenderOptions()
+    #: Lines held back (evidence of insurability pending) as (subscriber_id, member_id, HD03), in view
+    #: form: a change file carries what the carrier holds for them over, untouched.
+    held_lines: tuple[tuple[str, str, str], ...] = ()
 
     def source_fields(self) -> list[str]:
         """The census fields the view's columns carry."""
@@ -426,6 +488,105 @@ def _periods_that_count(subscribers: np.ndarray, members: np.ndarray, lines: np.
     return counting
 
 
+# ---- Companion-guide depth: volumes and the evidence-of-insurability hold ---------------------------
+
+
+def _amounts(values: pd.Series, column: str, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """Amounts as X12 writes them ("$" and "," dropped); anything else is a DataError by row."""
+    distinct = _Distinct(values, order)
+    text = distinct.values.str.replace(r"[$,]", "", regex=True)
+    ok = (text == "") | text.str.fullmatch(_AMOUNT).fillna(False).astype(bool)
+    _require(rows, column, distinct.rows_where(~ok), "amount_format",
+             "have an amount that is not a plain number with at most two decimals")
+    return distinct.spread(text)
+
+
+def _salaries(salary: pd.Series, frequency: pd.Series, rows: pd.Series, order: np.ndarray,
+              ) -> list[tuple[str, pd.Series | Folded]]:
+    """ICM02 (salary) and ICM01 (its frequency code); a salary needs a known frequency."""
+    amount = _amounts(salary, "salary", rows, order)
+    freq = _Distinct(frequency, order)
+    icm01 = freq.spread(freq.values.str.upper().map(_FREQUENCIES).fillna("").astype("str"))
+    _require(rows, "salary_frequency", (amount != "") & (icm01 == ""), "salary_frequency",
+             "have a salary without a known frequency (ANNUALLY, MONTHLY, WEEKLY, HOURLY, ...)")
+    return [("icm01", icm01.where(amount != "", "")), ("salary", amount)]
+
+
+def _emails(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """E-mail addresses as given (extended character set); one that is not plainly an address is a
+    DataError by row."""
+    distinct = _Distinct(values, order)
+    text = distinct.values
+    ok = (text == "") | text.str.fullmatch(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,190}\.[A-Za-z]{2,24}").fillna(
+        False).astype(bool)
+    _require(rows, "email", distinct.rows_where(~ok), "email_format", "have an e-mail address that is not one")
+    return distinct.spread(text)
+
+
+def _languages(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """ISO 639 codes (two or three letters), upper-cased for the basic character set."""
+    distinct = _Distinct(values, order)
+    text = distinct.values.str.upper()
+    ok = (text == "") | text.str.fullmatch(r"[A-Z]{2,3}").fillna(False).astype(bool)
+    _require(rows, "language", distinct.rows_where(~ok), "language_code",
+             "have a language that is not an ISO 639 code")
+    return distinct.spread(text)
+
+
+def _tobacco(values: pd.Series, rows: pd.Series, order: np.ndarray) -> pd.Series:
+    """HLH01 from Y / N / U (any case); anything else is a DataError by row."""
+    distinct = _Distinct(values, order)
+    code = distinct.values.str.upper().map(_TOBACCO)
+    _require(rows, "tobacco_use", distinct.rows_where(code.isna() & (distinct.values != "")), "tobacco_use",
+             "have a tobacco use other than Y, N or U")
+    return distinct.spread(code.fillna("").astype("str"))
+
+
+def _npi_ok(npi: str) -> bool:
+    """Ten digits whose last is the Luhn check digit over "80840" and the first nine (the NPI standard)."""
+    if len(npi) != 10 or not npi.isdigit():
+        return False
+    digits = [int(c) for c in "80840" + npi[:9]]
+    total = sum(d if i % 2 else (2 * d if d < 5 else 2 * d - 9) for i, d in enumerate(reversed(digits)))
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+def _primary_care(npi: pd.Series, existing: pd.Series, plan: _Distinct, plans: set[str], rows: pd.Series,
+                  order: np.ndarray) -> list[tuple[str, pd.Series | Folded]]:
+    """NM109 (the NPI) and NM110 on the rows of the plans that carry a PCP; a malformed NPI or flag is a
+    DataError by row; a row of such a plan without an NPI carries none."""
+    on_plan = plan.rows_where(plan.values.isin(plans))
+    ids = _Distinct(npi, order)
+    text = ids.values.str.replace(r"[\s-]", "", regex=True)
+    good = text.map(lambda v: v == "" or _npi_ok(v)).astype(bool)
+    _require(rows, "pcp_npi", ids.rows_where(~good) & on_plan, "npi", "have a PCP NPI that is not a valid NPI")
+    flag = _Distinct(existing, order)
+    code = flag.values.str.upper().map(_EXISTING_PATIENT)
+    _require(rows, "pcp_existing_patient", flag.rows_where(code.isna()) & on_plan, "pcp_existing_patient",
+             "have an existing-patient flag other than Y, N or empty")
+    npi_rows = ids.spread(text).where(on_plan, "")
+    return [("pcp_npi", npi_rows), ("pcp_relationship", flag.spread(code.fillna("").astype("str")).where(
+        npi_rows != "", ""))]
+
+
+def _eoi_held(frame: pd.DataFrame, mapping: CarrierMapping) -> pd.Series:
+    """Census rows the EOI hold keeps back: eoi_pending Y (yes, true, 1) when the mapping holds them."""
+    if not mapping.volumes.eoi_hold or "eoi_pending" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    pending = _Distinct(frame["eoi_pending"])
+    return pending.rows_where(pending.values.str.upper().isin(_YES))
+
+
+def _held_lines(frame: pd.DataFrame, mapping: CarrierMapping, held: pd.Series
+                ) -> tuple[tuple[str, str, str], ...]:
+    """The held rows' (subscriber_id, member_id, HD03), folded as the view folds them (few rows)."""
+    if not held.any():
+        return ()
+    rows = frame.loc[held.to_numpy(), ["subscriber_id", "member_id", "plan_code"]].astype("str")
+    return tuple(sorted({(fold_text(sub, 50), fold_text(mem, 50), mapping.plans[plan.strip()].insurance_line)
+                         for sub, mem, plan in rows.itertuples(index=False, name=None)}))
+
+
 # ---- member status: INS04 (census events), INS05-INS12, DTP*337/340/341 (mapping member_status)
 _EMPLOYMENT_ALL: Final[frozenset[str]] = values(EmploymentStatus)
 #: Canonical event_reason (the schema's EventReason names) -> INS04.
@@ -527,7 +688,11 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
                     excluded["plan_not_mapped"], mapping.mapping_id)
     # The rows the view keeps, as positions: the census is never filtered or copied; every view column
     # is made from the kept rows only, straight in view order (see _Distinct).
-    kept = np.flatnonzero((authorised & mapped).to_numpy())
+    held = _eoi_held(frame, mapping) & authorised & mapped
+    if held.any():
+        excluded["eoi_pending"] = int(held.sum())
+    held_lines = _held_lines(frame, mapping, held)
+    kept = np.flatnonzero((authorised & mapped & ~held).to_numpy())
 
     # Minimum necessary: drop every field the carrier may not see before anything else reads it.
     allow = set(mapping.allowlist)
@@ -694,6 +859,40 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     policies = {k: v.policy_number for k, v in mapping.plans.items() if v.policy_number}
     if policies:
         task(policy_numbers, plan, policies)
+    # Volumes (2100A ICM, 2300 AMT*FK / AMT*P3), each only when the mapping asks for it.
+    volumes = mapping.volumes
+
+    def amount(col: str) -> list[tuple[str, pd.Series | Folded]]:
+        return [(col, _amounts(raw(col), col, rows, order))]
+
+    contact = mapping.contact
+    if contact.phone and "phone" in frame.columns:
+        task(digits, "phone", raw("phone"), (10,))
+    if contact.email and "email" in frame.columns:
+        task(lambda: [("email", _emails(raw("email"), rows, order))])
+    if contact.language and "language" in frame.columns:
+        task(lambda: [("language", _languages(raw("language"), rows, order))])
+    if contact.tobacco_use and "tobacco_use" in frame.columns:
+        task(lambda: [("hlh01", _tobacco(raw("tobacco_use"), rows, order))])
+    if contact.mailing_address and "mailing_address1" in frame.columns:
+        for col, src, max_len in (("mailing_address1", "mailing_address1", 55),
+                                  ("mailing_address2", "mailing_address2", 55), ("mailing_city", "mailing_city", 30)):
+            task(fold, col, raw(src), max_len, text_rule)
+        task(lambda: [("mailing_state", state(raw("mailing_state"))[0][1])])
+        task(digits, "mailing_zip", raw("mailing_zip"), (5, 9))
+    for k, category in enumerate(mapping.reporting_categories, start=1):
+        if category.field in frame.columns:
+            task(fold, f"reporting_2750_{k}", raw(category.field), 50, text_rule)
+        if category.date_field is not None and category.date_field in frame.columns:
+            task(dates, f"reporting_2750_{k}_date", raw(category.date_field), False)
+    pcp = mapping.primary_care_provider
+    if pcp is not None and "pcp_npi" in frame.columns:
+        task(lambda: _primary_care(raw("pcp_npi"), raw("pcp_existing_patient"), plan, set(pcp.plans), rows, order))
+    if volumes.salary and "salary" in frame.columns:
+        task(_salaries, raw("salary"), raw("salary_frequency"), rows, order)
+    for on, col in ((volumes.coverage_amount, "coverage_amount"), (volumes.premium, "premium_amount")):
+        if on and col in frame.columns:
+            task(amount, col)
     for parts in in_order(tasks, threads, name="enrollment"):
         keep(parts)
     out[ROW_NUMBER] = rows
@@ -710,7 +909,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     # str objects (benchmarks/README.md); the renderer turns one chunk at a time into objects instead.
     table = pd.DataFrame({col: (s if col == ROW_NUMBER else s.astype("str")) for col, s in out.items()})
 
-    options = RenderOptions.for_mapping(mapping)
+    options = RenderOptions.for_mapping(mapping, as_of)
     assert_allowlisted([options.source_of(c) or ROW_NUMBER for c in table.columns], mapping)
     starts = int(member_starts(table).sum())
     enrollment = Enrollment(
@@ -723,6 +922,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         allowlist=tuple(mapping.allowlist),
         normalised=normalised,
         options=options,
+        held_lines=held_lines,
     )
     log.info("feed %s: %d members, %d subscribers, %d coverages, excluded %s", feed.feed_id,
              enrollment.member_count, enrollment.subscriber_count, enrollment.coverage_count, excluded)

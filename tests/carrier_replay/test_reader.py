@@ -79,3 +79,21 @@ def test_a_plan_keyed_carrier_reports_two_open_plans_on_one_line() -> None:
     carrier.coverage[("E1", "E1", "HLT", "HDHP SILVER")] = Held("HDHP SILVER", "EMP", date(2026, 4, 1), None)
     lines, problems = carrier.per_line(date(2026, 3, 28))
     assert lines[("E1", "E1", "HLT")].plan == "PPO GOLD" and len(problems) == 1
+
+
+def test_reads_the_companion_guide_segments() -> None:
+    """Volumes, contact, the mailing address, the PCP and reporting categories land on the member and
+    its coverage, each read in its own loop."""
+    volumes = read_834((GOLDEN / "full-file-disability-volumes.834").read_bytes()).members[0]
+    assert volumes.income == ("7", "78000.00")
+    assert [(c.hd03, c.amounts) for c in volumes.coverages if c.amounts] == [("STD", {"FK": "1250", "P3": "8.75"})]
+    contact = read_834((GOLDEN / "full-file-contact-mailing-address.834").read_bytes()).members[0]
+    assert (contact.contact, contact.health, contact.language, contact.mailing, contact.address1) == (
+        {"TE": "2175550100"}, "N", "SPA", ("PO BOX 77", "", "SPRINGFIELD", "IL", "62705"), "12 ELM STREET")
+    pcp = read_834((GOLDEN / "full-file-primary-care-provider.834").read_bytes()).members[0]
+    assert [c.pcp for c in pcp.coverages] == [("1234567893", "25"), None]
+    categories = read_834((GOLDEN / "full-file-reporting-categories.834").read_bytes()).members[0]
+    assert categories.categories == [
+        {"name": "DEPARTMENT", "qualifier": "ZZ", "value": "PLANT 2", "date": "2019-06-01"},
+        {"name": "EMPLOYMENT CLASS", "qualifier": "17", "value": "FT"}]
+    assert len(categories.coverages) == 2

@@ -180,7 +180,7 @@ def test_a_file_without_its_header_row_never_echoes_row_1(tmp_path: Path, sample
     assert (err.row, err.rule, err.details["positions"], err.details["duplicated"]) == (
         1, "duplicate_columns", [1, 2], [])
     text = str(err) + repr(err.as_dict())
-    assert not [c for c in cells if len(c) > 2 and c.strip('"') in text]
+    assert not [c for c in cells if len(c.strip('"')) > 2 and c.strip('"') in text]
 
 
 def test_plan_names_become_plan_codes_by_the_schema_table(tmp_path: Path, sample: pd.DataFrame) -> None:

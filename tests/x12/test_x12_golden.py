@@ -19,6 +19,7 @@ import pytest
 import x12_helpers as h
 
 from carrierfeeds.config import MEMBER_STATUS_SOURCES, ClientReporting, MemberReferences, PlanCode
+from carrierfeeds.config.mapping import BrokerParty, FileHeader
 from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.envelope import TransactionHeader
@@ -147,6 +148,19 @@ def _retiree_with_medicare() -> tuple[Enrollment, TransactionHeader]:
     return h.enrollment(h.census(rows), m), h.header(m)
 
 
+def _file_header() -> tuple[Enrollment, TransactionHeader]:
+    """DTP*007 (the run's day), QTY*TO/DT/ET per transaction set, Loop 1000C TPA and broker; split into
+    sets of at most 4 members so each set carries its own totals."""
+    m = h.validated(max_members_per_transaction=4, file_header=FileHeader(
+        file_effective_date=True, control_totals=("TO", "DT", "ET"),
+        parties=(BrokerParty(role="TV", name="Harbor Benefits TPA", id_qualifier="FI", id="990000123"),
+                 BrokerParty(role="BO", name="Keystone Brokerage", id_qualifier="94", id="KB-1138"))))
+    rows = h.family_rows()
+    rows += [{**r, "member_id": "E3003", "subscriber_id": "E3003", "first_name": "Kim", "ssn": "900135555"}
+             for r in rows if r["member_id"] == "E2002"]
+    return h.enrollment(h.census(rows), m), h.header(m)
+
+
 SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-family.834": _full_family,
     "full-file-minimum-necessary.834": _minimum_necessary,
@@ -158,6 +172,7 @@ SCENARIOS: dict[str, Callable[[], tuple[Enrollment, TransactionHeader]]] = {
     "full-file-extended-relationships.834": _extended_relationships,
     "full-file-member-status.834": _member_status,
     "full-file-retiree-with-medicare.834": _retiree_with_medicare,
+    "full-file-header-totals-and-parties.834": _file_header,
 }
 #: Optional columns each scenario must carry through the file and back.
 _OPTIONAL = ("group_policy_number", "reporting_category", "department", "hire_date", "eligibility_begin",

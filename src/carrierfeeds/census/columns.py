@@ -46,6 +46,25 @@ CANONICAL_COLUMNS: Final[tuple[str, ...]] = (
     "cobra_event",        # INS07: 1-10, ZZ (the COBRA qualifying event)
     "cobra_begin",        # DTP*340: YYYY-MM-DD or empty
     "cobra_end",          # DTP*341: YYYY-MM-DD or empty
+    # ---- companion-guide depth: volumes (life, AD&D, STD, LTD); each sent only when the mapping asks
+    "salary",             # the employee's wage, a plain amount (52000, 52000.00, "$52,000"): 2100A ICM02
+    "salary_frequency",   # how often that wage is paid, by meaning (ANNUALLY, MONTHLY, HOURLY, ...: the
+                          # names of x12.codes.IncomeFrequency, any case); the schema maps employer codes
+    "coverage_amount",    # the plan line's benefit amount (volume): 2300 AMT*FK
+    "premium_amount",     # the plan line's premium: 2300 AMT*P3
+    "eoi_pending",        # Y when the line waits on evidence of insurability: held back, never sent
+    # ---- companion-guide depth: contact (``phone`` above is the member's telephone)
+    "email",              # the member's e-mail address: 2100A PER*EM (needs the extended character set)
+    "mailing_address1",   # a mailing address other than the residence: 2100C N3/N4
+    "mailing_address2",
+    "mailing_city",
+    "mailing_state",      # USPS two-letter code
+    "mailing_zip",        # five or nine digits
+    "language",           # ISO 639 code of the member's language (spa, eng, ...): 2100A LUI*LE
+    "tobacco_use",        # Y, N or U (any case): 2100A HLH01 T (tobacco use), N (none), U (unknown)
+    # ---- companion-guide depth: primary care provider (HMO/DHMO plans the mapping names)
+    "pcp_npi",            # the member's primary care provider's NPI, ten digits: 2310 NM1*P3 NM109
+    "pcp_existing_patient",  # Y already the provider's patient, N not, empty unknown: NM110 25/26/72
 )
 
 #: Columns without which no row can be placed in an 834 at all.

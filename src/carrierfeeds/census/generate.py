@@ -221,9 +221,104 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
     plan = _pick(_PLANS, plan_table[fam[person_of_row], slot])
 
     take = pa.array(person_of_row)
-    columns = {name: plan if name == "plan_code" else people[name].take(take) for name in CANONICAL_COLUMNS}
+    people.update(_volume_people(seed, is_sub))
+    people.update(_contact_people(seed, fam, is_ch, people))
+    people.update(_primary_care_people(seed, members))
+    by_row = _volume_rows(plan, level[fam[person_of_row]], is_sub[person_of_row])
+    columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
+               for name in CANONICAL_COLUMNS}
     frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
     return frame
+
+
+# ---- Companion-guide depth: volumes. Drawn from their own stream (seeded from ``seed``), so every
+# column above is the same as without them.
+_FREQUENCY_CHOICES = ("ANNUALLY", "BIWEEKLY", "HOURLY")
+#: Monthly premium per plan for the employee alone; a level multiplies it (EMP, ESP, ECH, FAM).
+_PREMIUMS = {"MED-PPO": 310.0, "MED-HDHP": 190.0, "DEN-STD": 32.0, "VIS-STD": 9.5}
+_LEVEL_FACTORS = np.array([1.0, 2.0, 1.8, 2.9])
+
+
+def _volume_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 19])
+
+
+def _volume_people(seed: int, is_sub: np.ndarray) -> dict[str, pa.Array]:
+    """Salary and its frequency for each subscriber (annual, biweekly or hourly pay); dependents none."""
+    rng = _volume_rng(seed)
+    n = len(is_sub)
+    annual = rng.integers(280, 1800, size=n) * 100
+    frequency = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    hourly_cents = rng.integers(1500, 8000, size=n)
+    amount = np.where(frequency == 0, annual * 100, np.where(frequency == 1, annual * 100 // 26, hourly_cents))
+    text = _cat(_num(amount // 100), ".", _num(amount % 100, 2))
+    return {"salary": _where(is_sub, text, ""),
+            "salary_frequency": _where(is_sub, _pick(_FREQUENCY_CHOICES, frequency), "")}
+
+
+def _volume_rows(plan: pa.Array, level: np.ndarray, subscriber_row: np.ndarray) -> dict[str, pa.Array]:
+    """Per election row: the family's monthly premium on the subscriber's row; no volume lines (the
+    generated plans are medical, dental and vision), so no benefit amount and nothing waiting on EOI."""
+    which = pc.fill_null(pc.index_in(plan, value_set=pa.array(list(_PREMIUMS))), -1).to_numpy(zero_copy_only=False)
+    base = np.where(which >= 0, np.array([*_PREMIUMS.values(), 0.0])[which], 0.0)
+    cents = np.rint(base * _LEVEL_FACTORS[level] * 100).astype(np.int64)
+    premium = _cat(_num(cents // 100), ".", _num(cents % 100, 2))
+    empty = pa.array(np.full(len(plan), ""), type=pa.string())
+    return {"premium_amount": _where(subscriber_row & (base > 0), premium, ""),
+            "coverage_amount": empty, "eoi_pending": empty}
+
+
+# ---- Companion-guide depth: contact. Its own stream too.
+_LANGUAGES = ("SPA", "ENG", "VIE", "ZHO", "KOR", "TGL")
+
+
+def _contact_people(seed: int, fam: np.ndarray, is_child: np.ndarray, people: dict[str, pa.Array]
+                    ) -> dict[str, pa.Array]:
+    """E-mail (at example.com, reserved for examples) for most adults, a PO box mailing address in the
+    family's own city for a few families, a language for some, tobacco use for adults."""
+    rng = np.random.default_rng([seed, 19, 2])
+    n, families = len(fam), int(fam.max()) + 1 if len(fam) else 0
+    adult = ~is_child
+    email = _where(adult & (rng.random(n) < 0.8), _cat("member", _num(np.arange(n) + 1, 7), "@example.com"), "")
+    box = rng.random(families) < 0.1
+    po_box = _where(box, _cat("PO Box ", _num(rng.integers(1, 9999, size=families))), "")
+    fam_idx = pa.array(fam)
+    has_box = box[fam]
+    language = _where(rng.random(families) < 0.15, _pick(_LANGUAGES, rng.integers(0, len(_LANGUAGES), size=families)),
+                      "")
+    tobacco = _pick(("Y", "N", "U"), rng.choice(3, size=n, p=[0.12, 0.83, 0.05]))
+    return {"email": email,
+            "mailing_address1": po_box.take(fam_idx),
+            "mailing_address2": pa.array(np.full(n, ""), type=pa.string()),
+            "mailing_city": _where(has_box, people["city"], ""),
+            "mailing_state": _where(has_box, people["state"], ""),
+            "mailing_zip": _where(has_box, people["zip"], ""),
+            "language": language.take(fam_idx),
+            "tobacco_use": _where(adult, tobacco, "")}
+
+
+# ---- Companion-guide depth: primary care provider. Its own stream too.
+
+
+def _npi_check_digits(body: np.ndarray) -> np.ndarray:
+    """The NPI check digit (Luhn over the prefix 80840 and the nine digits) of each nine-digit ``body``."""
+    digits = np.stack([(body // 10 ** (8 - k)) % 10 for k in range(9)], axis=1)
+    doubled = digits[:, ::-2] * 2  # from the right, every other digit starting with the last is doubled
+    doubled = np.where(doubled > 9, doubled - 9, doubled)
+    total = 24 + doubled.sum(axis=1) + digits[:, -2::-2].sum(axis=1)  # 24: what "80840" adds
+    out: np.ndarray = (10 - total % 10) % 10
+    return out
+
+
+def _primary_care_people(seed: int, members: int) -> dict[str, pa.Array]:
+    """A PCP NPI (synthetic, with a valid check digit) for about half the members, and whether the member
+    is already the provider's patient."""
+    rng = np.random.default_rng([seed, 19, 3])
+    body = 100_000_000 + rng.integers(0, 100_000_000, size=members)
+    npi = body * 10 + _npi_check_digits(body)
+    has = rng.random(members) < 0.5
+    return {"pcp_npi": _where(has, _num(npi, 10), ""),
+            "pcp_existing_patient": _where(has, _pick(("Y", "N"), rng.integers(0, 2, size=members)), "")}
 
 
 def _status_columns(rng: np.random.Generator, today: np.datetime64, *, fam: np.ndarray, is_sub: np.ndarray,

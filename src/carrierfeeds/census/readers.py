@@ -291,6 +291,10 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
                           ("event_reason", schema.event_reason_codes)):
         out[column] = _apply_codes(out[column], table, any_case=True)
     out["plan_code"] = _apply_codes(out["plan_code"], schema.plan_codes)
+    if schema.salary_frequency_codes:  # keys are upper case: employer codes match in any case
+        upper = out["salary_frequency"].str.upper()
+        out["salary_frequency"] = _apply_codes(upper, schema.salary_frequency_codes).where(
+            upper.isin(list(schema.salary_frequency_codes)), out["salary_frequency"]).astype("str")
     if schema.date_format != _ISO:
         for column in DATE_COLUMNS:
             out[column] = _to_iso(out[column], schema.date_format)

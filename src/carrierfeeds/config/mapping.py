@@ -193,6 +193,116 @@ class AckSpec(_Model):
                                     "for the next (a warning says how many)")
 
 
+# ---- Companion-guide depth: file header (DTP*007, QTY, Loop 1000C) ------------------------------------
+
+
+class BrokerParty(_Model):
+    """A Loop 1000C party (N1*TV third-party administrator or N1*BO broker): config, never member data."""
+
+    role: Literal["TV", "BO"] = Field(description="N101: TV third-party administrator, BO broker or sales office")
+    name: str = Field(min_length=1, max_length=60, description="N102")
+    id_qualifier: Literal["94", "FI", "XV"] = Field("FI", description="N103: 94 code assigned by the "
+                                                    "receiver, FI federal tax id, XV CMS plan id")
+    id: str = Field(min_length=1, max_length=80, description="N104")
+
+
+class FileHeader(_Model):
+    """Header segments a companion guide may ask for beyond BGN, REF*38 and the two N1 parties; every one
+    off by default, so a mapping without ``file_header`` writes the header it always has."""
+
+    file_effective_date: bool = Field(False, description="DTP*007: the run's day as the file's effective date")
+    control_totals: tuple[Literal["TO", "DT", "ET"], ...] = Field(
+        (), max_length=3, description="QTY per transaction set, in this order: TO every member (INS), DT "
+                                      "dependents, ET employees (subscribers)")
+    parties: tuple[BrokerParty, ...] = Field((), max_length=2, description="Loop 1000C: at most a TPA and a broker")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FileHeader:
+        if len(set(self.control_totals)) != len(self.control_totals):
+            raise ValueError("control_totals names a total twice")
+        roles = [p.role for p in self.parties]
+        if len(set(roles)) != len(roles):
+            raise ValueError("parties names a role (TV or BO) twice")
+        return self
+
+
+# ---- Companion-guide depth: volumes (life, AD&D, STD, LTD) ---------------------------------------------
+
+
+class Volumes(_Model):
+    """Volume content a life/disability carrier's guide asks for; each needs its census fields on the
+    allowlist (minimum necessary), and every one is off by default."""
+
+    salary: bool = Field(False, description="2100A ICM: salary with its frequency (salary, salary_frequency)")
+    coverage_amount: bool = Field(False, description="2300 AMT*FK: each line's benefit amount (coverage_amount)")
+    premium: bool = Field(False, description="2300 AMT*P3: each line's premium (premium_amount)")
+    eoi_hold: bool = Field(False, description="a line whose eoi_pending is Y is held back (not sent, counted as "
+                                              "excluded eoi_pending) until evidence of insurability is approved")
+
+    def census_fields(self) -> dict[str, tuple[str, ...]]:
+        """Each setting that is on, and the census fields it reads."""
+        wanted = {"salary": ("salary", "salary_frequency"), "coverage_amount": ("coverage_amount",),
+                  "premium": ("premium_amount",), "eoi_hold": ("eoi_pending",)}
+        return {k: v for k, v in wanted.items() if getattr(self, k)}
+
+
+# ---- Companion-guide depth: contact and address ------------------------------------------------------
+
+
+class Contact(_Model):
+    """2100A PER/HLH/LUI and the 2100C mailing address; each needs its census fields on the allowlist."""
+
+    phone: bool = Field(False, description="2100A PER*IP**TE: the member's phone (phone)")
+    email: bool = Field(False, description="2100A PER*IP**EM: the member's e-mail (email; charset extended)")
+    mailing_address: bool = Field(False, description="2100C NM1*31 N3 N4: the mailing address (mailing_*)")
+    language: bool = Field(False, description="2100A LUI*LE: the member's language, an ISO 639 code (language)")
+    tobacco_use: bool = Field(False, description="2100A HLH: tobacco use T, none N, unknown U (tobacco_use)")
+
+    def census_fields(self) -> dict[str, tuple[str, ...]]:
+        """Each setting that is on, and the census fields it reads."""
+        wanted = {"phone": ("phone",), "email": ("email",), "language": ("language",),
+                  "tobacco_use": ("tobacco_use",),
+                  "mailing_address": ("mailing_address1", "mailing_address2", "mailing_city", "mailing_state",
+                                      "mailing_zip")}
+        return {k: v for k, v in wanted.items() if getattr(self, k)}
+
+
+# ---- Companion-guide depth: primary care provider ----------------------------------------------------
+
+
+class PrimaryCareProvider(_Model):
+    """Loop 2310 (LX, NM1*P3 with the NPI and whether the member is an existing patient) in the Loop 2300
+    of each plan named here (HMO, DHMO): the census's pcp_npi and pcp_existing_patient."""
+
+    plans: tuple[str, ...] = Field(min_length=1, description="canonical plan codes whose coverage carries the PCP")
+
+
+# ---- Companion-guide depth: member reporting categories (Loop 2700/2750) ----------------------------
+
+#: At most this many Loop 2700 categories per member (view columns reporting_2750_1 ...).
+MAX_REPORTING_CATEGORIES = 10
+
+
+class ReportingCategory(_Model):
+    """One Loop 2700/2750 category: N1*75 ``name``, REF ``qualifier`` with the census ``field``'s value,
+    and optionally DTP*007 from the census date ``date_field``; a member without a value gets none."""
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+                      description="N102: the category's name as the carrier's guide spells it")
+    field: str = Field(description="the census field whose value is REF02")
+    qualifier: Literal["00", "17", "18", "19", "26", "3L", "6M", "9V", "9X", "GE", "LU", "PID", "XX1", "XX2",
+                       "YY", "ZZ"] = Field("ZZ", description="REF01")
+    date_field: str | None = Field(None, description="a census date field for DTP*007 (effective date)")
+
+    @field_validator("field", "date_field")
+    @classmethod
+    def _canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in CANONICAL_COLUMNS:
+            close = difflib.get_close_matches(v, CANONICAL_COLUMNS, n=1)
+            raise ValueError(f"unknown census field {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return v
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -246,6 +356,13 @@ class CarrierMapping(_Model):
         None, discriminator="kind",
         description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "
                     "it may name only fields whose census source is on the allowlist")
+    file_header: FileHeader = Field(FileHeader(), description="DTP*007, QTY totals, Loop 1000C TPA/broker")
+    volumes: Volumes = Field(Volumes(), description="life/disability volumes: ICM, AMT*FK/P3, the EOI hold")
+    contact: Contact = Field(Contact(), description="PER phone/e-mail, 2100C mailing address, LUI, HLH")
+    reporting_categories: tuple[ReportingCategory, ...] = Field(
+        (), max_length=MAX_REPORTING_CATEGORIES, description="Loop 2700/2750 member reporting categories")
+    primary_care_provider: PrimaryCareProvider | None = Field(
+        None, description="Loop 2310 PCP on the plans named (needs pcp_npi and pcp_existing_patient allowlisted)")
     relationship_codes: dict[str, Ins02Code] = Field(
         default_factory=_default_relationship_codes,
         description="canonical census relationship -> the INS02 this carrier takes for it (EE must be 18); a "
@@ -307,6 +424,33 @@ class CarrierMapping(_Model):
             raise ValueError("member_dates names a date twice")
         if self.name_case == "as_is" and self.charset != "extended":
             raise ValueError("name_case as_is needs charset extended (the basic set has no lower case)")
+        return self
+
+    @model_validator(mode="after")
+    def _volumes_allowlisted(self) -> CarrierMapping:
+        allow = set(self.allowlist)
+        off = {f"volumes.{k}": [f for f in fields if f not in allow]
+               for k, fields in self.volumes.census_fields().items()}
+        off.update({f"contact.{k}": [f for f in fields if f not in allow]
+                    for k, fields in self.contact.census_fields().items()})
+        off = {k: v for k, v in off.items() if v}
+        if off:
+            where = "; ".join(f"{k} needs {v}" for k, v in off.items())
+            raise ValueError(f"{where} on the allowlist (minimum necessary)")
+        pcp = self.primary_care_provider
+        if pcp is not None:
+            missing = [f for f in ("pcp_npi", "pcp_existing_patient") if f not in allow]
+            if missing:
+                raise ValueError(f"primary_care_provider needs {missing} on the allowlist (minimum necessary)")
+            unknown = [p for p in pcp.plans if p not in self.plans]
+            if unknown:
+                raise ValueError(f"primary_care_provider.plans {unknown} are not among the mapping's plans")
+        for k, category in enumerate(self.reporting_categories):
+            off_fields = [f for f in (category.field, category.date_field) if f is not None and f not in allow]
+            if off_fields:
+                raise ValueError(f"reporting_categories.{k} needs {off_fields} on the allowlist (minimum necessary)")
+        if self.contact.email and self.charset != "extended":
+            raise ValueError("contact.email needs charset extended (the basic set has no @ or lower case)")
         return self
 
     @property

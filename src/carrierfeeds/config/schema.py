@@ -108,6 +108,9 @@ class CensusSchema(_Model):
     dependent_coverage_ends: Literal["birthday", "end_of_month", "end_of_year"] = Field(
         "end_of_month", description="the latest day a child's coverage may end at the age limit: the birthday "
                                     "itself, the last day of its month, or the last day of its year")
+    salary_frequency_codes: dict[str, str] = Field(
+        default_factory=dict, description="the employer's pay-frequency code -> a canonical frequency (the "
+                                          "names of IncomeFrequency: ANNUALLY, MONTHLY, ...); matched in any case")
     plans_not_sent: tuple[str, ...] = Field(
         (), description="canonical plan codes the census may hold that no carrier mapping here lists (a plan "
                         "the employer runs elsewhere): known, so their rows are left out, not findings")
@@ -128,6 +131,20 @@ class CensusSchema(_Model):
         if bad:
             raise ValueError(f"plan names and codes must not be blank: {bad}")
         return v
+
+    @field_validator("salary_frequency_codes")
+    @classmethod
+    def _salary_frequencies(cls, v: dict[str, str]) -> dict[str, str]:
+        from carrierfeeds.x12.codes import IncomeFrequency
+
+        known = {m.name for m in IncomeFrequency}
+        bad = {k: code for k, code in v.items() if code.upper() not in known}
+        if bad:
+            raise ValueError(f"unknown frequency {sorted(bad.values())}; known: {sorted(known)}")
+        folded = {k.strip().upper(): code.upper() for k, code in v.items()}
+        if len(folded) != len(v):
+            raise ValueError("two employer codes differ only in case")
+        return folded
 
     @field_validator("relationship_codes", "gender_codes", "coverage_level_codes", "employment_status_codes",
                      "benefit_status_codes", "event_reason_codes")

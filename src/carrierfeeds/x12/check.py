@@ -41,6 +41,7 @@ from carrierfeeds.x12.codes import (
     MaintenanceReason,
     MaintenanceType,
     ReferenceQualifier,
+    ReportingCategoryQualifier,
     SubscriberIndicator,
     values,
 )
@@ -84,12 +85,26 @@ _TOKENS: dict[bytes, str] = {
     # Loop 2100B (an identity correction: the member's name as the carrier holds it)
     b"NM170": "7",
 }
-_QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1"}
+# Companion-guide depth, file header: DTP*007, QTY*TO/DT/ET, Loop 1000C N1*TV/N1*BO.
+_TOKENS.update({b"DTP007": "a", b"QTYTO": "q", b"QTYDT": "q", b"QTYET": "q", b"N1TV": "T", b"N1BO": "T"})
+# Volumes: 2100A ICM, 2300 AMT*FK/AMT*P3.
+_TOKENS.update({b"ICM": "V", b"AMTFK": "U", b"AMTP3": "U"})
+# Contact: 2100A HLH and LUI, 2100C NM1*31 (its N3/N4 are the same tokens as 2100A's).
+_TOKENS.update({b"HLH": "w", b"LUI": "L", b"NM131": "M"})
+# Primary care provider: Loop 2310 LX and NM1*P3.
+_TOKENS.update({b"LX": "X", b"NM1P3": "R"})
+# Member reporting categories: LS, LE, Loop 2750 N1*75 and its REF (REF*17 is "c" already; DTP*007 "a").
+_TOKENS.update({b"LS": "J", b"LE": "E", b"N175": "K"})
+_TOKENS.update({b"REF" + q.value.encode("ascii"): "Z" for q in ReportingCategoryQualifier
+                if q is not ReportingCategoryQualifier.CLIENT_REPORTING_CATEGORY})
+_QUALIFIED = {b"REF", b"DTP", b"N1", b"NM1", b"QTY", b"AMT"}
 _NAMES = {"A": "ISA", "G": "GS", "S": "ST", "B": "BGN", "o": "REF", "P": "N1", "Y": "N1", "I": "INS",
           "F": "REF", "l": "REF", "c": "REF", "f": "REF", "x": "REF", "m": "DTP", "h": "DTP", "j": "DTP",
           "k": "DTP", "N": "NM1", "3": "N3", "4": "N4", "D": "DMG", "p": "PER", "H": "HD", "b": "DTP",
           "e": "DTP", "s": "SE", "g": "GE", "z": "IEA", "!": "", "?": "?",
           "t": "DTP", "u": "DTP", "v": "DTP", "7": "NM1"}
+_NAMES.update({"a": "DTP", "q": "QTY", "T": "N1", "V": "ICM", "U": "AMT", "w": "HLH", "L": "LUI", "M": "NM1",
+               "X": "LX", "R": "NM1", "J": "LS", "E": "LE", "K": "N1", "Z": "REF"})
 
 
 def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -99,9 +114,12 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     # member without coverage (a demographic change); _check_maintenance demands coverage where the
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?t?u?v?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
+              + "V?w?L?"  # 2100A ICM, HLH, LUI
               + r"(?:7D?)?"  # Loop 2100B: NM1*70 and its DMG
-              + r"(?:Hbe?l?)*")  # the l after HD: the 2300 REF*1L
-    return re.compile(r"SBo?PY"), re.compile(member)
+              + "(?:M34)?"  # Loop 2100C: NM1*31, N3, N4
+              + r"(?:Hbe?U{0,9}l?(?:XR)?)*(?:J(?:XK[cZ]a?)+E)?")  # the U after HD: 2300 AMT; the l: the 2300 REF*1L
+    # Header: ST, BGN, REF*38, DTP*007, up to three QTY, N1*P5, N1*IN, up to two Loop 1000C N1.
+    return re.compile(r"SBo?a?q{0,3}PYT{0,2}"), re.compile(member)
 
 
 def _problem(pos: int, seg: str, element: str, code: str, message: str) -> Problem:
@@ -404,7 +422,7 @@ def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dm
     return report
 
 
-_HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?P"))
+_HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?a?", "SBo?a?q{0,3}", "SBo?a?q{0,3}P"))
 
 
 def _whole_file(header_re: re.Pattern[str], member_re: re.Pattern[str]) -> re.Pattern[str]:

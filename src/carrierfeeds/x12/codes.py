@@ -233,6 +233,109 @@ class EntityIdentifier(StrEnum):
     INSURED = "IL"
 
 
+# ---- Companion-guide depth: file header -------------------------------------------------------------
+
+
+class ControlTotal(StrEnum):
+    """QTY01 Quantity Qualifier (element 673) of the header's transaction set control totals."""
+
+    DEPENDENT_TOTAL = "DT"
+    EMPLOYEE_TOTAL = "ET"
+    TOTAL = "TO"
+
+
+class HeaderPartyIdentifier(StrEnum):
+    """N101 Entity Identifier Code (element 98) of Loop 1000C TPA/Broker Name."""
+
+    BROKER_OR_SALES_OFFICE = "BO"
+    THIRD_PARTY_ADMINISTRATOR = "TV"
+
+
+# ---- Companion-guide depth: volumes (life, AD&D, STD, LTD) ---------------------------------------------
+
+
+class IncomeFrequency(StrEnum):
+    """ICM01 Frequency Code (element 594): how often the Loop 2100A wage amount (ICM02) is paid."""
+
+    WEEKLY = "1"
+    BIWEEKLY = "2"
+    SEMIMONTHLY = "3"
+    MONTHLY = "4"
+    DAILY = "6"
+    ANNUALLY = "7"
+    TWO_CALENDAR_MONTHS = "8"
+    LUMP_SUM_SEPARATION_ALLOWANCE = "9"
+    YEAR_TO_DATE = "B"
+    SINGLE = "C"
+    HOURLY = "H"
+    QUARTERLY = "Q"
+    SEMIANNUALLY = "S"
+    UNKNOWN = "U"
+
+
+class AmountQualifier(StrEnum):
+    """AMT01 Amount Qualifier Code (element 522) of Loop 2300 Health Coverage Policy: the two we write."""
+
+    COVERAGE_AMOUNT = "FK"  # "Other Unlisted Amount": the benefit amount (volume) of a life/disability line
+    PREMIUM_AMOUNT = "P3"
+
+
+# ---- Companion-guide depth: contact and address -----------------------------------------------------
+
+
+class CommunicationQualifier(StrEnum):
+    """PER03/PER05 Communication Number Qualifier (element 365) of 2100A Member Communications Numbers:
+    the two we write (after PER01 IP, insured party)."""
+
+    TELEPHONE = "TE"
+    ELECTRONIC_MAIL = "EM"
+
+
+class HealthRelated(StrEnum):
+    """HLH01 Health-Related Code (element 1212) of 2100A Member Health Information."""
+
+    NONE = "N"
+    SUBSTANCE_ABUSE = "S"
+    TOBACCO_USE = "T"
+    UNKNOWN = "U"
+    TOBACCO_USE_AND_SUBSTANCE_ABUSE = "X"
+
+
+# ---- Companion-guide depth: primary care provider ----------------------------------------------------
+
+
+class ProviderRelationship(StrEnum):
+    """NM110 Entity Relationship Code (element 706) of Loop 2310 Provider Name: is the member already
+    the provider's patient."""
+
+    ESTABLISHED_PATIENT = "25"
+    NOT_ESTABLISHED_PATIENT = "26"
+    UNKNOWN = "72"
+
+
+# ---- Companion-guide depth: member reporting categories (Loop 2700/2750) ----------------------------
+
+
+class ReportingCategoryQualifier(StrEnum):
+    """REF01 Reference Identification Qualifier (element 128) of Loop 2750 Reporting Category Reference."""
+
+    CONTRACTING_DISTRICT_NUMBER = "00"
+    CLIENT_REPORTING_CATEGORY = "17"
+    PLAN_NUMBER = "18"
+    DIVISION_IDENTIFIER = "19"
+    UNION_NUMBER = "26"
+    BRANCH_NUMBER = "3L"
+    APPLICATION_NUMBER = "6M"
+    PAYMENT_CATEGORY = "9V"
+    ACCOUNT_CATEGORY = "9X"
+    GEOGRAPHIC_NUMBER = "GE"
+    LOCATION_NUMBER = "LU"
+    PROGRAM_IDENTIFICATION_NUMBER = "PID"
+    SPECIAL_PROGRAM_CODE = "XX1"
+    SERVICE_AREA_CODE = "XX2"
+    GEOGRAPHIC_DESTINATION_ZONE_NUMBER = "YY"
+    MUTUALLY_DEFINED = "ZZ"
+
 def values(enum: type[StrEnum]) -> frozenset[str]:
     """The code values of ``enum``, for membership checks."""
     return frozenset(m.value for m in enum)

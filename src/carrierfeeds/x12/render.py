@@ -3,12 +3,16 @@
 Layout (element separators as declared in :class:`~carrierfeeds.x12.envelope.Delimiters`)::
 
     ISA GS*BE
-      per transaction set  ST*834 BGN [REF*38] N1*P5 N1*IN
+      per transaction set  ST*834 BGN [REF*38] [DTP*007] [QTY...] N1*P5 N1*IN [N1*TV] [N1*BO]
         per member  (Loop 2000)  INS  REF*0F  [REF*1L]  [REF*17]  [REF*23 dependents]  [REF*DX]
                                  [DTP*303]  [DTP*336 hire date]  [DTP*337]  [DTP*340]  [DTP*341]
                                  [DTP*356]  [DTP*357]
-                    (Loop 2100A) NM1*IL [...*34*ssn]  [N3 N4]  [DMG*D8]
-                    per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [REF*1L]
+                    (Loop 2100A) NM1*IL [...*34*ssn]  [PER*IP]  [N3 N4]  [DMG*D8]  [ICM]  [HLH]  [LUI]
+                    (Loop 2100B) [NM1*70 [DMG*D8]]
+                    (Loop 2100C) [NM1*31 N3 N4]
+                    after its Loop 2300s [LS*2700 (LX N1*75 REF [DTP*007])... LE*2700]
+                    per coverage (Loop 2300) HD  DTP*348  [DTP*349]  [AMT*FK] [AMT*P3]  [REF*1L]
+                                 [Loop 2310: LX NM1*P3 (primary care provider)]
       SE
     GE IEA
 
@@ -47,9 +51,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from carrierfeeds.census.columns import ROW_NUMBER
-from carrierfeeds.enrollment import Enrollment, assert_allowlisted, family_starts, member_starts
+from carrierfeeds.enrollment import Enrollment, RenderOptions, assert_allowlisted, family_starts, member_starts
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.threads import iter_in_order, thread_count
+from carrierfeeds.x12.codes import AmountQualifier, ControlTotal, DateQualifier
 from carrierfeeds.x12.envelope import DEFAULT_DELIMITERS, ControlNumbers, Delimiters, TransactionHeader
 from carrierfeeds.x12.sanitize import CHARACTER_SETS, Charset, bytes_outside, fold_text
 
@@ -66,6 +71,15 @@ MAINTENANCE_COLUMNS = ("ins04", "hd01")
 #: extra empty column costs a conversion, a filter and a delimiter scan per chunk).
 OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "eligibility_begin",
                   "eligibility_end", "coverage_policy_number",
+                  # volumes: 2100A ICM01/ICM02, 2300 AMT*FK and AMT*P3
+                  "icm01", "salary", "coverage_amount", "premium_amount",
+                  # contact: 2100A PER, HLH, LUI; 2100C N3/N4
+                  "phone", "email", "hlh01", "language", "mailing_address1", "mailing_address2",
+                  "mailing_city", "mailing_state", "mailing_zip",
+                  # primary care provider: Loop 2310 LX, NM1*P3
+                  "pcp_npi", "pcp_relationship",
+                  # member reporting categories: Loop 2700/2750 values and DTP*007 dates
+                  *(f"reporting_2750_{k}{suffix}" for k in range(1, 11) for suffix in ("", "_date")),
                   # member status (INS05-INS12, DTP*303/337/340/341)
                   "benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
                   "handicap", "death_date", "maintenance_effective", "employment_end_date", "cobra_begin",
@@ -73,6 +87,9 @@ OPTION_COLUMNS = ("group_policy_number", "reporting_category", "department", "el
                   # Loop 2100B (identity corrections): NM1*70 and DMG with what the carrier holds
                   "prior_last_name", "prior_first_name", "prior_middle_initial", "prior_ssn", "prior_dob",
                   "prior_gender")
+#: Loop 2300 AMT segments, in the order written (after DTP*348/349, before REF*1L), and their columns.
+_AMOUNTS = ((AmountQualifier.COVERAGE_AMOUNT.value, "coverage_amount"),
+            (AmountQualifier.PREMIUM_AMOUNT.value, "premium_amount"))
 #: Option columns written inside INS (INS05-INS12), in element order; the rest are Loop 2000 DTPs.
 INS_STATUS_COLUMNS = ("benefit_status", "medicare_plan", "medicare_reason", "cobra_event", "student_status",
                       "handicap", "death_date")
@@ -120,8 +137,10 @@ def envelope_segments(header: TransactionHeader, control: ControlNumbers, d: Del
 
 
 def set_header_segments(header: TransactionHeader, st02: str, d: Delimiters, *, reference: str | None = None,
-                        group_number: bool = True) -> list[str]:
-    """ST, BGN, REF*38 and the two N1 parties of one transaction set, terminated."""
+                        group_number: bool = True, options: RenderOptions | None = None,
+                        totals: dict[str, int] | None = None) -> list[str]:
+    """ST, BGN, REF*38 and the two N1 parties of one transaction set, terminated; with ``options`` also
+    the mapping's file header segments (DTP*007, QTY from ``totals``, Loop 1000C)."""
     created = header.created_utc
     bgn02 = header.reference if reference is None else reference
     for value, what in ((bgn02, "BGN02"), (header.action, "BGN08"), (st02, "ST02")):
@@ -133,10 +152,40 @@ def set_header_segments(header: TransactionHeader, st02: str, d: Delimiters, *, 
     ]
     if group_number and header.group_number and fold_text(header.group_number, 50):
         segs.append(_seg(d, "REF", "38", fold_text(header.group_number, 50)))
+    if options is not None:
+        segs.extend(_file_dates_and_totals(options, totals or {}, d))
     for code, party in (("P5", header.sponsor), ("IN", header.payer)):
         segs.append(_seg(d, "N1", code, fold_text(party.name, 60), party.id_qualifier,
                          fold_text(party.id, 80)))
+    if options is not None:
+        segs.extend(_header_parties(options, d))
     return segs
+
+
+def _file_dates_and_totals(options: RenderOptions, totals: dict[str, int], d: Delimiters) -> list[str]:
+    """DTP*007 and the QTY totals the mapping asks for (between REF*38 and Loop 1000A, as the TR3 orders)."""
+    segs = []
+    if options.file_effective_date:
+        segs.append(_seg(d, "DTP", DateQualifier.EFFECTIVE.value, "D8", options.file_effective_date))
+    segs.extend(_seg(d, "QTY", q, str(totals.get(q, 0))) for q in options.control_totals)
+    return segs
+
+
+def _header_parties(options: RenderOptions, d: Delimiters) -> list[str]:
+    """Loop 1000C: one N1 per TPA or broker the mapping names, after the payer."""
+    for party in options.header_parties:
+        _check_value(party[1], d, "N102")
+        _check_value(party[3], d, "N104")
+    return [_seg(d, "N1", *party) for party in options.header_parties]
+
+
+def set_totals(table: pd.DataFrame, start: np.ndarray, lo: int, hi: int) -> dict[str, int]:
+    """QTY counts of one transaction set (rows [lo, hi)): TO members, ET subscribers, DT dependents."""
+    members = np.asarray(start[lo:hi], dtype=bool)
+    employees = members & (table["ins01"].iloc[lo:hi].to_numpy(dtype=object) == "Y")
+    total, ets = int(members.sum()), int(employees.sum())
+    return {ControlTotal.TOTAL.value: total, ControlTotal.EMPLOYEE_TOTAL.value: ets,
+            ControlTotal.DEPENDENT_TOTAL.value: total - ets}
 
 
 def header_segments(header: TransactionHeader, control: ControlNumbers, d: Delimiters,
@@ -356,7 +405,8 @@ def _filled(arr: pa.Array) -> np.ndarray:
 
 
 def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset: Charset = "basic",
-                  options: frozenset[str] | None = None) -> tuple[bytes, int]:
+                  options: frozenset[str] | None = None, names: tuple[tuple[str, str], ...] = ()
+                  ) -> tuple[bytes, int]:
     """One chunk of whole members as ASCII bytes, and its segment count.
 
     Column-wise: no Python object per value (making and joining str objects would take most of the time
@@ -423,6 +473,18 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     out.lit(e, middle_only)
     out.col("middle_initial", middle_only)
     out.lit(t, members)
+    contact: list[np.ndarray] = []
+    has_phone = members & filled["phone"] if "phone" in options else np.zeros(len(chunk), dtype=bool)
+    has_email = members & filled["email"] if "email" in options else np.zeros(len(chunk), dtype=bool)
+    if has_phone.any() or has_email.any():
+        has_per = has_phone | has_email
+        contact.append(has_per)
+        out.lit(f"PER{e}IP{e}", has_per)
+        for qualifier, column, has in (("TE", "phone", has_phone), ("EM", "email", has_email)):
+            if column in options:
+                out.lit(f"{e}{qualifier}{e}", has)
+                out.col(column, has)
+        out.lit(t, has_per)
     has_addr = members & filled["address1"] & filled["city"]
     out.lit(f"N3{e}", has_addr)
     out.col("address1", has_addr)
@@ -446,8 +508,38 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
     out.lit(e, has_dob)
     out.col("gender", has_dob)
     out.lit(t, has_dob)
+    has_icm = members & filled["icm01"] & filled["salary"] if "icm01" in options and "salary" in options else None
+    if has_icm is not None:
+        out.lit(f"ICM{e}", has_icm)
+        out.col("icm01", has_icm)
+        out.lit(e, has_icm)
+        out.col("salary", has_icm)
+        out.lit(t, has_icm)
+    for head, column in ((f"HLH{e}", "hlh01"), (f"LUI{e}LE{e}", "language")):
+        if column in options:
+            contact.append(members & filled[column])
+            segment(head, column, contact[-1])
     if "prior_last_name" in options:
         optional.extend(_loop_2100b(out, filled, members, d, options))
+    if "mailing_address1" in options:
+        has_mail = members & filled["mailing_address1"] & filled["mailing_city"]
+        contact.extend((has_mail, has_mail, has_mail))
+        out.lit(f"NM1{e}31{e}1{t}N3{e}", has_mail)
+        out.col("mailing_address1", has_mail)
+        mail2 = has_mail & filled["mailing_address2"]
+        out.lit(e, mail2)
+        out.col("mailing_address2", mail2)
+        out.lit(f"{t}N4{e}", has_mail)
+        out.col("mailing_city", has_mail)
+        mail_zip = has_mail & filled["mailing_zip"]
+        out.lit(e, mail_zip)
+        out.col("mailing_state", mail_zip)
+        out.lit(e, mail_zip)
+        out.col("mailing_zip", mail_zip)
+        mail_state = has_mail & ~filled["mailing_zip"] & filled["mailing_state"]
+        out.lit(e, mail_state)
+        out.col("mailing_state", mail_state)
+        out.lit(t, has_mail)
 
     has_hd = filled["hd03"]
     out.lit(f"HD{e}", has_hd)
@@ -457,9 +549,22 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
         out.lit(sep, has_hd)
     has_end = has_hd & filled["coverage_end"]
     segment(f"DTP{e}349{e}D8{e}", "coverage_end", has_end)
+    amounts: list[np.ndarray] = []
+    for qualifier, column in _AMOUNTS:
+        if column in options:
+            amounts.append(has_hd & filled[column])
+            segment(f"AMT{e}{qualifier}{e}", column, amounts[-1])
     has_policy = has_hd & filled["coverage_policy_number"] if "coverage_policy_number" in options else None
     if has_policy is not None:
         segment(f"REF{e}1L{e}", "coverage_policy_number", has_policy)
+    has_pcp = has_hd & filled["pcp_npi"] if "pcp_npi" in options else None
+    if has_pcp is not None:
+        out.lit(f"LX{e}1{t}NM1{e}P3{e}1{e * 6}XX{e}", has_pcp)  # NM103-NM107 empty
+        out.col("pcp_npi", has_pcp)
+        out.lit(e, has_pcp)
+        out.col("pcp_relationship", has_pcp)
+        out.lit(t, has_pcp)
+    categories = _reporting_categories(out, chunk, start, filled, options, e, t, names)
     text = _text_bytes(out.text())
     if not (clean and out.literals_in(charset, d)):
         _assert_charset(text, d, charset)
@@ -469,8 +574,52 @@ def _render_chunk(chunk: pd.DataFrame, start: np.ndarray, d: Delimiters, charset
 
     segments = (count(members) * 3 + count(dependent) + count(has_hire) + 2 * count(has_addr) + count(has_dob)
                 + sum(count(x) for x in optional) + 2 * count(has_hd) + count(has_end)
-                + (count(has_policy) if has_policy is not None else 0))
+                + (count(has_policy) if has_policy is not None else 0)
+                + (count(has_icm) if has_icm is not None else 0) + sum(count(x) for x in amounts)
+                + sum(count(x) for x in contact) + (2 * count(has_pcp) if has_pcp is not None else 0)
+                + categories)
     return text, segments
+
+
+def member_ends(start: np.ndarray) -> np.ndarray:
+    """For each row of a chunk of whole members, whether it is its member's last row."""
+    ends = np.ones(len(start), dtype=bool)
+    if len(start) > 1:
+        ends[:-1] = np.asarray(start[1:], dtype=bool)
+    return ends
+
+
+def _reporting_categories(out: _Pieces, chunk: pd.DataFrame, start: np.ndarray, filled: dict[str, np.ndarray],
+                          options: frozenset[str], e: str, t: str, names: tuple[tuple[str, str], ...]) -> int:
+    """Loop 2700 after a member's last Loop 2300: LS, per category with a value LX (numbered per member),
+    N1*75 ``names``' N102, REF with its REF01 and the value, the optional DTP*007, then LE. Returns the
+    segments written."""
+    present = [(k, name, qualifier) for k, (name, qualifier) in enumerate(names, start=1)
+               if f"reporting_2750_{k}" in options]
+    if not present:
+        return 0
+    last = member_ends(start)
+    has = [last & filled[f"reporting_2750_{k}"] for k, _, _ in present]
+    any_category = np.logical_or.reduce(has)
+    out.lit(f"LS{e}2700{t}", any_category)
+    number = np.zeros(len(chunk), dtype=np.int64)
+    segments = 2 * int(np.count_nonzero(any_category))
+    for (k, name, qualifier), mask in zip(present, has, strict=True):
+        number = number + mask
+        for n in np.unique(number[mask]).tolist():
+            out.lit(f"LX{e}{n}{t}", mask & (number == n))
+        out.lit(f"N1{e}75{e}{name}{t}REF{e}{qualifier}{e}", mask)
+        out.col(f"reporting_2750_{k}", mask)
+        out.lit(t, mask)
+        segments += 3 * int(np.count_nonzero(mask))
+        if f"reporting_2750_{k}_date" in options:
+            dated = mask & filled[f"reporting_2750_{k}_date"]
+            out.lit(f"DTP{e}007{e}D8{e}", dated)
+            out.col(f"reporting_2750_{k}_date", dated)
+            out.lit(t, dated)
+            segments += int(np.count_nonzero(dated))
+    out.lit(f"LE{e}2700{t}", any_category)
+    return segments
 
 
 def _ins_status(out: _Pieces, c: dict[str, pa.Array], filled: dict[str, np.ndarray], members: np.ndarray,
@@ -564,17 +713,20 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
     options = enrollment.options
     present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
     table, start = _prepare(enrollment, d)
+    for name, _ in options.reporting_categories:
+        _check_value(name, d, "N102")
     sets = split_transaction_sets(table, start, options.max_members_per_transaction)
     numbers = set_numbers(control, len(sets))
     head = envelope_segments(header, control, d)
     total = 0
     for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
-        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                       options=options, totals=set_totals(table, start, set_lo, set_hi))
         yield "".join([*head, *set_head]).encode("ascii")
         count = len(set_head)
         starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
         bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
-        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present)
+        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
                   for lo, hi in itertools.pairwise(bounds))
         for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
             count += segments
@@ -598,6 +750,20 @@ def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control:
     return b"".join(render_834(enrollment, header, control, delimiters))
 
 
+def _naive_categories(row: dict[str, str], categories: tuple[tuple[str, str], ...], d: Delimiters) -> list[str]:
+    """Loop 2700 of one member, from its last row (the reference for :func:`_reporting_categories`)."""
+    body: list[str] = []
+    for k, (name, qualifier) in enumerate(categories, start=1):
+        if row.get(f"reporting_2750_{k}"):
+            body.append(_seg(d, "LX", str(sum(s.startswith("LX") for s in body) + 1)))
+            body.append(_seg(d, "N1", "75", name))
+            body.append(_seg(d, "REF", qualifier, row[f"reporting_2750_{k}"]))
+            if row.get(f"reporting_2750_{k}_date"):
+                body.append(_seg(d, "DTP", "007", "D8", row[f"reporting_2750_{k}_date"]))
+    return [_seg(d, "LS", "2700"), *body, _seg(d, "LE", "2700")] if body else []
+
+
+
 def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
                      delimiters: Delimiters = DEFAULT_DELIMITERS) -> bytes:
     """The per-row reference writer: the same bytes as :func:`render_834`, one segment at a time."""
@@ -610,10 +776,13 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
     allowed = CHARACTER_SETS[options.charset] | set(d.element + d.component + d.segment + d.suffix)
     segs = envelope_segments(header, control, d)
     for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
-        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)))
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                       options=options, totals=set_totals(table, start, set_lo, set_hi))
         segs.extend(set_head)
         count = len(set_head)
-        for is_start, row in zip(start[set_lo:set_hi].tolist(), records[set_lo:set_hi], strict=True):
+        lasts = member_ends(start[set_lo:set_hi]).tolist()
+        for is_start, is_last, row in zip(start[set_lo:set_hi].tolist(), lasts, records[set_lo:set_hi],
+                                          strict=True):
             for column, value in row.items():
                 _check_value(value, d, column)
             body: list[str] = []
@@ -640,24 +809,47 @@ def render_834_naive(enrollment: Enrollment, header: TransactionHeader, control:
                 else:
                     body.append(_seg(d, "NM1", "IL", "1", row["last_name"], row["first_name"],
                                      row["middle_initial"]))
+                numbers = [*(("TE", row["phone"]) if row.get("phone") else ()),
+                           *(("EM", row["email"]) if row.get("email") else ())]
+                if numbers:
+                    body.append(_seg(d, "PER", "IP", "", *numbers))
                 if row["address1"] and row["city"]:
                     body.append(_seg(d, "N3", row["address1"], row["address2"]))
                     body.append(_seg(d, "N4", row["city"], row["state"], row["zip"]))
                 if row["dob"]:
                     body.append(_seg(d, "DMG", "D8", row["dob"], row["gender"]))
+                if row.get("icm01") and row.get("salary"):
+                    body.append(_seg(d, "ICM", row["icm01"], row["salary"]))
+                if row.get("hlh01"):
+                    body.append(_seg(d, "HLH", row["hlh01"]))
+                if row.get("language"):
+                    body.append(_seg(d, "LUI", "LE", row["language"]))
                 if row.get("prior_last_name"):
                     body.append(_seg(d, "NM1", "70", "1", row["prior_last_name"], row.get("prior_first_name", ""),
                                      row.get("prior_middle_initial", ""), "", "",
                                      "34" if row.get("prior_ssn") else "", row.get("prior_ssn", "")))
                     if row.get("prior_dob"):
                         body.append(_seg(d, "DMG", "D8", row["prior_dob"], row.get("prior_gender", "")))
+                if row.get("mailing_address1") and row.get("mailing_city"):
+                    body.append(_seg(d, "NM1", "31", "1"))
+                    body.append(_seg(d, "N3", row["mailing_address1"], row["mailing_address2"]))
+                    body.append(_seg(d, "N4", row["mailing_city"], row["mailing_state"], row["mailing_zip"]))
             if row["hd03"]:
                 body.append(_seg(d, "HD", row["hd01"], "", row["hd03"], row["hd04"], row["hd05"]))
                 body.append(_seg(d, "DTP", "348", "D8", row["coverage_start"]))
                 if row["coverage_end"]:
                     body.append(_seg(d, "DTP", "349", "D8", row["coverage_end"]))
+                for qualifier, column in _AMOUNTS:
+                    if row.get(column):
+                        body.append(_seg(d, "AMT", qualifier, row[column]))
                 if row.get("coverage_policy_number"):
                     body.append(_seg(d, "REF", "1L", row["coverage_policy_number"]))
+                if row.get("pcp_npi"):
+                    body.append(_seg(d, "LX", "1"))
+                    body.append(_seg(d, "NM1", "P3", "1", "", "", "", "", "", "XX", row["pcp_npi"],
+                                     row["pcp_relationship"]))
+            if is_last:
+                body.extend(_naive_categories(row, options.reporting_categories, d))
             if not set("".join(body)) <= allowed:
                 raise ConformanceFailed(f"a value holds a character outside the {options.charset} character set",
                                         details={"rule": "character_set", "charset": options.charset})
