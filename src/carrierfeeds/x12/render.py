@@ -35,6 +35,10 @@ Loop 2300 (a demographic change). Without those columns the bytes are those of a
 Trailing empty elements are never written. :func:`render_834` builds each chunk of members with
 one Arrow gather of its segments' pieces (:class:`_Pieces`); :func:`render_834_naive` is the per-row
 reference it must equal byte for byte (tests assert it; benchmarks use it as the baseline).
+
+Why one module: the vectorised writer, the per-row reference and the segment layout above change
+together whenever a segment is added; kept side by side, a reviewer sees both writers of each segment
+and the test that holds them byte-identical covers one file.
 """
 
 from __future__ import annotations
