@@ -17,6 +17,31 @@ from carrierfeeds.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+#: libyaml's loader when PyYAML was built with it (several times faster); its nodes carry the same marks.
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """One pass over ``text``: its node tree (for line numbers) and the data built from that tree."""
+    try:
+        return _parse_with(_FAST_LOADER, text)
+    except yaml.YAMLError:
+        if _FAST_LOADER is yaml.SafeLoader:
+            raise
+    # libyaml words some problems differently (same line and column): the pure-Python loader's error is
+    # the one people have seen, so a bad file is parsed again to raise that.
+    return _parse_with(yaml.SafeLoader, text)
+
+
+def _parse_with(loader_class: type[yaml.SafeLoader], text: str) -> tuple[yaml.Node | None, Any]:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
+
 
 def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
     """1-based line of ``path`` in a composed YAML tree (the deepest node that exists)."""
@@ -92,8 +117,7 @@ def load_model(model: type[M], path: Path) -> M:
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node, data = _parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
