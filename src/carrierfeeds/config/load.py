@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -165,3 +166,40 @@ def load_schema(path: Path) -> CensusSchema:
         raise ConfigError(f"schema_id {schema.schema_id!r} does not match the file name",
                           file=str(path), field="schema_id")
     return schema
+
+
+T = TypeVar("T")
+
+
+class ConfigCache:
+    """Mappings and schemas loaded once per file version (path, mtime, size), for a caller loading many
+    feeds that share them (the board). A file that does not load raises the same ConfigError each time.
+
+    Hold one for one pass over the feeds: an edit that keeps a file's size within the file system's
+    mtime resolution would go unseen by a cache kept longer.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, Path, int, int], object] = {}
+
+    def mapping(self, path: Path) -> CarrierMapping:
+        return self._load("mapping", path, load_mapping)
+
+    def schema(self, path: Path) -> CensusSchema:
+        return self._load("schema", path, load_schema)
+
+    def _load(self, kind: str, path: Path, load: Callable[[Path], T]) -> T:
+        try:
+            stat = path.stat()
+        except OSError:
+            return load(path)  # the loader's own error (file not found)
+        key = (kind, path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = load(path)
+            except ConfigError as exc:
+                self._loaded[key] = exc
+        found = self._loaded[key]
+        if isinstance(found, ConfigError):
+            raise found.with_traceback(None)
+        return cast(T, found)
