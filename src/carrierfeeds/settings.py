@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from carrierfeeds.config import (
     CarrierMapping,
     CensusSchema,
+    ConfigCache,
     Feed,
     PlanCatalogue,
     load_feed,
@@ -147,9 +148,13 @@ def load_bundle(settings: Settings, feed_id: str) -> FeedBundle:
     return bundle_from_feed(settings, load_feed(path), path)
 
 
-def bundle_from_feed(settings: Settings, feed: Feed, path: Path) -> FeedBundle:
-    mapping = load_mapping(settings.mappings_dir / f"{feed.mapping_id}.yaml")
-    schema = load_schema(settings.schemas_dir / f"{feed.census.schema_id}.yaml")
+def bundle_from_feed(settings: Settings, feed: Feed, path: Path, *, cache: ConfigCache | None = None) -> FeedBundle:
+    """``feed`` with its mapping and schema, checked against each other; ``cache`` shares the mapping
+    and schema files between the feeds of one pass (each is read once)."""
+    mapping_path = settings.mappings_dir / f"{feed.mapping_id}.yaml"
+    schema_path = settings.schemas_dir / f"{feed.census.schema_id}.yaml"
+    mapping = load_mapping(mapping_path) if cache is None else cache.mapping(mapping_path)
+    schema = load_schema(schema_path) if cache is None else cache.schema(schema_path)
     suite_path = settings.schemas_dir / schema.suite
     if not suite_path.is_file():
         raise ConfigError(f"suite file {schema.suite!r} not found in {settings.schemas_dir}",

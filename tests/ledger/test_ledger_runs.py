@@ -98,3 +98,30 @@ def test_unknown_run_and_bad_vocabulary_are_refused(ledger: Ledger, clock: Clock
         ledger.start_run(feed_id="acme-medical", interval_start=datetime(2026, 1, 1, tzinfo=UTC),
                          interval_end=JAN[1], actor="t", now=clock())
     assert [e.kind for e in ledger.run_events(run.run_id)] == ["run_attempt"]
+
+
+def test_latest_runs_is_each_feeds_newest_run_as_get_run_reads_it(ledger: Ledger, clock: Clock) -> None:
+    assert ledger.latest_runs() == {}
+    feb = (date(2026, 2, 1), date(2026, 2, 28))
+    # acme: February's run started first, then January's (a backfill): January's is the newest started.
+    early = start(ledger, clock, interval=feb)
+    ledger.finish_run(early.run_id, "delivered", now=clock())
+    backfill = start(ledger, clock)
+    ledger.record_stage(backfill.run_id, "validate", "started", now=clock())
+    # globex: failed, retried, delivered.
+    failed = start(ledger, clock, feed_id="globex-dental")
+    ledger.finish_run(failed.run_id, "failed", now=clock(), error_code="transient")
+    start(ledger, clock, feed_id="globex-dental")
+    ledger.finish_run(failed.run_id, "delivered", now=clock())
+    # initech: retried while the first attempt is still open.
+    open_run = start(ledger, clock, feed_id="initech-vision")
+    start(ledger, clock, feed_id="initech-vision")
+
+    latest = ledger.latest_runs()
+    assert {f: run.run_id for f, (run, _) in latest.items()} == {
+        "acme-medical": backfill.run_id, "globex-dental": failed.run_id, "initech-vision": open_run.run_id}
+    for run, events in latest.values():
+        assert run == ledger.get_run(run.run_id)
+        assert events == ledger.run_events(run.run_id)
+    assert [(run.status, run.attempt) for run, _ in latest.values()] == [
+        ("running", 1), ("delivered", 2), ("running", 2)]

@@ -111,7 +111,15 @@ def ack_status(ledger: Ledger, *, now: datetime, windows: Mapping[str, timedelta
     ``windows`` maps feed id to its carrier's window (``default_window`` for the rest). Manual
     hand-offs and the feeds in ``no_source`` (see
     :func:`~carrierfeeds.acknowledgments.inbox.feeds_without_source`) are never overdue."""
-    deliveries = [d for d in ledger.deliveries(feed_id=feed_id, since=since) if d.status in DELIVERED_STATUSES]
+    return ack_status_of(ledger, ledger.deliveries(feed_id=feed_id, since=since), now=now, windows=windows,
+                         default_window=default_window, no_source=no_source)
+
+
+def ack_status_of(ledger: Ledger, deliveries: Iterable[DeliveryRecord], *, now: datetime,
+                  windows: Mapping[str, timedelta] | None = None, default_window: timedelta = DEFAULT_WINDOW,
+                  no_source: Collection[str] = ()) -> list[DeliveryAckStatus]:
+    """:func:`ack_status` of deliveries the caller already read (folded once for several uses)."""
+    deliveries = [d for d in deliveries if d.status in DELIVERED_STATUSES]
     by_delivery: dict[str, list[AckRecord]] = {}
     if deliveries:
         for r in ledger.acknowledgments(delivery_ids=[d.delivery_id for d in deliveries]):

@@ -36,7 +36,7 @@ from carrierfeeds.config.feed import (
     ValidationPolicy,
     Weekday,
 )
-from carrierfeeds.config.load import load_feed, load_mapping, load_model, load_schema
+from carrierfeeds.config.load import ConfigCache, load_feed, load_mapping, load_model, load_schema
 from carrierfeeds.config.mapping import (
     MEMBER_DATE_SOURCES,
     MEMBER_STATUS_SOURCES,
@@ -77,6 +77,7 @@ __all__ = [
     "CensusSource",
     "CensusSpec",
     "ClientReporting",
+    "ConfigCache",
     "CoverageLevelCode",
     "Delivery",
     "Employer",

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -16,6 +17,31 @@ from carrierfeeds.config.schema import CensusSchema
 from carrierfeeds.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: libyaml's loader when PyYAML was built with it (several times faster); its nodes carry the same marks.
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """One pass over ``text``: its node tree (for line numbers) and the data built from that tree."""
+    try:
+        return _parse_with(_FAST_LOADER, text)
+    except yaml.YAMLError:
+        if _FAST_LOADER is yaml.SafeLoader:
+            raise
+    # libyaml words some problems differently (same line and column): the pure-Python loader's error is
+    # the one people have seen, so a bad file is parsed again to raise that.
+    return _parse_with(yaml.SafeLoader, text)
+
+
+def _parse_with(loader_class: type[yaml.SafeLoader], text: str) -> tuple[yaml.Node | None, Any]:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
 
 
 def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
@@ -92,8 +118,7 @@ def load_model(model: type[M], path: Path) -> M:
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node, data = _parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -141,3 +166,40 @@ def load_schema(path: Path) -> CensusSchema:
         raise ConfigError(f"schema_id {schema.schema_id!r} does not match the file name",
                           file=str(path), field="schema_id")
     return schema
+
+
+T = TypeVar("T")
+
+
+class ConfigCache:
+    """Mappings and schemas loaded once per file version (path, mtime, size), for a caller loading many
+    feeds that share them (the board). A file that does not load raises the same ConfigError each time.
+
+    Hold one for one pass over the feeds: an edit that keeps a file's size within the file system's
+    mtime resolution would go unseen by a cache kept longer.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, Path, int, int], object] = {}
+
+    def mapping(self, path: Path) -> CarrierMapping:
+        return self._load("mapping", path, load_mapping)
+
+    def schema(self, path: Path) -> CensusSchema:
+        return self._load("schema", path, load_schema)
+
+    def _load(self, kind: str, path: Path, load: Callable[[Path], T]) -> T:
+        try:
+            stat = path.stat()
+        except OSError:
+            return load(path)  # the loader's own error (file not found)
+        key = (kind, path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = load(path)
+            except ConfigError as exc:
+                self._loaded[key] = exc
+        found = self._loaded[key]
+        if isinstance(found, ConfigError):
+            raise found.with_traceback(None)
+        return cast(T, found)

@@ -61,6 +61,7 @@ from carrierfeeds.ledger.records import (
     RunEvent,
     RunEventKind,
     RunRecord,
+    RunStatus,
     StageStatus,
     UnknownRecord,
     check_aware,
@@ -86,6 +87,8 @@ _SQLITE_LOCK_RANGE = 1 << 40
 _THREAD_LOCK_STRIPES = 256
 _THREAD_LOCKS: dict[tuple[str, int], threading.RLock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
+#: Ids per ``IN`` list when reading rows of many runs: well under SQLite's bound-parameter limit.
+_IN_BATCH = 500
 
 
 class Ledger(Governance, Acknowledgments):
@@ -202,9 +205,38 @@ class Ledger(Governance, Acknowledgments):
         t = m.run_events
         with self._read() as conn:
             rows = conn.execute(sa.select(t).where(t.c.run_id == run_id).order_by(t.c.seq)).all()
-        return [RunEvent(seq=r.seq, run_id=r.run_id, kind=r.kind, stage=r.stage, status=r.status,
-                         attempt=r.attempt, actor=r.actor, detail=json.loads(r.detail),
-                         error_code=r.error_code, message=r.message, at=r.at) for r in rows]
+        return [_run_event(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, tuple[RunRecord, list[RunEvent]]]:
+        """feed id -> its most recently started run (the first written among equals) and that run's
+        events in written order; the run as :meth:`get_run` gives it. A few queries for the whole
+        ledger, not a few per run: the board reads every feed's last run at once."""
+        r, e = m.runs, m.run_events
+        newest = sa.select(r.c.feed_id, sa.func.max(r.c.created_at).label("at")).group_by(r.c.feed_id).subquery()
+        query = sa.select(r).join(newest, sa.and_(r.c.feed_id == newest.c.feed_id, r.c.created_at == newest.c.at))
+        runs: dict[str, Any] = {}
+        events: dict[str, list[RunEvent]] = {}
+        with self._read() as conn:
+            for row in conn.execute(query.order_by(r.c.seq)):
+                runs.setdefault(row.feed_id, row)
+            ids = [row.run_id for row in runs.values()]
+            for start in range(0, len(ids), _IN_BATCH):
+                for ev in conn.execute(sa.select(e).where(e.c.run_id.in_(ids[start:start + _IN_BATCH]))
+                                       .order_by(e.c.seq)):
+                    events.setdefault(ev.run_id, []).append(_run_event(ev))
+        out = {}
+        for feed_id, row in runs.items():
+            seen = events.get(row.run_id, [])
+            # read_run's fold: the latest attempt or finish says whether the run is still going.
+            last = next((x for x in reversed(seen)
+                         if x.kind in (RunEventKind.RUN_ATTEMPT, RunEventKind.RUN_FINISHED)), None)
+            status = last.status if last is not None and last.kind == RunEventKind.RUN_FINISHED \
+                else RunStatus.RUNNING
+            out[feed_id] = (RunRecord(run_id=row.run_id, feed_id=row.feed_id, interval_start=row.interval_start,
+                                      interval_end=row.interval_end, status=status,
+                                      attempt=sum(x.kind == RunEventKind.RUN_ATTEMPT for x in seen),
+                                      started_at=row.created_at), seen)
+        return out
 
     # ------------------------------------------------------------------------- control numbers
     def allocate_control_numbers(self, *, run_id: str, sender_id: str, receiver_id: str,
@@ -513,6 +545,11 @@ class Ledger(Governance, Acknowledgments):
                                             .where(table.c.seq.in_(wanted[i:i + 500]))):
                         found[int(row.seq)] = str(row.row_hash)
         return found
+
+
+def _run_event(r: Any) -> RunEvent:
+    return RunEvent(seq=r.seq, run_id=r.run_id, kind=r.kind, stage=r.stage, status=r.status, attempt=r.attempt,
+                    actor=r.actor, detail=json.loads(r.detail), error_code=r.error_code, message=r.message, at=r.at)
 
 
 __all__ = ["MIGRATIONS", "Ledger"]

@@ -22,7 +22,7 @@ from carrierfeeds.ops.arrival import ArrivalVerdict, judge_arrival
 if TYPE_CHECKING:
     from carrierfeeds.acknowledgments import DeliveryAckStatus
     from carrierfeeds.ledger.anchor import HeadAnchor
-    from carrierfeeds.ledger.records import DeliveryRecord, RunRecord
+    from carrierfeeds.ledger.records import DeliveryRecord, RunEvent, RunRecord
     from carrierfeeds.ledger.store import Ledger
     from carrierfeeds.settings import Settings
 
@@ -33,8 +33,6 @@ ATTENTION_RUN_STATUSES = frozenset({"rejected", "refused", "failed"})
 #: Airflow's presets as cron, in the feed's time zone (Airflow's ``cron_presets``).
 _PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
             "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
-#: How far back the loader looks first for a feed's last run; further only when nothing is found there.
-_RECENT_RUNS = timedelta(days=35)
 #: Anchor reasons written after a run rather than by a verification of the whole chain.
 _RUN_ANCHOR_PREFIX = "run:"
 
@@ -210,13 +208,8 @@ def build_board(facts: Iterable[FeedFacts], *, now: datetime, chain: ChainStatus
 
 
 # ------------------------------------------------------------------------------------------ loader
-def _last_run(ledger: Ledger, feed_id: str, now: datetime) -> LastRun | None:
-    runs: list[RunRecord] = ledger.list_runs(feed_id=feed_id, since=now - _RECENT_RUNS) or \
-        ledger.list_runs(feed_id=feed_id)
-    if not runs:
-        return None
-    run = max(runs, key=lambda r: r.started_at)
-    events = ledger.run_events(run.run_id)
+def _last_run(run: RunRecord, events: Sequence[RunEvent]) -> LastRun:
+    """The board's view of a feed's newest run: its latest attempt's start and finish."""
     attempt = max((e.attempt for e in events), default=run.attempt)
     finished = [e.at for e in events if e.kind == "run_finished" and e.attempt == attempt]
     started = [e.at for e in events if e.kind == "run_attempt" and e.attempt == attempt]
@@ -235,10 +228,12 @@ def _count_by_feed(records: Iterable[DeliveryRecord | DeliveryAckStatus]) -> dic
 def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     """Read every feed in the feeds folder, its runs, census arrival, acknowledgments and hand-offs,
     and the anchor file, and build the board at ``now``. Reads only: nothing is written anywhere."""
-    from carrierfeeds.acknowledgments import DEFAULT_WINDOW, ack_status
-    from carrierfeeds.config import load_feed
+    from carrierfeeds.acknowledgments import DEFAULT_WINDOW
+    from carrierfeeds.acknowledgments.status import ack_status_of
+    from carrierfeeds.config import ConfigCache, load_feed
     from carrierfeeds.errors import CarrierFeedsError, ConfigError
     from carrierfeeds.ledger.anchor import AnchorLog
+    from carrierfeeds.ledger.records import DeliveryStatus
     from carrierfeeds.ops.arrival import census_arrivals
     from carrierfeeds.settings import bundle_from_feed, feed_paths
 
@@ -246,10 +241,11 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     broken: list[BrokenFeed] = []
     windows: dict[str, timedelta] = {}
     no_source: set[str] = set()
+    shared = ConfigCache()  # a hundred feeds share one mapping: each file is parsed once a board
     for path in feed_paths(settings):
         try:
             feed = load_feed(path)
-            bundle = bundle_from_feed(settings, feed, path)
+            bundle = bundle_from_feed(settings, feed, path, cache=shared)
         except ConfigError as exc:
             broken.append(BrokenFeed(file=path.name, message=exc.message))
             continue
@@ -258,10 +254,14 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
         if bundle.mapping.acks is None:
             no_source.add(feed.feed_id)
 
-    acks = ack_status(ledger, now=now, windows=windows, default_window=DEFAULT_WINDOW, no_source=no_source)
+    # Every delivery folded once, for both the acknowledgment counts and the pending hand-offs.
+    deliveries = ledger.deliveries()
+    acks = ack_status_of(ledger, deliveries, now=now, windows=windows, default_window=DEFAULT_WINDOW,
+                         no_source=no_source)
     pending = _count_by_feed(a for a in acks if a.status == "awaiting")
     overdue = _count_by_feed(a for a in acks if a.status == "overdue")
-    handoffs = _count_by_feed(ledger.pending_handoffs())
+    handoffs = _count_by_feed(d for d in deliveries if d.status == DeliveryStatus.PENDING_HANDOFF)
+    latest = ledger.latest_runs()
 
     facts = []
     for feed in feeds:
@@ -270,7 +270,9 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
         except ConfigError as exc:  # a damaged census index: the feed is shown, its census is not judged
             broken.append(BrokenFeed(file=f"{feed.feed_id}: census index", message=exc.message))
             arrivals = ()
-        facts.append(FeedFacts(feed=feed, last_run=_last_run(ledger, feed.feed_id, now), census_arrivals=arrivals,
+        newest = latest.get(feed.feed_id)
+        facts.append(FeedFacts(feed=feed, last_run=None if newest is None else _last_run(*newest),
+                               census_arrivals=arrivals,
                                acks_pending=pending.get(feed.feed_id, 0), acks_overdue=overdue.get(feed.feed_id, 0),
                                handoffs_pending=handoffs.get(feed.feed_id, 0)))
     try:
