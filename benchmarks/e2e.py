@@ -147,13 +147,13 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
     stage("stage_census", lambda: run.stage_census(ctx, census))
     stage("validate", lambda: run.validate(ctx))
     built = stage("build", lambda: run.build(ctx))
-    state = ctx.state()
-    plain = ctx.run_dir / state["file_name"]
+    state = ctx.state().as_flat()  # PHI-free, JSON-ready: kept in the results
+    plain = ctx.run_dir / ctx.state().build.file_name
     keep = work / "payload.834"
     os.link(plain, keep)  # for the primitives: the same bytes the pipeline rendered
     stage("conformance", lambda: run.conformance(ctx))
     stage("encrypt", lambda: run.encrypt(ctx))
-    cipher = ctx.run_dir / ctx.state()["cipher_name"]
+    cipher = ctx.run_dir / ctx.state().encryption.cipher_name
     keep_cipher = work / "payload.834.pgp"
     os.link(cipher, keep_cipher)
     stage("deliver", lambda: run.deliver(ctx))
