@@ -112,7 +112,12 @@ def _measure(work: Path, what: str) -> dict[str, Any]:
 
         # As SnapshotStore.load(columns=...) reads it: only the columns a roster needs.
         names = [c for c in ROSTER_VIEW_COLUMNS if c in pq.read_schema(work / "snapshot.parquet").names]
-        snapshot = pd.read_parquet(work / "snapshot.parquet", columns=names).astype(str).astype(object)
+        import pyarrow as pa
+
+        table = pq.read_table(work / "snapshot.parquet", columns=names)
+        table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+        snapshot = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        del table
         expected = roster_from_view(snapshot, tokenizer, source="snapshot")
         del snapshot
         t2 = time.perf_counter()
