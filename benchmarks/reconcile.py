@@ -106,20 +106,29 @@ def _measure(work: Path, what: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         carrier = read_return_file(work / "carrier.834", fmt="834", tokenizer=tokenizer, max_bytes=1 << 34)
         t1 = time.perf_counter()
+        rss_read = _rss_mb()
         import pyarrow.parquet as pq
 
         from carrierfeeds.reconcile.roster import ROSTER_VIEW_COLUMNS
 
         # As SnapshotStore.load(columns=...) reads it: only the columns a roster needs.
         names = [c for c in ROSTER_VIEW_COLUMNS if c in pq.read_schema(work / "snapshot.parquet").names]
-        snapshot = pd.read_parquet(work / "snapshot.parquet", columns=names).astype(str).astype(object)
+        import pyarrow as pa
+
+        table = pq.read_table(work / "snapshot.parquet", columns=names)
+        table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+        snapshot = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        del table
         expected = roster_from_view(snapshot, tokenizer, source="snapshot")
         del snapshot
         t2 = time.perf_counter()
+        rss_expected = _rss_mb()
         found = compare_rosters(expected, carrier, as_of=AS_OF)
         t3 = time.perf_counter()
+        # ru_maxrss only grows: the peak so far after each stage says which stage set it.
         out = {"read_carrier_roster_s": t1 - t0, "expected_roster_s": t2 - t1, "compare_s": t3 - t2,
-               "total_s": t3 - t0, "discrepancies": len(found)}
+               "total_s": t3 - t0, "discrepancies": len(found), "peak_rss_after_read_carrier_mb": rss_read,
+               "peak_rss_after_expected_mb": rss_expected}
     rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
     return rounded | {"peak_rss_mb": round(_rss_mb(), 1)}
 

@@ -678,12 +678,17 @@ class SnapshotStore:
             import pyarrow.parquet as pq
 
             columns = [c for c in columns if c in pq.read_schema(pa.BufferReader(plain)).names]
-        frame = pd.read_parquet(io.BytesIO(plain), columns=columns).astype(str).astype(object)
+            # Arrow strings: a cell as a Python str costs several times its bytes (benchmarks/README.md).
+            table = pq.read_table(pa.BufferReader(plain), columns=columns)
+            table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+            frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        else:
+            frame = pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object)
         return SnapshotInfo(feed_id, str(meta["run_id"]), int(meta["rows"]), bool(meta["full_file"])), frame
 
     def info(self, feed_id: str) -> SnapshotInfo | None:
         """The current snapshot's header, or None when nothing was ever confirmed."""
-        got = self._read(self._dir(feed_id) / "current.snap", feed_id)
+        got = self._read(self._dir(feed_id) / "current.snap", feed_id, columns=())
         return got[0] if got else None
 
     def load(self, feed_id: str, *, columns: Iterable[str] | None = None) -> pd.DataFrame | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from typing import Final
 
 import numpy as np
@@ -71,8 +72,20 @@ def _active(end: pd.Series, as_of: str) -> np.ndarray:
     return ((values == "") | (values > as_of)).to_numpy()
 
 
-def _first(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame.drop_duplicates("member_token", keep="first").set_index("member_token")[columns]
+def _factorize(*tokens: pd.Series) -> tuple[list[np.ndarray], np.ndarray]:
+    """Integer codes for the member tokens of several rosters, one code per token across all of them,
+    and the tokens by code: merging and set operations on integers hold a fraction of the memory of the
+    tokens themselves."""
+    codes, uniques = pd.factorize(pd.concat(tokens, ignore_index=True))
+    bounds = np.cumsum([0, *(len(t) for t in tokens)])
+    return [codes[lo:hi] for lo, hi in pairwise(bounds)], np.asarray(uniques, dtype=object)
+
+
+def _coded(frame: pd.DataFrame, codes: np.ndarray, keep: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """The ``keep`` rows of ``frame``'s ``columns``, keyed by the member's integer ``code``."""
+    out = frame.loc[keep, columns].reset_index(drop=True)
+    out.insert(0, "code", codes[keep])
+    return out
 
 
 def compare_rosters(expected: Roster, carrier: Roster, *, as_of: date,
@@ -87,50 +100,53 @@ def compare_rosters(expected: Roster, carrier: Roster, *, as_of: date,
     if skip_members:
         exp = exp[~_isin(exp["member_token"], skip_members)]
         car = car[~_isin(car["member_token"], skip_members)]
+    (e_code, c_code), tokens = _factorize(exp["member_token"], car["member_token"])
     out: list[Discrepancy] = []
 
-    exp_members = pd.Index(exp["member_token"].unique())
-    car_members = pd.Index(car["member_token"].unique())
-    exp_active = pd.Index(exp.loc[_active(exp["coverage_end"], day), "member_token"].unique())
-    car_active = pd.Index(car.loc[_active(car["coverage_end"], day), "member_token"].unique())
-    out += [Discrepancy(t, "missing_at_carrier", "", "") for t in exp_active.difference(car_members)]
-    out += [Discrepancy(t, "extra_at_carrier", "", "") for t in car_active.difference(exp_members)]
+    exp_members, car_members = np.unique(e_code), np.unique(c_code)
+    exp_active = np.unique(e_code[_active(exp["coverage_end"], day)])
+    car_active = np.unique(c_code[_active(car["coverage_end"], day)])
+    out += [Discrepancy(str(t), "missing_at_carrier", "", "") for t in tokens[np.setdiff1d(exp_active, car_members)]]
+    out += [Discrepancy(str(t), "extra_at_carrier", "", "") for t in tokens[np.setdiff1d(car_active, exp_members)]]
 
-    both = exp_members.intersection(car_members)
-    keys = ["member_token", "coverage_line"]
-    lines = pd.merge(exp[_isin(exp["member_token"], both)].drop_duplicates(keys),
-                     car[_isin(car["member_token"], both)].drop_duplicates(keys),
+    both = np.intersect1d(exp_members, car_members)
+    e_both, c_both = np.isin(e_code, both), np.isin(c_code, both)
+    keys = ["code", "coverage_line"]
+    # Only the line columns: the member columns are compared once per member below.
+    line_columns = ["coverage_line", "coverage_start", "coverage_end", *_LINE_FIELDS]
+    lines = pd.merge(_coded(exp, e_code, e_both, line_columns).drop_duplicates(keys),
+                     _coded(car, c_code, c_both, line_columns).drop_duplicates(keys),
                      on=keys, how="outer", suffixes=("_e", "_c"), indicator=True)
     e_only = lines[lines["_merge"] == "left_only"]
     c_only = lines[lines["_merge"] == "right_only"]
-    out += _line_items(e_only[_active(e_only["coverage_end_e"], day)], "missing_at_carrier", "")
-    out += _line_items(c_only[_active(c_only["coverage_end_c"], day)], "extra_at_carrier", "")
+    out += _line_items(e_only[_active(e_only["coverage_end_e"], day)], tokens, "missing_at_carrier", "")
+    out += _line_items(c_only[_active(c_only["coverage_end_c"], day)], tokens, "extra_at_carrier", "")
 
     shared = lines[lines["_merge"] == "both"]
     ended_here = ~_active(shared["coverage_end_e"], day)
     open_there = _active(shared["coverage_end_c"], day)
     termed = ended_here & open_there
-    out += _line_items(shared[termed], "termed_here_active_there", "coverage_end")
+    out += _line_items(shared[termed], tokens, "termed_here_active_there", "coverage_end")
     rest = shared[~termed]
     for column in ("coverage_start", "coverage_end"):
         differs = (rest[f"{column}_e"].fillna("") != rest[f"{column}_c"].fillna("")).to_numpy()
-        out += _line_items(rest[differs], "coverage_dates", column)
+        out += _line_items(rest[differs], tokens, "coverage_dates", column)
     for column, (kind, field) in _LINE_FIELDS.items():
         e, c = shared[f"{column}_e"].fillna(""), shared[f"{column}_c"].fillna("")
         differs = ((e != c) & (e != "") & (c != "")).to_numpy()
-        out += _line_items(shared[differs], kind, field)
+        out += _line_items(shared[differs], tokens, kind, field)
 
     columns = list(_MEMBER_FIELDS)
-    members = pd.merge(_first(exp[_isin(exp["member_token"], both)], columns),
-                       _first(car[_isin(car["member_token"], both)], columns), left_index=True, right_index=True,
-                       how="inner", suffixes=("_e", "_c")).sort_index()
+    members = pd.merge(_coded(exp, e_code, e_both, columns).drop_duplicates("code").set_index("code"),
+                       _coded(car, c_code, c_both, columns).drop_duplicates("code").set_index("code"),
+                       left_index=True, right_index=True, how="inner", suffixes=("_e", "_c"))
     for column, (kind, field) in _MEMBER_FIELDS.items():
         e, c = members[f"{column}_e"].fillna(""), members[f"{column}_c"].fillna("")
-        differs = (e != c) & (e != "") & (c != "")
-        out += [Discrepancy(str(t), kind, "", field) for t in members.index[differs.to_numpy()]]
+        differs = ((e != c) & (e != "") & (c != "")).to_numpy(dtype=bool)
+        out += [Discrepancy(str(t), kind, "", field) for t in tokens[members.index.to_numpy()[differs]]]
     return sorted(out)
 
 
-def _line_items(frame: pd.DataFrame, kind: str, field: str) -> Iterable[Discrepancy]:
+def _line_items(frame: pd.DataFrame, tokens: np.ndarray, kind: str, field: str) -> Iterable[Discrepancy]:
     return [Discrepancy(str(t), kind, str(line), field)
-            for t, line in zip(frame["member_token"].tolist(), frame["coverage_line"].tolist(), strict=True)]
+            for t, line in zip(tokens[frame["code"].to_numpy()].tolist(), frame["coverage_line"].tolist(), strict=True)]
