@@ -115,7 +115,7 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     assert sorted(result["dags"]) == ["carrierfeeds_housekeeping", *(f"feed__{f}" for f in stems)]
     housekeeping = result["dags"].pop("carrierfeeds_housekeeping")
     assert housekeeping["tasks"] == ["poll_acknowledgments", "retention_purge", "verify_ledger_chain",
-                                     "check_census_arrivals"]
+                                     "check_census_arrivals", "reconcile_returns"]
     assert housekeeping["schedule"] == "30 3 * * *" and housekeeping["timezone"] == "UTC"
     for info in [housekeeping, *result["dags"].values()]:
         assert all(r >= 1 for r in info["retries"])

@@ -13,6 +13,7 @@
     │   ├── HostKeyRefused            SFTP host key unknown or changed
     │   ├── ConformanceFailed         the rendered file failed the conformance gate
     │   ├── crypto.PlaintextChanged   the plaintext handed to gpg is not the one the caller hashed
+    │   ├── console.auth.ConsoleKeyRefused  the console's session key or users file is exposed or malformed
     │   ├── census.tokens.TokenKeyRefused  the member-token key file is exposed or malformed
     │   ├── changes.SnapshotRefused   the snapshot store cannot be trusted (key, tampering, other feed)
     │   │   └── changes.SnapshotSuperseded  a revert came after a later run advanced the snapshot

@@ -185,7 +185,8 @@ def test_a_browser_logs_in_to_airflow_and_uses_the_console(api_server: ApiServer
     browser.find_element(By.ID, "method-1").send_keys("courier")
     browser.find_element(By.ID, "received-1").send_keys("carrier-clerk")
     browser.find_element(By.CSS_SELECTOR, "form.confirm button").click()
-    assert "recorded as handed off" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+    status = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[role=status]")))
+    assert "recorded as handed off" in status.text
     ledger = Ledger.open(str(ws.settings.ledger_url))
     assert len(ledger.pending_handoffs()) == 1
     assert ledger.delivery_outcomes(delivery_ids=[ws.handoffs[0]])[-1].actor == "ops"
