@@ -76,8 +76,19 @@ def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
     raise typer.Exit(exit_code_for(exc))
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from carrierfeeds import __version__
+
+        typer.echo(f"carrierfeeds {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False,
+          version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version_callback,
+                                                help="print the version and exit (each run records it "
+                                                     "in the ledger)")] = False) -> None:
     _configure_logging(verbose=verbose)
 
 
