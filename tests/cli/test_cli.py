@@ -41,7 +41,22 @@ def test_feeds_check_fails_with_usage_exit_code_and_names_the_problem(tmp_path: 
         "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 2
-    assert "FAIL" in result.output and "nowhere.yaml" in result.output and "file not found" in result.output
+    assert "FAIL" in result.output and "file nowhere.yaml not found" in result.output
+    assert "mapping_id" in result.output and "did you mean" not in result.output  # nothing close to suggest
+
+
+def test_a_mistyped_mapping_or_schema_id_gets_did_you_mean(tmp_path: Path) -> None:
+    shipped = (ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text()
+    for old, new, suggestion in (("mapping_id: sunrise-health", "mapping_id: sunrise-helth", "sunrise-health"),
+                                 ("schema_id: census-v1", "schema_id: census-v2", "census-v1")):
+        assert old in shipped
+        (tmp_path / "acme-sunrise-medical.yaml").write_text(shipped.replace(old, new))
+        result = runner.invoke(app, ["feeds", "check"], env={
+            "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
+            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
+        assert result.exit_code == 2, result.output
+        assert f"did you mean {suggestion!r}?" in result.output, result.output
+        assert "acme-sunrise-medical.yaml" in result.output
 
 
 def test_feeds_check_refuses_a_bad_cron_schedule(tmp_path: Path) -> None:
