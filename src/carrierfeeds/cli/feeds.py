@@ -56,7 +56,8 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json", help="each file'
             _check_sql_login(settings, bundle.feed.census.source)
             results.append({"file": str(path), "ok": True})
         except (ConfigError, TransientError) as exc:
-            results.append({"file": str(path), "ok": False, "error": exc.message})
+            results.append({"file": str(path), "ok": False, "error": exc.message,
+                            **({"problems": exc.details["problems"]} if exc.details.get("problems") else {})})
     for schema_id, schema in sorted(schemas.items()):
         unknown = [(name, code) for name, code in schema.plan_codes.items()
                    if code not in known and code not in schema.plans_not_sent]
@@ -65,10 +66,21 @@ def feeds_check(as_json: Annotated[bool, typer.Option("--json", help="each file'
                 f"plan_codes[{name!r}] maps to {code!r}, which no mapping in {settings.mappings_dir} lists "
                 "(a typo? a plan the employer runs elsewhere goes in plans_not_sent)" for name, code in unknown)})
     ok = all(r["ok"] for r in results) and bool(results) and not shared
-    lines = [f"{'ok  ' if r['ok'] else 'FAIL'} {r['file']}" + ("" if r["ok"] else f"\n     {r['error']}")
-             for r in [*results, *shared]] or [f"no feeds in {settings.feeds_dir}"]
+    lines = [f"{'ok  ' if r['ok'] else 'FAIL'} {r['file']}" + ("" if r["ok"] else "".join(
+             f"\n     {line}" for line in _error_lines(r))) for r in [*results, *shared]] or [
+             f"no feeds in {settings.feeds_dir}"]
     _emit({"ok": ok, "feeds": results, "shared": shared}, as_json, lines)
     raise typer.Exit(ExitCode.OK if ok else ExitCode.USAGE)
+
+
+def _error_lines(result: dict[str, Any]) -> list[str]:
+    """A file's problems one per line: a list the loader gathered (every refused expectation, every
+    bad field), else its one message."""
+    problems = result.get("problems")
+    if not problems or not isinstance(problems, list):
+        return [result["error"]]
+    where = result["error"].split(": ", 1)[0] if ": " in result["error"] else result["file"]
+    return [f"{where}: {len(problems)} problem(s)", *(f"  - {p}" for p in problems)]
 
 
 def _check_sql_login(settings: Settings, source: Any) -> None:
