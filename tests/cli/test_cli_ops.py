@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -41,3 +43,46 @@ def test_hold_on_an_unknown_employer_or_feed_is_a_usage_error_with_did_you_mean(
     cleared = runner.invoke(app, ["hold", "clear", "--employer", employer, "--reason", "closed"],
                             env={**env, "CARRIERFEEDS_FEEDS_DIR": str(tmp_path / "empty")})
     assert cleared.exit_code == 0, cleared.output
+
+
+def _ws_env(settings: Any) -> dict[str, str]:
+    return {**ENV, "CARRIERFEEDS_FEEDS_DIR": str(settings.feeds_dir),
+            "CARRIERFEEDS_MAPPINGS_DIR": str(settings.mappings_dir),
+            "CARRIERFEEDS_SCHEMAS_DIR": str(settings.schemas_dir), "CARRIERFEEDS_DATA_DIR": str(settings.data_dir),
+            "CARRIERFEEDS_KEYS_DIR": str(settings.keys_dir), "CARRIERFEEDS_GNUPG_HOME": str(settings.gnupg_home),
+            "CARRIERFEEDS_LEDGER_URL": settings.resolved_ledger_url}
+
+
+def test_run_lines_name_force_census_and_the_exit_code_a_refused_run_really_has(sftp_workspace: Any) -> None:
+    ws = sftp_workspace
+    env = _ws_env(ws.settings)
+    ws.write_census(members=20, seed=3, as_of=date(2026, 11, 20))
+    first = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-20"], env=env)
+    assert first.exit_code == 0 and "status: delivered\n" in first.output, first.output
+    assert "delivered to: " in first.output
+    again = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-21"], env=env)
+    assert again.exit_code == 0 and "status: no_new_census\n" in again.output, again.output
+    assert "--force-census" in again.output and "Use force" not in again.output
+    # The carrier's connection file is gone: the run is refused by its configuration, which exits 2
+    # (outcomes.py), and the status line says so instead of implying a security refusal (3).
+    (ws.settings.keys_dir / f"{ws.feed.delivery.connection_id}.json").unlink()
+    refused = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-22", "--force-census"], env=env)
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "status: refused (exit 2: usage or configuration error)" in refused.output
+    assert "delivered to" not in refused.output
+
+
+def test_a_run_that_did_not_deliver_names_no_delivery() -> None:
+    from carrierfeeds.cli.run import _summary_lines
+    from carrierfeeds.run.stages import RunSummary
+
+    def lines(status: str, error: dict[str, Any] | None = None) -> str:
+        return "\n".join(_summary_lines(RunSummary(run_id="r1", feed_id="f", interval_start="2026-11-20",
+                                                   status=status, remote_path="/inbox/f.834.pgp", error=error)))
+
+    failed = lines("failed", {"code": "transient", "message": "connection reset"})
+    assert "/inbox/f.834.pgp" not in failed and "status: failed (exit 4: transient)" in failed
+    assert "status: failed\n" in lines("failed", {"code": "remote_file_exists", "message": "taken"}) + "\n"
+    assert "delivered to: /inbox/f.834.pgp" in lines("delivered")
+    assert "delivered earlier to: /inbox/f.834.pgp" in lines("already_delivered")
+    assert "status: refused\n" in lines("refused", {"code": "host_key_refused", "message": "changed"}) + "\n"

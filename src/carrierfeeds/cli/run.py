@@ -12,21 +12,30 @@ import typer
 
 from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
-from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.outcomes import STATUS_EXIT, ExitCode, RunStatus, exit_code_for_run
 from carrierfeeds.settings import Settings
+
+#: What a finished run's ``remote_path`` is, by its status; a run that did not deliver names none.
+_PLACED = {RunStatus.DELIVERED: "delivered to", RunStatus.ALREADY_DELIVERED: "delivered earlier to",
+           RunStatus.PENDING_HANDOFF: "placed for hand-off in", RunStatus.HANDED_OFF: "handed off from"}
 
 
 def _summary_lines(summary: Any) -> list[str]:
+    code = exit_code_for_run(summary.status, summary.error)
+    # the status the ledger holds, and the exit code when it is not the status's own (a run refused by
+    # its configuration exits 2, not 3; a failed run that may be retried exits 4, not 5)
     lines = [f"run {summary.run_id}  feed {summary.feed_id}  interval {summary.interval_start}",
-             f"status: {summary.status}"]
+             f"status: {summary.status}" + ("" if code == STATUS_EXIT.get(summary.status, code)
+                                            else f" (exit {int(code)}: {code.meaning})")]
     if summary.members:
         lines.append(f"members: {summary.members} ({summary.subscribers} subscribers, "
                      f"{summary.coverages} coverage lines)")
     if summary.file_name:
         lines.append(f"file: {summary.file_name}  ISA13 {summary.isa13}")
         lines.append(f"payload sha256: {summary.payload_sha256}")
-    if summary.remote_path:
-        lines.append(f"delivered to: {summary.remote_path}")
+    where = _PLACED.get(summary.status)
+    if summary.remote_path and where:  # only where this run's status says the file went there
+        lines.append(f"{where}: {summary.remote_path}")
     if (summary.validation or {}).get("excluded"):
         lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:
