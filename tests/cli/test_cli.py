@@ -131,6 +131,24 @@ def test_demo_command_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out["carrier_check"]["sha256_matches"] and out["carrier_check"]["signature_valid"]
     assert out["carrier_check"]["members"] == out["first_run"]["members"] == 40
     assert out["carrier_inbox"] == [out["first_run"]["file_name"]] and out["staging_plaintext_left"] == []
+    # The demo's environment points the other commands at its workspace: its ledger verifies.
+    env = out["environment"]
+    assert set(env) == set(_env_names())
+    verified = runner.invoke(app, ["audit", "verify", "--json"], env=env)
+    assert verified.exit_code == 0 and json.loads(verified.output)["ok"], verified.output
+    # Again without --reset: the previous demo (its ledger) is kept, and the way out is named.
+    ledger_file = tmp_path / "demo" / "ledger.sqlite"
+    before = ledger_file.read_bytes()
+    kept = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--members", "40"],
+                         env=dict.fromkeys(_env_names()))
+    assert kept.exit_code == 2 and "--reset" in kept.output, kept.output
+    assert ledger_file.read_bytes() == before
+    again = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--members", "40", "--seed", "2",
+                                "--reset"], env=dict.fromkeys(_env_names()))
+    assert again.exit_code == 0, again.output
+    assert "previous demo workspace deleted" in again.output and "demo OK" in again.output
+    exports = [line.strip() for line in again.output.splitlines() if line.strip().startswith("export ")]
+    assert [line.split("=")[0] for line in exports] == [f"export {name}" for name in _env_names()]
 
 
 def _env_names() -> list[str]:

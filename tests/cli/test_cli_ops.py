@@ -86,3 +86,22 @@ def test_a_run_that_did_not_deliver_names_no_delivery() -> None:
     assert "delivered to: /inbox/f.834.pgp" in lines("delivered")
     assert "delivered earlier to: /inbox/f.834.pgp" in lines("already_delivered")
     assert "status: refused\n" in lines("refused", {"code": "host_key_refused", "message": "changed"}) + "\n"
+
+
+def test_demo_keeps_a_previous_demo_without_reset_and_never_touches_other_folders(tmp_path: Path) -> None:
+    from carrierfeeds.demo import MARKER
+
+    previous = tmp_path / "demo"
+    previous.mkdir()
+    (previous / MARKER).write_text("made by `carrierfeeds demo`\n")
+    (previous / "ledger.sqlite").write_bytes(b"the previous demo's ledger")
+    kept = runner.invoke(app, ["demo", "--workdir", str(previous)], env=ENV)  # not a terminal: nobody to ask
+    assert kept.exit_code == ExitCode.USAGE, kept.output
+    assert "holds a previous demo" in kept.output and "--reset" in kept.output
+    assert (previous / "ledger.sqlite").read_bytes() == b"the previous demo's ledger"
+    other = tmp_path / "work"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    refused = runner.invoke(app, ["demo", "--workdir", str(other), "--reset"], env=ENV)
+    assert refused.exit_code == ExitCode.USAGE and "not made by the demo" in refused.output
+    assert (other / "notes.txt").read_text() == "mine"

@@ -91,14 +91,26 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its keys, sshd, ledger")] = Path("var/demo"),
     members: Annotated[int, typer.Option(min=1, help="people in the synthetic census")] = 250,
     seed: Annotated[int, typer.Option(help="census generator seed")] = 7,
+    reset: Annotated[bool, typer.Option("--reset", help="delete a previous demo in --workdir (its ledger and "
+                                                         "keys too) and start again; without it a previous demo "
+                                                         "is kept (asked on a terminal, exit 2 otherwise)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the result as JSON, no progress lines")] = False,
 ) -> None:
-    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip."""
+    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip.
+
+    Ends by printing the settings (export lines) that point `audit`, `status` and `run` at the demo's
+    workspace. Exit 0 when the round trip checks out, 2 when --workdir holds a previous demo and
+    neither --reset nor a yes at the terminal allows deleting it, 5 when the demo failed.
+    """
+    import sys
+
     from carrierfeeds.demo import run_demo
 
+    ask = (lambda question: typer.confirm(question, default=False, err=True)) \
+        if not as_json and sys.stdin.isatty() and sys.stderr.isatty() else None
     try:
         result = run_demo(workdir.resolve(), members=members, seed=seed, clock=_utcnow,
-                          say=None if as_json else typer.echo)
+                          say=None if as_json else typer.echo, reset=reset, ask=ask)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
