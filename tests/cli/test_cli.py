@@ -24,7 +24,7 @@ def _env(settings: Any) -> dict[str, str]:
 
 
 def test_feeds_check_passes_on_shipped_config() -> None:
-    result = runner.invoke(app, ["feeds", "check", "--json"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 0, result.output
@@ -37,7 +37,7 @@ def test_feeds_check_fails_with_usage_exit_code_and_names_the_problem(tmp_path: 
     bad = tmp_path / "acme-sunrise-medical.yaml"
     bad.write_text((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text().replace("mapping_id: sunrise-health",
                                                                                    "mapping_id: nowhere"))
-    result = runner.invoke(app, ["feeds", "check"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 2
@@ -51,7 +51,7 @@ def test_a_mistyped_mapping_or_schema_id_gets_did_you_mean(tmp_path: Path) -> No
                                  ("schema_id: census-v1", "schema_id: census-v2", "census-v1")):
         assert old in shipped
         (tmp_path / "acme-sunrise-medical.yaml").write_text(shipped.replace(old, new))
-        result = runner.invoke(app, ["feeds", "check"], env={
+        result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
             "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
             "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
         assert result.exit_code == 2, result.output
@@ -63,7 +63,7 @@ def test_feeds_check_refuses_a_bad_cron_schedule(tmp_path: Path) -> None:
     bad = tmp_path / "acme-sunrise-medical.yaml"
     bad.write_text((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text().replace('schedule: "0 2 * * *"',
                                                                                    'schedule: "61 2 * * *"'))
-    result = runner.invoke(app, ["feeds", "check"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 2, result.output

@@ -398,13 +398,14 @@ def test_feeds_check_catches_a_suite_edit_gx_would_refuse_before_any_run(tmp_pat
     (schemas / SUITE.name).write_text(json.dumps(suite))
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings")}
     runner = CliRunner()
-    broken = runner.invoke(app, ["feeds", "check", "--json"], env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)})
+    broken = runner.invoke(app, ["feeds", "check", "--config-only", "--json"],
+                           env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)})
     assert broken.exit_code == 2, broken.output
     data = json.loads(broken.output)
     using = [f for f in data["feeds"] if not f["ok"]]
     assert using and all(SUITE.name in f["error"] and f"expectation {number} " in f["error"]
                          and "column must not be blank" in f["error"] for f in using)
-    shipped = runner.invoke(app, ["feeds", "check", "--json"],
+    shipped = runner.invoke(app, ["feeds", "check", "--config-only", "--json"],
                             env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert shipped.exit_code == 0, shipped.output
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -133,3 +135,27 @@ def _day_start(text: str | None) -> datetime | None:
     return datetime.combine(_parse_day(text), datetime.min.time(), tzinfo=UTC) if text else None
 
 
+class GpgExitCodes(logging.Filter):
+    """Holds back python-gnupg's "gpg returned a non-zero error code" warning (one per key gpg did not
+    find), counting them; the command says it once in its own words. Shown under -v."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "non-zero error code" in str(record.msg):
+            self.count += 1
+            return logging.getLogger().getEffectiveLevel() <= logging.INFO
+        return True
+
+
+@contextlib.contextmanager
+def quiet_gpg_exit_codes() -> Iterator[GpgExitCodes]:
+    said = GpgExitCodes()
+    gnupg_log = logging.getLogger("gnupg")
+    gnupg_log.addFilter(said)
+    try:
+        yield said
+    finally:
+        gnupg_log.removeFilter(said)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 import typer
 
-from carrierfeeds.cli.common import _emit, _fail, _utcnow, app
+from carrierfeeds.cli.common import _emit, _fail, _utcnow, app, quiet_gpg_exit_codes
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.settings import Settings, feed_paths
@@ -57,20 +56,6 @@ def _inspect_every_feed(settings: Settings, keyring: Any, now: Any, keys: list[d
                          "ok": info.status == "ok" and problem is None})
 
 
-class _GpgExitCodes(logging.Filter):
-    """Holds back python-gnupg's "gpg returned a non-zero error code" warnings, counting them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "non-zero error code" in str(record.msg):
-            self.count += 1
-            return logging.getLogger().getEffectiveLevel() <= logging.INFO  # gpg's own words under -v
-        return True
-
-
 @keys_app.command("check")
 def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key as JSON")] = False) -> None:
     """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
@@ -91,13 +76,8 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key a
         return
     keys: list[dict[str, Any]] = []
     broken: list[dict[str, Any]] = []
-    gpg_said = _GpgExitCodes()
-    gnupg_log = logging.getLogger("gnupg")
-    gnupg_log.addFilter(gpg_said)  # python-gnupg warns once per key gpg did not find: said once below
-    try:
+    with quiet_gpg_exit_codes() as gpg_said:  # python-gnupg warns once per key gpg did not find: said once below
         _inspect_every_feed(settings, keyring, now, keys, broken)
-    finally:
-        gnupg_log.removeFilter(gpg_said)
     failing = [k for k in keys if not k["ok"]]
     code = ExitCode.REFUSED if failing else ExitCode.USAGE if broken or not keys else ExitCode.OK
     lines = [f"{'FEED':<28} {'ROLE':<9} {'FINGERPRINT':<40}  {'EXPIRES':<10} {'DAYS':>5}  STATUS"]
