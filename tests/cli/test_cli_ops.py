@@ -10,9 +10,11 @@ from typing import Any
 from typer.testing import CliRunner
 
 import carrierfeeds
+from carrierfeeds import progress
 from carrierfeeds.cli import app
 from carrierfeeds.config import load_feed
 from carrierfeeds.outcomes import ExitCode
+from carrierfeeds.run.context import STAGES
 
 runner = CliRunner()
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -57,8 +59,11 @@ def test_run_lines_name_force_census_and_the_exit_code_a_refused_run_really_has(
     ws = sftp_workspace
     env = _ws_env(ws.settings)
     ws.write_census(members=20, seed=3, as_of=date(2026, 11, 20))
-    first = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-20"], env=env)
+    heard: list[str] = []
+    with progress.listening(heard.append):  # what a terminal's progress bar is told
+        first = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-20"], env=env)
     assert first.exit_code == 0 and "status: delivered\n" in first.output, first.output
+    assert heard == list(STAGES)
     assert "delivered to: " in first.output
     again = runner.invoke(app, ["run", ws.feed.feed_id, "--date", "2026-11-21"], env=env)
     assert again.exit_code == 0 and "status: no_new_census\n" in again.output, again.output

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
@@ -159,3 +160,31 @@ def quiet_gpg_exit_codes() -> Iterator[GpgExitCodes]:
         yield said
     finally:
         gnupg_log.removeFilter(said)
+
+
+@contextlib.contextmanager
+def progress_display(title: str, steps: int) -> Iterator[None]:
+    """Show long work's steps (``carrierfeeds.progress``) as a progress bar on stderr, only when stderr is
+    a terminal: piped or redirected output gets nothing. The bar names the step, never data."""
+    from carrierfeeds import progress
+
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+                   redirect_stdout=False, redirect_stderr=False)
+    task = bar.add_task(title, total=steps)
+    started: list[str] = []
+
+    def step(name: str) -> None:
+        if started:
+            bar.advance(task)
+        started.append(name)
+        bar.update(task, description=f"{title}: {name}")
+
+    with bar, progress.listening(step):
+        yield
