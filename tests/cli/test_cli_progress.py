@@ -109,3 +109,25 @@ def test_a_runs_stages_and_a_previews_steps_are_told_to_the_listener(tmp_path: P
     assert heard == ["read census", "validate", "build", "render", "conformance"]
     progress.step("nobody listens")  # outside the block: nothing to tell, nothing raised
     assert heard[-1] == "conformance"
+
+
+def test_demo_asks_at_a_terminal_before_deleting_a_previous_demo_and_no_keeps_it(tmp_path: Path) -> None:
+    from carrierfeeds.demo import MARKER
+
+    previous = tmp_path / "demo"
+    previous.mkdir()
+    (previous / MARKER).write_text("made by `carrierfeeds demo`\n")
+    (previous / "ledger.sqlite").write_bytes(b"the previous demo's ledger")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "demo", "--workdir", str(previous)], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path))
+    os.close(slave)
+    asked = bytearray()
+    while b"start again?" not in asked:
+        asked.extend(os.read(master, 4096))
+    os.write(master, b"n\n")
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 2, out
+    assert "holds a previous demo" in asked.decode(errors="replace")
+    assert (previous / "ledger.sqlite").read_bytes() == b"the previous demo's ledger"
