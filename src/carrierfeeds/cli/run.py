@@ -10,23 +10,33 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app
+from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app, progress_display
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
-from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.outcomes import STATUS_EXIT, ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.progress import step
 from carrierfeeds.settings import Settings
+
+#: What a finished run's ``remote_path`` is, by its status; a run that did not deliver names none.
+_PLACED = {RunStatus.DELIVERED: "delivered to", RunStatus.ALREADY_DELIVERED: "delivered earlier to",
+           RunStatus.PENDING_HANDOFF: "placed for hand-off in", RunStatus.HANDED_OFF: "handed off from"}
 
 
 def _summary_lines(summary: Any) -> list[str]:
+    code = exit_code_for_run(summary.status, summary.error)
+    # the status the ledger holds, and the exit code when it is not the status's own (a run refused by
+    # its configuration exits 2, not 3; a failed run that may be retried exits 4, not 5)
     lines = [f"run {summary.run_id}  feed {summary.feed_id}  interval {summary.interval_start}",
-             f"status: {summary.status}"]
+             f"status: {summary.status}" + ("" if code == STATUS_EXIT.get(summary.status, code)
+                                            else f" (exit {int(code)}: {code.meaning})")]
     if summary.members:
         lines.append(f"members: {summary.members} ({summary.subscribers} subscribers, "
                      f"{summary.coverages} coverage lines)")
     if summary.file_name:
         lines.append(f"file: {summary.file_name}  ISA13 {summary.isa13}")
         lines.append(f"payload sha256: {summary.payload_sha256}")
-    if summary.remote_path:
-        lines.append(f"delivered to: {summary.remote_path}")
+    where = _PLACED.get(summary.status)
+    if summary.remote_path and where:  # only where this run's status says the file went there
+        lines.append(f"{where}: {summary.remote_path}")
     if (summary.validation or {}).get("excluded"):
         lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:
@@ -59,7 +69,7 @@ def run(
     3 when a security or policy check refuses (key, host key, authorisation, conformance); 4 on a
     transient failure (retry later); 5 on a permanent failure of an outside system.
     """
-    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.context import STAGES, RunRef
     from carrierfeeds.run.stages import run_feed
     from carrierfeeds.settings import load_bundle
 
@@ -67,9 +77,10 @@ def run(
     try:
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
-        summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
-                           census_path=census, force_reason=force_resend, full_file=full_file,
-                           force_census=force_census)
+        with progress_display(f"run {feed_id}", len(STAGES)):
+            summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
+                               census_path=census, force_reason=force_resend, full_file=full_file,
+                               force_census=force_census)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -82,14 +93,26 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its keys, sshd, ledger")] = Path("var/demo"),
     members: Annotated[int, typer.Option(min=1, help="people in the synthetic census")] = 250,
     seed: Annotated[int, typer.Option(help="census generator seed")] = 7,
+    reset: Annotated[bool, typer.Option("--reset", help="delete a previous demo in --workdir (its ledger and "
+                                                         "keys too) and start again; without it a previous demo "
+                                                         "is kept (asked on a terminal, exit 2 otherwise)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the result as JSON, no progress lines")] = False,
 ) -> None:
-    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip."""
+    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip.
+
+    Ends by printing the settings (export lines) that point `audit`, `status` and `run` at the demo's
+    workspace. Exit 0 when the round trip checks out, 2 when --workdir holds a previous demo and
+    neither --reset nor a yes at the terminal allows deleting it, 5 when the demo failed.
+    """
+    import sys
+
     from carrierfeeds.demo import run_demo
 
+    ask = (lambda question: typer.confirm(question, default=False, err=True)) \
+        if not as_json and sys.stdin.isatty() and sys.stderr.isatty() else None
     try:
         result = run_demo(workdir.resolve(), members=members, seed=seed, clock=_utcnow,
-                          say=None if as_json else typer.echo)
+                          say=None if as_json else typer.echo, reset=reset, ask=ask)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -109,8 +132,11 @@ def generate_census_cmd(
     from carrierfeeds.census.generate import generate_census, write_census_csv
 
     day = _parse_day(as_of) if as_of else _utcnow().date()
-    frame = generate_census(members, seed, as_of=day)
-    write_census_csv(frame, out)
+    with progress_display(f"generate-census {members} people", 2):
+        step("generate")
+        frame = generate_census(members, seed, as_of=day)
+        step("write CSV")
+        write_census_csv(frame, out)
     typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
 
 
@@ -143,19 +169,24 @@ def validate(
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         # the day a run of this interval validates against (run.stages.validate: as_of=ref.interval_start)
         as_of = RunRef.for_day(feed_id, interval).interval_start
-        frame = read_census(census, bundle.schema)
-        tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
-        result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                                 source_name=census.name, plans=plan_catalogue(settings, bundle),
-                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+        with progress_display(f"validate {feed_id}", 4 if report else 3):
+            step("read census")
+            frame = read_census(census, bundle.schema)
+            tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
+            step("validate")
+            result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
+                                     source_name=census.name, plans=plan_catalogue(settings, bundle),
+                                     carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+            step("apply policy")
+            outcome = apply_policy(frame, result, bundle.feed.validation)
+            if report:
+                step("write report")
+                report.mkdir(parents=True, exist_ok=True, mode=0o700)
+                result.write_csv(report / "validation.csv")
+                result.write_html(report / "validation.html")
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
-    outcome = apply_policy(frame, result, bundle.feed.validation)
-    if report:
-        report.mkdir(parents=True, exist_ok=True, mode=0o700)
-        result.write_csv(report / "validation.csv")
-        result.write_html(report / "validation.html")
     data = {**result.to_dict(), "interval_start": as_of.isoformat(), "policy": bundle.feed.validation.policy,
             "rejected": outcome.rejected, "held_back_members": outcome.held_back_members}
     lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families "
@@ -213,7 +244,8 @@ def preview(
         bundle = load_bundle(settings, feed_id)
         as_of = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         folder = _private_out(out)
-        result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
+        with progress_display(f"preview {feed_id}", 5):
+            result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from carrierfeeds import progress
 from carrierfeeds.errors import CensusRejected, TransientError
 from carrierfeeds.files import write_private
 from carrierfeeds.run.gate import GateVerdict, check_file
@@ -32,11 +33,13 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
+    progress.step("read census")
     frame = read_census(census, bundle.schema)
     key_file = settings.resolved_token_key_file
     # Tokens only label findings; without the deployment's key a throwaway one is used, never written.
     tokenizer = (MemberTokenizer.from_key_file(key_file) if key_file.is_file()
                  else MemberTokenizer(os.urandom(KEY_BYTES)))
+    progress.step("validate")
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                              source_name=census.name, plans=plan_catalogue(settings, bundle),
                              carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
@@ -48,6 +51,7 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
         raise CensusRejected(f"census would be rejected under policy {feed.validation.policy!r}: "
                              f"{report.failed_rows} failing rows (run `carrierfeeds validate` for the report)",
                              file=census.name, details=validation)
+    progress.step("build")
     enrollment = build_enrollment(outcome.accepted, feed, mapping, as_of=as_of)
     members_by_type: dict[str, int] = {mapping.full_file.maintenance_type: enrollment.member_count}
     action: str = mapping.full_file.bgn08
@@ -70,8 +74,10 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     number, source = peek_control_number(settings, mapping.envelope.sender_id, mapping.envelope.receiver_id)
     control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
                "note": f"preview placeholder ({source}); the real run allocates its own"}
+    progress.step("render")
     rendered = render_file(bundle, enrollment, action=action, isa13=number, gs06=number, st02=number, created=now,
                            day=as_of, folder=folder, write=write_private)
+    progress.step("conformance")
     verdict = check_file(rendered.path, bundle, payload_sha256=rendered.sha256, members=enrollment.member_count,
                          records=rendered.records, pyx12_max_members=settings.pyx12_max_members, scratch=folder,
                          detail={})
