@@ -104,12 +104,15 @@ def generate_census_cmd(
     seed: Annotated[int, typer.Option(help="random seed: same seed, same census")] = 1,
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("census.csv"),
     as_of: Annotated[str | None, typer.Option(help="reference day YYYY-MM-DD; default today (UTC)")] = None,
+    disability: Annotated[bool, typer.Option("--disability", help="also short- and long-term disability lines "
+                                                                  "(STD-CORE, LTD-CORE) with benefit amounts, "
+                                                                  "premiums and a few EOI holds")] = False,
 ) -> None:
     """Write a synthetic employer census (fake but well-formed values; never real people)."""
     from carrierfeeds.census.generate import generate_census, write_census_csv
 
     day = _parse_day(as_of) if as_of else _utcnow().date()
-    frame = generate_census(members, seed, as_of=day)
+    frame = generate_census(members, seed, as_of=day, disability=disability)
     write_census_csv(frame, out)
     typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
 
