@@ -69,7 +69,7 @@ def test_the_gate_waives_declared_life_and_add_lines_and_records_it(tmp_path: Pa
     verdict, detail = _gate(path, mapping, members, tmp_path)
     assert verdict.passed and verdict.waived == 2  # type: ignore[attr-defined]
     assert detail["pyx12_ok"] is True and detail["pyx12_waived"] == 2
-    assert detail["hd03_beyond_tr3"] == ["ADD", "LIF"]
+    assert detail["hd03_beyond_tr3"] == "ADD,LIF"  # a flat token: the ledger keeps it
 
 
 def test_the_gate_refuses_a_code_the_mapping_did_not_name(tmp_path: Path) -> None:

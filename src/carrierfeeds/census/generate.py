@@ -74,7 +74,7 @@ _SSN_STRIDE = 7_919_993  # prime, does not divide _SSN_SPACE: i -> i*stride mod 
 _DAY = np.timedelta64(1, "D")
 
 
-def generate_census(members: int, seed: int, *, as_of: date, disability: bool = False) -> pd.DataFrame:
+def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = False) -> pd.DataFrame:
     """A canonical census of exactly ``members`` people (distinct member_id), one row per election.
 
     Families: ~50% employee only, ~20% employee + spouse, ~30% with children (some with a spouse).
@@ -82,9 +82,10 @@ def generate_census(members: int, seed: int, *, as_of: date, disability: bool = 
     (VIS-STD); each member carries the family's elections and its coverage level. A few percent of
     employees are terminated (TE, coverage_end set); some were hired in the last few months.
 
-    ``disability`` adds short- and long-term disability (STD-CORE, LTD-CORE, employee only) for most
-    active employees, with a benefit amount from their salary, a premium, and a few LTD lines waiting on
-    evidence of insurability; every other row and value is the same as without it.
+    ``volumes`` adds basic life, short- and long-term disability (LIFE-BASIC, STD-CORE, LTD-CORE,
+    employee only) for most active employees, each with a benefit amount from their salary and a premium,
+    and a few LTD lines waiting on evidence of insurability; every other row and value is the same as
+    without it.
     """
     if members < 1:
         raise ValueError("members must be at least 1")
@@ -232,19 +233,20 @@ def generate_census(members: int, seed: int, *, as_of: date, disability: bool = 
     columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
                for name in CANONICAL_COLUMNS}
     frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
-    return _with_disability(frame, seed) if disability else frame
+    return _with_volume_lines(frame, seed) if volumes else frame
 
 
-# ---- Companion-guide depth: STD and LTD lines (opt-in). Their own stream, after every other column.
-#: The plan codes of the generated disability lines (a mapping sends them as HD03 STD and LTD).
-DISABILITY_PLANS: tuple[str, str] = ("STD-CORE", "LTD-CORE")
+# ---- Companion-guide depth: life, STD and LTD lines (opt-in). Their own stream, after every other column.
+#: The plan codes of the generated volume lines (a mapping sends them as HD03 LIF, STD and LTD).
+VOLUME_PLANS: tuple[str, str, str] = ("LIFE-BASIC", "STD-CORE", "LTD-CORE")
 _ANNUAL_FACTOR = {"ANNUALLY": 1.0, "BIWEEKLY": 26.0, "HOURLY": 2080.0}
 
 
-def _with_disability(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """STD (weekly benefit: 60% of weekly pay, at most 1,500) for ~70% of active employees and LTD
-    (monthly benefit: 60% of monthly pay, at most 10,000) for ~55%, each on the employee alone, from the
-    employee's medical start; ~8% of LTD lines wait on evidence of insurability."""
+def _with_volume_lines(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Basic life (one year's pay rounded up to a thousand, at most 300,000) for ~85% of active employees,
+    STD (weekly benefit: 60% of weekly pay, at most 1,500) for ~70% and LTD (monthly benefit: 60% of
+    monthly pay, at most 10,000) for ~55%, each on the employee alone, from the employee's medical start;
+    ~8% of LTD lines wait on evidence of insurability."""
     rng = np.random.default_rng([seed, 19, 4])
     order = np.arange(len(frame), dtype=np.float64)
     subscriber = (frame["relationship"] == "EE").to_numpy()
@@ -259,9 +261,12 @@ def _with_disability(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     monthly = np.minimum(np.rint(annual * 0.6 / 12), 10000).astype(np.int64)
     takes_std, takes_ltd = active & (rng.random(n) < 0.70), active & (rng.random(n) < 0.55)
     waits = rng.random(n) < 0.08
+    life = np.minimum(np.ceil(annual / 1000) * 1000, 300_000).astype(np.int64)
+    takes_life = active & (rng.random(n) < 0.85)
     extra = []
-    for k, (plan, takes, amount, rate) in enumerate(((DISABILITY_PLANS[0], takes_std, weekly, 0.055),
-                                                     (DISABILITY_PLANS[1], takes_ltd, monthly, 0.0035))):
+    for k, (plan, takes, amount, rate) in enumerate(((VOLUME_PLANS[0], takes_life, life, 0.00015),
+                                                     (VOLUME_PLANS[1], takes_std, weekly, 0.055),
+                                                     (VOLUME_PLANS[2], takes_ltd, monthly, 0.0035))):
         line = rows.loc[takes & (amount > 0)].copy()
         chosen = takes & (amount > 0)
         cents = np.rint(amount[chosen] * rate * 100).astype(np.int64)
@@ -270,8 +275,8 @@ def _with_disability(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
         line["coverage_end"] = ""
         line["coverage_amount"] = [str(a) for a in amount[chosen]]
         line["premium_amount"] = [f"{c // 100}.{c % 100:02d}" for c in cents]
-        line["eoi_pending"] = np.where(waits[chosen] & (k == 1), "Y", "")
-        line["_order"] = last_row[np.flatnonzero(first)][chosen] + 0.25 * (k + 1)
+        line["eoi_pending"] = np.where(waits[chosen] & (k == 2), "Y", "")
+        line["_order"] = last_row[np.flatnonzero(first)][chosen] + 0.2 * (k + 1)
         extra.append(line)
     out = pd.concat([frame.assign(_order=order), *extra]).sort_values("_order", kind="stable")
     result: pd.DataFrame = out.drop(columns="_order").reset_index(drop=True).astype(frame.dtypes.to_dict())

@@ -335,6 +335,18 @@ class FileNotice(_Model):
         return v
 
 
+class Aggregation(_Model):
+    """A carrier aggregator's guide: one file for every employer whose feed names this mapping. One
+    interchange (ISA/GS) per file and one transaction set per employer, because the TR3 allows one sponsor
+    (Loop 1000A N1*P5) per ST; each employer's authorisation, allowlisted view and validation policy
+    still apply to its own set (carrierfeeds.run.aggregate)."""
+
+    on_employer_failure: Literal["isolate", "reject_all"] = Field(
+        "isolate", description="isolate: an employer whose census is rejected, or who has not authorised "
+                               "the carrier for the day, is left out (counted by reason) and the others go; "
+                               "reject_all: the whole file is refused")
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -401,6 +413,8 @@ class CarrierMapping(_Model):
                     "relationship not listed is refused by row")
     member_status: MemberStatus = Field(MemberStatus(), description="INS04-INS12 and status dates (all off)")
     conformance: Conformance = Field(Conformance(), description="HD03 codes beyond the TR3 list (LIF, ADD, HSA)")
+    aggregation: Aggregation | None = Field(
+        None, description="one file for several employers (one ST per employer); off when absent")
     notice: FileNotice | None = Field(None, description="a per-file notice (counts, control numbers, sha256; "
                                                         "no member data) beside each file; off when absent")
 

@@ -194,7 +194,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
         ok, waived = _waive_hd03(verdicts, beyond, waivable)
         if waived:
             # Never silent: the ledger's gate detail says which codes and how many pyx12 errors.
-            detail.update(pyx12_waived=waived, hd03_beyond_tr3=sorted(beyond))
+            detail.update(pyx12_waived=waived, hd03_beyond_tr3=",".join(sorted(beyond)))
     detail.update(pyx12="sample" if sampled else "full", pyx12_ok=ok,
                   pyx12_segments=sum(v.segments for v in verdicts))
     if not ok:
