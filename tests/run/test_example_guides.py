@@ -151,3 +151,16 @@ def test_a_feed_outside_the_aggregate_is_refused(tmp_path: Path) -> None:
     code, result = _invoke(_env(tmp_path), "preview-aggregate", "keystone-exchange", "--census",
                            f"acme-sunrise-medical={census}", "--out", str(tmp_path / "out"))
     assert code == 2 and "do not name mapping" in result["message"]
+
+
+def test_feeds_check_refuses_employers_that_do_not_share_the_file(tmp_path: Path) -> None:
+    feeds = tmp_path / "feeds"
+    shutil.copytree(ROOT / "feeds", feeds)
+    pine = feeds / "pinecrest-keystone.yaml"
+    pine.write_text(pine.read_text().replace("0000000000000000000000000000000000000041",
+                                             "0000000000000000000000000000000000000042"))
+    result = CliRunner().invoke(app, ["feeds", "check", "--json"], env=_env(tmp_path, feeds=feeds))
+    assert result.exit_code == 2
+    (problem,) = json.loads(result.stdout)["shared"]
+    assert problem["file"].endswith("keystone-exchange.yaml")
+    assert "pinecrest-keystone" in problem["error"] and "encryption.recipient_fingerprint" in problem["error"]
