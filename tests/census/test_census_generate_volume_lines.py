@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pandas as pd
+import pytest
 
 from carrierfeeds.census.generate import VOLUME_PLANS, generate_census
 
@@ -44,3 +45,15 @@ def test_an_employee_with_a_line_starts_it_with_medical() -> None:
     added = full[full["plan_code"].isin(VOLUME_PLANS)]
     assert len(added)
     assert (added["coverage_start"].to_numpy() == medical.loc[added["member_id"], "coverage_start"].to_numpy()).all()
+
+
+def test_an_id_prefix_separates_employers_and_changes_nothing_else() -> None:
+    plain = generate_census(80, 6, as_of=AS_OF)
+    other = generate_census(80, 6, as_of=AS_OF, id_prefix="k")
+    assert other["member_id"].str.startswith("K").all() and other["subscriber_id"].str.startswith("K").all()
+    assert (other["member_id"].str[1:] == plain["member_id"].str[1:]).all()
+    pd.testing.assert_frame_equal(other.drop(columns=["member_id", "subscriber_id"]),
+                                  plain.drop(columns=["member_id", "subscriber_id"]))
+    for bad in ("", "E1", "ABCD", "É"):
+        with pytest.raises(ValueError, match="id_prefix"):
+            generate_census(5, 1, as_of=AS_OF, id_prefix=bad)

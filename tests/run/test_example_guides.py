@@ -31,8 +31,8 @@ def _env(tmp: Path, mappings: Path = ROOT / "mappings", feeds: Path = ROOT / "fe
             "CARRIERFEEDS_LEDGER_URL": f"sqlite:///{tmp / 'var' / 'ledger.sqlite'}"}
 
 
-def _census(tmp: Path, name: str, members: int, seed: int, **edits: Any) -> tuple[Path, Any]:
-    frame = generate_census(members, seed, as_of=DAY, volumes=True)
+def _census(tmp: Path, name: str, members: int, seed: int, prefix: str = "E", **edits: Any) -> tuple[Path, Any]:
+    frame = generate_census(members, seed, as_of=DAY, volumes=True, id_prefix=prefix)
     for column, (row, value) in edits.items():
         frame.loc[row, column] = value
     path = tmp / name
@@ -91,8 +91,9 @@ def test_example_feed_previews_and_pyx12_accepts(tmp_path: Path, feed_id: str, s
 
 
 def test_aggregator_file_has_one_transaction_set_per_employer(tmp_path: Path) -> None:
-    cedar, cedar_frame = _census(tmp_path, "cedar.csv", 50, 21)
-    pine, pine_frame = _census(tmp_path, "pine.csv", 30, 22)
+    cedar, cedar_frame = _census(tmp_path, "cedar.csv", 50, 21, "C")
+    pine, pine_frame = _census(tmp_path, "pine.csv", 30, 22, "P")
+    assert not set(cedar_frame["member_id"]) & set(pine_frame["member_id"])
     code, result = _invoke(_env(tmp_path), "preview-aggregate", "keystone-exchange", "--census",
                            f"cedar-grove-keystone={cedar}", "--census", f"pinecrest-keystone={pine}",
                            "--out", str(tmp_path / "out"))
@@ -107,6 +108,8 @@ def test_aggregator_file_has_one_transaction_set_per_employer(tmp_path: Path) ->
     assert data.count(b"ISA*") == 1 and data.count(b"ST*834*") == 2
     assert b"N1*P5*CEDAR GROVE LANDSCAPING*FI*990000013~" in data
     assert b"N1*P5*PINECREST AUTO GLASS*FI*990000014~" in data
+    assert b"REF*0F*C0000001~" in data and b"REF*0F*P0000001~" in data
+    assert data.index(b"REF*0F*P0000001~") > data.index(b"ST*834*0002*")  # each employer in its own set
     assert validate_with_pyx12(path).ok
     (notice_name,) = entry["notice"]
     notice_text = (tmp_path / "out" / notice_name).read_text()

@@ -74,7 +74,8 @@ _SSN_STRIDE = 7_919_993  # prime, does not divide _SSN_SPACE: i -> i*stride mod 
 _DAY = np.timedelta64(1, "D")
 
 
-def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = False) -> pd.DataFrame:
+def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = False,
+                    id_prefix: str = "E") -> pd.DataFrame:
     """A canonical census of exactly ``members`` people (distinct member_id), one row per election.
 
     Families: ~50% employee only, ~20% employee + spouse, ~30% with children (some with a spouse).
@@ -86,7 +87,12 @@ def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = Fal
     employee only) for most active employees, each with a benefit amount from their salary and a premium,
     and a few LTD lines waiting on evidence of insurability; every other row and value is the same as
     without it.
+
+    ``id_prefix`` starts every member id (default ``E``): several employers' censuses generated with
+    different prefixes (and seeds) never share a member id, as one aggregated carrier file needs.
     """
+    if not id_prefix.isascii() or not id_prefix.isalpha() or not 1 <= len(id_prefix) <= 3:
+        raise ValueError("id_prefix must be one to three ASCII letters")
     if members < 1:
         raise ValueError("members must be at least 1")
     if members > _SSN_SPACE:
@@ -188,7 +194,7 @@ def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = Fal
     ssn = _where(is_ch & (age_days < 365) & (rng.random(members) < 0.5), "",  # some newborns have none yet
                  _num(area * 1_000_000 + group * 10_000 + serial, 9))
 
-    sub_id = _cat("E", _num(fam + 1, 7))
+    sub_id = _cat(id_prefix.upper(), _num(fam + 1, 7))
     member_id = _where(is_sub, sub_id, _cat(sub_id, "-", _num(pos, 2)))
     fam_idx = pa.array(fam)
 

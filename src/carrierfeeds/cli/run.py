@@ -107,12 +107,18 @@ def generate_census_cmd(
     volumes: Annotated[bool, typer.Option("--volumes", help="also basic life, short- and long-term disability "
                                                             "lines (LIFE-BASIC, STD-CORE, LTD-CORE) with benefit "
                                                             "amounts, premiums and a few EOI holds")] = False,
+    id_prefix: Annotated[str, typer.Option(help="one to three letters starting every member id; give each "
+                                                "employer of an aggregated carrier file its own")] = "E",
 ) -> None:
     """Write a synthetic employer census (fake but well-formed values; never real people)."""
     from carrierfeeds.census.generate import generate_census, write_census_csv
 
     day = _parse_day(as_of) if as_of else _utcnow().date()
-    frame = generate_census(members, seed, as_of=day, volumes=volumes)
+    try:
+        frame = generate_census(members, seed, as_of=day, volumes=volumes, id_prefix=id_prefix)
+    except ValueError as exc:
+        _fail(ConfigError(str(exc), field="--id-prefix"), False)
+        return
     write_census_csv(frame, out)
     typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
 
