@@ -167,3 +167,21 @@ def test_feeds_check_refuses_employers_that_do_not_share_the_file(tmp_path: Path
     (problem,) = json.loads(result.stdout)["shared"]
     assert problem["file"].endswith("keystone-exchange.yaml")
     assert "pinecrest-keystone" in problem["error"] and "encryption.recipient_fingerprint" in problem["error"]
+
+
+def test_one_employer_of_an_aggregated_file_is_not_previewed_alone(tmp_path: Path) -> None:
+    census, _ = _census(tmp_path, "c.csv", 10, 1)
+    code, result = _invoke(_env(tmp_path), "preview", "cedar-grove-keystone", "--census", str(census),
+                           "--out", str(tmp_path / "out"))
+    assert code == 2 and "preview-aggregate" in result["message"]
+
+
+@pytest.mark.parametrize("name", ["{file}.{date}", "{file}.{}", "notice", "{file}}", "../{file}"])
+def test_a_notice_name_takes_only_the_file_placeholder(name: str) -> None:
+    import pydantic
+
+    from carrierfeeds.config.mapping import FileNotice
+
+    with pytest.raises(pydantic.ValidationError):
+        FileNotice(file_name=name)
+    assert FileNotice(file_name="{file}.summary").file_name == "{file}.summary"

@@ -332,6 +332,9 @@ class FileNotice(_Model):
     def _plain(cls, v: str) -> str:
         if "/" in v or "\\" in v or v.startswith(".") or "{file}" not in v:
             raise ValueError("must be a plain file name containing {file}")
+        if set(re.findall(r"{(\w*)}", v)) != {"file"} or v.replace("{file}", "").count("{") + v.replace(
+                "{file}", "").count("}"):
+            raise ValueError("{file} is the only placeholder")
         return v
 
 

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from carrierfeeds.errors import CensusRejected, TransientError
+from carrierfeeds.errors import CensusRejected, ConfigError, TransientError
 from carrierfeeds.files import write_private
 from carrierfeeds.run.gate import GateVerdict, check_file
 from carrierfeeds.run.render import RenderedFile, render_file
@@ -32,6 +32,9 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
+    if mapping.aggregation is not None:  # what the run does: never a file of this employer alone
+        raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} (mapping "
+                          "aggregation): preview that file with `carrierfeeds preview-aggregate`", field="mapping_id")
     frame = read_census(census, bundle.schema)
     key_file = settings.resolved_token_key_file
     # Tokens only label findings; without the deployment's key a throwaway one is used, never written.
