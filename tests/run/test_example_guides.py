@@ -185,3 +185,26 @@ def test_a_notice_name_takes_only_the_file_placeholder(name: str) -> None:
     with pytest.raises(pydantic.ValidationError):
         FileNotice(file_name=name)
     assert FileNotice(file_name="{file}.summary").file_name == "{file}.summary"
+
+
+def test_each_employer_keeps_its_own_authorisation(tmp_path: Path) -> None:
+    """Pinecrest authorises dental only, Cedar Grove not until next year: the file holds Pinecrest's
+    dental lines alone, and says Cedar Grove is left out as not authorised."""
+    feeds = tmp_path / "feeds"
+    shutil.copytree(ROOT / "feeds", feeds)
+    pine, cedar = feeds / "pinecrest-keystone.yaml", feeds / "cedar-grove-keystone.yaml"
+    pine.write_text(pine.read_text().replace("plans: [MED-PPO, MED-HDHP, DEN-STD]", "plans: [DEN-STD]"))
+    cedar.write_text(cedar.read_text().replace("effective_from: 2025-01-01", "effective_from: 2027-01-01"))
+    a, _ = _census(tmp_path, "a.csv", 30, 21, "C")
+    b, _ = _census(tmp_path, "b.csv", 30, 22, "P")
+    code, result = _invoke(_env(tmp_path, feeds=feeds), "preview-aggregate", "keystone-exchange", "--census",
+                           f"cedar-grove-keystone={a}", "--census", f"pinecrest-keystone={b}",
+                           "--out", str(tmp_path / "out"))
+    assert code == 0, result
+    assert [(e["feed_id"], e["status"], e["reason"]) for e in result["employers"]] == [
+        ("cedar-grove-keystone", "left_out", "not_authorized"), ("pinecrest-keystone", "included", None)]
+    (entry,) = result["files"]
+    data = (tmp_path / "out" / entry["name"]).read_bytes()
+    lines = {line.split(b"*")[3] for line in data.split(b"\n") if line.startswith(b"HD*")}
+    assert lines == {b"DEN"} and b"CEDAR GROVE" not in data and b"REF*0F*C" not in data
+    assert entry["transaction_sets"] == 1 and entry["conformance"]["verdict"] == "passed"
