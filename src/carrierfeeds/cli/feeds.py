@@ -53,7 +53,12 @@ def feeds_check(
     known: set[str] = set()
     for mapping_path in sorted(settings.mappings_dir.glob("*.yaml")):
         try:
-            known.update(load_mapping(mapping_path).plans)
+            loaded = load_mapping(mapping_path)
+            known.update(loaded.plans)
+            if loaded.aggregation is not None:  # its employers' feeds must share one file's key and target
+                from carrierfeeds.run.aggregate import aggregate_bundles
+
+                aggregate_bundles(settings, loaded.mapping_id)
         except ConfigError as exc:
             shared.append({"file": str(mapping_path), "ok": False, "error": exc.message})
     schemas: dict[str, CensusSchema] = {}

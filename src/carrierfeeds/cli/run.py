@@ -127,6 +127,11 @@ def generate_census_cmd(
     seed: Annotated[int, typer.Option(help="random seed: same seed, same census")] = 1,
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("census.csv"),
     as_of: Annotated[str | None, typer.Option(help="reference day YYYY-MM-DD; default today (UTC)")] = None,
+    volumes: Annotated[bool, typer.Option("--volumes", help="also basic life, short- and long-term disability "
+                                                            "lines (LIFE-BASIC, STD-CORE, LTD-CORE) with benefit "
+                                                            "amounts, premiums and a few EOI holds")] = False,
+    id_prefix: Annotated[str, typer.Option(help="one to three letters starting every member id; give each "
+                                                "employer of an aggregated carrier file its own")] = "E",
 ) -> None:
     """Write a synthetic employer census (fake but well-formed values; never real people)."""
     from carrierfeeds.census.generate import generate_census, write_census_csv
@@ -134,7 +139,11 @@ def generate_census_cmd(
     day = _parse_day(as_of) if as_of else _utcnow().date()
     with progress_display(f"generate-census {members} people", 2):
         step("generate")
-        frame = generate_census(members, seed, as_of=day)
+        try:
+            frame = generate_census(members, seed, as_of=day, volumes=volumes, id_prefix=id_prefix)
+        except ValueError as exc:
+            _fail(ConfigError(str(exc), field="--id-prefix"), False)
+            return
         step("write CSV")
         write_census_csv(frame, out)
     typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
@@ -272,3 +281,49 @@ def preview(
     raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)
 
 
+
+
+@app.command("preview-aggregate")
+def preview_aggregate_cmd(
+    mapping_id: Annotated[str, typer.Argument(help="an aggregation mapping (file name without .yaml): one "
+                                                   "carrier file for every feed naming it")],
+    census: Annotated[list[str], typer.Option(help="FEED_ID=PATH, once per employer with a census tonight")],
+    out: Annotated[Path, typer.Option(help="folder for the file (created 0700; the file 0600, unencrypted)")],
+    full: Annotated[bool, typer.Option("--full", help="changes-mode mappings: every employer's full file "
+                                                      "(030) instead of its changes")] = False,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today (UTC)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="per employer: included or left out (by reason), "
+                                                         "members; the file's conformance verdict")] = False,
+) -> None:
+    """See tonight's aggregated carrier file: one interchange, one transaction set per employer.
+
+    Each employer's census is validated and built as its own feed would be; under the mapping's
+    ``on_employer_failure: isolate`` a rejected or unauthorised employer is left out and the others go.
+    Nothing is sent or recorded. Exit 0 when the gate passes (or there is nothing to send), 1 when an
+    employer's census is rejected under ``reject_all``, 2 on a usage or configuration error, 3 when the
+    gate fails or an employer has not authorised the carrier under ``reject_all``.
+    """
+    from carrierfeeds.run.aggregate import preview_aggregate
+
+    settings = Settings()
+    try:
+        pairs = dict(item.split("=", 1) for item in census if "=" in item)
+        if len(pairs) != len(census):
+            raise ConfigError("--census takes FEED_ID=PATH", field="--census")
+        as_of = _parse_day(day) if day else _utcnow().date()
+        folder = _private_out(out)
+        result = preview_aggregate(settings, mapping_id, {k: Path(v) for k, v in pairs.items()}, folder,
+                                   as_of=as_of, now=_utcnow(), full=full)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    lines = [f"PREVIEW carrier file {mapping_id}  interval {result['interval_start']}: nothing sent, nothing recorded"]
+    for e in result["employers"]:
+        lines.append(f"  {e['feed_id']}: {e['status']}" + (f" ({e['reason']})" if e["reason"] else
+                                                            f", {e['members']} members"))
+    for f in result["files"]:
+        lines += [f"file: {folder / f['name']}  ({f['bytes']} bytes, {f['transaction_sets']} transaction sets, "
+                  f"{f['members']} members)", f"conformance: {f['conformance']['verdict']}"]
+    lines.append("the file above holds member data unencrypted: delete it when done")
+    _emit(result, as_json, lines)
+    raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)
