@@ -147,7 +147,8 @@ def validate(
         tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
         result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                                  source_name=census.name, plans=plan_catalogue(settings, bundle),
-                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans,
+                                                               output_format=bundle.feed.output.format))
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -162,7 +163,11 @@ def validate(
              f"(rules as of {as_of.isoformat()})",
              f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
              *([f"left out as expected: {_by_reason(result.excluded)}"] if result.excluded else []),
-             *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
+             *[f"warning: {w}" for w in result.warnings],
+             *(["by rule:"] if result.rule_counts else []),
+             *[f"  {rule:<28} {n:>7}  {cols}" for rule, cols, n in result.by_rule()],
+             *[f"  row {f.row:>7}  {f.member_token}  {result.label(f.column):<18} {f.rule:<28} {f.message}"
+               + (f" (code in the file: {f.value!r})" if f.value is not None else "")
                for f in result.findings[:50]],
              *([f"  ... and {len(result.findings) - 50} more (see --report)"] if len(result.findings) > 50 else []),
              f"policy {bundle.feed.validation.policy}: {'REJECTED' if outcome.rejected else 'accepted'}"

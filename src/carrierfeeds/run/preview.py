@@ -39,7 +39,8 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
                  else MemberTokenizer(os.urandom(KEY_BYTES)))
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                              source_name=census.name, plans=plan_catalogue(settings, bundle),
-                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
+                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans,
+                                                           output_format=feed.output.format))
     outcome = apply_policy(frame, report, feed.validation)
     validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members,

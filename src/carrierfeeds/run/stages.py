@@ -183,7 +183,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         # With the carrier's rules: whatever the build could not take is refused here, by row and rule.
-        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans)
+        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans,
+                                        output_format=ctx.bundle.feed.output.format)
         report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                                   as_of=ctx.ref.interval_start, source_name=source_name,
                                                   plans=plan_catalogue(ctx.settings, ctx.bundle), carrier=carrier)
