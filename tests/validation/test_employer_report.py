@@ -195,6 +195,20 @@ def test_a_title_row_above_the_headers_keeps_the_files_row_numbers(tmp_path: Pat
     assert code == 1 and json.loads(out)["row"] == 1 and "header_row" in json.loads(out)["message"]
 
 
+def test_a_sql_source_refuses_a_schema_with_a_title_row(tmp_path: Path) -> None:
+    """The query's column names are the CSV's row 1: a header_row above 1 would skip them."""
+    from carrierfeeds.census.sql_source import query_to_csv
+    from carrierfeeds.config import CensusSchema
+    from carrierfeeds.errors import ConfigError
+
+    schema = CensusSchema(schema_id="titled", suite="census-v1.suite.json", header_row=3)
+    with pytest.raises(ConfigError, match="header_row 1"):
+        query_to_csv("sqlite://", "SELECT 1", tmp_path / "census.csv", schema, name="acme-hr")
+    with pytest.raises(ValueError, match="header_row applies to csv and xlsx"):
+        CensusSchema.model_validate({"schema_id": "fw", "suite": "s.json", "format": "fixed_width", "header_row": 2,
+                                     "fixed_width": {"fields": [{"column": "member_id", "start": 1, "width": 9}]}})
+
+
 def test_validate_refuses_what_the_flat_files_code_table_would_refuse_in_the_run(tmp_path: Path) -> None:
     """A code table keyed in another case than the build's values ("Emp" for HD05 EMP): the render refuses
     it, so validate must find it first, by row; a quarantined family then leaves the rest to go."""
