@@ -235,6 +235,31 @@ def test_validate_refuses_what_the_flat_files_code_table_would_refuse_in_the_run
     assert code == 0, out
 
 
+def test_validate_refuses_a_relationship_the_carriers_mapping_does_not_take(tmp_path: Path) -> None:
+    """A suite that allows domestic partners (DP) and a mapping whose relationship_codes do not list DP:
+    the build refuses such a row, so validate must; the rest of the families go."""
+    env = _config(tmp_path)
+    suite_path = Path(env["CARRIERFEEDS_SCHEMAS_DIR"]) / "census-v1.suite.json"
+    suite = json.loads(suite_path.read_text())
+    for expectation in suite["expectations"]:
+        if expectation["kwargs"].get("column") == "relationship" and "value_set" in expectation["kwargs"]:
+            expectation["kwargs"]["value_set"].append("DP")
+    suite_path.write_text(json.dumps(suite))
+    frame = generate_census(40, 3, as_of=DAY)
+    vision = frame.index[(frame["plan_code"] == "VIS-STD") & (frame["relationship"] == "SP")]
+    frame.loc[vision[0], "relationship"] = "DP"
+    census = _write(frame, tmp_path / "census_20261120.csv")
+    code, out = _validate(env, census, "--json", feed="acme-clearview-vision")
+    assert code == 0, out  # policy quarantine: the family waits, the rest go
+    found = [(f["row"], f["column"], f["rule"], f.get("value")) for f in json.loads(out)["findings"]]
+    assert found == [(int(vision[0]) + 2, "relationship", "relationship_code", "DP")], out
+    assert "relationship_codes: EE, SP, CH" in json.loads(out)["findings"][0]["message"]
+    result = runner.invoke(app, ["preview", "acme-clearview-vision", "--census", str(census), "--date",
+                                 DAY.isoformat(), "--out", str(tmp_path / "preview"), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["validation"]["held_back_members"] >= 2
+
+
 @pytest.mark.parametrize("value", ["EMP", "Emp+Kids", "PPO 500", "Dental (basic)"])
 def test_codes_look_like_codes(value: str) -> None:
     from carrierfeeds.validation.report import shows_as_code

@@ -304,8 +304,15 @@ def build_rules(census: pd.DataFrame, columns: EncodedColumns, carrier: CarrierR
         empty = fold_column(coded.uniques, 50).values == ""
         add(np.asarray(empty, dtype=bool), coded, c, "empty_identifier", "has no usable identifier")
     relationship = columns.coded("relationship")
-    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
-        relationship, "relationship", "relationship_code", "relationship must be a canonical code (EE, SP, CH, ...)")
+    if carrier is None:
+        add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
+            relationship, "relationship", "relationship_code",
+            "relationship must be a canonical code (EE, SP, CH, ...)")
+    else:  # the build takes only the relationships the carrier's mapping lists (its relationship_codes)
+        taken = [code for code, _ in carrier.ins02]
+        add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(taken), dtype=bool),
+            relationship, "relationship", "relationship_code",
+            f"relationship the carrier's mapping does not take (its relationship_codes: {', '.join(taken)})")
     if carrier is not None:
         for c, most in (("last_name", carrier.last_name_max), ("first_name", carrier.first_name_max)):
             if visible(c):
