@@ -260,6 +260,27 @@ def test_validate_refuses_a_relationship_the_carriers_mapping_does_not_take(tmp_
     assert json.loads(result.output)["validation"]["held_back_members"] >= 2
 
 
+def test_validate_fails_a_census_the_runs_build_would_refuse(tmp_path: Path) -> None:
+    """A value only the build reads in its own form (here tobacco use, sent because the mapping asks for
+    HLH): the run fails at build, whatever the policy, so validate fails too, naming row, column, rule."""
+    mapping = yaml.safe_load((ROOT / "mappings" / "sunrise-health.yaml").read_text())
+    env = _config(tmp_path, mapping=("sunrise-health", {"contact": {"tobacco_use": True},
+                                                        "allowlist": [*mapping["allowlist"], "tobacco_use"]}))
+    frame = generate_census(40, 3, as_of=DAY)
+    sent = frame.index[frame["plan_code"] == "MED-PPO"]
+    frame.loc[sent[1], "tobacco_use"] = "SOMETIMES"
+    code, out = _validate(env, _write(frame, tmp_path / "census.csv"), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["rejected"], out
+    assert [(f["row"], f["column"], f["rule"]) for f in data["findings"]] == [
+        (int(sent[1]) + 2, "tobacco_use", "tobacco_use")]
+    assert data["findings"][0]["member_token"].startswith("m_") and "SOMETIMES" not in out
+    assert "the run's build refuses" in data["findings"][0]["message"]
+    frame.loc[sent[1], "tobacco_use"] = "n"
+    code, out = _validate(env, _write(frame, tmp_path / "census.csv"), "--json")
+    assert code == 0, out
+
+
 @pytest.mark.parametrize("value", ["EMP", "Emp+Kids", "PPO 500", "Dental (basic)"])
 def test_codes_look_like_codes(value: str) -> None:
     from carrierfeeds.validation.report import shows_as_code
