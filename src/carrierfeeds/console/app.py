@@ -239,11 +239,11 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
             raise HTTPException(status_code=403, detail="confirming a hand-off needs the edit permission")
         if not csrf_ok(key(), who.session, csrf):
             raise HTTPException(status_code=403, detail="missing or stale form token; reload the page")
-        now = clock()
+        if not method.strip() or not received_by.strip():
+            raise HTTPException(status_code=422, detail="say how the file was handed over and who received it")
         try:
-            record = the_ledger.confirm_handoff(delivery_id, by=who.name, method=method.strip(), now=now)
-            the_ledger.audit(actor=who.name, action="handoff_received_by", object_type="delivery",
-                             object_id=delivery_id, reason=received_by.strip() or None, now=now)
+            record = the_ledger.confirm_handoff(delivery_id, by=who.name, method=method.strip(),
+                                                received_by=received_by.strip(), now=clock())
         except UnknownRecord:
             raise HTTPException(status_code=404, detail="no such delivery") from None
         except CarrierFeedsError as exc:
