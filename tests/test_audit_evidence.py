@@ -294,3 +294,63 @@ def test_unknown_filter_values_are_usage_errors_naming_the_allowed_ones(ledger: 
     assert runner.invoke(app, ["audit", "log", "--since", "2026-05-09", "--until", "2026-05-01"]).exit_code == 2
     good = runner.invoke(app, ["audit", "log", "--carrier", "sunrise", "--status", "delivered"])
     assert good.exit_code == 0 and good.output.strip().endswith("1 deliveries")
+
+
+# ------------------------------------------------------------------------------------ a real run
+@pytest.mark.slow
+def test_a_real_run_records_what_it_disclosed_to_whom_under_which_authority(
+        sftp_workspace: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpg, sshd and the demo feed: the delivery's disclosure names the fields present and the config
+    files' hashes, its member index finds each authorised member by token, and no census value shows."""
+    import pandas as pd
+
+    from carrierfeeds.files import sha256_file
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.stages import run_feed
+    from carrierfeeds.settings import open_ledger
+
+    ws = sftp_workspace
+    day = date(2026, 11, 19)
+    census = ws.write_census(members=40, seed=5, as_of=day)
+
+    def clock() -> datetime:
+        return datetime(2026, 11, 19, 7, 30, tzinfo=UTC)
+
+    summary = run_feed(ws.settings, RunRef.for_day(ws.feed.feed_id, day), clock=clock, actor="test")
+    assert summary.status == "delivered", summary.error
+    ledger = open_ledger(ws.settings)
+    (line,) = delivery_lines(ledger)
+    assert line.authorisation_reference == ws.feed.authorization.reference == "MSA-2024-017 §4"
+    (disclosed,) = ledger.disclosures().values()
+    assert disclosed.delivery_id == line.delivery_id and disclosed.members == summary.members
+    assert set(disclosed.fields) <= set(disclosed.allowlist) and {"member_id", "last_name"} <= set(disclosed.fields)
+    bundle_files = {"feed": ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml",
+                    "mapping": ws.settings.mappings_dir / f"{ws.feed.mapping_id}.yaml",
+                    "schema": ws.settings.schemas_dir / f"{ws.feed.census.schema_id}.yaml"}
+    for name, path in bundle_files.items():
+        assert disclosed.hashes[name] == sha256_file(path), name
+    assert ledger.verify_chain().ok
+
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    sent = frame["plan_code"].isin(ws.feed.authorization.plans)
+    tokenizer = MemberTokenizer.from_key_file(ws.settings.resolved_token_key_file)
+    carried = [m for m in frame.loc[sent, "member_id"].unique()]
+    assert carried and "E9999999" not in set(frame["member_id"])
+    for member in carried[:5]:
+        (hit,) = member_deliveries(ledger, tokenizer.token(member))
+        assert hit.delivery_id == line.delivery_id and hit.isa13 == summary.isa13 and hit.maintenance_types
+    assert member_deliveries(ledger, tokenizer.token("E9999999")) == []
+
+    monkeypatch.setenv("CARRIERFEEDS_DATA_DIR", str(ws.settings.data_dir))
+    monkeypatch.setenv("CARRIERFEEDS_FEEDS_DIR", str(ws.settings.feeds_dir))
+    monkeypatch.setenv("CARRIERFEEDS_LEDGER_URL", str(ws.settings.ledger_url))
+    views = [runner.invoke(app, ["audit", "member", tokenizer.token(carried[0]), "--json"]),
+             runner.invoke(app, ["audit", "disclosures", "--json"]),
+             runner.invoke(app, ["audit", "log", "--format", "csv"])]
+    assert all(v.exit_code == 0 for v in views), [v.output for v in views]
+    values = {v for c in ("member_id", "first_name", "last_name", "ssn", "dob", "address1", "city") if c in frame
+              for v in frame[c] if len(v) >= 5}
+    for view in views:
+        leaked = [v for v in values if v in view.output]
+        assert leaked == [], f"{len(leaked)} census values in an audit view"
+    ledger.close()
