@@ -210,16 +210,19 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
 
     @app.get("/audit/member", response_class=HTMLResponse, name="member")
     def member(request: Request, who: Who, token: str = "") -> HTMLResponse:
+        from carrierfeeds.audit import member_deliveries
         from carrierfeeds.console.queries import find_member_token
 
-        problem, hits = None, None
+        problem, hits, deliveries = None, None, None
         if token:
             try:
                 hits = find_member_token(settings, token)
             except ValueError as exc:
                 problem = str(exc)
+            else:
+                deliveries = member_deliveries(ledger(), token)
         return render(request, "member.html", who, token=token if hits is not None else "", hits=hits,
-                      problem=problem, status_code=422 if problem else 200)
+                      deliveries=deliveries, problem=problem, status_code=422 if problem else 200)
 
     # ------------------------------------------------------------------------------ hand-offs
     @app.get("/handoffs", response_class=HTMLResponse, name="handoffs")
