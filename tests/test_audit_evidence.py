@@ -37,7 +37,7 @@ HASHES = {"feed_sha256": sha256_hex("feed"), "mapping_sha256": sha256_hex("mappi
 
 
 def _at(day: int, hour: int, minute: int = 0) -> datetime:
-    return datetime(2026, 5, 4 + day, hour, minute, tzinfo=UTC)
+    return datetime(2026, 5, 4, hour, minute, tzinfo=UTC) + timedelta(days=day)
 
 
 @pytest.fixture
@@ -354,3 +354,48 @@ def test_a_real_run_records_what_it_disclosed_to_whom_under_which_authority(
         leaked = [v for v in values if v in view.output]
         assert leaked == [], f"{len(leaked)} census values in an audit view"
     ledger.close()
+
+
+# --------------------------------------------------------------------- migration and retention
+def test_rows_chained_before_0007_keep_their_hashes_after_the_upgrade(ledger_url: str) -> None:
+    """Late columns are hashed only when set: an authorisation and an outcome chained at 0005 still verify."""
+    from alembic import command
+    from alembic.config import Config
+
+    from carrierfeeds.ledger import MIGRATIONS
+    from carrierfeeds.ledger import models as m
+
+    old = Ledger.open(ledger_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+    with old._write() as tx:  # rows as the 0005 code wrote them: no reference, no received_by
+        tx.append(m.authorisations, {"feed_id": "acme-sunrise", "employer_id": "acme", "carrier_id": "sunrise",
+                                     "plans": '["MED"]', "effective_from": date(2026, 1, 1), "effective_to": None,
+                                     "content_sha256": sha256_hex("x"), "recorded_by": "airflow", "reason": None,
+                                     "at": _at(0, 1)})
+        tx.append(m.audit_events, {"actor": "ops", "action": "note", "object_type": "feed", "object_id": "acme",
+                                   "reason": None, "detail": "{}", "at": _at(0, 1)})
+    old.upgrade()
+    assert old.verify_chain().ok and old.verify_chain().rows_checked == 2
+    _authorise(old, "acme-sunrise", "acme", "sunrise", reference="MSA-2024-017 §4", at=_at(0, 2))
+    _delivery(old, "acme-sunrise", 1, disclosure=_disclosure(["A"], ["021"]), outcomes=[("delivered", {})])
+    assert old.verify_chain().ok
+    old.close()
+
+
+def test_a_purge_removes_a_runs_disclosure_and_member_index_with_it(ledger: Ledger) -> None:
+    _authorise(ledger, "acme-sunrise", "acme", "sunrise")
+    many = [f"E{n:06d}" for n in range(9000)]
+    old = _disclosure(many, ["030"] * len(many))
+    assert len(old.members.buckets) == 4
+    _delivery(ledger, "acme-sunrise", 0, disclosure=old, outcomes=[("delivered", {})])
+    _, kept = _delivery(ledger, "acme-sunrise", 40, disclosure=_disclosure(["E000001"], ["001"]),
+                        outcomes=[("delivered", {})])
+    purged = ledger.purge_metadata(cutoff=_at(20, 0), actor="retention", now=_at(60, 0))
+    assert purged.counts["disclosures"] == 1 and purged.counts["disclosed_members"] == 4
+    assert list(ledger.disclosures()) == [kept]
+    assert list(ledger.deliveries_of_member(TOKENS.token("E000001"))) == [kept]
+    assert ledger.verify_chain().ok
