@@ -399,3 +399,19 @@ def test_a_purge_removes_a_runs_disclosure_and_member_index_with_it(ledger: Ledg
     assert list(ledger.disclosures()) == [kept]
     assert list(ledger.deliveries_of_member(TOKENS.token("E000001"))) == [kept]
     assert ledger.verify_chain().ok
+
+
+def test_report_and_log_show_who_received_a_handoff_and_the_fields(ledger: Ledger) -> None:
+    from carrierfeeds.audit import lines_to_csv
+
+    _authorise(ledger, "acme-paper", "acme", "paperco")
+    _, delivery = _delivery(ledger, "acme-paper", 0, disclosure=_disclosure(["A"], ["030"]), transport="manual",
+                            outcomes=[("pending_handoff", {"remote_path": "/outbox/f.pdf"})], run_status="running")
+    ledger.confirm_handoff(delivery, by="jane.ops", method="courier", received_by="R. Okafor", now=_at(0, 5))
+    report = build_report(ledger, since=DAY0, until=DAY0, generated_at=_at(1, 0))
+    (handed,) = [n for n in report.notable if n.kind == "handoff_confirmed"]
+    assert handed.reason == "courier; received by R. Okafor" and handed.feed_id == "acme-paper"
+    (line,) = delivery_lines(ledger)
+    assert line.received_by == "R. Okafor"
+    csv_text = lines_to_csv([line])
+    assert "first_name member_id" in csv_text and "R. Okafor" in csv_text

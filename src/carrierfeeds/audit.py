@@ -1,4 +1,6 @@
-"""Auditors' views of the ledger: delivery lines, one run's history, and a period report (HTML or PDF).
+"""Auditors' views of the ledger: delivery lines, one run's history, a period report (HTML or PDF), and
+the evidence of each disclosure: which deliveries carried a member (by token), which fields each carrier
+was sent under which config, and under which authorisation (with the employer's document it rests on).
 
 Queries read the ledger and return frozen values; formatting and rendering take those values and
 return text or bytes, with the clock passed in. Everything shown comes from the ledger, which holds
@@ -333,6 +335,7 @@ def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
     for line in lines:
         row = line.as_dict()
         row.update({f"ins03_{t}": line.maintenance_count(t) for t in MAINTENANCE_TYPES})
+        row["fields_disclosed"] = None if line.fields_disclosed is None else " ".join(line.fields_disclosed)
         writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _inert(row[c])
                          for c in LOG_COLUMNS])
     return out.getvalue()
@@ -537,14 +540,19 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
             ln = by_delivery[o.delivery_id]
             why = o.reason or ": ".join(x for x in (o.error_code, o.message) if x)
             notable.append(Notable(o.at, o.status, ln.feed_id, o.delivery_id, o.actor, why))
+    handed = [a.object_id for a in audit_events if a.action == "handoff_confirmed"]
+    receivers = {o.delivery_id: o.received_by for o in ledger.delivery_outcomes(delivery_ids=handed)
+                 if o.status == DeliveryStatus.HANDED_OFF and o.received_by} if handed else {}
     for a in audit_events:
-        if a.action in ("forced_resend", "handoff_confirmed"):
+        if a.action == "forced_resend":
             continue  # shown through its outcome, with the same reason
         about = every_delivery.get(a.object_id) if a.object_type == "delivery" else None
         feed = a.object_id if a.object_type == "feed" else about.feed_id if about is not None else ""
         why = a.reason or ""
         if a.action == "forced_resend_failed":
             why = f"{why or 'no reason given'}; error={a.detail.get('error_code', '?')}"
+        if a.action == "handoff_confirmed" and a.object_id in receivers:
+            why = f"{why}; received by {receivers[a.object_id]}"
         notable.append(Notable(a.at, a.action, feed, f"{a.object_type}:{a.object_id}", a.actor,
                                why or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
     for r in runs:
