@@ -107,6 +107,8 @@ def test_member_index_finds_each_member_in_its_bucket_and_nothing_else() -> None
     assert (small.bits, small.members, len(small.buckets)) == (0, 2, 1)
     with pytest.raises(LedgerError):
         MemberIndex.pack(["123-45-6789"], ["021"])  # only tokens go in, never an id
+    with pytest.raises(LedgerError):
+        MemberIndex.pack([TOKENS.token("A")], ["Smith"])  # and maintenance codes, never a value
 
 
 def test_audit_member_lists_every_delivery_that_carried_a_member(ledger: Ledger, cli_env: Path) -> None:

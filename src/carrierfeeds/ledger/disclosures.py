@@ -48,6 +48,26 @@ def _token_int(token: str) -> int:
                           details={"field": "member_token"}) from None
 
 
+def _token_ints(tokens: Sequence[str]) -> np.ndarray:
+    """Many tokens as unsigned 64-bit integers, each checked for its shape."""
+    width = len(_TOKEN_PREFIX) + _TOKEN_HEX
+    if not all(isinstance(t, str) and len(t) == width and t.startswith(_TOKEN_PREFIX) for t in tokens):
+        raise LedgerError("a member token is m_ followed by 16 hex digits", details={"field": "member_token"})
+    try:
+        raw = bytes.fromhex("".join(t[len(_TOKEN_PREFIX):] for t in tokens))
+    except ValueError:
+        raise LedgerError("a member token is m_ followed by 16 hex digits",
+                          details={"field": "member_token"}) from None
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+
+
+def _code(code: str) -> int:
+    """An INS03 maintenance type code (three digits) as the byte the index keeps."""
+    if not isinstance(code, str) or len(code) != 3 or not code.isdigit():
+        raise LedgerError("a maintenance type code is three digits", details={"field": "ins03"})
+    return int(code)
+
+
 def is_member_token(value: str) -> bool:
     try:
         _token_int(value)
@@ -69,10 +89,15 @@ class MemberIndex:
         """Pack (token, INS03 code) pairs; duplicates collapse to one entry."""
         if len(tokens) != len(codes):
             raise LedgerError("member index: one maintenance code per token", details={"field": "members"})
-        arr = np.empty(len(tokens), dtype=_ENTRY)
-        arr["token"] = np.fromiter((_token_int(t) for t in tokens), dtype=np.uint64, count=len(tokens))
-        arr["code"] = np.fromiter((int(c) for c in codes), dtype=np.uint8, count=len(codes))
-        arr = np.unique(arr)  # sorted by token, then code
+        keys = _token_ints(tokens)
+        values = {c: _code(c) for c in set(codes)}
+        code_arr = np.fromiter((values[c] for c in codes), dtype=np.uint8, count=len(codes))
+        order = np.lexsort((code_arr, keys))  # by token, then code
+        keys, code_arr = keys[order], code_arr[order]
+        keep = np.ones(len(keys), dtype=bool)
+        keep[1:] = (keys[1:] != keys[:-1]) | (code_arr[1:] != code_arr[:-1])
+        arr = np.empty(int(keep.sum()), dtype=_ENTRY)
+        arr["token"], arr["code"] = keys[keep], code_arr[keep]
         bits = 0
         while bits < MAX_BITS and len(arr) > BUCKET_TARGET << bits:
             bits += 1
@@ -84,7 +109,7 @@ class MemberIndex:
             bounds = [*edges.tolist(), len(arr)]
             parts = {b: arr[bounds[b]:bounds[b + 1]] for b in range(1 << bits) if bounds[b + 1] > bounds[b]}
         return cls(bits=bits, buckets={b: base64.b64encode(p.tobytes()).decode("ascii") for b, p in parts.items()},
-                   members=len(np.unique(arr["token"])))
+                   members=int(np.count_nonzero(np.diff(arr["token"].astype(np.uint64)) != 0) + 1) if len(arr) else 0)
 
     def as_json(self) -> dict[str, Any]:
         return {"bits": self.bits, "members": self.members, "buckets": {str(k): v for k, v in self.buckets.items()}}
