@@ -19,6 +19,7 @@ def test_feed_history_shows_fields_hashes_and_reference(client: TestClient) -> N
     assert REFERENCE in page
     audit = client.get("/audit", headers=HTML).text
     assert REFERENCE in audit and "none recorded" in audit  # the older authorisation names none
+    assert "first_name (1), last_name (1), member_id (1)" in audit and ">dob<" in audit  # allowed, never sent
 
 
 def test_member_page_lists_the_deliveries_that_carried_the_token(client: TestClient) -> None:

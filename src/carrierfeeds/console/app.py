@@ -174,11 +174,14 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
             chain = chain_status(heads)
         except CarrierFeedsError as exc:
             chain = chain_status((), problem=exc.message)
+        from carrierfeeds.audit import disclosure_lines, feed_parties
+
         today = clock().date()
         seq, head = ledger().chain_head()
         return render(request, "audit.html", who, chain=chain, head_seq=seq, head_hash=head,
                       auths=ledger().authorisations(), since=(today.replace(day=1)).isoformat(),
-                      until=today.isoformat())
+                      until=today.isoformat(),
+                      disclosures=disclosure_lines(ledger(), parties=feed_parties(ledger())))
 
     @app.get("/audit/report", name="report")
     def report(request: Request, who: Who, since: date, until: date,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from carrierfeeds.errors import PermanentError
 from carrierfeeds.files import sha256_file
@@ -45,7 +46,10 @@ def fields_present(enrollment: Enrollment) -> tuple[str, ...]:
         if not src or src in out:
             continue
         values = table[col]
-        if bool((values.notna() & (values.astype("str") != "")).any()):
+        present = values.notna()
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            present &= values.ne("")
+        if bool(present.any()):
             out.add(src)
     return tuple(sorted(out))
 
