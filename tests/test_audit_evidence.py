@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -182,6 +183,12 @@ def test_disclosures_report_fields_counts_and_config_per_carrier(ledger: Ledger,
     assert feed["fields"] == {"dob": 1, "first_name": 1, "member_id": 2} and feed["member_disclosures"] == 4
     page = out.read_text()
     assert "first_name (1)" in page and "last_name" in page  # allowed, never sent
+    pdf = cli_env / "disclosures.pdf"
+    assert runner.invoke(app, ["audit", "disclosures", "--out", str(pdf)]).exit_code == 0
+    read = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+    assert "first_name (1)" in read and "sunrise" in read and "northwind" in read
+    assert runner.invoke(app, ["audit", "disclosures", "--out", str(cli_env / "d.txt")]).exit_code == 2
     text = runner.invoke(app, ["audit", "disclosures"])
     assert text.exit_code == 0 and "allowed but never sent: last_name" in text.output
     bad = runner.invoke(app, ["audit", "disclosures", "--carrier", "sunrize"])

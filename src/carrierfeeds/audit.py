@@ -919,6 +919,41 @@ def render_disclosures_html(lines: Sequence[DisclosureLine], *, since: date | No
 """
 
 
+def render_disclosures_pdf(lines: Sequence[DisclosureLine], *, since: date | None, until: date | None,
+                           generated_at: datetime) -> bytes:
+    """The minimum-necessary report as a PDF (reportlab), the same table as the HTML page."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    styles = getSampleStyleSheet()
+    cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
+    esc = html.escape
+    period = f"{since or 'the start'} to {until or 'now'}"
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=landscape(A4), leftMargin=15 * mm, rightMargin=15 * mm,
+                            topMargin=15 * mm, bottomMargin=15 * mm, title=f"carrierfeeds disclosures {period}",
+                            author="carrierfeeds", invariant=True)
+    head = ["carrier", "employer", "feed", "files", "member disclosures", "largest file", "fields disclosed (files)",
+            "allowed, never sent", "without record"]
+    rows = [[ln.carrier_id, ln.employer_id, Paragraph(esc(ln.feed_id), cell), str(ln.files),
+             str(ln.member_disclosures), str(ln.largest_file_members),
+             Paragraph(esc(", ".join(f"{k} ({n})" for k, n in ln.fields.items())), cell),
+             Paragraph(esc(", ".join(x for x in ln.allowlist if x not in ln.fields)) or "-", cell),
+             str(ln.files_without_record)] for ln in lines] or [["no delivered files in this period"] + [""] * 8]
+    table = Table([head, *rows], repeatRows=1, hAlign="LEFT",
+                  colWidths=[24 * mm, 22 * mm, 40 * mm, 12 * mm, 22 * mm, 18 * mm, 70 * mm, 36 * mm, 18 * mm])
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+                               ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+                               ("FONTSIZE", (0, 0), (-1, -1), 8), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    doc.build([Paragraph("Minimum necessary: fields disclosed per carrier", styles["Title"]),
+               Paragraph(f"Delivered files sent {esc(period)} (UTC). Generated {esc(_cell(generated_at))}.",
+                         styles["Normal"]), Spacer(1, 4 * mm), table])
+    return buf.getvalue()
+
+
 def authorisation_rows(ledger: Ledger, *, feed_id: str | None = None) -> list[dict[str, Any]]:
     """Every authorisation the ledger holds, oldest first, with the employer's document it rests on."""
     return [{"seq": a.seq, "feed_id": a.feed_id, "employer_id": a.employer_id, "carrier_id": a.carrier_id,

@@ -206,18 +206,18 @@ def audit_disclosures(
     carrier: Annotated[str | None, typer.Option(help="only this carrier id")] = None,
     since: Annotated[str | None, typer.Option("--from", help="first day YYYY-MM-DD (UTC), inclusive")] = None,
     until: Annotated[str | None, typer.Option("--to", help="last day YYYY-MM-DD (UTC), inclusive")] = None,
-    out: Annotated[Path | None, typer.Option(help="also write the report as report.html")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the report as report.html or report.pdf")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
 ) -> None:
     """Minimum necessary, per carrier and feed: the fields its delivered files carried, the allowlist,
     member counts and the config hashes they ran under. Exit 2 for an unknown carrier or a bad date."""
     from datetime import timedelta
 
-    from carrierfeeds.audit import disclosure_lines, feed_parties, render_disclosures_html
+    from carrierfeeds.audit import disclosure_lines, feed_parties, render_disclosures_html, render_disclosures_pdf
     from carrierfeeds.settings import open_ledger
 
-    if out is not None and out.suffix.lower() not in (".html", ".htm"):
-        raise typer.BadParameter("--out must end in .html")
+    if out is not None and out.suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise typer.BadParameter("--out must end in .html or .pdf")
     first, last = (_parse_day(since) if since else None), (_parse_day(until) if until else None)
     if first and last and last < first:
         raise typer.BadParameter("--to is before --from")
@@ -228,7 +228,9 @@ def audit_disclosures(
     end = _day_start(until)
     found = disclosure_lines(ledger, carrier_id=carrier, since=_day_start(since),
                              until=end + timedelta(days=1) if end else None, parties=parties)
-    if out is not None:
+    if out is not None and out.suffix.lower() == ".pdf":
+        out.write_bytes(render_disclosures_pdf(found, since=first, until=last, generated_at=_utcnow()))
+    elif out is not None:
         out.write_text(render_disclosures_html(found, since=first, until=last, generated_at=_utcnow()),
                        encoding="utf-8")
     lines = []
