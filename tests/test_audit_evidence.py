@@ -424,3 +424,42 @@ def test_report_and_log_show_who_received_a_handoff_and_the_fields(ledger: Ledge
     assert line.received_by == "R. Okafor"
     csv_text = lines_to_csv([line])
     assert "first_name member_id" in csv_text and "R. Okafor" in csv_text
+
+
+@pytest.mark.slow
+def test_deliver_refuses_a_file_whose_disclosure_record_is_missing(sftp_workspace: Any) -> None:
+    """Fail closed: without the build's disclosure record nothing is sent and no intent is written;
+    building again makes the record, and the file goes out with it."""
+    from carrierfeeds import run
+    from carrierfeeds.errors import PermanentError
+    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.disclosure import DISCLOSURE
+
+    ws = sftp_workspace
+    day = date(2026, 11, 19)
+    census = ws.write_census(members=12, seed=8, as_of=day)
+    ref = RunRef.for_day(ws.feed.feed_id, day)
+
+    def clock() -> datetime:
+        return datetime(2026, 11, 19, 7, 30, tzinfo=UTC)
+
+    def stage(fn: Any) -> Any:
+        ctx = run.open_run(ws.settings, ref, clock=clock, actor="test", ephemeral=True)
+        try:
+            return fn(ctx)
+        finally:
+            ctx.ledger.close()
+
+    for fn in (lambda c: run.stage_census(c, census), run.validate, run.build, run.conformance, run.encrypt):
+        stage(fn)
+    stage(lambda c: c.store.remove(c.feed_id, c.ref.interval_start, DISCLOSURE))
+    with pytest.raises(PermanentError, match="no disclosure record"):
+        stage(run.deliver)
+    assert list(ws.inbox.iterdir()) == []
+    ledger = Ledger.open(str(ws.settings.ledger_url))
+    assert ledger.deliveries() == []
+    for fn in (run.build, run.conformance, run.encrypt, run.deliver):
+        stage(fn)
+    (delivered,) = ledger.deliveries()
+    assert delivered.status == "delivered" and list(ledger.disclosures()) == [delivered.delivery_id]
+    ledger.close()
