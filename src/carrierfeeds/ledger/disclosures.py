@@ -8,8 +8,8 @@ The member index answers "which deliveries carried this member" from member toke
 the keyed hash of ``census.tokens``; never a member id). Each member is one 9-byte entry: the token's 8
 bytes and its INS03 maintenance code (001, 021, 024, 025, 030 fit in a byte). Entries are sorted and split
 by the token's leading ``bits`` into at most 2**bits buckets of about ``BUCKET_TARGET`` entries, one
-base64 row per non-empty bucket; a look-up reads one bucket per delivery and bisects it. A 1M-member file
-is 256 rows of ~4,000 entries (about 12 MB of text); a 100-member change file is one row.
+base64 row per non-empty bucket; a look-up reads one bucket per delivery and bisects it, so its cost is
+bounded by the bucket size however large the file, and a small change file is a single row.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from carrierfeeds.ledger.base import LedgerBase, Tx
 from carrierfeeds.ledger.chain import canonical_json
 from carrierfeeds.ledger.records import LedgerError, check_count, check_sha256, check_token
 
-#: Entries per bucket the index aims at; ``MAX_BITS`` bounds the number of buckets (4,096).
+#: Entries per bucket the index aims at; ``MAX_BITS`` bounds the number of buckets (2**MAX_BITS).
 BUCKET_TARGET = 4096
 MAX_BITS = 12
 _ENTRY = np.dtype([("token", ">u8"), ("code", "u1")])

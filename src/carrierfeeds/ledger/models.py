@@ -312,7 +312,7 @@ disclosures = sa.Table(
 
 # Which members a delivery carried, by member token only (never a member id): one row per non-empty
 # bucket, each a base64 run of sorted 9-byte entries (the token's 8 bytes, the member's INS03 code index).
-# A token is looked up in one bucket per delivery, so a 1M-member file is read ~4,000 entries at a time.
+# A token is looked up in one bucket per delivery (see ledger.disclosures): a large file is read one bucket at a time.
 disclosed_members = sa.Table(
     "disclosed_members", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
