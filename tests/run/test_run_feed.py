@@ -250,7 +250,8 @@ def test_carrier_without_electronic_intake_gets_a_tracked_printable_handoff(
     ledger = open_ledger(ws.settings)
     pending = ledger.pending_handoffs(feed_id=feed_id)
     assert [d.payload_sha256 for d in pending] == [summary.payload_sha256]
-    ledger.confirm_handoff(pending[0].delivery_id, by="ops.jane", method="courier", now=_clock())
+    ledger.confirm_handoff(pending[0].delivery_id, by="ops.jane", method="courier",
+                           received_by="carrier.desk", now=_clock())
     assert ledger.find_delivery(feed_id=feed_id, interval_start=DAY).status == "handed_off"
     ledger.close()
     again = run_feed(ws.settings, ref, clock=_clock, actor="test")

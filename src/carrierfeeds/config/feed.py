@@ -20,6 +20,9 @@ class Authorization(_Model):
     effective_from: date = Field(description="the first day the carrier may receive the employer's data")
     effective_to: date | None = Field(None, description="the last day it may (null: open); a run after it is refused")
     plans: tuple[str, ...] = Field(min_length=1, description="employer plan codes this carrier may see")
+    reference: str | None = Field(None, min_length=1, max_length=200,
+                                  description="the employer's document it rests on, e.g. \"MSA-2024-017 §4\" "
+                                              "(recorded in the ledger with the authorisation)")
 
     def covers(self, day: date) -> bool:
         return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)

@@ -256,7 +256,8 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         ctx.ledger.record_authorisation(
             feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
             plans=feed.authorization.plans, effective_from=feed.authorization.effective_from,
-            effective_to=feed.authorization.effective_to, recorded_by=ctx.actor, now=ctx.now())
+            effective_to=feed.authorization.effective_to, recorded_by=ctx.actor, now=ctx.now(),
+            reference=feed.authorization.reference)
         if not feed.authorization.covers(ctx.ref.interval_start):
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
@@ -286,6 +287,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                     _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, changes=roster)
                 interchange = resend
         rendered = _render(ctx, enrollment, action, interchange, changes=roster)
+        _stage_disclosure(ctx, enrollment)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         if mapping.notice is not None:
             detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
@@ -304,6 +306,15 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             replaces_delivery_id=interchange.replaces_delivery_id,
             resend_reason=resend_reason if interchange.resend else None, flatfile_records=rendered.records))
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
+
+
+def _stage_disclosure(ctx: RunContext, enrollment: Enrollment) -> None:
+    """What the rendered file discloses (fields, config hashes, member tokens), for deliver to record."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.run.disclosure import disclosure_for, stage_disclosure
+
+    tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
+    stage_disclosure(ctx, disclosure_for(ctx.settings, ctx.bundle, enrollment, tokenizer))
 
 
 def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange, *,
