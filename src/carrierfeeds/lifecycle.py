@@ -201,7 +201,16 @@ def plan_run(ledger: Ledger, feed: Feed, mapping: CarrierMapping, *, day: date, 
     return _plan(ledger, feed, mapping, life, run_id=run_id, went_live=went)
 
 
-def _plan(ledger: Ledger, feed: Feed, mapping: CarrierMapping, life: FeedLifecycle, *, run_id: str,
+def preview_run(ledger: Ledger | None, feed: Feed, mapping: CarrierMapping, *, day: date) -> RunLifecycle:
+    """What :func:`plan_run` would decide for ``day``, writing nothing (``carrierfeeds preview``): a certified
+    feed whose go-live date has come previews its first production file. ``ledger`` None: no ledger yet."""
+    life = current(ledger, feed) if ledger is not None else fold(feed, ())
+    if life.state == "certified" and life.go_live is not None and day >= life.go_live:
+        return RunLifecycle("production", "production", None, full_file=True, went_live=True)
+    return _plan(ledger, feed, mapping, life, run_id="", went_live=False)
+
+
+def _plan(ledger: Ledger | None, feed: Feed, mapping: CarrierMapping, life: FeedLifecycle, *, run_id: str,
           went_live: bool) -> RunLifecycle:
     details = {"feed_id": feed.feed_id, "state": life.state}
     if life.state == "suspended":
@@ -220,7 +229,7 @@ def _plan(ledger: Ledger, feed: Feed, mapping: CarrierMapping, life: FeedLifecyc
                 "production`) or certify it", details={**details, "usage": "P"})
         return RunLifecycle(life.state, "production", None)
     full = False
-    if (live := life.went_live) is not None:
+    if (live := life.went_live) is not None and ledger is not None:
         full = not any(d.run_id != run_id and not d.transport.endswith(TEST_SUFFIX) and d.status in SENT_STATUSES
                        and d.created_at >= live.at for d in ledger.deliveries(feed_id=feed.feed_id))
     return RunLifecycle(life.state, "production", None, full_file=full, went_live=went_live)
