@@ -97,6 +97,7 @@ def test_testing_then_certified_then_production_on_the_go_live_date(sftp_workspa
     # Testing: the parallel run. The real census goes through every stage to the carrier's test system.
     s1 = run_feed(settings, RunRef.for_day(feed.feed_id, DAY1), clock=clock, actor="test", census_path=first)
     assert s1.status == "delivered", s1.error
+    assert s1.endpoint == "test"
     assert _names(ws.inbox) == []
     [sent1] = _names(test_inbox)
     assert sent1.startswith(mapping.test_marker) and sent1 == s1.file_name
@@ -124,6 +125,7 @@ def test_testing_then_certified_then_production_on_the_go_live_date(sftp_workspa
     s3 = run_feed(settings, RunRef.for_day(feed.feed_id, GO_LIVE), clock=clock, actor="airflow",
                   census_path=second)
     assert s3.status == "delivered", s3.error
+    assert s3.endpoint == "production"
     [sent3] = _names(ws.inbox)
     assert not sent3.startswith(mapping.test_marker) and len(_names(test_inbox)) == 2
     plain3 = _plain(ws, ws.inbox / sent3, tmp_path)

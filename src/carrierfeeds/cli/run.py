@@ -26,7 +26,8 @@ def _summary_lines(summary: Any) -> list[str]:
         lines.append(f"file: {summary.file_name}  ISA13 {summary.isa13}")
         lines.append(f"payload sha256: {summary.payload_sha256}")
     if summary.remote_path:
-        lines.append(f"delivered to: {summary.remote_path}")
+        lines.append(f"delivered to: {summary.remote_path}"
+                     + ("  (the carrier's test endpoint)" if summary.endpoint == "test" else ""))
     if (summary.validation or {}).get("excluded"):
         lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:

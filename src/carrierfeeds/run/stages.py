@@ -78,6 +78,8 @@ class RunSummary:
     remote_path: str | None = None
     validation: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    #: Where the file went under the feed's lifecycle: ``test`` (the carrier's test endpoint) or ``production``.
+    endpoint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -555,7 +557,8 @@ def _summary(ctx: RunContext, status: str, error: CarrierFeedsError | None = Non
         payload_sha256=built.payload_sha256 if built else None,
         ciphertext_sha256=made.ciphertext_sha256 if made else None, isa13=built.isa13 if built else None,
         remote_path=state.delivery.remote_path if state.delivery else None,
-        validation=state.validated.validation if state.validated else {}, error=error.as_dict() if error else None)
+        validation=state.validated.validation if state.validated else {}, error=error.as_dict() if error else None,
+        endpoint=(built.endpoint or "production") if built else None)
 
 
 def end_run(ctx: RunContext, exc: CarrierFeedsError) -> RunSummary:
