@@ -5,6 +5,7 @@ feed are refused, recorded, and send nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -59,6 +60,42 @@ def _configure(ws: Any, sshd_server: Any, tmp_path: Path, *, lifecycle: str | No
     return ws.settings.model_copy(update={"mappings_dir": mappings}), test_inbox
 
 
+CANARIES = {"last_name": "Quillonius", "first_name": "Zebediah"}
+
+
+def _with_canaries(census: Path) -> Path:
+    """The first member's names replaced by values a PHI leak would carry (synthetic data)."""
+    frame = pd.read_csv(census, dtype=str, keep_default_na=False)
+    first = frame["member_id"] == frame["member_id"].iloc[0]
+    for column, value in CANARIES.items():
+        frame.loc[first, column] = value
+    frame.to_csv(census, index=False)
+    return census
+
+
+def _dump_ledger(settings: Any) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.resolved_ledger_url)
+    chunks = []
+    with engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        assert "feed_lifecycle" in tables
+        for table in tables:
+            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):  # noqa: S608 - names from the schema
+                chunks.append(repr(tuple(row)))
+    engine.dispose()
+    return "\n".join(chunks)
+
+
+def current_history(settings: Any, feed: Any) -> list[dict[str, Any]]:
+    ledger = open_ledger(settings)
+    try:
+        return [e.as_dict() for e in current(ledger, feed).history]
+    finally:
+        ledger.close()
+
+
 def _moved_house(census: Path, out: Path) -> Path:
     """The census with one family's address changed: a change file's worth (synthetic data)."""
     frame = pd.read_csv(census, dtype=str, keep_default_na=False)
@@ -92,7 +129,7 @@ def test_testing_then_certified_then_production_on_the_go_live_date(sftp_workspa
     settings, test_inbox = _configure(ws, sshd_server, tmp_path, lifecycle="testing")
     feed, mapping = load_bundle(settings, ws.feed.feed_id).feed, load_bundle(settings, ws.feed.feed_id).mapping
     clock = _Clock()
-    first = ws.write_census(members=24, seed=21, as_of=DAY1)
+    first = _with_canaries(ws.write_census(members=24, seed=21, as_of=DAY1))
 
     # Testing: the parallel run. The real census goes through every stage to the carrier's test system.
     s1 = run_feed(settings, RunRef.for_day(feed.feed_id, DAY1), clock=clock, actor="test", census_path=first)
@@ -146,6 +183,12 @@ def test_testing_then_certified_then_production_on_the_go_live_date(sftp_workspa
     assert len(_names(ws.inbox)) == 1
     assert ledger.verify_chain().ok
     ledger.close()
+    # No member data in the ledger (lifecycle rows included), the summaries or the names of what was sent.
+    seen = (_dump_ledger(settings) + json.dumps([x.as_dict() for x in (s1, s2, s3, s4)])
+            + json.dumps(current_history(settings, feed)) + " ".join(_names(ws.inbox) + _names(test_inbox)))
+    assert "12 SYNTHETIC WAY" in plain3.decode()  # the canaries did reach the carrier's files
+    for value in CANARIES.values():
+        assert value.casefold() not in seen.casefold() and value.upper() in plain3.decode(), value
 
 
 def test_a_suspended_feed_is_refused_recorded_and_sends_nothing(sftp_workspace: Any, sshd_server: Any,
