@@ -246,3 +246,42 @@ def test_a_production_file_of_an_unmanaged_feed_is_refused_until_declared(sftp_w
     [name] = _names(ws.inbox)
     assert _isa(_plain(ws, ws.inbox / name, tmp_path))[15] == "P"
     ledger.close()
+
+
+def test_the_gate_and_deliver_recheck_the_lifecycle_after_the_build(sftp_workspace: Any, sshd_server: Any,
+                                                                     tmp_path: Path) -> None:
+    """A production file built while the feed was live is stopped by the gate once the feed is declared back to
+    testing, and a built file by deliver once the feed is suspended: nothing sent, no intent row."""
+    from carrierfeeds.lifecycle import LifecycleRefused, declare
+    from carrierfeeds.run import build, conformance, deliver, encrypt, open_run, stage_census, validate
+
+    ws = sftp_workspace
+    settings, test_inbox = _configure(ws, sshd_server, tmp_path, lifecycle="production")
+    feed = load_bundle(settings, ws.feed.feed_id).feed
+    clock = _Clock()
+    census = ws.write_census(members=12, seed=25, as_of=DAY1)
+
+    ctx = open_run(settings, RunRef.for_day(feed.feed_id, DAY1), clock=clock, actor="test")
+    stage_census(ctx, census)
+    validate(ctx)
+    build(ctx)
+    assert ctx.state().build.usage == "P" and ctx.state().build.endpoint == "production"
+    declare(ctx.ledger, feed, state="testing", by="ops", reference=None, reason="re-certification", now=clock())
+    with pytest.raises(LifecycleRefused, match=r"ISA15 P\) for feed .* which is testing"):
+        conformance(ctx)
+    events = [(e.stage, e.status, e.error_code, dict(e.detail)) for e in ctx.ledger.run_events(ctx.run_id)]
+    assert events[-1][:3] == ("conformance", "failed", "lifecycle")
+
+    declare(ctx.ledger, feed, state="production", by="ops", reference=None, reason="back", now=clock())
+    conformance(ctx)
+    encrypt(ctx)
+    suspend(ctx.ledger, feed, by="ops", reason="carrier asked to hold", now=clock())
+    with pytest.raises(LifecycleRefused, match="suspended"):
+        deliver(ctx)
+    assert _names(ws.inbox) == [] and _names(test_inbox) == []
+    assert ctx.ledger.find_delivery(feed_id=feed.feed_id, interval_start=DAY1) is None
+    resume(ctx.ledger, feed, by="ops", reason=None, now=clock())
+    deliver(ctx)
+    [name] = _names(ws.inbox)
+    assert _isa(_plain(ws, ws.inbox / name, tmp_path))[15] == "P"
+    ctx.ledger.close()
