@@ -100,6 +100,7 @@ def test_lifecycle_commands_record_the_history_the_cli_and_status_show(tmp_path:
     assert other["lifecycle"] == {"state": "unmanaged", "go_live": None, "history": []}
     code, table = _invoke(env, "status")
     assert "lifecycle" in table.splitlines()[1] and "certified (go-live 2026-12-10)" in table
+    assert f"lifecycle {FEED}: resumed -> certified at " in table and "by ops; 3 change(s)" in table
 
 
 def test_an_unmanaged_feed_is_declared_production_once(tmp_path: Path) -> None:

@@ -62,7 +62,16 @@ def footer_lines(board: Board) -> list[str]:
                   else f"newest anchor seq {chain.anchor_seq} {chain.anchor_head} at {chain.anchor_at}")
         lines = [f"ledger chain: {verified}; {anchor}"]
     lines += [f"feed file {b.file} does not load: {b.message}" for b in board.broken]
+    lines += [lifecycle_line(r) for r in board.rows if r.lifecycle_history]
     return lines
+
+
+def lifecycle_line(row: FeedRow) -> str:
+    """A feed's newest lifecycle change (the whole history: ``feeds lifecycle FEED`` or ``status --json``)."""
+    e = row.lifecycle_history[-1]
+    return (f"lifecycle {row.feed_id}: {e['action']} -> {e['state']} at {e['at'][:16].replace('T', ' ')} UTC "
+            f"by {e['actor']}" + (f" (ref: {e['reference']})" if e.get("reference") else "")
+            + f"; {len(row.lifecycle_history)} change(s)")
 
 
 def plain_lines(board: Board) -> list[str]:
