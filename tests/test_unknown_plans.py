@@ -231,24 +231,24 @@ def test_feeds_check_refuses_a_plan_codes_target_no_mapping_lists(tmp_path: Path
                                                                '"Dental Standard": DEN-STD}'))
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
            "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)}
-    result = runner.invoke(app, ["feeds", "check"], env=env)
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env=env)
     assert result.exit_code == 2, result.output
     lines = result.output.splitlines()
     at = lines.index(f"FAIL {path}")
     assert "plan_codes['Dental Basic'] maps to 'DEN-BASIC', which no mapping" in lines[at + 1]
     assert "Dental Standard" not in result.output
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert not data["ok"] and all(f["ok"] for f in data["feeds"])
     assert [s["file"] for s in data["shared"]] == [str(path)]
     # A plan the employer runs elsewhere, declared as such, passes.
     path.write_text(path.read_text().replace("plans_not_sent: []", "plans_not_sent: [DEN-BASIC]"))
-    assert runner.invoke(app, ["feeds", "check"], env=env).exit_code == 0
+    assert runner.invoke(app, ["feeds", "check", "--config-only"], env=env).exit_code == 0
 
 
 def test_the_shipped_config_passes_feeds_check_with_no_shared_problem() -> None:
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert data["ok"] and data["shared"] == []
 
 
@@ -261,7 +261,7 @@ def test_a_mapping_that_does_not_load_fails_feeds_check_and_validate_closed(tmp_
     broken.write_text("mapping_id: other-carrier\ncarrier_name: Other\n")
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(mappings),
            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert not data["ok"] and [s["file"] for s in data["shared"]] == [str(broken)]
     census = tmp_path / "census.csv"
     write_census_csv(_census().drop(columns="row_number"), census)

@@ -56,8 +56,12 @@ def test_a_testing_feed_without_a_test_endpoint_fails_the_config_check(tmp_path:
     assert not verdict["ok"] and "delivery.test" in verdict["error"] and "lifecycle.initial" in verdict["error"]
 
     good = _config(tmp_path / "good", lifecycle="testing", test_endpoint=True)
-    code, out = _invoke(good, "feeds", "check", "--json")
+    code, out = _invoke(good, "feeds", "check", "--config-only", "--json")
     assert code == ExitCode.OK and out["ok"], out
+    # Without --config-only the test endpoint's connection must be defined, like the delivery's.
+    code, out = _invoke(good, "feeds", "check", "--json")
+    assert code == ExitCode.USAGE
+    assert "test delivery connection sunrise_test_sftp" in json.dumps(out), out
 
 
 def test_lifecycle_commands_record_the_history_the_cli_and_status_show(tmp_path: Path, ledger_url: str) -> None:

@@ -36,8 +36,11 @@ class Party(_Model):
 
 
 class PlanCode(_Model):
-    insurance_line: Literal["HLT", "DEN", "VIS", "LIF", "ADD", "STD", "LTD", "EPO", "HMO", "PPO", "POS",
-                            "HSA", "FAC", "PDG", "MM", "AH", "AK", "AJ", "AG", "DCP", "PRA"]
+    insurance_line: Literal["AG", "AH", "AJ", "AK", "DCP", "DEN", "EPO", "FAC", "HE", "HLT", "HMO", "LTC", "LTD",
+                            "MM", "MOD", "PDG", "POS", "PPO", "PRA", "STD", "UR", "VIS",
+                            "LIF", "ADD", "HSA"] = Field(
+        description="HD03 (x12.codes.InsuranceLine); LIF, ADD and HSA are outside the 005010X220A1 list and "
+                    "need conformance.hd03_beyond_tr3")
     description: str = Field(min_length=1, max_length=50, description="HD04 plan coverage description")
     policy_number: str | None = Field(
         None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
@@ -303,6 +306,50 @@ class ReportingCategory(_Model):
         return v
 
 
+# ---- Companion-guide depth: HD03 codes beyond the TR3 list, the per-file notice ------------------------
+
+
+class Conformance(_Model):
+    """What this carrier's guide asks beyond the 005010X220A1 code lists; the gate never waives anything
+    a mapping does not name here, and records every waiver it applies."""
+
+    hd03_beyond_tr3: tuple[Literal["LIF", "ADD", "HSA"], ...] = Field(
+        (), description="HD03 codes outside the TR3 list this carrier takes (its guide says so): pyx12's HD03 "
+                        "code-list error on exactly these is waived and counted; anything else still fails")
+
+
+class FileNotice(_Model):
+    """A human-readable companion summary of each file (counts by maintenance type, control numbers, the
+    file's sha256; never member data), written beside the 834 and recorded with the run."""
+
+    formats: tuple[Literal["json", "text"], ...] = Field(
+        ("json",), min_length=1, max_length=2, description="json, text or both")
+    file_name: str = Field("{file}.notice", description="the notice's name beside the file ({file}: the "
+                           "file's name); .json or .txt is appended per format")
+
+    @field_validator("file_name")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith(".") or "{file}" not in v:
+            raise ValueError("must be a plain file name containing {file}")
+        if set(re.findall(r"{(\w*)}", v)) != {"file"} or v.replace("{file}", "").count("{") + v.replace(
+                "{file}", "").count("}"):
+            raise ValueError("{file} is the only placeholder")
+        return v
+
+
+class Aggregation(_Model):
+    """A carrier aggregator's guide: one file for every employer whose feed names this mapping. One
+    interchange (ISA/GS) per file and one transaction set per employer, because the TR3 allows one sponsor
+    (Loop 1000A N1*P5) per ST; each employer's authorisation, allowlisted view and validation policy
+    still apply to its own set (carrierfeeds.run.aggregate)."""
+
+    on_employer_failure: Literal["isolate", "reject_all"] = Field(
+        "isolate", description="isolate: an employer whose census is rejected, or who has not authorised "
+                               "the carrier for the day, is left out (counted by reason) and the others go; "
+                               "reject_all: the whole file is refused")
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
@@ -371,6 +418,11 @@ class CarrierMapping(_Model):
         description="canonical census relationship -> the INS02 this carrier takes for it (EE must be 18); a "
                     "relationship not listed is refused by row")
     member_status: MemberStatus = Field(MemberStatus(), description="INS04-INS12 and status dates (all off)")
+    conformance: Conformance = Field(Conformance(), description="HD03 codes beyond the TR3 list (LIF, ADD, HSA)")
+    aggregation: Aggregation | None = Field(
+        None, description="one file for several employers (one ST per employer); off when absent")
+    notice: FileNotice | None = Field(None, description="a per-file notice (counts, control numbers, sha256; "
+                                                        "no member data) beside each file; off when absent")
 
     @field_validator("relationship_codes", mode="before")
     @classmethod
@@ -394,6 +446,17 @@ class CarrierMapping(_Model):
             off = [f for f in fields if f not in allow]
             if off:
                 raise ValueError(f"member_status.{setting} needs {off} on the allowlist (minimum necessary)")
+        return self
+
+    @model_validator(mode="after")
+    def _hd03_declared(self) -> CarrierMapping:
+        declared = set(self.conformance.hd03_beyond_tr3)
+        beyond = {code: line for code, p in self.plans.items()
+                  if (line := p.insurance_line) in ("LIF", "ADD", "HSA") and line not in declared}
+        if beyond:
+            raise ValueError(f"plans {sorted(beyond)} use HD03 {sorted(set(beyond.values()))}, outside the "
+                             "005010X220A1 list (pyx12 refuses them): name them in conformance.hd03_beyond_tr3 "
+                             "when the carrier's guide asks for them")
         return self
 
     @model_validator(mode="after")

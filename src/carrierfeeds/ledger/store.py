@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from carrierfeeds import __version__
 from carrierfeeds.ledger import models as m
 from carrierfeeds.ledger.acknowledgments import Acknowledgments
 from carrierfeeds.ledger.chain import ChainVerdict, canonical_json, walk_chain
@@ -154,7 +155,9 @@ class Ledger(Governance, Acknowledgments):
             attempt = count_attempts(tx.conn, run_id) + 1
             tx.append(m.run_events, {"run_id": run_id, "kind": RunEventKind.RUN_ATTEMPT, "stage": None,
                                      "status": StageStatus.STARTED, "attempt": attempt, "actor": actor,
-                                     "detail": canonical_json({}), "error_code": None, "message": None,
+                                     # which carrierfeeds ran this attempt, for an auditor reading it later
+                                     "detail": canonical_json({"version": __version__}), "error_code": None,
+                                     "message": None,
                                      "at": now})
             record = read_run(tx.conn, run_id)
         if record is None:  # cannot happen: written in this very transaction

@@ -18,9 +18,10 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Fields a layout may name: the 834 view's columns (see :mod:`carrierfeeds.enrollment`), the
-#: maintenance columns of a change set, and ``relationship`` (EE/SP/CH, derived from INS02). The value
-#: is the census field each carries (None: derived from configuration and the diff alone); a layout
-#: may name a field only when that census field is on the carrier's allowlist.
+#: maintenance columns of a change set, and ``relationship`` (EE, SP, CH, DP, ...: INS02 read back
+#: through census.columns.RELATIONSHIP_INS02). The value is the census field each carries (None:
+#: derived from configuration and the diff alone); a layout may name a field only when that census
+#: field is on the carrier's allowlist.
 FIELD_SOURCES: Final[dict[str, str | None]] = {
     "member_id": "member_id", "subscriber_id": "subscriber_id",
     "ins01": "relationship", "ins02": "relationship", "relationship": "relationship",

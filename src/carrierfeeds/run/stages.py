@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from carrierfeeds.errors import (
     CarrierFeedsError,
     CensusRejected,
+    ConfigError,
     ConformanceFailed,
     NotAuthorized,
     PermanentError,
     Refused,
     TransientError,
 )
-from carrierfeeds.files import sha256_file
+from carrierfeeds.files import sha256_file, write_private
 from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.outcomes import status_for
 from carrierfeeds.run.context import (
@@ -248,6 +249,12 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
     with recorded_stage(ctx, "build") as detail:
+        if mapping.aggregation is not None:
+            # The carrier's guide wants one file for all its employers: a file of this employer alone is
+            # never sent. The aggregate's own run (ledger rows per employer) is not built yet.
+            raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} "
+                              "(mapping aggregation): it is sent only within that file; see "
+                              "`carrierfeeds preview-aggregate`", field="mapping_id")
         # The authority every file is sent under; a no-op unless the feed's authorisation changed.
         ctx.ledger.record_authorisation(
             feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
@@ -289,6 +296,8 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                 interchange = resend
         rendered = _render(ctx, enrollment, action, interchange, life)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
+        if mapping.notice is not None:
+            detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
                                                              enrollment.excluded.items()}, **change_counts,
@@ -324,6 +333,42 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     elif pdf:
         rendered.path.unlink()
     return rendered
+
+
+def _write_notice(ctx: RunContext, enrollment: Enrollment, rendered: RenderedFile, interchange: Interchange,
+                  change_counts: dict[str, Any]) -> dict[str, str]:
+    """The mapping's per-file notice (counts, control numbers, sha256; no member data) written beside the
+    file in the run folder and kept in the staging store; its names and hashes, for the ledger's detail."""
+    from carrierfeeds.outputs.notice import file_notice, notice_digest, notice_files
+
+    feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
+    assert mapping.notice is not None  # noqa: S101 - the caller checks
+    full = not change_counts or bool(change_counts.get("full_file"))
+    by_type = {k[6:]: int(v) for k, v in change_counts.items() if k.startswith("ins03_")}
+    lines = {k[5:]: int(v) for k, v in change_counts.items() if k.startswith("hd01_")}
+    audit = mapping.full_file.maintenance_type
+    notice = file_notice(
+        feed_id=feed.feed_id, carrier=mapping.carrier_name, employer=feed.employer.name,
+        file_name=rendered.file_name, file_format=rendered.format, sha256=rendered.sha256, size=rendered.size,
+        isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02, interval_start=ctx.ref.interval_start,
+        created=interchange.created_at, full_file=full, members=enrollment.member_count,
+        subscribers=enrollment.subscriber_count,
+        members_by_type=by_type or {audit: enrollment.member_count},
+        coverages_by_type=lines if not full else {audit: enrollment.coverage_count},
+        excluded=dict(enrollment.excluded))
+    files = notice_files(mapping.notice, rendered.file_name, notice)
+    for name, data in files:
+        write_private(ctx.run_dir / name, [data])
+        ctx.keep(ctx.run_dir / name, phi=False)
+    return notice_digest(mapping.notice, files)
+
+
+def _notice_names(ctx: RunContext) -> list[str]:
+    """The run's per-file notices (PHI-free), kept in the staging store after the run like its state."""
+    from carrierfeeds.outputs.notice import notice_names
+
+    notice, built = ctx.bundle.mapping.notice, ctx.state().built
+    return notice_names(notice, built.file_name) if notice is not None and built is not None else []
 
 
 def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None,
@@ -538,7 +583,7 @@ def purge_plaintext(ctx: RunContext) -> int:
         log.warning("feed %s run %s: the staged state does not open; the staging store is left as it is",
                     ctx.feed_id, ctx.run_id)
         return wipe_scratch(ctx)
-    keep = tuple(n for n in (STATE, cipher) if n)
+    keep = tuple(n for n in (STATE, cipher, *_notice_names(ctx)) if n)
     return wipe_scratch(ctx) + ctx.store.remove_run(ctx.feed_id, ctx.ref.interval_start, keep=keep)
 
 
