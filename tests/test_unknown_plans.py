@@ -155,7 +155,9 @@ def test_validate_and_preview_refuse_an_unknown_plan_naming_row_column_rule(tmp_
         (r, "plan_code", "unknown_plan") for r in rows}
     listed = list(csv.reader(io.StringIO((tmp_path / "bad-report" / "validation.csv").read_text())))[1:]
     assert {(int(r[0]), r[2], r[3]) for r in listed} == {(r, "plan_code", "unknown_plan") for r in rows}
-    assert "DEN-BASIC" not in (tmp_path / "bad-report" / "validation.html").read_text()
+    # a plan code is not PHI: the report shows the code the schema's plan_codes did not map (issue 21)
+    assert {f["value"] for f in data["findings"]} == {"DEN-BASIC"}
+    assert "DEN-BASIC" in (tmp_path / "bad-report" / "validation.html").read_text()
 
     preview = runner.invoke(app, ["preview", MEDICAL, "--census", str(bad), "--out", str(tmp_path / "p2"),
                                   "--date", DAY.isoformat(), "--json"], env=env)

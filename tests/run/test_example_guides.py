@@ -162,7 +162,7 @@ def test_feeds_check_refuses_employers_that_do_not_share_the_file(tmp_path: Path
     pine = feeds / "pinecrest-keystone.yaml"
     pine.write_text(pine.read_text().replace("0000000000000000000000000000000000000041",
                                              "0000000000000000000000000000000000000042"))
-    result = CliRunner().invoke(app, ["feeds", "check", "--json"], env=_env(tmp_path, feeds=feeds))
+    result = CliRunner().invoke(app, ["feeds", "check", "--config-only", "--json"], env=_env(tmp_path, feeds=feeds))
     assert result.exit_code == 2
     (problem,) = json.loads(result.stdout)["shared"]
     assert problem["file"].endswith("keystone-exchange.yaml")

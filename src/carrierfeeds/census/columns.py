@@ -81,6 +81,8 @@ IDENTITY_FIELDS: Final[frozenset[str]] = frozenset({
 
 #: Row number column added at read time: 1-based data row as the employer sees it (header is row 1).
 ROW_NUMBER: Final[str] = "row_number"
+#: ``DataFrame.attrs`` key of the reader's PHI-free warnings (day and month order) for validation's report.
+READER_WARNINGS: Final[str] = "carrierfeeds_reader_warnings"
 
 
 #: Canonical relationship codes (after the schema's relationship_codes): EE the employee, SP spouse,

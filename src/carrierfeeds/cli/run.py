@@ -186,9 +186,12 @@ def validate(
             step("validate")
             result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                                      source_name=census.name, plans=plan_catalogue(settings, bundle),
-                                     carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+                                     carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans,
+                                                                   output_format=bundle.feed.output.format))
             step("apply policy")
             outcome = apply_policy(frame, result, bundle.feed.validation)
+            if not outcome.rejected:
+                result, outcome = _as_the_build_would(frame, result, outcome, bundle, as_of, tokenizer)
             if report:
                 step("write report")
                 report.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -203,13 +206,49 @@ def validate(
              f"(rules as of {as_of.isoformat()})",
              f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
              *([f"left out as expected: {_by_reason(result.excluded)}"] if result.excluded else []),
-             *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
+             *[f"warning: {w}" for w in result.warnings],
+             *(["by rule:"] if result.rule_counts else []),
+             *[f"  {rule:<28} {n:>7}  {cols}" for rule, cols, n in result.by_rule()],
+             *[f"  row {f.row:>7}  {f.member_token}  {result.label(f.column):<18} {f.rule:<28} {f.message}"
+               + (f" (code in the file: {f.value!r})" if f.value is not None else "")
                for f in result.findings[:50]],
              *([f"  ... and {len(result.findings) - 50} more (see --report)"] if len(result.findings) > 50 else []),
              f"policy {bundle.feed.validation.policy}: {'REJECTED' if outcome.rejected else 'accepted'}"
              + (f" ({outcome.held_back_members} members held back)" if outcome.held_back_members else "")]
     _emit(data, as_json, lines)
     raise typer.Exit(ExitCode.REJECTED if outcome.rejected else ExitCode.OK)
+
+
+def _as_the_build_would(frame: Any, result: Any, outcome: Any, bundle: Any, as_of: Any, tokenizer: Any
+                        ) -> tuple[Any, Any]:
+    """The report and policy outcome once the run's build has seen the accepted rows: a census the build
+    refuses (a value the carrier's options need in a form the rules above do not check, such as an
+    e-mail address, an amount or a status code) fails the run, whatever the policy, so ``validate``
+    says so too: one more finding (the first row the build names, its column and rule) and a rejection."""
+    import dataclasses
+
+    import pandas as pd
+
+    from carrierfeeds.census.columns import ROW_NUMBER
+    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.errors import DataError
+    from carrierfeeds.validation import HEADER_ROW, Finding
+
+    try:
+        build_enrollment(outcome.accepted, bundle.feed, bundle.mapping, as_of=as_of)
+    except DataError as exc:
+        row = exc.row if exc.row is not None else HEADER_ROW
+        ids = frame.loc[frame[ROW_NUMBER] == row, "member_id"] if "member_id" in frame.columns else []
+        token = tokenizer.tokens(pd.Series(list(ids)[:1], dtype="str")).tolist()[0] if len(ids) else ""
+        rule = exc.rule or "build"
+        finding = Finding(row=row, member_token=token, column=exc.column or "", rule=rule,
+                          message=f"the run's build refuses the census here: {exc.message.split(': ', 1)[-1]}")
+        counts = dict(result.rule_counts)
+        counts[rule] = counts.get(rule, 0) + 1
+        result = dataclasses.replace(result, findings=(*result.findings, finding), rule_counts=counts,
+                                     failed_rows=result.failed_rows + 1)
+        outcome = dataclasses.replace(outcome, rejected=True, reason="the run's build refuses the census")
+    return result, outcome
 
 
 def _private_out(out: Path) -> Path:

@@ -16,13 +16,17 @@ from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 class EnvelopeIds(_Model):
     """Interchange and group ids (ISA05-08, GS02/GS03) and the usage indicator (ISA15)."""
 
-    sender_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
-    sender_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
-    receiver_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
-    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
-    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
-    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
-    usage: Literal["T", "P"] = "T"
+    sender_qualifier: str = Field(
+        "ZZ", pattern=r"^[0-9A-Z]{2}$",
+        description="ISA05: qualifier of our sender id (ZZ mutually defined, 30 FEIN, ...)")
+    sender_id: str = Field(
+        pattern=r"^[0-9A-Z ]{1,15}$", description="ISA06: our sender id, as the carrier's companion guide gives it")
+    receiver_qualifier: str = Field(
+        "ZZ", pattern=r"^[0-9A-Z]{2}$", description="ISA07: qualifier of the carrier's receiver id")
+    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$", description="ISA08: the carrier's receiver id")
+    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$", description="GS02: application sender code")
+    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$", description="GS03: application receiver code")
+    usage: Literal["T", "P"] = Field("T", description="ISA15: T test, P production")
     ta1_requested: bool = Field(
         False, description="ISA14: true asks the carrier for a TA1 interchange acknowledgment on every file")
 
@@ -30,9 +34,10 @@ class EnvelopeIds(_Model):
 class Party(_Model):
     """An N1 party: the payer (1000B) named by the mapping."""
 
-    name: str = Field(min_length=1, max_length=60)
-    id_qualifier: Literal["FI", "XV", "94"] = "FI"
-    id: str = Field(min_length=2, max_length=80)
+    name: str = Field(min_length=1, max_length=60, description="N102: the party's name")
+    id_qualifier: Literal["FI", "XV", "94"] = Field(
+        "FI", description="N103: FI federal tax id, XV CMS plan id, 94 code assigned by the organisation")
+    id: str = Field(min_length=2, max_length=80, description="N104: the party's id")
 
 
 class PlanCode(_Model):
@@ -51,8 +56,11 @@ class PlanCode(_Model):
 class ClientReporting(_Model):
     """REF*17 client reporting category: a fixed ``value``, or a census ``field`` on the allowlist."""
 
-    value: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$")
-    field: str | None = None
+    value: str | None = Field(
+        None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+        description="a fixed REF*17 value for every member (upper-case letters, digits and X12 basic punctuation)")
+    field: str | None = Field(
+        None, description="or: the canonical census field whose value is sent as REF*17 (must be allowlisted)")
 
     @field_validator("field")
     @classmethod
@@ -165,17 +173,19 @@ class SftpAckSource(_Model):
     """The carrier's SFTP response folder, reached with the same pinned-host-key endpoint files."""
 
     kind: Literal["sftp"] = "sftp"
-    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    remote_dir: str = "/outbox"
-    pattern: str = "*"
+    connection_id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Airflow connection (or <keys_dir>/<id>.json under the CLI) of the carrier's server")
+    remote_dir: str = Field("/outbox", description="folder acknowledgments are read from")
+    pattern: str = Field("*", description="file name pattern (glob) of acknowledgment files")
 
 
 class LocalAckSource(_Model):
     """A folder on this machine the carrier's acknowledgments land in (relative to the data directory)."""
 
     kind: Literal["local"] = "local"
-    path: str
-    pattern: str = "*"
+    path: str = Field(description="folder under the data directory acknowledgments are read from")
+    pattern: str = Field("*", description="file name pattern (glob) of acknowledgment files")
 
 
 class AckSpec(_Model):
@@ -185,9 +195,12 @@ class AckSpec(_Model):
     carry its valid signature.
     """
 
-    source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
-    encrypted: bool = False
-    signer_fingerprint: str | None = Field(None, pattern=_FPR)
+    source: Annotated[SftpAckSource | LocalAckSource, Field(
+        discriminator="kind", description="where the carrier's acknowledgments (999, TA1) arrive: kind sftp or local")]
+    encrypted: bool = Field(False, description="true: acknowledgments arrive PGP-encrypted to our key")
+    signer_fingerprint: str | None = Field(
+        None, pattern=_FPR,
+        description="the carrier's signing key (full fingerprint) an encrypted acknowledgment must be signed with")
     max_file_bytes: int = Field(64 << 20, ge=1, description="a file larger than this (as received) is set "
                                 "aside unread, recorded and alerted")
     max_decompressed_bytes: int = Field(64 << 20, ge=1, description="an encrypted file whose plaintext "
@@ -353,15 +366,20 @@ class Aggregation(_Model):
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
-    mapping_id: str = Field(pattern=_ID)
-    carrier_name: str
+    mapping_id: str = Field(pattern=_ID, description="the mapping's id: the file name without .yaml")
+    carrier_name: str = Field(description="the carrier's name, for people")
     envelope: EnvelopeIds
     payer: Party
     group_number: str | None = Field(None, max_length=50, description="master policy number, sent as REF*38")
-    plans: dict[str, PlanCode] = Field(min_length=1)
-    coverage_levels: dict[str, CoverageLevelCode] = Field(default_factory=_default_coverage_levels)
+    plans: dict[str, PlanCode] = Field(
+        min_length=1, description="canonical plan code -> the carrier's insurance line (HD03), description (HD04) "
+                                  "and policy number")
+    coverage_levels: dict[str, CoverageLevelCode] = Field(
+        default_factory=_default_coverage_levels,
+        description="canonical coverage level (census coverage_level, any case) -> HD05 code")
     allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
-    full_file: FullFileSpec = FullFileSpec()
+    full_file: FullFileSpec = Field(
+        FullFileSpec(), description="the full file's maintenance type (INS03/HD01, 030) and BGN08 action code")
     mode: Literal["full", "changes"] = Field(
         "full", description="full: every run sends the full file (030); changes: only the changes "
                             "against the last delivered snapshot (021/001/024/025), full file on schedule")
@@ -382,7 +400,9 @@ class CarrierMapping(_Model):
         None, description="in changes mode, send the full audit file (030) on this weekday instead")
     acks: AckSpec | None = Field(None, description="where the carrier returns TA1/999 acknowledgments")
     ack_window_hours: int = Field(24, ge=1, description="an acknowledgment later than this is overdue")
-    name_max_length: int = Field(35, ge=10, le=60)
+    name_max_length: int = Field(
+        35, ge=10, le=60,
+        description="names longer than this are cut (NM103/NM104, unless the per-name limits are set)")
     last_name_max_length: int | None = Field(None, ge=1, le=60, description="NM103; default name_max_length")
     first_name_max_length: int | None = Field(None, ge=1, le=35, description="NM104; default name_max_length")
     name_case: Literal["upper", "as_is"] = Field(

@@ -50,9 +50,10 @@ class EmployerPart:
     findings: int = 0
 
 
-def aggregate_bundles(settings: Settings, mapping_id: str) -> list[FeedBundle]:
+def aggregate_bundles(settings: Settings, mapping_id: str, *, required: bool = True) -> list[FeedBundle]:
     """Every feed naming ``mapping_id`` (an aggregation mapping), in feed-id order, checked to share what
-    one file needs: the recipient key, the signer, the delivery target and the 834 format."""
+    one file needs: the recipient key, the signer, the delivery target and the 834 format. With
+    ``required`` false a mapping no feed names yet (an example, a carrier being onboarded) gives []."""
     from carrierfeeds.config import load_feed
 
     bundles = []
@@ -61,6 +62,8 @@ def aggregate_bundles(settings: Settings, mapping_id: str) -> list[FeedBundle]:
         if feed.mapping_id == mapping_id:
             bundles.append((path, bundle_from_feed(settings, feed, path)))
     if not bundles:
+        if not required:
+            return []
         raise ConfigError(f"no feed names mapping {mapping_id!r}", field="mapping_id")
     first_path, first = bundles[0]
     if first.mapping.aggregation is None:

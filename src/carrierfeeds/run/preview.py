@@ -15,7 +15,7 @@ from carrierfeeds.errors import CensusRejected, ConfigError, TransientError
 from carrierfeeds.files import write_private
 from carrierfeeds.run.gate import GateVerdict, check_file
 from carrierfeeds.run.render import RenderedFile, render_file
-from carrierfeeds.run.stages import diff_for_day
+from carrierfeeds.run.stages import diff_for_day, roster_changes
 from carrierfeeds.settings import FeedBundle, Settings, plan_catalogue
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import KEY_BYTES, MemberTokenizer
     from carrierfeeds.changes import SnapshotStore, keeps_snapshot
-    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.enrollment import Enrollment, build_enrollment
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
@@ -50,7 +50,8 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     progress.step("validate")
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                              source_name=census.name, plans=plan_catalogue(settings, bundle),
-                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
+                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans,
+                                                           output_format=feed.output.format))
     outcome = apply_policy(frame, report, feed.validation)
     validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members,
@@ -65,11 +66,14 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     coverages_by_type: dict[str, int] = {mapping.full_file.maintenance_type: enrollment.coverage_count}
     action: str = mapping.full_file.bgn08
     full_file, base_rows = True, None
+    roster: Enrollment | None = None  # a PDF roster's changes since the last one
     if keeps_snapshot(mapping.mode, feed.validation.policy):
         base = SnapshotStore.for_settings(settings).load(feed.feed_id)  # read only: never staged or advanced
         base_rows = None if base is None else len(base)
         change_set = diff_for_day(bundle, enrollment, base, held_back=outcome.held_back_member_ids, day=as_of,
                                   full_file=full or life.full_file or mapping.mode == "full")
+        roster = roster_changes(bundle, enrollment, base, change_set, held_back=outcome.held_back_member_ids,
+                                day=as_of)
         full_file = change_set.full_file
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
         if not change_set.full_file:
@@ -88,7 +92,8 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
                "note": f"preview placeholder ({source}); the real run allocates its own"}
     progress.step("render")
     rendered = render_file(bundle, enrollment, action=action, isa13=number, gs06=number, st02=number, created=now,
-                           day=as_of, folder=folder, write=write_private, usage=life.usage, marker=life.marker)
+                           day=as_of, folder=folder, write=write_private, changes=roster, usage=life.usage,
+                           marker=life.marker)
     progress.step("conformance")
     verdict = check_file(rendered.path, bundle, payload_sha256=rendered.sha256, members=enrollment.member_count,
                          records=rendered.records, pyx12_max_members=settings.pyx12_max_members, scratch=folder,

@@ -187,7 +187,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         # With the carrier's rules: whatever the build could not take is refused here, by row and rule.
-        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans)
+        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans,
+                                        output_format=ctx.bundle.feed.output.format)
         report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                                   as_of=ctx.ref.interval_start, source_name=source_name,
                                                   plans=plan_catalogue(ctx.settings, ctx.bundle), carrier=carrier)
@@ -275,8 +276,9 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
+        roster: Enrollment | None = None  # a PDF roster's changes since the last one
         if keeps_snapshot(mapping.mode, feed.validation.policy):
-            enrollment, action, change_counts = _diff_for_run(
+            enrollment, action, change_counts, roster = _diff_for_run(
                 ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
@@ -286,15 +288,15 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
             checked = sent.delivery_id if sent is not None and sent.status in SENT_STATUSES else None
             if checked is not None:
-                _require_same_members(ctx, enrollment, action, checked, life)
+                _require_same_members(ctx, enrollment, action, checked, life, changes=roster)
             resend = ctx.ledger.allocate_resend(
                 run_id=ctx.run_id, sender_id=mapping.envelope.sender_id, receiver_id=mapping.envelope.receiver_id,
                 actor=ctx.actor, reason=resend_reason, now=ctx.now())
             if resend is not None:
                 if resend.replaces_delivery_id != checked:
-                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, life)
+                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, life, changes=roster)
                 interchange = resend
-        rendered = _render(ctx, enrollment, action, interchange, life)
+        rendered = _render(ctx, enrollment, action, interchange, life, changes=roster)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         if mapping.notice is not None:
             detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
@@ -318,7 +320,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
 
 
 def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange,
-            life: RunLifecycle | None = None, *, keep: bool = True) -> RenderedFile:
+            life: RunLifecycle | None = None, *, keep: bool = True, changes: Enrollment | None = None) -> RenderedFile:
     """Render the feed's file under ``interchange``'s control numbers and allocation time. Kept (run
     folder and staging store) unless ``keep`` is False, when only its hash is wanted (an 834 or PDF
     resend's same-members check; a flat file's resend is its delivered bytes, never rendered again)."""
@@ -326,7 +328,7 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     rendered = render_file(ctx.bundle, enrollment, action=action, isa13=interchange.isa13, gs06=interchange.gs06,
                            st02=interchange.st02, created=interchange.created_at, day=ctx.ref.interval_start,
                            folder=ctx.run_dir, write=partial(_write_kept, ctx) if keep else hash_only,
-                           pdf_prefix="" if keep else ".check.",
+                           pdf_prefix="" if keep else ".check.", changes=changes,
                            usage=life.usage if life is not None else None, marker=life.marker if life else "")
     if pdf and keep:
         ctx.keep(rendered.path)  # the 834 and the flat file are kept as they are written
@@ -372,7 +374,7 @@ def _notice_names(ctx: RunContext) -> list[str]:
 
 
 def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None,
-                          life: RunLifecycle | None = None) -> None:
+                          life: RunLifecycle | None = None, *, changes: Enrollment | None = None) -> None:
     """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
     it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
     replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
@@ -381,7 +383,7 @@ def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, 
     if replaced is None or earlier is None:
         raise Refused("the delivery a forced resend replaces is not in the ledger",
                       details={"delivery_id": replaces})
-    if _render(ctx, enrollment, action, earlier, life, keep=False).sha256 != replaced.payload_sha256:
+    if _render(ctx, enrollment, action, earlier, life, keep=False, changes=changes).sha256 != replaced.payload_sha256:
         raise Refused(
             f"a forced resend sends the delivered members again under new control numbers, but the census, "
             f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
@@ -415,10 +417,32 @@ def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame 
         plan_change=mapping.plan_change)
 
 
+#: The changes listed beside a PDF roster are not sent: no retro window limits what they show.
+_LISTED_ONLY_RETRO_DAYS = 36_500
+
+
+def roster_changes(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame | None, change_set: ChangeSet,
+                   *, held_back: Iterable[str], day: date) -> Enrollment | None:
+    """For a PDF roster (a full file of a ``pdf`` feed with a snapshot to compare), its changes since the
+    last roster: the change file the same view would make against the same snapshot, listed for the
+    clerk (:func:`carrierfeeds.outputs.pdf.render_fallback_pdf`); None otherwise. Pure: the same base
+    gives the same list, so a rerun or a resend renders the same PDF."""
+    from carrierfeeds.changes import diff_against_snapshot
+
+    if bundle.feed.output.format != "pdf" or not change_set.full_file or base is None:
+        return None
+    mapping = bundle.mapping
+    return diff_against_snapshot(
+        enrollment, base, as_of=day, term_policy=mapping.term_policy, term_end=mapping.term_end,
+        retro_window_days=_LISTED_ONLY_RETRO_DAYS, held_back_members=set(held_back), full_file=False,
+        plan_change=mapping.plan_change).enrollment
+
+
 def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *,
-                  full_file: bool = False) -> tuple[Enrollment, str, dict[str, int]]:
+                  full_file: bool = False) -> tuple[Enrollment, str, dict[str, int], Enrollment | None]:
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
-    mode's change file, or a full file that carries over the families validation held back."""
+    mode's change file, or a full file that carries over the families validation held back; and for a
+    PDF roster, its changes since the last roster (:func:`roster_changes`)."""
     from carrierfeeds.changes import NoChanges
     from carrierfeeds.reconcile.correction import with_correction
 
@@ -429,6 +453,7 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
     held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
     change_set = diff_for_day(ctx.bundle, enrollment, base, held_back=held, day=ctx.ref.interval_start,
                               full_file=full_file)
+    roster = roster_changes(ctx.bundle, enrollment, base, change_set, held_back=held, day=ctx.ref.interval_start)
     correction = _approved_correction(ctx, base, full_file=change_set.full_file)
     if change_set.empty and correction is None:
         _accept_census(ctx)  # the carrier holds all of it already: this census is done
@@ -445,8 +470,8 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
         ctx.store.put_bytes(ctx.feed_id, ctx.ref.interval_start, CORRECTION, json.dumps(
             {"approval_id": correction.approval_id, "discrepancy_ids": correction.discrepancy_ids}).encode(),
             phi=False)
-        return with_correction(change_set.enrollment, correction), action, counts
-    return change_set.enrollment, action, counts
+        return with_correction(change_set.enrollment, correction), action, counts, roster
+    return change_set.enrollment, action, counts, roster
 
 
 # --- reconciliation hook: an approved corrective file rides on the feed's next change file ---------------
