@@ -572,3 +572,63 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
 
     assert [b["error_code"] for b in webhook.bodies] == ["timeout"]
     assert webhook.posts[0].body["stage"] == "deliver" and webhook.posts[0].body["try_number"] == 2
+
+
+# ---------------------------------------------------------------------------------------- lifecycle
+def test_dag_runs_follow_the_feeds_lifecycle_and_a_suspended_feed_alerts(tmp_path: Path, demo_keys: Any,
+                                                                          webhook: WebhookReceiver) -> None:
+    """A testing feed's DAG run sends its T file to the test endpoint only; once suspended, the next run's
+    build is refused (recorded in the ledger) and the feed's webhook gets one notice, no retries."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import LocalDelivery, LocalEndpoint
+    from carrierfeeds.demo import DEMO_FEED, prepare_workspace
+    from carrierfeeds.lifecycle import suspend
+    from carrierfeeds.settings import load_bundle, open_ledger
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                           delivery=LocalDelivery(path="carrier-inbox", test=LocalEndpoint(path="carrier-test")))
+    feed_file = ws.settings.feeds_dir / f"{DEMO_FEED}.yaml"
+    data = yaml.safe_load(feed_file.read_text())
+    data["lifecycle"] = {"initial": "testing"}
+    data["notify"] = {"webhook_connection_id": "cf_webhook"}
+    feed_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def census_for(day: str) -> None:
+        when = pd.Timestamp(day).date()
+        write_census_csv(generate_census(20, 31, as_of=when), ws.inbound / f"census_{when:%Y%m%d}.csv")
+
+    census_for("2026-11-20")
+    conn = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook.port}"}
+    env = _workspace_env(tmp_path, ws.settings, {"AIRFLOW_CONN_CF_WEBHOOK": json.dumps(conn)})
+    dag_run = f"""
+        import json, runpy, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        run = module["feed__{DEMO_FEED}"].test(logical_date=pendulum.datetime(%s, 12, tz="UTC"))
+        states = {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states}}))
+    """
+    first = _run_python(dag_run % "2026, 11, 20", env, tmp_path)
+    assert _state(first["state"]) == "success", first["tasks"]
+    sent = sorted((ws.settings.data_dir / "carrier-test").iterdir())
+    assert len(sent) == 1 and sent[0].name.startswith("TEST_") and sent[0].name.endswith(".834.pgp")
+    assert not (ws.settings.data_dir / "carrier-inbox").exists() or \
+        list((ws.settings.data_dir / "carrier-inbox").iterdir()) == []
+    assert webhook.posts == []
+
+    ledger = open_ledger(ws.settings)
+    suspend(ledger, load_bundle(ws.settings, DEMO_FEED).feed, by="ops", reason="carrier paused testing",
+            now=pd.Timestamp("2026-11-21T08:00:00Z").to_pydatetime())
+    census_for("2026-11-21")
+    second = _run_python(dag_run % "2026, 11, 21", env, tmp_path)
+    assert _state(second["state"]) == "failed", (second["tasks"], second["_output"][-6000:])
+    assert _state(second["tasks"]["build"]) == "failed" and _state(second["tasks"]["deliver"]) != "success"
+    assert len(list((ws.settings.data_dir / "carrier-test").iterdir())) == 1
+    [notice] = webhook.bodies
+    assert notice["stage"] == "build" and notice["error_code"] == "lifecycle"
+    assert notice["try_number"] == 1  # a refusal is permanent: no retries
+    runs = {r.interval_start.isoformat(): r for r in ledger.list_runs(feed_id=DEMO_FEED)}
+    assert runs["2026-11-21"].status == "refused"
+    assert ledger.transmissions(runs["2026-11-21"].run_id) == []
+    delivery = ledger.find_delivery(feed_id=DEMO_FEED, interval_start=runs["2026-11-20"].interval_start)
+    assert delivery is not None and delivery.transport == "local:test"
+    ledger.close()

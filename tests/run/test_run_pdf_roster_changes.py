@@ -53,7 +53,8 @@ def test_a_roster_lists_adds_and_terminations_since_the_last_one(tmp_path: Path,
     assert "not compared: no earlier roster" in _text(ws, demo_keys, str(first.file_name), tmp_path)
     ledger = open_ledger(ws.settings)
     (pending,) = ledger.pending_handoffs(feed_id=FEED)
-    ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", received_by="clerk.sam", now=_at(DAY)())
+    ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", received_by="clerk.sam",
+                           now=_at(DAY)())
 
     dental = census[census["plan_code"] == "DEN-STD"]
     gone = str(dental.loc[dental["relationship"] == "EE", "subscriber_id"].iloc[0])
@@ -74,7 +75,8 @@ def test_a_roster_lists_adds_and_terminations_since_the_last_one(tmp_path: Path,
 
     # A forced resend renders the document again from the same snapshot: the same bytes, so it goes.
     (pending,) = ledger.pending_handoffs(feed_id=FEED)
-    ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", received_by="clerk.sam", now=_at(NEXT)())
+    ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", received_by="clerk.sam",
+                           now=_at(NEXT)())
     ledger.close()
     resent = run_feed(ws.settings, RunRef.for_day(FEED, NEXT), clock=_at(NEXT), actor="ops.jane",
                       force_reason="the courier lost the envelope")

@@ -36,7 +36,8 @@ def _summary_lines(summary: Any) -> list[str]:
         lines.append(f"payload sha256: {summary.payload_sha256}")
     where = _PLACED.get(summary.status)
     if summary.remote_path and where:  # only where this run's status says the file went there
-        lines.append(f"{where}: {summary.remote_path}")
+        lines.append(f"{where}: {summary.remote_path}"
+                     + ("  (the carrier's test endpoint)" if summary.endpoint == "test" else ""))
     if (summary.validation or {}).get("excluded"):
         lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:
