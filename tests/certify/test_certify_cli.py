@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from carrierfeeds.census.columns import CANONICAL_COLUMNS
 from carrierfeeds.cli import app
 from carrierfeeds.config import load_feed
 from carrierfeeds.ledger.store import Ledger
@@ -35,8 +37,24 @@ def env(tmp_path: Path, demo_keys: Any, ledger_url: str) -> dict[str, str]:
             "CARRIERFEEDS_LEDGER_URL": ledger_url}
 
 
+def _canary_census(env: dict[str, str]) -> None:
+    """A census waiting in the feed's own drop folder, every value a canary: the packet must never read it."""
+    drop = Path(env["CARRIERFEEDS_DATA_DIR"]) / "inbound" / "acme"
+    drop.mkdir(parents=True)
+    rows = [dict.fromkeys(CANONICAL_COLUMNS, "") | {
+        "member_id": "CANARYID1", "subscriber_id": "CANARYID1", "relationship": "EE", "last_name": CANARY,
+        "first_name": CANARY, "ssn": "778451234", "dob": "1980-01-01", "gender": "F", "address1": f"1 {CANARY} ST",
+        "city": "SPRINGFIELD", "state": "IL", "zip": "62701", "plan_code": "MED-PPO", "coverage_level": "EMP",
+        "coverage_start": "2026-01-01"}]
+    pd.DataFrame(rows, columns=list(CANONICAL_COLUMNS)).to_csv(drop / "census_20261119.csv", index=False)
+
+
+CANARY = "CANARYSURNAMEQX"
+
+
 def test_certify_builds_records_and_verifies_a_packet(env: dict[str, str], tmp_path: Path) -> None:
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
+    _canary_census(env)
     out = tmp_path / "packet"
     built = runner.invoke(app, ["certify", "acme-sunrise-medical", "--out", str(out), "--seed", "3",
                                 "--as-of", "2026-11-20", "--by", "onboarding-team", "--json"], env=env)
@@ -55,6 +73,10 @@ def test_certify_builds_records_and_verifies_a_packet(env: dict[str, str], tmp_p
     manifest = json.loads((out / "manifest.json").read_text())
     first = json.loads((out / manifest["scenarios"][0]["expected_json"]).read_text())["members"][0]
     assert first["member_id"] not in json.dumps(event.detail)
+    # The feed's real census is never read: nothing of it in any file of the packet.
+    for path in out.iterdir():
+        data = path.read_bytes()
+        assert CANARY.encode() not in data and b"CANARYID1" not in data and b"778451234" not in data, path.name
 
     verified = runner.invoke(app, ["certify", "--verify", str(out), "--json"], env=env)
     assert verified.exit_code == 0, verified.output

@@ -4,7 +4,10 @@ file, and each scenario's expected JSON is what the carrier-replay reader reads 
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -103,13 +106,24 @@ def test_an_edited_manifest_fails_the_signature(packet: Packet, demo_keys: Any, 
 
 
 def test_the_same_seed_rebuilds_byte_identical_files(packet: Packet, demo_keys: Any, tmp_path: Path) -> None:
-    feed, mapping = certify_feed(demo_keys.signer_fingerprint)
-    again = build_packet(feed, mapping, seed=SEED, as_of=AS_OF, out=tmp_path / "again", keyring=demo_keys.ours,
-                         now=datetime(2027, 1, 2, tzinfo=UTC))
-    assert again.manifest_sha256 == packet.manifest_sha256
-    assert (again.out / MANIFEST).read_bytes() == (packet.out / MANIFEST).read_bytes()
+    """Rebuilt in another process (another hash seed, another clock): every file and the manifest are the
+    same bytes; only the signature may differ."""
+    again = tmp_path / "again"
+    code = (f"from datetime import UTC, datetime\n"
+            f"from carrierfeeds.crypto import Keyring\n"
+            f"from tests.certify.test_certify_packet import AS_OF, SEED, build_packet, certify_feed\n"
+            f"feed, mapping = certify_feed({demo_keys.signer_fingerprint!r})\n"
+            f"build_packet(feed, mapping, seed=SEED, as_of=AS_OF, out=Path({str(again)!r}),\n"
+            f"             keyring=Keyring(Path({str(demo_keys.ours.home)!r})),\n"
+            f"             now=datetime(2027, 1, 2, tzinfo=UTC))\n")
+    env = {**os.environ, "PYTHONHASHSEED": "4242", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-c", "from pathlib import Path\n" + code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (again / MANIFEST).read_bytes() == (packet.out / MANIFEST).read_bytes()
     for name in packet.manifest["files"]:
-        assert (again.out / name).read_bytes() == (packet.out / name).read_bytes(), name
+        assert (again / name).read_bytes() == (packet.out / name).read_bytes(), name
+    assert (again / "manifest.json.asc").is_file()
 
 
 def test_another_seed_gives_other_people_in_every_file(packet: Packet, demo_keys: Any) -> None:
