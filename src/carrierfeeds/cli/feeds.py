@@ -1,4 +1,5 @@
-"""`carrierfeeds feeds`: load and check every feed's configuration before a run does."""
+"""`carrierfeeds feeds`: load and check every feed's configuration before a run does; a feed's lifecycle
+(testing -> certified -> production, suspended: see ``carrierfeeds.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from carrierfeeds.cli.common import _emit, app
-from carrierfeeds.errors import ConfigError, TransientError
+from carrierfeeds.cli.common import _emit, _fail, _parse_day, _utcnow, app
+from carrierfeeds.errors import CarrierFeedsError, ConfigError, TransientError
 from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.settings import Settings, feed_paths
 
@@ -86,3 +87,111 @@ def _check_sql_login(settings: Settings, source: Any) -> None:
                           field=f"census.source (connection {source.connection_id})")
 
 
+
+
+# ------------------------------------------------------------------------------------------ lifecycle
+def _lifecycle_lines(life: Any) -> list[str]:
+    head = f"{life.feed_id}: {life.state}" + (f" (go-live {life.go_live.isoformat()})" if life.go_live else "") \
+        + (f" (suspended from {life.suspended_from})" if life.suspended_from else "")
+    rows = [f"  {e.at:%Y-%m-%d %H:%M}Z  {e.action:<9} -> {e.state:<10} by {e.actor}"
+            + (f"  go-live {e.go_live.isoformat()}" if e.go_live else "")
+            + (f"  ref: {e.reference}" if e.reference else "") + (f"  reason: {e.reason}" if e.reason else "")
+            for e in life.history]
+    return [head, *(rows or ["  no lifecycle rows: the feed's configured initial state applies"])]
+
+
+def _lifecycle_change(feed_id: str, as_json: bool, change: Any) -> None:
+    """Load the feed, apply ``change(ledger, feed)``, print where the feed stands; errors to exit codes."""
+    from carrierfeeds.settings import load_bundle, open_ledger
+
+    try:
+        settings = Settings()
+        feed = load_bundle(settings, feed_id).feed
+        ledger = open_ledger(settings)
+        life = change(ledger, feed)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+    _emit(life.as_dict(), as_json, _lifecycle_lines(life))
+
+
+@feeds_app.command("lifecycle")
+def feeds_lifecycle(
+    feed_id: Annotated[str, typer.Argument(help="the feed id")],
+    declare: Annotated[str | None, typer.Option(
+        help="record where the feed stands: production (an existing live feed) or testing")] = None,
+    by: Annotated[str | None, typer.Option(help="who declares it (with --declare), for the ledger")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="with --declare: the carrier's reference (contact, ticket, sign-off document)")] = None,
+    reason: Annotated[str | None, typer.Option(help="with --declare: why (recorded in the ledger)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the state and history as JSON")] = False,
+) -> None:
+    """Show a feed's lifecycle state and history (testing, certified, production, suspended; unmanaged
+    without a lifecycle block), or with --declare record where it stands. Exit code 3 when the ledger
+    refuses the change (out of order), 2 on a usage or configuration error."""
+    from carrierfeeds.lifecycle import current
+    from carrierfeeds.lifecycle import declare as declare_state
+
+    if declare is not None and not by:
+        raise typer.BadParameter("--declare needs --by (who declares it)")
+    if declare is None:
+        _lifecycle_change(feed_id, as_json, current)
+        return
+    _lifecycle_change(feed_id, as_json, lambda ledger, feed: declare_state(
+        ledger, feed, state=declare, by=str(by), reference=reference, reason=reason, now=_utcnow()))
+
+
+@feeds_app.command("certify")
+def feeds_certify(
+    feed_id: Annotated[str, typer.Argument(help="the feed id")],
+    approve: Annotated[bool, typer.Option("--approve", help="record the carrier's approval (testing -> "
+                                          "certified)")] = False,
+    by: Annotated[str, typer.Option(help="who records the approval, for the ledger")] = "",
+    reference: Annotated[str, typer.Option(
+        help="the carrier's reference: contact, ticket or sign-off document")] = "",
+    go_live: Annotated[str | None, typer.Option(
+        "--go-live", help="YYYY-MM-DD: the first run on or after it is the first production run (a full file)")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the state and history as JSON")] = False,
+) -> None:
+    """Record the carrier's approval of a feed in testing: it becomes certified, and with --go-live moves to
+    production on that date. Exit code 3 when the feed is not in testing (or certified, to set the date
+    again) or has no test endpoint, 2 on a usage or configuration error."""
+    from carrierfeeds.lifecycle import approve as approve_feed
+
+    if not approve:
+        raise typer.BadParameter("say --approve to record the carrier's approval (the certification packet is "
+                                 "`carrierfeeds certify`)")
+    if not by.strip() or not reference.strip():
+        raise typer.BadParameter("--approve needs --by and --reference")
+    day = _parse_day(go_live) if go_live else None
+    _lifecycle_change(feed_id, as_json, lambda ledger, feed: approve_feed(
+        ledger, feed, by=by, reference=reference, go_live=day, now=_utcnow()))
+
+
+@feeds_app.command("suspend")
+def feeds_suspend(
+    feed_id: Annotated[str, typer.Argument(help="the feed id")],
+    by: Annotated[str, typer.Option(help="who suspends it, for the ledger")],
+    reason: Annotated[str, typer.Option(help="why (recorded in the ledger)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the state and history as JSON")] = False,
+) -> None:
+    """Suspend a feed: every run is refused (recorded, alerted) until it is resumed. Exit code 3 when it
+    is already suspended."""
+    from carrierfeeds.lifecycle import suspend
+
+    _lifecycle_change(feed_id, as_json, lambda ledger, feed: suspend(ledger, feed, by=by, reason=reason,
+                                                                     now=_utcnow()))
+
+
+@feeds_app.command("resume")
+def feeds_resume(
+    feed_id: Annotated[str, typer.Argument(help="the feed id")],
+    by: Annotated[str, typer.Option(help="who resumes it, for the ledger")],
+    reason: Annotated[str | None, typer.Option(help="why (recorded in the ledger)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the state and history as JSON")] = False,
+) -> None:
+    """Resume a suspended feed in the state it was suspended from. Exit code 3 when it is not suspended."""
+    from carrierfeeds.lifecycle import resume
+
+    _lifecycle_change(feed_id, as_json, lambda ledger, feed: resume(ledger, feed, by=by, reason=reason,
+                                                                    now=_utcnow()))

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 #: Exit code when something needs a person (late or missing census, overdue acknowledgment, a last run
 #: rejected, refused or failed, a feed file that does not load, an anchor file that does not read).
 EXIT_ATTENTION = ExitCode.REJECTED
-HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "acks", "hand-offs", "attention")
+HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "acks", "hand-offs", "lifecycle",
+           "attention")
 
 
 def _when(value: datetime | None, timezone: str) -> str:
@@ -38,7 +39,15 @@ def row_cells(row: FeedRow) -> tuple[str, ...]:
         census += f" (last {_when(row.census.last_arrival, row.timezone)})"
     acks = f"{row.acks_pending} pending, {row.acks_overdue} overdue" if row.acks_pending or row.acks_overdue else "-"
     return (row.feed_id, row.employer_name, row.carrier_name, run, _when(row.next_run, row.timezone), census, acks,
-            str(row.handoffs_pending) if row.handoffs_pending else "-", ", ".join(row.attention) or "ok")
+            str(row.handoffs_pending) if row.handoffs_pending else "-", lifecycle_cell(row),
+            ", ".join(row.attention) or "ok")
+
+
+def lifecycle_cell(row: FeedRow) -> str:
+    """The feed's lifecycle state, with its go-live date while it is certified."""
+    if row.lifecycle == "certified" and row.go_live is not None:
+        return f"certified (go-live {row.go_live.isoformat()})"
+    return row.lifecycle
 
 
 def footer_lines(board: Board) -> list[str]:

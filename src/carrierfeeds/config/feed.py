@@ -154,16 +154,30 @@ class EncryptionSpec(_Model):
         return v.replace(" ", "").upper() if isinstance(v, str) else v
 
 
-class SftpDelivery(_Model):
+class SftpEndpoint(_Model):
     kind: Literal["sftp"] = "sftp"
     connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                                description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
     remote_dir: str = "/inbox"
 
 
-class LocalDelivery(_Model):
+class LocalEndpoint(_Model):
     kind: Literal["local"] = "local"
     path: str = Field(description="a carrier inbox folder, relative to the data directory")
+
+
+#: The carrier's test endpoint: where a feed in testing or certified sends its files (ISA15 T).
+TestEndpoint = Annotated[SftpEndpoint | LocalEndpoint, Field(discriminator="kind")]
+
+
+class SftpDelivery(SftpEndpoint):
+    test: TestEndpoint | None = Field(
+        None, description="the carrier's test endpoint, used while the feed is in testing or certified")
+
+
+class LocalDelivery(LocalEndpoint):
+    test: TestEndpoint | None = Field(
+        None, description="the carrier's test endpoint, used while the feed is in testing or certified")
 
 
 class ManualDelivery(_Model):
@@ -230,6 +244,19 @@ class ReconciliationSpec(_Model):
         return self
 
 
+class LifecycleSpec(_Model):
+    """Where a feed stands before its ledger says otherwise (see ``carrierfeeds.lifecycle``).
+
+    ``testing``: files carry ISA15 T and the mapping's test marker, and go to ``delivery.test`` until the
+    carrier's approval and go-live date are recorded (``carrierfeeds feeds certify``). ``production``: an
+    existing live feed, declared so in its config. A feed without this block is unmanaged: it runs as it
+    always did, except that a production file (ISA15 P) is refused until its state is declared.
+    """
+
+    initial: Literal["testing", "production"] = Field(
+        "testing", description="the state the feed starts in before any lifecycle row in the ledger")
+
+
 #: Airflow's cron presets (``airflow.utils.dates.cron_presets``) and ``@once``; ``@continuous`` is not
 #: offered: a feed run back to back all day would resend nothing but load the carrier's server.
 SCHEDULE_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -262,6 +289,8 @@ class Feed(_Model):
     validation: ValidationPolicy = ValidationPolicy()
     notify: NotifySpec | None = None
     reconciliation: ReconciliationSpec | None = None
+    lifecycle: LifecycleSpec | None = Field(
+        None, description="test-to-production lifecycle; null: unmanaged (production files refused)")
 
     @field_validator("schedule")
     @classmethod
@@ -301,6 +330,16 @@ class Feed(_Model):
             close = difflib.get_close_matches(v, sorted(zones), n=1)
             raise ValueError(f"unknown timezone {v!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         return v
+
+    @model_validator(mode="after")
+    def _testing_has_a_test_endpoint(self) -> Feed:
+        # A feed in testing sends to the carrier's test system only: without one it could not run at all.
+        if self.lifecycle is not None and self.lifecycle.initial == "testing" and \
+                getattr(self.delivery, "test", None) is None:
+            raise ValueError("lifecycle.initial is testing, so delivery.test (the carrier's test endpoint: "
+                             "{kind: sftp, connection_id: ..., remote_dir: ...} or {kind: local, path: ...}) "
+                             "is required")
+        return self
 
     @model_validator(mode="after")
     def _electronic_matches_output(self) -> Feed:

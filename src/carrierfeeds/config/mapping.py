@@ -352,6 +352,9 @@ class CarrierMapping(_Model):
                                 "many members each (whole families only); null: one set")
     file_name: str = Field("{sender}_{receiver}_{isa13}_{date}.834",
                            description="fields: sender, receiver, isa13, date, feed")
+    test_marker: str = Field("TEST_", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$",
+                             description="put before the file name of every test file (a feed in testing or "
+                                         "certified), whatever the output format")
     flatfile: CsvFlatLayout | FixedWidthFlatLayout | None = Field(
         None, discriminator="kind",
         description="the carrier's flat-file layout (CSV or fixed width), for feeds with output.format flatfile; "

@@ -75,6 +75,8 @@ def run_gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
                          pyx12_max_members=ctx.settings.pyx12_max_members, scratch=ctx.run_dir, detail=detail)
     if verdict.error is not None:
         raise verdict.error
+    if verdict.format == "x12-834":
+        _check_usage(ctx, ctx.fetch(built.file_name), built.endpoint, detail)
     # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
     ctx.save_state(gate=GateState(conformance="passed", transaction_sets=verdict.transaction_sets))
     if verdict.format == "pdf":
@@ -82,6 +84,22 @@ def run_gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
     if verdict.format == "flatfile":
         return {"run_id": ctx.run_id, "format": "flatfile", "records": verdict.records}
     return {"run_id": ctx.run_id, "segments": verdict.segments}
+
+
+def _check_usage(ctx: RunContext, path: Path, endpoint: str | None, detail: dict[str, Any]) -> None:
+    """The file's own ISA15 against the feed's lifecycle (fail closed, whatever the build decided): a test
+    file must say T, and a production file (P) passes only while the feed is in production."""
+    from carrierfeeds.lifecycle import LifecycleRefused, current, isa15
+
+    with path.open("rb") as f:
+        found = isa15(f.read(106))
+    detail.update(isa15=found)
+    if endpoint == "test" and found != "T":
+        raise LifecycleRefused("a file for the carrier's test endpoint does not carry ISA15 T",
+                               details={"feed_id": ctx.feed_id, "isa15": found})
+    if found == "P" and (state := current(ctx.ledger, ctx.bundle.feed).state) != "production":
+        raise LifecycleRefused(f"a production file (ISA15 P) for feed {ctx.feed_id}, which is {state}",
+                               details={"feed_id": ctx.feed_id, "state": state, "isa15": found})
 
 
 def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: int, records: int | None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrierfeeds.errors import CensusRejected, TransientError
 from carrierfeeds.files import write_private
@@ -16,6 +16,10 @@ from carrierfeeds.run.gate import GateVerdict, check_file
 from carrierfeeds.run.render import RenderedFile, render_file
 from carrierfeeds.run.stages import diff_for_day
 from carrierfeeds.settings import FeedBundle, Settings, plan_catalogue
+
+if TYPE_CHECKING:
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.lifecycle import RunLifecycle
 
 
 def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: Path, *, as_of: date, full: bool,
@@ -32,6 +36,7 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
+    life = peek_lifecycle(settings, bundle, day=as_of)  # a suspended feed, or P before production: refused
     frame = read_census(census, bundle.schema)
     key_file = settings.resolved_token_key_file
     # Tokens only label findings; without the deployment's key a throwaway one is used, never written.
@@ -56,14 +61,15 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
         base = SnapshotStore.for_settings(settings).load(feed.feed_id)  # read only: never staged or advanced
         base_rows = None if base is None else len(base)
         change_set = diff_for_day(bundle, enrollment, base, held_back=outcome.held_back_member_ids, day=as_of,
-                                  full_file=full or mapping.mode == "full")
+                                  full_file=full or life.full_file or mapping.mode == "full")
         full_file = change_set.full_file
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
         action = mapping.full_file.bgn08 if change_set.full_file else "2"
     result: dict[str, Any] = {
         "feed_id": feed.feed_id, "interval_start": as_of.isoformat(), "preview": True, "sent": False,
         "snapshot_advanced": False, "ledger_written": False, "out": str(folder), "full_file": full_file,
-        "snapshot_rows": base_rows, "validation": validation, "files": []}
+        "snapshot_rows": base_rows, "validation": validation, "files": [],
+        "lifecycle": {"state": life.state, "endpoint": life.endpoint, "first_production_file": life.full_file}}
     if enrollment.member_count == 0:
         result["status"] = "nothing_to_send"
         return result
@@ -71,7 +77,7 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
                "note": f"preview placeholder ({source}); the real run allocates its own"}
     rendered = render_file(bundle, enrollment, action=action, isa13=number, gs06=number, st02=number, created=now,
-                           day=as_of, folder=folder, write=write_private)
+                           day=as_of, folder=folder, write=write_private, usage=life.usage, marker=life.marker)
     verdict = check_file(rendered.path, bundle, payload_sha256=rendered.sha256, members=enrollment.member_count,
                          records=rendered.records, pyx12_max_members=settings.pyx12_max_members, scratch=folder,
                          detail={})
@@ -97,21 +103,54 @@ def _account(rendered: RenderedFile, verdict: GateVerdict) -> dict[str, Any]:
     return entry
 
 
+def peek_lifecycle(settings: Settings, bundle: FeedBundle, *, day: date) -> RunLifecycle:
+    """What the run of ``day`` would send under the feed's lifecycle, read without writing (as
+    :func:`peek_control_number` reads the ledger)."""
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger.lifecycle import feed_lifecycle
+    from carrierfeeds.lifecycle import preview_run
+
+    ledger = _read_only_ledger(settings)
+    try:
+        if ledger is not None:
+            with ledger.engine.connect() as conn:
+                if not sa.inspect(conn).has_table(feed_lifecycle.name):
+                    ledger.close()
+                    ledger = None
+        return preview_run(ledger, bundle.feed, bundle.mapping, day=day)
+    except sa.exc.SQLAlchemyError as exc:
+        raise TransientError(f"cannot read the ledger ({type(exc).__name__})") from None
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _read_only_ledger(settings: Settings) -> Ledger | None:
+    """The ledger opened without creating anything (a SQLite file read-only); None when there is none."""
+    import sqlalchemy as sa
+
+    from carrierfeeds.ledger import Ledger
+
+    url = sa.make_url(settings.resolved_ledger_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or not Path(url.database).is_file():
+            return None
+        return Ledger(sa.create_engine(f"sqlite:///file:{Path(url.database).resolve()}?mode=ro&uri=true"))
+    return Ledger(sa.create_engine(url))
+
+
 def peek_control_number(settings: Settings, sender_id: str, receiver_id: str) -> tuple[int, str]:
     """The ISA13 the ledger would allocate next for this pair, read without writing (nothing is created:
     no ledger file, no table, no counter) and where that number comes from."""
     import sqlalchemy as sa
 
-    from carrierfeeds.ledger import Ledger, models
+    from carrierfeeds.ledger import models
 
-    url = sa.make_url(settings.resolved_ledger_url)
-    if url.get_backend_name() == "sqlite":
-        if not url.database or not Path(url.database).is_file():
-            return 1, "no ledger yet, so the first number"
-        engine = sa.create_engine(f"sqlite:///file:{Path(url.database).resolve()}?mode=ro&uri=true")
-    else:
-        engine = sa.create_engine(url)
-    ledger = Ledger(engine)
+    ledger = _read_only_ledger(settings)
+    if ledger is None:
+        return 1, "no ledger yet, so the first number"
+    engine = ledger.engine
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(models.control_counters.name):

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from carrierfeeds.changes import ChangeSet, SnapshotStore
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
+    from carrierfeeds.lifecycle import RunLifecycle
     from carrierfeeds.reconcile.correction import RunCorrection
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     from carrierfeeds.census.accepted import read_accepted
     from carrierfeeds.changes import keeps_snapshot
     from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.lifecycle import plan_run
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
     with recorded_stage(ctx, "build") as detail:
@@ -253,6 +255,13 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
                                 details={"feed_id": feed.feed_id})
+        # Before any control number is taken: a refused file uses none (see carrierfeeds.lifecycle).
+        life = plan_run(ctx.ledger, feed, mapping, day=ctx.ref.interval_start, run_id=ctx.run_id,
+                        actor=ctx.actor, now=ctx.now())
+        detail.update(lifecycle=life.state, endpoint=life.endpoint,
+                      **({"went_live": True} if life.went_live else {}),
+                      **({"first_production_file": True} if life.full_file else {}))
+        full_file = full_file or life.full_file
         census = read_accepted(ctx.fetch(ACCEPTED))
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
@@ -268,15 +277,15 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
             checked = sent.delivery_id if sent is not None and sent.status in SENT_STATUSES else None
             if checked is not None:
-                _require_same_members(ctx, enrollment, action, checked)
+                _require_same_members(ctx, enrollment, action, checked, life)
             resend = ctx.ledger.allocate_resend(
                 run_id=ctx.run_id, sender_id=mapping.envelope.sender_id, receiver_id=mapping.envelope.receiver_id,
                 actor=ctx.actor, reason=resend_reason, now=ctx.now())
             if resend is not None:
                 if resend.replaces_delivery_id != checked:
-                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id)
+                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, life)
                 interchange = resend
-        rendered = _render(ctx, enrollment, action, interchange)
+        rendered = _render(ctx, enrollment, action, interchange, life)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
@@ -291,12 +300,14 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             file_name=file_name, payload_sha256=payload_sha256, payload_bytes=size, isa13=interchange.isa13,
             gs06=interchange.gs06, st02=interchange.st02, counts=counts, resend=interchange.resend,
             replaces_delivery_id=interchange.replaces_delivery_id,
-            resend_reason=resend_reason if interchange.resend else None, flatfile_records=rendered.records))
+            resend_reason=resend_reason if interchange.resend else None, flatfile_records=rendered.records,
+            endpoint=life.endpoint,
+            usage=life.usage or (mapping.envelope.usage if feed.output.format == "x12-834" else None)))
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
 
 
-def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange, *,
-            keep: bool = True) -> RenderedFile:
+def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange,
+            life: RunLifecycle | None = None, *, keep: bool = True) -> RenderedFile:
     """Render the feed's file under ``interchange``'s control numbers and allocation time. Kept (run
     folder and staging store) unless ``keep`` is False, when only its hash is wanted (an 834 or PDF
     resend's same-members check; a flat file's resend is its delivered bytes, never rendered again)."""
@@ -304,7 +315,8 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     rendered = render_file(ctx.bundle, enrollment, action=action, isa13=interchange.isa13, gs06=interchange.gs06,
                            st02=interchange.st02, created=interchange.created_at, day=ctx.ref.interval_start,
                            folder=ctx.run_dir, write=partial(_write_kept, ctx) if keep else hash_only,
-                           pdf_prefix="" if keep else ".check.")
+                           pdf_prefix="" if keep else ".check.",
+                           usage=life.usage if life is not None else None, marker=life.marker if life else "")
     if pdf and keep:
         ctx.keep(rendered.path)  # the 834 and the flat file are kept as they are written
     elif pdf:
@@ -312,7 +324,8 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     return rendered
 
 
-def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None) -> None:
+def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None,
+                          life: RunLifecycle | None = None) -> None:
     """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
     it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
     replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
@@ -321,7 +334,7 @@ def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, 
     if replaced is None or earlier is None:
         raise Refused("the delivery a forced resend replaces is not in the ledger",
                       details={"delivery_id": replaces})
-    if _render(ctx, enrollment, action, earlier, keep=False).sha256 != replaced.payload_sha256:
+    if _render(ctx, enrollment, action, earlier, life, keep=False).sha256 != replaced.payload_sha256:
         raise Refused(
             f"a forced resend sends the delivered members again under new control numbers, but the census, "
             f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
