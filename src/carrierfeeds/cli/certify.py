@@ -80,12 +80,14 @@ def certify(
     try:
         bundle = load_bundle(settings, feed_id)
         feed = bundle.feed
-        if deliver and getattr(feed.delivery, "test", None) is None:
-            raise ConfigError(f"feed {feed_id} has no test endpoint (delivery.test): the packet is built only "
-                              "for delivery to the carrier's test system, never to production",
-                              field="delivery.test")
         if deliver:
-            raise ConfigError("--deliver is not available in this build yet", field="--deliver")
+            from carrierfeeds.lifecycle import has_test_endpoint
+
+            if not has_test_endpoint(feed):
+                raise ConfigError(f"feed {feed_id} has no test endpoint (delivery.test): certification files go "
+                                  "to the carrier's test system only, never to production", field="delivery.test")
+            raise ConfigError("--deliver is not available yet: certification deliveries need a run identity of "
+                              "their own (runs are one per feed and day)", field="--deliver")
         start = feed.authorization.effective_from
         anchor = _parse_day(as_of) if as_of else start.replace(day=15)
         now = _utcnow()
