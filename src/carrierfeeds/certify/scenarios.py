@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -55,6 +55,10 @@ class Scenario:
     story: str
     data: bytes
     expected: dict[str, Any]
+    #: What was rendered (the change set's view) and its BGN08: a delivery renders it again under the
+    #: ledger's control numbers.
+    enrollment: Enrollment = field(compare=False, repr=False)
+    action: str
 
     @property
     def file_name(self) -> str:
@@ -344,7 +348,7 @@ def build_scenarios(feed: Feed, mapping: CarrierMapping, *, seed: int, as_of: da
                                 ControlNumbers(isa13=isa13, gs06=isa13, st02=1))
         expected = expected_outcome(change, after_view, tokens, slug=case.slug, title=case.title,
                                     isa13=isa13, action=action, as_of=as_of)
-        built.append(Scenario(number, case.slug, case.title, case.story, data, expected))
+        built.append(Scenario(number, case.slug, case.title, case.story, data, expected, change.enrollment, action))
     return ScenarioSet(feed.feed_id, mapping.mapping_id, seed, as_of, tuple(built), tuple(skipped))
 
 

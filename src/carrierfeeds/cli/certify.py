@@ -44,8 +44,10 @@ def certify(
                                                              "authorisation starts")] = None,
     by: Annotated[str, typer.Option(help="who builds the packet, for the ledger")] = "cli",
     deliver: Annotated[bool, typer.Option("--deliver", help="also send the packet's 834s to the carrier's test "
-                                                            "endpoint (the feed's delivery.test); refused "
-                                                            "without one")] = False,
+                                                            "endpoint (the feed's delivery.test), one run each, "
+                                                            "under the ledger's control numbers; refused without "
+                                                            "one. With --out holding a packet already: deliver "
+                                                            "it (a rerun sends nothing twice)")] = False,
     verify: Annotated[Path | None, typer.Option("--verify", help="verify the packet in this folder instead: "
                                                                  "signature, every SHA-256, pyx12 again",
                                                 file_okay=False)] = None,
@@ -62,8 +64,11 @@ def certify(
     by the run's own pure stages, each with its expected outcome (words and JSON), the structural check's
     and pyx12's verdicts, a cover sheet (HTML, PDF) and a manifest of SHA-256s signed with our key; the
     build is recorded in the ledger. Same mapping, seed and anchor day: the same files, byte for byte.
-    Exit 0 when every file passes both checks, 3 when one does not (or --verify fails), 2 on a usage or
-    configuration error.
+    --deliver sends them to the carrier's test endpoint, one run per file (days from the anchor day on),
+    through the gate, encryption and delivery, under the ledger's own control numbers. Exit 0 when every
+    file passes both checks (and, with --deliver, was delivered), 3 when one does not (or --verify
+    fails, or the packet may not go out), 2 on a usage or configuration error; a failed delivery exits as
+    its run would.
     """
     if verify is not None:
         if feed_id is not None or out is not None or deliver:
@@ -72,7 +77,7 @@ def certify(
         return
     if feed_id is None or out is None:
         raise typer.BadParameter("give FEED_ID and --out DIR (or --verify DIR)")
-    from carrierfeeds.certify.packet import build_packet
+    from carrierfeeds.certify.packet import MANIFEST, build_packet
     from carrierfeeds.crypto import Keyring
     from carrierfeeds.settings import load_bundle, open_ledger
 
@@ -86,8 +91,9 @@ def certify(
             if not has_test_endpoint(feed):
                 raise ConfigError(f"feed {feed_id} has no test endpoint (delivery.test): certification files go "
                                   "to the carrier's test system only, never to production", field="delivery.test")
-            raise ConfigError("--deliver is not available yet: certification deliveries need a run identity of "
-                              "their own (runs are one per feed and day)", field="--deliver")
+            if (out / MANIFEST).is_file():
+                _deliver(settings, feed_id, out, by, as_json)  # a packet built earlier: deliver (or retry)
+                return
         start = feed.authorization.effective_from
         anchor = _parse_day(as_of) if as_of else start.replace(day=15)
         now = _utcnow()
@@ -113,5 +119,32 @@ def certify(
     lines += [f"not applicable: {n['title']} ({n['reason']})" for n in m["not_applicable"]]
     lines.append(f"packet {out}: {len(m['scenarios'])} files, manifest sha256 {packet.manifest_sha256}, signed by "
                  f"{packet.signer_fingerprint} (recorded in the ledger)")
+    if deliver and packet.ok:
+        if not as_json:
+            _emit(summary, False, lines)
+        _deliver(settings, feed_id, out, by, as_json)
+        return
     _emit(summary, as_json, lines)
     raise typer.Exit(ExitCode.OK if packet.ok else ExitCode.REFUSED)
+
+
+def _deliver(settings: Settings, feed_id: str, out: Path, by: str, as_json: bool) -> None:
+    from carrierfeeds.certify.deliver import deliver_packet
+    from carrierfeeds.outcomes import exit_code_for_run
+
+    try:
+        sent = deliver_packet(settings, feed_id, out, clock=_utcnow, actor=by)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    runs = [{"run_id": r.run_id, "interval_start": r.interval_start, "status": r.status, "isa13": r.isa13,
+             "file_name": r.file_name, "payload_sha256": r.payload_sha256,
+             "error": (r.error or {}).get("code")} for r in sent.runs]
+    lines = [f"{r['interval_start']}  {r['status']:<18} ISA13 {r['isa13'] or '-':<9}  {r['file_name'] or ''}"
+             + (f"  ({r['error']})" if r["error"] else "") for r in runs]
+    done = sum(r["status"] in ("delivered", "already_delivered") for r in runs)
+    lines.append(f"certification delivery to the test endpoint: {done} of {len(runs)} files delivered "
+                 f"(manifest sha256 {sent.manifest_sha256})")
+    _emit({"ok": sent.ok, "manifest_sha256": sent.manifest_sha256, "runs": runs}, as_json, lines)
+    failed = next((r for r in sent.runs if r.status not in ("delivered", "already_delivered")), None)
+    raise typer.Exit(ExitCode.OK if failed is None else exit_code_for_run(failed.status, failed.error))
