@@ -18,6 +18,7 @@ from tests.carrier_replay.reader import read_834
 from carrierfeeds.certify.packet import MANIFEST, Packet, build_packet, verify_packet
 from carrierfeeds.certify.scenarios import build_scenarios
 from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
+from carrierfeeds.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 11, 20)
@@ -187,3 +188,11 @@ def test_a_mapping_without_the_settings_lists_the_cases_it_cannot_express(demo_k
     assert "member_status.cobra" in built.not_applicable[0].reason
     assert not any(s.slug.startswith(("volume", "contact", "primary", "reporting")) for s in built.scenarios)
     assert all(b"*T*:~" in s.data.split(b"\n")[0] for s in built.scenarios)  # ISA15 T, whatever the mapping says
+
+
+@pytest.mark.parametrize("feed_id", ["acme-clearview-vision", "acme-northwind-dental"])
+def test_a_feed_that_sends_no_834s_gets_no_packet(feed_id: str) -> None:
+    feed = load_feed(ROOT / "feeds" / f"{feed_id}.yaml")
+    with pytest.raises(ConfigError, match="not 834s") as caught:
+        build_scenarios(feed, load_mapping(ROOT / "mappings" / f"{feed.mapping_id}.yaml"), seed=SEED, as_of=AS_OF)
+    assert "output.format" in str(caught.value.as_dict())

@@ -35,6 +35,7 @@ from carrierfeeds.certify.cast import NPIS, Cast, Election, month_end, next_mont
 from carrierfeeds.changes import ChangeSet, diff_against_snapshot
 from carrierfeeds.config import CarrierMapping, Feed, Party
 from carrierfeeds.enrollment import Enrollment, build_enrollment
+from carrierfeeds.errors import ConfigError
 from carrierfeeds.x12.envelope import ControlNumbers, TransactionHeader
 from carrierfeeds.x12.render import render_834_bytes
 
@@ -322,6 +323,9 @@ def token_key(seed: int) -> bytes:
 
 def build_scenarios(feed: Feed, mapping: CarrierMapping, *, seed: int, as_of: date) -> ScenarioSet:
     """Every applicable scenario for ``feed``'s carrier, numbered in order, and the ones that are not."""
+    if feed.output.format != "x12-834":
+        raise ConfigError(f"feed {feed.feed_id} sends {feed.output.format}, not 834s: a certification packet is "
+                          "made of 834s", field="output.format")
     roster = Cast(feed, mapping, seed=seed, as_of=as_of)
     tokens = MemberTokenizer(token_key(seed))
     built: list[Scenario] = []
