@@ -169,6 +169,9 @@ def certification_build(ctx: RunContext, scenario: Scenario, *, manifest_sha: st
                                day=ctx.ref.interval_start, folder=ctx.run_dir, write=write, usage="T",
                                marker=mapping.test_marker)
         enrollment = scenario.enrollment
+        from carrierfeeds.run.disclosure import stage_disclosure_of  # numpy/pandas: loaded when a file is built
+
+        stage_disclosure_of(ctx, enrollment)
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count}
         detail.update(counts, certification=True, scenario=scenario.slug, packet_file_sha256=packet_sha,

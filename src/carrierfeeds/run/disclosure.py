@@ -75,6 +75,14 @@ def disclosure_for(settings: Settings, bundle: FeedBundle, enrollment: Enrollmen
         members=MemberIndex.pack(tokens, codes))
 
 
+def stage_disclosure_of(ctx: RunContext, enrollment: Enrollment) -> None:
+    """What a run's rendered file discloses (fields, config hashes, member tokens), staged for deliver."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+
+    tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
+    stage_disclosure(ctx, disclosure_for(ctx.settings, ctx.bundle, enrollment, tokenizer))
+
+
 def stage_disclosure(ctx: RunContext, disclosure: Disclosure) -> None:
     ctx.store.put_bytes(ctx.feed_id, ctx.ref.interval_start, DISCLOSURE,
                         json.dumps(disclosure.as_json(), separators=(",", ":")).encode(), phi=True)

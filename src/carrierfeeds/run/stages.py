@@ -298,7 +298,9 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                     _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, life, changes=roster)
                 interchange = resend
         rendered = _render(ctx, enrollment, action, interchange, life, changes=roster)
-        _stage_disclosure(ctx, enrollment)
+        from carrierfeeds.run.disclosure import stage_disclosure_of  # numpy/pandas: loaded when a file is built
+
+        stage_disclosure_of(ctx, enrollment)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         if mapping.notice is not None:
             detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
@@ -319,15 +321,6 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             endpoint=life.endpoint,
             usage=life.usage or (mapping.envelope.usage if feed.output.format == "x12-834" else None)))
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
-
-
-def _stage_disclosure(ctx: RunContext, enrollment: Enrollment) -> None:
-    """What the rendered file discloses (fields, config hashes, member tokens), for deliver to record."""
-    from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.run.disclosure import disclosure_for, stage_disclosure
-
-    tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
-    stage_disclosure(ctx, disclosure_for(ctx.settings, ctx.bundle, enrollment, tokenizer))
 
 
 def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange,
