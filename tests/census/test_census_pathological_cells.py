@@ -117,3 +117,21 @@ def test_a_huge_cell_in_a_file_read_row_by_row_is_cell_too_long(tmp_path: Path, 
         read_census(path, SCHEMA)
     assert (info.value.rule, info.value.row) == ("cell_too_long", 4)
     assert "QQQQ" not in str(info.value)
+
+
+@pytest.mark.parametrize(("chars", "refused"), [(1024, False), (1025, True)])
+@pytest.mark.parametrize("private", [False, True])
+def test_the_cap_counts_characters_not_bytes(tmp_path: Path, base: pd.DataFrame, chars: int, refused: bool,
+                                             private: bool) -> None:
+    """A cell of two-byte characters is over the cap in bytes long before it is in characters: the byte
+    bound the reader checks first (Arrow offsets) only ever lets a column skip the count of characters."""
+    frame = base.copy()
+    frame.loc[3, "last_name"] = "é" * chars  # 2 bytes a character in UTF-8
+    path = tmp_path / "census.csv"
+    frame.to_csv(path, index=False)
+    if not refused:
+        assert read_census(path, SCHEMA, private=private)["last_name"].iloc[3] == "é" * chars
+        return
+    with pytest.raises(DataError) as info:
+        read_census(path, SCHEMA, private=private)
+    assert (info.value.rule, info.value.row, info.value.column) == ("cell_too_long", 5, "last_name")

@@ -66,6 +66,8 @@ _FORMULA_START = ("=", "+", "-", "@")
 #: compete for the same characters (``[..0-9..]*[0-9][..0-9..]*`` backtracked quadratically on a long
 #: run of digits ending in a letter; see benchmarks/README.md). ASCII digits: re takes \d as any digit.
 _NUMBERISH = r"^[+-]?[\s().\-/]*[0-9][0-9\s().\-/]*$"
+#: The type of a memory map (the module's name is looked up at each call, so tests can watch the maps made).
+_MMAP = mmap.mmap
 #: First bytes of a cell that starts like a formula.
 _SIGN_BYTES = tuple(np.uint8(ord(c)) for c in _FORMULA_START)
 
@@ -404,6 +406,8 @@ def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: 
     first: tuple[int, str] | None = None
     count = 0
     for column, series in out.items():
+        if _fits(series, limit):
+            continue
         long = np.flatnonzero(series.str.len().to_numpy(dtype=np.int64, na_value=0) > limit)
         if not len(long):
             continue
@@ -415,6 +419,24 @@ def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: 
         raise DataError(f"cell is longer than the census schema's max_cell_length of {limit} characters "
                         f"({count} such cell(s) in the file)", file=name, row=first[0], column=first[1],
                         rule="cell_too_long", details={"cells": count, "max_cell_length": limit})
+
+
+def _fits(series: pd.Series, limit: int) -> bool:
+    """Whether no cell of a text column can be longer than ``limit`` characters, read off its Arrow
+    offsets: a cell's UTF-8 bytes are at least its characters, so a column whose longest cell in bytes is
+    within the limit needs no count of characters (which reads every byte). False when it may not be,
+    or the column is not Arrow text: the caller then counts."""
+    column = pa.chunked_array(series)
+    if not (pa.types.is_large_string(column.type) or pa.types.is_string(column.type)):
+        return False
+    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        if offsets[-1] - offsets[0] > limit and int(np.diff(offsets).max()) > limit:
+            return False
+    return True
 
 
 def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarray], rows: np.ndarray,
@@ -732,7 +754,7 @@ def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Tabl
     whether a quoted line break falls on a block boundary does (pyarrow then refuses the file and the caller
     checks it row by row). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
     table = pa_csv.read_csv(
-        pa.BufferReader(pa.py_buffer(data)),
+        _source(data),
         read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=4 << 20),
         parse_options=pa_csv.ParseOptions(delimiter=delimiter),
         # check_utf8 off: the bytes are the file's own once they were found to be UTF-8, or the decoded
@@ -742,6 +764,53 @@ def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Tabl
     if table.num_columns != width:
         raise ValueError(f"{table.num_columns} columns parsed for {width} headers")
     return table
+
+
+def _source(data: bytes | memoryview) -> pa.NativeFile:
+    """What pyarrow's CSV reader reads ``data`` from: a view of a memory map through
+    :class:`_ReleasingReader`, anything else in place."""
+    if isinstance(data, memoryview) and isinstance(data.obj, _MMAP) and len(data):
+        return pa.PythonFile(_ReleasingReader(data, data.obj), mode="r")
+    return pa.BufferReader(pa.py_buffer(data))
+
+
+class _ReleasingReader(io.RawIOBase):
+    """A mapped census handed to pyarrow's CSV reader block by block: each block is copied out (pyarrow
+    holds that copy until the block is parsed) and the map's pages behind it are dropped from this
+    process (``madvise(MADV_DONTNEED)``), so the whole file's pages and the whole parsed table are not
+    resident together (the read's peak; figures in benchmarks/README.md). The pages stay in the page
+    cache; the map is read-only and nothing reads those pages again, and one that did would fault them
+    back in unchanged. Only for the run's own staged copy, as for the map itself (see :func:`_map`)."""
+
+    def __init__(self, data: memoryview, mapped: mmap.mmap) -> None:
+        super().__init__()
+        self._data = data
+        self._map = mapped
+        # where the view starts in the map (past a byte order mark, if any)
+        self._base = (np.frombuffer(data, dtype=np.uint8).ctypes.data
+                      - np.frombuffer(memoryview(mapped), dtype=np.uint8).ctypes.data)
+        self._pos = 0
+        self._released = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
+        block = bytes(self._data[self._pos:end])
+        self._pos = end
+        upto = (self._base + end) // mmap.PAGESIZE * mmap.PAGESIZE
+        if upto > self._released and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
+        return block
+
+    def close(self) -> None:
+        self._data = memoryview(b"")  # the map is unmapped once the caller's last view of it goes
+        super().close()
 
 
 def _read(data: bytes | memoryview, delimiter: str, header: list[str], *, engine: str) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from carrierfeeds.run.context import (
     RunRef,
     open_run,
     recorded_stage,
+    release_memory,
     wipe_scratch,
 )
 from carrierfeeds.run.delivery import deliver_once
@@ -220,7 +221,10 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         accepted = ctx.run_dir / ACCEPTED
         written = accepted.with_name(f".{ACCEPTED}.tmp")
         table = accepted_table(outcome.accepted, codes, outcome.rows)
-        del codes
+        # The census's frame (and the policy's accepted rows of it) go before the file is written and
+        # kept: the table is all that is left to write, and the frame beside it was the stage's peak.
+        del codes, census, outcome
+        release_memory()
         write_accepted(written, table)
         del table
         os.chmod(written, 0o600)
@@ -281,6 +285,8 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         if keeps_snapshot(mapping.mode, feed.validation.policy):
             enrollment, action, change_counts, roster = _diff_for_run(
                 ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
+        del census  # the render reads the enrollment only (what of the census it shares stays mapped)
+        release_memory()
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
