@@ -199,6 +199,8 @@ def test_log_counts_members_by_maintenance_type(ledger: Ledger, cli_env: Path) -
     assert [rows[bare][t] for t in types] == ["", "", "", "", ""] and rows[bare]["members"] == "9"
     data = {d["delivery_id"]: d for d in json.loads(runner.invoke(app, ["audit", "log", "--format", "json"]).output)}
     assert data[changes]["maintenance"] == {"001": 1, "021": 3, "024": 2} and data[bare]["maintenance"] == {}
+    assert json.loads(runner.invoke(app, ["audit", "log", "--json"]).output) == list(data.values())
+    assert runner.invoke(app, ["audit", "log", "--json", "--format", "csv"]).exit_code == 2
     table = runner.invoke(app, ["audit", "log"]).output.splitlines()
     header = table[0].split()
     by_type = header.index("by_type") + 1  # the "sent" cell holds a space: date and time

@@ -81,6 +81,8 @@ def audit_log(
     status: Annotated[str | None, typer.Option(help="only deliveries in this status "
                                                      "(pending, delivered, failed, reconciled, forced_resend)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, as --format json (the flag other commands take)")]
+        = False,
 ) -> None:
     """One line per delivery: times, outcome, acknowledgment, counts, hashes, fingerprints, actor."""
     from datetime import timedelta
@@ -97,6 +99,10 @@ def audit_log(
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise typer.BadParameter(f"--json and --format {fmt} ask for two formats")
+        fmt = "json"
     if status is not None:
         _known("--status", status, sorted(str(s) for s in DeliveryStatus))
     first, end = _day_start(since), _day_start(until)
