@@ -108,6 +108,42 @@ def _fill(url: str, feed_ids: list[str], rows: int) -> int:
     return written
 
 
+def _copy(source_url: str, url: str) -> int:
+    """Every ledger row of ``source_url`` (a filled workspace's SQLite ledger) into the empty ledger at
+    ``url``, verbatim (the same chain, hashes and head): filling PostgreSQL row by row through the API
+    takes over an hour on the shared machine, a copy minutes."""
+    import sqlalchemy as sa
+
+    import carrierfeeds.ledger.worklist  # noqa: F401  (registers the worklist tables)
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.ledger import models as m
+
+    target = Ledger.open(url)
+    target.upgrade()
+    source = Ledger.open(source_url)
+    copied = 0
+    with source.engine.connect() as src, target.engine.begin() as dst:
+        dst.execute(sa.delete(m.chain_head))
+        for table in m.metadata.sorted_tables:
+            if dst.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+                continue  # what upgrade() wrote itself
+            batch: list[dict[str, Any]] = []
+            for row in src.execution_options(yield_per=20_000).execute(sa.select(table)):
+                batch.append(dict(row._mapping))
+                if len(batch) == 20_000:
+                    dst.execute(sa.insert(table), batch)
+                    copied, batch = copied + len(batch), []
+            if batch:
+                dst.execute(sa.insert(table), batch)
+                copied += len(batch)
+            if "id" in table.c and dst.dialect.name == "postgresql":
+                dst.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608
+                                    f"GREATEST((SELECT max(id) FROM {table.name}), 1))"))
+    source.close()
+    target.close()
+    return copied
+
+
 def _mappings(work: Path) -> None:
     """The shipped mappings, Sunrise's with an acknowledgment source: a third of the feeds await 999s."""
     import shutil
@@ -119,7 +155,8 @@ def _mappings(work: Path) -> None:
         sunrise.write_text(sunrise.read_text() + "acks: {source: {kind: local, path: acks/sunrise}}\n")
 
 
-def _workspace(work: Path, feeds: int, rows: int, ledger_url: str | None = None) -> tuple[Any, int]:
+def _workspace(work: Path, feeds: int, rows: int, ledger_url: str | None = None,
+               copy_from: Path | None = None) -> tuple[Any, int]:
     from carrierfeeds.console.auth import UsersFile
     from carrierfeeds.settings import Settings
 
@@ -137,8 +174,14 @@ def _workspace(work: Path, feeds: int, rows: int, ledger_url: str | None = None)
         ledger.close()
         return settings, seq
     start = time.perf_counter()
-    ids = _feeds(work, feeds)
-    written = _fill(str(settings.ledger_url), ids, rows)
+    if copy_from is not None:  # another workspace's feeds and ledger, copied
+        import shutil
+
+        shutil.copytree(copy_from / "feeds", work / "feeds", dirs_exist_ok=True)
+        written = _copy(f"sqlite:///{copy_from / 'ledger.sqlite'}", str(settings.ledger_url))
+    else:
+        ids = _feeds(work, feeds)
+        written = _fill(str(settings.ledger_url), ids, rows)
     UsersFile(settings.resolved_keys_dir).set_user("bench", "auditor", "benchmark-password")
     marker.write_text(json.dumps({"feeds": feeds, "rows": rows}))
     print(f"workspace: {feeds} feeds, {written} ledger rows in {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -162,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--ledger-url", default=None,
                         help="an empty PostgreSQL database to fill (default: a SQLite file in the workspace)")
+    parser.add_argument("--copy-from", type=Path, default=None,
+                        help="fill --ledger-url by copying this filled SQLite workspace (its folder) verbatim")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled board build")
     parser.add_argument("--old-repeat", type=int, default=1,
                         help="calls of ops.status.load_board, the CLI's loader that folds every delivery (0: skip)")
@@ -171,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kind = "sqlite" if args.ledger_url is None else args.ledger_url.split(":", 1)[0].split("+", 1)[0]
     work = args.work / f"{args.feeds}x{args.rows}" / kind
     work.mkdir(parents=True, exist_ok=True)
-    settings, written = _workspace(work, args.feeds, args.rows, args.ledger_url)
+    settings, written = _workspace(work, args.feeds, args.rows, args.ledger_url, args.copy_from)
 
     load_before = os.getloadavg()
     ledger = Ledger.open(str(settings.ledger_url))
