@@ -135,3 +135,32 @@ def test_feed_files_are_parsed_once_until_they_change(tmp_path: Path) -> None:
         assert broken == load_board(settings, ledger, now=NOW)
     finally:
         ledger.close()
+
+
+def test_a_kept_board_follows_what_is_appended_since(tmp_path: Path, ledger_url: str) -> None:
+    """One loader over several boards: each later board reads only the rows appended since, and is still
+    the board load_board folds from scratch."""
+    workspace = make_workspace(tmp_path, ledger_url)
+    ledger = _fill(workspace)
+    loader = BoardLoader(workspace.settings)
+    try:
+        assert loader.load(ledger, now=NOW).board == load_board(workspace.settings, ledger, now=NOW)
+        fresh = _delivery(ledger, SUNRISE, date(2026, 12, 10), NOW - timedelta(hours=1))  # awaiting
+        overdue = next(d.delivery_id for d in ledger.deliveries(feed_id=SUNRISE)
+                   if d.interval_start == date(2026, 12, 4))
+        _ack(ledger, overdue, "999", "accepted", 10)  # no longer overdue
+        _ack(ledger, fresh, "TA1", "rejected", 11)  # rejected: no longer awaited
+        ledger.confirm_handoff(workspace.handoffs[1], by="olivia", method="courier", now=NOW)
+        _delivery(ledger, NORTHWIND, date(2026, 12, 9), NOW - timedelta(hours=2), transport="manual",
+                  status="pending_handoff")
+        later = NOW + timedelta(hours=2)  # and the one due exactly at NOW is overdue by now
+        board = loader.load(ledger, now=later).board
+        assert board == load_board(workspace.settings, ledger, now=later)
+        rows = {r.feed_id: r for r in board.rows}
+        # Awaiting: the 12-09 delivery (due in 19 h). Overdue: the TA1 rejected then accepted one, the
+        # workspace's 11-30 one and the one due at NOW; 12-04 has its 999, the fresh one a rejecting TA1.
+        assert (rows[SUNRISE].acks_pending, rows[SUNRISE].acks_overdue) == (1, 3)
+        assert rows[NORTHWIND].handoffs_pending == 2
+        assert loader.load(ledger, now=later).board == board  # nothing appended: the same board
+    finally:
+        ledger.close()

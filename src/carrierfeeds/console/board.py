@@ -2,9 +2,10 @@
 
 ``load_board`` (the CLI's ``status``) folds every delivery of the ledger to count a few per feed, and
 parses every feed file on each call; over a large ledger that takes seconds. :class:`BoardLoader` asks
-the ledger only what the board shows (each feed's newest run, and per feed the deliveries awaiting or
-overdue an acknowledgment, pending hand-offs and open reconciliation items: grouped queries on the
-indexes of migration 0009) and keeps each feed file parsed until the file changes. The rows are
+the ledger only what the board shows: each feed's newest run, open reconciliation items per feed, and
+the deliveries awaiting an acknowledgment or a hand-off, kept between boards and updated from the rows
+appended since the last one (:class:`~carrierfeeds.console.queries.BoardDeliveries`, on the indexes of
+migration 0009). Each feed file stays parsed until the file changes. The rows are
 built by the same pure :func:`~carrierfeeds.ops.status.build_board`, so the board is the one
 ``load_board`` gives (tests compare them on SQLite and PostgreSQL).
 """
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from carrierfeeds.console.queries import BoardDeliveries
 from carrierfeeds.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class BoardLoader:
         self._settings = settings
         self._lock = threading.Lock()
         self._feeds: dict[Path, tuple[_Version, Feed | ConfigError]] = {}
+        self._deliveries = BoardDeliveries()
 
     def _feed(self, path: Path) -> Feed:
         from carrierfeeds.config import load_feed
@@ -78,7 +81,7 @@ class BoardLoader:
         """The board at ``now``; reads only."""
         from carrierfeeds.acknowledgments import DEFAULT_WINDOW
         from carrierfeeds.config import ConfigCache
-        from carrierfeeds.console.queries import board_counts
+        from carrierfeeds.console.queries import open_reconciliation
         from carrierfeeds.errors import CarrierFeedsError
         from carrierfeeds.ledger.anchor import AnchorLog
         from carrierfeeds.ops.arrival import census_arrivals
@@ -108,7 +111,11 @@ class BoardLoader:
             for gone in set(self._feeds) - live:
                 del self._feeds[gone]
 
-        counts = board_counts(ledger, now=now, windows=windows, default_window=DEFAULT_WINDOW, no_source=no_source)
+        with self._lock:  # one refresh at a time: the delivery state is shared between builds
+            self._deliveries.refresh(ledger)
+            acks_pending, acks_overdue, handoffs = self._deliveries.counts(
+                now=now, windows=windows, default_window=DEFAULT_WINDOW, no_source=no_source)
+        reconciliation = open_reconciliation(ledger)
         latest = ledger.latest_runs()
         facts = []
         for feed in feeds:
@@ -120,9 +127,8 @@ class BoardLoader:
             newest = latest.get(feed.feed_id)
             fid = feed.feed_id
             facts.append(FeedFacts(feed=feed, last_run=None if newest is None else _last_run(*newest),
-                                   census_arrivals=arrivals, acks_pending=counts.acks_pending.get(fid, 0),
-                                   acks_overdue=counts.acks_overdue.get(fid, 0),
-                                   handoffs_pending=counts.handoffs_pending.get(fid, 0)))
+                                   census_arrivals=arrivals, acks_pending=acks_pending.get(fid, 0),
+                                   acks_overdue=acks_overdue.get(fid, 0), handoffs_pending=handoffs.get(fid, 0)))
         try:
             heads, _ = AnchorLog.for_settings(settings).read()
             chain = chain_status(heads)
@@ -130,5 +136,4 @@ class BoardLoader:
             chain = chain_status((), problem=exc.message)
         board = build_board(facts, now=now.astimezone(UTC), chain=chain, broken=broken)
         shown = {f.feed_id for f in feeds}
-        return ConsoleBoard(board=board, reconciliation_open={k: v for k, v in counts.reconciliation_open.items()
-                                                              if k in shown})
+        return ConsoleBoard(board=board, reconciliation_open={k: v for k, v in reconciliation.items() if k in shown})
