@@ -2,12 +2,13 @@
 
 ``load_board`` (the CLI's ``status``) folds every delivery of the ledger to count a few per feed, and
 parses every feed file on each call; over a large ledger that takes seconds. :class:`BoardLoader` asks
-the ledger only what the board shows: each feed's newest run, open reconciliation items per feed, and
-the deliveries awaiting an acknowledgment or a hand-off, kept between boards and updated from the rows
-appended since the last one (:class:`~carrierfeeds.console.queries.BoardDeliveries`, on the indexes of
-migration 0009). Each feed file stays parsed until the file changes. The rows are
-built by the same pure :func:`~carrierfeeds.ops.status.build_board`, so the board is the one
-``load_board`` gives (tests compare them on SQLite and PostgreSQL).
+the ledger only what the board shows: open reconciliation items per feed, and each feed's newest run
+and the deliveries awaiting an acknowledgment or a hand-off, both kept between boards and updated from
+the rows appended since the last one (:class:`~carrierfeeds.console.queries.BoardRuns`,
+:class:`~carrierfeeds.console.queries.BoardDeliveries`, on the indexes of migration 0009). Each feed
+file stays parsed until the file changes. The rows are built by the same pure
+:func:`~carrierfeeds.ops.status.build_board`, so the board is the one ``load_board`` gives (tests
+compare them on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carrierfeeds.console.queries import BoardDeliveries
+from carrierfeeds.console.queries import BoardDeliveries, BoardRuns
 from carrierfeeds.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class BoardLoader:
         self._lock = threading.Lock()
         self._feeds: dict[Path, tuple[_Version, Feed | ConfigError]] = {}
         self._deliveries = BoardDeliveries()
+        self._runs = BoardRuns()
 
     def _feed(self, path: Path) -> Feed:
         from carrierfeeds.config import load_feed
@@ -115,8 +117,9 @@ class BoardLoader:
             self._deliveries.refresh(ledger)
             acks_pending, acks_overdue, handoffs = self._deliveries.counts(
                 now=now, windows=windows, default_window=DEFAULT_WINDOW, no_source=no_source)
+            self._runs.refresh(ledger)
+            latest = self._runs.latest()
         reconciliation = open_reconciliation(ledger)
-        latest = ledger.latest_runs()
         facts = []
         for feed in feeds:
             try:

@@ -223,3 +223,49 @@ def open_reconciliation(ledger: Ledger) -> dict[str, int]:
     with ledger._read() as conn:
         return {r.feed_id: int(r.n) for r in conn.execute(
             sa.select(x.c.feed_id, sa.func.count().label("n")).where(~closed).group_by(x.c.feed_id))}
+
+
+class BoardRuns:
+    """Each feed's newest run with its events (:meth:`Ledger.latest_runs`), kept between boards: a
+    refresh re-reads only the feeds whose runs or run events were appended since the previous chain
+    head (the first refresh, a purge since, or a head that went back reads them all)."""
+
+    def __init__(self) -> None:
+        self._head: int | None = None
+        self._latest: dict[str, tuple[RunRecord, list[RunEvent]]] = {}
+
+    def latest(self) -> dict[str, tuple[RunRecord, list[RunEvent]]]:
+        return dict(self._latest)
+
+    def refresh(self, ledger: Ledger) -> None:
+        import sqlalchemy as sa
+
+        from carrierfeeds.ledger import models as m
+
+        r, e = m.runs, m.run_events
+        with ledger._read(snapshot=True) as conn:
+            head = int(conn.execute(sa.select(m.chain_head.c.seq).where(m.chain_head.c.id == 1)).scalar_one())
+            if self._head is not None and head == self._head:
+                return
+            since = self._head
+            if since is not None and (head < since or conn.execute(
+                    sa.select(m.purge_checkpoints.c.id).where(m.purge_checkpoints.c.seq > since).limit(1)).first()):
+                since = None
+            touched: list[tuple[str, str]] = []
+            if since is not None:
+                feeds = set(conn.execute(sa.select(r.c.feed_id).where(r.c.seq > since)).scalars())
+                feeds.update(conn.execute(sa.select(r.c.feed_id).select_from(r.join(e, e.c.run_id == r.c.run_id))
+                                          .where(e.c.seq > since)).scalars())
+                for feed_id in sorted(feeds):
+                    newest = conn.execute(sa.select(r.c.run_id).where(r.c.feed_id == feed_id)
+                                          .order_by(r.c.created_at.desc(), r.c.seq).limit(1)).scalar_one()
+                    touched.append((feed_id, newest))
+        if since is None:
+            self._latest = ledger.latest_runs()
+        else:
+            # The run as get_run gives it (latest_runs' own contract) with its events in written order.
+            for feed_id, run_id in touched:
+                run = ledger.get_run(run_id)
+                if run is not None:
+                    self._latest[feed_id] = (run, ledger.run_events(run_id))
+        self._head = head
