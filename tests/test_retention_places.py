@@ -1,7 +1,8 @@
 """Retention takes every place the pipeline writes an employer's member data, and a legal hold keeps them all.
 
 The places are not a hand list: real runs (an 834 feed and a changes-mode flat-file feed sharing one
-employer's local drop folder, both delivered to a local carrier inbox, the carrier's TA1 collected) fill
+employer's local drop folder, delivered to a local carrier inbox, the 834 feed in testing so to a local test
+endpoint, the carrier's TA1 collected) fill
 a data directory, and the test walks it. Every file there is member data unless it is the project's own
 bookkeeping (keys, anchors, the ledger database, feed configuration). After the employer's contract end
 plus the retention period ``carrierfeeds purge`` must leave none of them; under ``hold set`` it must leave
@@ -53,7 +54,7 @@ def _place(path: str) -> str:
 def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from carrierfeeds.acknowledgments import poll_acks
     from carrierfeeds.census.generate import generate_census, write_census_csv
-    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.config import LocalDelivery, LocalEndpoint
     from carrierfeeds.demo import prepare_workspace
     from carrierfeeds.run.context import RunRef
     from carrierfeeds.run.stages import run_feed
@@ -68,8 +69,12 @@ def workspace(tmp_path: Path, demo_keys: Any, monkeypatch: pytest.MonkeyPatch) -
     mapping = config / "mappings" / "sunrise-health.yaml"
     mapping.write_text(mapping.read_text() + "acks:\n  source:\n    kind: local\n    path: carrier-acks\n")
     spaces = [prepare_workspace(data, keys=demo_keys, keys_dir=keys_dir, config_root=config, feed_id=f,
-                                delivery=LocalDelivery(path="carrier-inbox")) for f in FEEDS]
+                                delivery=LocalDelivery(path="carrier-inbox", test=LocalEndpoint(path="carrier-test")
+                                                       if f == FEEDS[0] else None)) for f in FEEDS]
     settings = spaces[0].settings
+    # The 834 feed is in testing: its file goes to the carrier's test endpoint, a place of its own.
+    testing = settings.feeds_dir / f"{FEEDS[0]}.yaml"
+    testing.write_text(testing.read_text() + "lifecycle: {initial: testing}\n")
     inbound = spaces[0].inbound
     # The employer drops two files; the newer is picked, the older is never read.
     write_census_csv(generate_census(30, 1, as_of=DAY), inbound / "census_20261119.csv")
@@ -112,7 +117,7 @@ def test_purge_takes_every_place_a_run_wrote_member_data_and_a_hold_keeps_them(w
     before = _member_data(_files(data))
     places = {_place(p) for p in before}
     # What the runs really wrote (a floor, not the list the check below relies on).
-    assert {"inbound/acme", "census-index", "carrier-inbox", "carrier-acks", "acks/sunrise-health",
+    assert {"inbound/acme", "census-index", "carrier-inbox", "carrier-test", "carrier-acks", "acks/sunrise-health",
             *(f"{kind}/{f}" for kind in ("staging", "reports") for f in FEEDS),
             "snapshots/acme-clearview-vision"} <= places, places
 

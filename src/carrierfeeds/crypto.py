@@ -456,6 +456,27 @@ class Keyring:
                  sha, recipient_fpr, signer_fpr)
         return EncryptedFile(path=dst, sha256=sha, size=size)
 
+    def sign_detached(self, src: Path, dst: Path, *, signer: str, now: datetime) -> str:
+        """An armored detached signature of ``src`` by ``signer`` at ``dst``; the signer's fingerprint."""
+        signer_fpr = self._require_signer(signer, now=now)
+        with src.open("rb") as fh:
+            result = self._gpg.sign_file(fh, keyid=signer_fpr, detach=True, binary=False, output=str(dst),
+                                         passphrase=self._passphrase(), extra_args=["--digest-algo", "SHA256"])
+        if not getattr(result, "fingerprint", None) or not dst.is_file():
+            dst.unlink(missing_ok=True)
+            raise KeyRefused(f"gpg did not sign {src.name} ({getattr(result, 'status', None) or 'no status'})",
+                             details={"fingerprint": signer_fpr})
+        return signer_fpr
+
+    def verify_detached(self, data: Path, signature: Path) -> str | None:
+        """The primary fingerprint of the key whose valid signature ``signature`` is over ``data``; None when
+        the signature is not valid (bad, unknown key, or not one signature)."""
+        with signature.open("rb") as fh:
+            result = self._gpg.verify_file(fh, str(data))
+        if not result.valid or len(getattr(result, "sig_info", None) or {"": None}) != 1:
+            return None
+        return str(result.pubkey_fingerprint or result.fingerprint or "") or None
+
     def decrypt_file(self, src: Path, dst: Path, *, require_signer: str | None = None,
                      max_output: int | None = None) -> DecryptedFile:
         """Decrypt ``src`` with a secret key in this keyring; all or nothing at ``dst``.

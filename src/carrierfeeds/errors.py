@@ -12,6 +12,8 @@
     │   ├── KeyRefused                PGP key unpinned, missing, expired, revoked or mismatched
     │   ├── HostKeyRefused            SFTP host key unknown or changed
     │   ├── ConformanceFailed         the rendered file failed the conformance gate
+    │   ├── lifecycle.LifecycleRefused  the feed's lifecycle state forbids it (P before production, suspended)
+    │   ├── certify.deliver.PacketRefused  a certification packet cannot go out as certified
     │   ├── crypto.PlaintextChanged   the plaintext handed to gpg is not the one the caller hashed
     │   ├── console.auth.ConsoleKeyRefused  the console's session key or users file is exposed or malformed
     │   ├── census.tokens.TokenKeyRefused  the member-token key file is exposed or malformed

@@ -15,7 +15,7 @@ Employee-level data is whatever a run leaves behind for one feed:
   contract ended plus the retention period nobody may hand it over any more; the audit event counts
   those files as ``pending_handoffs`` so the auditor sees the hand-off never happened;
 - ``carrier_inbox``: the same, by name, for a ``delivery: {kind: local}`` carrier inbox under the data
-  directory;
+  directory; ``test_inbox`` for a local test endpoint (``delivery.test``), where a feed in testing sends;
 - ``census_drop``: every file in a local census source's drop folder (``census.source.path``), the ones
   a run read and the ones it never picked, once every feed reading that folder is due (until then the
   folder is reported as ``shared`` and kept). The folder must be a folder of its own under the data
@@ -95,6 +95,10 @@ EMPLOYEE_DATA_KINDS: tuple[str, ...] = ("staging", "reports", "snapshots", "scra
 OUTBOX = "outbox"
 #: A feed's files in a ``delivery: {kind: local}`` carrier inbox under the data directory.
 CARRIER_INBOX = "carrier_inbox"
+#: The same for a local test endpoint (``delivery.test: {kind: local}``), where a feed in testing sends.
+TEST_INBOX = "test_inbox"
+#: The inbox kinds: files named by the ledger's deliveries through them.
+_INBOXES = (OUTBOX, CARRIER_INBOX, TEST_INBOX)
 #: A feed's folder in a staging store at ``staging_url`` (not the local ``staging/`` folder).
 STAGING_STORE = "staging_store"
 #: Every file in a local census source's drop folder (picked or not), once every feed reading it is due.
@@ -130,6 +134,8 @@ class FeedParty:
     census_drop: str | None = None
     #: A ``delivery: {kind: local}`` carrier inbox, relative to the data directory.
     inbox: str | None = None
+    #: A local test endpoint (``delivery.test: {kind: local}``), relative to the data directory.
+    test_inbox: str | None = None
     #: The carrier mapping's id (the source id its acknowledgments are recorded under) and its local
     #: acknowledgment folder, relative to the data directory (None when acknowledgments come by SFTP).
     mapping_id: str | None = None
@@ -140,9 +146,11 @@ class FeedParty:
         outbox = feed.delivery.outbox if feed.delivery.kind == "manual" else None
         inbox = feed.delivery.path if feed.delivery.kind == "local" else None
         drop = feed.census.source.path if feed.census.source.kind == "local" else None
+        test = getattr(feed.delivery, "test", None)
         return cls(feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
                    contract_end=feed.employer.contract_end, legal_hold=feed.employer.legal_hold, outbox=outbox,
-                   census_drop=drop, inbox=inbox)
+                   census_drop=drop, inbox=inbox, test_inbox=test.path if test is not None and test.kind == "local"
+                   else None)
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,8 @@ def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty, *,
     """The feed's files in its hand-off outbox (``kind`` OUTBOX) or local carrier inbox (CARRIER_INBOX),
     by the names the ledger recorded for its deliveries through it, and how many of those deliveries are
     still pending a person's hand-off. The folder may be shared: nobody else's file is ever listed."""
-    folder, transport = (party.outbox, "manual") if kind == OUTBOX else (party.inbox, "local")
+    folder, transport = {OUTBOX: (party.outbox, "manual"), CARRIER_INBOX: (party.inbox, "local"),
+                         TEST_INBOX: (party.test_inbox, "local:test")}[kind]
     if folder is None:
         return [], 0
     outbox = data_dir / folder
@@ -458,7 +467,7 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
     if ledger is not None:
         purged_feeds = _purged_feeds(due, holds)
         for party in due:
-            for kind in (OUTBOX, CARRIER_INBOX):
+            for kind in _INBOXES:
                 found, pending = outbox_files(ledger, data_dir, party, kind=kind)
                 if found:
                     decide(kind, party.feed_id, len(found), size(found), pending)
@@ -490,7 +499,7 @@ def purge_employee_data(ledger: Ledger, data_dir: Path, parties: Sequence[FeedPa
         ledger.audit(actor=actor, action="purge_employee_data", object_type="feed", object_id=item.feed_id,
                      now=now, detail=detail)
         party = by_feed[item.feed_id]
-        if item.kind in (OUTBOX, CARRIER_INBOX):
+        if item.kind in _INBOXES:
             for path in outbox_files(ledger, data_dir, party, kind=item.kind)[0]:
                 path.unlink(missing_ok=True)
         elif item.kind == CENSUS_DROP and party.census_drop is not None:

@@ -73,7 +73,8 @@ def _fill(workspace: Workspace) -> Ledger:
     _delivery(ledger, SUNRISE, date(2026, 12, 8), NOW - timedelta(hours=24, minutes=5))  # exactly at the window
     _delivery(ledger, SUNRISE, date(2026, 12, 7), old, status="failed")  # never delivered: not awaited
     _delivery(ledger, NORTHWIND, date(2026, 12, 4), old, transport="manual", status="pending_handoff")
-    ledger.confirm_handoff(workspace.handoffs[0], by="olivia", method="courier", now=NOW - timedelta(days=1))
+    ledger.confirm_handoff(workspace.handoffs[0], by="olivia", method="courier", received_by="clerk",
+                          now=NOW - timedelta(days=1))
     tokens = [f"m_{n:016x}" for n in range(5)]
     first = record_comparison(ledger, feed_id=SUNRISE, findings=[_Finding("missing_at_carrier", t) for t in tokens],
                               file_sha256="e" * 64, file_name="roster1.834", fmt="834", now=old)
@@ -150,7 +151,8 @@ def test_a_kept_board_follows_what_is_appended_since(tmp_path: Path, ledger_url:
                    if d.interval_start == date(2026, 12, 4))
         _ack(ledger, overdue, "999", "accepted", 10)  # no longer overdue
         _ack(ledger, fresh, "TA1", "rejected", 11)  # rejected: no longer awaited
-        ledger.confirm_handoff(workspace.handoffs[1], by="olivia", method="courier", now=NOW)
+        ledger.confirm_handoff(workspace.handoffs[1], by="olivia", method="courier", received_by="clerk",
+                          now=NOW)
         _delivery(ledger, NORTHWIND, date(2026, 12, 9), NOW - timedelta(hours=2), transport="manual",
                   status="pending_handoff")
         later = NOW + timedelta(hours=2)  # and the one due exactly at NOW is overdue by now

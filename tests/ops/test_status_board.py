@@ -26,8 +26,11 @@ SUNRISE, NORTHWIND, CLEARVIEW = "acme-sunrise-medical", "acme-northwind-dental",
 def _workspace(tmp_path: Path, ledger_url: str) -> Settings:
     """The shipped feeds with a window on Sunrise, acknowledgments expected from Sunrise, and one
     feed file that does not load."""
-    for name in ("feeds", "mappings", "schemas"):
+    for name in ("mappings", "schemas"):
         shutil.copytree(ROOT / name, tmp_path / name)
+    (tmp_path / "feeds").mkdir()
+    for feed_id in (SUNRISE, NORTHWIND, CLEARVIEW):  # the board under test knows these three; more ship as examples
+        shutil.copy(ROOT / "feeds" / f"{feed_id}.yaml", tmp_path / "feeds")
     feed = tmp_path / "feeds" / f"{SUNRISE}.yaml"
     window = "  expected: {by: '01:30', days: [mon, tue, wed, thu, fri]}\n"
     feed.write_text(feed.read_text().replace("  schema_id: census-v1\n", "  schema_id: census-v1\n" + window))

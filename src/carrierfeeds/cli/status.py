@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 #: Exit code when something needs a person (late or missing census, overdue acknowledgment, a last run
 #: rejected, refused or failed, a feed file that does not load, an anchor file that does not read).
 EXIT_ATTENTION = ExitCode.REJECTED
-HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "acks", "hand-offs", "attention")
+HEADERS = ("feed", "employer", "carrier", "last run", "next run", "census", "acks", "hand-offs", "lifecycle",
+           "attention")
 
 
 def _when(value: datetime | None, timezone: str) -> str:
@@ -38,7 +39,15 @@ def row_cells(row: FeedRow) -> tuple[str, ...]:
         census += f" (last {_when(row.census.last_arrival, row.timezone)})"
     acks = f"{row.acks_pending} pending, {row.acks_overdue} overdue" if row.acks_pending or row.acks_overdue else "-"
     return (row.feed_id, row.employer_name, row.carrier_name, run, _when(row.next_run, row.timezone), census, acks,
-            str(row.handoffs_pending) if row.handoffs_pending else "-", ", ".join(row.attention) or "ok")
+            str(row.handoffs_pending) if row.handoffs_pending else "-", lifecycle_cell(row),
+            ", ".join(row.attention) or "ok")
+
+
+def lifecycle_cell(row: FeedRow) -> str:
+    """The feed's lifecycle state, with its go-live date while it is certified."""
+    if row.lifecycle == "certified" and row.go_live is not None:
+        return f"certified (go-live {row.go_live.isoformat()})"
+    return row.lifecycle
 
 
 def footer_lines(board: Board) -> list[str]:
@@ -53,7 +62,16 @@ def footer_lines(board: Board) -> list[str]:
                   else f"newest anchor seq {chain.anchor_seq} {chain.anchor_head} at {chain.anchor_at}")
         lines = [f"ledger chain: {verified}; {anchor}"]
     lines += [f"feed file {b.file} does not load: {b.message}" for b in board.broken]
+    lines += [lifecycle_line(r) for r in board.rows if r.lifecycle_history]
     return lines
+
+
+def lifecycle_line(row: FeedRow) -> str:
+    """A feed's newest lifecycle change (the whole history: ``feeds lifecycle FEED`` or ``status --json``)."""
+    e = row.lifecycle_history[-1]
+    return (f"lifecycle {row.feed_id}: {e['action']} -> {e['state']} at {e['at'][:16].replace('T', ' ')} UTC "
+            f"by {e['actor']}" + (f" (ref: {e['reference']})" if e.get("reference") else "")
+            + f"; {len(row.lifecycle_history)} change(s)")
 
 
 def plain_lines(board: Board) -> list[str]:

@@ -86,6 +86,7 @@ class BoardLoader:
         from carrierfeeds.console.queries import open_reconciliation
         from carrierfeeds.errors import CarrierFeedsError
         from carrierfeeds.ledger.anchor import AnchorLog
+        from carrierfeeds.ledger.lifecycle import histories
         from carrierfeeds.ops.arrival import census_arrivals
         from carrierfeeds.ops.status import BrokenFeed, FeedFacts, _last_run, build_board, chain_status
         from carrierfeeds.settings import bundle_from_feed, feed_paths
@@ -120,6 +121,7 @@ class BoardLoader:
             self._runs.refresh(ledger)
             latest = self._runs.latest()
         reconciliation = open_reconciliation(ledger)
+        lifecycles = histories(ledger)  # a few rows a feed: read whole
         facts = []
         for feed in feeds:
             try:
@@ -131,7 +133,8 @@ class BoardLoader:
             fid = feed.feed_id
             facts.append(FeedFacts(feed=feed, last_run=None if newest is None else _last_run(*newest),
                                    census_arrivals=arrivals, acks_pending=acks_pending.get(fid, 0),
-                                   acks_overdue=acks_overdue.get(fid, 0), handoffs_pending=handoffs.get(fid, 0)))
+                                   acks_overdue=acks_overdue.get(fid, 0), handoffs_pending=handoffs.get(fid, 0),
+                                   lifecycle=tuple(lifecycles.get(fid, ()))))
         try:
             heads, _ = AnchorLog.for_settings(settings).read()
             chain = chain_status(heads)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from carrierfeeds.audit import DeliveryLine
     from carrierfeeds.ledger import RunEvent, RunRecord
+    from carrierfeeds.ledger.lifecycle import LifecycleEvent
     from carrierfeeds.ledger.records import AckRecord, AuditEvent, OutcomeEvent
     from carrierfeeds.ledger.store import Ledger
     from carrierfeeds.settings import Settings
@@ -43,11 +44,14 @@ class FeedHistory:
     acknowledgments: dict[str, tuple[AckRecord, ...]]
     forced_resends: tuple[OutcomeEvent, ...]
     audit: tuple[AuditEvent, ...]
+    #: The feed's lifecycle rows (testing, certified, production, suspended), oldest first.
+    lifecycle: tuple[LifecycleEvent, ...] = ()
 
 
 def feed_history(ledger: Ledger, feed_id: str, *, runs: int = HISTORY_RUNS) -> FeedHistory:
     """Everything the ledger holds about ``feed_id``'s newest ``runs`` runs and all its deliveries."""
     from carrierfeeds.audit import acks_from_ledger, delivery_lines, feed_parties
+    from carrierfeeds.ledger.lifecycle import history
 
     found = sorted(ledger.list_runs(feed_id=feed_id), key=lambda r: r.started_at, reverse=True)[:runs]
     with_events = tuple(RunWithEvents(run=r, events=tuple(ledger.run_events(r.run_id))) for r in found)
@@ -70,7 +74,8 @@ def feed_history(ledger: Ledger, feed_id: str, *, runs: int = HISTORY_RUNS) -> F
         feed_id=feed_id, runs=with_events, deliveries=tuple(reversed(lines)),
         control_numbers={d.delivery_id: (d.isa13, d.gs06, d.st02) for d in records},
         outcomes={k: tuple(v) for k, v in outcomes.items()}, acknowledgments={k: tuple(v) for k, v in acks.items()},
-        forced_resends=tuple(sorted(forced, key=lambda o: o.seq)), audit=audit)
+        forced_resends=tuple(sorted(forced, key=lambda o: o.seq)), audit=audit,
+        lifecycle=tuple(history(ledger, feed_id)))
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,10 @@ class FeedRow:
     acks_pending: int = 0
     acks_overdue: int = 0
     handoffs_pending: int = 0
+    #: The feed's lifecycle (``carrierfeeds.lifecycle``): state, go-live date, history (oldest first).
+    lifecycle: str = "unmanaged"
+    go_live: date | None = None
+    lifecycle_history: tuple[dict[str, Any], ...] = ()
 
     @property
     def attention(self) -> tuple[str, ...]:
@@ -98,6 +102,8 @@ class FeedRow:
                        "deadline": _iso(self.census.deadline), "last_arrival": _iso(self.census.last_arrival)},
             "acknowledgments": {"pending": self.acks_pending, "overdue": self.acks_overdue},
             "handoffs_pending": self.handoffs_pending,
+            "lifecycle": {"state": self.lifecycle, "go_live": _iso(self.go_live),
+                          "history": list(self.lifecycle_history)},
             "attention": list(self.attention),
         }
 
@@ -190,21 +196,27 @@ class FeedFacts:
     acks_pending: int = 0
     acks_overdue: int = 0
     handoffs_pending: int = 0
+    #: The feed's lifecycle rows (``ledger.lifecycle.LifecycleEvent``), oldest first.
+    lifecycle: tuple[Any, ...] = ()
 
 
 def build_board(facts: Iterable[FeedFacts], *, now: datetime, chain: ChainStatus,
                 broken: Iterable[BrokenFeed] = ()) -> Board:
     """The board at ``now`` from facts already read; rows in feed id order."""
+    from carrierfeeds.lifecycle import fold
+
     rows = []
     for f in sorted(facts, key=lambda x: x.feed.feed_id):
         feed = f.feed
+        life = fold(feed, f.lifecycle)
         rows.append(FeedRow(
             feed_id=feed.feed_id, employer_id=feed.employer.id, employer_name=feed.employer.name,
             carrier_id=feed.carrier.id, carrier_name=feed.carrier.name, schedule=feed.schedule,
             timezone=feed.timezone, last_run=f.last_run, next_run=next_run_after(feed.schedule, feed.timezone, now),
             census=judge_arrival(feed.feed_id, feed.census.expected, feed.timezone, now=now,
                                  arrivals=f.census_arrivals),
-            acks_pending=f.acks_pending, acks_overdue=f.acks_overdue, handoffs_pending=f.handoffs_pending))
+            acks_pending=f.acks_pending, acks_overdue=f.acks_overdue, handoffs_pending=f.handoffs_pending,
+            lifecycle=life.state, go_live=life.go_live, lifecycle_history=tuple(e.as_dict() for e in life.history)))
     return Board(generated_at=now, rows=tuple(rows), chain=chain,
                  broken=tuple(sorted(broken, key=lambda b: b.file)))
 
@@ -235,6 +247,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     from carrierfeeds.config import ConfigCache, load_feed
     from carrierfeeds.errors import CarrierFeedsError, ConfigError
     from carrierfeeds.ledger.anchor import AnchorLog
+    from carrierfeeds.ledger.lifecycle import histories
     from carrierfeeds.ledger.records import DeliveryStatus
     from carrierfeeds.ops.arrival import census_arrivals
     from carrierfeeds.settings import bundle_from_feed, feed_paths
@@ -264,6 +277,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     overdue = _count_by_feed(a for a in acks if a.status == "overdue")
     handoffs = _count_by_feed(d for d in deliveries if d.status == DeliveryStatus.PENDING_HANDOFF)
     latest = ledger.latest_runs()
+    lifecycles = histories(ledger)
 
     facts = []
     for feed in feeds:
@@ -276,7 +290,8 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
         facts.append(FeedFacts(feed=feed, last_run=None if newest is None else _last_run(*newest),
                                census_arrivals=arrivals,
                                acks_pending=pending.get(feed.feed_id, 0), acks_overdue=overdue.get(feed.feed_id, 0),
-                               handoffs_pending=handoffs.get(feed.feed_id, 0)))
+                               handoffs_pending=handoffs.get(feed.feed_id, 0),
+                               lifecycle=tuple(lifecycles.get(feed.feed_id, ()))))
     try:
         heads, _ = AnchorLog.for_settings(settings).read()
         chain = chain_status(heads)

@@ -14,6 +14,7 @@ from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 from carrierfeeds.ledger import DeliveryRecord
 from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.run.context import RunContext
+from carrierfeeds.run.disclosure import staged_disclosure
 from carrierfeeds.run.state import DeliveryState, RunState
 from carrierfeeds.transport.base import RemoteFile, Transport
 
@@ -22,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def make_transport(ctx: RunContext) -> Transport:
-    """The feed's delivery target; credentials through ``ctx.connections``."""
+    """The feed's delivery target, or its test endpoint (``delivery.test``) when the run built a test file
+    (see ``carrierfeeds.lifecycle``); credentials through ``ctx.connections``."""
     from carrierfeeds.transport.local import LocalTransport
     from carrierfeeds.transport.manual import ManualTransport
     from carrierfeeds.transport.sftp import SftpTransport
 
-    target = ctx.bundle.feed.delivery
+    target: Any = ctx.bundle.feed.delivery
+    built = ctx.state().built
+    if built is not None and built.endpoint == "test":
+        target = _test_endpoint(ctx)
     if target.kind == "sftp":
         return SftpTransport(ctx.connections.sftp_endpoint(target.connection_id), target.remote_dir)
     if target.kind == "manual":
@@ -35,15 +40,39 @@ def make_transport(ctx: RunContext) -> Transport:
     return LocalTransport(ctx.settings.data_dir / target.path)
 
 
+def _test_endpoint(ctx: RunContext) -> Any:
+    from carrierfeeds.lifecycle import LifecycleRefused
+
+    test = getattr(ctx.bundle.feed.delivery, "test", None)
+    if test is None:
+        raise LifecycleRefused(f"the run built a test file but feed {ctx.feed_id} has no test endpoint "
+                               "(delivery.test)", details={"feed_id": ctx.feed_id})
+    return test
+
+
+def transport_name(ctx: RunContext, endpoint: str | None) -> str:
+    """The delivery's ``transport`` as the ledger records it: the kind, with ``:test`` for the test endpoint."""
+    from carrierfeeds.lifecycle import TEST_SUFFIX
+
+    if endpoint == "test":
+        return str(_test_endpoint(ctx).kind) + TEST_SUFFIX
+    return ctx.bundle.feed.delivery.kind
+
+
 def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transport | None = None,
                  force_reason: str | None = None) -> dict[str, Any]:
     """The deliver stage's work, inside its ledger record and the run's delivery lock (see
     ``stages.deliver``): intent row, upload (atomic on the far side), outcome row; ``detail`` is the
     stage's PHI-free detail."""
+    from carrierfeeds.lifecycle import check_deliverable
+
     feed = ctx.bundle.feed
     state = ctx.state()
     built = state.build
     resend = built.resend or 0
+    # Before any row: a feed suspended (or no longer in production) since the build sends nothing.
+    check_deliverable(ctx.ledger, feed, endpoint=built.endpoint, usage=built.usage)
+    detail.update(endpoint=built.endpoint or "production")
     existing = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
                                         payload_sha256=built.payload_sha256)
     if existing is not None and existing.status == "forced_resend" and feed.delivery.kind == "manual":
@@ -76,6 +105,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
     cipher = ctx.fetch(made.cipher_name)  # its name checked before any row is written
     counts = built.counts
     transaction_sets = state.gate.transaction_sets if state.gate is not None else None
+    disclosure = None if existing is not None else staged_disclosure(ctx)
     intent = existing or ctx.ledger.record_delivery_intent(
         run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
         payload_sha256=built.payload_sha256, file_name=built.file_name + feed.encryption.suffix,
@@ -85,7 +115,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
                        **({k: v for k, v in counts.items() if k.startswith("ins03_")}
                           or {"ins03_030": counts["members"]}),
                        **({"transaction_sets": transaction_sets} if transaction_sets is not None else {})},
-        transport=feed.delivery.kind, now=ctx.now())
+        transport=transport_name(ctx, built.endpoint), now=ctx.now(), disclosure=disclosure)
     transport = transport or make_transport(ctx)
     if same_bytes_again:
         return _force_resend(ctx, intent, transport, cipher, str(force_reason), detail)

@@ -43,11 +43,15 @@ def hash_only(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
 
 
 def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa13: int, gs06: int, st02: int,
-                created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "") -> RenderedFile:
+                created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "",
+                changes: Enrollment | None = None, usage: str | None = None, marker: str = "") -> RenderedFile:
     """Render ``enrollment`` as the feed's output format into ``folder`` through ``write``.
 
     ``action`` is BGN08 (the full file's code, or ``2`` for changes); ``created`` the numbers' allocation
-    time (the run) or now (the preview). A PDF is written by its renderer under ``pdf_prefix`` + its name.
+    time (the run) or now (the preview). A PDF is written by its renderer under ``pdf_prefix`` + its name, with
+    ``changes`` (a PDF roster's changes since the last roster, :func:`carrierfeeds.run.stages.roster_changes`)
+    listed in it. ``usage`` overrides the mapping's ISA15 and ``marker`` goes before the file name: a test file
+    of a feed in testing or certified (see ``carrierfeeds.lifecycle``).
     """
     from carrierfeeds.config import Party
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
@@ -60,27 +64,28 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
 
         # The same members and changes, printable, for a carrier that takes no electronic files.
         control_id = f"{isa13:09d}"
-        file_name = fallback_file_name(feed, day, control_id)
+        file_name = marker + fallback_file_name(feed, day, control_id)
         out = folder / f"{pdf_prefix}{file_name}"
         doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=day, control_id=control_id,
-                                 created=created)
+                                 created=created, changes=changes)
         return RenderedFile(out, file_name, "pdf", doc.sha256, doc.size, pages=doc.pages)
     if feed.output.format == "flatfile":
         # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
         from carrierfeeds.outputs.flatfile import flatfile_name, layout_for, render_flatfile
 
         layout = layout_for(mapping)
-        file_name = flatfile_name(layout, feed_id=feed.feed_id, control=isa13, day=day,
-                                  sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
+        file_name = marker + flatfile_name(layout, feed_id=feed.feed_id, control=isa13, day=day,
+                                           sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
         sha256, size = write(folder / file_name, render_flatfile(enrollment, layout))
         return RenderedFile(folder / file_name, file_name, f"flatfile-{layout.kind}", sha256, size,
                             records=len(enrollment.table))
     control = ControlNumbers(isa13=isa13, gs06=gs06, st02=st02)
     header = TransactionHeader(
-        ids=mapping.envelope, created=created, reference=f"CF{isa13:09d}",
+        ids=mapping.envelope if usage is None else mapping.envelope.model_copy(update={"usage": usage}),
+        created=created, reference=f"CF{isa13:09d}",
         sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
         payer=mapping.payer, action=action, group_number=mapping.group_number)
-    file_name = mapping.file_name.format(
+    file_name = marker + mapping.file_name.format(
         sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
         isa13=f"{isa13:09d}", date=day.strftime("%Y%m%d"), feed=feed.feed_id)
     sha256, size = write(folder / file_name, render_834(enrollment, header, control, Delimiters()))

@@ -54,7 +54,7 @@ class BuildState(_Section):
     """build: the rendered file, its control numbers, counts, and a forced resend's link."""
 
     anchor: ClassVar[str] = "file_name"
-    omit_none: ClassVar[frozenset[str]] = frozenset({"flatfile_records"})
+    omit_none: ClassVar[frozenset[str]] = frozenset({"flatfile_records", "endpoint", "usage"})
     file_name: str
     payload_sha256: str
     payload_bytes: int
@@ -67,6 +67,10 @@ class BuildState(_Section):
     resend_reason: str | None = None
     #: A flat file's record count, checked by the gate (absent for an 834 or a PDF).
     flatfile_records: int | None = None
+    #: Where the file goes under the feed's lifecycle (``test`` or ``production``; absent in states written
+    #: before the lifecycle: production) and the ISA15 it was rendered with (absent: the mapping's).
+    endpoint: str | None = None
+    usage: str | None = None
 
     @property
     def members(self) -> int:

@@ -5,7 +5,7 @@ Indexes only: no column or row changes, so every row's hash stays as written. Th
 feed instead of folding every delivery of the ledger (``carrierfeeds.console.queries``).
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

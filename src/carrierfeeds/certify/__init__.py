@@ -1,0 +1,1 @@
+"""Certification packets: synthetic scenario 834s for a carrier's onboarding, expected outcomes, a signed manifest."""
