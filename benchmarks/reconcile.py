@@ -133,8 +133,16 @@ def _measure(work: Path, what: str) -> dict[str, Any]:
     return rounded | {"peak_rss_mb": round(_rss_mb(), 1)}
 
 
-def run_once(work: Path) -> dict[str, Any]:
-    """Each side in its own fresh process, so each peak RSS is that side's alone."""
+def _generate(work: Path, members: int) -> None:
+    snapshot = make_snapshot(members)
+    buf = io.BytesIO()
+    snapshot.to_parquet(buf, index=False)
+    (work / "snapshot.parquet").write_bytes(buf.getvalue())
+    (work / "carrier.834").write_bytes(carrier_834(snapshot))
+
+
+def _child(work: Path, *args: str) -> str:
+    """``python -m benchmarks.reconcile ARGS`` in a fresh process importing this carrierfeeds; its stdout."""
     import os
     import subprocess
     import sys
@@ -145,11 +153,16 @@ def run_once(work: Path) -> dict[str, Any]:
     src = str(Path(carrierfeeds.__file__).resolve().parents[1])
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.reconcile", *args], check=True, capture_output=True,
+                          text=True, env=env, cwd=root)
+    return done.stdout
+
+
+def run_once(work: Path) -> dict[str, Any]:
+    """Each side in its own fresh process, so each peak RSS is that side's alone."""
     sides = {}
     for what in ("primitives", "reconcile"):
-        done = subprocess.run([sys.executable, "-m", "benchmarks.reconcile", "--measure", str(work), what],
-                              check=True, capture_output=True, text=True, env=env, cwd=root)
-        sides[what] = json.loads(done.stdout)
+        sides[what] = json.loads(_child(work, "--measure", str(work), what))
     p, r = sides["primitives"], sides["reconcile"]
     return {"primitives": p, "reconcile": r, "ratio": round(r["total_s"] / p["total_s"], 2),
             "discrepancies": r["discrepancies"], "reconcile_peak_rss_mb": r["peak_rss_mb"]}
@@ -162,21 +175,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated files (default: temp)")
     parser.add_argument("--out", type=Path, default=None, help="folder to write a JSON result into")
     parser.add_argument("--measure", nargs=2, metavar=("WORK", "SIDE"), help=argparse.SUPPRESS)
+    parser.add_argument("--generate", nargs=2, metavar=("WORK", "MEMBERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         measured = _measure(Path(args.measure[0]), args.measure[1])
         print(json.dumps(measured))
         return measured
+    if args.generate:
+        _generate(Path(args.generate[0]), int(args.generate[1]))
+        return {}
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
-        snapshot = make_snapshot(args.members)
-        buf = io.BytesIO()
-        snapshot.to_parquet(buf, index=False)
-        (work / "snapshot.parquet").write_bytes(buf.getvalue())
-        (work / "carrier.834").write_bytes(carrier_834(snapshot))
-        del snapshot, buf
+        # In a child of its own: a child's ru_maxrss starts from its parent's high-water mark (fork copies
+        # it), so a parent that generated the files (GBs) would lift every measured peak to its own.
+        _child(work, "--generate", str(work), str(args.members))
         runs = [run_once(work) for _ in range(max(1, args.repeat))]
     result = {"members": args.members, "runs": runs, "ratio_median": statistics.median(r["ratio"] for r in runs),
               "reconcile_peak_rss_mb": max(r["reconcile_peak_rss_mb"] for r in runs)}

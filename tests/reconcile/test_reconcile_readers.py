@@ -131,3 +131,39 @@ def test_roster_built_in_slices_equals_built_whole() -> None:
     whole = roster_from_view(view, TOKENS, source="x").table
     for rows in (1, 2, 5):
         assert roster_from_view(view, TOKENS, source="x", chunk_rows=rows).table.equals(whole)
+
+
+def test_834_streamed_in_small_blocks_and_pieces_gives_the_same_roster(tmp_path: Path) -> None:
+    """Blocks of a few bytes split member boundaries (and CR LF line breaks) anywhere; pieces of one
+    member each join into the roster a whole read gives."""
+    import io
+
+    from carrierfeeds.reconcile.readers import _read_834_stream
+
+    data = (FIXTURES / "x12" / "full-file-family.834").read_bytes()
+    whole = _read_834_stream(io.BytesIO(data), tokenizer=TOKENS, file_name="back.834", chunk_members=10_000)
+    assert whole.members > 1
+    for text in (data, data.replace(b"~", b"~\r\n")):
+        for block, chunk in ((7, 1), (64, 2), (1 << 20, 1)):
+            got = _read_834_stream(io.BytesIO(text), tokenizer=TOKENS, file_name="back.834", chunk_members=chunk,
+                                   block_bytes=block)
+            assert got.table.astype(object).equals(whole.table.astype(object)), (block, chunk)
+    path = tmp_path / "back.834"
+    path.write_bytes(data)
+    assert read_return_file(path, fmt="834", tokenizer=TOKENS).table.astype(object).equals(whole.table.astype(object))
+
+
+def test_834_byte_outside_ascii_is_named_by_line_across_blocks() -> None:
+    import io
+
+    from carrierfeeds.reconcile.readers import _read_834_stream
+
+    data = (FIXTURES / "x12" / "full-file-family.834").read_bytes().replace(b"~", b"~\n")
+    at = data.index(b"INS*", 300)
+    bad = data[:at + 2] + b"\xe9" + data[at + 3:]
+    line = bad.count(b"\n", 0, at + 2) + 1
+    for block in (5, 1 << 20):
+        with pytest.raises(DataError) as info:
+            _read_834_stream(io.BytesIO(bad), tokenizer=TOKENS, file_name="x.834", block_bytes=block)
+        assert (info.value.row, info.value.rule) == (line, "flat_charset")
+        assert info.value.details["character"] == 3

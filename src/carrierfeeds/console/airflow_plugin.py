@@ -10,7 +10,10 @@ dependencies), so every request is checked here: the caller's JWT (the UI's ``_t
   (``is_authorized_dag(PUT)``) to the feed's DAG.
 
 With the FAB auth manager an "Auditor" role holding ``can_read`` on ``Carrierfeeds Console`` (plus
-Viewer's DAG read) reads every page and confirms nothing; see docs/console.md.
+Viewer's DAG read) reads every page and confirms nothing; see docs/console.md. FAB grants only
+permissions on resources it knows, and nothing registers a plugin's FastAPI app as one:
+``python -m carrierfeeds.console.airflow_plugin fab-permissions`` creates the console's two
+(:func:`create_fab_permissions`), after which ``airflow roles add-perms`` can grant them.
 """
 
 from __future__ import annotations
@@ -80,6 +83,21 @@ def _dag_url(request: Request, feed_id: str) -> str:
     return f"{base}/dags/{dag_id_for(feed_id)}"
 
 
+def create_fab_permissions() -> list[str]:
+    """Create ``can_read`` and ``can_edit`` on ``Carrierfeeds Console`` in the FAB auth manager's
+    database (the deployment's ``[database] sql_alchemy_conn``); idempotent. Returns them as
+    "action on resource" strings. Needs the FAB provider installed."""
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    made = []
+    with get_application_builder() as appbuilder:
+        for action in ("can_read", "can_edit"):
+            if appbuilder.sm.create_permission(action, RESOURCE) is None:
+                raise RuntimeError(f"FAB did not create {action} on {RESOURCE}")
+            made.append(f"{action} on {RESOURCE}")
+    return made
+
+
 def build_app() -> FastAPI:
     """The console over the environment's settings (CARRIERFEEDS_*), as the api-server mounts it."""
     from carrierfeeds.console.app import create_app
@@ -101,3 +119,12 @@ class CarrierfeedsConsolePlugin(AirflowPlugin):
     external_views: list[dict[str, Any]] = [  # noqa: RUF012
         {"name": "Carrierfeeds", "href": "carrierfeeds/", "destination": "nav", "url_route": "carrierfeeds",
          "category": "browse"}]
+
+
+if __name__ == "__main__":  # python -m carrierfeeds.console.airflow_plugin fab-permissions
+    import sys
+
+    if sys.argv[1:] != ["fab-permissions"]:
+        sys.exit("usage: python -m carrierfeeds.console.airflow_plugin fab-permissions")
+    for line in create_fab_permissions():
+        sys.stdout.write(line + "\n")

@@ -31,12 +31,12 @@ from carrierfeeds.console.auth import (
     csrf_ok,
     csrf_token,
 )
+from carrierfeeds.console.board import BoardLoader, ConsoleBoard
 from carrierfeeds.console.board_cache import BoardCache
 from carrierfeeds.errors import CarrierFeedsError
 
 if TYPE_CHECKING:
     from carrierfeeds.ledger.store import Ledger
-    from carrierfeeds.ops.status import Board
     from carrierfeeds.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,10 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
         return dag_url(request, feed_id) if dag_url else None
 
     # ------------------------------------------------------------------------------------ board
-    def build_board() -> Board:
-        from carrierfeeds.ops.status import load_board
+    loader = BoardLoader(settings)
 
-        return load_board(settings, ledger(), now=clock())
+    def build_board() -> ConsoleBoard:
+        return loader.load(ledger(), now=clock())
 
     boards = BoardCache(build_board, max_age=board_max_age, clock=clock)
 
@@ -141,14 +141,16 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
     def board(request: Request, who: Who, employer: str | None = None, carrier: str | None = None) -> HTMLResponse:
         from carrierfeeds.cli.status import row_cells
 
-        data = boards.get()
+        built = boards.get()
+        data = built.board
         employers = sorted({(r.employer_id, r.employer_name) for r in data.rows})
         carriers = sorted({(r.carrier_id, r.carrier_name) for r in data.rows})
         rows = [r for r in data.rows if (not employer or r.employer_id == employer)
                 and (not carrier or r.carrier_id == carrier)]
         return render(request, "board.html", who, board=data, rows=[(r, row_cells(r), link(request, r.feed_id))
                                                                      for r in rows],
-                      employers=employers, carriers=carriers, employer=employer or "", carrier=carrier or "")
+                      employers=employers, carriers=carriers, employer=employer or "", carrier=carrier or "",
+                      reconciliation=built.reconciliation_open)
 
     # ------------------------------------------------------------------------------- a feed
     @app.get("/feeds/{feed_id}", response_class=HTMLResponse, name="feed")

@@ -1,9 +1,10 @@
 """The console's board, rebuilt at most every ``max_age`` and never while a request waits once it exists.
 
-``load_board`` reads every feed file and the ledger; over a thousand feeds that takes seconds
-(benchmarks/README.md), too long for a page. The first request builds the board; later requests get
-the newest board at once, and one that finds it older than ``max_age`` starts a rebuild in a background
-thread. A page shows the board's ``generated_at``, so its age is never hidden.
+Building the board reads every feed file and asks the ledger per feed (:mod:`carrierfeeds.console.board`),
+which takes a noticeable time over a thousand feeds and a large ledger (benchmarks/README.md). The first
+request builds the board; later requests get the newest board at once, and one that finds it older than
+``max_age`` starts a rebuild in a background thread. A page shows the board's ``generated_at``, so its age
+is never hidden.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from carrierfeeds.ops.status import Board
-
+Board = TypeVar("Board")
 log = logging.getLogger(__name__)
 
 
-class BoardCache:
+class BoardCache(Generic[Board]):
     """The newest board, rebuilt by ``build`` in the background once older than ``max_age`` (zero: every
     request builds its own)."""
 
@@ -55,7 +54,7 @@ class BoardCache:
                 self._rebuilding = False
         with self._lock:
             self._board, self._built_at = board, started
-        log.info("board rebuilt: %d feeds", len(board.rows))
+        log.info("board rebuilt")
         return board
 
     def _rebuild_quietly(self) -> None:

@@ -333,3 +333,12 @@ LATE_COLUMNS.update({"authorisations": frozenset({"reference"}),
 
 AUDIT_TABLES.update({"disclosures": (disclosures, "delivery_id"),
                      "disclosed_members": (disclosed_members, "id")})
+
+
+# ---------------------------------------------------------------------- the console board's reads (0009)
+# Each feed's newest run, each delivery's latest outcome, pending hand-offs and deliveries awaiting an
+# acknowledgment, asked per feed by ``carrierfeeds.console.queries`` rather than folded whole.
+sa.Index("ix_runs_feed_id_created_at", runs.c.feed_id, runs.c.created_at)
+sa.Index("ix_delivery_outcomes_delivery_id_seq", delivery_outcomes.c.delivery_id, delivery_outcomes.c.seq)
+sa.Index("ix_delivery_outcomes_status_delivery_id", delivery_outcomes.c.status, delivery_outcomes.c.delivery_id)
+sa.Index("ix_acknowledgments_delivery_id_kind", acknowledgments.c.delivery_id, acknowledgments.c.kind)

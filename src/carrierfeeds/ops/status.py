@@ -9,6 +9,7 @@ a feed file that does not load needs attention too.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class Board:
 
 
 # ------------------------------------------------------------------------------------- pure parts
+@functools.lru_cache(maxsize=1024)  # a board asks once per feed; feeds share a few schedules and zones
 def next_run_after(schedule: str | None, timezone: str, now: datetime) -> datetime | None:
     """The next time the feed's schedule fires after ``now`` (aware, in the feed's time zone); None for
     manual runs and ``@once``."""

@@ -6,7 +6,8 @@ or holds without us (``extra_at_carrier``); a line ended here but open there
 (``termed_here_active_there``); then, on lines both hold, ``coverage_dates``, ``plan``,
 ``coverage_level``; on members both hold, ``dependents`` (relationship or subscriber) and ``identity``
 (keyed hashes of name, date of birth, SSN, gender; compared only where both sides give a value).
-A member- or line-level absence is reported once, not once per field.
+A member- or line-level absence is reported once, not once per field. :func:`compare_with_census`
+adds the current census as a third view and labels each discrepancy with the side its fix is on.
 """
 
 from __future__ import annotations
@@ -150,3 +151,34 @@ def compare_rosters(expected: Roster, carrier: Roster, *, as_of: date,
 def _line_items(frame: pd.DataFrame, tokens: np.ndarray, kind: str, field: str) -> Iterable[Discrepancy]:
     return [Discrepancy(str(t), kind, str(line), field)
             for t, line in zip(tokens[frame["code"].to_numpy()].tolist(), frame["coverage_line"].tolist(), strict=True)]
+
+
+#: Where a discrepancy's fix lies once the current census is the third view (:func:`compare_with_census`):
+#: ``carrier``: the census agrees with what the carrier should hold, so the carrier must change;
+#: ``ours``: the census agrees with the carrier, so our snapshot is what is off (a person decides);
+#: ``both``: the census differs from both, so a change is still to be sent and the carrier is off too;
+#: ``not_sent``: the carrier holds what it should, but the census has moved on: a change not sent yet
+#: (the next run's, or one held back by validation).
+SIDES: Final[tuple[str, ...]] = ("carrier", "ours", "both", "not_sent")
+
+
+def compare_with_census(expected: Roster, carrier: Roster, census: Roster, *, as_of: date,
+                        skip_members: Collection[str] = ()) -> list[tuple[Discrepancy, str]]:
+    """:func:`compare_rosters` of ``expected`` and ``carrier``, each discrepancy labelled with the side
+    its fix is on (:data:`SIDES`) by the current ``census`` roster, plus the census's differences from
+    both (``not_sent``). Discrepancies are keyed by kind, member token, field and line, never by value,
+    so a kind reads the same in every label (``missing_at_carrier``: the census or the snapshot has the
+    member, the carrier does not). Pure; sorted by discrepancy."""
+    found = compare_rosters(expected, carrier, as_of=as_of, skip_members=skip_members)
+    census_vs_carrier = {d.key() for d in compare_rosters(census, carrier, as_of=as_of, skip_members=skip_members)}
+    pending = compare_rosters(census, expected, as_of=as_of, skip_members=skip_members)
+    census_vs_expected = {d.key() for d in pending}
+    out: list[tuple[Discrepancy, str]] = []
+    seen = set()
+    for d in found:
+        key = d.key()
+        seen.add(key)
+        agrees_with_carrier = key not in census_vs_carrier
+        out.append((d, "ours" if agrees_with_carrier else "both" if key in census_vs_expected else "carrier"))
+    out += [(d, "not_sent") for d in pending if d.key() not in seen and d.key() in census_vs_carrier]
+    return sorted(out)

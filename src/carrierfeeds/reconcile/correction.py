@@ -9,8 +9,11 @@ that brings the carrier in line, and the approvals that let the next run send it
 Kinds drafted (:data:`DRAFTED`): ``missing_at_carrier`` is an add (021; a missing coverage line of a
 member the carrier holds is a 001 with HD01 021), ``termed_here_active_there`` a term (HD01 024, the
 snapshot's end date), ``plan`` / ``coverage_dates`` / ``coverage_level`` a change (001) carrying the
-snapshot's line. ``extra_at_carrier``, ``dependents`` and ``identity`` are left to people: the carrier
-holds someone we have no row for, or the fix is in the census, not in a file (they are listed, not drafted).
+snapshot's line, ``dependents`` (relationship or subscriber) a change (001) of the member carrying every
+snapshot line with its INS02 and subscriber. ``extra_at_carrier`` and ``identity`` are left to people
+(listed, not drafted): a term (024) for someone the carrier holds and we do not needs that member's ids
+and dates, and a 2100B correction the identity the carrier holds; the roster keeps only tokens and
+keyed hashes of both, never the values a file would have to carry.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 ADD, CHANGE, TERM = "021", "001", "024"
 #: discrepancy kind -> HD01 of the line it sends ("" for a whole member).
 DRAFTED: Final[dict[str, str]] = {"missing_at_carrier": ADD, "termed_here_active_there": TERM,
-                                  "plan": CHANGE, "coverage_dates": CHANGE, "coverage_level": CHANGE}
+                                  "plan": CHANGE, "coverage_dates": CHANGE, "coverage_level": CHANGE,
+                                  "dependents": CHANGE}
 APPROVED = "correction_approved"
 OBJECT_TYPE = "correction"
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import pandas as pd
+import pyarrow as pa
 
 from carrierfeeds.census.columns import RELATIONSHIP_INS02
 from carrierfeeds.census.tokens import MemberTokenizer
@@ -57,6 +57,11 @@ def read_return_file(path: Path, *, fmt: ReturnFormat, tokenizer: MemberTokenize
     if size > max_bytes:
         raise DataError(f"file is {size} bytes, over the feed's limit of {max_bytes}", file=name,
                         rule="size_cap", details={"size": size, "max_bytes": max_bytes})
+    if fmt == "834":  # streamed: a carrier's full file can be hundreds of megabytes
+        with path.open("rb") as stream:
+            roster = _read_834_stream(stream, tokenizer=tokenizer, file_name=name)
+        log.info("return file read: %d coverage rows, %d members, format 834", len(roster), roster.members)
+        return roster
     data = path.read_bytes()
     return read_return_bytes(data, fmt=fmt, tokenizer=tokenizer, layout=layout, file_name=name,
                              plan_lines=plan_lines)
@@ -86,33 +91,120 @@ def read_return_bytes(data: bytes, *, fmt: ReturnFormat, tokenizer: MemberTokeni
 
 
 # ------------------------------------------------------------------------------------------------ 834
+#: Bytes read from a return file at a time: the reader holds one piece of members plus one block.
+BLOCK_BYTES: Final[int] = 8 << 20
+#: How far back from a buffer's end the member-boundary search starts again when more bytes arrive (a
+#: boundary is a segment terminator, optional line breaks and ``INS``: one split across two blocks is
+#: found on the next search).
+_RESCAN: Final[int] = 64
+
+
 def _read_834_roster(data: bytes, *, tokenizer: MemberTokenizer, file_name: str,
                      chunk_members: int = CHUNK_MEMBERS) -> Roster:
-    """The 834's roster, read in pieces of ``chunk_members`` members by the project's reader.
+    """The roster of an 834 held in memory (see :func:`_read_834_stream`)."""
+    return _read_834_stream(io.BytesIO(data), tokenizer=tokenizer, file_name=file_name, chunk_members=chunk_members)
+
+
+def _read_834_stream(stream: BinaryIO, *, tokenizer: MemberTokenizer, file_name: str,
+                     chunk_members: int = CHUNK_MEMBERS, block_bytes: int = BLOCK_BYTES) -> Roster:
+    """The 834's roster, read from ``stream`` block by block and parsed in pieces of ``chunk_members``
+    members by the project's reader; the file is never held whole.
 
     Each piece is the file's ISA (for the delimiters), whole members from one INS to the next, and a
-    closing SE, so the reader closes the piece's last member as it would at a transaction's end.
+    closing SE, so the reader closes the piece's last member as it would at a transaction's end. The
+    pieces' roster columns are joined as Arrow chunks, not copied into one frame.
     """
-    if len(data) < 106 or data[:3] != b"ISA":
+    head = stream.read(106)
+    if len(head) < 106 or head[:3] != b"ISA":
         raise DataError("not an X12 interchange (no 106-character ISA)", file=file_name, rule="isa")
-    _check_ascii(data, file_name)
-    element, terminator = data[3:4], data[105:106]
-    starts = [m.end() for m in re.finditer(re.escape(terminator) + rb"[\r\n]*(?=INS" + re.escape(element) + rb")",
-                                           data)]
-    if not starts:
-        raise DataError("no members (INS segments) in the file", file=file_name, rule="x12_empty")
-    bounds = [*starts[::max(1, chunk_members)], len(data)]
+    ascii_check = _AsciiCheck(file_name)
+    ascii_check(head)
+    element, terminator = head[3:4], head[105:106]
+    boundary = re.compile(re.escape(terminator) + rb"[\r\n]*(?=INS" + re.escape(element) + rb")")
     closing = b"SE" + element + b"0" + element + b"0" + terminator
+    buf = bytearray(head)
+    starts: list[int] = []  # offsets in buf where a member begins
+    scanned = 0
     pieces: list[pd.DataFrame] = []
     rows = 0
-    for lo, hi in itertools.pairwise(bounds):
-        view = read_834(data[:106] + data[lo:hi] + closing)
+
+    def piece(lo: int, hi: int) -> None:
+        nonlocal rows
+        view = read_834(head + bytes(buf[lo:hi]) + closing)
         _check_834_view(view, file_name=file_name, row_offset=rows)
         rows += len(view)
         pieces.append(roster_from_view(view, tokenizer, source=file_name).table)
-        del view
-    table = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
-    return Roster(table=table, source=file_name)
+
+    while True:
+        block = stream.read(block_bytes)
+        if block:
+            ascii_check(block)
+            buf += block
+        for match in boundary.finditer(buf, max(scanned - _RESCAN, 0)):
+            if not starts or match.end() > starts[-1]:
+                starts.append(match.end())
+        scanned = len(buf)
+        while len(starts) > chunk_members:
+            cut = starts[chunk_members]
+            piece(starts[0], cut)
+            del buf[:cut]
+            starts = [s - cut for s in starts[chunk_members:]]
+            scanned -= cut
+        if not block:
+            break
+    if not starts and not pieces:
+        raise DataError("no members (INS segments) in the file", file=file_name, rule="x12_empty")
+    if starts:
+        piece(starts[0], len(buf))
+    buf.clear()
+    return Roster(table=_join_pieces(pieces), source=file_name)
+
+
+def _join_pieces(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """The pieces' rows as one frame whose Arrow string columns reference the pieces' buffers as chunks."""
+    if len(pieces) == 1:
+        return pieces[0]
+    columns = {}
+    for name in pieces[0].columns:
+        chunks = [chunk for p in pieces for chunk in _arrow(p[name]).chunks]
+        # A piece's column may come out as string or large_string: one type (a cast rewrites offsets only).
+        kind = pa.large_string() if any(c.type == pa.large_string() for c in chunks) else pa.string()
+        columns[name] = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([c.cast(kind) for c in chunks],
+                                                                               type=kind)), name=name)
+    return pd.DataFrame(columns)
+
+
+def _arrow(column: pd.Series) -> pa.ChunkedArray:
+    """An Arrow-string column's own buffers (the array protocol pyarrow uses, no copy)."""
+    found = column.array.__arrow_array__()
+    return found if isinstance(found, pa.ChunkedArray) else pa.chunked_array([found])
+
+
+class _AsciiCheck:
+    """Refuses the first byte outside printable ASCII, naming its line and character across blocks."""
+
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name
+        self.offset = 0  # bytes seen before this block
+        self.lines = 0  # line breaks seen before this block
+        self.last_newline = -1  # offset of the last line break seen
+
+    def __call__(self, block: bytes) -> None:
+        bad = _NOT_ASCII.search(block)
+        if bad is not None:
+            at = bad.start()
+            line = self.lines + block.count(b"\n", 0, at) + 1
+            found = block.rfind(b"\n", 0, at)
+            last = self.offset + found if found >= 0 else self.last_newline
+            column = self.offset + at - (last + 1) + 1
+            raise DataError(f"byte outside printable ASCII at character {column}", file=self.file_name, row=line,
+                            column=f"character {column}", rule="flat_charset",
+                            details={"line": line, "character": column})
+        self.lines += block.count(b"\n")
+        found = block.rfind(b"\n")
+        if found >= 0:
+            self.last_newline = self.offset + found
+        self.offset += len(block)
 
 
 def _check_834_view(view: pd.DataFrame, *, file_name: str, row_offset: int) -> None:
@@ -130,8 +222,11 @@ def _check_834_view(view: pd.DataFrame, *, file_name: str, row_offset: int) -> N
 
 
 # ------------------------------------------------------------------------------------------- flat files
+_NOT_ASCII: Final = re.compile(rb"[^\x09\x0a\x0d\x20-\x7e]")
+
+
 def _check_ascii(data: bytes, file_name: str) -> None:
-    bad = re.search(rb"[^\x09\x0a\x0d\x20-\x7e]", data)
+    bad = _NOT_ASCII.search(data)
     if bad is not None:
         at = bad.start()
         line = data.count(b"\n", 0, at) + 1

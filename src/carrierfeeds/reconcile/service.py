@@ -69,7 +69,8 @@ def reconcile_file(path: Path, *, feed_id: str, spec: ReconciliationSpec, mappin
     plan_lines = {p.description: p.insurance_line for p in mapping.plans.values()}
     carrier = read_return_file(path, fmt=spec.format, tokenizer=tokenizer, layout=return_layout(spec, mapping),
                                max_bytes=spec.max_bytes, plan_lines=plan_lines)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as stream:  # never the whole file in memory (the reader streams it too)
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
     expected = expected_roster(store, ledger, feed_id=feed_id, tokenizer=tokenizer)
     found = compare_rosters(expected.roster, carrier, as_of=now.date())
     awaiting = sum(1 for d in found if d.member_token in expected.awaiting_ack)
