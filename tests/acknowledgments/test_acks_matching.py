@@ -141,3 +141,19 @@ def test_pipeline_split_834_is_acknowledged_by_pyx12_and_matched_accepted(tmp_pa
         assert ack_status(led, now=T0 + timedelta(days=3))[0].status == "accepted"
     finally:
         led.close()
+
+
+def test_acknowledgments_of_more_deliveries_than_one_statement_can_bind(ledger: Ledger, tmp_path: Path,
+                                                                        inbox: Path) -> None:
+    """PostgreSQL's driver binds at most 65,535 parameters: a board over 70,000 delivered files asks for
+    their rows in pieces and gets every row once, in chain order."""
+    first, second = deliver(ledger, 1), deliver(ledger, 2)
+    (inbox / "ta1_1.x12").write_bytes(ta1(first.delivery.isa13, "A", "000"))
+    (inbox / "ta1_2.x12").write_bytes(ta1(second.delivery.isa13, "R", "006"))
+    collect(ledger, inbox, tmp_path / "archive")
+    ids = [f"no-such-delivery-{i}" for i in range(70_000)]
+    ids[123] = second.delivery.delivery_id
+    ids[69_999] = first.delivery.delivery_id
+    rows = ledger.acknowledgments(delivery_ids=ids)
+    assert [r.delivery_id for r in rows] == [first.delivery.delivery_id, second.delivery.delivery_id]
+    assert rows == ledger.acknowledgments()

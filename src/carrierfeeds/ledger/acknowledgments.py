@@ -26,6 +26,9 @@ from carrierfeeds.ledger.records import (
 log = logging.getLogger(__name__)
 
 
+#: Ids per IN list when a caller asks for many deliveries' rows at once.
+IN_LIST_CHUNK = 10_000
+
 class Acknowledgments(LedgerBase):
     """The ``Ledger``'s acknowledgment rows (migration 0003)."""
 
@@ -72,9 +75,16 @@ class Acknowledgments(LedgerBase):
         """Acknowledgment rows in chain order: of some deliveries, only (un)matched ones, received in
         [since, until)."""
         t = m.acknowledgments
+        if delivery_ids is not None:
+            ids = list(dict.fromkeys(delivery_ids))
+            if len(ids) > IN_LIST_CHUNK:  # a bound parameter each: PostgreSQL's driver takes at most 65,535
+                rows = [r for start in range(0, len(ids), IN_LIST_CHUNK)
+                        for r in self.acknowledgments(delivery_ids=ids[start:start + IN_LIST_CHUNK],
+                                                      matched=matched, since=since, until=until)]
+                return sorted(rows, key=lambda r: r.seq)
         query = sa.select(t).order_by(t.c.seq)
         if delivery_ids is not None:
-            query = query.where(t.c.delivery_id.in_(list(delivery_ids)))
+            query = query.where(t.c.delivery_id.in_(ids))
         if matched is not None:
             query = query.where(t.c.delivery_id.is_not(None) if matched else t.c.delivery_id.is_(None))
         if since is not None:
