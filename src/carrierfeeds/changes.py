@@ -94,6 +94,10 @@ _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMB
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
                                      *("coverage_amount", "premium_amount"),  # volumes: 2300 AMT*FK/P3
                                      *("pcp_npi", "pcp_relationship"))  # primary care provider: 2310
+#: Snapshot only, per line: the census start of coverage that resumed the day after its end and that a 025
+#: restored at the carrier from its original start. While the census keeps that start it is no start change:
+#: the line is compared and sent with the start the carrier holds (``coverage_start`` in the snapshot).
+RESUMED: Final[str] = "coverage_resumed"
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
@@ -338,6 +342,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
             raise DataError(f"the 834 view lacks column {required!r}", column=required, rule="view_columns")
     if "coverage_end" not in cols:
         cols.append("coverage_end")
+    cols = [c for c in cols if c != RESUMED] + [RESUMED]
+    sent_cols = cols[:-1]  # what the carrier is sent: the snapshot's own column stays out of the 834 view
     cur = _text(cur_table, cols)
     cur[ROW_NUMBER] = (cur_table[ROW_NUMBER].astype(int).to_numpy() if ROW_NUMBER in cur_table.columns
                        else np.zeros(len(cur), dtype=int))
@@ -364,9 +370,9 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         send["_pos"] = np.arange(len(send))
         send = _sort(send).drop(columns="_pos")
         send["ins03"], send["ins04"], send["hd01"] = AUDIT, MaintenanceReason.NOT_SPECIFIED.value, AUDIT
-        table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]]
+        table = send[[*sent_cols, "ins03", "ins04", "hd01", ROW_NUMBER]]
         enrollment = _enrollment(table, current)
-        new_snapshot = table[cols].reset_index(drop=True)
+        new_snapshot = send[cols].reset_index(drop=True)
         return ChangeSet(enrollment=enrollment, snapshot=new_snapshot,
                          members_by_type={AUDIT: enrollment.member_count},
                          coverages_by_type={AUDIT: enrollment.coverage_count},
@@ -390,7 +396,14 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         merged[col] = np.where(gone, snap_col, merged[col].fillna("").astype(str))
         merged[f"{col}_snap"] = snap_col
     merged[ROW_NUMBER] = merged[ROW_NUMBER].fillna(0).astype(int)
-    _current_member_values(merged, gone, [c for c in cols if c not in LINE_KEY and c not in _COVERAGE])
+    _current_member_values(merged, gone, [c for c in sent_cols if c not in LINE_KEY and c not in _COVERAGE])
+    # A start the carrier's coverage absorbed (see RESUMED): compared and sent as the start it holds.
+    census_start = merged["coverage_start"].to_numpy(dtype=object).copy()
+    held_start = merged["coverage_start_snap"].to_numpy(dtype=object)
+    resumed_snap = merged[f"{RESUMED}_snap"].to_numpy(dtype=object)
+    absorbed = both & (resumed_snap != "") & (census_start == resumed_snap)
+    merged.loc[absorbed, "coverage_start"] = held_start[absorbed]
+    merged[RESUMED] = np.where(absorbed | gone, resumed_snap, "")
 
     end, snap_end = merged["coverage_end"].to_numpy(dtype=object), merged["coverage_end_snap"].to_numpy(dtype=object)
     coverage_changed = np.zeros(len(merged), dtype=bool)
@@ -430,7 +443,10 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     restyled = np.zeros(len(merged), dtype=bool)
     for col in (c for c in ("hd05", "coverage_policy_number") if c in cols):
         restyled |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
-    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled] = REINSTATE
+    # Nor does a 025 move the start: coverage that comes back with another start than the one the carrier
+    # holds (other than the day after its end, where it simply resumes) is HD*001 with the new DTP*348.
+    redated = start_changed & (starts != resumes_on)
+    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled & ~redated] = REINSTATE
     hd01[by_rules & (hd01 == "") & coverage_changed] = CHANGE
     gone_active = gone & (snap_end == "")
     keep = np.ones(len(merged), dtype=bool)
@@ -531,17 +547,20 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
     send = _sort(pd.concat([line_rows, old_plans, bare]))
     dated = [c for c in ("maintenance_effective", *PRIOR) if c in send.columns]
-    table = send[[*cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
+    table = send[[*sent_cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:
             table[col] = table[col].astype(object)
 
     after = merged.loc[keep, [*cols, "_pos"]]
     # A 025 restores the coverage the carrier held, start included: the snapshot keeps that start (not the
-    # census's day-after-the-end one), so a later term is dated against the coverage the carrier holds.
+    # census's day-after-the-end one), so a later term is dated against the coverage the carrier holds, and
+    # the census start it resumed on (RESUMED), which is then no start change.
     restored = (hd01 == REINSTATE)[keep]
     if restored.any():
-        after.loc[restored, "coverage_start"] = merged.loc[keep, "coverage_start_snap"].to_numpy(dtype=object)[restored]
+        resumed = np.where(census_start != held_start, census_start, resumed_snap)[keep]
+        after.loc[restored, RESUMED] = resumed[restored]
+        after.loc[restored, "coverage_start"] = held_start[keep][restored]
     after = pd.concat([after, carried.assign(_pos=np.arange(len(carried)) + len(merged) + len(cur))])
     new_snapshot = _sort(after)[cols].reset_index(drop=True)
 

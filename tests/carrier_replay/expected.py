@@ -16,7 +16,8 @@ Lines the census no longer has:
   stands; term policy ``omission``: kept as last sent, until the next full file.
 
 A period that resumes the day after the held one ended (same plan) is one continuous coverage: the
-carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021).
+carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021), for as
+long as the census keeps the start it resumed on, ended again or not.
 
 Families validation holds back (quarantine) keep exactly what the carrier had. A day is not delivered
 (the carrier keeps yesterday's roster) when the validation policy rejects it, or in a change file when a
@@ -137,9 +138,10 @@ class ExpectedRoster:
                 continue
             resumes = (old.end is not None and held.start == old.end + timedelta(days=1)
                        and held.plan == old.plan)
-            if resumes or (merged.get(key) == held.start and old.end is None):
+            if resumes or merged.get(key) == held.start:
                 # Coverage resumes the day after it ended: one continuous coverage (025 restores it),
-                # so the carrier rightly keeps the original start, for as long as the census says so.
+                # so the carrier rightly keeps the original start, for as long as the census keeps the
+                # start it resumed on (an end given later ends that coverage, still from its start).
                 merged[key] = held.start
                 today[key] = Held(held.plan, held.level, old.start, held.end)
             else:

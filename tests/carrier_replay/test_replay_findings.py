@@ -148,3 +148,49 @@ def test_an_end_given_with_a_moved_start_redates_the_coverage_at_the_carrier(end
     change = log[1].file
     assert change is not None
     assert ("001", "HLT", "HDHP SILVER", "2026-03-18..2026-03-31") in _hd(change), _hd(change)
+
+
+def test_coverage_restored_by_a_025_keeps_its_start_on_the_quiet_days_after() -> None:
+    """Rule: a census start the carrier's coverage absorbed (a 025 for coverage that resumes the day after
+    its end) is no start change. Removed (a term ending 03-31 goes out), back the next day from 04-01: the
+    025 restores the coverage from 2025-01-01. Found as day 4 add/remove, day 5 bad data (rejected) and a
+    dropped line, day 6 rehire; neither the held-back family nor the dropped line mattered. The next
+    day, with nothing changed, the diff compared the census start (04-01) with the snapshot's restored
+    start (2025-01-01) and sent HD*001 with 04-01, moving the carrier's start and losing the coverage
+    from 2025-01-01 to 03-31 it had confirmed."""
+    events = [[], [Event("remove_family", 0)], [Event("rehire", 0)], [], []]
+    log = replay(Config(), play(date(2026, 3, 24), events, families=2))
+    assert first_failure(log) is None, first_failure(log)
+    back = log[2].file
+    assert back is not None
+    assert {h[0] for h in _hd(back)} == {"025"}, _hd(back)
+    assert [entry.got for entry in log[3:]] == ["no_changes", "no_changes"]
+
+
+def test_an_end_after_a_025_keeps_the_restored_start() -> None:
+    """Rule: as above, while the census keeps the start it resumed with, an end given for that coverage
+    is a term (HD*024) of the coverage the carrier holds, from its original start, on every day after."""
+    events = [[], [Event("remove_family", 0)], [Event("rehire", 0)], [Event("end_family", 0, 0)], [], []]
+    log = replay(Config(), play(date(2026, 3, 29), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    ended = log[3].file
+    assert ended is not None
+    assert {h[0] for h in _hd(ended)} == {"024"}, _hd(ended)
+
+
+@pytest.mark.parametrize("flavour", ["line", "plan"])
+def test_a_reinstatement_with_a_moved_start_sends_the_new_start(flavour: str) -> None:
+    """Rule: 025 restores the ended coverage as the carrier holds it, start included, so it is only for
+    coverage that resumes with the start the carrier holds (or the day after its end). A family first
+    sent in a full file from 90 days back, ending 03-31; the next day the employer moves the start to
+    10 days back and lifts the end. The carrier kept the old start under a 025; the line goes out as
+    HD*001 with the new DTP*348 and no DTP*349 (a change of the coverage's dates, as for an end that
+    comes with a moved start), never 024+021 (an add after a term reads as a new enrollment)."""
+    days = play(FRIDAY, [[Event("retro_add_outside", 1), Event("end_family", 2, 0)], [Event("reinstate", 2)], []],
+                families=2)
+    log = replay(Config(flavour=flavour), days, pyx12="all")  # type: ignore[arg-type]
+    assert first_failure(log) is None, first_failure(log)
+    back = log[1].file
+    assert back is not None
+    assert ("001", "HLT", "HDHP SILVER", "2026-03-18..") in _hd(back), _hd(back)
+    assert not any(h[0] == "025" for h in _hd(back)), _hd(back)
