@@ -314,13 +314,18 @@ def _prior_identity(merged: pd.DataFrame, cols: list[str], both: np.ndarray, mem
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
                           term_policy: TermPolicy = "explicit", term_end: TermEnd = "end_of_month",
                           retro_window_days: int = 60, held_back_members: Iterable[str] = (),
-                          full_file: bool = False, plan_change: PlanChange = "term_and_add") -> ChangeSet:
+                          full_file: bool = False, plan_change: PlanChange = "term_and_add",
+                          pending_terms: bool = True) -> ChangeSet:
     """Today's view against the carrier's snapshot (None: nothing confirmed yet, so a full file).
 
     ``held_back_members``: member ids validation held back; a snapshot member whose member id or
     subscriber id is among them is carried over and never sent. So is a snapshot line the view held
     back (``current.held_lines``: evidence of insurability pending), alone: the member's other lines
     are compared as usual, and the line is neither changed nor termed until it comes back.
+    A full file carries, with ``pending_terms`` (changes mode's weekly full file), every line gone from the
+    census whose end the carrier holds and has not passed on ``as_of`` (a term sent, still ahead), with
+    that end: the carrier still covers it, and a 030 is its whole roster. Mode full passes False: there
+    the census alone is the roster.
     Raises :class:`OutsideRetroWindow` (by row number) when an add, change or term would take effect
     more than ``retro_window_days`` before ``as_of``; a full file is never refused for that.
 
@@ -366,7 +371,18 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     snap, cur = snap.loc[~snap_held].reset_index(drop=True), cur.loc[~cur_held].reset_index(drop=True)
 
     if snapshot is None or full_file:
-        send = pd.concat([cur, carried.assign(**{ROW_NUMBER: 0})], ignore_index=True)
+        pending = snap.iloc[0:0]
+        if pending_terms and len(snap):
+            still = (snap["coverage_end"] != "") & (snap["coverage_end"] >= as_of.strftime("%Y%m%d"))
+            pending = snap.loc[still.to_numpy(dtype=bool) & ~_keys(snap, LINE_KEY).isin(_keys(cur, LINE_KEY))
+                               .to_numpy(dtype=bool)]
+        send = pd.concat([cur, pending.assign(**{ROW_NUMBER: 0}), carried.assign(**{ROW_NUMBER: 0})],
+                         ignore_index=True)
+        if len(pending):
+            # a pending line of a member still in the census: the member loop has the member's values
+            gone = np.zeros(len(send), dtype=bool)
+            gone[len(cur):len(cur) + len(pending)] = True
+            _current_member_values(send, gone, [c for c in sent_cols if c not in LINE_KEY and c not in _COVERAGE])
         send["_pos"] = np.arange(len(send))
         send = _sort(send).drop(columns="_pos")
         send["ins03"], send["ins04"], send["hd01"] = AUDIT, MaintenanceReason.NOT_SPECIFIED.value, AUDIT

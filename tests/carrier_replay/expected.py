@@ -10,7 +10,9 @@ fields on the mapping's allowlist.
 Lines the census no longer has:
 
 * on a full-file day (mode ``full``, the first delivery, the mapping's full-file weekday) the carrier
-  gets INS03 030 and keeps exactly the file's members and lines, so they are gone;
+  gets INS03 030 and keeps exactly the file's members and lines, so they are gone, except, in changes
+  mode, a line whose end the carrier holds and has not yet passed (a pending term): the file carries it
+  with that end;
 * otherwise, term policy ``explicit``: termed at the mapping's ``term_end`` (end of the run's month or
   the day before; never before the line's start), unless the census had already given an end, which
   stands; term policy ``omission``: kept as last sent, until the next full file.
@@ -156,6 +158,11 @@ class ExpectedRoster:
                 if cfg.term_policy == "explicit" and held.end is None:
                     assert held.start is not None
                     held = Held(held.plan, held.level, held.start, max(held.start, term_date(on, cfg.term_end)))
+                new[key] = held
+                new_demo[key[:2]] = self.demographics[key[:2]]
+            elif key not in today and cfg.mode == "changes" and held.end is not None and held.end >= on:
+                # A weekly full file still carries a line whose end the carrier was sent and which it
+                # still covers (a pending end-of-month term), with that end.
                 new[key] = held
                 new_demo[key[:2]] = self.demographics[key[:2]]
         new.update(today)

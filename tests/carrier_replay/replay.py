@@ -101,7 +101,8 @@ class PureFeed:
                 change_set = diff_against_snapshot(
                     enrollment, self.snapshot, as_of=day.on, term_policy=mapping.term_policy,
                     term_end=mapping.term_end, retro_window_days=mapping.retro_window_days,
-                    held_back_members=outcome.held_back_member_ids, full_file=full, plan_change=mapping.plan_change)
+                    held_back_members=outcome.held_back_member_ids, full_file=full, plan_change=mapping.plan_change,
+                    pending_terms=mapping.mode == "changes")
                 if change_set.empty:
                     return "no_changes", None
                 enrollment, snapshot = change_set.enrollment, change_set.snapshot

@@ -194,3 +194,18 @@ def test_a_reinstatement_with_a_moved_start_sends_the_new_start(flavour: str) ->
     assert back is not None
     assert ("001", "HLT", "HDHP SILVER", "2026-03-18..") in _hd(back), _hd(back)
     assert not any(h[0] == "025" for h in _hd(back)), _hd(back)
+
+
+@pytest.mark.parametrize("how", ["remove_family", "drop_dental"])
+def test_a_weekly_full_file_carries_a_pending_term_with_its_end(how: str) -> None:
+    """Rule: a full file (030) is the carrier's whole roster, so it carries every line the carrier still
+    covers, a term already sent whose end is still ahead included, with that DTP*349. Removed from the
+    census on Tuesday (a term ending 03-31 goes out; or dental dropped), Thursday's weekly full file left
+    the line out, and the carrier dropped coverage it still owes until 03-31."""
+    events = [[], [Event(how, 0)], [], []]  # type: ignore[arg-type]
+    log = replay(Config(full_file_weekday="thursday"), play(date(2026, 3, 23), events, families=2),
+                 pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    weekly = log[3].file
+    assert weekly is not None
+    assert ("030", "DEN", "DENTAL STANDARD", "2025-01-01..2026-03-31") in _hd(weekly), _hd(weekly)

@@ -293,3 +293,23 @@ def test_coverage_resuming_with_another_level_is_hd001_not_a_reinstatement() -> 
     back = [dict(r, coverage_level="ESP") if r is medical else r for r in rows]
     ins03, loop = _coverage(_segments(_diff(gone, back)))
     assert ins03 == "001" and loop == [["HD", "001", "", "HLT", "HDHP SILVER", "ESP"], ["DTP", "348", "D8", "20240101"]]
+
+
+@pytest.mark.parametrize("pending_terms", [True, False])
+def test_a_full_file_carries_a_term_still_ahead_only_in_changes_mode(pending_terms: bool) -> None:
+    """Changes mode's weekly full file carries a line the carrier still covers (its end, sent, is after
+    ``as_of``) though the census no longer has it, with its DTP*349; mode full (``pending_terms=False``)
+    sends the census alone."""
+    rows = h.family_rows()
+    ending = [dict(r, coverage_end="2026-11-30") if r["member_id"] == SOLO else r for r in rows]
+    left = [r for r in rows if r["member_id"] != SOLO]
+    change_set = diff_against_snapshot(h.enrollment(h.census(left)), _snapshot(ending), as_of=AS_OF,
+                                       full_file=True, pending_terms=pending_terms)
+    assert change_set.full_file
+    if not pending_terms:
+        assert SOLO not in set(change_set.enrollment.table["member_id"])
+        return
+    ins03, loop = _coverage(_segments(change_set))
+    assert ins03 == "030"
+    assert ["HD", "030", "", "HLT", "HDHP SILVER", "EMP"] in loop and ["DTP", "349", "D8", "20261130"] in loop
+    assert SOLO in set(change_set.snapshot["member_id"])

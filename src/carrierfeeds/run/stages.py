@@ -352,7 +352,7 @@ def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame 
     return diff_against_snapshot(
         enrollment, base, as_of=day, term_policy=mapping.term_policy, term_end=mapping.term_end,
         retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full,
-        plan_change=mapping.plan_change)
+        plan_change=mapping.plan_change, pending_terms=mapping.mode == "changes")
 
 
 def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *,
