@@ -593,12 +593,13 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     return change_set
 
 
-def keeps_snapshot(mode: str, policy: str) -> bool:
+def keeps_snapshot(mode: str, policy: str, *, eoi_hold: bool = False) -> bool:
     """Whether a feed keeps the snapshot of what its carrier holds: always in changes ``mode``, and in full
-    mode when the validation ``policy`` may hold families back (``quarantine``). A full file (030) is the
-    carrier's whole roster, so a family left out of it loses its coverage; with the snapshot it is carried
-    over from the last file the carrier confirmed instead (``held_back_members``)."""
-    return mode == "changes" or policy == "quarantine"
+    mode when the validation ``policy`` may hold families back (``quarantine``) or the mapping holds lines
+    back until evidence of insurability is approved (``eoi_hold``). A full file (030) is the carrier's
+    whole roster, so a family or line left out of it loses its coverage; with the snapshot it is carried
+    over from the last file the carrier confirmed instead (``held_back_members``, ``held_lines``)."""
+    return mode == "changes" or policy == "quarantine" or eoi_hold
 
 
 def is_full_file_day(day: date, weekday: str | None) -> bool:

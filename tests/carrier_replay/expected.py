@@ -21,7 +21,10 @@ A period that resumes the day after the held one ended (same plan) is one contin
 carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021), for as
 long as the census keeps the start it resumed on, ended again or not.
 
-Families validation holds back (quarantine) keep exactly what the carrier had. A day is not delivered
+Families validation holds back (quarantine) keep exactly what the carrier had; so does a line waiting on
+evidence of insurability (eoi_pending Y under the mapping's EOI hold), alone, until it is approved (and
+a new line waiting on it is not held at all). Volumes: each line's benefit amount (AMT*FK) and the
+employee's salary (ICM) are compared with the rest. A day is not delivered
 (the carrier keeps yesterday's roster) when the validation policy rejects it, or in a change file when a
 line would be added, moved or ended before the retroactive window (the run refuses it).
 
@@ -39,7 +42,7 @@ no longer shows. Demographics are compared for members both sides hold a compare
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Literal
 
@@ -50,6 +53,7 @@ LineKey = tuple[str, str, str]
 Outcome = Literal["delivered", "rejected", "refused"]
 
 _INS02 = {"EE": "18", "SP": "01", "CH": "19"}
+_ICM01 = {"ANNUALLY": "7"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ class ExpectedRoster:
                 "first_name": field("first_name"), "middle_initial": field("middle_initial"),
                 "ssn": field("ssn"), "dob": _d(field("dob")), "gender": field("gender"),
                 "address1": field("address1"), "address2": field("address2"), "city": field("city"),
-                "state": field("state"), "zip": field("zip")}
+                "state": field("state"), "zip": field("zip"),
+                "income": (_ICM01[row["salary_frequency"]], field("salary")) if field("salary") else None}
 
     def step(self, day: Day) -> Outcome:
         """Apply ``day``'s census; returns what should become of the day's run."""
@@ -121,6 +126,7 @@ class ExpectedRoster:
             return "rejected"
         periods: dict[LineKey, list[Held]] = {}
         demographics: dict[tuple[str, str], dict[str, object]] = {}
+        eoi_held: set[LineKey] = set()
         for row in day.rows:
             if row["subscriber_id"] in bad or row["plan_code"] not in self.authorised:
                 continue
@@ -128,8 +134,13 @@ class ExpectedRoster:
                 continue
             hd03, hd04 = self.plans[row["plan_code"]]
             key = (row["subscriber_id"], row["member_id"], hd03)
+            if row.get("eoi_pending") == "Y" and "eoi_pending" in self.allowlist:
+                eoi_held.add(key)  # waiting on evidence of insurability: the carrier keeps what it holds
+                demographics[key[:2]] = self._demographics(row)
+                continue
+            amount = row.get("coverage_amount", "") if "coverage_amount" in self.allowlist else ""
             periods.setdefault(key, []).append(
-                Held(hd04, row["coverage_level"], _d(row["coverage_start"]), _d(row["coverage_end"])))
+                Held(hd04, row["coverage_level"], _d(row["coverage_start"]), _d(row["coverage_end"]), amount))
             demographics[key[:2]] = self._demographics(row)
         today = {key: counting(helds, on) for key, helds in periods.items()}
         full = self.full_day(on)
@@ -145,19 +156,19 @@ class ExpectedRoster:
                 # so the carrier rightly keeps the original start, for as long as the census keeps the
                 # start it resumed on (an end given later ends that coverage, still from its start).
                 merged[key] = held.start
-                today[key] = Held(held.plan, held.level, old.start, held.end)
+                today[key] = replace(held, start=old.start)
             else:
                 merged.pop(key, None)
         new: dict[LineKey, Held] = {}
         new_demo: dict[tuple[str, str], dict[str, object]] = {}
         for key, held in self.lines.items():
-            if key[0] in bad:
+            if key[0] in bad or (key in eoi_held and key not in today):
                 new[key] = held
                 new_demo[key[:2]] = self.demographics[key[:2]]
             elif key not in today and not full:
                 if cfg.term_policy == "explicit" and held.end is None:
                     assert held.start is not None
-                    held = Held(held.plan, held.level, held.start, max(held.start, term_date(on, cfg.term_end)))
+                    held = replace(held, end=max(held.start, term_date(on, cfg.term_end)))
                 new[key] = held
                 new_demo[key[:2]] = self.demographics[key[:2]]
             elif key not in today and cfg.mode == "changes" and held.end is not None and held.end >= on:
@@ -216,4 +227,4 @@ def compare(carrier: Carrier, expected: ExpectedRoster, on: date) -> list[str]:
 def _show(h: Held | None) -> str:
     if h is None:
         return "nothing"
-    return f"{h.plan}/{h.level} {h.start}..{h.end or ''}"
+    return f"{h.plan}/{h.level} {h.start}..{h.end or ''}" + (f" amount {h.amount}" if h.amount else "")

@@ -209,3 +209,35 @@ def test_a_weekly_full_file_carries_a_pending_term_with_its_end(how: str) -> Non
     weekly = log[3].file
     assert weekly is not None
     assert ("030", "DEN", "DENTAL STANDARD", "2025-01-01..2026-03-31") in _hd(weekly), _hd(weekly)
+
+
+VOLUME_DAYS = [[], [Event("salary_change", 0, 0), Event("volume_change", 1, 0)], [Event("volume_change", 0, 1)],
+               [Event("salary_change", 0, 1)], [Event("eoi_release", 0)], []]
+
+
+@pytest.mark.parametrize("cfg", [Config(), Config(flavour="plan"), Config(full_file_weekday="thursday"),
+                                 Config(mode="full", policy="quarantine")], ids=["line", "plan", "weekly", "full"])
+def test_volumes_salary_amount_and_an_increase_held_for_eoi_reach_the_carrier(cfg: Config) -> None:
+    """Issue 19's volumes, replayed: a raise (2100A ICM) and a benefit amount change (2300 AMT*FK), then
+    an increase waiting on evidence of insurability (held back: the carrier keeps the amount it holds,
+    also through a weekly full file), a second raise while it waits, and its approval (HD*001 with the
+    new amount)."""
+    log = replay(cfg, play(date(2026, 3, 23), VOLUME_DAYS, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    if cfg.mode == "changes":
+        approved = log[4].file
+        assert approved is not None
+        assert [(c.hd01, c.hd03, c.amounts.get("FK")) for m in read_834(approved).members for c in m.coverages] == [
+            ("001", "STD", "1350")]
+
+
+def test_full_mode_keeps_a_line_held_for_eoi_at_the_carrier() -> None:
+    """Rule: a line held back for evidence of insurability keeps what the carrier holds; a full file is
+    the carrier's whole roster, so it carries the held line as last sent. Mode full under policy reject
+    kept no snapshot, so Wednesday's 030 left the STD line waiting on EOI out and the carrier dropped
+    the employee's STD coverage (850) for as long as EOI was pending."""
+    log = replay(Config(mode="full"), play(date(2026, 3, 23), VOLUME_DAYS, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    held = log[2].file
+    assert held is not None
+    assert ("030", "STD", "SHORT TERM DISABILITY", "2025-01-01..") in _hd(held), _hd(held)

@@ -257,7 +257,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
-        if keeps_snapshot(mapping.mode, feed.validation.policy):
+        if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
             enrollment, action, change_counts = _diff_for_run(
                 ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
         interchange = ctx.ledger.allocate_control_numbers(
