@@ -144,6 +144,9 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "maintenance_effective": None,
     # Loop 2100B (identity corrections): what the carrier holds, from the snapshot (carrierfeeds.changes)
     **{f"prior_{col}": col for col in ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")},
+    # A snapshot's own column (carrierfeeds.changes.RESUMED): the census start a 025 absorbed; never rendered,
+    # but a view drawn from a snapshot (a reconcile correction) carries it
+    "coverage_resumed": "coverage_start",
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {

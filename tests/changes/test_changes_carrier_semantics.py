@@ -5,6 +5,7 @@ both ``plan_change`` settings (HD*024 old + HD*021 new, or HD*001), checked segm
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -175,6 +176,10 @@ def test_a_start_restored_by_a_025_is_no_change_the_next_day() -> None:
     line = snap[(snap["member_id"] == SOLO) & (snap["hd03"] == "HLT")].iloc[0]
     assert (line["coverage_start"], line["coverage_resumed"]) == ("20240101", "20261101")
     assert "coverage_resumed" not in reinstated.enrollment.table.columns
+    # a view drawn from the snapshot (a reconcile correction) carries the column and still renders
+    drawn = snap.assign(ins03="001", ins04="AI", hd01="001")
+    drawn_view = dataclasses.replace(reinstated.enrollment, table=drawn, member_count=drawn["member_id"].nunique())
+    assert b"HD*001" in render_834_bytes(drawn_view, h.header(), h.CONTROL)
     quiet = diff_against_snapshot(h.enrollment(h.census(resumed)), snap, as_of=AS_OF)
     assert quiet.empty, quiet.members_by_type
     level = [dict(r, coverage_level="ESP") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP" else r
