@@ -450,9 +450,13 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     hd01 = np.full(len(merged), "", dtype=object)
     hd01[new | returns | switch] = ADD
     hd01[moved & ~switch] = CHANGE
-    # A term only ends coverage (the carrier keeps the start it holds): an end that comes with a moved
-    # start is sent as HD*001 carrying both dates.
-    term_now = by_rules & (end != "") & (end != snap_end) & ~start_changed
+    # A term only ends coverage (the carrier keeps the start, and the amounts, policy number and provider
+    # it holds; the level is the loop's HD05): an end that comes with a moved start or another of those
+    # values is sent as HD*001 carrying the end and the new values.
+    kept_by_term = start_changed.copy()
+    for col in (c for c in _COVERAGE if c in cols and c not in ("hd04", "hd05", "coverage_start", "coverage_end")):
+        kept_by_term |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    term_now = by_rules & (end != "") & (end != snap_end) & ~kept_by_term
     hd01[term_now] = TERM
     # 025 restores the ended coverage as the carrier held it: coverage that resumes with another level
     # (or plan policy number) is sent as HD*001 with its new values instead.

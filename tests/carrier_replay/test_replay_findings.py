@@ -241,3 +241,18 @@ def test_full_mode_keeps_a_line_held_for_eoi_at_the_carrier() -> None:
     held = log[2].file
     assert held is not None
     assert ("030", "STD", "SHORT TERM DISABILITY", "2025-01-01..") in _hd(held), _hd(held)
+
+
+@pytest.mark.parametrize("eoi", [False, True])
+def test_an_end_that_comes_with_a_new_amount_is_hd001_with_both(eoi: bool) -> None:
+    """Rule: a term (HD*024) only ends coverage; the carrier keeps the benefit amount it holds. The
+    employee's STD amount goes up the same day the family's coverage is given an end (or the increase
+    waits on evidence of insurability and is approved after the end was given): the line went out as
+    HD*024 and the carrier kept the old amount, so it goes out as HD*001 with the end and the amount."""
+    events = [[], [Event("volume_change", 0, int(eoi)), Event("end_family", 0, 0)], [Event("eoi_release", 0)], []]
+    log = replay(Config(), play(date(2026, 3, 23), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    sent = log[2 if eoi else 1].file
+    assert sent is not None
+    assert [(c.hd01, c.end, c.amounts.get("FK")) for m in read_834(sent).members for c in m.coverages
+            if c.hd03 == "STD"] == [("001", date(2026, 3, 31), "1350" if eoi else "1100")]
