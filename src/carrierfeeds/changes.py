@@ -367,6 +367,19 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     if current.held_lines:
         held_lines = {"\x1f".join(k) for k in current.held_lines}
         snap_held = snap_held | _keys(snap, LINE_KEY).isin(held_lines).to_numpy(dtype=bool)
+    if current.held_ends:
+        # A held line given an end: the hold is for an increase, never an end. The line is compared as the
+        # carrier holds it with the census's end (a term of that coverage), and no longer carried over.
+        ends = {"\x1f".join(k[:3]): k[3] for k in current.held_ends}
+        line = _keys(snap, LINE_KEY)
+        ending = (snap_held & line.isin(ends).to_numpy(dtype=bool)
+                  & ~(snap["member_id"].isin(held) | snap["subscriber_id"].isin(held)).to_numpy())
+        if ending.any():
+            snap_held = snap_held & ~ending
+            given = snap.loc[ending].assign(coverage_end=line[ending].map(ends).to_numpy(dtype=object),
+                                            **{ROW_NUMBER: 0})
+            cur = pd.concat([cur, given[cur.columns]], ignore_index=True)
+            cur_held = np.concatenate([cur_held, np.zeros(len(given), dtype=bool)])
     carried = snap.loc[snap_held]
     snap, cur = snap.loc[~snap_held].reset_index(drop=True), cur.loc[~cur_held].reset_index(drop=True)
 

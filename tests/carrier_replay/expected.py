@@ -23,8 +23,9 @@ long as the census keeps the start it resumed on, ended again or not.
 
 Families validation holds back (quarantine) keep exactly what the carrier had; so does a line waiting on
 evidence of insurability (eoi_pending Y under the mapping's EOI hold), alone, until it is approved (and
-a new line waiting on it is not held at all). Volumes: each line's benefit amount (AMT*FK) and the
-employee's salary (ICM) are compared with the rest. A day is not delivered
+a new line waiting on it is not held at all), except for an end the census gives it: the hold is for an
+increase, never for an end, so the carrier's coverage ends then, as it holds it. Volumes: each line's
+benefit amount (AMT*FK) and the employee's salary (ICM) are compared with the rest. A day is not delivered
 (the carrier keeps yesterday's roster) when the validation policy rejects it, or in a change file when a
 line would be added, moved or ended before the retroactive window (the run refuses it).
 
@@ -127,6 +128,7 @@ class ExpectedRoster:
         periods: dict[LineKey, list[Held]] = {}
         demographics: dict[tuple[str, str], dict[str, object]] = {}
         eoi_held: set[LineKey] = set()
+        eoi_ends: dict[LineKey, date] = {}
         for row in day.rows:
             if row["subscriber_id"] in bad or row["plan_code"] not in self.authorised:
                 continue
@@ -135,7 +137,10 @@ class ExpectedRoster:
             hd03, hd04 = self.plans[row["plan_code"]]
             key = (row["subscriber_id"], row["member_id"], hd03)
             if row.get("eoi_pending") == "Y" and "eoi_pending" in self.allowlist:
-                eoi_held.add(key)  # waiting on evidence of insurability: the carrier keeps what it holds
+                # waiting on evidence of insurability: the carrier keeps what it holds, but for an end
+                eoi_held.add(key)
+                if row["coverage_end"]:
+                    eoi_ends[key] = date.fromisoformat(row["coverage_end"])
                 demographics[key[:2]] = self._demographics(row)
                 continue
             amount = row.get("coverage_amount", "") if "coverage_amount" in self.allowlist else ""
@@ -163,7 +168,7 @@ class ExpectedRoster:
         new_demo: dict[tuple[str, str], dict[str, object]] = {}
         for key, held in self.lines.items():
             if key[0] in bad or (key in eoi_held and key not in today):
-                new[key] = held
+                new[key] = replace(held, end=eoi_ends[key]) if key in eoi_ends and key[0] not in bad else held
                 new_demo[key[:2]] = self.demographics[key[:2]]
             elif key not in today and not full:
                 if cfg.term_policy == "explicit" and held.end is None:

@@ -256,3 +256,17 @@ def test_an_end_that_comes_with_a_new_amount_is_hd001_with_both(eoi: bool) -> No
     assert sent is not None
     assert [(c.hd01, c.end, c.amounts.get("FK")) for m in read_834(sent).members for c in m.coverages
             if c.hd03 == "STD"] == [("001", date(2026, 3, 31), "1350" if eoi else "1100")]
+
+
+def test_an_end_given_while_an_increase_waits_on_eoi_goes_out_at_the_amount_held() -> None:
+    """Rule: the EOI hold holds back an increase, never an end. The employee's STD increase waits on
+    evidence of insurability when the family's coverage is given an end (03-31): the held line went out
+    with nothing, so the carrier kept covering STD open-ended for as long as EOI stayed pending (for a
+    leaver, for ever). The end goes out as HD*024 of the coverage the carrier holds (its amount)."""
+    events = [[], [Event("volume_change", 0, 1)], [Event("end_family", 0, 0)], [], [Event("eoi_release", 0)], []]
+    log = replay(Config(), play(date(2026, 3, 23), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    ended = log[2].file
+    assert ended is not None
+    assert [(c.hd01, c.end, c.amounts.get("FK")) for m in read_834(ended).members for c in m.coverages
+            if c.hd03 == "STD"] == [("024", date(2026, 3, 31), "850")]
