@@ -4,8 +4,9 @@
 setup:
 	bash scripts/setup.sh
 
+# `make demo` again starts the demo afresh: --reset deletes the previous demo's workspace (var/demo only).
 demo: setup
-	.venv/bin/carrierfeeds demo
+	.venv/bin/carrierfeeds demo --reset
 
 test: setup
 	.venv/bin/python -m pytest -q

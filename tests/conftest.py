@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
+from carrierfeeds.testing.webhook import WebhookReceiver, webhook_receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ENV = "CARRIERFEEDS_TEST_PG_URL"
@@ -137,3 +138,10 @@ def feed() -> Feed:
 def mapping() -> CarrierMapping:
     """The shipped demo carrier mapping."""
     return load_mapping(ROOT / "mappings" / "sunrise-health.yaml")
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A webhook on 127.0.0.1 that records every POST (path, headers, JSON body)."""
+    with webhook_receiver() as server:
+        yield server

@@ -13,15 +13,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+
+from carrierfeeds.testing.webhook import WebhookReceiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -213,41 +213,9 @@ def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------ failure notifications
-class _Receiver(ThreadingHTTPServer):
-    """A webhook on 127.0.0.1 that records every POST (path, headers, JSON body)."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[dict[str, Any]] = []
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append({"path": self.path, "headers": dict(self.headers),
-                                     "body": json.loads(body)})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def webhook() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook: _Receiver) -> None:
+def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook: WebhookReceiver) -> None:
     port = webhook.server_address[1]
     conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "login": "ops",
             "password": "s3cret", "extra": {"endpoint": "hooks/carrierfeeds"}}
@@ -276,18 +244,18 @@ def test_notifier_posts_phi_free_json_from_a_connection(tmp_path: Path, webhook:
     """, env, ROOT)
     assert result["refused"] == "transient"
     assert "names no webhook connection" in result["_output"]
-    assert [r["path"] for r in webhook.received] == ["/hooks/carrierfeeds", "/hooks/carrierfeeds"]
-    first, second = (r["body"] for r in webhook.received)
+    assert [p.path for p in webhook.posts] == ["/hooks/carrierfeeds", "/hooks/carrierfeeds"]
+    first, second = webhook.bodies
     assert first == {"event": "failure", "feed_id": "f1", "dag_id": "feed__f1", "run_id": "scheduled__2026-11-20",
                      "task_id": "validate", "try_number": 4, "stage": "validate", "error_code": "census_rejected",
                      "message": "3 rows failed rule ssn_format", "logical_date": None}
     assert second["error_code"] == "internal" and second["message"] == "KeyError"
-    assert "123-45-6789" not in json.dumps(webhook.received) and "Quillonius" not in json.dumps(webhook.received)
-    auth = webhook.received[0]["headers"]["Authorization"]
+    assert "123-45-6789" not in json.dumps(webhook.bodies) and "Quillonius" not in json.dumps(webhook.bodies)
+    auth = webhook.posts[0].headers["Authorization"]
     assert auth == "Basic " + base64.b64encode(b"ops:s3cret").decode()
 
 
-def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, webhook: _Receiver) -> None:
+def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, webhook: WebhookReceiver) -> None:
     """A real dag.test() whose first stage fails for good (no census) posts one notice, no retries."""
     from carrierfeeds.config import LocalDelivery
     from carrierfeeds.demo import DEMO_FEED, prepare_workspace
@@ -318,15 +286,16 @@ def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, w
     """, env, tmp_path)
     assert result["state"] in ("failed", "DagRunState.FAILED")
     assert result["tasks"]["stage_census"] in ("failed", "TaskInstanceState.FAILED")
-    assert len(webhook.received) == 1
-    notice = webhook.received[0]
-    assert notice["path"] == "/feed-failures"
-    assert notice["body"]["feed_id"] == DEMO_FEED and notice["body"]["dag_id"] == f"feed__{DEMO_FEED}"
-    assert notice["body"]["stage"] == "stage_census" and notice["body"]["error_code"] == "data"
-    assert notice["body"]["try_number"] == 1  # permanent: failed on the first try, no retries
+    assert len(webhook.posts) == 1
+    post = webhook.posts[0]
+    assert post.path == "/feed-failures"
+    notice = post.body
+    assert notice["feed_id"] == DEMO_FEED and notice["dag_id"] == f"feed__{DEMO_FEED}"
+    assert notice["stage"] == "stage_census" and notice["error_code"] == "data"
+    assert notice["try_number"] == 1  # permanent: failed on the first try, no retries
 
 
-def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook: _Receiver) -> None:
+def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook: WebhookReceiver) -> None:
     """The chain check passes on an intact ledger and fails the run once a row is edited behind its back;
     the failure reaches the webhook connection the Variable names, like a feed's notice."""
     from datetime import UTC, datetime
@@ -367,7 +336,7 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook
     assert intact["tasks"] == {"poll_acknowledgments": "success", "retention_purge": "success",
                                "verify_ledger_chain": "success", "check_census_arrivals": "success",
                                "reconcile_returns": "success"}
-    assert webhook.received == []
+    assert webhook.bodies == []
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -377,8 +346,8 @@ def test_housekeeping_dag_purges_and_verifies_the_ledger(tmp_path: Path, webhook
     assert tampered["state"] == "failed"
     assert tampered["tasks"]["verify_ledger_chain"] == "failed"
     assert "ledger_chain_broken" in tampered["_output"]
-    assert [r["path"] for r in webhook.received] == ["/housekeeping"]
-    notice = webhook.received[0]["body"]
+    assert [p.path for p in webhook.posts] == ["/housekeeping"]
+    notice = webhook.posts[0].body
     assert notice["dag_id"] == "carrierfeeds_housekeeping" and notice["feed_id"] is None
     assert (notice["task_id"], notice["error_code"], notice["try_number"]) == (
         "verify_ledger_chain", "ledger_chain_broken", 1)
@@ -493,7 +462,7 @@ def test_sftp_connection_branches_pin_the_host_and_refuse_what_fails_open(tmp_pa
 
 # ------------------------------------------------------------------------------ failing for good
 def test_broken_mapping_fails_at_once_and_the_notice_names_it(tmp_path: Path, demo_keys: Any,
-                                                              webhook: _Receiver) -> None:
+                                                              webhook: WebhookReceiver) -> None:
     """A mapping that does not load is a ConfigError: no retries, and the notice carries its code and file."""
     import shutil
 
@@ -523,8 +492,8 @@ def test_broken_mapping_fails_at_once_and_the_notice_names_it(tmp_path: Path, de
     assert _state(result["state"]) == "failed"
     state, tries = result["tasks"]["stage_census"]
     assert _state(state) == "failed" and tries == 1
-    assert [r["body"]["error_code"] for r in webhook.received] == ["config"]
-    notice = webhook.received[0]["body"]
+    assert [b["error_code"] for b in webhook.bodies] == ["config"]
+    notice = webhook.posts[0].body
     assert notice["stage"] == "stage_census" and notice["try_number"] == 1
     assert broken.name in notice["message"] and "snn" in notice["message"]
 
@@ -544,7 +513,7 @@ def silent_sftp_port() -> Iterator[int]:
 
 
 def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
-        tmp_path: Path, demo_keys: Any, sshd_server: Any, webhook: _Receiver, silent_sftp_port: int) -> None:
+        tmp_path: Path, demo_keys: Any, sshd_server: Any, webhook: WebhookReceiver, silent_sftp_port: int) -> None:
     """deliver hangs on a carrier that never answers until its execution timeout, twice: after the last
     try the ledger run is closed as failed and the staging store keeps only the state and the ciphertext."""
     from carrierfeeds.config import SftpDelivery
@@ -601,5 +570,5 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
     scratch = ws.settings.data_dir / "scratch"
     assert not scratch.exists() or not any(p.is_file() for p in scratch.rglob("*"))
 
-    assert [r["body"]["error_code"] for r in webhook.received] == ["timeout"]
-    assert webhook.received[0]["body"]["stage"] == "deliver" and webhook.received[0]["body"]["try_number"] == 2
+    assert [b["error_code"] for b in webhook.bodies] == ["timeout"]
+    assert webhook.posts[0].body["stage"] == "deliver" and webhook.posts[0].body["try_number"] == 2

@@ -46,7 +46,7 @@ def test_misspelt_field_names_file_line_and_suggests(tmp_path: Path) -> None:
 
 def test_out_of_range_value_names_field_and_expectation(tmp_path: Path) -> None:
     path = _variant(tmp_path, "compress_level: 1", "compress_level: 11")
-    with pytest.raises(ConfigError, match=r"encryption\.compress_level: Input should be less than or equal to 9"):
+    with pytest.raises(ConfigError, match=r"encryption\.compress_level: must be at most 9"):
         load_feed(path)
 
 
@@ -157,3 +157,32 @@ def test_change_mode_in_the_feed_says_it_is_set_in_the_mapping(tmp_path: Path) -
     assert f"line {line}" in message
     # full (or no mode at all) still loads
     assert load_feed(_variant(tmp_path, "output: {format: x12-834, mode: full}", "output: {format: x12-834}"))
+
+
+#: Edits of the shipped feed, and what the loader must say: the field path and the project's words, never
+#: pydantic's ("Value error, ", "Input should be", "String should match pattern").
+WORDED = {
+    "tax_id": ('tax_id: "990000002"', 'tax_id: "99-0002"', "employer.tax_id: is not in the expected form"),
+    "cron": ('schedule: "0 2 * * *"', 'schedule: "61 2 * * *"', "schedule: '61 2 * * *' is not a five-field cron"),
+    "timezone": ("timezone: America/New_York", "timezone: America/New_Yrok",
+                 "timezone: unknown timezone 'America/New_Yrok'; did you mean 'America/New_York'?"),
+    "boolean": ("armor: false", "armor: maybe", "encryption.armor: must be true or false"),
+    "range": ("compress_level: 1", "compress_level: 12", "encryption.compress_level: must be at most 9"),
+    "choice": ("policy: reject", "policy: rejct",
+               "validation.policy: must be one of 'reject', 'quarantine' or 'threshold'; did you mean 'reject'?"),
+    "missing": ("  name: ACME WIDGETS INC\n", "", "employer.name: is required"),
+    "date": ("effective_from: 2024-01-01", "effective_from: 2024-13-01",
+             "not valid YAML at line 14, column 19: '2024-13-01' is not a real date"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORDED))
+def test_config_errors_are_in_the_projects_words_with_file_and_field(tmp_path: Path, case: str) -> None:
+    old, new, says = WORDED[case]
+    path = _variant(tmp_path, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_feed(path)
+    message = info.value.message
+    assert message.startswith(f"{path}: ") and says in message, message
+    for pydantic_words in ("Value error", "Input should", "String should", "Field required", "validation error"):
+        assert pydantic_words not in message

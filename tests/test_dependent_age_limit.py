@@ -106,6 +106,6 @@ def test_an_unknown_setting_is_refused_at_load_naming_the_field(tmp_path: Path) 
     path = tmp_path / "census-v1.yaml"
     text = (ROOT / "schemas" / "census-v1.yaml").read_text()
     path.write_text(text.replace("dependent_coverage_ends: end_of_month", "dependent_coverage_ends: end_of_mnth"))
-    with pytest.raises(ConfigError, match=r"dependent_coverage_ends: Input should be 'birthday', 'end_of_month' "
-                                          r"or 'end_of_year'"):
+    with pytest.raises(ConfigError, match=r"dependent_coverage_ends: must be one of 'birthday', 'end_of_month' "
+                                          r"or 'end_of_year'; did you mean 'end_of_month'\?"):
         load(path)

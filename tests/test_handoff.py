@@ -116,7 +116,8 @@ def test_handoff_lifecycle_is_recorded_and_audited(ledger: Ledger) -> None:
     assert pending[0].status == PENDING_HANDOFF and pending[0].transport == "manual"
 
     when = T0 + timedelta(hours=3)
-    confirmed = ledger.confirm_handoff(intent.delivery_id, by="jane.ops", method="courier", now=when)
+    confirmed = ledger.confirm_handoff(intent.delivery_id, by="jane.ops", method="courier",
+                           received_by="carrier.desk", now=when)
     assert confirmed.status == HANDED_OFF and confirmed.updated_at == when
     assert confirmed.remote_path == f"/var/outbox/{intent.file_name}"  # placement facts stay folded in
     assert ledger.pending_handoffs() == []
@@ -136,14 +137,16 @@ def test_handoff_lifecycle_is_recorded_and_audited(ledger: Ledger) -> None:
 
 def test_confirm_refuses_twice_unknown_ids_and_electronic_deliveries(ledger: Ledger) -> None:
     intent = _placed(ledger)
-    ledger.confirm_handoff(intent.delivery_id, by="jane.ops", method="courier", now=T0 + timedelta(hours=1))
+    ledger.confirm_handoff(intent.delivery_id, by="jane.ops", method="courier",
+                           received_by="carrier.desk", now=T0 + timedelta(hours=1))
     with pytest.raises(LedgerError, match="already confirmed"):
-        ledger.confirm_handoff(intent.delivery_id, by="bob.ops", method="in-person", now=T0 + timedelta(hours=2))
+        ledger.confirm_handoff(intent.delivery_id, by="bob.ops", method="in-person",
+                           received_by="carrier.desk", now=T0 + timedelta(hours=2))
     with pytest.raises(UnknownRecord):
-        ledger.confirm_handoff("f" * 32, by="jane.ops", method="courier", now=T0)
+        ledger.confirm_handoff("f" * 32, by="jane.ops", method="courier", received_by="carrier.desk", now=T0)
     sent = _placed(ledger, feed_id="acme-sftp", transport="sftp", outcome="delivered", n=2)
     with pytest.raises(LedgerError, match="not pending a hand-off"):
-        ledger.confirm_handoff(sent.delivery_id, by="jane.ops", method="courier", now=T0)
+        ledger.confirm_handoff(sent.delivery_id, by="jane.ops", method="courier", received_by="carrier.desk", now=T0)
     assert len(ledger.audit_events(action="handoff_confirmed")) == 1
     assert ledger.verify_chain().ok
 
@@ -168,17 +171,25 @@ def test_cli_lists_and_confirms_a_handoff(ledger: Ledger, ledger_url: str, tmp_p
     table = runner.invoke(app, ["handoff", "list"], env=env)
     assert table.exit_code == 0 and intent.delivery_id in table.output
 
+    missing = runner.invoke(app, ["handoff", "confirm", intent.delivery_id, "--by", "jane.ops",
+                                  "--method", "courier"], env=env)
+    assert missing.exit_code == 2 and "--received-by" in missing.output  # who took it is not optional
     done = runner.invoke(app, ["handoff", "confirm", intent.delivery_id, "--by", "jane.ops",
-                               "--method", "courier", "--json"], env=env)
+                               "--method", "courier", "--received-by", "R. Okafor, carrier mail room",
+                               "--json"], env=env)
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["status"] == HANDED_OFF
+    shown = json.loads(done.output)
+    assert (shown["status"], shown["received_by"]) == (HANDED_OFF, "R. Okafor, carrier mail room")
     assert ledger.audit_events(action="handoff_confirmed")[0].actor == "jane.ops"
+    (row,) = [o for o in ledger.delivery_outcomes(delivery_ids=[intent.delivery_id]) if o.status == HANDED_OFF]
+    assert (row.actor, row.reason, row.received_by) == ("jane.ops", "courier", "R. Okafor, carrier mail room")
+    assert ledger.verify_chain().ok
 
     again = runner.invoke(app, ["handoff", "confirm", intent.delivery_id, "--by", "jane.ops",
-                                "--method", "courier"], env=env)
+                                "--method", "courier", "--received-by", "someone"], env=env)
     assert again.exit_code == 5 and "already confirmed" in again.output
-    unknown = runner.invoke(app, ["handoff", "confirm", "nope", "--by", "jane.ops", "--method", "courier"],
-                            env=env)
+    unknown = runner.invoke(app, ["handoff", "confirm", "nope", "--by", "jane.ops", "--method", "courier",
+                                  "--received-by", "someone"], env=env)
     assert unknown.exit_code == 2 and "no delivery 'nope'" in unknown.output
     empty = runner.invoke(app, ["handoff", "list"], env=env)
     assert empty.exit_code == 0 and "no hand-offs pending" in empty.output
@@ -273,7 +284,8 @@ def test_a_crash_after_placing_the_file_still_leaves_a_pending_handoff(manual_ws
         listed = runner.invoke(app, ["handoff", "list", "--json"], env=env)
         assert listed.exit_code == 0, listed.output
         assert [r["delivery_id"] for r in json.loads(listed.output)["pending"]] == [pending.delivery_id]
-        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", now=_clock())
+        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier",
+                           received_by="carrier.desk", now=_clock())
         assert run_feed(ws.settings, ref, clock=_clock, actor="test",  # type: ignore[attr-defined]
                         transport=counting).status == "already_delivered"
         assert counting.placed == 0
@@ -295,7 +307,8 @@ def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: ob
     ledger = open_ledger(ws.settings)  # type: ignore[attr-defined]
     try:
         (pending,) = ledger.pending_handoffs(feed_id=ref.feed_id)
-        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier", now=_clock())
+        ledger.confirm_handoff(pending.delivery_id, by="ops.jane", method="courier",
+                           received_by="carrier.desk", now=_clock())
         assert ledger.pending_handoffs(feed_id=ref.feed_id) == []
 
         # A resend is a new document under a new control id, pending a person, linked to the first.
@@ -307,7 +320,8 @@ def test_a_forced_resend_of_a_manual_feed_waits_for_a_person_again(manual_ws: ob
         (again,) = ledger.pending_handoffs(feed_id=ref.feed_id)
         assert again.replaces_delivery_id == pending.delivery_id and str(again.remote_path).endswith(
             str(resent.file_name))
-        ledger.confirm_handoff(again.delivery_id, by="ops.jane", method="registered mail", now=_clock())
+        ledger.confirm_handoff(again.delivery_id, by="ops.jane", method="registered mail",
+                           received_by="carrier.desk", now=_clock())
 
         # A resend cut off after placing its file: the rerun finds it and it is pending again, not lost.
         with pytest.raises(_ProcessKilled):

@@ -352,7 +352,8 @@ def _manual_delivery(ledger: Ledger, party: FeedParty, day: date, outbox: Path, 
     ledger.record_delivery_outcome(d.delivery_id, status="pending_handoff", now=at, size=37,
                                    remote_path=str(outbox / name))
     if confirm:
-        ledger.confirm_handoff(d.delivery_id, by="ops-bob", method="courier", now=at + timedelta(hours=2))
+        ledger.confirm_handoff(d.delivery_id, by="ops-bob", method="courier",
+                           received_by="carrier.desk", now=at + timedelta(hours=2))
     return name
 
 

@@ -155,7 +155,9 @@ def test_validate_and_preview_refuse_an_unknown_plan_naming_row_column_rule(tmp_
         (r, "plan_code", "unknown_plan") for r in rows}
     listed = list(csv.reader(io.StringIO((tmp_path / "bad-report" / "validation.csv").read_text())))[1:]
     assert {(int(r[0]), r[2], r[3]) for r in listed} == {(r, "plan_code", "unknown_plan") for r in rows}
-    assert "DEN-BASIC" not in (tmp_path / "bad-report" / "validation.html").read_text()
+    # a plan code is not PHI: the report shows the code the schema's plan_codes did not map (issue 21)
+    assert {f["value"] for f in data["findings"]} == {"DEN-BASIC"}
+    assert "DEN-BASIC" in (tmp_path / "bad-report" / "validation.html").read_text()
 
     preview = runner.invoke(app, ["preview", MEDICAL, "--census", str(bad), "--out", str(tmp_path / "p2"),
                                   "--date", DAY.isoformat(), "--json"], env=env)
@@ -231,24 +233,24 @@ def test_feeds_check_refuses_a_plan_codes_target_no_mapping_lists(tmp_path: Path
                                                                '"Dental Standard": DEN-STD}'))
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
            "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)}
-    result = runner.invoke(app, ["feeds", "check"], env=env)
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env=env)
     assert result.exit_code == 2, result.output
     lines = result.output.splitlines()
     at = lines.index(f"FAIL {path}")
     assert "plan_codes['Dental Basic'] maps to 'DEN-BASIC', which no mapping" in lines[at + 1]
     assert "Dental Standard" not in result.output
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert not data["ok"] and all(f["ok"] for f in data["feeds"])
     assert [s["file"] for s in data["shared"]] == [str(path)]
     # A plan the employer runs elsewhere, declared as such, passes.
     path.write_text(path.read_text().replace("plans_not_sent: []", "plans_not_sent: [DEN-BASIC]"))
-    assert runner.invoke(app, ["feeds", "check"], env=env).exit_code == 0
+    assert runner.invoke(app, ["feeds", "check", "--config-only"], env=env).exit_code == 0
 
 
 def test_the_shipped_config_passes_feeds_check_with_no_shared_problem() -> None:
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert data["ok"] and data["shared"] == []
 
 
@@ -261,7 +263,7 @@ def test_a_mapping_that_does_not_load_fails_feeds_check_and_validate_closed(tmp_
     broken.write_text("mapping_id: other-carrier\ncarrier_name: Other\n")
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(mappings),
            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")}
-    data = json.loads(runner.invoke(app, ["feeds", "check", "--json"], env=env).output)
+    data = json.loads(runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env=env).output)
     assert not data["ok"] and [s["file"] for s in data["shared"]] == [str(broken)]
     census = tmp_path / "census.csv"
     write_census_csv(_census().drop(columns="row_number"), census)

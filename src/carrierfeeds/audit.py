@@ -1,4 +1,6 @@
-"""Auditors' views of the ledger: delivery lines, one run's history, and a period report (HTML or PDF).
+"""Auditors' views of the ledger: delivery lines, one run's history, a period report (HTML or PDF), and
+the evidence of each disclosure: which deliveries carried a member (by token), which fields each carrier
+was sent under which config, and under which authorisation (with the employer's document it rests on).
 
 Queries read the ledger and return frozen values; formatting and rendering take those values and
 return text or bytes, with the clock passed in. Everything shown comes from the ledger, which holds
@@ -25,6 +27,7 @@ import html
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -54,8 +57,8 @@ LOG_COLUMNS: tuple[str, ...] = (
     "sent_at", "updated_at", "feed_id", "employer_id", "carrier_id", "interval_start", "status", "attempts",
     "ack_status", "ack_at", "members", *(f"ins03_{t}" for t in MAINTENANCE_TYPES), "isa13",
     "file_name", "transport", "payload_sha256",
-    "ciphertext_sha256", "recipient_fingerprint", "host_key_fingerprint", "authorisation_seq", "actor",
-    "forced_reason", "delivery_id", "run_id")
+    "ciphertext_sha256", "recipient_fingerprint", "host_key_fingerprint", "authorisation_seq",
+    "authorisation_reference", "fields_disclosed", "actor", "received_by", "forced_reason", "delivery_id", "run_id")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,14 @@ class DeliveryLine:
     forced_reason: str | None
     ack_status: str | None
     ack_at: datetime | None
+    #: The employer's document the authorisation in force rests on (None: none recorded).
+    authorisation_reference: str | None = None
+    #: The census fields the file carried, and the sha256 of the feed, mapping, schema and suite files it
+    #: was built under; None for a delivery recorded before disclosures were kept.
+    fields_disclosed: tuple[str, ...] | None = None
+    config_sha256: Mapping[str, str] | None = None
+    #: A manual hand-off: who at the recipient took the file.
+    received_by: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -148,6 +159,7 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
         for o in ledger.delivery_outcomes(delivery_ids=[d.delivery_id for d in records]):
             outcomes.setdefault(o.delivery_id, []).append(o)
     auths = ledger.authorisations()
+    disclosed = ledger.disclosures(delivery_ids=[d.delivery_id for d in records]) if records else {}
     lines = []
     for d in records:
         seen = outcomes.get(d.delivery_id, [])
@@ -155,6 +167,8 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
         authority = _authority(auths, d)
         forced = [o.reason for o in seen if o.status == DeliveryStatus.FORCED_RESEND]
         ack = (acks or {}).get(d.delivery_id)
+        what = disclosed.get(d.delivery_id)
+        received = [o.received_by for o in seen if o.received_by]
         lines.append(DeliveryLine(
             delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer,
             carrier_id=carrier, interval_start=d.interval_start, sent_at=d.created_at, updated_at=d.updated_at,
@@ -167,7 +181,10 @@ def delivery_lines(ledger: Ledger, *, feed_id: str | None = None, carrier_id: st
             recipient_fingerprint=d.recipient_fingerprint, host_key_fingerprint=d.host_key_fingerprint,
             remote_path=d.remote_path, authorisation_seq=authority.seq if authority else None,
             actor=seen[-1].actor if seen else None, forced_reason=forced[-1] if forced else None,
-            ack_status=ack.status if ack else None, ack_at=ack.received_at if ack else None))
+            ack_status=ack.status if ack else None, ack_at=ack.received_at if ack else None,
+            authorisation_reference=authority.reference if authority else None,
+            fields_disclosed=what.fields if what else None, config_sha256=what.hashes if what else None,
+            received_by=received[-1] if received else None))
     return lines
 
 
@@ -208,12 +225,71 @@ class RunHistory:
                                       + (f": {a.reason}" if a.reason else "")))
         return sorted(rows, key=lambda r: (r[1], r[0]))
 
+    @property
+    def delivered(self) -> tuple[DeliveryRecord, ...]:
+        """The run's deliveries that reached the recipient (whatever its latest attempt did since)."""
+        return tuple(d for d in self.deliveries if d.status in DELIVERED_STATUSES)
+
+    def latest_failure(self) -> str | None:
+        """What made the run's latest attempt end unsuccessfully, in words: the last failed stage's error,
+        a failed forced resend, or the finish's own error; None when the run did not end unsuccessfully."""
+        if self.run.status not in UNSUCCESSFUL:
+            return None
+        return run_failure_reason(self.events, self.audit, self.outcomes)
+
+    def status_lines(self) -> list[str]:
+        """The run's status and, separately, whether its file reached the recipient: a run whose
+        latest attempt failed may have delivered its file in an earlier one."""
+        r = self.run
+        lines = [f"status: {r.status} (latest of {r.attempt} attempt(s))  started {r.started_at.isoformat()}"]
+        why = self.latest_failure()
+        if why:
+            lines.append(f"latest attempt: {why}")
+        delivered = self.delivered
+        if delivered:
+            lines += [f"file delivered: yes, delivery {d.delivery_id} ({d.status}, ISA13 {d.isa13:09d}) at "
+                      f"{d.updated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}" for d in delivered]
+        else:
+            lines.append("file delivered: no")
+        return lines
+
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps({
             "run": asdict(self.run), "events": [asdict(e) for e in self.events],
             "deliveries": [asdict(d) for d in self.deliveries], "outcomes": [asdict(o) for o in self.outcomes],
-            "audit": [asdict(a) for a in self.audit]}, default=_json_default))
+            "audit": [asdict(a) for a in self.audit],
+            "delivered": [d.delivery_id for d in self.delivered], "latest_failure": self.latest_failure()},
+            default=_json_default))
         return data
+
+
+def run_failure_reason(events: Sequence[RunEvent], audit: Sequence[AuditEvent] = (),
+                       outcomes: Sequence[OutcomeEvent] = ()) -> str:
+    """Why a run's latest attempt ended unsuccessfully, from its own rows (error codes and messages,
+    which the ledger keeps PHI-free): the last failed stage, else a failed forced resend, else the finish."""
+    latest = max((e.attempt for e in events), default=0)
+    mine = [e for e in events if e.attempt == latest]
+    failed = [e for e in mine if e.kind == "stage" and e.status == "failed"]
+    start = min((e.at for e in mine), default=None)
+    resend_failed = [a for a in audit if a.action == "forced_resend_failed" and (start is None or a.at >= start)]
+    finished = [e for e in mine if e.kind == "run_finished"]
+    for e in (failed[-1:] + finished[-1:]):
+        if e.error_code or e.message:
+            where = f"stage {e.stage} " if e.kind == "stage" else ""
+            text = f"{where}{e.status}: " + ": ".join(x for x in (e.error_code, e.message) if x)
+            if resend_failed:
+                text = f"forced resend failed ({resend_failed[-1].reason or 'no reason given'}); {text}"
+            return text
+    if resend_failed:
+        a = resend_failed[-1]
+        return f"forced resend failed ({a.reason or 'no reason given'}) error={a.detail.get('error_code', '?')}"
+    transfers = [o for o in outcomes if o.status == DeliveryStatus.FAILED and (start is None or o.at >= start)]
+    if transfers:
+        o = transfers[-1]
+        return "delivery failed: " + (": ".join(x for x in (o.error_code, o.message) if x) or "no error recorded")
+    if failed:
+        return f"stage {failed[-1].stage} failed"
+    return "no error recorded"
 
 
 def run_history(ledger: Ledger, run_id: str) -> RunHistory | None:
@@ -259,6 +335,7 @@ def lines_to_csv(lines: Sequence[DeliveryLine]) -> str:
     for line in lines:
         row = line.as_dict()
         row.update({f"ins03_{t}": line.maintenance_count(t) for t in MAINTENANCE_TYPES})
+        row["fields_disclosed"] = None if line.fields_disclosed is None else " ".join(line.fields_disclosed)
         writer.writerow([_cell(getattr(line, c)) if c in ("sent_at", "updated_at", "ack_at") else _inert(row[c])
                          for c in LOG_COLUMNS])
     return out.getvalue()
@@ -291,7 +368,14 @@ def lines_to_table(lines: Sequence[DeliveryLine]) -> str:
 class PartyStats:
     """One carrier and employer over the period. ``late_acks``/``rejected_acks`` are None when
     acknowledgments were not tracked; ``rejected_acks`` counts rejected and partially accepted files;
-    ``retries`` counts run attempts beyond each run's first."""
+    ``retries`` counts run attempts beyond each run's first.
+
+    The categories, each counted once and each listed in the report's table of notable events:
+    ``failures`` failed transfers of a file (an outcome row ``failed`` of a delivery that is not a
+    forced resend); ``failed_resends`` forced resends that did not go out (audit ``forced_resend_failed``);
+    ``unsuccessful_runs`` runs started in the period whose latest attempt ended failed, rejected or
+    refused (a run may also have delivered its file in an earlier attempt: the table says so).
+    """
 
     carrier_id: str
     employer_id: str
@@ -304,6 +388,13 @@ class PartyStats:
     rejected_acks: int | None
     manual_handoffs: int
     forced_resends: int
+    failed_resends: int = 0
+    unsuccessful_runs: int = 0
+
+    @property
+    def failed_attempts(self) -> int:
+        """Every attempt to get a file to the recipient that failed: first sends and forced resends."""
+        return self.failures + self.failed_resends
 
 
 @dataclass(frozen=True)
@@ -340,8 +431,17 @@ class AuditReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        keys = ("deliveries", "delivered", "failures", "retries", "manual_handoffs", "forced_resends")
+        keys = ("deliveries", "delivered", "failures", "failed_resends", "failed_attempts", "unsuccessful_runs",
+                "retries", "manual_handoffs", "forced_resends")
         return {k: sum(getattr(p, k) for p in self.parties) for k in keys}
+
+    def summary(self) -> str:
+        """The report's headline in words; each figure is a count of rows in its tables."""
+        t = self.totals
+        return (f"{t['deliveries']} deliveries, {t['delivered']} delivered; {t['failed_attempts']} failed delivery "
+                f"attempts ({t['failures']} transfers, {t['failed_resends']} forced resends); "
+                f"{t['unsuccessful_runs']} runs ended failed, rejected or refused; {t['retries']} run retries, "
+                f"{t['forced_resends']} forced resends, {t['manual_handoffs']} manual hand-offs.")
 
 
 def day_bounds(since: date, until: date) -> tuple[datetime, datetime]:
@@ -368,6 +468,8 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
     runs = ledger.list_runs(since=start, until=end)
     outcomes = ledger.delivery_outcomes(delivery_ids=[ln.delivery_id for ln in lines]) if lines else []
     by_delivery = {ln.delivery_id: ln for ln in lines}
+    every_delivery = {d.delivery_id: d for d in ledger.deliveries()}
+    audit_events = ledger.audit_events(since=start, until=end)
 
     def party(feed_id: str) -> tuple[str, str]:
         return parties.get(feed_id, ("unknown", "unknown"))
@@ -378,7 +480,8 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         employer, carrier = party(feed_id)
         g = groups.setdefault((carrier, employer), {"feeds": set(), "deliveries": 0, "delivered": 0,
                                                     "failures": 0, "retries": 0, "late": 0, "rejected": 0,
-                                                    "manual": 0, "forced": 0})
+                                                    "manual": 0, "forced": 0, "failed_resends": 0,
+                                                    "unsuccessful": 0})
         g["feeds"].add(feed_id)
         return g
 
@@ -394,12 +497,23 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
             arrived = ln.ack_at if ln.ack_at is not None else generated_at
             if arrived - ln.updated_at > (ack_windows or {}).get(ln.feed_id, default_ack_window):
                 g["late"] += 1
+    def is_resend(delivery_id: str) -> bool:
+        d = every_delivery.get(delivery_id)
+        return d is not None and d.replaces_delivery_id is not None
+
     for o in outcomes:
         g = group(by_delivery[o.delivery_id].feed_id)
-        g["failures"] += o.status == DeliveryStatus.FAILED
+        # A resend's failed transfer is counted (and listed) once, as its forced_resend_failed event.
+        g["failures"] += o.status == DeliveryStatus.FAILED and not is_resend(o.delivery_id)
         g["forced"] += o.status == DeliveryStatus.FORCED_RESEND
+    resend_failures = [a for a in audit_events if a.action == "forced_resend_failed"]
+    for a in resend_failures:
+        failed_delivery = every_delivery.get(a.object_id)
+        if failed_delivery is not None:
+            group(failed_delivery.feed_id)["failed_resends"] += 1
     for r in runs:
         g = group(r.feed_id)
+        g["unsuccessful"] += r.status in UNSUCCESSFUL
         g["retries"] += r.attempt - 1
         g["manual"] += r.status == RunStatus.HANDED_OFF and not any(
             ln.run_id == r.run_id and ln.transport == "manual" for ln in lines)
@@ -407,7 +521,8 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
         carrier_id=c, employer_id=e, feeds=tuple(sorted(g["feeds"])), deliveries=g["deliveries"],
         delivered=g["delivered"], failures=g["failures"], retries=g["retries"],
         late_acks=g["late"] if acks is not None else None, rejected_acks=g["rejected"] if acks is not None else None,
-        manual_handoffs=g["manual"], forced_resends=g["forced"]) for (c, e), g in sorted(groups.items()))
+        manual_handoffs=g["manual"], forced_resends=g["forced"], failed_resends=g["failed_resends"],
+        unsuccessful_runs=g["unsuccessful"]) for (c, e), g in sorted(groups.items()))
 
     counts: dict[date, list[int]] = {}
     day = since
@@ -419,19 +534,35 @@ def build_report(ledger: Ledger, *, since: date, until: date, generated_at: date
 
     notable: list[Notable] = []
     for o in outcomes:
+        if o.status == DeliveryStatus.FAILED and is_resend(o.delivery_id):
+            continue  # listed once, as its forced_resend_failed event
         if o.status in (DeliveryStatus.FAILED, DeliveryStatus.FORCED_RESEND):
             ln = by_delivery[o.delivery_id]
             why = o.reason or ": ".join(x for x in (o.error_code, o.message) if x)
             notable.append(Notable(o.at, o.status, ln.feed_id, o.delivery_id, o.actor, why))
-    for a in ledger.audit_events(since=start, until=end):
+    handed = [a.object_id for a in audit_events if a.action == "handoff_confirmed"]
+    receivers = {o.delivery_id: o.received_by for o in ledger.delivery_outcomes(delivery_ids=handed)
+                 if o.status == DeliveryStatus.HANDED_OFF and o.received_by} if handed else {}
+    for a in audit_events:
         if a.action == "forced_resend":
             continue  # shown through its outcome, with the same reason
-        feed = a.object_id if a.object_type == "feed" else ""
+        about = every_delivery.get(a.object_id) if a.object_type == "delivery" else None
+        feed = a.object_id if a.object_type == "feed" else about.feed_id if about is not None else ""
+        why = a.reason or ""
+        if a.action == "forced_resend_failed":
+            why = f"{why or 'no reason given'}; error={a.detail.get('error_code', '?')}"
+        if a.action == "handoff_confirmed" and a.object_id in receivers:
+            why = f"{why}; received by {receivers[a.object_id]}"
         notable.append(Notable(a.at, a.action, feed, f"{a.object_type}:{a.object_id}", a.actor,
-                               a.reason or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
+                               why or " ".join(f"{k}={v}" for k, v in sorted(a.detail.items()))))
     for r in runs:
         if r.status in UNSUCCESSFUL:
-            notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", ""))
+            history = run_history(ledger, r.run_id)
+            failure = (history.latest_failure() if history is not None else None) or ""
+            delivered = history.delivered if history is not None else ()
+            if delivered:
+                failure += f"; its file was delivered earlier (delivery {delivered[-1].delivery_id})"
+            notable.append(Notable(r.started_at, f"run_{r.status}", r.feed_id, r.run_id, "", failure))
     anchor_status, anchors_ok = None, True
     if anchors is None:
         verdict = ledger.verify_chain()
@@ -508,18 +639,24 @@ def _opt(value: int | None) -> str:
 
 def _party_rows(report: AuditReport) -> list[list[str]]:
     return [[p.carrier_id, p.employer_id, ", ".join(p.feeds), str(p.deliveries), str(p.delivered),
-             str(p.failures), str(p.retries), _opt(p.late_acks), _opt(p.rejected_acks), str(p.manual_handoffs),
-             str(p.forced_resends)] for p in report.parties]
+             str(p.failures), str(p.failed_resends), str(p.unsuccessful_runs), str(p.retries), _opt(p.late_acks),
+             _opt(p.rejected_acks), str(p.manual_handoffs), str(p.forced_resends)] for p in report.parties]
 
 
-_PARTY_HEAD = ["carrier", "employer", "feeds", "deliveries", "delivered", "failures", "retries", "late acks",
-               "rejected acks", "manual hand-offs", "forced resends"]
+_PARTY_HEAD = ["carrier", "employer", "feeds", "deliveries", "delivered", "failed transfers", "failed resends",
+               "runs ended unsuccessfully", "retries", "late acks", "rejected acks", "manual hand-offs",
+               "forced resends"]
+#: What each count means, printed under the headline so that a reader can tie it to the tables.
+CATEGORIES = ("Failed transfers: a file's upload that failed (listed as 'failed'). Failed resends: a forced "
+              "resend that did not go out (listed as 'forced_resend_failed'). Runs ended unsuccessfully: runs "
+              "started in the period whose latest attempt ended failed, rejected or refused (listed as "
+              "'run_failed', 'run_rejected', 'run_refused', with the reason; such a run may have delivered its "
+              "file in an earlier attempt, which the reason says).")
 
 
 def render_report_html(report: AuditReport) -> str:
     """The report as one self-contained HTML page: inline CSS and SVG, no scripts, no external assets."""
     esc = html.escape
-    t = report.totals
     verdict = (f'<span class="ok">intact</span>: {report.chain_rows} rows verified' if report.chain_ok
                else f'<span class="bad">BROKEN</span>: {esc(report.chain_broken or "")}')
     party_rows = "".join("<tr>" + "".join(f'<td{" class=n" if i > 2 else ""}>{esc(c)}</td>'
@@ -538,15 +675,14 @@ Generated {esc(_cell(report.generated_at))}.</p>
 {"" if report.anchor_status is None else
  f'<p>Anchors outside the database: <span class="{"ok" if report.anchors_ok else "bad"}">'
  f'{esc(report.anchor_status)}</span>.</p>'}
-<p><b>{t["deliveries"]}</b> deliveries, <b>{t["delivered"]}</b> delivered, <b>{t["failures"]}</b> failed attempts,
-<b>{t["retries"]}</b> run retries, <b>{t["forced_resends"]}</b> forced resends,
-<b>{t["manual_handoffs"]}</b> manual hand-offs.{"" if report.acks_tracked else
+<p>{esc(report.summary())}{"" if report.acks_tracked else
  " Acknowledgments were not tracked for this report."}</p>
+<p class="meta">{esc(CATEGORIES)}</p>
 {_svg_chart(report.per_day)}
 <h2>Per carrier and employer</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in _PARTY_HEAD)}</tr>{party_rows or
- '<tr><td colspan="11">no deliveries in this period</td></tr>'}</table>
-<h2>Failures, forced resends, holds and purges</h2>
+ f'<tr><td colspan="{len(_PARTY_HEAD)}">no deliveries in this period</td></tr>'}</table>
+<h2>Failures, unsuccessful runs, forced resends, holds and purges</h2>
 <table><tr><th>time (UTC)</th><th>what</th><th>feed</th><th>object</th><th>actor</th><th>reason</th></tr>
 {notable_rows}</table>
 </body></html>
@@ -572,7 +708,6 @@ def render_report_pdf(report: AuditReport) -> bytes:
                             topMargin=15 * mm, bottomMargin=15 * mm,
                             title=f"carrierfeeds audit report {report.since} to {report.until}",
                             author="carrierfeeds", invariant=True)
-    t = report.totals
     chain = (f"<font color='#1a7f37'><b>intact</b></font>: {report.chain_rows} rows verified" if report.chain_ok
              else f"<font color='#b42318'><b>BROKEN</b></font>: {esc(report.chain_broken or '')}")
     story: list[Any] = [
@@ -583,11 +718,10 @@ def render_report_pdf(report: AuditReport) -> bytes:
                   f"<font face='Courier' size='8'>{report.chain_head_hash}</font>.", styles["Normal"]),
         *([] if report.anchor_status is None else
           [Paragraph(f"Anchors outside the database: {esc(report.anchor_status)}.", styles["Normal"])]),
-        Paragraph(f"<b>{t['deliveries']}</b> deliveries, <b>{t['delivered']}</b> delivered, "
-                  f"<b>{t['failures']}</b> failed attempts, <b>{t['retries']}</b> run retries, "
-                  f"<b>{t['forced_resends']}</b> forced resends, <b>{t['manual_handoffs']}</b> manual hand-offs."
+        Paragraph(esc(report.summary())
                   + ("" if report.acks_tracked else " Acknowledgments were not tracked for this report."),
                   styles["Normal"]),
+        Paragraph(esc(CATEGORIES), styles["Italic"]),
         Spacer(1, 4 * mm),
     ]
     width, height = 250 * mm, 70 * mm
@@ -622,10 +756,10 @@ def render_report_pdf(report: AuditReport) -> bytes:
                        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
                        ("FONTSIZE", (0, 0), (-1, -1), 8), ("VALIGN", (0, 0), (-1, -1), "TOP")])
     cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
-    party_rows = _party_rows(report) or [["no deliveries in this period"] + [""] * 10]
+    party_rows = _party_rows(report) or [["no deliveries in this period"] + [""] * (len(_PARTY_HEAD) - 1)]
     party_table = Table([_PARTY_HEAD, *party_rows], repeatRows=1, hAlign="LEFT")
     party_table.setStyle(grid)
-    story += [party_table, Spacer(1, 4 * mm), Paragraph("Failures, forced resends, holds and purges",
+    story += [party_table, Spacer(1, 4 * mm), Paragraph("Failures, unsuccessful runs, forced resends, holds and purges",
                                                          styles["Heading2"])]
     notable = [[_cell(n.at), n.kind, n.feed_id, Paragraph(esc(n.object_id), cell), n.actor,
                 Paragraph(esc(n.reason), cell)] for n in report.notable] or [["nothing to report", "", "", "",
@@ -658,3 +792,172 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(type(value).__name__)
+
+
+# ------------------------------------------------------------- evidence: which member, which fields, which authority
+@dataclass(frozen=True)
+class MemberDelivery:
+    """One delivery that carried a member (named by token only): to whom, when, which file, which INS03."""
+
+    delivery_id: str
+    run_id: str
+    feed_id: str
+    employer_id: str | None
+    carrier_id: str | None
+    interval_start: date
+    sent_at: datetime
+    status: str
+    file_name: str
+    isa13: int
+    gs06: int
+    st02: int
+    maintenance_types: tuple[str, ...]
+    transport: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, date) else list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
+
+
+def member_deliveries(ledger: Ledger, token: str, *,
+                      parties: Mapping[str, tuple[str, str]] | None = None) -> list[MemberDelivery]:
+    """Every delivery that carried the member with ``token`` (``m_`` + 16 hex), oldest first: the ledger's
+    member index, written with each delivery's intent, holds tokens only. LedgerError for a malformed token."""
+    hits = ledger.deliveries_of_member(token)
+    if not hits:
+        return []
+    parties = parties if parties is not None else feed_parties(ledger)
+    out = []
+    for d in ledger.deliveries():
+        if d.delivery_id not in hits:
+            continue
+        employer, carrier = parties.get(d.feed_id, (None, None))
+        out.append(MemberDelivery(
+            delivery_id=d.delivery_id, run_id=d.run_id, feed_id=d.feed_id, employer_id=employer, carrier_id=carrier,
+            interval_start=d.interval_start, sent_at=d.created_at, status=d.status, file_name=d.file_name,
+            isa13=d.isa13, gs06=d.gs06, st02=d.st02, maintenance_types=hits[d.delivery_id], transport=d.transport))
+    return out
+
+
+@dataclass(frozen=True)
+class DisclosureLine:
+    """Minimum necessary, per carrier and feed over a period: the fields its delivered files carried
+    (and how many files carried each), the allowlist in force, and how many members they carried."""
+
+    carrier_id: str
+    employer_id: str
+    feed_id: str
+    files: int
+    files_without_record: int
+    member_disclosures: int
+    largest_file_members: int
+    fields: dict[str, int]
+    allowlist: tuple[str, ...]
+    config_sha256: tuple[dict[str, str], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["allowlist"] = list(self.allowlist)
+        data["config_sha256"] = [dict(h) for h in self.config_sha256]
+        return data
+
+
+def disclosure_lines(ledger: Ledger, *, carrier_id: str | None = None, since: datetime | None = None,
+                     until: datetime | None = None,
+                     parties: Mapping[str, tuple[str, str]] | None = None) -> list[DisclosureLine]:
+    """What each carrier was sent, field by field, from the delivered files whose intent falls in
+    [since, until). ``member_disclosures`` adds each file's members (a member in two files counts twice);
+    ``files_without_record`` counts files delivered before disclosures were recorded."""
+    parties = parties if parties is not None else feed_parties(ledger)
+    records = [d for d in ledger.deliveries(since=since, until=until) if d.status in DELIVERED_STATUSES
+               and (carrier_id is None or parties.get(d.feed_id, ("", ""))[1] == carrier_id)]
+    disclosed = ledger.disclosures(delivery_ids=[d.delivery_id for d in records]) if records else {}
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for d in records:
+        employer, carrier = parties.get(d.feed_id, ("unknown", "unknown"))
+        g = groups.setdefault((carrier, employer, d.feed_id), {"files": 0, "missing": 0, "members": 0, "largest": 0,
+                                                               "fields": Counter(), "allow": set(), "hashes": []})
+        g["files"] += 1
+        what = disclosed.get(d.delivery_id)
+        if what is None:
+            g["missing"] += 1
+            continue
+        g["members"] += what.members
+        g["largest"] = max(g["largest"], what.members)
+        g["fields"].update(what.fields)
+        g["allow"].update(what.allowlist)
+        if what.hashes not in g["hashes"]:
+            g["hashes"].append(what.hashes)
+    return [DisclosureLine(carrier_id=c, employer_id=e, feed_id=f, files=g["files"], files_without_record=g["missing"],
+                           member_disclosures=g["members"], largest_file_members=g["largest"],
+                           fields=dict(sorted(g["fields"].items())), allowlist=tuple(sorted(g["allow"])),
+                           config_sha256=tuple(g["hashes"]))
+            for (c, e, f), g in sorted(groups.items())]
+
+
+def render_disclosures_html(lines: Sequence[DisclosureLine], *, since: date | None, until: date | None,
+                            generated_at: datetime) -> str:
+    """The minimum-necessary report as one self-contained HTML page (field names and counts only)."""
+    esc = html.escape
+    period = f"{since or 'the start'} to {until or 'now'}"
+    rows = "".join(
+        f"<tr><td>{esc(ln.carrier_id)}</td><td>{esc(ln.employer_id)}</td><td>{esc(ln.feed_id)}</td>"
+        f"<td class=n>{ln.files}</td><td class=n>{ln.member_disclosures}</td><td class=n>{ln.largest_file_members}</td>"
+        f"<td>{esc(', '.join(f'{k} ({n})' for k, n in ln.fields.items()))}</td>"
+        f"<td>{esc(', '.join(x for x in ln.allowlist if x not in ln.fields)) or '-'}</td>"
+        f"<td class=n>{ln.files_without_record}</td></tr>" for ln in lines) or \
+        '<tr><td colspan="9">no delivered files in this period</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>carrierfeeds disclosures {esc(period)}</title>
+<style>{_HTML_STYLE}</style></head><body>
+<h1>Minimum necessary: fields disclosed per carrier</h1>
+<p class="meta">Delivered files sent {esc(period)} (UTC). Generated {esc(_cell(generated_at))}.</p>
+<table><tr><th>carrier</th><th>employer</th><th>feed</th><th>files</th><th>member disclosures</th>
+<th>largest file (members)</th><th>fields disclosed (files)</th><th>allowed, never sent</th>
+<th>files without a disclosure record</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+def render_disclosures_pdf(lines: Sequence[DisclosureLine], *, since: date | None, until: date | None,
+                           generated_at: datetime) -> bytes:
+    """The minimum-necessary report as a PDF (reportlab), the same table as the HTML page."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    styles = getSampleStyleSheet()
+    cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
+    esc = html.escape
+    period = f"{since or 'the start'} to {until or 'now'}"
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=landscape(A4), leftMargin=15 * mm, rightMargin=15 * mm,
+                            topMargin=15 * mm, bottomMargin=15 * mm, title=f"carrierfeeds disclosures {period}",
+                            author="carrierfeeds", invariant=True)
+    head = ["carrier", "employer", "feed", "files", "member disclosures", "largest file", "fields disclosed (files)",
+            "allowed, never sent", "without record"]
+    rows = [[ln.carrier_id, ln.employer_id, Paragraph(esc(ln.feed_id), cell), str(ln.files),
+             str(ln.member_disclosures), str(ln.largest_file_members),
+             Paragraph(esc(", ".join(f"{k} ({n})" for k, n in ln.fields.items())), cell),
+             Paragraph(esc(", ".join(x for x in ln.allowlist if x not in ln.fields)) or "-", cell),
+             str(ln.files_without_record)] for ln in lines] or [["no delivered files in this period"] + [""] * 8]
+    table = Table([head, *rows], repeatRows=1, hAlign="LEFT",
+                  colWidths=[24 * mm, 22 * mm, 40 * mm, 12 * mm, 22 * mm, 18 * mm, 70 * mm, 36 * mm, 18 * mm])
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+                               ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+                               ("FONTSIZE", (0, 0), (-1, -1), 8), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    doc.build([Paragraph("Minimum necessary: fields disclosed per carrier", styles["Title"]),
+               Paragraph(f"Delivered files sent {esc(period)} (UTC). Generated {esc(_cell(generated_at))}.",
+                         styles["Normal"]), Spacer(1, 4 * mm), table])
+    return buf.getvalue()
+
+
+def authorisation_rows(ledger: Ledger, *, feed_id: str | None = None) -> list[dict[str, Any]]:
+    """Every authorisation the ledger holds, oldest first, with the employer's document it rests on."""
+    return [{"seq": a.seq, "feed_id": a.feed_id, "employer_id": a.employer_id, "carrier_id": a.carrier_id,
+             "plans": list(a.plans), "effective_from": a.effective_from.isoformat(),
+             "effective_to": a.effective_to.isoformat() if a.effective_to else None, "reference": a.reference,
+             "recorded_by": a.recorded_by, "recorded_at": _cell(a.at)}
+            for a in ledger.authorisations(feed_id=feed_id)]

@@ -249,10 +249,11 @@ def _end_eligibility(merged: pd.DataFrame, termed: np.ndarray) -> None:
 
 
 def _events(merged: pd.DataFrame, view: pd.DataFrame, current: Enrollment, ins03: np.ndarray,
-            ins04: np.ndarray, as_of: date) -> None:
+            ins04: np.ndarray, as_of: date, eventful: np.ndarray | None = None) -> None:
     """The census's own reason and date for each member sent: its event_reason (already an INS04 code)
-    replaces the reason the diff inferred, and with ``maintenance_effective`` every member sent gets a
-    DTP*303, its event_date or else ``as_of`` (a member gone from the census has no event: ``as_of``)."""
+    replaces the reason the diff inferred where ``eventful`` (default: every member sent), and with
+    ``maintenance_effective`` every member sent gets a DTP*303, its event_date where eventful or else
+    ``as_of`` (a member gone from the census has no event: ``as_of``)."""
     given = [c for c in ("event_reason", "event_date") if c in view.columns]
     if not given and not current.options.maintenance_effective:
         return
@@ -264,12 +265,14 @@ def _events(merged: pd.DataFrame, view: pd.DataFrame, current: Enrollment, ins03
     sent = ins03 != ""
     if "event_reason" in firsts:
         reason = member.map(firsts["event_reason"]).astype(object).fillna("").to_numpy(dtype=object)
-        use = sent & (reason != "")
+        use = sent & (reason != "") & (True if eventful is None else eventful)
         ins04[use] = reason[use]
     if current.options.maintenance_effective:
         day = (member.map(firsts["event_date"]).astype(object).fillna("").to_numpy(dtype=object)
                if "event_date" in firsts
                else np.full(len(merged), "", dtype=object))
+        if eventful is not None:
+            day = np.where(eventful, day, "")
         merged["maintenance_effective"] = np.where(sent, np.where(day != "", day, as_of.strftime("%Y%m%d")), "")
 
 
@@ -555,7 +558,13 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     ins04[change] = np.where(id_changed.to_numpy()[change], MaintenanceReason.CHANGE_IN_IDENTIFYING_DATA.value,
                              np.where(addr_changed.to_numpy()[change], MaintenanceReason.CHANGE_OF_LOCATION.value,
                                       MaintenanceReason.NO_REASON_GIVEN.value))
-    _events(merged, cur_table, current, ins03, ins04, as_of)
+    # The census's event is the reason only for a maintenance it can be the reason of (TR3 INS04): an add,
+    # term or reinstatement, a coverage change, or a status change. A change of name or address alone keeps
+    # the diff's reason and the run's day (DTP*303), so an event already sent (the census keeps it) does not
+    # linger on later changes.
+    status_changed = differs([c for c in STATUS if c in cols]).to_numpy()
+    _events(merged, cur_table, current, ins03, ins04, as_of,
+            eventful=(ins03 != CHANGE) | any_hd | switched | status_changed)
     if current.options.identity_corrections:
         _prior_identity(merged, cols, both, member_key, ins03 == CHANGE)
     merged["ins03"], merged["ins04"], merged["hd01"] = ins03, ins04, hd01

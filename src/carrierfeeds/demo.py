@@ -9,6 +9,7 @@ what arrived, checks it against the ledger, and throws the plaintext away.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,14 +29,32 @@ CONNECTION_ID = "sunrise_sftp"
 MARKER = ".carrierfeeds-demo"
 
 
-def _fresh_workdir(workdir: Path) -> None:
-    """Start clean, but only ever wipe a folder an earlier demo made."""
+def _fresh_workdir(workdir: Path, *, reset: bool, ask: Callable[[str], bool] | None,
+                   echo: Callable[[str], Any]) -> None:
+    """Start clean. A folder an earlier demo made holds that demo's ledger and keys: it is wiped only
+    with ``reset`` or when ``ask`` (a person at a terminal) says yes; a folder the demo did not make
+    never is."""
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
             raise ConfigError(f"{workdir} is not empty and was not made by the demo; choose another --workdir")
+        question = f"{workdir} holds a previous demo (its ledger, keys and deliveries); delete it and start again?"
+        if not reset and not (ask is not None and ask(question)):
+            raise ConfigError(f"{workdir} holds a previous demo (its ledger, keys and deliveries): run with "
+                              "--reset to delete it and start again, or choose another --workdir",
+                              field="--workdir")
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, mode=0o700)
+        echo(f"previous demo workspace deleted: {workdir}")
+    workdir.mkdir(parents=True, mode=0o700, exist_ok=True)
     (workdir / MARKER).write_text("made by `carrierfeeds demo`; safe to delete\n")
+
+
+def demo_environment(settings: Settings) -> dict[str, str]:
+    """The settings that point ``run``, ``audit`` and ``status`` at a demo workspace, as environment."""
+    return {"CARRIERFEEDS_FEEDS_DIR": str(settings.feeds_dir), "CARRIERFEEDS_MAPPINGS_DIR": str(settings.mappings_dir),
+            "CARRIERFEEDS_SCHEMAS_DIR": str(settings.schemas_dir), "CARRIERFEEDS_DATA_DIR": str(settings.data_dir),
+            "CARRIERFEEDS_KEYS_DIR": str(settings.resolved_keys_dir),
+            "CARRIERFEEDS_GNUPG_HOME": str(settings.resolved_gnupg_home),
+            "CARRIERFEEDS_LEDGER_URL": settings.resolved_ledger_url}
 
 
 @dataclass(frozen=True)
@@ -79,13 +98,16 @@ def prepare_workspace(workdir: Path, *, keys: Any, delivery: SftpDelivery | Loca
 
 
 def run_demo(workdir: Path, *, members: int, seed: int, clock: Callable[[], datetime],
-             say: Callable[[str], Any] | None = None, config_root: Path | None = None) -> dict[str, Any]:
-    """Run the demo; returns a PHI-free account of what happened (and prints it through ``say``)."""
+             say: Callable[[str], Any] | None = None, config_root: Path | None = None, reset: bool = False,
+             ask: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Run the demo; returns a PHI-free account of what happened (and prints it through ``say``).
+
+    A previous demo in ``workdir`` is deleted only with ``reset``, or when ``ask`` says yes."""
     from carrierfeeds.testing.gpg import make_keyring
 
     echo = say or (lambda _line: None)
     root = (config_root or Path.cwd()).resolve()
-    _fresh_workdir(workdir)
+    _fresh_workdir(workdir, reset=reset, ask=ask, echo=echo)
     today = clock().date()
 
     echo(f"demo workspace: {workdir}")
@@ -153,10 +175,15 @@ def _demo_with_keys(workdir: Path, keys: Any, *, members: int, seed: int, clock:
           and carrier_check["sha256_matches"] and carrier_check["signature_valid"]
           and carrier_check["members"] == first.members and verdict.ok and not leftovers)
     echo("demo OK" if ok else "demo FAILED")
+    environment = demo_environment(settings)
+    echo("to point `carrierfeeds audit`, `status` and `run` at this workspace (its carrier's sshd has "
+         "stopped: a run of a new day would fail to deliver):")
+    for name, value in environment.items():
+        echo(f"  export {name}={shlex.quote(value)}")
     return {"ok": ok, "first_run": first.as_dict(), "rerun_status": again.status,
             "carrier_inbox": [p.name for p in arrived], "carrier_check": carrier_check,
             "ledger_url": settings.resolved_ledger_url, "chain_ok": verdict.ok,
-            "staging_plaintext_left": leftovers}
+            "staging_plaintext_left": leftovers, "environment": environment}
 
 
 def _play_carrier(keys: Any, arrived: list[Path], payload_sha256: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Defaults are relative to the working directory, so a checkout runs as it is: ``f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,13 +140,17 @@ def load_bundle(settings: Settings, feed_id: str) -> FeedBundle:
     """Load a feed and the mapping, schema and suite it names; cross-references checked."""
     path = settings.feeds_dir / f"{feed_id}.yaml"
     if not path.exists():
-        known = [p.stem for p in feed_paths(settings)]
-        import difflib
-
-        close = difflib.get_close_matches(feed_id, known, n=1)
         raise ConfigError(f"no feed {feed_id!r} in {settings.feeds_dir}"
-                          + (f"; did you mean {close[0]!r}?" if close else ""), file=str(path))
+                          + did_you_mean(feed_id, [p.stem for p in feed_paths(settings)]), file=str(path))
     return bundle_from_feed(settings, load_feed(path), path)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a mistyped ``name``, else empty."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def bundle_from_feed(settings: Settings, feed: Feed, path: Path, *, cache: ConfigCache | None = None) -> FeedBundle:
@@ -153,6 +158,12 @@ def bundle_from_feed(settings: Settings, feed: Feed, path: Path, *, cache: Confi
     and schema files between the feeds of one pass (each is read once)."""
     mapping_path = settings.mappings_dir / f"{feed.mapping_id}.yaml"
     schema_path = settings.schemas_dir / f"{feed.census.schema_id}.yaml"
+    for field, wanted, folder in (("mapping_id", mapping_path, settings.mappings_dir),
+                                  ("census.schema_id", schema_path, settings.schemas_dir)):
+        if not wanted.exists():
+            raise ConfigError(f"file {wanted.name} not found in {folder}"
+                              + did_you_mean(wanted.stem, [p.stem for p in folder.glob("*.yaml")]),
+                              file=str(path), field=field)
     mapping = load_mapping(mapping_path) if cache is None else cache.mapping(mapping_path)
     schema = load_schema(schema_path) if cache is None else cache.schema(schema_path)
     suite_path = settings.schemas_dir / schema.suite

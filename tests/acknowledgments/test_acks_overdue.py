@@ -36,7 +36,8 @@ def test_overdue_when_no_999_within_the_carrier_window(ledger: Ledger, tmp_path:
 def test_manual_handoffs_are_never_overdue(ledger: Ledger) -> None:
     pending, handed, sent = (deliver(ledger, 1, transport="manual"), deliver(ledger, 2, transport="manual"),
                              deliver(ledger, 3))
-    ledger.confirm_handoff(handed.delivery.delivery_id, by="ops", method="courier", now=T0 + timedelta(hours=1))
+    ledger.confirm_handoff(handed.delivery.delivery_id, by="ops", method="courier",
+                           received_by="carrier.desk", now=T0 + timedelta(hours=1))
     late = T0 + timedelta(days=3)
     states = {s.delivery_id: s.status for s in ack_status(ledger, now=late)}
     # pending_handoff has not reached the carrier at all; handed_off reached a person, not a system.

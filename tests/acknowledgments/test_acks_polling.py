@@ -36,6 +36,8 @@ def test_cli_collect_from_a_folder_and_status(tmp_path: Path, inbox: Path) -> No
     result = runner.invoke(app, ["acks", "status", "--overdue", "--window-hours", "1", "--format", "json"], env=env)
     assert result.exit_code == 1, result.output
     assert [r["delivery_id"] for r in json.loads(result.output)] == [late.delivery.delivery_id]
+    same = runner.invoke(app, ["acks", "status", "--overdue", "--window-hours", "1", "--json"], env=env)
+    assert same.exit_code == 1 and json.loads(same.output) == json.loads(result.output)  # --json: --format json
     result = runner.invoke(app, ["acks", "status", "--window-hours", "1"], env=env)
     assert "accepted" in result.output and "overdue" in result.output
     # The shipped mapping names no acknowledgment source: nothing is awaited, so nothing is overdue.

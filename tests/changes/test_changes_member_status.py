@@ -61,3 +61,20 @@ def test_a_term_is_dated_the_run_day_and_keeps_its_reason() -> None:
 def test_a_full_file_has_no_maintenance_date() -> None:
     change = diff_against_snapshot(h.enrollment(h.family_census(), _M), None, as_of=h.AS_OF)
     assert change.full_file and "maintenance_effective" not in change.enrollment.table.columns
+
+
+def test_an_event_already_sent_does_not_linger_on_a_later_change() -> None:
+    """A newborn's add carries INS04 02 (birth); the census keeps saying "birth" afterwards, but the
+    family's move a week later is a change of location (43) for every member, the child too: INS04 is the
+    reason for this maintenance (TR3 INS04), and the birth was already sent with the add."""
+    newborn = {**next(r for r in h.family_rows() if r["member_id"] == "E1001-03" and r["plan_code"] == "MED-PPO"),
+               "member_id": "E1001-04", "first_name": "Nina", "dob": "2026-11-01", "coverage_start": "2026-11-01",
+               "event_reason": "birth", "event_date": "2026-11-01"}
+    with_child = [*h.family_rows(), newborn]
+    added = _diff(h.family_rows(), with_child).enrollment.table
+    assert added[["member_id", "ins03", "ins04"]].values.tolist() == [["E1001-04", "021", "02"]]
+    moved = [{**r, "address1": "1 Harbor Rd"} if r["subscriber_id"] == "E1001" else dict(r) for r in with_child]
+    sent = _diff(with_child, moved).enrollment.table.drop_duplicates("member_id")
+    assert set(sent["maintenance_effective"]) == {"20261120"}  # the run's day, not the birth's
+    assert dict(zip(sent["member_id"], sent["ins04"], strict=True)) == dict.fromkeys(
+        ("E1001", "E1001-01", "E1001-02", "E1001-03", "E1001-04"), MaintenanceReason.CHANGE_OF_LOCATION.value)

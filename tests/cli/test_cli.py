@@ -24,7 +24,7 @@ def _env(settings: Any) -> dict[str, str]:
 
 
 def test_feeds_check_passes_on_shipped_config() -> None:
-    result = runner.invoke(app, ["feeds", "check", "--json"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only", "--json"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 0, result.output
@@ -37,18 +37,33 @@ def test_feeds_check_fails_with_usage_exit_code_and_names_the_problem(tmp_path: 
     bad = tmp_path / "acme-sunrise-medical.yaml"
     bad.write_text((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text().replace("mapping_id: sunrise-health",
                                                                                    "mapping_id: nowhere"))
-    result = runner.invoke(app, ["feeds", "check"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 2
-    assert "FAIL" in result.output and "nowhere.yaml" in result.output and "file not found" in result.output
+    assert "FAIL" in result.output and "file nowhere.yaml not found" in result.output
+    assert "mapping_id" in result.output and "did you mean" not in result.output  # nothing close to suggest
+
+
+def test_a_mistyped_mapping_or_schema_id_gets_did_you_mean(tmp_path: Path) -> None:
+    shipped = (ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text()
+    for old, new, suggestion in (("mapping_id: sunrise-health", "mapping_id: sunrise-helth", "sunrise-health"),
+                                 ("schema_id: census-v1", "schema_id: census-v2", "census-v1")):
+        assert old in shipped
+        (tmp_path / "acme-sunrise-medical.yaml").write_text(shipped.replace(old, new))
+        result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
+            "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
+            "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
+        assert result.exit_code == 2, result.output
+        assert f"did you mean {suggestion!r}?" in result.output, result.output
+        assert "acme-sunrise-medical.yaml" in result.output
 
 
 def test_feeds_check_refuses_a_bad_cron_schedule(tmp_path: Path) -> None:
     bad = tmp_path / "acme-sunrise-medical.yaml"
     bad.write_text((ROOT / "feeds" / "acme-sunrise-medical.yaml").read_text().replace('schedule: "0 2 * * *"',
                                                                                    'schedule: "61 2 * * *"'))
-    result = runner.invoke(app, ["feeds", "check"], env={
+    result = runner.invoke(app, ["feeds", "check", "--config-only"], env={
         "CARRIERFEEDS_FEEDS_DIR": str(tmp_path), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings"),
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert result.exit_code == 2, result.output
@@ -116,6 +131,24 @@ def test_demo_command_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out["carrier_check"]["sha256_matches"] and out["carrier_check"]["signature_valid"]
     assert out["carrier_check"]["members"] == out["first_run"]["members"] == 40
     assert out["carrier_inbox"] == [out["first_run"]["file_name"]] and out["staging_plaintext_left"] == []
+    # The demo's environment points the other commands at its workspace: its ledger verifies.
+    env = out["environment"]
+    assert set(env) == set(_env_names())
+    verified = runner.invoke(app, ["audit", "verify", "--json"], env=env)
+    assert verified.exit_code == 0 and json.loads(verified.output)["ok"], verified.output
+    # Again without --reset: the previous demo (its ledger) is kept, and the way out is named.
+    ledger_file = tmp_path / "demo" / "ledger.sqlite"
+    before = ledger_file.read_bytes()
+    kept = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--members", "40"],
+                         env=dict.fromkeys(_env_names()))
+    assert kept.exit_code == 2 and "--reset" in kept.output, kept.output
+    assert ledger_file.read_bytes() == before
+    again = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--members", "40", "--seed", "2",
+                                "--reset"], env=dict.fromkeys(_env_names()))
+    assert again.exit_code == 0, again.output
+    assert "previous demo workspace deleted" in again.output and "demo OK" in again.output
+    exports = [line.strip() for line in again.output.splitlines() if line.strip().startswith("export ")]
+    assert [line.split("=")[0] for line in exports] == [f"export {name}" for name in _env_names()]
 
 
 def _env_names() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,20 @@ def test_a_missing_key_and_a_recipient_that_cannot_encrypt_exit_three(keys: Keys
     row = next(k for k in data["keys"] if k["feed_id"] == "signonly-feed"  # type: ignore[attr-defined]
                and k["role"] == "recipient")
     assert row["problem"] == "no_encryption_subkey" and row["ok"] is False
+
+
+def test_missing_keys_are_said_once_in_our_words_not_once_per_gpg_call(
+        keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    absent = ["0123456789ABCDEF0123456789ABCDEF01234567", "89ABCDEF0123456789ABCDEF0123456789ABCDEF"]
+    feeds = _feeds(tmp_path / "feeds", keys, {"one-feed": absent[0], "two-feed": absent[1],
+                                              "good-feed": keys.demo.carrier_fingerprint})
+    with caplog.at_level(logging.WARNING):
+        code, _, table = _check(feeds, keys.home)
+    assert code == 3, table
+    assert not [r for r in caplog.records if "non-zero error code" in r.getMessage()], "gpg's warning held back"
+    assert "non-zero error code" not in table
+    (said,) = [line for line in table.splitlines() if "not in the gpg home" in line]
+    assert said.startswith(f"2 pinned key(s) not in the gpg home {keys.home}") and "import" in said
 
 
 def test_an_expired_signer_key_exits_three(keys: Keys, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUNRISE, NORTHWIND, CLEARVIEW = "acme-sunrise-medical", "acme-northwind-dental", "acme-clearview-vision"
 PASSWORDS = {"olivia": "ops-password-123", "audrey": "auditor-password-456"}
 TOKEN = "m_0123456789abcdef"
+REFERENCE = "MSA-2024-017 §4"
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
 
@@ -39,7 +40,7 @@ class Workspace:
 
 
 def _run(ledger: Ledger, feed_id: str, day: date, status: str, at: datetime, *, delivery: str | None = None,
-         transport: str = "sftp") -> tuple[str, str | None]:
+         transport: str = "sftp", disclosure: Any = None) -> tuple[str, str | None]:
     run = ledger.start_run(feed_id=feed_id, interval_start=day, interval_end=day + timedelta(days=1),
                            actor="scheduler", now=at)
     ledger.record_stage(run.run_id, "census", "succeeded", now=at + timedelta(minutes=1), detail={"rows": 12})
@@ -51,7 +52,8 @@ def _run(ledger: Ledger, feed_id: str, day: date, status: str, at: datetime, *, 
             run_id=run.run_id, feed_id=feed_id, interval_start=day,
             payload_sha256=f"{feed_id}{day}".encode().hex()[:64].ljust(64, "c"),
             file_name=f"{feed_id}-{day}.834.pgp", isa13=numbers.isa13, gs06=numbers.gs06, st02=numbers.st02,
-            recipient_fingerprint="A" * 40, member_counts={"members": 3}, transport=transport, now=at)
+            recipient_fingerprint="A" * 40, member_counts={"members": 3}, transport=transport, now=at,
+            disclosure=disclosure)
         ledger.record_delivery_outcome(intent.delivery_id, status=delivery, now=at + timedelta(minutes=5))
         delivery_id = intent.delivery_id
     ledger.finish_run(run.run_id, status, now=at + timedelta(minutes=6))
@@ -70,7 +72,14 @@ def make_workspace(tmp_path: Path, ledger_url: str) -> Workspace:
     ledger.upgrade()
     day = T0.date()
     runs, handoffs = [], []
-    rid, _ = _run(ledger, SUNRISE, day, "delivered", T0, delivery="delivered")
+    from carrierfeeds.ledger.disclosures import Disclosure, MemberIndex
+
+    # What the delivered file disclosed: fields, config hashes and the members, by token only.
+    disclosed = Disclosure(allowlist=("member_id", "last_name", "first_name", "dob"),
+                           fields=("member_id", "last_name", "first_name"),
+                           feed_sha256="f" * 64, mapping_sha256="e" * 64, schema_sha256="d" * 64, suite_sha256="c" * 64,
+                           members=MemberIndex.pack([TOKEN, "m_00000000000000aa"], ["021", "030"]))
+    rid, _ = _run(ledger, SUNRISE, day, "delivered", T0, delivery="delivered", disclosure=disclosed)
     runs.append(rid)
     for offset in (0, 1):
         rid, did = _run(ledger, NORTHWIND, day + timedelta(days=offset), "pending_handoff",
@@ -83,6 +92,9 @@ def make_workspace(tmp_path: Path, ledger_url: str) -> Workspace:
     ledger.record_authorisation(feed_id=SUNRISE, employer_id="acme", carrier_id="sunrise", plans=["MED-PPO"],
                                 effective_from=date(2026, 1, 1), effective_to=None, recorded_by="compliance",
                                 now=T0 - timedelta(days=30), reason="contract-2026")
+    ledger.record_authorisation(feed_id=SUNRISE, employer_id="acme", carrier_id="sunrise", plans=["MED-PPO"],
+                                effective_from=date(2026, 1, 1), effective_to=None, recorded_by="compliance",
+                                now=T0 - timedelta(days=10), reference=REFERENCE)
     AnchorLog.for_settings(settings).anchor_head(ledger, reason="audit-verify", now=T0 + timedelta(hours=1))
     ledger.close()
 

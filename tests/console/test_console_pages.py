@@ -85,7 +85,8 @@ def test_auditor_cannot_confirm_and_csrf_is_required(client: TestClient, workspa
 
 
 def _rows(ledger: Ledger, delivery_id: str) -> tuple[list[Any], list[Any]]:
-    outcomes = [(o.status, o.actor, o.reason) for o in ledger.delivery_outcomes(delivery_ids=[delivery_id])]
+    outcomes = [(o.status, o.actor, o.reason, o.received_by)
+                for o in ledger.delivery_outcomes(delivery_ids=[delivery_id])]
     audit = [(a.actor, a.action, a.object_type, a.reason, sorted(a.detail))
              for a in ledger.audit_events(object_ids=[delivery_id])]
     return outcomes, audit
@@ -95,8 +96,8 @@ def test_confirm_writes_the_rows_the_cli_writes(client: TestClient, workspace: W
     from carrierfeeds.cli import app
 
     by_cli, by_console = workspace.handoffs
-    result = CliRunner().invoke(app, ["handoff", "confirm", by_cli, "--by", "olivia", "--method", "courier"],
-                                env=workspace.env())
+    result = CliRunner().invoke(app, ["handoff", "confirm", by_cli, "--by", "olivia", "--method", "courier",
+                                      "--received-by", "carrier-clerk"], env=workspace.env())
     assert result.exit_code == 0, result.output
 
     login(client, "olivia")
@@ -110,10 +111,9 @@ def test_confirm_writes_the_rows_the_cli_writes(client: TestClient, workspace: W
     ledger = Ledger.open(str(workspace.settings.ledger_url))
     cli_outcomes, cli_audit = _rows(ledger, by_cli)
     web_outcomes, web_audit = _rows(ledger, by_console)
-    assert web_outcomes == cli_outcomes and web_outcomes[-1] == ("handed_off", "olivia", "courier")
-    # The CLI's rows, then who at the carrier received the file (the CLI has no such option).
-    assert web_audit[:-1] == cli_audit
-    assert web_audit[-1] == ("olivia", "handoff_received_by", "delivery", "carrier-clerk", [])
+    # Who at the carrier received the file is a field of the hand-off row itself, from either door.
+    assert web_outcomes == cli_outcomes and web_outcomes[-1] == ("handed_off", "olivia", "courier", "carrier-clerk")
+    assert web_audit == cli_audit
     assert ledger.pending_handoffs() == []
     assert ledger.verify_chain().ok
     ledger.close()

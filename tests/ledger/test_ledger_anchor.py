@@ -25,7 +25,7 @@ from carrierfeeds.ledger import Ledger
 from carrierfeeds.ledger.anchor import ANCHOR_FILE_NAME, KEY_FILE_NAME, AnchorLog, verify_ledger
 from carrierfeeds.ledger.base import Tx
 from carrierfeeds.ledger.chain import canonical_json, row_hash
-from carrierfeeds.ledger.models import AUDIT_TABLES, chain_head, hashed_columns, purge_checkpoints
+from carrierfeeds.ledger.models import AUDIT_TABLES, chain_head, purge_checkpoints, row_content
 from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.retention import FeedParty, run_purge
 
@@ -72,9 +72,8 @@ def _verify() -> Any:
 def _rows(conn: sa.Connection) -> list[tuple[int, str, sa.Table, dict[str, Any]]]:
     out = []
     for name, (table, _) in AUDIT_TABLES.items():
-        cols = hashed_columns(table)
         for r in conn.execute(sa.select(table)):
-            out.append((int(r.seq), name, table, {c: r._mapping[c] for c in cols}))
+            out.append((int(r.seq), name, table, row_content(table, r._mapping)))
     return sorted(out, key=lambda x: x[0])
 
 

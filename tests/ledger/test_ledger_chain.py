@@ -49,7 +49,8 @@ def test_intact_chain_covers_every_audit_row_once(ledger: Ledger, raw: sa.Engine
     # reconciliation worklist have their own tests.
     assert {name for _, name in rows} == set(AUDIT_TABLES) - {"acknowledgments", "purge_checkpoints", "resends",
                                                               "reconciliations", "discrepancies",
-                                                              "discrepancy_events"}
+                                                              "discrepancy_events", "disclosures",
+                                                              "disclosed_members"}
     with raw.connect() as conn:
         assert conn.execute(sa.text("SELECT prev_hash FROM runs")).scalar_one() == GENESIS
         assert conn.execute(sa.text("SELECT row_hash FROM chain_head")).scalar_one() == verdict.head_hash

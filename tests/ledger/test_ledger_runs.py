@@ -25,6 +25,16 @@ def test_start_run_is_idempotent_per_feed_and_interval(ledger: Ledger, raw: sa.E
                                                                   (2, "airflow", "started")]
 
 
+def test_every_attempt_records_the_carrierfeeds_version_that_ran_it(ledger: Ledger, clock: Clock) -> None:
+    import carrierfeeds
+
+    run = start(ledger, clock)
+    start(ledger, clock)
+    attempts = [e for e in ledger.run_events(run.run_id) if e.kind == "run_attempt"]
+    assert [e.detail for e in attempts] == [{"version": carrierfeeds.__version__}] * 2
+    assert carrierfeeds.__version__
+
+
 def test_other_interval_or_feed_is_another_run(ledger: Ledger, clock: Clock) -> None:
     jan = start(ledger, clock)
     feb = start(ledger, clock, interval=(date(2026, 2, 1), date(2026, 2, 28)))

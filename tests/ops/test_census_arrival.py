@@ -3,11 +3,7 @@ the config that declares it, and the ledger event and webhook notice sent once p
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +15,7 @@ from carrierfeeds.errors import ConfigError
 from carrierfeeds.ledger import Ledger
 from carrierfeeds.ops.arrival import check_census_arrival, judge_arrival
 from carrierfeeds.settings import FeedBundle, Settings
+from carrierfeeds.testing.webhook import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 NY = ZoneInfo("America/New_York")
@@ -128,35 +125,6 @@ def test_config_reads_the_window_unquoted_and_refuses_typos(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------------- record and alert
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[dict[str, Any]] = []
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def webhook() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _bundle(url: str) -> FeedBundle:
@@ -176,7 +144,7 @@ def _record_census(settings: Settings, at: datetime) -> None:
         run_id=None, at=at, mtime=int(at.timestamp()))
 
 
-def test_late_then_missing_each_recorded_and_sent_once(tmp_path: Path, webhook: _Receiver) -> None:
+def test_late_then_missing_each_recorded_and_sent_once(tmp_path: Path, webhook: WebhookReceiver) -> None:
     settings = Settings(data_dir=tmp_path / "var")
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     ledger.upgrade()
@@ -188,14 +156,14 @@ def test_late_then_missing_each_recorded_and_sent_once(tmp_path: Path, webhook: 
     again = check_census_arrival(settings, bundle, ny(2026, 12, 8, 9, 0), ledger=ledger)
     assert (first.verdict.state, first.recorded, first.alert_sent) == ("late", True, True)
     assert (again.verdict.state, again.recorded, again.alert_sent) == ("late", False, False)
-    assert [n["event"] for n in webhook.received] == ["census_late"]
-    notice = webhook.received[0]
+    assert [n["event"] for n in webhook.bodies] == ["census_late"]
+    notice = webhook.bodies[0]
     assert (notice["feed_id"], notice["state"], notice["window"]) == ("acme-sunrise-medical", "late", "2026-12-08")
 
     gone = check_census_arrival(settings, bundle, ny(2026, 12, 9, 0, 30), ledger=ledger)
     check_census_arrival(settings, bundle, ny(2026, 12, 9, 1, 0), ledger=ledger)
     assert (gone.verdict.state, gone.verdict.window.isoformat()) == ("missing", "2026-12-08")  # type: ignore[union-attr]
-    assert [n["event"] for n in webhook.received] == ["census_late", "census_missing"]
+    assert [n["event"] for n in webhook.bodies] == ["census_late", "census_missing"]
     events = ledger.audit_events(object_type="feed", object_ids=["acme-sunrise-medical"])
     assert [e.action for e in events] == ["census_late", "census_alert_sent", "census_missing", "census_alert_sent"]
     assert all(e.detail["window"] == "2026-12-08" for e in events)
@@ -204,7 +172,7 @@ def test_late_then_missing_each_recorded_and_sent_once(tmp_path: Path, webhook: 
 
 
 def test_a_notice_that_fails_is_retried_by_the_next_check_and_a_late_census_is_flagged(tmp_path: Path,
-                                                                                     webhook: _Receiver) -> None:
+                                                                                     webhook: WebhookReceiver) -> None:
     settings = Settings(data_dir=tmp_path / "var")
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     ledger.upgrade()
@@ -215,20 +183,20 @@ def test_a_notice_that_fails_is_retried_by_the_next_check_and_a_late_census_is_f
     up = _bundle(f"http://127.0.0.1:{webhook.server_address[1]}/hook")
     retried = check_census_arrival(settings, up, ny(2026, 12, 8, 8, 5), ledger=ledger)
     assert (retried.recorded, retried.alert_sent) == (False, True)
-    assert len(webhook.received) == 1
+    assert len(webhook.bodies) == 1
 
     _record_census(settings, ny(2026, 12, 8, 10, 0))  # Tuesday's census, eight and a half hours late
     late = check_census_arrival(settings, up, ny(2026, 12, 8, 11, 0), ledger=ledger)
     assert (late.verdict.state, late.recorded, late.alert_sent) == ("arrived_late", True, True)
-    assert webhook.received[-1]["event"] == "census_arrived_late"
+    assert webhook.bodies[-1]["event"] == "census_arrived_late"
     assert check_census_arrival(settings, up, ny(2026, 12, 9, 1, 0), ledger=ledger).alert_sent is False
     # Tuesday's late file arrived before Wednesday's deadline: Wednesday is on time.
     assert check_census_arrival(settings, up, ny(2026, 12, 9, 2, 0), ledger=ledger).verdict.state == "on_time"
-    assert [n["event"] for n in webhook.received] == ["census_late", "census_arrived_late"]
+    assert [n["event"] for n in webhook.bodies] == ["census_late", "census_arrived_late"]
     ledger.close()
 
 
-def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path, webhook: _Receiver) -> None:
+def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path, webhook: WebhookReceiver) -> None:
     """The census already processed, the window passed: the run still ends no_new_census (exit 0), and
     the ledger and the webhook say the census is late, once however often the run is retried."""
     import os
@@ -260,7 +228,7 @@ def test_a_run_ending_no_new_census_past_the_window_is_not_silent(tmp_path: Path
     for _ in range(2):
         summary = run_feed(settings, ref, clock=lambda: tuesday, actor="test")
         assert summary.status == "no_new_census"
-    assert [n["event"] for n in webhook.received] == ["census_late"]
+    assert [n["event"] for n in webhook.bodies] == ["census_late"]
     ledger = Ledger.open(settings.resolved_ledger_url)
     actions = [e.action for e in ledger.audit_events(object_type="feed", object_ids=["acme-sunrise-medical"])]
     ledger.close()

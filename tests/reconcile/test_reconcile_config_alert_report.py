@@ -3,11 +3,7 @@ and a bad file leaving the ledger untouched."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from carrierfeeds.reconcile.alert import alert_payload, needs_alert, send_alert
 from carrierfeeds.reconcile.compare import Discrepancy
 from carrierfeeds.reconcile.report import build_reconcile_report, render_reconcile_html
 from carrierfeeds.reconcile.service import reconcile_file
+from carrierfeeds.testing.webhook import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -49,38 +46,9 @@ def test_section_validates_format_layout_and_source() -> None:
         ReconciliationSpec.model_validate({"format": "834", "source": {"connection": "x", "signed_by": "short"}})
 
 
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[dict[str, Any]] = []
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def webhook() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_threshold_alert_posts_counts_only(webhook: _Receiver, tmp_path: Path) -> None:
+def test_threshold_alert_posts_counts_only(webhook: WebhookReceiver, tmp_path: Path) -> None:
     base = load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
     feed = base.model_validate({**base.model_dump(), "reconciliation": {"alert_threshold": 2},
                                 "notify": {"webhook_url": f"http://127.0.0.1:{webhook.server_address[1]}/hook"}})
@@ -88,7 +56,7 @@ def test_threshold_alert_posts_counts_only(webhook: _Receiver, tmp_path: Path) -
     assert send_alert(feed, alert_payload(feed.feed_id, open_count=3, threshold=2, comparison_id="c" * 32,
                                           by_kind={"plan": 2, "missing_at_carrier": 1}),
                       connections=KeysDirConnections(tmp_path))
-    assert webhook.received == [{"event": "reconciliation_threshold", "feed_id": feed.feed_id, "open": 3,
+    assert webhook.bodies == [{"event": "reconciliation_threshold", "feed_id": feed.feed_id, "open": 3,
                                  "threshold": 2, "comparison_id": "c" * 32,
                                  "by_kind": {"missing_at_carrier": 1, "plan": 2}}]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import subprocess
 import sys
 from datetime import date
@@ -164,8 +165,8 @@ def test_the_shipped_suite_runs_without_importing_great_expectations() -> None:
 def test_a_suite_with_an_unknown_expectation_still_goes_through_gx_and_fails_as_a_config_error(
         tmp_path: Path) -> None:
     path = _suite_with(tmp_path, [{"type": "expect_column_values_to_be_purple", "kwargs": {"column": "ssn"}}])
-    with pytest.raises(ConfigError, match=r"could not build 1 expectation\(s\); the first has type "
-                                          r"'expect_column_values_to_be_purple'") as caught:
+    with pytest.raises(ConfigError, match=r"expectation 1 \(expect_column_values_to_be_purple\): not an "
+                                          r"expectation type Great Expectations knows") as caught:
         run_suite(_dirty(20, 1), path)
     assert caught.value.file is not None and caught.value.file.endswith("custom.suite.json")
 
@@ -343,16 +344,19 @@ def test_cross_row_rules_on_a_clean_and_an_empty_census() -> None:
 #: Suite edits Great Expectations refuses, with what the refusal must say.
 REFUSED = {
     "mostly_above_1": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ssn", "mostly": 2}},
-                       r"expectation 1 \(expect_column_values_to_not_be_null\), field\(s\) \['mostly'\]"),
+                       r"expectation 1 \(expect_column_values_to_not_be_null\): mostly must be at most 1"),
     "unknown_kwarg": ({"type": "expect_column_values_to_match_regex",
                        "kwargs": {"column": "zip", "regex": "^[0-9]{5}$", "colour": "red"}},
-                      r"expectation 1 \(expect_column_values_to_match_regex\), field\(s\) \['colour'\]"),
+                      r"expectation 1 \(expect_column_values_to_match_regex\): colour is not an option of this type"),
+    "misspelt_kwarg": ({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "zip", "valueset": []}},
+                       r"value_set is required; valueset is not an option of this type; did you mean 'value_set'\?"),
     "meta_not_an_object": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ssn"},
-                            "meta": ["rule"]}, r"field\(s\) \['meta'\]"),
+                            "meta": ["rule"]}, r"\): meta must be an object"),
     "blank_column": ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ""}},
-                     r"expectation 1 \(expect_column_values_to_not_be_null\), field\(s\) \['column'\]"),
+                     r"expectation 1 \(expect_column_values_to_not_be_null\): column must not be blank"),
     "unknown_type": ({"type": "expect_column_values_to_be_purple", "kwargs": {"column": "ssn"}},
-                     r"could not build 1 expectation\(s\); the first has type 'expect_column_values_to_be_purple'"),
+                     r"expectation 1 \(expect_column_values_to_be_purple\): not an expectation type Great "
+                     r"Expectations knows"),
     "bad_regex": ({"type": "expect_column_values_to_match_regex", "kwargs": {"column": "zip", "regex": "([0-9]"}},
                   r"expectation 1 \(expect_column_values_to_match_regex\) has a regex that does not compile"),
 }
@@ -394,18 +398,45 @@ def test_feeds_check_catches_a_suite_edit_gx_would_refuse_before_any_run(tmp_pat
     (schemas / SUITE.name).write_text(json.dumps(suite))
     env = {"CARRIERFEEDS_FEEDS_DIR": str(ROOT / "feeds"), "CARRIERFEEDS_MAPPINGS_DIR": str(ROOT / "mappings")}
     runner = CliRunner()
-    broken = runner.invoke(app, ["feeds", "check", "--json"], env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)})
+    broken = runner.invoke(app, ["feeds", "check", "--config-only", "--json"],
+                           env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(schemas)})
     assert broken.exit_code == 2, broken.output
     data = json.loads(broken.output)
     using = [f for f in data["feeds"] if not f["ok"]]
     assert using and all(SUITE.name in f["error"] and f"expectation {number} " in f["error"]
-                         and "['column']" in f["error"] for f in using)
-    shipped = runner.invoke(app, ["feeds", "check", "--json"],
+                         and "column must not be blank" in f["error"] for f in using)
+    shipped = runner.invoke(app, ["feeds", "check", "--config-only", "--json"],
                             env={**env, "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas")})
     assert shipped.exit_code == 0, shipped.output
 
 
 def test_a_blank_column_name_fails_the_run_too_rather_than_skipping_the_rule(tmp_path: Path) -> None:
     path = _suite_with(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": ""}}])
-    with pytest.raises(ConfigError, match=r"field\(s\) \['column'\]"):
+    with pytest.raises(ConfigError, match=r"column must not be blank"):
         run_suite(_dirty(20, 1), path)
+
+
+def test_every_refused_expectation_is_listed_once_without_gx_tracebacks(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """Two typos in a suite: one error listing both (and a bad regex), not GX's traceback per typo and
+    only the first of them."""
+    suite = json.loads(SUITE.read_text())
+    typos = [2, 4]
+    for number in typos:
+        suite["expectations"][number - 1]["type"] += "x"
+    suite["expectations"].append({"type": "expect_column_values_to_match_regex",
+                                  "kwargs": {"column": "zip", "regex": "([0-9]"}})
+    path = tmp_path / "custom.suite.json"
+    path.write_text(json.dumps(suite))
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError) as caught:
+        check_suite(path)
+    problems = caught.value.details["problems"]
+    assert [p.split(" (")[0] for p in problems] == [
+        "expectation 2", "expectation 4", f"expectation {len(suite['expectations'])}"]
+    assert all("did you mean" in p for p in problems[:2]) and "does not compile" in problems[2]
+    assert caught.value.message.startswith(f"{path}: 3 problems: ")
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.name.startswith("great_expectations")]
+    with pytest.raises(ConfigError) as at_run:  # a run that hands the suite to GX says the same
+        run_suite(_dirty(20, 1), path, engine="gx")
+    assert at_run.value.details["problems"] == problems[:2]

@@ -39,10 +39,10 @@ def _yaml_variant(tmp_path: Path, extra: str, old: str = "", new: str = "") -> P
     ("member_references: {client_reporting_category: {value: EAST, field: department}}\n",
      "member_references.client_reporting_category", "exactly one of value and field"),
     ("member_dates: [hire]\n", "(top level)", "['hire_date'] on the allowlist"),
-    ("member_dates: [hired]\n", "member_dates.0", "Input should be 'hire'"),
+    ("member_dates: [hired]\n", "member_dates.0", "must be one of 'hire'"),
     ("name_case: as_is\n", "(top level)", "needs charset extended"),
-    ("charset: unicode\n", "charset", "Input should be 'basic' or 'extended'"),
-    ("max_members_per_transaction: 0\n", "max_members_per_transaction", "greater than or equal to 1"),
+    ("charset: unicode\n", "charset", "must be one of 'basic' or 'extended'"),
+    ("max_members_per_transaction: 0\n", "max_members_per_transaction", "must be at least 1"),
     ("member_refs: {department: true}\n", "member_refs", "did you mean 'member_references'"),
 ])
 def test_inconsistent_options_are_refused_at_load_naming_the_field(tmp_path: Path, extra: str, field: str,

@@ -24,7 +24,7 @@ import x12_helpers as h
 
 from carrierfeeds.changes import ChangeSet, diff_against_snapshot
 from carrierfeeds.config import CarrierMapping, Feed, PlanCode
-from carrierfeeds.config.mapping import Volumes
+from carrierfeeds.config.mapping import Conformance, Volumes
 from carrierfeeds.enrollment import Enrollment, build_enrollment
 from carrierfeeds.errors import DataError
 from carrierfeeds.x12.check import check_834, validate_with_pyx12
@@ -43,7 +43,8 @@ def volume_mapping(**volumes: bool) -> CarrierMapping:
     base = h.mapping()
     return h.validated(plans={**base.plans, **_LINES}, allowlist=(*base.allowlist, *_VOLUME_FIELDS),
                        volumes=Volumes(**(volumes or dict(salary=True, coverage_amount=True, premium=True,
-                                                           eoi_hold=True))))
+                                                           eoi_hold=True))),
+                       conformance=Conformance(hd03_beyond_tr3=("LIF", "ADD")))
 
 
 def volume_feed() -> Feed:
@@ -205,7 +206,8 @@ def test_off_by_default_and_gated_by_the_allowlist() -> None:
     assert "LTD" in set(table["hd03"])  # no hold unless the mapping asks for it
     base = h.mapping()
     with pytest.raises(pydantic.ValidationError, match=r"volumes\.salary needs"):
-        h.validated(plans={**base.plans, **_LINES}, volumes=Volumes(salary=True))
+        h.validated(plans={**base.plans, **_LINES}, volumes=Volumes(salary=True),
+                    conformance=Conformance(hd03_beyond_tr3=("LIF", "ADD")))
 
 
 @pytest.mark.parametrize(("column", "value", "rule"), [
@@ -222,7 +224,8 @@ def test_bad_volume_values_are_refused_by_row(column: str, value: str, rule: str
 
 def test_life_and_add_lines_are_outside_the_tr3_code_list(tmp_path: Path) -> None:
     """LIF and ADD volumes render with their amounts and pass the structural check; pyx12 refuses HD03
-    LIF/ADD (the 005010X220A1 list has neither), so a carrier taking them has to waive that check."""
+    LIF/ADD (the 005010X220A1 list has neither); the gate waives that only for a mapping naming them in
+    conformance.hd03_beyond_tr3 (test_hd03_beyond_tr3.py)."""
     rows = volume_rows()
     ee = next(r for r in rows if r["member_id"] == "E1001" and r["plan_code"] == "MED-PPO")
     rows += [{**ee, "plan_code": plan, "coverage_level": "EMP", "coverage_amount": "100000", "premium_amount": "2.10"}

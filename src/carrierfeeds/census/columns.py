@@ -81,6 +81,8 @@ IDENTITY_FIELDS: Final[frozenset[str]] = frozenset({
 
 #: Row number column added at read time: 1-based data row as the employer sees it (header is row 1).
 ROW_NUMBER: Final[str] = "row_number"
+#: ``DataFrame.attrs`` key of the reader's PHI-free warnings (day and month order) for validation's report.
+READER_WARNINGS: Final[str] = "carrierfeeds_reader_warnings"
 
 
 #: Canonical relationship codes (after the schema's relationship_codes): EE the employee, SP spouse,
@@ -90,3 +92,10 @@ ROW_NUMBER: Final[str] = "row_number"
 #: its mapping's ``relationship_codes``.
 RELATIONSHIP_CODES: Final[tuple[str, ...]] = ("EE", "SP", "CH", "DP", "SC", "FC", "AC", "WD", "SD", "HD",
                                               "XS", "GC", "CD", "OR")
+
+#: Each canonical relationship's INS02 of the same meaning in the TR3 list (HD, a disabled adult child,
+#: has none of its own in 005010: carriers take it as 19 with INS10 Y). Flat files and return files that
+#: spell relationships in these words read and write them through this table.
+RELATIONSHIP_INS02: Final[dict[str, str]] = {"EE": "18", "SP": "01", "CH": "19", "DP": "53", "SC": "17",
+                                            "FC": "10", "AC": "09", "WD": "15", "SD": "23", "XS": "25",
+                                            "GC": "05", "CD": "38", "OR": "G9"}

@@ -74,14 +74,25 @@ _SSN_STRIDE = 7_919_993  # prime, does not divide _SSN_SPACE: i -> i*stride mod 
 _DAY = np.timedelta64(1, "D")
 
 
-def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
+def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = False,
+                    id_prefix: str = "E") -> pd.DataFrame:
     """A canonical census of exactly ``members`` people (distinct member_id), one row per election.
 
     Families: ~50% employee only, ~20% employee + spouse, ~30% with children (some with a spouse).
     Every family elects a medical plan (MED-PPO or MED-HDHP), often dental (DEN-STD) and vision
     (VIS-STD); each member carries the family's elections and its coverage level. A few percent of
     employees are terminated (TE, coverage_end set); some were hired in the last few months.
+
+    ``volumes`` adds basic life, short- and long-term disability (LIFE-BASIC, STD-CORE, LTD-CORE,
+    employee only) for most active employees, each with a benefit amount from their salary and a premium,
+    and a few LTD lines waiting on evidence of insurability; every other row and value is the same as
+    without it.
+
+    ``id_prefix`` starts every member id (default ``E``): several employers' censuses generated with
+    different prefixes (and seeds) never share a member id, as one aggregated carrier file needs.
     """
+    if not id_prefix.isascii() or not id_prefix.isalpha() or not 1 <= len(id_prefix) <= 3:
+        raise ValueError("id_prefix must be one to three ASCII letters")
     if members < 1:
         raise ValueError("members must be at least 1")
     if members > _SSN_SPACE:
@@ -183,7 +194,7 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
     ssn = _where(is_ch & (age_days < 365) & (rng.random(members) < 0.5), "",  # some newborns have none yet
                  _num(area * 1_000_000 + group * 10_000 + serial, 9))
 
-    sub_id = _cat("E", _num(fam + 1, 7))
+    sub_id = _cat(id_prefix.upper(), _num(fam + 1, 7))
     member_id = _where(is_sub, sub_id, _cat(sub_id, "-", _num(pos, 2)))
     fam_idx = pa.array(fam)
 
@@ -228,7 +239,54 @@ def generate_census(members: int, seed: int, *, as_of: date) -> pd.DataFrame:
     columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
                for name in CANONICAL_COLUMNS}
     frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
-    return frame
+    return _with_volume_lines(frame, seed) if volumes else frame
+
+
+# ---- Companion-guide depth: life, STD and LTD lines (opt-in). Their own stream, after every other column.
+#: The plan codes of the generated volume lines (a mapping sends them as HD03 LIF, STD and LTD).
+VOLUME_PLANS: tuple[str, str, str] = ("LIFE-BASIC", "STD-CORE", "LTD-CORE")
+_ANNUAL_FACTOR = {"ANNUALLY": 1.0, "BIWEEKLY": 26.0, "HOURLY": 2080.0}
+
+
+def _with_volume_lines(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Basic life (one year's pay rounded up to a thousand, at most 300,000) for ~85% of active employees,
+    STD (weekly benefit: 60% of weekly pay, at most 1,500) for ~70% and LTD (monthly benefit: 60% of
+    monthly pay, at most 10,000) for ~55%, each on the employee alone, from the employee's medical start;
+    ~8% of LTD lines wait on evidence of insurability."""
+    rng = np.random.default_rng([seed, 19, 4])
+    order = np.arange(len(frame), dtype=np.float64)
+    subscriber = (frame["relationship"] == "EE").to_numpy()
+    first = subscriber & ~frame["member_id"].duplicated().to_numpy()
+    last_row = pd.Series(order).groupby(frame["member_id"].to_numpy()).transform("max").to_numpy()
+    rows = frame.loc[first]
+    active = rows["employment_status"].isin(["FT", "PT"]).to_numpy()
+    n = len(rows)
+    annual = pd.to_numeric(rows["salary"], errors="coerce").fillna(0).to_numpy(dtype=np.float64) * rows[
+        "salary_frequency"].map(_ANNUAL_FACTOR).fillna(0).to_numpy(dtype=np.float64)
+    weekly = np.minimum(np.rint(annual * 0.6 / 52), 1500).astype(np.int64)
+    monthly = np.minimum(np.rint(annual * 0.6 / 12), 10000).astype(np.int64)
+    takes_std, takes_ltd = active & (rng.random(n) < 0.70), active & (rng.random(n) < 0.55)
+    waits = rng.random(n) < 0.08
+    life = np.minimum(np.ceil(annual / 1000) * 1000, 300_000).astype(np.int64)
+    takes_life = active & (rng.random(n) < 0.85)
+    extra = []
+    for k, (plan, takes, amount, rate) in enumerate(((VOLUME_PLANS[0], takes_life, life, 0.00015),
+                                                     (VOLUME_PLANS[1], takes_std, weekly, 0.055),
+                                                     (VOLUME_PLANS[2], takes_ltd, monthly, 0.0035))):
+        line = rows.loc[takes & (amount > 0)].copy()
+        chosen = takes & (amount > 0)
+        cents = np.rint(amount[chosen] * rate * 100).astype(np.int64)
+        line["plan_code"] = plan
+        line["coverage_level"] = "EMP"
+        line["coverage_end"] = ""
+        line["coverage_amount"] = [str(a) for a in amount[chosen]]
+        line["premium_amount"] = [f"{c // 100}.{c % 100:02d}" for c in cents]
+        line["eoi_pending"] = np.where(waits[chosen] & (k == 2), "Y", "")
+        line["_order"] = last_row[np.flatnonzero(first)][chosen] + 0.2 * (k + 1)
+        extra.append(line)
+    out = pd.concat([frame.assign(_order=order), *extra]).sort_values("_order", kind="stable")
+    result: pd.DataFrame = out.drop(columns="_order").reset_index(drop=True).astype(frame.dtypes.to_dict())
+    return result
 
 
 # ---- Companion-guide depth: volumes. Drawn from their own stream (seeded from ``seed``), so every

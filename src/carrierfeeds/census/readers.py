@@ -45,7 +45,7 @@ from carrierfeeds.census.archive import (
     extract_single,
     sniff_format,
 )
-from carrierfeeds.census.columns import CANONICAL_COLUMNS, REQUIRED_COLUMNS, ROW_NUMBER
+from carrierfeeds.census.columns import CANONICAL_COLUMNS, READER_WARNINGS, REQUIRED_COLUMNS, ROW_NUMBER
 from carrierfeeds.config import CensusSchema, FixedWidthLayout
 from carrierfeeds.errors import ConfigError, DataError
 from carrierfeeds.hardening import loggable
@@ -236,22 +236,41 @@ def _encoding_for(head: bytes, declared: str, name: str) -> str:
 
 
 def _read_csv(held: list[memoryview], schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-    """The CSV whose bytes are taken out of ``held``: :func:`_parse` releases them once they are parsed."""
-    header = _header(held[0], schema.delimiter, name)
-    _check_header(header, schema, name)
-    _check_required(header, schema, name)
-    frame = _parse(held, schema.delimiter, header, name)
+    """The CSV whose bytes are taken out of ``held``: :func:`_parse` releases them once they are parsed.
+
+    Lines above the schema's ``header_row`` (a title) are skipped; rows keep the file's own numbers."""
+    above = schema.header_row - 1
+    if above:
+        held.append(_past_lines(held.pop(), above, name))
+    header = _header(held[0], schema.delimiter, name, row=above + 1)
+    _check_header(header, schema, name, row=above + 1)
+    _check_required(header, schema, name, row=above + 1)
+    frame = _parse(held, schema.delimiter, header, name, above=above)
     if frame.empty:
-        raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
-    return header, frame, np.arange(2, len(frame) + 2, dtype=np.int64)
+        raise DataError("no data rows (header only)", file=name, row=above + 2, rule="no_data_rows")
+    return header, frame, np.arange(above + 2, len(frame) + above + 2, dtype=np.int64)
 
 
-def _check_required(header: list[str], schema: CensusSchema, name: str) -> None:
+def _past_lines(data: memoryview, lines: int, name: str) -> memoryview:
+    """``data`` after its first ``lines`` lines (a view, not a copy): the rows above the header row."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero(view[: min(len(view), 1 << 20)] == 0x0A)
+    if len(breaks) < lines:
+        raise DataError(f"the census schema's header_row is {lines + 1}, but the file has fewer lines",
+                        file=name, row=len(breaks) + 1, rule="header_row")
+    at = int(breaks[lines - 1]) + 1
+    return data[at:]
+
+
+def _check_required(header: list[str], schema: CensusSchema, name: str, *, row: int | None = None) -> None:
     missing = sorted(c for c in REQUIRED_COLUMNS if schema.header_for(c) not in header)
     if missing:
+        # a header row with at most two cells is most likely a title above the real headers
+        hint = ("; is there a title above the headers? the census schema's header_row names the header row"
+                if row is not None and sum(1 for h in header if h) <= 2 else "")
         raise DataError(f"missing required column(s) {missing} (expected headers "
-                        f"{[schema.header_for(c) for c in missing]})", file=name, column=missing[0],
-                        rule="required_columns", details={"missing": missing})
+                        f"{[schema.header_for(c) for c in missing]}){hint}", file=name, row=row,
+                        column=missing[0], rule="required_columns", details={"missing": missing})
 
 
 def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema: CensusSchema,
@@ -295,11 +314,16 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
         upper = out["salary_frequency"].str.upper()
         out["salary_frequency"] = _apply_codes(upper, schema.salary_frequency_codes).where(
             upper.isin(list(schema.salary_frequency_codes)), out["salary_frequency"]).astype("str")
+    warnings: list[str] = []
     if schema.date_format != _ISO:
+        warnings += _date_order_warnings({c: out[c] for c in DATE_COLUMNS if c in present}, schema, name)
         for column in DATE_COLUMNS:
             out[column] = _to_iso(out[column], schema.date_format)
     census = pd.DataFrame(out)
     census[ROW_NUMBER] = rows
+    if warnings:
+        # PHI-free (file, column, row counts): validation carries them into its report
+        census.attrs[READER_WARNINGS] = warnings
     log.info("%s: read %d rows", name, len(census))
     return census
 
@@ -530,11 +554,12 @@ def _cell_text(vcell: Any, fcell: Any, schema: CensusSchema, name: str, row: int
 
 
 def _column_name(table: list[list[str]], col: int, schema: CensusSchema) -> str:
-    """The header of 1-based column ``col`` when row 1 holds one of the schema's column names there,
+    """The header of 1-based column ``col`` when the header row holds one of the schema's column names there,
     else its position (``#3``). Row 1 is not trusted to be a header: in a sheet sent without its header
     row it holds a member's data, which must never reach a message."""
-    if table and col <= len(table[0]):
-        header = table[0][col - 1].strip()
+    at = schema.header_row - 1
+    if len(table) > at and col <= len(table[at]):
+        header = table[at][col - 1].strip()
         if header and header in {schema.header_for(c) for c in CANONICAL_COLUMNS}:
             return header
     return f"#{col}"
@@ -542,21 +567,26 @@ def _column_name(table: list[list[str]], col: int, schema: CensusSchema) -> str:
 
 def _table_frame(table: list[list[str]], schema: CensusSchema, name: str
                  ) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-    """A sheet's rows as a frame: header on row 1, trailing blank rows and columns dropped."""
+    """A sheet's rows as a frame: header on the schema's ``header_row`` (rows above it skipped), trailing
+    blank rows and columns dropped; rows keep the sheet's own numbers."""
     while table and not any(table[-1]):
         table.pop()
     if not table:
         raise DataError("sheet is empty", file=name, rule="empty_file")
-    header = [h.strip() for h in table[0]]
+    above = schema.header_row - 1
+    if len(table) <= above:
+        raise DataError(f"the census schema's header_row is {above + 1}, but the sheet has fewer rows",
+                        file=name, row=len(table), rule="header_row")
+    header = [h.strip() for h in table[above]]
     while header and not header[-1]:
         header.pop()
-    _check_header(header, schema, name)
-    _check_required(header, schema, name)
+    _check_header(header, schema, name, row=above + 1)
+    _check_required(header, schema, name, row=above + 1)
     width = len(header)
-    body = table[1:]
+    body = table[above + 1:]
     if not body:
-        raise DataError("no data rows (header only)", file=name, row=2, rule="no_data_rows")
-    for row, cells in enumerate(body, start=2):
+        raise DataError("no data rows (header only)", file=name, row=above + 2, rule="no_data_rows")
+    for row, cells in enumerate(body, start=above + 2):
         if not any(cells):
             raise DataError("blank row", file=name, row=row, rule="blank_line")
         if any(cells[width:]):
@@ -564,7 +594,7 @@ def _table_frame(table: list[list[str]], schema: CensusSchema, name: str
                             rule="field_count")
     rows = [(cells + [""] * width)[:width] for cells in body]
     frame = pd.DataFrame(rows, columns=header, dtype="str")
-    return header, frame, np.arange(2, len(rows) + 2, dtype=np.int64)
+    return header, frame, np.arange(above + 2, len(rows) + above + 2, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------- fixed width
@@ -612,22 +642,22 @@ def _decode(raw: bytes | mmap.mmap, encoding: str, name: str) -> str:
                         file=name, row=row, rule="encoding") from None
 
 
-def _header(data: bytes | memoryview, delimiter: str, name: str) -> list[str]:
+def _header(data: bytes | memoryview, delimiter: str, name: str, *, row: int = 1) -> list[str]:
     first_line = bytes(_FIRST_LINE.match(data).group()).decode("utf-8")  # type: ignore[union-attr]
     try:
         return [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
     except csv.Error:
         # A lone carriage return inside an unquoted header field (found by the mapped-read property test).
         raise DataError("malformed CSV header (a line break or stray quote inside a header field)",
-                        file=name, row=1, rule="csv_syntax") from None
+                        file=name, row=row, rule="csv_syntax") from None
 
 
-def _check_header(header: list[str], schema: CensusSchema, name: str) -> None:
+def _check_header(header: list[str], schema: CensusSchema, name: str, *, row: int = 1) -> None:
     """Blank or duplicated headers, named by position. Header text is named only when it is one of the
     schema's column names: in a file sent without its header row, row 1 holds a member's data."""
     blanks = [i + 1 for i, h in enumerate(header) if not h]
     if blanks:
-        raise DataError(f"column(s) at position(s) {blanks} have no header", file=name, row=1,
+        raise DataError(f"column(s) at position(s) {blanks} have no header", file=name, row=row,
                         rule="blank_header")
     seen: set[str] = set()
     dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
@@ -640,11 +670,12 @@ def _check_header(header: list[str], schema: CensusSchema, name: str) -> None:
     if positions:
         parts.append(f"the same header text at positions {positions} (not a column name of census schema "
                      f"{schema.schema_id!r}; is the header row missing?)")
-    raise DataError("; ".join(parts), file=name, row=1, column=named[0] if named else None,
+    raise DataError("; ".join(parts), file=name, row=row, column=named[0] if named else None,
                     rule="duplicate_columns", details={"duplicated": named, "positions": positions})
 
 
-def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str) -> pd.DataFrame:
+def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str, *, above: int = 0
+           ) -> pd.DataFrame:
     """Parse with pyarrow (fast); when it refuses, find the structural fault ourselves, else use C.
 
     The bytes are taken out of ``held`` and released as soon as they are parsed, rather than when the
@@ -673,7 +704,7 @@ def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str)
             return frame  # type: ignore[no-any-return]
     body = data[:end]
     del data
-    _check_records(str(body, "utf-8"), delimiter, len(header), name)
+    _check_records(str(body, "utf-8"), delimiter, len(header), name, above=above)
     return _read(body, delimiter, header, engine="c")
 
 
@@ -721,12 +752,13 @@ def _read(data: bytes | memoryview, delimiter: str, header: list[str], *, engine
     return frame  # type: ignore[no-any-return]
 
 
-def _check_records(text: str, delimiter: str, width: int, name: str) -> None:
-    """Raise on the first blank or wrong-width record; rows are records, so header is row 1."""
+def _check_records(text: str, delimiter: str, width: int, name: str, *, above: int = 0) -> None:
+    """Raise on the first blank or wrong-width record; rows are records, so the header is row 1 (after
+    the ``above`` lines above it)."""
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
-    row = 0
+    row = above
     try:
-        for row, record in enumerate(reader, start=1):
+        for row, record in enumerate(reader, start=above + 1):
             if not record:
                 raise DataError("blank line", file=name, row=row, rule="blank_line")
             if len(record) != width:
@@ -753,6 +785,55 @@ def _apply_codes(series: pd.Series, codes: Mapping[str, str], *, any_case: bool 
         return mapped.where(mapped.notna(), series).astype("str")
     mapped = series.map(codes)
     return mapped.where(mapped.notna(), series).astype("str")
+
+
+def _swapped(date_format: str) -> str | None:
+    """``date_format`` with day and month swapped; None when it lacks one of them."""
+    if date_format.count("%d") != 1 or date_format.count("%m") != 1:
+        return None
+    return date_format.replace("%d", "\x00").replace("%m", "%d").replace("\x00", "%m")
+
+
+def _date_order_warnings(columns: Mapping[str, pd.Series], schema: CensusSchema, name: str) -> list[str]:
+    """Whether the schema's ``date_format`` may have day and month the wrong way round.
+
+    A date whose day and month both are 12 or less (and differ) reads as two different dates, so a wrong
+    format swaps it silently. Two signs, by row count per column (never a value): a column with dates
+    that are dates only with day and month swapped (a day above 12 in the month's place) and none that
+    is a date only as declared; or no date in the file that confirms the order (every column's dates
+    read both ways), so the file cannot tell."""
+    other = _swapped(schema.date_format)
+    if other is None:
+        return []
+    stats: list[tuple[str, int, int, int]] = []  # column, both ways, only swapped, only declared
+    for column, series in columns.items():
+        counts = series[series != ""].value_counts()
+        if counts.empty:
+            continue
+        values = pd.Series(counts.index, dtype="str")
+        declared = pd.to_datetime(values, format=schema.date_format, errors="coerce")
+        swapped = pd.to_datetime(values, format=other, errors="coerce")
+        weights = counts.to_numpy()
+        two = (declared.notna() & swapped.notna() & (declared != swapped)).to_numpy()
+        only_swapped = (declared.isna() & swapped.notna()).to_numpy()
+        only_declared = (declared.notna() & swapped.isna()).to_numpy()
+        stats.append((column, int(weights[two].sum()), int(weights[only_swapped].sum()),
+                      int(weights[only_declared].sum())))
+
+    def where(column: str) -> str:
+        return f"column {schema.header_for(column)!r} ({column})"
+
+    out = [f"{name}: {where(c)}: {only_swapped} row(s) are dates only with day and month swapped ({other!r}), "
+           f"none only as the census schema's date_format {schema.date_format!r}; if the format is wrong, "
+           f"the {both} row(s) that read both ways have day and month silently swapped"
+           for c, both, only_swapped, only_declared in stats if only_swapped and not only_declared]
+    if not out and not any(only_declared for *_, only_declared in stats):
+        ambiguous = [f"{where(c)} {both} row(s)" for c, both, *_ in stats if both]
+        if ambiguous:
+            out.append(f"{name}: no date in the file confirms the census schema's date_format "
+                       f"{schema.date_format!r}: every date reads both as it and as {other!r} (day and month "
+                       f"12 or less) in {', '.join(ambiguous)}; check a few rows by hand")
+    return out
 
 
 def _to_iso(series: pd.Series, date_format: str) -> pd.Series:

@@ -55,8 +55,12 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CL
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+#: How a person processes an already processed census again, in a NoNewCensus message.
+_FORCE = "Run `carrierfeeds run FEED --force-census` (under Airflow: the DAG param force_census)"
+
+
 class NoNewCensus(DataError):
-    """The newest census matching the source was already processed; nothing new to send (use force)."""
+    """The newest census matching the source was already processed; nothing new to send (``--force-census``)."""
 
     code = "no_new_census"
 
@@ -411,7 +415,7 @@ def _check_new(index: CensusIndex, digest: str, name: str, force: bool, run_id: 
         return False
     if not force:
         raise NoNewCensus("the newest census was already processed (same sha256); nothing new to send. "
-                          "Use force to process it again", file=name, rule="already_processed",
+                          f"{_FORCE} to process it again", file=name, rule="already_processed",
                           details={"sha256": digest})
     log.warning("%s: processing an already processed census again (forced; sha256 %s)", name, digest[:12])
     return True
@@ -444,7 +448,7 @@ def _fetch_sftp(source: SftpSource, schema: CensusSchema, index: CensusIndex, wo
     if accepted_mtime is not None and newest.mtime < accepted_mtime and not force:
         # The accepted census was moved out of the drop; what is left is older and superseded by it.
         raise NoNewCensus("the newest file in the SFTP drop is older than the census last accepted; nothing "
-                          "new to send. Use force to process it anyway", file=newest.name,
+                          f"new to send. {_FORCE} to process it anyway", file=newest.name,
                           rule="older_than_accepted")
     check_size(newest.size, schema.max_bytes, name=newest.name)
     # The local name never comes from the server: a remote name is not trusted as a path.

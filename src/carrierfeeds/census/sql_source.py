@@ -67,6 +67,9 @@ def query_to_csv(url: str, query: str, dst: Path, schema: CensusSchema, *, name:
     if schema.format != "csv":
         raise ConfigError("a SQL census source needs a census schema with format csv",
                           field="census.schema_id")
+    if schema.header_row != 1:  # the query's column names are written on row 1
+        raise ConfigError("a SQL census source needs a census schema with header_row 1",
+                          field="census.schema_id")
     try:
         engine = sa.create_engine(url, poolclass=NullPool)
     except (sa_exc.ArgumentError, ValueError, ImportError) as exc:

@@ -90,7 +90,9 @@ def acks_status(
     overdue: Annotated[bool, typer.Option("--overdue", help="only deliveries whose acknowledgment is late")] = False,
     since: Annotated[str | None, typer.Option(help="deliveries sent on or after this day (YYYY-MM-DD)")] = None,
     window_hours: Annotated[int | None, typer.Option(min=1, help="override every carrier's window (hours)")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table or json (--json is the same as --format json)")]
+    = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="each delivery and its acknowledgment as JSON")] = False,
 ) -> None:
     """Each delivered file and what its carrier said: accepted, rejected, partial, awaiting or overdue.
 
@@ -103,6 +105,7 @@ def acks_status(
 
     if fmt not in ("table", "json"):
         raise typer.BadParameter("--format must be table or json")
+    fmt = "json" if as_json else fmt
     settings = Settings()
     now = _utcnow()
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
+import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -76,8 +79,19 @@ def _fail(exc: CarrierFeedsError, as_json: bool) -> None:
     raise typer.Exit(exit_code_for(exc))
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from carrierfeeds import __version__
+
+        typer.echo(f"carrierfeeds {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log stage progress")] = False,
+          version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version_callback,
+                                                help="print the version and exit (each run records it "
+                                                     "in the ledger)")] = False) -> None:
     _configure_logging(verbose=verbose)
 
 
@@ -122,3 +136,55 @@ def _day_start(text: str | None) -> datetime | None:
     return datetime.combine(_parse_day(text), datetime.min.time(), tzinfo=UTC) if text else None
 
 
+class GpgExitCodes(logging.Filter):
+    """Holds back python-gnupg's "gpg returned a non-zero error code" warning (one per key gpg did not
+    find), counting them; the command says it once in its own words. Shown under -v."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "non-zero error code" in str(record.msg):
+            self.count += 1
+            return logging.getLogger().getEffectiveLevel() <= logging.INFO
+        return True
+
+
+@contextlib.contextmanager
+def quiet_gpg_exit_codes() -> Iterator[GpgExitCodes]:
+    said = GpgExitCodes()
+    gnupg_log = logging.getLogger("gnupg")
+    gnupg_log.addFilter(said)
+    try:
+        yield said
+    finally:
+        gnupg_log.removeFilter(said)
+
+
+@contextlib.contextmanager
+def progress_display(title: str, steps: int) -> Iterator[None]:
+    """Show long work's steps (``carrierfeeds.progress``) as a progress bar on stderr, only when stderr is
+    a terminal: piped or redirected output gets nothing. The bar names the step, never data."""
+    from carrierfeeds import progress
+
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+                   redirect_stdout=False, redirect_stderr=False)
+    task = bar.add_task(title, total=steps)
+    started: list[str] = []
+
+    def step(name: str) -> None:
+        if started:
+            bar.advance(task)
+        started.append(name)
+        bar.update(task, description=f"{title}: {name}")
+
+    with bar, progress.listening(step):
+        yield

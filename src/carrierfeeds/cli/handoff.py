@@ -42,6 +42,8 @@ def handoff_confirm(
     delivery_id: Annotated[str, typer.Argument(help="the delivery id from `handoff list`")],
     by: Annotated[str, typer.Option(help="who handed the file over (recorded in the ledger)")],
     method: Annotated[str, typer.Option(help="how, e.g. courier, in-person, secure-portal (recorded)")],
+    received_by: Annotated[str, typer.Option("--received-by",
+                                             help="who at the recipient took the file (recorded)")],
     as_json: Annotated[bool, typer.Option("--json", help="the recorded hand-off (or the error) as JSON")] = False,
 ) -> None:
     """Record that a person handed a pending file over; audited. Exit 2 for an unknown id, 5 when the
@@ -50,7 +52,8 @@ def handoff_confirm(
     from carrierfeeds.settings import open_ledger
 
     try:
-        record = open_ledger(Settings()).confirm_handoff(delivery_id, by=by, method=method, now=_utcnow())
+        record = open_ledger(Settings()).confirm_handoff(delivery_id, by=by, method=method,
+                                                         received_by=received_by, now=_utcnow())
     except UnknownRecord as exc:
         if as_json:
             typer.echo(json.dumps(exc.as_dict(), indent=2, sort_keys=True, default=str))
@@ -62,8 +65,8 @@ def handoff_confirm(
         _fail(exc, as_json)
         return
     _emit({"delivery_id": record.delivery_id, "feed_id": record.feed_id, "status": record.status,
-           "by": by, "method": method, "at": record.updated_at.isoformat()}, as_json,
+           "by": by, "method": method, "received_by": received_by, "at": record.updated_at.isoformat()}, as_json,
           [f"delivery {record.delivery_id} ({record.feed_id}, {record.interval_start}) handed off by {by} "
-           f"via {method} (audited)"])
+           f"via {method}, received by {received_by} (audited)"])
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from carrierfeeds.cli.common import _audit_parties, _emit, _fail, _utcnow, app
-from carrierfeeds.errors import CarrierFeedsError
+from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.settings import Settings
 
 hold_app = typer.Typer(help="Legal holds: block purging of an employer's or a feed's data.",
@@ -21,13 +21,37 @@ def _hold(employer: str | None, feed: str | None, reason: str, actor: str, held:
 
     if (employer is None) == (feed is None):
         raise typer.BadParameter("name exactly one of --employer or --feed")
+    settings = Settings()
     try:
-        set_hold(open_ledger(Settings()), employer_id=employer, feed_id=feed, held=held, reason=reason,
+        ledger = open_ledger(settings)
+        _require_known(settings, ledger, employer, feed)
+        set_hold(ledger, employer_id=employer, feed_id=feed, held=held, reason=reason,
                  actor=actor, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, False)
     what = f"employer {employer}" if employer else f"feed {feed}"
     typer.echo(f"legal hold {'set on' if held else 'cleared from'} {what} (audited)")
+
+
+def _require_known(settings: Settings, ledger: Any, employer: str | None, feed: str | None) -> None:
+    """A hold on a mistyped id would protect nothing while saying it does: the id must be one the feed
+    files or the ledger (its runs, authorisations and holds) know, else a usage error with did-you-mean."""
+    from carrierfeeds.settings import did_you_mean
+
+    parties = _audit_parties(settings)
+    authorised = ledger.authorisations()
+    holds = ledger.legal_holds()
+    if employer is not None:
+        kind, wanted, flag = "employer", employer, "--employer"
+        known = {p.employer_id for p in parties} | {a.employer_id for a in authorised} | {
+            h.object_id for h in holds if h.object_type == "employer"}
+    else:
+        kind, wanted, flag = "feed", str(feed), "--feed"
+        known = {p.feed_id for p in parties} | {a.feed_id for a in authorised} | set(ledger.latest_runs()) | {
+            h.object_id for h in holds if h.object_type == "feed"}
+    if wanted not in known:
+        raise ConfigError(f"no {kind} {wanted!r} in the feed files ({settings.feeds_dir}) or the ledger"
+                          + did_you_mean(wanted, known), field=flag)
 
 
 @hold_app.command("set")

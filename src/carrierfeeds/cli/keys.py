@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from carrierfeeds.cli.common import _emit, _fail, _utcnow, app
+from carrierfeeds.cli.common import _emit, _fail, _utcnow, app, quiet_gpg_exit_codes
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.outcomes import ExitCode
 from carrierfeeds.settings import Settings, feed_paths
@@ -35,27 +35,10 @@ def _recipient_problem(info: Any, spec: Any) -> str | None:
     return None
 
 
-@keys_app.command("check")
-def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key as JSON")] = False) -> None:
-    """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
-
-    Exit 0 when every key is ok; 3 when any is missing, expired, revoked, a recipient key has no usable
-    encryption subkey, or any expires within its feed's ``encryption.expiry_warning_days`` (status
-    "expiring": runs still work, but renew now); 2 when a feed file is broken, there are no feeds, or
-    the gpg home is unusable.
-    """
+def _inspect_every_feed(settings: Settings, keyring: Any, now: Any, keys: list[dict[str, Any]],
+                        broken: list[dict[str, Any]]) -> None:
     from carrierfeeds.config import load_feed
-    from carrierfeeds.crypto import Keyring
 
-    settings = Settings()
-    now = _utcnow()
-    try:
-        keyring = Keyring(settings.resolved_gnupg_home)
-    except CarrierFeedsError as exc:
-        _fail(exc, as_json)
-        return
-    keys: list[dict[str, Any]] = []
-    broken: list[dict[str, Any]] = []
     for path in feed_paths(settings):
         try:
             feed = load_feed(path)
@@ -71,6 +54,30 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key a
                          "expires": info.expires.isoformat() if info.expires else None,
                          "days_left": info.days_left, "warning_days": spec.expiry_warning_days,
                          "ok": info.status == "ok" and problem is None})
+
+
+@keys_app.command("check")
+def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key as JSON")] = False) -> None:
+    """Every feed's pinned recipient and signer key: fingerprint, expiry, days left, status.
+
+    Exit 0 when every key is ok; 3 when any is missing, expired, revoked, a recipient key has no usable
+    encryption subkey, or any expires within its feed's ``encryption.expiry_warning_days`` (status
+    "expiring": runs still work, but renew now); 2 when a feed file is broken, there are no feeds, or
+    the gpg home is unusable.
+    """
+    from carrierfeeds.crypto import Keyring
+
+    settings = Settings()
+    now = _utcnow()
+    try:
+        keyring = Keyring(settings.resolved_gnupg_home)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    keys: list[dict[str, Any]] = []
+    broken: list[dict[str, Any]] = []
+    with quiet_gpg_exit_codes() as gpg_said:  # python-gnupg warns once per key gpg did not find: said once below
+        _inspect_every_feed(settings, keyring, now, keys, broken)
     failing = [k for k in keys if not k["ok"]]
     code = ExitCode.REFUSED if failing else ExitCode.USAGE if broken or not keys else ExitCode.OK
     lines = [f"{'FEED':<28} {'ROLE':<9} {'FINGERPRINT':<40}  {'EXPIRES':<10} {'DAYS':>5}  STATUS"]
@@ -78,6 +85,13 @@ def keys_check(as_json: Annotated[bool, typer.Option("--json", help="every key a
               f"{(k['expires'] or 'never')[:10]:<10} {'' if k['days_left'] is None else k['days_left']:>5}  "
               f"{k['status']}" + (f" ({k['problem']})" if k["problem"] else "") for k in keys]
     lines += [f"FAIL {b['file']}: {b['error']}" for b in broken]
+    missing = sum(k["status"] == "missing" for k in keys)
+    if missing:
+        lines.append(f"{missing} pinned key(s) not in the gpg home {settings.resolved_gnupg_home}: import the "
+                     "carrier's public key (or our signing key), or correct the fingerprint in the feed file")
+    elif gpg_said.count:
+        lines.append(f"gpg could not list {gpg_said.count} key(s) in {settings.resolved_gnupg_home}; "
+                     "(run with -v for gpg's own words)")
     if not keys and not broken:
         lines = [f"no feeds in {settings.feeds_dir}"]
     lines.append(f"{len(keys) - len(failing)} of {len(keys)} keys ok" + (

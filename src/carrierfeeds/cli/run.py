@@ -10,23 +10,33 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app
+from carrierfeeds.cli.common import _by_reason, _emit, _fail, _parse_day, _utcnow, app, progress_display
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
-from carrierfeeds.outcomes import ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.outcomes import STATUS_EXIT, ExitCode, RunStatus, exit_code_for_run
+from carrierfeeds.progress import step
 from carrierfeeds.settings import Settings
+
+#: What a finished run's ``remote_path`` is, by its status; a run that did not deliver names none.
+_PLACED = {RunStatus.DELIVERED: "delivered to", RunStatus.ALREADY_DELIVERED: "delivered earlier to",
+           RunStatus.PENDING_HANDOFF: "placed for hand-off in", RunStatus.HANDED_OFF: "handed off from"}
 
 
 def _summary_lines(summary: Any) -> list[str]:
+    code = exit_code_for_run(summary.status, summary.error)
+    # the status the ledger holds, and the exit code when it is not the status's own (a run refused by
+    # its configuration exits 2, not 3; a failed run that may be retried exits 4, not 5)
     lines = [f"run {summary.run_id}  feed {summary.feed_id}  interval {summary.interval_start}",
-             f"status: {summary.status}"]
+             f"status: {summary.status}" + ("" if code == STATUS_EXIT.get(summary.status, code)
+                                            else f" (exit {int(code)}: {code.meaning})")]
     if summary.members:
         lines.append(f"members: {summary.members} ({summary.subscribers} subscribers, "
                      f"{summary.coverages} coverage lines)")
     if summary.file_name:
         lines.append(f"file: {summary.file_name}  ISA13 {summary.isa13}")
         lines.append(f"payload sha256: {summary.payload_sha256}")
-    if summary.remote_path:
-        lines.append(f"delivered to: {summary.remote_path}")
+    where = _PLACED.get(summary.status)
+    if summary.remote_path and where:  # only where this run's status says the file went there
+        lines.append(f"{where}: {summary.remote_path}")
     if (summary.validation or {}).get("excluded"):
         lines.append(f"left out as expected: {_by_reason(summary.validation['excluded'])}")
     if summary.error:
@@ -59,7 +69,7 @@ def run(
     3 when a security or policy check refuses (key, host key, authorisation, conformance); 4 on a
     transient failure (retry later); 5 on a permanent failure of an outside system.
     """
-    from carrierfeeds.run.context import RunRef
+    from carrierfeeds.run.context import STAGES, RunRef
     from carrierfeeds.run.stages import run_feed
     from carrierfeeds.settings import load_bundle
 
@@ -67,9 +77,10 @@ def run(
     try:
         bundle = load_bundle(settings, feed_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
-        summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
-                           census_path=census, force_reason=force_resend, full_file=full_file,
-                           force_census=force_census)
+        with progress_display(f"run {feed_id}", len(STAGES)):
+            summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
+                               census_path=census, force_reason=force_resend, full_file=full_file,
+                               force_census=force_census)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -82,14 +93,26 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo keeps its keys, sshd, ledger")] = Path("var/demo"),
     members: Annotated[int, typer.Option(min=1, help="people in the synthetic census")] = 250,
     seed: Annotated[int, typer.Option(help="census generator seed")] = 7,
+    reset: Annotated[bool, typer.Option("--reset", help="delete a previous demo in --workdir (its ledger and "
+                                                         "keys too) and start again; without it a previous demo "
+                                                         "is kept (asked on a terminal, exit 2 otherwise)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the result as JSON, no progress lines")] = False,
 ) -> None:
-    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip."""
+    """Run the demo feed end to end on this machine: keys, sshd, census, 834, delivery, round trip.
+
+    Ends by printing the settings (export lines) that point `audit`, `status` and `run` at the demo's
+    workspace. Exit 0 when the round trip checks out, 2 when --workdir holds a previous demo and
+    neither --reset nor a yes at the terminal allows deleting it, 5 when the demo failed.
+    """
+    import sys
+
     from carrierfeeds.demo import run_demo
 
+    ask = (lambda question: typer.confirm(question, default=False, err=True)) \
+        if not as_json and sys.stdin.isatty() and sys.stderr.isatty() else None
     try:
         result = run_demo(workdir.resolve(), members=members, seed=seed, clock=_utcnow,
-                          say=None if as_json else typer.echo)
+                          say=None if as_json else typer.echo, reset=reset, ask=ask)
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -104,13 +127,25 @@ def generate_census_cmd(
     seed: Annotated[int, typer.Option(help="random seed: same seed, same census")] = 1,
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("census.csv"),
     as_of: Annotated[str | None, typer.Option(help="reference day YYYY-MM-DD; default today (UTC)")] = None,
+    volumes: Annotated[bool, typer.Option("--volumes", help="also basic life, short- and long-term disability "
+                                                            "lines (LIFE-BASIC, STD-CORE, LTD-CORE) with benefit "
+                                                            "amounts, premiums and a few EOI holds")] = False,
+    id_prefix: Annotated[str, typer.Option(help="one to three letters starting every member id; give each "
+                                                "employer of an aggregated carrier file its own")] = "E",
 ) -> None:
     """Write a synthetic employer census (fake but well-formed values; never real people)."""
     from carrierfeeds.census.generate import generate_census, write_census_csv
 
     day = _parse_day(as_of) if as_of else _utcnow().date()
-    frame = generate_census(members, seed, as_of=day)
-    write_census_csv(frame, out)
+    with progress_display(f"generate-census {members} people", 2):
+        step("generate")
+        try:
+            frame = generate_census(members, seed, as_of=day, volumes=volumes, id_prefix=id_prefix)
+        except ValueError as exc:
+            _fail(ConfigError(str(exc), field="--id-prefix"), False)
+            return
+        step("write CSV")
+        write_census_csv(frame, out)
     typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
 
 
@@ -143,32 +178,76 @@ def validate(
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         # the day a run of this interval validates against (run.stages.validate: as_of=ref.interval_start)
         as_of = RunRef.for_day(feed_id, interval).interval_start
-        frame = read_census(census, bundle.schema)
-        tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
-        result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
-                                 source_name=census.name, plans=plan_catalogue(settings, bundle),
-                                 carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans))
+        with progress_display(f"validate {feed_id}", 4 if report else 3):
+            step("read census")
+            frame = read_census(census, bundle.schema)
+            tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
+            step("validate")
+            result = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
+                                     source_name=census.name, plans=plan_catalogue(settings, bundle),
+                                     carrier=CarrierRules.for_feed(bundle.mapping, bundle.feed.authorization.plans,
+                                                                   output_format=bundle.feed.output.format))
+            step("apply policy")
+            outcome = apply_policy(frame, result, bundle.feed.validation)
+            if not outcome.rejected:
+                result, outcome = _as_the_build_would(frame, result, outcome, bundle, as_of, tokenizer)
+            if report:
+                step("write report")
+                report.mkdir(parents=True, exist_ok=True, mode=0o700)
+                result.write_csv(report / "validation.csv")
+                result.write_html(report / "validation.html")
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
-    outcome = apply_policy(frame, result, bundle.feed.validation)
-    if report:
-        report.mkdir(parents=True, exist_ok=True, mode=0o700)
-        result.write_csv(report / "validation.csv")
-        result.write_html(report / "validation.html")
     data = {**result.to_dict(), "interval_start": as_of.isoformat(), "policy": bundle.feed.validation.policy,
             "rejected": outcome.rejected, "held_back_members": outcome.held_back_members}
     lines = [f"{census.name}: {result.rows} rows, {result.members} members, {result.families} families "
              f"(rules as of {as_of.isoformat()})",
              f"{len(result.findings)} finding(s) in {result.failed_rows} rows, {result.failed_families} families",
              *([f"left out as expected: {_by_reason(result.excluded)}"] if result.excluded else []),
-             *[f"  row {f.row:>7}  {f.member_token}  {f.column:<18} {f.rule:<28} {f.message}"
+             *[f"warning: {w}" for w in result.warnings],
+             *(["by rule:"] if result.rule_counts else []),
+             *[f"  {rule:<28} {n:>7}  {cols}" for rule, cols, n in result.by_rule()],
+             *[f"  row {f.row:>7}  {f.member_token}  {result.label(f.column):<18} {f.rule:<28} {f.message}"
+               + (f" (code in the file: {f.value!r})" if f.value is not None else "")
                for f in result.findings[:50]],
              *([f"  ... and {len(result.findings) - 50} more (see --report)"] if len(result.findings) > 50 else []),
              f"policy {bundle.feed.validation.policy}: {'REJECTED' if outcome.rejected else 'accepted'}"
              + (f" ({outcome.held_back_members} members held back)" if outcome.held_back_members else "")]
     _emit(data, as_json, lines)
     raise typer.Exit(ExitCode.REJECTED if outcome.rejected else ExitCode.OK)
+
+
+def _as_the_build_would(frame: Any, result: Any, outcome: Any, bundle: Any, as_of: Any, tokenizer: Any
+                        ) -> tuple[Any, Any]:
+    """The report and policy outcome once the run's build has seen the accepted rows: a census the build
+    refuses (a value the carrier's options need in a form the rules above do not check, such as an
+    e-mail address, an amount or a status code) fails the run, whatever the policy, so ``validate``
+    says so too: one more finding (the first row the build names, its column and rule) and a rejection."""
+    import dataclasses
+
+    import pandas as pd
+
+    from carrierfeeds.census.columns import ROW_NUMBER
+    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.errors import DataError
+    from carrierfeeds.validation import HEADER_ROW, Finding
+
+    try:
+        build_enrollment(outcome.accepted, bundle.feed, bundle.mapping, as_of=as_of)
+    except DataError as exc:
+        row = exc.row if exc.row is not None else HEADER_ROW
+        ids = frame.loc[frame[ROW_NUMBER] == row, "member_id"] if "member_id" in frame.columns else []
+        token = tokenizer.tokens(pd.Series(list(ids)[:1], dtype="str")).tolist()[0] if len(ids) else ""
+        rule = exc.rule or "build"
+        finding = Finding(row=row, member_token=token, column=exc.column or "", rule=rule,
+                          message=f"the run's build refuses the census here: {exc.message.split(': ', 1)[-1]}")
+        counts = dict(result.rule_counts)
+        counts[rule] = counts.get(rule, 0) + 1
+        result = dataclasses.replace(result, findings=(*result.findings, finding), rule_counts=counts,
+                                     failed_rows=result.failed_rows + 1)
+        outcome = dataclasses.replace(outcome, rejected=True, reason="the run's build refuses the census")
+    return result, outcome
 
 
 def _private_out(out: Path) -> Path:
@@ -213,7 +292,8 @@ def preview(
         bundle = load_bundle(settings, feed_id)
         as_of = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         folder = _private_out(out)
-        result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
+        with progress_display(f"preview {feed_id}", 5):
+            result = preview_files(settings, bundle, census, folder, as_of=as_of, full=full, now=_utcnow())
     except CarrierFeedsError as exc:
         _fail(exc, as_json)
         return
@@ -240,3 +320,49 @@ def preview(
     raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)
 
 
+
+
+@app.command("preview-aggregate")
+def preview_aggregate_cmd(
+    mapping_id: Annotated[str, typer.Argument(help="an aggregation mapping (file name without .yaml): one "
+                                                   "carrier file for every feed naming it")],
+    census: Annotated[list[str], typer.Option(help="FEED_ID=PATH, once per employer with a census tonight")],
+    out: Annotated[Path, typer.Option(help="folder for the file (created 0700; the file 0600, unencrypted)")],
+    full: Annotated[bool, typer.Option("--full", help="changes-mode mappings: every employer's full file "
+                                                      "(030) instead of its changes")] = False,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today (UTC)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="per employer: included or left out (by reason), "
+                                                         "members; the file's conformance verdict")] = False,
+) -> None:
+    """See tonight's aggregated carrier file: one interchange, one transaction set per employer.
+
+    Each employer's census is validated and built as its own feed would be; under the mapping's
+    ``on_employer_failure: isolate`` a rejected or unauthorised employer is left out and the others go.
+    Nothing is sent or recorded. Exit 0 when the gate passes (or there is nothing to send), 1 when an
+    employer's census is rejected under ``reject_all``, 2 on a usage or configuration error, 3 when the
+    gate fails or an employer has not authorised the carrier under ``reject_all``.
+    """
+    from carrierfeeds.run.aggregate import preview_aggregate
+
+    settings = Settings()
+    try:
+        pairs = dict(item.split("=", 1) for item in census if "=" in item)
+        if len(pairs) != len(census):
+            raise ConfigError("--census takes FEED_ID=PATH", field="--census")
+        as_of = _parse_day(day) if day else _utcnow().date()
+        folder = _private_out(out)
+        result = preview_aggregate(settings, mapping_id, {k: Path(v) for k, v in pairs.items()}, folder,
+                                   as_of=as_of, now=_utcnow(), full=full)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    lines = [f"PREVIEW carrier file {mapping_id}  interval {result['interval_start']}: nothing sent, nothing recorded"]
+    for e in result["employers"]:
+        lines.append(f"  {e['feed_id']}: {e['status']}" + (f" ({e['reason']})" if e["reason"] else
+                                                            f", {e['members']} members"))
+    for f in result["files"]:
+        lines += [f"file: {folder / f['name']}  ({f['bytes']} bytes, {f['transaction_sets']} transaction sets, "
+                  f"{f['members']} members)", f"conformance: {f['conformance']['verdict']}"]
+    lines.append("the file above holds member data unencrypted: delete it when done")
+    _emit(result, as_json, lines)
+    raise typer.Exit(ExitCode.OK if result["status"] in ("ok", RunStatus.NOTHING_TO_SEND) else ExitCode.REFUSED)

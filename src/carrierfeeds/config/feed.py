@@ -17,32 +17,41 @@ from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 class Authorization(_Model):
     """The employer's authorisation for this carrier to receive its members' data."""
 
-    effective_from: date
-    effective_to: date | None = None
+    effective_from: date = Field(description="the first day the carrier may receive the employer's data")
+    effective_to: date | None = Field(None, description="the last day it may (null: open); a run after it is refused")
     plans: tuple[str, ...] = Field(min_length=1, description="employer plan codes this carrier may see")
+    reference: str | None = Field(None, min_length=1, max_length=200,
+                                  description="the employer's document it rests on, e.g. \"MSA-2024-017 §4\" "
+                                              "(recorded in the ledger with the authorisation)")
 
     def covers(self, day: date) -> bool:
         return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
 
 
 class Employer(_Model):
-    id: str = Field(pattern=_ID)
-    name: str = Field(min_length=1, max_length=60)
+    id: str = Field(
+        pattern=_ID, description="short id of the employer (letters, digits, - and _), used in file names and "
+                                 "the ledger")
+    name: str = Field(
+        min_length=1, max_length=60, description="the employer's name as sent to the carrier (N102 of the sponsor)")
     tax_id: str = Field(pattern=r"^\d{9}$", description="FEIN, sent as the sponsor id (N104)")
-    contract_end: date | None = None
-    legal_hold: bool = False
+    contract_end: date | None = Field(
+        None, description="the last day of our contract with the employer; `purge` removes its data after retention")
+    legal_hold: bool = Field(
+        False, description="true: the employer's data is kept past its retention (`purge` skips it)")
 
 
 class Carrier(_Model):
-    id: str = Field(pattern=_ID)
-    name: str = Field(min_length=1, max_length=60)
+    id: str = Field(pattern=_ID, description="short id of the carrier (letters, digits, - and _), used in the ledger")
+    name: str = Field(min_length=1, max_length=60, description="the carrier's name, as printed on reports and the PDF")
     electronic: bool = Field(True, description="False: the carrier gets a printable fallback document")
 
 
 class LocalSource(_Model):
     kind: Literal["local"] = "local"
     path: str = Field(description="folder the employer's files land in, relative to the data directory")
-    pattern: str = "*.csv"
+    pattern: str = Field(
+        "*.csv", description="file name pattern (glob) in the folder; the newest matching regular file is read")
 
     @field_validator("pattern")
     @classmethod
@@ -60,7 +69,8 @@ class SftpSource(_Model):
     connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                                description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
     remote_dir: str = Field("/", description="the drop folder (absolute, or relative to the login folder)")
-    pattern: str = "*.csv"
+    pattern: str = Field(
+        "*.csv", description="file name pattern (glob) in remote_dir; the newest matching regular file is read")
     processed_dir: str | None = Field(
         None, description="server folder an accepted census is moved to; null: leave it where it is")
 
@@ -119,7 +129,7 @@ class ArrivalWindow(_Model):
 
 
 class CensusSpec(_Model):
-    source: CensusSource
+    source: CensusSource = Field(description="where the census file comes from: kind local, sftp or sql")
     schema_id: str = Field(pattern=_ID, description="name of a schemas/<schema_id>.yaml census schema")
     expected: ArrivalWindow | None = Field(
         None, description="when a new census is due; past it without one the feed is late (alert, ledger "
@@ -138,10 +148,13 @@ class EncryptionSpec(_Model):
 
     recipient_fingerprint: str = Field(pattern=_FPR, description="carrier's key, full 40-hex fingerprint")
     signer_fingerprint: str = Field(pattern=_FPR, description="our signing key, full 40-hex fingerprint")
-    armor: bool = False
-    compress_level: int = Field(1, ge=0, le=9)
-    suffix: str = Field(".pgp", pattern=r"^\.[A-Za-z0-9.]{1,10}$")
-    expiry_warning_days: int = Field(30, ge=0)
+    armor: bool = Field(
+        False, description="true: ASCII-armoured output (.asc) for a carrier that asks for it; false: binary")
+    compress_level: int = Field(1, ge=0, le=9, description="zlib level gpg compresses with before encrypting (0: none)")
+    suffix: str = Field(
+        ".pgp", pattern=r"^\.[A-Za-z0-9.]{1,10}$", description="added to the file name of the encrypted file")
+    expiry_warning_days: int = Field(
+        30, ge=0, description="`keys check` reports a pinned key as expiring this many days before it expires")
     recipient_user_id: str | None = Field(
         None, min_length=1, max_length=256,
         description="optional pin: one of the carrier key's user ids, exactly (e.g. 'EDI <edi@carrier.example>')")
@@ -158,7 +171,8 @@ class SftpDelivery(_Model):
     kind: Literal["sftp"] = "sftp"
     connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
                                description="Airflow connection id, or <keys_dir>/<id>.json under the CLI")
-    remote_dir: str = "/inbox"
+    remote_dir: str = Field(
+        "/inbox", description="folder on the carrier's server the file is uploaded to (temporary name, then renamed)")
 
 
 class LocalDelivery(_Model):
@@ -177,7 +191,10 @@ Delivery = Annotated[SftpDelivery | LocalDelivery | ManualDelivery, Field(discri
 
 
 class ValidationPolicy(_Model):
-    policy: Literal["reject", "quarantine", "threshold"] = "reject"
+    policy: Literal["reject", "quarantine", "threshold"] = Field(
+        "reject", description="reject: any finding rejects the file; quarantine: families with findings are held "
+                              "back and the rest go; threshold: reject when more than threshold_pct of the "
+                              "families fail, else quarantine")
     threshold_pct: float = Field(0.0, ge=0, le=100,
                                  description="with policy threshold: reject when more families fail")
 
@@ -210,7 +227,8 @@ class ReturnSourceSpec(_Model):
 class ReconciliationSpec(_Model):
     """Comparing what the carrier holds (its return file) with what we sent; off unless present."""
 
-    format: Literal["834", "csv", "fixed_width"] = "834"
+    format: Literal["834", "csv", "fixed_width"] = Field(
+        "834", description="the carrier's return file: an 834, or a CSV or fixed-width layout")
     layout: Literal["mapping"] | CsvFlatLayout | FixedWidthFlatLayout | None = Field(
         None, description="flat exports: 'mapping' (the carrier mapping's flatfile layout) or a layout inline")
     max_bytes: int = Field(512 << 20, ge=1, description="a return file larger than this is refused unread")
@@ -246,20 +264,27 @@ def _timezone_names() -> frozenset[str]:
 class Feed(_Model):
     """One employer's data to one carrier: what to read, how to map it, where it goes."""
 
-    feed_id: str = Field(pattern=_ID)
-    description: str = ""
-    employer: Employer
-    carrier: Carrier
+    feed_id: str = Field(
+        pattern=_ID, description="the feed's id: the file name without .yaml, and its name in the ledger and Airflow")
+    description: str = Field("", description="free text for people")
+    employer: Employer = Field(description="the employer whose census this feed reads")
+    carrier: Carrier = Field(description="the carrier that receives the file")
     authorization: Authorization
     schedule: str | None = Field("0 2 * * *", description="five-field cron expression, an Airflow preset "
                                  "(@daily, @hourly, ...), or null for manual runs")
-    timezone: str = "UTC"
-    census: CensusSpec
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the schedule, the run date and census.expected (America/New_York, ...)")
+    census: CensusSpec = Field(description="where the census comes from and which census schema reads it")
     mapping_id: str = Field(pattern=_ID, description="name of a mappings/<mapping_id>.yaml")
-    output: OutputSpec = OutputSpec()
+    output: OutputSpec = Field(
+        OutputSpec(), description="what is rendered: an X12 834, the carrier's flat file, or a printable PDF")
     encryption: EncryptionSpec
-    delivery: Delivery
-    validation: ValidationPolicy = ValidationPolicy()
+    delivery: Delivery = Field(
+        description="where the encrypted file goes: the carrier's SFTP server, a local folder, or a manual "
+                    "hand-off")
+    validation: ValidationPolicy = Field(
+        ValidationPolicy(), description="what a census with findings does: reject the file, quarantine the "
+                                        "families, or a threshold")
     notify: NotifySpec | None = None
     reconciliation: ReconciliationSpec | None = None
 

@@ -38,10 +38,33 @@ def _parse_with(loader_class: type[yaml.SafeLoader], text: str) -> tuple[yaml.No
     loader = loader_class(text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        except (ValueError, OverflowError) as exc:  # a date YAML reads as one but the calendar refuses
+            bad = _bad_scalar(node)
+            raise yaml.constructor.ConstructorError(
+                problem=f"{bad.value!r} is not a real date ({exc})" if bad is not None else str(exc),
+                problem_mark=bad.start_mark if bad is not None else None) from None
     finally:
         loader.dispose()
     return node, data
+
+
+def _bad_scalar(node: yaml.Node | None) -> yaml.ScalarNode | None:
+    """The first scalar in ``node`` that its tag's constructor refuses (2024-13-01 as a timestamp)."""
+    stack = [node]
+    while stack:
+        current = stack.pop(0)
+        if isinstance(current, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(current)
+            except (ValueError, OverflowError):
+                return current
+        elif isinstance(current, yaml.MappingNode):
+            stack += [part for pair in current.value for part in pair]
+        elif isinstance(current, yaml.SequenceNode):
+            stack += current.value
+    return None
 
 
 def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
@@ -111,6 +134,52 @@ def _allowed_keys(model: type[BaseModel], path: tuple[int | str, ...]) -> list[s
     return list(fields) if fields else []
 
 
+#: pydantic's error types in the project's words: what the field must be (``{name}`` from the error's ctx).
+_WORDS: dict[str, str] = {
+    "missing": "is required",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "string_type": "must be text (quote it in YAML)",
+    "string_too_short": "must have at least {min_length} character(s)",
+    "string_too_long": "must have at most {max_length} characters",
+    "string_pattern_mismatch": "is not in the expected form (pattern {pattern})",
+    "less_than_equal": "must be at most {le}", "less_than": "must be below {lt}",
+    "greater_than_equal": "must be at least {ge}", "greater_than": "must be above {gt}",
+    "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} items",
+    "literal_error": "must be one of {expected}", "enum": "must be one of {expected}",
+    "date_type": "must be a date (YYYY-MM-DD)", "date_parsing": "must be a date (YYYY-MM-DD)",
+    "date_from_datetime_parsing": "must be a date (YYYY-MM-DD)",
+    "datetime_type": "must be a date and time", "datetime_parsing": "must be a date and time",
+    "time_type": "must be a wall time (HH:MM)", "time_parsing": "must be a wall time (HH:MM)",
+    "dict_type": "must be a mapping of fields", "model_type": "must be a mapping of fields",
+    "model_attributes_type": "must be a mapping of fields",
+    "list_type": "must be a list", "set_type": "must be a list", "tuple_type": "must be a list",
+    "union_tag_invalid": "kind must be one of {expected_tags}",
+    "union_tag_not_found": "needs a kind (one of the kinds this field takes)",
+}
+
+
+def _in_our_words(err: Any) -> str:
+    """One pydantic error as the project says it: no "Value error, ", no "Input should be"."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error") or err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    words = _WORDS.get(kind)
+    if words is None:
+        return str(err["msg"])
+    try:
+        text = words.format(**ctx)
+    except (KeyError, IndexError):
+        return str(err["msg"])
+    if kind in ("literal_error", "enum") and isinstance(err.get("input"), str):
+        choices = [c.strip(" '\"") for c in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+        close = difflib.get_close_matches(err["input"], [c for c in choices if c], n=1)
+        text += f"; did you mean {close[0]!r}?" if close else ""
+    return text
+
+
 def load_model(model: type[M], path: Path) -> M:
     """Load YAML ``path`` into ``model``; every problem becomes one ConfigError listing them all."""
     try:
@@ -129,11 +198,11 @@ def load_model(model: type[M], path: Path) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors(include_url=False, include_input=False):
+        for err in exc.errors(include_url=False, include_input=True):
             loc = _clean_loc(model, tuple(err["loc"]))
             line = _line_of(node, loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
-            msg = err["msg"]
+            msg = _in_our_words(err)
             if err["type"] == "extra_forbidden":
                 close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(model, loc), n=1)
                 msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")

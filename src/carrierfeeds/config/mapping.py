@@ -16,13 +16,17 @@ from carrierfeeds.outputs.layouts import CsvFlatLayout, FixedWidthFlatLayout
 class EnvelopeIds(_Model):
     """Interchange and group ids (ISA05-08, GS02/GS03) and the usage indicator (ISA15)."""
 
-    sender_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
-    sender_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
-    receiver_qualifier: str = Field("ZZ", pattern=r"^[0-9A-Z]{2}$")
-    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$")
-    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
-    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$")
-    usage: Literal["T", "P"] = "T"
+    sender_qualifier: str = Field(
+        "ZZ", pattern=r"^[0-9A-Z]{2}$",
+        description="ISA05: qualifier of our sender id (ZZ mutually defined, 30 FEIN, ...)")
+    sender_id: str = Field(
+        pattern=r"^[0-9A-Z ]{1,15}$", description="ISA06: our sender id, as the carrier's companion guide gives it")
+    receiver_qualifier: str = Field(
+        "ZZ", pattern=r"^[0-9A-Z]{2}$", description="ISA07: qualifier of the carrier's receiver id")
+    receiver_id: str = Field(pattern=r"^[0-9A-Z ]{1,15}$", description="ISA08: the carrier's receiver id")
+    gs_sender: str = Field(pattern=r"^[0-9A-Z]{2,15}$", description="GS02: application sender code")
+    gs_receiver: str = Field(pattern=r"^[0-9A-Z]{2,15}$", description="GS03: application receiver code")
+    usage: Literal["T", "P"] = Field("T", description="ISA15: T test, P production")
     ta1_requested: bool = Field(
         False, description="ISA14: true asks the carrier for a TA1 interchange acknowledgment on every file")
 
@@ -30,14 +34,18 @@ class EnvelopeIds(_Model):
 class Party(_Model):
     """An N1 party: the payer (1000B) named by the mapping."""
 
-    name: str = Field(min_length=1, max_length=60)
-    id_qualifier: Literal["FI", "XV", "94"] = "FI"
-    id: str = Field(min_length=2, max_length=80)
+    name: str = Field(min_length=1, max_length=60, description="N102: the party's name")
+    id_qualifier: Literal["FI", "XV", "94"] = Field(
+        "FI", description="N103: FI federal tax id, XV CMS plan id, 94 code assigned by the organisation")
+    id: str = Field(min_length=2, max_length=80, description="N104: the party's id")
 
 
 class PlanCode(_Model):
-    insurance_line: Literal["HLT", "DEN", "VIS", "LIF", "ADD", "STD", "LTD", "EPO", "HMO", "PPO", "POS",
-                            "HSA", "FAC", "PDG", "MM", "AH", "AK", "AJ", "AG", "DCP", "PRA"]
+    insurance_line: Literal["AG", "AH", "AJ", "AK", "DCP", "DEN", "EPO", "FAC", "HE", "HLT", "HMO", "LTC", "LTD",
+                            "MM", "MOD", "PDG", "POS", "PPO", "PRA", "STD", "UR", "VIS",
+                            "LIF", "ADD", "HSA"] = Field(
+        description="HD03 (x12.codes.InsuranceLine); LIF, ADD and HSA are outside the 005010X220A1 list and "
+                    "need conformance.hd03_beyond_tr3")
     description: str = Field(min_length=1, max_length=50, description="HD04 plan coverage description")
     policy_number: str | None = Field(
         None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
@@ -48,8 +56,11 @@ class PlanCode(_Model):
 class ClientReporting(_Model):
     """REF*17 client reporting category: a fixed ``value``, or a census ``field`` on the allowlist."""
 
-    value: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$")
-    field: str | None = None
+    value: str | None = Field(
+        None, min_length=1, max_length=50, pattern=r"^[A-Z0-9][A-Z0-9 &'()+,\-./;?=]*$",
+        description="a fixed REF*17 value for every member (upper-case letters, digits and X12 basic punctuation)")
+    field: str | None = Field(
+        None, description="or: the canonical census field whose value is sent as REF*17 (must be allowlisted)")
 
     @field_validator("field")
     @classmethod
@@ -162,17 +173,19 @@ class SftpAckSource(_Model):
     """The carrier's SFTP response folder, reached with the same pinned-host-key endpoint files."""
 
     kind: Literal["sftp"] = "sftp"
-    connection_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    remote_dir: str = "/outbox"
-    pattern: str = "*"
+    connection_id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Airflow connection (or <keys_dir>/<id>.json under the CLI) of the carrier's server")
+    remote_dir: str = Field("/outbox", description="folder acknowledgments are read from")
+    pattern: str = Field("*", description="file name pattern (glob) of acknowledgment files")
 
 
 class LocalAckSource(_Model):
     """A folder on this machine the carrier's acknowledgments land in (relative to the data directory)."""
 
     kind: Literal["local"] = "local"
-    path: str
-    pattern: str = "*"
+    path: str = Field(description="folder under the data directory acknowledgments are read from")
+    pattern: str = Field("*", description="file name pattern (glob) of acknowledgment files")
 
 
 class AckSpec(_Model):
@@ -182,9 +195,12 @@ class AckSpec(_Model):
     carry its valid signature.
     """
 
-    source: Annotated[SftpAckSource | LocalAckSource, Field(discriminator="kind")]
-    encrypted: bool = False
-    signer_fingerprint: str | None = Field(None, pattern=_FPR)
+    source: Annotated[SftpAckSource | LocalAckSource, Field(
+        discriminator="kind", description="where the carrier's acknowledgments (999, TA1) arrive: kind sftp or local")]
+    encrypted: bool = Field(False, description="true: acknowledgments arrive PGP-encrypted to our key")
+    signer_fingerprint: str | None = Field(
+        None, pattern=_FPR,
+        description="the carrier's signing key (full fingerprint) an encrypted acknowledgment must be signed with")
     max_file_bytes: int = Field(64 << 20, ge=1, description="a file larger than this (as received) is set "
                                 "aside unread, recorded and alerted")
     max_decompressed_bytes: int = Field(64 << 20, ge=1, description="an encrypted file whose plaintext "
@@ -303,18 +319,67 @@ class ReportingCategory(_Model):
         return v
 
 
+# ---- Companion-guide depth: HD03 codes beyond the TR3 list, the per-file notice ------------------------
+
+
+class Conformance(_Model):
+    """What this carrier's guide asks beyond the 005010X220A1 code lists; the gate never waives anything
+    a mapping does not name here, and records every waiver it applies."""
+
+    hd03_beyond_tr3: tuple[Literal["LIF", "ADD", "HSA"], ...] = Field(
+        (), description="HD03 codes outside the TR3 list this carrier takes (its guide says so): pyx12's HD03 "
+                        "code-list error on exactly these is waived and counted; anything else still fails")
+
+
+class FileNotice(_Model):
+    """A human-readable companion summary of each file (counts by maintenance type, control numbers, the
+    file's sha256; never member data), written beside the 834 and recorded with the run."""
+
+    formats: tuple[Literal["json", "text"], ...] = Field(
+        ("json",), min_length=1, max_length=2, description="json, text or both")
+    file_name: str = Field("{file}.notice", description="the notice's name beside the file ({file}: the "
+                           "file's name); .json or .txt is appended per format")
+
+    @field_validator("file_name")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith(".") or "{file}" not in v:
+            raise ValueError("must be a plain file name containing {file}")
+        if set(re.findall(r"{(\w*)}", v)) != {"file"} or v.replace("{file}", "").count("{") + v.replace(
+                "{file}", "").count("}"):
+            raise ValueError("{file} is the only placeholder")
+        return v
+
+
+class Aggregation(_Model):
+    """A carrier aggregator's guide: one file for every employer whose feed names this mapping. One
+    interchange (ISA/GS) per file and one transaction set per employer, because the TR3 allows one sponsor
+    (Loop 1000A N1*P5) per ST; each employer's authorisation, allowlisted view and validation policy
+    still apply to its own set (carrierfeeds.run.aggregate)."""
+
+    on_employer_failure: Literal["isolate", "reject_all"] = Field(
+        "isolate", description="isolate: an employer whose census is rejected, or who has not authorised "
+                               "the carrier for the day, is left out (counted by reason) and the others go; "
+                               "reject_all: the whole file is refused")
+
+
 class CarrierMapping(_Model):
     """A carrier's companion guide, as data."""
 
-    mapping_id: str = Field(pattern=_ID)
-    carrier_name: str
+    mapping_id: str = Field(pattern=_ID, description="the mapping's id: the file name without .yaml")
+    carrier_name: str = Field(description="the carrier's name, for people")
     envelope: EnvelopeIds
     payer: Party
     group_number: str | None = Field(None, max_length=50, description="master policy number, sent as REF*38")
-    plans: dict[str, PlanCode] = Field(min_length=1)
-    coverage_levels: dict[str, CoverageLevelCode] = Field(default_factory=_default_coverage_levels)
+    plans: dict[str, PlanCode] = Field(
+        min_length=1, description="canonical plan code -> the carrier's insurance line (HD03), description (HD04) "
+                                  "and policy number")
+    coverage_levels: dict[str, CoverageLevelCode] = Field(
+        default_factory=_default_coverage_levels,
+        description="canonical coverage level (census coverage_level, any case) -> HD05 code")
     allowlist: tuple[str, ...] = Field(description="canonical census fields this carrier may receive")
-    full_file: FullFileSpec = FullFileSpec()
+    full_file: FullFileSpec = Field(
+        FullFileSpec(), description="the full file's maintenance type (INS03/HD01, 030) and BGN08 action code")
     mode: Literal["full", "changes"] = Field(
         "full", description="full: every run sends the full file (030); changes: only the changes "
                             "against the last delivered snapshot (021/001/024/025), full file on schedule")
@@ -335,7 +400,9 @@ class CarrierMapping(_Model):
         None, description="in changes mode, send the full audit file (030) on this weekday instead")
     acks: AckSpec | None = Field(None, description="where the carrier returns TA1/999 acknowledgments")
     ack_window_hours: int = Field(24, ge=1, description="an acknowledgment later than this is overdue")
-    name_max_length: int = Field(35, ge=10, le=60)
+    name_max_length: int = Field(
+        35, ge=10, le=60,
+        description="names longer than this are cut (NM103/NM104, unless the per-name limits are set)")
     last_name_max_length: int | None = Field(None, ge=1, le=60, description="NM103; default name_max_length")
     first_name_max_length: int | None = Field(None, ge=1, le=35, description="NM104; default name_max_length")
     name_case: Literal["upper", "as_is"] = Field(
@@ -368,6 +435,11 @@ class CarrierMapping(_Model):
         description="canonical census relationship -> the INS02 this carrier takes for it (EE must be 18); a "
                     "relationship not listed is refused by row")
     member_status: MemberStatus = Field(MemberStatus(), description="INS04-INS12 and status dates (all off)")
+    conformance: Conformance = Field(Conformance(), description="HD03 codes beyond the TR3 list (LIF, ADD, HSA)")
+    aggregation: Aggregation | None = Field(
+        None, description="one file for several employers (one ST per employer); off when absent")
+    notice: FileNotice | None = Field(None, description="a per-file notice (counts, control numbers, sha256; "
+                                                        "no member data) beside each file; off when absent")
 
     @field_validator("relationship_codes", mode="before")
     @classmethod
@@ -391,6 +463,17 @@ class CarrierMapping(_Model):
             off = [f for f in fields if f not in allow]
             if off:
                 raise ValueError(f"member_status.{setting} needs {off} on the allowlist (minimum necessary)")
+        return self
+
+    @model_validator(mode="after")
+    def _hd03_declared(self) -> CarrierMapping:
+        declared = set(self.conformance.hd03_beyond_tr3)
+        beyond = {code: line for code, p in self.plans.items()
+                  if (line := p.insurance_line) in ("LIF", "ADD", "HSA") and line not in declared}
+        if beyond:
+            raise ValueError(f"plans {sorted(beyond)} use HD03 {sorted(set(beyond.values()))}, outside the "
+                             "005010X220A1 list (pyx12 refuses them): name them in conformance.hd03_beyond_tr3 "
+                             "when the carrier's guide asks for them")
         return self
 
     @model_validator(mode="after")

@@ -34,8 +34,8 @@ class FixedWidthField(_Model):
     """One field of a fixed-width census record: 1-based ``start`` and ``width`` in characters."""
 
     column: str = Field(description="canonical census column")
-    start: int = Field(ge=1)
-    width: int = Field(ge=1)
+    start: int = Field(ge=1, description="1-based position of the field's first character")
+    width: int = Field(ge=1, description="the field's width in characters")
 
     @field_validator("column")
     @classmethod
@@ -50,7 +50,7 @@ class FixedWidthLayout(_Model):
     """A fixed-width census layout: fields by position; ``header_lines`` leading lines are skipped."""
 
     fields: tuple[FixedWidthField, ...] = Field(min_length=1)
-    header_lines: int = Field(0, ge=0, le=10)
+    header_lines: int = Field(0, ge=0, le=10, description="leading lines skipped before the first record")
     record_length: int | None = Field(None, ge=1, description="when set, every record is exactly this long")
 
     @model_validator(mode="after")
@@ -70,12 +70,16 @@ class FixedWidthLayout(_Model):
 class CensusSchema(_Model):
     """How one employer's file maps onto the canonical census, and which GX suite checks it."""
 
-    schema_id: str = Field(pattern=_ID)
-    format: Literal["csv", "xlsx", "fixed_width"] = "csv"
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    schema_id: str = Field(pattern=_ID, description="the schema's id: the file name without .yaml")
+    format: Literal["csv", "xlsx", "fixed_width"] = Field(
+        "csv", description="csv, xlsx (a workbook's sheet) or fixed_width (with the fixed_width layout)")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: the field separator (one character)")
     encoding: Literal["utf-8", "utf-8-sig", "cp1252", "utf-16", "auto"] = Field(
         "utf-8-sig", description="auto: by byte order mark (UTF-8, UTF-16), else strict UTF-8")
     sheet: str | None = Field(None, description="xlsx: the sheet to read; null: the first visible sheet")
+    header_row: int = Field(
+        1, ge=1, le=100, description="csv and xlsx: the 1-based row holding the headers (rows above it, such as "
+                                     "a title, are skipped); findings keep the file's own row numbers")
     fixed_width: FixedWidthLayout | None = Field(None, description="fixed_width: the record layout")
     max_bytes: int = Field(1 << 30, ge=1, description="a census file (or zip member) larger than this is refused")
     allow_zip: bool = Field(False, description="accept a zip holding exactly one census file")
@@ -86,9 +90,11 @@ class CensusSchema(_Model):
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> the employer's header (identity if absent)")
     relationship_codes: dict[str, Relationship] = Field(
-        default_factory=lambda: dict[str, Relationship]({"EE": "EE", "SP": "SP", "CH": "CH"}))
+        default_factory=lambda: dict[str, Relationship]({"EE": "EE", "SP": "SP", "CH": "CH"}),
+        description="the employer's relationship codes (any case) -> canonical EE, SP, CH, ...")
     gender_codes: dict[str, Gender] = Field(
-        default_factory=lambda: dict[str, Gender]({"M": "M", "F": "F", "U": "U"}))
+        default_factory=lambda: dict[str, Gender]({"M": "M", "F": "F", "U": "U"}),
+        description="the employer's gender codes (any case) -> M, F, U")
     plan_codes: dict[str, str] = Field(
         default_factory=dict, description="the employer's plan name -> canonical plan code (the code the "
                                           "feed's mapping names); a name not listed is kept as it is")
@@ -102,9 +108,12 @@ class CensusSchema(_Model):
         default_factory=dict, description="the employer's benefit status -> A, C, S, T (INS05)")
     event_reason_codes: dict[str, EventReason] = Field(
         default_factory=dict, description="the employer's event -> birth, marriage, divorce, ... (INS04)")
-    date_format: str = "%Y-%m-%d"
+    date_format: str = Field(
+        "%Y-%m-%d", description="strftime format of the census's dates (%m/%d/%Y, ...); validation warns when day "
+                                "and month may be swapped")
     suite: str = Field(description="Great Expectations suite file in schemas/")
-    dependent_age_limit: int = Field(26, ge=18, le=30)
+    dependent_age_limit: int = Field(
+        26, ge=18, le=30, description="the age at which a child's coverage ends (see dependent_coverage_ends)")
     dependent_coverage_ends: Literal["birthday", "end_of_month", "end_of_year"] = Field(
         "end_of_month", description="the latest day a child's coverage may end at the age limit: the birthday "
                                     "itself, the last day of its month, or the last day of its year")
@@ -166,6 +175,8 @@ class CensusSchema(_Model):
             raise ValueError("fixed_width (the layout) is required with format fixed_width, and only then")
         if self.sheet is not None and self.format != "xlsx":
             raise ValueError("sheet applies to format xlsx only")
+        if self.header_row != 1 and self.format == "fixed_width":
+            raise ValueError("header_row applies to csv and xlsx; fixed_width skips fixed_width.header_lines")
         return self
 
     def header_for(self, canonical: str) -> str:

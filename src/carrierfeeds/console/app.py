@@ -174,11 +174,14 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
             chain = chain_status(heads)
         except CarrierFeedsError as exc:
             chain = chain_status((), problem=exc.message)
+        from carrierfeeds.audit import disclosure_lines, feed_parties
+
         today = clock().date()
         seq, head = ledger().chain_head()
         return render(request, "audit.html", who, chain=chain, head_seq=seq, head_hash=head,
                       auths=ledger().authorisations(), since=(today.replace(day=1)).isoformat(),
-                      until=today.isoformat())
+                      until=today.isoformat(),
+                      disclosures=disclosure_lines(ledger(), parties=feed_parties(ledger())))
 
     @app.get("/audit/report", name="report")
     def report(request: Request, who: Who, since: date, until: date,
@@ -210,16 +213,19 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
 
     @app.get("/audit/member", response_class=HTMLResponse, name="member")
     def member(request: Request, who: Who, token: str = "") -> HTMLResponse:
+        from carrierfeeds.audit import member_deliveries
         from carrierfeeds.console.queries import find_member_token
 
-        problem, hits = None, None
+        problem, hits, deliveries = None, None, None
         if token:
             try:
                 hits = find_member_token(settings, token)
             except ValueError as exc:
                 problem = str(exc)
+            else:
+                deliveries = member_deliveries(ledger(), token)
         return render(request, "member.html", who, token=token if hits is not None else "", hits=hits,
-                      problem=problem, status_code=422 if problem else 200)
+                      deliveries=deliveries, problem=problem, status_code=422 if problem else 200)
 
     # ------------------------------------------------------------------------------ hand-offs
     @app.get("/handoffs", response_class=HTMLResponse, name="handoffs")
@@ -239,11 +245,11 @@ def create_app(settings: Settings, *, auth: Authorizer, secret: bytes | Callable
             raise HTTPException(status_code=403, detail="confirming a hand-off needs the edit permission")
         if not csrf_ok(key(), who.session, csrf):
             raise HTTPException(status_code=403, detail="missing or stale form token; reload the page")
-        now = clock()
+        if not method.strip() or not received_by.strip():
+            raise HTTPException(status_code=422, detail="say how the file was handed over and who received it")
         try:
-            record = the_ledger.confirm_handoff(delivery_id, by=who.name, method=method.strip(), now=now)
-            the_ledger.audit(actor=who.name, action="handoff_received_by", object_type="delivery",
-                             object_id=delivery_id, reason=received_by.strip() or None, now=now)
+            record = the_ledger.confirm_handoff(delivery_id, by=who.name, method=method.strip(),
+                                                received_by=received_by.strip(), now=clock())
         except UnknownRecord:
             raise HTTPException(status_code=404, detail="no such delivery") from None
         except CarrierFeedsError as exc:

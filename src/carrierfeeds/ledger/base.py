@@ -26,7 +26,7 @@ class Tx:
 
     def append(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         seq = self.seq + 1
-        content = {c: values.get(c) for c in m.hashed_columns(table)}
+        content = m.row_content(table, values)
         digest = row_hash(table.name, seq, content, self.head)
         self.conn.execute(sa.insert(table).values(**content, seq=seq, prev_hash=self.head, row_hash=digest))
         self.seq, self.head = seq, digest

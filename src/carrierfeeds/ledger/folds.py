@@ -144,7 +144,7 @@ def chain_rows(conn: Connection, name: str, table: sa.Table, id_col: str) -> Ite
         data = row._mapping
         yield ChainRow(table=name, row_id=str(data[id_col]), seq=int(data["seq"]),
                        prev_hash=str(data["prev_hash"]), row_hash=str(data["row_hash"]),
-                       content={c: data[c] for c in cols})
+                       content=m.row_content(table, data))
 
 
 
@@ -153,7 +153,7 @@ def authorisation_record(r: Any) -> AuthorisationRecord:
     return AuthorisationRecord(seq=r.seq, feed_id=r.feed_id, employer_id=r.employer_id,
                                carrier_id=r.carrier_id, plans=tuple(json.loads(r.plans)),
                                effective_from=r.effective_from, effective_to=r.effective_to,
-                               recorded_by=r.recorded_by, reason=r.reason, at=r.at)
+                               recorded_by=r.recorded_by, reason=r.reason, at=r.at, reference=r.reference)
 
 
 def audit_event_record(r: Any) -> AuditEvent:

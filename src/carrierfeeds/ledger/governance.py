@@ -58,9 +58,10 @@ class Governance(LedgerBase):
 
     def record_authorisation(self, *, feed_id: str, employer_id: str, carrier_id: str, plans: Sequence[str],
                              effective_from: date, effective_to: date | None, recorded_by: str, now: datetime,
-                             reason: str | None = None) -> AuthorisationRecord:
+                             reason: str | None = None, reference: str | None = None) -> AuthorisationRecord:
         """Record the employer's authorisation of a carrier for a feed; the feed's latest record is
-        returned instead of a new one when its content (parties, plans, dates) is the same."""
+        returned instead of a new one when its content (parties, plans, dates, and the employer's
+        document ``reference`` when there is one) is the same."""
         check_token("feed_id", feed_id, limit=128)
         check_token("employer_id", employer_id, limit=128)
         check_token("carrier_id", carrier_id, limit=128)
@@ -72,10 +73,13 @@ class Governance(LedgerBase):
             raise LedgerError("effective_to is before effective_from", details={"feed_id": feed_id})
         check_token("recorded_by", recorded_by, limit=128)
         check_text("reason", reason)
+        check_text("reference", reference, limit=200)
         check_aware("now", now)
         content = {"feed_id": feed_id, "employer_id": employer_id, "carrier_id": carrier_id,
                    "plans": plan_list, "effective_from": effective_from.isoformat(),
-                   "effective_to": effective_to.isoformat() if effective_to else None}
+                   "effective_to": effective_to.isoformat() if effective_to else None,
+                   # Only when given: an authorisation without one keeps the digest it always had.
+                   **({"reference": reference} if reference is not None else {})}
         digest = sha256_hex(canonical_json(content))
         t = m.authorisations
         with self._write() as tx:
@@ -85,7 +89,7 @@ class Governance(LedgerBase):
                 tx.append(t, {"feed_id": feed_id, "employer_id": employer_id, "carrier_id": carrier_id,
                               "plans": canonical_json(plan_list), "effective_from": effective_from,
                               "effective_to": effective_to, "content_sha256": digest,
-                              "recorded_by": recorded_by, "reason": reason, "at": now})
+                              "recorded_by": recorded_by, "reason": reason, "at": now, "reference": reference})
                 log.info("authorisation of carrier %s by employer %s for feed %s recorded", carrier_id,
                          employer_id, feed_id)
                 latest = tx.conn.execute(sa.select(t).where(t.c.seq == tx.seq)).one()
@@ -129,7 +133,7 @@ class Governance(LedgerBase):
                                  ciphertext_sha256=r.ciphertext_sha256, size=r.size,
                                  remote_path=r.remote_path, host_key_fingerprint=r.host_key_fingerprint,
                                  error_code=r.error_code, message=r.message, actor=r.actor, reason=r.reason,
-                                 at=r.at)
+                                 at=r.at, received_by=r.received_by)
                     for r in conn.execute(query)]
 
     def audit_events(self, *, since: datetime | None = None, until: datetime | None = None,

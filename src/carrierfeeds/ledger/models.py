@@ -185,6 +185,17 @@ def hashed_columns(table: sa.Table) -> list[str]:
             if c.name not in CHAIN_FIELDS and not (c.name == "id" and c.autoincrement is True)]
 
 
+#: Nullable columns added to a table after rows were written: a row's hash covers one only when the row
+#: holds a value in it, so every row written before the column existed keeps the hash it was chained with.
+LATE_COLUMNS: dict[str, frozenset[str]] = {}
+
+
+def row_content(table: sa.Table, values: Any) -> dict[str, Any]:
+    """The content a row's hash covers, from a mapping of its values (see ``LATE_COLUMNS``)."""
+    late = LATE_COLUMNS.get(table.name, frozenset())
+    return {c: values.get(c) for c in hashed_columns(table) if c not in late or values.get(c) is not None}
+
+
 # ------------------------------------------------------------ authorisations and retention (0002)
 authorisations = sa.Table(
     "authorisations", metadata,
@@ -278,3 +289,47 @@ resends = sa.Table(
 )
 
 AUDIT_TABLES.update({"resends": (resends, "resend_id")})
+
+
+# ------------------------------------------------------------ disclosures and hand-off receipts (0007)
+# What each delivery disclosed: the fields (the carrier's allowlist in effect and the census fields the
+# rendered file actually carries) and the sha256 of the feed, mapping, schema and suite files it ran under.
+disclosures = sa.Table(
+    "disclosures", metadata,
+    sa.Column("delivery_id", sa.String(32), sa.ForeignKey("deliveries.delivery_id"), primary_key=True),
+    sa.Column("allowlist", sa.Text(), nullable=False),
+    sa.Column("fields", sa.Text(), nullable=False),
+    sa.Column("feed_sha256", sa.String(64), nullable=False),
+    sa.Column("mapping_sha256", sa.String(64), nullable=False),
+    sa.Column("schema_sha256", sa.String(64), nullable=False),
+    sa.Column("suite_sha256", sa.String(64), nullable=False),
+    sa.Column("members", sa.Integer(), nullable=False),
+    #: The member index's shape: its tokens are split into 2**bits buckets by their leading bits.
+    sa.Column("index_bits", sa.Integer(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+)
+
+# Which members a delivery carried, by member token only (never a member id): one row per non-empty
+# bucket, each a base64 run of sorted 9-byte entries (the token's 8 bytes, the member's INS03 code index).
+# A token is looked up in one bucket per delivery (see ledger.disclosures): a large file is read one bucket at a time.
+disclosed_members = sa.Table(
+    "disclosed_members", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(32), sa.ForeignKey("deliveries.delivery_id"), nullable=False,
+              index=True),
+    sa.Column("bits", sa.Integer(), nullable=False),
+    sa.Column("bucket", sa.Integer(), nullable=False),
+    sa.Column("entries", sa.Text(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    *_chain_columns(),
+    sa.Index("ix_disclosed_members_bits_bucket", "bits", "bucket"),
+)
+
+authorisations.append_column(sa.Column("reference", sa.String(200), nullable=True))
+delivery_outcomes.append_column(sa.Column("received_by", sa.String(128), nullable=True))
+LATE_COLUMNS.update({"authorisations": frozenset({"reference"}),
+                     "delivery_outcomes": frozenset({"received_by"})})
+
+AUDIT_TABLES.update({"disclosures": (disclosures, "delivery_id"),
+                     "disclosed_members": (disclosed_members, "id")})

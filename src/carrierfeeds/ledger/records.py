@@ -356,6 +356,8 @@ class AuthorisationRecord:
     recorded_by: str
     reason: str | None
     at: datetime
+    #: The employer's document it rests on (e.g. "MSA-2024-017 §4"); None when the feed names none.
+    reference: str | None = None
 
     def covers(self, day: date) -> bool:
         return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
@@ -377,6 +379,8 @@ class OutcomeEvent:
     actor: str
     reason: str | None
     at: datetime
+    #: A manual hand-off's ``handed_off`` row: the person at the recipient who took the file.
+    received_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from carrierfeeds import __version__
 from carrierfeeds.ledger import models as m
 from carrierfeeds.ledger.acknowledgments import Acknowledgments
 from carrierfeeds.ledger.chain import ChainVerdict, canonical_json, walk_chain
 from carrierfeeds.ledger.connect import engine_for
+from carrierfeeds.ledger.disclosures import Disclosure, Disclosures, write_disclosure
 from carrierfeeds.ledger.folds import (
     chain_rows,
     count_attempts,
@@ -91,7 +93,7 @@ _THREAD_LOCKS_GUARD = threading.Lock()
 _IN_BATCH = 500
 
 
-class Ledger(Governance, Acknowledgments):
+class Ledger(Governance, Acknowledgments, Disclosures):
     """The delivery ledger on SQLite or PostgreSQL. Open it, ``upgrade()`` it, and share it across threads.
 
     Runs, control numbers, deliveries and hand-offs and the chain itself are here; the audit side
@@ -154,7 +156,9 @@ class Ledger(Governance, Acknowledgments):
             attempt = count_attempts(tx.conn, run_id) + 1
             tx.append(m.run_events, {"run_id": run_id, "kind": RunEventKind.RUN_ATTEMPT, "stage": None,
                                      "status": StageStatus.STARTED, "attempt": attempt, "actor": actor,
-                                     "detail": canonical_json({}), "error_code": None, "message": None,
+                                     # which carrierfeeds ran this attempt, for an auditor reading it later
+                                     "detail": canonical_json({"version": __version__}), "error_code": None,
+                                     "message": None,
                                      "at": now})
             record = read_run(tx.conn, run_id)
         if record is None:  # cannot happen: written in this very transaction
@@ -376,9 +380,11 @@ class Ledger(Governance, Acknowledgments):
     def record_delivery_intent(self, *, run_id: str, feed_id: str, interval_start: date,
                                payload_sha256: str, file_name: str, isa13: int, gs06: int, st02: int,
                                recipient_fingerprint: str, member_counts: Mapping[str, int],
-                               transport: str, now: datetime) -> DeliveryRecord:
+                               transport: str, now: datetime,
+                               disclosure: Disclosure | None = None) -> DeliveryRecord:
         """Record that a file is about to be sent; returns the existing record for the same
-        (feed, interval, payload) instead of a second one."""
+        (feed, interval, payload) instead of a second one. ``disclosure`` (what the file disclosed, see
+        ``ledger.disclosures``) is recorded with a new intent, in its transaction."""
         check_token("feed_id", feed_id, limit=128)
         check_day("interval_start", interval_start)
         check_sha256("payload_sha256", payload_sha256)
@@ -408,6 +414,8 @@ class Ledger(Governance, Acknowledgments):
                               "recipient_fingerprint": recipient_fingerprint,
                               "member_counts": canonical_json(counts), "transport": transport,
                               "created_at": now})
+                if disclosure is not None:
+                    write_disclosure(tx, existing, disclosure, now)
                 log.info("delivery %s intent: feed %s interval %s isa13 %09d", existing, feed_id,
                          interval_start, isa13)
             records = fold_deliveries(tx.conn, t.c.delivery_id == existing)
@@ -475,9 +483,11 @@ class Ledger(Governance, Acknowledgments):
         """Deliveries waiting for a person: latest outcome ``pending_handoff``, oldest first."""
         return self.deliveries(feed_id=feed_id, status=DeliveryStatus.PENDING_HANDOFF)
 
-    def confirm_handoff(self, delivery_id: str, *, by: str, method: str, now: datetime) -> DeliveryRecord:
+    def confirm_handoff(self, delivery_id: str, *, by: str, method: str, received_by: str,
+                        now: datetime) -> DeliveryRecord:
         """A person handed a pending file over: append outcome ``handed_off`` (actor ``by``, reason
-        ``method``) and audit event ``handoff_confirmed``, in one transaction.
+        ``method``, ``received_by`` the person at the recipient who took it) and audit event
+        ``handoff_confirmed``, in one transaction.
 
         UnknownRecord for an unknown id; LedgerError when the delivery is not pending a hand-off
         (already confirmed, or an electronic delivery).
@@ -485,6 +495,7 @@ class Ledger(Governance, Acknowledgments):
         check_token("delivery_id", delivery_id, limit=64)
         check_token("by", by, limit=128)
         check_token("method", method, limit=64)
+        check_token("received_by", received_by, limit=128)
         check_aware("now", now)
         d = m.deliveries
         with self._write() as tx:
@@ -500,7 +511,7 @@ class Ledger(Governance, Acknowledgments):
             tx.append(m.delivery_outcomes, {
                 "delivery_id": delivery_id, "status": DeliveryStatus.HANDED_OFF, "ciphertext_sha256": None,
                 "size": None, "remote_path": None, "host_key_fingerprint": None, "error_code": None, "message": None,
-                "actor": by, "reason": method, "at": now})
+                "actor": by, "reason": method, "at": now, "received_by": received_by})
             tx.append(m.audit_events, {
                 "actor": by, "action": "handoff_confirmed", "object_type": "delivery", "object_id": delivery_id,
                 "reason": method, "detail": canonical_json({"feed_id": record.feed_id, "isa13": record.isa13}),

@@ -33,7 +33,7 @@ from typing import Final, Literal
 
 import pandas as pd
 
-from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.census.columns import RELATIONSHIP_INS02, ROW_NUMBER
 from carrierfeeds.changes import ChangeSet
 from carrierfeeds.config import CarrierMapping
 from carrierfeeds.enrollment import Enrollment
@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 FORMULA_CHARS: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
 NEUTRALISER: Final[str] = "'"
 
-_RELATIONSHIP: Final[dict[str, str]] = {"18": "EE", "01": "SP", "19": "CH"}
+#: INS02 -> the canonical relationship of the same meaning (EE, SP, CH, DP, SC, ...); an INS02 with none
+#: (a carrier's own choice beyond the table) is written as the INS02 code itself, never dropped.
+_RELATIONSHIP: Final[dict[str, str]] = {code: rel for rel, code in RELATIONSHIP_INS02.items()}
 _NOT_PRINTABLE = r"[^\x20-\x7e]"
 
 
@@ -107,7 +109,8 @@ def _row_numbers(table: pd.DataFrame, mask: pd.Series) -> list[int]:
 def _field_values(table: pd.DataFrame, field: str) -> pd.Series:
     if field == "relationship":
         base = table["ins02"] if "ins02" in table.columns else pd.Series("", index=table.index, dtype=object)
-        return base.astype(str).map(_RELATIONSHIP).fillna("").astype(object)
+        codes = base.fillna("").astype(str)
+        return codes.map(_RELATIONSHIP).fillna(codes).astype(object)
     if field == "hd01" and "hd01" not in table.columns and "ins03" in table.columns:
         return table["ins03"].astype(str).astype(object)
     if field in table.columns:

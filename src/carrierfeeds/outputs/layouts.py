@@ -18,9 +18,10 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Fields a layout may name: the 834 view's columns (see :mod:`carrierfeeds.enrollment`), the
-#: maintenance columns of a change set, and ``relationship`` (EE/SP/CH, derived from INS02). The value
-#: is the census field each carries (None: derived from configuration and the diff alone); a layout
-#: may name a field only when that census field is on the carrier's allowlist.
+#: maintenance columns of a change set, and ``relationship`` (EE, SP, CH, DP, ...: INS02 read back
+#: through census.columns.RELATIONSHIP_INS02). The value is the census field each carries (None:
+#: derived from configuration and the diff alone); a layout may name a field only when that census
+#: field is on the carrier's allowlist.
 FIELD_SOURCES: Final[dict[str, str | None]] = {
     "member_id": "member_id", "subscriber_id": "subscriber_id",
     "ins01": "relationship", "ins02": "relationship", "relationship": "relationship",
@@ -74,11 +75,16 @@ class _Column(_Model):
     stays empty unless ``""`` is a key); ``overflow`` says what a value longer than the column does.
     """
 
-    field: str | None = None
-    value: Printable | None = None
-    date_format: str | None = None
-    codes: dict[str, Printable] | None = None
-    overflow: Literal["error", "truncate"] = "error"
+    field: str | None = Field(
+        None, description="the 834 view field printed in this column (its census source must be allowlisted)")
+    value: Printable | None = Field(None, description="or: a constant printed in every record")
+    date_format: str | None = Field(
+        None, description="date fields: %Y %m %d %y and literal text (default: the layout's date_format)")
+    codes: dict[str, Printable] | None = Field(
+        None, description="translates values to the carrier's codes; a value not listed is refused by row (validate "
+                          "finds it first)")
+    overflow: Literal["error", "truncate"] = Field(
+        "error", description="a value longer than the column: error (refused by row) or truncate")
 
     @field_validator("field")
     @classmethod
@@ -126,8 +132,8 @@ class _Column(_Model):
 class CsvColumn(_Column):
     """A CSV column; ``header`` is its header cell (default: the field name); ``max_length`` optional."""
 
-    header: Printable | None = None
-    max_length: int | None = Field(None, ge=1, le=10_000)
+    header: Printable | None = Field(None, description="the column's header cell (default: the field name)")
+    max_length: int | None = Field(None, ge=1, le=10_000, description="a longer value is refused or cut (overflow)")
 
     @field_validator("header")
     @classmethod
@@ -143,10 +149,11 @@ class FixedColumn(_Column):
     """A fixed-width column: ``length`` characters from ``start`` (1-based; default: right after the
     previous column; a gap is filled with spaces), ``justify``-ed and padded with ``pad``."""
 
-    length: int = Field(ge=1, le=10_000)
-    start: int | None = Field(None, ge=1)
-    justify: Literal["left", "right"] = "left"
-    pad: str = Field(" ", min_length=1, max_length=1)
+    length: int = Field(ge=1, le=10_000, description="the column's width in characters")
+    start: int | None = Field(
+        None, ge=1, description="1-based start position (default: right after the previous column)")
+    justify: Literal["left", "right"] = Field("left", description="left or right justify the value in the column")
+    pad: str = Field(" ", min_length=1, max_length=1, description="the character a short value is padded with")
 
     @field_validator("pad")
     @classmethod
@@ -156,7 +163,7 @@ class FixedColumn(_Column):
 
 class _LayoutBase(_Model):
     date_format: str = Field("%Y%m%d", description="how date fields are written (CCYYMMDD by default)")
-    line_ending: Literal["crlf", "lf"] = "crlf"
+    line_ending: Literal["crlf", "lf"] = Field("crlf", description="record separator: crlf or lf")
     file_name: str = Field("{feed}_{control}_{date}.txt",
                            description="fields: feed, control, date, sender, receiver; must hold {control}")
 
@@ -205,12 +212,15 @@ class CsvFlatLayout(_LayoutBase):
 
     kind: Literal["csv"] = "csv"
     columns: tuple[CsvColumn, ...] = Field(min_length=1)
-    header: bool = True
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote_char: str = Field('"', min_length=1, max_length=1)
+    header: bool = Field(True, description="true: the first record holds the column headers")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="field separator (one character)")
+    quote_char: str = Field(
+        '"', min_length=1, max_length=1, description="quote character of cells holding the delimiter or itself")
     quoting: Literal["minimal", "all"] = Field("minimal", description="minimal: quote only cells that "
                                                                       "need it; all: quote every cell")
-    file_name: str = "{feed}_{control}_{date}.csv"
+    file_name: str = Field(
+        "{feed}_{control}_{date}.csv",
+        description="file name template: {feed}, {control}, {date}, {sender}, {receiver}")
 
     @model_validator(mode="after")
     def _distinct_separators(self) -> CsvFlatLayout:
@@ -231,7 +241,8 @@ class FixedWidthFlatLayout(_LayoutBase):
 
     kind: Literal["fixed-width"] = "fixed-width"
     columns: tuple[FixedColumn, ...] = Field(min_length=1)
-    record_length: int | None = Field(None, ge=1, le=100_000)
+    record_length: int | None = Field(
+        None, ge=1, le=100_000, description="when set, every record is exactly this long (columns must fit)")
 
     @model_validator(mode="after")
     def _positions(self) -> FixedWidthFlatLayout:

@@ -34,7 +34,13 @@ from reportlab.platypus import Table, TableStyle
 from carrierfeeds.config import Feed
 from carrierfeeds.enrollment import Enrollment
 from carrierfeeds.files import open_private
-from carrierfeeds.x12.codes import IndividualRelationship, MaintenanceType
+from carrierfeeds.x12.codes import (
+    CoverageLevel,
+    EmploymentStatus,
+    IndividualRelationship,
+    InsuranceLine,
+    MaintenanceType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,20 @@ MAINTENANCE_LABELS: Final[dict[str, str]] = {
     MaintenanceType.REINSTATEMENT.value: "Reinstate",
     MaintenanceType.AUDIT_OR_COMPARE.value: "Audit",
 }
+#: The maintenance types in words, for the legend.
+MAINTENANCE_WORDS: Final[dict[str, str]] = {
+    MaintenanceType.ADDITION.value: "add: a new member or coverage",
+    MaintenanceType.CANCELLATION.value: "terminate: the coverage ends (TERMINATED lines are shaded and marked)",
+    MaintenanceType.CHANGE.value: "change: the member's details or coverage changed",
+    MaintenanceType.REINSTATEMENT.value: "reinstate: a terminated coverage is restored",
+    MaintenanceType.AUDIT_OR_COMPARE.value: "audit: the full roster, every member as now covered",
+}
+#: The change kinds of the "changes since the last roster" section, in print order.
+CHANGE_KINDS: Final[tuple[tuple[str, str], ...]] = (
+    (MaintenanceType.ADDITION.value, "Add"), (MaintenanceType.CANCELLATION.value, "Termination"),
+    (MaintenanceType.CHANGE.value, "Change"), (MaintenanceType.REINSTATEMENT.value, "Reinstatement"))
+TERMINATED: Final[str] = "TERMINATED"
+CHANGES_TITLE: Final[str] = "Changes since the last roster"
 DEFAULT_TITLE: Final[str] = "Enrollment changes"
 ROSTER_TITLE: Final[str] = "Full enrollment roster"
 
@@ -110,6 +130,10 @@ class _Column:
     text: Callable[[Mapping[str, str]], str]
     sample: str | None = None
     weight: float = 1.0
+    least: str = ""  # a shared column is at least as wide as this text
+
+    def least_width(self) -> float:
+        return max(40.0, float(stringWidth(self.least, FONT, TABLE_FONT_SIZE)) + 2 * CELL_PAD + 1)
 
     def fixed_width(self) -> float | None:
         if self.sample is None:
@@ -130,8 +154,40 @@ def _address(r: Mapping[str, str]) -> str:
     return _join(street, place, sep="\n")
 
 
+def _terminated(r: Mapping[str, str]) -> bool:
+    """A termination: the member (INS03) or this coverage (HD01) ends."""
+    return MaintenanceType.CANCELLATION.value in (r.get("ins03", ""), r.get("hd01", ""))
+
+
 def _plan(r: Mapping[str, str]) -> str:
-    return _join(r.get("hd03", ""), r.get("hd04", ""))
+    # The word survives black-and-white printing, where the shading may not.
+    plan = _join(r.get("hd03", ""), r.get("hd04", ""))
+    return _join(TERMINATED, plan, sep="\n") if _terminated(r) else plan
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ").lower()
+
+
+def _legend(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(what, codes in words) for the codes this document prints: maintenance types, coverage levels,
+    insurance lines, employment statuses and roles."""
+    def used(column: str) -> list[str]:
+        return sorted(set(table[column].fillna("").astype(str)) - {""}) if column in table.columns else []
+
+    levels = {m.value: _words(m.name) for m in CoverageLevel}
+    lines = {m.value: _words(m.name) for m in InsuranceLine}
+    statuses = {m.value: _words(m.name) for m in EmploymentStatus}
+    kinds = sorted(set(used("ins03")) | set(used("hd01")))
+    out = [("Action (maintenance type)", "; ".join(f"{c} {MAINTENANCE_WORDS.get(c, '')}" for c in kinds)),
+           ("Level (coverage level)", "; ".join(f"{c} {levels.get(c, '')}" for c in used("hd05"))),
+           ("Plan (insurance line)", "; ".join(f"{c} {lines.get(c, '')}" for c in used("hd03"))),
+           ("Empl. (employment status)", "; ".join(f"{c} {statuses.get(c, '')}"
+                                                   for c in used("employment_status"))),
+           ("Role", "Subscriber: the employee; Spouse; Child; other dependents by their relationship"
+            if "ins02" in table.columns else ""),
+           ("Sex", "F female; M male; U unknown" if "gender" in table.columns else "")]
+    return [(what, text) for what, text in out if text]
 
 
 def _action(r: Mapping[str, str]) -> str:
@@ -156,7 +212,7 @@ COLUMNS: Final[tuple[_Column, ...]] = (
     _Column("Empl.", ("employment_status",), True, lambda r: r.get("employment_status", ""), sample="FT"),
     _Column("Hire date", ("hire_date",), True, lambda r: _day(r.get("hire_date", "")), sample=_DATE),
     _Column("Action", ("ins03",), False, _action, sample=_ACTION_SAMPLE),
-    _Column("Plan", ("hd03", "hd04"), False, _plan, weight=1.0),
+    _Column("Plan", ("hd03", "hd04"), False, _plan, weight=1.0, least=TERMINATED),
     _Column("Level", ("hd05",), False, lambda r: r.get("hd05", ""), sample="EMP1"),
     _Column("Start", ("coverage_start",), False, lambda r: _day(r.get("coverage_start", "")), sample=_DATE),
     _Column("End", ("coverage_end",), False, lambda r: _day(r.get("coverage_end", "")), sample=_DATE),
@@ -186,7 +242,7 @@ def _widths(columns: Sequence[_Column], usable: float) -> list[float]:
     fixed = [c.fixed_width() for c in columns]
     left = usable - sum(w for w in fixed if w is not None)
     weights = sum(c.weight for c, w in zip(columns, fixed, strict=True) if w is None)
-    flex = [max(40.0, left * c.weight / weights) if weights else 0.0 for c in columns]
+    flex = [max(c.least_width(), left * c.weight / weights) if weights else 0.0 for c in columns]
     widths = [w if w is not None else f for w, f in zip(fixed, flex, strict=True)]
     # Only when the page cannot hold every fixed column at its width (never with today's columns).
     scale = min(1.0, usable / sum(widths))
@@ -202,6 +258,7 @@ class _Line:
     family_start: bool
     member_start: bool
     subscriber: bool
+    terminated: bool = False
 
 
 def _wrap(text: str, width: float) -> str:
@@ -224,7 +281,7 @@ def _wrap(text: str, width: float) -> str:
 
 
 def _lines(table: pd.DataFrame, columns: Sequence[_Column], widths: Sequence[float]) -> list[_Line]:
-    present = [c for c in table.columns if any(c in col.sources for col in columns)]
+    present = [c for c in table.columns if any(c in col.sources for col in columns) or c in ("ins03", "hd01")]
     # Column names of the view are strings; pandas types record keys as Hashable.
     records = cast(list[dict[str, str]], table[present].astype(str).to_dict("records")) if present else [
         {} for _ in range(len(table))]
@@ -241,7 +298,7 @@ def _lines(table: pd.DataFrame, columns: Sequence[_Column], widths: Sequence[flo
         cells = tuple(_wrap(col.text(record), width - 2 * CELL_PAD) if member_start or not col.person else ""
                       for col, width in zip(columns, widths, strict=True))
         height = max(1, *(c.count("\n") + 1 for c in cells)) * LEADING + 2 * CELL_PAD
-        out.append(_Line(cells, height, family_start, member_start, ins01[i] == "Y"))
+        out.append(_Line(cells, height, family_start, member_start, ins01[i] == "Y", _terminated(record)))
     return out
 
 
@@ -345,7 +402,8 @@ def _counts(enrollment: Enrollment) -> list[tuple[str, str]]:
 
 
 def _cover(canvas: Canvas, enrollment: Enrollment, *, feed: Feed, interval_start: date, control_id: str,
-           created: datetime, title: str, columns: Sequence[_Column], pages: int) -> None:
+           created: datetime, title: str, columns: Sequence[_Column], pages: int,
+           changes: tuple[str, str] | None, legend: Sequence[tuple[str, str]]) -> None:
     width, height = PAGE_SIZE
     canvas.setFont(BOLD, 22)
     canvas.drawString(MARGIN, height - MARGIN - 32, title)
@@ -361,6 +419,7 @@ def _cover(canvas: Canvas, enrollment: Enrollment, *, feed: Feed, interval_start
         ("Control id", control_id),
         ("Generated", created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         *_counts(enrollment),
+        *([changes] if changes is not None else []),
         ("Pages", str(pages)),
     ]
     label_w, value_w = 170.0, 310.0
@@ -372,6 +431,7 @@ def _cover(canvas: Canvas, enrollment: Enrollment, *, feed: Feed, interval_start
         ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.lightgrey),
     ]
     _draw_table(canvas, data, [label_w, value_w], heights, style, height - MARGIN - 72)
+    _draw_legend(canvas, legend, top=height - MARGIN - 72 - sum(heights) - 22, width=label_w + value_w)
 
     # Right-hand column: what the table shows, and the hand-off record a person fills in.
     x = MARGIN + label_w + value_w + 30
@@ -399,19 +459,64 @@ def _cover(canvas: Canvas, enrollment: Enrollment, *, feed: Feed, interval_start
         canvas.line(x + 90, y - 2, width - MARGIN, y - 2)
 
 
-def render_fallback_pdf(enrollment: Enrollment, *, feed: Feed, interval_start: date, control_id: str,
-                        created: datetime, title: str = DEFAULT_TITLE) -> bytes:
-    """The enrollment as a printable PDF (landscape letter): cover page, then the family-grouped table.
+def _draw_legend(canvas: Canvas, legend: Sequence[tuple[str, str]], *, top: float, width: float) -> None:
+    """The codes this document prints, in words, under the cover's facts."""
+    if not legend:
+        return
+    y = top
+    canvas.setFont(BOLD, 11)
+    canvas.drawString(MARGIN, y, "What the codes mean")
+    for what, text in legend:
+        lines = simpleSplit(text, FONT, 9, width - 150)
+        y -= 12
+        canvas.setFont(BOLD, 9)
+        canvas.drawString(MARGIN, y, what)
+        canvas.setFont(FONT, 9)
+        for i, line in enumerate(lines):
+            if i:
+                y -= 11
+            canvas.drawString(MARGIN + 150, y, line)
 
+
+def change_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a change view that are changes (add, termination, change, reinstatement), each with
+    its kind in ``change`` (the member's INS03: a plan change stays together as one member's change, its
+    ended coverage marked TERMINATED), in :data:`CHANGE_KINDS` order and otherwise in the view's
+    (family) order."""
+    if "ins03" not in table.columns or not len(table):
+        return table.iloc[0:0].assign(change="")
+    kind = table["ins03"].astype(str)
+    order = {code: i for i, (code, _) in enumerate(CHANGE_KINDS)}
+    rank = kind.map(order)
+    keep = rank.notna()
+    words = dict(CHANGE_KINDS)
+    out = table[keep.to_numpy()].assign(change=kind[keep].map(words), _rank=rank[keep])
+    return out.sort_values("_rank", kind="stable").drop(columns="_rank")
+
+
+#: Columns of the changes section besides the kind of change: who, which coverage, from and to when.
+_CHANGE_LABELS: Final[tuple[str, ...]] = ("Member ID", "Role", "Name", "Plan", "Level", "Start", "End")
+_CHANGE_COLUMN = _Column("Change", ("change",), False, lambda r: r.get("change", ""), sample="Reinstatement")
+
+
+def render_fallback_pdf(enrollment: Enrollment, *, feed: Feed, interval_start: date, control_id: str,
+                        created: datetime, title: str = DEFAULT_TITLE,
+                        changes: Enrollment | None = None) -> bytes:
+    """The enrollment as a printable PDF (landscape letter): cover page with a legend of the codes, the
+    family-grouped table (terminations shaded and marked TERMINATED), then the changes since the last
+    roster (adds, terminations, changes, reinstatements) when there are any.
+
+    The changes come from ``changes`` (the diff the run computed against the carrier's snapshot, for a
+    full roster) or, without it, from the document's own change lines (a change file is that diff).
     Pure: no clock, no I/O; the same arguments give the same bytes. ``created`` (timezone-aware) is
     printed on the cover and stamped as the PDF's creation date.
     """
     return _render(enrollment, feed=feed, interval_start=interval_start, control_id=control_id,
-                   created=created, title=title)[0]
+                   created=created, title=title, changes=changes)[0]
 
 
 def _render(enrollment: Enrollment, *, feed: Feed, interval_start: date, control_id: str,
-            created: datetime, title: str) -> tuple[bytes, int]:
+            created: datetime, title: str, changes: Enrollment | None = None) -> tuple[bytes, int]:
     if created.tzinfo is None or created.utcoffset() is None:
         raise ValueError("created must be timezone-aware")
     columns = printed_columns(enrollment.table)
@@ -426,44 +531,46 @@ def _render(enrollment: Enrollment, *, feed: Feed, interval_start: date, control
 
     lines = _lines(enrollment.table, columns, widths)
     pages = _paginate(lines, capacity)
-    page_count = 1 + len(pages)
+    changed = change_rows((changes if changes is not None else enrollment).table)
+    change_columns = (_CHANGE_COLUMN, *(c for c in printed_columns(changed) if c.label in _CHANGE_LABELS))
+    change_widths = _widths(change_columns, width - 2 * MARGIN)
+    change_pages = (_paginate(_lines(changed, change_columns, change_widths), capacity - _SECTION)
+                    if len(changed) else [])
+    page_count = 1 + len(pages) + len(change_pages)
+    roster = set(enrollment.table.get("ins03", pd.Series(dtype=str)).astype(str)) <= {
+        MaintenanceType.AUDIT_OR_COMPARE.value}
+    by_kind = changed["change"].value_counts() if len(changed) else pd.Series(dtype=int)
+    summary = ", ".join(f"{int(by_kind.get(word, 0)):,} {word.lower()}" for _, word in CHANGE_KINDS) + " lines"
+    where = (f" (page {page_count})" if len(change_pages) == 1 else
+             f" (pages {2 + len(pages)}-{page_count})" if change_pages else "")
+    changes_fact = ((CHANGES_TITLE, summary + where if changes is not None or not roster else
+                     "not compared: no earlier roster was given for this document"))
 
     buffer = io.BytesIO()
     canvas = _FixedCanvas(buffer, created=created, title=f"{title}: {feed.feed_id} {interval_start.isoformat()}",
                           subject=f"{feed.employer.name} to {feed.carrier.name}, control {control_id}")
     running = (f"{title}  |  {feed.employer.name} to {feed.carrier.name}  |  feed {feed.feed_id}  |  "
                f"interval {interval_start.isoformat()}  |  control {control_id}")
+    section_running = running
     codes: list[str] = (sorted(set(enrollment.table["ins03"].astype(str)))
                         if "ins03" in enrollment.table.columns else [])
     if len(codes) == 1:
         running += f"  |  every line: {_action({'ins03': str(codes[0])})}"
     _cover(canvas, enrollment, feed=feed, interval_start=interval_start, control_id=control_id,
-           created=created, title=title, columns=columns, pages=page_count)
+           created=created, title=title, columns=columns, pages=page_count, changes=changes_fact,
+           legend=_legend(pd.concat([enrollment.table, changed], ignore_index=True)))
     _frame(canvas, running, 1, page_count)
     canvas.showPage()
     for number, page in enumerate(pages, start=2):
-        data = [header, *[list(x.cells) for x in page]]
-        heights = [header_h, *[x.height for x in page]]
-        style: list[tuple[Any, ...]] = [
-            ("FONT", (0, 0), (-1, 0), BOLD, TABLE_FONT_SIZE),
-            ("FONT", (0, 1), (-1, -1), FONT, TABLE_FONT_SIZE),
-            ("LEADING", (0, 0), (-1, -1), LEADING),
-            ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("LEFTPADDING", (0, 0), (-1, -1), CELL_PAD), ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PAD),
-            ("TOPPADDING", (0, 0), (-1, -1), CELL_PAD - 1), ("BOTTOMPADDING", (0, 0), (-1, -1), CELL_PAD),
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#D9D9D9")),
-            ("LINEBELOW", (0, 0), (-1, 0), 1, colors.black),
-            ("BOX", (0, 0), (-1, -1), 0.5, colors.black),
-        ]
-        for i, x in enumerate(page, start=1):
-            if x.subscriber:
-                style.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#EAF0F8")))
-            if x.family_start and i > 1:
-                style.append(("LINEABOVE", (0, i), (-1, i), 1.2, colors.black))
-            elif x.member_start and i > 1:
-                style.append(("LINEABOVE", (0, i), (-1, i), 0.4, colors.grey))
-        _draw_table(canvas, data, widths, heights, style, top)
+        _draw_page(canvas, header, header_h, page, widths, top)
         _frame(canvas, running, number, page_count)
+        canvas.showPage()
+    change_header = [c.label for c in change_columns]
+    for number, page in enumerate(change_pages, start=2 + len(pages)):
+        canvas.setFont(BOLD, 12)
+        canvas.drawString(MARGIN, top - 12, f"{CHANGES_TITLE}: {summary}")
+        _draw_page(canvas, change_header, header_h, page, change_widths, top - _SECTION)
+        _frame(canvas, section_running, number, page_count)
         canvas.showPage()
     canvas.save()
     out = buffer.getvalue()
@@ -472,13 +579,47 @@ def _render(enrollment: Enrollment, *, feed: Feed, interval_start: date, control
     return out, page_count
 
 
+#: Room above a section's table for its title.
+_SECTION: Final[float] = 22.0
+
+
+def _draw_page(canvas: Canvas, header: list[str], header_h: float, page: Sequence[_Line],
+               widths: Sequence[float], top: float) -> None:
+    """One page of a table: header row, then its lines; subscribers shaded, terminations shaded red (and
+    marked TERMINATED in the plan cell), a rule above each family."""
+    data = [header, *[list(x.cells) for x in page]]
+    heights = [header_h, *[x.height for x in page]]
+    style: list[tuple[Any, ...]] = [
+        ("FONT", (0, 0), (-1, 0), BOLD, TABLE_FONT_SIZE),
+        ("FONT", (0, 1), (-1, -1), FONT, TABLE_FONT_SIZE),
+        ("LEADING", (0, 0), (-1, -1), LEADING),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), CELL_PAD), ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PAD),
+        ("TOPPADDING", (0, 0), (-1, -1), CELL_PAD - 1), ("BOTTOMPADDING", (0, 0), (-1, -1), CELL_PAD),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#D9D9D9")),
+        ("LINEBELOW", (0, 0), (-1, 0), 1, colors.black),
+        ("BOX", (0, 0), (-1, -1), 0.5, colors.black),
+    ]
+    for i, x in enumerate(page, start=1):
+        if x.terminated:
+            style.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#F2C4C4")))
+        elif x.subscriber:
+            style.append(("BACKGROUND", (0, i), (-1, i), colors.HexColor("#EAF0F8")))
+        if x.family_start and i > 1:
+            style.append(("LINEABOVE", (0, i), (-1, i), 1.2, colors.black))
+        elif x.member_start and i > 1:
+            style.append(("LINEABOVE", (0, i), (-1, i), 0.4, colors.grey))
+    _draw_table(canvas, data, widths, heights, style, top)
+
+
 def fallback_file_name(feed: Feed, interval_start: date, control_id: str) -> str:
     """A PHI-free file name: feed, control id and interval day."""
     return f"{feed.feed_id}_{control_id}_{interval_start:%Y%m%d}.pdf"
 
 
 def write_fallback_pdf(enrollment: Enrollment, out: Path, *, feed: Feed, interval_start: date,
-                       control_id: str, created: datetime, title: str | None = None) -> FallbackDocument:
+                       control_id: str, created: datetime, title: str | None = None,
+                       changes: Enrollment | None = None) -> FallbackDocument:
     """Render and write ``out`` (0600, temp name then rename); the pipeline's one call for a ``pdf`` feed.
 
     Without ``title``: "Full enrollment roster" when every line is maintenance type 030, else
@@ -488,7 +629,7 @@ def write_fallback_pdf(enrollment: Enrollment, out: Path, *, feed: Feed, interva
         codes = set(enrollment.table["ins03"].astype(str)) if "ins03" in enrollment.table.columns else set()
         title = ROSTER_TITLE if codes <= {MaintenanceType.AUDIT_OR_COMPARE.value} else DEFAULT_TITLE
     data, pages = _render(enrollment, feed=feed, interval_start=interval_start, control_id=control_id,
-                               created=created, title=title)
+                          created=created, title=title, changes=changes)
     with open_private(out) as fh:
         fh.write(data)
         fh.flush()

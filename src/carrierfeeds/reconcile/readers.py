@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 import pandas as pd
 
+from carrierfeeds.census.columns import RELATIONSHIP_INS02
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.errors import DataError
 from carrierfeeds.outputs.flatfile import FORMULA_CHARS, NEUTRALISER
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 ReturnFormat = Literal["834", "csv", "fixed_width"]
 #: Return files larger than this are refused unless the feed's ``reconciliation.max_bytes`` says otherwise.
 DEFAULT_MAX_BYTES: Final[int] = 512 << 20
-_RELATIONSHIP_CODES: Final[dict[str, str]] = {"EE": "18", "SP": "01", "CH": "19"}
+_RELATIONSHIP_CODES: Final[dict[str, str]] = dict(RELATIONSHIP_INS02)
 _DATE_GROUPS: Final[dict[str, str]] = {"%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{2})", "%d": r"(?P<d>\d{2})",
                                        "%y": r"(?P<y>\d{2})"}
 _DIRECTIVE = re.compile(r"%.")

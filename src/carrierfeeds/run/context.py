@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import JsonValue
 
+from carrierfeeds import progress
 from carrierfeeds.credentials import Connections, KeysDirConnections
 from carrierfeeds.errors import CarrierFeedsError
 from carrierfeeds.files import open_private
@@ -205,6 +206,7 @@ def open_run(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
 def recorded_stage(ctx: RunContext, stage: Stage) -> Iterator[dict[str, Any]]:
     """Record a stage's start and outcome in the ledger; the yielded dict becomes its PHI-free detail."""
     detail: dict[str, Any] = {}
+    progress.step(stage)
     # What the previous stage freed, now that its frames are gone (at its own end they were still alive).
     release_memory()
     ctx.ledger.record_stage(ctx.run_id, stage, "started", now=ctx.now())

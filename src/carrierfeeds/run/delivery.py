@@ -14,6 +14,7 @@ from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 from carrierfeeds.ledger import DeliveryRecord
 from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.run.context import RunContext
+from carrierfeeds.run.disclosure import staged_disclosure
 from carrierfeeds.run.state import DeliveryState, RunState
 from carrierfeeds.transport.base import RemoteFile, Transport
 
@@ -76,6 +77,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
     cipher = ctx.fetch(made.cipher_name)  # its name checked before any row is written
     counts = built.counts
     transaction_sets = state.gate.transaction_sets if state.gate is not None else None
+    disclosure = None if existing is not None else staged_disclosure(ctx)
     intent = existing or ctx.ledger.record_delivery_intent(
         run_id=ctx.run_id, feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start,
         payload_sha256=built.payload_sha256, file_name=built.file_name + feed.encryption.suffix,
@@ -85,7 +87,7 @@ def deliver_once(ctx: RunContext, detail: dict[str, Any], *, transport: Transpor
                        **({k: v for k, v in counts.items() if k.startswith("ins03_")}
                           or {"ins03_030": counts["members"]}),
                        **({"transaction_sets": transaction_sets} if transaction_sets is not None else {})},
-        transport=feed.delivery.kind, now=ctx.now())
+        transport=feed.delivery.kind, now=ctx.now(), disclosure=disclosure)
     transport = transport or make_transport(ctx)
     if same_bytes_again:
         return _force_resend(ctx, intent, transport, cipher, str(force_reason), detail)

@@ -60,6 +60,8 @@ class GateVerdict:
     transaction_sets: int | None = None
     #: pyx12 read the whole file or a sample of it (834 only, once the structure passed).
     pyx12: str | None = None
+    #: pyx12 errors waived under the mapping's conformance.hd03_beyond_tr3 (HD03 LIF/ADD/HSA), counted.
+    waived: int = 0
 
     @property
     def passed(self) -> bool:
@@ -179,12 +181,20 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                                                        for piece_path in targets[len(children):]]
             report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
             del ends
+            waivable: set[str] = set(bundle.mapping.conformance.hd03_beyond_tr3)
+            beyond = hd03_beyond_tr3(data) if waivable else set()
         unsound = _unsound_834(report, members, detail)
         if unsound is not None:
             return unsound
         verdicts = ([child.verdict() for child in children] if several
                     else [validate_with_pyx12(targets[0], with_999=False)])
     ok = all(v.ok for v in verdicts)
+    waived = 0
+    if not ok and waivable:
+        ok, waived = _waive_hd03(verdicts, beyond, waivable)
+        if waived:
+            # Never silent: the ledger's gate detail says which codes and how many pyx12 errors.
+            detail.update(pyx12_waived=waived, hd03_beyond_tr3=",".join(sorted(beyond)))
     detail.update(pyx12="sample" if sampled else "full", pyx12_ok=ok,
                   pyx12_segments=sum(v.segments for v in verdicts))
     if not ok:
@@ -205,7 +215,36 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
         return GateVerdict(format="x12-834", check="structure+pyx12", error=error, problems=len(errors),
                            first=first, segments=report.segment_count, pyx12="sample" if sampled else "full")
     return GateVerdict(format="x12-834", check="structure+pyx12", segments=report.segment_count,
-                       transaction_sets=report.transaction_sets, pyx12="sample" if sampled else "full")
+                       transaction_sets=report.transaction_sets, pyx12="sample" if sampled else "full",
+                       waived=waived)
+
+
+def hd03_beyond_tr3(data: Any) -> set[str]:
+    """The HD03 codes in an 834 that are outside the 005010X220A1 list (LIF, ADD, HSA, or anything else)."""
+    import re
+
+    from carrierfeeds.x12.codes import HD03_BEYOND_TR3, InsuranceLine, values
+
+    tr3 = values(InsuranceLine) - HD03_BEYOND_TR3
+    e, t = re.escape(bytes(data[3:4])), re.escape(bytes(data[105:106]))
+    found = {m.decode("ascii", "replace") for m in re.findall(rb"(?:^|" + t + rb")\s*HD" + e + rb"[^" + e + t
+                                                                + rb"]*" + e + rb"[^" + e + t + rb"]*" + e
+                                                                + rb"([^" + e + t + rb"]*)", data)}
+    return found - tr3
+
+
+def _waive_hd03(verdicts: list[Any], beyond: set[str], waivable: set[str]) -> tuple[bool, int]:
+    """pyx12 passes after the mapping's declared waiver when every error it found is HD03's code list and
+    every HD03 code outside the TR3 list in the file is one the mapping names (conformance.hd03_beyond_tr3);
+    else nothing is waived. Returns (ok, errors waived)."""
+    errors = [e for v in verdicts for e in v.errors]
+    if not errors or not beyond or not beyond <= waivable:
+        return False, 0
+    if any(not v.ok and not v.errors for v in verdicts):
+        return False, 0
+    if any((e.segment_id, e.element) != ("HD", "HD03") for e in errors):
+        return False, 0
+    return True, len(errors)
 
 
 def _unsound_834(report: ConformanceReport, members: int, detail: dict[str, Any]) -> GateVerdict | None:

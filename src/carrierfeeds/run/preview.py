@@ -10,11 +10,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from carrierfeeds.errors import CensusRejected, TransientError
+from carrierfeeds import progress
+from carrierfeeds.errors import CensusRejected, ConfigError, TransientError
 from carrierfeeds.files import write_private
 from carrierfeeds.run.gate import GateVerdict, check_file
 from carrierfeeds.run.render import RenderedFile, render_file
-from carrierfeeds.run.stages import diff_for_day
+from carrierfeeds.run.stages import diff_for_day, roster_changes
 from carrierfeeds.settings import FeedBundle, Settings, plan_catalogue
 
 
@@ -28,18 +29,24 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     from carrierfeeds.census.readers import read_census
     from carrierfeeds.census.tokens import KEY_BYTES, MemberTokenizer
     from carrierfeeds.changes import SnapshotStore, keeps_snapshot
-    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.enrollment import Enrollment, build_enrollment
     from carrierfeeds.validation import CarrierRules, apply_policy, validate_census
 
     feed, mapping = bundle.feed, bundle.mapping
+    if mapping.aggregation is not None:  # what the run does: never a file of this employer alone
+        raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} (mapping "
+                          "aggregation): preview that file with `carrierfeeds preview-aggregate`", field="mapping_id")
+    progress.step("read census")
     frame = read_census(census, bundle.schema)
     key_file = settings.resolved_token_key_file
     # Tokens only label findings; without the deployment's key a throwaway one is used, never written.
     tokenizer = (MemberTokenizer.from_key_file(key_file) if key_file.is_file()
                  else MemberTokenizer(os.urandom(KEY_BYTES)))
+    progress.step("validate")
     report = validate_census(frame, bundle.suite_path, bundle.schema, tokenizer, as_of=as_of,
                              source_name=census.name, plans=plan_catalogue(settings, bundle),
-                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans))
+                             carrier=CarrierRules.for_feed(mapping, feed.authorization.plans,
+                                                           output_format=feed.output.format))
     outcome = apply_policy(frame, report, feed.validation)
     validation = {"rows": report.rows, "members": report.members, "failed_rows": report.failed_rows,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members,
@@ -48,17 +55,24 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
         raise CensusRejected(f"census would be rejected under policy {feed.validation.policy!r}: "
                              f"{report.failed_rows} failing rows (run `carrierfeeds validate` for the report)",
                              file=census.name, details=validation)
+    progress.step("build")
     enrollment = build_enrollment(outcome.accepted, feed, mapping, as_of=as_of)
     members_by_type: dict[str, int] = {mapping.full_file.maintenance_type: enrollment.member_count}
+    coverages_by_type: dict[str, int] = {mapping.full_file.maintenance_type: enrollment.coverage_count}
     action: str = mapping.full_file.bgn08
     full_file, base_rows = True, None
+    roster: Enrollment | None = None  # a PDF roster's changes since the last one
     if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
         base = SnapshotStore.for_settings(settings).load(feed.feed_id)  # read only: never staged or advanced
         base_rows = None if base is None else len(base)
         change_set = diff_for_day(bundle, enrollment, base, held_back=outcome.held_back_member_ids, day=as_of,
                                   full_file=full or mapping.mode == "full")
+        roster = roster_changes(bundle, enrollment, base, change_set, held_back=outcome.held_back_member_ids,
+                                day=as_of)
         full_file = change_set.full_file
         enrollment, members_by_type = change_set.enrollment, dict(change_set.members_by_type)
+        if not change_set.full_file:
+            coverages_by_type = dict(change_set.coverages_by_type)
         action = mapping.full_file.bgn08 if change_set.full_file else "2"
     result: dict[str, Any] = {
         "feed_id": feed.feed_id, "interval_start": as_of.isoformat(), "preview": True, "sent": False,
@@ -70,13 +84,28 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     number, source = peek_control_number(settings, mapping.envelope.sender_id, mapping.envelope.receiver_id)
     control = {"isa13": number, "gs06": number, "st02": number, "placeholder": True,
                "note": f"preview placeholder ({source}); the real run allocates its own"}
+    progress.step("render")
     rendered = render_file(bundle, enrollment, action=action, isa13=number, gs06=number, st02=number, created=now,
-                           day=as_of, folder=folder, write=write_private)
+                           day=as_of, folder=folder, write=write_private, changes=roster)
+    progress.step("conformance")
     verdict = check_file(rendered.path, bundle, payload_sha256=rendered.sha256, members=enrollment.member_count,
                          records=rendered.records, pyx12_max_members=settings.pyx12_max_members, scratch=folder,
                          detail={})
     entry = _account(rendered, verdict)
     entry.update(members=enrollment.member_count, members_by_type=members_by_type, control_numbers=control)
+    if mapping.notice is not None:
+        from carrierfeeds.outputs.notice import file_notice, notice_files
+
+        notice = file_notice(
+            feed_id=feed.feed_id, carrier=mapping.carrier_name, employer=feed.employer.name,
+            file_name=rendered.file_name, file_format=rendered.format, sha256=rendered.sha256, size=rendered.size,
+            isa13=number, gs06=number, st02=number, interval_start=as_of, created=now, full_file=full_file,
+            members=enrollment.member_count, subscribers=enrollment.subscriber_count,
+            members_by_type=members_by_type, coverages_by_type=coverages_by_type, excluded=dict(enrollment.excluded))
+        written = notice_files(mapping.notice, rendered.file_name, notice)
+        for name, data in written:
+            write_private(folder / name, [data])
+        entry["notice"] = [name for name, _ in written]
     result["files"] = [entry]
     result["status"] = "ok" if verdict.passed else "conformance_failed"
     return result
@@ -88,6 +117,8 @@ def _account(rendered: RenderedFile, verdict: GateVerdict) -> dict[str, Any]:
                                    "first": verdict.first}
     if verdict.pyx12 is not None:
         conformance["pyx12"] = verdict.pyx12
+    if verdict.waived:
+        conformance["pyx12_waived"] = verdict.waived  # HD03 codes the mapping names beyond the TR3 list
     entry: dict[str, Any] = {"name": rendered.file_name, "format": rendered.format, "bytes": rendered.size,
                              "sha256": rendered.sha256}
     if rendered.pages is not None:

@@ -43,11 +43,14 @@ def hash_only(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
 
 
 def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa13: int, gs06: int, st02: int,
-                created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "") -> RenderedFile:
+                created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "",
+                changes: Enrollment | None = None) -> RenderedFile:
     """Render ``enrollment`` as the feed's output format into ``folder`` through ``write``.
 
     ``action`` is BGN08 (the full file's code, or ``2`` for changes); ``created`` the numbers' allocation
-    time (the run) or now (the preview). A PDF is written by its renderer under ``pdf_prefix`` + its name.
+    time (the run) or now (the preview). A PDF is written by its renderer under ``pdf_prefix`` + its name, with
+    ``changes`` (a PDF roster's changes since the last roster, :func:`carrierfeeds.run.stages.roster_changes`)
+    listed in it.
     """
     from carrierfeeds.config import Party
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
@@ -63,7 +66,7 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
         file_name = fallback_file_name(feed, day, control_id)
         out = folder / f"{pdf_prefix}{file_name}"
         doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=day, control_id=control_id,
-                                 created=created)
+                                 created=created, changes=changes)
         return RenderedFile(out, file_name, "pdf", doc.sha256, doc.size, pages=doc.pages)
     if feed.output.format == "flatfile":
         # The carrier's own CSV or fixed-width layout over the same view; the control number names it.

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from carrierfeeds.errors import (
     CarrierFeedsError,
     CensusRejected,
+    ConfigError,
     ConformanceFailed,
     NotAuthorized,
     PermanentError,
     Refused,
     TransientError,
 )
-from carrierfeeds.files import sha256_file
+from carrierfeeds.files import sha256_file, write_private
 from carrierfeeds.ledger.records import SENT_STATUSES
 from carrierfeeds.outcomes import status_for
 from carrierfeeds.run.context import (
@@ -183,7 +184,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         # With the carrier's rules: whatever the build could not take is refused here, by row and rule.
-        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans)
+        carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans,
+                                        output_format=ctx.bundle.feed.output.format)
         report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
                                                   as_of=ctx.ref.interval_start, source_name=source_name,
                                                   plans=plan_catalogue(ctx.settings, ctx.bundle), carrier=carrier)
@@ -244,11 +246,18 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
 
     feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
     with recorded_stage(ctx, "build") as detail:
+        if mapping.aggregation is not None:
+            # The carrier's guide wants one file for all its employers: a file of this employer alone is
+            # never sent. The aggregate's own run (ledger rows per employer) is not built yet.
+            raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} "
+                              "(mapping aggregation): it is sent only within that file; see "
+                              "`carrierfeeds preview-aggregate`", field="mapping_id")
         # The authority every file is sent under; a no-op unless the feed's authorisation changed.
         ctx.ledger.record_authorisation(
             feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
             plans=feed.authorization.plans, effective_from=feed.authorization.effective_from,
-            effective_to=feed.authorization.effective_to, recorded_by=ctx.actor, now=ctx.now())
+            effective_to=feed.authorization.effective_to, recorded_by=ctx.actor, now=ctx.now(),
+            reference=feed.authorization.reference)
         if not feed.authorization.covers(ctx.ref.interval_start):
             raise NotAuthorized(f"employer {feed.employer.id} has not authorised carrier {feed.carrier.id} "
                                 f"for {ctx.ref.interval_start.isoformat()}",
@@ -257,8 +266,9 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
+        roster: Enrollment | None = None  # a PDF roster's changes since the last one
         if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
-            enrollment, action, change_counts = _diff_for_run(
+            enrollment, action, change_counts, roster = _diff_for_run(
                 ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
@@ -268,16 +278,19 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
             checked = sent.delivery_id if sent is not None and sent.status in SENT_STATUSES else None
             if checked is not None:
-                _require_same_members(ctx, enrollment, action, checked)
+                _require_same_members(ctx, enrollment, action, checked, changes=roster)
             resend = ctx.ledger.allocate_resend(
                 run_id=ctx.run_id, sender_id=mapping.envelope.sender_id, receiver_id=mapping.envelope.receiver_id,
                 actor=ctx.actor, reason=resend_reason, now=ctx.now())
             if resend is not None:
                 if resend.replaces_delivery_id != checked:
-                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id)
+                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, changes=roster)
                 interchange = resend
-        rendered = _render(ctx, enrollment, action, interchange)
+        rendered = _render(ctx, enrollment, action, interchange, changes=roster)
+        _stage_disclosure(ctx, enrollment)
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
+        if mapping.notice is not None:
+            detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
         counts = {"members": enrollment.member_count, "subscribers": enrollment.subscriber_count,
                   "coverages": enrollment.coverage_count, **{f"excluded_{k}": v for k, v in
                                                              enrollment.excluded.items()}, **change_counts,
@@ -295,8 +308,17 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
 
 
+def _stage_disclosure(ctx: RunContext, enrollment: Enrollment) -> None:
+    """What the rendered file discloses (fields, config hashes, member tokens), for deliver to record."""
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.run.disclosure import disclosure_for, stage_disclosure
+
+    tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
+    stage_disclosure(ctx, disclosure_for(ctx.settings, ctx.bundle, enrollment, tokenizer))
+
+
 def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange, *,
-            keep: bool = True) -> RenderedFile:
+            keep: bool = True, changes: Enrollment | None = None) -> RenderedFile:
     """Render the feed's file under ``interchange``'s control numbers and allocation time. Kept (run
     folder and staging store) unless ``keep`` is False, when only its hash is wanted (an 834 or PDF
     resend's same-members check; a flat file's resend is its delivered bytes, never rendered again)."""
@@ -304,7 +326,7 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     rendered = render_file(ctx.bundle, enrollment, action=action, isa13=interchange.isa13, gs06=interchange.gs06,
                            st02=interchange.st02, created=interchange.created_at, day=ctx.ref.interval_start,
                            folder=ctx.run_dir, write=partial(_write_kept, ctx) if keep else hash_only,
-                           pdf_prefix="" if keep else ".check.")
+                           pdf_prefix="" if keep else ".check.", changes=changes)
     if pdf and keep:
         ctx.keep(rendered.path)  # the 834 and the flat file are kept as they are written
     elif pdf:
@@ -312,7 +334,44 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
     return rendered
 
 
-def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None) -> None:
+def _write_notice(ctx: RunContext, enrollment: Enrollment, rendered: RenderedFile, interchange: Interchange,
+                  change_counts: dict[str, Any]) -> dict[str, str]:
+    """The mapping's per-file notice (counts, control numbers, sha256; no member data) written beside the
+    file in the run folder and kept in the staging store; its names and hashes, for the ledger's detail."""
+    from carrierfeeds.outputs.notice import file_notice, notice_digest, notice_files
+
+    feed, mapping = ctx.bundle.feed, ctx.bundle.mapping
+    assert mapping.notice is not None  # noqa: S101 - the caller checks
+    full = not change_counts or bool(change_counts.get("full_file"))
+    by_type = {k[6:]: int(v) for k, v in change_counts.items() if k.startswith("ins03_")}
+    lines = {k[5:]: int(v) for k, v in change_counts.items() if k.startswith("hd01_")}
+    audit = mapping.full_file.maintenance_type
+    notice = file_notice(
+        feed_id=feed.feed_id, carrier=mapping.carrier_name, employer=feed.employer.name,
+        file_name=rendered.file_name, file_format=rendered.format, sha256=rendered.sha256, size=rendered.size,
+        isa13=interchange.isa13, gs06=interchange.gs06, st02=interchange.st02, interval_start=ctx.ref.interval_start,
+        created=interchange.created_at, full_file=full, members=enrollment.member_count,
+        subscribers=enrollment.subscriber_count,
+        members_by_type=by_type or {audit: enrollment.member_count},
+        coverages_by_type=lines if not full else {audit: enrollment.coverage_count},
+        excluded=dict(enrollment.excluded))
+    files = notice_files(mapping.notice, rendered.file_name, notice)
+    for name, data in files:
+        write_private(ctx.run_dir / name, [data])
+        ctx.keep(ctx.run_dir / name, phi=False)
+    return notice_digest(mapping.notice, files)
+
+
+def _notice_names(ctx: RunContext) -> list[str]:
+    """The run's per-file notices (PHI-free), kept in the staging store after the run like its state."""
+    from carrierfeeds.outputs.notice import notice_names
+
+    notice, built = ctx.bundle.mapping.notice, ctx.state().built
+    return notice_names(notice, built.file_name) if notice is not None and built is not None else []
+
+
+def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None, *,
+                          changes: Enrollment | None = None) -> None:
     """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
     it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
     replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
@@ -321,7 +380,7 @@ def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, 
     if replaced is None or earlier is None:
         raise Refused("the delivery a forced resend replaces is not in the ledger",
                       details={"delivery_id": replaces})
-    if _render(ctx, enrollment, action, earlier, keep=False).sha256 != replaced.payload_sha256:
+    if _render(ctx, enrollment, action, earlier, keep=False, changes=changes).sha256 != replaced.payload_sha256:
         raise Refused(
             f"a forced resend sends the delivered members again under new control numbers, but the census, "
             f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "
@@ -355,10 +414,32 @@ def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame 
         plan_change=mapping.plan_change, pending_terms=mapping.mode == "changes")
 
 
+#: The changes listed beside a PDF roster are not sent: no retro window limits what they show.
+_LISTED_ONLY_RETRO_DAYS = 36_500
+
+
+def roster_changes(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame | None, change_set: ChangeSet,
+                   *, held_back: Iterable[str], day: date) -> Enrollment | None:
+    """For a PDF roster (a full file of a ``pdf`` feed with a snapshot to compare), its changes since the
+    last roster: the change file the same view would make against the same snapshot, listed for the
+    clerk (:func:`carrierfeeds.outputs.pdf.render_fallback_pdf`); None otherwise. Pure: the same base
+    gives the same list, so a rerun or a resend renders the same PDF."""
+    from carrierfeeds.changes import diff_against_snapshot
+
+    if bundle.feed.output.format != "pdf" or not change_set.full_file or base is None:
+        return None
+    mapping = bundle.mapping
+    return diff_against_snapshot(
+        enrollment, base, as_of=day, term_policy=mapping.term_policy, term_end=mapping.term_end,
+        retro_window_days=_LISTED_ONLY_RETRO_DAYS, held_back_members=set(held_back), full_file=False,
+        plan_change=mapping.plan_change).enrollment
+
+
 def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment, *,
-                  full_file: bool = False) -> tuple[Enrollment, str, dict[str, int]]:
+                  full_file: bool = False) -> tuple[Enrollment, str, dict[str, int], Enrollment | None]:
     """Diff against the last confirmed snapshot, stage the next one (advanced by confirm): the changes
-    mode's change file, or a full file that carries over the families validation held back."""
+    mode's change file, or a full file that carries over the families validation held back; and for a
+    PDF roster, its changes since the last roster (:func:`roster_changes`)."""
     from carrierfeeds.changes import NoChanges
     from carrierfeeds.reconcile.correction import with_correction
 
@@ -369,6 +450,7 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
     held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
     change_set = diff_for_day(ctx.bundle, enrollment, base, held_back=held, day=ctx.ref.interval_start,
                               full_file=full_file)
+    roster = roster_changes(ctx.bundle, enrollment, base, change_set, held_back=held, day=ctx.ref.interval_start)
     correction = _approved_correction(ctx, base, full_file=change_set.full_file)
     if change_set.empty and correction is None:
         _accept_census(ctx)  # the carrier holds all of it already: this census is done
@@ -385,8 +467,8 @@ def _diff_for_run(ctx: RunContext, census: pd.DataFrame, enrollment: Enrollment,
         ctx.store.put_bytes(ctx.feed_id, ctx.ref.interval_start, CORRECTION, json.dumps(
             {"approval_id": correction.approval_id, "discrepancy_ids": correction.discrepancy_ids}).encode(),
             phi=False)
-        return with_correction(change_set.enrollment, correction), action, counts
-    return change_set.enrollment, action, counts
+        return with_correction(change_set.enrollment, correction), action, counts, roster
+    return change_set.enrollment, action, counts, roster
 
 
 # --- reconciliation hook: an approved corrective file rides on the feed's next change file ---------------
@@ -523,7 +605,7 @@ def purge_plaintext(ctx: RunContext) -> int:
         log.warning("feed %s run %s: the staged state does not open; the staging store is left as it is",
                     ctx.feed_id, ctx.run_id)
         return wipe_scratch(ctx)
-    keep = tuple(n for n in (STATE, cipher) if n)
+    keep = tuple(n for n in (STATE, cipher, *_notice_names(ctx)) if n)
     return wipe_scratch(ctx) + ctx.store.remove_run(ctx.feed_id, ctx.ref.interval_start, keep=keep)
 
 

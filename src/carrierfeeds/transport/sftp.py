@@ -219,6 +219,27 @@ class SftpTransport:
                     session.close()
         raise AssertionError("unreachable")
 
+    def check_access(self) -> str:
+        """Connect, check the server's host key against the pinned one (before authenticating), log in,
+        and look at ``remote_dir``: it must be a folder. Nothing is written. The server's host key
+        fingerprint; HostKeyRefused, PermanentError (login refused, no such folder) or TransientError."""
+
+        def op(session: _Session) -> str:
+            try:
+                attrs = session.sftp.stat(self.remote_dir)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT:
+                    raise PermanentError(f"{self.remote_dir} does not exist on the server",
+                                         details={"host": self.endpoint.host}) from None
+                raise
+            if attrs.st_mode is not None and not stat_mod.S_ISDIR(attrs.st_mode):
+                raise PermanentError(f"{self.remote_dir} on the server is not a folder",
+                                     details={"host": self.endpoint.host})
+            return session.host_key_fingerprint
+
+        fingerprint, _ = self._with_retries(f"connect to {self.endpoint.host_key_name}", op)
+        return fingerprint
+
     def stat(self, remote_name: str) -> RemoteFile | None:
         """The final file by name, or None; used to reconcile a run interrupted after the rename."""
         check_remote_name(remote_name)

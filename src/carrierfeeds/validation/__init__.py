@@ -17,6 +17,7 @@ codes), ``masks`` and ``gx`` (the two suite engines), ``rules`` (cross-row, plan
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import date
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carrierfeeds.census.columns import ROW_NUMBER
+from carrierfeeds.census.columns import READER_WARNINGS, ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import CensusSchema, PlanCatalogue
 from carrierfeeds.threads import thread_count
@@ -34,7 +35,16 @@ from carrierfeeds.validation.findings import to_findings
 from carrierfeeds.validation.gx import check_suite
 from carrierfeeds.validation.masks import run_suite
 from carrierfeeds.validation.policy import apply_policy
-from carrierfeeds.validation.report import HEADER_ROW, ColumnCodes, Finding, PolicyOutcome, ValidationReport
+from carrierfeeds.validation.report import (
+    CODE_COLUMNS,
+    CODE_DISTINCT_MAX,
+    HEADER_ROW,
+    ColumnCodes,
+    Finding,
+    PolicyOutcome,
+    ValidationReport,
+    shows_as_code,
+)
 from carrierfeeds.validation.rules import CROSS_ROW_COLUMNS, CarrierRules, build_rules, cross_row_rules, plan_rule
 from carrierfeeds.validation.suite import encoded_by_suite, load_suite
 
@@ -72,7 +82,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
     name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
     instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
-    warnings: list[str] = []
+    warnings: list[str] = list(census.attrs.get(READER_WARNINGS, ()))
     if ROW_NUMBER not in census.columns:
         census = census.assign(**{ROW_NUMBER: np.arange(2, len(census) + 2, dtype=np.int64)})
         warnings.append("the census had no row numbers; rows are numbered from 2 in frame order")
@@ -100,6 +110,7 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
 
     findings, rows, rule_counts = to_findings(
         raws, row_numbers, columns.coded("member_id") if "member_id" in census.columns else None, tokenizer)
+    findings = _with_codes(findings, census, columns)
     failed_mask = np.isin(row_numbers, np.unique(rows[rows != HEADER_ROW]))
     # distinct member ids (not blank) and families, from the codes the rules already made
     if "member_id" in census.columns:
@@ -117,9 +128,36 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
     report = ValidationReport(
         source_name=source_name, rows=len(census), members=members, families=families,
         failed_rows=int(failed_mask.sum()), failed_families=failed_families, findings=tuple(findings),
-        rule_counts=rule_counts, warnings=tuple(warnings), excluded=excluded)
+        rule_counts=rule_counts, warnings=tuple(warnings), excluded=excluded,
+        headers={c: h for c, h in schema.columns.items() if h != c},
+        header_row=schema.header_row if schema.format != "fixed_width" else 1)
     log.info("%s: validated %d rows (suite %.2fs, cross-row %.2fs): %d findings in %d rows, %d families",
              source_name, report.rows, gx_s, cross_s, len(findings), report.failed_rows,
              report.failed_families)
     return report, columns.shared()
 
+
+
+def _with_codes(findings: list[Finding], census: pd.DataFrame, columns: EncodedColumns) -> list[Finding]:
+    """``findings`` with the cell shown on those in a code column (:data:`CODE_COLUMNS`) whose text looks
+    like a code (:func:`shows_as_code`), and only while the column holds few distinct values: a column
+    with many is not holding codes in this file (shifted, or a personal field under a code header)."""
+    wanted = [i for i, f in enumerate(findings) if f.column in CODE_COLUMNS and f.row != HEADER_ROW]
+    if not wanted:
+        return findings
+    positions = pd.Index(census[ROW_NUMBER].to_numpy(dtype=np.int64)).get_indexer(
+        np.array([findings[i].row for i in wanted], dtype=np.int64))
+    out = list(findings)
+    shown: dict[str, list[bool]] = {}
+    for i, at in zip(wanted, positions, strict=True):
+        finding = findings[i]
+        if at < 0 or finding.column not in census.columns:
+            continue
+        coded = columns.coded(finding.column)
+        if finding.column not in shown:
+            few = len(coded.uniques) <= CODE_DISTINCT_MAX and len(coded.uniques) < max(len(census), 2)
+            shown[finding.column] = [few and shows_as_code(str(t)) for t in coded.uniques.tolist()]
+        code = int(coded.codes[at])
+        if shown[finding.column][code]:
+            out[i] = dataclasses.replace(finding, value=str(coded.uniques.iloc[code]))
+    return out

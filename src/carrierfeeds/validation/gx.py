@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import warnings as warnings_module
@@ -25,59 +27,146 @@ def check_suite(suite_path: Path) -> int:
     A run evaluates the common expectation types as masks and may never hand the suite to GX, so an edit
     GX would refuse (an unknown type, a kwarg the type does not take, ``mostly`` above 1, ``meta`` that is
     not an object) would otherwise pass unnoticed until the suite or GX changes. ``feeds check`` calls
-    this to catch it before any run. Raises :class:`ConfigError` naming the file.
+    this to catch it before any run. Raises one :class:`ConfigError` naming the file and listing every
+    expectation refused (``details["problems"]``), not only the first.
     """
     data = load_suite(suite_path)
-    suite = build_gx_suite(data, suite_path)
-    for number, expectation in enumerate(data.get("expectations") or [], start=1):
+    problems: list[tuple[int, str]] = []
+    built = 0
+    try:
+        built = len(build_gx_suite(data, suite_path).expectations)
+    except ConfigError as exc:
+        problems += getattr(exc, "numbered", None) or [(0, exc.details.get("reason") or exc.message)]
+    for number, expectation in enumerate(_expectations(data), start=1):
         kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
         regex = kwargs.get("regex") if isinstance(kwargs, dict) else None
         if isinstance(regex, str):
             try:
                 re.compile(regex)
             except re.error as exc:
-                raise ConfigError(f"expectation {number} ({expectation.get('type')}) has a regex that does "
-                                  f"not compile: {exc.msg} at position {exc.pos}", file=str(suite_path)) from None
-    return len(suite.expectations)
+                problems.append((number, f"expectation {number} ({expectation.get('type')}) has a regex that "
+                                         f"does not compile: {exc.msg} at position {exc.pos}"))
+    if problems:
+        raise _refused(suite_path, sorted(problems))
+    return built
+
+
+def _expectations(data: dict[str, Any]) -> list[Any]:
+    given = data.get("expectations")
+    return given if isinstance(given, list) else []
+
+
+def _refused(suite_path: Path, problems: list[tuple[int, str]]) -> ConfigError:
+    """One error for every refused expectation: "N problem(s): ...; ..." with the list in ``details``."""
+    texts = [text for _, text in problems]
+    head = "not a valid Great Expectations suite: " if len(texts) == 1 else f"{len(texts)} problems: "
+    error = ConfigError(head + " | ".join(texts), file=str(suite_path), details={"problems": texts})
+    error.numbered = problems  # type: ignore[attr-defined]  # check_suite adds its regex problems to these
+    return error
+
+
+class _QuietRefusals(logging.Filter):
+    """GX logs a whole traceback for each expectation it cannot build, then drops it; ``build_gx_suite``
+    reports every one of them in one error instead, so that log record is left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Could not add expectation")
+
+
+_QUIET = _QuietRefusals()
 
 
 def build_gx_suite(data: dict[str, Any], suite_path: Path) -> Any:
-    """The suite ``data`` as GX's ExpectationSuite, or a ConfigError: GX's refusal, or an expectation
-    GX dropped instead of refusing."""
+    """The suite ``data`` as GX's ExpectationSuite, or a ConfigError listing every expectation GX refuses
+    or drops (GX drops one it cannot build, an unknown type say, instead of refusing the suite)."""
     os.environ["GX_ANALYTICS_ENABLED"] = "False"  # must be set before GX is imported: no network calls
     from great_expectations.core import ExpectationSuite
 
+    gx_log = logging.getLogger("great_expectations.core.expectation_suite")
+    if _QUIET not in gx_log.filters:
+        gx_log.addFilter(_QUIET)
+    given = _expectations(data)
     try:
         suite = ExpectationSuite(**data)
     except Exception as exc:  # GX raises many types for a malformed suite; all mean "fix the file"
-        raise ConfigError(f"not a valid Great Expectations suite ({type(exc).__name__}"
-                          f"{_first_refused(ExpectationSuite, data)})", file=str(suite_path)) from None
-    given = data.get("expectations") or []
+        problems = _refused_one_by_one(ExpectationSuite, given)
+        if not problems:  # the suite itself, not one expectation (its name, meta...)
+            reason = f"not a valid Great Expectations suite: {_first_line(exc)}"
+            raise ConfigError(reason, file=str(suite_path), details={"reason": reason}) from None
+        raise _refused(suite_path, problems) from None
     if len(suite.expectations) != len(given):
-        # GX logs an expectation it cannot build (an unknown type, say) and drops it: a rule silently
-        # off. Fail closed instead, naming the type of the first one it dropped.
-        built = [getattr(e, "expectation_type", None) for e in suite.expectations]
-        first = next((i for i, g in enumerate(given) if i >= len(built) or not isinstance(g, dict)
-                      or g.get("type") != built[i]), len(built))
-        kind = given[first].get("type") if first < len(given) and isinstance(given[first], dict) else None
-        raise ConfigError(f"Great Expectations could not build {len(given) - len(built)} expectation(s); "
-                          f"the first has type {kind!r}", file=str(suite_path))
+        # A rule silently off: fail closed, naming every expectation GX would not build.
+        raise _refused(suite_path, _refused_one_by_one(ExpectationSuite, given) or [
+            (0, f"Great Expectations could not build {len(given) - len(suite.expectations)} expectation(s)")])
     return suite
 
 
-def _first_refused(suite_class: Any, data: dict[str, Any]) -> str:
-    """Which expectation GX refuses, built one by one (the suite's own error does not say): its number,
-    type and the fields GX names; empty when none is refused alone."""
-    expectations = data.get("expectations")
-    for number, expectation in enumerate(expectations if isinstance(expectations, list) else [], start=1):
+def _refused_one_by_one(suite_class: Any, expectations: list[Any]) -> list[tuple[int, str]]:
+    """Each expectation GX refuses or drops when built alone, in the project's words: its number, type
+    and why (an unknown type with the nearest known one, a kwarg the type does not take, a required one
+    missing, a value out of range)."""
+    from great_expectations.expectations.registry import (
+        get_expectation_impl,
+        list_registered_expectation_implementations,
+    )
+
+    known = list_registered_expectation_implementations()
+    problems: list[tuple[int, str]] = []
+    for number, expectation in enumerate(expectations, start=1):
+        kind = expectation.get("type") if isinstance(expectation, dict) else None
+        where = f"expectation {number} ({kind})" if kind else f"expectation {number}"
+        if not isinstance(expectation, dict):
+            problems.append((number, f"{where} is not an object"))
+            continue
+        if not isinstance(kind, str) or not kind:
+            problems.append((number, f"{where} has no type"))
+            continue
+        if kind not in known:
+            close = difflib.get_close_matches(kind, known, n=1)
+            problems.append((number, f"{where}: not an expectation type Great Expectations knows"
+                                     + (f"; did you mean {close[0]!r}?" if close else "")))
+            continue
         try:
-            suite_class(name="check", expectations=[expectation])
+            built = suite_class(name="check", expectations=[expectation]).expectations
         except Exception as exc:  # the same refusal as the whole suite's, now pinned to one expectation
-            errors = getattr(exc, "errors", None)
-            fields = sorted({str(e["loc"][0]) for e in errors() if e.get("loc")}) if callable(errors) else []
-            kind = expectation.get("type") if isinstance(expectation, dict) else None
-            return f"; expectation {number} ({kind})" + (f", field(s) {fields}" if fields else "")
-    return ""
+            fields = sorted(getattr(get_expectation_impl(kind), "__fields__", {}))
+            problems.append((number, f"{where}: " + "; ".join(_field_problems(exc, fields))))
+            continue
+        if not built:
+            problems.append((number, f"{where}: Great Expectations could not build it"))
+    return problems
+
+
+def _field_problems(exc: Exception, fields: list[str]) -> list[str]:
+    """GX's (pydantic's) complaint about one expectation, one phrase per field, in the project's words."""
+    errors = getattr(exc, "errors", None)
+    found: dict[str, str] = {}
+    for error in errors() if callable(errors) else []:
+        field = ".".join(str(p) for p in error.get("loc") or ()) or "(expectation)"
+        kind, msg = str(error.get("type", "")), str(error.get("msg", ""))
+        if field in found:
+            continue  # the first complaint per field (a union type adds one per member)
+        if kind.endswith(".missing"):
+            found[field] = f"{field} is required"
+        elif kind.endswith(".extra"):
+            close = difflib.get_close_matches(field, fields, n=1)
+            found[field] = f"{field} is not an option of this type" + (
+                f"; did you mean {close[0]!r}?" if close else "")
+        elif kind.endswith("type_error.dict"):
+            found[field] = f"{field} must be an object"
+        elif kind.endswith((".not_le", ".not_lt", ".not_ge", ".not_gt")):
+            words = {"le": "at most", "lt": "below", "ge": "at least", "gt": "above"}[kind.rsplit("_", 1)[1]]
+            found[field] = f"{field} must be {words} {(error.get('ctx') or {}).get('limit_value')}"
+        elif kind.endswith("any_str.min_length"):
+            found[field] = f"{field} must not be blank"
+        else:
+            found[field] = f"{field}: {msg}"
+    return list(found.values()) or [_first_line(exc)]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def run_gx(census: pd.DataFrame, data: dict[str, Any], suite_path: Path) -> tuple[list[RuleRows], list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,36 @@ import pandas as pd
 HEADER_ROW = 1
 
 
+#: Census columns holding codes (plan, coverage tier, relationship, statuses), not facts about a person:
+#: a finding on one shows the cell, so the employer sees which code was not mapped. Never a personal field.
+CODE_COLUMNS: tuple[str, ...] = ("plan_code", "coverage_level", "relationship", "employment_status",
+                                 "benefit_status")
+#: What a shown code may look like: short text, at most a few digits, no date, e-mail or number shapes
+#: (a column shifted in the file could otherwise put a name, an SSN or a date where a code belongs).
+_CODE_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/&+()-]{0,39}$")
+_DATE_LIKE = re.compile(r"[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}")
+#: A code column with more distinct values than this (or one per row) is not holding codes in this file.
+CODE_DISTINCT_MAX = 40
+
+
+def shows_as_code(text: str) -> bool:
+    """Whether ``text`` from a code column may be shown in a report: it looks like a code, not like an
+    identifier, a date or a name run together with digits."""
+    return (bool(_CODE_TEXT.match(text)) and sum(ch.isdigit() for ch in text) <= 5
+            and not _DATE_LIKE.search(text))
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One rule one row broke: where and which rule, never the value."""
+    """One rule one row broke: where and which rule; never a value, except the code in a code column
+    (:data:`CODE_COLUMNS`, ``value``) when it looks like one."""
 
     row: int
     member_token: str
     column: str
     rule: str
     message: str
+    value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,10 +65,27 @@ class ValidationReport:
     #: Rows left out on purpose, by reason (``plan_not_authorized``: a plan some carrier mapping knows
     #: that this feed is not authorised to send); not findings, and never a reason to hold a row back.
     excluded: dict[str, int] = field(default_factory=dict)
+    #: The employer's own header of each canonical column the schema renames (canonical -> header).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: The file's header row (1-based): findings keep the file's own row numbers.
+    header_row: int = 1
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def label(self, column: str) -> str:
+        """The column as the employer knows it: ``Coverage Tier (coverage_level)``, or the canonical name."""
+        header = self.headers.get(column)
+        return f"{header} ({column})" if header and header != column else column
+
+    def by_rule(self) -> list[tuple[str, str, int]]:
+        """(rule, columns as labelled, findings) per rule, most findings first: the per-rule summary."""
+        columns: dict[str, dict[str, None]] = {}
+        for f in self.findings:
+            columns.setdefault(f.rule, {})[self.label(f.column)] = None
+        return sorted(((rule, ", ".join(columns.get(rule, {})), n) for rule, n in self.rule_counts.items()),
+                      key=lambda item: (-item[2], item[0]))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``--json``)."""
@@ -55,16 +94,22 @@ class ValidationReport:
             "families": self.families, "failed_rows": self.failed_rows,
             "failed_families": self.failed_families, "rule_counts": dict(self.rule_counts),
             "excluded": dict(self.excluded), "warnings": list(self.warnings),
-            "findings": [{"row": f.row, "member_token": f.member_token, "column": f.column, "rule": f.rule,
-                          "message": f.message} for f in self.findings],
+            "header_row": self.header_row, "headers": dict(self.headers),
+            "by_rule": [{"rule": r, "columns": c, "findings": n} for r, c, n in self.by_rule()],
+            "findings": [{"row": f.row, "member_token": f.member_token, "column": f.column,
+                          "header": self.headers.get(f.column, f.column), "rule": f.rule, "message": f.message,
+                          **({"value": f.value} if f.value is not None else {})} for f in self.findings],
         }
 
     def write_csv(self, path: Path) -> None:
-        """One line per finding: row, member_token, column, rule, message."""
+        """One line per finding: row, member_token, column, rule, message, the employer's header and the
+        code shown (code columns only; cells starting like a formula are neutralised)."""
         with _private_open(path) as fh:
             writer = csv.writer(fh)
-            writer.writerow(["row", "member_token", "column", "rule", "message"])
-            writer.writerows((f.row, f.member_token, f.column, f.rule, f.message) for f in self.findings)
+            writer.writerow(["row", "member_token", "column", "rule", "message", "header", "value"])
+            writer.writerows((f.row, f.member_token, f.column, f.rule, f.message,
+                              _cell(self.headers.get(f.column, f.column)), _cell(f.value or ""))
+                             for f in self.findings)
 
     def write_html(self, path: Path) -> None:
         """A page for the employer: summary counts, counts by rule, and every finding by row."""
@@ -80,8 +125,10 @@ class ValidationReport:
             "td,th{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{background:#eee}"
             ".failed{color:#a00}.passed{color:#070}</style></head><body>",
             f"<h1>Census validation: {e(self.source_name)}</h1>",
-            "<p>Rows are numbered as in a spreadsheet: the header is row 1, the first member row is row 2. "
-            "This report never shows the values themselves; open the file at the row and column named.</p>",
+            f"<p>Rows are numbered as in a spreadsheet: the header is row {self.header_row}, the first member row "
+            f"is row {self.header_row + 1}. Columns are named by your header, with the name the census schema "
+            "gives it in brackets. This report shows values only in code columns (plan, coverage tier, "
+            "relationship, statuses), never a person's details; open the file at the row and column named.</p>",
             "<h2>Summary</h2><table>",
             *(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary), "</table>",
         ]
@@ -92,15 +139,16 @@ class ValidationReport:
                       *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.excluded.items()),
                       "</table>"]
         if self.rule_counts:
-            parts += ["<h2>Findings by rule</h2><table><tr><th>Rule</th><th>Findings</th></tr>",
-                      *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in self.rule_counts.items()),
+            parts += ["<h2>Findings by rule</h2><table><tr><th>Rule</th><th>Columns</th><th>Findings</th></tr>",
+                      *(f"<tr><td>{e(r)}</td><td>{e(c)}</td><td>{n}</td></tr>" for r, c, n in self.by_rule()),
                       "</table>"]
         parts += ["<h2>Findings by row</h2>"]
         if self.findings:
             parts += ["<table><tr><th>Row</th><th>Member token</th><th>Column</th><th>Rule</th>"
-                      "<th>What to fix</th></tr>",
-                      *(f"<tr><td>{f.row}</td><td>{e(f.member_token)}</td><td>{e(f.column)}</td>"
-                        f"<td>{e(f.rule)}</td><td>{e(f.message)}</td></tr>" for f in self.findings),
+                      "<th>Code in the file</th><th>What to fix</th></tr>",
+                      *(f"<tr><td>{f.row}</td><td>{e(f.member_token)}</td><td>{e(self.label(f.column))}</td>"
+                        f"<td>{e(f.rule)}</td><td>{e(f.value or '')}</td><td>{e(f.message)}</td></tr>"
+                        for f in self.findings),
                       "</table>"]
         else:
             parts += ['<p class="passed">No findings.</p>']
@@ -140,6 +188,11 @@ class ColumnCodes:
 
     codes: np.ndarray
     distinct: pd.Series
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula gets a leading apostrophe."""
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
 def _private_open(path: Path) -> Any:

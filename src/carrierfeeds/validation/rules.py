@@ -210,17 +210,44 @@ class CarrierRules:
     first_name_max: int
     columns: frozenset[str]
     hire_date: bool
+    #: A flat-file feed's code tables: per view field whose layout column has ``codes``, the values
+    #: the table lists (the render refuses any other non-empty value). Empty for other outputs.
+    layout_codes: tuple[tuple[str, frozenset[str]], ...] = ()
+    #: What the view makes of census values for the coded fields: HD05 by coverage level (upper
+    #: case), HD04 by plan code, INS02 by relationship (upper case).
+    level_codes: tuple[tuple[str, str], ...] = ()
+    plan_descriptions: tuple[tuple[str, str], ...] = ()
+    ins02: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def for_feed(cls, mapping: CarrierMapping, authorised_plans: Iterable[str]) -> CarrierRules:
+    def for_feed(cls, mapping: CarrierMapping, authorised_plans: Iterable[str], *,
+                 output_format: str = "x12-834") -> CarrierRules:
+        """The rules for a feed sending ``mapping``'s carrier ``authorised_plans``; ``output_format``
+        (the feed's ``output.format``) ``flatfile`` adds the layout's code tables."""
+        from carrierfeeds.x12.sanitize import fold_text
+
         authorised = set(authorised_plans)
         limit = mapping.name_max_length
+        layout = mapping.flatfile if output_format == "flatfile" else None
+        coded = tuple((c.field, frozenset(c.codes)) for c in (layout.columns if layout is not None else ())
+                      if c.field in _CODED_FIELDS and c.codes is not None)
         return cls(lines={code: plan.insurance_line for code, plan in mapping.plans.items() if code in authorised},
                    coverage_levels=frozenset(mapping.coverage_levels),
                    names=TextRule(mapping.charset, mapping.name_case),
                    last_name_max=mapping.last_name_max_length or min(limit, 60),
                    first_name_max=mapping.first_name_max_length or min(limit, 35),
-                   columns=frozenset(mapping.allowlist), hire_date="hire" in mapping.dates_sent)
+                   columns=frozenset(mapping.allowlist), hire_date="hire" in mapping.dates_sent,
+                   layout_codes=coded, level_codes=tuple(mapping.coverage_levels.items()),
+                   plan_descriptions=tuple((k, fold_text(v.description, 50)) for k, v in mapping.plans.items()),
+                   ins02=tuple(mapping.relationship_codes.items()))
+
+
+#: View fields whose flat-file code table validation checks, each with the census column it comes from
+#: (the others are identifiers, names, dates or the diff's maintenance codes, not code values).
+_CODED_FIELDS = {"hd03": "plan_code", "hd04": "plan_code", "hd05": "coverage_level", "relationship": "relationship",
+                 "ins02": "relationship", "gender": "gender"}
+#: INS02 -> the flat file's relationship (outputs.flatfile renders other INS02 codes as "").
+_FLAT_RELATIONSHIP = {"18": "EE", "01": "SP", "19": "CH"}
 
 
 #: Census fields the build cannot do without (enrollment.build_enrollment).
@@ -277,8 +304,15 @@ def build_rules(census: pd.DataFrame, columns: EncodedColumns, carrier: CarrierR
         empty = fold_column(coded.uniques, 50).values == ""
         add(np.asarray(empty, dtype=bool), coded, c, "empty_identifier", "has no usable identifier")
     relationship = columns.coded("relationship")
-    add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
-        relationship, "relationship", "relationship_code", "relationship must be a canonical code (EE, SP, CH, ...)")
+    if carrier is None:
+        add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(RELATIONSHIP_CODES), dtype=bool),
+            relationship, "relationship", "relationship_code",
+            "relationship must be a canonical code (EE, SP, CH, ...)")
+    else:  # the build takes only the relationships the carrier's mapping lists (its relationship_codes)
+        taken = [code for code, _ in carrier.ins02]
+        add(~np.asarray(relationship.uniques.str.strip().str.upper().isin(taken), dtype=bool),
+            relationship, "relationship", "relationship_code",
+            f"relationship the carrier's mapping does not take (its relationship_codes: {', '.join(taken)})")
     if carrier is not None:
         for c, most in (("last_name", carrier.last_name_max), ("first_name", carrier.first_name_max)):
             if visible(c):
@@ -302,8 +336,32 @@ def build_rules(census: pd.DataFrame, columns: EncodedColumns, carrier: CarrierR
                                 errors="coerce")
         bad = np.asarray(parsed.isna() & ((text != "") | (c == "coverage_start")), dtype=bool)
         add(bad, coded, c, "iso_date", "not a date as YYYY-MM-DD" + (" (required)" if c == "coverage_start" else ""))
+    if carrier is not None:
+        for field, listed in carrier.layout_codes:
+            coded = columns.coded(_CODED_FIELDS[field])
+            view = _view_values(field, coded.uniques, carrier)
+            add(np.asarray(view.notna() & (view != "") & ~view.isin(listed), dtype=bool), coded,
+                _CODED_FIELDS[field], "layout_code",
+                f"the carrier's flat-file layout has no code for this value's {field} (its codes table)")
     out += _overlapping(census, columns, plan, plan_line, mapped, rn)
     return out
+
+
+def _view_values(field: str, uniques: pd.Series, carrier: CarrierRules) -> pd.Series:
+    """What the build makes of each distinct census text for view ``field`` (None: the build refuses
+    the value, which another rule reports)."""
+    text = uniques.str.strip()
+    if field == "hd03":
+        return text.map(carrier.lines)
+    if field == "hd04":
+        return text.map(dict(carrier.plan_descriptions))
+    if field == "hd05":
+        return text.str.upper().map(dict(carrier.level_codes))
+    if field == "gender":
+        upper = text.str.upper()
+        return upper.where(upper.isin({"M", "F", "U"}), "U")
+    ins02 = text.str.upper().map(dict(carrier.ins02))
+    return ins02 if field == "ins02" else ins02.map(_FLAT_RELATIONSHIP).fillna("")
 
 
 def _overlapping(census: pd.DataFrame, columns: EncodedColumns, plan: CodedColumn, plan_line: pd.Series,

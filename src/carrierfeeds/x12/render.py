@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -711,41 +711,67 @@ def render_834(enrollment: Enrollment, header: TransactionHeader, control: Contr
     yielded in order; Arrow's kernels and numpy release the GIL, so they run side by side. At most
     ``workers + 1`` chunks are in memory at once. The bytes do not depend on ``workers``.
     """
+    return render_834_employers([(enrollment, header)], control, delimiters, chunk_members=chunk_members,
+                                workers=workers)
+
+
+def render_834_employers(parts: Sequence[tuple[Enrollment, TransactionHeader]], control: ControlNumbers,
+                         delimiters: Delimiters = DEFAULT_DELIMITERS, *,
+                         chunk_members: int = 20_000, workers: int | None = None) -> Iterator[bytes]:
+    """One interchange (one ISA/GS, from the first part's envelope ids) holding each part's transaction
+    set(s) in order: a carrier aggregator's file, one employer per part. The TR3 has one sponsor (Loop
+    1000A N1*P5) per transaction set, so each employer is its own ST/SE with its own BGN, sponsor and
+    header totals (several when its mapping caps members per set). ST02 is the ledger's for a single
+    set and 0001, 0002, ... across the group otherwise; GE01 counts every set. One part is
+    :func:`render_834`, byte for byte."""
     d = delimiters
+    if not parts:
+        raise ValueError("an interchange needs at least one transaction set")
     if workers is None:
         workers = thread_count(None)
-    options = enrollment.options
-    present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
-    table, start = _prepare(enrollment, d)
-    for name, _ in options.reporting_categories:
-        _check_value(name, d, "N102")
-    sets = split_transaction_sets(table, start, options.max_members_per_transaction)
-    numbers = set_numbers(control, len(sets))
-    head = envelope_segments(header, control, d)
-    total = 0
-    for k, ((set_lo, set_hi), st02) in enumerate(zip(sets, numbers, strict=True), start=1):
-        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
-                                       options=options, totals=set_totals(table, start, set_lo, set_hi))
-        yield "".join([*head, *set_head]).encode("ascii")
-        count = len(set_head)
-        starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
-        bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
-        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
-                  for lo, hi in itertools.pairwise(bounds))
-        for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
-            count += segments
-            yield data
-        total += len(starts)
-        se = _seg(d, "SE", str(count + 1), st02)
-        if k < len(sets):
-            head = [se]
-            log.info("rendered 834 ISA13 %s set %s: %d members, %d segments in ST..SE", control.isa13_text,
-                     st02, len(starts), count + 1)
-        else:
-            yield "".join([se, *trailer_segments(control, d, count + 1, st02=st02, sets=len(sets))[1:]]).encode(
-                "ascii")
+    ids = parts[0][1].ids
+    if any(header.ids != ids for _, header in parts):
+        raise ValueError("every employer's transaction set must share the interchange's envelope ids")
+    plans = []
+    for enrollment, header in parts:
+        options = enrollment.options
+        table, start = _prepare(enrollment, d)
+        for name, _ in options.reporting_categories:
+            _check_value(name, d, "N102")
+        plans.append((enrollment, header, table, start,
+                      split_transaction_sets(table, start, options.max_members_per_transaction)))
+    numbers = iter(set_numbers(control, sum(len(p[4]) for p in plans)))
+    total_sets = sum(len(p[4]) for p in plans)
+    head = envelope_segments(parts[0][1], control, d)
+    total = done = 0
+    for enrollment, header, table, start, sets in plans:
+        options = enrollment.options
+        present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
+        for k, (set_lo, set_hi) in enumerate(sets, start=1):
+            st02 = next(numbers)
+            done += 1
+            set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                           options=options, totals=set_totals(table, start, set_lo, set_hi))
+            yield "".join([*head, *set_head]).encode("ascii")
+            count = len(set_head)
+            starts = set_lo + np.flatnonzero(start[set_lo:set_hi])
+            bounds = [*starts[::max(1, chunk_members)].tolist(), set_hi]
+            chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
+                      for lo, hi in itertools.pairwise(bounds))
+            for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
+                count += segments
+                yield data
+            total += len(starts)
+            se = _seg(d, "SE", str(count + 1), st02)
+            if done < total_sets:
+                head = [se]
+                log.info("rendered 834 ISA13 %s set %s: %d members, %d segments in ST..SE", control.isa13_text,
+                         st02, len(starts), count + 1)
+            else:
+                yield "".join([se, *trailer_segments(control, d, count + 1, st02=st02, sets=total_sets)[1:]]
+                              ).encode("ascii")
     log.info("rendered 834 ISA13 %s: %d members in %d transaction set(s)", control.isa13_text, total,
-             len(sets))
+             total_sets)
 
 
 def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
