@@ -94,6 +94,10 @@ _MEMBER_OTHER: Final[tuple[str, ...]] = ("employment_status", "hire_date", *MEMB
 _COVERAGE: Final[tuple[str, ...]] = ("hd04", "hd05", "coverage_start", "coverage_end", "coverage_policy_number",
                                      *("coverage_amount", "premium_amount"),  # volumes: 2300 AMT*FK/P3
                                      *("pcp_npi", "pcp_relationship"))  # primary care provider: 2310
+#: Snapshot only, per line: the census start of coverage that resumed the day after its end and that a 025
+#: restored at the carrier from its original start. While the census keeps that start it is no start change:
+#: the line is compared and sent with the start the carrier holds (``coverage_start`` in the snapshot).
+RESUMED: Final[str] = "coverage_resumed"
 #: What names the plan on a line (HD04): another value on the same HD03 is a plan change. The plan's
 #: REF*1L alone changing is the same plan under a new policy number (HD*001).
 _PLAN: Final[tuple[str, ...]] = ("hd04",)
@@ -313,13 +317,18 @@ def _prior_identity(merged: pd.DataFrame, cols: list[str], both: np.ndarray, mem
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,
                           term_policy: TermPolicy = "explicit", term_end: TermEnd = "end_of_month",
                           retro_window_days: int = 60, held_back_members: Iterable[str] = (),
-                          full_file: bool = False, plan_change: PlanChange = "term_and_add") -> ChangeSet:
+                          full_file: bool = False, plan_change: PlanChange = "term_and_add",
+                          pending_terms: bool = True) -> ChangeSet:
     """Today's view against the carrier's snapshot (None: nothing confirmed yet, so a full file).
 
     ``held_back_members``: member ids validation held back; a snapshot member whose member id or
     subscriber id is among them is carried over and never sent. So is a snapshot line the view held
     back (``current.held_lines``: evidence of insurability pending), alone: the member's other lines
     are compared as usual, and the line is neither changed nor termed until it comes back.
+    A full file carries, with ``pending_terms`` (changes mode's weekly full file), every line gone from the
+    census whose end the carrier holds and has not passed on ``as_of`` (a term sent, still ahead), with
+    that end: the carrier still covers it, and a 030 is its whole roster. Mode full passes False: there
+    the census alone is the roster.
     Raises :class:`OutsideRetroWindow` (by row number) when an add, change or term would take effect
     more than ``retro_window_days`` before ``as_of``; a full file is never refused for that.
 
@@ -341,6 +350,8 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
             raise DataError(f"the 834 view lacks column {required!r}", column=required, rule="view_columns")
     if "coverage_end" not in cols:
         cols.append("coverage_end")
+    cols = [c for c in cols if c != RESUMED] + [RESUMED]
+    sent_cols = cols[:-1]  # what the carrier is sent: the snapshot's own column stays out of the 834 view
     cur = _text(cur_table, cols)
     cur[ROW_NUMBER] = (cur_table[ROW_NUMBER].astype(int).to_numpy() if ROW_NUMBER in cur_table.columns
                        else np.zeros(len(cur), dtype=int))
@@ -359,17 +370,41 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     if current.held_lines:
         held_lines = {"\x1f".join(k) for k in current.held_lines}
         snap_held = snap_held | _keys(snap, LINE_KEY).isin(held_lines).to_numpy(dtype=bool)
+    if current.held_ends:
+        # A held line given an end: the hold is for an increase, never an end. The line is compared as the
+        # carrier holds it with the census's end (a term of that coverage), and no longer carried over.
+        ends = {"\x1f".join(k[:3]): k[3] for k in current.held_ends}
+        line = _keys(snap, LINE_KEY)
+        ending = (snap_held & line.isin(ends).to_numpy(dtype=bool)
+                  & ~(snap["member_id"].isin(held) | snap["subscriber_id"].isin(held)).to_numpy())
+        if ending.any():
+            snap_held = snap_held & ~ending
+            given = snap.loc[ending].assign(coverage_end=line[ending].map(ends).to_numpy(dtype=object),
+                                            **{ROW_NUMBER: 0})
+            cur = pd.concat([cur, given[cur.columns]], ignore_index=True)
+            cur_held = np.concatenate([cur_held, np.zeros(len(given), dtype=bool)])
     carried = snap.loc[snap_held]
     snap, cur = snap.loc[~snap_held].reset_index(drop=True), cur.loc[~cur_held].reset_index(drop=True)
 
     if snapshot is None or full_file:
-        send = pd.concat([cur, carried.assign(**{ROW_NUMBER: 0})], ignore_index=True)
+        pending = snap.iloc[0:0]
+        if pending_terms and len(snap):
+            still = (snap["coverage_end"] != "") & (snap["coverage_end"] >= as_of.strftime("%Y%m%d"))
+            pending = snap.loc[still.to_numpy(dtype=bool) & ~_keys(snap, LINE_KEY).isin(_keys(cur, LINE_KEY))
+                               .to_numpy(dtype=bool)]
+        send = pd.concat([cur, pending.assign(**{ROW_NUMBER: 0}), carried.assign(**{ROW_NUMBER: 0})],
+                         ignore_index=True)
+        if len(pending):
+            # a pending line of a member still in the census: the member loop has the member's values
+            gone = np.zeros(len(send), dtype=bool)
+            gone[len(cur):len(cur) + len(pending)] = True
+            _current_member_values(send, gone, [c for c in sent_cols if c not in LINE_KEY and c not in _COVERAGE])
         send["_pos"] = np.arange(len(send))
         send = _sort(send).drop(columns="_pos")
         send["ins03"], send["ins04"], send["hd01"] = AUDIT, MaintenanceReason.NOT_SPECIFIED.value, AUDIT
-        table = send[[*cols, "ins03", "ins04", "hd01", ROW_NUMBER]]
+        table = send[[*sent_cols, "ins03", "ins04", "hd01", ROW_NUMBER]]
         enrollment = _enrollment(table, current)
-        new_snapshot = table[cols].reset_index(drop=True)
+        new_snapshot = send[cols].reset_index(drop=True)
         return ChangeSet(enrollment=enrollment, snapshot=new_snapshot,
                          members_by_type={AUDIT: enrollment.member_count},
                          coverages_by_type={AUDIT: enrollment.coverage_count},
@@ -393,7 +428,14 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
         merged[col] = np.where(gone, snap_col, merged[col].fillna("").astype(str))
         merged[f"{col}_snap"] = snap_col
     merged[ROW_NUMBER] = merged[ROW_NUMBER].fillna(0).astype(int)
-    _current_member_values(merged, gone, [c for c in cols if c not in LINE_KEY and c not in _COVERAGE])
+    _current_member_values(merged, gone, [c for c in sent_cols if c not in LINE_KEY and c not in _COVERAGE])
+    # A start the carrier's coverage absorbed (see RESUMED): compared and sent as the start it holds.
+    census_start = merged["coverage_start"].to_numpy(dtype=object).copy()
+    held_start = merged["coverage_start_snap"].to_numpy(dtype=object)
+    resumed_snap = merged[f"{RESUMED}_snap"].to_numpy(dtype=object)
+    absorbed = both & (resumed_snap != "") & (census_start == resumed_snap)
+    merged.loc[absorbed, "coverage_start"] = held_start[absorbed]
+    merged[RESUMED] = np.where(absorbed | gone, resumed_snap, "")
 
     end, snap_end = merged["coverage_end"].to_numpy(dtype=object), merged["coverage_end_snap"].to_numpy(dtype=object)
     coverage_changed = np.zeros(len(merged), dtype=bool)
@@ -424,16 +466,23 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     hd01 = np.full(len(merged), "", dtype=object)
     hd01[new | returns | switch] = ADD
     hd01[moved & ~switch] = CHANGE
-    # A term only ends coverage (the carrier keeps the start it holds): an end that comes with a moved
-    # start is sent as HD*001 carrying both dates.
-    term_now = by_rules & (end != "") & (end != snap_end) & ~start_changed
+    # A term only ends coverage (the carrier keeps the start, and the amounts, policy number and provider
+    # it holds; the level is the loop's HD05): an end that comes with a moved start or another of those
+    # values is sent as HD*001 carrying the end and the new values.
+    kept_by_term = start_changed.copy()
+    for col in (c for c in _COVERAGE if c in cols and c not in ("hd04", "hd05", "coverage_start", "coverage_end")):
+        kept_by_term |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
+    term_now = by_rules & (end != "") & (end != snap_end) & ~kept_by_term
     hd01[term_now] = TERM
     # 025 restores the ended coverage as the carrier held it: coverage that resumes with another level
     # (or plan policy number) is sent as HD*001 with its new values instead.
     restyled = np.zeros(len(merged), dtype=bool)
     for col in (c for c in ("hd05", "coverage_policy_number") if c in cols):
         restyled |= merged[col].to_numpy(dtype=object) != merged[f"{col}_snap"].to_numpy(dtype=object)
-    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled] = REINSTATE
+    # Nor does a 025 move the start: coverage that comes back with another start than the one the carrier
+    # holds (other than the day after its end, where it simply resumes) is HD*001 with the new DTP*348.
+    redated = start_changed & (starts != resumes_on)
+    hd01[by_rules & (end == "") & (snap_end != "") & ~restyled & ~redated] = REINSTATE
     hd01[by_rules & (hd01 == "") & coverage_changed] = CHANGE
     gone_active = gone & (snap_end == "")
     keep = np.ones(len(merged), dtype=bool)
@@ -540,17 +589,20 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     old_plans["_pos"] = old_plans["_pos"].astype(float) - 0.5
     send = _sort(pd.concat([line_rows, old_plans, bare]))
     dated = [c for c in ("maintenance_effective", *PRIOR) if c in send.columns]
-    table = send[[*cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
+    table = send[[*sent_cols, *dated, "ins03", "ins04", "hd01", ROW_NUMBER]].reset_index(drop=True)
     for col in table.columns:
         if col != ROW_NUMBER:
             table[col] = table[col].astype(object)
 
     after = merged.loc[keep, [*cols, "_pos"]]
     # A 025 restores the coverage the carrier held, start included: the snapshot keeps that start (not the
-    # census's day-after-the-end one), so a later term is dated against the coverage the carrier holds.
+    # census's day-after-the-end one), so a later term is dated against the coverage the carrier holds, and
+    # the census start it resumed on (RESUMED), which is then no start change.
     restored = (hd01 == REINSTATE)[keep]
     if restored.any():
-        after.loc[restored, "coverage_start"] = merged.loc[keep, "coverage_start_snap"].to_numpy(dtype=object)[restored]
+        resumed = np.where(census_start != held_start, census_start, resumed_snap)[keep]
+        after.loc[restored, RESUMED] = resumed[restored]
+        after.loc[restored, "coverage_start"] = held_start[keep][restored]
     after = pd.concat([after, carried.assign(_pos=np.arange(len(carried)) + len(merged) + len(cur))])
     new_snapshot = _sort(after)[cols].reset_index(drop=True)
 
@@ -567,12 +619,13 @@ def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *,
     return change_set
 
 
-def keeps_snapshot(mode: str, policy: str) -> bool:
+def keeps_snapshot(mode: str, policy: str, *, eoi_hold: bool = False) -> bool:
     """Whether a feed keeps the snapshot of what its carrier holds: always in changes ``mode``, and in full
-    mode when the validation ``policy`` may hold families back (``quarantine``). A full file (030) is the
-    carrier's whole roster, so a family left out of it loses its coverage; with the snapshot it is carried
-    over from the last file the carrier confirmed instead (``held_back_members``)."""
-    return mode == "changes" or policy == "quarantine"
+    mode when the validation ``policy`` may hold families back (``quarantine``) or the mapping holds lines
+    back until evidence of insurability is approved (``eoi_hold``). A full file (030) is the carrier's
+    whole roster, so a family or line left out of it loses its coverage; with the snapshot it is carried
+    over from the last file the carrier confirmed instead (``held_back_members``, ``held_lines``)."""
+    return mode == "changes" or policy == "quarantine" or eoi_hold
 
 
 def is_full_file_day(day: date, weekday: str | None) -> bool:

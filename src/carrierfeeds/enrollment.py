@@ -144,6 +144,9 @@ X12_VIEW_SOURCES: Final[dict[str, str | None]] = {
     "maintenance_effective": None,
     # Loop 2100B (identity corrections): what the carrier holds, from the snapshot (carrierfeeds.changes)
     **{f"prior_{col}": col for col in ("last_name", "first_name", "middle_initial", "ssn", "dob", "gender")},
+    # A snapshot's own column (carrierfeeds.changes.RESUMED): the census start a 025 absorbed; never rendered,
+    # but a view drawn from a snapshot (a reconcile correction) carries it
+    "coverage_resumed": "coverage_start",
 }
 
 _RELATIONSHIP: Final[dict[str, tuple[str, str, int]]] = {
@@ -261,6 +264,9 @@ class Enrollment:
     #: Lines held back (evidence of insurability pending) as (subscriber_id, member_id, HD03), in view
     #: form: a change file carries what the carrier holds for them over, untouched.
     held_lines: tuple[tuple[str, str, str], ...] = ()
+    #: The census end (CCYYMMDD) of held lines that have one, as (subscriber_id, member_id, HD03, end): the
+    #: hold is for an increase, never an end, so a change file ends the coverage the carrier holds then.
+    held_ends: tuple[tuple[str, str, str, str], ...] = ()
 
     def source_fields(self) -> list[str]:
         """The census fields the view's columns carry."""
@@ -587,6 +593,22 @@ def _held_lines(frame: pd.DataFrame, mapping: CarrierMapping, held: pd.Series
                          for sub, mem, plan in rows.itertuples(index=False, name=None)}))
 
 
+def _held_ends(frame: pd.DataFrame, mapping: CarrierMapping, held: pd.Series
+               ) -> tuple[tuple[str, str, str, str], ...]:
+    """The held rows that give an end: (subscriber_id, member_id, HD03, end CCYYMMDD), as the view folds
+    and writes them (few rows)."""
+    if not held.any() or "coverage_end" not in frame.columns:
+        return ()
+    rows = frame.loc[held.to_numpy(), ["subscriber_id", "member_id", "plan_code", "coverage_end"]].astype("str")
+    rows = rows[~rows["coverage_end"].str.strip().isin(["", "nan", "NaT", "None", "<NA>"])]
+    if rows.empty:
+        return ()
+    ends = pd.to_datetime(rows["coverage_end"].str.strip()).dt.strftime("%Y%m%d")
+    return tuple(sorted({(fold_text(sub, 50), fold_text(mem, 50), mapping.plans[plan.strip()].insurance_line, end)
+                         for (sub, mem, plan, _), end in zip(rows.itertuples(index=False, name=None), ends,
+                                                             strict=True)}))
+
+
 # ---- member status: INS04 (census events), INS05-INS12, DTP*337/340/341 (mapping member_status)
 _EMPLOYMENT_ALL: Final[frozenset[str]] = values(EmploymentStatus)
 #: Canonical event_reason (the schema's EventReason names) -> INS04.
@@ -692,6 +714,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     if held.any():
         excluded["eoi_pending"] = int(held.sum())
     held_lines = _held_lines(frame, mapping, held)
+    held_ends = _held_ends(frame, mapping, held)
     kept = np.flatnonzero((authorised & mapped & ~held).to_numpy())
 
     # Minimum necessary: drop every field the carrier may not see before anything else reads it.
@@ -923,6 +946,7 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         normalised=normalised,
         options=options,
         held_lines=held_lines,
+        held_ends=held_ends,
     )
     log.info("feed %s: %d members, %d subscribers, %d coverages, excluded %s", feed.feed_id,
              enrollment.member_count, enrollment.subscriber_count, enrollment.coverage_count, excluded)

@@ -14,6 +14,9 @@ Maintenance types, at member level (INS03) and at coverage level (HD01, Loop 230
 * 025 reinstatement: restores the ended coverage as it was: the end is cleared, the original start is
   kept (so a reinstatement after a gap covers the gap: that is what the 834 guide means by it).
 
+Volumes: a coverage's benefit amount is the loop's AMT*FK on 030/021/001 (none sent: none held) and is
+kept on 024/025; the salary (2100A ICM01 frequency, ICM02 amount) is a demographic like the others.
+
 Two flavours key coverage differently: ``line`` by member and insurance line (HD03), so a new plan on
 the line replaces the old one; ``plan`` by member, HD03 and plan (HD04), so an old plan stays open until
 it is termed. Demographics are kept per member: names, SSN, DOB, gender, address, INS01/02/08.
@@ -33,7 +36,7 @@ MemberKey = tuple[str, str]
 CoverageKey = tuple[str, ...]
 
 DEMOGRAPHICS = ("ins01", "ins02", "ins08", "last_name", "first_name", "middle_initial", "ssn", "dob",
-                "gender", "address1", "address2", "city", "state", "zip")
+                "gender", "address1", "address2", "city", "state", "zip", "income")
 
 
 class CarrierRefused(AssertionError):
@@ -48,6 +51,7 @@ class Held:
     level: str
     start: date | None
     end: date | None
+    amount: str = ""  # the benefit amount (AMT*FK) of a volume line
 
 
 @dataclass
@@ -97,11 +101,11 @@ class Carrier:
             for k in mine:
                 held = self.coverage[k]
                 if held.end is None or held.end > end:
-                    self.coverage[k] = Held(held.plan, held.level, held.start, end)
+                    self.coverage[k] = Held(held.plan, held.level, held.start, end, held.amount)
         elif member.ins03 == "025":
             for k in mine:
                 held = self.coverage[k]
-                self.coverage[k] = Held(held.plan, held.level, held.start, None)
+                self.coverage[k] = Held(held.plan, held.level, held.start, None, held.amount)
 
     def _apply_coverage(self, member: Member, cover: Coverage, isa13: str) -> None:
         key = self._key(member, cover)
@@ -109,20 +113,20 @@ class Carrier:
         if cover.hd01 in ("030", "021"):
             if cover.start is None:
                 raise CarrierRefused(f"file {isa13}: HD*{cover.hd01} without DTP*348")
-            self.coverage[key] = Held(cover.hd04, cover.hd05, cover.start, cover.end)
+            self.coverage[key] = Held(cover.hd04, cover.hd05, cover.start, cover.end, cover.amounts.get("FK", ""))
         elif cover.hd01 == "001":
             start = cover.start if cover.start is not None else (held.start if held else None)
-            self.coverage[key] = Held(cover.hd04, cover.hd05, start, cover.end)
+            self.coverage[key] = Held(cover.hd04, cover.hd05, start, cover.end, cover.amounts.get("FK", ""))
         elif cover.hd01 == "024":
             if held is None:
                 raise CarrierRefused(f"file {isa13}: HD*024 for coverage the carrier does not hold")
             if cover.end is None:
                 raise CarrierRefused(f"file {isa13}: HD*024 without DTP*349")
-            self.coverage[key] = Held(held.plan, cover.hd05 or held.level, held.start, cover.end)
+            self.coverage[key] = Held(held.plan, cover.hd05 or held.level, held.start, cover.end, held.amount)
         elif cover.hd01 == "025":
             if held is None:
                 raise CarrierRefused(f"file {isa13}: HD*025 for coverage the carrier does not hold")
-            self.coverage[key] = Held(held.plan, held.level, held.start, None)
+            self.coverage[key] = Held(held.plan, held.level, held.start, None, held.amount)
         else:
             raise CarrierRefused(f"file {isa13}: HD01 {cover.hd01!r} unknown")
 

@@ -10,15 +10,22 @@ fields on the mapping's allowlist.
 Lines the census no longer has:
 
 * on a full-file day (mode ``full``, the first delivery, the mapping's full-file weekday) the carrier
-  gets INS03 030 and keeps exactly the file's members and lines, so they are gone;
+  gets INS03 030 and keeps exactly the file's members and lines, so they are gone, except, in changes
+  mode, a line whose end the carrier holds and has not yet passed (a pending term): the file carries it
+  with that end;
 * otherwise, term policy ``explicit``: termed at the mapping's ``term_end`` (end of the run's month or
   the day before; never before the line's start), unless the census had already given an end, which
   stands; term policy ``omission``: kept as last sent, until the next full file.
 
 A period that resumes the day after the held one ended (same plan) is one continuous coverage: the
-carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021).
+carrier keeps the original start (a reinstatement, 025, restores it; with a gap it is a new 021), for as
+long as the census keeps the start it resumed on, ended again or not.
 
-Families validation holds back (quarantine) keep exactly what the carrier had. A day is not delivered
+Families validation holds back (quarantine) keep exactly what the carrier had; so does a line waiting on
+evidence of insurability (eoi_pending Y under the mapping's EOI hold), alone, until it is approved (and
+a new line waiting on it is not held at all), except for an end the census gives it: the hold is for an
+increase, never for an end, so the carrier's coverage ends then, as it holds it. Volumes: each line's
+benefit amount (AMT*FK) and the employee's salary (ICM) are compared with the rest. A day is not delivered
 (the carrier keeps yesterday's roster) when the validation policy rejects it, or in a change file when a
 line would be added, moved or ended before the retroactive window (the run refuses it).
 
@@ -36,7 +43,7 @@ no longer shows. Demographics are compared for members both sides hold a compare
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Literal
 
@@ -47,6 +54,7 @@ LineKey = tuple[str, str, str]
 Outcome = Literal["delivered", "rejected", "refused"]
 
 _INS02 = {"EE": "18", "SP": "01", "CH": "19"}
+_ICM01 = {"ANNUALLY": "7"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,8 @@ class ExpectedRoster:
                 "first_name": field("first_name"), "middle_initial": field("middle_initial"),
                 "ssn": field("ssn"), "dob": _d(field("dob")), "gender": field("gender"),
                 "address1": field("address1"), "address2": field("address2"), "city": field("city"),
-                "state": field("state"), "zip": field("zip")}
+                "state": field("state"), "zip": field("zip"),
+                "income": (_ICM01[row["salary_frequency"]], field("salary")) if field("salary") else None}
 
     def step(self, day: Day) -> Outcome:
         """Apply ``day``'s census; returns what should become of the day's run."""
@@ -118,6 +127,8 @@ class ExpectedRoster:
             return "rejected"
         periods: dict[LineKey, list[Held]] = {}
         demographics: dict[tuple[str, str], dict[str, object]] = {}
+        eoi_held: set[LineKey] = set()
+        eoi_ends: dict[LineKey, date] = {}
         for row in day.rows:
             if row["subscriber_id"] in bad or row["plan_code"] not in self.authorised:
                 continue
@@ -125,8 +136,16 @@ class ExpectedRoster:
                 continue
             hd03, hd04 = self.plans[row["plan_code"]]
             key = (row["subscriber_id"], row["member_id"], hd03)
+            if row.get("eoi_pending") == "Y" and "eoi_pending" in self.allowlist:
+                # waiting on evidence of insurability: the carrier keeps what it holds, but for an end
+                eoi_held.add(key)
+                if row["coverage_end"]:
+                    eoi_ends[key] = date.fromisoformat(row["coverage_end"])
+                demographics[key[:2]] = self._demographics(row)
+                continue
+            amount = row.get("coverage_amount", "") if "coverage_amount" in self.allowlist else ""
             periods.setdefault(key, []).append(
-                Held(hd04, row["coverage_level"], _d(row["coverage_start"]), _d(row["coverage_end"])))
+                Held(hd04, row["coverage_level"], _d(row["coverage_start"]), _d(row["coverage_end"]), amount))
             demographics[key[:2]] = self._demographics(row)
         today = {key: counting(helds, on) for key, helds in periods.items()}
         full = self.full_day(on)
@@ -137,23 +156,29 @@ class ExpectedRoster:
                 continue
             resumes = (old.end is not None and held.start == old.end + timedelta(days=1)
                        and held.plan == old.plan)
-            if resumes or (merged.get(key) == held.start and old.end is None):
+            if resumes or merged.get(key) == held.start:
                 # Coverage resumes the day after it ended: one continuous coverage (025 restores it),
-                # so the carrier rightly keeps the original start, for as long as the census says so.
+                # so the carrier rightly keeps the original start, for as long as the census keeps the
+                # start it resumed on (an end given later ends that coverage, still from its start).
                 merged[key] = held.start
-                today[key] = Held(held.plan, held.level, old.start, held.end)
+                today[key] = replace(held, start=old.start)
             else:
                 merged.pop(key, None)
         new: dict[LineKey, Held] = {}
         new_demo: dict[tuple[str, str], dict[str, object]] = {}
         for key, held in self.lines.items():
-            if key[0] in bad:
-                new[key] = held
+            if key[0] in bad or (key in eoi_held and key not in today):
+                new[key] = replace(held, end=eoi_ends[key]) if key in eoi_ends and key[0] not in bad else held
                 new_demo[key[:2]] = self.demographics[key[:2]]
             elif key not in today and not full:
                 if cfg.term_policy == "explicit" and held.end is None:
                     assert held.start is not None
-                    held = Held(held.plan, held.level, held.start, max(held.start, term_date(on, cfg.term_end)))
+                    held = replace(held, end=max(held.start, term_date(on, cfg.term_end)))
+                new[key] = held
+                new_demo[key[:2]] = self.demographics[key[:2]]
+            elif key not in today and cfg.mode == "changes" and held.end is not None and held.end >= on:
+                # A weekly full file still carries a line whose end the carrier was sent and which it
+                # still covers (a pending end-of-month term), with that end.
                 new[key] = held
                 new_demo[key[:2]] = self.demographics[key[:2]]
         new.update(today)
@@ -207,4 +232,4 @@ def compare(carrier: Carrier, expected: ExpectedRoster, on: date) -> list[str]:
 def _show(h: Held | None) -> str:
     if h is None:
         return "nothing"
-    return f"{h.plan}/{h.level} {h.start}..{h.end or ''}"
+    return f"{h.plan}/{h.level} {h.start}..{h.end or ''}" + (f" amount {h.amount}" if h.amount else "")

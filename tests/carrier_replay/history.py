@@ -23,11 +23,14 @@ EventKind = Literal[
     "add_family", "remove_family", "end_family", "remove_dependent", "add_dependent", "plan_change_one_row",
     "plan_change_two_rows", "level_change", "address_change", "name_change", "dob_change", "ssn_change",
     "rehire", "reinstate", "drop_dental", "bad_data", "retro_add_outside", "retro_term_outside",
+    "salary_change", "volume_change", "eoi_release",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
 MEDICAL = ("MED-PPO", "MED-HDHP")
 LEVELS = ("EMP", "ESP", "ECH", "FAM")
+#: The employee's own disability lines (volumes: a benefit amount, 2300 AMT*FK; salary is 2100A ICM).
+VOLUME = ("STD-CORE", "LTD-CORE")
 _LAST = ("RIVERA", "OKAFOR", "LINDQVIST", "NAKAMURA", "BROWN", "GARCIA", "SINGH", "MOREAU")
 _FIRST = ("ANA", "MATEO", "LUCIA", "TEO", "SAM", "KIM", "NOOR", "LEE", "ROSA", "IVAN")
 _STREETS = ("12 ELM STREET", "9 OAK AVE", "400 MAIN ST", "7 HILL RD", "88 LAKE DR")
@@ -47,6 +50,8 @@ class Period:
     level: str
     start: date
     end: date | None = None
+    amount: str = ""  # the benefit amount of a volume line
+    eoi: bool = False  # an increase waiting on evidence of insurability (eoi_pending Y)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Person:
     dob: date
     gender: str
     periods: list[Period] = field(default_factory=list)
+    salary: str = ""  # the employee's annual wage
 
 
 @dataclass
@@ -147,13 +153,17 @@ class Employer:
             person.periods = [Period(medical, level, start), Period("DEN-STD", level, start)]
             if variant % 3 == 0:
                 person.periods.append(Period("VIS-STD", level, start))  # not authorised for this carrier
+        ee.salary = str(40000 + 1000 * (n % 30))
+        ee.periods.append(Period("STD-CORE", "EMP", start, amount=str(800 + 50 * (n % 10))))
+        if variant % 2:
+            ee.periods.append(Period("LTD-CORE", "EMP", start, amount=str(3000 + 100 * (n % 10))))
         if age_out:
             # A child whose 26th birthday falls a few days into the history; the employer ends its
             # coverage at the end of that month, as most plans do.
             birthday = self.start + timedelta(days=2 + n % 5)
             child = self._person(f"{sid}-{family.next_dependent:02d}", "CH", last, years_before(birthday, 26))
             family.next_dependent += 1
-            child.periods = [replace(p, end=month_end(birthday)) for p in ee.periods]
+            child.periods = [replace(p, end=month_end(birthday)) for p in ee.periods if p.plan_code not in VOLUME]
             members.append(child)
         self.families.append(family)
         return family
@@ -201,8 +211,23 @@ class Employer:
             self._plan_change(fam, day, two_rows=True)
         elif kind == "level_change" and fam is not None:
             for person in fam.members:
-                person.periods = [replace(p, level=LEVELS[(LEVELS.index(p.level) + 1 + b) % 4])
+                person.periods = [p if p.plan_code in VOLUME else
+                                  replace(p, level=LEVELS[(LEVELS.index(p.level) + 1 + b) % 4])
                                   for p in person.periods]
+        elif kind == "salary_change" and fam is not None and fam.members[0].salary:
+            fam.members[0].salary = str(int(fam.members[0].salary) + 1000 * (1 + b))
+        elif kind == "volume_change" and fam is not None:
+            # b even: a change the carrier takes as it comes; b odd: an increase waiting on evidence of
+            # insurability (held back until approved, the carrier keeping the amount it holds)
+            ee = fam.members[0]
+            lines = [p for p in self._open(ee) if p.plan_code in VOLUME]
+            if lines:
+                line = lines[b % len(lines)]
+                ee.periods = [replace(p, amount=str(int(p.amount) + 250 * (1 + b)), eoi=p.eoi or b % 2 == 1)
+                              if p is line else p for p in ee.periods]
+        elif kind == "eoi_release" and fam is not None:
+            ee = fam.members[0]
+            ee.periods = [replace(p, eoi=False) for p in ee.periods]
         elif kind == "address_change" and fam is not None:
             n = self._serial()
             city, state, zipc = _CITIES[n % len(_CITIES)]
@@ -250,7 +275,8 @@ class Employer:
     def _add_dependent(self, fam: Family, day: date) -> None:
         ee = fam.members[0]
         start = next_month(day)
-        periods = [replace(p, start=max(p.start, start)) for p in self._open(ee) if p.start <= start]
+        periods = [replace(p, start=max(p.start, start)) for p in self._open(ee)
+                   if p.start <= start and p.plan_code not in VOLUME]
         if not periods:
             return
         child = self._person(f"{fam.subscriber_id}-{fam.next_dependent:02d}", "CH", ee.last_name,
@@ -287,7 +313,7 @@ class Employer:
             start = next_month(start)  # a real gap
         fam.present = True
         for person in fam.members:
-            person.periods = [Period(p.plan_code, p.level, start) for p in _latest_per_line(person).values()]
+            person.periods = [replace(p, start=start, end=None) for p in _latest_per_line(person).values()]
 
     def _reinstate(self, a: int, day: date) -> None:
         ended = [f for f in self._present() if any(p.end is not None for p in f.members[0].periods)]
@@ -333,6 +359,8 @@ class Employer:
                         "address1": fam.address1, "address2": fam.address2, "city": fam.city,
                         "state": fam.state, "zip": fam.zip, "phone": "2175550100",
                         "hire_date": fam.hire_date.isoformat() if ee else "",
+                        "salary": person.salary, "salary_frequency": "ANNUALLY" if person.salary else "",
+                        "coverage_amount": p.amount, "eoi_pending": "Y" if p.eoi else "",
                         "employment_status": "FT" if ee else "", "department": "PLANT 2",
                         "plan_code": p.plan_code, "coverage_level": p.level,
                         "coverage_start": p.start.isoformat(),

@@ -36,16 +36,23 @@ from carrierfeeds.x12.render import render_834_bytes
 ROOT = Path(__file__).resolve().parents[2]
 Run = Literal["delivered", "rejected", "refused", "no_changes"]
 CREATED = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
+#: The employee's disability lines (issue 19's volumes): STD and LTD are in the TR3's HD03 list, so pyx12
+#: reads them (life and AD&D are not).
+VOLUME_PLANS = {"STD-CORE": {"insurance_line": "STD", "description": "SHORT TERM DISABILITY"},
+                "LTD-CORE": {"insurance_line": "LTD", "description": "LONG TERM DISABILITY"}}
 
 
 def configured(cfg: Config) -> tuple[Feed, CarrierMapping]:
     """The demo feed and mapping under ``cfg`` (validated as if loaded from YAML)."""
     feed = load_feed(ROOT / "feeds" / "acme-sunrise-medical.yaml")
-    feed = feed.model_copy(update={"validation": ValidationPolicy(policy=cfg.policy)})
+    auth = feed.authorization.model_copy(update={"plans": (*feed.authorization.plans, *VOLUME_PLANS)})
+    feed = feed.model_copy(update={"validation": ValidationPolicy(policy=cfg.policy), "authorization": auth})
     base = load_mapping(ROOT / "mappings" / "sunrise-health.yaml").model_dump()
     base.update(mode=cfg.mode, term_policy=cfg.term_policy, term_end=cfg.term_end,
                 retro_window_days=cfg.retro_window_days, full_file_weekday=cfg.full_file_weekday,
-                plan_change=cfg.plan_change)
+                plan_change=cfg.plan_change, plans={**base["plans"], **VOLUME_PLANS},
+                allowlist=[*base["allowlist"], "salary", "salary_frequency", "coverage_amount", "eoi_pending"],
+                volumes={"salary": True, "coverage_amount": True, "eoi_hold": True})
     return feed, CarrierMapping.model_validate(base)
 
 
@@ -95,13 +102,14 @@ class PureFeed:
             enrollment = build_enrollment(accepted, self.feed, mapping, as_of=day.on, workers=1)
             action: str = mapping.full_file.bgn08
             snapshot = None
-            if keeps_snapshot(mapping.mode, self.feed.validation.policy):
+            if keeps_snapshot(mapping.mode, self.feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
                 full = self.snapshot is None or mapping.mode == "full" or is_full_file_day(
                     day.on, mapping.full_file_weekday)
                 change_set = diff_against_snapshot(
                     enrollment, self.snapshot, as_of=day.on, term_policy=mapping.term_policy,
                     term_end=mapping.term_end, retro_window_days=mapping.retro_window_days,
-                    held_back_members=outcome.held_back_member_ids, full_file=full, plan_change=mapping.plan_change)
+                    held_back_members=outcome.held_back_member_ids, full_file=full, plan_change=mapping.plan_change,
+                    pending_terms=mapping.mode == "changes")
                 if change_set.empty:
                     return "no_changes", None
                 enrollment, snapshot = change_set.enrollment, change_set.snapshot

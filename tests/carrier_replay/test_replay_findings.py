@@ -148,3 +148,125 @@ def test_an_end_given_with_a_moved_start_redates_the_coverage_at_the_carrier(end
     change = log[1].file
     assert change is not None
     assert ("001", "HLT", "HDHP SILVER", "2026-03-18..2026-03-31") in _hd(change), _hd(change)
+
+
+def test_coverage_restored_by_a_025_keeps_its_start_on_the_quiet_days_after() -> None:
+    """Rule: a census start the carrier's coverage absorbed (a 025 for coverage that resumes the day after
+    its end) is no start change. Removed (a term ending 03-31 goes out), back the next day from 04-01: the
+    025 restores the coverage from 2025-01-01. Found as day 4 add/remove, day 5 bad data (rejected) and a
+    dropped line, day 6 rehire; neither the held-back family nor the dropped line mattered. The next
+    day, with nothing changed, the diff compared the census start (04-01) with the snapshot's restored
+    start (2025-01-01) and sent HD*001 with 04-01, moving the carrier's start and losing the coverage
+    from 2025-01-01 to 03-31 it had confirmed."""
+    events = [[], [Event("remove_family", 0)], [Event("rehire", 0)], [], []]
+    log = replay(Config(), play(date(2026, 3, 24), events, families=2))
+    assert first_failure(log) is None, first_failure(log)
+    back = log[2].file
+    assert back is not None
+    assert {h[0] for h in _hd(back)} == {"025"}, _hd(back)
+    assert [entry.got for entry in log[3:]] == ["no_changes", "no_changes"]
+
+
+def test_an_end_after_a_025_keeps_the_restored_start() -> None:
+    """Rule: as above, while the census keeps the start it resumed with, an end given for that coverage
+    is a term (HD*024) of the coverage the carrier holds, from its original start, on every day after."""
+    events = [[], [Event("remove_family", 0)], [Event("rehire", 0)], [Event("end_family", 0, 0)], [], []]
+    log = replay(Config(), play(date(2026, 3, 29), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    ended = log[3].file
+    assert ended is not None
+    assert {h[0] for h in _hd(ended)} == {"024"}, _hd(ended)
+
+
+@pytest.mark.parametrize("flavour", ["line", "plan"])
+def test_a_reinstatement_with_a_moved_start_sends_the_new_start(flavour: str) -> None:
+    """Rule: 025 restores the ended coverage as the carrier holds it, start included, so it is only for
+    coverage that resumes with the start the carrier holds (or the day after its end). A family first
+    sent in a full file from 90 days back, ending 03-31; the next day the employer moves the start to
+    10 days back and lifts the end. The carrier kept the old start under a 025; the line goes out as
+    HD*001 with the new DTP*348 and no DTP*349 (a change of the coverage's dates, as for an end that
+    comes with a moved start), never 024+021 (an add after a term reads as a new enrollment)."""
+    days = play(FRIDAY, [[Event("retro_add_outside", 1), Event("end_family", 2, 0)], [Event("reinstate", 2)], []],
+                families=2)
+    log = replay(Config(flavour=flavour), days, pyx12="all")  # type: ignore[arg-type]
+    assert first_failure(log) is None, first_failure(log)
+    back = log[1].file
+    assert back is not None
+    assert ("001", "HLT", "HDHP SILVER", "2026-03-18..") in _hd(back), _hd(back)
+    assert not any(h[0] == "025" for h in _hd(back)), _hd(back)
+
+
+@pytest.mark.parametrize("how", ["remove_family", "drop_dental"])
+def test_a_weekly_full_file_carries_a_pending_term_with_its_end(how: str) -> None:
+    """Rule: a full file (030) is the carrier's whole roster, so it carries every line the carrier still
+    covers, a term already sent whose end is still ahead included, with that DTP*349. Removed from the
+    census on Tuesday (a term ending 03-31 goes out; or dental dropped), Thursday's weekly full file left
+    the line out, and the carrier dropped coverage it still owes until 03-31."""
+    events = [[], [Event(how, 0)], [], []]  # type: ignore[arg-type]
+    log = replay(Config(full_file_weekday="thursday"), play(date(2026, 3, 23), events, families=2),
+                 pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    weekly = log[3].file
+    assert weekly is not None
+    assert ("030", "DEN", "DENTAL STANDARD", "2025-01-01..2026-03-31") in _hd(weekly), _hd(weekly)
+
+
+VOLUME_DAYS = [[], [Event("salary_change", 0, 0), Event("volume_change", 1, 0)], [Event("volume_change", 0, 1)],
+               [Event("salary_change", 0, 1)], [Event("eoi_release", 0)], []]
+
+
+@pytest.mark.parametrize("cfg", [Config(), Config(flavour="plan"), Config(full_file_weekday="thursday"),
+                                 Config(mode="full", policy="quarantine")], ids=["line", "plan", "weekly", "full"])
+def test_volumes_salary_amount_and_an_increase_held_for_eoi_reach_the_carrier(cfg: Config) -> None:
+    """Issue 19's volumes, replayed: a raise (2100A ICM) and a benefit amount change (2300 AMT*FK), then
+    an increase waiting on evidence of insurability (held back: the carrier keeps the amount it holds,
+    also through a weekly full file), a second raise while it waits, and its approval (HD*001 with the
+    new amount)."""
+    log = replay(cfg, play(date(2026, 3, 23), VOLUME_DAYS, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    if cfg.mode == "changes":
+        approved = log[4].file
+        assert approved is not None
+        assert [(c.hd01, c.hd03, c.amounts.get("FK")) for m in read_834(approved).members for c in m.coverages] == [
+            ("001", "STD", "1350")]
+
+
+def test_full_mode_keeps_a_line_held_for_eoi_at_the_carrier() -> None:
+    """Rule: a line held back for evidence of insurability keeps what the carrier holds; a full file is
+    the carrier's whole roster, so it carries the held line as last sent. Mode full under policy reject
+    kept no snapshot, so Wednesday's 030 left the STD line waiting on EOI out and the carrier dropped
+    the employee's STD coverage (850) for as long as EOI was pending."""
+    log = replay(Config(mode="full"), play(date(2026, 3, 23), VOLUME_DAYS, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    held = log[2].file
+    assert held is not None
+    assert ("030", "STD", "SHORT TERM DISABILITY", "2025-01-01..") in _hd(held), _hd(held)
+
+
+@pytest.mark.parametrize("eoi", [False, True])
+def test_an_end_that_comes_with_a_new_amount_is_hd001_with_both(eoi: bool) -> None:
+    """Rule: a term (HD*024) only ends coverage; the carrier keeps the benefit amount it holds. The
+    employee's STD amount goes up the same day the family's coverage is given an end (or the increase
+    waits on evidence of insurability and is approved after the end was given): the line went out as
+    HD*024 and the carrier kept the old amount, so it goes out as HD*001 with the end and the amount."""
+    events = [[], [Event("volume_change", 0, int(eoi)), Event("end_family", 0, 0)], [Event("eoi_release", 0)], []]
+    log = replay(Config(), play(date(2026, 3, 23), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    sent = log[2 if eoi else 1].file
+    assert sent is not None
+    assert [(c.hd01, c.end, c.amounts.get("FK")) for m in read_834(sent).members for c in m.coverages
+            if c.hd03 == "STD"] == [("001", date(2026, 3, 31), "1350" if eoi else "1100")]
+
+
+def test_an_end_given_while_an_increase_waits_on_eoi_goes_out_at_the_amount_held() -> None:
+    """Rule: the EOI hold holds back an increase, never an end. The employee's STD increase waits on
+    evidence of insurability when the family's coverage is given an end (03-31): the held line went out
+    with nothing, so the carrier kept covering STD open-ended for as long as EOI stayed pending (for a
+    leaver, for ever). The end goes out as HD*024 of the coverage the carrier holds (its amount)."""
+    events = [[], [Event("volume_change", 0, 1)], [Event("end_family", 0, 0)], [], [Event("eoi_release", 0)], []]
+    log = replay(Config(), play(date(2026, 3, 23), events, families=2), pyx12="all")
+    assert first_failure(log) is None, first_failure(log)
+    ended = log[2].file
+    assert ended is not None
+    assert [(c.hd01, c.end, c.amounts.get("FK")) for m in read_834(ended).members for c in m.coverages
+            if c.hd03 == "STD"] == [("024", date(2026, 3, 31), "850")]

@@ -39,6 +39,7 @@ def _workspace(tmp_path: Path, keys: Any, cfg: Config) -> tuple[Any, Path]:
     feed_file = ws.settings.feeds_dir / f"{feed.feed_id}.yaml"
     data = yaml.safe_load(feed_file.read_text())
     data["validation"] = {"policy": cfg.policy}
+    data["authorization"]["plans"] = list(feed.authorization.plans)  # the volume lines too
     feed_file.write_text(yaml.safe_dump(data, sort_keys=False))
     mappings = tmp_path / "mappings"
     mappings.mkdir()

@@ -5,6 +5,7 @@ both ``plan_change`` settings (HD*024 old + HD*021 new, or HD*001), checked segm
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -160,6 +161,45 @@ def test_coverage_resuming_without_a_gap_is_a_reinstatement_025() -> None:
     assert ins03 == "025" and loop == [["HD", "025", "", "HLT", "HDHP SILVER", "EMP"], ["DTP", "348", "D8", "20261101"]]
 
 
+
+def test_a_start_restored_by_a_025_is_no_change_the_next_day() -> None:
+    """The snapshot after a 025 holds the start the carrier restored and the census start it resumed on
+    (``coverage_resumed``): the next day's identical census sends nothing; a level change then goes out
+    as HD*001 with the carrier's start, and the 834 view never carries the snapshot-only column."""
+    rows = h.family_rows()
+    gone = [dict(r, coverage_end="2026-10-31") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP" else r
+            for r in rows]
+    resumed = [dict(r, coverage_start="2026-11-01") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP"
+               else r for r in rows]
+    reinstated = diff_against_snapshot(h.enrollment(h.census(resumed)), _snapshot(gone), as_of=AS_OF)
+    snap = reinstated.snapshot
+    line = snap[(snap["member_id"] == SOLO) & (snap["hd03"] == "HLT")].iloc[0]
+    assert (line["coverage_start"], line["coverage_resumed"]) == ("20240101", "20261101")
+    assert "coverage_resumed" not in reinstated.enrollment.table.columns
+    # a view drawn from the snapshot (a reconcile correction) carries the column and still renders
+    drawn = snap.assign(ins03="001", ins04="AI", hd01="001")
+    drawn_view = dataclasses.replace(reinstated.enrollment, table=drawn, member_count=drawn["member_id"].nunique())
+    assert b"HD*001" in render_834_bytes(drawn_view, h.header(), h.CONTROL)
+    quiet = diff_against_snapshot(h.enrollment(h.census(resumed)), snap, as_of=AS_OF)
+    assert quiet.empty, quiet.members_by_type
+    level = [dict(r, coverage_level="ESP") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP" else r
+             for r in resumed]
+    ins03, loop = _coverage(_segments(diff_against_snapshot(h.enrollment(h.census(level)), snap, as_of=AS_OF)))
+    assert ins03 == "001" and loop == [["HD", "001", "", "HLT", "HDHP SILVER", "ESP"], ["DTP", "348", "D8", "20240101"]]
+
+
+def test_coverage_back_with_a_moved_start_is_hd001_with_the_new_start_not_025() -> None:
+    """A 025 would restore the coverage from the start the carrier holds: when the census brings it back
+    from another start (not the day after its end), HD*001 carries the new DTP*348 and no DTP*349."""
+    rows = h.family_rows()
+    gone = [dict(r, coverage_end="2026-10-31") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP" else r
+            for r in rows]
+    moved = [dict(r, coverage_start="2025-06-01") if r["member_id"] == SOLO and r["plan_code"] == "MED-HDHP"
+             else r for r in rows]
+    ins03, loop = _coverage(_segments(_diff(gone, moved, retro_window_days=900)))
+    assert ins03 == "001" and loop == [["HD", "001", "", "HLT", "HDHP SILVER", "EMP"], ["DTP", "348", "D8", "20250601"]]
+
+
 @pytest.mark.parametrize("setting", ["term_and_add", "change"])
 def test_a_plan_change_on_one_line_under_each_plan_change_setting(setting: str, tmp_path: Path) -> None:
     rows = h.family_rows()
@@ -258,3 +298,23 @@ def test_coverage_resuming_with_another_level_is_hd001_not_a_reinstatement() -> 
     back = [dict(r, coverage_level="ESP") if r is medical else r for r in rows]
     ins03, loop = _coverage(_segments(_diff(gone, back)))
     assert ins03 == "001" and loop == [["HD", "001", "", "HLT", "HDHP SILVER", "ESP"], ["DTP", "348", "D8", "20240101"]]
+
+
+@pytest.mark.parametrize("pending_terms", [True, False])
+def test_a_full_file_carries_a_term_still_ahead_only_in_changes_mode(pending_terms: bool) -> None:
+    """Changes mode's weekly full file carries a line the carrier still covers (its end, sent, is after
+    ``as_of``) though the census no longer has it, with its DTP*349; mode full (``pending_terms=False``)
+    sends the census alone."""
+    rows = h.family_rows()
+    ending = [dict(r, coverage_end="2026-11-30") if r["member_id"] == SOLO else r for r in rows]
+    left = [r for r in rows if r["member_id"] != SOLO]
+    change_set = diff_against_snapshot(h.enrollment(h.census(left)), _snapshot(ending), as_of=AS_OF,
+                                       full_file=True, pending_terms=pending_terms)
+    assert change_set.full_file
+    if not pending_terms:
+        assert SOLO not in set(change_set.enrollment.table["member_id"])
+        return
+    ins03, loop = _coverage(_segments(change_set))
+    assert ins03 == "030"
+    assert ["HD", "030", "", "HLT", "HDHP SILVER", "EMP"] in loop and ["DTP", "349", "D8", "20261130"] in loop
+    assert SOLO in set(change_set.snapshot["member_id"])

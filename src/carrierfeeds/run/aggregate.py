@@ -115,7 +115,7 @@ def _employer_enrollment(settings: Settings, bundle: FeedBundle, census: Path, *
     enrollment = build_enrollment(outcome.accepted, feed, mapping, as_of=as_of)
     by_type: dict[str, int] = {mapping.full_file.maintenance_type: enrollment.member_count}
     action: str = mapping.full_file.bgn08
-    if keeps_snapshot(mapping.mode, feed.validation.policy):
+    if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
         base = SnapshotStore.for_settings(settings).load(feed.feed_id)  # read only
         change_set = diff_for_day(bundle, enrollment, base, held_back=outcome.held_back_member_ids, day=as_of,
                                   full_file=full or mapping.mode == "full")

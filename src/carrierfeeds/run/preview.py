@@ -67,7 +67,7 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     action: str = mapping.full_file.bgn08
     full_file, base_rows = True, None
     roster: Enrollment | None = None  # a PDF roster's changes since the last one
-    if keeps_snapshot(mapping.mode, feed.validation.policy):
+    if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
         base = SnapshotStore.for_settings(settings).load(feed.feed_id)  # read only: never staged or advanced
         base_rows = None if base is None else len(base)
         change_set = diff_for_day(bundle, enrollment, base, held_back=outcome.held_back_member_ids, day=as_of,

@@ -282,7 +282,7 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
         roster: Enrollment | None = None  # a PDF roster's changes since the last one
-        if keeps_snapshot(mapping.mode, feed.validation.policy):
+        if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
             enrollment, action, change_counts, roster = _diff_for_run(
                 ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
         del census  # the render reads the enrollment only (what of the census it shares stays mapped)
@@ -424,7 +424,7 @@ def diff_for_day(bundle: FeedBundle, enrollment: Enrollment, base: pd.DataFrame 
     return diff_against_snapshot(
         enrollment, base, as_of=day, term_policy=mapping.term_policy, term_end=mapping.term_end,
         retro_window_days=mapping.retro_window_days, held_back_members=held, full_file=full,
-        plan_change=mapping.plan_change)
+        plan_change=mapping.plan_change, pending_terms=mapping.mode == "changes")
 
 
 #: The changes listed beside a PDF roster are not sent: no retro window limits what they show.
