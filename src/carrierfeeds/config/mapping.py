@@ -253,7 +253,9 @@ class Volumes(_Model):
     coverage_amount: bool = Field(False, description="2300 AMT*FK: each line's benefit amount (coverage_amount)")
     premium: bool = Field(False, description="2300 AMT*P3: each line's premium (premium_amount)")
     eoi_hold: bool = Field(False, description="a line whose eoi_pending is Y is held back (not sent, counted as "
-                                              "excluded eoi_pending) until evidence of insurability is approved")
+                                              "excluded eoi_pending) until evidence of insurability is approved; "
+                                              "the hold keeps an increase back, never an end: an end goes out "
+                                              "(HD*024) at the amount the carrier holds")
 
     def census_fields(self) -> dict[str, tuple[str, ...]]:
         """Each setting that is on, and the census fields it reads."""
