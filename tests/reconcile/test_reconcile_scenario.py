@@ -140,6 +140,27 @@ def test_return_file_scenario_through_the_cli(sftp_workspace: Any, tmp_path: Pat
     statuses = sorted(i["status"] for i in json.loads(cli("list", ws.feed.feed_id, "--json").output))
     assert statuses == ["auto_closed"] * 5 + ["resolved"]
 
+    # The current census as a third view. The census that was sent agrees with the snapshot: all six are
+    # the carrier's to fix. A census that lost a dropped member agrees with the carrier there (ours to
+    # fix), and a member gone from the census but still at the carrier is a change not sent yet.
+    def lone(member: str) -> bool:  # nobody else's subscriber: leaving the census orphans no dependent
+        return bool((frame["subscriber_id"] == member).sum() <= (frame["member_id"] == member).sum())
+
+    gone_here, unsent = next(m for m in dropped if lone(m)), next(m for m in active[5:] if lone(m))
+    same = json.loads(cli("import", ws.feed.feed_id, str(back), "--census", str(census), "--json").output)
+    assert same["by_side"] == {"carrier": 6} and same["not_sent"] == []
+    assert {d["side"] for d in same["discrepancies"]} == {"carrier"}
+    later = tmp_path / "census-later.csv"
+    frame[~frame["member_id"].isin([gone_here, unsent])].to_csv(later, index=False)
+    third = cli("import", ws.feed.feed_id, str(back), "--census", str(later), "--json")
+    labelled = json.loads(third.output)
+    assert labelled["by_side"] == {"carrier": 5, "ours": 1, "not_sent": 1}, labelled["by_side"]
+    (ours,) = [d for d in labelled["discrepancies"] if d["side"] == "ours"]
+    assert (ours["kind"], ours["member_token"]) == ("missing_at_carrier", tokens.token(gone_here))
+    assert [(d["kind"], d["member_token"]) for d in labelled["not_sent"]] == [
+        ("extra_at_carrier", tokens.token(unsent))]
+    assert "by side: ours" in cli("import", ws.feed.feed_id, str(back), "--census", str(later)).output
+
     report = tmp_path / "reconcile.html"
     assert cli("report", ws.feed.feed_id, "--format", "html", "--out", str(report)).exit_code == 0
     pdf = tmp_path / "reconcile.pdf"

@@ -40,6 +40,10 @@ def reconcile_import(
                                          exists=True, dir_okay=False, readable=True)],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
     by: Annotated[str, typer.Option(help="who ran the comparison (recorded in the ledger)")] = "carrierfeeds",
+    census: Annotated[Path | None, typer.Option(
+        help="the current census as a third view: each discrepancy labelled with the side its fix is on "
+             "(carrier, ours, both) and the census's changes not sent yet listed",
+        exists=True, dir_okay=False, readable=True)] = None,
 ) -> None:
     """Read FILE, compare it with what FEED's carrier should hold, update the worklist.
 
@@ -60,10 +64,16 @@ def reconcile_import(
         if spec is None:
             raise ConfigError("the feed has no reconciliation section", file=f"{feed}.yaml", field="reconciliation")
         ledger = _ledger(settings)
+        tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
+        now = _utcnow()
+        view = None
+        if census is not None:
+            from carrierfeeds.reconcile.census_view import census_view
+
+            view = census_view(settings, bundle, census, tokenizer, as_of=now.date())
         result = reconcile_file(file, feed_id=feed, spec=spec, mapping=bundle.mapping, ledger=ledger,
-                                store=SnapshotStore.for_settings(settings),
-                                tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
-                                now=_utcnow(), actor=by)
+                                store=SnapshotStore.for_settings(settings), tokenizer=tokenizer, now=now,
+                                actor=by, census=view)
         alerted = False
         record = result.worklist
         if needs_alert(bundle.feed, record.open_after):
@@ -82,6 +92,10 @@ def reconcile_import(
              f"({record.opened} new, {record.seen} seen before, {record.reopened} reopened); "
              f"{record.auto_closed} auto-closed; {record.open_after} open",
              *(f"  {k:<26} {n}" for k, n in sorted(result.by_kind.items()))]
+    if result.sides is not None:
+        said = {"carrier": "the carrier's to fix", "ours": "ours: the census agrees with the carrier",
+                "both": "the census differs from both", "not_sent": "census changes not sent yet"}
+        lines += [f"  by side: {side:<9} {n:>6}  ({said[side]})" for side, n in result.by_side.items()]
     if result.awaiting_ack:
         lines.append(f"{result.awaiting_ack} concern members whose latest change awaits the carrier's "
                      "acknowledgment")
