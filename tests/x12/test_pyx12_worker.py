@@ -134,3 +134,14 @@ def test_the_switch_gives_a_child_per_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv(PERSISTENT_ENV)
     with pyx12_job(good) as job:
         assert isinstance(job, Pyx12Job) and job.verdict().ok
+
+
+def test_closing_the_pool_kills_and_reaps_its_idle_workers(tmp_path: Path) -> None:
+    good, _ = _files(tmp_path)
+    pool = Pyx12Workers()
+    with Pyx12Job(good, pool=pool) as job:
+        assert job.verdict().ok
+    (idle,) = pool._idle
+    assert idle.returncode is None
+    pool.close()
+    assert idle.returncode is not None and len(pool) == 0

@@ -527,12 +527,13 @@ class Pyx12Workers:
                 self._idle.append(worker)
 
     def close(self) -> None:
-        """Retire every idle worker (at exit; a worker also exits when this process's end closes its stdin)."""
+        """Kill and reap every idle worker (at exit: an idle worker holds no work, and a process that
+        ends, an Airflow task's, should not wait for its workers to read the end of their input)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for worker in idle:
             if worker.owner == os.getpid():
-                worker.retire()
+                worker.kill()
 
     def __len__(self) -> int:
         return len(self._idle)
