@@ -576,7 +576,7 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
     state, tries = result["tasks"]["deliver"]
     assert _state(state) == "failed" and tries == 2, result["tasks"]
     assert _state(result["tasks"]["build"][0]) == "success"
-    assert "AirflowTaskTimeout" in result["_output"]
+    assert "AirflowTaskTimeout" in result["_output"], result["_output"][-6000:]
 
     ledger = Ledger.open(ws.settings.resolved_ledger_url)
     try:

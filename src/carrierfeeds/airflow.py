@@ -57,14 +57,16 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_DAG_ID = "carrierfeeds_housekeeping"
 HOUSEKEEPING_SCHEDULE = "30 3 * * *"
+#: A task's execution timeout (the stages it runs together).
 STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: How a feed's stages are grouped into Airflow tasks: task id -> the stages it runs in turn. Fewer
 #: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat) fewer
 #: times; each still retries on its own and skips its stages that already succeeded.
-#: "three" (the default): the census in, the file made and gated, the file out. "feed": one task.
-#: "stages": one task per stage. The figures behind the choice are in benchmarks/README.md.
+#: "three" (the default): the census in, the file made and gated, the file out. "feed": one task runs
+#: every stage. "stages": one task per stage. Why "three" and not the faster "feed" yet: see
+#: benchmarks/README.md ("The nightly window: task designs").
 TASK_DESIGNS: dict[str, tuple[tuple[str, tuple[Stage, ...]], ...]] = {
     "three": (("intake", ("stage_census", "validate")), ("build", ("build", "conformance")),
               ("deliver", ("encrypt", "deliver", "confirm"))),
@@ -441,9 +443,9 @@ def build_feed_dag(feed: Feed, design: str | None = None) -> DAG:
     """One DAG for one feed: schedule and time zone from the feed, its stages grouped into tasks as
     ``design`` (a key of :data:`TASK_DESIGNS`; default :func:`task_design`) says.
 
-    ``weight_rule="upstream"``: a later task of a feed outranks an earlier one of any feed, so when
-    many feeds start at once the slots go to finishing feeds before starting new ones, and the first
-    deliveries come early in the window instead of all near its end.
+    ``weight_rule="upstream"`` (designs of several tasks): a later task of a feed outranks an earlier
+    one of any feed, so when many feeds start at once the slots go to finishing feeds first; with the
+    LocalExecutor only once a pool keeps its queue short (it runs what it was handed first in, first out).
     """
     import pendulum
 
