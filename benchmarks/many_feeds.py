@@ -3,6 +3,11 @@
 then spread over as many worker processes as the machine has cores.
 
     python -m benchmarks.many_feeds --feeds 200 --members 2000 [--workers 2] [--out benchmarks/results]
+    python -m benchmarks.many_feeds --mode pyx12 --feeds 10 --members 2000 --repeat 3
+
+``--mode pyx12`` pairs the gate's two ways of running pyx12, back to back in one process each: a child
+process per file (``CARRIERFEEDS_PYX12_PERSISTENT=0``) and the pooled persistent workers, child first
+then worker in each of ``--repeat`` rounds; each round's ratio is worker over child (warm feed median).
 
 Each worker process is fresh (spawned) and keeps its own workspace and SQLite ledger, the way separate
 Airflow workers would each import the libraries once; the first feed a process runs pays those imports,
@@ -71,6 +76,8 @@ def prepare_batch(work: Path, feed_ids: list[str], *, members: int, keys: Any, s
 def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Run every feed of ``batch`` back to back in this process; seconds per feed and their statuses."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    if batch.get("pyx12") is not None:
+        os.environ["CARRIERFEEDS_PYX12_PERSISTENT"] = "1" if batch["pyx12"] == "worker" else "0"
     if batch.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
         # A pool that fills every CPU pins each worker to one (gate.PYX12_PIECES_MIN_BYTES): the
         # gate then keeps pyx12 in the worker instead of starting children that compete for the CPUs.
@@ -120,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--members", type=int, default=2_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes for the parallel run (default: the machine's cores)")
-    parser.add_argument("--mode", choices=("both", "sequential", "parallel"), default="both")
+    parser.add_argument("--mode", choices=("both", "sequential", "parallel", "pyx12"), default="both")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the pyx12 mode (child, then worker)")
     parser.add_argument("--out", type=Path, default=None, help="folder for <date>-<machine>.json results")
     args = parser.parse_args(argv)
 
@@ -128,7 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from carrierfeeds.testing.gpg import make_keyring
     from carrierfeeds.testing.sshd import running_sshd
 
-    modes = ["sequential", "parallel"] if args.mode == "both" else [args.mode]
+    modes = (["sequential", "parallel"] if args.mode == "both" else
+             [f"{v}-{r}" for r in range(args.repeat) for v in ("child", "worker")] if args.mode == "pyx12"
+             else [args.mode])
     runs: list[dict[str, Any]] = []
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="cf-manyfeeds-") as tmp:
@@ -137,10 +147,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             with running_sshd(base / "sshd") as sshd:
                 for mode in modes:
-                    workers = 1 if mode == "sequential" else max(1, args.workers)
-                    ids = [f"bench-{mode[:3]}-{n:04d}" for n in range(args.feeds)]
+                    workers = max(1, args.workers) if mode == "parallel" else 1
+                    ids = [f"bench-{mode[:3]}{mode[-1]}-{n:04d}" for n in range(args.feeds)]
                     batches = [prepare_batch(base / f"{mode}-{w}", ids[w::workers], members=args.members,
                                              keys=keys, sshd=sshd) for w in range(workers)]
+                    if args.mode == "pyx12":
+                        batches[0]["pyx12"] = mode.split("-")[0]
                     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
                     if workers > 1 and len(cpus) >= workers:
                         for w, batch in enumerate(batches):
@@ -158,6 +170,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "many_feeds", "date": datetime.now(UTC).date().isoformat(), "machine": machine(),
         "feeds": args.feeds, "members_per_feed": args.members, "runs": by_mode,
     }
+    if args.mode == "pyx12":
+        import statistics as st
+
+        pairs = [(by_mode[f"child-{r}"], by_mode[f"worker-{r}"]) for r in range(args.repeat)]
+        result["pyx12_worker_over_child_warm"] = [round(w["warm_feed_median_s"] / c["warm_feed_median_s"], 3)
+                                                  for c, w in pairs]
+        result["pyx12_worker_over_child_wall"] = [round(w["wall_s"] / c["wall_s"], 3) for c, w in pairs]
+        result["pyx12_worker_over_child_warm_median"] = st.median(result["pyx12_worker_over_child_warm"])
+        result["load_avg_end"] = os.getloadavg()
     if "sequential" in by_mode and "parallel" in by_mode and by_mode["parallel"]["wall_s"]:
         result["parallel_speedup"] = round(by_mode["sequential"]["wall_s"] / by_mode["parallel"]["wall_s"], 2)
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
     python -m benchmarks.window --feeds 20 --members 2000 [--executor local|celery] [--parallelism 2]
                                 [--out benchmarks/results] [--airflow-config SECTION__KEY=VALUE ...]
+                                [--tasks three|feed|stages] [--preload]
 
 Starts a real Airflow in a temporary AIRFLOW_HOME: the api-server with the execution API, the
 dag-processor and the scheduler, on a fresh PostgreSQL metadata database (``window_<pid>``, dropped
@@ -64,6 +65,13 @@ TEMPLATE_FEED = "acme-sunrise-medical"
 CONNECTION_ID = "window_sftp"
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = ("127.0.0.1", 6379)
+#: The task of each design that runs the deliver stage (carrierfeeds.airflow.TASK_DESIGNS).
+DELIVER_TASKS = {"three": "deliver", "feed": "run", "stages": "deliver"}
+#: What ``--preload`` writes as $AIRFLOW_HOME/config/airflow_local_settings.py (as a deployment would).
+LOCAL_SETTINGS = """from carrierfeeds.run.preload import preload_stage_modules
+
+preload_stage_modules()
+"""
 AIRFLOW = [sys.executable, "-m", "airflow"]
 SAMPLE_S = 0.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -408,7 +416,7 @@ def check_exactly_once(side: Side) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- Airflow side
 def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, parallelism: int, api_port: int,
                 endpoint: Any, redis_url: str | None, queue: str | None,
-                overrides: dict[str, str]) -> dict[str, str]:
+                overrides: dict[str, str], tasks: str = "three") -> dict[str, str]:
     """Airflow's environment: our settings, the SFTP connection and the staging key as Airflow sees them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARRIERFEEDS_"))}
     conn = {"conn_type": "sftp", "host": endpoint.host, "port": endpoint.port, "login": endpoint.username,
@@ -435,6 +443,7 @@ def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, par
         "CARRIERFEEDS_SCHEMAS_DIR": str(ROOT / "schemas"), "CARRIERFEEDS_DATA_DIR": str(side.data_dir),
         "CARRIERFEEDS_GNUPG_HOME": str(side.gnupg_home), "CARRIERFEEDS_KEYS_DIR": str(side.keys_dir),
         "CARRIERFEEDS_LEDGER_URL": side.ledger_url,
+        "CARRIERFEEDS_AIRFLOW_TASKS": tasks,
         # One staging key for every task, as the Variable a deployment sets (no race to make a key file).
         "AIRFLOW_VAR_CARRIERFEEDS_STAGING_SECRET_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         f"AIRFLOW_CONN_{CONNECTION_ID.upper()}": json.dumps(conn),
@@ -532,19 +541,24 @@ def _port_open(port: int) -> bool:
 
 
 def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, parallelism: int, endpoint: Any,
-                overrides: dict[str, str], timeout_s: float, comps_out: list[Components]) -> dict[str, Any]:
+                overrides: dict[str, str], timeout_s: float, comps_out: list[Components], tasks: str = "three",
+                preload: bool = False) -> dict[str, Any]:
     """Start Airflow, trigger every feed at once, wait for every run; timings, CPU, memory, task rows."""
     import sqlalchemy as sa
 
     home = base / "airflow-home"
     home.mkdir()
+    if preload:
+        (home / "config").mkdir()
+        (home / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
     logs = base / "airflow-logs"
     logs.mkdir()
     api_port = _free_port()
     redis_url = _redis_url() if executor == "celery" else None
     queue = f"carrierfeeds_window_{uuid.uuid4().hex[:8]}" if executor == "celery" else None
     env = airflow_env(side, home=home, metadata_url=metadata_url, executor=executor, parallelism=parallelism,
-                      api_port=api_port, endpoint=endpoint, redis_url=redis_url, queue=queue, overrides=overrides)
+                      api_port=api_port, endpoint=endpoint, redis_url=redis_url, queue=queue, overrides=overrides,
+                      tasks=tasks)
     started = time.monotonic()
     migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
                              timeout=900, cwd=ROOT, check=False)
@@ -620,29 +634,29 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
                 _forget_redis_keys(redis_url, queue, [r["external_executor_id"] for r in rows
                                                       if r.get("external_executor_id")])
 
-    tasks = []
+    task_rows = []
     for row in rows:
         q, s, e = row["queued_dttm"], row["start_date"], row["end_date"]
-        tasks.append({"dag_id": row["dag_id"], "task_id": row["task_id"], "try_number": row["try_number"],
+        task_rows.append({"dag_id": row["dag_id"], "task_id": row["task_id"], "try_number": row["try_number"],
                       "state": row["state"],
                       "queued_to_start_s": round((s - q).total_seconds(), 3) if q and s else None,
                       "run_s": round((e - s).total_seconds(), 3) if s and e else None,
                       "queued_at_s": round((q - t0).total_seconds(), 3) if q else None,
                       "end_at_s": round((e - t0).total_seconds(), 3) if e else None})
-    ends = [t["end_at_s"] for t in tasks if t["end_at_s"] is not None]
+    ends = [t["end_at_s"] for t in task_rows if t["end_at_s"] is not None]
     wall = max(ends) if ends else None
     by_task: dict[str, dict[str, Any]] = {}
-    for task_id in dict.fromkeys(t["task_id"] for t in tasks):
-        mine = [t for t in tasks if t["task_id"] == task_id]
+    for task_id in dict.fromkeys(t["task_id"] for t in task_rows):
+        mine = [t for t in task_rows if t["task_id"] == task_id]
         by_task[task_id] = {
             "queued_to_start_s": _spread([t["queued_to_start_s"] for t in mine if t["queued_to_start_s"] is not None]),
             "run_s": _spread([t["run_s"] for t in mine if t["run_s"] is not None])}
-    delivered_at = sorted(t["end_at_s"] for t in tasks if t["task_id"] == "deliver" and t["end_at_s"] is not None
-                          and t["state"] == "success")
+    delivered_at = sorted(t["end_at_s"] for t in task_rows if t["task_id"] == DELIVER_TASKS[tasks]
+                          and t["end_at_s"] is not None and t["state"] == "success")
     succeeded = sum(1 for s in runs.values() if s == "success")
     return {
-        "executor": executor, "parallelism": parallelism, "runs": {s: list(runs.values()).count(s)
-                                                                    for s in set(runs.values())},
+        "executor": executor, "parallelism": parallelism, "task_design": tasks, "preload": preload,
+        "runs": {s: list(runs.values()).count(s) for s in set(runs.values())},
         "feeds_per_hour": round(succeeded / wall * 3600, 1) if wall else None,
         "wall_s": wall, "trigger_s": round((triggered - t0).total_seconds(), 3),
         "first_delivery_s": delivered_at[0] if delivered_at else None,
@@ -653,7 +667,7 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
         "startup_s": {"db_migrate": round(migrate_s, 1), "until_parsed": round(startup_s, 1)},
         "machine_state": {"before": state_before, "after": state_after},
         "task_summary": by_task,
-        "tasks": tasks,
+        "tasks": task_rows,
         "failed_runs": sorted(d for d, s in runs.items() if s != "success"),
     }
 
@@ -765,6 +779,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="an admin URL of the PostgreSQL server; fresh databases are made beside it")
     parser.add_argument("--airflow-config", action="append", default=[], metavar="SECTION__KEY=VALUE",
                         help="extra Airflow setting, e.g. WORKERS__MIN_HEARTBEAT_INTERVAL=1 (repeatable)")
+    parser.add_argument("--tasks", choices=tuple(DELIVER_TASKS), default="three",
+                        help="the feed DAGs' task design (CARRIERFEEDS_AIRFLOW_TASKS)")
+    parser.add_argument("--preload", action="store_true",
+                        help="an airflow_local_settings.py that imports the stage modules in every Airflow process")
     parser.add_argument("--timeout", type=float, default=3600.0, help="bound on each side's wait, in seconds")
     parser.add_argument("--skip-inprocess", action="store_true", help="Airflow only (no ratio)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -791,7 +809,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "window", "date": datetime.now(UTC).date().isoformat(), "stamp": stamp, "machine": machine(),
         "executor": args.executor, "feeds": args.feeds, "members_per_feed": args.members,
-        "parallelism": args.parallelism, "airflow_version": _airflow_version(), "airflow_config": overrides,
+        "parallelism": args.parallelism, "task_design": args.tasks, "preload": args.preload,
+        "airflow_version": _airflow_version(), "airflow_config": overrides,
         "machine_state": {"start": machine_state()},
         # Removed afterwards (unless --keep); named so that a check can find anything left running from it.
         "workdir": str(base),
@@ -808,7 +827,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             ledger_url=urls[f"{db}_ledger"])
             result["airflow"] = run_airflow(air, base=base, metadata_url=urls[db], executor=args.executor,
                                             parallelism=args.parallelism, endpoint=endpoint, overrides=overrides,
-                                            timeout_s=args.timeout, comps_out=comps)
+                                            timeout_s=args.timeout, comps_out=comps, tasks=args.tasks,
+                                            preload=args.preload)
             exactly_once = {"airflow": check_exactly_once(air)}
             if not args.skip_inprocess:
                 inproc = make_side("inprocess", base / "inprocess", censuses=censuses, keys=keys, sshd=sshd,
@@ -842,7 +862,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"window-{args.executor}-{args.feeds}x{args.members}-{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    summary = {k: result.get(k) for k in ("executor", "feeds", "members_per_feed", "parallelism",
+    summary = {k: result.get(k) for k in ("executor", "feeds", "members_per_feed", "parallelism", "task_design",
+                                          "preload",
                                           "airflow_over_inprocess", "loaded_machine", "ok")}
     summary["airflow_feeds_per_hour"] = result["airflow"]["feeds_per_hour"]
     summary["inprocess_feeds_per_hour"] = result.get("inprocess", {}).get("feeds_per_hour")

@@ -107,7 +107,23 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
                 "tags": sorted(dag.tags), "schedule": dag.schedule, "timezone": dag.timezone.name,
                 "timetable_tz": str(getattr(dag.timetable, "timezone", "")), "doc_md": dag.doc_md,
                 "description": dag.description, "max_active_runs": dag.max_active_runs,
+                "weight_rules": sorted({str(t.weight_rule) for t in dag.tasks}),
             }
+        # Every design, built for one feed: its tasks and the stages each runs, in order.
+        from carrierfeeds import airflow as cf
+        from carrierfeeds.config import load_feed
+        from carrierfeeds.errors import ConfigError
+        from carrierfeeds.run import STAGES
+        from carrierfeeds.settings import Settings, feed_paths
+        feed = load_feed(feed_paths(Settings())[0])
+        out["designs"] = {name: {"tasks": [t.task_id for t in cf.build_feed_dag(feed, name).tasks],
+                                 "stages": [s for _, stages in groups for s in stages]}
+                          for name, groups in cf.TASK_DESIGNS.items()}
+        out["stages"] = list(STAGES)
+        try:
+            cf.build_feed_dag(feed, "two")
+        except ConfigError as exc:
+            out["unknown_design"] = exc.field
         print("RESULT " + json.dumps(out))
     """, env, ROOT)
     assert result["errors"] == {}
@@ -123,8 +139,9 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     for stem in stems:
         feed = load_feed(feeds / f"{stem}.yaml")
         info = result["dags"][f"feed__{stem}"]
-        assert info["tasks"] == ["stage_census", "validate", "build", "conformance", "encrypt", "deliver",
-                                 "confirm"]
+        # Three tasks (the default design); a later task of any feed outranks an earlier one.
+        assert info["tasks"] == ["intake", "build", "deliver"]
+        assert info["weight_rules"] in (["upstream"], ["WeightRule.UPSTREAM"])
         assert f"employer:{feed.employer.id}" in info["tags"] and f"carrier:{feed.carrier.id}" in info["tags"]
         assert info["schedule"] == feed.schedule
         # The DAG's time zone is what its cron is read in (the timetable's), not only its start date's.
@@ -132,6 +149,13 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
         assert info["doc_md"] == feed.description and feed.description
         assert info["description"] == f"{feed.employer.name} to {feed.carrier.name}"
         assert info["max_active_runs"] == 1
+    # Every design runs every stage exactly once, in the pipeline's order.
+    designs = result["designs"]
+    assert designs["three"]["tasks"] == ["intake", "build", "deliver"]
+    assert designs["feed"]["tasks"] == ["run"]
+    assert designs["stages"]["tasks"] == result["stages"]
+    assert all(d["stages"] == result["stages"] for d in designs.values()), designs
+    assert result["unknown_design"] == "CARRIERFEEDS_AIRFLOW_TASKS"
     variant_dag = result["dags"]["feed__zz-berlin-variant"]
     assert (variant_dag["schedule"], variant_dag["timezone"]) == ("@daily", "Europe/Berlin")
     assert variant_dag["doc_md"] == "Variant feed: **Berlin** time, preset schedule."
@@ -285,7 +309,7 @@ def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, w
         print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states}}))
     """, env, tmp_path)
     assert result["state"] in ("failed", "DagRunState.FAILED")
-    assert result["tasks"]["stage_census"] in ("failed", "TaskInstanceState.FAILED")
+    assert result["tasks"]["intake"] in ("failed", "TaskInstanceState.FAILED")
     assert len(webhook.posts) == 1
     post = webhook.posts[0]
     assert post.path == "/feed-failures"
@@ -490,7 +514,7 @@ def test_broken_mapping_fails_at_once_and_the_notice_names_it(tmp_path: Path, de
         print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis}}))
     """, env, tmp_path)
     assert _state(result["state"]) == "failed"
-    state, tries = result["tasks"]["stage_census"]
+    state, tries = result["tasks"]["intake"]
     assert _state(state) == "failed" and tries == 1
     assert [b["error_code"] for b in webhook.bodies] == ["config"]
     notice = webhook.posts[0].body
@@ -514,8 +538,9 @@ def silent_sftp_port() -> Iterator[int]:
 
 def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
         tmp_path: Path, demo_keys: Any, sshd_server: Any, webhook: WebhookReceiver, silent_sftp_port: int) -> None:
-    """deliver hangs on a carrier that never answers until its execution timeout, twice: after the last
-    try the ledger run is closed as failed and the staging store keeps only the state and the ciphertext."""
+    """deliver hangs on a carrier that never answers until its task's execution timeout, twice: the retry
+    skips encrypt (done in the first try) instead of making the file again; after the last try the ledger
+    run is closed as failed and the staging store keeps only the state and the ciphertext."""
     from carrierfeeds.config import SftpDelivery
     from carrierfeeds.demo import DEMO_FEED, prepare_workspace
     from carrierfeeds.ledger import Ledger
@@ -540,7 +565,8 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
         dag = module["feed__{DEMO_FEED}"]
         deliver = dag.get_task("deliver")
-        deliver.execution_timeout = datetime.timedelta(seconds=4)
+        # The task encrypts first (in its first try): room for gpg on a busy machine, then the hang.
+        deliver.execution_timeout = datetime.timedelta(seconds=15)
         deliver.retries, deliver.retry_delay, deliver.retry_exponential_backoff = 1, datetime.timedelta(0), False
         run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
         tis = {{ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}}
@@ -549,8 +575,8 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
     assert _state(result["state"]) == "failed"
     state, tries = result["tasks"]["deliver"]
     assert _state(state) == "failed" and tries == 2, result["tasks"]
-    assert _state(result["tasks"]["encrypt"][0]) == "success"
-    assert "AirflowTaskTimeout" in result["_output"]
+    assert _state(result["tasks"]["build"][0]) == "success"
+    assert "AirflowTaskTimeout" in result["_output"], result["_output"][-6000:]
 
     ledger = Ledger.open(ws.settings.resolved_ledger_url)
     try:
@@ -562,6 +588,10 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
     final = events[-1]
     assert (final.kind, final.status, final.error_code) == ("run_finished", "failed", "timeout")
     assert final.message == "deliver: AirflowTaskTimeout"
+    # Each stage is in the ledger: encrypt made the ciphertext once and was skipped by the retry.
+    assert [e.status for e in events if e.stage == "encrypt"] == ["started", "succeeded", "skipped"]
+    assert [e.status for e in events if e.stage == "deliver"].count("started") == 2
+    assert not [e for e in events if e.stage == "confirm"]
 
     store = StagingStore(ws.settings.staging_dir, StagingKey.from_file(tmp_path / "keys" / "staging.key"))
     staged = json.loads(store.get_bytes(DEMO_FEED, day, "state.json"))

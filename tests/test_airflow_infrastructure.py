@@ -50,9 +50,9 @@ def test_unreachable_ledger_is_retried_and_a_bad_url_fails_at_once(tmp_path: Pat
         out["housekeeping_bad_url"] = run("carrierfeeds_housekeeping", 22, "postgres://postgres@127.0.0.1/test")
         print("RESULT " + json.dumps(out))
     """, env, tmp_path)
-    state, tries = result["feed_unreachable"]["stage_census"]
+    state, tries = result["feed_unreachable"]["intake"]
     assert _state(state) == "failed" and tries == 4  # 1 + RETRIES: a retry may fix it
-    state, tries = result["feed_bad_url"]["stage_census"]
+    state, tries = result["feed_bad_url"]["intake"]
     assert _state(state) == "failed" and tries == 1
     for task_id, (state, tries) in result["housekeeping_bad_url"].items():
         assert _state(state) == "failed" and tries == 1, (task_id, state, tries)

@@ -1,12 +1,15 @@
-"""The only module that imports Airflow: one DAG per feed file, one task per pipeline stage.
+"""The only module that imports Airflow: one DAG per feed file, its stages grouped into a few tasks.
 
 Tasks pass references (feed id and interval) and counts through XCom, never data. Each task opens the
-run for its (feed, interval) and calls one stage function, so a retried or cleared task finds the work
-earlier tasks left in the staging folder and the ledger. Faults we know to be permanent (bad config,
-rejected census, refused key or host, failed conformance) fail the task without retries. A feed with a
-``notify`` block gets a PHI-free webhook notice when a task fails for good. One housekeeping DAG polls
-carriers' acknowledgments, runs the retention purge and verifies the ledger's hash chain; its failures
-go to the webhook connection the Airflow Variable ``carrierfeeds_housekeeping_webhook`` names.
+run for its (feed, interval) and calls its stage functions in turn (:data:`TASK_DESIGNS`: three tasks
+per feed by default), so a retried or cleared task finds the work earlier tasks and tries left in the
+staging folder and the ledger; a retry skips the stages of its task that already succeeded in the open
+run and records them as skipped. Every stage still records its own start and outcome in the ledger.
+Faults we know to be permanent (bad config, rejected census, refused key or host, failed conformance)
+fail the task without retries. A feed with a ``notify`` block gets a PHI-free webhook notice when a
+task fails for good. One housekeeping DAG polls carriers' acknowledgments, runs the retention purge
+and verifies the ledger's hash chain; its failures go to the webhook connection the Airflow Variable
+``carrierfeeds_housekeeping_webhook`` names.
 
 Credentials reach the library through one :class:`AirflowConnections` (connections and Variables), the
 Airflow counterpart of the CLI's :class:`~carrierfeeds.credentials.KeysDirConnections`.
@@ -46,6 +49,7 @@ from carrierfeeds.credentials import (
 from carrierfeeds.errors import CarrierFeedsError, ConfigError
 from carrierfeeds.hardening import disable_core_dumps
 from carrierfeeds.outcomes import NOTHING_NEW, RunStatus, status_for
+from carrierfeeds.run.context import Stage
 from carrierfeeds.run.delivery import make_transport
 from carrierfeeds.settings import Settings, dag_id_for, feed_paths, load_bundle, open_ledger, private_dir
 
@@ -53,9 +57,25 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_DAG_ID = "carrierfeeds_housekeeping"
 HOUSEKEEPING_SCHEDULE = "30 3 * * *"
+#: A task's execution timeout (the stages it runs together).
 STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
+#: How a feed's stages are grouped into Airflow tasks: task id -> the stages it runs in turn. Fewer
+#: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat) fewer
+#: times; each still retries on its own and skips its stages that already succeeded.
+#: "three" (the default): the census in, the file made and gated, the file out. "feed": one task runs
+#: every stage. "stages": one task per stage. Why "three" and not the faster "feed" yet: see
+#: benchmarks/README.md ("The nightly window: task designs").
+TASK_DESIGNS: dict[str, tuple[tuple[str, tuple[Stage, ...]], ...]] = {
+    "three": (("intake", ("stage_census", "validate")), ("build", ("build", "conformance")),
+              ("deliver", ("encrypt", "deliver", "confirm"))),
+    "feed": (("run", tuple(run.STAGES)),),
+    "stages": tuple((stage, (stage,)) for stage in run.STAGES),
+}
+DEFAULT_TASK_DESIGN = "three"
+#: The environment variable that picks a design from TASK_DESIGNS (read where the DAGs are built).
+TASK_DESIGN_ENV = "CARRIERFEEDS_AIRFLOW_TASKS"
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
 #: Its name holds "secret", so Airflow's secrets masker hides the value in task logs, the UI and the API.
 STAGING_KEY_VARIABLE = "carrierfeeds_staging_secret_key"
@@ -248,12 +268,28 @@ def retries_left(context: Any) -> bool:
     return bool(max_tries) and int(ti.try_number) <= int(max_tries or 0)
 
 
-def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
+def _finished_stages(ctx: run.RunContext) -> set[str]:
+    """The stages that succeeded in the open run (since its last recorded end) and have not failed or
+    started again since."""
+    last: dict[str, str] = {}
+    for event in ctx.ledger.run_events(ctx.run_id):
+        if event.kind == "run_finished":
+            last.clear()
+        elif event.kind == "stage" and event.stage is not None:
+            last[event.stage] = event.status
+    return {stage for stage, status in last.items() if status == "succeeded"}
+
+
+def _run_stages(feed_id: str, task_id: str, stages: tuple[Stage, ...], context: Any) -> dict[str, Any]:
+    """Run ``stages`` in turn for the DAG run's (feed, day). A retry of a task of several stages skips
+    those that already succeeded in the open run (each recorded as ``skipped``); a permanent failure of
+    any of them ends the run, named by that stage."""
     disable_core_dumps()  # a task process holds the census, the staging key and gpg's passphrase
     settings = Settings()
     # Ops' switches for a triggered run (booleans only: nothing from the census ever goes into params).
     params = context.get("params") or {}
     ctx: run.RunContext | None = None
+    stage: str = stages[0]
     try:
         # Inside the try: a broken mapping, schema or suite, or a missing staging key, is a ConfigError
         # like any other and fails at once, named by its code, not retried.
@@ -264,7 +300,20 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
         connections = AirflowConnections(scratch=lambda: private_dir(run.scratch_dir_for(settings, ref)))
         ctx = run.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
                            bundle=bundle, store=store, ephemeral=True, connections=connections)
-        return STAGE_CALLS[stage](ctx, params)
+        if len(stages) == 1:
+            return STAGE_CALLS[stage](ctx, params)
+        done = _finished_stages(ctx) if int(context["ti"].try_number) > 1 else set()
+        results: dict[str, Any] = {}
+        for stage in stages:
+            if stage in done:
+                ctx.ledger.record_stage(ctx.run_id, stage, "skipped", now=ctx.now(),
+                                        detail={"reason": "succeeded_earlier"})
+                log.info("feed %s run %s stage %s: succeeded in an earlier try, skipped", feed_id, ctx.run_id,
+                         stage)
+                results[stage] = {"skipped": True}
+                continue
+            results[stage] = STAGE_CALLS[stage](ctx, params)
+        return results
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
@@ -288,6 +337,11 @@ def _run_stage(feed_id: str, stage: str, context: Any) -> dict[str, Any]:
     finally:
         if ctx is not None:
             ctx.ledger.close()
+
+
+def _run_stage(feed_id: str, stage: Stage, context: Any) -> dict[str, Any]:
+    """One stage as a task of its own (the "stages" design)."""
+    return _run_stages(feed_id, stage, (stage,), context)
 
 
 def _abandon_run(ctx: run.RunContext, stage: str, exc: BaseException) -> None:
@@ -385,10 +439,17 @@ def notifiers_for(feed: Feed) -> list[Any]:
                             connection_id=feed.notify.webhook_connection_id)]
 
 
-def build_feed_dag(feed: Feed) -> DAG:
-    """One DAG for one feed: schedule and time zone from the feed, one task per stage."""
+def build_feed_dag(feed: Feed, design: str | None = None) -> DAG:
+    """One DAG for one feed: schedule and time zone from the feed, its stages grouped into tasks as
+    ``design`` (a key of :data:`TASK_DESIGNS`; default :func:`task_design`) says.
+
+    ``weight_rule="upstream"`` (designs of several tasks): a later task of a feed outranks an earlier
+    one of any feed, so when many feeds start at once the slots go to finishing feeds first; with the
+    LocalExecutor only once a pool keeps its queue short (it runs what it was handed first in, first out).
+    """
     import pendulum
 
+    design = task_design(design)
     on_failure = notifiers_for(feed)
 
     with DAG(
@@ -412,25 +473,36 @@ def build_feed_dag(feed: Feed) -> DAG:
             "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=30),
             "execution_timeout": STAGE_TIMEOUT,
+            "weight_rule": "upstream",
             **({"on_failure_callback": on_failure} if on_failure else {}),
         },
     ) as dag:
         previous = None
-        for stage in run.STAGES:
-            op = task(task_id=stage)(_bind(feed.feed_id, stage))()
+        for task_id, stages in TASK_DESIGNS[design]:
+            op = task(task_id=task_id)(_bind(feed.feed_id, task_id, stages))()
             if previous is not None:
                 previous >> op
             previous = op
     return dag
 
 
-def _bind(feed_id: str, stage: str) -> Callable[..., dict[str, Any]]:
-    def run_stage(**context: Any) -> dict[str, Any]:
-        return _run_stage(feed_id, stage, context)
+def _bind(feed_id: str, task_id: str, stages: tuple[Stage, ...]) -> Callable[..., dict[str, Any]]:
+    def run_stages(**context: Any) -> dict[str, Any]:
+        return _run_stages(feed_id, task_id, stages, context)
 
-    run_stage.__name__ = stage
-    run_stage.__doc__ = f"Stage {stage!r} of feed {feed_id!r}."
-    return run_stage
+    run_stages.__name__ = task_id
+    run_stages.__doc__ = f"Stages {', '.join(stages)} of feed {feed_id!r}."
+    return run_stages
+
+
+def task_design(name: str | None = None) -> str:
+    """The task design to build (``name``, else the environment's :data:`TASK_DESIGN_ENV`, else the
+    default); an unknown name is a ConfigError naming the variable."""
+    chosen = name if name is not None else os.environ.get(TASK_DESIGN_ENV) or DEFAULT_TASK_DESIGN
+    if chosen not in TASK_DESIGNS:
+        raise ConfigError(f"unknown Airflow task design {chosen!r} (one of {', '.join(TASK_DESIGNS)})",
+                          field=TASK_DESIGN_ENV)
+    return chosen
 
 
 def build_dags(settings: Settings | None = None) -> dict[str, DAG]:

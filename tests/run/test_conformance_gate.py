@@ -232,6 +232,8 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
             yield view
 
     monkeypatch.setattr(pyx12_adapter, "Pyx12Child", SpiedChild)
+    # A child per file, as these tests follow each one (tests/x12/test_pyx12_worker.py: the pooled workers).
+    monkeypatch.setenv(pyx12_adapter.PERSISTENT_ENV, "0")
     monkeypatch.setattr(gate, "read_mapped", spied_map)
     return opened
 

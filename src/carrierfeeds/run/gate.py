@@ -111,7 +111,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
     against its layout and ``records``, an 834 structurally (``members`` members) and by pyx12, its
     pieces written in ``scratch`` and removed. ``detail`` gets the PHI-free account the ledger records."""
     from carrierfeeds.x12.check import check_834, find_segment_ends, pyx12_target
-    from carrierfeeds.x12.pyx12_adapter import Pyx12Child, validate_with_pyx12
+    from carrierfeeds.x12.pyx12_adapter import pyx12_job, validate_with_pyx12
 
     output = bundle.feed.output.format
     # pyx12 on the whole file up to the configured size, else on a deterministic sample of families
@@ -137,7 +137,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                 piece_path.unlink(missing_ok=True)
 
         leaving.callback(unlink_pieces)
-        children = [leaving.enter_context(Pyx12Child()) for _ in range(count)] if early else []
+        children = [leaving.enter_context(pyx12_job()) for _ in range(count)] if early else []
         # The run's own copy of the file, mapped read-only rather than read: no anonymous copy
         # of a large file; closed before the wait for pyx12.
         with read_mapped(path) as data:
@@ -195,7 +195,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                     child.close()  # fewer families than CPUs
                 for child, piece_path in zip(children, targets, strict=False):
                     child.check(piece_path)
-                children = children[:len(targets)] + [leaving.enter_context(Pyx12Child(piece_path))
+                children = children[:len(targets)] + [leaving.enter_context(pyx12_job(piece_path))
                                                        for piece_path in targets[len(children):]]
             report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
             del ends

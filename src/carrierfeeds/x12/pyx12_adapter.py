@@ -13,24 +13,35 @@ crash, a non-zero exit, a timeout or output that is not exactly that object rais
 ``python -m carrierfeeds.x12.pyx12_adapter --stdin`` is the same child started before its file exists:
 it starts Python, imports pyx12 and loads the 834 maps, then reads the file's path, one line, from
 stdin (:meth:`Pyx12Child.check`), so the gate can start it before it reads and samples the 834.
+
+:class:`Pyx12Worker` is the same child kept for many files (``--serve``): started once, it checks one
+file per line of its stdin and answers each with one line on its stdout, and loads fresh maps for the
+next file while it waits. :func:`pyx12_job` hands the gate a worker from this process's pool
+(:class:`Pyx12Workers`) behind :class:`Pyx12Child`'s interface, so many small feeds in one process pay
+a child's start (Python, imports, maps) once instead of once per file. A worker that does not answer
+in time, dies, answers anything but a verdict or is left with a question unanswered is killed and
+reaped, and the gate fails closed as before; the pool starts a fresh one for the next file.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
 import os
 import re
+import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from carrierfeeds.errors import ConformanceFailed
 from carrierfeeds.x12.verdicts import Problem, Pyx12Verdict
@@ -361,6 +372,275 @@ def validate_in_child(path: Path, *, timeout: float | None = None) -> Pyx12Verdi
         return child.verdict()
 
 
+# ------------------------------------------------------------------------------ persistent workers
+#: Set to "0" to give every file a child of its own instead of a pooled worker.
+PERSISTENT_ENV = "CARRIERFEEDS_PYX12_PERSISTENT"
+#: A worker is retired (its stdin closed) after this many files, so nothing pyx12 keeps between
+#: documents can grow without bound.
+_WORKER_MAX_FILES = 200
+#: The longest answer line read from a worker: a verdict of positions and ids, however many errors.
+_MAX_ANSWER = 256 << 20
+
+
+def _child_argv(mode: str) -> tuple[list[str], dict[str, str]]:
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+    # -P: no working directory on the child's path, so nothing there can shadow a module.
+    return [sys.executable, "-P", "-m", _MODULE, mode], env
+
+
+class Pyx12Worker:
+    """One long-lived pyx12 process: :meth:`ask` sends a file's path, :meth:`answer` waits for its verdict.
+
+    The protocol is one path line in, one JSON line out (:func:`_wire`, or ``{"failed": <type name>}``,
+    after which the worker exits). The worker's stderr is discarded and its fd 1 is /dev/null, as for
+    :class:`Pyx12Child`. Any doubt kills it: a question left unanswered, a late or unreadable answer.
+    """
+
+    def __init__(self) -> None:
+        argv, env = _child_argv("--serve")
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, env=env)
+        self.files = 0
+        self.asked = False
+        self.owner = os.getpid()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def ask(self, path: Path) -> None:
+        """Send the next file's path (one line); a dead worker shows in :meth:`answer`."""
+        line = os.fsencode(path.absolute()) + b"\n"
+        if line.count(b"\n") != 1:
+            self.kill()
+            raise ConformanceFailed("pyx12 (child process) cannot be given a path with a line break",
+                                    details={"pyx12_worker": "path"})
+        self.asked = True
+        stdin = self._proc.stdin
+        if stdin is None:
+            raise RuntimeError("this pyx12 worker has no stdin")
+        with suppress(OSError):  # a dead worker shows in answer()
+            stdin.write(line)
+            stdin.flush()
+
+    def answer(self, timeout: float) -> Pyx12Verdict:
+        """The verdict for the path asked, within ``timeout`` seconds; else the worker is killed and
+        ConformanceFailed raised, as for a child of its own."""
+        if self._proc.stdout is None:
+            raise RuntimeError("this pyx12 worker has no stdout")
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            if not ready:
+                self.kill()
+                raise ConformanceFailed(f"pyx12 (child process) did not finish within {timeout:.0f} s",
+                                        details={"pyx12_worker": "timeout", "timeout_s": round(timeout)})
+            chunk = os.read(fd, 1 << 16)
+            if not chunk or len(buf) + len(chunk) > _MAX_ANSWER:
+                self.kill()
+                code = self._proc.returncode
+                raise ConformanceFailed(f"pyx12 (child process) failed with exit code {code}",
+                                        details={"pyx12_worker": "exit", "exit_code": code, "exception": None})
+            buf += chunk
+        self.asked = False
+        self.files += 1
+        found = re.fullmatch(rb'\{"failed": "([A-Za-z_][A-Za-z0-9_]{0,63})"\}', bytes(buf).strip())
+        if found:
+            self.kill()  # it exits after a failure anyway; its pyx12 is not trusted with another file
+            failure = found.group(1).decode("ascii")
+            raise ConformanceFailed(f"pyx12 (child process) failed ({failure})",
+                                    details={"pyx12_worker": "exit", "exit_code": 1, "exception": failure})
+        try:
+            verdict = _unwire(bytes(buf).strip())
+        except ConformanceFailed:
+            self.kill()
+            raise
+        log.info("pyx12 (worker process): ok=%s, %d segment(s), %d error(s)", verdict.ok, verdict.segments,
+                 len(verdict.errors))
+        return verdict
+
+    def kill(self) -> None:
+        """Kill and reap the worker; safe to call more than once."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._close_pipes()
+
+    def retire(self, grace_s: float = 5.0) -> None:
+        """Close its stdin (it exits at the end of its input); killed if it has not within ``grace_s``."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None and not pipe.closed:
+                with suppress(OSError):
+                    pipe.close()
+
+
+class Pyx12Workers:
+    """This process's idle workers: :meth:`lease` one (started if none is idle), :meth:`give_back` it.
+
+    A worker goes back only alive, with no question pending and under :data:`_WORKER_MAX_FILES`;
+    else it is retired or killed. A pool inherited through ``fork`` is not used by the child process
+    (its workers' pipes belong to the parent): the child starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[Pyx12Worker] = []
+        self._lock = threading.Lock()
+
+    def lease(self) -> Pyx12Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.owner == os.getpid() and worker.alive():
+                    return worker
+                if worker.owner == os.getpid():
+                    worker.kill()
+        return Pyx12Worker()
+
+    def give_back(self, worker: Pyx12Worker) -> None:
+        if worker.owner != os.getpid():
+            return
+        if worker.asked or not worker.alive():
+            worker.kill()
+        elif worker.files >= _WORKER_MAX_FILES:
+            worker.retire()
+        else:
+            with self._lock:
+                self._idle.append(worker)
+
+    def close(self) -> None:
+        """Kill and reap every idle worker (at exit: an idle worker holds no work, and a process that
+        ends, an Airflow task's, should not wait for its workers to read the end of their input)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            if worker.owner == os.getpid():
+                worker.kill()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
+_WORKERS = Pyx12Workers()
+atexit.register(_WORKERS.close)
+
+
+def persistent_workers() -> bool:
+    """Whether the gate's pyx12 runs in pooled workers (the default) rather than a child per file."""
+    return os.environ.get(PERSISTENT_ENV, "1").strip() not in ("0", "false", "no")
+
+
+class Pyx12Job:
+    """:class:`Pyx12Child`'s interface over a pooled :class:`Pyx12Worker`: given ``path`` it is asked at
+    once, else :meth:`check` names the file later; :meth:`verdict` waits (same time limit by file size);
+    :meth:`close` gives the worker back if it answered, else kills it."""
+
+    def __init__(self, path: Path | None = None, *, timeout: float | None = None,
+                 pool: Pyx12Workers | None = None) -> None:
+        self._pool = pool if pool is not None else _WORKERS
+        self._timeout = timeout
+        self.timeout = 0.0
+        self._worker: Pyx12Worker | None = self._pool.lease()
+        self._given = False
+        if path is not None:
+            self.check(path)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._worker is None else self._worker.returncode
+
+    def check(self, path: Path) -> None:
+        if self._given or self._worker is None:
+            raise RuntimeError("this pyx12 job already has its file")
+        self._given = True
+        self.timeout = timeout_for(path) if self._timeout is None else self._timeout
+        self._worker.ask(path)
+
+    def verdict(self) -> Pyx12Verdict:
+        if not self._given or self._worker is None:
+            raise RuntimeError("this pyx12 job has not been given its file (check)")
+        return self._worker.answer(self.timeout)
+
+    def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._pool.give_back(worker)
+
+    def __enter__(self) -> Pyx12Job:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Pyx12Process(Protocol):
+    """What the gate uses of :class:`Pyx12Child` and :class:`Pyx12Job`."""
+
+    def check(self, path: Path) -> None: ...
+
+    def verdict(self) -> Pyx12Verdict: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Pyx12Process: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+def pyx12_job(path: Path | None = None, *, timeout: float | None = None) -> Pyx12Process:
+    """What the gate runs pyx12 in: a pooled worker (:class:`Pyx12Job`), or with
+    :data:`PERSISTENT_ENV` set to 0 a child of its own (:class:`Pyx12Child`); the same interface."""
+    if persistent_workers():
+        return Pyx12Job(path, timeout=timeout)
+    return Pyx12Child(path, timeout=timeout)
+
+
+def _serve(stream: IO[bytes], out: IO[str]) -> int:
+    """The worker: for each path line on ``stream``, one verdict line on ``out``, with maps loaded for
+    the next file while waiting for it. Ends at the end of its input (0), on a line that is not a path
+    (2), or after pyx12 raised (1, once that is answered)."""
+    import pyx12.params
+
+    while True:
+        param = pyx12.params.params()
+        with _maps_loaded_ahead(param):
+            raw = stream.readline(_MAX_PATH_LINE + 1)
+            if not raw:
+                return 0
+            if len(raw) > _MAX_PATH_LINE or not raw.endswith(b"\n") or b"\0" in raw or raw == b"\n":
+                return 2
+            try:
+                reply: dict[str, Any] = _wire(validate_with_pyx12(Path(os.fsdecode(raw[:-1])), with_999=False,
+                                                                  param=param))
+            except Exception as exc:  # reported by type only; the parent fails closed on it
+                name = type(exc).__name__
+                reply = {"failed": name if _TYPE_NAME.fullmatch(name) else "Exception"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+        if "failed" in reply:
+            return 1
+
+
 #: The longest stdin a waiting child reads for its path (a path is at most PATH_MAX, 4096 bytes, on Linux).
 _MAX_PATH_LINE = 1 << 16
 
@@ -391,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     with out:
         if len(args) != 1:
             return 2
+        if args[0] == "--serve":
+            return _serve(sys.stdin.buffer, out)
         try:
             if args[0] == "--stdin":
                 import pyx12.params
@@ -411,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Pyx12Child", "timeout_for", "validate_in_child", "validate_with_pyx12"]
+__all__ = ["Pyx12Child", "Pyx12Job", "Pyx12Worker", "Pyx12Workers", "pyx12_job", "timeout_for",
+           "validate_in_child", "validate_with_pyx12"]
 
 
 if __name__ == "__main__":
