@@ -29,18 +29,16 @@ from typing import Any
 from carrierfeeds.certify.packet import MANIFEST, verify_packet
 from carrierfeeds.certify.scenarios import Scenario, build_scenarios
 from carrierfeeds.crypto import Keyring
-from carrierfeeds.errors import CarrierFeedsError, Refused
+from carrierfeeds.errors import Refused
 from carrierfeeds.run.context import RunContext, RunRef, open_run, recorded_stage
 from carrierfeeds.run.render import render_file
 from carrierfeeds.run.stages import (
     RunSummary,
-    anchor_run,
     confirm,
     conformance,
     deliver,
     encrypt,
-    end_run,
-    purge_plaintext,
+    run_to_a_recorded_end,
 )
 from carrierfeeds.run.state import BuildState
 from carrierfeeds.settings import Settings, load_bundle, open_ledger
@@ -129,20 +127,15 @@ def _deliver_one(settings: Settings, feed_id: str, scenario: Scenario, day: date
                  transport: Transport | None) -> RunSummary:
     """One scenario's run, shaped like ``run_feed``: every stage in order, a recorded end whatever happens."""
     ctx = open_run(settings, RunRef.for_day(feed_id, day), clock=clock, actor=actor)
-    try:
+
+    def stages() -> RunSummary:
         certification_build(ctx, scenario, manifest_sha=manifest_sha, packet_sha=packet_sha)
         conformance(ctx)
         encrypt(ctx)
         deliver(ctx, transport=transport)
         return confirm(ctx)
-    except CarrierFeedsError as exc:
-        return end_run(ctx, exc)
-    except BaseException:
-        ctx.ledger.finish_run(ctx.run_id, "failed", now=ctx.now(), error_code="internal")
-        purge_plaintext(ctx)
-        raise
-    finally:
-        anchor_run(ctx)
+
+    return run_to_a_recorded_end(ctx, stages)
 
 
 def certification_build(ctx: RunContext, scenario: Scenario, *, manifest_sha: str, packet_sha: str) -> None:

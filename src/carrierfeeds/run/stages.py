@@ -662,7 +662,8 @@ def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
     """Every stage in order, in one process; ends in a recorded state whatever happens, and the ledger's
     head is then anchored outside the database (``ledger.anchor``)."""
     ctx = open_run(settings, ref, clock=clock, actor=actor)
-    try:
+
+    def stages() -> RunSummary:
         stage_census(ctx, census_path, force=force_census)
         validate(ctx)
         build(ctx, full_file=full_file, resend_reason=force_reason)
@@ -670,6 +671,15 @@ def run_feed(settings: Settings, ref: RunRef, *, clock: Callable[[], datetime], 
         encrypt(ctx)
         deliver(ctx, transport=transport, force_reason=force_reason)
         return confirm(ctx)
+
+    return run_to_a_recorded_end(ctx, stages)
+
+
+def run_to_a_recorded_end(ctx: RunContext, stages: Callable[[], RunSummary]) -> RunSummary:
+    """Call ``stages`` (a run's stages in order, ending with confirm); whatever happens the run ends in a
+    recorded state with its plaintext gone, and the ledger's head is then anchored outside the database."""
+    try:
+        return stages()
     except CarrierFeedsError as exc:
         return end_run(ctx, exc)
     except BaseException:
