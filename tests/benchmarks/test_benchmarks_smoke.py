@@ -168,10 +168,9 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
     air, inproc = result["airflow"], result["inprocess"]
     assert air["runs"] == {"success": 2} and air["failed_runs"] == []
     assert inproc["statuses"] == {"delivered": 2} and len(inproc["feed_s"]) == 2
-    # Seven tasks per feed, each with its queue-to-start and run time from Airflow's metadata.
-    assert len(air["tasks"]) == 14
-    assert {t["task_id"] for t in air["tasks"]} == {"stage_census", "validate", "build", "conformance", "encrypt",
-                                                     "deliver", "confirm"} == set(air["task_summary"])
+    # The default design's three tasks per feed, each with its queue-to-start and run time from Airflow's metadata.
+    assert len(air["tasks"]) == 6
+    assert {t["task_id"] for t in air["tasks"]} == {"intake", "build", "deliver"} == set(air["task_summary"])
     assert all(t["state"] == "success" and t["queued_to_start_s"] is not None and t["run_s"] is not None
                for t in air["tasks"])
     assert all(summary["run_s"]["n"] == 2 for summary in air["task_summary"].values())
