@@ -227,6 +227,24 @@ def test_server_without_banner_times_out_and_retries(sshd_server: Sshd, silent_l
     assert elapsed < 10, f"two attempts took {elapsed:.1f}s: the banner timeout was not honoured"
 
 
+def test_a_banner_slower_than_the_connect_timeout_waits_for_the_banner_timeout(
+        sshd_server: Sshd, silent_listener: int, caplog: pytest.LogCaptureFixture) -> None:
+    """banner_timeout is honoured past connect_timeout: paramiko's client gives the whole negotiation only
+    its connect timeout, then fails with "No existing session" and closes the socket under its own thread
+    still reading the banner ("[Errno 9] Bad file descriptor" in the log, once mistaken for a descriptor
+    closed twice). The attempt must end on the banner, in paramiko's thread, before the socket is closed."""
+    endpoint = sshd_server.endpoint(port=silent_listener, connect_timeout=0.5, banner_timeout=2.0)
+    transport = SftpTransport(endpoint, "/nowhere", retries=1, sleep=lambda _: None)
+    with caplog.at_level(logging.DEBUG, logger="paramiko"), pytest.raises(TransientError) as caught:
+        transport.stat(NAME)
+    assert caught.value.details["cause"] == "SSHException"
+    assert "Error reading SSH protocol banner" in str(caught.value), str(caught.value)
+    assert "No existing session" not in str(caught.value)
+    paramiko_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("paramiko"))
+    assert "Error reading SSH protocol banner" in paramiko_log, "the search below would prove nothing"
+    assert "Bad file descriptor" not in paramiko_log, paramiko_log[-2000:]
+
+
 def test_connection_dropped_mid_upload_is_retried_to_one_complete_file(
         sshd_server: Sshd, inbox: Path, make_payload: Callable[..., Path]) -> None:
     local = make_payload(12 * 1024 * 1024)

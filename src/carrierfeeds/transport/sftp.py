@@ -18,6 +18,7 @@ import socket
 import stat as stat_mod
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -92,9 +93,30 @@ def _classify(exc: BaseException, what: str) -> CarrierFeedsError:
     raise exc
 
 
-def _make_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
-                                   default_max_packet_size=MAX_PACKET_SIZE, **kwargs)
+class _Transport(paramiko.Transport):
+    """paramiko's Transport, its SSH negotiation (banner, then key exchange) given ``negotiation_timeout``.
+
+    paramiko's ``SSHClient.connect(timeout=...)`` passes its TCP connect timeout to ``start_client`` as the
+    deadline of the whole negotiation, and on that deadline ``start_client`` returns without a word: a
+    banner slower than the connect timeout then fails as "No existing session" however long
+    ``banner_timeout`` is, and the client closes the socket while paramiko's own thread is still reading
+    the banner from it (that thread then logs "[Errno 9] Bad file descriptor"; no other descriptor is
+    involved). With the deadline past the banner timeout, a missing banner ends in paramiko's thread as
+    "Error reading SSH protocol banner" and the thread is done before the socket is closed.
+    """
+
+    negotiation_timeout: float | None = None
+
+    def start_client(self, event: Any = None, timeout: float | None = None) -> None:
+        if self.negotiation_timeout is not None:
+            timeout = max(timeout or 0.0, self.negotiation_timeout)
+        super().start_client(event=event, timeout=timeout)
+
+
+def _make_transport(sock: Any, *, negotiation_timeout: float | None = None, **kwargs: Any) -> paramiko.Transport:
+    transport = _Transport(sock, default_window_size=WINDOW_SIZE,
+                           default_max_packet_size=MAX_PACKET_SIZE, **kwargs)
+    transport.negotiation_timeout = negotiation_timeout
     options = transport.get_security_options()
     offered = tuple(options.ciphers)
     options.ciphers = tuple(c for c in _FAST_CIPHERS if c in offered) + \
@@ -117,7 +139,10 @@ class _Session:
             self.client.connect(endpoint.host, port=endpoint.port, username=endpoint.username, pkey=pkey,
                                 timeout=endpoint.connect_timeout, banner_timeout=endpoint.banner_timeout,
                                 auth_timeout=endpoint.auth_timeout, channel_timeout=endpoint.op_timeout,
-                                look_for_keys=False, allow_agent=False, transport_factory=_make_transport)
+                                look_for_keys=False, allow_agent=False,
+                                # The banner's wait, then the key exchange's (the connect timeout).
+                                transport_factory=partial(_make_transport, negotiation_timeout=(
+                                    endpoint.banner_timeout + endpoint.connect_timeout)))
             transport = self.client.get_transport()
             if transport is None:
                 raise TransientError("the SSH transport closed right after connecting")
