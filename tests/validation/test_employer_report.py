@@ -114,6 +114,21 @@ def test_a_code_column_holding_personal_values_shows_none_of_them(tmp_path: Path
         assert canary not in everything, canary
 
 
+def test_a_surname_under_a_code_header_is_never_shown_even_when_it_looks_like_a_code(tmp_path: Path) -> None:
+    """A small file where a shifted row puts a family's surname under the tier header: few distinct values and
+    code-shaped, but the same text is someone's last name in this census, so it is not shown; a real
+    unmapped tier in the same column still is."""
+    env = _config(tmp_path)
+    frame = _canaried()
+    frame.loc[3, "last_name"] = "Harrowgate"
+    frame.loc[3, "coverage_level"] = "HARROWGATE"  # the surname, shifted under Coverage Tier
+    frame.loc[6, "coverage_level"] = "EMPKIDS"  # an employer tier the schema does not map
+    code, data, everything = _everything(tmp_path, env, _write(frame, tmp_path / "census.csv"))
+    assert code == 1
+    values = {f["row"]: f.get("value") for f in data["findings"] if f["column"] == "coverage_level"}
+    assert len(values) == 2 and sorted(values.values(), key=str) == ["EMPKIDS", None], values
+    assert "HARROWGATE" not in everything and "Harrowgate" not in everything
+
 def test_validate_prints_a_summary_per_rule(tmp_path: Path) -> None:
     env = _config(tmp_path, schema={"columns": HEADERS})
     frame = _canaried()

@@ -138,6 +138,22 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
 
 
 
+#: Personal text fields whose values a shown code must never equal: a shifted column in a small file could
+#: otherwise put a surname or a street under a code header, few and code-shaped.
+_PERSONAL_TEXT = ("last_name", "first_name", "middle_initial", "address1", "address2", "city", "email",
+                  "mailing_address1", "mailing_address2", "mailing_city", "department")
+
+
+def _personal_texts(census: pd.DataFrame) -> set[str]:
+    """Every distinct value of the census's personal text fields, trimmed and upper-cased."""
+    seen: set[str] = set()
+    for column in _PERSONAL_TEXT:
+        if column in census.columns:
+            seen.update(census[column].astype("str").str.strip().str.upper().unique().tolist())
+    seen.discard("")
+    return seen
+
+
 def _with_codes(findings: list[Finding], census: pd.DataFrame, columns: EncodedColumns) -> list[Finding]:
     """``findings`` with the cell shown on those in a code column (:data:`CODE_COLUMNS`) whose text looks
     like a code (:func:`shows_as_code`), and only while the column holds few distinct values: a column
@@ -149,6 +165,7 @@ def _with_codes(findings: list[Finding], census: pd.DataFrame, columns: EncodedC
         np.array([findings[i].row for i in wanted], dtype=np.int64))
     out = list(findings)
     shown: dict[str, list[bool]] = {}
+    personal: set[str] | None = None
     for i, at in zip(wanted, positions, strict=True):
         finding = findings[i]
         if at < 0 or finding.column not in census.columns:
@@ -156,7 +173,10 @@ def _with_codes(findings: list[Finding], census: pd.DataFrame, columns: EncodedC
         coded = columns.coded(finding.column)
         if finding.column not in shown:
             few = len(coded.uniques) <= CODE_DISTINCT_MAX and len(coded.uniques) < max(len(census), 2)
-            shown[finding.column] = [few and shows_as_code(str(t)) for t in coded.uniques.tolist()]
+            if personal is None:
+                personal = _personal_texts(census)
+            shown[finding.column] = [few and shows_as_code(str(t)) and str(t).strip().upper() not in personal
+                                     for t in coded.uniques.tolist()]
         code = int(coded.codes[at])
         if shown[finding.column][code]:
             out[i] = dataclasses.replace(finding, value=str(coded.uniques.iloc[code]))
