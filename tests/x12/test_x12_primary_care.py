@@ -25,10 +25,8 @@ from carrierfeeds.config import CarrierMapping, PlanCode
 from carrierfeeds.config.mapping import PrimaryCareProvider
 from carrierfeeds.enrollment import Enrollment, _npi_ok
 from carrierfeeds.errors import DataError
-from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.envelope import TransactionHeader
 from carrierfeeds.x12.read import read_834
-from carrierfeeds.x12.render import render_834_bytes, render_834_naive
 
 _NPI_A, _NPI_B = "1234567893", "1245319599"
 
@@ -80,18 +78,7 @@ _READ = ["member_id", "ins03", "hd03", "pcp_npi", "pcp_relationship"]
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_primary_care_golden_file(name: str, tmp_path: Path) -> None:
     enrollment, header = SCENARIOS[name]()
-    data = render_834_bytes(enrollment, header, h.CONTROL)
-    assert data == render_834_naive(enrollment, header, h.CONTROL)
-    path = h.FIXTURES / name
-    h.write_golden_if_asked(path, data)
-    assert path.exists(), f"missing golden file {name}; see this module's docstring to create it"
-    assert data == path.read_bytes()
-    report = check_834(data)
-    assert report.ok, report.problems
-    out = tmp_path / name
-    out.write_bytes(data)
-    verdict = validate_with_pyx12(out)
-    assert verdict.ok, verdict.errors
+    data = h.golden_834(name, enrollment, header, tmp_path)
     back = read_834(data)
     expected = enrollment.table.reindex(columns=_READ, fill_value="").astype(object).reset_index(drop=True)
     pd.testing.assert_frame_equal(back[_READ].reset_index(drop=True), expected, check_dtype=False)

@@ -154,3 +154,24 @@ def family_file(delimiters: Delimiters = DEFAULT_DELIMITERS, cap: int | None = N
 
     m = validated(max_members_per_transaction=cap) if cap else mapping()
     return render_834_bytes(enrollment(census(family_rows()), m), header(m), CONTROL, delimiters)
+
+
+def golden_834(name: str, enrollment: Enrollment, header: TransactionHeader, tmp_path: Path) -> bytes:
+    """The scenario's 834: the streaming and naive renderers agree, it equals its golden file under
+    tests/fixtures/x12 (written with CARRIERFEEDS_WRITE_GOLDEN), and the structural check and pyx12 pass."""
+    from carrierfeeds.x12.check import check_834, validate_with_pyx12
+    from carrierfeeds.x12.render import render_834_bytes, render_834_naive
+
+    data = render_834_bytes(enrollment, header, CONTROL)
+    assert data == render_834_naive(enrollment, header, CONTROL)
+    path = FIXTURES / name
+    write_golden_if_asked(path, data)
+    assert path.exists(), f"missing golden file {name}; see the test module's docstring to create it"
+    assert data == path.read_bytes()
+    report = check_834(data)
+    assert report.ok, report.problems
+    out = tmp_path / name
+    out.write_bytes(data)
+    verdict = validate_with_pyx12(out)
+    assert verdict.ok, verdict.errors
+    return data
