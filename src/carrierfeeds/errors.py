@@ -21,6 +21,7 @@
     │   │   └── changes.SnapshotSuperseded  a revert came after a later run advanced the snapshot
     │   ├── ledger.records.UnsafeLedgerValue  a value headed for the ledger looks like member data
     │   ├── retention.PurgeRefused    a purge would touch something it cannot vouch for
+    │   ├── run.notices.NoticeMismatch  the notice files found do not describe the delivered file
     │   ├── staging.StagingTampered   a staged object does not open (wrong key, edited, truncated, moved)
     │   ├── staging.StagingUnsealed   a staged object in the clear (an older version's, or forged)
     │   ├── staging.ArtifactNameRefused  a name leaving the run's folder, or a symlink in scratch

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from carrierfeeds.errors import CarrierFeedsError, PermanentError
+from carrierfeeds.errors import CarrierFeedsError, PermanentError, Refused
 from carrierfeeds.ledger.notices import (
     idempotency_key,
     notice_sends_of,
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 SENT, ALREADY_SENT, FAILED = "sent", "already_sent", "failed"
 
 
-class NoticeMismatch(PermanentError):
+class NoticeMismatch(Refused):
     """The notice files found do not describe the delivery (another file's sha256 or control numbers)."""
 
     code = "notice_mismatch"
