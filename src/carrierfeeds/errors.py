@@ -35,6 +35,7 @@
     │   ├── crypto.EncryptionStopped  ``encrypt_file`` was told to stop; nothing was written
     │   ├── ledger.records.LedgerError  the ledger refused a call (unknown id, status outside its vocabulary)
     │   │   └── ledger.records.UnknownRecord  no such run, delivery or discrepancy
+    │   ├── run.notices.NoticeMissing  a delivery's notice files are not in the staging store
     │   ├── transport.base.RemoteFileExists  the final name is taken on the far side; never overwritten
     │   └── transport.notice.NoticeRefused  the carrier's notice endpoint or mail server refused it
     └── changes.NoChanges             nothing to send for this interval (an outcome; see outcomes.py)

@@ -120,13 +120,13 @@ def notice_sends_of(ledger: Any, delivery_ids: Collection[str] | None = None) ->
         return _read(conn, delivery_ids)
 
 
-def record_notice_intent(ledger: Any, *, delivery_id: str, channel: str, notice_sha256: str, actor: str,
+def record_notice_intent(ledger: Any, *, delivery_id: str, channel: str, notice_sha256: str | None, actor: str,
                          now: datetime) -> NoticeSend | None:
     """Write ``sending`` for the channel unless its notice was already sent; returns the new state, or None
     when it was sent (nothing to do). Checked and written in one chain-locked transaction."""
     check_token("delivery_id", delivery_id, limit=32)
     channel = check_choice("notice channel", channel, CHANNELS)
-    check_sha256("notice_sha256", notice_sha256)
+    check_sha256("notice_sha256", notice_sha256, required=False)  # None: no notice file to send
     check_token("actor", actor, limit=128)
     check_aware("now", now)
     key = idempotency_key(delivery_id, channel)

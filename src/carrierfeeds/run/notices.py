@@ -58,6 +58,13 @@ class NoticeMismatch(Refused):
     code = "notice_mismatch"
 
 
+class NoticeMissing(PermanentError):
+    """The delivery's notice files are not in the staging store (built before the mapping asked for a
+    notice, or removed by a later forced resend of the run or by the retention purge)."""
+
+    code = "notice_missing"
+
+
 def send_file_notices(ledger: Ledger, connections: Connections, *, delivery: DeliveryRecord, notice: FileNotice,
                       files: Sequence[tuple[str, bytes]], actor: str, clock: Callable[[], datetime],
                       alert: NotifySpec | None = None, sleep: Callable[[float], None] = time.sleep) -> dict[str, str]:
@@ -76,9 +83,7 @@ def send_file_notices(ledger: Ledger, connections: Connections, *, delivery: Del
     channels = [c for c, on in (("webhook", spec.webhook), ("email", spec.email)) if on is not None]
     by_format = {_format(name): (name, data) for name, data in files}
     main = by_format.get("json") or by_format.get("text")
-    if main is None:
-        raise PermanentError("no notice file to send", details={"delivery_id": delivery.delivery_id})
-    notice_sha256 = hashlib.sha256(main[1]).hexdigest()
+    notice_sha256 = hashlib.sha256(main[1]).hexdigest() if main is not None else None
     out: dict[str, str] = {}
     with ledger.delivery_lock(delivery.feed_id, delivery.interval_start):
         for channel in channels:
@@ -88,6 +93,9 @@ def send_file_notices(ledger: Ledger, connections: Connections, *, delivery: Del
                 continue
             attempts = 0
             try:
+                if main is None:
+                    raise NoticeMissing("the delivery's notice files are not in the staging store",
+                                        details={"delivery_id": delivery.delivery_id})
                 _require_describes(delivery, by_format)
                 for attempts in range(1, spec.retries + 2):
                     try:
@@ -205,7 +213,8 @@ def send_run_notices(ctx: RunContext) -> dict[str, str]:
                                         payload_sha256=built.payload_sha256)
     if delivery is None:
         return {}
-    files = [(name, ctx.fetch(name).read_bytes()) for name in notice_file_names(feed, mapping, delivery)]
+    files = [(name, ctx.fetch(name).read_bytes()) for name in notice_file_names(feed, mapping, delivery)
+             if ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, name)]
     return send_file_notices(ctx.ledger, ctx.connections, delivery=delivery, notice=mapping.notice, files=files,
                              actor=ctx.actor, clock=ctx.clock, alert=feed.notify)
 
@@ -223,13 +232,9 @@ def resend_notices(settings: Settings, ledger: Ledger, connections: Connections,
         raise PermanentError(f"mapping {bundle.mapping.mapping_id!r} sends no notice (notice.send)",
                              details={"delivery_id": delivery.delivery_id})
     store = open_store(settings)
-    files = []
-    for name in notice_file_names(bundle.feed, bundle.mapping, delivery):
-        if not store.exists(delivery.feed_id, delivery.interval_start, name):
-            raise PermanentError("the delivery's notice files are no longer in the staging store (a later "
-                                 "forced resend of the run, or the retention purge, removed them)",
-                                 details={"delivery_id": delivery.delivery_id})
-        files.append((name, store.get_bytes(delivery.feed_id, delivery.interval_start, name)))
+    files = [(name, store.get_bytes(delivery.feed_id, delivery.interval_start, name))
+             for name in notice_file_names(bundle.feed, bundle.mapping, delivery)
+             if store.exists(delivery.feed_id, delivery.interval_start, name)]
     return send_file_notices(ledger, connections, delivery=delivery, notice=notice, files=files, actor=actor,
                              clock=clock, alert=bundle.feed.notify, sleep=sleep)
 
