@@ -111,7 +111,7 @@ def send_file_notices(ledger: Ledger, connections: Connections, *, delivery: Del
                 # The delivery stands: the notice is recorded failed, alerted, and waits for a resend.
                 record_notice_outcome(ledger, delivery_id=delivery.delivery_id, channel=channel, status=FAILED,
                                       attempts=attempts, actor=actor, now=clock(), error_code=exc.code,
-                                      message=exc.message[:500])
+                                      message=_recordable(exc.message[:500]))
                 log.error("delivery %s: notice by %s failed after %d attempt(s): %s", delivery.delivery_id,
                           channel, attempts, exc.message)
                 _alert(connections, alert, delivery, channel, exc)
@@ -121,6 +121,16 @@ def send_file_notices(ledger: Ledger, connections: Connections, *, delivery: Del
                                   attempts=attempts, actor=actor, now=clock())
             out[channel] = SENT
     return out
+
+
+def _recordable(message: str) -> str | None:
+    """The message if the ledger's PHI guard takes it, else none: the failure is recorded by its code."""
+    from carrierfeeds.ledger.records import UnsafeLedgerValue, check_text
+
+    try:
+        return check_text("message", message)
+    except UnsafeLedgerValue:
+        return None
 
 
 def _format(name: str) -> str:
