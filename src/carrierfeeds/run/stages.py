@@ -582,7 +582,9 @@ def deliver(ctx: RunContext, *, transport: Transport | None = None,
 
 def confirm(ctx: RunContext) -> RunSummary:
     """Close the run: census recorded as processed (an SFTP original moved through ``ctx.connections``),
-    final status in the ledger, plaintext removed from the staging folder."""
+    the mapping's per-file notice sent to the carrier once the file is with it (``run.notices``; a notice
+    that fails is recorded and alerted, never undoing the delivery), final status in the ledger,
+    plaintext removed from the staging folder."""
     with recorded_stage(ctx, "confirm") as detail:
         state = ctx.state()
         if state.delivery is None or not state.delivery.delivered:
