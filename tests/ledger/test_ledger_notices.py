@@ -15,6 +15,7 @@ from carrierfeeds.ledger.notices import (
     notice_sends_of,
     record_notice_intent,
     record_notice_outcome,
+    unsent_by_feed,
 )
 from carrierfeeds.ledger.records import UnsafeLedgerValue
 
@@ -43,6 +44,7 @@ def test_intent_then_outcome_and_nothing_after_sent(ledger: Ledger, clock: Clock
                                    message="notice webhook at carrier.example answered HTTP 503")
     assert (failed.status, failed.attempts, failed.error_code, failed.notice_sha256) == (
         "failed", 3, "notice_not_accepted", NOTICE)
+    assert unsent_by_feed(ledger) == {"acme-medical": 1}  # the board's count
     again = record_notice_intent(ledger, delivery_id=d, channel="webhook", notice_sha256=NOTICE, actor="t",
                                  now=clock())
     assert again is not None and again.tries == 2 and again.idempotency_key == sending.idempotency_key
@@ -53,9 +55,11 @@ def test_intent_then_outcome_and_nothing_after_sent(ledger: Ledger, clock: Clock
                                 now=clock()) is None
     [state] = notice_sends_of(ledger, [d])
     assert (state.status, state.tries) == ("sent", 2)
+    assert unsent_by_feed(ledger) == {}
     # The other channel is its own.
     assert record_notice_intent(ledger, delivery_id=d, channel="email", notice_sha256=NOTICE, actor="t",
                                 now=clock()) is not None
+    assert unsent_by_feed(ledger) == {"acme-medical": 1}  # cut off while sending counts too
     assert ledger.verify_chain().ok
 
 

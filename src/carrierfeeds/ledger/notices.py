@@ -173,3 +173,16 @@ def record_notice_outcome(ledger: Any, *, delivery_id: str, channel: str, status
                                                          t.c.channel == channel)).all())[0]
     log.info("delivery %s: notice by %s %s after %d attempt(s)", delivery_id, channel, status, attempts)
     return state
+
+
+def unsent_by_feed(ledger: Any) -> dict[str, int]:
+    """feed id -> how many (delivery, channel) notices have a latest row other than ``sent`` (failed, or
+    cut off while sending): one grouped query, for the morning board and the console's."""
+    t, d = notice_sends, m.deliveries
+    latest = (sa.select(t.c.delivery_id, t.c.channel, sa.func.max(t.c.seq).label("seq"))
+              .group_by(t.c.delivery_id, t.c.channel).subquery())
+    query = (sa.select(d.c.feed_id, sa.func.count())
+             .select_from(latest.join(t, t.c.seq == latest.c.seq).join(d, d.c.delivery_id == t.c.delivery_id))
+             .where(t.c.status != "sent").group_by(d.c.feed_id))
+    with ledger._read() as conn:
+        return {str(feed_id): int(n) for feed_id, n in conn.execute(query)}

@@ -256,7 +256,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     from carrierfeeds.errors import CarrierFeedsError, ConfigError
     from carrierfeeds.ledger.anchor import AnchorLog
     from carrierfeeds.ledger.lifecycle import histories
-    from carrierfeeds.ledger.notices import notice_sends_of
+    from carrierfeeds.ledger.notices import unsent_by_feed
     from carrierfeeds.ledger.records import DeliveryStatus
     from carrierfeeds.ops.arrival import census_arrivals
     from carrierfeeds.settings import bundle_from_feed, feed_paths
@@ -287,11 +287,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     handoffs = _count_by_feed(d for d in deliveries if d.status == DeliveryStatus.PENDING_HANDOFF)
     latest = ledger.latest_runs()
     lifecycles = histories(ledger)
-    feed_of = {d.delivery_id: d.feed_id for d in deliveries}
-    unsent: dict[str, int] = {}
-    for n in notice_sends_of(ledger):
-        if n.status != "sent" and n.delivery_id in feed_of:
-            unsent[feed_of[n.delivery_id]] = unsent.get(feed_of[n.delivery_id], 0) + 1
+    unsent = unsent_by_feed(ledger)
 
     facts = []
     for feed in feeds:
