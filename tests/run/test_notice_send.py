@@ -201,6 +201,10 @@ def test_a_failing_receiver_leaves_the_file_delivered_and_the_notice_failed_aler
     shown = runner.invoke(app, ["audit", "show", summary.run_id])
     assert f"notice to the carrier by webhook: failed, delivery {delivery_id}" in shown.output
 
+    listed = runner.invoke(app, ["notice", "list", "--failed", "--json"])
+    assert [(n["delivery_id"], n["channel"], n["error_code"]) for n in json.loads(listed.output)["notices"]] == [
+        (delivery_id, "webhook", "notice_not_accepted")]
+
     webhook.status = 204
     resent = runner.invoke(app, ["notice", "resend", summary.run_id, "--by", "ops.jane", "--json"])
     assert resent.exit_code == 0, resent.output
@@ -210,6 +214,7 @@ def test_a_failing_receiver_leaves_the_file_delivered_and_the_notice_failed_aler
     assert json.loads(again.output)["deliveries"] == {delivery_id: {"webhook": "already_sent",
                                                                     "email": "already_sent"}}
     assert len(webhook.posts) == 3 and len(smtp.messages) == 1
+    assert "no notices to resend" in runner.invoke(app, ["notice", "list", "--failed"]).output
     [row] = json.loads(runner.invoke(app, ["status", "--json"]).output)["feeds"]
     assert row["notices_unsent"] == 0 and "notice_unsent" not in row["attention"]
     assert runner.invoke(app, ["notice", "resend", "no-such-id"]).exit_code == 2
