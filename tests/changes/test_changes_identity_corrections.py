@@ -88,3 +88,18 @@ def test_any_correction_renders_the_carriers_identity_both_writers_agree(member:
     assert got["prior_ssn"] == old["ssn"]
     demographic = {"dob", "gender"} & set(values) and any(values[k] != old[k] for k in {"dob", "gender"} & set(values))
     assert got["prior_dob"] == (old["dob"].replace("-", "") if demographic else "")
+
+
+@pytest.mark.parametrize("off", ["ssn", "middle_initial", "gender"])
+def test_a_correction_sends_only_what_the_allowlist_holds_of_the_carriers_identity(off: str) -> None:
+    """identity_corrections needs no field of its own: a carrier whose allowlist leaves out the SSN (or
+    the middle initial or gender) still gets Loop 2100B, without that field, and the file renders."""
+    m = h.validated(**{**_ON.model_dump(), "allowlist": [c for c in _ON.allowlist if c != off]})
+    base = diff_against_snapshot(h.enrollment(h.family_census(), m), None, as_of=h.AS_OF).snapshot
+    fixed = _edit("E1001", last_name="Rivera-Cruz", dob="1984-03-10", gender="M")
+    change = diff_against_snapshot(h.enrollment(h.census(fixed), m), base, as_of=h.AS_OF)
+    assert f"prior_{off}" not in change.enrollment.table.columns
+    data = render_834_bytes(change.enrollment, h.header(m), h.CONTROL)
+    assert data == render_834_naive(change.enrollment, h.header(m), h.CONTROL)
+    assert check_834(data).ok
+    assert b"NM1*70*1*RIVERA" in data
