@@ -229,7 +229,8 @@ FLOWS: Final[tuple[Flow, ...]] = (
           ("mailing_zip", "N4", "N403", "five or nine digits, else left out"))),
     # ---- Loop 2300
     Flow("plan_code", "2300", "HD", ("HD03",), code_table="`plans` (insurance_line)",
-         note="a plan not authorised by the feed or not in `plans` is not sent"),
+         note="a plan not authorised by the feed or not in `plans` is not sent; decides Loop 2310 (the plans "
+              "`primary_care_provider.plans` names)", decides=("2310",)),
     Flow("plan_code", "2300", "HD", ("HD04",), code_table="`plans` (description)"),
     Flow("coverage_level", "2300", "HD", ("HD05",), code_table="`coverage_levels`"),
     Flow("coverage_start", "2300", "DTP*348", ("DTP03",), note="CCYYMMDD"),
