@@ -232,10 +232,6 @@ def full_file_move(mapping: CarrierMapping, column: str, *, feed: Feed | None = 
     return moved(before, after), after
 
 
-#: The change a change file carries in every change-file case: a status change (an event's occasion).
-_OCCASION = {"student_status": "F"}
-
-
 def change_file_move(mapping: CarrierMapping, column: str) -> tuple[set[str], bytes]:
     """The elements that move in a change file when ``column`` changes: for a column the carrier's value
     is sent of (an identity correction) the snapshot's value changes under the same correction; for
@@ -251,7 +247,8 @@ def change_file_move(mapping: CarrierMapping, column: str) -> tuple[set[str], by
         files = [_change_file(rows, changed(ended, column, {SUBSCRIBER: status}), mapping)
                  for status in ("FT", "TE")]
     else:
-        occasion = changed(rows, "student_status", _OCCASION["student_status"])
+        # a status change: an occasion the census's event (INS04, DTP*303) is sent with
+        occasion = changed(rows, "student_status", "F")
         files = [_change_file(rows, occasion, mapping), _change_file(rows, changed(occasion, column), mapping)]
     return moved(*files), files[1]
 
