@@ -1,0 +1,266 @@
+"""A carrier aggregator's file run and delivered end to end with real parts (GX, pyx12, gpg, the loopback
+sshd, SQLite and PostgreSQL): one file, one ISA13, one ST per included employer, delivered once; each
+employer's run ends with its own outcome and its share of the delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from carrierfeeds.run.aggregate_run import run_aggregate
+from carrierfeeds.settings import open_ledger
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = date(2026, 11, 20)
+MAPPING = "keystone-exchange"
+CEDAR, PINE = "cedar-grove-keystone", "pinecrest-keystone"
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+@dataclass
+class Keystone:
+    settings: Any
+    inbound: dict[str, Path]
+    inbox: Path
+    keys: Any
+    keys_dir: Path
+    frames: dict[str, pd.DataFrame]
+
+    def census(self, feed_id: str, members: int, seed: int, prefix: str, **edits: Any) -> Path:
+        from carrierfeeds.census.generate import generate_census, write_census_csv
+
+        frame = generate_census(members, seed, as_of=DAY, id_prefix=prefix)
+        for column, (row, value) in edits.items():
+            frame.loc[row, column] = value
+        path = self.inbound[feed_id] / f"census_{DAY:%Y%m%d}.csv"
+        write_census_csv(frame, path)
+        self.frames[feed_id] = frame
+        return path
+
+    def files(self) -> list[Path]:
+        return sorted(self.inbox.iterdir())
+
+
+@pytest.fixture
+def keystone(tmp_path: Path, demo_keys: Any, sshd_server: Any, ledger_url: str) -> Keystone:
+    """Keystone's two employer feeds in a private workspace, delivering to one inbox on the loopback sshd."""
+    from carrierfeeds.config import SftpDelivery
+    from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
+
+    inbox = sshd_server.root / uuid.uuid4().hex[:10]
+    inbox.mkdir()
+    keys_dir = tmp_path / "keys"
+    sshd_server.write_keys_dir(keys_dir, CONNECTION_ID)
+    inbound = {}
+    for feed_id in (CEDAR, PINE):
+        ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=keys_dir, config_root=ROOT,
+                               ledger_url=ledger_url, feed_id=feed_id,
+                               delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
+        inbound[feed_id] = ws.inbound
+    return Keystone(settings=ws.settings, inbound=inbound, inbox=inbox, keys=demo_keys, keys_dir=keys_dir, frames={})
+
+
+def _plain(ks: Keystone, path: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / f"{path.name}.plain"
+    result = ks.keys.carrier.decrypt_file(path, out)
+    assert result.valid_signature and result.signer_fingerprint == ks.keys.signer_fingerprint
+    return out.read_bytes()
+
+
+def _stage(ledger: Any, run_id: str, stage: str) -> dict[str, Any]:
+    (detail,) = [e.detail for e in ledger.run_events(run_id) if e.kind == "stage" and e.stage == stage
+                 and e.status == "succeeded"][-1:]
+    return dict(detail)
+
+
+def _employer(summary: Any, feed_id: str) -> dict[str, Any]:
+    return next(e for e in summary.employers if e["feed_id"] == feed_id)
+
+
+def _no_census_values_in_ledger(ks: Keystone, ledger: Any, run_ids: list[str]) -> None:
+    """No value of either census (names, SSNs, dates of birth, addresses, member ids) in any run's events."""
+    text = " ".join(f"{e.detail} {e.message or ''} {e.error_code or ''}" for r in run_ids for e in ledger.run_events(r))
+    for frame in ks.frames.values():
+        for column in ("member_id", "last_name", "first_name", "ssn", "dob", "address1", "city"):
+            for value in frame[column].astype(str).unique():
+                if len(value) >= 4:
+                    assert value not in text, column
+
+
+class Counting:
+    """A real SFTP transport that counts uploads, or fails every one of them (the carrier is down)."""
+
+    name = "sftp"
+
+    def __init__(self, inner: Any, *, down: bool = False) -> None:
+        self.inner, self.down, self.delivered = inner, down, 0
+
+    def stat(self, remote_name: str) -> Any:
+        return self.inner.stat(remote_name)
+
+    def sha256(self, remote_name: str) -> str | None:
+        digest: str | None = self.inner.sha256(remote_name)
+        return digest
+
+    def deliver(self, local: Path, remote_name: str, **kwargs: Any) -> Any:
+        from carrierfeeds.errors import TransientError
+
+        if self.down:
+            raise TransientError("connection refused (test)")
+        self.delivered += 1
+        return self.inner.deliver(local, remote_name, **kwargs)
+
+
+def _sftp(ks: Keystone, *, down: bool = False) -> Counting:
+    from carrierfeeds.credentials import load_sftp_endpoint
+    from carrierfeeds.demo import CONNECTION_ID
+    from carrierfeeds.transport.sftp import SftpTransport
+
+    endpoint = load_sftp_endpoint(ks.keys_dir, CONNECTION_ID)
+    return Counting(SftpTransport(endpoint, str(ks.inbox), retries=1, sleep=lambda _s: None), down=down)
+
+
+def test_the_aggregate_is_delivered_once_with_one_set_per_employer(keystone: Keystone, tmp_path: Path) -> None:
+    from carrierfeeds.x12.check import validate_with_pyx12
+
+    ks = keystone
+    ks.census(CEDAR, 40, 21, "C")
+    ks.census(PINE, 25, 22, "P")
+    counting = _sftp(ks)
+    summary = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", transport=counting)
+    assert summary.run.status == "delivered", summary.run.error
+    assert summary.run.feed_id == MAPPING and counting.delivered == 1
+    (arrived,) = ks.files()
+    plain = _plain(ks, arrived, tmp_path)
+    assert hashlib.sha256(plain).hexdigest() == summary.run.payload_sha256
+    assert plain.count(b"ISA*") == 1 and plain[:106].decode().split("*")[13] == f"{summary.run.isa13:09d}"
+    assert plain.count(b"\nST*834*") == 2 and plain.count(b"\nGE*2*") == 1
+    assert b"N1*P5*CEDAR GROVE LANDSCAPING*FI*990000013~" in plain and b"PINECREST AUTO GLASS" in plain
+    (tmp_path / "check.834").write_bytes(plain)
+    assert validate_with_pyx12(tmp_path / "check.834").ok
+
+    ledger = open_ledger(ks.settings)
+    try:
+        delivery = ledger.find_delivery(feed_id=MAPPING, interval_start=DAY)
+        assert delivery is not None and delivery.status == "delivered" and delivery.isa13 == summary.run.isa13
+        assert delivery.run_id == summary.run.run_id
+        assert [(e["feed_id"], e["status"], e["st02"]) for e in summary.employers] == [
+            (CEDAR, "delivered", [1]), (PINE, "delivered", [2])]
+        for e, members in zip(summary.employers, (40, 25), strict=True):
+            share = _stage(ledger, e["run_id"], "deliver")
+            assert share["aggregate_run_id"] == summary.run.run_id and share["delivery_id"] == delivery.delivery_id
+            assert share["st02"] == e["st02"][0] and share["isa13"] == summary.run.isa13
+            assert share["members"] == members == share["ins03_030"] and share["disclosed_last_name"] is True
+            assert ledger.get_run(e["run_id"]).status == "delivered"
+        # Cedar Grove (quarantine) keeps a snapshot, advanced now the carrier holds the file; Pinecrest none.
+        assert _stage(ledger, _employer(summary, CEDAR)["run_id"], "confirm")["snapshot_advanced"] is True
+        assert "snapshot_advanced" not in _stage(ledger, _employer(summary, PINE)["run_id"], "confirm")
+        # The file's disclosure: every member of both employers, by token.
+        disclosed = ledger.disclosures(delivery_ids=[delivery.delivery_id])[delivery.delivery_id]
+        assert disclosed.members == 65 and "last_name" in disclosed.fields
+        assert ledger.verify_chain().ok
+        _no_census_values_in_ledger(ks, ledger, [summary.run.run_id, *(e["run_id"] for e in summary.employers)])
+    finally:
+        ledger.close()
+
+    # A rerun of the day reads the censuses its runs accepted, renders the same file and sends nothing.
+    again = _sftp(ks)
+    rerun = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", transport=again)
+    assert rerun.run.status == "already_delivered" and again.delivered == 0 and ks.files() == [arrived]
+    assert [e["status"] for e in rerun.employers] == ["already_delivered", "already_delivered"]
+    # The next night's run finds both censuses processed: nothing new, nothing sent.
+    night = run_aggregate(ks.settings, MAPPING, DAY + timedelta(days=1), clock=_clock, actor="test", transport=again)
+    assert night.run.status == "nothing_to_send" and again.delivered == 0
+    assert [e["status"] for e in night.employers] == ["no_new_census", "no_new_census"]
+
+
+def test_a_retry_after_a_failed_delivery_sends_the_same_file_once(keystone: Keystone) -> None:
+    ks = keystone
+    cedar, pine = ks.census(CEDAR, 20, 31, "C"), ks.census(PINE, 15, 32, "P")
+    censuses = {CEDAR: cedar, PINE: pine}
+    failed = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", censuses=censuses,
+                           transport=_sftp(ks, down=True))
+    assert failed.run.status == "failed" and failed.run.error is not None
+    assert [e["status"] for e in failed.employers] == ["failed", "failed"] and ks.files() == []
+
+    counting = _sftp(ks)
+    retry = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", censuses=censuses, transport=counting)
+    assert retry.run.status == "delivered", retry.run.error
+    assert counting.delivered == 1 and len(ks.files()) == 1
+    # The same bytes under the same control numbers: none minted for the retry.
+    assert (retry.run.isa13, retry.run.payload_sha256) == (failed.run.isa13, failed.run.payload_sha256)
+    assert [e["status"] for e in retry.employers] == ["delivered", "delivered"]
+
+    again = _sftp(ks)
+    rerun = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", censuses=censuses, transport=again)
+    assert rerun.run.status == "already_delivered" and again.delivered == 0 and len(ks.files()) == 1
+    ledger = open_ledger(ks.settings)
+    try:
+        assert len(ledger.transmissions(retry.run.run_id)) == 1
+        assert len(ledger.deliveries(feed_id=MAPPING)) == 1
+    finally:
+        ledger.close()
+
+
+def test_isolate_leaves_out_a_rejected_employer_and_sends_the_others(keystone: Keystone, tmp_path: Path) -> None:
+    ks = keystone
+    ks.census(CEDAR, 30, 41, "C")
+    ks.census(PINE, 20, 42, "P", gender=(3, "Q"))  # Pinecrest's policy is reject
+    summary = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", transport=_sftp(ks))
+    assert summary.run.status == "delivered", summary.run.error
+    cedar, pine = _employer(summary, CEDAR), _employer(summary, PINE)
+    assert (cedar["status"], cedar["st02"]) == ("delivered", [int(summary.run.isa13)])
+    assert (pine["status"], pine["error_code"], pine["st02"]) == ("rejected", "census_rejected", [])
+    (arrived,) = ks.files()
+    plain = _plain(ks, arrived, tmp_path)
+    assert plain.count(b"\nST*834*") == 1 and b"PINECREST" not in plain
+    ledger = open_ledger(ks.settings)
+    try:
+        build = _stage(ledger, summary.run.run_id, "build")
+        assert build["included"] == 1 and build["left_out_census_rejected"] == 1
+        _no_census_values_in_ledger(ks, ledger, [summary.run.run_id, cedar["run_id"], pine["run_id"]])
+    finally:
+        ledger.close()
+    # Pinecrest's census was not recorded as processed: fixed, it goes the next night, on its own in the
+    # file (Cedar Grove has nothing new).
+    ks.census(PINE, 20, 42, "P")
+    counting = _sftp(ks)
+    later = run_aggregate(ks.settings, MAPPING, DAY + timedelta(days=1), clock=_clock, actor="test", transport=counting)
+    assert later.run.status == "delivered", later.run.error
+    assert [(e["feed_id"], e["status"]) for e in later.employers] == [(CEDAR, "no_new_census"), (PINE, "delivered")]
+    assert counting.delivered == 1 and len(ks.files()) == 2
+
+
+def test_reject_all_refuses_the_whole_file(keystone: Keystone, tmp_path: Path) -> None:
+    ks = keystone
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ks.settings.mappings_dir, mappings)
+    path = mappings / f"{MAPPING}.yaml"
+    path.write_text(path.read_text().replace("on_employer_failure: isolate", "on_employer_failure: reject_all"))
+    settings = ks.settings.model_copy(update={"mappings_dir": mappings})
+    ks.census(CEDAR, 30, 41, "C")
+    ks.census(PINE, 20, 42, "P", gender=(3, "Q"))
+    counting = _sftp(ks)
+    summary = run_aggregate(settings, MAPPING, DAY, clock=_clock, actor="test", transport=counting)
+    assert summary.run.status == "refused" and counting.delivered == 0 and ks.files() == []
+    assert summary.run.error is not None and PINE in summary.run.error["message"]
+    assert [(e["feed_id"], e["status"]) for e in summary.employers] == [(CEDAR, "refused"), (PINE, "rejected")]
+    ledger = open_ledger(settings)
+    try:
+        assert ledger.find_delivery(feed_id=MAPPING, interval_start=DAY) is None
+        assert ledger.transmissions(summary.run.run_id) == []  # refused before any control number
+    finally:
+        ledger.close()
