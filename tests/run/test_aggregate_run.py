@@ -264,3 +264,38 @@ def test_reject_all_refuses_the_whole_file(keystone: Keystone, tmp_path: Path) -
         assert ledger.transmissions(summary.run.run_id) == []  # refused before any control number
     finally:
         ledger.close()
+
+
+def _env(settings: Any) -> dict[str, str]:
+    return {f"CARRIERFEEDS_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_run_aggregate_command_delivers_and_one_employer_alone_is_refused(keystone: Keystone) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from carrierfeeds.cli import app
+
+    ks = keystone
+    cedar, pine = ks.census(CEDAR, 12, 51, "C"), ks.census(PINE, 9, 52, "P")
+    env = _env(ks.settings)
+    # One employer's feed is never run alone, and no run of it is opened (the aggregate owns it).
+    alone = CliRunner().invoke(app, ["run", CEDAR, "--census", str(cedar), "--date", DAY.isoformat(), "--json"],
+                               env=env)
+    assert alone.exit_code == 2 and f"run-aggregate {MAPPING}" in json.loads(alone.stdout)["message"]
+    ledger = open_ledger(ks.settings)
+    try:
+        assert ledger.latest_runs() == {}
+    finally:
+        ledger.close()
+
+    result = CliRunner().invoke(app, ["run-aggregate", MAPPING, "--census", f"{CEDAR}={cedar}", "--census",
+                                      f"{PINE}={pine}", "--date", DAY.isoformat(), "--json"], env=env)
+    assert result.exit_code == 0, result.stdout
+    out = json.loads(result.stdout)
+    assert out["status"] == "delivered" and out["mapping_id"] == MAPPING and out["members"] == 21
+    assert [(e["feed_id"], e["status"], e["st02"]) for e in out["employers"]] == [
+        (CEDAR, "delivered", [1]), (PINE, "delivered", [2])]
+    assert len(ks.files()) == 1
