@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,10 @@ def test_aggregate_dag_test_delivers_one_file_once(tmp_path: Path, demo_keys: An
     inbox = sshd_server.root / "airflow-aggregate"
     inbox.mkdir(exist_ok=True)
     for k, feed_id in enumerate(EMPLOYERS):
-        ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "unused-keys", config_root=ROOT,
-                               feed_id=feed_id, delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
-        census = generate_census(20 + k, 60 + k, as_of=__import__("datetime").date(2026, 11, 20), id_prefix="CP"[k])
+        ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "unused-keys",
+                               config_root=ROOT, feed_id=feed_id,
+                               delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
+        census = generate_census(20 + k, 60 + k, as_of=date(2026, 11, 20), id_prefix="CP"[k])
         write_census_csv(census, ws.inbound / "census_20261120.csv")
     endpoint = sshd_server.endpoint()
     conn = {"conn_type": "sftp", "host": endpoint.host, "port": endpoint.port, "login": endpoint.username,
