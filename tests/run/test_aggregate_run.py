@@ -299,3 +299,59 @@ def test_run_aggregate_command_delivers_and_one_employer_alone_is_refused(keysto
     assert [(e["feed_id"], e["status"], e["st02"]) for e in out["employers"]] == [
         (CEDAR, "delivered", [1]), (PINE, "delivered", [2])]
     assert len(ks.files()) == 1
+
+
+def _999(gs06: int, answers: dict[int, str]) -> bytes:
+    """The carrier's 999 for our file (GS06 ``gs06``): one AK2/IK5 per set, ST02 -> IK501 (A or R)."""
+    sets = []
+    for st02, code in answers.items():
+        sets.append(f"AK2*834*{st02:04d}*005010X220A1~")
+        if code == "R":
+            sets += ["IK3*INS*3**8~", "IK4*3*1203*7~"]
+        sets.append(f"IK5*{code}" + ("*5~" if code == "R" else "~"))
+    accepted = sum(c == "A" for c in answers.values())
+    body = ["ST*999*0001*005010X231A1~", f"AK1*BE*{gs06}*005010X220A1~", *sets,
+            f"AK9*{'P' if accepted else 'R'}*{len(answers)}*{len(answers)}*{accepted}~"]
+    body.append(f"SE*{len(body) + 1}*0001~")
+    text = ("ISA*00*          *00*          *ZZ*KEYSTONEBX     *ZZ*CARRIERFEEDS   *261121*0800*^*00501*000000077*0*T*:~"
+            "GS*FA*KEYSTONEBX*CARRIERFEEDS*20261121*0800*77*X*005010X231A1~" + "".join(body)
+            + "GE*1*77~IEA*1*000000077~")
+    return text.encode()
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_a_999_rejecting_one_employers_set_reverts_that_employers_snapshot_only(keystone: Keystone,
+                                                                                tmp_path: Path) -> None:
+    from carrierfeeds.acknowledgments.collect import collect_acks
+    from carrierfeeds.acknowledgments.inbox import LocalAckInbox
+    from carrierfeeds.changes import SnapshotStore
+
+    ks = keystone
+    pine_feed = ks.settings.feeds_dir / f"{PINE}.yaml"  # both employers keep a snapshot (quarantine)
+    pine_feed.write_text(pine_feed.read_text().replace("policy: reject", "policy: quarantine"))
+    ks.census(CEDAR, 20, 71, "C")
+    ks.census(PINE, 15, 72, "P")
+    summary = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", transport=_sftp(ks))
+    assert summary.run.status == "delivered", summary.run.error
+    cedar, pine = _employer(summary, CEDAR), _employer(summary, PINE)
+    snapshots = SnapshotStore.for_settings(ks.settings)
+    assert snapshots.info(CEDAR).run_id == cedar["run_id"] and snapshots.info(PINE).run_id == pine["run_id"]
+
+    inbox = tmp_path / "acks"
+    inbox.mkdir()
+    (inbox / "999_keystone.x12").write_bytes(_999(summary.run.isa13, {1: "A", 2: "R"}))
+    ledger = open_ledger(ks.settings)
+    try:
+        report = collect_acks(ledger, LocalAckInbox(inbox), source_id=MAPPING, now=_clock(), snapshots=snapshots)
+        (row,) = ledger.acknowledgments()
+        assert row.status == "partial" and row.delivery_id is not None
+        # Pinecrest's set was rejected: its snapshot goes back (to none: its next run sends a full file);
+        # Cedar Grove's set was taken: its snapshot stays.
+        assert snapshots.info(PINE) is None
+        assert snapshots.info(CEDAR).run_id == cedar["run_id"]
+        assert any(a.kind == "snapshot_reverted" and PINE in a.message for a in report.alerts)
+        (event,) = ledger.audit_events(action="snapshot_reverted", object_type="delivery")
+        assert event.detail["st02_0002"] == PINE and event.detail["employers_reverted"] == 1
+        assert "st02_0001" not in event.detail
+    finally:
+        ledger.close()

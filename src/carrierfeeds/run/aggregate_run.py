@@ -290,8 +290,11 @@ def build_aggregate_file(agg: AggregateRun, *, full_file: bool = False) -> dict[
         counts = {"members": sum(i.enrollment.member_count for i in included),
                   "subscribers": sum(i.enrollment.subscriber_count for i in included),
                   "coverages": sum(i.enrollment.coverage_count for i in included), **by_type}
+        # Which employer's run each ST02 is: the ack matcher reverts the snapshot of a rejected set's employer.
         detail.update(counts, isa13=interchange.isa13, payload_sha256=sha256, bytes=size, file_name=file_name,
-                      transaction_sets=sum(len(n) for n in st02s), **notice)
+                      transaction_sets=sum(len(n) for n in st02s), **notice,
+                      **{f"st02_{n:04d}": inc.ctx.run_id for inc, numbers in zip(included, st02s, strict=True)
+                         for n in numbers})
         ctx.save_state(built=BuildState(
             file_name=file_name, payload_sha256=sha256, payload_bytes=size, isa13=interchange.isa13,
             gs06=interchange.gs06, st02=interchange.st02, counts=counts, endpoint="production",
