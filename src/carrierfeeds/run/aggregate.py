@@ -13,9 +13,10 @@ rejected or who has not authorised the carrier for the day is, under ``on_employ
 left out of the file and counted by reason (the others go); under ``reject_all`` the file is refused.
 An employer with nothing to send has no ST.
 
-What is built here: the account and the file for ``preview`` (:func:`preview_aggregate`). What is not
-yet: a ledger run for the aggregate (per-employer delivery rows, snapshots advanced per employer on
-confirmation); see docs/companion-guides.md.
+Here: the employers (:func:`aggregate_bundles`), each employer's transaction set header
+(:func:`employer_header`), the file's notice (:func:`aggregate_notice`) and the preview
+(:func:`preview_aggregate`, nothing sent or recorded). The run that delivers the file, each employer
+under its own ledger run, is :mod:`carrierfeeds.run.aggregate_run`; see docs/companion-guides.md.
 """
 
 from __future__ import annotations
