@@ -763,6 +763,9 @@ def _run_aggregate(mapping_id: str, context: Any) -> dict[str, Any]:
         return summary.as_dict()
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
+            if agg is not None:  # the retry re-reads the staging store; no plaintext waits for it
+                for ctx in (agg.ctx, *agg.employers):
+                    run.wipe_scratch(ctx)
             raise  # Airflow retries with backoff; the runs stay open
         if agg is not None:
             end_aggregate(agg, exc)

@@ -195,6 +195,9 @@ def test_a_retry_after_a_failed_delivery_sends_the_same_file_once(keystone: Keys
                            transport=_sftp(ks, down=True))
     assert failed.run.status == "failed" and failed.run.error is not None
     assert [e["status"] for e in failed.employers] == ["failed", "failed"] and ks.files() == []
+    # No plaintext waits for the retry: every run's scratch is gone (the staging store keeps it sealed).
+    scratch = ks.settings.data_dir / "scratch"
+    assert scratch.is_dir() and not [p for p in scratch.rglob("*") if p.is_file()]
 
     counting = _sftp(ks)
     retry = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", censuses=censuses, transport=counting)

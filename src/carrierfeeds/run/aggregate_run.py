@@ -49,7 +49,15 @@ from typing import TYPE_CHECKING, Any
 from carrierfeeds.errors import CarrierFeedsError, ConfigError, DataError, NotAuthorized, Refused
 from carrierfeeds.files import write_private
 from carrierfeeds.outcomes import RunStatus
-from carrierfeeds.run.context import ACCEPTED, HELD_BACK, RunContext, RunRef, open_run, recorded_stage
+from carrierfeeds.run.context import (
+    ACCEPTED,
+    HELD_BACK,
+    RunContext,
+    RunRef,
+    open_run,
+    recorded_stage,
+    wipe_scratch,
+)
 from carrierfeeds.run.state import BuildState
 from carrierfeeds.settings import FeedBundle, Settings, open_ledger, open_store
 
@@ -222,41 +230,52 @@ def build_aggregate_file(agg: AggregateRun, *, full_file: bool = False) -> dict[
                 part.status, part.reason = "left_out", refused.code
                 settle.append((ectx, refused))
                 continue
-            life = plan_run(ctx.ledger, feed, mapping, day=day, run_id=ectx.run_id, actor=ctx.actor, now=ctx.now())
-            if life.endpoint != "production":
-                # One file goes to the carrier's one target: a test file of one employer is not built here.
-                raise LifecycleRefused(f"employer feed {feed.feed_id} is {life.state}: an aggregated file goes "
-                                       "only to the production target, with every employer in production or "
-                                       "unmanaged", details={"feed_id": feed.feed_id, "state": life.state})
-            census = read_accepted(ectx.fetch(ACCEPTED))
-            enrollment = build_enrollment(census, feed, mapping, as_of=day)
-            del census
-            action: str = mapping.full_file.bgn08
-            counts: dict[str, int] = {}
-            if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
-                store = snapshot_store(ectx)
-                base = store.load_base(feed.feed_id, ectx.run_id)
-                held = json.loads(ectx.store.get_bytes(feed.feed_id, day, HELD_BACK))
-                change_set = diff_for_day(ectx.bundle, enrollment, base, held_back=held, day=day,
-                                          full_file=full_file or life.full_file or mapping.mode == "full")
-                if change_set.empty:
+            try:
+                life = plan_run(ctx.ledger, feed, mapping, day=day, run_id=ectx.run_id, actor=ctx.actor, now=ctx.now())
+                if life.endpoint != "production":
+                    # One file goes to the carrier's one target: a test file of one employer is not built here.
+                    raise LifecycleRefused(f"employer feed {feed.feed_id} is {life.state}: an aggregated file goes "
+                                           "only to the production target, with every employer in production or "
+                                           "unmanaged", details={"feed_id": feed.feed_id, "state": life.state})
+                census = read_accepted(ectx.fetch(ACCEPTED))
+                enrollment = build_enrollment(census, feed, mapping, as_of=day)
+                del census
+                action: str = mapping.full_file.bgn08
+                counts: dict[str, int] = {}
+                if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
+                    store = snapshot_store(ectx)
+                    base = store.load_base(feed.feed_id, ectx.run_id)
+                    held = json.loads(ectx.store.get_bytes(feed.feed_id, day, HELD_BACK))
+                    change_set = diff_for_day(ectx.bundle, enrollment, base, held_back=held, day=day,
+                                              full_file=full_file or life.full_file or mapping.mode == "full")
+                    if change_set.empty:
+                        part.status, part.reason = "left_out", "nothing_to_send"
+                        settle.append((ectx, NoChanges("no changes against the last delivered snapshot",
+                                                       details={"feed_id": feed.feed_id})))
+                        continue
+                    store.stage(feed.feed_id, ectx.run_id, change_set.snapshot, full_file=change_set.full_file)
+                    ectx.save_state(snapshot_staged=True)
+                    enrollment = change_set.enrollment
+                    action = mapping.full_file.bgn08 if change_set.full_file else "2"
+                    counts = {f"ins03_{k}": int(v) for k, v in change_set.members_by_type.items()}
+                if enrollment.member_count == 0:
                     part.status, part.reason = "left_out", "nothing_to_send"
-                    settle.append((ectx, NoChanges("no changes against the last delivered snapshot",
-                                                   details={"feed_id": feed.feed_id})))
+                    settle.append((ectx, NoChanges("nothing to send", details={"feed_id": feed.feed_id})))
                     continue
-                store.stage(feed.feed_id, ectx.run_id, change_set.snapshot, full_file=change_set.full_file)
-                ectx.save_state(snapshot_staged=True)
-                enrollment = change_set.enrollment
-                action = mapping.full_file.bgn08 if change_set.full_file else "2"
-                counts = {f"ins03_{k}": int(v) for k, v in change_set.members_by_type.items()}
-            if enrollment.member_count == 0:
-                part.status, part.reason = "left_out", "nothing_to_send"
-                settle.append((ectx, NoChanges("nothing to send", details={"feed_id": feed.feed_id})))
-                continue
-            counts = counts or {f"ins03_{mapping.full_file.maintenance_type}": enrollment.member_count}
-            part.members = enrollment.member_count
-            part.members_by_type = {k[6:]: v for k, v in counts.items()}
-            included.append(_Included(ectx, enrollment, action, counts))
+                counts = counts or {f"ins03_{mapping.full_file.maintenance_type}": enrollment.member_count}
+                part.members = enrollment.member_count
+                part.members_by_type = {k[6:]: v for k, v in counts.items()}
+                included.append(_Included(ectx, enrollment, action, counts))
+            except DataError as exc:
+                # The employer's own data (a change before the carrier's retro window, a value the build
+                # refuses): left out like a rejected census, or the whole file refused under reject_all.
+                from carrierfeeds.run.stages import end_run
+
+                if agg.policy == "reject_all":
+                    end_run(ectx, exc)
+                    raise _refused_whole(agg, feed.feed_id, exc) from None
+                part.status, part.reason = "left_out", "census_rejected"
+                settle.append((ectx, exc))
         _settle_left_out(settle)
         detail.update(employers=len(account), included=len(included),
                       **{f"left_out_{r}": sum(p.reason == r for p in account) for r in
@@ -493,7 +512,11 @@ def aggregate_stages(agg: AggregateRun, *, censuses: Mapping[str, Path] | None =
 
     if not skipped("build"):
         stage_employers(agg, censuses, force=force_census)
-        build_aggregate_file(agg, full_file=full_file)
+        try:
+            build_aggregate_file(agg, full_file=full_file)
+        finally:
+            for ectx in agg.employers:  # their validated tables, read by the build: nothing later needs them
+                wipe_scratch(ectx)
     if not skipped("conformance"):
         conformance(ctx)
     if not skipped("encrypt"):
