@@ -358,3 +358,17 @@ def test_a_999_rejecting_one_employers_set_reverts_that_employers_snapshot_only(
         assert "st02_0001" not in event.detail
     finally:
         ledger.close()
+
+
+def test_the_aggregates_deliveries_take_their_carriers_ack_settings() -> None:
+    """An aggregated file is delivered under the mapping id: its carrier's window and source apply to it
+    (Keystone names no ack source, so its file is never reported overdue)."""
+    from carrierfeeds.acknowledgments import carrier_ack_settings, feeds_without_source
+    from carrierfeeds.settings import Settings
+
+    settings = Settings(feeds_dir=ROOT / "feeds", mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
+    (keystone,) = [c for c in carrier_ack_settings(settings) if c.source_id == MAPPING]
+    assert set(keystone.feed_ids) == {MAPPING, CEDAR, PINE}
+    assert MAPPING in feeds_without_source([keystone])
+    (only,) = carrier_ack_settings(settings, [MAPPING])
+    assert only.feed_ids == (MAPPING,)
