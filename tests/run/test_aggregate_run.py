@@ -302,6 +302,12 @@ def test_run_aggregate_command_delivers_and_one_employer_alone_is_refused(keysto
     assert [(e["feed_id"], e["status"], e["st02"]) for e in out["employers"]] == [
         (CEDAR, "delivered", [1]), (PINE, "delivered", [2])]
     assert len(ks.files()) == 1
+    # The operator's views take the aggregate's run and delivery (its feed id is the mapping id).
+    report = ks.settings.data_dir / "report.html"
+    for command in (["status", "--json"], ["acks", "status", "--json"], ["audit", "disclosures", "--json"],
+                    ["audit", "report", "--since", DAY.isoformat(), "--until", "2026-11-22", "--out", str(report)]):
+        shown = CliRunner().invoke(app, command, env=env)
+        assert shown.exit_code == 0, (command, shown.stdout)
 
 
 def _999(gs06: int, answers: dict[int, str]) -> bytes:
