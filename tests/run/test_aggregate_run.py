@@ -378,3 +378,20 @@ def test_the_aggregates_deliveries_take_their_carriers_ack_settings() -> None:
     assert MAPPING in feeds_without_source([keystone])
     (only,) = carrier_ack_settings(settings, [MAPPING])
     assert only.feed_ids == (MAPPING,)
+
+
+def test_employers_of_one_file_share_its_schedule_and_time_zone(tmp_path: Path) -> None:
+    from carrierfeeds.errors import ConfigError
+    from carrierfeeds.run.aggregate import aggregate_bundles
+    from carrierfeeds.settings import Settings
+
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    for feed_id in (CEDAR, PINE):
+        shutil.copy(ROOT / "feeds" / f"{feed_id}.yaml", feeds / f"{feed_id}.yaml")
+    pine = feeds / f"{PINE}.yaml"
+    pine.write_text(pine.read_text().replace("timezone: America/New_York", "timezone: America/Chicago"))
+    settings = Settings(feeds_dir=feeds, mappings_dir=ROOT / "mappings", schemas_dir=ROOT / "schemas")
+    with pytest.raises(ConfigError) as refused:
+        aggregate_bundles(settings, MAPPING)
+    assert refused.value.details["field"] == "timezone" and PINE in refused.value.message
