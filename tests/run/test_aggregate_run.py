@@ -395,3 +395,27 @@ def test_employers_of_one_file_share_its_schedule_and_time_zone(tmp_path: Path) 
     with pytest.raises(ConfigError) as refused:
         aggregate_bundles(settings, MAPPING)
     assert refused.value.details["field"] == "timezone" and PINE in refused.value.message
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_an_employer_that_has_not_authorised_the_carrier_is_left_out_under_isolate(keystone: Keystone,
+                                                                                   tmp_path: Path) -> None:
+    ks = keystone
+    cedar_feed = ks.settings.feeds_dir / f"{CEDAR}.yaml"  # Cedar Grove authorises Keystone from next year
+    text = cedar_feed.read_text()
+    cedar_feed.write_text(text.replace("effective_from: '2025-01-01'", "effective_from: '2027-01-01'"))
+    assert "2027-01-01" in cedar_feed.read_text()
+    ks.census(CEDAR, 12, 81, "C")
+    ks.census(PINE, 10, 82, "P")
+    summary = run_aggregate(ks.settings, MAPPING, DAY, clock=_clock, actor="test", transport=_sftp(ks))
+    assert summary.run.status == "delivered", summary.run.error
+    cedar, pine = _employer(summary, CEDAR), _employer(summary, PINE)
+    assert (cedar["status"], cedar["error_code"], cedar["st02"]) == ("refused", "not_authorized", [])
+    assert pine["status"] == "delivered" and pine["members"] == 10
+    (arrived,) = ks.files()
+    assert b"CEDAR GROVE" not in _plain(ks, arrived, tmp_path)
+    ledger = open_ledger(ks.settings)
+    try:
+        assert _stage(ledger, summary.run.run_id, "build")["left_out_not_authorized"] == 1
+    finally:
+        ledger.close()
