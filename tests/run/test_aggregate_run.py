@@ -419,3 +419,36 @@ def test_an_employer_that_has_not_authorised_the_carrier_is_left_out_under_isola
         assert _stage(ledger, summary.run.run_id, "build")["left_out_not_authorized"] == 1
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_changes_mode_sends_only_the_employers_with_changes(keystone: Keystone, tmp_path: Path) -> None:
+    """In changes mode each employer diffs against its own snapshot: the next night only the employer
+    whose census changed has a set (BGN08 2), the other ends nothing_to_send with its census processed."""
+    ks = keystone
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ks.settings.mappings_dir, mappings)
+    path = mappings / f"{MAPPING}.yaml"
+    path.write_text(path.read_text() + "mode: changes\n")
+    settings = ks.settings.model_copy(update={"mappings_dir": mappings})
+    ks.census(CEDAR, 15, 91, "C")
+    ks.census(PINE, 12, 92, "P")
+    first = run_aggregate(settings, MAPPING, DAY, clock=_clock, actor="test", transport=_sftp(ks))
+    assert first.run.status == "delivered" and [e["st02"] for e in first.employers] == [[1], [2]]
+
+    moved = ks.census(PINE, 12, 92, "P")  # one Pinecrest subscriber moves
+    frame = pd.read_csv(moved, dtype=str, keep_default_na=False)
+    frame.loc[frame["member_id"] == frame.loc[0, "subscriber_id"], "address1"] = "77 Changed Road"
+    frame.to_csv(moved, index=False)
+    counting = _sftp(ks)
+    night = run_aggregate(settings, MAPPING, DAY + timedelta(days=1), clock=_clock, actor="test", transport=counting,
+                          force_census=True)
+    assert night.run.status == "delivered", night.run.error
+    cedar, pine = _employer(night, CEDAR), _employer(night, PINE)
+    assert (cedar["status"], cedar["error_code"]) == ("nothing_to_send", "no_changes")
+    assert pine["status"] == "delivered" and pine["members"] == 1
+    arrived = [p for p in ks.files() if p.name != first.run.file_name]
+    plain = _plain(ks, arrived[0], tmp_path)
+    assert plain.count(b"\nST*834*") == 1 and b"PINECREST" in plain and b"CEDAR" not in plain
+    bgn = plain.split(b"\nBGN*")[1].split(b"~")[0].split(b"*")
+    assert b"\nINS*Y*18*001*" in plain and bgn[-1] == b"2"  # BGN08 2: a change file
