@@ -256,10 +256,10 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     with recorded_stage(ctx, "build") as detail:
         if mapping.aggregation is not None:
             # The carrier's guide wants one file for all its employers: a file of this employer alone is
-            # never sent. The aggregate's own run (ledger rows per employer) is not built yet.
+            # never sent (the aggregate's run builds the file: run.aggregate_run).
             raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} "
-                              "(mapping aggregation): it is sent only within that file; see "
-                              "`carrierfeeds preview-aggregate`", field="mapping_id")
+                              "(mapping aggregation): it is sent only within that file; run it with "
+                              f"`carrierfeeds run-aggregate {mapping.mapping_id}`", field="mapping_id")
         # The authority every file is sent under; a no-op unless the feed's authorisation changed.
         ctx.ledger.record_authorisation(
             feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
