@@ -13,9 +13,10 @@ A notice that cannot be sent after its retries never undoes the delivery: it is 
 (our error code, a PHI-free message), alerted through the feed's failure webhook (``notify``), shown by
 ``carrierfeeds status`` and ``audit show``, and sent again by ``carrierfeeds notice resend``.
 
-Callers: the confirm stage (:func:`send_run_notices`), ``notice resend`` (:func:`resend_notices`), and an
-aggregated carrier file's run, which calls :func:`send_file_notices` with its own delivery and notice
-files. Call it outside the delivery lock (it takes the lock itself).
+Callers: a feed's confirm stage and an aggregated carrier file's ``confirm_aggregate`` (both through
+:func:`send_run_notices`, on their own run), and ``notice resend`` (:func:`resend_notices`); any other
+delivery path calls :func:`send_file_notices` with its delivery record and the notice files its build
+wrote. Call it outside the delivery lock (it takes the lock itself).
 """
 
 from __future__ import annotations
