@@ -41,8 +41,11 @@ from carrierfeeds import run
 from carrierfeeds.config import Feed, load_feed
 from carrierfeeds.credentials import (
     SftpEndpoint,
+    SmtpTarget,
     WebhookTarget,
     known_hosts_names,
+    smtp_from_fields,
+    smtp_not_defined,
     webhook_from_fields,
     webhook_not_defined,
 )
@@ -213,6 +216,20 @@ class AirflowConnections:
         extra = conn.extra_dejson or {}
         return webhook_from_fields(connection_id, host=conn.host, schema=conn.schema, port=conn.port,
                                    login=conn.login, password=conn.password, endpoint=extra.get("endpoint"))
+
+    def smtp(self, connection_id: str) -> SmtpTarget:
+        """Host, port, login, password; extra ``security`` (starttls, ssl, none), else the SMTP provider's
+        ``disable_ssl``/``disable_tls`` (SSL unless disabled, then STARTTLS unless disabled)."""
+        try:
+            conn = BaseHook.get_connection(connection_id)
+        except AirflowNotFoundException:
+            raise smtp_not_defined(connection_id) from None
+        extra = conn.extra_dejson or {}
+        security = extra.get("security") or ("ssl" if not extra.get("disable_ssl") else
+                                             "starttls" if not extra.get("disable_tls") else "none")
+        return smtp_from_fields(connection_id, host=conn.host, port=conn.port, login=conn.login,
+                                password=conn.password, security=str(security),
+                                source=f"airflow connection {connection_id}")
 
     def secret(self, name: str) -> str | None:
         from airflow.sdk import Variable

@@ -460,6 +460,11 @@ def confirm_aggregate(agg: AggregateRun) -> AggregateSummary:
                 ctx.ledger.finish_run(ectx.run_id, status, now=ctx.now(), counts={
                     k: v for k, v in entry.items() if isinstance(v, int) and not isinstance(v, bool)})
                 closing.update(removed=purge_plaintext(ectx))
+        if status != RunStatus.PENDING_HANDOFF:
+            # The file's per-file notice to the carrier, as a feed's confirm sends it (run.notices).
+            from carrierfeeds.run.notices import send_run_notices
+
+            detail.update({f"notice_{channel}": done for channel, done in send_run_notices(ctx).items()})
         summary = _summary(ctx, status)
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(employers=len(account["included"]), delivery_id=delivery.delivery_id,

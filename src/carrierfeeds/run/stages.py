@@ -582,7 +582,9 @@ def deliver(ctx: RunContext, *, transport: Transport | None = None,
 
 def confirm(ctx: RunContext) -> RunSummary:
     """Close the run: census recorded as processed (an SFTP original moved through ``ctx.connections``),
-    final status in the ledger, plaintext removed from the staging folder."""
+    the mapping's per-file notice sent to the carrier once the file is with it (``run.notices``; a notice
+    that fails is recorded and alerted, never undoing the delivery), final status in the ledger,
+    plaintext removed from the staging folder."""
     with recorded_stage(ctx, "confirm") as detail:
         state = ctx.state()
         if state.delivery is None or not state.delivery.delivered:
@@ -597,6 +599,12 @@ def confirm(ctx: RunContext) -> RunSummary:
         # Only now has the census an outcome; a move that fails is retried by running confirm again.
         detail.update(census_moved=_accept_census(ctx))
         detail.update(_sent_correction(ctx))
+        if status != "pending_handoff":
+            # After the delivery, never before: a refused or failed run sends no notice, and a notice that
+            # fails is recorded and alerted without undoing the delivered file (see run.notices).
+            from carrierfeeds.run.notices import send_run_notices
+
+            detail.update({f"notice_{channel}": done for channel, done in send_run_notices(ctx).items()})
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(removed=purge_plaintext(ctx))
     return summary
