@@ -1,0 +1,293 @@
+"""Faster pyx12 4.0.0 internals with the same verdict: installed explicitly, for that exact pyx12 only.
+
+pyx12 spends most of a 2,000-member 834 re-parsing and re-formatting the same paths
+(benchmarks/README.md, "pyx12 speedups"). :func:`install` replaces three of its internals, in this
+process, with versions that compute exactly what pyx12's own do, only without repeating the work:
+
+- ``map_walker.NodeCounter`` (the loop and segment counts behind every "exceeded max count" and
+  "required loop missing" error) by :class:`IndexedNodeCounter`: stock ``reset_to_node`` scans every
+  counted path at each loop start; this one keeps, for every path prefix, the counted paths below it.
+- ``Segment._parse_refdes`` by one that parses each reference designator string ("INS03", "03-1")
+  once per process instead of building an ``X12Path`` on every element read.
+- ``validation.contains_control_character`` by one that answers "none" with one regular-expression
+  search and asks pyx12's own function whenever any control character is present.
+
+``X12Path`` itself is left alone: pyx12 mutates paths after construction (``getnodebypath`` deletes
+from ``loop_list``), so a formatted string cached on a path could go stale. The counter therefore keys
+on a path's fields (exactly ``X12Path.__eq__``) and formats each distinct path once.
+
+Guarded twice: pyx12's version must be :data:`PYX12_VERSION` and the source of every function
+replaced must hash to what these replacements were written against (:data:`_STOCK_SOURCES`); else
+:func:`install` refuses (logs why, returns False) and pyx12 runs stock. ``CARRIERFEEDS_PYX12_SPEEDUPS=0``
+(:data:`SPEEDUPS_ENV`) keeps stock pyx12 for comparison. The oracle that the verdict is unchanged is
+tests/x12/test_pyx12_speedups_oracle.py (stock and patched pyx12 in separate processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The one pyx12 release these replacements were written against and checked by the oracle.
+PYX12_VERSION = "4.0.0"
+#: Set to "0" to run stock pyx12 (the comparison the benchmarks and the oracle make).
+SPEEDUPS_ENV = "CARRIERFEEDS_PYX12_SPEEDUPS"
+
+#: SHA-256 of the source (``inspect.getsource``) of everything replaced or re-implemented, in pyx12 4.0.0.
+_STOCK_SOURCES: dict[str, str] = {
+    "pyx12.map_walker.walk_tree": "4a62cc1070c48d05f5e1fbf66bfffa9109f12b54995b950c0cf5ae119b45488c",
+    "pyx12.nodeCounter.NodeCounter": "6eb39bf54761c5cf631754518dcf4f7edc4961480bc2fce443569d5fefce4a4b",
+    "pyx12.path.X12Path": "56d8e1b1b656b7ab6e317d654f9a4c95b22781120c6bc40bd4c2ddd574c2955b",
+    "pyx12.segment.Segment._parse_refdes": "d9804f1396aa0b782dda65252c27fc09ab79e099e63dd9c2d059342c6dffbcfc",
+    "pyx12.validation.contains_control_character": "580cfc595e2866acd0cebe38b83ab5720dc96ad5ee4b3e398ad276fe16620cee",
+}
+
+# Bounds on the per-process memos: both hold strings from pyx12's maps and code (paths, "INS03"), a
+# few hundred in all; the bound only keeps a surprise from growing without limit.
+_MEMO_MAX = 4096
+
+_Key = tuple[tuple[str, ...], "str | None", "str | None", "int | None", "int | None", "bool | None"]
+
+
+def _path_key(path: Any) -> _Key:
+    """What ``X12Path.__eq__`` compares, as a hashable tuple: equal keys exactly when the paths are equal."""
+    return (tuple(path.loop_list), path.seg_id, path.id_val, path.ele_idx, path.subele_idx, path.relative)
+
+
+class IndexedNodeCounter:
+    """pyx12's ``NodeCounter`` (counts per X12 path) with ``reset_to_node`` reading an index, not every path.
+
+    Stock keys an ``OrderedDict`` by ``X12Path`` (hash: the formatted path; equality: the fields) and
+    deletes, at each loop start, every key whose formatted path has the loop's path as a strict prefix
+    of its "/"-separated parts. Here the counts are keyed by the fields (:func:`_path_key`), each
+    distinct path is formatted once, and ``_below[prefix]`` holds the keys strictly below every prefix,
+    so a reset deletes exactly the same keys without looking at the others.
+    """
+
+    def __init__(self, initialCounts: Mapping[Any, int] | None = None) -> None:
+        self._counts: dict[_Key, int] = {}
+        self._paths: dict[_Key, Any] = {}
+        self._below: dict[str, set[_Key]] = {}
+        if initialCounts is None:
+            initialCounts = {}
+        for k, v in initialCounts.items():
+            self.setCount(k, v)
+
+    def _key(self, xpath: Any) -> _Key:
+        if isinstance(xpath, str):
+            found = _STR_KEYS.get(xpath)
+            if found is None:
+                found = _path_key(_x12path(xpath))  # raises X12PathError as stock does
+                if len(_STR_KEYS) < _MEMO_MAX:
+                    _STR_KEYS[xpath] = found
+            return found
+        return _path_key(xpath)
+
+    def _add(self, key: _Key, xpath: Any, count: int) -> None:
+        if key not in self._counts:
+            path = _x12path(xpath) if isinstance(xpath, str) else xpath
+            self._paths[key] = path
+            parts = _formatted(key, path).split("/")
+            for i in range(1, len(parts)):
+                self._below.setdefault("/".join(parts[:i]), set()).add(key)
+        self._counts[key] = count
+
+    def reset_to_node(self, xpath: Any) -> None:
+        """Delete the counts of every path below ``xpath`` (not its own)."""
+        key = self._key(xpath)
+        below = self._below.get(_formatted(key, xpath))
+        if not below:
+            return
+        for child in list(below):
+            del self._counts[child]
+            path = self._paths.pop(child)
+            parts = _formatted(child, path).split("/")
+            for i in range(1, len(parts)):
+                self._below["/".join(parts[:i])].discard(child)
+
+    def increment(self, xpath: Any) -> None:
+        key = self._key(xpath)
+        self._add(key, xpath, self._counts.get(key, 0) + 1)
+
+    def setCount(self, xpath: Any, ct: int) -> None:
+        self._add(self._key(xpath), xpath, ct)
+
+    def get_count(self, xpath: Any) -> int:
+        return self._counts.get(self._key(xpath), 0)
+
+    def getState(self) -> OrderedDict[Any, int]:
+        """The counts keyed by ``X12Path``, in stock's order (a copy: stock hands out its live dict)."""
+        return OrderedDict((self._paths[k], v) for k, v in self._counts.items())
+
+    @property
+    def _dict(self) -> OrderedDict[Any, int]:
+        return self.getState()
+
+    @staticmethod
+    def makeX12Path(xpath: Any) -> Any:
+        return xpath if not isinstance(xpath, str) else _x12path(xpath)
+
+
+_STR_KEYS: dict[str, _Key] = {}
+_FORMATTED: dict[_Key, str] = {}
+
+
+def _x12path(text: str) -> Any:
+    import pyx12.path
+
+    return pyx12.path.X12Path(text)
+
+
+def _formatted(key: _Key, xpath: Any) -> str:
+    """``X12Path.format()`` of the path with fields ``key``: the same string for equal paths."""
+    text = _FORMATTED.get(key)
+    if text is None:
+        text = (_x12path(xpath) if isinstance(xpath, str) else xpath).format()
+        if len(_FORMATTED) < _MEMO_MAX:
+            _FORMATTED[key] = text
+    return text
+
+
+_REFDES: dict[str, tuple[str | None, int | None, int | None]] = {}
+
+
+def _parse_refdes(self: Any, ref_des: str) -> tuple[int | None, int | None]:
+    """``Segment._parse_refdes`` with each reference designator's ``X12Path`` parse made once."""
+    from pyx12.errors import EngineError
+
+    parsed = _REFDES.get(ref_des)
+    if parsed is None:
+        xp = _x12path(ref_des)  # raises X12PathError as stock does
+        parsed = (xp.seg_id, xp.ele_idx, xp.subele_idx)
+        if len(_REFDES) < _MEMO_MAX:
+            _REFDES[ref_des] = parsed
+    seg_id, ele_idx, subele_idx = parsed
+    if seg_id is not None and seg_id != self.seg_id:
+        err_str = "Invalid Reference Designator: %s, seg_id: %s" % (ref_des, self.seg_id)  # noqa: UP031 (stock's text)
+        raise EngineError(err_str)
+    return (ele_idx - 1 if ele_idx is not None else None, subele_idx - 1 if subele_idx is not None else None)
+
+
+#: Every character stock ``contains_control_character`` looks for (its two tables: 0x07, 0x09-0x0D,
+#: 0x1C-0x1F; 0x01-0x06, 0x11-0x17).
+_CONTROL = re.compile("[\x01-\x07\x09-\x0d\x11-\x17\x1c-\x1f]")
+
+
+def _contains_control_character_with(stock: Callable[..., tuple[bool, str | None]]) -> Callable[..., Any]:
+    def contains_control_character(str_val: str, charset: str = "B",
+                                   icvn: str = "00401") -> tuple[bool, str | None]:
+        """Stock's answer: (False, None) when none of its characters is present, else stock's own."""
+        if _CONTROL.search(str_val) is None:
+            return (False, None)
+        return stock(str_val, charset, icvn)
+
+    return contains_control_character
+
+
+# ----------------------------------------------------------------------------------------- install
+_lock = threading.Lock()
+_stock: dict[str, Any] = {}
+
+
+def _source_digest(obj: Any) -> str:
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
+
+
+def _targets() -> dict[str, Any]:
+    import pyx12.map_walker
+    import pyx12.nodeCounter
+    import pyx12.path
+    import pyx12.segment
+    import pyx12.validation
+
+    return {"pyx12.map_walker.walk_tree": pyx12.map_walker.walk_tree,
+            "pyx12.nodeCounter.NodeCounter": pyx12.nodeCounter.NodeCounter,
+            "pyx12.path.X12Path": pyx12.path.X12Path,
+            "pyx12.segment.Segment._parse_refdes": pyx12.segment.Segment._parse_refdes,
+            "pyx12.validation.contains_control_character": pyx12.validation.contains_control_character}
+
+
+def refusal() -> str | None:
+    """Why :func:`install` would not patch this pyx12 (version or source not the one written for), or None."""
+    import pyx12
+
+    version = getattr(pyx12, "__version__", None)
+    if version != PYX12_VERSION:
+        return f"pyx12 {version} is not {PYX12_VERSION}"
+    for name, obj in _targets().items():
+        if _source_digest(obj) != _STOCK_SOURCES[name]:
+            return f"{name} is not pyx12 {PYX12_VERSION}'s"
+    return None
+
+
+def enabled() -> bool:
+    """Whether :data:`SPEEDUPS_ENV` allows the speedups (the default)."""
+    return os.environ.get(SPEEDUPS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def installed() -> bool:
+    return bool(_stock)
+
+
+def install() -> bool:
+    """Install the speedups in this process (idempotent); False, pyx12 stock, if switched off or refused."""
+    if not enabled():
+        return False
+    with _lock:
+        if _stock:
+            return True
+        why = refusal()
+        if why is not None:
+            log.warning("pyx12 speedups not installed: %s; pyx12 runs stock", why)
+            return False
+        import pyx12.map_walker
+        import pyx12.segment
+        import pyx12.validation
+
+        _stock.update(NodeCounter=pyx12.map_walker.NodeCounter,
+                      _parse_refdes=pyx12.segment.Segment._parse_refdes,
+                      contains_control_character=pyx12.validation.contains_control_character)
+        pyx12.map_walker.NodeCounter = IndexedNodeCounter
+        pyx12.segment.Segment._parse_refdes = _parse_refdes
+        pyx12.validation.contains_control_character = _contains_control_character_with(
+            _stock["contains_control_character"])
+        log.info("pyx12 speedups installed (pyx12 %s)", PYX12_VERSION)
+        return True
+
+
+def apply() -> bool:
+    """What the adapter calls before each pyx12 run: :func:`install` if :data:`SPEEDUPS_ENV` allows,
+    else :func:`uninstall`, so the switch holds for every run, not only a process's first. True if
+    the speedups are in place."""
+    if enabled():
+        return install()
+    uninstall()
+    return False
+
+
+def uninstall() -> None:
+    """Put pyx12's own internals back (for tests and comparisons in one process)."""
+    with _lock:
+        if not _stock:
+            return
+        import pyx12.map_walker
+        import pyx12.segment
+        import pyx12.validation
+
+        pyx12.map_walker.NodeCounter = _stock["NodeCounter"]
+        pyx12.segment.Segment._parse_refdes = _stock["_parse_refdes"]
+        pyx12.validation.contains_control_character = _stock["contains_control_character"]
+        _stock.clear()
+
+
+__all__ = ["PYX12_VERSION", "SPEEDUPS_ENV", "IndexedNodeCounter", "apply", "enabled", "install", "installed", "refusal",
+           "uninstall"]

@@ -1,0 +1,170 @@
+"""pyx12_speedups piece by piece against the pyx12 functions they replace (the whole verdict: the oracle,
+test_pyx12_speedups_oracle.py), and the guards: exact pyx12 version and source, the switch, uninstall."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pyx12
+import pyx12.map_walker
+import pyx12.nodeCounter
+import pyx12.path
+import pyx12.segment
+import pyx12.validation
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyx12.errors import EngineError, X12PathError
+
+from carrierfeeds.x12 import pyx12_speedups
+from carrierfeeds.x12.pyx12_speedups import SPEEDUPS_ENV, IndexedNodeCounter
+
+STOCK_COUNTER = pyx12.nodeCounter.NodeCounter
+STOCK_PARSE = pyx12.segment.Segment._parse_refdes
+STOCK_CONTROL = pyx12.validation.contains_control_character
+
+
+@pytest.fixture(autouse=True)
+def stock_after() -> Iterator[None]:
+    pyx12_speedups.uninstall()
+    yield
+    pyx12_speedups.uninstall()
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+
+
+#: Paths shaped like the walker's (loops, segments) and odd ones: relative, trailing "/", an element
+#: index 0 that formats like no index (equal hash, unequal paths), qualifiers, sub-elements.
+PATHS = ["/ISA_LOOP", "/ISA_LOOP/ISA", "/ISA_LOOP/GS_LOOP", "/ISA_LOOP/GS_LOOP/GS", "/ISA_LOOP/GS_LOOP/ST_LOOP",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/ST", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/INS", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/REF",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2100A", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2100A/NM1",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2300", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2300/HD",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2300/DTP", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/2300/",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/INS00", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/INS03",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/REF[0F]02", "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/HD05-1",
+         "/ISA_LOOP/GS_LOOP/ST_LOOP/DETAIL/2000/HD05-0", "/2000", "/2000/INS", "2000", "2000/INS", "INS", "INS01",
+         "", "/", "DETAIL/2000/2300", "/ISA_LOOP/GS_LOOP/ST_LOOP/HEADER", "/ISA_LOOP/GS_LOOP/ST_LOOP/HEADER/BGN"]
+
+
+def _as_given(path: str, as_object: bool) -> str | pyx12.path.X12Path:
+    return pyx12.path.X12Path(path) if as_object else path
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["increment", "reset_to_node", "setCount", "get_count"]),
+                         st.sampled_from(PATHS), st.booleans(), st.integers(0, 5)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(initial=st.dictionaries(st.sampled_from(PATHS), st.integers(0, 3), max_size=5), ops=OPS)
+def test_the_indexed_counter_counts_and_resets_as_pyx12s(initial: dict[str, int], ops: list[Any]) -> None:
+    stock, fast = STOCK_COUNTER(initial), IndexedNodeCounter(initial)
+    for op, path, as_object, n in ops:
+        args: tuple[Any, ...] = (_as_given(path, as_object), n) if op == "setCount" else (_as_given(path, as_object),)
+        assert getattr(fast, op)(*args) == getattr(stock, op)(*args)
+        assert [(repr(k), k.seg_id, k.ele_idx, v) for k, v in fast.getState().items()] == [
+            (repr(k), k.seg_id, k.ele_idx, v) for k, v in stock.getState().items()]
+        for other in PATHS:
+            assert fast.get_count(other) == stock.get_count(other), (op, path, other)
+
+
+def test_the_indexed_counter_keeps_paths_that_only_format_alike_apart() -> None:
+    """X12Path("INS00") formats as "INS" but is not equal to X12Path("INS"): two counts in stock, two here."""
+    fast = IndexedNodeCounter()
+    fast.increment("/A/INS")
+    fast.increment(pyx12.path.X12Path("/A/INS00"))
+    fast.increment("/A/INS00")
+    assert fast.get_count("/A/INS") == 1 and fast.get_count("/A/INS00") == 2
+    fast.reset_to_node("/A")
+    assert fast.get_count("/A/INS") == 0 and fast.get_count("/A/INS00") == 0 and not fast.getState()
+
+
+def test_the_indexed_counter_raises_on_a_bad_path_as_pyx12s() -> None:
+    for make in (STOCK_COUNTER, IndexedNodeCounter):
+        with pytest.raises(X12PathError):
+            make().increment("/A/[0F]02")
+
+
+REFDES = ["INS03", "03", "03-1", "HD05-2", "NM1", "01", "REF[0F]02", "INS", "", "INS00", "DMG99-9"]
+
+
+class _Seg:
+    def __init__(self, seg_id: str | None) -> None:
+        self.seg_id = seg_id
+
+
+@pytest.mark.parametrize("ref_des", [*REFDES, "[0F]02", "/A/INS03", "NM103"])
+@pytest.mark.parametrize("seg_id", ["INS", "HD", "NM1", "REF", None])
+def test_reference_designators_parse_as_pyx12s(ref_des: str, seg_id: str | None) -> None:
+    seg = _Seg(seg_id)
+
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(seg, ref_des)
+        except (EngineError, X12PathError) as exc:
+            return type(exc).__name__, str(exc)
+
+    want = outcome(STOCK_PARSE)
+    assert outcome(pyx12_speedups._parse_refdes) == want
+    assert outcome(pyx12_speedups._parse_refdes) == want  # and again, from the memo
+
+
+CONTROL = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=CONTROL | st.text(max_size=12))
+def test_control_characters_are_found_as_pyx12_finds_them(text: str) -> None:
+    fast = pyx12_speedups._contains_control_character_with(STOCK_CONTROL)
+    assert fast(text) == STOCK_CONTROL(text)
+
+
+@pytest.mark.parametrize("code", range(0x80))
+def test_every_ascii_character_alone_and_among_others(code: int) -> None:
+    fast = pyx12_speedups._contains_control_character_with(STOCK_CONTROL)
+    for text in (chr(code), f"AB{chr(code)}C\x1f", f"{chr(code)}\x01"):
+        assert fast(text) == STOCK_CONTROL(text)
+
+
+def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
+    assert pyx12_speedups.install() and pyx12_speedups.installed()
+    assert pyx12.map_walker.NodeCounter is IndexedNodeCounter
+    assert pyx12.segment.Segment._parse_refdes is pyx12_speedups._parse_refdes
+    assert pyx12.validation.contains_control_character is not STOCK_CONTROL
+    assert pyx12_speedups.install()  # idempotent
+    pyx12_speedups.uninstall()
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+    assert pyx12.segment.Segment._parse_refdes is STOCK_PARSE
+    assert pyx12.validation.contains_control_character is STOCK_CONTROL
+
+
+def test_the_switch_keeps_pyx12_stock_for_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pyx12_speedups.apply() and pyx12.map_walker.NodeCounter is IndexedNodeCounter
+    monkeypatch.setenv(SPEEDUPS_ENV, "0")
+    assert not pyx12_speedups.apply() and not pyx12_speedups.install()
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+    monkeypatch.setenv(SPEEDUPS_ENV, "1")
+    assert pyx12_speedups.apply() and pyx12.map_walker.NodeCounter is IndexedNodeCounter
+
+
+def test_another_pyx12_version_is_left_stock(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(pyx12, "__version__", "4.0.1")
+    assert pyx12_speedups.refusal() == "pyx12 4.0.1 is not 4.0.0"
+    assert not pyx12_speedups.install() and not pyx12_speedups.apply()
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+    assert pyx12.segment.Segment._parse_refdes is STOCK_PARSE
+    assert pyx12.validation.contains_control_character is STOCK_CONTROL
+    assert "pyx12 4.0.1 is not 4.0.0" in caplog.text
+
+
+def test_a_pyx12_whose_replaced_code_differs_is_left_stock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same version string, different code (a local patch, a re-release): refused too."""
+
+    def contains_control_character(str_val: str, charset: str = "B", icvn: str = "00401") -> tuple[bool, None]:
+        return (False, None)
+
+    monkeypatch.setattr(pyx12.validation, "contains_control_character", contains_control_character)
+    assert pyx12_speedups.refusal() == "pyx12.validation.contains_control_character is not pyx12 4.0.0's"
+    assert not pyx12_speedups.install()
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
