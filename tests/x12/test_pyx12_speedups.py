@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 import pyx12
+import pyx12.map_if
+import pyx12.map_if._segment
 import pyx12.map_walker
 import pyx12.nodeCounter
+import pyx12.params
 import pyx12.path
 import pyx12.segment
 import pyx12.validation
@@ -22,6 +25,8 @@ from carrierfeeds.x12.pyx12_speedups import SPEEDUPS_ENV, IndexedNodeCounter
 
 STOCK_COUNTER = pyx12.nodeCounter.NodeCounter
 STOCK_PARSE = pyx12.segment.Segment._parse_refdes
+STOCK_GET = pyx12.segment.Segment.get
+STOCK_CHILD = pyx12.map_if._segment.segment_if.get_child_node_by_idx
 STOCK_CONTROL = pyx12.validation.contains_control_character
 
 
@@ -30,7 +35,7 @@ def stock_after() -> Iterator[None]:
     pyx12_speedups.uninstall()
     yield
     pyx12_speedups.uninstall()
-    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+    assert pyx12.map_walker.NodeCounter is STOCK_COUNTER and pyx12.segment.Segment.get is STOCK_GET
 
 
 #: Paths shaped like the walker's (loops, segments) and odd ones: relative, trailing "/", an element
@@ -109,6 +114,42 @@ def test_reference_designators_parse_as_pyx12s(ref_des: str, seg_id: str | None)
     assert outcome(pyx12_speedups._parse_refdes) == want  # and again, from the memo
 
 
+SEGMENTS = ["INS*Y*18*030*XN*A***FT", "HD*030**HLT*PPO GOLD*FAM:X:Y", "NM1*IL*1*RIVERA*ANA*L***34*900112222",
+            "DMG*D8*19840309*F", "REF*0F", "N3", "AMT*C1*10.5", "HLH*T*:::*120"]
+
+
+@pytest.mark.parametrize("text", SEGMENTS)
+def test_elements_and_components_are_read_as_pyx12_reads_them(text: str) -> None:
+    segment = pyx12.segment.Segment(text + "~", "~", "*", ":")
+    seg_id = text.split("*")[0]
+    refs = [*REFDES, "[0F]02", "/A/INS03", "NM103", "00", "00-0"]
+    refs += [f"{ref}{n:02d}{sub}" for ref in ("", seg_id) for n in range(0, 12) for sub in ("", "-1", "-2", "-3", "-4")]
+
+    def outcome(get: Any, ref_des: str) -> Any:
+        try:
+            found = get(segment, ref_des)
+        except (EngineError, X12PathError, IndexError) as exc:
+            return type(exc).__name__, str(exc)
+        return None if found is None else (type(found).__name__, found.format())
+
+    for ref_des in refs:
+        assert outcome(pyx12_speedups._get, ref_des) == outcome(STOCK_GET, ref_des), ref_des
+
+
+def test_segment_nodes_find_their_children_as_pyx12_finds_them() -> None:
+    root = pyx12.map_if.load_map_file("834.5010.X220.A1.xml", pyx12.params.params())
+    fast = pyx12_speedups._child_by_idx_with(STOCK_CHILD)
+    segments = [n for n in root.loop_segment_iterator() if isinstance(n, pyx12.map_if._segment.segment_if)]
+    assert len(segments) > 50
+    for node in segments:
+        for idx in range(len(node.children) + 2):
+            for _ in range(2):  # and again, from the memo
+                assert fast(node, idx) is STOCK_CHILD(node, idx)
+    node = segments[0]
+    node.children = node.children[:1]  # a replaced list is a new memo
+    assert fast(node, 1) is None and fast(node, 0) is node.children[0]
+
+
 CONTROL = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=12)
 
 
@@ -130,11 +171,16 @@ def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
     assert pyx12_speedups.install() and pyx12_speedups.installed()
     assert pyx12.map_walker.NodeCounter is IndexedNodeCounter
     assert pyx12.segment.Segment._parse_refdes is pyx12_speedups._parse_refdes
+    assert pyx12.segment.Segment.get is pyx12_speedups._get
+    assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is not STOCK_CHILD
     assert pyx12.validation.contains_control_character is not STOCK_CONTROL
     assert pyx12_speedups.install()  # idempotent
+    assert pyx12_speedups.refusal() is None  # it checks pyx12's own code, not the replacements
     pyx12_speedups.uninstall()
     assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
     assert pyx12.segment.Segment._parse_refdes is STOCK_PARSE
+    assert pyx12.segment.Segment.get is STOCK_GET
+    assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is STOCK_CHILD
     assert pyx12.validation.contains_control_character is STOCK_CONTROL
 
 
@@ -154,6 +200,8 @@ def test_another_pyx12_version_is_left_stock(monkeypatch: pytest.MonkeyPatch,
     assert not pyx12_speedups.install() and not pyx12_speedups.apply()
     assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
     assert pyx12.segment.Segment._parse_refdes is STOCK_PARSE
+    assert pyx12.segment.Segment.get is STOCK_GET
+    assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is STOCK_CHILD
     assert pyx12.validation.contains_control_character is STOCK_CONTROL
     assert "pyx12 4.0.1 is not 4.0.0" in caplog.text
 

@@ -47,7 +47,8 @@ _STOCK_SOURCES: dict[str, str] = {
     "pyx12.map_walker.walk_tree": "4a62cc1070c48d05f5e1fbf66bfffa9109f12b54995b950c0cf5ae119b45488c",
     "pyx12.nodeCounter.NodeCounter": "6eb39bf54761c5cf631754518dcf4f7edc4961480bc2fce443569d5fefce4a4b",
     "pyx12.path.X12Path": "56d8e1b1b656b7ab6e317d654f9a4c95b22781120c6bc40bd4c2ddd574c2955b",
-    "pyx12.segment.Segment._parse_refdes": "d9804f1396aa0b782dda65252c27fc09ab79e099e63dd9c2d059342c6dffbcfc",
+    "pyx12.segment.Segment": "7cc759628bc5a4464d62bd56e4711e7c0f177521f033bc823b38907bada9de1f",
+    "pyx12.map_if._segment.segment_if": "578462ce2bec4f9bbb1528c7e587d0cff8c28dcf5dbeeaf87af11ce26e6ab546",
     "pyx12.validation.contains_control_character": "580cfc595e2866acd0cebe38b83ab5720dc96ad5ee4b3e398ad276fe16620cee",
 }
 
@@ -96,9 +97,13 @@ class IndexedNodeCounter:
         if key not in self._counts:
             path = _x12path(xpath) if isinstance(xpath, str) else xpath
             self._paths[key] = path
-            parts = _formatted(key, path).split("/")
-            for i in range(1, len(parts)):
-                self._below.setdefault("/".join(parts[:i]), set()).add(key)
+            below = self._below
+            for prefix in _prefixes(key, path):
+                found = below.get(prefix)
+                if found is None:
+                    below[prefix] = {key}
+                else:
+                    found.add(key)
         self._counts[key] = count
 
     def reset_to_node(self, xpath: Any) -> None:
@@ -110,9 +115,8 @@ class IndexedNodeCounter:
         for child in list(below):
             del self._counts[child]
             path = self._paths.pop(child)
-            parts = _formatted(child, path).split("/")
-            for i in range(1, len(parts)):
-                self._below["/".join(parts[:i])].discard(child)
+            for prefix in _prefixes(child, path):
+                self._below[prefix].discard(child)
 
     def increment(self, xpath: Any) -> None:
         key = self._key(xpath)
@@ -139,6 +143,7 @@ class IndexedNodeCounter:
 
 _STR_KEYS: dict[str, _Key] = {}
 _FORMATTED: dict[_Key, str] = {}
+_PREFIXES: dict[_Key, tuple[str, ...]] = {}
 
 
 def _x12path(text: str) -> Any:
@@ -157,24 +162,89 @@ def _formatted(key: _Key, xpath: Any) -> str:
     return text
 
 
+def _prefixes(key: _Key, xpath: Any) -> tuple[str, ...]:
+    """Every proper prefix of the path's formatted "/"-separated parts, joined: the paths it is below
+    in stock's ``is_child_path`` (parts are "/"-free, so a prefix of the parts is one of the string)."""
+    found = _PREFIXES.get(key)
+    if found is None:
+        parts = _formatted(key, xpath).split("/")
+        found = tuple("/".join(parts[:i]) for i in range(1, len(parts)))
+        if len(_PREFIXES) < _MEMO_MAX:
+            _PREFIXES[key] = found
+    return found
+
+
 _REFDES: dict[str, tuple[str | None, int | None, int | None]] = {}
 
 
-def _parse_refdes(self: Any, ref_des: str) -> tuple[int | None, int | None]:
-    """``Segment._parse_refdes`` with each reference designator's ``X12Path`` parse made once."""
+def _parsed(ref_des: str) -> tuple[str | None, int | None, int | None]:
+    """The segment id and zero-based element and component indexes stock ``_parse_refdes`` reads from
+    ``ref_des`` through an ``X12Path``, memoised (a pure function of the string)."""
+    found = _REFDES.get(ref_des)
+    if found is None:
+        xp = _x12path(ref_des)  # raises X12PathError as stock does
+        found = (xp.seg_id, xp.ele_idx - 1 if xp.ele_idx is not None else None,
+                 xp.subele_idx - 1 if xp.subele_idx is not None else None)
+        if len(_REFDES) < _MEMO_MAX:
+            _REFDES[ref_des] = found
+    return found
+
+
+def _wrong_segment(ref_des: str, seg_id: str | None) -> Exception:
     from pyx12.errors import EngineError
 
-    parsed = _REFDES.get(ref_des)
-    if parsed is None:
-        xp = _x12path(ref_des)  # raises X12PathError as stock does
-        parsed = (xp.seg_id, xp.ele_idx, xp.subele_idx)
-        if len(_REFDES) < _MEMO_MAX:
-            _REFDES[ref_des] = parsed
-    seg_id, ele_idx, subele_idx = parsed
+    error: Exception = EngineError("Invalid Reference Designator: %s, seg_id: %s" % (ref_des, seg_id))  # noqa: UP031
+    return error
+
+
+def _parse_refdes(self: Any, ref_des: str) -> tuple[int | None, int | None]:
+    """``Segment._parse_refdes`` with each reference designator parsed once per process."""
+    seg_id, ele_idx, comp_idx = _parsed(ref_des)
     if seg_id is not None and seg_id != self.seg_id:
-        err_str = "Invalid Reference Designator: %s, seg_id: %s" % (ref_des, self.seg_id)  # noqa: UP031 (stock's text)
-        raise EngineError(err_str)
-    return (ele_idx - 1 if ele_idx is not None else None, subele_idx - 1 if subele_idx is not None else None)
+        raise _wrong_segment(ref_des, self.seg_id)
+    return (ele_idx, comp_idx)
+
+
+def _get(self: Any, ref_des: str) -> Any:
+    """``Segment.get`` (the element or component ``ref_des`` names, or None) over the memoised parse;
+    ``len(self.elements)`` is what stock's ``self.__len__()`` returns."""
+    seg_id, ele_idx, comp_idx = _parsed(ref_des)
+    if seg_id is not None and seg_id != self.seg_id:
+        raise _wrong_segment(ref_des, self.seg_id)
+    if ele_idx is None:
+        raise IndexError(f"{ref_des} is not a valid element index")
+    elements = self.elements
+    if ele_idx >= len(elements):
+        return None
+    if comp_idx is None:
+        return elements[ele_idx]
+    if comp_idx >= elements[ele_idx].__len__():
+        return None
+    return elements[ele_idx][comp_idx]
+
+
+def _child_by_idx_with(stock: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
+    def get_child_node_by_idx(self: Any, idx: int) -> Any:
+        """``segment_if.get_child_node_by_idx``: stock's answer, remembered on the map node per index.
+
+        Stock scans the segment's children for the one whose ``seq`` is ``idx + 1`` on every call. A
+        map node's children and their ``seq`` are set while the map loads and never after (pyx12 4.0.0
+        assigns them only in constructors); the memo is dropped if the children list is replaced or
+        changes length. Only a found node is remembered: None and stock's errors come from stock each time.
+        """
+        children = self.children
+        memo = self.__dict__.get("_carrierfeeds_by_idx")
+        if memo is None or memo[0] is not children or memo[1] != len(children):
+            memo = (children, len(children), {})
+            self._carrierfeeds_by_idx = memo
+        found = memo[2].get(idx)
+        if found is None:
+            found = stock(self, idx)
+            if found is not None:
+                memo[2][idx] = found
+        return found
+
+    return get_child_node_by_idx
 
 
 #: Every character stock ``contains_control_character`` looks for (its two tables: 0x07, 0x09-0x0D,
@@ -203,6 +273,7 @@ def _source_digest(obj: Any) -> str:
 
 
 def _targets() -> dict[str, Any]:
+    import pyx12.map_if._segment
     import pyx12.map_walker
     import pyx12.nodeCounter
     import pyx12.path
@@ -212,8 +283,11 @@ def _targets() -> dict[str, Any]:
     return {"pyx12.map_walker.walk_tree": pyx12.map_walker.walk_tree,
             "pyx12.nodeCounter.NodeCounter": pyx12.nodeCounter.NodeCounter,
             "pyx12.path.X12Path": pyx12.path.X12Path,
-            "pyx12.segment.Segment._parse_refdes": pyx12.segment.Segment._parse_refdes,
-            "pyx12.validation.contains_control_character": pyx12.validation.contains_control_character}
+            "pyx12.segment.Segment": pyx12.segment.Segment,
+            "pyx12.map_if._segment.segment_if": pyx12.map_if._segment.segment_if,
+            # Once installed, the module attribute is ours: the stock function is the one to check.
+            "pyx12.validation.contains_control_character": _stock.get(
+                "contains_control_character", pyx12.validation.contains_control_character)}
 
 
 def refusal() -> str | None:
@@ -249,15 +323,20 @@ def install() -> bool:
         if why is not None:
             log.warning("pyx12 speedups not installed: %s; pyx12 runs stock", why)
             return False
+        import pyx12.map_if._segment
         import pyx12.map_walker
         import pyx12.segment
         import pyx12.validation
 
+        segment_if = pyx12.map_if._segment.segment_if
         _stock.update(NodeCounter=pyx12.map_walker.NodeCounter,
-                      _parse_refdes=pyx12.segment.Segment._parse_refdes,
+                      _parse_refdes=pyx12.segment.Segment._parse_refdes, get=pyx12.segment.Segment.get,
+                      get_child_node_by_idx=segment_if.get_child_node_by_idx,
                       contains_control_character=pyx12.validation.contains_control_character)
         pyx12.map_walker.NodeCounter = IndexedNodeCounter
         pyx12.segment.Segment._parse_refdes = _parse_refdes
+        pyx12.segment.Segment.get = _get
+        segment_if.get_child_node_by_idx = _child_by_idx_with(_stock["get_child_node_by_idx"])
         pyx12.validation.contains_control_character = _contains_control_character_with(
             _stock["contains_control_character"])
         log.info("pyx12 speedups installed (pyx12 %s)", PYX12_VERSION)
@@ -279,12 +358,15 @@ def uninstall() -> None:
     with _lock:
         if not _stock:
             return
+        import pyx12.map_if._segment
         import pyx12.map_walker
         import pyx12.segment
         import pyx12.validation
 
         pyx12.map_walker.NodeCounter = _stock["NodeCounter"]
         pyx12.segment.Segment._parse_refdes = _stock["_parse_refdes"]
+        pyx12.segment.Segment.get = _stock["get"]
+        pyx12.map_if._segment.segment_if.get_child_node_by_idx = _stock["get_child_node_by_idx"]
         pyx12.validation.contains_control_character = _stock["contains_control_character"]
         _stock.clear()
 
