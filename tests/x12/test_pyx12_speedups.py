@@ -16,6 +16,7 @@ import pyx12.params
 import pyx12.path
 import pyx12.segment
 import pyx12.validation
+import x12_helpers as h
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyx12.errors import EngineError, X12PathError
@@ -27,6 +28,7 @@ STOCK_COUNTER = pyx12.nodeCounter.NodeCounter
 STOCK_PARSE = pyx12.segment.Segment._parse_refdes
 STOCK_GET = pyx12.segment.Segment.get
 STOCK_CHILD = pyx12.map_if._segment.segment_if.get_child_node_by_idx
+STOCK_IS_MATCH = pyx12.map_if._segment.segment_if.is_match
 STOCK_CONTROL = pyx12.validation.contains_control_character
 
 
@@ -150,6 +152,25 @@ def test_segment_nodes_find_their_children_as_pyx12_finds_them() -> None:
     assert fast(node, 1) is None and fast(node, 0) is node.children[0]
 
 
+def test_segment_nodes_match_data_segments_as_pyx12_matches_them() -> None:
+    """Every segment node of the 834 and control maps against every distinct segment id and qualifier
+    in the golden files (and odd ones), twice each (the second from the memo)."""
+    fast = pyx12_speedups._is_match_with(pyx12.map_if._segment.segment_if._resolve_unique_key_field)
+    lines = {line for path in h.FIXTURES.glob("*.834") for line in path.read_text().split("~\n") if line}
+    texts = sorted({"*".join(line.split("*")[:3]) for line in lines} | {"HD", "REF*", "DTP*999*D8", "N1*ZZ*X"})
+    segments = [pyx12.segment.Segment(text + "~", "~", "*", ":") for text in texts]
+    matched = 0
+    for name in ("834.5010.X220.A1.xml", "x12.control.00501.xml"):
+        root = pyx12.map_if.load_map_file(name, pyx12.params.params())
+        for node in root.loop_segment_iterator():
+            if isinstance(node, pyx12.map_if._segment.segment_if):
+                for seg in segments:
+                    want = STOCK_IS_MATCH(node, seg)
+                    assert fast(node, seg) is want and fast(node, seg) is want, (node.get_path(), seg.format())
+                    matched += want
+    assert matched > 100
+
+
 CONTROL = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=12)
 
 
@@ -173,6 +194,7 @@ def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
     assert pyx12.segment.Segment._parse_refdes is pyx12_speedups._parse_refdes
     assert pyx12.segment.Segment.get is pyx12_speedups._get
     assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is not STOCK_CHILD
+    assert pyx12.map_if._segment.segment_if.is_match is not STOCK_IS_MATCH
     assert pyx12.validation.contains_control_character is not STOCK_CONTROL
     assert pyx12_speedups.install()  # idempotent
     assert pyx12_speedups.refusal() is None  # it checks pyx12's own code, not the replacements
@@ -181,6 +203,7 @@ def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
     assert pyx12.segment.Segment._parse_refdes is STOCK_PARSE
     assert pyx12.segment.Segment.get is STOCK_GET
     assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is STOCK_CHILD
+    assert pyx12.map_if._segment.segment_if.is_match is STOCK_IS_MATCH
     assert pyx12.validation.contains_control_character is STOCK_CONTROL
 
 

@@ -1,14 +1,17 @@
 """Faster pyx12 4.0.0 internals with the same verdict: installed explicitly, for that exact pyx12 only.
 
-pyx12 spends most of a 2,000-member 834 re-parsing and re-formatting the same paths
-(benchmarks/README.md, "pyx12 speedups"). :func:`install` replaces three of its internals, in this
+pyx12 spends much of a 2,000-member 834 re-parsing, re-formatting and re-finding the same things
+(benchmarks/README.md, "pyx12 speedups"). :func:`install` replaces six of its internals, in this
 process, with versions that compute exactly what pyx12's own do, only without repeating the work:
 
 - ``map_walker.NodeCounter`` (the loop and segment counts behind every "exceeded max count" and
   "required loop missing" error) by :class:`IndexedNodeCounter`: stock ``reset_to_node`` scans every
   counted path at each loop start; this one keeps, for every path prefix, the counted paths below it.
-- ``Segment._parse_refdes`` by one that parses each reference designator string ("INS03", "03-1")
-  once per process instead of building an ``X12Path`` on every element read.
+- ``Segment._parse_refdes`` and ``Segment.get`` by ones that parse each reference designator string
+  ("INS03", "03-1") once per process instead of building an ``X12Path`` on every element read.
+- ``segment_if.get_child_node_by_idx`` and ``segment_if.is_match`` by ones that remember, per map node,
+  the child at each index and where the segment's qualifier is (stock scans the children every call;
+  both depend only on what the map sets while it loads).
 - ``validation.contains_control_character`` by one that answers "none" with one regular-expression
   search and asks pyx12's own function whenever any control character is present.
 
@@ -16,10 +19,11 @@ process, with versions that compute exactly what pyx12's own do, only without re
 from ``loop_list``), so a formatted string cached on a path could go stale. The counter therefore keys
 on a path's fields (exactly ``X12Path.__eq__``) and formats each distinct path once.
 
-Guarded twice: pyx12's version must be :data:`PYX12_VERSION` and the source of every function
-replaced must hash to what these replacements were written against (:data:`_STOCK_SOURCES`); else
-:func:`install` refuses (logs why, returns False) and pyx12 runs stock. ``CARRIERFEEDS_PYX12_SPEEDUPS=0``
-(:data:`SPEEDUPS_ENV`) keeps stock pyx12 for comparison. The oracle that the verdict is unchanged is
+Guarded twice: pyx12's version must be :data:`PYX12_VERSION` and the source of everything replaced or
+relied on (the classes whose methods are replaced, the walker that makes counters) must hash to what
+these replacements were written against (:data:`_STOCK_SOURCES`); else :func:`install` refuses (logs
+why, returns False) and pyx12 runs stock. ``CARRIERFEEDS_PYX12_SPEEDUPS=0`` (:data:`SPEEDUPS_ENV`) keeps
+stock pyx12 for comparison. The oracle that the verdict is unchanged is
 tests/x12/test_pyx12_speedups_oracle.py (stock and patched pyx12 in separate processes).
 """
 
@@ -263,6 +267,32 @@ def _contains_control_character_with(stock: Callable[..., tuple[bool, str | None
     return contains_control_character
 
 
+def _is_match_with(resolve: Callable[..., Any]) -> Callable[[Any, Any], bool]:
+    def is_match(self: Any, seg: Any) -> bool:
+        """``segment_if.is_match``: stock's test, with the qualifier's place found once per map node.
+
+        Stock finds the child that carries the segment's qualifier (``_resolve_unique_key_field``, from
+        the children's types, usage and code lists, all set while the map loads) and formats its
+        reference designator on every call; both are remembered here, dropped as the children memo is.
+        """
+        seg_id = seg.get_seg_id()
+        if seg_id != self.id:
+            return False
+        children = self.children
+        memo = self.__dict__.get("_carrierfeeds_key")
+        if memo is None or memo[0] is not children or memo[1] != len(children) or memo[2] != seg_id:
+            key = resolve(self, seg_id, with_qual=False)
+            path = None if key is None else (f"{key[1]:02d}-{key[2]}" if key[2] else f"{key[1]:02d}")
+            memo = (children, len(children), seg_id, key, path)
+            self._carrierfeeds_key = memo
+        key, path = memo[3], memo[4]
+        if key is None:
+            return True
+        return bool(seg.get_value(path) in key[0]._valid_codes_set)
+
+    return is_match
+
+
 # ----------------------------------------------------------------------------------------- install
 _lock = threading.Lock()
 _stock: dict[str, Any] = {}
@@ -331,12 +361,13 @@ def install() -> bool:
         segment_if = pyx12.map_if._segment.segment_if
         _stock.update(NodeCounter=pyx12.map_walker.NodeCounter,
                       _parse_refdes=pyx12.segment.Segment._parse_refdes, get=pyx12.segment.Segment.get,
-                      get_child_node_by_idx=segment_if.get_child_node_by_idx,
+                      get_child_node_by_idx=segment_if.get_child_node_by_idx, is_match=segment_if.is_match,
                       contains_control_character=pyx12.validation.contains_control_character)
         pyx12.map_walker.NodeCounter = IndexedNodeCounter
         pyx12.segment.Segment._parse_refdes = _parse_refdes
         pyx12.segment.Segment.get = _get
         segment_if.get_child_node_by_idx = _child_by_idx_with(_stock["get_child_node_by_idx"])
+        segment_if.is_match = _is_match_with(segment_if._resolve_unique_key_field)
         pyx12.validation.contains_control_character = _contains_control_character_with(
             _stock["contains_control_character"])
         log.info("pyx12 speedups installed (pyx12 %s)", PYX12_VERSION)
@@ -367,6 +398,7 @@ def uninstall() -> None:
         pyx12.segment.Segment._parse_refdes = _stock["_parse_refdes"]
         pyx12.segment.Segment.get = _stock["get"]
         pyx12.map_if._segment.segment_if.get_child_node_by_idx = _stock["get_child_node_by_idx"]
+        pyx12.map_if._segment.segment_if.is_match = _stock["is_match"]
         pyx12.validation.contains_control_character = _stock["contains_control_character"]
         _stock.clear()
 
