@@ -219,3 +219,15 @@ def test_many_feeds_benchmark_pairs_stock_and_fast_pyx12(tmp_path: Path) -> None
     assert len(result["pyx12_fast_over_stock_warm"]) == 1 and result["pyx12_fast_over_stock_warm_median"] > 0
     (saved,) = tmp_path.glob("*.json")
     assert "many_feeds-2x50-pyx12-speedups" in json.loads(saved.read_text())["runs"]
+
+
+@pytest.mark.slow
+def test_feed_stages_benchmark_times_every_stage_of_warm_feeds(tmp_path: Path) -> None:
+    from benchmarks.feed_stages import STAGES, main
+
+    result = main(["--feeds", "2", "--members", "50", "--speedups", "1", "--out", str(tmp_path)])
+    assert [f["status"] for f in result["per_feed"]] == ["delivered", "delivered"]
+    assert set(result["warm_stage_wall_s"]) == set(result["warm_stage_cpu_s"]) == set(STAGES)
+    assert result["warm_feed_wall_s"] > 0 and result["speedups"] == "1"
+    (saved,) = tmp_path.glob("*.json")
+    assert "feed_stages-2x50-speedups1" in json.loads(saved.read_text())["runs"]
