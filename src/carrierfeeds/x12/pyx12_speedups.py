@@ -56,8 +56,8 @@ _STOCK_SOURCES: dict[str, str] = {
     "pyx12.validation.contains_control_character": "580cfc595e2866acd0cebe38b83ab5720dc96ad5ee4b3e398ad276fe16620cee",
 }
 
-# Bounds on the per-process memos: both hold strings from pyx12's maps and code (paths, "INS03"), a
-# few hundred in all; the bound only keeps a surprise from growing without limit.
+# Bound on each per-process memo (paths and reference designators, from pyx12's maps and code, never
+# from the data: a few hundred in all); it only keeps a surprise from growing without limit.
 _MEMO_MAX = 4096
 
 _Key = tuple[tuple[str, ...], "str | None", "str | None", "int | None", "int | None", "bool | None"]
