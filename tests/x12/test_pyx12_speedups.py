@@ -3,6 +3,7 @@ test_pyx12_speedups_oracle.py), and the guards: exact pyx12 version and source, 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -239,3 +240,21 @@ def test_a_pyx12_whose_replaced_code_differs_is_left_stock(monkeypatch: pytest.M
     assert pyx12_speedups.refusal() == "pyx12.validation.contains_control_character is not pyx12 4.0.0's"
     assert not pyx12_speedups.install()
     assert pyx12.map_walker.NodeCounter is STOCK_COUNTER
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_worker_installs_the_speedups_before_it_waits_for_a_file(monkeypatch: pytest.MonkeyPatch,
+                                                                   switch: str) -> None:
+    """Checked and installed while the worker waits (with its maps), not on the first file's clock."""
+    from carrierfeeds.x12.pyx12_adapter import _serve
+
+    monkeypatch.setenv(SPEEDUPS_ENV, switch)
+    seen: list[bool] = []
+
+    class Waiting:
+        def readline(self, limit: int = -1) -> bytes:
+            seen.append(pyx12_speedups.installed())
+            return b""  # the end of its input: the worker exits
+
+    assert _serve(Waiting(), io.StringIO()) == 0  # type: ignore[arg-type]
+    assert seen == [switch == "1"]

@@ -626,7 +626,10 @@ def _serve(stream: IO[bytes], out: IO[str]) -> int:
     (2), or after pyx12 raised (1, once that is answered)."""
     import pyx12.params
 
+    from carrierfeeds.x12 import pyx12_speedups
+
     while True:
+        pyx12_speedups.apply()  # checked and installed while waiting, not on the file's clock
         param = pyx12.params.params()
         with _maps_loaded_ahead(param):
             raw = stream.readline(_MAX_PATH_LINE + 1)
@@ -682,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
             if args[0] == "--stdin":
                 import pyx12.params
 
+                from carrierfeeds.x12 import pyx12_speedups
+
+                pyx12_speedups.apply()  # while waiting for the path, as the maps are
                 param = pyx12.params.params()
                 with _maps_loaded_ahead(param):
                     path = _path_from(sys.stdin.buffer)
