@@ -342,17 +342,24 @@ _HD_FOR_INS: dict[str, tuple[frozenset[str], bool]] = {
     _REINSTATE: (frozenset({_REINSTATE, _ADD, _CHANGE}), True),
     _AUDIT: (frozenset({_AUDIT}), True),
 }
+#: INS03 as a small integer: its index in _HD_FOR_INS, or _OTHER_INS03 for any other value.
+_INS03 = tuple(_HD_FOR_INS)
+_OTHER_INS03 = len(_INS03)
+_NEEDS_COVERAGE = np.array([_HD_FOR_INS[code][1] for code in _INS03] + [False])
 _ENVELOPE = np.zeros(256, dtype=bool)
 _ENVELOPE[[ord(c) for c in "SsGgz"]] = True
 _HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?a?", "SBo?a?q{0,3}", "SBo?a?q{0,3}P"))
 
 
 class _Key(NamedTuple):
-    """What one distinct 8-byte segment key says: its token, its segment id (as reported) and element 1."""
+    """What one distinct 8-byte segment key says: its token, its segment id (as reported), and as an HD
+    (HD01 is read from these 8 bytes) whether it is a cancellation and which INS03s allow it (bit i:
+    ``_INS03[i]``)."""
 
     token: int
     name: str
-    element1: str
+    hd_term: bool
+    hd_allowed: int
 
 
 @dataclass
@@ -384,21 +391,24 @@ class _Scan:
         self.members = 0
         self.suffix_bad = False
         self.high: int | None = None  # position of the first byte outside ASCII
-        self.keys: dict[int, int] = {}  # 8-byte key -> index into key_info
+        # Distinct 8-byte keys seen so far, sorted, and each one's index into key_info.
+        self.known = np.zeros(0, dtype=np.uint64)
+        self.known_index = np.zeros(0, dtype=np.int64)
         self.key_info: list[_Key] = []
         self.token_of = np.zeros(0, dtype=np.uint8)
-        self.element1_of = np.zeros(0, dtype=object)
+        self.hd_term_of = np.zeros(0, dtype=bool)
+        self.hd_allowed_of = np.zeros(0, dtype=np.uint8)
         self.empty: list[int] = []
         self.unexpected: list[tuple[int, str]] = []
         self.invalid: dict[str, dict[bytes, tuple[list[str], list[int]]]] = {"I": {}, "H": {}}
-        self.code_parts: dict[str, dict[bytes, tuple[list[str], str]]] = {"I": {}, "H": {}}
+        self.code_parts: dict[str, dict[bytes, tuple[list[str], int]]] = {"I": {}, "H": {}}
         # Loop 2000 against its 2300s: the open member (row, INS03, HDs), HDs awaiting the segment two on.
         self.ins_total = 0
-        self.open_ins: tuple[int, str, int] | None = None
-        self.waiting_hd: list[tuple[int, str]] = []
+        self.open_ins: tuple[int, int, int] | None = None  # (row, INS03 as in _INS03, HDs so far)
+        self.waiting_hd: list[tuple[int, bool]] = []  # (row, is HD*024)
         self.term_no_end: list[int] = []
-        self.no_coverage: dict[str, list[int]] = {code: [] for code in _HD_FOR_INS}
-        self.mismatch: dict[str, list[int]] = {code: [] for code in _HD_FOR_INS}
+        self.no_coverage: list[list[int]] = [[] for _ in _INS03]
+        self.mismatch: list[list[int]] = [[] for _ in _INS03]
         # Separators inside data, found up front by memchr: only their segments are placed per window.
         self.separator_hits = _separator_hits(data, d, 2 * self.keep)
         self.hits = np.array(sorted({h for hits in self.separator_hits for h in hits}), dtype=np.int64)
@@ -449,8 +459,7 @@ class _Scan:
         hd = np.flatnonzero(tok == ord("H"))
         ins03 = self._codes("I", ins, starts, ends, base)
         self._codes("H", hd, starts, ends, base)
-        hd01 = self.element1_of[codes[hd]]  # HD01 from the 8-byte key, as the maintenance check always read it
-        self._maintenance(tok, base, ins, ins03, hd, hd01)
+        self._maintenance(tok, base, ins, ins03, hd, codes[hd])
         self._place_separators(ends, starts, codes, base)
         if self.walk.error is None and not self.empty and not self.unexpected:
             self.walk.feed(seq, codes, base, final=False)
@@ -462,23 +471,27 @@ class _Scan:
 
     def _classify(self, mat: np.ndarray) -> np.ndarray:
         """Each segment's index into :attr:`key_info` from its 8-byte key; Python sees each distinct key once
-        per file."""
+        per file, a window's keys are found among those already seen by a sorted search."""
         import pandas as pd
 
         codes, uniques = pd.factorize(np.ascontiguousarray(mat).view(np.uint64).ravel())
-        known = np.empty(len(uniques), dtype=np.int64)
-        grown = False
-        for i, key_int in enumerate(np.asarray(uniques, dtype=np.uint64).tolist()):
-            index = self.keys.get(key_int)
-            if index is None:
-                index = self.keys[key_int] = len(self.key_info)
-                self.key_info.append(self._key(key_int))
-                grown = True
-            known[i] = index
-        if grown:
+        uniques = np.asarray(uniques, dtype=np.uint64)
+        at = np.searchsorted(self.known, uniques)
+        seen = at < len(self.known)
+        seen[seen] = self.known[at[seen]] == uniques[seen]
+        if not seen.all():
+            new = uniques[~seen]
+            first = len(self.key_info)
+            self.key_info.extend(self._key(key_int) for key_int in new.tolist())
+            keys = np.concatenate((self.known, new))
+            index = np.concatenate((self.known_index, np.arange(first, len(self.key_info), dtype=np.int64)))
+            order = np.argsort(keys, kind="stable")
+            self.known, self.known_index = keys[order], index[order]
             self.token_of = np.array([k.token for k in self.key_info], dtype=np.uint8)
-            self.element1_of = np.array([k.element1 for k in self.key_info], dtype=object)
-        out: np.ndarray = known[codes]
+            self.hd_term_of = np.array([k.hd_term for k in self.key_info], dtype=bool)
+            self.hd_allowed_of = np.array([k.hd_allowed for k in self.key_info], dtype=np.uint8)
+            at = np.searchsorted(self.known, uniques)
+        out: np.ndarray = self.known_index[at][codes]
         return out
 
     def _key(self, key_int: int) -> _Key:
@@ -487,14 +500,16 @@ class _Scan:
         seg_id = parts[0]
         name = seg_id + (parts[1] if seg_id in _QUALIFIED and len(parts) > 1 else b"")
         token = ord(_TOKENS.get(name, "?") if seg_id else "!")
-        element1 = key.decode("ascii", "replace").split(self.d.element)
-        return _Key(token, seg_id.decode("ascii", "replace")[:3], element1[1] if len(element1) > 1 else "")
+        elements = key.decode("ascii", "replace").split(self.d.element)
+        hd01 = elements[1] if len(elements) > 1 else ""
+        allowed = sum(1 << i for i, code in enumerate(_INS03) if hd01 in _HD_FOR_INS[code][0])
+        return _Key(token, seg_id.decode("ascii", "replace")[:3], hd01 == _TERM, allowed)
 
     def _codes(self, kind: str, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, base: int) -> np.ndarray:
         """Code values of the ``kind`` segments at ``rows``: the first rows of each failing distinct key kept;
-        returns element 3 of each (INS03 for the maintenance check)."""
+        returns each one's INS03 as in _INS03 (for the maintenance check)."""
         if not len(rows):
-            return np.zeros(0, dtype=object)
+            return np.zeros(0, dtype=np.int64)
         first, last = starts[rows], ends[rows]
         width = max(1, min(_CODE_WIDTH[kind], int((last - first).max())))
         uniq, inverse = _unique_rows(_keys(self.arr, first, last, 0, width))
@@ -506,7 +521,8 @@ class _Scan:
                 parts = key.decode("ascii", "replace").split(self.d.element)
                 failing = [ref for index, ref, allowed in rules
                            if (parts[index] if index < len(parts) else "") not in allowed]
-                found = cache[key] = (failing, parts[3] if len(parts) > 3 else "")
+                element3 = parts[3] if len(parts) > 3 else ""
+                found = cache[key] = (failing, _INS03.index(element3) if element3 in _HD_FOR_INS else _OTHER_INS03)
             parsed.append(found)
         bad = [i for i, (failing, _) in enumerate(parsed) if failing]
         if bad:
@@ -521,68 +537,67 @@ class _Scan:
                 for key in sorted(invalid)[self.keep:]:
                     del invalid[key]
         if kind != "I":
-            return np.zeros(0, dtype=object)
-        element3: np.ndarray = np.asarray([p[1] for p in parsed], dtype=object)[inverse]
-        return element3
+            return np.zeros(0, dtype=np.int64)
+        ins03: np.ndarray = np.asarray([p[1] for p in parsed], dtype=np.int64)[inverse]
+        return ins03
 
     def _maintenance(self, tok: np.ndarray, base: int, ins: np.ndarray, ins03: np.ndarray, hd: np.ndarray,
-                     hd01: np.ndarray) -> None:
+                     hd_keys: np.ndarray) -> None:
         """INS03 against its HD01s (see :meth:`report`): which HD belongs to which member, DTP*349 two
         segments after an HD*024, members left without coverage, carried over window ends."""
         m, keep = len(tok), self.keep
         self.ins_total += len(ins)
+        hd_term = self.hd_term_of[hd_keys]
         # DTP*349 follows HD and DTP*348 (grammar Hbe?), so it sits two segments after its HD.
-        still: list[tuple[int, str]] = []
-        for row, code in self.waiting_hd:
+        still: list[tuple[int, bool]] = []
+        for row, term in self.waiting_hd:
             at = row + 2 - base
             if at >= m:
-                still.append((row, code))
-            elif code == _TERM and tok[at] != ord("e") and len(self.term_no_end) < keep:
+                still.append((row, term))
+            elif term and tok[at] != ord("e") and len(self.term_no_end) < keep:
                 self.term_no_end.append(row)
         after = hd + 2
         inside = after < m
         has_end = np.zeros(len(hd), dtype=bool)
         has_end[inside] = tok[after[inside]] == ord("e")
         if len(self.term_no_end) < keep:
-            late = (hd01 == _TERM) & ~has_end & inside
-            self.term_no_end.extend((base + hd[late][:keep]).tolist())
+            self.term_no_end.extend((base + hd[hd_term & ~has_end & inside][:keep]).tolist())
             del self.term_no_end[keep:]
-        still.extend(zip((base + hd[~inside]).tolist(), hd01[~inside].tolist(), strict=True))
+        still.extend(zip((base + hd[~inside]).tolist(), hd_term[~inside].tolist(), strict=True))
         self.waiting_hd = still
         # Each HD's member: the last INS before it, in this window or carried from an earlier one.
         owner = np.searchsorted(ins, hd, side="right") - 1
         carried = self.open_ins
         if len(hd):
-            codes = np.empty(len(hd), dtype=object)
+            member = np.full(len(hd), -1 if carried is None else carried[1], dtype=np.int64)
             if len(ins):
-                codes[:] = ins03[np.maximum(owner, 0)]
-            codes[owner < 0] = carried[1] if carried is not None else None
-            valid = (owner >= 0) | (carried is not None)
-            for code, (allowed, _) in _HD_FOR_INS.items():
-                if len(self.mismatch[code]) < keep:
-                    bad = valid & (codes == code) & ~np.isin(hd01, list(allowed))
-                    self.mismatch[code].extend((base + hd[bad][:keep]).tolist())
-                    del self.mismatch[code][keep:]
-        carried_hds = int(np.count_nonzero(owner < 0)) if carried is not None else 0
+                mine = owner >= 0
+                member[mine] = ins03[owner[mine]]
+            fits = (self.hd_allowed_of[hd_keys].astype(np.int64) >> np.clip(member, 0, 7)) & 1
+            bad = (member >= 0) & (member < _OTHER_INS03) & (fits == 0)
+            if bad.any():
+                for i, rows in enumerate(self.mismatch):
+                    if len(rows) < keep:
+                        rows.extend((base + hd[bad & (member == i)][:keep]).tolist())
+                        del rows[keep:]
         if carried is not None:
-            carried = (carried[0], carried[1], carried[2] + carried_hds)
+            carried = (carried[0], carried[1], carried[2] + int(np.count_nonzero(owner < 0)))
         if not len(ins):
             self.open_ins = carried
             return
         counts = np.bincount(owner[owner >= 0], minlength=len(ins))
         if carried is not None:
             self._close_member(*carried)
-        closed = counts[:-1] == 0
-        for code, (_, needs_coverage) in _HD_FOR_INS.items():
-            if needs_coverage and len(self.no_coverage[code]) < keep:
-                lacking = ins[:-1][closed & (ins03[:-1] == code)]
-                self.no_coverage[code].extend((base + lacking[:keep]).tolist())
-                del self.no_coverage[code][keep:]
-        self.open_ins = (base + int(ins[-1]), str(ins03[-1]), int(counts[-1]))
+        lacking = (counts[:-1] == 0) & _NEEDS_COVERAGE[ins03[:-1]]
+        if lacking.any():
+            for i, rows in enumerate(self.no_coverage):
+                if len(rows) < keep:
+                    rows.extend((base + ins[:-1][lacking & (ins03[:-1] == i)][:keep]).tolist())
+                    del rows[keep:]
+        self.open_ins = (base + int(ins[-1]), int(ins03[-1]), int(counts[-1]))
 
-    def _close_member(self, row: int, code: str, hds: int) -> None:
-        found = _HD_FOR_INS.get(code)
-        if found is not None and found[1] and hds == 0 and len(self.no_coverage[code]) < self.keep:
+    def _close_member(self, row: int, code: int, hds: int) -> None:
+        if _NEEDS_COVERAGE[code] and hds == 0 and len(self.no_coverage[code]) < self.keep:
             self.no_coverage[code].append(row)
 
     def _place_separators(self, ends: np.ndarray, starts: np.ndarray, codes: np.ndarray, base: int) -> None:
@@ -676,8 +691,8 @@ class _Scan:
         if self.open_ins is not None:
             self._close_member(*self.open_ins)
         self.waiting_hd, waiting = [], self.waiting_hd
-        for row, code in waiting:  # no DTP*349 two segments on: the file ended first
-            if code == _TERM and len(self.term_no_end) < self.keep:
+        for row, term in waiting:  # no DTP*349 two segments on: the file ended first
+            if term and len(self.term_no_end) < self.keep:
                 self.term_no_end.append(row)
         tail = data[self.last_end + 1:]  # bytes: a map has no strip
         if self.high is None and len(tail) and int(self.arr[self.last_end + 1:].max()) > 126:
@@ -748,13 +763,13 @@ class _Scan:
                 return
             problems.append(_problem(row + 1, "HD", "HD01", "term_without_end_date",
                                      "HD01 024 (cancellation) needs a DTP*349 benefit end date"))
-        for code in _HD_FOR_INS:
-            for row in self.no_coverage[code]:
+        for i, code in enumerate(_INS03):
+            for row in self.no_coverage[i]:
                 if len(problems) >= cap:
                     return
                 problems.append(_problem(row + 1, "INS", "INS03", "coverage_missing",
                                          f"INS03 {code} needs at least one Loop 2300 (HD)"))
-            for row in self.mismatch[code]:
+            for row in self.mismatch[i]:
                 if len(problems) >= cap:
                     return
                 problems.append(_problem(row + 1, "HD", "HD01", "maintenance_mismatch",
@@ -796,18 +811,20 @@ class _OrderWalk:
     and the envelope around them (the guide's grammar, :func:`_grammar`).
 
     A member holds one INS, at its start, and nothing else in the grammar holds one, so the tokens up to
-    the last INS seen can be matched whatever follows; those from it are carried to the next window. Each
-    part is matched by one regular expression in C (each header and member atomic, the members
-    possessive, so it takes exactly the walk's matches); only a part that does not match is walked member
-    by member to find where (figures in benchmarks/README.md).
+    the last INS seen can be matched whatever follows; those from it are carried to the next window. A
+    part is cut at its INSs into pieces, each a member and the set or group boundaries after it; the
+    distinct pieces (a file's members have few shapes) are matched once each by a regular expression
+    (the member atomic, so it takes exactly the walk's match). Only a part that does not match is walked
+    member by member to find where (figures in benchmarks/README.md).
     """
 
     def __init__(self, header_re: re.Pattern[str], member_re: re.Pattern[str]) -> None:
         self.header_re, self.member_re = header_re, member_re
         h, m = f"(?>{header_re.pattern})", f"(?>{member_re.pattern})"
-        loop = f"{m}*+(?:s(?:gG)?{h}{m}*+)*+"
-        self.parts = {(True, False): re.compile(f"AG{h}{loop}"), (False, False): re.compile(loop),
-                      (True, True): re.compile(f"AG{h}{loop}sgz"), (False, True): re.compile(f"{loop}sgz")}
+        between = f"(?:s(?:gG)?{h})*+"  # SE, and GE GS, then the next set's header: as often as they come
+        self.head = {False: re.compile(f"AG{h}{between}"), True: re.compile(f"AG{h}{between}sgz")}
+        self.piece = {False: re.compile(f"{m}{between}"), True: re.compile(f"{m}{between}sgz")}
+        self.shapes: dict[str, bool] = {}  # piece (without its INS) -> it matches
         self.opening = True
         self.carry, self.carry_at = "", 0
         self.carry_codes = np.zeros(0, dtype=np.int64)
@@ -825,12 +842,33 @@ class _OrderWalk:
             return
         part = buf[:cut]
         self.carry, self.carry_at, self.carry_codes = buf[cut:], base + cut, keys[cut:]
-        if not self.parts[self.opening, final].fullmatch(part):
+        if not self._parses(part, final=final):
             pos = self._misplaced(part, final=final)
             if pos is not None:
                 token = part[pos] if pos < len(part) else ("" if final else "I")
                 self.error = (base + pos, token, int(keys[min(pos, len(buf) - 1)]))
         self.opening = False
+
+    def _parses(self, part: str, *, final: bool) -> bool:
+        """Whether ``part`` (the file's start if opening, else from an INS; up to an INS unless final) is in
+        the grammar: the header, members and the envelope between them."""
+        head, *pieces = part.split("I")
+        if self.opening:
+            if not self.head[final and not pieces].fullmatch(head):
+                return False
+        elif head:
+            return False
+        last = pieces.pop() if final and pieces else None
+        shapes = self.shapes
+        if len(shapes) > 1 << 16:  # a file of many shapes is a broken one: keep the cache bounded
+            shapes.clear()
+        for shape in set(pieces):
+            ok = shapes.get(shape)
+            if ok is None:
+                ok = shapes[shape] = self.piece[False].fullmatch("I" + shape) is not None
+            if not ok:
+                return False
+        return last is None or self.piece[True].fullmatch("I" + last) is not None
 
     def _misplaced(self, seq: str, *, final: bool) -> int | None:
         """Index of the first token the grammar cannot place in ``seq``; None when it all parses (``final``)
