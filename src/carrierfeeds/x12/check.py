@@ -351,6 +351,30 @@ _ENVELOPE[[ord(c) for c in "SsGgz"]] = True
 _HEADER_STEPS = tuple(re.compile(p) for p in ("S", "SB", "SBo?", "SBo?a?", "SBo?a?q{0,3}", "SBo?a?q{0,3}P"))
 
 
+_ONES, _HIGHS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+#: Segment ids whose first element also decides their token (a qualifier), and HD (HD01 is read).
+_ELEMENT1_IDS = np.array([int.from_bytes(seg_id, "little") for seg_id in (*_QUALIFIED, b"HD")], dtype=np.uint64)
+
+
+def _significant(words: np.ndarray, sep: int) -> np.ndarray:
+    """Each 8-byte key with only what classifying it reads: the segment id, and element 1 after the ids
+    that are qualified (and HD's HD01); every later byte becomes the separator. A file's keys hold names,
+    streets and ids in their first bytes (N3, DMG, REF*0F), so its distinct keys would grow with the file;
+    these stay a few dozen. Word-wise: the lowest zero byte of ``word ^ seps`` is found exactly by the
+    borrow trick, and masking below it needs no byte loop."""
+    seps = _ONES * np.uint64(sep)
+    x = words ^ seps
+    t = (x - _ONES) & ~x & _HIGHS
+    low = (t & (~t + np.uint64(1))) >> np.uint64(7)  # 1 << 8k for the first separator at byte k, else 0
+    first = low - np.uint64(1)  # the bytes before it (all of them if there is none)
+    x2 = x | (low * np.uint64(0xFF))  # that separator no longer a zero byte: find the second one
+    t2 = (x2 - _ONES) & ~x2 & _HIGHS
+    second = ((t2 & (~t2 + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
+    mask = np.where(np.isin(words & first, _ELEMENT1_IDS), second, first)
+    out: np.ndarray = (words & mask) | (seps & ~mask)
+    return out
+
+
 class _Key(NamedTuple):
     """What one distinct 8-byte segment key says: its token, its segment id (as reported), and as an HD
     (HD01 is read from these 8 bytes) whether it is a cancellation and which INS03s allow it (bit i:
@@ -474,7 +498,8 @@ class _Scan:
         per file, a window's keys are found among those already seen by a sorted search."""
         import pandas as pd
 
-        codes, uniques = pd.factorize(np.ascontiguousarray(mat).view(np.uint64).ravel())
+        words = np.ascontiguousarray(mat).view(np.uint64).ravel()
+        codes, uniques = pd.factorize(_significant(words, self.sep) if self.sep else words)
         uniques = np.asarray(uniques, dtype=np.uint64)
         at = np.searchsorted(self.known, uniques)
         seen = at < len(self.known)
@@ -482,14 +507,16 @@ class _Scan:
         if not seen.all():
             new = uniques[~seen]
             first = len(self.key_info)
-            self.key_info.extend(self._key(key_int) for key_int in new.tolist())
+            added = [self._key(key_int) for key_int in new.tolist()]
+            self.key_info.extend(added)
             keys = np.concatenate((self.known, new))
             index = np.concatenate((self.known_index, np.arange(first, len(self.key_info), dtype=np.int64)))
             order = np.argsort(keys, kind="stable")
             self.known, self.known_index = keys[order], index[order]
-            self.token_of = np.array([k.token for k in self.key_info], dtype=np.uint8)
-            self.hd_term_of = np.array([k.hd_term for k in self.key_info], dtype=bool)
-            self.hd_allowed_of = np.array([k.hd_allowed for k in self.key_info], dtype=np.uint8)
+            self.token_of = np.concatenate((self.token_of, np.array([k.token for k in added], dtype=np.uint8)))
+            self.hd_term_of = np.concatenate((self.hd_term_of, np.array([k.hd_term for k in added], dtype=bool)))
+            self.hd_allowed_of = np.concatenate((self.hd_allowed_of,
+                                                 np.array([k.hd_allowed for k in added], dtype=np.uint8)))
             at = np.searchsorted(self.known, uniques)
         out: np.ndarray = self.known_index[at][codes]
         return out
