@@ -1,10 +1,11 @@
 """The conformance gate for a rendered 834: a fast structural check of every byte, and pyx12.
 
-:func:`check_834` scans the whole file with numpy (no Python object per element): envelope and
-control numbers (ST02 unique within its group), segment counts, loop order (the guide's order of the
-segments we write, each situational one at most once), code values, and no component (ISA16) or
-repetition (ISA11) separator inside data, which X12 cannot escape. Every problem is reported by segment
-position, segment id, element reference and a rule code, never by value.
+:func:`check_834` scans the whole file with numpy (no Python object per element), a window of a few
+MB at a time, so its memory does not grow with the file: envelope and control numbers (ST02 unique
+within its group), segment counts, loop order (the guide's order of the segments we write, each
+situational one at most once), code values, and no component (ISA16) or repetition (ISA11) separator
+inside data, which X12 cannot escape. Every problem is reported by segment position, segment id,
+element reference and a rule code, never by value.
 
 :func:`validate_with_pyx12` (from :mod:`carrierfeeds.x12.pyx12_adapter`, where it can also run in a
 child process) runs pyx12 over the 005010X220A1 map and returns our own verdict (errors stripped of
@@ -252,7 +253,11 @@ class SegmentEnds:
 
 
 def _terminators(data: Payload, terminator: int) -> np.ndarray:
-    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == terminator)
+    """Every offset of ``terminator``, compared a window at a time: no mask the size of the file."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    found = [np.flatnonzero(arr[lo:lo + CHECK_WINDOW_BYTES] == terminator) + lo
+             for lo in range(0, len(arr), CHECK_WINDOW_BYTES)]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def find_segment_ends(data: Payload) -> SegmentEnds | None:
@@ -954,13 +959,30 @@ def sample_families(every: int, count: int) -> Iterable[int]:
 
 def _segment_starts(data: Payload, term: int, segment_ends: SegmentEnds | None = None) -> np.ndarray:
     """Offsets of every segment after the first: after a terminator and the suffix ("", LF or CRLF)."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    starts = _ends_of(data, term, segment_ends) + 1
+    return _starts_after(np.frombuffer(data, dtype=np.uint8), _ends_of(data, term, segment_ends))
+
+
+def _starts_after(arr: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """:func:`_segment_starts` for the terminators at ``ends``."""
+    starts = ends + 1
     for _ in range(2):
         starts = starts[starts < len(arr)]
         byte = arr[starts]
         starts = starts + ((byte == 0x0A) | (byte == 0x0D))
     return starts[starts < len(arr)]
+
+
+def _segments_starting_with(data: Payload, term: int, segment_ends: SegmentEnds | None,
+                            tags: tuple[bytes, ...]) -> list[np.ndarray]:
+    """For each tag, the offsets of the segments after the first that begin with it (as
+    :func:`_starting_with_each` over :func:`_segment_starts`), read a window of terminators at a time:
+    arrays over the tagged segments only (INS, ST), never over every segment."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    found: list[list[np.ndarray]] = [[] for _ in tags]
+    for ends in _windows(data, arr, term, CHECK_WINDOW_BYTES, segment_ends):
+        for hits, tagged in zip(found, _starting_with_each(data, _starts_after(arr, ends), tags), strict=True):
+            hits.append(tagged)
+    return [np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64) for hits in found]
 
 
 def _starting_with(data: Payload, starts: np.ndarray, tag: bytes) -> np.ndarray:
@@ -1082,8 +1104,7 @@ def pyx12_target(data: Payload, *, max_members: int = 5_000,
 
     # Members, families and sets by array over the segment starts, not regex scans and a loop over the
     # members (benchmarks/README.md).
-    starts = _segment_starts(data, t[0], segment_ends)
-    ins, st = _starting_with_each(data, starts, (b"INS" + e, b"ST" + e))
+    ins, st = _segments_starting_with(data, t[0], segment_ends, (b"INS" + e, b"ST" + e))
     members = len(ins)
     sampled = members > max_members
     whole = Pyx12Target(data, False, len(data), None)
