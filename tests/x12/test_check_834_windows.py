@@ -278,3 +278,28 @@ def test_windows_are_cut_after_a_terminator_and_cover_every_segment() -> None:
         shared = list(_windows(data, np.frombuffer(data, dtype=np.uint8), ord("~"), window, ends))
         assert [w.tolist() for w in shared] == [w.tolist() for w in got]
 
+
+
+def test_pages_are_dropped_only_from_a_read_only_map_and_read_back_the_same(tmp_path: object) -> None:
+    import mmap
+    from pathlib import Path
+
+    from carrierfeeds.files import read_mapped
+    from carrierfeeds.x12.check import release_pages
+
+    data = generated(300, 13)
+    path = Path(str(tmp_path)) / "file.834"
+    path.write_bytes(data)
+    want = reference.check_834(data)
+    with read_mapped(path) as mapped:
+        release_pages(mapped)(len(mapped))
+        assert check_834(mapped, window_bytes=4093) == want  # its windows drop pages behind them too
+        assert mapped[:] == data
+    # A writable map's pages would be lost (an anonymous one reads back as zeros): never dropped.
+    writable = mmap.mmap(-1, len(data))
+    try:
+        writable.write(data)
+        release_pages(writable)(len(data))
+        assert writable[:] == data
+    finally:
+        writable.close()

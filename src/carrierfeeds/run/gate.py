@@ -110,7 +110,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
     raised: the file changed after it was rendered); then a PDF passes on its hash, a flat file is checked
     against its layout and ``records``, an 834 structurally (``members`` members) and by pyx12, its
     pieces written in ``scratch`` and removed. ``detail`` gets the PHI-free account the ledger records."""
-    from carrierfeeds.x12.check import check_834, pyx12_target
+    from carrierfeeds.x12.check import check_834, pyx12_target, release_pages
     from carrierfeeds.x12.pyx12_adapter import pyx12_job, validate_with_pyx12
 
     output = bundle.feed.output.format
@@ -141,7 +141,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
         # The run's own copy of the file, mapped read-only rather than read: no anonymous copy
         # of a large file; closed before the wait for pyx12.
         with read_mapped(path) as data:
-            if hashlib.sha256(data).hexdigest() != payload_sha256:
+            if _sha256(data) != payload_sha256:
                 raise ConformanceFailed("the rendered file changed after it was built",
                                         details={"file_name": path.name})
             if output == "pdf":
@@ -189,6 +189,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                     write_private(piece_paths[-1], [cast(bytes, cut)])  # a cut piece is always bytes
             targets = piece_paths or [path]
             del pieces, target
+            release_pages(data)(len(data))  # the sample's families were read from all over the file
             detail.update(pyx12_process=process, pyx12_pieces=len(targets))
             if several:
                 for child in children[len(targets):]:
@@ -234,6 +235,20 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
     return GateVerdict(format="x12-834", check="structure+pyx12", segments=report.segment_count,
                        transaction_sets=report.transaction_sets, pyx12="sample" if sampled else "full",
                        waived=waived)
+
+
+def _sha256(data: Any) -> str:
+    """The file's sha256, a window at a time, a map's pages dropped from this process behind it
+    (x12.check.release_pages): the hash does not keep the whole 834 resident for the checks after it."""
+    from carrierfeeds.x12.check import CHECK_WINDOW_BYTES, release_pages
+
+    digest = hashlib.sha256()
+    release = release_pages(data)
+    with memoryview(data) as view:
+        for lo in range(0, len(view), CHECK_WINDOW_BYTES):
+            digest.update(view[lo:lo + CHECK_WINDOW_BYTES])
+            release(lo + CHECK_WINDOW_BYTES)
+    return digest.hexdigest()
 
 
 def hd03_beyond_tr3(data: Any) -> set[str]:

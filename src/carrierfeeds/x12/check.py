@@ -29,7 +29,7 @@ import logging
 import mmap
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
@@ -252,6 +252,28 @@ class SegmentEnds:
         return _terminators(data, terminator)
 
 
+def release_pages(data: Payload) -> Callable[[int], None]:
+    """For a read-only map of a file: a function that drops the map's pages before an offset from this
+    process (``madvise(MADV_DONTNEED)``; they stay in the page cache, and a later read maps them again),
+    so that a pass over a large 834 does not keep all of it resident. For bytes, or a map that can be
+    written (whose pages would be lost), it does nothing."""
+    if not isinstance(data, mmap.mmap) or not hasattr(data, "madvise"):
+        return lambda upto: None
+    with memoryview(data) as view:
+        if not view.readonly:
+            return lambda upto: None
+    done = 0
+
+    def release(upto: int) -> None:
+        nonlocal done
+        upto = min(upto, len(data)) // mmap.PAGESIZE * mmap.PAGESIZE
+        if upto > done:
+            data.madvise(mmap.MADV_DONTNEED, done, upto - done)
+            done = upto
+
+    return release
+
+
 def _terminators(data: Payload, terminator: int) -> np.ndarray:
     """Every offset of ``terminator``, compared a window at a time: no mask the size of the file."""
     arr = np.frombuffer(data, dtype=np.uint8)
@@ -305,11 +327,17 @@ def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dm
 
 def _windows(data: Payload, arr: np.ndarray, term: int, window: int,
              segment_ends: SegmentEnds | None) -> Iterator[np.ndarray]:
-    """The file's terminator offsets, about ``window`` bytes' worth at a time (at least one terminator each)."""
+    """The file's terminator offsets, about ``window`` bytes' worth at a time (at least one terminator each).
+
+    A read-only map's pages behind each window are dropped from this process as the next is asked for
+    (:func:`release_pages`): a pass over the file holds a window of it, not all of it.
+    """
     offsets = (segment_ends.offsets if segment_ends is not None and segment_ends.terminator == term
                and segment_ends.size == len(arr) else None)
+    release = release_pages(data)
     lo, n = 0, len(arr)
     while lo < n:
+        release(lo)
         hi = min(n, lo + window)
         if offsets is not None:
             first, last = np.searchsorted(offsets, (lo, hi))
@@ -1104,11 +1132,11 @@ def pyx12_target(data: Payload, *, max_members: int = 5_000,
 
     # Members, families and sets by array over the segment starts, not regex scans and a loop over the
     # members (benchmarks/README.md).
-    ins, st = _segments_starting_with(data, t[0], segment_ends, (b"INS" + e, b"ST" + e))
+    ins, st, heads = _segments_starting_with(data, t[0], segment_ends, (b"INS" + e, b"ST" + e, b"INS" + e + b"Y" + e))
     members = len(ins)
     sampled = members > max_members
     whole = Pyx12Target(data, False, len(data), None)
-    families: list[int] = _starting_with(data, ins, b"INS" + e + b"Y" + e).tolist()  # among the INS
+    families: list[int] = heads.tolist()  # the subscribers' INS: where each family starts
     st_at: list[int] = st.tolist()
     if not sampled and len(st_at) != 1:
         return whole
@@ -1160,4 +1188,4 @@ def sample_834(data: Payload, *, max_members: int = 5_000,
 
 
 __all__ = ["ConformanceReport", "Payload", "Problem", "Pyx12Target", "Pyx12Verdict", "SegmentEnds", "check_834",
-           "find_segment_ends", "pyx12_target", "sample_834", "sample_families", "validate_with_pyx12"]
+           "find_segment_ends", "pyx12_target", "release_pages", "sample_834", "sample_families", "validate_with_pyx12"]
