@@ -467,8 +467,8 @@ class _Scan:
         self.no_coverage: list[list[int]] = [[] for _ in _INS03]
         self.mismatch: list[list[int]] = [[] for _ in _INS03]
         # Separators inside data, found up front by memchr: only their segments are placed per window.
-        self.separator_hits = _separator_hits(data, d, 2 * self.keep)
-        self.hits = np.array(sorted({h for hits in self.separator_hits for h in hits}), dtype=np.int64)
+        # Separators inside data: for each of ISA16 and ISA11, its first offsets (memchr over each window).
+        self.separator_hits: list[list[int]] = [[] for _ in dict.fromkeys((d.component, d.repetition))]
         self.placed: dict[int, tuple[int, str, int]] = {}
         self.walk = _OrderWalk(*_grammar(require_dmg))
         # Envelope: ST/SE and GS/GE paired in order, as the whole-file check zipped them.
@@ -517,7 +517,10 @@ class _Scan:
         ins03 = self._codes("I", ins, starts, ends, base)
         self._codes("H", hd, starts, ends, base)
         self._maintenance(tok, base, ins, ins03, hd, codes[hd])
-        self._place_separators(ends, starts, codes, base)
+        hits = _separator_hits(self.data, self.d, self.separator_hits, 2 * self.keep,
+                               max(106, self.last_end + 1), int(ends[-1]) + 1)
+        if hits:
+            self._place_separators(sorted(hits), ends, starts, codes, base)
         if self.walk.error is None and not self.empty and not self.unexpected:
             self.walk.feed(seq, codes, base, final=False)
         envelope = np.flatnonzero(_ENVELOPE[tok])
@@ -660,10 +663,10 @@ class _Scan:
         if _NEEDS_COVERAGE[code] and hds == 0 and len(self.no_coverage[code]) < self.keep:
             self.no_coverage[code].append(row)
 
-    def _place_separators(self, ends: np.ndarray, starts: np.ndarray, codes: np.ndarray, base: int) -> None:
+    def _place_separators(self, hits: list[int], ends: np.ndarray, starts: np.ndarray, codes: np.ndarray,
+                          base: int) -> None:
         """Segment, element and name of each separator hit in this window."""
-        first, last = np.searchsorted(self.hits, (self.last_end + 1, int(ends[-1]) + 1))
-        for hit in self.hits[first:last].tolist():
+        for hit in hits:
             row = int(np.searchsorted(ends, hit))
             start = int(starts[row])
             e = self.d.element.encode("ascii")
@@ -754,6 +757,8 @@ class _Scan:
         for row, term in waiting:  # no DTP*349 two segments on: the file ended first
             if term and len(self.term_no_end) < self.keep:
                 self.term_no_end.append(row)
+        # Separators after the last terminator: never placed, but they count among each one's first.
+        _separator_hits(data, self.d, self.separator_hits, 2 * self.keep, max(106, self.last_end + 1), len(data))
         tail = data[self.last_end + 1:]  # bytes: a map has no strip
         if self.high is None and len(tail) and int(self.arr[self.last_end + 1:].max()) > 126:
             self.high = count + 1
@@ -850,20 +855,21 @@ class _Scan:
                                      f"a {which} separator inside a data element"))
 
 
-def _separator_hits(data: Payload, d: Delimiters, most: int) -> list[list[int]]:
-    """For the component (ISA16) and then the repetition (ISA11) separator, the first ``most`` offsets after
-    the ISA where it is not INS06's own: X12 has no escape, so either one in a name or an address would be
-    read as structure. bytes.find, not a mask: a clean file (the usual case) costs two memchr scans."""
-    out: list[list[int]] = []
-    for char in dict.fromkeys((d.component, d.repetition)):
-        needle, found = char.encode("ascii"), list[int]()
-        at = data.find(needle, 106)  # the ISA declares both separators itself
-        while at >= 0 and len(found) < most:
+def _separator_hits(data: Payload, d: Delimiters, found: list[list[int]], most: int, lo: int, hi: int) -> list[int]:
+    """The offsets in [lo, hi) of the component (ISA16) and the repetition (ISA11) separator where it is not
+    INS06's own, each appended to its list in ``found`` while that holds fewer than ``most``; returns the
+    new ones. X12 has no escape, so either one in a name or an address would be read as structure.
+    bytes.find, not a mask: a clean window (the usual case) costs two memchr scans."""
+    new: list[int] = []
+    for char, hits in zip(dict.fromkeys((d.component, d.repetition)), found, strict=True):
+        needle = char.encode("ascii")
+        at = data.find(needle, lo, hi) if len(hits) < most else -1
+        while at >= 0 and len(hits) < most:
             if not (char == d.component and _medicare_composite(data, at, d)):
-                found.append(at)
-            at = data.find(needle, at + 1)
-        out.append(found)
-    return out
+                hits.append(at)
+                new.append(at)
+            at = data.find(needle, at + 1, hi)
+    return new
 
 
 class _OrderWalk:
@@ -1094,8 +1100,13 @@ class Pyx12Target:
         if cut is None or (count <= 1 and not self.sampled):
             return [self.data]
         data, e, t = self.data, cut.element, cut.terminator
+        # The families come from all over a map, and each read maps a large block of it: drop what is
+        # behind the family being read, so that the cut holds a few blocks of the file, not most of it.
+        release = release_pages(data)
 
-        def whole_set(chunk: bytes) -> bytes:
+        def whole_set(start: int, end: int) -> bytes:
+            release(start)
+            chunk = data[start:end]
             # A split file: a family's slice may run over SE into the next set's ST..N1; drop that part.
             found = cut.se_inside.search(chunk) if cut.se_inside is not None else None
             return chunk if found is None else chunk[:found.start(1)]
@@ -1105,9 +1116,10 @@ class Pyx12Target:
         out: list[Payload] = []
         for k in range(share):
             part = spans[k * len(spans) // share:(k + 1) * len(spans) // share]
-            body = cut.head + b"".join(whole_set(data[start:end]) for start, end in part)
+            body = cut.head + b"".join(whole_set(start, end) for start, end in part)
             seg_count = body[cut.st_at:].count(t) + 1  # ST through SE inclusive
             out.append(body + b"SE" + e + str(seg_count).encode() + e + cut.st02 + cut.rest)
+        release(len(data))
         return out
 
 
