@@ -1,7 +1,7 @@
 """The conformance gate for a rendered 834: a fast structural check of every byte, and pyx12.
 
-:func:`check_834` scans the whole file with numpy (no Python object per element), a window of a few
-MB at a time, so its memory does not grow with the file: envelope and control numbers (ST02 unique
+:func:`check_834` scans the whole file with numpy (no Python object per element), a window of about a
+megabyte at a time, so its memory does not grow with the file: envelope and control numbers (ST02 unique
 within its group), segment counts, loop order (the guide's order of the segments we write, each
 situational one at most once), code values, and no component (ISA16) or repetition (ISA11) separator
 inside data, which X12 cannot escape. Every problem is reported by segment position, segment id,
@@ -296,7 +296,7 @@ def _ends_of(data: Payload, terminator: int, ends: SegmentEnds | None) -> np.nda
 
 #: How many bytes of the 834 :func:`check_834` reads at a time (each window cut after a segment terminator):
 #: its arrays are a function of this, not of the file's size. Figures in benchmarks/README.md.
-CHECK_WINDOW_BYTES = 4 << 20
+CHECK_WINDOW_BYTES = 1 << 20
 
 
 def check_834(data: Payload, *, delimiters: Delimiters | None = None, require_dmg: bool = True,
