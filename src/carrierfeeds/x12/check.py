@@ -1006,19 +1006,6 @@ def _starts_after(arr: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return starts[starts < len(arr)]
 
 
-def _segments_starting_with(data: Payload, term: int, segment_ends: SegmentEnds | None,
-                            tags: tuple[bytes, ...]) -> list[np.ndarray]:
-    """For each tag, the offsets of the segments after the first that begin with it (as
-    :func:`_starting_with_each` over :func:`_segment_starts`), read a window of terminators at a time:
-    arrays over the tagged segments only (INS, ST), never over every segment."""
-    arr = np.frombuffer(data, dtype=np.uint8)
-    found: list[list[np.ndarray]] = [[] for _ in tags]
-    for ends in _windows(data, arr, term, CHECK_WINDOW_BYTES, segment_ends):
-        for hits, tagged in zip(found, _starting_with_each(data, _starts_after(arr, ends), tags), strict=True):
-            hits.append(tagged)
-    return [np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64) for hits in found]
-
-
 def _starting_with(data: Payload, starts: np.ndarray, tag: bytes) -> np.ndarray:
     """The segment offsets among ``starts`` whose bytes begin with ``tag``."""
     return _starting_with_each(data, starts, (tag,))[0]
@@ -1143,23 +1130,31 @@ def pyx12_target(data: Payload, *, max_members: int = 5_000,
         return [m.start(1) for m in re.finditer(rb"(?:" + term + rb")\s*(" + tag + rb")", within)]
 
     # Members, families and sets by array over the segment starts, not regex scans and a loop over the
-    # members (benchmarks/README.md).
-    ins, st, heads = _segments_starting_with(data, t[0], segment_ends, (b"INS" + e, b"ST" + e, b"INS" + e + b"Y" + e))
-    members = len(ins)
+    # members (benchmarks/README.md); a window at a time, keeping the family and set starts only (the
+    # members are counted): 8 bytes a family, not a segment.
+    arr = np.frombuffer(data, dtype=np.uint8)
+    members, heads, sets = 0, [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for ends in _windows(data, arr, t[0], CHECK_WINDOW_BYTES, segment_ends):
+        ins, st, subscribers = _starting_with_each(data, _starts_after(arr, ends),
+                                                   (b"INS" + e, b"ST" + e, b"INS" + e + b"Y" + e))
+        members += len(ins)
+        sets.append(st)
+        heads.append(subscribers)
+    del arr
     sampled = members > max_members
     whole = Pyx12Target(data, False, len(data), None)
-    families: list[int] = heads.tolist()  # the subscribers' INS: where each family starts
-    st_at: list[int] = st.tolist()
+    families = np.concatenate(heads)  # the subscribers' INS: where each family starts
+    st_at: list[int] = np.concatenate(sets).tolist()
     if not sampled and len(st_at) != 1:
         return whole
-    tail = segment_starts(b"SE" + sep, data[families[-1]:]) if families else []
-    if not families or not st_at or not tail:
+    tail = segment_starts(b"SE" + sep, data[int(families[-1]):]) if len(families) else []
+    if not len(families) or not st_at or not tail:
         return whole
     try:
-        se_at = families[-1] + tail[0]
+        se_at = int(families[-1]) + tail[0]
         every = max(1, -(-members // max_members))
-        bounds = [*families, se_at]
-        spans = tuple((bounds[i], bounds[i + 1]) for i in sample_families(every, len(families)))
+        bounds = np.append(families, se_at)
+        spans = tuple((int(bounds[i]), int(bounds[i + 1])) for i in sample_families(every, len(families)))
         se_end = _index(data, t, se_at)
         st02 = data[st_at[0]:_index(data, t, st_at[0])].split(e)[2]
     except (ValueError, IndexError):
@@ -1171,7 +1166,7 @@ def pyx12_target(data: Payload, *, max_members: int = 5_000,
     if len(st_at) > 1:
         rest = re.sub(rb"(GE" + sep + rb")\d+", rb"\g<1>1", rest, count=1)
         se_inside = re.compile(rb"(?:" + term + rb")\s*(SE" + sep + rb")")
-    head = data[:families[0]]
+    head = data[:int(families[0])]
     if se_inside is not None and (found := se_inside.search(head)) is not None:
         head = head[:found.start(1)]
     size = len(head) + sum(end - start for start, end in spans) + len(rest) + 16
