@@ -196,21 +196,3 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
                 continue
     assert not left, f"processes left running: {left}"
     assert not Path(result["workdir"]).exists()
-
-
-def test_check_window_benchmark_runs_each_window_and_the_reference_on_one_file(tmp_path: Path) -> None:
-    import sys
-
-    from benchmarks.check_window import main
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "x12"))
-    import x12_helpers as h
-
-    payload = tmp_path / "family.834"
-    payload.write_bytes(h.family_file(cap=4))
-    out = tmp_path / "check-window.json"
-    runs = main(["--file", str(payload), "--windows", "64,4096", "--repeat", "1", "--reference", "--out", str(out)])
-    assert [r["variant"] for r in runs] == ["reference", "64", "4096"]
-    assert {(r["ok"], r["segments"], r["members"]) for r in runs} == {(True, 70, 5)}
-    assert all(r["peak_over_mb"] >= 0 and r["user_s"] >= 0 for r in runs)
-    assert json.loads(out.read_text())["runs"] == runs
