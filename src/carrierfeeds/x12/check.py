@@ -113,7 +113,7 @@ def _grammar(require_dmg: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """The header and the member (Loop 2000 + 2100A + 2300s) as regular expressions over tokens."""
     # Loop 2000 in the guide's order, each situational segment at most once: INS, REF*0F, REF*1L,
     # REF*17, REF*23, REF*DX, DTP*303/336/337/340/341/356/357. Loop 2300 is situational: a change file may carry a
-    # member without coverage (a demographic change); _check_maintenance demands coverage where the
+    # member without coverage (a demographic change); the maintenance check (_Scan) demands coverage where the
     # maintenance type needs it.
     member = (r"IFl?c?f?x?m?h?t?u?v?j?k?Np?(?:34)?" + ("D" if require_dmg else "D?")
               + "V?w?L?"  # 2100A ICM, HLH, LUI
