@@ -1,4 +1,5 @@
-"""The gate's fast paths give exactly what their plain forms give: one-regex walk, word-wise tags, keys."""
+"""The gate's fast paths give exactly what their plain forms give: the walk by member shapes over windows,
+word-wise tags, keys."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carrierfeeds.x12.check import _first_misplaced, _grammar, _keys, _segment_starts, _starting_with, _walk
+from carrierfeeds.x12.check import _grammar, _keys, _OrderWalk, _segment_starts, _starting_with
 
 _MEMBER_PARTS = "IFlcfxmhjkNp34DHbe"
 _ALPHABET = "AGSBoPY" + _MEMBER_PARTS + "sgz"
@@ -52,19 +53,36 @@ def _mutated(draw: st.DrawFn) -> str:
     return seq
 
 
+def _walk(seq: str, require_dmg: bool, *, window: int | None = None) -> int | None:
+    """The first misplaced token of ``seq`` by the walk over windows of ``window`` tokens (one: all of it)."""
+    walk = _OrderWalk(*_grammar(require_dmg))
+    keys = np.arange(len(seq), dtype=np.int64)
+    step = window or max(1, len(seq))
+    for lo in range(0, len(seq), step):
+        walk.feed(seq[lo:lo + step], keys[lo:lo + step], lo, final=False)
+    walk.feed("", keys[:0], len(seq), final=True)
+    return None if walk.error is None else walk.error[0]
+
+
+def _members_one_by_one(seq: str, require_dmg: bool) -> int | None:
+    """The plain form: the walk member by member over the whole sequence, never by shapes."""
+    walk = _OrderWalk(*_grammar(require_dmg))
+    return walk._misplaced(seq, final=True)
+
+
 @pytest.mark.parametrize("require_dmg", [True, False])
 @settings(max_examples=400, deadline=None)
-@given(seq=st.one_of(_file(), _mutated(), st.text(alphabet=_ALPHABET, max_size=40)))
-def test_the_one_regex_walk_equals_the_member_by_member_walk(seq: str, require_dmg: bool) -> None:
-    header_re, member_re = _grammar(require_dmg)
-    assert _walk(seq, header_re, member_re) == _first_misplaced(seq, header_re, member_re)
+@given(seq=st.one_of(_file(), _mutated(), st.text(alphabet=_ALPHABET, min_size=1, max_size=40)),
+       window=st.sampled_from([None, 1, 2, 5]))
+def test_the_walk_by_shapes_equals_the_member_by_member_walk(seq: str, require_dmg: bool,
+                                                              window: int | None) -> None:
+    assert _walk(seq, require_dmg, window=window) == _members_one_by_one(seq, require_dmg)
 
 
 def test_the_walk_accepts_a_well_formed_file_and_finds_a_misplaced_segment() -> None:
-    header_re, member_re = _grammar(True)
     good = "AGSBPY" + "IFNDHb" * 3 + "sgz"
-    assert _walk(good, header_re, member_re) is None
-    assert _walk(good.replace("IFNDHb", "IFNHb", 1), header_re, member_re) == 6
+    assert _walk(good, True) is None
+    assert _walk(good.replace("IFNDHb", "IFNHb", 1), True) == 6
 
 
 def _plain_starting_with(data: bytes, starts: list[int], tag: bytes) -> list[int]:

@@ -110,7 +110,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
     raised: the file changed after it was rendered); then a PDF passes on its hash, a flat file is checked
     against its layout and ``records``, an 834 structurally (``members`` members) and by pyx12, its
     pieces written in ``scratch`` and removed. ``detail`` gets the PHI-free account the ledger records."""
-    from carrierfeeds.x12.check import check_834, find_segment_ends, pyx12_target
+    from carrierfeeds.x12.check import check_834, pyx12_target, release_pages
     from carrierfeeds.x12.pyx12_adapter import pyx12_job, validate_with_pyx12
 
     output = bundle.feed.output.format
@@ -141,7 +141,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
         # The run's own copy of the file, mapped read-only rather than read: no anonymous copy
         # of a large file; closed before the wait for pyx12.
         with read_mapped(path) as data:
-            if hashlib.sha256(data).hexdigest() != payload_sha256:
+            if _sha256(data) != payload_sha256:
                 raise ConformanceFailed("the rendered file changed after it was built",
                                         details={"file_name": path.name})
             if output == "pdf":
@@ -166,16 +166,16 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                              "column": flaw.column, "rule": flaw.code}),
                     first={"record": flaw.record, "column": flaw.column, "rule": flaw.code, "message": flaw.message})
             require_dmg = "dob" in bundle.mapping.allowlist
-            # One scan for segment terminators serves both the sample and the structural check.
-            ends = find_segment_ends(data)
+            # The sample and the structural check each find the terminators a window at a time: a scan
+            # shared between them would be an array over every segment, growing with the file (8 bytes a
+            # segment, ~80 MB at 1M members), for one scan saved (benchmarks/README.md).
             try:
-                target = pyx12_target(data, max_members=pyx12_max_members, segment_ends=ends)
+                target = pyx12_target(data, max_members=pyx12_max_members)
                 several = early or (count > 1 and target.size >= PYX12_PIECES_MIN_BYTES)
                 pieces = target.pieces(count if several else 1)
             except (ValueError, IndexError):
                 # A file too broken to cut: the structural check names its problem first, as before.
-                unsound = _unsound_834(check_834(data, require_dmg=require_dmg, segment_ends=ends), members,
-                                       detail)
+                unsound = _unsound_834(check_834(data, require_dmg=require_dmg), members, detail)
                 if unsound is not None:
                     return unsound
                 raise
@@ -189,6 +189,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                     write_private(piece_paths[-1], [cast(bytes, cut)])  # a cut piece is always bytes
             targets = piece_paths or [path]
             del pieces, target
+            release_pages(data)(len(data))  # the sample's families were read from all over the file
             detail.update(pyx12_process=process, pyx12_pieces=len(targets))
             if several:
                 for child in children[len(targets):]:
@@ -197,8 +198,7 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
                     child.check(piece_path)
                 children = children[:len(targets)] + [leaving.enter_context(pyx12_job(piece_path))
                                                        for piece_path in targets[len(children):]]
-            report = check_834(data, require_dmg=require_dmg, segment_ends=ends)
-            del ends
+            report = check_834(data, require_dmg=require_dmg)
             waivable: set[str] = set(bundle.mapping.conformance.hd03_beyond_tr3)
             beyond = hd03_beyond_tr3(data) if waivable else set()
         unsound = _unsound_834(report, members, detail)
@@ -235,6 +235,20 @@ def check_file(path: Path, bundle: FeedBundle, *, payload_sha256: str, members: 
     return GateVerdict(format="x12-834", check="structure+pyx12", segments=report.segment_count,
                        transaction_sets=report.transaction_sets, pyx12="sample" if sampled else "full",
                        waived=waived)
+
+
+def _sha256(data: Any) -> str:
+    """The file's sha256, a window at a time, a map's pages dropped from this process behind it
+    (x12.check.release_pages): the hash does not keep the whole 834 resident for the checks after it."""
+    from carrierfeeds.x12.check import CHECK_WINDOW_BYTES, release_pages
+
+    digest = hashlib.sha256()
+    release = release_pages(data)
+    with memoryview(data) as view:
+        for lo in range(0, len(view), CHECK_WINDOW_BYTES):
+            digest.update(view[lo:lo + CHECK_WINDOW_BYTES])
+            release(lo + CHECK_WINDOW_BYTES)
+    return digest.hexdigest()
 
 
 def hd03_beyond_tr3(data: Any) -> set[str]:
