@@ -416,7 +416,7 @@ def check_exactly_once(side: Side) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- Airflow side
 def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, parallelism: int, api_port: int,
                 endpoint: Any, redis_url: str | None, queue: str | None,
-                overrides: dict[str, str], tasks: str = "three", pool: int | None = None) -> dict[str, str]:
+                overrides: dict[str, str], tasks: str = "feed", pool: int | None = None) -> dict[str, str]:
     """Airflow's environment: our settings, the SFTP connection and the staging key as Airflow sees them;
     ``pool`` the default pool's slots (made with them by ``db migrate``; None: Airflow's 128)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARRIERFEEDS_"))}
@@ -547,7 +547,7 @@ def _port_open(port: int) -> bool:
 
 
 def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, parallelism: int, endpoint: Any,
-                overrides: dict[str, str], timeout_s: float, comps_out: list[Components], tasks: str = "three",
+                overrides: dict[str, str], timeout_s: float, comps_out: list[Components], tasks: str = "feed",
                 preload: bool = False, pool: int | None = None) -> dict[str, Any]:
     """Start Airflow, trigger every feed at once, wait for every run; timings, CPU, memory, task rows."""
     import sqlalchemy as sa
@@ -788,8 +788,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="an admin URL of the PostgreSQL server; fresh databases are made beside it")
     parser.add_argument("--airflow-config", action="append", default=[], metavar="SECTION__KEY=VALUE",
                         help="extra Airflow setting, e.g. WORKERS__MIN_HEARTBEAT_INTERVAL=1 (repeatable)")
-    parser.add_argument("--tasks", choices=tuple(DELIVER_TASKS), default="three",
-                        help="the feed DAGs' task design (CARRIERFEEDS_AIRFLOW_TASKS)")
+    parser.add_argument("--tasks", choices=tuple(DELIVER_TASKS), default="feed",
+                        help="the feed DAGs' task design (CARRIERFEEDS_AIRFLOW_TASKS; default the project's)")
     parser.add_argument("--preload", action="store_true",
                         help="an airflow_local_settings.py that imports the stage modules in every Airflow process")
     parser.add_argument("--pool", type=int, default=None, metavar="SLOTS",

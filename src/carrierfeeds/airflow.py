@@ -1,10 +1,11 @@
-"""The only module that imports Airflow: one DAG per feed file, its stages grouped into a few tasks.
+"""The only module that imports Airflow: one DAG per feed file, its stages grouped into tasks.
 
 Tasks pass references (feed id and interval) and counts through XCom, never data. Each task opens the
-run for its (feed, interval) and calls its stage functions in turn (:data:`TASK_DESIGNS`: three tasks
-per feed by default), so a retried or cleared task finds the work earlier tasks and tries left in the
+run for its (feed, interval) and calls its stage functions in turn (:data:`TASK_DESIGNS`: one task per
+feed by default), so a retried or cleared task finds the work earlier tasks and tries left in the
 staging folder and the ledger; a retry skips the stages of its task that already succeeded in the open
-run and records them as skipped. Every stage still records its own start and outcome in the ledger.
+run and records them as skipped. Every stage still records its own start and outcome in the ledger, runs
+inside a log group of its own in the task log and has its outcome in the task's XCom.
 Faults we know to be permanent (bad config, rejected census, refused key or host, failed conformance)
 fail the task without retries. A feed with a ``notify`` block gets a PHI-free webhook notice when a
 task fails for good. One housekeeping DAG polls carriers' acknowledgments, runs the retention purge
@@ -63,18 +64,20 @@ STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: How a feed's stages are grouped into Airflow tasks: task id -> the stages it runs in turn. Fewer
-#: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat) fewer
-#: times; each still retries on its own and skips its stages that already succeeded.
-#: "three" (the default): the census in, the file made and gated, the file out. "feed": one task runs
-#: every stage. "stages": one task per stage. Why "three" and not the faster "feed" yet: see
-#: benchmarks/README.md ("The nightly window: task designs").
+#: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat, the
+#: scheduler's hand-over to the next task) fewer times; each still retries on its own and skips its
+#: stages that already succeeded. "feed" (the default): one task runs every stage, each in a log group
+#: of its own, its XCom holding every stage's outcome. "three": the census in, the file made and gated,
+#: the file out, a box each in the UI; with many feeds on the LocalExecutor it needs a small default
+#: pool (parallelism + 2) or every feed's first task runs before any feed's last. "stages": one task per
+#: stage. Why "feed" is the default: benchmarks/README.md ("The nightly window: task designs").
 TASK_DESIGNS: dict[str, tuple[tuple[str, tuple[Stage, ...]], ...]] = {
     "three": (("intake", ("stage_census", "validate")), ("build", ("build", "conformance")),
               ("deliver", ("encrypt", "deliver", "confirm"))),
     "feed": (("run", tuple(run.STAGES)),),
     "stages": tuple((stage, (stage,)) for stage in run.STAGES),
 }
-DEFAULT_TASK_DESIGN = "three"
+DEFAULT_TASK_DESIGN = "feed"
 #: The environment variable that picks a design from TASK_DESIGNS (read where the DAGs are built).
 TASK_DESIGN_ENV = "CARRIERFEEDS_AIRFLOW_TASKS"
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
