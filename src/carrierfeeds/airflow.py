@@ -43,8 +43,11 @@ from carrierfeeds import run
 from carrierfeeds.config import Feed, load_feed
 from carrierfeeds.credentials import (
     SftpEndpoint,
+    SmtpTarget,
     WebhookTarget,
     known_hosts_names,
+    smtp_from_fields,
+    smtp_not_defined,
     webhook_from_fields,
     webhook_not_defined,
 )
@@ -217,6 +220,20 @@ class AirflowConnections:
         extra = conn.extra_dejson or {}
         return webhook_from_fields(connection_id, host=conn.host, schema=conn.schema, port=conn.port,
                                    login=conn.login, password=conn.password, endpoint=extra.get("endpoint"))
+
+    def smtp(self, connection_id: str) -> SmtpTarget:
+        """Host, port, login, password; extra ``security`` (starttls, ssl, none), else the SMTP provider's
+        ``disable_ssl``/``disable_tls`` (SSL unless disabled, then STARTTLS unless disabled)."""
+        try:
+            conn = BaseHook.get_connection(connection_id)
+        except AirflowNotFoundException:
+            raise smtp_not_defined(connection_id) from None
+        extra = conn.extra_dejson or {}
+        security = extra.get("security") or ("ssl" if not extra.get("disable_ssl") else
+                                             "starttls" if not extra.get("disable_tls") else "none")
+        return smtp_from_fields(connection_id, host=conn.host, port=conn.port, login=conn.login,
+                                password=conn.password, security=str(security),
+                                source=f"airflow connection {connection_id}")
 
     def secret(self, name: str) -> str | None:
         from airflow.sdk import Variable
@@ -567,15 +584,19 @@ def build_dags(settings: Settings | None = None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     if wanted is None or wanted == HOUSEKEEPING_DAG_ID:
         dags[HOUSEKEEPING_DAG_ID] = build_housekeeping_dag()
+    aggregated = aggregated_feeds(settings)
     for path in feed_paths(settings):
         if wanted and wanted != dag_id_for(path.stem):
             continue
+        if path.stem in aggregated:
+            continue  # one employer of a carrier's aggregated file: that file's DAG runs it
         try:
             feed = load_feed(path)
         except ConfigError as exc:
             log.error("skipping feed file %s: %s", path.name, exc.message)
             continue
         dags[dag_id_for(feed.feed_id)] = build_feed_dag(feed)
+    dags.update(build_aggregate_dags(settings, aggregated, wanted))
     return dags
 
 
@@ -697,6 +718,141 @@ def _reconcile_returns(**context: Any) -> dict[str, Any]:
         raise FeedStageFailed("reconcile_returns", exc.code, exc.message) from None
     finally:
         ledger.close()
+
+
+# --------------------------------------------------------------------- a carrier aggregator's file
+# One DAG per aggregation mapping (dag id ``feed__<mapping id>``, like the aggregate's run's feed id),
+# none for its employers' feeds. One task runs the aggregate's stages in turn (run.aggregate_run); a
+# retry skips the aggregate's stages that succeeded in the open run, and delivery is exactly once by
+# itself. Schedule and time zone are the employers' (one, checked by run.aggregate.aggregate_bundles).
+AGGREGATE_TASK_ID = "aggregate"
+
+
+def aggregated_feeds(settings: Settings) -> dict[str, str]:
+    """Feed file stem -> mapping id, for every feed whose mapping is an aggregation (a feed or mapping
+    that does not load is left to the feed's own DAG, which reports it as before)."""
+    from carrierfeeds.config import load_mapping
+
+    aggregations: dict[str, bool] = {}
+    out: dict[str, str] = {}
+    for path in feed_paths(settings):
+        try:
+            feed = load_feed(path)
+            if feed.mapping_id not in aggregations:
+                mapping = load_mapping(settings.mappings_dir / f"{feed.mapping_id}.yaml")
+                aggregations[feed.mapping_id] = mapping.aggregation is not None
+        except ConfigError:
+            continue
+        if aggregations[feed.mapping_id]:
+            out[path.stem] = feed.mapping_id
+    return out
+
+
+def build_aggregate_dags(settings: Settings, aggregated: Mapping[str, str], wanted: str | None = None
+                         ) -> dict[str, DAG]:
+    """One DAG per aggregation mapping some feed names (only ``wanted`` when a task run names one)."""
+    from carrierfeeds.run.aggregate import aggregate_bundles
+
+    dags: dict[str, DAG] = {}
+    for mapping_id in sorted(set(aggregated.values())):
+        if wanted and wanted != dag_id_for(mapping_id):
+            continue
+        try:
+            employers = [b.feed for b in aggregate_bundles(settings, mapping_id)]
+        except ConfigError as exc:
+            log.error("skipping aggregated carrier file %s: %s", mapping_id, exc.message)
+            continue
+        dags[dag_id_for(mapping_id)] = build_aggregate_dag(mapping_id, employers)
+    return dags
+
+
+def build_aggregate_dag(mapping_id: str, employers: list[Feed]) -> DAG:
+    """The DAG of one aggregated carrier file: one task running every stage of the aggregate."""
+    import pendulum
+
+    first = employers[0]
+    on_failure = [n for feed in employers for n in notifiers_for(feed)]
+    with DAG(
+        dag_id=dag_id_for(mapping_id),
+        description=f"{len(employers)} employers to {first.carrier.name} in one file",
+        doc_md="Employers: " + ", ".join(f.feed_id for f in employers),
+        schedule=first.schedule,
+        start_date=pendulum.datetime(2024, 1, 1, tz=first.timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=[f"carrier:{first.carrier.id}", "aggregate", "carrierfeeds",
+              *(f"employer:{f.employer.id}" for f in employers)],
+        params={
+            "force_census": Param(False, type="boolean",
+                                  description="process each newest census although it was already processed"),
+            "full_file": Param(False, type="boolean",
+                               description="changes-mode mappings: every employer's full file (030) this time"),
+        },
+        default_args={
+            "retries": RETRIES,
+            "retry_delay": timedelta(minutes=2),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=30),
+            "execution_timeout": STAGE_TIMEOUT,
+            **({"on_failure_callback": on_failure} if on_failure else {}),
+        },
+    ) as dag:
+        def run_aggregate_task(**context: Any) -> dict[str, Any]:
+            return _run_aggregate(mapping_id, context)
+
+        run_aggregate_task.__name__ = AGGREGATE_TASK_ID
+        run_aggregate_task.__doc__ = f"Every stage of carrier file {mapping_id!r}, its employers' and its own."
+        task(task_id=AGGREGATE_TASK_ID)(run_aggregate_task)()
+    return dag
+
+
+def _run_aggregate(mapping_id: str, context: Any) -> dict[str, Any]:
+    """The aggregate's task: open the aggregate's and the employers' runs for the DAG run's day and run
+    the stages; errors end them as a feed task's do (retriable ones left open while retries remain)."""
+    from carrierfeeds.run.aggregate import aggregate_bundles
+    from carrierfeeds.run.aggregate_run import AggregateRun, aggregate_stages, end_aggregate, open_aggregate
+
+    disable_core_dumps()
+    settings = Settings()
+    params = context.get("params") or {}
+    agg: AggregateRun | None = None
+    try:
+        day = interval_day(aggregate_bundles(settings, mapping_id)[0].feed, context)
+        ref = run.RunRef.for_day(mapping_id, day)
+        connections = AirflowConnections(scratch=lambda: private_dir(run.scratch_dir_for(settings, ref)))
+        agg = open_aggregate(settings, mapping_id, day, clock=_utcnow, actor=f"airflow:{context['run_id']}",
+                             store=staging_store(settings, settings.staging_url), connections=connections,
+                             ephemeral=True)
+        done = _finished_stages(agg.ctx) if int(context["ti"].try_number) > 1 else set()
+        summary = aggregate_stages(agg, transport=make_transport(agg.ctx), done=done,
+                                   full_file=bool(params.get("full_file", False)),
+                                   force_census=bool(params.get("force_census", False)))
+        run.anchor_run(agg.ctx)
+        return summary.as_dict()
+    except CarrierFeedsError as exc:
+        if exc.retriable and retries_left(context):
+            if agg is not None:  # the retry re-reads the staging store; no plaintext waits for it
+                for ctx in (agg.ctx, *agg.employers):
+                    run.wipe_scratch(ctx)
+            raise  # Airflow retries with backoff; the runs stay open
+        if agg is not None:
+            end_aggregate(agg, exc)
+            run.anchor_run(agg.ctx)
+        if status_for(exc) in NOTHING_NEW:
+            raise AirflowSkipException(f"{AGGREGATE_TASK_ID}: {exc.code}: {exc.message}") from None
+        raise FeedStageFailed(AGGREGATE_TASK_ID, exc.code, exc.message) from None
+    except BaseException as exc:
+        if agg is not None:
+            for ctx in (agg.ctx, *agg.employers):
+                record = agg.ctx.ledger.get_run(ctx.run_id)
+                if retries_left(context):
+                    run.wipe_scratch(ctx)
+                elif ctx is agg.ctx or (record is not None and record.status == RunStatus.RUNNING):
+                    _abandon_run(ctx, AGGREGATE_TASK_ID, exc)
+        raise
+    finally:
+        if agg is not None:
+            agg.ctx.ledger.close()
 
 
 def build_housekeeping_dag() -> DAG:

@@ -37,6 +37,7 @@ from typing import Any
 from carrierfeeds.acknowledgments.status import BLOCKING_STATUSES, DEFAULT_WINDOW, AckInfo, ack_infos
 from carrierfeeds.ledger import DeliveryRecord, Ledger, RunEvent, RunRecord
 from carrierfeeds.ledger.anchor import AnchorLog, verify_ledger
+from carrierfeeds.ledger.notices import NoticeSend, notice_sends_of
 from carrierfeeds.ledger.records import (
     DELIVERED_STATUSES,
     AuditEvent,
@@ -197,6 +198,8 @@ class RunHistory:
     deliveries: tuple[DeliveryRecord, ...]
     outcomes: tuple[OutcomeEvent, ...]
     audit: tuple[AuditEvent, ...]
+    #: The per-file notice of each delivery, per channel: its latest state (``ledger.notices``).
+    notices: tuple[NoticeSend, ...] = ()
 
     def timeline(self) -> list[tuple[int, datetime, str]]:
         """(seq, time, one line) for every row, in chain order."""
@@ -251,13 +254,16 @@ class RunHistory:
                       f"{d.updated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}" for d in delivered]
         else:
             lines.append("file delivered: no")
+        lines += [f"notice to the carrier by {n.channel}: {n.status}, delivery {n.delivery_id}"
+                  + (f" (error {n.error_code}; `carrierfeeds notice resend {n.delivery_id}`)"
+                     if n.status != "sent" else "") for n in self.notices]
         return lines
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps({
             "run": asdict(self.run), "events": [asdict(e) for e in self.events],
             "deliveries": [asdict(d) for d in self.deliveries], "outcomes": [asdict(o) for o in self.outcomes],
-            "audit": [asdict(a) for a in self.audit],
+            "audit": [asdict(a) for a in self.audit], "notices": [n.as_dict() for n in self.notices],
             "delivered": [d.delivery_id for d in self.delivered], "latest_failure": self.latest_failure()},
             default=_json_default))
         return data
@@ -301,7 +307,8 @@ def run_history(ledger: Ledger, run_id: str) -> RunHistory | None:
     ids = [run_id, *(d.delivery_id for d in deliveries)]
     audit = tuple(a for a in ledger.audit_events(object_ids=ids) if a.object_type in ("run", "delivery"))
     return RunHistory(run=run, events=tuple(ledger.run_events(run_id)), deliveries=deliveries,
-                      outcomes=tuple(ledger.delivery_outcomes(run_id=run_id)), audit=audit)
+                      outcomes=tuple(ledger.delivery_outcomes(run_id=run_id)), audit=audit,
+                      notices=tuple(notice_sends_of(ledger, [d.delivery_id for d in deliveries])))
 
 
 # --------------------------------------------------------------------------------- log formatting

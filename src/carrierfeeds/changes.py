@@ -304,14 +304,18 @@ def _prior_identity(merged: pd.DataFrame, cols: list[str], both: np.ndarray, mem
 
     corrected = changing & changed(fields)
     demographic = corrected & changed([c for c in ("dob", "gender") if c in fields])
-    for col in CORRECTED:
-        value = held(col).to_numpy(dtype=object) if col in fields else np.full(len(merged), "", dtype=object)
+    # Only the fields the view carries (the allowlist's): a prior_ column of any other would name a field
+    # the carrier may not see, and the writer refuses the whole file for it.
+    for col in fields:
+        value = held(col).to_numpy(dtype=object)
         keep = demographic if col in ("dob", "gender") else corrected
         if col == "gender":
             value = np.where(value == "", "U", value)
         merged[f"prior_{col}"] = np.where(keep, value, "")
     # DMG needs the birth date (DMG02): without one the carrier's gender cannot be sent either
-    merged["prior_gender"] = np.where(merged["prior_dob"] != "", merged["prior_gender"], "")
+    if "prior_gender" in merged.columns:
+        dob = merged["prior_dob"] if "prior_dob" in merged.columns else pd.Series("", index=merged.index)
+        merged["prior_gender"] = np.where(dob != "", merged["prior_gender"], "")
 
 
 def diff_against_snapshot(current: Enrollment, snapshot: pd.DataFrame | None, *, as_of: date,

@@ -1,4 +1,4 @@
-"""Connections by id (SFTP, SQL, webhook): a Protocol, and the keys directory's files checked at load.
+"""Connections by id (SFTP, SQL, webhook, SMTP): a Protocol, and the keys directory's files checked at load.
 
 Code that reaches a server takes one :class:`Connections` object: :class:`KeysDirConnections` under the
 CLI (``<keys_dir>/<connection_id>.json``, secrets referenced by path only), ``AirflowConnections`` (in
@@ -217,6 +217,62 @@ def webhook_from_fields(connection_id: str, *, host: str | None, schema: str | N
     return WebhookTarget(f"{base}/{path}" if path else base, headers)
 
 
+#: How an SMTP connection protects its session: STARTTLS on a plain port, TLS from the start, or none
+#: (a relay on the same host; refused with a login, which would cross the network in the clear).
+SMTP_SECURITY = ("starttls", "ssl", "none")
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """The mail server the per-file notice is sent through (``smtplib``), from an SMTP connection."""
+
+    host: str
+    port: int
+    security: str = "starttls"
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+
+
+def smtp_from_fields(connection_id: str, *, host: str | None, port: int | None, login: str | None,
+                     password: str | None, security: str | None, source: str | None = None) -> SmtpTarget:
+    """An SMTP target from connection fields; ``security`` one of starttls (default), ssl, none."""
+    source = source or f"connection {connection_id}"
+    if not host:
+        raise ConfigError("SMTP connection has no host", file=source, field="host")
+    security = security or "starttls"
+    if security not in SMTP_SECURITY:
+        raise ConfigError(f"security {security!r} is not one of {list(SMTP_SECURITY)}", file=source,
+                          field="security")
+    if security == "none" and login:
+        raise ConfigError("a login over an SMTP session without TLS would send the password in the clear; "
+                          "use starttls or ssl", file=source, field="security")
+    default = 465 if security == "ssl" else 587 if security == "starttls" else 25
+    port = int(port or default)
+    if not 0 < port < 65536:
+        raise ConfigError("expected a TCP port 1..65535", file=source, field="port")
+    return SmtpTarget(host=str(host), port=port, security=security, login=login or None,
+                      password=password or None)
+
+
+def load_smtp_target(keys_dir: Path, connection_id: str) -> SmtpTarget:
+    """``<keys_dir>/<connection_id>.json``: ``{"host", "port", "security", "login", "password"}``, owner-only
+    like a SQL connection's (it may hold a password)."""
+    data, source = read_connection_file(keys_dir, connection_id, required=("host",),
+                                        allowed={"host", "port", "security", "login", "password", "comment"},
+                                        owner_only=True)
+    port = _number(data, "port", 0, source, integer=True) if "port" in data else None
+    return smtp_from_fields(connection_id, host=data["host"].strip(), port=int(port) if port else None,
+                            login=data.get("login"), password=data.get("password"),
+                            security=data.get("security"), source=source)
+
+
+def smtp_not_defined(connection_id: str) -> ConfigError:
+    """The error for an SMTP connection id that resolves to nothing."""
+    return ConfigError(f"SMTP connection {connection_id!r} is not defined",
+                       field="notice.send.email.connection_id")
+
+
 def webhook_not_defined(connection_id: str) -> ConfigError:
     """The error for a webhook connection id that resolves to nothing."""
     return ConfigError(f"webhook connection {connection_id!r} is not defined", field="notify.webhook_connection_id")
@@ -261,6 +317,10 @@ class Connections(Protocol):
         """Where a feed's notices go."""
         ...
 
+    def smtp(self, connection_id: str) -> SmtpTarget:
+        """The mail server a carrier's per-file notice is e-mailed through."""
+        ...
+
     def secret(self, name: str) -> str | None:
         """A named value set by the deployment (an Airflow Variable); None when unset."""
         ...
@@ -289,6 +349,9 @@ class KeysDirConnections:
             raise webhook_not_defined(connection_id)
         return webhook_from_airflow_env(connection_id, text)
 
+    def smtp(self, connection_id: str) -> SmtpTarget:
+        return load_smtp_target(self.keys_dir, connection_id)
+
     def secret(self, name: str) -> str | None:
         return None
 
@@ -301,6 +364,7 @@ class StaticConnections:
     sql: Mapping[str, str] = field(default_factory=dict)
     webhooks: Mapping[str, WebhookTarget] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
+    smtps: Mapping[str, SmtpTarget] = field(default_factory=dict)
 
     def sftp_endpoint(self, connection_id: str) -> SftpEndpoint:
         return _lookup(self.sftp, connection_id)
@@ -312,6 +376,11 @@ class StaticConnections:
         if connection_id not in self.webhooks:
             raise webhook_not_defined(connection_id)
         return self.webhooks[connection_id]
+
+    def smtp(self, connection_id: str) -> SmtpTarget:
+        if connection_id not in self.smtps:
+            raise smtp_not_defined(connection_id)
+        return self.smtps[connection_id]
 
     def secret(self, name: str) -> str | None:
         return self.secrets.get(name)

@@ -21,19 +21,23 @@
     │   │   └── changes.SnapshotSuperseded  a revert came after a later run advanced the snapshot
     │   ├── ledger.records.UnsafeLedgerValue  a value headed for the ledger looks like member data
     │   ├── retention.PurgeRefused    a purge would touch something it cannot vouch for
+    │   ├── run.notices.NoticeMismatch  the notice files found do not describe the delivered file
     │   ├── staging.StagingTampered   a staged object does not open (wrong key, edited, truncated, moved)
     │   ├── staging.StagingUnsealed   a staged object in the clear (an older version's, or forged)
     │   ├── staging.ArtifactNameRefused  a name leaving the run's folder, or a symlink in scratch
     │   └── transport.base.CiphertextMismatch  bytes uploaded are not the ciphertext the ledger recorded
     ├── TransientError                a retry with backoff may succeed (network, timeouts)
     │   ├── crypto.EncryptionIncomplete   gpg wrote no whole ciphertext (full disk, I/O error); none kept
-    │   └── staging.StagingFull       the staging store (or its disk) is full; nothing was stored
+    │   ├── staging.StagingFull       the staging store (or its disk) is full; nothing was stored
+    │   └── transport.notice.NoticeNotAccepted  the carrier's notice endpoint or mail server did not take it
     ├── PermanentError                an outside system refused for good (auth, permission, exists)
     │   ├── acknowledgments.collect.AcksNeedAttention  a poll found alerts ops must act on
     │   ├── crypto.EncryptionStopped  ``encrypt_file`` was told to stop; nothing was written
     │   ├── ledger.records.LedgerError  the ledger refused a call (unknown id, status outside its vocabulary)
     │   │   └── ledger.records.UnknownRecord  no such run, delivery or discrepancy
-    │   └── transport.base.RemoteFileExists  the final name is taken on the far side; never overwritten
+    │   ├── run.notices.NoticeMissing  a delivery's notice files are not in the staging store
+    │   ├── transport.base.RemoteFileExists  the final name is taken on the far side; never overwritten
+    │   └── transport.notice.NoticeRefused  the carrier's notice endpoint or mail server refused it
     └── changes.NoChanges             nothing to send for this interval (an outcome; see outcomes.py)
 
 Names without a module live here; the others where they are raised (``changes.NoChanges`` is

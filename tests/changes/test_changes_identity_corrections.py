@@ -4,6 +4,7 @@ with Loop 2100B holding what the carrier holds, taken from the snapshot; a new i
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from tests.x12 import x12_helpers as h
 
 from carrierfeeds.changes import PRIOR, diff_against_snapshot
-from carrierfeeds.x12.check import check_834
+from carrierfeeds.x12.check import check_834, validate_with_pyx12
 from carrierfeeds.x12.read import read_834
 from carrierfeeds.x12.render import render_834_bytes, render_834_naive
 
@@ -88,3 +89,20 @@ def test_any_correction_renders_the_carriers_identity_both_writers_agree(member:
     assert got["prior_ssn"] == old["ssn"]
     demographic = {"dob", "gender"} & set(values) and any(values[k] != old[k] for k in {"dob", "gender"} & set(values))
     assert got["prior_dob"] == (old["dob"].replace("-", "") if demographic else "")
+
+
+@pytest.mark.parametrize("off", ["ssn", "middle_initial", "gender"])
+def test_a_correction_sends_only_what_the_allowlist_holds_of_the_carriers_identity(off: str, tmp_path: Path) -> None:
+    """identity_corrections needs no field of its own: a carrier whose allowlist leaves out the SSN (or
+    the middle initial or gender) still gets Loop 2100B, without that field, and the file renders."""
+    m = h.validated(**{**_ON.model_dump(), "allowlist": [c for c in _ON.allowlist if c != off]})
+    base = diff_against_snapshot(h.enrollment(h.family_census(), m), None, as_of=h.AS_OF).snapshot
+    fixed = _edit("E1001", last_name="Rivera-Cruz", dob="1984-03-10", gender="M")
+    change = diff_against_snapshot(h.enrollment(h.census(fixed), m), base, as_of=h.AS_OF)
+    assert f"prior_{off}" not in change.enrollment.table.columns
+    data = render_834_bytes(change.enrollment, h.header(m), h.CONTROL)
+    assert data == render_834_naive(change.enrollment, h.header(m), h.CONTROL)
+    assert check_834(data).ok
+    assert b"NM1*70*1*RIVERA" in data
+    (tmp_path / "correction.834").write_bytes(data)
+    assert validate_with_pyx12(tmp_path / "correction.834").ok

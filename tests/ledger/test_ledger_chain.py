@@ -46,11 +46,12 @@ def test_intact_chain_covers_every_audit_row_once(ledger: Ledger, raw: sa.Engine
     assert verdict.rows_checked == len(rows) == 10
     assert [seq for seq, _ in rows] == list(range(1, 11))
     # Every audit table a delivery day writes; acknowledgments, purge checkpoints, resends and the
-    # reconciliation worklist have their own tests.
+    # reconciliation worklist and notice sends have their own tests.
     assert {name for _, name in rows} == set(AUDIT_TABLES) - {"acknowledgments", "purge_checkpoints", "resends",
                                                               "reconciliations", "discrepancies",
                                                               "discrepancy_events", "disclosures",
-                                                              "disclosed_members", "feed_lifecycle"}
+                                                              "disclosed_members", "feed_lifecycle",
+                                                              "notice_sends"}
     with raw.connect() as conn:
         assert conn.execute(sa.text("SELECT prev_hash FROM runs")).scalar_one() == GENESIS
         assert conn.execute(sa.text("SELECT row_hash FROM chain_head")).scalar_one() == verdict.head_hash

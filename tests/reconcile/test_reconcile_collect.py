@@ -234,3 +234,31 @@ def test_an_approved_correction_rides_on_the_next_run_and_its_items_auto_close(
     redraft = runner.invoke(app, ["reconcile", "draft", feed_id, "--json", "--out", str(tmp_path / "d")], env=d.env)
     assert json.loads(redraft.output)["status"] == "nothing_to_correct"
     ledger.close()
+
+
+def test_scheduled_collect_reads_the_current_census_as_the_third_view(
+        sftp_workspace: Any, sshd_server: Any, tmp_path: Path) -> None:
+    d = deliver_with_outbox(sftp_workspace, tmp_path, sshd_server)
+    feed_id = d.ws.feed.feed_id
+    feed_file = d.ws.settings.feeds_dir / f"{feed_id}.yaml"
+    feed_file.write_text(feed_file.read_text().replace("reconciliation:\n", "reconciliation:\n  census_view: true\n"))
+    carrier, _ = carrier_with_six_discrepancies(d)
+    d.put("ELIG_20261201.pgp", _return_834(carrier, d.mappings, d.ws.feed))
+
+    # The census in the feed's drop folder is the one sent: every fix is the carrier's.
+    first = runner.invoke(app, ["reconcile", "collect", feed_id, "--json"], env=d.env)
+    assert first.exit_code == 1, first.output
+    comparison = json.loads(first.output)["files"][0]["comparison"]
+    assert comparison["by_side"] == {"carrier": 6}, comparison["by_side"]
+    assert not [c for c in d.canaries if c in first.output]
+    assert not list((d.ws.settings.data_dir / "reconcile" / feed_id).glob("census-*"))  # read, then deleted
+
+    # No census in the drop folder: the file is still compared, with two views.
+    for census in d.ws.inbound.glob("*.csv"):
+        census.unlink()
+    changed = carrier[carrier["member_id"] != carrier["member_id"].iloc[0]]
+    d.put("ELIG_20261202.pgp", _return_834(changed, d.mappings, d.ws.feed), mtime=1_800_000_100)
+    second = runner.invoke(app, ["reconcile", "collect", feed_id, "--json"], env=d.env)
+    assert second.exit_code == 1, second.output
+    comparison = json.loads(second.output)["files"][0]["comparison"]
+    assert "by_side" not in comparison and comparison["worklist"]["open_after"] >= 6

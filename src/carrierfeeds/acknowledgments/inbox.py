@@ -164,17 +164,22 @@ class CarrierAcks:
 
 def carrier_ack_settings(settings: Settings, feed_ids: Collection[str] | None = None) -> list[CarrierAcks]:
     """Per carrier mapping: its ``acks`` spec (None: no source), its ``ack_window_hours`` window and
-    its feeds."""
+    its feeds (for an aggregation mapping, the mapping id too: its file's deliveries carry it)."""
     from carrierfeeds.config import load_feed
     from carrierfeeds.settings import bundle_from_feed, feed_paths
 
     grouped: dict[str, tuple[Any, list[str]]] = {}
     for path in feed_paths(settings):
         feed = load_feed(path)
-        if feed_ids is not None and feed.feed_id not in feed_ids:
+        if feed_ids is not None and feed.feed_id not in feed_ids and feed.mapping_id not in feed_ids:
             continue
         bundle = bundle_from_feed(settings, feed, path)
-        grouped.setdefault(bundle.mapping.mapping_id, (bundle.mapping, []))[1].append(feed.feed_id)
+        mapping, feeds = grouped.setdefault(bundle.mapping.mapping_id, (bundle.mapping, []))
+        if mapping.aggregation is not None and mapping.mapping_id not in feeds:
+            # An aggregator's file is delivered under the mapping id (run.aggregate_run): its window too.
+            feeds.append(mapping.mapping_id)
+        if feed_ids is None or feed.feed_id in feed_ids:
+            feeds.append(feed.feed_id)
     out = []
     for mapping_id, (mapping, feeds) in sorted(grouped.items()):
         spec = mapping.acks

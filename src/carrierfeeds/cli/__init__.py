@@ -23,6 +23,7 @@ from carrierfeeds.settings import Settings
 # Each module registers its commands on `app` when imported: the order here is the order in --help.
 # isort: off
 from carrierfeeds.cli import run, feeds, db, audit, hold, handoff, keys, acks, status, reconcile, console, certify  # noqa: F401
+from carrierfeeds.cli import notice  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

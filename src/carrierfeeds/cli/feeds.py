@@ -35,10 +35,11 @@ def feeds_check(
     schema's ``plan_codes`` may map only onto plans some mapping lists (or its ``plans_not_sent``):
     a target no mapping knows would make every row of that plan an ``unknown_plan`` finding.
 
-    Unless --config-only: every connection a feed names (SFTP delivery, SFTP or SQL census source) must
-    be defined in the keys directory (``<keys_dir>/<connection_id>.json``, checked as a run loads it),
-    and the recipient and signer keys it pins must be in the gpg home, neither expired nor revoked
-    (``keys check`` says more). Under Airflow the connections are Airflow's: check them there.
+    Unless --config-only: every connection a feed names (SFTP delivery, SFTP or SQL census source, its
+    mapping's notice mail server) must be defined in the keys directory (``<keys_dir>/<connection_id>.json``,
+    checked as a run loads it; a notice webhook as ``AIRFLOW_CONN_<ID>``, as the CLI reads it), and the
+    recipient and signer keys it pins must be in the gpg home, neither expired nor revoked (``keys check``
+    says more). Under Airflow the connections are Airflow's: check them there.
 
     Exit 0 when everything is ok; 2 on a configuration problem (a file, a connection file, a key);
     with --connect, 3 when a server's host key is not the pinned one, 5 when the login or the folder is
@@ -87,7 +88,7 @@ def feeds_check(
                             **({"problems": exc.details["problems"], "where": exc.details.get("file")}
                                if exc.details.get("problems") else {})})
             continue
-        checked = deployment.check(bundle.feed) if deployment is not None else []
+        checked = deployment.check(bundle.feed, bundle.mapping) if deployment is not None else []
         failed = [c for c in checked if not c["ok"]]
         results.append({"file": str(path), "ok": not failed,
                         **({"connections": checked} if checked else {}),
@@ -143,7 +144,7 @@ class _Deployment:
             self.keyring_error = exc
         self._seen: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def check(self, feed: Any) -> list[dict[str, Any]]:
+    def check(self, feed: Any, mapping: Any = None) -> list[dict[str, Any]]:
         from carrierfeeds.config import SftpDelivery, SftpEndpoint, SftpSource, SqlSource
 
         checked = []
@@ -157,6 +158,10 @@ class _Deployment:
             checked.append(self._sftp("census", source.connection_id, source.remote_dir))
         elif isinstance(source, SqlSource):
             checked.append(self._sql(source.connection_id))
+        send = mapping.notice.send if mapping is not None and mapping.notice is not None else None
+        if send is not None:  # the carrier's notice (run.notices): its webhook and mail server
+            checked += [self._notice(kind, channel.connection_id) for kind, channel in
+                        (("webhook", send.webhook), ("smtp", send.email)) if channel is not None]
         if self.keyring is not None:
             checked += self._keys(feed)
         return checked
@@ -175,6 +180,22 @@ class _Deployment:
                 entry["ok"] = True
             except CarrierFeedsError as exc:
                 entry.update(ok=False, error=f"{role} connection {connection_id}: {exc.message}",
+                             exit_code=int(exit_code_for(exc)))
+            self._seen[key] = entry
+        return self._seen[key]
+
+    def _notice(self, kind: str, connection_id: str) -> dict[str, Any]:
+        from carrierfeeds.credentials import KeysDirConnections
+
+        key = (f"notice {kind}", connection_id, "")
+        if key not in self._seen:
+            entry: dict[str, Any] = {"role": f"notice {kind}", "connection_id": connection_id}
+            connections = KeysDirConnections(self.settings.resolved_keys_dir)
+            try:
+                connections.webhook(connection_id) if kind == "webhook" else connections.smtp(connection_id)
+                entry["ok"] = True
+            except CarrierFeedsError as exc:
+                entry.update(ok=False, error=f"notice {kind} connection {connection_id}: {exc.message}",
                              exit_code=int(exit_code_for(exc)))
             self._seen[key] = entry
         return self._seen[key]

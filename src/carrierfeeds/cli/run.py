@@ -77,6 +77,8 @@ def run(
     settings = Settings()
     try:
         bundle = load_bundle(settings, feed_id)
+        if bundle.mapping.aggregation is not None:  # before a run is opened: the aggregate owns this one
+            raise _one_employer(feed_id, bundle.mapping.mapping_id)
         interval = _parse_day(day) if day else datetime.now(ZoneInfo(bundle.feed.timezone)).date()
         with progress_display(f"run {feed_id}", len(STAGES)):
             summary = run_feed(settings, RunRef.for_day(feed_id, interval), clock=_utcnow, actor=actor,
@@ -87,6 +89,63 @@ def run(
         return
     _emit(summary.as_dict(), as_json, _summary_lines(summary))
     raise typer.Exit(exit_code_for_run(summary.status, summary.error))
+
+
+def _one_employer(feed_id: str, mapping_id: str) -> ConfigError:
+    return ConfigError(f"feed {feed_id} is one employer of carrier file {mapping_id!r} (mapping aggregation): it is "
+                       f"sent only within that file; run it with `carrierfeeds run-aggregate {mapping_id}`",
+                       field="mapping_id")
+
+
+@app.command("run-aggregate")
+def run_aggregate_cmd(
+    mapping_id: Annotated[str, typer.Argument(help="an aggregation mapping (file name without .yaml): one "
+                                                   "carrier file for every feed naming it")],
+    census: Annotated[list[str] | None, typer.Option(help="FEED_ID=PATH, an employer's census file (always "
+                                                          "processed); default: each feed's source")] = None,
+    force_census: Annotated[bool, typer.Option("--force-census", help="process each source's newest census "
+                                                                      "although it was processed before")] = False,
+    day: Annotated[str | None, typer.Option("--date", help="interval day YYYY-MM-DD; default: today in the "
+                                                             "employers' (shared) time zone")] = None,
+    full_file: Annotated[bool, typer.Option("--full-file", help="changes-mode mappings: every employer's full "
+                                                                 "file (030) this time")] = False,
+    actor: Annotated[str, typer.Option(help="who runs this, for the ledger")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="print a machine-readable summary")] = False,
+) -> None:
+    """Run a carrier aggregator's file for one day: every employer's census, one file, delivered once.
+
+    Each employer's census is staged and validated under its own run; one aggregate run (its feed id
+    is the mapping id) builds one interchange with one transaction set per employer, gates, encrypts
+    and delivers it exactly once; each included employer's run then records its share and ends
+    delivered. Under ``on_employer_failure: isolate`` an employer whose census is rejected, who has not
+    authorised the carrier or has nothing to send is left out and the others go; under ``reject_all``
+    the file is refused. Exit codes as `run` (of the aggregate's run).
+    """
+    from carrierfeeds.run.aggregate import aggregate_bundles
+    from carrierfeeds.run.aggregate_run import AGGREGATE_STAGES, run_aggregate
+
+    settings = Settings()
+    try:
+        pairs = dict(item.split("=", 1) for item in census or [] if "=" in item)
+        if len(pairs) != len(census or []):
+            raise ConfigError("--census takes FEED_ID=PATH", field="--census")
+        employers = aggregate_bundles(settings, mapping_id)
+        interval = _parse_day(day) if day else datetime.now(ZoneInfo(employers[0].feed.timezone)).date()
+        # each employer's stage_census, validate, deliver (its share) and confirm, and the aggregate's own
+        with progress_display(f"run-aggregate {mapping_id}", 4 * len(employers) + len(AGGREGATE_STAGES)):
+            summary = run_aggregate(settings, mapping_id, interval, clock=_utcnow, actor=actor,
+                                    censuses={k: Path(v) for k, v in pairs.items()}, full_file=full_file,
+                                    force_census=force_census)
+    except CarrierFeedsError as exc:
+        _fail(exc, as_json)
+        return
+    lines = _summary_lines(summary.run)
+    for e in summary.employers:
+        lines.append(f"  {e['feed_id']}: {e['status']}" + (f" ({e['error_code']})" if e["error_code"] else "")
+                     + (f", ST02 {', '.join(f'{n:04d}' for n in e['st02'])}, {e['members']} members"
+                        if e["st02"] else ""))
+    _emit(summary.as_dict(), as_json, lines)
+    raise typer.Exit(exit_code_for_run(summary.run.status, summary.run.error))
 
 
 @app.command()

@@ -249,6 +249,9 @@ class ReconciliationSpec(_Model):
     alert_threshold: int | None = Field(None, ge=0, description="webhook alert when more discrepancies than "
                                         "this are open after a comparison (needs notify); null: no alert")
     source: ReturnSourceSpec | None = None
+    census_view: bool = Field(
+        False, description="the scheduled collect also reads the feed's current census (its source's newest "
+        "file) as `reconcile import --census` does, and labels each discrepancy by the side its fix is on")
 
     @model_validator(mode="after")
     def _layout_fits_format(self) -> ReconciliationSpec:

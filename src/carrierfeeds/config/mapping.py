@@ -333,6 +333,52 @@ class Conformance(_Model):
                         "code-list error on exactly these is waived and counted; anything else still fails")
 
 
+_CONN = r"^[A-Za-z0-9_.-]+$"
+_EMAIL = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
+
+
+class NoticeWebhook(_Model):
+    """The carrier's HTTP endpoint for notices: URL and auth from a connection, never from YAML."""
+
+    connection_id: str = Field(pattern=_CONN, description="HTTP connection (Airflow; AIRFLOW_CONN_<ID> under "
+                               "the CLI) holding the carrier's URL and auth")
+
+
+class NoticeEmail(_Model):
+    """Notices by e-mail: the text notice as the body, the JSON notice attached."""
+
+    connection_id: str = Field(pattern=_CONN, description="SMTP connection (Airflow; <keys_dir>/<id>.json under "
+                               "the CLI) holding the mail server and its login")
+    to: tuple[str, ...] = Field(min_length=1, max_length=10, description="the carrier's addresses the guide names")
+    from_address: str = Field(pattern=_EMAIL, description="our sender address")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in v if not re.fullmatch(_EMAIL, a)]
+        if bad:
+            raise ValueError(f"not an e-mail address: {bad}")
+        return v
+
+
+class NoticeSend(_Model):
+    """Sending the notice to the carrier once its file is delivered (see carrierfeeds.run.notices): once
+    per delivery and channel, recorded in the ledger; off unless a channel is given."""
+
+    webhook: NoticeWebhook | None = Field(None, description="POST the notice (JSON, else text) to the carrier")
+    email: NoticeEmail | None = Field(None, description="e-mail the notice to the carrier")
+    retries: int = Field(2, ge=0, le=10, description="further attempts after a failed send (network, 5xx, 4xx "
+                         "SMTP replies) before the notice is recorded failed and alerted")
+    backoff_seconds: float = Field(5.0, ge=0, le=300, description="wait before the first retry; doubled each time")
+    test_files: bool = Field(False, description="also send notices of test files (delivery.test)")
+
+    @model_validator(mode="after")
+    def _a_channel(self) -> NoticeSend:
+        if self.webhook is None and self.email is None:
+            raise ValueError("give webhook, email or both (leave send out to send nothing)")
+        return self
+
+
 class FileNotice(_Model):
     """A human-readable companion summary of each file (counts by maintenance type, control numbers, the
     file's sha256; never member data), written beside the 834 and recorded with the run."""
@@ -341,6 +387,8 @@ class FileNotice(_Model):
         ("json",), min_length=1, max_length=2, description="json, text or both")
     file_name: str = Field("{file}.notice", description="the notice's name beside the file ({file}: the "
                            "file's name); .json or .txt is appended per format")
+    send: NoticeSend | None = Field(None, description="send the notice to the carrier after its file is "
+                                    "delivered (webhook and/or e-mail); off when absent")
 
     @field_validator("file_name")
     @classmethod

@@ -1,8 +1,10 @@
 """docs/reference.md, generated from the configuration models: every field of a census schema, a carrier
 mapping and a feed, with its type, default and description.
 
-``python -m carrierfeeds.config.reference`` writes it (``--check``: exit 1 when the file is not current;
-tests/test_reference_docs.py runs the check). :func:`render_reference` is pure: the models in, Markdown out.
+``python -m carrierfeeds.config.reference`` writes it and, beside it, docs/census-to-834.md (which census
+column feeds which 834 element, from :mod:`carrierfeeds.x12.elements`); ``--check``: exit 1 when either file
+is not current (tests/test_reference_docs.py and tests/x12/test_x12_field_reference.py run the check).
+:func:`render_reference` is pure: the models in, Markdown out.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ROOTS: tuple[tuple[type[BaseModel], str], ...] = (
     (CensusSchema, "schemas/<schema_id>.yaml"),
 )
 DEFAULT_PATH = Path("docs") / "reference.md"
+#: The census-to-834 field reference, written beside the configuration reference.
+FIELD_REFERENCE_NAME = "census-to-834.md"
 
 
 def _anchor(model: type[BaseModel]) -> str:
@@ -163,24 +167,29 @@ def render_reference() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write docs/reference.md (or the path given); ``--check``: exit 1 when it differs from the models."""
+    """Write docs/reference.md (or the path given) and docs/census-to-834.md beside it; ``--check``: exit 1
+    when either differs from what the models and the field declaration give."""
     import argparse
 
+    # Imported here: the field declaration reads the config models, so config may not import it at its top.
+    from carrierfeeds.x12.elements import render_field_reference
+
     parser = argparse.ArgumentParser(prog="python -m carrierfeeds.config.reference",
-                                     description="Write the schema/mapping/feed field reference from the models.")
+                                     description="Write the schema/mapping/feed field reference from the models, "
+                                                 "and the census-to-834 field reference beside it.")
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH, help="where to write it")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the file is not current; write nothing")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a file is not current; write nothing")
     args = parser.parse_args(argv)
     path: Path = args.path
-    text = render_reference()
+    docs = ((path, render_reference()), (path.with_name(FIELD_REFERENCE_NAME), render_field_reference()))
     if args.check:
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{path} is not current: run `python -m carrierfeeds.config.reference`\n")
-            return 1
-        return 0
-    path.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {path}\n")
+        stale = [p for p, text in docs if (p.read_text(encoding="utf-8") if p.exists() else "") != text]
+        for p in stale:
+            sys.stderr.write(f"{p} is not current: run `python -m carrierfeeds.config.reference`\n")
+        return 1 if stale else 0
+    for p, text in docs:
+        p.write_text(text, encoding="utf-8")
+        sys.stdout.write(f"wrote {p}\n")
     return 0
 
 

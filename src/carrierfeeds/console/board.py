@@ -87,6 +87,7 @@ class BoardLoader:
         from carrierfeeds.errors import CarrierFeedsError
         from carrierfeeds.ledger.anchor import AnchorLog
         from carrierfeeds.ledger.lifecycle import histories
+        from carrierfeeds.ledger.notices import unsent_by_feed
         from carrierfeeds.ops.arrival import census_arrivals
         from carrierfeeds.ops.status import BrokenFeed, FeedFacts, _last_run, build_board, chain_status
         from carrierfeeds.settings import bundle_from_feed, feed_paths
@@ -122,6 +123,7 @@ class BoardLoader:
             latest = self._runs.latest()
         reconciliation = open_reconciliation(ledger)
         lifecycles = histories(ledger)  # a few rows a feed: read whole
+        unsent = unsent_by_feed(ledger)  # per-file notices not sent: one grouped query
         facts = []
         for feed in feeds:
             try:
@@ -134,7 +136,7 @@ class BoardLoader:
             facts.append(FeedFacts(feed=feed, last_run=None if newest is None else _last_run(*newest),
                                    census_arrivals=arrivals, acks_pending=acks_pending.get(fid, 0),
                                    acks_overdue=acks_overdue.get(fid, 0), handoffs_pending=handoffs.get(fid, 0),
-                                   lifecycle=tuple(lifecycles.get(fid, ()))))
+                                   notices_unsent=unsent.get(fid, 0), lifecycle=tuple(lifecycles.get(fid, ()))))
         try:
             heads, _ = AnchorLog.for_settings(settings).read()
             chain = chain_status(heads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from carrierfeeds.ledger import lifecycle as lifecycle  # its table joins AUDIT_TABLES and the chain
+from carrierfeeds.ledger import notices as notices  # its table joins AUDIT_TABLES and the chain
 from carrierfeeds.ledger import worklist as worklist  # its tables join AUDIT_TABLES and the chain
 from carrierfeeds.ledger.chain import GENESIS, BrokenLink, ChainVerdict, canonical_json, sha256_hex
 from carrierfeeds.ledger.records import (

@@ -1,10 +1,11 @@
 """The morning board: one PHI-free row per feed, built as data (pure) and loaded from the ledger and folders.
 
 :func:`build_board` takes what :func:`load_board` read (feeds, runs, census arrival times,
-acknowledgment states, pending hand-offs, anchors) and returns a :class:`Board`; the CLI renders it as
-a table or JSON, and the console renders the same rows as HTML. A row needs attention when its census
-is late or missing, an acknowledgment is overdue, or its last run ended rejected, refused or failed;
-a feed file that does not load needs attention too.
+acknowledgment states, pending hand-offs, per-file notices not sent, anchors) and returns a
+:class:`Board`; the CLI renders it as a table or JSON, and the console renders the same rows as HTML. A
+row needs attention when its census is late or missing, an acknowledgment is overdue, its last run ended
+rejected, refused or failed, or a delivered file's notice to the carrier is not sent (failed, or cut off
+while sending: ``carrierfeeds notice resend``); a feed file that does not load needs attention too.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class FeedRow:
     acks_pending: int = 0
     acks_overdue: int = 0
     handoffs_pending: int = 0
+    #: Per-file notices (delivery, channel) whose latest state is not ``sent`` (``run.notices``).
+    notices_unsent: int = 0
     #: The feed's lifecycle (``carrierfeeds.lifecycle``): state, go-live date, history (oldest first).
     lifecycle: str = "unmanaged"
     go_live: date | None = None
@@ -85,6 +88,8 @@ class FeedRow:
             why.append("acks_overdue")
         if self.last_run is not None and self.last_run.status in ATTENTION_RUN_STATUSES:
             why.append(f"run_{self.last_run.status}")
+        if self.notices_unsent:
+            why.append("notice_unsent")
         return tuple(why)
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,6 +107,7 @@ class FeedRow:
                        "deadline": _iso(self.census.deadline), "last_arrival": _iso(self.census.last_arrival)},
             "acknowledgments": {"pending": self.acks_pending, "overdue": self.acks_overdue},
             "handoffs_pending": self.handoffs_pending,
+            "notices_unsent": self.notices_unsent,
             "lifecycle": {"state": self.lifecycle, "go_live": _iso(self.go_live),
                           "history": list(self.lifecycle_history)},
             "attention": list(self.attention),
@@ -196,6 +202,7 @@ class FeedFacts:
     acks_pending: int = 0
     acks_overdue: int = 0
     handoffs_pending: int = 0
+    notices_unsent: int = 0
     #: The feed's lifecycle rows (``ledger.lifecycle.LifecycleEvent``), oldest first.
     lifecycle: tuple[Any, ...] = ()
 
@@ -216,7 +223,8 @@ def build_board(facts: Iterable[FeedFacts], *, now: datetime, chain: ChainStatus
             census=judge_arrival(feed.feed_id, feed.census.expected, feed.timezone, now=now,
                                  arrivals=f.census_arrivals),
             acks_pending=f.acks_pending, acks_overdue=f.acks_overdue, handoffs_pending=f.handoffs_pending,
-            lifecycle=life.state, go_live=life.go_live, lifecycle_history=tuple(e.as_dict() for e in life.history)))
+            notices_unsent=f.notices_unsent, lifecycle=life.state, go_live=life.go_live,
+            lifecycle_history=tuple(e.as_dict() for e in life.history)))
     return Board(generated_at=now, rows=tuple(rows), chain=chain,
                  broken=tuple(sorted(broken, key=lambda b: b.file)))
 
@@ -248,6 +256,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     from carrierfeeds.errors import CarrierFeedsError, ConfigError
     from carrierfeeds.ledger.anchor import AnchorLog
     from carrierfeeds.ledger.lifecycle import histories
+    from carrierfeeds.ledger.notices import unsent_by_feed
     from carrierfeeds.ledger.records import DeliveryStatus
     from carrierfeeds.ops.arrival import census_arrivals
     from carrierfeeds.settings import bundle_from_feed, feed_paths
@@ -278,6 +287,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
     handoffs = _count_by_feed(d for d in deliveries if d.status == DeliveryStatus.PENDING_HANDOFF)
     latest = ledger.latest_runs()
     lifecycles = histories(ledger)
+    unsent = unsent_by_feed(ledger)
 
     facts = []
     for feed in feeds:
@@ -291,6 +301,7 @@ def load_board(settings: Settings, ledger: Ledger, *, now: datetime) -> Board:
                                census_arrivals=arrivals,
                                acks_pending=pending.get(feed.feed_id, 0), acks_overdue=overdue.get(feed.feed_id, 0),
                                handoffs_pending=handoffs.get(feed.feed_id, 0),
+                               notices_unsent=unsent.get(feed.feed_id, 0),
                                lifecycle=tuple(lifecycles.get(feed.feed_id, ()))))
     try:
         heads, _ = AnchorLog.for_settings(settings).read()

@@ -10,7 +10,7 @@ Pure: :func:`file_notice` takes the numbers and returns a dict; :func:`notice_fi
 and/or text under the mapping's ``notice.file_name``. The run writes them beside the file in the run
 folder and keeps them in the staging store, where they stay after the run with its state and ciphertext
 (no PHI), and records their hashes in the build stage's ledger detail; ``preview`` writes them into its
-folder. They are not delivered to the carrier yet (see docs/companion-guides.md).
+folder. ``notice.send`` has them sent to the carrier after delivery (``carrierfeeds.run.notices``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
     collect_feed(settings, feed_id, ...)   the same with the deployment's settings (CLI and Airflow)
     collect_all(settings, ...)         every feed with a reconciliation.source (the housekeeping task)
 
+With ``reconciliation.census_view`` the feed's current census is read as the third view (as
+``reconcile import --census`` does) once per collection that has a file to compare.
+
 "Imported before" is the ledger's answer, so a second machine (or a rerun) skips what the first took:
 a ciphertext sha256 with a ``return_collected`` audit event, or a plaintext sha256 a comparison
 recorded. Every file that is not compared leaves a ``return_refused`` audit event (reason code, hashes,
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -34,7 +38,10 @@ from carrierfeeds.errors import ConfigError, DataError
 from carrierfeeds.ledger.worklist import reconciliations
 from carrierfeeds.reconcile.intake import ReturnFile, ReturnSource, collect_returns
 from carrierfeeds.reconcile.service import ReconcileResult, reconcile_file
-from carrierfeeds.settings import Settings
+from carrierfeeds.settings import FeedBundle, Settings
+
+if TYPE_CHECKING:
+    from carrierfeeds.reconcile.census_view import CensusView
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +126,12 @@ def _refused_before(ledger: Any, feed_id: str) -> set[str]:
 def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, store: SnapshotStore,
                           tokenizer: MemberTokenizer, keyring: Keyring,
                           connections: Connections, work_dir: Path,
-                          clock: Callable[[], datetime], actor: str = "carrierfeeds") -> CollectResult:
+                          clock: Callable[[], datetime], actor: str = "carrierfeeds",
+                          census: Callable[[], CensusView | None] | None = None) -> CollectResult:
     """Collect ``feed``'s new return files into ``work_dir`` (refused ones aside next to it) and compare
     each, oldest first. ``connections`` resolves the source's connection id (and the alert's webhook) as
-    for :func:`~carrierfeeds.reconcile.intake.collect_returns`."""
+    for :func:`~carrierfeeds.reconcile.intake.collect_returns`. ``census`` gives the third view, asked
+    once and only when a file is to be compared."""
     source = return_source(feed)
     spec = feed.reconciliation
     assert spec is not None  # noqa: S101 - return_source checked it
@@ -132,6 +141,7 @@ def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, s
     found = collect_returns(source, connections=connections, keyring=keyring, into=into,
                             seen=known.__contains__, clock=clock)
     out: list[CollectedReturn] = []
+    view: list[CensusView | None] = []
     try:
         for item in found:
             if item.outcome == "refused":
@@ -142,8 +152,11 @@ def collect_and_reconcile(feed: Feed, *, mapping: CarrierMapping, ledger: Any, s
             if not item.collected or item.path is None:
                 out.append(CollectedReturn(item))
                 continue
+            if census is not None and not view:
+                view.append(census())
             out.append(_compare_one(item, feed=feed, mapping=mapping, ledger=ledger, store=store,
-                                    tokenizer=tokenizer, clock=clock, actor=actor, known=refused_known))
+                                    tokenizer=tokenizer, clock=clock, actor=actor, known=refused_known,
+                                    census=view[0] if view else None))
     finally:
         for item in found:
             if item.collected and item.path is not None:
@@ -174,12 +187,12 @@ def _alert(feed: Feed, out: list[CollectedReturn], connections: Connections) -> 
 
 def _compare_one(item: ReturnFile, *, feed: Feed, mapping: CarrierMapping, ledger: Any, store: SnapshotStore,
                  tokenizer: MemberTokenizer, clock: Callable[[], datetime], actor: str,
-                 known: set[str]) -> CollectedReturn:
+                 known: set[str], census: CensusView | None = None) -> CollectedReturn:
     spec = feed.reconciliation
     assert spec is not None and item.path is not None  # noqa: S101 - the caller checked both
     try:
         result = reconcile_file(item.path, feed_id=feed.feed_id, spec=spec, mapping=mapping, ledger=ledger,
-                                store=store, tokenizer=tokenizer, now=clock(), actor=actor)
+                                store=store, tokenizer=tokenizer, now=clock(), actor=actor, census=census)
     except DataError as exc:
         # A file the reader refuses is refused whole; its bytes will not change, so it is not retried.
         reason = exc.rule if exc.rule and _CODE.fullmatch(exc.rule) else "unreadable"
@@ -213,11 +226,41 @@ def collect_feed(settings: Settings, feed_id: str, ledger: Any, *, connections: 
     from carrierfeeds.settings import load_bundle
 
     bundle = load_bundle(settings, feed_id)
+    tokenizer = MemberTokenizer.from_key_file(settings.resolved_token_key_file)
+    work_dir = settings.data_dir / "reconcile" / feed_id
+    spec = bundle.feed.reconciliation
+
+    def census() -> CensusView | None:
+        return current_census_view(settings, bundle, tokenizer, connections=connections, work_dir=work_dir,
+                                   as_of=clock().date())
+
     return collect_and_reconcile(
         bundle.feed, mapping=bundle.mapping, ledger=ledger, store=SnapshotStore.for_settings(settings),
-        tokenizer=MemberTokenizer.from_key_file(settings.resolved_token_key_file),
-        keyring=Keyring(settings.resolved_gnupg_home), connections=connections,
-        work_dir=settings.data_dir / "reconcile" / feed_id, clock=clock, actor=actor)
+        tokenizer=tokenizer, keyring=Keyring(settings.resolved_gnupg_home), connections=connections,
+        work_dir=work_dir, clock=clock, actor=actor,
+        census=census if spec is not None and spec.census_view else None)
+
+
+def current_census_view(settings: Settings, bundle: FeedBundle, tokenizer: MemberTokenizer, *,
+                        connections: Connections, work_dir: Path, as_of: date) -> CensusView | None:
+    """The feed's current census (its source's newest file, processed or not) as the third view, read
+    into a private folder and deleted after. None, logged by error code only, when the source has no
+    census or its policy would reject it: the comparison then goes on with two views."""
+    from carrierfeeds.census.sources import fetch_census
+    from carrierfeeds.errors import CarrierFeedsError
+    from carrierfeeds.reconcile.census_view import census_view
+
+    private = work_dir / f"census-{uuid.uuid4().hex}"
+    try:
+        pick = fetch_census(bundle.feed.census.source, feed_id=bundle.feed.feed_id, schema=bundle.schema,
+                            data_dir=settings.data_dir, keys_dir=settings.resolved_keys_dir, work_dir=private,
+                            force=True, connections=connections)
+        return census_view(settings, bundle, pick.path, tokenizer, as_of=as_of)
+    except CarrierFeedsError as exc:
+        log.warning("feed %s: compared without the census view (%s)", bundle.feed.feed_id, exc.code)
+        return None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def collect_all(settings: Settings, ledger: Any, *, connections: Connections,

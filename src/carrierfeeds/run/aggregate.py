@@ -13,9 +13,10 @@ rejected or who has not authorised the carrier for the day is, under ``on_employ
 left out of the file and counted by reason (the others go); under ``reject_all`` the file is refused.
 An employer with nothing to send has no ST.
 
-What is built here: the account and the file for ``preview`` (:func:`preview_aggregate`). What is not
-yet: a ledger run for the aggregate (per-employer delivery rows, snapshots advanced per employer on
-confirmation); see docs/companion-guides.md.
+Here: the employers (:func:`aggregate_bundles`), each employer's transaction set header
+(:func:`employer_header`), the file's notice (:func:`aggregate_notice`) and the preview
+(:func:`preview_aggregate`, nothing sent or recorded). The run that delivers the file, each employer
+under its own ledger run, is :mod:`carrierfeeds.run.aggregate_run`; see docs/companion-guides.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from carrierfeeds.files import write_private
 from carrierfeeds.settings import FeedBundle, Settings, bundle_from_feed, feed_paths, plan_catalogue
 
 if TYPE_CHECKING:
+    from carrierfeeds.config import CarrierMapping
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.x12.envelope import TransactionHeader
 
@@ -52,7 +54,8 @@ class EmployerPart:
 
 def aggregate_bundles(settings: Settings, mapping_id: str, *, required: bool = True) -> list[FeedBundle]:
     """Every feed naming ``mapping_id`` (an aggregation mapping), in feed-id order, checked to share what
-    one file needs: the recipient key, the signer, the delivery target and the 834 format. With
+    one file needs: the recipient key, the signer, the delivery target, the 834 format, and the schedule
+    and time zone (the aggregate's one run a night covers the same day for every employer). With
     ``required`` false a mapping no feed names yet (an example, a carrier being onboarded) gives []."""
     from carrierfeeds.config import load_feed
 
@@ -72,7 +75,9 @@ def aggregate_bundles(settings: Settings, mapping_id: str, *, required: bool = T
     def shared(b: FeedBundle) -> dict[str, Any]:
         return {"encryption.recipient_fingerprint": b.feed.encryption.recipient_fingerprint,
                 "encryption.signer_fingerprint": b.feed.encryption.signer_fingerprint,
-                "delivery": b.feed.delivery.model_dump(), "output.format": b.feed.output.format}
+                "delivery": b.feed.delivery.model_dump(), "output.format": b.feed.output.format,
+                # One run a night for the file: its day is every employer's interval.
+                "schedule": b.feed.schedule, "timezone": b.feed.timezone}
 
     ours = shared(first)
     for path, bundle in bundles[1:]:
@@ -131,9 +136,6 @@ def build_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, Pat
 
     ``censuses`` maps feed id to its census file; a feed of the aggregate without one has nothing to send.
     A census for a feed outside the aggregate is a ConfigError."""
-    from carrierfeeds.config import Party
-    from carrierfeeds.x12.envelope import TransactionHeader
-
     bundles = aggregate_bundles(settings, mapping_id)
     known = {b.feed.feed_id for b in bundles}
     stray = sorted(set(censuses) - known)
@@ -143,7 +145,7 @@ def build_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, Pat
     parts: list[tuple[Enrollment, TransactionHeader]] = []
     account: list[EmployerPart] = []
     for bundle in bundles:
-        feed, mapping = bundle.feed, bundle.mapping
+        feed = bundle.feed
         part = EmployerPart(feed_id=feed.feed_id, employer_id=feed.employer.id, status="included")
         account.append(part)
         census = censuses.get(feed.feed_id)
@@ -162,12 +164,23 @@ def build_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, Pat
             part.status, part.reason = "left_out", "nothing_to_send"
             continue
         part.members, part.members_by_type = enrollment.member_count, by_type
-        k = len(parts) + 1
-        parts.append((enrollment, TransactionHeader(
-            ids=mapping.envelope, created=created, reference=f"CF{isa13:09d}-E{k}",
-            sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
-            payer=mapping.payer, action=action, group_number=mapping.group_number)))
+        parts.append((enrollment, employer_header(bundle, position=len(parts) + 1, isa13=isa13, created=created,
+                                                  action=action)))
     return bundles, parts, account
+
+
+def employer_header(bundle: FeedBundle, *, position: int, isa13: int, created: datetime,
+                    action: str) -> TransactionHeader:
+    """The transaction set header of the employer at ``position`` (1, 2, ...) of the file: the carrier's
+    envelope, BGN02 the file's reference plus ``-E<position>``, the employer as sponsor (N1*P5)."""
+    from carrierfeeds.config import Party
+    from carrierfeeds.x12.envelope import TransactionHeader
+
+    feed, mapping = bundle.feed, bundle.mapping
+    return TransactionHeader(
+        ids=mapping.envelope, created=created, reference=f"CF{isa13:09d}-E{position}",
+        sponsor=Party(name=feed.employer.name, id_qualifier="FI", id=feed.employer.tax_id),
+        payer=mapping.payer, action=action, group_number=mapping.group_number)
 
 
 def preview_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, Path], folder: Path, *,
@@ -202,20 +215,10 @@ def preview_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, P
                         "conformance": {"verdict": "passed" if verdict.passed else "failed",
                                         "problems": verdict.problems, "first": verdict.first}}]
     if mapping.notice is not None:
-        from carrierfeeds.outputs.notice import file_notice, notice_files
+        from carrierfeeds.outputs.notice import notice_files
 
-        by_type: dict[str, int] = {}
-        for part in account:
-            for code, n in part.members_by_type.items():
-                by_type[code] = by_type.get(code, 0) + n
-        included = [p.employer_id for p in account if p.status == "included"]
-        notice = file_notice(
-            feed_id=mapping_id, carrier=mapping.carrier_name, employer=f"{len(included)} employers: "
-            + ", ".join(included), file_name=file_name, file_format="x12-834", sha256=sha256, size=size,
-            isa13=number, gs06=number, st02=number, interval_start=as_of, created=now,
-            full_file=all(a == mapping.full_file.bgn08 for a in (h.action for _, h in parts)), members=members,
-            subscribers=sum(e.subscriber_count for e, _ in parts), members_by_type=by_type,
-            coverages_by_type={}, excluded=dict(Counter(f"employers_{p.reason}" for p in account if p.reason)))
+        notice = aggregate_notice(mapping, account, parts, file_name=file_name, sha256=sha256, size=size,
+                                  isa13=number, interval_start=as_of, created=now)
         written = notice_files(mapping.notice, file_name, notice)
         for name, data in written:
             write_private(folder / name, [data])
@@ -224,4 +227,27 @@ def preview_aggregate(settings: Settings, mapping_id: str, censuses: dict[str, P
     return result
 
 
-__all__ = ["EmployerPart", "aggregate_bundles", "build_aggregate", "preview_aggregate"]
+def aggregate_notice(mapping: CarrierMapping, account: list[EmployerPart],
+                     parts: list[tuple[Enrollment, TransactionHeader]], *, file_name: str, sha256: str, size: int,
+                     isa13: int, interval_start: date, created: datetime) -> dict[str, Any]:
+    """The per-file notice of an aggregated file (counts by employer account, envelope values; no member
+    data), as the preview shows it and the aggregate's run writes it."""
+    from carrierfeeds.outputs.notice import file_notice
+
+    by_type: dict[str, int] = {}
+    for part in account:
+        for code, n in part.members_by_type.items():
+            by_type[code] = by_type.get(code, 0) + n
+    included = [p.employer_id for p in account if p.status == "included"]
+    return file_notice(
+        feed_id=mapping.mapping_id, carrier=mapping.carrier_name, employer=f"{len(included)} employers: "
+        + ", ".join(included), file_name=file_name, file_format="x12-834", sha256=sha256, size=size,
+        isa13=isa13, gs06=isa13, st02=isa13, interval_start=interval_start, created=created,
+        full_file=all(h.action == mapping.full_file.bgn08 for _, h in parts),
+        members=sum(e.member_count for e, _ in parts), subscribers=sum(e.subscriber_count for e, _ in parts),
+        members_by_type=by_type, coverages_by_type={},
+        excluded=dict(Counter(f"employers_{p.reason}" for p in account if p.reason)))
+
+
+__all__ = ["EmployerPart", "aggregate_bundles", "aggregate_notice", "build_aggregate", "employer_header",
+           "preview_aggregate"]

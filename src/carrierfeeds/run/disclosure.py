@@ -57,14 +57,8 @@ def fields_present(enrollment: Enrollment) -> tuple[str, ...]:
 def disclosure_for(settings: Settings, bundle: FeedBundle, enrollment: Enrollment,
                    tokenizer: MemberTokenizer) -> Disclosure:
     """The allowlist, the fields present, the config hashes and the members (token, INS03) of a file."""
-    from carrierfeeds.enrollment import member_starts
-
     feed, mapping, schema = bundle.feed, bundle.mapping, bundle.schema
-    table = enrollment.table
-    starts = member_starts(table) if len(table) else np.zeros(0, dtype=bool)
-    first = table.loc[starts, ["member_id", "ins03"]] if len(table) else table
-    tokens = tokenizer.tokens(first["member_id"]).tolist() if len(first) else []
-    codes = first["ins03"].astype("str").tolist() if len(first) else []
+    tokens, codes = member_entries(enrollment, tokenizer)
     return Disclosure(
         allowlist=tuple(mapping.allowlist), fields=fields_present(enrollment),
         feed_sha256=_config_sha256(settings.feeds_dir / f"{feed.feed_id}.yaml", feed.model_dump_json()),
@@ -73,6 +67,18 @@ def disclosure_for(settings: Settings, bundle: FeedBundle, enrollment: Enrollmen
         schema_sha256=_config_sha256(settings.schemas_dir / f"{schema.schema_id}.yaml", schema.model_dump_json()),
         suite_sha256=sha256_file(bundle.suite_path),
         members=MemberIndex.pack(tokens, codes))
+
+
+def member_entries(enrollment: Enrollment, tokenizer: MemberTokenizer) -> tuple[list[str], list[str]]:
+    """Each member of the view once: its token and its INS03 code (for ``MemberIndex.pack``)."""
+    from carrierfeeds.enrollment import member_starts
+
+    table = enrollment.table
+    starts = member_starts(table) if len(table) else np.zeros(0, dtype=bool)
+    first = table.loc[starts, ["member_id", "ins03"]] if len(table) else table
+    tokens = tokenizer.tokens(first["member_id"]).tolist() if len(first) else []
+    codes = first["ins03"].astype("str").tolist() if len(first) else []
+    return tokens, codes
 
 
 def stage_disclosure_of(ctx: RunContext, enrollment: Enrollment) -> None:

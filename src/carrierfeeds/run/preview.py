@@ -39,7 +39,8 @@ def preview_files(settings: Settings, bundle: FeedBundle, census: Path, folder: 
     feed, mapping = bundle.feed, bundle.mapping
     if mapping.aggregation is not None:  # what the run does: never a file of this employer alone
         raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} (mapping "
-                          "aggregation): preview that file with `carrierfeeds preview-aggregate`", field="mapping_id")
+                          "aggregation): preview that file with `carrierfeeds preview-aggregate` "
+                          f"and run it with `carrierfeeds run-aggregate {mapping.mapping_id}`", field="mapping_id")
     life = peek_lifecycle(settings, bundle, day=as_of)  # a suspended feed, or P before production: refused
     progress.step("read census")
     frame = read_census(census, bundle.schema)

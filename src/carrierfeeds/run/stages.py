@@ -256,10 +256,10 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     with recorded_stage(ctx, "build") as detail:
         if mapping.aggregation is not None:
             # The carrier's guide wants one file for all its employers: a file of this employer alone is
-            # never sent. The aggregate's own run (ledger rows per employer) is not built yet.
+            # never sent (the aggregate's run builds the file: run.aggregate_run).
             raise ConfigError(f"feed {feed.feed_id} is one employer of carrier file {mapping.mapping_id!r} "
-                              "(mapping aggregation): it is sent only within that file; see "
-                              "`carrierfeeds preview-aggregate`", field="mapping_id")
+                              "(mapping aggregation): it is sent only within that file; run it with "
+                              f"`carrierfeeds run-aggregate {mapping.mapping_id}`", field="mapping_id")
         # The authority every file is sent under; a no-op unless the feed's authorisation changed.
         ctx.ledger.record_authorisation(
             feed_id=feed.feed_id, employer_id=feed.employer.id, carrier_id=feed.carrier.id,
@@ -582,7 +582,9 @@ def deliver(ctx: RunContext, *, transport: Transport | None = None,
 
 def confirm(ctx: RunContext) -> RunSummary:
     """Close the run: census recorded as processed (an SFTP original moved through ``ctx.connections``),
-    final status in the ledger, plaintext removed from the staging folder."""
+    the mapping's per-file notice sent to the carrier once the file is with it (``run.notices``; a notice
+    that fails is recorded and alerted, never undoing the delivery), final status in the ledger,
+    plaintext removed from the staging folder."""
     with recorded_stage(ctx, "confirm") as detail:
         state = ctx.state()
         if state.delivery is None or not state.delivery.delivered:
@@ -597,6 +599,12 @@ def confirm(ctx: RunContext) -> RunSummary:
         # Only now has the census an outcome; a move that fails is retried by running confirm again.
         detail.update(census_moved=_accept_census(ctx))
         detail.update(_sent_correction(ctx))
+        if status != "pending_handoff":
+            # After the delivery, never before: a refused or failed run sends no notice, and a notice that
+            # fails is recorded and alerted without undoing the delivered file (see run.notices).
+            from carrierfeeds.run.notices import send_run_notices
+
+            detail.update({f"notice_{channel}": done for channel, done in send_run_notices(ctx).items()})
         ctx.ledger.finish_run(ctx.run_id, status, now=ctx.now(), counts=state.counts)
         detail.update(removed=purge_plaintext(ctx))
     return summary
