@@ -8,6 +8,11 @@ then spread over as many worker processes as the machine has cores.
 ``--mode pyx12`` pairs the gate's two ways of running pyx12, back to back in one process each: a child
 process per file (``CARRIERFEEDS_PYX12_PERSISTENT=0``) and the pooled persistent workers, child first
 then worker in each of ``--repeat`` rounds; each round's ratio is worker over child (warm feed median).
+``--mode speedups`` pairs stock pyx12 (``CARRIERFEEDS_PYX12_SPEEDUPS=0``) and pyx12 with
+:mod:`carrierfeeds.x12.pyx12_speedups` the same way, stock first then fast in each round; each round's
+ratio is fast over stock.
+
+    python -m benchmarks.many_feeds --mode speedups --feeds 6 --members 2000 --repeat 3
 
 Each worker process is fresh (spawned) and keeps its own workspace and SQLite ledger, the way separate
 Airflow workers would each import the libraries once; the first feed a process runs pays those imports,
@@ -78,6 +83,9 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     if batch.get("pyx12") is not None:
         os.environ["CARRIERFEEDS_PYX12_PERSISTENT"] = "1" if batch["pyx12"] == "worker" else "0"
+    if batch.get("speedups") is not None:
+        # Read by every pyx12 run, here and in the pyx12 workers this process starts (they inherit it).
+        os.environ["CARRIERFEEDS_PYX12_SPEEDUPS"] = "1" if batch["speedups"] == "fast" else "0"
     if batch.get("cpu") is not None and hasattr(os, "sched_setaffinity"):
         # A pool that fills every CPU pins each worker to one (gate.PYX12_PIECES_MIN_BYTES): the
         # gate then keeps pyx12 in the worker instead of starting children that compete for the CPUs.
@@ -127,8 +135,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--members", type=int, default=2_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes for the parallel run (default: the machine's cores)")
-    parser.add_argument("--mode", choices=("both", "sequential", "parallel", "pyx12"), default="both")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the pyx12 mode (child, then worker)")
+    parser.add_argument("--mode", choices=("both", "sequential", "parallel", "pyx12", "speedups"), default="both")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the pyx12 mode (child, then worker) or the speedups mode (stock, then fast)")
     parser.add_argument("--out", type=Path, default=None, help="folder for <date>-<machine>.json results")
     args = parser.parse_args(argv)
 
@@ -136,10 +145,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from carrierfeeds.testing.gpg import make_keyring
     from carrierfeeds.testing.sshd import running_sshd
 
+    pairs_of = {"pyx12": ("child", "worker"), "speedups": ("stock", "fast")}
     modes = (["sequential", "parallel"] if args.mode == "both" else
-             [f"{v}-{r}" for r in range(args.repeat) for v in ("child", "worker")] if args.mode == "pyx12"
+             [f"{v}-{r}" for r in range(args.repeat) for v in pairs_of[args.mode]] if args.mode in pairs_of
              else [args.mode])
     runs: list[dict[str, Any]] = []
+    load_start = os.getloadavg()
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="cf-manyfeeds-") as tmp:
         base = Path(tmp)
@@ -151,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ids = [f"bench-{mode[:3]}{mode[-1]}-{n:04d}" for n in range(args.feeds)]
                     batches = [prepare_batch(base / f"{mode}-{w}", ids[w::workers], members=args.members,
                                              keys=keys, sshd=sshd) for w in range(workers)]
-                    if args.mode == "pyx12":
-                        batches[0]["pyx12"] = mode.split("-")[0]
+                    if args.mode in pairs_of:
+                        batches[0]["pyx12" if args.mode == "pyx12" else "speedups"] = mode.split("-")[0]
                     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
                     if workers > 1 and len(cpus) >= workers:
                         for w, batch in enumerate(batches):
@@ -170,20 +181,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "many_feeds", "date": datetime.now(UTC).date().isoformat(), "machine": machine(),
         "feeds": args.feeds, "members_per_feed": args.members, "runs": by_mode,
     }
-    if args.mode == "pyx12":
-        import statistics as st
-
-        pairs = [(by_mode[f"child-{r}"], by_mode[f"worker-{r}"]) for r in range(args.repeat)]
-        result["pyx12_worker_over_child_warm"] = [round(w["warm_feed_median_s"] / c["warm_feed_median_s"], 3)
-                                                  for c, w in pairs]
-        result["pyx12_worker_over_child_wall"] = [round(w["wall_s"] / c["wall_s"], 3) for c, w in pairs]
-        result["pyx12_worker_over_child_warm_median"] = st.median(result["pyx12_worker_over_child_warm"])
+    if args.mode in pairs_of:
+        before, after = pairs_of[args.mode]
+        name = f"pyx12_{after}_over_{before}"
+        pairs = [(by_mode[f"{before}-{r}"], by_mode[f"{after}-{r}"]) for r in range(args.repeat)]
+        result[f"{name}_warm"] = [round(w["warm_feed_median_s"] / c["warm_feed_median_s"], 3) for c, w in pairs]
+        result[f"{name}_wall"] = [round(w["wall_s"] / c["wall_s"], 3) for c, w in pairs]
+        result[f"{name}_warm_median"] = statistics.median(result[f"{name}_warm"])
+        result["load_avg_start"] = load_start
         result["load_avg_end"] = os.getloadavg()
     if "sequential" in by_mode and "parallel" in by_mode and by_mode["parallel"]["wall_s"]:
         result["parallel_speedup"] = round(by_mode["sequential"]["wall_s"] / by_mode["parallel"]["wall_s"], 2)
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     if args.out:
-        save_result(args.out, f"many_feeds-{args.feeds}x{args.members}", result)
+        suffix = {"pyx12": "-pyx12-worker", "speedups": "-pyx12-speedups"}.get(args.mode, "")
+        save_result(args.out, f"many_feeds-{args.feeds}x{args.members}{suffix}", result)
     return result
 
 

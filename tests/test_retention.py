@@ -544,3 +544,47 @@ def test_cli_purge_by_contract_end_with_holds_and_the_retention_setting(ledger: 
         (f, k) for f in ("acme-ended", "hooli-ended", "initech-held") for k in EMPLOYEE_DATA_KINDS)
     assert {(e.actor, e.detail["retention_days"]) for e in events} == {("ops", 30)}
     assert ledger.verify_chain().ok
+
+
+# ------------------------------------------------------------------- an aggregated carrier file
+def _keystone_feeds(feeds_dir: Path, *, cedar_end: date | None, pinecrest_hold: bool = False) -> None:
+    """The shipped aggregation example's two employer feeds, Cedar Grove's contract ending ``cedar_end``."""
+    shipped = Path(__file__).resolve().parents[1] / "feeds"
+    feeds_dir.mkdir(parents=True, exist_ok=True)
+    for feed_id, end, hold in (("cedar-grove-keystone", cedar_end, False),
+                               ("pinecrest-keystone", None, pinecrest_hold)):
+        text = (shipped / f"{feed_id}.yaml").read_text()
+        assert "contract_end: null" in text
+        value = end.isoformat() if end else "null"
+        text = text.replace("contract_end: null", f"contract_end: {value}\n  legal_hold: {str(hold).lower()}")
+        (feeds_dir / f"{feed_id}.yaml").write_text(text)
+
+
+def test_an_aggregated_files_folders_go_with_the_first_employer_whose_contract_ended(tmp_path: Path) -> None:
+    from carrierfeeds.retention import parties_from_feeds_dir
+
+    mappings = Path(__file__).resolve().parents[1] / "mappings"
+    _employee_files(tmp_path, ["keystone-exchange"])  # the aggregate's own run folders (feed id: the mapping's)
+    open_feeds = tmp_path / "feeds-open"
+    _keystone_feeds(open_feeds, cedar_end=None)
+    parties = parties_from_feeds_dir(open_feeds, mappings)
+    aggregate = next(p for p in parties if p.feed_id == "keystone-exchange")
+    assert aggregate.employer_feeds == (("cedar-grove-keystone", "cedar-grove"), ("pinecrest-keystone", "pinecrest"))
+    # Both contracts open: the file's folders are neither due nor unknown.
+    assert plan_employee_data_purge(tmp_path, parties, Holds(), as_of=AS_OF).items == ()
+
+    ended = tmp_path / "feeds-ended"
+    _keystone_feeds(ended, cedar_end=AS_OF - timedelta(days=120))
+    parties = parties_from_feeds_dir(ended, mappings)
+    plan = plan_employee_data_purge(tmp_path, parties, Holds(), as_of=AS_OF)
+    mine = [i for i in plan.items if i.feed_id == "keystone-exchange"]
+    assert {(i.kind, i.action, i.employer_id) for i in mine} == {
+        (kind, "purge", "cedar-grove") for kind in EMPLOYEE_DATA_KINDS}
+
+    # A hold on the other employer keeps the file's folders: they hold its members too.
+    held = tmp_path / "feeds-held"
+    _keystone_feeds(held, cedar_end=AS_OF - timedelta(days=120), pinecrest_hold=True)
+    parties = parties_from_feeds_dir(held, mappings)
+    holds = Holds(employers=frozenset({"pinecrest"}), feeds=frozenset({"pinecrest-keystone"}))
+    plan = plan_employee_data_purge(tmp_path, parties, holds, as_of=AS_OF)
+    assert {i.action for i in plan.items if i.feed_id == "keystone-exchange"} == {"held"}

@@ -140,6 +140,10 @@ class FeedParty:
     #: acknowledgment folder, relative to the data directory (None when acknowledgments come by SFTP).
     mapping_id: str | None = None
     ack_inbox: str | None = None
+    #: An aggregated carrier file's own party (its id is the aggregation mapping's): the (feed id,
+    #: employer id) of every employer in the file. Its data falls due with the first of them whose
+    #: contract ended (the file holds that employer's members) and is kept while any of them is held.
+    employer_feeds: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedParty:
@@ -305,8 +309,14 @@ def outbox_files(ledger: Ledger, data_dir: Path, party: FeedParty, *,
     return found, pending
 
 
+def _held(holds: Holds, party: FeedParty) -> bool:
+    """A hold on the party, or (an aggregated file) on any employer or employer feed in it."""
+    return holds.blocks(party.feed_id, party.employer_id) or any(
+        holds.blocks(feed_id, employer_id) for feed_id, employer_id in party.employer_feeds)
+
+
 def _purged_feeds(due: Iterable[FeedParty], holds: Holds) -> set[str]:
-    return {p.feed_id for p in due if not holds.blocks(p.feed_id, p.employer_id)}
+    return {p.feed_id for p in due if not _held(holds, p)}
 
 
 def _drop_folder(data_dir: Path, relative: str, feed_id: str) -> Path:
@@ -413,7 +423,7 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
         due = _due(party, as_of, retention_days)
         if due is None:
             return
-        action = "held" if holds.blocks(party.feed_id, party.employer_id) else "purge"
+        action = "held" if _held(holds, party) else "purge"
         items.append(PurgeItem(kind, party.feed_id, party.employer_id, files, size, action, due, pending))
 
     for kind in EMPLOYEE_DATA_KINDS:
@@ -459,7 +469,7 @@ def plan_employee_data_purge(data_dir: Path, parties: Sequence[FeedParty], holds
             items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
                                    "shared", _due(first, as_of, retention_days)))
             continue
-        if any(holds.blocks(p.feed_id, p.employer_id) for p in readers):
+        if any(_held(holds, p) for p in readers):
             items.append(PurgeItem(CENSUS_DROP, first.feed_id, first.employer_id, len(found), size(found),
                                    "held", _due(first, as_of, retention_days)))
             continue
@@ -574,10 +584,12 @@ def purge_with_settings(settings: Settings, ledger: Ledger, *, as_of: date, now:
 def parties_from_feeds_dir(feeds_dir: Path, mappings_dir: Path | None = None) -> list[FeedParty]:
     """Every feed file's parties; one unreadable feed file stops the purge (its hold is unknown). With
     ``mappings_dir``, each carrier mapping's local acknowledgment folder too (an unreadable mapping stops
-    the purge as well: its acknowledgment files could not be told apart)."""
+    the purge as well: its acknowledgment files could not be told apart), and one party per aggregation
+    mapping for its file's own folders (see ``FeedParty.employer_feeds``)."""
     from carrierfeeds.config import LocalAckSource, load_feed, load_mapping
 
     parties = []
+    aggregates: dict[str, list[FeedParty]] = {}
     for path in sorted(feeds_dir.glob("*.yaml")):
         try:
             feed = load_feed(path)
@@ -590,5 +602,17 @@ def parties_from_feeds_dir(feeds_dir: Path, mappings_dir: Path | None = None) ->
             source = mapping.acks.source if mapping.acks is not None else None
             party = replace(party, mapping_id=mapping.mapping_id,
                             ack_inbox=source.path if isinstance(source, LocalAckSource) else None)
+            if mapping.aggregation is not None:
+                aggregates.setdefault(mapping.mapping_id, []).append(party)
         parties.append(party)
-    return parties
+    return parties + [aggregate_party(mapping_id, employers) for mapping_id, employers in sorted(aggregates.items())]
+
+
+def aggregate_party(mapping_id: str, employers: Sequence[FeedParty]) -> FeedParty:
+    """An aggregated carrier file's party: its employers' shared delivery folders, the earliest contract
+    end among them (named by that employer's id) and a legal hold if any employer's feed file has one."""
+    ended = sorted((p for p in employers if p.contract_end is not None), key=lambda p: (p.contract_end, p.feed_id))
+    first = ended[0] if ended else employers[0]
+    return replace(first, feed_id=mapping_id, census_drop=None, contract_end=first.contract_end if ended else None,
+                   legal_hold=any(p.legal_hold for p in employers),
+                   employer_feeds=tuple((p.feed_id, p.employer_id) for p in employers))

@@ -198,3 +198,38 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
                 continue
     assert not left, f"processes left running: {left}"
     assert not Path(result["workdir"]).exists()
+
+
+def test_pyx12_alone_benchmark_pairs_stock_and_fast_pyx12_on_one_file(tmp_path: Path) -> None:
+    from benchmarks.pyx12_alone import main
+
+    result = main(["--members", "20", "--repeat", "2", "--out", str(tmp_path)])
+    assert result["speedups_refused"] is None and result["same_verdict"] is True and result["ok"] is True
+    assert result["segments"] > 0 and len(result["fast_over_stock_cpu"]) == 2
+    assert all(len(result["runs"][mode]) == 2 for mode in ("stock", "fast"))
+    (saved,) = tmp_path.glob("*.json")
+    assert "pyx12_alone-20" in json.loads(saved.read_text())["runs"]
+
+
+@pytest.mark.slow
+def test_many_feeds_benchmark_pairs_stock_and_fast_pyx12(tmp_path: Path) -> None:
+    from benchmarks.many_feeds import main
+
+    result = main(["--mode", "speedups", "--feeds", "2", "--members", "50", "--repeat", "1", "--out", str(tmp_path)])
+    assert set(result["runs"]) == {"stock-0", "fast-0"}
+    assert all(run["statuses"] == {"delivered": 2} for run in result["runs"].values())
+    assert len(result["pyx12_fast_over_stock_warm"]) == 1 and result["pyx12_fast_over_stock_warm_median"] > 0
+    (saved,) = tmp_path.glob("*.json")
+    assert "many_feeds-2x50-pyx12-speedups" in json.loads(saved.read_text())["runs"]
+
+
+@pytest.mark.slow
+def test_feed_stages_benchmark_times_every_stage_of_warm_feeds(tmp_path: Path) -> None:
+    from benchmarks.feed_stages import STAGES, main
+
+    result = main(["--feeds", "2", "--members", "50", "--speedups", "1", "--out", str(tmp_path)])
+    assert [f["status"] for f in result["per_feed"]] == ["delivered", "delivered"]
+    assert set(result["warm_stage_wall_s"]) == set(result["warm_stage_cpu_s"]) == set(STAGES)
+    assert result["warm_feed_wall_s"] > 0 and result["speedups"] == "1"
+    (saved,) = tmp_path.glob("*.json")
+    assert "feed_stages-2x50-speedups1" in json.loads(saved.read_text())["runs"]

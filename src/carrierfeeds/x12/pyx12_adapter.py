@@ -1,7 +1,8 @@
 """pyx12, the reference 834 validator, behind our own types: in this process or in a child process.
 
 :func:`validate_with_pyx12` runs pyx12 in-process over the 005010X220A1 map and returns our own
-verdict (errors stripped of data values) plus the 999 pyx12 generates.
+verdict (errors stripped of data values) plus the 999 pyx12 generates; it first installs
+:mod:`carrierfeeds.x12.pyx12_speedups` (the same verdict, faster) unless ``CARRIERFEEDS_PYX12_SPEEDUPS=0``.
 
 :class:`Pyx12Child` runs the same adapter in a child process (``python -m
 carrierfeeds.x12.pyx12_adapter <file>``), so the gate checks the whole file's structure while pyx12,
@@ -131,6 +132,10 @@ def validate_with_pyx12(path: Path, *, with_999: bool = True, param: Any = None)
     import pyx12.params
     import pyx12.x12n_document
 
+    from carrierfeeds.x12 import pyx12_speedups
+
+    # The same verdict, faster (pyx12_speedups; CARRIERFEEDS_PYX12_SPEEDUPS=0 runs pyx12 stock).
+    pyx12_speedups.apply()
     if param is None:
         param = pyx12.params.params()
     ack = io.StringIO()
@@ -621,7 +626,10 @@ def _serve(stream: IO[bytes], out: IO[str]) -> int:
     (2), or after pyx12 raised (1, once that is answered)."""
     import pyx12.params
 
+    from carrierfeeds.x12 import pyx12_speedups
+
     while True:
+        pyx12_speedups.apply()  # checked and installed while waiting, not on the file's clock
         param = pyx12.params.params()
         with _maps_loaded_ahead(param):
             raw = stream.readline(_MAX_PATH_LINE + 1)
@@ -677,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
             if args[0] == "--stdin":
                 import pyx12.params
 
+                from carrierfeeds.x12 import pyx12_speedups
+
+                pyx12_speedups.apply()  # while waiting for the path, as the maps are
                 param = pyx12.params.params()
                 with _maps_loaded_ahead(param):
                     path = _path_from(sys.stdin.buffer)
