@@ -2,7 +2,7 @@
 
     python -m benchmarks.window --feeds 20 --members 2000 [--executor local|celery] [--parallelism 2]
                                 [--out benchmarks/results] [--airflow-config SECTION__KEY=VALUE ...]
-                                [--tasks three|feed|stages] [--preload]
+                                [--tasks three|feed|stages] [--preload] [--pool SLOTS]
 
 Starts a real Airflow in a temporary AIRFLOW_HOME: the api-server with the execution API, the
 dag-processor and the scheduler, on a fresh PostgreSQL metadata database (``window_<pid>``, dropped
@@ -416,8 +416,9 @@ def check_exactly_once(side: Side) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- Airflow side
 def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, parallelism: int, api_port: int,
                 endpoint: Any, redis_url: str | None, queue: str | None,
-                overrides: dict[str, str], tasks: str = "three") -> dict[str, str]:
-    """Airflow's environment: our settings, the SFTP connection and the staging key as Airflow sees them."""
+                overrides: dict[str, str], tasks: str = "feed", pool: int | None = None) -> dict[str, str]:
+    """Airflow's environment: our settings, the SFTP connection and the staging key as Airflow sees them;
+    ``pool`` the default pool's slots (made with them by ``db migrate``; None: Airflow's 128)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARRIERFEEDS_"))}
     conn = {"conn_type": "sftp", "host": endpoint.host, "port": endpoint.port, "login": endpoint.username,
             "extra": {"key_file": str(endpoint.private_key_path), "known_hosts": endpoint.known_hosts}}
@@ -453,6 +454,11 @@ def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, par
         env.update({"AIRFLOW__CELERY__BROKER_URL": redis_url, "AIRFLOW__CELERY__RESULT_BACKEND": redis_url,
                     "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(parallelism),
                     "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue})
+    if pool is not None:
+        # Every feed task runs in the default pool: its slots bound what the scheduler hands the executor
+        # (queued and running), so the executor's first-in-first-out queue stays short and the scheduler
+        # picks each free slot by priority weight (weight_rule upstream: finishing feeds first).
+        env["AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT"] = str(pool)
     env.update({f"AIRFLOW__{key.upper()}": value for key, value in overrides.items()})
     return env
 
@@ -541,8 +547,8 @@ def _port_open(port: int) -> bool:
 
 
 def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, parallelism: int, endpoint: Any,
-                overrides: dict[str, str], timeout_s: float, comps_out: list[Components], tasks: str = "three",
-                preload: bool = False) -> dict[str, Any]:
+                overrides: dict[str, str], timeout_s: float, comps_out: list[Components], tasks: str = "feed",
+                preload: bool = False, pool: int | None = None) -> dict[str, Any]:
     """Start Airflow, trigger every feed at once, wait for every run; timings, CPU, memory, task rows."""
     import sqlalchemy as sa
 
@@ -558,7 +564,7 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
     queue = f"carrierfeeds_window_{uuid.uuid4().hex[:8]}" if executor == "celery" else None
     env = airflow_env(side, home=home, metadata_url=metadata_url, executor=executor, parallelism=parallelism,
                       api_port=api_port, endpoint=endpoint, redis_url=redis_url, queue=queue, overrides=overrides,
-                      tasks=tasks)
+                      tasks=tasks, pool=pool)
     started = time.monotonic()
     migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
                              timeout=900, cwd=ROOT, check=False)
@@ -592,6 +598,8 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
         _wait(f"the DAG processor to parse {len(dag_ids)} DAGs", parsed, deadline, comps, names, "dag-processor")
         with engine.begin() as db:
             db.execute(sa.text("update dag set is_paused = false where dag_id = any(:ids)"), {"ids": dag_ids})
+            # What the window ran with, read back rather than assumed from the setting.
+            pool_slots = db.execute(sa.text("select slots from slot_pool where pool = 'default_pool'")).scalar()
         startup_s = time.monotonic() - started
 
         sampler = TreeSampler(comps.pids)
@@ -656,6 +664,7 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
     succeeded = sum(1 for s in runs.values() if s == "success")
     return {
         "executor": executor, "parallelism": parallelism, "task_design": tasks, "preload": preload,
+        "default_pool_slots": pool_slots,
         "runs": {s: list(runs.values()).count(s) for s in set(runs.values())},
         "feeds_per_hour": round(succeeded / wall * 3600, 1) if wall else None,
         "wall_s": wall, "trigger_s": round((triggered - t0).total_seconds(), 3),
@@ -779,10 +788,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="an admin URL of the PostgreSQL server; fresh databases are made beside it")
     parser.add_argument("--airflow-config", action="append", default=[], metavar="SECTION__KEY=VALUE",
                         help="extra Airflow setting, e.g. WORKERS__MIN_HEARTBEAT_INTERVAL=1 (repeatable)")
-    parser.add_argument("--tasks", choices=tuple(DELIVER_TASKS), default="three",
-                        help="the feed DAGs' task design (CARRIERFEEDS_AIRFLOW_TASKS)")
+    parser.add_argument("--tasks", choices=tuple(DELIVER_TASKS), default="feed",
+                        help="the feed DAGs' task design (CARRIERFEEDS_AIRFLOW_TASKS; default the project's)")
     parser.add_argument("--preload", action="store_true",
                         help="an airflow_local_settings.py that imports the stage modules in every Airflow process")
+    parser.add_argument("--pool", type=int, default=None, metavar="SLOTS",
+                        help="the default pool's slots (every feed task runs in it); default Airflow's 128")
     parser.add_argument("--timeout", type=float, default=3600.0, help="bound on each side's wait, in seconds")
     parser.add_argument("--skip-inprocess", action="store_true", help="Airflow only (no ratio)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -809,7 +820,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "window", "date": datetime.now(UTC).date().isoformat(), "stamp": stamp, "machine": machine(),
         "executor": args.executor, "feeds": args.feeds, "members_per_feed": args.members,
-        "parallelism": args.parallelism, "task_design": args.tasks, "preload": args.preload,
+        "parallelism": args.parallelism, "task_design": args.tasks, "preload": args.preload, "pool": args.pool,
         "airflow_version": _airflow_version(), "airflow_config": overrides,
         "machine_state": {"start": machine_state()},
         # Removed afterwards (unless --keep); named so that a check can find anything left running from it.
@@ -828,7 +839,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["airflow"] = run_airflow(air, base=base, metadata_url=urls[db], executor=args.executor,
                                             parallelism=args.parallelism, endpoint=endpoint, overrides=overrides,
                                             timeout_s=args.timeout, comps_out=comps, tasks=args.tasks,
-                                            preload=args.preload)
+                                            preload=args.preload, pool=args.pool)
             exactly_once = {"airflow": check_exactly_once(air)}
             if not args.skip_inprocess:
                 inproc = make_side("inprocess", base / "inprocess", censuses=censuses, keys=keys, sshd=sshd,
@@ -863,7 +874,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = args.out / f"window-{args.executor}-{args.feeds}x{args.members}-{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     summary = {k: result.get(k) for k in ("executor", "feeds", "members_per_feed", "parallelism", "task_design",
-                                          "preload",
+                                          "preload", "pool",
                                           "airflow_over_inprocess", "loaded_machine", "ok")}
     summary["airflow_feeds_per_hour"] = result["airflow"]["feeds_per_hour"]
     summary["inprocess_feeds_per_hour"] = result.get("inprocess", {}).get("feeds_per_hour")

@@ -80,6 +80,24 @@ def _state(value: Any) -> str:
     return str(value).rsplit(".", 1)[-1].lower()
 
 
+#: For a dag.test() script's RESULT: the design its DAGs were built with (task id -> the stages it runs),
+#: so a test names the task that runs a stage instead of one design's task ids.
+DESIGN = "{t: list(s) for t, s in __import__('carrierfeeds.airflow').airflow.design_tasks().items()}"
+
+
+def _task_of(result: dict[str, Any], stage: str) -> str:
+    """The task that ran ``stage`` in the design the script's DAGs were built with."""
+    return next(task_id for task_id, stages in result["design"].items() if stage in stages)
+
+
+def _design_in(env: dict[str, str]) -> dict[str, list[str]]:
+    """The design DAGs are built with in ``env``: task id -> its stages (a fresh interpreter asks Airflow's
+    module, so this one never imports Airflow)."""
+    result = _run_python(f'import json; print("RESULT " + json.dumps({{"design": {DESIGN}}}))', env, ROOT)
+    design: dict[str, list[str]] = result["design"]
+    return design
+
+
 def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -> None:
     """Every shipped feed, plus one with a preset schedule, another time zone and its own docs."""
     from carrierfeeds.config import load_feed
@@ -117,9 +135,13 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
         from carrierfeeds.settings import Settings, feed_paths
         feed = load_feed(feed_paths(Settings())[0])
         out["designs"] = {name: {"tasks": [t.task_id for t in cf.build_feed_dag(feed, name).tasks],
-                                 "stages": [s for _, stages in groups for s in stages]}
+                                 "stages": [s for _, stages in groups for s in stages],
+                                 "stages_of": {t: list(stages) for t, stages in groups}}
                           for name, groups in cf.TASK_DESIGNS.items()}
+        out["default_design"] = cf.task_design()
         out["stages"] = list(STAGES)
+        out["default_tasks"] = list(cf.design_tasks())
+        out["task_of"] = {s: cf.task_for_stage(s) for s in STAGES}
         try:
             cf.build_feed_dag(feed, "two")
         except ConfigError as exc:
@@ -142,8 +164,8 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     for stem in stems:
         feed = load_feed(feeds / f"{stem}.yaml")
         info = result["dags"][f"feed__{stem}"]
-        # Three tasks (the default design); a later task of any feed outranks an earlier one.
-        assert info["tasks"] == ["intake", "build", "deliver"]
+        # The default design's tasks; a later task of any feed outranks an earlier one.
+        assert info["tasks"] == result["default_tasks"]
         assert info["weight_rules"] in (["upstream"], ["WeightRule.UPSTREAM"])
         assert f"employer:{feed.employer.id}" in info["tags"] and f"carrier:{feed.carrier.id}" in info["tags"]
         assert info["schedule"] == feed.schedule
@@ -158,6 +180,9 @@ def test_dagbag_has_one_dag_per_feed_with_retries_and_timeouts(tmp_path: Path) -
     assert designs["feed"]["tasks"] == ["run"]
     assert designs["stages"]["tasks"] == result["stages"]
     assert all(d["stages"] == result["stages"] for d in designs.values()), designs
+    assert designs[result["default_design"]]["tasks"] == result["default_tasks"]
+    default = designs[result["default_design"]]["stages_of"]
+    assert result["task_of"] == {stage: task_id for task_id, stages in default.items() for stage in stages}
     assert result["unknown_design"] == "CARRIERFEEDS_AIRFLOW_TASKS"
     variant_dag = result["dags"]["feed__zz-berlin-variant"]
     assert (variant_dag["schedule"], variant_dag["timezone"]) == ("@daily", "Europe/Berlin")
@@ -239,6 +264,74 @@ def test_demo_feed_dag_test_delivers_and_keeps_phi_out_of_airflow(tmp_path: Path
         assert value.casefold() not in haystack, value
 
 
+@pytest.mark.parametrize("design", ["three", "feed", "stages"])
+def test_each_design_delivers_once_and_shows_every_stage_in_its_log_and_xcom(tmp_path: Path, demo_keys: Any,
+                                                                             design: str) -> None:
+    """Each task design (CARRIERFEEDS_AIRFLOW_TASKS) under dag.test(): every stage runs once, in its own
+    collapsible log group followed by its outcome line, and the task's XCom lists what each of its stages
+    did; a second run of the interval sends nothing."""
+    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.config import LocalDelivery
+    from carrierfeeds.demo import DEMO_FEED, prepare_workspace
+    from carrierfeeds.ledger import Ledger
+    from carrierfeeds.run import STAGES
+
+    ws = prepare_workspace(tmp_path / "ws", keys=demo_keys, keys_dir=tmp_path / "keys", config_root=ROOT,
+                           delivery=LocalDelivery(path="outbox"))
+    day = pd.Timestamp("2026-11-20").date()
+    write_census_csv(generate_census(20, 7, as_of=day), ws.inbound / "census_20261120.csv")
+    env = _workspace_env(tmp_path, ws.settings, {"CARRIERFEEDS_AIRFLOW_TASKS": design})
+    result = _run_python(f"""
+        import json, runpy, pendulum
+        module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
+        dag = module["feed__{DEMO_FEED}"]
+        when = pendulum.datetime(2026, 11, 20, 12, tz="UTC")
+        first = dag.test(logical_date=when)
+        xcom = {{ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in first.get_task_instances()}}
+        print("FIRST RUN ENDED", flush=True)
+        again = dag.test(logical_date=when)
+        print("RESULT " + json.dumps({{"states": [str(first.state), str(again.state)], "xcom": xcom,
+                                       "tasks": [t.task_id for t in dag.tasks], "design": {DESIGN}}}))
+    """, env, tmp_path)
+    assert [_state(s) for s in result["states"]] == ["success", "success"]
+    assert result["tasks"] == list(result["design"])
+    assert [s for stages in result["design"].values() for s in stages] == list(STAGES)
+    outbox = ws.settings.data_dir / "outbox"
+    (sent,) = sorted(outbox.iterdir())
+    assert sent.name.endswith(".834.pgp")
+
+    ledger = Ledger.open(ws.settings.resolved_ledger_url)
+    try:
+        (ledger_run,) = ledger.list_runs(feed_id=DEMO_FEED)
+        events = ledger.run_events(ledger_run.run_id)
+        assert len(ledger.transmissions(ledger_run.run_id)) == 1
+    finally:
+        ledger.close()
+    first_run = [e for e in events if e.kind == "stage"][:2 * len(STAGES)]
+    assert [(e.stage, e.status) for e in first_run] == [(s, st) for s in STAGES for st in ("started", "succeeded")]
+
+    # XCom: per task, each of its stages' status and counts, with the ledger's run id (nothing else to look up).
+    for task_id, stages in result["design"].items():
+        pushed = result["xcom"][task_id]
+        assert (pushed["feed_id"], pushed["run_id"], pushed["task_id"]) == (DEMO_FEED, ledger_run.run_id, task_id)
+        assert pushed["interval_start"] == "2026-11-20"
+        assert list(pushed["stages"]) == stages
+        assert {o["status"] for o in pushed["stages"].values()} == {"succeeded"}
+        assert all(o["seconds"] >= 0 and isinstance(o["result"], dict) for o in pushed["stages"].values())
+    validated = result["xcom"][next(t for t, s in result["design"].items() if "validate" in s)]
+    assert validated["stages"]["validate"]["result"]["run_id"] == ledger_run.run_id
+
+    # The task log: one group per stage (Airflow's UI folds it under the stage's name), its outcome after it.
+    log_text = result["_output"].split("FIRST RUN ENDED")[0] + "".join(
+        p.read_text(errors="replace") for p in sorted(Path(env["AIRFLOW_HOME"]).rglob("*.log")))
+    for stage in STAGES:
+        opened = log_text.find(f"::group::{stage}")
+        assert opened >= 0, stage
+        closed = log_text.find("::endgroup::", opened)
+        outcome = log_text.find(f"stage {stage} succeeded in ", opened)
+        assert 0 <= closed < outcome, stage
+
+
 # ------------------------------------------------------------------------------ failure notifications
 
 
@@ -309,10 +402,10 @@ def test_failed_run_notifies_the_feeds_webhook(tmp_path: Path, demo_keys: Any, w
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
         run = module["feed__{DEMO_FEED}"].test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
         states = {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
-        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states}}))
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states, "design": {DESIGN}}}))
     """, env, tmp_path)
     assert result["state"] in ("failed", "DagRunState.FAILED")
-    assert result["tasks"]["intake"] in ("failed", "TaskInstanceState.FAILED")
+    assert result["tasks"][_task_of(result, "stage_census")] in ("failed", "TaskInstanceState.FAILED")
     assert len(webhook.posts) == 1
     post = webhook.posts[0]
     assert post.path == "/feed-failures"
@@ -514,10 +607,10 @@ def test_broken_mapping_fails_at_once_and_the_notice_names_it(tmp_path: Path, de
             t.retry_delay, t.retry_exponential_backoff = datetime.timedelta(0), False
         run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
         tis = {{ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}}
-        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis}}))
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis, "design": {DESIGN}}}))
     """, env, tmp_path)
     assert _state(result["state"]) == "failed"
-    state, tries = result["tasks"]["intake"]
+    state, tries = result["tasks"][_task_of(result, "stage_census")]
     assert _state(state) == "failed" and tries == 1
     assert [b["error_code"] for b in webhook.bodies] == ["config"]
     notice = webhook.posts[0].body
@@ -567,19 +660,29 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
         import datetime, json, runpy, pendulum
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
         dag = module["feed__{DEMO_FEED}"]
-        deliver = dag.get_task("deliver")
-        # The task encrypts first (in its first try): room for gpg on a busy machine, then the hang.
-        deliver.execution_timeout = datetime.timedelta(seconds=15)
+        design = {DESIGN}
+        [(task_id, stages)] = [(t, s) for t, s in design.items() if "deliver" in s]
+        deliver = dag.get_task(task_id)
+        # The task runs its stages before deliver first (in its first try): room for them on a busy
+        # machine (10 s each: encrypt alone in the three-task design), then the hang.
+        deliver.execution_timeout = datetime.timedelta(seconds=5 + 10 * stages.index("deliver"))
         deliver.retries, deliver.retry_delay, deliver.retry_exponential_backoff = 1, datetime.timedelta(0), False
         run = dag.test(logical_date=pendulum.datetime(2026, 11, 20, 12, tz="UTC"))
         tis = {{ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}}
-        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis}}))
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": tis, "design": design}}))
     """, env, tmp_path)
     assert _state(result["state"]) == "failed"
-    state, tries = result["tasks"]["deliver"]
+    task_id = _task_of(result, "deliver")
+    state, tries = result["tasks"][task_id]
     assert _state(state) == "failed" and tries == 2, result["tasks"]
-    assert _state(result["tasks"]["build"][0]) == "success"
+    # The stages of the deliver task that come before deliver (encrypt, or every one in the feed design).
+    stages = result["design"][task_id]
+    earlier = stages[:stages.index("deliver")]
+    assert "encrypt" in earlier
+    assert all(_state(result["tasks"][t][0]) == "success" for t in result["design"] if t != task_id)
     assert "AirflowTaskTimeout" in result["_output"], result["_output"][-6000:]
+    # Under any design the task log says which stage hung, after that stage's log group.
+    assert result["_output"].count("stage deliver failed (AirflowTaskTimeout) in ") == 2
 
     ledger = Ledger.open(ws.settings.resolved_ledger_url)
     try:
@@ -591,8 +694,10 @@ def test_timeout_on_the_last_try_closes_the_run_and_clears_staged_member_data(
     final = events[-1]
     assert (final.kind, final.status, final.error_code) == ("run_finished", "failed", "timeout")
     assert final.message == "deliver: AirflowTaskTimeout"
-    # Each stage is in the ledger: encrypt made the ciphertext once and was skipped by the retry.
-    assert [e.status for e in events if e.stage == "encrypt"] == ["started", "succeeded", "skipped"]
+    # Each stage is in the ledger: encrypt made the ciphertext once and was skipped by the retry, like
+    # every stage of that task before deliver.
+    for stage in earlier:
+        assert [e.status for e in events if e.stage == stage] == ["started", "succeeded", "skipped"], stage
     assert [e.status for e in events if e.stage == "deliver"].count("started") == 2
     assert not [e for e in events if e.stage == "confirm"]
 
@@ -638,7 +743,7 @@ def test_dag_runs_follow_the_feeds_lifecycle_and_a_suspended_feed_alerts(tmp_pat
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
         run = module["feed__{DEMO_FEED}"].test(logical_date=pendulum.datetime(%s, 12, tz="UTC"))
         states = {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
-        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states}}))
+        print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states, "design": {DESIGN}}}))
     """
     first = _run_python(dag_run % "2026, 11, 20", env, tmp_path)
     assert _state(first["state"]) == "success", first["tasks"]
@@ -654,7 +759,8 @@ def test_dag_runs_follow_the_feeds_lifecycle_and_a_suspended_feed_alerts(tmp_pat
     census_for("2026-11-21")
     second = _run_python(dag_run % "2026, 11, 21", env, tmp_path)
     assert _state(second["state"]) == "failed", (second["tasks"], second["_output"][-6000:])
-    assert _state(second["tasks"]["build"]) == "failed" and _state(second["tasks"]["deliver"]) != "success"
+    assert _state(second["tasks"][_task_of(second, "build")]) == "failed"
+    assert _state(second["tasks"][_task_of(second, "deliver")]) != "success"
     assert len(list((ws.settings.data_dir / "carrier-test").iterdir())) == 1
     [notice] = webhook.bodies
     assert notice["stage"] == "build" and notice["error_code"] == "lifecycle"

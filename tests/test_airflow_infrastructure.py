@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_airflow import ROOT, _airflow_env, _run_python, _state
+from test_airflow import DESIGN, ROOT, _airflow_env, _run_python, _state, _task_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -34,7 +34,7 @@ def test_unreachable_ledger_is_retried_and_a_bad_url_fails_at_once(tmp_path: Pat
     result = _run_python(f"""
         import datetime, json, os, runpy, pendulum
         module = runpy.run_path({str(ROOT / 'dags' / 'carrierfeeds_dags.py')!r})
-        out = {{}}
+        out = {{"design": {DESIGN}}}
 
         def run(dag_id, day, url):
             os.environ["CARRIERFEEDS_LEDGER_URL"] = url
@@ -50,9 +50,10 @@ def test_unreachable_ledger_is_retried_and_a_bad_url_fails_at_once(tmp_path: Pat
         out["housekeeping_bad_url"] = run("carrierfeeds_housekeeping", 22, "postgres://postgres@127.0.0.1/test")
         print("RESULT " + json.dumps(out))
     """, env, tmp_path)
-    state, tries = result["feed_unreachable"]["intake"]
+    first_task = _task_of(result, "stage_census")
+    state, tries = result["feed_unreachable"][first_task]
     assert _state(state) == "failed" and tries == 4  # 1 + RETRIES: a retry may fix it
-    state, tries = result["feed_bad_url"]["intake"]
+    state, tries = result["feed_bad_url"][first_task]
     assert _state(state) == "failed" and tries == 1
     for task_id, (state, tries) in result["housekeeping_bad_url"].items():
         assert _state(state) == "failed" and tries == 1, (task_id, state, tries)

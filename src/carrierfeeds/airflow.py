@@ -1,10 +1,11 @@
-"""The only module that imports Airflow: one DAG per feed file, its stages grouped into a few tasks.
+"""The only module that imports Airflow: one DAG per feed file, its stages grouped into tasks.
 
 Tasks pass references (feed id and interval) and counts through XCom, never data. Each task opens the
-run for its (feed, interval) and calls its stage functions in turn (:data:`TASK_DESIGNS`: three tasks
-per feed by default), so a retried or cleared task finds the work earlier tasks and tries left in the
+run for its (feed, interval) and calls its stage functions in turn (:data:`TASK_DESIGNS`: one task per
+feed by default), so a retried or cleared task finds the work earlier tasks and tries left in the
 staging folder and the ledger; a retry skips the stages of its task that already succeeded in the open
-run and records them as skipped. Every stage still records its own start and outcome in the ledger.
+run and records them as skipped. Every stage still records its own start and outcome in the ledger, runs
+inside a log group of its own in the task log and has its outcome in the task's XCom.
 Faults we know to be permanent (bad config, rejected census, refused key or host, failed conformance)
 fail the task without retries. A feed with a ``notify`` block gets a PHI-free webhook notice when a
 task fails for good. One housekeeping DAG polls carriers' acknowledgments, runs the retention purge
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,18 +67,20 @@ STAGE_TIMEOUT = timedelta(minutes=60)
 HOUSEKEEPING_TIMEOUT = timedelta(minutes=30)
 RETRIES = 3
 #: How a feed's stages are grouped into Airflow tasks: task id -> the stages it runs in turn. Fewer
-#: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat) fewer
-#: times; each still retries on its own and skips its stages that already succeeded.
-#: "three" (the default): the census in, the file made and gated, the file out. "feed": one task runs
-#: every stage. "stages": one task per stage. Why "three" and not the faster "feed" yet: see
-#: benchmarks/README.md ("The nightly window: task designs").
+#: tasks pay Airflow's fixed cost per task (a process, the DAG's parse, imports, a heartbeat, the
+#: scheduler's hand-over to the next task) fewer times; each still retries on its own and skips its
+#: stages that already succeeded. "feed" (the default): one task runs every stage, each in a log group
+#: of its own, its XCom holding every stage's outcome. "three": the census in, the file made and gated,
+#: the file out, a box each in the UI; with many feeds on the LocalExecutor it needs a small default
+#: pool (parallelism + 2) or every feed's first task runs before any feed's last. "stages": one task per
+#: stage. Why "feed" is the default: benchmarks/README.md ("The nightly window: task designs").
 TASK_DESIGNS: dict[str, tuple[tuple[str, tuple[Stage, ...]], ...]] = {
     "three": (("intake", ("stage_census", "validate")), ("build", ("build", "conformance")),
               ("deliver", ("encrypt", "deliver", "confirm"))),
     "feed": (("run", tuple(run.STAGES)),),
     "stages": tuple((stage, (stage,)) for stage in run.STAGES),
 }
-DEFAULT_TASK_DESIGN = "three"
+DEFAULT_TASK_DESIGN = "feed"
 #: The environment variable that picks a design from TASK_DESIGNS (read where the DAGs are built).
 TASK_DESIGN_ENV = "CARRIERFEEDS_AIRFLOW_TASKS"
 #: The staging store's key (base64 of 32 bytes), shared by every worker through Variables or a secrets backend.
@@ -317,20 +321,13 @@ def _run_stages(feed_id: str, task_id: str, stages: tuple[Stage, ...], context: 
         connections = AirflowConnections(scratch=lambda: private_dir(run.scratch_dir_for(settings, ref)))
         ctx = run.open_run(settings, ref, clock=_utcnow, actor=f"airflow:{context['run_id']}",
                            bundle=bundle, store=store, ephemeral=True, connections=connections)
-        if len(stages) == 1:
-            return STAGE_CALLS[stage](ctx, params)
         done = _finished_stages(ctx) if int(context["ti"].try_number) > 1 else set()
-        results: dict[str, Any] = {}
+        outcomes: dict[str, dict[str, Any]] = {}
         for stage in stages:
-            if stage in done:
-                ctx.ledger.record_stage(ctx.run_id, stage, "skipped", now=ctx.now(),
-                                        detail={"reason": "succeeded_earlier"})
-                log.info("feed %s run %s stage %s: succeeded in an earlier try, skipped", feed_id, ctx.run_id,
-                         stage)
-                results[stage] = {"skipped": True}
-                continue
-            results[stage] = STAGE_CALLS[stage](ctx, params)
-        return results
+            outcomes[stage] = _run_stage_in_log_group(ctx, stage, params, done)
+        # The task's XCom: what each stage did, PHI-free (statuses, counts, ids, hashes, seconds).
+        return {"feed_id": feed_id, "run_id": ctx.run_id, "interval_start": ref.interval_start.isoformat(),
+                "task_id": task_id, "stages": outcomes}
     except CarrierFeedsError as exc:
         if exc.retriable and retries_left(context):
             raise  # Airflow retries with backoff; the run stays open
@@ -350,6 +347,8 @@ def _run_stages(feed_id: str, task_id: str, stages: tuple[Stage, ...], context: 
                 run.wipe_scratch(ctx)  # the retry re-reads the staging store; no plaintext waits for it
             else:
                 _abandon_run(ctx, stage, exc)
+        # The failure notice names the stage, not only the task (one task may run every stage).
+        exc.carrierfeeds_stage = stage  # type: ignore[attr-defined]
         raise
     finally:
         if ctx is not None:
@@ -359,6 +358,44 @@ def _run_stages(feed_id: str, task_id: str, stages: tuple[Stage, ...], context: 
 def _run_stage(feed_id: str, stage: Stage, context: Any) -> dict[str, Any]:
     """One stage as a task of its own (the "stages" design)."""
     return _run_stages(feed_id, stage, (stage,), context)
+
+
+#: The task log's collapsible sections: Airflow's UI folds the lines between these markers under the
+#: group's name (the convention of its own "Pre Execute" group), so a task running several stages reads
+#: as one section per stage.
+LOG_GROUP = "::group::"
+LOG_GROUP_END = "::endgroup::"
+
+
+def _run_stage_in_log_group(ctx: run.RunContext, stage: Stage, params: Mapping[str, Any],
+                            done: set[str]) -> dict[str, Any]:
+    """Run one stage of a task inside its own log group and return its outcome for the task's XCom.
+
+    The outcome line is logged after the group ends, so the folded log still shows every stage's status
+    and seconds. A stage that succeeded in an earlier try is recorded ``skipped`` and not run again.
+    """
+    if stage in done:
+        ctx.ledger.record_stage(ctx.run_id, stage, "skipped", now=ctx.now(), detail={"reason": "succeeded_earlier"})
+        log.info("stage %s skipped: succeeded in an earlier try of run %s", stage, ctx.run_id)
+        return {"status": "skipped", "reason": "succeeded_earlier"}
+    log.info("%s%s", LOG_GROUP, stage)  # the group's name in the UI: the stage's
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        result = STAGE_CALLS[stage](ctx, params)
+        outcome = "succeeded"
+    except CarrierFeedsError as exc:
+        # Our codes only; the message stays with the exception (and the ledger), as before.
+        outcome = f"skipped ({exc.code})" if status_for(exc) in NOTHING_NEW else f"failed ({exc.code})"
+        raise
+    except BaseException as exc:
+        outcome = f"failed ({type(exc).__name__})"  # by type only: its text may hold anything
+        raise
+    finally:
+        seconds = round(time.monotonic() - started, 3)
+        log.info(LOG_GROUP_END)
+        log.info("stage %s %s in %.1f s (run %s)", stage, outcome, seconds, ctx.run_id)
+    return {"status": "succeeded", "seconds": seconds, "result": result}
 
 
 def _abandon_run(ctx: run.RunContext, stage: str, exc: BaseException) -> None:
@@ -510,6 +547,20 @@ def _bind(feed_id: str, task_id: str, stages: tuple[Stage, ...]) -> Callable[...
     run_stages.__name__ = task_id
     run_stages.__doc__ = f"Stages {', '.join(stages)} of feed {feed_id!r}."
     return run_stages
+
+
+def design_tasks(design: str | None = None) -> dict[str, tuple[Stage, ...]]:
+    """A design's task ids in the order they run, each with the stages it runs in turn (``design``: a key
+    of :data:`TASK_DESIGNS`, default :func:`task_design`)."""
+    return dict(TASK_DESIGNS[task_design(design)])
+
+
+def task_for_stage(stage: Stage, design: str | None = None) -> str:
+    """The id of the task that runs ``stage`` in ``design`` (what to look at for that stage in the UI)."""
+    for task_id, stages in TASK_DESIGNS[task_design(design)]:
+        if stage in stages:
+            return task_id
+    raise ValueError(f"no task runs stage {stage!r}")
 
 
 def task_design(name: str | None = None) -> str:

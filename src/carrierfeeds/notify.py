@@ -39,10 +39,12 @@ def failure_summary(exception: BaseException | None) -> tuple[str | None, str, s
     if code is not None:
         return (getattr(exception, "carrierfeeds_stage", None), str(code),
                 str(getattr(exception, "carrierfeeds_message", ""))[:500])
+    # A task of several stages tags what escapes it with the stage it was in (our stage names only).
+    stage = getattr(exception, "carrierfeeds_stage", None)
     name = type(exception).__name__
     if "Timeout" in name:
-        return None, TIMEOUT_CODE, f"{name}: the task ran past its execution timeout"
-    return None, INTERNAL_CODE, name
+        return stage, TIMEOUT_CODE, f"{name}: the task ran past its execution timeout"
+    return stage, INTERNAL_CODE, name
 
 
 def failure_payload(context: Mapping[str, Any], *, feed_id: str | None, event: str = "failure") -> dict[str, Any]:

@@ -156,7 +156,7 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
     from benchmarks.window import main
 
     result = main(["--feeds", "2", "--members", "50", "--executor", "local", "--parallelism", "2",
-                   "--pg-url", pg_admin_url, "--out", str(tmp_path)])
+                   "--tasks", "three", "--pool", "3", "--pg-url", pg_admin_url, "--out", str(tmp_path)])
     (saved,) = tmp_path.glob("window-local-2x50-*.json")
     assert json.loads(saved.read_text())["benchmark"] == "window"
     assert result["benchmark"] == "window" and result["ok"] is True and result["problems"] == []
@@ -167,8 +167,10 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
         assert check == {"ok": True, "feeds": 2, "files": 2, "delivered": 2, "problems": []}
     air, inproc = result["airflow"], result["inprocess"]
     assert air["runs"] == {"success": 2} and air["failed_runs"] == []
+    # The default pool had the slots asked for (read back from Airflow's metadata).
+    assert result["pool"] == 3 and air["default_pool_slots"] == 3
     assert inproc["statuses"] == {"delivered": 2} and len(inproc["feed_s"]) == 2
-    # The default design's three tasks per feed, each with its queue-to-start and run time from Airflow's metadata.
+    # The three-task design's tasks, each with its queue-to-start and run time from Airflow's metadata.
     assert len(air["tasks"]) == 6
     assert {t["task_id"] for t in air["tasks"]} == {"intake", "build", "deliver"} == set(air["task_summary"])
     assert all(t["state"] == "success" and t["queued_to_start_s"] is not None and t["run_s"] is not None
