@@ -115,6 +115,12 @@ def test_aggregate_dag_test_delivers_one_file_once(tmp_path: Path, demo_keys: An
     (arrived,) = sorted(inbox.iterdir())
     assert arrived.name.startswith("KBX_") and arrived.name.endswith(".834.pgp")
     assert "already delivered; not sending again" in result["_output"]
+    # The task log folds each of the aggregate's stages under its name, its outcome after the group.
+    first_run = result["_output"].split("already delivered")[0]
+    for stage in ("build", "conformance", "encrypt", "deliver", "confirm"):
+        opened = first_run.find(f"::group::{stage}")
+        assert opened >= 0, stage
+        assert 0 <= first_run.find("::endgroup::", opened) < first_run.find(f"stage {stage} succeeded in ", opened)
 
     ledger = Ledger.open(s.resolved_ledger_url)
     try:

@@ -22,13 +22,14 @@ adapter and the failure notifier stay together where that boundary is visible at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -378,11 +379,22 @@ def _run_stage_in_log_group(ctx: run.RunContext, stage: Stage, params: Mapping[s
         ctx.ledger.record_stage(ctx.run_id, stage, "skipped", now=ctx.now(), detail={"reason": "succeeded_earlier"})
         log.info("stage %s skipped: succeeded in an earlier try of run %s", stage, ctx.run_id)
         return {"status": "skipped", "reason": "succeeded_earlier"}
+    with stage_log_group(stage, ctx.run_id) as timing:
+        result = STAGE_CALLS[stage](ctx, params)
+    return {"status": "succeeded", "seconds": timing["seconds"], "result": result}
+
+
+@contextlib.contextmanager
+def stage_log_group(stage: str, run_id: str) -> Iterator[dict[str, float]]:
+    """The lines logged inside the block folded under ``stage`` in the task log, then one line with the
+    stage's outcome (our error code, or an exception's type: never its text) and seconds, which the
+    yielded dict also gets."""
     log.info("%s%s", LOG_GROUP, stage)  # the group's name in the UI: the stage's
     started = time.monotonic()
+    timing = {"seconds": 0.0}
     outcome = "failed"
     try:
-        result = STAGE_CALLS[stage](ctx, params)
+        yield timing
         outcome = "succeeded"
     except CarrierFeedsError as exc:
         # Our codes only; the message stays with the exception (and the ledger), as before.
@@ -392,10 +404,9 @@ def _run_stage_in_log_group(ctx: run.RunContext, stage: Stage, params: Mapping[s
         outcome = f"failed ({type(exc).__name__})"  # by type only: its text may hold anything
         raise
     finally:
-        seconds = round(time.monotonic() - started, 3)
+        timing["seconds"] = round(time.monotonic() - started, 3)
         log.info(LOG_GROUP_END)
-        log.info("stage %s %s in %.1f s (run %s)", stage, outcome, seconds, ctx.run_id)
-    return {"status": "succeeded", "seconds": seconds, "result": result}
+        log.info("stage %s %s in %.1f s (run %s)", stage, outcome, timing["seconds"], run_id)
 
 
 def _abandon_run(ctx: run.RunContext, stage: str, exc: BaseException) -> None:
@@ -824,9 +835,11 @@ def _run_aggregate(mapping_id: str, context: Any) -> dict[str, Any]:
                              store=staging_store(settings, settings.staging_url), connections=connections,
                              ephemeral=True)
         done = _finished_stages(agg.ctx) if int(context["ti"].try_number) > 1 else set()
+        run_id = agg.ctx.run_id
         summary = aggregate_stages(agg, transport=make_transport(agg.ctx), done=done,
                                    full_file=bool(params.get("full_file", False)),
-                                   force_census=bool(params.get("force_census", False)))
+                                   force_census=bool(params.get("force_census", False)),
+                                   scope=lambda stage: stage_log_group(stage, run_id))
         run.anchor_run(agg.ctx)
         return summary.as_dict()
     except CarrierFeedsError as exc:

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -502,12 +503,15 @@ def end_aggregate(agg: AggregateRun, exc: CarrierFeedsError) -> AggregateSummary
 
 def aggregate_stages(agg: AggregateRun, *, censuses: Mapping[str, Path] | None = None,
                      transport: Transport | None = None, full_file: bool = False, force_census: bool = False,
-                     done: Collection[str] = ()) -> AggregateSummary:
+                     done: Collection[str] = (),
+                     scope: Callable[[str], AbstractContextManager[Any]] | None = None) -> AggregateSummary:
     """Every stage in order; ``done`` names aggregate stages that succeeded in an earlier try of the open
-    run (Airflow's retry), skipped and recorded as such: a built file is not built again."""
+    run (Airflow's retry), skipped and recorded as such: a built file is not built again. ``scope`` wraps
+    each stage run (Airflow's task log folds each under its name)."""
     from carrierfeeds.run.stages import conformance, deliver, encrypt
 
     ctx = agg.ctx
+    within = scope or (lambda _stage: nullcontext())
 
     def skipped(stage: str) -> bool:
         if stage in done:
@@ -516,18 +520,23 @@ def aggregate_stages(agg: AggregateRun, *, censuses: Mapping[str, Path] | None =
         return False
 
     if not skipped("build"):
-        stage_employers(agg, censuses, force=force_census)
-        try:
-            build_aggregate_file(agg, full_file=full_file)
-        finally:
-            for ectx in agg.employers:  # their validated tables, read by the build: nothing later needs them
-                wipe_scratch(ectx)
+        with within("build"):
+            stage_employers(agg, censuses, force=force_census)
+            try:
+                build_aggregate_file(agg, full_file=full_file)
+            finally:
+                for ectx in agg.employers:  # their validated tables, read by the build: nothing later needs them
+                    wipe_scratch(ectx)
     if not skipped("conformance"):
-        conformance(ctx)
+        with within("conformance"):
+            conformance(ctx)
     if not skipped("encrypt"):
-        encrypt(ctx)
-    deliver(ctx, transport=transport)  # exactly once by itself: a retry finds the delivery and sends nothing
-    return confirm_aggregate(agg)
+        with within("encrypt"):
+            encrypt(ctx)
+    with within("deliver"):
+        deliver(ctx, transport=transport)  # exactly once by itself: a retry finds the delivery, sends nothing
+    with within("confirm"):
+        return confirm_aggregate(agg)
 
 
 def run_aggregate(settings: Settings, mapping_id: str, day: date, *, clock: Callable[[], datetime], actor: str,
