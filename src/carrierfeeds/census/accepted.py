@@ -145,11 +145,16 @@ def as_categorical(column: pa.ChunkedArray) -> pd.Categorical:
         column = pa.table({"c": column}).unify_dictionaries().column(0)
     chunks = column.chunks or [pa.array([], column.type)]
     dictionary = chunks[0].dictionary
-    parts = [np.asarray((c.indices.fill_null(-1) if c.null_count else c.indices).to_numpy(zero_copy_only=False))
-             for c in chunks]
+    # the codes go straight into the narrowest integers pandas keeps for this many categories: no
+    # int32 copy of the whole column first (a census read has one per column; figures in benchmarks/README.md)
+    codes = np.empty(len(column), dtype=np.int8 if len(dictionary) < 127 else np.int16 if len(dictionary) < 32767
+                     else np.int32)
+    at = 0
+    for chunk in chunks:
+        codes[at:at + len(chunk)] = (chunk.indices.fill_null(-1) if chunk.null_count else chunk.indices
+                                     ).to_numpy(zero_copy_only=False)
+        at += len(chunk)
     del column, chunks
-    codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    del parts
     categories = pd.Index(dictionary.to_pandas(types_mapper={dictionary.type: pd.StringDtype(na_value=np.nan)}.get))
     return categorical_from(codes, categories)
 

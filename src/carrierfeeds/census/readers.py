@@ -802,8 +802,13 @@ def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str,
                      name, type(exc).__name__)
         else:
             del data
-            frame: pd.DataFrame = _frame_of(table) if dictionaries else table.to_pandas()
-            del table
+            if dictionaries:
+                tables = [table]
+                del table
+                frame: pd.DataFrame = _frame_of(tables)
+            else:
+                frame = table.to_pandas()
+                del table
             frame.columns = pd.Index(header)
             return frame
     body = data[:end]
@@ -852,12 +857,15 @@ def _read_arrow(data: bytes | memoryview, delimiter: str, width: int, *,
     return table
 
 
-def _frame_of(table: pa.Table) -> pd.DataFrame:
-    """``table`` as pandas: dictionary columns as Categoricals (:func:`~carrierfeeds.census.accepted.as_categorical`,
-    the blocks' dictionaries unified: the distinct texts in order of first appearance), the rest as
-    ``table.to_pandas()`` has them. Each column is let go of as soon as it is converted."""
+def _frame_of(tables: list[pa.Table]) -> pd.DataFrame:
+    """The table taken out of ``tables`` as pandas: dictionary columns as Categoricals
+    (:func:`~carrierfeeds.census.accepted.as_categorical`, the blocks' dictionaries unified: the distinct
+    texts in order of first appearance), the rest as ``table.to_pandas()`` has them. Each column is let
+    go of as soon as it is converted (the caller holds no reference to the table: its codes and the
+    frame's are never all resident together)."""
     from carrierfeeds.census.accepted import as_categorical
 
+    table = tables.pop()
     names = table.column_names
     columns = dict(zip(names, table.columns, strict=True))
     plain = table.select([i for i, f in enumerate(table.schema) if not pa.types.is_dictionary(f.type)])
@@ -870,6 +878,9 @@ def _frame_of(table: pa.Table) -> pd.DataFrame:
         out[column] = (pd.Series(as_categorical(arrow), copy=False) if pa.types.is_dictionary(arrow.type)
                        else frame[column])
         del arrow
+        # Arrow's pool keeps what it frees for a while (mimalloc's purge delay); handed back at once, the
+        # table's pages go as the frame's come instead of both being resident (benchmarks/README.md)
+        pa.default_memory_pool().release_unused()
     return pd.DataFrame(out, copy=False)
 
 
