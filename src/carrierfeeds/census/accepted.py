@@ -74,6 +74,8 @@ def _dictionary(series: pd.Series, coded: ColumnCodes | None, rows: np.ndarray |
             distinct = distinct.combine_chunks()
         kind = _index_type(len(distinct))
         return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=kind.to_pandas_dtype())), distinct)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return None if known else _recoded(series)
     if known or series.dtype != "str":
         return None
     # Not read by any rule (address1, city, department...): hashed once here, where the build would
@@ -88,6 +90,25 @@ def _dictionary(series: pd.Series, coded: ColumnCodes | None, rows: np.ndarray |
                                           encoded.dictionary)
 
 
+def _recoded(series: pd.Series) -> pa.DictionaryArray | None:
+    """A Categorical column (a coded census's; see ``read_census(coded=True)``) as the dictionary array
+    :func:`_dictionary` makes of its text, from its codes: the texts its rows hold, in order of first
+    appearance, with the narrowest codes; None when not worth a dictionary (it is then written plain)."""
+    codes = series.cat.codes.to_numpy()
+    if len(codes) and int(codes.min()) < 0:  # a missing cell: left to the text path
+        return None
+    seen = pd.unique(codes)  # the codes in order of first appearance, as Arrow's encoding has them
+    if not worth_a_dictionary(len(seen), len(series)):
+        return None
+    order = np.full(len(series.cat.categories), -1, dtype=np.int64)
+    order[seen] = np.arange(len(seen))
+    distinct = pa.array(pd.Series(series.cat.categories, dtype="str").iloc[seen], from_pandas=True)
+    if isinstance(distinct, pa.ChunkedArray):
+        distinct = distinct.combine_chunks()
+    kind = _index_type(len(distinct))
+    return pa.DictionaryArray.from_arrays(pa.array(order[codes].astype(kind.to_pandas_dtype())), distinct)
+
+
 def accepted_table(accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes | None] | None = None,
                    rows: np.ndarray | None = None) -> pa.Table:
     """The accepted rows as the Arrow table build reads: low-cardinality text columns as dictionaries
@@ -99,8 +120,10 @@ def accepted_table(accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes | Non
              if (arr := _dictionary(accepted[name], codes.get(name), rows, known=name in codes)) is not None}
     # One chunk per plain column, so the file is one record batch (see write_accepted): the census's
     # columns come in the CSV reader's blocks (about a hundred on a large census).
-    plain = pa.Table.from_pandas(accepted[[c for c in accepted.columns if c not in coded]],
-                                 preserve_index=False).combine_chunks()
+    # a coded census's Categorical column not written as a dictionary is written as its text
+    plain = pa.Table.from_pandas(pd.DataFrame(
+        {c: (accepted[c].astype("str") if isinstance(accepted[c].dtype, pd.CategoricalDtype) else accepted[c])
+         for c in accepted.columns if c not in coded}), preserve_index=False).combine_chunks()
     columns = {name: coded[name] if name in coded else plain.column(name) for name in accepted.columns}
     # pandas' metadata of the plain columns: they read back with the dtypes they were written with.
     return pa.table(columns).replace_schema_metadata(plain.schema.metadata)
@@ -114,21 +137,35 @@ def write_accepted(path: Path, table: pa.Table) -> None:
     feather.write_feather(table, str(path), compression="uncompressed", chunksize=max(len(table), 1))
 
 
-def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+def as_categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """A dictionary column as a pandas Categorical over the same distinct texts, without hashing them
-    (pyarrow's own conversion makes a Python str per distinct text, several times slower)."""
+    (pyarrow's own conversion makes a Python str per distinct text, several times slower). Chunks with
+    different dictionaries are unified first: the first chunk's texts, then each later chunk's new ones."""
     if column.num_chunks > 1 and any(not c.dictionary.equals(column.chunk(0).dictionary) for c in column.chunks):
         column = pa.table({"c": column}).unify_dictionaries().column(0)
     chunks = column.chunks or [pa.array([], column.type)]
     dictionary = chunks[0].dictionary
-    parts = [np.asarray((c.indices.fill_null(-1) if c.null_count else c.indices).to_numpy(zero_copy_only=False))
-             for c in chunks]
-    codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    # the codes go straight into the narrowest integers pandas keeps for this many categories: no
+    # int32 copy of the whole column first (a census read has one per column; figures in benchmarks/README.md)
+    codes = np.empty(len(column), dtype=np.int8 if len(dictionary) < 127 else np.int16 if len(dictionary) < 32767
+                     else np.int32)
+    at = 0
+    for chunk in chunks:
+        codes[at:at + len(chunk)] = (chunk.indices.fill_null(-1) if chunk.null_count else chunk.indices
+                                     ).to_numpy(zero_copy_only=False)
+        at += len(chunk)
+    del column, chunks
     categories = pd.Index(dictionary.to_pandas(types_mapper={dictionary.type: pd.StringDtype(na_value=np.nan)}.get))
-    # pandas checks that categories are distinct by a Python str per text (benchmarks/README.md). Every
-    # dictionary here is distinct texts by construction (validation's or Arrow's own encoding, see
-    # accepted_table), and a staged file cannot change unnoticed (AES-GCM): the dtype is made without
-    # that check where pandas offers it.
+    return categorical_from(codes, categories)
+
+
+def categorical_from(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    """``pd.Categorical.from_codes`` over ``categories``, distinct texts by construction.
+
+    pandas checks that categories are distinct by a Python str per text (benchmarks/README.md). Every
+    caller's are (validation's or Arrow's own encoding, see accepted_table; the census reader's
+    dictionaries, factorised again after a strip or a code table), and a staged file cannot change
+    unnoticed (AES-GCM): the dtype is made without that check where pandas offers it."""
     from_fastpath = getattr(pd.CategoricalDtype, "_from_fastpath", None)
     if from_fastpath is None:
         return pd.Categorical.from_codes(codes, categories=categories)
@@ -145,6 +182,6 @@ def read_accepted(path: Path) -> pd.DataFrame:
         frame: pd.DataFrame = table.to_pandas()
         return frame
     plain = table.drop_columns(coded).to_pandas()
-    columns = {name: pd.Series(_categorical(table.column(name)), name=name) if name in coded else plain[name]
+    columns = {name: pd.Series(as_categorical(table.column(name)), name=name) if name in coded else plain[name]
                for name in table.column_names}
     return pd.DataFrame(columns, copy=False)

@@ -27,8 +27,9 @@ import os
 import re
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
+from functools import partial
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError
@@ -68,12 +69,17 @@ _FORMULA_START = ("=", "+", "-", "@")
 _NUMBERISH = r"^[+-]?[\s().\-/]*[0-9][0-9\s().\-/]*$"
 #: The type of a memory map (the module's name is looked up at each call, so tests can watch the maps made).
 _MMAP = mmap.mmap
+#: Columns a coded read (``read_census(coded=True)``) keeps as text: about one distinct text per member, so
+#: a dictionary would only add a hash of every cell to the read.
+READ_PLAIN: tuple[str, ...] = ("member_id", "ssn")
+#: The Arrow type a coded read parses the other columns into (one dictionary per block, unified after).
+_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 #: First bytes of a cell that starts like a formula.
 _SIGN_BYTES = tuple(np.uint8(ord(c)) for c in _FORMULA_START)
 
 
 def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = None,
-                private: bool = False) -> pd.DataFrame:
+                private: bool = False, coded: bool = False) -> pd.DataFrame:
     """The census at ``path`` as canonical text columns plus ``row_number`` (header is row 1).
 
     The schema's ``format`` decides how the file is read (never its name: a staged file is always called
@@ -85,6 +91,14 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     ``private``: the file is the run's own staged copy (see :func:`_map`), so a CSV or fixed-width file
     is read through a read-only memory map of it instead of a copy of its bytes. Leave it False for a
     file someone else may change while it is read (the CLI's ``validate`` and ``preview``).
+
+    ``coded``: a CSV's columns other than :data:`READ_PLAIN` come as pandas ``Categorical`` columns over
+    ``str`` categories (the distinct texts, in order of first appearance, every one of them used) instead
+    of ``str`` columns, parsed straight into Arrow dictionaries: the same texts, without 8 bytes of
+    offsets and a copy of the text per cell (the census frame's memory at scale; benchmarks/README.md),
+    and validation takes their codes as they are instead of hashing the column again. Every check and
+    code table runs on the distinct texts. XLSX, fixed width and a CSV the row-by-row path reads stay
+    ``str``; a consumer of a coded census takes both.
     """
     name = loggable(display_name or path.name)
     try:
@@ -119,7 +133,7 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
         # A mapped file is unmapped when the last view of it goes, in _parse once the frame is made (the
         # CSV parser copies every value into its own buffers: nothing of the frame points into the map;
         # tests/census/test_census_readers_mapped.py closes the map and then reads the frame).
-        parsed.append(_read_csv(held, schema, name))
+        parsed.append(_read_csv(held, schema, name, coded=coded))
     # Every cell is checked for a formula after it is stripped, in every format. (A byte scan that let CSVs
     # skip the check took longer than the check itself, see benchmarks/README.md, and missed a formula
     # behind Unicode whitespace the strip removes, such as an em space.)
@@ -237,7 +251,8 @@ def _encoding_for(head: bytes, declared: str, name: str) -> str:
     return declared
 
 
-def _read_csv(held: list[memoryview], schema: CensusSchema, name: str) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+def _read_csv(held: list[memoryview], schema: CensusSchema, name: str, *, coded: bool = False
+              ) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     """The CSV whose bytes are taken out of ``held``: :func:`_parse` releases them once they are parsed.
 
     Lines above the schema's ``header_row`` (a title) are skipped; rows keep the file's own numbers."""
@@ -247,7 +262,9 @@ def _read_csv(held: list[memoryview], schema: CensusSchema, name: str) -> tuple[
     header = _header(held[0], schema.delimiter, name, row=above + 1)
     _check_header(header, schema, name, row=above + 1)
     _check_required(header, schema, name, row=above + 1)
-    frame = _parse(held, schema.delimiter, header, name, above=above)
+    dictionaries = ({h for h in header if h not in {schema.header_for(c) for c in READ_PLAIN}} if coded
+                    else set())
+    frame = _parse(held, schema.delimiter, header, name, above=above, dictionaries=dictionaries)
     if frame.empty:
         raise DataError("no data rows (header only)", file=name, row=above + 2, rule="no_data_rows")
     return header, frame, np.arange(above + 2, len(frame) + above + 2, dtype=np.int64)
@@ -294,7 +311,11 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     signed: dict[str, np.ndarray] = {}
     for column in CANONICAL_COLUMNS:
         if column in raw:
-            out[column], signed[column] = _stripped(raw.pop(column).astype("str").fillna(""))
+            series = raw.pop(column)
+            if _is_coded(series):
+                out[column], signed[column] = _stripped_coded(series)
+            else:
+                out[column], signed[column] = _stripped(series.astype("str").fillna(""))
         else:
             out[column] = pd.Series("", index=index, dtype="str")
     present = {wanted[h] for h in header if h in wanted}
@@ -304,23 +325,21 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     _check_cell_lengths(out, rows, schema, name)
     _check_formulas(out, signed, rows, schema, name)
 
-    out["relationship"] = _apply_codes(out["relationship"], schema.relationship_codes, any_case=True)
-    out["gender"] = _apply_codes(out["gender"], schema.gender_codes, any_case=True)
-    for column, table in (("coverage_level", schema.coverage_level_codes),
+    for column, table in (("relationship", schema.relationship_codes), ("gender", schema.gender_codes),
+                          ("coverage_level", schema.coverage_level_codes),
                           ("employment_status", schema.employment_status_codes),
                           ("benefit_status", schema.benefit_status_codes),
                           ("event_reason", schema.event_reason_codes)):
-        out[column] = _apply_codes(out[column], table, any_case=True)
-    out["plan_code"] = _apply_codes(out["plan_code"], schema.plan_codes)
+        out[column] = _per_text(out[column], partial(_apply_codes, codes=table, any_case=True))
+    out["plan_code"] = _per_text(out["plan_code"], partial(_apply_codes, codes=schema.plan_codes))
     if schema.salary_frequency_codes:  # keys are upper case: employer codes match in any case
-        upper = out["salary_frequency"].str.upper()
-        out["salary_frequency"] = _apply_codes(upper, schema.salary_frequency_codes).where(
-            upper.isin(list(schema.salary_frequency_codes)), out["salary_frequency"]).astype("str")
+        out["salary_frequency"] = _per_text(out["salary_frequency"],
+                                            partial(_frequency_codes, codes=schema.salary_frequency_codes))
     warnings: list[str] = []
     if schema.date_format != _ISO:
         warnings += _date_order_warnings({c: out[c] for c in DATE_COLUMNS if c in present}, schema, name)
         for column in DATE_COLUMNS:
-            out[column] = _to_iso(out[column], schema.date_format)
+            out[column] = _per_text(out[column], partial(_to_iso, date_format=schema.date_format))
     census = pd.DataFrame(out)
     census[ROW_NUMBER] = rows
     if warnings:
@@ -328,6 +347,64 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
         census.attrs[READER_WARNINGS] = warnings
     log.info("%s: read %d rows", name, len(census))
     return census
+
+
+def _is_coded(series: pd.Series) -> bool:
+    """Whether ``series`` is a coded column of a coded read (a Categorical; see :func:`read_census`)."""
+    return isinstance(series.dtype, pd.CategoricalDtype)
+
+
+def _distinct(series: pd.Series) -> pd.Series:
+    """A coded column's distinct texts, as a ``str`` Series in code order."""
+    return pd.Series(series.cat.categories, dtype="str")
+
+
+def _per_row(series: pd.Series, per_text: np.ndarray) -> np.ndarray:
+    """Positions of the rows of coded ``series`` whose text's flag in ``per_text`` is set."""
+    if not per_text.any():
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(per_text[series.cat.codes.to_numpy()])
+
+
+def _recoded(series: pd.Series, texts: pd.Series) -> pd.Series:
+    """Coded ``series`` with each distinct text replaced by the one at its position in ``texts`` (a
+    mapping of the distinct texts, such as a strip or a code table): texts that become equal become one
+    code, and the distinct texts stay in order of first appearance (the first of those merged comes
+    first among the old ones, so first among the rows)."""
+    if len(texts) == 0:
+        return series
+    from carrierfeeds.census.accepted import categorical_from
+
+    codes, distinct = pd.factorize(texts.astype("str"))
+    old = series.cat.codes.to_numpy()
+    new = old if len(distinct) == len(texts) else np.asarray(codes, dtype=np.int32)[old]
+    return pd.Series(categorical_from(new, pd.Index(distinct, dtype="str")), index=series.index,
+                     name=series.name, copy=False)
+
+
+def _per_text(series: pd.Series, fn: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``fn`` (a function of each cell's text alone) over ``series``: over its distinct texts when coded."""
+    if not _is_coded(series):
+        return fn(series)
+    distinct = _distinct(series)
+    texts = fn(distinct)
+    return series if texts is distinct else _recoded(series, texts)
+
+
+def _stripped_coded(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """:func:`_stripped` of a coded column, on its distinct texts: the column stripped, and the positions of
+    its rows that start with a formula sign."""
+    distinct = _distinct(series)
+    stripped, signed = _stripped(distinct)
+    flags = np.zeros(len(distinct), dtype=bool)
+    flags[signed] = True
+    return (series if stripped is distinct else _recoded(series, stripped)), _per_row(series, flags)
+
+
+def _frequency_codes(series: pd.Series, codes: Mapping[str, str]) -> pd.Series:
+    """The schema's salary_frequency_codes over ``series`` (keys upper case: employer codes in any case)."""
+    upper = series.str.upper()
+    return _apply_codes(upper, codes).where(upper.isin(list(codes)), series).astype("str")
 
 
 def _stripped(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -406,9 +483,14 @@ def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: 
     first: tuple[int, str] | None = None
     count = 0
     for column, series in out.items():
-        if _fits(series, limit):
+        text = _distinct(series) if _is_coded(series) else series
+        if _fits(text, limit):
             continue
-        long = np.flatnonzero(series.str.len().to_numpy(dtype=np.int64, na_value=0) > limit)
+        long = np.flatnonzero(text.str.len().to_numpy(dtype=np.int64, na_value=0) > limit)
+        if _is_coded(series):
+            flags = np.zeros(len(text), dtype=bool)
+            flags[long] = True
+            long = _per_row(series, flags)
         if not len(long):
             continue
         count += len(long)
@@ -452,7 +534,7 @@ def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarra
         at = signed.get(column)
         if at is None or not len(at):
             continue
-        suspects = series.iloc[at]
+        suspects = series.iloc[at].astype("str")
         bad = suspects.str.startswith(("=", "@")) | ~suspects.str.match(_NUMBERISH)
         positions = at[bad.to_numpy(dtype=bool)]
         if not len(positions):
@@ -696,8 +778,8 @@ def _check_header(header: list[str], schema: CensusSchema, name: str, *, row: in
                     rule="duplicate_columns", details={"duplicated": named, "positions": positions})
 
 
-def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str, *, above: int = 0
-           ) -> pd.DataFrame:
+def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str, *, above: int = 0,
+           dictionaries: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
     """Parse with pyarrow (fast); when it refuses, find the structural fault ourselves, else use C.
 
     The bytes are taken out of ``held`` and released as soon as they are parsed, rather than when the
@@ -713,17 +795,22 @@ def _parse(held: list[memoryview], delimiter: str, header: list[str], name: str,
         end -= 1
     if not _has_blank_line(data, end):
         try:
-            table = _read_arrow(data, delimiter, len(header))
+            table = _read_arrow(data, delimiter, len(header), dictionaries=dictionaries)
         except (pd.errors.ParserError, ValueError, TypeError) as exc:
             # the engine's message can quote the offending line; keep only the exception's type
             log.info("%s: pyarrow engine could not parse the file (%s); checking it row by row",
                      name, type(exc).__name__)
         else:
             del data
-            frame = table.to_pandas()
-            del table
+            if dictionaries:
+                tables = [table]
+                del table
+                frame: pd.DataFrame = _frame_of(tables)
+            else:
+                frame = table.to_pandas()
+                del table
             frame.columns = pd.Index(header)
-            return frame  # type: ignore[no-any-return]
+            return frame
     body = data[:end]
     del data
     _check_records(str(body, "utf-8"), delimiter, len(header), name, above=above)
@@ -746,13 +833,16 @@ def _has_blank_line(data: bytes | memoryview, end: int, *, step: int = 1 << 22) 
     return False
 
 
-def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Table:
+def _read_arrow(data: bytes | memoryview, delimiter: str, width: int, *,
+                dictionaries: set[str] | frozenset[str] = frozenset()) -> pa.Table:
     """The table behind ``pd.read_csv(engine="pyarrow", dtype=str, keep_default_na=False)`` (the options it
     hands pyarrow), with pyarrow reading the bytes in place rather than through a file object, and in 4 MiB
     blocks rather than 1 MiB (a quarter as many chunks per column, which every pass over a column's chunks
     pays for), without checking the UTF-8 a second time. The values do not depend on the block size; only
     whether a quoted line break falls on a block boundary does (pyarrow then refuses the file and the caller
-    checks it row by row). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one)."""
+    checks it row by row). Raises ``ValueError`` (``pyarrow.ArrowInvalid`` is one).
+
+    ``dictionaries``: the headers whose columns are parsed into Arrow dictionaries (one per block)."""
     table = pa_csv.read_csv(
         _source(data),
         read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=4 << 20),
@@ -760,10 +850,38 @@ def _read_arrow(data: bytes | memoryview, delimiter: str, width: int) -> pa.Tabl
         # check_utf8 off: the bytes are the file's own once they were found to be UTF-8, or the decoded
         # text encoded again, never anything else; cells split at ASCII delimiters stay UTF-8
         convert_options=pa_csv.ConvertOptions(default_column_type=pa.large_string(), null_values=[],
+                                              column_types=dict.fromkeys(dictionaries, _DICTIONARY),
                                               strings_can_be_null=False, check_utf8=False))
     if table.num_columns != width:
         raise ValueError(f"{table.num_columns} columns parsed for {width} headers")
     return table
+
+
+def _frame_of(tables: list[pa.Table]) -> pd.DataFrame:
+    """The table taken out of ``tables`` as pandas: dictionary columns as Categoricals
+    (:func:`~carrierfeeds.census.accepted.as_categorical`, the blocks' dictionaries unified: the distinct
+    texts in order of first appearance), the rest as ``table.to_pandas()`` has them. Each column is let
+    go of as soon as it is converted (the caller holds no reference to the table: its codes and the
+    frame's are never all resident together)."""
+    from carrierfeeds.census.accepted import as_categorical
+
+    table = tables.pop()
+    names = table.column_names
+    columns = dict(zip(names, table.columns, strict=True))
+    plain = table.select([i for i, f in enumerate(table.schema) if not pa.types.is_dictionary(f.type)])
+    del table
+    frame = plain.to_pandas()
+    del plain
+    out: dict[str, pd.Series] = {}
+    for column in names:  # distinct: a repeated header was refused before the parse
+        arrow = columns.pop(column)
+        out[column] = (pd.Series(as_categorical(arrow), copy=False) if pa.types.is_dictionary(arrow.type)
+                       else frame[column])
+        del arrow
+        # Arrow's pool keeps what it frees for a while (mimalloc's purge delay); handed back at once, the
+        # table's pages go as the frame's come instead of both being resident (benchmarks/README.md)
+        pa.default_memory_pool().release_unused()
+    return pd.DataFrame(out, copy=False)
 
 
 def _source(data: bytes | memoryview) -> pa.NativeFile:
@@ -877,6 +995,7 @@ def _date_order_warnings(columns: Mapping[str, pd.Series], schema: CensusSchema,
     stats: list[tuple[str, int, int, int]] = []  # column, both ways, only swapped, only declared
     for column, series in columns.items():
         counts = series[series != ""].value_counts()
+        counts = counts[counts > 0]  # a coded column counts every distinct text, those no row has too
         if counts.empty:
             continue
         values = pd.Series(counts.index, dtype="str")

@@ -149,7 +149,10 @@ def _personal_texts(census: pd.DataFrame) -> set[str]:
     seen: set[str] = set()
     for column in _PERSONAL_TEXT:
         if column in census.columns:
-            seen.update(census[column].astype("str").str.strip().str.upper().unique().tolist())
+            values = census[column]
+            if isinstance(values.dtype, pd.CategoricalDtype):  # a coded census: its distinct texts
+                values = pd.Series(values.cat.categories)
+            seen.update(values.astype("str").str.strip().str.upper().unique().tolist())
     seen.discard("")
     return seen
 

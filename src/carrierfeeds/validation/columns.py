@@ -66,12 +66,17 @@ class EncodedColumns:
             pair = results.pop(0)
             if not isinstance(pair, Exception):
                 name, of = joint
-                (self._text[of], self._coded[of]), (self._text[name], self._coded[name]), in_of = pair
+                (of_text, self._coded[of]), (name_text, self._coded[name]), in_of = pair
+                for column, text in ((of, of_text), (name, name_text)):
+                    if text is not None:
+                        self._text[column] = text
                 if in_of is not None:
                     self._in[joint] = in_of
         for column, result in zip(wanted, results, strict=True):
             if not isinstance(result, Exception):
-                self._text[column], self._coded[column] = result
+                text, self._coded[column] = result
+                if text is not None:
+                    self._text[column] = text
 
     def shared(self) -> dict[str, ColumnCodes]:
         """The columns encoded so far whose codes are those of the census's own text: ``str`` columns
@@ -79,7 +84,7 @@ class EncodedColumns:
         another text than the cell's)."""
         census = self._census
         return {name: ColumnCodes(codes=coded.codes, distinct=coded.uniques) for name, coded in self._coded.items()
-                if census[name].dtype == "str" and not census[name].hasnans}
+                if (census[name].dtype == "str" or _coded_text(census[name])) and not census[name].hasnans}
 
     def blank(self, name: str) -> np.ndarray:
         """Per row: is the cell blank or missing? By code when the column is encoded already."""
@@ -95,7 +100,8 @@ class EncodedColumns:
 
     def coded(self, name: str) -> CodedColumn:
         if name not in self._coded:
-            self._coded[name] = coded_column(*factorize(self.text(name)))
+            from_codes = categorical_codes(self._census[name])
+            self._coded[name] = from_codes if from_codes is not None else coded_column(*factorize(self.text(name)))
         return self._coded[name]
 
     def codes_in(self, name: str, of: str) -> np.ndarray:
@@ -115,16 +121,22 @@ class EncodedColumns:
         return self.coded(name).spread(index_in(self.coded(name).uniques, self.coded(of).uniques))
 
 
-def _encode_one(series: pd.Series) -> tuple[pd.Series, CodedColumn]:
-    """A column as text and as codes (what :meth:`EncodedColumns.text` and :meth:`EncodedColumns.coded` make)."""
+def _encode_one(series: pd.Series) -> tuple[pd.Series | None, CodedColumn]:
+    """A column as text and as codes (what :meth:`EncodedColumns.text` and :meth:`EncodedColumns.coded` make);
+    a coded census's Categorical column as its own codes, with no text made (None)."""
+    from_codes = categorical_codes(series)
+    if from_codes is not None:
+        return None, from_codes
     text = as_text(series)
     return text, coded_column(*factorize(text))
 
 
-def _encode_pair(of: pd.Series, name: pd.Series) -> tuple[tuple[pd.Series, CodedColumn], tuple[pd.Series, CodedColumn],
-                                                          np.ndarray | None]:
+def _encode_pair(of: pd.Series, name: pd.Series) -> tuple[tuple[pd.Series | None, CodedColumn],
+                                                          tuple[pd.Series | None, CodedColumn], np.ndarray | None]:
     """Columns ``of`` and ``name`` as text and codes, with ``name``'s codes in ``of`` when they are encoded
     in one dictionary (:func:`_encode_joint`); ``None`` for those when each is encoded alone."""
+    if _coded_text(of) or _coded_text(name):
+        return _encode_one(of), _encode_one(name), None
     of_text, name_text = as_text(of), as_text(name)
     joint = _encode_joint(of_text, name_text)
     if joint is None:
@@ -159,6 +171,31 @@ def _encode_joint(first: pd.Series, second: pd.Series) -> tuple[CodedColumn, Cod
     in_first: np.ndarray = np.where(joint < width, joint, -1)[own]
     return (coded_column(head, distinct(None)),
             coded_column(np.asarray(own, dtype=np.int32), distinct(pa.array(joint))), in_first)
+
+
+def _coded_text(series: pd.Series) -> bool:
+    """Whether ``series`` is Categorical over ``str`` texts (a coded census's column, or the accepted file's)."""
+    return isinstance(series.dtype, pd.CategoricalDtype) and series.cat.categories.dtype == "str"
+
+
+def categorical_codes(series: pd.Series) -> CodedColumn | None:
+    """A Categorical text column's own codes as a :class:`CodedColumn`, exactly what :func:`factorize` of
+    its text gives (the distinct texts in order of first appearance, none that no row has), without
+    hashing the text: categories already in that order (a coded census read's) are taken as they are,
+    others are put in it by the codes alone. None for any other column, or one with a missing cell
+    (:func:`as_text` makes that "", which may be a category too)."""
+    if not _coded_text(series):
+        return None
+    codes = series.cat.codes.to_numpy()
+    if len(codes) and int(codes.min()) < 0:
+        return None
+    distinct = pd.Series(series.cat.categories, dtype="str")
+    seen = pd.unique(codes)  # the codes in order of first appearance
+    if len(seen) == len(distinct) and bool((seen == np.arange(len(seen))).all()):
+        return coded_column(np.asarray(codes, dtype=np.int32), distinct)
+    order = np.full(len(distinct), -1, dtype=np.int32)
+    order[seen] = np.arange(len(seen), dtype=np.int32)
+    return coded_column(order[codes], distinct.iloc[seen].reset_index(drop=True))
 
 
 def coded_column(codes: np.ndarray, distinct: pd.Series) -> CodedColumn:

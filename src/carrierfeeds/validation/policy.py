@@ -15,6 +15,10 @@ from carrierfeeds.validation.report import HEADER_ROW, PolicyOutcome, Validation
 
 def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: ValidationPolicy) -> PolicyOutcome:
     """Decide what goes on: everything, the passing families (quarantine), or nothing (rejected)."""
+    if report.ok:
+        return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
+                             reason=None)
+    # the texts only when something is held back (a coded census's subscriber ids are codes until then)
     family = as_text(census["subscriber_id"]) if "subscriber_id" in census.columns else pd.Series(
         "", index=census.index, dtype="str")
     member = as_text(census["member_id"]) if "member_id" in census.columns else family
@@ -27,9 +31,6 @@ def apply_policy(census: pd.DataFrame, report: ValidationReport, policy: Validat
                              reason=reason, rows=np.zeros(0, dtype=np.int64),
                              held_back_member_ids=_member_ids(census, members))
 
-    if report.ok:
-        return PolicyOutcome(accepted=census, held_back_families=0, held_back_members=0, rejected=False,
-                             reason=None)
     rows = {f.row for f in report.findings}
     if HEADER_ROW in rows:
         return rejected("the file as a whole failed a rule (for example a missing column)")
