@@ -504,6 +504,20 @@ def notifiers_for(feed: Feed) -> list[Any]:
                             connection_id=feed.notify.webhook_connection_id)]
 
 
+def task_defaults(on_failure: Any) -> dict[str, Any]:
+    """Every feed task's retries, backoff and timeout (a feed's and an aggregated file's DAG alike); later
+    stages weighted first, so a pool lets a started feed finish before the next one starts."""
+    return {
+        "retries": RETRIES,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": STAGE_TIMEOUT,
+        "weight_rule": "upstream",
+        **({"on_failure_callback": on_failure} if on_failure else {}),
+    }
+
+
 def build_feed_dag(feed: Feed, design: str | None = None) -> DAG:
     """One DAG for one feed: schedule and time zone from the feed, its stages grouped into tasks as
     ``design`` (a key of :data:`TASK_DESIGNS`; default :func:`task_design`) says.
@@ -532,15 +546,7 @@ def build_feed_dag(feed: Feed, design: str | None = None) -> DAG:
             "full_file": Param(False, type="boolean",
                                description="changes-mode feeds: send the full audit file (030) this time"),
         },
-        default_args={
-            "retries": RETRIES,
-            "retry_delay": timedelta(minutes=2),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=30),
-            "execution_timeout": STAGE_TIMEOUT,
-            "weight_rule": "upstream",
-            **({"on_failure_callback": on_failure} if on_failure else {}),
-        },
+        default_args=task_defaults(on_failure),
     ) as dag:
         previous = None
         for task_id, stages in TASK_DESIGNS[design]:
@@ -799,14 +805,7 @@ def build_aggregate_dag(mapping_id: str, employers: list[Feed]) -> DAG:
             "full_file": Param(False, type="boolean",
                                description="changes-mode mappings: every employer's full file (030) this time"),
         },
-        default_args={
-            "retries": RETRIES,
-            "retry_delay": timedelta(minutes=2),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=30),
-            "execution_timeout": STAGE_TIMEOUT,
-            **({"on_failure_callback": on_failure} if on_failure else {}),
-        },
+        default_args=task_defaults(on_failure),
     ) as dag:
         def run_aggregate_task(**context: Any) -> dict[str, Any]:
             return _run_aggregate(mapping_id, context)
