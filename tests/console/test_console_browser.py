@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,11 @@ def test_a_browser_logs_in_visits_every_page_and_confirms(served: tuple[str, Wor
                                                           tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def after_submit(locate: Callable[[Any], Any]) -> Any:
+        """What ``locate`` finds once the page a form posted to has loaded (a submit returns at once)."""
+        return WebDriverWait(browser, 30).until(locate)
 
     base, ws = served
     shots = Path(os.environ.get("CARRIERFEEDS_CONSOLE_SCREENSHOTS") or tmp_path / "shots")
@@ -73,6 +78,7 @@ def test_a_browser_logs_in_visits_every_page_and_confirms(served: tuple[str, Wor
     shot("login")
     browser.find_element(By.ID, "user").send_keys("olivia")
     browser.find_element(By.ID, "password").send_keys(PASSWORDS["olivia"] + Keys.ENTER)
+    assert after_submit(lambda b: "/login" not in b.current_url)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Feeds board"
 
     feeds = len(list(ws.settings.feeds_dir.glob("*.yaml")))
@@ -98,7 +104,7 @@ def test_a_browser_logs_in_visits_every_page_and_confirms(served: tuple[str, Wor
     browser.find_element(By.ID, "method-1").send_keys("courier")
     browser.find_element(By.ID, "received-1").send_keys("carrier-clerk")
     browser.find_element(By.CSS_SELECTOR, "form.confirm button").click()
-    status = browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+    status = after_submit(lambda b: b.find_elements(By.CSS_SELECTOR, "[role=status]"))[0].text
     assert "recorded as handed off" in status
     shot("handoffs-confirmed")
 
