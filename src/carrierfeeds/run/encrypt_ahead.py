@@ -100,9 +100,16 @@ class EncryptionAhead:
         except Exception as exc:  # reported by code or type only: never the stage's failure
             self._failure = getattr(exc, "code", None) or type(exc).__name__
 
+    def settle(self) -> None:
+        """Wait for gpg; if it did not succeed, remove what it wrote at once, so a full disk gpg ran into
+        has its space back before the gate records its own state there."""
+        self._thread.join()
+        if self._made is None:
+            self._out.unlink(missing_ok=True)
+
     def commit(self, detail: dict[str, Any]) -> None:
         """The gate passed: wait for gpg and keep what it made as the run's ciphertext."""
-        self._thread.join()
+        self.settle()
         if self._made is None:
             log.warning("feed %s run %s: encrypting ahead did not succeed (%s); the encrypt stage encrypts",
                         self._ctx.feed_id, self._ctx.run_id, self._failure)
@@ -128,6 +135,9 @@ class EncryptionAhead:
 
 
 class NoEncryptionAhead:
+    def settle(self) -> None:
+        return None
+
     def commit(self, detail: dict[str, Any]) -> None:
         return None
 

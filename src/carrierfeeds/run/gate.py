@@ -18,6 +18,8 @@ from carrierfeeds.run.context import RunContext
 from carrierfeeds.run.state import GateState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from carrierfeeds.settings import FeedBundle
     from carrierfeeds.x12.check import ConformanceReport
 
@@ -68,9 +70,11 @@ class GateVerdict:
         return self.error is None
 
 
-def run_gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
+def run_gate(ctx: RunContext, detail: dict[str, Any], *,
+             before_state: Callable[[], None] | None = None) -> dict[str, Any]:
     """Check the run's rendered file (its hash, then its structure and pyx12 for an 834, its layout for a
-    flat file); record ``conformance: passed`` in the state or raise ConformanceFailed."""
+    flat file); record ``conformance: passed`` in the state or raise ConformanceFailed. ``before_state``
+    runs once the file passed, before that record (the stage lets gpg's work ahead settle there)."""
     built = ctx.state().build
     verdict = check_file(ctx.fetch(built.file_name), ctx.bundle, payload_sha256=built.payload_sha256,
                          members=built.members, records=built.flatfile_records,
@@ -79,6 +83,8 @@ def run_gate(ctx: RunContext, detail: dict[str, Any]) -> dict[str, Any]:
         raise verdict.error
     if verdict.format == "x12-834":
         _check_usage(ctx, ctx.fetch(built.file_name), built.endpoint, detail)
+    if before_state is not None:
+        before_state()
     # The ST count, for matching 999s: split sets carry ST02 0001..N, not the ledger's ST02.
     ctx.save_state(gate=GateState(conformance="passed", transaction_sets=verdict.transaction_sets))
     if verdict.format == "pdf":

@@ -527,7 +527,7 @@ def conformance(ctx: RunContext) -> dict[str, Any]:
     """The gate: a structural check of the whole file, and pyx12 on all of it or on a sample; gpg
     encrypts the file beside it, kept only if the gate passes (see _EncryptionAhead)."""
     with recorded_stage(ctx, "conformance") as detail, encryption_ahead(ctx) as ahead:
-        result = run_gate(ctx, detail)
+        result = run_gate(ctx, detail, before_state=ahead.settle)
         ahead.commit(detail)
     return result
 
