@@ -82,17 +82,18 @@ _GENERATE = """
 import sys
 from datetime import date
 from pathlib import Path
-from carrierfeeds.census.generate import generate_census, write_census_csv
-frame = generate_census(int(sys.argv[1]), int(sys.argv[2]), as_of=date.fromisoformat(sys.argv[3]))
-write_census_csv(frame, Path(sys.argv[4]))
-sys.stdout.write(str(len(frame)))
+from carrierfeeds.census.generate import generate_census_csv
+rows = generate_census_csv(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[4]), as_of=date.fromisoformat(sys.argv[3]))
+sys.stdout.write(str(rows))
 """
 
 
 def generate_census_file(members: int, seed: int, path: Path) -> int:
     """Write the project's synthetic census to ``path`` in a child process; its row count.
 
-    A child process, so that the generator's memory never counts in the pipeline's peak RSS.
+    Up to a million members it is ``generate_census`` of that size; beyond, blocks of a million
+    (``generate_census_csv``), so a 10M census is generated in the memory of one block. A child
+    process, so that the generator's memory never counts in the pipeline's peak RSS.
     """
     proc = subprocess.run([sys.executable, "-c", _GENERATE, str(members), str(seed), DAY.isoformat(), str(path)],
                           check=True, capture_output=True, text=True)

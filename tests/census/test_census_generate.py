@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from carrierfeeds.census.columns import CANONICAL_COLUMNS
-from carrierfeeds.census.generate import generate_census, write_census_csv
+from carrierfeeds.census.generate import generate_census, generate_census_csv, write_census_csv
 from carrierfeeds.census.readers import read_census
 from carrierfeeds.config import load_schema
 
@@ -91,3 +91,31 @@ def test_write_then_read_round_trip_keeps_leading_zeros(tmp_path: Path, census: 
     pd.testing.assert_frame_equal(back.drop(columns="row_number"), census, check_dtype=False)
     assert back["zip"].str.startswith("0").any()
     assert back["row_number"].tolist() == list(range(2, len(census) + 2))
+
+
+@pytest.mark.parametrize("members", [1, 7, 1234])
+def test_census_in_one_block_is_the_census_written(tmp_path: Path, members: int) -> None:
+    write_census_csv(generate_census(members, 3, as_of=DAY), tmp_path / "whole.csv")
+    rows = generate_census_csv(members, 3, tmp_path / "blocks.csv", as_of=DAY)
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert rows == len(pd.read_csv(tmp_path / "whole.csv", dtype=str))
+
+
+def test_census_in_blocks_repeats_no_id_or_ssn_and_validates(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.csv"
+    rows = generate_census_csv(2500, 4, path, as_of=DAY, block_members=600)
+    frame = read_census(path, load_schema(ROOT / "schemas" / "census-v1.yaml"))
+    assert len(frame) == rows
+    people = frame.drop_duplicates("member_id")
+    assert len(people) == 2500
+    ssns = people["ssn"][people["ssn"] != ""]
+    assert ssns.is_unique and ssns.str.match(SSN).all()
+    # every family is whole and led by its subscriber, and no subscriber id is reused by another block
+    firsts = people.groupby("subscriber_id", sort=False)["relationship"].first()
+    assert (firsts == "EE").all()
+    assert (people["relationship"] == "EE").sum() == people["subscriber_id"].nunique()
+    assert (people["member_id"].str.split("-").str[0] == people["subscriber_id"]).all()
+    # the blocks differ (each its own seed), the first is the census of that size
+    first = generate_census(600, 4, as_of=DAY)
+    assert people["member_id"].iloc[:600].tolist() == first["member_id"].drop_duplicates().tolist()
+    assert people["dob"].iloc[600:1200].tolist() != people["dob"].iloc[:600].tolist()

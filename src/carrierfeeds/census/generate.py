@@ -13,6 +13,7 @@ The output passes ``schemas/census-v1.suite.json`` and the cross-row rules of
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -91,6 +92,14 @@ def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = Fal
     ``id_prefix`` starts every member id (default ``E``): several employers' censuses generated with
     different prefixes (and seeds) never share a member id, as one aggregated carrier file needs.
     """
+    return _generate_block(members, seed, as_of=as_of, volumes=volumes, id_prefix=id_prefix, block=None)[0]
+
+
+def _generate_block(members: int, seed: int, *, as_of: date, volumes: bool, id_prefix: str,
+                    block: CensusBlock | None) -> tuple[pd.DataFrame, CensusBlock]:
+    """:func:`generate_census`, as the block after ``block`` of a larger census when one is given: its
+    families and people numbered after the earlier blocks' and its SSNs continuing their sequence, so no
+    id or SSN repeats across blocks; with the block that would follow it."""
     if not id_prefix.isascii() or not id_prefix.isalpha() or not 1 <= len(id_prefix) <= 3:
         raise ValueError("id_prefix must be one to three ASCII letters")
     if members < 1:
@@ -186,15 +195,20 @@ def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = Fal
     age_days = np.where(is_sub, sub_age_days[fam], np.where(is_sp, sp_age, child_age))
     dob = today - age_days * _DAY
 
-    person_index = (np.arange(members, dtype=np.int64) * _SSN_STRIDE
-                    + int(rng.integers(0, _SSN_SPACE))) % _SSN_SPACE
+    ssn_base = int(rng.integers(0, _SSN_SPACE))
+    if block is not None:
+        ssn_base = block.ssn_base
+    first_family, first_person = (block.families, block.people) if block is not None else (0, 0)
+    if first_person + members > _SSN_SPACE:
+        raise ValueError(f"members must be at most {_SSN_SPACE} in all blocks together")
+    person_index = ((np.arange(members, dtype=np.int64) + first_person) * _SSN_STRIDE + ssn_base) % _SSN_SPACE
     serial = person_index % 9999 + 1
     group = (person_index // 9999) % 99 + 1
     area = _SSN_AREAS[person_index // (9999 * 99)]
     ssn = _where(is_ch & (age_days < 365) & (rng.random(members) < 0.5), "",  # some newborns have none yet
                  _num(area * 1_000_000 + group * 10_000 + serial, 9))
 
-    sub_id = _cat(id_prefix.upper(), _num(fam + 1, 7))
+    sub_id = _cat(id_prefix.upper(), _num(fam + first_family + 1, 7))
     member_id = _where(is_sub, sub_id, _cat(sub_id, "-", _num(pos, 2)))
     fam_idx = pa.array(fam)
 
@@ -239,7 +253,57 @@ def generate_census(members: int, seed: int, *, as_of: date, volumes: bool = Fal
     columns = {name: plan if name == "plan_code" else by_row[name] if name in by_row else people[name].take(take)
                for name in CANONICAL_COLUMNS}
     frame: pd.DataFrame = pa.table(columns).to_pandas(types_mapper=_as_str_dtype)
-    return _with_volume_lines(frame, seed) if volumes else frame
+    frame = _with_volume_lines(frame, seed) if volumes else frame
+    return frame, CensusBlock(families=first_family + n_fam, people=first_person + members, ssn_base=ssn_base)
+
+
+@dataclass(frozen=True)
+class CensusBlock:
+    """Where the next block of a census generated in blocks starts: families and people before it, and
+    the SSN sequence's base (the first block's draw)."""
+
+    families: int
+    people: int
+    ssn_base: int
+
+
+#: Members per block of :func:`generate_census_csv`: a block's frame and arrays stay a few GB at most.
+GENERATE_BLOCK_MEMBERS = 1_000_000
+
+
+def generate_census_csv(members: int, seed: int, path: Path, *, as_of: date,
+                        block_members: int = GENERATE_BLOCK_MEMBERS) -> int:
+    """Write a synthetic census of ``members`` people to ``path`` (owner-only, replaced atomically) in
+    blocks of ``block_members``; its data rows.
+
+    Up to one block it is exactly :func:`generate_census` written by :func:`write_census_csv`. A larger
+    census is blocks generated one after the other (block ``k`` from its own seed, numbered after the
+    blocks before it, see :class:`CensusBlock`), so memory stays that of one block however many members.
+    """
+    if block_members < 1:
+        raise ValueError("block_members must be at least 1")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    rows, done, block, writer = 0, 0, None, None
+    try:
+        while done < members:
+            k, size = done // block_members, min(block_members, members - done)
+            part, block = _generate_block(size, seed if k == 0 else seed * 1_000_003 + k, as_of=as_of,
+                                          volumes=False, id_prefix="E", block=block)
+            table = pa.Table.from_pandas(part.drop(columns=[ROW_NUMBER], errors="ignore").astype("str").fillna(""),
+                                         preserve_index=False)
+            if writer is None:
+                writer = pacsv.CSVWriter(str(tmp), table.schema,
+                                         write_options=pacsv.WriteOptions(quoting_style="needed"))
+            writer.write_table(table)
+            done, rows = done + size, rows + len(part)
+            del part, table
+    finally:
+        if writer is not None:
+            writer.close()
+    tmp.replace(path)
+    return rows
 
 
 # ---- Companion-guide depth: life, STD and LTD lines (opt-in). Their own stream, after every other column.
