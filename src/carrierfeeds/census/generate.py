@@ -271,8 +271,8 @@ class CensusBlock:
 GENERATE_BLOCK_MEMBERS = 1_000_000
 
 
-def generate_census_csv(members: int, seed: int, path: Path, *, as_of: date,
-                        block_members: int = GENERATE_BLOCK_MEMBERS) -> int:
+def generate_census_csv(members: int, seed: int, path: Path, *, as_of: date, volumes: bool = False,
+                        id_prefix: str = "E", block_members: int = GENERATE_BLOCK_MEMBERS) -> int:
     """Write a synthetic census of ``members`` people to ``path`` (owner-only, replaced atomically) in
     blocks of ``block_members``; its data rows.
 
@@ -290,7 +290,7 @@ def generate_census_csv(members: int, seed: int, path: Path, *, as_of: date,
         while done < members:
             k, size = done // block_members, min(block_members, members - done)
             part, block = _generate_block(size, seed if k == 0 else seed * 1_000_003 + k, as_of=as_of,
-                                          volumes=False, id_prefix="E", block=block)
+                                          volumes=volumes, id_prefix=id_prefix, block=block)
             table = pa.Table.from_pandas(part.drop(columns=[ROW_NUMBER], errors="ignore").astype("str").fillna(""),
                                          preserve_index=False)
             if writer is None:

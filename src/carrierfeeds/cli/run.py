@@ -194,19 +194,17 @@ def generate_census_cmd(
                                                 "employer of an aggregated carrier file its own")] = "E",
 ) -> None:
     """Write a synthetic employer census (fake but well-formed values; never real people)."""
-    from carrierfeeds.census.generate import generate_census, write_census_csv
+    from carrierfeeds.census.generate import generate_census_csv
 
     day = _parse_day(as_of) if as_of else _utcnow().date()
-    with progress_display(f"generate-census {members} people", 2):
-        step("generate")
+    with progress_display(f"generate-census {members} people", 1):
+        step("generate and write CSV")  # in blocks of a million people: memory stays that of one block
         try:
-            frame = generate_census(members, seed, as_of=day, volumes=volumes, id_prefix=id_prefix)
+            rows = generate_census_csv(members, seed, out, as_of=day, volumes=volumes, id_prefix=id_prefix)
         except ValueError as exc:
             _fail(ConfigError(str(exc), field="--id-prefix"), False)
             return
-        step("write CSV")
-        write_census_csv(frame, out)
-    typer.echo(f"wrote {len(frame)} rows for {frame['member_id'].nunique()} members to {out}")
+    typer.echo(f"wrote {rows} rows for {members} members to {out}")
 
 
 @app.command()
