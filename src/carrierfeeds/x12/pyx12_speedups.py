@@ -440,11 +440,12 @@ def _element_is_valid_errors_with(stock: Callable[..., tuple[bool, list[Any]]]) 
 
 # ------------------------------------------------------------------------ segment validation
 def _segment_layout(node: Any, composite_if: type, element_if: type) -> Any:
+    """Per segment node: its children as stock's loop meets them (node and kind: 1 composite, 2
+    element, 0 neither, by index) and a memo, per element count, of whether every missing trailing
+    element and composite passes; None where stock's own loop has to run (a child stock cannot find
+    raises there). Dropped if the children list is replaced or changes length."""
     from pyx12.errors import EngineError
 
-    """Per segment node: its children as stock's loop meets them (index, node, kind: 1 composite, 2
-    element, 0 neither) and a memo, per element count, of whether every missing trailing element and
-    composite passes; None where stock's own loop has to run (a child stock cannot find raises there)."""
     children = node.children
     memo = node.__dict__.get("_carrierfeeds_layout")
     if memo is not None and memo[0] is children and memo[1] == len(children):
