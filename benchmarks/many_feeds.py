@@ -16,7 +16,8 @@ ratio is fast over stock.
 
 Each worker process is fresh (spawned) and keeps its own workspace and SQLite ledger, the way separate
 Airflow workers would each import the libraries once; the first feed a process runs pays those imports,
-so the figures separate it (``first_feed_s``) from the warm median. Wall time is the whole batch.
+so the figures separate it (``first_feed_s``) from the warm median. Wall time is the whole batch; CPU
+(``cpu_s``) is the whole batch's, its process and that process's children (pyx12 workers, gpg, sftp).
 No assertion on time anywhere.
 """
 
@@ -108,8 +109,21 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
         seconds.append(time.perf_counter() - t0)
         statuses[summary.status] = statuses.get(summary.status, 0) + 1
         members += summary.members
-    return {"seconds": seconds, "statuses": statuses, "members": members,
-            "wall_s": time.perf_counter() - started}
+    wall = time.perf_counter() - started
+    return {"seconds": seconds, "statuses": statuses, "members": members, "wall_s": wall, **_batch_cpu()}
+
+
+def _batch_cpu() -> dict[str, float]:
+    """This process's CPU and that of its children (pyx12 workers, gpg, sftp), once the pyx12 workers
+    are closed and reaped (a child's CPU is counted when it is waited for), and both peak RSS."""
+    import resource
+
+    from carrierfeeds.x12.pyx12_adapter import _WORKERS
+
+    _WORKERS.close()
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_self_s": me.ru_utime + me.ru_stime, "cpu_children_s": kids.ru_utime + kids.ru_stime,
+            "peak_rss_self_mb": me.ru_maxrss / 1024, "peak_rss_children_mb": kids.ru_maxrss / 1024}
 
 
 def _summarise(label: str, wall: float, results: list[dict[str, Any]], workers: int) -> dict[str, Any]:
@@ -121,7 +135,10 @@ def _summarise(label: str, wall: float, results: list[dict[str, Any]], workers: 
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
     members = sum(r["members"] for r in results)
-    return {"mode": label, "workers": workers, "feeds": len(per_feed), "wall_s": round(wall, 3),
+    cpu = {key: round(sum(r.get(key, 0.0) for r in results), 3) for key in ("cpu_self_s", "cpu_children_s")}
+    rss = {key: round(max(r.get(key, 0.0) for r in results), 1) for key in ("peak_rss_self_mb", "peak_rss_children_mb")}
+    return {**cpu, "cpu_s": round(cpu["cpu_self_s"] + cpu["cpu_children_s"], 3), **rss,
+            "mode": label, "workers": workers, "feeds": len(per_feed), "wall_s": round(wall, 3),
             "feeds_per_min": round(len(per_feed) / wall * 60, 1) if wall else None,
             "members_per_s": round(members / wall) if wall else None,
             "first_feed_s": [round(x, 3) for x in first],
@@ -187,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pairs = [(by_mode[f"{before}-{r}"], by_mode[f"{after}-{r}"]) for r in range(args.repeat)]
         result[f"{name}_warm"] = [round(w["warm_feed_median_s"] / c["warm_feed_median_s"], 3) for c, w in pairs]
         result[f"{name}_wall"] = [round(w["wall_s"] / c["wall_s"], 3) for c, w in pairs]
+        # The whole batch's CPU (this process and its children, the first feed's imports included).
+        result[f"{name}_cpu"] = [round(w["cpu_s"] / c["cpu_s"], 3) for c, w in pairs]
         result[f"{name}_warm_median"] = statistics.median(result[f"{name}_warm"])
         result["load_avg_start"] = load_start
         result["load_avg_end"] = os.getloadavg()

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import pyx12
 import pyx12.map_if
+import pyx12.map_if._composite
+import pyx12.map_if._element
+import pyx12.map_if._loop
 import pyx12.map_if._segment
 import pyx12.map_walker
 import pyx12.nodeCounter
@@ -31,6 +34,13 @@ STOCK_GET = pyx12.segment.Segment.get
 STOCK_CHILD = pyx12.map_if._segment.segment_if.get_child_node_by_idx
 STOCK_IS_MATCH = pyx12.map_if._segment.segment_if.is_match
 STOCK_CONTROL = pyx12.validation.contains_control_character
+STOCK_SCAN = pyx12.map_walker.walk_tree._scan_loop_at_position
+STOCK_LEN = pyx12.map_if._loop.loop_if.__len__
+STOCK_FIRST = pyx12.map_if._loop.loop_if.get_first_node
+STOCK_CHILDREN = pyx12.map_if._loop.loop_if.childIterator
+STOCK_ELEMENT = pyx12.map_if._element.element_if.is_valid_errors
+STOCK_SEGMENT = pyx12.map_if._segment.segment_if.is_valid_errors
+MAPS = ("834.5010.X220.A1.xml", "x12.control.00501.xml")
 
 
 @pytest.fixture(autouse=True)
@@ -172,6 +182,128 @@ def test_segment_nodes_match_data_segments_as_pyx12_matches_them() -> None:
     assert matched > 100
 
 
+def _nodes(kind: type) -> list[Any]:
+    """Every node of ``kind`` in the 834's map and the control map, freshly loaded."""
+    out: list[Any] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, kind):
+            out.append(node)
+        children = [c for k in sorted(node.pos_map) for c in node.pos_map[k]] if hasattr(node, "pos_map") else \
+            list(getattr(node, "children", None) or [])
+        for child in children:
+            walk(child)
+
+    for name in MAPS:
+        walk(pyx12.map_if.load_map_file(name, pyx12.params.params()))
+    return out
+
+
+def test_loops_count_find_and_list_their_children_as_pyx12s() -> None:
+    loops = _nodes(pyx12.map_if._loop.loop_if)
+    roots = _nodes(pyx12.map_if.map_if)
+    assert len(loops) > 25 and len(roots) == 2
+    for node in loops + roots:
+        keys = sorted(node.pos_map)
+        for pos in range(keys[0] - 2, keys[-1] + 3):
+            for _ in range(2):  # and again, from the memo
+                assert list(pyx12_speedups._keys_from(node, pos)) == [a for a in keys if a >= pos]
+    for node in loops:
+        for _ in range(2):
+            assert pyx12_speedups._loop_len(node) == STOCK_LEN(node)
+            assert pyx12_speedups._loop_first_node(node) is STOCK_FIRST(node)
+            fast, stock = list(pyx12_speedups._loop_children(node)), list(STOCK_CHILDREN(node))
+            assert len(fast) == len(stock) and all(a is b for a, b in zip(fast, stock, strict=True))
+    node = loops[-1]
+    node.pos_map = {}  # a replaced dict is a new memo
+    assert pyx12_speedups._loop_len(node) == STOCK_LEN(node) == 0
+    assert pyx12_speedups._loop_first_node(node) is STOCK_FIRST(node) is None
+    assert list(pyx12_speedups._loop_children(node)) == [] and pyx12_speedups._keys_from(node, 0) == ()
+
+
+def _errors(outcome: Any, node: Any = None) -> Any:
+    """An is_valid_errors outcome as comparable values (errors by every field, map node by identity)."""
+    ok, errors = outcome
+    return ok, [(type(e).__name__, e.err_cde, e.err_str, e.err_val, e.refdes,
+                 None if e.map_node is None else e.map_node is node or id(e.map_node)) for e in errors]
+
+
+def _outcome(check: Any, *args: Any, node: Any = None) -> Any:
+    try:
+        return _errors(check(*args), node)
+    except Exception as exc:  # stock's exception is part of its answer
+        return type(exc).__name__, str(exc)
+
+
+#: Element values of every shape the checks tell apart: codes, dates and ranges, times, numbers with
+#: signs and points, lengths at and past the bounds, trailing spaces, control and lower-case characters.
+VALUES = ["", " ", "A", "Y", "N", "030", "021", "ZZZ", "18", "01", "D8", "RD8", "XN", "FT", "HLT", "FAM", "IL",
+          "34", "1", "20250101", "20251301", "2025011", "20250101-20251231", "20250101-2025", "0730", "2975",
+          "RIVERA", "RIVERA ", "RIV\x07ERA", "Rivera", "R" * 80, "12.5", "-12", "1-2", "0", "00501", "T",
+          "SHP-0042", "A B", "ÄB", "a|b", "9" * 16, "616021234", "US", "  ", "1.", ".5"]
+TYPE_LISTS: list[Any] = [None, [], ["D8"], ["RD8"], ["TM"], [None, "D8", "TM"], ["DT", "D6"]]
+
+
+def test_element_nodes_check_values_as_pyx12s() -> None:
+    """Every element node of both maps, every value shape, every type list, as an element or a one-part
+    component, missing, and as a composite of two: the same (ok, errors), or the same exception."""
+    fast = pyx12_speedups._element_is_valid_errors_with(STOCK_ELEMENT)
+    nodes = _nodes(pyx12.map_if._element.element_if)
+    assert len(nodes) > 500
+    for node in nodes:
+        given: list[Any] = [None, pyx12.segment.Composite("A:B", ":")]
+        given += [pyx12.segment.Composite(v, ":") for v in VALUES] + [pyx12.segment.Element(v) for v in VALUES[:8]]
+        for elem in given:
+            for type_list in TYPE_LISTS:
+                want = _outcome(STOCK_ELEMENT, node, elem, type_list, node=node)
+                assert _outcome(fast, node, elem, type_list, node=node) == want, (node.refdes, elem, type_list)
+
+
+def test_an_element_with_a_regular_expression_checks_it_as_pyx12s() -> None:
+    """pyx12's maps for an 834 carry no element regex: one set here, on every element node, is checked too."""
+    import re
+
+    fast = pyx12_speedups._element_is_valid_errors_with(STOCK_ELEMENT)
+    failed = 0
+    for node in _nodes(pyx12.map_if._element.element_if)[:200]:
+        node.res, node.rec = "^[A-Z]+$", re.compile("^[A-Z]+$", re.S)
+        for value in VALUES:
+            elem = pyx12.segment.Composite(value, ":")
+            want = _outcome(STOCK_ELEMENT, node, elem, None, node=node)
+            assert _outcome(fast, node, elem, None, node=node) == want, (node.refdes, value)
+            failed += any(e[1] == "7" and "regular expression" in e[2] for e in want[1])
+    assert failed > 100
+
+
+SEGMENT_TEXTS = ["DTP*348*RD8*20250101-20251231", "DTP*348*D8*2025", "DTP*348*TM*0730", "DTP*348*ZZ*20250101",
+                 "DTP*348", "DTP", "HD*030**HLT*PPO*FAM:X", "HD*030**HLT:X*PPO", "N4*PEORIA*IL*616021234*US*CY*X*Y*Z",
+                 "NM1*IL*1", "NM1*IL*1*RIVERA*ANA***34", "NM1*IL*1*RIVERA*ANA*L***34*900112222*XX",
+                 "REF*0F", "REF**X", "INS*Y*18*030*XN*A***FT*N*N*N*N*N*N*N*N*N*N", "AMT*C1*10.5", "AMT*C1*1X",
+                 "ISA*00*          *00*          *ZZ*A*ZZ*B*261121*0730*^*00501*000000042*0*T*:",
+                 "DMG*D8*19840309*F**A:B:C:D:E", "DMG*D8*19840309*F**RET:2135-2:RD", "DMG*D8*19840309*F**:X",
+                 "INS*Y*18*030*XN*A*C:D:E:F:G:H", "INS*Y*18*030*XN*A*C:D", "REF*0F*X**A:B", "REF*0F*X**A"]
+
+
+def test_segment_nodes_check_segments_as_pyx12s() -> None:
+    """Every segment node of both maps against every golden line with its id (and odd ones: too many and
+    too few elements, composites with too many parts, DTP formats, syntax rules broken), twice each."""
+    fast = pyx12_speedups._segment_is_valid_errors_with(STOCK_SEGMENT)
+    lines = {line for path in h.FIXTURES.glob("*.834") for line in path.read_text().split("~\n") if line}
+    texts = sorted(lines | set(SEGMENT_TEXTS))
+    by_id: dict[str, list[Any]] = {}
+    for text in texts:
+        seg = pyx12.segment.Segment(text + "~", "~", "*", "^" if text.startswith("ISA") else ":")
+        by_id.setdefault(str(seg.seg_id), []).append(seg)
+    checked = with_errors = 0
+    for node in _nodes(pyx12.map_if._segment.segment_if):
+        for seg in by_id.get(str(node.id), []):
+            want = _outcome(STOCK_SEGMENT, node, seg)
+            assert _outcome(fast, node, seg) == want and _outcome(fast, node, seg) == want, (node.get_path(), seg)
+            checked += 1
+            with_errors += bool(want[1])
+    assert checked > 300 and with_errors > 50, (checked, with_errors)
+
+
 CONTROL = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=12)
 
 
@@ -197,6 +329,12 @@ def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
     assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is not STOCK_CHILD
     assert pyx12.map_if._segment.segment_if.is_match is not STOCK_IS_MATCH
     assert pyx12.validation.contains_control_character is not STOCK_CONTROL
+    assert pyx12.map_walker.walk_tree._scan_loop_at_position is pyx12_speedups._scan_loop_at_position
+    assert pyx12.map_if._loop.loop_if.__len__ is pyx12_speedups._loop_len
+    assert pyx12.map_if._loop.loop_if.get_first_node is pyx12_speedups._loop_first_node
+    assert pyx12.map_if._loop.loop_if.childIterator is pyx12_speedups._loop_children
+    assert pyx12.map_if._element.element_if.is_valid_errors is not STOCK_ELEMENT
+    assert pyx12.map_if._segment.segment_if.is_valid_errors is not STOCK_SEGMENT
     assert pyx12_speedups.install()  # idempotent
     assert pyx12_speedups.refusal() is None  # it checks pyx12's own code, not the replacements
     pyx12_speedups.uninstall()
@@ -206,6 +344,12 @@ def test_install_replaces_and_uninstall_restores_pyx12s_own() -> None:
     assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is STOCK_CHILD
     assert pyx12.map_if._segment.segment_if.is_match is STOCK_IS_MATCH
     assert pyx12.validation.contains_control_character is STOCK_CONTROL
+    assert pyx12.map_walker.walk_tree._scan_loop_at_position is STOCK_SCAN
+    assert pyx12.map_if._loop.loop_if.__len__ is STOCK_LEN
+    assert pyx12.map_if._loop.loop_if.get_first_node is STOCK_FIRST
+    assert pyx12.map_if._loop.loop_if.childIterator is STOCK_CHILDREN
+    assert pyx12.map_if._element.element_if.is_valid_errors is STOCK_ELEMENT
+    assert pyx12.map_if._segment.segment_if.is_valid_errors is STOCK_SEGMENT
 
 
 def test_the_switch_keeps_pyx12_stock_for_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,6 +371,10 @@ def test_another_pyx12_version_is_left_stock(monkeypatch: pytest.MonkeyPatch,
     assert pyx12.segment.Segment.get is STOCK_GET
     assert pyx12.map_if._segment.segment_if.get_child_node_by_idx is STOCK_CHILD
     assert pyx12.validation.contains_control_character is STOCK_CONTROL
+    assert pyx12.map_walker.walk_tree._scan_loop_at_position is STOCK_SCAN
+    assert pyx12.map_if._loop.loop_if.__len__ is STOCK_LEN
+    assert pyx12.map_if._element.element_if.is_valid_errors is STOCK_ELEMENT
+    assert pyx12.map_if._segment.segment_if.is_valid_errors is STOCK_SEGMENT
     assert "pyx12 4.0.1 is not 4.0.0" in caplog.text
 
 

@@ -1,7 +1,7 @@
 """Faster pyx12 4.0.0 internals with the same verdict: installed explicitly, for that exact pyx12 only.
 
-pyx12 spends much of a 2,000-member 834 re-parsing, re-formatting and re-finding the same things
-(benchmarks/README.md, "pyx12 speedups"). :func:`install` replaces six of its internals, in this
+pyx12 spends much of a 2,000-member 834 re-parsing, re-formatting, re-sorting and re-checking the same
+things (benchmarks/README.md, "pyx12 speedups"). :func:`install` replaces these internals, in this
 process, with versions that compute exactly what pyx12's own do, only without repeating the work:
 
 - ``map_walker.NodeCounter`` (the loop and segment counts behind every "exceeded max count" and
@@ -14,17 +14,27 @@ process, with versions that compute exactly what pyx12's own do, only without re
   both depend only on what the map sets while it loads).
 - ``validation.contains_control_character`` by one that answers "none" with one regular-expression
   search and asks pyx12's own function whenever any control character is present.
+- The map walker's ``walk_tree._scan_loop_at_position`` and ``loop_if.__len__``, ``get_first_node`` and
+  ``childIterator`` by ones that sort a loop's positions once per map node, not on every call.
+- ``element_if.is_valid_errors`` by a fast path that answers "valid, no errors" when every one of
+  stock's checks passes, and hands anything else to stock; ``segment_if.is_valid_errors`` by stock's
+  loop over a per-node layout, remembering per node and element count whether the missing trailing
+  elements (whose verdict depends only on the map) all pass.
+
+No data value is remembered: only what a map node fixes while it loads (and element counts). An error is
+always made by stock's own code, so its text, order and fields are stock's.
 
 ``X12Path`` itself is left alone: pyx12 mutates paths after construction (``getnodebypath`` deletes
 from ``loop_list``), so a formatted string cached on a path could go stale. The counter therefore keys
 on a path's fields (exactly ``X12Path.__eq__``) and formats each distinct path once.
 
 Guarded twice: pyx12's version must be :data:`PYX12_VERSION` and the source of everything replaced or
-relied on (the classes whose methods are replaced, the walker that makes counters) must hash to what
-these replacements were written against (:data:`_STOCK_SOURCES`); else :func:`install` refuses (logs
-why, returns False) and pyx12 runs stock. ``CARRIERFEEDS_PYX12_SPEEDUPS=0`` (:data:`SPEEDUPS_ENV`) keeps
-stock pyx12 for comparison. The oracle that the verdict is unchanged is
-tests/x12/test_pyx12_speedups_oracle.py (stock and patched pyx12 in separate processes).
+relied on (the classes whose methods are replaced, the walker that makes counters, the segment's
+element classes) must hash to what these replacements were written against (:data:`_STOCK_SOURCES`);
+else :func:`install` refuses (logs why, returns False) and pyx12 runs stock.
+``CARRIERFEEDS_PYX12_SPEEDUPS=0`` (:data:`SPEEDUPS_ENV`) keeps stock pyx12 for comparison. The oracle
+that the verdict is unchanged is tests/x12/test_pyx12_speedups_oracle.py (stock and patched pyx12 in
+separate processes, and one sabotaged replacement at a time to show it would notice).
 """
 
 from __future__ import annotations
@@ -54,6 +64,10 @@ _STOCK_SOURCES: dict[str, str] = {
     "pyx12.segment.Segment": "7cc759628bc5a4464d62bd56e4711e7c0f177521f033bc823b38907bada9de1f",
     "pyx12.map_if._segment.segment_if": "578462ce2bec4f9bbb1528c7e587d0cff8c28dcf5dbeeaf87af11ce26e6ab546",
     "pyx12.validation.contains_control_character": "580cfc595e2866acd0cebe38b83ab5720dc96ad5ee4b3e398ad276fe16620cee",
+    "pyx12.map_if._loop.loop_if": "7abc371bb6e506ae00a0c592416e7cff46f2b58fc40c19e5bcdf155ae654cce3",
+    "pyx12.map_if._element.element_if": "a254a52158037c46bf49c5a12d3cc52292be586c4d72ce7da6595e90f3003db4",
+    "pyx12.segment.Composite": "48a182ec5183872ca8a321f5920e28ca3f0b8bda78db69cddf66138c5ba991b2",
+    "pyx12.segment.Element": "6d6260ff5ad17623b14f08919a3bd958c079a3cc7c72d5749de04621166716c1",
 }
 
 # Bound on each per-process memo (paths and reference designators, from pyx12's maps and code, never
@@ -293,6 +307,232 @@ def _is_match_with(resolve: Callable[..., Any]) -> Callable[[Any, Any], bool]:
     return is_match
 
 
+# ------------------------------------------------------------------------------- the map walker
+def _sorted_keys(node: Any) -> tuple[int, ...]:
+    """``sorted(node.pos_map)``, remembered on the map node.
+
+    A loop's (or the map root's) ``pos_map`` gets its keys while the map loads and never after (pyx12
+    4.0.0 fills it only in constructors); the memo is dropped if the dict is replaced or changes size.
+    """
+    pos_map = node.pos_map
+    memo = node.__dict__.get("_carrierfeeds_keys")
+    if memo is None or memo[0] is not pos_map or memo[1] != len(pos_map):
+        memo = (pos_map, len(pos_map), tuple(sorted(pos_map)), {})
+        node._carrierfeeds_keys = memo
+    keys: tuple[int, ...] = memo[2]
+    return keys
+
+
+def _keys_from(node: Any, node_pos: int) -> tuple[int, ...]:
+    """``[a for a in sorted(node.pos_map) if a >= node_pos]``, remembered per map node and position."""
+    keys = _sorted_keys(node)
+    by_pos: dict[int, tuple[int, ...]] = node._carrierfeeds_keys[3]
+    found = by_pos.get(node_pos)
+    if found is None:
+        found = tuple(a for a in keys if a >= node_pos)
+        by_pos[node_pos] = found
+    return found
+
+
+def _scan_loop_at_position(self: Any, node: Any, node_pos: int, seg_data: Any, orig_node: Any, seg_count: int,
+                           cur_line: int, ls_id: str | None, pop_node_list: list[Any]) -> Any:
+    """``walk_tree._scan_loop_at_position`` with the loop's positions sorted once per map node, not per call."""
+    for ord1 in _keys_from(node, node_pos):
+        for child in node.pos_map[ord1]:
+            if child.is_segment():
+                result = self._try_match_segment_child(node, child, seg_data, orig_node, seg_count, cur_line,
+                                                       ls_id, pop_node_list)
+                if result is not None:
+                    return result
+            elif child.is_loop():
+                result = self._try_match_loop_child(child, seg_data, seg_count, cur_line, ls_id, pop_node_list)
+                if result is not None:
+                    return result
+    return None
+
+
+def _loop_len(self: Any) -> int:
+    """``loop_if.__len__``: the number of children, summed without sorting the positions first."""
+    return sum(map(len, self.pos_map.values()))
+
+
+def _loop_first_node(self: Any) -> Any:
+    """``loop_if.get_first_node``: the first child at the lowest position (``min`` is ``sorted(...)[0]``)."""
+    pos_map = self.pos_map
+    if len(pos_map) > 0:
+        return pos_map[min(pos_map)][0]
+    return None
+
+
+def _loop_children(self: Any) -> Any:
+    """``loop_if.childIterator``: the children by position, over the remembered sorted positions."""
+    for ord1 in _sorted_keys(self):
+        yield from self.pos_map[ord1]
+
+
+# ------------------------------------------------------------------------ element validation
+#: Per-node constants of the fast element check (from the data element definition the node loaded
+#: with), or None where only stock's own check is asked (no definition, or one stock would trip on).
+_EleConsts = tuple[str | None, bool, int, int]
+
+
+def _element_constants(node: Any) -> _EleConsts | None:
+    data_ele = node.__dict__.get("_data_ele")
+    if data_ele is None:
+        return None
+    data_type, min_len, max_len = data_ele["data_type"], data_ele["min_len"], data_ele["max_len"]
+    if data_type == "" or type(min_len) is not int or type(max_len) is not int:
+        return None
+    numeric = data_type is not None and (data_type == "R" or data_type[0] == "N")
+    return (data_type, numeric, min_len, max_len)
+
+
+def _element_is_valid_errors_with(stock: Callable[..., tuple[bool, list[Any]]]) -> Callable[..., Any]:
+    from pyx12 import validation
+    from pyx12.segment import Composite, Element
+
+    def is_valid_errors(self: Any, elem: Any, type_list: list[str | None] | None = None) -> tuple[bool, list[Any]]:
+        """``element_if.is_valid_errors``: (True, []) when every one of stock's checks passes, else stock's own.
+
+        A missing element (None) takes stock's branch for it directly. Otherwise the checks, in
+        stock's terms, each a condition under which stock adds no error: not a composite, not empty,
+        usage not "N", length within the data element's bounds (numeric types not counting "-" and
+        "."), no control character, no trailing space, a listed code (when the node has codes), the
+        data type (pyx12's own ``IsValidDataType``, with stock's arguments), any of the type list, the
+        node's regular expression. Whenever one of them does not hold, stock runs and makes the
+        errors, so every error, its text and its order is stock's.
+        """
+        if elem is None:
+            # Stock's own branch for a missing element, without its preamble.
+            if self.usage in ("N", "S"):
+                return (True, [])
+            empty = self._validate_when_empty()
+            return (not empty, empty)
+        consts = self.__dict__.get("_carrierfeeds_ele", False)
+        if consts is False:
+            consts = _element_constants(self)
+            self._carrierfeeds_ele = consts
+        kind = type(elem)
+        if consts is None or (kind is not Element and (kind is not Composite or len(elem.elements) != 1)):
+            return stock(self, elem, type_list)
+        value = elem.value if kind is Element else elem.elements[0].value
+        data_type, numeric, min_len, max_len = consts
+        if value == "" or self.usage == "N" or value[-1] == " ":
+            return stock(self, elem, type_list)
+        size = len(value.replace("-", "").replace(".", "")) if numeric else len(value)
+        if size < min_len or size > max_len or _CONTROL.search(value) is not None:
+            return stock(self, elem, type_list)
+        codes = self._valid_codes_set
+        if (codes or self.external_codes is not None) and value not in codes:
+            return stock(self, elem, type_list)
+        charset = self.root.param.get("charset")
+        if not validation.IsValidDataType(value, data_type, charset, self.root.icvn or "00401"):
+            return stock(self, elem, type_list)
+        if type_list and not any(validation.IsValidDataType(value, t, charset) for t in type_list if t is not None):
+            return stock(self, elem, type_list)
+        rec = self.rec
+        if rec is not None and not rec.search(value):
+            return stock(self, elem, type_list)
+        return (True, [])
+
+    return is_valid_errors
+
+
+# ------------------------------------------------------------------------ segment validation
+def _segment_layout(node: Any, composite_if: type, element_if: type) -> Any:
+    """Per segment node: its children as stock's loop meets them (node and kind: 1 composite, 2
+    element, 0 neither, by index) and a memo, per element count, of whether every missing trailing
+    element and composite passes; None where stock's own loop has to run (a child stock cannot find
+    raises there). Dropped if the children list is replaced or changes length."""
+    from pyx12.errors import EngineError
+
+    children = node.children
+    memo = node.__dict__.get("_carrierfeeds_layout")
+    if memo is not None and memo[0] is children and memo[1] == len(children):
+        return memo[2]
+    layout: tuple[list[tuple[Any, int]], dict[int, bool]] | None
+    try:
+        kids = [node.get_child_node_by_idx(i) for i in range(node.get_child_count())]
+    except EngineError:  # stock raises it from inside its loop: let stock raise it there
+        layout = None
+    else:
+        layout = ([(c, 1 if isinstance(c, composite_if) else 2 if isinstance(c, element_if) else 0) for c in kids],
+                  {})
+    node._carrierfeeds_layout = (children, len(children), layout)
+    return layout
+
+
+def _segment_is_valid_errors_with(stock: Callable[..., tuple[bool, list[Any]]]) -> Callable[..., Any]:
+    import pyx12.map_if._segment as segment_module
+    from pyx12.map_if._composite import composite_if
+    from pyx12.map_if._element import element_if
+
+    def is_valid_errors(self: Any, seg_data: Any) -> tuple[bool, list[Any]]:
+        """``segment_if.is_valid_errors``: stock's loop over the children, run from a per-node layout.
+
+        Each present element or composite is checked by its own node's ``is_valid_errors`` with the
+        arguments stock gives it (DTP03's format from DTP02, 1251's type list from 1250's codes), in
+        stock's order. The missing trailing ones depend only on the map (their usage), so whether
+        they all pass is remembered per node and element count; when some do not, they run as in
+        stock. Stock runs the whole segment when it has more elements than the map (an error), when
+        a composite has more components than its node (an error), or when the layout cannot be made.
+        Nothing here touches an error handler, so handing over to stock part way is exact.
+        """
+        layout = _segment_layout(self, composite_if, element_if)
+        elements = seg_data.elements
+        count = len(elements)
+        if layout is None or count > len(layout[0]):
+            return stock(self, seg_data)
+        kids = layout[0]
+        valid = True
+        errors: list[Any] = []
+        dtype: list[str | None] = []
+        type_list: list[str | None] = []
+        is_dtp = seg_data.seg_id == "DTP"
+        for i in range(count):
+            child, kind = kids[i]
+            if kind == 1:
+                comp_data = elements[i]
+                if len(comp_data) > child.get_child_count() and child.usage != "N":
+                    return stock(self, seg_data)
+                ok, found = child.is_valid_errors(comp_data)
+            elif kind == 2:
+                if i == 1 and is_dtp:
+                    qualifier = elements[1].format()
+                    if qualifier in ("RD8", "D8", "D6", "DT", "TM"):
+                        dtype = [qualifier]
+                data_ele = child.data_ele
+                if data_ele == "1250":
+                    type_list.extend(child.valid_codes)
+                if i == 2 and is_dtp:
+                    ok, found = child.is_valid_errors(elements[i], dtype)
+                elif data_ele == "1251" and len(type_list) > 0:
+                    ok, found = child.is_valid_errors(elements[i], type_list)
+                else:
+                    ok, found = child.is_valid_errors(elements[i])
+            else:
+                continue
+            valid &= ok
+            errors += found
+        clean = layout[1].get(count)
+        if clean is None or not clean:
+            trailing_ok = True
+            for i in range(count, len(kids)):
+                child, kind = kids[i]
+                if kind:
+                    ok, found = child.is_valid_errors(None)
+                    trailing_ok = trailing_ok and ok and not found
+                    valid &= ok
+                    errors += found
+            layout[1][count] = trailing_ok
+        for syn in self.syntax:
+            if not segment_module.is_syntax_valid(seg_data, syn)[0]:
+                return stock(self, seg_data)
+        return valid, errors
+
+    return is_valid_errors
+
+
 # ----------------------------------------------------------------------------------------- install
 _lock = threading.Lock()
 _stock: dict[str, Any] = {}
@@ -303,6 +543,8 @@ def _source_digest(obj: Any) -> str:
 
 
 def _targets() -> dict[str, Any]:
+    import pyx12.map_if._element
+    import pyx12.map_if._loop
     import pyx12.map_if._segment
     import pyx12.map_walker
     import pyx12.nodeCounter
@@ -317,7 +559,11 @@ def _targets() -> dict[str, Any]:
             "pyx12.map_if._segment.segment_if": pyx12.map_if._segment.segment_if,
             # Once installed, the module attribute is ours: the stock function is the one to check.
             "pyx12.validation.contains_control_character": _stock.get(
-                "contains_control_character", pyx12.validation.contains_control_character)}
+                "contains_control_character", pyx12.validation.contains_control_character),
+            "pyx12.map_if._loop.loop_if": pyx12.map_if._loop.loop_if,
+            "pyx12.map_if._element.element_if": pyx12.map_if._element.element_if,
+            "pyx12.segment.Composite": pyx12.segment.Composite,
+            "pyx12.segment.Element": pyx12.segment.Element}
 
 
 def refusal() -> str | None:
@@ -353,16 +599,24 @@ def install() -> bool:
         if why is not None:
             log.warning("pyx12 speedups not installed: %s; pyx12 runs stock", why)
             return False
+        import pyx12.map_if._element
+        import pyx12.map_if._loop
         import pyx12.map_if._segment
         import pyx12.map_walker
         import pyx12.segment
         import pyx12.validation
 
         segment_if = pyx12.map_if._segment.segment_if
+        loop_if, element_if = pyx12.map_if._loop.loop_if, pyx12.map_if._element.element_if
+        walk_tree = pyx12.map_walker.walk_tree
         _stock.update(NodeCounter=pyx12.map_walker.NodeCounter,
                       _parse_refdes=pyx12.segment.Segment._parse_refdes, get=pyx12.segment.Segment.get,
                       get_child_node_by_idx=segment_if.get_child_node_by_idx, is_match=segment_if.is_match,
-                      contains_control_character=pyx12.validation.contains_control_character)
+                      contains_control_character=pyx12.validation.contains_control_character,
+                      _scan_loop_at_position=walk_tree._scan_loop_at_position, __len__=loop_if.__len__,
+                      get_first_node=loop_if.get_first_node, childIterator=loop_if.childIterator,
+                      element_is_valid_errors=element_if.is_valid_errors,
+                      segment_is_valid_errors=segment_if.is_valid_errors)
         pyx12.map_walker.NodeCounter = IndexedNodeCounter
         pyx12.segment.Segment._parse_refdes = _parse_refdes
         pyx12.segment.Segment.get = _get
@@ -370,6 +624,12 @@ def install() -> bool:
         segment_if.is_match = _is_match_with(segment_if._resolve_unique_key_field)
         pyx12.validation.contains_control_character = _contains_control_character_with(
             _stock["contains_control_character"])
+        walk_tree._scan_loop_at_position = _scan_loop_at_position
+        loop_if.__len__ = _loop_len
+        loop_if.get_first_node = _loop_first_node
+        loop_if.childIterator = _loop_children
+        element_if.is_valid_errors = _element_is_valid_errors_with(_stock["element_is_valid_errors"])
+        segment_if.is_valid_errors = _segment_is_valid_errors_with(_stock["segment_is_valid_errors"])
         log.info("pyx12 speedups installed (pyx12 %s)", PYX12_VERSION)
         return True
 
@@ -389,6 +649,8 @@ def uninstall() -> None:
     with _lock:
         if not _stock:
             return
+        import pyx12.map_if._element
+        import pyx12.map_if._loop
         import pyx12.map_if._segment
         import pyx12.map_walker
         import pyx12.segment
@@ -400,6 +662,13 @@ def uninstall() -> None:
         pyx12.map_if._segment.segment_if.get_child_node_by_idx = _stock["get_child_node_by_idx"]
         pyx12.map_if._segment.segment_if.is_match = _stock["is_match"]
         pyx12.validation.contains_control_character = _stock["contains_control_character"]
+        pyx12.map_walker.walk_tree._scan_loop_at_position = _stock["_scan_loop_at_position"]
+        loop_if = pyx12.map_if._loop.loop_if
+        loop_if.__len__ = _stock["__len__"]
+        loop_if.get_first_node = _stock["get_first_node"]
+        loop_if.childIterator = _stock["childIterator"]
+        pyx12.map_if._element.element_if.is_valid_errors = _stock["element_is_valid_errors"]
+        pyx12.map_if._segment.segment_if.is_valid_errors = _stock["segment_is_valid_errors"]
         _stock.clear()
 
 
