@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -413,6 +414,81 @@ def check_exactly_once(side: Side) -> dict[str, Any]:
             "problems": problems}
 
 
+# ---------------------------------------------------------------------------------- task phases
+#: The markers in a task try's log (Airflow 3 JSON lines) that bound its phases.
+_PRE_EXECUTE = "::group::Pre Execute"
+_GROUP, _GROUP_END = "::group::", "::endgroup::"
+
+
+def _log_events(text: str) -> list[tuple[datetime, dict[str, Any]]]:
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+            events.append((datetime.fromisoformat(event["timestamp"]), event))
+        except (ValueError, KeyError, TypeError):
+            continue  # not a structured line (a child's stray output)
+    return events
+
+
+def task_log_marks(text: str) -> dict[str, Any]:
+    """When a task try passed each mark, from its log: the task runner's first line, the end of its
+    "Pre Execute" group (the DAG bundle and the DAG file's parse), the first stage's group, and the
+    line after the last stage; and the DAG file's parse time the task runner reports. Missing: None."""
+    events = _log_events(text)
+    marks: dict[str, Any] = {"first_line": events[0][0] if events else None, "pre_execute_end": None,
+                             "first_stage": None, "stages_end": None, "dag_file_parse_s": None}
+    in_pre_execute = False
+    for at, event in events:
+        message = str(event.get("event", ""))
+        if message == _PRE_EXECUTE:
+            in_pre_execute = True
+        elif in_pre_execute and message == _GROUP_END:
+            marks["pre_execute_end"], in_pre_execute = at, False
+        elif message.startswith(_GROUP) and event.get("logger") == "carrierfeeds.airflow":
+            marks["first_stage"] = marks["first_stage"] or at
+        elif message.startswith("stage ") and event.get("logger") == "carrierfeeds.airflow":
+            marks["stages_end"] = at  # each stage's outcome line follows its group
+        if "dag_file_parse_ms" in event:
+            marks["dag_file_parse_s"] = round(float(event["dag_file_parse_ms"]) / 1000, 3)
+    return marks
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+def task_phases(marks: dict[str, Any], start: datetime | None, end: datetime | None) -> dict[str, float | None]:
+    """A task try's run time (Airflow's start_date to end_date) split at its log's marks: the task
+    process starting, Pre Execute (of which the DAG file's parse), the run's setup before the first
+    stage, the stages, and finishing (XCom, the final state sent to the execution API)."""
+    return {"process_start_s": _seconds(start, marks["first_line"]),
+            "pre_execute_s": _seconds(marks["first_line"], marks["pre_execute_end"]),
+            "dag_file_parse_s": marks["dag_file_parse_s"],
+            "setup_s": _seconds(marks["pre_execute_end"], marks["first_stage"]),
+            "stages_s": _seconds(marks["first_stage"], marks["stages_end"]),
+            "finish_s": _seconds(marks["stages_end"], end)}
+
+
+def celery_worker_marks(text: str) -> dict[str, dict[str, datetime]]:
+    """Per celery task id, when the worker received it and when its pool process was free again
+    ("succeeded in"/"failed in"), from the celery worker's log."""
+    out: dict[str, dict[str, datetime]] = {}
+    for line in text.splitlines():
+        stamp, _, rest = line.partition(" ")
+        if "execute_workload[" not in rest:
+            continue
+        celery_id = rest.split("execute_workload[", 1)[1].split("]", 1)[0]
+        kind = "received" if "] received" in rest else "done" if re.search(r"\] (succeeded|failed) in", rest) else None
+        if kind is None:
+            continue
+        try:
+            out.setdefault(celery_id, {})[kind] = datetime.fromisoformat(stamp)
+        except ValueError:
+            continue
+    return out
+
+
 # ---------------------------------------------------------------------------------- Airflow side
 def airflow_env(side: Side, *, home: Path, metadata_url: str, executor: str, parallelism: int, api_port: int,
                 endpoint: Any, redis_url: str | None, queue: str | None,
@@ -642,15 +718,26 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
                 _forget_redis_keys(redis_url, queue, [r["external_executor_id"] for r in rows
                                                       if r.get("external_executor_id")])
 
+    worker_log = logs / "worker.log"
+    worker = celery_worker_marks(worker_log.read_text(errors="replace")) if worker_log.exists() else {}
     task_rows = []
     for row in rows:
         q, s, e = row["queued_dttm"], row["start_date"], row["end_date"]
-        task_rows.append({"dag_id": row["dag_id"], "task_id": row["task_id"], "try_number": row["try_number"],
-                      "state": row["state"],
-                      "queued_to_start_s": round((s - q).total_seconds(), 3) if q and s else None,
-                      "run_s": round((e - s).total_seconds(), 3) if s and e else None,
-                      "queued_at_s": round((q - t0).total_seconds(), 3) if q else None,
-                      "end_at_s": round((e - t0).total_seconds(), 3) if e else None})
+        task_log = (home / "logs" / f"dag_id={row['dag_id']}" / f"run_id={RUN_ID}" / f"task_id={row['task_id']}"
+                    / f"attempt={row['try_number']}.log")
+        marks = task_log_marks(task_log.read_text(errors="replace")) if task_log.exists() else task_log_marks("")
+        task_row = {"dag_id": row["dag_id"], "task_id": row["task_id"], "try_number": row["try_number"],
+                    "state": row["state"], "queued_to_start_s": _seconds(q, s), "run_s": _seconds(s, e),
+                    "queued_at_s": _seconds(t0, q), "end_at_s": _seconds(t0, e),
+                    "phases": task_phases(marks, s, e)}
+        if executor == "celery":
+            # The celery side of queue-to-start, and how long the worker's pool process stayed taken
+            # after the task ended (its slot is not free before).
+            seen = worker.get(row.get("external_executor_id") or "", {})
+            task_row["celery"] = {"queued_to_received_s": _seconds(q, seen.get("received")),
+                                  "received_to_start_s": _seconds(seen.get("received"), s),
+                                  "end_to_slot_free_s": _seconds(e, seen.get("done"))}
+        task_rows.append(task_row)
     ends = [t["end_at_s"] for t in task_rows if t["end_at_s"] is not None]
     wall = max(ends) if ends else None
     by_task: dict[str, dict[str, Any]] = {}
@@ -658,10 +745,17 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
         mine = [t for t in task_rows if t["task_id"] == task_id]
         by_task[task_id] = {
             "queued_to_start_s": _spread([t["queued_to_start_s"] for t in mine if t["queued_to_start_s"] is not None]),
-            "run_s": _spread([t["run_s"] for t in mine if t["run_s"] is not None])}
+            "run_s": _spread([t["run_s"] for t in mine if t["run_s"] is not None]),
+            "phases": {name: _spread([t["phases"][name] for t in mine if t["phases"][name] is not None])
+                       for name in mine[0]["phases"]}}
+        if executor == "celery":
+            by_task[task_id]["celery"] = {
+                name: _spread([t["celery"][name] for t in mine if t["celery"][name] is not None])
+                for name in mine[0]["celery"]}
     delivered_at = sorted(t["end_at_s"] for t in task_rows if t["task_id"] == DELIVER_TASKS[tasks]
                           and t["end_at_s"] is not None and t["state"] == "success")
     succeeded = sum(1 for s in runs.values() if s == "success")
+    task_s = sum(t["run_s"] or 0.0 for t in task_rows)
     return {
         "executor": executor, "parallelism": parallelism, "task_design": tasks, "preload": preload,
         "default_pool_slots": pool_slots,
@@ -672,6 +766,12 @@ def run_airflow(side: Side, *, base: Path, metadata_url: str, executor: str, par
         "last_delivery_s": delivered_at[-1] if delivered_at else None,
         "cpu_s": round(cpu_after - cpu_before, 2),
         "cpu_s_per_feed": round((cpu_after - cpu_before) / len(dag_ids), 2),
+        # Task time (start_date to end_date, last tries) over the slots the window had: the rest is
+        # hand-over (the scheduler noticing an end and queueing the next, the executor starting it).
+        "task_s_per_feed": round(task_s / len(dag_ids), 3),
+        "slots_busy": round(task_s / (parallelism * wall), 3) if wall else None,
+        "phase_s_per_feed": {name: round(sum(t["phases"][name] or 0.0 for t in task_rows) / len(dag_ids), 3)
+                             for name in (task_rows[0]["phases"] if task_rows else ())},
         **memory,
         "startup_s": {"db_migrate": round(migrate_s, 1), "until_parsed": round(startup_s, 1)},
         "machine_state": {"before": state_before, "after": state_after},

@@ -176,6 +176,16 @@ def test_window_benchmark_runs_feeds_under_airflow_and_in_process_each_delivered
     assert all(t["state"] == "success" and t["queued_to_start_s"] is not None and t["run_s"] is not None
                for t in air["tasks"])
     assert all(summary["run_s"]["n"] == 2 for summary in air["task_summary"].values())
+    # Each task's own log had every mark, in order: Pre Execute (holding the DAG file's parse), the run's
+    # setup, its stages, and the finish after them.
+    for task in air["tasks"]:
+        phases = task["phases"]
+        assert all(phases[p] is not None for p in phases), task
+        assert all(phases[p] >= 0 for p in ("pre_execute_s", "setup_s", "stages_s", "finish_s")), task
+        assert 0 < phases["dag_file_parse_s"] <= phases["pre_execute_s"]
+        assert task["phases"]["stages_s"] > 0 and "celery" not in task
+    assert 0 < air["slots_busy"] <= 1
+    assert air["task_s_per_feed"] == pytest.approx(sum(t["run_s"] for t in air["tasks"]) / 2, abs=0.01)
     for side in (air, inproc):
         assert side["feeds_per_hour"] > 0 and side["wall_s"] > 0
         assert side["cpu_s"] > 0 and side["peak_rss_mb"] > 0 and side["peak_pss_mb"] > 0
