@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -109,13 +111,42 @@ def build_app() -> FastAPI:
                       dag_url=_dag_url)
 
 
+class LazyConsole:
+    """The console's ASGI app, built by :func:`build_app` on its first request, not when Airflow loads the
+    plugin: every Airflow process loads plugins (each task's, under Celery), and only the api-server
+    serves the console. Building it means importing FastAPI and the console (figures in
+    benchmarks/README.md, "Celery with feed")."""
+
+    def __init__(self) -> None:
+        self._app: FastAPI | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def app(self) -> FastAPI:
+        """The console app, built once."""
+        with self._lock:
+            if self._app is None:
+                self._app = build_app()
+            return self._app
+
+    @property
+    def routes(self) -> list[Any]:
+        """The console's routes, as a mounted app's are read (Starlette's ``Mount.routes``): how the
+        pages' ``url_for`` finds the console's own routes (its static files) from Airflow's router."""
+        return list(self.app.routes)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+        await self.app(scope, receive, send)
+
+
 class CarrierfeedsConsolePlugin(AirflowPlugin):
     """Registered through the ``airflow.plugins`` entry point: nothing goes in the dags folder."""
 
     # Airflow's plugin manager reads these class attributes as they are declared on AirflowPlugin.
     name = "carrierfeeds_console"
     fastapi_apps: list[dict[str, Any]] = [  # noqa: RUF012
-        {"app": build_app(), "url_prefix": URL_PREFIX, "name": "carrierfeeds console"}]
+        {"app": LazyConsole(), "url_prefix": URL_PREFIX, "name": "carrierfeeds console"}]
     external_views: list[dict[str, Any]] = [  # noqa: RUF012
         {"name": "Carrierfeeds", "href": "carrierfeeds/", "destination": "nav", "url_route": "carrierfeeds",
          "category": "browse"}]
