@@ -120,3 +120,54 @@ def test_census_changing_while_staged_leaves_no_copy_and_no_object(
     else:
         assert "census.csv.enc" not in store_names
     ctx.ledger.close()
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_local_census_is_staged_from_one_pass_copy_sealed_and_hashed(sftp_workspace: Any, named: bool) -> None:
+    """An explicitly named file and the local source's newest file: the private copy (0600), the sealed
+    object and the recorded sha256 are all of the employer's bytes; no temporary is left."""
+    ws = sftp_workspace
+    census = ws.write_census(members=25, seed=34, as_of=DAY)
+    original = census.read_bytes()
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test")
+    result = run.stage_census(ctx, census if named else None)
+    staged = ctx.run_dir / "census.csv"
+    assert staged.read_bytes() == original and (staged.stat().st_mode & 0o777) == 0o600
+    assert ctx.store.get_bytes(ctx.feed_id, DAY, "census.csv") == original
+    assert result["census_sha256"] == ctx.state().census.census_sha256 == hashlib.sha256(original).hexdigest()
+    assert ctx.state().census.census_pick["kind"] == "local"
+    assert [p.name for p in ctx.run_dir.rglob("*") if p.is_file() and "census" in p.name] == ["census.csv"]
+    assert not [p.name for p in run_dir_for(ws.settings, ref).iterdir() if ".tmp-" in p.name]
+    ctx.ledger.close()
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_census_refused_after_its_copy_leaves_no_copy_and_no_object(sftp_workspace: Any, earlier: bool) -> None:
+    """A zip the schema does not allow is refused once copied (the archive check reads the copy): the
+    sealed object written beside the copy is abandoned with it; an earlier attempt's object stays."""
+    import zipfile
+
+    from carrierfeeds.errors import DataError
+
+    ws = sftp_workspace
+    census = ws.write_census(members=20, seed=35, as_of=DAY)
+    original = census.read_bytes()
+    ref = RunRef.for_day(ws.feed.feed_id, DAY)
+    ctx = run.open_run(ws.settings, ref, clock=_clock, actor="test")
+    if earlier:
+        run.stage_census(ctx, census)
+        (ctx.run_dir / "census.csv").unlink()
+    zipped = census.with_name("census.zip")
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("census.csv", original)
+    with pytest.raises(DataError, match="archive"):
+        run.stage_census(ctx, zipped)
+    assert not [p.name for p in ctx.run_dir.rglob("*") if p.is_file() and "census" in p.name]
+    store_names = [p.name for p in run_dir_for(ws.settings, ref).iterdir()]
+    assert not [n for n in store_names if ".tmp-" in n]
+    if earlier:
+        assert ctx.store.get_bytes(ctx.feed_id, DAY, "census.csv") == original
+    else:
+        assert "census.csv.enc" not in store_names
+    ctx.ledger.close()

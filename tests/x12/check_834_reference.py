@@ -498,7 +498,9 @@ def _medicare_composite(data: Payload, at: int, d: Delimiters) -> bool:
     """Whether the component separator at ``at`` is INS06's own (the Medicare status composite: a plan
     code, the separator, a one-digit eligibility reason), the one composite the 834 we write has."""
     e = ord(d.element)
-    if at < 2 or data[at - 2] != e or chr(data[at - 1]) not in "ABCDE" or chr(data[at + 1]) not in "012":
+    # A separator that is the file's last byte has no reason after it: not a composite, a finding.
+    if at < 2 or at + 1 >= len(data) or data[at - 2] != e or chr(data[at - 1]) not in "ABCDE" \
+            or chr(data[at + 1]) not in "012":
         return False
     if at + 2 < len(data) and data[at + 2] not in (e, ord(d.segment)):
         return False

@@ -157,6 +157,9 @@ _BROKEN: dict[str, Callable[[bytes], bytes]] = {
     "non_ascii": lambda d: _replace_at(d, _nth(d, rb"^NM1\*IL\*1\*", 0.85), b"NM1*IL*1*\xc3\xa9"),
     "no_suffix": lambda d: _replace_at(d, _nth(d, rb"~\n(?=N4)", 0.45), b"~"),
     "trailing_text": lambda d: d + b"TRAILING",
+    # Cut after a Medicare plan code and its component separator, as INS06's composite starts: the
+    # separator is the file's last byte (this once raised IndexError instead of reporting).
+    "ends_in_a_composite_separator": lambda d: d[:_nth(d, rb"^INS\*N\*", 0.5).start()] + b"INS*N*19*030*XN*A:",
     "isa_missing": lambda d: d[:50],
     "isa_length": lambda d: b"ISA*00" + d[3:],
     "isa_delimiters": lambda d: d[:104] + b"\xff" + d[105:],

@@ -12,6 +12,8 @@ from pathlib import Path
 import pydantic
 import pytest
 import x12_helpers as h
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_x12_volumes import _header, volume_enrollment, volume_feed, volume_mapping, volume_rows
 
 from carrierfeeds.config import CarrierMapping, load_schema
@@ -88,3 +90,54 @@ def test_without_lines_beyond_the_tr3_nothing_is_waived(tmp_path: Path) -> None:
     assert hd03_beyond_tr3(path.read_bytes()) == set()
     verdict, detail = _gate(path, mapping, members, tmp_path)
     assert verdict.passed and verdict.waived == 0 and "pyx12_waived" not in detail  # type: ignore[attr-defined]
+
+
+def _whole_file_hd03_beyond_tr3(data: bytes) -> set[str]:
+    """The oracle: the gate's search before it read windows, one regular expression over the whole file."""
+    import re
+
+    tr3 = values(InsuranceLine) - HD03_BEYOND_TR3
+    e, t = re.escape(bytes(data[3:4])), re.escape(bytes(data[105:106]))
+    found = {m.decode("ascii", "replace") for m in re.findall(rb"(?:^|" + t + rb")\s*HD" + e + rb"[^" + e + t
+                                                                + rb"]*" + e + rb"[^" + e + t + rb"]*" + e
+                                                                + rb"([^" + e + t + rb"]*)", data)}
+    return found - tr3
+
+
+_HD_DAMAGE = [b"~", b"\n", b"*", b"HD*030**LIF*", b"HD*", b"~HD*024**ZZ", b"~\n\nHD*1*2*ADD", b"HSA", b" "]
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(_HD_DAMAGE)), max_size=6),
+       window=st.sampled_from([1, 2, 7, 64, 997, 1 << 20]))
+def test_windows_find_the_codes_the_whole_file_search_finds(tmp_path_factory: pytest.TempPathFactory,
+                                                            edits: list[tuple[float, bytes]], window: int) -> None:
+    data = _life_bytes(tmp_path_factory)
+    for fraction, chunk in edits:
+        at = 106 + int(fraction * (len(data) - 106))
+        data = data[:at] + chunk + data[at:]
+    assert hd03_beyond_tr3(data, window_bytes=window) == _whole_file_hd03_beyond_tr3(data)
+
+
+def test_windows_read_a_map_and_find_codes_in_its_last_segment(tmp_path: Path) -> None:
+    from carrierfeeds.files import read_mapped
+
+    path, _ = _life_file(tmp_path, volume_mapping(), ("LIFE-BASIC", "ADD-BASIC"))
+    data = path.read_bytes()
+    last = data.rstrip(b"\n")
+    cut = last[:last.rindex(b"~", 0, len(last) - 1) + 1] + b"\nHD*030**HSA"  # no terminator at the end
+    assert _whole_file_hd03_beyond_tr3(cut) == {"LIF", "ADD", "HSA"}
+    for window in (1, 50, 1 << 20):
+        assert hd03_beyond_tr3(cut, window_bytes=window) == {"LIF", "ADD", "HSA"}
+    with read_mapped(path) as mapped:
+        assert hd03_beyond_tr3(mapped, window_bytes=4096) == {"LIF", "ADD"}
+
+
+_LIFE: list[bytes] = []
+
+
+def _life_bytes(factory: pytest.TempPathFactory) -> bytes:
+    if not _LIFE:
+        path, _ = _life_file(factory.mktemp("life"), volume_mapping(), ("LIFE-BASIC", "ADD-BASIC"))
+        _LIFE.append(path.read_bytes())
+    return _LIFE[0]

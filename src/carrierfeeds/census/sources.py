@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from carrierfeeds.census.archive import check_size, inspect_zip, sniff_file
 from carrierfeeds.config import CensusSchema, LocalSource, SftpSource, SqlSource
@@ -186,10 +186,13 @@ def pick_census(source: LocalSource | SftpSource | SqlSource, data_dir: Path) ->
 
 def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, schema: CensusSchema,
                  data_dir: Path, keys_dir: Path, work_dir: Path, force: bool = False,
-                 connections: Connections | None = None, run_id: str | None = None) -> CensusPick:
+                 connections: Connections | None = None, run_id: str | None = None,
+                 tee: Writable | None = None) -> CensusPick:
     """The census a run of ``feed_id`` should read, checked against the size cap and archive rules.
 
     ``work_dir`` is the run's private folder (downloads and query results land there, mode 0600).
+    ``tee``: for a local source (:func:`tees`), every block of the private copy is also written there, in
+    the one pass that copies and hashes it (the stage's sealed copy); other sources ignore it.
     ``connections`` resolves the source's connection id (Airflow connections); by default the keys
     directory's ``<id>.json`` files. Raises :class:`NoNewCensus` when the newest file was already
     accepted (by a run other than ``run_id``) and ``force`` is false; DataError for a file over the cap or
@@ -202,8 +205,8 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
             name = _newest_local(folder_fd, folder, source.pattern)
             with _open_local(folder_fd, name, origin=folder / name, schema=schema) as opened:
                 # Hashed first: a file already processed is never copied (the usual night, no new file).
-                reprocessed = _check_new(index, opened.sha256, opened.name, force, run_id)
-                pick = replace(_copy_opened(opened, work_dir, schema.max_bytes), reprocessed=reprocessed)
+                reprocessed = _check_new(index, opened.digest, opened.name, force, run_id)
+                pick = replace(_copy_opened(opened, work_dir, schema.max_bytes, tee), reprocessed=reprocessed)
         try:
             _check_archive(pick.path, schema, pick.name)
         except CarrierFeedsError:
@@ -227,10 +230,13 @@ def fetch_census(source: LocalSource | SftpSource | SqlSource, *, feed_id: str, 
 
 
 def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir: Path,
-                     work_dir: Path) -> CensusPick:
+                     work_dir: Path, tee: Writable | None = None) -> CensusPick:
     """An explicitly named census file (``--census PATH``): always processed, even when already accepted
-    (``reprocessed`` then says so), but still under the size cap and the archive rules. Read once, like a
-    local source's file, into a private copy in ``work_dir`` (the named file itself is never a link)."""
+    (``reprocessed`` then says so), but still under the size cap and the archive rules. Read once,
+    through one descriptor, into a private copy in ``work_dir`` (the named file itself is never a link),
+    hashed and written to ``tee`` (if given) in the same pass. Not hashed before it is copied, as a local
+    source's file is: it is processed whatever its hash, so the one read is checked against the
+    descriptor's identity, size and modification time before and after it, as that first read is."""
     path = Path(path)
     name = loggable(path.name)
     try:
@@ -238,10 +244,10 @@ def census_from_file(path: Path, *, feed_id: str, schema: CensusSchema, data_dir
     except OSError:
         raise DataError("census file not found (or not a regular file)", file=name, rule="no_census") from None
     try:
-        with _open_local(folder_fd, path.name, origin=path.absolute(), schema=schema,
+        with _open_local(folder_fd, path.name, origin=path.absolute(), schema=schema, hashed=False,
                          missing=DataError("census file not found (or not a regular file)", file=name,
                                            rule="no_census")) as opened:
-            pick = _copy_opened(opened, work_dir, schema.max_bytes)
+            pick = _copy_opened(opened, work_dir, schema.max_bytes, tee)
     finally:
         os.close(folder_fd)
     try:
@@ -336,7 +342,14 @@ class _Opened:
     name: str
     origin: Path
     stat: os.stat_result
-    sha256: str
+    sha256: str | None  # None: not hashed when opened (the copy is)
+
+    @property
+    def digest(self) -> str:
+        """The sha256 it was opened with (only a file opened ``hashed`` has one)."""
+        if self.sha256 is None:
+            raise RuntimeError("this census was opened without hashing it")
+        return self.sha256
 
     @property
     def ident(self) -> tuple[int, int, int, int]:
@@ -344,11 +357,11 @@ class _Opened:
 
 
 @contextlib.contextmanager
-def _open_local(folder_fd: int, raw_name: str, *, origin: Path, schema: CensusSchema,
+def _open_local(folder_fd: int, raw_name: str, *, origin: Path, schema: CensusSchema, hashed: bool = True,
                 missing: CarrierFeedsError | None = None) -> Iterator[_Opened]:
     """Open ``raw_name`` once (relative to ``folder_fd``, never through a link), check the descriptor is
-    a regular file under the cap and hash it; closed when the block ends. The name it carries (for
-    messages, logs and the ledger) has control characters escaped."""
+    a regular file under the cap and hash it (unless not ``hashed``); closed when the block ends. The name
+    it carries (for messages, logs and the ledger) has control characters escaped."""
     name = loggable(raw_name)
     try:
         fd = os.open(raw_name, _OPEN_FILE, dir_fd=folder_fd)
@@ -368,7 +381,7 @@ def _open_local(folder_fd: int, raw_name: str, *, origin: Path, schema: CensusSc
                             rule="not_regular_file")
         check_size(before.st_size, schema.max_bytes, name=name)
         os.set_blocking(fd, True)
-        digest = _read_fd(fd, name, schema.max_bytes, before)
+        digest = _read_fd(fd, name, schema.max_bytes, before) if hashed else None
         yield _Opened(fd=fd, name=name, origin=origin, stat=before, sha256=digest)
     finally:
         os.close(fd)
@@ -393,17 +406,41 @@ def _read_fd(fd: int, name: str, max_bytes: int, before: os.stat_result, out: An
     return digest.hexdigest()
 
 
-def _copy_opened(opened: _Opened, work_dir: Path, max_bytes: int) -> CensusPick:
+def _copy_opened(opened: _Opened, work_dir: Path, max_bytes: int, tee: Writable | None = None) -> CensusPick:
     """The run's private copy of an opened census, read again through the same descriptor: a census is
-    only copied once it is known to be wanted, and the copy must hash as the first read did."""
+    only copied once it is known to be wanted, and the copy must hash as the first read did (if there
+    was one). Each block also goes to ``tee``, if given."""
     dst = _private_dir(work_dir) / "local-census.copy"
     with open_private(dst) as out:
-        digest = _read_fd(opened.fd, opened.name, max_bytes, opened.stat, out)
-        if digest != opened.sha256:
+        digest = _read_fd(opened.fd, opened.name, max_bytes, opened.stat, out if tee is None else _Both(out, tee))
+        if opened.sha256 is not None and digest != opened.sha256:
             raise TransientError(f"{opened.name}: the census changed while it was read (still being written?)",
                                  details={"file": opened.name})
     return CensusPick(path=dst, name=opened.name, sha256=digest, size=opened.stat.st_size, kind="local",
                       mtime=int(opened.stat.st_mtime), origin=str(opened.origin), origin_stat=opened.ident)
+
+
+class Writable(Protocol):
+    """Where a census's blocks can also go as they are copied (the staging store's writer)."""
+
+    def write(self, data: bytes, /) -> Any: ...
+
+
+class _Both:
+    """Each block written to the private copy, then to the tee."""
+
+    def __init__(self, copy: Writable, tee: Writable) -> None:
+        self.copy, self.tee = copy, tee
+
+    def write(self, block: bytes) -> None:
+        self.copy.write(block)
+        self.tee.write(block)
+
+
+def tees(source: LocalSource | SftpSource | SqlSource | None) -> bool:
+    """Whether :func:`fetch_census` (a local source) or :func:`census_from_file` (``None``) writes the
+    census's blocks to a tee as it copies them; an SFTP download or a query result is written first."""
+    return source is None or isinstance(source, LocalSource)
 
 
 def _check_new(index: CensusIndex, digest: str, name: str, force: bool, run_id: str | None = None) -> bool:
@@ -471,5 +508,5 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "accept_census", "census_from_file", "confirm_unchanged",
-           "fetch_census", "load_sql_url", "pick_census", "sha256_file"]
+__all__ = ["CensusIndex", "CensusPick", "NoNewCensus", "Writable", "accept_census", "census_from_file",
+           "confirm_unchanged", "fetch_census", "load_sql_url", "pick_census", "sha256_file", "tees"]

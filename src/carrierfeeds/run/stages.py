@@ -52,7 +52,7 @@ from carrierfeeds.transport.base import Transport
 if TYPE_CHECKING:
     import pandas as pd
 
-    from carrierfeeds.census.sources import CensusPick
+    from carrierfeeds.census.sources import CensusPick, Writable
     from carrierfeeds.changes import ChangeSet, SnapshotStore
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
@@ -99,7 +99,7 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
     A rerun of a run whose census passed validation re-uses the staged copy while the staging store
     still holds it. Connection ids resolve through ``ctx.connections``.
     """
-    from carrierfeeds.census.sources import census_from_file, confirm_unchanged, fetch_census
+    from carrierfeeds.census.sources import census_from_file, confirm_unchanged, fetch_census, tees
 
     with recorded_stage(ctx, "stage_census") as detail:
         state = ctx.state()
@@ -108,35 +108,59 @@ def stage_census(ctx: RunContext, census_path: Path | None = None, *, force: boo
                 ctx.store.exists(ctx.feed_id, ctx.ref.interval_start, "census.csv"):
             detail.update(census_sha256=state.census.census_sha256, reused=True)
             return {"run_id": ctx.run_id, "census_sha256": state.census.census_sha256, "reused": True}
-        if census_path is not None:
-            pick = census_from_file(Path(census_path), feed_id=ctx.feed_id, schema=ctx.bundle.schema,
-                                    data_dir=ctx.settings.data_dir, work_dir=ctx.run_dir)
-        else:
-            pick = fetch_census(ctx.bundle.feed.census.source, feed_id=ctx.feed_id, schema=ctx.bundle.schema,
+
+        def pick_census(tee: Writable | None = None) -> CensusPick:
+            if census_path is not None:
+                return census_from_file(Path(census_path), feed_id=ctx.feed_id, schema=ctx.bundle.schema,
+                                        data_dir=ctx.settings.data_dir, work_dir=ctx.run_dir, tee=tee)
+            return fetch_census(ctx.bundle.feed.census.source, feed_id=ctx.feed_id, schema=ctx.bundle.schema,
                                 data_dir=ctx.settings.data_dir, keys_dir=ctx.settings.resolved_keys_dir,
                                 work_dir=ctx.run_dir, force=force, connections=ctx.connections,
-                                run_id=ctx.run_id)
+                                run_id=ctx.run_id, tee=tee)
+
         staged = ctx.run_dir / "census.csv"
         # Every pick is the run's own private file (a local file is copied and hashed through the one
         # descriptor it was opened with). The employer's file stays as it is, for reprocessing; one that
         # moved on since it was read (still being written) is caught before anything is kept.
-        try:
-            confirm_unchanged(pick)
-        except TransientError:
-            pick.path.unlink(missing_ok=True)
-            raise
-        tmp = staged.with_suffix(".tmp")
-        os.replace(pick.path, tmp)
-        os.chmod(tmp, 0o600)
-        with tmp.open("rb") as source, ctx.store.open_writer(ctx.feed_id, ctx.ref.interval_start,
-                                                             staged.name) as stored:
-            for block in iter(lambda: source.read(CHUNK), b""):
-                stored.write(block)
-            digest = stored.sha256
-            if digest != pick.sha256:
-                tmp.unlink()
-                raise _census_changed(pick)
-        tmp.replace(staged)
+        if tees(None if census_path is not None else ctx.bundle.feed.census.source):
+            # A local file is copied, hashed and sealed into the staging store from the same blocks, in
+            # one read: the store hashes nothing of its own (the copy's hash is of the very bytes sealed),
+            # and any failure before the block ends leaves no sealed object and no private copy.
+            picked: list[CensusPick] = []
+            try:
+                with ctx.store.open_writer(ctx.feed_id, ctx.ref.interval_start, staged.name,
+                                           sha256=False) as stored:
+                    picked.append(pick_census(stored))
+                    confirm_unchanged(picked[0])
+                    if stored.plain_bytes != picked[0].size:
+                        raise RuntimeError("the census source did not write the census to the staging store")
+                os.chmod(picked[0].path, 0o600)
+                os.replace(picked[0].path, staged)
+            except BaseException:
+                for leftover in picked:
+                    leftover.path.unlink(missing_ok=True)
+                raise
+            pick = picked[0]
+            digest = pick.sha256
+        else:
+            pick = pick_census()
+            try:
+                confirm_unchanged(pick)
+            except TransientError:
+                pick.path.unlink(missing_ok=True)
+                raise
+            tmp = staged.with_suffix(".tmp")
+            os.replace(pick.path, tmp)
+            os.chmod(tmp, 0o600)
+            with tmp.open("rb") as source, ctx.store.open_writer(ctx.feed_id, ctx.ref.interval_start,
+                                                                 staged.name) as stored:
+                for block in iter(lambda: source.read(CHUNK), b""):
+                    stored.write(block)
+                digest = stored.sha256
+                if digest != pick.sha256:
+                    tmp.unlink()
+                    raise _census_changed(pick)
+            tmp.replace(staged)
         ctx.save_state(census=CensusState(census_name=pick.name, census_sha256=digest, census_pick=pick.as_state()),
                        census_accepted=False, census_validated=False)
         detail.update(census_sha256=digest, bytes=pick.size, source=pick.kind, reprocessed=pick.reprocessed)

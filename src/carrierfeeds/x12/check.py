@@ -205,24 +205,14 @@ def _unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns (the distinct rows in ascending byte order, as bytes keys ``S<width>``; for each row the index
     of its key), exactly what ``np.unique(keys, return_inverse=True)`` returns. The sort np.unique does
     over millions of keys was most of the gate's time on a large file (benchmarks/README.md); the
-    distinct keys are few, so only they are sorted. Exact: codes are combined word by word, no hash
-    of the key is trusted.
+    distinct keys are few, so only they are sorted. Exact: no hash of a key is trusted (:func:`_row_codes`).
     """
-    import pandas as pd
-
     rows, width = mat.shape
     padded = -(-width // 8) * 8
     wide = np.zeros((rows, padded), dtype=np.uint8)
     wide[:, :width] = mat
-    words = wide.view(np.uint64)
-    codes = np.zeros(rows, dtype=np.int64)
-    for j in range(words.shape[1]):
-        column, _ = pd.factorize(words[:, j])
-        combined = codes * (int(column.max()) + 1 if rows else 1) + column
-        codes, _ = pd.factorize(combined)
-    count = int(codes.max()) + 1 if rows else 0
-    first = np.empty(count, dtype=np.int64)
-    first[codes[::-1]] = np.arange(rows - 1, -1, -1, dtype=np.int64)  # each key's first row
+    codes, first = _row_codes(wide.view(np.uint64))
+    count = len(first)
     keys = np.ascontiguousarray(mat).view(f"S{width}").ravel()
     distinct = keys[first]
     order = np.argsort(distinct, kind="stable")
@@ -230,6 +220,46 @@ def _unique_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank[order] = np.arange(count, dtype=np.int64)
     inverse: np.ndarray = rank[codes]
     return distinct[order], inverse
+
+
+#: An odd 64-bit constant (2^64 / golden ratio) that mixes a row's words into one hash.
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _row_codes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the rows of an N x W uint64 matrix: each row's code (0, 1, ... in order of first appearance;
+    equal rows, equal codes) and each code's first row.
+
+    One factorize over a hash of each row's words, then every row compared with its code's first row:
+    when all are equal (no two different rows share a hash) the codes are exact; else they are made word
+    by word, a factorize of each word combined with the codes so far (what this did always, ~8 factorizes
+    a call where one does; figures in benchmarks/README.md)."""
+    import pandas as pd
+
+    rows, width = words.shape
+    if rows and width > 1:
+        mixed = words[:, 0].copy()
+        for j in range(1, width):
+            mixed *= _MIX  # wraps modulo 2^64, as meant
+            mixed ^= words[:, j]
+        codes, _ = pd.factorize(mixed)
+        first = _first_rows(codes)
+        if np.array_equal(words[first][codes], words):
+            return codes, first
+    codes = np.zeros(rows, dtype=np.int64)
+    for j in range(width):
+        column, _ = pd.factorize(words[:, j])
+        combined = codes * (int(column.max()) + 1 if rows else 1) + column
+        codes, _ = pd.factorize(combined)
+    return codes, _first_rows(codes)
+
+
+def _first_rows(codes: np.ndarray) -> np.ndarray:
+    """For codes 0..K-1: each code's first row."""
+    count = int(codes.max()) + 1 if len(codes) else 0
+    first = np.empty(count, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
+    return first
 
 
 def _elements(segment: bytes, sep: bytes) -> list[str]:
@@ -535,7 +565,12 @@ class _Scan:
         import pandas as pd
 
         words = np.ascontiguousarray(mat).view(np.uint64).ravel()
-        codes, uniques = pd.factorize(_significant(words, self.sep) if self.sep else words)
+        codes, uniques = pd.factorize(words)
+        if self.sep:
+            # Cut to what classifying reads once per distinct raw key (a window's are a fraction of its
+            # segments: names and streets repeat little, the rest a lot), not once per segment.
+            within, uniques = pd.factorize(_significant(np.asarray(uniques, dtype=np.uint64), self.sep))
+            codes = within[codes]
         uniques = np.asarray(uniques, dtype=np.uint64)
         at = np.searchsorted(self.known, uniques)
         seen = at < len(self.known)
@@ -977,7 +1012,9 @@ def _medicare_composite(data: Payload, at: int, d: Delimiters) -> bool:
     """Whether the component separator at ``at`` is INS06's own (the Medicare status composite: a plan
     code, the separator, a one-digit eligibility reason), the one composite the 834 we write has."""
     e = ord(d.element)
-    if at < 2 or data[at - 2] != e or chr(data[at - 1]) not in "ABCDE" or chr(data[at + 1]) not in "012":
+    # A separator that is the file's last byte has no reason after it: not a composite, a finding.
+    if at < 2 or at + 1 >= len(data) or data[at - 2] != e or chr(data[at - 1]) not in "ABCDE" \
+            or chr(data[at + 1]) not in "012":
         return False
     if at + 2 < len(data) and data[at + 2] not in (e, ord(d.segment)):
         return False

@@ -11,6 +11,10 @@ as one JSON object on stdout holding only positions, segment ids, element ids, r
 (never a message or the 999, which can quote data); its stderr is discarded. Any doubt fails closed: a
 crash, a non-zero exit, a timeout or output that is not exactly that object raises ConformanceFailed.
 
+pyx12 gives up on some broken files by raising (a file without GS, a GS08 it has no map for): in this
+process or in a child, that is ConformanceFailed with rule ``pyx12_unreadable`` and the name of what it
+raised (:func:`unreadable`), never pyx12's own exception or its text.
+
 ``python -m carrierfeeds.x12.pyx12_adapter --stdin`` is the same child started before its file exists:
 it starts Python, imports pyx12 and loads the 834 maps, then reads the file's path, one line, from
 stdin (:meth:`Pyx12Child.check`), so the gate can start it before it reads and samples the 834.
@@ -154,6 +158,9 @@ def validate_with_pyx12(path: Path, *, with_999: bool = True, param: Any = None)
         ok = bool(pyx12.x12n_document.x12n_document(
             param=param, src_file=str(path), fd_997=ack if with_999 else None, fd_html=None, fd_xmldoc=None,
             fd_json=report, callback=count))
+    except _gives_up() as exc:
+        # Its text may quote the file: only the exception's name goes on, and no chained traceback.
+        raise unreadable(type(exc).__name__) from None
     finally:
         pyx12_logger.setLevel(level)
     text = report.getvalue()
@@ -164,6 +171,50 @@ def validate_with_pyx12(path: Path, *, with_999: bool = True, param: Any = None)
     log.info("pyx12: ok=%s, %d segment(s), %d error(s)", verdict.ok, segments, len(errors))
     return verdict
 
+
+#: The rule a file pyx12 gave up on is refused under.
+UNREADABLE_RULE = "pyx12_unreadable"
+
+
+def _gives_up() -> tuple[type[Exception], ...]:
+    """What pyx12 raises when it gives up on a file: its own errors, and the plain Python ones its walk
+    raises on input it did not expect (a missing GS: IndexError; no BGN with an XML report:
+    AttributeError). Not OSError (a file that cannot be opened is not pyx12's verdict on it)."""
+    import pyx12.errors
+
+    return (pyx12.errors.EngineError, pyx12.errors.X12Error, pyx12.errors.X12PathError, pyx12.errors.IsValidError,
+            pyx12.errors.IterOutOfBounds, AttributeError, IndexError, KeyError, TypeError, ValueError)
+
+
+def unreadable(exception: str, **details: Any) -> ConformanceFailed:
+    """The refusal of a file pyx12 gave up on, raising ``exception`` (a type name only)."""
+    name = exception if _TYPE_NAME.fullmatch(exception) else "Exception"
+    return ConformanceFailed(f"pyx12 could not read the file (it raised {name}); the file is refused",
+                             details={"rule": UNREADABLE_RULE, "exception": name, **details})
+
+
+def _failure_reply(exc: Exception) -> dict[str, str]:
+    """What a child prints for an exception: its type name, and for a file pyx12 gave up on, the rule
+    and the name of what pyx12 raised."""
+    if isinstance(exc, ConformanceFailed) and exc.details.get("rule") == UNREADABLE_RULE:
+        return {"failed": str(exc.details["exception"]), "rule": UNREADABLE_RULE}
+    name = type(exc).__name__
+    return {"failed": name if _TYPE_NAME.fullmatch(name) else "Exception"}
+
+
+_FAILED = re.compile(rb'\{"failed": "([A-Za-z_][A-Za-z0-9_]{0,63})"(, "rule": "' + UNREADABLE_RULE.encode()
+                     + rb'")?\}')
+
+
+def _child_failure(out: bytes, **details: Any) -> ConformanceFailed | None:
+    """The refusal a child's failure line (:func:`_failure_reply`) stands for; None if ``out`` is not one."""
+    found = _FAILED.fullmatch(out.strip())
+    if found is None:
+        return None
+    failure = found.group(1).decode("ascii")
+    if found.group(2):
+        return unreadable(failure, pyx12_process="child")
+    return ConformanceFailed(f"pyx12 (child process) failed ({failure})", details={**details, "exception": failure})
 
 
 #: The maps pyx12 loads for one of our interchanges: the control map (ISA12 00501), then the 834's (GS
@@ -344,8 +395,10 @@ class Pyx12Child:
         code = self._proc.returncode
         if code != 0:
             # A failing child prints only its exception's type name (never its text: it may hold data).
-            found = re.fullmatch(rb'\{"failed": "([A-Za-z_][A-Za-z0-9_]{0,63})"\}', out.strip())
-            failure = found.group(1).decode("ascii") if found else None
+            failed = _child_failure(out, pyx12_worker="exit", exit_code=code)
+            if failed is not None and failed.details.get("rule") == UNREADABLE_RULE:
+                raise failed
+            failure = failed.details["exception"] if failed is not None else None
             raise ConformanceFailed(
                 f"pyx12 (child process) failed with exit code {code}" + (f" ({failure})" if failure else ""),
                 details={"pyx12_worker": "exit", "exit_code": code, "exception": failure})
@@ -457,12 +510,10 @@ class Pyx12Worker:
             buf += chunk
         self.asked = False
         self.files += 1
-        found = re.fullmatch(rb'\{"failed": "([A-Za-z_][A-Za-z0-9_]{0,63})"\}', bytes(buf).strip())
-        if found:
+        failed = _child_failure(bytes(buf), pyx12_worker="exit", exit_code=1)
+        if failed is not None:
             self.kill()  # it exits after a failure anyway; its pyx12 is not trusted with another file
-            failure = found.group(1).decode("ascii")
-            raise ConformanceFailed(f"pyx12 (child process) failed ({failure})",
-                                    details={"pyx12_worker": "exit", "exit_code": 1, "exception": failure})
+            raise failed
         try:
             verdict = _unwire(bytes(buf).strip())
         except ConformanceFailed:
@@ -641,8 +692,7 @@ def _serve(stream: IO[bytes], out: IO[str]) -> int:
                 reply: dict[str, Any] = _wire(validate_with_pyx12(Path(os.fsdecode(raw[:-1])), with_999=False,
                                                                   param=param))
             except Exception as exc:  # reported by type only; the parent fails closed on it
-                name = type(exc).__name__
-                reply = {"failed": name if _TYPE_NAME.fullmatch(name) else "Exception"}
+                reply = _failure_reply(exc)
         out.write(json.dumps(reply) + "\n")
         out.flush()
         if "failed" in reply:
@@ -697,15 +747,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 verdict = validate_with_pyx12(Path(args[0]), with_999=False)
         except Exception as exc:  # reported by type only, and the parent fails closed on it
-            name = type(exc).__name__
-            out.write(json.dumps({"failed": name if _TYPE_NAME.fullmatch(name) else "Exception"}))
+            out.write(json.dumps(_failure_reply(exc)))
             return 1
         out.write(json.dumps(_wire(verdict)))
     return 0
 
 
-__all__ = ["Pyx12Child", "Pyx12Job", "Pyx12Worker", "Pyx12Workers", "pyx12_job", "timeout_for",
-           "validate_in_child", "validate_with_pyx12"]
+__all__ = ["UNREADABLE_RULE", "Pyx12Child", "Pyx12Job", "Pyx12Worker", "Pyx12Workers", "pyx12_job", "timeout_for",
+           "unreadable", "validate_in_child", "validate_with_pyx12"]
 
 
 if __name__ == "__main__":
