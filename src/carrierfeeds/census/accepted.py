@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
+from carrierfeeds.census.columns import ROW_NUMBER
+
 if TYPE_CHECKING:
     from carrierfeeds.validation import ColumnCodes
 
@@ -200,11 +202,18 @@ def _is_ipc_file(path: Path) -> bool:
 def read_accepted(path: Path) -> pd.DataFrame:
     """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
     by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
-    by an older version) is decompressed. A chunked stream reads as all its chunks together."""
+    by an older version) is decompressed. A chunked stream reads as its rows in census order (by
+    ``row_number``), as a file written whole holds them."""
     source = pa.memory_map(str(path))
     if _is_ipc_file(path):
         return _frame(pa.ipc.open_file(source).read_all())
-    return _frame(pa.ipc.open_stream(source).read_all())
+    frame = _frame(pa.ipc.open_stream(source).read_all())
+    rows = frame[ROW_NUMBER].to_numpy() if ROW_NUMBER in frame.columns else None
+    if rows is not None and len(rows) > 1 and bool((rows[1:] < rows[:-1]).any()):
+        # chunks hold families together: the whole census is its rows back in census order, as every
+        # consumer (and the whole census's view: families by first row, else census order) reads it
+        frame = frame.take(np.argsort(rows, kind="stable")).reset_index(drop=True)
+    return frame
 
 
 def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
@@ -263,7 +272,6 @@ def family_chunks(frame: pd.DataFrame, families_per_chunk: int) -> Iterator[pd.D
     ``families_per_chunk`` families: a family is its rows with one folded ``subscriber_id`` (the key
     ``build_enrollment`` groups by), chunks in the order of their families' first rows, rows in census
     order. ``row_number`` is added (the census row, as the build numbers rows) when the frame lacks it."""
-    from carrierfeeds.census.columns import ROW_NUMBER
     from carrierfeeds.x12.sanitize import fold_column
 
     if families_per_chunk < 1:

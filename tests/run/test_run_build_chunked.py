@@ -1,0 +1,88 @@
+"""The build stage over an accepted census in family-whole chunks (an Arrow IPC stream, as validate will
+write it) gives the file, counts and disclosure record of the same census staged whole, for every chunk
+size from one family; chunks that cannot give that file (a family's first census row left out of the
+view, its rows far apart) fall back to the whole census and still do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.census.chunked_accepted import write_chunked
+
+from carrierfeeds.census.accepted import read_accepted, read_accepted_chunks
+from carrierfeeds.census.generate import generate_census, write_census_csv
+from carrierfeeds.run.context import ACCEPTED, RunContext, RunRef, open_run
+from carrierfeeds.run.disclosure import DISCLOSURE
+from carrierfeeds.run.stages import build, stage_census, validate
+
+pytestmark = pytest.mark.slow
+
+DAY = date(2026, 11, 20)
+
+
+def _clock() -> datetime:
+    return datetime(2026, 11, 21, 7, 30, tzinfo=UTC)
+
+
+def _built(ctx: RunContext) -> tuple[str, dict[str, Any], bytes]:
+    """Build; the file's sha256 (hashed from the run folder), the build's counts, the disclosure record."""
+    build(ctx)
+    state = ctx.state()
+    assert state.built is not None
+    digest = hashlib.sha256((ctx.run_dir / state.built.file_name).read_bytes()).hexdigest()
+    assert digest == state.built.payload_sha256
+    return digest, dict(state.built.counts), ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, DISCLOSURE)
+
+
+def _stage_chunked(ctx: RunContext, whole: pd.DataFrame, families: int, tmp_path: Path) -> int:
+    """Replace the run's accepted file with ``whole`` in chunks of ``families`` families; the chunks."""
+    path = ctx.run_dir / ACCEPTED
+    sizes = write_chunked(tmp_path / ACCEPTED, whole, families)
+    (tmp_path / ACCEPTED).replace(path)
+    ctx.keep(path)
+    return len(sizes)
+
+
+def _validated(ws: Any, census: Path) -> tuple[RunContext, pd.DataFrame]:
+    ctx = open_run(ws.settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    stage_census(ctx, census)
+    validate(ctx)
+    return ctx, read_accepted(ctx.fetch(ACCEPTED))
+
+
+def test_chunked_accepted_census_builds_the_same_file(sftp_workspace: Any, tmp_path: Path) -> None:
+    ws = sftp_workspace
+    ctx, whole = _validated(ws, ws.write_census(members=40, seed=7, as_of=DAY))
+    want = _built(ctx)
+    assert want[1]["excluded_plan_not_authorized"]  # vision rows: the view leaves some out
+    families = whole["subscriber_id"].nunique()
+    for size in (1, 2, 3, families):
+        chunks = _stage_chunked(ctx, whole, size, tmp_path)
+        assert chunks == -(-families // size)
+        assert len(list(read_accepted_chunks(ctx.run_dir / ACCEPTED))) == chunks
+        assert _built(ctx) == want, size
+
+
+def test_chunks_out_of_the_views_order_fall_back_to_the_whole_census(sftp_workspace: Any, tmp_path: Path) -> None:
+    """Every vision row (not authorised: left out of the view) first, in reverse: the chunks' order (their
+    families' first rows) is not the view's (their first rows the view keeps)."""
+    ws = sftp_workspace
+    frame = generate_census(30, 3, as_of=DAY)
+    vision = frame["plan_code"] == "VIS-STD"
+    assert vision.any() and set(ws.feed.authorization.plans).isdisjoint({"VIS-STD"})
+    frame = pd.concat([frame[vision].iloc[::-1], frame[~vision]], ignore_index=True)
+    census = ws.inbound / f"census_{DAY:%Y%m%d}.csv"
+    write_census_csv(frame, census)
+    ctx, whole = _validated(ws, census)
+    want = _built(ctx)
+    for size in (1, 2):
+        _stage_chunked(ctx, whole, size, tmp_path)
+        assert _built(ctx) == want, size
+    counts = json.loads(want[2])
+    assert counts  # a disclosure record was staged
