@@ -86,3 +86,41 @@ def test_chunks_out_of_the_views_order_fall_back_to_the_whole_census(sftp_worksp
         assert _built(ctx) == want, size
     counts = json.loads(want[2])
     assert counts  # a disclosure record was staged
+
+
+def test_a_snapshot_feeds_first_file_streams_and_stages_the_same_snapshot(
+        sftp_workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes mode, no snapshot yet: the full audit file and the next snapshot, chunk by chunk (a
+    segmented snapshot), are those of the whole census's in-memory diff (the path a feed with a base
+    takes, forced here by claiming a base that load_base then does not find)."""
+    from tests.run.test_run_changes_mode import _changes_mode
+
+    from carrierfeeds.changes import SnapshotStore
+
+    ws = sftp_workspace
+    settings, store = _changes_mode(ws, tmp_path)
+    census = ws.write_census(members=40, seed=5, as_of=DAY)
+    ctx = open_run(settings, RunRef.for_day(ws.feed.feed_id, DAY), clock=_clock, actor="test")
+    stage_census(ctx, census)
+    validate(ctx)
+    whole = read_accepted(ctx.fetch(ACCEPTED))
+    pending = store._dir(ws.feed.feed_id) / "pending" / f"{ctx.run_id}.snap"
+
+    def snapshot() -> tuple[bytes, pd.DataFrame]:
+        got = store._read(pending, ws.feed.feed_id)
+        assert got is not None and got[0].rows == len(got[1]) and got[0].full_file
+        return pending.read_bytes()[:8], got[1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SnapshotStore, "has_base", lambda *_: True)
+        want = _built(ctx)
+    magic, want_snapshot = snapshot()
+    assert magic == b"CFSNAP1\n" and want[1]["ins03_030"] == want[1]["members"] > 0
+    families = whole["subscriber_id"].nunique()
+    for size in (1, 3, families):
+        _stage_chunked(ctx, whole, size, tmp_path)
+        assert _built(ctx) == want, size
+        magic, got_snapshot = snapshot()
+        assert magic == b"CFSNAP2\n"
+        pd.testing.assert_frame_equal(got_snapshot, want_snapshot, check_exact=True)
+        assert ctx.state().snapshot_staged

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from carrierfeeds.census.sources import CensusPick
-    from carrierfeeds.changes import ChangeSet, SnapshotStore
+    from carrierfeeds.changes import ChangeSet, SnapshotStore, SnapshotWriter
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
     from carrierfeeds.lifecycle import RunLifecycle
@@ -293,6 +293,12 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             # Mapped and rendered chunk by chunk of the accepted census (families whole): one chunk's
             # view in memory at a time, the same bytes (benchmarks/README.md, "Issue 23, streaming build").
             source = _AcceptedParts(accepted, feed, mapping, ctx.ref.interval_start)
+        elif feed.output.format == "x12-834" and not snapshot_store(ctx).has_base(ctx.feed_id, ctx.run_id):
+            # The feed's first file (no snapshot yet): the full audit file, each chunk diffed on its own
+            # against nothing, the next snapshot staged a chunk at a time (SnapshotStore.staging).
+            held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
+            source = _AcceptedParts(accepted, feed, mapping, ctx.ref.interval_start,
+                                    first_file=(ctx.bundle, tuple(held)))
         else:
             census = read_accepted(accepted)
             enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
@@ -325,6 +331,16 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             stage_disclosure_of(ctx, enrollment)
         else:
             rendered, enrollment = _render_parts(ctx, source, action, interchange, life)
+            if source.first_file is not None:
+                if enrollment.member_count == 0:
+                    from carrierfeeds.changes import NoChanges
+
+                    _accept_census(ctx)  # the carrier holds all of it already: this census is done
+                    raise NoChanges("no changes against the last delivered snapshot; nothing to send",
+                                    details={"feed_id": ctx.feed_id})
+                ctx.save_state(snapshot_staged=True)
+                change_counts = {"ins03_030": enrollment.member_count, "hd01_030": enrollment.coverage_count,
+                                 "carried_over": 0, "full_file": 1}
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         if mapping.notice is not None:
             detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
@@ -376,33 +392,49 @@ class _AcceptedParts:
     refused (the whole census's build may name another row or rule first), the census is mapped whole
     instead, from then on: today's file, or today's error."""
 
-    def __init__(self, path: Path, feed: Any, mapping: Any, as_of: date) -> None:
+    def __init__(self, path: Path, feed: Any, mapping: Any, as_of: date, *,
+                 first_file: tuple[FeedBundle, tuple[str, ...]] | None = None) -> None:
         self.path, self.feed, self.mapping, self.as_of = path, feed, mapping, as_of
+        #: A snapshot feed's first file (no snapshot yet): the bundle and validation's held-back members;
+        #: each part is then the full audit file's slice (diff_for_day against nothing).
+        self.first_file = first_file
         self.whole = False
 
-    def parts(self) -> Iterator[Enrollment]:
+    def parts(self, snapshot: SnapshotWriter | None = None) -> Iterator[Enrollment]:
+        """The view's parts; for a first file each part's slice of the next snapshot goes to ``snapshot``."""
         from carrierfeeds.census.accepted import read_accepted, read_accepted_chunks
         from carrierfeeds.enrollment import build_enrollment, build_enrollment_chunks
 
         if self.whole:
-            yield build_enrollment(read_accepted(self.path), self.feed, self.mapping, as_of=self.as_of)
-            return
-        yield from build_enrollment_chunks(read_accepted_chunks(self.path), self.feed, self.mapping,
-                                           as_of=self.as_of)
+            parts: Iterator[Enrollment] = iter([build_enrollment(read_accepted(self.path), self.feed, self.mapping,
+                                                                 as_of=self.as_of)])
+        else:
+            parts = build_enrollment_chunks(read_accepted_chunks(self.path), self.feed, self.mapping,
+                                            as_of=self.as_of)
+        for part in parts:
+            if self.first_file is None:
+                yield part
+                continue
+            bundle, held = self.first_file
+            change_set = diff_for_day(bundle, part, None, held_back=held, day=self.as_of, full_file=True)
+            if snapshot is not None:
+                snapshot.write(change_set.snapshot)
+            yield change_set.enrollment
 
-    def render(self, fn: Callable[[Iterator[Enrollment]], _T]) -> _T:
-        """``fn`` over the parts; again over the whole census when the chunks fail (see the class)."""
+    def render(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` (which reads :meth:`parts`); again from the whole census when the chunks fail (see the
+        class)."""
         from carrierfeeds.enrollment import ChunksOutOfOrder
 
         try:
-            return fn(self.parts())
+            return fn()
         except (ChunksOutOfOrder, DataError) as exc:
             if self.whole:
                 raise
             log.warning("feed %s: the accepted census is mapped whole, not chunk by chunk (%s)",
                         self.feed.feed_id, type(exc).__name__)
             self.whole = True
-            return fn(self.parts())
+            return fn()
 
 
 def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, interchange: Interchange,
@@ -430,10 +462,14 @@ def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, intercha
                 codes.extend(more_codes)
             yield part
 
-    def once(parts: Iterator[Enrollment]) -> RenderedFile:
+    def once() -> RenderedFile:
         for seen in (counts, fields, tokens, codes):
             seen.clear()
-        return _render(ctx, None, action, interchange, life, keep=keep, parts=watched(parts))
+        if source.first_file is None or not keep:
+            return _render(ctx, None, action, interchange, life, keep=keep, parts=watched(source.parts()))
+        with snapshot_store(ctx).staging(ctx.feed_id, ctx.run_id, full_file=True) as snapshot:
+            return _render(ctx, None, action, interchange, life, keep=keep,
+                           parts=watched(source.parts(snapshot)))
 
     rendered = source.render(once)
     if tokenizer is not None:
