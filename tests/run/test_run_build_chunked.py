@@ -124,3 +124,29 @@ def test_a_snapshot_feeds_first_file_streams_and_stages_the_same_snapshot(
         assert magic == b"CFSNAP2\n"
         pd.testing.assert_frame_equal(got_snapshot, want_snapshot, check_exact=True)
         assert ctx.state().snapshot_staged
+
+
+def test_data_the_build_refuses_gives_the_whole_censuss_error(sftp_workspace: Any, tmp_path: Path) -> None:
+    """A coverage level the mapping does not know in a late family and a malformed start date in the
+    first (an accepted file validation did not write): the whole census's build names the level first
+    (its rule runs before the dates'); the chunked build, whose first chunk fails on the date, gives that
+    same error."""
+    from carrierfeeds.config import load_feed
+    from carrierfeeds.enrollment import build_enrollment
+    from carrierfeeds.errors import DataError
+
+    ws = sftp_workspace
+    ctx, whole = _validated(ws, ws.write_census(members=30, seed=4, as_of=DAY))
+    whole = whole.astype({c: "str" for c in ("coverage_level", "coverage_start")})
+    kept = whole["plan_code"].astype("str").isin(ws.feed.authorization.plans)
+    first, late = whole.index[kept][0], whole.index[kept][-1]
+    whole.loc[late, "coverage_level"] = "NOPE"
+    whole.loc[first, "coverage_start"] = "2026-13-45"
+    with pytest.raises(DataError) as want:
+        build_enrollment(whole, load_feed(ws.settings.feeds_dir / f"{ws.feed.feed_id}.yaml"), ctx.bundle.mapping,
+                         as_of=DAY)
+    assert want.value.details["rule"] == "coverage_level"
+    _stage_chunked(ctx, whole, 1, tmp_path)
+    with pytest.raises(DataError) as got:
+        build(ctx)
+    assert (got.value.message, got.value.details) == (want.value.message, want.value.details)
