@@ -42,7 +42,8 @@ from carrierfeeds.run.context import ACCEPTED
 from carrierfeeds.testing.gpg import make_keyring
 from tests.census.chunked_accepted import write_chunked
 
-members, seed, families = (int(a) for a in sys.argv[1:4])
+members, seed = int(sys.argv[1]), int(sys.argv[2])
+families = [int(a) for a in sys.argv[3].split(",")]
 work, root = Path(sys.argv[4]), Path(sys.argv[5])
 keys = make_keyring(work / "gnupg")
 ws = prepare_workspace(work / "ws", keys=keys, keys_dir=work / "keys", config_root=root,
@@ -55,9 +56,10 @@ run.stage_census(ctx, census)
 run.validate(ctx)
 accepted = ctx.fetch(ACCEPTED)
 (work / "accepted.whole.arrow").write_bytes(accepted.read_bytes())
-sizes = write_chunked(work / "accepted.chunked.arrow", read_accepted(accepted), families)
+frame = read_accepted(accepted)
+chunks = {n: len(write_chunked(work / f"accepted.chunked-{n}.arrow", frame, n)) for n in families}
 keys.stop_agents()
-json.dump({"settings": ws.settings.model_dump(mode="json"), "feed_id": ws.feed.feed_id, "chunks": len(sizes),
+json.dump({"settings": ws.settings.model_dump(mode="json"), "feed_id": ws.feed.feed_id, "chunks": chunks,
            "run_dir": str(ctx.run_dir)}, sys.stdout)
 """
 
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--families", type=int, default=100_000, help="families per chunk of the chunked file")
+    parser.add_argument("--families", type=int, nargs="+", default=[100_000],
+                        help="families per chunk of a chunked file (several: one file and one run each)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--main", type=Path, required=True, help="main's src folder (the baseline's code)")
     parser.add_argument("--out", type=Path, default=None)
@@ -115,11 +118,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cf-stream-build-") as tmp:
         work = Path(tmp)
-        setup = _child(_SETUP, [str(args.members), str(args.seed), str(args.families), str(work), str(ROOT)], here)
+        setup = _child(_SETUP, [str(args.members), str(args.seed), ",".join(map(str, args.families)), str(work),
+                                str(ROOT)], here)
         (work / "setup.json").write_text(json.dumps(setup))
         for k in range(1, args.rounds + 1):
-            for side, path, code in (("main", work / "accepted.whole.arrow", str(args.main)),
-                                     ("chunked", work / "accepted.chunked.arrow", here)):
+            sides = [("main", work / "accepted.whole.arrow", str(args.main)),
+                     *((f"chunked-{n}", work / f"accepted.chunked-{n}.arrow", here) for n in args.families)]
+            for side, path, code in sides:
                 load = _load()
                 result = _child(_BUILD, [str(work / "setup.json"), str(path)], code)
                 row = {"round": k, "side": side, "load_before": load, "load_after": _load(), **result}
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "at": datetime.now(tz=UTC).isoformat(timespec="seconds")}
     out = args.out or ROOT / "benchmarks" / "results" / f"{date.today().isoformat()}-stream-build.json"  # noqa: DTZ011
     out.parent.mkdir(parents=True, exist_ok=True)
-    key = f"stream-build-{args.members}-{args.families}"
+    key = f"stream-build-{args.members}-{'-'.join(map(str, args.families))}"
     existing = json.loads(out.read_text()) if out.exists() else {}
     existing[key] = summary
     out.write_text(json.dumps(existing, indent=1))

@@ -992,6 +992,7 @@ def build_enrollment_chunks(chunks: Iterable[pd.DataFrame], feed: Feed, mapping:
                                        f"an earlier chunk's last (census row {last})")
             last = part.family_rows[1]
         yield part
+        del part  # not held while the next chunk is mapped
 
 
 def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -1008,8 +1009,11 @@ def combine_enrollments(parts: Sequence[Enrollment], *, tables: bool = True) -> 
     if not parts:
         raise ValueError("a view has at least one part")
     first = parts[0]
+    # Without tables: a new empty frame of the same columns and dtypes (a slice of a part's table, even
+    # an empty one, would keep that part's columns alive).
     table = (pd.concat([p.table for p in parts], ignore_index=True) if tables and len(parts) > 1
-             else first.table if tables else first.table.iloc[:0])
+             else first.table if tables else
+             pd.DataFrame({c: pd.Series([], dtype=t) for c, t in first.table.dtypes.items()}))
     rows = [p.family_rows for p in parts if p.family_rows is not None]
     return Enrollment(
         table=table,

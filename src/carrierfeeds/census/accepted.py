@@ -24,7 +24,8 @@ yields the chunks (an IPC file, or a stream that says nothing of chunks, is one 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import mmap
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -223,7 +224,13 @@ def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
     if _is_ipc_file(path):
         yield read_accepted(path)
         return
-    reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+    with path.open("rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    whole = pa.py_buffer(mapped)
+    reader = pa.ipc.open_stream(whole)
+    # A chunk's pages are dropped from this process once the next is asked for (a read-only map of the
+    # file: they stay in the page cache), so the mapped file does not stay resident beside the build.
+    release = _page_release(mapped, whole.address)
     sidecar = chunks_sidecar(path)
     sizes: list[int] | None = (json.loads(sidecar.read_text())["rows"] if sidecar.exists() else None)
     batches: list[pa.RecordBatch] = []
@@ -242,16 +249,34 @@ def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
                 batch = batch.slice(take)
                 if yielded < len(sizes) and held == sizes[yielded]:
                     yield _frame(pa.Table.from_batches(batches, reader.schema))
-                    batches, held, yielded = [], 0, yielded + 1
+                    batches, held, yielded = release(batches), 0, yielded + 1
             continue
         number = metadata.get(CHUNK_KEY) if metadata is not None else None
         if batches and number != current:
             yield _frame(pa.Table.from_batches(batches, reader.schema))
-            batches, yielded = [], yielded + 1
+            batches, yielded = release(batches), yielded + 1
         batches.append(batch)
         current = number
     if batches or not yielded:
         yield _frame(pa.Table.from_batches(batches, reader.schema))
+
+
+def _page_release(mapped: mmap.mmap, base: int) -> Callable[[list[pa.RecordBatch]], list[pa.RecordBatch]]:
+    """A function that drops from this process the mapped pages up to the end of the batches given (a
+    chunk read), returning a new empty list for the next chunk's batches."""
+    done = 0
+
+    def release(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        nonlocal done
+        ends = [buf.address + buf.size - base for batch in batches for column in batch.columns
+                for buf in column.buffers() if buf is not None and base <= buf.address < base + len(mapped)]
+        upto = min(max(ends, default=0), len(mapped)) // mmap.PAGESIZE * mmap.PAGESIZE
+        if upto > done and hasattr(mapped, "madvise"):
+            mapped.madvise(mmap.MADV_DONTNEED, done, upto - done)
+            done = upto
+        return []
+
+    return release
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:

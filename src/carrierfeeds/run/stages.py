@@ -414,12 +414,17 @@ class _AcceptedParts:
         for part in parts:
             if self.first_file is None:
                 yield part
+                del part
                 continue
             bundle, held = self.first_file
             change_set = diff_for_day(bundle, part, None, held_back=held, day=self.as_of, full_file=True)
+            del part
             if snapshot is not None:
                 snapshot.write(change_set.snapshot)
-            yield change_set.enrollment
+            enrollment = change_set.enrollment
+            del change_set
+            yield enrollment
+            del enrollment
 
     def render(self, fn: Callable[[], _T]) -> _T:
         """``fn()`` (which reads :meth:`parts`); again from the whole census when the chunks fail (see the
@@ -461,6 +466,7 @@ def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, intercha
                 tokens.extend(more_tokens)
                 codes.extend(more_codes)
             yield part
+            del part  # not held while the next part is made
 
     def once() -> RenderedFile:
         for seen in (counts, fields, tokens, codes):

@@ -835,7 +835,7 @@ def _render_streamed(parts: Iterable[Enrollment], header: TransactionHeader, con
             count += segments
             yield data
         members += int(start.sum())
-        del table, start
+        del table, start, enrollment, chunks  # not held while the next part is made
     yield "".join(trailer_segments(control, d, count + 1, st02=st02, sets=1)).encode("ascii")
     log.info("rendered 834 ISA13 %s: %d members in 1 transaction set, part by part", control.isa13_text, members)
 
@@ -900,7 +900,7 @@ def _render_spilled(parts: Iterable[Enrollment], header: TransactionHeader, cont
         for _lo, _hi, new_set in marks:  # a set opened after the part's last chunk
             if new_set:
                 sets.append([0, 0, 0, spill.tell(), spill.tell()])
-        del table, start, employee
+        del table, start, employee, enrollment, chunks  # not held while the next part is made
     if cap is not None and biggest > cap:
         raise ConformanceFailed(
             f"a family of {biggest} members exceeds max_members_per_transaction {cap}; "
