@@ -18,9 +18,12 @@ from test_x12_golden import SCENARIOS
 
 from carrierfeeds.census.accepted import family_chunks
 from carrierfeeds.census.generate import generate_census
+from carrierfeeds.census.tokens import MemberTokenizer
 from carrierfeeds.config import CarrierMapping, Feed, load_feed, load_mapping
 from carrierfeeds.enrollment import Enrollment, build_enrollment, build_enrollment_chunks, combine_enrollments
 from carrierfeeds.errors import ConformanceFailed
+from carrierfeeds.ledger.disclosures import MemberIndex
+from carrierfeeds.run.disclosure import fields_present, member_entries
 from carrierfeeds.x12.envelope import TransactionHeader
 from carrierfeeds.x12.render import render_834, render_834_bytes, render_834_parts
 
@@ -28,6 +31,7 @@ from carrierfeeds.x12.render import render_834, render_834_bytes, render_834_par
 FEEDS = {"sunrise-health": "acme-sunrise-medical", "clearview-csv": "acme-clearview-vision",
          "harbor-life": "acme-harbor-life", "northwind-dental": "acme-northwind-dental",
          "meridian-hmo": "bayview-meridian-hmo", "keystone-exchange": "cedar-grove-keystone"}
+TOKENS = MemberTokenizer(b"t" * 32)
 
 
 def _parts_bytes(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, header: TransactionHeader,
@@ -123,6 +127,10 @@ def test_counts_of_parts_sum_to_the_whole() -> None:
         parts = list(build_enrollment_chunks(family_chunks(census, families), feed, mapping, as_of=h.AS_OF))
         got = combine_enrollments(parts)
         pd.testing.assert_frame_equal(got.table, whole.table, check_exact=True)
+        # the disclosure record's members, gathered part by part, are the whole view's
+        assert MemberIndex.from_entries([MemberIndex.entries(*member_entries(p, TOKENS)) for p in parts]) == \
+            MemberIndex.pack(*member_entries(whole, TOKENS))
+        assert tuple(sorted({f for p in parts for f in fields_present(p)})) == fields_present(whole)
         assert (got.member_count, got.subscriber_count, got.coverage_count, got.excluded, got.sanitized,
                 got.normalised, got.held_lines, got.held_ends, got.family_rows) == (
             whole.member_count, whole.subscriber_count, whole.coverage_count, whole.excluded, whole.sanitized,

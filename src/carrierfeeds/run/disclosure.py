@@ -58,13 +58,14 @@ def disclosure_for(settings: Settings, bundle: FeedBundle, enrollment: Enrollmen
                    tokenizer: MemberTokenizer) -> Disclosure:
     """The allowlist, the fields present, the config hashes and the members (token, INS03) of a file."""
     tokens, codes = member_entries(enrollment, tokenizer)
-    return disclosure_of(settings, bundle, fields_present(enrollment), tokens, codes)
+    return disclosure_of(settings, bundle, fields_present(enrollment), MemberIndex.pack(tokens, codes))
 
 
-def disclosure_of(settings: Settings, bundle: FeedBundle, fields: tuple[str, ...], tokens: list[str],
-                  codes: list[str]) -> Disclosure:
-    """:func:`disclosure_for` from its parts: the fields present, and each member's token and INS03 (a
-    view rendered part by part gathers them part by part: :func:`fields_present`, :func:`member_entries`)."""
+def disclosure_of(settings: Settings, bundle: FeedBundle, fields: tuple[str, ...], members: MemberIndex
+                  ) -> Disclosure:
+    """:func:`disclosure_for` from its parts: the fields present, and the members' index (a view rendered
+    part by part gathers them part by part: :func:`fields_present`, :func:`member_entries`,
+    ``MemberIndex.entries`` and ``MemberIndex.from_entries``)."""
     feed, mapping, schema = bundle.feed, bundle.mapping, bundle.schema
     return Disclosure(
         allowlist=tuple(mapping.allowlist), fields=fields,
@@ -73,7 +74,7 @@ def disclosure_of(settings: Settings, bundle: FeedBundle, fields: tuple[str, ...
                                       mapping.model_dump_json()),
         schema_sha256=_config_sha256(settings.schemas_dir / f"{schema.schema_id}.yaml", schema.model_dump_json()),
         suite_sha256=sha256_file(bundle.suite_path),
-        members=MemberIndex.pack(tokens, codes))
+        members=members)
 
 
 def member_entries(enrollment: Enrollment, tokenizer: MemberTokenizer) -> tuple[list[str], list[str]]:

@@ -447,29 +447,29 @@ def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, intercha
     """The 834 rendered part by part (:func:`_render` with ``parts``) and the view's counts (an
     ``Enrollment`` whose table is empty); when ``keep``, the disclosure record gathered part by part and
     staged, as :func:`_render` and ``stage_disclosure_of`` do for a whole view."""
+    import numpy as np
+
     from carrierfeeds.census.tokens import MemberTokenizer
     from carrierfeeds.enrollment import combine_enrollments
+    from carrierfeeds.ledger.disclosures import MemberIndex
     from carrierfeeds.run.disclosure import disclosure_of, fields_present, member_entries, stage_disclosure
 
     tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file) if keep else None
     counts: list[Enrollment] = []
     fields: set[str] = set()
-    tokens: list[str] = []
-    codes: list[str] = []
+    entries: list[np.ndarray] = []  # the members' packed index entries, part by part
 
     def watched(parts: Iterator[Enrollment]) -> Iterator[Enrollment]:
         for part in parts:
             counts.append(combine_enrollments([part], tables=False))
             if tokenizer is not None:
                 fields.update(fields_present(part))
-                more_tokens, more_codes = member_entries(part, tokenizer)
-                tokens.extend(more_tokens)
-                codes.extend(more_codes)
+                entries.append(MemberIndex.entries(*member_entries(part, tokenizer)))
             yield part
             del part  # not held while the next part is made
 
     def once() -> RenderedFile:
-        for seen in (counts, fields, tokens, codes):
+        for seen in (counts, fields, entries):
             seen.clear()
         if source.first_file is None or not keep:
             return _render(ctx, None, action, interchange, life, keep=keep, parts=watched(source.parts()))
@@ -479,7 +479,8 @@ def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, intercha
 
     rendered = source.render(once)
     if tokenizer is not None:
-        stage_disclosure(ctx, disclosure_of(ctx.settings, ctx.bundle, tuple(sorted(fields)), tokens, codes))
+        stage_disclosure(ctx, disclosure_of(ctx.settings, ctx.bundle, tuple(sorted(fields)),
+                                            MemberIndex.from_entries(entries)))
     return rendered, combine_enrollments(counts, tables=False)
 
 
