@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -639,6 +639,8 @@ def is_full_file_day(day: date, weekday: str | None) -> bool:
 
 # ------------------------------------------------------------------------------------ snapshot store
 _MAGIC: Final[bytes] = b"CFSNAP1\n"
+#: A snapshot sealed segment by segment (:class:`SnapshotWriter`): staged without the whole in memory.
+_MAGIC2: Final[bytes] = b"CFSNAP2\n"
 _KEY_BYTES: Final[int] = 32
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -722,6 +724,9 @@ class SnapshotStore:
     def _read(self, path: Path, feed_id: str,
               columns: Iterable[str] | None = None) -> tuple[SnapshotInfo, pd.DataFrame] | None:
         try:
+            with path.open("rb") as fh:
+                if fh.read(len(_MAGIC2)) == _MAGIC2:
+                    return self._read_segments(fh, feed_id, columns)
             blob = path.read_bytes()
         except FileNotFoundError:
             return None
@@ -752,6 +757,91 @@ class SnapshotStore:
             frame = pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object)
         return SnapshotInfo(feed_id, str(meta["run_id"]), int(meta["rows"]), bool(meta["full_file"])), frame
 
+    def _read_segments(self, fh: BinaryIO, feed_id: str, columns: Iterable[str] | None
+                       ) -> tuple[SnapshotInfo, pd.DataFrame]:
+        """A segmented snapshot (after its magic): each segment's parquet opened and read, then the
+        trailer's row and segment counts checked, so a segment dropped, repeated or moved is refused."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        def refused(why: str) -> SnapshotRefused:
+            return SnapshotRefused(f"snapshot file {why}", details={"feed_id": feed_id})
+
+        size = int.from_bytes(fh.read(4), "big")
+        header = fh.read(size)
+        aead = self._aead(create=False)
+        try:
+            meta = json.loads(header)
+        except ValueError:
+            raise refused("failed its integrity check") from None
+        if meta.get("feed_id") != feed_id:
+            raise refused("belongs to another feed")
+        wanted = None if columns is None else list(columns)
+        frames: list[pd.DataFrame] = []
+        tables: list[pa.Table] = []
+        k = 0
+        while True:
+            head = fh.read(9)
+            if len(head) != 9:
+                raise refused("ends before its trailer")
+            kind, length = head[0], int.from_bytes(head[1:9], "big")
+            nonce, body = fh.read(12), fh.read(length)
+            try:
+                plain = aead.decrypt(nonce, body, _segment_aad(header, k, kind))
+            except InvalidTag:
+                raise refused("failed its integrity check") from None
+            if kind == 1:
+                trailer = json.loads(plain)
+                if trailer["segments"] != k:
+                    raise refused("failed its integrity check")
+                break
+            k += 1
+            if wanted is None:
+                frames.append(pd.read_parquet(io.BytesIO(plain)).astype(str).astype(object))
+            else:
+                names = [c for c in wanted if c in pq.read_schema(pa.BufferReader(plain)).names]
+                table = pq.read_table(pa.BufferReader(plain), columns=names)
+                tables.append(table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
+                              if table.num_columns else table)
+        if wanted is None:
+            frame = pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
+        else:
+            frame = pa.concat_tables(tables).to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        read = sum(len(f) for f in frames) if wanted is None else sum(t.num_rows for t in tables)
+        if read != int(trailer["rows"]):
+            raise refused("failed its integrity check")
+        return SnapshotInfo(feed_id, str(meta["run_id"]), int(trailer["rows"]), bool(meta["full_file"])), frame
+
+    @contextmanager
+    def staging(self, feed_id: str, run_id: str, *, full_file: bool = False) -> Iterator[SnapshotWriter]:
+        """Stage ``run_id``'s pending snapshot a part at a time (:meth:`SnapshotWriter.write`; parts in
+        order, one at a time in memory): kept, replacing an earlier attempt's, when the block ends
+        without an exception, nothing otherwise. It loads as :meth:`stage` of the parts concatenated."""
+        if not _SAFE.match(run_id):
+            raise ConfigError("run id is not usable as a file name", field="run_id")
+        path = self._dir(feed_id) / "pending" / f"{run_id}.snap"
+        has_any = self.root.exists() and any(self.root.glob("*/*.snap"))
+        aead = self._aead(create=not has_any)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        header = json.dumps({"feed_id": feed_id, "run_id": run_id, "full_file": full_file,
+                             "segments": True}, sort_keys=True).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_MAGIC2 + len(header).to_bytes(4, "big") + header)
+                writer = SnapshotWriter(fh, aead, header)
+                yield writer
+                writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.info("feed %s run %s: snapshot staged (%d rows in %d segments)", feed_id, run_id, writer.rows,
+                 writer.segments)
+
     def info(self, feed_id: str) -> SnapshotInfo | None:
         """The current snapshot's header, or None when nothing was ever confirmed."""
         got = self._read(self._dir(feed_id) / "current.snap", feed_id, columns=())
@@ -772,6 +862,14 @@ class SnapshotStore:
             previous = self._read(folder / "previous.snap", feed_id)
             return previous[1] if previous else None
         return got[1] if got else None
+
+    def has_base(self, feed_id: str, run_id: str) -> bool:
+        """Whether :meth:`load_base` would find a snapshot (its columns left unread)."""
+        folder = self._dir(feed_id)
+        got = self._read(folder / "current.snap", feed_id, columns=())
+        if got is not None and got[0].run_id == run_id:
+            return (folder / "previous.snap").exists()
+        return got is not None
 
     def stage(self, feed_id: str, run_id: str, frame: pd.DataFrame, *, full_file: bool = False) -> Path:
         """Keep ``frame`` as ``run_id``'s pending snapshot (replacing an earlier attempt's)."""
@@ -866,6 +964,39 @@ class SnapshotStore:
         log.warning("feed %s: snapshot of run %s reverted to %s", feed_id, run_id,
                     previous[0].run_id if previous else "none (next run sends a full file)")
         return True
+
+
+def _segment_aad(header: bytes, index: int, kind: int) -> bytes:
+    """What a segmented snapshot's segment ``index`` is sealed with: its file's header, its place, and
+    whether it is the trailer (``kind`` 1), so no segment can be dropped, repeated or moved unnoticed."""
+    return _MAGIC2 + header + index.to_bytes(8, "big") + bytes([kind])
+
+
+class SnapshotWriter:
+    """A segmented snapshot being written (:meth:`SnapshotStore.staging`): each part a parquet file
+    sealed with AES-256-GCM on its own, then a trailer with the row and segment counts."""
+
+    def __init__(self, fh: BinaryIO, aead: AESGCM, header: bytes) -> None:
+        self._fh, self._aead, self._header = fh, aead, header
+        self.rows = self.segments = 0
+
+    def _seal(self, plain: bytes, kind: int) -> None:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plain, _segment_aad(self._header, self.segments, kind))
+        self._fh.write(bytes([kind]) + len(sealed).to_bytes(8, "big") + nonce + sealed)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """The next part of the snapshot, as :meth:`SnapshotStore.stage` stores a whole one."""
+        buf = io.BytesIO()
+        frame.reset_index(drop=True).astype(str).to_parquet(buf, index=False)
+        self._seal(buf.getvalue(), 0)
+        self.rows += len(frame)
+        self.segments += 1
+
+    def close(self) -> None:
+        if not self.segments:
+            raise ValueError("a snapshot has at least one part (its columns)")
+        self._seal(json.dumps({"rows": self.rows, "segments": self.segments}).encode(), 1)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -74,7 +74,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from enum import StrEnum
@@ -267,6 +267,9 @@ class Enrollment:
     #: The census end (CCYYMMDD) of held lines that have one, as (subscriber_id, member_id, HD03, end): the
     #: hold is for an increase, never an end, so a change file ends the coverage the carrier holds then.
     held_ends: tuple[tuple[str, str, str, str], ...] = ()
+    #: The census rows (``row_number``) of the first kept row of the view's first and last family (families
+    #: are ordered by it); None for an empty view. A chunked build checks its chunks by it.
+    family_rows: tuple[int, int] | None = None
 
     def source_fields(self) -> list[str]:
         """The census fields the view's columns carry."""
@@ -935,6 +938,11 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
     options = RenderOptions.for_mapping(mapping, as_of)
     assert_allowlisted([options.source_of(c) or ROW_NUMBER for c in table.columns], mapping)
     starts = int(member_starts(table).sum())
+    # Codes number families by first appearance in census order: the last family's first row is the
+    # first row with the largest code.
+    family_rows = (None if not len(kept) else
+                   (int(census_rows[kept[0]]),
+                    int(census_rows[kept[int(np.argmax(subscriber_codes == subscriber_codes.max()))]])))
     enrollment = Enrollment(
         table=table,
         member_count=starts,
@@ -947,7 +955,76 @@ def build_enrollment(census: pd.DataFrame, feed: Feed, mapping: CarrierMapping, 
         options=options,
         held_lines=held_lines,
         held_ends=held_ends,
+        family_rows=family_rows,
     )
     log.info("feed %s: %d members, %d subscribers, %d coverages, excluded %s", feed.feed_id,
              enrollment.member_count, enrollment.subscriber_count, enrollment.coverage_count, excluded)
     return enrollment
+
+
+# ---- the view chunk by chunk ----------------------------------------------------------------------
+
+
+class ChunksOutOfOrder(Exception):
+    """A chunk's families come before an earlier chunk's in the view's order (a family's first census row
+    left out, the family's rows far apart): the chunks' views concatenated would not be the whole view.
+    The caller builds from the whole census instead."""
+
+
+def build_enrollment_chunks(chunks: Iterable[pd.DataFrame], feed: Feed, mapping: CarrierMapping, *,
+                            as_of: date, workers: int | None = None) -> Iterator[Enrollment]:
+    """:func:`build_enrollment` of each family-whole chunk of the census (every row of a family in one
+    chunk, chunks in the order of their families' first rows, ``row_number`` the census row), in order:
+    each is that chunk's slice of the whole census's view, so the parts concatenated are the whole view.
+
+    Raises :class:`ChunksOutOfOrder` when a chunk's families would come before an earlier chunk's
+    (families are ordered by their first row the view keeps, chunks by their first row). An error in a
+    chunk is raised as it comes; the whole census's build may name another row or rule first (callers
+    that must give today's error build from the whole census then: :func:`carrierfeeds.run.stages.build`).
+    """
+    last: int | None = None
+    for chunk in chunks:
+        part = build_enrollment(chunk, feed, mapping, as_of=as_of, workers=workers)
+        del chunk
+        if part.family_rows is not None:
+            if last is not None and part.family_rows[0] <= last:
+                raise ChunksOutOfOrder(f"a chunk's first family (census row {part.family_rows[0]}) comes before "
+                                       f"an earlier chunk's last (census row {last})")
+            last = part.family_rows[1]
+        yield part
+        del part  # not held while the next chunk is mapped
+
+
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in counts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def combine_enrollments(parts: Sequence[Enrollment], *, tables: bool = True) -> Enrollment:
+    """The whole view from its chunks' views (:func:`build_enrollment_chunks`): tables concatenated (or,
+    without ``tables``, the first part's empty table: counts alone), counts summed, held lines merged."""
+    if not parts:
+        raise ValueError("a view has at least one part")
+    first = parts[0]
+    # Without tables: a new empty frame of the same columns and dtypes (a slice of a part's table, even
+    # an empty one, would keep that part's columns alive).
+    table = (pd.concat([p.table for p in parts], ignore_index=True) if tables and len(parts) > 1
+             else first.table if tables else
+             pd.DataFrame({c: pd.Series([], dtype=t) for c, t in first.table.dtypes.items()}))
+    rows = [p.family_rows for p in parts if p.family_rows is not None]
+    return Enrollment(
+        table=table,
+        member_count=sum(p.member_count for p in parts),
+        subscriber_count=sum(p.subscriber_count for p in parts),
+        coverage_count=sum(p.coverage_count for p in parts),
+        excluded=_summed(p.excluded for p in parts),
+        sanitized=_summed(p.sanitized for p in parts),
+        allowlist=first.allowlist,
+        normalised=_summed(p.normalised for p in parts),
+        options=first.options,
+        held_lines=tuple(sorted({line for p in parts for line in p.held_lines})),
+        held_ends=tuple(sorted({end for p in parts for end in p.held_ends})),
+        family_rows=(rows[0][0], rows[-1][1]) if rows else None)

@@ -37,6 +37,9 @@ DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
 DEFAULT_LEDGER_RETENTION_YEARS = 7
 #: pyx12 is slow (benchmarks/README.md): above this many members the gate runs it on a deterministic sample.
 DEFAULT_PYX12_MAX_MEMBERS = 2_000
+#: Families per chunk of the accepted census that validate writes and build maps and renders chunk by
+#: chunk (the run's memory is about one chunk's; figures in benchmarks/README.md).
+DEFAULT_CHUNK_FAMILIES = 100_000
 
 
 class Settings(BaseSettings):
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     #: deterministic sample of whole families (this many members) cut from a larger one; the structural
     #: check always reads the whole file.
     pyx12_max_members: int = Field(DEFAULT_PYX12_MAX_MEMBERS, ge=1)
+    #: Families per chunk of the accepted census: validate writes it in family-whole chunks and build maps
+    #: and renders one chunk at a time (the file's bytes do not depend on it).
+    chunk_families: int = Field(DEFAULT_CHUNK_FAMILIES, ge=1)
     #: The conformance stage starts gpg on the rendered file beside its checks (another core), and the
     #: ciphertext is kept only if the gate passes; the encrypt stage then checks the key and that
     #: ciphertext instead of encrypting. False: gpg runs only in the encrypt stage.

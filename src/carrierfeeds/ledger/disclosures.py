@@ -87,17 +87,27 @@ class MemberIndex:
     @classmethod
     def pack(cls, tokens: Sequence[str], codes: Sequence[str]) -> MemberIndex:
         """Pack (token, INS03 code) pairs; duplicates collapse to one entry."""
+        return cls.from_entries([cls.entries(tokens, codes)])
+
+    @staticmethod
+    def entries(tokens: Sequence[str], codes: Sequence[str]) -> np.ndarray:
+        """(token, INS03 code) pairs as the index's packed entries, sorted, duplicates collapsed: 9 bytes a
+        member, so a view rendered part by part keeps its parts' entries instead of their strings."""
         if len(tokens) != len(codes):
             raise LedgerError("member index: one maintenance code per token", details={"field": "members"})
         keys = _token_ints(tokens)
         values = {c: _code(c) for c in set(codes)}
         code_arr = np.fromiter((values[c] for c in codes), dtype=np.uint8, count=len(codes))
-        order = np.lexsort((code_arr, keys))  # by token, then code
-        keys, code_arr = keys[order], code_arr[order]
-        keep = np.ones(len(keys), dtype=bool)
-        keep[1:] = (keys[1:] != keys[:-1]) | (code_arr[1:] != code_arr[:-1])
-        arr = np.empty(int(keep.sum()), dtype=_ENTRY)
-        arr["token"], arr["code"] = keys[keep], code_arr[keep]
+        return _sorted_unique(keys, code_arr)
+
+    @classmethod
+    def from_entries(cls, groups: Sequence[np.ndarray]) -> MemberIndex:
+        """The index of several :meth:`entries` arrays together (as :meth:`pack` of all their pairs)."""
+        if len(groups) == 1:
+            arr = groups[0]
+        else:
+            joined = np.concatenate(groups) if groups else np.empty(0, dtype=_ENTRY)
+            arr = _sorted_unique(joined["token"].astype(np.uint64), joined["code"])
         bits = 0
         while bits < MAX_BITS and len(arr) > BUCKET_TARGET << bits:
             bits += 1
@@ -118,6 +128,16 @@ class MemberIndex:
     def from_json(cls, data: Mapping[str, Any]) -> MemberIndex:
         return cls(bits=int(data["bits"]), members=int(data["members"]),
                    buckets={int(k): str(v) for k, v in data["buckets"].items()})
+
+
+def _sorted_unique(keys: np.ndarray, code_arr: np.ndarray) -> np.ndarray:
+    order = np.lexsort((code_arr, keys))  # by token, then code
+    keys, code_arr = keys[order], code_arr[order]
+    keep = np.ones(len(keys), dtype=bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (code_arr[1:] != code_arr[:-1])
+    arr = np.empty(int(keep.sum()), dtype=_ENTRY)
+    arr["token"], arr["code"] = keys[keep], code_arr[keep]
+    return arr
 
 
 def bucket_of(token: str, bits: int) -> int:

@@ -57,16 +57,24 @@ def fields_present(enrollment: Enrollment) -> tuple[str, ...]:
 def disclosure_for(settings: Settings, bundle: FeedBundle, enrollment: Enrollment,
                    tokenizer: MemberTokenizer) -> Disclosure:
     """The allowlist, the fields present, the config hashes and the members (token, INS03) of a file."""
-    feed, mapping, schema = bundle.feed, bundle.mapping, bundle.schema
     tokens, codes = member_entries(enrollment, tokenizer)
+    return disclosure_of(settings, bundle, fields_present(enrollment), MemberIndex.pack(tokens, codes))
+
+
+def disclosure_of(settings: Settings, bundle: FeedBundle, fields: tuple[str, ...], members: MemberIndex
+                  ) -> Disclosure:
+    """:func:`disclosure_for` from its parts: the fields present, and the members' index (a view rendered
+    part by part gathers them part by part: :func:`fields_present`, :func:`member_entries`,
+    ``MemberIndex.entries`` and ``MemberIndex.from_entries``)."""
+    feed, mapping, schema = bundle.feed, bundle.mapping, bundle.schema
     return Disclosure(
-        allowlist=tuple(mapping.allowlist), fields=fields_present(enrollment),
+        allowlist=tuple(mapping.allowlist), fields=fields,
         feed_sha256=_config_sha256(settings.feeds_dir / f"{feed.feed_id}.yaml", feed.model_dump_json()),
         mapping_sha256=_config_sha256(settings.mappings_dir / f"{mapping.mapping_id}.yaml",
                                       mapping.model_dump_json()),
         schema_sha256=_config_sha256(settings.schemas_dir / f"{schema.schema_id}.yaml", schema.model_dump_json()),
         suite_sha256=sha256_file(bundle.suite_path),
-        members=MemberIndex.pack(tokens, codes))
+        members=members)
 
 
 def member_entries(enrollment: Enrollment, tokenizer: MemberTokenizer) -> tuple[list[str], list[str]]:

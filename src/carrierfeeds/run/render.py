@@ -5,11 +5,13 @@ The run's build stage and the preview both call it."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from carrierfeeds.enrollment import Enrollment
@@ -42,9 +44,10 @@ def hash_only(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa13: int, gs06: int, st02: int,
+def render_file(bundle: FeedBundle, enrollment: Enrollment | None, *, action: str, isa13: int, gs06: int, st02: int,
                 created: datetime, day: date, folder: Path, write: Writer, pdf_prefix: str = "",
-                changes: Enrollment | None = None, usage: str | None = None, marker: str = "") -> RenderedFile:
+                changes: Enrollment | None = None, usage: str | None = None, marker: str = "",
+                parts: Iterable[Enrollment] | None = None) -> RenderedFile:
     """Render ``enrollment`` as the feed's output format into ``folder`` through ``write``.
 
     ``action`` is BGN08 (the full file's code, or ``2`` for changes); ``created`` the numbers' allocation
@@ -52,12 +55,20 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
     ``changes`` (a PDF roster's changes since the last roster, :func:`carrierfeeds.run.stages.roster_changes`)
     listed in it. ``usage`` overrides the mapping's ISA15 and ``marker`` goes before the file name: a test file
     of a feed in testing or certified (see ``carrierfeeds.lifecycle``).
+
+    An 834 may be given as ``parts`` instead (the views of the census's family-whole chunks, in order,
+    read lazily: :func:`carrierfeeds.enrollment.build_enrollment_chunks`): the same bytes, one part in
+    memory at a time; members wait in a private spill file in ``folder`` when a set's header counts them.
     """
     from carrierfeeds.config import Party
     from carrierfeeds.x12.envelope import ControlNumbers, Delimiters, TransactionHeader
-    from carrierfeeds.x12.render import render_834
+    from carrierfeeds.x12.render import render_834, render_834_parts
 
     feed, mapping = bundle.feed, bundle.mapping
+    if parts is not None and feed.output.format != "x12-834":
+        raise ValueError("only an 834 is rendered part by part")
+    if parts is None and enrollment is None:
+        raise ValueError("nothing to render")
     if feed.output.format == "pdf":
         # Imported here: reportlab is slow to import, and an X12 or flat-file build never needs it.
         from carrierfeeds.outputs.pdf import fallback_file_name, write_fallback_pdf
@@ -66,6 +77,7 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
         control_id = f"{isa13:09d}"
         file_name = marker + fallback_file_name(feed, day, control_id)
         out = folder / f"{pdf_prefix}{file_name}"
+        assert enrollment is not None  # noqa: S101 - checked above
         doc = write_fallback_pdf(enrollment, out, feed=feed, interval_start=day, control_id=control_id,
                                  created=created, changes=changes)
         return RenderedFile(out, file_name, "pdf", doc.sha256, doc.size, pages=doc.pages)
@@ -73,6 +85,7 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
         # The carrier's own CSV or fixed-width layout over the same view; the control number names it.
         from carrierfeeds.outputs.flatfile import flatfile_name, layout_for, render_flatfile
 
+        assert enrollment is not None  # noqa: S101 - checked above
         layout = layout_for(mapping)
         file_name = marker + flatfile_name(layout, feed_id=feed.feed_id, control=isa13, day=day,
                                            sender=mapping.envelope.sender_id, receiver=mapping.envelope.receiver_id)
@@ -88,5 +101,25 @@ def render_file(bundle: FeedBundle, enrollment: Enrollment, *, action: str, isa1
     file_name = marker + mapping.file_name.format(
         sender=mapping.envelope.sender_id.strip(), receiver=mapping.envelope.receiver_id.strip(),
         isa13=f"{isa13:09d}", date=day.strftime("%Y%m%d"), feed=feed.feed_id)
-    sha256, size = write(folder / file_name, render_834(enrollment, header, control, Delimiters()))
+    if parts is None:
+        assert enrollment is not None  # noqa: S101 - checked above
+        sha256, size = write(folder / file_name, render_834(enrollment, header, control, Delimiters()))
+        return RenderedFile(folder / file_name, file_name, "x12-834", sha256, size)
+    if not mapping.file_header.control_totals and mapping.max_members_per_transaction is None:
+        sha256, size = write(folder / file_name, render_834_parts(parts, header, control, Delimiters()))
+        return RenderedFile(folder / file_name, file_name, "x12-834", sha256, size)
+    with _spill(folder / f".{file_name}.members") as spill:
+        sha256, size = write(folder / file_name, render_834_parts(parts, header, control, Delimiters(), spill=spill))
     return RenderedFile(folder / file_name, file_name, "x12-834", sha256, size)
+
+
+@contextmanager
+def _spill(path: Path) -> Iterator[BinaryIO]:
+    """A private scratch file (0600, member data) for the 834's members, removed when the block ends."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+    finally:
+        path.unlink(missing_ok=True)

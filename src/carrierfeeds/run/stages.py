@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from carrierfeeds.errors import (
     CarrierFeedsError,
     CensusRejected,
     ConfigError,
     ConformanceFailed,
+    DataError,
     NotAuthorized,
     PermanentError,
     Refused,
@@ -53,13 +54,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from carrierfeeds.census.sources import CensusPick, Writable
-    from carrierfeeds.changes import ChangeSet, SnapshotStore
+    from carrierfeeds.changes import ChangeSet, SnapshotStore, SnapshotWriter
     from carrierfeeds.enrollment import Enrollment
     from carrierfeeds.ledger import Interchange
     from carrierfeeds.lifecycle import RunLifecycle
     from carrierfeeds.reconcile.correction import RunCorrection
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -304,16 +306,31 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
                       **({"went_live": True} if life.went_live else {}),
                       **({"first_production_file": True} if life.full_file else {}))
         full_file = full_file or life.full_file
-        census = read_accepted(ctx.fetch(ACCEPTED))
-        enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
+        accepted = ctx.fetch(ACCEPTED)
         action: str = mapping.full_file.bgn08
         change_counts: dict[str, Any] = {}
         roster: Enrollment | None = None  # a PDF roster's changes since the last one
-        if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
-            enrollment, action, change_counts, roster = _diff_for_run(
-                ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
-        del census  # the render reads the enrollment only (what of the census it shares stays mapped)
-        release_memory()
+        source: _AcceptedParts | None = None
+        enrollment: Enrollment
+        if feed.output.format == "x12-834" and not keeps_snapshot(mapping.mode, feed.validation.policy,
+                                                                    eoi_hold=mapping.volumes.eoi_hold):
+            # Mapped and rendered chunk by chunk of the accepted census (families whole): one chunk's
+            # view in memory at a time, the same bytes (benchmarks/README.md, "Issue 23, streaming build").
+            source = _AcceptedParts(accepted, feed, mapping, ctx.ref.interval_start)
+        elif feed.output.format == "x12-834" and not snapshot_store(ctx).has_base(ctx.feed_id, ctx.run_id):
+            # The feed's first file (no snapshot yet): the full audit file, each chunk diffed on its own
+            # against nothing, the next snapshot staged a chunk at a time (SnapshotStore.staging).
+            held = json.loads(ctx.store.get_bytes(ctx.feed_id, ctx.ref.interval_start, HELD_BACK))
+            source = _AcceptedParts(accepted, feed, mapping, ctx.ref.interval_start,
+                                    first_file=(ctx.bundle, tuple(held)))
+        else:
+            census = read_accepted(accepted)
+            enrollment = build_enrollment(census, feed, mapping, as_of=ctx.ref.interval_start)
+            if keeps_snapshot(mapping.mode, feed.validation.policy, eoi_hold=mapping.volumes.eoi_hold):
+                enrollment, action, change_counts, roster = _diff_for_run(
+                    ctx, census, enrollment, full_file=full_file or mapping.mode == "full")
+            del census  # the render reads the enrollment only (what of the census it shares stays mapped)
+            release_memory()
         interchange = ctx.ledger.allocate_control_numbers(
             run_id=ctx.run_id, sender_id=mapping.envelope.sender_id,
             receiver_id=mapping.envelope.receiver_id, now=ctx.now())
@@ -321,19 +338,33 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
             # Checked before numbers are minted, so a refused resend uses none.
             sent = ctx.ledger.find_delivery(feed_id=ctx.feed_id, interval_start=ctx.ref.interval_start)
             checked = sent.delivery_id if sent is not None and sent.status in SENT_STATUSES else None
+            seen = source if source is not None else enrollment
             if checked is not None:
-                _require_same_members(ctx, enrollment, action, checked, life, changes=roster)
+                _require_same_members(ctx, seen, action, checked, life, changes=roster)
             resend = ctx.ledger.allocate_resend(
                 run_id=ctx.run_id, sender_id=mapping.envelope.sender_id, receiver_id=mapping.envelope.receiver_id,
                 actor=ctx.actor, reason=resend_reason, now=ctx.now())
             if resend is not None:
                 if resend.replaces_delivery_id != checked:
-                    _require_same_members(ctx, enrollment, action, resend.replaces_delivery_id, life, changes=roster)
+                    _require_same_members(ctx, seen, action, resend.replaces_delivery_id, life, changes=roster)
                 interchange = resend
-        rendered = _render(ctx, enrollment, action, interchange, life, changes=roster)
-        from carrierfeeds.run.disclosure import stage_disclosure_of  # numpy/pandas: loaded when a file is built
+        if source is None:
+            rendered = _render(ctx, enrollment, action, interchange, life, changes=roster)
+            from carrierfeeds.run.disclosure import stage_disclosure_of  # numpy/pandas: loaded when a file is built
 
-        stage_disclosure_of(ctx, enrollment)
+            stage_disclosure_of(ctx, enrollment)
+        else:
+            rendered, enrollment = _render_parts(ctx, source, action, interchange, life)
+            if source.first_file is not None:
+                if enrollment.member_count == 0:
+                    from carrierfeeds.changes import NoChanges
+
+                    _accept_census(ctx)  # the carrier holds all of it already: this census is done
+                    raise NoChanges("no changes against the last delivered snapshot; nothing to send",
+                                    details={"feed_id": ctx.feed_id})
+                ctx.save_state(snapshot_staged=True)
+                change_counts = {"ins03_030": enrollment.member_count, "hd01_030": enrollment.coverage_count,
+                                 "carried_over": 0, "full_file": 1}
         file_name, payload_sha256, size = rendered.file_name, rendered.sha256, rendered.size
         if mapping.notice is not None:
             detail.update(_write_notice(ctx, enrollment, rendered, interchange, change_counts))
@@ -356,8 +387,9 @@ def build(ctx: RunContext, *, full_file: bool = False, resend_reason: str | None
     return {"run_id": ctx.run_id, "members": enrollment.member_count, "isa13": interchange.isa13}
 
 
-def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: Interchange,
-            life: RunLifecycle | None = None, *, keep: bool = True, changes: Enrollment | None = None) -> RenderedFile:
+def _render(ctx: RunContext, enrollment: Enrollment | None, action: str, interchange: Interchange,
+            life: RunLifecycle | None = None, *, keep: bool = True, changes: Enrollment | None = None,
+            parts: Iterable[Enrollment] | None = None) -> RenderedFile:
     """Render the feed's file under ``interchange``'s control numbers and allocation time. Kept (run
     folder and staging store) unless ``keep`` is False, when only its hash is wanted (an 834 or PDF
     resend's same-members check; a flat file's resend is its delivered bytes, never rendered again)."""
@@ -366,12 +398,114 @@ def _render(ctx: RunContext, enrollment: Enrollment, action: str, interchange: I
                            st02=interchange.st02, created=interchange.created_at, day=ctx.ref.interval_start,
                            folder=ctx.run_dir, write=partial(_write_kept, ctx) if keep else hash_only,
                            pdf_prefix="" if keep else ".check.", changes=changes,
-                           usage=life.usage if life is not None else None, marker=life.marker if life else "")
+                           usage=life.usage if life is not None else None, marker=life.marker if life else "",
+                           parts=parts)
     if pdf and keep:
         ctx.keep(rendered.path)  # the 834 and the flat file are kept as they are written
     elif pdf:
         rendered.path.unlink()
     return rendered
+
+
+class _AcceptedParts:
+    """The accepted census as the 834 view's parts, one family-whole chunk at a time
+    (:func:`carrierfeeds.enrollment.build_enrollment_chunks`), each render reading them again.
+
+    When the chunks cannot give the whole census's file (a chunk's families belong before an earlier
+    chunk's: a family whose first census row the view leaves out, its rows far apart) or a chunk's data is
+    refused (the whole census's build may name another row or rule first), the census is mapped whole
+    instead, from then on: today's file, or today's error."""
+
+    def __init__(self, path: Path, feed: Any, mapping: Any, as_of: date, *,
+                 first_file: tuple[FeedBundle, tuple[str, ...]] | None = None) -> None:
+        self.path, self.feed, self.mapping, self.as_of = path, feed, mapping, as_of
+        #: A snapshot feed's first file (no snapshot yet): the bundle and validation's held-back members;
+        #: each part is then the full audit file's slice (diff_for_day against nothing).
+        self.first_file = first_file
+        self.whole = False
+
+    def parts(self, snapshot: SnapshotWriter | None = None) -> Iterator[Enrollment]:
+        """The view's parts; for a first file each part's slice of the next snapshot goes to ``snapshot``."""
+        from carrierfeeds.census.accepted import read_accepted, read_accepted_chunks
+        from carrierfeeds.enrollment import build_enrollment, build_enrollment_chunks
+
+        if self.whole:
+            parts: Iterator[Enrollment] = iter([build_enrollment(read_accepted(self.path), self.feed, self.mapping,
+                                                                 as_of=self.as_of)])
+        else:
+            parts = build_enrollment_chunks(read_accepted_chunks(self.path), self.feed, self.mapping,
+                                            as_of=self.as_of)
+        for part in parts:
+            if self.first_file is None:
+                yield part
+                del part
+                continue
+            bundle, held = self.first_file
+            change_set = diff_for_day(bundle, part, None, held_back=held, day=self.as_of, full_file=True)
+            del part
+            if snapshot is not None:
+                snapshot.write(change_set.snapshot)
+            enrollment = change_set.enrollment
+            del change_set
+            yield enrollment
+            del enrollment
+
+    def render(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` (which reads :meth:`parts`); again from the whole census when the chunks fail (see the
+        class)."""
+        from carrierfeeds.enrollment import ChunksOutOfOrder
+
+        try:
+            return fn()
+        except (ChunksOutOfOrder, DataError) as exc:
+            if self.whole:
+                raise
+            log.warning("feed %s: the accepted census is mapped whole, not chunk by chunk (%s)",
+                        self.feed.feed_id, type(exc).__name__)
+            self.whole = True
+            return fn()
+
+
+def _render_parts(ctx: RunContext, source: _AcceptedParts, action: str, interchange: Interchange,
+                  life: RunLifecycle | None = None, *, keep: bool = True) -> tuple[RenderedFile, Enrollment]:
+    """The 834 rendered part by part (:func:`_render` with ``parts``) and the view's counts (an
+    ``Enrollment`` whose table is empty); when ``keep``, the disclosure record gathered part by part and
+    staged, as :func:`_render` and ``stage_disclosure_of`` do for a whole view."""
+    import numpy as np
+
+    from carrierfeeds.census.tokens import MemberTokenizer
+    from carrierfeeds.enrollment import combine_enrollments
+    from carrierfeeds.ledger.disclosures import MemberIndex
+    from carrierfeeds.run.disclosure import disclosure_of, fields_present, member_entries, stage_disclosure
+
+    tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file) if keep else None
+    counts: list[Enrollment] = []
+    fields: set[str] = set()
+    entries: list[np.ndarray] = []  # the members' packed index entries, part by part
+
+    def watched(parts: Iterator[Enrollment]) -> Iterator[Enrollment]:
+        for part in parts:
+            counts.append(combine_enrollments([part], tables=False))
+            if tokenizer is not None:
+                fields.update(fields_present(part))
+                entries.append(MemberIndex.entries(*member_entries(part, tokenizer)))
+            yield part
+            del part  # not held while the next part is made
+
+    def once() -> RenderedFile:
+        for seen in (counts, fields, entries):
+            seen.clear()
+        if source.first_file is None or not keep:
+            return _render(ctx, None, action, interchange, life, keep=keep, parts=watched(source.parts()))
+        with snapshot_store(ctx).staging(ctx.feed_id, ctx.run_id, full_file=True) as snapshot:
+            return _render(ctx, None, action, interchange, life, keep=keep,
+                           parts=watched(source.parts(snapshot)))
+
+    rendered = source.render(once)
+    if tokenizer is not None:
+        stage_disclosure(ctx, disclosure_of(ctx.settings, ctx.bundle, tuple(sorted(fields)),
+                                            MemberIndex.from_entries(entries)))
+    return rendered, combine_enrollments(counts, tables=False)
 
 
 def _write_notice(ctx: RunContext, enrollment: Enrollment, rendered: RenderedFile, interchange: Interchange,
@@ -410,8 +544,9 @@ def _notice_names(ctx: RunContext) -> list[str]:
     return notice_names(notice, built.file_name) if notice is not None and built is not None else []
 
 
-def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, replaces: str | None,
-                          life: RunLifecycle | None = None, *, changes: Enrollment | None = None) -> None:
+def _require_same_members(ctx: RunContext, enrollment: Enrollment | _AcceptedParts, action: str,
+                          replaces: str | None, life: RunLifecycle | None = None, *,
+                          changes: Enrollment | None = None) -> None:
     """Refuse a forced resend unless this census, rendered under the control numbers and time of the file
     it replaces, gives exactly that file's bytes (the renderer is deterministic: the payload hash decides)."""
     replaced = next((d for d in ctx.ledger.deliveries(feed_id=ctx.feed_id) if d.delivery_id == replaces), None)
@@ -420,7 +555,11 @@ def _require_same_members(ctx: RunContext, enrollment: Enrollment, action: str, 
     if replaced is None or earlier is None:
         raise Refused("the delivery a forced resend replaces is not in the ledger",
                       details={"delivery_id": replaces})
-    if _render(ctx, enrollment, action, earlier, life, keep=False, changes=changes).sha256 != replaced.payload_sha256:
+    if isinstance(enrollment, _AcceptedParts):
+        again = _render_parts(ctx, enrollment, action, earlier, life, keep=False)[0]
+    else:
+        again = _render(ctx, enrollment, action, earlier, life, keep=False, changes=changes)
+    if again.sha256 != replaced.payload_sha256:
         raise Refused(
             f"a forced resend sends the delivered members again under new control numbers, but the census, "
             f"mapping or options (--full-file) of {ctx.ref.interval_start} no longer render the delivered file "

@@ -44,10 +44,11 @@ and the test that holds them byte-identical covers one file.
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
@@ -772,6 +773,166 @@ def render_834_employers(parts: Sequence[tuple[Enrollment, TransactionHeader]], 
                               ).encode("ascii")
     log.info("rendered 834 ISA13 %s: %d members in %d transaction set(s)", control.isa13_text, total,
              total_sets)
+
+
+#: Bytes copied at a time from the members' spill into the file (:func:`render_834_parts`).
+_SPILL_BLOCK = 1 << 20
+
+
+def render_834_parts(parts: Iterable[Enrollment], header: TransactionHeader, control: ControlNumbers,
+                     delimiters: Delimiters = DEFAULT_DELIMITERS, *, spill: BinaryIO | None = None,
+                     chunk_members: int = 20_000, workers: int | None = None) -> Iterator[bytes]:
+    """The 834 of a view given in parts (the views of family-whole chunks of one census, in order:
+    :func:`carrierfeeds.enrollment.build_enrollment_chunks`), byte for byte :func:`render_834` of the
+    parts' whole view, with one part in memory at a time (``parts`` is read lazily).
+
+    Without QTY control totals or a cap on members per set, the one set's header does not depend on its
+    members: it is written first and the members stream after it. Otherwise each set's header (its
+    totals; with a cap, whether the file has one set or several) is known only once every member is
+    rendered, so the members are written to ``spill`` (a binary file open for reading and writing; in
+    memory when None), counted by set as they go, and copied from it after each set's header.
+    """
+    d = delimiters
+    workers = thread_count(None) if workers is None else workers
+    rest = iter(parts)
+    first = next(rest, None)
+    if first is None:
+        raise ValueError("a view has at least one part")
+    options = first.options
+    for name, _ in options.reporting_categories:
+        _check_value(name, d, "N102")
+    every = itertools.chain([first], rest)
+    if not options.control_totals and options.max_members_per_transaction is None:
+        return _render_streamed(every, header, control, d, chunk_members, workers)
+    return _render_spilled(every, header, control, d, spill if spill is not None else io.BytesIO(),
+                           chunk_members, workers)
+
+
+def _member_chunks(table: pd.DataFrame, start: np.ndarray, lo: int, hi: int, chunk_members: int
+                   ) -> list[tuple[int, int]]:
+    """Row bounds of the render's chunks of rows [lo, hi): ``chunk_members`` members each."""
+    starts = lo + np.flatnonzero(start[lo:hi])
+    return list(itertools.pairwise([*starts[::max(1, chunk_members)].tolist(), hi]))
+
+
+def _render_streamed(parts: Iterable[Enrollment], header: TransactionHeader, control: ControlNumbers,
+                     d: Delimiters, chunk_members: int, workers: int) -> Iterator[bytes]:
+    """One transaction set whose header needs no count: header, members part by part, trailer."""
+    st02 = control.st02_text
+    members = count = 0
+    for k, enrollment in enumerate(parts):
+        options = enrollment.options
+        table, start = _prepare(enrollment, d)
+        if k == 0:
+            set_head = set_header_segments(header, st02, d, reference=_set_reference(header, 1, 1),
+                                           options=options, totals={})
+            yield "".join([*envelope_segments(header, control, d), *set_head]).encode("ascii")
+            count = len(set_head)
+        present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
+        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
+                  for lo, hi in _member_chunks(table, start, 0, len(table), chunk_members))
+        for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
+            count += segments
+            yield data
+        members += int(start.sum())
+        del table, start, enrollment, chunks  # not held while the next part is made
+    yield "".join(trailer_segments(control, d, count + 1, st02=st02, sets=1)).encode("ascii")
+    log.info("rendered 834 ISA13 %s: %d members in 1 transaction set, part by part", control.isa13_text, members)
+
+
+def _render_spilled(parts: Iterable[Enrollment], header: TransactionHeader, control: ControlNumbers,
+                    d: Delimiters, spill: BinaryIO, chunk_members: int, workers: int) -> Iterator[bytes]:
+    """Members of every part into ``spill``, counted by transaction set (families packed whole and in
+    order, as :func:`split_transaction_sets` packs them, across parts); then each set's header with its
+    totals, its members copied from the spill, and its SE."""
+    options: RenderOptions | None = None
+    cap: int | None = None
+    # per set: members, subscribers (INS01 Y), segments, first and end byte in the spill
+    sets: list[list[int]] = []
+    in_set = biggest = 0
+    begin = spill.tell()
+    for enrollment in parts:
+        options = enrollment.options
+        cap = options.max_members_per_transaction
+        table, start = _prepare(enrollment, d)
+        if cap is None or not len(table):
+            pieces = [(0, len(table), not sets)]
+        else:
+            fam_starts = np.flatnonzero(family_starts(table))
+            sizes = np.add.reduceat(start.astype(np.int64), fam_starts)
+            biggest = max(biggest, int(sizes.max()))
+            pieces = []
+            lo = 0
+            for fam_start, size in zip(fam_starts.tolist(), sizes.tolist(), strict=True):
+                if not sets and not pieces:
+                    pieces.append((0, 0, True))
+                elif in_set and in_set + size > cap:
+                    pieces.append((lo, fam_start, False))
+                    pieces.append((fam_start, fam_start, True))
+                    lo, in_set = fam_start, 0
+                in_set += size
+            pieces.append((lo, len(table), False))
+        if cap is not None and biggest > cap:
+            continue  # refused below, with the largest family of all: nothing more to render
+        present = frozenset(OPTION_COLUMNS).intersection(enrollment.table.columns)
+        calls: list[tuple[int, int, bool]] = []
+        for lo, hi, new_set in pieces:
+            if new_set:
+                calls.append((lo, lo, True))
+            calls.extend((a, b, False) for a, b in _member_chunks(table, start, lo, hi, chunk_members))
+        marks = iter(calls)
+        chunks = ((table.iloc[lo:hi], start[lo:hi], d, options.charset, present, options.reporting_categories)
+                  for lo, hi, new_set in calls if not new_set)
+        employee = table["ins01"].to_numpy(dtype=object) == "Y"
+        for data, segments in iter_in_order(_render_chunk, chunks, workers, name="render834"):
+            lo, hi, new_set = next(marks)
+            while new_set:
+                at = spill.tell()
+                sets.append([0, 0, 0, at, at])
+                lo, hi, new_set = next(marks)
+            spill.write(data)
+            here = sets[-1]
+            members = start[lo:hi]
+            here[0] += int(members.sum())
+            here[1] += int((members & employee[lo:hi]).sum())
+            here[2] += segments
+            here[4] = spill.tell()
+        for _lo, _hi, new_set in marks:  # a set opened after the part's last chunk
+            if new_set:
+                sets.append([0, 0, 0, spill.tell(), spill.tell()])
+        del table, start, employee, enrollment, chunks  # not held while the next part is made
+    if cap is not None and biggest > cap:
+        raise ConformanceFailed(
+            f"a family of {biggest} members exceeds max_members_per_transaction {cap}; "
+            "families are never split across transaction sets",
+            details={"rule": "family_exceeds_transaction_cap", "family_members": biggest, "cap": cap})
+    if not sets:
+        sets.append([0, 0, 0, begin, begin])
+    assert options is not None  # noqa: S101 - render_834_parts passes at least one part
+    spill.flush()
+    numbers = set_numbers(control, len(sets))
+    head = envelope_segments(header, control, d)
+    for k, (counted, st02) in enumerate(zip(sets, numbers, strict=True), start=1):
+        in_members, employees, segments, lo, hi = counted
+        totals = {ControlTotal.TOTAL.value: in_members, ControlTotal.EMPLOYEE_TOTAL.value: employees,
+                  ControlTotal.DEPENDENT_TOTAL.value: in_members - employees}
+        set_head = set_header_segments(header, st02, d, reference=_set_reference(header, k, len(sets)),
+                                       options=options, totals=totals)
+        yield "".join([*head, *set_head]).encode("ascii")
+        spill.seek(lo)
+        while lo < hi:
+            block = spill.read(min(_SPILL_BLOCK, hi - lo))
+            if not block:
+                raise OSError("the 834's member spill ended early")
+            lo += len(block)
+            yield block
+        count = len(set_head) + segments + 1
+        head = [_seg(d, "SE", str(count), st02)]
+        log.info("rendered 834 ISA13 %s set %s: %d members, %d segments in ST..SE", control.isa13_text, st02,
+                 in_members, count)
+    yield "".join([*head, *trailer_segments(control, d, 0, sets=len(sets))[1:]]).encode("ascii")
+    log.info("rendered 834 ISA13 %s: %d members in %d transaction set(s), part by part", control.isa13_text,
+             sum(s[0] for s in sets), len(sets))
 
 
 def render_834_bytes(enrollment: Enrollment, header: TransactionHeader, control: ControlNumbers,
