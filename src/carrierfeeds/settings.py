@@ -37,6 +37,8 @@ DEFAULT_EMPLOYEE_DATA_RETENTION_DAYS = 90
 DEFAULT_LEDGER_RETENTION_YEARS = 7
 #: pyx12 is slow (benchmarks/README.md): above this many members the gate runs it on a deterministic sample.
 DEFAULT_PYX12_MAX_MEMBERS = 2_000
+#: Families per chunk of a census validated in chunks (figures in benchmarks/README.md).
+DEFAULT_CHUNK_FAMILIES = 100_000
 
 
 class Settings(BaseSettings):
@@ -68,6 +70,9 @@ class Settings(BaseSettings):
     #: ciphertext is kept only if the gate passes; the encrypt stage then checks the key and that
     #: ciphertext instead of encrypting. False: gpg runs only in the encrypt stage.
     encrypt_ahead: bool = True
+    #: The validate stage reads the census in blocks and validates it, and writes the accepted file, in
+    #: chunks of about this many whole families: its memory follows the chunk, not the census.
+    chunk_families: int = Field(DEFAULT_CHUNK_FAMILIES, ge=1)
 
     @property
     def resolved_keys_dir(self) -> Path:

@@ -1,4 +1,13 @@
-"""The accepted census between the validate and build stages: one Arrow IPC file, read memory-mapped.
+"""The accepted census between the validate and build stages: Arrow IPC read memory-mapped, in chunks of
+whole families.
+
+The file is a sequence of Arrow IPC streams, one per chunk (:class:`AcceptedWriter`), each a table of
+whole families (every row whose folded ``subscriber_id`` is equal), chunks in order of their families'
+first appearance in the census, rows in census order, ``row_number`` the census row. A stream ends with
+its end-of-stream marker, so the chunks need no index: each is read where the last ended, with its own
+schema and dictionaries (a column may be a dictionary in one chunk and plain text in another).
+:func:`read_accepted_chunks` yields them; :func:`read_accepted` reads them all as one frame. A file
+staged by an older version (one IPC file, starting ``ARROW1``) reads as one chunk.
 
 Low-cardinality text columns (distinct texts at most a quarter of the rows: plans, levels, dates, names,
 cities, zips, even subscriber ids and street addresses on a large census) are written as Arrow dictionaries:
@@ -14,7 +23,7 @@ counts a dictionary's entries, only its rows' codes. A file staged by an older v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,11 +181,65 @@ def categorical_from(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, dtype=from_fastpath(categories, ordered=False))
 
 
-def read_accepted(path: Path) -> pd.DataFrame:
-    """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
-    by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
-    by an older version) is decompressed."""
-    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+class AcceptedWriter:
+    """Writes the accepted file chunk by chunk (:meth:`add`): each table one IPC stream of one record
+    batch, uncompressed (build maps it; figures in benchmarks/README.md)."""
+
+    def __init__(self, path: Path) -> None:
+        self._sink = pa.OSFile(str(path), "wb")
+        self.chunks: list[int] = []
+
+    def add(self, table: pa.Table) -> None:
+        """Append ``table`` (the accepted rows of whole families, see :func:`accepted_table`) as a chunk."""
+        # One record batch: a dictionary column read in many batches is unified batch by batch when
+        # pandas reads it, many times slower than one batch (benchmarks/README.md).
+        table = table.combine_chunks()
+        with pa.ipc.new_stream(self._sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(len(table), 1))
+        self.chunks.append(len(table))
+
+    def close(self) -> None:
+        self._sink.close()
+
+    def __enter__(self) -> AcceptedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def family_chunks(frame: pd.DataFrame, families_per_chunk: int) -> Iterator[pd.DataFrame]:
+    """``frame`` (a census, or its accepted rows) as chunks of ``families_per_chunk`` whole families
+    (folded ``subscriber_id`` as ``build_enrollment`` groups them), in order of first appearance, rows
+    in frame order. A pure function: what the accepted file's chunks hold, for tests and tools."""
+    from carrierfeeds.x12.sanitize import fold_column
+
+    if not len(frame):
+        return
+    family, _ = pd.factorize(fold_column(frame["subscriber_id"], 50).values)
+    chunk = np.asarray(family, dtype=np.int64) // max(families_per_chunk, 1)
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(chunk))]
+    for c in range(len(bounds) - 1):
+        yield frame.iloc[order[bounds[c]:bounds[c + 1]]]
+
+
+def _tables(path: Path) -> Iterator[pa.Table]:
+    """The accepted file's chunks as Arrow tables over the mapped file (an older version's: one)."""
+    source = pa.memory_map(str(path))
+    if source.read(6) == b"ARROW1":
+        source.seek(0)
+        yield pa.ipc.open_file(source).read_all()
+        return
+    source.seek(0)
+    size = source.size()
+    while source.tell() < size:
+        yield pa.ipc.open_stream(source).read_all()
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """One table of the accepted file as pandas: dictionary columns as Categoricals, the rest as Arrow
+    hands them (plain columns' pages stay the file's)."""
     coded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
     if not coded:
         frame: pd.DataFrame = table.to_pandas()
@@ -185,3 +248,39 @@ def read_accepted(path: Path) -> pd.DataFrame:
     columns = {name: pd.Series(as_categorical(table.column(name)), name=name) if name in coded else plain[name]
                for name in table.column_names}
     return pd.DataFrame(columns, copy=False)
+
+
+def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
+    """The accepted rows chunk by chunk, in order, each whole families (see the module's docstring),
+    memory-mapped; dictionary columns as ``Categorical``. A file staged by an older version is one chunk."""
+    for table in _tables(path):
+        yield _frame(table)
+
+
+def read_accepted(path: Path) -> pd.DataFrame:
+    """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
+    by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
+    by an older version) is decompressed. The chunks of a chunked file as one frame: a column that is a
+    dictionary in every chunk stays one (its dictionaries unified), any other is text."""
+    tables = list(_tables(path))
+    if len(tables) == 1:
+        return _frame(tables[0])
+    if not tables:
+        return pd.DataFrame()
+    names = tables[0].column_names
+    columns = {}
+    for name in names:
+        parts = [t.column(name) for t in tables]
+        if all(pa.types.is_dictionary(p.type) for p in parts):
+            columns[name] = pa.chunked_array(
+                [pa.DictionaryArray.from_arrays(c.indices.cast(pa.int32()), c.dictionary.cast(pa.large_string()))
+                 for p in parts for c in p.chunks], type=pa.dictionary(pa.int32(), pa.large_string()))
+        elif any(pa.types.is_dictionary(p.type) or pa.types.is_string(p.type) or pa.types.is_large_string(p.type)
+                 for p in parts):
+            columns[name] = pa.chunked_array([c.cast(pa.large_string()) for p in parts for c in p.chunks],
+                                             type=pa.large_string())
+        else:
+            columns[name] = pa.chunked_array([c for p in parts for c in p.chunks], type=parts[0].type)
+    whole = pa.table(columns).replace_schema_metadata(tables[0].schema.metadata)
+    del tables
+    return _frame(whole)
