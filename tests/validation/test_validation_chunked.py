@@ -240,8 +240,8 @@ def test_family_chunks_keep_families_whole_in_first_appearance_order() -> None:
     assert [c[ROW_NUMBER].tolist() for c in chunks] == [[2, 3, 4, 6], [5, 7]]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(members=st.integers(3, 25), seed=st.integers(0, 10_000), families=st.integers(1, 4),
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.integers(3, 15), seed=st.integers(0, 10_000), families=st.integers(1, 4),
        shuffle=st.booleans(), links=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000),
                                                           st.sampled_from(["member_id", "ssn", "subscriber_id"])),
                                                 max_size=4))
