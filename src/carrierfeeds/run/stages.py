@@ -227,8 +227,8 @@ def validate(ctx: RunContext) -> dict[str, Any]:
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members}
         # Expected exclusions by reason (a plan this carrier is not authorised for): flat in the ledger,
         # by reason in the run's summary (run --json).
-        detail.update(counts, chunks=len(writer.chunks),
-                      **{f"excluded_{k}": v for k, v in report.excluded.items()})
+        detail.update(counts, **{f"excluded_{k}": v for k, v in report.excluded.items()})
+        log.info("%s: validated in %d chunk(s) of families", ctx.run_id, len(writer.chunks))
         ctx.save_state(validated=ValidationState(validation={**counts, "excluded": dict(report.excluded)},
                                                  report_dir=str(report_dir)))
         if outcome.rejected:

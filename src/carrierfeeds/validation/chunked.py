@@ -97,10 +97,8 @@ def validate_chunks(chunks: Iterable[pd.DataFrame], suite_path: Path, schema: Ce
         if suite_warnings is None:
             suite_warnings = list(report.warnings)
         findings += _tentative_codes(report.findings, chunk, candidates)
-        if keys:
-            from carrierfeeds.validation import _personal_texts
-
-            personal |= keys & _personal_texts(chunk)
+        if keys - personal:
+            personal |= _personal_hits(chunk, keys - personal)
         for name in totals:
             totals[name] += getattr(report, name)
         for reason, n in report.excluded.items():
@@ -153,6 +151,22 @@ def _rejection(report: ValidationReport, policy: ValidationPolicy, accepted_rows
     if not accepted_rows:
         return "every family failed validation; nothing left to send"
     return None
+
+
+def _personal_hits(chunk: pd.DataFrame, keys: set[str]) -> set[str]:
+    """Those of ``keys`` (texts trimmed and upper-cased) that a personal text field of ``chunk`` holds
+    (validation's ``_PERSONAL_TEXT``): a code equal to one is never shown."""
+    from carrierfeeds.validation import _PERSONAL_TEXT
+
+    wanted = pd.Series(sorted(keys), dtype="str")
+    hits: set[str] = set()
+    for column in _PERSONAL_TEXT:
+        if column in chunk.columns:
+            values = chunk[column]
+            texts = pd.Series(values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype)
+                              else values.unique(), dtype="str").str.strip().str.upper()
+            hits.update(wanted[np.asarray(wanted.isin(texts), dtype=bool)].tolist())
+    return hits
 
 
 def _tentative_codes(findings: Iterable[Finding], chunk: pd.DataFrame,
