@@ -41,20 +41,52 @@ class FamilyCollision(Exception):
 
 def hash_texts(series: pd.Series, *, fold: bool = False) -> np.ndarray:
     """A 64-bit hash per row of a text column (folded as the build folds ids, with ``fold``), hashing each
-    distinct text once (a coded column's categories); 0 for a blank cell, never for another text."""
+    distinct text of a coded column once (its categories); 0 for a blank cell, never for another text."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         texts = pd.Series(series.cat.categories, dtype="str")
-        codes = series.cat.codes.to_numpy()
-    else:
-        codes, uniques = pd.factorize(series.astype("str").fillna(""))
-        texts = pd.Series(uniques, dtype="str")
-    if fold:
-        texts = fold_column(texts, 50).values
-    hashed = pd.util.hash_array(texts.to_numpy(dtype=object)).astype(np.uint64)
-    hashed[hashed == 0] = 1
-    hashed[np.asarray(texts == "", dtype=bool)] = 0
-    per_row: np.ndarray = hashed[codes]
-    return per_row
+        if fold:
+            texts = fold_column(texts, 50).values
+        per_row: np.ndarray = _hashed(pa.array(texts))[series.cat.codes.to_numpy()]
+        return per_row
+    text = series if series.dtype == "str" and not series.hasnans else series.astype("str").fillna("")
+    return _hashed(pa.array(fold_column(text, 50).values if fold else text))
+
+
+#: Odd multipliers (invertible modulo 2**64) of the polynomial hash and its finaliser (splitmix64's).
+_P = np.uint64(0x100000001B3)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _hashed(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Each text's 64-bit hash, from the Arrow buffers without a Python object per text: a polynomial over
+    its bytes (modulo 2**64) mixed with its length and finalised (splitmix64); 0 for "", never otherwise."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.large_string())
+    values = values.cast(pa.large_string())
+    n = len(values)
+    out = np.zeros(n, dtype=np.uint64)
+    if not n:
+        return out
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset:values.offset + n + 1]
+    lengths = np.diff(offsets)
+    filled = np.flatnonzero(lengths)
+    if len(filled):
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].astype(np.uint64)
+        starts = offsets[filled] - offsets[0]
+        within = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths[filled])
+        table = np.full(int(lengths.max()), _P, dtype=np.uint64)  # P**k, k from 0, wrapping as arrays do
+        table[0] = 1
+        table = np.cumprod(table, dtype=np.uint64)
+        sums = np.add.reduceat(data * table[within], starts)
+        h = sums ^ (lengths[filled].astype(np.uint64) * _M2)
+        h ^= h >> np.uint64(30)
+        h *= _M1
+        h ^= h >> np.uint64(27)
+        h *= _M2
+        h ^= h >> np.uint64(31)
+        h[h == 0] = 1
+        out[filled] = h
+    return out
 
 
 @dataclass

@@ -165,7 +165,7 @@ def _personal_hits(chunk: pd.DataFrame, keys: set[str]) -> set[str]:
             values = chunk[column]
             texts = pd.Series(values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype)
                               else values.unique(), dtype="str").str.strip().str.upper()
-            hits.update(wanted[np.asarray(wanted.isin(texts), dtype=bool)].tolist())
+            hits.update(texts[np.asarray(texts.isin(wanted), dtype=bool)].tolist())
     return hits
 
 
