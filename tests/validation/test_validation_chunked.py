@@ -255,3 +255,32 @@ def test_hypothesis_censuses_match_whole(tmp_path_factory: pytest.TempPathFactor
         frame = frame.iloc[np.random.default_rng(seed).permutation(len(frame))].reset_index(drop=True)
     tmp = tmp_path_factory.mktemp("h")
     _assert_same(_write(frame, tmp / "c.csv"), tmp, families=(families,), blocks=(1024,))
+
+
+@pytest.mark.parametrize("content", [
+    "a,b\n" + "é,x\n" * 40, "a,b\n" + "x,y\n" * 30 + "\x00,z\n" + "x,y\n" * 5, "a,b\n" + "x,y\n" * 30 + "\n" + "x,y\n",
+    "a,b\n" + "\u20ac\u20ac,x\n" * 20, "a,b\n" + "x" * 50 + "\n",
+])
+def test_window_checks_of_the_map_match_the_whole_file_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               content: str) -> None:
+    """The block reader's byte checks, window by window over the map (windows of 7 bytes here, so a
+    character or a blank line falls across them), say what the whole-file checks say."""
+    import mmap
+
+    from carrierfeeds.census import readers
+
+    path = tmp_path / "c.csv"
+    data = content.encode("utf-8")
+    path.write_bytes(data.replace(b"\xe2\x82\xac,", b"\xe2\x82,") if "\u20ac" in content else data)
+    monkeypatch.setattr(readers, "_WINDOW", 7)
+    whole = readers._plain_utf8(path.read_bytes(), "utf-8")
+    with path.open("rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        windowed = readers._plain_utf8_releasing(mapped, "utf-8")
+        assert (windowed is None) == (whole is None)
+        if windowed is not None:
+            assert bytes(windowed) == bytes(whole)  # type: ignore[arg-type]
+            end = len(windowed)
+            assert readers._has_blank_line_releasing(windowed, end) == readers._has_blank_line(whole, end)  # type: ignore[arg-type]
+            del windowed
+        mapped.close()
