@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     with tempfile.TemporaryDirectory(prefix="validate-stage-") as tmp:
         work = Path(tmp)
-        keys = SimpleNamespace(carrier_fingerprint="A" * 40, signer_fingerprint="B" * 40)
+        keys = SimpleNamespace(carrier_fingerprint="A" * 40, signer_fingerprint="B" * 40,
+                               ours=SimpleNamespace(home=work / "gnupg"))
         ws = prepare_workspace(work / "ws", keys=keys, keys_dir=work / "keys", config_root=ROOT,
                                delivery=LocalDelivery(path=str(work / "out")))
         census = ws.inbound / "census_bench.csv"
