@@ -55,10 +55,11 @@ POLICIES = {name: ValidationPolicy(policy=name, threshold_pct=50.0)  # type: ign
             for name in ("reject", "quarantine", "threshold")}
 
 
-def _whole(path: Path, schema: CensusSchema, policy: ValidationPolicy, tmp: Path) -> dict[str, object]:
+def _whole(path: Path, schema: CensusSchema, policy: ValidationPolicy, tmp: Path, suite: Path = SUITE
+           ) -> dict[str, object]:
     """The unchunked path (the oracle)."""
     census = read_census(path, schema, display_name="census.csv", private=True, coded=True)
-    report, codes = validate_census_coded(census, SUITE, schema, TOKENIZER, as_of=DAY, source_name="census.csv",
+    report, codes = validate_census_coded(census, suite, schema, TOKENIZER, as_of=DAY, source_name="census.csv",
                                           plans=_catalogue(), carrier=CARRIER)
     outcome = apply_policy(census, report, policy)
     table = None if outcome.rejected else accepted_table(outcome.accepted, low_cardinality(codes, len(census)),
@@ -69,14 +70,14 @@ def _whole(path: Path, schema: CensusSchema, policy: ValidationPolicy, tmp: Path
 
 
 def _chunked(path: Path, schema: CensusSchema, policy: ValidationPolicy, tmp: Path, families: int | None,
-             block_bytes: int) -> tuple[dict[str, object], list[pd.DataFrame]]:
+             block_bytes: int, suite: Path = SUITE) -> tuple[dict[str, object], list[pd.DataFrame]]:
     census = census_chunks(path, schema, display_name="census.csv", spill_dir=tmp / "spill",
                            families_per_chunk=families, block_bytes=block_bytes)
     tmp.mkdir(parents=True, exist_ok=True)
     accepted = tmp / "accepted.arrow"
     try:
         with AcceptedWriter(accepted) as writer:
-            outcome = validate_chunks(census.chunks(), SUITE, schema, TOKENIZER, as_of=DAY, source_name="census.csv",
+            outcome = validate_chunks(census.chunks(), suite, schema, TOKENIZER, as_of=DAY, source_name="census.csv",
                                       rows=census.rows, reader_warnings=census.warnings,
                                       code_texts=census.code_texts, policy=policy, on_accepted=writer.add,
                                       plans=_catalogue(), carrier=CARRIER)
@@ -120,14 +121,15 @@ def _check_chunks(chunks: list[pd.DataFrame]) -> None:
         last_first = int(rows[0])
 
 
-def _assert_same(path: Path, tmp: Path, *, schema: CensusSchema = SCHEMA, policies: tuple[str, ...] = ("quarantine",),
-                 families: tuple[int | None, ...] = (1, 2, 3, 7, None), blocks: tuple[int, ...] = (4 << 20, 2048)) -> None:
+def _assert_same(path: Path, tmp: Path, *, schema: CensusSchema = SCHEMA,
+                 policies: tuple[str, ...] = ("quarantine",), families: tuple[int | None, ...] = (1, 2, 3, 7, None),
+                 blocks: tuple[int, ...] = (4 << 20, 2048), suite: Path = SUITE) -> None:
     for name in policies:
-        expected = _whole(path, schema, POLICIES[name], tmp / f"{name}-oracle")
+        expected = _whole(path, schema, POLICIES[name], tmp / f"{name}-oracle", suite)
         for n in families:
             for block in blocks:
                 where = tmp / f"{name}-{n}-{block}"
-                got, chunks = _chunked(path, schema, POLICIES[name], where, n, block)
+                got, chunks = _chunked(path, schema, POLICIES[name], where, n, block, suite)
                 for key, value in expected.items():
                     assert got[key] == value, (name, n, block, key)
                 _check_chunks(chunks)
@@ -198,15 +200,26 @@ def test_code_shown_unless_it_is_a_personal_text_in_another_chunk(tmp_path: Path
     assert shown == {None, "ZZZ"}
 
 
-def test_missing_optional_column_and_day_first_dates(tmp_path: Path) -> None:
-    """A header-row finding (from every chunk, counted once) and the reader's date warnings."""
+def test_header_row_finding_and_day_first_dates(tmp_path: Path) -> None:
+    """A finding on the header row (from every chunk, counted once) and the reader's date warnings
+    (every date reads both ways), from the whole file."""
+    import json
+
+    suite = tmp_path / "suite.json"
+    data = json.loads(SUITE.read_text())
+    data["expectations"].append({"type": "expect_column_to_exist", "kwargs": {"column": "badge_number"}})
+    suite.write_text(json.dumps(data))
     schema = SCHEMA.model_copy(update={"date_format": "%d/%m/%Y"})
-    frame = generate_census(30, 4, as_of=DAY).drop(columns=["phone"])
+    frame = generate_census(30, 4, as_of=DAY)
     for column in ("dob", "hire_date", "coverage_start", "coverage_end"):
         parsed = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
-        frame[column] = parsed.dt.strftime("%d/%m/%Y").where(parsed.notna(), frame[column])
-    _assert_same(_write(frame, tmp_path / "c.csv"), tmp_path, families=(1, None), blocks=(1500,),
-                 policies=("quarantine",))
+        frame[column] = parsed.dt.strftime("05/%m/%Y").where(parsed.notna(), frame[column])
+    path = _write(frame, tmp_path / "c.csv")
+    _assert_same(path, tmp_path, schema=schema, families=(1, None), blocks=(1500,), suite=suite,
+                 policies=("quarantine", "reject"))
+    got, _ = _chunked(path, schema, POLICIES["quarantine"], tmp_path / "look", 1, 1500, suite)
+    assert got["report"].warnings and got["rejected"]  # type: ignore[attr-defined]
+    assert [f.row for f in got["report"].findings].count(1) == 1  # type: ignore[attr-defined]
 
 
 def test_reader_errors_name_the_first_row_of_the_whole_file(tmp_path: Path) -> None:
