@@ -465,8 +465,8 @@ def test_the_pyx12_size_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
 
 def test_the_census_is_read_mapped_only_as_the_runs_own_staged_copy(sftp_workspace: Any,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """validate reads the census through a memory map (read_census's ``private``), which only the run's
-    own copy may be: 0600 in the run's scratch folder, never the employer's file."""
+    """validate reads the census through a memory map (read_census's ``private``, census_blocks), which
+    only the run's own copy may be: 0600 in the run's scratch folder, never the employer's file."""
     import stat
 
     from carrierfeeds import run
@@ -476,14 +476,13 @@ def test_the_census_is_read_mapped_only_as_the_runs_own_staged_copy(sftp_workspa
     ws.write_census(members=25, seed=13, as_of=DAY)
     ref = RunRef.for_day(ws.feed.feed_id, DAY)
     mapped: list[tuple[Path, int]] = []
-    real = readers.read_census
+    real = readers._map
 
-    def reading(path: Path, schema: Any, **kwargs: Any) -> pd.DataFrame:
-        if kwargs.get("private"):
-            mapped.append((path.resolve(), stat.S_IMODE(path.stat().st_mode)))
-        return real(path, schema, **kwargs)
+    def mapping(path: Path) -> Any:
+        mapped.append((path.resolve(), stat.S_IMODE(path.stat().st_mode)))
+        return real(path)
 
-    monkeypatch.setattr(readers, "read_census", reading)
+    monkeypatch.setattr(readers, "_map", mapping)
     summary = run_feed(ws.settings, ref, clock=_clock, actor="test")
     assert summary.status == "delivered", summary.error
     scratch = run.scratch_dir_for(ws.settings, ref).resolve()

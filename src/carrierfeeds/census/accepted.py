@@ -1,5 +1,13 @@
-"""The accepted census between the validate and build stages: Arrow IPC, read memory-mapped, whole or
-as family-whole chunks.
+"""The accepted census between the validate and build stages: Arrow IPC read memory-mapped, in chunks of
+whole families.
+
+The file is a sequence of Arrow IPC streams, one per chunk (:class:`AcceptedWriter`), each a table of
+whole families (every row whose folded ``subscriber_id`` is equal), chunks in order of their families'
+first appearance in the census, rows in census order, ``row_number`` the census row. A stream ends with
+its end-of-stream marker, so the chunks need no index: each is read where the last ended, with its own
+schema and dictionaries (a column may be a dictionary in one chunk and plain text in another).
+:func:`read_accepted_chunks` yields them; :func:`read_accepted` reads them all as one frame. A file
+staged by an older version (one IPC file, starting ``ARROW1``) reads as one chunk.
 
 Low-cardinality text columns (distinct texts at most a quarter of the rows: plans, levels, dates, names,
 cities, zips, even subscriber ids and street addresses on a large census) are written as Arrow dictionaries:
@@ -11,21 +19,12 @@ distinct texts (:func:`carrierfeeds.x12.sanitize.dictionary_of`); the other colu
 A dictionary may hold texts no accepted row uses (a family held back by validation): nothing downstream
 counts a dictionary's entries, only its rows' codes. A file staged by an older version (plain
 ``large_string`` columns, or LZ4-compressed) still reads.
-
-A chunked file is an Arrow IPC *stream* (a dictionary may be replaced between batches) of one or more
-record batches per chunk; every row of one family (one folded ``subscriber_id``) is in one chunk, chunks
-in the order of their families' first rows, rows in census order, ``row_number`` the census row. Where a
-chunk ends is told by each batch's custom metadata (:data:`CHUNK_KEY`: the batch's chunk number) or by a
-PHI-free sidecar ``<name>.chunks.json`` (``{"rows": [rows of chunk 1, ...]}``). :func:`read_accepted_chunks`
-yields the chunks (an IPC file, or a stream that says nothing of chunks, is one chunk);
-:func:`read_accepted` reads any of them whole.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -185,103 +184,88 @@ def categorical_from(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, dtype=from_fastpath(categories, ordered=False))
 
 
-#: Custom metadata key of a chunked stream's record batches: the batch's chunk number (ASCII digits).
-CHUNK_KEY = b"carrierfeeds.chunk"
-_FILE_MAGIC = b"ARROW1"
+class AcceptedWriter:
+    """Writes the accepted file chunk by chunk (:meth:`add`): each table one IPC stream of one record
+    batch, uncompressed (build maps it; figures in benchmarks/README.md)."""
+
+    def __init__(self, path: Path) -> None:
+        self._sink = pa.OSFile(str(path), "wb")
+        self.chunks: list[int] = []
+
+    def add(self, table: pa.Table) -> None:
+        """Append ``table`` (the accepted rows of whole families, see :func:`accepted_table`) as a chunk."""
+        # One record batch: a dictionary column read in many batches is unified batch by batch when
+        # pandas reads it, many times slower than one batch (benchmarks/README.md).
+        table = table.combine_chunks()
+        with pa.ipc.new_stream(self._sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(len(table), 1))
+        self.chunks.append(len(table))
+
+    def close(self) -> None:
+        self._sink.close()
+
+    def __enter__(self) -> AcceptedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def chunks_sidecar(path: Path) -> Path:
-    """The sidecar naming a stream's chunk sizes: ``accepted.chunks.json`` beside ``accepted.arrow``."""
-    return path.with_suffix(".chunks.json")
+def family_chunks(frame: pd.DataFrame, families_per_chunk: int) -> Iterator[pd.DataFrame]:
+    """``frame`` (a census, or its accepted rows) as chunks of ``families_per_chunk`` whole families
+    (folded ``subscriber_id`` as ``build_enrollment`` groups them), in order of first appearance, rows
+    in frame order. A pure function: what the accepted file's chunks hold, for tests and tools."""
+    from carrierfeeds.x12.sanitize import fold_column
 
-
-def _is_ipc_file(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(len(_FILE_MAGIC)) == _FILE_MAGIC
-
-
-def read_accepted(path: Path) -> pd.DataFrame:
-    """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
-    by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
-    by an older version) is decompressed. A chunked stream reads as its rows in census order (by
-    ``row_number``), as a file written whole holds them."""
-    source = pa.memory_map(str(path))
-    if _is_ipc_file(path):
-        return _frame(pa.ipc.open_file(source).read_all())
-    frame = _frame(pa.ipc.open_stream(source).read_all())
-    rows = frame[ROW_NUMBER].to_numpy() if ROW_NUMBER in frame.columns else None
-    if rows is not None and len(rows) > 1 and bool((rows[1:] < rows[:-1]).any()):
-        # chunks hold families together: the whole census is its rows back in census order, as every
-        # consumer (and the whole census's view: families by first row, else census order) reads it
-        frame = frame.take(np.argsort(rows, kind="stable")).reset_index(drop=True)
-    return frame
-
-
-def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
-    """The accepted rows chunk by chunk, in order, each family-whole (see the module docstring), read
-    memory-mapped one chunk at a time. A file staged by an older version (IPC file format) or a stream
-    that names no chunks is one chunk; an empty stream is one empty chunk."""
-    if _is_ipc_file(path):
-        yield read_accepted(path)
+    if not len(frame):
         return
+    family, _ = pd.factorize(fold_column(frame["subscriber_id"], 50).values)
+    chunk = np.asarray(family, dtype=np.int64) // max(families_per_chunk, 1)
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(chunk))]
+    for c in range(len(bounds) - 1):
+        yield frame.iloc[order[bounds[c]:bounds[c + 1]]]
+
+
+def _tables(path: Path, *, release: bool = False) -> Iterator[pa.Table]:
+    """The accepted file's chunks as Arrow tables over the mapped file (an older version's: one). With
+    ``release``, each chunk's pages are dropped from this process once the next chunk is asked for (a
+    read-only map of the file: they stay in the page cache and fault back in if still read), so the
+    mapped file does not stay resident beside the build."""
     with path.open("rb") as fh:
+        if not fh.read(1):
+            return
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     whole = pa.py_buffer(mapped)
-    reader = pa.ipc.open_stream(whole)
-    # A chunk's pages are dropped from this process once the next is asked for (a read-only map of the
-    # file: they stay in the page cache), so the mapped file does not stay resident beside the build.
-    release = _page_release(mapped, whole.address)
-    sidecar = chunks_sidecar(path)
-    sizes: list[int] | None = (json.loads(sidecar.read_text())["rows"] if sidecar.exists() else None)
-    batches: list[pa.RecordBatch] = []
-    held, current, yielded = 0, None, 0
-    while True:
-        try:
-            batch, metadata = reader.read_next_batch_with_custom_metadata()
-        except StopIteration:
-            break
-        if sizes is not None:
-            # the sidecar's sizes: a batch may end a chunk or lie inside one, never straddle two
-            while batch.num_rows:
-                take = min(batch.num_rows, sizes[yielded] - held) if yielded < len(sizes) else batch.num_rows
-                batches.append(batch.slice(0, take))
-                held += take
-                batch = batch.slice(take)
-                if yielded < len(sizes) and held == sizes[yielded]:
-                    yield _frame(pa.Table.from_batches(batches, reader.schema))
-                    batches, held, yielded = release(batches), 0, yielded + 1
-            continue
-        number = metadata.get(CHUNK_KEY) if metadata is not None else None
-        if batches and number != current:
-            yield _frame(pa.Table.from_batches(batches, reader.schema))
-            batches, yielded = release(batches), yielded + 1
-        batches.append(batch)
-        current = number
-    if batches or not yielded:
-        yield _frame(pa.Table.from_batches(batches, reader.schema))
-
-
-def _page_release(mapped: mmap.mmap, base: int) -> Callable[[list[pa.RecordBatch]], list[pa.RecordBatch]]:
-    """A function that drops from this process the mapped pages up to the end of the batches given (a
-    chunk read), returning a new empty list for the next chunk's batches."""
-    done = 0
-
-    def release(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-        nonlocal done
-        ends = [buf.address + buf.size - base for batch in batches for column in batch.columns
-                for buf in column.buffers() if buf is not None and base <= buf.address < base + len(mapped)]
-        upto = min(max(ends, default=0), len(mapped)) // mmap.PAGESIZE * mmap.PAGESIZE
-        if upto > done and hasattr(mapped, "madvise"):
+    source = pa.BufferReader(whole)
+    if source.read(6) == b"ARROW1":
+        yield pa.ipc.open_file(whole).read_all()
+        return
+    source.seek(0)
+    size, done = len(mapped), 0
+    while source.tell() < size:
+        table = pa.ipc.open_stream(source).read_all()
+        end = source.tell()
+        yield table
+        del table
+        upto = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if release and upto > done and hasattr(mapped, "madvise"):
             mapped.madvise(mmap.MADV_DONTNEED, done, upto - done)
             done = upto
-        return []
 
-    return release
+
+def write_accepted_chunks(path: Path, tables: Iterable[pa.Table]) -> list[int]:
+    """Write ``tables`` (each the accepted rows of whole families, in order) as the accepted file; the
+    rows of each chunk."""
+    with AcceptedWriter(path) as writer:
+        for table in tables:
+            writer.add(table)
+    return writer.chunks
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:
-    """An accepted table as the build's frame: dictionary columns as Categoricals, the rest as pandas
-    reads them (an uncompressed map's plain columns stay the file's pages)."""
+    """One table of the accepted file as pandas: dictionary columns as Categoricals, the rest as Arrow
+    hands them (plain columns' pages stay the file's)."""
     coded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
     if not coded:
         frame: pd.DataFrame = table.to_pandas()
@@ -292,40 +276,51 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
-def family_chunks(frame: pd.DataFrame, families_per_chunk: int) -> Iterator[pd.DataFrame]:
-    """``frame`` (accepted rows in census order) cut into family-whole chunks of at most
-    ``families_per_chunk`` families: a family is its rows with one folded ``subscriber_id`` (the key
-    ``build_enrollment`` groups by), chunks in the order of their families' first rows, rows in census
-    order. ``row_number`` is added (the census row, as the build numbers rows) when the frame lacks it."""
-    from carrierfeeds.x12.sanitize import fold_column
-
-    if families_per_chunk < 1:
-        raise ValueError("a chunk holds at least one family")
-    if ROW_NUMBER not in frame.columns:
-        frame = frame.assign(**{ROW_NUMBER: np.arange(2, len(frame) + 2)})
-    frame = frame.reset_index(drop=True)
-    family = pd.factorize(fold_column(frame["subscriber_id"], 50).values, use_na_sentinel=False)[0]
-    chunk = family // families_per_chunk
-    order = np.argsort(chunk, kind="stable")
-    bounds = np.flatnonzero(np.diff(chunk[order])) + 1
-    for rows in np.split(order, bounds) if len(order) else [order]:
-        yield frame.iloc[rows].reset_index(drop=True)
+def read_accepted_chunks(path: Path) -> Iterator[pd.DataFrame]:
+    """The accepted rows chunk by chunk, in order, each whole families (see the module's docstring),
+    memory-mapped; dictionary columns as ``Categorical``. A file staged by an older version is one chunk."""
+    for table in _tables(path, release=True):
+        yield _frame(table)
 
 
-def write_accepted_chunks(path: Path, chunks: Iterable[pa.Table]) -> list[int]:
-    """Write family-whole chunks (tables of one schema; a dictionary column may hold another dictionary
-    in each) as a chunked stream, one record batch per chunk numbered in its metadata; the rows per
-    chunk. Uncompressed, like :func:`write_accepted`."""
-    sizes: list[int] = []
-    writer: pa.ipc.RecordBatchStreamWriter | None = None
-    with pa.OSFile(str(path), "wb") as sink:
-        for table in chunks:
-            if writer is None:
-                writer = pa.ipc.new_stream(sink, table.schema)
-            for batch in table.combine_chunks().to_batches(max_chunksize=max(len(table), 1)) or \
-                    [pa.RecordBatch.from_pylist([], table.schema)]:
-                writer.write_batch(batch, custom_metadata={CHUNK_KEY: str(len(sizes)).encode()})
-            sizes.append(len(table))
-        if writer is not None:
-            writer.close()
-    return sizes
+def read_accepted(path: Path) -> pd.DataFrame:
+    """The accepted rows, memory-mapped: an uncompressed file's plain columns are the file's pages (kept
+    by the page cache, not copied), dictionary columns come back as ``Categorical``; an LZ4 file (staged
+    by an older version) is decompressed. The chunks of a chunked file as one frame: a column that is a
+    dictionary in every chunk stays one (its dictionaries unified), any other is text."""
+    tables = list(_tables(path))
+    if len(tables) == 1:
+        return _frame(tables[0])
+    if not tables:
+        return pd.DataFrame()
+    return _in_census_order(_frame(_concatenated(tables)))
+
+
+def _in_census_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Chunks hold families together: the whole census is its rows back in census order (by
+    ``row_number``), as every consumer reads it and as the whole census's view orders families (by their
+    first row the view keeps, which need not be their first row)."""
+    rows = frame[ROW_NUMBER].to_numpy() if ROW_NUMBER in frame.columns else None
+    if rows is None or len(rows) < 2 or not bool((rows[1:] < rows[:-1]).any()):
+        return frame
+    return frame.take(np.argsort(rows, kind="stable")).reset_index(drop=True)
+
+
+def _concatenated(tables: list[pa.Table]) -> pa.Table:
+    """The chunks' tables as one: a column that is a dictionary in every chunk stays one (its
+    dictionaries unified), any other is text."""
+    names = tables[0].column_names
+    columns = {}
+    for name in names:
+        parts = [t.column(name) for t in tables]
+        if all(pa.types.is_dictionary(p.type) for p in parts):
+            columns[name] = pa.chunked_array(
+                [pa.DictionaryArray.from_arrays(c.indices.cast(pa.int32()), c.dictionary.cast(pa.large_string()))
+                 for p in parts for c in p.chunks], type=pa.dictionary(pa.int32(), pa.large_string()))
+        elif any(pa.types.is_dictionary(p.type) or pa.types.is_string(p.type) or pa.types.is_large_string(p.type)
+                 for p in parts):
+            columns[name] = pa.chunked_array([c.cast(pa.large_string()) for p in parts for c in p.chunks],
+                                             type=pa.large_string())
+        else:
+            columns[name] = pa.chunked_array([c for p in parts for c in p.chunks], type=parts[0].type)
+    return pa.table(columns).replace_schema_metadata(tables[0].schema.metadata)

@@ -27,7 +27,8 @@ import os
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from functools import partial
 from pathlib import Path
@@ -139,6 +140,152 @@ def read_census(path: Path, schema: CensusSchema, *, display_name: str | None = 
     # behind Unicode whitespace the strip removes, such as an em space.)
     # The parsed table is handed over, not held here: _normalise frees each raw column once it is done.
     return _normalise(parsed, schema, name)
+
+
+class NotStreamable(Exception):
+    """The census cannot be read block by block (:func:`census_blocks`): the caller reads it whole
+    (:func:`read_census`), which gives any error the file earns exactly as it always did."""
+
+
+#: Bytes of CSV in a block of the block reader (parsed 4 MiB at a time, as the whole read).
+BLOCK_BYTES = 64 << 20
+
+
+def census_blocks(path: Path, schema: CensusSchema, *, display_name: str | None = None,
+                  block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[pd.DataFrame, ReadFaults]]:
+    """The run's own staged CSV census (read through a memory map, see :func:`_map`) as canonical
+    blocks, coded as ``read_census(coded=True)`` reads it, each with what the whole-file checks found
+    in it; the caller adds the faults up and raises them (:meth:`ReadFaults.raise_first`) and the date
+    warnings, once every block is read. Only a CSV that is plainly UTF-8, without blank lines, that the
+    Arrow reader takes is read so; for any other file (or at the block Arrow refuses) this raises
+    :class:`NotStreamable`, and :func:`read_census` reads it whole.
+    """
+    name = loggable(display_name or path.name)
+    if schema.format != "csv":
+        raise NotStreamable
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError("census file not found", file=name) from None
+    check_size(size, schema.max_bytes, name=name)
+    raw, encoding = _bytes_of(path, schema, name, mapped=True)
+    # checked window by window, each window's pages of the map dropped once checked: the whole file's
+    # pages are never resident together (they were the read's peak; benchmarks/README.md)
+    data = _plain_utf8(raw, encoding) if not isinstance(raw, _MMAP) else _plain_utf8_releasing(raw, encoding)
+    del raw
+    if data is None:
+        raise NotStreamable
+    above = schema.header_row - 1
+    if above:
+        data = _past_lines(data, above, name)
+    header = _header(data, schema.delimiter, name, row=above + 1)
+    _check_header(header, schema, name, row=above + 1)
+    _check_required(header, schema, name, row=above + 1)
+    end = len(data)
+    while end and data[end - 1] in b"\r\n":
+        end -= 1
+    if _has_blank_line_releasing(data, end):
+        raise NotStreamable
+    plain = {schema.header_for(c) for c in READ_PLAIN}
+    dictionaries = {h for h in header if h not in plain}
+    parse_bytes = min(block_bytes, 4 << 20)
+    try:
+        reader = pa_csv.open_csv(
+            _source(data), read_options=pa_csv.ReadOptions(encoding="utf-8", block_size=parse_bytes, use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=schema.delimiter),
+            convert_options=pa_csv.ConvertOptions(default_column_type=pa.large_string(), null_values=[],
+                                                  column_types=dict.fromkeys(dictionaries, _DICTIONARY),
+                                                  strings_can_be_null=False, check_utf8=False))
+    except (ValueError, TypeError):
+        raise NotStreamable from None
+    del data
+    done = 0
+    ended = False
+    while not ended:
+        # Arrow parses 4 MiB at a time (as the whole read); a block is made of several, each canonical
+        # block costing a fixed overhead a column (figures in benchmarks/README.md)
+        batches: list[pa.RecordBatch] = []
+        size = 0
+        while size < block_bytes:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                ended = True
+                break
+            except (ValueError, TypeError):  # ArrowInvalid: the whole read checks the file row by row
+                raise NotStreamable from None
+            if batch.num_columns != len(header):
+                raise NotStreamable
+            if batch.num_rows:
+                batches.append(batch)
+                size += parse_bytes
+        if not batches:
+            continue
+        tables = [pa.Table.from_batches(batches)]
+        del batches
+        frame = _frame_of(tables)
+        frame.columns = pd.Index(header)
+        rows = np.arange(above + 2 + done, above + 2 + done + len(frame), dtype=np.int64)
+        done += len(frame)
+        yield _canonical(header, frame, rows, schema, name, quiet=done > len(rows))
+    if not done:
+        raise DataError("no data rows (header only)", file=name, row=above + 2, rule="no_data_rows")
+
+
+#: Bytes of a mapped census checked before the pages behind them are dropped.
+_WINDOW = 64 << 20
+
+
+def _drop_pages(mapped: mmap.mmap, upto: int, released: int) -> int:
+    """Drop the map's pages below ``upto`` (from ``released``) from this process; the new ``released``."""
+    upto = min(upto, len(mapped)) // mmap.PAGESIZE * mmap.PAGESIZE
+    if upto > released and hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_DONTNEED, released, upto - released)
+        return upto
+    return released
+
+
+def _plain_utf8_releasing(raw: mmap.mmap, encoding: str) -> memoryview | None:
+    """:func:`_plain_utf8` of a mapped file, checked in windows cut after a line break (never inside a
+    UTF-8 sequence), each window's pages dropped once checked."""
+    if encoding not in ("utf-8", "utf-8-sig"):
+        return None
+    data = _without_bom(raw)
+    base = len(raw) - len(data)
+    view = np.frombuffer(data, dtype=np.uint8)
+    at = released = 0
+    while at < len(data):
+        cut = min(len(data), at + _WINDOW)
+        if cut < len(data):
+            breaks = np.flatnonzero(view[at:cut] == 0x0A)
+            if not len(breaks):
+                return _plain_utf8(raw, encoding)
+            cut = at + int(breaks[-1]) + 1
+        if (view[at:cut] == 0).any() or not _is_utf8(data[at:cut]):
+            return None
+        at = cut
+        released = _drop_pages(raw, base + at, released)
+    lead = _ASCII_SPACE.match(data)
+    start = lead.end() if lead is not None else 0
+    if start == len(data) or data[start] >= 0x80 or 0x1C <= data[start] <= 0x1F:
+        return None
+    return data
+
+
+def _has_blank_line_releasing(data: memoryview, end: int) -> bool:
+    """:func:`_has_blank_line`, window by window, dropping the pages of a mapped ``data`` behind it."""
+    mapped = data.obj if isinstance(data.obj, _MMAP) else None
+    if mapped is None:
+        return _has_blank_line(data, end)
+    base = (np.frombuffer(data, dtype=np.uint8).ctypes.data
+            - np.frombuffer(memoryview(mapped), dtype=np.uint8).ctypes.data)
+    released = 0
+    for start in range(0, end, _WINDOW):
+        stop = min(end, start + _WINDOW + 2)  # two bytes over: a pattern across the boundary is seen whole
+        if _has_blank_line(data[start:stop], stop - start):
+            return True
+        released = _drop_pages(mapped, base + start + _WINDOW, released)
+    return False
 
 
 def _bytes_of(path: Path, schema: CensusSchema, name: str, *, mapped: bool = False
@@ -300,9 +447,71 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     of the census instead of two.
     """
     header, frame, rows = parsed.pop()
+    census, faults = _canonical(header, frame, rows, schema, name)
+    del frame
+    faults.raise_first(schema, name)
+    warnings = faults.date_warnings(schema, name)
+    if warnings:
+        # PHI-free (file, column, row counts): validation carries them into its report
+        census.attrs[READER_WARNINGS] = warnings
+    log.info("%s: read %d rows", name, len(census))
+    return census
+
+
+@dataclass
+class ReadFaults:
+    """What the whole-file checks found in some rows of a census (the rows of one block, or all of
+    them): the first cell over ``max_cell_length`` and the first formula-like cell, each as (row, header)
+    with its count, and the date columns' day-and-month tallies. Blocks' faults add up to the file's
+    (:meth:`add`), so a census read block by block raises and warns exactly as one read whole."""
+
+    long_first: tuple[int, str] | None = None
+    long_count: int = 0
+    formula_first: tuple[int, str] | None = None
+    formula_count: int = 0
+    #: per date column: rows that read both ways, only with day and month swapped, only as declared
+    dates: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def add(self, other: ReadFaults) -> None:
+        self.long_first = _earlier(self.long_first, other.long_first)
+        self.long_count += other.long_count
+        self.formula_first = _earlier(self.formula_first, other.formula_first)
+        self.formula_count += other.formula_count
+        for column, tally in other.dates.items():
+            mine = self.dates.get(column, (0, 0, 0))
+            self.dates[column] = (mine[0] + tally[0], mine[1] + tally[1], mine[2] + tally[2])
+
+    def raise_first(self, schema: CensusSchema, name: str) -> None:
+        """The error the file's cells earn, if any: a cell too long first, then a formula."""
+        limit = schema.max_cell_length
+        if self.long_first is not None:
+            raise DataError(f"cell is longer than the census schema's max_cell_length of {limit} characters "
+                            f"({self.long_count} such cell(s) in the file)", file=name, row=self.long_first[0],
+                            column=self.long_first[1], rule="cell_too_long",
+                            details={"cells": self.long_count, "max_cell_length": limit})
+        if self.formula_first is not None:
+            raise DataError(f"cell starts like a spreadsheet formula (=, +, -, @) and is not a number "
+                            f"({self.formula_count} such cell(s) in the file); remove the formula or the "
+                            "leading sign", file=name, row=self.formula_first[0], column=self.formula_first[1],
+                            rule="formula_like_cell", details={"cells": self.formula_count})
+
+    def date_warnings(self, schema: CensusSchema, name: str) -> list[str]:
+        stats = [(c, *self.dates[c]) for c in DATE_COLUMNS if c in self.dates]
+        return _date_warnings(stats, schema, name)
+
+
+def _earlier(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
+    return b if a is None or (b is not None and b[0] < a[0]) else a
+
+
+def _canonical(header: list[str], frame: pd.DataFrame, rows: np.ndarray, schema: CensusSchema, name: str,
+               *, quiet: bool = False) -> tuple[pd.DataFrame, ReadFaults]:
+    """The canonical census of a parsed table (or of a block of one), and what the whole-file checks
+    found in it (raised by the caller: a block's faults count only with the whole file's).
+    ``quiet``: the logs about dropped and absent columns are not repeated (a later block)."""
     wanted = {schema.header_for(c): c for c in CANONICAL_COLUMNS}
     extra = [h for h in header if h not in wanted]
-    if extra:
+    if extra and not quiet:
         log.warning("%s: dropping %d unknown column(s): %s", name, len(extra), extra)
     index = frame.index
     raw = {wanted[h]: series for h, series in frame.items() if h in wanted}
@@ -320,10 +529,12 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
             out[column] = pd.Series("", index=index, dtype="str")
     present = {wanted[h] for h in header if h in wanted}
     absent = [c for c in CANONICAL_COLUMNS if c not in present]
-    if absent:
+    if absent and not quiet:
         log.info("%s: optional column(s) absent, left empty: %s", name, absent)
-    _check_cell_lengths(out, rows, schema, name)
-    _check_formulas(out, signed, rows, schema, name)
+    faults = ReadFaults()
+    faults.long_first, faults.long_count = _cell_length_faults(out, rows, schema)
+    if faults.long_first is None:  # a cell too long is raised first: the formula check reads bounded cells
+        faults.formula_first, faults.formula_count = _formula_faults(out, signed, rows, schema)
 
     for column, table in (("relationship", schema.relationship_codes), ("gender", schema.gender_codes),
                           ("coverage_level", schema.coverage_level_codes),
@@ -335,18 +546,13 @@ def _normalise(parsed: list[tuple[list[str], pd.DataFrame, np.ndarray]], schema:
     if schema.salary_frequency_codes:  # keys are upper case: employer codes match in any case
         out["salary_frequency"] = _per_text(out["salary_frequency"],
                                             partial(_frequency_codes, codes=schema.salary_frequency_codes))
-    warnings: list[str] = []
     if schema.date_format != _ISO:
-        warnings += _date_order_warnings({c: out[c] for c in DATE_COLUMNS if c in present}, schema, name)
+        faults.dates = _date_stats({c: out[c] for c in DATE_COLUMNS if c in present}, schema)
         for column in DATE_COLUMNS:
             out[column] = _per_text(out[column], partial(_to_iso, date_format=schema.date_format))
     census = pd.DataFrame(out)
     census[ROW_NUMBER] = rows
-    if warnings:
-        # PHI-free (file, column, row counts): validation carries them into its report
-        census.attrs[READER_WARNINGS] = warnings
-    log.info("%s: read %d rows", name, len(census))
-    return census
+    return census, faults
 
 
 def _is_coded(series: pd.Series) -> bool:
@@ -474,11 +680,12 @@ def _maybe_space(edge: np.ndarray) -> np.ndarray:
     return (edge - np.uint8(0x21)) > np.uint8(0x7E - 0x21)
 
 
-def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: CensusSchema,
-                        name: str) -> None:
-    """A cell longer than the schema's ``max_cell_length`` is refused, naming its row and column (never
-    its text), before any check that reads cells: no census field is that long, and every later
-    per-cell check then works on bounded cells."""
+def _cell_length_faults(out: Mapping[str, pd.Series], rows: np.ndarray, schema: CensusSchema
+                        ) -> tuple[tuple[int, str] | None, int]:
+    """The first cell longer than the schema's ``max_cell_length`` (row, header) and how many there are:
+    refused (:meth:`ReadFaults.raise_first`), naming its row and column (never its text), before any
+    check that reads cells: no census field is that long, and every later per-cell check then works on
+    bounded cells."""
     limit = schema.max_cell_length
     first: tuple[int, str] | None = None
     count = 0
@@ -497,10 +704,7 @@ def _check_cell_lengths(out: Mapping[str, pd.Series], rows: np.ndarray, schema: 
         row = int(rows[long[0]])
         if first is None or row < first[0]:
             first = (row, schema.header_for(column))
-    if first is not None:
-        raise DataError(f"cell is longer than the census schema's max_cell_length of {limit} characters "
-                        f"({count} such cell(s) in the file)", file=name, row=first[0], column=first[1],
-                        rule="cell_too_long", details={"cells": count, "max_cell_length": limit})
+    return first, count
 
 
 def _fits(series: pd.Series, limit: int) -> bool:
@@ -521,9 +725,9 @@ def _fits(series: pd.Series, limit: int) -> bool:
     return True
 
 
-def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarray], rows: np.ndarray,
-                    schema: CensusSchema, name: str) -> None:
-    """A text cell a spreadsheet would run as a formula is refused, naming its row and column.
+def _formula_faults(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarray], rows: np.ndarray,
+                    schema: CensusSchema) -> tuple[tuple[int, str] | None, int]:
+    """The first text cell a spreadsheet would run as a formula (row, header) and how many there are.
 
     ``signed`` holds, for each column read from the file, the positions of its cells that start with
     a formula sign (after the strip); only those are tested further.
@@ -543,11 +747,7 @@ def _check_formulas(out: Mapping[str, pd.Series], signed: Mapping[str, np.ndarra
         row = int(rows[positions[0]])
         if first is None or row < first[0]:
             first = (row, schema.header_for(column))
-    if first is not None:
-        raise DataError(f"cell starts like a spreadsheet formula (=, +, -, @) and is not a number "
-                        f"({count} such cell(s) in the file); remove the formula or the leading sign",
-                        file=name, row=first[0], column=first[1], rule="formula_like_cell",
-                        details={"cells": count})
+    return first, count
 
 
 # ---------------------------------------------------------------------------------------------- XLSX
@@ -981,18 +1181,13 @@ def _swapped(date_format: str) -> str | None:
     return date_format.replace("%d", "\x00").replace("%m", "%d").replace("\x00", "%m")
 
 
-def _date_order_warnings(columns: Mapping[str, pd.Series], schema: CensusSchema, name: str) -> list[str]:
-    """Whether the schema's ``date_format`` may have day and month the wrong way round.
-
-    A date whose day and month both are 12 or less (and differ) reads as two different dates, so a wrong
-    format swaps it silently. Two signs, by row count per column (never a value): a column with dates
-    that are dates only with day and month swapped (a day above 12 in the month's place) and none that
-    is a date only as declared; or no date in the file that confirms the order (every column's dates
-    read both ways), so the file cannot tell."""
+def _date_stats(columns: Mapping[str, pd.Series], schema: CensusSchema) -> dict[str, tuple[int, int, int]]:
+    """Per date column with a date in it: rows whose dates read both ways (day and month 12 or less and
+    differing), rows that are dates only with day and month swapped, rows only as declared."""
     other = _swapped(schema.date_format)
     if other is None:
-        return []
-    stats: list[tuple[str, int, int, int]] = []  # column, both ways, only swapped, only declared
+        return {}
+    stats: dict[str, tuple[int, int, int]] = {}
     for column, series in columns.items():
         counts = series[series != ""].value_counts()
         counts = counts[counts > 0]  # a coded column counts every distinct text, those no row has too
@@ -1005,8 +1200,22 @@ def _date_order_warnings(columns: Mapping[str, pd.Series], schema: CensusSchema,
         two = (declared.notna() & swapped.notna() & (declared != swapped)).to_numpy()
         only_swapped = (declared.isna() & swapped.notna()).to_numpy()
         only_declared = (declared.notna() & swapped.isna()).to_numpy()
-        stats.append((column, int(weights[two].sum()), int(weights[only_swapped].sum()),
-                      int(weights[only_declared].sum())))
+        stats[column] = (int(weights[two].sum()), int(weights[only_swapped].sum()), int(weights[only_declared].sum()))
+    return stats
+
+
+def _date_warnings(stats: list[tuple[str, int, int, int]], schema: CensusSchema, name: str) -> list[str]:
+    """Whether the schema's ``date_format`` may have day and month the wrong way round, from
+    :func:`_date_stats` (column, both ways, only swapped, only declared; in ``DATE_COLUMNS`` order).
+
+    A date whose day and month both are 12 or less (and differ) reads as two different dates, so a wrong
+    format swaps it silently. Two signs, by row count per column (never a value): a column with dates
+    that are dates only with day and month swapped (a day above 12 in the month's place) and none that
+    is a date only as declared; or no date in the file that confirms the order (every column's dates
+    read both ways), so the file cannot tell."""
+    other = _swapped(schema.date_format)
+    if other is None:
+        return []
 
     def where(column: str) -> str:
         return f"column {schema.header_for(column)!r} ({column})"

@@ -199,44 +199,66 @@ def _accept_census(ctx: RunContext) -> bool:
 def validate(ctx: RunContext) -> dict[str, Any]:
     """Read and validate the staged census; write the PHI-free report; apply the feed's policy.
 
-    An accepted census is recorded as processed only when the run has an outcome (:func:`_accept_census`,
-    from confirm or a build with nothing to send), not here.
+    The census is read in blocks and validated in chunks of whole families (``Settings.chunk_families``;
+    see :mod:`carrierfeeds.census.chunks`), the accepted file written chunk by chunk: the report and the
+    outcome are those of the census validated whole. An accepted census is recorded as processed only
+    when the run has an outcome (:func:`_accept_census`, from confirm or a build with nothing to send),
+    not here.
     """
-    from carrierfeeds.census.accepted import accepted_table, low_cardinality, write_accepted
-    from carrierfeeds.census.readers import read_census
+    from carrierfeeds.census.accepted import AcceptedWriter
+    from carrierfeeds.census.chunks import FamilyCollision, census_chunks
     from carrierfeeds.census.tokens import MemberTokenizer
-    from carrierfeeds.validation import CarrierRules, apply_policy, validate_census_coded
+    from carrierfeeds.validation import CarrierRules
+    from carrierfeeds.validation.chunked import suite_by_rows, validate_chunks
 
     with recorded_stage(ctx, "validate") as detail:
         staged = ctx.state().census
         source_name = staged.census_name if staged is not None else "census.csv"
-        # the run's own staged copy (0600, replaced by rename, never truncated): read mapped, not copied;
-        # coded: its low-cardinality columns as Categoricals, whose codes validation and the accepted file
-        # take as they are (the census frame's memory and its encoding; benchmarks/README.md)
-        census = read_census(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name, private=True,
-                             coded=True)
         tokenizer = MemberTokenizer.from_key_file(ctx.settings.resolved_token_key_file)
         # With the carrier's rules: whatever the build could not take is refused here, by row and rule.
         carrier = CarrierRules.for_feed(ctx.bundle.mapping, ctx.bundle.feed.authorization.plans,
                                         output_format=ctx.bundle.feed.output.format)
-        report, all_codes = validate_census_coded(census, ctx.bundle.suite_path, ctx.bundle.schema, tokenizer,
-                                                  as_of=ctx.ref.interval_start, source_name=source_name,
-                                                  plans=plan_catalogue(ctx.settings, ctx.bundle), carrier=carrier)
-        codes = low_cardinality(all_codes, len(census))  # the member ids' and SSNs' codes go at once
-        del all_codes
+        # A suite GX runs (any expectation not of one row alone) reads whole columns: one chunk.
+        families = ctx.settings.chunk_families if suite_by_rows(ctx.bundle.suite_path) else None
+        # the run's own staged copy (0600, replaced by rename, never truncated): read mapped, coded, in blocks
+        census = census_chunks(ctx.fetch("census.csv"), ctx.bundle.schema, display_name=source_name,
+                               spill_dir=ctx.run_dir / ".census-blocks", families_per_chunk=families)
+        accepted = ctx.run_dir / ACCEPTED
+        written = accepted.with_name(f".{ACCEPTED}.tmp")
+        try:
+            run = partial(validate_chunks, suite_path=ctx.bundle.suite_path, schema=ctx.bundle.schema,
+                          tokenizer=tokenizer, as_of=ctx.ref.interval_start, source_name=source_name,
+                          rows=census.rows, reader_warnings=census.warnings, code_texts=census.code_texts,
+                          policy=ctx.bundle.feed.validation, plans=plan_catalogue(ctx.settings, ctx.bundle),
+                          carrier=carrier)
+            try:
+                with AcceptedWriter(written) as writer:
+                    outcome = run(census.chunks(), on_accepted=writer.add)
+            except FamilyCollision:  # two families' ids hashed alike: validated again as one chunk
+                census.as_one_chunk()
+                with AcceptedWriter(written) as writer:
+                    outcome = run(census.chunks(), on_accepted=writer.add)
+        except BaseException:
+            written.unlink(missing_ok=True)
+            raise
+        finally:
+            census.close()
+        release_memory()
+        report = outcome.report
         report_dir = private_dir(ctx.settings.reports_dir / ctx.feed_id / ctx.ref.interval_start.isoformat())
         report.write_csv(report_dir / "validation.csv")
         report.write_html(report_dir / "validation.html")
-        outcome = apply_policy(census, report, ctx.bundle.feed.validation)
         counts = {"rows": report.rows, "members": report.members, "families": report.families,
                   "failed_rows": report.failed_rows, "failed_families": report.failed_families,
                   "findings": len(report.findings), "held_back_members": outcome.held_back_members}
         # Expected exclusions by reason (a plan this carrier is not authorised for): flat in the ledger,
         # by reason in the run's summary (run --json).
         detail.update(counts, **{f"excluded_{k}": v for k, v in report.excluded.items()})
+        log.info("%s: validated in %d chunk(s) of families", ctx.run_id, len(writer.chunks))
         ctx.save_state(validated=ValidationState(validation={**counts, "excluded": dict(report.excluded)},
                                                  report_dir=str(report_dir)))
         if outcome.rejected:
+            written.unlink(missing_ok=True)
             raise CensusRejected(
                 f"census rejected under policy {ctx.bundle.feed.validation.policy!r}: "
                 f"{report.failed_rows} failing rows in {report.failed_families} families; "
@@ -247,15 +269,6 @@ def validate(ctx: RunContext) -> dict[str, Any]:
         # Arrow IPC, uncompressed, read memory-mapped by build: AES over more bytes is cheaper than LZ4,
         # zstd or Parquet both ways. Low-cardinality columns as dictionaries from validation's codes
         # (carrierfeeds.census.accepted) keep it small (figures: benchmarks/README.md).
-        accepted = ctx.run_dir / ACCEPTED
-        written = accepted.with_name(f".{ACCEPTED}.tmp")
-        table = accepted_table(outcome.accepted, codes, outcome.rows)
-        # The census's frame (and the policy's accepted rows of it) go before the file is written and
-        # kept: the table is all that is left to write, and the frame beside it was the stage's peak.
-        del codes, census, outcome
-        release_memory()
-        write_accepted(written, table)
-        del table
         os.chmod(written, 0o600)
         written.replace(accepted)
         ctx.keep(accepted)

@@ -77,11 +77,14 @@ def validate_census(census: pd.DataFrame, suite_path: Path, schema: CensusSchema
 def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: CensusSchema,
                           tokenizer: MemberTokenizer, *, as_of: date, source_name: str,
                           workers: int | None = None, plans: PlanCatalogue | None = None,
-                          carrier: CarrierRules | None = None,
+                          carrier: CarrierRules | None = None, show_codes: bool = True,
                           ) -> tuple[ValidationReport, dict[str, ColumnCodes]]:
     """:func:`validate_census`, and the columns it factorised on the way (see :class:`ColumnCodes`) by
     name: the pipeline writes the accepted rows' low-cardinality columns as Arrow dictionaries from them
-    instead of hashing them again (:mod:`carrierfeeds.census.accepted`)."""
+    instead of hashing them again (:mod:`carrierfeeds.census.accepted`).
+
+    ``show_codes`` False: no finding shows its code (a chunk of a census: whether a code column shows
+    them depends on the whole file; :mod:`carrierfeeds.validation.chunked` decides)."""
     warnings: list[str] = list(census.attrs.get(READER_WARNINGS, ()))
     if ROW_NUMBER not in census.columns:
         census = census.assign(**{ROW_NUMBER: np.arange(2, len(census) + 2, dtype=np.int64)})
@@ -110,7 +113,8 @@ def validate_census_coded(census: pd.DataFrame, suite_path: Path, schema: Census
 
     findings, rows, rule_counts = to_findings(
         raws, row_numbers, columns.coded("member_id") if "member_id" in census.columns else None, tokenizer)
-    findings = _with_codes(findings, census, columns)
+    if show_codes:
+        findings = _with_codes(findings, census, columns)
     failed_mask = np.isin(row_numbers, np.unique(rows[rows != HEADER_ROW]))
     # distinct member ids (not blank) and families, from the codes the rules already made
     if "member_id" in census.columns:
