@@ -218,6 +218,7 @@ def family_chunks(frame: pd.DataFrame, families_per_chunk: int) -> Iterator[pd.D
     from carrierfeeds.x12.sanitize import fold_column
 
     if not len(frame):
+        yield frame  # an empty census is one empty chunk: its columns, no family
         return
     family, _ = pd.factorize(fold_column(frame["subscriber_id"], 50).values)
     chunk = np.asarray(family, dtype=np.int64) // max(families_per_chunk, 1)
