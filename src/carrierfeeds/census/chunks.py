@@ -105,10 +105,18 @@ class _Keys:
         self.subscriber.append(hash_texts(frame["subscriber_id"]))
 
     def plan(self, families_per_chunk: int | None) -> np.ndarray:
-        whole = [np.concatenate(k) if k else np.zeros(0, dtype=np.uint64)
-                 for k in (self.family, self.member, self.ssn, self.subscriber)]
-        self.family = self.member = self.ssn = self.subscriber = []
-        return plan_chunks(*whole, families_per_chunk=families_per_chunk)
+        # One array at a time, each list let go as it is joined, the family hashes as soon as the families
+        # are numbered: at 10M members each of these is 184 MB (23M rows).
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+        family, self.family = joined(self.family), []
+        at = families_in_order(family)
+        del family
+        member, self.member = joined(self.member), []
+        ssn, self.ssn = joined(self.ssn), []
+        subscriber, self.subscriber = joined(self.subscriber), []
+        return _plan(at, member, ssn, subscriber, families_per_chunk=families_per_chunk)
 
 
 def plan_chunks(family: np.ndarray, member: np.ndarray, ssn: np.ndarray, subscriber: np.ndarray, *,
@@ -117,16 +125,23 @@ def plan_chunks(family: np.ndarray, member: np.ndarray, ssn: np.ndarray, subscri
     (None: one chunk), cut only where no link crosses. Links: rows with one member id or one SSN (not
     blank), and a row whose subscriber id is another row's member id. Each argument holds a hash per row
     (0: blank); the chunks are numbered from 0 in order."""
-    if not len(family):
+    return _plan(families_in_order(family), member, ssn, subscriber, families_per_chunk=families_per_chunk)
+
+
+def families_in_order(family: np.ndarray) -> np.ndarray:
+    """Each row's family (its hash in ``family``), numbered from 0 by first appearance."""
+    codes, uniques = pd.factorize(family)
+    return codes.astype(np.int32 if len(uniques) < 2**31 else np.int64, copy=False)
+
+
+def _plan(at: np.ndarray, member: np.ndarray, ssn: np.ndarray, subscriber: np.ndarray, *,
+          families_per_chunk: int | None) -> np.ndarray:
+    """:func:`plan_chunks` from each row's family numbered by first appearance (``at``)."""
+    if not len(at):
         return np.zeros(0, dtype=np.int32)
-    uniq, first, inverse = np.unique(family, return_index=True, return_inverse=True)
-    position = np.empty(len(uniq), dtype=np.int64)
-    position[np.argsort(first, kind="stable")] = np.arange(len(uniq))
-    at = position[inverse]  # each row's family, numbered by first appearance
-    del uniq, first, inverse
     count = int(at.max()) + 1
     if families_per_chunk is None or count <= families_per_chunk:
-        return np.zeros(len(family), dtype=np.int32)
+        return np.zeros(len(at), dtype=np.int32)
     los: list[np.ndarray] = []
     his: list[np.ndarray] = []
     member_keys, member_lo, member_hi = _spans(member, at)
