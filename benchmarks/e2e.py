@@ -127,8 +127,8 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
     def clock() -> datetime:
         return datetime(2026, 11, 21, 7, 0, tzinfo=UTC)
 
-    ctx = run.open_run(ws.settings, run.RunRef.for_day(ws.feed.feed_id, DAY), clock=clock,
-                            actor="benchmark")
+    ctx = run.open_run(_settings_for(ws, census, work), run.RunRef.for_day(ws.feed.feed_id, DAY), clock=clock,
+                       actor="benchmark")
     stages: dict[str, float] = {}
     stage_rss: dict[str, float | None] = {}
     stage_cpu: dict[str, dict[str, float]] = {}
@@ -169,6 +169,25 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
 
 #: Above this size (bytes) the primitives read the census in batches and copy the 834 in blocks.
 STREAM_PRIMITIVES_BYTES = 2 << 30
+
+
+def _settings_for(ws: Any, census: Path, work: Path) -> Any:
+    """The workspace's settings; for a census over the schema's size cap (1 GiB by default: a 10M census
+    is 7 GB), a copy of the schemas in ``work`` whose cap lets this census in."""
+    import yaml
+
+    from carrierfeeds.config import load_schema
+
+    schema_file = ws.settings.schemas_dir / f"{ws.feed.census.schema_id}.yaml"
+    size = census.stat().st_size
+    if size <= load_schema(schema_file).max_bytes:
+        return ws.settings
+    schemas = work / "schemas"
+    shutil.copytree(ws.settings.schemas_dir, schemas)
+    layout = yaml.safe_load(schema_file.read_text())
+    layout["max_bytes"] = 2 * size
+    (schemas / schema_file.name).write_text(yaml.safe_dump(layout, sort_keys=False))
+    return ws.settings.model_copy(update={"schemas_dir": schemas})
 
 
 def _count_rows(census: Path) -> int:
