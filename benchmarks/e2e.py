@@ -100,6 +100,19 @@ def generate_census_file(members: int, seed: int, path: Path) -> int:
     return int(proc.stdout.strip())
 
 
+def bench_workspace(work: Path, keys: Any, sshd: Any) -> Any:
+    """The demo feed in a workspace under ``work``, delivering to an inbox of its own on ``sshd``."""
+    from carrierfeeds.config import SftpDelivery
+    from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
+
+    inbox = sshd.root / work.name
+    inbox.mkdir()
+    keys_dir = work / "keys"
+    sshd.write_keys_dir(keys_dir, CONNECTION_ID)
+    return prepare_workspace(work / "ws", keys=keys, keys_dir=keys_dir, config_root=ROOT,
+                             delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
+
+
 def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
                       source: Path | None = None) -> dict[str, Any]:
     """One full run in a fresh workspace; per-stage seconds and the artifacts' paths and sizes.
@@ -107,16 +120,9 @@ def run_pipeline_once(members: int, seed: int, work: Path, keys: Any, sshd: Any,
     ``source``: a census generated earlier for (members, seed), copied in instead of generated again.
     """
     from carrierfeeds import run
-    from carrierfeeds.config import SftpDelivery
-    from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
     from carrierfeeds.run.context import release_memory
 
-    inbox = sshd.root / work.name
-    inbox.mkdir()
-    keys_dir = work / "keys"
-    sshd.write_keys_dir(keys_dir, CONNECTION_ID)
-    ws = prepare_workspace(work / "ws", keys=keys, keys_dir=keys_dir, config_root=ROOT,
-                           delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
+    ws = bench_workspace(work, keys, sshd)
     census = ws.inbound / "census_bench.csv"
     if source is None:
         gen_s, rows = _timed(lambda: generate_census_file(members, seed, census))

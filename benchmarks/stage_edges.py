@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e import DAY, ROOT, generate_census_file, load_average
+from benchmarks.e2e import DAY, bench_workspace, generate_census_file, load_average
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,8 @@ def measured(fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
 
 def one_round(census: Path, work: Path, keys: Any, sshd: Any, stages: tuple[str, ...]) -> dict[str, Any]:
     from carrierfeeds import run
-    from carrierfeeds.config import SftpDelivery
-    from carrierfeeds.demo import CONNECTION_ID, prepare_workspace
 
-    inbox = sshd.root / work.name
-    inbox.mkdir()
-    keys_dir = work / "keys"
-    sshd.write_keys_dir(keys_dir, CONNECTION_ID)
-    ws = prepare_workspace(work / "ws", keys=keys, keys_dir=keys_dir, config_root=ROOT,
-                           delivery=SftpDelivery(connection_id=CONNECTION_ID, remote_dir=str(inbox)))
+    ws = bench_workspace(work, keys, sshd)
     staged = ws.inbound / "census_bench.csv"
     os.link(census, staged)
 
