@@ -79,7 +79,7 @@ def _chunked(path: Path, schema: CensusSchema, policy: ValidationPolicy, tmp: Pa
         with AcceptedWriter(accepted) as writer:
             outcome = validate_chunks(census.chunks(), suite, schema, TOKENIZER, as_of=DAY, source_name="census.csv",
                                       rows=census.rows, reader_warnings=census.warnings,
-                                      code_texts=census.code_texts, policy=policy, on_accepted=writer.add,
+                                      code_texts=census.code_texts, policy=policy, on_accepted=writer.add_accepted,
                                       plans=_catalogue(), carrier=CARRIER)
     finally:
         census.close()

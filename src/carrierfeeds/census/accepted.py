@@ -201,6 +201,12 @@ class AcceptedWriter:
             writer.write_table(table, max_chunksize=max(len(table), 1))
         self.chunks.append(len(table))
 
+    def add_accepted(self, accepted: pd.DataFrame, codes: Mapping[str, ColumnCodes], rows: np.ndarray | None,
+                     chunk_rows: int) -> None:
+        """Append a chunk's accepted rows (``validation.chunked.validate_chunks``'s ``on_accepted``): its
+        table made from validation's codes for the chunk of ``chunk_rows`` rows (:func:`accepted_table`)."""
+        self.add(accepted_table(accepted, low_cardinality(codes, chunk_rows), rows))
+
     def close(self) -> None:
         self._sink.close()
 

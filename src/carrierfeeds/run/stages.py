@@ -233,11 +233,11 @@ def validate(ctx: RunContext) -> dict[str, Any]:
                           carrier=carrier)
             try:
                 with AcceptedWriter(written) as writer:
-                    outcome = run(census.chunks(), on_accepted=writer.add)
+                    outcome = run(census.chunks(), on_accepted=writer.add_accepted)
             except FamilyCollision:  # two families' ids hashed alike: validated again as one chunk
                 census.as_one_chunk()
                 with AcceptedWriter(written) as writer:
-                    outcome = run(census.chunks(), on_accepted=writer.add)
+                    outcome = run(census.chunks(), on_accepted=writer.add_accepted)
         except BaseException:
             written.unlink(missing_ok=True)
             raise

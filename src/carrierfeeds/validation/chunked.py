@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from carrierfeeds.census.columns import ROW_NUMBER
 from carrierfeeds.census.tokens import MemberTokenizer
@@ -30,6 +29,7 @@ from carrierfeeds.validation.report import (
     CODE_COLUMNS,
     CODE_DISTINCT_MAX,
     HEADER_ROW,
+    ColumnCodes,
     Finding,
     ValidationReport,
     shows_as_code,
@@ -68,14 +68,16 @@ def suite_by_rows(suite_path: Path) -> bool:
 def validate_chunks(chunks: Iterable[pd.DataFrame], suite_path: Path, schema: CensusSchema,
                     tokenizer: MemberTokenizer, *, as_of: date, source_name: str, rows: int,
                     reader_warnings: list[str], code_texts: dict[str, list[str] | None],
-                    policy: ValidationPolicy, on_accepted: Callable[[pa.Table], None],
+                    policy: ValidationPolicy,
+                    on_accepted: Callable[[pd.DataFrame, Mapping[str, ColumnCodes], np.ndarray | None, int], None],
                     plans: PlanCatalogue | None = None, carrier: CarrierRules | None = None) -> ChunkedOutcome:
     """Validate each chunk of a census of ``rows`` rows (``validate_census_coded``), apply the policy, and
-    hand each chunk's accepted rows to ``on_accepted`` as the accepted file's table (``accepted_table``).
+    hand each chunk's accepted rows to ``on_accepted``: the accepted frame, the chunk's column codes, the
+    accepted rows' positions in the chunk and the chunk's rows (``census.accepted.AcceptedWriter.
+    add_accepted`` makes the accepted file's table of them: the pure core writes nothing).
 
     ``reader_warnings`` and ``code_texts`` (per code column its distinct texts across the census, None
     for more than a report shows) are the whole file's, from the read (census.chunks.CensusChunks)."""
-    from carrierfeeds.census.accepted import accepted_table, low_cardinality
     from carrierfeeds.validation import validate_census_coded
 
     candidates = {c: texts for c, texts in code_texts.items()
@@ -111,10 +113,8 @@ def validate_chunks(chunks: Iterable[pd.DataFrame], suite_path: Path, schema: Ce
         held_ids |= outcome.held_back_member_ids
         if len(outcome.accepted):
             accepted_rows += len(outcome.accepted)
-            table = accepted_table(outcome.accepted, low_cardinality(codes, len(chunk)), outcome.rows)
+            on_accepted(outcome.accepted, codes, outcome.rows, len(chunk))
             del outcome, codes
-            on_accepted(table)
-            del table
     if template is None:
         raise ValueError("validate_chunks needs at least one chunk")
     merged = _merged(findings, personal)
